@@ -1,0 +1,205 @@
+"""Avro single-object encoding of every record Kadence puts on Kafka.
+
+The ``.avsc`` files under ``schemas/`` are the one source of truth. A record on
+the wire is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the
+writer schema's parsing canonical form + the Avro binary body, so any producer
+holding ``schemas/`` can write a valid record without a schema registry.
+
+Every historical version of a schema stays under ``schemas/versions/``; a record
+written with an old version is resolved to the current one on read (new fields
+take their defaults), and a reader meets unknown fields only as skipped bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
+
+__all__ = [
+    "MAGIC",
+    "DecodeError",
+    "Schemas",
+    "decode",
+    "encode",
+    "fingerprint_of",
+    "schemas",
+    "schemas_dir",
+]
+
+MAGIC = b"\xc3\x01"
+_HEADER = struct.Struct("<2sQ")
+NAMESPACE = "kadence"
+
+
+class DecodeError(ValueError):
+    """A byte string is not a record Kadence can read; the reason says why."""
+
+
+def schemas_dir() -> Path:
+    """Where the ``.avsc`` files live: ``schemas/`` beside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "schemas", here / "_schemas"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("the Avro schemas directory (schemas/) was not found")
+
+
+def fingerprint_of(parsed: Any) -> int:
+    """The CRC-64-AVRO fingerprint of a parsed schema, as an unsigned int."""
+    return int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
+
+
+@dataclass(frozen=True)
+class _Version:
+    name: str
+    writer: Any
+    fingerprint: int
+
+
+class Schemas:
+    """The current schema of each record type and every version ever written."""
+
+    def __init__(self, directory: Path) -> None:
+        self.current: dict[str, Any] = {}
+        self._fingerprint: dict[str, int] = {}
+        self._by_fingerprint: dict[int, _Version] = {}
+        for path in sorted(directory.glob(f"{NAMESPACE}.*.avsc")):
+            parsed = load_schema(str(path))
+            name = parsed["name"]
+            self.current[name] = parsed
+            fp = fingerprint_of(parsed)
+            self._fingerprint[name] = fp
+            self._by_fingerprint[fp] = _Version(name, parsed, fp)
+        versions = directory / "versions"
+        if versions.is_dir():
+            for path in sorted(versions.glob("*.avsc")):
+                parsed = self._load_version(path, directory)
+                fp = fingerprint_of(parsed)
+                self._by_fingerprint.setdefault(fp, _Version(parsed["name"], parsed, fp))
+
+    @staticmethod
+    def _load_version(path: Path, directory: Path) -> Any:
+        # An old version may refer to named types that live beside the current
+        # schemas; resolve them from there.
+        named: dict[str, Any] = {}
+        raw = json.loads(path.read_text())
+        for ref in sorted(directory.glob(f"{NAMESPACE}.*.avsc")):
+            if ref.stem != raw.get("namespace", NAMESPACE) + "." + raw["name"]:
+                load_schema(str(ref), named_schemas=named)
+        return fastavro.parse_schema(raw, named_schemas=named)
+
+    def fingerprint(self, name: str) -> int:
+        return self._fingerprint[_full(name)]
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        full = _full(name)
+        try:
+            schema = self.current[full]
+        except KeyError:
+            raise KeyError(f"no Avro schema named {full}") from None
+        out = io.BytesIO()
+        out.write(_HEADER.pack(MAGIC, self._fingerprint[full]))
+        fastavro.schemaless_writer(out, schema, record)
+        return out.getvalue()
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """Return (short record name, record) for single-object encoded bytes."""
+        if len(data) < _HEADER.size:
+            raise DecodeError(f"record of {len(data)} bytes is shorter than the 10-byte header")
+        magic, fp = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise DecodeError(f"not Avro single-object encoding (marker {magic.hex()}, expected c301)")
+        version = self._by_fingerprint.get(fp)
+        if version is None:
+            raise DecodeError(f"unknown schema fingerprint {fp:016x}")
+        reader = self.current.get(version.name, version.writer)
+        body = io.BytesIO(data[_HEADER.size :])
+        try:
+            record = fastavro.schemaless_reader(
+                body,
+                version.writer,
+                reader if reader is not version.writer else None,
+                return_record_name=True,
+                return_record_name_override=True,
+            )
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"body does not match {version.name}: {exc!r}") from exc
+        if body.tell() != len(data) - _HEADER.size:
+            raise DecodeError(f"{len(data) - _HEADER.size - body.tell()} trailing bytes after a {version.name}")
+        return version.name.rpartition(".")[2], _untuple(record)
+
+
+def _full(name: str) -> str:
+    return name if "." in name else f"{NAMESPACE}.{name}"
+
+
+def _untuple(value: Any) -> Any:
+    """Drop the (record name, record) pairs fastavro returns for multi-record unions.
+
+    The branch is always implied by a sibling ``event_type``/``command_type``.
+    """
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        return _untuple(value[1])
+    if isinstance(value, dict):
+        return {k: _untuple(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untuple(v) for v in value]
+    return value
+
+
+def event_attributes_type(event_type: str) -> str:
+    return f"{NAMESPACE}.{event_type}EventAttributes"
+
+
+def command_attributes_type(command_type: str) -> str:
+    return f"{NAMESPACE}.{command_type}CommandAttributes"
+
+
+def tag_unions(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Mark the union branch of ``attributes`` fields so fastavro writes the right record."""
+    short = name.rpartition(".")[2]
+    if short == "HistoryEvent":
+        return _tag_event(record)
+    if short == "HistoryRecord":
+        return {**record, "event": _tag_event(record["event"])}
+    if short == "RespondWorkflowTaskCompleted":
+        return {**record, "commands": [_tag_command(c) for c in record.get("commands", [])]}
+    return record
+
+
+def _tag_event(event: dict[str, Any]) -> dict[str, Any]:
+    attrs = event.get("attributes")
+    if attrs is None or isinstance(attrs, tuple):
+        return event
+    return {**event, "attributes": (event_attributes_type(event["event_type"]), attrs)}
+
+
+def _tag_command(command: dict[str, Any]) -> dict[str, Any]:
+    attrs = command["attributes"]
+    if isinstance(attrs, tuple):
+        return command
+    return {**command, "attributes": (command_attributes_type(command["command_type"]), attrs)}
+
+
+@cache
+def schemas() -> Schemas:
+    """The process-wide schema set, loaded once from ``schemas/``."""
+    return Schemas(schemas_dir())
+
+
+def encode(name: str, record: dict[str, Any]) -> bytes:
+    """Encode ``record`` as the named record type (short or full name)."""
+    return schemas().encode(name, tag_unions(name, record))
+
+
+def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode single-object encoded bytes into (short record name, record)."""
+    return schemas().decode(data)
