@@ -1,0 +1,48 @@
+"""Service settings, read once from the environment (``KADENCE_*``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = ""
+    shards: int = 4                     # partitions of kadence.requests, fixed per cluster
+    task_partitions: int = 4            # partitions of kadence.tasks
+    frontend_host: str = "127.0.0.1"
+    frontend_port: int = 7233
+    matching_host: str = "127.0.0.1"
+    matching_port: int = 0              # 0: any free port
+    session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "kafka_bootstrap": os.environ.get("KADENCE_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            "database_url": os.environ.get("KADENCE_DATABASE_URL", ""),
+            "shards": _env_int("KADENCE_SHARDS", cls.shards),
+            "task_partitions": _env_int("KADENCE_TASK_PARTITIONS", cls.task_partitions),
+            "frontend_host": os.environ.get("KADENCE_FRONTEND_HOST", cls.frontend_host),
+            "frontend_port": _env_int("KADENCE_FRONTEND_PORT", cls.frontend_port),
+            "matching_host": os.environ.get("KADENCE_MATCHING_HOST", cls.matching_host),
+            "matching_port": _env_int("KADENCE_MATCHING_PORT", cls.matching_port),
+            "session_timeout_ms": _env_int("KADENCE_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

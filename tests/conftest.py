@@ -1,0 +1,59 @@
+"""Session fixtures: one real Tansu broker and one real PostgreSQL for the whole run.
+
+Each test that needs isolation gets its own database (``fresh_dsn``) and, where it
+starts services, its own topics prefix is not needed: a fresh broker per module is
+cheap (about 0.3 s), so service tests take ``broker`` per module.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    with tempfile.TemporaryDirectory(prefix="kadence-test-pg-") as d:
+        pg = EmbeddedPostgres.start(Path(d) / "data")
+        try:
+            yield pg
+        finally:
+            pg.stop()
+
+
+@pytest.fixture
+async def fresh_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A new, empty database on the session server, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, query = postgres.dsn.partition("?")
+    dsn = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    yield dsn
+    admin = await asyncpg.connect(postgres.dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[EmbeddedBroker]:
+    """A new Tansu broker on 127.0.0.1 for one test, stopped by its PID afterwards."""
+    b = await EmbeddedBroker.start()
+    try:
+        yield b
+    finally:
+        b.stop()
