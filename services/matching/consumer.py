@@ -1,0 +1,162 @@
+"""The ``kadence.tasks`` consumer of a matching instance (group ``kadence-matching``).
+
+Each fetch is ingested whole: undecodable or misplaced records go to ``kadence.dlq``,
+duplicates of tasks handed out lately are dropped, the rest are sync-matched or stored
+in the backlog, and only then are the offsets committed. The rebalance listener takes
+the same lock, so a partition is never given up in the middle of a fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from kadence import avro
+from services.common.config import Settings
+from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
+
+from .backlog import BacklogRow
+from .queues import ACTIVITY, WORKFLOW, MatchedTask, QueueKey
+
+if TYPE_CHECKING:
+    from .service import MatchingService
+
+log = logging.getLogger(__name__)
+
+GROUP = "kadence-matching"
+_KIND_OF = {"WorkflowTask": WORKFLOW, "ActivityTask": ACTIVITY}
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: TaskConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._owner.batch_lock:
+            await self._owner.service.revoke(tp.partition for tp in revoked if tp.topic == TASKS)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._owner.batch_lock:
+            await self._owner.service.assign(tp.partition for tp in assigned if tp.topic == TASKS)
+
+
+class TaskConsumer:
+    def __init__(self, settings: Settings, service: MatchingService) -> None:
+        self.settings = settings
+        self.service = service
+        self.batch_lock = asyncio.Lock()
+        session = settings.session_timeout_ms
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=GROUP,
+            client_id=f"matching-{settings.instance_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session,
+            heartbeat_interval_ms=max(100, session // 4),
+            rebalance_timeout_ms=max(session, 5000),
+            # The Tansu broker does not wake a waiting fetch on produce; a short
+            # fetch wait bounds the latency of every task hop.
+            fetch_max_wait_ms=10,
+            metadata_max_age_ms=5000,
+        )
+        self._producer = new_producer(settings.kafka_bootstrap)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe([TASKS], listener=_Listener(self))
+        self._task = asyncio.create_task(self._run(), name="matching-consumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(KafkaError):
+            await self._consumer.stop()
+        with contextlib.suppress(KafkaError):
+            await self._producer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            except KafkaError:
+                log.exception("fetching from %s failed; retrying", TASKS)
+                await asyncio.sleep(0.5)
+                continue
+            if not batch:
+                continue
+            async with self.batch_lock:
+                for tp, records in batch.items():
+                    await self._ingest_partition(tp, records)
+
+    async def _ingest_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        if not records or not self.service.owns(tp.partition):
+            return  # revoked while fetching: the new owner reads them again
+        try:
+            await self._ingest(tp, records)
+        except (asyncpg.PostgresError, OSError, KafkaError):
+            # Nothing of this fetch was committed: read it again after a pause. Tasks
+            # already sync-matched are in the recent set, so they are not redelivered.
+            log.exception("ingesting %s failed; will re-read from offset %d", tp, records[0].offset)
+            self._consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(0.5)
+            return
+        try:
+            await self._consumer.commit({tp: records[-1].offset + 1})
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partition; the next owner re-reads, duplicates collapse.
+            log.warning("committing %s failed: %s", tp, exc)
+
+    async def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        letters: list[tuple[bytes | None, bytes]] = []
+        to_store: list[BacklogRow] = []
+        for rec in records:
+            reason, task, key = self._parse(tp, rec)
+            if reason is not None:
+                log.warning("dead-lettering %s@%d: %s", tp, rec.offset, reason)
+                letters.append((rec.key, dead_letter(
+                    source_topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                    key=rec.key, value=rec.value or b"", reason=reason,
+                )))
+                continue
+            assert task is not None and key is not None
+            if self.service.is_duplicate(task.task_id):
+                continue
+            if not self.service.try_sync_match(tp.partition, task, key):
+                assert task.payload is not None
+                to_store.append(BacklogRow(task.task_id, tp.partition, key, task.payload))
+        if to_store:
+            await self.service.store_backlog(to_store)
+        if letters:
+            await send_dead_letters(self._producer, letters)
+
+    def _parse(
+        self, tp: TopicPartition, rec: ConsumerRecord
+    ) -> tuple[str | None, MatchedTask | None, QueueKey | None]:
+        value = rec.value
+        if not isinstance(value, bytes):
+            return "record has no value", None, None
+        try:
+            name, record = avro.decode(value)
+        except avro.DecodeError as exc:
+            return f"cannot decode: {exc}", None, None
+        kind = _KIND_OF.get(name)
+        if kind is None:
+            return f"{name} does not belong on {TASKS}", None, None
+        key = QueueKey(record["namespace"], record["task_queue"], kind)
+        expected = self.service.partition_of(key.namespace, key.task_queue)
+        if expected != tp.partition:
+            return (f"task queue {key.namespace}/{key.task_queue} belongs on partition {expected},"
+                    f" found on {tp.partition} (wrong record key)"), None, None
+        return None, MatchedTask(kind, record["task_id"], record, value), key

@@ -1,0 +1,112 @@
+"""The internal HTTP API of a matching instance, for frontends in other processes.
+
+``POST /internal/poll``, ``/internal/query`` and ``/internal/respond-query`` take and
+give JSON; a partition this instance does not own answers ``421 NotOwner`` so the
+caller looks the owner up again. Handlers are cancelled when the caller hangs up,
+which lets a poll put back a task it could no longer deliver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .errors import (
+    MatchingError,
+    NoPollerError,
+    NotOwnerError,
+    QueryFailedError,
+    QueryTimeoutError,
+    UnknownQueryError,
+)
+
+if TYPE_CHECKING:
+    from .service import MatchingService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": error, "message": message, **extra}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NotOwnerError as exc:
+        return _error(421, "NotOwner", str(exc), partition=exc.partition)
+    except QueryFailedError as exc:
+        return _error(400, "QueryFailed", str(exc), failure=exc.failure)
+    except NoPollerError as exc:
+        return _error(504, "NoPoller", str(exc))
+    except QueryTimeoutError as exc:
+        return _error(504, "QueryTimeout", str(exc))
+    except UnknownQueryError as exc:
+        return _error(404, "UnknownQuery", str(exc))
+    except MatchingError as exc:
+        return _error(500, type(exc).__name__, str(exc))
+    except (KeyError, TypeError, ValueError) as exc:
+        return _error(400, "InvalidArgument", f"bad internal request: {exc!r}")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    data = json.loads(await request.read() or b"{}")
+    if not isinstance(data, dict):
+        raise TypeError("the body must be a JSON object")
+    return data
+
+
+class InternalServer:
+    def __init__(self, service: MatchingService) -> None:
+        self._service = service
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> str:
+        app = web.Application(middlewares=[_errors])
+        app.router.add_post("/internal/poll", self._poll)
+        app.router.add_post("/internal/query", self._query)
+        app.router.add_post("/internal/respond-query", self._respond_query)
+        app.router.add_get("/internal/health", self._health)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _poll(self, request: web.Request) -> web.Response:
+        b = await _body(request)
+        tasks = await self._service.poll(
+            str(b["namespace"]), str(b["task_queue"]), str(b["kind"]), int(b.get("max_tasks", 1)),
+            float(b.get("wait_seconds", 60)), str(b.get("identity", "")),
+        )
+        return web.json_response({"tasks": [t.to_json() for t in tasks]})
+
+    async def _query(self, request: web.Request) -> web.Response:
+        b = await _body(request)
+        result = await self._service.query(
+            str(b["namespace"]), str(b["task_queue"]), str(b["workflow_id"]), str(b["run_id"]),
+            str(b["query_type"]), b.get("args_json"), float(b.get("timeout", 10)),
+            workflow_type=str(b.get("workflow_type", "")),
+        )
+        return web.json_response({"result": result})
+
+    async def _respond_query(self, request: web.Request) -> web.Response:
+        b = await _body(request)
+        self._service.respond_query(str(b["query_id"]), b.get("result"), b.get("failure"))
+        return web.json_response({})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"owned_partitions": sorted(self._service.owned_partitions)})

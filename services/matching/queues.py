@@ -1,0 +1,132 @@
+"""In-memory task queues of the partitions this matching instance owns.
+
+A ``TaskQueue`` holds the pollers waiting on one (namespace, task_queue, kind), in
+arrival order so dispatch is fair, the query tasks not yet taken, and the number of
+rows the queue has in the PostgreSQL backlog (so an empty backlog costs no query).
+Nothing here does I/O; the service decides when to touch the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+WORKFLOW = "workflow"
+ACTIVITY = "activity"
+QUERY = "query"
+KINDS = (WORKFLOW, ACTIVITY)
+
+
+@dataclass(frozen=True)
+class QueueKey:
+    namespace: str
+    task_queue: str
+    kind: str
+
+
+@dataclass(frozen=True, eq=False)
+class MatchedTask:
+    """A task handed to a poller: a decoded WorkflowTask/ActivityTask, or a query task.
+
+    ``payload`` is the Avro record as it came from Kafka (``None`` for queries and for
+    tasks that crossed the internal HTTP API), kept so a task can be put back.
+    """
+
+    kind: str
+    task_id: str
+    task: dict[str, Any]
+    payload: bytes | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "task_id": self.task_id, "task": self.task}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MatchedTask:
+        return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=dict(data["task"]))
+
+
+class Poller:
+    """One waiting poll; its future receives the tasks, or [] meaning "look again"."""
+
+    __slots__ = ("future", "max_tasks")
+
+    def __init__(self, max_tasks: int) -> None:
+        self.future: asyncio.Future[list[MatchedTask]] = asyncio.get_running_loop().create_future()
+        self.max_tasks = max_tasks
+
+
+class TaskQueue:
+    def __init__(self, key: QueueKey, partition: int, backlog: int = 0) -> None:
+        self.key = key
+        self.partition = partition
+        self.backlog = backlog
+        self.pollers: deque[Poller] = deque()
+        self.queries: deque[MatchedTask] = deque()
+
+    def add_poller(self, max_tasks: int) -> Poller:
+        poller = Poller(max_tasks)
+        self.pollers.append(poller)
+        return poller
+
+    def remove_poller(self, poller: Poller) -> None:
+        try:
+            self.pollers.remove(poller)
+        except ValueError:
+            pass  # already taken by a hand-over
+
+    def _next_poller(self) -> Poller | None:
+        while self.pollers:
+            poller = self.pollers.popleft()
+            if not poller.future.done():
+                return poller
+        return None
+
+    def offer(self, task: MatchedTask) -> bool:
+        """Hand ``task`` to the longest-waiting poller; False when nobody waits."""
+        poller = self._next_poller()
+        if poller is None:
+            return False
+        poller.future.set_result([task])
+        return True
+
+    def wake(self, count: int) -> None:
+        """Tell up to ``count`` waiting pollers to look at the backlog again."""
+        for _ in range(count):
+            poller = self._next_poller()
+            if poller is None:
+                return
+            poller.future.set_result([])
+
+    def wake_all(self) -> None:
+        self.wake(len(self.pollers))
+
+    def has_pollers(self) -> bool:
+        return any(not p.future.done() for p in self.pollers)
+
+    def take_queries(self, limit: int) -> list[MatchedTask]:
+        taken: list[MatchedTask] = []
+        while self.queries and len(taken) < limit:
+            taken.append(self.queries.popleft())
+        return taken
+
+
+class RecentTasks:
+    """Task ids handed out lately, so a re-published duplicate is not delivered twice."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+    def add(self, task_id: str) -> None:
+        self._ids[task_id] = None
+        self._ids.move_to_end(task_id)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def discard(self, task_id: str) -> None:
+        self._ids.pop(task_id, None)

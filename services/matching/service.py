@@ -1,0 +1,317 @@
+"""The matching service: task queues of the owned ``kadence.tasks`` partitions.
+
+Tasks arrive from Kafka (see ``consumer.py``); a task goes straight to the
+longest-waiting poller of its queue (sync match) or into the PostgreSQL backlog.
+Polls take queries first, then the backlog, then wait. Queries are handed to
+workflow pollers and never persisted. The internal HTTP API (``http.py``) lets
+frontends in other processes reach the owner of a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from kadence import avro
+from services.common import db
+from services.common.config import Settings
+from services.common.kafka import partition_for, task_queue_key
+
+from .backlog import BacklogRow, BacklogStore
+from .consumer import TaskConsumer
+from .errors import NoPollerError, NotOwnerError, QueryFailedError, QueryTimeoutError, UnknownQueryError
+from .queues import KINDS, QUERY, WORKFLOW, MatchedTask, QueueKey, RecentTasks, TaskQueue
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MatchingService"]
+
+
+class MatchingService:
+    def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._own_pool = pool is None
+        self._store: BacklogStore | None = None
+        self._owned: set[int] = set()
+        self._queues: dict[QueueKey, TaskQueue] = {}
+        self._recent = RecentTasks()
+        # query_id -> the answer (result JSON, failure); query_id -> taken by a poller
+        self._queries: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {}
+        self._pickups: dict[str, asyncio.Future[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._consumer: TaskConsumer | None = None
+        self._http: Any = None
+        self.address = ""
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        from .http import InternalServer  # the server needs the service; import late
+
+        if self._pool is None:
+            self._pool = await db.create_pool(self.settings.database_url)
+        self._store = BacklogStore(self._pool)
+        self._http = InternalServer(self)
+        self.address = await self._http.start(self.settings.matching_host, self.settings.matching_port)
+        self._consumer = TaskConsumer(self.settings, self)
+        await self._consumer.start()
+        log.info("matching %s serving at %s", self.settings.instance_id, self.address)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        await self.revoke(list(self._owned))
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def store(self) -> BacklogStore:
+        if self._store is None:
+            raise RuntimeError("MatchingService.start() has not run")
+        return self._store
+
+    def partition_of(self, namespace: str, task_queue: str) -> int:
+        return partition_for(task_queue_key(namespace, task_queue), self.settings.task_partitions)
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._owned
+
+    @property
+    def owned_partitions(self) -> frozenset[int]:
+        return frozenset(self._owned)
+
+    # -- ownership (called by the consumer's rebalance listener) ----------------------
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        new = [p for p in partitions if p not in self._owned]
+        if not new:
+            return
+        for p in new:
+            for key, n in (await self.store.counts(p)).items():
+                self._queue(key, p).backlog = n
+        await self.store.claim(new, self.address, self.settings.instance_id)
+        self._owned.update(new)
+        for q in self._queues.values():
+            if q.partition in new and q.backlog:
+                q.wake(q.backlog)
+        log.info("matching %s owns task partitions %s", self.settings.instance_id, sorted(self._owned))
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        gone = {p for p in partitions if p in self._owned}
+        if not gone:
+            return
+        self._owned -= gone
+        for key, q in list(self._queues.items()):
+            if q.partition in gone:
+                q.wake_all()  # their polls see the partition is gone and return empty
+                del self._queues[key]
+        with contextlib.suppress(asyncpg.PostgresError, OSError):
+            await self.store.release(sorted(gone), self.settings.instance_id)
+
+    def _queue(self, key: QueueKey, partition: int) -> TaskQueue:
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = TaskQueue(key, partition)
+        return q
+
+    # -- tasks from Kafka ---------------------------------------------------------------
+
+    def is_duplicate(self, task_id: str) -> bool:
+        return task_id in self._recent
+
+    def try_sync_match(self, partition: int, task: MatchedTask, key: QueueKey) -> bool:
+        if partition not in self._owned:
+            return False
+        q = self._queues.get(key)
+        if q is not None and q.offer(task):
+            self._recent.add(task.task_id)
+            return True
+        return False
+
+    async def store_backlog(self, rows: list[BacklogRow]) -> None:
+        stored = await self.store.add(rows)
+        by_key: dict[QueueKey, int] = {}
+        for key in stored:
+            by_key[key] = by_key.get(key, 0) + 1
+        for row in rows:
+            if row.key in by_key and row.partition in self._owned:
+                q = self._queue(row.key, row.partition)
+                q.backlog += by_key.pop(row.key)
+                q.wake(q.backlog)
+
+    # -- polls -------------------------------------------------------------------------------
+
+    async def poll(
+        self, namespace: str, task_queue: str, kind: str, max_tasks: int = 1,
+        wait_seconds: float = 60.0, identity: str = "",
+    ) -> list[MatchedTask]:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        key = QueueKey(namespace, task_queue, kind)
+        partition = self.partition_of(namespace, task_queue)
+        if partition not in self._owned:
+            raise NotOwnerError(partition)
+        max_tasks = max(1, max_tasks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_seconds)
+        while True:
+            if partition not in self._owned:
+                return []
+            q = self._queue(key, partition)
+            tasks = q.take_queries(max_tasks) if kind == WORKFLOW else []
+            for t in tasks:
+                self._mark_query_taken(t)
+            if len(tasks) < max_tasks and q.backlog > 0:
+                tasks += await self._take_backlog(q, max_tasks - len(tasks))
+            if tasks:
+                return tasks
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            poller = q.add_poller(max_tasks)
+            try:
+                await asyncio.wait({poller.future}, timeout=remaining)
+            except asyncio.CancelledError:
+                if poller.future.done() and not poller.future.cancelled():
+                    self.put_back(poller.future.result())
+                else:
+                    poller.future.cancel()
+                    q.remove_poller(poller)
+                raise
+            if not poller.future.done():
+                poller.future.cancel()
+                q.remove_poller(poller)
+                return []
+            got = poller.future.result()
+            if got:
+                for t in got:
+                    if t.kind == QUERY:
+                        self._mark_query_taken(t)
+                return got
+            # [] means: the backlog has new rows or the partition went away; look again.
+
+    async def _take_backlog(self, q: TaskQueue, limit: int) -> list[MatchedTask]:
+        rows = await self.store.take(q.key, limit)
+        if not rows and q.backlog > 0:
+            q.backlog = await self.store.count(q.key)  # the in-memory count drifted; resync
+            return []
+        q.backlog = max(0, q.backlog - len(rows))
+        out: list[MatchedTask] = []
+        for task_id, payload in rows:
+            try:
+                _, record = avro.decode(payload)
+            except avro.DecodeError:
+                log.exception("dropping undecodable backlog row %s", task_id)
+                continue
+            self._recent.add(task_id)
+            out.append(MatchedTask(q.key.kind, task_id, record, payload))
+        return out
+
+    def put_back(self, tasks: list[MatchedTask]) -> None:
+        """Return tasks whose poll went away before it answered (they go first)."""
+        for task in reversed(tasks):
+            ns, tq = task.task["namespace"], task.task["task_queue"]
+            kind = WORKFLOW if task.kind == QUERY else task.kind
+            key = QueueKey(ns, tq, kind)
+            partition = self.partition_of(ns, tq)
+            q = self._queues.get(key)
+            if task.kind == QUERY:
+                fut = self._queries.get(task.task_id)
+                if q is not None and fut is not None and not fut.done() and not q.offer(task):
+                    q.queries.appendleft(task)
+                continue
+            if q is not None and q.offer(task):
+                continue
+            if task.payload is None:
+                log.warning("task %s lost its poller and has no payload to store", task.task_id)
+                continue
+            self._recent.discard(task.task_id)
+            row = BacklogRow(task.task_id, partition, key, task.payload)
+            bg = asyncio.get_running_loop().create_task(self._store_front(row))
+            self._background.add(bg)
+            bg.add_done_callback(self._background.discard)
+
+    async def _store_front(self, row: BacklogRow) -> None:
+        try:
+            if await self.store.add_front(row) and row.partition in self._owned:
+                q = self._queue(row.key, row.partition)
+                q.backlog += 1
+                q.wake(1)
+        except (asyncpg.PostgresError, OSError):
+            log.exception("could not put task %s back into the backlog", row.task_id)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def _mark_query_taken(self, task: MatchedTask) -> None:
+        waiter = self._pickups.pop(task.task_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def query(
+        self, namespace: str, task_queue: str, workflow_id: str, run_id: str, query_type: str,
+        args_json: str | None, timeout: float, *, workflow_type: str = "",
+    ) -> str | None:
+        partition = self.partition_of(namespace, task_queue)
+        if partition not in self._owned:
+            raise NotOwnerError(partition)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        query_id = f"{partition}:{uuid.uuid4().hex}"
+        task = MatchedTask(QUERY, query_id, {
+            "query_id": query_id, "query_type": query_type,
+            "args": json.loads(args_json) if args_json else [],
+            "namespace": namespace, "task_queue": task_queue, "workflow_id": workflow_id,
+            "run_id": run_id, "workflow_type": workflow_type,
+        })
+        answer: asyncio.Future[tuple[str | None, dict[str, Any] | None]] = loop.create_future()
+        pickup: asyncio.Future[None] = loop.create_future()
+        self._queries[query_id] = answer
+        self._pickups[query_id] = pickup
+        q = self._queue(QueueKey(namespace, task_queue, WORKFLOW), partition)
+        try:
+            if q.offer(task):
+                self._mark_query_taken(task)
+            else:
+                q.queries.append(task)
+            try:
+                await asyncio.wait_for(asyncio.shield(pickup), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                if task in q.queries:
+                    q.queries.remove(task)
+                raise NoPollerError(task_queue, timeout) from None
+            try:
+                result, failure = await asyncio.wait_for(answer, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise QueryTimeoutError(
+                    f"the worker took query {query_type!r} but did not answer within {timeout:g} s"
+                ) from None
+            if failure is not None:
+                raise QueryFailedError(failure)
+            return result
+        finally:
+            self._queries.pop(query_id, None)
+            self._pickups.pop(query_id, None)
+
+    def respond_query(
+        self, query_id: str, result_json: str | None = None, failure: dict[str, Any] | None = None,
+    ) -> None:
+        fut = self._queries.get(query_id)
+        if fut is None or fut.done():
+            raise UnknownQueryError(query_id)
+        fut.set_result((result_json, failure))

@@ -1,0 +1,165 @@
+"""Matching against a real Tansu broker and a real PostgreSQL: sync match, backlog,
+empty polls, duplicate collapse and the dead-letter path."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from kadence import avro
+from services.common import db, kafka
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
+from services.matching import WORKFLOW, MatchingClient, MatchingService
+
+pytestmark = pytest.mark.timeout(60)
+
+PARTITIONS = 4
+
+
+@dataclass
+class Env:
+    settings: Settings
+    service: MatchingService
+    client: MatchingClient
+    pool: asyncpg.Pool
+    producer: object
+
+
+@pytest.fixture
+async def env(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Env]:
+    await db.migrate(fresh_dsn)
+    await kafka.ensure_topics(broker.bootstrap, 4, PARTITIONS)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, task_partitions=PARTITIONS,
+                        session_timeout_ms=2000, instance_id=f"m-{uuid.uuid4().hex[:6]}")
+    pool = await db.create_pool(fresh_dsn)
+    service = MatchingService(settings, pool=pool)
+    await service.start()
+    producer = kafka.new_producer(broker.bootstrap)
+    await producer.start()
+    client = MatchingClient(pool, PARTITIONS, local=service)
+    try:
+        for _ in range(300):
+            if len(service.owned_partitions) == PARTITIONS:
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.owned_partitions) == PARTITIONS
+        yield Env(settings, service, client, pool, producer)
+    finally:
+        await client.close()
+        await producer.stop()
+        await service.stop()
+        await pool.close()
+
+
+def workflow_task(tq: str, task_id: str | None = None, ns: str = "default") -> tuple[bytes, bytes, str]:
+    task_id = task_id or uuid.uuid4().hex
+    value = avro.encode("WorkflowTask", {
+        "namespace": ns, "workflow_id": "wf-1", "run_id": "run-1", "task_id": task_id, "task_queue": tq,
+        "workflow_type": "Greet", "scheduled_event_id": 2, "attempt": 1, "first_event_id": 1,
+        "scheduled_time": 1,
+    })
+    return kafka.task_queue_key(ns, tq), value, task_id
+
+
+async def produce(env: Env, key: bytes, value: bytes) -> None:
+    await env.producer.send_and_wait(kafka.TASKS, value, key=key)  # type: ignore[attr-defined]
+
+
+async def test_sync_match_when_poll_waits_first(env: Env) -> None:
+    key, value, task_id = workflow_task("tq-sync")
+    poll = asyncio.create_task(env.client.poll("default", "tq-sync", WORKFLOW, 1, 10.0, "w1"))
+    await asyncio.sleep(0.3)
+    await produce(env, key, value)
+    tasks = await asyncio.wait_for(poll, 10)
+    assert [t.task_id for t in tasks] == [task_id]
+    assert tasks[0].task["workflow_type"] == "Greet"
+    assert await env.pool.fetchval("SELECT count(*) FROM task_backlog") == 0
+
+
+async def test_backlog_survives_until_a_later_poll(env: Env) -> None:
+    ids = []
+    for _ in range(3):
+        key, value, task_id = workflow_task("tq-backlog")
+        await produce(env, key, value)
+        ids.append(task_id)
+    for _ in range(100):
+        if await env.pool.fetchval("SELECT count(*) FROM task_backlog") == 3:
+            break
+        await asyncio.sleep(0.05)
+    first = await env.client.poll("default", "tq-backlog", WORKFLOW, 2, 1.0)
+    rest = await env.client.poll("default", "tq-backlog", WORKFLOW, 5, 1.0)
+    assert [t.task_id for t in first] == ids[:2]
+    assert [t.task_id for t in rest] == ids[2:]
+    assert await env.pool.fetchval("SELECT count(*) FROM task_backlog") == 0
+
+
+async def test_empty_poll_returns_within_its_wait(env: Env) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await env.client.poll("default", "tq-empty", WORKFLOW, 1, 0.5) == []
+    assert 0.4 <= loop.time() - started < 3.0
+
+
+async def test_duplicate_task_id_is_delivered_once(env: Env) -> None:
+    key, value, task_id = workflow_task("tq-dup")
+    await produce(env, key, value)
+    await produce(env, key, value)
+    got = await env.client.poll("default", "tq-dup", WORKFLOW, 5, 3.0)
+    await asyncio.sleep(0.5)
+    got += await env.client.poll("default", "tq-dup", WORKFLOW, 5, 1.0)
+    assert [t.task_id for t in got] == [task_id]
+    # a re-publication after delivery is dropped as well
+    await produce(env, key, value)
+    assert await env.client.poll("default", "tq-dup", WORKFLOW, 5, 1.0) == []
+
+
+async def test_garbage_goes_to_the_dlq_and_tasks_keep_flowing(env: Env) -> None:
+    key, value, task_id = workflow_task("tq-dlq")
+    await produce(env, key, b"\x00 definitely not avro")
+    await produce(env, key, value)
+    got = await env.client.poll("default", "tq-dlq", WORKFLOW, 1, 10.0)
+    assert [t.task_id for t in got] == [task_id]
+    consumer = AIOKafkaConsumer(kafka.DLQ, bootstrap_servers=env.settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+        letters = [avro.decode(r.value) for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    assert letters and letters[0][0] == "DeadLetter"
+    assert letters[0][1]["source_topic"] == kafka.TASKS
+    assert "decode" in letters[0][1]["reason"]
+
+
+async def test_remote_poll_through_the_internal_api(env: Env) -> None:
+    remote = MatchingClient(env.pool, PARTITIONS)  # no local service: goes over HTTP
+    try:
+        key, value, task_id = workflow_task("tq-remote")
+        poll = asyncio.create_task(remote.poll("default", "tq-remote", WORKFLOW, 1, 10.0))
+        await asyncio.sleep(0.3)
+        await produce(env, key, value)
+        tasks = await asyncio.wait_for(poll, 10)
+        assert [t.task_id for t in tasks] == [task_id]
+    finally:
+        await remote.close()
+
+
+async def test_query_round_trip(env: Env) -> None:
+    client = MatchingClient(env.pool, PARTITIONS)
+    try:
+        query = asyncio.create_task(client.query("default", "tq-q", "wf-1", "run-1", "status", "[1]", 10.0))
+        tasks = await env.client.poll("default", "tq-q", WORKFLOW, 1, 5.0)
+        assert len(tasks) == 1 and tasks[0].kind == "query"
+        assert tasks[0].task["args"] == [1]
+        await client.respond_query(tasks[0].task_id, '"ok"')
+        assert await asyncio.wait_for(query, 10) == '"ok"'
+    finally:
+        await client.close()
