@@ -69,6 +69,7 @@ CREATE TABLE timers (
     PRIMARY KEY (shard_id, timer_key)
 );
 CREATE INDEX timers_due ON timers (shard_id, fire_at);
+CREATE INDEX timers_by_run ON timers (run_id);
 
 CREATE TABLE activity_heartbeats (
     run_id             text    NOT NULL,

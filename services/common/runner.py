@@ -1,0 +1,34 @@
+"""Running one service as its own process until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Protocol
+
+from . import db
+from .config import Settings
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def run_service(service: Service, settings: Settings, name: str) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    if not settings.database_url:
+        raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
+    await db.migrate(settings.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    logging.getLogger(name).info("%s is running (instance %s)", name, settings.instance_id)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()

@@ -1,0 +1,19 @@
+"""``python -m services.history``: run history shards against a given broker and DSN."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.config import Settings
+from services.common.runner import run_service
+
+from .service import HistoryService
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    asyncio.run(run_service(HistoryService(settings), settings, "history"))
+
+
+if __name__ == "__main__":
+    main()

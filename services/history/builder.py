@@ -1,0 +1,157 @@
+"""Add and apply, the two halves of a transition.
+
+A :class:`Transition` is one run's change within a shard batch: every ``add``
+builds a history event, folds it with :func:`state.apply`, and collects the
+side effects that must be written in the same transaction (outbox rows, timer
+rows). :meth:`Transition.close` freezes it into a :class:`Mutation` for the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from kadence import avro
+from services.common import kafka
+
+from .state import Event, MutableState, apply
+
+TimerRow = tuple[str, int, str, str, str, str, int, int]  # key, fire_at, ns, wid, run, kind, ref, attempt
+
+
+@cache
+def _defaults(record: str) -> dict[str, Any]:
+    schema = avro.schemas().current[record]
+    return {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
+
+
+def _fields(record: str) -> frozenset[str]:
+    return frozenset(f["name"] for f in avro.schemas().current[record]["fields"])
+
+
+def event_attributes(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Attributes with every schema default filled in, so a live event equals its replayed copy."""
+    record = avro.event_attributes_type(event_type)
+    unknown = values.keys() - _fields(record)
+    if unknown:
+        raise KeyError(f"{event_type} has no attribute(s) {sorted(unknown)}")
+    return {**_defaults(record), **values}
+
+
+def timer_key(run_id: str, kind: str, ref: int | str) -> str:
+    return f"{run_id}/{kind}/{ref}"
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Everything one run's transition writes, frozen for the store."""
+
+    state: MutableState
+    events: tuple[Event, ...]
+    outbox: tuple[OutboxMessage, ...]
+    timers_upsert: tuple[TimerRow, ...]
+    timers_delete: tuple[str, ...]
+    delete_all_timers: bool
+    closed: bool
+    current_changed: bool
+
+
+@dataclass
+class Transition:
+    state: MutableState
+    now: int
+    shard_id: int
+    events: list[Event] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    timers_upsert: dict[str, TimerRow] = field(default_factory=dict)
+    timers_delete: set[str] = field(default_factory=set)
+    delete_all_timers: bool = False
+    current_changed: bool = False
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def add(self, event_type: str, **attributes: Any) -> Event:
+        """Build the next event of the run and fold it into the state."""
+        event = {
+            "event_id": self.state.next_event_id,
+            "event_time": self.now,
+            "event_type": event_type,
+            "attributes": event_attributes(event_type, attributes),
+        }
+        apply(self.state, event)
+        self.events.append(event)
+        return event
+
+    def set_timer(self, kind: str, name: int | str, fire_at: int, attempt: int = 0, *, ref: int | None = None) -> None:
+        """Arm (or re-arm) the run's timer ``kind/name``; ``ref`` defaults to ``name``."""
+        s = self.state
+        key = timer_key(s.run_id, kind, name)
+        self.timers_delete.discard(key)
+        if ref is None:
+            ref = name if isinstance(name, int) else 0
+        self.timers_upsert[key] = (key, fire_at, s.namespace, s.workflow_id, s.run_id, kind, ref, attempt)
+
+    def delete_timer(self, kind: str, ref: int | str) -> None:
+        key = timer_key(self.state.run_id, kind, ref)
+        self.timers_upsert.pop(key, None)
+        self.timers_delete.add(key)
+
+    def publish(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
+        self.outbox.append(OutboxMessage(topic, key, avro.encode(record_name, record), self.headers))
+
+    def dispatch_workflow_task(self) -> None:
+        s = self.state
+        wt = s.wt
+        assert wt is not None
+        self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, s.task_queue), "WorkflowTask", {
+            "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
+            "task_id": f"{s.run_id}:wt:{wt['scheduled_event_id']}:{wt['attempt']}",
+            "task_queue": s.task_queue, "workflow_type": s.workflow_type,
+            "scheduled_event_id": wt["scheduled_event_id"], "attempt": wt["attempt"],
+            "first_event_id": s.last_completed_wt_scheduled_id + 1,
+            "scheduled_time": wt["scheduled_time"],
+        })
+
+    def dispatch_activity_task(self, scheduled_event_id: int) -> None:
+        s = self.state
+        act = s.activities[str(scheduled_event_id)]
+        self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, act["task_queue"]), "ActivityTask", {
+            "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
+            "task_id": f"{s.run_id}:act:{scheduled_event_id}:{act['attempt']}",
+            "task_queue": act["task_queue"], "workflow_type": s.workflow_type,
+            "activity_id": act["activity_id"], "activity_type": act["activity_type"], "input": act["input"],
+            "scheduled_event_id": scheduled_event_id, "attempt": act["attempt"],
+            "schedule_to_close_timeout_ms": act["schedule_to_close_timeout_ms"],
+            "start_to_close_timeout_ms": act["start_to_close_timeout_ms"],
+            "heartbeat_timeout_ms": act["heartbeat_timeout_ms"],
+            "heartbeat_details": act["heartbeat_details"], "scheduled_time": act["scheduled_time"],
+        })
+
+    def close(self) -> Mutation:
+        s = self.state
+        key = kafka.workflow_key(s.namespace, s.workflow_id)
+        history = [
+            OutboxMessage(kafka.HISTORY, key, avro.encode("HistoryRecord", {
+                "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id, "event": e}), self.headers)
+            for e in self.events
+        ]
+        return Mutation(
+            state=s,
+            events=tuple(self.events),
+            outbox=tuple(history + self.outbox),
+            timers_upsert=tuple(self.timers_upsert.values()),
+            timers_delete=tuple(self.timers_delete),
+            delete_all_timers=self.delete_all_timers,
+            closed=not s.running and any(e["event_type"].startswith("WorkflowExecution")
+                                         and e["event_type"] not in ("WorkflowExecutionStarted", "WorkflowExecutionSignaled")
+                                         for e in self.events),
+            current_changed=self.current_changed,
+        )

@@ -1,0 +1,80 @@
+"""The batch context: what one shard batch has loaded, changed and must reply."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from services.common import kafka
+
+from .builder import Mutation, OutboxMessage, Transition
+from .state import MutableState
+
+if TYPE_CHECKING:
+    from .shard import Shard
+
+
+class BatchContext:
+    """Implements :class:`~.engine.Context` for one batch of one shard."""
+
+    def __init__(self, shard: Shard, now: int) -> None:
+        self.shard = shard
+        self.now = now
+        self.transitions: dict[str, Transition] = {}
+        self.replies: list[OutboxMessage] = []
+        self.timer_rows_deleted: list[str] = []
+        self.heartbeats: dict[tuple[str, int], tuple[str, int, int, str | None, int]] = {}
+        self.headers: tuple[tuple[str, bytes], ...] = ()
+
+    async def current_run(self, namespace: str, workflow_id: str) -> Transition | None:
+        run_id = self.shard.current.get((namespace, workflow_id))
+        if run_id is None:
+            run_id = await self.shard.store.current_run(namespace, workflow_id)
+            if run_id is None:
+                return None
+        return await self.run(namespace, workflow_id, run_id)
+
+    async def run(self, namespace: str, workflow_id: str, run_id: str) -> Transition | None:
+        t = self.transitions.get(run_id)
+        if t is not None:
+            return t
+        state = await self.shard.load(run_id)
+        if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
+            return None
+        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers)
+        self.transitions[run_id] = t
+        return t
+
+    def new_run(self, state: MutableState) -> Transition:
+        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers)
+        self.transitions[state.run_id] = t
+        self.shard.remember(state)
+        return t
+
+    def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
+              error_type: str | None = None, error_message: str | None = None) -> None:
+        reply_to = command.get("reply_to")
+        if not reply_to:
+            return
+        from kadence import avro
+
+        self.replies.append(OutboxMessage(kafka.REPLIES, reply_to.encode(), avro.encode("Reply", {
+            "reply_to": reply_to, "request_id": command["request_id"], "ok": ok, "run_id": run_id,
+            "error_type": error_type, "error_message": error_message,
+            "namespace": command["namespace"], "workflow_id": command["workflow_id"],
+        }), self.headers))
+
+    def delete_timer_row(self, key: str) -> None:
+        self.timer_rows_deleted.append(key)
+
+    def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> tuple[int, str | None] | None:
+        pending = self.heartbeats.get((run_id, scheduled_event_id))
+        if pending is not None:
+            return pending[4], pending[3]
+        return self.shard.heartbeats.get((run_id, scheduled_event_id))
+
+    def record_heartbeat(self, run_id: str, scheduled_event_id: int, attempt: int, details: str | None) -> None:
+        self.heartbeats[(run_id, scheduled_event_id)] = (run_id, scheduled_event_id, attempt, details, self.now)
+
+    def close(self) -> list[Mutation]:
+        return [t.close() for t in self.transitions.values() if t.events or t.outbox or t.timers_upsert
+                or t.timers_delete]

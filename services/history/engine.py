@@ -1,0 +1,391 @@
+"""One operation per command or timer: load the run, decide, add events.
+
+Handlers never write to the database or Kafka themselves: they add events and
+side effects to a :class:`~.builder.Transition` that the shard loop commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .builder import Transition
+from .state import MutableState
+
+DEFAULT_RETRY = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
+                 "maximum_attempts": 0, "non_retryable_error_types": []}
+ACTIVITY_TIMERS = ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry")
+MAX_WT_BACKOFF_MS = 60_000
+
+
+class Context(Protocol):
+    """What the shard loop offers an engine operation."""
+
+    now: int
+
+    async def current_run(self, namespace: str, workflow_id: str) -> Transition | None: ...
+
+    async def run(self, namespace: str, workflow_id: str, run_id: str) -> Transition | None: ...
+
+    def new_run(self, state: MutableState) -> Transition: ...
+
+    def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
+              error_type: str | None = None, error_message: str | None = None) -> None: ...
+
+    def delete_timer_row(self, key: str) -> None: ...
+
+    def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> tuple[int, str | None] | None: ...
+
+    def record_heartbeat(self, run_id: str, scheduled_event_id: int, attempt: int, details: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class TimerFiring:
+    key: str
+    fire_at: int
+    namespace: str
+    workflow_id: str
+    run_id: str
+    kind: str
+    ref: int
+    attempt: int
+
+
+# ---- workflow lifecycle ---------------------------------------------------------------
+
+
+async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool = False) -> None:
+    ns, wid = cmd["namespace"], cmd["workflow_id"]
+    current = await ctx.current_run(ns, wid)
+    if current is not None:
+        s = current.state
+        if cmd["request_id"] and s.start_request_id == cmd["request_id"]:
+            ctx.reply(cmd, ok=True, run_id=s.run_id)  # a retried start: same answer
+            return
+        if s.running:
+            if with_signal:
+                _signal(current, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+                ctx.reply(cmd, ok=True, run_id=s.run_id)
+            else:
+                ctx.reply(cmd, ok=False, run_id=s.run_id, error_type="WorkflowAlreadyStarted",
+                          error_message=f"workflow {wid!r} is already running as run {s.run_id}")
+            return
+    t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
+                 execution_timeout_ms=cmd["execution_timeout_ms"],
+                 workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
+                 request_id=cmd["request_id"], identity=cmd["identity"])
+    if with_signal:
+        _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+    settle(t)
+    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+
+
+def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
+             execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
+             continued_from: str | None = None, run_id: str | None = None) -> Transition:
+    state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
+    t = ctx.new_run(state)
+    t.current_changed = True
+    t.add("WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
+          execution_timeout_ms=max(0, execution_timeout_ms),
+          workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
+          request_id=request_id, identity=identity, continued_execution_run_id=continued_from)
+    if execution_timeout_ms > 0:
+        t.set_timer("wf_timeout", 0, ctx.now + execution_timeout_ms)
+    return t
+
+
+async def _target(ctx: Context, cmd: dict[str, Any]) -> Transition | None:
+    if cmd.get("run_id"):
+        return await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    return await ctx.current_run(cmd["namespace"], cmd["workflow_id"])
+
+
+async def signal_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await _target(ctx, cmd)
+    if t is None or not t.state.running:
+        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
+                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to signal")
+        return
+    if not (cmd["request_id"] and cmd["request_id"] in t.state.signal_request_ids):
+        _signal(t, cmd["signal_name"], cmd["input"], cmd["identity"], cmd["request_id"])
+        settle(t)
+    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+
+
+def _signal(t: Transition, name: str, input_: str | None, identity: str, request_id: str) -> None:
+    t.add("WorkflowExecutionSignaled", signal_name=name, input=input_, identity=identity, request_id=request_id)
+
+
+async def terminate_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await _target(ctx, cmd)
+    if t is None or not t.state.running:
+        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
+                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to terminate")
+        return
+    t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=cmd["identity"])
+    settle(t)
+    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+
+
+def settle(t: Transition) -> None:
+    """After every operation: close out a finished run, or schedule the workflow task owed."""
+    s = t.state
+    if not s.running:
+        t.delete_all_timers = True
+        t.current_changed = True
+        return
+    if s.wt is None and s.inputs_pending and s.wt_failures == 0:
+        schedule_workflow_task(t)
+
+
+def schedule_workflow_task(t: Transition) -> None:
+    s = t.state
+    t.add("WorkflowTaskScheduled", task_queue=s.task_queue, start_to_close_timeout_ms=s.workflow_task_timeout_ms,
+          attempt=s.wt_failures + 1)
+    t.dispatch_workflow_task()
+
+
+# ---- workflow tasks ----------------------------------------------------------------
+
+
+def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> dict[str, int] | None:
+    if t is None or not t.state.running or t.state.wt is None:
+        return None
+    wt = t.state.wt
+    if wt["scheduled_event_id"] != cmd["scheduled_event_id"] or wt["attempt"] != cmd["attempt"]:
+        return None  # stale: an older task, or a duplicate delivery
+    return wt
+
+
+async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    wt = _outstanding_wt(t, cmd)
+    if t is None or wt is None or wt["started_event_id"]:
+        return
+    _start_wt(ctx, t, cmd["identity"])
+
+
+def _start_wt(ctx: Context, t: Transition, identity: str) -> None:
+    wt = t.state.wt
+    assert wt is not None
+    t.add("WorkflowTaskStarted", scheduled_event_id=wt["scheduled_event_id"], identity=identity)
+    t.set_timer("wt_timeout", wt["scheduled_event_id"], ctx.now + t.state.workflow_task_timeout_ms, wt["attempt"])
+
+
+async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
+    from .commands import apply_commands, validate_commands
+
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    wt = _outstanding_wt(t, cmd)
+    if t is None or wt is None:
+        return
+    if not wt["started_event_id"]:
+        _start_wt(ctx, t, cmd["identity"])
+    sid, started = wt["scheduled_event_id"], wt["started_event_id"]
+    t.delete_timer("wt_timeout", sid)
+    problem = validate_commands(cmd["commands"])
+    if problem is not None:
+        _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), cmd["identity"])
+        return
+    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=cmd["identity"])
+    apply_commands(ctx, t, cmd["commands"], completed["event_id"])
+    settle(t)
+
+
+async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    wt = _outstanding_wt(t, cmd)
+    if t is None or wt is None:
+        return
+    if not wt["started_event_id"]:
+        _start_wt(ctx, t, cmd["identity"])
+    t.delete_timer("wt_timeout", wt["scheduled_event_id"])
+    _fail_wt(ctx, t, wt["scheduled_event_id"], wt["started_event_id"], cmd["cause"], cmd["failure"], cmd["identity"])
+
+
+def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
+             identity: str) -> None:
+    t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started, cause=cause,
+          failure=failure, identity=identity)
+    _retry_wt(ctx, t)
+
+
+def _retry_wt(ctx: Context, t: Transition) -> None:
+    # The first retry is immediate; later ones back off so a bad deploy does not spin.
+    failures = t.state.wt_failures
+    if failures <= 1:
+        schedule_workflow_task(t)
+    else:
+        backoff = min(1000 * 2 ** (failures - 2), MAX_WT_BACKOFF_MS)
+        t.set_timer("wt_retry", 0, ctx.now + backoff, failures)
+
+
+def _failure(message: str, type_: str) -> dict[str, Any]:
+    return {"message": message, "type": type_, "stack_trace": "", "non_retryable": True, "details": None}
+
+
+# ---- activities -------------------------------------------------------------------
+
+
+def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> dict[str, Any] | None:
+    if t is None or not t.state.running:
+        return None
+    act = t.state.activities.get(str(cmd["scheduled_event_id"]))
+    if act is None or act["attempt"] != cmd["attempt"]:
+        return None
+    return act
+
+
+async def activity_started(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    act = _pending_activity(t, cmd)
+    if t is None or act is None or act["state"] != "Scheduled":
+        return
+    _start_activity(ctx, t, cmd["scheduled_event_id"], act, cmd["identity"])
+
+
+def _start_activity(ctx: Context, t: Transition, sid: int, act: dict[str, Any], identity: str) -> None:
+    t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"], identity=identity)
+    t.delete_timer("act_s2s", sid)
+    t.set_timer("act_stc", sid, ctx.now + act["start_to_close_timeout_ms"], act["attempt"])
+    if act["heartbeat_timeout_ms"]:
+        t.set_timer("act_hb", sid, ctx.now + act["heartbeat_timeout_ms"], act["attempt"])
+
+
+async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    act = _pending_activity(t, cmd)
+    if t is None or act is None:
+        return
+    sid = cmd["scheduled_event_id"]
+    if act["state"] != "Started":
+        _start_activity(ctx, t, sid, act, cmd["identity"])
+    t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=act["started_event_id"],
+          result=cmd["result"], identity=cmd["identity"])
+    _drop_activity_timers(t, sid)
+    settle(t)
+
+
+async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    act = _pending_activity(t, cmd)
+    if t is None or act is None:
+        return
+    sid = cmd["scheduled_event_id"]
+    if act["state"] != "Started":
+        _start_activity(ctx, t, sid, act, cmd["identity"])
+    failure = cmd["failure"]
+    backoff = retry_backoff(act, ctx.now, failure["type"], failure["non_retryable"])
+    t.add("ActivityTaskFailed", scheduled_event_id=sid, started_event_id=act["started_event_id"], failure=failure,
+          identity=cmd["identity"], retry_backoff_ms=backoff)
+    _after_attempt(ctx, t, sid, backoff)
+
+
+async def activity_heartbeat(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    act = _pending_activity(t, cmd)
+    if t is None or act is None or act["state"] != "Started":
+        return
+    ctx.record_heartbeat(t.state.run_id, cmd["scheduled_event_id"], cmd["attempt"], cmd["details"])
+
+
+def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, Any], timeout_type: str) -> None:
+    retryable = timeout_type in ("StartToClose", "Heartbeat")
+    backoff = retry_backoff(act, ctx.now, "TimeoutError", False) if retryable else None
+    heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
+    t.add("ActivityTaskTimedOut", scheduled_event_id=sid, started_event_id=act["started_event_id"],
+          timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
+          retry_backoff_ms=backoff)
+    _after_attempt(ctx, t, sid, backoff)
+
+
+def _after_attempt(ctx: Context, t: Transition, sid: int, backoff: int | None) -> None:
+    if backoff is None:
+        _drop_activity_timers(t, sid)
+    else:
+        t.delete_timer("act_stc", sid)
+        t.delete_timer("act_hb", sid)
+        t.set_timer("act_retry", sid, ctx.now + backoff, t.state.activities[str(sid)]["attempt"])
+    settle(t)
+
+
+def _drop_activity_timers(t: Transition, sid: int) -> None:
+    for kind in ACTIVITY_TIMERS:
+        t.delete_timer(kind, sid)
+
+
+def retry_backoff(act: dict[str, Any], now: int, error_type: str, non_retryable: bool) -> int | None:
+    """Milliseconds until the next attempt, or None when the attempt just made is the last."""
+    policy = act["retry_policy"] or DEFAULT_RETRY
+    if non_retryable or error_type in policy["non_retryable_error_types"]:
+        return None
+    attempt = act["attempt"]
+    if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
+        return None
+    initial = max(1, policy["initial_interval_ms"])
+    ceiling = policy["maximum_interval_ms"] or 100 * initial
+    backoff = int(min(initial * policy["backoff_coefficient"] ** (attempt - 1), ceiling))
+    deadline = act["schedule_to_close_timeout_ms"]
+    if deadline and now + backoff >= act["first_scheduled_time"] + deadline:
+        return None
+    return backoff
+
+
+# ---- timers ------------------------------------------------------------------------
+
+
+async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
+    ctx.delete_timer_row(timer.key)
+    t = await ctx.run(timer.namespace, timer.workflow_id, timer.run_id)
+    if t is None or not t.state.running:
+        return
+    s = t.state
+    t.timers_delete.add(timer.key)
+    kind = timer.kind
+    if kind == "user_timer":
+        tid = timer.key.split("/", 2)[2]
+        pending = s.timers.get(tid)
+        if pending is not None and pending["started_event_id"] == timer.ref:
+            t.add("TimerFired", timer_id=tid, started_event_id=timer.ref)
+    elif kind == "wf_timeout":
+        t.add("WorkflowExecutionTimedOut")
+    elif kind == "wt_timeout":
+        wt = s.wt
+        if wt and wt["scheduled_event_id"] == timer.ref and wt["attempt"] == timer.attempt and wt["started_event_id"]:
+            t.add("WorkflowTaskTimedOut", scheduled_event_id=timer.ref, started_event_id=wt["started_event_id"])
+            _retry_wt(ctx, t)
+    elif kind == "wt_retry":
+        if s.wt is None and s.wt_failures == timer.attempt:
+            schedule_workflow_task(t)
+    else:
+        _fire_activity_timer(ctx, t, timer)
+    settle(t)
+
+
+def _fire_activity_timer(ctx: Context, t: Transition, timer: TimerFiring) -> None:
+    sid = timer.ref
+    act = t.state.activities.get(str(sid))
+    if act is None:
+        return
+    kind = timer.kind
+    if kind == "act_s2c":
+        _activity_timed_out(ctx, t, sid, act, "ScheduleToClose")
+    elif act["attempt"] != timer.attempt:
+        return  # a timer of an earlier attempt
+    elif kind == "act_retry" and act["state"] == "Scheduled":
+        t.dispatch_activity_task(sid)
+        if act["schedule_to_start_timeout_ms"]:
+            t.set_timer("act_s2s", sid, ctx.now + act["schedule_to_start_timeout_ms"], act["attempt"])
+    elif kind == "act_s2s" and act["state"] == "Scheduled":
+        _activity_timed_out(ctx, t, sid, act, "ScheduleToStart")
+    elif kind == "act_stc" and act["state"] == "Started":
+        _activity_timed_out(ctx, t, sid, act, "StartToClose")
+    elif kind == "act_hb" and act["state"] == "Started":
+        beat = ctx.last_heartbeat(t.state.run_id, sid)
+        last = max(act["started_time"], beat[0] if beat else 0)
+        if ctx.now - last < act["heartbeat_timeout_ms"]:
+            t.set_timer("act_hb", sid, last + act["heartbeat_timeout_ms"], act["attempt"])
+        else:
+            _activity_timed_out(ctx, t, sid, act, "Heartbeat")

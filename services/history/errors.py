@@ -1,0 +1,21 @@
+"""The history service's exception root; retry meaning is a class attribute."""
+
+from __future__ import annotations
+
+
+class HistoryError(Exception):
+    """Root of the history service's errors."""
+
+    retriable = False
+
+
+class ShardOwnershipLost(HistoryError):
+    """Another owner bumped the shard's range_id: this process must stop writing it."""
+
+
+class HistoryCorrupted(HistoryError):
+    """An event does not follow the state it is applied to."""
+
+
+class InvalidCommand(HistoryError):
+    """A command is well-formed Avro but cannot be accepted; goes to the dead-letter topic."""

@@ -1,0 +1,116 @@
+"""The history service: owns the shards Kafka assigns it, one Shard per partition.
+
+A group assignment is not a lock: each shard acquisition bumps range_id in
+PostgreSQL, and every commit checks it (see store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from services.common import db, kafka
+from services.common.config import Settings
+
+from .shard import Shard
+from .store import HistoryStore
+
+log = logging.getLogger(__name__)
+
+GROUP = "kadence-history"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: HistoryService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.service._release([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.service._acquire([tp.partition for tp in assigned])
+
+
+class HistoryService:
+    def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
+        self.settings = settings
+        self._own_pool = pool is None
+        self.pool = pool
+        self.shards: dict[int, Shard] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = kafka.new_producer(settings.kafka_bootstrap)
+        self._task: asyncio.Task[None] | None = None
+        self._reset_offsets = False
+
+    async def start(self, *, fresh_broker: bool = False) -> None:
+        """Start consuming. ``fresh_broker``: the topics were just created, so stored
+        offsets belong to a broker that is gone and consumption restarts at 0."""
+        self._reset_offsets = fresh_broker
+        if self.pool is None:
+            self.pool = await db.create_pool(self.settings.database_url, max_size=max(4, self.settings.shards + 2))
+        self.store = HistoryStore(self.pool)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=GROUP,
+            enable_auto_commit=False,  # offsets live in PostgreSQL, in the batch transaction
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
+            fetch_max_wait_ms=5,  # bounds the hop latency on brokers that don't wake fetches
+            max_poll_records=2000,
+        )
+        self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._consume())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._release(list(self.shards))
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._producer.stop()
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
+
+    async def _acquire(self, partitions: list[int]) -> None:
+        assert self._consumer is not None
+        for p in partitions:
+            if p in self.shards:
+                continue
+            shard = Shard(p, self.store, self._producer, self.settings.instance_id)
+            offset = await shard.acquire()
+            tp = TopicPartition(kafka.REQUESTS, p)
+            end = (await self._consumer.end_offsets([tp]))[tp]
+            if self._reset_offsets or offset > end:
+                # The broker lost the topic (a development broker restarted): the commands it held
+                # are gone, and tasks it carried may be too, so send every unstarted task again.
+                log.warning("shard %d: stored offset %d is past the log end %d; starting at 0", p, offset, end)
+                offset = 0
+                await shard.redispatch(force=True)
+            self._consumer.seek(tp, offset)
+            shard.start()
+            self.shards[p] = shard
+
+    async def _release(self, partitions: list[int]) -> None:
+        for p in partitions:
+            shard = self.shards.pop(p, None)
+            if shard is not None:
+                await shard.stop()
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for tp, records in batches.items():
+                shard = self.shards.get(tp.partition)
+                if shard is None or shard.lost.is_set():
+                    continue
+                await shard.feed(records)

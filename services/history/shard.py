@@ -1,0 +1,403 @@
+"""One history shard (= one kadence.requests partition) owned by this process.
+
+The shard loop takes records and due timers in order, folds a batch of them
+into mutable state, and commits one PostgreSQL transaction holding the new
+events, snapshots, outbox rows, timer rows and the consumed offset. Only after
+the commit does the relay publish the outbox to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from kadence import avro
+from services.common import kafka
+
+from . import engine
+from .builder import Mutation, OutboxMessage, Transition
+from .context import BatchContext
+from .errors import HistoryError, ShardOwnershipLost
+from .state import MutableState
+from .store import HistoryStore, OutboxRow
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+CACHE_SIZE = 10_000
+TIMER_WINDOW_MS = 30_000
+REDISPATCH_AFTER_MS = 10_000
+REDISPATCH_MAX_MS = 300_000
+
+Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
+
+
+async def _signal_with_start(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+    await engine.start_workflow(ctx, cmd, with_signal=True)
+
+
+HANDLERS: dict[str, Handler] = {
+    "StartWorkflowExecution": engine.start_workflow,
+    "SignalWithStartWorkflowExecution": _signal_with_start,
+    "SignalWorkflowExecution": engine.signal_workflow,
+    "TerminateWorkflowExecution": engine.terminate_workflow,
+    "RecordWorkflowTaskStarted": engine.workflow_task_started,
+    "RespondWorkflowTaskCompleted": engine.workflow_task_completed,
+    "RespondWorkflowTaskFailed": engine.workflow_task_failed,
+    "RecordActivityTaskStarted": engine.activity_started,
+    "RespondActivityTaskCompleted": engine.activity_completed,
+    "RespondActivityTaskFailed": engine.activity_failed,
+    "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
+}
+
+
+class _Poison(Exception):
+    """A record whose command made an operation raise; it goes to the DLQ."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+
+
+class Shard:
+    def __init__(self, shard_id: int, store: HistoryStore, producer: AIOKafkaProducer, owner: str) -> None:
+        self.shard_id = shard_id
+        self.store = store
+        self.producer = producer
+        self.owner = owner
+        self.range_id = 0
+        self.next_offset = 0
+        self.cache: OrderedDict[str, MutableState] = OrderedDict()
+        self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.heartbeats: dict[tuple[str, int], tuple[int, str | None]] = {}
+        self.inbox: asyncio.Queue[list[ConsumerRecord[bytes, bytes]] | engine.TimerFiring] = asyncio.Queue(maxsize=64)
+        self.relay_queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
+        self.next_outbox_id = 1
+        self.timers = TimerQueue(self)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.lost = asyncio.Event()
+        self._redispatched: dict[str, int] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def acquire(self) -> int:
+        """Take the shard over; return the offset to consume from."""
+        self.range_id, self.next_offset = await self.store.acquire_shard(self.shard_id, self.owner)
+        pending = await self.store.pending_outbox(self.shard_id)
+        self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
+        if pending:
+            self.relay_queue.put_nowait(pending)
+        log.info("shard %d acquired (range_id %d, offset %d, %d outbox rows pending)",
+                 self.shard_id, self.range_id, self.next_offset, len(pending))
+        return self.next_offset
+
+    def start(self) -> None:
+        for coro in (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop()):
+            self._tasks.append(asyncio.create_task(self._guard(coro)))
+
+    async def _guard(self, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except ShardOwnershipLost as exc:
+            log.warning("%s; shard %d stops here", exc, self.shard_id)
+            self.lost.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        await self.inbox.put(records)
+
+    # ---- cache -----------------------------------------------------------------------
+
+    async def load(self, run_id: str) -> MutableState | None:
+        state = self.cache.get(run_id)
+        if state is not None:
+            self.cache.move_to_end(run_id)
+            return state
+        state = await self.store.load_state(run_id)
+        if state is not None:
+            self.remember(state)
+        return state
+
+    def remember(self, state: MutableState) -> None:
+        self.cache[state.run_id] = state
+        self.cache.move_to_end(state.run_id)
+        if state.running or (state.namespace, state.workflow_id) not in self.current:
+            self.current[(state.namespace, state.workflow_id)] = state.run_id
+            self.current.move_to_end((state.namespace, state.workflow_id))
+        while len(self.cache) > CACHE_SIZE:
+            self.cache.popitem(last=False)
+        while len(self.current) > CACHE_SIZE:
+            self.current.popitem(last=False)
+
+    def _forget(self, ctx: BatchContext) -> None:
+        for run_id, t in ctx.transitions.items():
+            self.cache.pop(run_id, None)
+            self.current.pop((t.state.namespace, t.state.workflow_id), None)
+
+    # ---- the shard loop --------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self.inbox.get()]
+            size = _size(batch[0])
+            while size < MAX_BATCH and not self.inbox.empty():
+                item = self.inbox.get_nowait()
+                batch.append(item)
+                size += _size(item)
+            await self._process(batch)
+
+    async def _process(self, batch: list[Any]) -> None:
+        dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}
+        while True:
+            ctx = BatchContext(self, int(time.time() * 1000))
+            try:
+                last_offset = await self._run(ctx, batch, dead)
+            except _Poison as poison:
+                self._forget(ctx)
+                record = next(r for item in batch if isinstance(item, list) for r in item if r.offset == poison.offset)
+                dead[poison.offset] = (record, poison.reason)
+                continue
+            mutations = ctx.close()
+            outbox = self._number(mutations, ctx.replies)
+            try:
+                if dead:
+                    await kafka.send_dead_letters(self.producer, [
+                        (r.key, kafka.dead_letter(source_topic=r.topic, partition=r.partition, offset=r.offset,
+                                                  key=r.key, value=r.value, reason=reason))
+                        for r, reason in dead.values()])
+                await self.store.commit(self.shard_id, self.range_id, None if last_offset is None else last_offset + 1,
+                                        mutations, outbox, ctx.timer_rows_deleted, list(ctx.heartbeats.values()))
+            except ShardOwnershipLost:
+                self._forget(ctx)
+                raise
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                # Nothing was written: drop what this batch changed in memory and redo it.
+                log.warning("shard %d: batch commit failed (%r); retrying", self.shard_id, exc)
+                self._forget(ctx)
+                self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
+                await asyncio.sleep(0.5)
+                continue
+            self._after_commit(ctx, mutations, outbox)
+            return
+
+    async def _run(self, ctx: BatchContext, batch: list[Any],
+                   dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]]) -> int | None:
+        last_offset: int | None = None
+        for item in batch:
+            if isinstance(item, engine.TimerFiring):
+                ctx.headers = ()
+                await engine.fire_timer(ctx, item)
+                continue
+            for record in item:
+                last_offset = record.offset
+                if record.offset in dead:
+                    continue
+                reason = await self._command(ctx, record)
+                if reason is not None:
+                    dead[record.offset] = (record, reason)
+        return last_offset
+
+    async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
+        """Run one command; return a dead-letter reason when it cannot be taken."""
+        if record.value is None:
+            return "record has no value"
+        try:
+            name, cmd = avro.decode(record.value)
+        except avro.DecodeError as exc:
+            return f"undecodable: {exc}"
+        handler = HANDLERS.get(name)
+        if handler is None:
+            return f"kadence.requests does not take {name} records"
+        if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
+                cmd["namespace"], cmd["workflow_id"]):
+            return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
+        try:
+            await handler(ctx, cmd)
+        except (HistoryError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ShardOwnershipLost):
+                raise
+            log.exception("shard %d: %s at offset %d failed", self.shard_id, name, record.offset)
+            raise _Poison(record.offset, f"{name} failed: {exc!r}") from exc
+        return None
+
+    def _number(self, mutations: list[Mutation], replies: list[OutboxMessage]) -> list[OutboxRow]:
+        rows: list[OutboxRow] = []
+        for message in [m for mut in mutations for m in mut.outbox] + replies:
+            rows.append((self.next_outbox_id, message))
+            self.next_outbox_id += 1
+        return rows
+
+    def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[OutboxRow]) -> None:
+        for m in mutations:
+            self.remember(m.state)
+        for (run_id, sid), row in ctx.heartbeats.items():
+            self.heartbeats[(run_id, sid)] = (row[4], row[3])
+        self.timers.committed(mutations, ctx.timer_rows_deleted)
+        if outbox:
+            self.relay_queue.put_nowait(outbox)
+
+    # ---- outbox relay ----------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        while True:
+            rows = await self.relay_queue.get()
+            while not self.relay_queue.empty():
+                rows.extend(self.relay_queue.get_nowait())
+            while True:
+                try:
+                    futures = [await self.producer.send(m.topic, m.value, key=m.key, headers=list(m.headers) or None)
+                               for _, m in rows]
+                    await asyncio.gather(*futures)
+                    break
+                except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
+                    log.warning("shard %d: outbox publish failed (%r); retrying", self.shard_id, exc)
+                    await asyncio.sleep(0.5)
+            while True:
+                try:
+                    await self.store.delete_outbox(self.shard_id, rows[-1][0])
+                    break
+                except (asyncpg.PostgresError, OSError) as exc:
+                    log.warning("shard %d: outbox cleanup failed (%r); retrying", self.shard_id, exc)
+                    await asyncio.sleep(0.5)
+
+    # ---- re-dispatch of tasks no worker started ----------------------------------------
+
+    async def _redispatch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REDISPATCH_AFTER_MS / 2000)
+            try:
+                await self.redispatch()
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("shard %d: re-dispatch scan failed (%r)", self.shard_id, exc)
+
+    async def redispatch(self, *, force: bool = False) -> int:
+        """Publish again the tasks that were scheduled long ago and never started.
+
+        A task can be lost after the outbox published it (a development broker
+        restarted, a poller vanished between matching and the started record).
+        Matching collapses duplicates by task id; history ignores stale answers.
+        """
+        now = int(time.time() * 1000)
+        rows: list[OutboxRow] = []
+        alive: dict[str, int] = {}
+        for state in await self.store.undispatched(self.shard_id):
+            cached = self.cache.get(state.run_id)
+            state = cached if cached is not None else state
+            t = Transition(state, now, self.shard_id)
+            for task_id, since, dispatch in _unstarted(t):
+                age = now - since
+                due = self._redispatched.get(task_id, REDISPATCH_AFTER_MS)
+                if force or age >= due:
+                    dispatch()
+                    due = min(due * 2, REDISPATCH_MAX_MS) if not force else due
+                alive[task_id] = due
+            rows.extend((0, m) for m in t.outbox)
+        self._redispatched = alive
+        if rows:
+            futures = [await self.producer.send(m.topic, m.value, key=m.key) for _, m in rows]
+            await asyncio.gather(*futures)
+        return len(rows)
+
+
+def _unstarted(t: Transition) -> list[tuple[str, int, Callable[[], None]]]:
+    s = t.state
+    out: list[tuple[str, int, Callable[[], None]]] = []
+    if not s.running:
+        return out
+    if s.wt is not None and not s.wt["started_event_id"]:
+        out.append((f"{s.run_id}:wt:{s.wt['scheduled_event_id']}", s.wt["scheduled_time"], t.dispatch_workflow_task))
+    for sid, act in s.activities.items():
+        if act["state"] == "Scheduled" and act["scheduled_time"] <= t.now:
+            def dispatch(sid: int = int(sid)) -> None:
+                t.dispatch_activity_task(sid)
+            out.append((f"{s.run_id}:act:{sid}:{act['attempt']}", act["scheduled_time"], dispatch))
+    return out
+
+
+def _size(item: Any) -> int:
+    return len(item) if isinstance(item, list) else 1
+
+
+class TimerQueue:
+    """The shard's due timers: an in-memory heap over the next window of timer rows."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.heap: list[tuple[int, str]] = []
+        self.rows: dict[str, engine.TimerFiring] = {}
+        self.inflight: set[str] = set()
+        self.horizon = 0
+        self.wake = asyncio.Event()
+
+    def _add(self, firing: engine.TimerFiring) -> None:
+        if firing.key in self.inflight:
+            return
+        self.rows[firing.key] = firing
+        heapq.heappush(self.heap, (firing.fire_at, firing.key))
+        self.wake.set()
+
+    def committed(self, mutations: list[Mutation], deleted: list[str]) -> None:
+        for key in deleted:
+            self.inflight.discard(key)
+            self.rows.pop(key, None)
+        for m in mutations:
+            for key in m.timers_delete:
+                self.inflight.discard(key)
+                self.rows.pop(key, None)
+            if m.delete_all_timers:
+                prefix = m.state.run_id + "/"
+                for key in [k for k in self.rows if k.startswith(prefix)]:
+                    del self.rows[key]
+                self.inflight = {k for k in self.inflight if not k.startswith(prefix)}
+            for key, fire_at, ns, wid, run_id, kind, ref, attempt in m.timers_upsert:
+                self.inflight.discard(key)
+                if fire_at <= self.horizon:
+                    self._add(engine.TimerFiring(key, fire_at, ns, wid, run_id, kind, ref, attempt))
+
+    async def _reload(self, now: int) -> None:
+        self.horizon = now + TIMER_WINDOW_MS
+        for r in await self.shard.store.timers_before(self.shard.shard_id, self.horizon):
+            firing = engine.TimerFiring(r["timer_key"], int(r["fire_at"]), r["namespace"], r["workflow_id"],
+                                        r["run_id"], r["kind"], int(r["ref"]), int(r["attempt"]))
+            known = self.rows.get(firing.key)
+            if known is None or known.fire_at != firing.fire_at:
+                self._add(firing)
+
+    async def run(self) -> None:
+        next_reload = 0
+        while True:
+            now = int(time.time() * 1000)
+            if now >= next_reload:
+                await self._reload(now)
+                next_reload = now + TIMER_WINDOW_MS // 2
+            while self.heap and self.heap[0][0] <= now:
+                fire_at, key = heapq.heappop(self.heap)
+                firing = self.rows.get(key)
+                if firing is None or firing.fire_at != fire_at:
+                    continue  # deleted or re-armed since it was queued
+                del self.rows[key]
+                self.inflight.add(key)
+                await self.shard.inbox.put(firing)
+            until = min(next_reload, self.heap[0][0] if self.heap else next_reload)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.0, (until - int(time.time() * 1000)) / 1000))

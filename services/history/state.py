@@ -1,0 +1,277 @@
+"""Mutable state of one workflow run, and ``apply``: the one fold that changes it.
+
+Everything here is pure in-memory code. The live shard loop, a rebuild from
+``history_events`` and an audit replay of ``kadence.history`` all change state only
+through :func:`apply`, so the three agree bit for bit (compare :meth:`MutableState.dumps`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import HistoryCorrupted
+
+Event = dict[str, Any]
+
+RUNNING = "Running"
+CLOSED_STATUSES = ("Completed", "Failed", "TimedOut", "Terminated", "ContinuedAsNew")
+# Signal request ids remembered per run for deduplication.
+MAX_REMEMBERED_REQUESTS = 200
+
+
+@dataclass
+class MutableState:
+    namespace: str = ""
+    workflow_id: str = ""
+    run_id: str = ""
+    workflow_type: str = ""
+    task_queue: str = ""
+    input: str | None = None
+    status: str = ""
+    start_time: int = 0
+    close_time: int | None = None
+    execution_timeout_ms: int = 0
+    workflow_task_timeout_ms: int = 10000
+    start_request_id: str = ""
+    next_event_id: int = 1
+    result: str | None = None
+    failure: dict[str, Any] | None = None
+    new_run_id: str | None = None
+    # The outstanding workflow task: scheduled_event_id, attempt, started_event_id
+    # (0 until started), scheduled_time, started_time.
+    wt: dict[str, int] | None = None
+    last_completed_wt_scheduled_id: int = 0
+    wt_failures: int = 0
+    # An input (start, signal, activity result, timer firing) arrived since the
+    # outstanding workflow task was scheduled, so another one is owed.
+    inputs_pending: bool = False
+    activities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timers: dict[str, dict[str, int]] = field(default_factory=dict)
+    signal_request_ids: list[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    def dumps(self) -> bytes:
+        """Canonical JSON: equal states give equal bytes."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, data: bytes | str) -> MutableState:
+        return cls(**json.loads(data))
+
+    def clone(self) -> MutableState:
+        return copy.deepcopy(self)
+
+    def has_undispatched(self) -> bool:
+        """A task is scheduled that no worker has started yet."""
+        if self.wt is not None and not self.wt["started_event_id"]:
+            return True
+        return any(a["state"] == "Scheduled" for a in self.activities.values())
+
+
+def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.workflow_type = a["workflow_type"]
+    s.task_queue = a["task_queue"]
+    s.input = a["input"]
+    s.status = RUNNING
+    s.start_time = e["event_time"]
+    s.execution_timeout_ms = a["execution_timeout_ms"]
+    s.workflow_task_timeout_ms = a["workflow_task_timeout_ms"] or 10000
+    s.start_request_id = a["request_id"]
+    s.inputs_pending = True
+
+
+def _close(status: str) -> Callable[[MutableState, Event, dict[str, Any]], None]:
+    def close(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+        s.status = status
+        s.close_time = e["event_time"]
+        s.wt = None
+        s.inputs_pending = False
+        if status == "Completed":
+            s.result = a["result"]
+        elif status == "Failed":
+            s.failure = a["failure"]
+        elif status == "ContinuedAsNew":
+            s.new_run_id = a["new_run_id"]
+
+    return close
+
+
+def _signaled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.inputs_pending = True
+    if a["request_id"]:
+        s.signal_request_ids.append(a["request_id"])
+        del s.signal_request_ids[:-MAX_REMEMBERED_REQUESTS]
+
+
+def _wt_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.wt = {
+        "scheduled_event_id": e["event_id"],
+        "attempt": a["attempt"],
+        "started_event_id": 0,
+        "scheduled_time": e["event_time"],
+        "started_time": 0,
+    }
+    s.inputs_pending = False
+
+
+def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    wt = _current_wt(s, a)
+    wt["started_event_id"] = e["event_id"]
+    wt["started_time"] = e["event_time"]
+
+
+def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    _current_wt(s, a)
+    s.last_completed_wt_scheduled_id = a["scheduled_event_id"]
+    s.wt = None
+    s.wt_failures = 0
+
+
+def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    _current_wt(s, a)
+    s.wt = None
+    s.wt_failures += 1
+
+
+def _current_wt(s: MutableState, a: dict[str, Any]) -> dict[str, int]:
+    if s.wt is None or s.wt["scheduled_event_id"] != a["scheduled_event_id"]:
+        raise HistoryCorrupted(f"run {s.run_id}: no workflow task {a['scheduled_event_id']} is outstanding")
+    return s.wt
+
+
+def _activity_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.activities[str(e["event_id"])] = {
+        "activity_id": a["activity_id"],
+        "activity_type": a["activity_type"],
+        "task_queue": a["task_queue"],
+        "input": a["input"],
+        "schedule_to_close_timeout_ms": a["schedule_to_close_timeout_ms"],
+        "schedule_to_start_timeout_ms": a["schedule_to_start_timeout_ms"],
+        "start_to_close_timeout_ms": a["start_to_close_timeout_ms"],
+        "heartbeat_timeout_ms": a["heartbeat_timeout_ms"],
+        "retry_policy": a["retry_policy"],
+        "attempt": 1,
+        "state": "Scheduled",
+        "first_scheduled_time": e["event_time"],
+        "scheduled_time": e["event_time"],
+        "started_time": 0,
+        "started_event_id": 0,
+        "last_failure": None,
+        "heartbeat_details": None,
+    }
+
+
+def _activity(s: MutableState, a: dict[str, Any]) -> dict[str, Any]:
+    act = s.activities.get(str(a["scheduled_event_id"]))
+    if act is None:
+        raise HistoryCorrupted(f"run {s.run_id}: no activity {a['scheduled_event_id']} is pending")
+    return act
+
+
+def _activity_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    act = _activity(s, a)
+    act["state"] = "Started"
+    act["attempt"] = a["attempt"]
+    act["started_time"] = e["event_time"]
+    act["started_event_id"] = e["event_id"]
+
+
+def _activity_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    _activity(s, a)
+    del s.activities[str(a["scheduled_event_id"])]
+    s.inputs_pending = True
+
+
+def _activity_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    act = _activity(s, a)
+    backoff = a["retry_backoff_ms"]
+    if backoff is None:
+        del s.activities[str(a["scheduled_event_id"])]
+        s.inputs_pending = True
+        return
+    # Another attempt follows after the backoff; workflow code does not see this one.
+    act["attempt"] += 1
+    act["state"] = "Scheduled"
+    act["scheduled_time"] = e["event_time"] + backoff
+    act["started_time"] = 0
+    act["started_event_id"] = 0
+    if e["event_type"] == "ActivityTaskFailed":
+        act["last_failure"] = a["failure"]
+    else:
+        act["last_failure"] = {"message": f"activity timed out ({a['timeout_type']})", "type": "TimeoutError",
+                               "stack_trace": "", "non_retryable": False, "details": None}
+        act["heartbeat_details"] = a["last_heartbeat_details"]
+
+
+def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.timers[a["timer_id"]] = {"started_event_id": e["event_id"],
+                               "fire_at": e["event_time"] + a["start_to_fire_timeout_ms"]}
+
+
+def _timer_fired(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    if s.timers.pop(a["timer_id"], None) is None:
+        raise HistoryCorrupted(f"run {s.run_id}: timer {a['timer_id']!r} is not pending")
+    if e["event_type"] == "TimerFired":
+        s.inputs_pending = True
+
+
+def _nothing(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    return None
+
+
+_APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
+    "WorkflowExecutionStarted": _started,
+    "WorkflowExecutionCompleted": _close("Completed"),
+    "WorkflowExecutionFailed": _close("Failed"),
+    "WorkflowExecutionTimedOut": _close("TimedOut"),
+    "WorkflowExecutionTerminated": _close("Terminated"),
+    "WorkflowExecutionContinuedAsNew": _close("ContinuedAsNew"),
+    "WorkflowExecutionSignaled": _signaled,
+    "WorkflowTaskScheduled": _wt_scheduled,
+    "WorkflowTaskStarted": _wt_started,
+    "WorkflowTaskCompleted": _wt_completed,
+    "WorkflowTaskFailed": _wt_failed,
+    "WorkflowTaskTimedOut": _wt_failed,
+    "ActivityTaskScheduled": _activity_scheduled,
+    "ActivityTaskStarted": _activity_started,
+    "ActivityTaskCompleted": _activity_completed,
+    "ActivityTaskFailed": _activity_failed,
+    "ActivityTaskTimedOut": _activity_failed,
+    "TimerStarted": _timer_started,
+    "TimerFired": _timer_fired,
+    "TimerCanceled": _timer_fired,
+    "MarkerRecorded": _nothing,
+}
+
+
+def apply(state: MutableState, event: Event) -> None:
+    """Fold one history event into the run's mutable state.
+
+    Raises HistoryCorrupted when the event does not follow the state (a gap in
+    event ids, or an event about a task or timer that is not pending).
+    """
+    if event["event_id"] != state.next_event_id:
+        raise HistoryCorrupted(
+            f"run {state.run_id}: event {event['event_id']} follows {state.next_event_id - 1}; expected {state.next_event_id}"
+        )
+    try:
+        fold = _APPLY[event["event_type"]]
+    except KeyError:
+        raise HistoryCorrupted(f"run {state.run_id}: unknown event type {event['event_type']!r}") from None
+    fold(state, event, event["attributes"] or {})
+    state.next_event_id = event["event_id"] + 1
+
+
+def rebuild(namespace: str, workflow_id: str, run_id: str, events: Iterable[Event]) -> MutableState:
+    """Mutable state from a run's full history: the fold, from nothing."""
+    state = MutableState(namespace=namespace, workflow_id=workflow_id, run_id=run_id)
+    for event in events:
+        apply(state, event)
+    return state

@@ -1,0 +1,168 @@
+"""PostgreSQL persistence of the history service: one transaction per shard batch.
+
+Every write transaction first touches the shard row with the owner's range_id:
+a paused or partitioned old owner (a zombie) finds no row and fails with
+ShardOwnershipLost instead of writing over the new owner's state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from kadence import avro
+
+from .builder import Mutation, OutboxMessage, TimerRow
+from .errors import ShardOwnershipLost
+from .state import Event, MutableState
+
+OutboxRow = tuple[int, OutboxMessage]
+
+
+class HistoryStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def acquire_shard(self, shard_id: int, owner: str) -> tuple[int, int]:
+        """Take ownership: bump range_id; return (range_id, next offset to consume)."""
+        row = await self.pool.fetchrow(
+            "INSERT INTO shards (shard_id, range_id, owner) VALUES ($1, 1, $2)"
+            " ON CONFLICT (shard_id) DO UPDATE SET range_id = shards.range_id + 1, owner = $2, updated_at = now()"
+            " RETURNING range_id, kafka_offset",
+            shard_id, owner,
+        )
+        assert row is not None
+        return int(row["range_id"]), int(row["kafka_offset"])
+
+    async def current_run(self, namespace: str, workflow_id: str) -> str | None:
+        value = await self.pool.fetchval(
+            "SELECT run_id FROM current_executions WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id)
+        return None if value is None else str(value)
+
+    async def load_state(self, run_id: str) -> MutableState | None:
+        data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
+        return None if data is None else MutableState.loads(data)
+
+    async def history(self, run_id: str) -> list[Event]:
+        rows = await self.pool.fetch(
+            "SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
+        return [avro.decode(r["data"])[1] for r in rows]
+
+    async def pending_outbox(self, shard_id: int) -> list[OutboxRow]:
+        rows = await self.pool.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox WHERE shard_id = $1 ORDER BY id", shard_id)
+        return [(int(r["id"]), OutboxMessage(r["topic"], r["key"], r["value"], _headers_from(r["headers"])))
+                for r in rows]
+
+    async def next_outbox_id(self, shard_id: int) -> int:
+        value = await self.pool.fetchval("SELECT max(id) FROM outbox WHERE shard_id = $1", shard_id)
+        return 1 if value is None else int(value) + 1
+
+    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
+        await self.pool.execute("DELETE FROM outbox WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
+
+    async def timers_before(self, shard_id: int, until: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT timer_key, fire_at, namespace, workflow_id, run_id, kind, ref, attempt FROM timers"
+            " WHERE shard_id = $1 AND fire_at <= $2 ORDER BY fire_at LIMIT 10000", shard_id, until)
+
+    async def undispatched(self, shard_id: int) -> list[MutableState]:
+        rows = await self.pool.fetch("SELECT state FROM executions WHERE shard_id = $1 AND undispatched", shard_id)
+        return [MutableState.loads(r["state"]) for r in rows]
+
+    async def commit(
+        self,
+        shard_id: int,
+        range_id: int,
+        offset: int | None,
+        mutations: Sequence[Mutation],
+        outbox: Sequence[OutboxRow],
+        timer_deletes: Sequence[str],
+        heartbeats: Sequence[tuple[str, int, int, str | None, int]],
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fenced = await conn.fetchval(
+                "UPDATE shards SET kafka_offset = COALESCE($3, kafka_offset), updated_at = now()"
+                " WHERE shard_id = $1 AND range_id = $2 RETURNING range_id",
+                shard_id, range_id, offset)
+            if fenced is None:
+                raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
+            await self._write(conn, shard_id, mutations, outbox, timer_deletes, heartbeats)
+
+    @staticmethod
+    async def _write(conn: asyncpg.Connection, shard_id: int, mutations: Sequence[Mutation],
+                     outbox: Sequence[OutboxRow], timer_deletes: Sequence[str],
+                     heartbeats: Sequence[tuple[str, int, int, str | None, int]]) -> None:
+        executions = []
+        current: dict[tuple[str, str], tuple[Any, ...]] = {}
+        events = []
+        deletes = list(timer_deletes)
+        closed_runs = []
+        upserts: list[TimerRow] = []
+        for m in mutations:
+            s = m.state
+            executions.append((s.namespace, s.workflow_id, s.run_id, shard_id, s.workflow_type, s.task_queue,
+                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched()))
+            if m.current_changed:
+                current[(s.namespace, s.workflow_id)] = (s.namespace, s.workflow_id, s.run_id, shard_id, s.status,
+                                                         s.start_request_id)
+            events.extend((s.run_id, e["event_id"], avro.encode("HistoryEvent", e)) for e in m.events)
+            deletes.extend(m.timers_delete)
+            if m.delete_all_timers:
+                closed_runs.append(s.run_id)
+            upserts.extend(m.timers_upsert)
+        if executions:
+            await conn.executemany(
+                "INSERT INTO executions (namespace, workflow_id, run_id, shard_id, workflow_type, task_queue, status,"
+                " start_time, close_time, next_event_id, state, undispatched)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, close_time = EXCLUDED.close_time,"
+                " next_event_id = EXCLUDED.next_event_id, state = EXCLUDED.state,"
+                " undispatched = EXCLUDED.undispatched", executions)
+        if current:
+            await conn.executemany(
+                "INSERT INTO current_executions (namespace, workflow_id, run_id, shard_id, status, start_request_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (namespace, workflow_id) DO UPDATE SET"
+                " run_id = EXCLUDED.run_id, status = EXCLUDED.status, start_request_id = EXCLUDED.start_request_id",
+                list(current.values()))
+        if events:
+            await conn.copy_records_to_table("history_events", records=events, columns=["run_id", "event_id", "data"])
+        if outbox:
+            await conn.copy_records_to_table(
+                "outbox", columns=["shard_id", "id", "topic", "key", "value", "headers"],
+                records=[(shard_id, i, m.topic, m.key, m.value, _headers_to(m.headers)) for i, m in outbox])
+        # Deletes before upserts: a timer re-armed under the same key in this batch survives.
+        if deletes:
+            await conn.execute("DELETE FROM timers WHERE shard_id = $1 AND timer_key = ANY($2::text[])",
+                               shard_id, deletes)
+        if closed_runs:
+            await conn.execute("DELETE FROM timers WHERE run_id = ANY($1::text[])", closed_runs)
+        if upserts:
+            await conn.executemany(
+                "INSERT INTO timers (shard_id, timer_key, fire_at, namespace, workflow_id, run_id, kind, ref, attempt)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (shard_id, timer_key) DO UPDATE SET"
+                " fire_at = EXCLUDED.fire_at, ref = EXCLUDED.ref, attempt = EXCLUDED.attempt",
+                [(shard_id, *row) for row in upserts])
+        if heartbeats:
+            await conn.executemany(
+                "INSERT INTO activity_heartbeats (run_id, scheduled_event_id, attempt, details, heartbeat_time)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, scheduled_event_id) DO UPDATE SET"
+                " attempt = EXCLUDED.attempt, details = EXCLUDED.details, heartbeat_time = EXCLUDED.heartbeat_time",
+                heartbeats)
+        for run_id in {m.state.run_id for m in mutations if m.closed}:
+            await conn.execute("SELECT pg_notify('kadence_closed', $1)", run_id)
+
+
+def _headers_to(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
+    if not headers:
+        return None
+    return json.dumps([[k, v.hex()] for k, v in headers]).encode()
+
+
+def _headers_from(data: bytes | None) -> tuple[tuple[str, bytes], ...]:
+    if not data:
+        return ()
+    return tuple((k, bytes.fromhex(v)) for k, v in json.loads(data))
