@@ -1,0 +1,126 @@
+"""The history service against a real broker and PostgreSQL, driven through Kafka alone."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+
+from services.history import rebuild
+from services.history.state import MutableState
+from services.history.store import HistoryStore
+from services.history.errors import ShardOwnershipLost
+
+from .history_harness import Topics, history_of, history_running, start_record, task_ref
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _schedule_activity(activity_type: str, **kw: object) -> dict[str, object]:
+    attrs = {"activity_id": "1", "activity_type": activity_type, "task_queue": "", "input": '["x"]',
+             "schedule_to_close_timeout_ms": 0, "schedule_to_start_timeout_ms": 0,
+             "start_to_close_timeout_ms": 5000, "heartbeat_timeout_ms": 0, "retry_policy": None}
+    attrs.update(kw)
+    return {"command_type": "ScheduleActivityTask", "attributes": attrs}
+
+
+async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        start = start_record("wf-1")
+        await io.send("StartWorkflowExecution", start)
+        reply = await io.next("kadence.replies", request_id=start["request_id"])
+        assert reply["ok"] and reply["run_id"]
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-1")
+        assert (wt["scheduled_event_id"], wt["first_event_id"]) == (2, 1)
+
+        await io.send("RecordWorkflowTaskStarted", task_ref(wt))
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [_schedule_activity("echo")]})
+        act = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-1")
+        assert act["activity_type"] == "echo" and act["attempt"] == 1
+
+        await io.send("RecordActivityTaskStarted", task_ref(act))
+        await io.send("RespondActivityTaskCompleted", task_ref(act) | {"result": '"hello x"'})
+        wt2 = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-1")
+        assert wt2["first_event_id"] == wt["scheduled_event_id"] + 1
+
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt2) | {"commands": [
+            {"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}]})
+        # Duplicate start with the same request id gets the same run back, even once closed.
+        await io.send("StartWorkflowExecution", start)
+        again = await io.next("kadence.replies", request_id=start["request_id"])
+        assert again["run_id"] == reply["run_id"]
+
+        events = await history_of(fresh_dsn, reply["run_id"])
+        assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
+        assert [e["event_type"] for e in events] == [
+            "WorkflowExecutionStarted", "WorkflowTaskScheduled", "WorkflowTaskStarted", "WorkflowTaskCompleted",
+            "ActivityTaskScheduled", "ActivityTaskStarted", "ActivityTaskCompleted", "WorkflowTaskScheduled",
+            "WorkflowTaskStarted", "WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
+        # One fold: the snapshot equals the state rebuilt from history.
+        conn = await asyncpg.connect(fresh_dsn)
+        try:
+            snapshot = await conn.fetchval("SELECT state FROM executions WHERE run_id = $1", reply["run_id"])
+            timers = await conn.fetchval("SELECT count(*) FROM timers")
+        finally:
+            await conn.close()
+        rebuilt = rebuild("default", "wf-1", reply["run_id"], events)
+        assert rebuilt.dumps() == MutableState.loads(snapshot).dumps()
+        assert json.loads(snapshot)["status"] == "Completed"
+        assert timers == 0
+
+
+async def test_second_start_of_running_workflow_is_refused(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        first = start_record("wf-dup")
+        await io.send("StartWorkflowExecution", first)
+        ok = await io.next("kadence.replies", request_id=first["request_id"])
+        other = start_record("wf-dup")
+        await io.send("StartWorkflowExecution", other)
+        refused = await io.next("kadence.replies", request_id=other["request_id"])
+        assert not refused["ok"] and refused["error_type"] == "WorkflowAlreadyStarted"
+        assert refused["run_id"] == ok["run_id"]
+
+
+async def test_activity_retries_with_backoff_then_fails_finally(broker, fresh_dsn) -> None:
+    policy = {"initial_interval_ms": 100, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
+              "maximum_attempts": 2, "non_retryable_error_types": []}
+    failure = {"message": "boom", "type": "IOError", "stack_trace": "", "non_retryable": False, "details": None}
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-retry"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-retry")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {
+            "commands": [_schedule_activity("flaky", retry_policy=policy)]})
+        for attempt in (1, 2):
+            act = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-retry")
+            assert act["attempt"] == attempt
+            await io.send("RespondActivityTaskFailed", task_ref(act) | {"failure": failure})
+        wt2 = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-retry")
+        events = await history_of(fresh_dsn, wt2["run_id"])
+        failed = [e for e in events if e["event_type"] == "ActivityTaskFailed"]
+        assert [f["attributes"]["retry_backoff_ms"] for f in failed] == [100, None]
+
+
+async def test_undecodable_record_goes_to_dlq_and_partition_keeps_flowing(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        key = b"default/wf-dlq"
+        await io.send_raw(key, b"\x00garbage bytes")
+        start = start_record("wf-dlq")
+        await io.send("StartWorkflowExecution", start)
+        letter = await io.next("kadence.dlq")
+        assert letter["value"] == b"\x00garbage bytes" and "undecodable" in letter["reason"]
+        reply = await io.next("kadence.replies", request_id=start["request_id"])
+        assert reply["ok"]
+
+
+async def test_zombie_owner_cannot_commit(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        start = start_record("wf-fence")
+        await io.send("StartWorkflowExecution", start)
+        await io.next("kadence.replies", request_id=start["request_id"])
+        shard = next(iter(service.shards.values()))
+        store = HistoryStore(service.pool)
+        # A new owner takes the shard over: the old owner's range_id is now stale.
+        await store.acquire_shard(shard.shard_id, "usurper")
+        with pytest.raises(ShardOwnershipLost):
+            await store.commit(shard.shard_id, shard.range_id, None, [], [], [], [])
