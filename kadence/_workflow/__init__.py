@@ -1,0 +1,1 @@
+"""The workflow runtime: definitions, the deterministic loop, instances and history replay."""

@@ -1,0 +1,427 @@
+"""One live workflow run inside the SDK: the user's object, its loop, and its decisions.
+
+An *activation* delivers the input events one workflow task sees (start, signals,
+activity results, timer firings), runs workflow code until it blocks, and returns the
+commands the code decided, in order. Which events go to which activation, and checking
+the commands against history, is :mod:`kadence._workflow.runner`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kadence._converter import decode_args, decode_value, encode_args, encode_value
+from kadence._failure import exception_from_failure, failure_from_exception
+from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.loop import WorkflowEventLoop
+from kadence.exceptions import (
+    ActivityError,
+    ActivityTimeoutError,
+    ApplicationError,
+    FailureError,
+    WorkflowTaskError,
+)
+
+__all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
+
+_log = logging.getLogger(__name__)
+PATCH_MARKER_PREFIX = "patch:"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One decision of workflow code, as a ``kadence.Command`` record.
+
+    ``on_recorded`` is told the id of the history event the command became, once the
+    runner has matched it (activities need it to route their results).
+    """
+
+    command_type: str
+    attributes: Mapping[str, Any]
+    on_recorded: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"command_type": self.command_type, "attributes": dict(self.attributes)}
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What a workflow knows about its own run (``workflow.info()``)."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    attempt: int
+    start_time: datetime
+    execution_timeout: timedelta | None
+    workflow_task_timeout: timedelta
+    continued_run_id: str | None
+
+
+class ContinueAsNewError(BaseException):
+    """Raised by ``workflow.continue_as_new``; ends this run and starts a fresh one.
+
+    A BaseException so that a broad ``except Exception`` in workflow code cannot swallow it.
+    """
+
+    def __init__(self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None) -> None:
+        super().__init__("continue as new")
+        self.run_args = tuple(args)
+        self.workflow_type = workflow_type
+        self.task_queue = task_queue
+
+
+@dataclass
+class _PendingActivity:
+    future: asyncio.Future[Any]
+    activity_id: str
+    activity_type: str
+
+
+def current_instance() -> WorkflowInstance:
+    """The workflow instance whose code is running; a clear error outside workflow code."""
+    loop = asyncio._get_running_loop()
+    owner = loop.owner if isinstance(loop, WorkflowEventLoop) else None
+    if not isinstance(owner, WorkflowInstance):
+        raise RuntimeError("not in workflow code: this function may only be called from a workflow")
+    return owner
+
+
+class WorkflowInstance:
+    """A workflow object running on its own deterministic loop."""
+
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
+        self.definition = definition
+        self.namespace = namespace
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.loop = WorkflowEventLoop(self)
+        # Seeded from the run id alone so every replay draws the same numbers.
+        seed = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
+        self.random = random.Random(seed)
+        self.finished = False
+        self._obj: Any = None
+        self._info: WorkflowInfo | None = None
+        self._commands: list[Command] = []
+        self._activity_seq = 0
+        self._timer_seq = 0
+        self._activities: dict[int, _PendingActivity] = {}
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._buffered_signals: list[tuple[str, list[Any]]] = []
+        self._patches: dict[str, bool] = {}
+        self._now_ms = 0
+        self._replaying = False
+        self._recorded: Sequence[Mapping[str, Any]] = ()
+        self._task_error: BaseException | None = None
+
+    # -- activation ------------------------------------------------------------------
+
+    def activate(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        time_ms: int,
+        recorded: Sequence[Mapping[str, Any]] | None,
+    ) -> list[Command]:
+        """Deliver ``inputs``, run the code until it blocks, return the new commands.
+
+        ``recorded`` is the command events history holds for this workflow task when it is
+        being replayed, None when it runs for the first time. Raises WorkflowTaskError when
+        the code failed in a way that should fail the workflow task.
+        """
+        self._commands = []
+        self._now_ms = time_ms
+        self.loop.set_time(time_ms / 1000.0)
+        self._replaying = recorded is not None
+        self._recorded = recorded or ()
+        self._task_error = None
+        with self._running():
+            for event in inputs:
+                self._deliver(event)
+                if self._task_error is not None:
+                    break
+            if self._task_error is None:
+                self._run_until_blocked()
+        if self._task_error is not None:
+            error = self._task_error
+            if isinstance(error, WorkflowTaskError):
+                raise error
+            raise WorkflowTaskError(f"workflow code raised {error!r}", error)
+        return list(self._commands)
+
+    def query(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a query handler against the current state; it must not decide anything."""
+        handler = self.definition.queries.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self.definition.queries)) or "none"
+            raise ApplicationError(f"unknown query {name!r} (known: {known})", type="QueryNotFound")
+        if self._obj is None:
+            raise ApplicationError("the workflow has not started yet", type="QueryFailed")
+        before = len(self._commands)
+        with self._running():
+            result = handler(self._obj, *args)
+        if len(self._commands) != before:
+            del self._commands[before:]
+            raise ApplicationError(f"query {name!r} tried to change the workflow", type="QueryFailed")
+        return result
+
+    def dispose(self) -> None:
+        """Forget this instance (evicted from the cache); its pending code never runs again."""
+        self.loop.close()
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        # Workflow code reaches the loop through asyncio.get_running_loop(), so the real
+        # loop of the worker is swapped out while this instance runs (synchronously).
+        previous = asyncio._get_running_loop()
+        asyncio._set_running_loop(self.loop)
+        try:
+            yield
+        finally:
+            asyncio._set_running_loop(previous)
+
+    def _run_until_blocked(self) -> None:
+        while self._task_error is None:
+            self.loop.run_ready()
+            if self._task_error is not None or not self._resolve_one_condition():
+                break
+
+    def _resolve_one_condition(self) -> bool:
+        # One at a time: the waiter's continuation may make the other conditions false again.
+        for entry in list(self._conditions):
+            check, future = entry
+            if future.done():
+                self._conditions.remove(entry)
+                continue
+            try:
+                satisfied = check()
+            except Exception as exc:  # noqa: BLE001 - surfaced to the awaiting workflow code
+                self._conditions.remove(entry)
+                future.set_exception(exc)
+                return True
+            if satisfied:
+                self._conditions.remove(entry)
+                future.set_result(None)
+                return True
+        return False
+
+    # -- input events ----------------------------------------------------------------
+
+    def _deliver(self, event: Mapping[str, Any]) -> None:
+        kind = event["event_type"]
+        attrs: Mapping[str, Any] = event.get("attributes") or {}
+        if kind == "WorkflowExecutionStarted":
+            self._start(event, attrs)
+        elif kind == "WorkflowExecutionSignaled":
+            self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
+        elif kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut"):
+            self._resolve_activity(kind, attrs)
+        elif kind == "TimerFired":
+            if not self.loop.fire_timer(str(attrs["timer_id"])):
+                _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
+
+    def _start(self, event: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
+        timeout_ms = int(attrs.get("execution_timeout_ms") or 0)
+        self._info = WorkflowInfo(
+            namespace=self.namespace,
+            workflow_id=self.workflow_id,
+            run_id=self.run_id,
+            workflow_type=str(attrs.get("workflow_type", self.definition.name)),
+            task_queue=str(attrs.get("task_queue", "")),
+            attempt=int(attrs.get("attempt") or 1),
+            start_time=datetime.fromtimestamp(int(event["event_time"]) / 1000.0, tz=UTC),
+            execution_timeout=timedelta(milliseconds=timeout_ms) if timeout_ms else None,
+            workflow_task_timeout=timedelta(milliseconds=int(attrs.get("workflow_task_timeout_ms") or 10000)),
+            continued_run_id=attrs.get("continued_execution_run_id"),
+        )
+        try:
+            args = decode_args(attrs.get("input"))
+            self._obj = self.definition.cls()
+        except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
+            self._task_error = exc
+            return
+        task = self.loop.create_task(self.definition.run_fn(self._obj, *args), name="workflow.run")
+        task.add_done_callback(self._on_run_done)
+        buffered, self._buffered_signals = self._buffered_signals, []
+        for name, signal_args in buffered:
+            self._signal(name, signal_args)
+
+    def _signal(self, name: str, args: list[Any]) -> None:
+        handler = self.definition.signals.get(name)
+        if handler is None or self._obj is None:
+            # Kept until a handler exists; the workflow may read them later.
+            self._buffered_signals.append((name, args))
+            return
+        try:
+            result = handler(self._obj, *args)
+        except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
+            self._on_code_error(exc)
+            return
+        if asyncio.iscoroutine(result):
+            task = self.loop.create_task(result, name=f"signal.{name}")
+            task.add_done_callback(self._on_handler_done)
+
+    def _resolve_activity(self, kind: str, attrs: Mapping[str, Any]) -> None:
+        if kind != "ActivityTaskCompleted" and attrs.get("retry_backoff_ms") is not None:
+            return  # an intermediate attempt: another one follows, the code never sees it
+        scheduled = int(attrs["scheduled_event_id"])
+        pending = self._activities.pop(scheduled, None)
+        if pending is None or pending.future.done():
+            return  # the workflow stopped waiting (its awaiting task was cancelled)
+        if kind == "ActivityTaskCompleted":
+            pending.future.set_result(decode_value(attrs.get("result")))
+            return
+        cause: FailureError
+        if kind == "ActivityTaskFailed":
+            cause = exception_from_failure(attrs.get("failure") or {})
+            what = f"failed: {cause.message}"
+        else:
+            raw = attrs.get("last_heartbeat_details")
+            cause = ActivityTimeoutError(str(attrs.get("timeout_type", "")), last_heartbeat_details=decode_args(raw))
+            what = f"timed out ({cause.timeout_type})"
+        pending.future.set_exception(
+            ActivityError(
+                f"activity {pending.activity_type} (id {pending.activity_id}) {what}",
+                activity_id=pending.activity_id,
+                activity_type=pending.activity_type,
+                scheduled_event_id=scheduled,
+                cause=cause,
+            )
+        )
+
+    # -- outcomes of workflow code -------------------------------------------------------
+
+    def _on_run_done(self, task: asyncio.Task[Any]) -> None:
+        if self.finished or self.loop.is_closed():
+            return
+        if task.cancelled():
+            self._task_error = WorkflowTaskError("the workflow's run method was cancelled")
+            return
+        exc = task.exception()
+        if exc is None:
+            try:
+                result = encode_value(task.result())
+            except (TypeError, ValueError) as err:
+                self._task_error = WorkflowTaskError(f"workflow result is not JSON-serialisable: {err}", err)
+                return
+            self._finish("CompleteWorkflowExecution", {"result": result})
+        elif isinstance(exc, ContinueAsNewError):
+            info = self.info()
+            self._finish(
+                "ContinueAsNewWorkflowExecution",
+                {
+                    "workflow_type": exc.workflow_type or info.workflow_type,
+                    "task_queue": exc.task_queue or info.task_queue,
+                    "input": encode_args(exc.run_args),
+                },
+            )
+        else:
+            self._on_code_error(exc)
+
+    def _on_handler_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None and not self.loop.is_closed():
+            self._on_code_error(task.exception())  # type: ignore[arg-type]
+
+    def _on_code_error(self, exc: BaseException) -> None:
+        if self.finished:
+            return
+        if isinstance(exc, FailureError):
+            self._finish("FailWorkflowExecution", {"failure": failure_from_exception(exc)})
+        elif self._task_error is None:
+            self._task_error = exc
+
+    def on_callback_error(self, exc: BaseException, message: str) -> None:
+        if self._task_error is None:
+            self._task_error = WorkflowTaskError(f"{message}: {exc!r}", exc)
+
+    def _finish(self, command_type: str, attributes: dict[str, Any]) -> None:
+        self._add(Command(command_type, attributes))
+        self.finished = True
+
+    def _add(self, command: Command) -> None:
+        # After the workflow closed nothing else it decides can take effect.
+        if not self.finished:
+            self._commands.append(command)
+
+    # -- services for workflow code (kadence.workflow) -------------------------------
+
+    def info(self) -> WorkflowInfo:
+        if self._info is None:
+            raise RuntimeError("workflow info is not available before the workflow started")
+        return self._info
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._now_ms / 1000.0, tz=UTC)
+
+    def is_replaying(self) -> bool:
+        return self._replaying
+
+    def start_timer(self, delay_seconds: float) -> str:
+        self._timer_seq += 1
+        timer_id = str(self._timer_seq)
+        self._add(
+            Command("StartTimer", {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))})
+        )
+        return timer_id
+
+    def cancel_timer(self, timer_id: str) -> None:
+        for i, command in enumerate(self._commands):
+            if command.command_type == "StartTimer" and command.attributes["timer_id"] == timer_id:
+                # Started and cancelled in the same task: the server never needs to know.
+                del self._commands[i]
+                return
+        self._add(Command("CancelTimer", {"timer_id": timer_id}))
+
+    async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any]) -> Any:
+        self._activity_seq += 1
+        activity_id = str(attributes.get("activity_id") or self._activity_seq)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        pending = _PendingActivity(future, activity_id, activity_type)
+
+        def recorded(event_id: int) -> None:
+            self._activities[event_id] = pending
+
+        attrs = {
+            **attributes,
+            "activity_id": activity_id,
+            "activity_type": activity_type,
+            "task_queue": attributes.get("task_queue") or self.info().task_queue,
+            "input": encode_args(args),
+        }
+        self._add(Command("ScheduleActivityTask", attrs, recorded))
+        return await future
+
+    async def wait_condition(self, check: Callable[[], bool], timeout: float | None) -> None:
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._conditions.append((check, future))
+        if timeout is None:
+            await future
+        else:
+            await asyncio.wait_for(future, timeout)
+
+    def patched(self, patch_id: str) -> bool:
+        if patch_id in self._patches:
+            return self._patches[patch_id]
+        marker = PATCH_MARKER_PREFIX + patch_id
+        if self._replaying:
+            # Replaying: the new code path only if the original run recorded the marker here.
+            result = any(
+                e["event_type"] == "MarkerRecorded" and (e.get("attributes") or {}).get("marker_name") == marker
+                for e in self._recorded
+            )
+        else:
+            result = True
+        if result:
+            self._add(Command("RecordMarker", {"marker_name": marker, "details": encode_value({"patch_id": patch_id})}))
+        self._patches[patch_id] = result
+        return result

@@ -1,0 +1,196 @@
+"""The deterministic event loop that workflow code runs on.
+
+It is driven by hand: the runtime delivers history events, then calls :meth:`run_ready`
+until no callback is ready. There are no threads, no I/O and no wall clock: ``time()`` is
+the time of the workflow task being processed, and a delayed callback (``call_later``,
+hence ``asyncio.sleep`` and ``asyncio.wait_for``) becomes a durable timer that fires when
+history says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["TimerSink", "WorkflowEventLoop"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TimerSink(Protocol):
+    """Receives the loop's timer decisions (the workflow instance turns them into commands)."""
+
+    def start_timer(self, delay_seconds: float) -> str: ...
+
+    def cancel_timer(self, timer_id: str) -> None: ...
+
+    def on_callback_error(self, exc: BaseException, message: str) -> None: ...
+
+
+class _DurableTimerHandle(asyncio.TimerHandle):
+    """A TimerHandle that knows the durable timer id it stands for."""
+
+    timer_id: str = ""
+
+
+class WorkflowEventLoop(asyncio.AbstractEventLoop):
+    """An asyncio loop for one workflow run; every method workflow code may reach is here."""
+
+    def __init__(self, sink: TimerSink) -> None:
+        self._sink = sink
+        self._ready: deque[asyncio.Handle] = deque()
+        self._timers: dict[str, _DurableTimerHandle] = {}
+        self._now = 0.0
+        self._closed = False
+
+    @property
+    def owner(self) -> TimerSink:
+        """The workflow instance this loop runs code for."""
+        return self._sink
+
+    # -- driving ---------------------------------------------------------------------
+
+    def set_time(self, seconds: float) -> None:
+        """Set the workflow time seen by ``time()`` (the current workflow task's time)."""
+        self._now = seconds
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def run_ready(self) -> None:
+        """Run callbacks until none is ready (callbacks may schedule more)."""
+        while self._ready and not self._closed:
+            handle = self._ready.popleft()
+            if not handle.cancelled():
+                handle._run()
+
+    def fire_timer(self, timer_id: str) -> bool:
+        """Make the callback of a durable timer ready; False if no such live timer."""
+        handle = self._timers.pop(timer_id, None)
+        if handle is None:
+            return False
+        if not handle.cancelled():
+            self._ready.append(handle)
+        return True
+
+    def pending_timer_ids(self) -> list[str]:
+        return list(self._timers)
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def time(self) -> float:
+        return self._now
+
+    def call_soon(
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        self._check_open()
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        self._check_open()
+        if delay <= 0:
+            # Nothing to wait for; a zero-length durable timer would only add a round trip.
+            handle = _DurableTimerHandle(self._now, callback, args, self, context)
+            self._ready.append(handle)
+            return handle
+        timer_id = self._sink.start_timer(delay)
+        handle = _DurableTimerHandle(self._now + delay, callback, args, self, context)
+        handle.timer_id = timer_id
+        self._timers[timer_id] = handle
+        return handle
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.call_later(when - self._now, callback, *args, context=context)
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        timer_id = getattr(handle, "timer_id", "")
+        # A timer that already fired (asyncio.sleep cancels its handle afterwards) or was
+        # never durable needs no command.
+        if timer_id and self._timers.pop(timer_id, None) is not None and not self._closed:
+            self._sink.cancel_timer(timer_id)
+
+    def call_soon_threadsafe(
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        raise RuntimeError("workflow code cannot use threads; call_soon_threadsafe is not available")
+
+    # -- futures and tasks -----------------------------------------------------------
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(  # type: ignore[override]
+        self,
+        coro: Coroutine[Any, Any, T] | Generator[Any, None, T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[T]:
+        self._check_open()
+        return asyncio.Task(coro, loop=self, name=name, context=context)
+
+    # -- state and errors ------------------------------------------------------------
+
+    def get_debug(self) -> bool:
+        return False
+
+    def set_debug(self, enabled: bool) -> None:
+        pass
+
+    def is_running(self) -> bool:
+        return not self._closed
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Drop everything; later callbacks and errors from discarded code are ignored."""
+        self._closed = True
+        self._ready.clear()
+        self._timers.clear()
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        exc = context.get("exception")
+        message = str(context.get("message", "unhandled error in workflow code"))
+        # Only a callback that raised (context has "handle") is a deterministic error; the
+        # "never retrieved"/"destroyed" reports come from garbage collection, whose timing
+        # differs between a live run and a replay, so they are only logged.
+        if isinstance(exc, BaseException) and "handle" in context:
+            self._sink.on_callback_error(exc, message)
+        else:
+            _log.debug("workflow loop: %s", message)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.call_exception_handler(context)
+
+    def get_exception_handler(self) -> None:
+        return None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this workflow instance was discarded")
+
+    def __repr__(self) -> str:
+        return f"<WorkflowEventLoop time={self._now} ready={len(self._ready)} timers={len(self._timers)}>"

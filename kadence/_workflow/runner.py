@@ -1,0 +1,223 @@
+"""Feeding one run's history into a workflow instance, by the protocol's activation rule.
+
+The rule (docs/protocol.md): code for the workflow task whose ``WorkflowTaskScheduled``
+has id S sees the input events with id < S that no earlier activation saw; events that
+arrive after S wait for the next activation; a task that failed or timed out decided
+nothing and its inputs carry over; the commands of a completed task are the events that
+name its ``WorkflowTaskCompleted`` in ``workflow_task_completed_event_id``, and code
+replaying that task must decide the same commands in the same order.
+
+A :class:`WorkflowRunner` consumes events strictly in order, so the same object serves a
+full replay, the worker's cache (new events applied incrementally) and the Replayer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.instance import Command, WorkflowInstance
+from kadence.exceptions import KadenceError, NonDeterminismError
+
+__all__ = [
+    "COMMAND_EVENT_TYPE",
+    "INPUT_EVENT_TYPES",
+    "InconsistentHistoryError",
+    "WorkflowRunner",
+]
+
+#: Events workflow code reacts to.
+INPUT_EVENT_TYPES = frozenset(
+    {
+        "WorkflowExecutionStarted",
+        "WorkflowExecutionSignaled",
+        "ActivityTaskCompleted",
+        "ActivityTaskFailed",
+        "ActivityTaskTimedOut",
+        "TimerFired",
+    }
+)
+
+#: The history event each command becomes.
+COMMAND_EVENT_TYPE = {
+    "ScheduleActivityTask": "ActivityTaskScheduled",
+    "StartTimer": "TimerStarted",
+    "CancelTimer": "TimerCanceled",
+    "CompleteWorkflowExecution": "WorkflowExecutionCompleted",
+    "FailWorkflowExecution": "WorkflowExecutionFailed",
+    "ContinueAsNewWorkflowExecution": "WorkflowExecutionContinuedAsNew",
+    "RecordMarker": "MarkerRecorded",
+}
+_COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
+
+#: The attribute that must agree between a command and its event, beyond the type.
+_IDENTITY_ATTRIBUTE = {
+    "ScheduleActivityTask": "activity_type",
+    "StartTimer": "timer_id",
+    "CancelTimer": "timer_id",
+    "RecordMarker": "marker_name",
+}
+
+
+class InconsistentHistoryError(KadenceError):
+    """Events do not follow on from what this runner has seen (a gap, or a task it ran
+    live that history says failed). The worker answers by replaying the full history."""
+
+    retryable = True
+
+
+@dataclass
+class _OpenTask:
+    """A workflow task that is scheduled and has no outcome yet in the events seen so far."""
+
+    scheduled_event_id: int
+    time_ms: int
+    visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
+    produced: list[Command] | None = None  # set once the task ran live
+
+
+class WorkflowRunner:
+    """Applies a run's events in order to one :class:`WorkflowInstance`."""
+
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
+        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id)
+        self.last_event_id = 0
+        self._pending: list[Mapping[str, Any]] = []
+        self._open: _OpenTask | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The workflow decided to close (complete, fail or continue as new)."""
+        return self.instance.finished
+
+    def apply(self, events: Sequence[Mapping[str, Any]], *, run_live: bool = True) -> list[Command]:
+        """Apply the next events; replayed tasks are checked against history.
+
+        When the events end with a workflow task that has no outcome yet and ``run_live``
+        is true, that task runs now and its commands are returned (they are what the
+        worker sends). Otherwise the result is empty.
+        """
+        commands_of = _commands_by_completion(events)
+        for event in events:
+            event_id = int(event["event_id"])
+            if event_id != self.last_event_id + 1:
+                raise InconsistentHistoryError(f"expected event {self.last_event_id + 1}, got event {event_id}")
+            self._step(event, commands_of)
+            self.last_event_id = event_id
+        task = self._open
+        if task is None or task.produced is not None or not run_live:
+            return []
+        task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
+        return task.produced
+
+    def query(self, name: str, args: Sequence[Any]) -> Any:
+        return self.instance.query(name, args)
+
+    def dispose(self) -> None:
+        self.instance.dispose()
+
+    def _step(self, event: Mapping[str, Any], commands_of: Mapping[int, list[Mapping[str, Any]]]) -> None:
+        kind = event["event_type"]
+        attrs: Mapping[str, Any] = event.get("attributes") or {}
+        event_id = int(event["event_id"])
+        if kind == "WorkflowTaskScheduled":
+            if self._open is not None:
+                # No outcome was recorded for the previous task: it decided nothing.
+                self._close_without_commands(self._open)
+            self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending))
+        elif kind == "WorkflowTaskCompleted":
+            task = self._expect_open(attrs, kind, event_id)
+            recorded = commands_of.get(event_id, [])
+            if task.produced is None:
+                produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=recorded)
+            else:
+                produced = task.produced
+            _match(task.scheduled_event_id, produced, recorded)
+            self._open = None
+        elif kind in ("WorkflowTaskFailed", "WorkflowTaskTimedOut"):
+            self._close_without_commands(self._expect_open(attrs, kind, event_id))
+            self._open = None
+        elif kind in INPUT_EVENT_TYPES:
+            self._pending.append(event)
+        # Everything else is bookkeeping (WorkflowTaskStarted, ActivityTaskStarted, the
+        # command events, which are consumed through commands_of, terminal events).
+
+    def _expect_open(self, attrs: Mapping[str, Any], kind: str, event_id: int) -> _OpenTask:
+        scheduled = int(attrs.get("scheduled_event_id", 0))
+        if self._open is None or self._open.scheduled_event_id != scheduled:
+            open_id = self._open.scheduled_event_id if self._open else None
+            raise InconsistentHistoryError(
+                f"event {event_id} {kind} names workflow task {scheduled}, but the open task is {open_id}"
+            )
+        return self._open
+
+    def _close_without_commands(self, task: _OpenTask) -> None:
+        if task.produced is not None:
+            raise InconsistentHistoryError(
+                f"workflow task {task.scheduled_event_id} ran here but history says it failed or timed out"
+            )
+
+    def _take_inputs(self, task: _OpenTask) -> list[Mapping[str, Any]]:
+        inputs = self._pending[: task.visible_inputs]
+        del self._pending[: task.visible_inputs]
+        return inputs
+
+
+def _commands_by_completion(events: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    found: dict[int, list[Mapping[str, Any]]] = {}
+    for event in events:
+        if event["event_type"] in _COMMAND_EVENTS:
+            completed = int((event.get("attributes") or {}).get("workflow_task_completed_event_id", 0))
+            found.setdefault(completed, []).append(event)
+    return found
+
+
+def _match(scheduled_event_id: int, produced: Sequence[Command], recorded: Sequence[Mapping[str, Any]]) -> None:
+    """Check the task's commands against its recorded events and bind them to event ids."""
+    where = f"workflow task {scheduled_event_id}"
+    for i in range(max(len(produced), len(recorded))):
+        command = produced[i] if i < len(produced) else None
+        event = recorded[i] if i < len(recorded) else None
+        if command is None:
+            assert event is not None
+            raise NonDeterminismError(
+                f"non-determinism in {where}: history has event {event['event_id']} "
+                f"{_describe_event(event)}, but the workflow code produced no command for it"
+            )
+        if event is None:
+            raise NonDeterminismError(
+                f"non-determinism in {where}: the workflow code produced command {_describe_command(command)}, "
+                f"but history records only {len(recorded)} command event(s) for this task"
+            )
+        if not _matches(command, event):
+            raise NonDeterminismError(
+                f"non-determinism in {where}: history has event {event['event_id']} {_describe_event(event)}, "
+                f"but the workflow code produced command {_describe_command(command)}"
+            )
+        if command.on_recorded is not None:
+            command.on_recorded(int(event["event_id"]))
+
+
+def _matches(command: Command, event: Mapping[str, Any]) -> bool:
+    if COMMAND_EVENT_TYPE.get(command.command_type) != event["event_type"]:
+        return False
+    key = _IDENTITY_ATTRIBUTE.get(command.command_type)
+    if key is None:
+        return True
+    return bool(command.attributes.get(key) == (event.get("attributes") or {}).get(key))
+
+
+def _describe_command(command: Command) -> str:
+    key = _IDENTITY_ATTRIBUTE.get(command.command_type)
+    inner = f"{key}={command.attributes.get(key)!r}" if key else ""
+    return f"{command.command_type}({inner})"
+
+
+def _describe_event(event: Mapping[str, Any]) -> str:
+    kind = str(event["event_type"])
+    command_type = next((c for c, e in COMMAND_EVENT_TYPE.items() if e == kind), None)
+    key = _IDENTITY_ATTRIBUTE.get(command_type or "")
+    inner = f"{key}={(event.get('attributes') or {}).get(key)!r}" if key else ""
+    return f"{kind}({inner})"

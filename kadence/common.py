@@ -1,0 +1,60 @@
+"""Values shared by workflows, activities and the client (retry policies)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+__all__ = ["RetryPolicy", "to_millis"]
+
+
+def to_millis(value: timedelta | float | None) -> int:
+    """A duration (timedelta or seconds) as whole milliseconds; None is 0 (unset)."""
+    if value is None:
+        return 0
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    return round(seconds * 1000)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an activity is retried after a failure or a timeout.
+
+    ``maximum_interval`` None means 100 x ``initial_interval`` (server side);
+    ``maximum_attempts`` 0 means unlimited. Failures whose ``type`` is in
+    ``non_retryable_error_types`` (by default an exception's class name) are not retried.
+    """
+
+    initial_interval: timedelta = timedelta(seconds=1)
+    backoff_coefficient: float = 2.0
+    maximum_interval: timedelta | None = None
+    maximum_attempts: int = 0
+    non_retryable_error_types: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.initial_interval <= timedelta(0):
+            raise ValueError("RetryPolicy.initial_interval must be positive")
+        if self.backoff_coefficient < 1.0:
+            raise ValueError("RetryPolicy.backoff_coefficient must be at least 1.0")
+        if self.maximum_interval is not None and self.maximum_interval < self.initial_interval:
+            raise ValueError("RetryPolicy.maximum_interval must not be less than initial_interval")
+        if self.maximum_attempts < 0:
+            raise ValueError("RetryPolicy.maximum_attempts must be 0 (unlimited) or more")
+        if isinstance(self.non_retryable_error_types, str):
+            raise TypeError("RetryPolicy.non_retryable_error_types must be a sequence of names, not a str")
+        # Freeze the sequence so the policy stays hashable and immutable.
+        object.__setattr__(self, "non_retryable_error_types", tuple(self.non_retryable_error_types))
+
+    def to_avro(self) -> dict[str, Any]:
+        """The policy as a ``kadence.RetryPolicy`` record (durations in ms)."""
+        return {
+            "initial_interval_ms": to_millis(self.initial_interval),
+            "backoff_coefficient": float(self.backoff_coefficient),
+            "maximum_interval_ms": to_millis(self.maximum_interval),
+            "maximum_attempts": int(self.maximum_attempts),
+            "non_retryable_error_types": list(self.non_retryable_error_types),
+        }

@@ -1,0 +1,197 @@
+"""Every exception the Kadence SDK raises or understands, under one root.
+
+Two families:
+
+* failures that travel through history as a ``kadence.Failure`` record
+  (:class:`FailureError` and its subclasses): raised by activity or workflow code, and
+  rebuilt on the other side (an activity's failure inside the workflow, a workflow's failure
+  in the client);
+* errors of the SDK itself (:class:`RPCError` for the HTTP API, :class:`NonDeterminismError`
+  for replay).
+
+Whether retrying can help is carried as the class attribute ``retryable`` so callers never
+have to match on message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "ActivityError",
+    "ActivityTimeoutError",
+    "ApplicationError",
+    "FailureError",
+    "KadenceError",
+    "NonDeterminismError",
+    "QueryFailedError",
+    "RPCError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowFailureError",
+    "WorkflowNotFoundError",
+    "WorkflowTaskError",
+]
+
+
+class KadenceError(Exception):
+    """Root of every Kadence error."""
+
+    #: Whether repeating the operation that raised this may succeed.
+    retryable: bool = False
+
+
+class FailureError(KadenceError):
+    """An error that is recorded in history as a ``kadence.Failure``.
+
+    Raising one of these from a workflow's run method fails the workflow (not just the
+    workflow task).
+    """
+
+    def __init__(self, message: str, *, type: str | None = None, stack_trace: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self._type = type
+        self.stack_trace = stack_trace
+
+    @property
+    def type(self) -> str:
+        """The failure ``type`` string; the class name unless one was given."""
+        return self._type or self.__class__.__name__
+
+
+class ApplicationError(FailureError):
+    """Raised by user code to fail an activity or a workflow with a chosen type and details.
+
+    ``non_retryable=True`` stops the activity's retries regardless of its retry policy.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *details: Any,
+        type: str | None = None,
+        non_retryable: bool = False,
+        stack_trace: str = "",
+    ) -> None:
+        super().__init__(message, type=type, stack_trace=stack_trace)
+        self.details: tuple[Any, ...] = details
+        self.non_retryable = non_retryable
+        self.retryable = not non_retryable
+
+    def __repr__(self) -> str:
+        return (
+            f"ApplicationError({self.message!r}, type={self.type!r}, "
+            f"non_retryable={self.non_retryable!r}, details={self.details!r})"
+        )
+
+
+class ActivityTimeoutError(FailureError):
+    """An activity ran out of time; ``timeout_type`` says which timeout fired
+    (``StartToClose``, ``ScheduleToClose``, ``ScheduleToStart`` or ``Heartbeat``)."""
+
+    retryable = True
+
+    def __init__(self, timeout_type: str, *, last_heartbeat_details: Sequence[Any] = ()) -> None:
+        super().__init__(f"activity timed out ({timeout_type})", type="ActivityTimeoutError")
+        self.timeout_type = timeout_type
+        self.last_heartbeat_details: tuple[Any, ...] = tuple(last_heartbeat_details)
+
+
+class ActivityError(FailureError):
+    """Raised in workflow code when an activity finally failed or timed out.
+
+    ``cause`` is the :class:`ApplicationError` (rebuilt from the activity's last failure) or
+    the :class:`ActivityTimeoutError`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        activity_id: str,
+        activity_type: str,
+        scheduled_event_id: int,
+        cause: FailureError,
+    ) -> None:
+        super().__init__(message, type="ActivityError")
+        self.activity_id = activity_id
+        self.activity_type = activity_type
+        self.scheduled_event_id = scheduled_event_id
+        self.cause = cause
+        self.__cause__ = cause
+
+    @property
+    def timeout_type(self) -> str | None:
+        """Which timeout ended the activity, or None when it failed."""
+        return self.cause.timeout_type if isinstance(self.cause, ActivityTimeoutError) else None
+
+
+class WorkflowFailureError(KadenceError):
+    """Client side: the workflow did not complete (failed, timed out, was terminated).
+
+    ``status`` is the run's final status; ``failure`` the ``kadence.Failure`` as a dict when
+    the workflow failed, and ``cause`` the same failure rebuilt as an exception.
+    """
+
+    def __init__(self, status: str, failure: Mapping[str, Any] | None = None) -> None:
+        message = f"workflow {status.lower()}"
+        if failure is not None:
+            message += f": {failure.get('message', '')}"
+        super().__init__(message)
+        self.status = status
+        self.failure: Mapping[str, Any] | None = failure
+        self.cause: ApplicationError | None = None
+        if failure is not None:
+            # Imported here: _failure depends on this module.
+            from kadence._failure import exception_from_failure
+
+            self.cause = exception_from_failure(failure)
+            self.__cause__ = self.cause
+
+
+class NonDeterminismError(KadenceError):
+    """Workflow code produced commands that do not match the recorded history."""
+
+
+class WorkflowTaskError(KadenceError):
+    """Workflow code raised an exception that is not a :class:`FailureError`.
+
+    The worker fails the workflow *task* (not the workflow), so a fixed version of the code
+    can be deployed and the task retried.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+
+class RPCError(KadenceError):
+    """The frontend answered an HTTP call with an error.
+
+    ``status`` is the HTTP status, ``error_type`` the ``error`` field of the body,
+    ``field`` the request field it names (if any).
+    """
+
+    def __init__(self, status: int, error_type: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{error_type} ({status}): {message}" + (f" [field {field}]" if field else ""))
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.field = field
+        # Server-side trouble and throttling may go away; a rejected request will not.
+        self.retryable = status >= 500 or status == 429
+
+
+class WorkflowAlreadyStartedError(RPCError):
+    """A workflow with this id is already running."""
+
+
+class WorkflowNotFoundError(RPCError):
+    """No such workflow (or run)."""
+
+
+class QueryFailedError(RPCError):
+    """The workflow's query handler failed or does not exist."""

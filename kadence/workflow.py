@@ -1,0 +1,128 @@
+"""The API workflow code is written against.
+
+Decorators (``defn``, ``run``, ``signal``, ``query``) declare a workflow class; the other
+functions may only be called from workflow code running in a worker (or a replayer).
+Everything here is deterministic: time, randomness and UUIDs come from the workflow's
+history, never from the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import uuid as _uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from kadence._activity import activity_name_of
+from kadence._workflow.definition import defn, query, run, signal
+from kadence._workflow.instance import ContinueAsNewError, current_instance
+from kadence._workflow.instance import WorkflowInfo as Info
+from kadence.common import RetryPolicy, to_millis
+
+__all__ = [
+    "ContinueAsNewError",
+    "Info",
+    "continue_as_new",
+    "defn",
+    "execute_activity",
+    "info",
+    "is_replaying",
+    "now",
+    "patched",
+    "query",
+    "random",
+    "run",
+    "signal",
+    "sleep",
+    "uuid4",
+    "wait_condition",
+]
+
+
+async def execute_activity(
+    activity: str | Callable[..., Any],
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> Any:
+    """Run an activity and return its result; raises ActivityError when it finally fails.
+
+    ``activity`` is an ``@activity.defn`` function or an activity type name. One of
+    ``schedule_to_close_timeout`` and ``start_to_close_timeout`` is required. The task
+    queue defaults to the workflow's own.
+    """
+    if schedule_to_close_timeout is None and start_to_close_timeout is None:
+        raise ValueError(
+            "execute_activity needs schedule_to_close_timeout or start_to_close_timeout "
+            "(otherwise a lost activity would be waited for forever)"
+        )
+    attributes = {
+        "activity_id": activity_id or "",
+        "task_queue": task_queue or "",
+        "schedule_to_close_timeout_ms": to_millis(schedule_to_close_timeout),
+        "schedule_to_start_timeout_ms": to_millis(schedule_to_start_timeout),
+        "start_to_close_timeout_ms": to_millis(start_to_close_timeout),
+        "heartbeat_timeout_ms": to_millis(heartbeat_timeout),
+        "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
+    }
+    return await current_instance().execute_activity(activity_name_of(activity), args, attributes)
+
+
+async def sleep(duration: float | timedelta) -> None:
+    """Wait on a durable timer (``asyncio.sleep`` in workflow code does the same)."""
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+    current_instance()  # fail clearly outside workflow code rather than sleeping for real
+    await asyncio.sleep(seconds)
+
+
+async def wait_condition(check: Callable[[], bool], *, timeout: float | timedelta | None = None) -> None:
+    """Wait until ``check()`` is true; ``timeout`` (a durable timer) raises TimeoutError."""
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    await current_instance().wait_condition(check, seconds)
+
+
+def now() -> datetime:
+    """The time of the current workflow task (UTC), identical on every replay."""
+    return current_instance().now()
+
+
+def random() -> _random.Random:
+    """A random generator seeded from the run id: the same numbers on every replay."""
+    return current_instance().random
+
+
+def uuid4() -> _uuid.UUID:
+    """A version-4 UUID drawn from :func:`random`, so replay gets the same value."""
+    return _uuid.UUID(int=current_instance().random.getrandbits(128), version=4)
+
+
+def info() -> Info:
+    """Who and where this workflow run is."""
+    return current_instance().info()
+
+
+def is_replaying() -> bool:
+    """True while code re-runs a workflow task already recorded in history (e.g. to skip logging)."""
+    return current_instance().is_replaying()
+
+
+def patched(patch_id: str) -> bool:
+    """Whether to take the new code path for change ``patch_id``.
+
+    True for runs that reach this point with the new code (a marker is recorded); False
+    when replaying a run that passed this point before the change was deployed.
+    """
+    return current_instance().patched(patch_id)
+
+
+def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None) -> NoReturn:
+    """End this run and start a new one of the same workflow with ``args`` (never returns)."""
+    current_instance()
+    raise ContinueAsNewError(args, workflow_type, task_queue)
