@@ -124,3 +124,40 @@ async def test_zombie_owner_cannot_commit(broker, fresh_dsn) -> None:
         await store.acquire_shard(shard.shard_id, "usurper")
         with pytest.raises(ShardOwnershipLost):
             await store.commit(shard.shard_id, shard.range_id, None, [], [], [], [])
+
+
+async def test_durable_timer_fires(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-timer"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-timer")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
+            {"command_type": "StartTimer", "attributes": {"timer_id": "t1", "start_to_fire_timeout_ms": 300}}]})
+        wt2 = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-timer")
+        events = await history_of(fresh_dsn, wt2["run_id"])
+        started = next(e for e in events if e["event_type"] == "TimerStarted")
+        fired = next(e for e in events if e["event_type"] == "TimerFired")
+        assert fired["attributes"] == {"timer_id": "t1", "started_event_id": started["event_id"]}
+        assert fired["event_time"] - started["event_time"] >= 300
+
+
+async def test_activity_start_to_close_timeout_is_retried(broker, fresh_dsn) -> None:
+    policy = {"initial_interval_ms": 50, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
+              "maximum_attempts": 0, "non_retryable_error_types": []}
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-stc"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-stc")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
+            _schedule_activity("slow", start_to_close_timeout_ms=300, retry_policy=policy)]})
+        first = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-stc")
+        await io.send("RecordActivityTaskStarted", task_ref(first))  # ... and never answers
+        second = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-stc")
+        assert second["attempt"] == 2
+        # The late answer of the first attempt is stale and changes nothing.
+        await io.send("RespondActivityTaskCompleted", task_ref(first) | {"result": '"late"'})
+        await io.send("RespondActivityTaskCompleted", task_ref(second) | {"result": '"ok"'})
+        wt2 = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-stc")
+        events = await history_of(fresh_dsn, wt2["run_id"])
+        kinds = [e["event_type"] for e in events]
+        assert kinds.count("ActivityTaskTimedOut") == 1 and kinds.count("ActivityTaskCompleted") == 1
+        done = next(e for e in events if e["event_type"] == "ActivityTaskCompleted")
+        assert done["attributes"]["result"] == '"ok"'

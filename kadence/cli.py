@@ -1,0 +1,84 @@
+"""The ``kadence`` command: ``kadence dev`` runs the whole platform on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def state_dir() -> Path:
+    base = os.environ.get("KADENCE_HOME") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kadence")
+    return Path(base)
+
+
+async def _dev(args: argparse.Namespace) -> int:
+    from services.cluster import Cluster
+    from services.common.config import Settings
+    from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = Path(args.data_dir) if args.data_dir else state_dir() / "dev"
+    data.mkdir(parents=True, exist_ok=True)
+    pg = EmbeddedPostgres.start(data / "postgres")
+    broker = None
+    cluster = None
+    try:
+        broker = await EmbeddedBroker.start(args.kafka_port, log_path=data / "broker.log")
+        settings = Settings.from_env(
+            kafka_bootstrap=broker.bootstrap, database_url=pg.dsn, frontend_port=args.port,
+            shards=args.shards, task_partitions=args.shards, session_timeout_ms=3000)
+        cluster = Cluster(settings)
+        await cluster.start()
+        print(f"Kadence is running.\n"
+              f"  API:        {cluster.url}   (OpenAPI: {cluster.url}/openapi.json)\n"
+              f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
+              f"  PostgreSQL: {pg.dsn}\n"
+              f"  Data:       {data}\n"
+              f"Press Ctrl-C to stop; workflows carry on from PostgreSQL at the next start.", flush=True)
+        if args.sample:
+            from kadence.samples import hello
+
+            await hello.main(cluster.url)
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        if cluster is not None:
+            await cluster.stop()
+        if broker is not None:
+            broker.stop()
+        pg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kadence", description="Kadence durable workflows")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="run broker, PostgreSQL, frontend, history and matching in one process")
+    dev.add_argument("--port", type=int, default=7233, help="HTTP API port on 127.0.0.1 (default 7233)")
+    dev.add_argument("--kafka-port", type=int, default=9092, help="Kafka-wire broker port (default 9092)")
+    dev.add_argument("--shards", type=int, default=4, help="history shards = kadence.requests partitions")
+    dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: ~/.local/state/kadence/dev)")
+    dev.add_argument("--sample", action="store_true", help="run the hello-world sample against it, then stop")
+    dev.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "dev":
+        try:
+            return asyncio.run(_dev(args))
+        except KeyboardInterrupt:
+            return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""frontend, history and matching together in one process (development and tests)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.common import db, kafka
+from services.common.config import Settings
+
+
+class Cluster:
+    """All three services sharing one PostgreSQL pool, against a given broker and DSN."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self._started: list[object] = []
+
+    @property
+    def url(self) -> str:
+        return str(self.frontend.url)
+
+    async def start(self) -> None:
+        from services.frontend import FrontendService
+        from services.history import HistoryService
+        from services.matching import MatchingService
+        from services.matching.client import MatchingClient
+
+        s = self.settings
+        await db.migrate(s.database_url)
+        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions)
+        self.pool = await db.create_pool(s.database_url, max_size=s.shards + 12)
+        self.matching = MatchingService(s, pool=self.pool)
+        await self.matching.start()
+        self._started.append(self.matching)
+        self.history = HistoryService(s, pool=self.pool)
+        # Topics that did not exist mean a broker that kept nothing (the development broker
+        # after a restart): PostgreSQL, the system of record, carries the workflows on.
+        await self.history.start(fresh_broker=kafka.REQUESTS in created)
+        self._started.append(self.history)
+        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching)
+        self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client)
+        await self.frontend.start()
+        self._started.append(self.frontend)
+
+    async def stop(self) -> None:
+        while self._started:
+            service = self._started.pop()
+            await service.stop()  # type: ignore[attr-defined]
+        if getattr(self, "matching_client", None) is not None:
+            await self.matching_client.close()
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
