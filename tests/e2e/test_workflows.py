@@ -1,0 +1,92 @@
+"""Workflows written with the SDK, run end to end: frontend → Kafka → history → PostgreSQL → matching → worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from kadence import Client, Worker
+from kadence.exceptions import WorkflowAlreadyStartedError
+
+from .workflows import (
+    ALL_ACTIVITIES,
+    ALL_WORKFLOWS,
+    ApprovalWorkflow,
+    EchoWorkflow,
+    FlakyWorkflow,
+    ShoutWorkflow,
+    TimeoutWorkflow,
+    TimerWorkflow,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _worker(client: Client, queue: str) -> Worker:
+    return Worker(client, task_queue=queue, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES)
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_activity_success(client: Client) -> None:
+    async with _worker(client, "q-echo"):
+        assert await client.execute_workflow(EchoWorkflow.run, "hello", id=_id("echo"), task_queue="q-echo") == "hello"
+        assert await client.execute_workflow(ShoutWorkflow.run, "hi", id=_id("shout"), task_queue="q-echo") == "HI!"
+
+
+async def test_activity_fails_twice_then_succeeds(client: Client) -> None:
+    key = _id("flaky")
+    async with _worker(client, "q-flaky"):
+        result = await client.execute_workflow(FlakyWorkflow.run, key, id=key, task_queue="q-flaky")
+    assert result == f"{key} after 3 attempts"
+    handle = client.get_workflow_handle(key)
+    events = await handle.history()
+    failed = [e for e in events if e["event_type"] == "ActivityTaskFailed"]
+    assert len(failed) == 2 and all(f["attributes"]["retry_backoff_ms"] for f in failed)
+
+
+async def test_activity_start_to_close_timeout_then_retry(client: Client) -> None:
+    key = _id("stc")
+    async with _worker(client, "q-stc"):
+        result = await client.execute_workflow(TimeoutWorkflow.run, key, id=key, task_queue="q-stc")
+    assert result == f"{key} on attempt 2"
+    events = await client.get_workflow_handle(key).history()
+    timed_out = [e for e in events if e["event_type"] == "ActivityTaskTimedOut"]
+    assert [t["attributes"]["timeout_type"] for t in timed_out] == ["StartToClose"]
+
+
+async def test_two_second_durable_timer(client: Client) -> None:
+    async with _worker(client, "q-timer"):
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        slept = await client.execute_workflow(TimerWorkflow.run, 2.0, id=_id("timer"), task_queue="q-timer")
+        elapsed = loop.time() - began
+    assert slept >= 2.0
+    assert elapsed >= 2.0
+
+
+async def test_signal_unblocks_wait_condition_and_query_reads_state(client: Client) -> None:
+    async with _worker(client, "q-signal"):
+        handle = await client.start_workflow(ApprovalWorkflow.run, id=_id("approval"), task_queue="q-signal")
+        for _ in range(100):  # the first workflow task must have run before the query has state to read
+            if await handle.query(ApprovalWorkflow.status) == "waiting":
+                break
+            await asyncio.sleep(0.05)
+        assert await handle.query(ApprovalWorkflow.status) == "waiting"
+        await handle.signal(ApprovalWorkflow.approve, "ada")
+        assert await handle.result() == "approved by ada"
+        assert await handle.query(ApprovalWorkflow.status) == "approved"
+
+
+async def test_duplicate_start_with_same_request_id(client: Client) -> None:
+    wid = _id("dup")
+    request_id = uuid.uuid4().hex
+    first = await client.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="q-dup", request_id=request_id)
+    again = await client.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="q-dup", request_id=request_id)
+    assert again.run_id == first.run_id
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await client.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="q-dup")
