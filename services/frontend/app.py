@@ -1,0 +1,167 @@
+"""The frontend's HTTP transport and service life cycle.
+
+Routes come from the one table in ``handlers.py``; JSON parsing happens here, errors
+are mapped and requests logged by middlewares, so handlers stay free of HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from services.common import db
+from services.common.config import Settings
+from services.common.kafka import new_producer
+from services.matching import MatchingClient, MatchingService
+
+from .closed import CloseWatcher
+from .engine import Engine
+from .errors import FrontendError, Unavailable
+from .handlers import PREFIX, ROUTES, Handlers
+from .openapi import document
+from .reads import ReadStore
+from .replies import ReplyRouter
+from .validation import parse_json_body
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("kadence.frontend.access")
+
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_error(status: int, error: str, message: str, field: str | None = None,
+                **extra: Any) -> web.Response:
+    return web.json_response({"error": error, "message": message, "field": field, **extra}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FrontendError as exc:
+        return web.json_response(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
+    except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
+            OSError) as exc:
+        log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
+        return _json_error(503, "Unavailable", "the database is unavailable; retry later")
+    except KafkaError as exc:
+        return _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
+    except Exception:  # the last line of defence: answer 500 rather than drop the connection
+        log.exception("%s %s failed", request.method, request.path)
+        return _json_error(500, "Internal", "internal error; see the frontend log")
+
+
+@web.middleware
+async def logging_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
+    started = time.monotonic()
+    response = await handler(request)
+    access_log.info("%s %s %d %.1fms", request.method, request.path, response.status,
+                    (time.monotonic() - started) * 1000)
+    return response
+
+
+def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
+    method = getattr(handlers, name)
+
+    async def route(request: web.Request) -> web.Response:
+        body = parse_json_body(await request.read()) if has_body else {}
+        status, answer = await method(request.match_info, request.query, body)
+        return web.json_response(answer, status=status)
+
+    route.__name__ = name
+    return route
+
+
+def build_app(handlers: Handlers) -> web.Application:
+    app = web.Application(middlewares=[logging_middleware, error_middleware])
+    for method, path, name in ROUTES:
+        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
+    openapi = document()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(openapi)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/health", health)
+    return app
+
+
+class FrontendService:
+    def __init__(
+        self, settings: Settings, *, pool: asyncpg.Pool | None = None,
+        matching: MatchingService | MatchingClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._own_pool = pool is None
+        self._matching_arg = matching
+        self._matching: MatchingClient | None = None
+        self._own_matching = not isinstance(matching, MatchingClient)
+        self._runner: web.AppRunner | None = None
+        self._producer: Any = None
+        self._replies: ReplyRouter | None = None
+        self._closes: CloseWatcher | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        s = self.settings
+        if self._pool is None:
+            self._pool = await db.create_pool(s.database_url)
+        if isinstance(self._matching_arg, MatchingClient):
+            self._matching = self._matching_arg
+        else:
+            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg)
+        self._producer = new_producer(s.kafka_bootstrap, request_timeout_ms=10_000)
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id)
+        await self._replies.start()
+        self._closes = CloseWatcher(self._pool)
+        await self._closes.start()
+        engine = Engine(instance_id=s.instance_id, producer=self._producer, replies=self._replies,
+                        closes=self._closes, reads=ReadStore(self._pool), matching=self._matching)
+        # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
+        self._runner = web.AppRunner(build_app(Handlers(engine)), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, s.frontend_host, s.frontend_port).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        log.info("frontend %s serving at %s", s.instance_id, self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._closes is not None:
+            await self._closes.stop()
+            self._closes = None
+        if self._replies is not None:
+            await self._replies.stop()
+            self._replies = None
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except KafkaError:
+                log.warning("stopping the producer failed", exc_info=True)
+            self._producer = None
+        if self._matching is not None and self._own_matching:
+            await self._matching.close()
+        self._matching = None
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None

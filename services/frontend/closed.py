@@ -1,0 +1,84 @@
+"""Wake-ups for result long-polls: PostgreSQL ``LISTEN kadence_closed``.
+
+History runs ``pg_notify('kadence_closed', run_id)`` in the transaction that closes a
+run. One dedicated connection listens; if it is lost it is opened again and every
+waiter is woken so it re-reads its row (a notification may have been missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "kadence_closed"
+
+
+class CloseWatcher:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="frontend-close-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def watch(self, run_id: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, set()).add(fut)
+        return fut
+
+    def unwatch(self, run_id: str, fut: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(run_id)
+        if waiters is not None:
+            waiters.discard(fut)
+            if not waiters:
+                del self._waiters[run_id]
+
+    def _wake(self, run_id: str) -> None:
+        for fut in self._waiters.pop(run_id, set()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_all(self) -> None:
+        for run_id in list(self._waiters):
+            self._wake(run_id)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._wake(payload)
+
+    async def _run(self) -> None:
+        while True:
+            lost = asyncio.Event()
+            try:
+                async with self._pool.acquire() as conn:
+                    conn.add_termination_listener(lambda _c: lost.set())
+                    await conn.add_listener(CHANNEL, self._on_notify)
+                    self.listening.set()
+                    self._wake_all()  # anything that closed while we were not listening
+                    try:
+                        while not lost.is_set():
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(lost.wait(), 10.0)
+                            if not lost.is_set():
+                                await conn.execute("SELECT 1")  # notice a silently dead socket
+                    finally:
+                        self.listening.clear()
+                        if not conn.is_closed():
+                            await conn.remove_listener(CHANNEL, self._on_notify)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("listening on %s failed (%s); reconnecting", CHANNEL, exc)
+            self._wake_all()
+            await asyncio.sleep(1.0)

@@ -1,0 +1,279 @@
+"""The frontend engine: one method per API operation, after validation.
+
+Commands go to ``kadence.requests`` (acknowledged before we answer); start, signal
+and terminate then wait for history's ``Reply``. Reads come from PostgreSQL. Polls go
+to matching and record the task as started before handing it to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from kadence import avro
+from services.common.kafka import REQUESTS, workflow_key
+from services.matching import (
+    MatchedTask,
+    MatchingClient,
+    MatchingUnavailableError,
+    NoPollerError,
+    QueryFailedError,
+    QueryTimeoutError,
+    UnknownQueryError,
+)
+
+from .closed import CloseWatcher
+from .errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    QueryFailed,
+    RequestRefused,
+    Unavailable,
+    WorkflowAlreadyStarted,
+    WorkflowNotFound,
+)
+from .reads import ReadStore, describe, outcome
+from .replies import ReplyRouter
+from .tokens import TaskToken
+from .validation import PollRequest, StartRequest
+
+log = logging.getLogger(__name__)
+
+PRODUCE_TIMEOUT = 15.0
+REPLY_TIMEOUT = 30.0
+_RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
+
+
+class Engine:
+    def __init__(
+        self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
+        reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
+    ) -> None:
+        self._instance_id = instance_id
+        self._producer = producer
+        self._replies = replies
+        self._closes = closes
+        self._reads = reads
+        self._matching = matching
+        self._reply_timeout = reply_timeout
+
+    # -- producing ------------------------------------------------------------------------------
+
+    async def _produce(self, name: str, record: dict[str, Any]) -> None:
+        try:
+            value = avro.encode(name, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
+        key = workflow_key(record["namespace"], record["workflow_id"])
+        try:
+            await asyncio.wait_for(self._producer.send_and_wait(REQUESTS, value, key=key), PRODUCE_TIMEOUT)
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
+
+    async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Produce a command that history answers on kadence.replies; return the Reply."""
+        request_id = record.get("request_id") or uuid.uuid4().hex
+        record = {**record, "request_id": request_id, "reply_to": self._instance_id}
+        waiter = self._replies.expect(request_id)
+        try:
+            await self._produce(name, record)
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(waiter), self._reply_timeout)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"history did not answer {name} (request_id {request_id}) within {self._reply_timeout:g} s;"
+                    " it may still be applied: retry with the same request_id"
+                ) from None
+        finally:
+            self._replies.forget(request_id)
+        if reply.get("ok"):
+            return reply
+        error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")
+        if error == "WorkflowAlreadyStarted":
+            raise WorkflowAlreadyStarted(message or "the workflow is already running",
+                                         field="workflow_id", run_id=reply.get("run_id"))
+        if error == "WorkflowNotFound":
+            raise WorkflowNotFound(message or "the workflow was not found", field="workflow_id")
+        raise RequestRefused(error, message or f"history refused {name}")
+
+    # -- workflow commands ---------------------------------------------------------------------
+
+    def _start_record(self, req: StartRequest) -> dict[str, Any]:
+        return {
+            "namespace": req.namespace, "workflow_id": req.workflow_id, "workflow_type": req.workflow_type,
+            "task_queue": req.task_queue, "input": req.input, "execution_timeout_ms": req.execution_timeout_ms,
+            "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
+            "identity": req.identity,
+        }
+
+    async def start(self, req: StartRequest) -> dict[str, Any]:
+        reply = await self._command("StartWorkflowExecution", self._start_record(req))
+        return {"run_id": reply.get("run_id"), "workflow_id": req.workflow_id}
+
+    async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:
+        record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input}
+        reply = await self._command("SignalWithStartWorkflowExecution", record)
+        return {"run_id": reply.get("run_id")}
+
+    async def signal(self, ns: str, workflow_id: str, run_id: str | None, signal_name: str,
+                     input_json: str | None, request_id: str, identity: str) -> dict[str, Any]:
+        await self._command("SignalWorkflowExecution", {
+            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "signal_name": signal_name,
+            "input": input_json, "request_id": request_id, "identity": identity,
+        })
+        return {}
+
+    async def terminate(self, ns: str, workflow_id: str, run_id: str | None, reason: str,
+                        request_id: str, identity: str) -> dict[str, Any]:
+        await self._command("TerminateWorkflowExecution", {
+            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+            "request_id": request_id, "identity": identity,
+        })
+        return {}
+
+    async def query(self, ns: str, workflow_id: str, run_id: str | None, query_type: str,
+                    args_json: str | None, timeout: float) -> dict[str, Any]:
+        ex = await self._reads.execution(ns, workflow_id, run_id)
+        try:
+            result = await self._matching.query(ns, ex.task_queue, workflow_id, ex.run_id, query_type,
+                                                args_json, timeout, workflow_type=ex.workflow_type)
+        except QueryFailedError as exc:
+            raise QueryFailed(str(exc), failure=exc.failure) from None
+        except (NoPollerError, QueryTimeoutError) as exc:
+            raise DeadlineExceeded(str(exc)) from None
+        except MatchingUnavailableError as exc:
+            raise Unavailable(str(exc)) from None
+        return {"result": result}
+
+    async def respond_query(self, query_id: str, result: str | None, failure: dict[str, Any] | None) -> None:
+        try:
+            await self._matching.respond_query(query_id, result, failure)
+        except UnknownQueryError as exc:
+            raise NotFound(str(exc), field="query_id") from None
+        except MatchingUnavailableError as exc:
+            raise Unavailable(str(exc)) from None
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def describe(self, ns: str, workflow_id: str, run_id: str | None) -> dict[str, Any]:
+        return describe(await self._reads.execution(ns, workflow_id, run_id))
+
+    async def history(self, ns: str, workflow_id: str, run_id: str | None, page_size: int,
+                      token: str | None) -> dict[str, Any]:
+        first = 1
+        if token:
+            token_run, first = _decode_page_token(token)
+            run_id = run_id or token_run
+            if token_run != run_id:
+                raise InvalidArgument("next_page_token belongs to another run", field="next_page_token")
+        ex = await self._reads.execution(ns, workflow_id, run_id)
+        events = await self._reads.events(ex.run_id, first, None, page_size + 1)
+        next_token = None
+        if len(events) > page_size:
+            events = events[:page_size]
+            next_token = _encode_page_token(ex.run_id, int(events[-1]["event_id"]) + 1)
+        return {"run_id": ex.run_id, "events": events, "next_page_token": next_token}
+
+    async def result(self, ns: str, workflow_id: str, run_id: str | None, wait_seconds: float) -> dict[str, Any]:
+        ex = await self._reads.execution(ns, workflow_id, run_id)
+        if ex.closed or wait_seconds <= 0:
+            return outcome(ex)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            fut = self._closes.watch(ex.run_id)
+            try:
+                # Re-read after registering: a close between the two reads is not missed.
+                ex = await self._reads.execution(ns, workflow_id, ex.run_id)
+                if ex.closed:
+                    return outcome(ex)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return {"status": "Running"}
+                await asyncio.wait({fut}, timeout=min(remaining, _RECHECK))
+            finally:
+                self._closes.unwatch(ex.run_id, fut)
+
+    # -- task polls ----------------------------------------------------------------------------------
+
+    async def _poll(self, req: PollRequest, kind: str) -> list[MatchedTask]:
+        return await self._matching.poll(req.namespace, req.task_queue, kind, req.max_tasks,
+                                         req.wait_seconds, req.identity)
+
+    async def poll_workflow_tasks(self, req: PollRequest) -> dict[str, Any]:
+        tasks = await self._poll(req, "workflow")
+        return {"tasks": list(await asyncio.gather(*(self._workflow_task(t, req.identity) for t in tasks)))}
+
+    async def _workflow_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
+        task = t.task
+        if t.kind == "query":
+            token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], 0, 0, "query")
+            return {
+                "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+                "workflow_type": task.get("workflow_type", ""), "scheduled_event_id": 0, "attempt": 0,
+                "events": [],
+                "query": {"query_id": task["query_id"], "query_type": task["query_type"], "args": task["args"]},
+            }
+        await self._produce("RecordWorkflowTaskStarted", {
+            "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+            "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
+        })
+        first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
+        events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
+        token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow")
+        return {
+            "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+            "workflow_type": task["workflow_type"], "scheduled_event_id": last, "attempt": task["attempt"],
+            "events": events,
+        }
+
+    async def poll_activity_tasks(self, req: PollRequest) -> dict[str, Any]:
+        tasks = await self._poll(req, "activity")
+        return {"tasks": list(await asyncio.gather(*(self._activity_task(t, req.identity) for t in tasks)))}
+
+    async def _activity_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
+        task = t.task
+        await self._produce("RecordActivityTaskStarted", {
+            "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+            "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
+        })
+        token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], task["scheduled_event_id"],
+                          task["attempt"], "activity")
+        fields = ("workflow_id", "run_id", "workflow_type", "activity_id", "activity_type", "input", "attempt",
+                  "scheduled_event_id", "schedule_to_close_timeout_ms", "start_to_close_timeout_ms",
+                  "heartbeat_timeout_ms", "heartbeat_details", "scheduled_time")
+        return {"task_token": token.encode(), **{f: task.get(f) for f in fields}}
+
+    # -- task answers --------------------------------------------------------------------------------
+
+    async def respond(self, name: str, token: TaskToken, identity: str, **fields: Any) -> None:
+        await self._produce(name, {
+            "namespace": token.namespace, "workflow_id": token.workflow_id, "run_id": token.run_id,
+            "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
+            **fields,
+        })
+
+
+def _encode_page_token(run_id: str, next_event_id: int) -> str:
+    raw = json.dumps({"run_id": run_id, "next_event_id": next_event_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> tuple[str, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        run_id, first = data["run_id"], data["next_event_id"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token") from None
+    if not isinstance(run_id, str) or type(first) is not int or first < 1:
+        raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token")
+    return run_id, first

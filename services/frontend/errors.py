@@ -1,0 +1,75 @@
+"""The errors the public API answers with; every one derives from ``FrontendError``.
+
+Each class carries its HTTP status and the ``error`` name put on the wire, so the
+error middleware maps any of them to ``{"error", "message", "field"}`` in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FrontendError(Exception):
+    """Root of every frontend error."""
+
+    status = 500
+    error = "Internal"
+    retriable = False
+
+    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "message": self.message, "field": self.field, **self.extra}
+
+
+class InvalidArgument(FrontendError):
+    status = 400
+    error = "InvalidArgument"
+
+
+class WorkflowNotFound(FrontendError):
+    status = 404
+    error = "WorkflowNotFound"
+
+
+class NotFound(FrontendError):
+    status = 404
+    error = "NotFound"
+
+
+class WorkflowAlreadyStarted(FrontendError):
+    status = 409
+    error = "WorkflowAlreadyStarted"
+
+
+class QueryFailed(FrontendError):
+    status = 400
+    error = "QueryFailed"
+
+
+class RequestRefused(FrontendError):
+    """History refused a command for a reason without a status of its own."""
+
+    status = 400
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error or "RequestRefused"
+
+
+class Unavailable(FrontendError):
+    """The broker (or another dependency) cannot take the request now."""
+
+    status = 503
+    error = "Unavailable"
+    retriable = True
+
+
+class DeadlineExceeded(FrontendError):
+    status = 504
+    error = "DeadlineExceeded"
+    retriable = True

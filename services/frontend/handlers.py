@@ -1,0 +1,180 @@
+"""Handlers: validate one API call (naming the bad field) and route it to the engine.
+
+Each handler takes the path parameters, the query string and the JSON body as plain
+mappings and returns (status, answer); the transport in ``app.py`` does the HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import validation as v
+from .engine import Engine
+from .errors import InvalidArgument
+from .tokens import TaskToken
+
+Params = Mapping[str, str]
+Answer = tuple[int, dict[str, Any]]
+
+OK = 200
+QUERY_TIMEOUT_MS = 10_000
+
+
+def _token(ns: str, body: dict[str, Any], kind: str) -> TaskToken:
+    token = TaskToken.decode(body.get("task_token"))
+    if token.kind != kind:
+        raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task", field="task_token")
+    if token.namespace != ns:
+        raise InvalidArgument("task_token belongs to another namespace", field="task_token")
+    return token
+
+
+class Handlers:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        req = v.start_request(path["namespace"], body)
+        return 201, await self.engine.start(req)
+
+    async def signal_with_start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        req = v.start_request(path["namespace"], body, workflow_id=path["workflow_id"])
+        signal_name = v.name(body, "signal_name")
+        signal_input = v.array_json(body, "signal_input")
+        return OK, await self.engine.signal_with_start(req, signal_name, signal_input)
+
+    async def signal(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name(body, "workflow_id", value=path["workflow_id"])
+        return OK, await self.engine.signal(
+            ns, wid, v.optional_str(body, "run_id"), v.name(body, "signal_name"), v.array_json(body, "input"),
+            v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
+        )
+
+    async def terminate(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name(body, "workflow_id", value=path["workflow_id"])
+        reason = v.optional_str(body, "reason", max_len=10_000) or ""
+        return OK, await self.engine.terminate(
+            ns, wid, v.optional_str(body, "run_id"), reason,
+            v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
+        )
+
+    async def query(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name(body, "workflow_id", value=path["workflow_id"])
+        timeout_ms = v.non_negative_int(body, "timeout_ms", QUERY_TIMEOUT_MS, maximum=600_000)
+        return OK, await self.engine.query(
+            ns, wid, v.optional_str(body, "run_id"), v.name(body, "query_type"), v.array_json(body, "args"),
+            timeout_ms / 1000.0,
+        )
+
+    async def describe(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name({}, "workflow_id", value=path["workflow_id"])
+        return OK, await self.engine.describe(ns, wid, v.optional_str(dict(query), "run_id"))
+
+    async def history(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name({}, "workflow_id", value=path["workflow_id"])
+        q = dict(query)
+        page_size = v.int_in(q, "page_size", 1000, 1, 10_000)
+        token = v.optional_str(q, "next_page_token")
+        return OK, await self.engine.history(ns, wid, v.optional_str(q, "run_id"), page_size, token)
+
+    async def result(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name({}, "workflow_id", value=path["workflow_id"])
+        q = dict(query)
+        wait = v.seconds(q, "wait_seconds", 30.0, 600.0)
+        return OK, await self.engine.result(ns, wid, v.optional_str(q, "run_id"), wait)
+
+    # -- workflow tasks ------------------------------------------------------------------------------
+
+    async def poll_workflow_tasks(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        req = v.poll_request(path["namespace"], path["task_queue"], body)
+        return OK, await self.engine.poll_workflow_tasks(req)
+
+    async def complete_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        token = _token(ns, body, "workflow")
+        commands = v.commands(body)
+        identity = v.optional_str(body, "identity") or ""
+        await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands)
+        return OK, {}
+
+    async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        token = _token(ns, body, "workflow")
+        cause = v.optional_str(body, "cause") or "Unknown"
+        failure = v.failure(body, "failure", required=False)
+        identity = v.optional_str(body, "identity") or ""
+        await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause=cause, failure=failure)
+        return OK, {}
+
+    async def respond_query(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        v.namespace(path["namespace"])
+        query_id = v.name({}, "query_id", value=path["query_id"])
+        result = v.json_text(body, "result")
+        error = v.failure(body, "error", required=False)
+        if result is None and error is None and "result" not in body:
+            raise InvalidArgument("give either result (JSON text) or error (a Failure)", field="result")
+        await self.engine.respond_query(query_id, result, error)
+        return OK, {}
+
+    # -- activity tasks ----------------------------------------------------------------------------
+
+    async def poll_activity_tasks(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        req = v.poll_request(path["namespace"], path["task_queue"], body)
+        return OK, await self.engine.poll_activity_tasks(req)
+
+    async def complete_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        token = _token(ns, body, "activity")
+        result = v.json_text(body, "result")
+        identity = v.optional_str(body, "identity") or ""
+        await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result)
+        return OK, {}
+
+    async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        token = _token(ns, body, "activity")
+        failure = v.failure(body, "failure", required=True)
+        identity = v.optional_str(body, "identity") or ""
+        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure)
+        return OK, {}
+
+    async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        token = _token(ns, body, "activity")
+        details = v.json_text(body, "details")
+        identity = v.optional_str(body, "identity") or ""
+        await self.engine.respond("RecordActivityTaskHeartbeat", token, identity, details=details)
+        return OK, {"cancel_requested": False}
+
+
+PREFIX = "/api/v1/namespaces/{namespace}"
+
+# (method, path under PREFIX, handler name = OpenAPI operationId): the one route table,
+# shared by the transport and openapi.py.
+ROUTES: list[tuple[str, str, str]] = [
+    ("POST", "/workflows", "start"),
+    ("POST", "/workflows/{workflow_id}/signal-with-start", "signal_with_start"),
+    ("POST", "/workflows/{workflow_id}/signal", "signal"),
+    ("POST", "/workflows/{workflow_id}/terminate", "terminate"),
+    ("POST", "/workflows/{workflow_id}/query", "query"),
+    ("GET", "/workflows/{workflow_id}", "describe"),
+    ("GET", "/workflows/{workflow_id}/history", "history"),
+    ("GET", "/workflows/{workflow_id}/result", "result"),
+    ("POST", "/task-queues/{task_queue}/workflow-tasks/poll", "poll_workflow_tasks"),
+    ("POST", "/workflow-tasks/complete", "complete_workflow_task"),
+    ("POST", "/workflow-tasks/fail", "fail_workflow_task"),
+    ("POST", "/queries/{query_id}/respond", "respond_query"),
+    ("POST", "/task-queues/{task_queue}/activity-tasks/poll", "poll_activity_tasks"),
+    ("POST", "/activity-tasks/complete", "complete_activity_task"),
+    ("POST", "/activity-tasks/fail", "fail_activity_task"),
+    ("POST", "/activity-tasks/heartbeat", "heartbeat_activity_task"),
+]

@@ -1,0 +1,153 @@
+"""The OpenAPI 3.1 document of the public API, written by hand from docs/protocol.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .handlers import PREFIX, ROUTES
+
+Schema = dict[str, Any]
+
+
+def _obj(props: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    out: Schema = {"type": "object", "properties": props, "additionalProperties": True, **extra}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+STR: Schema = {"type": "string"}
+NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 1000}
+INT: Schema = {"type": "integer"}
+MS: Schema = {"type": "integer", "minimum": 0, "description": "milliseconds"}
+ARRAY: Schema = {"type": "array", "items": {}}
+JSON_TEXT: Schema = {"type": ["string", "null"], "description": "JSON text"}
+NULL_STR: Schema = {"type": ["string", "null"]}
+EMPTY: Schema = _obj({})
+
+_START_FIELDS: dict[str, Schema] = {
+    "workflow_id": NAME, "workflow_type": NAME, "task_queue": NAME, "input": ARRAY,
+    "execution_timeout_ms": MS, "workflow_task_timeout_ms": MS, "request_id": STR, "identity": STR,
+}
+_POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100},
+              "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600}})
+
+COMPONENTS: dict[str, Schema] = {
+    "Error": _obj({"error": STR, "message": STR, "field": NULL_STR}, ["error", "message"]),
+    "Failure": _obj({"message": STR, "type": STR, "stack_trace": STR, "non_retryable": {"type": "boolean"},
+                     "details": JSON_TEXT}, ["message"]),
+    "HistoryEvent": _obj({"event_id": INT, "event_time": INT, "event_type": STR,
+                          "attributes": {"type": ["object", "null"]}}, ["event_id", "event_time", "event_type"]),
+    "Command": _obj({"command_type": {"type": "string", "enum": [
+        "ScheduleActivityTask", "StartTimer", "CancelTimer", "CompleteWorkflowExecution",
+        "FailWorkflowExecution", "ContinueAsNewWorkflowExecution", "RecordMarker"]},
+        "attributes": {"type": "object"}}, ["command_type", "attributes"]),
+    "WorkflowTask": _obj({
+        "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
+        "attempt": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
+        "query": _obj({"query_id": STR, "query_type": STR, "args": ARRAY}),
+    }, ["task_token", "workflow_id", "run_id", "workflow_type", "scheduled_event_id", "attempt", "events"]),
+    "ActivityTask": _obj({
+        "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "activity_id": STR,
+        "activity_type": STR, "input": JSON_TEXT, "attempt": INT, "scheduled_event_id": INT,
+        "schedule_to_close_timeout_ms": MS, "start_to_close_timeout_ms": MS, "heartbeat_timeout_ms": MS,
+        "heartbeat_details": JSON_TEXT, "scheduled_time": INT,
+    }, ["task_token", "workflow_id", "run_id", "activity_id", "activity_type", "attempt"]),
+    "DescribeResponse": _obj({
+        "workflow_id": STR, "run_id": STR, "workflow_type": STR, "task_queue": STR,
+        "status": {"type": "string", "enum": ["Running", "Completed", "Failed", "TimedOut", "Terminated",
+                                              "ContinuedAsNew"]},
+        "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
+        "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
+        "pending_timers": {"type": "array", "items": {"type": "object"}},
+    }, ["workflow_id", "run_id", "status", "history_length"]),
+}
+
+# operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
+_OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
+    "start": ("Start a workflow run", _obj(_START_FIELDS, ["workflow_id", "workflow_type", "task_queue"]), {},
+              201, _obj({"run_id": STR, "workflow_id": STR})),
+    "signal_with_start": ("Signal a workflow, starting it first if no run is open",
+                          _obj({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
+                               ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),
+    "signal": ("Signal a workflow run", _obj({"signal_name": NAME, "input": ARRAY, "run_id": STR,
+                                              "request_id": STR, "identity": STR}, ["signal_name"]), {}, 200, EMPTY),
+    "terminate": ("Terminate a workflow run", _obj({"reason": STR, "run_id": STR, "request_id": STR,
+                                                    "identity": STR}), {}, 200, EMPTY),
+    "query": ("Query a workflow run through a worker",
+              _obj({"query_type": NAME, "args": ARRAY, "run_id": STR, "timeout_ms": MS}, ["query_type"]), {},
+              200, _obj({"result": JSON_TEXT})),
+    "describe": ("Describe a workflow run", None, {"run_id": STR}, 200, _ref("DescribeResponse")),
+    "history": ("Read a page of a run's history", None,
+                {"run_id": STR, "page_size": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+                 "next_page_token": STR}, 200,
+                _obj({"run_id": STR, "events": {"type": "array", "items": _ref("HistoryEvent")},
+                      "next_page_token": NULL_STR})),
+    "result": ("Wait for a run to close and return its outcome", None,
+               {"run_id": STR, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 30}},
+               200, _obj({"status": STR, "run_id": STR, "result": JSON_TEXT, "failure": _ref("Failure"),
+                          "new_run_id": STR}, ["status"])),
+    "poll_workflow_tasks": ("Long-poll a task queue for workflow tasks", _POLL, {}, 200,
+                            _obj({"tasks": {"type": "array", "items": _ref("WorkflowTask")}}, ["tasks"])),
+    "complete_workflow_task": ("Complete a workflow task with commands",
+                               _obj({"task_token": STR, "commands": {"type": "array", "items": _ref("Command")},
+                                     "identity": STR}, ["task_token"]), {}, 200, EMPTY),
+    "fail_workflow_task": ("Fail a workflow task", _obj({"task_token": STR, "cause": STR,
+                                                         "failure": _ref("Failure"), "identity": STR},
+                                                        ["task_token"]), {}, 200, EMPTY),
+    "respond_query": ("Answer a query task", _obj({"result": JSON_TEXT, "error": _ref("Failure")}), {}, 200, EMPTY),
+    "poll_activity_tasks": ("Long-poll a task queue for activity tasks", _POLL, {}, 200,
+                            _obj({"tasks": {"type": "array", "items": _ref("ActivityTask")}}, ["tasks"])),
+    "complete_activity_task": ("Complete an activity attempt",
+                               _obj({"task_token": STR, "result": JSON_TEXT, "identity": STR}, ["task_token"]),
+                               {}, 200, EMPTY),
+    "fail_activity_task": ("Fail an activity attempt", _obj({"task_token": STR, "failure": _ref("Failure"),
+                                                             "identity": STR}, ["task_token", "failure"]),
+                           {}, 200, EMPTY),
+    "heartbeat_activity_task": ("Heartbeat an activity attempt",
+                                _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
+                                {}, 200, _obj({"cancel_requested": {"type": "boolean"}}, ["cancel_requested"])),
+}
+
+_ERRORS = {"400": "Invalid argument (the field is named) or refused", "404": "Not found",
+           "409": "Workflow already started", "503": "Broker unavailable", "504": "Timed out"}
+
+
+def _path_params(path: str) -> list[Schema]:
+    names = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
+    return [{"name": n, "in": "path", "required": True, "schema": STR} for n in names]
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, op_id in ROUTES:
+        full = PREFIX + path
+        summary, body, query, status, answer = _OPS[op_id]
+        op: dict[str, Any] = {
+            "operationId": op_id, "summary": summary,
+            "parameters": _path_params(full) + [
+                {"name": n, "in": "query", "required": False, "schema": s} for n, s in query.items()
+            ],
+            "responses": {
+                str(status): {"description": "OK", "content": {"application/json": {"schema": answer}}},
+                **{code: {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+                   for code, text in _ERRORS.items()},
+            },
+        }
+        if body is not None:
+            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+        paths.setdefault(full, {})[method.lower()] = op
+    paths["/health"] = {"get": {"operationId": "health", "summary": "Liveness",
+                                "responses": {"200": {"description": "OK",
+                                                      "content": {"application/json": {"schema": EMPTY}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Kadence frontend API", "version": "1.0.0",
+                 "description": "The public HTTP/JSON API of Kadence (see docs/protocol.md)."},
+        "paths": paths,
+        "components": {"schemas": COMPONENTS},
+    }

@@ -1,0 +1,120 @@
+"""Reads straight from PostgreSQL: runs, their mutable-state snapshot, and history pages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from kadence import avro
+
+from .errors import WorkflowNotFound
+
+RUNNING = "Running"
+
+
+@dataclass(frozen=True)
+class Execution:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    row_status: str
+    start_time: int
+    close_time: int | None
+    next_event_id: int
+    state: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.state.get("status") or self.row_status)
+
+    @property
+    def closed(self) -> bool:
+        return self.status != RUNNING
+
+
+class ReadStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
+        if run_id:
+            row = await self._pool.fetchrow(
+                "SELECT * FROM executions WHERE run_id = $1 AND namespace = $2 AND workflow_id = $3",
+                run_id, namespace, workflow_id,
+            )
+        else:
+            row = await self._pool.fetchrow(
+                "SELECT e.* FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
+                " WHERE c.namespace = $1 AND c.workflow_id = $2",
+                namespace, workflow_id,
+            )
+        if row is None:
+            which = f"run {run_id} of workflow" if run_id else "workflow"
+            raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
+                                   field="run_id" if run_id else "workflow_id")
+        try:
+            state = json.loads(bytes(row["state"])) if row["state"] else {}
+        except ValueError:
+            state = {}
+        return Execution(
+            namespace=row["namespace"], workflow_id=row["workflow_id"], run_id=row["run_id"],
+            workflow_type=row["workflow_type"], task_queue=row["task_queue"], row_status=row["status"],
+            start_time=int(row["start_time"]),
+            close_time=None if row["close_time"] is None else int(row["close_time"]),
+            next_event_id=int(row["next_event_id"]), state=state if isinstance(state, dict) else {},
+        )
+
+    async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:
+        """Events of a run with first <= event_id (<= last), in order, at most ``limit``."""
+        rows = await self._pool.fetch(
+            "SELECT data FROM history_events WHERE run_id = $1 AND event_id >= $2"
+            " AND ($3::bigint IS NULL OR event_id <= $3) ORDER BY event_id LIMIT $4",
+            run_id, first, last, limit,
+        )
+        return [event_json(bytes(r["data"])) for r in rows]
+
+
+def event_json(data: bytes) -> dict[str, Any]:
+    _, event = avro.decode(data)
+    return event
+
+
+def describe(ex: Execution) -> dict[str, Any]:
+    state = ex.state
+    activities = state.get("activities") or {}
+    timers = state.get("timers") or {}
+    return {
+        "workflow_id": ex.workflow_id,
+        "run_id": ex.run_id,
+        "workflow_type": ex.workflow_type,
+        "task_queue": ex.task_queue,
+        "status": ex.status,
+        "start_time": ex.start_time,
+        "close_time": ex.close_time,
+        "history_length": ex.next_event_id - 1,
+        "new_run_id": state.get("new_run_id"),
+        "pending_activities": [
+            {"scheduled_event_id": int(k), **v} for k, v in sorted(activities.items(), key=lambda kv: int(kv[0]))
+        ],
+        "pending_timers": [{"timer_id": k, **v} for k, v in sorted(timers.items())],
+    }
+
+
+def outcome(ex: Execution) -> dict[str, Any]:
+    """The result answer of a closed run (or ``{"status": "Running"}``)."""
+    status = ex.status
+    if status == RUNNING:
+        return {"status": RUNNING}
+    out: dict[str, Any] = {"status": status, "run_id": ex.run_id}
+    if status == "Completed":
+        out["result"] = ex.state.get("result")
+    elif status == "ContinuedAsNew":
+        out["new_run_id"] = ex.state.get("new_run_id")
+    if ex.state.get("failure") is not None:
+        out["failure"] = ex.state["failure"]
+    return out

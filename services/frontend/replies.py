@@ -1,0 +1,99 @@
+"""Answers from history to this frontend's commands, read from ``kadence.replies``.
+
+Every frontend reads every partition without a consumer group, starting at the end
+when it starts (older replies were meant for earlier instances), and keeps only the
+replies addressed to its own ``instance_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from kadence import avro
+from services.common.kafka import REPLIES
+
+log = logging.getLogger(__name__)
+
+
+class ReplyRouter:
+    def __init__(self, bootstrap: str, instance_id: str) -> None:
+        self._instance_id = instance_id
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            client_id=f"frontend-replies-{instance_id}",
+            fetch_max_wait_ms=10,  # Tansu does not wake fetches on produce; keep replies quick
+            metadata_max_age_ms=5000,
+        )
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        try:
+            await self._consumer.topics()  # loads metadata so the partitions are known
+            parts = self._consumer.partitions_for_topic(REPLIES) or {0}
+            tps = [TopicPartition(REPLIES, p) for p in sorted(parts)]
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_end(*tps)
+            for tp in tps:
+                # Resolve the end offset now, so a reply to the first command is not skipped.
+                await self._consumer.position(tp)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name="frontend-replies")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(KafkaError):
+            await self._consumer.stop()
+        for fut in self._waiters.values():
+            fut.cancel()
+        self._waiters.clear()
+
+    def expect(self, request_id: str) -> asyncio.Future[dict[str, Any]]:
+        """Register interest before the command is produced, so the reply cannot be missed."""
+        fut = self._waiters.get(request_id)
+        if fut is None or fut.done():
+            fut = self._waiters[request_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def forget(self, request_id: str) -> None:
+        self._waiters.pop(request_id, None)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            except KafkaError:
+                log.exception("reading %s failed; retrying", REPLIES)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batch.values():
+                for rec in records:
+                    self._deliver(rec.value)
+
+    def _deliver(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            name, reply = avro.decode(value)
+        except avro.DecodeError as exc:
+            # Every frontend reads every reply; dead-lettering here would multiply it.
+            log.warning("skipping an unreadable record on %s: %s", REPLIES, exc)
+            return
+        if name != "Reply" or reply.get("reply_to") != self._instance_id:
+            return
+        fut = self._waiters.pop(reply["request_id"], None)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)

@@ -1,0 +1,251 @@
+"""Validation of API input: each parser names the offending field in its error.
+
+Pure functions, no I/O. Unknown JSON fields are ignored, so clients may send more
+than this version knows about.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastavro.validation import validate as avro_validate
+
+from kadence import avro
+
+from .errors import InvalidArgument
+
+MAX_NAME = 1000
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+Body = dict[str, Any]
+
+
+def parse_json_body(raw: bytes) -> Body:
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    return data
+
+
+def namespace(value: object) -> str:
+    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
+        raise InvalidArgument("namespace must match [A-Za-z0-9._-]{1,100}", field="namespace")
+    return value
+
+
+def name(body: Body, field: str, *, required: bool = True, value: object = None) -> str:
+    """A non-empty string of at most 1000 characters (``value`` overrides the body)."""
+    v = body.get(field) if value is None else value
+    if v is None and not required:
+        return ""
+    if not isinstance(v, str) or not v:
+        raise InvalidArgument(f"{field} must be a non-empty string", field=field)
+    if len(v) > MAX_NAME:
+        raise InvalidArgument(f"{field} must be at most {MAX_NAME} characters", field=field)
+    return v
+
+
+def optional_str(body: Body, field: str, *, max_len: int = MAX_NAME) -> str | None:
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > max_len:
+        raise InvalidArgument(f"{field} must be a string of at most {max_len} characters", field=field)
+    return v or None
+
+
+def array_json(body: Body, field: str) -> str | None:
+    """A JSON array argument, returned as JSON text (absent: null)."""
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise InvalidArgument(f"{field} must be an array", field=field)
+    return json.dumps(v, separators=(",", ":"))
+
+
+def json_text(body: Body, field: str) -> str | None:
+    """A payload given as JSON text (a string holding JSON), or null."""
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise InvalidArgument(f"{field} must be JSON text (a string) or null", field=field)
+    try:
+        json.loads(v)
+    except ValueError:
+        raise InvalidArgument(f"{field} is not valid JSON text", field=field) from None
+    return v
+
+
+def non_negative_int(body: Body, field: str, default: int, *, maximum: int = 2**62) -> int:
+    v = body.get(field)
+    if v is None:
+        return default
+    if type(v) is not int or v < 0 or v > maximum:
+        raise InvalidArgument(f"{field} must be an integer between 0 and {maximum}", field=field)
+    return v
+
+
+def int_in(body: Body, field: str, default: int, low: int, high: int) -> int:
+    v = body.get(field)
+    if v is None or v == "":
+        return default
+    if isinstance(v, str):  # query-string parameters arrive as text
+        try:
+            v = int(v)
+        except ValueError:
+            raise InvalidArgument(f"{field} must be an integer", field=field) from None
+    if type(v) is not int or not low <= v <= high:
+        raise InvalidArgument(f"{field} must be an integer between {low} and {high}", field=field)
+    return v
+
+
+def seconds(body: Body, field: str, default: float, maximum: float) -> float:
+    v = body.get(field)
+    if v is None or v == "":
+        return default
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise InvalidArgument(f"{field} must be a number of seconds", field=field) from None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not 0 <= v <= maximum:
+        raise InvalidArgument(f"{field} must be a number of seconds between 0 and {maximum:g}", field=field)
+    return float(v)
+
+
+def failure(body: Body, field: str, *, required: bool) -> dict[str, Any] | None:
+    v = body.get(field)
+    if v is None:
+        if required:
+            raise InvalidArgument(f"{field} must be a Failure object", field=field)
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"{field} must be a Failure object", field=field)
+    message = v.get("message")
+    if not isinstance(message, str):
+        raise InvalidArgument(f"{field}.message must be a string", field=f"{field}.message")
+    out: dict[str, Any] = {"message": message}
+    for key in ("type", "stack_trace"):
+        s = v.get(key, "")
+        if not isinstance(s, str):
+            raise InvalidArgument(f"{field}.{key} must be a string", field=f"{field}.{key}")
+        out[key] = s
+    nr = v.get("non_retryable", False)
+    if not isinstance(nr, bool):
+        raise InvalidArgument(f"{field}.non_retryable must be a boolean", field=f"{field}.non_retryable")
+    out["non_retryable"] = nr
+    out["details"] = json_text(v, "details") if "details" in v else None
+    return out
+
+
+# -- workflow commands ----------------------------------------------------------------------
+
+
+def _command_types() -> list[str]:
+    field = next(f for f in avro.schemas().current["kadence.Command"]["fields"] if f["name"] == "command_type")
+    return list(field["type"]["symbols"])
+
+
+def commands(body: Body, field: str = "commands") -> list[dict[str, Any]]:
+    """Worker commands (kadence.Command as JSON), checked against the Avro schema."""
+    v = body.get(field, [])
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise InvalidArgument(f"{field} must be an array of commands", field=field)
+    types = _command_types()
+    out: list[dict[str, Any]] = []
+    for i, cmd in enumerate(v):
+        where = f"{field}[{i}]"
+        if not isinstance(cmd, dict):
+            raise InvalidArgument(f"{where} must be an object", field=where)
+        ctype = cmd.get("command_type")
+        if ctype not in types:
+            raise InvalidArgument(f"{where}.command_type must be one of {', '.join(types)}",
+                                  field=f"{where}.command_type")
+        attrs = cmd.get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise InvalidArgument(f"{where}.attributes must be an object", field=f"{where}.attributes")
+        schema = avro.schemas().current[avro.command_attributes_type(ctype)]
+        clean: dict[str, Any] = {}
+        for f in schema["fields"]:
+            fname, here = f["name"], f"{where}.attributes.{f['name']}"
+            if fname not in attrs or attrs[fname] is None and "default" in f:
+                if "default" not in f:
+                    raise InvalidArgument(f"{here} is required", field=here)
+                continue
+            value = attrs[fname]
+            if isinstance(value, bool) and f["type"] in ("long", "int", "double", "float"):
+                raise InvalidArgument(f"{here} must be a number", field=here)
+            if not avro_validate(value, f["type"], raise_errors=False):
+                raise InvalidArgument(f"{here} does not fit the schema ({_type_name(f['type'])})", field=here)
+            clean[fname] = value
+        out.append({"command_type": ctype, "attributes": clean})
+    return out
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, list):
+        return " | ".join(_type_name(x) for x in t)
+    if isinstance(t, dict):
+        return str(t.get("name") or t.get("type"))
+    return str(t)
+
+
+# -- request values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    input: str | None
+    execution_timeout_ms: int
+    workflow_task_timeout_ms: int
+    request_id: str
+    identity: str
+
+
+def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartRequest:
+    return StartRequest(
+        namespace=namespace(ns),
+        workflow_id=name(body, "workflow_id", value=workflow_id),
+        workflow_type=name(body, "workflow_type"),
+        task_queue=name(body, "task_queue"),
+        input=array_json(body, "input"),
+        execution_timeout_ms=non_negative_int(body, "execution_timeout_ms", 0),
+        workflow_task_timeout_ms=non_negative_int(body, "workflow_task_timeout_ms", 10000),
+        request_id=optional_str(body, "request_id") or "",
+        identity=optional_str(body, "identity") or "",
+    )
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    namespace: str
+    task_queue: str
+    identity: str
+    max_tasks: int
+    wait_seconds: float
+
+
+def poll_request(ns: str, task_queue: str, body: Body) -> PollRequest:
+    return PollRequest(
+        namespace=namespace(ns),
+        task_queue=name(body, "task_queue", value=task_queue),
+        identity=optional_str(body, "identity") or "",
+        max_tasks=int_in(body, "max_tasks", 1, 1, 100),
+        wait_seconds=seconds(body, "wait_seconds", 60.0, 600.0),
+    )

@@ -1,0 +1,120 @@
+"""Frontend validation, task tokens and the OpenAPI document; no I/O."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+from services.frontend import InvalidArgument, TaskToken, openapi_document
+from services.frontend import validation as v
+from services.frontend.handlers import PREFIX
+
+pytestmark = pytest.mark.timeout(60)
+
+PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def field_of(fn, *args, **kwargs) -> str | None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidArgument) as info:
+        fn(*args, **kwargs)
+    return info.value.field
+
+
+def test_start_request_accepts_a_good_body_and_ignores_unknown_fields() -> None:
+    req = v.start_request("default", {"workflow_id": "w", "workflow_type": "T", "task_queue": "q",
+                                      "input": [1, "a"], "execution_timeout_ms": 5, "surprise": True})
+    assert req.input == '[1,"a"]'
+    assert req.workflow_task_timeout_ms == 10000
+    assert req.request_id == ""
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"workflow_type": "T", "task_queue": "q"}, "workflow_id"),
+    ({"workflow_id": "", "workflow_type": "T", "task_queue": "q"}, "workflow_id"),
+    ({"workflow_id": "x" * 1001, "workflow_type": "T", "task_queue": "q"}, "workflow_id"),
+    ({"workflow_id": "w", "workflow_type": 3, "task_queue": "q"}, "workflow_type"),
+    ({"workflow_id": "w", "workflow_type": "T"}, "task_queue"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "input": "[1]"}, "input"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "execution_timeout_ms": -1},
+     "execution_timeout_ms"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "workflow_task_timeout_ms": 1.5},
+     "workflow_task_timeout_ms"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "execution_timeout_ms": True},
+     "execution_timeout_ms"),
+])
+def test_start_request_names_the_bad_field(body: dict[str, object], field: str) -> None:
+    assert field_of(v.start_request, "default", body) == field
+
+
+@pytest.mark.parametrize("ns", ["", "a/b", "x" * 101, "sp ace"])
+def test_namespace_pattern(ns: str) -> None:
+    assert field_of(v.namespace, ns) == "namespace"
+    assert v.namespace("prod.eu-1_x") == "prod.eu-1_x"
+
+
+def test_malformed_json_body() -> None:
+    assert field_of(v.parse_json_body, b"{nope") is None
+    assert field_of(v.parse_json_body, b"[1, 2]") is None
+    assert v.parse_json_body(b"") == {}
+
+
+def test_poll_request_limits() -> None:
+    assert v.poll_request("default", "q", {}).max_tasks == 1
+    assert field_of(v.poll_request, "default", "q", {"max_tasks": 0}) == "max_tasks"
+    assert field_of(v.poll_request, "default", "q", {"wait_seconds": -1}) == "wait_seconds"
+    assert field_of(v.poll_request, "default", "q", {"wait_seconds": "soon"}) == "wait_seconds"
+
+
+def test_commands_are_checked_against_the_schema() -> None:
+    good = v.commands({"commands": [
+        {"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 5}},
+        {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "1"}},
+    ]})
+    assert [c["command_type"] for c in good] == ["StartTimer", "CompleteWorkflowExecution"]
+    assert field_of(v.commands, {"commands": {}}) == "commands"
+    assert field_of(v.commands, {"commands": [{"command_type": "Explode", "attributes": {}}]}) == \
+        "commands[0].command_type"
+    bad = [{"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 1}},
+           {"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": "x"}}]
+    assert field_of(v.commands, {"commands": bad}) == "commands[1].attributes.start_to_fire_timeout_ms"
+    assert field_of(v.commands, {"commands": [{"command_type": "StartTimer", "attributes": {}}]}) == \
+        "commands[0].attributes.timer_id"
+
+
+def test_failure_and_json_text() -> None:
+    assert v.failure({"failure": {"message": "m"}}, "failure", required=True) == {
+        "message": "m", "type": "", "stack_trace": "", "non_retryable": False, "details": None}
+    assert field_of(v.failure, {}, "failure", required=True) == "failure"
+    assert field_of(v.failure, {"failure": {"message": 1}}, "failure", required=True) == "failure.message"
+    assert field_of(v.json_text, {"result": "{bad"}, "result") == "result"
+    assert v.json_text({"result": "[1]"}, "result") == "[1]"
+
+
+def test_task_token_round_trip_and_rejects() -> None:
+    tok = TaskToken("default", "wf/1", "run", 7, 2, "activity")
+    text = tok.encode()
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", text)
+    assert TaskToken.decode(text) == tok
+    for bad in [None, "", "%%%", base64.urlsafe_b64encode(b"[1]").decode(),
+                base64.urlsafe_b64encode(b'{"namespace": "x"}').decode(),
+                TaskToken("d", "w", "r", 1, 1, "nonsense").encode()]:
+        assert field_of(TaskToken.decode, bad) == "task_token"
+
+
+def test_openapi_lists_every_path_of_the_protocol() -> None:
+    doc = openapi_document()
+    assert doc["openapi"].startswith("3.1")
+    table = re.findall(r"^\| `(GET|POST) (/[^`]*)`", PROTOCOL.read_text(), flags=re.MULTILINE)
+    assert len(table) >= 16
+    for method, path in table:
+        full = PREFIX + path
+        assert full in doc["paths"], full
+        op = doc["paths"][full][method.lower()]
+        assert op["responses"] and op["operationId"]
+        if method == "POST":
+            assert "requestBody" in op
+    refs = re.findall(r'"#/components/schemas/(\w+)"', str(doc).replace("'", '"'))
+    assert set(refs) <= set(doc["components"]["schemas"])
