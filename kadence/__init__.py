@@ -1,0 +1,47 @@
+"""Kadence: durable workflows in Python.
+
+The SDK is this package: :class:`Client` to start and inspect workflows, :class:`Worker`
+to run them, the :mod:`kadence.workflow` and :mod:`kadence.activity` modules to write them.
+"""
+
+from kadence import activity, workflow
+from kadence._client import Client, WorkflowHandle
+from kadence._worker.worker import Worker
+from kadence.common import RetryPolicy
+from kadence.exceptions import (
+    ActivityError,
+    ActivityTimeoutError,
+    ApplicationError,
+    FailureError,
+    KadenceError,
+    NonDeterminismError,
+    QueryFailedError,
+    RPCError,
+    WorkflowAlreadyStartedError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+    WorkflowTaskError,
+)
+from kadence.replay import Replayer
+
+__all__ = [
+    "ActivityError",
+    "ActivityTimeoutError",
+    "ApplicationError",
+    "Client",
+    "FailureError",
+    "KadenceError",
+    "NonDeterminismError",
+    "QueryFailedError",
+    "RPCError",
+    "Replayer",
+    "RetryPolicy",
+    "Worker",
+    "WorkflowAlreadyStartedError",
+    "WorkflowFailureError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowTaskError",
+    "activity",
+    "workflow",
+]

@@ -181,8 +181,9 @@ class RPCError(KadenceError):
         self.error_type = error_type
         self.message = message
         self.field = field
-        # Server-side trouble and throttling may go away; a rejected request will not.
-        self.retryable = status >= 500 or status == 429
+        # Server-side trouble, throttling and lost connections (status 0) may go away; a
+        # rejected request will not.
+        self.retryable = status >= 500 or status in (0, 429)
 
 
 class WorkflowAlreadyStartedError(RPCError):

@@ -1,0 +1,242 @@
+"""The client: start, signal, query, describe, terminate workflows and wait for results."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from kadence._converter import decode_args, decode_value, encode_args
+from kadence._http import HttpTransport, Transport, path_segment
+from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
+from kadence.common import to_millis
+from kadence.exceptions import RPCError, WorkflowFailureError
+
+__all__ = ["Client", "WorkflowHandle", "default_identity"]
+
+_LONG_POLL_SECONDS = 30.0
+
+
+def default_identity() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+class Client:
+    """A connection to a Kadence frontend, scoped to one namespace."""
+
+    def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None) -> None:
+        self.transport = transport
+        self.namespace = namespace
+        self.identity = identity or default_identity()
+
+    @classmethod
+    async def connect(
+        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None
+    ) -> Client:
+        """A client for the frontend at ``target`` (no request is made until first use)."""
+        return cls(HttpTransport(target, namespace), namespace=namespace, identity=identity)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _start_body(
+        self,
+        workflow: str | type | Callable[..., Any],
+        args: Sequence[Any],
+        *,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None,
+        workflow_task_timeout: timedelta | None,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        if not id:
+            raise ValueError("a workflow id is required (id=...)")
+        if not task_queue:
+            raise ValueError("a task queue is required (task_queue=...)")
+        body: dict[str, Any] = {
+            "workflow_id": id,
+            "workflow_type": workflow_name_of(workflow),
+            "task_queue": task_queue,
+            "input": decode_args(encode_args(args)),  # validates JSON-ability here, not on the server
+            "execution_timeout_ms": to_millis(execution_timeout),
+            "request_id": request_id or str(uuid.uuid4()),
+            "identity": self.identity,
+        }
+        if workflow_task_timeout is not None:
+            body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
+        return body
+
+    async def start_workflow(
+        self,
+        workflow: str | type | Callable[..., Any],
+        *args: Any,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> WorkflowHandle:
+        """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
+        if one with this id is running."""
+        body = self._start_body(
+            workflow,
+            args,
+            id=id,
+            task_queue=task_queue,
+            execution_timeout=execution_timeout,
+            workflow_task_timeout=workflow_task_timeout,
+            request_id=request_id,
+        )
+        answer = await self.transport.call("POST", "/workflows", body=body)
+        return WorkflowHandle(self, id, run_id=answer.get("run_id"))
+
+    async def execute_workflow(
+        self,
+        workflow: str | type | Callable[..., Any],
+        *args: Any,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        """Start a workflow and wait for its result (WorkflowFailureError if it fails)."""
+        handle = await self.start_workflow(
+            workflow,
+            *args,
+            id=id,
+            task_queue=task_queue,
+            execution_timeout=execution_timeout,
+            workflow_task_timeout=workflow_task_timeout,
+            request_id=request_id,
+        )
+        return await handle.result()
+
+    async def signal_with_start_workflow(
+        self,
+        workflow: str | type | Callable[..., Any],
+        *args: Any,
+        id: str,
+        task_queue: str,
+        signal: str | Callable[..., Any],
+        signal_args: Sequence[Any] = (),
+        execution_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> WorkflowHandle:
+        """Signal the workflow, starting it first if it is not running."""
+        body = self._start_body(
+            workflow,
+            args,
+            id=id,
+            task_queue=task_queue,
+            execution_timeout=execution_timeout,
+            workflow_task_timeout=workflow_task_timeout,
+            request_id=request_id,
+        )
+        body["signal_name"] = signal_name_of(signal)
+        body["signal_input"] = decode_args(encode_args(signal_args))
+        answer = await self.transport.call("POST", f"/workflows/{path_segment(id)}/signal-with-start", body=body)
+        return WorkflowHandle(self, id, run_id=answer.get("run_id"))
+
+    def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None) -> WorkflowHandle:
+        """A handle on an existing workflow (its latest run unless ``run_id`` is given)."""
+        return WorkflowHandle(self, workflow_id, run_id=run_id)
+
+
+class WorkflowHandle:
+    """One workflow (and optionally one run of it) as seen from the client."""
+
+    def __init__(self, client: Client, workflow_id: str, *, run_id: str | None = None) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self._path = f"/workflows/{path_segment(workflow_id)}"
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
+
+    async def signal(self, signal: str | Callable[..., Any], *args: Any, request_id: str | None = None) -> None:
+        body = {
+            "signal_name": signal_name_of(signal),
+            "input": decode_args(encode_args(args)),
+            "run_id": self.run_id,
+            "request_id": request_id or str(uuid.uuid4()),
+            "identity": self.client.identity,
+        }
+        await self.client.transport.call("POST", f"{self._path}/signal", body=body)
+
+    async def query(self, query: str | Callable[..., Any], *args: Any) -> Any:
+        """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails."""
+        body = {"query_type": query_name_of(query), "args": decode_args(encode_args(args)), "run_id": self.run_id}
+        answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
+        return decode_value(answer.get("result"))
+
+    async def describe(self) -> dict[str, Any]:
+        return await self.client.transport.call("GET", self._path, params={"run_id": self.run_id})
+
+    async def terminate(self, reason: str = "") -> None:
+        body = {"reason": reason, "run_id": self.run_id, "identity": self.client.identity}
+        await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
+
+    async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every event of the run, in order, following the pages."""
+        events: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            params = {"run_id": self.run_id, "page_size": page_size, "next_page_token": token}
+            answer = await self.client.transport.call("GET", f"{self._path}/history", params=params)
+            events.extend(answer.get("events") or [])
+            token = answer.get("next_page_token")
+            if not token:
+                return events
+
+    async def result(self, timeout: float | timedelta | None = None, *, follow_runs: bool = True) -> Any:
+        """Wait for the workflow to close and return its result.
+
+        Raises WorkflowFailureError when it failed, timed out or was terminated, and
+        TimeoutError when ``timeout`` passes first. Continue-as-new is followed to the
+        new run unless ``follow_runs`` is false.
+        """
+        loop = asyncio.get_running_loop()
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        deadline = None if seconds is None else loop.time() + seconds
+        run_id = self.run_id
+        while True:
+            wait = _LONG_POLL_SECONDS if deadline is None else max(0.0, min(_LONG_POLL_SECONDS, deadline - loop.time()))
+            try:
+                answer = await self.client.transport.call(
+                    "GET", f"{self._path}/result", params={"run_id": run_id, "wait_seconds": wait}, timeout=wait + 15
+                )
+            except RPCError as err:
+                if not err.retryable:
+                    raise
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)  # the frontend may be restarting; keep waiting
+                continue
+            status = str(answer.get("status"))
+            if status == "Completed":
+                return decode_value(answer.get("result"))
+            if status == "Running":
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError(f"workflow {self.workflow_id} still running after {seconds}s")
+                continue
+            if status == "ContinuedAsNew" and follow_runs and answer.get("new_run_id"):
+                run_id = str(answer["new_run_id"])
+                continue
+            raise WorkflowFailureError(status, answer.get("failure"))

@@ -1,0 +1,125 @@
+"""The HTTP/JSON transport to the frontend, and the mapping of its errors to exceptions.
+
+Every call the client and the worker make goes through :meth:`HttpTransport.call`, so
+error mapping, base paths and timeouts live in one place. Tests substitute any object with
+the same ``call`` method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+
+from kadence.exceptions import (
+    QueryFailedError,
+    RPCError,
+    WorkflowAlreadyStartedError,
+    WorkflowNotFoundError,
+)
+
+__all__ = ["HttpTransport", "Transport", "error_from_response", "path_segment"]
+
+_ERRORS: dict[str, type[RPCError]] = {
+    "WorkflowAlreadyStarted": WorkflowAlreadyStartedError,
+    "WorkflowNotFound": WorkflowNotFoundError,
+    "QueryFailed": QueryFailedError,
+}
+
+
+class Transport(Protocol):
+    """What the client and worker need from the wire."""
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+def path_segment(value: str) -> str:
+    """``value`` escaped for use as one path segment (workflow ids may contain '/')."""
+    return quote(value, safe="")
+
+
+def error_from_response(status: int, payload: Any) -> RPCError:
+    """The exception for an error answer ``{"error", "message", "field"}``."""
+    if isinstance(payload, Mapping):
+        error_type = str(payload.get("error") or f"HTTP{status}")
+        message = str(payload.get("message") or "")
+        field = payload.get("field")
+    else:
+        error_type, message, field = f"HTTP{status}", str(payload)[:500], None
+    cls = _ERRORS.get(error_type)
+    if cls is None and status == 404 and error_type in ("NotFound", "WorkflowNotFound"):
+        cls = WorkflowNotFoundError
+    return (cls or RPCError)(status, error_type, message, str(field) if field is not None else None)
+
+
+class HttpTransport:
+    """aiohttp session bound to one namespace's API root."""
+
+    def __init__(self, target: str, namespace: str, *, session: aiohttp.ClientSession | None = None) -> None:
+        self._root = f"{target.rstrip('/')}/api/v1/namespaces/{path_segment(namespace)}"
+        self._session = session
+        self._owns_session = session is None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Created lazily so the session binds to the loop that uses it.
+            self._session = aiohttp.ClientSession(json_serialize=json.dumps)
+            self._owns_session = True
+        return self._session
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return await self._call(method, path, body=body, params=params, timeout=timeout)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            # Connection trouble is reported like a 503 so callers handle one error type.
+            raise RPCError(0, "Unavailable", f"{method} {path}: {err!r}") from err
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout is not None else aiohttp.ClientTimeout(total=60)
+        async with self._get_session().request(
+            method, self._root + path, json=dict(body) if body is not None else None, params=query, timeout=client_timeout
+        ) as response:
+            text = await response.text()
+            try:
+                payload: Any = json.loads(text) if text else {}
+            except ValueError:
+                payload = text
+            if response.status >= 400:
+                raise error_from_response(response.status, payload)
+            if not isinstance(payload, dict):
+                raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {text[:200]!r}")
+            return payload
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session and not self._session.closed:
+            await self._session.close()

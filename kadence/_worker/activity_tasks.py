@@ -1,0 +1,206 @@
+"""Running activity attempts: context, heartbeats, local deadlines, and the answer.
+
+Async activities run on the worker's loop; sync ones run in a thread pool with a copy of
+the context, so ``activity.info()`` and ``activity.heartbeat()`` work in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
+from kadence._converter import decode_args, encode_args, encode_value
+from kadence._failure import failure_from_exception
+from kadence._http import Transport
+from kadence.exceptions import ApplicationError
+
+__all__ = ["ActivityTaskProcessor"]
+
+_log = logging.getLogger(__name__)
+_DEFAULT_HEARTBEAT_INTERVAL = 30.0
+
+
+def _duration(ms: Any) -> timedelta | None:
+    return timedelta(milliseconds=int(ms)) if ms else None
+
+
+def _heartbeat_details(raw: Any) -> tuple[Any, ...]:
+    # This SDK sends heartbeat details as a JSON array; another client may not.
+    try:
+        return tuple(decode_args(raw))
+    except (TypeError, ValueError):
+        return (raw,)
+
+
+class _Heartbeater:
+    """Sends the latest heartbeat details in the background, at most once per interval."""
+
+    def __init__(self, transport: Transport, task_token: str, interval: float, on_cancel: Callable[[], None]) -> None:
+        self._transport = transport
+        self._task_token = task_token
+        self._interval = interval
+        self._on_cancel = on_cancel
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._latest: tuple[Any, ...] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def record(self, details: tuple[Any, ...]) -> None:
+        """Called from activity code, on the loop or from a worker thread; never blocks."""
+        self._latest = details
+        if threading.get_ident() == self._thread:
+            self._kick()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._kick)
+            except RuntimeError:
+                pass  # the worker's loop is gone; nobody to send to
+
+    def _kick(self) -> None:
+        if not self._stopped and (self._sender is None or self._sender.done()):
+            self._sender = self._loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._latest is not None and not self._stopped:
+            details, self._latest = self._latest, None
+            try:
+                answer = await self._transport.call(
+                    "POST",
+                    "/activity-tasks/heartbeat",
+                    body={"task_token": self._task_token, "details": encode_args(details)},
+                    timeout=10,
+                )
+                if answer.get("cancel_requested"):
+                    self._on_cancel()
+            except Exception as err:  # noqa: BLE001 - a lost heartbeat is retried by the next one
+                _log.debug("heartbeat failed: %r", err)
+            # Throttle: whatever is recorded meanwhile goes out in one request.
+            await asyncio.sleep(self._interval)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._sender is not None:
+            self._sender.cancel()
+
+
+class ActivityTaskProcessor:
+    """Runs one activity attempt per polled task and reports how it ended."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        namespace: str,
+        task_queue: str,
+        activities: Iterable[ActivityDefinition],
+        identity: str,
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        self._transport = transport
+        self._namespace = namespace
+        self._task_queue = task_queue
+        self._activities = {a.name: a for a in activities}
+        self._identity = identity
+        self._executor = executor
+
+    async def process(self, task: Mapping[str, Any]) -> None:
+        token = str(task["task_token"])
+        definition = self._activities.get(str(task.get("activity_type", "")))
+        if definition is None:
+            known = ", ".join(sorted(self._activities)) or "none"
+            error = ApplicationError(
+                f"activity type {task.get('activity_type')!r} is not registered on this worker (known: {known})",
+                type="UnknownActivityType",
+            )
+            await self._fail(token, error)
+            return
+        info = self._info(task, definition)
+        current = asyncio.current_task()
+        context: ActivityContext
+
+        def cancel_requested() -> None:
+            context.cancel_requested = True
+            if definition.is_async and current is not None:
+                current.cancel()
+
+        interval = _DEFAULT_HEARTBEAT_INTERVAL
+        if info.heartbeat_timeout is not None:
+            interval = max(0.05, info.heartbeat_timeout.total_seconds() * 0.8)
+        heartbeater = _Heartbeater(self._transport, token, interval, cancel_requested)
+        context = ActivityContext(info, heartbeater.record)
+        # This coroutine runs in its own asyncio task, so the context it sets is its own.
+        set_context(context)
+        deadline = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else None
+        try:
+            async with asyncio.timeout(deadline) as scope:
+                result = await self._invoke(definition, decode_args(task.get("input")))
+        except asyncio.CancelledError:
+            if not context.cancel_requested:
+                raise
+            await self._fail(token, ApplicationError("activity cancelled", type="ActivityCancelled", non_retryable=True))
+            return
+        except TimeoutError as err:
+            if scope.expired():
+                # The server times the attempt out on its own clock; reporting it too would
+                # count the attempt twice.
+                _log.warning("activity %s attempt %d passed its start-to-close timeout", info.activity_id, info.attempt)
+                return
+            await self._fail(token, err)
+            return
+        except Exception as err:  # noqa: BLE001 - reported as the attempt's failure
+            await self._fail(token, err)
+            return
+        finally:
+            heartbeater.stop()
+        try:
+            payload = encode_value(result)
+        except (TypeError, ValueError) as err:
+            await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"))
+            return
+        await self._transport.call(
+            "POST", "/activity-tasks/complete", body={"task_token": token, "result": payload, "identity": self._identity}
+        )
+
+    async def _invoke(self, definition: ActivityDefinition, args: list[Any]) -> Any:
+        if definition.is_async:
+            return await definition.fn(*args)
+        copied = contextvars.copy_context()
+        call = functools.partial(copied.run, definition.fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _fail(self, token: str, error: BaseException) -> None:
+        await self._transport.call(
+            "POST",
+            "/activity-tasks/fail",
+            body={"task_token": token, "failure": failure_from_exception(error), "identity": self._identity},
+        )
+
+    def _info(self, task: Mapping[str, Any], definition: ActivityDefinition) -> ActivityInfo:
+        scheduled_ms = int(task.get("scheduled_time") or 0)
+        return ActivityInfo(
+            activity_id=str(task.get("activity_id", "")),
+            activity_type=definition.name,
+            attempt=int(task.get("attempt") or 1),
+            namespace=self._namespace,
+            workflow_id=str(task.get("workflow_id", "")),
+            run_id=str(task.get("run_id", "")),
+            workflow_type=str(task.get("workflow_type", "")),
+            task_queue=self._task_queue,
+            task_token=str(task["task_token"]),
+            scheduled_event_id=int(task.get("scheduled_event_id") or 0),
+            heartbeat_details=_heartbeat_details(task.get("heartbeat_details")),
+            scheduled_time=datetime.fromtimestamp(scheduled_ms / 1000.0, tz=UTC),
+            started_time=datetime.now(tz=UTC),
+            schedule_to_close_timeout=_duration(task.get("schedule_to_close_timeout_ms")),
+            start_to_close_timeout=_duration(task.get("start_to_close_timeout_ms")),
+            heartbeat_timeout=_duration(task.get("heartbeat_timeout_ms")),
+        )

@@ -1,0 +1,104 @@
+"""Long-poll loops shared by workflow and activity tasks: slots, backoff, never crash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kadence._http import Transport
+from kadence.exceptions import RPCError
+
+__all__ = ["Poller", "Slots"]
+
+_log = logging.getLogger(__name__)
+
+
+class Slots:
+    """A counting limit from which a poller can take several slots at once."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a concurrency limit must be at least 1")
+        self._free = size
+        self._changed = asyncio.Condition()
+
+    async def acquire_some(self, most: int) -> int:
+        """Wait for at least one free slot, then take up to ``most``."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free > 0)
+            taken = min(most, self._free)
+            self._free -= taken
+            return taken
+
+    async def release(self, count: int = 1) -> None:
+        async with self._changed:
+            self._free += count
+            self._changed.notify_all()
+
+
+class Poller:
+    """Repeatedly polls one endpoint and hands each task to ``process`` in its own asyncio task."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str,
+        *,
+        process: Callable[[Mapping[str, Any]], Awaitable[None]],
+        slots: Slots,
+        identity: str,
+        max_tasks: int,
+        wait_seconds: float,
+    ) -> None:
+        self._transport = transport
+        self._path = path
+        self._process = process
+        self._slots = slots
+        self._identity = identity
+        self._max_tasks = max_tasks
+        self._wait_seconds = wait_seconds
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Poll until cancelled. Errors are logged and retried with capped backoff."""
+        backoff = 0.0
+        while True:
+            taken = await self._slots.acquire_some(self._max_tasks)
+            try:
+                answer = await self._transport.call(
+                    "POST",
+                    self._path,
+                    body={"identity": self._identity, "max_tasks": taken, "wait_seconds": self._wait_seconds},
+                    timeout=self._wait_seconds + 15,
+                )
+                tasks = list(answer.get("tasks") or [])
+                backoff = 0.0
+            except asyncio.CancelledError:
+                await self._slots.release(taken)
+                raise
+            except Exception as err:  # noqa: BLE001 - a poller must survive anything
+                await self._slots.release(taken)
+                backoff = min(10.0, max(0.1, backoff * 2))
+                level = logging.WARNING if not isinstance(err, RPCError) or not err.retryable else logging.INFO
+                _log.log(level, "poll %s failed (%r); retrying in %.1fs", self._path, err, backoff)
+                await asyncio.sleep(backoff)
+                continue
+            unused = taken - len(tasks)
+            if unused > 0:
+                await self._slots.release(unused)
+            for task in tasks[:taken]:
+                handle = asyncio.get_running_loop().create_task(self._run_one(task))
+                self.running.add(handle)
+                handle.add_done_callback(self.running.discard)
+
+    async def _run_one(self, task: Mapping[str, Any]) -> None:
+        try:
+            await self._process(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one bad task must not stop the worker
+            _log.exception("processing task %s failed", task.get("task_token", "?"))
+        finally:
+            await self._slots.release(1)

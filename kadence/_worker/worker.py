@@ -1,0 +1,176 @@
+"""The Worker: registers workflows and activities for one task queue and polls for tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from kadence._activity import ActivityDefinition
+from kadence._client import Client
+from kadence._http import path_segment
+from kadence._worker.activity_tasks import ActivityTaskProcessor
+from kadence._worker.poller import Poller, Slots
+from kadence._worker.workflow_tasks import WorkflowTaskProcessor
+from kadence._workflow.definition import WorkflowDefinition
+
+__all__ = ["Worker"]
+
+_log = logging.getLogger(__name__)
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"more than one {kind} registered under the name(s): {', '.join(duplicates)}")
+
+
+class Worker:
+    """Polls a task queue and runs the registered workflows and activities.
+
+    Use ``async with Worker(...):`` to run it in the background, or ``await worker.run()``
+    to run until cancelled or :meth:`shutdown` is called.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        workflows: Iterable[type] = (),
+        activities: Iterable[Callable[..., Any]] = (),
+        max_concurrent_activities: int = 100,
+        max_concurrent_workflow_tasks: int = 20,
+        max_cached_workflows: int = 1000,
+        identity: str | None = None,
+        workflow_pollers: int = 2,
+        activity_pollers: int = 2,
+        max_tasks_per_poll: int = 10,
+        poll_wait_seconds: float = 20.0,
+        activity_executor: concurrent.futures.Executor | None = None,
+        graceful_shutdown_timeout: float = 10.0,
+    ) -> None:
+        if not task_queue:
+            raise ValueError("Worker needs a task_queue")
+        workflow_defs = [WorkflowDefinition.of(w) for w in workflows]
+        activity_defs = [ActivityDefinition.of(a) for a in activities]
+        if not workflow_defs and not activity_defs:
+            raise ValueError("Worker needs at least one workflow or activity")
+        _unique("workflow", [d.name for d in workflow_defs])
+        _unique("activity", [d.name for d in activity_defs])
+        self.client = client
+        self.task_queue = task_queue
+        self.identity = identity or client.identity
+        self._graceful_timeout = graceful_shutdown_timeout
+        self._own_executor = activity_executor is None and any(not d.is_async for d in activity_defs)
+        self._executor = activity_executor or (
+            concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities, thread_name_prefix="kadence-activity")
+            if self._own_executor
+            else None
+        )
+        queue = path_segment(task_queue)
+        self._pollers: list[Poller] = []
+        self.workflow_processor: WorkflowTaskProcessor | None = None
+        if workflow_defs:
+            self.workflow_processor = WorkflowTaskProcessor(
+                client.transport,
+                namespace=client.namespace,
+                workflows=workflow_defs,
+                identity=self.identity,
+                max_cached_workflows=max_cached_workflows,
+            )
+            self._pollers += self._make_pollers(
+                f"/task-queues/{queue}/workflow-tasks/poll",
+                self.workflow_processor.process,
+                max_concurrent_workflow_tasks,
+                workflow_pollers,
+                max_tasks_per_poll,
+                poll_wait_seconds,
+            )
+        if activity_defs:
+            processor = ActivityTaskProcessor(
+                client.transport,
+                namespace=client.namespace,
+                task_queue=task_queue,
+                activities=activity_defs,
+                identity=self.identity,
+                executor=self._executor or concurrent.futures.ThreadPoolExecutor(max_workers=1),
+            )
+            self._pollers += self._make_pollers(
+                f"/task-queues/{queue}/activity-tasks/poll",
+                processor.process,
+                max_concurrent_activities,
+                activity_pollers,
+                max_tasks_per_poll,
+                poll_wait_seconds,
+            )
+        self._stop: asyncio.Event | None = None
+        self._background: asyncio.Task[None] | None = None
+
+    def _make_pollers(
+        self, path: str, process: Any, limit: int, count: int, per_poll: int, wait: float
+    ) -> list[Poller]:
+        slots = Slots(limit)
+        return [
+            Poller(
+                self.client.transport,
+                path,
+                process=process,
+                slots=slots,
+                identity=self.identity,
+                max_tasks=max(1, per_poll),
+                wait_seconds=wait,
+            )
+            for _ in range(max(1, count))
+        ]
+
+    async def run(self) -> None:
+        """Poll and process tasks until cancelled or shut down."""
+        if self._stop is not None:
+            raise RuntimeError("this worker is already running")
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        polling = [loop.create_task(p.run(), name=f"kadence-poller-{i}") for i, p in enumerate(self._pollers)]
+        try:
+            await self._stop.wait()
+        finally:
+            for task in polling:
+                task.cancel()
+            await asyncio.gather(*polling, return_exceptions=True)
+            await self._drain()
+            if self._own_executor and self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        in_flight = [t for p in self._pollers for t in p.running]
+        if not in_flight:
+            return
+        _, still_running = await asyncio.wait(in_flight, timeout=self._graceful_timeout)
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            await asyncio.wait(still_running, timeout=1.0)
+
+    async def shutdown(self) -> None:
+        """Stop polling, let in-flight tasks finish (up to the graceful timeout), return."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._background is not None:
+            try:
+                await self._background
+            except asyncio.CancelledError:
+                pass
+            self._background = None
+
+    async def __aenter__(self) -> Worker:
+        self._background = asyncio.get_running_loop().create_task(self.run(), name="kadence-worker")
+        await asyncio.sleep(0)  # let run() start before the body uses the worker
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()

@@ -1,0 +1,190 @@
+"""Processing workflow tasks: the run cache, replay on a miss, answers to queries.
+
+A cached run applies only the events a new task brings. Anything unexpected (a gap, an
+error, a failed task) evicts it; the next task then replays the full history, which is
+always correct, only slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kadence._converter import decode_args, encode_value
+from kadence._failure import failure_from_exception
+from kadence._http import Transport, path_segment
+from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.runner import WorkflowRunner
+from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
+
+__all__ = ["WorkflowTaskProcessor"]
+
+_log = logging.getLogger(__name__)
+_HISTORY_PAGE = 1000
+
+
+class WorkflowTaskProcessor:
+    """Turns polled workflow tasks into completions, failures and query answers."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        namespace: str,
+        workflows: Iterable[WorkflowDefinition],
+        identity: str,
+        max_cached_workflows: int = 1000,
+    ) -> None:
+        self._transport = transport
+        self._namespace = namespace
+        self._identity = identity
+        self._definitions = {d.name: d for d in workflows}
+        self._max_cached = max(0, max_cached_workflows)
+        self._cache: OrderedDict[str, WorkflowRunner] = OrderedDict()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @property
+    def cached_run_ids(self) -> list[str]:
+        return list(self._cache)
+
+    async def process(self, task: Mapping[str, Any]) -> None:
+        lock = self._locks.get(str(task["run_id"]))
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[str(task["run_id"])] = lock
+        # One task at a time per run: a query must not interleave with an activation.
+        async with lock:
+            if task.get("query"):
+                await self._answer_query(task)
+            else:
+                await self._run_task(task)
+
+    async def _run_task(self, task: Mapping[str, Any]) -> None:
+        run_id = str(task["run_id"])
+        try:
+            runner, commands = await self._activate(task)
+        except Exception as err:  # noqa: BLE001 - every error becomes a task failure
+            self._evict(run_id)
+            cause = "NonDeterminism" if isinstance(err, NonDeterminismError) else "WorkflowError"
+            failing = err.cause if isinstance(err, WorkflowTaskError) and err.cause is not None else err
+            _log.warning("workflow task for run %s failed (%s): %s", run_id, cause, err)
+            await self._transport.call(
+                "POST",
+                "/workflow-tasks/fail",
+                body={
+                    "task_token": task["task_token"],
+                    "cause": cause,
+                    "failure": failure_from_exception(failing),
+                    "identity": self._identity,
+                },
+            )
+            return
+        try:
+            await self._transport.call(
+                "POST",
+                "/workflow-tasks/complete",
+                body={
+                    "task_token": task["task_token"],
+                    "commands": [c.to_json() for c in commands],
+                    "identity": self._identity,
+                },
+            )
+        except BaseException:
+            # Whether history took the commands is unknown: rebuild from it next time.
+            self._evict(run_id)
+            raise
+        if runner.finished:
+            self._evict(run_id)
+
+    async def _activate(self, task: Mapping[str, Any]) -> tuple[WorkflowRunner, list[Any]]:
+        run_id = str(task["run_id"])
+        events: Sequence[Mapping[str, Any]] = task.get("events") or []
+        cached = self._cache.get(run_id)
+        if cached is not None:
+            if events and int(events[0]["event_id"]) == cached.last_event_id + 1:
+                self._cache.move_to_end(run_id)
+                try:
+                    return cached, cached.apply(events)
+                except Exception as err:  # noqa: BLE001 - the full replay below decides
+                    _log.info("cached run %s could not apply the new events (%s); replaying", run_id, err)
+            self._evict(run_id)
+        if events and int(events[0]["event_id"]) == 1:
+            history = list(events)
+        else:
+            history = await self._fetch_history(task, upto=int(task["scheduled_event_id"]))
+        runner = self._new_runner(task, history)
+        commands = runner.apply(history)
+        self._remember(run_id, runner)
+        return runner, commands
+
+    async def _answer_query(self, task: Mapping[str, Any]) -> None:
+        query = task["query"]
+        run_id = str(task["run_id"])
+        body: dict[str, Any]
+        temporary: WorkflowRunner | None = None
+        try:
+            runner = self._cache.get(run_id)
+            if runner is None:
+                history = await self._fetch_history(task, upto=None)
+                temporary = runner = self._new_runner(task, history)
+                # Replay only: the state after the last completed task, nothing is sent.
+                runner.apply(history, run_live=False)
+            result = runner.query(str(query["query_type"]), decode_args(query.get("args")))
+            body = {"result": encode_value(result)}
+        except Exception as err:  # noqa: BLE001 - the querying client gets the error
+            body = {"error": failure_from_exception(err)}
+        finally:
+            if temporary is not None:
+                temporary.dispose()
+        await self._transport.call("POST", f"/queries/{path_segment(str(query['query_id']))}/respond", body=body)
+
+    def _new_runner(self, task: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> WorkflowRunner:
+        workflow_type = str(task.get("workflow_type") or "")
+        if not workflow_type and history:
+            workflow_type = str((history[0].get("attributes") or {}).get("workflow_type", ""))
+        definition = self._definitions.get(workflow_type)
+        if definition is None:
+            raise ApplicationError(
+                f"workflow type {workflow_type!r} is not registered on this worker "
+                f"(known: {', '.join(sorted(self._definitions)) or 'none'})",
+                type="UnknownWorkflowType",
+            )
+        return WorkflowRunner(
+            definition, namespace=self._namespace, workflow_id=str(task["workflow_id"]), run_id=str(task["run_id"])
+        )
+
+    async def _fetch_history(self, task: Mapping[str, Any], *, upto: int | None) -> list[Mapping[str, Any]]:
+        """The run's events from 1 (up to ``upto`` inclusive), following pages."""
+        path = f"/workflows/{path_segment(str(task['workflow_id']))}/history"
+        events: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            params = {"run_id": task["run_id"], "page_size": _HISTORY_PAGE, "next_page_token": token}
+            answer = await self._transport.call("GET", path, params=params)
+            events.extend(answer.get("events") or [])
+            token = answer.get("next_page_token")
+            if not token or (upto is not None and events and int(events[-1]["event_id"]) >= upto):
+                break
+        if upto is not None:
+            # Later events (the task's own WorkflowTaskStarted, new signals) belong to the
+            # next task, not this one.
+            events = [e for e in events if int(e["event_id"]) <= upto]
+        return events
+
+    def _remember(self, run_id: str, runner: WorkflowRunner) -> None:
+        if self._max_cached == 0:
+            return
+        self._cache[run_id] = runner
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self._max_cached:
+            _, oldest = self._cache.popitem(last=False)
+            oldest.dispose()
+
+    def _evict(self, run_id: str) -> None:
+        runner = self._cache.pop(run_id, None)
+        if runner is not None:
+            runner.dispose()

@@ -1,0 +1,5 @@
+"""Public worker API: :class:`Worker`."""
+
+from kadence._worker.worker import Worker
+
+__all__ = ["Worker"]
