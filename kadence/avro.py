@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
+from fastavro.repository import AbstractSchemaRepository, SchemaRepositoryError
+from fastavro.schema import expand_schema, fingerprint, load_schema, to_parsing_canonical_form
 
 __all__ = [
     "MAGIC",
@@ -71,6 +72,7 @@ class Schemas:
         self.current: dict[str, Any] = {}
         self._fingerprint: dict[str, int] = {}
         self._by_fingerprint: dict[int, _Version] = {}
+        self._resolved: dict[int, tuple[Any, Any]] = {}
         for path in sorted(directory.glob(f"{NAMESPACE}.*.avsc")):
             parsed = load_schema(str(path))
             name = parsed["name"]
@@ -87,14 +89,23 @@ class Schemas:
 
     @staticmethod
     def _load_version(path: Path, directory: Path) -> Any:
-        # An old version may refer to named types that live beside the current
-        # schemas; resolve them from there.
-        named: dict[str, Any] = {}
-        raw = json.loads(path.read_text())
-        for ref in sorted(directory.glob(f"{NAMESPACE}.*.avsc")):
-            if ref.stem != raw.get("namespace", NAMESPACE) + "." + raw["name"]:
-                load_schema(str(ref), named_schemas=named)
-        return fastavro.parse_schema(raw, named_schemas=named)
+        # An old version refers to named types that live beside the current schemas:
+        # load it as if it stood there, so its named types are inlined exactly as a
+        # writer holding the full schema inlines them (and the fingerprint agrees).
+        return load_schema(_VERSION_KEY, repo=_VersionRepository(path, directory))
+
+    def _resolution(self, version: _Version) -> tuple[Any, Any]:
+        """(writer, reader) for fastavro: the reader is None when the writer is current."""
+        pair = self._resolved.get(version.fingerprint)
+        if pair is None:
+            current = self.current.get(version.name)
+            if current is None or current is version.writer:
+                pair = (version.writer, None)
+            else:
+                # Schema resolution needs both sides with their named types inlined.
+                pair = (expand_schema(version.writer), expand_schema(current))
+            self._resolved[version.fingerprint] = pair
+        return pair
 
     def fingerprint(self, name: str) -> int:
         return self._fingerprint[_full(name)]
@@ -120,13 +131,13 @@ class Schemas:
         version = self._by_fingerprint.get(fp)
         if version is None:
             raise DecodeError(f"unknown schema fingerprint {fp:016x}")
-        reader = self.current.get(version.name, version.writer)
+        writer, reader = self._resolution(version)
         body = io.BytesIO(data[_HEADER.size :])
         try:
             record = fastavro.schemaless_reader(
                 body,
-                version.writer,
-                reader if reader is not version.writer else None,
+                writer,
+                reader,
                 return_record_name=True,
                 return_record_name_override=True,
             )
@@ -135,6 +146,22 @@ class Schemas:
         if body.tell() != len(data) - _HEADER.size:
             raise DecodeError(f"{len(data) - _HEADER.size - body.tell()} trailing bytes after a {version.name}")
         return version.name.rpartition(".")[2], _untuple(record)
+
+
+_VERSION_KEY = "__kadence_version__"
+
+
+class _VersionRepository(AbstractSchemaRepository):  # type: ignore[misc]
+    def __init__(self, version: Path, directory: Path) -> None:
+        self.version = version
+        self.directory = directory
+
+    def load(self, name: str) -> Any:
+        path = self.version if name == _VERSION_KEY else self.directory / f"{name}.avsc"
+        try:
+            return json.loads(path.read_text())
+        except OSError as exc:
+            raise SchemaRepositoryError(f"schema {name} not found beside {self.version.name}") from exc
 
 
 def _full(name: str) -> str:

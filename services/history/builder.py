@@ -15,6 +15,7 @@ from typing import Any
 from kadence import avro
 from services.common import kafka
 
+from . import chain
 from .state import Event, MutableState, apply
 
 TimerRow = tuple[str, int, str, str, str, str, int, int]  # key, fire_at, ns, wid, run, kind, ref, attempt
@@ -86,6 +87,7 @@ class Transition:
             "event_type": event_type,
             "attributes": event_attributes(event_type, attributes),
         }
+        event["hash"] = chain.event_hash(self.state.last_hash, event)
         apply(self.state, event)
         self.events.append(event)
         return event

@@ -52,6 +52,8 @@ class MutableState:
     activities: dict[str, dict[str, Any]] = field(default_factory=dict)
     timers: dict[str, dict[str, int]] = field(default_factory=dict)
     signal_request_ids: list[str] = field(default_factory=list)
+    # Hash of the last event: the next event's hash chains to it (see chain.py).
+    last_hash: str = ""
 
     @property
     def running(self) -> bool:
@@ -267,6 +269,7 @@ def apply(state: MutableState, event: Event) -> None:
         raise HistoryCorrupted(f"run {state.run_id}: unknown event type {event['event_type']!r}") from None
     fold(state, event, event["attributes"] or {})
     state.next_event_id = event["event_id"] + 1
+    state.last_hash = event.get("hash", "")
 
 
 def rebuild(namespace: str, workflow_id: str, run_id: str, events: Iterable[Event]) -> MutableState:

@@ -1,0 +1,57 @@
+"""Schema evolution: records written with old schema versions stay readable, both ways."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kadence import avro
+from services.history import chain
+
+pytestmark = pytest.mark.timeout(10)
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _v1_records() -> list[bytes]:
+    return [bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / "history_event_v1.jsonl").open()]
+
+
+def test_version_1_history_events_are_read_with_the_new_field_defaulted() -> None:
+    name, event = avro.decode(_v1_records()[0])
+    assert name == "HistoryEvent"
+    assert event["hash"] == ""  # the v2 field takes its default
+    assert event["attributes"]["input"] == '["old"]' and event["attributes"]["identity"] == "v1"
+    assert avro.decode(_v1_records()[1])[1]["event_type"] == "WorkflowTaskScheduled"
+
+
+def test_an_old_reader_skips_what_it_does_not_know(tmp_path: Path) -> None:
+    # A reader that only knows version 1 (as current) and was told of version 2.
+    here = avro.schemas_dir()
+    for path in here.glob("kadence.*.avsc"):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "versions").mkdir()
+    shutil.copy(here / "kadence.HistoryEvent.avsc", tmp_path / "versions" / "kadence.HistoryEvent.v2.avsc")
+    shutil.copy(here / "versions" / "kadence.HistoryEvent.v1.avsc", tmp_path / "kadence.HistoryEvent.avsc")
+    old_reader = avro.Schemas(tmp_path)
+    event = {"event_id": 3, "event_time": 5, "event_type": "MarkerRecorded", "hash": "ab" * 32,
+             "attributes": {"marker_name": "m", "details": None, "workflow_task_completed_event_id": 2}}
+    name, seen = old_reader.decode(avro.encode("HistoryEvent", event))
+    assert name == "HistoryEvent" and "hash" not in seen
+    assert seen["attributes"]["marker_name"] == "m"
+
+
+def test_hash_chain_detects_a_changed_event() -> None:
+    events = []
+    previous = ""
+    for i, kind in enumerate(["MarkerRecorded", "MarkerRecorded", "MarkerRecorded"], start=1):
+        event = {"event_id": i, "event_time": i, "event_type": kind,
+                 "attributes": {"marker_name": f"m{i}", "details": None, "workflow_task_completed_event_id": 0}}
+        event["hash"] = chain.event_hash(previous, event)
+        previous = event["hash"]
+        events.append(event)
+    assert chain.first_break(events) is None
+    events[1]["attributes"]["marker_name"] = "tampered"
+    assert chain.first_break(events) == 2
