@@ -9,6 +9,7 @@ Nothing here does I/O; the service decides when to touch the database.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,19 +114,28 @@ class TaskQueue:
 
 
 class RecentTasks:
-    """Task ids handed out lately, so a re-published duplicate is not delivered twice."""
+    """Task ids handed out in the last few seconds.
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+    The outbox relay publishes at least once, so the same task can arrive twice in
+    quick succession; the second copy is dropped. The window is short on purpose:
+    history re-dispatches a task that no worker started (after about 10 s) under the
+    same task id, and that copy must be delivered.
+    """
+
+    def __init__(self, window_seconds: float = 5.0, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, float] = OrderedDict()
+        self._window = window_seconds
         self._capacity = capacity
 
     def __contains__(self, task_id: object) -> bool:
-        return task_id in self._ids
+        at = self._ids.get(task_id) if isinstance(task_id, str) else None
+        return at is not None and time.monotonic() - at < self._window
 
     def add(self, task_id: str) -> None:
-        self._ids[task_id] = None
+        now = time.monotonic()
+        self._ids[task_id] = now
         self._ids.move_to_end(task_id)
-        while len(self._ids) > self._capacity:
+        while self._ids and (len(self._ids) > self._capacity or now - next(iter(self._ids.values())) >= self._window):
             self._ids.popitem(last=False)
 
     def discard(self, task_id: str) -> None:
