@@ -1,0 +1,68 @@
+"""Pins the public names of the SDK so an accidental change of the API shows up here."""
+
+from __future__ import annotations
+
+import pytest
+
+import kadence
+from kadence import activity, client, exceptions, worker, workflow
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_kadence_exports() -> None:
+    assert sorted(kadence.__all__) == [
+        "ActivityError",
+        "ActivityTimeoutError",
+        "ApplicationError",
+        "Client",
+        "FailureError",
+        "KadenceError",
+        "NonDeterminismError",
+        "QueryFailedError",
+        "RPCError",
+        "Replayer",
+        "RetryPolicy",
+        "Worker",
+        "WorkflowAlreadyStartedError",
+        "WorkflowFailureError",
+        "WorkflowHandle",
+        "WorkflowNotFoundError",
+        "WorkflowTaskError",
+        "activity",
+        "workflow",
+    ]
+    assert all(hasattr(kadence, name) for name in kadence.__all__)
+
+
+def test_workflow_exports() -> None:
+    assert sorted(workflow.__all__) == [
+        "ContinueAsNewError",
+        "Info",
+        "continue_as_new",
+        "defn",
+        "execute_activity",
+        "info",
+        "is_replaying",
+        "now",
+        "patched",
+        "query",
+        "random",
+        "run",
+        "signal",
+        "sleep",
+        "uuid4",
+        "wait_condition",
+    ]
+    assert all(hasattr(workflow, name) for name in workflow.__all__)
+
+
+def test_activity_exports() -> None:
+    assert sorted(activity.__all__) == ["Info", "defn", "heartbeat", "info", "is_cancel_requested"]
+    assert all(hasattr(activity, name) for name in activity.__all__)
+
+
+def test_client_worker_exception_exports() -> None:
+    assert sorted(client.__all__) == ["Client", "WorkflowHandle"]
+    assert worker.__all__ == ["Worker"]
+    assert all(issubclass(getattr(exceptions, n), exceptions.KadenceError) for n in exceptions.__all__)
