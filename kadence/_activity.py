@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = [
     "ActivityContext",
@@ -42,7 +42,15 @@ class ActivityDefinition:
         return found
 
 
-def defn(fn: CallableT | None = None, *, name: str | None = None) -> Any:
+@overload
+def defn(fn: CallableT) -> CallableT: ...
+
+
+@overload
+def defn(*, name: str | None = None) -> Callable[[CallableT], CallableT]: ...
+
+
+def defn(fn: CallableT | None = None, *, name: str | None = None) -> CallableT | Callable[[CallableT], CallableT]:
     """Mark a function (async, or sync to run in a thread pool) as an activity."""
 
     def decorate(f: CallableT) -> CallableT:

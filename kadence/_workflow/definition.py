@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = [
     "WorkflowDefinition",
@@ -71,7 +71,15 @@ def run(fn: CallableT) -> CallableT:
     return fn
 
 
-def signal(fn: CallableT | None = None, *, name: str | None = None) -> Any:
+@overload
+def signal(fn: CallableT) -> CallableT: ...
+
+
+@overload
+def signal(*, name: str | None = None) -> Callable[[CallableT], CallableT]: ...
+
+
+def signal(fn: CallableT | None = None, *, name: str | None = None) -> CallableT | Callable[[CallableT], CallableT]:
     """Mark a signal handler (sync or async); the signal name defaults to the method name."""
 
     def decorate(f: CallableT) -> CallableT:
@@ -85,7 +93,15 @@ def signal(fn: CallableT | None = None, *, name: str | None = None) -> Any:
     return decorate(fn) if fn is not None else decorate
 
 
-def query(fn: CallableT | None = None, *, name: str | None = None) -> Any:
+@overload
+def query(fn: CallableT) -> CallableT: ...
+
+
+@overload
+def query(*, name: str | None = None) -> Callable[[CallableT], CallableT]: ...
+
+
+def query(fn: CallableT | None = None, *, name: str | None = None) -> CallableT | Callable[[CallableT], CallableT]:
     """Mark a query handler; queries read state and must not await, so it must be a plain def."""
 
     def decorate(f: CallableT) -> CallableT:
@@ -104,7 +120,15 @@ def query(fn: CallableT | None = None, *, name: str | None = None) -> Any:
     return decorate(fn) if fn is not None else decorate
 
 
-def defn(cls: ClassT | None = None, *, name: str | None = None) -> Any:
+@overload
+def defn(cls: ClassT) -> ClassT: ...
+
+
+@overload
+def defn(*, name: str | None = None) -> Callable[[ClassT], ClassT]: ...
+
+
+def defn(cls: ClassT | None = None, *, name: str | None = None) -> ClassT | Callable[[ClassT], ClassT]:
     """Mark a class as a workflow; its type name defaults to the class name."""
 
     def decorate(c: ClassT) -> ClassT:

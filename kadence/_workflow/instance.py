@@ -105,7 +105,9 @@ class WorkflowInstance:
         self.namespace = namespace
         self.workflow_id = workflow_id
         self.run_id = run_id
-        self.loop = WorkflowEventLoop(self)
+        # typeshed marks the I/O methods abstract; at runtime they raise NotImplementedError,
+        # which is exactly what workflow code reaching for I/O should get.
+        self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         # Seeded from the run id alone so every replay draws the same numbers.
         seed = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
         self.random = random.Random(seed)

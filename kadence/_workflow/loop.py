@@ -14,12 +14,13 @@ import contextvars
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, TypeVarTuple, Unpack
 
 __all__ = ["TimerSink", "WorkflowEventLoop"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class TimerSink(Protocol):
@@ -87,7 +88,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         return self._now
 
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+        self, callback: Callable[[Unpack[Ts]], object], *args: Unpack[Ts], context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         self._check_open()
         handle = asyncio.Handle(callback, args, self, context)
@@ -97,8 +98,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def call_later(
         self,
         delay: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[Ts]], object],
+        *args: Unpack[Ts],
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         self._check_open()
@@ -116,8 +117,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def call_at(
         self,
         when: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[Ts]], object],
+        *args: Unpack[Ts],
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         return self.call_later(when - self._now, callback, *args, context=context)
@@ -130,7 +131,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
             self._sink.cancel_timer(timer_id)
 
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+        self, callback: Callable[[Unpack[Ts]], object], *args: Unpack[Ts], context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         raise RuntimeError("workflow code cannot use threads; call_soon_threadsafe is not available")
 
@@ -139,7 +140,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
-    def create_task(  # type: ignore[override]
+    def create_task(
         self,
         coro: Coroutine[Any, Any, T] | Generator[Any, None, T],
         *,

@@ -43,7 +43,7 @@ def test_defn_without_run_rejected() -> None:
 
 def test_defn_on_function_rejected() -> None:
     with pytest.raises(TypeError, match="must decorate a class"):
-        workflow.defn(lambda: None)  # type: ignore[arg-type]
+        workflow.defn(lambda: None)  # type: ignore[call-overload]
 
 
 def test_query_must_not_be_async() -> None:
