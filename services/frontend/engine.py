@@ -143,9 +143,18 @@ class Engine:
     async def query(self, ns: str, workflow_id: str, run_id: str | None, query_type: str,
                     args_json: str | None, timeout: float) -> dict[str, Any]:
         ex = await self._reads.execution(ns, workflow_id, run_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # A run whose first workflow task has not completed has no state a worker could
+        # answer from; hold the query until it has (as Temporal does), within its timeout.
+        while (not ex.closed and not ex.state.get("last_completed_wt_scheduled_id", 1)
+               and loop.time() < deadline):
+            await asyncio.sleep(0.05)
+            ex = await self._reads.execution(ns, workflow_id, ex.run_id)
         try:
             result = await self._matching.query(ns, ex.task_queue, workflow_id, ex.run_id, query_type,
-                                                args_json, timeout, workflow_type=ex.workflow_type)
+                                                args_json, max(0.0, deadline - loop.time()),
+                                                workflow_type=ex.workflow_type)
         except QueryFailedError as exc:
             raise QueryFailed(str(exc), failure=exc.failure) from None
         except (NoPollerError, QueryTimeoutError) as exc:
