@@ -75,8 +75,11 @@ class HttpTransport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # Created lazily so the session binds to the loop that uses it.
-            self._session = aiohttp.ClientSession(json_serialize=json.dumps)
+            # Created lazily so the session binds to the loop that uses it. No connection
+            # cap: long polls (worker polls, result waits) each hold a connection for up
+            # to a minute, and aiohttp's default cap of 100 would starve the rest.
+            self._session = aiohttp.ClientSession(
+                json_serialize=json.dumps, connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
             self._owns_session = True
         return self._session
 

@@ -42,17 +42,19 @@ class HistoryService:
         self.pool = pool
         self.shards: dict[int, Shard] = {}
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer = kafka.new_producer(settings.kafka_bootstrap)
         self._task: asyncio.Task[None] | None = None
-        self._reset_offsets = False
+        self._fresh: set[int] = set()
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
         offsets belong to a broker that is gone and consumption restarts at 0."""
-        self._reset_offsets = fresh_broker
+        # Only the first acquisition of each partition may restart it at 0: a later one
+        # (a rebalance) must resume from the stored offset or commands would run twice.
+        self._fresh = set(range(self.settings.shards)) if fresh_broker else set()
         if self.pool is None:
             self.pool = await db.create_pool(self.settings.database_url, max_size=max(4, self.settings.shards + 2))
         self.store = HistoryStore(self.pool)
+        self._producer = kafka.new_producer(self.settings.kafka_bootstrap)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -89,10 +91,13 @@ class HistoryService:
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]
-            if self._reset_offsets or offset > end:
+            fresh = p in self._fresh
+            self._fresh.discard(p)
+            if fresh or offset > end:
                 # The broker lost the topic (a development broker restarted): the commands it held
                 # are gone, and tasks it carried may be too, so send every unstarted task again.
-                log.warning("shard %d: stored offset %d is past the log end %d; starting at 0", p, offset, end)
+                if offset > end:
+                    log.warning("shard %d: stored offset %d is past the log end %d; starting at 0", p, offset, end)
                 offset = 0
                 await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)

@@ -62,6 +62,7 @@ async def test_kill_one_history_process_mid_run(broker, fresh_dsn, tmp_path: Pat
         await frontend.start()
         # Both history processes must own shards before the run starts.
         for _ in range(300):
+            assert all(p.poll() is None for p in procs), "a history process exited at start; see its log"
             if len(await _owners(fresh_dsn)) == 2:
                 break
             await asyncio.sleep(0.1)
@@ -78,7 +79,10 @@ async def test_kill_one_history_process_mid_run(broker, fresh_dsn, tmp_path: Pat
                 results[f"failover-{i}"] = await handles[i].result()
 
             waiters = [asyncio.create_task(wait(i)) for i in range(WORKFLOWS)]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
             while len(results) < WORKFLOWS // 4:
+                assert loop.time() < deadline, f"only {len(results)} workflows completed before the kill"
                 await asyncio.sleep(0.01)
             procs[0].send_signal(signal.SIGKILL)  # mid-run, no goodbye
             procs[0].wait(timeout=10)

@@ -1,0 +1,1 @@
+"""Runnable samples: ``python -m kadence.samples.hello`` against ``kadence dev``."""
