@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -18,6 +19,9 @@ def state_dir() -> Path:
 
 
 async def _dev(args: argparse.Namespace) -> int:
+    # pgserver asks platformdirs for a runtime directory it does not use; its fallback
+    # warning would only confuse a newcomer.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     from services.cluster import Cluster
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -40,13 +44,13 @@ async def _dev(args: argparse.Namespace) -> int:
               f"  API:        {cluster.url}   (OpenAPI: {cluster.url}/openapi.json)\n"
               f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
               f"  PostgreSQL: {pg.dsn}\n"
-              f"  Data:       {data}\n"
-              f"Press Ctrl-C to stop; workflows carry on from PostgreSQL at the next start.", flush=True)
+              f"  Data:       {data}", flush=True)
         if args.sample:
             from kadence.samples import hello
 
             await hello.main(cluster.url)
             return 0
+        print("Press Ctrl-C to stop; workflows carry on from PostgreSQL at the next start.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,7 +7,7 @@ import logging
 import signal
 from typing import Protocol
 
-from . import db
+from . import db, kafka
 from .config import Settings
 
 
@@ -22,6 +22,7 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
     if not settings.database_url:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
     await db.migrate(settings.database_url)
+    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from services.common.config import Settings
 from services.common.runner import run_service
@@ -12,7 +13,8 @@ from .service import HistoryService
 
 def main() -> None:
     settings = Settings.from_env()
-    asyncio.run(run_service(HistoryService(settings), settings, "history"))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_service(HistoryService(settings), settings, "history"))
 
 
 if __name__ == "__main__":

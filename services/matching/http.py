@@ -8,6 +8,8 @@ which lets a poll put back a task it could no longer deliver.
 
 from __future__ import annotations
 
+import socket
+
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -79,6 +81,9 @@ class InternalServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         bound_host, bound_port = self._runner.addresses[0][:2]
+        if bound_host in ("0.0.0.0", "::"):
+            # Listening on every interface: frontends elsewhere reach us by host name.
+            bound_host = socket.gethostname()
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:

@@ -1,0 +1,80 @@
+"""`kadence dev` stopped and started again: running workflows carry on from PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kadence import Client, Worker
+from services.common.embedded import free_port
+
+from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, TimerWorkflow
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def _dev(data: Path, port: int, kafka_port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(data), "--port", str(port),
+             "--kafka-port", str(kafka_port), "--shards", "2"],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for _ in range(300):
+        assert proc.poll() is None, f"kadence dev exited: {log.read_text()[-2000:]}"
+        if "Kadence is running" in log.read_text():
+            return proc
+        await asyncio.sleep(0.1)
+    raise AssertionError("kadence dev did not come up in 30 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_restart_loses_nothing(tmp_path: Path) -> None:
+    port, kafka_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "dev-1.log"
+    proc = await _dev(tmp_path / "data", port, kafka_port, log)
+    try:
+        client = await Client.connect(url)
+        approval = f"approval-{uuid.uuid4().hex[:6]}"
+        timer = f"timer-{uuid.uuid4().hex[:6]}"
+        async with Worker(client, task_queue="q-restart", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            waiting = await client.start_workflow(ApprovalWorkflow.run, id=approval, task_queue="q-restart")
+            sleeping = await client.start_workflow(TimerWorkflow.run, 4.0, id=timer, task_queue="q-restart")
+            for _ in range(100):  # both have run their first workflow task
+                kinds = [[e["event_type"] for e in await h.history()] for h in (waiting, sleeping)]
+                if "WorkflowTaskCompleted" in kinds[0] and "TimerStarted" in kinds[1]:
+                    break
+                await asyncio.sleep(0.1)
+        await client.close()
+
+        _stop(proc)
+        assert proc.returncode == 0, log.read_text()[-2000:]
+        log = tmp_path / "dev-2.log"
+        proc = await _dev(tmp_path / "data", port, kafka_port, log)
+
+        client = await Client.connect(url)
+        async with Worker(client, task_queue="q-restart", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            waiting = client.get_workflow_handle(approval)
+            assert (await waiting.describe())["status"] == "Running"
+            await waiting.signal(ApprovalWorkflow.approve, "after restart")
+            assert await asyncio.wait_for(waiting.result(), 60) == "approved by after restart"
+            assert await asyncio.wait_for(client.get_workflow_handle(timer).result(), 60) >= 4.0
+        await client.close()
+    finally:
+        _stop(proc)
