@@ -1,0 +1,1 @@
+"""Kadence benchmarks: ``python -m benchmarks.bench``."""

@@ -1,0 +1,275 @@
+"""Kadence benchmark: throughput, latency, timer lateness and replay speed.
+
+    python -m benchmarks.bench                 # starts `kadence dev` itself, 3 runs
+    python -m benchmarks.bench --n 10000       # the larger throughput run
+    python -m benchmarks.bench --target http://127.0.0.1:7233 --dsn postgresql://...  # running services
+
+Prints a table of medians (min–max) over the runs and writes every measurement as JSON
+lines (``--out``). CPU is read from /proc through psutil for the whole machine and for each
+process: the Kadence server, the broker, PostgreSQL (postmaster and backends), the worker
+and this client. PostgreSQL runs with its durable defaults (fsync and synchronous_commit on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from kadence import Client, avro
+from kadence.replay import Replayer
+from services.common.embedded import free_port
+from services.history.state import rebuild
+
+from .replay_history import LoopActivities, loop_history
+from .workflows import OneActivity, OneTimer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Roles:
+    """The processes whose CPU is measured, by role."""
+
+    procs: dict[str, list[psutil.Process]] = field(default_factory=dict)
+    pg_postmaster: psutil.Process | None = None
+
+    def cpu(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for role, procs in self.procs.items():
+            out[role] = sum(_cpu(p) for p in procs)
+        if self.pg_postmaster is not None:
+            family = [self.pg_postmaster, *self.pg_postmaster.children(recursive=True)]
+            out["postgres"] = sum(_cpu(p) for p in family)
+        t = psutil.cpu_times()
+        out["machine"] = t.user + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "nice", 0)
+        return out
+
+
+def _cpu(p: psutil.Process) -> float:
+    try:
+        t = p.cpu_times()
+        return t.user + t.system
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]
+
+
+async def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        content = log.read_text(errors="replace")
+        if text in content:
+            return content
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{content[-3000:]}")
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {text!r} in {log}")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.roles = Roles()
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.results: list[dict[str, Any]] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="kadence-bench-"))
+
+    async def start(self) -> None:
+        a = self.args
+        if a.target:
+            self.target, self.dsn = a.target, a.dsn
+        else:
+            port, kafka_port = free_port(), free_port()
+            log = self.tmp / "server.log"
+            with open(log, "wb") as out:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(self.tmp / "data"),
+                     "--port", str(port), "--kafka-port", str(kafka_port), "--shards", str(a.shards)],
+                    cwd=ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            self.children.append(server)
+            text = await _wait_line(log, "Kadence is running", server)
+            self.target = f"http://127.0.0.1:{port}"
+            self.dsn = next(line.split("PostgreSQL:", 1)[1].strip() for line in text.splitlines()
+                            if "PostgreSQL:" in line)
+            sp = psutil.Process(server.pid)
+            self.roles.procs["server"] = [sp]
+            self.roles.procs["broker"] = [c for c in sp.children() if "tansu" in c.name()]
+            pid_file = self.tmp / "data" / "postgres" / "postmaster.pid"
+            self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        log = self.tmp / "worker.log"
+        with open(log, "wb") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--target", self.target],
+                                      cwd=ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        self.children.append(worker)
+        await _wait_line(log, "worker ready", worker)
+        self.roles.procs["worker"] = [psutil.Process(worker.pid)]
+        self.roles.procs["client"] = [psutil.Process(os.getpid())]
+        self.client = await Client.connect(self.target)
+        if self.dsn:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                self.durability = {k: await conn.fetchval(f"SHOW {k}") for k in ("fsync", "synchronous_commit")}
+            finally:
+                await conn.close()
+            print(f"PostgreSQL: fsync={self.durability['fsync']} synchronous_commit="
+                  f"{self.durability['synchronous_commit']}", flush=True)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        for child in reversed(self.children):
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def record(self, **row: Any) -> None:
+        self.results.append(row)
+        if self.args.out:
+            with open(self.args.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    async def throughput(self, n: int, run: int) -> None:
+        prefix = f"tp{n}-{run}-{uuid.uuid4().hex[:6]}"
+        gate = asyncio.Semaphore(256)
+
+        async def start(i: int) -> Any:
+            async with gate:
+                return await self.client.start_workflow(OneActivity.run, i, id=f"{prefix}-{i}", task_queue="bench")
+
+        async def result(h: Any) -> Any:
+            async with gate:
+                return await h.result()
+
+        before = self.roles.cpu()
+        t0 = time.perf_counter()
+        handles = await asyncio.gather(*(start(i) for i in range(n)))
+        results = await asyncio.gather(*(result(h) for h in handles))
+        elapsed = time.perf_counter() - t0
+        cpu = _delta(self.roles.cpu(), before)
+        assert results == list(range(n)), "a workflow returned the wrong result"
+        self.record(bench="throughput", n=n, run=run, seconds=elapsed, wf_per_s=n / elapsed,
+                    cpu_ms_per_wf={k: v * 1000 / n for k, v in cpu.items()})
+
+    async def latency(self, n: int, run: int) -> None:
+        samples = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            assert await self.client.execute_workflow(OneActivity.run, i, id=f"lat-{run}-{uuid.uuid4().hex}",
+                                                      task_queue="bench") == i
+            samples.append((time.perf_counter() - t0) * 1000)
+        self.record(bench="latency", n=n, run=run, p50_ms=_pct(samples, 50), p95_ms=_pct(samples, 95),
+                    p99_ms=_pct(samples, 99))
+
+    async def timers(self, n: int, run: int) -> None:
+        handles = await asyncio.gather(*(
+            self.client.start_workflow(OneTimer.run, 1.0, id=f"timer-{run}-{uuid.uuid4().hex}", task_queue="bench")
+            for _ in range(n)))
+        late = await asyncio.gather(*(h.result() for h in handles))
+        self.record(bench="timers", n=n, run=run, p50_ms=_pct(late, 50), p99_ms=_pct(late, 99))
+
+    async def fold_replay(self, run: int) -> None:
+        """Events per second through the history fold, over every run in the database."""
+        if not self.dsn:
+            return
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch("SELECT e.run_id, x.namespace, x.workflow_id, e.data FROM history_events e"
+                                    " JOIN executions x USING (run_id) ORDER BY e.run_id, e.event_id LIMIT 200000")
+        finally:
+            await conn.close()
+        runs: dict[str, tuple[str, str, list[bytes]]] = {}
+        for r in rows:
+            runs.setdefault(r["run_id"], (r["namespace"], r["workflow_id"], []))[2].append(r["data"])
+        t0 = time.perf_counter()
+        for run_id, (ns, wid, data) in runs.items():
+            rebuild(ns, wid, run_id, (avro.decode(d)[1] for d in data))
+        elapsed = time.perf_counter() - t0
+        self.record(bench="fold_replay", run=run, events=len(rows), events_per_s=len(rows) / elapsed)
+
+    def sdk_replay(self, run: int) -> None:
+        events = loop_history(10_000)
+        t0 = time.perf_counter()
+        Replayer(workflows=[LoopActivities]).replay(events, workflow_id="replay", run_id="r")
+        elapsed = time.perf_counter() - t0
+        self.record(bench="sdk_replay", run=run, events=len(events), events_per_s=len(events) / elapsed)
+
+
+def _summary(results: list[dict[str, Any]]) -> list[str]:
+    def med(rows: list[dict[str, Any]], key: str, sub: str | None = None) -> str:
+        vals = [r[key][sub] if sub else r[key] for r in rows]
+        return f"{statistics.median(vals):,.1f} ({min(vals):,.1f}–{max(vals):,.1f})"
+
+    lines = []
+    for n in sorted({r["n"] for r in results if r["bench"] == "throughput"}):
+        rows = [r for r in results if r["bench"] == "throughput" and r["n"] == n]
+        lines.append(f"throughput N={n}: {med(rows, 'wf_per_s')} wf/s; CPU ms/wf machine {med(rows, 'cpu_ms_per_wf', 'machine')}")
+        for role in [k for k in rows[0]["cpu_ms_per_wf"] if k != "machine"]:
+            lines.append(f"    {role:>8}: {med(rows, 'cpu_ms_per_wf', role)} ms/wf")
+    for bench, keys in (("latency", ("p50_ms", "p95_ms", "p99_ms")), ("timers", ("p50_ms", "p99_ms")),
+                        ("fold_replay", ("events_per_s",)), ("sdk_replay", ("events_per_s",))):
+        rows = [r for r in results if r["bench"] == bench]
+        if rows:
+            lines.append(f"{bench}: " + "; ".join(f"{k} {med(rows, k)}" for k in keys))
+    return lines
+
+
+async def main(args: argparse.Namespace) -> None:
+    bench = Bench(args)
+    await bench.start()
+    try:
+        # Warm-up, not measured: connections, caches, consumer groups settled.
+        await asyncio.gather(*(bench.client.execute_workflow(OneActivity.run, i, id=f"warm-{uuid.uuid4().hex}",
+                                                             task_queue="bench") for i in range(args.warmup)))
+        for run in range(args.runs):
+            for n in args.n:
+                await bench.throughput(n, run)
+            await bench.latency(args.latency_n, run)
+            await bench.timers(args.timer_n, run)
+            await bench.fold_replay(run)
+            bench.sdk_replay(run)
+            print(f"run {run + 1}/{args.runs} done", flush=True)
+    finally:
+        await bench.stop()
+    print("\n".join(["", f"Kadence benchmark, medians over {args.runs} runs (min–max):", *_summary(bench.results)]))
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", help="frontend URL of running services (default: start kadence dev)")
+    parser.add_argument("--dsn", help="PostgreSQL DSN of running services (for the replay benchmark)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--n", type=int, nargs="+", default=[1000], help="throughput sizes (e.g. 1000 10000)")
+    parser.add_argument("--latency-n", type=int, default=100)
+    parser.add_argument("--timer-n", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--out", help="append every measurement as a JSON line to this file")
+    asyncio.run(main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,32 @@
+"""A benchmark worker in its own process, so its CPU is measured apart from the client's."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from kadence import Client, Worker
+
+from .workflows import ACTIVITIES, WORKFLOWS
+
+
+async def main(target: str, task_queue: str) -> None:
+    client = await Client.connect(target)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES,
+                      max_concurrent_activities=500):
+        print("worker ready", flush=True)
+        await stop.wait()
+    await client.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--task-queue", default="bench")
+    args = parser.parse_args()
+    asyncio.run(main(args.target, args.task_queue))
