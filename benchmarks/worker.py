@@ -18,7 +18,7 @@ async def main(target: str, task_queue: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES,
-                      max_concurrent_activities=500):
+                      max_concurrent_activities=500, max_cached_workflows=20_000):
         print("worker ready", flush=True)
         await stop.wait()
     await client.close()
