@@ -31,8 +31,10 @@ __all__ = [
     "decode",
     "encode",
     "fingerprint_of",
+    "header",
     "schemas",
     "schemas_dir",
+    "string",
 ]
 
 MAGIC = b"\xc3\x01"
@@ -121,6 +123,10 @@ class Schemas:
         fastavro.schemaless_writer(out, schema, record)
         return out.getvalue()
 
+    def header(self, name: str) -> bytes:
+        """The 10-byte single-object header of the named record type."""
+        return _HEADER.pack(MAGIC, self._fingerprint[_full(name)])
+
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return (short record name, record) for single-object encoded bytes."""
         if len(data) < _HEADER.size:
@@ -162,6 +168,23 @@ class _VersionRepository(AbstractSchemaRepository):  # type: ignore[misc]
             return json.loads(path.read_text())
         except OSError as exc:
             raise SchemaRepositoryError(f"schema {name} not found beside {self.version.name}") from exc
+
+
+def string(value: str) -> bytes:
+    """The Avro binary encoding of a string: zig-zag varint length, then UTF-8 bytes."""
+    data = value.encode()
+    n = len(data) << 1  # zig-zag of a non-negative length
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + data
+
+
+def header(name: str) -> bytes:
+    """The single-object header (marker and fingerprint) of the named record type."""
+    return schemas().header(name)
 
 
 def _full(name: str) -> str:

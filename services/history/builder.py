@@ -58,6 +58,7 @@ class Mutation:
 
     state: MutableState
     events: tuple[Event, ...]
+    encoded_events: tuple[bytes, ...]
     outbox: tuple[OutboxMessage, ...]
     timers_upsert: tuple[TimerRow, ...]
     timers_delete: tuple[str, ...]
@@ -72,6 +73,7 @@ class Transition:
     now: int
     shard_id: int
     events: list[Event] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)  # events, single-object encoded
     outbox: list[OutboxMessage] = field(default_factory=list)
     timers_upsert: dict[str, TimerRow] = field(default_factory=dict)
     timers_delete: set[str] = field(default_factory=set)
@@ -87,9 +89,10 @@ class Transition:
             "event_type": event_type,
             "attributes": event_attributes(event_type, attributes),
         }
-        event["hash"] = chain.event_hash(self.state.last_hash, event)
+        event["hash"], encoded = chain.seal(self.state.last_hash, event)
         apply(self.state, event)
         self.events.append(event)
+        self.encoded.append(encoded)
         return event
 
     def set_timer(self, kind: str, name: int | str, fire_at: int, attempt: int = 0, *, ref: int | None = None) -> None:
@@ -140,14 +143,15 @@ class Transition:
     def close(self) -> Mutation:
         s = self.state
         key = kafka.workflow_key(s.namespace, s.workflow_id)
-        history = [
-            OutboxMessage(kafka.HISTORY, key, avro.encode("HistoryRecord", {
-                "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id, "event": e}), self.headers)
-            for e in self.events
-        ]
+        # A HistoryRecord is its three strings followed by the event's body: reuse the
+        # encoding made when the event was added instead of encoding it again.
+        prefix = (avro.header("HistoryRecord") + avro.string(s.namespace) + avro.string(s.workflow_id)
+                  + avro.string(s.run_id))
+        history = [OutboxMessage(kafka.HISTORY, key, prefix + e[10:], self.headers) for e in self.encoded]
         return Mutation(
             state=s,
             events=tuple(self.events),
+            encoded_events=tuple(self.encoded),
             outbox=tuple(history + self.outbox),
             timers_upsert=tuple(self.timers_upsert.values()),
             timers_delete=tuple(self.timers_delete),

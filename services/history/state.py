@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HistoryCorrupted
@@ -61,7 +61,8 @@ class MutableState:
 
     def dumps(self) -> bytes:
         """Canonical JSON: equal states give equal bytes."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        # The fields are plain JSON values already: no need for dataclasses.asdict's deep copy.
+        return json.dumps(vars(self), sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, data: bytes | str) -> MutableState:

@@ -109,7 +109,7 @@ class HistoryStore:
             if m.current_changed:
                 current[(s.namespace, s.workflow_id)] = (s.namespace, s.workflow_id, s.run_id, shard_id, s.status,
                                                          s.start_request_id)
-            events.extend((s.run_id, e["event_id"], avro.encode("HistoryEvent", e)) for e in m.events)
+            events.extend((s.run_id, e["event_id"], data) for e, data in zip(m.events, m.encoded_events, strict=True))
             deletes.extend(m.timers_delete)
             if m.delete_all_timers:
                 closed_runs.append(s.run_id)

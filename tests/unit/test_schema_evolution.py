@@ -55,3 +55,15 @@ def test_hash_chain_detects_a_changed_event() -> None:
     assert chain.first_break(events) is None
     events[1]["attributes"]["marker_name"] = "tampered"
     assert chain.first_break(events) == 2
+
+
+def test_seal_gives_the_plain_encoding_with_the_hash() -> None:
+    event = {"event_id": 1, "event_time": 7, "event_type": "MarkerRecorded",
+             "attributes": {"marker_name": "m", "details": "é", "workflow_task_completed_event_id": 0}}
+    digest, encoded = chain.seal("", event)
+    assert digest == chain.event_hash("", event)
+    assert encoded == avro.encode("HistoryEvent", {**event, "hash": digest})
+    record = avro.encode("HistoryRecord", {"namespace": "ns", "workflow_id": "wf-é", "run_id": "r",
+                                           "event": {**event, "hash": digest}})
+    prefix = avro.header("HistoryRecord") + avro.string("ns") + avro.string("wf-é") + avro.string("r")
+    assert record == prefix + encoded[10:]
