@@ -99,5 +99,45 @@ class ApprovalWorkflow:
         return self.stage
 
 
-ALL_WORKFLOWS = [EchoWorkflow, ShoutWorkflow, FlakyWorkflow, TimeoutWorkflow, TimerWorkflow, ApprovalWorkflow]
-ALL_ACTIVITIES = [echo, shout, flaky, sleepy]
+
+
+@activity.defn
+async def beating(key: str) -> str:
+    """Heartbeats its progress; the first attempt stops heartbeating and hangs."""
+    info = activity.info()
+    done = int(info.heartbeat_details[0]) if info.heartbeat_details else 0
+    if info.attempt == 1:
+        activity.heartbeat(done + 5)
+        await asyncio.sleep(30)
+    return f"{key} resumed at {done} on attempt {info.attempt}"
+
+
+@workflow.defn
+class HeartbeatWorkflow:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        return await workflow.execute_activity(beating, key, start_to_close_timeout=timedelta(seconds=30),
+                                               heartbeat_timeout=timedelta(seconds=1), retry_policy=FAST_RETRY)
+
+
+@workflow.defn
+class CountdownWorkflow:
+    """Continues as new until the count reaches zero."""
+
+    @workflow.run
+    async def run(self, count: int) -> str:
+        if count > 0:
+            workflow.continue_as_new(count - 1)
+        return "liftoff"
+
+
+@workflow.defn
+class ForeverWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+ALL_WORKFLOWS = [EchoWorkflow, ShoutWorkflow, FlakyWorkflow, TimeoutWorkflow, TimerWorkflow, ApprovalWorkflow,
+                 HeartbeatWorkflow, CountdownWorkflow, ForeverWorkflow]
+ALL_ACTIVITIES = [echo, shout, flaky, sleepy, beating]
