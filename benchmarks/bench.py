@@ -4,7 +4,7 @@
     python -m benchmarks.bench --n 10000       # the larger throughput run
     python -m benchmarks.bench --target http://127.0.0.1:7233 --dsn postgresql://...  # running services
 
-Prints a table of medians (min–max) over the runs and writes every measurement as JSON
+Prints a table of medians (min-max) over the runs and writes every measurement as JSON
 lines (``--out``). CPU is read from /proc through psutil for the whole machine and for each
 process: the Kadence server, the broker, PostgreSQL (postmaster and backends), the worker
 and this client. PostgreSQL runs with its durable defaults (fsync and synchronous_commit on).
@@ -62,7 +62,7 @@ class Roles:
 def _cpu(p: psutil.Process) -> float:
     try:
         t = p.cpu_times()
-        return t.user + t.system
+        return float(t.user + t.system)
     except psutil.NoSuchProcess:
         return 0.0
 
@@ -221,12 +221,13 @@ class Bench:
 def _summary(results: list[dict[str, Any]]) -> list[str]:
     def med(rows: list[dict[str, Any]], key: str, sub: str | None = None) -> str:
         vals = [r[key][sub] if sub else r[key] for r in rows]
-        return f"{statistics.median(vals):,.1f} ({min(vals):,.1f}–{max(vals):,.1f})"
+        return f"{statistics.median(vals):,.1f} ({min(vals):,.1f}-{max(vals):,.1f})"
 
     lines = []
     for n in sorted({r["n"] for r in results if r["bench"] == "throughput"}):
         rows = [r for r in results if r["bench"] == "throughput" and r["n"] == n]
-        lines.append(f"throughput N={n}: {med(rows, 'wf_per_s')} wf/s; CPU ms/wf machine {med(rows, 'cpu_ms_per_wf', 'machine')}")
+        lines.append(f"throughput N={n}: {med(rows, 'wf_per_s')} wf/s; "
+                     f"CPU ms/wf machine {med(rows, 'cpu_ms_per_wf', 'machine')}")
         for role in [k for k in rows[0]["cpu_ms_per_wf"] if k != "machine"]:
             lines.append(f"    {role:>8}: {med(rows, 'cpu_ms_per_wf', role)} ms/wf")
     for bench, keys in (("latency", ("p50_ms", "p95_ms", "p99_ms")), ("timers", ("p50_ms", "p99_ms")),
@@ -254,7 +255,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"run {run + 1}/{args.runs} done", flush=True)
     finally:
         await bench.stop()
-    print("\n".join(["", f"Kadence benchmark, medians over {args.runs} runs (min–max):", *_summary(bench.results)]))
+    print("\n".join(["", f"Kadence benchmark, medians over {args.runs} runs (min-max):", *_summary(bench.results)]))
 
 
 def cli() -> None:

@@ -76,7 +76,7 @@ class Schemas:
         self._by_fingerprint: dict[int, _Version] = {}
         self._resolved: dict[int, tuple[Any, Any]] = {}
         for path in sorted(directory.glob(f"{NAMESPACE}.*.avsc")):
-            parsed = load_schema(str(path))
+            parsed: Any = load_schema(str(path))
             name = parsed["name"]
             self.current[name] = parsed
             fp = fingerprint_of(parsed)
@@ -157,7 +157,7 @@ class Schemas:
 _VERSION_KEY = "__kadence_version__"
 
 
-class _VersionRepository(AbstractSchemaRepository):  # type: ignore[misc]
+class _VersionRepository(AbstractSchemaRepository):
     def __init__(self, version: Path, directory: Path) -> None:
         self.version = version
         self.directory = directory

@@ -1,4 +1,5 @@
-"""The ``kadence`` command: ``kadence dev`` runs the whole platform on this machine."""
+"""The ``kadence`` command: ``kadence dev`` runs the whole platform on this machine;
+``encode``, ``dlq`` and ``audit`` are the operator tools (kadence/_tools_cli.py)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: ~/.local/state/kadence/dev)")
     dev.add_argument("--sample", action="store_true", help="run the hello-world sample against it, then stop")
     dev.add_argument("-v", "--verbose", action="store_true")
+    from kadence._tools_cli import add_commands
+
+    add_commands(sub)  # encode, dlq, audit
     args = parser.parse_args(argv)
+    if hasattr(args, "run"):
+        return int(args.run(args))
     if args.command == "dev":
         try:
             return asyncio.run(_dev(args))

@@ -48,7 +48,7 @@ class EmbeddedBroker:
     async def start(cls, port: int = 0, *, log_path: Path | None = None) -> EmbeddedBroker:
         port = port or free_port()
         url = f"tcp://127.0.0.1:{port}"
-        out: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        out: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL
         process = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
@@ -97,7 +97,7 @@ class EmbeddedPostgres:
         data_dir.mkdir(parents=True, exist_ok=True)
         # "stop": the server stops when we clean up; a killed dev process leaves
         # one running that the next start of the same data directory reuses.
-        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
         return cls(data_dir, server)
 
     def stop(self) -> None:

@@ -35,7 +35,7 @@ def task_queue_key(namespace: str, task_queue: str) -> bytes:
 
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner: positive murmur2 of the key modulo the count."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def topic_layout(shards: int, task_partitions: int) -> dict[str, int]:

@@ -40,6 +40,10 @@ def event_attributes(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
     return {**_defaults(record), **values}
 
 
+_CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
+                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew"})
+
+
 def timer_key(run_id: str, kind: str, ref: int | str) -> str:
     return f"{run_id}/{kind}/{ref}"
 
@@ -156,8 +160,6 @@ class Transition:
             timers_upsert=tuple(self.timers_upsert.values()),
             timers_delete=tuple(self.timers_delete),
             delete_all_timers=self.delete_all_timers,
-            closed=not s.running and any(e["event_type"].startswith("WorkflowExecution")
-                                         and e["event_type"] not in ("WorkflowExecutionStarted", "WorkflowExecutionSignaled")
-                                         for e in self.events),
+            closed=not s.running and any(e["event_type"] in _CLOSING for e in self.events),
             current_changed=self.current_changed,
         )

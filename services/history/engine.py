@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from .builder import Transition
 from .state import MutableState
 
-DEFAULT_RETRY = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
+DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
                  "maximum_attempts": 0, "non_retryable_error_types": []}
 ACTIVITY_TIMERS = ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry")
 MAX_WT_BACKOFF_MS = 60_000
@@ -189,7 +189,8 @@ async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     if problem is not None:
         _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), cmd["identity"])
         return
-    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=cmd["identity"])
+    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started,
+                      identity=cmd["identity"])
     apply_commands(ctx, t, cmd["commands"], completed["event_id"])
     settle(t)
 

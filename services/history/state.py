@@ -262,7 +262,8 @@ def apply(state: MutableState, event: Event) -> None:
     """
     if event["event_id"] != state.next_event_id:
         raise HistoryCorrupted(
-            f"run {state.run_id}: event {event['event_id']} follows {state.next_event_id - 1}; expected {state.next_event_id}"
+            f"run {state.run_id}: event {event['event_id']} follows {state.next_event_id - 1};"
+            f" expected {state.next_event_id}"
         )
     try:
         fold = _APPLY[event["event_type"]]

@@ -65,9 +65,10 @@ class HistoryStore:
         await self.pool.execute("DELETE FROM outbox WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
 
     async def timers_before(self, shard_id: int, until: int) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT timer_key, fire_at, namespace, workflow_id, run_id, kind, ref, attempt FROM timers"
             " WHERE shard_id = $1 AND fire_at <= $2 ORDER BY fire_at LIMIT 10000", shard_id, until)
+        return rows
 
     async def undispatched(self, shard_id: int) -> list[MutableState]:
         rows = await self.pool.fetch("SELECT state FROM executions WHERE shard_id = $1 AND undispatched", shard_id)
@@ -98,7 +99,7 @@ class HistoryStore:
                      heartbeats: Sequence[tuple[str, int, int, str | None, int]]) -> None:
         executions = []
         current: dict[tuple[str, str], tuple[Any, ...]] = {}
-        events = []
+        events: list[tuple[str, int, bytes]] = []
         deletes = list(timer_deletes)
         closed_runs = []
         upserts: list[TimerRow] = []
