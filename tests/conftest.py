@@ -2,12 +2,11 @@
 
 Each test that needs isolation gets its own database (``fresh_dsn``) and, where it
 starts services, its own topics prefix is not needed: a fresh broker per module is
-cheap (about 0.3 s), so service tests take ``broker`` per module.
+cheap (about 0.3 s), so each test that starts services takes its own ``broker``.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +16,6 @@ import asyncpg
 import pytest
 
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
-
 
 
 @pytest.fixture(scope="session")

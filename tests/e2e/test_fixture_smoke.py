@@ -1,8 +1,17 @@
-import asyncpg, pytest
+"""The fixtures themselves: migrations apply once, topics are created once."""
+
+from __future__ import annotations
+
+import pytest
+
 from services.common import db, kafka
+
 pytestmark = pytest.mark.timeout(60)
-async def test_fixture_smoke(fresh_dsn, broker):
+
+
+async def test_migrations_and_topics_are_idempotent(fresh_dsn: str, broker) -> None:
     assert await db.migrate(fresh_dsn) == ["0001_init"]
     assert await db.migrate(fresh_dsn) == []
     created = await kafka.ensure_topics(broker.bootstrap, 4, 4)
-    assert kafka.REQUESTS in created
+    assert set(created) == {kafka.REQUESTS, kafka.HISTORY, kafka.TASKS, kafka.REPLIES, kafka.DLQ}
+    assert await kafka.ensure_topics(broker.bootstrap, 4, 4) == []

@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 
 from services.history import rebuild
+from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
-from services.history.errors import ShardOwnershipLost
 
 from .history_harness import Topics, history_of, history_running, start_record, task_ref
 

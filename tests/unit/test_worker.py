@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kadence import ApplicationError, Client, Worker, activity, workflow
+from kadence import ApplicationError, Client, Worker, activity
 from kadence._activity import ActivityDefinition
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
