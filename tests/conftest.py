@@ -1,8 +1,7 @@
-"""Session fixtures: one real Tansu broker and one real PostgreSQL for the whole run.
+"""Fixtures: one real PostgreSQL for the whole run, a real Tansu broker per test.
 
-Each test that needs isolation gets its own database (``fresh_dsn``) and, where it
-starts services, its own topics prefix is not needed: a fresh broker per module is
-cheap (about 0.3 s), so each test that starts services takes its own ``broker``.
+Each test that needs isolation gets its own database (``fresh_dsn``) on the session's
+server, and its own broker (``broker``, about 0.3 s to start), both on this machine only.
 """
 
 from __future__ import annotations
