@@ -1,0 +1,94 @@
+"""The dead-letter tool: list what landed on ``kadence.dlq`` and re-drive it.
+
+A consumer that cannot take a record (undecodable, unknown schema, invalid command)
+publishes a ``DeadLetter`` holding the original bytes and key. Re-driving produces those
+bytes again, unchanged, to the source topic under the original key: a record fixed
+upstream (a schema added, a namespace created) or one that failed for a passing reason
+gets another go, and its partition is the same one it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from kadence import avro
+from kadence._bounded import BoundedRead
+from kadence.kafka import DLQ
+
+__all__ = ["DeadLetterEntry", "list_dead_letters", "redrive"]
+
+#: Header on a re-driven record naming the dead letter it came from (for tracing it back).
+REDRIVE_HEADER = "kadence-redriven-from"
+
+
+@dataclass(frozen=True)
+class DeadLetterEntry:
+    """One dead letter and where it sits on ``kadence.dlq``."""
+
+    dlq_partition: int
+    dlq_offset: int
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    reason: str
+    failed_at: int  # ms since the epoch
+
+    @property
+    def where(self) -> str:
+        return f"{self.source_topic}[{self.partition}]@{self.offset}"
+
+
+async def list_dead_letters(bootstrap: str, *, limit: int | None = None,
+                            since_offset: int = 0) -> list[DeadLetterEntry]:
+    """Dead letters at or after ``since_offset`` on kadence.dlq, oldest first, at most ``limit``."""
+    entries: list[DeadLetterEntry] = []
+    async with BoundedRead(bootstrap, DLQ) as read:
+        async for record in read:
+            if record.offset < since_offset or record.value is None:
+                continue
+            entries.append(_entry(record.partition, record.offset, record.value))
+            if limit is not None and len(entries) >= limit:
+                break
+    return entries
+
+
+def _entry(partition: int, offset: int, value: bytes) -> DeadLetterEntry:
+    try:
+        name, letter = avro.decode(value)
+    except avro.DecodeError as exc:
+        # Someone else's record on our topic: show it rather than stop the listing.
+        return DeadLetterEntry(partition, offset, "?", -1, -1, None, value, f"not a DeadLetter: {exc}", 0)
+    if name != "DeadLetter":
+        return DeadLetterEntry(partition, offset, "?", -1, -1, None, value, f"not a DeadLetter but a {name}", 0)
+    return DeadLetterEntry(partition, offset, letter["source_topic"], letter["partition"], letter["offset"],
+                           letter["key"], letter["value"], letter["reason"], letter["failed_at"])
+
+
+async def redrive(bootstrap: str, *, offsets: Collection[int] | None = None,
+                  since_offset: int = 0) -> list[DeadLetterEntry]:
+    """Re-produce dead letters to their source topics; ``offsets=None`` means every one.
+
+    Returns the entries re-driven. Entries that are not dead letters are skipped.
+    """
+    chosen = [e for e in await list_dead_letters(bootstrap, since_offset=since_offset)
+              if e.source_topic != "?" and (offsets is None or e.dlq_offset in offsets)]
+    if not chosen:
+        return []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(e.source_topic, e.value, key=e.key,
+                                headers=[(REDRIVE_HEADER, f"{DLQ}[{e.dlq_partition}]@{e.dlq_offset}".encode())])
+            for e in chosen
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    return chosen

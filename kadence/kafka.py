@@ -1,0 +1,204 @@
+"""Start and signal workflows by producing to Kafka, with no HTTP call.
+
+Everything here is a convenience over the open protocol (docs/protocol.md): a command is
+one Avro single-object encoded record on ``kadence.requests`` keyed
+``namespace/workflow_id``; when its ``reply_to`` is set, the outcome is a ``Reply`` on
+``kadence.replies`` keyed by that ``reply_to``. A plain Kafka producer holding
+``schemas/`` needs none of this module; :class:`KafkaIngress` merely pairs an aiokafka
+producer with a reader of the replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from kadence import avro
+from kadence._converter import encode_args
+from kadence.exceptions import KadenceError
+
+__all__ = [
+    "DLQ",
+    "HISTORY",
+    "REPLIES",
+    "REQUESTS",
+    "KafkaIngress",
+    "KafkaIngressError",
+    "Reply",
+    "decode_reply",
+    "encode_signal",
+    "encode_signal_with_start",
+    "encode_start",
+    "workflow_key",
+]
+
+# The topic names are part of the public protocol (docs/protocol.md).
+REQUESTS = "kadence.requests"
+REPLIES = "kadence.replies"
+HISTORY = "kadence.history"
+DLQ = "kadence.dlq"
+
+
+class KafkaIngressError(KadenceError):
+    """No reply came in time, or a record on kadence.replies is not a Reply."""
+
+
+def workflow_key(namespace: str, workflow_id: str) -> bytes:
+    """The record key of every command about a workflow: ``namespace/workflow_id``."""
+    return f"{namespace}/{workflow_id}".encode()
+
+
+def _request_id(request_id: str | None) -> str:
+    # A request id makes a retried produce harmless: history answers it with the same run.
+    return request_id if request_id is not None else uuid.uuid4().hex
+
+
+def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
+                 args: Sequence[Any] = (), *, execution_timeout_ms: int = 0,
+                 workflow_task_timeout_ms: int = 10000, request_id: str | None = None, identity: str = "",
+                 reply_to: str | None = None) -> bytes:
+    """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments."""
+    return avro.encode("StartWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
+        "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
+        "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
+        "identity": identity, "reply_to": reply_to,
+    })
+
+
+def encode_signal(namespace: str, workflow_id: str, signal_name: str, args: Sequence[Any] = (), *,
+                  run_id: str | None = None, request_id: str | None = None, identity: str = "",
+                  reply_to: str | None = None) -> bytes:
+    """A ``SignalWorkflowExecution`` record for the open run (or ``run_id``)."""
+    return avro.encode("SignalWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "signal_name": signal_name,
+        "input": encode_args(args), "request_id": _request_id(request_id), "identity": identity,
+        "reply_to": reply_to,
+    })
+
+
+def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
+                             signal_name: str, signal_args: Sequence[Any] = (), args: Sequence[Any] = (), *,
+                             execution_timeout_ms: int = 0, workflow_task_timeout_ms: int = 10000,
+                             request_id: str | None = None, identity: str = "",
+                             reply_to: str | None = None) -> bytes:
+    """A ``SignalWithStartWorkflowExecution`` record: signal the open run, starting one if none is."""
+    return avro.encode("SignalWithStartWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
+        "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
+        "workflow_task_timeout_ms": workflow_task_timeout_ms, "signal_name": signal_name,
+        "signal_input": encode_args(signal_args), "request_id": _request_id(request_id),
+        "identity": identity, "reply_to": reply_to,
+    })
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of a command: ``ok`` with the run id, or the error type and message."""
+
+    reply_to: str
+    request_id: str
+    ok: bool
+    run_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    namespace: str | None = None
+    workflow_id: str | None = None
+
+
+def decode_reply(data: bytes) -> Reply:
+    name, record = avro.decode(data)
+    if name != "Reply":
+        raise KafkaIngressError(f"expected a Reply on {REPLIES}, got a {name}")
+    return Reply(**record)
+
+
+class KafkaIngress:
+    """An aiokafka producer for commands plus a reader of their replies.
+
+    ``async with KafkaIngress("127.0.0.1:9092") as ingress:
+    reply = await ingress.start_workflow("default", "wf-1", "Greet", "q", ["world"])``
+    """
+
+    def __init__(self, bootstrap: str, *, reply_to: str | None = None, reply_timeout: float = 30.0) -> None:
+        self.reply_to = reply_to or f"ingress-{uuid.uuid4().hex[:12]}"
+        self.reply_timeout = reply_timeout
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self._replies = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                         fetch_max_wait_ms=50)
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> KafkaIngress:
+        await self._producer.start()
+        await self._replies.start()
+        await self._replies.topics()
+        partitions = self._replies.partitions_for_topic(REPLIES) or {0}
+        tps = [TopicPartition(REPLIES, p) for p in sorted(partitions)]
+        self._replies.assign(tps)
+        await self._replies.seek_to_end(*tps)
+        for tp in tps:
+            # Resolve the position now: a reply to a command sent next must not be skipped.
+            await self._replies.position(tp)
+        self._reader = asyncio.create_task(self._read_replies())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._replies.stop()
+        await self._producer.stop()
+
+    async def _read_replies(self) -> None:
+        async for record in self._replies:
+            if record.key != self.reply_to.encode() or record.value is None:
+                continue
+            reply = decode_reply(record.value)
+            future = self._waiting.pop(reply.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def send(self, namespace: str, workflow_id: str, value: bytes, request_id: str) -> Reply:
+        """Produce an encoded command (its ``reply_to`` must be ours) and wait for its reply."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            await self._producer.send_and_wait(REQUESTS, value, key=workflow_key(namespace, workflow_id))
+            return await asyncio.wait_for(future, self.reply_timeout)
+        except TimeoutError:
+            raise KafkaIngressError(f"no reply to request {request_id} within {self.reply_timeout} s") from None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def start_workflow(self, namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
+                             args: Sequence[Any] = (), **options: Any) -> Reply:
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_start(namespace, workflow_id, workflow_type, task_queue, args, request_id=request_id,
+                             reply_to=self.reply_to, **options)
+        return await self.send(namespace, workflow_id, value, request_id)
+
+    async def signal_workflow(self, namespace: str, workflow_id: str, signal_name: str,
+                              args: Sequence[Any] = (), **options: Any) -> Reply:
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_signal(namespace, workflow_id, signal_name, args, request_id=request_id,
+                              reply_to=self.reply_to, **options)
+        return await self.send(namespace, workflow_id, value, request_id)
+
+    async def signal_with_start(self, namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
+                                signal_name: str, signal_args: Sequence[Any] = (), args: Sequence[Any] = (),
+                                **options: Any) -> Reply:
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_signal_with_start(namespace, workflow_id, workflow_type, task_queue, signal_name,
+                                         signal_args, args, request_id=request_id, reply_to=self.reply_to,
+                                         **options)
+        return await self.send(namespace, workflow_id, value, request_id)

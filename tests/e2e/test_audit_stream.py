@@ -1,0 +1,80 @@
+"""The continuous audit (faust-streaming app) run as its own process on a real broker: it
+folds kadence.history as published and logs a chain break and a gap as they happen."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kadence import avro
+from services.common import kafka
+from services.common.embedded import EmbeddedBroker
+from services.history import chain
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _records(run_id: str, tamper: int | None = None, drop: int | None = None) -> list[bytes]:
+    out, previous = [], ""
+    for i in range(1, 5):
+        event: dict[str, Any] = {"event_id": i, "event_time": i, "event_type": "MarkerRecorded",
+                                 "attributes": {"marker_name": "m", "details": None,
+                                                "workflow_task_completed_event_id": 0}}
+        event["hash"] = chain.event_hash(previous, event)
+        previous = event["hash"]
+        if i == tamper:
+            event["attributes"]["marker_name"] = "tampered"
+        if i != drop:
+            out.append(avro.encode("HistoryRecord", {"namespace": "default", "workflow_id": run_id,
+                                                     "run_id": run_id, "event": event}))
+    return out
+
+
+async def test_stream_app_logs_a_chain_break_and_a_gap(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    await kafka.ensure_topics(broker.bootstrap, 2, 2)
+    producer = kafka.new_producer(broker.bootstrap)
+    await producer.start()
+    try:
+        for run_id, records in (("clean", _records("clean")), ("tampered", _records("tampered", tamper=2)),
+                                ("gappy", _records("gappy", drop=3))):
+            for value in records:
+                await producer.send_and_wait(kafka.HISTORY, value, key=f"default/{run_id}".encode())
+    finally:
+        await producer.stop()
+    env = dict(os.environ, KADENCE_KAFKA_BOOTSTRAP=broker.bootstrap, KADENCE_AUDIT_SESSION_TIMEOUT_S="2",
+               KADENCE_HOME=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-m", "services.audit.stream"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        async def until_both() -> None:
+            while not (any("chain-break at event 2" in s for s in seen) and any("gap" in s for s in seen)):
+                line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
+                if not line:
+                    raise AssertionError("the audit app exited:\n" + "".join(seen[-30:]))
+                seen.append(line)
+        await asyncio.wait_for(until_both(), 40)
+    finally:
+        # faust may linger after SIGTERM (DESIGN.md): stop it by its process group, then firmly.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        process.stdout.close()
+    findings = [s for s in seen if "audit:" in s]
+    assert not any("run clean" in s for s in findings)
+    assert any("run tampered: chain-break at event 2" in s for s in findings)
+    assert any("run gappy: gap: event 4 arrived while 3 is missing" in s for s in findings)
