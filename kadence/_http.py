@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from kadence import _tracing
 from kadence.exceptions import (
     QueryFailedError,
     RPCError,
@@ -92,8 +94,34 @@ class HttpTransport:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
+        t = _tracing.tracer()
+        # Long polls are the worker's idle loop, not part of any workflow's story: the task a
+        # poll brings carries its own trace context in the answer.
+        if t is None or path.endswith("/poll"):
+            return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=None)
+        attributes = {"http.request.method": method, "url.full": self._root + path}
+        with t.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=span)
+            except RPCError as err:
+                if err.status:
+                    span.set_attribute("http.response.status_code", err.status)
+                span.set_attribute("error.type", err.error_type)
+                span.set_status(Status(StatusCode.ERROR, err.message[:200]))
+                raise
+
+    async def _call_mapped(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        timeout: float | None,
+        span: Span | None,
+    ) -> dict[str, Any]:
         try:
-            return await self._call(method, path, body=body, params=params, timeout=timeout)
+            return await self._call(method, path, body=body, params=params, timeout=timeout, span=span)
         except (aiohttp.ClientError, TimeoutError) as err:
             # Connection trouble is reported like a 503 so callers handle one error type.
             raise RPCError(0, "Unavailable", f"{method} {path}: {err!r}") from err
@@ -106,12 +134,16 @@ class HttpTransport:
         body: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
         timeout: float | None,
+        span: Span | None = None,
     ) -> dict[str, Any]:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout is not None else aiohttp.ClientTimeout(total=60)
         async with self._get_session().request(
-            method, self._root + path, json=dict(body) if body is not None else None, params=query, timeout=client_timeout
+            method, self._root + path, json=dict(body) if body is not None else None, params=query,
+            timeout=client_timeout, headers=None if span is None else _tracing.http_headers(),
         ) as response:
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
             text = await response.text()
             try:
                 payload: Any = json.loads(text) if text else {}

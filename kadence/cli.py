@@ -24,6 +24,7 @@ async def _dev(args: argparse.Namespace) -> int:
     # warning would only confuse a newcomer.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     from services.cluster import Cluster
+    from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
 
@@ -31,6 +32,8 @@ async def _dev(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data_dir) if args.data_dir else state_dir() / "dev"
     data.mkdir(parents=True, exist_ok=True)
+    # Before the cluster starts: its producers, consumers and HTTP server check at start-up.
+    signals = telemetry.setup_from_env("kadence-dev", traces=args.traces, metrics_port=args.metrics_port)
     pg = EmbeddedPostgres.start(data / "postgres")
     broker = None
     cluster = None
@@ -46,6 +49,8 @@ async def _dev(args: argparse.Namespace) -> int:
               f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
               f"  PostgreSQL: {pg.dsn}\n"
               f"  Data:       {data}", flush=True)
+        if signals.metrics_url:
+            print(f"  Metrics:    {signals.metrics_url}", flush=True)
         if args.sample:
             from kadence.samples import hello
 
@@ -64,6 +69,7 @@ async def _dev(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
         pg.stop()
+        signals.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--shards", type=int, default=4, help="history shards = kadence.requests partitions")
     dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: ~/.local/state/kadence/dev)")
     dev.add_argument("--sample", action="store_true", help="run the hello-world sample against it, then stop")
+    dev.add_argument("--traces", choices=["console", "otlp", "none"], default=None,
+                     help="where spans go: printed, sent to OTEL_EXPORTER_OTLP_ENDPOINT, or nowhere"
+                          " (default: OTEL_TRACES_EXPORTER, else otlp when an OTLP endpoint is set, else none)")
+    dev.add_argument("--metrics-port", type=int, default=None,
+                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"
+                          " (default: KADENCE_METRICS_PORT, else off)")
     dev.add_argument("-v", "--verbose", action="store_true")
     from kadence._tools_cli import add_commands
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from kadence import _tracing
 from kadence._activity import ActivityDefinition
 from kadence._client import Client
 from kadence._http import path_segment
@@ -84,7 +85,8 @@ class Worker:
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/workflow-tasks/poll",
-                self.workflow_processor.process,
+                _tracing.traced_task("workflow", self.workflow_processor.process,
+                                     namespace=client.namespace, task_queue=task_queue),
                 max_concurrent_workflow_tasks,
                 workflow_pollers,
                 max_tasks_per_poll,
@@ -101,7 +103,7 @@ class Worker:
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/activity-tasks/poll",
-                processor.process,
+                _tracing.traced_task("activity", processor.process, namespace=client.namespace, task_queue=task_queue),
                 max_concurrent_activities,
                 activity_pollers,
                 max_tasks_per_poll,

@@ -14,6 +14,8 @@ from aiokafka.partitioner import murmur2
 
 from kadence import avro
 
+from .telemetry import TracingProducer
+
 log = logging.getLogger(__name__)
 
 REQUESTS = "kadence.requests"
@@ -69,7 +71,8 @@ def new_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
     # effects without them (offsets in PostgreSQL, dedupe by request and task id).
     defaults: dict[str, Any] = {"acks": "all", "linger_ms": 0, "max_batch_size": 1 << 20}
     defaults.update(options)
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **defaults)
+    # Traces each record when tracing is on; a plain AIOKafkaProducer otherwise.
+    return TracingProducer(bootstrap_servers=bootstrap, **defaults)
 
 
 def dead_letter(

@@ -1,4 +1,9 @@
-"""Running one service as its own process until SIGINT/SIGTERM."""
+"""Running one service as its own process until SIGINT/SIGTERM.
+
+Telemetry is set up from the environment first (``OTEL_*``, ``KADENCE_METRICS_PORT``;
+see ``telemetry.py``), so the service's producers, consumers and HTTP server are
+instrumented from their start, and spans still buffered are flushed at the stop.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import logging
 import signal
 from typing import Protocol
 
-from . import db, kafka
+from . import db, kafka, telemetry
 from .config import Settings
 
 
@@ -21,6 +26,16 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     if not settings.database_url:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
+    signals = telemetry.setup_from_env(f"kadence-{name}")
+    if signals.metrics_url:
+        logging.getLogger(name).info("metrics for Prometheus at %s", signals.metrics_url)
+    try:
+        await _run(service, settings, name)
+    finally:
+        signals.shutdown()
+
+
+async def _run(service: Service, settings: Settings, name: str) -> None:
     await db.migrate(settings.database_url)
     await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions)
     stop = asyncio.Event()

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from services.common import db
 from services.common.config import Settings
 from services.common.kafka import new_producer
+from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
 from .closed import CloseWatcher
@@ -83,7 +84,8 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
 
 
 def build_app(handlers: Handlers) -> web.Application:
-    app = web.Application(middlewares=[logging_middleware, error_middleware])
+    # Tracing outermost, so the SERVER span sees the status the error middleware answers.
+    app = web.Application(middlewares=[http_server_middleware, logging_middleware, error_middleware])
     for method, path, name in ROUTES:
         app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
     openapi = document()

@@ -19,7 +19,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from kadence._tracing import use_traceparent
 from services.common.kafka import REQUESTS, workflow_key
+from services.common.telemetry import instrument_poll
 from services.matching import (
     MatchedTask,
     MatchingClient,
@@ -214,6 +216,7 @@ class Engine:
 
     # -- task polls ----------------------------------------------------------------------------------
 
+    @instrument_poll
     async def _poll(self, req: PollRequest, kind: str) -> list[MatchedTask]:
         return await self._matching.poll(req.namespace, req.task_queue, kind, req.max_tasks,
                                          req.wait_seconds, req.identity)
@@ -231,18 +234,21 @@ class Engine:
                 "workflow_type": task.get("workflow_type", ""), "scheduled_event_id": 0, "attempt": 0,
                 "events": [],
                 "query": {"query_id": task["query_id"], "query_type": task["query_type"], "args": task["args"]},
+                "traceparent": t.traceparent,
             }
-        await self._produce("RecordWorkflowTaskStarted", {
-            "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-            "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
-        })
+        # The started record belongs to the workflow's trace, not to the worker's poll.
+        with use_traceparent(t.traceparent):
+            await self._produce("RecordWorkflowTaskStarted", {
+                "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+                "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
+            })
         first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
         events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow")
         return {
             "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
             "workflow_type": task["workflow_type"], "scheduled_event_id": last, "attempt": task["attempt"],
-            "events": events,
+            "events": events, "traceparent": t.traceparent,
         }
 
     async def poll_activity_tasks(self, req: PollRequest) -> dict[str, Any]:
@@ -251,16 +257,17 @@ class Engine:
 
     async def _activity_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
         task = t.task
-        await self._produce("RecordActivityTaskStarted", {
-            "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-            "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
-        })
+        with use_traceparent(t.traceparent):
+            await self._produce("RecordActivityTaskStarted", {
+                "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+                "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
+            })
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], task["scheduled_event_id"],
                           task["attempt"], "activity")
         fields = ("workflow_id", "run_id", "workflow_type", "activity_id", "activity_type", "input", "attempt",
                   "scheduled_event_id", "schedule_to_close_timeout_ms", "start_to_close_timeout_ms",
                   "heartbeat_timeout_ms", "heartbeat_details", "scheduled_time")
-        return {"task_token": token.encode(), **{f: task.get(f) for f in fields}}
+        return {"task_token": token.encode(), **{f: task.get(f) for f in fields}, "traceparent": t.traceparent}
 
     # -- task answers --------------------------------------------------------------------------------
 

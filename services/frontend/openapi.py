@@ -49,13 +49,13 @@ COMPONENTS: dict[str, Schema] = {
     "WorkflowTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
         "attempt": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
-        "query": _obj({"query_id": STR, "query_type": STR, "args": ARRAY}),
+        "query": _obj({"query_id": STR, "query_type": STR, "args": ARRAY}), "traceparent": NULL_STR,
     }, ["task_token", "workflow_id", "run_id", "workflow_type", "scheduled_event_id", "attempt", "events"]),
     "ActivityTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "activity_id": STR,
         "activity_type": STR, "input": JSON_TEXT, "attempt": INT, "scheduled_event_id": INT,
         "schedule_to_close_timeout_ms": MS, "start_to_close_timeout_ms": MS, "heartbeat_timeout_ms": MS,
-        "heartbeat_details": JSON_TEXT, "scheduled_time": INT,
+        "heartbeat_details": JSON_TEXT, "scheduled_time": INT, "traceparent": NULL_STR,
     }, ["task_token", "workflow_id", "run_id", "activity_id", "activity_type", "attempt"]),
     "DescribeResponse": _obj({
         "workflow_id": STR, "run_id": STR, "workflow_type": STR, "task_queue": STR,

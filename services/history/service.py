@@ -18,6 +18,7 @@ from services.common.config import Settings
 
 from .shard import Shard
 from .store import HistoryStore
+from .telemetry import ShardFactory, shard_factory
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class HistoryService:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
+        self._new_shard: ShardFactory = Shard
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -66,6 +68,7 @@ class HistoryService:
             fetch_max_wait_ms=5,  # bounds the hop latency on brokers that don't wake fetches
             max_poll_records=2000,
         )
+        self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._consume())
@@ -87,7 +90,7 @@ class HistoryService:
         for p in partitions:
             if p in self.shards:
                 continue
-            shard = Shard(p, self.store, self._producer, self.settings.instance_id)
+            shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]

@@ -16,6 +16,7 @@ class BacklogRow:
     partition: int
     key: QueueKey
     payload: bytes
+    traceparent: str | None = None  # the dispatch span's context, handed to the worker later
 
 
 @dataclass(frozen=True)
@@ -49,40 +50,42 @@ class BacklogStore:
         if not rows:
             return []
         stored = await self._pool.fetch(
-            "INSERT INTO task_backlog (task_id, partition, namespace, task_queue, kind, payload)"
-            " SELECT t.task_id, t.partition, t.namespace, t.task_queue, t.kind, t.payload"
-            " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
-            "   WITH ORDINALITY AS t(task_id, partition, namespace, task_queue, kind, payload, ord)"
+            "INSERT INTO task_backlog (task_id, partition, namespace, task_queue, kind, payload, traceparent)"
+            " SELECT t.task_id, t.partition, t.namespace, t.task_queue, t.kind, t.payload, t.traceparent"
+            " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])"
+            "   WITH ORDINALITY AS t(task_id, partition, namespace, task_queue, kind, payload, traceparent, ord)"
             " ORDER BY t.ord"
             " ON CONFLICT (task_id) DO NOTHING"
             " RETURNING namespace, task_queue, kind",
             [r.task_id for r in rows], [r.partition for r in rows], [r.key.namespace for r in rows],
             [r.key.task_queue for r in rows], [r.key.kind for r in rows], [r.payload for r in rows],
+            [r.traceparent for r in rows],
         )
         return [QueueKey(r["namespace"], r["task_queue"], r["kind"]) for r in stored]
 
     async def add_front(self, row: BacklogRow) -> bool:
         """Put a task back ahead of every other task of its queue."""
         status = await self._pool.execute(
-            "INSERT INTO task_backlog (task_id, partition, namespace, task_queue, kind, payload, seq)"
-            " VALUES ($1, $2, $3, $4, $5, $6, (SELECT coalesce(min(seq), 1) - 1 FROM task_backlog"
+            "INSERT INTO task_backlog (task_id, partition, namespace, task_queue, kind, payload, traceparent, seq)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, (SELECT coalesce(min(seq), 1) - 1 FROM task_backlog"
             "   WHERE namespace = $3 AND task_queue = $4 AND kind = $5))"
             " ON CONFLICT (task_id) DO NOTHING",
             row.task_id, row.partition, row.key.namespace, row.key.task_queue, row.key.kind, row.payload,
+            row.traceparent,
         )
         return bool(status.endswith(" 1"))
 
-    async def take(self, key: QueueKey, limit: int) -> list[tuple[str, bytes]]:
-        """Remove and return up to ``limit`` of the oldest tasks (task_id, payload)."""
+    async def take(self, key: QueueKey, limit: int) -> list[tuple[str, bytes, str | None]]:
+        """Remove and return up to ``limit`` of the oldest tasks (task_id, payload, traceparent)."""
         rows = await self._pool.fetch(
             "DELETE FROM task_backlog WHERE task_id IN ("
             "  SELECT task_id FROM task_backlog"
             "  WHERE namespace = $1 AND task_queue = $2 AND kind = $3"
             "  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            " RETURNING task_id, payload, seq",
+            " RETURNING task_id, payload, traceparent, seq",
             key.namespace, key.task_queue, key.kind, limit,
         )
-        return [(r["task_id"], bytes(r["payload"])) for r in sorted(rows, key=lambda r: r["seq"])]
+        return [(r["task_id"], bytes(r["payload"]), r["traceparent"]) for r in sorted(rows, key=lambda r: r["seq"])]
 
     async def claim(self, partitions: Sequence[int], address: str, owner: str) -> None:
         await self._pool.executemany(

@@ -20,6 +20,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from kadence import avro
 from services.common.config import Settings
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
+from services.common.telemetry import consumer_span
 
 from .backlog import BacklogRow
 from .queues import ACTIVITY, WORKFLOW, MatchedTask, QueueKey
@@ -122,27 +123,33 @@ class TaskConsumer:
         letters: list[tuple[bytes | None, bytes]] = []
         to_store: list[BacklogRow] = []
         for rec in records:
-            reason, task, key = self._parse(tp, rec)
-            if reason is not None:
-                log.warning("dead-lettering %s@%d: %s", tp, rec.offset, reason)
-                letters.append((rec.key, dead_letter(
-                    source_topic=tp.topic, partition=tp.partition, offset=rec.offset,
-                    key=rec.key, value=rec.value or b"", reason=reason,
-                )))
-                continue
-            assert task is not None and key is not None
-            if self.service.is_duplicate(task.task_id):
-                continue
-            if not self.service.try_sync_match(tp.partition, task, key):
-                assert task.payload is not None
-                to_store.append(BacklogRow(task.task_id, tp.partition, key, task.payload))
+            # The dispatch span: the worker's task span continues from it (MatchedTask.traceparent).
+            with consumer_span(rec, GROUP) as dispatch:
+                reason, task, key = self._parse(tp, rec, dispatch.traceparent)
+                if reason is not None:
+                    log.warning("dead-lettering %s@%d: %s", tp, rec.offset, reason)
+                    dispatch.fail(reason)
+                    letters.append((rec.key, dead_letter(
+                        source_topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                        key=rec.key, value=rec.value or b"", reason=reason,
+                    )))
+                    continue
+                assert task is not None and key is not None
+                if self.service.is_duplicate(task.task_id):
+                    continue
+                matched = self.service.try_sync_match(tp.partition, task, key)
+                if dispatch.span is not None:
+                    dispatch.annotate(_task_attributes(task, matched))
+                if not matched:
+                    assert task.payload is not None
+                    to_store.append(BacklogRow(task.task_id, tp.partition, key, task.payload, task.traceparent))
         if to_store:
             await self.service.store_backlog(to_store)
         if letters:
             await send_dead_letters(self._producer, letters)
 
     def _parse(
-        self, tp: TopicPartition, rec: ConsumerRecord
+        self, tp: TopicPartition, rec: ConsumerRecord, traceparent: str | None = None,
     ) -> tuple[str | None, MatchedTask | None, QueueKey | None]:
         value = rec.value
         if not isinstance(value, bytes):
@@ -159,4 +166,11 @@ class TaskConsumer:
         if expected != tp.partition:
             return (f"task queue {key.namespace}/{key.task_queue} belongs on partition {expected},"
                     f" found on {tp.partition} (wrong record key)"), None, None
-        return None, MatchedTask(kind, record["task_id"], record, value), key
+        return None, MatchedTask(kind, record["task_id"], record, value, traceparent), key
+
+
+def _task_attributes(task: MatchedTask, sync_match: bool) -> dict[str, object]:
+    t = task.task
+    return {"kadence.workflow_id": t["workflow_id"], "kadence.run_id": t["run_id"],
+            "kadence.workflow_type": t.get("workflow_type") or "", "kadence.task_queue": t["task_queue"],
+            "kadence.task_kind": task.kind, "kadence.task_id": task.task_id, "kadence.sync_match": sync_match}

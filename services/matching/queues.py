@@ -33,19 +33,24 @@ class MatchedTask:
 
     ``payload`` is the Avro record as it came from Kafka (``None`` for queries and for
     tasks that crossed the internal HTTP API), kept so a task can be put back.
+    ``traceparent`` is the W3C trace context the worker continues (matching's dispatch
+    span), or ``None`` when tracing is off.
     """
 
     kind: str
     task_id: str
     task: dict[str, Any]
     payload: bytes | None = field(default=None, repr=False)
+    traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "task_id": self.task_id, "task": self.task}
+        return {"kind": self.kind, "task_id": self.task_id, "task": self.task, "traceparent": self.traceparent}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MatchedTask:
-        return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=dict(data["task"]))
+        tp = data.get("traceparent")
+        return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=dict(data["task"]),
+                   traceparent=str(tp) if tp else None)
 
 
 class Poller:

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from kadence import avro
+from kadence._tracing import current_traceparent
 from services.common import db
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
@@ -213,14 +214,14 @@ class MatchingService:
             return []
         q.backlog = max(0, q.backlog - len(rows))
         out: list[MatchedTask] = []
-        for task_id, payload in rows:
+        for task_id, payload, traceparent in rows:
             try:
                 _, record = avro.decode(payload)
             except avro.DecodeError:
                 log.exception("dropping undecodable backlog row %s", task_id)
                 continue
             self._recent.add(task_id)
-            out.append(MatchedTask(q.key.kind, task_id, record, payload))
+            out.append(MatchedTask(q.key.kind, task_id, record, payload, traceparent))
         return out
 
     def put_back(self, tasks: list[MatchedTask]) -> None:
@@ -242,7 +243,7 @@ class MatchingService:
                 log.warning("task %s lost its poller and has no payload to store", task.task_id)
                 continue
             self._recent.discard(task.task_id)
-            row = BacklogRow(task.task_id, partition, key, task.payload)
+            row = BacklogRow(task.task_id, partition, key, task.payload, task.traceparent)
             bg = asyncio.get_running_loop().create_task(self._store_front(row))
             self._background.add(bg)
             bg.add_done_callback(self._background.discard)
@@ -278,7 +279,7 @@ class MatchingService:
             "args": json.loads(args_json) if args_json else [],
             "namespace": namespace, "task_queue": task_queue, "workflow_id": workflow_id,
             "run_id": run_id, "workflow_type": workflow_type,
-        })
+        }, traceparent=current_traceparent())  # the worker answers inside the query's own trace
         answer: asyncio.Future[tuple[str | None, dict[str, Any] | None]] = loop.create_future()
         pickup: asyncio.Future[None] = loop.create_future()
         self._queries[query_id] = answer

@@ -1,0 +1,456 @@
+"""Traces and metrics of the services: set-up from the environment, and the wrappers that emit them.
+
+Set-up follows the OpenTelemetry conventions: ``OTEL_TRACES_EXPORTER`` (``otlp``,
+``console``, ``none``, or a comma-separated list), ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` and the other ``OTEL_EXPORTER_OTLP_*`` variables
+(read by the OTLP exporter itself), ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_SDK_DISABLED``. One deviation: with ``OTEL_TRACES_EXPORTER`` unset, spans go to
+OTLP only when an OTLP endpoint is set, so a service started without any telemetry
+configuration builds no spans at all. Metrics are served for Prometheus on
+``KADENCE_METRICS_HOST`` (default 127.0.0.1) : ``KADENCE_METRICS_PORT`` (unset: no endpoint).
+
+The instrumentation itself is wrappers, not code inside the handlers: a Kafka producer
+that makes a PRODUCER span per record and carries the context in the record headers,
+an aiohttp middleware for the SERVER span of each API call, a context manager for the
+CONSUMER span of each consumed record, and a decorator for long polls. Each checks
+first whether tracing or metrics are on, and does nothing more when they are off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from opentelemetry import propagate, trace
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from kadence import _tracing
+from kadence._tracing import TRACE_HEADERS, UNSET, Unset, context_from_headers, kafka_headers, tracer
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from aiokafka.structs import ConsumerRecord
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Metrics",
+    "Telemetry",
+    "TracingProducer",
+    "configure",
+    "consumer_span",
+    "http_server_middleware",
+    "instrument_poll",
+    "metrics",
+    "register_shard",
+    "reset",
+    "setup_from_env",
+    "unregister_shard",
+]
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+
+class ShardGauges(Protocol):
+    """What a history shard exposes to the observable gauges (read from the exporter's thread)."""
+
+    shard_id: int
+
+    def consumer_lag(self) -> int | None: ...
+
+    def outbox_backlog(self) -> int: ...
+
+
+_shards: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_shard(shard: ShardGauges) -> None:
+    _shards.add(shard)
+
+
+def unregister_shard(shard: ShardGauges) -> None:
+    _shards.discard(shard)
+
+
+def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
+    for shard in list(_shards):
+        lag = shard.consumer_lag()
+        if lag is not None:
+            yield Observation(lag, {"kadence.shard_id": shard.shard_id})
+
+
+def _observe_outbox(options: CallbackOptions) -> Iterable[Observation]:
+    for shard in list(_shards):
+        yield Observation(shard.outbox_backlog(), {"kadence.shard_id": shard.shard_id})
+
+
+class Metrics:
+    """The Kadence instruments of one meter provider."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.workflows_started = meter.create_counter(
+            "kadence.workflows.started", unit="{workflow}", description="Workflow runs started")
+        self.workflows_completed = meter.create_counter(
+            "kadence.workflows.completed", unit="{workflow}", description="Workflow runs completed")
+        self.workflows_failed = meter.create_counter(
+            "kadence.workflows.failed", unit="{workflow}", description="Workflow runs failed or timed out")
+        self.schedule_to_start = meter.create_histogram(
+            "kadence.task.schedule_to_start", unit="s",
+            description="Time from a task's scheduling in history to its hand-over to a worker's poll",
+            explicit_bucket_boundaries_advisory=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                 1, 2.5, 5, 10, 30, 60, 300])
+        self.batch_size = meter.create_histogram(
+            "kadence.history.batch.size", unit="{item}",
+            description="Commands and timer firings folded in one shard-loop transaction",
+            explicit_bucket_boundaries_advisory=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000])
+        self.polls_waiting = meter.create_up_down_counter(
+            "kadence.polls.waiting", unit="{poll}", description="Task long polls waiting in the frontend")
+        meter.create_observable_gauge(
+            "kadence.history.shard.lag", callbacks=[_observe_lag], unit="{record}",
+            description="kadence.requests records not yet processed by the shard (log end - position)")
+        meter.create_observable_gauge(
+            "kadence.history.outbox.backlog", callbacks=[_observe_outbox], unit="{row}",
+            description="Committed outbox rows waiting for the shard's relay")
+
+
+_metrics: Metrics | None = None
+
+
+def metrics() -> Metrics | None:
+    """The instruments, or ``None`` when metrics are off."""
+    return _metrics
+
+
+def configure(*, tracer_provider: TracerProvider | Literal[Unset.UNSET] | None = UNSET,
+              meter_provider: MeterProvider | Literal[Unset.UNSET] | None = UNSET) -> None:
+    """Install providers for this process (either may be ``None`` to turn that signal off).
+
+    Unlike the OpenTelemetry globals this can be called again, so tests can install an
+    in-memory exporter and remove it. A tracer provider left unset follows the global one.
+    """
+    global _metrics
+    if tracer_provider is not UNSET:
+        _tracing.configure(tracer_provider)
+    if meter_provider is not UNSET:
+        _metrics = None if meter_provider is None else Metrics(meter_provider.get_meter("kadence"))
+
+
+def reset() -> None:
+    """Back to the defaults: tracing follows the OpenTelemetry global provider, metrics are off."""
+    global _metrics
+    _tracing.configure()
+    _metrics = None
+
+
+# ---- set-up from the environment ---------------------------------------------------------------
+
+
+@dataclass
+class Telemetry:
+    """What :func:`setup_from_env` installed; :meth:`shutdown` flushes and removes it."""
+
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    metrics_server: WSGIServer | None = None
+    metrics_url: str | None = None
+    installed_tracing: bool = False
+
+    def shutdown(self) -> None:
+        if self.installed_tracing:
+            _tracing.configure()  # back to following the OpenTelemetry global provider
+        if self.meter_provider is not None:
+            configure(meter_provider=None)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+_CONSOLE_ATTRIBUTES = (("kadence.workflow_id", "workflow_id"), ("kadence.workflow_type", "workflow_type"),
+                       ("messaging.destination.partition.id", "partition"), ("messaging.kafka.offset", "offset"),
+                       ("http.response.status_code", "status"))
+
+
+def _one_line(span: Any) -> str:
+    """Console format: one line per span, enough to follow a trace in a terminal."""
+    ctx = span.context
+    parent = f"{span.parent.span_id:016x}" if span.parent is not None else "-" * 16
+    ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+    service = span.resource.attributes.get("service.name", "")
+    attrs = " ".join(f"{short}={span.attributes[k]}" for k, short in _CONSOLE_ATTRIBUTES if k in span.attributes)
+    return (f"trace {ctx.trace_id:032x} span {ctx.span_id:016x} parent {parent} {service} "
+            f"{span.kind.name} {span.name!r} {ms:.1f}ms {attrs}\n")
+
+
+def _tracer_provider(service_name: str, exporters: list[str]) -> Any:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    # OTEL_SERVICE_NAME, when set, wins over the service's own name.
+    resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name})
+    provider = SdkTracerProvider(resource=resource)
+    for name in exporters:
+        if name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(formatter=_one_line)))
+        elif name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        else:
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (use otlp, console or none)")
+    return provider
+
+
+def setup_from_env(service_name: str, *, traces: str | None = None, metrics_port: int | None = None,
+                   metrics_host: str | None = None) -> Telemetry:
+    """Install tracing and metrics as the environment asks; arguments override it.
+
+    ``traces``: ``otlp``, ``console``, ``none`` or a comma-separated list (default:
+    ``OTEL_TRACES_EXPORTER``). ``metrics_port``: serve Prometheus metrics there
+    (default: ``KADENCE_METRICS_PORT``; 0 picks a free port; unset means no endpoint).
+    """
+    out = Telemetry()
+    if _env_flag("OTEL_SDK_DISABLED"):
+        return out
+    spec = traces if traces is not None else os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if not spec.strip() and (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                             or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        spec = "otlp"
+    exporters = [e.strip().lower() for e in spec.split(",") if e.strip() and e.strip().lower() != "none"]
+    tracing: Any = UNSET
+    if exporters:
+        tracing = out.tracer_provider = _tracer_provider(service_name, exporters)
+    elif isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        # Off, and said so explicitly: the per-record "is tracing on?" check becomes a
+        # global read instead of a look at the OpenTelemetry global provider.
+        tracing = None
+    if metrics_port is None:
+        raw = os.environ.get("KADENCE_METRICS_PORT", "").strip()
+        metrics_port = int(raw) if raw else None
+    if metrics_port is not None:
+        host = metrics_host or os.environ.get("KADENCE_METRICS_HOST") or "127.0.0.1"
+        out.meter_provider, out.metrics_server, out.metrics_url = _prometheus(service_name, host, metrics_port)
+    configure(tracer_provider=tracing,
+              meter_provider=out.meter_provider if out.meter_provider is not None else UNSET)
+    out.installed_tracing = tracing is not UNSET
+    return out
+
+
+def _prometheus(service_name: str, host: str, port: int) -> tuple[Any, WSGIServer, str]:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    # A registry of our own: the process-wide default one would collect a second
+    # reader's metrics twice when a process (a test run) sets telemetry up again.
+    registry = CollectorRegistry(auto_describe=True)
+    reader = PrometheusMetricReader(registry=registry)
+    resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name})
+    provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound = server.server_address[1]
+    return provider, server, f"http://{host}:{bound}/metrics"
+
+
+# ---- Kafka -------------------------------------------------------------------------------------
+
+
+def _key_attributes(topic: str, key: bytes | None, attributes: dict[str, Any]) -> None:
+    if key is None:
+        return
+    text = key.decode("utf-8", "replace")
+    attributes["messaging.kafka.message.key"] = text
+    namespace, sep, rest = text.partition("/")
+    if not sep:
+        return
+    attributes["kadence.namespace"] = namespace
+    # kadence.tasks is keyed by namespace/task_queue; requests and history by namespace/workflow_id.
+    attributes["kadence.task_queue" if topic == "kadence.tasks" else "kadence.workflow_id"] = rest
+
+
+def _sent(span: Span, future: Any) -> None:
+    if future.cancelled():
+        span.set_status(Status(StatusCode.ERROR, "cancelled"))
+    elif future.exception() is not None:
+        exc = future.exception()
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    else:
+        metadata = future.result()
+        span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
+        span.set_attribute("messaging.kafka.offset", int(metadata.offset))
+    span.end()
+
+
+class TracingProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """An aiokafka producer that makes a PRODUCER span per record when tracing is on.
+
+    The span's parent is the context in the record's own ``traceparent`` header when it
+    has one (an outbox row carries the context of the command that wrote it), else the
+    current context (the API call being served). The record leaves with the span's
+    context in its headers, so the consumer's span is the producer span's child.
+    """
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> Any:
+        t = tracer()
+        if t is None:
+            return await super().send(topic, value, key, partition, timestamp_ms, headers)
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka", "messaging.destination.name": topic,
+            "messaging.operation.type": "publish", "messaging.operation.name": "send",
+        }
+        _key_attributes(topic, key, attributes)
+        if value is not None:
+            attributes["messaging.message.body.size"] = len(value)
+        span = t.start_span(f"send {topic}", context=context_from_headers(headers), kind=SpanKind.PRODUCER,
+                            attributes=attributes)
+        carried = [(k, v) for k, v in (headers or ()) if k not in TRACE_HEADERS]
+        carried += kafka_headers(trace.set_span_in_context(span))
+        try:
+            future = await super().send(topic, value, key, partition, timestamp_ms, carried)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            raise
+        future.add_done_callback(functools.partial(_sent, span))
+        return future
+
+
+class Consumed:
+    """The CONSUMER span of one record, as :func:`consumer_span` hands it to the consumer."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span | None) -> None:
+        self.span = span
+
+    @property
+    def traceparent(self) -> str | None:
+        return None if self.span is None else dict(self.headers()).get("traceparent", b"").decode() or None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Trace headers that make the next hop a child of this span."""
+        return [] if self.span is None else kafka_headers(trace.set_span_in_context(self.span))
+
+    def annotate(self, attributes: dict[str, Any]) -> None:
+        if self.span is not None:
+            self.span.set_attributes(attributes)
+
+    def fail(self, reason: str) -> None:
+        if self.span is not None:
+            self.span.set_status(Status(StatusCode.ERROR, reason[:200]))
+
+
+_NOT_TRACED = contextlib.nullcontext(Consumed(None))
+
+
+@contextlib.contextmanager
+def _consumer_span(t: Any, record: ConsumerRecord[Any, Any], group: str) -> Iterator[Consumed]:
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka", "messaging.destination.name": record.topic,
+        "messaging.operation.type": "process", "messaging.operation.name": "process",
+        "messaging.consumer.group.name": group,
+        "messaging.destination.partition.id": str(record.partition), "messaging.kafka.offset": record.offset,
+    }
+    _key_attributes(record.topic, record.key, attributes)
+    with t.start_as_current_span(f"process {record.topic}", context=context_from_headers(record.headers),
+                                 kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        yield Consumed(span)
+
+
+def consumer_span(record: ConsumerRecord[Any, Any], group: str) -> contextlib.AbstractContextManager[Consumed]:
+    """A CONSUMER span for processing ``record``, parented by its ``traceparent`` header.
+
+    With tracing off this is a shared no-op context whose :class:`Consumed` has no span.
+    """
+    t = tracer()
+    if t is None:
+        return _NOT_TRACED
+    return _consumer_span(t, record, group)
+
+
+# ---- HTTP --------------------------------------------------------------------------------------
+
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def http_server_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
+    """A SERVER span per API call, parented by the caller's ``traceparent`` header."""
+    t = tracer()
+    if t is None:
+        return await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    if route.endswith("/poll") and "traceparent" not in request.headers:
+        # A worker's idle long poll: the task it brings has its own trace (see kadence/_tracing.py).
+        return await handler(request)
+    attributes: dict[str, Any] = {"http.request.method": request.method, "http.route": route,
+                                  "url.path": request.path, "url.scheme": request.scheme}
+    for name in ("namespace", "workflow_id", "task_queue"):
+        value = request.match_info.get(name)
+        if value is not None:
+            attributes[f"kadence.{name}"] = value
+    parent = propagate.extract(request.headers)
+    with t.start_as_current_span(f"{request.method} {route}", context=parent, kind=SpanKind.SERVER,
+                                 attributes=attributes) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        return response
+
+
+# ---- long polls --------------------------------------------------------------------------------
+
+PollFn = Callable[[Any, Any, str], Awaitable[list[Any]]]
+
+
+def instrument_poll(poll: PollFn) -> PollFn:
+    """Wrap a frontend poll ``(self, request, kind) -> tasks``: count waiting polls, and
+    record each task's schedule-to-start latency (now - the task's ``scheduled_time``)."""
+
+    @functools.wraps(poll)
+    async def wrapper(self: Any, req: Any, kind: str) -> list[Any]:
+        m = _metrics
+        if m is None:
+            return await poll(self, req, kind)
+        waiting = {"kadence.task_kind": kind}
+        m.polls_waiting.add(1, waiting)
+        try:
+            tasks = await poll(self, req, kind)
+        finally:
+            m.polls_waiting.add(-1, waiting)
+        now_ms = time.time() * 1000
+        attributes = {"kadence.task_kind": kind, "kadence.namespace": req.namespace,
+                      "kadence.task_queue": req.task_queue}
+        for task in tasks:
+            scheduled = task.task.get("scheduled_time")
+            if scheduled:
+                m.schedule_to_start.record(max(0.0, now_ms - scheduled) / 1000, attributes)
+        return tasks
+
+    return wrapper

@@ -1,0 +1,63 @@
+"""Metrics through OpenTelemetry, scraped from the Prometheus endpoint after a workflow completes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from kadence import Client, Worker
+from services.common import telemetry
+
+from .test_tracing import TracedWorkflow, traced_greeting
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def metrics_url() -> Iterator[str]:
+    """Autouse, so the meter provider is installed before the cluster fixture starts the services."""
+    signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
+    assert signals.metrics_url is not None and signals.metrics_url.startswith("http://127.0.0.1:")
+    try:
+        yield signals.metrics_url
+    finally:
+        signals.shutdown()
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    """The sample ``name`` whose labels include ``labels`` (summed when several match)."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$", line)
+        if m is None or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+            found = True
+    assert found, f"no sample {name}{labels} in:\n{text}"
+    return total
+
+
+async def test_prometheus_endpoint_counts_a_workflow(client: Client, metrics_url: str) -> None:
+    wid = f"metered-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue="q-metered", workflows=[TracedWorkflow], activities=[traced_greeting]):
+        assert await client.execute_workflow(TracedWorkflow.run, "m", id=wid, task_queue="q-metered") == "Hello, m!"
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+
+    kind = {"kadence_workflow_type": "TracedWorkflow", "kadence_namespace": "default"}
+    assert _value(text, "kadence_workflows_started_total", **kind) == 1
+    assert _value(text, "kadence_workflows_completed_total", **kind) == 1
+    # Two workflow tasks and one activity task were handed out.
+    assert _value(text, "kadence_task_schedule_to_start_seconds_count", kadence_task_queue="q-metered") == 3
+    assert _value(text, "kadence_history_batch_size_count") >= 1
+    assert _value(text, "kadence_history_shard_lag") >= 0
+    assert _value(text, "kadence_history_outbox_backlog") >= 0
+    # The worker's pollers are waiting right now (two per kind by default).
+    assert _value(text, "kadence_polls_waiting", kadence_task_kind="activity") >= 1
