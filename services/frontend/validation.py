@@ -180,7 +180,7 @@ def commands(body: Body, field: str = "commands") -> list[dict[str, Any]]:
         clean: dict[str, Any] = {}
         for f in schema["fields"]:
             fname, here = f["name"], f"{where}.attributes.{f['name']}"
-            if fname not in attrs or attrs[fname] is None and "default" in f:
+            if fname not in attrs or (attrs[fname] is None and "default" in f):
                 if "default" not in f:
                     raise InvalidArgument(f"{here} is required", field=here)
                 continue

@@ -8,10 +8,9 @@ which lets a poll put back a task it could no longer deliver.
 
 from __future__ import annotations
 
-import socket
-
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
