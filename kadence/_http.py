@@ -137,7 +137,7 @@ class HttpTransport:
         span: Span | None = None,
     ) -> dict[str, Any]:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout is not None else aiohttp.ClientTimeout(total=60)
+        client_timeout = aiohttp.ClientTimeout(total=timeout if timeout is not None else 60)
         async with self._get_session().request(
             method, self._root + path, json=dict(body) if body is not None else None, params=query,
             timeout=client_timeout, headers=None if span is None else _tracing.http_headers(),

@@ -146,7 +146,8 @@ class ActivityTaskProcessor:
         except asyncio.CancelledError:
             if not context.cancel_requested:
                 raise
-            await self._fail(token, ApplicationError("activity cancelled", type="ActivityCancelled", non_retryable=True))
+            cancelled = ApplicationError("activity cancelled", type="ActivityCancelled", non_retryable=True)
+            await self._fail(token, cancelled)
             return
         except TimeoutError as err:
             if scope.expired():
@@ -167,7 +168,9 @@ class ActivityTaskProcessor:
             await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"))
             return
         await self._transport.call(
-            "POST", "/activity-tasks/complete", body={"task_token": token, "result": payload, "identity": self._identity}
+            "POST",
+            "/activity-tasks/complete",
+            body={"task_token": token, "result": payload, "identity": self._identity},
         )
 
     async def _invoke(self, definition: ActivityDefinition, args: list[Any]) -> Any:

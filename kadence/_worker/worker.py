@@ -68,7 +68,9 @@ class Worker:
         self._graceful_timeout = graceful_shutdown_timeout
         self._own_executor = activity_executor is None and any(not d.is_async for d in activity_defs)
         self._executor = activity_executor or (
-            concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities, thread_name_prefix="kadence-activity")
+            concurrent.futures.ThreadPoolExecutor(
+                max_workers=max_concurrent_activities, thread_name_prefix="kadence-activity"
+            )
             if self._own_executor
             else None
         )

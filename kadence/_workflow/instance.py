@@ -93,7 +93,8 @@ def current_instance() -> WorkflowInstance:
     loop = asyncio._get_running_loop()
     owner = loop.owner if isinstance(loop, WorkflowEventLoop) else None
     if not isinstance(owner, WorkflowInstance):
-        raise RuntimeError("not in workflow code: this function may only be called from a workflow")
+        # RuntimeError, not TypeError: the caller is in the wrong place, not passing a wrong type.
+        raise RuntimeError("not in workflow code: this function may only be called from a workflow")  # noqa: TRY004
     return owner
 
 
@@ -372,7 +373,9 @@ class WorkflowInstance:
         self._timer_seq += 1
         timer_id = str(self._timer_seq)
         self._add(
-            Command("StartTimer", {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))})
+            Command(
+                "StartTimer", {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))}
+            )
         )
         return timer_id
 

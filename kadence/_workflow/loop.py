@@ -88,7 +88,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         return self._now
 
     def call_soon(
-        self, callback: Callable[[Unpack[Ts]], object], *args: Unpack[Ts], context: contextvars.Context | None = None
+        self, callback: Callable[[Unpack[Ts]], object], *args: *Ts, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         self._check_open()
         handle = asyncio.Handle(callback, args, self, context)
@@ -99,7 +99,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self,
         delay: float,
         callback: Callable[[Unpack[Ts]], object],
-        *args: Unpack[Ts],
+        *args: *Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         self._check_open()
@@ -118,7 +118,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self,
         when: float,
         callback: Callable[[Unpack[Ts]], object],
-        *args: Unpack[Ts],
+        *args: *Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         return self.call_later(when - self._now, callback, *args, context=context)
@@ -131,7 +131,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
             self._sink.cancel_timer(timer_id)
 
     def call_soon_threadsafe(
-        self, callback: Callable[[Unpack[Ts]], object], *args: Unpack[Ts], context: contextvars.Context | None = None
+        self, callback: Callable[[Unpack[Ts]], object], *args: *Ts, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         raise RuntimeError("workflow code cannot use threads; call_soon_threadsafe is not available")
 

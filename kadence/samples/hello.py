@@ -28,8 +28,9 @@ class HelloWorkflow:
         # Durable: the workflow may wait here for days, across restarts of everything.
         await workflow.wait_condition(lambda: self.greeting is not None)
         assert self.greeting is not None
-        return await workflow.execute_activity(
+        greeting: str = await workflow.execute_activity(
             compose_greeting, self.greeting, name, start_to_close_timeout=timedelta(seconds=10))
+        return greeting
 
     @workflow.signal
     def set_greeting(self, greeting: str) -> None:

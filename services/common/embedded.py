@@ -33,6 +33,17 @@ def tansu_binary() -> Path:
     return path
 
 
+def _spawn_tansu(port: int, log_path: Path | None) -> subprocess.Popen[bytes]:
+    url = f"tcp://127.0.0.1:{port}"
+    command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+    if log_path is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 @dataclass
 class EmbeddedBroker:
     """A Tansu broker child process on 127.0.0.1."""
@@ -47,14 +58,8 @@ class EmbeddedBroker:
     @classmethod
     async def start(cls, port: int = 0, *, log_path: Path | None = None) -> EmbeddedBroker:
         port = port or free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        out: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        broker = cls(port, process)
+        broker = cls(port, _spawn_tansu(port, log_path))
+        process = broker.process
         for _ in range(200):
             if process.poll() is not None:
                 raise RuntimeError(f"the Tansu broker exited at start with code {process.returncode}")

@@ -64,7 +64,7 @@ class CloseWatcher:
             lost = asyncio.Event()
             try:
                 async with self._pool.acquire() as conn:
-                    conn.add_termination_listener(lambda _c: lost.set())
+                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, self._on_notify)
                     self.listening.set()
                     self._wake_all()  # anything that closed while we were not listening

@@ -22,7 +22,7 @@ def test_run_must_be_async() -> None:
 
 
 def test_two_run_methods_rejected() -> None:
-    with pytest.raises(TypeError, match="more than one @workflow.run method: one, two"):
+    with pytest.raises(TypeError, match=r"more than one @workflow\.run method: one, two"):
 
         @workflow.defn
         class Bad:
@@ -34,7 +34,7 @@ def test_two_run_methods_rejected() -> None:
 
 
 def test_defn_without_run_rejected() -> None:
-    with pytest.raises(TypeError, match="has no @workflow.run method"):
+    with pytest.raises(TypeError, match=r"has no @workflow\.run method"):
 
         @workflow.defn
         class Bad:

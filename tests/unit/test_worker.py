@@ -163,7 +163,7 @@ async def test_queries_answered_from_cache_or_by_replay() -> None:
     other = FakeTransport(history)
     await _processor(other, Waiter).process({**query, "query": {"query_id": "q2", "query_type": "count", "args": []}})
     await _processor(other, Waiter).process({**query, "query": {"query_id": "q3", "query_type": "nope", "args": []}})
-    assert [c for c in transport.calls if c[1] == "/queries/q1/respond"][0][2] == {"result": "1"}
+    assert next(c for c in transport.calls if c[1] == "/queries/q1/respond")[2] == {"result": "1"}
     assert other.posted("/queries/q2/respond") == [{"result": "1"}]
     (error,) = other.posted("/queries/q3/respond")
     assert error["error"]["type"] == "QueryNotFound"
