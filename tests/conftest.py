@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -27,23 +28,31 @@ def postgres() -> Iterator[EmbeddedPostgres]:
             pg.stop()
 
 
-@pytest.fixture
-async def fresh_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
-    """A new, empty database on the session server, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@asynccontextmanager
+async def new_database(postgres: EmbeddedPostgres, prefix: str = "t") -> AsyncIterator[str]:
+    """A new, empty database on the session server; its DSN, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres.dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     base, _, query = postgres.dsn.partition("?")
-    dsn = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
-    yield dsn
-    admin = await asyncpg.connect(postgres.dsn)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(postgres.dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def fresh_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A new, empty database for one test."""
+    async with new_database(postgres) as dsn:
+        yield dsn
 
 
 @pytest.fixture

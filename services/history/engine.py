@@ -174,17 +174,26 @@ def _start_wt(ctx: Context, t: Transition, identity: str) -> None:
     t.set_timer("wt_timeout", wt["scheduled_event_id"], ctx.now + t.state.workflow_task_timeout_ms, wt["attempt"])
 
 
-async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
-    from .commands import apply_commands, validate_commands
-
+async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, int, int] | None:
+    """The run and (scheduled, started) ids of the workflow task a worker answered, or None
+    when the answer is stale. An answer that overtook its started record implies the start."""
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     wt = _outstanding_wt(t, cmd)
     if t is None or wt is None:
-        return
+        return None
     if not wt["started_event_id"]:
         _start_wt(ctx, t, cmd["identity"])
-    sid, started = wt["scheduled_event_id"], wt["started_event_id"]
-    t.delete_timer("wt_timeout", sid)
+    t.delete_timer("wt_timeout", wt["scheduled_event_id"])
+    return t, wt["scheduled_event_id"], wt["started_event_id"]
+
+
+async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
+    from .commands import apply_commands, validate_commands
+
+    answered = await _answered_wt(ctx, cmd)
+    if answered is None:
+        return
+    t, sid, started = answered
     problem = validate_commands(cmd["commands"])
     if problem is not None:
         _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), cmd["identity"])
@@ -196,14 +205,10 @@ async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
 
 
 async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    wt = _outstanding_wt(t, cmd)
-    if t is None or wt is None:
-        return
-    if not wt["started_event_id"]:
-        _start_wt(ctx, t, cmd["identity"])
-    t.delete_timer("wt_timeout", wt["scheduled_event_id"])
-    _fail_wt(ctx, t, wt["scheduled_event_id"], wt["started_event_id"], cmd["cause"], cmd["failure"], cmd["identity"])
+    answered = await _answered_wt(ctx, cmd)
+    if answered is not None:
+        t, sid, started = answered
+        _fail_wt(ctx, t, sid, started, cmd["cause"], cmd["failure"], cmd["identity"])
 
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
@@ -255,14 +260,24 @@ def _start_activity(ctx: Context, t: Transition, sid: int, act: dict[str, Any], 
         t.set_timer("act_hb", sid, ctx.now + act["heartbeat_timeout_ms"], act["attempt"])
 
 
-async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
+async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, dict[str, Any]] | None:
+    """The run and activity a worker answered for, or None when the answer is stale.
+    An answer that overtook its started record implies the start."""
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     act = _pending_activity(t, cmd)
     if t is None or act is None:
-        return
-    sid = cmd["scheduled_event_id"]
+        return None
     if act["state"] != "Started":
-        _start_activity(ctx, t, sid, act, cmd["identity"])
+        _start_activity(ctx, t, cmd["scheduled_event_id"], act, cmd["identity"])
+    return t, act
+
+
+async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
+    answered = await _answered_activity(ctx, cmd)
+    if answered is None:
+        return
+    t, act = answered
+    sid = cmd["scheduled_event_id"]
     t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=act["started_event_id"],
           result=cmd["result"], identity=cmd["identity"])
     _drop_activity_timers(t, sid)
@@ -270,13 +285,11 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
 
 
 async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    act = _pending_activity(t, cmd)
-    if t is None or act is None:
+    answered = await _answered_activity(ctx, cmd)
+    if answered is None:
         return
+    t, act = answered
     sid = cmd["scheduled_event_id"]
-    if act["state"] != "Started":
-        _start_activity(ctx, t, sid, act, cmd["identity"])
     failure = cmd["failure"]
     backoff = retry_backoff(act, ctx.now, failure["type"], failure["non_retryable"])
     t.add("ActivityTaskFailed", scheduled_event_id=sid, started_event_id=act["started_event_id"], failure=failure,

@@ -21,6 +21,7 @@ from services.audit import audit
 from services.cluster import Cluster
 from services.common.embedded import EmbeddedPostgres
 
+from ..conftest import new_database
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,20 +53,9 @@ async def _published(cluster: Cluster) -> None:
 
 @pytest.fixture
 async def second_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
-    """Another empty database on the session server (as fresh_dsn makes one)."""
-    name = f"rebuilt_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = postgres.dsn.partition("?")
-    yield base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
-    admin = await asyncpg.connect(postgres.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """Another empty database on the session server, for the rebuild."""
+    async with new_database(postgres, "rebuilt") as dsn:
+        yield dsn
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
