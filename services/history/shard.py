@@ -88,12 +88,16 @@ class Shard:
         self._tasks: list[asyncio.Task[None]] = []
         self.lost = asyncio.Event()
         self._redispatched: dict[str, int] = {}
+        # Runs with a task no worker has started, and since when: re-dispatch looks only
+        # at these instead of scanning the shard's executions.
+        self.unstarted: dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def acquire(self) -> int:
         """Take the shard over; return the offset to consume from."""
         self.range_id, self.next_offset = await self.store.acquire_shard(self.shard_id, self.owner)
+        self.unstarted = {s.run_id: _oldest_unstarted(s) for s in await self.store.undispatched(self.shard_id)}
         pending = await self.store.pending_outbox(self.shard_id)
         self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
         if pending:
@@ -249,6 +253,10 @@ class Shard:
     def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[OutboxRow]) -> None:
         for m in mutations:
             self.remember(m.state)
+            if m.state.running and m.state.has_undispatched():
+                self.unstarted[m.state.run_id] = _oldest_unstarted(m.state)
+            else:
+                self.unstarted.pop(m.state.run_id, None)
         for (run_id, sid), row in ctx.heartbeats.items():
             self.heartbeats[(run_id, sid)] = (row[4], row[3])
         self.timers.committed(mutations, ctx.timer_rows_deleted)
@@ -299,9 +307,12 @@ class Shard:
         now = int(time.time() * 1000)
         rows: list[OutboxRow] = []
         alive: dict[str, int] = {}
-        for state in await self.store.undispatched(self.shard_id):
-            cached = self.cache.get(state.run_id)
-            state = cached if cached is not None else state
+        for run_id, since in list(self.unstarted.items()):
+            if not force and now - since < REDISPATCH_AFTER_MS:
+                continue
+            state = await self.load(run_id)
+            if state is None:
+                continue
             t = Transition(state, now, self.shard_id)
             for task_id, since, dispatch in _unstarted(t):
                 age = now - since
@@ -316,6 +327,13 @@ class Shard:
             futures = [await self.producer.send(m.topic, m.value, key=m.key) for _, m in rows]
             await asyncio.gather(*futures)
         return len(rows)
+
+
+def _oldest_unstarted(s: MutableState) -> int:
+    times = [a["scheduled_time"] for a in s.activities.values() if a["state"] == "Scheduled"]
+    if s.wt is not None and not s.wt["started_event_id"]:
+        times.append(s.wt["scheduled_time"])
+    return min(times, default=0)
 
 
 def _unstarted(t: Transition) -> list[tuple[str, int, Callable[[], None]]]:
