@@ -43,7 +43,7 @@ from .errors import (
     WorkflowAlreadyStarted,
     WorkflowNotFound,
 )
-from .reads import ReadStore, describe, outcome
+from .reads import RUNNING, ReadStore, describe, outcome
 from .replies import ReplyRouter
 from .tokens import TaskToken
 from .validation import PollRequest, StartRequest
@@ -203,10 +203,10 @@ class Engine:
         while True:
             fut = self._closes.watch(ex.run_id)
             try:
-                # Re-read after registering: a close between the two reads is not missed.
-                ex = await self._reads.execution(ns, workflow_id, ex.run_id)
-                if ex.closed:
-                    return outcome(ex)
+                # Re-check after registering: a close between the two reads is not missed.
+                # Only the status column is read until the run has closed.
+                if await self._reads.status(ex.run_id) != RUNNING:
+                    return outcome(await self._reads.execution(ns, workflow_id, ex.run_id))
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return {"status": "Running"}
