@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -33,15 +38,26 @@ def tansu_binary() -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the process that started us dies.
+
+    A `kadence dev` killed with SIGKILL must not leave its broker holding the port.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _spawn_tansu(port: int, log_path: Path | None) -> subprocess.Popen[bytes]:
     url = f"tcp://127.0.0.1:{port}"
     command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                "--storage-engine", "memory://tansu/"]
     if log_path is None:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
     with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent)
 
 
 @dataclass
@@ -84,6 +100,34 @@ class EmbeddedBroker:
                 self.process.wait(timeout=5)
 
 
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Drop the processes that died holding a pgserver handle on ``data_dir``.
+
+    pgserver stops the server when its last holder lets go, counting holders in a
+    file; a holder killed with SIGKILL never lets go, and the server would then
+    outlive every later `kadence dev`. Forgetting the dead makes the next clean
+    stop stop it again.
+    """
+    handles = data_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class EmbeddedPostgres:
     """PostgreSQL from the pgserver wheel, data kept in ``data_dir``."""
@@ -100,6 +144,7 @@ class EmbeddedPostgres:
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(data_dir)
         # "stop": the server stops when we clean up; a killed dev process leaves
         # one running that the next start of the same data directory reuses.
         server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]

@@ -78,3 +78,33 @@ async def test_restart_loses_nothing(tmp_path: Path) -> None:
         await client.close()
     finally:
         _stop(proc)
+
+
+async def test_sigkill_then_restart(tmp_path: Path) -> None:
+    port, kafka_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-1.log")
+    try:
+        client = await Client.connect(url)
+        wid = f"approval-{uuid.uuid4().hex[:6]}"
+        async with Worker(client, task_queue="q-kill", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            handle = await client.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="q-kill")
+            for _ in range(100):
+                if "WorkflowTaskCompleted" in [e["event_type"] for e in await handle.history()]:
+                    break
+                await asyncio.sleep(0.1)
+        await client.close()
+
+        proc.send_signal(signal.SIGKILL)  # no shutdown at all
+        proc.wait(timeout=10)
+        # Same ports again: the killed process's broker died with it.
+        proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-2.log")
+
+        client = await Client.connect(url)
+        async with Worker(client, task_queue="q-kill", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            handle = client.get_workflow_handle(wid)
+            await handle.signal(ApprovalWorkflow.approve, "survivor")
+            assert await asyncio.wait_for(handle.result(), 60) == "approved by survivor"
+        await client.close()
+    finally:
+        _stop(proc)
