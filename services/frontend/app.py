@@ -66,7 +66,7 @@ async def error_middleware(request: web.Request, handler: RouteHandler) -> web.S
 async def logging_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
     started = time.monotonic()
     response = await handler(request)
-    access_log.info("%s %s %d %.1fms", request.method, request.path, response.status,
+    access_log.debug("%s %s %d %.1fms", request.method, request.path, response.status,
                     (time.monotonic() - started) * 1000)
     return response
 
