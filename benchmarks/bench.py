@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -145,6 +146,7 @@ class Bench:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def record(self, **row: Any) -> None:
         self.results.append(row)
@@ -239,13 +241,17 @@ def _summary(results: list[dict[str, Any]]) -> list[str]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    bench = Bench(args)
-    await bench.start()
-    try:
-        # Warm-up, not measured: connections, caches, consumer groups settled.
-        await asyncio.gather(*(bench.client.execute_workflow(OneActivity.run, i, id=f"warm-{uuid.uuid4().hex}",
-                                                             task_queue="bench") for i in range(args.warmup)))
-        for run in range(args.runs):
+    results: list[dict[str, Any]] = []
+    for run in range(args.runs):
+        # Each run gets a fresh `kadence dev` (unless --target): the development broker keeps
+        # every record in memory and slows down as its topics grow, which would make later
+        # runs measure the broker's history rather than Kadence.
+        bench = Bench(args)
+        await bench.start()
+        try:
+            # Warm-up, not measured: connections, caches, consumer groups settled.
+            await asyncio.gather(*(bench.client.execute_workflow(
+                OneActivity.run, i, id=f"warm-{uuid.uuid4().hex}", task_queue="bench") for i in range(args.warmup)))
             for n in args.n:
                 await bench.throughput(n, run)
             await bench.latency(args.latency_n, run)
@@ -253,9 +259,10 @@ async def main(args: argparse.Namespace) -> None:
             await bench.fold_replay(run)
             bench.sdk_replay(run)
             print(f"run {run + 1}/{args.runs} done", flush=True)
-    finally:
-        await bench.stop()
-    print("\n".join(["", f"Kadence benchmark, medians over {args.runs} runs (min-max):", *_summary(bench.results)]))
+        finally:
+            await bench.stop()
+        results.extend(bench.results)
+    print("\n".join(["", f"Kadence benchmark, medians over {args.runs} runs (min-max):", *_summary(results)]))
 
 
 def cli() -> None:
