@@ -13,6 +13,8 @@ import logging
 
 import asyncpg
 
+from services.common.aio import cancel
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "kadence_closed"
@@ -29,11 +31,8 @@ class CloseWatcher:
         self._task = asyncio.create_task(self._run(), name="frontend-close-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def watch(self, run_id: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from services.common.aio import cancel
 from services.common.kafka import REPLIES
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,8 @@ class ReplyRouter:
         self._task = asyncio.create_task(self._run(), name="frontend-replies")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
         for fut in self._waiters.values():

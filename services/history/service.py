@@ -7,13 +7,13 @@ PostgreSQL, and every commit checks it (see store.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from services.common import db, kafka
+from services.common.aio import cancel
 from services.common.config import Settings
 
 from .shard import Shard
@@ -74,10 +74,7 @@ class HistoryService:
         self._task = asyncio.create_task(self._consume())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         await self._release(list(self.shards))
         if self._consumer is not None:
             await self._consumer.stop()

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence import avro
+from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
 from services.common.telemetry import consumer_span
@@ -77,11 +78,8 @@ class TaskConsumer:
         self._task = asyncio.create_task(self._run(), name="matching-consumer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
         with contextlib.suppress(KafkaError):
