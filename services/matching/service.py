@@ -215,6 +215,10 @@ class MatchingService:
         q.backlog = max(0, q.backlog - len(rows))
         out: list[MatchedTask] = []
         for task_id, payload, traceparent in rows:
+            if task_id in self._recent:
+                # A copy of this task reached a waiting poller by sync match while this one
+                # was being stored: it has been delivered already.
+                continue
             try:
                 _, record = avro.decode(payload)
             except avro.DecodeError:
