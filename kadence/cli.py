@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +18,17 @@ def state_dir() -> Path:
     base = os.environ.get("KADENCE_HOME") or os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kadence")
     return Path(base)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As the servers do: connections of a previous run lingering in TIME_WAIT don't count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def _dev(args: argparse.Namespace) -> int:
@@ -30,6 +42,10 @@ async def _dev(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for flag, port in (("--port", args.port), ("--kafka-port", args.kafka_port)):
+        if port and not _port_free(port):
+            print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)
+            return 2
     data = Path(args.data_dir) if args.data_dir else state_dir() / "dev"
     data.mkdir(parents=True, exist_ok=True)
     # Before the cluster starts: its producers, consumers and HTTP server check at start-up.
