@@ -102,11 +102,19 @@ async def _target(ctx: Context, cmd: dict[str, Any]) -> Transition | None:
     return await ctx.current_run(cmd["namespace"], cmd["workflow_id"])
 
 
-async def signal_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
+async def _open_target(ctx: Context, cmd: dict[str, Any], verb: str) -> Transition | None:
+    """The open run a signal or terminate is for; None (and a WorkflowNotFound reply) if none."""
     t = await _target(ctx, cmd)
     if t is None or not t.state.running:
         ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
-                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to signal")
+                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to {verb}")
+        return None
+    return t
+
+
+async def signal_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
+    t = await _open_target(ctx, cmd, "signal")
+    if t is None:
         return
     if not (cmd["request_id"] and cmd["request_id"] in t.state.signal_request_ids):
         _signal(t, cmd["signal_name"], cmd["input"], cmd["identity"], cmd["request_id"])
@@ -119,10 +127,8 @@ def _signal(t: Transition, name: str, input_: str | None, identity: str, request
 
 
 async def terminate_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await _target(ctx, cmd)
-    if t is None or not t.state.running:
-        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
-                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to terminate")
+    t = await _open_target(ctx, cmd, "terminate")
+    if t is None:
         return
     t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=cmd["identity"])
     settle(t)
@@ -356,7 +362,6 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
     if t is None or not t.state.running:
         return
     s = t.state
-    t.timers_delete.add(timer.key)
     kind = timer.kind
     if kind == "user_timer":
         tid = timer.key.split("/", 2)[2]

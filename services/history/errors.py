@@ -16,6 +16,3 @@ class ShardOwnershipLost(HistoryError):
 class HistoryCorrupted(HistoryError):
     """An event does not follow the state it is applied to."""
 
-
-class InvalidCommand(HistoryError):
-    """A command is well-formed Avro but cannot be accepted; goes to the dead-letter topic."""

@@ -13,11 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from kadence import avro
-
 from .builder import Mutation, OutboxMessage, TimerRow
 from .errors import ShardOwnershipLost
-from .state import Event, MutableState
+from .state import MutableState
 
 OutboxRow = tuple[int, OutboxMessage]
 
@@ -45,11 +43,6 @@ class HistoryStore:
     async def load_state(self, run_id: str) -> MutableState | None:
         data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
         return None if data is None else MutableState.loads(data)
-
-    async def history(self, run_id: str) -> list[Event]:
-        rows = await self.pool.fetch(
-            "SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
-        return [avro.decode(r["data"])[1] for r in rows]
 
     async def pending_outbox(self, shard_id: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
