@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 class BatchContext:
     """Implements :class:`~.engine.Context` for one batch of one shard."""
 
-    def __init__(self, shard: Shard, now: int) -> None:
+    def __init__(self, shard: Shard, now: int, no_current: frozenset[tuple[str, str]] = frozenset()) -> None:
         self.shard = shard
         self.now = now
+        # Workflows the shard looked up before the batch and found no run of.
+        self.no_current = no_current
         self.transitions: dict[str, Transition] = {}
         self.replies: list[OutboxMessage] = []
         self.timer_rows_deleted: list[str] = []
@@ -28,6 +30,8 @@ class BatchContext:
     async def current_run(self, namespace: str, workflow_id: str) -> Transition | None:
         run_id = self.shard.current.get((namespace, workflow_id))
         if run_id is None:
+            if (namespace, workflow_id) in self.no_current:
+                return None
             run_id = await self.shard.store.current_run(namespace, workflow_id)
             if run_id is None:
                 return None

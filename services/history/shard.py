@@ -170,8 +170,9 @@ class Shard:
 
     async def _process(self, batch: list[Any]) -> None:
         dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}
+        no_current = await self._look_up_current(batch)
         while True:
-            ctx = BatchContext(self, int(time.time() * 1000))
+            ctx = BatchContext(self, int(time.time() * 1000), no_current)
             try:
                 last_offset = await self._run(ctx, batch, dead)
             except _Poison as poison:
@@ -201,6 +202,32 @@ class Shard:
                 continue
             self._after_commit(ctx, mutations, outbox)
             return
+
+    async def _look_up_current(self, batch: list[Any]) -> frozenset[tuple[str, str]]:
+        """Find the current runs of the batch's workflows missing from the cache in one query.
+
+        They join ``self.current``; the workflows with no run at all are returned, so a
+        start of a new workflow costs no round trip of its own.
+        """
+        keys = set()
+        for item in batch:
+            if isinstance(item, list):
+                for record in item:
+                    if record.key is not None:
+                        namespace, _, workflow_id = record.key.decode("utf-8", "replace").partition("/")
+                        if (namespace, workflow_id) not in self.current:
+                            keys.add((namespace, workflow_id))
+        if not keys:
+            return frozenset()
+        try:
+            found = await self.store.current_runs(list(keys))
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("shard %d: current-run look-up failed (%r); each command looks up its own",
+                        self.shard_id, exc)
+            return frozenset()
+        for key, run_id in found.items():
+            self.current[key] = run_id
+        return frozenset(keys - found.keys())
 
     async def _run(self, ctx: BatchContext, batch: list[Any],
                    dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]]) -> int | None:

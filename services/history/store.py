@@ -40,6 +40,14 @@ class HistoryStore:
             "SELECT run_id FROM current_executions WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id)
         return None if value is None else str(value)
 
+    async def current_runs(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The current run of each (namespace, workflow_id) that has one, in one round trip."""
+        rows = await self.pool.fetch(
+            "SELECT c.namespace, c.workflow_id, c.run_id FROM current_executions c"
+            " JOIN unnest($1::text[], $2::text[]) AS k (namespace, workflow_id) USING (namespace, workflow_id)",
+            [k[0] for k in keys], [k[1] for k in keys])
+        return {(r["namespace"], r["workflow_id"]): str(r["run_id"]) for r in rows}
+
     async def load_state(self, run_id: str) -> MutableState | None:
         data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
         return None if data is None else MutableState.loads(data)
