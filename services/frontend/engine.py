@@ -43,7 +43,7 @@ from .errors import (
     WorkflowAlreadyStarted,
     WorkflowNotFound,
 )
-from .reads import RUNNING, ReadStore, describe, outcome
+from .reads import RUNNING, ReadStore, describe, event_json, outcome
 from .replies import ReplyRouter
 from .tokens import TaskToken
 from .validation import PollRequest, StartRequest
@@ -243,7 +243,11 @@ class Engine:
                 "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
             })
         first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
-        events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
+        carried = task.get("events")
+        if carried is not None:
+            events = [event_json(data) for data in carried]
+        else:
+            events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow")
         return {
             "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],

@@ -19,6 +19,12 @@ from . import chain
 from .state import Event, MutableState, apply
 
 TimerRow = tuple[str, int, str, str, str, str, int, int]  # key, fire_at, ns, wid, run, kind, ref, attempt
+Tail = list[tuple[int, bytes]]  # (event_id, single-object encoding) of a run's newest events, contiguous
+
+# A workflow task carries its events to the worker when they are at most this many
+# and this large; otherwise the frontend reads them from PostgreSQL.
+CARRY_MAX_EVENTS = 100
+CARRY_MAX_BYTES = 256 * 1024
 
 
 @cache
@@ -84,6 +90,9 @@ class Transition:
     delete_all_timers: bool = False
     current_changed: bool = False
     headers: tuple[tuple[str, bytes], ...] = ()
+    # The committed events since the run's last completed workflow task, when the
+    # shard still holds them: a workflow task dispatched now carries them along.
+    tail: Tail | None = None
 
     def add(self, event_type: str, **attributes: Any) -> Event:
         """Build the next event of the run and fold it into the state."""
@@ -127,7 +136,18 @@ class Transition:
             "scheduled_event_id": wt["scheduled_event_id"], "attempt": wt["attempt"],
             "first_event_id": s.last_completed_wt_scheduled_id + 1,
             "scheduled_time": wt["scheduled_time"],
+            "events": self._carried(s.last_completed_wt_scheduled_id + 1, wt["scheduled_event_id"]),
         })
+
+    def _carried(self, first: int, last: int) -> list[bytes] | None:
+        """The encoded events first..last, or None when they are not all in memory or too many."""
+        if self.tail is None or last - first + 1 > CARRY_MAX_EVENTS:
+            return None
+        pool = self.tail + [(e["event_id"], data) for e, data in zip(self.events, self.encoded, strict=True)]
+        chosen = [data for event_id, data in pool if first <= event_id <= last]
+        if len(chosen) != last - first + 1 or sum(map(len, chosen)) > CARRY_MAX_BYTES:
+            return None
+        return chosen
 
     def dispatch_activity_task(self, scheduled_event_id: int) -> None:
         s = self.state

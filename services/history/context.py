@@ -44,12 +44,12 @@ class BatchContext:
         state = await self.shard.load(run_id)
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
             return None
-        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers)
+        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=self.shard.tails.get(run_id))
         self.transitions[run_id] = t
         return t
 
     def new_run(self, state: MutableState) -> Transition:
-        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers)
+        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[])
         self.transitions[state.run_id] = t
         self.shard.remember(state)
         return t

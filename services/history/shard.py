@@ -25,7 +25,7 @@ from kadence import avro
 from services.common import kafka
 
 from . import engine
-from .builder import Mutation, OutboxMessage, Transition
+from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost
 from .state import MutableState
@@ -80,6 +80,10 @@ class Shard:
         self.next_offset = 0
         self.cache: OrderedDict[str, MutableState] = OrderedDict()
         self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Per cached run, its committed events since the last completed workflow task
+        # (or the newest of them): workflow tasks carry these instead of the frontend
+        # reading them back from PostgreSQL.
+        self.tails: dict[str, Tail] = {}
         self.heartbeats: dict[tuple[str, int], tuple[int, str | None]] = {}
         self.inbox: asyncio.Queue[list[ConsumerRecord[bytes, bytes]] | engine.TimerFiring] = asyncio.Queue(maxsize=64)
         self.relay_queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
@@ -147,7 +151,8 @@ class Shard:
             self.current[(state.namespace, state.workflow_id)] = state.run_id
             self.current.move_to_end((state.namespace, state.workflow_id))
         while len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
+            evicted, _ = self.cache.popitem(last=False)
+            self.tails.pop(evicted, None)
         while len(self.current) > CACHE_SIZE:
             self.current.popitem(last=False)
 
@@ -279,6 +284,7 @@ class Shard:
 
     def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[OutboxRow]) -> None:
         for m in mutations:
+            self._keep_tail(m)
             self.remember(m.state)
             if m.state.running and m.state.has_undispatched():
                 self.unstarted[m.state.run_id] = _oldest_unstarted(m.state)
@@ -289,6 +295,19 @@ class Shard:
         self.timers.committed(mutations, ctx.timer_rows_deleted)
         if outbox:
             self.relay_queue.put_nowait(outbox)
+
+    def _keep_tail(self, m: Mutation) -> None:
+        """Extend the run's tail by its newly committed events, from the last completed task on."""
+        s = m.state
+        if not s.running:
+            self.tails.pop(s.run_id, None)
+            return
+        first = s.last_completed_wt_scheduled_id + 1
+        new = list(zip((e["event_id"] for e in m.events), m.encoded_events, strict=True))
+        # A run loaded from the store starts with an unknown tail: keep what is new (a
+        # contiguous suffix); after its next completed workflow task it is whole again.
+        tail = [p for p in self.tails.get(s.run_id, []) + new if p[0] >= first]
+        self.tails[s.run_id] = tail[-CARRY_MAX_EVENTS:]
 
     # ---- outbox relay ----------------------------------------------------------------
 

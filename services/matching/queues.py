@@ -44,7 +44,10 @@ class MatchedTask:
     traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "task_id": self.task_id, "task": self.task, "traceparent": self.traceparent}
+        # Events a workflow task carries are Avro bytes: across the internal API the
+        # frontend reads them from the store instead.
+        task = {k: v for k, v in self.task.items() if k != "events"}
+        return {"kind": self.kind, "task_id": self.task_id, "task": task, "traceparent": self.traceparent}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MatchedTask:

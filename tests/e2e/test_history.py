@@ -7,6 +7,7 @@ import json
 import asyncpg
 import pytest
 
+from kadence import avro
 from services.history import rebuild
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
@@ -57,6 +58,9 @@ async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> No
             "WorkflowExecutionStarted", "WorkflowTaskScheduled", "WorkflowTaskStarted", "WorkflowTaskCompleted",
             "ActivityTaskScheduled", "ActivityTaskStarted", "ActivityTaskCompleted", "WorkflowTaskScheduled",
             "WorkflowTaskStarted", "WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
+        # Each workflow task carried its events, exactly as stored.
+        assert [avro.decode(data)[1] for data in wt["events"]] == events[0:2]
+        assert [avro.decode(data)[1] for data in wt2["events"]] == events[2:8]
         # One fold: the snapshot equals the state rebuilt from history.
         conn = await asyncpg.connect(fresh_dsn)
         try:

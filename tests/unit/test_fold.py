@@ -155,3 +155,18 @@ def test_a_gap_in_event_ids_is_refused() -> None:
     s = MutableState(run_id="r")
     with pytest.raises(HistoryCorrupted, match="expected 1"):
         apply(s, {"event_id": 2, "event_time": 0, "event_type": "MarkerRecorded", "attributes": {}})
+
+
+def test_a_workflow_task_carries_its_events_only_when_the_tail_is_whole() -> None:
+    state = MutableState(namespace="default", workflow_id="w", run_id="r", workflow_type="T", task_queue="q")
+    first = Transition(state, 1_700_000_000_000, 0, tail=[])
+    first.add("WorkflowExecutionStarted", workflow_type="T", task_queue="q", input=None,
+              execution_timeout_ms=0, workflow_task_timeout_ms=10_000)
+    first.add("WorkflowTaskScheduled", task_queue="q", start_to_close_timeout_ms=10_000, attempt=1)
+    assert first._carried(1, 2) == first.encoded
+
+    tail = list(zip((e["event_id"] for e in first.events), first.encoded, strict=True))
+    # A tail that lost its first event (a run reloaded from the store) carries nothing.
+    assert Transition(state, 0, 0, tail=tail[1:])._carried(1, 2) is None
+    assert Transition(state, 0, 0, tail=None)._carried(1, 2) is None
+    assert Transition(state, 0, 0, tail=tail)._carried(2, 2) == first.encoded[1:]
