@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from kadence import Client, avro
+from kadence import Client, _loop, avro
 from kadence.replay import Replayer
 from services.common.embedded import free_port
 from services.history.state import rebuild
@@ -276,7 +276,7 @@ def cli() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--out", help="append every measurement as a JSON line to this file")
-    asyncio.run(main(parser.parse_args()))
+    _loop.run(main(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from kadence import Client, Worker
+from kadence import Client, Worker, _loop
 
 from .workflows import ACTIVITIES, WORKFLOWS
 
@@ -29,4 +29,4 @@ if __name__ == "__main__":
     parser.add_argument("--target", required=True)
     parser.add_argument("--task-queue", default="bench")
     args = parser.parse_args()
-    asyncio.run(main(args.target, args.task_queue))
+    _loop.run(main(args.target, args.task_queue))

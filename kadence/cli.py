@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     if args.command == "dev":
         try:
-            return asyncio.run(_dev(args))
+            from kadence import _loop
+
+            return _loop.run(_dev(args))
         except KeyboardInterrupt:
             return 130
     return 2

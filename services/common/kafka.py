@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from kadence import avro
+from kadence._tracing import tracer
 
 from .telemetry import TracingProducer
 
@@ -73,6 +75,42 @@ def new_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
     defaults.update(options)
     # Traces each record when tracing is on; a plain AIOKafkaProducer otherwise.
     return TracingProducer(bootstrap_servers=bootstrap, **defaults)
+
+
+Record = tuple[str, bytes, bytes, Sequence[tuple[str, bytes]]]  # topic, key, value, headers
+
+
+async def publish(producer: AIOKafkaProducer, records: Sequence[Record]) -> None:
+    """Publish keyed records, in order per partition, and wait until the broker has them all.
+
+    The records of each partition go into batches built here, which costs about a third
+    of the CPU of handing them to ``send`` one by one. With tracing on they go one by
+    one, so that each gets its producer span.
+    """
+    if tracer() is not None:
+        futures = [await producer.send(topic, value, key=key, headers=list(headers) or None)
+                   for topic, key, value, headers in records]
+        await asyncio.gather(*futures)
+        return
+    counts: dict[str, int] = {}
+    batches: dict[tuple[str, int], Any] = {}
+    futures = []
+    for topic, key, value, headers in records:
+        if topic not in counts:
+            counts[topic] = len(await producer.partitions_for(topic))
+        tp = (topic, partition_for(key, counts[topic]))
+        batch = batches.get(tp)
+        if batch is None:
+            batch = batches[tp] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            # The batch is full: send it and start the next one with this record.
+            futures.append(await producer.send_batch(batch, tp[0], partition=tp[1]))
+            batch = batches[tp] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit a produce batch")
+    for (topic, partition), batch in batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 def dead_letter(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
+from kadence import _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 
@@ -14,7 +14,7 @@ from .app import FrontendService
 def main() -> None:
     settings = Settings.from_env()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_service(FrontendService(settings), settings, "frontend"))
+        _loop.run(run_service(FrontendService(settings), settings, "frontend"))
 
 
 if __name__ == "__main__":

@@ -195,24 +195,26 @@ class Engine:
         return {"run_id": ex.run_id, "events": events, "next_page_token": next_token}
 
     async def result(self, ns: str, workflow_id: str, run_id: str | None, wait_seconds: float) -> dict[str, Any]:
-        ex = await self._reads.execution(ns, workflow_id, run_id)
-        if ex.closed or wait_seconds <= 0:
-            return outcome(ex)
+        if not run_id or wait_seconds <= 0:
+            ex = await self._reads.execution(ns, workflow_id, run_id)
+            if ex.closed or wait_seconds <= 0:
+                return outcome(ex)
+            run_id = ex.run_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while True:
-            fut = self._closes.watch(ex.run_id)
+            fut = self._closes.watch(run_id)
             try:
-                # Re-check after registering: a close between the two reads is not missed.
-                # Only the status column is read until the run has closed.
-                if await self._reads.status(ex.run_id) != RUNNING:
-                    return outcome(await self._reads.execution(ns, workflow_id, ex.run_id))
+                # Read after watching: a close between the two is not missed. Only the
+                # status column is read until the run has closed (or is not there).
+                if await self._reads.status(ns, workflow_id, run_id) != RUNNING:
+                    return outcome(await self._reads.execution(ns, workflow_id, run_id))
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return {"status": "Running"}
                 await asyncio.wait({fut}, timeout=min(remaining, _RECHECK))
             finally:
-                self._closes.unwatch(ex.run_id, fut)
+                self._closes.unwatch(run_id, fut)
 
     # -- task polls ----------------------------------------------------------------------------------
 

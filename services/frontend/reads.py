@@ -69,9 +69,11 @@ class ReadStore:
             next_event_id=int(row["next_event_id"]), state=state if isinstance(state, dict) else {},
         )
 
-    async def status(self, run_id: str) -> str | None:
-        """The status column of a run: a cheap check before reading its whole state."""
-        value = await self._pool.fetchval("SELECT status FROM executions WHERE run_id = $1", run_id)
+    async def status(self, namespace: str, workflow_id: str, run_id: str) -> str | None:
+        """The status column of a run (None if there is no such run): cheaper than its whole state."""
+        value = await self._pool.fetchval(
+            "SELECT status FROM executions WHERE run_id = $1 AND namespace = $2 AND workflow_id = $3",
+            run_id, namespace, workflow_id)
         return None if value is None else str(value)
 
     async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:

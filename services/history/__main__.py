@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
+from kadence import _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 
@@ -14,7 +14,7 @@ from .service import HistoryService
 def main() -> None:
     settings = Settings.from_env()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_service(HistoryService(settings), settings, "history"))
+        _loop.run(run_service(HistoryService(settings), settings, "history"))
 
 
 if __name__ == "__main__":

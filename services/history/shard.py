@@ -318,9 +318,7 @@ class Shard:
                 rows.extend(self.relay_queue.get_nowait())
             while True:
                 try:
-                    futures = [await self.producer.send(m.topic, m.value, key=m.key, headers=list(m.headers) or None)
-                               for _, m in rows]
-                    await asyncio.gather(*futures)
+                    await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
                     break
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
                     log.warning("shard %d: outbox publish failed (%r); retrying", self.shard_id, exc)
@@ -370,8 +368,7 @@ class Shard:
             rows.extend((0, m) for m in t.outbox)
         self._redispatched = alive
         if rows:
-            futures = [await self.producer.send(m.topic, m.value, key=m.key) for _, m in rows]
-            await asyncio.gather(*futures)
+            await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
         return len(rows)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
+from kadence import _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 
@@ -14,7 +14,7 @@ from .service import MatchingService
 def main() -> None:
     settings = Settings.from_env()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_service(MatchingService(settings), settings, "matching"))
+        _loop.run(run_service(MatchingService(settings), settings, "matching"))
 
 
 if __name__ == "__main__":
