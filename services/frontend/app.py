@@ -6,6 +6,7 @@ are mapped and requests logged by middlewares, so handlers stay free of HTTP.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from kadence._tracing import tracer
 from services.common import db
 from services.common.config import Settings
 from services.common.kafka import new_producer
@@ -41,34 +43,39 @@ def _json_error(status: int, error: str, message: str, field: str | None = None,
     return web.json_response({"error": error, "message": message, "field": field, **extra}, status=status)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
+async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
+    """Run the handler; map every error to a JSON answer; log the call at debug level."""
+    started = time.monotonic()
     try:
-        return await handler(request)
+        response = await handler(request)
     except FrontendError as exc:
-        return web.json_response(exc.body(), status=exc.status)
+        response = web.json_response(exc.body(), status=exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
+        response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
     except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
             OSError) as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
-        return _json_error(503, "Unavailable", "the database is unavailable; retry later")
+        response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
     except KafkaError as exc:
-        return _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
+        response = _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
     except Exception:  # the last line of defence: answer 500 rather than drop the connection
         log.exception("%s %s failed", request.method, request.path)
-        return _json_error(500, "Internal", "internal error; see the frontend log")
+        response = _json_error(500, "Internal", "internal error; see the frontend log")
+    if access_log.isEnabledFor(logging.DEBUG):
+        access_log.debug("%s %s %d %.1fms", request.method, request.path, response.status,
+                         (time.monotonic() - started) * 1000)
+    return response
 
 
 @web.middleware
-async def logging_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
-    started = time.monotonic()
-    response = await handler(request)
-    access_log.debug("%s %s %d %.1fms", request.method, request.path, response.status,
-                    (time.monotonic() - started) * 1000)
-    return response
+async def api_middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
+    """The one middleware of the API (each layer costs on every call): errors and access log,
+    inside a SERVER span when tracing is on, so the span sees the status answered."""
+    if tracer() is None:
+        return await _answer(request, handler)
+    return await http_server_middleware(request, functools.partial(_answer, handler=handler))
 
 
 def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
@@ -84,8 +91,7 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
 
 
 def build_app(handlers: Handlers) -> web.Application:
-    # Tracing outermost, so the SERVER span sees the status the error middleware answers.
-    app = web.Application(middlewares=[http_server_middleware, logging_middleware, error_middleware])
+    app = web.Application(middlewares=[api_middleware])
     for method, path, name in ROUTES:
         app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
     openapi = document()

@@ -23,7 +23,8 @@ CHANNEL = "kadence_closed"
 class CloseWatcher:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # A waiter's future says True when its run closed, False for "look again".
+        self._waiters: dict[str, set[asyncio.Future[bool]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -34,29 +35,29 @@ class CloseWatcher:
         await cancel(self._task)
         self._task = None
 
-    def watch(self, run_id: str) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def watch(self, run_id: str) -> asyncio.Future[bool]:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, set()).add(fut)
         return fut
 
-    def unwatch(self, run_id: str, fut: asyncio.Future[None]) -> None:
+    def unwatch(self, run_id: str, fut: asyncio.Future[bool]) -> None:
         waiters = self._waiters.get(run_id)
         if waiters is not None:
             waiters.discard(fut)
             if not waiters:
                 del self._waiters[run_id]
 
-    def _wake(self, run_id: str) -> None:
+    def _wake(self, run_id: str, closed: bool) -> None:
         for fut in self._waiters.pop(run_id, set()):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(closed)
 
     def _wake_all(self) -> None:
         for run_id in list(self._waiters):
-            self._wake(run_id)
+            self._wake(run_id, False)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._wake(payload)
+        self._wake(payload, True)
 
     async def _run(self) -> None:
         while True:

@@ -208,13 +208,16 @@ class Engine:
                 # Read after watching: a close between the two is not missed. Only the
                 # status column is read until the run has closed (or is not there).
                 if await self._reads.status(ns, workflow_id, run_id) != RUNNING:
-                    return outcome(await self._reads.execution(ns, workflow_id, run_id))
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return {"status": "Running"}
                 await asyncio.wait({fut}, timeout=min(remaining, _RECHECK))
+                if fut.done() and fut.result():
+                    break  # the run closed: no need to look at its status again
             finally:
                 self._closes.unwatch(run_id, fut)
+        return outcome(await self._reads.execution(ns, workflow_id, run_id))
 
     # -- task polls ----------------------------------------------------------------------------------
 
