@@ -121,7 +121,9 @@ class Bench:
             self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
         log = self.tmp / "worker.log"
         with open(log, "wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--target", self.target],
+            worker = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--target", self.target,
+                                       "--workflow-tasks", str(self.args.worker_workflow_tasks),
+                                       "--tasks-per-poll", str(self.args.worker_tasks_per_poll)],
                                       cwd=ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         self.children.append(worker)
         await _wait_line(log, "worker ready", worker)
@@ -275,6 +277,10 @@ def cli() -> None:
     parser.add_argument("--timer-n", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--worker-workflow-tasks", type=int, default=20,
+                        help="workflow tasks the worker runs at once (the SDK's default is 20)")
+    parser.add_argument("--worker-tasks-per-poll", type=int, default=10,
+                        help="tasks one worker poll may bring (the SDK's default is 10)")
     parser.add_argument("--out", help="append every measurement as a JSON line to this file")
     _loop.run(main(parser.parse_args()))
 

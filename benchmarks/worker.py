@@ -11,14 +11,15 @@ from kadence import Client, Worker, _loop
 from .workflows import ACTIVITIES, WORKFLOWS
 
 
-async def main(target: str, task_queue: str) -> None:
+async def main(target: str, task_queue: str, workflow_tasks: int, tasks_per_poll: int) -> None:
     client = await Client.connect(target)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES,
-                      max_concurrent_activities=500, max_cached_workflows=20_000):
+                      max_concurrent_activities=500, max_concurrent_workflow_tasks=workflow_tasks,
+                      max_tasks_per_poll=tasks_per_poll, max_cached_workflows=20_000):
         print("worker ready", flush=True)
         await stop.wait()
     await client.close()
@@ -28,5 +29,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", required=True)
     parser.add_argument("--task-queue", default="bench")
+    parser.add_argument("--workflow-tasks", type=int, default=20, help="workflow tasks run at once")
+    parser.add_argument("--tasks-per-poll", type=int, default=10, help="tasks one poll may bring")
     args = parser.parse_args()
-    _loop.run(main(args.target, args.task_queue))
+    _loop.run(main(args.target, args.task_queue, args.workflow_tasks, args.tasks_per_poll))
