@@ -277,10 +277,10 @@ def cli() -> None:
     parser.add_argument("--timer-n", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--worker-workflow-tasks", type=int, default=20,
-                        help="workflow tasks the worker runs at once (the SDK's default is 20)")
-    parser.add_argument("--worker-tasks-per-poll", type=int, default=10,
-                        help="tasks one worker poll may bring (the SDK's default is 10)")
+    parser.add_argument("--worker-workflow-tasks", type=int, default=200,
+                        help="workflow tasks the worker runs at once (default 200; the SDK default is 20)")
+    parser.add_argument("--worker-tasks-per-poll", type=int, default=50,
+                        help="tasks one worker poll may bring (default 50; the SDK default is 10)")
     parser.add_argument("--out", help="append every measurement as a JSON line to this file")
     _loop.run(main(parser.parse_args()))
 

@@ -154,8 +154,10 @@ class HistoryStore:
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, scheduled_event_id) DO UPDATE SET"
                 " attempt = EXCLUDED.attempt, details = EXCLUDED.details, heartbeat_time = EXCLUDED.heartbeat_time",
                 heartbeats)
-        for run_id in {m.state.run_id for m in mutations if m.closed}:
-            await conn.execute("SELECT pg_notify('kadence_closed', $1)", run_id)
+        closed = sorted({m.state.run_id for m in mutations if m.closed})
+        if closed:
+            # One statement for all: delivered at commit, one notification per run.
+            await conn.execute("SELECT pg_notify('kadence_closed', r) FROM unnest($1::text[]) AS r", closed)
 
 
 def _headers_to(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
