@@ -142,19 +142,22 @@ class Schemas:
             raise DecodeError(f"unknown schema fingerprint {fp:016x}")
         writer, reader = self._resolution(version)
         body = io.BytesIO(data[_HEADER.size :])
+        # Only records with a union of several record types need the branch names back.
+        branched = version.name in _BRANCH_HINTS
         try:
-            record = fastavro.schemaless_reader(
+            record: Any = fastavro.schemaless_reader(
                 body,
                 writer,
                 reader,
-                return_record_name=True,
-                return_record_name_override=True,
+                return_record_name=branched,
+                return_record_name_override=branched,
             )
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise DecodeError(f"body does not match {version.name}: {exc!r}") from exc
         if body.tell() != len(data) - _HEADER.size:
             raise DecodeError(f"{len(data) - _HEADER.size - body.tell()} trailing bytes after a {version.name}")
-        return version.name.rpartition(".")[2], _untuple(record)
+        result: dict[str, Any] = _untuple(record) if branched else record
+        return version.name.rpartition(".")[2], result
 
 
 _VERSION_KEY = "__kadence_version__"

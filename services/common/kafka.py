@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -37,9 +38,20 @@ def task_queue_key(namespace: str, task_queue: str) -> bytes:
     return f"{namespace}/{task_queue}".encode()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner: positive murmur2 of the key modulo the count."""
+    """Kafka's default partitioner: positive murmur2 of the key modulo the count.
+
+    aiokafka's murmur2 is pure Python and the same keys come back many times (every
+    event of a workflow, every task of a queue), hence the cache.
+    """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def send_keyed(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
+    """Send one record to its key's partition (computed here, cached) and wait for the broker."""
+    partition = partition_for(key, len(await producer.partitions_for(topic)))
+    await producer.send_and_wait(topic, value, key=key, partition=partition)
 
 
 def topic_layout(shards: int, task_partitions: int) -> dict[str, int]:

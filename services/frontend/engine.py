@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import use_traceparent
-from services.common.kafka import REQUESTS, workflow_key
+from services.common.kafka import REQUESTS, send_keyed, workflow_key
 from services.common.telemetry import instrument_poll
 from services.matching import (
     MatchedTask,
@@ -77,7 +77,7 @@ class Engine:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
         key = workflow_key(record["namespace"], record["workflow_id"])
         try:
-            await asyncio.wait_for(self._producer.send_and_wait(REQUESTS, value, key=key), PRODUCE_TIMEOUT)
+            await asyncio.wait_for(send_keyed(self._producer, REQUESTS, key, value), PRODUCE_TIMEOUT)
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
 
