@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -46,6 +47,8 @@ class HistoryService:
         self._task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
+        # Called with the task records each relay batch has published (see Shard.on_published).
+        self.on_tasks_published: Callable[[list[bytes]], None] | None = None
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -88,6 +91,7 @@ class HistoryService:
             if p in self.shards:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
+            shard.on_tasks_published = self.on_tasks_published
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]

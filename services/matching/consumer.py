@@ -24,7 +24,7 @@ from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_le
 from services.common.telemetry import consumer_span
 
 from .backlog import BacklogRow
-from .queues import ACTIVITY, WORKFLOW, MatchedTask, QueueKey
+from .queues import TASK_KINDS, MatchedTask, QueueKey
 
 if TYPE_CHECKING:
     from .service import MatchingService
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP = "kadence-matching"
-_KIND_OF = {"WorkflowTask": WORKFLOW, "ActivityTask": ACTIVITY}
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -156,7 +155,7 @@ class TaskConsumer:
             name, record = avro.decode(value)
         except avro.DecodeError as exc:
             return f"cannot decode: {exc}", None, None
-        kind = _KIND_OF.get(name)
+        kind = TASK_KINDS.get(name)
         if kind is None:
             return f"{name} does not belong on {TASKS}", None, None
         key = QueueKey(record["namespace"], record["task_queue"], kind)

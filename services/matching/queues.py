@@ -18,6 +18,7 @@ WORKFLOW = "workflow"
 ACTIVITY = "activity"
 QUERY = "query"
 KINDS = (WORKFLOW, ACTIVITY)
+TASK_KINDS = {"WorkflowTask": WORKFLOW, "ActivityTask": ACTIVITY}  # record name -> kind
 
 
 @dataclass(frozen=True)

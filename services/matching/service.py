@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 
 from kadence import avro
-from kadence._tracing import current_traceparent
+from kadence._tracing import current_traceparent, tracer
 from services.common import db
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
@@ -28,9 +30,11 @@ from services.common.kafka import partition_for, task_queue_key
 from .backlog import BacklogRow, BacklogStore
 from .consumer import TaskConsumer
 from .errors import NoPollerError, NotOwnerError, QueryFailedError, QueryTimeoutError, UnknownQueryError
-from .queues import KINDS, QUERY, WORKFLOW, MatchedTask, QueueKey, RecentTasks, TaskQueue
+from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, MatchedTask, QueueKey, RecentTasks, TaskQueue
 
 log = logging.getLogger(__name__)
+
+HANDED_TTL_S = 30.0  # how long a task handed over in process waits for its broker copy
 
 __all__ = ["MatchingService"]
 
@@ -44,6 +48,8 @@ class MatchingService:
         self._owned: set[int] = set()
         self._queues: dict[QueueKey, TaskQueue] = {}
         self._recent = RecentTasks()
+        # task_id -> when: tasks delivered by hand_over whose broker copy has not arrived yet
+        self._handed: OrderedDict[str, float] = OrderedDict()
         # query_id -> the answer (result JSON, failure); query_id -> taken by a poller
         self._queries: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {}
         self._pickups: dict[str, asyncio.Future[None]] = {}
@@ -134,7 +140,38 @@ class MatchingService:
     # -- tasks from Kafka ---------------------------------------------------------------
 
     def is_duplicate(self, task_id: str) -> bool:
-        return task_id in self._recent
+        """A copy of a task just delivered, or the broker's copy of one handed over in process."""
+        return task_id in self._recent or self._handed.pop(task_id, None) is not None
+
+    def hand_over(self, payloads: list[bytes]) -> None:
+        """Offer tasks that history in this process has just published to waiting polls.
+
+        Only a sync match is made here: a task nobody waits for is left to its copy on
+        kadence.tasks, which takes the usual path (backlog included). The broker's copy of
+        a task delivered here is dropped when it arrives, once (a later re-dispatch of the
+        same task id is delivered). With tracing on, every task takes the broker path, so
+        that it has its dispatch span.
+        """
+        if tracer() is not None:
+            return
+        now = time.monotonic()
+        while self._handed and now - next(iter(self._handed.values())) > HANDED_TTL_S:
+            self._handed.popitem(last=False)
+        for payload in payloads:
+            try:
+                name, record = avro.decode(payload)
+            except avro.DecodeError:
+                continue  # the broker's copy goes to the dead-letter topic
+            kind = TASK_KINDS.get(name)
+            if kind is None:
+                continue
+            key = QueueKey(record["namespace"], record["task_queue"], kind)
+            partition = self.partition_of(key.namespace, key.task_queue)
+            task_id = record["task_id"]
+            if task_id in self._recent or task_id in self._handed:
+                continue
+            if self.try_sync_match(partition, MatchedTask(kind, task_id, record, payload), key):
+                self._handed[task_id] = now
 
     def try_sync_match(self, partition: int, task: MatchedTask, key: QueueKey) -> bool:
         if partition not in self._owned:

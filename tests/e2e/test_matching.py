@@ -17,6 +17,7 @@ from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.matching import WORKFLOW, MatchingClient, MatchingService
+from services.matching.queues import RecentTasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,6 +119,27 @@ async def test_duplicate_task_id_is_delivered_once(env: Env) -> None:
     # a re-publication after delivery is dropped as well
     await produce(env, key, value)
     assert await env.client.poll("default", "tq-dup", WORKFLOW, 5, 1.0) == []
+
+
+async def test_a_task_handed_over_in_process_skips_the_broker_and_its_copy_is_dropped_once(env: Env) -> None:
+    # A short "recently delivered" window, so that only the hand-over bookkeeping can drop the copy.
+    env.service._recent = RecentTasks(window_seconds=0.2)
+    key, value, task_id = workflow_task("tq-hand")
+    poll = asyncio.create_task(env.client.poll("default", "tq-hand", WORKFLOW, 1, 10.0, "w1"))
+    await asyncio.sleep(0.3)
+    env.service.hand_over([value])
+    assert [t.task_id for t in await asyncio.wait_for(poll, 5)] == [task_id]
+    await asyncio.sleep(0.3)
+    await produce(env, key, value)  # the broker's copy of the same publication
+    assert await env.client.poll("default", "tq-hand", WORKFLOW, 5, 1.5) == []
+    await produce(env, key, value)  # a re-dispatch later on is delivered
+    assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
+
+    # With nobody waiting, the task is left to its broker copy.
+    key, value, task_id = workflow_task("tq-hand")
+    env.service.hand_over([value])
+    await produce(env, key, value)
+    assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
 
 
 async def test_garbage_goes_to_the_dlq_and_tasks_keep_flowing(env: Env) -> None:
