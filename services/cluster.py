@@ -34,7 +34,7 @@ class Cluster:
         await self.matching.start()
         self._started.append(self.matching)
         self.history = HistoryService(s, pool=self.pool)
-        self.history.on_tasks_published = self.matching.hand_over
+        self.history.on_tasks_committed = self.matching.hand_over
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)

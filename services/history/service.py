@@ -47,8 +47,8 @@ class HistoryService:
         self._task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
-        # Called with the task records each relay batch has published (see Shard.on_published).
-        self.on_tasks_published: Callable[[list[bytes]], None] | None = None
+        # Called with the task records of each shard commit (see Shard.on_tasks_committed).
+        self.on_tasks_committed: Callable[[list[bytes]], None] | None = None
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -68,7 +68,7 @@ class HistoryService:
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
-            fetch_max_wait_ms=5,  # bounds the hop latency on brokers that don't wake fetches
+            fetch_max_wait_ms=2,  # bounds the hop latency on brokers that don't wake fetches
             max_poll_records=2000,
         )
         self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
@@ -91,7 +91,7 @@ class HistoryService:
             if p in self.shards:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
-            shard.on_tasks_published = self.on_tasks_published
+            shard.on_tasks_committed = self.on_tasks_committed
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]

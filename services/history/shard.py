@@ -93,9 +93,9 @@ class Shard:
         self._tasks: list[asyncio.Task[None]] = []
         self.lost = asyncio.Event()
         self._redispatched: dict[str, int] = {}
-        # When matching runs in this process: handed the task records the relay has just
-        # published, so a waiting poll gets them without a trip through the broker.
-        self.on_tasks_published: Callable[[list[bytes]], None] | None = None
+        # When matching runs in this process: handed the task records of each commit, so a
+        # waiting poll gets them without a trip through the broker.
+        self.on_tasks_committed: Callable[[list[bytes]], None] | None = None
         # Runs with a task no worker has started, and since when: re-dispatch looks only
         # at these instead of scanning the shard's executions.
         self.unstarted: dict[str, int] = {}
@@ -299,6 +299,9 @@ class Shard:
         self.timers.committed(mutations, ctx.timer_rows_deleted)
         if outbox:
             self.relay_queue.put_nowait(outbox)
+            if self.on_tasks_committed is not None:
+                # Committed is enough to hand a task out; the relay still publishes it.
+                self.on_tasks_committed([m.value for _, m in outbox if m.topic == kafka.TASKS])
 
     def _keep_tail(self, m: Mutation) -> None:
         """Extend the run's tail by its newly committed events, from the last completed task on."""
@@ -338,8 +341,6 @@ class Shard:
                     log.warning("shard %d: outbox publish failed (%r); retrying", self.shard_id, exc)
                     await asyncio.sleep(0.5)
             published = rows[-1][0]
-            if self.on_tasks_published is not None:
-                self.on_tasks_published([m.value for _, m in rows if m.topic == kafka.TASKS])
             # Published rows are deleted at most every OUTBOX_CLEANUP_S under load, and as
             # soon as the relay falls idle: a crash in between publishes them again, which
             # consumers take as the duplicates they already expect.

@@ -144,7 +144,7 @@ class MatchingService:
         return task_id in self._recent or self._handed.pop(task_id, None) is not None
 
     def hand_over(self, payloads: list[bytes]) -> None:
-        """Offer tasks that history in this process has just published to waiting polls.
+        """Offer tasks that history in this process has just committed to waiting polls.
 
         Only a sync match is made here: a task nobody waits for is left to its copy on
         kadence.tasks, which takes the usual path (backlog included). The broker's copy of
