@@ -14,6 +14,7 @@ from kadence._activity import ActivityDefinition
 from kadence._client import Client
 from kadence._http import path_segment
 from kadence._worker.activity_tasks import ActivityTaskProcessor
+from kadence._worker.answers import AnswerBatcher
 from kadence._worker.poller import Poller, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
@@ -75,11 +76,12 @@ class Worker:
             else None
         )
         queue = path_segment(task_queue)
+        answers = AnswerBatcher(client.transport)
         self._pollers: list[Poller] = []
         self.workflow_processor: WorkflowTaskProcessor | None = None
         if workflow_defs:
             self.workflow_processor = WorkflowTaskProcessor(
-                client.transport,
+                answers,
                 namespace=client.namespace,
                 workflows=workflow_defs,
                 identity=self.identity,
@@ -96,7 +98,7 @@ class Worker:
             )
         if activity_defs:
             processor = ActivityTaskProcessor(
-                client.transport,
+                answers,
                 namespace=client.namespace,
                 task_queue=task_queue,
                 activities=activity_defs,

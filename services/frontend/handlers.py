@@ -6,12 +6,13 @@ mappings and returns (status, answer); the transport in ``app.py`` does the HTTP
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from . import validation as v
 from .engine import Engine
-from .errors import InvalidArgument
+from .errors import FrontendError, InvalidArgument
 from .tokens import TaskToken
 
 Params = Mapping[str, str]
@@ -19,6 +20,10 @@ Answer = tuple[int, dict[str, Any]]
 
 OK = 200
 QUERY_TIMEOUT_MS = 10_000
+MAX_ANSWERS = 1000
+# The operations that may be sent together through answer_tasks.
+ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "complete_activity_task",
+                               "fail_activity_task", "heartbeat_activity_task"})
 
 
 def _token(ns: str, body: dict[str, Any], kind: str) -> TaskToken:
@@ -125,6 +130,39 @@ class Handlers:
         await self.engine.respond_query(query_id, result, error)
         return OK, {}
 
+    # -- several answers in one call ------------------------------------------------------------
+
+    async def answer_tasks(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        """Run each answer as its own operation would; one result per answer, in order.
+
+        A worker finishing many tasks at once sends them together: one HTTP exchange and
+        one Kafka produce request instead of one of each per task.
+        """
+        answers = body.get("answers")
+        if not isinstance(answers, list) or not answers:
+            raise InvalidArgument("answers must be a non-empty array", field="answers")
+        if len(answers) > MAX_ANSWERS:
+            raise InvalidArgument(f"answers holds {len(answers)} items, at most {MAX_ANSWERS} are taken",
+                                  field="answers")
+        results = await asyncio.gather(*(self._answer(path, query, i, item) for i, item in enumerate(answers)))
+        return OK, {"results": list(results)}
+
+    async def _answer(self, path: Params, query: Params, index: int, item: Any) -> dict[str, Any]:
+        try:
+            if not isinstance(item, dict):
+                raise InvalidArgument(f"answers[{index}] must be an object", field=f"answers[{index}]")
+            operation = item.get("operation")
+            if operation not in ANSWER_OPERATIONS:
+                raise InvalidArgument(f"answers[{index}].operation must be one of {sorted(ANSWER_OPERATIONS)}",
+                                      field=f"answers[{index}].operation")
+            item_body = item.get("body")
+            if not isinstance(item_body, dict):
+                raise InvalidArgument(f"answers[{index}].body must be an object", field=f"answers[{index}].body")
+            status, answer = await getattr(self, operation)(path, query, item_body)
+        except FrontendError as exc:
+            return {"status": exc.status, **exc.body()}
+        return {"status": status, "answer": answer}
+
     # -- activity tasks ----------------------------------------------------------------------------
 
     async def poll_activity_tasks(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
@@ -177,4 +215,5 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/activity-tasks/complete", "complete_activity_task"),
     ("POST", "/activity-tasks/fail", "fail_activity_task"),
     ("POST", "/activity-tasks/heartbeat", "heartbeat_activity_task"),
+    ("POST", "/task-answers", "answer_tasks"),
 ]

@@ -111,6 +111,16 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "heartbeat_activity_task": ("Heartbeat an activity attempt",
                                 _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
                                 {}, 200, _obj({"cancel_requested": {"type": "boolean"}}, ["cancel_requested"])),
+    "answer_tasks": ("Send several task answers at once (each runs as its own operation would)",
+                     _obj({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _obj({
+                         "operation": {"type": "string", "enum": [
+                             "complete_workflow_task", "fail_workflow_task", "complete_activity_task",
+                             "fail_activity_task", "heartbeat_activity_task"]},
+                         "body": {"type": "object", "description": "the body the operation takes alone"},
+                     }, ["operation", "body"])}}, ["answers"]), {}, 200,
+                     _obj({"results": {"type": "array", "items": _obj({
+                         "status": INT, "answer": {"type": "object"}, "error": STR, "message": STR,
+                         "field": NULL_STR}, ["status"])}}, ["results"])),
 }
 
 _ERRORS = {"400": "Invalid argument (the field is named) or refused", "404": "Not found",

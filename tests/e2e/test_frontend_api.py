@@ -187,6 +187,22 @@ async def test_workflow_task_poll_records_start_and_returns_events(env: Env, fre
         bad = {"task_token": got["task_token"], "commands": [{"command_type": "StartTimer", "attributes": {}}]}
         status, body = await env.call("POST", f"{NS}/workflow-tasks/complete", bad)
         assert (status, body["field"]) == (400, "commands[0].attributes.timer_id")
+
+        # Several answers in one call: each gets the answer it would get alone.
+        await consumer.getmany(timeout_ms=500)
+        status, body = await env.call("POST", f"{NS}/task-answers", {"answers": [
+            {"operation": "complete_workflow_task", "body": complete},
+            {"operation": "complete_workflow_task", "body": bad},
+            {"operation": "start", "body": {}},
+        ]})
+        assert status == 200
+        assert [r["status"] for r in body["results"]] == [200, 400, 400]
+        assert body["results"][1]["field"] == "commands[0].attributes.timer_id"
+        assert body["results"][2]["field"] == "answers[2].operation"
+        records = [avro.decode(r.value) for rs in (await consumer.getmany(timeout_ms=3000)).values() for r in rs]
+        assert [name for name, _ in records] == ["RespondWorkflowTaskCompleted"]
+        status, body = await env.call("POST", f"{NS}/task-answers", {"answers": []})
+        assert (status, body["field"]) == (400, "answers")
     finally:
         await consumer.stop()
         await producer.stop()

@@ -291,3 +291,51 @@ def test_worker_rejects_bad_registration() -> None:
     with pytest.raises(ValueError, match="more than one workflow registered under the name"):
         Worker(client, task_queue="tq", workflows=[Greet, GreetChanged])
 
+
+
+class GatedTransport:
+    """Answers each call when the test lets it; records what was sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.gate = asyncio.Event()
+
+    async def call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        self.calls.append((path, body))
+        await self.gate.wait()
+        if path == "/task-answers":
+            assert body is not None
+            return {"results": [
+                {"status": 400, "error": "InvalidArgument", "message": "bad token", "field": "task_token"}
+                if a["body"]["task_token"] == "bad" else {"status": 200, "answer": {}} for a in body["answers"]]}
+        return {}
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_answers_that_pile_up_leave_together_and_each_gets_its_own_outcome() -> None:
+    from kadence._worker.answers import AnswerBatcher
+    from kadence.exceptions import RPCError
+
+    transport = GatedTransport()
+    batcher = AnswerBatcher(transport, max_in_flight=1)
+    first = asyncio.ensure_future(batcher.call("POST", "/workflow-tasks/complete", body={"task_token": "a"}))
+    await asyncio.sleep(0.01)
+    later = [asyncio.ensure_future(batcher.call("POST", path, body={"task_token": token}))
+             for path, token in [("/activity-tasks/complete", "b"), ("/workflow-tasks/fail", "bad"),
+                                 ("/activity-tasks/fail", "c")]]
+    passthrough = asyncio.ensure_future(batcher.call("POST", "/activity-tasks/heartbeat", body={"task_token": "h"}))
+    await asyncio.sleep(0.01)
+    # One answer alone went on its own path; the heartbeat is not an answer and went straight through.
+    assert [path for path, _ in transport.calls] == ["/workflow-tasks/complete", "/activity-tasks/heartbeat"]
+    transport.gate.set()
+    assert await first == {} and await passthrough == {}
+    outcomes = await asyncio.gather(*later, return_exceptions=True)
+    assert outcomes[0] == {} and outcomes[2] == {}
+    assert isinstance(outcomes[1], RPCError) and outcomes[1].field == "task_token"
+    batch = [body for path, body in transport.calls if path == "/task-answers"]
+    assert len(batch) == 1
+    assert [(a["operation"], a["body"]["task_token"]) for a in batch[0]["answers"]] == [
+        ("complete_activity_task", "b"), ("fail_workflow_task", "bad"), ("fail_activity_task", "c")]
