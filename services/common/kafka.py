@@ -50,8 +50,18 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 async def send_keyed(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
     """Send one record to its key's partition (computed here, cached) and wait for the broker."""
+    await (await enqueue_keyed(producer, topic, key, value))
+
+
+async def enqueue_keyed(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    """Queue one record for its key's partition; return the future of the broker's answer.
+
+    Once this returns, the record is ahead of every record the same producer queues
+    later for that partition (aiokafka keeps one request in flight per broker).
+    """
     partition = partition_for(key, len(await producer.partitions_for(topic)))
-    await producer.send_and_wait(topic, value, key=key, partition=partition)
+    future: asyncio.Future[Any] = await producer.send(topic, value, key=key, partition=partition)
+    return future
 
 
 def topic_layout(shards: int, task_partitions: int) -> dict[str, int]:

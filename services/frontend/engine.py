@@ -2,7 +2,7 @@
 
 Commands go to ``kadence.requests`` (acknowledged before we answer); start, signal
 and terminate then wait for history's ``Reply``. Reads come from PostgreSQL. Polls go
-to matching and record the task as started before handing it to the worker.
+to matching and queue the task's started record before handing it to the worker.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import uuid
@@ -20,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import use_traceparent
-from services.common.kafka import REQUESTS, send_keyed, workflow_key
+from services.common.kafka import REQUESTS, enqueue_keyed, send_keyed, workflow_key
 from services.common.telemetry import instrument_poll
 from services.matching import (
     MatchedTask,
@@ -80,6 +81,24 @@ class Engine:
             await asyncio.wait_for(send_keyed(self._producer, REQUESTS, key, value), PRODUCE_TIMEOUT)
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
+
+    async def _produce_started(self, name: str, task: dict[str, Any], identity: str) -> None:
+        """Queue a task's started record without waiting for the broker's answer.
+
+        The worker may begin at once: the record is queued ahead of anything this frontend
+        produces for the workflow later (its answer included), and history takes an answer
+        that arrives without a started record as the start. A started record the broker
+        refuses is logged; the task's answer or its timeout still settles the task.
+        """
+        record = {"namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+                  "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity}
+        value = avro.encode(name, record)
+        key = workflow_key(record["namespace"], record["workflow_id"])
+        try:
+            future = await asyncio.wait_for(enqueue_keyed(self._producer, REQUESTS, key, value), PRODUCE_TIMEOUT)
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
+        future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
 
     async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Produce a command that history answers on kadence.replies; return the Reply."""
@@ -243,10 +262,7 @@ class Engine:
             }
         # The started record belongs to the workflow's trace, not to the worker's poll.
         with use_traceparent(t.traceparent):
-            await self._produce("RecordWorkflowTaskStarted", {
-                "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-                "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
-            })
+            await self._produce_started("RecordWorkflowTaskStarted", task, identity)
         first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
         carried = task.get("events")
         if carried is not None:
@@ -267,10 +283,7 @@ class Engine:
     async def _activity_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
         task = t.task
         with use_traceparent(t.traceparent):
-            await self._produce("RecordActivityTaskStarted", {
-                "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-                "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
-            })
+            await self._produce_started("RecordActivityTaskStarted", task, identity)
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], task["scheduled_event_id"],
                           task["attempt"], "activity")
         fields = ("workflow_id", "run_id", "workflow_type", "activity_id", "activity_type", "input", "attempt",
@@ -286,6 +299,15 @@ class Engine:
             "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
             **fields,
         })
+
+
+def _log_refused(name: str, workflow_id: str, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("the broker refused %s of %s (%r); the task's answer or timeout settles it",
+                    name, workflow_id, exc)
 
 
 def _encode_page_token(run_id: str, next_event_id: int) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from .builder import Mutation, OutboxMessage, TimerRow
+from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost
 from .state import MutableState
 
@@ -85,25 +85,17 @@ class HistoryStore:
         timer_deletes: Sequence[str],
         heartbeats: Sequence[tuple[str, int, int, str | None, int]],
     ) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            fenced = await conn.fetchval(
-                "UPDATE shards SET kafka_offset = COALESCE($3, kafka_offset), updated_at = now()"
-                " WHERE shard_id = $1 AND range_id = $2 RETURNING range_id",
-                shard_id, range_id, offset)
-            if fenced is None:
-                raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
-            await self._write(conn, shard_id, mutations, outbox, timer_deletes, heartbeats)
+        """Write one batch, fenced by ``range_id``, in one statement (one round trip).
 
-    @staticmethod
-    async def _write(conn: asyncpg.Connection, shard_id: int, mutations: Sequence[Mutation],
-                     outbox: Sequence[OutboxRow], timer_deletes: Sequence[str],
-                     heartbeats: Sequence[tuple[str, int, int, str | None, int]]) -> None:
+        ``kadence_commit_batch`` (infra/migrations/0003) checks the fence first and writes
+        every table of the batch in the statement's own transaction.
+        """
         executions = []
         current: dict[tuple[str, str], tuple[Any, ...]] = {}
         events: list[tuple[str, int, bytes]] = []
         deletes = list(timer_deletes)
         closed_runs = []
-        upserts: list[TimerRow] = []
+        upserts: list[tuple[Any, ...]] = []
         for m in mutations:
             s = m.state
             executions.append((s.namespace, s.workflow_id, s.run_id, shard_id, s.workflow_type, s.task_queue,
@@ -115,49 +107,15 @@ class HistoryStore:
             deletes.extend(m.timers_delete)
             if m.delete_all_timers:
                 closed_runs.append(s.run_id)
-            upserts.extend(m.timers_upsert)
-        if executions:
-            await conn.executemany(
-                "INSERT INTO executions (namespace, workflow_id, run_id, shard_id, workflow_type, task_queue, status,"
-                " start_time, close_time, next_event_id, state, undispatched)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, close_time = EXCLUDED.close_time,"
-                " next_event_id = EXCLUDED.next_event_id, state = EXCLUDED.state,"
-                " undispatched = EXCLUDED.undispatched", executions)
-        if current:
-            await conn.executemany(
-                "INSERT INTO current_executions (namespace, workflow_id, run_id, shard_id, status, start_request_id)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (namespace, workflow_id) DO UPDATE SET"
-                " run_id = EXCLUDED.run_id, status = EXCLUDED.status, start_request_id = EXCLUDED.start_request_id",
-                list(current.values()))
-        if events:
-            await conn.copy_records_to_table("history_events", records=events, columns=["run_id", "event_id", "data"])
-        if outbox:
-            await conn.copy_records_to_table(
-                "outbox", columns=["shard_id", "id", "topic", "key", "value", "headers"],
-                records=[(shard_id, i, m.topic, m.key, m.value, _headers_to(m.headers)) for i, m in outbox])
-        # Deletes before upserts: a timer re-armed under the same key in this batch survives.
-        if deletes:
-            await conn.execute("DELETE FROM timers WHERE shard_id = $1 AND timer_key = ANY($2::text[])",
-                               shard_id, deletes)
-        if closed_runs:
-            await conn.execute("DELETE FROM timers WHERE run_id = ANY($1::text[])", closed_runs)
-        if upserts:
-            await conn.executemany(
-                "INSERT INTO timers (shard_id, timer_key, fire_at, namespace, workflow_id, run_id, kind, ref, attempt)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (shard_id, timer_key) DO UPDATE SET"
-                " fire_at = EXCLUDED.fire_at, ref = EXCLUDED.ref, attempt = EXCLUDED.attempt",
-                [(shard_id, *row) for row in upserts])
-        if heartbeats:
-            await conn.executemany(
-                "INSERT INTO activity_heartbeats (run_id, scheduled_event_id, attempt, details, heartbeat_time)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, scheduled_event_id) DO UPDATE SET"
-                " attempt = EXCLUDED.attempt, details = EXCLUDED.details, heartbeat_time = EXCLUDED.heartbeat_time",
-                heartbeats)
-        closed = sorted({m.state.run_id for m in mutations if m.closed})
-        if closed:
-            # One statement for all: delivered at commit, one notification per run.
-            await conn.execute("SELECT pg_notify('kadence_closed', r) FROM unnest($1::text[]) AS r", closed)
+            upserts.extend((shard_id, *row) for row in m.timers_upsert)
+        fenced = await self.pool.fetchval(
+            "SELECT kadence_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            shard_id, range_id, offset, executions, list(current.values()), events,
+            [(shard_id, i, m.topic, m.key, m.value, _headers_to(m.headers)) for i, m in outbox],
+            deletes, closed_runs, upserts, list(heartbeats),
+            sorted({m.state.run_id for m in mutations if m.closed}))
+        if not fenced:
+            raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
 
 
 def _headers_to(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
