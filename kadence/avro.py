@@ -130,8 +130,7 @@ class Schemas:
         """The 10-byte single-object header of the named record type."""
         return _HEADER.pack(MAGIC, self._fingerprint[_full(name)])
 
-    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
-        """Return (short record name, record) for single-object encoded bytes."""
+    def _version(self, data: bytes) -> _Version:
         if len(data) < _HEADER.size:
             raise DecodeError(f"record of {len(data)} bytes is shorter than the 10-byte header")
         magic, fp = _HEADER.unpack_from(data)
@@ -140,6 +139,15 @@ class Schemas:
         version = self._by_fingerprint.get(fp)
         if version is None:
             raise DecodeError(f"unknown schema fingerprint {fp:016x}")
+        return version
+
+    def name_of(self, data: bytes) -> str:
+        """The short record name of single-object encoded bytes, from the header alone."""
+        return self._version(data).name.rpartition(".")[2]
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """Return (short record name, record) for single-object encoded bytes."""
+        version = self._version(data)
         writer, reader = self._resolution(version)
         body = io.BytesIO(data[_HEADER.size :])
         # Only records with a union of several record types need the branch names back.

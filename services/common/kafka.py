@@ -48,11 +48,6 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-async def send_keyed(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
-    """Send one record to its key's partition (computed here, cached) and wait for the broker."""
-    await (await enqueue_keyed(producer, topic, key, value))
-
-
 async def enqueue_keyed(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
     """Queue one record for its key's partition; return the future of the broker's answer.
 

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -21,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import use_traceparent
-from services.common.kafka import REQUESTS, enqueue_keyed, send_keyed, workflow_key
+from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.telemetry import instrument_poll
 from services.matching import (
     MatchedTask,
@@ -72,15 +73,12 @@ class Engine:
     # -- producing ------------------------------------------------------------------------------
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
+        """Produce a command to kadence.requests and wait until the broker has it."""
         try:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
-        key = workflow_key(record["namespace"], record["workflow_id"])
-        try:
-            await asyncio.wait_for(send_keyed(self._producer, REQUESTS, key, value), PRODUCE_TIMEOUT)
-        except (KafkaError, TimeoutError) as exc:
-            raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
+        await self._send(record, value, wait=True)
 
     async def _produce_started(self, name: str, task: dict[str, Any], identity: str) -> None:
         """Queue a task's started record without waiting for the broker's answer.
@@ -92,13 +90,24 @@ class Engine:
         """
         record = {"namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
                   "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity}
-        value = avro.encode(name, record)
+        future = await self._send(record, avro.encode(name, record), wait=False)
+        future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
+
+    async def _send(self, record: dict[str, Any], value: bytes, *, wait: bool) -> asyncio.Future[Any]:
+        """Queue ``value`` on the workflow's request partition (and, with ``wait``, await the
+        broker's answer) within PRODUCE_TIMEOUT; return the answer's future.
+
+        ``asyncio.timeout`` rather than ``wait_for``, which wraps every command in a task.
+        """
         key = workflow_key(record["namespace"], record["workflow_id"])
         try:
-            future = await asyncio.wait_for(enqueue_keyed(self._producer, REQUESTS, key, value), PRODUCE_TIMEOUT)
+            async with asyncio.timeout(PRODUCE_TIMEOUT):
+                future = await enqueue_keyed(self._producer, REQUESTS, key, value)
+                if wait:
+                    await future
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
-        future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
+        return future
 
     async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Produce a command that history answers on kadence.replies; return the Reply."""
@@ -108,7 +117,8 @@ class Engine:
         try:
             await self._produce(name, record)
             try:
-                reply = await asyncio.wait_for(asyncio.shield(waiter), self._reply_timeout)
+                async with asyncio.timeout(self._reply_timeout):
+                    reply = await asyncio.shield(waiter)
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"history did not answer {name} (request_id {request_id}) within {self._reply_timeout:g} s;"
@@ -265,7 +275,10 @@ class Engine:
             await self._produce_started("RecordWorkflowTaskStarted", task, identity)
         first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
         carried = task.get("events")
-        if carried is not None:
+        events: Sequence[Mapping[str, Any]]
+        if t.events is not None:
+            events = t.events  # handed over by history in this process, still decoded
+        elif carried is not None:
             events = [event_json(data) for data in carried]
         else:
             events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))

@@ -19,7 +19,7 @@ from . import chain
 from .state import Event, MutableState, apply
 
 TimerRow = tuple[str, int, str, str, str, str, int, int]  # key, fire_at, ns, wid, run, kind, ref, attempt
-Tail = list[tuple[int, bytes]]  # (event_id, single-object encoding) of a run's newest events, contiguous
+Tail = list[tuple[int, bytes, Event]]  # (event_id, single-object encoding, event) of a run's newest events, contiguous
 
 # A workflow task carries its events to the worker when they are at most this many
 # and this large; otherwise the frontend reads them from PostgreSQL.
@@ -56,10 +56,19 @@ def timer_key(run_id: str, kind: str, ref: int | str) -> str:
 
 @dataclass(frozen=True)
 class OutboxMessage:
+    """One record for the relay to publish after commit.
+
+    ``record`` is ``value`` before encoding and, for a workflow task, ``events`` the
+    events it carries as dicts: matching in this process takes a task committed here
+    without decoding it again (:meth:`MatchingService.hand_over`). Neither is stored.
+    """
+
     topic: str
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    events: tuple[Event, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -122,13 +131,15 @@ class Transition:
         self.timers_upsert.pop(key, None)
         self.timers_delete.add(key)
 
-    def publish(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
-        self.outbox.append(OutboxMessage(topic, key, avro.encode(record_name, record), self.headers))
+    def publish(self, topic: str, key: bytes, record_name: str, record: dict[str, Any],
+                events: tuple[Event, ...] | None = None) -> None:
+        self.outbox.append(OutboxMessage(topic, key, avro.encode(record_name, record), self.headers, record, events))
 
     def dispatch_workflow_task(self) -> None:
         s = self.state
         wt = s.wt
         assert wt is not None
+        carried = self._carried(s.last_completed_wt_scheduled_id + 1, wt["scheduled_event_id"])
         self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, s.task_queue), "WorkflowTask", {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
             "task_id": f"{s.run_id}:wt:{wt['scheduled_event_id']}:{wt['attempt']}",
@@ -136,16 +147,16 @@ class Transition:
             "scheduled_event_id": wt["scheduled_event_id"], "attempt": wt["attempt"],
             "first_event_id": s.last_completed_wt_scheduled_id + 1,
             "scheduled_time": wt["scheduled_time"],
-            "events": self._carried(s.last_completed_wt_scheduled_id + 1, wt["scheduled_event_id"]),
-        })
+            "events": [data for _, data, _ in carried] if carried is not None else None,
+        }, tuple(event for _, _, event in carried) if carried is not None else None)
 
-    def _carried(self, first: int, last: int) -> list[bytes] | None:
-        """The encoded events first..last, or None when they are not all in memory or too many."""
+    def _carried(self, first: int, last: int) -> Tail | None:
+        """The events first..last, or None when they are not all in memory or too many."""
         if self.tail is None or last - first + 1 > CARRY_MAX_EVENTS:
             return None
-        pool = self.tail + [(e["event_id"], data) for e, data in zip(self.events, self.encoded, strict=True)]
-        chosen = [data for event_id, data in pool if first <= event_id <= last]
-        if len(chosen) != last - first + 1 or sum(map(len, chosen)) > CARRY_MAX_BYTES:
+        pool = self.tail + [(e["event_id"], data, e) for e, data in zip(self.events, self.encoded, strict=True)]
+        chosen = [p for p in pool if first <= p[0] <= last]
+        if len(chosen) != last - first + 1 or sum(len(data) for _, data, _ in chosen) > CARRY_MAX_BYTES:
             return None
         return chosen
 

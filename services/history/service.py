@@ -17,6 +17,7 @@ from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
 
+from .builder import OutboxMessage
 from .shard import Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
@@ -48,7 +49,7 @@ class HistoryService:
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
         # Called with the task records of each shard commit (see Shard.on_tasks_committed).
-        self.on_tasks_committed: Callable[[list[bytes]], None] | None = None
+        self.on_tasks_committed: Callable[[list[OutboxMessage]], None] | None = None
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored

@@ -95,7 +95,7 @@ class Shard:
         self._redispatched: dict[str, int] = {}
         # When matching runs in this process: handed the task records of each commit, so a
         # waiting poll gets them without a trip through the broker.
-        self.on_tasks_committed: Callable[[list[bytes]], None] | None = None
+        self.on_tasks_committed: Callable[[list[OutboxMessage]], None] | None = None
         # Runs with a task no worker has started, and since when: re-dispatch looks only
         # at these instead of scanning the shard's executions.
         self.unstarted: dict[str, int] = {}
@@ -301,7 +301,7 @@ class Shard:
             self.relay_queue.put_nowait(outbox)
             if self.on_tasks_committed is not None:
                 # Committed is enough to hand a task out; the relay still publishes it.
-                self.on_tasks_committed([m.value for _, m in outbox if m.topic == kafka.TASKS])
+                self.on_tasks_committed([m for _, m in outbox if m.topic == kafka.TASKS])
 
     def _keep_tail(self, m: Mutation) -> None:
         """Extend the run's tail by its newly committed events, from the last completed task on."""
@@ -310,7 +310,7 @@ class Shard:
             self.tails.pop(s.run_id, None)
             return
         first = s.last_completed_wt_scheduled_id + 1
-        new = list(zip((e["event_id"] for e in m.events), m.encoded_events, strict=True))
+        new = [(e["event_id"], data, e) for e, data in zip(m.events, m.encoded_events, strict=True)]
         # A run loaded from the store starts with an unknown tail: keep what is new (a
         # contiguous suffix); after its next completed workflow task it is whole again.
         tail = [p for p in self.tails.get(s.run_id, []) + new if p[0] >= first]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 WORKFLOW = "workflow"
 ACTIVITY = "activity"
@@ -28,6 +29,19 @@ class QueueKey:
     kind: str
 
 
+class CommittedTask(Protocol):
+    """A task that history in this process has just committed (its outbox message)."""
+
+    @property
+    def value(self) -> bytes: ...  # the task record, single-object encoded
+
+    @property
+    def record(self) -> dict[str, Any] | None: ...  # the same record, decoded, when history kept it
+
+    @property
+    def events(self) -> Sequence[Mapping[str, Any]] | None: ...  # a workflow task's carried events, decoded
+
+
 @dataclass(frozen=True, eq=False)
 class MatchedTask:
     """A task handed to a poller: a decoded WorkflowTask/ActivityTask, or a query task.
@@ -35,7 +49,8 @@ class MatchedTask:
     ``payload`` is the Avro record as it came from Kafka (``None`` for queries and for
     tasks that crossed the internal HTTP API), kept so a task can be put back.
     ``traceparent`` is the W3C trace context the worker continues (matching's dispatch
-    span), or ``None`` when tracing is off.
+    span), or ``None`` when tracing is off. ``events`` are the events a workflow task
+    carries, already decoded, when history in this process handed the task over.
     """
 
     kind: str
@@ -43,6 +58,7 @@ class MatchedTask:
     task: dict[str, Any]
     payload: bytes | None = field(default=None, repr=False)
     traceparent: str | None = None
+    events: Sequence[Mapping[str, Any]] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         # Events a workflow task carries are Avro bytes: across the internal API the

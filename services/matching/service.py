@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -30,7 +30,7 @@ from services.common.kafka import partition_for, task_queue_key
 from .backlog import BacklogRow, BacklogStore
 from .consumer import TaskConsumer
 from .errors import NoPollerError, NotOwnerError, QueryFailedError, QueryTimeoutError, UnknownQueryError
-from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, MatchedTask, QueueKey, RecentTasks, TaskQueue
+from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, CommittedTask, MatchedTask, QueueKey, RecentTasks, TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -143,25 +143,30 @@ class MatchingService:
         """A copy of a task just delivered, or the broker's copy of one handed over in process."""
         return task_id in self._recent or self._handed.pop(task_id, None) is not None
 
-    def hand_over(self, payloads: list[bytes]) -> None:
+    def hand_over(self, tasks: Sequence[CommittedTask]) -> None:
         """Offer tasks that history in this process has just committed to waiting polls.
 
         Only a sync match is made here: a task nobody waits for is left to its copy on
         kadence.tasks, which takes the usual path (backlog included). The broker's copy of
         a task delivered here is dropped when it arrives, once (a later re-dispatch of the
         same task id is delivered). With tracing on, every task takes the broker path, so
-        that it has its dispatch span.
+        that it has its dispatch span. History passes each task decoded as well (and a
+        workflow task's events): nothing is decoded here that it already had.
         """
         if tracer() is not None:
             return
         now = time.monotonic()
         while self._handed and now - next(iter(self._handed.values())) > HANDED_TTL_S:
             self._handed.popitem(last=False)
-        for payload in payloads:
-            try:
-                name, record = avro.decode(payload)
-            except avro.DecodeError:
-                continue  # the broker's copy goes to the dead-letter topic
+        for committed in tasks:
+            payload, record = committed.value, committed.record
+            if record is None:
+                try:
+                    name, record = avro.decode(payload)
+                except avro.DecodeError:
+                    continue  # the broker's copy goes to the dead-letter topic
+            else:
+                name = avro.schemas().name_of(payload)
             kind = TASK_KINDS.get(name)
             if kind is None:
                 continue
@@ -170,7 +175,8 @@ class MatchingService:
             task_id = record["task_id"]
             if task_id in self._recent or task_id in self._handed:
                 continue
-            if self.try_sync_match(partition, MatchedTask(kind, task_id, record, payload), key):
+            task = MatchedTask(kind, task_id, record, payload, events=committed.events)
+            if self.try_sync_match(partition, task, key):
                 self._handed[task_id] = now
 
     def try_sync_match(self, partition: int, task: MatchedTask, key: QueueKey) -> bool:

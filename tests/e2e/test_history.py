@@ -9,6 +9,7 @@ import pytest
 
 from kadence import avro
 from services.history import rebuild
+from services.history.builder import OutboxMessage
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
@@ -27,7 +28,11 @@ def _schedule_activity(activity_type: str, **kw: object) -> dict[str, object]:
 
 
 async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> None:
-    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+    handed: list[OutboxMessage] = []  # what an in-process matching would be handed at commit
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        service.on_tasks_committed = handed.extend
+        for shard in service.shards.values():
+            shard.on_tasks_committed = handed.extend
         start = start_record("wf-1")
         await io.send("StartWorkflowExecution", start)
         reply = await io.next("kadence.replies", request_id=start["request_id"])
@@ -61,6 +66,9 @@ async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> No
         # Each workflow task carried its events, exactly as stored.
         assert [avro.decode(data)[1] for data in wt["events"]] == events[0:2]
         assert [avro.decode(data)[1] for data in wt2["events"]] == events[2:8]
+        # In process, the same tasks come decoded, with the same events as dicts.
+        assert [avro.decode(m.value)[1] for m in handed] == [m.record for m in handed]
+        assert [list(m.events) for m in handed if m.events is not None] == [events[0:2], events[2:8]]
         # One fold: the snapshot equals the state rebuilt from history.
         conn = await asyncpg.connect(fresh_dsn)
         try:

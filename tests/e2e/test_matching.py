@@ -16,6 +16,7 @@ from kadence import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.history.builder import OutboxMessage
 from services.matching import WORKFLOW, MatchingClient, MatchingService
 from services.matching.queues import RecentTasks
 
@@ -127,7 +128,7 @@ async def test_a_task_handed_over_in_process_skips_the_broker_and_its_copy_is_dr
     key, value, task_id = workflow_task("tq-hand")
     poll = asyncio.create_task(env.client.poll("default", "tq-hand", WORKFLOW, 1, 10.0, "w1"))
     await asyncio.sleep(0.3)
-    env.service.hand_over([value])
+    env.service.hand_over([OutboxMessage(kafka.TASKS, key, value)])
     assert [t.task_id for t in await asyncio.wait_for(poll, 5)] == [task_id]
     await asyncio.sleep(0.3)
     await produce(env, key, value)  # the broker's copy of the same publication
@@ -137,7 +138,7 @@ async def test_a_task_handed_over_in_process_skips_the_broker_and_its_copy_is_dr
 
     # With nobody waiting, the task is left to its broker copy.
     key, value, task_id = workflow_task("tq-hand")
-    env.service.hand_over([value])
+    env.service.hand_over([OutboxMessage(kafka.TASKS, key, value)])
     await produce(env, key, value)
     assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
 

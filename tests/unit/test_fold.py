@@ -163,10 +163,14 @@ def test_a_workflow_task_carries_its_events_only_when_the_tail_is_whole() -> Non
     first.add("WorkflowExecutionStarted", workflow_type="T", task_queue="q", input=None,
               execution_timeout_ms=0, workflow_task_timeout_ms=10_000)
     first.add("WorkflowTaskScheduled", task_queue="q", start_to_close_timeout_ms=10_000, attempt=1)
-    assert first._carried(1, 2) == first.encoded
+    carried = first._carried(1, 2)
+    assert carried is not None and [data for _, data, _ in carried] == first.encoded
+    # The events handed over in process as dicts are exactly what their encodings decode to.
+    assert [event for _, _, event in carried] == [avro.decode(data)[1] for data in first.encoded]
 
-    tail = list(zip((e["event_id"] for e in first.events), first.encoded, strict=True))
+    tail = list(zip((e["event_id"] for e in first.events), first.encoded, first.events, strict=True))
     # A tail that lost its first event (a run reloaded from the store) carries nothing.
     assert Transition(state, 0, 0, tail=tail[1:])._carried(1, 2) is None
     assert Transition(state, 0, 0, tail=None)._carried(1, 2) is None
-    assert Transition(state, 0, 0, tail=tail)._carried(2, 2) == first.encoded[1:]
+    second = Transition(state, 0, 0, tail=tail)._carried(2, 2)
+    assert second is not None and [data for _, data, _ in second] == first.encoded[1:]
