@@ -7,12 +7,12 @@ the same ``call`` method.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from kadence import _tracing
@@ -81,7 +81,7 @@ class HttpTransport:
             # cap: long polls (worker polls, result waits) each hold a connection for up
             # to a minute, and aiohttp's default cap of 100 would starve the rest.
             self._session = aiohttp.ClientSession(
-                json_serialize=json.dumps, connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+                json_serialize=_dumps, connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
             self._owns_session = True
         return self._session
 
@@ -144,17 +144,23 @@ class HttpTransport:
         ) as response:
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status)
-            text = await response.text()
+            raw = await response.read()
             try:
-                payload: Any = json.loads(text) if text else {}
+                payload: Any = orjson.loads(raw) if raw else {}
             except ValueError:
-                payload = text
+                payload = raw.decode(errors="replace")
             if response.status >= 400:
                 raise error_from_response(response.status, payload)
             if not isinstance(payload, dict):
-                raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {text[:200]!r}")
+                shown = raw[:200].decode(errors="replace")
+                raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
             return payload
 
     async def close(self) -> None:
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
+
+
+def _dumps(value: Any) -> str:
+    # orjson for request bodies too: a worker sends one for every task it answers.
+    return orjson.dumps(value).decode()

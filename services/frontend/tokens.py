@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+import orjson
 
 from .errors import InvalidArgument
 
@@ -22,7 +23,9 @@ class TaskToken:
     kind: str
 
     def encode(self) -> str:
-        raw = json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+        raw = orjson.dumps({"attempt": self.attempt, "kind": self.kind, "namespace": self.namespace,
+                            "run_id": self.run_id, "scheduled_event_id": self.scheduled_event_id,
+                            "workflow_id": self.workflow_id})
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -31,7 +34,7 @@ class TaskToken:
             raise InvalidArgument(f"{field} must be the non-empty string a poll returned", field=field)
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            data = json.loads(raw)
+            data = orjson.loads(raw)
         except (binascii.Error, ValueError):
             raise InvalidArgument(f"{field} is not a task token", field=field) from None
         if not isinstance(data, dict):
