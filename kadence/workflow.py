@@ -89,7 +89,7 @@ async def wait_condition(check: Callable[[], bool], *, timeout: float | timedelt
 
 
 def now() -> datetime:
-    """The time of the current workflow task (UTC), identical on every replay."""
+    """The time the current workflow task was handed to its worker (UTC), identical on every replay."""
     return current_instance().now()
 
 

@@ -92,12 +92,16 @@ class WorkflowRunner:
         """The workflow decided to close (complete, fail or continue as new)."""
         return self.instance.finished
 
-    def apply(self, events: Sequence[Mapping[str, Any]], *, run_live: bool = True) -> list[Command]:
+    def apply(
+        self, events: Sequence[Mapping[str, Any]], *, run_live: bool = True, started_time_ms: int = 0,
+    ) -> list[Command]:
         """Apply the next events; replayed tasks are checked against history.
 
         When the events end with a workflow task that has no outcome yet and ``run_live``
         is true, that task runs now and its commands are returned (they are what the
-        worker sends). Otherwise the result is empty.
+        worker sends). Otherwise the result is empty. ``started_time_ms`` is the task's
+        started time from the poll (history records it with the start): the task's
+        ``workflow.now()``; 0 leaves it at the scheduled time.
         """
         commands_of = _commands_by_completion(events)
         for event in events:
@@ -109,6 +113,8 @@ class WorkflowRunner:
         task = self._open
         if task is None or task.produced is not None or not run_live:
             return []
+        if started_time_ms:
+            task.time_ms = started_time_ms
         task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
         return task.produced
 
@@ -139,10 +145,25 @@ class WorkflowRunner:
         elif kind in ("WorkflowTaskFailed", "WorkflowTaskTimedOut"):
             self._close_without_commands(self._expect_open(attrs, kind, event_id))
             self._open = None
+        elif kind == "WorkflowTaskStarted":
+            # The task runs at the time its worker was given (Temporal's rule too); histories
+            # from before that time was recorded say 0, and keep the scheduled time.
+            started = int(attrs.get("started_time") or 0)
+            open_task = self._open
+            if started and open_task is not None \
+                    and open_task.scheduled_event_id == int(attrs.get("scheduled_event_id", 0)):
+                if open_task.produced is None:
+                    open_task.time_ms = started
+                elif open_task.time_ms != started:
+                    # This copy of the task ran here at another time than the start history
+                    # recorded (the task was handed out twice): what it decided is not history.
+                    raise InconsistentHistoryError(
+                        f"workflow task {open_task.scheduled_event_id} ran here at {open_task.time_ms},"
+                        f" history started it at {started}")
         elif kind in INPUT_EVENT_TYPES:
             self._pending.append(event)
-        # Everything else is bookkeeping (WorkflowTaskStarted, ActivityTaskStarted, the
-        # command events, which are consumed through commands_of, terminal events).
+        # Everything else is bookkeeping (ActivityTaskStarted, the command events, which
+        # are consumed through commands_of, terminal events).
 
     def _expect_open(self, attrs: Mapping[str, Any], kind: str, event_id: int) -> _OpenTask:
         scheduled = int(attrs.get("scheduled_event_id", 0))

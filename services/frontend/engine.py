@@ -13,6 +13,7 @@ import binascii
 import functools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -80,7 +81,7 @@ class Engine:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
         await self._send(record, value, wait=True)
 
-    async def _produce_started(self, name: str, task: dict[str, Any], identity: str) -> None:
+    async def _produce_started(self, name: str, task: dict[str, Any], identity: str, **extra: Any) -> None:
         """Queue a task's started record without waiting for the broker's answer.
 
         The worker may begin at once: the record is queued ahead of anything this frontend
@@ -89,7 +90,8 @@ class Engine:
         refuses is logged; the task's answer or its timeout still settles the task.
         """
         record = {"namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-                  "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity}
+                  "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
+                  **extra}
         future = await self._send(record, avro.encode(name, record), wait=False)
         future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
 
@@ -270,9 +272,11 @@ class Engine:
                 "query": {"query_id": task["query_id"], "query_type": task["query_type"], "args": task["args"]},
                 "traceparent": t.traceparent,
             }
+        # workflow.now() while the task runs, recorded with its start so that a replay agrees.
+        started_time = int(time.time() * 1000)
         # The started record belongs to the workflow's trace, not to the worker's poll.
         with use_traceparent(t.traceparent):
-            await self._produce_started("RecordWorkflowTaskStarted", task, identity)
+            await self._produce_started("RecordWorkflowTaskStarted", task, identity, started_time=started_time)
         first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
         carried = task.get("events")
         events: Sequence[Mapping[str, Any]]
@@ -282,11 +286,12 @@ class Engine:
             events = [event_json(data) for data in carried]
         else:
             events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
-        token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow")
+        token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow",
+                          started_time)
         return {
             "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
             "workflow_type": task["workflow_type"], "scheduled_event_id": last, "attempt": task["attempt"],
-            "events": events, "traceparent": t.traceparent,
+            "started_time": started_time, "events": events, "traceparent": t.traceparent,
         }
 
     async def poll_activity_tasks(self, req: PollRequest) -> dict[str, Any]:

@@ -108,7 +108,8 @@ class Handlers:
         token = _token(ns, body, "workflow")
         commands = v.commands(body)
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands)
+        await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands,
+                                  started_time=token.started_time)
         return OK, {}
 
     async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:

@@ -48,7 +48,7 @@ COMPONENTS: dict[str, Schema] = {
         "attributes": {"type": "object"}}, ["command_type", "attributes"]),
     "WorkflowTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
-        "attempt": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
+        "attempt": INT, "started_time": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
         "query": _obj({"query_id": STR, "query_type": STR, "args": ARRAY}), "traceparent": NULL_STR,
     }, ["task_token", "workflow_id", "run_id", "workflow_type", "scheduled_event_id", "attempt", "events"]),
     "ActivityTask": _obj({

@@ -170,25 +170,34 @@ async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
     wt = _outstanding_wt(t, cmd)
     if t is None or wt is None or wt["started_event_id"]:
         return
-    _start_wt(ctx, t, cmd["identity"])
+    _start_wt(ctx, t, cmd["identity"], cmd.get("started_time", 0))
 
 
-def _start_wt(ctx: Context, t: Transition, identity: str) -> None:
+def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> None:
     wt = t.state.wt
     assert wt is not None
-    t.add("WorkflowTaskStarted", scheduled_event_id=wt["scheduled_event_id"], identity=identity)
+    t.add("WorkflowTaskStarted", scheduled_event_id=wt["scheduled_event_id"], identity=identity,
+          started_time=started_time)
     t.set_timer("wt_timeout", wt["scheduled_event_id"], ctx.now + t.state.workflow_task_timeout_ms, wt["attempt"])
 
 
 async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, int, int] | None:
     """The run and (scheduled, started) ids of the workflow task a worker answered, or None
-    when the answer is stale. An answer that overtook its started record implies the start."""
+    when the answer is stale. An answer that overtook its started record implies the start.
+
+    An answer that names a start other than the recorded one is stale too: the same task
+    was handed out twice, and only the worker whose start history recorded ran it with the
+    ``workflow.now()`` that a replay gives (answers from before started times: 0, unchecked).
+    """
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     wt = _outstanding_wt(t, cmd)
     if t is None or wt is None:
         return None
+    started_time = cmd.get("started_time", 0)
     if not wt["started_event_id"]:
-        _start_wt(ctx, t, cmd["identity"])
+        _start_wt(ctx, t, cmd["identity"], started_time)
+    elif started_time and wt.get("handed_time") and started_time != wt["handed_time"]:
+        return None
     t.delete_timer("wt_timeout", wt["scheduled_event_id"])
     return t, wt["scheduled_event_id"], wt["started_event_id"]
 

@@ -124,6 +124,7 @@ def _wt_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         "started_event_id": 0,
         "scheduled_time": e["event_time"],
         "started_time": 0,
+        "handed_time": 0,
     }
     s.inputs_pending = False
 
@@ -132,6 +133,7 @@ def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt = _current_wt(s, a)
     wt["started_event_id"] = e["event_id"]
     wt["started_time"] = e["event_time"]
+    wt["handed_time"] = a.get("started_time", 0)  # what the worker's workflow.now() says
 
 
 def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ from kadence import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.history import HistoryService
+from services.history.builder import OutboxMessage
 
 SHARDS = 2
 
@@ -25,10 +26,13 @@ def settings_for(bootstrap: str, dsn: str, **kw: Any) -> Settings:
 
 
 @asynccontextmanager
-async def history_running(bootstrap: str, dsn: str) -> AsyncIterator[HistoryService]:
+async def history_running(
+    bootstrap: str, dsn: str, *, on_tasks_committed: Callable[[list[OutboxMessage]], None] | None = None,
+) -> AsyncIterator[HistoryService]:
     await db.migrate(dsn)
     await kafka.ensure_topics(bootstrap, SHARDS, 2)
     service = HistoryService(settings_for(bootstrap, dsn))
+    service.on_tasks_committed = on_tasks_committed
     await service.start()
     try:
         yield service

@@ -179,8 +179,11 @@ async def test_workflow_task_poll_records_start_and_returns_events(env: Env, fre
         assert [e["event_id"] for e in got["events"]] == [1, 2]
         assert (got["workflow_id"], got["scheduled_event_id"], got["attempt"]) == ("w1", 2, 1)
         records = [avro.decode(r.value) for rs in (await consumer.getmany(timeout_ms=3000)).values() for r in rs]
+        # The started record names the started time the worker was given (its workflow.now()).
         assert ("RecordWorkflowTaskStarted", {"namespace": "default", "workflow_id": "w1", "run_id": "run-1",
-                                              "scheduled_event_id": 2, "attempt": 1, "identity": "me"}) in records
+                                              "scheduled_event_id": 2, "attempt": 1, "identity": "me",
+                                              "started_time": got["started_time"]}) in records
+        assert abs(got["started_time"] - time.time() * 1000) < 60_000
         complete = {"task_token": got["task_token"], "commands": [
             {"command_type": "CompleteWorkflowExecution", "attributes": {"result": json.dumps("done")}}]}
         assert await env.call("POST", f"{NS}/workflow-tasks/complete", complete) == (200, {})

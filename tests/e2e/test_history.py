@@ -29,10 +29,8 @@ def _schedule_activity(activity_type: str, **kw: object) -> dict[str, object]:
 
 async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> None:
     handed: list[OutboxMessage] = []  # what an in-process matching would be handed at commit
-    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
-        service.on_tasks_committed = handed.extend
-        for shard in service.shards.values():
-            shard.on_tasks_committed = handed.extend
+    async with history_running(broker.bootstrap, fresh_dsn, on_tasks_committed=handed.extend), \
+            Topics(broker.bootstrap) as io:
         start = start_record("wf-1")
         await io.send("StartWorkflowExecution", start)
         reply = await io.next("kadence.replies", request_id=start["request_id"])

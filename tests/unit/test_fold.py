@@ -102,6 +102,32 @@ async def test_stale_and_duplicate_answers_change_nothing() -> None:
     assert s.dumps() == before
 
 
+async def test_the_start_records_the_time_the_worker_was_given_and_only_that_start_answers() -> None:
+    ctx = MemoryContext()
+    await engine.start_workflow(ctx, _start())
+    s = next(iter(ctx.runs.values()))
+    await engine.workflow_task_started(ctx, _ref(s, 2) | {"started_time": 1_700_000_000_777})
+    started = ctx.events(s.run_id)[-1]
+    assert started["event_type"] == "WorkflowTaskStarted"
+    assert started["attributes"]["started_time"] == 1_700_000_000_777
+    # The same task handed out a second time: its worker ran at another time, so its answer is stale.
+    before = s.dumps()
+    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_999})
+    assert s.dumps() == before
+    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_777})
+    assert ctx.events(s.run_id)[-1]["event_type"] == "WorkflowTaskCompleted"
+
+
+async def test_an_answer_that_overtakes_its_started_record_records_the_start_it_names() -> None:
+    ctx = MemoryContext()
+    await engine.start_workflow(ctx, _start())
+    s = next(iter(ctx.runs.values()))
+    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_555})
+    kinds = [(e["event_type"], (e["attributes"] or {}).get("started_time")) for e in ctx.events(s.run_id)]
+    assert ("WorkflowTaskStarted", 1_700_000_000_555) in kinds
+    assert kinds[-1][0] == "WorkflowTaskCompleted"
+
+
 async def test_signal_request_id_dedupes() -> None:
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -98,7 +99,14 @@ def test_task_token_round_trip_and_rejects() -> None:
     text = tok.encode()
     assert re.fullmatch(r"[A-Za-z0-9_-]+", text)
     assert TaskToken.decode(text) == tok
+    started = TaskToken("default", "wf-é", "run", 2, 1, "workflow", 1_700_000_000_123)
+    assert TaskToken.decode(started.encode()) == started
+    # A token from before started times decodes with 0.
+    old = base64.urlsafe_b64encode(json.dumps({"namespace": "d", "workflow_id": "w", "run_id": "r",
+                                               "scheduled_event_id": 2, "attempt": 1, "kind": "workflow"}).encode())
+    assert TaskToken.decode(old.decode()).started_time == 0
     for bad in [None, "", "%%%", base64.urlsafe_b64encode(b"[1]").decode(),
+                TaskToken("d", "w", "r", 1, 1, "workflow", "soon").encode(),  # type: ignore[arg-type]
                 base64.urlsafe_b64encode(b'{"namespace": "x"}').decode(),
                 TaskToken("d", "w", "r", 1, 1, "nonsense").encode()]:
         assert field_of(TaskToken.decode, bad) == "task_token"

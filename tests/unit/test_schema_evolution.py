@@ -27,6 +27,23 @@ def test_version_1_history_events_are_read_with_the_new_field_defaulted() -> Non
     assert avro.decode(_v1_records()[1])[1]["event_type"] == "WorkflowTaskScheduled"
 
 
+def test_records_from_before_started_times_read_with_started_time_0() -> None:
+    records = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
+               for line in (FIXTURES / "before_started_time.jsonl").open()}
+    assert set(records) == {"kadence.HistoryEvent v2", "kadence.HistoryRecord v1",
+                            "kadence.RecordWorkflowTaskStarted v1", "kadence.RespondWorkflowTaskCompleted v1"}
+    _, event = avro.decode(records["kadence.HistoryEvent v2"])
+    assert event["attributes"] == {"scheduled_event_id": 2, "identity": "v2-worker", "started_time": 0}
+    assert event["hash"] == "ab" * 32
+    _, record = avro.decode(records["kadence.HistoryRecord v1"])
+    assert record["event"] == event
+    name, started = avro.decode(records["kadence.RecordWorkflowTaskStarted v1"])
+    assert name == "RecordWorkflowTaskStarted" and started["started_time"] == 0 and started["identity"] == "v1-worker"
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v1"])
+    assert name == "RespondWorkflowTaskCompleted" and answer["started_time"] == 0
+    assert answer["commands"][0]["attributes"] == {"result": '"done"'}
+
+
 def test_an_old_reader_skips_what_it_does_not_know(tmp_path: Path) -> None:
     # A reader that only knows version 1 (as current) and was told of version 2.
     here = avro.schemas_dir()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from kadence import workflow
+from kadence._workflow.runner import InconsistentHistoryError
 from kadence.exceptions import ActivityError, ApplicationError, NonDeterminismError, WorkflowTaskError
 from kadence.replay import Replayer
-from tests.unit._fake_history import Driver, FakeHistory, new_runner
+from tests.unit._fake_history import START_MS, Driver, FakeHistory, new_runner
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -254,6 +255,32 @@ def test_now_random_uuid_identical_across_replays() -> None:
     history.first_event_id, history.open_task = 1, scheduled[1]["event_id"]
     replayed = new_runner(Deterministic, history).apply(history.task_events())
     assert json.loads(replayed[0].attributes["result"]) == result
+
+
+def test_now_is_the_started_time_the_worker_was_given_and_replays_agree() -> None:
+    history = FakeHistory("Deterministic")
+    runner = new_runner(Deterministic, history)
+    first_given, second_given = START_MS + 123_456, START_MS + 987_654
+    commands = [c.to_json() for c in runner.apply(history.task_events(), started_time_ms=first_given)]
+    assert history.open_task is not None
+    started = history.add("WorkflowTaskStarted", scheduled_event_id=history.open_task, started_time=first_given)
+    history.complete_task(commands, started=started)
+    history.fire_timer("1")
+    history.schedule_task()
+    tail = history.task_events()
+    final = runner.apply(tail, started_time_ms=second_given)
+    result = json.loads(final[0].attributes["result"])
+    assert result["first"]["now"] == datetime.fromtimestamp(first_given / 1000, tz=UTC).isoformat()
+    assert result["second"]["now"] == datetime.fromtimestamp(second_given / 1000, tz=UTC).isoformat()
+    # A fresh replay takes the first task's time from its WorkflowTaskStarted event.
+    replayed = new_runner(Deterministic, history).apply(history.events, started_time_ms=second_given)
+    assert json.loads(replayed[0].attributes["result"]) == result
+    # A copy of the first task run here at another time is not what history recorded:
+    # the runner says so (the worker then replays) instead of keeping its own now().
+    duplicate = new_runner(Deterministic, history)
+    duplicate.apply(history.events[:2], started_time_ms=first_given + 1)
+    with pytest.raises(InconsistentHistoryError, match="history started it at"):
+        duplicate.apply(history.events[2:])
 
 
 def test_events_between_scheduled_and_completed_go_to_next_activation() -> None:
