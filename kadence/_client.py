@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -114,17 +114,24 @@ class Client:
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> Any:
-        """Start a workflow and wait for its result (WorkflowFailureError if it fails)."""
-        handle = await self.start_workflow(
+        """Start a workflow and wait for its result (WorkflowFailureError if it fails).
+
+        One exchange with the frontend: the start asks it to wait for the outcome too; a
+        run that outlasts that wait is followed as :meth:`WorkflowHandle.result` does.
+        """
+        body = self._start_body(
             workflow,
-            *args,
+            args,
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
-        return await handle.result()
+        body["wait_seconds"] = _LONG_POLL_SECONDS
+        answer = await self.transport.call("POST", "/workflows", body=body, timeout=_LONG_POLL_SECONDS + 15)
+        handle = WorkflowHandle(self, id, run_id=answer.get("run_id"))
+        return await handle._follow(answer.get("outcome"), None, follow_runs=True)
 
     async def signal_with_start_workflow(
         self,
@@ -212,31 +219,41 @@ class WorkflowHandle:
         TimeoutError when ``timeout`` passes first. Continue-as-new is followed to the
         new run unless ``follow_runs`` is false.
         """
+        return await self._follow(None, timeout, follow_runs=follow_runs)
+
+    async def _follow(self, answer: Mapping[str, Any] | None, timeout: float | timedelta | None, *,
+                      follow_runs: bool) -> Any:
+        """``result`` from a first outcome already in hand (or None: ask for one)."""
         loop = asyncio.get_running_loop()
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else loop.time() + seconds
         run_id = self.run_id
         while True:
-            wait = _LONG_POLL_SECONDS if deadline is None else max(0.0, min(_LONG_POLL_SECONDS, deadline - loop.time()))
-            try:
-                answer = await self.client.transport.call(
-                    "GET", f"{self._path}/result", params={"run_id": run_id, "wait_seconds": wait}, timeout=wait + 15
-                )
-            except RPCError as err:
-                if not err.retryable:
-                    raise
-                if deadline is not None and loop.time() >= deadline:
-                    raise
-                await asyncio.sleep(0.5)  # the frontend may be restarting; keep waiting
-                continue
+            if answer is None:
+                left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
+                wait = max(0.0, min(_LONG_POLL_SECONDS, left))
+                try:
+                    answer = await self.client.transport.call(
+                        "GET", f"{self._path}/result", params={"run_id": run_id, "wait_seconds": wait},
+                        timeout=wait + 15,
+                    )
+                except RPCError as err:
+                    if not err.retryable:
+                        raise
+                    if deadline is not None and loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(0.5)  # the frontend may be restarting; keep waiting
+                    continue
             status = str(answer.get("status"))
             if status == "Completed":
                 return decode_value(answer.get("result"))
             if status == "Running":
                 if deadline is not None and loop.time() >= deadline:
                     raise TimeoutError(f"workflow {self.workflow_id} still running after {seconds}s")
+                answer = None
                 continue
             if status == "ContinuedAsNew" and follow_runs and answer.get("new_run_id"):
                 run_id = str(answer["new_run_id"])
+                answer = None
                 continue
             raise WorkflowFailureError(status, answer.get("failure"))

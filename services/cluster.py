@@ -9,7 +9,12 @@ from services.common.config import Settings
 
 
 class Cluster:
-    """All three services sharing one PostgreSQL pool, against a given broker and DSN."""
+    """All three services against a given broker and DSN.
+
+    Frontend and matching share one PostgreSQL pool; history has its own, so that a
+    burst of reads (a thousand result waits checking their runs) cannot keep the shard
+    loops waiting for a connection to commit.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -29,11 +34,11 @@ class Cluster:
         s = self.settings
         await db.migrate(s.database_url)
         created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions)
-        self.pool = await db.create_pool(s.database_url, max_size=s.shards + 12)
+        self.pool = await db.create_pool(s.database_url, max_size=12)
         self.matching = MatchingService(s, pool=self.pool)
         await self.matching.start()
         self._started.append(self.matching)
-        self.history = HistoryService(s, pool=self.pool)
+        self.history = HistoryService(s)
         self.history.on_tasks_committed = self.matching.hand_over
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.

@@ -1,8 +1,10 @@
 """Wake-ups for result long-polls: PostgreSQL ``LISTEN kadence_closed``.
 
-History runs ``pg_notify('kadence_closed', run_id)`` in the transaction that closes a
-run. One dedicated connection listens; if it is lost it is opened again and every
-waiter is woken so it re-reads its row (a notification may have been missed).
+History runs ``pg_notify('kadence_closed', ...)`` in the transaction that closes a run,
+with the run id and, when it fits, the run's outcome (services/common/outcome.py): a
+waiter woken with it answers without reading the row. One dedicated connection listens;
+if it is lost it is opened again and every waiter is woken so it re-reads its row (a
+notification may have been missed).
 """
 
 from __future__ import annotations
@@ -10,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import asyncpg
 
 from services.common.aio import cancel
+from services.common.outcome import CHANNEL, parse_close_payload
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "kadence_closed"
+# What a waiter is woken with: (closed, the outcome when the notification carried it).
+# (False, None) means "look again".
+Wake = tuple[bool, dict[str, Any] | None]
 
 
 class CloseWatcher:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        # A waiter's future says True when its run closed, False for "look again".
-        self._waiters: dict[str, set[asyncio.Future[bool]]] = {}
+        self._waiters: dict[str, set[asyncio.Future[Wake]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -35,29 +40,30 @@ class CloseWatcher:
         await cancel(self._task)
         self._task = None
 
-    def watch(self, run_id: str) -> asyncio.Future[bool]:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def watch(self, run_id: str) -> asyncio.Future[Wake]:
+        fut: asyncio.Future[Wake] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, set()).add(fut)
         return fut
 
-    def unwatch(self, run_id: str, fut: asyncio.Future[bool]) -> None:
+    def unwatch(self, run_id: str, fut: asyncio.Future[Wake]) -> None:
         waiters = self._waiters.get(run_id)
         if waiters is not None:
             waiters.discard(fut)
             if not waiters:
                 del self._waiters[run_id]
 
-    def _wake(self, run_id: str, closed: bool) -> None:
+    def _wake(self, run_id: str, wake: Wake) -> None:
         for fut in self._waiters.pop(run_id, set()):
             if not fut.done():
-                fut.set_result(closed)
+                fut.set_result(wake)
 
     def _wake_all(self) -> None:
         for run_id in list(self._waiters):
-            self._wake(run_id, False)
+            self._wake(run_id, (False, None))
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._wake(payload, True)
+        run_id, answer = parse_close_payload(payload)
+        self._wake(run_id, (True, answer))
 
     async def _run(self) -> None:
         while True:

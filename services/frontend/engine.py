@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from kadence import avro
 from kadence._tracing import use_traceparent
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
+from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
 from services.matching import (
     MatchedTask,
@@ -46,7 +47,7 @@ from .errors import (
     WorkflowAlreadyStarted,
     WorkflowNotFound,
 )
-from .reads import RUNNING, ReadStore, describe, event_json, outcome
+from .reads import ReadStore, describe, event_json, outcome
 from .replies import ReplyRouter
 from .tokens import TaskToken
 from .validation import PollRequest, StartRequest
@@ -148,9 +149,14 @@ class Engine:
             "identity": req.identity,
         }
 
-    async def start(self, req: StartRequest) -> dict[str, Any]:
+    async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
+        """Start a run; with ``wait_seconds``, also wait that long for its outcome."""
         reply = await self._command("StartWorkflowExecution", self._start_record(req))
-        return {"run_id": reply.get("run_id"), "workflow_id": req.workflow_id}
+        run_id = reply.get("run_id")
+        started = {"run_id": run_id, "workflow_id": req.workflow_id}
+        if wait_seconds > 0 and run_id:
+            started["outcome"] = await self.result(req.namespace, req.workflow_id, str(run_id), wait_seconds)
+        return started
 
     async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:
         record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input}
@@ -244,8 +250,12 @@ class Engine:
                 if remaining <= 0:
                     return {"status": "Running"}
                 await asyncio.wait({fut}, timeout=min(remaining, _RECHECK))
-                if fut.done() and fut.result():
-                    break  # the run closed: no need to look at its status again
+                if fut.done():
+                    closed, answer = fut.result()
+                    if answer is not None:
+                        return answer  # the close notification carried the outcome
+                    if closed:
+                        break  # the run closed: no need to look at its status again
             finally:
                 self._closes.unwatch(run_id, fut)
         return outcome(await self._reads.execution(ns, workflow_id, run_id))

@@ -43,7 +43,9 @@ class Handlers:
 
     async def start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         req = v.start_request(path["namespace"], body)
-        return 201, await self.engine.start(req)
+        # With wait_seconds, the answer also waits for the run's outcome (as GET .../result
+        # does): start and wait in one exchange instead of two.
+        return 201, await self.engine.start(req, v.seconds(body, "wait_seconds", 0.0, 600.0))
 
     async def signal_with_start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         req = v.start_request(path["namespace"], body, workflow_id=path["workflow_id"])

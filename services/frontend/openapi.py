@@ -57,6 +57,8 @@ COMPONENTS: dict[str, Schema] = {
         "schedule_to_close_timeout_ms": MS, "start_to_close_timeout_ms": MS, "heartbeat_timeout_ms": MS,
         "heartbeat_details": JSON_TEXT, "scheduled_time": INT, "traceparent": NULL_STR,
     }, ["task_token", "workflow_id", "run_id", "activity_id", "activity_type", "attempt"]),
+    "Outcome": _obj({"status": STR, "run_id": STR, "result": JSON_TEXT, "failure": _ref("Failure"),
+                     "new_run_id": STR}, ["status"]),
     "DescribeResponse": _obj({
         "workflow_id": STR, "run_id": STR, "workflow_type": STR, "task_queue": STR,
         "status": {"type": "string", "enum": ["Running", "Completed", "Failed", "TimedOut", "Terminated",
@@ -69,8 +71,10 @@ COMPONENTS: dict[str, Schema] = {
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
-    "start": ("Start a workflow run", _obj(_START_FIELDS, ["workflow_id", "workflow_type", "task_queue"]), {},
-              201, _obj({"run_id": STR, "workflow_id": STR})),
+    "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
+              _obj({**_START_FIELDS, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0}},
+                   ["workflow_id", "workflow_type", "task_queue"]), {},
+              201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
     "signal_with_start": ("Signal a workflow, starting it first if no run is open",
                           _obj({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
                                ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),
@@ -89,8 +93,7 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                       "next_page_token": NULL_STR})),
     "result": ("Wait for a run to close and return its outcome", None,
                {"run_id": STR, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 30}},
-               200, _obj({"status": STR, "run_id": STR, "result": JSON_TEXT, "failure": _ref("Failure"),
-                          "new_run_id": STR}, ["status"])),
+               200, _ref("Outcome")),
     "poll_workflow_tasks": ("Long-poll a task queue for workflow tasks", _POLL, {}, 200,
                             _obj({"tasks": {"type": "array", "items": _ref("WorkflowTask")}}, ["tasks"])),
     "complete_workflow_task": ("Complete a workflow task with commands",

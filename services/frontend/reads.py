@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from kadence import avro
+from services.common.outcome import RUNNING
+from services.common.outcome import outcome as outcome_of
 
 from .errors import WorkflowNotFound
-
-RUNNING = "Running"
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class ReadStore:
             raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
                                    field="run_id" if run_id else "workflow_id")
         try:
-            state = json.loads(bytes(row["state"])) if row["state"] else {}
-        except ValueError:
+            state = orjson.loads(bytes(row["state"])) if row["state"] else {}
+        except orjson.JSONDecodeError:
             state = {}
         return Execution(
             namespace=row["namespace"], workflow_id=row["workflow_id"], run_id=row["run_id"],
@@ -114,14 +114,4 @@ def describe(ex: Execution) -> dict[str, Any]:
 
 def outcome(ex: Execution) -> dict[str, Any]:
     """The result answer of a closed run (or ``{"status": "Running"}``)."""
-    status = ex.status
-    if status == RUNNING:
-        return {"status": RUNNING}
-    out: dict[str, Any] = {"status": status, "run_id": ex.run_id}
-    if status == "Completed":
-        out["result"] = ex.state.get("result")
-    elif status == "ContinuedAsNew":
-        out["new_run_id"] = ex.state.get("new_run_id")
-    if ex.state.get("failure") is not None:
-        out["failure"] = ex.state["failure"]
-    return out
+    return outcome_of(ex.status, ex.run_id, ex.state)

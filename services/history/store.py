@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from services.common.outcome import close_payload, outcome
+
 from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost
 from .state import MutableState
@@ -113,7 +115,8 @@ class HistoryStore:
             shard_id, range_id, offset, executions, list(current.values()), events,
             [(shard_id, i, m.topic, m.key, m.value, _headers_to(m.headers)) for i, m in outbox],
             deletes, closed_runs, upserts, list(heartbeats),
-            sorted({m.state.run_id for m in mutations if m.closed}))
+            [close_payload(m.state.run_id, outcome(m.state.status, m.state.run_id, vars(m.state)))
+             for m in mutations if m.closed])
         if not fenced:
             raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
 

@@ -68,6 +68,9 @@ async def test_invalid_requests_name_the_field(env: Env) -> None:
     status, body = await env.call("POST", f"{NS}/workflows",
                                   {"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "input": {}})
     assert (status, body["field"]) == (400, "input")
+    status, body = await env.call("POST", f"{NS}/workflows",
+                                  {"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "wait_seconds": -1})
+    assert (status, body["field"]) == (400, "wait_seconds")
     status, body = await env.call("POST", "/api/v1/namespaces/bad%20ns/workflows", {"workflow_id": "w"})
     assert (status, body["field"]) == (400, "namespace")
     status, body = await env.call("POST", f"{NS}/workflows", b"{not json")

@@ -38,6 +38,29 @@ async def test_activity_success(client: Client) -> None:
         assert await client.execute_workflow(ShoutWorkflow.run, "hi", id=_id("shout"), task_queue="q-echo") == "HI!"
 
 
+async def test_a_start_can_wait_for_the_outcome_in_the_same_call(client: Client) -> None:
+    key = _id("wait")
+    body = {"workflow_id": key, "workflow_type": "EchoWorkflow", "task_queue": "q-wait", "input": ["x"],
+            "wait_seconds": 0.3}
+    # No worker yet: the wait runs out and the outcome says Running.
+    answer = await client.transport.call("POST", "/workflows", body=body)
+    assert answer["run_id"] and answer["outcome"]["status"] == "Running"
+    async with _worker(client, "q-wait"):
+        # The SDK's execute_workflow starts and waits in one call; a retry of the same
+        # start (same request id) waits on the same run.
+        again = await client.transport.call("POST", "/workflows", body={**body, "workflow_id": _id("wait"),
+                                                                          "request_id": key, "wait_seconds": 30})
+        assert again["outcome"] == {"status": "Completed", "run_id": again["run_id"], "result": '"x"'}
+        assert await client.execute_workflow(EchoWorkflow.run, "y", id=_id("wait"), task_queue="q-wait") == "y"
+    assert await client.get_workflow_handle(key).result() == "x"
+
+
+async def test_a_result_too_large_for_the_close_notification_is_read_from_the_run(client: Client) -> None:
+    big = "é" * 6000  # about 12 KB of JSON: the notification names the run only
+    async with _worker(client, "q-big"):
+        assert await client.execute_workflow(EchoWorkflow.run, big, id=_id("big"), task_queue="q-big") == big
+
+
 async def test_activity_fails_twice_then_succeeds(client: Client) -> None:
     key = _id("flaky")
     async with _worker(client, "q-flaky"):
