@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 
+from services.common.outcome import RUNNING
+
 from .errors import HistoryCorrupted
 
 Event = dict[str, Any]
 
-RUNNING = "Running"
 CLOSED_STATUSES = ("Completed", "Failed", "TimedOut", "Terminated", "ContinuedAsNew")
 # Signal request ids remembered per run for deduplication.
 MAX_REMEMBERED_REQUESTS = 200
