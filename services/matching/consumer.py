@@ -118,7 +118,10 @@ class TaskConsumer:
 
     async def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         letters: list[tuple[bytes | None, bytes]] = []
-        to_store: list[BacklogRow] = []
+        # Per queue, in offset order: the tasks for waiting polls, and whatever they leave
+        # over for the backlog.
+        by_queue: dict[QueueKey, list[MatchedTask]] = {}
+        seen: set[str] = set()
         for rec in records:
             # The dispatch span: the worker's task span continues from it (MatchedTask.traceparent).
             with consumer_span(rec, GROUP) as dispatch:
@@ -132,14 +135,22 @@ class TaskConsumer:
                     )))
                     continue
                 assert task is not None and key is not None
-                if self.service.is_duplicate(task.task_id):
+                if task.task_id in seen or self.service.is_duplicate(task.task_id):
                     continue
-                matched = self.service.try_sync_match(tp.partition, task, key)
+                seen.add(task.task_id)
                 if dispatch.span is not None:
+                    # Traced tasks are matched one by one, each inside its own dispatch span.
+                    matched = self.service.try_sync_match(tp.partition, task, key)
                     dispatch.annotate(_task_attributes(task, matched))
-                if not matched:
-                    assert task.payload is not None
-                    to_store.append(BacklogRow(task.task_id, tp.partition, key, task.payload, task.traceparent))
+                    if matched:
+                        continue
+                by_queue.setdefault(key, []).append(task)
+        to_store: list[BacklogRow] = []
+        for key, tasks in by_queue.items():
+            given = self.service.sync_match(tp.partition, key, tasks)
+            for task in tasks[given:]:
+                assert task.payload is not None
+                to_store.append(BacklogRow(task.task_id, tp.partition, key, task.payload, task.traceparent))
         if to_store:
             await self.service.store_backlog(to_store)
         if letters:

@@ -1,8 +1,9 @@
 """In-memory task queues of the partitions this matching instance owns.
 
 A ``TaskQueue`` holds the pollers waiting on one (namespace, task_queue, kind), in
-arrival order so dispatch is fair, the query tasks not yet taken, and the number of
-rows the queue has in the PostgreSQL backlog (so an empty backlog costs no query).
+arrival order so dispatch is fair, the query tasks not yet taken, the tasks history
+in this process handed over while no poll waited (``ready``), and the number of rows
+the queue has in the PostgreSQL backlog (so an empty backlog costs no query).
 Nothing here does I/O; the service decides when to touch the database.
 """
 
@@ -90,6 +91,9 @@ class TaskQueue:
         self.backlog = backlog
         self.pollers: deque[Poller] = deque()
         self.queries: deque[MatchedTask] = deque()
+        # Committed tasks handed over in process that no poll was waiting for: the next
+        # polls take them from memory. Their broker copies are dropped on arrival.
+        self.ready: deque[MatchedTask] = deque()
 
     def add_poller(self, max_tasks: int) -> Poller:
         poller = Poller(max_tasks)
@@ -116,6 +120,25 @@ class TaskQueue:
             return False
         poller.future.set_result([task])
         return True
+
+    def offer_many(self, tasks: Sequence[MatchedTask]) -> int:
+        """Hand out ``tasks`` in order, each waiting poller taking as many as it asked
+        for, longest-waiting first; return how many were handed out (a prefix)."""
+        given = 0
+        while given < len(tasks):
+            poller = self._next_poller()
+            if poller is None:
+                break
+            take = tasks[given:given + poller.max_tasks]
+            poller.future.set_result(list(take))
+            given += len(take)
+        return given
+
+    def take_ready(self, limit: int) -> list[MatchedTask]:
+        taken: list[MatchedTask] = []
+        while self.ready and len(taken) < limit:
+            taken.append(self.ready.popleft())
+        return taken
 
     def wake(self, count: int) -> None:
         """Tell up to ``count`` waiting pollers to look at the backlog again."""

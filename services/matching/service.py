@@ -35,6 +35,7 @@ from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, CommittedTask, MatchedTa
 log = logging.getLogger(__name__)
 
 HANDED_TTL_S = 30.0  # how long a task handed over in process waits for its broker copy
+READY_MAX = 10_000  # tasks handed over in process held in memory per queue, waiting for polls
 
 __all__ = ["MatchingService"]
 
@@ -50,6 +51,8 @@ class MatchingService:
         self._recent = RecentTasks()
         # task_id -> when: tasks delivered by hand_over whose broker copy has not arrived yet
         self._handed: OrderedDict[str, float] = OrderedDict()
+        # ids of the tasks waiting in the queues' ready lists
+        self._ready_ids: set[str] = set()
         # query_id -> the answer (result JSON, failure); query_id -> taken by a poller
         self._queries: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {}
         self._pickups: dict[str, asyncio.Future[None]] = {}
@@ -127,6 +130,8 @@ class MatchingService:
         for key, q in list(self._queues.items()):
             if q.partition in gone:
                 q.wake_all()  # their polls see the partition is gone and return empty
+                # Tasks waiting in memory go with the partition: history re-dispatches them.
+                self._ready_ids.difference_update(t.task_id for t in q.ready)
                 del self._queues[key]
         with contextlib.suppress(asyncpg.PostgresError, OSError):
             await self.store.release(sorted(gone), self.settings.instance_id)
@@ -140,24 +145,29 @@ class MatchingService:
     # -- tasks from Kafka ---------------------------------------------------------------
 
     def is_duplicate(self, task_id: str) -> bool:
-        """A copy of a task just delivered, or the broker's copy of one handed over in process."""
-        return task_id in self._recent or self._handed.pop(task_id, None) is not None
+        """A copy of a task just delivered or waiting in memory, or the broker's copy of
+        one handed over in process."""
+        return (task_id in self._recent or task_id in self._ready_ids
+                or self._handed.pop(task_id, None) is not None)
 
     def hand_over(self, tasks: Sequence[CommittedTask]) -> None:
-        """Offer tasks that history in this process has just committed to waiting polls.
+        """Take the tasks that history in this process has just committed.
 
-        Only a sync match is made here: a task nobody waits for is left to its copy on
-        kadence.tasks, which takes the usual path (backlog included). The broker's copy of
-        a task delivered here is dropped when it arrives, once (a later re-dispatch of the
-        same task id is delivered). With tracing on, every task takes the broker path, so
-        that it has its dispatch span. History passes each task decoded as well (and a
-        workflow task's events): nothing is decoded here that it already had.
+        Waiting polls get them at once, each as many as it asked for; the rest wait in
+        memory for the next polls (up to READY_MAX per queue, beyond which a task is left
+        to its copy on kadence.tasks and the usual path, backlog included). The broker's
+        copy of a task taken here is dropped when it arrives. Held in memory only: if this
+        process dies before a worker starts the task, history's re-dispatch publishes it
+        again. With tracing on, every task takes the broker path, so that it has its
+        dispatch span. History passes each task decoded as well (and a workflow task's
+        events): nothing is decoded here that it already had.
         """
         if tracer() is not None:
             return
         now = time.monotonic()
         while self._handed and now - next(iter(self._handed.values())) > HANDED_TTL_S:
             self._handed.popitem(last=False)
+        by_queue: dict[QueueKey, tuple[int, list[MatchedTask]]] = {}
         for committed in tasks:
             payload, record = committed.value, committed.record
             if record is None:
@@ -171,22 +181,41 @@ class MatchingService:
             if kind is None:
                 continue
             key = QueueKey(record["namespace"], record["task_queue"], kind)
-            partition = self.partition_of(key.namespace, key.task_queue)
             task_id = record["task_id"]
-            if task_id in self._recent or task_id in self._handed:
+            if task_id in self._recent or task_id in self._handed or task_id in self._ready_ids:
                 continue
-            task = MatchedTask(kind, task_id, record, payload, events=committed.events)
-            if self.try_sync_match(partition, task, key):
-                self._handed[task_id] = now
+            entry = by_queue.get(key)
+            if entry is None:
+                partition = self.partition_of(key.namespace, key.task_queue)
+                if partition not in self._owned:
+                    continue
+                entry = by_queue[key] = (partition, [])
+            entry[1].append(MatchedTask(kind, task_id, record, payload, events=committed.events))
+        for key, (partition, queued) in by_queue.items():
+            q = self._queue(key, partition)
+            given = self._deliver(q, queued)
+            kept = queued[given:given + max(0, READY_MAX - len(q.ready))]
+            q.ready.extend(kept)
+            self._ready_ids.update(t.task_id for t in kept)
+            for t in queued[:given + len(kept)]:
+                self._handed[t.task_id] = now
+
+    def _deliver(self, q: TaskQueue, tasks: Sequence[MatchedTask]) -> int:
+        """Give waiting polls a prefix of ``tasks``; return its length."""
+        given = q.offer_many(tasks)
+        for t in tasks[:given]:
+            self._recent.add(t.task_id)
+        return given
+
+    def sync_match(self, partition: int, key: QueueKey, tasks: Sequence[MatchedTask]) -> int:
+        """Hand a prefix of ``tasks`` (one queue's, in order) to waiting polls; return its length."""
+        if partition not in self._owned:
+            return 0
+        q = self._queues.get(key)
+        return 0 if q is None else self._deliver(q, tasks)
 
     def try_sync_match(self, partition: int, task: MatchedTask, key: QueueKey) -> bool:
-        if partition not in self._owned:
-            return False
-        q = self._queues.get(key)
-        if q is not None and q.offer(task):
-            self._recent.add(task.task_id)
-            return True
-        return False
+        return self.sync_match(partition, key, [task]) == 1
 
     async def store_backlog(self, rows: list[BacklogRow]) -> None:
         stored = await self.store.add(rows)
@@ -223,6 +252,12 @@ class MatchingService:
                 self._mark_query_taken(t)
             if len(tasks) < max_tasks and q.backlog > 0:
                 tasks += await self._take_backlog(q, max_tasks - len(tasks))
+            if len(tasks) < max_tasks and q.ready:
+                ready = q.take_ready(max_tasks - len(tasks))
+                for t in ready:
+                    self._ready_ids.discard(t.task_id)
+                    self._recent.add(t.task_id)
+                tasks += ready
             if tasks:
                 return tasks
             remaining = deadline - loop.time()

@@ -136,11 +136,18 @@ async def test_a_task_handed_over_in_process_skips_the_broker_and_its_copy_is_dr
     await produce(env, key, value)  # a re-dispatch later on is delivered
     assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
 
-    # With nobody waiting, the task is left to its broker copy.
-    key, value, task_id = workflow_task("tq-hand")
-    env.service.hand_over([OutboxMessage(kafka.TASKS, key, value)])
-    await produce(env, key, value)
-    assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
+    # With nobody waiting, the tasks wait in memory for the next poll, which takes as many
+    # as it asks for; their broker copies are dropped and nothing goes to the backlog.
+    handed = [workflow_task("tq-hand") for _ in range(3)]
+    env.service.hand_over([OutboxMessage(kafka.TASKS, key, value) for key, value, _ in handed])
+    for key, value, _ in handed:
+        await produce(env, key, value)
+    await asyncio.sleep(0.3)
+    got = await env.client.poll("default", "tq-hand", WORKFLOW, 2, 5.0)
+    got += await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)
+    assert [t.task_id for t in got] == [task_id for _, _, task_id in handed]
+    assert await env.client.poll("default", "tq-hand", WORKFLOW, 5, 0.5) == []
+    assert await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_queue = 'tq-hand'") == 0
 
 
 async def test_garbage_goes_to_the_dlq_and_tasks_keep_flowing(env: Env) -> None:

@@ -25,6 +25,17 @@ async def test_hand_over_is_fifo_across_pollers_and_skips_abandoned_ones() -> No
     assert not q.offer(_task("c"))  # nobody waits: the caller stores it
 
 
+async def test_a_batch_of_tasks_fills_each_waiting_poll_up_to_what_it_asked_for() -> None:
+    q = TaskQueue(QueueKey("default", "q", WORKFLOW), 0)
+    small, big = q.add_poller(2), q.add_poller(10)
+    assert q.offer_many([_task(str(i)) for i in range(5)]) == 5
+    assert [t.task_id for t in small.future.result()] == ["0", "1"]
+    assert [t.task_id for t in big.future.result()] == ["2", "3", "4"]
+    third = q.add_poller(1)
+    assert q.offer_many([_task("5"), _task("6")]) == 1  # the rest is the caller's to keep
+    assert [t.task_id for t in third.future.result()] == ["5"]
+
+
 async def test_wake_tells_pollers_to_look_again() -> None:
     q = TaskQueue(QueueKey("default", "q", WORKFLOW), 0)
     p = q.add_poller(1)
