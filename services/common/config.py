@@ -29,6 +29,7 @@ class Settings:
     matching_host: str = "127.0.0.1"
     matching_port: int = 0              # 0: any free port
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
+    started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -43,6 +44,7 @@ class Settings:
             "matching_host": os.environ.get("KADENCE_MATCHING_HOST", cls.matching_host),
             "matching_port": _env_int("KADENCE_MATCHING_PORT", cls.matching_port),
             "session_timeout_ms": _env_int("KADENCE_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
+            "started_record_delay_ms": _env_int("KADENCE_STARTED_RECORD_DELAY_MS", cls.started_record_delay_ms),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

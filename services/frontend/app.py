@@ -125,6 +125,7 @@ class FrontendService:
         self._producer: Any = None
         self._replies: ReplyRouter | None = None
         self._closes: CloseWatcher | None = None
+        self._engine: Engine | None = None
         self.url = ""
 
     async def start(self) -> None:
@@ -144,8 +145,10 @@ class FrontendService:
         await self._replies.start()
         self._closes = CloseWatcher(self._pool)
         await self._closes.start()
-        engine = Engine(instance_id=s.instance_id, producer=self._producer, replies=self._replies,
-                        closes=self._closes, reads=ReadStore(self._pool), matching=self._matching)
+        self._engine = engine = Engine(
+            instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
+            reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000)
+        engine.open()
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
         self._runner = web.AppRunner(build_app(Handlers(engine)), handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -158,6 +161,9 @@ class FrontendService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._engine is not None:
+            await self._engine.close()  # before the producer: it sends what it still holds
+            self._engine = None
         if self._closes is not None:
             await self._closes.stop()
             self._closes = None

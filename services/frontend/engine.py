@@ -49,6 +49,7 @@ from .errors import (
 )
 from .reads import ReadStore, describe, event_json, outcome
 from .replies import ReplyRouter
+from .started import StartedRecords
 from .tokens import TaskToken
 from .validation import PollRequest, StartRequest
 
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT = 15.0
 REPLY_TIMEOUT = 30.0
+STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
 
 
@@ -63,14 +65,24 @@ class Engine:
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
+        started_delay: float = STARTED_DELAY,
     ) -> None:
         self._instance_id = instance_id
+        self._started = StartedRecords(self.send_started, started_delay)
         self._producer = producer
         self._replies = replies
         self._closes = closes
         self._reads = reads
         self._matching = matching
         self._reply_timeout = reply_timeout
+
+    def open(self) -> None:
+        """Start the engine's background work (the timer of held-back started records)."""
+        self._started.start()
+
+    async def close(self) -> None:
+        """Stop it, sending the started records still held."""
+        await self._started.stop()
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -82,18 +94,20 @@ class Engine:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
         await self._send(record, value, wait=True)
 
-    async def _produce_started(self, name: str, task: dict[str, Any], identity: str, **extra: Any) -> None:
-        """Queue a task's started record without waiting for the broker's answer.
+    def _hold_started(self, name: str, t: MatchedTask, identity: str, started_time: int) -> None:
+        """Hold the task's started record back (see started.py): its answer may make it needless."""
+        task = t.task
+        self._started.hold(name, {
+            "namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+            "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
+            "started_time": started_time}, t.traceparent)
 
-        The worker may begin at once: the record is queued ahead of anything this frontend
-        produces for the workflow later (its answer included), and history takes an answer
-        that arrives without a started record as the start. A started record the broker
-        refuses is logged; the task's answer or its timeout still settles the task.
-        """
-        record = {"namespace": task["namespace"], "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-                  "scheduled_event_id": task["scheduled_event_id"], "attempt": task["attempt"], "identity": identity,
-                  **extra}
-        future = await self._send(record, avro.encode(name, record), wait=False)
+    async def send_started(self, name: str, record: dict[str, Any], traceparent: str | None) -> None:
+        """Queue a started record without waiting for the broker's answer; a refusal is logged
+        (the task's answer or its re-dispatch still settles the task)."""
+        # The started record belongs to the workflow's trace, not to the worker's poll.
+        with use_traceparent(traceparent):
+            future = await self._send(record, avro.encode(name, record), wait=False)
         future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
 
     async def _send(self, record: dict[str, Any], value: bytes, *, wait: bool) -> asyncio.Future[Any]:
@@ -284,9 +298,7 @@ class Engine:
             }
         # workflow.now() while the task runs, recorded with its start so that a replay agrees.
         started_time = int(time.time() * 1000)
-        # The started record belongs to the workflow's trace, not to the worker's poll.
-        with use_traceparent(t.traceparent):
-            await self._produce_started("RecordWorkflowTaskStarted", task, identity, started_time=started_time)
+        self._hold_started("RecordWorkflowTaskStarted", t, identity, started_time)
         first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
         carried = task.get("events")
         events: Sequence[Mapping[str, Any]]
@@ -310,10 +322,10 @@ class Engine:
 
     async def _activity_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
         task = t.task
-        with use_traceparent(t.traceparent):
-            await self._produce_started("RecordActivityTaskStarted", task, identity)
+        started_time = int(time.time() * 1000)
+        self._hold_started("RecordActivityTaskStarted", t, identity, started_time)
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], task["scheduled_event_id"],
-                          task["attempt"], "activity")
+                          task["attempt"], "activity", started_time)
         fields = ("workflow_id", "run_id", "workflow_type", "activity_id", "activity_type", "input", "attempt",
                   "scheduled_event_id", "schedule_to_close_timeout_ms", "start_to_close_timeout_ms",
                   "heartbeat_timeout_ms", "heartbeat_details", "scheduled_time")
@@ -322,6 +334,9 @@ class Engine:
     # -- task answers --------------------------------------------------------------------------------
 
     async def respond(self, name: str, token: TaskToken, identity: str, **fields: Any) -> None:
+        """Send a worker's answer (or heartbeat); it implies the task's start, so a started
+        record still held for the task is dropped."""
+        self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
         await self._produce(name, {
             "namespace": token.namespace, "workflow_id": token.workflow_id, "run_id": token.run_id,
             "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,

@@ -178,7 +178,9 @@ def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> 
     assert wt is not None
     t.add("WorkflowTaskStarted", scheduled_event_id=wt["scheduled_event_id"], identity=identity,
           started_time=started_time)
-    t.set_timer("wt_timeout", wt["scheduled_event_id"], ctx.now + t.state.workflow_task_timeout_ms, wt["attempt"])
+    # The timeout counts from the hand-out: the frontend may send the started record late.
+    since = min(started_time or ctx.now, ctx.now)
+    t.set_timer("wt_timeout", wt["scheduled_event_id"], since + t.state.workflow_task_timeout_ms, wt["attempt"])
 
 
 async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, int, int] | None:
@@ -264,26 +266,28 @@ async def activity_started(ctx: Context, cmd: dict[str, Any]) -> None:
     act = _pending_activity(t, cmd)
     if t is None or act is None or act["state"] != "Scheduled":
         return
-    _start_activity(ctx, t, cmd["scheduled_event_id"], act, cmd["identity"])
+    _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"], cmd.get("started_time", 0))
 
 
-def _start_activity(ctx: Context, t: Transition, sid: int, act: dict[str, Any], identity: str) -> None:
-    t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"], identity=identity)
+def _start_activity(t: Transition, sid: int, act: dict[str, Any], identity: str, started_time: int = 0) -> None:
+    t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"], identity=identity,
+          started_time=started_time)
+    since = act["started_time"]  # the hand-out time, as the fold took it
     t.delete_timer("act_s2s", sid)
-    t.set_timer("act_stc", sid, ctx.now + act["start_to_close_timeout_ms"], act["attempt"])
+    t.set_timer("act_stc", sid, since + act["start_to_close_timeout_ms"], act["attempt"])
     if act["heartbeat_timeout_ms"]:
-        t.set_timer("act_hb", sid, ctx.now + act["heartbeat_timeout_ms"], act["attempt"])
+        t.set_timer("act_hb", sid, since + act["heartbeat_timeout_ms"], act["attempt"])
 
 
 async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, dict[str, Any]] | None:
-    """The run and activity a worker answered for, or None when the answer is stale.
-    An answer that overtook its started record implies the start."""
+    """The run and activity a worker answered (or heartbeat) for, or None when stale.
+    An answer that comes without a started record implies the start."""
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     act = _pending_activity(t, cmd)
     if t is None or act is None:
         return None
     if act["state"] != "Started":
-        _start_activity(ctx, t, cmd["scheduled_event_id"], act, cmd["identity"])
+        _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"])
     return t, act
 
 
@@ -313,10 +317,10 @@ async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
 
 
 async def activity_heartbeat(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    act = _pending_activity(t, cmd)
-    if t is None or act is None or act["state"] != "Started":
+    answered = await _answered_activity(ctx, cmd)  # a heartbeat, like an answer, implies the start
+    if answered is None:
         return
+    t, _ = answered
     ctx.record_heartbeat(t.state.run_id, cmd["scheduled_event_id"], cmd["attempt"], cmd["details"])
 
 

@@ -189,7 +189,9 @@ def _activity_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     act = _activity(s, a)
     act["state"] = "Started"
     act["attempt"] = a["attempt"]
-    act["started_time"] = e["event_time"]
+    # The hand-out time when the event names it (its timeouts count from there), never
+    # later than the event itself.
+    act["started_time"] = min(a.get("started_time") or e["event_time"], e["event_time"])
     act["started_event_id"] = e["event_id"]
 
 

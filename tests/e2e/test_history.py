@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import asyncpg
@@ -171,3 +172,40 @@ async def test_activity_start_to_close_timeout_is_retried(broker, fresh_dsn) -> 
         assert kinds.count("ActivityTaskTimedOut") == 1 and kinds.count("ActivityTaskCompleted") == 1
         done = next(e for e in events if e["event_type"] == "ActivityTaskCompleted")
         assert done["attributes"]["result"] == '"ok"'
+
+
+async def test_a_late_started_record_counts_the_timeout_from_the_hand_out(broker, fresh_dsn) -> None:
+    policy = {"initial_interval_ms": 50, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
+              "maximum_attempts": 0, "non_retryable_error_types": []}
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-late"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-late")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
+            _schedule_activity("slow", start_to_close_timeout_ms=2000, retry_policy=policy)]})
+        first = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-late")
+        # Handed out at once; the frontend held its record back, so it arrives 1.5 s later.
+        handed = first["scheduled_time"]
+        await asyncio.sleep(1.5)
+        await io.send("RecordActivityTaskStarted", task_ref(first) | {"started_time": handed})
+        second = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-late", timeout=10)
+        events = await history_of(fresh_dsn, first["run_id"])
+        started = next(e for e in events if e["event_type"] == "ActivityTaskStarted")
+        timed_out = next(e for e in events if e["event_type"] == "ActivityTaskTimedOut")
+        assert started["attributes"]["started_time"] == handed
+        # 2 s from the hand-out, not from when history heard of the start.
+        assert timed_out["event_time"] - started["event_time"] < 1200
+        assert second["attempt"] == 2
+
+
+async def test_a_heartbeat_without_a_started_record_implies_the_start(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-beat"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-beat")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
+            _schedule_activity("beating", heartbeat_timeout_ms=60_000)]})
+        act = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-beat")
+        await io.send("RecordActivityTaskHeartbeat", task_ref(act) | {"details": '"half"'})
+        await io.send("RespondActivityTaskCompleted", task_ref(act) | {"result": '"ok"'})
+        await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-beat")
+        kinds = [e["event_type"] for e in await history_of(fresh_dsn, act["run_id"])]
+        assert kinds[4:7] == ["ActivityTaskScheduled", "ActivityTaskStarted", "ActivityTaskCompleted"]

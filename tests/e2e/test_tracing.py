@@ -94,8 +94,9 @@ async def test_one_trace_covers_every_service(client: Client, spans: InMemorySpa
     assert attrs["messaging.consumer.group.name"] == "kadence-history"
     assert attrs["kadence.workflow_id"] == wid and attrs["kadence.run_id"] == handle.run_id
     assert attrs["kadence.workflow_type"] == "TracedWorkflow" and attrs["kadence.task_queue"] == "q-traced"
-    # Start, workflow task started/completed, activity started/completed, workflow task again.
-    assert len(history) >= 6
+    # Start, workflow task completed, activity completed, workflow task completed again: the
+    # tasks are answered before their held-back started records would be sent.
+    assert len(history) >= 4
 
     task_sends = _one(trace, "send kadence.tasks", SpanKind.PRODUCER)
     assert any(s.parent is not None and s.parent.span_id == started.context.span_id for s in task_sends)

@@ -84,3 +84,16 @@ def test_seal_gives_the_plain_encoding_with_the_hash() -> None:
                                            "event": {**event, "hash": digest}})
     prefix = avro.header("HistoryRecord") + avro.string("ns") + avro.string("wf-é") + avro.string("r")
     assert record == prefix + encoded[10:]
+
+
+def test_records_from_before_activity_started_times_read_with_started_time_0() -> None:
+    records = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
+               for line in (FIXTURES / "before_activity_started_time.jsonl").open()}
+    assert set(records) == {"kadence.HistoryEvent v3", "kadence.HistoryRecord v2",
+                            "kadence.RecordActivityTaskStarted v1"}
+    _, event = avro.decode(records["kadence.HistoryEvent v3"])
+    assert event["attributes"] == {"scheduled_event_id": 5, "attempt": 1, "identity": "v3-worker", "started_time": 0}
+    _, record = avro.decode(records["kadence.HistoryRecord v2"])
+    assert record["event"] == event
+    name, started = avro.decode(records["kadence.RecordActivityTaskStarted v1"])
+    assert name == "RecordActivityTaskStarted" and started["started_time"] == 0
