@@ -7,6 +7,12 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+# The listen queue of the HTTP servers. A burst of new clients must not overflow it
+# (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
+# each such client waits a second or more before it tries again. The kernel caps the
+# value at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from kadence._tracing import tracer
 from services.common import db
-from services.common.config import Settings
+from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
@@ -152,7 +152,7 @@ class FrontendService:
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
         self._runner = web.AppRunner(build_app(Handlers(engine)), handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, s.frontend_host, s.frontend_port).start()
+        await web.TCPSite(self._runner, s.frontend_host, s.frontend_port, backlog=LISTEN_BACKLOG).start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         log.info("frontend %s serving at %s", s.instance_id, self.url)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from services.common.config import LISTEN_BACKLOG
+
 from .errors import (
     MatchingError,
     NoPollerError,
@@ -77,7 +79,7 @@ class InternalServer:
         app.router.add_get("/internal/health", self._health)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, backlog=LISTEN_BACKLOG)
         await site.start()
         bound_host, bound_port = self._runner.addresses[0][:2]
         if bound_host in ("0.0.0.0", "::"):
