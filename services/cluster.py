@@ -45,7 +45,9 @@ class Cluster:
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
         self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching)
-        self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client)
+        # Commands this frontend produces go straight to history's shards once acknowledged.
+        self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
+                                        on_acked=self.history.take_acked)
         await self.frontend.start()
         self._started.append(self.frontend)
 

@@ -15,14 +15,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kadence import avro
-from kadence._tracing import use_traceparent
+from kadence._tracing import tracer, use_traceparent
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT = 15.0
 REPLY_TIMEOUT = 30.0
+OnAcked = Callable[[int, int, bytes, bytes], None]
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
 
@@ -65,9 +66,12 @@ class Engine:
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
-        started_delay: float = STARTED_DELAY,
+        started_delay: float = STARTED_DELAY, on_acked: OnAcked | None = None,
     ) -> None:
         self._instance_id = instance_id
+        # Told (partition, offset, key, value) of each command the broker acknowledged, when
+        # history runs in this process: it takes them without waiting for its fetch.
+        self._on_acked = on_acked
         self._started = StartedRecords(self.send_started, started_delay)
         self._producer = producer
         self._replies = replies
@@ -120,11 +124,20 @@ class Engine:
         try:
             async with asyncio.timeout(PRODUCE_TIMEOUT):
                 future = await enqueue_keyed(self._producer, REQUESTS, key, value)
+                if self._on_acked is not None and tracer() is None:
+                    future.add_done_callback(functools.partial(self._acked, key, value))
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
         return future
+
+    def _acked(self, key: bytes, value: bytes, future: asyncio.Future[Any]) -> None:
+        # Callbacks run in the order the broker acknowledged the records, so history in this
+        # process is offered a partition's commands in offset order.
+        if self._on_acked is not None and not future.cancelled() and future.exception() is None:
+            metadata = future.result()
+            self._on_acked(metadata.partition, metadata.offset, key, value)
 
     async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Produce a command that history answers on kadence.replies; return the Reply."""

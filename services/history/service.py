@@ -18,7 +18,7 @@ from services.common.aio import cancel
 from services.common.config import Settings
 
 from .builder import OutboxMessage
-from .shard import Shard
+from .shard import HandedCommand, Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
 
@@ -106,6 +106,7 @@ class HistoryService:
                 offset = 0
                 await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)
+            shard.consumed = offset
             shard.start()
             self.shards[p] = shard
 
@@ -114,6 +115,13 @@ class HistoryService:
             shard = self.shards.pop(p, None)
             if shard is not None:
                 await shard.stop()
+
+    def take_acked(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
+        """A command a frontend in this process has just had acknowledged: its shard, if
+        this process owns it, takes it without waiting for the fetch (see Shard.offer)."""
+        shard = self.shards.get(partition)
+        if shard is not None and not shard.lost.is_set():
+            shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value))
 
     async def _consume(self) -> None:
         assert self._consumer is not None

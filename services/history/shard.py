@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -62,6 +62,22 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+class HandedCommand(NamedTuple):
+    """A command that a frontend in this process produced to the shard's partition, taken
+    from the broker's acknowledgement instead of waiting for the consumer to fetch it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class _Handed(list[HandedCommand]):
+    """An inbox item of handed-over commands (as opposed to fetched records)."""
+
+
 class _Poison(Exception):
     """A record whose command made an operation raise; it goes to the DLQ."""
 
@@ -79,6 +95,9 @@ class Shard:
         self.owner = owner
         self.range_id = 0
         self.next_offset = 0
+        # The next offset the loop takes: a record below it was taken already, fetched or
+        # handed over. Set from next_offset when the shard starts consuming.
+        self.consumed = 0
         self.cache: OrderedDict[str, MutableState] = OrderedDict()
         self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Per cached run, its committed events since the last completed workflow task
@@ -136,6 +155,17 @@ class Shard:
     async def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         await self.inbox.put(records)
 
+    def offer(self, command: HandedCommand) -> None:
+        """Take a command as soon as the broker has acknowledged it (see HandedCommand).
+
+        It runs only if it is the very next record of the partition when the loop gets to
+        it; otherwise (a record from another producer still to be fetched before it, or
+        an inbox full of fetched work) its fetched copy takes the usual path. Either way
+        each offset is taken once: the loop skips whatever it has taken already.
+        """
+        with contextlib.suppress(asyncio.QueueFull):
+            self.inbox.put_nowait(_Handed([command]))
+
     # ---- cache -----------------------------------------------------------------------
 
     async def load(self, run_id: str) -> MutableState | None:
@@ -169,13 +199,32 @@ class Shard:
 
     async def _loop(self) -> None:
         while True:
-            batch = [await self.inbox.get()]
-            size = _size(batch[0])
-            while size < MAX_BATCH and not self.inbox.empty():
+            batch: list[Any] = []
+            size = 0
+            item = await self.inbox.get()
+            while True:
+                item = self._untaken(item)
+                if item:
+                    batch.append(item)
+                    size += _size(item)
+                if size >= MAX_BATCH or self.inbox.empty():
+                    break
                 item = self.inbox.get_nowait()
-                batch.append(item)
-                size += _size(item)
-            await self._process(batch)
+            if batch:
+                await self._process(batch)
+
+    def _untaken(self, item: Any) -> Any:
+        """The records of an inbox item that the loop has not taken yet, in offset order."""
+        if isinstance(item, _Handed):
+            records: list[Any] = [r for r in item if r.offset == self.consumed]
+        elif isinstance(item, list):
+            records = item if item and item[0].offset >= self.consumed else [
+                r for r in item if r.offset >= self.consumed]
+        else:
+            return item  # a timer firing
+        if records:
+            self.consumed = records[-1].offset + 1
+        return records
 
     async def _process(self, batch: list[Any]) -> None:
         dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}

@@ -7,15 +7,17 @@ import json
 
 import asyncpg
 import pytest
+from aiokafka import TopicPartition
 
 from kadence import avro
+from services.common import kafka
 from services.history import rebuild
 from services.history.builder import OutboxMessage
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
 
-from .history_harness import Topics, history_of, history_running, start_record, task_ref
+from .history_harness import SHARDS, Topics, history_of, history_running, start_record, task_ref
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -209,3 +211,38 @@ async def test_a_heartbeat_without_a_started_record_implies_the_start(broker, fr
         await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-beat")
         kinds = [e["event_type"] for e in await history_of(fresh_dsn, act["run_id"])]
         assert kinds[4:7] == ["ActivityTaskScheduled", "ActivityTaskStarted", "ActivityTaskCompleted"]
+
+
+async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_order(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        start = start_record("wf-handed")
+        await io.send("StartWorkflowExecution", start)
+        reply = await io.next("kadence.replies", request_id=start["request_id"])
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-handed")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": []})
+
+        key = kafka.workflow_key("default", "wf-handed")
+        tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
+        service._consumer.pause(tp)  # the fetched copies come only after the hand-overs
+        signals = []
+        for i in range(3):
+            # No request id: nothing but the offsets keeps a signal from being applied twice.
+            record = {"namespace": "default", "workflow_id": "wf-handed", "run_id": None, "signal_name": "s",
+                      "input": f"[{i}]", "request_id": "", "identity": "t", "reply_to": ""}
+            value = avro.encode("SignalWorkflowExecution", record)
+            signals.append((await io.producer.send_and_wait(kafka.REQUESTS, value, key=key), value))
+        # Offered out of order and twice: only the partition's next offset is taken.
+        for metadata, value in [signals[1], signals[0], signals[0], signals[2], signals[1]]:
+            service.take_acked(metadata.partition, metadata.offset, key, value)
+        await asyncio.sleep(0.5)
+        service._consumer.resume(tp)
+        for _ in range(50):
+            events = await history_of(fresh_dsn, reply["run_id"])
+            inputs = [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
+            if len(inputs) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # a copy taken twice would show up by now
+        events = await history_of(fresh_dsn, reply["run_id"])
+        inputs = [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
+        assert inputs == ["[0]", "[1]", "[2]"]
