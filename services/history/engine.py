@@ -215,9 +215,11 @@ async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     if problem is not None:
         _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), cmd["identity"])
         return
+    assert t.state.wt is not None
+    task_now = t.state.wt.get("handed_time", 0)  # the workflow's now() in this task
     completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started,
                       identity=cmd["identity"])
-    apply_commands(ctx, t, cmd["commands"], completed["event_id"])
+    apply_commands(ctx, t, cmd["commands"], completed["event_id"], task_now)
     settle(t)
 
 

@@ -246,3 +246,19 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         events = await history_of(fresh_dsn, reply["run_id"])
         inputs = [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
         assert inputs == ["[0]", "[1]", "[2]"]
+
+
+async def test_a_timer_runs_from_the_workflows_now_in_the_task_that_started_it(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-sleep"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-sleep")
+        handed = wt["scheduled_time"]  # the worker's now() in this task
+        await asyncio.sleep(0.6)  # the task takes a while to answer
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"started_time": handed, "commands": [
+            {"command_type": "StartTimer", "attributes": {"timer_id": "t1", "start_to_fire_timeout_ms": 1000}}]})
+        await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-sleep", timeout=10)
+        events = await history_of(fresh_dsn, wt["run_id"])
+        started = next(e for e in events if e["event_type"] == "TimerStarted")
+        fired = next(e for e in events if e["event_type"] == "TimerFired")
+        assert started["event_time"] - handed >= 600
+        assert 1000 <= fired["event_time"] - handed < 1400  # not 1 s after history heard of the timer
