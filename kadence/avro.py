@@ -8,6 +8,8 @@ holding ``schemas/`` can write a valid record without a schema registry.
 Every historical version of a schema stays under ``schemas/versions/``; a record
 written with an old version is resolved to the current one on read (new fields
 take their defaults), and a reader meets unknown fields only as skipped bytes.
+A HistoryRecord embeds the HistoryEvent version of its time; the event's own encoding
+in that version (what its hash was made from) is recovered from the record's bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import fastavro
 from fastavro.repository import AbstractSchemaRepository, SchemaRepositoryError
-from fastavro.schema import expand_schema, fingerprint, load_schema, to_parsing_canonical_form
+from fastavro.schema import expand_schema, fingerprint, load_schema, parse_schema, to_parsing_canonical_form
 
 __all__ = [
     "MAGIC",
@@ -32,6 +34,7 @@ __all__ = [
     "encode",
     "fingerprint_of",
     "header",
+    "history_event_encoding",
     "schemas",
     "schemas_dir",
     "string",
@@ -67,6 +70,19 @@ class _Version:
     fingerprint: int
 
 
+_HISTORY_EVENT = f"{NAMESPACE}.HistoryEvent"
+_HISTORY_RECORD = f"{NAMESPACE}.HistoryRecord"
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """How a HistoryRecord version carries its event: after ``leading`` strings, the body
+    of the HistoryEvent version whose fingerprint is ``fingerprint``."""
+
+    leading: int
+    fingerprint: int
+
+
 class Schemas:
     """The current schema of each record type and every version ever written."""
 
@@ -75,6 +91,7 @@ class Schemas:
         self._fingerprint: dict[str, int] = {}
         self._by_fingerprint: dict[int, _Version] = {}
         self._resolved: dict[int, tuple[Any, Any]] = {}
+        self._carried: dict[int, _Carried] = {}  # by HistoryRecord fingerprint
         for path in sorted(directory.glob(f"{NAMESPACE}.*.avsc")):
             parsed: Any = load_schema(str(path))
             name = parsed["name"]
@@ -88,6 +105,29 @@ class Schemas:
                 parsed = self._load_version(path, directory)
                 fp = fingerprint_of(parsed)
                 self._by_fingerprint.setdefault(fp, _Version(parsed["name"], parsed, fp))
+        for version in list(self._by_fingerprint.values()):
+            if version.name == _HISTORY_RECORD:
+                self._carry(version)
+
+    def _carry(self, record: _Version) -> None:
+        """Learn which HistoryEvent version a HistoryRecord version embeds.
+
+        A record's event was hashed as a standalone HistoryEvent of the same version, so
+        the event's own fingerprint is taken from the record's schema rather than looked
+        up by name: that also registers an event version that was never saved apart.
+        """
+        fields = record.writer["fields"]
+        *leading, event = fields
+        if (event["name"] != "event" or not isinstance(event["type"], dict)
+                or any(f["type"] != "string" for f in leading)):
+            # The history service writes a record as its strings then the event's body
+            # (Transition.close); a schema of another shape breaks that, so fail at once.
+            raise ValueError(f"{record.name} {record.fingerprint:016x} is not strings followed by the event")
+        # Parsed again on its own, as a standalone schema is, so that it can be a writer.
+        schema = parse_schema(event["type"])
+        fp = fingerprint_of(schema)
+        self._carried[record.fingerprint] = _Carried(len(leading), fp)
+        self._by_fingerprint.setdefault(fp, _Version(_HISTORY_EVENT, schema, fp))
 
     @staticmethod
     def _load_version(path: Path, directory: Path) -> Any:
@@ -140,6 +180,25 @@ class Schemas:
         if version is None:
             raise DecodeError(f"unknown schema fingerprint {fp:016x}")
         return version
+
+    def field_names(self, data: bytes) -> tuple[str, ...]:
+        """The top-level field names of the schema that wrote ``data``, in order."""
+        return tuple(f["name"] for f in self._version(data).writer.get("fields", ()))
+
+    def history_event_encoding(self, data: bytes) -> bytes:
+        """The HistoryEvent in a HistoryEvent or HistoryRecord encoding, single-object
+        encoded in the version its writer used: the bytes the event's hash was made from
+        (with the hash in place). A HistoryEvent is returned as it is."""
+        version = self._version(data)
+        if version.name == _HISTORY_EVENT:
+            return data
+        carried = self._carried.get(version.fingerprint)
+        if carried is None:
+            raise DecodeError(f"a {version.name} carries no HistoryEvent")
+        offset = _HEADER.size
+        for _ in range(carried.leading):
+            offset = _skip_string(data, offset)
+        return _HEADER.pack(MAGIC, carried.fingerprint) + data[offset:]
 
     def name_of(self, data: bytes) -> str:
         """The short record name of single-object encoded bytes, from the header alone."""
@@ -194,6 +253,24 @@ def string(value: str) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out) + data
+
+
+def _skip_string(data: bytes, offset: int) -> int:
+    """The offset just past the Avro string at ``offset``."""
+    n = shift = 0
+    while True:
+        if offset >= len(data):
+            raise DecodeError("a string's length runs past the end of the record")
+        byte = data[offset]
+        offset += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    length = (n >> 1) ^ -(n & 1)  # zig-zag
+    if length < 0 or offset + length > len(data):
+        raise DecodeError(f"a string of length {length} does not fit the record")
+    return offset + length
 
 
 def header(name: str) -> bytes:
@@ -305,3 +382,8 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     """Decode single-object encoded bytes into (short record name, record)."""
     return schemas().decode(data)
+
+
+def history_event_encoding(data: bytes) -> bytes:
+    """The HistoryEvent of a HistoryEvent or HistoryRecord, encoded as its writer encoded it."""
+    return schemas().history_event_encoding(data)

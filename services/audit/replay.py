@@ -8,7 +8,9 @@ one fold of the history service, never a copy), checking on the way:
   missing ones arrive, and whatever is still missing at the end is a gap;
 * at-least-once publication repeats records: a repeat identical to the event already
   seen is a harmless duplicate delivery, a repeat that differs is a conflict;
-* each event's ``hash`` chains to the previous event's (services.history.chain).
+* each event's ``hash`` chains to the previous event's (services.history.chain),
+  recomputed from the event's bytes as written when they are given, so runs written
+  under an older schema version verify as they were sealed.
 
 :func:`compare_run` then checks the folded run against what PostgreSQL holds.
 """
@@ -68,6 +70,7 @@ class RunAudit:
     run: RunKey
     state: MutableState = field(init=False)
     events: dict[int, Event] = field(default_factory=dict)   # by id, the first delivery of each
+    written: dict[int, bytes] = field(default_factory=dict)  # by id, its HistoryEvent encoding as written
     pending: dict[int, Event] = field(default_factory=dict)  # ids past a gap, held until it fills
     duplicates: int = 0
     divergences: list[Divergence] = field(default_factory=list)
@@ -81,8 +84,12 @@ class RunAudit:
     def next_event_id(self) -> int:
         return self.state.next_event_id
 
-    def add(self, event: Event) -> list[Divergence]:
-        """Take one delivered event; return the divergences it revealed (also kept)."""
+    def add(self, event: Event, encoded: bytes | None = None) -> list[Divergence]:
+        """Take one delivered event; return the divergences it revealed (also kept).
+
+        ``encoded`` is the event's HistoryEvent encoding as written, from which its hash is
+        checked; without it the event is re-encoded under the current schema for that.
+        """
         found: list[Divergence] = []
         event_id = int(event["event_id"])
         seen = self.events.get(event_id) or self.pending.get(event_id)
@@ -94,20 +101,31 @@ class RunAudit:
                                               f"a second delivery differs in {_differing(seen, event)}"))
         elif event_id > self.next_event_id:
             self.pending[event_id] = event
+            self._keep_written(event_id, encoded)
         elif event_id < 1:
             found.append(self._divergence(GAP, event_id, "event ids start at 1"))
         else:
+            self._keep_written(event_id, encoded)
             found.extend(self._fold(event))
             while self.next_event_id in self.pending:
                 found.extend(self._fold(self.pending.pop(self.next_event_id)))
         self.divergences.extend(found)
         return found
 
+    def _keep_written(self, event_id: int, encoded: bytes | None) -> None:
+        if encoded is not None:
+            self.written[event_id] = encoded
+
+    def encoding(self, event_id: int) -> bytes:
+        """The event's HistoryEvent encoding as written; re-encoded under the current
+        schema only when it was taken without its bytes."""
+        written = self.written.get(event_id)
+        return written if written is not None else avro.encode("HistoryEvent", self.events[event_id])
+
     def _fold(self, event: Event) -> list[Divergence]:
         found: list[Divergence] = []
         event_id = int(event["event_id"])
-        expected = chain.event_hash(self.state.last_hash, event)
-        if event.get("hash", "") != expected:
+        if not chain.follows(self.state.last_hash, event, self.written.get(event_id)):
             found.append(self._divergence(CHAIN_BREAK, event_id,
                                           "hash does not follow the previous event's (changed, dropped or "
                                           "reordered event)"))
@@ -158,14 +176,16 @@ class Replay:
             audit = self.runs[key.run_id] = RunAudit(key)
         return audit
 
-    def seed(self, key: RunKey, prefix: Iterable[Event]) -> None:
-        """Fold events known from elsewhere (PostgreSQL) before a run's first event on the topic."""
+    def seed(self, key: RunKey, rows: Iterable[bytes]) -> None:
+        """Fold events known from elsewhere (PostgreSQL ``history_events`` rows, each a
+        HistoryEvent as written) before a run's first event on the topic."""
         audit = self.run(key)
-        for event in prefix:
-            audit.add(event)
+        for data in rows:
+            audit.add(avro.decode(data)[1], data)
 
-    def add_record(self, record: dict[str, Any], partition: int = 0) -> list[Divergence]:
-        """Take one decoded ``HistoryRecord``."""
+    def add_record(self, record: dict[str, Any], partition: int = 0, *, data: bytes | None = None) -> list[Divergence]:
+        """Take one decoded ``HistoryRecord``; ``data``, its bytes as read, lets the event's
+        hash be checked against the encoding its writer hashed."""
         self.records += 1
         key = RunKey(record["namespace"], record["workflow_id"], record["run_id"])
         audit = self.run(key)
@@ -173,7 +193,7 @@ class Replay:
         if event["event_id"] == 1 and 1 not in audit.events:
             self.current[(key.namespace, key.workflow_id)] = key.run_id
         self.partition.setdefault(key.run_id, partition)
-        return audit.add(event)
+        return audit.add(event, avro.history_event_encoding(data) if data is not None else None)
 
     def finish(self) -> list[Divergence]:
         found: list[Divergence] = []
@@ -191,6 +211,7 @@ def compare_run(audit: RunAudit, stored_events: Sequence[bytes], snapshot: bytes
     found: list[Divergence] = []
     run = audit.run
     stored: dict[int, Event] = {}
+    rows: dict[int, bytes] = {}
     for data in stored_events:
         try:
             event = avro.decode(data)[1]
@@ -198,6 +219,7 @@ def compare_run(audit: RunAudit, stored_events: Sequence[bytes], snapshot: bytes
             found.append(Divergence(run, EVENT_MISMATCH, f"a history_events row does not decode: {exc}"))
             continue
         stored[int(event["event_id"])] = event
+        rows[int(event["event_id"])] = data
     for event_id in sorted(audit.events.keys() | stored.keys()):
         mine, theirs = audit.events.get(event_id), stored.get(event_id)
         if theirs is None:
@@ -208,7 +230,8 @@ def compare_run(audit: RunAudit, stored_events: Sequence[bytes], snapshot: bytes
             found.append(Divergence(run, EVENT_MISMATCH,
                                     f"history_events differs from kadence.history in {_differing(mine, theirs)}",
                                     event_id))
-    broken = chain.first_break(stored[i] for i in sorted(stored))
+    ids = sorted(stored)
+    broken = chain.first_break((stored[i] for i in ids), (rows[i] for i in ids))
     if broken is not None:
         found.append(Divergence(run, POSTGRES_CHAIN_BREAK, "the hash chain in history_events breaks", broken))
     if snapshot is None:

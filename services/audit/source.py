@@ -54,6 +54,6 @@ async def read_history(bootstrap: str, replay: Replay, *, from_time_ms: int | No
             if name != "HistoryRecord":
                 unreadable.append(f"{where}: a {name}, not a HistoryRecord")
                 continue
-            replay.add_record(value, record.partition)
+            replay.add_record(value, record.partition, data=record.value)
         progress.advance(step)
     return unreadable

@@ -62,7 +62,7 @@ class StreamAuditor:
             audit = RunAudit(key)
         self._remember(self.runs, key.run_id, audit)
         held = len(audit.pending)
-        for divergence in audit.add(event):
+        for divergence in audit.add(event, avro.history_event_encoding(value)):
             self._report(f"{where}: {divergence}")
         if len(audit.pending) > held:
             self._report(f"{where}: {key.namespace}/{key.workflow_id} run {key.run_id}: gap: event "
