@@ -142,7 +142,7 @@ class FrontendService:
             await self._producer.start()
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id)
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms)
         await self._replies.start()
         self._closes = CloseWatcher(self._pool)
         await self._closes.start()
@@ -158,6 +158,20 @@ class FrontendService:
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         log.info("frontend %s serving at %s", s.instance_id, self.url)
+
+    @property
+    def instance_id(self) -> str:
+        return self.settings.instance_id
+
+    def take_replies(self, replies: list[dict[str, Any]]) -> None:
+        """Replies to this frontend's commands, from history in this process."""
+        if self._replies is not None:
+            self._replies.deliver(replies)
+
+    def take_closed(self, runs: list[tuple[str, dict[str, Any]]]) -> None:
+        """Runs that history in this process has just closed, with their outcomes."""
+        if self._closes is not None:
+            self._closes.closed(runs)
 
     async def stop(self) -> None:
         if self._runner is not None:

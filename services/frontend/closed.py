@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -26,10 +28,14 @@ log = logging.getLogger(__name__)
 Wake = tuple[bool, dict[str, Any] | None]
 
 
+RECENT = 10_000  # closed runs remembered, so that a wait that begins after the close sees it
+
+
 class CloseWatcher:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._waiters: dict[str, set[asyncio.Future[Wake]]] = {}
+        self._recent: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -41,9 +47,25 @@ class CloseWatcher:
         self._task = None
 
     def watch(self, run_id: str) -> asyncio.Future[Wake]:
+        """A future woken when ``run_id`` closes; already done if it closed lately."""
         fut: asyncio.Future[Wake] = asyncio.get_running_loop().create_future()
+        if run_id in self._recent:
+            fut.set_result((True, self._recent[run_id]))
+            return fut
         self._waiters.setdefault(run_id, set()).add(fut)
         return fut
+
+    def closed(self, runs: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Runs that history in this process has just closed, with their outcomes."""
+        for run_id, answer in runs:
+            self._closed(run_id, answer)
+
+    def _closed(self, run_id: str, answer: dict[str, Any] | None) -> None:
+        if answer is not None or run_id not in self._recent:
+            self._recent[run_id] = answer
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        self._wake(run_id, (True, answer))
 
     def unwatch(self, run_id: str, fut: asyncio.Future[Wake]) -> None:
         waiters = self._waiters.get(run_id)
@@ -62,8 +84,9 @@ class CloseWatcher:
             self._wake(run_id, (False, None))
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        run_id, answer = parse_close_payload(payload)
-        self._wake(run_id, (True, answer))
+        if payload.partition(" ")[0] in self._recent:
+            return  # told already, by history in this process
+        self._closed(*parse_close_payload(payload))
 
     async def _run(self) -> None:
         while True:

@@ -182,7 +182,8 @@ class Engine:
         run_id = reply.get("run_id")
         started = {"run_id": run_id, "workflow_id": req.workflow_id}
         if wait_seconds > 0 and run_id:
-            started["outcome"] = await self.result(req.namespace, req.workflow_id, str(run_id), wait_seconds)
+            started["outcome"] = await self.result(req.namespace, req.workflow_id, str(run_id), wait_seconds,
+                                                   just_started=True)
         return started
 
     async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:
@@ -258,7 +259,14 @@ class Engine:
             next_token = _encode_page_token(ex.run_id, int(events[-1]["event_id"]) + 1)
         return {"run_id": ex.run_id, "events": events, "next_page_token": next_token}
 
-    async def result(self, ns: str, workflow_id: str, run_id: str | None, wait_seconds: float) -> dict[str, Any]:
+    async def result(self, ns: str, workflow_id: str, run_id: str | None, wait_seconds: float, *,
+                     just_started: bool = False) -> dict[str, Any]:
+        """The run's outcome, waiting up to ``wait_seconds`` for it to close.
+
+        ``just_started``: this frontend has just had the run's start acknowledged, so a close
+        can only come later, and the close watcher hears of it (it remembers recent closes):
+        the first look at the run's status is skipped.
+        """
         if not run_id or wait_seconds <= 0:
             ex = await self._reads.execution(ns, workflow_id, run_id)
             if ex.closed or wait_seconds <= 0:
@@ -266,13 +274,15 @@ class Engine:
             run_id = ex.run_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        look = not just_started
         while True:
             fut = self._closes.watch(run_id)
             try:
                 # Read after watching: a close between the two is not missed. Only the
                 # status column is read until the run has closed (or is not there).
-                if await self._reads.status(ns, workflow_id, run_id) != RUNNING:
+                if look and not fut.done() and await self._reads.status(ns, workflow_id, run_id) != RUNNING:
                     break
+                look = True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return {"status": "Running"}

@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, bootstrap: str, instance_id: str) -> None:
+    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10) -> None:
         self._instance_id = instance_id
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             client_id=f"frontend-replies-{instance_id}",
-            fetch_max_wait_ms=10,  # Tansu does not wake fetches on produce; keep replies quick
+            fetch_max_wait_ms=fetch_wait_ms,
             metadata_max_age_ms=5000,
         )
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -90,8 +90,14 @@ class ReplyRouter:
             # Every frontend reads every reply; dead-lettering here would multiply it.
             log.warning("skipping an unreadable record on %s: %s", REPLIES, exc)
             return
-        if name != "Reply" or reply.get("reply_to") != self._instance_id:
-            return
-        fut = self._waiters.pop(reply["request_id"], None)
-        if fut is not None and not fut.done():
-            fut.set_result(reply)
+        if name == "Reply":
+            self.deliver([reply])
+
+    def deliver(self, replies: list[dict[str, Any]]) -> None:
+        """Answer the waiters of these replies (those addressed to this frontend)."""
+        for reply in replies:
+            if reply.get("reply_to") != self._instance_id:
+                continue
+            fut = self._waiters.pop(reply["request_id"], None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kadence import avro
 from services.common import kafka
 
 from .builder import Mutation, OutboxMessage, Transition
@@ -23,6 +24,7 @@ class BatchContext:
         self.no_current = no_current
         self.transitions: dict[str, Transition] = {}
         self.replies: list[OutboxMessage] = []
+        self.local_replies: list[dict[str, Any]] = []  # to frontends in this process (Neighbours)
         self.timer_rows_deleted: list[str] = []
         self.heartbeats: dict[tuple[str, int], tuple[str, int, int, str | None, int]] = {}
         self.headers: tuple[tuple[str, bytes], ...] = ()
@@ -59,13 +61,16 @@ class BatchContext:
         reply_to = command.get("reply_to")
         if not reply_to:
             return
-        from kadence import avro
-
-        self.replies.append(OutboxMessage(kafka.REPLIES, reply_to.encode(), avro.encode("Reply", {
+        reply = {
             "reply_to": reply_to, "request_id": command["request_id"], "ok": ok, "run_id": run_id,
             "error_type": error_type, "error_message": error_message,
             "namespace": command["namespace"], "workflow_id": command["workflow_id"],
-        }), self.headers))
+        }
+        if reply_to in self.shard.neighbours.reply_to:
+            self.local_replies.append(reply)
+        else:
+            self.replies.append(OutboxMessage(kafka.REPLIES, reply_to.encode(), avro.encode("Reply", reply),
+                                              self.headers))
 
     def delete_timer_row(self, key: str) -> None:
         self.timer_rows_deleted.append(key)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -17,8 +16,7 @@ from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
 
-from .builder import OutboxMessage
-from .shard import HandedCommand, Shard
+from .shard import HandedCommand, Neighbours, Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
 
@@ -48,8 +46,8 @@ class HistoryService:
         self._task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
-        # Called with the task records of each shard commit (see Shard.on_tasks_committed).
-        self.on_tasks_committed: Callable[[list[OutboxMessage]], None] | None = None
+        # What services in this process take from every shard's commits (see Neighbours).
+        self.neighbours = Neighbours()
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -69,7 +67,7 @@ class HistoryService:
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
-            fetch_max_wait_ms=2,  # bounds the hop latency on brokers that don't wake fetches
+            fetch_max_wait_ms=self.settings.history_fetch_wait_ms,
             max_poll_records=2000,
         )
         self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
@@ -92,7 +90,7 @@ class HistoryService:
             if p in self.shards:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
-            shard.on_tasks_committed = self.on_tasks_committed
+            shard.neighbours = self.neighbours
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -23,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
 from services.common import kafka
+from services.common.outcome import outcome
 
 from . import engine
 from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
@@ -60,6 +62,27 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
 }
+
+
+Closed = tuple[str, dict[str, Any]]  # run id, its outcome (services/common/outcome.py)
+
+
+@dataclass
+class Neighbours:
+    """The services in this process that take what a commit produced straight from history.
+
+    Each is called after the commit, with what the batch committed: matching with the
+    task records (its polls need not wait for the broker's copies), the frontends named in
+    ``reply_to`` with the replies to their commands (which then are not published at
+    all: nobody else reads them), and the result waits with the runs that closed (the
+    close notification still goes out for frontends in other processes). One object,
+    shared by every shard of the service.
+    """
+
+    on_tasks: Callable[[list[OutboxMessage]], None] | None = None
+    reply_to: frozenset[str] = frozenset()
+    on_replies: Callable[[list[dict[str, Any]]], None] | None = None
+    on_closed: Callable[[list[Closed]], None] | None = None
 
 
 class HandedCommand(NamedTuple):
@@ -112,9 +135,7 @@ class Shard:
         self._tasks: list[asyncio.Task[None]] = []
         self.lost = asyncio.Event()
         self._redispatched: dict[str, int] = {}
-        # When matching runs in this process: handed the task records of each commit, so a
-        # waiting poll gets them without a trip through the broker.
-        self.on_tasks_committed: Callable[[list[OutboxMessage]], None] | None = None
+        self.neighbours = Neighbours()
         # Runs with a task no worker has started, and since when: re-dispatch looks only
         # at these instead of scanning the shard's executions.
         self.unstarted: dict[str, int] = {}
@@ -240,6 +261,8 @@ class Shard:
                 continue
             mutations = ctx.close()
             outbox = self._number(mutations, ctx.replies)
+            closed = [(m.state.run_id, outcome(m.state.status, m.state.run_id, vars(m.state)))
+                      for m in mutations if m.closed]
             try:
                 if dead:
                     await kafka.send_dead_letters(self.producer, [
@@ -247,7 +270,8 @@ class Shard:
                                                   key=r.key, value=r.value, reason=reason))
                         for r, reason in dead.values()])
                 await self.store.commit(self.shard_id, self.range_id, None if last_offset is None else last_offset + 1,
-                                        mutations, outbox, ctx.timer_rows_deleted, list(ctx.heartbeats.values()))
+                                        mutations, outbox, ctx.timer_rows_deleted, list(ctx.heartbeats.values()),
+                                        closed)
             except ShardOwnershipLost:
                 self._forget(ctx)
                 raise
@@ -259,6 +283,7 @@ class Shard:
                 await asyncio.sleep(0.5)
                 continue
             self._after_commit(ctx, mutations, outbox)
+            self._tell_neighbours(ctx, outbox, closed)
             return
 
     async def _look_up_current(self, batch: list[Any]) -> frozenset[tuple[str, str]]:
@@ -348,9 +373,18 @@ class Shard:
         self.timers.committed(mutations, ctx.timer_rows_deleted)
         if outbox:
             self.relay_queue.put_nowait(outbox)
-            if self.on_tasks_committed is not None:
-                # Committed is enough to hand a task out; the relay still publishes it.
-                self.on_tasks_committed([m for _, m in outbox if m.topic == kafka.TASKS])
+
+    def _tell_neighbours(self, ctx: BatchContext, outbox: list[OutboxRow], closed: list[Closed]) -> None:
+        """Committed is enough to act on: hand what the batch produced to the services here."""
+        n = self.neighbours
+        if n.on_tasks is not None and outbox:
+            tasks = [m for _, m in outbox if m.topic == kafka.TASKS]  # the relay still publishes them
+            if tasks:
+                n.on_tasks(tasks)
+        if n.on_replies is not None and ctx.local_replies:
+            n.on_replies(ctx.local_replies)
+        if n.on_closed is not None and closed:
+            n.on_closed(closed)
 
     def _keep_tail(self, m: Mutation) -> None:
         """Extend the run's tail by its newly committed events, from the last completed task on."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from services.common.outcome import close_payload, outcome
+from services.common.outcome import close_payload
 
 from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost
@@ -86,6 +86,7 @@ class HistoryStore:
         outbox: Sequence[OutboxRow],
         timer_deletes: Sequence[str],
         heartbeats: Sequence[tuple[str, int, int, str | None, int]],
+        closed: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
         """Write one batch, fenced by ``range_id``, in one statement (one round trip).
 
@@ -115,8 +116,7 @@ class HistoryStore:
             shard_id, range_id, offset, executions, list(current.values()), events,
             [(shard_id, i, m.topic, m.key, m.value, _headers_to(m.headers)) for i, m in outbox],
             deletes, closed_runs, upserts, list(heartbeats),
-            [close_payload(m.state.run_id, outcome(m.state.status, m.state.run_id, vars(m.state)))
-             for m in mutations if m.closed])
+            [close_payload(run_id, answer) for run_id, answer in closed])
         if not fenced:
             raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
 

@@ -62,9 +62,7 @@ class TaskConsumer:
             session_timeout_ms=session,
             heartbeat_interval_ms=max(100, session // 4),
             rebalance_timeout_ms=max(session, 5000),
-            # The Tansu broker does not wake a waiting fetch on produce; a short
-            # fetch wait bounds the latency of every task hop.
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=settings.matching_fetch_wait_ms,
             metadata_max_age_ms=5000,
         )
         self._producer = new_producer(settings.kafka_bootstrap)

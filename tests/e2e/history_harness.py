@@ -32,7 +32,7 @@ async def history_running(
     await db.migrate(dsn)
     await kafka.ensure_topics(bootstrap, SHARDS, 2)
     service = HistoryService(settings_for(bootstrap, dsn))
-    service.on_tasks_committed = on_tasks_committed
+    service.neighbours.on_tasks = on_tasks_committed
     await service.start()
     try:
         yield service

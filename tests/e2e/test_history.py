@@ -262,3 +262,26 @@ async def test_a_timer_runs_from_the_workflows_now_in_the_task_that_started_it(b
         fired = next(e for e in events if e["event_type"] == "TimerFired")
         assert started["event_time"] - handed >= 600
         assert 1000 <= fired["event_time"] - handed < 1400  # not 1 s after history heard of the timer
+
+
+async def test_replies_and_closes_for_this_process_skip_the_broker(broker, fresh_dsn) -> None:
+    replies: list[dict[str, object]] = []
+    closed: list[tuple[str, dict[str, object]]] = []
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        n = service.neighbours
+        n.reply_to, n.on_replies, n.on_closed = frozenset({"here"}), replies.extend, closed.extend
+        local, remote = start_record("wf-local", reply_to="here"), start_record("wf-remote")
+        await io.send("StartWorkflowExecution", local)
+        await io.send("StartWorkflowExecution", remote)
+        assert (await io.next("kadence.replies", request_id=remote["request_id"]))["ok"]
+        assert [r["request_id"] for r in replies] == [local["request_id"]] and replies[0]["ok"]
+        with pytest.raises(TimeoutError):  # the local reply was never published
+            await io.next("kadence.replies", request_id=local["request_id"], timeout=1.0)
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-local")
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
+            {"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}]})
+        for _ in range(50):
+            if closed:
+                break
+            await asyncio.sleep(0.1)
+        assert closed == [(wt["run_id"], {"status": "Completed", "run_id": wt["run_id"], "result": '"done"'})]
