@@ -7,6 +7,7 @@ PostgreSQL, and every commit checks it (see store.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import asyncpg
@@ -104,7 +105,8 @@ class HistoryService:
                 offset = 0
                 await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)
-            shard.consumed = offset
+            shard.consumed = shard.fed = offset
+            shard.skip_to = functools.partial(self._skip_to, tp)
             shard.start()
             self.shards[p] = shard
 
@@ -113,6 +115,10 @@ class HistoryService:
             shard = self.shards.pop(p, None)
             if shard is not None:
                 await shard.stop()
+
+    def _skip_to(self, tp: TopicPartition, offset: int) -> None:
+        if self._consumer is not None and tp in self._consumer.assignment():
+            self._consumer.seek(tp, offset)
 
     def take_acked(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
         """A command a frontend in this process has just had acknowledged: its shard, if

@@ -121,6 +121,10 @@ class Shard:
         # The next offset the loop takes: a record below it was taken already, fetched or
         # handed over. Set from next_offset when the shard starts consuming.
         self.consumed = 0
+        # The offset after the last record fed by the consumer; and how to move the
+        # consumer's position past records taken by hand-over (no need to fetch them).
+        self.fed = 0
+        self.skip_to: Callable[[int], None] | None = None
         self.cache: OrderedDict[str, MutableState] = OrderedDict()
         self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Per cached run, its committed events since the last completed workflow task
@@ -174,6 +178,8 @@ class Shard:
         self._tasks.clear()
 
     async def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if records:
+            self.fed = max(self.fed, records[-1].offset + 1)
         await self.inbox.put(records)
 
     def offer(self, command: HandedCommand) -> None:
@@ -231,6 +237,10 @@ class Shard:
                 if size >= MAX_BATCH or self.inbox.empty():
                     break
                 item = self.inbox.get_nowait()
+            if self.consumed > self.fed and self.skip_to is not None:
+                # Commands taken by hand-over need not come through the consumer as well.
+                self.fed = self.consumed
+                self.skip_to(self.consumed)
             if batch:
                 await self._process(batch)
 
