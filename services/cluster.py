@@ -42,6 +42,7 @@ class Cluster:
         await self.matching.start()
         self._started.append(self.matching)
         self.history = HistoryService(s)
+        self.history.neighbours.takes_tasks = self.matching.takes
         self.history.neighbours.on_tasks = self.matching.hand_over
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.

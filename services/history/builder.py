@@ -8,9 +8,10 @@ rows). :meth:`Transition.close` freezes it into a :class:`Mutation` for the stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from kadence import avro
 from services.common import kafka
@@ -54,21 +55,26 @@ def timer_key(run_id: str, kind: str, ref: int | str) -> str:
     return f"{run_id}/{kind}/{ref}"
 
 
-@dataclass(frozen=True)
-class OutboxMessage:
-    """One record for the relay to publish after commit.
-
-    ``record`` is ``value`` before encoding and, for a workflow task, ``events`` the
-    events it carries as dicts: matching in this process takes a task committed here
-    without decoding it again (:meth:`MatchingService.hand_over`). Neither is stored.
-    """
+class OutboxMessage(NamedTuple):
+    """One record for the relay to publish after commit."""
 
     topic: str
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
-    record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-    events: tuple[Event, ...] | None = field(default=None, compare=False, repr=False)
+
+
+class LocalTask(NamedTuple):
+    """A task for matching in this process, handed over after commit instead of published.
+
+    ``name`` is its record type (WorkflowTask or ActivityTask), ``record`` the record as
+    it would be encoded, and ``events`` a workflow task's carried events as dicts. If the
+    process dies before a worker starts it, history's re-dispatch publishes it again.
+    """
+
+    name: str
+    record: dict[str, Any]
+    events: tuple[Event, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class Mutation:
     events: tuple[Event, ...]
     encoded_events: tuple[bytes, ...]
     outbox: tuple[OutboxMessage, ...]
+    local_tasks: tuple[LocalTask, ...]
     timers_upsert: tuple[TimerRow, ...]
     timers_delete: tuple[str, ...]
     delete_all_timers: bool
@@ -94,6 +101,7 @@ class Transition:
     events: list[Event] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)  # events, single-object encoded
     outbox: list[OutboxMessage] = field(default_factory=list)
+    local_tasks: list[LocalTask] = field(default_factory=list)
     timers_upsert: dict[str, TimerRow] = field(default_factory=dict)
     timers_delete: set[str] = field(default_factory=set)
     delete_all_timers: bool = False
@@ -102,6 +110,9 @@ class Transition:
     # The committed events since the run's last completed workflow task, when the
     # shard still holds them: a workflow task dispatched now carries them along.
     tail: Tail | None = None
+    # Whether matching in this process takes tasks of (namespace, task queue) straight
+    # from the commit (they are then not published); None: nothing takes them here.
+    takes_tasks: Callable[[str, str], bool] | None = None
 
     def add(self, event_type: str, **attributes: Any) -> Event:
         """Build the next event of the run and fold it into the state."""
@@ -131,16 +142,23 @@ class Transition:
         self.timers_upsert.pop(key, None)
         self.timers_delete.add(key)
 
-    def publish(self, topic: str, key: bytes, record_name: str, record: dict[str, Any],
-                events: tuple[Event, ...] | None = None) -> None:
-        self.outbox.append(OutboxMessage(topic, key, avro.encode(record_name, record), self.headers, record, events))
+    def publish(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
+        self.outbox.append(OutboxMessage(topic, key, avro.encode(record_name, record), self.headers))
+
+    def _dispatch(self, name: str, task_queue: str, record: dict[str, Any],
+                  events: tuple[Event, ...] | None = None) -> None:
+        s = self.state
+        if self.takes_tasks is not None and self.takes_tasks(s.namespace, task_queue):
+            self.local_tasks.append(LocalTask(name, record, events))
+        else:
+            self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, task_queue), name, record)
 
     def dispatch_workflow_task(self) -> None:
         s = self.state
         wt = s.wt
         assert wt is not None
         carried = self._carried(s.last_completed_wt_scheduled_id + 1, wt["scheduled_event_id"])
-        self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, s.task_queue), "WorkflowTask", {
+        self._dispatch("WorkflowTask", s.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
             "task_id": f"{s.run_id}:wt:{wt['scheduled_event_id']}:{wt['attempt']}",
             "task_queue": s.task_queue, "workflow_type": s.workflow_type,
@@ -163,7 +181,7 @@ class Transition:
     def dispatch_activity_task(self, scheduled_event_id: int) -> None:
         s = self.state
         act = s.activities[str(scheduled_event_id)]
-        self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, act["task_queue"]), "ActivityTask", {
+        self._dispatch("ActivityTask", act["task_queue"], {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
             "task_id": f"{s.run_id}:act:{scheduled_event_id}:{act['attempt']}",
             "task_queue": act["task_queue"], "workflow_type": s.workflow_type,
@@ -188,6 +206,7 @@ class Transition:
             events=tuple(self.events),
             encoded_events=tuple(self.encoded),
             outbox=tuple(history + self.outbox),
+            local_tasks=tuple(self.local_tasks),
             timers_upsert=tuple(self.timers_upsert.values()),
             timers_delete=tuple(self.timers_delete),
             delete_all_timers=self.delete_all_timers,

@@ -46,12 +46,14 @@ class BatchContext:
         state = await self.shard.load(run_id)
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
             return None
-        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=self.shard.tails.get(run_id))
+        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=self.shard.tails.get(run_id),
+                       takes_tasks=self.shard.neighbours.takes_tasks)
         self.transitions[run_id] = t
         return t
 
     def new_run(self, state: MutableState) -> Transition:
-        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[])
+        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[],
+                       takes_tasks=self.shard.neighbours.takes_tasks)
         self.transitions[state.run_id] = t
         self.shard.remember(state)
         return t
@@ -85,5 +87,5 @@ class BatchContext:
         self.heartbeats[(run_id, scheduled_event_id)] = (run_id, scheduled_event_id, attempt, details, self.now)
 
     def close(self) -> list[Mutation]:
-        return [t.close() for t in self.transitions.values() if t.events or t.outbox or t.timers_upsert
-                or t.timers_delete]
+        return [t.close() for t in self.transitions.values() if t.events or t.outbox or t.local_tasks
+                or t.timers_upsert or t.timers_delete]

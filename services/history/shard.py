@@ -27,7 +27,7 @@ from services.common import kafka
 from services.common.outcome import outcome
 
 from . import engine
-from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
+from .builder import CARRY_MAX_EVENTS, LocalTask, Mutation, OutboxMessage, Tail, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost
 from .state import MutableState
@@ -72,14 +72,16 @@ class Neighbours:
     """The services in this process that take what a commit produced straight from history.
 
     Each is called after the commit, with what the batch committed: matching with the
-    task records (its polls need not wait for the broker's copies), the frontends named in
+    tasks of the queues it said it takes (``takes_tasks``, asked while the batch runs;
+    those tasks are then not published at all), the frontends named in
     ``reply_to`` with the replies to their commands (which then are not published at
     all: nobody else reads them), and the result waits with the runs that closed (the
     close notification still goes out for frontends in other processes). One object,
     shared by every shard of the service.
     """
 
-    on_tasks: Callable[[list[OutboxMessage]], None] | None = None
+    takes_tasks: Callable[[str, str], bool] | None = None  # (namespace, task queue)
+    on_tasks: Callable[[list[LocalTask]], None] | None = None
     reply_to: frozenset[str] = frozenset()
     on_replies: Callable[[list[dict[str, Any]]], None] | None = None
     on_closed: Callable[[list[Closed]], None] | None = None
@@ -293,7 +295,7 @@ class Shard:
                 await asyncio.sleep(0.5)
                 continue
             self._after_commit(ctx, mutations, outbox)
-            self._tell_neighbours(ctx, outbox, closed)
+            self._tell_neighbours(ctx, mutations, closed)
             return
 
     async def _look_up_current(self, batch: list[Any]) -> frozenset[tuple[str, str]]:
@@ -384,11 +386,11 @@ class Shard:
         if outbox:
             self.relay_queue.put_nowait(outbox)
 
-    def _tell_neighbours(self, ctx: BatchContext, outbox: list[OutboxRow], closed: list[Closed]) -> None:
+    def _tell_neighbours(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> None:
         """Committed is enough to act on: hand what the batch produced to the services here."""
         n = self.neighbours
-        if n.on_tasks is not None and outbox:
-            tasks = [m for _, m in outbox if m.topic == kafka.TASKS]  # the relay still publishes them
+        if n.on_tasks is not None:
+            tasks = [task for m in mutations for task in m.local_tasks]
             if tasks:
                 n.on_tasks(tasks)
         if n.on_replies is not None and ctx.local_replies:

@@ -16,11 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kadence import avro
+
 WORKFLOW = "workflow"
 ACTIVITY = "activity"
 QUERY = "query"
 KINDS = (WORKFLOW, ACTIVITY)
 TASK_KINDS = {"WorkflowTask": WORKFLOW, "ActivityTask": ACTIVITY}  # record name -> kind
+TASK_NAMES = {kind: name for name, kind in TASK_KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,13 @@ class QueueKey:
 
 
 class CommittedTask(Protocol):
-    """A task that history in this process has just committed (its outbox message)."""
+    """A task that history in this process has just committed for matching here."""
 
     @property
-    def value(self) -> bytes: ...  # the task record, single-object encoded
+    def name(self) -> str: ...  # its record type: WorkflowTask or ActivityTask
 
     @property
-    def record(self) -> dict[str, Any] | None: ...  # the same record, decoded, when history kept it
+    def record(self) -> dict[str, Any]: ...  # the record, as it would be encoded
 
     @property
     def events(self) -> Sequence[Mapping[str, Any]] | None: ...  # a workflow task's carried events, decoded
@@ -47,8 +50,9 @@ class CommittedTask(Protocol):
 class MatchedTask:
     """A task handed to a poller: a decoded WorkflowTask/ActivityTask, or a query task.
 
-    ``payload`` is the Avro record as it came from Kafka (``None`` for queries and for
-    tasks that crossed the internal HTTP API), kept so a task can be put back.
+    ``payload`` is the Avro record as it came from Kafka (``None`` for queries, for tasks
+    that crossed the internal HTTP API and for tasks history in this process handed
+    over), kept so a task can be put back into the backlog (see :meth:`encoded`).
     ``traceparent`` is the W3C trace context the worker continues (matching's dispatch
     span), or ``None`` when tracing is off. ``events`` are the events a workflow task
     carries, already decoded, when history in this process handed the task over.
@@ -60,6 +64,13 @@ class MatchedTask:
     payload: bytes | None = field(default=None, repr=False)
     traceparent: str | None = None
     events: Sequence[Mapping[str, Any]] | None = field(default=None, repr=False)
+
+    def encoded(self) -> bytes | None:
+        """The task's Avro record: its payload, or the record encoded now (None for queries)."""
+        if self.payload is not None:
+            return self.payload
+        name = TASK_NAMES.get(self.kind)
+        return None if name is None else avro.encode(name, self.task)
 
     def to_json(self) -> dict[str, Any]:
         # Events a workflow task carries are Avro bytes: across the internal API the

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,8 +32,6 @@ from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, CommittedTask, MatchedTa
 
 log = logging.getLogger(__name__)
 
-HANDED_TTL_S = 30.0  # how long a task handed over in process waits for its broker copy
-READY_MAX = 10_000  # tasks handed over in process held in memory per queue, waiting for polls
 
 __all__ = ["MatchingService"]
 
@@ -49,8 +45,6 @@ class MatchingService:
         self._owned: set[int] = set()
         self._queues: dict[QueueKey, TaskQueue] = {}
         self._recent = RecentTasks()
-        # task_id -> when: tasks delivered by hand_over whose broker copy has not arrived yet
-        self._handed: OrderedDict[str, float] = OrderedDict()
         # ids of the tasks waiting in the queues' ready lists
         self._ready_ids: set[str] = set()
         # query_id -> the answer (result JSON, failure); query_id -> taken by a poller
@@ -145,60 +139,45 @@ class MatchingService:
     # -- tasks from Kafka ---------------------------------------------------------------
 
     def is_duplicate(self, task_id: str) -> bool:
-        """A copy of a task just delivered or waiting in memory, or the broker's copy of
-        one handed over in process."""
-        return (task_id in self._recent or task_id in self._ready_ids
-                or self._handed.pop(task_id, None) is not None)
+        """A copy of a task just delivered, or of one waiting in memory."""
+        return task_id in self._recent or task_id in self._ready_ids
+
+    def takes(self, namespace: str, task_queue: str) -> bool:
+        """Whether tasks of this queue committed by history in this process may be handed
+        over (:meth:`hand_over`) instead of published: this instance owns the queue's
+        partition. With tracing on every task takes the broker path, for its dispatch span."""
+        return tracer() is None and self.partition_of(namespace, task_queue) in self._owned
 
     def hand_over(self, tasks: Sequence[CommittedTask]) -> None:
-        """Take the tasks that history in this process has just committed.
+        """Take the tasks that history in this process has just committed (and not published).
 
         Waiting polls get them at once, each as many as it asked for; the rest wait in
-        memory for the next polls (up to READY_MAX per queue, beyond which a task is left
-        to its copy on kadence.tasks and the usual path, backlog included). The broker's
-        copy of a task taken here is dropped when it arrives. Held in memory only: if this
-        process dies before a worker starts the task, history's re-dispatch publishes it
-        again. With tracing on, every task takes the broker path, so that it has its
-        dispatch span. History passes each task decoded as well (and a workflow task's
-        events): nothing is decoded here that it already had.
+        memory for the next polls. Held in memory only: if this process dies before a
+        worker starts a task, or the partition moves elsewhere first, history's
+        re-dispatch publishes it again. History passes each task as a record, and a
+        workflow task's events decoded: nothing is encoded or decoded here.
         """
-        if tracer() is not None:
-            return
-        now = time.monotonic()
-        while self._handed and now - next(iter(self._handed.values())) > HANDED_TTL_S:
-            self._handed.popitem(last=False)
         by_queue: dict[QueueKey, tuple[int, list[MatchedTask]]] = {}
         for committed in tasks:
-            payload, record = committed.value, committed.record
-            if record is None:
-                try:
-                    name, record = avro.decode(payload)
-                except avro.DecodeError:
-                    continue  # the broker's copy goes to the dead-letter topic
-            else:
-                name = avro.schemas().name_of(payload)
-            kind = TASK_KINDS.get(name)
-            if kind is None:
-                continue
+            kind, record = TASK_KINDS[committed.name], committed.record
             key = QueueKey(record["namespace"], record["task_queue"], kind)
             task_id = record["task_id"]
-            if task_id in self._recent or task_id in self._handed or task_id in self._ready_ids:
+            if task_id in self._recent or task_id in self._ready_ids:
                 continue
             entry = by_queue.get(key)
             if entry is None:
                 partition = self.partition_of(key.namespace, key.task_queue)
                 if partition not in self._owned:
+                    log.warning("task %s came for partition %d, which moved elsewhere; history re-dispatches it",
+                                task_id, partition)
                     continue
                 entry = by_queue[key] = (partition, [])
-            entry[1].append(MatchedTask(kind, task_id, record, payload, events=committed.events))
+            entry[1].append(MatchedTask(kind, task_id, record, events=committed.events))
         for key, (partition, queued) in by_queue.items():
             q = self._queue(key, partition)
             given = self._deliver(q, queued)
-            kept = queued[given:given + max(0, READY_MAX - len(q.ready))]
-            q.ready.extend(kept)
-            self._ready_ids.update(t.task_id for t in kept)
-            for t in queued[:given + len(kept)]:
-                self._handed[t.task_id] = now
+            q.ready.extend(queued[given:])
+            self._ready_ids.update(t.task_id for t in queued[given:])
 
     def _deliver(self, q: TaskQueue, tasks: Sequence[MatchedTask]) -> int:
         """Give waiting polls a prefix of ``tasks``; return its length."""
@@ -321,11 +300,12 @@ class MatchingService:
                 continue
             if q is not None and q.offer(task):
                 continue
-            if task.payload is None:
+            payload = task.encoded()
+            if payload is None:
                 log.warning("task %s lost its poller and has no payload to store", task.task_id)
                 continue
             self._recent.discard(task.task_id)
-            row = BacklogRow(task.task_id, partition, key, task.payload, task.traceparent)
+            row = BacklogRow(task.task_id, partition, key, payload, task.traceparent)
             bg = asyncio.get_running_loop().create_task(self._store_front(row))
             self._background.add(bg)
             bg.add_done_callback(self._background.discard)

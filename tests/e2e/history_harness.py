@@ -15,7 +15,7 @@ from kadence import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.history import HistoryService
-from services.history.builder import OutboxMessage
+from services.history.builder import LocalTask
 
 SHARDS = 2
 
@@ -27,12 +27,16 @@ def settings_for(bootstrap: str, dsn: str, **kw: Any) -> Settings:
 
 @asynccontextmanager
 async def history_running(
-    bootstrap: str, dsn: str, *, on_tasks_committed: Callable[[list[OutboxMessage]], None] | None = None,
+    bootstrap: str, dsn: str, *, local_tasks: Callable[[list[LocalTask]], None] | None = None,
 ) -> AsyncIterator[HistoryService]:
+    """History running; with ``local_tasks``, that takes every task instead of kadence.tasks,
+    as matching in the same process would."""
     await db.migrate(dsn)
     await kafka.ensure_topics(bootstrap, SHARDS, 2)
     service = HistoryService(settings_for(bootstrap, dsn))
-    service.neighbours.on_tasks = on_tasks_committed
+    if local_tasks is not None:
+        service.neighbours.takes_tasks = lambda namespace, task_queue: True
+        service.neighbours.on_tasks = local_tasks
     await service.start()
     try:
         yield service

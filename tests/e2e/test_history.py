@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from kadence import avro
 from services.common import kafka
 from services.history import rebuild
-from services.history.builder import OutboxMessage
+from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
@@ -31,9 +31,7 @@ def _schedule_activity(activity_type: str, **kw: object) -> dict[str, object]:
 
 
 async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> None:
-    handed: list[OutboxMessage] = []  # what an in-process matching would be handed at commit
-    async with history_running(broker.bootstrap, fresh_dsn, on_tasks_committed=handed.extend), \
-            Topics(broker.bootstrap) as io:
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
         start = start_record("wf-1")
         await io.send("StartWorkflowExecution", start)
         reply = await io.next("kadence.replies", request_id=start["request_id"])
@@ -67,9 +65,6 @@ async def test_workflow_with_one_activity_through_kafka(broker, fresh_dsn) -> No
         # Each workflow task carried its events, exactly as stored.
         assert [avro.decode(data)[1] for data in wt["events"]] == events[0:2]
         assert [avro.decode(data)[1] for data in wt2["events"]] == events[2:8]
-        # In process, the same tasks come decoded, with the same events as dicts.
-        assert [avro.decode(m.value)[1] for m in handed] == [m.record for m in handed]
-        assert [list(m.events) for m in handed if m.events is not None] == [events[0:2], events[2:8]]
         # One fold: the snapshot equals the state rebuilt from history.
         conn = await asyncpg.connect(fresh_dsn)
         try:
@@ -285,3 +280,33 @@ async def test_replies_and_closes_for_this_process_skip_the_broker(broker, fresh
                 break
             await asyncio.sleep(0.1)
         assert closed == [(wt["run_id"], {"status": "Completed", "run_id": wt["run_id"], "result": '"done"'})]
+
+
+async def test_tasks_for_matching_in_this_process_are_handed_over_and_not_published(broker, fresh_dsn) -> None:
+    handed: list[LocalTask] = []  # what matching in this process is handed after each commit
+    async with history_running(broker.bootstrap, fresh_dsn, local_tasks=handed.extend), \
+            Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-local-tasks"))
+
+        async def next_task() -> LocalTask:
+            for _ in range(100):
+                if handed:
+                    return handed.pop(0)
+                await asyncio.sleep(0.05)
+            raise AssertionError("no task handed over")
+
+        wt = await next_task()
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt.record) | {"commands": [_schedule_activity("echo")]})
+        act = await next_task()
+        assert (act.name, act.record["activity_type"]) == ("ActivityTask", "echo")
+        await io.send("RespondActivityTaskCompleted", task_ref(act.record) | {"result": '"x"'})
+        wt2 = await next_task()
+        events = await history_of(fresh_dsn, wt.record["run_id"])
+        # The records are what would have been published; the events come decoded too.
+        assert wt.name == "WorkflowTask" and [avro.decode(d)[1] for d in wt.record["events"]] == events[0:2]
+        assert wt.events is not None and list(wt.events) == events[0:2]
+        assert wt2.events is not None and list(wt2.events) == events[2:8]
+        avro.encode(wt.name, wt.record)  # a valid record, for the backlog if a poll gives it back
+        with pytest.raises(TimeoutError):  # and none of them was published
+            await io.next("kadence.tasks", workflow_id="wf-local-tasks", timeout=1.0)
+

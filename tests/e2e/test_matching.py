@@ -16,9 +16,9 @@ from kadence import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from services.history.builder import OutboxMessage
+from services.history.builder import LocalTask
 from services.matching import WORKFLOW, MatchingClient, MatchingService
-from services.matching.queues import RecentTasks
+from services.matching.queues import MatchedTask, RecentTasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,32 +122,42 @@ async def test_duplicate_task_id_is_delivered_once(env: Env) -> None:
     assert await env.client.poll("default", "tq-dup", WORKFLOW, 5, 1.0) == []
 
 
-async def test_a_task_handed_over_in_process_skips_the_broker_and_its_copy_is_dropped_once(env: Env) -> None:
-    # A short "recently delivered" window, so that only the hand-over bookkeeping can drop the copy.
+async def test_tasks_handed_over_in_process_go_to_polls_or_wait_in_memory(env: Env) -> None:
+    # A short "recently delivered" window, so that a re-dispatch later on is delivered.
     env.service._recent = RecentTasks(window_seconds=0.2)
+    assert env.service.takes("default", "tq-hand")
     key, value, task_id = workflow_task("tq-hand")
     poll = asyncio.create_task(env.client.poll("default", "tq-hand", WORKFLOW, 1, 10.0, "w1"))
     await asyncio.sleep(0.3)
-    env.service.hand_over([OutboxMessage(kafka.TASKS, key, value)])
+    env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1])])
     assert [t.task_id for t in await asyncio.wait_for(poll, 5)] == [task_id]
     await asyncio.sleep(0.3)
-    await produce(env, key, value)  # the broker's copy of the same publication
-    assert await env.client.poll("default", "tq-hand", WORKFLOW, 5, 1.5) == []
-    await produce(env, key, value)  # a re-dispatch later on is delivered
+    await produce(env, key, value)  # history's re-dispatch of a task nobody started is delivered
     assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
 
-    # With nobody waiting, the tasks wait in memory for the next poll, which takes as many
-    # as it asks for; their broker copies are dropped and nothing goes to the backlog.
+    # With nobody waiting, the tasks wait in memory for the next polls, which take as many
+    # as they ask for; a re-dispatched copy of one still waiting is dropped; nothing goes
+    # to the backlog.
     handed = [workflow_task("tq-hand") for _ in range(3)]
-    env.service.hand_over([OutboxMessage(kafka.TASKS, key, value) for key, value, _ in handed])
-    for key, value, _ in handed:
-        await produce(env, key, value)
+    env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1]) for _, value, _ in handed])
+    await produce(env, *handed[2][:2])
     await asyncio.sleep(0.3)
     got = await env.client.poll("default", "tq-hand", WORKFLOW, 2, 5.0)
     got += await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)
     assert [t.task_id for t in got] == [task_id for _, _, task_id in handed]
     assert await env.client.poll("default", "tq-hand", WORKFLOW, 5, 0.5) == []
     assert await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_queue = 'tq-hand'") == 0
+
+
+async def test_a_handed_over_task_whose_poll_went_away_is_kept_in_the_backlog(env: Env) -> None:
+    _, value, task_id = workflow_task("tq-putback")
+    env.service.put_back([MatchedTask(WORKFLOW, task_id, avro.decode(value)[1])])  # encoded only now
+    for _ in range(100):
+        if await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_id = $1", task_id):
+            break
+        await asyncio.sleep(0.05)
+    got = await env.client.poll("default", "tq-putback", WORKFLOW, 5, 5.0)
+    assert [t.task_id for t in got] == [task_id] and got[0].task == avro.decode(value)[1]
 
 
 async def test_garbage_goes_to_the_dlq_and_tasks_keep_flowing(env: Env) -> None:
