@@ -209,22 +209,17 @@ class Schemas:
         version = self._version(data)
         writer, reader = self._resolution(version)
         body = io.BytesIO(data[_HEADER.size :])
-        # Only records with a union of several record types need the branch names back.
-        branched = version.name in _BRANCH_HINTS
+        # A union of records is read by the branch index the writer wrote, so the value comes
+        # back as the branch's record itself: nothing needs the branch's name.
         try:
-            record: Any = fastavro.schemaless_reader(
-                body,
-                writer,
-                reader,
-                return_record_name=branched,
-                return_record_name_override=branched,
-            )
+            record: Any = fastavro.schemaless_reader(body, writer, reader)
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise DecodeError(f"body does not match {version.name}: {exc!r}") from exc
         if body.tell() != len(data) - _HEADER.size:
             raise DecodeError(f"{len(data) - _HEADER.size - body.tell()} trailing bytes after a {version.name}")
-        result: dict[str, Any] = _untuple(record) if branched else record
-        return version.name.rpartition(".")[2], result
+        if not isinstance(record, dict):
+            raise DecodeError(f"a {version.name} is not a record")
+        return version.name.rpartition(".")[2], record
 
 
 _VERSION_KEY = "__kadence_version__"
@@ -282,20 +277,6 @@ def _full(name: str) -> str:
     return name if "." in name else f"{NAMESPACE}.{name}"
 
 
-def _untuple(value: Any) -> Any:
-    """Drop the (record name, record) pairs fastavro returns for multi-record unions.
-
-    The branch is always implied by a sibling ``event_type``/``command_type``.
-    """
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        return _untuple(value[1])
-    if isinstance(value, dict):
-        return {k: _untuple(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_untuple(v) for v in value]
-    return value
-
-
 def _event_branch(event: dict[str, Any]) -> dict[str, Any]:
     attributes = event.get("attributes")
     if not isinstance(attributes, dict):
@@ -343,29 +324,10 @@ def command_attributes_type(command_type: str) -> str:
 
 
 def tag_unions(name: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Mark the union branch of ``attributes`` fields so fastavro writes the right record."""
-    short = name.rpartition(".")[2]
-    if short == "HistoryEvent":
-        return _tag_event(record)
-    if short == "HistoryRecord":
-        return {**record, "event": _tag_event(record["event"])}
-    if short == "RespondWorkflowTaskCompleted":
-        return {**record, "commands": [_tag_command(c) for c in record.get("commands", [])]}
-    return record
-
-
-def _tag_event(event: dict[str, Any]) -> dict[str, Any]:
-    attrs = event.get("attributes")
-    if attrs is None or isinstance(attrs, tuple):
-        return event
-    return {**event, "attributes": (event_attributes_type(event["event_type"]), attrs)}
-
-
-def _tag_command(command: dict[str, Any]) -> dict[str, Any]:
-    attrs = command["attributes"]
-    if isinstance(attrs, tuple):
-        return command
-    return {**command, "attributes": (command_attributes_type(command["command_type"]), attrs)}
+    """Mark the union branch of ``attributes`` fields so fastavro writes the right record
+    (:meth:`Schemas.encode` does it itself; this is for writing with fastavro directly)."""
+    hint = _BRANCH_HINTS.get(_full(name))
+    return record if hint is None else hint(record)
 
 
 @cache
@@ -376,7 +338,7 @@ def schemas() -> Schemas:
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
     """Encode ``record`` as the named record type (short or full name)."""
-    return schemas().encode(name, tag_unions(name, record))
+    return schemas().encode(name, record)
 
 
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:

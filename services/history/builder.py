@@ -34,6 +34,7 @@ def _defaults(record: str) -> dict[str, Any]:
     return {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
 
 
+@cache
 def _fields(record: str) -> frozenset[str]:
     return frozenset(f["name"] for f in avro.schemas().current[record]["fields"])
 
