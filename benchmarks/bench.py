@@ -248,9 +248,12 @@ async def main(args: argparse.Namespace) -> None:
         bench = Bench(args)
         await bench.start()
         try:
-            # Warm-up, not measured: connections, caches, consumer groups settled.
+            # Warm-up, not measured: caches and consumer groups settled, and as many client
+            # connections open as the throughput phase keeps busy (an HTTP/1.1 client needs
+            # one per request in flight; opening them is not what the phase measures).
             await asyncio.gather(*(bench.client.execute_workflow(
-                OneActivity.run, i, id=f"warm-{uuid.uuid4().hex}", task_queue="bench") for i in range(args.warmup)))
+                OneActivity.run, i, id=f"warm-{uuid.uuid4().hex}", task_queue="bench")
+                for i in range(max(args.warmup, min(args.clients, max(args.n))))))
             for n in args.n:
                 await bench.throughput(n, run)
             await bench.latency(args.latency_n, run)
