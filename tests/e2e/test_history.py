@@ -148,15 +148,22 @@ async def test_durable_timer_fires(broker, fresh_dsn) -> None:
         assert fired["event_time"] - started["event_time"] >= 300
 
 
-async def test_activity_start_to_close_timeout_is_retried(broker, fresh_dsn) -> None:
-    policy = {"initial_interval_ms": 50, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
+FAST_RETRY = {"initial_interval_ms": 50, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
               "maximum_attempts": 0, "non_retryable_error_types": []}
+
+
+async def _first_attempt(io: Topics, workflow_id: str, start_to_close_timeout_ms: int) -> dict[str, object]:
+    """Start a workflow whose one activity is retried at once; return the activity's first task."""
+    await io.send("StartWorkflowExecution", start_record(workflow_id))
+    wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id=workflow_id)
+    await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
+        _schedule_activity("slow", start_to_close_timeout_ms=start_to_close_timeout_ms, retry_policy=FAST_RETRY)]})
+    return await io.next("kadence.tasks", "ActivityTask", workflow_id=workflow_id)
+
+
+async def test_activity_start_to_close_timeout_is_retried(broker, fresh_dsn) -> None:
     async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
-        await io.send("StartWorkflowExecution", start_record("wf-stc"))
-        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-stc")
-        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
-            _schedule_activity("slow", start_to_close_timeout_ms=300, retry_policy=policy)]})
-        first = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-stc")
+        first = await _first_attempt(io, "wf-stc", 300)
         await io.send("RecordActivityTaskStarted", task_ref(first))  # ... and never answers
         second = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-stc")
         assert second["attempt"] == 2
@@ -172,14 +179,8 @@ async def test_activity_start_to_close_timeout_is_retried(broker, fresh_dsn) -> 
 
 
 async def test_a_late_started_record_counts_the_timeout_from_the_hand_out(broker, fresh_dsn) -> None:
-    policy = {"initial_interval_ms": 50, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
-              "maximum_attempts": 0, "non_retryable_error_types": []}
     async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
-        await io.send("StartWorkflowExecution", start_record("wf-late"))
-        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-late")
-        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
-            _schedule_activity("slow", start_to_close_timeout_ms=2000, retry_policy=policy)]})
-        first = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-late")
+        first = await _first_attempt(io, "wf-late", 2000)
         # Handed out at once; the frontend held its record back, so it arrives 1.5 s later.
         handed = first["scheduled_time"]
         await asyncio.sleep(1.5)
