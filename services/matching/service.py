@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -32,6 +32,9 @@ from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, CommittedTask, MatchedTa
 
 log = logging.getLogger(__name__)
 
+
+# Tasks handed over in process that wait in memory per queue; beyond, they wait in the backlog.
+READY_MAX = 10_000
 
 __all__ = ["MatchingService"]
 
@@ -176,8 +179,25 @@ class MatchingService:
         for key, (partition, queued) in by_queue.items():
             q = self._queue(key, partition)
             given = self._deliver(q, queued)
-            q.ready.extend(queued[given:])
-            self._ready_ids.update(t.task_id for t in queued[given:])
+            kept = queued[given:given + max(0, READY_MAX - len(q.ready))]
+            q.ready.extend(kept)
+            self._ready_ids.update(t.task_id for t in kept)
+            overflow = queued[given + len(kept):]
+            if overflow:
+                # Nobody polls this queue fast enough: the rest waits in the backlog, not in memory.
+                rows = [BacklogRow(t.task_id, partition, key, t.encoded() or b"") for t in overflow]
+                self._in_background(self._store_overflow(rows))
+
+    async def _store_overflow(self, rows: list[BacklogRow]) -> None:
+        try:
+            await self.store_backlog(rows)
+        except (asyncpg.PostgresError, OSError):
+            log.exception("could not store %d tasks in the backlog; history re-dispatches them", len(rows))
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _deliver(self, q: TaskQueue, tasks: Sequence[MatchedTask]) -> int:
         """Give waiting polls a prefix of ``tasks``; return its length."""
@@ -305,10 +325,8 @@ class MatchingService:
                 log.warning("task %s lost its poller and has no payload to store", task.task_id)
                 continue
             self._recent.discard(task.task_id)
-            row = BacklogRow(task.task_id, partition, key, payload, task.traceparent)
-            bg = asyncio.get_running_loop().create_task(self._store_front(row))
-            self._background.add(bg)
-            bg.add_done_callback(self._background.discard)
+            self._in_background(self._store_front(BacklogRow(task.task_id, partition, key, payload,
+                                                               task.traceparent)))
 
     async def _store_front(self, row: BacklogRow) -> None:
         try:

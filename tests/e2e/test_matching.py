@@ -18,6 +18,7 @@ from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.history.builder import LocalTask
 from services.matching import WORKFLOW, MatchingClient, MatchingService
+from services.matching import service as matching_service
 from services.matching.queues import MatchedTask, RecentTasks
 
 pytestmark = pytest.mark.timeout(60)
@@ -147,6 +148,22 @@ async def test_tasks_handed_over_in_process_go_to_polls_or_wait_in_memory(env: E
     assert [t.task_id for t in got] == [task_id for _, _, task_id in handed]
     assert await env.client.poll("default", "tq-hand", WORKFLOW, 5, 0.5) == []
     assert await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_queue = 'tq-hand'") == 0
+
+
+async def test_handed_over_tasks_beyond_what_memory_holds_wait_in_the_backlog(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matching_service, "READY_MAX", 2)
+    handed = [workflow_task("tq-overflow") for _ in range(5)]
+    env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1]) for _, value, _ in handed])
+    for _ in range(100):
+        if await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_queue = 'tq-overflow'") == 3:
+            break
+        await asyncio.sleep(0.05)
+    got = []
+    for _ in range(5):
+        got += await env.client.poll("default", "tq-overflow", WORKFLOW, 5, 1.0)
+    assert sorted(t.task_id for t in got) == sorted(task_id for _, _, task_id in handed)
+    assert await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_queue = 'tq-overflow'") == 0
 
 
 async def test_a_handed_over_task_whose_poll_went_away_is_kept_in_the_backlog(env: Env) -> None:
