@@ -137,6 +137,7 @@ class Shard:
         self.inbox: asyncio.Queue[list[ConsumerRecord[bytes, bytes]] | engine.TimerFiring] = asyncio.Queue(maxsize=64)
         self.relay_queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
         self.next_outbox_id = 1
+        self._legacy_outbox = False  # rows in the table of before migration 0004 are pending
         self.timers = TimerQueue(self)
         self._tasks: list[asyncio.Task[None]] = []
         self.lost = asyncio.Event()
@@ -152,7 +153,7 @@ class Shard:
         """Take the shard over; return the offset to consume from."""
         self.range_id, self.next_offset = await self.store.acquire_shard(self.shard_id, self.owner)
         self.unstarted = {s.run_id: _oldest_unstarted(s) for s in await self.store.undispatched(self.shard_id)}
-        pending = await self.store.pending_outbox(self.shard_id)
+        pending, self._legacy_outbox = await self.store.pending_outbox(self.shard_id)
         self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
         if pending:
             self.relay_queue.put_nowait(pending)
@@ -366,9 +367,10 @@ class Shard:
         return None
 
     def _number(self, mutations: list[Mutation], replies: list[OutboxMessage]) -> list[OutboxRow]:
-        rows: list[OutboxRow] = []
-        for message in [m for mut in mutations for m in mut.outbox] + replies:
-            rows.append((self.next_outbox_id, message))
+        """The batch's messages in publication order, all under the batch's outbox id."""
+        rows = [(self.next_outbox_id, m) for mut in mutations for m in mut.outbox]
+        rows.extend((self.next_outbox_id, m) for m in replies)
+        if rows:
             self.next_outbox_id += 1
         return rows
 
@@ -446,7 +448,8 @@ class Shard:
     async def _delete_outbox(self, up_to: int) -> None:
         while True:
             try:
-                await self.store.delete_outbox(self.shard_id, up_to)
+                await self.store.delete_outbox(self.shard_id, up_to, legacy=self._legacy_outbox)
+                self._legacy_outbox = False
                 return
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("shard %d: outbox cleanup failed (%r); retrying", self.shard_id, exc)

@@ -19,6 +19,7 @@ from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost
 from .state import MutableState
 
+# (outbox id, message): the messages of one batch share its id (one outbox_batches row).
 OutboxRow = tuple[int, OutboxMessage]
 
 
@@ -54,18 +55,34 @@ class HistoryStore:
         data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
         return None if data is None else MutableState.loads(data)
 
-    async def pending_outbox(self, shard_id: int) -> list[OutboxRow]:
-        rows = await self.pool.fetch(
+    async def pending_outbox(self, shard_id: int) -> tuple[list[OutboxRow], bool]:
+        """What was committed and not yet published, in publication order: rows of the
+        one-message-per-row table from before migration 0004 first, then the batches;
+        and whether there were such old rows."""
+        legacy = await self.pool.fetch(
             "SELECT id, topic, key, value, headers FROM outbox WHERE shard_id = $1 ORDER BY id", shard_id)
-        return [(int(r["id"]), OutboxMessage(r["topic"], r["key"], r["value"], _headers_from(r["headers"])))
-                for r in rows]
+        rows: list[OutboxRow] = [
+            (int(r["id"]), OutboxMessage(r["topic"], r["key"], r["value"], _headers_from(r["headers"])))
+            for r in legacy]
+        for b in await self.pool.fetch("SELECT id, topics, keys, payloads, headers FROM outbox_batches"
+                                       " WHERE shard_id = $1 ORDER BY id", shard_id):
+            batch_id = int(b["id"])
+            rows.extend((batch_id, OutboxMessage(topic, key, value, _headers_from(headers)))
+                        for topic, key, value, headers in zip(b["topics"], b["keys"], b["payloads"], b["headers"],
+                                                              strict=True))
+        return rows, bool(legacy)
 
     async def next_outbox_id(self, shard_id: int) -> int:
-        value = await self.pool.fetchval("SELECT max(id) FROM outbox WHERE shard_id = $1", shard_id)
+        value = await self.pool.fetchval(
+            "SELECT greatest((SELECT max(id) FROM outbox WHERE shard_id = $1),"
+            " (SELECT max(id) FROM outbox_batches WHERE shard_id = $1))", shard_id)
         return 1 if value is None else int(value) + 1
 
-    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
-        await self.pool.execute("DELETE FROM outbox WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
+    async def delete_outbox(self, shard_id: int, up_to: int, *, legacy: bool = False) -> None:
+        """Delete what is published, up to outbox id ``up_to``; ``legacy``: the old table too."""
+        await self.pool.execute("DELETE FROM outbox_batches WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
+        if legacy:
+            await self.pool.execute("DELETE FROM outbox WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
 
     async def timers_before(self, shard_id: int, until: int) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
@@ -111,10 +128,12 @@ class HistoryStore:
             if m.delete_all_timers:
                 closed_runs.append(s.run_id)
             upserts.extend((shard_id, *row) for row in m.timers_upsert)
+        messages = [m for _, m in outbox]
         fenced = await self.pool.fetchval(
-            "SELECT kadence_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "SELECT kadence_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             shard_id, range_id, offset, executions, list(current.values()), events,
-            [(shard_id, i, m.topic, m.key, m.value, _headers_to(m.headers)) for i, m in outbox],
+            outbox[0][0] if outbox else None, [m.topic for m in messages], [m.key for m in messages],
+            [m.value for m in messages], [_headers_to(m.headers) for m in messages],
             deletes, closed_runs, upserts, list(heartbeats),
             [close_payload(run_id, answer) for run_id, answer in closed])
         if not fenced:

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from kadence import avro
-from services.common import kafka
+from services.common import db, kafka
 from services.history import rebuild
 from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
@@ -315,3 +315,36 @@ async def test_tasks_for_matching_in_this_process_are_handed_over_and_not_publis
         with pytest.raises(TimeoutError):  # and none of them was published
             await io.next("kadence.tasks", workflow_id="wf-local-tasks", timeout=1.0)
 
+
+
+async def test_a_new_owner_publishes_the_pending_outbox_of_both_layouts(broker, fresh_dsn) -> None:
+    await db.migrate(fresh_dsn)
+
+    def reply(request_id: str) -> bytes:
+        return avro.encode("Reply", {"reply_to": "tester", "request_id": request_id, "ok": True, "run_id": "r",
+                                     "error_type": None, "error_message": None, "namespace": "default",
+                                     "workflow_id": "wf"})
+
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        # Committed but never published: a row of the table of before migration 0004, then a batch.
+        await conn.execute("INSERT INTO outbox VALUES (0, 7, 'kadence.replies', 'tester', $1, NULL)", reply("old"))
+        await conn.execute("INSERT INTO outbox_batches VALUES (0, 8, $1, $2, $3, $4)",
+                           ["kadence.replies", "kadence.replies"], [b"tester", b"tester"],
+                           [reply("new-1"), reply("new-2")], [None, None])
+    finally:
+        await conn.close()
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        for request_id in ("old", "new-1", "new-2"):
+            assert (await io.next("kadence.replies", request_id=request_id))["ok"]
+        assert service.shards[0].next_outbox_id == 9
+        conn = await asyncpg.connect(fresh_dsn)
+        try:
+            for _ in range(50):
+                left = await conn.fetchval("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM outbox_batches)")
+                if left == 0:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        assert left == 0
