@@ -45,9 +45,14 @@ class HistoryStore:
 
     async def current_runs(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The current run of each (namespace, workflow_id) that has one, in one round trip."""
+        # One primary-key probe per key. As a plain join, a prepared statement may keep a
+        # plan made while the table was small (a scan of it all): 1.5 ms instead of 0.15 ms
+        # per look-up once it held 20,000 runs. LIMIT keeps the subquery from being merged
+        # into such a join.
         rows = await self.pool.fetch(
-            "SELECT c.namespace, c.workflow_id, c.run_id FROM current_executions c"
-            " JOIN unnest($1::text[], $2::text[]) AS k (namespace, workflow_id) USING (namespace, workflow_id)",
+            "SELECT k.namespace, k.workflow_id, c.run_id FROM unnest($1::text[], $2::text[]) AS k (namespace, workflow_id)"
+            " CROSS JOIN LATERAL (SELECT run_id FROM current_executions"
+            "   WHERE namespace = k.namespace AND workflow_id = k.workflow_id LIMIT 1) AS c",
             [k[0] for k in keys], [k[1] for k in keys])
         return {(r["namespace"], r["workflow_id"]): str(r["run_id"]) for r in rows}
 
