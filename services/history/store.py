@@ -50,7 +50,8 @@ class HistoryStore:
         # per look-up once it held 20,000 runs. LIMIT keeps the subquery from being merged
         # into such a join.
         rows = await self.pool.fetch(
-            "SELECT k.namespace, k.workflow_id, c.run_id FROM unnest($1::text[], $2::text[]) AS k (namespace, workflow_id)"
+            "SELECT k.namespace, k.workflow_id, c.run_id"
+            " FROM unnest($1::text[], $2::text[]) AS k (namespace, workflow_id)"
             " CROSS JOIN LATERAL (SELECT run_id FROM current_executions"
             "   WHERE namespace = k.namespace AND workflow_id = k.workflow_id LIMIT 1) AS c",
             [k[0] for k in keys], [k[1] for k in keys])
