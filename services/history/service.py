@@ -17,7 +17,8 @@ from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
 
-from .shard import HandedCommand, Neighbours, Shard
+from .neighbours import HandedCommand, Neighbours
+from .shard import Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
 

@@ -3,7 +3,8 @@
 The shard loop takes records and due timers in order, folds a batch of them
 into mutable state, and commits one PostgreSQL transaction holding the new
 events, snapshots, outbox rows, timer rows and the consumed offset. Only after
-the commit does the relay publish the outbox to Kafka.
+the commit does the relay publish the outbox to Kafka, and the services in this
+process take what is theirs (neighbours.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -27,9 +27,10 @@ from services.common import kafka
 from services.common.outcome import outcome
 
 from . import engine
-from .builder import CARRY_MAX_EVENTS, LocalTask, Mutation, OutboxMessage, Tail, Transition
+from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost
+from .neighbours import Closed, HandedCommand, Neighbours
 from .state import MutableState
 from .store import HistoryStore, OutboxRow
 
@@ -62,41 +63,6 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
 }
-
-
-Closed = tuple[str, dict[str, Any]]  # run id, its outcome (services/common/outcome.py)
-
-
-@dataclass
-class Neighbours:
-    """The services in this process that take what a commit produced straight from history.
-
-    Each is called after the commit, with what the batch committed: matching with the
-    tasks of the queues it said it takes (``takes_tasks``, asked while the batch runs;
-    those tasks are then not published at all), the frontends named in
-    ``reply_to`` with the replies to their commands (which then are not published at
-    all: nobody else reads them), and the result waits with the runs that closed (the
-    close notification still goes out for frontends in other processes). One object,
-    shared by every shard of the service.
-    """
-
-    takes_tasks: Callable[[str, str], bool] | None = None  # (namespace, task queue)
-    on_tasks: Callable[[list[LocalTask]], None] | None = None
-    reply_to: frozenset[str] = frozenset()
-    on_replies: Callable[[list[dict[str, Any]]], None] | None = None
-    on_closed: Callable[[list[Closed]], None] | None = None
-
-
-class HandedCommand(NamedTuple):
-    """A command that a frontend in this process produced to the shard's partition, taken
-    from the broker's acknowledgement instead of waiting for the consumer to fetch it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class _Handed(list[HandedCommand]):
