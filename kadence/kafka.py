@@ -101,7 +101,8 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
 
 @dataclass(frozen=True)
 class Reply:
-    """The outcome of a command: ``ok`` with the run id, or the error type and message."""
+    """The outcome of a command: ``ok`` with the run id, or the error type and message;
+    ``created`` when the command started that run (a retried start of it: false)."""
 
     reply_to: str
     request_id: str
@@ -111,6 +112,7 @@ class Reply:
     error_message: str | None = None
     namespace: str | None = None
     workflow_id: str | None = None
+    created: bool = False
 
 
 def decode_reply(data: bytes) -> Reply:

@@ -183,7 +183,7 @@ class Engine:
         started = {"run_id": run_id, "workflow_id": req.workflow_id}
         if wait_seconds > 0 and run_id:
             started["outcome"] = await self.result(req.namespace, req.workflow_id, str(run_id), wait_seconds,
-                                                   just_started=True)
+                                                   just_started=bool(reply.get("created")))
         return started
 
     async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:
@@ -263,9 +263,10 @@ class Engine:
                      just_started: bool = False) -> dict[str, Any]:
         """The run's outcome, waiting up to ``wait_seconds`` for it to close.
 
-        ``just_started``: this frontend has just had the run's start acknowledged, so a close
-        can only come later, and the close watcher hears of it (it remembers recent closes):
-        the first look at the run's status is skipped.
+        ``just_started``: the run was started by the command this frontend has just had
+        answered (not found running by a retried start), so a close can only come later and
+        the close watcher hears of it (it remembers recent closes): the first look at the
+        run's status is skipped.
         """
         if not run_id or wait_seconds <= 0:
             ex = await self._reads.execution(ns, workflow_id, run_id)

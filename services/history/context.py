@@ -59,14 +59,14 @@ class BatchContext:
         return t
 
     def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
-              error_type: str | None = None, error_message: str | None = None) -> None:
+              error_type: str | None = None, error_message: str | None = None, created: bool = False) -> None:
         reply_to = command.get("reply_to")
         if not reply_to:
             return
         reply = {
             "reply_to": reply_to, "request_id": command["request_id"], "ok": ok, "run_id": run_id,
             "error_type": error_type, "error_message": error_message,
-            "namespace": command["namespace"], "workflow_id": command["workflow_id"],
+            "namespace": command["namespace"], "workflow_id": command["workflow_id"], "created": created,
         }
         if reply_to in self.shard.neighbours.reply_to:
             self.local_replies.append(reply)

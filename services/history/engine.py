@@ -31,7 +31,7 @@ class Context(Protocol):
     def new_run(self, state: MutableState) -> Transition: ...
 
     def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
-              error_type: str | None = None, error_message: str | None = None) -> None: ...
+              error_type: str | None = None, error_message: str | None = None, created: bool = False) -> None: ...
 
     def delete_timer_row(self, key: str) -> None: ...
 
@@ -78,7 +78,7 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
     if with_signal:
         _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
     settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+    ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)
 
 
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,

@@ -9,6 +9,7 @@ import pytest
 
 from kadence import Client, Worker
 from kadence.exceptions import QueryFailedError, WorkflowAlreadyStartedError
+from services.cluster import Cluster
 
 from .workflows import (
     ALL_ACTIVITIES,
@@ -53,6 +54,19 @@ async def test_a_start_can_wait_for_the_outcome_in_the_same_call(client: Client)
         assert again["outcome"] == {"status": "Completed", "run_id": again["run_id"], "result": '"x"'}
         assert await client.execute_workflow(EchoWorkflow.run, "y", id=_id("wait"), task_queue="q-wait") == "y"
     assert await client.get_workflow_handle(key).result() == "x"
+
+
+async def test_a_start_retried_long_after_the_run_closed_answers_at_once(client: Client, cluster: Cluster) -> None:
+    key = _id("old")
+    async with _worker(client, "q-old"):
+        assert await client.execute_workflow(EchoWorkflow.run, "x", id=key, task_queue="q-old", request_id=key) == "x"
+    # The frontend no longer remembers that close (10,000 closes ago, say): the retried start
+    # finds the run closed by its status, not by a wait for a close that already happened.
+    cluster.frontend._closes._recent.clear()  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    assert await client.execute_workflow(EchoWorkflow.run, "x", id=key, task_queue="q-old", request_id=key) == "x"
+    assert loop.time() - begun < 2.0
 
 
 async def test_a_result_too_large_for_the_close_notification_is_read_from_the_run(client: Client) -> None:

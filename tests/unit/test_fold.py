@@ -76,7 +76,7 @@ async def test_start_schedules_a_workflow_task_and_dispatches_it() -> None:
     assert [e["event_type"] for e in ctx.events(run_id)] == ["WorkflowExecutionStarted", "WorkflowTaskScheduled"]
     t = ctx.transitions[0]
     assert [avro.decode(m.value)[0] for m in t.outbox] == ["WorkflowTask"]
-    assert ctx.replies == [{"ok": True, "run_id": run_id}]
+    assert ctx.replies == [{"ok": True, "run_id": run_id, "created": True}]
 
 
 async def test_inputs_during_a_workflow_task_schedule_another_after_it() -> None:

@@ -97,3 +97,9 @@ def test_records_from_before_activity_started_times_read_with_started_time_0() -
     assert record["event"] == event
     name, started = avro.decode(records["kadence.RecordActivityTaskStarted v1"])
     assert name == "RecordActivityTaskStarted" and started["started_time"] == 0
+
+
+def test_replies_from_before_created_read_as_not_created() -> None:
+    record = bytes.fromhex(json.loads((FIXTURES / "reply_v1.jsonl").read_text())["hex"])
+    name, reply = avro.decode(record)
+    assert name == "Reply" and reply["ok"] and reply["run_id"] == "run-1" and reply["created"] is False
