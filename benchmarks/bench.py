@@ -32,7 +32,7 @@ import psutil
 
 from kadence import Client, _loop, avro
 from kadence.replay import Replayer
-from services.common.embedded import free_port
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.history.state import rebuild
 
 from .replay_history import LoopActivities, loop_history
@@ -96,11 +96,15 @@ class Bench:
         self.children: list[subprocess.Popen[bytes]] = []
         self.results: list[dict[str, Any]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="kadence-bench-"))
+        self.broker: EmbeddedBroker | None = None  # with --topology services
+        self.pg: EmbeddedPostgres | None = None
 
     async def start(self) -> None:
         a = self.args
         if a.target:
             self.target, self.dsn = a.target, a.dsn
+        elif a.topology == "services":
+            await self._start_services()
         else:
             port, kafka_port = free_port(), free_port()
             log = self.tmp / "server.log"
@@ -139,6 +143,28 @@ class Bench:
             print(f"PostgreSQL: fsync={self.durability['fsync']} synchronous_commit="
                   f"{self.durability['synchronous_commit']}", flush=True)
 
+    async def _start_services(self) -> None:
+        """The broker and PostgreSQL here, then history, matching and frontend as processes of
+        their own, as a deployment runs them: every hop between them goes through the broker."""
+        self.broker = await EmbeddedBroker.start(free_port(), log_path=self.tmp / "broker.log")
+        self.pg = EmbeddedPostgres.start(self.tmp / "postgres")
+        port = free_port()
+        env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": self.broker.bootstrap, "KADENCE_DATABASE_URL": self.pg.dsn,
+               "KADENCE_SHARDS": str(self.args.shards), "KADENCE_TASK_PARTITIONS": str(self.args.shards),
+               "KADENCE_FRONTEND_PORT": str(port), "KADENCE_SESSION_TIMEOUT_MS": "3000"}
+        for name in ("history", "matching", "frontend"):  # the first one migrates and creates the topics
+            log = self.tmp / f"{name}.log"
+            with open(log, "wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
+                                        stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            self.children.append(proc)
+            await _wait_line(log, f"{name} is running", proc)
+            self.roles.procs[name] = [psutil.Process(proc.pid)]
+        self.target, self.dsn = f"http://127.0.0.1:{port}", self.pg.dsn
+        self.roles.procs["broker"] = [psutil.Process(self.broker.process.pid)]
+        pid_file = self.tmp / "postgres" / "postmaster.pid"
+        self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+
     async def stop(self) -> None:
         await self.client.close()
         for child in reversed(self.children):
@@ -148,9 +174,14 @@ class Bench:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.pg is not None:
+            self.pg.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def record(self, **row: Any) -> None:
+        row["topology"] = "target" if self.args.target else self.args.topology
         self.results.append(row)
         if self.args.out:
             with open(self.args.out, "a") as fh:
@@ -279,6 +310,9 @@ def cli() -> None:
     parser.add_argument("--clients", type=int, default=1000,
                         help="throughput: workflows started and awaited at once (one HTTP exchange each)")
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--topology", choices=["dev", "services"], default="dev",
+                        help="dev: one `kadence dev` process (the default); services: history, matching and "
+                             "frontend as processes of their own, each measured apart")
     parser.add_argument("--worker-workflow-tasks", type=int, default=200,
                         help="workflow tasks the worker runs at once (default 200; the SDK default is 20)")
     parser.add_argument("--worker-tasks-per-poll", type=int, default=50,
