@@ -536,10 +536,12 @@ class TimerQueue:
     async def run(self) -> None:
         next_reload = 0
         while True:
-            now = int(time.time() * 1000)
+            # Milliseconds with their fraction: rounding the clock down to whole ones made every
+            # timer wait up to a millisecond more, on top of the event loop's own rounding.
+            now = time.time() * 1000
             if now >= next_reload:
-                await self._reload(now)
-                next_reload = now + TIMER_WINDOW_MS // 2
+                await self._reload(int(now))
+                next_reload = int(now) + TIMER_WINDOW_MS // 2
             while self.heap and self.heap[0][0] <= now:
                 fire_at, key = heapq.heappop(self.heap)
                 firing = self.rows.get(key)
@@ -551,4 +553,4 @@ class TimerQueue:
             until = min(next_reload, self.heap[0][0] if self.heap else next_reload)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(0.0, (until - int(time.time() * 1000)) / 1000))
+                await asyncio.wait_for(self.wake.wait(), max(0.0, until / 1000 - time.time()))
