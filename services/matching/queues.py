@@ -103,7 +103,7 @@ class TaskQueue:
         self.pollers: deque[Poller] = deque()
         self.queries: deque[MatchedTask] = deque()
         # Committed tasks handed over in process that no poll was waiting for: the next
-        # polls take them from memory. Their broker copies are dropped on arrival.
+        # polls take them from memory (they were not published; see MatchingService.hand_over).
         self.ready: deque[MatchedTask] = deque()
 
     def add_poller(self, max_tasks: int) -> Poller:
@@ -126,11 +126,7 @@ class TaskQueue:
 
     def offer(self, task: MatchedTask) -> bool:
         """Hand ``task`` to the longest-waiting poller; False when nobody waits."""
-        poller = self._next_poller()
-        if poller is None:
-            return False
-        poller.future.set_result([task])
-        return True
+        return self.offer_many([task]) == 1
 
     def offer_many(self, tasks: Sequence[MatchedTask]) -> int:
         """Hand out ``tasks`` in order, each waiting poller taking as many as it asked
@@ -146,10 +142,7 @@ class TaskQueue:
         return given
 
     def take_ready(self, limit: int) -> list[MatchedTask]:
-        taken: list[MatchedTask] = []
-        while self.ready and len(taken) < limit:
-            taken.append(self.ready.popleft())
-        return taken
+        return _take(self.ready, limit)
 
     def wake(self, count: int) -> None:
         """Tell up to ``count`` waiting pollers to look at the backlog again."""
@@ -166,10 +159,15 @@ class TaskQueue:
         return any(not p.future.done() for p in self.pollers)
 
     def take_queries(self, limit: int) -> list[MatchedTask]:
-        taken: list[MatchedTask] = []
-        while self.queries and len(taken) < limit:
-            taken.append(self.queries.popleft())
-        return taken
+        return _take(self.queries, limit)
+
+
+def _take(waiting: deque[MatchedTask], limit: int) -> list[MatchedTask]:
+    """Up to ``limit`` tasks from the front of ``waiting``."""
+    taken: list[MatchedTask] = []
+    while waiting and len(taken) < limit:
+        taken.append(waiting.popleft())
+    return taken
 
 
 class RecentTasks:
