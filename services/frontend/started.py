@@ -17,11 +17,12 @@ and history ignores a started record for a task already answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from services.common.aio import cancel
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,8 @@ class StartedRecords:
 
     async def stop(self) -> None:
         """Stop the timer and send what is still held (the tasks may outlive this frontend)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         held, self._held = self._held, {}
         self._due.clear()
         for name, record, traceparent in held.values():

@@ -67,10 +67,11 @@ class MatchedTask:
 
     def encoded(self) -> bytes | None:
         """The task's Avro record: its payload, or the record encoded now (None for queries)."""
-        if self.payload is not None:
-            return self.payload
-        name = TASK_NAMES.get(self.kind)
-        return None if name is None else avro.encode(name, self.task)
+        return None if self.kind == QUERY else self.encode()
+
+    def encode(self) -> bytes:
+        """The Avro record of a workflow or activity task: its payload, or encoded now."""
+        return self.payload if self.payload is not None else avro.encode(TASK_NAMES[self.kind], self.task)
 
     def to_json(self) -> dict[str, Any]:
         # Events a workflow task carries are Avro bytes: across the internal API the

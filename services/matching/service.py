@@ -185,7 +185,7 @@ class MatchingService:
             overflow = queued[given + len(kept):]
             if overflow:
                 # Nobody polls this queue fast enough: the rest waits in the backlog, not in memory.
-                rows = [BacklogRow(t.task_id, partition, key, t.encoded() or b"") for t in overflow]
+                rows = [BacklogRow(t.task_id, partition, key, t.encode()) for t in overflow]
                 self._in_background(self._store_overflow(rows))
 
     async def _store_overflow(self, rows: list[BacklogRow]) -> None:
