@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -101,6 +102,17 @@ def start_record(workflow_id: str, **kw: Any) -> dict[str, Any]:
 def task_ref(task: dict[str, Any]) -> dict[str, Any]:
     return {k: task[k] for k in ("namespace", "workflow_id", "run_id", "scheduled_event_id", "attempt")} | {
         "identity": "test-worker"}
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], *, seconds: float = 5.0, every: float = 0.1) -> None:
+    """Look every ``every`` seconds until ``check`` holds or ``seconds`` pass; the caller asserts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        held = check()
+        if await held if inspect.isawaitable(held) else held:
+            return
+        await asyncio.sleep(every)
 
 
 async def history_of(dsn: str, run_id: str) -> list[dict[str, Any]]:

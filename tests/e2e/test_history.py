@@ -17,7 +17,7 @@ from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
 
-from .history_harness import SHARDS, Topics, history_of, history_running, start_record, task_ref
+from .history_harness import SHARDS, Topics, history_of, history_running, start_record, task_ref, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -232,16 +232,17 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
             service.take_acked(metadata.partition, metadata.offset, key, value)
         await asyncio.sleep(0.5)
         service._consumer.resume(tp)
-        for _ in range(50):
+
+        async def signals_applied() -> list[str]:
             events = await history_of(fresh_dsn, reply["run_id"])
-            inputs = [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
-            if len(inputs) >= 3:
-                break
-            await asyncio.sleep(0.1)
+            return [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
+
+        async def three_applied() -> bool:
+            return len(await signals_applied()) >= 3
+
+        await until(three_applied)
         await asyncio.sleep(0.3)  # a copy taken twice would show up by now
-        events = await history_of(fresh_dsn, reply["run_id"])
-        inputs = [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
-        assert inputs == ["[0]", "[1]", "[2]"]
+        assert await signals_applied() == ["[0]", "[1]", "[2]"]
 
 
 async def test_a_timer_runs_from_the_workflows_now_in_the_task_that_started_it(broker, fresh_dsn) -> None:
@@ -270,20 +271,14 @@ async def test_replies_and_closes_for_this_process_skip_the_broker(broker, fresh
         await io.send("StartWorkflowExecution", local)
         await io.send("StartWorkflowExecution", remote)
         assert (await io.next("kadence.replies", request_id=remote["request_id"]))["ok"]
-        for _ in range(50):  # the two workflows may be on different shards
-            if replies:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: bool(replies))  # the two workflows may be on different shards
         assert [r["request_id"] for r in replies] == [local["request_id"]] and replies[0]["ok"]
         with pytest.raises(TimeoutError):  # the local reply was never published
             await io.next("kadence.replies", request_id=local["request_id"], timeout=1.0)
         wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-local")
         await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"commands": [
             {"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}]})
-        for _ in range(50):
-            if closed:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: bool(closed))
         assert closed == [(wt["run_id"], {"status": "Completed", "run_id": wt["run_id"], "result": '"done"'})]
 
 
@@ -294,11 +289,10 @@ async def test_tasks_for_matching_in_this_process_are_handed_over_and_not_publis
         await io.send("StartWorkflowExecution", start_record("wf-local-tasks"))
 
         async def next_task() -> LocalTask:
-            for _ in range(100):
-                if handed:
-                    return handed.pop(0)
-                await asyncio.sleep(0.05)
-            raise AssertionError("no task handed over")
+            await until(lambda: bool(handed), every=0.05)
+            if not handed:
+                raise AssertionError("no task handed over")
+            return handed.pop(0)
 
         wt = await next_task()
         await io.send("RespondWorkflowTaskCompleted", task_ref(wt.record) | {"commands": [_schedule_activity("echo")]})
@@ -314,7 +308,6 @@ async def test_tasks_for_matching_in_this_process_are_handed_over_and_not_publis
         avro.encode(wt.name, wt.record)  # a valid record, for the backlog if a poll gives it back
         with pytest.raises(TimeoutError):  # and none of them was published
             await io.next("kadence.tasks", workflow_id="wf-local-tasks", timeout=1.0)
-
 
 
 async def test_a_new_owner_publishes_the_pending_outbox_of_both_layouts(broker, fresh_dsn) -> None:
@@ -340,11 +333,15 @@ async def test_a_new_owner_publishes_the_pending_outbox_of_both_layouts(broker, 
         assert service.shards[0].next_outbox_id == 9
         conn = await asyncpg.connect(fresh_dsn)
         try:
-            for _ in range(50):
-                left = await conn.fetchval("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM outbox_batches)")
-                if left == 0:
-                    break
-                await asyncio.sleep(0.1)
+            async def left() -> int:
+                return int(await conn.fetchval(
+                    "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM outbox_batches)"))
+
+            async def drained() -> bool:
+                return await left() == 0
+
+            await until(drained)
+            assert await left() == 0
         finally:
             await conn.close()
-        assert left == 0
+
