@@ -113,8 +113,9 @@ class HistoryStore:
     ) -> None:
         """Write one batch, fenced by ``range_id``, in one statement (one round trip).
 
-        ``kadence_commit_batch`` (infra/migrations/0003) checks the fence first and writes
-        every table of the batch in the statement's own transaction.
+        ``kadence_commit_packed_batch`` (infra/migrations/0004) calls ``kadence_commit_batch``
+        (0003), which checks the fence first and writes every table of the batch, then adds
+        the batch's outbox row, all in the statement's own transaction.
         """
         executions = []
         current: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -136,7 +137,7 @@ class HistoryStore:
             upserts.extend((shard_id, *row) for row in m.timers_upsert)
         messages = [m for _, m in outbox]
         fenced = await self.pool.fetchval(
-            "SELECT kadence_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "SELECT kadence_commit_packed_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             shard_id, range_id, offset, executions, list(current.values()), events,
             outbox[0][0] if outbox else None, [m.topic for m in messages], [m.key for m in messages],
             [m.value for m in messages], [_headers_to(m.headers) for m in messages],
