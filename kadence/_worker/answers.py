@@ -1,10 +1,11 @@
 """A worker's task answers, several to one HTTP call when they pile up.
 
 A worker under load finishes many tasks at about the same time. ``AnswerBatcher`` wraps
-the transport: an answer goes out at once when fewer than ``max_in_flight`` answer calls
-are under way, and otherwise waits for one of them to return and leaves with everything
-queued meanwhile, through ``POST /task-answers``. Nothing waits on a timer, so a lone
-answer is as fast as before; each caller still gets its own answer or its own error.
+the transport: an answer goes out at once, from the task that gives it, when fewer than
+``max_in_flight`` answer calls are under way, and otherwise waits for one of them to return
+and leaves with everything queued meanwhile, through ``POST /task-answers``. Nothing waits
+on a timer or on a turn of the event loop, so a lone answer is on the wire before the task
+that gave it yields; each caller still gets its own answer or its own error.
 With tracing on every answer goes alone, carrying its own trace context.
 """
 
@@ -50,6 +51,14 @@ class AnswerBatcher:
     ) -> dict[str, Any]:
         if method != "POST" or path not in ANSWER_PATHS or body is None or _tracing.tracer() is not None:
             return await self._transport.call(method, path, body=body, params=params, timeout=timeout)
+        if self._in_flight < self._max_in_flight and not self._pending:
+            # Sent right here: a task in a flush of its own would put it behind whatever
+            # else the loop runs first (such as the poller's next poll).
+            self._in_flight += 1
+            try:
+                return await self._transport.call("POST", path, body=body)
+            finally:
+                self._done()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((path, body, fut))
         if self._in_flight < self._max_in_flight:
@@ -71,9 +80,12 @@ class AnswerBatcher:
         try:
             await self._send([p for p in batch if not p[2].done()])
         finally:
-            self._in_flight -= 1
-            if self._pending and self._in_flight < self._max_in_flight:
-                self._flush_soon()
+            self._done()
+
+    def _done(self) -> None:
+        self._in_flight -= 1
+        if self._pending and self._in_flight < self._max_in_flight:
+            self._flush_soon()
 
     async def _send(self, batch: list[_Pending]) -> None:
         if not batch:

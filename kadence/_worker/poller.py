@@ -92,6 +92,13 @@ class Poller:
                 handle = asyncio.get_running_loop().create_task(self._run_one(task))
                 self.running.add(handle)
                 handle.add_done_callback(self.running.discard)
+            if tasks:
+                # Let the tasks run up to their first wait before the next poll goes out: a
+                # quick one has its answer on the wire by then, and the answer is what the
+                # workflow waits for (the poll only what the next task will). Two loop turns:
+                # before Python 3.12, aiohttp writes a request body from a task of its own.
+                for _ in range(2):
+                    await asyncio.sleep(0)
 
     async def _run_one(self, task: Mapping[str, Any]) -> None:
         try:
