@@ -49,9 +49,9 @@ class Cluster:
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
         self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching)
-        # Commands this frontend produces go straight to history's shards once acknowledged.
+        # Commands this frontend produces go straight to history's shards (see take_queued).
         self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
-                                        on_acked=self.history.take_acked)
+                                        on_queued=self.history.take_queued)
         await self.frontend.start()
         self._started.append(self.frontend)
         # Replies and closes go to this frontend straight from history's commits.

@@ -48,15 +48,17 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-async def enqueue_keyed(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-    """Queue one record for its key's partition; return the future of the broker's answer.
+async def enqueue_keyed(producer: AIOKafkaProducer, topic: str, key: bytes,
+                        value: bytes) -> tuple[int, asyncio.Future[Any]]:
+    """Queue one record for its key's partition; return the partition and the future of the
+    broker's answer.
 
     Once this returns, the record is ahead of every record the same producer queues
     later for that partition (aiokafka keeps one request in flight per broker).
     """
     partition = partition_for(key, len(await producer.partitions_for(topic)))
     future: asyncio.Future[Any] = await producer.send(topic, value, key=key, partition=partition)
-    return future
+    return partition, future
 
 
 def topic_layout(shards: int, task_partitions: int) -> dict[str, int]:

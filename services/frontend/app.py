@@ -25,7 +25,7 @@ from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
 from .closed import CloseWatcher
-from .engine import Engine, OnAcked
+from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
 from .handlers import PREFIX, ROUTES, Handlers
 from .openapi import document
@@ -113,9 +113,9 @@ def build_app(handlers: Handlers) -> web.Application:
 class FrontendService:
     def __init__(
         self, settings: Settings, *, pool: asyncpg.Pool | None = None,
-        matching: MatchingService | MatchingClient | None = None, on_acked: OnAcked | None = None,
+        matching: MatchingService | MatchingClient | None = None, on_queued: OnQueued | None = None,
     ) -> None:
-        self._on_acked = on_acked
+        self._on_queued = on_queued
         self.settings = settings
         self._pool = pool
         self._own_pool = pool is None
@@ -149,7 +149,7 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_acked=self._on_acked)
+            on_queued=self._on_queued)
         engine.open()
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
         self._runner = web.AppRunner(build_app(Handlers(engine)), handler_cancellation=True, access_log=None)

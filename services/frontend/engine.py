@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT = 15.0
 REPLY_TIMEOUT = 30.0
-OnAcked = Callable[[int, int, bytes, bytes], None]
+# Told (partition, key, value, the broker's answer to be) of each command queued for the
+# broker, when history runs in this process (HistoryService.take_queued).
+OnQueued = Callable[[int, bytes, bytes, "asyncio.Future[Any]"], None]
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
 
@@ -66,12 +68,11 @@ class Engine:
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
-        started_delay: float = STARTED_DELAY, on_acked: OnAcked | None = None,
+        started_delay: float = STARTED_DELAY, on_queued: OnQueued | None = None,
     ) -> None:
         self._instance_id = instance_id
-        # Told (partition, offset, key, value) of each command the broker acknowledged, when
-        # history runs in this process: it takes them without waiting for its fetch.
-        self._on_acked = on_acked
+        # History in this process takes the commands from here instead of its fetch.
+        self._on_queued = on_queued
         self._started = StartedRecords(self.send_started, started_delay)
         self._producer = producer
         self._replies = replies
@@ -123,21 +124,14 @@ class Engine:
         key = workflow_key(record["namespace"], record["workflow_id"])
         try:
             async with asyncio.timeout(PRODUCE_TIMEOUT):
-                future = await enqueue_keyed(self._producer, REQUESTS, key, value)
-                if self._on_acked is not None and tracer() is None:
-                    future.add_done_callback(functools.partial(self._acked, key, value))
+                partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
+                if self._on_queued is not None and tracer() is None:
+                    self._on_queued(partition, key, value, future)
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
         return future
-
-    def _acked(self, key: bytes, value: bytes, future: asyncio.Future[Any]) -> None:
-        # Callbacks run in the order the broker acknowledged the records, so history in this
-        # process is offered a partition's commands in offset order.
-        if self._on_acked is not None and not future.cancelled() and future.exception() is None:
-            metadata = future.result()
-            self._on_acked(metadata.partition, metadata.offset, key, value)
 
     async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Produce a command that history answers on kadence.replies; return the Reply."""
@@ -366,6 +360,11 @@ class Engine:
             "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
             **fields,
         })
+        if self._on_queued is not None:
+            # History in this process takes the answer on its acknowledgement: let the shard
+            # loop send its commit before this call's HTTP answer is written (the workflow
+            # waits for the commit; nobody waits for that answer).
+            await asyncio.sleep(0)
 
 
 def _log_refused(name: str, workflow_id: str, future: asyncio.Future[Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -121,9 +122,26 @@ class HistoryService:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
 
+    def take_queued(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
+        """A command a frontend in this process has just queued for the broker, with the
+        future of the broker's answer. If this process owns the partition, its shard takes
+        the command without waiting for the fetch: ahead of the acknowledgement when it has
+        nothing else to do (Shard.offer_early), otherwise once acknowledged (Shard.offer)."""
+        shard = self.shards.get(partition)
+        if shard is None or shard.lost.is_set():
+            return
+        shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value), acked)
+        # Callbacks run in the order the broker acknowledged the records, so the shard is
+        # offered its partition's commands in offset order.
+        acked.add_done_callback(functools.partial(self._acked, partition, key, value))
+
+    def _acked(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
+        if not acked.cancelled() and acked.exception() is None:
+            self.take_acked(partition, acked.result().offset, key, value)
+
     def take_acked(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
-        """A command a frontend in this process has just had acknowledged: its shard, if
-        this process owns it, takes it without waiting for the fetch (see Shard.offer)."""
+        """A command the broker has acknowledged at ``offset``: its shard, if this process
+        owns it, takes it without waiting for the fetch (see Shard.offer)."""
         shard = self.shards.get(partition)
         if shard is not None and not shard.lost.is_set():
             shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value))

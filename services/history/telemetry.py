@@ -91,16 +91,13 @@ class InstrumentedShard(Shard):
         telemetry.unregister_shard(self)
         await super().stop()
 
-    async def _process(self, batch: list[Any]) -> None:
+    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None) -> None:
         m = telemetry.metrics()
         if m is not None:
             m.batch_size.record(sum(len(i) if isinstance(i, list) else 1 for i in batch),
                                 {"kadence.shard_id": self.shard_id})
-        await super()._process(batch)
-        for item in reversed(batch):
-            if isinstance(item, list) and item:
-                self.position = item[-1].offset + 1
-                break
+        await super()._process(batch, early)
+        self.position = self.consumed  # the next offset the loop takes
 
     async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
         if tracer() is None:

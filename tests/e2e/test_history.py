@@ -8,6 +8,7 @@ import json
 import asyncpg
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from kadence import avro
 from services.common import db, kafka
@@ -243,6 +244,81 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         await until(three_applied)
         await asyncio.sleep(0.3)  # a copy taken twice would show up by now
         assert await signals_applied() == ["[0]", "[1]", "[2]"]
+
+
+def _signal(workflow_id: str, payload: str) -> bytes:
+    # No request id: nothing but the offsets keeps a signal from being applied twice.
+    return avro.encode("SignalWorkflowExecution", {
+        "namespace": "default", "workflow_id": workflow_id, "run_id": None, "signal_name": "s", "input": payload,
+        "request_id": "", "identity": "t", "reply_to": ""})
+
+
+async def _signals_applied(dsn: str, run_id: str) -> list[str]:
+    return [e["attributes"]["input"] for e in await history_of(dsn, run_id)
+            if e["event_type"] == "WorkflowExecutionSignaled"]
+
+
+async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(broker, fresh_dsn, monkeypatch) -> None:
+    from services.history.shard import Shard
+
+    early: list[int | None] = []  # the offsets the shard learnt for commands it took early
+    acknowledged = Shard._acknowledged
+
+    async def spy(self: Shard, waiter: asyncio.Future[object]) -> int | None:
+        early.append(await acknowledged(self, waiter))
+        return early[-1]
+
+    monkeypatch.setattr(Shard, "_acknowledged", spy)
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        start = start_record("wf-early")
+        await io.send("StartWorkflowExecution", start)
+        run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
+        key = kafka.workflow_key("default", "wf-early")
+        tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
+        service._consumer.pause(tp)  # the fetched copy comes only after the shard took it early
+        value = _signal("wf-early", "[0]")
+        acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
+        service.take_queued(tp.partition, key, value, acked)  # as the frontend in this process does
+        offset = (await acked).offset
+        await until(lambda: bool(early))
+        assert early == [offset]
+        await until(lambda: _signals_applied(fresh_dsn, run_id))
+        service._consumer.resume(tp)
+        await asyncio.sleep(0.5)  # the acknowledged and the fetched copies are skipped by now
+        assert await _signals_applied(fresh_dsn, run_id) == ["[0]"]
+        events = await history_of(fresh_dsn, run_id)
+        assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        start = start_record("wf-behind")
+        await io.send("StartWorkflowExecution", start)
+        run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
+        key = kafka.workflow_key("default", "wf-behind")
+        tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
+        service._consumer.pause(tp)
+        # Another producer's record, which history in this process is not handed ...
+        await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-behind", "[0]"), key=key, partition=tp.partition)
+        # ... is ahead of the one taken early, which therefore waits for the fetch.
+        value = _signal("wf-behind", "[1]")
+        acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
+        service.take_queued(tp.partition, key, value, acked)
+        await acked
+        # And a command the broker refused is never applied.
+        refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        service.take_queued(tp.partition, key, _signal("wf-behind", "[2]"), refused)
+        refused.set_exception(KafkaError("refused"))
+        await asyncio.sleep(0.5)
+        assert await _signals_applied(fresh_dsn, run_id) == []
+        service._consumer.resume(tp)
+
+        async def two_applied() -> bool:
+            return len(await _signals_applied(fresh_dsn, run_id)) >= 2
+
+        await until(two_applied)
+        await asyncio.sleep(0.3)
+        assert await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]"]
 
 
 async def test_a_timer_runs_from_the_workflows_now_in_the_task_that_started_it(broker, fresh_dsn) -> None:
