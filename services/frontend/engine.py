@@ -301,9 +301,22 @@ class Engine:
 
     async def poll_workflow_tasks(self, req: PollRequest) -> dict[str, Any]:
         tasks = await self._poll(req, "workflow")
-        return {"tasks": list(await asyncio.gather(*(self._workflow_task(t, req.identity) for t in tasks)))}
+        # The answer is built without yielding to the loop unless some task's events must be
+        # read from PostgreSQL: the worker waits for it, the loop's other work can wait.
+        events = [_carried_events(t) for t in tasks]
+        unread = [i for i, (t, e) in enumerate(zip(tasks, events, strict=True)) if e is None and t.kind != "query"]
+        if unread:
+            read = await asyncio.gather(*(self._read_events(tasks[i]) for i in unread))
+            for i, e in zip(unread, read, strict=True):
+                events[i] = e
+        return {"tasks": [self._workflow_task(t, req.identity, e or ()) for t, e in zip(tasks, events, strict=True)]}
 
-    async def _workflow_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
+    async def _read_events(self, t: MatchedTask) -> Sequence[Mapping[str, Any]]:
+        task = t.task
+        first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
+        return await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
+
+    def _workflow_task(self, t: MatchedTask, identity: str, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         task = t.task
         if t.kind == "query":
             token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], 0, 0, "query")
@@ -317,15 +330,7 @@ class Engine:
         # workflow.now() while the task runs, recorded with its start so that a replay agrees.
         started_time = int(time.time() * 1000)
         self._hold_started("RecordWorkflowTaskStarted", t, identity, started_time)
-        first, last = int(task.get("first_event_id", 1)), int(task["scheduled_event_id"])
-        carried = task.get("events")
-        events: Sequence[Mapping[str, Any]]
-        if t.events is not None:
-            events = t.events  # handed over by history in this process, still decoded
-        elif carried is not None:
-            events = [event_json(data) for data in carried]
-        else:
-            events = await self._reads.events(task["run_id"], first, last, max(1, last - first + 1))
+        last = int(task["scheduled_event_id"])
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow",
                           started_time)
         return {
@@ -336,9 +341,9 @@ class Engine:
 
     async def poll_activity_tasks(self, req: PollRequest) -> dict[str, Any]:
         tasks = await self._poll(req, "activity")
-        return {"tasks": list(await asyncio.gather(*(self._activity_task(t, req.identity) for t in tasks)))}
+        return {"tasks": [self._activity_task(t, req.identity) for t in tasks]}
 
-    async def _activity_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
+    def _activity_task(self, t: MatchedTask, identity: str) -> dict[str, Any]:
         task = t.task
         started_time = int(time.time() * 1000)
         self._hold_started("RecordActivityTaskStarted", t, identity, started_time)
@@ -365,6 +370,15 @@ class Engine:
             # loop send its commit before this call's HTTP answer is written (the workflow
             # waits for the commit; nobody waits for that answer).
             await asyncio.sleep(0)
+
+
+def _carried_events(t: MatchedTask) -> Sequence[Mapping[str, Any]] | None:
+    """A workflow task's events as the task brought them; None if they must be read (or it is
+    a query)."""
+    if t.events is not None:
+        return t.events  # handed over by history in this process, still decoded
+    carried = t.task.get("events")
+    return None if carried is None else [event_json(data) for data in carried]
 
 
 def _log_refused(name: str, workflow_id: str, future: asyncio.Future[Any]) -> None:

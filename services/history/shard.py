@@ -315,8 +315,9 @@ class Shard:
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
                 await asyncio.sleep(0.5)
                 continue
-            self._after_commit(ctx, mutations, outbox)
+            # Neighbours first: the poll or wait they wake then runs before the relay's publication.
             self._tell_neighbours(ctx, mutations, closed)
+            self._after_commit(ctx, mutations, outbox)
             return
 
     async def _acknowledged(self, waiter: asyncio.Future[Any]) -> int | None:

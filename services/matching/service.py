@@ -264,7 +264,14 @@ class MatchingService:
                 return []
             poller = q.add_poller(max_tasks)
             try:
-                await asyncio.wait({poller.future}, timeout=remaining)
+                # Awaited directly, so a hand-over wakes the poll in one loop turn (asyncio.wait
+                # takes two); the timeout cancels the poller's future, unless tasks beat it.
+                async with asyncio.timeout(remaining):
+                    await poller.future
+            except TimeoutError:
+                if not poller.future.done() or poller.future.cancelled():
+                    q.remove_poller(poller)
+                    return []
             except asyncio.CancelledError:
                 if poller.future.done() and not poller.future.cancelled():
                     self.put_back(poller.future.result())
@@ -272,10 +279,6 @@ class MatchingService:
                     poller.future.cancel()
                     q.remove_poller(poller)
                 raise
-            if not poller.future.done():
-                poller.future.cancel()
-                q.remove_poller(poller)
-                return []
             got = poller.future.result()
             if got:
                 for t in got:
