@@ -43,6 +43,8 @@ TIMER_WINDOW_MS = 30_000
 REDISPATCH_AFTER_MS = 10_000
 REDISPATCH_MAX_MS = 300_000
 OUTBOX_CLEANUP_S = 0.2
+# Records for the audit log alone (kadence.history) wait this long for more to go with them.
+AUDIT_GATHER_S = 0.010
 EARLY_ACK_WAIT_S = 1.0  # how long a command taken early may wait for its acknowledgement
 
 Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
@@ -113,6 +115,7 @@ class Shard:
             maxsize=64)
         self._idle = False  # the loop waits for an inbox that is empty
         self.relay_queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
+        self._urgent = asyncio.Event()  # the relay queue holds records a service or worker waits for
         self.next_outbox_id = 1
         self._legacy_outbox = False  # rows in the table of before migration 0004 are pending
         self.timers = TimerQueue(self)
@@ -419,6 +422,8 @@ class Shard:
         self.timers.committed(mutations, ctx.timer_rows_deleted)
         if outbox:
             self.relay_queue.put_nowait(outbox)
+            if not _audit_only(outbox):
+                self._urgent.set()
 
     def _tell_neighbours(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> None:
         """Committed is enough to act on: hand what the batch produced to the services here."""
@@ -460,8 +465,17 @@ class Shard:
                     continue
             else:
                 rows = await self.relay_queue.get()
-            while not self.relay_queue.empty():
-                rows.extend(self.relay_queue.get_nowait())
+            self._drain_relay_queue(rows)
+            if _audit_only(rows):
+                # Only the audit log waits for these (in one process tasks and replies are
+                # handed over, not published): gather a few batches' worth into one produce
+                # request instead of one per commit, which costs the broker and this process
+                # CPU on the workflows' path. Records that someone waits for end the wait.
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(AUDIT_GATHER_S):
+                        await self._urgent.wait()
+                self._drain_relay_queue(rows)
             while True:
                 try:
                     await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
@@ -476,6 +490,10 @@ class Shard:
             if time.monotonic() - last_cleanup >= OUTBOX_CLEANUP_S:
                 await self._delete_outbox(published)
                 published, last_cleanup = None, time.monotonic()
+
+    def _drain_relay_queue(self, rows: list[OutboxRow]) -> None:
+        while not self.relay_queue.empty():
+            rows.extend(self.relay_queue.get_nowait())
 
     async def _delete_outbox(self, up_to: int) -> None:
         while True:
@@ -532,6 +550,10 @@ def _relay_outcome(to: asyncio.Future[Any], acked: asyncio.Future[Any]) -> None:
     """Hand the broker's settled answer to a future of the shard's own (whose wait may time out)."""
     if not to.done():
         to.set_result(acked)
+
+
+def _audit_only(rows: list[OutboxRow]) -> bool:
+    return all(m.topic == kafka.HISTORY for _, m in rows)
 
 
 def _oldest_unstarted(s: MutableState) -> int:
