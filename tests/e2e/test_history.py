@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import asyncpg
 import pytest
@@ -253,6 +254,17 @@ def _signal(workflow_id: str, payload: str) -> bytes:
         "request_id": "", "identity": "t", "reply_to": ""})
 
 
+async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str) -> tuple[str, bytes, TopicPartition]:
+    """Start a run, then pause the fetch of its partition: its run id, key and partition."""
+    start = start_record(workflow_id)
+    await io.send("StartWorkflowExecution", start)
+    run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
+    key = kafka.workflow_key("default", workflow_id)
+    tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
+    service._consumer.pause(tp)
+    return str(run_id), key, tp
+
+
 async def _signals_applied(dsn: str, run_id: str) -> list[str]:
     return [e["attributes"]["input"] for e in await history_of(dsn, run_id)
             if e["event_type"] == "WorkflowExecutionSignaled"]
@@ -270,12 +282,8 @@ async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(brok
 
     monkeypatch.setattr(Shard, "_acknowledged", spy)
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
-        start = start_record("wf-early")
-        await io.send("StartWorkflowExecution", start)
-        run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
-        key = kafka.workflow_key("default", "wf-early")
-        tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
-        service._consumer.pause(tp)  # the fetched copy comes only after the shard took it early
+        # The fetched copy comes only after the shard took the command early.
+        run_id, key, tp = await _started_and_unfetched(service, io, "wf-early")
         value = _signal("wf-early", "[0]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
         service.take_queued(tp.partition, key, value, acked)  # as the frontend in this process does
@@ -292,12 +300,7 @@ async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(brok
 
 async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, fresh_dsn) -> None:
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
-        start = start_record("wf-behind")
-        await io.send("StartWorkflowExecution", start)
-        run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
-        key = kafka.workflow_key("default", "wf-behind")
-        tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
-        service._consumer.pause(tp)
+        run_id, key, tp = await _started_and_unfetched(service, io, "wf-behind")
         # Another producer's record, which history in this process is not handed ...
         await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-behind", "[0]"), key=key, partition=tp.partition)
         # ... is ahead of the one taken early, which therefore waits for the fetch.
