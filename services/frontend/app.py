@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("kadence.frontend.access")
 
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -151,8 +152,16 @@ class FrontendService:
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued)
         engine.open()
+        app = build_app(Handlers(engine))
+
+        async def end_long_waits(app: web.Application) -> None:
+            engine.end_long_waits()
+
+        # Once the server stops accepting, polls and result waits answer at once: the shutdown
+        # then waits only for calls that end by themselves (answers, starts), SHUTDOWN_S at most.
+        app.on_shutdown.append(end_long_waits)
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
-        self._runner = web.AppRunner(build_app(Handlers(engine)), handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S)
         await self._runner.setup()
         await web.TCPSite(self._runner, s.frontend_host, s.frontend_port, backlog=LISTEN_BACKLOG).start()
         host, port = self._runner.addresses[0][:2]

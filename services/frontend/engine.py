@@ -80,10 +80,20 @@ class Engine:
         self._reads = reads
         self._matching = matching
         self._reply_timeout = reply_timeout
+        # Done once the frontend shuts down (end_long_waits).
+        self._shutting_down: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def open(self) -> None:
         """Start the engine's background work (the timer of held-back started records)."""
         self._started.start()
+
+    def end_long_waits(self) -> None:
+        """The frontend is shutting down: polls answer now with no task and result waits with
+        the run still running, as they would at the end of their wait; callers ask again
+        (elsewhere, or here once restarted) instead of holding the shutdown up."""
+        if not self._shutting_down.done():
+            self._shutting_down.set_result(None)
+        self._matching.release_polls()
 
     async def close(self) -> None:
         """Stop it, sending the started records still held."""
@@ -279,9 +289,10 @@ class Engine:
                     break
                 look = True
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._shutting_down.done():
                     return {"status": "Running"}
-                await asyncio.wait({fut}, timeout=min(remaining, _RECHECK))
+                either: set[asyncio.Future[Any]] = {fut, self._shutting_down}
+                await asyncio.wait(either, timeout=min(remaining, _RECHECK), return_when=asyncio.FIRST_COMPLETED)
                 if fut.done():
                     closed, answer = fut.result()
                     if answer is not None:

@@ -44,9 +44,18 @@ class MatchingClient:
         self._store = BacklogStore(pool)
         self._partitions = task_partitions
         self._local = local
+        self._releasing = False
         self._owners: dict[int, Owner] = {}
         self._owners_at = float("-inf")
         self._session: aiohttp.ClientSession | None = None
+
+    def release_polls(self) -> None:
+        """Shutting down: answer the polls waiting in this process's matching now (see
+        MatchingService.release_polls), and end the others when they next look for an owner
+        (one already waiting in a matching elsewhere ends with its wait or its shutdown)."""
+        self._releasing = True
+        if self._local is not None:
+            self._local.release_polls()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -106,7 +115,7 @@ class MatchingClient:
         deadline = loop.time() + max(0.0, wait_seconds)
         partition = self.partition_of(namespace, task_queue)
         refresh = False
-        while True:
+        while not self._releasing:
             remaining = deadline - loop.time()
             if self._local is not None and self._local.owns(partition):
                 try:
@@ -128,6 +137,7 @@ class MatchingClient:
             if remaining <= 0:
                 return []
             await asyncio.sleep(min(_RETRY_PAUSE, remaining))
+        return []
 
     async def query(
         self, namespace: str, task_queue: str, workflow_id: str, run_id: str, query_type: str,

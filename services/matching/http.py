@@ -77,6 +77,7 @@ class InternalServer:
         app.router.add_post("/internal/query", self._query)
         app.router.add_post("/internal/respond-query", self._respond_query)
         app.router.add_get("/internal/health", self._health)
+        app.on_shutdown.append(self._release_polls)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=LISTEN_BACKLOG)
@@ -91,6 +92,9 @@ class InternalServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _release_polls(self, app: web.Application) -> None:
+        self._service.release_polls()
 
     async def _poll(self, request: web.Request) -> web.Response:
         b = await _body(request)

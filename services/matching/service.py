@@ -54,6 +54,7 @@ class MatchingService:
         self._queries: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {}
         self._pickups: dict[str, asyncio.Future[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._releasing = False  # shutting down: polls are answered at once, empty
         self._consumer: TaskConsumer | None = None
         self._http: Any = None
         self.address = ""
@@ -243,7 +244,7 @@ class MatchingService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
         while True:
-            if partition not in self._owned:
+            if partition not in self._owned or self._releasing:
                 return []
             q = self._queue(key, partition)
             tasks = q.take_queries(max_tasks) if kind == WORKFLOW else []
@@ -286,6 +287,15 @@ class MatchingService:
                         self._mark_query_taken(t)
                 return got
             # [] means: the backlog has new rows or the partition went away; look again.
+
+    def release_polls(self) -> None:
+        """Answer every waiting poll now, with no task, and every later one at once: this
+        process is shutting down, and a poll must not hold the shutdown for its whole wait."""
+        self._releasing = True
+        for q in self._queues.values():
+            for poller in q.pollers:
+                if not poller.future.done():
+                    poller.future.set_result([])
 
     async def _take_backlog(self, q: TaskQueue, limit: int) -> list[MatchedTask]:
         rows = await self.store.take(q.key, limit)

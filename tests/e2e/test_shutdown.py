@@ -1,0 +1,39 @@
+"""Stopping Kadence while workers poll and clients wait for results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from kadence import Client
+from services.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(60)
+
+NS = "/api/v1/namespaces/default"
+
+
+async def test_stopping_answers_polls_and_result_waits_instead_of_waiting_them_out(cluster: Cluster,
+                                                                                   client: Client) -> None:
+    # A run nobody works on, so that a wait for its result lasts.
+    handle = await client.start_workflow("NobodyRunsThis", id="wf-stop", task_queue="q-nobody")
+    async with aiohttp.ClientSession() as http:
+        async def call(method: str, path: str, **kw: object) -> tuple[int, dict[str, object]]:
+            async with http.request(method, cluster.url + NS + path, **kw) as resp:  # type: ignore[arg-type]
+                return resp.status, await resp.json()
+
+        poll = asyncio.ensure_future(call("POST", "/task-queues/q-idle/activity-tasks/poll",
+                                          json={"wait_seconds": 30}))
+        result = asyncio.ensure_future(call("GET", "/workflows/wf-stop/result",
+                                            params={"run_id": str(handle.run_id), "wait_seconds": "30"}))
+        await asyncio.sleep(0.5)  # both are waiting by now
+        assert not poll.done() and not result.done()
+        started = time.monotonic()
+        await cluster.stop()
+        # The shutdown answered them as their waits would have ended, rather than waiting 30 s.
+        assert time.monotonic() - started < 10
+        assert await poll == (200, {"tasks": []})
+        assert await result == (200, {"status": "Running"})
