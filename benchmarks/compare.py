@@ -1,0 +1,156 @@
+"""Compare two checkouts of Kadence on one machine, side by side, interleaved.
+
+    python -m benchmarks.compare /path/to/checkout-a /path/to/checkout-b
+    python -m benchmarks.compare ../kadence-main . --latency-n 600 --timer-bursts 8
+
+On a machine whose speed drifts (a shared virtual machine can move by a factor of two
+within an hour), two benchmark runs one after the other compare the hours, not the code.
+So this starts one `kadence dev` and one benchmark worker from each checkout, both at once,
+and alternates between them: sequential workflows one by one (A, B, B, A, A, B, ...) for
+start-to-result latency, and bursts of 100 one-second timers for wake-up lateness. Both
+sides meet the same moments of the machine. It prints each side's percentiles and the
+median of the per-pair ratios B/A (below 1: B is faster).
+
+Each checkout runs with its own code (its directory first on PYTHONPATH) and this
+checkout's Python environment; the client is this checkout's SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kadence import Client, _loop
+from services.common.embedded import free_port
+
+from .bench import _pct, _wait_line
+from .workflows import OneActivity, OneTimer
+
+
+@dataclass
+class Side:
+    name: str
+    checkout: Path
+    client: Client
+    processes: list[subprocess.Popen[bytes]]
+
+
+async def _start(name: str, checkout: Path, tmp: Path) -> Side:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH")) if p)}
+    port, kafka_port = free_port(), free_port()
+    processes = []
+    try:
+        log = tmp / f"{name}-server.log"
+        with open(log, "wb") as out:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(tmp / f"{name}-data"),
+                 "--port", str(port), "--kafka-port", str(kafka_port)],
+                cwd=checkout, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
+        await _wait_line(log, "Kadence is running", processes[-1])
+        target = f"http://127.0.0.1:{port}"
+        log = tmp / f"{name}-worker.log"
+        with open(log, "wb") as out:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.worker", "--target", target, "--workflow-tasks", "200",
+                 "--tasks-per-poll", "50"],
+                cwd=checkout, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
+        await _wait_line(log, "worker ready", processes[-1])
+        return Side(name, checkout, await Client.connect(target), processes)
+    except BaseException:
+        _stop(processes)
+        raise
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(processes):  # the worker first, then its server
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def _latency(side: Side) -> float:
+    started = time.perf_counter()
+    await side.client.execute_workflow(OneActivity.run, 1, id=f"cmp-{uuid.uuid4().hex}", task_queue="bench")
+    return (time.perf_counter() - started) * 1000
+
+
+async def _timer_burst(side: Side, n: int) -> list[float]:
+    handles = await asyncio.gather(*(side.client.start_workflow(
+        OneTimer.run, 1.0, id=f"cmp-timer-{uuid.uuid4().hex}", task_queue="bench") for _ in range(n)))
+    return list(await asyncio.gather(*(h.result() for h in handles)))
+
+
+def _report(what: str, a: Side, b: Side, samples: dict[str, list[float]], ratios: list[float]) -> None:
+    for side in (a, b):
+        s = samples[side.name]
+        print(f"  {side.name} ({side.checkout}): p50 {_pct(s, 50):.1f}  p95 {_pct(s, 95):.1f}"
+              f"  p99 {_pct(s, 99):.1f} ms")
+    print(f"  {what}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"
+          f" (min {min(ratios):.3f}, max {max(ratios):.3f})")
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="kadence-compare-"))
+    sides: list[Side] = []
+    try:
+        for name, checkout in (("A", args.a), ("B", args.b)):
+            sides.append(await _start(name, checkout.resolve(), tmp))
+        a, b = sides
+        for side in sides:  # warm-up, not measured
+            for _ in range(args.warmup):
+                await _latency(side)
+        samples: dict[str, list[float]] = {"A": [], "B": []}
+        ratios = []
+        for i in range(args.latency_n):
+            order = (a, b) if i % 2 == 0 else (b, a)
+            got = {side.name: await _latency(side) for side in order}
+            for name, ms in got.items():
+                samples[name].append(ms)
+            ratios.append(got["B"] / got["A"])
+        print(f"Latency, {args.latency_n} sequential workflows each, alternating:")
+        _report("latency", a, b, samples, ratios)
+        if args.timer_bursts:
+            lateness: dict[str, list[float]] = {"A": [], "B": []}
+            p99_ratios = []
+            for i in range(args.timer_bursts):
+                p99 = {}
+                for side in ((a, b) if i % 2 == 0 else (b, a)):
+                    burst = await _timer_burst(side, args.timer_n)
+                    lateness[side.name].extend(burst)
+                    p99[side.name] = _pct(burst, 99)
+                p99_ratios.append(p99["B"] / max(p99["A"], 1.0))
+            print(f"Timer lateness, {args.timer_bursts} bursts of {args.timer_n} one-second timers each:")
+            _report("p99 per burst", a, b, lateness, p99_ratios)
+    finally:
+        for side in sides:
+            await side.client.close()
+            _stop(side.processes)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path, help="checkout A (the baseline)")
+    parser.add_argument("b", type=Path, help="checkout B (the change)")
+    parser.add_argument("--latency-n", type=int, default=400, help="sequential workflows on each side")
+    parser.add_argument("--warmup", type=int, default=100, help="workflows on each side before measuring")
+    parser.add_argument("--timer-bursts", type=int, default=4, help="bursts of timers on each side (0: none)")
+    parser.add_argument("--timer-n", type=int, default=100, help="timers per burst")
+    _loop.run(main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    cli()
