@@ -89,6 +89,17 @@ async def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], second
     raise RuntimeError(f"timed out waiting for {text!r} in {log}")
 
 
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the processes we started, by PID, the last started first (SIGKILL after 30 s)."""
+    for p in reversed(processes):
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -167,13 +178,7 @@ class Bench:
 
     async def stop(self) -> None:
         await self.client.close()
-        for child in reversed(self.children):
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_processes(self.children)
         if self.broker is not None:
             self.broker.stop()
         if self.pg is not None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from kadence import Client, _loop
 from services.common.embedded import free_port
 
-from .bench import _pct, _wait_line
+from .bench import _pct, _wait_line, stop_processes
 from .workflows import OneActivity, OneTimer
 
 
@@ -67,18 +67,8 @@ async def _start(name: str, checkout: Path, tmp: Path) -> Side:
         await _wait_line(log, "worker ready", processes[-1])
         return Side(name, checkout, await Client.connect(target), processes)
     except BaseException:
-        _stop(processes)
+        stop_processes(processes)
         raise
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for p in reversed(processes):  # the worker first, then its server
-        p.terminate()
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 async def _latency(side: Side) -> float:
@@ -137,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         for side in sides:
             await side.client.close()
-            _stop(side.processes)
+            stop_processes(side.processes)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
