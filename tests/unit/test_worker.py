@@ -266,7 +266,8 @@ async def test_activity_local_deadline_cancels_without_reporting() -> None:
     assert transport.posted("/activity-tasks/complete") == []
 
 
-async def test_worker_polls_and_completes() -> None:
+async def _worker_runs_one_task() -> FakeTransport:
+    """A worker with one poller is handed one Greet task; return its transport once answered."""
     history = FakeHistory("Greet", "World")
     transport = FakeTransport(history)
     transport.polls.append([_task(history)])
@@ -276,10 +277,22 @@ async def test_worker_polls_and_completes() -> None:
             if transport.posted("/workflow-tasks/complete"):
                 break
             await asyncio.sleep(0.01)
+    return transport
+
+
+async def test_worker_polls_and_completes() -> None:
+    transport = await _worker_runs_one_task()
     (completion,) = transport.posted("/workflow-tasks/complete")
     assert completion["commands"][0]["attributes"]["activity_type"] == "compose_greeting"
     poll = transport.posted("/workflow-tasks/poll")[0]
     assert poll["max_tasks"] == 10 and poll["identity"] == "test"
+
+
+async def test_a_polled_tasks_answer_goes_out_before_the_next_poll() -> None:
+    # The answer is what the workflow waits for; the next poll only what the next task will.
+    transport = await _worker_runs_one_task()
+    paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
+    assert paths[:3] == ["poll", "complete", "poll"]
 
 
 def test_worker_rejects_bad_registration() -> None:
