@@ -77,6 +77,25 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]
 
 
+# The benchmark worker's concurrency (--worker-workflow-tasks, --worker-tasks-per-poll).
+WORKER_WORKFLOW_TASKS = 200
+WORKER_TASKS_PER_POLL = 50
+
+
+async def spawn(module: str, args: list[str], log: Path, ready: str, *, cwd: Path = ROOT,
+                env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``python -m module args`` with its output in ``log``; return the process and the
+    log's text once ``ready`` is in it (the process is stopped if it never gets there)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL)
+    try:
+        return proc, await _wait_line(log, ready, proc)
+    except BaseException:
+        stop_processes([proc])
+        raise
+
+
 async def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -118,14 +137,10 @@ class Bench:
             await self._start_services()
         else:
             port, kafka_port = free_port(), free_port()
-            log = self.tmp / "server.log"
-            with open(log, "wb") as out:
-                server = subprocess.Popen(
-                    [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(self.tmp / "data"),
-                     "--port", str(port), "--kafka-port", str(kafka_port), "--shards", str(a.shards)],
-                    cwd=ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            server, text = await spawn("kadence.cli", [
+                "dev", "--data-dir", str(self.tmp / "data"), "--port", str(port), "--kafka-port", str(kafka_port),
+                "--shards", str(a.shards)], self.tmp / "server.log", "Kadence is running")
             self.children.append(server)
-            text = await _wait_line(log, "Kadence is running", server)
             self.target = f"http://127.0.0.1:{port}"
             self.dsn = next(line.split("PostgreSQL:", 1)[1].strip() for line in text.splitlines()
                             if "PostgreSQL:" in line)
@@ -134,14 +149,10 @@ class Bench:
             self.roles.procs["broker"] = [c for c in sp.children() if "tansu" in c.name()]
             pid_file = self.tmp / "data" / "postgres" / "postmaster.pid"
             self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-        log = self.tmp / "worker.log"
-        with open(log, "wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", "--target", self.target,
-                                       "--workflow-tasks", str(self.args.worker_workflow_tasks),
-                                       "--tasks-per-poll", str(self.args.worker_tasks_per_poll)],
-                                      cwd=ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        worker, _ = await spawn("benchmarks.worker", [
+            "--target", self.target, "--workflow-tasks", str(self.args.worker_workflow_tasks),
+            "--tasks-per-poll", str(self.args.worker_tasks_per_poll)], self.tmp / "worker.log", "worker ready")
         self.children.append(worker)
-        await _wait_line(log, "worker ready", worker)
         self.roles.procs["worker"] = [psutil.Process(worker.pid)]
         self.roles.procs["client"] = [psutil.Process(os.getpid())]
         self.client = await Client.connect(self.target)
@@ -164,12 +175,8 @@ class Bench:
                "KADENCE_SHARDS": str(self.args.shards), "KADENCE_TASK_PARTITIONS": str(self.args.shards),
                "KADENCE_FRONTEND_PORT": str(port), "KADENCE_SESSION_TIMEOUT_MS": "3000"}
         for name in ("history", "matching", "frontend"):  # the first one migrates and creates the topics
-            log = self.tmp / f"{name}.log"
-            with open(log, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
-                                        stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            proc, _ = await spawn(f"services.{name}", [], self.tmp / f"{name}.log", f"{name} is running", env=env)
             self.children.append(proc)
-            await _wait_line(log, f"{name} is running", proc)
             self.roles.procs[name] = [psutil.Process(proc.pid)]
         self.target, self.dsn = f"http://127.0.0.1:{port}", self.pg.dsn
         self.roles.procs["broker"] = [psutil.Process(self.broker.process.pid)]
@@ -318,9 +325,9 @@ def cli() -> None:
     parser.add_argument("--topology", choices=["dev", "services"], default="dev",
                         help="dev: one `kadence dev` process (the default); services: history, matching and "
                              "frontend as processes of their own, each measured apart")
-    parser.add_argument("--worker-workflow-tasks", type=int, default=200,
+    parser.add_argument("--worker-workflow-tasks", type=int, default=WORKER_WORKFLOW_TASKS,
                         help="workflow tasks the worker runs at once (default 200; the SDK default is 20)")
-    parser.add_argument("--worker-tasks-per-poll", type=int, default=50,
+    parser.add_argument("--worker-tasks-per-poll", type=int, default=WORKER_TASKS_PER_POLL,
                         help="tasks one worker poll may bring (default 50; the SDK default is 10)")
     parser.add_argument("--out", help="append every measurement as a JSON line to this file")
     _loop.run(main(parser.parse_args()))

@@ -23,7 +23,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,7 +32,7 @@ from pathlib import Path
 from kadence import Client, _loop
 from services.common.embedded import free_port
 
-from .bench import _pct, _wait_line, stop_processes
+from .bench import WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, stop_processes
 from .workflows import OneActivity, OneTimer
 
 
@@ -50,21 +49,16 @@ async def _start(name: str, checkout: Path, tmp: Path) -> Side:
     port, kafka_port = free_port(), free_port()
     processes = []
     try:
-        log = tmp / f"{name}-server.log"
-        with open(log, "wb") as out:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(tmp / f"{name}-data"),
-                 "--port", str(port), "--kafka-port", str(kafka_port)],
-                cwd=checkout, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
-        await _wait_line(log, "Kadence is running", processes[-1])
+        server, _ = await spawn("kadence.cli", [
+            "dev", "--data-dir", str(tmp / f"{name}-data"), "--port", str(port), "--kafka-port", str(kafka_port)],
+            tmp / f"{name}-server.log", "Kadence is running", cwd=checkout, env=env)
+        processes.append(server)
         target = f"http://127.0.0.1:{port}"
-        log = tmp / f"{name}-worker.log"
-        with open(log, "wb") as out:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.worker", "--target", target, "--workflow-tasks", "200",
-                 "--tasks-per-poll", "50"],
-                cwd=checkout, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
-        await _wait_line(log, "worker ready", processes[-1])
+        worker, _ = await spawn("benchmarks.worker", [
+            "--target", target, "--workflow-tasks", str(WORKER_WORKFLOW_TASKS),
+            "--tasks-per-poll", str(WORKER_TASKS_PER_POLL)],
+            tmp / f"{name}-worker.log", "worker ready", cwd=checkout, env=env)
+        processes.append(worker)
         return Side(name, checkout, await Client.connect(target), processes)
     except BaseException:
         stop_processes(processes)
