@@ -293,9 +293,7 @@ class MatchingService:
         process is shutting down, and a poll must not hold the shutdown for its whole wait."""
         self._releasing = True
         for q in self._queues.values():
-            for poller in q.pollers:
-                if not poller.future.done():
-                    poller.future.set_result([])
+            q.wake_all()  # they look again, see the release and return empty
 
     async def _take_backlog(self, q: TaskQueue, limit: int) -> list[MatchedTask]:
         rows = await self.store.take(q.key, limit)
