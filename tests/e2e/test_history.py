@@ -211,6 +211,18 @@ async def test_a_heartbeat_without_a_started_record_implies_the_start(broker, fr
         assert kinds[4:7] == ["ActivityTaskScheduled", "ActivityTaskStarted", "ActivityTaskCompleted"]
 
 
+def _signal(workflow_id: str, payload: str) -> bytes:
+    # No request id: nothing but the offsets keeps a signal from being applied twice.
+    return avro.encode("SignalWorkflowExecution", {
+        "namespace": "default", "workflow_id": workflow_id, "run_id": None, "signal_name": "s", "input": payload,
+        "request_id": "", "identity": "t", "reply_to": ""})
+
+
+async def _signals_applied(dsn: str, run_id: str) -> list[str]:
+    return [e["attributes"]["input"] for e in await history_of(dsn, run_id)
+            if e["event_type"] == "WorkflowExecutionSignaled"]
+
+
 async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_order(broker, fresh_dsn) -> None:
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
         start = start_record("wf-handed")
@@ -224,10 +236,7 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         service._consumer.pause(tp)  # the fetched copies come only after the hand-overs
         signals = []
         for i in range(3):
-            # No request id: nothing but the offsets keeps a signal from being applied twice.
-            record = {"namespace": "default", "workflow_id": "wf-handed", "run_id": None, "signal_name": "s",
-                      "input": f"[{i}]", "request_id": "", "identity": "t", "reply_to": ""}
-            value = avro.encode("SignalWorkflowExecution", record)
+            value = _signal("wf-handed", f"[{i}]")
             signals.append((await io.producer.send_and_wait(kafka.REQUESTS, value, key=key), value))
         # Offered out of order and twice: only the partition's next offset is taken.
         for metadata, value in [signals[1], signals[0], signals[0], signals[2], signals[1]]:
@@ -235,23 +244,12 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         await asyncio.sleep(0.5)
         service._consumer.resume(tp)
 
-        async def signals_applied() -> list[str]:
-            events = await history_of(fresh_dsn, reply["run_id"])
-            return [e["attributes"]["input"] for e in events if e["event_type"] == "WorkflowExecutionSignaled"]
-
         async def three_applied() -> bool:
-            return len(await signals_applied()) >= 3
+            return len(await _signals_applied(fresh_dsn, reply["run_id"])) >= 3
 
         await until(three_applied)
         await asyncio.sleep(0.3)  # a copy taken twice would show up by now
-        assert await signals_applied() == ["[0]", "[1]", "[2]"]
-
-
-def _signal(workflow_id: str, payload: str) -> bytes:
-    # No request id: nothing but the offsets keeps a signal from being applied twice.
-    return avro.encode("SignalWorkflowExecution", {
-        "namespace": "default", "workflow_id": workflow_id, "run_id": None, "signal_name": "s", "input": payload,
-        "request_id": "", "identity": "t", "reply_to": ""})
+        assert await _signals_applied(fresh_dsn, reply["run_id"]) == ["[0]", "[1]", "[2]"]
 
 
 async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str) -> tuple[str, bytes, TopicPartition]:
@@ -263,11 +261,6 @@ async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str) -> 
     tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
     service._consumer.pause(tp)
     return str(run_id), key, tp
-
-
-async def _signals_applied(dsn: str, run_id: str) -> list[str]:
-    return [e["attributes"]["input"] for e in await history_of(dsn, run_id)
-            if e["event_type"] == "WorkflowExecutionSignaled"]
 
 
 async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(broker, fresh_dsn, monkeypatch) -> None:
