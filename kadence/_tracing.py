@@ -210,3 +210,18 @@ def traced_task(
             await process(task)
 
     return run
+
+
+@contextlib.contextmanager
+def ran_ahead_span(task: Mapping[str, Any], namespace: str) -> Iterator[None]:
+    """A span for a workflow task run ahead on an activity's result, inside the activity's
+    span (the task was never handed out, so no dispatch parents it)."""
+    t = tracer()
+    if t is None:
+        yield
+        return
+    name, attributes = _task_span("workflow", {**task, "attempt": 1}, namespace, "")
+    del attributes["kadence.task_queue"]  # the activity's queue, not necessarily the workflow's
+    attributes["kadence.ran_ahead"] = True
+    with t.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes):
+        yield

@@ -12,7 +12,7 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -104,8 +104,13 @@ class ActivityTaskProcessor:
         activities: Iterable[ActivityDefinition],
         identity: str,
         executor: concurrent.futures.Executor,
+        complete: Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
+        """``complete`` sends a successful attempt's answer given its task and body (the
+        worker's workflow processor, to run the workflow's next task ahead); by default it
+        is posted as it is."""
         self._transport = transport
+        self._complete = complete or self._post_completion
         self._namespace = namespace
         self._task_queue = task_queue
         self._activities = {a.name: a for a in activities}
@@ -167,11 +172,10 @@ class ActivityTaskProcessor:
         except (TypeError, ValueError) as err:
             await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"))
             return
-        await self._transport.call(
-            "POST",
-            "/activity-tasks/complete",
-            body={"task_token": token, "result": payload, "identity": self._identity},
-        )
+        await self._complete(task, {"task_token": token, "result": payload, "identity": self._identity})
+
+    async def _post_completion(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        await self._transport.call("POST", "/activity-tasks/complete", body=body)
 
     async def _invoke(self, definition: ActivityDefinition, args: list[Any]) -> Any:
         if definition.is_async:

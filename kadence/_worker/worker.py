@@ -54,7 +54,13 @@ class Worker:
         poll_wait_seconds: float = 20.0,
         activity_executor: concurrent.futures.Executor | None = None,
         graceful_shutdown_timeout: float = 10.0,
+        run_ahead: bool = True,
     ) -> None:
+        """``run_ahead``: when an activity completes here for a run this worker holds in its
+        cache, run the workflow's next task at once and send its commands with the result
+        (history records them if that task is the one it would have handed out; see
+        docs/protocol.md). Saves a round trip per activity; off, every workflow task is
+        polled."""
         if not task_queue:
             raise ValueError("Worker needs a task_queue")
         workflow_defs = [WorkflowDefinition.of(w) for w in workflows]
@@ -104,6 +110,8 @@ class Worker:
                 activities=activity_defs,
                 identity=self.identity,
                 executor=self._executor or concurrent.futures.ThreadPoolExecutor(max_workers=1),
+                complete=self.workflow_processor.complete_activity
+                if run_ahead and self.workflow_processor is not None else None,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/activity-tasks/poll",

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from kadence import _tracing
 from kadence._converter import decode_args, encode_value
 from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.runner import WorkflowRunner
+from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
 
 __all__ = ["WorkflowTaskProcessor"]
@@ -52,16 +54,59 @@ class WorkflowTaskProcessor:
         return list(self._cache)
 
     async def process(self, task: Mapping[str, Any]) -> None:
-        lock = self._locks.get(str(task["run_id"]))
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[str(task["run_id"])] = lock
         # One task at a time per run: a query must not interleave with an activation.
-        async with lock:
+        async with self._lock(str(task["run_id"])):
             if task.get("query"):
                 await self._answer_query(task)
             else:
                 await self._run_task(task)
+
+    async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        """Send an activity's result; when this worker holds the run, with the workflow's next
+        task run ahead on it (docs/protocol.md), which saves the round trip through history
+        and matching that handing out that task would take."""
+        run_id = str(task.get("run_id", ""))
+        if run_id not in self._cache:
+            await self._transport.call("POST", "/activity-tasks/complete", body=body)
+            return
+        async with self._lock(run_id):
+            with _tracing.ran_ahead_span(task, self._namespace):
+                ahead = self._run_ahead(run_id, task, body.get("result"))
+            if ahead is None:
+                await self._transport.call("POST", "/activity-tasks/complete", body=body)
+                return
+            try:
+                await self._transport.call("POST", "/activity-tasks/complete",
+                                           body={**body, "workflow_task": ahead.to_json()})
+            except BaseException:
+                self._evict(run_id)  # whether history took the task is unknown
+                raise
+            runner = self._cache.get(run_id)
+            if runner is not None and runner.finished:
+                self._evict(run_id)
+
+    def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
+        runner = self._cache.get(run_id)
+        if runner is None:
+            return None
+        self._cache.move_to_end(run_id)
+        try:
+            return runner.run_ahead(activity_id=str(task.get("activity_id", "")),
+                                    scheduled_event_id=int(task["scheduled_event_id"]),
+                                    result=result if isinstance(result, str) else None,
+                                    time_ms=int(time.time() * 1000))
+        except Exception as err:  # noqa: BLE001 - the task is then handed out and fails there, in history
+            _log.info("workflow run %s could not run ahead on activity %s (%s)", run_id,
+                      task.get("activity_id"), err)
+            self._evict(run_id)
+            return None
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[run_id] = lock
+        return lock
 
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
@@ -129,7 +174,9 @@ class WorkflowTaskProcessor:
         temporary: WorkflowRunner | None = None
         try:
             runner = self._cache.get(run_id)
-            if runner is None:
+            if runner is None or runner.ahead:
+                # A run whose task ran ahead holds state history may not take: answer from
+                # what history has.
                 history = await self._fetch_history(task, upto=None)
                 temporary = runner = self._new_runner(task, history)
                 # Replay only: the state after the last completed task, nothing is sent.

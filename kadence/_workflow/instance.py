@@ -394,7 +394,8 @@ class WorkflowInstance:
         pending = _PendingActivity(future, activity_id, activity_type)
 
         def recorded(event_id: int) -> None:
-            self._activities[event_id] = pending
+            if not future.done():  # a run ahead may have delivered the result before the numbering
+                self._activities[event_id] = pending
 
         attrs = {
             **attributes,

@@ -177,7 +177,8 @@ class Handlers:
         token = _token(ns, body, "activity")
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result)
+        ahead = v.run_ahead(body)
+        await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result, workflow_task=ahead)
         return OK, {}
 
     async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:

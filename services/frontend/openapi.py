@@ -37,6 +37,13 @@ _POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "m
               "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600}})
 
 COMPONENTS: dict[str, Schema] = {
+    "RunAheadWorkflowTask": _obj(
+        {"after_scheduled_event_id": INT, "after_started_time": MS, "started_time": MS,
+         "commands": {"type": "array", "items": _ref("Command")}},
+        ["after_scheduled_event_id", "after_started_time", "started_time"],
+        description="The workflow's next task, run by the worker that completed the activity with its result "
+                    "(docs/protocol.md, run-ahead). History records it only if it is the task it would have "
+                    "handed out; otherwise the commands are dropped and the task is scheduled as usual."),
     "Error": _obj({"error": STR, "message": STR, "field": NULL_STR}, ["error", "message"]),
     "Failure": _obj({"message": STR, "type": STR, "stack_trace": STR, "non_retryable": {"type": "boolean"},
                      "details": JSON_TEXT}, ["message"]),
@@ -106,7 +113,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "poll_activity_tasks": ("Long-poll a task queue for activity tasks", _POLL, {}, 200,
                             _obj({"tasks": {"type": "array", "items": _ref("ActivityTask")}}, ["tasks"])),
     "complete_activity_task": ("Complete an activity attempt",
-                               _obj({"task_token": STR, "result": JSON_TEXT, "identity": STR}, ["task_token"]),
+                               _obj({"task_token": STR, "result": JSON_TEXT, "identity": STR,
+                                     "workflow_task": _ref("RunAheadWorkflowTask")}, ["task_token"]),
                                {}, 200, EMPTY),
     "fail_activity_task": ("Fail an activity attempt", _obj({"task_token": STR, "failure": _ref("Failure"),
                                                              "identity": STR}, ["task_token", "failure"]),

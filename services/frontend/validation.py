@@ -156,17 +156,19 @@ def _command_types() -> list[str]:
     return list(field["type"]["symbols"])
 
 
-def commands(body: Body, field: str = "commands") -> list[dict[str, Any]]:
-    """Worker commands (kadence.Command as JSON), checked against the Avro schema."""
+def commands(body: Body, field: str = "commands", *, within: str = "") -> list[dict[str, Any]]:
+    """Worker commands (kadence.Command as JSON), checked against the Avro schema.
+    ``within`` names the object that holds them, for the error messages."""
     v = body.get(field, [])
     if v is None:
         return []
+    label = within + field
     if not isinstance(v, list):
-        raise InvalidArgument(f"{field} must be an array of commands", field=field)
+        raise InvalidArgument(f"{label} must be an array of commands", field=label)
     types = _command_types()
     out: list[dict[str, Any]] = []
     for i, cmd in enumerate(v):
-        where = f"{field}[{i}]"
+        where = f"{label}[{i}]"
         if not isinstance(cmd, dict):
             raise InvalidArgument(f"{where} must be an object", field=where)
         ctype = cmd.get("command_type")
@@ -191,6 +193,24 @@ def commands(body: Body, field: str = "commands") -> list[dict[str, Any]]:
                 raise InvalidArgument(f"{here} does not fit the schema ({_type_name(f['type'])})", field=here)
             clean[fname] = value
         out.append({"command_type": ctype, "attributes": clean})
+    return out
+
+
+def run_ahead(body: Body, field: str = "workflow_task") -> dict[str, Any] | None:
+    """The workflow task a worker ran ahead with its activity's result (kadence.RunAheadWorkflowTask
+    as JSON), or None when the answer carries none."""
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"{field} must be an object", field=field)
+    out: dict[str, Any] = {}
+    for name in ("after_scheduled_event_id", "after_started_time", "started_time"):
+        value = v.get(name)
+        if type(value) is not int or not 0 <= value <= 2**62:
+            raise InvalidArgument(f"{field}.{name} must be an integer between 0 and {2**62}", field=f"{field}.{name}")
+        out[name] = value
+    out["commands"] = commands(v, within=f"{field}.")
     return out
 
 

@@ -205,22 +205,26 @@ async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, i
 
 
 async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
-    from .commands import apply_commands, validate_commands
-
     answered = await _answered_wt(ctx, cmd)
     if answered is None:
         return
     t, sid, started = answered
-    problem = validate_commands(cmd["commands"])
+    _complete_wt(ctx, t, sid, started, cmd["commands"], cmd["identity"])
+    settle(t)
+
+
+def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: list[dict[str, Any]],
+                 identity: str) -> None:
+    from .commands import apply_commands, validate_commands
+
+    problem = validate_commands(commands)
     if problem is not None:
-        _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), cmd["identity"])
+        _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), identity)
         return
     assert t.state.wt is not None
     task_now = t.state.wt.get("handed_time", 0)  # the workflow's now() in this task
-    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started,
-                      identity=cmd["identity"])
-    apply_commands(ctx, t, cmd["commands"], completed["event_id"], task_now)
-    settle(t)
+    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
+    apply_commands(ctx, t, commands, completed["event_id"], task_now)
 
 
 async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
@@ -299,10 +303,42 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
         return
     t, act = answered
     sid = cmd["scheduled_event_id"]
+    ahead = cmd.get("workflow_task")
+    takes_ahead = ahead is not None and _may_run_ahead(ctx, t.state, act, ahead)
     t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=act["started_event_id"],
           result=cmd["result"], identity=cmd["identity"])
     _drop_activity_timers(t, sid)
+    if takes_ahead:
+        assert ahead is not None
+        _run_ahead(ctx, t, ahead, cmd["identity"])
     settle(t)
+
+
+def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: dict[str, Any]) -> bool:
+    """Whether the workflow task a worker ran ahead with this activity's result is the one
+    history would have handed out: it would bring exactly that result and nothing else.
+
+    The worker ran it on top of the task it was last handed; that must be the run's last
+    completed task, as recorded (same start, so the same commands: the code is
+    deterministic), with nothing owed since: no workflow task scheduled or failing, no
+    other input (signal, timer, activity result) waiting. Its time must not run backwards
+    from that task's nor ahead of history's clock.
+    """
+    return (s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
+            and s.last_completed_wt_scheduled_id == ahead["after_scheduled_event_id"]
+            and s.last_completed_wt_started_time == ahead["after_started_time"]
+            and max(s.last_completed_wt_started_time, act["scheduled_time"]) <= ahead["started_time"] <= ctx.now)
+
+
+def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str) -> None:
+    """Record the workflow task run ahead: scheduled, started by the answering worker at its
+    time, and completed with its commands, without ever being handed out."""
+    s = t.state
+    scheduled = t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
+                      start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=1)
+    started = t.add("WorkflowTaskStarted", scheduled_event_id=scheduled["event_id"], identity=identity,
+                    started_time=ahead["started_time"], ran_ahead=True)
+    _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead["commands"], identity)
 
 
 async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:

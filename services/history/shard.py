@@ -438,12 +438,13 @@ class Shard:
             n.on_closed(closed)
 
     def _keep_tail(self, m: Mutation) -> None:
-        """Extend the run's tail by its newly committed events, from the last completed task on."""
+        """Extend the run's tail by its newly committed events, from the first one the next
+        workflow task brings on."""
         s = m.state
         if not s.running:
             self.tails.pop(s.run_id, None)
             return
-        first = s.last_completed_wt_scheduled_id + 1
+        first = s.first_carried_event_id()
         new = [(e["event_id"], data, e) for e, data in zip(m.events, m.encoded_events, strict=True)]
         # A run loaded from the store starts with an unknown tail: keep what is new (a
         # contiguous suffix); after its next completed workflow task it is whole again.

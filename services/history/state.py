@@ -47,6 +47,13 @@ class MutableState:
     # (0 until started), scheduled_time, started_time.
     wt: dict[str, int] | None = None
     last_completed_wt_scheduled_id: int = 0
+    # That task's started_time (the worker's workflow.now() in it).
+    last_completed_wt_started_time: int = 0
+    # The first event the next workflow task brings: the one after the last completed task
+    # a worker was handed. A task run ahead was never handed out, so its worker still
+    # knows only what the task before it brought (0: the state predates this field, and
+    # last_completed_wt_scheduled_id + 1 is meant).
+    carry_from: int = 0
     wt_failures: int = 0
     # An input (start, signal, activity result, timer firing) arrived since the
     # outstanding workflow task was scheduled, so another one is owed.
@@ -75,6 +82,10 @@ class MutableState:
 
     def clone(self) -> MutableState:
         return copy.deepcopy(self)
+
+    def first_carried_event_id(self) -> int:
+        """The first event a workflow task brings its worker (see ``carry_from``)."""
+        return self.carry_from or self.last_completed_wt_scheduled_id + 1
 
     def has_undispatched(self) -> bool:
         """A task is scheduled that no worker has started yet."""
@@ -135,11 +146,15 @@ def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt["started_event_id"] = e["event_id"]
     wt["started_time"] = e["event_time"]
     wt["handed_time"] = a.get("started_time", 0)  # what the worker's workflow.now() says
+    wt["ran_ahead"] = int(bool(a.get("ran_ahead")))
 
 
 def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    _current_wt(s, a)
+    wt = _current_wt(s, a)
+    if not wt.get("ran_ahead"):
+        s.carry_from = a["scheduled_event_id"] + 1
     s.last_completed_wt_scheduled_id = a["scheduled_event_id"]
+    s.last_completed_wt_started_time = wt.get("handed_time", 0)
     s.wt = None
     s.wt_failures = 0
 

@@ -417,3 +417,53 @@ async def test_a_new_owner_publishes_the_pending_outbox_of_both_layouts(broker, 
         finally:
             await conn.close()
 
+
+
+async def test_a_workflow_task_run_ahead_is_recorded_only_if_history_would_have_handed_it_out(
+        broker, fresh_dsn) -> None:
+    complete = {"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}
+    async with history_running(broker.bootstrap, fresh_dsn), Topics(broker.bootstrap) as io:
+        await io.send("StartWorkflowExecution", start_record("wf-ahead"))
+        wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-ahead")
+        handed = wt["scheduled_time"] + 5
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"started_time": handed, "commands": [
+            _schedule_activity("first", activity_id="1"), _schedule_activity("second", activity_id="2")]})
+        first = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-ahead", activity_id="1")
+        second = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-ahead", activity_id="2")
+
+        # Run ahead on a task other than the one history completed (another start): refused,
+        # the result is recorded and the workflow task handed out as usual.
+        ahead = {"after_scheduled_event_id": wt["scheduled_event_id"], "after_started_time": handed + 1,
+                 "started_time": handed + 10, "commands": [complete]}
+        await io.send("RespondActivityTaskCompleted", task_ref(first) | {"result": '"1"', "workflow_task": ahead})
+        wt2 = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-ahead")
+        assert wt2["first_event_id"] == wt["scheduled_event_id"] + 1
+        handed2 = wt2["scheduled_time"] + 1
+        await io.send("RespondWorkflowTaskCompleted", task_ref(wt2) | {"started_time": handed2, "commands": []})
+        await until(lambda: _last_type(fresh_dsn, wt["run_id"], "WorkflowTaskCompleted"))
+
+        # On the task history completed last, with nothing else owed: recorded as run.
+        ahead = {"after_scheduled_event_id": wt2["scheduled_event_id"], "after_started_time": handed2,
+                 "started_time": handed2 + 1, "commands": [complete]}
+        await io.send("RespondActivityTaskCompleted", task_ref(second) | {"result": '"2"', "workflow_task": ahead})
+        await until(lambda: _last_type(fresh_dsn, wt["run_id"], "WorkflowExecutionCompleted"))
+
+        events = await history_of(fresh_dsn, wt["run_id"])
+        kinds = [e["event_type"] for e in events]
+        assert kinds.count("WorkflowExecutionCompleted") == 1  # the refused task's commands were dropped
+        assert kinds[-6:] == ["ActivityTaskStarted", "ActivityTaskCompleted", "WorkflowTaskScheduled",
+                              "WorkflowTaskStarted", "WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
+        started = events[-3]["attributes"]
+        assert started["ran_ahead"] and started["started_time"] == handed2 + 1
+        assert not any(e["attributes"].get("ran_ahead") for e in events[:-3])
+        conn = await asyncpg.connect(fresh_dsn)
+        try:
+            snapshot = await conn.fetchval("SELECT state FROM executions WHERE run_id = $1", wt["run_id"])
+        finally:
+            await conn.close()
+        assert rebuild("default", "wf-ahead", wt["run_id"], events).dumps() == MutableState.loads(snapshot).dumps()
+
+
+async def _last_type(dsn: str, run_id: str, event_type: str) -> bool:
+    events = await history_of(dsn, run_id)
+    return bool(events) and events[-1]["event_type"] == event_type

@@ -54,8 +54,9 @@ async def test_prometheus_endpoint_counts_a_workflow(client: Client, metrics_url
     kind = {"kadence_workflow_type": "TracedWorkflow", "kadence_namespace": "default"}
     assert _value(text, "kadence_workflows_started_total", **kind) == 1
     assert _value(text, "kadence_workflows_completed_total", **kind) == 1
-    # Two workflow tasks and one activity task were handed out.
-    assert _value(text, "kadence_task_schedule_to_start_seconds_count", kadence_task_queue="q-metered") == 3
+    # The first workflow task and the activity task were handed out; the second workflow
+    # task ran ahead on the worker that completed the activity, and was never handed out.
+    assert _value(text, "kadence_task_schedule_to_start_seconds_count", kadence_task_queue="q-metered") == 2
     assert _value(text, "kadence_history_batch_size_count") >= 1
     assert _value(text, "kadence_history_shard_lag") >= 0
     assert _value(text, "kadence_history_outbox_backlog") >= 0

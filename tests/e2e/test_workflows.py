@@ -20,6 +20,7 @@ from .workflows import (
     ShoutWorkflow,
     TimeoutWorkflow,
     TimerWorkflow,
+    TwoStepWorkflow,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -37,6 +38,24 @@ async def test_activity_success(client: Client) -> None:
     async with _worker(client, "q-echo"):
         assert await client.execute_workflow(EchoWorkflow.run, "hello", id=_id("echo"), task_queue="q-echo") == "hello"
         assert await client.execute_workflow(ShoutWorkflow.run, "hi", id=_id("shout"), task_queue="q-echo") == "HI!"
+
+
+async def test_the_worker_that_completes_an_activity_runs_the_next_workflow_task_ahead(client: Client) -> None:
+    wid = _id("ahead")
+    async with _worker(client, "q-ahead"):
+        assert await client.execute_workflow(TwoStepWorkflow.run, "hi", id=wid, task_queue="q-ahead") == "HI!?"
+    started = [e for e in await client.get_workflow_handle(wid).history() if e["event_type"] == "WorkflowTaskStarted"]
+    # The first result's task ran ahead; the worker met its events in the third task (the
+    # second result's), which it was handed and checked against what it had run.
+    assert [bool(e["attributes"]["ran_ahead"]) for e in started] == [False, True, False]
+
+    wid = _id("no-ahead")
+    worker = Worker(client, task_queue="q-no-ahead", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES,
+                    run_ahead=False)
+    async with worker:
+        assert await client.execute_workflow(TwoStepWorkflow.run, "hi", id=wid, task_queue="q-no-ahead") == "HI!?"
+    started = [e for e in await client.get_workflow_handle(wid).history() if e["event_type"] == "WorkflowTaskStarted"]
+    assert [bool(e["attributes"]["ran_ahead"]) for e in started] == [False, False, False]
 
 
 async def test_a_start_can_wait_for_the_outcome_in_the_same_call(client: Client) -> None:

@@ -54,6 +54,14 @@ class ShoutWorkflow:
 
 
 @workflow.defn
+class TwoStepWorkflow:
+    @workflow.run
+    async def run(self, value: str) -> str:
+        first = await workflow.execute_activity(shout, value, start_to_close_timeout=timedelta(seconds=10))
+        return await workflow.execute_activity(echo, first + "?", start_to_close_timeout=timedelta(seconds=10))
+
+
+@workflow.defn
 class FlakyWorkflow:
     @workflow.run
     async def run(self, key: str) -> str:
@@ -138,6 +146,6 @@ class ForeverWorkflow:
         await workflow.wait_condition(lambda: False)
 
 
-ALL_WORKFLOWS = [EchoWorkflow, ShoutWorkflow, FlakyWorkflow, TimeoutWorkflow, TimerWorkflow, ApprovalWorkflow,
+ALL_WORKFLOWS = [EchoWorkflow, ShoutWorkflow, TwoStepWorkflow, FlakyWorkflow, TimeoutWorkflow, TimerWorkflow, ApprovalWorkflow,
                  HeartbeatWorkflow, CountdownWorkflow, ForeverWorkflow]
 ALL_ACTIVITIES = [echo, shout, flaky, sleepy, beating]

@@ -33,7 +33,8 @@ def test_records_from_before_started_times_read_with_started_time_0() -> None:
     assert set(records) == {"kadence.HistoryEvent v2", "kadence.HistoryRecord v1",
                             "kadence.RecordWorkflowTaskStarted v1", "kadence.RespondWorkflowTaskCompleted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v2"])
-    assert event["attributes"] == {"scheduled_event_id": 2, "identity": "v2-worker", "started_time": 0}
+    assert event["attributes"] == {"scheduled_event_id": 2, "identity": "v2-worker", "started_time": 0,
+                                   "ran_ahead": False}
     assert event["hash"] == "ab" * 32
     _, record = avro.decode(records["kadence.HistoryRecord v1"])
     assert record["event"] == event
@@ -103,3 +104,16 @@ def test_replies_from_before_created_read_as_not_created() -> None:
     record = bytes.fromhex(json.loads((FIXTURES / "reply_v1.jsonl").read_text())["hex"])
     name, reply = avro.decode(record)
     assert name == "Reply" and reply["ok"] and reply["run_id"] == "run-1" and reply["created"] is False
+
+
+def test_records_from_before_run_ahead_read_as_handed_out_and_without_a_task() -> None:
+    records = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
+               for line in (FIXTURES / "before_run_ahead.jsonl").open()}
+    assert set(records) == {"kadence.HistoryEvent v4", "kadence.HistoryRecord v3",
+                            "kadence.RespondActivityTaskCompleted v1"}
+    _, event = avro.decode(records["kadence.HistoryEvent v4"])
+    assert event["event_type"] == "WorkflowTaskStarted" and event["attributes"]["ran_ahead"] is False
+    _, record = avro.decode(records["kadence.HistoryRecord v3"])
+    assert record["event"] == event
+    name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v1"])
+    assert name == "RespondActivityTaskCompleted" and answer["result"] == "42" and answer["workflow_task"] is None
