@@ -7,9 +7,10 @@ On a machine whose speed drifts (a shared virtual machine can move by a factor o
 within an hour), two benchmark runs one after the other compare the hours, not the code.
 So this starts one `kadence dev` and one benchmark worker from each checkout, both at once,
 and alternates between them: sequential workflows one by one (A, B, B, A, A, B, ...) for
-start-to-result latency, and bursts of 100 one-second timers for wake-up lateness. Both
-sides meet the same moments of the machine. It prints each side's percentiles and the
-median of the per-pair ratios B/A (below 1: B is faster).
+start-to-result latency, bursts of 1,000 workflows started at once for throughput, and
+bursts of 100 one-second timers for wake-up lateness. Both sides meet the same moments of
+the machine. It prints each side's figures and the median of the per-pair ratios B/A
+(for latency and lateness below 1, for throughput above 1: B is better).
 
 Each checkout runs with its own code (its directory first on PYTHONPATH) and this
 checkout's Python environment; the client is this checkout's SDK.
@@ -71,6 +72,15 @@ async def _latency(side: Side) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+async def _throughput(side: Side, n: int) -> float:
+    """Workflows per second: ``n`` executed at once (as bench's throughput runs them), until
+    the last result."""
+    started = time.perf_counter()
+    await asyncio.gather(*(side.client.execute_workflow(
+        OneActivity.run, i, id=f"cmp-burst-{uuid.uuid4().hex}", task_queue="bench") for i in range(n)))
+    return n / (time.perf_counter() - started)
+
+
 async def _timer_burst(side: Side, n: int) -> list[float]:
     handles = await asyncio.gather(*(side.client.start_workflow(
         OneTimer.run, 1.0, id=f"cmp-timer-{uuid.uuid4().hex}", task_queue="bench") for _ in range(n)))
@@ -106,6 +116,22 @@ async def main(args: argparse.Namespace) -> None:
             ratios.append(got["B"] / got["A"])
         print(f"Latency, {args.latency_n} sequential workflows each, alternating:")
         _report("latency", a, b, samples, ratios)
+        if args.throughput_bursts:
+            rates: dict[str, list[float]] = {"A": [], "B": []}
+            rate_ratios = []
+            for i in range(args.throughput_bursts):
+                rate = {}
+                for side in ((a, b) if i % 2 == 0 else (b, a)):
+                    rate[side.name] = await _throughput(side, args.throughput_n)
+                    rates[side.name].append(rate[side.name])
+                rate_ratios.append(rate["B"] / rate["A"])
+            print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
+            for side in sides:
+                r = rates[side.name]
+                print(f"  {side.name} ({side.checkout}): median {statistics.median(r):.0f} wf/s"
+                      f" (min {min(r):.0f}, max {max(r):.0f})")
+            print(f"  throughput: median of the per-pair ratios B/A {statistics.median(rate_ratios):.3f}"
+                  f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f})")
         if args.timer_bursts:
             lateness: dict[str, list[float]] = {"A": [], "B": []}
             p99_ratios = []
@@ -131,6 +157,9 @@ def cli() -> None:
     parser.add_argument("b", type=Path, help="checkout B (the change)")
     parser.add_argument("--latency-n", type=int, default=400, help="sequential workflows on each side")
     parser.add_argument("--warmup", type=int, default=100, help="workflows on each side before measuring")
+    parser.add_argument("--throughput-bursts", type=int, default=4,
+                        help="bursts of workflows started at once on each side (0: none)")
+    parser.add_argument("--throughput-n", type=int, default=1000, help="workflows per throughput burst")
     parser.add_argument("--timer-bursts", type=int, default=4, help="bursts of timers on each side (0: none)")
     parser.add_argument("--timer-n", type=int, default=100, help="timers per burst")
     _loop.run(main(parser.parse_args()))
