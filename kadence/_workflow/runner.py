@@ -238,7 +238,10 @@ class WorkflowRunner:
         """The first task scheduled after a run ahead is the one that ran: it must see the
         activity result alone, as it did here."""
         self._ahead = None
-        inputs = self._pending[: task.visible_inputs]
+        # Failed attempts that another attempt followed are inputs workflow code never sees.
+        inputs = [e for e in self._pending[: task.visible_inputs]
+                  if (e.get("attributes") or {}).get("retry_backoff_ms") is None
+                  or e["event_type"] == "ActivityTaskCompleted"]
         if not (len(inputs) == 1 and inputs[0]["event_type"] == "ActivityTaskCompleted"
                 and int((inputs[0].get("attributes") or {}).get("scheduled_event_id", 0)) == ahead.scheduled_event_id):
             seen = ", ".join(f"{e['event_id']} {e['event_type']}" for e in inputs) or "none"

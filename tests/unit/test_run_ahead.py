@@ -119,3 +119,17 @@ def test_a_task_run_ahead_never_runs_at_an_earlier_time_than_the_one_before() ->
     ahead = runner.run_ahead(activity_id="1", scheduled_event_id=history.activity_scheduled_id("1"),
                              result=json.dumps("one"), time_ms=HANDED_MS - 1000)
     assert ahead is not None and ahead.started_time == HANDED_MS
+
+
+def test_attempts_that_were_retried_do_not_stand_in_the_way() -> None:
+    history = FakeHistory("TwoSteps", "x")
+    runner = new_runner(TwoSteps, history)
+    _first_task(history, runner)
+    ahead = _run_ahead(runner, history, "1", "one")
+    assert ahead is not None
+    history.fail_activity("1", "flaky", retry_backoff_ms=100)
+    _record_ahead(history, ahead, "1", "one")
+    history.complete_activity("2", "two")
+    history.schedule_task()
+    final = runner.apply(history.task_events(), started_time_ms=AHEAD_MS + 5)
+    assert json.loads(final[0].attributes["result"])["result"] == "two"
