@@ -49,6 +49,7 @@ class HistoryService:
         self._task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
+        self._stopping = False
         # What services in this process take from every shard's commits (see Neighbours).
         self.neighbours = Neighbours()
 
@@ -79,10 +80,14 @@ class HistoryService:
         self._task = asyncio.create_task(self._consume())
 
     async def stop(self) -> None:
+        self._stopping = True
         await cancel(self._task)
         await self._release(list(self.shards))
         if self._consumer is not None:
             await self._consumer.stop()
+        # A rebalance under way when the stop began may have finished taking partitions
+        # since: their shards must not outlive the pool.
+        await self._release(list(self.shards))
         await self._producer.stop()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
@@ -90,7 +95,7 @@ class HistoryService:
     async def _acquire(self, partitions: list[int]) -> None:
         assert self._consumer is not None
         for p in partitions:
-            if p in self.shards:
+            if p in self.shards or self._stopping:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
             shard.neighbours = self.neighbours
@@ -109,6 +114,8 @@ class HistoryService:
             self._consumer.seek(tp, offset)
             shard.consumed = shard.fed = offset
             shard.skip_to = functools.partial(self._skip_to, tp)
+            if self._stopping:
+                return  # the service stopped while this shard was being acquired
             shard.start()
             self.shards[p] = shard
 

@@ -467,3 +467,16 @@ async def test_a_workflow_task_run_ahead_is_recorded_only_if_history_would_have_
 async def _last_type(dsn: str, run_id: str, event_type: str) -> bool:
     events = await history_of(dsn, run_id)
     return bool(events) and events[-1]["event_type"] == event_type
+
+
+async def test_partitions_assigned_while_the_service_stops_start_no_shard(broker, fresh_dsn) -> None:
+    # A rebalance can finish while the service stops; a shard it started then would outlive
+    # the service's pool (and fail in its timer processor, unobserved).
+    async with history_running(broker.bootstrap, fresh_dsn) as service:
+        await until(lambda: len(service.shards) == SHARDS, seconds=10)
+        assert len(service.shards) == SHARDS
+        stopping = asyncio.create_task(service.stop())
+        await until(lambda: not service.shards, seconds=10)  # the stop has released the shards
+        await service._acquire(list(range(SHARDS)))
+        await stopping
+        assert service.shards == {}
