@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import weakref
 from collections import OrderedDict
@@ -94,7 +95,7 @@ class WorkflowTaskProcessor:
             return runner.run_ahead(activity_id=str(task.get("activity_id", "")),
                                     scheduled_event_id=int(task["scheduled_event_id"]),
                                     result=result if isinstance(result, str) else None,
-                                    time_ms=int(time.time() * 1000))
+                                    time_ms=int(time.time() * 1000), ahead_id=secrets.randbits(63) or 1)
         except Exception as err:  # noqa: BLE001 - the task is then handed out and fails there, in history
             _log.info("workflow run %s could not run ahead on activity %s (%s)", run_id,
                       task.get("activity_id"), err)

@@ -62,6 +62,10 @@ _IDENTITY_ATTRIBUTE = {
 }
 
 
+#: How many workflow tasks a runner may run ahead before history's events confirm them.
+MAX_AHEAD = 100
+
+
 class InconsistentHistoryError(KadenceError):
     """Events do not follow on from what this runner has seen (a gap, or a task it ran
     live that history says failed). The worker answers by replaying the full history."""
@@ -77,19 +81,22 @@ class _OpenTask:
     time_ms: int
     visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
     produced: list[Command] | None = None  # set once the task ran live
-    ran_ahead: bool = False  # it ran here before history scheduled it (see WorkflowRunner.run_ahead)
+    ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
 
 
 class RanAhead(NamedTuple):
     """A workflow task run ahead: what history needs to check it and record it."""
 
-    after_scheduled_event_id: int  # the task it follows (the last one this runner was handed)
-    after_started_time: int  # that task's time
+    ahead_id: int  # the id it runs under
+    after_ahead_id: int  # the task it follows, when that one ran ahead too; else 0 and:
+    after_scheduled_event_id: int  # the task it follows: the last one this runner was handed
+    after_started_time: int  # the time of the task it follows
     started_time: int  # this task's time: its workflow.now()
     commands: list[Command]
 
     def to_json(self) -> dict[str, Any]:
-        return {"after_scheduled_event_id": self.after_scheduled_event_id,
+        return {"ahead_id": self.ahead_id, "after_ahead_id": self.after_ahead_id,
+                "after_scheduled_event_id": self.after_scheduled_event_id,
                 "after_started_time": self.after_started_time, "started_time": self.started_time,
                 "commands": [c.to_json() for c in self.commands]}
 
@@ -98,7 +105,8 @@ class RanAhead(NamedTuple):
 class _Ahead:
     """A task this runner ran ahead, on one activity's result, waiting to meet its events."""
 
-    scheduled_event_id: int  # of the activity whose result it saw
+    ahead_id: int
+    activity: int  # the scheduled_event_id of the activity whose result it saw
     time_ms: int
     produced: list[Command]
 
@@ -111,12 +119,12 @@ class WorkflowRunner:
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
-        self._ahead: _Ahead | None = None
+        self._aheads: list[_Ahead] = []  # in the order they ran
 
     @property
     def ahead(self) -> bool:
         """A task ran ahead here that history's events have not confirmed yet."""
-        return self._ahead is not None
+        return bool(self._aheads)
 
     @property
     def finished(self) -> bool:
@@ -142,7 +150,7 @@ class WorkflowRunner:
             self._step(event, commands_of)
             self.last_event_id = event_id
         task = self._open
-        if task is not None and task.ran_ahead:
+        if task is not None and task.ahead_id:
             # History scheduled the task this runner ran ahead but did not take its commands
             # (it is being handed out): what ran here is not history.
             raise InconsistentHistoryError(f"workflow task {task.scheduled_event_id} ran ahead here, "
@@ -155,32 +163,38 @@ class WorkflowRunner:
         return task.produced
 
     def run_ahead(self, *, activity_id: str, scheduled_event_id: int, result: str | None,
-                  time_ms: int) -> RanAhead | None:
+                  time_ms: int, ahead_id: int) -> RanAhead | None:
         """Run the next workflow task now, on one activity's result, before history has it.
 
-        Possible only right after a task ran live here, with nothing seen since: the task
-        history would schedule on this result alone sees exactly that. ``time_ms`` is the
-        task's ``workflow.now()`` (raised to the previous task's if earlier). Returns what
-        the activity's answer carries, or None when the runner is not in that position.
-        The task's events, when they come, are checked against what ran here (the input it
-        saw, its time, its commands); any difference raises :class:`InconsistentHistoryError`.
+        Possible right after a task ran live here, and after tasks run ahead since, with
+        nothing seen since: the task history would schedule on this result alone sees
+        exactly that. ``time_ms`` is the task's ``workflow.now()`` (raised to the previous
+        task's if earlier); ``ahead_id`` (not 0) names the task, for history and for the
+        next task run ahead. Returns what the activity's answer carries, or None when the
+        runner is not in that position. The tasks' events, when they come, are checked
+        against what ran here (the input each saw, its time, its commands); any difference
+        raises :class:`InconsistentHistoryError`.
         """
         task = self._open
-        if (task is None or task.produced is None or task.ran_ahead or self._ahead is not None
-                or self._pending or self.finished):
+        if (task is None or task.produced is None or task.ahead_id or self._pending or self.finished
+                or len(self._aheads) >= MAX_AHEAD or not ahead_id):
             return None
-        for command in task.produced:
-            # The activity may come from the task just run, whose commands history has not
-            # numbered for this runner yet: the activity's task names its event id.
-            if (command.command_type == "ScheduleActivityTask" and command.on_recorded is not None
-                    and command.attributes.get("activity_id") == activity_id):
-                command.on_recorded(scheduled_event_id)
-        time_ms = max(time_ms, task.time_ms)
+        for produced in (task.produced, *(a.produced for a in self._aheads)):
+            for command in produced:
+                # The activity may come from a task whose commands history has not numbered
+                # for this runner yet: the activity's task names its event id.
+                if (command.command_type == "ScheduleActivityTask" and command.on_recorded is not None
+                        and command.attributes.get("activity_id") == activity_id):
+                    command.on_recorded(scheduled_event_id)
+        before = self._aheads[-1] if self._aheads else None
+        time_ms = max(time_ms, before.time_ms if before else task.time_ms)
         result_event = {"event_type": "ActivityTaskCompleted", "event_id": 0, "event_time": time_ms,
                         "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
         produced = self.instance.activate([result_event], time_ms=time_ms, recorded=None)
-        self._ahead = _Ahead(scheduled_event_id, time_ms, produced)
-        return RanAhead(task.scheduled_event_id, task.time_ms, time_ms, produced)
+        self._aheads.append(_Ahead(ahead_id, scheduled_event_id, time_ms, produced))
+        if before is None:
+            return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
+        return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
         return self.instance.query(name, args)
@@ -197,8 +211,8 @@ class WorkflowRunner:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
             self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending))
-            if self._ahead is not None:
-                self._meet_ahead(self._open, self._ahead)
+            if self._aheads:
+                self._meet_ahead(self._open, self._aheads.pop(0))
         elif kind == "WorkflowTaskCompleted":
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
@@ -216,9 +230,9 @@ class WorkflowRunner:
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
             open_task = self._open
-            if open_task is not None and open_task.ran_ahead and not attrs.get("ran_ahead"):
+            if open_task is not None and open_task.ahead_id and attrs.get("ran_ahead_id") != open_task.ahead_id:
                 raise InconsistentHistoryError(f"workflow task {open_task.scheduled_event_id} ran ahead here, "
-                                               "but history records it as handed out")
+                                               "but history records another start")
             if started and open_task is not None \
                     and open_task.scheduled_event_id == int(attrs.get("scheduled_event_id", 0)):
                 if open_task.produced is None:
@@ -237,22 +251,21 @@ class WorkflowRunner:
     def _meet_ahead(self, task: _OpenTask, ahead: _Ahead) -> None:
         """The first task scheduled after a run ahead is the one that ran: it must see the
         activity result alone, as it did here."""
-        self._ahead = None
         # Failed attempts that another attempt followed are inputs workflow code never sees.
         inputs = [e for e in self._pending[: task.visible_inputs]
                   if (e.get("attributes") or {}).get("retry_backoff_ms") is None
                   or e["event_type"] == "ActivityTaskCompleted"]
         if not (len(inputs) == 1 and inputs[0]["event_type"] == "ActivityTaskCompleted"
-                and int((inputs[0].get("attributes") or {}).get("scheduled_event_id", 0)) == ahead.scheduled_event_id):
+                and int((inputs[0].get("attributes") or {}).get("scheduled_event_id", 0)) == ahead.activity):
             seen = ", ".join(f"{e['event_id']} {e['event_type']}" for e in inputs) or "none"
             raise InconsistentHistoryError(
                 f"workflow task {task.scheduled_event_id} brings input events {seen}, but ran ahead here on the "
-                f"result of activity {ahead.scheduled_event_id} alone")
+                f"result of activity {ahead.activity} alone")
         del self._pending[: task.visible_inputs]
         task.visible_inputs = 0
         task.produced = ahead.produced
         task.time_ms = ahead.time_ms
-        task.ran_ahead = True
+        task.ahead_id = ahead.ahead_id
 
     def _expect_open(self, attrs: Mapping[str, Any], kind: str, event_id: int) -> _OpenTask:
         scheduled = int(attrs.get("scheduled_event_id", 0))

@@ -39,8 +39,8 @@ _POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "m
 COMPONENTS: dict[str, Schema] = {
     "RunAheadWorkflowTask": _obj(
         {"after_scheduled_event_id": INT, "after_started_time": MS, "started_time": MS,
-         "commands": {"type": "array", "items": _ref("Command")}},
-        ["after_scheduled_event_id", "after_started_time", "started_time"],
+         "commands": {"type": "array", "items": _ref("Command")}, "ahead_id": INT, "after_ahead_id": INT},
+        ["after_started_time", "started_time", "ahead_id"],
         description="The workflow's next task, run by the worker that completed the activity with its result "
                     "(docs/protocol.md, run-ahead). History records it only if it is the task it would have "
                     "handed out; otherwise the commands are dropped and the task is scheduled as usual."),

@@ -205,10 +205,12 @@ def run_ahead(body: Body, field: str = "workflow_task") -> dict[str, Any] | None
     if not isinstance(v, dict):
         raise InvalidArgument(f"{field} must be an object", field=field)
     out: dict[str, Any] = {}
-    for name in ("after_scheduled_event_id", "after_started_time", "started_time"):
-        value = v.get(name)
-        if type(value) is not int or not 0 <= value <= 2**62:
-            raise InvalidArgument(f"{field}.{name} must be an integer between 0 and {2**62}", field=f"{field}.{name}")
+    for name in ("after_scheduled_event_id", "after_started_time", "started_time", "ahead_id", "after_ahead_id"):
+        value = v.get(name, 0 if name in ("after_scheduled_event_id", "after_ahead_id") else None)
+        low = 1 if name == "ahead_id" else 0
+        if type(value) is not int or not low <= value < 2**63:
+            raise InvalidArgument(f"{field}.{name} must be an integer between {low} and {2**63 - 1}",
+                                  field=f"{field}.{name}")
         out[name] = value
     out["commands"] = commands(v, within=f"{field}.")
     return out

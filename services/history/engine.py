@@ -318,14 +318,21 @@ def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: di
     """Whether the workflow task a worker ran ahead with this activity's result is the one
     history would have handed out: it would bring exactly that result and nothing else.
 
-    The worker ran it on top of the task it was last handed; that must be the run's last
-    completed task, as recorded (same start, so the same commands: the code is
-    deterministic), with nothing owed since: no workflow task scheduled or failing, no
-    other input (signal, timer, activity result) waiting. Its time must not run backwards
-    from that task's nor ahead of history's clock.
+    The worker ran it on top of the task it ran before: the run's last completed task must
+    be that one, as recorded: the task it was last handed (same scheduled id and start,
+    so the same commands: the code is deterministic), or the task it ran ahead before
+    (same ahead id, which the worker drew at random, and start). Nothing may be owed
+    since: no workflow task scheduled or failing, no other input (signal, timer, activity
+    result) waiting. Its time must not run backwards from that task's nor ahead of
+    history's clock.
     """
-    return (s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
-            and s.last_completed_wt_scheduled_id == ahead["after_scheduled_event_id"]
+    if ahead["after_ahead_id"]:
+        same_task = s.last_completed_wt_ahead_id == ahead["after_ahead_id"]
+    else:
+        same_task = (s.last_completed_wt_ahead_id == 0
+                     and s.last_completed_wt_scheduled_id == ahead["after_scheduled_event_id"])
+    return (same_task and ahead["ahead_id"] != 0
+            and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
             and s.last_completed_wt_started_time == ahead["after_started_time"]
             and max(s.last_completed_wt_started_time, act["scheduled_time"]) <= ahead["started_time"] <= ctx.now)
 
@@ -337,7 +344,7 @@ def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str
     scheduled = t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
                       start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=1)
     started = t.add("WorkflowTaskStarted", scheduled_event_id=scheduled["event_id"], identity=identity,
-                    started_time=ahead["started_time"], ran_ahead=True)
+                    started_time=ahead["started_time"], ran_ahead_id=ahead["ahead_id"])
     _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead["commands"], identity)
 
 

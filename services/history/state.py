@@ -47,8 +47,10 @@ class MutableState:
     # (0 until started), scheduled_time, started_time.
     wt: dict[str, int] | None = None
     last_completed_wt_scheduled_id: int = 0
-    # That task's started_time (the worker's workflow.now() in it).
+    # That task's started_time (the worker's workflow.now() in it), and its ran_ahead_id
+    # (not 0: it ran ahead, see WorkflowTaskStartedEventAttributes).
     last_completed_wt_started_time: int = 0
+    last_completed_wt_ahead_id: int = 0
     # The first event the next workflow task brings: the one after the last completed task
     # a worker was handed. A task run ahead was never handed out, so its worker still
     # knows only what the task before it brought (0: the state predates this field, and
@@ -146,15 +148,16 @@ def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt["started_event_id"] = e["event_id"]
     wt["started_time"] = e["event_time"]
     wt["handed_time"] = a.get("started_time", 0)  # what the worker's workflow.now() says
-    wt["ran_ahead"] = int(bool(a.get("ran_ahead")))
+    wt["ran_ahead_id"] = a.get("ran_ahead_id", 0)
 
 
 def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt = _current_wt(s, a)
-    if not wt.get("ran_ahead"):
+    if not wt.get("ran_ahead_id"):
         s.carry_from = a["scheduled_event_id"] + 1
     s.last_completed_wt_scheduled_id = a["scheduled_event_id"]
     s.last_completed_wt_started_time = wt.get("handed_time", 0)
+    s.last_completed_wt_ahead_id = wt.get("ran_ahead_id", 0)
     s.wt = None
     s.wt_failures = 0
 

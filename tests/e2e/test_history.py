@@ -434,7 +434,7 @@ async def test_a_workflow_task_run_ahead_is_recorded_only_if_history_would_have_
         # Run ahead on a task other than the one history completed (another start): refused,
         # the result is recorded and the workflow task handed out as usual.
         ahead = {"after_scheduled_event_id": wt["scheduled_event_id"], "after_started_time": handed + 1,
-                 "started_time": handed + 10, "commands": [complete]}
+                 "started_time": handed + 10, "ahead_id": 1, "commands": [complete]}
         await io.send("RespondActivityTaskCompleted", task_ref(first) | {"result": '"1"', "workflow_task": ahead})
         wt2 = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-ahead")
         assert wt2["first_event_id"] == wt["scheduled_event_id"] + 1
@@ -444,8 +444,15 @@ async def test_a_workflow_task_run_ahead_is_recorded_only_if_history_would_have_
 
         # On the task history completed last, with nothing else owed: recorded as run.
         ahead = {"after_scheduled_event_id": wt2["scheduled_event_id"], "after_started_time": handed2,
-                 "started_time": handed2 + 1, "commands": [complete]}
+                 "started_time": handed2 + 1, "ahead_id": 101,
+                 "commands": [_schedule_activity("third", activity_id="3")]}
         await io.send("RespondActivityTaskCompleted", task_ref(second) | {"result": '"2"', "workflow_task": ahead})
+        third = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-ahead", activity_id="3")
+        # And on that task run ahead, named by its id: recorded too.
+        handed3 = third["scheduled_time"] + 1  # when the worker ran it: after the activity it waited for
+        ahead = {"after_ahead_id": 101, "after_started_time": handed2 + 1, "started_time": handed3,
+                 "ahead_id": 202, "commands": [complete]}
+        await io.send("RespondActivityTaskCompleted", task_ref(third) | {"result": '"3"', "workflow_task": ahead})
         await until(lambda: _last_type(fresh_dsn, wt["run_id"], "WorkflowExecutionCompleted"))
 
         events = await history_of(fresh_dsn, wt["run_id"])
@@ -453,9 +460,9 @@ async def test_a_workflow_task_run_ahead_is_recorded_only_if_history_would_have_
         assert kinds.count("WorkflowExecutionCompleted") == 1  # the refused task's commands were dropped
         assert kinds[-6:] == ["ActivityTaskStarted", "ActivityTaskCompleted", "WorkflowTaskScheduled",
                               "WorkflowTaskStarted", "WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
-        started = events[-3]["attributes"]
-        assert started["ran_ahead"] and started["started_time"] == handed2 + 1
-        assert not any(e["attributes"].get("ran_ahead") for e in events[:-3])
+        started = [e["attributes"] for e in events if e["event_type"] == "WorkflowTaskStarted"]
+        assert [(s["ran_ahead_id"], s["started_time"]) for s in started] == [
+            (0, handed), (0, handed2), (101, handed2 + 1), (202, handed3)]
         conn = await asyncpg.connect(fresh_dsn)
         try:
             snapshot = await conn.fetchval("SELECT state FROM executions WHERE run_id = $1", wt["run_id"])

@@ -88,14 +88,18 @@ def test_commands_are_checked_against_the_schema() -> None:
 def test_a_workflow_task_run_ahead_is_checked_like_a_completion() -> None:
     assert v.run_ahead({}) is None and v.run_ahead({"workflow_task": None}) is None
     complete = {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "1"}}
-    good = {"after_scheduled_event_id": 2, "after_started_time": 10, "started_time": 12, "commands": [complete]}
+    good = {"after_scheduled_event_id": 2, "after_started_time": 10, "started_time": 12, "commands": [complete],
+            "ahead_id": 9, "after_ahead_id": 0}
     assert v.run_ahead({"workflow_task": good}) == good
+    chained = {k: x for k, x in good.items() if k != "after_scheduled_event_id"} | {"after_ahead_id": 4}
+    assert v.run_ahead({"workflow_task": chained}) == chained | {"after_scheduled_event_id": 0}
+    assert field_of(v.run_ahead, {"workflow_task": {**good, "ahead_id": 0}}) == "workflow_task.ahead_id"
     assert field_of(v.run_ahead, {"workflow_task": []}) == "workflow_task"
     assert field_of(v.run_ahead, {"workflow_task": {**good, "started_time": -1}}) == "workflow_task.started_time"
     assert field_of(v.run_ahead, {"workflow_task": {**good, "after_started_time": True}}) == \
         "workflow_task.after_started_time"
-    missing = {k: x for k, x in good.items() if k != "after_scheduled_event_id"}
-    assert field_of(v.run_ahead, {"workflow_task": missing}) == "workflow_task.after_scheduled_event_id"
+    missing = {k: x for k, x in good.items() if k != "started_time"}
+    assert field_of(v.run_ahead, {"workflow_task": missing}) == "workflow_task.started_time"
     bad = {**good, "commands": [{"command_type": "Explode", "attributes": {}}]}
     assert field_of(v.run_ahead, {"workflow_task": bad}) == "workflow_task.commands[0].command_type"
 

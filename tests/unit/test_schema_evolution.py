@@ -34,7 +34,7 @@ def test_records_from_before_started_times_read_with_started_time_0() -> None:
                             "kadence.RecordWorkflowTaskStarted v1", "kadence.RespondWorkflowTaskCompleted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v2"])
     assert event["attributes"] == {"scheduled_event_id": 2, "identity": "v2-worker", "started_time": 0,
-                                   "ran_ahead": False}
+                                   "ran_ahead_id": 0}
     assert event["hash"] == "ab" * 32
     _, record = avro.decode(records["kadence.HistoryRecord v1"])
     assert record["event"] == event
@@ -112,7 +112,7 @@ def test_records_from_before_run_ahead_read_as_handed_out_and_without_a_task() -
     assert set(records) == {"kadence.HistoryEvent v4", "kadence.HistoryRecord v3",
                             "kadence.RespondActivityTaskCompleted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v4"])
-    assert event["event_type"] == "WorkflowTaskStarted" and event["attributes"]["ran_ahead"] is False
+    assert event["event_type"] == "WorkflowTaskStarted" and event["attributes"]["ran_ahead_id"] == 0
     _, record = avro.decode(records["kadence.HistoryRecord v3"])
     assert record["event"] == event
     name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v1"])
