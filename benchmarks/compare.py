@@ -27,14 +27,18 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from kadence import Client, _loop
 from services.common.embedded import free_port
 
 from .bench import WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, stop_processes
 from .workflows import OneActivity, OneTimer
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -87,6 +91,15 @@ async def _timer_burst(side: Side, n: int) -> list[float]:
     return list(await asyncio.gather(*(h.result() for h in handles)))
 
 
+async def _alternating(rounds: int, a: Side, b: Side, measure: Callable[[Side], Awaitable[_T]]) -> list[dict[str, _T]]:
+    """``measure`` each side ``rounds`` times, in pairs, the side that goes first alternating
+    (A, B, B, A, ...): one result per side and round, by side name."""
+    pairs = []
+    for i in range(rounds):
+        pairs.append({side.name: await measure(side) for side in ((a, b) if i % 2 == 0 else (b, a))})
+    return pairs
+
+
 def _report(what: str, a: Side, b: Side, samples: dict[str, list[float]], ratios: list[float]) -> None:
     for side in (a, b):
         s = samples[side.name]
@@ -106,44 +119,25 @@ async def main(args: argparse.Namespace) -> None:
         for side in sides:  # warm-up, not measured
             for _ in range(args.warmup):
                 await _latency(side)
-        samples: dict[str, list[float]] = {"A": [], "B": []}
-        ratios = []
-        for i in range(args.latency_n):
-            order = (a, b) if i % 2 == 0 else (b, a)
-            got = {side.name: await _latency(side) for side in order}
-            for name, ms in got.items():
-                samples[name].append(ms)
-            ratios.append(got["B"] / got["A"])
+        pairs = await _alternating(args.latency_n, a, b, _latency)
         print(f"Latency, {args.latency_n} sequential workflows each, alternating:")
-        _report("latency", a, b, samples, ratios)
+        _report("latency", a, b, {s.name: [p[s.name] for p in pairs] for s in sides},
+                [p["B"] / p["A"] for p in pairs])
         if args.throughput_bursts:
-            rates: dict[str, list[float]] = {"A": [], "B": []}
-            rate_ratios = []
-            for i in range(args.throughput_bursts):
-                rate = {}
-                for side in ((a, b) if i % 2 == 0 else (b, a)):
-                    rate[side.name] = await _throughput(side, args.throughput_n)
-                    rates[side.name].append(rate[side.name])
-                rate_ratios.append(rate["B"] / rate["A"])
+            rates = await _alternating(args.throughput_bursts, a, b, lambda s: _throughput(s, args.throughput_n))
             print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
             for side in sides:
-                r = rates[side.name]
+                r = [p[side.name] for p in rates]
                 print(f"  {side.name} ({side.checkout}): median {statistics.median(r):.0f} wf/s"
                       f" (min {min(r):.0f}, max {max(r):.0f})")
+            rate_ratios = [p["B"] / p["A"] for p in rates]
             print(f"  throughput: median of the per-pair ratios B/A {statistics.median(rate_ratios):.3f}"
                   f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f})")
         if args.timer_bursts:
-            lateness: dict[str, list[float]] = {"A": [], "B": []}
-            p99_ratios = []
-            for i in range(args.timer_bursts):
-                p99 = {}
-                for side in ((a, b) if i % 2 == 0 else (b, a)):
-                    burst = await _timer_burst(side, args.timer_n)
-                    lateness[side.name].extend(burst)
-                    p99[side.name] = _pct(burst, 99)
-                p99_ratios.append(p99["B"] / max(p99["A"], 1.0))
+            bursts = await _alternating(args.timer_bursts, a, b, lambda s: _timer_burst(s, args.timer_n))
             print(f"Timer lateness, {args.timer_bursts} bursts of {args.timer_n} one-second timers each:")
-            _report("p99 per burst", a, b, lateness, p99_ratios)
+            _report("p99 per burst", a, b, {s.name: [x for p in bursts for x in p[s.name]] for s in sides},
+                    [_pct(p["B"], 99) / max(_pct(p["A"], 99), 1.0) for p in bursts])
     finally:
         for side in sides:
             await side.client.close()

@@ -64,6 +64,16 @@ def _record_ahead(history: FakeHistory, ahead: RanAhead, activity_id: str, resul
     history.first_event_id = first_event_id  # the worker still knows only what the first task brought
 
 
+def _ran_ahead_once(*, ahead_id: int = 7, time_ms: int = AHEAD_MS) -> tuple[FakeHistory, WorkflowRunner, RanAhead]:
+    """A TwoSteps run whose first task ran live, and whose second ran ahead on activity 1."""
+    history = FakeHistory("TwoSteps", "x")
+    runner = new_runner(TwoSteps, history)
+    _first_task(history, runner)
+    ahead = _run_ahead(runner, history, "1", "one", ahead_id=ahead_id, time_ms=time_ms)
+    assert ahead is not None
+    return history, runner, ahead
+
+
 def _run_ahead(runner: WorkflowRunner, history: FakeHistory, activity_id: str, result: Any, *,
                ahead_id: int = 7, time_ms: int = AHEAD_MS) -> RanAhead | None:
     return runner.run_ahead(activity_id=activity_id, scheduled_event_id=history.activity_scheduled_id(activity_id),
@@ -71,11 +81,7 @@ def _run_ahead(runner: WorkflowRunner, history: FakeHistory, activity_id: str, r
 
 
 def test_a_task_run_ahead_and_recorded_is_taken_as_run_and_replays_the_same() -> None:
-    history = FakeHistory("TwoSteps", "x")
-    runner = new_runner(TwoSteps, history)
-    _first_task(history, runner)
-    ahead = _run_ahead(runner, history, "1", "one")
-    assert ahead is not None
+    history, runner, ahead = _ran_ahead_once()
     assert (ahead.ahead_id, ahead.after_ahead_id, ahead.after_scheduled_event_id, ahead.after_started_time,
             ahead.started_time) == (7, 0, 2, HANDED_MS, AHEAD_MS)
     assert [c.command_type for c in ahead.commands] == ["ScheduleActivityTask"]
@@ -92,10 +98,7 @@ def test_a_task_run_ahead_and_recorded_is_taken_as_run_and_replays_the_same() ->
 
 
 def test_a_signal_before_the_result_means_history_did_not_take_the_task() -> None:
-    history = FakeHistory("TwoSteps", "x")
-    runner = new_runner(TwoSteps, history)
-    _first_task(history, runner)
-    assert _run_ahead(runner, history, "1", "one") is not None
+    history, runner, _ = _ran_ahead_once()
     history.signal("unrelated")
     history.complete_activity("1", "one")
     history.schedule_task()
@@ -104,10 +107,7 @@ def test_a_signal_before_the_result_means_history_did_not_take_the_task() -> Non
 
 
 def test_the_same_task_handed_out_instead_of_recorded_is_not_taken_as_run() -> None:
-    history = FakeHistory("TwoSteps", "x")
-    runner = new_runner(TwoSteps, history)
-    _first_task(history, runner)
-    assert _run_ahead(runner, history, "1", "one") is not None
+    history, runner, _ = _ran_ahead_once()
     history.complete_activity("1", "one")
     history.schedule_task()
     with pytest.raises(InconsistentHistoryError, match="handed it out instead of recording it"):
@@ -124,19 +124,12 @@ def test_only_a_runner_that_just_ran_a_task_live_runs_ahead() -> None:
 
 
 def test_a_task_run_ahead_never_runs_at_an_earlier_time_than_the_one_before() -> None:
-    history = FakeHistory("TwoSteps", "x")
-    runner = new_runner(TwoSteps, history)
-    _first_task(history, runner)
-    ahead = _run_ahead(runner, history, "1", "one", time_ms=HANDED_MS - 1000)
-    assert ahead is not None and ahead.started_time == HANDED_MS
+    _, _, ahead = _ran_ahead_once(time_ms=HANDED_MS - 1000)
+    assert ahead.started_time == HANDED_MS
 
 
 def test_attempts_that_were_retried_do_not_stand_in_the_way() -> None:
-    history = FakeHistory("TwoSteps", "x")
-    runner = new_runner(TwoSteps, history)
-    _first_task(history, runner)
-    ahead = _run_ahead(runner, history, "1", "one")
-    assert ahead is not None
+    history, runner, ahead = _ran_ahead_once()
     history.fail_activity("1", "flaky", retry_backoff_ms=100)
     _record_ahead(history, ahead, "1", "one")
     history.complete_activity("2", "two")
@@ -168,11 +161,7 @@ def test_tasks_run_ahead_one_after_another_are_met_in_order_by_the_next_task_han
 
 
 def test_a_task_run_ahead_recorded_under_another_id_is_not_taken_as_run() -> None:
-    history = FakeHistory("TwoSteps", "x")
-    runner = new_runner(TwoSteps, history)
-    _first_task(history, runner)
-    ahead = _run_ahead(runner, history, "1", "one", ahead_id=5)
-    assert ahead is not None
+    history, runner, ahead = _ran_ahead_once(ahead_id=5)
     _record_ahead(history, ahead._replace(ahead_id=6), "1", "one")  # another worker's, at the same time
     history.complete_activity("2", "two")
     history.schedule_task()

@@ -15,6 +15,11 @@ pytestmark = pytest.mark.timeout(10)
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def _fixture_records(name: str) -> dict[str, bytes]:
+    """A fixture's records by their schema version ("kadence.HistoryEvent v3")."""
+    return {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / name).open()}
+
+
 def _v1_records() -> list[bytes]:
     return [bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / "history_event_v1.jsonl").open()]
 
@@ -28,8 +33,7 @@ def test_version_1_history_events_are_read_with_the_new_field_defaulted() -> Non
 
 
 def test_records_from_before_started_times_read_with_started_time_0() -> None:
-    records = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
-               for line in (FIXTURES / "before_started_time.jsonl").open()}
+    records = _fixture_records("before_started_time.jsonl")
     assert set(records) == {"kadence.HistoryEvent v2", "kadence.HistoryRecord v1",
                             "kadence.RecordWorkflowTaskStarted v1", "kadence.RespondWorkflowTaskCompleted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v2"])
@@ -88,8 +92,7 @@ def test_seal_gives_the_plain_encoding_with_the_hash() -> None:
 
 
 def test_records_from_before_activity_started_times_read_with_started_time_0() -> None:
-    records = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
-               for line in (FIXTURES / "before_activity_started_time.jsonl").open()}
+    records = _fixture_records("before_activity_started_time.jsonl")
     assert set(records) == {"kadence.HistoryEvent v3", "kadence.HistoryRecord v2",
                             "kadence.RecordActivityTaskStarted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v3"])
@@ -107,8 +110,7 @@ def test_replies_from_before_created_read_as_not_created() -> None:
 
 
 def test_records_from_before_run_ahead_read_as_handed_out_and_without_a_task() -> None:
-    records = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
-               for line in (FIXTURES / "before_run_ahead.jsonl").open()}
+    records = _fixture_records("before_run_ahead.jsonl")
     assert set(records) == {"kadence.HistoryEvent v4", "kadence.HistoryRecord v3",
                             "kadence.RespondActivityTaskCompleted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v4"])
