@@ -1,8 +1,9 @@
-"""Processing workflow tasks: the run cache, replay on a miss, answers to queries.
+"""Processing workflow tasks: the run cache, replay on a miss, answers to queries, and
+the tasks a cached run runs ahead when this worker completes one of its activities.
 
 A cached run applies only the events a new task brings. Anything unexpected (a gap, an
-error, a failed task) evicts it; the next task then replays the full history, which is
-always correct, only slower.
+error, a failed task, a task run ahead that history did not take) evicts it; the next task
+then replays the full history, which is always correct, only slower.
 """
 
 from __future__ import annotations

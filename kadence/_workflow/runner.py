@@ -8,7 +8,9 @@ name its ``WorkflowTaskCompleted`` in ``workflow_task_completed_event_id``, and 
 replaying that task must decide the same commands in the same order.
 
 A :class:`WorkflowRunner` consumes events strictly in order, so the same object serves a
-full replay, the worker's cache (new events applied incrementally) and the Replayer.
+full replay, the worker's cache (new events applied incrementally) and the Replayer. A
+cached runner may also run tasks ahead of history (:meth:`WorkflowRunner.run_ahead`); it
+meets them later in the events, in order, and checks each against what it ran.
 """
 
 from __future__ import annotations
