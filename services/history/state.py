@@ -8,7 +8,8 @@ through :func:`apply`, so the three agree bit for bit (compare :meth:`MutableSta
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,12 @@ class MutableState:
     def loads(cls, data: bytes | str) -> MutableState:
         return cls(**orjson.loads(data))
 
+    @staticmethod
+    def predates(snapshot: Mapping[str, Any]) -> bool:
+        """Whether a decoded snapshot lacks fields of this class: an earlier build wrote it, and
+        only a rebuild from the run's history gives those fields what the fold would."""
+        return not _FIELDS <= snapshot.keys()
+
     def clone(self) -> MutableState:
         return copy.deepcopy(self)
 
@@ -94,6 +101,9 @@ class MutableState:
         if self.wt is not None and not self.wt["started_event_id"]:
             return True
         return any(a["state"] == "Scheduled" for a in self.activities.values())
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(MutableState))
 
 
 def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:

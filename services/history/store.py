@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
+from kadence import avro
 from services.common.outcome import close_payload
 
 from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost
-from .state import MutableState
+from .state import MutableState, rebuild
 
 # (outbox id, message): the messages of one batch share its id (one outbox_batches row).
 OutboxRow = tuple[int, OutboxMessage]
@@ -59,7 +61,17 @@ class HistoryStore:
 
     async def load_state(self, run_id: str) -> MutableState | None:
         data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
-        return None if data is None else MutableState.loads(data)
+        if data is None:
+            return None
+        snapshot = orjson.loads(data)
+        state = MutableState(**snapshot)
+        if MutableState.predates(snapshot):
+            # Written by an earlier build, without fields the fold now keeps (taking their
+            # defaults would not be what the fold gives): the run's history says what they are.
+            rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id",
+                                         run_id)
+            state = rebuild(state.namespace, state.workflow_id, run_id, (avro.decode(r["data"])[1] for r in rows))
+        return state
 
     async def pending_outbox(self, shard_id: int) -> tuple[list[OutboxRow], bool]:
         """What was committed and not yet published, in publication order: rows of the

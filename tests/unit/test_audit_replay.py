@@ -4,6 +4,7 @@ fold errors and the comparison with stored rows, without any I/O."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -137,3 +138,15 @@ def test_compare_run_finds_a_changed_row_a_missing_row_and_a_changed_snapshot() 
     found = r.compare_run(audit, rows, other_state.dumps())
     assert [d.kind for d in found] == [r.STATE_MISMATCH] and "result" in found[0].detail
     assert "wf-1" in str(found[0]) and "run-1" in str(found[0])
+
+
+def test_a_snapshot_of_an_earlier_build_is_compared_on_the_fields_it_has() -> None:
+    events = _history()
+    audit = _audit(events)
+    rows = [avro.encode("HistoryEvent", e) for e in events]
+    earlier = json.loads(audit.state.dumps())
+    del earlier["carry_from"], earlier["last_completed_wt_ahead_id"]
+    assert r.compare_run(audit, rows, json.dumps(earlier).encode()) == []
+    earlier["result"] = '"forged"'
+    found = r.compare_run(audit, rows, json.dumps(earlier).encode())
+    assert [d.kind for d in found] == [r.STATE_MISMATCH] and "result" in found[0].detail
