@@ -158,14 +158,13 @@ class Transition:
         s = self.state
         wt = s.wt
         assert wt is not None
-        first = s.first_carried_event_id()
-        carried = self._carried(first, wt["scheduled_event_id"])
+        carried = self._carried(s.carry_from, wt["scheduled_event_id"])
         self._dispatch("WorkflowTask", s.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
             "task_id": f"{s.run_id}:wt:{wt['scheduled_event_id']}:{wt['attempt']}",
             "task_queue": s.task_queue, "workflow_type": s.workflow_type,
             "scheduled_event_id": wt["scheduled_event_id"], "attempt": wt["attempt"],
-            "first_event_id": first,
+            "first_event_id": s.carry_from,
             "scheduled_time": wt["scheduled_time"],
             "events": [data for _, data, _ in carried] if carried is not None else None,
         }, tuple(event for _, _, event in carried) if carried is not None else None)

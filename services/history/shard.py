@@ -444,11 +444,10 @@ class Shard:
         if not s.running:
             self.tails.pop(s.run_id, None)
             return
-        first = s.first_carried_event_id()
         new = [(e["event_id"], data, e) for e, data in zip(m.events, m.encoded_events, strict=True)]
         # A run loaded from the store starts with an unknown tail: keep what is new (a
         # contiguous suffix); after its next completed workflow task it is whole again.
-        tail = [p for p in self.tails.get(s.run_id, []) + new if p[0] >= first]
+        tail = [p for p in self.tails.get(s.run_id, []) + new if p[0] >= s.carry_from]
         self.tails[s.run_id] = tail[-CARRY_MAX_EVENTS:]
 
     # ---- outbox relay ----------------------------------------------------------------

@@ -54,9 +54,8 @@ class MutableState:
     last_completed_wt_ahead_id: int = 0
     # The first event the next workflow task brings: the one after the last completed task
     # a worker was handed. A task run ahead was never handed out, so its worker still
-    # knows only what the task before it brought (0: the state predates this field, and
-    # last_completed_wt_scheduled_id + 1 is meant).
-    carry_from: int = 0
+    # knows only what the task before it brought.
+    carry_from: int = 1
     wt_failures: int = 0
     # An input (start, signal, activity result, timer firing) arrived since the
     # outstanding workflow task was scheduled, so another one is owed.
@@ -91,10 +90,6 @@ class MutableState:
 
     def clone(self) -> MutableState:
         return copy.deepcopy(self)
-
-    def first_carried_event_id(self) -> int:
-        """The first event a workflow task brings its worker (see ``carry_from``)."""
-        return self.carry_from or self.last_completed_wt_scheduled_id + 1
 
     def has_undispatched(self) -> bool:
         """A task is scheduled that no worker has started yet."""
