@@ -32,6 +32,10 @@ class Slots:
             self._free -= taken
             return taken
 
+    @property
+    def free(self) -> int:
+        return self._free
+
     async def release(self, count: int = 1) -> None:
         async with self._changed:
             self._free += count
@@ -62,43 +66,70 @@ class Poller:
         self.running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        """Poll until cancelled. Errors are logged and retried with capped backoff."""
+        """Poll until cancelled. Errors are logged and retried with capped backoff.
+
+        Tasks of an answer that came back short run before the next poll goes out: the
+        queue is empty, so their answers are what the workflows wait for. A full answer
+        means more tasks wait, so when slots are free the next poll goes out first and
+        they run behind it: otherwise a worker busy with one poll's worth of tasks (tens
+        of milliseconds in a burst) leaves the rest waiting at the server that long, with
+        their wake-up time (workflow.now()) still to be stamped.
+        """
         backoff = 0.0
-        while True:
-            taken = await self._slots.acquire_some(self._max_tasks)
-            try:
-                answer = await self._transport.call(
+        held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
+        try:
+            while True:
+                taken = await self._slots.acquire_some(self._max_tasks)
+                request = asyncio.ensure_future(self._transport.call(
                     "POST",
                     self._path,
                     body={"identity": self._identity, "max_tasks": taken, "wait_seconds": self._wait_seconds},
                     timeout=self._wait_seconds + 15,
-                )
-                tasks = list(answer.get("tasks") or [])
-                backoff = 0.0
-            except asyncio.CancelledError:
-                await self._slots.release(taken)
-                raise
-            except Exception as err:  # noqa: BLE001 - a poller must survive anything
-                await self._slots.release(taken)
-                backoff = min(10.0, max(0.1, backoff * 2))
-                level = logging.WARNING if not isinstance(err, RPCError) or not err.retryable else logging.INFO
-                _log.log(level, "poll %s failed (%r); retrying in %.1fs", self._path, err, backoff)
-                await asyncio.sleep(backoff)
-                continue
-            unused = taken - len(tasks)
-            if unused > 0:
-                await self._slots.release(unused)
-            for task in tasks[:taken]:
-                handle = asyncio.get_running_loop().create_task(self._run_one(task))
-                self.running.add(handle)
-                handle.add_done_callback(self.running.discard)
-            if tasks:
-                # Let the tasks run up to their first wait before the next poll goes out: a
-                # quick one has its answer on the wire by then, and the answer is what the
-                # workflow waits for (the poll only what the next task will). Two loop turns:
-                # before Python 3.12, aiohttp writes a request body from a task of its own.
-                for _ in range(2):
-                    await asyncio.sleep(0)
+                ))
+                try:
+                    if held:
+                        await self._yield_to_writes()
+                        self._start(held)
+                        held = []
+                    answer = await request
+                    tasks = list(answer.get("tasks") or [])[:taken]
+                    backoff = 0.0
+                except asyncio.CancelledError:
+                    request.cancel()
+                    await self._slots.release(taken)
+                    raise
+                except Exception as err:  # noqa: BLE001 - a poller must survive anything
+                    await self._slots.release(taken)
+                    backoff = min(10.0, max(0.1, backoff * 2))
+                    level = logging.WARNING if not isinstance(err, RPCError) or not err.retryable else logging.INFO
+                    _log.log(level, "poll %s failed (%r); retrying in %.1fs", self._path, err, backoff)
+                    await asyncio.sleep(backoff)
+                    continue
+                unused = taken - len(tasks)
+                if unused > 0:
+                    await self._slots.release(unused)
+                if tasks and not unused and self._slots.free > 0:
+                    held = tasks  # the next acquire_some takes a free slot without waiting
+                elif tasks:
+                    self._start(tasks)
+                    await self._yield_to_writes()
+        finally:
+            if held:  # cancelled before they started: their slots go back
+                await self._slots.release(len(held))
+
+    def _start(self, tasks: list[Mapping[str, Any]]) -> None:
+        for task in tasks:
+            handle = asyncio.get_running_loop().create_task(self._run_one(task))
+            self.running.add(handle)
+            handle.add_done_callback(self.running.discard)
+
+    @staticmethod
+    async def _yield_to_writes() -> None:
+        """Two loop turns: what was just started runs up to its first wait, so a quick task
+        has its answer (or a poll its request) on the wire. Two: before Python 3.12, aiohttp
+        writes a request body from a task of its own."""
+        for _ in range(2):
+            await asyncio.sleep(0)
 
     async def _run_one(self, task: Mapping[str, Any]) -> None:
         try:

@@ -12,6 +12,7 @@ import pytest
 from kadence import ApplicationError, Client, Worker, activity
 from kadence._activity import ActivityDefinition
 from kadence._worker.activity_tasks import ActivityTaskProcessor
+from kadence._worker.poller import Poller, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
 from tests.unit._fake_history import FakeHistory
@@ -293,6 +294,56 @@ async def test_a_polled_tasks_answer_goes_out_before_the_next_poll() -> None:
     transport = await _worker_runs_one_task()
     paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
     assert paths[:3] == ["poll", "complete", "poll"]
+
+
+async def test_a_full_poll_answer_sends_the_next_poll_before_its_tasks_run() -> None:
+    # An answer with as many tasks as were asked for means more are waiting: they are
+    # handed out (their workflow.now() stamped) while the worker runs this answer's tasks.
+    transport = FakeTransport()
+    for n in (1, 2):
+        history = FakeHistory("Greet", "World", run_id=f"run-{n}")
+        transport.polls.append([{**_task(history), "workflow_id": f"wf-{n}"}])
+    client = Client(transport, namespace="default", identity="test")
+    async with Worker(client, task_queue="tq", workflows=[Greet], workflow_pollers=1, max_tasks_per_poll=1,
+                      poll_wait_seconds=1):
+        for _ in range(100):
+            if len(transport.posted("/workflow-tasks/complete")) == 2:
+                break
+            await asyncio.sleep(0.01)
+    paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
+    assert paths[:3] == ["poll", "poll", "complete"]
+    assert len(transport.posted("/workflow-tasks/complete")) == 2
+
+
+async def test_a_poller_cancelled_with_tasks_held_gives_their_slots_back() -> None:
+    slots = Slots(2)
+    ran: list[Mapping[str, Any]] = []
+    polled = asyncio.Event()
+
+    class OnePollThenHang:
+        polls = 0
+
+        async def call(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+            self.polls += 1
+            if self.polls == 1:
+                return {"tasks": [{"task_token": "t1"}]}
+            polled.set()
+            await asyncio.Event().wait()  # the second poll waits until cancelled
+            return {}
+
+    async def process(task: Mapping[str, Any]) -> None:
+        ran.append(task)
+
+    poller = Poller(OnePollThenHang(), "/workflow-tasks/poll", process=process, slots=slots,  # type: ignore[arg-type]
+                    identity="test", max_tasks=1, wait_seconds=1)
+    running = asyncio.create_task(poller.run())
+    await asyncio.wait_for(polled.wait(), 5)
+    await asyncio.sleep(0.05)
+    assert [t["task_token"] for t in ran] == ["t1"]  # the held task ran once the next poll was out
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert slots.free == 2
 
 
 def test_worker_rejects_bad_registration() -> None:
