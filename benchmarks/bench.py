@@ -31,6 +31,7 @@ import asyncpg
 import psutil
 
 from kadence import Client, _loop, avro
+from kadence.cli import DEV_SHARDS
 from kadence.replay import Replayer
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.history.state import rebuild
@@ -321,7 +322,8 @@ def cli() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clients", type=int, default=1000,
                         help="throughput: workflows started and awaited at once (one HTTP exchange each)")
-    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--shards", type=int, default=DEV_SHARDS,
+                        help=f"history shards (default {DEV_SHARDS}, as `kadence dev`)")
     parser.add_argument("--topology", choices=["dev", "services"], default="dev",
                         help="dev: one `kadence dev` process (the default); services: history, matching and "
                              "frontend as processes of their own, each measured apart")

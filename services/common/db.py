@@ -40,6 +40,26 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+class ClusterMismatch(Exception):
+    """A process is configured other than the cluster it joins was created."""
+
+
+async def cluster_setting(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> str | None:
+    """A setting fixed when the cluster was created (migration 0005), or None if not yet."""
+    value = await conn.fetchval("SELECT value FROM cluster_settings WHERE name = $1", name)
+    return None if value is None else str(value)
+
+
+async def fix_cluster_setting(conn: asyncpg.Connection | asyncpg.Pool, name: str, value: str, *,
+                              hint: str = "") -> None:
+    """Record ``value`` for ``name`` if the cluster has none; raise ClusterMismatch if it has another."""
+    await conn.execute("INSERT INTO cluster_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                       name, value)
+    stored = await cluster_setting(conn, name)
+    if stored != value:
+        raise ClusterMismatch(f"this cluster was created with {name} = {stored}, not {value}{hint}")
+
+
 async def migrate(dsn: str) -> list[str]:
     """Apply every migration not yet applied, in file-name order; return those applied."""
     conn = await asyncpg.connect(dsn)

@@ -61,6 +61,15 @@ class HistoryService:
         self._fresh = set(range(self.settings.shards)) if fresh_broker else set()
         if self.pool is None:
             self.pool = await db.create_pool(self.settings.database_url, max_size=max(4, self.settings.shards + 2))
+        try:
+            await db.fix_cluster_setting(self.pool, "shards", str(self.settings.shards), hint=(
+                " (history shards = kadence.requests partitions, fixed when the cluster was created:"
+                " set KADENCE_SHARDS to the recorded count)"))
+        except db.ClusterMismatch:
+            if self._own_pool:
+                await self.pool.close()
+                self.pool = None
+            raise
         self.store = HistoryStore(self.pool)
         self._producer = kafka.new_producer(self.settings.kafka_bootstrap)
         await self._producer.start()

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from kadence import Client, Worker
 from services.common.embedded import free_port
@@ -20,11 +21,15 @@ from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, TimerWor
 pytestmark = pytest.mark.timeout(180)
 
 
-async def _dev(data: Path, port: int, kafka_port: int, log: Path) -> subprocess.Popen[bytes]:
+def _dev_command(data: Path, port: int, kafka_port: int, shards: int | None) -> list[str]:
+    return [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(data), "--port", str(port),
+            "--kafka-port", str(kafka_port), *(["--shards", str(shards)] if shards is not None else [])]
+
+
+async def _dev(data: Path, port: int, kafka_port: int, log: Path, shards: int | None = 3) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(data), "--port", str(port),
-             "--kafka-port", str(kafka_port), "--shards", "2"],
+            _dev_command(data, port, kafka_port, shards),
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for _ in range(300):
         assert proc.poll() is None, f"kadence dev exited: {log.read_text()[-2000:]}"
@@ -65,8 +70,21 @@ async def test_restart_loses_nothing(tmp_path: Path) -> None:
 
         _stop(proc)
         assert proc.returncode == 0, log.read_text()[-2000:]
+        # The data directory keeps its shard count: another one is refused, none given reuses it.
+        refused = await asyncio.create_subprocess_exec(
+            *_dev_command(tmp_path / "data", port, kafka_port, 2), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(refused.communicate(), 60)
+        assert refused.returncode == 2
+        assert b"was created with --shards 3" in err
         log = tmp_path / "dev-2.log"
-        proc = await _dev(tmp_path / "data", port, kafka_port, log)
+        proc = await _dev(tmp_path / "data", port, kafka_port, log, shards=None)
+        probe = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{kafka_port}")
+        await probe.start()
+        try:
+            assert await probe.partitions_for("kadence.requests") == {0, 1, 2}
+        finally:
+            await probe.stop()
 
         client = await Client.connect(url)
         async with Worker(client, task_queue="q-restart", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -13,13 +14,13 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from services.common import db, kafka
-from services.history import rebuild
+from services.history import HistoryService, rebuild
 from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
 
-from .history_harness import SHARDS, Topics, history_of, history_running, start_record, task_ref, until
+from .history_harness import SHARDS, Topics, history_of, history_running, settings_for, start_record, task_ref, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -513,3 +514,33 @@ async def test_a_snapshot_of_an_earlier_build_is_rebuilt_from_history_when_loade
         assert loaded.carry_from == wt["scheduled_event_id"] + 1
         events = await history_of(fresh_dsn, wt["run_id"])
         assert loaded.dumps() == rebuild("default", "wf-old", wt["run_id"], events).dumps()
+
+
+async def test_history_refuses_a_shard_count_other_than_the_clusters(broker, fresh_dsn) -> None:
+    async with history_running(broker.bootstrap, fresh_dsn):
+        pass  # the cluster records its shard count
+    other = HistoryService(dataclasses.replace(settings_for(broker.bootstrap, fresh_dsn), shards=SHARDS + 2))
+    with pytest.raises(db.ClusterMismatch, match=f"shards = {SHARDS}, not {SHARDS + 2}.*KADENCE_SHARDS"):
+        await other.start()
+    assert other.pool is None  # its own pool closed again
+    async with history_running(broker.bootstrap, fresh_dsn) as service:  # the recorded count still starts
+        await until(lambda: len(service.shards) == SHARDS)
+
+
+async def test_a_cluster_of_an_earlier_build_records_the_shards_it_has_acquired(fresh_dsn) -> None:
+    every = sorted(path.stem for path in db.migrations_dir().glob("*.sql"))
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        # Migrations up to 0004 applied and three shards acquired, then this build's migrations.
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        for path in sorted(db.migrations_dir().glob("*.sql")):
+            if path.stem < "0005":
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
+        await conn.execute("INSERT INTO shards (shard_id, range_id, kafka_offset, owner)"
+                           " SELECT i, 1, 0, 'old' FROM generate_series(0, 2) AS i")
+        assert await db.migrate(fresh_dsn) == [v for v in every if v >= "0005"]
+        assert await db.cluster_setting(conn, "shards") == "3"
+    finally:
+        await conn.close()
