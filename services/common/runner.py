@@ -42,7 +42,10 @@ async def _run(service: Service, settings: Settings, name: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await service.start()
+    try:
+        await service.start()
+    except db.ClusterMismatch as exc:
+        raise SystemExit(f"{name}: {exc}") from None
     logging.getLogger(name).info("%s is running (instance %s)", name, settings.instance_id)
     try:
         await stop.wait()

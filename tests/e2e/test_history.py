@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
@@ -523,6 +526,17 @@ async def test_history_refuses_a_shard_count_other_than_the_clusters(broker, fre
     with pytest.raises(db.ClusterMismatch, match=f"shards = {SHARDS}, not {SHARDS + 2}.*KADENCE_SHARDS"):
         await other.start()
     assert other.pool is None  # its own pool closed again
+    # As a process of its own it stops with that message, not a traceback.
+    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_DATABASE_URL": fresh_dsn,
+           "KADENCE_SHARDS": str(SHARDS + 2)}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.history", env=env,
+                                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert err.decode().strip().endswith(f"history: this cluster was created with shards = {SHARDS}, not {SHARDS + 2}"
+                                         " (history shards = kadence.requests partitions, fixed when the cluster was"
+                                         " created: set KADENCE_SHARDS to the recorded count)")
     async with history_running(broker.bootstrap, fresh_dsn) as service:  # the recorded count still starts
         await until(lambda: len(service.shards) == SHARDS)
 
