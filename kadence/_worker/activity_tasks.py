@@ -90,6 +90,14 @@ class _Heartbeater:
         self._stopped = True
         if self._sender is not None:
             self._sender.cancel()
+        # The cancel callback holds the attempt's task and activity context, and the context
+        # holds this heartbeater: letting go frees the attempt's objects when it ends instead
+        # of at the collector's next pass over older generations.
+        self._on_cancel = _ignore
+
+
+def _ignore() -> None:
+    pass
 
 
 class ActivityTaskProcessor:

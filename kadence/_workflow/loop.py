@@ -33,6 +33,22 @@ class TimerSink(Protocol):
     def on_callback_error(self, exc: BaseException, message: str) -> None: ...
 
 
+class _ClosedSink:
+    """The sink of a closed loop: nothing reaches it (every caller checks the loop is open)."""
+
+    def start_timer(self, delay_seconds: float) -> str:
+        raise RuntimeError("the workflow loop is closed")
+
+    def cancel_timer(self, timer_id: str) -> None:
+        raise RuntimeError("the workflow loop is closed")
+
+    def on_callback_error(self, exc: BaseException, message: str) -> None:
+        raise RuntimeError("the workflow loop is closed")
+
+
+_CLOSED_SINK = _ClosedSink()
+
+
 class _DurableTimerHandle(asyncio.TimerHandle):
     """A TimerHandle that knows the durable timer id it stands for."""
 
@@ -169,6 +185,10 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._closed = True
         self._ready.clear()
         self._timers.clear()
+        # The instance holds its loop and the loop its instance: letting go frees a finished
+        # run's objects with their last reference, not at the collector's next pass over the
+        # oldest generation (a pause of a quarter of a second in a worker that ran 10,000).
+        self._sink = _CLOSED_SINK
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         if self._closed:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from kadence import ApplicationError, Client, Worker, activity
-from kadence._activity import ActivityDefinition
+from kadence._activity import ActivityDefinition, current_context
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.poller import Poller, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
@@ -96,6 +99,34 @@ async def test_cached_run_applies_only_new_events() -> None:
     assert final["commands"][0]["attributes"]["result"] == '"Hi!"'
     assert not [c for c in transport.calls if c[1].endswith("/history")]  # never replayed
     assert processor.cached_run_ids == []  # evicted once the workflow closed
+
+
+@contextlib.contextmanager
+def _no_collector() -> Iterator[None]:
+    """Only reference counting frees objects meanwhile: what is left is held in a cycle."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_a_closed_runs_objects_are_freed_without_the_collector() -> None:
+    # A worker that ran 10,000 workflows kept them all for the collector's oldest
+    # generation, which then walked them in one pause of a quarter of a second.
+    history = FakeHistory("Greet", "World")
+    transport = FakeTransport(history)
+    processor = _processor(transport, Greet)
+    with _no_collector():
+        await processor.process(_task(history))
+        instance = weakref.ref(processor._cache[history.run_id].instance)
+        history.complete_task(transport.posted("/workflow-tasks/complete")[-1]["commands"])
+        history.complete_activity("1", "Hi")
+        history.schedule_task()
+        await processor.process(_task(history))
+        assert processor.cached_run_ids == []
+        assert instance() is None
 
 
 async def test_cache_miss_replays_full_paged_history() -> None:
@@ -246,6 +277,27 @@ async def test_activity_processor_outcomes() -> None:
     assert failures[2]["type"] == "UnknownActivityType"
     beats = [b["details"] for b in transport.posted("/activity-tasks/heartbeat")]
     assert '["half"]' in beats and "[7]" in beats
+
+
+async def test_an_activity_attempts_objects_are_freed_without_the_collector() -> None:
+    contexts: list[weakref.ref[Any]] = []
+
+    @activity.defn
+    async def remember() -> str:
+        contexts.append(weakref.ref(current_context()))
+        return "done"
+
+    transport = FakeTransport()
+    processor = ActivityTaskProcessor(transport, namespace="default", task_queue="tq",
+                                      activities=[ActivityDefinition.of(remember)], identity="test",
+                                      executor=None)  # type: ignore[arg-type]
+    with _no_collector():
+        attempt = asyncio.get_running_loop().create_task(processor.process(_activity_task("remember")))
+        await attempt
+        del attempt
+        await asyncio.sleep(0)  # the loop lets go of the finished task
+        assert transport.posted("/activity-tasks/complete")[0]["result"] == '"done"'
+        assert contexts[0]() is None
 
 
 async def test_activity_local_deadline_cancels_without_reporting() -> None:
