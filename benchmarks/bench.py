@@ -160,11 +160,11 @@ class Bench:
         if self.dsn:
             conn = await asyncpg.connect(self.dsn)
             try:
-                self.durability = {k: await conn.fetchval(f"SHOW {k}") for k in ("fsync", "synchronous_commit")}
+                self.durability = {k: await conn.fetchval(f"SHOW {k}")
+                                   for k in ("fsync", "synchronous_commit", "wal_init_zero")}
             finally:
                 await conn.close()
-            print(f"PostgreSQL: fsync={self.durability['fsync']} synchronous_commit="
-                  f"{self.durability['synchronous_commit']}", flush=True)
+            print("PostgreSQL: " + " ".join(f"{k}={v}" for k, v in self.durability.items()), flush=True)
 
     async def _start_services(self) -> None:
         """The broker and PostgreSQL here, then history, matching and frontend as processes of
