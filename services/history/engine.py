@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .builder import Transition
-from .state import MutableState
+from .state import Event, MutableState
 
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
                  "maximum_attempts": 0, "non_retryable_error_types": []}
@@ -147,10 +147,14 @@ def settle(t: Transition) -> None:
 
 
 def schedule_workflow_task(t: Transition) -> None:
-    s = t.state
-    t.add("WorkflowTaskScheduled", task_queue=s.task_queue, start_to_close_timeout_ms=s.workflow_task_timeout_ms,
-          attempt=s.wt_failures + 1)
+    _add_wt_scheduled(t)
     t.dispatch_workflow_task()
+
+
+def _add_wt_scheduled(t: Transition) -> Event:
+    s = t.state
+    return t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
+                 start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=s.wt_failures + 1)
 
 
 # ---- workflow tasks ----------------------------------------------------------------
@@ -340,9 +344,7 @@ def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: di
 def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str) -> None:
     """Record the workflow task run ahead: scheduled, started by the answering worker at its
     time, and completed with its commands, without ever being handed out."""
-    s = t.state
-    scheduled = t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
-                      start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=1)
+    scheduled = _add_wt_scheduled(t)  # attempt 1: _may_run_ahead saw no failures
     started = t.add("WorkflowTaskStarted", scheduled_event_id=scheduled["event_id"], identity=identity,
                     started_time=ahead["started_time"], ran_ahead_id=ahead["ahead_id"])
     _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead["commands"], identity)
