@@ -196,6 +196,13 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
     return out
 
 
+# RunAheadWorkflowTask's integers: (default when absent, None if required; lowest value).
+_RUN_AHEAD_FIELDS: dict[str, tuple[int | None, int]] = {
+    "after_scheduled_event_id": (0, 0), "after_started_time": (None, 0), "started_time": (None, 0),
+    "ahead_id": (None, 1), "after_ahead_id": (0, 0),
+}
+
+
 def run_ahead(body: Body, field: str = "workflow_task") -> dict[str, Any] | None:
     """The workflow task a worker ran ahead with its activity's result (kadence.RunAheadWorkflowTask
     as JSON), or None when the answer carries none."""
@@ -205,9 +212,8 @@ def run_ahead(body: Body, field: str = "workflow_task") -> dict[str, Any] | None
     if not isinstance(v, dict):
         raise InvalidArgument(f"{field} must be an object", field=field)
     out: dict[str, Any] = {}
-    for name in ("after_scheduled_event_id", "after_started_time", "started_time", "ahead_id", "after_ahead_id"):
-        value = v.get(name, 0 if name in ("after_scheduled_event_id", "after_ahead_id") else None)
-        low = 1 if name == "ahead_id" else 0
+    for name, (default, low) in _RUN_AHEAD_FIELDS.items():
+        value = v.get(name, default)
         if type(value) is not int or not low <= value < 2**63:
             raise InvalidArgument(f"{field}.{name} must be an integer between {low} and {2**63 - 1}",
                                   field=f"{field}.{name}")
