@@ -18,6 +18,7 @@ from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
 
+from .gate import FetchGate
 from .neighbours import HandedCommand, Neighbours
 from .shard import Shard
 from .store import HistoryStore
@@ -47,6 +48,9 @@ class HistoryService:
         self.shards: dict[int, Shard] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        # Started by the first command a frontend in this process hands over (see gate.py).
+        self._gate: FetchGate | None = None
+        self._gate_task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
         self._stopping = False
@@ -90,6 +94,7 @@ class HistoryService:
 
     async def stop(self) -> None:
         self._stopping = True
+        await cancel(self._gate_task)
         await cancel(self._task)
         await self._release(list(self.shards))
         if self._consumer is not None:
@@ -123,6 +128,7 @@ class HistoryService:
             self._consumer.seek(tp, offset)
             shard.consumed = shard.fed = offset
             shard.skip_to = functools.partial(self._skip_to, tp)
+            shard.fetch_needed = functools.partial(self._fetch_needed, p)
             if self._stopping:
                 return  # the service stopped while this shard was being acquired
             shard.start()
@@ -131,6 +137,8 @@ class HistoryService:
     async def _release(self, partitions: list[int]) -> None:
         for p in partitions:
             shard = self.shards.pop(p, None)
+            if self._gate is not None:
+                self._gate.forget(p)
             if shard is not None:
                 await shard.stop()
 
@@ -138,20 +146,31 @@ class HistoryService:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
 
+    def _fetch_needed(self, partition: int) -> None:
+        if self._gate is not None:
+            self._gate.fetch(partition)
+
     def take_queued(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
         """A command a frontend in this process has just queued for the broker, with the
         future of the broker's answer. If this process owns the partition, its shard takes
         the command without waiting for the fetch: ahead of the acknowledgement when it has
         nothing else to do (Shard.offer_early), otherwise once acknowledged (Shard.offer)."""
+        if self._gate is None and self._consumer is not None and not self._stopping:
+            self._gate = FetchGate(self._consumer, self.shards)
+            self._gate_task = asyncio.create_task(self._gate.run(), name="history-fetch-gate")
         shard = self.shards.get(partition)
         if shard is None or shard.lost.is_set():
             return
+        if self._gate is not None:
+            self._gate.in_flight[partition] += 1
         shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value), acked)
         # Callbacks run in the order the broker acknowledged the records, so the shard is
         # offered its partition's commands in offset order.
         acked.add_done_callback(functools.partial(self._acked, partition, key, value))
 
     def _acked(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
+        if self._gate is not None:
+            self._gate.in_flight[partition] -= 1
         if not acked.cancelled() and acked.exception() is None:
             self.take_acked(partition, acked.result().offset, key, value)
 

@@ -104,6 +104,10 @@ class Shard:
         # consumer's position past records taken by hand-over (no need to fetch them).
         self.fed = 0
         self.skip_to: Callable[[int], None] | None = None
+        self.fetched_at = 0.0  # when the loop last took records that came by fetch (monotonic)
+        # Called when a command handed over cannot be taken, so its fetched copy must come:
+        # the consumer may have stopped fetching the partition (see gate.py).
+        self.fetch_needed: Callable[[], None] = _nothing
         self.cache: OrderedDict[str, MutableState] = OrderedDict()
         self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Per cached run, its committed events since the last completed workflow task
@@ -173,8 +177,10 @@ class Shard:
         an inbox full of fetched work) its fetched copy takes the usual path. Either way
         each offset is taken once: the loop skips whatever it has taken already.
         """
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self.inbox.put_nowait(_Handed([command]))
+        except asyncio.QueueFull:
+            self.fetch_needed()
 
     def offer_early(self, command: HandedCommand, acked: asyncio.Future[Any]) -> None:
         """Take a command the broker has yet to acknowledge, if the loop has nothing else to do.
@@ -192,6 +198,10 @@ class Shard:
         acknowledged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         acked.add_done_callback(functools.partial(_relay_outcome, acknowledged))
         self.inbox.put_nowait(_Early(command, acknowledged))
+
+    def settled(self) -> bool:
+        """The loop waits for work and none is queued."""
+        return self._idle and self.inbox.empty()
 
     # ---- cache -----------------------------------------------------------------------
 
@@ -265,9 +275,13 @@ class Shard:
         """The records of an inbox item that the loop has not taken yet, in offset order."""
         if isinstance(item, _Handed):
             records: list[Any] = [r for r in item if r.offset == self.consumed]
+            if not records and item and item[0].offset > self.consumed:
+                self.fetch_needed()  # a record of another producer comes first
         elif isinstance(item, list):
             records = item if item and item[0].offset >= self.consumed else [
                 r for r in item if r.offset >= self.consumed]
+            if records:
+                self.fetched_at = time.monotonic()
         else:
             return item  # a timer firing
         if records:
@@ -544,6 +558,10 @@ class Shard:
         if rows:
             await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
         return len(rows)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _relay_outcome(to: asyncio.Future[Any], acked: asyncio.Future[Any]) -> None:

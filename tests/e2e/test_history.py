@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from services.common import db, kafka
-from services.history import HistoryService, rebuild
+from services.history import HistoryService, gate, rebuild
 from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
@@ -256,8 +256,54 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         assert await _signals_applied(fresh_dsn, reply["run_id"]) == ["[0]", "[1]", "[2]"]
 
 
-async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str) -> tuple[str, bytes, TopicPartition]:
-    """Start a run, then pause the fetch of its partition: its run id, key and partition."""
+async def test_a_partition_hand_over_serves_is_not_fetched_until_another_producer_writes(
+        broker, fresh_dsn, monkeypatch) -> None:
+    monkeypatch.setattr(gate, "QUIET_S", 0.05)  # a partition that fetched records may pause soon after
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        start = start_record("wf-gated")
+        await io.send("StartWorkflowExecution", start)  # fetched: nothing is handed over yet
+        run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
+        key = kafka.workflow_key("default", "wf-gated")
+        tp = TopicPartition(kafka.REQUESTS, kafka.partition_for(key, SHARDS))
+        # A command handed over, as the frontend in this process does: the shard has then
+        # taken everything the broker holds, and the consumer stops fetching the partition.
+        value = _signal("wf-gated", "[0]")
+        acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
+        service.take_queued(tp.partition, key, value, acked)
+        await until(lambda: tp in service._consumer.paused())
+        assert tp in service._consumer.paused()
+        assert await _signals_applied(fresh_dsn, run_id) == ["[0]"]
+        # Another producer's record, which nobody hands over: the gate sees it and fetches.
+        await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-gated", "[1]"), key=key, partition=tp.partition)
+
+        async def both_applied() -> bool:
+            return len(await _signals_applied(fresh_dsn, run_id)) >= 2
+
+        await until(both_applied)
+        assert await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]"]
+        # Caught up again, and quiet: paused once more.
+        await until(lambda: tp in service._consumer.paused())
+        assert tp in service._consumer.paused()
+        # A command handed over behind another producer's record: the shard asks for the fetch.
+        await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-gated", "[2]"), key=key, partition=tp.partition)
+        value = _signal("wf-gated", "[3]")
+        acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
+        service.take_queued(tp.partition, key, value, acked)
+
+        async def all_applied() -> bool:
+            return len(await _signals_applied(fresh_dsn, run_id)) >= 4
+
+        await until(all_applied)
+        assert await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]", "[2]", "[3]"]
+
+
+async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes, TopicPartition]:
+    """Start a run, then pause the fetch of its partition: its run id, key and partition.
+
+    The fetch gate (which take_queued starts) would resume the partition for a record the
+    shard has not taken: it leaves the partition alone while the test holds the fetch."""
+    monkeypatch.setattr(gate.FetchGate, "fetch", lambda self, partition: None)
     start = start_record(workflow_id)
     await io.send("StartWorkflowExecution", start)
     run_id = (await io.next("kadence.replies", request_id=start["request_id"]))["run_id"]
@@ -280,7 +326,7 @@ async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(brok
     monkeypatch.setattr(Shard, "_acknowledged", spy)
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
         # The fetched copy comes only after the shard took the command early.
-        run_id, key, tp = await _started_and_unfetched(service, io, "wf-early")
+        run_id, key, tp = await _started_and_unfetched(service, io, "wf-early", monkeypatch)
         value = _signal("wf-early", "[0]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
         service.take_queued(tp.partition, key, value, acked)  # as the frontend in this process does
@@ -295,9 +341,9 @@ async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(brok
         assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
 
 
-async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, fresh_dsn) -> None:
+async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, fresh_dsn, monkeypatch) -> None:
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
-        run_id, key, tp = await _started_and_unfetched(service, io, "wf-behind")
+        run_id, key, tp = await _started_and_unfetched(service, io, "wf-behind", monkeypatch)
         # Another producer's record, which history in this process is not handed ...
         await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-behind", "[0]"), key=key, partition=tp.partition)
         # ... is ahead of the one taken early, which therefore waits for the fetch.
