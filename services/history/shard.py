@@ -30,7 +30,7 @@ from services.common.outcome import outcome
 from . import engine
 from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
 from .context import BatchContext
-from .errors import HistoryError, ShardOwnershipLost
+from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
 from .neighbours import Closed, HandedCommand, Neighbours
 from .state import MutableState
 from .store import HistoryStore, OutboxRow
@@ -292,7 +292,7 @@ class Shard:
         """Run a batch and commit it; ``early``: the batch is one command taken ahead of its
         acknowledgement (offer_early), which is this future."""
         dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}
-        no_current = await self._look_up_current(batch)
+        no_current, assumed_new = await self._look_up_current(batch)
         while True:
             ctx = BatchContext(self, int(time.time() * 1000), no_current)
             try:
@@ -321,10 +321,17 @@ class Shard:
                         for r, reason in dead.values()])
                 await self.store.commit(self.shard_id, self.range_id, None if last_offset is None else last_offset + 1,
                                         mutations, outbox, ctx.timer_rows_deleted, list(ctx.heartbeats.values()),
-                                        closed)
+                                        closed, assumed_new)
             except ShardOwnershipLost:
                 self._forget(ctx)
                 raise
+            except WorkflowNotNew:
+                # A workflow started as new has a run the cache had let go: nothing was
+                # written; run the batch again with every current run looked up.
+                self._forget(ctx)
+                self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
+                no_current, assumed_new = await self._look_up_current(batch, assume_new=False)
+                continue
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 # Nothing was written: drop what this batch changed in memory and redo it.
                 log.warning("shard %d: batch commit failed (%r); retrying", self.shard_id, exc)
@@ -348,31 +355,37 @@ class Shard:
             return None
         return int(acked.result().offset)
 
-    async def _look_up_current(self, batch: list[Any]) -> frozenset[tuple[str, str]]:
+    async def _look_up_current(self, batch: list[Any], *, assume_new: bool = True) -> tuple[
+            frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
         """Find the current runs of the batch's workflows missing from the cache in one query.
 
-        They join ``self.current``; the workflows with no run at all are returned, so a
-        start of a new workflow costs no round trip of its own.
+        They join ``self.current``. Returned: the workflows to run as having no run at all,
+        and of those, the ones not looked up (``assume_new``: workflows the batch only
+        starts are taken as new, and the commit checks it, see store.commit), so a start of
+        a new workflow costs no round trip before its commit.
         """
-        keys = set()
+        keys: set[tuple[str, str]] = set()
+        starts: set[tuple[str, str]] = set()
         for item in batch:
             if isinstance(item, list):
                 for record in item:
                     if record.key is not None:
                         namespace, _, workflow_id = record.key.decode("utf-8", "replace").partition("/")
-                        if (namespace, workflow_id) not in self.current:
-                            keys.add((namespace, workflow_id))
+                        key = (namespace, workflow_id)
+                        if key not in self.current:
+                            (starts if assume_new and _is_start(record.value) else keys).add(key)
+        new = frozenset(starts - keys)
         if not keys:
-            return frozenset()
+            return new, new
         try:
             found = await self.store.current_runs(list(keys))
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             log.warning("shard %d: current-run look-up failed (%r); each command looks up its own",
                         self.shard_id, exc)
-            return frozenset()
+            return new, new
         for key, run_id in found.items():
             self.current[key] = run_id
-        return frozenset(keys - found.keys())
+        return frozenset(keys - found.keys()) | new, new
 
     async def _run(self, ctx: BatchContext, batch: list[Any],
                    dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]]) -> int | None:
@@ -558,6 +571,19 @@ class Shard:
         if rows:
             await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
         return len(rows)
+
+
+_START = "StartWorkflowExecution"
+
+
+def _is_start(value: bytes | None) -> bool:
+    """Whether a command is a start, from its single-object header alone."""
+    if value is None:
+        return False
+    try:
+        return avro.schemas().name_of(value) == _START
+    except avro.DecodeError:
+        return False  # dead-lettered when the batch runs
 
 
 def _nothing() -> None:

@@ -8,7 +8,7 @@ ShardOwnershipLost instead of writing over the new owner's state.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
@@ -18,7 +18,7 @@ from kadence import avro
 from services.common.outcome import close_payload
 
 from .builder import Mutation, OutboxMessage
-from .errors import ShardOwnershipLost
+from .errors import ShardOwnershipLost, WorkflowNotNew
 from .state import MutableState, rebuild
 
 # (outbox id, message): the messages of one batch share its id (one outbox_batches row).
@@ -121,12 +121,16 @@ class HistoryStore:
         timer_deletes: Sequence[str],
         heartbeats: Sequence[tuple[str, int, int, str | None, int]],
         closed: Sequence[tuple[str, dict[str, Any]]] = (),
+        new_workflows: Collection[tuple[str, str]] = (),
     ) -> None:
         """Write one batch, fenced by ``range_id``, in one statement (one round trip).
 
-        ``kadence_commit_packed_batch`` (infra/migrations/0004) calls ``kadence_commit_batch``
-        (0003), which checks the fence first and writes every table of the batch, then adds
-        the batch's outbox row, all in the statement's own transaction.
+        ``kadence_commit_new_batch`` (infra/migrations/0006) checks that none of
+        ``new_workflows`` (namespace, workflow id) has a run (else raises WorkflowNotNew),
+        then calls ``kadence_commit_packed_batch`` (0004), which calls
+        ``kadence_commit_batch`` (0003): the fence, then every table of the batch, then the
+        batch's outbox row; all in the statement's own transaction, nothing written unless
+        all of it is.
         """
         executions = []
         current: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -147,15 +151,19 @@ class HistoryStore:
                 closed_runs.append(s.run_id)
             upserts.extend((shard_id, *row) for row in m.timers_upsert)
         messages = [m for _, m in outbox]
-        fenced = await self.pool.fetchval(
-            "SELECT kadence_commit_packed_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        outcome = await self.pool.fetchval(
+            "SELECT kadence_commit_new_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+            " $17, $18)",
             shard_id, range_id, offset, executions, list(current.values()), events,
             outbox[0][0] if outbox else None, [m.topic for m in messages], [m.key for m in messages],
             [m.value for m in messages], [_headers_to(m.headers) for m in messages],
             deletes, closed_runs, upserts, list(heartbeats),
-            [close_payload(run_id, answer) for run_id, answer in closed])
-        if not fenced:
+            [close_payload(run_id, answer) for run_id, answer in closed],
+            [ns for ns, _ in new_workflows], [wf for _, wf in new_workflows])
+        if outcome == 1:
             raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
+        if outcome == 2:
+            raise WorkflowNotNew("a workflow the batch ran as new has a run")
 
 
 def _headers_to(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:

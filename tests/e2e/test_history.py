@@ -96,6 +96,34 @@ async def test_second_start_of_running_workflow_is_refused(broker, fresh_dsn) ->
         assert refused["run_id"] == ok["run_id"]
 
 
+async def test_a_start_the_shard_takes_for_new_is_checked_at_commit(broker, fresh_dsn) -> None:
+    # A start of a workflow the shard's memory does not hold is run as new without a look-up
+    # first; the commit finds the run it has and the batch runs again, looked up.
+    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
+        first = start_record("wf-forgotten")
+        await io.send("StartWorkflowExecution", first)
+        ok = await io.next("kadence.replies", request_id=first["request_id"])
+        for shard in service.shards.values():
+            shard.current.clear()  # as after eviction: nothing in memory says the workflow has a run
+        other = start_record("wf-forgotten")
+        await io.send("StartWorkflowExecution", other)
+        refused = await io.next("kadence.replies", request_id=other["request_id"])
+        assert not refused["ok"] and refused["error_type"] == "WorkflowAlreadyStarted"
+        assert refused["run_id"] == ok["run_id"]
+        for shard in service.shards.values():
+            shard.current.clear()
+        await io.send("StartWorkflowExecution", first)  # the same request again: the same run
+        again = await io.next("kadence.replies", request_id=first["request_id"])
+        assert again["ok"] and again["run_id"] == ok["run_id"]
+        conn = await asyncpg.connect(fresh_dsn)
+        try:
+            runs = await conn.fetch("SELECT run_id FROM executions WHERE workflow_id = 'wf-forgotten'")
+            current = await conn.fetchval("SELECT run_id FROM current_executions WHERE workflow_id = 'wf-forgotten'")
+        finally:
+            await conn.close()
+        assert [r["run_id"] for r in runs] == [ok["run_id"]] and current == ok["run_id"]
+
+
 async def test_activity_retries_with_backoff_then_fails_finally(broker, fresh_dsn) -> None:
     policy = {"initial_interval_ms": 100, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
               "maximum_attempts": 2, "non_retryable_error_types": []}
