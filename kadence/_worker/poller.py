@@ -14,10 +14,6 @@ __all__ = ["Poller", "Slots"]
 
 _log = logging.getLogger(__name__)
 
-# How long a poller whose answer came back short, while another poll is out, waits for its
-# tasks before polling again (Poller.run).
-DEFER_POLL_S = 0.02
-
 
 class Slots:
     """A counting limit from which a poller can take several slots at once."""
@@ -27,7 +23,6 @@ class Slots:
             raise ValueError("a concurrency limit must be at least 1")
         self._free = size
         self._changed = asyncio.Condition()
-        self.polling = 0  # polls out, of the pollers sharing these slots
 
     async def acquire_some(self, most: int) -> int:
         """Wait for at least one free slot, then take up to ``most``."""
@@ -74,15 +69,11 @@ class Poller:
         """Poll until cancelled. Errors are logged and retried with capped backoff.
 
         Tasks of an answer that came back short run before the next poll goes out: the
-        queue is empty, so their answers are what the workflows wait for. And while
-        another poller's poll is out to take the queue's next task, this one's next poll
-        waits until those tasks are done (at most DEFER_POLL_S): sent at once, it reached
-        the server right behind the tasks' answers, whose handling (a produce to queue)
-        then waited for the poll's. A full answer means more tasks wait, so when slots are
-        free the next poll goes out first and they run behind it: otherwise a worker busy
-        with one poll's worth of tasks (tens of milliseconds in a burst) leaves the rest
-        waiting at the server that long, with their wake-up time (workflow.now()) still to
-        be stamped.
+        queue is empty, so their answers are what the workflows wait for. A full answer
+        means more tasks wait, so when slots are free the next poll goes out first and
+        they run behind it: otherwise a worker busy with one poll's worth of tasks (tens
+        of milliseconds in a burst) leaves the rest waiting at the server that long, with
+        their wake-up time (workflow.now()) still to be stamped.
         """
         backoff = 0.0
         held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
@@ -95,8 +86,6 @@ class Poller:
                     body={"identity": self._identity, "max_tasks": taken, "wait_seconds": self._wait_seconds},
                     timeout=self._wait_seconds + 15,
                 ))
-                self._slots.polling += 1
-                request.add_done_callback(self._answered)
                 try:
                     if held:
                         await self._yield_to_writes()
@@ -122,25 +111,17 @@ class Poller:
                 if tasks and not unused and self._slots.free > 0:
                     held = tasks  # the next acquire_some takes a free slot without waiting
                 elif tasks:
-                    started = self._start(tasks)
+                    self._start(tasks)
                     await self._yield_to_writes()
-                    if self._slots.polling > 0:
-                        await asyncio.wait(started, timeout=DEFER_POLL_S)
         finally:
             if held:  # cancelled before they started: their slots go back
                 await self._slots.release(len(held))
 
-    def _answered(self, _request: asyncio.Future[Any]) -> None:
-        self._slots.polling -= 1
-
-    def _start(self, tasks: list[Mapping[str, Any]]) -> list[asyncio.Task[None]]:
-        handles = []
+    def _start(self, tasks: list[Mapping[str, Any]]) -> None:
         for task in tasks:
             handle = asyncio.get_running_loop().create_task(self._run_one(task))
             self.running.add(handle)
             handle.add_done_callback(self.running.discard)
-            handles.append(handle)
-        return handles
 
     @staticmethod
     async def _yield_to_writes() -> None:

@@ -14,7 +14,6 @@ import pytest
 
 from kadence import ApplicationError, Client, Worker, activity
 from kadence._activity import ActivityDefinition, current_context
-from kadence._worker import poller as poller_module
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.poller import Poller, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
@@ -366,54 +365,6 @@ async def test_a_full_poll_answer_sends_the_next_poll_before_its_tasks_run() -> 
     paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
     assert paths[:3] == ["poll", "poll", "complete"]
     assert len(transport.posted("/workflow-tasks/complete")) == 2
-
-
-class _ShortThenHang:
-    """The first poll is answered after 50 ms with one task; every later poll stays out."""
-
-    def __init__(self) -> None:
-        self.polls = 0
-
-    async def call(self, method: str, path: str, **_: Any) -> dict[str, Any]:
-        self.polls += 1
-        if self.polls == 1:
-            await asyncio.sleep(0.05)
-            return {"tasks": [{"task_token": "t1"}]}
-        await asyncio.Event().wait()
-        return {}
-
-
-async def _polls_while_the_task_runs(pollers: int) -> tuple[int, int]:
-    """Polls sent while a short answer's one task runs, and once it is done."""
-    transport, slots, release, done = _ShortThenHang(), Slots(4), asyncio.Event(), asyncio.Event()
-
-    async def process(task: Mapping[str, Any]) -> None:
-        await release.wait()
-        done.set()
-
-    running = [asyncio.create_task(Poller(transport, "/workflow-tasks/poll", process=process,  # type: ignore[arg-type]
-                                          slots=slots, identity="test", max_tasks=2, wait_seconds=1).run())
-               for _ in range(pollers)]
-    try:
-        await asyncio.sleep(0.2)
-        while_running = transport.polls
-        release.set()
-        await asyncio.wait_for(done.wait(), 5)
-        await asyncio.sleep(0.05)
-        return while_running, transport.polls
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-
-
-async def test_a_short_answer_defers_the_next_poll_while_another_poll_is_out(monkeypatch) -> None:
-    # Sent at once, the next poll reaches the server right behind the task's answer and
-    # delays its handling; while another poll is out to take the next task, it waits.
-    monkeypatch.setattr(poller_module, "DEFER_POLL_S", 30)
-    assert await _polls_while_the_task_runs(pollers=2) == (2, 3)
-    # A lone poller polls again at once: nothing else would take the queue's next task.
-    assert await _polls_while_the_task_runs(pollers=1) == (2, 2)
 
 
 async def test_a_poller_cancelled_with_tasks_held_gives_their_slots_back() -> None:
