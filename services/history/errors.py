@@ -17,7 +17,6 @@ class HistoryCorrupted(HistoryError):
     """An event does not follow the state it is applied to."""
 
 
-
 class WorkflowNotNew(HistoryError):
     """A batch ran a start as of a new workflow, and the workflow has a run: nothing was
     written, and the batch runs again with the run looked up."""
