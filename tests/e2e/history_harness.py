@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from services.common import db, kafka
 from services.common.config import Settings
 from services.history import HistoryService
 from services.history.builder import LocalTask
+from tests.helpers import eventually
 
 SHARDS = 2
 
@@ -105,14 +105,8 @@ def task_ref(task: dict[str, Any]) -> dict[str, Any]:
 
 
 async def until(check: Callable[[], bool | Awaitable[bool]], *, seconds: float = 5.0, every: float = 0.1) -> None:
-    """Look every ``every`` seconds until ``check`` holds or ``seconds`` pass; the caller asserts."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        held = check()
-        if await held if inspect.isawaitable(held) else held:
-            return
-        await asyncio.sleep(every)
+    """Wait until ``check`` holds (tests/helpers.py ``eventually``); raises when it does not."""
+    await eventually(check, timeout=seconds, every=every)
 
 
 async def history_of(dsn: str, run_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,46 @@
+"""Waiting in tests: one helper that looks until a condition holds and raises when it does not.
+
+Tests wait with ``eventually`` instead of fixed sleeps or hand-written polling loops, so a
+slow machine makes a test slower, never wrong, and a condition that never holds fails with
+the last value seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class NotYet(AssertionError):
+    """The condition did not hold within the time given."""
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 10.0, every: float = 0.05,
+                     what: str = "condition") -> T:
+    """Call ``check`` every ``every`` seconds until it returns a truthy value (returned) or
+    ``timeout`` seconds pass (NotYet, naming the last value or exception).
+
+    An exception from ``check`` (an assertion, a connection refused while a server restarts)
+    counts as "not yet"; the last one is chained to the failure.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value  # type: ignore[return-value]
+            last, error = value, None
+        except (AssertionError, OSError, LookupError, ValueError, RuntimeError) as exc:
+            last, error = exc, exc
+        if loop.time() >= deadline:
+            raise NotYet(f"{what} did not hold within {timeout} s (last: {last!r})") from error
+        await asyncio.sleep(every)
