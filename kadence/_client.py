@@ -11,7 +11,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from kadence._converter import decode_args, decode_value, encode_args
+from kadence._converter import check_args, decode_value
 from kadence._http import HttpTransport, Transport, path_segment
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
 from kadence.common import to_millis
@@ -67,11 +67,13 @@ class Client:
             raise ValueError("a workflow id is required (id=...)")
         if not task_queue:
             raise ValueError("a task queue is required (task_queue=...)")
+        workflow_type = workflow_name_of(workflow)
         body: dict[str, Any] = {
             "workflow_id": id,
-            "workflow_type": workflow_name_of(workflow),
+            "workflow_type": workflow_type,
             "task_queue": task_queue,
-            "input": decode_args(encode_args(args)),  # validates JSON-ability here, not on the server
+            # Checked here (strict JSON, no NaN), not on the server.
+            "input": check_args(args, what=f"workflow {workflow_type}"),
             "execution_timeout_ms": to_millis(execution_timeout),
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.identity,
@@ -155,8 +157,8 @@ class Client:
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
-        body["signal_name"] = signal_name_of(signal)
-        body["signal_input"] = decode_args(encode_args(signal_args))
+        body["signal_name"] = signal_name = signal_name_of(signal)
+        body["signal_input"] = check_args(signal_args, what=f"signal {signal_name}")
         answer = await self.transport.call("POST", f"/workflows/{path_segment(id)}/signal-with-start", body=body)
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
 
@@ -178,9 +180,10 @@ class WorkflowHandle:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
 
     async def signal(self, signal: str | Callable[..., Any], *args: Any, request_id: str | None = None) -> None:
+        name = signal_name_of(signal)
         body = {
-            "signal_name": signal_name_of(signal),
-            "input": decode_args(encode_args(args)),
+            "signal_name": name,
+            "input": check_args(args, what=f"signal {name}"),
             "run_id": self.run_id,
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.client.identity,
@@ -189,7 +192,8 @@ class WorkflowHandle:
 
     async def query(self, query: str | Callable[..., Any], *args: Any) -> Any:
         """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails."""
-        body = {"query_type": query_name_of(query), "args": decode_args(encode_args(args)), "run_id": self.run_id}
+        name = query_name_of(query)
+        body = {"query_type": name, "args": check_args(args, what=f"query {name}"), "run_id": self.run_id}
         answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
         return decode_value(answer.get("result"))
 

@@ -1,13 +1,14 @@
-"""Values shared by workflows, activities and the client (retry policies)."""
+"""Values shared by workflows, activities and the client (retry policies, retry states)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["RetryPolicy", "to_millis"]
+__all__ = ["RetryPolicy", "RetryState", "to_millis"]
 
 
 def to_millis(value: timedelta | float | None) -> int:
@@ -58,3 +59,14 @@ class RetryPolicy:
             "maximum_attempts": int(self.maximum_attempts),
             "non_retryable_error_types": list(self.non_retryable_error_types),
         }
+
+
+class RetryState(StrEnum):
+    """Why an activity's retries stopped (the names of Temporal's ``RetryState``)."""
+
+    #: The failure was non-retryable (``non_retryable=True`` or a type the policy names).
+    NON_RETRYABLE_FAILURE = "NonRetryableFailure"
+    #: The retry policy's ``maximum_attempts`` were used up.
+    MAXIMUM_ATTEMPTS_REACHED = "MaximumAttemptsReached"
+    #: A timeout that is never retried fired, or the schedule-to-close time ran out.
+    TIMEOUT = "Timeout"
