@@ -8,7 +8,11 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["RetryPolicy", "RetryState", "to_millis"]
+__all__ = ["MAX_REQUEST_BYTES", "RetryPolicy", "RetryState", "to_millis"]
+
+#: The largest HTTP request body the frontend takes (it answers 413 above it). Shared by
+#: the frontend and the worker, which keeps its batches of task answers under it.
+MAX_REQUEST_BYTES = 1 << 20
 
 
 def to_millis(value: timedelta | float | None) -> int:
