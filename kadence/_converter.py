@@ -37,9 +37,10 @@ def encode_args(args: Sequence[Any], *, what: str = "the call") -> str:
 
 
 def check_args(args: Sequence[Any], *, what: str = "the call") -> list[Any]:
-    """``args`` as a list once they are known to be strict JSON (PayloadError otherwise)."""
-    encode_args(args, what=what)
-    return list(args)
+    """``args`` as they will arrive: through strict JSON and back (PayloadError when they
+    are not strict JSON), so what goes on the wire is plain lists, dicts with string keys,
+    strings, numbers, booleans and nulls whatever serialiser sends it."""
+    return decode_args(encode_args(args, what=what))
 
 
 def decode_args(payload: str | Sequence[Any] | None) -> list[Any]:

@@ -21,6 +21,19 @@ async def charge(amount: int) -> str:
     raise ApplicationError("card declined", {"code": 51}, type="CardDeclined", non_retryable=True)
 
 
+@activity.defn
+async def ratio() -> float:
+    return float("nan")
+
+
+@workflow.defn
+class Ratio:
+    @workflow.run
+    async def run(self) -> float:
+        return float(await workflow.execute_activity(ratio, start_to_close_timeout=timedelta(seconds=10),
+                                                     retry_policy=RetryPolicy(maximum_attempts=1)))
+
+
 @workflow.defn
 class Checkout:
     @workflow.run
@@ -40,9 +53,10 @@ class CheckoutUnwrapping:
             raise err.cause from None
 
 
-async def _fail(client: Client, workflow_run: object, amount: int) -> WorkflowFailureError:
-    async with Worker(client, task_queue="q-chain", workflows=[Checkout, CheckoutUnwrapping], activities=[charge]):
-        handle = await client.start_workflow(workflow_run, amount, id=f"chain-{uuid.uuid4().hex[:8]}",  # type: ignore[arg-type]
+async def _fail(client: Client, workflow_run: object, *args: object) -> WorkflowFailureError:
+    async with Worker(client, task_queue="q-chain", workflows=[Checkout, CheckoutUnwrapping, Ratio],
+                      activities=[charge, ratio]):
+        handle = await client.start_workflow(workflow_run, *args, id=f"chain-{uuid.uuid4().hex[:8]}",  # type: ignore[arg-type]
                                              task_queue="q-chain")
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result(timeout=30)
@@ -74,3 +88,10 @@ async def test_workflow_re_raising_the_cause_fails_with_the_activity_error_itsel
     assert isinstance(error.cause, ApplicationError)
     assert (error.cause.type, error.cause.message) == ("CardDeclined", "card declined")
     assert "in charge" in error.cause.stack_trace  # the activity's trace, not the workflow's
+
+
+async def test_an_activity_returning_nan_fails_clearly_instead_of_returning_null(client: Client) -> None:
+    error = await _fail(client, Ratio.run)
+    assert isinstance(error.cause, ActivityError) and isinstance(error.cause.cause, ApplicationError)
+    assert error.cause.cause.type == "PayloadError"
+    assert error.cause.cause.message == "result of activity ratio: nan is not JSON (NaN and infinities cannot be sent)"
