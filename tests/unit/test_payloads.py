@@ -4,6 +4,8 @@ everywhere a payload is encoded (client calls, Kafka records, workflow code, act
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -94,3 +96,11 @@ def test_workflow_result_nan_fails_the_task_clearly() -> None:
 def test_activity_argument_nan_fails_the_task_clearly() -> None:
     with pytest.raises(WorkflowTaskError, match="argument 1 of activity a: nan is not JSON"):
         Driver(NanActivity, FakeHistory("NanActivity")).step()
+
+
+def test_encode_cli_refuses_nan_input() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kadence.cli", "encode", "start", "--workflow-id", "w", "--workflow-type", "G",
+         "--task-queue", "q", "--input", "[1, NaN]"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "argument 2 of --input: nan is not JSON" in done.stderr and "Traceback" not in done.stderr
