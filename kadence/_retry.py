@@ -12,28 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
+from kadence.common import Backoff
 from kadence.exceptions import RPCError
 
 __all__ = ["Backoff", "retrying", "unavailable"]
 
 _log = logging.getLogger("kadence.retry")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """How often and how long a call is tried: at most ``attempts`` times (0: no limit) and
-    no retry starts after ``within`` seconds (None: no limit); waits grow from ``first`` by
-    ``factor`` up to ``cap`` seconds."""
-
-    attempts: int = 5
-    within: float | None = None
-    first: float = 0.1
-    factor: float = 2.0
-    cap: float = 5.0
 
 
 def unavailable(err: RPCError) -> bool:

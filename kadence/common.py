@@ -1,4 +1,5 @@
-"""Values shared by workflows, activities and the client (retry policies, retry states)."""
+"""Values shared by workflows, activities and the client (retry policies and states, the
+client's own retries, the request size limit)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["MAX_REQUEST_BYTES", "RetryPolicy", "RetryState", "to_millis"]
+__all__ = ["MAX_REQUEST_BYTES", "Backoff", "RetryPolicy", "RetryState", "to_millis"]
 
 #: The largest HTTP request body the frontend takes (it answers 413 above it). Shared by
 #: the frontend and the worker, which keeps its batches of task answers under it.
@@ -74,3 +75,16 @@ class RetryState(StrEnum):
     MAXIMUM_ATTEMPTS_REACHED = "MaximumAttemptsReached"
     #: A timeout that is never retried fired, or the schedule-to-close time ran out.
     TIMEOUT = "Timeout"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How often and how long a call is tried: at most ``attempts`` times (0: no limit) and
+    no retry starts after ``within`` seconds (None: no limit); waits grow from ``first`` by
+    ``factor`` up to ``cap`` seconds."""
+
+    attempts: int = 5
+    within: float | None = None
+    first: float = 0.1
+    factor: float = 2.0
+    cap: float = 5.0

@@ -16,9 +16,10 @@ from aiohttp import web
 
 from kadence import Client, Worker, workflow
 from kadence._http import HttpTransport
-from kadence._retry import Backoff
+from kadence._retry import retrying
 from kadence._worker.answers import AnswerBatcher
 from kadence._worker.poller import Reachability
+from kadence.common import Backoff
 from kadence.exceptions import RPCError
 from tests.helpers import eventually
 
@@ -223,3 +224,19 @@ def test_unreachable_warnings_back_off(caplog: pytest.LogCaptureFixture) -> None
     assert [m.split("(")[1].split(" ")[0] for m in warned] == ["1", "2", "4", "8", "16"]
     reach.succeeded()
     assert any(r.levelno == logging.INFO and "works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_retries_stop_at_the_time_bound() -> None:
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise RPCError(0, "Unavailable", "connection refused")
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(RPCError):
+        await retrying(down, backoff=Backoff(attempts=0, within=0.3, first=0.05, cap=0.1),
+                       retry_if=lambda err: err.retryable, what="test")
+    assert loop.time() - began < 1.0 and 2 <= calls <= 6
