@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import uuid
@@ -11,15 +12,20 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from kadence._converter import decode_args, decode_value, encode_args
+from kadence._converter import check_args, decode_value
 from kadence._http import HttpTransport, Transport, path_segment
+from kadence._retry import Backoff, retrying, unavailable
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
 from kadence.common import to_millis
 from kadence.exceptions import RPCError, WorkflowFailureError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
+_log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
+#: Starts and signals are sent again with the same request id when the frontend is
+#: unreachable or answers 503/504: five tries over about three seconds.
+IDEMPOTENT_RETRY = Backoff(attempts=5, first=0.2, factor=2.0, cap=2.0)
 
 
 def default_identity() -> str:
@@ -29,10 +35,20 @@ def default_identity() -> str:
 class Client:
     """A connection to a Kadence frontend, scoped to one namespace."""
 
-    def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None) -> None:
+    def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
+                 retry: Backoff = IDEMPOTENT_RETRY) -> None:
+        """``retry`` bounds the retries of starts and signals (idempotent by request id)."""
         self.transport = transport
         self.namespace = namespace
         self.identity = identity or default_identity()
+        self.retry = retry
+
+    async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
+                          what: str) -> dict[str, Any]:
+        """POST ``body`` (which holds its request id, made once per logical call), sent again
+        unchanged while the frontend is unreachable, within ``self.retry``."""
+        return await retrying(lambda: self.transport.call("POST", path, body=body, timeout=timeout),
+                              backoff=self.retry, retry_if=unavailable, what=what)
 
     @classmethod
     async def connect(
@@ -67,11 +83,13 @@ class Client:
             raise ValueError("a workflow id is required (id=...)")
         if not task_queue:
             raise ValueError("a task queue is required (task_queue=...)")
+        workflow_type = workflow_name_of(workflow)
         body: dict[str, Any] = {
             "workflow_id": id,
-            "workflow_type": workflow_name_of(workflow),
+            "workflow_type": workflow_type,
             "task_queue": task_queue,
-            "input": decode_args(encode_args(args)),  # validates JSON-ability here, not on the server
+            # Checked here (strict JSON, no NaN), not on the server.
+            "input": check_args(args, what=f"workflow {workflow_type}"),
             "execution_timeout_ms": to_millis(execution_timeout),
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.identity,
@@ -101,7 +119,7 @@ class Client:
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
-        answer = await self.transport.call("POST", "/workflows", body=body)
+        answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
 
     async def execute_workflow(
@@ -129,7 +147,8 @@ class Client:
             request_id=request_id,
         )
         body["wait_seconds"] = _LONG_POLL_SECONDS
-        answer = await self.transport.call("POST", "/workflows", body=body, timeout=_LONG_POLL_SECONDS + 15)
+        answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
+                                        what=f"start of workflow {id}")
         handle = WorkflowHandle(self, id, run_id=answer.get("run_id"))
         return await handle._follow(answer.get("outcome"), None, follow_runs=True)
 
@@ -155,9 +174,10 @@ class Client:
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
-        body["signal_name"] = signal_name_of(signal)
-        body["signal_input"] = decode_args(encode_args(signal_args))
-        answer = await self.transport.call("POST", f"/workflows/{path_segment(id)}/signal-with-start", body=body)
+        body["signal_name"] = signal_name = signal_name_of(signal)
+        body["signal_input"] = check_args(signal_args, what=f"signal {signal_name}")
+        answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
+                                        what=f"signal-with-start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
 
     def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None) -> WorkflowHandle:
@@ -178,18 +198,21 @@ class WorkflowHandle:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
 
     async def signal(self, signal: str | Callable[..., Any], *args: Any, request_id: str | None = None) -> None:
+        name = signal_name_of(signal)
         body = {
-            "signal_name": signal_name_of(signal),
-            "input": decode_args(encode_args(args)),
+            "signal_name": name,
+            "input": check_args(args, what=f"signal {name}"),
             "run_id": self.run_id,
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.client.identity,
         }
-        await self.client.transport.call("POST", f"{self._path}/signal", body=body)
+        await self.client._idempotent(f"{self._path}/signal", body,
+                                      what=f"signal {name} to workflow {self.workflow_id}")
 
     async def query(self, query: str | Callable[..., Any], *args: Any) -> Any:
         """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails."""
-        body = {"query_type": query_name_of(query), "args": decode_args(encode_args(args)), "run_id": self.run_id}
+        name = query_name_of(query)
+        body = {"query_type": name, "args": check_args(args, what=f"query {name}"), "run_id": self.run_id}
         answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
         return decode_value(answer.get("result"))
 
@@ -216,8 +239,9 @@ class WorkflowHandle:
         """Wait for the workflow to close and return its result.
 
         Raises WorkflowFailureError when it failed, timed out or was terminated, and
-        TimeoutError when ``timeout`` passes first. Continue-as-new is followed to the
-        new run unless ``follow_runs`` is false.
+        TimeoutError when ``timeout`` (seconds or a timedelta) passes first, also while the
+        frontend cannot be reached (without a timeout that is waited out, logged at
+        WARNING). Continue-as-new is followed to the new run unless ``follow_runs`` is false.
         """
         return await self._follow(None, timeout, follow_runs=follow_runs)
 
@@ -228,6 +252,7 @@ class WorkflowHandle:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else loop.time() + seconds
         run_id = self.run_id
+        failures = 0
         while True:
             if answer is None:
                 left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
@@ -235,13 +260,20 @@ class WorkflowHandle:
                 try:
                     answer = await self.client.transport.call(
                         "GET", f"{self._path}/result", params={"run_id": run_id, "wait_seconds": wait},
-                        timeout=wait + 15,
+                        # With a deadline, a frontend that does not answer must not hold the
+                        # caller past it.
+                        timeout=wait + (15 if deadline is None else 1),
                     )
+                    failures = 0
                 except RPCError as err:
                     if not err.retryable:
                         raise
                     if deadline is not None and loop.time() >= deadline:
-                        raise
+                        raise TimeoutError(
+                            f"workflow {self.workflow_id}: no result within {seconds}s ({err})") from err
+                    failures += 1
+                    if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
+                        _log.warning("waiting for the result of workflow %s: %s; retrying", self.workflow_id, err)
                     await asyncio.sleep(0.5)  # the frontend may be restarting; keep waiting
                     continue
             status = str(answer.get("status"))

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kadence import kafka
-from kadence.exceptions import KadenceError
+from kadence._converter import check_args
+from kadence.exceptions import KadenceError, PayloadError
 
 _BOOTSTRAP_HELP = "Kafka bootstrap servers (default: $KADENCE_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
 
@@ -42,7 +43,10 @@ def _json_array(text: str) -> list[Any]:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
     if not isinstance(value, list):
         raise argparse.ArgumentTypeError("must be a JSON array of positional arguments")
-    return value
+    try:
+        return check_args(value, what="--input")  # Python's json reads NaN; payloads are strict JSON
+    except PayloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_encode(sub: Any) -> None:

@@ -67,7 +67,8 @@ def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queu
     """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments."""
     return avro.encode("StartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
-        "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
+        "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
+        "execution_timeout_ms": execution_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
     })
@@ -79,7 +80,8 @@ def encode_signal(namespace: str, workflow_id: str, signal_name: str, args: Sequ
     """A ``SignalWorkflowExecution`` record for the open run (or ``run_id``)."""
     return avro.encode("SignalWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "signal_name": signal_name,
-        "input": encode_args(args), "request_id": _request_id(request_id), "identity": identity,
+        "input": encode_args(args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
+        "identity": identity,
         "reply_to": reply_to,
     })
 
@@ -92,9 +94,10 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
     """A ``SignalWithStartWorkflowExecution`` record: signal the open run, starting one if none is."""
     return avro.encode("SignalWithStartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
-        "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
+        "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
+        "execution_timeout_ms": execution_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "signal_name": signal_name,
-        "signal_input": encode_args(signal_args), "request_id": _request_id(request_id),
+        "signal_input": encode_args(signal_args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
     })
 

@@ -20,7 +20,7 @@ from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo,
 from kadence._converter import decode_args, encode_args, encode_value
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
-from kadence.exceptions import ApplicationError
+from kadence.exceptions import ApplicationError, PayloadError
 
 __all__ = ["ActivityTaskProcessor"]
 
@@ -55,7 +55,9 @@ class _Heartbeater:
         self._stopped = False
 
     def record(self, details: tuple[Any, ...]) -> None:
-        """Called from activity code, on the loop or from a worker thread; never blocks."""
+        """Called from activity code, on the loop or from a worker thread; never blocks.
+        Details that are not strict JSON raise PayloadError here, in the activity's code."""
+        encode_args(details, what="activity.heartbeat")
         self._latest = details
         if threading.get_ident() == self._thread:
             self._kick()
@@ -176,9 +178,9 @@ class ActivityTaskProcessor:
         finally:
             heartbeater.stop()
         try:
-            payload = encode_value(result)
-        except (TypeError, ValueError) as err:
-            await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"))
+            payload = encode_value(result, what=f"result of activity {definition.name}")
+        except PayloadError as err:
+            await self._fail(token, ApplicationError(str(err), type="PayloadError"))
             return
         await self._complete(task, {"task_token": token, "result": payload, "identity": self._identity})
 

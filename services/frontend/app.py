@@ -18,6 +18,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from kadence._tracing import tracer
+from kadence.common import MAX_REQUEST_BYTES
 from services.common import db
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
@@ -95,7 +96,7 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
 
 
 def build_app(handlers: Handlers) -> web.Application:
-    app = web.Application(middlewares=[api_middleware])
+    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     for method, path, name in ROUTES:
         app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
     openapi = document()
