@@ -159,7 +159,7 @@ class Engine:
                     " it may still be applied: retry with the same request_id"
                 ) from None
         finally:
-            self._replies.forget(request_id)
+            self._replies.forget(request_id, waiter)
         if reply.get("ok"):
             return reply
         error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")

@@ -31,7 +31,10 @@ class ReplyRouter:
             fetch_max_wait_ms=fetch_wait_ms,
             metadata_max_age_ms=5000,
         )
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Per request id, one future per caller waiting for it: calls carrying the same
+        # request id at once (a client retrying while its first call is still out) each get
+        # the answer, and each call's clean-up removes only its own future.
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -55,19 +58,28 @@ class ReplyRouter:
         self._task = None
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
-        for fut in self._waiters.values():
-            fut.cancel()
+        for futs in self._waiters.values():
+            for fut in futs:
+                fut.cancel()
         self._waiters.clear()
 
     def expect(self, request_id: str) -> asyncio.Future[dict[str, Any]]:
-        """Register interest before the command is produced, so the reply cannot be missed."""
-        fut = self._waiters.get(request_id)
-        if fut is None or fut.done():
-            fut = self._waiters[request_id] = asyncio.get_running_loop().create_future()
+        """Register interest before the command is produced, so the reply cannot be missed.
+
+        Every call gets a future of its own; hand it back to :meth:`forget` when done."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append(fut)
         return fut
 
-    def forget(self, request_id: str) -> None:
-        self._waiters.pop(request_id, None)
+    def forget(self, request_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        """Drop this caller's future (answered or not); other callers' stay."""
+        futs = self._waiters.get(request_id)
+        if futs is None:
+            return
+        with contextlib.suppress(ValueError):
+            futs.remove(fut)
+        if not futs:
+            del self._waiters[request_id]
 
     async def _run(self) -> None:
         while True:
@@ -98,6 +110,8 @@ class ReplyRouter:
         for reply in replies:
             if reply.get("reply_to") != self._instance_id:
                 continue
-            fut = self._waiters.pop(reply["request_id"], None)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
+            # One reply answers every caller waiting for its request id: history applies a
+            # request once, and answers a repeat the same way.
+            for fut in self._waiters.pop(reply["request_id"], ()):
+                if not fut.done():
+                    fut.set_result(reply)

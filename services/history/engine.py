@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import unseen
 from .builder import Transition
 from .state import Event, MutableState
 
@@ -225,6 +226,12 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     if problem is not None:
         _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), identity)
         return
+    if unseen.refused(t.state, commands):
+        # It would close the run over inputs it did not see: refused whole, and a new task brings them.
+        t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started,
+              cause=unseen.HistoryCause.UNHANDLED_COMMAND.value, failure=unseen.refusal_failure(), identity=identity)
+        schedule_workflow_task(t)
+        return
     assert t.state.wt is not None
     task_now = t.state.wt.get("handed_time", 0)  # the workflow's now() in this task
     completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
@@ -235,7 +242,7 @@ async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
     answered = await _answered_wt(ctx, cmd)
     if answered is not None:
         t, sid, started = answered
-        _fail_wt(ctx, t, sid, started, cmd["cause"], cmd["failure"], cmd["identity"])
+        _fail_wt(ctx, t, sid, started, unseen.worker_cause(cmd["cause"]), cmd["failure"], cmd["identity"])
 
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,

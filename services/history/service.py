@@ -169,9 +169,12 @@ class HistoryService:
         acked.add_done_callback(functools.partial(self._acked, partition, key, value))
 
     def _acked(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
+        ok = not acked.cancelled() and acked.exception() is None
         if self._gate is not None:
             self._gate.in_flight[partition] -= 1
-        if not acked.cancelled() and acked.exception() is None:
+            if ok:
+                self._gate.acked(partition, acked.result().offset)  # before the shard may drop it
+        if ok:
             self.take_acked(partition, acked.result().offset, key, value)
 
     def take_acked(self, partition: int, offset: int, key: bytes, value: bytes) -> None:

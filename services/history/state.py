@@ -18,6 +18,7 @@ import orjson
 from services.common.outcome import RUNNING
 
 from .errors import HistoryCorrupted
+from .unseen import counts_as_attempt
 
 Event = dict[str, Any]
 
@@ -170,7 +171,9 @@ def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     _current_wt(s, a)
     s.wt = None
-    s.wt_failures += 1
+    # A task history refused (unseen.py) was no failure of the worker's: the next is attempt 1 again.
+    if e["event_type"] == "WorkflowTaskTimedOut" or counts_as_attempt(a["cause"]):
+        s.wt_failures += 1
 
 
 def _current_wt(s: MutableState, a: dict[str, Any]) -> dict[str, int]:
