@@ -27,10 +27,12 @@ from services.matching import MatchingClient, MatchingService
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
+from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
 from .openapi import document
 from .reads import ReadStore
 from .replies import ReplyRouter
+from .tokens import TokenKeys
 from .validation import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,9 @@ class FrontendService:
 
     async def start(self) -> None:
         s = self.settings
+        check_bind(s.frontend_host, auth_configured=bool(s.auth_config), insecure=s.insecure)
+        # Without configured keys (tests, one-process clusters) tokens live as long as this frontend.
+        keys = TokenKeys.parse(s.task_token_keys) if s.task_token_keys else TokenKeys.of([TokenKeys.new_key()])
         if self._pool is None:
             self._pool = await db.create_pool(s.database_url)
         if isinstance(self._matching_arg, MatchingClient):
@@ -150,7 +155,7 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_queued=self._on_queued)
+            on_queued=self._on_queued, token_keys=keys)
         engine.open()
         app = build_app(Handlers(engine))
 
