@@ -13,9 +13,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
@@ -137,3 +139,15 @@ class TaskToken:
         if self.namespace != namespace:
             raise PermissionDenied(f"{field} was issued for namespace {self.namespace!r}, not {namespace!r}",
                                    field=field)
+
+
+def keys_in_file(path: Path) -> str:
+    """The keys setting kept in ``path``, made (one random key, readable by its owner only) if
+    missing: ``kadence dev`` keeps its data directory's key there so tokens survive a restart."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(TokenKeys.new_key() + "\n")
+    return path.read_text(encoding="utf-8").strip()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import orjson
 import pytest
 
 from services.frontend import InvalidArgument, PermissionDenied, TaskToken, TokenKeys
+from services.frontend.tokens import keys_in_file
 
 OLD, NEW = "old-key-" + "o" * 24, "new-key-" + "n" * 24
 TOKEN = TaskToken("shop", "order-1", "run-1", 5, 1, "activity", 1_700_000_000_000, "payments")
@@ -87,3 +89,11 @@ def test_not_a_token_is_400() -> None:
     for bad in [None, 7, "", "x" * 9000]:
         with pytest.raises(InvalidArgument):
             TaskToken.decode(bad, keys)
+
+
+def test_dev_keeps_its_key_in_the_data_directory(tmp_path: Path) -> None:
+    path = tmp_path / "task-token-keys"
+    first = keys_in_file(path)
+    assert keys_in_file(path) == first  # the same after a restart
+    assert path.stat().st_mode & 0o777 == 0o600
+    TokenKeys.parse(first)
