@@ -94,8 +94,12 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+    from services.frontend.exposure import check_bind
     from services.frontend.tokens import KEYS_SETTING, keys_in_file
 
+    # Before anything starts (the frontend checks again when it binds).
+    env = Settings.from_env()
+    check_bind(env.frontend_host, auth_configured=bool(env.auth_config), insecure=env.insecure or args.insecure)
     for flag, port in (("--port", args.port), ("--kafka-port", args.kafka_port)):
         if port and not _port_free(port):
             print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)
