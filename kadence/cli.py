@@ -151,8 +151,19 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         signals.shutdown()
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's, once installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kadence")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kadence", description="Kadence durable workflows")
+    parser.add_argument("--version", action="version", version=f"kadence {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="run broker, PostgreSQL, frontend, history and matching in one process")
     dev.add_argument("--port", type=int, default=7233, help="HTTP API port on 127.0.0.1 (default 7233)")
