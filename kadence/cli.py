@@ -67,6 +67,7 @@ async def _dev(args: argparse.Namespace) -> int:
     # warning would only confuse a newcomer.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     from services.common.dirlock import DirectoryInUse, DirectoryLock
+    from services.frontend.auth import AuthConfigError
     from services.frontend.exposure import UnsafeBind
 
     logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
@@ -81,7 +82,7 @@ async def _dev(args: argparse.Namespace) -> int:
         return 2
     try:
         return await _dev_locked(args, data, lock)
-    except UnsafeBind as exc:
+    except (UnsafeBind, AuthConfigError) as exc:
         print(f"kadence dev: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -94,12 +95,15 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+    from services.frontend.auth import Authenticator
     from services.frontend.exposure import check_bind
     from services.frontend.tokens import KEYS_SETTING, keys_in_file
 
     # Before anything starts (the frontend checks again when it binds).
     env = Settings.from_env()
     check_bind(env.frontend_host, auth_configured=bool(env.auth_config), insecure=env.insecure or args.insecure)
+    if env.auth_config:
+        Authenticator.from_file(Path(env.auth_config))  # AuthConfigError: said before anything starts
     for flag, port in (("--port", args.port), ("--kafka-port", args.kafka_port)):
         if port and not _port_free(port):
             print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)

@@ -46,7 +46,7 @@ class Settings:
     # Task-token HMAC keys, comma-separated, the first signs (services/frontend/tokens.py);
     # empty: a frontend in a test or `kadence dev` cluster makes one up for its life.
     task_token_keys: str = ""
-    # Authentication settings (KADENCE_AUTH_CONFIG); see services/frontend/exposure.py.
+    # The authentication configuration file (KADENCE_AUTH_CONFIG); see services/frontend/auth.py.
     auth_config: str = ""
     # Serve the API on a non-loopback address without authentication (KADENCE_INSECURE=1).
     insecure: bool = False

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+from pathlib import Path
 
 from kadence import _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 
 from .app import FrontendService
+from .auth import Authenticator
 from .exposure import UnsafeBind, check_bind
 from .tokens import KEYS_SETTING, TokenKeys
 
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
                          f" signs task tokens; every frontend the same), e.g. {TokenKeys.new_key()}")
     try:
         TokenKeys.parse(settings.task_token_keys)
-    except ValueError as exc:
+        if settings.auth_config:
+            Authenticator.from_file(Path(settings.auth_config))
+    except ValueError as exc:  # AuthConfigError included
         raise SystemExit(f"frontend: {exc}") from None
     with contextlib.suppress(KeyboardInterrupt):
         _loop.run(run_service(FrontendService(settings), settings, "frontend"))

@@ -1,9 +1,8 @@
 """Where the frontend may listen: loopback always; any other address only with
 authentication configured or when told it is insecure on purpose.
 
-"Authentication configured" means the ``KADENCE_AUTH_CONFIG`` setting is non-empty. This
-build does not enforce authentication yet (issue 21, item 1): the setting is the name that
-work will use, and until then setting it only lifts this check.
+"Authentication configured" means the ``KADENCE_AUTH_CONFIG`` setting names the
+authentication configuration (auth.py), which the frontend then enforces on every call.
 """
 
 from __future__ import annotations
