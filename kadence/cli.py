@@ -97,13 +97,20 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
     from services.frontend.auth import Authenticator
     from services.frontend.exposure import check_bind
-    from services.frontend.tokens import KEYS_SETTING, keys_in_file
+    from services.frontend.tokens import KEYS_SETTING, TokenKeys, keys_in_file
 
     # Before anything starts (the frontend checks again when it binds).
     env = Settings.from_env()
     check_bind(env.frontend_host, auth_configured=bool(env.auth_config), insecure=env.insecure or args.insecure)
     if env.auth_config:
         Authenticator.from_file(Path(env.auth_config))  # AuthConfigError: said before anything starts
+    # The data directory's key, so tokens handed out survive a restart (unless set).
+    token_keys = os.environ.get(KEYS_SETTING) or keys_in_file(data / "task-token-keys")
+    try:
+        TokenKeys.parse(token_keys)
+    except ValueError as exc:
+        print(f"kadence dev: {exc}", file=sys.stderr)
+        return 2
     for flag, port in (("--port", args.port), ("--kafka-port", args.kafka_port)):
         if port and not _port_free(port):
             print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)
@@ -121,8 +128,7 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         settings = Settings.from_env(
             kafka_bootstrap=broker.bootstrap, database_url=pg.dsn, frontend_port=args.port,
             shards=shards, task_partitions=shards, session_timeout_ms=3000,
-            # The data directory's key, so tokens handed out survive a restart (unless set).
-            task_token_keys=os.environ.get(KEYS_SETTING) or keys_in_file(data / "task-token-keys"),
+            task_token_keys=token_keys,
             insecure=True if args.insecure else None)
         cluster = Cluster(settings)
         await cluster.start()
