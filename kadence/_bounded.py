@@ -13,14 +13,19 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from kadence.exceptions import KadenceError
 
-__all__ = ["BoundedRead", "TopicReadError"]
+__all__ = ["BoundedRead", "BrokerUnreachable", "TopicReadError"]
 
 
 class TopicReadError(KadenceError):
     """The topic is missing, or stopped delivering before its captured end was reached."""
+
+
+class BrokerUnreachable(TopicReadError):
+    """No broker answered at the bootstrap address."""
 
 
 class BoundedRead:
@@ -49,7 +54,12 @@ class BoundedRead:
 
     async def __aenter__(self) -> BoundedRead:
         consumer = self._consumer
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()  # releases what start() had opened
+            raise BrokerUnreachable(f"cannot reach the Kafka broker at {self.bootstrap}"
+                                    f" ({type(exc).__name__}); is it running, and is --bootstrap right?") from None
         try:
             tps = await self._partitions()
             consumer.assign(tps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -117,9 +118,18 @@ def _add_dlq(sub: Any) -> None:
     dlq.set_defaults(run=_dlq)
 
 
+def _quiet_clients() -> None:
+    """The tools print one line for a failure: the Kafka client's own error logs would
+    repeat it (with a traceback) before it."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def _dlq(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from kadence import dlq
 
+    _quiet_clients()
     try:
         if args.action == "list":
             entries = asyncio.run(dlq.list_dead_letters(args.bootstrap, limit=args.limit,
@@ -137,6 +147,9 @@ def _dlq(args: argparse.Namespace) -> int:
             print(f"{len(done)} dead letter(s) re-driven", file=sys.stderr)
     except (KadenceError, OSError) as exc:
         print(f"kadence dlq: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:  # a broker failing in the middle of the command
+        print(f"kadence dlq: the broker at {args.bootstrap} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -189,8 +202,11 @@ class _Bar:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from services.audit import AuditError, audit
 
+    _quiet_clients()
     bar = _Bar(not args.no_progress)
     try:
         report = asyncio.run(audit(args.bootstrap, args.dsn, from_time_ms=args.from_time,
@@ -198,6 +214,10 @@ def _audit(args: argparse.Namespace) -> int:
     except (AuditError, KadenceError, OSError) as exc:
         bar.close()
         print(f"kadence audit: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:  # a broker failing in the middle of the read
+        bar.close()
+        print(f"kadence audit: the broker at {args.bootstrap} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     bar.close()
     for d in report.divergences:

@@ -43,6 +43,13 @@ class Settings:
     history_fetch_wait_ms: int = 2      # kadence.requests
     matching_fetch_wait_ms: int = 10    # kadence.tasks
     replies_fetch_wait_ms: int = 10     # kadence.replies
+    # Task-token HMAC keys, comma-separated, the first signs (services/frontend/tokens.py);
+    # empty: a frontend in a test or `kadence dev` cluster makes one up for its life.
+    task_token_keys: str = ""
+    # The authentication configuration file (KADENCE_AUTH_CONFIG); see services/frontend/auth.py.
+    auth_config: str = ""
+    # Serve the API on a non-loopback address without authentication (KADENCE_INSECURE=1).
+    insecure: bool = False
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -61,6 +68,9 @@ class Settings:
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
+            "task_token_keys": os.environ.get("KADENCE_TASK_TOKEN_KEYS", ""),
+            "auth_config": os.environ.get("KADENCE_AUTH_CONFIG", ""),
+            "insecure": os.environ.get("KADENCE_INSECURE", "") not in ("", "0", "false", "no"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,13 +26,16 @@ from services.common.kafka import new_producer
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
+from .auth import Authenticator
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
+from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
 from .openapi import document
 from .reads import ReadStore
 from .replies import ReplyRouter
+from .tokens import TokenKeys
 from .validation import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -81,10 +85,13 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
     return await http_server_middleware(request, functools.partial(_answer, handler=handler))
 
 
-def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
+def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator | None) -> RouteHandler:
     method = getattr(handlers, name)
 
     async def route(request: web.Request) -> web.Response:
+        if auth is not None:  # before the body is read: an unknown caller costs nothing more
+            match = request.match_info
+            auth.check(request.headers.get("Authorization"), name, match["namespace"], match.get("task_queue"))
         body = parse_json_body(await request.read()) if has_body else {}
         status, answer = await method(request.match_info, request.query, body)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
@@ -95,10 +102,12 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
     return route
 
 
-def build_app(handlers: Handlers) -> web.Application:
+def build_app(handlers: Handlers, auth: Authenticator | None = None) -> web.Application:
+    """The API; with ``auth``, every call under PREFIX is authenticated and authorized
+    (auth.py); /openapi.json and /health stay open."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     for method, path, name in ROUTES:
-        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
+        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST", auth=auth))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -133,6 +142,10 @@ class FrontendService:
 
     async def start(self) -> None:
         s = self.settings
+        check_bind(s.frontend_host, auth_configured=bool(s.auth_config), insecure=s.insecure)
+        # Without configured keys (tests, one-process clusters) tokens live as long as this frontend.
+        keys = TokenKeys.parse(s.task_token_keys) if s.task_token_keys else TokenKeys.of([TokenKeys.new_key()])
+        auth = Authenticator.from_file(Path(s.auth_config)) if s.auth_config else None
         if self._pool is None:
             self._pool = await db.create_pool(s.database_url)
         if isinstance(self._matching_arg, MatchingClient):
@@ -151,9 +164,9 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_queued=self._on_queued)
+            on_queued=self._on_queued, token_keys=keys)
         engine.open()
-        app = build_app(Handlers(engine))
+        app = build_app(Handlers(engine), auth)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -26,18 +26,17 @@ ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "
                                "fail_activity_task", "heartbeat_activity_task"})
 
 
-def _token(ns: str, body: dict[str, Any], kind: str) -> TaskToken:
-    token = TaskToken.decode(body.get("task_token"))
-    if token.kind != kind:
-        raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task", field="task_token")
-    if token.namespace != ns:
-        raise InvalidArgument("task_token belongs to another namespace", field="task_token")
-    return token
-
-
 class Handlers:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def _token(self, ns: str, body: dict[str, Any], kind: str) -> TaskToken:
+        token = TaskToken.decode(body.get("task_token"), self.engine.token_keys)
+        token.check_namespace(ns)
+        if token.kind != kind:
+            raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task",
+                                  field="task_token")
+        return token
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -107,7 +106,7 @@ class Handlers:
 
     async def complete_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "workflow")
+        token = self._token(ns, body, "workflow")
         commands = v.commands(body)
         identity = v.optional_str(body, "identity") or ""
         await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands,
@@ -116,7 +115,7 @@ class Handlers:
 
     async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "workflow")
+        token = self._token(ns, body, "workflow")
         cause = v.optional_str(body, "cause") or "Unknown"
         failure = v.failure(body, "failure", required=False)
         identity = v.optional_str(body, "identity") or ""
@@ -174,7 +173,7 @@ class Handlers:
 
     async def complete_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "activity")
+        token = self._token(ns, body, "activity")
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
         ahead = v.run_ahead(body)
@@ -183,7 +182,7 @@ class Handlers:
 
     async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "activity")
+        token = self._token(ns, body, "activity")
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
         await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure)
@@ -191,7 +190,7 @@ class Handlers:
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "activity")
+        token = self._token(ns, body, "activity")
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
         await self.engine.respond("RecordActivityTaskHeartbeat", token, identity, details=details)
