@@ -43,6 +43,13 @@ class Settings:
     history_fetch_wait_ms: int = 2      # kadence.requests
     matching_fetch_wait_ms: int = 10    # kadence.tasks
     replies_fetch_wait_ms: int = 10     # kadence.replies
+    # History: re-read from 0 a partition whose log end is below the stored offset (a
+    # broker that lost data; see services/history/resume.py), how long applied request ids
+    # are kept, and the byte budgets of the events kept in memory per run and per shard.
+    rewind_lost_partitions: bool = False
+    request_id_retention_s: int = 86_400
+    history_tail_run_bytes: int = 1 << 20
+    history_tail_shard_bytes: int = 64 << 20
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -61,6 +68,10 @@ class Settings:
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
+            "rewind_lost_partitions": _env_int("KADENCE_REWIND_LOST_PARTITIONS", 0) != 0,
+            "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
+            "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
+            "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
