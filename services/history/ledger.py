@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 # Commands that may name no run: they act on the current run of their workflow.
 WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflowExecution",
                                "SignalWorkflowExecution", "TerminateWorkflowExecution"})
-REMEMBERED_REQUESTS = 50_000  # request ids kept in memory per shard (the table has them all)
-REMEMBERED_STARTS = 50_000  # run start offsets kept in memory per shard
+REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
+REMEMBERED_STARTS = 10_000  # run start offsets kept in memory per shard
 TRIM_EVERY_S = 60.0
 
 RequestKey = tuple[str, str, str]  # namespace, workflow id, request id
