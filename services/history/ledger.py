@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Commands that may name no run: they act on the current run of their workflow.
+# Commands that may name no run: they act on the current run of their workflow. A new
+# command of that kind (cancel, update) belongs here to get both rules.
 WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflowExecution",
                                "SignalWorkflowExecution", "TerminateWorkflowExecution"})
 REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
