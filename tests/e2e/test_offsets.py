@@ -198,3 +198,34 @@ async def test_a_request_id_no_longer_in_memory_is_found_in_postgresql(broker, f
         assert reply["ok"] and reply["run_id"] == run1
         kinds = [e["event_type"] for e in await history_of(fresh_dsn, run1)]
         assert kinds.count("WorkflowExecutionSignaled") == 1
+
+
+
+async def test_a_shard_taken_over_on_an_idle_partition_resumes_at_its_stored_offset(broker, fresh_dsn) -> None:
+    wid = f"takeover-{uuid.uuid4().hex[:6]}"
+    await db.migrate(fresh_dsn)
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    services = [HistoryService(settings_for(broker.bootstrap, fresh_dsn)) for _ in range(2)]
+    running: list[HistoryService] = []
+    try:
+        async with Topics(broker.bootstrap) as io:
+            for service in services:
+                await service.start()
+                running.append(service)
+            await until(lambda: all(len(s.shards) == 1 for s in services), seconds=30)
+            run1, run2 = await _two_runs(io, wid, _terminate(wid))
+            partition, stored, end = await _stored_and_end(broker.bootstrap, fresh_dsn, wid)
+            assert end < stored, "the broker reported the true end: this test needs it to report less"
+            owner = next(s for s in services if partition in s.shards)
+            survivor = next(s for s in services if s is not owner)
+            running.remove(owner)
+            await owner.stop()
+            await until(lambda: partition in survivor.shards, seconds=30)
+            ping = _signal(wid)
+            await io.send("SignalWorkflowExecution", ping)
+            reply = await io.next("kadence.replies", request_id=ping["request_id"])
+            assert reply["ok"] and reply["run_id"] == run2, reply
+            assert await _runs(fresh_dsn, wid) == {run1: "Terminated", run2: "Running"}
+    finally:
+        for service in running:
+            await service.stop()
