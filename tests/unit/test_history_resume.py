@@ -16,3 +16,11 @@ def test_only_a_fresh_broker_or_the_operator_rewinds() -> None:
     assert resume_from(120, 101, fresh_broker=False, rewind_lost=True) is Resume.REWIND
     # Told to rewind lost partitions, a partition that lost nothing still resumes.
     assert resume_from(120, 120, fresh_broker=False, rewind_lost=True) is Resume.STORED
+
+
+def test_the_operator_flag_is_read_from_the_environment(monkeypatch) -> None:
+    from services.common.config import Settings
+
+    for value, wanted in (("", False), ("0", False), ("false", False), ("1", True), ("true", True)):
+        monkeypatch.setenv("KADENCE_REWIND_LOST_PARTITIONS", value)
+        assert Settings.from_env().rewind_lost_partitions is wanted
