@@ -24,6 +24,11 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_bool(name: str) -> bool:
+    """A switch: 1/true/yes (any case) on; unset, empty, 0/false/no off."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -50,6 +55,13 @@ class Settings:
     auth_config: str = ""
     # Serve the API on a non-loopback address without authentication (KADENCE_INSECURE=1).
     insecure: bool = False
+    # History: re-read from 0 a partition whose log end is below the stored offset (a
+    # broker that lost data; see services/history/resume.py), how long applied request ids
+    # are kept, and the byte budgets of the events kept in memory per run and per shard.
+    rewind_lost_partitions: bool = False
+    request_id_retention_s: int = 86_400
+    history_tail_run_bytes: int = 1 << 20
+    history_tail_shard_bytes: int = 64 << 20
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -70,7 +82,11 @@ class Settings:
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
             "task_token_keys": os.environ.get("KADENCE_TASK_TOKEN_KEYS", ""),
             "auth_config": os.environ.get("KADENCE_AUTH_CONFIG", ""),
-            "insecure": os.environ.get("KADENCE_INSECURE", "") not in ("", "0", "false", "no"),
+            "insecure": _env_bool("KADENCE_INSECURE"),
+            "rewind_lost_partitions": _env_bool("KADENCE_REWIND_LOST_PARTITIONS"),
+            "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
+            "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
+            "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -19,7 +19,9 @@ from services.common.aio import cancel
 from services.common.config import Settings
 
 from .gate import FetchGate
+from .memory import Tails
 from .neighbours import HandedCommand, Neighbours
+from .resume import Resume, resume_from
 from .shard import Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
@@ -113,16 +115,28 @@ class HistoryService:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
             shard.neighbours = self.neighbours
+            shard.request_id_retention_s = self.settings.request_id_retention_s
+            shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]
             fresh = p in self._fresh
             self._fresh.discard(p)
-            if fresh or offset > end:
-                # The broker lost the topic (a development broker restarted): the commands it held
-                # are gone, and tasks it carried may be too, so send every unstarted task again.
+            how = resume_from(offset, end, fresh_broker=fresh, rewind_lost=self.settings.rewind_lost_partitions)
+            if how is Resume.STORED:
                 if offset > end:
-                    log.warning("shard %d: stored offset %d is past the log end %d; starting at 0", p, offset, end)
+                    # Never rewind on a guess (see resume.py): the broker may report a batch's base.
+                    log.warning("shard %d: stored offset %d is past the reported log end %d; resuming at %d"
+                                " (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a partition the broker lost)",
+                                p, offset, end, offset)
+                shard.ledger.replay_until = await self.store.replay_until(p)
+            else:
+                # A new broker, or one that lost records: tasks it carried may be gone too,
+                # so send every unstarted task again.
+                if how is Resume.REWIND:
+                    log.warning("shard %d: stored offset %d is past the log end %d; rewinding to 0 as told,"
+                                " records below %d are taken as copies", p, offset, end, offset)
+                shard.ledger.replay_until = await self.store.rewind(p, shard.range_id, fresh=how is Resume.FRESH)
                 offset = 0
                 await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)

@@ -28,9 +28,11 @@ from services.common import kafka
 from services.common.outcome import outcome
 
 from . import engine
-from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
+from .builder import Mutation, OutboxMessage, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
+from .ledger import Ledger, RequestSeen, trim_loop
+from .memory import Heartbeats, Tails
 from .neighbours import Closed, HandedCommand, Neighbours
 from .state import MutableState
 from .store import HistoryStore, OutboxRow
@@ -112,9 +114,10 @@ class Shard:
         self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Per cached run, its committed events since the last completed workflow task
         # (or the newest of them): workflow tasks carry these instead of the frontend
-        # reading them back from PostgreSQL.
-        self.tails: dict[str, Tail] = {}
-        self.heartbeats: dict[tuple[str, int], tuple[int, str | None]] = {}
+        # reading them back from PostgreSQL. Bounded by bytes (memory.py); the service sets
+        # the budgets.
+        self.tails = Tails()
+        self.heartbeats = Heartbeats()
         self.inbox: asyncio.Queue[list[ConsumerRecord[bytes, bytes]] | engine.TimerFiring | _Early] = asyncio.Queue(
             maxsize=64)
         self._idle = False  # the loop waits for an inbox that is empty
@@ -130,6 +133,9 @@ class Shard:
         # Runs with a task no worker has started, and since when: re-dispatch looks only
         # at these instead of scanning the shard's executions.
         self.unstarted: dict[str, int] = {}
+        # Request ids applied and runs' start offsets (ledger.py); the service sets these.
+        self.ledger = Ledger(shard_id)
+        self.request_id_retention_s = 86_400.0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -146,7 +152,8 @@ class Shard:
         return self.next_offset
 
     def start(self) -> None:
-        for coro in (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop()):
+        for coro in (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop(),
+                     trim_loop(self.store, self.shard_id, self.request_id_retention_s)):
             self._tasks.append(asyncio.create_task(self._guard(coro)))
 
     async def _guard(self, coro: Awaitable[None]) -> None:
@@ -321,7 +328,7 @@ class Shard:
                         for r, reason in dead.values()])
                 await self.store.commit(self.shard_id, self.range_id, None if last_offset is None else last_offset + 1,
                                         mutations, outbox, ctx.timer_rows_deleted, list(ctx.heartbeats.values()),
-                                        closed, assumed_new)
+                                        closed, assumed_new, ctx.requests, ctx.run_starts)
             except ShardOwnershipLost:
                 self._forget(ctx)
                 raise
@@ -331,6 +338,13 @@ class Shard:
                 self._forget(ctx)
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
                 no_current, assumed_new = await self._look_up_current(batch, assume_new=False)
+                continue
+            except RequestSeen:
+                # A request id applied before and no longer in memory: nothing was written;
+                # run the batch again knowing it (it then gets its first answer).
+                self._forget(ctx)
+                self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
+                await self.ledger.look_up(self.store, ctx.requests)
                 continue
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 # Nothing was written: drop what this batch changed in memory and redo it.
@@ -390,6 +404,10 @@ class Shard:
     async def _run(self, ctx: BatchContext, batch: list[Any],
                    dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]]) -> int | None:
         last_offset: int | None = None
+        # A timer's effects follow the records before it (the batch's first less one, taken
+        # early: the next of the partition less one), for the run start offsets of ledger.py.
+        first = next((r.offset for item in batch if isinstance(item, list) for r in item), self.consumed)
+        ctx.offset = (first if first >= 0 else self.consumed) - 1
         for item in batch:
             if isinstance(item, engine.TimerFiring):
                 ctx.headers = ()
@@ -420,7 +438,9 @@ class Shard:
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
         ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
         try:
-            await handler(ctx, cmd)
+            ctx.offset = record.offset if record.offset >= 0 else self.consumed  # taken early: the next
+            if await self.ledger.admit(ctx, name, cmd, ctx.offset):
+                await handler(ctx, cmd)
         except (HistoryError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ShardOwnershipLost):
                 raise
@@ -437,6 +457,7 @@ class Shard:
         return rows
 
     def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[OutboxRow]) -> None:
+        self.ledger.committed(ctx)
         for m in mutations:
             self._keep_tail(m)
             self.remember(m.state)
@@ -446,6 +467,8 @@ class Shard:
                 self.unstarted.pop(m.state.run_id, None)
         for (run_id, sid), row in ctx.heartbeats.items():
             self.heartbeats[(run_id, sid)] = (row[4], row[3])
+        for m in mutations:
+            self.heartbeats.prune(m.state)
         self.timers.committed(mutations, ctx.timer_rows_deleted)
         if outbox:
             self.relay_queue.put_nowait(outbox)
@@ -474,8 +497,7 @@ class Shard:
         new = [(e["event_id"], data, e) for e, data in zip(m.events, m.encoded_events, strict=True)]
         # A run loaded from the store starts with an unknown tail: keep what is new (a
         # contiguous suffix); after its next completed workflow task it is whole again.
-        tail = [p for p in self.tails.get(s.run_id, []) + new if p[0] >= s.carry_from]
-        self.tails[s.run_id] = tail[-CARRY_MAX_EVENTS:]
+        self.tails.extend(s.run_id, s.carry_from, new)
 
     # ---- outbox relay ----------------------------------------------------------------
 
