@@ -16,6 +16,9 @@ from .state import Event, MutableState, retry_attempt, start_attempt
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
                  "maximum_attempts": 0, "non_retryable_error_types": []}
 ACTIVITY_TIMERS = ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry")
+# A deadline this far out (about 146 million years) is never: no timer is armed for it,
+# and a chain's expiration saturates here rather than overflow a bigint.
+NEVER_MS = 2**62
 MAX_WT_BACKOFF_MS = 60_000
 
 
@@ -92,14 +95,14 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
     t.current_changed = True
     execution_timeout_ms = max(0, execution_timeout_ms)
     if execution_expiration_time is None:
-        execution_expiration_time = ctx.now + execution_timeout_ms if execution_timeout_ms else 0
+        execution_expiration_time = min(ctx.now + execution_timeout_ms, NEVER_MS) if execution_timeout_ms else 0
     t.add("WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
           execution_timeout_ms=execution_timeout_ms, run_timeout_ms=max(0, run_timeout_ms),
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
           request_id=request_id, identity=identity, continued_execution_run_id=continued_from)
     timeout_at = state.timeout_at()
-    if timeout_at:
+    if 0 < timeout_at < NEVER_MS:
         t.set_timer("wf_timeout", 0, timeout_at)
     return t
 

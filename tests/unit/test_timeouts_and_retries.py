@@ -252,3 +252,13 @@ async def test_a_failure_carries_details_never_sent_as_a_heartbeat() -> None:
     await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1), "last_heartbeat_details": '[3]'})
     assert s.activities[str(sid)]["heartbeat_details"] == '[3]'
 
+
+
+async def test_timeouts_too_far_out_for_a_timer_arm_none() -> None:
+    ctx = Context()
+    await engine.start_workflow(ctx, _start(execution_timeout_ms=2**63 - 1, run_timeout_ms=2**63 - 1))
+    s = next(iter(ctx.runs.values()))
+    assert s.execution_expiration_time == engine.NEVER_MS
+    assert ctx.timers(s.run_id) == {}
+    for event in ctx.events(s.run_id):
+        avro.encode("HistoryEvent", event)  # every value fits the schema's longs
