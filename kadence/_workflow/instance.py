@@ -294,6 +294,9 @@ class WorkflowInstance:
         else:
             raw = attrs.get("last_heartbeat_details")
             cause = ActivityTimeoutError(str(attrs.get("timeout_type", "")), last_heartbeat_details=decode_args(raw))
+            if attrs.get("last_failure"):
+                # The attempt before the timeout failed: no event of its own says so.
+                cause.__cause__ = exception_from_failure(attrs["last_failure"])
             what = f"timed out ({cause.timeout_type})"
         pending.future.set_exception(
             ActivityError(

@@ -413,7 +413,7 @@ def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, An
         heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
         t.add("ActivityTaskTimedOut", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
               timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
-              retry_backoff_ms=None)
+              retry_backoff_ms=None, last_failure=act["last_failure"])
     _after_attempt(ctx, t, sid, backoff)
 
 

@@ -4,14 +4,18 @@ attempt after any failure; retried attempts write no history, only the final one
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence import avro, workflow
+from kadence.exceptions import ActivityError, ActivityTimeoutError
 from services.audit import replay as audit
 from services.history import engine
 from services.history.state import ATTEMPT_FIELDS, MutableState, apply, events_only, rebuild
+from tests.unit._fake_history import Driver, FakeHistory
 from tests.unit.test_fold import MemoryContext, _ref, _start
 
 pytestmark = pytest.mark.timeout(10)
@@ -262,3 +266,43 @@ async def test_timeouts_too_far_out_for_a_timer_arm_none() -> None:
     assert ctx.timers(s.run_id) == {}
     for event in ctx.events(s.run_id):
         avro.encode("HistoryEvent", event)  # every value fits the schema's longs
+
+
+async def test_a_final_timeout_names_the_failure_of_the_attempt_before() -> None:
+    ctx = Context()
+    policy = {"initial_interval_ms": 5000, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
+              "maximum_attempts": 0, "non_retryable_error_types": []}
+    s, sid = await _with_activity(ctx, policy=policy)
+    s.activities[str(sid)]["schedule_to_close_timeout_ms"] = 10_000  # set as the command would have
+    await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})
+    ctx.now += 10_000  # the schedule-to-close timeout ends it while it waits for attempt 2
+    await _fire(ctx, s, "act_s2c", sid)
+    timed_out = ctx.events(s.run_id)[-2]
+    assert timed_out["event_type"] == "ActivityTaskTimedOut"
+    assert timed_out["attributes"]["started_event_id"] == 0  # attempt 2 never started
+    assert timed_out["attributes"]["last_failure"]["message"] == "boom 1"
+
+
+@workflow.defn
+class CatchTimeout:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.execute_activity("a", start_to_close_timeout=timedelta(seconds=1))
+        except ActivityError as err:
+            cause = err.cause
+            assert isinstance(cause, ActivityTimeoutError)
+            return f"{cause.timeout_type} after {cause.__cause__}"
+        return "no"
+
+
+def test_workflow_code_sees_the_last_failure_behind_a_timeout() -> None:
+    history = FakeHistory("CatchTimeout")
+    driver = Driver(CatchTimeout, history)
+    driver.step()
+    scheduled = history.activity_scheduled_id("1")
+    history.add("ActivityTaskTimedOut", scheduled_event_id=scheduled, started_event_id=0,
+                timeout_type="ScheduleToClose", last_heartbeat_details=None, retry_backoff_ms=None,
+                last_failure=_failure(1))
+    commands = driver.next_task()
+    assert json.loads(commands[0]["attributes"]["result"]) == "ScheduleToClose after boom 1"
