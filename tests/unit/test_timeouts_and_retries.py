@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 
-from kadence import avro, workflow
+from kadence import activity, avro, workflow
+from kadence._activity import ActivityDefinition
+from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence.exceptions import ActivityError, ActivityTimeoutError
 from services.audit import replay as audit
 from services.history import engine
 from services.history.state import ATTEMPT_FIELDS, MutableState, apply, events_only, rebuild
 from tests.unit._fake_history import Driver, FakeHistory
 from tests.unit.test_fold import MemoryContext, _ref, _start
+from tests.unit.test_worker import FakeTransport, _activity_task
 
 pytestmark = pytest.mark.timeout(10)
 T0 = 1_700_000_000_000
@@ -306,3 +309,23 @@ def test_workflow_code_sees_the_last_failure_behind_a_timeout() -> None:
                 last_failure=_failure(1))
     commands = driver.next_task()
     assert json.loads(commands[0]["attributes"]["result"]) == "ScheduleToClose after boom 1"
+
+
+@activity.defn(name="beat_and_raise")
+async def _beat_and_raise(beat: bool) -> None:
+    if beat:
+        activity.heartbeat("halfway", 50)
+    raise RuntimeError("no")
+
+
+async def test_the_worker_sends_the_last_recorded_heartbeat_details_with_a_failure() -> None:
+    transport = FakeTransport()
+    processor = ActivityTaskProcessor(transport, namespace="default", task_queue="tq",
+                                      activities=[ActivityDefinition.of(_beat_and_raise)], identity="test",
+                                      executor=None)  # type: ignore[arg-type]
+    await processor.process(_activity_task("beat_and_raise", True))
+    await processor.process(_activity_task("beat_and_raise", False))
+    failed = transport.posted("/activity-tasks/fail")
+    # The heartbeat itself never went out (the attempt ended first): the failure carries it.
+    assert json.loads(failed[0]["last_heartbeat_details"]) == ["halfway", 50]
+    assert "last_heartbeat_details" not in failed[1]
