@@ -70,9 +70,9 @@ def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queu
     return avro.encode("StartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
         "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
-        "run_timeout_ms": run_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
+        "run_timeout_ms": run_timeout_ms,
     })
 
 
@@ -97,10 +97,10 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
     return avro.encode("SignalWithStartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
         "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
-        "run_timeout_ms": run_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "signal_name": signal_name,
         "signal_input": encode_args(signal_args), "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
+        "run_timeout_ms": run_timeout_ms,
     })
 
 
