@@ -181,8 +181,7 @@ class ActivityTaskProcessor:
         try:
             payload = encode_value(result)
         except (TypeError, ValueError) as err:
-            await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"),
-                             heartbeater.last_recorded)
+            await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"))
             return
         await self._complete(task, {"task_token": token, "result": payload, "identity": self._identity})
 
