@@ -16,6 +16,8 @@ from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence.exceptions import ActivityError, ActivityTimeoutError
 from services.audit import replay as audit
 from services.history import engine
+from services.history.builder import Transition
+from services.history.context import BatchContext
 from services.history.state import ATTEMPT_FIELDS, MutableState, apply, events_only, rebuild
 from tests.unit._fake_history import Driver, FakeHistory
 from tests.unit.test_fold import MemoryContext, _ref, _start
@@ -329,3 +331,12 @@ async def test_the_worker_sends_the_last_recorded_heartbeat_details_with_a_failu
     # The heartbeat itself never went out (the attempt ended first): the failure carries it.
     assert json.loads(failed[0]["last_heartbeat_details"]) == ["halfway", 50]
     assert "last_heartbeat_details" not in failed[1]
+
+
+def test_a_transition_that_changed_only_attempt_fields_is_committed() -> None:
+    ctx = BatchContext(None, T0)  # type: ignore[arg-type]  # close() needs no shard
+    untouched = Transition(MutableState(run_id="a", status="Running"), T0, 0)
+    changed = Transition(MutableState(run_id="b", status="Running"), T0, 0)
+    changed.changed_without_events = True
+    ctx.transitions = {"a": untouched, "b": changed}
+    assert [m.state.run_id for m in ctx.close()] == ["b"]
