@@ -76,6 +76,7 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None,
+        run_timeout: timedelta | None,
         workflow_task_timeout: timedelta | None,
         request_id: str | None,
     ) -> dict[str, Any]:
@@ -94,6 +95,8 @@ class Client:
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.identity,
         }
+        if run_timeout is not None:
+            body["run_timeout_ms"] = to_millis(run_timeout)
         if workflow_task_timeout is not None:
             body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
         return body
@@ -105,17 +108,23 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
-        if one with this id is running."""
+        if one with this id is running.
+
+        ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
+        chain included; ``run_timeout`` bounds each run. The run open when either passes
+        times out."""
         body = self._start_body(
             workflow,
             args,
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
@@ -129,6 +138,7 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> Any:
@@ -143,6 +153,7 @@ class Client:
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
@@ -161,6 +172,7 @@ class Client:
         signal: str | Callable[..., Any],
         signal_args: Sequence[Any] = (),
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> WorkflowHandle:
@@ -171,6 +183,7 @@ class Client:
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )

@@ -61,16 +61,19 @@ def _request_id(request_id: str | None) -> str:
 
 
 def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
-                 args: Sequence[Any] = (), *, execution_timeout_ms: int = 0,
+                 args: Sequence[Any] = (), *, execution_timeout_ms: int = 0, run_timeout_ms: int = 0,
                  workflow_task_timeout_ms: int = 10000, request_id: str | None = None, identity: str = "",
                  reply_to: str | None = None) -> bytes:
-    """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments."""
+    """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments.
+    ``execution_timeout_ms`` bounds every run of a continue-as-new chain together,
+    ``run_timeout_ms`` each run."""
     return avro.encode("StartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
         "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
         "execution_timeout_ms": execution_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
+        "run_timeout_ms": run_timeout_ms,
     })
 
 
@@ -88,7 +91,8 @@ def encode_signal(namespace: str, workflow_id: str, signal_name: str, args: Sequ
 
 def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
                              signal_name: str, signal_args: Sequence[Any] = (), args: Sequence[Any] = (), *,
-                             execution_timeout_ms: int = 0, workflow_task_timeout_ms: int = 10000,
+                             execution_timeout_ms: int = 0, run_timeout_ms: int = 0,
+                             workflow_task_timeout_ms: int = 10000,
                              request_id: str | None = None, identity: str = "",
                              reply_to: str | None = None) -> bytes:
     """A ``SignalWithStartWorkflowExecution`` record: signal the open run, starting one if none is."""
@@ -99,6 +103,7 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "signal_name": signal_name,
         "signal_input": encode_args(signal_args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
+        "run_timeout_ms": run_timeout_ms,
     })
 
 

@@ -179,7 +179,7 @@ class Engine:
             "namespace": req.namespace, "workflow_id": req.workflow_id, "workflow_type": req.workflow_type,
             "task_queue": req.task_queue, "input": req.input, "execution_timeout_ms": req.execution_timeout_ms,
             "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
-            "identity": req.identity,
+            "identity": req.identity, "run_timeout_ms": req.run_timeout_ms,
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:

@@ -185,7 +185,9 @@ class Handlers:
         token = self._token(ns, body, "activity")
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure)
+        details = v.json_text(body, "last_heartbeat_details")
+        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure,
+                                  last_heartbeat_details=details)
         return OK, {}
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:

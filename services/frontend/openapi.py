@@ -32,6 +32,7 @@ EMPTY: Schema = _obj({})
 _START_FIELDS: dict[str, Schema] = {
     "workflow_id": NAME, "workflow_type": NAME, "task_queue": NAME, "input": ARRAY,
     "execution_timeout_ms": MS, "workflow_task_timeout_ms": MS, "request_id": STR, "identity": STR,
+    "run_timeout_ms": MS,
 }
 _POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100},
               "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600}})
@@ -117,7 +118,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                                      "workflow_task": _ref("RunAheadWorkflowTask")}, ["task_token"]),
                                {}, 200, EMPTY),
     "fail_activity_task": ("Fail an activity attempt", _obj({"task_token": STR, "failure": _ref("Failure"),
-                                                             "identity": STR}, ["task_token", "failure"]),
+                                                             "identity": STR, "last_heartbeat_details": JSON_TEXT},
+                                                            ["task_token", "failure"]),
                            {}, 200, EMPTY),
     "heartbeat_activity_task": ("Heartbeat an activity attempt",
                                 _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),

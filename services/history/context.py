@@ -99,4 +99,4 @@ class BatchContext:
 
     def close(self) -> list[Mutation]:
         return [t.close() for t in self.transitions.values() if t.events or t.outbox or t.local_tasks
-                or t.timers_upsert or t.timers_delete]
+                or t.timers_upsert or t.timers_delete or t.changed_without_events]
