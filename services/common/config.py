@@ -43,6 +43,8 @@ class Settings:
     history_fetch_wait_ms: int = 2      # kadence.requests
     matching_fetch_wait_ms: int = 10    # kadence.tasks
     replies_fetch_wait_ms: int = 10     # kadence.replies
+    # A history shard retrying through an outage this long is reported stalled (/health 503).
+    stall_after_ms: int = 10_000
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -61,6 +63,7 @@ class Settings:
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
+            "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

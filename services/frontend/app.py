@@ -21,7 +21,9 @@ from kadence._tracing import tracer
 from services.common import db
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
+from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
+from services.history.health import HealthReport
 from services.matching import MatchingClient, MatchingService
 
 from .closed import CloseWatcher
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("kadence.frontend.access")
 
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HealthSource = Callable[[], HealthReport]
 SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 
 
@@ -94,7 +97,25 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
     return route
 
 
-def build_app(handlers: Handlers) -> web.Application:
+def health_answer(sources: dict[str, HealthSource], fatal: Fatal | None = None) -> tuple[int, dict[str, Any]]:
+    """``/health``: 200 ``{"status": "ok"}``, or 503 ``"stalled"`` when a service in this
+    process reports a stall (a history shard stopped or retrying too long) or a fatal error;
+    each service's details under its name."""
+    body: dict[str, Any] = {"status": "ok"}
+    healthy = fatal is None or fatal.reason is None
+    if not healthy:
+        body["fatal"] = fatal.reason if fatal is not None else None
+    for name, source in sources.items():
+        r = source()
+        healthy = healthy and r.healthy
+        body[name] = r.details
+    if not healthy:
+        body["status"] = "stalled"
+    return (200 if healthy else 503), body
+
+
+def build_app(handlers: Handlers, health_sources: dict[str, HealthSource] | None = None,
+              fatal: Fatal | None = None) -> web.Application:
     app = web.Application(middlewares=[api_middleware])
     for method, path, name in ROUTES:
         app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
@@ -104,7 +125,8 @@ def build_app(handlers: Handlers) -> web.Application:
         return web.json_response(openapi)
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        status, body = health_answer(health_sources or {}, fatal)
+        return web.json_response(body, status=status)
 
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/health", health)
@@ -129,6 +151,9 @@ class FrontendService:
         self._closes: CloseWatcher | None = None
         self._engine: Engine | None = None
         self.url = ""
+        self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
+        # Reports /health includes, by name (Cluster adds history's); set before start().
+        self.health_sources: dict[str, HealthSource] = {}
 
     async def start(self) -> None:
         s = self.settings
@@ -144,15 +169,15 @@ class FrontendService:
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
         self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms)
-        await self._replies.start()
+        await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
-        await self._closes.start()
+        await self._closes.start(self.fatal)
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued)
         engine.open()
-        app = build_app(Handlers(engine))
+        app = build_app(Handlers(engine), self.health_sources, self.fatal)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -20,6 +20,7 @@ import asyncpg
 
 from services.common.aio import cancel
 from services.common.outcome import CHANNEL, parse_close_payload
+from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,11 @@ class CloseWatcher:
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, fatal: Fatal | None = None) -> None:
+        """Start listening; if the listening task ever dies, ``fatal`` is declared."""
         self._task = asyncio.create_task(self._run(), name="frontend-close-watcher")
+        if fatal is not None:
+            watch(self._task, "the frontend's close watcher", fatal)
 
     async def stop(self) -> None:
         await cancel(self._task)

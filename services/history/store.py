@@ -66,6 +66,11 @@ class HistoryStore:
         assert row is not None
         return int(row["range_id"]), int(row["kafka_offset"])
 
+    async def shard_range_id(self, shard_id: int) -> int | None:
+        """The shard's current range_id (its owner's fence), None if never acquired."""
+        value = await self.pool.fetchval("SELECT range_id FROM shards WHERE shard_id = $1", shard_id)
+        return None if value is None else int(value)
+
     async def current_run(self, namespace: str, workflow_id: str) -> str | None:
         value = await self.pool.fetchval(
             "SELECT run_id FROM current_executions WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id)
