@@ -230,7 +230,8 @@ class HistoryService:
         nothing else to do (Shard.offer_early), otherwise once acknowledged (Shard.offer)."""
         if self._gate is None and self._consumer is not None and not self._stopping:
             self._gate = FetchGate(self._consumer, self.shards)
-            self._gate_task = asyncio.create_task(self._gate.run(), name="history-fetch-gate")
+            self._gate_task = watch(asyncio.create_task(self._gate.run(), name="history-fetch-gate"),
+                                    "the history fetch gate", self.fatal)
         shard = self.shards.get(partition)
         if shard is None or shard.stopped:
             return
