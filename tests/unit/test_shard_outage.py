@@ -189,3 +189,41 @@ async def test_the_service_restarts_a_failed_shard_a_bounded_number_of_times_the
     service._shard_failed(Dead(), RuntimeError("once too often"))  # type: ignore[arg-type]
     assert service.fatal.happened.is_set()
     assert service.fatal.reason is not None and "once too often" in service.fatal.reason
+
+
+async def test_the_relay_waits_out_a_broker_outage_and_publishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    sent: list[Any] = []
+    refusals = [KafkaConnectionError("broker down"), KafkaConnectionError("broker down")]
+
+    async def publish(producer: Any, records: Any) -> None:
+        if refusals:
+            raise refusals.pop()
+        sent.extend(records)
+
+    monkeypatch.setattr(shard_module.kafka, "publish", publish)
+    store = FlakyStore(await _running_state())
+    shard = await _shard(store)
+    try:
+        await shard.feed([_signal(0)])
+        await eventually(lambda: sent, what="the outbox published once the broker is back")
+        assert not refusals and not shard.backoffs["relay"].retrying and shard.failure is None
+    finally:
+        await shard.stop()
+
+
+async def test_after_an_outage_the_redispatch_scan_checks_the_shard_is_still_ours(
+        published: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shard_module, "REDISPATCH_AFTER_MS", 20)
+    store = FlakyStore(await _running_state())
+    shard = Shard(0, store, None, "me")  # type: ignore[arg-type]
+    shard.range_id = 1  # the store says 0: another process took the shard over meanwhile
+    shard.unstarted = {store.state.run_id: 0}  # so that the scan loads a run
+    store.down = 2
+    shard.start()
+    try:
+        await eventually(shard.lost.is_set, what="the shard stops as not ours any more")
+        assert shard.failure is None and shard.health().state is ShardState.STOPPED
+    finally:
+        await shard.stop()
