@@ -18,7 +18,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from kadence._tracing import tracer
-from services.common import db
+from services.common import db, outage
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
 from services.common.supervision import Fatal
@@ -59,8 +59,7 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         if exc.status < 400:
             raise
         response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
-    except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-            OSError) as exc:
+    except outage.DATABASE_TRANSIENT as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
     except KafkaError as exc:

@@ -13,9 +13,9 @@ import pytest
 
 from services.cluster import Cluster
 from services.common.embedded import EmbeddedBroker
-from tests.chaos.workload import run_through
+from tests.chaos.workload import DEADLINE_S, run_through
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(DEADLINE_S + 60)
 
 
 async def test_every_workflow_completes_through_a_broker_pause(
