@@ -45,6 +45,9 @@ class Settings:
     replies_fetch_wait_ms: int = 10     # kadence.replies
     # A history shard retrying through an outage this long is reported stalled (/health 503).
     stall_after_ms: int = 10_000
+    # A history process on its own serves GET /health here when set (0: any free port).
+    history_health_host: str = "127.0.0.1"
+    history_health_port: int | None = None
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -64,6 +67,9 @@ class Settings:
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
             "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
+            "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
+            "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])
+                                    if os.environ.get("KADENCE_HISTORY_HEALTH_PORT") else None),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

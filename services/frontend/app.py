@@ -20,10 +20,10 @@ from aiokafka.errors import KafkaError
 from kadence._tracing import tracer
 from services.common import db, outage
 from services.common.config import LISTEN_BACKLOG, Settings
+from services.common.health import HealthSource, health_answer
 from services.common.kafka import new_producer
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
-from services.history.health import HealthReport
 from services.matching import MatchingClient, MatchingService
 
 from .closed import CloseWatcher
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("kadence.frontend.access")
 
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-HealthSource = Callable[[], HealthReport]
 SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 
 
@@ -94,23 +93,6 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
 
     route.__name__ = name
     return route
-
-
-def health_answer(sources: dict[str, HealthSource], fatal: Fatal | None = None) -> tuple[int, dict[str, Any]]:
-    """``/health``: 200 ``{"status": "ok"}``, or 503 ``"stalled"`` when a service in this
-    process reports a stall (a history shard stopped or retrying too long) or a fatal error;
-    each service's details under its name."""
-    body: dict[str, Any] = {"status": "ok"}
-    healthy = fatal is None or fatal.reason is None
-    if not healthy:
-        body["fatal"] = fatal.reason if fatal is not None else None
-    for name, source in sources.items():
-        r = source()
-        healthy = healthy and r.healthy
-        body[name] = r.details
-    if not healthy:
-        body["status"] = "stalled"
-    return (200 if healthy else 503), body
 
 
 def build_app(handlers: Handlers, health_sources: dict[str, HealthSource] | None = None,

@@ -14,6 +14,8 @@ import enum
 import time
 from typing import Any
 
+from services.common.health import HealthReport
+
 
 class ShardState(enum.Enum):
     RUNNING = "running"
@@ -44,14 +46,6 @@ class ShardHealth:
             "since": _iso(self.since), "last_error": self.last_error, "last_progress": _iso(self.last_progress),
             "lag": self.lag, "retrying_loops": list(self.retrying_loops),
         }
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthReport:
-    """One service's part of ``/health``: healthy or not, and its details as JSON."""
-
-    healthy: bool
-    details: dict[str, Any]
 
 
 def report(shards: list[ShardHealth], stall_after_s: float, *, fatal: str | None = None) -> HealthReport:

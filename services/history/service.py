@@ -25,10 +25,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from services.common import db, kafka, outage
 from services.common.aio import cancel
 from services.common.config import Settings
+from services.common.health import HealthReport
 from services.common.supervision import Fatal, watch
 
 from .gate import FetchGate
-from .health import HealthReport, report
+from .health import report
+from .http import HealthServer
 from .neighbours import HandedCommand, Neighbours
 from .shard import Shard
 from .store import HistoryStore
@@ -72,6 +74,7 @@ class HistoryService:
         self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
         self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
         self._consume_backoff = outage.Backoff("history consumer", log)
+        self.health_server: HealthServer | None = None  # with settings.history_health_port
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -108,9 +111,15 @@ class HistoryService:
         await self._consumer.start()
         self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
                            "the history consumer task", self.fatal)
+        if self.settings.history_health_port is not None:
+            self.health_server = HealthServer(self.health, self.fatal)
+            url = await self.health_server.start(self.settings.history_health_host, self.settings.history_health_port)
+            log.info("history health at %s/health", url)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.health_server is not None:
+            await self.health_server.stop()
         await cancel(self._gate_task)
         await cancel(self._task)
         await self._release(list(self.shards))

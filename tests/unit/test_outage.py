@@ -11,10 +11,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, UnsupportedVersionError
 
 from services.common import outage
+from services.common.health import HealthReport, health_answer
 from services.common.runner import until_stopped
 from services.common.supervision import Fatal, watch
-from services.frontend.app import health_answer
-from services.history.health import HealthReport, ShardHealth, ShardState, report
+from services.history.health import ShardHealth, ShardState, report
 
 pytestmark = pytest.mark.timeout(10)
 
