@@ -150,7 +150,14 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        from services.common.runner import until_stopped
+
+        reason = await until_stopped(stop, cluster.fatal)
+        if reason is not None:
+            # A loop died for good (see services/common/supervision.py): stop, and let the
+            # caller (a supervisor, a shell loop) start a fresh process.
+            print(f"kadence dev: stopping after a fatal error: {reason}", file=sys.stderr, flush=True)
+            return 1
         return 0
     finally:
         if cluster is not None:

@@ -62,6 +62,11 @@ class Settings:
     request_id_retention_s: int = 86_400
     history_tail_run_bytes: int = 1 << 20
     history_tail_shard_bytes: int = 64 << 20
+    # A history shard retrying through an outage this long is reported stalled (/health 503).
+    stall_after_ms: int = 10_000
+    # A history process on its own serves GET /health here when set (0: any free port).
+    history_health_host: str = "127.0.0.1"
+    history_health_port: int | None = None
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -87,6 +92,10 @@ class Settings:
             "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
             "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
             "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
+            "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
+            "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
+            "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])
+                                    if os.environ.get("KADENCE_HISTORY_HEALTH_PORT") else None),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,4 +1,7 @@
-"""Running one service as its own process until SIGINT/SIGTERM.
+"""Running one service as its own process until SIGINT/SIGTERM, or until it fails.
+
+A service whose background task died (its ``fatal``, see supervision.py) is stopped and
+the process exits with status 1, for its supervisor to start it again.
 
 Telemetry is set up from the environment first (``OTEL_*``, ``KADENCE_METRICS_PORT``;
 see ``telemetry.py``), so the service's producers, consumers and HTTP server are
@@ -14,6 +17,7 @@ from typing import Protocol
 
 from . import db, kafka, telemetry
 from .config import Settings
+from .supervision import Fatal
 
 
 class Service(Protocol):
@@ -47,7 +51,23 @@ async def _run(service: Service, settings: Settings, name: str) -> None:
     except db.ClusterMismatch as exc:
         raise SystemExit(f"{name}: {exc}") from None
     logging.getLogger(name).info("%s is running (instance %s)", name, settings.instance_id)
+    fatal: Fatal | None = getattr(service, "fatal", None)
     try:
-        await stop.wait()
+        reason = await until_stopped(stop, fatal)
     finally:
         await service.stop()
+    if reason is not None:
+        raise SystemExit(f"{name}: {reason}")  # exit status 1
+
+
+async def until_stopped(stop: asyncio.Event, fatal: Fatal | None) -> str | None:
+    """Wait for ``stop`` (a signal) or ``fatal``; the fatal reason, or None for a stop."""
+    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+    if fatal is not None:
+        waits.append(asyncio.ensure_future(fatal.wait()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return fatal.reason if fatal is not None and fatal.happened.is_set() else None

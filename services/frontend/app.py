@@ -20,9 +20,11 @@ from aiokafka.errors import KafkaError
 
 from kadence._tracing import tracer
 from kadence.common import MAX_REQUEST_BYTES
-from services.common import db
+from services.common import db, outage
 from services.common.config import LISTEN_BACKLOG, Settings
+from services.common.health import HealthSource, health_answer
 from services.common.kafka import new_producer
+from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
@@ -61,8 +63,7 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         if exc.status < 400:
             raise
         response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
-    except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-            OSError) as exc:
+    except outage.DATABASE_TRANSIENT as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
     except KafkaError as exc:
@@ -102,7 +103,8 @@ def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator
     return route
 
 
-def build_app(handlers: Handlers, auth: Authenticator | None = None) -> web.Application:
+def build_app(handlers: Handlers, auth: Authenticator | None = None,
+              health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
     (auth.py); /openapi.json and /health stay open."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
@@ -114,7 +116,8 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None) -> web.Appl
         return web.json_response(openapi)
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        status, body = health_answer(health_sources or {}, fatal)
+        return web.json_response(body, status=status)
 
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/health", health)
@@ -139,6 +142,9 @@ class FrontendService:
         self._closes: CloseWatcher | None = None
         self._engine: Engine | None = None
         self.url = ""
+        self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
+        # Reports /health includes, by name (Cluster adds history's); set before start().
+        self.health_sources: dict[str, HealthSource] = {}
 
     async def start(self) -> None:
         s = self.settings
@@ -158,15 +164,15 @@ class FrontendService:
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
         self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms)
-        await self._replies.start()
+        await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
-        await self._closes.start()
+        await self._closes.start(self.fatal)
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued, token_keys=keys)
         engine.open()
-        app = build_app(Handlers(engine), auth)
+        app = build_app(Handlers(engine), auth, self.health_sources, self.fatal)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

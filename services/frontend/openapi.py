@@ -164,9 +164,12 @@ def document() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         paths.setdefault(full, {})[method.lower()] = op
-    paths["/health"] = {"get": {"operationId": "health", "summary": "Liveness",
-                                "responses": {"200": {"description": "OK",
-                                                      "content": {"application/json": {"schema": EMPTY}}}}}}
+    health = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "stalled"]}},
+              "additionalProperties": True}
+    paths["/health"] = {"get": {
+        "operationId": "health", "summary": "Liveness; 503 when a history shard of this process is stalled",
+        "responses": {code: {"description": text, "content": {"application/json": {"schema": health}}}
+                      for code, text in (("200", "OK"), ("503", "A shard stopped or retrying too long"))}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kadence frontend API", "version": "1.0.0",

@@ -16,8 +16,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from services.common import outage
 from services.common.aio import cancel
 from services.common.kafka import REPLIES
+from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ class ReplyRouter:
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, fatal: Fatal | None = None) -> None:
+        """Start reading; if the reading task ever dies, ``fatal`` is declared."""
         await self._consumer.start()
         try:
             await self._consumer.topics()  # loads metadata so the partitions are known
@@ -52,6 +55,8 @@ class ReplyRouter:
             await self._consumer.stop()
             raise
         self._task = asyncio.create_task(self._run(), name="frontend-replies")
+        if fatal is not None:
+            watch(self._task, "the frontend's replies consumer", fatal)
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -82,13 +87,14 @@ class ReplyRouter:
             del self._waiters[request_id]
 
     async def _run(self) -> None:
+        backoff = outage.Backoff(f"reading {REPLIES}", log)
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            except KafkaError:
-                log.exception("reading %s failed; retrying", REPLIES)
-                await asyncio.sleep(0.5)
+            except KafkaError as exc:
+                await backoff.wait(exc)
                 continue
+            backoff.recovered()
             for records in batch.values():
                 for rec in records:
                     self._deliver(rec.value)

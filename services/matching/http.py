@@ -119,4 +119,8 @@ class InternalServer:
         return web.json_response({})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"owned_partitions": sorted(self._service.owned_partitions)})
+        body: dict[str, object] = {"owned_partitions": sorted(self._service.owned_partitions)}
+        fatal = self._service.fatal.reason
+        if fatal is not None:  # a loop died: the process is about to stop (supervision.py)
+            body["fatal"] = fatal
+        return web.json_response(body, status=200 if fatal is None else 503)

@@ -21,9 +21,10 @@ import asyncpg
 
 from kadence import avro
 from kadence._tracing import current_traceparent, tracer
-from services.common import db
+from services.common import db, outage
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
+from services.common.supervision import Fatal
 
 from .backlog import BacklogRow, BacklogStore
 from .consumer import TaskConsumer
@@ -57,6 +58,7 @@ class MatchingService:
         self._releasing = False  # shutting down: polls are answered at once, empty
         self._consumer: TaskConsumer | None = None
         self._http: Any = None
+        self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self.address = ""
 
     # -- life cycle ----------------------------------------------------------------
@@ -110,10 +112,18 @@ class MatchingService:
         new = [p for p in partitions if p not in self._owned]
         if not new:
             return
-        for p in new:
-            for key, n in (await self.store.counts(p)).items():
-                self._queue(key, p).backlog = n
-        await self.store.claim(new, self.address, self.settings.instance_id)
+        backoff = outage.Backoff(f"taking task partitions {new}", log)
+        while True:
+            # An assigned partition not owned would have its tasks skipped: wait out an outage.
+            try:
+                for p in new:
+                    for key, n in (await self.store.counts(p)).items():
+                        self._queue(key, p).backlog = n
+                await self.store.claim(new, self.address, self.settings.instance_id)
+                break
+            except outage.DATABASE_TRANSIENT as exc:
+                await backoff.wait(exc)
+        backoff.recovered()
         self._owned.update(new)
         for q in self._queues.values():
             if q.partition in new and q.backlog:
