@@ -26,7 +26,7 @@ from services.common.kafka import new_producer
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
-from .auth import Authenticator
+from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
@@ -89,11 +89,18 @@ def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator
     method = getattr(handlers, name)
 
     async def route(request: web.Request) -> web.Response:
+        mark = None
         if auth is not None:  # before the body is read: an unknown caller costs nothing more
             match = request.match_info
-            auth.check(request.headers.get("Authorization"), name, match["namespace"], match.get("task_queue"))
-        body = parse_json_body(await request.read()) if has_body else {}
-        status, answer = await method(request.match_info, request.query, body)
+            principal = auth.check(request.headers.get("Authorization"), name, match["namespace"],
+                                   match.get("task_queue"))
+            mark = serving(auth, principal)  # for the task queue of a task token (handlers.py)
+        try:
+            body = parse_json_body(await request.read()) if has_body else {}
+            status, answer = await method(request.match_info, request.query, body)
+        finally:
+            if mark is not None:
+                served(mark)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
         # noticeable share of the frontend's CPU.
         return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")

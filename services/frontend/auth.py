@@ -11,7 +11,8 @@ names; an operation missing from it is refused, so a new route must be classifie
 
 - read: describe, history, result, query
 - write: start, signal, signal-with-start, terminate
-- worker: polls, task answers, heartbeats, query answers
+- worker: polls, task answers, heartbeats, query answers; a task answer only for a task of a
+  task queue the worker may poll (the task queue its token names)
 - admin: implies the three above (namespace administration is not built yet)
 
 The configuration is a JSON file named by ``KADENCE_AUTH_CONFIG``::
@@ -39,6 +40,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +208,32 @@ class Authenticator:
         principal = self.authenticate(authorization)
         self.authorize(principal, operation, namespace, task_queue)
         return principal
+
+
+# The caller of the API call being served (set by the route in app.py while its handler runs),
+# for the checks that need the request's body: the task queue a task token names.
+_caller: ContextVar[tuple[Authenticator, Principal] | None] = ContextVar("kadence_caller", default=None)
+
+
+CallerMark = Token[tuple["Authenticator", Principal] | None]
+
+
+def serving(auth: Authenticator, principal: Principal) -> CallerMark:
+    """Mark ``principal`` as the caller of the call being served; give the result to ``served``."""
+    return _caller.set((auth, principal))
+
+
+def served(mark: CallerMark) -> None:
+    _caller.reset(mark)
+
+
+def authorize_task_queue(operation: str, namespace: str, task_queue: str) -> None:
+    """403 unless the caller (if authentication is on) may ``operation`` on ``task_queue``: a
+    worker answers only tasks of the task queues it may poll, whatever token it holds."""
+    caller = _caller.get()
+    if caller is not None:
+        auth, principal = caller
+        auth.authorize(principal, operation, namespace, task_queue)
 
 
 def api_key_entry(name: str, key: str, grants: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
         api_key_entry("shop-app", "shop-app-key", [{"namespace": "shop", "permissions": ["read", "write"]}]),
         api_key_entry("shop-worker", "shop-worker-key",
                       [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["orders"]}]),
+        api_key_entry("cards-worker", "cards-worker-key",
+                      [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["cards"]}]),
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
@@ -72,6 +74,15 @@ async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Clu
                                   {"wait_seconds": 20})
         assert status == 200 and len(body["tasks"]) == 1
         done = [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": json.dumps("ok")}}]
+        # A worker of another task queue holding the token (leaked, or handed on) cannot answer
+        # the task: the token's task queue must be one the worker may poll.
+        cards = {"Authorization": "Bearer cards-worker-key"}
+        answer = {"task_token": body["tasks"][0]["task_token"], "commands": done}
+        status, refused = await call("POST", "/shop/workflow-tasks/complete", cards, answer)
+        assert (status, refused["error"]) == (403, "PermissionDenied") and "'orders'" in refused["message"]
+        status, refused = await call("POST", "/shop/task-answers", cards,
+                                     {"answers": [{"operation": "complete_workflow_task", "body": answer}]})
+        assert status == 200 and refused["results"][0]["status"] == 403
         status, _ = await call("POST", "/shop/workflow-tasks/complete", worker,
                                {"task_token": body["tasks"][0]["task_token"], "commands": done})
         assert status == 200
