@@ -134,7 +134,11 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                          "field": NULL_STR}, ["status"])}}, ["results"])),
 }
 
-_ERRORS = {"400": "Invalid argument (the field is named) or refused", "404": "Not found",
+_ERRORS = {"400": "Invalid argument (the field is named) or refused",
+           "401": "Unauthenticated: no credential, or one that does not verify (when auth is configured)",
+           "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
+                  "task token is forged, altered or of another namespace",
+           "404": "Not found",
            "409": "Workflow already started", "503": "Broker unavailable", "504": "Timed out"}
 
 
@@ -162,7 +166,7 @@ def document() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         paths.setdefault(full, {})[method.lower()] = op
-    paths["/health"] = {"get": {"operationId": "health", "summary": "Liveness",
+    paths["/health"] = {"get": {"operationId": "health", "summary": "Liveness", "security": [],
                                 "responses": {"200": {"description": "OK",
                                                       "content": {"application/json": {"schema": EMPTY}}}}}}
     return {
@@ -170,5 +174,14 @@ def document() -> dict[str, Any]:
         "info": {"title": "Kadence frontend API", "version": "1.0.0",
                  "description": "The public HTTP/JSON API of Kadence (see docs/protocol.md)."},
         "paths": paths,
-        "components": {"schemas": COMPONENTS},
+        "components": {"schemas": COMPONENTS, "securitySchemes": SECURITY_SCHEMES},
+        # Every call under /api/v1 when KADENCE_AUTH_CONFIG is set (services/frontend/auth.py).
+        "security": [{"bearer": []}],
     }
+
+
+SECURITY_SCHEMES: dict[str, Schema] = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "API key or JWT",
+               "description": "Authorization: Bearer <API key or JWT>, with per-namespace grants "
+                              "(read, write, worker, admin); required when the server has an auth configuration"},
+}
