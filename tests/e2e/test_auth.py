@@ -91,3 +91,36 @@ async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Clu
         # The open endpoints stay open.
         async with http.get(secured.url + "/health") as resp:
             assert resp.status == 200
+
+
+async def test_sdk_client_and_worker_send_their_key(secured: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client.connect(api_key=...) and the worker on its transport run a workflow; without a
+    key 401; with another namespace's key 403; $KADENCE_API_KEY is the default."""
+    from kadence import Client, Worker
+    from kadence.exceptions import RPCError
+
+    from .workflows import EchoWorkflow, echo
+
+    monkeypatch.delenv("KADENCE_API_KEY", raising=False)
+    app = await Client.connect(secured.url, namespace="shop", api_key="shop-app-key")
+    worker_client = await Client.connect(secured.url, namespace="shop", api_key="shop-worker-key")
+    try:
+        async with Worker(worker_client, task_queue="orders", workflows=[EchoWorkflow], activities=[echo]):
+            wid = f"sdk-auth-{uuid.uuid4().hex[:8]}"
+            assert await app.execute_workflow(EchoWorkflow.run, "hi", id=wid, task_queue="orders") == "hi"
+        anonymous = await Client.connect(secured.url, namespace="shop")
+        async with anonymous:
+            with pytest.raises(RPCError) as caught:
+                await anonymous.get_workflow_handle(wid).describe()
+            assert (caught.value.status, caught.value.error_type) == (401, "Unauthenticated")
+        # The environment's key is the default of every client (and so of every tool).
+        monkeypatch.setenv("KADENCE_API_KEY", "shop-app-key")
+        async with await Client.connect(secured.url, namespace="shop") as from_env:
+            assert (await from_env.get_workflow_handle(wid).describe())["status"] == "Completed"
+        async with await Client.connect(secured.url, namespace="bank") as elsewhere:
+            with pytest.raises(RPCError) as caught:
+                await elsewhere.get_workflow_handle(wid).describe()
+            assert (caught.value.status, caught.value.error_type) == (403, "PermissionDenied")
+    finally:
+        await app.close()
+        await worker_client.close()
