@@ -36,7 +36,7 @@ class Cluster:
 
         s = self.settings = _in_process(self.settings)
         await db.migrate(s.database_url)
-        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions)
+        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions, s.kafka_security)
         self.pool = await db.create_pool(s.database_url, max_size=12)
         self.matching = MatchingService(s, pool=self.pool)
         await self.matching.start()

@@ -7,6 +7,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from kadence.kafka_security import KafkaSecurity
+
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
 # each such client waits a second or more before it tries again. The kernel caps the
@@ -50,6 +52,10 @@ class Settings:
     auth_config: str = ""
     # Serve the API on a non-loopback address without authentication (KADENCE_INSECURE=1).
     insecure: bool = False
+    # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
+    ingress_keys: str = ""
+    # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -71,6 +77,8 @@ class Settings:
             "task_token_keys": os.environ.get("KADENCE_TASK_TOKEN_KEYS", ""),
             "auth_config": os.environ.get("KADENCE_AUTH_CONFIG", ""),
             "insecure": os.environ.get("KADENCE_INSECURE", "") not in ("", "0", "false", "no"),
+            "kafka_security": KafkaSecurity.from_env(),
+            "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

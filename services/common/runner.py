@@ -37,7 +37,8 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
 
 async def _run(service: Service, settings: Settings, name: str) -> None:
     await db.migrate(settings.database_url)
-    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions)
+    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions,
+                             settings.kafka_security)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

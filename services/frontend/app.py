@@ -22,6 +22,7 @@ from kadence._tracing import tracer
 from kadence.common import MAX_REQUEST_BYTES
 from services.common import db
 from services.common.config import LISTEN_BACKLOG, Settings
+from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
@@ -159,12 +160,14 @@ class FrontendService:
             self._matching = self._matching_arg
         else:
             self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg)
-        self._producer = new_producer(s.kafka_bootstrap, request_timeout_ms=10_000)
+        ingress = IngressPolicy.from_file(Path(s.ingress_keys)) if s.ingress_keys else None
+        self._producer = new_producer(s.kafka_bootstrap, s.kafka_security, request_timeout_ms=10_000,
+                                      signer=ingress.frontend_signer() if ingress is not None else None)
         try:
             await self._producer.start()
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms)
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms, s.kafka_security)
         await self._replies.start()
         self._closes = CloseWatcher(self._pool)
         await self._closes.start()

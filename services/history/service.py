@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from kadence.kafka_security import client_options
 from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
+from services.common.ingress_auth import IngressPolicy
 
 from .gate import FetchGate
 from .neighbours import HandedCommand, Neighbours
@@ -47,6 +50,7 @@ class HistoryService:
         self.pool = pool
         self.shards: dict[int, Shard] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._ingress: IngressPolicy | None = None
         self._task: asyncio.Task[None] | None = None
         # Started by the first command a frontend in this process hands over (see gate.py).
         self._gate: FetchGate | None = None
@@ -75,7 +79,9 @@ class HistoryService:
                 self.pool = None
             raise
         self.store = HistoryStore(self.pool)
-        self._producer = kafka.new_producer(self.settings.kafka_bootstrap)
+        keys = self.settings.ingress_keys
+        self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
+        self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -86,6 +92,7 @@ class HistoryService:
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
             fetch_max_wait_ms=self.settings.history_fetch_wait_ms,
             max_poll_records=2000,
+            **client_options(self.settings.kafka_security),
         )
         self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
@@ -112,6 +119,7 @@ class HistoryService:
             if p in self.shards or self._stopping:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
+            shard.ingress = self._ingress
             shard.neighbours = self.neighbours
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
