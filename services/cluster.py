@@ -48,7 +48,8 @@ class Cluster:
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
-        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching)
+        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
+                                              internal_key=s.internal_key)
         # Commands this frontend produces go straight to history's shards (see take_queued).
         self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
                                         on_queued=self.history.take_queued)

@@ -54,6 +54,9 @@ class Settings:
     insecure: bool = False
     # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
     ingress_keys: str = ""
+    # The shared key of matching's internal API and the metrics endpoint (KADENCE_INTERNAL_KEY;
+    # services/common/internal_auth.py); empty: they must listen on loopback.
+    internal_key: str = field(default="", repr=False)
     # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -79,6 +82,7 @@ class Settings:
             "insecure": os.environ.get("KADENCE_INSECURE", "") not in ("", "0", "false", "no"),
             "kafka_security": KafkaSecurity.from_env(),
             "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
+            "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

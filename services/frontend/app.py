@@ -159,7 +159,8 @@ class FrontendService:
         if isinstance(self._matching_arg, MatchingClient):
             self._matching = self._matching_arg
         else:
-            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg)
+            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg,
+                                            internal_key=s.internal_key)
         ingress = IngressPolicy.from_file(Path(s.ingress_keys)) if s.ingress_keys else None
         self._producer = new_producer(s.kafka_bootstrap, s.kafka_security, request_timeout_ms=10_000,
                                       signer=ingress.frontend_signer() if ingress is not None else None)
