@@ -31,6 +31,7 @@ __all__ = [
     "HISTORY",
     "REPLIES",
     "REQUESTS",
+    "IngressSigner",
     "KafkaIngress",
     "KafkaIngressError",
     "Reply",
