@@ -52,10 +52,26 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None
+        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
+        api_key: str | None = None,
     ) -> Client:
-        """A client for the frontend at ``target`` (no request is made until first use)."""
-        return cls(HttpTransport(target, namespace), namespace=namespace, identity=identity)
+        """A client for the frontend at ``target`` (no request is made until first use).
+
+        ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
+        call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
+        """
+        return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity)
+
+    @property
+    def api_key(self) -> str | None:
+        """The credential of this client's calls (settable, to rotate it), if it has one."""
+        return getattr(self.transport, "api_key", None)
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        if not isinstance(self.transport, HttpTransport):
+            raise TypeError("this client's transport takes no API key")
+        self.transport.api_key = value
 
     async def close(self) -> None:
         await self.transport.close()

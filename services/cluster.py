@@ -39,7 +39,7 @@ class Cluster:
 
         s = self.settings = _in_process(self.settings)
         await db.migrate(s.database_url)
-        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions)
+        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions, s.kafka_security)
         self.pool = await db.create_pool(s.database_url, max_size=12)
         self.matching = MatchingService(s, pool=self.pool)
         self.matching.fatal = self.fatal
@@ -53,7 +53,8 @@ class Cluster:
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
-        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching)
+        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
+                                              internal_key=s.internal_key)
         # Commands this frontend produces go straight to history's shards (see take_queued).
         self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
                                         on_queued=self.history.take_queued)

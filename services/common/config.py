@@ -7,6 +7,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from kadence.kafka_security import KafkaSecurity
+
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
 # each such client waits a second or more before it tries again. The kernel caps the
@@ -67,6 +69,13 @@ class Settings:
     # A history process on its own serves GET /health here when set (0: any free port).
     history_health_host: str = "127.0.0.1"
     history_health_port: int | None = None
+    # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
+    ingress_keys: str = ""
+    # The shared key of matching's internal API and the metrics endpoint (KADENCE_INTERNAL_KEY;
+    # services/common/internal_auth.py); empty: they must listen on loopback.
+    internal_key: str = field(default="", repr=False)
+    # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -96,6 +105,9 @@ class Settings:
             "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
             "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])
                                     if os.environ.get("KADENCE_HISTORY_HEALTH_PORT") else None),
+            "kafka_security": KafkaSecurity.from_env(),
+            "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
+            "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

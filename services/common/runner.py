@@ -16,7 +16,9 @@ import signal
 from typing import Protocol
 
 from . import db, kafka, telemetry
+from .bind import UnsafeBind
 from .config import Settings
+from .ingress_auth import IngressConfigError
 from .supervision import Fatal
 
 
@@ -30,7 +32,10 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     if not settings.database_url:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
-    signals = telemetry.setup_from_env(f"kadence-{name}")
+    try:
+        signals = telemetry.setup_from_env(f"kadence-{name}")
+    except (UnsafeBind, ValueError) as exc:  # an open metrics endpoint, a short internal key
+        raise SystemExit(f"{name}: {exc}") from None
     if signals.metrics_url:
         logging.getLogger(name).info("metrics for Prometheus at %s", signals.metrics_url)
     try:
@@ -41,14 +46,15 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
 
 async def _run(service: Service, settings: Settings, name: str) -> None:
     await db.migrate(settings.database_url)
-    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions)
+    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions,
+                             settings.kafka_security)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
-    except db.ClusterMismatch as exc:
+    except (db.ClusterMismatch, UnsafeBind, IngressConfigError) as exc:
         raise SystemExit(f"{name}: {exc}") from None
     logging.getLogger(name).info("%s is running (instance %s)", name, settings.instance_id)
     fatal: Fatal | None = getattr(service, "fatal", None)

@@ -23,12 +23,13 @@ from kadence.common import MAX_REQUEST_BYTES
 from services.common import db, outage
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.health import HealthSource, health_answer
+from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
-from .auth import Authenticator
+from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
@@ -90,11 +91,18 @@ def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator
     method = getattr(handlers, name)
 
     async def route(request: web.Request) -> web.Response:
+        mark = None
         if auth is not None:  # before the body is read: an unknown caller costs nothing more
             match = request.match_info
-            auth.check(request.headers.get("Authorization"), name, match["namespace"], match.get("task_queue"))
-        body = parse_json_body(await request.read()) if has_body else {}
-        status, answer = await method(request.match_info, request.query, body)
+            principal = auth.check(request.headers.get("Authorization"), name, match["namespace"],
+                                   match.get("task_queue"))
+            mark = serving(auth, principal)  # for the task queue of a task token (handlers.py)
+        try:
+            body = parse_json_body(await request.read()) if has_body else {}
+            status, answer = await method(request.match_info, request.query, body)
+        finally:
+            if mark is not None:
+                served(mark)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
         # noticeable share of the frontend's CPU.
         return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
@@ -157,13 +165,16 @@ class FrontendService:
         if isinstance(self._matching_arg, MatchingClient):
             self._matching = self._matching_arg
         else:
-            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg)
-        self._producer = new_producer(s.kafka_bootstrap, request_timeout_ms=10_000)
+            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg,
+                                            internal_key=s.internal_key)
+        ingress = IngressPolicy.from_file(Path(s.ingress_keys)) if s.ingress_keys else None
+        self._producer = new_producer(s.kafka_bootstrap, s.kafka_security, request_timeout_ms=10_000,
+                                      signer=ingress.frontend_signer() if ingress is not None else None)
         try:
             await self._producer.start()
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms)
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms, s.kafka_security)
         await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
         await self._closes.start(self.fatal)

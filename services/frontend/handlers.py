@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import validation as v
+from .auth import authorize_task_queue
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .tokens import TaskToken
@@ -36,6 +37,7 @@ class Handlers:
         if token.kind != kind:
             raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task",
                                   field="task_token")
+        authorize_task_queue(f"poll_{kind}_tasks", ns, token.task_queue)
         return token
 
     # -- workflows ------------------------------------------------------------------------------

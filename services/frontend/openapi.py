@@ -136,7 +136,11 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                          "field": NULL_STR}, ["status"])}}, ["results"])),
 }
 
-_ERRORS = {"400": "Invalid argument (the field is named) or refused", "404": "Not found",
+_ERRORS = {"400": "Invalid argument (the field is named) or refused",
+           "401": "Unauthenticated: no credential, or one that does not verify (when auth is configured)",
+           "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
+                  "task token is forged, altered or of another namespace",
+           "404": "Not found",
            "409": "Workflow already started", "503": "Broker unavailable", "504": "Timed out"}
 
 
@@ -167,7 +171,8 @@ def document() -> dict[str, Any]:
     health = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "stalled"]}},
               "additionalProperties": True}
     paths["/health"] = {"get": {
-        "operationId": "health", "summary": "Liveness; 503 when a history shard of this process is stalled",
+        "operationId": "health", "security": [],
+        "summary": "Liveness; 503 when a history shard of this process is stalled",
         "responses": {code: {"description": text, "content": {"application/json": {"schema": health}}}
                       for code, text in (("200", "OK"), ("503", "A shard stopped or retrying too long"))}}}
     return {
@@ -175,5 +180,14 @@ def document() -> dict[str, Any]:
         "info": {"title": "Kadence frontend API", "version": "1.0.0",
                  "description": "The public HTTP/JSON API of Kadence (see docs/protocol.md)."},
         "paths": paths,
-        "components": {"schemas": COMPONENTS},
+        "components": {"schemas": COMPONENTS, "securitySchemes": SECURITY_SCHEMES},
+        # Every call under /api/v1 when KADENCE_AUTH_CONFIG is set (services/frontend/auth.py).
+        "security": [{"bearer": []}],
     }
+
+
+SECURITY_SCHEMES: dict[str, Schema] = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "API key or JWT",
+               "description": "Authorization: Bearer <API key or JWT>, with per-namespace grants "
+                              "(read, write, worker, admin); required when the server has an auth configuration"},
+}

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from kadence.kafka_security import KafkaSecurity, client_options
 from services.common import outage
 from services.common.aio import cancel
 from services.common.kafka import REPLIES
@@ -25,13 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10) -> None:
+    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10,
+                 security: KafkaSecurity | None = None) -> None:
         self._instance_id = instance_id
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             client_id=f"frontend-replies-{instance_id}",
             fetch_max_wait_ms=fetch_wait_ms,
-            metadata_max_age_ms=5000,
+            metadata_max_age_ms=5000, **client_options(security),
         )
         # Per request id, one future per caller waiting for it: calls carrying the same
         # request id at once (a client retrying while its first call is still out) each get

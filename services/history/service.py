@@ -17,15 +17,18 @@ import collections
 import functools
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from kadence.kafka_security import client_options
 from services.common import db, kafka, outage
 from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.health import HealthReport
+from services.common.ingress_auth import IngressPolicy
 from services.common.supervision import Fatal, watch
 
 from .gate import FetchGate
@@ -63,6 +66,7 @@ class HistoryService:
         self.pool = pool
         self.shards: dict[int, Shard] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._ingress: IngressPolicy | None = None
         self._task: asyncio.Task[None] | None = None
         # Started by the first command a frontend in this process hands over (see gate.py).
         self._gate: FetchGate | None = None
@@ -96,7 +100,9 @@ class HistoryService:
                 self.pool = None
             raise
         self.store = HistoryStore(self.pool)
-        self._producer = kafka.new_producer(self.settings.kafka_bootstrap)
+        keys = self.settings.ingress_keys
+        self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
+        self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -107,6 +113,7 @@ class HistoryService:
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
             fetch_max_wait_ms=self.settings.history_fetch_wait_ms,
             max_poll_records=2000,
+            **client_options(self.settings.kafka_security),
         )
         self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
@@ -140,6 +147,7 @@ class HistoryService:
             if p in self.shards or self._stopping:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
+            shard.ingress = self._ingress
             shard.neighbours = self.neighbours
             shard.request_id_retention_s = self.settings.request_id_retention_s
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)

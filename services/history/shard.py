@@ -25,6 +25,7 @@ from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
 from services.common import kafka, outage
+from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
 from . import engine
@@ -95,6 +96,9 @@ class _Poison(Exception):
 
 
 class Shard:
+    # Who may send commands to which namespace (set by the service; None: anyone).
+    ingress: IngressPolicy | None = None
+
     def __init__(self, shard_id: int, store: HistoryStore, producer: AIOKafkaProducer, owner: str) -> None:
         self.shard_id = shard_id
         self.store = store
@@ -502,6 +506,11 @@ class Shard:
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
+        if self.ingress is not None and not isinstance(record, HandedCommand):
+            refused = self.ingress.check(record, cmd)
+            if refused is not None:
+                return refused
         ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.consumed  # taken early: the next

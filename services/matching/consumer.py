@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence import avro
+from kadence.kafka_security import client_options
 from services.common import outage
 from services.common.aio import cancel
 from services.common.config import Settings
@@ -66,8 +67,9 @@ class TaskConsumer:
             rebalance_timeout_ms=max(session, 5000),
             fetch_max_wait_ms=settings.matching_fetch_wait_ms,
             metadata_max_age_ms=5000,
+            **client_options(settings.kafka_security),
         )
-        self._producer = new_producer(settings.kafka_bootstrap)
+        self._producer = new_producer(settings.kafka_bootstrap, settings.kafka_security)
         self._task: asyncio.Task[None] | None = None
         self._ingest_backoff = outage.Backoff(f"ingesting {TASKS}", log)
 

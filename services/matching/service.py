@@ -21,7 +21,7 @@ import asyncpg
 
 from kadence import avro
 from kadence._tracing import current_traceparent, tracer
-from services.common import db, outage
+from services.common import db, internal_auth, outage
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
 from services.common.supervision import Fatal
@@ -66,10 +66,12 @@ class MatchingService:
     async def start(self) -> None:
         from .http import InternalServer  # the server needs the service; import late
 
+        s = self.settings
+        internal_auth.check_bind("matching's internal API", s.matching_host, key=s.internal_key, insecure=s.insecure)
         if self._pool is None:
             self._pool = await db.create_pool(self.settings.database_url)
         self._store = BacklogStore(self._pool)
-        self._http = InternalServer(self)
+        self._http = InternalServer(self, key=s.internal_key)
         self.address = await self._http.start(self.settings.matching_host, self.settings.matching_port)
         self._consumer = TaskConsumer(self.settings, self)
         await self._consumer.start()
