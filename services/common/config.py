@@ -43,6 +43,9 @@ class Settings:
     history_fetch_wait_ms: int = 2      # kadence.requests
     matching_fetch_wait_ms: int = 10    # kadence.tasks
     replies_fetch_wait_ms: int = 10     # kadence.replies
+    # The largest payload (input, result, details, ...) one command may carry, in bytes of
+    # JSON text: refused at the frontend (400) and dead-lettered by history (validation.py).
+    max_payload_bytes: int = 2 * 1024 * 1024
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -61,6 +64,7 @@ class Settings:
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
+            "max_payload_bytes": _env_int("KADENCE_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from services.common import db
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
 from services.common.telemetry import http_server_middleware
+from services.common.validation import Limits
 from services.matching import MatchingClient, MatchingService
 
 from .closed import CloseWatcher
@@ -150,7 +151,7 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_queued=self._on_queued)
+            on_queued=self._on_queued, limits=Limits(max_payload_bytes=s.max_payload_bytes))
         engine.open()
         app = build_app(Handlers(engine))
 

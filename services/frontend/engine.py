@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import tracer, use_traceparent
+from services.common import validation as common
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
@@ -69,8 +70,10 @@ class Engine:
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
         started_delay: float = STARTED_DELAY, on_queued: OnQueued | None = None,
+        limits: common.Limits = common.DEFAULT_LIMITS,
     ) -> None:
         self._instance_id = instance_id
+        self._limits = limits
         # History in this process takes the commands from here instead of its fetch.
         self._on_queued = on_queued
         self._started = StartedRecords(self.send_started, started_delay)
@@ -103,6 +106,11 @@ class Engine:
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
         """Produce a command to kadence.requests and wait until the broker has it."""
+        # The very check history runs on the record: what it would dead-letter is a 400 here.
+        try:
+            common.check_command(name, record, self._limits)
+        except common.Invalid as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from None
         try:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

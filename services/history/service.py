@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
+from services.common.validation import Limits
 
 from .gate import FetchGate
 from .neighbours import HandedCommand, Neighbours
@@ -113,6 +114,7 @@ class HistoryService:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
             shard.neighbours = self.neighbours
+            shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)
             end = (await self._consumer.end_offsets([tp]))[tp]
