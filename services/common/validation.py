@@ -32,7 +32,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 # to a time.
 MAX_DURATION_MS = 100 * 366 * 24 * 3600 * 1000
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, a time in ms since the epoch
-MAX_ID = 2**62  # event ids, attempts and other counters
+MAX_ID = 2**63 - 1  # event ids and the ids a worker picks (RunAheadWorkflowTask.ahead_id)
 MAX_COMMANDS = 10_000  # commands in one workflow task answer
 NAMESPACE_PATTERN = r"[A-Za-z0-9._-]{1,100}"
 _NAMESPACE = re.compile(NAMESPACE_PATTERN)

@@ -372,7 +372,7 @@ class Shard:
         record = unit[0]
         log.error("shard %d: the store refused the command at offset %d (%r); dead-lettering it",
                   self.shard_id, record.offset, exc)
-        await self._process(unit, bisecting=True, dead={record.offset: (record, poison.reason(exc))})
+        await self._process([unit], bisecting=True, dead={record.offset: (record, poison.reason(exc))})
 
     async def _acknowledged(self, waiter: asyncio.Future[Any]) -> int | None:
         """The offset the broker gave a command taken early; None if it refused or is slow."""

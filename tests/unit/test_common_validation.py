@@ -135,6 +135,13 @@ def test_every_command_kind_is_checked(kind: str, cmd: dict[str, Any], field: st
     assert refused_field(kind, cmd) == field
 
 
+def test_what_the_sdk_sends_passes() -> None:
+    # A worker picks run-ahead ids over the whole of a long.
+    v.check_command("RespondActivityTaskCompleted", task(result='"r"', workflow_task={
+        "after_scheduled_event_id": 2, "after_started_time": 1, "started_time": 2, "commands": [],
+        "ahead_id": BIGINT, "after_ahead_id": BIGINT - 1}))
+
+
 # -- generated commands -------------------------------------------------------------------------
 
 _json_values = st.recursive(
