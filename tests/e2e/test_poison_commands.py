@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kadence import Client, Worker, avro
+from kadence import kafka as ingress
 from services.cluster import Cluster
 from services.common import kafka, validation
 
@@ -247,9 +248,16 @@ _values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=6)
 _short = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=20)
+
+
+def _mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``good`` three times in four (one_of would weigh repeated branches once)."""
+    return st.integers(min_value=0, max_value=3).flatmap(lambda i: bad if i == 0 else good)
+
+
 # Mostly ids that work; then the edges (lengths around the limit once prefixed, NUL, bytes).
-_ids = st.one_of(_short, _short, _short, st.text(min_size=990, max_size=1000),
-                 st.sampled_from(["", "id\x00", "\U0001f600" * 600, "é" * 994]))
+_ids = _mostly(_short, st.one_of(st.text(min_size=990, max_size=1000),
+                                 st.sampled_from(["", "id\x00", "\U0001f600" * 600, "é" * 994])))
 _bodies = st.fixed_dictionaries({"workflow_id": _ids, "input": st.lists(_values, min_size=1, max_size=1)},
                                 optional={"execution_timeout_ms": st.one_of(
                                               # None so short that the run could time out first.
@@ -282,3 +290,47 @@ async def test_a_generated_http_start_is_refused_naming_a_field_or_runs(
     event("ran")
     result = await client.get_workflow_handle(body["workflow_id"], run_id=answer["run_id"]).result(timeout=30)
     assert result == json.loads(json.dumps(body["input"][0]))
+
+
+# -- generated Kafka starts: dead-lettered naming a field, or the workflow runs ------------------------------
+
+_arguments = st.lists(_values, min_size=1, max_size=1).map(json.dumps)
+_inputs = _mostly(_arguments, st.sampled_from(['{"a": 1}', "[NaN]", "[Infinity]", "[1e999]", "not json", '"x"']))
+# Each field mostly good, so that records with one bad field (or none) are common.
+_records = st.fixed_dictionaries({
+    "workflow_id": _ids, "input": _inputs,
+    "workflow_type": st.sampled_from(["EchoWorkflow"] * 6 + ["", "Echo\x00Workflow"]),
+    "task_queue": st.sampled_from(["q-generated"] * 6 + ["", "q\x00"]),
+    "execution_timeout_ms": st.one_of(st.just(0), st.integers(min_value=60_000, max_value=10**7),
+                                      st.integers(min_value=-(2**63), max_value=-1),
+                                      st.sampled_from([BIGINT, validation.MAX_DURATION_MS + 1])),
+    "workflow_task_timeout_ms": st.sampled_from([10_000] * 6 + [-1, BIGINT]),
+    "request_id": st.one_of(st.uuids().map(lambda u: u.hex), st.just("r\x00")),
+})
+
+
+@pytest.fixture
+async def kafka_in(cluster: Cluster) -> AsyncIterator[ingress.KafkaIngress]:
+    async with ingress.KafkaIngress(cluster.settings.kafka_bootstrap, reply_timeout=20) as k:
+        yield k
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=_records)
+async def test_a_generated_kafka_start_is_dead_lettered_naming_a_field_or_runs(
+        cluster: Cluster, client: Client, worker: Worker, kafka_in: ingress.KafkaIngress,
+        fields: dict[str, Any]) -> None:
+    wid = fields["workflow_id"]
+    record = fields | {"namespace": "default", "workflow_id": f"{uuid.uuid4().hex[:6]}{wid}" if wid else wid,
+                       "identity": "", "reply_to": kafka_in.reply_to}
+    reply = await kafka_in.send("default", record["workflow_id"], avro.encode("StartWorkflowExecution", record),
+                                record["request_id"])
+    if not reply.ok:
+        assert reply.error_type == "InvalidArgument"
+        named = (reply.error_message or "").removeprefix("StartWorkflowExecution refused: ").split(" ")[0]
+        assert named in record, reply
+        event(f"refused: {named}")
+        return
+    event("ran")
+    result = await client.get_workflow_handle(record["workflow_id"], run_id=reply.run_id).result(timeout=30)
+    assert result == json.loads(record["input"])[0]
