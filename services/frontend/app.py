@@ -151,7 +151,7 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_queued=self._on_queued, limits=Limits(max_payload_bytes=s.max_payload_bytes))
+            on_queued=self._on_queued)
         engine.open()
         app = build_app(Handlers(engine))
 
@@ -161,6 +161,7 @@ class FrontendService:
         # Once the server stops accepting, polls and result waits answer at once: the shutdown
         # then waits only for calls that end by themselves (answers, starts), SHUTDOWN_S at most.
         app.on_shutdown.append(end_long_waits)
+        engine.limits = Limits(max_payload_bytes=s.max_payload_bytes)
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S)
         await self._runner.setup()

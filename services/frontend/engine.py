@@ -66,14 +66,14 @@ _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a n
 
 
 class Engine:
+    limits = common.DEFAULT_LIMITS  # what a command may hold (the frontend sets its configured limits)
+
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
         started_delay: float = STARTED_DELAY, on_queued: OnQueued | None = None,
-        limits: common.Limits = common.DEFAULT_LIMITS,
     ) -> None:
         self._instance_id = instance_id
-        self._limits = limits
         # History in this process takes the commands from here instead of its fetch.
         self._on_queued = on_queued
         self._started = StartedRecords(self.send_started, started_delay)
@@ -108,7 +108,7 @@ class Engine:
         """Produce a command to kadence.requests and wait until the broker has it."""
         # The very check history runs on the record: what it would dead-letter is a 400 here.
         try:
-            common.check_command(name, record, self._limits)
+            common.check_command(name, record, self.limits)
         except common.Invalid as exc:
             raise InvalidArgument(exc.message, field=exc.field) from None
         try:
