@@ -27,7 +27,7 @@ from kadence import avro
 from services.common import kafka
 from services.common.outcome import outcome
 
-from . import engine
+from . import cancellation, engine
 from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
@@ -66,6 +66,8 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
+    "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
+    "RespondActivityTaskCanceled": cancellation.activity_canceled,
 }
 
 

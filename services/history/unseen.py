@@ -29,9 +29,9 @@ class HistoryCause(StrEnum):
     UNHANDLED_COMMAND = "UnhandledCommand"
 
 
-# The commands after which the run is closed: no further workflow task would come. (A
-# cancel-workflow command, once there is one, belongs here too.)
-CLOSING_COMMANDS = frozenset({"CompleteWorkflowExecution", "FailWorkflowExecution", "ContinueAsNewWorkflowExecution"})
+# The commands after which the run is closed: no further workflow task would come.
+CLOSING_COMMANDS = frozenset({"CompleteWorkflowExecution", "FailWorkflowExecution", "ContinueAsNewWorkflowExecution",
+                              "CancelWorkflowExecution"})
 
 
 def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
