@@ -19,6 +19,7 @@ from kadence import _tracing
 from kadence.exceptions import (
     QueryFailedError,
     RPCError,
+    WorkflowAlreadyClosedError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -27,6 +28,7 @@ __all__ = ["HttpTransport", "Transport", "error_from_response", "path_segment"]
 
 _ERRORS: dict[str, type[RPCError]] = {
     "WorkflowAlreadyStarted": WorkflowAlreadyStartedError,
+    "WorkflowAlreadyClosed": WorkflowAlreadyClosedError,
     "WorkflowNotFound": WorkflowNotFoundError,
     "QueryFailed": QueryFailedError,
 }

@@ -1,0 +1,181 @@
+"""Cancellation in the SDK's workflow runtime, driven through synthetic histories: the cancel
+request as CancelledError, cleanup, Canceled close, activity cancellation types, timers, replay."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from kadence import workflow
+from kadence.exceptions import ActivityError, CanceledError
+from kadence.replay import Replayer
+from tests.unit._fake_history import Driver, FakeHistory
+
+pytestmark = pytest.mark.timeout(30)
+MINUTE = timedelta(minutes=1)
+
+
+@workflow.defn
+class SleepsLong:
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.sleep(timedelta(days=1))
+        return "woke"
+
+
+@workflow.defn
+class CleansUp:
+    """Cancelled while its activity runs: cleans up with a shielded activity, then re-raises."""
+
+    @workflow.run
+    async def run(self, shield: bool) -> str:
+        try:
+            return str(await workflow.execute_activity("work", start_to_close_timeout=MINUTE,
+                                                       heartbeat_timeout=timedelta(seconds=5)))
+        except asyncio.CancelledError:
+            cleanup = workflow.execute_activity("cleanup", start_to_close_timeout=MINUTE)
+            await (asyncio.shield(cleanup) if shield else cleanup)
+            raise
+
+
+@workflow.defn
+class Ignores:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.sleep(timedelta(hours=1))
+        except asyncio.CancelledError:
+            pass
+        return str(await workflow.execute_activity("after", start_to_close_timeout=MINUTE))
+
+
+@workflow.defn
+class Waits:
+    """Cancels its own activity with asyncio.wait_for, with the cancellation type given."""
+
+    @workflow.run
+    async def run(self, kind: str) -> str:
+        try:
+            await asyncio.wait_for(workflow.execute_activity(
+                "slow", start_to_close_timeout=MINUTE,
+                cancellation_type=workflow.ActivityCancellationType(kind)), timeout=30)
+        except TimeoutError:
+            return "gave up"
+        return "done"
+
+
+def _types(commands: list[dict[str, Any]]) -> list[str]:
+    return [c["command_type"] for c in commands]
+
+
+def _cancel(history: FakeHistory) -> None:
+    history.add("WorkflowExecutionCancelRequested", reason="stop", identity="me", request_id="c")
+
+
+def test_cancel_of_a_sleeping_workflow_cancels_its_timer_and_closes_canceled() -> None:
+    history = FakeHistory("SleepsLong")
+    driver = Driver(SleepsLong, history)
+    assert _types(driver.step()) == ["StartTimer"]
+    _cancel(history)
+    commands = driver.next_task()
+    assert _types(commands) == ["CancelTimer", "CancelWorkflowExecution"]
+    assert commands[0]["attributes"] == {"timer_id": "1"}
+    assert driver.runner.finished
+    assert Replayer(workflows=[SleepsLong]).replay(history.events) == []
+
+
+@pytest.mark.parametrize("shield", [False, True])
+def test_cancel_while_an_activity_runs_asks_it_to_stop_and_the_workflow_cleans_up(shield: bool) -> None:
+    history = FakeHistory("CleansUp", shield)
+    driver = Driver(CleansUp, history)
+    assert _types(driver.step()) == ["ScheduleActivityTask"]
+    work = history.activity_scheduled_id("1")
+    _cancel(history)
+    commands = driver.next_task()
+    assert _types(commands) == ["RequestCancelActivityTask", "ScheduleActivityTask"]
+    assert commands[0]["attributes"] == {"scheduled_event_id": work}
+    assert commands[1]["attributes"]["activity_type"] == "cleanup"
+    # The activity reports itself canceled (its next heartbeat told it), then the cleanup ends.
+    history.add("ActivityTaskCanceled", scheduled_event_id=work, started_event_id=0,
+                latest_cancel_requested_event_id=0, details=None, identity="w")
+    assert driver.next_task() == []
+    history.complete_activity("2", None)
+    assert _types(driver.next_task()) == ["CancelWorkflowExecution"]
+    assert Replayer(workflows=[CleansUp]).replay(history.events) == []
+
+
+def test_a_workflow_that_ignores_the_cancellation_completes() -> None:
+    history = FakeHistory("Ignores")
+    driver = Driver(Ignores, history)
+    driver.step()
+    _cancel(history)
+    assert _types(driver.next_task()) == ["CancelTimer", "ScheduleActivityTask"]
+    history.complete_activity("1", "fine")
+    assert driver.next_task() == [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"fine"'}}]
+    # A second cancel request is not delivered again (history records only one anyway).
+    assert Replayer(workflows=[Ignores]).replay(history.events) == []
+
+
+def test_try_cancel_raises_at_once_and_asks_the_activity_to_stop() -> None:
+    history = FakeHistory("Waits", "TryCancel")
+    driver = Driver(Waits, history)
+    assert _types(driver.step()) == ["StartTimer", "ScheduleActivityTask"]
+    history.fire_timer("1")
+    commands = driver.next_task()
+    assert _types(commands) == ["RequestCancelActivityTask", "CompleteWorkflowExecution"]
+    assert Replayer(workflows=[Waits]).replay(history.events) == []
+
+
+def test_wait_cancellation_completed_raises_once_the_activity_is_over() -> None:
+    history = FakeHistory("Waits", "WaitCancellationCompleted")
+    driver = Driver(Waits, history)
+    driver.step()
+    slow = history.activity_scheduled_id("1")
+    history.fire_timer("1")
+    assert _types(driver.next_task()) == ["RequestCancelActivityTask"]
+    history.add("ActivityTaskCanceled", scheduled_event_id=slow, started_event_id=0,
+                latest_cancel_requested_event_id=0, details=None, identity="w")
+    assert _types(driver.next_task()) == ["CompleteWorkflowExecution"]
+    assert Replayer(workflows=[Waits]).replay(history.events) == []
+
+
+def test_abandon_sends_no_cancel_request() -> None:
+    history = FakeHistory("Waits", "Abandon")
+    driver = Driver(Waits, history)
+    driver.step()
+    history.fire_timer("1")
+    assert _types(driver.next_task()) == ["CompleteWorkflowExecution"]
+
+
+@workflow.defn
+class Awaits:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.execute_activity("x", start_to_close_timeout=MINUTE)
+        except ActivityError as err:
+            assert isinstance(err.cause, CanceledError)
+            return "activity canceled"
+        return "done"
+
+
+def test_an_activity_canceled_while_awaited_raises_activity_error_with_a_canceled_cause() -> None:
+    history = FakeHistory("Awaits")
+    driver = Driver(Awaits, history)
+    driver.step()
+    history.add("ActivityTaskCanceled", scheduled_event_id=history.activity_scheduled_id("1"), started_event_id=0,
+                latest_cancel_requested_event_id=0, details=None, identity="w")
+    assert driver.next_task()[0]["attributes"] == {"result": '"activity canceled"'}
+
+
+def test_cancel_before_the_first_task_closes_canceled_without_running_the_code() -> None:
+    history = FakeHistory("SleepsLong")
+    del history.events[1:]  # the cancel arrived with the start, before the first task was scheduled
+    _cancel(history)
+    history.schedule_task()
+    driver = Driver(SleepsLong, history)
+    assert _types(driver.step()) == ["CancelWorkflowExecution"]
+    assert Replayer(workflows=[SleepsLong]).replay(history.events) == []
