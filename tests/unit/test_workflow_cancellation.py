@@ -179,3 +179,32 @@ def test_cancel_before_the_first_task_closes_canceled_without_running_the_code()
     driver = Driver(SleepsLong, history)
     assert _types(driver.step()) == ["CancelWorkflowExecution"]
     assert Replayer(workflows=[SleepsLong]).replay(history.events) == []
+
+
+@workflow.defn
+class FinishesCharge:
+    """Shields its activity: the cancellation interrupts the await, not the activity."""
+
+    @workflow.run
+    async def run(self) -> str:
+        charge = asyncio.ensure_future(workflow.execute_activity("charge", start_to_close_timeout=MINUTE))
+        try:
+            return str(await asyncio.shield(charge))
+        except asyncio.CancelledError:
+            charged = await charge  # not asked to stop: it finishes
+            await workflow.execute_activity("refund", charged, start_to_close_timeout=MINUTE)
+            raise
+
+
+def test_a_shielded_activity_is_not_asked_to_stop_and_can_be_awaited_after_the_cancel() -> None:
+    history = FakeHistory("FinishesCharge")
+    driver = Driver(FinishesCharge, history)
+    assert _types(driver.step()) == ["ScheduleActivityTask"]
+    _cancel(history)
+    assert driver.next_task() == []  # no RequestCancelActivityTask: the charge runs on
+    history.complete_activity("1", "charged 5")
+    commands = driver.next_task()
+    assert _types(commands) == ["ScheduleActivityTask"] and commands[0]["attributes"]["activity_type"] == "refund"
+    history.complete_activity("2", None)
+    assert _types(driver.next_task()) == ["CancelWorkflowExecution"]
+    assert Replayer(workflows=[FinishesCharge]).replay(history.events) == []
