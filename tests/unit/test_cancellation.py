@@ -3,6 +3,8 @@ on in-memory runs, the fold of the new events, and their Avro round trip."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -183,3 +185,15 @@ def test_the_cancel_commands_keep_their_type_through_avro(record: str) -> None:
     _, decoded = avro.decode(avro.encode(record, value))
     got = decoded["commands"] if record == "RespondWorkflowTaskCompleted" else decoded["workflow_task"]["commands"]
     assert got == [{**commands[0], "attributes": {"details": None}}, *commands[1:]]
+
+
+def test_the_encode_cli_writes_a_cancel_record() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kadence.cli", "encode", "cancel", "--workflow-id", "w", "--reason", "done",
+         "--request-id", "r-1"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    name, record = avro.decode(bytes.fromhex(done.stdout.strip()))
+    assert name == "RequestCancelWorkflowExecution"
+    assert record == {"namespace": "default", "workflow_id": "w", "run_id": None, "reason": "done",
+                      "request_id": "r-1", "identity": "", "reply_to": None}
+    assert "key: default/w" in done.stderr
