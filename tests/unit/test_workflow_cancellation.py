@@ -1,15 +1,20 @@
-"""Cancellation in the SDK's workflow runtime, driven through synthetic histories: the cancel
-request as CancelledError, cleanup, Canceled close, activity cancellation types, timers, replay."""
+"""Cancellation in the SDK: the workflow runtime driven through synthetic histories (the
+cancel request as CancelledError, cleanup, Canceled close, activity cancellation types,
+timers, replay), and activities told to stop by their heartbeat's answer."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from kadence import workflow
+from kadence import activity, workflow
+from kadence._activity import ActivityDefinition
+from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence.exceptions import ActivityError, CanceledError
 from kadence.replay import Replayer
 from tests.unit._fake_history import Driver, FakeHistory
@@ -208,3 +213,53 @@ def test_a_shielded_activity_is_not_asked_to_stop_and_can_be_awaited_after_the_c
     history.complete_activity("2", None)
     assert _types(driver.next_task()) == ["CancelWorkflowExecution"]
     assert Replayer(workflows=[FinishesCharge]).replay(history.events) == []
+
+
+class _CancellingTransport:
+    """Answers every heartbeat with cancel_requested; records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def call(self, method: str, path: str, *, body: Any = None, params: Any = None,
+                   timeout: float | None = None) -> dict[str, Any]:
+        self.calls.append((path, body))
+        return {"cancel_requested": True} if path.endswith("/heartbeat") else {}
+
+    async def close(self) -> None:
+        pass
+
+
+@activity.defn
+async def beats_async() -> str:
+    for i in range(100):
+        activity.heartbeat(i)
+        await asyncio.sleep(0.05)
+    return "never told"
+
+
+@activity.defn
+def beats_sync() -> str:
+    for i in range(100):
+        activity.heartbeat(i)
+        if activity.is_cancel_requested():
+            raise asyncio.CancelledError
+        time.sleep(0.02)
+    return "never told"
+
+
+@pytest.mark.parametrize("fn", [beats_async, beats_sync], ids=["async", "sync"])
+async def test_an_activity_told_by_its_heartbeat_stops_and_is_reported_canceled(fn: Any) -> None:
+    transport = _CancellingTransport()
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        processor = ActivityTaskProcessor(transport, namespace="default", task_queue="tq",  # type: ignore[arg-type]
+                                          activities=[ActivityDefinition.of(fn)], identity="w", executor=executor)
+        task = {"task_token": "tok", "workflow_id": "wf", "run_id": "r", "workflow_type": "W", "activity_id": "1",
+                "activity_type": fn.__name__, "input": "[]", "attempt": 1, "scheduled_event_id": 5,
+                "schedule_to_close_timeout_ms": 0, "start_to_close_timeout_ms": 10_000,
+                "heartbeat_timeout_ms": 1000, "heartbeat_details": None, "scheduled_time": 0}
+        await asyncio.wait_for(processor.process(task), 10)
+    paths = [path for path, _ in transport.calls]
+    assert "/activity-tasks/cancel" in paths
+    assert "/activity-tasks/complete" not in paths and "/activity-tasks/fail" not in paths
+    assert transport.calls[-1] == ("/activity-tasks/cancel", {"task_token": "tok", "details": None, "identity": "w"})
