@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from kadence import avro
+from services.frontend.engine import Engine as FrontendEngine
+from services.frontend.errors import WorkflowNotFound
+from services.frontend.reads import Execution
+from services.frontend.tokens import TaskToken
 from services.history import cancellation, engine
 from services.history.state import MutableState, rebuild
 
@@ -197,3 +202,31 @@ def test_the_encode_cli_writes_a_cancel_record() -> None:
     assert record == {"namespace": "default", "workflow_id": "w", "run_id": None, "reason": "done",
                       "request_id": "r-1", "identity": "", "reply_to": None}
     assert "key: default/w" in done.stderr
+
+
+class _Reads:
+    """The frontend's ReadStore over one run's state (or none)."""
+
+    def __init__(self, status: str | None, activities: dict[str, Any]) -> None:
+        self.status, self.activities = status, activities
+
+    async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
+        if self.status is None:
+            raise WorkflowNotFound("no such run")
+        return Execution(namespace, workflow_id, run_id or "r", "T", "q", self.status, 0, None, 9,
+                         {"status": self.status, "activities": self.activities})
+
+
+@pytest.mark.parametrize(("status", "activities", "told"), [
+    ("Running", {"5": {"attempt": 2}}, False),  # the attempt runs on
+    ("Running", {"5": {"attempt": 2, "cancel_requested_event_id": 8}}, True),  # its cancel is recorded
+    ("Running", {"5": {"attempt": 3}}, True),  # another attempt replaced it
+    ("Running", {}, True),  # the activity finished (or was canceled)
+    ("Canceled", {"5": {"attempt": 2}}, True),  # the run closed
+    (None, {}, True),  # no such run
+])
+async def test_the_heartbeat_answer_says_whether_the_attempt_should_stop(
+        status: str | None, activities: dict[str, Any], told: bool) -> None:
+    engine_view = SimpleNamespace(_reads=_Reads(status, activities))
+    token = TaskToken("ns", "wf", "r", 5, 2, "activity")
+    assert await FrontendEngine.activity_cancel_requested(engine_view, token) is told  # type: ignore[arg-type]
