@@ -230,3 +230,21 @@ async def test_the_heartbeat_answer_says_whether_the_attempt_should_stop(
     engine_view = SimpleNamespace(_reads=_Reads(status, activities))
     token = TaskToken("ns", "wf", "r", 5, 2, "activity")
     assert await FrontendEngine.activity_cancel_requested(engine_view, token) is told  # type: ignore[arg-type]
+
+
+async def test_cancelling_a_timer_that_fired_unseen_refuses_the_task_so_that_it_sees_the_firing() -> None:
+    ctx = MemoryContext()
+    s = await _running(ctx, [{"command_type": "StartTimer", "attributes": {"timer_id": "1",
+                                                                          "start_to_fire_timeout_ms": 1000}}])
+    await cancellation.request_cancel_workflow(ctx, _cancel())
+    sid = s.wt["scheduled_event_id"] if s.wt else 0
+    started = s.timers["1"]["started_event_id"]
+    await engine.fire_timer(ctx, engine.TimerFiring(f"{s.run_id}/user_timer/1", 0, "ns", "wf", s.run_id,
+                                                    "user_timer", started, 0))
+    assert _kinds(ctx, s)[-1] == "TimerFired"  # after the task was scheduled: unseen by it
+    # The workflow ignores the cancel and goes on: its sleep's timer is cancelled, an activity scheduled.
+    await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
+        {"command_type": "CancelTimer", "attributes": {"timer_id": "1"}}, _activity()]})
+    assert _kinds(ctx, s)[-3:] == ["WorkflowTaskStarted", "WorkflowTaskFailed", "WorkflowTaskScheduled"]
+    assert ctx.events(s.run_id)[-2]["attributes"]["cause"] == "UnhandledCommand"
+    assert not s.activities
