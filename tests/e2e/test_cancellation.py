@@ -75,6 +75,17 @@ class WorksThenCleansUp:
 
 
 @workflow.defn
+class AwaitsWork:
+    """Awaits a heartbeating activity with the default cancellation type (TRY_CANCEL)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        return str(await workflow.execute_activity(heartbeat_until_cancelled,
+                                                   start_to_close_timeout=timedelta(minutes=1),
+                                                   heartbeat_timeout=timedelta(seconds=1)))
+
+
+@workflow.defn
 class IgnoresCancel:
     @workflow.run
     async def run(self) -> str:
@@ -86,7 +97,7 @@ class IgnoresCancel:
 
 
 def _worker(client: Client) -> Worker:
-    return Worker(client, task_queue=QUEUE, workflows=[SleepsADay, WorksThenCleansUp, IgnoresCancel],
+    return Worker(client, task_queue=QUEUE, workflows=[SleepsADay, WorksThenCleansUp, AwaitsWork, IgnoresCancel],
                   activities=[heartbeat_until_cancelled, clean_up])
 
 
@@ -161,6 +172,20 @@ async def test_cancel_while_an_activity_heartbeats_reaches_it_and_the_workflow_c
     report = await audit(cluster.settings.kafka_bootstrap, cluster.settings.database_url)
     assert report.clean, [str(d) for d in report.divergences]
     assert report.runs >= 1
+
+
+async def test_try_cancel_closes_at_once_and_the_activity_still_learns_it_should_stop(client: Client) -> None:
+    wid = _id("cancel-try")
+    async with _worker(client):
+        handle = await client.start_workflow(AwaitsWork.run, id=wid, task_queue=QUEUE)
+        await eventually(lambda: _has(client, wid, "ActivityTaskStarted"), timeout=20, what="the activity's start")
+        await handle.cancel()
+        await _closed_canceled(client, wid)
+        # The run closed without waiting; the activity's next heartbeat tells it to stop.
+        await eventually(lambda: "cancel_requested=True" in SEEN.get(wid, ()), timeout=20,
+                         what="the activity to see the cancel")
+    kinds = await _kinds(client, wid)
+    assert kinds[-2:] == ["ActivityTaskCancelRequested", "WorkflowExecutionCanceled"]
 
 
 async def test_a_workflow_that_ignores_the_cancel_completes(client: Client) -> None:
