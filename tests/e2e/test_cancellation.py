@@ -14,7 +14,12 @@ import pytest
 
 from kadence import Client, Worker, activity, workflow
 from kadence import kafka as ingress
-from kadence.exceptions import CanceledError, WorkflowAlreadyClosedError, WorkflowFailureError
+from kadence.exceptions import (
+    CanceledError,
+    WorkflowAlreadyClosedError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+)
 from services.audit import audit
 from services.cluster import Cluster
 from tests.helpers import eventually
@@ -211,3 +216,5 @@ async def test_cancel_over_kafka_and_of_a_closed_run(cluster: Cluster, client: C
         assert "already closed (Canceled)" in (again.error_message or "")
         missing = await kafka.cancel_workflow("default", _id("nobody"))
         assert not missing.ok and missing.error_type == "WorkflowNotFound"
+    with pytest.raises(WorkflowNotFoundError):
+        await client.get_workflow_handle(_id("nobody")).cancel()
