@@ -86,11 +86,7 @@ async def activity_canceled(ctx: Context, cmd: dict[str, Any]) -> None:
     if not act.get("cancel_requested_event_id"):
         failure = {"message": "the activity reported itself canceled, but no cancel was requested",
                    "type": UNASKED, "stack_trace": "", "non_retryable": False, "details": cmd["details"]}
-        backoff = engine.retry_backoff(act, ctx.now, UNASKED, False)
-        t.add("ActivityTaskFailed", scheduled_event_id=cmd["scheduled_event_id"],
-              started_event_id=act["started_event_id"], failure=failure, identity=cmd["identity"],
-              retry_backoff_ms=backoff)
-        engine._after_attempt(ctx, t, cmd["scheduled_event_id"], backoff)
+        await engine.activity_failed(ctx, {**cmd, "failure": failure})  # retried as its policy says
         return
     sid = cmd["scheduled_event_id"]
     t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=act["started_event_id"],
