@@ -52,10 +52,26 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None
+        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
+        api_key: str | None = None,
     ) -> Client:
-        """A client for the frontend at ``target`` (no request is made until first use)."""
-        return cls(HttpTransport(target, namespace), namespace=namespace, identity=identity)
+        """A client for the frontend at ``target`` (no request is made until first use).
+
+        ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
+        call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
+        """
+        return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity)
+
+    @property
+    def api_key(self) -> str | None:
+        """The credential of this client's calls (settable, to rotate it), if it has one."""
+        return getattr(self.transport, "api_key", None)
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        if not isinstance(self.transport, HttpTransport):
+            raise TypeError("this client's transport takes no API key")
+        self.transport.api_key = value
 
     async def close(self) -> None:
         await self.transport.close()
@@ -76,6 +92,7 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None,
+        run_timeout: timedelta | None,
         workflow_task_timeout: timedelta | None,
         request_id: str | None,
     ) -> dict[str, Any]:
@@ -94,6 +111,8 @@ class Client:
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.identity,
         }
+        if run_timeout is not None:
+            body["run_timeout_ms"] = to_millis(run_timeout)
         if workflow_task_timeout is not None:
             body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
         return body
@@ -105,17 +124,23 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
-        if one with this id is running."""
+        if one with this id is running.
+
+        ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
+        chain included; ``run_timeout`` bounds each run. The run open when either passes
+        times out."""
         body = self._start_body(
             workflow,
             args,
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
@@ -129,6 +154,7 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> Any:
@@ -143,6 +169,7 @@ class Client:
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
@@ -161,6 +188,7 @@ class Client:
         signal: str | Callable[..., Any],
         signal_args: Sequence[Any] = (),
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> WorkflowHandle:
@@ -171,6 +199,7 @@ class Client:
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )

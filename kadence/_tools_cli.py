@@ -64,7 +64,9 @@ def _add_encode(sub: Any) -> None:
     start.add_argument("--workflow-type", required=True)
     start.add_argument("--task-queue", required=True)
     start.add_argument("--input", type=_json_array, default=[], help="JSON array of the workflow's arguments")
-    start.add_argument("--execution-timeout-ms", type=int, default=0)
+    start.add_argument("--execution-timeout-ms", type=int, default=0,
+                       help="timeout of the whole execution, every run of a continue-as-new chain")
+    start.add_argument("--run-timeout-ms", type=int, default=0, help="timeout of each run")
     signal = argparse.ArgumentParser(add_help=False)
     signal.add_argument("--signal-name", required=True)
     kinds.add_parser("start", parents=[common, start], help="StartWorkflowExecution")
@@ -84,7 +86,8 @@ def _encode(args: argparse.Namespace) -> int:
     ids = {"request_id": args.request_id, "identity": args.identity, "reply_to": args.reply_to}
     if args.kind == "start":
         value = kafka.encode_start(args.namespace, args.workflow_id, args.workflow_type, args.task_queue,
-                                   args.input, execution_timeout_ms=args.execution_timeout_ms, **ids)
+                                   args.input, execution_timeout_ms=args.execution_timeout_ms,
+                                   run_timeout_ms=args.run_timeout_ms, **ids)
     elif args.kind == "signal":
         value = kafka.encode_signal(args.namespace, args.workflow_id, args.signal_name, args.input,
                                     run_id=args.run_id, **ids)
@@ -93,7 +96,8 @@ def _encode(args: argparse.Namespace) -> int:
     else:
         value = kafka.encode_signal_with_start(
             args.namespace, args.workflow_id, args.workflow_type, args.task_queue, args.signal_name,
-            args.signal_input, args.input, execution_timeout_ms=args.execution_timeout_ms, **ids)
+            args.signal_input, args.input, execution_timeout_ms=args.execution_timeout_ms,
+            run_timeout_ms=args.run_timeout_ms, **ids)
     if args.raw:
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()

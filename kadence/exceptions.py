@@ -93,7 +93,8 @@ class ApplicationError(FailureError):
 
 class ActivityTimeoutError(FailureError):
     """An activity ran out of time; ``timeout_type`` says which timeout fired
-    (``StartToClose``, ``ScheduleToClose``, ``ScheduleToStart`` or ``Heartbeat``)."""
+    (``StartToClose``, ``ScheduleToClose``, ``ScheduleToStart`` or ``Heartbeat``). When an
+    attempt before it failed, ``__cause__`` is that failure (as an :class:`ApplicationError`)."""
 
     retryable = True
 

@@ -51,6 +51,8 @@ class _Heartbeater:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._latest: tuple[Any, ...] | None = None
+        # The details recorded last, sent or not: a failure carries them to the next attempt.
+        self.last_recorded: tuple[Any, ...] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -59,6 +61,7 @@ class _Heartbeater:
         Details that are not strict JSON raise PayloadError here, in the activity's code."""
         encode_args(details, what="activity.heartbeat")
         self._latest = details
+        self.last_recorded = details
         if threading.get_ident() == self._thread:
             self._kick()
         else:
@@ -171,10 +174,10 @@ class ActivityTaskProcessor:
                 # count the attempt twice.
                 _log.warning("activity %s attempt %d passed its start-to-close timeout", info.activity_id, info.attempt)
                 return
-            await self._fail(token, err)
+            await self._fail(token, err, heartbeater.last_recorded)
             return
         except Exception as err:  # noqa: BLE001 - reported as the attempt's failure
-            await self._fail(token, err)
+            await self._fail(token, err, heartbeater.last_recorded)
             return
         finally:
             heartbeater.stop()
@@ -202,12 +205,14 @@ class ActivityTaskProcessor:
         await self._transport.call("POST", "/activity-tasks/cancel",
                                    body={"task_token": token, "details": None, "identity": self._identity})
 
-    async def _fail(self, token: str, error: BaseException) -> None:
-        await self._transport.call(
-            "POST",
-            "/activity-tasks/fail",
-            body={"task_token": token, "failure": failure_from_exception(error), "identity": self._identity},
-        )
+    async def _fail(self, token: str, error: BaseException, heartbeat: tuple[Any, ...] | None = None) -> None:
+        body: dict[str, Any] = {"task_token": token, "failure": failure_from_exception(error),
+                                "identity": self._identity}
+        if heartbeat is not None:
+            # The latest details may not have gone out as a heartbeat yet (they are
+            # throttled, and the attempt's end cancels the sender): the next attempt gets them.
+            body["last_heartbeat_details"] = encode_args(heartbeat)
+        await self._transport.call("POST", "/activity-tasks/fail", body=body)
 
     def _info(self, task: Mapping[str, Any], definition: ActivityDefinition) -> ActivityInfo:
         scheduled_ms = int(task.get("scheduled_time") or 0)

@@ -68,6 +68,8 @@ class WorkflowInfo:
     execution_timeout: timedelta | None
     workflow_task_timeout: timedelta
     continued_run_id: str | None
+    # The run's own timeout (None: none); execution_timeout bounds the whole chain.
+    run_timeout: timedelta | None = None
 
 
 class ContinueAsNewError(BaseException):
@@ -271,6 +273,7 @@ class WorkflowInstance:
             execution_timeout=timedelta(milliseconds=timeout_ms) if timeout_ms else None,
             workflow_task_timeout=timedelta(milliseconds=int(attrs.get("workflow_task_timeout_ms") or 10000)),
             continued_run_id=attrs.get("continued_execution_run_id"),
+            run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
         )
         try:
             args = decode_args(attrs.get("input"))
@@ -334,6 +337,9 @@ class WorkflowInstance:
         else:
             raw = attrs.get("last_heartbeat_details")
             cause = ActivityTimeoutError(str(attrs.get("timeout_type", "")), last_heartbeat_details=decode_args(raw))
+            if attrs.get("last_failure"):
+                # The attempt before the timeout failed: no event of its own says so.
+                cause.__cause__ = exception_from_failure(attrs["last_failure"])
             what = f"timed out ({cause.timeout_type})"
         pending.future.set_exception(
             ActivityError(

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import tracer, use_traceparent
+from services.common import validation as common
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
@@ -66,6 +67,8 @@ _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a n
 
 
 class Engine:
+    limits = common.DEFAULT_LIMITS  # what a command may hold (the frontend sets its configured limits)
+
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
@@ -106,6 +109,11 @@ class Engine:
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
         """Produce a command to kadence.requests and wait until the broker has it."""
+        # The very check history runs on the record: what it would dead-letter is a 400 here.
+        try:
+            common.check_command(name, record, self.limits)
+        except common.Invalid as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from None
         try:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -182,7 +190,7 @@ class Engine:
             "namespace": req.namespace, "workflow_id": req.workflow_id, "workflow_type": req.workflow_type,
             "task_queue": req.task_queue, "input": req.input, "execution_timeout_ms": req.execution_timeout_ms,
             "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
-            "identity": req.identity,
+            "identity": req.identity, "run_timeout_ms": req.run_timeout_ms,
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:

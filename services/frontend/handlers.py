@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import validation as v
+from .auth import authorize_task_queue
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .tokens import TaskToken
@@ -36,6 +37,7 @@ class Handlers:
         if token.kind != kind:
             raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task",
                                   field="task_token")
+        authorize_task_queue(f"poll_{kind}_tasks", ns, token.task_queue)
         return token
 
     # -- workflows ------------------------------------------------------------------------------
@@ -194,7 +196,9 @@ class Handlers:
         token = self._token(ns, body, "activity")
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure)
+        details = v.json_text(body, "last_heartbeat_details")
+        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure,
+                                  last_heartbeat_details=details)
         return OK, {}
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:

@@ -89,7 +89,8 @@ async def activity_canceled(ctx: Context, cmd: dict[str, Any]) -> None:
         await engine.activity_failed(ctx, {**cmd, "failure": failure})  # retried as its policy says
         return
     sid = cmd["scheduled_event_id"]
-    t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=act["started_event_id"],
+    # The attempt's ActivityTaskStarted is written only now that it ends the activity.
+    t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=engine._record_started(t, sid, act),
           latest_cancel_requested_event_id=act["cancel_requested_event_id"], details=cmd["details"],
           identity=cmd["identity"])
     _drop_activity_timers(t, sid)

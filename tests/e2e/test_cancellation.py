@@ -118,6 +118,13 @@ async def _has(client: Client, wid: str, kind: str) -> bool:
     return kind in await _kinds(client, wid)
 
 
+async def _activity_started(client: Client, wid: str) -> bool:
+    """History knows the activity's attempt runs (its ActivityTaskStarted is written only
+    once the activity ends, so the history does not say it yet)."""
+    pending = (await client.get_workflow_handle(wid).describe())["pending_activities"]
+    return any(a["state"] == "Started" for a in pending)
+
+
 async def _closed_canceled(client: Client, wid: str) -> None:
     with pytest.raises(WorkflowFailureError) as caught:
         await client.get_workflow_handle(wid).result(timeout=30)
@@ -155,7 +162,7 @@ async def test_cancel_while_an_activity_heartbeats_reaches_it_and_the_workflow_c
     wid = _id("cancel-activity")
     async with _worker(client):
         handle = await client.start_workflow(WorksThenCleansUp.run, id=wid, task_queue=QUEUE)
-        await eventually(lambda: _has(client, wid, "ActivityTaskStarted"), timeout=20, what="the activity's start")
+        await eventually(lambda: _activity_started(client, wid), timeout=20, what="the activity's start")
         await handle.cancel(request_id="cancel-once")
         await handle.cancel(request_id="cancel-once")  # a retry of the same request changes nothing
         await _closed_canceled(client, wid)
@@ -166,6 +173,7 @@ async def test_cancel_while_an_activity_heartbeats_reaches_it_and_the_workflow_c
                  "WorkflowExecutionCanceled"):
         assert kind in kinds
     assert kinds.index("ActivityTaskCanceled") < kinds.index("WorkflowExecutionCanceled")
+    assert kinds[kinds.index("ActivityTaskCanceled") - 1] == "ActivityTaskStarted"  # written as it ends
     # A cancel of the closed run is refused clearly; the retry of the recorded one still answers ok.
     with pytest.raises(WorkflowAlreadyClosedError, match="already closed") as refused:
         await handle.cancel()
@@ -183,7 +191,7 @@ async def test_try_cancel_closes_at_once_and_the_activity_still_learns_it_should
     wid = _id("cancel-try")
     async with _worker(client):
         handle = await client.start_workflow(AwaitsWork.run, id=wid, task_queue=QUEUE)
-        await eventually(lambda: _has(client, wid, "ActivityTaskStarted"), timeout=20, what="the activity's start")
+        await eventually(lambda: _activity_started(client, wid), timeout=20, what="the activity's start")
         await handle.cancel()
         await _closed_canceled(client, wid)
         # The run closed without waiting; the activity's next heartbeat tells it to stop.

@@ -141,8 +141,12 @@ async def test_a_started_activity_is_marked_and_its_canceled_answer_is_recorded(
     assert _kinds(ctx, s)[-1] == "ActivityTaskCancelRequested"
     assert s.activities[str(sid)]["cancel_requested_event_id"] == len(ctx.events(s.run_id))
     await cancellation.activity_canceled(ctx, _ref(s, sid) | {"details": '["partial"]'})
-    assert _kinds(ctx, s)[-2:] == ["ActivityTaskCanceled", "WorkflowTaskScheduled"]
-    assert ctx.events(s.run_id)[-2]["attributes"]["details"] == '["partial"]'
+    # The attempt's start is written only now that it ends the activity, just before its end.
+    assert _kinds(ctx, s)[-3:] == ["ActivityTaskStarted", "ActivityTaskCanceled", "WorkflowTaskScheduled"]
+    started, canceled = ctx.events(s.run_id)[-3:-1]
+    assert started["attributes"]["scheduled_event_id"] == sid and started["attributes"]["attempt"] == 1
+    assert canceled["attributes"]["started_event_id"] == started["event_id"]
+    assert canceled["attributes"]["details"] == '["partial"]'
     assert not s.activities
     t = ctx.transitions[-1]
     assert {f"{s.run_id}/act_hb/{sid}", f"{s.run_id}/act_stc/{sid}"} <= t.timers_delete
@@ -167,11 +171,14 @@ async def test_an_activity_canceled_unasked_counts_as_a_failed_attempt() -> None
     ctx = MemoryContext()
     s = await _running(ctx, [_activity()])
     (sid,) = (int(k) for k in s.activities)
+    before = _kinds(ctx, s)
     await cancellation.activity_canceled(ctx, _ref(s, sid) | {"details": None})
-    failed = ctx.events(s.run_id)[-1]
-    assert failed["event_type"] == "ActivityTaskFailed"
-    assert failed["attributes"]["failure"]["type"] == cancellation.UNASKED
-    assert failed["attributes"]["retry_backoff_ms"] is not None  # retried as the policy says
+    # Retried as the policy says; a retried attempt writes no event, the pending activity
+    # keeps the failure.
+    assert _kinds(ctx, s) == before
+    act = s.activities[str(sid)]
+    assert act["attempt"] == 2 and act["state"] == "Scheduled"
+    assert act["last_failure"]["type"] == cancellation.UNASKED
 
 
 @pytest.mark.parametrize("record", ["RespondWorkflowTaskCompleted", "RespondActivityTaskCompleted"])

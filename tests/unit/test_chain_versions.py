@@ -71,6 +71,7 @@ V1 = Writer(_load("kadence.HistoryEvent.v1.avsc"), None)
 V2 = Writer(_load("kadence.HistoryEvent.v2.avsc"), _load("kadence.HistoryRecord.v1.avsc"))
 V3 = Writer(_load("kadence.HistoryEvent.v3.avsc"), _load("kadence.HistoryRecord.v2.avsc"))
 V5 = Writer(_load("kadence.HistoryEvent.v5.avsc"), _load("kadence.HistoryRecord.v4.avsc"))
+V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.v5.avsc"))
 CURRENT = Writer(_load("HistoryEvent"), _load("HistoryRecord"))
 
 
@@ -149,6 +150,7 @@ def _tamper(data: bytes, old: bytes, new: bytes) -> bytes:
     ("kadence.HistoryRecord.v1.avsc", "kadence.HistoryEvent.v2.avsc"),
     ("kadence.HistoryRecord.v2.avsc", "kadence.HistoryEvent.v3.avsc"),
     ("kadence.HistoryRecord.v4.avsc", "kadence.HistoryEvent.v5.avsc"),
+    ("kadence.HistoryRecord.v5.avsc", "kadence.HistoryEvent.v6.avsc"),
     ("HistoryRecord", "HistoryEvent"),
 ])
 def test_a_history_record_carries_the_history_event_version_of_its_time(record: str, event: str) -> None:
@@ -182,7 +184,7 @@ def test_unhashed_encoding_empties_the_trailing_hash_of_the_bytes_as_written() -
         chain.unhashed_encoding(CURRENT.record({**event, "hash": digest}), digest)
 
 
-@pytest.mark.parametrize("writer", [V2, V3, V5], ids=["v2", "v3", "v5"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6], ids=["v2", "v3", "v5", "v6"])
 def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer) -> None:
     written = _write([writer])
     replay = _topic(written.records)
@@ -193,7 +195,7 @@ def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer)
     assert chain.first_break(events) == 1
 
 
-@pytest.mark.parametrize("writer", [V2, V3, V5], ids=["v2", "v3", "v5"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6], ids=["v2", "v3", "v5", "v6"])
 def test_a_changed_byte_of_an_old_record_still_breaks_the_chain(writer: Writer) -> None:
     records = _write([writer]).records
     records[4] = _tamper(records[4], b"Charge", b"Chargf")  # event 5's activity type; its hash left alone
@@ -283,7 +285,7 @@ def test_a_history_event_version_never_saved_apart_is_learnt_from_its_record(tmp
 
 def _cancelled_bodies() -> list[tuple[str, dict[str, Any]]]:
     """The run of _bodies() up to its activity's start, then cancelled: the activity is asked
-    to stop, reports it, and the run closes as Canceled (the events of HistoryEvent v6)."""
+    to stop, reports it, and the run closes as Canceled (the events of HistoryEvent v7)."""
     wt_started = {"identity": "w", "started_time": 2000}
     return [*_bodies()[:6],
             ("WorkflowExecutionCancelRequested", {"reason": "stop", "identity": "me", "request_id": "c"}),
@@ -299,10 +301,11 @@ def _cancelled_bodies() -> list[tuple[str, dict[str, Any]]]:
             ("WorkflowExecutionCanceled", {"details": None, "workflow_task_completed_event_id": 15})]
 
 
-def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and_verifies() -> None:
+@pytest.mark.parametrize("before", [V6, V5], ids=["v6", "v5"])
+def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and_verifies(before: Writer) -> None:
     rows, records, previous = [], [], ""
     for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
-        writer = V5 if i <= 6 else CURRENT
+        writer = before if i <= 6 else CURRENT
         sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
                                              "attributes": attributes})
         previous = sealed["hash"]
