@@ -69,12 +69,12 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "describe": Permission.READ, "history": Permission.READ, "result": Permission.READ,
     "query": Permission.READ,
     "start": Permission.WRITE, "signal": Permission.WRITE, "signal_with_start": Permission.WRITE,
-    "terminate": Permission.WRITE,
+    "terminate": Permission.WRITE, "cancel": Permission.WRITE,
     "poll_workflow_tasks": Permission.WORKER, "poll_activity_tasks": Permission.WORKER,
     "complete_workflow_task": Permission.WORKER, "fail_workflow_task": Permission.WORKER,
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,
     "complete_activity_task": Permission.WORKER, "fail_activity_task": Permission.WORKER,
-    "heartbeat_activity_task": Permission.WORKER,
+    "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,
 }
 
 

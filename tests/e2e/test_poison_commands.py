@@ -131,6 +131,13 @@ async def test_every_command_kind_from_kafka_is_checked(broker, fresh_dsn) -> No
             ("RespondWorkflowTaskFailed", ref | {"cause": "x", "failure": {
                 "message": "\x00", "type": "", "stack_trace": "", "non_retryable": False, "details": None}},
              "failure.message"),
+            ("RequestCancelWorkflowExecution", {"namespace": "default", "workflow_id": "wf-kinds", "run_id": None,
+                                                "reason": "\x00", "request_id": "cancel-1", "identity": "",
+                                                "reply_to": "tester"}, "reason"),
+            ("RespondActivityTaskCanceled", ref | {"details": "[NaN]"}, "details"),
+            ("RespondWorkflowTaskCompleted", ref | {"started_time": 0, "commands": [
+                {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": 0}}]},
+             "commands[0].attributes.scheduled_event_id"),
         ]
         for name, record, _ in bad:
             await io.send(name, record)
@@ -139,6 +146,8 @@ async def test_every_command_kind_from_kafka_is_checked(broker, fresh_dsn) -> No
             assert f"{name} refused: {field}" in letter["reason"]
         refused = await io.next(kafka.REPLIES, request_id="sig-1")
         assert not refused["ok"] and "signal_name" in refused["error_message"]
+        refused = await io.next(kafka.REPLIES, request_id="cancel-1")
+        assert not refused["ok"] and refused["error_type"] == "InvalidArgument" and "reason" in refused["error_message"]
         # The run is untouched and the shard takes the next command.
         signal = {"namespace": "default", "workflow_id": "wf-kinds", "run_id": None, "signal_name": "s",
                   "input": "[1]", "request_id": "sig-2", "identity": "", "reply_to": "tester"}
@@ -225,6 +234,18 @@ async def test_a_hostile_start_over_http_is_a_400_naming_the_field(
     assert status == 400 and answer["error"] == "InvalidArgument" and answer["field"] == field
     status, answer = await _post(cluster.url, "/workflows", body)
     assert status == 201 and answer["run_id"]
+
+
+async def test_a_hostile_cancel_over_http_is_a_400_naming_the_field(cluster: Cluster) -> None:
+    # 600 characters pass the handler's length check; 2400 bytes do not pass the one check
+    # history runs too (the request id is stored in an index).
+    status, answer = await _post(cluster.url, "/workflows/wf-http-cancel/cancel",
+                                 {"request_id": "\U0001f600" * 600})
+    assert status == 400 and answer["error"] == "InvalidArgument" and answer["field"] == "request_id"
+    status, answer = await _post(cluster.url, "/workflows/wf-http-cancel/cancel", {"reason": "r\x00"})
+    assert status == 400 and answer["field"] == "reason"
+    status, answer = await _post(cluster.url, "/workflows/wf-http-cancel/cancel", {"request_id": "c-1"})
+    assert status == 404 and answer["error"] == "WorkflowNotFound"  # checked, produced, answered by history
 
 
 async def test_an_http_start_the_store_refuses_is_answered_400_not_504(
