@@ -60,6 +60,9 @@ DEFAULT_LIMITS = Limits()
 # -- one value ----------------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def namespace(value: object, field: str = "namespace") -> str:
     if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
         raise Invalid(field, f"must match {NAMESPACE_PATTERN}")
@@ -88,16 +91,23 @@ def text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise Invalid(field, "must be a string")
     if len(value) > max_chars:
         raise Invalid(field, f"must be at most {max_chars} characters")
+    _unicode(value, field)
+    return value
+
+
+def _unicode(value: str, field: str) -> None:
+    """No NUL (PostgreSQL's text refuses it) and no lone surrogate (no UTF-8 form: Avro and
+    PostgreSQL both refuse it)."""
     if "\x00" in value:
         raise Invalid(field, "must not contain a NUL character")
-    return value
+    if _SURROGATE.search(value):
+        raise Invalid(field, "must be valid Unicode (a lone surrogate has no UTF-8 form)")
 
 
 def _bounded(value: str, field: str) -> str:
     if len(value) > MAX_NAME_CHARS:
         raise Invalid(field, f"must be at most {MAX_NAME_CHARS} characters")
-    if "\x00" in value:
-        raise Invalid(field, "must not contain a NUL character")
+    _unicode(value, field)
     if len(value) * 4 > MAX_NAME_BYTES and len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise Invalid(field, f"must be at most {MAX_NAME_BYTES} bytes in UTF-8")
     return value
@@ -128,6 +138,7 @@ def payload(value: object, field: str, limits: Limits = DEFAULT_LIMITS, *, array
     cap = limits.max_payload_bytes
     if len(value) > cap or (len(value) * 4 > cap and len(value.encode("utf-8", "surrogatepass")) > cap):
         raise Invalid(field, f"must be at most {cap} bytes")
+    _unicode(value, field)
     decoded = parse_json(value, field)
     if array and not isinstance(decoded, list):
         raise Invalid(field, "must be JSON text of an array (the arguments)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -112,13 +113,20 @@ def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator
     return route
 
 
+def _any_segment(path: str) -> str:
+    """``path`` with each ``{name}`` matching any one segment: aiohttp's default pattern
+    refuses '{' and '}', which workflow ids and task queues may hold."""
+    return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+
+
 def build_app(handlers: Handlers, auth: Authenticator | None = None,
               health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
     (auth.py); /openapi.json and /health stay open."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     for method, path, name in ROUTES:
-        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST", auth=auth))
+        app.router.add_route(method, _any_segment(PREFIX + path),
+                             _route(handlers, name, has_body=method == "POST", auth=auth))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, reject, settings
 from hypothesis import strategies as st
 
 from kadence import Client, Worker, avro
@@ -297,6 +297,10 @@ async def worker(client: Client) -> AsyncIterator[Worker]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_bodies)
+# Found by the generator: a '{' in the id missed the route (aiohttp's default segment
+# pattern), and a lone surrogate, which no UTF-8 store can hold.
+@example(body={"workflow_id": "{", "input": [1]})
+@example(body={"workflow_id": "a\ud800", "input": [1]})
 async def test_a_generated_http_start_is_refused_naming_a_field_or_runs(
         cluster: Cluster, client: Client, worker: Worker, body: dict[str, Any]) -> None:
     wid = body["workflow_id"]
@@ -344,8 +348,11 @@ async def test_a_generated_kafka_start_is_dead_lettered_naming_a_field_or_runs(
     wid = fields["workflow_id"]
     record = fields | {"namespace": "default", "workflow_id": f"{uuid.uuid4().hex[:6]}{wid}" if wid else wid,
                        "identity": "", "reply_to": kafka_in.reply_to}
-    reply = await kafka_in.send("default", record["workflow_id"], avro.encode("StartWorkflowExecution", record),
-                                record["request_id"])
+    try:
+        value = avro.encode("StartWorkflowExecution", record)
+    except UnicodeEncodeError:
+        reject()  # a lone surrogate has no UTF-8 form: no producer can write this record
+    reply = await kafka_in.send("default", record["workflow_id"], value, record["request_id"])
     if not reply.ok:
         assert reply.error_type == "InvalidArgument"
         named = (reply.error_message or "").removeprefix("StartWorkflowExecution refused: ").split(" ")[0]

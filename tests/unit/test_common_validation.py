@@ -280,3 +280,10 @@ def test_http_refuses_what_history_refuses_with_a_400_naming_the_field() -> None
         fv.start_request("default", {"workflow_id": "w", "workflow_type": "T", "task_queue": "q",
                                      "input": [float("nan")]})
     assert info.value.field == "input" and "NaN" in info.value.message
+
+
+def test_a_lone_surrogate_is_refused_naming_the_field() -> None:
+    with pytest.raises(v.Invalid, match="workflow_id"):
+        v.name("a\ud800", "workflow_id")
+    with pytest.raises(v.Invalid, match="input"):
+        v.payload('["\udc00"]', "input")
