@@ -40,6 +40,7 @@ __all__ = [
     "encode_signal",
     "encode_signal_with_start",
     "encode_start",
+    "encode_update",
     "workflow_key",
 ]
 
@@ -120,6 +121,20 @@ def encode_cancel(namespace: str, workflow_id: str, *, run_id: str | None = None
     })
 
 
+def encode_update(namespace: str, workflow_id: str, update_name: str, args: Sequence[Any] = (), *,
+                  update_id: str | None = None, run_id: str | None = None, wait_for_stage: str = "completed",
+                  request_id: str | None = None, identity: str = "", reply_to: str | None = None) -> bytes:
+    """An ``UpdateWorkflowExecution`` record. An update is answered, so it is useful over Kafka
+    only with ``reply_to``: the Reply's ``update_outcome`` carries the outcome once the stage
+    ``wait_for_stage`` (accepted or completed) is reached, or the rejection."""
+    return avro.encode("UpdateWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id,
+        "update_id": update_id or uuid.uuid4().hex, "update_name": update_name,
+        "input": encode_args(args, what=f"update {update_name}"), "wait_for_stage": wait_for_stage,
+        "request_id": _request_id(request_id), "identity": identity, "reply_to": reply_to,
+    })
+
+
 @dataclass(frozen=True)
 class Reply:
     """The outcome of a command: ``ok`` with the run id, or the error type and message;
@@ -134,6 +149,8 @@ class Reply:
     namespace: str | None = None
     workflow_id: str | None = None
     created: bool = False
+    # An update's outcome (JSON: update_id, stage, result, failure); None for other requests.
+    update_outcome: str | None = None
 
 
 def decode_reply(data: bytes) -> Reply:

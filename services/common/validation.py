@@ -280,6 +280,20 @@ def _request_cancel(cmd: Command, limits: Limits) -> None:
     _request(cmd)
 
 
+UPDATE_STAGES = ("accepted", "completed")
+
+
+def _update(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    optional_name(cmd["run_id"], "run_id")
+    name(cmd["update_id"], "update_id")
+    name(cmd["update_name"], "update_name")
+    payload(cmd["input"], "input", limits, array=True)
+    if cmd["wait_for_stage"] not in UPDATE_STAGES:
+        raise Invalid("wait_for_stage", f"must be one of {', '.join(UPDATE_STAGES)}")
+    _request(cmd)
+
+
 def _task(cmd: Command) -> None:
     """The task reference every worker answer carries (from its task token)."""
     _workflow(cmd)
@@ -348,6 +362,7 @@ _CHECKS: dict[str, _Check] = {
     "RespondActivityTaskFailed": _activity_failed,
     "RecordActivityTaskHeartbeat": _heartbeat,
     "RespondActivityTaskCanceled": _activity_canceled,
+    "UpdateWorkflowExecution": _update,
 }
 
 
@@ -425,6 +440,22 @@ def _cancel_workflow(a: Command, at: str, limits: Limits) -> None:
     payload(a.get("details"), f"{at}.details", limits)
 
 
+def _accept_update(a: Command, at: str, limits: Limits) -> None:
+    name(a["update_id"], f"{at}.update_id")
+
+
+def _reject_update(a: Command, at: str, limits: Limits) -> None:
+    name(a["update_id"], f"{at}.update_id")
+    failure(a["failure"], f"{at}.failure", limits)
+
+
+def _complete_update(a: Command, at: str, limits: Limits) -> None:
+    name(a["update_id"], f"{at}.update_id")
+    payload(a.get("result"), f"{at}.result", limits)
+    if a.get("failure") is not None:
+        failure(a["failure"], f"{at}.failure", limits)
+
+
 _COMMAND_CHECKS: dict[str, Callable[[Command, str, Limits], None]] = {
     "ScheduleActivityTask": _schedule_activity,
     "StartTimer": _start_timer,
@@ -435,4 +466,7 @@ _COMMAND_CHECKS: dict[str, Callable[[Command, str, Limits], None]] = {
     "RecordMarker": _marker,
     "RequestCancelActivityTask": _request_cancel_activity,
     "CancelWorkflowExecution": _cancel_workflow,
+    "AcceptWorkflowUpdate": _accept_update,
+    "RejectWorkflowUpdate": _reject_update,
+    "CompleteWorkflowUpdate": _complete_update,
 }

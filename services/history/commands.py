@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from . import cancellation
+from . import cancellation, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -68,6 +68,8 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
             _continue_as_new(ctx, t, a, completed_id)
         elif kind in cancellation.COMMANDS:
             cancellation.apply_command(ctx, t, kind, a, completed_id)
+        elif kind in updates.COMMANDS:
+            updates.apply_command(ctx, t, kind, a, completed_id)
 
 
 def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from kadence import avro
 from services.common import kafka
 
+from . import updates
 from .builder import Mutation, OutboxMessage, Transition
 from .state import MutableState
 
@@ -65,7 +66,8 @@ class BatchContext:
         return t
 
     def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
-              error_type: str | None = None, error_message: str | None = None, created: bool = False) -> None:
+              error_type: str | None = None, error_message: str | None = None, created: bool = False,
+              update_outcome: str | None = None) -> None:
         if ok and run_id and command.get("request_id"):
             # Applied (or answered as applied): a copy read later gets this answer (ledger.py).
             key = (command["namespace"], command["workflow_id"], command["request_id"])
@@ -78,6 +80,7 @@ class BatchContext:
             "reply_to": reply_to, "request_id": command["request_id"], "ok": ok, "run_id": run_id,
             "error_type": error_type, "error_message": error_message,
             "namespace": command["namespace"], "workflow_id": command["workflow_id"], "created": created,
+            "update_outcome": update_outcome,
         }
         if reply_to in self.shard.neighbours.reply_to:
             self.local_replies.append(reply)
@@ -98,5 +101,7 @@ class BatchContext:
         self.heartbeats[(run_id, scheduled_event_id)] = (run_id, scheduled_event_id, attempt, details, self.now)
 
     def close(self) -> list[Mutation]:
+        for t in self.transitions.values():
+            updates.after(self, t)  # a closed run answers the callers of its updates
         return [t.close() for t in self.transitions.values() if t.events or t.outbox or t.local_tasks
                 or t.timers_upsert or t.timers_delete or t.changed_without_events]

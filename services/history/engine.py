@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import unseen
+from . import unseen, updates
 from .builder import Transition
 from .state import Event, MutableState, retry_attempt, start_attempt
 
@@ -35,7 +35,8 @@ class Context(Protocol):
     def new_run(self, state: MutableState) -> Transition: ...
 
     def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
-              error_type: str | None = None, error_message: str | None = None, created: bool = False) -> None: ...
+              error_type: str | None = None, error_message: str | None = None, created: bool = False,
+              update_outcome: str | None = None) -> None: ...
 
     def delete_timer_row(self, key: str) -> None: ...
 
@@ -154,7 +155,7 @@ def settle(t: Transition) -> None:
         t.delete_all_timers = True
         t.current_changed = True
         return
-    if s.wt is None and s.inputs_pending and s.wt_failures == 0:
+    if s.wt is None and (s.inputs_pending or updates.owed(s)) and s.wt_failures == 0:
         schedule_workflow_task(t)
 
 
@@ -233,7 +234,7 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
                  identity: str) -> None:
     from .commands import apply_commands, validate_commands
 
-    problem = validate_commands(commands)
+    problem = validate_commands(commands) or updates.check_commands(t.state, commands)
     if problem is not None:
         _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), identity)
         return
@@ -244,6 +245,7 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
         schedule_workflow_task(t)
         return
     assert t.state.wt is not None
+    updates.task_completed(ctx, t, commands)
     task_now = t.state.wt.get("handed_time", 0)  # the workflow's now() in this task
     completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
     apply_commands(ctx, t, commands, completed["event_id"], task_now)

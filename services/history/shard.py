@@ -28,7 +28,7 @@ from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import cancellation, engine, poison
+from . import cancellation, engine, poison, updates
 from .builder import Mutation, OutboxMessage, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
@@ -74,6 +74,7 @@ HANDLERS: dict[str, Handler] = {
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
     "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
     "RespondActivityTaskCanceled": cancellation.activity_canceled,
+    "UpdateWorkflowExecution": updates.request_update,
 }
 
 

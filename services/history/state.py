@@ -29,6 +29,8 @@ Event = dict[str, Any]
 CLOSED_STATUSES = ("Completed", "Failed", "TimedOut", "Terminated", "ContinuedAsNew", "Canceled")
 # Signal request ids remembered per run for deduplication.
 MAX_REMEMBERED_REQUESTS = 200
+# Completed updates remembered per run, to answer a repeated update id with its outcome.
+MAX_REMEMBERED_UPDATES = 200
 
 
 @dataclass
@@ -77,6 +79,12 @@ class MutableState:
     cancel_requested: bool = False
     cancel_request_id: str = ""
     cancel_details: str | None = None
+    # Updates (updates.py). What workflow code decided, from history: update id ->
+    # name, accepted_event_id, completed, result, failure (the newest completed ones kept).
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The requests and their waiting callers: live bookkeeping kept in the snapshot only,
+    # never in history (see events_only).
+    update_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Hash of the last event: the next event's hash chains to it (see chain.py).
     last_hash: str = ""
 
@@ -322,7 +330,7 @@ def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     of pending activities): what a fold of the run's events must equal."""
     activities = {sid: {k: v for k, v in act.items() if k not in ATTEMPT_FIELDS}
                   for sid, act in (snapshot.get("activities") or {}).items()}
-    return {**snapshot, "activities": activities}
+    return {**snapshot, "activities": activities, "update_requests": {}}
 
 
 def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -358,6 +366,23 @@ def _activity_canceled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.inputs_pending = True
 
 
+def _update_accepted(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.updates[a["update_id"]] = {"name": a["update_name"], "accepted_event_id": e["event_id"], "completed": False,
+                                 "result": None, "failure": None}
+
+
+def _update_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    u = s.updates.get(a["update_id"])
+    if u is None or u["completed"] or u["accepted_event_id"] != a["accepted_event_id"]:
+        raise HistoryCorrupted(f"run {s.run_id}: update {a['update_id']!r} is not accepted and running")
+    u.update(completed=True, result=a["result"], failure=a["failure"])
+    # Remembered to answer a repeat of the update id; the oldest completed ones are let go.
+    # By event id, not dict order: a snapshot stores its keys sorted.
+    done = sorted((x["accepted_event_id"], uid) for uid, x in s.updates.items() if x["completed"])
+    for _, uid in done[:-MAX_REMEMBERED_UPDATES]:
+        del s.updates[uid]
+
+
 def _nothing(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     return None
 
@@ -388,6 +413,8 @@ _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
     "TimerFired": _timer_fired,
     "TimerCanceled": _timer_fired,
     "MarkerRecorded": _nothing,
+    "WorkflowExecutionUpdateAccepted": _update_accepted,
+    "WorkflowExecutionUpdateCompleted": _update_completed,
 }
 
 

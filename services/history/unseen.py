@@ -22,10 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the fold (state.py) imports this module
     from .state import MutableState
+
+
+def _updates() -> ModuleType:
+    from . import updates  # imports the fold, which imports this module
+
+    return updates
 
 
 class HistoryCause(StrEnum):
@@ -47,17 +54,19 @@ def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     """Whether a completion with ``commands`` of the run's outstanding task must be refused:
     it closes the run, or cancels a timer that has fired, while inputs recorded after the
     task was scheduled wait unseen."""
+    commands = list(commands)
+    if closes_run(commands) and _updates().unanswered(state, commands):
+        return True  # an update request waits that this task did not answer
     if not state.inputs_pending:
         return False
-    commands = list(commands)
     return closes_run(commands) or any(
         c["command_type"] == "CancelTimer" and c["attributes"]["timer_id"] not in state.timers for c in commands)
 
 
 def refusal_failure() -> dict[str, Any]:
     """The failure recorded with a refused task, for whoever reads the history."""
-    return {"message": "the workflow task closes the run, but new inputs (signals, results) arrived after it was"
-                       " scheduled that it did not see; a new workflow task delivers them",
+    return {"message": "the workflow task closes the run, but new inputs (signals, results, updates) arrived after"
+                       " it was scheduled that it did not see; a new workflow task delivers them",
             "type": HistoryCause.UNHANDLED_COMMAND.value, "stack_trace": "", "non_retryable": False,
             "details": None}
 

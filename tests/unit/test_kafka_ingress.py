@@ -16,7 +16,7 @@ def test_public_names() -> None:
     assert sorted(kafka.__all__) == [
         "DLQ", "HISTORY", "IngressSigner", "KafkaIngress", "KafkaIngressError", "REPLIES", "REQUESTS", "Reply",
         "decode_reply", "encode_cancel",
-        "encode_signal", "encode_signal_with_start", "encode_start", "workflow_key"]
+        "encode_signal", "encode_signal_with_start", "encode_start", "encode_update", "workflow_key"]
 
 
 def test_keys_and_topics_agree_with_the_services() -> None:

@@ -1,0 +1,241 @@
+"""Workflow updates: a request that workflow code validates, runs and answers.
+
+- ``UpdateWorkflowExecution`` (a request on ``kadence.requests``) is kept in the run's
+  mutable state (``MutableState.update_requests``, persisted in the snapshot, not in
+  history) and a workflow task is scheduled if none is outstanding. The frontend hands the
+  requests still waiting to the worker with every workflow task it hands out (read from the
+  snapshot at poll time), so a request that arrives while a task is in flight goes with
+  the next one: after a completed task, a request still waiting is owed a task (``owed``).
+- The worker runs the update's validator and answers with a command: ``AcceptWorkflowUpdate``
+  records ``WorkflowExecutionUpdateAccepted`` (with the request's input: a replay runs the
+  handler again from it); ``RejectWorkflowUpdate`` records nothing and the caller gets the
+  failure; ``CompleteWorkflowUpdate`` records ``WorkflowExecutionUpdateCompleted`` with the
+  handler's result or failure.
+- Callers wait on the reply mechanism of every request (``reply_to``/``request_id``); each
+  waiter names its stage (accepted or completed) and is answered once it is reached. A
+  request naming an update id already known adds a waiter or gets the known outcome: the
+  handler runs once per update id.
+- Never silently dropped: a workflow task that closes the run while a request waits
+  unanswered is refused (unseen.py), and when the run closes anyway (terminated, timed
+  out, or closed with an accepted update still running) every waiter is answered
+  ``WorkflowClosed``.
+
+What workflow code decided (accepted and completed updates) is history and goes through
+the fold (``MutableState.updates``); the requests and their waiters are live bookkeeping
+only, which a rebuild from history does not know (``state.events_only`` leaves them out).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from . import engine  # engine imports this module: its names are looked up when called
+from .builder import Transition
+from .state import MutableState
+
+if TYPE_CHECKING:
+    from .engine import Context
+
+# The workflow task commands this module turns into events (commands.py hands them here).
+COMMANDS = frozenset({"AcceptWorkflowUpdate", "RejectWorkflowUpdate", "CompleteWorkflowUpdate"})
+CLOSED = "WorkflowClosed"
+NOT_FOUND = "WorkflowNotFound"
+TOO_MANY = "TooManyUpdates"
+NOT_HANDLED = "UpdateNotHandled"
+# Requests waiting for the workflow at once, per run; rejected outcomes remembered per run.
+MAX_WAITING = 100
+MAX_REMEMBERED_REJECTIONS = 200
+# Completed workflow tasks that may leave a request unanswered before history rejects it
+# itself (a worker that does not know updates would otherwise be handed it forever).
+MAX_UNANSWERED_TASKS = 3
+
+
+class Stage(StrEnum):
+    """Where an update stands; a caller waits for ``ACCEPTED`` or ``COMPLETED``."""
+
+    REQUESTED = "requested"  # waiting to be delivered and validated
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+
+
+async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
+    """UpdateWorkflowExecution: keep the request for the next workflow task, or answer the
+    outcome already known for its update id."""
+    ns, wid, uid = cmd["namespace"], cmd["workflow_id"], cmd["update_id"]
+    t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd.get("run_id") else ctx.current_run(ns, wid))
+    if t is None:
+        _error(ctx, cmd, NOT_FOUND, f"workflow {wid!r} has no run to update")
+        return
+    s = t.state
+    wait = Stage.ACCEPTED if cmd["wait_for_stage"] == Stage.ACCEPTED else Stage.COMPLETED
+    done = s.updates.get(uid)
+    if done is not None and (done["completed"] or wait == Stage.ACCEPTED):
+        _answer(ctx, cmd, uid, done)
+        return
+    req = s.update_requests.get(uid)
+    if req is not None and req["stage"] == Stage.REJECTED:
+        _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req["failure"]})
+        return
+    if not s.running:
+        _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): the update was not run")
+        return
+    waiter = {"reply_to": cmd.get("reply_to") or "", "request_id": cmd["request_id"], "wait": wait.value}
+    if req is None and done is None:
+        if sum(1 for r in s.update_requests.values() if r["stage"] == Stage.REQUESTED) >= MAX_WAITING:
+            _error(ctx, cmd, TOO_MANY, f"workflow {wid!r} has {MAX_WAITING} updates waiting already")
+            return
+        req = s.update_requests[uid] = {"name": cmd["update_name"], "input": cmd["input"],
+                                        "identity": cmd["identity"], "stage": Stage.REQUESTED.value,
+                                        "failure": None, "unanswered": 0, "waiters": []}
+    elif req is None:  # accepted, known from history only (rebuilt): a waiter for its completion
+        req = s.update_requests[uid] = {"name": done["name"] if done else "", "input": None, "identity": "",
+                                        "stage": Stage.ACCEPTED.value, "failure": None, "unanswered": 0,
+                                        "waiters": []}
+    if waiter["reply_to"]:
+        req["waiters"].append(waiter)
+    t.changed_without_events = True
+    if req["stage"] == Stage.REQUESTED and s.wt is None and s.wt_failures == 0:
+        engine.schedule_workflow_task(t)
+
+
+def owed(s: MutableState) -> bool:
+    """Whether a request waits that no completed workflow task answered yet."""
+    return any(r["stage"] == Stage.REQUESTED for r in s.update_requests.values())
+
+
+def unanswered(s: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a request waits that ``commands`` neither accept nor reject."""
+    answered = {c["attributes"]["update_id"] for c in commands
+                if c["command_type"] in ("AcceptWorkflowUpdate", "RejectWorkflowUpdate")}
+    return any(r["stage"] == Stage.REQUESTED and uid not in answered for uid, r in s.update_requests.items())
+
+
+def check_commands(s: MutableState, commands: list[dict[str, Any]]) -> str | None:
+    """A message naming the first update command that does not follow the run's updates, or None."""
+    accepted = {uid for uid, u in s.updates.items() if not u["completed"]}
+    answered: set[str] = set()
+    for i, c in enumerate(commands):
+        kind = c["command_type"]
+        if kind not in COMMANDS:
+            continue
+        uid = c["attributes"]["update_id"]
+        if kind == "CompleteWorkflowUpdate":
+            if uid not in accepted:
+                return f"commands[{i}]: update {uid!r} is not accepted, or completed already"
+            accepted.discard(uid)
+            continue
+        req = s.update_requests.get(uid)
+        if req is None or req["stage"] != Stage.REQUESTED or uid in answered:
+            return f"commands[{i}]: update {uid!r} is not waiting for an answer"
+        answered.add(uid)
+        if kind == "AcceptWorkflowUpdate":
+            accepted.add(uid)
+    return None
+
+
+def task_completed(ctx: Context, t: Transition, commands: list[dict[str, Any]]) -> None:
+    """A workflow task completed with ``commands`` (before they apply): count it against each
+    request it left unanswered, and reject a request left unanswered too often."""
+    answered = {c["attributes"]["update_id"] for c in commands if c["command_type"] in COMMANDS}
+    for uid, req in list(t.state.update_requests.items()):
+        if req["stage"] != Stage.REQUESTED or uid in answered:
+            continue
+        req["unanswered"] += 1
+        t.changed_without_events = True
+        if req["unanswered"] >= MAX_UNANSWERED_TASKS:
+            _reject(ctx, t, uid, {
+                "message": f"{req['unanswered']} workflow tasks left update {uid!r} unanswered: the workers of"
+                           f" this workflow do not handle updates", "type": NOT_HANDLED, "stack_trace": "",
+                "non_retryable": True, "details": None})
+
+
+def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], completed_id: int) -> None:
+    """Add the events (if any) of one of :data:`COMMANDS` decided by the task ``completed_id``."""
+    s = t.state
+    uid = a["update_id"]
+    t.changed_without_events = True
+    if kind == "RejectWorkflowUpdate":
+        _reject(ctx, t, uid, a["failure"])
+        return
+    if kind == "AcceptWorkflowUpdate":
+        req = s.update_requests[uid]
+        t.add("WorkflowExecutionUpdateAccepted", update_id=uid, update_name=req["name"], input=req["input"],
+              identity=req["identity"], workflow_task_completed_event_id=completed_id)
+        req["stage"] = Stage.ACCEPTED.value
+        _notify(ctx, s, req, uid, s.updates[uid], Stage.ACCEPTED)
+        return
+    t.add("WorkflowExecutionUpdateCompleted", update_id=uid, accepted_event_id=s.updates[uid]["accepted_event_id"],
+          result=a["result"], failure=a["failure"], workflow_task_completed_event_id=completed_id)
+    if uid in s.update_requests:
+        _notify(ctx, s, s.update_requests.pop(uid), uid, s.updates[uid], Stage.COMPLETED)
+
+
+def after(ctx: Context, t: Transition) -> None:
+    """At the end of a batch: a closed run answers every waiter ``WorkflowClosed``."""
+    s = t.state
+    if s.running or not s.update_requests:
+        return
+    for uid, req in list(s.update_requests.items()):
+        if req["stage"] == Stage.REJECTED:
+            continue
+        message = (f"workflow {s.workflow_id!r} run {s.run_id} closed ({s.status}) before update {uid!r}"
+                   f" {'completed' if req['stage'] == Stage.ACCEPTED else 'was accepted'}")
+        for w in req["waiters"]:
+            _error(ctx, _reply_cmd(s, w), CLOSED, message)
+        del s.update_requests[uid]
+        t.changed_without_events = True
+
+
+def _reject(ctx: Context, t: Transition, uid: str, failure: dict[str, Any]) -> None:
+    s = t.state
+    req = s.update_requests[uid]
+    req["stage"] = Stage.REJECTED.value
+    req["failure"] = failure
+    outcome = {"update_id": uid, "stage": Stage.REJECTED.value, "failure": failure}
+    for w in req["waiters"]:
+        _answer_outcome(ctx, _reply_cmd(s, w), outcome)
+    req["waiters"] = []
+    req["input"] = None  # kept only to answer a repeat of the same update id
+    rejected = [k for k, r in s.update_requests.items() if r["stage"] == Stage.REJECTED]
+    for k in rejected[:-MAX_REMEMBERED_REJECTIONS]:
+        del s.update_requests[k]
+
+
+def _notify(ctx: Context, s: MutableState, req: dict[str, Any], uid: str, done: Mapping[str, Any],
+            stage: Stage) -> None:
+    """Answer the waiters whose stage is reached; keep the others."""
+    keep = []
+    for w in req["waiters"]:
+        if stage == Stage.COMPLETED or w["wait"] == Stage.ACCEPTED:
+            ctx.reply(_reply_cmd(s, w), ok=True, update_outcome=_outcome_json(uid, done))
+        else:
+            keep.append(w)
+    req["waiters"] = keep
+
+
+def _reply_cmd(s: MutableState, w: Mapping[str, Any]) -> dict[str, Any]:
+    return {"namespace": s.namespace, "workflow_id": s.workflow_id, "reply_to": w["reply_to"],
+            "request_id": w["request_id"]}
+
+
+def _answer(ctx: Context, cmd: dict[str, Any], uid: str, done: Mapping[str, Any]) -> None:
+    ctx.reply(cmd, ok=True, update_outcome=_outcome_json(uid, done))
+
+
+def _answer_outcome(ctx: Context, cmd: dict[str, Any], outcome: dict[str, Any]) -> None:
+    ctx.reply(cmd, ok=True, update_outcome=json.dumps(outcome))
+
+
+def _outcome_json(uid: str, done: Mapping[str, Any]) -> str:
+    if not done["completed"]:
+        return json.dumps({"update_id": uid, "stage": Stage.ACCEPTED.value})
+    return json.dumps({"update_id": uid, "stage": Stage.COMPLETED.value, "result": done["result"],
+                       "failure": done["failure"]})
+
+
+def _error(ctx: Context, cmd: dict[str, Any], error_type: str, message: str) -> None:
+    ctx.reply(cmd, ok=False, error_type=error_type, error_message=message)
