@@ -5,7 +5,7 @@ to run them, the :mod:`kadence.workflow` and :mod:`kadence.activity` modules to 
 """
 
 from kadence import activity, workflow
-from kadence._client import Client, WorkflowHandle
+from kadence._client import Client, WorkflowHandle, WorkflowUpdateHandle
 from kadence._worker.worker import Worker
 from kadence.common import RetryPolicy, RetryState
 from kadence.exceptions import (
@@ -24,6 +24,7 @@ from kadence.exceptions import (
     WorkflowFailureError,
     WorkflowNotFoundError,
     WorkflowTaskError,
+    WorkflowUpdateFailedError,
 )
 from kadence.replay import Replayer
 
@@ -49,6 +50,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowTaskError",
+    "WorkflowUpdateFailedError",
+    "WorkflowUpdateHandle",
     "activity",
     "workflow",
 ]

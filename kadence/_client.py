@@ -15,9 +15,9 @@ from typing import Any
 from kadence._converter import check_args, decode_value
 from kadence._http import HttpTransport, Transport, path_segment
 from kadence._retry import Backoff, retrying, unavailable
-from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
+from kadence._workflow.definition import query_name_of, signal_name_of, update_name_of, workflow_name_of
 from kadence.common import to_millis
-from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError
+from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError, WorkflowUpdateFailedError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -262,6 +262,28 @@ class WorkflowHandle:
                 "identity": self.client.identity}
         await self.client._idempotent(f"{self._path}/cancel", body, what=f"cancel of workflow {self.workflow_id}")
 
+    async def execute_update(self, update: str | Callable[..., Any], *args: Any, id: str | None = None,
+                             timeout: float | timedelta | None = None) -> Any:
+        """Run an update (``Wf.my_update`` or its name) on the workflow and return what its
+        handler returned. Raises WorkflowUpdateFailedError when the validator rejected it
+        (nothing recorded) or the handler raised (``cause`` is the ApplicationError),
+        WorkflowAlreadyClosedError when the run closed before the update completed, and
+        TimeoutError when ``timeout`` passes first. The same ``id`` never runs twice: asked
+        again, the update answers its first outcome."""
+        handle = await self.start_update(update, *args, id=id, wait_for_stage="completed", timeout=timeout)
+        return await handle.result(timeout=timeout)
+
+    async def start_update(self, update: str | Callable[..., Any], *args: Any, id: str | None = None,
+                           wait_for_stage: str = "accepted",
+                           timeout: float | timedelta | None = None) -> WorkflowUpdateHandle:
+        """Send an update and return once the workflow accepted it (``wait_for_stage``
+        "accepted") or it completed ("completed"); ``result()`` on the handle waits for its
+        outcome. A rejection raises WorkflowUpdateFailedError here."""
+        name = update_name_of(update)
+        handle = WorkflowUpdateHandle(self, id or str(uuid.uuid4()), name, check_args(args, what=f"update {name}"))
+        await handle._ask(wait_for_stage, timeout)
+        return handle
+
     async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every event of the run, in order, following the pages."""
         events: list[dict[str, Any]] = []
@@ -332,3 +354,54 @@ class WorkflowHandle:
                 raise WorkflowFailureError(status, cause=CanceledError(
                     "workflow canceled", *(() if details is None else (details,))))
             raise WorkflowFailureError(status, answer.get("failure"))
+
+
+class WorkflowUpdateHandle:
+    """An update sent to a workflow: ``result()`` waits for its outcome.
+
+    Waiting is asking again with the same update id (the update runs once per id): a
+    wait that runs out, or a frontend that restarts, loses nothing.
+    """
+
+    def __init__(self, workflow: WorkflowHandle, update_id: str, name: str, args: list[Any]) -> None:
+        self.workflow = workflow
+        self.id = update_id
+        self.name = name
+        self._input = args
+        self._outcome: Mapping[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"WorkflowUpdateHandle(id={self.id!r}, name={self.name!r}, workflow_id={self.workflow.workflow_id!r})"
+
+    async def result(self, timeout: float | timedelta | None = None) -> Any:
+        """The handler's return value; WorkflowUpdateFailedError if it was rejected or raised."""
+        outcome = await self._ask("completed", timeout)
+        failure = outcome.get("failure")
+        if failure is not None:
+            raise WorkflowUpdateFailedError(self.id, failure, rejected=False)
+        return decode_value(outcome.get("result"))
+
+    async def _ask(self, stage: str, timeout: float | timedelta | None) -> Mapping[str, Any]:
+        if self._outcome is not None and (self._outcome.get("stage") == "completed" or stage == "accepted"):
+            return self._outcome
+        loop = asyncio.get_running_loop()
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        deadline = None if seconds is None else loop.time() + seconds
+        client = self.workflow.client
+        while True:
+            left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
+            wait = max(0.0, min(_LONG_POLL_SECONDS, left))
+            body = {"update_id": self.id, "update_name": self.name, "input": self._input,
+                    "run_id": self.workflow.run_id, "wait_for_stage": stage, "wait_seconds": wait,
+                    "request_id": str(uuid.uuid4()), "identity": client.identity}
+            outcome = await client._idempotent(f"{self.workflow._path}/update", body, timeout=wait + 15,
+                                               what=f"update {self.name} of workflow {self.workflow.workflow_id}")
+            reached = outcome.get("stage")
+            if reached == "rejected":
+                raise WorkflowUpdateFailedError(self.id, outcome.get("failure") or {}, rejected=True)
+            if reached == "completed" or (reached == "accepted" and stage == "accepted"):
+                self._outcome = outcome
+                return outcome
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"update {self.id} of workflow {self.workflow.workflow_id}: no {stage} outcome"
+                                   f" within {seconds}s")

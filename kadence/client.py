@@ -1,5 +1,5 @@
 """Public client API: :class:`Client` and :class:`WorkflowHandle`."""
 
-from kadence._client import Client, WorkflowHandle
+from kadence._client import Client, WorkflowHandle, WorkflowUpdateHandle
 
-__all__ = ["Client", "WorkflowHandle"]
+__all__ = ["Client", "WorkflowHandle", "WorkflowUpdateHandle"]

@@ -36,6 +36,7 @@ __all__ = [
     "WorkflowFailureError",
     "WorkflowNotFoundError",
     "WorkflowTaskError",
+    "WorkflowUpdateFailedError",
 ]
 
 
@@ -187,6 +188,23 @@ class WorkflowFailureError(KadenceError):
 
             self.cause = exception_from_failure(failure)
             self.__cause__ = self.cause
+
+
+class WorkflowUpdateFailedError(KadenceError):
+    """Client side: an update did not return a value. ``rejected`` is true when its validator
+    (or the workflow, not knowing the update) refused it, and nothing was recorded; false when
+    its handler raised. ``cause`` is the error rebuilt from the ``kadence.Failure`` (an
+    :class:`ApplicationError` with the type and message raised in the workflow)."""
+
+    def __init__(self, update_id: str, failure: Mapping[str, Any], *, rejected: bool) -> None:
+        super().__init__(f"update {update_id} {'rejected' if rejected else 'failed'}: {failure.get('message', '')}")
+        self.update_id = update_id
+        self.failure: Mapping[str, Any] = failure
+        self.rejected = rejected
+        from kadence._failure import exception_from_failure  # _failure depends on this module
+
+        self.cause: FailureError = exception_from_failure(failure)
+        self.__cause__ = self.cause
 
 
 class PayloadError(KadenceError, ValueError):

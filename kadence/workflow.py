@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from kadence._activity import activity_name_of
-from kadence._workflow.definition import defn, query, run, signal
+from kadence._workflow.definition import defn, query, run, signal, update
 from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import ActivityCancellationType, RetryPolicy, to_millis
@@ -25,6 +25,7 @@ __all__ = [
     "ActivityCancellationType",
     "ContinueAsNewError",
     "Info",
+    "all_handlers_finished",
     "continue_as_new",
     "defn",
     "execute_activity",
@@ -37,9 +38,17 @@ __all__ = [
     "run",
     "signal",
     "sleep",
+    "update",
     "uuid4",
     "wait_condition",
 ]
+
+
+def all_handlers_finished() -> bool:
+    """No accepted update handler is still running: ``await workflow.wait_condition(
+    workflow.all_handlers_finished)`` before returning lets running updates complete
+    (their callers otherwise get WorkflowAlreadyClosedError)."""
+    return current_instance().all_handlers_finished()
 
 
 async def execute_activity(

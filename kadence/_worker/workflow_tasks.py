@@ -151,12 +151,13 @@ class WorkflowTaskProcessor:
         run_id = str(task["run_id"])
         events: Sequence[Mapping[str, Any]] = task.get("events") or []
         started_time = int(task.get("started_time") or 0)
+        updates: Sequence[Mapping[str, Any]] = task.get("updates") or ()  # requests waiting for the workflow
         cached = self._cache.get(run_id)
         if cached is not None:
             if events and int(events[0]["event_id"]) == cached.last_event_id + 1:
                 self._cache.move_to_end(run_id)
                 try:
-                    return cached, cached.apply(events, started_time_ms=started_time)
+                    return cached, cached.apply(events, started_time_ms=started_time, updates=updates)
                 except Exception as err:  # noqa: BLE001 - the full replay below decides
                     _log.info("cached run %s could not apply the new events (%s); replaying", run_id, err)
             self._evict(run_id)
@@ -165,7 +166,7 @@ class WorkflowTaskProcessor:
         else:
             history = await self._fetch_history(task, upto=int(task["scheduled_event_id"]))
         runner = self._new_runner(task, history)
-        commands = runner.apply(history, started_time_ms=started_time)
+        commands = runner.apply(history, started_time_ms=started_time, updates=updates)
         self._remember(run_id, runner)
         return runner, commands
 

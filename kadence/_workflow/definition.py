@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "run",
     "signal",
     "signal_name_of",
+    "update",
+    "update_name_of",
     "workflow_name_of",
 ]
 
@@ -27,6 +29,8 @@ _RUN = "__kadence_workflow_run__"
 _WORKFLOW_NAME = "__kadence_workflow_name__"
 _SIGNAL = "__kadence_signal_name__"
 _QUERY = "__kadence_query_name__"
+_UPDATE = "__kadence_update_name__"
+_VALIDATOR = "__kadence_update_validator__"
 
 ClassT = TypeVar("ClassT", bound=type)
 CallableT = TypeVar("CallableT", bound=Callable[..., Any])
@@ -41,6 +45,12 @@ class WorkflowDefinition:
     run_fn: Callable[..., Any]
     signals: Mapping[str, Callable[..., Any]]
     queries: Mapping[str, Callable[..., Any]]
+    updates: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def validator_of(self, update_name: str) -> Callable[..., Any] | None:
+        """The validator of the update handler named ``update_name``, if it has one."""
+        handler = self.updates.get(update_name)
+        return getattr(handler, _VALIDATOR, None) if handler is not None else None
 
     @staticmethod
     def of(cls: type) -> WorkflowDefinition:
@@ -121,6 +131,43 @@ def query(fn: CallableT | None = None, *, name: str | None = None) -> CallableT 
 
 
 @overload
+def update(fn: CallableT) -> CallableT: ...
+
+
+@overload
+def update(*, name: str | None = None) -> Callable[[CallableT], CallableT]: ...
+
+
+def update(fn: CallableT | None = None, *, name: str | None = None) -> CallableT | Callable[[CallableT], CallableT]:
+    """Mark an update handler (sync or async); the update name defaults to the method name.
+
+    The caller gets what the handler returns, or the ApplicationError it raises. A validator
+    is optional: ``@my_update.validator`` on a plain ``def`` taking the same arguments; it
+    runs before the update is accepted, must not change the workflow, and rejects the update
+    by raising (nothing is recorded in history then).
+    """
+
+    def decorate(f: CallableT) -> CallableT:
+        _plain_function(f, "@workflow.update")
+        update_name = name if name is not None else f.__name__
+        if not update_name:
+            raise ValueError(f"@workflow.update on {f.__qualname__}: name must not be empty")
+        setattr(f, _UPDATE, update_name)
+
+        def validator(v: Callable[..., Any]) -> Callable[..., Any]:
+            _plain_function(v, f"@{f.__name__}.validator")
+            if inspect.iscoroutinefunction(v):
+                raise TypeError(f"update validator {v.__qualname__} must be a plain `def`: it cannot await")
+            setattr(f, _VALIDATOR, v)
+            return v
+
+        f.validator = validator  # type: ignore[attr-defined]
+        return f
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
 def defn(cls: ClassT) -> ClassT: ...
 
 
@@ -151,10 +198,12 @@ def defn(cls: ClassT | None = None, *, name: str | None = None) -> ClassT | Call
         run_fn = vars(c)[runs[0]]
         signals: dict[str, Callable[..., Any]] = {}
         queries: dict[str, Callable[..., Any]] = {}
+        updates: dict[str, Callable[..., Any]] = {}
         # Walk base classes first so a subclass's handler replaces its parent's.
         for klass in reversed(c.__mro__):
             for attr, value in vars(klass).items():
-                for marker, table, kind in ((_SIGNAL, signals, "signal"), (_QUERY, queries, "query")):
+                for marker, table, kind in ((_SIGNAL, signals, "signal"), (_QUERY, queries, "query"),
+                                            (_UPDATE, updates, "update")):
                     handler_name = getattr(value, marker, None)
                     if handler_name is None:
                         continue
@@ -167,7 +216,7 @@ def defn(cls: ClassT | None = None, *, name: str | None = None) -> ClassT | Call
                     table[handler_name] = value
         if not _constructible_without_args(c):
             raise TypeError(f"workflow {c.__qualname__} must be constructible without arguments")
-        definition = WorkflowDefinition(workflow_name, c, run_fn, signals, queries)
+        definition = WorkflowDefinition(workflow_name, c, run_fn, signals, queries, updates)
         setattr(c, _DEFINITION, definition)
         setattr(run_fn, _WORKFLOW_NAME, workflow_name)
         return c
@@ -206,6 +255,16 @@ def signal_name_of(signal_: str | Callable[..., Any]) -> str:
     if isinstance(found, str):
         return found
     raise TypeError(f"{signal_!r} is not a signal name or @workflow.signal method")
+
+
+def update_name_of(update_: str | Callable[..., Any]) -> str:
+    """The update name for a name or an ``@workflow.update`` method."""
+    if isinstance(update_, str):
+        return update_
+    found = getattr(update_, _UPDATE, None)
+    if isinstance(found, str):
+        return found
+    raise TypeError(f"{update_!r} is not an update name or @workflow.update method")
 
 
 def query_name_of(query_: str | Callable[..., Any]) -> str:

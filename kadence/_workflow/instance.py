@@ -35,6 +35,8 @@ from kadence.exceptions import (
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
 
 _log = logging.getLogger(__name__)
+#: The input an activation gets for an update request a worker was handed (not a history event).
+UPDATE_REQUESTED = "UpdateRequested"
 PATCH_MARKER_PREFIX = "patch:"
 
 
@@ -151,6 +153,7 @@ class WorkflowInstance:
         self._task_error: BaseException | None = None
         self._run_task: asyncio.Task[Any] | None = None
         self.cancel_requested = False
+        self._running_updates = 0  # accepted update handlers not finished yet
 
     # -- activation ------------------------------------------------------------------
 
@@ -256,6 +259,10 @@ class WorkflowInstance:
             self._resolve_activity(kind, attrs)
         elif kind == "WorkflowExecutionCancelRequested":
             self._request_cancel()
+        elif kind == UPDATE_REQUESTED:
+            self._update(attrs, validate=True)
+        elif kind == "WorkflowExecutionUpdateAccepted":
+            self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
@@ -302,6 +309,84 @@ class WorkflowInstance:
         if asyncio.iscoroutine(result):
             task = self.loop.create_task(result, name=f"signal.{name}")
             task.add_done_callback(self._on_handler_done)
+
+    def _update(self, attrs: Mapping[str, Any], *, validate: bool) -> None:
+        """An update delivered (live: validate, then accept or reject) or accepted (replay):
+        the accept command comes first, then the handler runs; its outcome completes it."""
+        update_id, name = str(attrs["update_id"]), str(attrs.get("update_name") or attrs.get("name") or "")
+        handler = self.definition.updates.get(name)
+        try:
+            args = self._validated(name, attrs, validate)
+        except Exception as exc:  # noqa: BLE001 - any failure of the validation rejects the update
+            if not validate:
+                self._task_error = WorkflowTaskError(f"update {update_id!r} ({name}) cannot replay: {exc!r}", exc)
+                return
+            self._add(Command("RejectWorkflowUpdate", {"update_id": update_id,
+                                                       "failure": failure_from_exception(exc)}))
+            return
+        assert handler is not None
+        self._add(Command("AcceptWorkflowUpdate", {"update_id": update_id}))
+        self._running_updates += 1
+        try:
+            result = handler(self._obj, *args)
+        except BaseException as exc:  # noqa: BLE001 - routed like an async handler's error
+            self._update_done(update_id, name, None, exc)
+            return
+        if not asyncio.iscoroutine(result):
+            self._update_done(update_id, name, result, None)
+            return
+        task = self.loop.create_task(result, name=f"update.{name}")
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if self.loop.is_closed():
+                return
+            if t.cancelled():
+                self._update_done(update_id, name, None, CanceledError("update handler canceled"))
+            else:
+                self._update_done(update_id, name, t.result() if t.exception() is None else None, t.exception())
+
+        task.add_done_callback(done)
+
+    def _validated(self, name: str, attrs: Mapping[str, Any], validate: bool) -> list[Any]:
+        """The update's arguments, once its validator (when ``validate``) passed; raises to reject."""
+        if name not in self.definition.updates:
+            known = ", ".join(sorted(self.definition.updates)) or "none"
+            raise ApplicationError(f"unknown update {name!r} (known: {known})", type="UpdateNotFound",
+                                   non_retryable=True)
+        if self._obj is None:
+            raise ApplicationError("the workflow has not started", type="UpdateFailed", non_retryable=True)
+        args = decode_args(attrs.get("input"))
+        validator = self.definition.validator_of(name)
+        if validate and validator is not None:
+            before = len(self._commands)
+            validator(self._obj, *args)
+            if len(self._commands) != before:
+                del self._commands[before:]
+                raise ApplicationError(f"the validator of update {name!r} tried to change the workflow",
+                                       type="UpdateValidatorFailed", non_retryable=True)
+        return args
+
+    def _update_done(self, update_id: str, name: str, result: Any, exc: BaseException | None) -> None:
+        """An accepted update's handler is over: an ApplicationError (any FailureError) is
+        the update's failure; another exception fails the workflow task, as in a signal."""
+        self._running_updates -= 1
+        if exc is not None and not isinstance(exc, FailureError):
+            self._on_code_error(exc)
+            return
+        attributes: dict[str, Any] = {"update_id": update_id, "result": None, "failure": None}
+        if exc is not None:
+            attributes["failure"] = failure_from_exception(exc)
+        else:
+            try:
+                attributes["result"] = encode_value(result, what=f"result of update {name}")
+            except (TypeError, ValueError) as err:
+                self._task_error = WorkflowTaskError(str(err), err)
+                return
+        self._add(Command("CompleteWorkflowUpdate", attributes))
+
+    def all_handlers_finished(self) -> bool:
+        """No accepted update handler is still running."""
+        return self._running_updates == 0
 
     def _request_cancel(self) -> None:
         """The run's cancellation: delivered once, as CancelledError into the run method."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.instance import Command, WorkflowInstance
+from kadence._workflow.instance import UPDATE_REQUESTED, Command, WorkflowInstance
 from kadence.exceptions import KadenceError, NonDeterminismError
 
 __all__ = [
@@ -56,7 +56,11 @@ COMMAND_EVENT_TYPE = {
     "RecordMarker": "MarkerRecorded",
     "RequestCancelActivityTask": "ActivityTaskCancelRequested",
     "CancelWorkflowExecution": "WorkflowExecutionCanceled",
+    "AcceptWorkflowUpdate": "WorkflowExecutionUpdateAccepted",
+    "CompleteWorkflowUpdate": "WorkflowExecutionUpdateCompleted",
 }
+#: Commands that leave no event: a rejected update is told to its caller only.
+_EVENTLESS_COMMANDS = frozenset({"RejectWorkflowUpdate"})
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
 #: The attribute that must agree between a command and its event, beyond the type.
@@ -66,6 +70,8 @@ _IDENTITY_ATTRIBUTE = {
     "CancelTimer": "timer_id",
     "RecordMarker": "marker_name",
     "RequestCancelActivityTask": "scheduled_event_id",
+    "AcceptWorkflowUpdate": "update_id",
+    "CompleteWorkflowUpdate": "update_id",
 }
 
 
@@ -140,12 +146,15 @@ class WorkflowRunner:
 
     def apply(
         self, events: Sequence[Mapping[str, Any]], *, run_live: bool = True, started_time_ms: int = 0,
+        updates: Sequence[Mapping[str, Any]] = (),
     ) -> list[Command]:
         """Apply the next events; replayed tasks are checked against history.
 
         When the events end with a workflow task that has no outcome yet and ``run_live``
         is true, that task runs now and its commands are returned (they are what the
-        worker sends). Otherwise the result is empty. ``started_time_ms`` is the task's
+        worker sends). Otherwise the result is empty. ``updates`` are the update requests
+        the poll handed out with the task (update_id, name, input): that task validates
+        them, after its input events. ``started_time_ms`` is the task's
         started time from the poll (history records it with the start): the task's
         ``workflow.now()``; 0 leaves it at the scheduled time.
         """
@@ -166,7 +175,10 @@ class WorkflowRunner:
             return []
         if started_time_ms:
             task.time_ms = started_time_ms
-        task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
+        requested: list[Mapping[str, Any]] = [{"event_type": UPDATE_REQUESTED, "event_id": 0, "attributes": u}
+                                              for u in updates]
+        task.produced = self.instance.activate(self._take_inputs(task) + requested, time_ms=task.time_ms,
+                                               recorded=None)
         return task.produced
 
     def run_ahead(self, *, activity_id: str, scheduled_event_id: int, result: str | None,
@@ -224,7 +236,11 @@ class WorkflowRunner:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
-                produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=recorded)
+                # The updates the task accepted were delivered to it after its input events:
+                # replayed, their handlers run again from the accepted input.
+                accepted = [e for e in recorded if e["event_type"] == "WorkflowExecutionUpdateAccepted"]
+                produced = self.instance.activate(self._take_inputs(task) + accepted, time_ms=task.time_ms,
+                                                  recorded=recorded)
             else:
                 produced = task.produced
             _match(task.scheduled_event_id, produced, recorded)
@@ -307,6 +323,7 @@ def _commands_by_completion(events: Sequence[Mapping[str, Any]]) -> dict[int, li
 def _match(scheduled_event_id: int, produced: Sequence[Command], recorded: Sequence[Mapping[str, Any]]) -> None:
     """Check the task's commands against its recorded events and bind them to event ids."""
     where = f"workflow task {scheduled_event_id}"
+    produced = [c for c in produced if c.command_type not in _EVENTLESS_COMMANDS]
     for i in range(max(len(produced), len(recorded))):
         command = produced[i] if i < len(produced) else None
         event = recorded[i] if i < len(recorded) else None

@@ -70,6 +70,7 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "query": Permission.READ,
     "start": Permission.WRITE, "signal": Permission.WRITE, "signal_with_start": Permission.WRITE,
     "terminate": Permission.WRITE, "cancel": Permission.WRITE,
+    "update": Permission.WRITE,
     "poll_workflow_tasks": Permission.WORKER, "poll_activity_tasks": Permission.WORKER,
     "complete_workflow_task": Permission.WORKER, "fail_workflow_task": Permission.WORKER,
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,

@@ -232,6 +232,39 @@ class Engine:
         })
         return {}
 
+    async def update(self, ns: str, workflow_id: str, run_id: str | None, update_id: str, update_name: str,
+                     input_json: str | None, wait_for_stage: str, wait_seconds: float, request_id: str,
+                     identity: str) -> dict[str, Any]:
+        """Ask the run to run an update and wait up to ``wait_seconds`` for the stage
+        ``wait_for_stage`` (accepted or completed). The answer names the stage reached:
+        ``requested`` when the wait ran out first (asking again with the same update id
+        waits again and never runs the update twice), ``rejected`` with the validator's
+        failure, ``accepted``, or ``completed`` with the handler's result or failure."""
+        request_id = request_id or uuid.uuid4().hex  # routes the reply; dedupe is by update id
+        record = {"namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "update_id": update_id,
+                  "update_name": update_name, "input": input_json, "wait_for_stage": wait_for_stage,
+                  "request_id": request_id, "identity": identity, "reply_to": self._instance_id}
+        waiter = self._replies.expect(request_id)
+        try:
+            await self._produce("UpdateWorkflowExecution", record)
+            try:
+                async with asyncio.timeout(wait_seconds):
+                    reply = await asyncio.shield(waiter)
+            except TimeoutError:
+                return {"update_id": update_id, "stage": "requested"}
+        finally:
+            self._replies.forget(request_id, waiter)
+        if not reply.get("ok"):
+            error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")
+            if error == "WorkflowNotFound":
+                raise WorkflowNotFound(message or "the workflow was not found", field="workflow_id")
+            if error == "WorkflowClosed":
+                raise WorkflowAlreadyClosed(message, field="run_id", run_id=reply.get("run_id"))
+            raise RequestRefused(error, message or "history refused the update")
+        answer: dict[str, Any] = json.loads(reply.get("update_outcome") or "{}")
+        return {"update_id": update_id, "stage": answer.get("stage", "requested"), "result": answer.get("result"),
+                "failure": answer.get("failure")}
+
     async def activity_cancel_requested(self, token: TaskToken) -> bool:
         """What a heartbeat answers: whether the attempt should stop. It should when a cancel
         of the activity is recorded, and when the attempt is over anyway (the run closed, the
@@ -356,7 +389,15 @@ class Engine:
             read = await asyncio.gather(*(self._read_events(tasks[i]) for i in unread))
             for i, e in zip(unread, read, strict=True):
                 events[i] = e
-        return {"tasks": [self._workflow_task(t, req.identity, e or ()) for t, e in zip(tasks, events, strict=True)]}
+        answer = [self._workflow_task(t, req.identity, e or ()) for t, e in zip(tasks, events, strict=True)]
+        # The update requests waiting in each run, read as the task is handed out: one that
+        # arrives later goes with the run's next task (history owes it one).
+        waiting = [i for i, t in enumerate(tasks) if t.kind != "query"]
+        if waiting:
+            found = await asyncio.gather(*(self._reads.update_requests(tasks[i].task["run_id"]) for i in waiting))
+            for i, requests in zip(waiting, found, strict=True):
+                answer[i]["updates"] = requests
+        return {"tasks": answer}
 
     async def _read_events(self, t: MatchedTask) -> Sequence[Mapping[str, Any]]:
         task = t.task

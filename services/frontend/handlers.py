@@ -80,6 +80,18 @@ class Handlers:
             v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
         )
 
+    async def update(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name(body, "workflow_id", value=path["workflow_id"])
+        stage = v.optional_str(body, "wait_for_stage") or "completed"
+        if stage not in ("accepted", "completed"):
+            raise InvalidArgument("wait_for_stage must be accepted or completed", field="wait_for_stage")
+        return OK, await self.engine.update(
+            ns, wid, v.optional_str(body, "run_id"), v.name(body, "update_id"), v.name(body, "update_name"),
+            v.array_json(body, "input"), stage, v.seconds(body, "wait_seconds", 30.0, 600.0),
+            v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
+        )
+
     async def query(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
         wid = v.name(body, "workflow_id", value=path["workflow_id"])
@@ -228,6 +240,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows/{workflow_id}/signal", "signal"),
     ("POST", "/workflows/{workflow_id}/terminate", "terminate"),
     ("POST", "/workflows/{workflow_id}/cancel", "cancel"),
+    ("POST", "/workflows/{workflow_id}/update", "update"),
     ("POST", "/workflows/{workflow_id}/query", "query"),
     ("GET", "/workflows/{workflow_id}", "describe"),
     ("GET", "/workflows/{workflow_id}/history", "history"),

@@ -52,12 +52,15 @@ COMPONENTS: dict[str, Schema] = {
                           "attributes": {"type": ["object", "null"]}}, ["event_id", "event_time", "event_type"]),
     "Command": _obj({"command_type": {"type": "string", "enum": [
         "ScheduleActivityTask", "StartTimer", "CancelTimer", "CompleteWorkflowExecution",
-        "FailWorkflowExecution", "ContinueAsNewWorkflowExecution", "RecordMarker"]},
+        "FailWorkflowExecution", "ContinueAsNewWorkflowExecution", "RecordMarker", "RequestCancelActivityTask",
+        "CancelWorkflowExecution", "AcceptWorkflowUpdate", "RejectWorkflowUpdate", "CompleteWorkflowUpdate"]},
         "attributes": {"type": "object"}}, ["command_type", "attributes"]),
     "WorkflowTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
         "attempt": INT, "started_time": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
         "query": _obj({"query_id": STR, "query_type": STR, "args": ARRAY}), "traceparent": NULL_STR,
+        "updates": {"type": "array", "items": _obj({"update_id": STR, "name": STR, "input": ARRAY},
+                                                   ["update_id", "name"])},
     }, ["task_token", "workflow_id", "run_id", "workflow_type", "scheduled_event_id", "attempt", "events"]),
     "ActivityTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "activity_id": STR,
@@ -92,6 +95,15 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                                                     "identity": STR}), {}, 200, EMPTY),
     "cancel": ("Ask a workflow run to cancel (workflow code sees asyncio.CancelledError)",
                _obj({"reason": STR, "run_id": STR, "request_id": STR, "identity": STR}), {}, 200, EMPTY),
+    "update": ("Run an update on a workflow run and wait (up to wait_seconds) for its outcome; stage"
+               " 'requested' means the wait ran out: ask again with the same update_id",
+               _obj({"update_id": NAME, "update_name": NAME, "input": ARRAY, "run_id": STR,
+                     "wait_for_stage": {"type": "string", "enum": ["accepted", "completed"], "default": "completed"},
+                     "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 30},
+                     "request_id": STR, "identity": STR}, ["update_id", "update_name"]), {}, 200,
+               _obj({"update_id": STR, "stage": {"type": "string",
+                                                 "enum": ["requested", "accepted", "completed", "rejected"]},
+                     "result": JSON_TEXT, "failure": _ref("Failure")}, ["update_id", "stage"])),
     "query": ("Query a workflow run through a worker",
               _obj({"query_type": NAME, "args": ARRAY, "run_id": STR, "timeout_ms": MS}, ["query_type"]), {},
               200, _obj({"result": JSON_TEXT})),
@@ -146,7 +158,7 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
                   "task token is forged, altered or of another namespace",
            "404": "Not found",
-           "409": "Workflow already started, or already closed (cancel)", "503": "Broker unavailable",
+           "409": "Workflow already started, or already closed (cancel, update)", "503": "Broker unavailable",
            "504": "Timed out"}
 
 

@@ -76,6 +76,16 @@ class ReadStore:
             run_id, namespace, workflow_id)
         return None if value is None else str(value)
 
+    async def update_requests(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's update requests that wait for the workflow (services/history/updates.py),
+        oldest first: update_id, name, input."""
+        data = await self._pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
+        if data is None:
+            return []
+        requests = orjson.loads(data).get("update_requests") or {}
+        waiting = [(r.get("seq", 0), uid, r) for uid, r in requests.items() if r.get("stage") == "requested"]
+        return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
+
     async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:
         """Events of a run with first <= event_id (<= last), in order, at most ``limit``."""
         rows = await self._pool.fetch(

@@ -88,9 +88,10 @@ async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
         if sum(1 for r in s.update_requests.values() if r["stage"] == Stage.REQUESTED) >= MAX_WAITING:
             _error(ctx, cmd, TOO_MANY, f"workflow {wid!r} has {MAX_WAITING} updates waiting already")
             return
+        seq = max((r.get("seq", 0) for r in s.update_requests.values()), default=0) + 1  # delivery order
         req = s.update_requests[uid] = {"name": cmd["update_name"], "input": cmd["input"],
                                         "identity": cmd["identity"], "stage": Stage.REQUESTED.value,
-                                        "failure": None, "unanswered": 0, "waiters": []}
+                                        "failure": None, "unanswered": 0, "waiters": [], "seq": seq}
     elif req is None:  # accepted, known from history only (rebuilt): a waiter for its completion
         req = s.update_requests[uid] = {"name": done["name"] if done else "", "input": None, "identity": "",
                                         "stage": Stage.ACCEPTED.value, "failure": None, "unanswered": 0,

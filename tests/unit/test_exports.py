@@ -33,6 +33,8 @@ def test_kadence_exports() -> None:
         "WorkflowHandle",
         "WorkflowNotFoundError",
         "WorkflowTaskError",
+        "WorkflowUpdateFailedError",
+        "WorkflowUpdateHandle",
         "activity",
         "workflow",
     ]
@@ -44,6 +46,7 @@ def test_workflow_exports() -> None:
         "ActivityCancellationType",
         "ContinueAsNewError",
         "Info",
+        "all_handlers_finished",
         "continue_as_new",
         "defn",
         "execute_activity",
@@ -56,6 +59,7 @@ def test_workflow_exports() -> None:
         "run",
         "signal",
         "sleep",
+        "update",
         "uuid4",
         "wait_condition",
     ]
@@ -68,6 +72,6 @@ def test_activity_exports() -> None:
 
 
 def test_client_worker_exception_exports() -> None:
-    assert sorted(client.__all__) == ["Client", "WorkflowHandle"]
+    assert sorted(client.__all__) == ["Client", "WorkflowHandle", "WorkflowUpdateHandle"]
     assert worker.__all__ == ["Worker"]
     assert all(issubclass(getattr(exceptions, n), exceptions.KadenceError) for n in exceptions.__all__)
