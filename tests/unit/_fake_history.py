@@ -25,6 +25,7 @@ class FakeHistory:
         self.run_id = run_id
         self.task_queue = task_queue
         self.first_event_id = 1  # first event of the next workflow task handed out
+        self.update_requests: dict[str, tuple[str, str]] = {}  # waiting: update id -> (name, input)
         self.add(
             "WorkflowExecutionStarted",
             workflow_type=workflow_type,
@@ -70,7 +71,17 @@ class FakeHistory:
         self.open_task = None
         for command in commands:
             attrs = dict(command["attributes"])
+            if command["command_type"] == "RejectWorkflowUpdate":
+                self.update_requests.pop(attrs["update_id"])
+                continue  # a rejection leaves no event
             event_type = COMMAND_EVENT_TYPE[command["command_type"]]
+            if event_type == "WorkflowExecutionUpdateAccepted":
+                name, input_ = self.update_requests.pop(attrs["update_id"])
+                attrs.update(update_name=name, input=input_, identity="")
+            if event_type == "WorkflowExecutionUpdateCompleted":
+                attrs["accepted_event_id"] = next(
+                    e["event_id"] for e in self.events if e["event_type"] == "WorkflowExecutionUpdateAccepted"
+                    and e["attributes"]["update_id"] == attrs["update_id"])
             if event_type == "TimerCanceled":
                 attrs["started_event_id"] = self.timer_started_id(attrs["timer_id"])
             if event_type == "WorkflowExecutionContinuedAsNew":
@@ -119,6 +130,15 @@ class FakeHistory:
     def fire_timer(self, timer_id: str) -> None:
         self.add("TimerFired", timer_id=timer_id, started_event_id=self.timer_started_id(timer_id))
 
+    def request_update(self, update_id: str, name: str, *args: Any) -> None:
+        """An update request waiting for the next task (kept out of history, as history does)."""
+        self.update_requests[update_id] = (name, json.dumps(list(args)))
+
+    def waiting_updates(self) -> list[dict[str, Any]]:
+        """What a poll hands out with a task: the requests waiting."""
+        return [{"update_id": uid, "name": name, "input": input_}
+                for uid, (name, input_) in self.update_requests.items()]
+
     def signal(self, name: str, *args: Any) -> None:
         self.add("WorkflowExecutionSignaled", signal_name=name, input=json.dumps(list(args)))
 
@@ -133,7 +153,8 @@ class Driver:
 
     def step(self) -> list[dict[str, Any]]:
         """Hand out the open task, run it, record its commands; returns the commands."""
-        commands = [c.to_json() for c in self.runner.apply(self.history.task_events())]
+        commands = [c.to_json() for c in self.runner.apply(self.history.task_events(),
+                                                          updates=self.history.waiting_updates())]
         self.history.complete_task(commands)
         return commands
 
