@@ -256,3 +256,13 @@ class KafkaIngress:
         request_id = _request_id(options.pop("request_id", None))
         value = encode_cancel(namespace, workflow_id, request_id=request_id, reply_to=self.reply_to, **options)
         return await self.send(namespace, workflow_id, value, request_id)
+
+    async def update_workflow(self, namespace: str, workflow_id: str, update_name: str, args: Sequence[Any] = (),
+                              **options: Any) -> Reply:
+        """Run an update (``update_id=``, ``wait_for_stage=`` accepted | completed, ``run_id=``)
+        and wait for its Reply; ``Reply.update_outcome`` holds the outcome as JSON. The reply
+        comes when the stage is reached, so wait with a timeout as long as the update takes."""
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_update(namespace, workflow_id, update_name, args, request_id=request_id,
+                              reply_to=self.reply_to, **options)
+        return await self.send(namespace, workflow_id, value, request_id)

@@ -1,0 +1,200 @@
+"""Updates end to end on the real broker and PostgreSQL: an update returns its handler's
+value; a validator's rejection leaves no event and reaches the caller; an update while the
+workflow waits on a timer; an update racing the workflow's completion is applied or refused,
+never lost; a repeated update id runs once; over Kafka; and the audit replays and verifies
+runs with the update events, as the SDK's Replayer does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from kadence import Client, Replayer, Worker, workflow
+from kadence import kafka as ingress
+from kadence.exceptions import ApplicationError, WorkflowAlreadyClosedError, WorkflowUpdateFailedError
+from services.audit import audit
+from services.cluster import Cluster
+from tests.helpers import eventually
+
+from .test_audit import _published
+
+pytestmark = pytest.mark.timeout(120)
+QUEUE = "q-update"
+
+
+@workflow.defn
+class Cart:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.checked_out = False
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: self.checked_out)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.items
+
+    @workflow.update
+    def add(self, item: str) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+    @add.validator  # type: ignore[attr-defined]
+    def check_add(self, item: str) -> None:
+        if not item:
+            raise ApplicationError("an item needs a name", type="EmptyItem")
+
+    @workflow.update
+    async def add_later(self, item: str) -> int:
+        await workflow.sleep(timedelta(seconds=1))
+        self.items.append(item)
+        return len(self.items)
+
+    @workflow.update
+    def checkout(self) -> int:
+        self.checked_out = True
+        return len(self.items)
+
+
+@workflow.defn
+class Sleeper:
+    """Waits on a timer; an update meanwhile runs and the timer keeps going."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.sleep(timedelta(seconds=3))
+        return self.pokes
+
+    @workflow.update
+    def poke(self) -> int:
+        self.pokes += 1
+        return self.pokes
+
+
+@workflow.defn
+class Quick:
+    """Closes as soon as it runs: updates sent meanwhile race its completion."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    @workflow.run
+    async def run(self) -> str:
+        return "done"
+
+    @workflow.update
+    def bump(self) -> int:
+        self.seen += 1
+        return self.seen
+
+
+def _worker(client: Client) -> Worker:
+    return Worker(client, task_queue=QUEUE, workflows=[Cart, Sleeper, Quick])
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def _kinds(client: Client, wid: str) -> list[str]:
+    return [e["event_type"] for e in await client.get_workflow_handle(wid).history()]
+
+
+async def test_an_update_returns_its_value_and_a_rejected_one_leaves_no_event(cluster: Cluster,
+                                                                              client: Client) -> None:
+    wid = _id("update-cart")
+    async with _worker(client):
+        handle = await client.start_workflow(Cart.run, id=wid, task_queue=QUEUE)
+        assert await handle.execute_update(Cart.add, "apple") == 1
+        before = await _kinds(client, wid)
+        with pytest.raises(WorkflowUpdateFailedError) as rejected:
+            await handle.execute_update(Cart.add, "")
+        assert rejected.value.rejected
+        assert isinstance(rejected.value.cause, ApplicationError)
+        assert rejected.value.cause.type == "EmptyItem" and rejected.value.cause.message == "an item needs a name"
+        after = await _kinds(client, wid)
+        assert [k for k in after[len(before):] if "Update" in k] == []  # the rejection wrote no update event
+        # An update started, then awaited through its handle.
+        later = await handle.start_update(Cart.add_later, "pear")
+        assert await later.result(timeout=30) == 2
+        assert await handle.execute_update("checkout") == 2
+        assert await handle.result(timeout=30) == ["apple", "pear"]
+    kinds = await _kinds(client, wid)
+    assert kinds.count("WorkflowExecutionUpdateAccepted") == 3
+    assert kinds.count("WorkflowExecutionUpdateCompleted") == 3
+    accepted = [e for e in await handle.history() if e["event_type"] == "WorkflowExecutionUpdateAccepted"]
+    assert accepted[0]["attributes"]["update_name"] == "add" and json.loads(accepted[0]["attributes"]["input"]) == [
+        "apple"]
+
+    # The SDK's Replayer runs the handlers again from the accepted events, deterministically.
+    assert Replayer(workflows=[Cart]).replay(await handle.history()) == []
+    # The audit folds the new events and verifies their hash chain.
+    await _published(cluster)
+    report = await audit(cluster.settings.kafka_bootstrap, cluster.settings.database_url)
+    assert report.clean, [str(d) for d in report.divergences]
+
+
+async def test_an_update_while_the_workflow_waits_on_a_timer(client: Client) -> None:
+    wid = _id("update-timer")
+    async with _worker(client):
+        handle = await client.start_workflow(Sleeper.run, id=wid, task_queue=QUEUE)
+        await eventually(lambda: _has(client, wid, "TimerStarted"), timeout=20, what="the timer")
+        assert await handle.execute_update(Sleeper.poke) == 1
+        assert await handle.execute_update(Sleeper.poke) == 2
+        assert await handle.result(timeout=30) == 2
+    kinds = await _kinds(client, wid)
+    assert kinds.index("WorkflowExecutionUpdateCompleted") < kinds.index("TimerFired")
+
+
+async def test_a_repeated_update_id_runs_once_and_answers_the_same(client: Client) -> None:
+    wid = _id("update-dedupe")
+    async with _worker(client):
+        handle = await client.start_workflow(Sleeper.run, id=wid, task_queue=QUEUE)
+        first = await handle.execute_update(Sleeper.poke, id="poke-1")
+        again = await handle.execute_update(Sleeper.poke, id="poke-1")
+        assert first == again == 1
+        assert await handle.execute_update(Sleeper.poke, id="poke-2") == 2
+        assert await handle.result(timeout=30) == 2
+    assert (await _kinds(client, wid)).count("WorkflowExecutionUpdateAccepted") == 2
+
+
+async def test_updates_racing_completion_are_applied_or_refused_never_lost(client: Client) -> None:
+    wid = _id("update-race")
+    async with _worker(client):
+        handle = await client.start_workflow(Quick.run, id=wid, task_queue=QUEUE)
+        outcomes = await asyncio.gather(*(handle.execute_update(Quick.bump, id=f"bump-{i}", timeout=60)
+                                          for i in range(5)), return_exceptions=True)
+        assert await handle.result(timeout=30) == "done"
+    applied = [o for o in outcomes if isinstance(o, int)]
+    refused = [o for o in outcomes if isinstance(o, WorkflowAlreadyClosedError)]
+    assert len(applied) + len(refused) == 5, outcomes  # each answered: a value or a clear refusal
+    kinds = await _kinds(client, wid)
+    assert kinds.count("WorkflowExecutionUpdateCompleted") == len(applied)
+    assert sorted(applied) == list(range(1, len(applied) + 1))
+    # After the close, an update is refused at once.
+    with pytest.raises(WorkflowAlreadyClosedError):
+        await handle.execute_update(Quick.bump, id="late")
+
+
+async def test_an_update_over_kafka_and_of_a_missing_workflow(cluster: Cluster, client: Client) -> None:
+    wid = _id("update-kafka")
+    async with _worker(client), ingress.KafkaIngress(cluster.settings.kafka_bootstrap) as kafka:
+        handle = await client.start_workflow(Sleeper.run, id=wid, task_queue=QUEUE)
+        reply = await kafka.update_workflow("default", wid, "poke", update_id="k-1")
+        assert reply.ok and reply.update_outcome is not None
+        outcome = json.loads(reply.update_outcome)
+        assert outcome["stage"] == "completed" and json.loads(outcome["result"]) == 1
+        missing = await kafka.update_workflow("default", _id("nobody"), "poke")
+        assert not missing.ok and missing.error_type == "WorkflowNotFound"
+        assert await handle.result(timeout=30) == 1
+
+
+async def _has(client: Client, wid: str, kind: str) -> bool:
+    return kind in await _kinds(client, wid)
