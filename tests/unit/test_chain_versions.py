@@ -71,6 +71,7 @@ V1 = Writer(_load("kadence.HistoryEvent.v1.avsc"), None)
 V2 = Writer(_load("kadence.HistoryEvent.v2.avsc"), _load("kadence.HistoryRecord.v1.avsc"))
 V3 = Writer(_load("kadence.HistoryEvent.v3.avsc"), _load("kadence.HistoryRecord.v2.avsc"))
 V5 = Writer(_load("kadence.HistoryEvent.v5.avsc"), _load("kadence.HistoryRecord.v4.avsc"))
+V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
 V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.v5.avsc"))
 CURRENT = Writer(_load("HistoryEvent"), _load("HistoryRecord"))
 
@@ -150,6 +151,7 @@ def _tamper(data: bytes, old: bytes, new: bytes) -> bytes:
     ("kadence.HistoryRecord.v1.avsc", "kadence.HistoryEvent.v2.avsc"),
     ("kadence.HistoryRecord.v2.avsc", "kadence.HistoryEvent.v3.avsc"),
     ("kadence.HistoryRecord.v4.avsc", "kadence.HistoryEvent.v5.avsc"),
+    ("kadence.HistoryRecord.v6.avsc", "kadence.HistoryEvent.v7.avsc"),
     ("kadence.HistoryRecord.v5.avsc", "kadence.HistoryEvent.v6.avsc"),
     ("HistoryRecord", "HistoryEvent"),
 ])
@@ -318,3 +320,37 @@ def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and
     assert r.compare_run(audit, rows, audit.state.dumps()) == []
     records[6] = _tamper(records[6], b"stop", b"stoq")  # the cancel request's reason, its hash left alone
     assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 7)]
+
+
+def _updated_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """The run of _bodies() up to its first workflow task, then a task that accepts and
+    completes an update and closes the run (the events of HistoryEvent v8)."""
+    wt_started = {"identity": "w", "started_time": 2000}
+    return [*_bodies()[:4],
+            ("WorkflowTaskScheduled", {"task_queue": "q", "start_to_close_timeout_ms": 10000, "attempt": 1}),
+            ("WorkflowTaskStarted", {"scheduled_event_id": 5, "ran_ahead_id": 0, **wt_started}),
+            ("WorkflowTaskCompleted", {"scheduled_event_id": 5, "started_event_id": 6, "identity": "w"}),
+            ("WorkflowExecutionUpdateAccepted", {"update_id": "u1", "update_name": "add", "input": "[1]",
+                                                 "identity": "me", "workflow_task_completed_event_id": 7}),
+            ("WorkflowExecutionUpdateCompleted", {"update_id": "u1", "accepted_event_id": 8, "result": "1",
+                                                  "failure": None, "workflow_task_completed_event_id": 7}),
+            ("WorkflowExecutionCompleted", {"result": '"ok"', "workflow_task_completed_event_id": 7})]
+
+
+def test_a_run_from_before_updates_goes_on_with_the_update_events_and_verifies() -> None:
+    rows, records, previous = [], [], ""
+    for i, (kind, attributes) in enumerate(_updated_bodies(), start=1):
+        writer = V7 if i <= 4 else CURRENT
+        sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
+                                             "attributes": attributes})
+        previous = sealed["hash"]
+        rows.append(row)
+        records.append(writer.record(sealed))
+    assert len({row[:10] for row in rows}) == 2
+    replay = _topic(records)
+    audit = replay.runs[RUN.run_id]
+    assert replay.divergences() == [] and audit.state.status == "Completed"
+    assert audit.state.updates["u1"]["completed"] and audit.state.updates["u1"]["result"] == "1"
+    assert r.compare_run(audit, rows, audit.state.dumps()) == []
+    records[7] = _tamper(records[7], b"add", b"adc")  # the accepted update's name, its hash left alone
+    assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 8)]

@@ -130,3 +130,13 @@ def test_task_answers_from_before_cancellation_read_with_their_commands() -> Non
     assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == complete
     name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v2"])
     assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == complete
+
+
+def test_task_answers_and_replies_from_before_updates_still_read() -> None:
+    records = _fixture_records("before_updates.jsonl")
+    assert set(records) == {"kadence.RespondWorkflowTaskCompleted v3", "kadence.Reply v2"}
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v3"])
+    assert name == "RespondWorkflowTaskCompleted"
+    assert answer["commands"] == [{"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]
+    name, reply = avro.decode(records["kadence.Reply v2"])
+    assert name == "Reply" and reply["created"] and reply["update_outcome"] is None  # the v3 field, defaulted
