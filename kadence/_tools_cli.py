@@ -79,6 +79,12 @@ def _add_encode(sub: Any) -> None:
     cancel = kinds.add_parser("cancel", parents=[common], help="RequestCancelWorkflowExecution")
     cancel.add_argument("--run-id")
     cancel.add_argument("--reason", default="")
+    upd = kinds.add_parser("update", parents=[common], help="UpdateWorkflowExecution (useful with --reply-to)")
+    upd.add_argument("--update-name", required=True)
+    upd.add_argument("--update-id", help="names the update: the same id never runs twice (default: a new uuid)")
+    upd.add_argument("--input", type=_json_array, default=[], help="JSON array of the update's arguments")
+    upd.add_argument("--run-id")
+    upd.add_argument("--wait-for-stage", choices=["accepted", "completed"], default="completed")
     encode.set_defaults(run=_encode)
 
 
@@ -93,6 +99,10 @@ def _encode(args: argparse.Namespace) -> int:
                                     run_id=args.run_id, **ids)
     elif args.kind == "cancel":
         value = kafka.encode_cancel(args.namespace, args.workflow_id, run_id=args.run_id, reason=args.reason, **ids)
+    elif args.kind == "update":
+        value = kafka.encode_update(args.namespace, args.workflow_id, args.update_name, args.input,
+                                    update_id=args.update_id, run_id=args.run_id,
+                                    wait_for_stage=args.wait_for_stage, **ids)
     else:
         value = kafka.encode_signal_with_start(
             args.namespace, args.workflow_id, args.workflow_type, args.task_queue, args.signal_name,

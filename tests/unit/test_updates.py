@@ -4,6 +4,8 @@ in-memory runs, the fold of the two update events, the unseen rule and the valid
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -222,3 +224,16 @@ def test_the_request_and_the_commands_are_validated() -> None:
     # The request is a record of kadence.requests.
     name, decoded = avro.decode(avro.encode("UpdateWorkflowExecution", _update()))
     assert name == "UpdateWorkflowExecution" and decoded["update_id"] == "u1"
+
+
+def test_the_encode_cli_writes_an_update_record() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kadence.cli", "encode", "update", "--workflow-id", "w", "--update-name", "add",
+         "--update-id", "u-1", "--input", "[2]", "--reply-to", "me", "--request-id", "r-1"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    name, record = avro.decode(bytes.fromhex(done.stdout.strip()))
+    assert name == "UpdateWorkflowExecution"
+    assert record == {"namespace": "default", "workflow_id": "w", "run_id": None, "update_id": "u-1",
+                      "update_name": "add", "input": "[2]", "wait_for_stage": "completed", "request_id": "r-1",
+                      "identity": "", "reply_to": "me"}
