@@ -79,7 +79,11 @@ class ReadStore:
     async def update_requests(self, run_id: str) -> list[dict[str, Any]]:
         """The run's update requests that wait for the workflow (services/history/updates.py),
         oldest first: update_id, name, input."""
-        data = await self._pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
+        # Most runs have none: the snapshot (canonical JSON, see MutableState.dumps) is shipped
+        # only when its update_requests is not empty.
+        data = await self._pool.fetchval(
+            "SELECT state FROM executions WHERE run_id = $1 AND position($2::bytea in state) = 0",
+            run_id, b'"update_requests":{}')
         if data is None:
             return []
         requests = orjson.loads(data).get("update_requests") or {}
