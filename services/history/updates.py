@@ -81,7 +81,8 @@ async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
         _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req["failure"]})
         return
     if not s.running:
-        _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): the update was not run")
+        what = "it closed before the update completed" if done is not None else "the update was not run"
+        _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): {what}")
         return
     waiter = {"reply_to": cmd.get("reply_to") or "", "request_id": cmd["request_id"], "wait": wait.value}
     if req is None and done is None:

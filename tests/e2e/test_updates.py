@@ -15,7 +15,13 @@ import pytest
 
 from kadence import Client, Replayer, Worker, workflow
 from kadence import kafka as ingress
-from kadence.exceptions import ApplicationError, WorkflowAlreadyClosedError, WorkflowUpdateFailedError
+from kadence.exceptions import (
+    ApplicationError,
+    RPCError,
+    WorkflowAlreadyClosedError,
+    WorkflowNotFoundError,
+    WorkflowUpdateFailedError,
+)
 from services.audit import audit
 from services.cluster import Cluster
 from tests.helpers import eventually
@@ -95,8 +101,30 @@ class Quick:
         return self.seen
 
 
+@workflow.defn
+class Impatient:
+    """Returns once told to, without waiting for running update handlers."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.go)
+        return "left"
+
+    @workflow.update
+    async def slow(self) -> str:
+        await workflow.sleep(timedelta(minutes=10))
+        return "never"
+
+    @workflow.signal
+    def leave(self) -> None:
+        self.go = True
+
+
 def _worker(client: Client) -> Worker:
-    return Worker(client, task_queue=QUEUE, workflows=[Cart, Sleeper, Quick])
+    return Worker(client, task_queue=QUEUE, workflows=[Cart, Sleeper, Quick, Impatient])
 
 
 def _id(prefix: str) -> str:
@@ -198,3 +226,41 @@ async def test_an_update_over_kafka_and_of_a_missing_workflow(cluster: Cluster, 
 
 async def _has(client: Client, wid: str, kind: str) -> bool:
     return kind in await _kinds(client, wid)
+
+
+async def test_http_refusals_and_an_update_of_a_missing_workflow(client: Client) -> None:
+    wid = _id("update-http")
+    async with _worker(client):
+        handle = await client.start_workflow(Cart.run, id=wid, task_queue=QUEUE)
+        with pytest.raises(RPCError) as bad:
+            await client.transport.call("POST", f"/workflows/{wid}/update", body={
+                "update_id": "x", "update_name": "add", "input": ["a"], "wait_for_stage": "admitted"})
+        assert bad.value.status == 400 and "wait_for_stage" in str(bad.value)
+        with pytest.raises(RPCError) as no_name:
+            await client.transport.call("POST", f"/workflows/{wid}/update", body={"update_id": "x"})
+        assert no_name.value.status == 400
+        # A validator's rejection already raises from start_update.
+        with pytest.raises(WorkflowUpdateFailedError, match="an item needs a name"):
+            await handle.start_update(Cart.add, "")
+        # wait_for_stage accepted answers before the handler is over.
+        answer = await client.transport.call("POST", f"/workflows/{wid}/update", body={
+            "update_id": "later-1", "update_name": "add_later", "input": ["fig"], "wait_for_stage": "accepted"})
+        assert answer["stage"] == "accepted" and answer["result"] is None
+        assert await handle.execute_update(Cart.add_later, "ignored", id="later-1") == 1  # the same update
+        await handle.terminate("done")
+    with pytest.raises(WorkflowNotFoundError):
+        await client.get_workflow_handle(_id("nobody")).execute_update(Cart.add, "x")
+
+
+async def test_an_update_still_running_when_the_run_closes_is_answered_workflow_closed(client: Client) -> None:
+    wid = _id("update-left")
+    async with _worker(client):
+        handle = await client.start_workflow(Impatient.run, id=wid, task_queue=QUEUE)
+        slow = await handle.start_update(Impatient.slow)  # accepted: its handler sleeps
+        waiting = asyncio.ensure_future(slow.result(timeout=60))
+        await handle.signal(Impatient.leave)
+        assert await handle.result(timeout=30) == "left"
+        with pytest.raises(WorkflowAlreadyClosedError, match="closed"):
+            await waiting
+    kinds = await _kinds(client, wid)
+    assert "WorkflowExecutionUpdateAccepted" in kinds and "WorkflowExecutionUpdateCompleted" not in kinds
