@@ -138,6 +138,13 @@ async def test_every_command_kind_from_kafka_is_checked(broker, fresh_dsn) -> No
             ("RespondWorkflowTaskCompleted", ref | {"started_time": 0, "commands": [
                 {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": 0}}]},
              "commands[0].attributes.scheduled_event_id"),
+            ("UpdateWorkflowExecution", {"namespace": "default", "workflow_id": "wf-kinds", "run_id": None,
+                                         "update_id": "u-1", "update_name": "add", "input": "[1]",
+                                         "wait_for_stage": "admitted", "request_id": "update-1", "identity": "",
+                                         "reply_to": "tester"}, "wait_for_stage"),
+            ("RespondWorkflowTaskCompleted", ref | {"started_time": 0, "commands": [
+                {"command_type": "AcceptWorkflowUpdate", "attributes": {"update_id": ""}}]},
+             "commands[0].attributes.update_id"),
         ]
         for name, record, _ in bad:
             await io.send(name, record)
@@ -148,6 +155,8 @@ async def test_every_command_kind_from_kafka_is_checked(broker, fresh_dsn) -> No
         assert not refused["ok"] and "signal_name" in refused["error_message"]
         refused = await io.next(kafka.REPLIES, request_id="cancel-1")
         assert not refused["ok"] and refused["error_type"] == "InvalidArgument" and "reason" in refused["error_message"]
+        refused = await io.next(kafka.REPLIES, request_id="update-1")
+        assert not refused["ok"] and refused["error_type"] == "InvalidArgument"
         # The run is untouched and the shard takes the next command.
         signal = {"namespace": "default", "workflow_id": "wf-kinds", "run_id": None, "signal_name": "s",
                   "input": "[1]", "request_id": "sig-2", "identity": "", "reply_to": "tester"}
