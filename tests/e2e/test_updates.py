@@ -10,7 +10,9 @@ import asyncio
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import asyncpg
 import pytest
 
 from kadence import Client, Replayer, Worker, workflow
@@ -264,3 +266,51 @@ async def test_an_update_still_running_when_the_run_closes_is_answered_workflow_
             await waiting
     kinds = await _kinds(client, wid)
     assert "WorkflowExecutionUpdateAccepted" in kinds and "WorkflowExecutionUpdateCompleted" not in kinds
+
+
+async def _poll(client: Client, queue: str) -> dict[str, Any]:
+    for _ in range(10):  # bounded: a task is due, each poll waits up to 5 s for it
+        answer = await client.transport.call("POST", f"/task-queues/{queue}/workflow-tasks/poll",
+                                             body={"identity": "by-hand", "max_tasks": 1, "wait_seconds": 5})
+        if answer["tasks"]:
+            return dict(answer["tasks"][0])
+    raise AssertionError("no workflow task came")
+
+
+async def _waiting_updates(cluster: Cluster, wid: str) -> list[str]:
+    conn = await asyncpg.connect(cluster.settings.database_url)
+    try:
+        state = await conn.fetchval("SELECT state FROM executions WHERE workflow_id = $1", wid)
+    finally:
+        await conn.close()
+    return sorted(json.loads(state).get("update_requests") or {})
+
+
+async def test_an_update_arriving_while_a_closing_task_is_in_flight_is_delivered_not_lost(
+        cluster: Cluster, client: Client) -> None:
+    """Played by hand through the HTTP API (a worker's part), so the race is not left to chance:
+    the update arrives after the task was handed out; the task's close is refused and the
+    next task brings the update, which the workflow answers before it closes."""
+    wid, queue = _id("update-inflight"), "q-update-by-hand"
+    handle = await client.start_workflow("ByHand", id=wid, task_queue=queue)
+    first = await _poll(client, queue)
+    assert first["updates"] == []
+    update = asyncio.ensure_future(handle.execute_update("bump", 1, id="late-1", timeout=60))
+    await eventually(lambda: _waiting_updates(cluster, wid), timeout=20, what="the update request")
+    close = [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}]
+    await client.transport.call("POST", "/workflow-tasks/complete",
+                                body={"task_token": first["task_token"], "commands": close, "identity": "by-hand"})
+    second = await _poll(client, queue)
+    assert [u["update_id"] for u in second["updates"]] == ["late-1"]
+    assert second["updates"][0]["name"] == "bump" and json.loads(second["updates"][0]["input"]) == [1]
+    kinds = await _kinds(client, wid)
+    failed = [e for e in await handle.history() if e["event_type"] == "WorkflowTaskFailed"]
+    assert failed and failed[0]["attributes"]["cause"] == "UnhandledCommand"
+    assert "WorkflowExecutionCompleted" not in kinds and not update.done()
+    answer = [{"command_type": "AcceptWorkflowUpdate", "attributes": {"update_id": "late-1"}},
+              {"command_type": "CompleteWorkflowUpdate", "attributes": {"update_id": "late-1", "result": "2"}},
+              *close]
+    await client.transport.call("POST", "/workflow-tasks/complete",
+                                body={"task_token": second["task_token"], "commands": answer, "identity": "by-hand"})
+    assert await asyncio.wait_for(update, 30) == 2
+    assert await handle.result(timeout=30) == "done"
