@@ -48,6 +48,7 @@ NOT_HANDLED = "UpdateNotHandled"
 # Requests waiting for the workflow at once, per run; rejected outcomes remembered per run.
 MAX_WAITING = 100
 MAX_REMEMBERED_REJECTIONS = 200
+MAX_WAITERS = 20  # callers waiting on one update
 # Completed workflow tasks that may leave a request unanswered before history rejects it
 # itself (a worker that does not know updates would otherwise be handed it forever).
 MAX_UNANSWERED_TASKS = 3
@@ -97,8 +98,11 @@ async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
         req = s.update_requests[uid] = {"name": done["name"] if done else "", "input": None, "identity": "",
                                         "stage": Stage.ACCEPTED.value, "failure": None, "unanswered": 0,
                                         "waiters": []}
-    if waiter["reply_to"]:
+    if waiter["reply_to"] and waiter not in req["waiters"]:
         req["waiters"].append(waiter)
+        # A caller that re-asks while a long handler runs adds a waiter each time; the oldest
+        # have given up (asking again is harmless: the update runs once), so few are kept.
+        del req["waiters"][:-MAX_WAITERS]
     t.changed_without_events = True
     if req["stage"] == Stage.REQUESTED and s.wt is None and s.wt_failures == 0:
         engine.schedule_workflow_task(t)

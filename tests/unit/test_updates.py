@@ -237,3 +237,15 @@ def test_the_encode_cli_writes_an_update_record() -> None:
     assert record == {"namespace": "default", "workflow_id": "w", "run_id": None, "update_id": "u-1",
                       "update_name": "add", "input": "[2]", "wait_for_stage": "completed", "request_id": "r-1",
                       "identity": "", "reply_to": "me"}
+
+
+async def test_the_waiters_of_one_update_are_bounded_and_not_repeated() -> None:
+    ctx = ReplyContext()
+    s = await _running(ctx)
+    await updates.request_update(ctx, _update())
+    await updates.request_update(ctx, _update())  # the same request read twice: one waiter
+    assert len(s.update_requests["u1"]["waiters"]) == 1
+    for i in range(updates.MAX_WAITERS + 5):
+        await updates.request_update(ctx, _update(request_id=f"again-{i}"))
+    waiters = s.update_requests["u1"]["waiters"]
+    assert len(waiters) == updates.MAX_WAITERS and waiters[-1]["request_id"] == f"again-{updates.MAX_WAITERS + 4}"
