@@ -1,0 +1,266 @@
+"""The web UI's one way to the data: the frontend's own handlers, called in process.
+
+Every read and action goes through ``Handlers`` under the same ``Authenticator`` check the
+HTTP API makes (same operation names, same permissions), so the UI can never do more than
+the caller's credential allows. Features other branches add (visibility's list and count,
+cancel, reset, namespaces) are detected from the route table by method and path: when a
+route is absent the page says so instead of failing, and adapting to its answer is this
+module's business only. Kadence's own extras (dead letters, the start record, task-queue
+backlogs) are read here too.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from kadence import dlq
+from kadence.kafka import REQUESTS
+from kadence.kafka_security import client_options
+
+from ..auth import Authenticator, Permission, Principal
+from ..errors import FrontendError, NotFound, PermissionDenied
+from ..handlers import ROUTES, Handlers
+
+log = logging.getLogger(__name__)
+
+HISTORY_CAP = 5000  # events the run page reads at most (a timeline of more is unreadable anyway)
+DLQ_CAP = 500  # dead letters the page lists at most
+START_RECORD_WAIT_S = 2.0  # how long the run page waits for the start record's headers
+
+
+class Feature(enum.Enum):
+    """Optional API operations, found in the route table by (method, path under the prefix)."""
+
+    LIST = ("GET", "/workflows")
+    COUNT = ("GET", "/workflows/count")
+    CANCEL = ("POST", "/workflows/{workflow_id}/cancel")
+    RESET = ("POST", "/workflows/{workflow_id}/reset")
+    SIGNAL = ("POST", "/workflows/{workflow_id}/signal")
+    TERMINATE = ("POST", "/workflows/{workflow_id}/terminate")
+
+
+def detect(routes: Sequence[tuple[str, str, str]] = ROUTES) -> dict[Feature, str]:
+    """The handler name of each optional operation the route table holds."""
+    by_route = {(method, path): name for method, path, name in routes}
+    return {f: by_route[f.value] for f in Feature if f.value in by_route}
+
+
+class UnauthenticatedUi(FrontendError):
+    """The UI session has no credential while the API needs one (the page asks for it)."""
+
+    status = 401
+    error = "Unauthenticated"
+
+
+@dataclass(frozen=True)
+class WorkflowPage:
+    executions: list[dict[str, Any]]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """Where the command that started a run sits on kadence.requests, and its trace."""
+
+    topic: str
+    partition: int
+    offset: int
+    traceparent: str | None = None
+
+    @property
+    def trace_id(self) -> str | None:
+        parts = (self.traceparent or "").split("-")
+        return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    task_queue: str
+    kind: str
+    count: int
+    oldest_ms: int
+
+
+@dataclass
+class UiData:
+    handlers: Handlers
+    auth: Authenticator | None
+    pool: asyncpg.Pool | None = None
+    bootstrap: str = ""
+    features: dict[Feature, str] = field(default_factory=detect)
+    namespaces_operation: str | None = None  # a handler listing namespaces, when there is one
+
+    # -- authorization -----------------------------------------------------------------------
+
+    def principal(self, authorization: str | None) -> Principal | None:
+        """The caller (None with authentication off); 401 without a credential."""
+        if self.auth is None:
+            return None
+        if not authorization:
+            raise UnauthenticatedUi("sign in with an API key or a JWT")
+        return self.auth.authenticate(authorization)
+
+    def _check(self, authorization: str | None, operation: str, namespace: str) -> None:
+        principal = self.principal(authorization)
+        if principal is not None and self.auth is not None:
+            self.auth.authorize(principal, operation, namespace)
+
+    def _check_admin(self, authorization: str | None) -> None:
+        """Dead letters hold every namespace's commands: they need admin in all of them."""
+        principal = self.principal(authorization)
+        if principal is not None and not principal.allows(Permission.ADMIN, "*"):
+            raise PermissionDenied(f"{principal.name} lacks the admin permission in every namespace (*)"
+                                   " that dead letters need")
+
+    async def _call(self, authorization: str | None, operation: str, path: Mapping[str, str],
+                    query: Mapping[str, str] | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._check(authorization, operation, path["namespace"])
+        _, answer = await getattr(self.handlers, operation)(path, query or {}, body or {})
+        return dict(answer)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def has(self, feature: Feature) -> bool:
+        return feature in self.features
+
+    async def namespaces(self, authorization: str | None) -> list[str]:
+        """Known namespaces when the API lists them; empty otherwise (the page takes typed names)."""
+        if self.namespaces_operation is None:
+            return []
+        self.principal(authorization)
+        _, answer = await getattr(self.handlers, self.namespaces_operation)({}, {}, {})
+        items = answer.get("namespaces", []) if isinstance(answer, dict) else []
+        return sorted(str(n.get("name", n) if isinstance(n, dict) else n) for n in items)
+
+    async def list_workflows(self, authorization: str | None, namespace: str, query: str, page_size: int,
+                             next_page_token: str | None) -> WorkflowPage | None:
+        """A page of runs matching ``query``; None when visibility is not enabled."""
+        operation = self.features.get(Feature.LIST)
+        if operation is None:
+            return None
+        params = {"page_size": str(page_size)}
+        if query:
+            params["query"] = query
+        if next_page_token:
+            params["next_page_token"] = next_page_token
+        answer = await self._call(authorization, operation, {"namespace": namespace}, params)
+        executions = answer.get("executions") or answer.get("workflows") or []
+        return WorkflowPage([dict(e) for e in executions if isinstance(e, Mapping)],
+                            answer.get("next_page_token") or None)
+
+    async def count_by_status(self, authorization: str | None, namespace: str, query: str) -> dict[str, int] | None:
+        """Runs matching ``query`` by status; None when visibility cannot count."""
+        operation = self.features.get(Feature.COUNT)
+        if operation is None:
+            return None
+        params = {"group_by": "ExecutionStatus"}
+        if query:
+            params["query"] = query
+        answer = await self._call(authorization, operation, {"namespace": namespace}, params)
+        counts: dict[str, int] = {}
+        for group in answer.get("groups") or []:
+            if isinstance(group, Mapping):
+                values = group.get("group_values") or group.get("values") or [group.get("value")]
+                counts[str(values[0] if values else "?")] = int(group.get("count") or 0)
+        if not counts and "count" in answer:
+            counts["All"] = int(answer["count"])
+        return counts
+
+    async def describe(self, authorization: str | None, namespace: str, workflow_id: str,
+                       run_id: str | None) -> dict[str, Any]:
+        query = {"run_id": run_id} if run_id else {}
+        return await self._call(authorization, "describe", {"namespace": namespace, "workflow_id": workflow_id},
+                                query)
+
+    async def history(self, authorization: str | None, namespace: str, workflow_id: str,
+                      run_id: str) -> tuple[list[dict[str, Any]], bool]:
+        """The run's events (at most HISTORY_CAP) and whether there were more."""
+        events: list[dict[str, Any]] = []
+        token: str | None = None
+        while len(events) < HISTORY_CAP:
+            query = {"run_id": run_id, "page_size": "1000"}
+            if token:
+                query["next_page_token"] = token
+            answer = await self._call(authorization, "history",
+                                      {"namespace": namespace, "workflow_id": workflow_id}, query)
+            events.extend(answer.get("events") or [])
+            token = answer.get("next_page_token")
+            if not token:
+                return events, False
+        return events[:HISTORY_CAP], True
+
+    async def start_record(self, namespace: str, workflow_id: str, run_id: str, *,
+                           with_trace: bool) -> StartRecord | None:
+        """The kadence.requests record that started the run, while it is the workflow's
+        current run (history keeps that offset for its at-most-once check)."""
+        if self.pool is None:
+            return None
+        row = await self.pool.fetchrow(
+            "SELECT shard_id, kafka_offset FROM run_start_offsets"
+            " WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3", namespace, workflow_id, run_id)
+        if row is None:
+            return None
+        record = StartRecord(REQUESTS, int(row["shard_id"]), int(row["kafka_offset"]))
+        if with_trace and self.bootstrap:
+            traceparent = await self._traceparent(record)
+            record = StartRecord(record.topic, record.partition, record.offset, traceparent)
+        return record
+
+    async def _traceparent(self, record: StartRecord) -> str | None:
+        """The traceparent header of the record, if the broker still holds it (retention)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    **client_options())
+        try:
+            await consumer.start()
+            tp = TopicPartition(record.topic, record.partition)
+            consumer.assign([tp])
+            consumer.seek(tp, record.offset)
+            batches = await consumer.getmany(tp, timeout_ms=int(START_RECORD_WAIT_S * 1000), max_records=1)
+            for message in batches.get(tp, []):
+                if message.offset == record.offset:
+                    for name, value in message.headers or ():
+                        if name == "traceparent":
+                            return bytes(value).decode("ascii", "replace")
+        except (TimeoutError, KafkaError, OSError):
+            log.info("could not read the start record %s[%d]@%d", record.topic, record.partition, record.offset,
+                     exc_info=True)
+        finally:
+            await consumer.stop()
+        return None
+
+    async def backlogs(self, authorization: str | None, namespace: str) -> list[Backlog]:
+        """Tasks waiting for a worker, by task queue and kind (matching's task_backlog)."""
+        self._check(authorization, "describe", namespace)
+        if self.pool is None:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT task_queue, kind, count(*) AS n, min(created_at) AS oldest FROM task_backlog"
+            " WHERE namespace = $1 GROUP BY task_queue, kind ORDER BY task_queue, kind", namespace)
+        return [Backlog(r["task_queue"], r["kind"], int(r["n"]), int(r["oldest"].timestamp() * 1000)) for r in rows]
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def act(self, authorization: str | None, feature: Feature, namespace: str, workflow_id: str,
+                  body: dict[str, Any]) -> dict[str, Any]:
+        """Signal, terminate, cancel or reset a run: the API's own handler and permission."""
+        operation = self.features.get(feature)
+        if operation is None:
+            raise NotFound(f"this frontend has no {feature.name.lower()} operation")
+        return await self._call(authorization, operation, {"namespace": namespace, "workflow_id": workflow_id},
+                                {}, body)
+
+    async def dead_letters(self, authorization: str | None) -> list[dlq.DeadLetterEntry]:
+        self._check_admin(authorization)
+        return await dlq.list_dead_letters(self.bootstrap, limit=DLQ_CAP)
+
+    async def redrive(self, authorization: str | None, offsets: Sequence[int]) -> list[dlq.DeadLetterEntry]:
+        self._check_admin(authorization)
+        return await dlq.redrive(self.bootstrap, offsets=set(offsets))
