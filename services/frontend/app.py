@@ -188,7 +188,7 @@ class FrontendService:
             on_queued=self._on_queued, token_keys=keys)
         engine.open()
         handlers = Handlers(engine)
-        ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap)
+        ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local)
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui)
 
         async def end_long_waits(app: web.Application) -> None:

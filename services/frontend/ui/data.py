@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from kadence import dlq
 from kadence.kafka import REQUESTS
 from kadence.kafka_security import client_options
+from services.matching import MatchingService
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
@@ -82,11 +83,15 @@ class StartRecord:
 
 
 @dataclass(frozen=True)
-class Backlog:
+class TaskQueueRow:
+    """One task queue and kind: polls waiting, tasks waiting (in memory, in PostgreSQL)."""
+
     task_queue: str
     kind: str
-    count: int
-    oldest_ms: int
+    pollers: int | None = None  # None: matching runs in another process (not published there)
+    ready: int = 0
+    backlog: int = 0
+    oldest_ms: int | None = None  # the oldest task of the PostgreSQL backlog
 
 
 @dataclass
@@ -95,6 +100,7 @@ class UiData:
     auth: Authenticator | None
     pool: asyncpg.Pool | None = None
     bootstrap: str = ""
+    matching: MatchingService | None = None  # the matching in this process, for its pollers
     features: dict[Feature, str] = field(default_factory=detect)
     namespaces_operation: str | None = None  # a handler listing namespaces, when there is one
 
@@ -236,15 +242,26 @@ class UiData:
             await consumer.stop()
         return None
 
-    async def backlogs(self, authorization: str | None, namespace: str) -> list[Backlog]:
-        """Tasks waiting for a worker, by task queue and kind (matching's task_backlog)."""
+    @property
+    def knows_pollers(self) -> bool:
+        return self.matching is not None
+
+    async def task_queues(self, authorization: str | None, namespace: str) -> list[TaskQueueRow]:
+        """Pollers and waiting tasks by task queue and kind: the matching in this process
+        (when there is one) and matching's task_backlog table (whoever owns the partition)."""
         self._check(authorization, "describe", namespace)
-        if self.pool is None:
-            return []
-        rows = await self.pool.fetch(
-            "SELECT task_queue, kind, count(*) AS n, min(created_at) AS oldest FROM task_backlog"
-            " WHERE namespace = $1 GROUP BY task_queue, kind ORDER BY task_queue, kind", namespace)
-        return [Backlog(r["task_queue"], r["kind"], int(r["n"]), int(r["oldest"].timestamp() * 1000)) for r in rows]
+        rows: dict[tuple[str, str], TaskQueueRow] = {}
+        if self.matching is not None:
+            for q in self.matching.queue_stats(namespace):
+                rows[(q.task_queue, q.kind)] = TaskQueueRow(q.task_queue, q.kind, q.pollers, q.ready)
+        if self.pool is not None:
+            for r in await self.pool.fetch(
+                    "SELECT task_queue, kind, count(*) AS n, min(created_at) AS oldest FROM task_backlog"
+                    " WHERE namespace = $1 GROUP BY task_queue, kind", namespace):
+                key = (r["task_queue"], r["kind"])
+                known = rows.get(key, TaskQueueRow(*key, pollers=0 if self.matching is not None else None))
+                rows[key] = replace(known, backlog=int(r["n"]), oldest_ms=int(r["oldest"].timestamp() * 1000))
+        return [rows[k] for k in sorted(rows)]
 
     # -- actions ----------------------------------------------------------------------------------
 

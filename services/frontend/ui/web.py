@@ -31,7 +31,7 @@ from kadence._bounded import TopicReadError
 from kadence.dlq import DeadLetterNotFound
 
 from ..errors import FrontendError, InvalidArgument
-from . import timeline
+from . import diagnosis, timeline
 from .data import Feature, UiData, UnauthenticatedUi
 
 HERE = Path(__file__).parent
@@ -103,7 +103,7 @@ def _pretty(value: object) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             trim_blocks=True, lstrip_blocks=True)
     env.filters["ms"] = _ms
     env.filters["duration"] = _duration
     env.filters["pretty"] = _pretty
@@ -117,6 +117,11 @@ def _secure(response: web.StreamResponse) -> web.StreamResponse:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _redirect(location: str) -> web.StreamResponse:
+    # Returned, not raised: the API's middleware turns raised HTTP errors into JSON.
+    return _secure(web.Response(status=302, headers={"Location": location}))
 
 
 class Ui:
@@ -149,6 +154,7 @@ class Ui:
 
     def render(self, request: web.Request, template: str, code: int = 200, **context: Any) -> web.StreamResponse:
         namespace = request.match_info.get("namespace") or request.query.get("namespace") or "default"
+        context.setdefault("namespaces", [])
         html = self.env.get_template(template).render(
             namespace=namespace, auth_on=self.data.auth is not None, signed_in=COOKIE in request.cookies,
             path=request.path_qs, **context)
@@ -160,14 +166,15 @@ class Ui:
                 return await handler(request)
             except FrontendError as exc:
                 if exc.status == 401 and handler != self.login:
-                    return _secure(web.HTTPFound(f"/ui/login?next={quote(request.path_qs, safe='')}"))
+                    return _redirect(f"/ui/login?next={quote(request.path_qs, safe='')}")
                 return self.render(request, "error.html", exc.status, error=exc.error, message=str(exc))
             except (KafkaError, TopicReadError) as exc:
                 return self.render(request, "error.html", 503, error="Unavailable",
                                    message=f"the broker is unavailable: {exc}")
         return page
 
-    def action(self, handler: Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]) -> Page:
+    def action(self, handler: Callable[[web.Request, dict[str, Any]],
+                                       Awaitable[dict[str, Any] | web.Response]]) -> Page:
         async def action(request: web.Request) -> web.StreamResponse:
             # CSRF: only the page's script sends this header and a JSON body; forms cannot.
             if request.headers.get(CSRF_HEADER) != "1" or request.content_type != "application/json":
@@ -178,14 +185,8 @@ class Ui:
                 body = await request.json()
                 if not isinstance(body, dict):
                     raise InvalidArgument("the body must be a JSON object")
-                response = web.json_response(await handler(request, body))
-                credential = request.get("set_credential")
-                if credential:  # HttpOnly: no script reads it; Strict: no other site sends it
-                    response.set_cookie(COOKIE, credential, path="/ui", httponly=True, samesite="Strict",
-                                        secure=request.secure)
-                elif credential is not None:
-                    response.del_cookie(COOKIE, path="/ui")
-                return _secure(response)
+                answer = await handler(request, body)
+                return _secure(answer if isinstance(answer, web.Response) else web.json_response(answer))
             except ValueError:
                 return _secure(web.json_response({"error": "InvalidArgument", "message": "the body is not JSON"},
                                                  status=400))
@@ -202,8 +203,8 @@ class Ui:
         ns = quote(request.query.get("namespace", "").strip() or "default", safe="")
         wid = request.query.get("workflow_id", "").strip()
         if wid:
-            return _secure(web.HTTPFound(f"/ui/namespaces/{ns}/workflows/{quote(wid, safe='')}"))
-        return _secure(web.HTTPFound(f"/ui/namespaces/{ns}/workflows"))
+            return _redirect(f"/ui/namespaces/{ns}/workflows/{quote(wid, safe='')}")
+        return _redirect(f"/ui/namespaces/{ns}/workflows")
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -260,12 +261,14 @@ class Ui:
         return self.render(request, "workflow.html", run=run, events=events, truncated=truncated, bars=bars,
                            t0=t0, t1=t1, started=started, closing=closing, start_record=start_record,
                            trace_url=trace_url, actions=actions, now_ms=now,
+                           hints=diagnosis.hints(run, events, now),
                            events_json=json.dumps(events, indent=2, ensure_ascii=False))
 
     async def task_queues(self, request: web.Request) -> web.StreamResponse:
         ns = request.match_info["namespace"]
-        backlogs = await self.data.backlogs(self._authorization(request), ns)
-        return self.render(request, "task_queues.html", backlogs=backlogs, now_ms=int(time.time() * 1000))
+        queues = await self.data.task_queues(self._authorization(request), ns)
+        return self.render(request, "task_queues.html", queues=queues, knows_pollers=self.data.knows_pollers,
+                           now_ms=int(time.time() * 1000))
 
     async def dead_letters(self, request: web.Request) -> web.StreamResponse:
         entries = await self.data.dead_letters(self._authorization(request))
@@ -274,18 +277,21 @@ class Ui:
 
     # -- actions -----------------------------------------------------------------------------------
 
-    async def sign_in(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    async def sign_in(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         credential = body.get("credential")
         if not isinstance(credential, str) or not credential.strip():
             raise InvalidArgument("give an API key or a JWT", field="credential")
         principal = self.data.principal(f"Bearer {credential.strip()}")  # 401 if it does not verify
-        # The handler's answer is plain data; the cookie is set by the wrapper below.
-        request["set_credential"] = credential.strip()
-        return {"signed_in": principal.name if principal else ""}
+        response = web.json_response({"signed_in": principal.name if principal else ""})
+        # HttpOnly: no script (nor an injected one) reads it; Strict: no other site sends it.
+        response.set_cookie(COOKIE, credential.strip(), path="/ui", httponly=True, samesite="Strict",
+                            secure=request.secure)
+        return response
 
-    async def sign_out(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
-        request["set_credential"] = ""
-        return {}
+    async def sign_out(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        response = web.json_response({})
+        response.del_cookie(COOKIE, path="/ui")
+        return response
 
     async def act(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         try:
