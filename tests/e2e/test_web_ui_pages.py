@@ -12,13 +12,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.frontend.auth import Authenticator, api_key_entry
-from services.frontend.errors import WorkflowNotFound
+from services.frontend.errors import FrontendError, InvalidArgument, WorkflowNotFound
 from services.frontend.handlers import ROUTES, Handlers
 from services.frontend.ui import Feature, UiData, UiSettings, detect, install_ui
 
 EVIL = "<script>alert(1)</script>"
 VISIBILITY = [("GET", "/workflows", "list_workflows"), ("GET", "/workflows/count", "count_workflows")]
 JSON_ACTION = {"X-Kadence-UI": "1"}
+
+
+class VisibilityMissing(FrontendError):
+    status = 501
+    error = "NotImplemented"
 
 
 class StubHandlers:
@@ -48,11 +53,16 @@ class StubHandlers:
 
     async def list_workflows(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
         self.calls.append(("list_workflows", query, body))
+        if path["namespace"] == "novis":
+            raise VisibilityMissing("this frontend has no visibility store")
+        if "bad" in query.get("query", ""):
+            raise InvalidArgument("expected a value, found 'bad'", field="query")
         return 200, {"executions": [{"workflow_id": EVIL, "run_id": "r1", "workflow_type": "T", "task_queue": "q",
                                      "status": "Failed", "start_time": 1000, "close_time": 2000,
                                      "history_length": 9}], "next_page_token": "page-2"}
 
     async def count_workflows(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        self.calls.append(("count_workflows", query, body))
         return 200, {"count": 3, "groups": [{"group_values": ["Running"], "count": 2},
                                             {"group_values": ["Failed"], "count": 1}]}
 
@@ -94,9 +104,19 @@ async def test_the_list_runs_the_query_with_filters_and_escapes_what_it_shows(
     assert answer.status == 200
     assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert stub.calls[0][1]["query"] == "(WorkflowType = 'T') AND ExecutionStatus = 'Failed'"
+    assert stub.calls[1][1]["query"] == "(WorkflowType = 'T') GROUP BY ExecutionStatus"
     assert "Running 2" in html and "Failed 1" in html and "next_page_token=page-2" in html
     csp = answer.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "script-src 'self'" in csp
+
+
+async def test_a_bad_query_is_explained_and_a_store_less_visibility_is_not_enabled(
+        ui: TestClient[web.Request, web.Application]) -> None:
+    answer = await ui.get("/ui/namespaces/default/workflows", params={"query": "WorkflowType = bad"})
+    html = await answer.text()
+    assert answer.status == 200 and "expected a value, found &#39;bad&#39;" in html
+    html = await (await ui.get("/ui/namespaces/novis/workflows")).text()
+    assert "Visibility is not enabled" in html
 
 
 async def test_without_visibility_the_list_says_so_and_a_run_opens_by_id(stub: StubHandlers) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 HISTORY_CAP = 5000  # events the run page reads at most (a timeline of more is unreadable anyway)
 DLQ_CAP = 500  # dead letters the page lists at most
 START_RECORD_WAIT_S = 2.0  # how long the run page waits for the start record's headers
+NOT_IMPLEMENTED = 501  # what the visibility routes answer on a frontend without a visibility store
 
 
 class Feature(enum.Enum):
@@ -46,6 +48,50 @@ class Feature(enum.Enum):
     RESET = ("POST", "/workflows/{workflow_id}/reset")
     SIGNAL = ("POST", "/workflows/{workflow_id}/signal")
     TERMINATE = ("POST", "/workflows/{workflow_id}/terminate")
+
+
+_ORDER_BY = re.compile(r"\bORDER\s+BY\b", re.IGNORECASE)
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the list page asks: the typed query plus the status and type filters."""
+
+    query: str = ""
+    status: str = ""
+    workflow_type: str = ""
+
+    def _where_order(self) -> tuple[str, str]:
+        # The filters are ANDed to the typed condition; a typed ORDER BY stays last. (A string
+        # holding the words ORDER BY would fool this split; the API then names the error.)
+        found = list(_ORDER_BY.finditer(self.query))
+        if not found:
+            return self.query.strip(), ""
+        at = found[-1].start()
+        return self.query[:at].strip(), self.query[at:].strip()
+
+    def _clauses(self, *, with_status: bool) -> list[str]:
+        where, _ = self._where_order()
+        clauses = [f"({where})"] if where else []
+        if with_status and self.status:
+            clauses.append(f"ExecutionStatus = {_quoted(self.status)}")
+        if self.workflow_type:
+            clauses.append(f"WorkflowType = {_quoted(self.workflow_type)}")
+        return clauses
+
+    def list_query(self) -> str:
+        """The visibility query the list runs (what the page shows it runs)."""
+        where, order = self._where_order()
+        condition = " AND ".join(self._clauses(with_status=True)) if self.status or self.workflow_type else where
+        return " ".join(filter(None, [condition, order]))
+
+    def count_query(self) -> str:
+        """Runs by status under the same condition except the status filter (the status chips)."""
+        return " ".join(filter(None, [" AND ".join(self._clauses(with_status=False)), "GROUP BY ExecutionStatus"]))
 
 
 def detect(routes: Sequence[tuple[str, str, str]] = ROUTES) -> dict[Feature, str]:
@@ -146,31 +192,41 @@ class UiData:
         items = answer.get("namespaces", []) if isinstance(answer, dict) else []
         return sorted(str(n.get("name", n) if isinstance(n, dict) else n) for n in items)
 
-    async def list_workflows(self, authorization: str | None, namespace: str, query: str, page_size: int,
+    async def list_workflows(self, authorization: str | None, namespace: str, search: Search, page_size: int,
                              next_page_token: str | None) -> WorkflowPage | None:
-        """A page of runs matching ``query``; None when visibility is not enabled."""
+        """A page of runs matching ``search``; None when visibility is not enabled."""
         operation = self.features.get(Feature.LIST)
         if operation is None:
             return None
         params = {"page_size": str(page_size)}
-        if query:
-            params["query"] = query
+        if search.list_query():
+            params["query"] = search.list_query()
         if next_page_token:
             params["next_page_token"] = next_page_token
-        answer = await self._call(authorization, operation, {"namespace": namespace}, params)
+        try:
+            answer = await self._call(authorization, operation, {"namespace": namespace}, params)
+        except FrontendError as exc:
+            if exc.status == NOT_IMPLEMENTED:  # the route is there, its store is not
+                return None
+            raise
         executions = answer.get("executions") or answer.get("workflows") or []
         return WorkflowPage([dict(e) for e in executions if isinstance(e, Mapping)],
                             answer.get("next_page_token") or None)
 
-    async def count_by_status(self, authorization: str | None, namespace: str, query: str) -> dict[str, int] | None:
-        """Runs matching ``query`` by status; None when visibility cannot count."""
+    async def count_by_status(self, authorization: str | None, namespace: str,
+                              search: Search) -> dict[str, int] | None:
+        """Runs matching ``search`` (whatever its status filter) by status; None when
+        visibility cannot count."""
         operation = self.features.get(Feature.COUNT)
         if operation is None:
             return None
-        params = {"group_by": "ExecutionStatus"}
-        if query:
-            params["query"] = query
-        answer = await self._call(authorization, operation, {"namespace": namespace}, params)
+        try:
+            answer = await self._call(authorization, operation, {"namespace": namespace},
+                                      {"query": search.count_query()})
+        except FrontendError as exc:
+            if exc.status == NOT_IMPLEMENTED:
+                return None
+            raise
         counts: dict[str, int] = {}
         for group in answer.get("groups") or []:
             if isinstance(group, Mapping):

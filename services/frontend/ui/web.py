@@ -32,7 +32,7 @@ from kadence.dlq import DeadLetterNotFound
 
 from ..errors import FrontendError, InvalidArgument
 from . import diagnosis, timeline
-from .data import Feature, UiData, UnauthenticatedUi
+from .data import Feature, Search, UiData, UnauthenticatedUi, WorkflowPage
 
 HERE = Path(__file__).parent
 COOKIE = "kadence_ui_credential"
@@ -40,7 +40,8 @@ CSRF_HEADER = "X-Kadence-UI"
 TRACE_UI_ENV = "KADENCE_TRACE_UI_URL"  # e.g. http://jaeger:16686/trace/{trace_id}
 REFRESH_S = 5
 PAGE_SIZE = 50
-STATUSES = ("Running", "Completed", "Failed", "Canceled", "Terminated", "ContinuedAsNew", "TimedOut")
+# The status filter's choices; statuses the counts report (Canceled, once there) are added.
+STATUSES = ("Running", "Completed", "Failed", "Terminated", "ContinuedAsNew", "TimedOut")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
@@ -224,20 +225,18 @@ class Ui:
         ns = request.match_info["namespace"]
         auth = self._authorization(request)
         self.data.principal(auth)  # sign in first, whatever visibility says
-        query = request.query.get("query", "").strip()
-        status = request.query.get("status", "")
-        wtype = request.query.get("type", "").strip()
-        # Filters are clauses of the query language, so what the page runs is what the box shows.
-        clauses = [f"({query})"] if query else []
-        if status in STATUSES:
-            clauses.append(f"ExecutionStatus = '{status}'")
-        if wtype:
-            clauses.append("WorkflowType = '{}'".format(wtype.replace("'", "\\'")))
-        full = " AND ".join(clauses) if len(clauses) > 1 else query
-        page = await self.data.list_workflows(auth, ns, full, PAGE_SIZE, request.query.get("next_page_token"))
-        counts = await self.data.count_by_status(auth, ns, query) if page is not None else None
-        return self.render(request, "workflows.html", page=page, counts=counts, query=query, status=status,
-                           wtype=wtype, full_query=full, statuses=STATUSES, refresh_s=REFRESH_S,
+        search = Search(request.query.get("query", "").strip(), request.query.get("status", "").strip(),
+                        request.query.get("type", "").strip())
+        try:
+            page = await self.data.list_workflows(auth, ns, search, PAGE_SIZE, request.query.get("next_page_token"))
+            counts = await self.data.count_by_status(auth, ns, search) if page is not None else None
+            error = ""
+        except InvalidArgument as exc:  # a query not in the language: say why next to the box
+            page, counts, error = WorkflowPage([], None), None, str(exc)
+        statuses = sorted({*STATUSES, *(counts or {})} - {"All"})
+        return self.render(request, "workflows.html", page=page, counts=counts, query=search.query,
+                           status=search.status, wtype=search.workflow_type, full_query=search.list_query(),
+                           statuses=statuses, refresh_s=REFRESH_S, error=error,
                            namespaces=await self.data.namespaces(auth))
 
     async def workflow(self, request: web.Request) -> web.StreamResponse:
