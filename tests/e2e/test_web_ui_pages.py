@@ -47,6 +47,9 @@ class StubHandlers:
                                  "attributes": {"workflow_type": EVIL, "input": f'["{EVIL}"]'}}],
                      "next_page_token": None}
 
+    async def list_namespaces(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        return 200, {"namespaces": [{"name": "shop"}, {"name": "default"}]}
+
     async def terminate(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
         self.calls.append(("terminate", path, body))
         return 200, {}
@@ -68,8 +71,14 @@ class StubHandlers:
 
 
 async def _client(stub: StubHandlers, routes: list[tuple[str, str, str]],
-                  auth: Authenticator | None = None) -> TestClient[web.Request, web.Application]:
+                  auth: Authenticator | None = None, *,
+                  namespaces: bool = False) -> TestClient[web.Request, web.Application]:
     app = web.Application()
+    if namespaces:  # as the API would serve it: a route whose handler bears the operation's name
+        async def list_namespaces(request: web.Request) -> web.Response:
+            return web.json_response({})
+
+        app.router.add_get("/api/v1/namespaces", list_namespaces)
     install_ui(app, UiData(cast(Handlers, stub), auth, features=detect(routes)), UiSettings())
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -117,6 +126,21 @@ async def test_a_bad_query_is_explained_and_a_store_less_visibility_is_not_enabl
     assert answer.status == 200 and "expected a value, found &#39;bad&#39;" in html
     html = await (await ui.get("/ui/namespaces/novis/workflows")).text()
     assert "Visibility is not enabled" in html
+
+
+async def test_the_namespace_switcher_lists_namespaces_when_the_api_does(stub: StubHandlers) -> None:
+    client = await _client(stub, ROUTES, namespaces=True)
+    try:
+        html = await (await client.get("/ui/namespaces/shop/workflows")).text()
+        assert 'id="namespace-select"' in html
+        assert '<option value="shop" selected>' in html and '<option value="default" >' in html
+    finally:
+        await client.close()
+    client = await _client(stub, ROUTES)
+    try:
+        assert 'id="namespace-input"' in await (await client.get("/ui/namespaces/shop/workflows")).text()
+    finally:
+        await client.close()
 
 
 async def test_without_visibility_the_list_says_so_and_a_run_opens_by_id(stub: StubHandlers) -> None:

@@ -148,7 +148,10 @@ class UiData:
     bootstrap: str = ""
     matching: MatchingService | None = None  # the matching in this process, for its pollers
     features: dict[Feature, str] = field(default_factory=detect)
-    namespaces_operation: str | None = None  # a handler listing namespaces, when there is one
+    namespaces_operation: str | None = None  # the operation listing namespaces, when the API has one
+    # The object holding that operation, when not ``handlers`` (namespace administration may
+    # live on handlers of its own).
+    admin_handlers: object | None = None
 
     # -- authorization -----------------------------------------------------------------------
 
@@ -184,11 +187,18 @@ class UiData:
         return feature in self.features
 
     async def namespaces(self, authorization: str | None) -> list[str]:
-        """Known namespaces when the API lists them; empty otherwise (the page takes typed names)."""
-        if self.namespaces_operation is None:
+        """Known namespaces when the API lists them to this caller; empty otherwise (the page
+        then takes a typed name)."""
+        source = self.admin_handlers or self.handlers
+        if self.namespaces_operation is None or not hasattr(source, self.namespaces_operation):
             return []
-        self.principal(authorization)
-        _, answer = await getattr(self.handlers, self.namespaces_operation)({}, {}, {})
+        principal = self.principal(authorization)
+        if principal is not None and self.auth is not None:
+            try:
+                self.auth.authorize(principal, self.namespaces_operation, "*")
+            except FrontendError:
+                return []
+        _, answer = await getattr(source, self.namespaces_operation)({}, {}, {})
         items = answer.get("namespaces", []) if isinstance(answer, dict) else []
         return sorted(str(n.get("name", n) if isinstance(n, dict) else n) for n in items)
 

@@ -37,6 +37,7 @@ from .data import Feature, Search, UiData, UnauthenticatedUi, WorkflowPage
 HERE = Path(__file__).parent
 COOKIE = "kadence_ui_credential"
 CSRF_HEADER = "X-Kadence-UI"
+NAMESPACES_PATH = "/api/v1/namespaces"
 TRACE_UI_ENV = "KADENCE_TRACE_UI_URL"  # e.g. http://jaeger:16686/trace/{trace_id}
 REFRESH_S = 5
 PAGE_SIZE = 50
@@ -311,10 +312,8 @@ class Ui:
 def install_ui(app: web.Application, data: UiData, settings: UiSettings | None = None) -> Ui:
     ui = Ui(data, settings or UiSettings.from_env())
     for route in app.router.routes():  # a namespaces listing, when the API has one (feature-detected)
-        name = getattr(route.handler, "__name__", "")
-        if route.method == "GET" and route.resource is not None and route.resource.canonical == "/api/v1/namespaces" \
-                and hasattr(data.handlers, name):
-            data.namespaces_operation = name
+        if route.method == "GET" and route.resource is not None and route.resource.canonical == NAMESPACES_PATH:
+            data.namespaces_operation = getattr(route.handler, "__name__", None)
     ui.install(app)
     return ui
 
