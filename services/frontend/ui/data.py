@@ -337,6 +337,9 @@ class UiData:
         operation = self.features.get(feature)
         if operation is None:
             raise NotFound(f"this frontend has no {feature.name.lower()} operation")
+        principal = self.principal(authorization)
+        # The history then says who acted, and from where.
+        body = {**body, "identity": f"web-ui:{principal.name}" if principal is not None else "web-ui"}
         return await self._call(authorization, operation, {"namespace": namespace, "workflow_id": workflow_id},
                                 {}, body)
 
