@@ -172,6 +172,7 @@ async def test_actions_need_the_ui_header_and_json(ui: TestClient[web.Request, w
     url = "/ui/api/namespaces/default/workflows/w1/terminate"
     assert (await ui.post(url, data={"reason": "csrf"})).status == 403  # a plain form post
     assert (await ui.post(url, json={"reason": "csrf"})).status == 403  # JSON without the header
+    assert (await ui.post(url, data="[1]", headers={**JSON_ACTION, "Content-Type": "application/json"})).status == 400
     assert stub.calls == []
     answer = await ui.post(url, json={"reason": "done", "run_id": "r1"}, headers=JSON_ACTION)
     assert answer.status == 200
@@ -192,6 +193,11 @@ async def test_with_auth_the_ui_signs_in_to_an_httponly_cookie_and_authorizes_li
     try:
         page = await client.get("/ui/namespaces/default/workflows/w1", allow_redirects=False)
         assert page.status == 302 and page.headers["Location"].startswith("/ui/login?next=")
+        login = await (await client.get(page.headers["Location"])).text()
+        assert 'data-next="/ui/namespaces/default/workflows/w1"' in login
+        for elsewhere in ("https://evil.example/", "//evil.example/ui/", "javascript:alert(1)"):
+            login = await (await client.get("/ui/login", params={"next": elsewhere})).text()
+            assert 'data-next="/ui/"' in login
         refused = await client.post("/ui/api/session", json={"credential": "guessed"}, headers=JSON_ACTION)
         assert refused.status == 401
         signed = await client.post("/ui/api/session", json={"credential": "viewer-key"}, headers=JSON_ACTION)

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 
 from kadence._bounded import TopicReadError
 from kadence.dlq import DeadLetterNotFound
+from services.common import outage
 
 from ..errors import FrontendError, InvalidArgument
 from . import diagnosis, timeline
@@ -121,6 +122,10 @@ def _secure(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
+def _local_page(target: str) -> bool:
+    return target.startswith("/ui/") and not target.startswith("//") and "\\" not in target
+
+
 def _redirect(location: str) -> web.StreamResponse:
     # Returned, not raised: the API's middleware turns raised HTTP errors into JSON.
     return _secure(web.Response(status=302, headers={"Location": location}))
@@ -173,6 +178,9 @@ class Ui:
             except (KafkaError, TopicReadError) as exc:
                 return self.render(request, "error.html", 503, error="Unavailable",
                                    message=f"the broker is unavailable: {exc}")
+            except outage.DATABASE_TRANSIENT:
+                return self.render(request, "error.html", 503, error="Unavailable",
+                                   message="the database is unavailable; this page retries when reloaded")
         return page
 
     def action(self, handler: Callable[[web.Request, dict[str, Any]],
@@ -185,13 +193,13 @@ class Ui:
                     status=403))
             try:
                 body = await request.json()
+            except ValueError:
+                body = None
+            try:
                 if not isinstance(body, dict):
                     raise InvalidArgument("the body must be a JSON object")
                 answer = await handler(request, body)
                 return _secure(answer if isinstance(answer, web.Response) else web.json_response(answer))
-            except ValueError:
-                return _secure(web.json_response({"error": "InvalidArgument", "message": "the body is not JSON"},
-                                                 status=400))
             except FrontendError as exc:
                 return _secure(web.json_response(exc.body(), status=exc.status))
             except DeadLetterNotFound as exc:
@@ -220,7 +228,9 @@ class Ui:
     # -- pages ------------------------------------------------------------------------------------
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        return self.render(request, "login.html", next=request.query.get("next", "/ui/"))
+        # Back to a page of this UI only: never an address elsewhere (an open redirect).
+        after = request.query.get("next", "")
+        return self.render(request, "login.html", next=after if _local_page(after) else "/ui/")
 
     async def workflows(self, request: web.Request) -> web.StreamResponse:
         ns = request.match_info["namespace"]
