@@ -22,14 +22,16 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from kadence import dlq
+from kadence import avro, dlq
 from kadence.kafka import REQUESTS
 from kadence.kafka_security import client_options
+from services.history import chain
 from services.matching import MatchingService
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
 from ..handlers import ROUTES, Handlers
+from ..reads import event_json
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,19 @@ class StartRecord:
     def trace_id(self) -> str | None:
         parts = (self.traceparent or "").split("-")
         return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """The hash chain of one run, checked on demand: None as first_break means it holds."""
+
+    events: int
+    first_break: int | None
+    problem: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.first_break is None and not self.problem
 
 
 @dataclass(frozen=True)
@@ -328,6 +343,20 @@ class UiData:
                 known = rows.get(key, TaskQueueRow(*key, pollers=0 if self.matching is not None else None))
                 rows[key] = replace(known, backlog=int(r["n"]), oldest_ms=int(r["oldest"].timestamp() * 1000))
         return [rows[k] for k in sorted(rows)]
+
+    async def verify_chain(self, authorization: str | None, namespace: str, workflow_id: str,
+                           run_id: str) -> ChainCheck:
+        """Check one run's hash chain as the audit does, from the events as written."""
+        self._check(authorization, "history", namespace)
+        if self.pool is None:
+            raise NotFound("this frontend has no database to read the events from")
+        rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
+        encodings = [bytes(r["data"]) for r in rows]
+        try:
+            events = [event_json(data) for data in encodings]
+        except avro.DecodeError as exc:
+            return ChainCheck(len(encodings), None, f"an event does not decode: {exc}")
+        return ChainCheck(len(events), chain.first_break(events, encodings))
 
     # -- actions ----------------------------------------------------------------------------------
 

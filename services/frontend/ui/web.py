@@ -268,10 +268,13 @@ class Ui:
         if start_record is not None and start_record.trace_id and self.settings.trace_ui_url:
             trace_url = self.settings.trace_ui_url.replace("{trace_id}", start_record.trace_id)
         actions = [a for a in Action if self.data.has(a.feature)]
+        check = None
+        if request.query.get("verify") == "chain":
+            check = await self.data.verify_chain(auth, ns, wid, str(run["run_id"]))
         return self.render(request, "workflow.html", run=run, events=events, truncated=truncated, bars=bars,
                            t0=t0, t1=t1, started=started, closing=closing, start_record=start_record,
                            trace_url=trace_url, actions=actions, now_ms=now,
-                           hints=diagnosis.hints(run, events, now),
+                           hints=diagnosis.hints(run, events, now), chain_check=check,
                            events_json=json.dumps(events, indent=2, ensure_ascii=False))
 
     async def task_queues(self, request: web.Request) -> web.StreamResponse:
