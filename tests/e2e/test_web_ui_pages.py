@@ -72,16 +72,41 @@ class StubHandlers:
                                             {"group_values": ["Failed"], "count": 1}]}
 
 
+class StubAdmin:
+    """Namespace administration on handlers of its own, as another branch serves it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Mapping[str, str], dict[str, Any]]] = []
+
+    async def list_schedules(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        return 200, {"schedules": [{"schedule_id": EVIL, "spec": {"interval": "1h", "time_zone": "UTC"},
+                                    "action": {"workflow_type": "Report", "task_queue": "q"}, "paused": False,
+                                    "note": "", "next_action_times": ["2026-12-06T10:00:00Z"],
+                                    "last_workflow_id": "report-1", "actions_started": 4, "actions_skipped": 1}]}
+
+    async def pause_schedule(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        self.calls.append(("pause_schedule", path, body))
+        return 200, {}
+
+
 async def _client(stub: StubHandlers, routes: list[tuple[str, str, str]],
                   auth: Authenticator | None = None, *,
-                  namespaces: bool = False) -> TestClient[web.Request, web.Application]:
+                  namespaces: bool = False, admin: StubAdmin | None = None) -> TestClient[web.Request, web.Application]:
     app = web.Application()
+    if admin is not None:  # routes beside the table: found by method and path, named by operation
+        for method, path, name in [("GET", "/schedules", "list_schedules"),
+                                   ("POST", "/schedules/{schedule_id}/pause", "pause_schedule")]:
+            async def route(request: web.Request) -> web.Response:
+                return web.json_response({})
+
+            route.__name__ = name
+            app.router.add_route(method, "/api/v1/namespaces/{namespace}" + path, route)
     if namespaces:  # as the API would serve it: a route whose handler bears the operation's name
         async def list_namespaces(request: web.Request) -> web.Response:
             return web.json_response({})
 
         app.router.add_get("/api/v1/namespaces", list_namespaces)
-    install_ui(app, UiData(cast(Handlers, stub), auth, features=detect(routes)), UiSettings())
+    install_ui(app, UiData(cast(Handlers, stub), auth, features=detect(routes), admin_handlers=admin), UiSettings())
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -217,3 +242,34 @@ async def test_with_auth_the_ui_signs_in_to_an_httponly_cookie_and_authorizes_li
         assert (await client.get("/ui/namespaces/default/workflows/w1", allow_redirects=False)).status == 302
     finally:
         await client.close()
+
+
+async def test_schedules_show_when_the_api_has_them_with_the_actions_it_has(stub: StubHandlers) -> None:
+    client = await _client(stub, BASE)
+    try:
+        assert ">Schedules</a>" not in await (await client.get("/ui/namespaces/default/workflows")).text()
+        assert (await client.get("/ui/namespaces/default/schedules")).status == 404
+    finally:
+        await client.close()
+    admin = StubAdmin()
+    client = await _client(stub, BASE, admin=admin)
+    try:
+        assert ">Schedules</a>" in await (await client.get("/ui/namespaces/default/workflows")).text()
+        html = await (await client.get("/ui/namespaces/default/schedules")).text()
+        assert "every 1h (UTC)" in html and "report-1" in html and EVIL not in html
+        assert ">Pause</button>" in html and ">Trigger</button>" not in html  # no trigger route here
+        answer = await client.post(f"/ui/api/namespaces/default/schedules/{_seg('s 1')}/pause",
+                                   json={"note": "maintenance"}, headers=JSON_ACTION)
+        assert answer.status == 200
+        assert admin.calls == [("pause_schedule", {"namespace": "default", "schedule_id": "s 1"},
+                                {"note": "maintenance"})]
+        trigger = await client.post("/ui/api/namespaces/default/schedules/s1/trigger", json={}, headers=JSON_ACTION)
+        assert trigger.status == 404
+    finally:
+        await client.close()
+
+
+def _seg(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")

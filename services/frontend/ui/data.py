@@ -5,7 +5,9 @@ HTTP API makes (same operation names, same permissions), so the UI can never do 
 the caller's credential allows. Features other branches add (visibility's list and count,
 cancel, reset, namespaces) are detected from the route table by method and path: when a
 route is absent the page says so instead of failing, and adapting to its answer is this
-module's business only. Kadence's own extras (dead letters, the start record, task-queue
+module's business only. Operations served by handlers other than the workflow ones (namespace
+and schedule administration) are found among the app's routes by install_ui and called on
+``admin_handlers``, which the frontend passes when it has them. Kadence's own extras (dead letters, the start record, task-queue
 backlogs) are read here too.
 """
 
@@ -50,6 +52,10 @@ class Feature(enum.Enum):
     RESET = ("POST", "/workflows/{workflow_id}/reset")
     SIGNAL = ("POST", "/workflows/{workflow_id}/signal")
     TERMINATE = ("POST", "/workflows/{workflow_id}/terminate")
+    SCHEDULES = ("GET", "/schedules")
+    PAUSE_SCHEDULE = ("POST", "/schedules/{schedule_id}/pause")
+    UNPAUSE_SCHEDULE = ("POST", "/schedules/{schedule_id}/unpause")
+    TRIGGER_SCHEDULE = ("POST", "/schedules/{schedule_id}/trigger")
 
 
 _ORDER_BY = re.compile(r"\bORDER\s+BY\b", re.IGNORECASE)
@@ -190,11 +196,25 @@ class UiData:
             raise PermissionDenied(f"{principal.name} lacks the admin permission in every namespace (*)"
                                    " that dead letters need")
 
+    def _source(self, operation: str) -> Any:
+        """The handlers object serving ``operation``: the workflow handlers or the admin ones."""
+        for source in (self.handlers, self.admin_handlers):
+            if source is not None and hasattr(source, operation):
+                return source
+        raise NotFound(f"this frontend has no {operation} operation")
+
     async def _call(self, authorization: str | None, operation: str, path: Mapping[str, str],
                     query: Mapping[str, str] | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
         self._check(authorization, operation, path["namespace"])
-        _, answer = await getattr(self.handlers, operation)(path, query or {}, body or {})
+        _, answer = await getattr(self._source(operation), operation)(path, query or {}, body or {})
         return dict(answer)
+
+    def found_route(self, feature: Feature, operation: str) -> None:
+        """A route of the app serves ``feature`` (seen by install_ui beyond the handlers' table);
+        taken when some handlers object here has that operation."""
+        if feature not in self.features and any(
+                s is not None and hasattr(s, operation) for s in (self.handlers, self.admin_handlers)):
+            self.features[feature] = operation
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -357,6 +377,22 @@ class UiData:
         except avro.DecodeError as exc:
             return ChainCheck(len(encodings), None, f"an event does not decode: {exc}")
         return ChainCheck(len(events), chain.first_break(events, encodings))
+
+    async def schedules(self, authorization: str | None, namespace: str) -> list[dict[str, Any]] | None:
+        """The namespace's schedules; None when this frontend has none."""
+        operation = self.features.get(Feature.SCHEDULES)
+        if operation is None:
+            return None
+        answer = await self._call(authorization, operation, {"namespace": namespace})
+        return [dict(x) for x in answer.get("schedules") or [] if isinstance(x, Mapping)]
+
+    async def schedule_action(self, authorization: str | None, feature: Feature, namespace: str,
+                              schedule_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        operation = self.features.get(feature)
+        if operation is None:
+            raise NotFound(f"this frontend has no {feature.name.lower()} operation")
+        return await self._call(authorization, operation, {"namespace": namespace, "schedule_id": schedule_id},
+                                {}, body)
 
     # -- actions ----------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from kadence._bounded import TopicReadError
 from kadence.dlq import DeadLetterNotFound
 from services.common import outage
 
-from ..errors import FrontendError, InvalidArgument
+from ..errors import FrontendError, InvalidArgument, NotFound
 from . import diagnosis, timeline
 from .data import Feature, Search, UiData, UnauthenticatedUi, WorkflowPage
 
@@ -60,6 +60,16 @@ class Action(enum.Enum):
     @property
     def feature(self) -> Feature:
         return Feature[self.name]
+
+
+class ScheduleAction(enum.Enum):
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    TRIGGER = "trigger"
+
+    @property
+    def feature(self) -> Feature:
+        return Feature[f"{self.name}_SCHEDULE"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,9 @@ class Ui:
         app.router.add_get("/ui/namespaces/{namespace}/workflows", self.page(self.workflows))
         app.router.add_get("/ui/namespaces/{namespace}/workflows/{workflow_id}", self.page(self.workflow))
         app.router.add_get("/ui/namespaces/{namespace}/task-queues", self.page(self.task_queues))
+        app.router.add_get("/ui/namespaces/{namespace}/schedules", self.page(self.schedules))
+        app.router.add_post("/ui/api/namespaces/{namespace}/schedules/{schedule_id}/{action}",
+                            self.action(self.schedule_action))
         app.router.add_post("/ui/api/session", self.action(self.sign_in))
         app.router.add_post("/ui/api/session/end", self.action(self.sign_out))
         app.router.add_post("/ui/api/namespaces/{namespace}/workflows/{workflow_id}/{action}", self.action(self.act))
@@ -162,6 +175,7 @@ class Ui:
     def render(self, request: web.Request, template: str, code: int = 200, **context: Any) -> web.StreamResponse:
         namespace = request.match_info.get("namespace") or request.query.get("namespace") or "default"
         context.setdefault("namespaces", [])
+        context.setdefault("has_schedules", self.data.has(Feature.SCHEDULES))
         html = self.env.get_template(template).render(
             namespace=namespace, auth_on=self.data.auth is not None, signed_in=COOKIE in request.cookies,
             path=request.path_qs, **context)
@@ -283,6 +297,13 @@ class Ui:
         return self.render(request, "task_queues.html", queues=queues, knows_pollers=self.data.knows_pollers,
                            now_ms=int(time.time() * 1000))
 
+    async def schedules(self, request: web.Request) -> web.StreamResponse:
+        schedules = await self.data.schedules(self._authorization(request), request.match_info["namespace"])
+        if schedules is None:
+            raise NotFound("this frontend has no schedules")
+        actions = [a for a in ScheduleAction if self.data.has(a.feature)]
+        return self.render(request, "schedules.html", schedules=schedules, actions=actions)
+
     async def dead_letters(self, request: web.Request) -> web.StreamResponse:
         entries = await self.data.dead_letters(self._authorization(request))
         letters = [(e, e.key.decode("utf-8", "replace") if e.key else "") for e in entries]
@@ -314,6 +335,15 @@ class Ui:
         return await self.data.act(self._authorization(request), action.feature, request.match_info["namespace"],
                                    request.match_info["workflow_id"], body)
 
+    async def schedule_action(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            action = ScheduleAction(request.match_info["action"])
+        except ValueError:
+            raise InvalidArgument(f"unknown action {request.match_info['action']!r}") from None
+        return await self.data.schedule_action(self._authorization(request), action.feature,
+                                               request.match_info["namespace"], request.match_info["schedule_id"],
+                                               body)
+
     async def redrive(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         offsets = body.get("offsets")
         if not isinstance(offsets, list) or not offsets or not all(isinstance(o, int) for o in offsets):
@@ -324,9 +354,17 @@ class Ui:
 
 def install_ui(app: web.Application, data: UiData, settings: UiSettings | None = None) -> Ui:
     ui = Ui(data, settings or UiSettings.from_env())
-    for route in app.router.routes():  # a namespaces listing, when the API has one (feature-detected)
-        if route.method == "GET" and route.resource is not None and route.resource.canonical == NAMESPACES_PATH:
-            data.namespaces_operation = getattr(route.handler, "__name__", None)
+    # Operations served beside the workflow handlers' table (namespaces, schedules): found by
+    # method and path among the app's routes, whose handlers bear the operation's name.
+    by_path = {f"{NAMESPACES_PATH}/{{namespace}}{f.value[1]}": f for f in Feature}
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource is not None else ""
+        name = getattr(route.handler, "__name__", "")
+        if route.method == "GET" and canonical == NAMESPACES_PATH:
+            data.namespaces_operation = name
+        feature = by_path.get(canonical)
+        if feature is not None and feature.value[0] == route.method:
+            data.found_route(feature, name)
     ui.install(app)
     return ui
 
