@@ -52,3 +52,17 @@ def test_layout_places_bars_on_one_axis_and_open_lanes_end_now() -> None:
 
 def test_no_events_lay_out_nothing() -> None:
     assert layout([], now=5) == ([], 5, 5)
+
+
+def test_a_child_lane_knows_its_run_and_closes_with_the_child() -> None:
+    events = [
+        ev(1, 1000, "WorkflowExecutionStarted", workflow_type="Parent"),
+        ev(5, 1100, "StartChildWorkflowExecutionInitiated", namespace="default", workflow_id="kid", workflow_type="Kid"),
+        ev(6, 1200, "ChildWorkflowExecutionStarted", initiated_event_id=5, workflow_id="kid", run_id="r9"),
+        ev(9, 1500, "ChildWorkflowExecutionFailed", initiated_event_id=5, run_id="r9",
+           failure={"type": "ValueError", "message": "no"}),
+    ]
+    child = lanes(events)[1]
+    assert child.kind is LaneKind.CHILD and (child.end, child.outcome) == (1500, Outcome.FAILED)
+    assert child.child is not None and (child.child.workflow_id, child.child.run_id) == ("kid", "r9")
+    assert [m.label for m in child.marks] == ["started", "ValueError: no"]

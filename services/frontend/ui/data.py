@@ -7,8 +7,8 @@ cancel, reset, namespaces) are detected from the route table by method and path:
 route is absent the page says so instead of failing, and adapting to its answer is this
 module's business only. Operations served by handlers other than the workflow ones (namespace
 and schedule administration) are found among the app's routes by install_ui and called on
-``admin_handlers``, which the frontend passes when it has them. Kadence's own extras (dead letters, the start record, task-queue
-backlogs) are read here too.
+``admin_handlers``, which the frontend passes when it has them. Kadence's own extras (dead
+letters, the start record, task-queue backlogs, a run's hash chain) are read here too.
 """
 
 from __future__ import annotations

@@ -46,8 +46,20 @@ class Lane:
     outcome: Outcome = Outcome.OPEN
     marks: list[Mark] = field(default_factory=list)
     event_ids: list[int] = field(default_factory=list)
+    child: ChildRun | None = None  # the run a child lane stands for
 
 
+@dataclass
+class ChildRun:
+    namespace: str
+    workflow_id: str
+    run_id: str = ""  # known once the child started
+
+
+_CHILD_CLOSE = {"ChildWorkflowExecutionCompleted": Outcome.OK, "ChildWorkflowExecutionFailed": Outcome.FAILED,
+                "ChildWorkflowExecutionTimedOut": Outcome.FAILED, "StartChildWorkflowExecutionFailed": Outcome.FAILED,
+                "ChildWorkflowExecutionTerminated": Outcome.CANCELED,
+                "ChildWorkflowExecutionCanceled": Outcome.CANCELED}
 _RUN_CLOSE = {"WorkflowExecutionCompleted": Outcome.OK, "WorkflowExecutionFailed": Outcome.FAILED,
               "WorkflowExecutionTimedOut": Outcome.FAILED, "WorkflowExecutionTerminated": Outcome.CANCELED,
               "WorkflowExecutionContinuedAsNew": Outcome.OK}
@@ -72,6 +84,7 @@ def lanes(events: Iterable[Mapping[str, Any]], pending_activities: Iterable[int]
     signals: Lane | None = None
     by_activity: dict[int, Lane] = {}
     by_timer: dict[str, Lane] = {}
+    by_child: dict[int, Lane] = {}  # by the initiated event's id
     out: list[Lane] = []
     for e in events:
         kind, a = str(e.get("event_type")), _attrs(e)
@@ -107,6 +120,23 @@ def lanes(events: Iterable[Mapping[str, Any]], pending_activities: Iterable[int]
                 lane.marks.append(Mark(t, text, failed=True))
                 if sid not in pending:  # the last attempt: the activity failed for good
                     lane.end, lane.outcome = t, Outcome.FAILED
+        elif kind == "StartChildWorkflowExecutionInitiated":
+            lane = Lane(LaneKind.CHILD, f"child {a.get('workflow_type', '')} {a.get('workflow_id', '')}", t,
+                        event_ids=[eid], child=ChildRun(str(a.get("namespace", "")), str(a.get("workflow_id", ""))))
+            by_child[eid] = lane
+            out.append(lane)
+        elif (kind in _CHILD_CLOSE or kind == "ChildWorkflowExecutionStarted") \
+                and int(a.get("initiated_event_id") or 0) in by_child:
+            lane = by_child[int(a["initiated_event_id"])]
+            lane.event_ids.append(eid)
+            if a.get("run_id") and lane.child is not None:
+                lane.child.run_id = str(a["run_id"])
+            if kind == "ChildWorkflowExecutionStarted":
+                lane.marks.append(Mark(t, "started"))
+            else:
+                lane.end, lane.outcome = t, _CHILD_CLOSE[kind]
+                if kind == "ChildWorkflowExecutionFailed":
+                    lane.marks.append(Mark(t, _failure_text(a.get("failure")), failed=True))
         elif kind == "TimerStarted":
             timer_id = str(a.get("timer_id", ""))
             lane = Lane(LaneKind.TIMER, f"timer {timer_id}", t, event_ids=[eid])
