@@ -197,6 +197,9 @@ async def test_user_strings_are_escaped_and_pages_carry_a_strict_csp(cluster: Cl
         assert await page.text_content("#workflow-id") == wid  # shown as text, not run
         assert await page.title() != "pwned"
         assert await page.locator("main img").count() == 0
+        await page.fill("#action-query input[name=query_type]", "status")
+        await page.click("#action-query button")
+        await page.locator("#action-query .result", has_text='"waiting"').wait_for()
         await page.fill("#action-signal input[name=signal_name]", "approve")
         await page.fill("#action-signal input[name=input]", '["<b>ops</b>"]')
         await page.click("#action-signal button")

@@ -50,6 +50,7 @@ class Feature(enum.Enum):
     COUNT = ("GET", "/workflows/count")
     CANCEL = ("POST", "/workflows/{workflow_id}/cancel")
     RESET = ("POST", "/workflows/{workflow_id}/reset")
+    QUERY = ("POST", "/workflows/{workflow_id}/query")
     SIGNAL = ("POST", "/workflows/{workflow_id}/signal")
     TERMINATE = ("POST", "/workflows/{workflow_id}/terminate")
     SCHEDULES = ("GET", "/schedules")
@@ -398,7 +399,7 @@ class UiData:
 
     async def act(self, authorization: str | None, feature: Feature, namespace: str, workflow_id: str,
                   body: dict[str, Any]) -> dict[str, Any]:
-        """Signal, terminate, cancel or reset a run: the API's own handler and permission."""
+        """Query, signal, terminate, cancel or reset a run: the API's own handler and permission."""
         operation = self.features.get(feature)
         if operation is None:
             raise NotFound(f"this frontend has no {feature.name.lower()} operation")

@@ -52,6 +52,7 @@ Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Action(enum.Enum):
+    QUERY = "query"
     SIGNAL = "signal"
     TERMINATE = "terminate"
     CANCEL = "cancel"

@@ -48,7 +48,11 @@ async function submitAction(event) {
     if (out) { out.textContent = (data.error || answer.status) + ": " + (data.message || ""); out.classList.add("bad"); }
     return;
   }
-  if (out) { out.textContent = form.dataset.done || "Done."; out.classList.remove("bad"); }
+  if (out) {
+    // A query shows its answer (a JSON text); the other actions say they are done.
+    out.textContent = form.dataset.show ? String(data[form.dataset.show]) : (form.dataset.done || "Done.");
+    out.classList.remove("bad");
+  }
   if (form.dataset.next) { window.location.assign(form.dataset.next); }
   else if (form.dataset.reload !== undefined) { window.location.reload(); }
 }
