@@ -7,6 +7,7 @@ Skipped, saying why, where /usr/bin/chromium or Playwright is missing; `.ci/run`
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +22,9 @@ from aiokafka import AIOKafkaProducer
 from kadence import Client, RetryPolicy, Worker, activity, dlq, workflow
 from kadence.exceptions import WorkflowFailureError
 from services.cluster import Cluster
+from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.frontend.auth import api_key_entry
 from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
@@ -220,3 +223,59 @@ def _quote(value: str) -> str:
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+@pytest.fixture
+async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    config = tmp_path / "auth.json"
+    config.write_text(json.dumps({"api_keys": [
+        api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
+        api_key_entry("viewer", "viewer-key", [{"namespace": "default", "permissions": ["read"]}]),
+    ]}))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
+    c = Cluster(settings)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_with_auth_the_ui_signs_in_and_acts_with_the_callers_permissions(secured: Cluster,
+                                                                                browser: Any) -> None:
+    wid = _id("secured")
+    ops = await Client.connect(secured.url, namespace="default", identity="worker-1", api_key="ops-key")
+    try:
+        await ops.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="ui-secured")
+        page = await browser.new_page()
+        await page.goto(f"{secured.url}/ui/namespaces/default/workflows/{wid}")
+        assert "/ui/login?next=" in page.url
+        await page.fill("#credential", "guessed")
+        await page.click("#login-form button")
+        await page.locator("#login-form .result", has_text="Unauthenticated").wait_for()
+        await page.fill("#credential", "viewer-key")
+        await page.click("#login-form button")
+        await page.wait_for_selector("#run-status")  # back on the page asked for
+        assert page.url.endswith(f"/workflows/{wid}")
+        # Reading is granted, terminating is not: the API's answer shows next to the button.
+        await page.click("#action-terminate button")
+        await page.click("#confirm-yes")
+        await page.locator("#action-terminate .result", has_text="PermissionDenied").wait_for()
+        await page.goto(f"{secured.url}/ui/dlq")
+        assert "lacks the admin permission" in (await page.text_content("#error-message") or "")
+        # Sign out, then in as ops: the terminate goes through.
+        await page.goto(f"{secured.url}/ui/namespaces/default/workflows/{wid}")
+        await page.click("header form.js-action button")
+        await page.wait_for_url("**/ui/login")
+        await page.goto(f"{secured.url}/ui/login?next=/ui/namespaces/default/workflows/{wid}")
+        await page.fill("#credential", "ops-key")
+        await page.click("#login-form button")
+        await page.wait_for_selector("#action-terminate")
+        await page.click("#action-terminate button")
+        await page.click("#confirm-yes")
+        await page.locator("#run-status", has_text="Terminated").wait_for()
+        cookies = [c for c in await browser.cookies() if c["name"] == "kadence_ui_credential"]
+        assert cookies and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+    finally:
+        await ops.close()
