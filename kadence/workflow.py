@@ -20,6 +20,7 @@ from kadence._workflow.definition import defn, query, run, signal
 from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import RetryPolicy, to_millis
+from kadence.converter import signature_of
 
 __all__ = [
     "ContinueAsNewError",
@@ -51,12 +52,15 @@ async def execute_activity(
     start_to_close_timeout: timedelta | None = None,
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
 ) -> Any:
     """Run an activity and return its result; raises ActivityError when it finally fails.
 
     ``activity`` is an ``@activity.defn`` function or an activity type name. One of
     ``schedule_to_close_timeout`` and ``start_to_close_timeout`` is required. The task
-    queue defaults to the workflow's own.
+    queue defaults to the workflow's own. The result is converted to the function's return
+    annotation (``-> Receipt`` gives a ``Receipt``), or to ``result_type`` when given (the
+    way to type the result of an activity called by name).
     """
     if schedule_to_close_timeout is None and start_to_close_timeout is None:
         raise ValueError(
@@ -72,7 +76,9 @@ async def execute_activity(
         "heartbeat_timeout_ms": to_millis(heartbeat_timeout),
         "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
     }
-    return await current_instance().execute_activity(activity_name_of(activity), args, attributes)
+    if result_type is None and not isinstance(activity, str):
+        result_type = signature_of(activity).result
+    return await current_instance().execute_activity(activity_name_of(activity), args, attributes, result_type)
 
 
 async def sleep(duration: float | timedelta) -> None:

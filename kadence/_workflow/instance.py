@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kadence._converter import decode_args, decode_value, encode_args, encode_value
+from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import RetryState
+from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
@@ -88,6 +89,7 @@ class _PendingActivity:
     activity_id: str
     activity_type: str
     retry_policy: Mapping[str, Any] | None = None
+    result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
 
     def retry_state(self, cause: FailureError) -> RetryState:
         """Why history made no further attempt after the last one: the cases of the
@@ -117,8 +119,11 @@ def current_instance() -> WorkflowInstance:
 class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
         self.definition = definition
+        # Payloads reach this instance with any codec already undone (by the worker).
+        self.converter = data_converter or default_converter()
         self.namespace = namespace
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -187,6 +192,7 @@ class WorkflowInstance:
         if self._obj is None:
             raise ApplicationError("the workflow has not started yet", type="QueryFailed")
         before = len(self._commands)
+        args = self._handler_args(handler, args, f"query {name}")
         with self._running():
             result = handler(self._obj, *args)
         if len(self._commands) != before:
@@ -264,7 +270,9 @@ class WorkflowInstance:
             continued_run_id=attrs.get("continued_execution_run_id"),
         )
         try:
-            args = decode_args(attrs.get("input"))
+            run_fn = self.definition.run_fn
+            raw = decode_args(attrs.get("input"))
+            args = self._handler_args(run_fn, raw, f"{self.definition.cls.__qualname__}.{run_fn.__name__}")
             self._obj = self.definition.cls()
         except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
             self._task_error = exc
@@ -275,6 +283,12 @@ class WorkflowInstance:
         for name, signal_args in buffered:
             self._signal(name, signal_args)
 
+    def _handler_args(self, handler: Callable[..., Any], raw: Sequence[Any], what: str) -> list[Any]:
+        """Plain JSON arguments converted to the handler's type hints (PayloadError names
+        the argument and ``what`` it is for)."""
+        hints = signature_of(handler, method=True).param_hints(len(raw))
+        return self.converter.decode_args(list(raw), hints, what=what)
+
     def _signal(self, name: str, args: list[Any]) -> None:
         handler = self.definition.signals.get(name)
         if handler is None or self._obj is None:
@@ -282,7 +296,7 @@ class WorkflowInstance:
             self._buffered_signals.append((name, args))
             return
         try:
-            result = handler(self._obj, *args)
+            result = handler(self._obj, *self._handler_args(handler, args, f"signal {name}"))
         except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
             self._on_code_error(exc)
             return
@@ -298,7 +312,13 @@ class WorkflowInstance:
         if pending is None or pending.future.done():
             return  # the workflow stopped waiting (its awaiting task was cancelled)
         if kind == "ActivityTaskCompleted":
-            pending.future.set_result(decode_value(attrs.get("result")))
+            try:
+                value = self.converter.decode_value(attrs.get("result"), pending.result_type,
+                                                    what=f"result of activity {pending.activity_type}")
+            except (TypeError, ValueError) as err:  # raised where the workflow awaits it
+                pending.future.set_exception(err)
+                return
+            pending.future.set_result(value)
             return
         cause: FailureError
         if kind == "ActivityTaskFailed":
@@ -330,7 +350,7 @@ class WorkflowInstance:
         exc = task.exception()
         if exc is None:
             try:
-                result = encode_value(task.result(), what=f"result of workflow {self.definition.name}")
+                result = self.converter.encode_value(task.result(), what=f"result of workflow {self.definition.name}")
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
@@ -342,7 +362,7 @@ class WorkflowInstance:
                 {
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
-                    "input": encode_args(exc.run_args, what="continue-as-new"),
+                    "input": self.converter.encode_args(exc.run_args, what="continue-as-new"),
                 },
             )
         else:
@@ -404,11 +424,12 @@ class WorkflowInstance:
                 return
         self._add(Command("CancelTimer", {"timer_id": timer_id}))
 
-    async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any]) -> Any:
+    async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any],
+                               result_type: Any = None) -> Any:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"))
+        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"), result_type)
 
         def recorded(event_id: int) -> None:
             if not future.done():  # a run ahead may have delivered the result before the numbering
@@ -419,7 +440,7 @@ class WorkflowInstance:
             "activity_id": activity_id,
             "activity_type": activity_type,
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
-            "input": encode_args(args, what=f"activity {activity_type}"),
+            "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
         self._add(Command("ScheduleActivityTask", attrs, recorded))
         return await future

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import Command, WorkflowInstance
+from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
 
 __all__ = [
@@ -116,8 +117,10 @@ class _Ahead:
 class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
-        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id)
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
+        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
+                                         data_converter=data_converter)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
