@@ -29,6 +29,7 @@ from kadence.exceptions import (
     ActivityTimeoutError,
     ApplicationError,
     FailureError,
+    PayloadError,
     WorkflowTaskError,
 )
 
@@ -287,7 +288,12 @@ class WorkflowInstance:
         """Plain JSON arguments converted to the handler's type hints (PayloadError names
         the argument and ``what`` it is for)."""
         hints = signature_of(handler, method=True).param_hints(len(raw))
-        return self.converter.decode_args(list(raw), hints, what=what)
+        try:
+            return self.converter.decode_args(list(raw), hints, what=what)
+        except PayloadError as err:
+            # Fails the workflow task with the converter's message as it is: a fixed
+            # deploy (or converter) then takes the same history further.
+            raise WorkflowTaskError(str(err), err) from err
 
     def _signal(self, name: str, args: list[Any]) -> None:
         handler = self.definition.signals.get(name)
