@@ -13,7 +13,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from kadence._activity import activity_name_of
 from kadence._workflow.definition import defn, query, run, signal
@@ -21,6 +21,8 @@ from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import RetryPolicy, to_millis
 from kadence.converter import signature_of
+
+T = TypeVar("T")
 
 __all__ = [
     "ContinueAsNewError",
@@ -35,6 +37,7 @@ __all__ = [
     "query",
     "random",
     "run",
+    "side_effect",
     "signal",
     "sleep",
     "uuid4",
@@ -112,6 +115,18 @@ def uuid4() -> _uuid.UUID:
 def info() -> Info:
     """Who and where this workflow run is."""
     return current_instance().info()
+
+
+def side_effect(fn: Callable[[], T], *, result_type: Any = None) -> T:
+    """``fn()``'s value, computed once and recorded in history (a marker); replays return
+    the recorded value without calling ``fn``. For a small non-deterministic value (a
+    generated id, a config read); anything slow or failing belongs in an activity. The
+    value goes through the data converter, typed by ``fn``'s return annotation (or
+    ``result_type``)."""
+    if result_type is None:
+        result_type = signature_of(fn).result
+    value: T = current_instance().side_effect(fn, result_type)
+    return value
 
 
 def is_replaying() -> bool:

@@ -4,8 +4,8 @@ applied to the commands it sends.
 Workflow code runs synchronously on its own loop while a codec is async, so the worker
 decodes every payload the workflow runtime reads before an activation and encodes the
 payloads of its commands after; the runtime in between only ever sees plain JSON text.
-Payloads the runtime never reads (the command events' own copies, failures, markers) are
-left as history holds them.
+Payloads the runtime never reads (the command events' own copies, failures) are left as
+history holds them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
     "WorkflowExecutionSignaled": {"input": True},
     "ActivityTaskCompleted": {"result": False},
     "ActivityTaskTimedOut": {"last_heartbeat_details": True},
+    "MarkerRecorded": {"details": False},  # workflow.side_effect values
 }
 
 #: Per command type, the payload attributes it carries: name -> is an argument array.
@@ -30,6 +31,7 @@ _COMMAND_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
     "ScheduleActivityTask": {"input": True},
     "CompleteWorkflowExecution": {"result": False},
     "ContinueAsNewWorkflowExecution": {"input": True},
+    "RecordMarker": {"details": False},
 }
 
 

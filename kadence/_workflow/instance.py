@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -29,6 +30,7 @@ from kadence.exceptions import (
     ActivityTimeoutError,
     ApplicationError,
     FailureError,
+    NonDeterminismError,
     PayloadError,
     WorkflowTaskError,
 )
@@ -37,6 +39,7 @@ __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", 
 
 _log = logging.getLogger(__name__)
 PATCH_MARKER_PREFIX = "patch:"
+SIDE_EFFECT_MARKER_PREFIX = "side_effect:"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,17 @@ class WorkflowInfo:
     execution_timeout: timedelta | None
     workflow_task_timeout: timedelta
     continued_run_id: str | None
+    #: Events in history when the current workflow task was scheduled (a task run ahead on
+    #: an activity's result keeps the value of the task before it: it cannot know its own).
+    history_length: int = 0
+    #: Whether the run should continue as new to keep its history small (always False
+    #: until the server has history limits).
+    continue_as_new_suggested: bool = False
+
+    @property
+    def run_timeout(self) -> timedelta | None:
+        """The run's execution timeout (Temporal's name)."""
+        return self.execution_timeout
 
 
 class ContinueAsNewError(BaseException):
@@ -148,6 +162,9 @@ class WorkflowInstance:
         self._replaying = False
         self._recorded: Sequence[Mapping[str, Any]] = ()
         self._task_error: BaseException | None = None
+        #: Set by the runner before each activation (see WorkflowInfo.history_length).
+        self.history_length = 0
+        self._side_effect_seq = 0
 
     # -- activation ------------------------------------------------------------------
 
@@ -404,7 +421,27 @@ class WorkflowInstance:
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
+        if self._info.history_length != self.history_length:
+            self._info = dataclasses.replace(self._info, history_length=self.history_length)
         return self._info
+
+    def side_effect(self, fn: Callable[[], Any], result_type: Any) -> Any:
+        """``fn()`` run once, its value recorded in a marker; a replay returns the recorded value."""
+        self._side_effect_seq += 1
+        marker = f"{SIDE_EFFECT_MARKER_PREFIX}{self._side_effect_seq}"
+        what = f"side effect {self._side_effect_seq}"
+        if self._replaying:
+            found = [e for e in self._recorded if e["event_type"] == "MarkerRecorded"
+                     and (e.get("attributes") or {}).get("marker_name") == marker]
+            if not found:
+                raise NonDeterminismError(f"non-determinism: the workflow code asks for {what}, but history "
+                                          "records no value for it in this workflow task")
+            details = (found[0].get("attributes") or {}).get("details")
+        else:
+            details = self.converter.encode_value(fn(), what=f"value of {what}")
+        self._add(Command("RecordMarker", {"marker_name": marker, "details": details}))
+        # Through the converter both times, so the live run sees what a replay will.
+        return self.converter.decode_value(details, result_type, what=f"value of {what}")
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000.0, tz=UTC)

@@ -85,6 +85,7 @@ class _OpenTask:
     visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
     produced: list[Command] | None = None  # set once the task ran live
     ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
+    history_ran_ahead: bool = False  # history records it as run ahead (its start has a ran_ahead_id)
 
 
 class RanAhead(NamedTuple):
@@ -164,6 +165,7 @@ class WorkflowRunner:
             return []
         if started_time_ms:
             task.time_ms = started_time_ms
+        self.instance.history_length = task.scheduled_event_id
         task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
         return task.produced
 
@@ -222,6 +224,10 @@ class WorkflowRunner:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
+                # workflow.info().history_length: the task's WorkflowTaskScheduled id, except
+                # in a task run ahead, which cannot know it and keeps its predecessor's.
+                if not task.history_ran_ahead:
+                    self.instance.history_length = task.scheduled_event_id
                 produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=recorded)
             else:
                 produced = task.produced
@@ -235,6 +241,9 @@ class WorkflowRunner:
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
             open_task = self._open
+            if open_task is not None and attrs.get("ran_ahead_id") \
+                    and open_task.scheduled_event_id == int(attrs.get("scheduled_event_id", 0)):
+                open_task.history_ran_ahead = True
             if open_task is not None and open_task.ahead_id and attrs.get("ran_ahead_id") != open_task.ahead_id:
                 raise InconsistentHistoryError(f"workflow task {open_task.scheduled_event_id} ran ahead here, "
                                                "but history records another start")

@@ -51,6 +51,7 @@ def test_workflow_exports() -> None:
         "query",
         "random",
         "run",
+        "side_effect",
         "signal",
         "sleep",
         "uuid4",
