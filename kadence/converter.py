@@ -203,8 +203,8 @@ class DataConverter:
 
     def _sub(self, data: Any, hint: Any, step: str, *, key: bool = False) -> Any:
         try:
-            if key and hint in (int, float, bool) and isinstance(data, str):
-                data = json.loads(data)  # JSON keys are strings; dict[int, T] wants them back
+            if key and isinstance(data, str) and isinstance(hint, type) and issubclass(hint, int | float):
+                data = json.loads(data)  # JSON keys are strings; dict[int, T] (or an IntEnum) wants them back
             return self.from_json(data, hint)
         except _ConversionError as err:
             raise err.inside(step) from None
@@ -286,12 +286,12 @@ class DataConverter:
 
     def encode_value(self, value: Any, *, what: str) -> str:
         """One value as JSON text; PayloadError names ``what`` (and the place inside)."""
-        return json.dumps(self._convert(value, what), separators=(",", ":"), allow_nan=False)
+        return _dumps(self._convert(value, what), what)
 
     def encode_args(self, args: Sequence[Any], *, what: str) -> str:
         """Positional arguments as JSON text of an array; PayloadError names the argument."""
         data = [self._convert(arg, f"argument {i} of {what}") for i, arg in enumerate(args, start=1)]
-        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return _dumps(data, f"arguments of {what}")
 
     def decode_value(self, payload: str | None, hint: Any = None, *, what: str = "the value") -> Any:
         """JSON text of one value (None or empty: None) as ``hint``; PayloadError names ``what``."""
@@ -469,6 +469,14 @@ def _expect(data: Any, kind: type) -> Any:
     if not isinstance(data, kind) or (kind is not bool and isinstance(data, bool)):
         raise TypeError(f"expected {_JSON_NAMES.get(kind, kind.__name__)}, got {_short(data)}")
     return data
+
+
+def _dumps(data: Any, what: str) -> str:
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        # Only reached when a to_json override (or a model's own dump) left non-JSON data.
+        raise PayloadError(f"{what}: {err}") from err
 
 
 def _at(path: str) -> str:

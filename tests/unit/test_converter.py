@@ -96,6 +96,7 @@ def test_a_dataclass_round_trips_with_every_supported_field_type() -> None:
     ((1, 2, 3), tuple[int, ...]), (frozenset({1, 2}), frozenset[int]), ({1: "a"}, dict[int, str]),
     (None, Optional[int]),  # noqa: UP045 - the spelling users still write
     (5, int | None), ("s", str | datetime), ("b", Literal["a", "b"]),
+    ({Level.LOW: True}, dict[Level, bool]), ({Color.RED: 1}, dict[Color, int]),
     ([Color.RED], list[Color]), ({"k": [UUID(int=1)]}, dict[str, list[UUID]]), (2.0, float), (3, NewType("N", int)),
 ])
 def test_values_round_trip_by_their_hint(value: Any, hint: Any) -> None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -235,3 +236,49 @@ async def test_typed_payloads_and_a_codec_in_the_environment() -> None:
         assert await handle.result() == Receipt(order.id, Decimal("3.00"))
         assert await handle.query(Checkout.owed, "EUR") == {"EUR": Decimal("0.50")}
         assert "3.50" not in str(await handle.history())  # stored encoded, as a server would hold it
+
+
+class Money:
+    """A type the default converter does not know."""
+
+    def __init__(self, cents: int) -> None:
+        self.cents = cents
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Money) and other.cents == self.cents
+
+    def __hash__(self) -> int:
+        return self.cents
+
+
+class MoneyConverter(DataConverter):
+    def to_json(self, value: Any) -> Any:
+        if isinstance(value, Money):
+            return f"{value.cents / 100:.2f}"
+        return super().to_json(value)
+
+    def from_json(self, data: Any, hint: Any) -> Any:
+        if hint is Money:
+            return Money(round(float(data) * 100))
+        return super().from_json(data, hint)
+
+
+@activity.defn
+async def double(amount: Money) -> Money:
+    assert isinstance(amount, Money)
+    return Money(amount.cents * 2)
+
+
+@workflow.defn
+class Doubler:
+    @workflow.run
+    async def run(self, amount: Money) -> Money:
+        return await workflow.execute_activity(double, amount, start_to_close_timeout=timedelta(seconds=5))
+
+
+async def test_a_custom_converter_reaches_workflow_and_activity_code() -> None:
+    async with WorkflowEnvironment(workflows=[Doubler], activities=[double], data_converter=MoneyConverter()) as env:
+        assert await env.execute_workflow(Doubler.run, Money(150), id="money") == Money(300)
+    async with WorkflowEnvironment(workflows=[Doubler], activities=[double]) as env:
+        with pytest.raises(PayloadError, match=r"argument 1 of workflow Doubler: Money .* is not JSON"):
+            await env.start_workflow(Doubler.run, Money(1), id="money")
