@@ -3,6 +3,7 @@ activities' type hints convert what history carries, driven through synthetic hi
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,8 +13,13 @@ from uuid import UUID
 import pytest
 
 from kadence import activity, workflow
+from kadence._activity import ActivityDefinition
+from kadence._worker.activity_tasks import ActivityTaskProcessor
+from kadence.converter import DataConverter, encode_payload
 from kadence.exceptions import WorkflowTaskError
+from kadence.replay import Replayer, decode_history
 from tests.unit._fake_history import Driver, FakeHistory
+from tests.unit.test_converter import XorZlib
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,3 +114,45 @@ def test_result_type_types_an_activity_called_by_name() -> None:
     history.complete_activity("1", {"order_id": ORDER_ID, "charged": "1"})
     [done] = driver.next_task()
     assert json.loads(done["attributes"]["result"]) == "Receipt"
+
+
+class _Recording:
+    """A transport that records the calls the activity processor makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    async def call(self, method: str, path: str, *, body: dict[str, object] | None = None,
+                   params: object = None, timeout: float | None = None) -> dict[str, object]:
+        self.calls.append((path, dict(body or {})))
+        return {}
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_activity_arguments_that_do_not_convert_fail_the_attempt_non_retryable() -> None:
+    transport = _Recording()
+    processor = ActivityTaskProcessor(transport, namespace="default", task_queue="q", activities=[
+        ActivityDefinition.of(charge)], identity="me", executor=concurrent.futures.ThreadPoolExecutor(1))
+    await processor.process({"task_token": "t", "activity_id": "1", "activity_type": "charge",
+                             "input": '[{"id": "not-a-uuid", "total": "1"}]', "attempt": 1,
+                             "scheduled_event_id": 5, "scheduled_time": 0})
+    [(path, body)] = transport.calls
+    failure = body["failure"]
+    assert path == "/activity-tasks/fail" and isinstance(failure, dict)
+    assert failure["type"] == "PayloadError" and failure["non_retryable"] is True
+    assert "argument 1 of activity charge: cannot convert" in failure["message"]
+    assert "at ['id']" in failure["message"]
+
+
+async def test_a_codec_history_replays_after_decode_history() -> None:
+    history = FakeHistory("Checkout", {"id": ORDER_ID, "total": "2"})
+    driver = Driver(Checkout, history)
+    driver.step()
+    codec = XorZlib()
+    started = history.events[0]["attributes"]
+    started["input"] = await encode_payload(codec, started["input"], args=True)
+    with pytest.raises(WorkflowTaskError):
+        Replayer(workflows=[Checkout]).replay(history.events)  # the encoded form is not an Order
+    Replayer(workflows=[Checkout]).replay(await decode_history(history.events, DataConverter(payload_codec=codec)))
