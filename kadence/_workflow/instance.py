@@ -79,11 +79,6 @@ class WorkflowInfo:
     #: until the server has history limits).
     continue_as_new_suggested: bool = False
 
-    @property
-    def run_timeout(self) -> timedelta | None:
-        """The run's execution timeout (Temporal's name)."""
-        return self.execution_timeout
-
 
 class ContinueAsNewError(BaseException):
     """Raised by ``workflow.continue_as_new``; ends this run and starts a fresh one.

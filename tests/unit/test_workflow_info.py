@@ -1,4 +1,4 @@
-"""workflow.info() (history length, continue-as-new suggestion, run timeout) and
+"""workflow.info() (history length, continue-as-new suggestion) and
 workflow.side_effect: the same values live, in a replay, and in a task run ahead."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Lengths:
         seen: list[Any] = []
         for _ in range(2):
             info = workflow.info()
-            seen.append([info.history_length, info.continue_as_new_suggested, info.run_timeout is None])
+            seen.append([info.history_length, info.continue_as_new_suggested])
             await workflow.execute_activity("a", start_to_close_timeout=timedelta(seconds=5))
         seen.append(workflow.info().history_length)
         return seen
@@ -43,7 +43,7 @@ def test_history_length_is_the_tasks_scheduled_event_and_replays_the_same() -> N
     [done] = driver.next_task()
     result = json.loads(done["attributes"]["result"])
     scheduled = [e["event_id"] for e in history.events if e["event_type"] == "WorkflowTaskScheduled"]
-    assert result == [[scheduled[0], False, True], [scheduled[1], False, True], scheduled[2]]
+    assert result == [[scheduled[0], False], [scheduled[1], False], scheduled[2]]
     replayed = new_runner(Lengths, history)
     replayed.apply(history.events)
     assert replayed.instance.history_length == scheduled[2]
