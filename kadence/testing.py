@@ -167,6 +167,8 @@ class _Activity:
     task: asyncio.Task[None] | None = None
     answered: bool = False
     heartbeat_details: str | None = None
+    last_failure: Mapping[str, Any] | None = None  # of the attempt before this one
+    started_ms: int = 0
 
 
 @dataclass
@@ -509,6 +511,7 @@ class WorkflowEnvironment:
         run = act.run
         act.token = token = f"at-{next(self._ids)}"
         act.answered = False
+        act.started_ms = self._now_ms()
         self._tokens[token] = act
         a = act.attrs
         task = {
@@ -551,19 +554,24 @@ class WorkflowEnvironment:
         self._set_timer((run.run_id, "retry", str(act.scheduled_event_id)), self._now_ms() + backoff, retry)
 
     def _started(self, act: _Activity) -> int:
+        """The ActivityTaskStarted of the attempt that ends the activity: as on the server,
+        attempts another one follows leave no events (their failure is the next one's
+        ``last_failure``)."""
         return self._add(act.run, "ActivityTaskStarted", scheduled_event_id=act.scheduled_event_id,
-                         attempt=act.attempt, identity="test-worker")
+                         attempt=act.attempt, identity="test-worker", started_time=act.started_ms,
+                         last_failure=act.last_failure)
 
     def _timed_out(self, act: _Activity) -> None:
         backoff = self._backoff(act, "TimeoutError", False)
-        started = self._started(act)
-        attrs = {"scheduled_event_id": act.scheduled_event_id, "started_event_id": started,
-                 "timeout_type": "StartToClose", "last_heartbeat_details": act.heartbeat_details,
-                 "retry_backoff_ms": backoff}
         if backoff is None:
-            self._input(act.run, "ActivityTaskTimedOut", **attrs)
+            started = self._started(act)
+            self._input(act.run, "ActivityTaskTimedOut", scheduled_event_id=act.scheduled_event_id,
+                        started_event_id=started, timeout_type="StartToClose",
+                        last_heartbeat_details=act.heartbeat_details, retry_backoff_ms=None,
+                        last_failure=act.last_failure)
         else:
-            self._add(act.run, "ActivityTaskTimedOut", **attrs)
+            act.last_failure = {"message": "activity timed out (StartToClose)", "type": "TimeoutError",
+                                "stack_trace": "", "non_retryable": False, "details": None}
         self._after_attempt(act, backoff)
 
     # -- the Transport the processors answer through ---------------------------------------
@@ -616,14 +624,15 @@ class WorkflowEnvironment:
             act.run.activities.pop(act.scheduled_event_id, None)
         elif verb == "fail":
             failure = dict(body.get("failure") or {})
+            if body.get("last_heartbeat_details") is not None:
+                act.heartbeat_details = body.get("last_heartbeat_details")
             backoff = self._backoff(act, str(failure.get("type", "")), bool(failure.get("non_retryable")))
-            started = self._started(act)
-            attrs = {"scheduled_event_id": act.scheduled_event_id, "started_event_id": started,
-                     "failure": failure, "identity": "test-worker", "retry_backoff_ms": backoff}
             if backoff is None:
-                self._input(act.run, "ActivityTaskFailed", **attrs)
+                started = self._started(act)
+                self._input(act.run, "ActivityTaskFailed", scheduled_event_id=act.scheduled_event_id,
+                            started_event_id=started, failure=failure, identity="test-worker", retry_backoff_ms=None)
             else:
-                self._add(act.run, "ActivityTaskFailed", **attrs)  # an attempt the code never sees
+                act.last_failure = failure
             self._after_attempt(act, backoff)
         return {}
 

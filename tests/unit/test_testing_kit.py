@@ -282,3 +282,17 @@ async def test_a_custom_converter_reaches_workflow_and_activity_code() -> None:
     async with WorkflowEnvironment(workflows=[Doubler], activities=[double]) as env:
         with pytest.raises(PayloadError, match=r"argument 1 of workflow Doubler: Money .* is not JSON"):
             await env.start_workflow(Doubler.run, Money(1), id="money")
+
+
+async def test_retried_attempts_leave_no_events_and_the_last_names_the_failure_before_it() -> None:
+    attempts.clear()
+    async with WorkflowEnvironment(workflows=[Retrying], activities=[flaky, broken]) as env:
+        handle = await env.start_workflow(Retrying.run, id="retry-events")
+        assert await handle.result() == 3
+        events = await handle.history()
+    flaky_events = [e for e in events if e["event_type"] in ("ActivityTaskStarted", "ActivityTaskCompleted",
+                                                             "ActivityTaskFailed", "ActivityTaskTimedOut")
+                    and e["attributes"]["scheduled_event_id"] == 5]
+    assert [e["event_type"] for e in flaky_events] == ["ActivityTaskStarted", "ActivityTaskCompleted"]
+    assert flaky_events[0]["attributes"]["attempt"] == 3
+    assert flaky_events[0]["attributes"]["last_failure"]["message"] == "not yet"
