@@ -255,6 +255,10 @@ class DataConverter:
                 raise ValueError(f"{_short(data)} is not base64") from None
         if dataclasses.is_dataclass(cls):
             return self._dataclass(data, cls)
+        if typing.is_typeddict(cls):
+            mapping = _expect(data, dict)
+            hints = _type_hints(typing.cast(type, cls))  # narrowed to type[object] by is_typeddict
+            return {k: self._sub(v, hints.get(k, Any), f"[{k!r}]") for k, v in mapping.items()}
         validate = getattr(cls, "model_validate", None)
         if callable(validate):  # a pydantic v2 model
             try:

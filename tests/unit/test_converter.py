@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Literal, NewType, Optional
+from typing import Any, Literal, NewType, Optional, TypedDict
 from uuid import UUID
 
 import pytest
@@ -101,6 +101,16 @@ def test_a_dataclass_round_trips_with_every_supported_field_type() -> None:
 ])
 def test_values_round_trip_by_their_hint(value: Any, hint: Any) -> None:
     assert conv.decode_value(conv.encode_value(value, what="v"), hint) == value
+
+
+class Point(TypedDict):
+    x: int
+    at: datetime
+
+
+def test_typed_dicts_convert_their_values() -> None:
+    value = Point(x=1, at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert conv.decode_value(conv.encode_value(value, what="p"), Point) == value
 
 
 def test_union_tries_members_in_order() -> None:
