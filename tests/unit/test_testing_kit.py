@@ -296,3 +296,28 @@ async def test_retried_attempts_leave_no_events_and_the_last_names_the_failure_b
     assert [e["event_type"] for e in flaky_events] == ["ActivityTaskStarted", "ActivityTaskCompleted"]
     assert flaky_events[0]["attributes"]["attempt"] == 3
     assert flaky_events[0]["attributes"]["last_failure"]["message"] == "not yet"
+
+
+@activity.defn
+async def too_slow() -> None:
+    await asyncio.sleep(30)
+
+
+@workflow.defn
+class TimesOut:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.execute_activity(too_slow, start_to_close_timeout=timedelta(milliseconds=100),
+                                            retry_policy=RetryPolicy(maximum_attempts=2))
+        except ActivityError as err:
+            return f"{type(err.cause).__name__} {err.cause.timeout_type}"  # type: ignore[union-attr]
+        return "completed"
+
+
+async def test_the_start_to_close_timeout_applies_to_each_attempt() -> None:
+    async with WorkflowEnvironment(workflows=[TimesOut], activities=[too_slow]) as env:
+        handle = await env.start_workflow(TimesOut.run, id="slow")
+        assert await handle.result() == "ActivityTimeoutError StartToClose"
+        started = [e for e in await handle.history() if e["event_type"] == "ActivityTaskStarted"]
+        assert [e["attributes"]["attempt"] for e in started] == [2]
