@@ -16,7 +16,14 @@ import pytest
 from kadence import activity, workflow
 from kadence.common import RetryPolicy
 from kadence.converter import DataConverter
-from kadence.exceptions import ActivityError, ApplicationError, PayloadError, WorkflowFailureError, WorkflowTaskError
+from kadence.exceptions import (
+    ActivityError,
+    ActivityTimeoutError,
+    ApplicationError,
+    PayloadError,
+    WorkflowFailureError,
+    WorkflowTaskError,
+)
 from kadence.testing import ActivityEnvironment, WorkflowEnvironment, retry_backoff
 from services.history.engine import retry_backoff as server_retry_backoff
 from tests.unit.test_converter import XorZlib
@@ -311,7 +318,8 @@ class TimesOut:
             await workflow.execute_activity(too_slow, start_to_close_timeout=timedelta(milliseconds=100),
                                             retry_policy=RetryPolicy(maximum_attempts=2))
         except ActivityError as err:
-            return f"{type(err.cause).__name__} {err.cause.timeout_type}"  # type: ignore[union-attr]
+            assert isinstance(err.cause, ActivityTimeoutError)
+            return f"{type(err.cause).__name__} {err.cause.timeout_type}"
         return "completed"
 
 
