@@ -41,6 +41,7 @@ __all__ = [
     "decode_payload",
     "default_converter",
     "encode_payload",
+    "is_plain_json",
     "signature_of",
 ]
 
@@ -137,8 +138,14 @@ class DataConverter:
 
     def from_json(self, data: Any, hint: Any) -> Any:
         """``data`` (plain JSON) as a value of type ``hint``; raises TypeError or ValueError
-        (with the reason) when it does not fit."""
-        if hint is None or hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+        (with the reason) when it does not fit.
+
+        A hint JSON itself satisfies (``str``, ``int``, ``float``, ``bool``, ``None``, ``Any``,
+        and lists, string-keyed dicts, unions and literals of those) converts nothing: the
+        value is passed as it came, as before typed payloads, so code (and histories)
+        written when annotations were not enforced keep working. Conversion, and its
+        errors, are for the types JSON has no form of (dataclasses, enums, datetimes...)."""
+        if is_plain_json(hint):
             return data
         if hint is type(None):
             if data is not None:
@@ -165,10 +172,16 @@ class DataConverter:
     def _union(self, data: Any, members: Sequence[Any]) -> Any:
         if data is None and type(None) in members:
             return None
-        # A member the JSON type fits exactly first, so str | datetime keeps a plain string.
-        exact = [m for m in members if m in (str, int, float, bool) and type(data) is m]
-        errors = []
-        for member in [*exact, *(m for m in members if m not in exact and m is not type(None))]:
+        # Members JSON fits as it is first (so str | datetime keeps a plain string); in a
+        # union with types to convert to, a plain member takes only data of its JSON type.
+        plain = [m for m in members if is_plain_json(m)]
+        for member in plain:
+            if _fits_json(data, member):
+                return data
+        errors = [f"{_hint_name(m)}: not {_short(data)}" for m in plain]
+        for member in members:
+            if member in plain:
+                continue
             try:
                 return self.from_json(data, member)
             except (_ConversionError, TypeError, ValueError) as err:
@@ -466,6 +479,67 @@ def _type_hints(cls: type) -> dict[str, Any]:
 _SEQUENCES = (list, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection)
 _SETS = (set, frozenset, cabc.Set, cabc.MutableSet)
 _MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def is_plain_json(hint: Any) -> bool:
+    """Whether values of ``hint`` are JSON as it is (see :meth:`DataConverter.from_json`)."""
+    try:
+        return _is_plain(hint)
+    except TypeError:  # an unhashable hint
+        return _is_plain.__wrapped__(hint)
+
+
+@lru_cache(maxsize=1024)
+def _is_plain(hint: Any) -> bool:
+    if hint is None or hint is Any or hint is object or isinstance(hint, typing.TypeVar) or hint in _PLAIN_SCALARS:
+        return True
+    if hint in (list, dict) or (hint in _SEQUENCES[1:] and not typing.get_args(hint)):
+        return True
+    if isinstance(hint, typing.NewType):
+        return is_plain_json(hint.__supertype__)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return is_plain_json(args[0])
+    if origin is typing.Literal:
+        return True
+    if origin is typing.Union or origin is types.UnionType:
+        return all(is_plain_json(a) for a in args)
+    if origin in _SEQUENCES:
+        return all(is_plain_json(a) for a in args)
+    if origin in _MAPPINGS:
+        return not args or (args[0] in (str, Any) and is_plain_json(args[1]))
+    return False
+
+
+def _fits_json(data: Any, hint: Any) -> bool:
+    """Whether ``data`` is of the JSON type of the plain hint ``hint``."""
+    if hint is None or hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+        return True
+    if isinstance(hint, typing.NewType):
+        return _fits_json(data, hint.__supertype__)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return _fits_json(data, args[0])
+    if origin is typing.Literal:
+        return data in args
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits_json(data, a) for a in args)
+    if hint is type(None):
+        return data is None
+    if hint is bool:
+        return isinstance(data, bool)
+    if hint is int:
+        return isinstance(data, int) and not isinstance(data, bool)
+    if hint is float:
+        return isinstance(data, int | float) and not isinstance(data, bool)
+    if hint is str:
+        return isinstance(data, str)
+    if hint is dict or origin in _MAPPINGS:
+        return isinstance(data, dict)
+    return isinstance(data, list)
+
+
 _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
 
 
