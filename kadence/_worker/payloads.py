@@ -23,6 +23,7 @@ _EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
     "WorkflowExecutionSignaled": {"input": True},
     "ActivityTaskCompleted": {"result": False},
     "ActivityTaskTimedOut": {"last_heartbeat_details": True},
+    "ActivityTaskCanceled": {"details": True},  # once cancellation is merged
     "MarkerRecorded": {"details": False},  # workflow.side_effect values
 }
 

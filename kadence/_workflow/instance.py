@@ -467,7 +467,8 @@ class WorkflowInstance:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"), result_type)
+        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
+                                   result_type=result_type)
 
         def recorded(event_id: int) -> None:
             if not future.done():  # a run ahead may have delivered the result before the numbering
