@@ -71,7 +71,8 @@ class HttpTransport:
     """aiohttp session bound to one namespace's API root."""
 
     def __init__(self, target: str, namespace: str, *, session: aiohttp.ClientSession | None = None) -> None:
-        self._root = f"{target.rstrip('/')}/api/v1/namespaces/{path_segment(namespace)}"
+        self._target = target.rstrip("/")
+        self._root = f"{self._target}/api/v1/namespaces/{path_segment(namespace)}"
         self._session = session
         self._owns_session = session is None
 
@@ -99,7 +100,7 @@ class HttpTransport:
         # poll brings carries its own trace context in the answer.
         if t is None or path.endswith("/poll"):
             return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=None)
-        attributes = {"http.request.method": method, "url.full": self._root + path}
+        attributes = {"http.request.method": method, "url.full": self._url(path)}
         with t.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=span)
@@ -139,7 +140,7 @@ class HttpTransport:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         client_timeout = aiohttp.ClientTimeout(total=timeout if timeout is not None else 60)
         async with self._get_session().request(
-            method, self._root + path, json=dict(body) if body is not None else None, params=query,
+            method, self._url(path), json=dict(body) if body is not None else None, params=query,
             timeout=client_timeout, headers=None if span is None else _tracing.http_headers(),
         ) as response:
             if span is not None:
@@ -155,6 +156,11 @@ class HttpTransport:
                 shown = raw[:200].decode(errors="replace")
                 raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
             return payload
+
+    def _url(self, path: str) -> str:
+        """A path under the namespace's root, or from the server's root if it starts with /api/
+        (the namespace list and registration)."""
+        return self._target + path if path.startswith("/api/") else self._root + path
 
     async def close(self) -> None:
         if self._session is not None and self._owns_session and not self._session.closed:

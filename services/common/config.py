@@ -62,6 +62,13 @@ class Settings:
     request_id_retention_s: int = 86_400
     history_tail_run_bytes: int = 1 << 20
     history_tail_shard_bytes: int = 64 << 20
+    # Namespaces and schedules (services/common/namespaces.py, services/history/retention.py,
+    # services/history/scheduler.py): the shortest retention a namespace may be given, how
+    # often the retention job and the scheduler look, and how many runs one deletion takes.
+    min_retention_ms: int = 60_000
+    retention_interval_ms: int = 60_000
+    retention_batch: int = 500
+    scheduler_interval_ms: int = 1_000
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -87,6 +94,10 @@ class Settings:
             "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
             "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
             "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
+            "min_retention_ms": _env_int("KADENCE_MIN_RETENTION_MS", cls.min_retention_ms),
+            "retention_interval_ms": _env_int("KADENCE_RETENTION_INTERVAL_MS", cls.retention_interval_ms),
+            "retention_batch": _env_int("KADENCE_RETENTION_BATCH", cls.retention_batch),
+            "scheduler_interval_ms": _env_int("KADENCE_SCHEDULER_INTERVAL_MS", cls.scheduler_interval_ms),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

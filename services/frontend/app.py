@@ -23,9 +23,11 @@ from kadence.common import MAX_REQUEST_BYTES
 from services.common import db
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
+from services.common.namespaces import NamespaceRegistry
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 
+from .admin import ADMIN_ROUTES, AdminHandlers, not_found
 from .auth import Authenticator
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
@@ -36,6 +38,7 @@ from .openapi import document
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .tokens import TokenKeys
+from .validation import namespace as valid_namespace
 from .validation import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -85,13 +88,21 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
     return await http_server_middleware(request, functools.partial(_answer, handler=handler))
 
 
-def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator | None) -> RouteHandler:
+def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator | None,
+           namespaces: NamespaceRegistry | None = None) -> RouteHandler:
     method = getattr(handlers, name)
 
     async def route(request: web.Request) -> web.Response:
+        match = request.match_info
         if auth is not None:  # before the body is read: an unknown caller costs nothing more
-            match = request.match_info
-            auth.check(request.headers.get("Authorization"), name, match["namespace"], match.get("task_queue"))
+            # Routes without a namespace (create and list namespaces) need a grant on "*".
+            auth.check(request.headers.get("Authorization"), name, match.get("namespace", "*"),
+                       match.get("task_queue"))
+        ns = match.get("namespace")
+        # A set lookup for a known namespace; PostgreSQL is asked only on a miss (namespaces.py).
+        if namespaces is not None and ns is not None and ns not in namespaces.known:
+            if not await namespaces.is_registered(valid_namespace(ns)):
+                raise not_found(ns)
         body = parse_json_body(await request.read()) if has_body else {}
         status, answer = await method(request.match_info, request.query, body)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
@@ -102,12 +113,19 @@ def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator
     return route
 
 
-def build_app(handlers: Handlers, auth: Authenticator | None = None) -> web.Application:
+def build_app(handlers: Handlers, auth: Authenticator | None = None,
+              admin: AdminHandlers | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
-    (auth.py); /openapi.json and /health stay open."""
+    (auth.py); /openapi.json and /health stay open. With ``admin``, namespaces and schedules
+    are served too, and a call to a namespace that is not registered is answered 404."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
+    registry = None if admin is None else admin.registry
     for method, path, name in ROUTES:
-        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST", auth=auth))
+        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST", auth=auth,
+                                                           namespaces=registry))
+    for method, path, name in ADMIN_ROUTES if admin is not None else ():
+        app.router.add_route(method, path, _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,
+                                                  namespaces=None if name == "create_namespace" else registry))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -166,7 +184,9 @@ class FrontendService:
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued, token_keys=keys)
         engine.open()
-        app = build_app(Handlers(engine), auth)
+        admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,
+                              min_retention_ms=s.min_retention_ms)
+        app = build_app(Handlers(engine), auth, admin)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -21,7 +21,10 @@ from services.common.config import Settings
 from .gate import FetchGate
 from .memory import Tails
 from .neighbours import HandedCommand, Neighbours
+from .periodic import run_every
 from .resume import Resume, resume_from
+from .retention import RetentionJob
+from .scheduler import Scheduler
 from .shard import Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
@@ -56,6 +59,7 @@ class HistoryService:
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
         self._stopping = False
+        self._jobs: list[asyncio.Task[Any]] = []
         # What services in this process take from every shard's commits (see Neighbours).
         self.neighbours = Neighbours()
 
@@ -93,9 +97,29 @@ class HistoryService:
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._consume())
+        self._start_jobs()
+
+    def owned(self) -> dict[int, int]:
+        """The shards this process holds now, with the range_id each was acquired with."""
+        return {p: shard.range_id for p, shard in self.shards.items() if not shard.lost.is_set()}
+
+    def _start_jobs(self) -> None:
+        """Retention and the scheduler, over the owned shards (retention.py, scheduler.py)."""
+        assert self.pool is not None
+        s = self.settings
+        self.retention = RetentionJob(self.pool, self.owned, batch=s.retention_batch)
+        self.scheduler = Scheduler(self.pool, self._producer, self.owned)
+        self._jobs = [
+            asyncio.create_task(run_every("retention", lambda: s.retention_interval_ms / 1000,
+                                          self.retention.round), name="history-retention"),
+            asyncio.create_task(run_every("scheduler", lambda: s.scheduler_interval_ms / 1000,
+                                          self.scheduler.round), name="history-scheduler"),
+        ]
 
     async def stop(self) -> None:
         self._stopping = True
+        for job in self._jobs:
+            await cancel(job)
         await cancel(self._gate_task)
         await cancel(self._task)
         await self._release(list(self.shards))

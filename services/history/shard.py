@@ -25,6 +25,7 @@ from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
 from services.common import kafka
+from services.common.namespaces import namespace_registered
 from services.common.outcome import outcome
 
 from . import engine
@@ -436,6 +437,8 @@ class Shard:
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        if "namespace" in cmd and not await namespace_registered(self.store.pool, cmd["namespace"]):
+            return f"namespace {cmd['namespace']!r} is not registered"
         ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.consumed  # taken early: the next
