@@ -49,7 +49,7 @@ def parse_duration_ms(value: object, *, bare_unit: str = "d") -> int:
 
 def format_duration_ms(ms: int) -> str:
     """The shortest exact form of ``ms`` that ``parse_duration_ms`` reads back (30d, 90m, 1500ms)."""
-    for unit in ("w", "d", "h", "m", "s"):
+    for unit in ("d", "h", "m", "s"):
         if ms % _UNITS_MS[unit] == 0:
             return f"{ms // _UNITS_MS[unit]}{unit}"
     return f"{ms}ms"

@@ -26,6 +26,7 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
         api_key_entry("shop-app", "shop-app-key", [{"namespace": "shop", "permissions": ["read", "write"]}]),
         api_key_entry("shop-worker", "shop-worker-key",
                       [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["orders"]}]),
+        api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
@@ -47,6 +48,16 @@ async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Clu
                        body: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
             async with http.request(method, url + path, headers=headers, json=body) as resp:
                 return resp.status, await resp.json()
+
+        # Registering a namespace needs an admin grant on every namespace ("*").
+        status, body = await call("POST", "", app, {"name": "shop", "retention": "7d"})
+        assert (status, body["error"]) == (403, "PermissionDenied")
+        status, body = await call("POST", "", {"Authorization": "Bearer ops-key"}, {"name": "shop", "retention": "7d"})
+        assert status == 201, body
+        status, body = await call("GET", "/shop", app)
+        assert (status, body["retention"]) == (200, "7d")
+        status, body = await call("PATCH", "/shop", app, {"retention": "1d"})
+        assert status == 403
 
         status, body = await call("POST", "/shop/workflows", None, start)
         assert (status, body["error"]) == (401, "Unauthenticated")
