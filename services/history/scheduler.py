@@ -121,8 +121,12 @@ class Scheduler:
         action = ScheduleAction.from_json(json.loads(row["action"]))
         overlap = OverlapPolicy(row["overlap"])
         firings: list[tuple[int, str]] = []
+        turn = _Round()
         if row["buffered"] is not None:
-            firings.append((int(row["buffered"]), "buffered"))
+            if row["paused"]:
+                turn.buffered = int(row["buffered"])  # kept for after the pause
+            else:
+                firings.append((int(row["buffered"]), "buffered"))
         next_nominal: int | None = row["next_nominal"]
         missed = 0
         if not row["paused"] and next_nominal is not None and row["next_fire_at"] <= now:
@@ -133,7 +137,6 @@ class Scheduler:
 
         last: str | None = row["last_workflow_id"]
         is_open = await self._status(ns, last) == RUNNING
-        turn = _Round()
         for nominal, how in firings:
             wid = workflow_id_for(sid, nominal)
             if wid == last:

@@ -207,3 +207,34 @@ async def _described(client: Client, schedule_id: str, check: object) -> dict[st
     described = await client.describe_schedule(schedule_id)
     assert callable(check)
     return described if check(described) else None
+
+
+async def test_overlap_policies_buffer_one_terminate_other_and_allow_all(quick: Cluster) -> None:
+    # Nobody polls q-nobody, so every run a schedule starts stays open until ended here.
+    async with await Client.connect(quick.url) as client:
+        for policy in ("buffer_one", "terminate_other", "allow_all"):
+            await client.create_schedule(policy, ApprovalWorkflow.run, task_queue="q-nobody", interval="1s",
+                                         overlap_policy=policy)
+        # allow_all: a run per firing, all open at once.
+        await eventually(lambda: _described(client, "allow_all", lambda d: d["actions_started"] >= 3),
+                         timeout=20, what="allow_all starts")
+        # terminate_other: each firing ends the previous run.
+        swapped = await eventually(lambda: _described(client, "terminate_other",
+                                                      lambda d: d["actions_started"] >= 2), timeout=20)
+        first = swapped["recent_actions"][0]["workflow_id"]
+        await eventually(lambda: _status_is(client, first, "Terminated"), what="the previous run terminated")
+        # buffer_one: one firing held while the first run is open, later ones dropped ...
+        held = await eventually(lambda: _described(client, "buffer_one",
+                                                   lambda d: d["buffered"] and d["actions_skipped"] >= 1),
+                                timeout=20, what="a firing buffered")
+        assert held["actions_started"] == 1
+        # ... and started once the first run closes.
+        await client.get_workflow_handle(held["last_workflow_id"]).terminate("make room")
+        after = await eventually(lambda: _described(client, "buffer_one", lambda d: d["actions_started"] == 2),
+                                 timeout=20, what="the buffered firing started")
+        started = [a for a in after["recent_actions"] if a["result"] == "started"]
+        assert (started[-1]["how"], started[-1]["scheduled_time"]) == ("buffered", held["buffered"])
+
+
+async def _status_is(client: Client, workflow_id: str, status: str) -> bool:
+    return bool((await client.get_workflow_handle(workflow_id).describe())["status"] == status)
