@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -15,11 +16,13 @@ from kadence import Client, Worker
 from kadence import dlq as dead_letters
 from kadence import kafka as ingress
 from kadence.exceptions import RPCError, WorkflowNotFoundError
+from services.audit import audit
 from services.cluster import Cluster
 from services.common.config import Settings
-from services.common.embedded import EmbeddedBroker
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.helpers import eventually
 
+from ..conftest import new_database
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,7 +103,13 @@ async def test_a_command_for_an_unregistered_namespace_goes_to_the_dlq(cluster: 
     assert await cluster.pool.fetchval("SELECT count(*) FROM executions WHERE namespace = 'ghost'") == 0
 
 
-async def test_closed_runs_past_retention_are_deleted_open_ones_stay(quick: Cluster) -> None:
+@pytest.fixture
+async def scratch_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    async with new_database(postgres, "scratch") as dsn:
+        yield dsn
+
+
+async def test_closed_runs_past_retention_are_deleted_open_ones_stay(quick: Cluster, scratch_dsn: str) -> None:
     async with await Client.connect(quick.url) as client:
         await client.create_namespace("brief", retention="1s")
         async with await Client.connect(quick.url, namespace="brief") as brief:
@@ -129,6 +138,20 @@ async def test_closed_runs_past_retention_are_deleted_open_ones_stay(quick: Clus
             assert (await open_run.describe())["status"] == "Running"
             assert (await kept.describe())["status"] == "Terminated"
             assert quick.history.retention.deleted_runs >= 1
+
+            # The audit log keeps the run: the audit does not count it as missing, and a rebuild
+            # into a scratch database restores it for inspection.
+            settings = quick.settings
+            report = await eventually(lambda: _clean(settings.kafka_bootstrap, settings.database_url),
+                                      what="a clean audit")
+            assert report.runs >= 3
+            rebuilt = await audit(settings.kafka_bootstrap, None, rebuild_into=scratch_dsn)
+            assert rebuilt.rebuilt["executions"] >= 3
+            conn = await asyncpg.connect(scratch_dsn)
+            try:
+                assert await conn.fetchval("SELECT status FROM executions WHERE run_id = $1", run_id) == "Terminated"
+            finally:
+                await conn.close()
 
 
 _SCHEDULED_ID = re.compile(r"^tick-\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
@@ -193,6 +216,12 @@ async def test_a_schedule_fires_pauses_unpauses_triggers_and_survives_a_restart(
         await client.close()
         if cluster is not quick:
             await cluster.stop()
+
+
+async def _clean(bootstrap: str, dsn: str) -> object:
+    report = await audit(bootstrap, dsn)
+    assert report.clean, [str(d) for d in report.divergences]
+    return report
 
 
 async def _exists(client: Client, workflow_id: str) -> bool:
