@@ -54,7 +54,7 @@ PRODUCE_TIMEOUT_S = 15.0
 _DUE = """
 SELECT * FROM schedules
 WHERE shard_id = ANY($1::int[])
-  AND ((NOT paused AND next_fire_at <= $2) OR cardinality(triggers) > 0 OR buffered IS NOT NULL)
+  AND ((NOT paused AND (next_fire_at <= $2 OR buffered IS NOT NULL)) OR cardinality(triggers) > 0)
 ORDER BY next_fire_at
 LIMIT 1000
 """
@@ -168,6 +168,9 @@ class Scheduler:
                                 "how": how})
             last, is_open = wid, True
 
+        if not turn.commands and not turn.recent and not missed and not triggers and last == row["last_workflow_id"] \
+                and turn.buffered == row["buffered"] and next_nominal == row["next_nominal"]:
+            return 0  # a buffered firing still waiting: nothing to write
         await self._produce(turn.commands)
         next_fire_at = None if next_nominal is None else next_nominal + spec.jitter(sid, next_nominal)
         recent = (json.loads(row["recent"]) + turn.recent)[-RECENT_KEPT:]

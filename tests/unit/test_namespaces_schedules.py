@@ -126,3 +126,16 @@ def test_definitions_name_the_bad_field() -> None:
         with pytest.raises(ScheduleError) as err:
             ScheduleDefinition.from_json(body)
         assert err.value.field == field, body
+
+
+def test_every_namespace_and_schedule_route_is_classified_and_documented() -> None:
+    from services.frontend.admin import ADMIN_ROUTES
+    from services.frontend.auth import OPERATION_PERMISSIONS, Permission
+    from services.frontend.openapi import document
+
+    names = {name for _, _, name in ADMIN_ROUTES}
+    assert names <= set(OPERATION_PERMISSIONS)
+    assert {n for n in names if OPERATION_PERMISSIONS[n] is Permission.ADMIN} == {
+        "create_namespace", "list_namespaces", "update_namespace"}
+    documented = {op["operationId"] for path in document()["paths"].values() for op in path.values()}
+    assert names <= documented
