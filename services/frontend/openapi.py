@@ -173,7 +173,7 @@ _OPS.update({
     "delete_schedule": ("Delete a schedule (the workflows it started carry on)", None, {}, 200, EMPTY),
     "pause_schedule": ("Pause a schedule, with a note", _NOTE, {}, 200, _ref("Schedule")),
     "unpause_schedule": ("Resume a schedule from now, with a note", _NOTE, {}, 200, _ref("Schedule")),
-    "trigger_schedule": ("Start the schedule's workflow now, whatever its overlap policy", None, {}, 200,
+    "trigger_schedule": ("Start the schedule's workflow now, whatever its overlap policy", EMPTY, {}, 200,
                          _obj({"workflow_id": STR, "scheduled_time": STR})),
 })
 

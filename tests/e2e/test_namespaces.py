@@ -267,3 +267,38 @@ async def test_overlap_policies_buffer_one_terminate_other_and_allow_all(quick: 
 
 async def _status_is(client: Client, workflow_id: str, status: str) -> bool:
     return bool((await client.get_workflow_handle(workflow_id).describe())["status"] == status)
+
+
+async def test_retention_and_schedules_are_metered(broker: EmbeddedBroker, fresh_dsn: str) -> None:
+    from services.common import telemetry
+
+    from .test_metrics import _value
+
+    # The meter provider first: the services take their instruments when they start.
+    signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, min_retention_ms=1000,
+                        retention_interval_ms=200, scheduler_interval_ms=200)
+    cluster = Cluster(settings)
+    await cluster.start()
+    try:
+        async with await Client.connect(cluster.url) as client:
+            await client.create_namespace("brief", retention="1s")
+            await client.create_schedule("metered", ApprovalWorkflow.run, task_queue="q-nobody", interval="1s")
+            async with await Client.connect(cluster.url, namespace="brief") as brief:
+                handle = await brief.start_workflow(ApprovalWorkflow.run, id=_id("gone"), task_queue="q-nobody")
+                await handle.terminate("done")
+
+            async def scraped() -> str:
+                assert signals.metrics_url is not None
+                async with aiohttp.ClientSession() as http, http.get(signals.metrics_url) as resp:
+                    text = await resp.text()
+                assert _value(text, "kadence_retention_rows_deleted_total", kadence_table="executions") >= 1
+                assert _value(text, "kadence_schedule_actions_total", kadence_result="started") >= 1
+                return text
+
+            text = await eventually(scraped, timeout=20, what="retention and schedule metrics")
+            assert _value(text, "kadence_retention_rows_deleted_total", kadence_table="history_events") >= 3
+    finally:
+        await cluster.stop()
+        signals.shutdown()
