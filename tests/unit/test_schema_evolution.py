@@ -120,3 +120,13 @@ def test_records_from_before_run_ahead_read_as_handed_out_and_without_a_task() -
     assert record["event"] == event
     name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v1"])
     assert name == "RespondActivityTaskCompleted" and answer["result"] == "42" and answer["workflow_task"] is None
+
+
+def test_task_answers_from_before_cancellation_read_with_their_commands() -> None:
+    records = _fixture_records("before_cancellation.jsonl")
+    assert set(records) == {"kadence.RespondWorkflowTaskCompleted v2", "kadence.RespondActivityTaskCompleted v2"}
+    complete = [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}]
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v2"])
+    assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == complete
+    name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v2"])
+    assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == complete
