@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from services.common import db, kafka
 from services.common.aio import cancel
 from services.common.config import Settings
+from services.common.namespaces import namespace_registered
 
 from .gate import FetchGate
 from .memory import Tails
@@ -140,6 +141,7 @@ class HistoryService:
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
             shard.neighbours = self.neighbours
             shard.request_id_retention_s = self.settings.request_id_retention_s
+            shard.namespace_registered = functools.partial(namespace_registered, self.pool)
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             offset = await shard.acquire()
             tp = TopicPartition(kafka.REQUESTS, p)

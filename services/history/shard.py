@@ -25,7 +25,6 @@ from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
 from services.common import kafka
-from services.common.namespaces import namespace_registered
 from services.common.outcome import outcome
 
 from . import engine
@@ -137,6 +136,8 @@ class Shard:
         # Request ids applied and runs' start offsets (ledger.py); the service sets these.
         self.ledger = Ledger(shard_id)
         self.request_id_retention_s = 86_400.0
+        # Whether a namespace is registered (namespaces.py); set by the service, None: not checked.
+        self.namespace_registered: Callable[[str], Awaitable[bool]] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -437,7 +438,7 @@ class Shard:
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
-        if "namespace" in cmd and not await namespace_registered(self.store.pool, cmd["namespace"]):
+        if "namespace" in cmd and self.namespace_registered and not await self.namespace_registered(cmd["namespace"]):
             return f"namespace {cmd['namespace']!r} is not registered"
         ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
         try:
