@@ -29,6 +29,7 @@ from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
+from services.common.namespaces import namespace_registered
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
@@ -178,6 +179,7 @@ class HistoryService:
             shard.ingress = self._ingress
             shard.neighbours = self.neighbours
             shard.request_id_retention_s = self.settings.request_id_retention_s
+            shard.namespace_registered = functools.partial(namespace_registered, self.pool)
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             shard.on_failure = self._shard_failed
             shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)
