@@ -113,6 +113,8 @@ async def test_sdk_client_and_worker_send_their_key(secured: Cluster, monkeypatc
     from .workflows import EchoWorkflow, echo
 
     monkeypatch.delenv("KADENCE_API_KEY", raising=False)
+    async with await Client.connect(secured.url, api_key="ops-key") as ops:
+        await ops.create_namespace("shop", retention="7d")
     app = await Client.connect(secured.url, namespace="shop", api_key="shop-app-key")
     worker_client = await Client.connect(secured.url, namespace="shop", api_key="shop-worker-key")
     try:
