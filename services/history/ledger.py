@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 # Commands that may name no run: they act on the current run of their workflow. A new
 # command of that kind (cancel, update) belongs here to get both rules.
 WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflowExecution",
-                               "SignalWorkflowExecution", "TerminateWorkflowExecution"})
+                               "SignalWorkflowExecution", "TerminateWorkflowExecution",
+                               "StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
 REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
 REMEMBERED_STARTS = 10_000  # run start offsets kept in memory per shard
 TRIM_EVERY_S = 60.0

@@ -27,7 +27,7 @@ from kadence import avro
 from services.common import kafka
 from services.common.outcome import outcome
 
-from . import engine
+from . import children, engine
 from .builder import Mutation, OutboxMessage, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
@@ -68,6 +68,9 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
+    "StartChildWorkflowExecution": children.start_child,
+    "SignalExternalWorkflowExecution": children.signal_external,
+    "ChildWorkflowNotice": children.notice,
 }
 
 
