@@ -20,6 +20,7 @@ from typing import Any
 
 from kadence._converter import decode_args, decode_value, encode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
+from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import RetryState
@@ -144,6 +145,7 @@ class WorkflowInstance:
         self._replaying = False
         self._recorded: Sequence[Mapping[str, Any]] = ()
         self._task_error: BaseException | None = None
+        self.children = Children(self)
 
     # -- activation ------------------------------------------------------------------
 
@@ -247,6 +249,8 @@ class WorkflowInstance:
             self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
         elif kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut"):
             self._resolve_activity(kind, attrs)
+        elif kind in CHILD_INPUT_EVENT_TYPES:
+            self.children.deliver(kind, attrs)
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import Command, WorkflowInstance
 from kadence.exceptions import KadenceError, NonDeterminismError
@@ -41,7 +42,7 @@ INPUT_EVENT_TYPES = frozenset(
         "ActivityTaskTimedOut",
         "TimerFired",
     }
-)
+) | CHILD_INPUT_EVENT_TYPES
 
 #: The history event each command becomes.
 COMMAND_EVENT_TYPE = {
@@ -52,6 +53,7 @@ COMMAND_EVENT_TYPE = {
     "FailWorkflowExecution": "WorkflowExecutionFailed",
     "ContinueAsNewWorkflowExecution": "WorkflowExecutionContinuedAsNew",
     "RecordMarker": "MarkerRecorded",
+    **CHILD_COMMAND_EVENT_TYPE,
 }
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
@@ -61,6 +63,7 @@ _IDENTITY_ATTRIBUTE = {
     "StartTimer": "timer_id",
     "CancelTimer": "timer_id",
     "RecordMarker": "marker_name",
+    **CHILD_IDENTITY_ATTRIBUTE,
 }
 
 

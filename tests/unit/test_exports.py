@@ -15,6 +15,7 @@ def test_kadence_exports() -> None:
         "ActivityError",
         "ActivityTimeoutError",
         "ApplicationError",
+        "ChildWorkflowError",
         "Client",
         "FailureError",
         "KadenceError",
@@ -25,12 +26,14 @@ def test_kadence_exports() -> None:
         "Replayer",
         "RetryPolicy",
         "RetryState",
+        "TerminatedError",
         "Worker",
         "WorkflowAlreadyStartedError",
         "WorkflowFailureError",
         "WorkflowHandle",
         "WorkflowNotFoundError",
         "WorkflowTaskError",
+        "WorkflowTimeoutError",
         "activity",
         "workflow",
     ]
@@ -39,11 +42,14 @@ def test_kadence_exports() -> None:
 
 def test_workflow_exports() -> None:
     assert sorted(workflow.__all__) == [
+        "ChildWorkflowHandle",
         "ContinueAsNewError",
         "Info",
+        "ParentClosePolicy",
         "continue_as_new",
         "defn",
         "execute_activity",
+        "execute_child_workflow",
         "info",
         "is_replaying",
         "now",
@@ -53,6 +59,7 @@ def test_workflow_exports() -> None:
         "run",
         "signal",
         "sleep",
+        "start_child_workflow",
         "uuid4",
         "wait_condition",
     ]
