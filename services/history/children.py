@@ -18,8 +18,9 @@ after its commit, never before):
   parent), its shard sends a notice of kind Completed/Failed/TimedOut/Terminated/Canceled.
 * When the parent's run closes (continue-as-new included), each open child gets the
   parent close policy: ``Terminate`` sends a ``TerminateWorkflowExecution`` for the
-  child's run, ``Abandon`` nothing. ``RequestCancel`` is taken as ``Abandon`` until
-  workflow cancellation exists.
+  child's run, ``Abandon`` nothing, ``RequestCancel`` a ``RequestCancelWorkflowExecution``
+  once workflow cancellation exists (its record is in ``schemas/``; until then nothing, as
+  ``Abandon``).
 * ``SignalExternalWorkflowExecution`` (to a child) records its initiated event, sends a
   ``SignalExternalWorkflowExecution`` request, and the target's shard answers with a
   notice of kind ``Signaled`` or ``SignalFailed``.
@@ -34,6 +35,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from kadence import avro
 from services.common import kafka
 
 from . import engine
@@ -43,8 +45,12 @@ from .state import child_run_id
 NOTICE = "ChildWorkflowNotice"
 COMMANDS = frozenset({"StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
 IDENTITY = "kadence-history"
+# The events that close a run; WorkflowExecutionCanceled comes with workflow cancellation.
 _CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
-                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew"})
+                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew", "WorkflowExecutionCanceled"})
+# The request parent close policy RequestCancel sends, once workflow cancellation exists
+# (its schema is there); until then RequestCancel leaves the child running, as Abandon.
+_CANCEL_REQUEST = "RequestCancelWorkflowExecution"
 
 
 class NoticeKind(StrEnum):
@@ -159,7 +165,7 @@ def _notice(namespace: str, workflow_id: str, run_id: str, initiated_event_id: i
     record = {"namespace": namespace, "workflow_id": workflow_id, "run_id": run_id,
               "initiated_event_id": initiated_event_id, "kind": kind.value, "child_namespace": child_namespace,
               "child_workflow_id": child_workflow_id, "child_run_id": None, "workflow_type": "", "result": None,
-              "failure": None, "reason": "", "cause": "", **rest}
+              "failure": None, "reason": "", "details": None, "cause": "", **rest}
     return kafka.workflow_key(namespace, workflow_id), record
 
 
@@ -234,16 +240,22 @@ def on_close(t: Transition) -> None:
             rest["failure"] = s.failure
         elif s.status == "Terminated":
             rest["reason"] = closing["attributes"].get("reason") or ""
+        elif s.status == "Canceled":
+            rest["details"] = closing["attributes"].get("details")
         _send(t, _notice(p["namespace"], p["workflow_id"], p["run_id"], p["initiated_event_id"],
                                            NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
-        if child["parent_close_policy"] != ParentClosePolicy.TERMINATE:
-            continue  # Abandon; RequestCancel too until cancellation exists
-        t.publish(kafka.REQUESTS, kafka.workflow_key(child["namespace"], child["workflow_id"]),
-                  "TerminateWorkflowExecution", {
-                      "namespace": child["namespace"], "workflow_id": child["workflow_id"], "run_id": child["run_id"],
-                      "reason": f"parent {s.workflow_id} closed ({s.status}); parent close policy Terminate",
-                      "request_id": f"terminate:{s.run_id}:{iid}", "identity": IDENTITY, "reply_to": None})
+        policy = ParentClosePolicy(child["parent_close_policy"])
+        if policy == ParentClosePolicy.TERMINATE:
+            request = "TerminateWorkflowExecution"
+        elif policy == ParentClosePolicy.REQUEST_CANCEL and f"kadence.{_CANCEL_REQUEST}" in avro.schemas().current:
+            request = _CANCEL_REQUEST
+        else:
+            continue  # Abandon (and RequestCancel while there is no cancellation)
+        t.publish(kafka.REQUESTS, kafka.workflow_key(child["namespace"], child["workflow_id"]), request, {
+            "namespace": child["namespace"], "workflow_id": child["workflow_id"], "run_id": child["run_id"],
+            "reason": f"parent {s.workflow_id} closed ({s.status}); parent close policy {policy.value}",
+            "request_id": f"{policy.value}:{s.run_id}:{iid}", "identity": IDENTITY, "reply_to": None})
 
 
 # ---- the parent's shard -------------------------------------------------------------------
@@ -287,5 +299,7 @@ async def notice(ctx: engine.Context, cmd: dict[str, Any]) -> None:
                 closed["failure"] = cmd["failure"]
             elif kind == NoticeKind.TERMINATED:
                 closed["reason"] = cmd["reason"]
+            elif kind == NoticeKind.CANCELED:
+                closed["details"] = cmd["details"]
             t.add(CLOSE_EVENTS[kind], **closed)
     engine.settle(t)

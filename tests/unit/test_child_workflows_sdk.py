@@ -139,3 +139,11 @@ def test_child_errors_round_trip_through_a_failure() -> None:
     again = exception_from_failure(failure_from_exception(error))
     assert isinstance(again, ChildWorkflowError) and again.initiated_event_id == 5 and again.run_id == "r"
     assert isinstance(again.cause, TerminatedError) and again.cause.reason == "why"
+
+
+def test_a_canceled_child_raises_with_a_canceled_cause() -> None:
+    history = FakeHistory("Parent", 3)
+    driver = _run_to_signal(history)
+    _child_event(history, "ChildWorkflowExecutionCanceled", run_id="kid-run", started_event_id=0, details=None)
+    (done,) = driver.next_task()
+    assert done["attributes"]["result"] == '"ApplicationError: workflow canceled"'

@@ -194,3 +194,13 @@ def test_a_child_command_without_a_workflow_id_fails_the_task() -> None:
 
     bad = _child_command("")
     assert validate_commands([bad]) == "commands[0]: workflow_id is empty"
+
+
+async def test_a_canceled_child_is_recorded_with_its_details() -> None:
+    ctx = Context()
+    parent, child = await _parent_with_child(ctx)
+    key, record = children._notice("ns", "parent", parent.run_id, 5, children.NoticeKind.CANCELED, "ns", "child-1",
+                                   child_run_id=child.run_id, details='["bye"]')
+    await _deliver(ctx, [(key, "ChildWorkflowNotice", avro.decode(avro.encode("ChildWorkflowNotice", record))[1])])
+    (event,) = [e for e in ctx.events(parent.run_id) if e["event_type"] == "ChildWorkflowExecutionCanceled"]
+    assert event["attributes"]["details"] == '["bye"]' and parent.children == {}
