@@ -204,3 +204,19 @@ async def test_a_canceled_child_is_recorded_with_its_details() -> None:
     await _deliver(ctx, [(key, "ChildWorkflowNotice", avro.decode(avro.encode("ChildWorkflowNotice", record))[1])])
     (event,) = [e for e in ctx.events(parent.run_id) if e["event_type"] == "ChildWorkflowExecutionCanceled"]
     assert event["attributes"]["details"] == '["bye"]' and parent.children == {}
+
+
+def test_the_fold_refuses_an_outcome_for_no_pending_child_or_signal() -> None:
+    from services.history.errors import HistoryCorrupted
+    from services.history.state import apply
+
+    for kind, attributes in [
+        ("ChildWorkflowExecutionCompleted", {"initiated_event_id": 4, "namespace": "ns", "workflow_id": "c",
+                                             "run_id": "r", "workflow_type": "T", "started_event_id": 5,
+                                             "result": None}),
+        ("ExternalWorkflowExecutionSignaled", {"initiated_event_id": 4, "namespace": "ns", "workflow_id": "c",
+                                               "run_id": "r"}),
+    ]:
+        state = MutableState(namespace="ns", workflow_id="wf", run_id="run", next_event_id=7)
+        with pytest.raises(HistoryCorrupted, match=r"no (child workflow|signal) 4 is pending"):
+            apply(state, {"event_id": 7, "event_time": 1, "event_type": kind, "attributes": attributes})
