@@ -17,10 +17,12 @@ after its commit, never before):
 * When the child's run closes (not when it continues as new: the new run inherits the
   parent), its shard sends a notice of kind Completed/Failed/TimedOut/Terminated/Canceled.
 * When the parent's run closes (continue-as-new included), each open child gets the
-  parent close policy: ``Terminate`` sends a ``TerminateWorkflowExecution`` for the
-  child's run, ``Abandon`` nothing, ``RequestCancel`` a ``RequestCancelWorkflowExecution``
-  once workflow cancellation exists (its record is in ``schemas/``; until then nothing, as
-  ``Abandon``).
+  parent close policy: ``Terminate`` sends an ``ApplyParentClosePolicy`` to the child's
+  shard, which terminates the child's current run if it is still that parent's child (so
+  a child that continued as new is found, and a later run of the same id is left alone);
+  ``Abandon`` sends nothing; ``RequestCancel`` does as ``Terminate`` but asks the run to
+  cancel (a ``RequestCancelWorkflowExecution``) once workflow cancellation exists (its
+  record is in ``schemas/``; until then nothing is sent, as with ``Abandon``).
 * ``SignalExternalWorkflowExecution`` (to a child) records its initiated event, sends a
   ``SignalExternalWorkflowExecution`` request, and the target's shard answers with a
   notice of kind ``Signaled`` or ``SignalFailed``.
@@ -43,6 +45,7 @@ from .builder import Transition
 from .state import child_run_id
 
 NOTICE = "ChildWorkflowNotice"
+_POLICY = "ApplyParentClosePolicy"
 COMMANDS = frozenset({"StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
 IDENTITY = "kadence-history"
 # The events that close a run; WorkflowExecutionCanceled comes with workflow cancellation.
@@ -246,16 +249,41 @@ def on_close(t: Transition) -> None:
                                            NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
         policy = ParentClosePolicy(child["parent_close_policy"])
-        if policy == ParentClosePolicy.TERMINATE:
-            request = "TerminateWorkflowExecution"
-        elif policy == ParentClosePolicy.REQUEST_CANCEL and f"kadence.{_CANCEL_REQUEST}" in avro.schemas().current:
-            request = _CANCEL_REQUEST
-        else:
-            continue  # Abandon (and RequestCancel while there is no cancellation)
-        t.publish(kafka.REQUESTS, kafka.workflow_key(child["namespace"], child["workflow_id"]), request, {
-            "namespace": child["namespace"], "workflow_id": child["workflow_id"], "run_id": child["run_id"],
+        if policy == ParentClosePolicy.ABANDON or (policy == ParentClosePolicy.REQUEST_CANCEL and not _can_cancel()):
+            continue
+        # To the child's shard, which knows the child's current run: the child may have
+        # continued as new, and its workflow id may belong to another run by now.
+        t.publish(kafka.REQUESTS, kafka.workflow_key(child["namespace"], child["workflow_id"]), _POLICY, {
+            "namespace": child["namespace"], "workflow_id": child["workflow_id"],
+            "parent_namespace": s.namespace, "parent_workflow_id": s.workflow_id, "parent_run_id": s.run_id,
+            "parent_initiated_event_id": int(iid), "policy": policy.value,
             "reason": f"parent {s.workflow_id} closed ({s.status}); parent close policy {policy.value}",
-            "request_id": f"{policy.value}:{s.run_id}:{iid}", "identity": IDENTITY, "reply_to": None})
+            "request_id": f"{policy.value}:{s.run_id}:{iid}"})
+
+
+def _can_cancel() -> bool:
+    """Whether workflow cancellation exists (its request record is among the schemas)."""
+    return f"kadence.{_CANCEL_REQUEST}" in avro.schemas().current
+
+
+async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+    """Terminate (or ask to cancel) the child's current run, if it is still the parent's child."""
+    ns, wid = cmd["namespace"], cmd["workflow_id"]
+    t = await ctx.current_run(ns, wid)
+    if t is None or not t.state.running:
+        return  # closed already: its own notice tells the parent (which ignores it)
+    parent = t.state.parent
+    if parent is None or (parent["namespace"], parent["workflow_id"], parent["run_id"],
+                          parent["initiated_event_id"]) != (cmd["parent_namespace"], cmd["parent_workflow_id"],
+                                                            cmd["parent_run_id"], cmd["parent_initiated_event_id"]):
+        return  # the workflow id belongs to another run now
+    if cmd["policy"] == ParentClosePolicy.TERMINATE:
+        t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=IDENTITY)
+        engine.settle(t)
+    elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL and _can_cancel():
+        ctx.send(kafka.REQUESTS, kafka.workflow_key(ns, wid), _CANCEL_REQUEST, {
+            "namespace": ns, "workflow_id": wid, "run_id": t.state.run_id, "reason": cmd["reason"],
+            "request_id": cmd["request_id"], "identity": IDENTITY, "reply_to": None})
 
 
 # ---- the parent's shard -------------------------------------------------------------------

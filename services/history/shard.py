@@ -71,6 +71,7 @@ HANDLERS: dict[str, Handler] = {
     "StartChildWorkflowExecution": children.start_child,
     "SignalExternalWorkflowExecution": children.signal_external,
     "ChildWorkflowNotice": children.notice,
+    "ApplyParentClosePolicy": children.apply_parent_close_policy,
 }
 
 

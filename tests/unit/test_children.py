@@ -59,7 +59,7 @@ async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]
     """Run requests as the shard would: through their handlers, after the ledger."""
     handlers = {"StartChildWorkflowExecution": children.start_child, "ChildWorkflowNotice": children.notice,
                 "SignalExternalWorkflowExecution": children.signal_external,
-                "TerminateWorkflowExecution": engine.terminate_workflow}
+                "ApplyParentClosePolicy": children.apply_parent_close_policy}
     for key, name, record in records:
         assert key == kafka.workflow_key(record["namespace"], record["workflow_id"])
         await handlers[name](ctx, record)
@@ -137,7 +137,7 @@ async def test_the_parent_close_policy_applies_when_the_parent_closes(policy: st
         assert sent == [] and child.running
         return
     (terminate,) = sent
-    assert terminate[1] == "TerminateWorkflowExecution" and terminate[2]["run_id"] == child.run_id
+    assert terminate[1] == "ApplyParentClosePolicy" and terminate[2]["policy"] == "Terminate"
     await _deliver(ctx, [terminate])
     assert child.status == "Terminated"
     (closed,) = ctx.requests()
@@ -220,3 +220,23 @@ def test_the_fold_refuses_an_outcome_for_no_pending_child_or_signal() -> None:
         state = MutableState(namespace="ns", workflow_id="wf", run_id="run", next_event_id=7)
         with pytest.raises(HistoryCorrupted, match=r"no (child workflow|signal) 4 is pending"):
             apply(state, {"event_id": 7, "event_time": 1, "event_type": kind, "attributes": attributes})
+
+
+async def test_the_close_policy_finds_a_child_that_continued_as_new_and_spares_another_run() -> None:
+    ctx = Context()
+    _, child = await _parent_with_child(ctx)
+    await _complete(ctx, child, [{"command_type": "ContinueAsNewWorkflowExecution",
+                                  "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}])
+    assert child.new_run_id is not None
+    second = ctx.runs[child.new_run_id]
+    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "parent", "run_id": None,
+                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    (policy,) = ctx.requests()
+    await _deliver(ctx, [policy])
+    assert second.status == "Terminated"
+    ctx.requests()
+    # The same request once the workflow id belongs to a run that is nobody's child: nothing.
+    await engine.start_workflow(ctx, _start("child-1", request_id="r2"))
+    other = ctx.runs[ctx.current[("ns", "child-1")]]
+    await _deliver(ctx, [policy])
+    assert other.running
