@@ -212,6 +212,12 @@ async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     sender = (cmd["sender_namespace"], cmd["sender_workflow_id"], cmd["sender_run_id"],
               cmd["sender_initiated_event_id"])
     t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd["run_id"] else ctx.current_run(ns, wid))
+    if cmd["run_id"] and (t is None or not t.state.running):
+        # A child that continued as new: the signal is for its chain's current run.
+        current = await ctx.current_run(ns, wid)
+        if current is not None and current.state.parent is not None \
+                and current.state.parent["run_id"] == cmd["sender_run_id"]:
+            t = current
     parent = t.state.parent if t is not None else None
     if t is None or not t.state.running or parent is None or (parent["namespace"], parent["workflow_id"]) != sender[:2]:
         _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=cmd["run_id"],

@@ -240,3 +240,19 @@ async def test_the_close_policy_finds_a_child_that_continued_as_new_and_spares_a
     other = ctx.runs[ctx.current[("ns", "child-1")]]
     await _deliver(ctx, [policy])
     assert other.running
+
+
+async def test_a_signal_to_a_child_that_continued_as_new_reaches_its_current_run() -> None:
+    ctx = Context()
+    parent, child = await _parent_with_child(ctx)
+    await _complete(ctx, child, [{"command_type": "ContinueAsNewWorkflowExecution",
+                                  "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}])
+    assert child.new_run_id is not None
+    second = ctx.runs[child.new_run_id]
+    await _complete(ctx, parent, [{"command_type": "SignalExternalWorkflowExecution",
+                                   "attributes": {"workflow_id": "child-1", "run_id": child.run_id,
+                                                  "signal_name": "go", "input": "[]", "child_workflow_only": True}}])
+    await _deliver(ctx, ctx.requests())
+    assert "WorkflowExecutionSignaled" in _events(ctx, second)
+    (notice,) = ctx.requests()
+    assert notice[2]["kind"] == "Signaled" and notice[2]["child_run_id"] == second.run_id
