@@ -189,10 +189,13 @@ async def start_child(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     current = await ctx.current_run(ns, wid)
     if current is not None and current.state.run_id == cmd["new_run_id"]:
         return  # started already (a copy the ledger no longer remembers)
+    if current is not None and await ctx.run(ns, wid, cmd["new_run_id"]) is not None:
+        # Started already, and the id has had another run since: starting the run again
+        # would repeat its primary key, and the batch would fail for ever.
+        return
     if current is not None and current.state.running:
-        _send(ctx, _notice(*parent, NoticeKind.START_FAILED, ns, wid,
-                                          workflow_type=cmd["workflow_type"],
-                                          cause=StartFailedCause.WORKFLOW_ALREADY_STARTED.value))
+        _send(ctx, _notice(*parent, NoticeKind.START_FAILED, ns, wid, workflow_type=cmd["workflow_type"],
+                           cause=StartFailedCause.WORKFLOW_ALREADY_STARTED.value))
         return
     t = engine._new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
                         execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd["run_timeout_ms"],
@@ -203,7 +206,7 @@ async def start_child(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     engine.settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)  # the ledger records the request id
     _send(t, _notice(*parent, NoticeKind.STARTED, ns, wid, child_run_id=t.state.run_id,
-                                       workflow_type=cmd["workflow_type"]))
+                     workflow_type=cmd["workflow_type"]))
 
 
 async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
@@ -221,7 +224,7 @@ async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     parent = t.state.parent if t is not None else None
     if t is None or not t.state.running or parent is None or (parent["namespace"], parent["workflow_id"]) != sender[:2]:
         _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=cmd["run_id"],
-                                          cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
+                           cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
     if cmd["request_id"] not in t.state.signal_request_ids:
         t.add("WorkflowExecutionSignaled", signal_name=cmd["signal_name"], input=cmd["input"], identity=IDENTITY,
@@ -252,7 +255,7 @@ def on_close(t: Transition) -> None:
         elif s.status == "Canceled":
             rest["details"] = closing["attributes"].get("details")
         _send(t, _notice(p["namespace"], p["workflow_id"], p["run_id"], p["initiated_event_id"],
-                                           NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
+                         NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
         policy = ParentClosePolicy(child["parent_close_policy"])
         if policy == ParentClosePolicy.ABANDON or (policy == ParentClosePolicy.REQUEST_CANCEL and not _can_cancel()):

@@ -256,3 +256,21 @@ async def test_a_signal_to_a_child_that_continued_as_new_reaches_its_current_run
     assert "WorkflowExecutionSignaled" in _events(ctx, second)
     (notice,) = ctx.requests()
     assert notice[2]["kind"] == "Signaled" and notice[2]["child_run_id"] == second.run_id
+
+
+async def test_a_start_read_again_after_the_child_id_moved_on_starts_nothing() -> None:
+    ctx = Context()
+    _, child = await _parent_with_child(ctx)
+    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "child-1", "run_id": None,
+                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.start_workflow(ctx, _start("child-1", request_id="r2"))
+    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "child-1", "run_id": None,
+                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    ctx.requests()
+    runs = len(ctx.runs)
+    start = {"namespace": "ns", "workflow_id": "child-1", "new_run_id": child.run_id, "workflow_type": "Child",
+             "task_queue": "q", "input": "[]", "execution_timeout_ms": 0, "run_timeout_ms": 0,
+             "workflow_task_timeout_ms": 0, "request_id": "x", "parent_namespace": "ns",
+             "parent_workflow_id": "parent", "parent_run_id": "p", "parent_initiated_event_id": 5}
+    await children.start_child(ctx, start)  # the run exists, closed: no second run with its id
+    assert len(ctx.runs) == runs and ctx.runs[child.run_id] is child and ctx.requests() == []
