@@ -298,7 +298,7 @@ async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) ->
 # ---- the parent's shard -------------------------------------------------------------------
 
 
-async def notice(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     """Record what became of a child (or of a signal to it) in its parent's run."""
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     if t is None or not t.state.running:

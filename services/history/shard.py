@@ -27,8 +27,9 @@ from kadence import avro
 from services.common import kafka
 from services.common.outcome import outcome
 
-from . import children, engine
+from . import engine
 from .builder import Mutation, OutboxMessage, Transition
+from .children import apply_parent_close_policy, notify_child_outcome, signal_external, start_child
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
 from .ledger import Ledger, RequestSeen, trim_loop
@@ -68,10 +69,10 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
-    "StartChildWorkflowExecution": children.start_child,
-    "SignalExternalWorkflowExecution": children.signal_external,
-    "ChildWorkflowNotice": children.notice,
-    "ApplyParentClosePolicy": children.apply_parent_close_policy,
+    "StartChildWorkflowExecution": start_child,
+    "SignalExternalWorkflowExecution": signal_external,
+    "ChildWorkflowNotice": notify_child_outcome,
+    "ApplyParentClosePolicy": apply_parent_close_policy,
 }
 
 

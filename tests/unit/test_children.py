@@ -57,7 +57,7 @@ async def _complete(ctx: Context, s: MutableState, commands: list[dict[str, Any]
 
 async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]]) -> None:
     """Run requests as the shard would: through their handlers, after the ledger."""
-    handlers = {"StartChildWorkflowExecution": children.start_child, "ChildWorkflowNotice": children.notice,
+    handlers = {"StartChildWorkflowExecution": children.start_child, "ChildWorkflowNotice": children.notify_child_outcome,
                 "SignalExternalWorkflowExecution": children.signal_external,
                 "ApplyParentClosePolicy": children.apply_parent_close_policy}
     for key, name, record in records:
