@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence.exceptions import KadenceError
+from kadence.kafka_security import client_options
 
 __all__ = ["BoundedRead", "BrokerUnreachable", "TopicReadError"]
 
@@ -46,7 +47,8 @@ class BoundedRead:
         self.ends: dict[TopicPartition, int] = {}
         self.skipped = 0  # records before from_time_ms that the broker's offsets still covered
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", fetch_max_wait_ms=50)
+                                          auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                                          **client_options())
 
     @property
     def total(self) -> int:

@@ -17,7 +17,7 @@ from kadence._http import HttpTransport, Transport, path_segment
 from kadence._retry import Backoff, retrying, unavailable
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
 from kadence.common import to_millis
-from kadence.exceptions import RPCError, WorkflowFailureError
+from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -52,10 +52,26 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None
+        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
+        api_key: str | None = None,
     ) -> Client:
-        """A client for the frontend at ``target`` (no request is made until first use)."""
-        return cls(HttpTransport(target, namespace), namespace=namespace, identity=identity)
+        """A client for the frontend at ``target`` (no request is made until first use).
+
+        ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
+        call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
+        """
+        return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity)
+
+    @property
+    def api_key(self) -> str | None:
+        """The credential of this client's calls (settable, to rotate it), if it has one."""
+        return getattr(self.transport, "api_key", None)
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        if not isinstance(self.transport, HttpTransport):
+            raise TypeError("this client's transport takes no API key")
+        self.transport.api_key = value
 
     async def close(self) -> None:
         await self.transport.close()
@@ -236,6 +252,16 @@ class WorkflowHandle:
         body = {"reason": reason, "run_id": self.run_id, "identity": self.client.identity}
         await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
 
+    async def cancel(self, reason: str = "", *, request_id: str | None = None) -> None:
+        """Ask the run to cancel: its workflow code sees ``asyncio.CancelledError`` at its
+        await points, may clean up, and then closes as Canceled (``result()`` raises
+        WorkflowFailureError with a CanceledError cause) or goes on. Returns once history
+        recorded the request; retried with the same ``request_id`` through outages. A run
+        that closed already raises WorkflowAlreadyClosedError (409)."""
+        body = {"reason": reason, "run_id": self.run_id, "request_id": request_id or str(uuid.uuid4()),
+                "identity": self.client.identity}
+        await self.client._idempotent(f"{self._path}/cancel", body, what=f"cancel of workflow {self.workflow_id}")
+
     async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every event of the run, in order, following the pages."""
         events: list[dict[str, Any]] = []
@@ -301,4 +327,8 @@ class WorkflowHandle:
                 run_id = str(answer["new_run_id"])
                 answer = None
                 continue
+            if status == "Canceled":
+                details = decode_value(answer.get("details"))
+                raise WorkflowFailureError(status, cause=CanceledError(
+                    "workflow canceled", *(() if details is None else (details,))))
             raise WorkflowFailureError(status, answer.get("failure"))

@@ -67,6 +67,7 @@ async def _dev(args: argparse.Namespace) -> int:
     # warning would only confuse a newcomer.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     from services.common.dirlock import DirectoryInUse, DirectoryLock
+    from services.common.ingress_auth import IngressConfigError
     from services.frontend.auth import AuthConfigError
     from services.frontend.exposure import UnsafeBind
 
@@ -82,7 +83,7 @@ async def _dev(args: argparse.Namespace) -> int:
         return 2
     try:
         return await _dev_locked(args, data, lock)
-    except (UnsafeBind, AuthConfigError) as exc:
+    except (UnsafeBind, AuthConfigError, IngressConfigError) as exc:
         print(f"kadence dev: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -91,6 +92,7 @@ async def _dev(args: argparse.Namespace) -> int:
 
 async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock) -> int:
     """``kadence dev`` once it owns ``data``."""
+    from kadence.kafka_security import KafkaSecurity
     from services.cluster import Cluster
     from services.common import telemetry
     from services.common.config import Settings
@@ -129,11 +131,14 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
             kafka_bootstrap=broker.bootstrap, database_url=pg.dsn, frontend_port=args.port,
             shards=shards, task_partitions=shards, session_timeout_ms=3000,
             task_token_keys=token_keys,
+            # Its own broker speaks plain Kafka on loopback, whatever KADENCE_KAFKA_* says.
+            kafka_security=KafkaSecurity(),
             insecure=True if args.insecure else None)
         cluster = Cluster(settings)
         await cluster.start()
         lock.describe(cluster.url)
         print(f"Kadence is running.\n"
+              f"  Web UI:     {cluster.url}/ui/\n"
               f"  API:        {cluster.url}   (OpenAPI: {cluster.url}/openapi.json)\n"
               f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
               f"  PostgreSQL: {pg.dsn}\n"
@@ -150,7 +155,14 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        from services.common.runner import until_stopped
+
+        reason = await until_stopped(stop, cluster.fatal)
+        if reason is not None:
+            # A loop died for good (see services/common/supervision.py): stop, and let the
+            # caller (a supervisor, a shell loop) start a fresh process.
+            print(f"kadence dev: stopping after a fatal error: {reason}", file=sys.stderr, flush=True)
+            return 1
         return 0
     finally:
         if cluster is not None:

@@ -18,7 +18,9 @@ from aiokafka.errors import KafkaError
 from kadence import avro
 from kadence._bounded import BoundedRead, BrokerUnreachable
 from kadence.exceptions import KadenceError
-from kadence.kafka import DLQ
+from kadence.ingress_signing import IngressSigner
+from kadence.kafka import DLQ, REQUESTS
+from kadence.kafka_security import client_options
 
 __all__ = ["DeadLetterEntry", "DeadLetterNotFound", "list_dead_letters", "redrive"]
 
@@ -97,18 +99,22 @@ async def redrive(bootstrap: str, *, offsets: Collection[int] | None = None,
             raise DeadLetterNotFound(missing)
     if not chosen:
         return []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options())
     try:
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
         raise BrokerUnreachable(f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__})") from None
+    # A dead letter keeps no headers: the operator's principal ($KADENCE_INGRESS_PRINCIPAL and
+    # $KADENCE_INGRESS_KEY) signs what goes back to kadence.requests, for protected namespaces.
+    signer = IngressSigner.from_env()
     try:
-        futures = [
-            await producer.send(e.source_topic, e.value, key=e.key,
-                                headers=[(REDRIVE_HEADER, f"{DLQ}[{e.dlq_partition}]@{e.dlq_offset}".encode())])
-            for e in chosen
-        ]
+        futures = []
+        for e in chosen:
+            headers = [(REDRIVE_HEADER, f"{DLQ}[{e.dlq_partition}]@{e.dlq_offset}".encode())]
+            if signer is not None and e.source_topic == REQUESTS:
+                headers += signer.headers(e.source_topic, e.key, e.value)
+            futures.append(await producer.send(e.source_topic, e.value, key=e.key, headers=headers))
         for future in futures:
             await future
     finally:

@@ -23,16 +23,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kadence import avro
 from kadence._converter import encode_args
 from kadence.exceptions import KadenceError
+from kadence.ingress_signing import IngressSigner
+from kadence.kafka_security import KafkaSecurity, client_options
 
 __all__ = [
     "DLQ",
     "HISTORY",
     "REPLIES",
     "REQUESTS",
+    "IngressSigner",
     "KafkaIngress",
     "KafkaIngressError",
     "Reply",
     "decode_reply",
+    "encode_cancel",
     "encode_signal",
     "encode_signal_with_start",
     "encode_start",
@@ -107,6 +111,15 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
     })
 
 
+def encode_cancel(namespace: str, workflow_id: str, *, run_id: str | None = None, reason: str = "",
+                  request_id: str | None = None, identity: str = "", reply_to: str | None = None) -> bytes:
+    """A ``RequestCancelWorkflowExecution`` record for the open run (or ``run_id``)."""
+    return avro.encode("RequestCancelWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+        "request_id": _request_id(request_id), "identity": identity, "reply_to": reply_to,
+    })
+
+
 @dataclass(frozen=True)
 class Reply:
     """The outcome of a command: ``ok`` with the run id, or the error type and message;
@@ -135,14 +148,20 @@ class KafkaIngress:
 
     ``async with KafkaIngress("127.0.0.1:9092") as ingress:
     reply = await ingress.start_workflow("default", "wf-1", "Greet", "q", ["world"])``
+
+    ``security``: TLS/SASL of the connection (None: ``$KADENCE_KAFKA_*``, kadence/kafka_security.py).
+    ``signer``: signs every command for namespaces that require signed ingress (None:
+    ``$KADENCE_INGRESS_PRINCIPAL`` and ``$KADENCE_INGRESS_KEY`` if set; see kadence/ingress_signing.py).
     """
 
-    def __init__(self, bootstrap: str, *, reply_to: str | None = None, reply_timeout: float = 30.0) -> None:
+    def __init__(self, bootstrap: str, *, reply_to: str | None = None, reply_timeout: float = 30.0,
+                 security: KafkaSecurity | None = None, signer: IngressSigner | None = None) -> None:
         self.reply_to = reply_to or f"ingress-{uuid.uuid4().hex[:12]}"
         self.reply_timeout = reply_timeout
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.signer = signer if signer is not None else IngressSigner.from_env()
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options(security))
         self._replies = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                         fetch_max_wait_ms=50)
+                                         fetch_max_wait_ms=50, **client_options(security))
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -183,7 +202,9 @@ class KafkaIngress:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
-            await self._producer.send_and_wait(REQUESTS, value, key=workflow_key(namespace, workflow_id))
+            key = workflow_key(namespace, workflow_id)
+            headers = self.signer.headers(REQUESTS, key, value) if self.signer is not None else None
+            await self._producer.send_and_wait(REQUESTS, value, key=key, headers=headers)
             return await asyncio.wait_for(future, self.reply_timeout)
         except TimeoutError:
             raise KafkaIngressError(f"no reply to request {request_id} within {self.reply_timeout} s") from None
@@ -211,4 +232,10 @@ class KafkaIngress:
         value = encode_signal_with_start(namespace, workflow_id, workflow_type, task_queue, signal_name,
                                          signal_args, args, request_id=request_id, reply_to=self.reply_to,
                                          **options)
+        return await self.send(namespace, workflow_id, value, request_id)
+
+    async def cancel_workflow(self, namespace: str, workflow_id: str, **options: Any) -> Reply:
+        """Ask the open run (or ``run_id=``) to cancel; ``reason=`` is recorded with the request."""
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_cancel(namespace, workflow_id, request_id=request_id, reply_to=self.reply_to, **options)
         return await self.send(namespace, workflow_id, value, request_id)

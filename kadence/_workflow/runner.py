@@ -40,7 +40,9 @@ INPUT_EVENT_TYPES = frozenset(
         "ActivityTaskCompleted",
         "ActivityTaskFailed",
         "ActivityTaskTimedOut",
+        "ActivityTaskCanceled",
         "TimerFired",
+        "WorkflowExecutionCancelRequested",
     }
 ) | CHILD_INPUT_EVENT_TYPES
 
@@ -53,6 +55,8 @@ COMMAND_EVENT_TYPE = {
     "FailWorkflowExecution": "WorkflowExecutionFailed",
     "ContinueAsNewWorkflowExecution": "WorkflowExecutionContinuedAsNew",
     "RecordMarker": "MarkerRecorded",
+    "RequestCancelActivityTask": "ActivityTaskCancelRequested",
+    "CancelWorkflowExecution": "WorkflowExecutionCanceled",
     **CHILD_COMMAND_EVENT_TYPE,
 }
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
@@ -63,6 +67,7 @@ _IDENTITY_ATTRIBUTE = {
     "StartTimer": "timer_id",
     "CancelTimer": "timer_id",
     "RecordMarker": "marker_name",
+    "RequestCancelActivityTask": "scheduled_event_id",
     **CHILD_IDENTITY_ATTRIBUTE,
 }
 

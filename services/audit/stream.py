@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from kadence.kafka_security import client_options, faust_credentials
 from services.common import kafka
 
 from .replay import RunAudit, RunKey
@@ -98,6 +99,7 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(),  # TLS/SASL from the environment, as every client
         datadir=datadir,
         # exactly_once needs Kafka transactions; the audit only reads, so a record seen
         # twice after a restart is just a harmless duplicate delivery to it.
@@ -124,7 +126,8 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
 
 async def _check_broker(bootstrap: str) -> str | None:
     """Why the audit cannot start on ``bootstrap`` (no broker, no kadence.history), or None."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **client_options())
     try:
         await consumer.start()
         topics = await consumer.topics()

@@ -7,6 +7,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from kadence.kafka_security import KafkaSecurity
+
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
 # each such client waits a second or more before it tries again. The kernel caps the
@@ -41,6 +43,9 @@ class Settings:
     matching_port: int = 0              # 0: any free port
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
     started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
+    # The largest payload (input, result, details, ...) one command may carry, in bytes of
+    # JSON text: refused at the frontend (400) and dead-lettered by history (validation.py).
+    max_payload_bytes: int = 2 * 1024 * 1024
     # How long a fetch may wait at the broker, per consumer. The development broker holds a
     # fetch for all of it even when records arrive, so these bound each hop's latency between
     # processes; with Apache Kafka (which answers as soon as there is data) they can be long.
@@ -62,6 +67,18 @@ class Settings:
     request_id_retention_s: int = 86_400
     history_tail_run_bytes: int = 1 << 20
     history_tail_shard_bytes: int = 64 << 20
+    # A history shard retrying through an outage this long is reported stalled (/health 503).
+    stall_after_ms: int = 10_000
+    # A history process on its own serves GET /health here when set (0: any free port).
+    history_health_host: str = "127.0.0.1"
+    history_health_port: int | None = None
+    # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
+    ingress_keys: str = ""
+    # The shared key of matching's internal API and the metrics endpoint (KADENCE_INTERNAL_KEY;
+    # services/common/internal_auth.py); empty: they must listen on loopback.
+    internal_key: str = field(default="", repr=False)
+    # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -77,6 +94,7 @@ class Settings:
             "matching_port": _env_int("KADENCE_MATCHING_PORT", cls.matching_port),
             "session_timeout_ms": _env_int("KADENCE_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
             "started_record_delay_ms": _env_int("KADENCE_STARTED_RECORD_DELAY_MS", cls.started_record_delay_ms),
+            "max_payload_bytes": _env_int("KADENCE_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
@@ -87,6 +105,13 @@ class Settings:
             "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
             "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
             "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
+            "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
+            "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
+            "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])
+                                    if os.environ.get("KADENCE_HISTORY_HEALTH_PORT") else None),
+            "kafka_security": KafkaSecurity.from_env(),
+            "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
+            "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

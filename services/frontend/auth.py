@@ -1,7 +1,8 @@
 """Authentication and per-namespace authorization of the HTTP API (issue 21, item 1).
 
 A caller presents ``Authorization: Bearer <credential>``. The credential is either a static
-API key (small setups) or a JWT signed with HS256 under a configured secret. Either one
+API key (small setups) or a JWT verified with PyJWT (jwt_verify.py): HS256 under a
+configured secret, or RS256/ES256 under a configured public key or a JWKS file. Either one
 yields a ``Principal``: a name and its grants, each grant a namespace (or ``*``), a set of
 permissions and, for workers, the task queues they may poll.
 
@@ -10,21 +11,23 @@ names; an operation missing from it is refused, so a new route must be classifie
 
 - read: describe, history, result, query
 - write: start, signal, signal-with-start, terminate
-- worker: polls, task answers, heartbeats, query answers
+- worker: polls, task answers, heartbeats, query answers; a task answer only for a task of a
+  task queue the worker may poll (the task queue its token names)
 - admin: implies the three above (namespace administration is not built yet)
 
 The configuration is a JSON file named by ``KADENCE_AUTH_CONFIG``::
 
     {"api_keys": [{"name": "ci", "sha256": "<hex SHA-256 of the key>",
                    "grants": [{"namespace": "shop", "permissions": ["read", "write"]}]}],
-     "jwt": {"hs256_secrets": ["<secret, 32+ characters>"], "issuer": "https://idp",
-             "audience": "kadence", "leeway_s": 30}}
+     "jwt": {"hs256_secrets": ["<secret, 32+ characters>"], "public_keys": ["@/etc/kadence/idp.pem"],
+             "jwks_file": "/etc/kadence/jwks.json", "algorithms": ["HS256", "RS256"],
+             "issuer": "https://idp", "audience": "kadence", "leeway_s": 30}}
 
 API keys are stored as hashes, so the file does not hold a usable credential. A JWT must
 carry ``sub`` and ``exp`` (and ``iss``/``aud`` when configured) and its grants in the
-``kadence_grants`` claim, in the same form as an API key's. Several secrets may verify (a
-secret rotates with two valid at once). RS256/JWKS needs an RSA implementation the project
-does not depend on yet, and is not supported.
+``kadence_grants`` claim, in the same form as an API key's. Several secrets or keys may
+verify (a key rotates with two valid at once). The accepted algorithms come from the
+configuration, never from the token.
 
 Missing credentials or credentials that do not verify: 401 ``Unauthenticated``. A verified
 caller without the permission: 403 ``PermissionDenied``.
@@ -32,21 +35,18 @@ caller without the permission: 403 ``PermissionDenied``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import FrontendError, PermissionDenied
-
-MIN_SECRET_CHARS = 32
+from .jwt_verify import JwtConfigError, JwtRejected, JwtVerifier
 
 
 class Unauthenticated(FrontendError):
@@ -69,12 +69,12 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "describe": Permission.READ, "history": Permission.READ, "result": Permission.READ,
     "query": Permission.READ,
     "start": Permission.WRITE, "signal": Permission.WRITE, "signal_with_start": Permission.WRITE,
-    "terminate": Permission.WRITE,
+    "terminate": Permission.WRITE, "cancel": Permission.WRITE,
     "poll_workflow_tasks": Permission.WORKER, "poll_activity_tasks": Permission.WORKER,
     "complete_workflow_task": Permission.WORKER, "fail_workflow_task": Permission.WORKER,
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,
     "complete_activity_task": Permission.WORKER, "fail_activity_task": Permission.WORKER,
-    "heartbeat_activity_task": Permission.WORKER,
+    "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,
 }
 
 
@@ -122,24 +122,12 @@ def _grants(raw: object, where: str) -> tuple[Grant, ...]:
     return tuple(out)
 
 
-def _b64url(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-
-
-@dataclass(frozen=True)
-class JwtSettings:
-    secrets: tuple[bytes, ...]
-    issuer: str | None = None
-    audience: str | None = None
-    leeway_s: float = 30.0
-
-
 @dataclass
 class Authenticator:
     """Turns a bearer credential into a ``Principal`` and checks its permissions."""
 
     api_keys: Mapping[str, Principal] = field(default_factory=dict)  # by hex SHA-256 of the key
-    jwt: JwtSettings | None = None
+    jwt: JwtVerifier | None = None
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -165,12 +153,10 @@ class Authenticator:
         if raw_jwt is not None:
             if not isinstance(raw_jwt, dict):
                 raise AuthConfigError(f"{where}: jwt must be an object")
-            secrets = raw_jwt.get("hs256_secrets")
-            if (not isinstance(secrets, list) or not secrets
-                    or not all(isinstance(s, str) and len(s) >= MIN_SECRET_CHARS for s in secrets)):
-                raise AuthConfigError(f"{where}: jwt.hs256_secrets must list secrets of {MIN_SECRET_CHARS}+ characters")
-            jwt = JwtSettings(tuple(s.encode() for s in secrets), raw_jwt.get("issuer"), raw_jwt.get("audience"),
-                              float(raw_jwt.get("leeway_s", 30.0)))
+            try:
+                jwt = JwtVerifier.from_mapping(raw_jwt, where=where)
+            except JwtConfigError as exc:
+                raise AuthConfigError(str(exc)) from None
         if not keys and jwt is None:
             raise AuthConfigError(f"{where}: configures neither api_keys nor jwt: nobody could call the API")
         return cls(keys, jwt)
@@ -194,36 +180,11 @@ class Authenticator:
             raise Unauthenticated("the credential is not a known API key or a valid JWT")
         return principal
 
-    def _jwt(self, token: str, settings: JwtSettings) -> Principal:
-        header_text, payload_text, signature_text = token.split(".")
+    def _jwt(self, token: str, verifier: JwtVerifier) -> Principal:
         try:
-            header = json.loads(_b64url(header_text))
-            claims = json.loads(_b64url(payload_text))
-            signature = _b64url(signature_text)
-        except (binascii.Error, ValueError):
-            raise Unauthenticated("the JWT is malformed") from None
-        # The algorithm is fixed by the configuration, never taken from the token ("none" et al.).
-        if not isinstance(header, dict) or header.get("alg") != "HS256":
-            raise Unauthenticated("the JWT must be signed with HS256")
-        signed = f"{header_text}.{payload_text}".encode()
-        if not any(hmac.compare_digest(hmac.new(s, signed, hashlib.sha256).digest(), signature)
-                   for s in settings.secrets):
-            raise Unauthenticated("the JWT's signature does not verify")
-        if not isinstance(claims, dict):
-            raise Unauthenticated("the JWT's claims must be an object")
-        now = self.clock()
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, int | float) or now > exp + settings.leeway_s:
-            raise Unauthenticated("the JWT has expired (or has no exp)")
-        if isinstance(nbf, int | float) and now < nbf - settings.leeway_s:
-            raise Unauthenticated("the JWT is not valid yet (nbf)")
-        if settings.issuer is not None and claims.get("iss") != settings.issuer:
-            raise Unauthenticated("the JWT was issued by another issuer")
-        if settings.audience is not None:
-            aud = claims.get("aud")
-            audiences = aud if isinstance(aud, list) else [aud]
-            if settings.audience not in audiences:
-                raise Unauthenticated("the JWT is meant for another audience")
+            claims = verifier.verify(token, self.clock())
+        except JwtRejected as exc:
+            raise Unauthenticated(str(exc)) from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("the JWT has no subject (sub)")
@@ -247,6 +208,32 @@ class Authenticator:
         principal = self.authenticate(authorization)
         self.authorize(principal, operation, namespace, task_queue)
         return principal
+
+
+# The caller of the API call being served (set by the route in app.py while its handler runs),
+# for the checks that need the request's body: the task queue a task token names.
+_caller: ContextVar[tuple[Authenticator, Principal] | None] = ContextVar("kadence_caller", default=None)
+
+
+CallerMark = Token[tuple["Authenticator", Principal] | None]
+
+
+def serving(auth: Authenticator, principal: Principal) -> CallerMark:
+    """Mark ``principal`` as the caller of the call being served; give the result to ``served``."""
+    return _caller.set((auth, principal))
+
+
+def served(mark: CallerMark) -> None:
+    _caller.reset(mark)
+
+
+def authorize_task_queue(operation: str, namespace: str, task_queue: str) -> None:
+    """403 unless the caller (if authentication is on) may ``operation`` on ``task_queue``: a
+    worker answers only tasks of the task queues it may poll, whatever token it holds."""
+    caller = _caller.get()
+    if caller is not None:
+        auth, principal = caller
+        auth.authorize(principal, operation, namespace, task_queue)
 
 
 def api_key_entry(name: str, key: str, grants: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import tracer, use_traceparent
+from services.common import validation as common
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
@@ -44,6 +45,7 @@ from .errors import (
     QueryFailed,
     RequestRefused,
     Unavailable,
+    WorkflowAlreadyClosed,
     WorkflowAlreadyStarted,
     WorkflowNotFound,
 )
@@ -65,6 +67,8 @@ _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a n
 
 
 class Engine:
+    limits = common.DEFAULT_LIMITS  # what a command may hold (the frontend sets its configured limits)
+
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
@@ -105,6 +109,11 @@ class Engine:
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
         """Produce a command to kadence.requests and wait until the broker has it."""
+        # The very check history runs on the record: what it would dead-letter is a 400 here.
+        try:
+            common.check_command(name, record, self.limits)
+        except common.Invalid as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from None
         try:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -170,6 +179,8 @@ class Engine:
                                          field="workflow_id", run_id=reply.get("run_id"))
         if error == "WorkflowNotFound":
             raise WorkflowNotFound(message or "the workflow was not found", field="workflow_id")
+        if error == "WorkflowAlreadyClosed":
+            raise WorkflowAlreadyClosed(message, field="run_id", run_id=reply.get("run_id"))
         raise RequestRefused(error, message or f"history refused {name}")
 
     # -- workflow commands ---------------------------------------------------------------------
@@ -212,6 +223,29 @@ class Engine:
             "request_id": request_id, "identity": identity,
         })
         return {}
+
+    async def cancel(self, ns: str, workflow_id: str, run_id: str | None, reason: str,
+                     request_id: str, identity: str) -> dict[str, Any]:
+        await self._command("RequestCancelWorkflowExecution", {
+            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+            "request_id": request_id, "identity": identity,
+        })
+        return {}
+
+    async def activity_cancel_requested(self, token: TaskToken) -> bool:
+        """What a heartbeat answers: whether the attempt should stop. It should when a cancel
+        of the activity is recorded, and when the attempt is over anyway (the run closed, the
+        activity finished, or another attempt replaced it), as Temporal's heartbeat says."""
+        try:
+            ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
+        except WorkflowNotFound:
+            return True
+        if ex.closed:
+            return True
+        act = (ex.state.get("activities") or {}).get(str(token.scheduled_event_id))
+        if not isinstance(act, dict) or act.get("attempt") != token.attempt:
+            return True
+        return bool(act.get("cancel_requested_event_id"))
 
     async def query(self, ns: str, workflow_id: str, run_id: str | None, query_type: str,
                     args_json: str | None, timeout: float) -> dict[str, Any]:

@@ -7,30 +7,12 @@ authentication configuration (auth.py), which the frontend then enforces on ever
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+from services.common.bind import UnsafeBind, is_loopback
+
+__all__ = ["AUTH_SETTING", "INSECURE_SETTING", "UnsafeBind", "check_bind", "is_loopback"]
 
 AUTH_SETTING = "KADENCE_AUTH_CONFIG"
 INSECURE_SETTING = "KADENCE_INSECURE"
-
-
-class UnsafeBind(Exception):
-    """The frontend was asked to listen beyond this machine without authentication."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` names is a loopback one (``""`` means every interface)."""
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return False  # unresolvable: the bind will fail anyway; do not call it safe
-    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def check_bind(host: str, *, auth_configured: bool, insecure: bool) -> None:

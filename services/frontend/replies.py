@@ -16,20 +16,24 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from kadence.kafka_security import KafkaSecurity, client_options
+from services.common import outage
 from services.common.aio import cancel
 from services.common.kafka import REPLIES
+from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10) -> None:
+    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10,
+                 security: KafkaSecurity | None = None) -> None:
         self._instance_id = instance_id
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             client_id=f"frontend-replies-{instance_id}",
             fetch_max_wait_ms=fetch_wait_ms,
-            metadata_max_age_ms=5000,
+            metadata_max_age_ms=5000, **client_options(security),
         )
         # Per request id, one future per caller waiting for it: calls carrying the same
         # request id at once (a client retrying while its first call is still out) each get
@@ -37,7 +41,8 @@ class ReplyRouter:
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, fatal: Fatal | None = None) -> None:
+        """Start reading; if the reading task ever dies, ``fatal`` is declared."""
         await self._consumer.start()
         try:
             await self._consumer.topics()  # loads metadata so the partitions are known
@@ -52,6 +57,8 @@ class ReplyRouter:
             await self._consumer.stop()
             raise
         self._task = asyncio.create_task(self._run(), name="frontend-replies")
+        if fatal is not None:
+            watch(self._task, "the frontend's replies consumer", fatal)
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -82,13 +89,14 @@ class ReplyRouter:
             del self._waiters[request_id]
 
     async def _run(self) -> None:
+        backoff = outage.Backoff(f"reading {REPLIES}", log)
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            except KafkaError:
-                log.exception("reading %s failed; retrying", REPLIES)
-                await asyncio.sleep(0.5)
+            except KafkaError as exc:
+                await backoff.wait(exc)
                 continue
+            backoff.recovered()
             for records in batch.values():
                 for rec in records:
                     self._deliver(rec.value)

@@ -1,6 +1,6 @@
 """Commands that target a workflow rather than a run: at most once, never to a later run.
 
-A start, signal, signal-with-start or terminate without a run id is for "the workflow":
+A start, signal, signal-with-start, terminate or cancel without a run id is for "the workflow":
 whichever run is current when history reads it. Two rules keep a copy of such a command
 read again (a client retry with the same request id, the same record produced twice, an
 operator rewind re-reading the log) from acting a second time or on the wrong run:
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # command of that kind (cancel, update) belongs here to get both rules.
 WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflowExecution",
                                "SignalWorkflowExecution", "TerminateWorkflowExecution",
+                               "RequestCancelWorkflowExecution",
                                "StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
 REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
 REMEMBERED_STARTS = 10_000  # run start offsets kept in memory per shard

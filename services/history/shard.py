@@ -16,7 +16,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -24,14 +24,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
-from services.common import kafka
+from services.common import kafka, outage, validation
+from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine
+from . import cancellation, engine, poison
 from .builder import Mutation, OutboxMessage, Transition
 from .children import apply_parent_close_policy, notify_child_outcome, signal_external, start_child
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
+from .health import ShardHealth, ShardState
 from .ledger import Ledger, RequestSeen, trim_loop
 from .memory import Heartbeats, Tails
 from .neighbours import Closed, HandedCommand, Neighbours
@@ -49,6 +51,8 @@ OUTBOX_CLEANUP_S = 0.2
 # Records for the audit log alone (kadence.history) wait this long for more to go with them.
 AUDIT_GATHER_S = 0.010
 EARLY_ACK_WAIT_S = 1.0  # how long a command taken early may wait for its acknowledgement
+# The shard's loops, each run under _guard, each with its own outage backoff.
+LOOP, RELAY, TIMERS, REDISPATCH, TRIM = LOOPS = ("loop", "relay", "timers", "redispatch", "trim")
 
 Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
 
@@ -69,6 +73,8 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
+    "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
+    "RespondActivityTaskCanceled": cancellation.activity_canceled,
     "StartChildWorkflowExecution": start_child,
     "SignalExternalWorkflowExecution": signal_external,
     "ChildWorkflowNotice": notify_child_outcome,
@@ -97,6 +103,9 @@ class _Poison(Exception):
 
 
 class Shard:
+    # Who may send commands to which namespace (set by the service; None: anyone).
+    ingress: IngressPolicy | None = None
+
     def __init__(self, shard_id: int, store: HistoryStore, producer: AIOKafkaProducer, owner: str) -> None:
         self.shard_id = shard_id
         self.store = store
@@ -141,6 +150,15 @@ class Shard:
         # Request ids applied and runs' start offsets (ledger.py); the service sets these.
         self.ledger = Ledger(shard_id)
         self.request_id_retention_s = 86_400.0
+        # Outages each loop waits out (see outage.py), read by the health report.
+        self.backoffs = {name: outage.Backoff(f"shard {shard_id} {name}", log) for name in LOOPS}
+        self.last_progress = time.time()  # the last commit (or the start), for the health report
+        # Set when a loop died of something other than an outage or lost ownership; the
+        # service is told (on_failure) and restarts the shard or stops the process.
+        self.failure: BaseException | None = None
+        self.stopped_at: float | None = None
+        self.on_failure: Callable[[Shard, BaseException], None] | None = None
+        self.limits = validation.DEFAULT_LIMITS  # what a command may hold (services/common/validation.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -157,16 +175,62 @@ class Shard:
         return self.next_offset
 
     def start(self) -> None:
-        for coro in (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop(),
-                     trim_loop(self.store, self.shard_id, self.request_id_retention_s)):
-            self._tasks.append(asyncio.create_task(self._guard(coro)))
+        loops = dict(zip(LOOPS, (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop(),
+                                 trim_loop(self.store, self.shard_id, self.request_id_retention_s)), strict=True))
+        for name, coro in loops.items():
+            self._tasks.append(asyncio.create_task(self._guard(name, coro), name=f"shard-{self.shard_id}-{name}"))
 
-    async def _guard(self, coro: Awaitable[None]) -> None:
+    async def _guard(self, name: str, coro: Awaitable[None]) -> None:
+        """Run one of the shard's loops. Outages are healed inside the loops; what ends one
+        here stops the shard: lost ownership quietly (the rebalance follows), anything else
+        loudly, handed to the service (on_failure) to restart the shard or stop the process."""
+        failure: BaseException
         try:
             await coro
         except ShardOwnershipLost as exc:
             log.warning("%s; shard %d stops here", exc, self.shard_id)
+            self.stopped_at = time.time()
             self.lost.set()
+            self._drain_inbox()
+            return
+        except Exception as exc:
+            log.critical("shard %d: its %s loop died; the shard stops", self.shard_id, name, exc_info=exc)
+            failure = exc
+        else:
+            failure = RuntimeError(f"the {name} loop returned")  # they never do
+            log.critical("shard %d: %s; the shard stops", self.shard_id, failure)
+        if self.failure is None:
+            self.failure, self.stopped_at = failure, time.time()
+            self._drain_inbox()
+            if self.on_failure is not None:
+                self.on_failure(self, failure)
+
+    @property
+    def stopped(self) -> bool:
+        """The shard takes no more work: ownership lost, or a loop died."""
+        return self.lost.is_set() or self.failure is not None
+
+    def _drain_inbox(self) -> None:
+        """Empty the inbox of a shard that stopped: a consumer waiting to feed it must not
+        wait for ever (what it fed is fetched again by the next owner, from the stored offset)."""
+        while not self.inbox.empty():
+            self.inbox.get_nowait()
+
+    def health(self, lag: int | None = None) -> ShardHealth:
+        if self.stopped:
+            error = repr(self.failure) if self.failure is not None else "shard ownership lost"
+            return ShardHealth(self.shard_id, ShardState.STOPPED, self.stopped_at, error, self.last_progress, lag)
+        failing = [(b.since or 0.0, name, b) for name, b in self.backoffs.items() if b.retrying]
+        if not failing:
+            return ShardHealth(self.shard_id, ShardState.RUNNING, None, None, self.last_progress, lag)
+        since, _, first = min(failing, key=lambda f: f[0])
+        return ShardHealth(self.shard_id, ShardState.RETRYING, since, first.last_error, self.last_progress, lag,
+                           tuple(name for _, name, _ in failing))
+
+    async def verify_owner(self) -> None:
+        """Raise ShardOwnershipLost if another process took the shard over (range_id moved on)."""
+        if await self.store.shard_range_id(self.shard_id) != self.range_id:
+            raise ShardOwnershipLost(f"shard {self.shard_id} has a new owner (our range_id {self.range_id} is stale)")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -175,6 +239,7 @@ class Shard:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._drain_inbox()
 
     async def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if records:
@@ -300,19 +365,30 @@ class Shard:
             self.consumed = records[-1].offset + 1
         return records
 
-    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None) -> None:
+    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None, *,
+                       bisecting: bool = False,
+                       dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] | None = None) -> None:
         """Run a batch and commit it; ``early``: the batch is one command taken ahead of its
-        acknowledgement (offer_early), which is this future."""
-        dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}
+        acknowledgement (offer_early), which is this future. ``bisecting``: a part of a batch
+        the store refused (poison.py), which raises the store's refusal instead of bisecting
+        again; ``dead``: its records to dead-letter."""
+        dead = {} if dead is None else dead
         no_current, assumed_new = await self._look_up_current(batch)
         while True:
             ctx = BatchContext(self, int(time.time() * 1000), no_current)
             try:
                 last_offset = await self._run(ctx, batch, dead)
-            except _Poison as poison:
+            except _Poison as failed:
                 self._forget(ctx)
-                record = next(r for item in batch if isinstance(item, list) for r in item if r.offset == poison.offset)
-                dead[poison.offset] = (record, poison.reason)
+                record = next(r for item in batch if isinstance(item, list) for r in item if r.offset == failed.offset)
+                dead[failed.offset] = (record, failed.reason)
+                continue
+            except outage.TRANSIENT as exc:
+                # A state load found PostgreSQL gone: redo the batch from scratch once it is back.
+                if not outage.is_transient(exc):
+                    raise
+                self._forget(ctx)
+                await self.backoffs[LOOP].wait(exc)
                 continue
             if early is not None:
                 offset = await self._acknowledged(early) if not dead else None
@@ -351,17 +427,43 @@ class Shard:
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
                 await self.ledger.look_up(self.store, ctx.requests)
                 continue
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                # Nothing was written: drop what this batch changed in memory and redo it.
-                log.warning("shard %d: batch commit failed (%r); retrying", self.shard_id, exc)
+            except poison.CONTENT_ERRORS as exc:
+                # Refused for what a command holds: the same batch would be refused forever.
                 self._forget(ctx)
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
-                await asyncio.sleep(0.5)
+                if bisecting:
+                    raise
+                log.warning("shard %d: batch commit refused (%r); isolating the command(s) at fault",
+                            self.shard_id, exc)
+                await poison.bisect(poison.units(batch), self._commit_part, self._give_up, failed=exc)
+                return
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                # Nothing was written: drop what this batch changed in memory and redo it.
+                self._forget(ctx)
+                self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
+                await self.backoffs[LOOP].wait(exc)
                 continue
+            self.backoffs[LOOP].recovered()
+            self.last_progress = time.time()
             # Neighbours first: the poll or wait they wake then runs before the relay's publication.
             self._tell_neighbours(ctx, mutations, closed)
             self._after_commit(ctx, mutations, outbox)
             return
+
+    async def _commit_part(self, part: Sequence[Any]) -> None:
+        await self._process(list(part), bisecting=True)
+
+    async def _give_up(self, unit: Any, exc: Exception) -> None:
+        """A record or timer firing the store refuses on its own: dead-letter the record (and
+        commit past it); a timer firing stays in its table, to be loaded again later."""
+        if isinstance(unit, engine.TimerFiring):
+            log.error("shard %d: the store refused timer %s (%r); it stays pending", self.shard_id, unit.key, exc)
+            self.timers.inflight.discard(unit.key)
+            return
+        record = unit[0]
+        log.error("shard %d: the store refused the command at offset %d (%r); dead-lettering it",
+                  self.shard_id, record.offset, exc)
+        await self._process([unit], bisecting=True, dead={record.offset: (record, poison.reason(exc))})
 
     async def _acknowledged(self, waiter: asyncio.Future[Any]) -> int | None:
         """The offset the broker gave a command taken early; None if it refused or is slow."""
@@ -390,6 +492,8 @@ class Shard:
                 for record in item:
                     if record.key is not None:
                         namespace, _, workflow_id = record.key.decode("utf-8", "replace").partition("/")
+                        if "\x00" in workflow_id or "\x00" in namespace:
+                            continue  # not a workflow the store can hold: the command is refused
                         key = (namespace, workflow_id)
                         if key not in self.current:
                             (starts if assume_new and _is_start(record.value) else keys).add(key)
@@ -421,10 +525,12 @@ class Shard:
             for record in item:
                 last_offset = record.offset
                 if record.offset in dead:
+                    poison.reply_refused(ctx, record, dead[record.offset][1])
                     continue
                 reason = await self._command(ctx, record)
                 if reason is not None:
                     dead[record.offset] = (record, reason)
+                    poison.reply_refused(ctx, record, reason)
         return last_offset
 
     async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -438,9 +544,18 @@ class Shard:
         handler = HANDLERS.get(name)
         if handler is None:
             return f"kadence.requests does not take {name} records"
+        try:
+            validation.check_command(name, cmd, self.limits)
+        except validation.Invalid as exc:
+            return f"{name} refused: {exc.message}"
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
+        if self.ingress is not None and not isinstance(record, HandedCommand):
+            refused = self.ingress.check(record, cmd)
+            if refused is not None:
+                return refused
         ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.consumed  # taken early: the next
@@ -535,8 +650,8 @@ class Shard:
                     await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
                     break
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
-                    log.warning("shard %d: outbox publish failed (%r); retrying", self.shard_id, exc)
-                    await asyncio.sleep(0.5)
+                    await self.backoffs[RELAY].wait(exc)
+            self.backoffs[RELAY].recovered()
             published = rows[-1][0]
             # Published rows are deleted at most every OUTBOX_CLEANUP_S under load, and as
             # soon as the relay falls idle: a crash in between publishes them again, which
@@ -554,20 +669,33 @@ class Shard:
             try:
                 await self.store.delete_outbox(self.shard_id, up_to, legacy=self._legacy_outbox)
                 self._legacy_outbox = False
+                self.backoffs[RELAY].recovered()
                 return
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("shard %d: outbox cleanup failed (%r); retrying", self.shard_id, exc)
-                await asyncio.sleep(0.5)
+            except (asyncpg.PostgresError, *outage.DATABASE_TRANSIENT) as exc:
+                await self.backoffs[RELAY].wait(exc)
 
     # ---- re-dispatch of tasks no worker started ----------------------------------------
 
     async def _redispatch_loop(self) -> None:
+        backoff = self.backoffs[REDISPATCH]
         while True:
             await asyncio.sleep(REDISPATCH_AFTER_MS / 2000)
-            try:
-                await self.redispatch()
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("shard %d: re-dispatch scan failed (%r)", self.shard_id, exc)
+            while True:
+                try:
+                    if backoff.retrying:
+                        # PostgreSQL is back: another process may own the shard by now.
+                        await self.verify_owner()
+                    await self.redispatch()
+                except outage.TRANSIENT as exc:
+                    if not outage.is_transient(exc):
+                        raise
+                    await backoff.wait(exc)
+                    continue
+                except asyncpg.PostgresError as exc:
+                    # Not an outage, but the scan is best effort: the next one may do better.
+                    log.error("shard %d: re-dispatch scan failed (%r)", self.shard_id, exc)  # noqa: TRY400
+                backoff.recovered()
+                break
 
     async def redispatch(self, *, force: bool = False) -> int:
         """Publish again the tasks that were scheduled long ago and never started.
@@ -705,7 +833,12 @@ class TimerQueue:
             # timer wait up to a millisecond more, on top of the event loop's own rounding.
             now = time.time() * 1000
             if now >= next_reload:
-                await self._reload(int(now))
+                try:
+                    await self._reload(int(now))
+                except outage.DATABASE_TRANSIENT as exc:
+                    await self.shard.backoffs[TIMERS].wait(exc)
+                    continue
+                self.shard.backoffs[TIMERS].recovered()
                 next_reload = int(now) + TIMER_WINDOW_MS // 2
             while self.heap and self.heap[0][0] <= now:
                 fire_at, key = heapq.heappop(self.heap)

@@ -116,6 +116,10 @@ class HistoryStore:
             if fresh:
                 await conn.execute("DELETE FROM run_start_offsets WHERE shard_id = $1", shard_id)
             return int(value)
+    async def shard_range_id(self, shard_id: int) -> int | None:
+        """The shard's current range_id (its owner's fence), None if never acquired."""
+        value = await self.pool.fetchval("SELECT range_id FROM shards WHERE shard_id = $1", shard_id)
+        return None if value is None else int(value)
 
     async def current_run(self, namespace: str, workflow_id: str) -> str | None:
         value = await self.pool.fetchval(

@@ -130,3 +130,91 @@ def test_configuration_is_checked(tmp_path: Path) -> None:
                                                                            "permissions": ["read"]}])]}))
     assert "key-a" not in path.read_text()  # only the hash is stored
     assert Authenticator.from_file(path).check("Bearer key-a", "describe", "n").name == "a"
+
+
+# -- RS256 / ES256 / JWKS (keys generated here) -----------------------------------------------
+
+def _rsa() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem(private: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+    return private.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+CLAIMS = {"sub": "svc", "exp": NOW + 60, "kadence_grants": [{"namespace": "shop", "permissions": ["read"]}]}
+
+
+def _with_clock(auth: Authenticator) -> Authenticator:
+    auth.clock = lambda: NOW
+    return auth
+
+
+def test_rs256_with_a_configured_public_key(tmp_path: Path) -> None:
+    import jwt as pyjwt
+    key, other = _rsa(), _rsa()
+    pem_file = tmp_path / "idp.pem"
+    pem_file.write_text(_pem(key))
+    for public in (_pem(key), f"@{pem_file}"):
+        auth = _with_clock(Authenticator.from_mapping({"jwt": {"public_keys": [public], "algorithms": ["RS256"]}}))
+        assert auth.check(f"Bearer {pyjwt.encode(CLAIMS, key, algorithm='RS256')}", "describe", "shop").name == "svc"
+        with pytest.raises(Unauthenticated, match="signature does not verify"):
+            auth.check(f"Bearer {pyjwt.encode(CLAIMS, other, algorithm='RS256')}", "describe", "shop")
+        with pytest.raises(Unauthenticated, match="expired"):
+            auth.check(f"Bearer {pyjwt.encode({**CLAIMS, 'exp': NOW - 600}, key, algorithm='RS256')}",
+                       "describe", "shop")
+        # The algorithm comes from the configuration: HS256 "signed" with the public key as the
+        # secret (the classic confusion attack), RS512 and "none" are refused.
+        head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = _b64(json.dumps(CLAIMS).encode())
+        mac = hmac.new(_pem(key).encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+        for token in (f"{head}.{body}.{_b64(mac)}", pyjwt.encode(CLAIMS, key, algorithm="RS512"),
+                      jwt(CLAIMS, alg="none")):
+            with pytest.raises(Unauthenticated, match="not accepted"):
+                auth.check(f"Bearer {token}", "describe", "shop")
+
+
+def test_es256_and_jwks_file_by_kid(tmp_path: Path) -> None:
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    rsa_key, ec_key = _rsa(), ec.generate_private_key(ec.SECP256R1())
+    jwks = tmp_path / "jwks.json"
+
+    def publish(*pairs: tuple[str, Any, str]) -> None:
+        keys = []
+        for kid, private, alg in pairs:
+            jwk = json.loads(pyjwt.algorithms.get_default_algorithms()[alg].to_jwk(private.public_key()))
+            keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
+        jwks.write_text(json.dumps({"keys": keys}))
+
+    publish(("r1", rsa_key, "RS256"), ("e1", ec_key, "ES256"))
+    auth = _with_clock(Authenticator.from_mapping({"jwt": {"jwks_file": str(jwks)}}))
+    rs = pyjwt.encode(CLAIMS, rsa_key, algorithm="RS256", headers={"kid": "r1"})
+    es = pyjwt.encode(CLAIMS, ec_key, algorithm="ES256", headers={"kid": "e1"})
+    assert auth.check(f"Bearer {rs}", "describe", "shop").name == "svc"
+    assert auth.check(f"Bearer {es}", "describe", "shop").name == "svc"
+    # A kid the set does not hold, or a kid naming another key: refused.
+    for token in (pyjwt.encode(CLAIMS, rsa_key, algorithm="RS256", headers={"kid": "gone"}),
+                  pyjwt.encode(CLAIMS, rsa_key, algorithm="RS256", headers={"kid": "e1"})):
+        with pytest.raises(Unauthenticated):
+            auth.check(f"Bearer {token}", "describe", "shop")
+    # The file is read again when it changes: a key taken out of the set stops verifying.
+    import os
+    publish(("e1", ec_key, "ES256"))
+    stat = jwks.stat()
+    os.utime(jwks, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(Unauthenticated):
+        auth.check(f"Bearer {rs}", "describe", "shop")
+    assert auth.check(f"Bearer {es}", "describe", "shop").name == "svc"
+
+
+def test_asymmetric_configuration_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(AuthConfigError, match="PEM"):
+        Authenticator.from_mapping({"jwt": {"public_keys": ["not a key"]}})
+    with pytest.raises(AuthConfigError, match="JWKS"):
+        Authenticator.from_mapping({"jwt": {"jwks_file": str(tmp_path / "none.json")}})
+    with pytest.raises(AuthConfigError, match="algorithms"):
+        Authenticator.from_mapping({"jwt": {"hs256_secrets": [SECRET], "algorithms": ["none"]}})

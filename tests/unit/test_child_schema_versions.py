@@ -1,7 +1,7 @@
-"""Records written before child workflows (HistoryEvent v6, HistoryRecord v5,
-RespondWorkflowTaskCompleted and RespondActivityTaskCompleted v2) read with the new
-fields defaulted (a start with no parent), fold as before, and their hash chains verify,
-also in a run upgraded midway."""
+"""Records written before child workflows (HistoryEvent v7, HistoryRecord v6,
+RespondWorkflowTaskCompleted and RespondActivityTaskCompleted v3, as cancellation left
+them, and the versions before those) read with the new fields defaulted (a start with no
+parent), fold as before, and their hash chains verify, also in a run upgraded midway."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from tests.unit.test_timeout_schema_versions import _written_under
 
 pytestmark = pytest.mark.timeout(10)
 V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.v5.avsc"))
+V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
+BEFORE_CHILDREN = pytest.mark.parametrize("before", [V6, V7], ids=["v6", "v7"])
 
 
 def _sealed(writers: list[Writer]) -> tuple[list[bytes], list[bytes]]:
@@ -32,8 +34,9 @@ def _sealed(writers: list[Writer]) -> tuple[list[bytes], list[bytes]]:
     return rows, records
 
 
-def test_a_run_written_under_version_6_reads_without_a_parent_and_verifies() -> None:
-    rows, records = _sealed([V6])
+@BEFORE_CHILDREN
+def test_a_run_written_before_children_reads_without_a_parent_and_verifies(before: Writer) -> None:
+    rows, records = _sealed([before])
     events = [avro.decode(row)[1] for row in rows]
     started = events[0]["attributes"]
     assert started["parent_workflow_id"] is None and started["parent_initiated_event_id"] == 0
@@ -45,23 +48,25 @@ def test_a_run_written_under_version_6_reads_without_a_parent_and_verifies() -> 
     assert replay.divergences() == [] and r.compare_run(audit, rows, audit.state.dumps()) == []
 
 
-def test_a_run_upgraded_from_version_6_midway_verifies() -> None:
-    rows, records = _sealed([V6] * 5 + [CURRENT] * 6)
+@BEFORE_CHILDREN
+def test_a_run_upgraded_to_children_midway_verifies(before: Writer) -> None:
+    rows, records = _sealed([before] * 5 + [CURRENT] * 6)
     assert len({row[:10] for row in rows}) == 2
     replay = _topic(records)
     audit = replay.runs[RUN.run_id]
     assert replay.divergences() == [] and r.compare_run(audit, rows, audit.state.dumps()) == []
 
 
+@pytest.mark.parametrize("version", ["v2", "v3"])
 @pytest.mark.parametrize("name", ["RespondWorkflowTaskCompleted", "RespondActivityTaskCompleted"])
-def test_answers_from_before_child_commands_still_read(name: str) -> None:
+def test_answers_from_before_child_commands_still_read(name: str, version: str) -> None:
     value: dict[str, Any] = {"namespace": "ns", "workflow_id": "w", "run_id": "r", "scheduled_event_id": 5,
                              "attempt": 1, "identity": "",
                              "commands": [{"command_type": "CompleteWorkflowExecution",
                                            "attributes": {"result": '"done"'}}]}
     if name == "RespondActivityTaskCompleted":
         value = {k: v for k, v in value.items() if k != "commands"} | {"result": '"ok"', "workflow_task": None}
-    decoded_name, record = avro.decode(_written_under(f"kadence.{name}.v2.avsc", name, value))
+    decoded_name, record = avro.decode(_written_under(f"kadence.{name}.{version}.avsc", name, value))
     assert decoded_name == name
     if name == "RespondWorkflowTaskCompleted":
         assert record["commands"][0]["attributes"] == {"result": '"done"'}
@@ -74,3 +79,26 @@ def test_a_child_start_command_round_trips_with_its_policy() -> None:
                               "parent_close_policy": "Abandon"}}
     _, decoded = avro.decode(avro.encode("Command", command))
     assert decoded == command
+
+
+# The fingerprints main's records were written with before child workflows took the next
+# versions: a saved version that changed would leave those records unreadable.
+SAVED = {"kadence.HistoryEvent.v7.avsc": 0xC4DD603F62CD19E7, "kadence.HistoryRecord.v6.avsc": 0x356E6D065CC774E9,
+         "kadence.RespondWorkflowTaskCompleted.v3.avsc": 0xBFB86A1D3C6DBE5F,
+         "kadence.RespondActivityTaskCompleted.v3.avsc": 0x08C1423BFEA7BA30,
+         "kadence.HistoryEvent.v6.avsc": 0x0B45DEACB92FB75A}
+
+
+@pytest.mark.parametrize("file", sorted(SAVED))
+def test_saved_versions_keep_the_fingerprints_records_were_written_with(file: str) -> None:
+    assert avro.fingerprint_of(_load(file)) == SAVED[file]
+    assert avro.fingerprint_of(_load(file)) != avro.fingerprint_of(_load(file.split(".")[1]))
+
+
+def test_an_answer_of_version_3_with_cancel_commands_reads() -> None:
+    value: dict[str, Any] = {"namespace": "ns", "workflow_id": "w", "run_id": "r", "scheduled_event_id": 5,
+                             "attempt": 1, "identity": "", "started_time": 0,
+                             "commands": [{"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]}
+    name, record = avro.decode(_written_under("kadence.RespondWorkflowTaskCompleted.v3.avsc",
+                                              "RespondWorkflowTaskCompleted", value))
+    assert name == "RespondWorkflowTaskCompleted" and record["commands"] == value["commands"]

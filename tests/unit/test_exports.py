@@ -15,6 +15,7 @@ def test_kadence_exports() -> None:
         "ActivityError",
         "ActivityTimeoutError",
         "ApplicationError",
+        "CanceledError",
         "ChildWorkflowError",
         "Client",
         "FailureError",
@@ -28,6 +29,7 @@ def test_kadence_exports() -> None:
         "RetryState",
         "TerminatedError",
         "Worker",
+        "WorkflowAlreadyClosedError",
         "WorkflowAlreadyStartedError",
         "WorkflowFailureError",
         "WorkflowHandle",
@@ -42,6 +44,7 @@ def test_kadence_exports() -> None:
 
 def test_workflow_exports() -> None:
     assert sorted(workflow.__all__) == [
+        "ActivityCancellationType",
         "ChildWorkflowHandle",
         "ContinueAsNewError",
         "Info",
