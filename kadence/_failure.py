@@ -6,7 +6,8 @@ chain in ``details``: an :class:`ActivityError` is recorded with type ``Activity
 with the activity's type, id, retry state and its cause as a nested Failure; an
 :class:`ActivityTimeoutError` likewise holds its timeout type and last heartbeat details,
 a :class:`ChildWorkflowError` the child's id, type, run id, initiated event id and cause,
-a :class:`TerminatedError` its reason (and a :class:`WorkflowTimeoutError` nothing more).
+a :class:`TerminatedError` its reason, a :class:`CanceledError` its details (and a
+:class:`WorkflowTimeoutError` nothing more).
 Anything else is an :class:`ApplicationError` with the recorded type, message, details,
 non-retryable flag and stack trace, so a failure written by another SDK still reads back.
 """
@@ -23,6 +24,7 @@ from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
     ApplicationError,
+    CanceledError,
     ChildWorkflowError,
     FailureError,
     TerminatedError,
@@ -79,6 +81,13 @@ def failure_from_exception(exc: BaseException) -> dict[str, Any]:
         details = encode_value([{_MARK: "TerminatedError", "reason": exc.reason}])
     elif isinstance(exc, WorkflowTimeoutError):
         details = encode_value([{_MARK: "WorkflowTimeoutError"}])
+    elif isinstance(exc, CanceledError):
+        # A canceled child's cause (or an activity's) read back as the same class.
+        try:
+            canceled: Any = encode_value(list(exc.details))
+        except (TypeError, ValueError):
+            canceled = None
+        details = encode_value([{_MARK: "CanceledError", "details": canceled}])
     if isinstance(exc, FailureError):
         message, type_ = exc.message, exc.type
     else:
@@ -162,6 +171,12 @@ def _chained(type_: Any, message: str, stack: str, details: list[Any]) -> Failur
             return TerminatedError(str(info.get("reason") or ""), stack_trace=stack)
         if type_ == "WorkflowTimeoutError":
             return WorkflowTimeoutError(stack_trace=stack)
+        if type_ == "CanceledError":
+            raw = info.get("details")
+            carried = decode_value(raw) if isinstance(raw, str) else None
+            canceled = CanceledError(message, *(carried if isinstance(carried, list) else ()))
+            canceled.stack_trace = stack
+            return canceled
     except (KeyError, TypeError, ValueError):
         return None  # not the SDK's record after all: read it as an application error
     return None

@@ -21,6 +21,7 @@ from kadence._failure import exception_from_failure
 from kadence._workflow.definition import signal_name_of
 from kadence.exceptions import (
     ApplicationError,
+    CanceledError,
     ChildWorkflowError,
     FailureError,
     TerminatedError,
@@ -197,7 +198,9 @@ class Children:
         elif kind == "ChildWorkflowExecutionTerminated":
             cause, what = TerminatedError(str(attrs.get("reason") or "")), "was terminated"
         else:
-            cause = ApplicationError("workflow canceled", type="CanceledError", non_retryable=True)
+            # As the client sees a canceled run: the details it closed with, if any.
+            details = decode_value(attrs.get("details"))
+            cause = CanceledError("workflow canceled", *(() if details is None else (details,)))
             what = "was canceled"
         error = self._error(pending, what, cause)
         _settle(pending.closed, lambda f: f.set_exception(error))

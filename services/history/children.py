@@ -21,8 +21,9 @@ after its commit, never before):
   shard, which terminates the child's current run if it is still that parent's child (so
   a child that continued as new is found, and a later run of the same id is left alone);
   ``Abandon`` sends nothing; ``RequestCancel`` does as ``Terminate`` but asks the run to
-  cancel (a ``RequestCancelWorkflowExecution``) once workflow cancellation exists (its
-  record is in ``schemas/``; until then nothing is sent, as with ``Abandon``).
+  cancel: the child's shard records the request on the child's run as a
+  ``RequestCancelWorkflowExecution`` would (cancellation.py, the same handler), without a
+  further hop over ``kadence.requests``.
 * ``SignalExternalWorkflowExecution`` (to a child) records its initiated event, sends a
   ``SignalExternalWorkflowExecution`` request, and the target's shard answers with a
   notice of kind ``Signaled`` or ``SignalFailed``.
@@ -37,10 +38,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from kadence import avro
 from services.common import kafka
 
-from . import engine
+from . import cancellation, engine
 from .builder import Transition
 from .state import child_run_id
 
@@ -48,12 +48,9 @@ NOTICE = "ChildWorkflowNotice"
 _POLICY = "ApplyParentClosePolicy"
 COMMANDS = frozenset({"StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
 IDENTITY = "kadence-history"
-# The events that close a run; WorkflowExecutionCanceled comes with workflow cancellation.
+# The events that close a run.
 _CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
                       "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew", "WorkflowExecutionCanceled"})
-# The request parent close policy RequestCancel sends, once workflow cancellation exists
-# (its schema is there); until then RequestCancel leaves the child running, as Abandon.
-_CANCEL_REQUEST = "RequestCancelWorkflowExecution"
 
 
 class NoticeKind(StrEnum):
@@ -258,7 +255,7 @@ def on_close(t: Transition) -> None:
                          NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
         policy = ParentClosePolicy(child["parent_close_policy"])
-        if policy == ParentClosePolicy.ABANDON or (policy == ParentClosePolicy.REQUEST_CANCEL and not _can_cancel()):
+        if policy == ParentClosePolicy.ABANDON:
             continue
         # To the child's shard, which knows the child's current run: the child may have
         # continued as new, and its workflow id may belong to another run by now.
@@ -268,11 +265,6 @@ def on_close(t: Transition) -> None:
             "parent_initiated_event_id": int(iid), "policy": policy.value,
             "reason": f"parent {s.workflow_id} closed ({s.status}); parent close policy {policy.value}",
             "request_id": f"{policy.value}:{s.run_id}:{iid}"})
-
-
-def _can_cancel() -> bool:
-    """Whether workflow cancellation exists (its request record is among the schemas)."""
-    return f"kadence.{_CANCEL_REQUEST}" in avro.schemas().current
 
 
 async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) -> None:
@@ -289,8 +281,10 @@ async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) ->
     if cmd["policy"] == ParentClosePolicy.TERMINATE:
         t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=IDENTITY)
         engine.settle(t)
-    elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL and _can_cancel():
-        ctx.send(kafka.REQUESTS, kafka.workflow_key(ns, wid), _CANCEL_REQUEST, {
+    elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL:
+        # This shard owns the child's run: record the cancel request here, through the
+        # handler a RequestCancelWorkflowExecution takes (once per run, whatever repeats).
+        await cancellation.request_cancel_workflow(ctx, {
             "namespace": ns, "workflow_id": wid, "run_id": t.state.run_id, "reason": cmd["reason"],
             "request_id": cmd["request_id"], "identity": IDENTITY, "reply_to": None})
 

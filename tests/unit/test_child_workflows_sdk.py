@@ -11,7 +11,13 @@ import pytest
 
 from kadence import workflow
 from kadence._failure import exception_from_failure
-from kadence.exceptions import ApplicationError, ChildWorkflowError, NonDeterminismError, TerminatedError
+from kadence.exceptions import (
+    ApplicationError,
+    CanceledError,
+    ChildWorkflowError,
+    NonDeterminismError,
+    TerminatedError,
+)
 from tests.unit._fake_history import Driver, FakeHistory, new_runner
 
 pytestmark = pytest.mark.timeout(30)
@@ -146,4 +152,14 @@ def test_a_canceled_child_raises_with_a_canceled_cause() -> None:
     driver = _run_to_signal(history)
     _child_event(history, "ChildWorkflowExecutionCanceled", run_id="kid-run", started_event_id=0, details=None)
     (done,) = driver.next_task()
-    assert done["attributes"]["result"] == '"ApplicationError: workflow canceled"'
+    assert done["attributes"]["result"] == '"CanceledError: workflow canceled"'
+
+
+def test_a_canceled_cause_keeps_its_class_and_details_through_a_failure() -> None:
+    from kadence._failure import failure_from_exception
+
+    error = ChildWorkflowError("child was canceled", workflow_id="k", workflow_type="Child", run_id="r",
+                               initiated_event_id=5, cause=CanceledError("workflow canceled", {"why": "stop"}))
+    again = exception_from_failure(failure_from_exception(error))
+    assert isinstance(again, ChildWorkflowError) and isinstance(again.cause, CanceledError)
+    assert again.cause.details == ({"why": "stop"},) and again.cause.message == "workflow canceled"

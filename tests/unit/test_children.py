@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kadence import avro
-from services.common import kafka
+from services.common import kafka, validation
 from services.history import children, engine
 from services.history.state import MutableState, child_run_id, rebuild
 from tests.unit.test_fold import MemoryContext, _ref, _start
@@ -62,6 +62,7 @@ async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]
                 "ApplyParentClosePolicy": children.apply_parent_close_policy}
     for key, name, record in records:
         assert key == kafka.workflow_key(record["namespace"], record["workflow_id"])
+        validation.check_command(name, record)  # what history sends itself passes its own check
         await handlers[name](ctx, record)
 
 
@@ -133,8 +134,17 @@ async def test_the_parent_close_policy_applies_when_the_parent_closes(policy: st
     await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "parent", "run_id": None,
                                           "reason": "r", "request_id": "", "identity": "", "reply_to": None})
     sent = ctx.requests()
-    if policy != "Terminate":
+    if policy == "Abandon":
         assert sent == [] and child.running
+        return
+    if policy == "RequestCancel":
+        (cancel,) = sent
+        assert cancel[1] == "ApplyParentClosePolicy" and cancel[2]["policy"] == "RequestCancel"
+        await _deliver(ctx, [cancel, cancel])  # a redelivered copy asks nothing more
+        assert child.running and child.cancel_requested
+        assert _events(ctx, child).count("WorkflowExecutionCancelRequested") == 1
+        assert ctx.requests() == []  # recorded by the child's shard itself: no further record
+        assert rebuild("ns", "child-1", child.run_id, ctx.events(child.run_id)).dumps() == child.dumps()
         return
     (terminate,) = sent
     assert terminate[1] == "ApplyParentClosePolicy" and terminate[2]["policy"] == "Terminate"
