@@ -75,6 +75,7 @@ COMPONENTS: dict[str, Schema] = {
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
         "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
+        "pending_children": {"type": "array", "items": {"type": "object"}},
     }, ["workflow_id", "run_id", "status", "history_length"]),
 }
 

@@ -16,6 +16,7 @@ def test_kadence_exports() -> None:
         "ActivityTimeoutError",
         "ApplicationError",
         "CanceledError",
+        "ChildWorkflowError",
         "Client",
         "FailureError",
         "KadenceError",
@@ -26,6 +27,7 @@ def test_kadence_exports() -> None:
         "Replayer",
         "RetryPolicy",
         "RetryState",
+        "TerminatedError",
         "Worker",
         "WorkflowAlreadyClosedError",
         "WorkflowAlreadyStartedError",
@@ -33,6 +35,7 @@ def test_kadence_exports() -> None:
         "WorkflowHandle",
         "WorkflowNotFoundError",
         "WorkflowTaskError",
+        "WorkflowTimeoutError",
         "activity",
         "workflow",
     ]
@@ -42,11 +45,14 @@ def test_kadence_exports() -> None:
 def test_workflow_exports() -> None:
     assert sorted(workflow.__all__) == [
         "ActivityCancellationType",
+        "ChildWorkflowHandle",
         "ContinueAsNewError",
         "Info",
+        "ParentClosePolicy",
         "continue_as_new",
         "defn",
         "execute_activity",
+        "execute_child_workflow",
         "info",
         "is_replaying",
         "now",
@@ -57,6 +63,7 @@ def test_workflow_exports() -> None:
         "side_effect",
         "signal",
         "sleep",
+        "start_child_workflow",
         "uuid4",
         "wait_condition",
     ]
