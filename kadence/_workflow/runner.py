@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import UPDATE_REQUESTED, Command, WorkflowInstance
+from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
 
 __all__ = [
@@ -43,7 +45,7 @@ INPUT_EVENT_TYPES = frozenset(
         "TimerFired",
         "WorkflowExecutionCancelRequested",
     }
-)
+) | CHILD_INPUT_EVENT_TYPES
 
 #: The history event each command becomes.
 COMMAND_EVENT_TYPE = {
@@ -58,6 +60,7 @@ COMMAND_EVENT_TYPE = {
     "CancelWorkflowExecution": "WorkflowExecutionCanceled",
     "AcceptWorkflowUpdate": "WorkflowExecutionUpdateAccepted",
     "CompleteWorkflowUpdate": "WorkflowExecutionUpdateCompleted",
+    **CHILD_COMMAND_EVENT_TYPE,
 }
 #: Commands that leave no event: a rejected update is told to its caller only.
 _EVENTLESS_COMMANDS = frozenset({"RejectWorkflowUpdate"})
@@ -72,6 +75,7 @@ _IDENTITY_ATTRIBUTE = {
     "RequestCancelActivityTask": "scheduled_event_id",
     "AcceptWorkflowUpdate": "update_id",
     "CompleteWorkflowUpdate": "update_id",
+    **CHILD_IDENTITY_ATTRIBUTE,
 }
 
 
@@ -95,6 +99,7 @@ class _OpenTask:
     visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
     produced: list[Command] | None = None  # set once the task ran live
     ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
+    history_ran_ahead: bool = False  # history records it as run ahead (its start has a ran_ahead_id)
 
 
 class RanAhead(NamedTuple):
@@ -127,8 +132,10 @@ class _Ahead:
 class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
-        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id)
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
+        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
+                                         data_converter=data_converter)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
@@ -175,6 +182,7 @@ class WorkflowRunner:
             return []
         if started_time_ms:
             task.time_ms = started_time_ms
+        self.instance.history_length = task.scheduled_event_id
         requested: list[Mapping[str, Any]] = [{"event_type": UPDATE_REQUESTED, "event_id": 0, "attributes": u}
                                               for u in updates]
         task.produced = self.instance.activate(self._take_inputs(task) + requested, time_ms=task.time_ms,
@@ -236,6 +244,10 @@ class WorkflowRunner:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
+                # workflow.info().history_length: the task's WorkflowTaskScheduled id, except
+                # in a task run ahead, which cannot know it and keeps its predecessor's.
+                if not task.history_ran_ahead:
+                    self.instance.history_length = task.scheduled_event_id
                 # The updates the task accepted were delivered to it after its input events:
                 # replayed, their handlers run again from the accepted input.
                 accepted = [e for e in recorded if e["event_type"] == "WorkflowExecutionUpdateAccepted"]
@@ -253,6 +265,9 @@ class WorkflowRunner:
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
             open_task = self._open
+            if open_task is not None and attrs.get("ran_ahead_id") \
+                    and open_task.scheduled_event_id == int(attrs.get("scheduled_event_id", 0)):
+                open_task.history_ran_ahead = True
             if open_task is not None and open_task.ahead_id and attrs.get("ran_ahead_id") != open_task.ahead_id:
                 raise InconsistentHistoryError(f"workflow task {open_task.scheduled_event_id} ran ahead here, "
                                                "but history records another start")

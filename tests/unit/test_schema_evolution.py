@@ -132,6 +132,23 @@ def test_task_answers_from_before_cancellation_read_with_their_commands() -> Non
     assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == complete
 
 
+def test_records_from_before_child_workflows_read_with_their_cancellation_commands_and_events() -> None:
+    # Written with main's schemas of the cancellation work (HistoryEvent v7, HistoryRecord v6,
+    # task answers v3) before child workflows took the next versions.
+    records = _fixture_records("before_children.jsonl")
+    cancel = [{"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": 5}},
+              {"command_type": "CancelWorkflowExecution", "attributes": {"details": '"bye"'}}]
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v3"])
+    assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == cancel
+    name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v3"])
+    assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == cancel
+    name, event = avro.decode(records["kadence.HistoryEvent v7"])
+    assert name == "HistoryEvent" and event["event_type"] == "WorkflowExecutionCanceled"
+    assert avro.history_event_encoding(records["kadence.HistoryEvent v7"]) == records["kadence.HistoryEvent v7"]
+    name, record = avro.decode(records["kadence.HistoryRecord v6"])
+    assert name == "HistoryRecord" and record["event"] == event
+    # The event a v6 record carries is the v7 event's encoding, byte for byte (its hash's input).
+    assert avro.history_event_encoding(records["kadence.HistoryRecord v6"]) == records["kadence.HistoryEvent v7"]
 def test_task_answers_and_replies_from_before_updates_still_read() -> None:
     records = _fixture_records("before_updates.jsonl")
     assert set(records) == {"kadence.RespondWorkflowTaskCompleted v3", "kadence.Reply v2"}
@@ -140,3 +157,46 @@ def test_task_answers_and_replies_from_before_updates_still_read() -> None:
     assert answer["commands"] == [{"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]
     name, reply = avro.decode(records["kadence.Reply v2"])
     assert name == "Reply" and reply["created"] and reply["update_outcome"] is None  # the v3 field, defaulted
+
+
+def test_records_from_before_updates_read_with_their_child_commands_and_events() -> None:
+    # Written with main's schemas of the child-workflow work (HistoryEvent v8, HistoryRecord v7,
+    # task answers v4) before updates took the next versions.
+    records = _fixture_records("before_updates_after_children.jsonl")
+    child = [{"command_type": "StartChildWorkflowExecution",
+              "attributes": {"workflow_id": "c", "workflow_type": "Child", "task_queue": "", "input": "[1]",
+                             "execution_timeout_ms": 0, "run_timeout_ms": 0, "workflow_task_timeout_ms": 0,
+                             "parent_close_policy": "Abandon"}},
+             {"command_type": "SignalExternalWorkflowExecution",
+              "attributes": {"workflow_id": "c", "run_id": None, "signal_name": "go", "input": "[]",
+                             "child_workflow_only": True}}]
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v4"])
+    assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == child
+    name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v4"])
+    assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == child
+    name, event = avro.decode(records["kadence.HistoryEvent v8"])
+    assert name == "HistoryEvent" and event["event_type"] == "ChildWorkflowExecutionCompleted"
+    assert event["attributes"]["result"] == '"done"'
+    assert avro.history_event_encoding(records["kadence.HistoryEvent v8"]) == records["kadence.HistoryEvent v8"]
+    name, record = avro.decode(records["kadence.HistoryRecord v7"])
+    assert name == "HistoryRecord" and record["event"] == event
+    # The event a v7 record carries is the v8 event's encoding, byte for byte (its hash's input).
+    assert avro.history_event_encoding(records["kadence.HistoryRecord v7"]) == records["kadence.HistoryEvent v8"]
+
+
+# The fingerprints main's records were written with before updates took the next versions
+# (child workflows' current schemas then): a saved version that changed would leave them unreadable.
+SAVED_BEFORE_UPDATES = {
+    "kadence.HistoryEvent.v8.avsc": 0xB01A5A13E28A920A, "kadence.HistoryRecord.v7.avsc": 0xCE14AE897CBD2788,
+    "kadence.RespondWorkflowTaskCompleted.v4.avsc": 0xA412A37F9960B48D,
+    "kadence.RespondActivityTaskCompleted.v4.avsc": 0xCEAD19CB2425F147,
+    "kadence.Reply.v2.avsc": 0x16B82A625F739345,
+}
+
+
+@pytest.mark.parametrize("file", sorted(SAVED_BEFORE_UPDATES))
+def test_versions_saved_for_updates_keep_the_fingerprints_records_were_written_with(file: str) -> None:
+    here = avro.schemas_dir()
+    saved = avro.Schemas._load_version(here / "versions" / file, here)
+    assert avro.fingerprint_of(saved) == SAVED_BEFORE_UPDATES[file]
+    assert avro.fingerprint_of(saved) != avro.schemas().fingerprint(file.split(".")[1])
