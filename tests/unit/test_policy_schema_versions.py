@@ -1,0 +1,79 @@
+"""Records written before start policies, memo and history limits (HistoryEvent v7,
+HistoryRecord v6, StartWorkflowExecution and SignalWithStartWorkflowExecution v2) read with
+their defaults, and a run written under v7 still verifies and folds after the bump."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fastavro
+import pytest
+
+from kadence import avro
+from services.audit import replay as r
+from tests.unit.test_chain_versions import CURRENT, Writer, _bodies, _load, _topic
+
+pytestmark = pytest.mark.timeout(10)
+V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
+
+
+def _old_request(file: str, name: str, record: dict[str, Any]) -> bytes:
+    schema = _load(file)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, avro.tag_unions(name, record))
+    return b"\xc3\x01" + avro.fingerprint_of(schema).to_bytes(8, "little") + out.getvalue()
+
+
+START = {"namespace": "default", "workflow_id": "w", "workflow_type": "T", "task_queue": "q", "input": "[]",
+         "execution_timeout_ms": 0, "run_timeout_ms": 0, "workflow_task_timeout_ms": 10000, "request_id": "r",
+         "identity": "i", "reply_to": None}
+
+
+def test_a_version_2_start_reads_with_the_default_policies_and_no_memo() -> None:
+    name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v2.avsc", "StartWorkflowExecution", START))
+    assert name == "StartWorkflowExecution"
+    assert start["id_reuse_policy"] == "" and start["id_conflict_policy"] == "" and start["memo"] is None
+    record = {**START, "signal_name": "s", "signal_input": None}
+    name, sws = avro.decode(_old_request("kadence.SignalWithStartWorkflowExecution.v2.avsc",
+                                         "SignalWithStartWorkflowExecution", record))
+    assert sws["id_reuse_policy"] == "" and sws["memo"] is None and sws["signal_name"] == "s"
+
+
+def test_the_current_start_round_trips_its_new_fields() -> None:
+    record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting",
+              "memo": '{"a":1}'}
+    assert avro.decode(avro.encode("StartWorkflowExecution", record))[1] == record
+
+
+def _sealed(writers: list[Writer]) -> tuple[list[bytes], list[bytes]]:
+    rows, records, previous = [], [], ""
+    for i, (kind, attributes) in enumerate(_bodies(), start=1):
+        writer = writers[min(i, len(writers)) - 1]
+        event = {"event_id": i, "event_time": 1000 + i, "event_type": kind, "attributes": attributes}
+        sealed, row = writer.seal(previous, event)
+        previous = sealed["hash"]
+        rows.append(row)
+        records.append(writer.record(sealed))
+    return rows, records
+
+
+def test_a_run_written_under_version_7_reads_with_defaults_and_verifies() -> None:
+    rows, records = _sealed([V7])
+    events = [avro.decode(row)[1] for row in rows]
+    assert events[0]["attributes"]["memo"] is None
+    scheduled = next(e for e in events if e["event_type"] == "WorkflowTaskScheduled")
+    assert scheduled["attributes"]["history_size_bytes"] == 0
+    assert scheduled["attributes"]["suggest_continue_as_new"] is False
+    replay = _topic(records)
+    audit = replay.runs["run-old"]
+    assert replay.divergences() == [] and audit.state.status == "Completed"
+    assert r.compare_run(audit, rows, audit.state.dumps()) == []
+
+
+def test_a_run_upgraded_from_version_7_midway_verifies() -> None:
+    rows, records = _sealed([V7] * 5 + [CURRENT] * 6)
+    assert len({row[:10] for row in rows}) == 2
+    replay = _topic(records)
+    audit = replay.runs["run-old"]
+    assert replay.divergences() == [] and r.compare_run(audit, rows, audit.state.dumps()) == []
