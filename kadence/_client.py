@@ -12,11 +12,11 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from kadence._converter import check_args, decode_value
+from kadence._converter import check_args, decode_value, encode_value
 from kadence._http import HttpTransport, Transport, path_segment
 from kadence._retry import Backoff, retrying, unavailable
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
-from kadence.common import to_millis
+from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
 from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
@@ -95,6 +95,9 @@ class Client:
         run_timeout: timedelta | None,
         workflow_task_timeout: timedelta | None,
         request_id: str | None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         if not id:
             raise ValueError("a workflow id is required (id=...)")
@@ -115,6 +118,13 @@ class Client:
             body["run_timeout_ms"] = to_millis(run_timeout)
         if workflow_task_timeout is not None:
             body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
+        if id_reuse_policy is not None:
+            body["id_reuse_policy"] = WorkflowIDReusePolicy(id_reuse_policy).value
+        if id_conflict_policy is not None:
+            body["id_conflict_policy"] = WorkflowIDConflictPolicy(id_conflict_policy).value
+        if memo is not None:
+            # Through strict JSON and back, like arguments: PayloadError names the bad entry.
+            body["memo"] = decode_value(encode_value(dict(memo), what="memo"))
         return body
 
     async def start_workflow(
@@ -127,9 +137,16 @@ class Client:
         run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
-        if one with this id is running.
+        if one with this id is running (``id_conflict_policy`` changes that: USE_EXISTING
+        returns the running run's handle, TERMINATE_EXISTING terminates it and starts anew)
+        or if ``id_reuse_policy`` refuses to reuse the id of a closed run. ``memo``: a dict
+        of JSON values kept with the run (describe, ``workflow.memo()``), carried over on
+        continue-as-new.
 
         ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
         chain included; ``run_timeout`` bounds each run. The run open when either passes
@@ -143,6 +160,9 @@ class Client:
             run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            id_reuse_policy=id_reuse_policy,
+            id_conflict_policy=id_conflict_policy,
+            memo=memo,
         )
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
@@ -157,6 +177,9 @@ class Client:
         run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (WorkflowFailureError if it fails).
 
@@ -172,6 +195,9 @@ class Client:
             run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            id_reuse_policy=id_reuse_policy,
+            id_conflict_policy=id_conflict_policy,
+            memo=memo,
         )
         body["wait_seconds"] = _LONG_POLL_SECONDS
         answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
@@ -191,6 +217,8 @@ class Client:
         run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Signal the workflow, starting it first if it is not running."""
         body = self._start_body(
@@ -202,6 +230,8 @@ class Client:
             run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            id_reuse_policy=id_reuse_policy,
+            memo=memo,
         )
         body["signal_name"] = signal_name = signal_name_of(signal)
         body["signal_input"] = check_args(signal_args, what=f"signal {signal_name}")

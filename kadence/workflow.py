@@ -30,6 +30,7 @@ __all__ = [
     "execute_activity",
     "info",
     "is_replaying",
+    "memo",
     "now",
     "patched",
     "query",
@@ -111,6 +112,12 @@ def uuid4() -> _uuid.UUID:
 def info() -> Info:
     """Who and where this workflow run is."""
     return current_instance().info()
+
+
+def memo() -> dict[str, Any]:
+    """The memo the run was started with (``start_workflow(..., memo={...})``), carried over
+    on continue-as-new; an empty dict if none. A copy: changing it changes nothing."""
+    return dict(current_instance().info().memo)
 
 
 def is_replaying() -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -70,6 +71,24 @@ class WorkflowInfo:
     continued_run_id: str | None
     # The run's own timeout (None: none); execution_timeout bounds the whole chain.
     run_timeout: timedelta | None = None
+    # The memo given at start (or carried over on continue-as-new): a dict, empty if none.
+    memo: Mapping[str, Any] = field(default_factory=dict)
+    # The run's history as of the current workflow task's WorkflowTaskScheduled: its
+    # events, their encoded size in bytes, and whether history asks the workflow to
+    # continue as new (the history passed its warning threshold; past the hard limit
+    # the run is terminated). The same on every replay.
+    history_length: int = 0
+    history_size: int = 0
+    is_continue_as_new_suggested: bool = False
+
+
+@dataclass(frozen=True)
+class HistoryInfo:
+    """What a workflow task's WorkflowTaskScheduled tells of the run's history."""
+
+    length: int = 0
+    size: int = 0
+    continue_as_new_suggested: bool = False
 
 
 class ContinueAsNewError(BaseException):
@@ -111,6 +130,11 @@ class _PendingActivity:
         return RetryState.TIMEOUT  # the schedule-to-close time would pass before the next attempt
 
 
+def _memo(text: str | None) -> dict[str, Any]:
+    value = decode_value(text)
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def current_instance() -> WorkflowInstance:
     """The workflow instance whose code is running; a clear error outside workflow code."""
     loop = asyncio._get_running_loop()
@@ -138,6 +162,7 @@ class WorkflowInstance:
         self.finished = False
         self._obj: Any = None
         self._info: WorkflowInfo | None = None
+        self.history = HistoryInfo()  # set by the runner at each WorkflowTaskScheduled
         self._commands: list[Command] = []
         self._activity_seq = 0
         self._timer_seq = 0
@@ -274,6 +299,7 @@ class WorkflowInstance:
             workflow_task_timeout=timedelta(milliseconds=int(attrs.get("workflow_task_timeout_ms") or 10000)),
             continued_run_id=attrs.get("continued_execution_run_id"),
             run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
+            memo=_memo(attrs.get("memo")),
         )
         try:
             args = decode_args(attrs.get("input"))
@@ -415,7 +441,9 @@ class WorkflowInstance:
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
-        return self._info
+        h = self.history
+        return dataclasses.replace(self._info, memo=dict(self._info.memo), history_length=h.length,
+                                   history_size=h.size, is_continue_as_new_suggested=h.continue_as_new_suggested)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000.0, tz=UTC)

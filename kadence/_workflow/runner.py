@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.instance import Command, WorkflowInstance
+from kadence._workflow.instance import Command, HistoryInfo, WorkflowInstance
 from kadence.exceptions import KadenceError, NonDeterminismError
 
 __all__ = [
@@ -127,6 +127,9 @@ class WorkflowRunner:
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
         self._aheads: list[_Ahead] = []  # in the order they ran
+        # What the task before the open one saw of history: a task that ran ahead ran
+        # with it (its worker had no WorkflowTaskScheduled), so its replay must too.
+        self._history_before = HistoryInfo()
 
     @property
     def ahead(self) -> bool:
@@ -217,6 +220,9 @@ class WorkflowRunner:
             if self._open is not None:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
+            self._history_before = self.instance.history
+            self.instance.history = HistoryInfo(event_id, int(attrs.get("history_size_bytes") or 0),
+                                                bool(attrs.get("suggest_continue_as_new")))
             self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending))
             if self._aheads:
                 self._meet_ahead(self._open, self._aheads.pop(0))
@@ -237,6 +243,8 @@ class WorkflowRunner:
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
             open_task = self._open
+            if attrs.get("ran_ahead_id"):
+                self.instance.history = self._history_before
             if open_task is not None and open_task.ahead_id and attrs.get("ran_ahead_id") != open_task.ahead_id:
                 raise InconsistentHistoryError(f"workflow task {open_task.scheduled_event_id} ran ahead here, "
                                                "but history records another start")

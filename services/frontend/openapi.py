@@ -33,7 +33,13 @@ _START_FIELDS: dict[str, Schema] = {
     "workflow_id": NAME, "workflow_type": NAME, "task_queue": NAME, "input": ARRAY,
     "execution_timeout_ms": MS, "workflow_task_timeout_ms": MS, "request_id": STR, "identity": STR,
     "run_timeout_ms": MS,
+    "id_reuse_policy": {"type": "string", "enum": ["", "AllowDuplicate", "AllowDuplicateFailedOnly", "RejectDuplicate",
+                                                   "TerminateIfRunning"],
+                        "description": "When a closed run of the id exists (default AllowDuplicate)"},
+    "memo": {"type": ["object", "null"], "description": "Non-indexed information about the run (describe returns it)"},
 }
+_CONFLICT: Schema = {"type": "string", "enum": ["", "Fail", "UseExisting", "TerminateExisting"],
+                     "description": "When a run of the id is running (default Fail: 409)"}
 _POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100},
               "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600}})
 
@@ -72,7 +78,8 @@ COMPONENTS: dict[str, Schema] = {
         "status": {"type": "string", "enum": ["Running", "Completed", "Failed", "TimedOut", "Terminated",
                                               "ContinuedAsNew", "Canceled"]},
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
-        "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
+        "new_run_id": NULL_STR, "memo": {"type": ["object", "null"]}, "history_size_bytes": INT,
+        "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
     }, ["workflow_id", "run_id", "status", "history_length"]),
 }
@@ -80,7 +87,8 @@ COMPONENTS: dict[str, Schema] = {
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
-              _obj({**_START_FIELDS, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0}},
+              _obj({**_START_FIELDS, "id_conflict_policy": _CONFLICT,
+                    "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0}},
                    ["workflow_id", "workflow_type", "task_queue"]), {},
               201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
     "signal_with_start": ("Signal a workflow, starting it first if no run is open",

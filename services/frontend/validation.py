@@ -245,6 +245,19 @@ class StartRequest:
     request_id: str
     identity: str
     run_timeout_ms: int = 0
+    id_reuse_policy: str = ""
+    id_conflict_policy: str = ""
+    memo: str | None = None  # JSON text of an object
+
+
+def memo(body: Body, field: str = "memo") -> str | None:
+    """A JSON object (absent or null: none), returned as JSON text."""
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"{field} must be a JSON object", field=field)
+    return checked(common.payload, json.dumps(v, separators=(",", ":")), field)
 
 
 def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartRequest:
@@ -260,6 +273,11 @@ def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartR
         request_id=optional_str(body, "request_id") or "",
         identity=optional_str(body, "identity") or "",
         run_timeout_ms=non_negative_int(body, "run_timeout_ms", 0, maximum=common.MAX_DURATION_MS),
+        id_reuse_policy=checked(common.choice, body.get("id_reuse_policy") or "", "id_reuse_policy",
+                                common.REUSE_POLICIES),
+        id_conflict_policy=checked(common.choice, body.get("id_conflict_policy") or "", "id_conflict_policy",
+                                   common.CONFLICT_POLICIES),
+        memo=memo(body),
     )
 
 
