@@ -70,6 +70,7 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
             return
         if s.running and with_signal:
             _signal(current, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+            settle(current)  # the signal is owed a workflow task when none is outstanding
             ctx.reply(cmd, ok=True, run_id=s.run_id)
             return
     # The start policies (policies.py): validation let only their names through.
