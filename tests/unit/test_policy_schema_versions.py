@@ -77,3 +77,16 @@ def test_a_run_upgraded_from_version_7_midway_verifies() -> None:
     replay = _topic(records)
     audit = replay.runs["run-old"]
     assert replay.divergences() == [] and r.compare_run(audit, rows, audit.state.dumps()) == []
+
+
+def test_a_version_3_continue_as_new_answer_reads_without_a_memo() -> None:
+    answer = {"namespace": "default", "workflow_id": "w", "run_id": "r", "scheduled_event_id": 2, "attempt": 1,
+              "identity": "i", "started_time": 0, "commands": [{
+                  "command_type": "ContinueAsNewWorkflowExecution",
+                  "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}]}
+    file = "kadence.RespondWorkflowTaskCompleted.v3.avsc"
+    written = _old_request(file, "RespondWorkflowTaskCompleted",
+                           {k: v for k, v in answer.items() if k in {f["name"] for f in _load(file)["fields"]}})
+    name, read = avro.decode(written)
+    assert name == "RespondWorkflowTaskCompleted"
+    assert read["commands"][0]["attributes"] == {"workflow_type": "", "task_queue": "", "input": "[]", "memo": None}
