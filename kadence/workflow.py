@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -134,7 +134,9 @@ def patched(patch_id: str) -> bool:
     return current_instance().patched(patch_id)
 
 
-def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None) -> NoReturn:
-    """End this run and start a new one of the same workflow with ``args`` (never returns)."""
+def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None,
+                    memo: Mapping[str, Any] | None = None) -> NoReturn:
+    """End this run and start a new one of the same workflow with ``args`` (never returns);
+    the new run keeps this run's memo unless ``memo`` replaces it."""
     current_instance()
-    raise ContinueAsNewError(args, workflow_type, task_queue)
+    raise ContinueAsNewError(args, workflow_type, task_queue, memo)

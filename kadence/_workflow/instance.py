@@ -97,11 +97,13 @@ class ContinueAsNewError(BaseException):
     A BaseException so that a broad ``except Exception`` in workflow code cannot swallow it.
     """
 
-    def __init__(self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None) -> None:
+    def __init__(self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None,
+                 memo: Mapping[str, Any] | None = None) -> None:
         super().__init__("continue as new")
         self.run_args = tuple(args)
         self.workflow_type = workflow_type
         self.task_queue = task_queue
+        self.memo = memo  # None: the new run keeps this run's memo
 
 
 @dataclass
@@ -406,6 +408,8 @@ class WorkflowInstance:
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
                     "input": encode_args(exc.run_args, what="continue-as-new"),
+                    # Only when replaced: without it the new run keeps this run's memo.
+                    **({"memo": encode_value(dict(exc.memo), what="memo")} if exc.memo is not None else {}),
                 },
             )
         else:

@@ -261,9 +261,7 @@ def start_options(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> None:
     text of an object, or null) of a start or signal-with-start."""
     choice(cmd.get("id_reuse_policy", ""), "id_reuse_policy", REUSE_POLICIES)
     choice(cmd.get("id_conflict_policy", ""), "id_conflict_policy", CONFLICT_POLICIES)
-    memo = payload(cmd.get("memo"), "memo", limits)
-    if memo is not None and not isinstance(parse_json(memo, "memo"), dict):
-        raise Invalid("memo", "must be JSON text of an object")
+    _memo(cmd.get("memo"), "memo", limits)
 
 
 def choice(value: object, field: str, allowed: frozenset[str]) -> str:
@@ -430,6 +428,13 @@ def _continue_as_new(a: Command, at: str, limits: Limits) -> None:
     optional_name(a["workflow_type"], f"{at}.workflow_type")  # empty: the same type
     optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the same queue
     payload(a["input"], f"{at}.input", limits, array=True)
+    _memo(a.get("memo"), f"{at}.memo", limits)
+
+
+def _memo(value: object, field: str, limits: Limits) -> None:
+    memo = payload(value, field, limits)
+    if memo is not None and not isinstance(parse_json(memo, field), dict):
+        raise Invalid(field, "must be JSON text of an object")
 
 
 def _marker(a: Command, at: str, limits: Limits) -> None:

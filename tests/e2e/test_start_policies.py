@@ -43,6 +43,15 @@ class ContinuesOnce:
 
 
 @workflow.defn
+class ReplacesMemo:
+    @workflow.run
+    async def run(self, again: bool) -> dict[str, Any]:
+        if again:
+            workflow.continue_as_new(False, memo={"stage": 2})
+        return workflow.memo()
+
+
+@workflow.defn
 class Waits:
     @workflow.run
     async def run(self) -> str:
@@ -73,7 +82,7 @@ class SleepsForever:
 
 def _worker(client: Client, queue: str = QUEUE) -> Worker:
     return Worker(client, task_queue=queue,
-                  workflows=[Quick, ContinuesOnce, Waits, SleepsUntilSuggested, SleepsForever])
+                  workflows=[Quick, ContinuesOnce, ReplacesMemo, Waits, SleepsUntilSuggested, SleepsForever])
 
 
 def _id(prefix: str) -> str:
@@ -141,6 +150,9 @@ async def test_the_memo_is_described_readable_in_the_workflow_and_carried_over(c
         result = await client.execute_workflow(ContinuesOnce.run, True, id=wid, task_queue=QUEUE, memo=memo)
         assert result == {"memo": memo, "continued": True}
         assert (await client.get_workflow_handle(wid).describe())["memo"] == memo
+        wid = _id("memo-replaced")
+        result = await client.execute_workflow(ReplacesMemo.run, True, id=wid, task_queue=QUEUE, memo=memo)
+        assert result == {"stage": 2} and (await client.get_workflow_handle(wid).describe())["memo"] == {"stage": 2}
         wid = _id("no-memo")
         assert (await client.execute_workflow(Quick.run, id=wid, task_queue=QUEUE))["memo"] == {}
         assert (await client.get_workflow_handle(wid).describe())["memo"] is None

@@ -218,3 +218,23 @@ def test_validation_takes_every_policy_name_and_an_object_memo() -> None:
         for conflict in validation.CONFLICT_POLICIES | {""}:
             validation.check_command("StartWorkflowExecution", _start(
                 id_reuse_policy=reuse, id_conflict_policy=conflict, memo='{"k":[1,2]}'))
+
+
+async def test_continue_as_new_with_a_memo_replaces_it() -> None:
+    ctx = MemoryContext()
+    await engine.start_workflow(ctx, _start(memo='{"owner":"ops"}'))
+    s = _current(ctx)
+    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [{
+        "command_type": "ContinueAsNewWorkflowExecution",
+        "attributes": {"workflow_type": "", "task_queue": "", "input": "[]", "memo": '{"owner":"dev"}'}}]})
+    assert _current(ctx).memo == '{"owner":"dev"}'
+    assert ctx.events(_current(ctx).run_id)[0]["attributes"]["memo"] == '{"owner":"dev"}'
+
+
+def test_validation_refuses_a_continue_as_new_memo_that_is_no_object() -> None:
+    answer = {"namespace": "ns", "workflow_id": "wf", "run_id": "r", "scheduled_event_id": 2, "attempt": 1,
+              "identity": "", "started_time": 0, "commands": [{
+                  "command_type": "ContinueAsNewWorkflowExecution",
+                  "attributes": {"workflow_type": "", "task_queue": "", "input": "[]", "memo": "[]"}}]}
+    with pytest.raises(validation.Invalid, match=r"memo must be JSON text of an object"):
+        validation.check_command("RespondWorkflowTaskCompleted", answer)
