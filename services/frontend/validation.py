@@ -260,6 +260,12 @@ def memo(body: Body, field: str = "memo") -> str | None:
     return checked(common.payload, json.dumps(v, separators=(",", ":")), field)
 
 
+def policy(body: Body, field: str, allowed: frozenset[str]) -> str:
+    """A start policy's name; absent, null or '' is the default ('')."""
+    v = body.get(field)
+    return "" if v is None else checked(common.choice, v, field, allowed)
+
+
 def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartRequest:
     return StartRequest(
         namespace=namespace(ns),
@@ -273,10 +279,8 @@ def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartR
         request_id=optional_str(body, "request_id") or "",
         identity=optional_str(body, "identity") or "",
         run_timeout_ms=non_negative_int(body, "run_timeout_ms", 0, maximum=common.MAX_DURATION_MS),
-        id_reuse_policy=checked(common.choice, body.get("id_reuse_policy") or "", "id_reuse_policy",
-                                common.REUSE_POLICIES),
-        id_conflict_policy=checked(common.choice, body.get("id_conflict_policy") or "", "id_conflict_policy",
-                                   common.CONFLICT_POLICIES),
+        id_reuse_policy=policy(body, "id_reuse_policy", common.REUSE_POLICIES),
+        id_conflict_policy=policy(body, "id_conflict_policy", common.CONFLICT_POLICIES),
         memo=memo(body),
     )
 

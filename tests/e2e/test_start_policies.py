@@ -132,7 +132,9 @@ async def test_conflict_policies_over_a_running_run(client: Client) -> None:
 async def test_bad_policies_and_memo_are_refused_with_400(client: Client) -> None:
     body = {"workflow_id": _id("bad"), "workflow_type": "Quick", "task_queue": QUEUE}
     for extra, field in (({"id_reuse_policy": "Sometimes"}, "id_reuse_policy"),
-                         ({"id_conflict_policy": "Maybe"}, "id_conflict_policy"), ({"memo": [1]}, "memo")):
+                         ({"id_conflict_policy": "Maybe"}, "id_conflict_policy"), ({"memo": [1]}, "memo"),
+                         ({"id_reuse_policy": 0}, "id_reuse_policy"), ({"id_conflict_policy": False},
+                                                                         "id_conflict_policy")):
         with pytest.raises(RPCError) as caught:
             await client.transport.call("POST", "/workflows", body={**body, **extra})
         assert caught.value.status == 400 and field in str(caught.value)
