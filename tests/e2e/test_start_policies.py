@@ -14,10 +14,13 @@ import pytest
 from kadence import Client, Worker, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, avro, workflow
 from kadence import kafka as ingress
 from kadence.exceptions import ApplicationError, RPCError, WorkflowAlreadyStartedError, WorkflowFailureError
+from services.audit import audit
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from tests.helpers import eventually
+
+from .test_audit import _published
 
 pytestmark = pytest.mark.timeout(120)
 QUEUE = "q-policies"
@@ -104,7 +107,7 @@ async def test_reuse_policies_over_a_closed_run(client: Client) -> None:
         await again.result(timeout=30)
 
 
-async def test_conflict_policies_over_a_running_run(client: Client) -> None:
+async def test_conflict_policies_over_a_running_run(cluster: Cluster, client: Client) -> None:
     wid = _id("conflict")
     async with _worker(client):
         first = await client.start_workflow(Waits.run, id=wid, task_queue=QUEUE)
@@ -127,6 +130,14 @@ async def test_conflict_policies_over_a_running_run(client: Client) -> None:
         assert (await client.get_workflow_handle(wid, run_id=second.run_id).describe())["status"] == "Terminated"
         assert (await client.get_workflow_handle(wid).describe())["status"] == "Running"
         await client.get_workflow_handle(wid).terminate("done")
+    await _audited(cluster)
+
+
+async def _audited(cluster: Cluster) -> None:
+    """The audit replays every run (history sizes included) and verifies its chain."""
+    await _published(cluster)
+    report = await audit(cluster.settings.kafka_bootstrap, cluster.settings.database_url)
+    assert report.clean, [str(d) for d in report.divergences]
 
 
 async def test_bad_policies_and_memo_are_refused_with_400(client: Client) -> None:
@@ -185,7 +196,7 @@ async def test_a_workflow_task_taken_by_a_worker_that_dies_times_out_and_another
 
 
 @pytest.fixture
-async def limited(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Client]:
+async def limited(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[tuple[Cluster, Client]]:
     """A cluster whose runs are told to continue as new past 20 events and terminated past 40."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000)
@@ -195,15 +206,15 @@ async def limited(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Clien
     try:
         client = await Client.connect(cluster.url, namespace="default")
         try:
-            yield client
+            yield cluster, client
         finally:
             await client.close()
     finally:
         await cluster.stop()
 
 
-async def test_history_limits_suggest_continue_as_new_then_terminate(limited: Client) -> None:
-    client = limited
+async def test_history_limits_suggest_continue_as_new_then_terminate(limited: tuple[Cluster, Client]) -> None:
+    cluster, client = limited
     async with _worker(client):
         told = await client.execute_workflow(SleepsUntilSuggested.run, id=_id("suggested"), task_queue=QUEUE)
         assert told["length"] > 20 and told["size"] > 0
@@ -216,6 +227,7 @@ async def test_history_limits_suggest_continue_as_new_then_terminate(limited: Cl
     assert last["event_type"] == "WorkflowExecutionTerminated" and last["event_id"] > 40
     assert last["attributes"]["reason"].startswith("history limit exceeded: 41 events / ")
     assert last["attributes"]["reason"].endswith(" bytes")
+    await _audited(cluster)
 
 
 async def test_the_kafka_ingress_takes_the_policies_and_memo_and_refuses_a_bad_policy(cluster: Cluster,
