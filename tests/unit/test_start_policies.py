@@ -4,6 +4,9 @@ validation of the new fields."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -238,3 +241,13 @@ def test_validation_refuses_a_continue_as_new_memo_that_is_no_object() -> None:
                   "attributes": {"workflow_type": "", "task_queue": "", "input": "[]", "memo": "[]"}}]}
     with pytest.raises(validation.Invalid, match=r"memo must be JSON text of an object"):
         validation.check_command("RespondWorkflowTaskCompleted", answer)
+
+
+def test_the_encode_cli_writes_the_policies_and_memo() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kadence.cli", "encode", "start", "--workflow-id", "w", "--workflow-type", "G",
+         "--task-queue", "q", "--id-reuse-policy", "RejectDuplicate", "--id-conflict-policy", "UseExisting",
+         "--memo", '{"a": 1}'], capture_output=True, text=True, timeout=60, check=True)
+    _, record = avro.decode(bytes.fromhex(done.stdout.strip()))
+    assert (record["id_reuse_policy"], record["id_conflict_policy"]) == ("RejectDuplicate", "UseExisting")
+    assert json.loads(record["memo"]) == {"a": 1}
