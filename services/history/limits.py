@@ -25,6 +25,12 @@ class HistoryLimits:
     warn_bytes: int = 10 * MIB
     terminate_bytes: int = 50 * MIB
 
+    def __post_init__(self) -> None:
+        # A zero or negative limit would terminate every run at its first event: refuse to start.
+        for name in ("warn_events", "terminate_events", "warn_bytes", "terminate_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"KADENCE_HISTORY_{name.upper()} must be positive, got {getattr(self, name)}")
+
     def suggests_continue_as_new(self, s: MutableState) -> bool:
         """The run's history passed a warning threshold: its workflow should continue as new."""
         return s.next_event_id - 1 >= self.warn_events or s.history_size_bytes >= self.warn_bytes

@@ -13,6 +13,7 @@ import pytest
 
 from kadence import avro
 from services.common import validation
+from services.common.config import Settings
 from services.history import engine
 from services.history.builder import Transition
 from services.history.limits import HistoryLimits
@@ -251,3 +252,13 @@ def test_the_encode_cli_writes_the_policies_and_memo() -> None:
     _, record = avro.decode(bytes.fromhex(done.stdout.strip()))
     assert (record["id_reuse_policy"], record["id_conflict_policy"]) == ("RejectDuplicate", "UseExisting")
     assert json.loads(record["memo"]) == {"a": 1}
+
+
+def test_history_limits_from_the_environment_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KADENCE_HISTORY_WARN_EVENTS", "5")
+    monkeypatch.setenv("KADENCE_HISTORY_TERMINATE_BYTES", "1000")
+    limits = Settings.from_env().history_limits()
+    assert (limits.warn_events, limits.terminate_events, limits.terminate_bytes) == (5, 50_000, 1000)
+    monkeypatch.setenv("KADENCE_HISTORY_TERMINATE_EVENTS", "0")
+    with pytest.raises(ValueError, match="KADENCE_HISTORY_TERMINATE_EVENTS must be positive"):
+        Settings.from_env().history_limits()
