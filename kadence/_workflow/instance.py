@@ -79,7 +79,7 @@ class WorkflowInfo:
     # the run is terminated). The same on every replay.
     history_length: int = 0
     history_size: int = 0
-    is_continue_as_new_suggested: bool = False
+    continue_as_new_suggested: bool = False
 
 
 @dataclass(frozen=True)
@@ -447,7 +447,7 @@ class WorkflowInstance:
             raise RuntimeError("workflow info is not available before the workflow started")
         h = self.history
         return dataclasses.replace(self._info, memo=dict(self._info.memo), history_length=h.length,
-                                   history_size=h.size, is_continue_as_new_suggested=h.continue_as_new_suggested)
+                                   history_size=h.size, continue_as_new_suggested=h.continue_as_new_suggested)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000.0, tz=UTC)

@@ -68,7 +68,7 @@ class SleepsUntilSuggested:
     async def run(self) -> dict[str, Any]:
         for _ in range(200):  # bounded
             info = workflow.info()
-            if info.is_continue_as_new_suggested:
+            if info.continue_as_new_suggested:
                 return {"length": info.history_length, "size": info.history_size}
             await workflow.sleep(timedelta(milliseconds=10))
         return {}

@@ -25,10 +25,10 @@ class SeesHistory:
         seen = []
         for step in ("first", "second"):
             info = workflow.info()
-            seen.append([info.history_length, info.history_size, info.is_continue_as_new_suggested])
+            seen.append([info.history_length, info.history_size, info.continue_as_new_suggested])
             await workflow.execute_activity(step, start_to_close_timeout=timedelta(seconds=10))
         info = workflow.info()
-        seen.append([info.history_length, info.history_size, info.is_continue_as_new_suggested])
+        seen.append([info.history_length, info.history_size, info.continue_as_new_suggested])
         return seen
 
 
