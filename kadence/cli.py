@@ -138,6 +138,7 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         await cluster.start()
         lock.describe(cluster.url)
         print(f"Kadence is running.\n"
+              f"  Web UI:     {cluster.url}/ui/\n"
               f"  API:        {cluster.url}   (OpenAPI: {cluster.url}/openapi.json)\n"
               f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
               f"  PostgreSQL: {pg.dsn}\n"
@@ -183,6 +184,11 @@ def version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] in (["namespace"], ["schedule"]):  # click groups of their own (kadence/_admin_cli.py)
+        from kadence._admin_cli import main as admin_main
+
+        return admin_main(words)
     parser = argparse.ArgumentParser(prog="kadence", description="Kadence durable workflows")
     parser.add_argument("--version", action="version", version=f"kadence {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     from kadence._tools_cli import add_commands
 
     add_commands(sub)  # encode, dlq, audit
+    sub.add_parser("namespace", help="create, describe, list, update namespaces (kadence namespace --help)",
+                   add_help=False)
+    sub.add_parser("schedule", help="create, describe, list, pause, unpause, trigger, delete schedules"
+                                    " (kadence schedule --help)", add_help=False)
     args = parser.parse_args(argv)
     if hasattr(args, "run"):
         return int(args.run(args))

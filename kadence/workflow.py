@@ -13,21 +13,28 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from kadence._activity import activity_name_of
-from kadence._workflow.definition import defn, query, run, signal
+from kadence._workflow.children import ChildWorkflowHandle
+from kadence._workflow.definition import defn, query, run, run_result_type, signal, workflow_name_of
 from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
-from kadence.common import ActivityCancellationType, RetryPolicy, to_millis
+from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
+from kadence.converter import signature_of
+
+T = TypeVar("T")
 
 __all__ = [
     "ActivityCancellationType",
+    "ChildWorkflowHandle",
     "ContinueAsNewError",
     "Info",
+    "ParentClosePolicy",
     "continue_as_new",
     "defn",
     "execute_activity",
+    "execute_child_workflow",
     "info",
     "is_replaying",
     "memo",
@@ -36,8 +43,10 @@ __all__ = [
     "query",
     "random",
     "run",
+    "side_effect",
     "signal",
     "sleep",
+    "start_child_workflow",
     "uuid4",
     "wait_condition",
 ]
@@ -54,6 +63,7 @@ async def execute_activity(
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
 ) -> Any:
     """Run an activity and return its result; raises ActivityError when it finally fails.
 
@@ -61,7 +71,10 @@ async def execute_activity(
     ``schedule_to_close_timeout`` and ``start_to_close_timeout`` is required. The task
     queue defaults to the workflow's own. When the awaiting code is cancelled (the
     workflow's cancellation, ``asyncio.wait_for``, ``task.cancel()``), ``cancellation_type``
-    says whether the activity is asked to stop and whether the await waits for it to.
+    says whether the activity is asked to stop and whether the await waits for it to. The
+    result is converted to the function's return annotation (``-> Receipt`` gives a
+    ``Receipt``), or to ``result_type`` when given (the way to type the result of an
+    activity called by name).
     """
     if schedule_to_close_timeout is None and start_to_close_timeout is None:
         raise ValueError(
@@ -77,8 +90,60 @@ async def execute_activity(
         "heartbeat_timeout_ms": to_millis(heartbeat_timeout),
         "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
     }
+    if result_type is None and not isinstance(activity, str):
+        result_type = signature_of(activity).result
     return await current_instance().execute_activity(activity_name_of(activity), args, attributes,
-                                                     ActivityCancellationType(cancellation_type))
+                                                     ActivityCancellationType(cancellation_type),
+                                                     result_type=result_type)
+
+
+async def start_child_workflow(
+    workflow: str | type | Callable[..., Any],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> ChildWorkflowHandle:
+    """Start a child workflow and return its handle once it has started.
+
+    ``workflow`` is a ``@workflow.defn`` class, its run method or a workflow type name. The
+    child runs in this namespace, on ``task_queue`` (default: this workflow's), with workflow
+    id ``id`` (default: derived from this run). ``await handle`` gives its result or raises
+    :class:`~kadence.exceptions.ChildWorkflowError` (whose ``cause`` is why: the child's
+    failure, a timeout, a termination); a start that failed (another run of ``id`` is open)
+    raises that error here, with a cause of type ``WorkflowAlreadyStarted``.
+    ``parent_close_policy`` says what happens to the child if this run closes first.
+    """
+    attributes = {
+        "workflow_id": id or "",
+        "task_queue": task_queue or "",
+        "execution_timeout_ms": to_millis(execution_timeout),
+        "run_timeout_ms": to_millis(run_timeout),
+        "workflow_task_timeout_ms": to_millis(task_timeout),
+        "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
+    }
+    return await current_instance().children.start(workflow_name_of(workflow), args, attributes,
+                                                   result_type=run_result_type(workflow))
+
+
+async def execute_child_workflow(
+    workflow: str | type | Callable[..., Any],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> Any:
+    """Start a child workflow and wait for its result (see :func:`start_child_workflow`)."""
+    handle = await start_child_workflow(
+        workflow, *args, id=id, task_queue=task_queue, execution_timeout=execution_timeout,
+        run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy)
+    return await handle
 
 
 async def sleep(duration: float | timedelta) -> None:
@@ -118,6 +183,18 @@ def memo() -> dict[str, Any]:
     """The memo the run was started with (``start_workflow(..., memo={...})``), carried over
     on continue-as-new; an empty dict if none. A copy: changing it changes nothing."""
     return dict(current_instance().info().memo)
+
+
+def side_effect(fn: Callable[[], T], *, result_type: Any = None) -> T:
+    """``fn()``'s value, computed once and recorded in history (a marker); replays return
+    the recorded value without calling ``fn``. For a small non-deterministic value (a
+    generated id, a config read); anything slow or failing belongs in an activity. The
+    value goes through the data converter, typed by ``fn``'s return annotation (or
+    ``result_type``)."""
+    if result_type is None:
+        result_type = signature_of(fn).result
+    value: T = current_instance().side_effect(fn, result_type)
+    return value
 
 
 def is_replaying() -> bool:

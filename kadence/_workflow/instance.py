@@ -19,17 +19,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kadence._converter import decode_args, decode_value, encode_args, encode_value
+from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
+from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import ActivityCancellationType, RetryState
+from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
     ApplicationError,
     CanceledError,
     FailureError,
+    NonDeterminismError,
+    PayloadError,
     WorkflowTaskError,
 )
 
@@ -37,6 +41,7 @@ __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", 
 
 _log = logging.getLogger(__name__)
 PATCH_MARKER_PREFIX = "patch:"
+SIDE_EFFECT_MARKER_PREFIX = "side_effect:"
 
 
 @dataclass(frozen=True)
@@ -73,21 +78,13 @@ class WorkflowInfo:
     run_timeout: timedelta | None = None
     # The memo given at start (or carried over on continue-as-new): a dict, empty if none.
     memo: Mapping[str, Any] = field(default_factory=dict)
-    # The run's history as of the current workflow task's WorkflowTaskScheduled: its
-    # events, their encoded size in bytes, and whether history asks the workflow to
-    # continue as new (the history passed its warning threshold; past the hard limit
-    # the run is terminated). The same on every replay.
+    #: Events in history when the current workflow task was scheduled (a task run ahead on
+    #: an activity's result keeps the value of the task before it: it cannot know its own).
     history_length: int = 0
+    #: The history's encoded size in bytes as of the same WorkflowTaskScheduled (same rule).
     history_size: int = 0
-    continue_as_new_suggested: bool = False
-
-
-@dataclass(frozen=True)
-class HistoryInfo:
-    """What a workflow task's WorkflowTaskScheduled tells of the run's history."""
-
-    length: int = 0
-    size: int = 0
+    #: Whether history asks the run to continue as new (it passed the warning threshold of
+    #: its event count or size; past the hard limit the run is terminated). Same rule.
     continue_as_new_suggested: bool = False
 
 
@@ -116,6 +113,7 @@ class _PendingActivity:
     # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
     # when the activity's last event (canceled, completed, failed, timed out) comes.
     settled: asyncio.Future[None] | None = None
+    result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
 
     def retry_state(self, cause: FailureError) -> RetryState:
         """Why history made no further attempt after the last one: the cases of the
@@ -132,8 +130,8 @@ class _PendingActivity:
         return RetryState.TIMEOUT  # the schedule-to-close time would pass before the next attempt
 
 
-def _memo(text: str | None) -> dict[str, Any]:
-    value = decode_value(text)
+def _memo(value: Any) -> dict[str, Any]:
+    """The memo as workflow code sees it: the decoded object, or an empty dict."""
     return dict(value) if isinstance(value, dict) else {}
 
 
@@ -150,8 +148,11 @@ def current_instance() -> WorkflowInstance:
 class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
         self.definition = definition
+        # Payloads reach this instance with any codec already undone (by the worker).
+        self.converter = data_converter or default_converter()
         self.namespace = namespace
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -164,7 +165,6 @@ class WorkflowInstance:
         self.finished = False
         self._obj: Any = None
         self._info: WorkflowInfo | None = None
-        self.history = HistoryInfo()  # set by the runner at each WorkflowTaskScheduled
         self._commands: list[Command] = []
         self._activity_seq = 0
         self._timer_seq = 0
@@ -178,6 +178,12 @@ class WorkflowInstance:
         self._task_error: BaseException | None = None
         self._run_task: asyncio.Task[Any] | None = None
         self.cancel_requested = False
+        #: Set by the runner before each activation (see WorkflowInfo.history_length).
+        self.history_length = 0
+        self.history_size = 0
+        self.continue_as_new_suggested = False
+        self._side_effect_seq = 0
+        self.children = Children(self)
 
     # -- activation ------------------------------------------------------------------
 
@@ -223,6 +229,7 @@ class WorkflowInstance:
         if self._obj is None:
             raise ApplicationError("the workflow has not started yet", type="QueryFailed")
         before = len(self._commands)
+        args = self._handler_args(handler, args, f"query {name}")
         with self._running():
             result = handler(self._obj, *args)
         if len(self._commands) != before:
@@ -283,6 +290,8 @@ class WorkflowInstance:
             self._resolve_activity(kind, attrs)
         elif kind == "WorkflowExecutionCancelRequested":
             self._request_cancel()
+        elif kind in CHILD_INPUT_EVENT_TYPES:
+            self.children.deliver(kind, attrs)
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
@@ -301,10 +310,12 @@ class WorkflowInstance:
             workflow_task_timeout=timedelta(milliseconds=int(attrs.get("workflow_task_timeout_ms") or 10000)),
             continued_run_id=attrs.get("continued_execution_run_id"),
             run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
-            memo=_memo(attrs.get("memo")),
+            memo=_memo(self.converter.decode_value(attrs.get("memo"), what="memo")),
         )
         try:
-            args = decode_args(attrs.get("input"))
+            run_fn = self.definition.run_fn
+            raw = decode_args(attrs.get("input"))
+            args = self._handler_args(run_fn, raw, f"{self.definition.cls.__qualname__}.{run_fn.__name__}")
             self._obj = self.definition.cls()
         except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
             self._task_error = exc
@@ -316,6 +327,17 @@ class WorkflowInstance:
         for name, signal_args in buffered:
             self._signal(name, signal_args)
 
+    def _handler_args(self, handler: Callable[..., Any], raw: Sequence[Any], what: str) -> list[Any]:
+        """Plain JSON arguments converted to the handler's type hints (PayloadError names
+        the argument and ``what`` it is for)."""
+        hints = signature_of(handler, method=True).param_hints(len(raw))
+        try:
+            return self.converter.decode_args(list(raw), hints, what=what)
+        except PayloadError as err:
+            # Fails the workflow task with the converter's message as it is: a fixed
+            # deploy (or converter) then takes the same history further.
+            raise WorkflowTaskError(str(err), err) from err
+
     def _signal(self, name: str, args: list[Any]) -> None:
         handler = self.definition.signals.get(name)
         if handler is None or self._obj is None:
@@ -323,7 +345,7 @@ class WorkflowInstance:
             self._buffered_signals.append((name, args))
             return
         try:
-            result = handler(self._obj, *args)
+            result = handler(self._obj, *self._handler_args(handler, args, f"signal {name}"))
         except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
             self._on_code_error(exc)
             return
@@ -353,7 +375,13 @@ class WorkflowInstance:
                 pending.settled.set_result(None)
             return
         if kind == "ActivityTaskCompleted":
-            pending.future.set_result(decode_value(attrs.get("result")))
+            try:
+                value = self.converter.decode_value(attrs.get("result"), pending.result_type,
+                                                    what=f"result of activity {pending.activity_type}")
+            except (TypeError, ValueError) as err:  # raised where the workflow awaits it
+                pending.future.set_exception(err)
+                return
+            pending.future.set_result(value)
             return
         cause: FailureError
         if kind == "ActivityTaskCanceled":
@@ -395,7 +423,7 @@ class WorkflowInstance:
         exc = task.exception()
         if exc is None:
             try:
-                result = encode_value(task.result(), what=f"result of workflow {self.definition.name}")
+                result = self.converter.encode_value(task.result(), what=f"result of workflow {self.definition.name}")
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
@@ -407,9 +435,10 @@ class WorkflowInstance:
                 {
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
-                    "input": encode_args(exc.run_args, what="continue-as-new"),
+                    "input": self.converter.encode_args(exc.run_args, what="continue-as-new"),
                     # Only when replaced: without it the new run keeps this run's memo.
-                    **({"memo": encode_value(dict(exc.memo), what="memo")} if exc.memo is not None else {}),
+                    **({"memo": self.converter.encode_value(dict(exc.memo), what="memo")}
+                       if exc.memo is not None else {}),
                 },
             )
         else:
@@ -445,9 +474,31 @@ class WorkflowInstance:
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
-        h = self.history
-        return dataclasses.replace(self._info, memo=dict(self._info.memo), history_length=h.length,
-                                   history_size=h.size, continue_as_new_suggested=h.continue_as_new_suggested)
+        seen = (self.history_length, self.history_size, self.continue_as_new_suggested)
+        info = self._info
+        if (info.history_length, info.history_size, info.continue_as_new_suggested) != seen:
+            self._info = info = dataclasses.replace(info, history_length=seen[0], history_size=seen[1],
+                                                    continue_as_new_suggested=seen[2])
+        # A copy of the memo: workflow code changing it changes nothing.
+        return dataclasses.replace(info, memo=dict(info.memo))
+
+    def side_effect(self, fn: Callable[[], Any], result_type: Any) -> Any:
+        """``fn()`` run once, its value recorded in a marker; a replay returns the recorded value."""
+        self._side_effect_seq += 1
+        marker = f"{SIDE_EFFECT_MARKER_PREFIX}{self._side_effect_seq}"
+        what = f"side effect {self._side_effect_seq}"
+        if self._replaying:
+            found = [e for e in self._recorded if e["event_type"] == "MarkerRecorded"
+                     and (e.get("attributes") or {}).get("marker_name") == marker]
+            if not found:
+                raise NonDeterminismError(f"non-determinism: the workflow code asks for {what}, but history "
+                                          "records no value for it in this workflow task")
+            details = (found[0].get("attributes") or {}).get("details")
+        else:
+            details = self.converter.encode_value(fn(), what=f"value of {what}")
+        self._add(Command("RecordMarker", {"marker_name": marker, "details": details}))
+        # Through the converter both times, so the live run sees what a replay will.
+        return self.converter.decode_value(details, result_type, what=f"value of {what}")
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000.0, tz=UTC)
@@ -475,11 +526,12 @@ class WorkflowInstance:
 
     async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any],
                                cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
-                               ) -> Any:
+                               result_type: Any = None) -> Any:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"))
+        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
+                                   result_type=result_type)
 
         def recorded(event_id: int) -> None:
             pending.scheduled_event_id = event_id
@@ -492,7 +544,7 @@ class WorkflowInstance:
             "activity_id": activity_id,
             "activity_type": activity_type,
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
-            "input": encode_args(args, what=f"activity {activity_type}"),
+            "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
         command = Command("ScheduleActivityTask", attrs, recorded)
         self._add(command)

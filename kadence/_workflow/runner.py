@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.instance import Command, HistoryInfo, WorkflowInstance
+from kadence._workflow.instance import Command, WorkflowInstance
+from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
 
 __all__ = [
@@ -43,7 +45,7 @@ INPUT_EVENT_TYPES = frozenset(
         "TimerFired",
         "WorkflowExecutionCancelRequested",
     }
-)
+) | CHILD_INPUT_EVENT_TYPES
 
 #: The history event each command becomes.
 COMMAND_EVENT_TYPE = {
@@ -56,6 +58,7 @@ COMMAND_EVENT_TYPE = {
     "RecordMarker": "MarkerRecorded",
     "RequestCancelActivityTask": "ActivityTaskCancelRequested",
     "CancelWorkflowExecution": "WorkflowExecutionCanceled",
+    **CHILD_COMMAND_EVENT_TYPE,
 }
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
@@ -66,6 +69,7 @@ _IDENTITY_ATTRIBUTE = {
     "CancelTimer": "timer_id",
     "RecordMarker": "marker_name",
     "RequestCancelActivityTask": "scheduled_event_id",
+    **CHILD_IDENTITY_ATTRIBUTE,
 }
 
 
@@ -89,6 +93,10 @@ class _OpenTask:
     visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
     produced: list[Command] | None = None  # set once the task ran live
     ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
+    history_ran_ahead: bool = False  # history records it as run ahead (its start has a ran_ahead_id)
+    # What its WorkflowTaskScheduled says of the run's history besides its id (limits.py).
+    history_size: int = 0
+    continue_as_new_suggested: bool = False
 
 
 class RanAhead(NamedTuple):
@@ -121,15 +129,14 @@ class _Ahead:
 class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
-        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id)
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
+        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
+                                         data_converter=data_converter)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
         self._aheads: list[_Ahead] = []  # in the order they ran
-        # What the task before the open one saw of history: a task that ran ahead ran
-        # with it (its worker had no WorkflowTaskScheduled), so its replay must too.
-        self._history_before = HistoryInfo()
 
     @property
     def ahead(self) -> bool:
@@ -169,6 +176,7 @@ class WorkflowRunner:
             return []
         if started_time_ms:
             task.time_ms = started_time_ms
+        self._see_history(task)
         task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
         return task.produced
 
@@ -206,6 +214,12 @@ class WorkflowRunner:
             return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
         return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
 
+    def _see_history(self, task: _OpenTask) -> None:
+        """What workflow.info() tells of the run's history in ``task``: its WorkflowTaskScheduled."""
+        self.instance.history_length = task.scheduled_event_id
+        self.instance.history_size = task.history_size
+        self.instance.continue_as_new_suggested = task.continue_as_new_suggested
+
     def query(self, name: str, args: Sequence[Any]) -> Any:
         return self.instance.query(name, args)
 
@@ -220,16 +234,19 @@ class WorkflowRunner:
             if self._open is not None:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
-            self._history_before = self.instance.history
-            self.instance.history = HistoryInfo(event_id, int(attrs.get("history_size_bytes") or 0),
-                                                bool(attrs.get("suggest_continue_as_new")))
-            self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending))
+            self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending),
+                                   history_size=int(attrs.get("history_size_bytes") or 0),
+                                   continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")))
             if self._aheads:
                 self._meet_ahead(self._open, self._aheads.pop(0))
         elif kind == "WorkflowTaskCompleted":
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
+                # workflow.info()'s history fields: the task's WorkflowTaskScheduled, except
+                # in a task run ahead, which cannot know it and keeps its predecessor's.
+                if not task.history_ran_ahead:
+                    self._see_history(task)
                 produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=recorded)
             else:
                 produced = task.produced
@@ -243,8 +260,9 @@ class WorkflowRunner:
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
             open_task = self._open
-            if attrs.get("ran_ahead_id"):
-                self.instance.history = self._history_before
+            if open_task is not None and attrs.get("ran_ahead_id") \
+                    and open_task.scheduled_event_id == int(attrs.get("scheduled_event_id", 0)):
+                open_task.history_ran_ahead = True
             if open_task is not None and open_task.ahead_id and attrs.get("ran_ahead_id") != open_task.ahead_id:
                 raise InconsistentHistoryError(f"workflow task {open_task.scheduled_event_id} ran ahead here, "
                                                "but history records another start")

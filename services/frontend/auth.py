@@ -13,7 +13,10 @@ names; an operation missing from it is refused, so a new route must be classifie
 - write: start, signal, signal-with-start, terminate
 - worker: polls, task answers, heartbeats, query answers; a task answer only for a task of a
   task queue the worker may poll (the task queue its token names)
-- admin: implies the three above (namespace administration is not built yet)
+- admin: implies the three above; creating and updating namespaces (creating and listing
+  them need an admin grant on ``*``, since no namespace is in their path)
+
+Schedules: describe and list need read; create, pause, unpause, trigger, delete need write.
 
 The configuration is a JSON file named by ``KADENCE_AUTH_CONFIG``::
 
@@ -75,6 +78,12 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,
     "complete_activity_task": Permission.WORKER, "fail_activity_task": Permission.WORKER,
     "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,
+    # Namespaces and schedules (admin.py).
+    "create_namespace": Permission.ADMIN, "list_namespaces": Permission.ADMIN,
+    "update_namespace": Permission.ADMIN, "describe_namespace": Permission.READ,
+    "describe_schedule": Permission.READ, "list_schedules": Permission.READ,
+    "create_schedule": Permission.WRITE, "delete_schedule": Permission.WRITE, "pause_schedule": Permission.WRITE,
+    "unpause_schedule": Permission.WRITE, "trigger_schedule": Permission.WRITE,
 }
 
 

@@ -40,6 +40,9 @@ class Context(Protocol):
 
     def delete_timer_row(self, key: str) -> None: ...
 
+    def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
+        """Publish a record after the batch commits, for no run in particular (children.py)."""
+
     def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> tuple[int, str | None] | None: ...
 
     def record_heartbeat(self, run_id: str, scheduled_event_id: int, attempt: int, details: str | None) -> None: ...
@@ -100,9 +103,11 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
              run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
-             continued_from: str | None = None, run_id: str | None = None, memo: str | None = None) -> Transition:
+             continued_from: str | None = None, run_id: str | None = None, memo: str | None = None,
+             parent: dict[str, Any] | None = None) -> Transition:
     """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
-    first run's), None for the first run of a chain: ``execution_timeout_ms`` from now."""
+    first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
+    ``parent``: a child's parent, as ``children.parent_attributes`` gives it."""
     state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
     t = ctx.new_run(state)
     t.current_changed = True
@@ -113,7 +118,8 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
           execution_timeout_ms=execution_timeout_ms, run_timeout_ms=max(0, run_timeout_ms),
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
-          request_id=request_id, identity=identity, continued_execution_run_id=continued_from, memo=memo)
+          request_id=request_id, identity=identity, continued_execution_run_id=continued_from, memo=memo,
+          **(parent or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
         t.set_timer("wf_timeout", 0, timeout_at)
@@ -166,6 +172,10 @@ def settle(t: Transition) -> None:
     if over is not None:
         t.add("WorkflowExecutionTerminated", reason=over, identity=LIMIT_IDENTITY)
     if not s.running:
+        if s.parent is not None or s.children:
+            from .children import on_close  # tell the parent, apply the parent close policy
+
+            on_close(t)
         t.delete_all_timers = True
         t.current_changed = True
         return

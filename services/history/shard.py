@@ -30,6 +30,7 @@ from services.common.outcome import outcome
 
 from . import cancellation, engine, poison
 from .builder import Mutation, OutboxMessage, Transition
+from .children import apply_parent_close_policy, notify_child_outcome, signal_external, start_child
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
 from .health import ShardHealth, ShardState
@@ -75,6 +76,10 @@ HANDLERS: dict[str, Handler] = {
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
     "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
     "RespondActivityTaskCanceled": cancellation.activity_canceled,
+    "StartChildWorkflowExecution": start_child,
+    "SignalExternalWorkflowExecution": signal_external,
+    "ChildWorkflowNotice": notify_child_outcome,
+    "ApplyParentClosePolicy": apply_parent_close_policy,
 }
 
 
@@ -156,6 +161,8 @@ class Shard:
         self.on_failure: Callable[[Shard, BaseException], None] | None = None
         self.limits = validation.DEFAULT_LIMITS  # what a command may hold (services/common/validation.py)
         self.history_limits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow (limits.py)
+        # Whether a namespace is registered (namespaces.py); set by the service, None: not checked.
+        self.namespace_registered: Callable[[str], Awaitable[bool]] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -548,6 +555,8 @@ class Shard:
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        if "namespace" in cmd and self.namespace_registered and not await self.namespace_registered(cmd["namespace"]):
+            return f"namespace {cmd['namespace']!r} is not registered"
         # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
         if self.ingress is not None and not isinstance(record, HandedCommand):
             refused = self.ingress.check(record, cmd)

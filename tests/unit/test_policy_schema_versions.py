@@ -1,6 +1,7 @@
-"""Records written before start policies, memo and history limits (HistoryEvent v7,
-HistoryRecord v6, StartWorkflowExecution and SignalWithStartWorkflowExecution v2) read with
-their defaults, and a run written under v7 still verifies and folds after the bump."""
+"""Records written before start policies, memo and history limits (HistoryEvent v8 and
+HistoryRecord v7 as child workflows left them, and v7/v6 before those; StartWorkflowExecution
+and SignalWithStartWorkflowExecution v2; RespondWorkflowTaskCompleted v4 and v3) read with
+their defaults, and a run written under those versions still verifies and folds after the bump."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tests.unit.test_chain_versions import CURRENT, Writer, _bodies, _load, _top
 
 pytestmark = pytest.mark.timeout(10)
 V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
+V8 = Writer(_load("kadence.HistoryEvent.v8.avsc"), _load("kadence.HistoryRecord.v7.avsc"))
+BEFORE_POLICIES = pytest.mark.parametrize("before", [V7, V8], ids=["v7", "v8"])
 
 
 def _old_request(file: str, name: str, record: dict[str, Any]) -> bytes:
@@ -58,8 +61,9 @@ def _sealed(writers: list[Writer]) -> tuple[list[bytes], list[bytes]]:
     return rows, records
 
 
-def test_a_run_written_under_version_7_reads_with_defaults_and_verifies() -> None:
-    rows, records = _sealed([V7])
+@BEFORE_POLICIES
+def test_a_run_written_before_policies_reads_with_defaults_and_verifies(before: Writer) -> None:
+    rows, records = _sealed([before])
     events = [avro.decode(row)[1] for row in rows]
     assert events[0]["attributes"]["memo"] is None
     scheduled = next(e for e in events if e["event_type"] == "WorkflowTaskScheduled")
@@ -71,20 +75,22 @@ def test_a_run_written_under_version_7_reads_with_defaults_and_verifies() -> Non
     assert r.compare_run(audit, rows, audit.state.dumps()) == []
 
 
-def test_a_run_upgraded_from_version_7_midway_verifies() -> None:
-    rows, records = _sealed([V7] * 5 + [CURRENT] * 6)
+@BEFORE_POLICIES
+def test_a_run_upgraded_midway_verifies(before: Writer) -> None:
+    rows, records = _sealed([before] * 5 + [CURRENT] * 6)
     assert len({row[:10] for row in rows}) == 2
     replay = _topic(records)
     audit = replay.runs["run-old"]
     assert replay.divergences() == [] and r.compare_run(audit, rows, audit.state.dumps()) == []
 
 
-def test_a_version_3_continue_as_new_answer_reads_without_a_memo() -> None:
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_older_continue_as_new_answer_reads_without_a_memo(version: int) -> None:
     answer = {"namespace": "default", "workflow_id": "w", "run_id": "r", "scheduled_event_id": 2, "attempt": 1,
               "identity": "i", "started_time": 0, "commands": [{
                   "command_type": "ContinueAsNewWorkflowExecution",
                   "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}]}
-    file = "kadence.RespondWorkflowTaskCompleted.v3.avsc"
+    file = f"kadence.RespondWorkflowTaskCompleted.v{version}.avsc"
     written = _old_request(file, "RespondWorkflowTaskCompleted",
                            {k: v for k, v in answer.items() if k in {f["name"] for f in _load(file)["fields"]}})
     name, read = avro.decode(written)
