@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from kadence import Client, Worker, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, avro, workflow
 from kadence import kafka as ingress
+from kadence.converter import DataConverter
 from kadence.exceptions import ApplicationError, RPCError, WorkflowAlreadyStartedError, WorkflowFailureError
 from services.audit import audit
 from services.cluster import Cluster
@@ -21,6 +22,7 @@ from services.common.embedded import EmbeddedBroker
 from tests.helpers import eventually
 
 from .test_audit import _published
+from .test_typed_payloads import XorZlibCodec, _database_text
 
 pytestmark = pytest.mark.timeout(120)
 QUEUE = "q-policies"
@@ -51,6 +53,18 @@ class ReplacesMemo:
     async def run(self, again: bool) -> dict[str, Any]:
         if again:
             workflow.continue_as_new(False, memo={"stage": 2})
+        return workflow.memo()
+
+
+MEMO_SECRET = "memo-secret-5d2e"
+
+
+@workflow.defn
+class ExtendsMemo:
+    @workflow.run
+    async def run(self, again: bool) -> dict[str, Any]:
+        if again:
+            workflow.continue_as_new(False, memo={**workflow.memo(), "stage": f"{MEMO_SECRET}-2"})
         return workflow.memo()
 
 
@@ -246,3 +260,30 @@ async def test_the_kafka_ingress_takes_the_policies_and_memo_and_refuses_a_bad_p
     assert not bad.ok and bad.error_type == "InvalidArgument" and "id_reuse_policy" in (bad.error_message or "")
     assert (await client.get_workflow_handle(wid).describe())["memo"] == {"via": "kafka"}
     await client.get_workflow_handle(wid).terminate("done")
+
+
+async def test_the_memo_goes_through_the_converter_and_the_payload_codec(cluster: Cluster) -> None:
+    """Like any payload: typed values are converted, and with a codec neither the server's
+    answers nor its database hold the memo's plaintext; the workflow and describe see it."""
+    codec = XorZlibCodec()
+    client = await Client.connect(cluster.url, data_converter=DataConverter(payload_codec=codec))
+    plain = await Client.connect(cluster.url)
+    wid, queue = _id("memo-codec"), "q-memo-codec"
+    memo = {"owner": MEMO_SECRET, "at": datetime(2026, 3, 1, 9, 30, tzinfo=UTC)}
+    first = {"owner": MEMO_SECRET, "at": "2026-03-01T09:30:00+00:00"}  # no type hints: plain JSON
+    try:
+        async with Worker(client, task_queue=queue, workflows=[ExtendsMemo]):
+            handle = await client.start_workflow(ExtendsMemo.run, True, id=wid, task_queue=queue, memo=memo)
+            assert await handle.result(timeout=60) == {**first, "stage": f"{MEMO_SECRET}-2"}
+        assert (await handle.describe())["memo"] == first  # the first run
+        assert (await client.get_workflow_handle(wid).describe())["memo"] == {**first, "stage": f"{MEMO_SECRET}-2"}
+        for run_id in (handle.run_id, None):
+            stored = (await plain.get_workflow_handle(wid, run_id=run_id).describe())["memo"]
+            assert set(stored) == {"kadence-codec", "data"} and MEMO_SECRET not in str(stored)
+        assert MEMO_SECRET not in str(await plain.get_workflow_handle(wid, run_id=handle.run_id).history())
+    finally:
+        await client.close()
+        await plain.close()
+    text = await _database_text(cluster.settings.database_url)
+    assert MEMO_SECRET not in text and MEMO_SECRET.encode().hex() not in text
+    await _audited(cluster)
