@@ -39,9 +39,10 @@ from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
-from .openapi import document
+from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
 from .replies import ReplyRouter
+from .schema_check import check as check_body
 from .tokens import TokenKeys
 from .ui import UiData, install_ui
 from .validation import namespace as valid_namespace
@@ -70,6 +71,8 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         if exc.status < 400:
             raise
         response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # 405: the methods the path takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
     except outage.DATABASE_TRANSIENT as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
@@ -96,6 +99,8 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
 def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator | None,
            namespaces: NamespaceRegistry | None = None) -> RouteHandler:
     method = getattr(handlers, name)
+    # The body schema of the OpenAPI document is the contract: checked before the handler runs.
+    schema = request_schema(name) if has_body else None
 
     async def route(request: web.Request) -> web.Response:
         mark = None
@@ -112,6 +117,8 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
                 if not await namespaces.is_registered(valid_namespace(ns)):
                     raise not_found(ns)
             body = parse_json_body(await request.read()) if has_body else {}
+            if schema is not None:
+                check_body(schema, body, COMPONENTS)
             status, answer = await method(request.match_info, request.query, body)
         finally:
             if mark is not None:

@@ -1,7 +1,8 @@
 """Validation of API input: each parser names the offending field in its error.
 
-Pure functions, no I/O. Unknown JSON fields are ignored, so clients may send more
-than this version knows about. The limits and value checks are those of
+Pure functions, no I/O. They run after the body passed its schema in the OpenAPI
+document (openapi.py, schema_check.py: types, ranges, unknown fields refused) and check
+what a schema cannot say (JSON text, UTF-8 sizes, command attributes). The limits and value checks are those of
 ``services.common.validation``, which history applies to every record of
 kadence.requests as well; the engine runs its ``check_command`` on each command
 before producing it.
