@@ -53,6 +53,10 @@ access_log = logging.getLogger("kadence.frontend.access")
 
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
+# The request line's limit: a workflow id of 1000 non-ASCII characters (2000 UTF-8 bytes) is
+# 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
+# default (8190) refused such valid calls with a plain-text 400 before any handler ran.
+MAX_REQUEST_LINE = 32 * 1024
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -235,7 +239,8 @@ class FrontendService:
         app.on_shutdown.append(end_long_waits)
         engine.limits = Limits(max_payload_bytes=s.max_payload_bytes)
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S,
+                                    max_line_size=MAX_REQUEST_LINE)
         await self._runner.setup()
         await web.TCPSite(self._runner, s.frontend_host, s.frontend_port, backlog=LISTEN_BACKLOG).start()
         host, port = self._runner.addresses[0][:2]

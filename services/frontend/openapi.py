@@ -192,10 +192,12 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
 }
 
 _DURATION: Schema = {"type": ["string", "integer"],
-                     "description": "30d, 12h, 90m, 45s, 500ms, 2w; a bare number is days (retention) or seconds"}
+                     "description": "30d, 12h, 90m, 45s, 500ms, 2w; a bare number is days (retention) or seconds; "
+                                    "at most 36600d"}
 _NAMESPACE_FIELDS: dict[str, Schema] = {
     "description": TEXT, "retention": _DURATION,
-    "owner_email": {"type": "string", "maxLength": 320, "pattern": r"^[^@\s]+@[^@\s]+$"}}
+    "owner_email": {"type": "string", "maxLength": 320, "pattern": r"^([^@\s]+@[^@\s]+)?$",
+                    "description": "an email address; empty for none"}}
 _TIMEOUT = {**DURATION_MS, "description": "milliseconds (0: none)"}
 _SCHEDULE = _body({
     "schedule_id": {**NAME, "maxLength": 200},

@@ -9,6 +9,8 @@ from typing import Any, cast
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from services.common.namespaces import parse_duration_ms
+from services.common.validation import MAX_DURATION_MS
 from services.frontend.admin import ADMIN_ROUTES
 from services.frontend.app import build_app
 from services.frontend.engine import Engine
@@ -120,3 +122,11 @@ async def test_task_answers_odd_items_get_their_own_400(client: TestClient[Any, 
     assert [r["field"] for r in results] == [
         "answers[0].operation", "answers[1].operation", "answers[2].operation", "answers[3].body", "answers[4].x",
         "detials"]
+
+
+def test_durations_are_bounded() -> None:
+    """Found by the fuzzer: a retention of 520572936504998656 days overflowed bigint (500)."""
+    assert parse_duration_ms(f"{MAX_DURATION_MS}ms") == MAX_DURATION_MS
+    for huge in (520572936504998656, "520572936504998656d", f"{MAX_DURATION_MS + 1}ms"):
+        with pytest.raises(ValueError, match="at most"):
+            parse_duration_ms(huge)
