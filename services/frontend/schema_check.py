@@ -125,8 +125,7 @@ def _check_object(schema: Schema, value: dict[str, Any], components: Mapping[str
                 raise InvalidArgument(f"{prefix}{field} is not a field of this request (known: {known})",
                                       field=prefix + field)
     for field, sub in props.items():
-        # null stands for "absent" in the handlers' parsers (validation.py), for every optional field.
-        if field in value and not (value[field] is None and field not in schema.get("required", ())):
+        if field in value:
             check(sub, value[field], components, prefix + field)
 
 
