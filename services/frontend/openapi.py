@@ -14,6 +14,7 @@ from services.common import validation as common
 
 from .admin import ADMIN_ROUTES
 from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES
+from .validation import command_types
 
 Schema = dict[str, Any]
 
@@ -57,7 +58,8 @@ NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 1000}
 INT: Schema = {"type": "integer"}
 MS: Schema = {"type": "integer", "minimum": 0, "description": "milliseconds"}
 ARRAY: Schema = {"type": "array", "items": {}}
-JSON_TEXT: Schema = {"type": ["string", "null"], "description": "JSON text"}
+JSON_TEXT: Schema = {"type": ["string", "null"], "contentMediaType": "application/json",
+                     "description": "JSON text (a string holding one JSON value)"}
 NULL_STR: Schema = {"type": ["string", "null"]}
 EMPTY: Schema = _obj({})
 NAMESPACE: Schema = {"type": "string", "pattern": f"^{common.NAMESPACE_PATTERN}$"}
@@ -81,8 +83,9 @@ _POLL = _body({"identity": ID, "max_tasks": {"type": "integer", "minimum": 1, "m
 
 COMPONENTS: dict[str, Schema] = {
     "RunAheadWorkflowTask": _obj(
-        {"after_scheduled_event_id": INT, "after_started_time": MS, "started_time": MS,
-         "commands": {"type": "array", "items": _ref("Command")}, "ahead_id": INT, "after_ahead_id": INT},
+        {"after_scheduled_event_id": ID_INT, "after_started_time": ID_INT, "started_time": ID_INT,
+         "commands": {"type": "array", "items": _ref("Command")}, "ahead_id": {**ID_INT, "minimum": 1},
+         "after_ahead_id": ID_INT},
         ["after_started_time", "started_time", "ahead_id"],
         description="The workflow's next task, run by the worker that completed the activity with its result "
                     "(docs/protocol.md, run-ahead). History records it only if it is the task it would have "
@@ -92,10 +95,10 @@ COMPONENTS: dict[str, Schema] = {
                      "details": JSON_TEXT}, ["message"]),
     "HistoryEvent": _obj({"event_id": INT, "event_time": INT, "event_type": STR,
                           "attributes": {"type": ["object", "null"]}}, ["event_id", "event_time", "event_type"]),
-    "Command": _obj({"command_type": {"type": "string", "enum": [
-        "ScheduleActivityTask", "StartTimer", "CancelTimer", "CompleteWorkflowExecution",
-        "FailWorkflowExecution", "ContinueAsNewWorkflowExecution", "RecordMarker"]},
-        "attributes": {"type": "object"}}, ["command_type", "attributes"]),
+    # The command types are those of the Avro schema (kadence.Command), so a new one is documented and taken.
+    "Command": _obj({"command_type": {"type": "string", "enum": command_types()},
+                     "attributes": {"type": "object", "description": "the Avro attributes record of the type"}},
+                    ["command_type", "attributes"]),
     "WorkflowTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
         "attempt": INT, "started_time": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},

@@ -152,7 +152,7 @@ def failure(body: Body, field: str, *, required: bool) -> dict[str, Any] | None:
 # -- workflow commands ----------------------------------------------------------------------
 
 
-def _command_types() -> list[str]:
+def command_types() -> list[str]:
     field = next(f for f in avro.schemas().current["kadence.Command"]["fields"] if f["name"] == "command_type")
     return list(field["type"]["symbols"])
 
@@ -166,7 +166,7 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
     label = within + field
     if not isinstance(v, list):
         raise InvalidArgument(f"{label} must be an array of commands", field=label)
-    types = _command_types()
+    types = command_types()
     out: list[dict[str, Any]] = []
     for i, cmd in enumerate(v):
         where = f"{label}[{i}]"
