@@ -56,7 +56,9 @@ async def test_fuzzing_the_api_finds_no_5xx_and_no_schema_violation(secured: Clu
         str(st), "run", secured.url + "/openapi.json", "--checks", CHECKS, "--max-examples", "5",
         "--max-time", "45", "--request-timeout", "10", "--seed", "1", "--no-color", "--workers", "1",
         "--generation-deterministic", "-H", f"Authorization: Bearer {KEY}",
-        cwd=str(ROOT), env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"},
+        # Run in tmp_path: schemathesis leaves its .schemathesis folder in the working directory.
+        cwd=str(tmp_path), env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks",
+                                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     text = out.decode(errors="replace")
