@@ -1,7 +1,8 @@
 """Validation of API input: each parser names the offending field in its error.
 
-Pure functions, no I/O. Unknown JSON fields are ignored, so clients may send more
-than this version knows about. The limits and value checks are those of
+Pure functions, no I/O. They run after the body passed its schema in the OpenAPI
+document (openapi.py, schema_check.py: types, ranges, unknown fields refused) and check
+what a schema cannot say (JSON text, UTF-8 sizes, command attributes). The limits and value checks are those of
 ``services.common.validation``, which history applies to every record of
 kadence.requests as well; the engine runs its ``check_command`` on each command
 before producing it.
@@ -151,7 +152,7 @@ def failure(body: Body, field: str, *, required: bool) -> dict[str, Any] | None:
 # -- workflow commands ----------------------------------------------------------------------
 
 
-def _command_types() -> list[str]:
+def command_types() -> list[str]:
     field = next(f for f in avro.schemas().current["kadence.Command"]["fields"] if f["name"] == "command_type")
     return list(field["type"]["symbols"])
 
@@ -165,7 +166,7 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
     label = within + field
     if not isinstance(v, list):
         raise InvalidArgument(f"{label} must be an array of commands", field=label)
-    types = _command_types()
+    types = command_types()
     out: list[dict[str, Any]] = []
     for i, cmd in enumerate(v):
         where = f"{label}[{i}]"
