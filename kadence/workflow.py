@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -38,6 +38,7 @@ __all__ = [
     "execute_child_workflow",
     "info",
     "is_replaying",
+    "memo",
     "now",
     "patched",
     "query",
@@ -187,6 +188,12 @@ def info() -> Info:
     return current_instance().info()
 
 
+def memo() -> dict[str, Any]:
+    """The memo the run was started with (``start_workflow(..., memo={...})``), carried over
+    on continue-as-new; an empty dict if none. A copy: changing it changes nothing."""
+    return dict(current_instance().info().memo)
+
+
 def side_effect(fn: Callable[[], T], *, result_type: Any = None) -> T:
     """``fn()``'s value, computed once and recorded in history (a marker); replays return
     the recorded value without calling ``fn``. For a small non-deterministic value (a
@@ -213,7 +220,9 @@ def patched(patch_id: str) -> bool:
     return current_instance().patched(patch_id)
 
 
-def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None) -> NoReturn:
-    """End this run and start a new one of the same workflow with ``args`` (never returns)."""
+def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None,
+                    memo: Mapping[str, Any] | None = None) -> NoReturn:
+    """End this run and start a new one of the same workflow with ``args`` (never returns);
+    the new run keeps this run's memo unless ``memo`` replaces it."""
     current_instance()
-    raise ContinueAsNewError(args, workflow_type, task_queue)
+    raise ContinueAsNewError(args, workflow_type, task_queue, memo)

@@ -185,11 +185,15 @@ def test_records_from_before_updates_read_with_their_child_commands_and_events()
 
 
 # The fingerprints main's records were written with before updates took the next versions
-# (child workflows' current schemas then): a saved version that changed would leave them unreadable.
+# (child workflows' schemas, then start policies'): a saved version that changed would leave
+# them unreadable.
 SAVED_BEFORE_UPDATES = {
     "kadence.HistoryEvent.v8.avsc": 0xB01A5A13E28A920A, "kadence.HistoryRecord.v7.avsc": 0xCE14AE897CBD2788,
     "kadence.RespondWorkflowTaskCompleted.v4.avsc": 0xA412A37F9960B48D,
     "kadence.RespondActivityTaskCompleted.v4.avsc": 0xCEAD19CB2425F147,
+    "kadence.HistoryEvent.v9.avsc": 0xF7D67CB291F5EA8C, "kadence.HistoryRecord.v8.avsc": 0xA212B0CD15A4F100,
+    "kadence.RespondWorkflowTaskCompleted.v5.avsc": 0x7AC7F43962F2780E,
+    "kadence.RespondActivityTaskCompleted.v5.avsc": 0xBBCED035BEE503F2,
     "kadence.Reply.v2.avsc": 0x16B82A625F739345,
 }
 
