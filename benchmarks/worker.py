@@ -17,10 +17,13 @@ async def main(target: str, task_queue: str, workflow_tasks: int, tasks_per_poll
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tuning: dict[str, int] = {} if sdk_defaults else {
-        "max_concurrent_activities": 500, "max_concurrent_workflow_tasks": workflow_tasks,
-        "max_tasks_per_poll": tasks_per_poll, "max_cached_workflows": 20_000}
-    async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES, **tuning):
+    if sdk_defaults:
+        worker = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES)
+    else:
+        worker = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES,
+                        max_concurrent_activities=500, max_concurrent_workflow_tasks=workflow_tasks,
+                        max_tasks_per_poll=tasks_per_poll, max_cached_workflows=20_000)
+    async with worker:
         print("worker ready", flush=True)
         await stop.wait()
     await client.close()

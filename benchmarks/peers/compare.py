@@ -122,9 +122,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         if not rounds:
             return ()
         ratios = [per["kadence"][i] / per["restate"][i] if per["restate"][i] else float("nan") for i in rounds]
-        k, r = (statistics.median(per[e][i] for i in rounds) for e in ENGINES)
+        kad, res = (statistics.median(per[e][i] for i in rounds) for e in ENGINES)
         label = f"{bench}{f' N={n}' if n else ''} {sub or key}"
-        return (f"{label:<42} {k:>10,.2f} {r:>10,.2f} {statistics.median(ratios):>7.2f}"
+        return (f"{label:<42} {kad:>10,.2f} {res:>10,.2f} {statistics.median(ratios):>7.2f}"
                 f"  ({min(ratios):.2f}-{max(ratios):.2f})",)
 
     lines = ["", f"{'median over rounds':<42} {'Kadence':>10} {'Restate':>10} {'K/R':>7}  (per-round range)"]
