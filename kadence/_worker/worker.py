@@ -45,12 +45,12 @@ class Worker:
         workflows: Iterable[type] = (),
         activities: Iterable[Callable[..., Any]] = (),
         max_concurrent_activities: int = 100,
-        max_concurrent_workflow_tasks: int = 20,
+        max_concurrent_workflow_tasks: int = 200,
         max_cached_workflows: int = 1000,
         identity: str | None = None,
         workflow_pollers: int = 2,
         activity_pollers: int = 2,
-        max_tasks_per_poll: int = 10,
+        max_tasks_per_poll: int = 50,
         poll_wait_seconds: float = 20.0,
         activity_executor: concurrent.futures.Executor | None = None,
         graceful_shutdown_timeout: float = 10.0,
@@ -60,7 +60,12 @@ class Worker:
         cache, run the workflow's next task at once and send its commands with the result
         (history records them if that task is the one it would have handed out; see
         docs/protocol.md). Saves a round trip per activity; off, every workflow task is
-        polled."""
+        polled.
+
+        ``max_concurrent_workflow_tasks`` (200) and ``max_tasks_per_poll`` (50) only bind under a
+        backlog: a poll takes what is queued, up to that many, so they grow with the backlog. A
+        workflow task holds its slot until the frontend has taken its answer, so a small limit caps
+        throughput at slots / round trip (20 slots held about 40 ms each: 500 tasks/s)."""
         if not task_queue:
             raise ValueError("Worker needs a task_queue")
         workflow_defs = [WorkflowDefinition.of(w) for w in workflows]
