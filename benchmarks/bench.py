@@ -66,6 +66,8 @@ class Roles:
         if self.pg_postmaster is not None:
             family = [self.pg_postmaster, *self.pg_postmaster.children(recursive=True)]
             out["postgres"] = sum(_rss(p) for p in family) / 2**20
+            # The backends' RSS counts the shared buffers each touched; PSS shares them out.
+            out["postgres_pss"] = sum(_pss(p) for p in family) / 2**20
         return out
 
 
@@ -73,6 +75,13 @@ def _rss(p: psutil.Process) -> int:
     try:
         return int(p.memory_info().rss)
     except psutil.NoSuchProcess:
+        return 0
+
+
+def _pss(p: psutil.Process) -> int:
+    try:
+        return int(getattr(p.memory_full_info(), "pss", 0))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return 0
 
 
