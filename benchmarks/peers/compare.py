@@ -18,7 +18,9 @@ measurement as a JSON line to ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import resource
 import statistics
 import uuid
 from pathlib import Path
@@ -139,6 +141,16 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _open_files(wanted: int) -> None:
+    """Both clients keep their connections open (N=10,000 at once is 10,000 per engine, over
+    HTTP/1.1): raise this process's descriptor limit, the hard one too where allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -149,7 +161,9 @@ def cli() -> None:
     parser.add_argument("--restate-dir", type=Path, default=DEFAULT_DIR,
                         help=f"the scratch directory of benchmarks.peers.restate.install (default {DEFAULT_DIR})")
     parser.add_argument("--out", help="append every measurement as a JSON line to this file")
-    _loop.run(Sitting(parser.parse_args()).run())
+    args = parser.parse_args()
+    _open_files(3 * max(args.n) + 1000)
+    _loop.run(Sitting(args).run())
 
 
 if __name__ == "__main__":
