@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kadence import _loop
+from kadence import Client, _loop
 from kadence.cli import DEV_SHARDS
 
 from ..bench import Bench
@@ -44,6 +44,8 @@ class Sitting:
             target=None, dsn=None, topology="dev", shards=DEV_SHARDS, sdk_defaults=True, clients=0,
             worker_workflow_tasks=0, worker_tasks_per_poll=0, out=None))
         self.restate = RestatePeer(args.restate_dir)
+        # Descriptors for both clients' connections at once (N each), or release between phases.
+        self.cold = resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2 * max(args.n) + 2000
 
     def record(self, **row: Any) -> None:
         self.rows.append(row)
@@ -52,7 +54,19 @@ class Sitting:
             with open(self.args.out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
+    async def release_others(self, engine: str) -> None:
+        """Close the other engine's kept-alive connections when this process cannot hold both
+        engines' N at once: then every phase opens its connections anew, on both engines."""
+        if not self.cold:
+            return
+        if engine == "kadence":
+            await self.restate.reconnect()
+        else:
+            await self.kadence.client.close()
+            self.kadence.client = await Client.connect(self.kadence.target)
+
     async def burst(self, engine: str, n: int, rnd: int) -> None:
+        await self.release_others(engine)
         prefix = f"tp{n}-{rnd}-{uuid.uuid4().hex[:6]}"
         if engine == "kadence":
             elapsed, cpu = await self.kadence.burst(n, prefix)
@@ -64,6 +78,7 @@ class Sitting:
                     cpu_ms_per_wf=per_wf)
 
     async def latency(self, engine: str, rnd: int) -> None:
+        await self.release_others(engine)
         n = self.args.latency_n
         if engine == "kadence":
             await self.kadence.latency(n, rnd)
@@ -73,6 +88,7 @@ class Sitting:
         self.record(engine=engine, bench="latency", n=n, round=rnd, **figures)
 
     async def timers(self, engine: str, rnd: int) -> None:
+        await self.release_others(engine)
         n = self.args.timer_n
         if engine == "kadence":
             await self.kadence.timers(n, rnd)
@@ -84,6 +100,9 @@ class Sitting:
 
     async def run(self) -> None:
         await self.kadence.start()
+        if self.cold:
+            print("too few file descriptors for both engines' connections at once: each phase opens its own",
+                  flush=True)
         try:
             await self.restate.start()
             try:
@@ -106,6 +125,7 @@ class Sitting:
         print("\n".join(summary(self.rows)))
 
     async def warm(self, engine: str) -> None:
+        await self.release_others(engine)
         n = max(self.args.warmup, *self.args.n)
         if engine == "kadence":
             await self.kadence.burst(n, f"warm-{uuid.uuid4().hex[:6]}")

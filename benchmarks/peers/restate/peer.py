@@ -55,8 +55,7 @@ class RestatePeer:
         self.children.append(service)
         await _wait_line(log, "Running on", service)
         self.ingress = f"http://127.0.0.1:{ingress}"
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
-                                             timeout=aiohttp.ClientTimeout(total=600))
+        self.session = self._session()
         async with self.session.post(f"http://127.0.0.1:{admin}/deployments",
                                      json={"uri": f"http://127.0.0.1:{sdk}"}) as resp:
             if resp.status >= 300:
@@ -64,6 +63,16 @@ class RestatePeer:
         sp = psutil.Process(service.pid)
         self.roles.procs = {"restate": [psutil.Process(server.pid)], "sdk": [sp, *sp.children(recursive=True)],
                             "client": [psutil.Process(os.getpid())]}
+
+    async def reconnect(self) -> None:
+        """Drop the kept-alive connections (a new session)."""
+        await self.session.close()
+        self.session = self._session()
+
+    @staticmethod
+    def _session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                                     timeout=aiohttp.ClientTimeout(total=600))
 
     async def stop(self) -> None:
         await self.session.close()
