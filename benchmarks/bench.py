@@ -60,6 +60,39 @@ class Roles:
         out["machine"] = t.user + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "nice", 0)
         return out
 
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory of every role's processes (PostgreSQL: postmaster and backends), MB."""
+        out = {role: sum(_rss(p) for p in procs) / 2**20 for role, procs in self.procs.items()}
+        if self.pg_postmaster is not None:
+            family = [self.pg_postmaster, *self.pg_postmaster.children(recursive=True)]
+            out["postgres"] = sum(_rss(p) for p in family) / 2**20
+            # The backends' RSS counts the shared buffers each touched; PSS shares them out.
+            out["postgres_pss"] = sum(_pss(p) for p in family) / 2**20
+        return out
+
+
+def _rss(p: psutil.Process) -> int:
+    try:
+        return int(p.memory_info().rss)
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def _pss(p: psutil.Process) -> int:
+    try:
+        return int(getattr(p.memory_full_info(), "pss", 0))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
+
+
+def wall_lateness(samples: list[list[float]], seconds: float) -> dict[str, Any]:
+    """Timer lateness by the wall clock read inside the workflow: ``after - before - seconds``
+    in ms per sample ``[before, after, ...]``. A sample whose span is under half the sleep was
+    read during a replay (``before`` read after the wake-up): left out and counted."""
+    late = [(s[1] - s[0] - seconds) * 1000 for s in samples if s[1] - s[0] >= seconds / 2]
+    return {"p50_ms": _pct(late, 50), "p99_ms": _pct(late, 99), "min_ms": min(late), "max_ms": max(late),
+            "early": sum(1 for x in late if x < 0), "replayed": len(samples) - len(late)}
+
 
 def _cpu(p: psutil.Process) -> float:
     try:
@@ -150,9 +183,10 @@ class Bench:
             self.roles.procs["broker"] = [c for c in sp.children() if "tansu" in c.name()]
             pid_file = self.tmp / "data" / "postgres" / "postmaster.pid"
             self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-        worker, _ = await spawn("benchmarks.worker", [
-            "--target", self.target, "--workflow-tasks", str(self.args.worker_workflow_tasks),
-            "--tasks-per-poll", str(self.args.worker_tasks_per_poll)], self.tmp / "worker.log", "worker ready")
+        tuning = ["--sdk-defaults"] if a.sdk_defaults else [
+            "--workflow-tasks", str(a.worker_workflow_tasks), "--tasks-per-poll", str(a.worker_tasks_per_poll)]
+        worker, _ = await spawn("benchmarks.worker", ["--target", self.target, *tuning], self.tmp / "worker.log",
+                                "worker ready")
         self.children.append(worker)
         self.roles.procs["worker"] = [psutil.Process(worker.pid)]
         self.roles.procs["client"] = [psutil.Process(os.getpid())]
@@ -195,16 +229,17 @@ class Bench:
 
     def record(self, **row: Any) -> None:
         row["topology"] = "target" if self.args.target else self.args.topology
+        row["worker"] = "sdk-defaults" if self.args.sdk_defaults else "tuned"
         self.results.append(row)
         if self.args.out:
             with open(self.args.out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
-    async def throughput(self, n: int, run: int) -> None:
-        prefix = f"tp{n}-{run}-{uuid.uuid4().hex[:6]}"
-        # Every workflow is one execute_workflow call (start and wait in one exchange);
-        # at most --clients of them are open at once.
-        gate = asyncio.Semaphore(min(n, self.args.clients))
+    async def burst(self, n: int, prefix: str) -> tuple[float, dict[str, float]]:
+        """N workflows at once; the seconds they took and the CPU seconds of each role."""
+        # Every workflow is one execute_workflow call (start and wait in one exchange); at most
+        # --clients of them are open at once, or all N with --clients 0 (asyncio.gather of N).
+        gate = asyncio.Semaphore(min(n, self.args.clients) if self.args.clients > 0 else n)
 
         async def execute(i: int) -> Any:
             async with gate:
@@ -216,8 +251,12 @@ class Bench:
         elapsed = time.perf_counter() - t0
         cpu = _delta(self.roles.cpu(), before)
         assert results == list(range(n)), "a workflow returned the wrong result"
-        self.record(bench="throughput", n=n, run=run, seconds=elapsed, wf_per_s=n / elapsed,
-                    cpu_ms_per_wf={k: v * 1000 / n for k, v in cpu.items()})
+        return elapsed, cpu
+
+    async def throughput(self, n: int, run: int) -> None:
+        elapsed, cpu = await self.burst(n, f"tp{n}-{run}-{uuid.uuid4().hex[:6]}")
+        self.record(bench="throughput", n=n, run=run, clients=self.args.clients or n, seconds=elapsed,
+                    wf_per_s=n / elapsed, cpu_ms_per_wf={k: v * 1000 / n for k, v in cpu.items()})
 
     async def latency(self, n: int, run: int) -> None:
         samples = []
@@ -233,8 +272,9 @@ class Bench:
         handles = await asyncio.gather(*(
             self.client.start_workflow(OneTimer.run, 1.0, id=f"timer-{run}-{uuid.uuid4().hex}", task_queue="bench")
             for _ in range(n)))
-        late = await asyncio.gather(*(h.result() for h in handles))
-        self.record(bench="timers", n=n, run=run, p50_ms=_pct(late, 50), p99_ms=_pct(late, 99))
+        samples = await asyncio.gather(*(h.result() for h in handles))
+        self.record(bench="timers", n=n, run=run, **wall_lateness(samples, 1.0),
+                    now_p99_ms=_pct([s[2] for s in samples], 99))
 
     async def fold_replay(self, run: int) -> None:
         """Events per second through the history fold, over every run in the database."""
@@ -275,7 +315,8 @@ def _summary(results: list[dict[str, Any]]) -> list[str]:
                      f"CPU ms/wf machine {med(rows, 'cpu_ms_per_wf', 'machine')}")
         for role in [k for k in rows[0]["cpu_ms_per_wf"] if k != "machine"]:
             lines.append(f"    {role:>8}: {med(rows, 'cpu_ms_per_wf', role)} ms/wf")
-    for bench, keys in (("latency", ("p50_ms", "p95_ms", "p99_ms")), ("timers", ("p50_ms", "p99_ms")),
+    for bench, keys in (("latency", ("p50_ms", "p95_ms", "p99_ms")),
+                        ("timers", ("p50_ms", "p99_ms", "min_ms", "now_p99_ms")),
                         ("fold_replay", ("events_per_s",)), ("sdk_replay", ("events_per_s",))):
         rows = [r for r in results if r["bench"] == bench]
         if rows:
@@ -284,6 +325,11 @@ def _summary(results: list[dict[str, Any]]) -> list[str]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.sustained:
+        from .sustained import sustained  # matplotlib: the `bench` extra
+
+        await sustained(Bench(args), args)
+        return
     results: list[dict[str, Any]] = []
     for run in range(args.runs):
         # Each run gets a fresh `kadence dev` (unless --target): the development broker keeps
@@ -297,7 +343,7 @@ async def main(args: argparse.Namespace) -> None:
             # one per request in flight; opening them is not what the phase measures).
             await asyncio.gather(*(bench.client.execute_workflow(
                 OneActivity.run, i, id=f"warm-{uuid.uuid4().hex}", task_queue="bench")
-                for i in range(max(args.warmup, min(args.clients, max(args.n))))))
+                for i in range(max(args.warmup, min(args.clients or max(args.n), max(args.n))))))
             for n in args.n:
                 await bench.throughput(n, run)
             await bench.latency(args.latency_n, run)
@@ -321,7 +367,16 @@ def cli() -> None:
     parser.add_argument("--timer-n", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clients", type=int, default=1000,
-                        help="throughput: workflows started and awaited at once (one HTTP exchange each)")
+                        help="throughput: workflows started and awaited at once (one HTTP exchange each); "
+                             "0: all N at once, no client cap")
+    parser.add_argument("--sdk-defaults", action="store_true",
+                        help="the worker with the SDK's default settings (no tuning), on asyncio.run")
+    parser.add_argument("--sustained", type=int, default=0, metavar="N",
+                        help="sustained mode: N workflows through one long-lived `kadence dev` in bursts")
+    parser.add_argument("--burst", type=int, default=10_000, help="sustained mode: workflows per burst, all at once")
+    parser.add_argument("--window", type=int, default=0,
+                        help="sustained mode: workflows per compared window (default N/10, at least one burst)")
+    parser.add_argument("--plot", default="sustained.png", help="sustained mode: the PNG of throughput and RSS")
     parser.add_argument("--shards", type=int, default=DEV_SHARDS,
                         help=f"history shards (default {DEV_SHARDS}, as `kadence dev`)")
     parser.add_argument("--topology", choices=["dev", "services"], default="dev",

@@ -34,15 +34,13 @@ def validate_commands(commands: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], completed_id: int,
-                   task_now: int = 0) -> None:
+def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], completed_id: int) -> None:
     """Add the events of a completed workflow task's commands.
 
-    ``task_now`` is the workflow's ``now()`` in that task (when the worker was handed it;
-    0 when unknown). A timer runs from there: ``sleep(d)`` wakes at ``now() + d`` on the
-    workflow's own clock, however long the task took to reach history.
+    A user timer runs from when history records it (the batch's time, the TimerStarted
+    event's time), as Temporal: the workflow code called ``sleep(d)`` before its answer left
+    the worker, so the timer never wakes it before ``d`` of wall time has passed since the call.
     """
-    timer_base = min(task_now or ctx.now, ctx.now)
     for c in commands:
         if not t.state.running:
             break  # nothing follows a closing command
@@ -54,7 +52,7 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
             ev = t.add("TimerStarted", timer_id=a["timer_id"], start_to_fire_timeout_ms=a["start_to_fire_timeout_ms"],
                        workflow_task_completed_event_id=completed_id)
             # ref is the TimerStarted event id: a fired row matches only this timer.
-            t.set_timer("user_timer", a["timer_id"], timer_base + a["start_to_fire_timeout_ms"], ref=ev["event_id"])
+            t.set_timer("user_timer", a["timer_id"], ctx.now + a["start_to_fire_timeout_ms"], ref=ev["event_id"])
         elif kind == "CancelTimer":
             pending = t.state.timers.get(a["timer_id"])
             if pending is not None:

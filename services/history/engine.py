@@ -273,9 +273,8 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
         return
     assert t.state.wt is not None
     updates.task_completed(ctx, t, commands)
-    task_now = t.state.wt.get("handed_time", 0)  # the workflow's now() in this task
     completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
-    apply_commands(ctx, t, commands, completed["event_id"], task_now)
+    apply_commands(ctx, t, commands, completed["event_id"])
 
 
 async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:

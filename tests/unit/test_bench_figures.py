@@ -1,0 +1,31 @@
+"""The benchmark's figures: wall-clock timer lateness and the sustained run's windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.bench import wall_lateness
+from benchmarks.sustained import _window
+
+
+def test_wall_lateness_is_after_minus_before_minus_the_sleep() -> None:
+    samples = [[100.0, 101.010], [100.0, 101.020], [100.0, 100.999]]
+    figures = wall_lateness(samples, 1.0)
+    assert figures["min_ms"] == pytest.approx(-1.0, abs=1e-6)
+    assert figures["max_ms"] == pytest.approx(20.0, abs=1e-6)
+    assert figures["early"] == 1
+    assert figures["replayed"] == 0
+
+
+def test_a_sample_read_during_a_replay_is_left_out_and_counted() -> None:
+    # `before` re-read after the wake-up: the span is far below the sleep.
+    figures = wall_lateness([[100.0, 101.005], [101.004, 101.005]], 1.0)
+    assert figures["replayed"] == 1
+    assert figures["p99_ms"] == pytest.approx(5.0, abs=1e-6)
+
+
+def test_windows_cover_the_first_and_last_bursts_holding_the_window() -> None:
+    bursts = [{"n": 10, "seconds": 1.0}, {"n": 10, "seconds": 2.0}, {"n": 10, "seconds": 4.0}]
+    assert _window(bursts, 10, first=True) == 10.0
+    assert _window(bursts, 10, first=False) == 2.5
+    assert _window(bursts, 20, first=True) == pytest.approx(20 / 3)
