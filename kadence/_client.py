@@ -6,13 +6,14 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from kadence._converter import decode_args, decode_value, encode_args
 from kadence._http import HttpTransport, Transport, path_segment
+from kadence._visibility import WorkflowExecution, WorkflowExecutionCount, count_workflows, list_workflows
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
 from kadence.common import to_millis
 from kadence.exceptions import RPCError, WorkflowFailureError
@@ -159,6 +160,16 @@ class Client:
         body["signal_input"] = decode_args(encode_args(signal_args))
         answer = await self.transport.call("POST", f"/workflows/{path_segment(id)}/signal-with-start", body=body)
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
+
+    def list_workflows(self, query: str = "", *, page_size: int = 100,
+                       limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
+        """The runs matching ``query`` (README, "Finding workflows"), following the pages;
+        RPCError (400, naming the problem) for a query that cannot run."""
+        return list_workflows(self.transport, query, page_size=page_size, limit=limit)
+
+    async def count_workflows(self, query: str = "") -> WorkflowExecutionCount:
+        """How many runs match ``query``; ``... GROUP BY ExecutionStatus`` counts per status."""
+        return await count_workflows(self.transport, query)
 
     def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None) -> WorkflowHandle:
         """A handle on an existing workflow (its latest run unless ``run_id`` is given)."""

@@ -23,6 +23,7 @@ from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.kafka import new_producer
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
+from services.visibility.reads import VisibilityReads
 
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
@@ -152,7 +153,7 @@ class FrontendService:
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued)
         engine.open()
-        app = build_app(Handlers(engine))
+        app = build_app(Handlers(engine, VisibilityReads(self._pool)))
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

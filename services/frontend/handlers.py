@@ -10,10 +10,13 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from services.visibility.reads import VisibilityReads
+
 from . import validation as v
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .tokens import TaskToken
+from .visibility import VisibilityHandlers
 
 Params = Mapping[str, str]
 Answer = tuple[int, dict[str, Any]]
@@ -35,9 +38,10 @@ def _token(ns: str, body: dict[str, Any], kind: str) -> TaskToken:
     return token
 
 
-class Handlers:
-    def __init__(self, engine: Engine) -> None:
+class Handlers(VisibilityHandlers):
+    def __init__(self, engine: Engine, visibility: VisibilityReads | None = None) -> None:
         self.engine = engine
+        self.visibility = visibility
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -204,6 +208,10 @@ PREFIX = "/api/v1/namespaces/{namespace}"
 # shared by the transport and openapi.py.
 ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows", "start"),
+    ("GET", "/workflows", "list_workflows"),
+    ("GET", "/workflows/count", "count_workflows"),  # before /workflows/{workflow_id}: matched in order
+    ("GET", "/search-attributes", "list_search_attributes"),
+    ("POST", "/search-attributes", "register_search_attribute"),
     ("POST", "/workflows/{workflow_id}/signal-with-start", "signal_with_start"),
     ("POST", "/workflows/{workflow_id}/signal", "signal"),
     ("POST", "/workflows/{workflow_id}/terminate", "terminate"),

@@ -74,7 +74,18 @@ COMPONENTS: dict[str, Schema] = {
         "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
     }, ["workflow_id", "run_id", "status", "history_length"]),
+    "WorkflowExecutionInfo": _obj({
+        "workflow_id": STR, "run_id": STR, "workflow_type": NULL_STR, "task_queue": NULL_STR, "status": STR,
+        "start_time": {"type": ["integer", "null"]}, "execution_time": {"type": ["integer", "null"]},
+        "close_time": {"type": ["integer", "null"]}, "history_length": INT, "parent_workflow_id": NULL_STR,
+        "parent_run_id": NULL_STR, "memo": {"type": ["object", "null"]},
+        "search_attributes": {"type": ["object", "null"]},
+    }, ["workflow_id", "run_id", "status"], description="A run's visibility row (times in ms since the epoch)"),
 }
+
+_QUERY: Schema = {"type": "string", "maxLength": 10000,
+                  "description": "list filter, e.g. WorkflowType = 'Order' AND ExecutionStatus = 'Running'"
+                                 " ORDER BY StartTime DESC (README, 'Finding workflows')"}
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
@@ -82,6 +93,23 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
               _obj({**_START_FIELDS, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0}},
                    ["workflow_id", "workflow_type", "task_queue"]), {},
               201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
+    "list_workflows": ("List workflow runs matching a query, a page at a time", None,
+                       {"query": _QUERY,
+                        "page_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        "next_page_token": STR}, 200,
+                       _obj({"executions": {"type": "array", "items": _ref("WorkflowExecutionInfo")},
+                             "next_page_token": NULL_STR}, ["executions"])),
+    "count_workflows": ("Count workflow runs matching a query (GROUP BY ExecutionStatus: per status)", None,
+                        {"query": _QUERY}, 200,
+                        _obj({"count": INT, "groups": {"type": "array", "items": _obj(
+                            {"group_values": {"type": "array", "items": STR}, "count": INT})}}, ["count"])),
+    "list_search_attributes": ("The search attributes of the namespace: built-in and registered", None, {}, 200,
+                               _obj({"built_in": {"type": "object"}, "custom": {"type": "object"}})),
+    "register_search_attribute": (
+        "Register a custom search attribute (201; 200 if it exists with this type)",
+        _obj({"name": NAME, "type": {"type": "string", "enum": ["keyword", "text", "int", "double", "bool",
+                                                                 "datetime", "keyword_list"]}}, ["name", "type"]),
+        {}, 201, _obj({"name": STR, "type": STR})),
     "signal_with_start": ("Signal a workflow, starting it first if no run is open",
                           _obj({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
                                ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),

@@ -63,6 +63,6 @@ def test_activity_exports() -> None:
 
 
 def test_client_worker_exception_exports() -> None:
-    assert sorted(client.__all__) == ["Client", "WorkflowHandle"]
+    assert sorted(client.__all__) == ["Client", "WorkflowExecution", "WorkflowExecutionCount", "WorkflowHandle"]
     assert worker.__all__ == ["Worker"]
     assert all(issubclass(getattr(exceptions, n), exceptions.KadenceError) for n in exceptions.__all__)

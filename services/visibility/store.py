@@ -1,0 +1,54 @@
+"""Writes the projection's updates to the ``visibility`` table (migration 0009).
+
+One statement per batch. An update changes a row only when it brings events beyond the
+row's ``last_event_id``: a redelivered batch (after a restart or a rebalance: the consumers
+commit their offsets to Kafka after the write, so a crash between the two delivers again)
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from .projection import ExecutionStatus, RunUpdate
+
+_UPSERT = """
+INSERT INTO visibility AS v (namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time,
+                             execution_time, close_time, history_length, last_event_id)
+SELECT ns, wid, rid, wtype, tq, COALESCE(st, $6::text), t0, te, tc, n, n
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $8::bigint[], $9::bigint[],
+            $10::bigint[], $11::bigint[]) AS b(ns, wid, rid, wtype, tq, st, t0, te, tc, n)
+ON CONFLICT (namespace, run_id) DO UPDATE SET
+    workflow_type = COALESCE(EXCLUDED.workflow_type, v.workflow_type),
+    task_queue = COALESCE(EXCLUDED.task_queue, v.task_queue),
+    start_time = COALESCE(EXCLUDED.start_time, v.start_time),
+    execution_time = COALESCE(EXCLUDED.execution_time, v.execution_time),
+    -- A status other than Running only ever comes with the close time.
+    status = CASE WHEN EXCLUDED.close_time IS NULL THEN v.status ELSE EXCLUDED.status END,
+    close_time = COALESCE(EXCLUDED.close_time, v.close_time),
+    history_length = GREATEST(EXCLUDED.history_length, v.history_length),
+    last_event_id = EXCLUDED.last_event_id
+WHERE v.last_event_id < EXCLUDED.last_event_id
+"""
+
+
+async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> None:
+    """Write one batch's updates (at most one per run) in one statement."""
+    if not updates:
+        return
+    await conn.execute(
+        _UPSERT,
+        [u.namespace for u in updates], [u.workflow_id for u in updates], [u.run_id for u in updates],
+        [u.workflow_type for u in updates], [u.task_queue for u in updates], ExecutionStatus.RUNNING.value,
+        [None if u.status is None else u.status.value for u in updates], [u.start_time for u in updates],
+        [u.execution_time for u in updates], [u.close_time for u in updates],
+        [u.last_event_id for u in updates],
+    )
+
+
+async def forget(conn: asyncpg.Pool | asyncpg.Connection, namespace: str | None = None) -> int:
+    """Delete the rows (of one namespace, or all) before a rebuild from the topic; return how many."""
+    status = await conn.execute("DELETE FROM visibility WHERE $1::text IS NULL OR namespace = $1", namespace)
+    return int(status.split()[-1])
