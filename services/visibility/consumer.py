@@ -47,6 +47,7 @@ class VisibilityConsumer:
         self.pool = pool
         self.max_records = max_records
         self.skipped = 0  # records that were not HistoryRecords (logged; the audit reports them too)
+        self.write_failures = 0  # writes the database refused (each retried)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, client_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=session_timeout_ms,
@@ -102,6 +103,7 @@ class VisibilityConsumer:
                 break
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 # Heal: the same fetch again until the database takes it (nothing is committed).
+                self.write_failures += 1
                 log.exception("writing %d visibility rows failed; retrying in %.1fs", len(updates), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

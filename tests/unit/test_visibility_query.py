@@ -73,7 +73,7 @@ def test_blank_query_has_no_filter() -> None:
     ("WorkflowId = 'a' ORDER StartTime", "expected BY"),
     ("WorkflowId NOT = 'a'", "expected IN or BETWEEN after NOT"),
     ("WorkflowId = 'a' ORDER BY", "expected name"),
-    ("Заказ = 'x'", "unexpected character 'З'"),
+    ("Заказ = 'x'", "unexpected character 'З'"),  # noqa: RUF001
     ("HistoryLength BETWEEN 1 OR 2", "expected AND"),
 ])
 def test_syntax_errors_say_what_and_where(text: str, message: str) -> None:
