@@ -119,6 +119,11 @@ async def _dev(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["workflow"]:  # a click group of its own (kadence/_cli/workflow.py)
+        from kadence._cli.workflow import main as workflow_main
+
+        return workflow_main(words[1:])
     parser = argparse.ArgumentParser(prog="kadence", description="Kadence durable workflows")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="run broker, PostgreSQL, frontend, history and matching in one process")
@@ -139,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     from kadence._tools_cli import add_commands
 
     add_commands(sub)  # encode, dlq, audit
+    sub.add_parser("workflow", help="list, count, describe, show, start, execute, signal, query, terminate"
+                                    " workflows (kadence workflow --help)", add_help=False)
     args = parser.parse_args(argv)
     if hasattr(args, "run"):
         return int(args.run(args))
