@@ -13,7 +13,13 @@ from typing import Any
 
 from kadence._converter import decode_args, decode_value, encode_args
 from kadence._http import HttpTransport, Transport, path_segment
-from kadence._visibility import WorkflowExecution, WorkflowExecutionCount, count_workflows, list_workflows
+from kadence._visibility import (
+    WorkflowExecution,
+    WorkflowExecutionCount,
+    count_workflows,
+    list_workflows,
+    search_attributes_json,
+)
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
 from kadence.common import to_millis
 from kadence.exceptions import RPCError, WorkflowFailureError
@@ -63,6 +69,7 @@ class Client:
         execution_timeout: timedelta | None,
         workflow_task_timeout: timedelta | None,
         request_id: str | None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         if not id:
             raise ValueError("a workflow id is required (id=...)")
@@ -79,6 +86,8 @@ class Client:
         }
         if workflow_task_timeout is not None:
             body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
+        if search_attributes:
+            body["search_attributes"] = search_attributes_json(search_attributes)
         return body
 
     async def start_workflow(
@@ -90,9 +99,11 @@ class Client:
         execution_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
-        if one with this id is running."""
+        if one with this id is running. ``search_attributes``: custom attributes registered in
+        the namespace (name: value; datetimes allowed), for listing it (README, "Finding workflows")."""
         body = self._start_body(
             workflow,
             args,
@@ -101,6 +112,7 @@ class Client:
             execution_timeout=execution_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            search_attributes=search_attributes,
         )
         answer = await self.transport.call("POST", "/workflows", body=body)
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
@@ -114,6 +126,7 @@ class Client:
         execution_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (WorkflowFailureError if it fails).
 
@@ -128,6 +141,7 @@ class Client:
             execution_timeout=execution_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            search_attributes=search_attributes,
         )
         body["wait_seconds"] = _LONG_POLL_SECONDS
         answer = await self.transport.call("POST", "/workflows", body=body, timeout=_LONG_POLL_SECONDS + 15)

@@ -9,7 +9,8 @@ from typing import Any
 
 from kadence._http import Transport
 
-__all__ = ["WorkflowExecution", "WorkflowExecutionCount", "count_workflows", "list_workflows"]
+__all__ = ["WorkflowExecution", "WorkflowExecutionCount", "count_workflows", "list_workflows",
+           "search_attributes_json"]
 
 DEFAULT_PAGE_SIZE = 100
 
@@ -78,3 +79,15 @@ async def count_workflows(transport: Transport, query: str) -> WorkflowExecution
     answer = await transport.call("GET", "/workflows/count", params={"query": query})
     groups = [([str(v) for v in g.get("group_values") or []], int(g["count"])) for g in answer.get("groups") or []]
     return WorkflowExecutionCount(int(answer["count"]), groups)
+
+
+def search_attributes_json(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Search attribute values as the API takes them: datetimes as ISO 8601 (naive: UTC), lists as lists."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, datetime):
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        elif isinstance(value, tuple | set | frozenset):
+            value = sorted(value) if isinstance(value, set | frozenset) else list(value)
+        out[str(name)] = value
+    return out

@@ -130,6 +130,19 @@ def _json_args(values: Iterable[str], option: str) -> list[Any]:
     return out
 
 
+def _attributes(values: Iterable[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--search-attribute")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
@@ -202,11 +215,15 @@ def list_(query: str, limit: int, everything: bool, output: str, address: str, n
         _print_json([dict(e.raw) for e in runs])
         return
     table = Table(box=None, header_style="bold")
-    for column in ("Workflow ID", "Run ID", "Type", "Status", "Start", "Close", "Task queue"):
+    with_attributes = any(e.search_attributes for e in runs)
+    for column in ("Workflow ID", "Run ID", "Type", "Status", "Start", "Close", "Task queue",
+                   *(["Search attributes"] if with_attributes else [])):
         table.add_column(column, overflow="fold")
     for e in runs:
+        attributes = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                               for k, v in sorted((e.search_attributes or {}).items()))
         table.add_row(e.workflow_id, e.run_id, e.workflow_type or "", _status(e.status), _time(e.start_time),
-                      _time(e.close_time), e.task_queue or "")
+                      _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []))
     console = _console()
     console.print(table)
     if not runs:
@@ -356,6 +373,9 @@ def _start_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="One argument as JSON; repeat for several (e.g. -i '\"text\"' -i 42)."),
         click.option("--execution-timeout", type=click.FloatRange(min=0), default=None,
                      help="Seconds the whole run may take (default: no limit)."),
+        click.option("--search-attribute", "-a", "attributes", multiple=True, metavar="NAME=VALUE",
+                     help="A custom search attribute registered in the namespace; VALUE is JSON, or else"
+                          " taken as a string (e.g. -a CustomerId=c-42 -a Priority=3). Repeatable."),
     ]):
         command = option(command)
     return command
@@ -366,12 +386,15 @@ def _start_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @_output_option
 @with_client
 def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
-          execution_timeout: float | None, output: str, address: str, namespace: str) -> None:
+          execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
+          namespace: str) -> None:
     """Start a workflow and print its run id (does not wait)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
+    found = _attributes(attributes)
     handle = _run(address, namespace, lambda c: c.start_workflow(workflow_type, *args, id=workflow_id,
-                                                                 task_queue=task_queue, execution_timeout=timeout))
+                                                                 task_queue=task_queue, execution_timeout=timeout,
+                                                                 search_attributes=found))
     if output == Output.JSON:
         _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id})
     else:
@@ -383,12 +406,15 @@ def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[s
 @_output_option
 @with_client
 def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
-            execution_timeout: float | None, output: str, address: str, namespace: str) -> None:
+            execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
+            namespace: str) -> None:
     """Start a workflow, wait for it and print its result as JSON (exit 1 if it fails)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
+    found = _attributes(attributes)
     result = _run(address, namespace, lambda c: c.execute_workflow(workflow_type, *args, id=workflow_id,
-                                                                   task_queue=task_queue, execution_timeout=timeout))
+                                                                   task_queue=task_queue, execution_timeout=timeout,
+                                                                   search_attributes=found))
     _print_json(result)
 
 

@@ -46,7 +46,7 @@ class Handlers(VisibilityHandlers):
     # -- workflows ------------------------------------------------------------------------------
 
     async def start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        req = v.start_request(path["namespace"], body)
+        req = await self.with_search_attributes(v.start_request(path["namespace"], body), body)
         # With wait_seconds, the answer also waits for the run's outcome (as GET .../result
         # does): start and wait in one exchange instead of two.
         return 201, await self.engine.start(req, v.seconds(body, "wait_seconds", 0.0, 600.0))

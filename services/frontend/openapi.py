@@ -90,7 +90,8 @@ _QUERY: Schema = {"type": "string", "maxLength": 10000,
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
-              _obj({**_START_FIELDS, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0}},
+              _obj({**_START_FIELDS, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0},
+                    "search_attributes": {"type": "object", "description": "registered custom search attributes"}},
                    ["workflow_id", "workflow_type", "task_queue"]), {},
               201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
     "list_workflows": ("List workflow runs matching a query, a page at a time", None,

@@ -244,6 +244,7 @@ class StartRequest:
     workflow_task_timeout_ms: int
     request_id: str
     identity: str
+    search_attributes: str | None = None  # JSON object, checked against the registry (frontend/visibility.py)
 
 
 def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartRequest:

@@ -3,14 +3,18 @@ registry of custom search attributes. Mixed into ``Handlers`` (handlers.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from services.visibility.reads import VisibilityReads
-from services.visibility.sql import MAX_PAGE_SIZE, AttributeType, QueryError
+from services.visibility.sql import MAX_PAGE_SIZE, AttributeType, QueryError, stored_attributes
 
 from . import validation as v
 from .errors import FrontendError, InvalidArgument
+from .validation import StartRequest
 
 Params = Mapping[str, str]
 Answer = tuple[int, dict[str, Any]]
@@ -31,6 +35,17 @@ class VisibilityHandlers:
         if self.visibility is None:
             raise VisibilityUnavailable("this frontend has no visibility store")
         return self.visibility
+
+    async def with_search_attributes(self, req: StartRequest, body: Mapping[str, Any]) -> StartRequest:
+        """``req`` with the body's ``search_attributes`` checked against the namespace's registry."""
+        given = body.get("search_attributes")
+        if given is None or given == {}:
+            return req
+        try:
+            values = stored_attributes(await self._reads().search_attributes(req.namespace), given)
+        except QueryError as exc:
+            raise InvalidArgument(str(exc), field="search_attributes") from None
+        return dataclasses.replace(req, search_attributes=orjson.dumps(values).decode())
 
     async def list_workflows(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])

@@ -74,7 +74,8 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
     t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
                  execution_timeout_ms=cmd["execution_timeout_ms"],
                  workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
-                 request_id=cmd["request_id"], identity=cmd["identity"])
+                 request_id=cmd["request_id"], identity=cmd["identity"],
+                 search_attributes=cmd.get("search_attributes"))
     if with_signal:
         _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
     settle(t)
@@ -83,14 +84,16 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
 
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
-             continued_from: str | None = None, run_id: str | None = None) -> Transition:
+             continued_from: str | None = None, run_id: str | None = None,
+             search_attributes: str | None = None) -> Transition:
     state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
     t = ctx.new_run(state)
     t.current_changed = True
     t.add("WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
           execution_timeout_ms=max(0, execution_timeout_ms),
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
-          request_id=request_id, identity=identity, continued_execution_run_id=continued_from)
+          request_id=request_id, identity=identity, continued_execution_run_id=continued_from,
+          search_attributes=search_attributes)
     if execution_timeout_ms > 0:
         t.set_timer("wf_timeout", 0, ctx.now + execution_timeout_ms)
     return t

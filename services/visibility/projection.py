@@ -11,12 +11,17 @@ the store applies an update only when its ``last_event_id`` is beyond the row's.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from kadence import avro
 from services.common.outcome import RUNNING
+
+log = logging.getLogger(__name__)
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -55,6 +60,7 @@ class RunUpdate:
     execution_time: int | None = None
     status: ExecutionStatus | None = None  # set by the first event (Running) or a closing one
     close_time: int | None = None
+    search_attributes: dict[str, Any] | None = None  # merged into the row's
 
     def take(self, event: Mapping[str, Any]) -> None:
         """Fold one event of this run in."""
@@ -68,8 +74,23 @@ class RunUpdate:
             self.start_time = self.execution_time = event_time
             if self.status is None:
                 self.status = ExecutionStatus.RUNNING
+            self._merge_attributes(attributes.get("search_attributes"))
         elif kind in CLOSING_EVENTS:
             self.status, self.close_time = CLOSING_EVENTS[kind], event_time
+
+
+    def _merge_attributes(self, text: str | None) -> None:
+        if not text:
+            return
+        try:
+            values = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            values = None
+        if not isinstance(values, dict):
+            # Only a producer that bypassed the frontend's checks writes this; the run stays listable.
+            log.warning("run %s: search_attributes is not a JSON object; ignored", self.run_id)
+            return
+        self.search_attributes = {**(self.search_attributes or {}), **values}
 
 
 class Skipped(Exception):

@@ -94,6 +94,62 @@ def to_millis(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_BYTES = 10_000
+
+
+def stored_value(name: str, kind: AttributeType, value: Any) -> Any:
+    """A search attribute's value (from JSON) as the visibility row keeps it, or QueryError."""
+    def wrong(expected: str) -> QueryError:
+        return QueryError(f"search attribute {name} is {_a(kind)}: it takes {expected}, not {value!r}")
+
+    if kind in (AttributeType.KEYWORD, AttributeType.TEXT):
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if kind is AttributeType.KEYWORD_LIST:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong("a list of strings")
+        return value
+    if kind is AttributeType.INT:
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+            raise wrong("a whole number")
+        return value
+    if kind is AttributeType.DOUBLE:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong("a number")
+        return float(value)
+    if kind is AttributeType.BOOL:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if not isinstance(value, str):
+        raise wrong("an ISO 8601 time string")
+    # Kept in one UTC format, so that jsonb's string order is time order.
+    return parse_datetime(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stored_attributes(custom: Mapping[str, AttributeType], values: Any) -> dict[str, Any]:
+    """Search attributes given at start, checked against the namespace's registry."""
+    if not isinstance(values, Mapping):
+        raise QueryError("search_attributes must be an object of name: value")
+    if len(values) > MAX_ATTRIBUTES:
+        raise QueryError(f"search_attributes holds {len(values)} attributes; at most {MAX_ATTRIBUTES} are taken")
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in BUILT_INS:
+            raise QueryError(f"{name} is a built-in search attribute; it cannot be set")
+        kind = custom.get(name)
+        if kind is None:
+            known = ", ".join(sorted(custom)) or "none yet"
+            raise QueryError(f"search attribute {name!r} is not registered in this namespace (registered: {known};"
+                             " POST .../search-attributes registers one)")
+        out[name] = stored_value(name, kind, value)
+    if len(orjson.dumps(out)) > MAX_ATTRIBUTE_BYTES:
+        raise QueryError(f"search_attributes take at most {MAX_ATTRIBUTE_BYTES} bytes as JSON")
+    return out
+
+
 class Compiler:
     """Compiles one query of one namespace; ``params`` collects the bind values in order."""
 

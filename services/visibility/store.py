@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import orjson
 
 from .projection import ExecutionStatus, RunUpdate
 
 _UPSERT = """
 INSERT INTO visibility AS v (namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time,
-                             execution_time, close_time, history_length, last_event_id)
-SELECT ns, wid, rid, wtype, tq, COALESCE(st, $6::text), t0, te, tc, n, n
+                             execution_time, close_time, history_length, last_event_id, search_attributes)
+SELECT ns, wid, rid, wtype, tq, COALESCE(st, $6::text), t0, te, tc, n, n, sa::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $8::bigint[], $9::bigint[],
-            $10::bigint[], $11::bigint[]) AS b(ns, wid, rid, wtype, tq, st, t0, te, tc, n)
+            $10::bigint[], $11::bigint[], $12::text[]) AS b(ns, wid, rid, wtype, tq, st, t0, te, tc, n, sa)
 ON CONFLICT (namespace, run_id) DO UPDATE SET
     workflow_type = COALESCE(EXCLUDED.workflow_type, v.workflow_type),
     task_queue = COALESCE(EXCLUDED.task_queue, v.task_queue),
@@ -29,7 +30,10 @@ ON CONFLICT (namespace, run_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.close_time IS NULL THEN v.status ELSE EXCLUDED.status END,
     close_time = COALESCE(EXCLUDED.close_time, v.close_time),
     history_length = GREATEST(EXCLUDED.history_length, v.history_length),
-    last_event_id = EXCLUDED.last_event_id
+    last_event_id = EXCLUDED.last_event_id,
+    -- Attributes set by the batch's events replace those of the same names.
+    search_attributes = CASE WHEN EXCLUDED.search_attributes IS NULL THEN v.search_attributes
+                             ELSE COALESCE(v.search_attributes, '{}'::jsonb) || EXCLUDED.search_attributes END
 WHERE v.last_event_id < EXCLUDED.last_event_id
 """
 
@@ -45,6 +49,7 @@ async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUp
         [None if u.status is None else u.status.value for u in updates], [u.start_time for u in updates],
         [u.execution_time for u in updates], [u.close_time for u in updates],
         [u.last_event_id for u in updates],
+        [None if u.search_attributes is None else orjson.dumps(u.search_attributes).decode() for u in updates],
     )
 
 

@@ -179,3 +179,38 @@ async def test_the_projection_heals_when_the_database_refuses_its_writes(client:
         await cluster.pool.execute("ALTER TABLE visibility_away RENAME TO visibility")
     await eventually(lambda: _count_is(client, f"WorkflowId = 'heal-{tag}' AND ExecutionStatus = 'Completed'", 1),
                      timeout=30)
+
+
+async def test_search_attributes_set_at_start_are_listed_and_queried(client: Client, cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        for name, kind in (("CustomerId", "keyword"), ("Priority", "int"), ("DueAt", "datetime"),
+                           ("Tags", "keyword_list")):
+            async with http.post(f"{base}/search-attributes", json={"name": name, "type": kind}) as r:
+                assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    due = datetime(2026, 12, 24, 18, 0, tzinfo=UTC)
+    for i in range(4):
+        await client.start_workflow(VisWait.run, id=f"sa-{tag}-{i}", task_queue=f"sa-{tag}", search_attributes={
+            "CustomerId": f"c-{i % 2}", "Priority": i, "DueAt": due + timedelta(days=i), "Tags": ["x", f"t{i}"]})
+    with pytest.raises(RPCError, match="'Nope' is not registered") as refused:
+        await client.start_workflow(VisWait.run, id=f"sa-{tag}-bad", task_queue=f"sa-{tag}",
+                                    search_attributes={"Nope": 1})
+    assert refused.value.status == 400 and refused.value.field == "search_attributes"
+    with pytest.raises(RPCError, match="Priority is an int: it takes a whole number"):
+        await client.start_workflow(VisWait.run, id=f"sa-{tag}-bad", task_queue=f"sa-{tag}",
+                                    search_attributes={"Priority": "high"})
+    mine = f"TaskQueue = 'sa-{tag}'"
+    await eventually(lambda: _count_is(client, mine, 4), timeout=30)
+    assert set(await _statuses(client, f"{mine} AND CustomerId = 'c-1'")) == {f"sa-{tag}-1", f"sa-{tag}-3"}
+    assert set(await _statuses(client, f"{mine} AND Priority >= 2")) == {f"sa-{tag}-2", f"sa-{tag}-3"}
+    assert set(await _statuses(client, f"{mine} AND DueAt > '2026-12-25T20:00:00Z'")) == {f"sa-{tag}-2",
+                                                                                        f"sa-{tag}-3"}
+    assert set(await _statuses(client, f"{mine} AND Tags = 't0'")) == {f"sa-{tag}-0"}
+    assert set(await _statuses(client, f"{mine} AND Tags IN ('t1', 't2')")) == {f"sa-{tag}-1", f"sa-{tag}-2"}
+    [run] = [e async for e in client.list_workflows(f"WorkflowId = 'sa-{tag}-0'")]
+    assert run.search_attributes == {"CustomerId": "c-0", "Priority": 0, "DueAt": "2026-12-24T18:00:00.000000Z",
+                                     "Tags": ["x", "t0"]}
+    # The attributes are in the run's history too, so a rebuild from the topic brings them back.
+    [started, *_] = await client.get_workflow_handle(f"sa-{tag}-0").history()
+    assert started["attributes"]["search_attributes"] is not None

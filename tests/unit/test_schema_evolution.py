@@ -119,3 +119,16 @@ def test_records_from_before_run_ahead_read_as_handed_out_and_without_a_task() -
     assert record["event"] == event
     name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v1"])
     assert name == "RespondActivityTaskCompleted" and answer["result"] == "42" and answer["workflow_task"] is None
+
+
+def test_records_from_before_search_attributes_read_without_them() -> None:
+    records = _fixture_records("before_search_attributes.jsonl")
+    assert set(records) == {"kadence.HistoryEvent v5", "kadence.HistoryRecord v4",
+                            "kadence.StartWorkflowExecution v1"}
+    _, event = avro.decode(records["kadence.HistoryEvent v5"])
+    assert event["event_type"] == "WorkflowExecutionStarted" and event["attributes"]["search_attributes"] is None
+    assert event["attributes"]["identity"] == "v5-client"
+    _, record = avro.decode(records["kadence.HistoryRecord v4"])
+    assert record["event"] == event
+    name, start = avro.decode(records["kadence.StartWorkflowExecution v1"])
+    assert name == "StartWorkflowExecution" and start["search_attributes"] is None and start["identity"] == "v1-client"

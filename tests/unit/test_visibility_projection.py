@@ -56,3 +56,12 @@ def test_decode_takes_history_records_and_skips_the_rest() -> None:
                                                     "value": b"", "reason": "r", "failed_at": 0}), "DeadLetter")):
         with pytest.raises(projection.Skipped, match=reason):
             projection.decode(bad)
+
+
+def test_search_attributes_of_the_start_are_taken_and_junk_is_ignored() -> None:
+    with_attributes = {**STARTED, "search_attributes": '{"CustomerId": "c-42", "Priority": 3}'}
+    [update] = projection.fold([record("a", 1, "WorkflowExecutionStarted", with_attributes)])
+    assert update.search_attributes == {"CustomerId": "c-42", "Priority": 3}
+    for junk in ("not json", "[1, 2]"):
+        [update] = projection.fold([record("a", 1, "WorkflowExecutionStarted", {**STARTED, "search_attributes": junk})])
+        assert update.search_attributes is None and update.workflow_type == "Order"

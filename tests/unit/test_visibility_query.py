@@ -175,3 +175,16 @@ def test_any_text_parses_or_fails_with_a_query_error(text: str) -> None:
 def test_any_string_value_round_trips_through_quoting(value: str) -> None:
     quoted = "'" + value.replace("'", "''").replace("\\", "\\\\") + "'"
     assert q.parse(f"WorkflowId = {quoted}").where == q.Comparison("WorkflowId", q.Op.EQ, value)
+
+
+def test_search_attributes_given_at_start_are_checked_and_normalised() -> None:
+    stored = sql.stored_attributes(CUSTOM, {"CustomerId": "c-42", "Amount": 3, "Priority": 7, "Vip": False,
+                                            "Tags": ["a", "b"], "DueAt": "2026-12-02T01:00:00+01:00"})
+    assert stored == {"CustomerId": "c-42", "Amount": 3.0, "Priority": 7, "Vip": False, "Tags": ["a", "b"],
+                      "DueAt": "2026-12-02T00:00:00.000000Z"}
+    for values, message in (({"Nope": 1}, "'Nope' is not registered"), ({"Priority": "7"}, "takes a whole number"),
+                            ({"Tags": "a"}, "takes a list of strings"), ({"Vip": 1}, "takes true or false"),
+                            ({"DueAt": "soon"}, "is not a time"), ({"WorkflowType": "x"}, "built-in"),
+                            ([1], "must be an object"), ({"CustomerId": "x" * 20_000}, "at most 10000 bytes")):
+        with pytest.raises(QueryError, match=re.escape(message)):
+            sql.stored_attributes(CUSTOM, values)
