@@ -18,7 +18,7 @@ import sys
 import asyncpg
 import faust
 
-from services.common import db, kafka
+from services.common import db, kafka, telemetry
 
 from . import projection, store
 from .consumer import record_delay
@@ -92,6 +92,8 @@ def main() -> None:
     if not dsn:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
     session = float(os.environ.get("KADENCE_VISIBILITY_SESSION_TIMEOUT_S", "10"))
+    # Metrics (kadence_visibility_delay_seconds) when KADENCE_METRICS_PORT is set, as every service.
+    telemetry.setup_from_env("kadence-visibility")
     app = create_app(bootstrap, dsn, session_timeout_s=session)
     if len(sys.argv) == 1:
         sys.argv += ["worker", "--loglevel=info"]
