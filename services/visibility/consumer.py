@@ -37,13 +37,19 @@ log = logging.getLogger(__name__)
 
 GROUP = "kadence-visibility"
 MAX_BACKOFF_S = 5.0
+# Long fetches: visibility may trail history by a fraction of a second, and every fetch
+# that returns records costs the development broker a listing of the partition's batches
+# (docs/architecture.md), which under a burst of starts took throughput from the services
+# beside it. Fewer, larger fetches also fold more events of a run into one row update.
+FETCH_WAIT_MS = 500
+FETCH_MIN_BYTES = 256 * 1024
 
 
 class VisibilityConsumer:
     """Keeps ``visibility`` up to date with ``kadence.history``; ``lag()`` says how far behind."""
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = GROUP, session_timeout_ms: int = 10000,
-                 fetch_wait_ms: int = 100, max_records: int = 2000) -> None:
+                 fetch_wait_ms: int = FETCH_WAIT_MS, max_records: int = 5000) -> None:
         self.pool = pool
         self.max_records = max_records
         self.skipped = 0  # records that were not HistoryRecords (logged; the audit reports them too)
@@ -53,6 +59,7 @@ class VisibilityConsumer:
             auto_offset_reset="earliest", session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 4),
             rebalance_timeout_ms=max(session_timeout_ms, 5000), fetch_max_wait_ms=fetch_wait_ms,
+            fetch_min_bytes=FETCH_MIN_BYTES, max_partition_fetch_bytes=4 * 1024 * 1024,
             metadata_max_age_ms=5000,
         )
         self._task: asyncio.Task[None] | None = None
