@@ -16,7 +16,7 @@ from . import validation as v
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .tokens import TaskToken
-from .visibility import VisibilityHandlers
+from .visibility import VisibilityHandlers, bad_search_attributes
 
 Params = Mapping[str, str]
 Answer = tuple[int, dict[str, Any]]
@@ -114,6 +114,12 @@ class Handlers(VisibilityHandlers):
         token = _token(ns, body, "workflow")
         commands = v.commands(body)
         identity = v.optional_str(body, "identity") or ""
+        bad = await self.bad_upserts(ns, commands)
+        if bad is not None:
+            # As a code error would: the task fails in history (visible there) and is retried.
+            await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause="BadSearchAttributes",
+                                      failure=bad_search_attributes(bad))
+            return OK, {}
         await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands,
                                   started_time=token.started_time)
         return OK, {}
@@ -182,6 +188,8 @@ class Handlers(VisibilityHandlers):
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
         ahead = v.run_ahead(body)
+        if ahead is not None and await self.bad_upserts(ns, ahead["commands"]) is not None:
+            ahead = None  # the task goes out as usual, and its answer fails it there
         await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result, workflow_task=ahead)
         return OK, {}
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
 from services.visibility.reads import VisibilityReads
 from services.visibility.sql import MAX_PAGE_SIZE, AttributeType, QueryError, stored_attributes
 
@@ -46,6 +47,25 @@ class VisibilityHandlers:
         except QueryError as exc:
             raise InvalidArgument(str(exc), field="search_attributes") from None
         return dataclasses.replace(req, search_attributes=orjson.dumps(values).decode())
+
+    async def bad_upserts(self, ns: str, commands: list[dict[str, Any]]) -> str | None:
+        """Check (and normalise in place) the search attributes that ``commands`` upsert
+        (workflow.upsert_search_attributes: a marker); the problem, or None if they hold."""
+        upserts = [c["attributes"] for c in commands if c["command_type"] == "RecordMarker"
+                   and c["attributes"].get("marker_name") == SEARCH_ATTRIBUTES_MARKER]
+        if not upserts:
+            return None
+        custom = await self._reads().search_attributes(ns)
+        for attributes in upserts:
+            try:
+                values = orjson.loads(attributes.get("details") or "null")
+            except orjson.JSONDecodeError:
+                return "upsert_search_attributes: the marker's details are not JSON"
+            try:
+                attributes["details"] = orjson.dumps(stored_attributes(custom, values)).decode()
+            except QueryError as exc:
+                return f"upsert_search_attributes: {exc}"
+        return None
 
     async def list_workflows(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
@@ -92,3 +112,9 @@ class VisibilityHandlers:
         except QueryError as exc:
             raise InvalidArgument(str(exc), field="name") from None
         return (201 if created else 200), {"name": name, "type": kind.value}
+
+
+def bad_search_attributes(message: str) -> dict[str, Any]:
+    """The Failure of a workflow task whose search attributes the registry refused."""
+    return {"message": message, "type": "BadSearchAttributes", "stack_trace": "", "non_retryable": False,
+            "details": None}

@@ -3,9 +3,12 @@ visibility row. Pure code, apart from Kafka, faust and PostgreSQL, so it is test
 shared by the in-process consumer (``consumer.py``) and the faust app (``stream.py``).
 
 A batch of records folds into one :class:`RunUpdate` per run. Every field of an update is
-"latest wins" or set once (by the run's first event), so applying a batch's update to a
-row that already holds some of its events gives what applying only the newer ones would:
-the store applies an update only when its ``last_event_id`` is beyond the row's.
+"latest wins" or set once (by the run's first event), and a partition delivers a run's
+events in order and without holes from wherever it resumes, so applying a batch's update
+to a row that already holds some of its events gives what applying only the newer ones
+would: the store applies an update only when its ``last_event_id`` is beyond the row's.
+Search attributes come from the start and from ``workflow.upsert_search_attributes``
+(a marker, ``SEARCH_ATTRIBUTES_MARKER``); later values of a name replace earlier ones.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import orjson
 
 from kadence import avro
+from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
 from services.common.outcome import RUNNING
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,10 @@ class RunUpdate:
             self._merge_attributes(attributes.get("search_attributes"))
         elif kind in CLOSING_EVENTS:
             self.status, self.close_time = CLOSING_EVENTS[kind], event_time
+        elif kind == "MarkerRecorded":
+            attributes = event["attributes"] or {}
+            if attributes.get("marker_name") == SEARCH_ATTRIBUTES_MARKER:
+                self._merge_attributes(attributes.get("details"))
 
 
     def _merge_attributes(self, text: str | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -214,3 +215,55 @@ async def test_search_attributes_set_at_start_are_listed_and_queried(client: Cli
     # The attributes are in the run's history too, so a rebuild from the topic brings them back.
     [started, *_] = await client.get_workflow_handle(f"sa-{tag}-0").history()
     assert started["attributes"]["search_attributes"] is not None
+
+
+@workflow.defn(name="VisStaged")
+class VisStaged:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self, stage: str) -> str:
+        workflow.upsert_search_attributes({"Stage": "received", "Priority": 1})
+        await workflow.wait_condition(lambda: self.go)
+        workflow.upsert_search_attributes({"Stage": stage})
+        return stage
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+
+@workflow.defn(name="VisBadUpsert")
+class VisBadUpsert:
+    @workflow.run
+    async def run(self) -> None:
+        workflow.upsert_search_attributes({"Priority": "high"})
+
+
+async def test_workflows_upsert_search_attributes_and_bad_ones_fail_the_task(client: Client,
+                                                                          cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        for name, kind in (("Stage", "keyword"), ("Priority", "int")):
+            async with http.post(f"{base}/search-attributes", json={"name": name, "type": kind}) as r:
+                assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    mine = f"TaskQueue = 'up-{tag}'"
+    async with Worker(client, task_queue=f"up-{tag}", workflows=[VisStaged, VisBadUpsert]):
+        handle = await client.start_workflow(VisStaged.run, "shipped", id=f"up-{tag}", task_queue=f"up-{tag}")
+        await eventually(lambda: _count_is(client, f"{mine} AND Stage = 'received' AND Priority = 1", 1), timeout=30)
+        await handle.signal(VisStaged.proceed)
+        assert await handle.result() == "shipped"
+        await eventually(lambda: _count_is(client, f"{mine} AND Stage = 'shipped' AND Priority = 1", 1), timeout=30)
+        # A value the registry refuses: the workflow task fails (in history, with the reason) and is retried.
+        bad = await client.start_workflow(VisBadUpsert.run, id=f"up-bad-{tag}", task_queue=f"up-{tag}")
+
+        async def task_failed() -> list[dict[str, Any]]:
+            return [e for e in await bad.history() if e["event_type"] == "WorkflowTaskFailed"]
+        [failed, *_] = await eventually(task_failed, timeout=30, what="the failed workflow task")
+        assert failed["attributes"]["cause"] == "BadSearchAttributes"
+        assert "Priority is an int: it takes a whole number" in failed["attributes"]["failure"]["message"]
+        await bad.terminate("done")
+    [run] = [e async for e in client.list_workflows(f"WorkflowId = 'up-{tag}'")]
+    assert run.search_attributes == {"Stage": "shipped", "Priority": 1}

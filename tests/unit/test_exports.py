@@ -51,6 +51,7 @@ def test_workflow_exports() -> None:
         "run",
         "signal",
         "sleep",
+        "upsert_search_attributes",
         "uuid4",
         "wait_condition",
     ]

@@ -65,3 +65,19 @@ def test_search_attributes_of_the_start_are_taken_and_junk_is_ignored() -> None:
     for junk in ("not json", "[1, 2]"):
         [update] = projection.fold([record("a", 1, "WorkflowExecutionStarted", {**STARTED, "search_attributes": junk})])
         assert update.search_attributes is None and update.workflow_type == "Order"
+
+
+def test_upserted_search_attributes_merge_in_event_order() -> None:
+    from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
+
+    def upsert(event_id: int, details: str) -> dict[str, Any]:
+        return record("a", event_id, "MarkerRecorded", {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details,
+                                                        "workflow_task_completed_event_id": 0})
+    [update] = projection.fold([
+        record("a", 1, "WorkflowExecutionStarted", {**STARTED, "search_attributes": '{"Stage": "new", "Priority": 1}'}),
+        upsert(5, '{"Stage": "paid"}'),
+        record("a", 6, "MarkerRecorded", {"marker_name": "patch:x", "details": '{"Stage": "no"}',
+                                          "workflow_task_completed_event_id": 0}),
+        upsert(9, '{"Stage": "shipped", "Tags": ["a"]}'),
+    ])
+    assert update.search_attributes == {"Stage": "shipped", "Priority": 1, "Tags": ["a"]}
