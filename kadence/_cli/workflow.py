@@ -97,8 +97,8 @@ def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -
     except Failed as exc:
         _fail(exc.code, exc.message)
     except WorkflowFailureError as exc:
-        failure = exc.failure or {}
-        _fail(ExitCode.WORKFLOW, f"workflow {exc.status.lower()}: {failure.get('message') or exc}")
+        message = (exc.failure or {}).get("message")
+        _fail(ExitCode.WORKFLOW, f"workflow {exc.status.lower()}" + (f": {message}" if message else ""))
     except (WorkflowNotFoundError, WorkflowAlreadyStartedError, QueryFailedError) as exc:
         _fail(ExitCode.WORKFLOW, exc.message or str(exc))
     except TimeoutError as exc:
@@ -305,7 +305,8 @@ def describe(workflow_id: str, run_id: str | None, output: str, address: str, na
 
 # The few attributes worth a column in the timeline, per event type (the rest: --output json).
 _DETAIL_KEYS = ("workflow_type", "task_queue", "activity_type", "activity_id", "timer_id", "signal_name",
-                "marker_name", "attempt", "input", "result", "reason", "cause", "timeout_type", "new_run_id")
+                "marker_name", "attempt", "input", "result", "details", "search_attributes", "reason", "cause",
+                "timeout_type", "new_run_id")
 
 
 def _details(event: Mapping[str, Any]) -> Text:

@@ -54,6 +54,7 @@ class VisibilityConsumer:
         self.max_records = max_records
         self.skipped = 0  # records that were not HistoryRecords (logged; the audit reports them too)
         self.write_failures = 0  # writes the database refused (each retried)
+        self.left_out: list[str] = []  # data the database refused for good (store.apply), newest last
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, client_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=session_timeout_ms,
@@ -106,7 +107,7 @@ class VisibilityConsumer:
         backoff = 0.1
         while True:
             try:
-                await store.apply(self.pool, updates)
+                self.left_out = (self.left_out + await store.apply(self.pool, updates))[-100:]
                 break
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 # Heal: the same fetch again until the database takes it (nothing is committed).

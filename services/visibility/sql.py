@@ -106,11 +106,11 @@ def stored_value(name: str, kind: AttributeType, value: Any) -> Any:
     if kind in (AttributeType.KEYWORD, AttributeType.TEXT):
         if not isinstance(value, str):
             raise wrong("a string")
-        return value
+        return _no_nul(name, value)
     if kind is AttributeType.KEYWORD_LIST:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise wrong("a list of strings")
-        return value
+        return [_no_nul(name, v) for v in value]
     if kind is AttributeType.INT:
         if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
             raise wrong("a whole number")
@@ -127,6 +127,12 @@ def stored_value(name: str, kind: AttributeType, value: Any) -> Any:
         raise wrong("an ISO 8601 time string")
     # Kept in one UTC format, so that jsonb's string order is time order.
     return parse_datetime(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _no_nul(name: str, value: str) -> str:
+    if "\x00" in value:  # PostgreSQL's text and jsonb cannot hold it
+        raise QueryError(f"search attribute {name}: a NUL character cannot be stored")
+    return value
 
 
 def stored_attributes(custom: Mapping[str, AttributeType], values: Any) -> dict[str, Any]:

@@ -8,12 +8,16 @@ changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
 
 import asyncpg
 import orjson
 
 from .projection import ExecutionStatus, RunUpdate
+
+log = logging.getLogger(__name__)
 
 _UPSERT = """
 INSERT INTO visibility AS v (namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time,
@@ -38,10 +42,40 @@ WHERE v.last_event_id < EXCLUDED.last_event_id
 """
 
 
-async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> None:
-    """Write one batch's updates (at most one per run) in one statement."""
+async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> list[str]:
+    """Write one batch's updates (at most one per run) in one statement; return what had to
+    be left out.
+
+    Data the database refuses whatever the retries (asyncpg.DataError: a NUL character in
+    an attribute, a number out of range) must not hold the projection back: the batch is
+    then written run by run, a refused run again without its search attributes, and a run
+    refused even so is left out. Each is described in the list returned (and logged).
+    """
     if not updates:
-        return
+        return []
+    try:
+        await _write(conn, updates)
+        return []
+    except asyncpg.DataError:
+        pass
+    left_out: list[str] = []
+    for update in updates:
+        try:
+            await _write(conn, [update])
+            continue
+        except asyncpg.DataError as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        try:
+            await _write(conn, [dataclasses.replace(update, search_attributes=None)])
+            left_out.append(f"run {update.run_id}: search attributes left out ({problem})")
+        except asyncpg.DataError as exc:
+            left_out.append(f"run {update.run_id}: events up to {update.last_event_id} left out ({problem}; {exc})")
+    for line in left_out:
+        log.error("visibility: %s", line)
+    return left_out
+
+
+async def _write(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> None:
     await conn.execute(
         _UPSERT,
         [u.namespace for u in updates], [u.workflow_id for u in updates], [u.run_id for u in updates],

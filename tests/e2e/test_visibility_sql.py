@@ -182,3 +182,20 @@ async def test_every_order_pages_through_every_row_once_in_order(pool: asyncpg.P
                 break
         assert [e["run_id"] for e in paged] == [e["run_id"] for e in everything], order
         assert len(paged) == len(rows)
+
+
+async def test_data_the_database_refuses_is_left_out_without_holding_the_batch(pool: asyncpg.Pool) -> None:
+    """A NUL character (which jsonb cannot hold) in one run's attributes, written by a producer
+    that bypassed the frontend: that run's row is written without them, the others whole."""
+    from services.visibility import store
+    from services.visibility.projection import ExecutionStatus, RunUpdate
+
+    good = RunUpdate("default", "wf-good", "run-good", 3, 1000, workflow_type="T", task_queue="q", start_time=1000,
+                     execution_time=1000, status=ExecutionStatus.RUNNING, search_attributes={"CustomerId": "c-1"})
+    bad = RunUpdate("default", "wf-bad", "run-bad", 2, 1000, workflow_type="T", task_queue="q", start_time=1000,
+                    execution_time=1000, status=ExecutionStatus.RUNNING, search_attributes={"CustomerId": "c\x00"})
+    left_out = await store.apply(pool, [good, bad])
+    assert len(left_out) == 1 and "run run-bad: search attributes left out" in left_out[0]
+    rows = {r["run_id"]: r for r in await pool.fetch("SELECT * FROM visibility")}
+    assert orjson.loads(rows["run-good"]["search_attributes"]) == {"CustomerId": "c-1"}
+    assert rows["run-bad"]["search_attributes"] is None and rows["run-bad"]["last_event_id"] == 2

@@ -188,3 +188,9 @@ def test_search_attributes_given_at_start_are_checked_and_normalised() -> None:
                             ([1], "must be an object"), ({"CustomerId": "x" * 20_000}, "at most 10000 bytes")):
         with pytest.raises(QueryError, match=re.escape(message)):
             sql.stored_attributes(CUSTOM, values)
+
+
+def test_a_nul_character_is_refused_in_search_attribute_values() -> None:
+    for values in ({"CustomerId": "a\x00b"}, {"Tags": ["ok", "\x00"]}):
+        with pytest.raises(QueryError, match="NUL character cannot be stored"):
+            sql.stored_attributes(CUSTOM, values)
