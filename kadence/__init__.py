@@ -7,7 +7,7 @@ to run them, the :mod:`kadence.workflow` and :mod:`kadence.activity` modules to 
 from kadence import activity, workflow
 from kadence._client import Client, WorkflowHandle
 from kadence._worker.worker import Worker
-from kadence.common import RetryPolicy
+from kadence.common import RetryPolicy, RetryState
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
@@ -15,6 +15,7 @@ from kadence.exceptions import (
     FailureError,
     KadenceError,
     NonDeterminismError,
+    PayloadError,
     QueryFailedError,
     RPCError,
     WorkflowAlreadyStartedError,
@@ -32,10 +33,12 @@ __all__ = [
     "FailureError",
     "KadenceError",
     "NonDeterminismError",
+    "PayloadError",
     "QueryFailedError",
     "RPCError",
     "Replayer",
     "RetryPolicy",
+    "RetryState",
     "Worker",
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",

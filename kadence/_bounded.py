@@ -13,14 +13,20 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from kadence.exceptions import KadenceError
+from kadence.kafka_security import client_options
 
-__all__ = ["BoundedRead", "TopicReadError"]
+__all__ = ["BoundedRead", "BrokerUnreachable", "TopicReadError"]
 
 
 class TopicReadError(KadenceError):
     """The topic is missing, or stopped delivering before its captured end was reached."""
+
+
+class BrokerUnreachable(TopicReadError):
+    """No broker answered at the bootstrap address."""
 
 
 class BoundedRead:
@@ -41,7 +47,8 @@ class BoundedRead:
         self.ends: dict[TopicPartition, int] = {}
         self.skipped = 0  # records before from_time_ms that the broker's offsets still covered
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", fetch_max_wait_ms=50)
+                                          auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                                          **client_options())
 
     @property
     def total(self) -> int:
@@ -49,7 +56,12 @@ class BoundedRead:
 
     async def __aenter__(self) -> BoundedRead:
         consumer = self._consumer
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()  # releases what start() had opened
+            raise BrokerUnreachable(f"cannot reach the Kafka broker at {self.bootstrap}"
+                                    f" ({type(exc).__name__}); is it running, and is --bootstrap right?") from None
         try:
             tps = await self._partitions()
             consumer.assign(tps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import uuid
@@ -11,8 +12,9 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from kadence._converter import decode_args, decode_value, encode_args
+from kadence._converter import check_args, decode_value
 from kadence._http import HttpTransport, Transport, path_segment
+from kadence._retry import Backoff, retrying, unavailable
 from kadence._visibility import (
     WorkflowExecution,
     WorkflowExecutionCount,
@@ -26,7 +28,11 @@ from kadence.exceptions import RPCError, WorkflowFailureError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
+_log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
+#: Starts and signals are sent again with the same request id when the frontend is
+#: unreachable or answers 503/504: five tries over about three seconds.
+IDEMPOTENT_RETRY = Backoff(attempts=5, first=0.2, factor=2.0, cap=2.0)
 
 
 def default_identity() -> str:
@@ -36,17 +42,43 @@ def default_identity() -> str:
 class Client:
     """A connection to a Kadence frontend, scoped to one namespace."""
 
-    def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None) -> None:
+    def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
+                 retry: Backoff = IDEMPOTENT_RETRY) -> None:
+        """``retry`` bounds the retries of starts and signals (idempotent by request id)."""
         self.transport = transport
         self.namespace = namespace
         self.identity = identity or default_identity()
+        self.retry = retry
+
+    async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
+                          what: str) -> dict[str, Any]:
+        """POST ``body`` (which holds its request id, made once per logical call), sent again
+        unchanged while the frontend is unreachable, within ``self.retry``."""
+        return await retrying(lambda: self.transport.call("POST", path, body=body, timeout=timeout),
+                              backoff=self.retry, retry_if=unavailable, what=what)
 
     @classmethod
     async def connect(
-        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None
+        cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
+        api_key: str | None = None,
     ) -> Client:
-        """A client for the frontend at ``target`` (no request is made until first use)."""
-        return cls(HttpTransport(target, namespace), namespace=namespace, identity=identity)
+        """A client for the frontend at ``target`` (no request is made until first use).
+
+        ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
+        call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
+        """
+        return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity)
+
+    @property
+    def api_key(self) -> str | None:
+        """The credential of this client's calls (settable, to rotate it), if it has one."""
+        return getattr(self.transport, "api_key", None)
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        if not isinstance(self.transport, HttpTransport):
+            raise TypeError("this client's transport takes no API key")
+        self.transport.api_key = value
 
     async def close(self) -> None:
         await self.transport.close()
@@ -67,6 +99,7 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None,
+        run_timeout: timedelta | None,
         workflow_task_timeout: timedelta | None,
         request_id: str | None,
         search_attributes: Mapping[str, Any] | None = None,
@@ -75,15 +108,19 @@ class Client:
             raise ValueError("a workflow id is required (id=...)")
         if not task_queue:
             raise ValueError("a task queue is required (task_queue=...)")
+        workflow_type = workflow_name_of(workflow)
         body: dict[str, Any] = {
             "workflow_id": id,
-            "workflow_type": workflow_name_of(workflow),
+            "workflow_type": workflow_type,
             "task_queue": task_queue,
-            "input": decode_args(encode_args(args)),  # validates JSON-ability here, not on the server
+            # Checked here (strict JSON, no NaN), not on the server.
+            "input": check_args(args, what=f"workflow {workflow_type}"),
             "execution_timeout_ms": to_millis(execution_timeout),
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.identity,
         }
+        if run_timeout is not None:
+            body["run_timeout_ms"] = to_millis(run_timeout)
         if workflow_task_timeout is not None:
             body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
         if search_attributes:
@@ -97,24 +134,30 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
         search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
-        if one with this id is running. ``search_attributes``: custom attributes registered in
-        the namespace (name: value; datetimes allowed), for listing it (README, "Finding workflows")."""
+        if one with this id is running.
+
+        ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
+        chain included; ``run_timeout`` bounds each run. The run open when either passes
+        times out. ``search_attributes``: custom attributes registered in the namespace
+        (name: value; datetimes allowed), for listing it (README, "Finding workflows")."""
         body = self._start_body(
             workflow,
             args,
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
             search_attributes=search_attributes,
         )
-        answer = await self.transport.call("POST", "/workflows", body=body)
+        answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
 
     async def execute_workflow(
@@ -124,6 +167,7 @@ class Client:
         id: str,
         task_queue: str,
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
         search_attributes: Mapping[str, Any] | None = None,
@@ -139,12 +183,14 @@ class Client:
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
             search_attributes=search_attributes,
         )
         body["wait_seconds"] = _LONG_POLL_SECONDS
-        answer = await self.transport.call("POST", "/workflows", body=body, timeout=_LONG_POLL_SECONDS + 15)
+        answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
+                                        what=f"start of workflow {id}")
         handle = WorkflowHandle(self, id, run_id=answer.get("run_id"))
         return await handle._follow(answer.get("outcome"), None, follow_runs=True)
 
@@ -157,6 +203,7 @@ class Client:
         signal: str | Callable[..., Any],
         signal_args: Sequence[Any] = (),
         execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
     ) -> WorkflowHandle:
@@ -167,12 +214,14 @@ class Client:
             id=id,
             task_queue=task_queue,
             execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
         )
-        body["signal_name"] = signal_name_of(signal)
-        body["signal_input"] = decode_args(encode_args(signal_args))
-        answer = await self.transport.call("POST", f"/workflows/{path_segment(id)}/signal-with-start", body=body)
+        body["signal_name"] = signal_name = signal_name_of(signal)
+        body["signal_input"] = check_args(signal_args, what=f"signal {signal_name}")
+        answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
+                                        what=f"signal-with-start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"))
 
     def list_workflows(self, query: str = "", *, page_size: int = 100,
@@ -203,18 +252,21 @@ class WorkflowHandle:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
 
     async def signal(self, signal: str | Callable[..., Any], *args: Any, request_id: str | None = None) -> None:
+        name = signal_name_of(signal)
         body = {
-            "signal_name": signal_name_of(signal),
-            "input": decode_args(encode_args(args)),
+            "signal_name": name,
+            "input": check_args(args, what=f"signal {name}"),
             "run_id": self.run_id,
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.client.identity,
         }
-        await self.client.transport.call("POST", f"{self._path}/signal", body=body)
+        await self.client._idempotent(f"{self._path}/signal", body,
+                                      what=f"signal {name} to workflow {self.workflow_id}")
 
     async def query(self, query: str | Callable[..., Any], *args: Any) -> Any:
         """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails."""
-        body = {"query_type": query_name_of(query), "args": decode_args(encode_args(args)), "run_id": self.run_id}
+        name = query_name_of(query)
+        body = {"query_type": name, "args": check_args(args, what=f"query {name}"), "run_id": self.run_id}
         answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
         return decode_value(answer.get("result"))
 
@@ -241,8 +293,9 @@ class WorkflowHandle:
         """Wait for the workflow to close and return its result.
 
         Raises WorkflowFailureError when it failed, timed out or was terminated, and
-        TimeoutError when ``timeout`` passes first. Continue-as-new is followed to the
-        new run unless ``follow_runs`` is false.
+        TimeoutError when ``timeout`` (seconds or a timedelta) passes first, also while the
+        frontend cannot be reached (without a timeout that is waited out, logged at
+        WARNING). Continue-as-new is followed to the new run unless ``follow_runs`` is false.
         """
         return await self._follow(None, timeout, follow_runs=follow_runs)
 
@@ -253,6 +306,7 @@ class WorkflowHandle:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else loop.time() + seconds
         run_id = self.run_id
+        failures = 0
         while True:
             if answer is None:
                 left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
@@ -260,13 +314,20 @@ class WorkflowHandle:
                 try:
                     answer = await self.client.transport.call(
                         "GET", f"{self._path}/result", params={"run_id": run_id, "wait_seconds": wait},
-                        timeout=wait + 15,
+                        # With a deadline, a frontend that does not answer must not hold the
+                        # caller past it.
+                        timeout=wait + (15 if deadline is None else 1),
                     )
+                    failures = 0
                 except RPCError as err:
                     if not err.retryable:
                         raise
                     if deadline is not None and loop.time() >= deadline:
-                        raise
+                        raise TimeoutError(
+                            f"workflow {self.workflow_id}: no result within {seconds}s ({err})") from err
+                    failures += 1
+                    if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
+                        _log.warning("waiting for the result of workflow %s: %s; retrying", self.workflow_id, err)
                     await asyncio.sleep(0.5)  # the frontend may be restarting; keep waiting
                     continue
             status = str(answer.get("status"))

@@ -1,4 +1,13 @@
-"""Conversion between Python exceptions and ``kadence.Failure`` records."""
+"""Conversion between Python exceptions and ``kadence.Failure`` records.
+
+A ``kadence.Failure`` has no ``cause`` field, so the SDK's own chained failures carry their
+chain in ``details``: an :class:`ActivityError` is recorded with type ``ActivityError`` and
+``details`` a one-element array holding an object marked ``{"kadence": "ActivityError"}``
+with the activity's type, id, retry state and its cause as a nested Failure; an
+:class:`ActivityTimeoutError` likewise holds its timeout type and last heartbeat details.
+Anything else is an :class:`ApplicationError` with the recorded type, message, details,
+non-retryable flag and stack trace, so a failure written by another SDK still reads back.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +16,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from kadence._converter import decode_value, encode_value
-from kadence.exceptions import ApplicationError, FailureError
+from kadence.common import RetryState
+from kadence.exceptions import (
+    ActivityError,
+    ActivityTimeoutError,
+    ApplicationError,
+    FailureError,
+)
 
 __all__ = ["exception_from_failure", "failure_from_exception"]
+
+_MARK = "kadence"
 
 
 def failure_from_exception(exc: BaseException) -> dict[str, Any]:
@@ -24,15 +41,35 @@ def failure_from_exception(exc: BaseException) -> dict[str, Any]:
         non_retryable = exc.non_retryable
         if exc.details:
             try:
-                details = encode_value(list(exc.details))
+                details = encode_value(list(exc.details), what="details of the error")
             except (TypeError, ValueError):
                 # Undecodable details must not hide the failure itself.
                 details = encode_value([repr(d) for d in exc.details])
+    elif isinstance(exc, ActivityError):
+        details = encode_value([{
+            _MARK: "ActivityError",
+            "activity_type": exc.activity_type,
+            "activity_id": exc.activity_id,
+            "scheduled_event_id": exc.scheduled_event_id,
+            "retry_state": None if exc.retry_state is None else exc.retry_state.value,
+            "cause": failure_from_exception(exc.cause),
+        }])
+    elif isinstance(exc, ActivityTimeoutError):
+        try:
+            heartbeat: Any = encode_value(list(exc.last_heartbeat_details))
+        except (TypeError, ValueError):
+            heartbeat = None
+        details = encode_value([{_MARK: "ActivityTimeoutError", "timeout_type": exc.timeout_type,
+                                 "last_heartbeat_details": heartbeat}])
     if isinstance(exc, FailureError):
         message, type_ = exc.message, exc.type
     else:
         message, type_ = str(exc), type(exc).__name__
-    stack = "".join(traceback.format_exception(exc)) if exc.__traceback__ is not None else ""
+    # A failure rebuilt from history (an activity's error re-raised by the workflow) keeps
+    # the stack trace of where it was first raised.
+    stack = exc.stack_trace if isinstance(exc, FailureError) else ""
+    if not stack and exc.__traceback__ is not None:
+        stack = "".join(traceback.format_exception(exc))
     return {
         "message": message,
         "type": type_,
@@ -42,8 +79,8 @@ def failure_from_exception(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def exception_from_failure(failure: Mapping[str, Any]) -> ApplicationError:
-    """Rebuild an :class:`ApplicationError` from a ``kadence.Failure`` dict."""
+def exception_from_failure(failure: Mapping[str, Any]) -> FailureError:
+    """Rebuild the exception a ``kadence.Failure`` dict records (see the module docstring)."""
     raw = failure.get("details")
     details: list[Any] = []
     if raw is not None:
@@ -52,10 +89,45 @@ def exception_from_failure(failure: Mapping[str, Any]) -> ApplicationError:
         except ValueError:
             value = [raw]
         details = value if isinstance(value, list) else [value]
+    message = str(failure.get("message", ""))
+    stack = str(failure.get("stack_trace") or "")
+    chained = _chained(failure.get("type"), message, stack, details)
+    if chained is not None:
+        return chained
     return ApplicationError(
-        str(failure.get("message", "")),
+        message,
         *details,
         type=str(failure.get("type") or "") or None,
         non_retryable=bool(failure.get("non_retryable", False)),
-        stack_trace=str(failure.get("stack_trace") or ""),
+        stack_trace=stack,
     )
+
+
+def _chained(type_: Any, message: str, stack: str, details: list[Any]) -> FailureError | None:
+    """The SDK's own failure types, when ``details`` holds their marked record."""
+    if len(details) != 1 or not isinstance(details[0], Mapping) or details[0].get(_MARK) != type_:
+        return None
+    info = details[0]
+    try:
+        if type_ == "ActivityError":
+            cause = info.get("cause")
+            state = info.get("retry_state")
+            return ActivityError(
+                message,
+                activity_id=str(info["activity_id"]),
+                activity_type=str(info["activity_type"]),
+                scheduled_event_id=int(info.get("scheduled_event_id") or 0),
+                cause=exception_from_failure(cause if isinstance(cause, Mapping) else {"message": ""}),
+                retry_state=RetryState(state) if state is not None else None,
+                stack_trace=stack,
+            )
+        if type_ == "ActivityTimeoutError":
+            raw = info.get("last_heartbeat_details")
+            heartbeat = decode_value(raw) if isinstance(raw, str) else None
+            error = ActivityTimeoutError(str(info["timeout_type"]),
+                                         last_heartbeat_details=heartbeat if isinstance(heartbeat, list) else ())
+            error.stack_trace = stack
+            return error
+    except (KeyError, TypeError, ValueError):
+        return None  # not the SDK's record after all: read it as an application error
+    return None

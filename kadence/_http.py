@@ -7,6 +7,7 @@ the same ``call`` method.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -23,7 +24,11 @@ from kadence.exceptions import (
     WorkflowNotFoundError,
 )
 
-__all__ = ["HttpTransport", "Transport", "error_from_response", "path_segment"]
+__all__ = ["API_KEY_ENV", "HttpTransport", "Transport", "error_from_response", "path_segment"]
+
+#: The environment variable a transport takes its credential from when none is given: every
+#: client, worker and command-line tool of the SDK then authenticates the same way.
+API_KEY_ENV = "KADENCE_API_KEY"
 
 _ERRORS: dict[str, type[RPCError]] = {
     "WorkflowAlreadyStarted": WorkflowAlreadyStartedError,
@@ -67,13 +72,38 @@ def error_from_response(status: int, payload: Any) -> RPCError:
     return (cls or RPCError)(status, error_type, message, str(field) if field is not None else None)
 
 
-class HttpTransport:
-    """aiohttp session bound to one namespace's API root."""
+def _bearer(api_key: str | None) -> dict[str, str]:
+    if not api_key:
+        return {}
+    if api_key != api_key.strip() or any(ord(c) < 0x21 or ord(c) == 0x7F for c in api_key):
+        raise ValueError("the API key must be one token without spaces or control characters")
+    return {"Authorization": f"Bearer {api_key}"}
 
-    def __init__(self, target: str, namespace: str, *, session: aiohttp.ClientSession | None = None) -> None:
+
+class HttpTransport:
+    """aiohttp session bound to one namespace's API root.
+
+    ``api_key`` (an API key or a JWT) goes as ``Authorization: Bearer ...`` on every call;
+    None: ``$KADENCE_API_KEY`` if set; "": no credential.
+    """
+
+    def __init__(self, target: str, namespace: str, *, session: aiohttp.ClientSession | None = None,
+                 api_key: str | None = None) -> None:
         self._root = f"{target.rstrip('/')}/api/v1/namespaces/{path_segment(namespace)}"
         self._session = session
         self._owns_session = session is None
+        self._auth: dict[str, str] = {}
+        self.api_key = os.environ.get(API_KEY_ENV) if api_key is None else api_key
+
+    @property
+    def api_key(self) -> str | None:
+        """The credential sent on every call; set it to rotate a key (or a JWT before it expires)."""
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._auth = _bearer(value)  # checked first: a bad key must not replace a good one
+        self._api_key = value or None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -138,9 +168,10 @@ class HttpTransport:
     ) -> dict[str, Any]:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         client_timeout = aiohttp.ClientTimeout(total=timeout if timeout is not None else 60)
+        headers = self._auth if span is None else {**self._auth, **(_tracing.http_headers() or {})}
         async with self._get_session().request(
             method, self._root + path, json=dict(body) if body is not None else None, params=query,
-            timeout=client_timeout, headers=None if span is None else _tracing.http_headers(),
+            timeout=client_timeout, headers=headers,
         ) as response:
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status)

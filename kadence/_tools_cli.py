@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from kadence import kafka
-from kadence.exceptions import KadenceError
+from kadence._converter import check_args
+from kadence.exceptions import KadenceError, PayloadError
 
 _BOOTSTRAP_HELP = "Kafka bootstrap servers (default: $KADENCE_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
 
@@ -42,7 +44,10 @@ def _json_array(text: str) -> list[Any]:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
     if not isinstance(value, list):
         raise argparse.ArgumentTypeError("must be a JSON array of positional arguments")
-    return value
+    try:
+        return check_args(value, what="--input")  # Python's json reads NaN; payloads are strict JSON
+    except PayloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_encode(sub: Any) -> None:
@@ -59,7 +64,9 @@ def _add_encode(sub: Any) -> None:
     start.add_argument("--workflow-type", required=True)
     start.add_argument("--task-queue", required=True)
     start.add_argument("--input", type=_json_array, default=[], help="JSON array of the workflow's arguments")
-    start.add_argument("--execution-timeout-ms", type=int, default=0)
+    start.add_argument("--execution-timeout-ms", type=int, default=0,
+                       help="timeout of the whole execution, every run of a continue-as-new chain")
+    start.add_argument("--run-timeout-ms", type=int, default=0, help="timeout of each run")
     signal = argparse.ArgumentParser(add_help=False)
     signal.add_argument("--signal-name", required=True)
     kinds.add_parser("start", parents=[common, start], help="StartWorkflowExecution")
@@ -76,14 +83,16 @@ def _encode(args: argparse.Namespace) -> int:
     ids = {"request_id": args.request_id, "identity": args.identity, "reply_to": args.reply_to}
     if args.kind == "start":
         value = kafka.encode_start(args.namespace, args.workflow_id, args.workflow_type, args.task_queue,
-                                   args.input, execution_timeout_ms=args.execution_timeout_ms, **ids)
+                                   args.input, execution_timeout_ms=args.execution_timeout_ms,
+                                   run_timeout_ms=args.run_timeout_ms, **ids)
     elif args.kind == "signal":
         value = kafka.encode_signal(args.namespace, args.workflow_id, args.signal_name, args.input,
                                     run_id=args.run_id, **ids)
     else:
         value = kafka.encode_signal_with_start(
             args.namespace, args.workflow_id, args.workflow_type, args.task_queue, args.signal_name,
-            args.signal_input, args.input, execution_timeout_ms=args.execution_timeout_ms, **ids)
+            args.signal_input, args.input, execution_timeout_ms=args.execution_timeout_ms,
+            run_timeout_ms=args.run_timeout_ms, **ids)
     if args.raw:
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()
@@ -113,9 +122,18 @@ def _add_dlq(sub: Any) -> None:
     dlq.set_defaults(run=_dlq)
 
 
+def _quiet_clients() -> None:
+    """The tools print one line for a failure: the Kafka client's own error logs would
+    repeat it (with a traceback) before it."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def _dlq(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from kadence import dlq
 
+    _quiet_clients()
     try:
         if args.action == "list":
             entries = asyncio.run(dlq.list_dead_letters(args.bootstrap, limit=args.limit,
@@ -133,6 +151,9 @@ def _dlq(args: argparse.Namespace) -> int:
             print(f"{len(done)} dead letter(s) re-driven", file=sys.stderr)
     except (KadenceError, OSError) as exc:
         print(f"kadence dlq: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:  # a broker failing in the middle of the command
+        print(f"kadence dlq: the broker at {args.bootstrap} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -185,8 +206,11 @@ class _Bar:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from services.audit import AuditError, audit
 
+    _quiet_clients()
     bar = _Bar(not args.no_progress)
     try:
         report = asyncio.run(audit(args.bootstrap, args.dsn, from_time_ms=args.from_time,
@@ -194,6 +218,10 @@ def _audit(args: argparse.Namespace) -> int:
     except (AuditError, KadenceError, OSError) as exc:
         bar.close()
         print(f"kadence audit: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:  # a broker failing in the middle of the read
+        bar.close()
+        print(f"kadence audit: the broker at {args.bootstrap} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     bar.close()
     for d in report.divergences:

@@ -12,6 +12,10 @@ import socket
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.common.dirlock import DirectoryLock
 
 
 def state_dir() -> Path:
@@ -62,19 +66,57 @@ async def _dev(args: argparse.Namespace) -> int:
     # pgserver asks platformdirs for a runtime directory it does not use; its fallback
     # warning would only confuse a newcomer.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+    from services.common.dirlock import DirectoryInUse, DirectoryLock
+    from services.common.ingress_auth import IngressConfigError
+    from services.frontend.auth import AuthConfigError
+    from services.frontend.exposure import UnsafeBind
+
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = Path(args.data_dir) if args.data_dir else state_dir() / "dev"
+    # First: a second `kadence dev` on this directory would take the first one's shards.
+    try:
+        lock = DirectoryLock.acquire(data, api=f"http://127.0.0.1:{args.port}")
+    except DirectoryInUse as exc:
+        print(f"kadence dev: {exc.directory} is in use by another kadence dev ({exc.holder}); stop that one"
+              " or choose another --data-dir", file=sys.stderr)
+        return 2
+    try:
+        return await _dev_locked(args, data, lock)
+    except (UnsafeBind, AuthConfigError, IngressConfigError) as exc:
+        print(f"kadence dev: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        lock.release()
+
+
+async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock) -> int:
+    """``kadence dev`` once it owns ``data``."""
+    from kadence.kafka_security import KafkaSecurity
     from services.cluster import Cluster
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+    from services.frontend.auth import Authenticator
+    from services.frontend.exposure import check_bind
+    from services.frontend.tokens import KEYS_SETTING, TokenKeys, keys_in_file
 
-    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Before anything starts (the frontend checks again when it binds).
+    env = Settings.from_env()
+    check_bind(env.frontend_host, auth_configured=bool(env.auth_config), insecure=env.insecure or args.insecure)
+    if env.auth_config:
+        Authenticator.from_file(Path(env.auth_config))  # AuthConfigError: said before anything starts
+    # The data directory's key, so tokens handed out survive a restart (unless set).
+    token_keys = os.environ.get(KEYS_SETTING) or keys_in_file(data / "task-token-keys")
+    try:
+        TokenKeys.parse(token_keys)
+    except ValueError as exc:
+        print(f"kadence dev: {exc}", file=sys.stderr)
+        return 2
     for flag, port in (("--port", args.port), ("--kafka-port", args.kafka_port)):
         if port and not _port_free(port):
             print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)
             return 2
-    data = Path(args.data_dir) if args.data_dir else state_dir() / "dev"
-    data.mkdir(parents=True, exist_ok=True)
     # Before the cluster starts: its producers, consumers and HTTP server check at start-up.
     signals = telemetry.setup_from_env("kadence-dev", traces=args.traces, metrics_port=args.metrics_port)
     pg = EmbeddedPostgres.start(data / "postgres")
@@ -87,9 +129,14 @@ async def _dev(args: argparse.Namespace) -> int:
         broker = await EmbeddedBroker.start(args.kafka_port, log_path=data / "broker.log")
         settings = Settings.from_env(
             kafka_bootstrap=broker.bootstrap, database_url=pg.dsn, frontend_port=args.port,
-            shards=shards, task_partitions=shards, session_timeout_ms=3000)
+            shards=shards, task_partitions=shards, session_timeout_ms=3000,
+            task_token_keys=token_keys,
+            # Its own broker speaks plain Kafka on loopback, whatever KADENCE_KAFKA_* says.
+            kafka_security=KafkaSecurity(),
+            insecure=True if args.insecure else None)
         cluster = Cluster(settings)
         await cluster.start()
+        lock.describe(cluster.url)
         print(f"Kadence is running.\n"
               f"  API:        {cluster.url}   (OpenAPI: {cluster.url}/openapi.json)\n"
               f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
@@ -107,7 +154,14 @@ async def _dev(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        from services.common.runner import until_stopped
+
+        reason = await until_stopped(stop, cluster.fatal)
+        if reason is not None:
+            # A loop died for good (see services/common/supervision.py): stop, and let the
+            # caller (a supervisor, a shell loop) start a fresh process.
+            print(f"kadence dev: stopping after a fatal error: {reason}", file=sys.stderr, flush=True)
+            return 1
         return 0
     finally:
         if cluster is not None:
@@ -118,6 +172,16 @@ async def _dev(args: argparse.Namespace) -> int:
         signals.shutdown()
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's, once installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kadence")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words[:1] == ["workflow"]:  # a click group of its own (kadence/_cli/workflow.py)
@@ -125,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return workflow_main(words[1:])
     parser = argparse.ArgumentParser(prog="kadence", description="Kadence durable workflows")
+    parser.add_argument("--version", action="version", version=f"kadence {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="run broker, PostgreSQL, frontend, history and matching in one process")
     dev.add_argument("--port", type=int, default=7233, help="HTTP API port on 127.0.0.1 (default 7233)")
@@ -140,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--metrics-port", type=int, default=None,
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"
                           " (default: KADENCE_METRICS_PORT, else off)")
+    dev.add_argument("--insecure", action="store_true",
+                     help="allow KADENCE_FRONTEND_HOST beyond loopback without authentication")
     dev.add_argument("-v", "--verbose", action="store_true")
     from kadence._tools_cli import add_commands
 

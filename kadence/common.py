@@ -1,13 +1,19 @@
-"""Values shared by workflows, activities and the client (retry policies)."""
+"""Values shared by workflows, activities and the client (retry policies and states, the
+client's own retries, the request size limit)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["RetryPolicy", "to_millis"]
+__all__ = ["MAX_REQUEST_BYTES", "Backoff", "RetryPolicy", "RetryState", "to_millis"]
+
+#: The largest HTTP request body the frontend takes (it answers 413 above it). Shared by
+#: the frontend and the worker, which keeps its batches of task answers under it.
+MAX_REQUEST_BYTES = 1 << 20
 
 
 def to_millis(value: timedelta | float | None) -> int:
@@ -58,3 +64,27 @@ class RetryPolicy:
             "maximum_attempts": int(self.maximum_attempts),
             "non_retryable_error_types": list(self.non_retryable_error_types),
         }
+
+
+class RetryState(StrEnum):
+    """Why an activity's retries stopped (the names of Temporal's ``RetryState``)."""
+
+    #: The failure was non-retryable (``non_retryable=True`` or a type the policy names).
+    NON_RETRYABLE_FAILURE = "NonRetryableFailure"
+    #: The retry policy's ``maximum_attempts`` were used up.
+    MAXIMUM_ATTEMPTS_REACHED = "MaximumAttemptsReached"
+    #: A timeout that is never retried fired, or the schedule-to-close time ran out.
+    TIMEOUT = "Timeout"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How often and how long a call is tried: at most ``attempts`` times (0: no limit) and
+    no retry starts after ``within`` seconds (None: no limit); waits grow from ``first`` by
+    ``factor`` up to ``cap`` seconds."""
+
+    attempts: int = 5
+    within: float | None = None
+    first: float = 0.1
+    factor: float = 2.0
+    cap: float = 5.0

@@ -9,19 +9,32 @@ gets another go, and its partition is the same one it came from.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from kadence import avro
-from kadence._bounded import BoundedRead
-from kadence.kafka import DLQ
+from kadence._bounded import BoundedRead, BrokerUnreachable
+from kadence.exceptions import KadenceError
+from kadence.ingress_signing import IngressSigner
+from kadence.kafka import DLQ, REQUESTS
+from kadence.kafka_security import client_options
 
-__all__ = ["DeadLetterEntry", "list_dead_letters", "redrive"]
+__all__ = ["DeadLetterEntry", "DeadLetterNotFound", "list_dead_letters", "redrive"]
 
 #: Header on a re-driven record naming the dead letter it came from (for tracing it back).
 REDRIVE_HEADER = "kadence-redriven-from"
+
+
+class DeadLetterNotFound(KadenceError):
+    """Offsets asked for that hold no dead letter on kadence.dlq."""
+
+    def __init__(self, offsets: Sequence[int]) -> None:
+        listed = ", ".join(map(str, offsets))
+        super().__init__(f"no dead letter at offset(s) {listed} of {DLQ} (see `kadence dlq list`); nothing re-driven")
+        self.offsets = tuple(offsets)
 
 
 @dataclass(frozen=True)
@@ -73,20 +86,35 @@ async def redrive(bootstrap: str, *, offsets: Collection[int] | None = None,
                   since_offset: int = 0) -> list[DeadLetterEntry]:
     """Re-produce dead letters to their source topics; ``offsets=None`` means every one.
 
-    Returns the entries re-driven. Entries that are not dead letters are skipped.
+    Returns the entries re-driven. Entries that are not dead letters are skipped, except
+    that an offset asked for that holds no dead letter (at or after ``since_offset``) raises
+    ``DeadLetterNotFound`` before anything is produced.
     """
     chosen = [e for e in await list_dead_letters(bootstrap, since_offset=since_offset)
               if e.source_topic != "?" and (offsets is None or e.dlq_offset in offsets)]
+    if offsets is not None:
+        # Every offset asked for or none: a typo must not pass for a partial success.
+        missing = sorted(set(offsets) - {e.dlq_offset for e in chosen})
+        if missing:
+            raise DeadLetterNotFound(missing)
     if not chosen:
         return []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options())
     try:
-        futures = [
-            await producer.send(e.source_topic, e.value, key=e.key,
-                                headers=[(REDRIVE_HEADER, f"{DLQ}[{e.dlq_partition}]@{e.dlq_offset}".encode())])
-            for e in chosen
-        ]
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise BrokerUnreachable(f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__})") from None
+    # A dead letter keeps no headers: the operator's principal ($KADENCE_INGRESS_PRINCIPAL and
+    # $KADENCE_INGRESS_KEY) signs what goes back to kadence.requests, for protected namespaces.
+    signer = IngressSigner.from_env()
+    try:
+        futures = []
+        for e in chosen:
+            headers = [(REDRIVE_HEADER, f"{DLQ}[{e.dlq_partition}]@{e.dlq_offset}".encode())]
+            if signer is not None and e.source_topic == REQUESTS:
+                headers += signer.headers(e.source_topic, e.key, e.value)
+            futures.append(await producer.send(e.source_topic, e.value, key=e.key, headers=headers))
         for future in futures:
             await future
     finally:

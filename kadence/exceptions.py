@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kadence.common import RetryState
+
 __all__ = [
     "ActivityError",
     "ActivityTimeoutError",
@@ -25,6 +27,7 @@ __all__ = [
     "FailureError",
     "KadenceError",
     "NonDeterminismError",
+    "PayloadError",
     "QueryFailedError",
     "RPCError",
     "WorkflowAlreadyStartedError",
@@ -88,7 +91,8 @@ class ApplicationError(FailureError):
 
 class ActivityTimeoutError(FailureError):
     """An activity ran out of time; ``timeout_type`` says which timeout fired
-    (``StartToClose``, ``ScheduleToClose``, ``ScheduleToStart`` or ``Heartbeat``)."""
+    (``StartToClose``, ``ScheduleToClose``, ``ScheduleToStart`` or ``Heartbeat``). When an
+    attempt before it failed, ``__cause__`` is that failure (as an :class:`ApplicationError`)."""
 
     retryable = True
 
@@ -101,8 +105,11 @@ class ActivityTimeoutError(FailureError):
 class ActivityError(FailureError):
     """Raised in workflow code when an activity finally failed or timed out.
 
-    ``cause`` is the :class:`ApplicationError` (rebuilt from the activity's last failure) or
-    the :class:`ActivityTimeoutError`.
+    ``cause`` is the :class:`ApplicationError` rebuilt from the activity's last failure
+    (with the activity's own error type, message, details, non-retryable flag and stack
+    trace) or the :class:`ActivityTimeoutError`. A workflow that does not catch it fails
+    with it, and the client's :class:`WorkflowFailureError` has this same chain as its
+    ``cause``.
     """
 
     def __init__(
@@ -113,13 +120,22 @@ class ActivityError(FailureError):
         activity_type: str,
         scheduled_event_id: int,
         cause: FailureError,
+        retry_state: RetryState | None = None,
+        stack_trace: str = "",
     ) -> None:
-        super().__init__(message, type="ActivityError")
+        super().__init__(message, type="ActivityError", stack_trace=stack_trace)
         self.activity_id = activity_id
         self.activity_type = activity_type
         self.scheduled_event_id = scheduled_event_id
+        self.retry_state = retry_state
         self.cause = cause
         self.__cause__ = cause
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivityError({self.message!r}, activity_type={self.activity_type!r}, "
+            f"activity_id={self.activity_id!r}, retry_state={self.retry_state!r}, cause={self.cause!r})"
+        )
 
     @property
     def timeout_type(self) -> str | None:
@@ -131,7 +147,10 @@ class WorkflowFailureError(KadenceError):
     """Client side: the workflow did not complete (failed, timed out, was terminated).
 
     ``status`` is the run's final status; ``failure`` the ``kadence.Failure`` as a dict when
-    the workflow failed, and ``cause`` the same failure rebuilt as an exception.
+    the workflow failed, and ``cause`` the same failure rebuilt as an exception: an
+    :class:`ApplicationError` with the type and message the workflow raised, or, when an
+    activity's error went uncaught, an :class:`ActivityError` whose ``cause`` is the
+    activity's own error.
     """
 
     def __init__(self, status: str, failure: Mapping[str, Any] | None = None) -> None:
@@ -141,13 +160,20 @@ class WorkflowFailureError(KadenceError):
         super().__init__(message)
         self.status = status
         self.failure: Mapping[str, Any] | None = failure
-        self.cause: ApplicationError | None = None
+        self.cause: FailureError | None = None
         if failure is not None:
             # Imported here: _failure depends on this module.
             from kadence._failure import exception_from_failure
 
             self.cause = exception_from_failure(failure)
             self.__cause__ = self.cause
+
+
+class PayloadError(KadenceError, ValueError):
+    """A value cannot be sent as a payload (workflow or activity arguments and results,
+    signal and query arguments, heartbeat details): it is not strict JSON, such as NaN or
+    infinity, or an object JSON has no form for. The message names the value's place
+    (``argument 1 of Greet.run: NaN is not JSON``)."""
 
 
 class NonDeterminismError(KadenceError):

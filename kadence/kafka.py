@@ -23,12 +23,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kadence import avro
 from kadence._converter import encode_args
 from kadence.exceptions import KadenceError
+from kadence.ingress_signing import IngressSigner
+from kadence.kafka_security import KafkaSecurity, client_options
 
 __all__ = [
     "DLQ",
     "HISTORY",
     "REPLIES",
     "REQUESTS",
+    "IngressSigner",
     "KafkaIngress",
     "KafkaIngressError",
     "Reply",
@@ -61,15 +64,19 @@ def _request_id(request_id: str | None) -> str:
 
 
 def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
-                 args: Sequence[Any] = (), *, execution_timeout_ms: int = 0,
+                 args: Sequence[Any] = (), *, execution_timeout_ms: int = 0, run_timeout_ms: int = 0,
                  workflow_task_timeout_ms: int = 10000, request_id: str | None = None, identity: str = "",
                  reply_to: str | None = None) -> bytes:
-    """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments."""
+    """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments.
+    ``execution_timeout_ms`` bounds every run of a continue-as-new chain together,
+    ``run_timeout_ms`` each run."""
     return avro.encode("StartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
-        "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
+        "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
+        "execution_timeout_ms": execution_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
+        "run_timeout_ms": run_timeout_ms,
     })
 
 
@@ -79,23 +86,27 @@ def encode_signal(namespace: str, workflow_id: str, signal_name: str, args: Sequ
     """A ``SignalWorkflowExecution`` record for the open run (or ``run_id``)."""
     return avro.encode("SignalWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "signal_name": signal_name,
-        "input": encode_args(args), "request_id": _request_id(request_id), "identity": identity,
+        "input": encode_args(args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
+        "identity": identity,
         "reply_to": reply_to,
     })
 
 
 def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
                              signal_name: str, signal_args: Sequence[Any] = (), args: Sequence[Any] = (), *,
-                             execution_timeout_ms: int = 0, workflow_task_timeout_ms: int = 10000,
+                             execution_timeout_ms: int = 0, run_timeout_ms: int = 0,
+                             workflow_task_timeout_ms: int = 10000,
                              request_id: str | None = None, identity: str = "",
                              reply_to: str | None = None) -> bytes:
     """A ``SignalWithStartWorkflowExecution`` record: signal the open run, starting one if none is."""
     return avro.encode("SignalWithStartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
-        "task_queue": task_queue, "input": encode_args(args), "execution_timeout_ms": execution_timeout_ms,
+        "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
+        "execution_timeout_ms": execution_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "signal_name": signal_name,
-        "signal_input": encode_args(signal_args), "request_id": _request_id(request_id),
+        "signal_input": encode_args(signal_args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
+        "run_timeout_ms": run_timeout_ms,
     })
 
 
@@ -127,14 +138,20 @@ class KafkaIngress:
 
     ``async with KafkaIngress("127.0.0.1:9092") as ingress:
     reply = await ingress.start_workflow("default", "wf-1", "Greet", "q", ["world"])``
+
+    ``security``: TLS/SASL of the connection (None: ``$KADENCE_KAFKA_*``, kadence/kafka_security.py).
+    ``signer``: signs every command for namespaces that require signed ingress (None:
+    ``$KADENCE_INGRESS_PRINCIPAL`` and ``$KADENCE_INGRESS_KEY`` if set; see kadence/ingress_signing.py).
     """
 
-    def __init__(self, bootstrap: str, *, reply_to: str | None = None, reply_timeout: float = 30.0) -> None:
+    def __init__(self, bootstrap: str, *, reply_to: str | None = None, reply_timeout: float = 30.0,
+                 security: KafkaSecurity | None = None, signer: IngressSigner | None = None) -> None:
         self.reply_to = reply_to or f"ingress-{uuid.uuid4().hex[:12]}"
         self.reply_timeout = reply_timeout
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.signer = signer if signer is not None else IngressSigner.from_env()
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options(security))
         self._replies = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                         fetch_max_wait_ms=50)
+                                         fetch_max_wait_ms=50, **client_options(security))
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -175,7 +192,9 @@ class KafkaIngress:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
-            await self._producer.send_and_wait(REQUESTS, value, key=workflow_key(namespace, workflow_id))
+            key = workflow_key(namespace, workflow_id)
+            headers = self.signer.headers(REQUESTS, key, value) if self.signer is not None else None
+            await self._producer.send_and_wait(REQUESTS, value, key=key, headers=headers)
             return await asyncio.wait_for(future, self.reply_timeout)
         except TimeoutError:
             raise KafkaIngressError(f"no reply to request {request_id} within {self.reply_timeout} s") from None

@@ -9,6 +9,7 @@ import asyncpg
 
 from services.common import db, kafka
 from services.common.config import Settings
+from services.common.supervision import Fatal
 
 
 class Cluster:
@@ -23,6 +24,8 @@ class Cluster:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self._started: list[object] = []
+        # One for the three services: whatever dies in one brings the process down (kadence dev).
+        self.fatal = Fatal()
 
     @property
     def url(self) -> str:
@@ -36,22 +39,27 @@ class Cluster:
 
         s = self.settings = _in_process(self.settings)
         await db.migrate(s.database_url)
-        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions)
+        created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions, s.kafka_security)
         self.pool = await db.create_pool(s.database_url, max_size=12)
         self.matching = MatchingService(s, pool=self.pool)
+        self.matching.fatal = self.fatal
         await self.matching.start()
         self._started.append(self.matching)
         self.history = HistoryService(s)
+        self.history.fatal = self.fatal
         self.history.neighbours.takes_tasks = self.matching.takes
         self.history.neighbours.on_tasks = self.matching.hand_over
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
-        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching)
+        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
+                                              internal_key=s.internal_key)
         # Commands this frontend produces go straight to history's shards (see take_queued).
         self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
                                         on_queued=self.history.take_queued)
+        self.frontend.fatal = self.fatal
+        self.frontend.health_sources["history"] = self.history.health  # stalled shards answer 503
         await self.frontend.start()
         self._started.append(self.frontend)
         # Replies and closes go to this frontend straight from history's commits.

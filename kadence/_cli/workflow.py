@@ -74,6 +74,8 @@ def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
                            show_envvar=True, help="The frontend's HTTP address.")(command)
     command = click.option("--namespace", "-n", envvar="KADENCE_NAMESPACE", default="default", show_default=True,
                            show_envvar=True, help="The namespace of the workflows.")(command)
+    command = click.option("--api-key", envvar="KADENCE_API_KEY", default=None, show_envvar=True,
+                           help="An API key or JWT, when the frontend asks for one.")(command)
     return command
 
 
@@ -84,8 +86,10 @@ def _output_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``work`` with a client; map the SDK's errors to messages and exit codes."""
+    api_key = click.get_current_context().params.get("api_key")
+
     async def main() -> T:
-        client = await Client.connect(address, namespace=namespace, identity="kadence-cli")
+        client = await Client.connect(address, namespace=namespace, identity="kadence-cli", api_key=api_key)
         try:
             return await work(client)
         finally:
@@ -204,7 +208,8 @@ QUERY_HELP = ("A list filter, e.g. \"WorkflowType = 'Order' AND ExecutionStatus 
 @click.option("--all", "everything", is_flag=True, help="Every matching run, however many (ignores --limit).")
 @_output_option
 @with_client
-def list_(query: str, limit: int, everything: bool, output: str, address: str, namespace: str) -> None:
+def list_(query: str, limit: int, everything: bool, output: str,
+          address: str, namespace: str, api_key: str | None) -> None:
     """List workflow runs matching a query, newest first."""
     async def work(client: Client) -> list[WorkflowExecution]:
         return [e async for e in client.list_workflows(query, page_size=min(limit, 1000) if not everything else 1000,
@@ -234,7 +239,7 @@ def list_(query: str, limit: int, everything: bool, output: str, address: str, n
 @click.option("--query", "-q", default="", help=QUERY_HELP + " Ends with GROUP BY ExecutionStatus to count per status.")
 @_output_option
 @with_client
-def count(query: str, output: str, address: str, namespace: str) -> None:
+def count(query: str, output: str, address: str, namespace: str, api_key: str | None) -> None:
     """Count workflow runs matching a query (per status with GROUP BY ExecutionStatus)."""
     result = _run(address, namespace, lambda client: client.count_workflows(query))
     if output == Output.JSON:
@@ -264,7 +269,8 @@ RUN_ID = click.option("--run-id", "-r", default=None, help="One run of it (defau
 @RUN_ID
 @_output_option
 @with_client
-def describe(workflow_id: str, run_id: str | None, output: str, address: str, namespace: str) -> None:
+def describe(workflow_id: str, run_id: str | None, output: str,
+             address: str, namespace: str, api_key: str | None) -> None:
     """Show a run's status, pending activities (attempts, last failure) and pending timers."""
     info = _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).describe())
     if output == Output.JSON:
@@ -344,7 +350,7 @@ def _event_style(kind: str) -> str:
 @RUN_ID
 @_output_option
 @with_client
-def show(workflow_id: str, run_id: str | None, output: str, address: str, namespace: str) -> None:
+def show(workflow_id: str, run_id: str | None, output: str, address: str, namespace: str, api_key: str | None) -> None:
     """Show a run's history as a timeline (--output json: the events as handle.history() gives them)."""
     events = _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).history())
     if output == Output.JSON:
@@ -388,7 +394,7 @@ def _start_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @with_client
 def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
           execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
-          namespace: str) -> None:
+          namespace: str, api_key: str | None) -> None:
     """Start a workflow and print its run id (does not wait)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
@@ -408,7 +414,7 @@ def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[s
 @with_client
 def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
             execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
-            namespace: str) -> None:
+            namespace: str, api_key: str | None) -> None:
     """Start a workflow, wait for it and print its result as JSON (exit 1 if it fails)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
@@ -425,7 +431,8 @@ def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait at most (default: until it closes); exit 1 if it still runs.")
 @with_client
-def result(workflow_id: str, run_id: str | None, timeout: float | None, address: str, namespace: str) -> None:
+def result(workflow_id: str, run_id: str | None, timeout: float | None,
+           address: str, namespace: str, api_key: str | None) -> None:
     """Wait for a run to close and print its result as JSON (exit 1 if it failed)."""
     _print_json(_run(address, namespace,
                      lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).result(timeout=timeout)))
@@ -438,7 +445,7 @@ def result(workflow_id: str, run_id: str | None, timeout: float | None, address:
 @click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
 @with_client
 def signal(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
-           namespace: str) -> None:
+           namespace: str, api_key: str | None) -> None:
     """Send a signal to a workflow."""
     args = _json_args(inputs, "--input")
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).signal(name, *args))
@@ -452,7 +459,7 @@ def signal(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, .
 @click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
 @with_client
 def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
-          namespace: str) -> None:
+          namespace: str, api_key: str | None) -> None:
     """Ask a workflow a query (answered by a worker) and print the answer as JSON."""
     args = _json_args(inputs, "--input")
     _print_json(_run(address, namespace,
@@ -464,7 +471,8 @@ def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ..
 @RUN_ID
 @click.option("--reason", default="", help="Recorded in the run's history.")
 @with_client
-def terminate(workflow_id: str, run_id: str | None, reason: str, address: str, namespace: str) -> None:
+def terminate(workflow_id: str, run_id: str | None, reason: str,
+              address: str, namespace: str, api_key: str | None) -> None:
     """Terminate a running workflow at once (no cleanup runs)."""
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason))
     _console().print(f"Terminated {workflow_id}")

@@ -20,7 +20,7 @@ from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo,
 from kadence._converter import decode_args, encode_args, encode_value
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
-from kadence.exceptions import ApplicationError
+from kadence.exceptions import ApplicationError, PayloadError
 
 __all__ = ["ActivityTaskProcessor"]
 
@@ -51,12 +51,17 @@ class _Heartbeater:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._latest: tuple[Any, ...] | None = None
+        # The details recorded last, sent or not: a failure carries them to the next attempt.
+        self.last_recorded: tuple[Any, ...] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._stopped = False
 
     def record(self, details: tuple[Any, ...]) -> None:
-        """Called from activity code, on the loop or from a worker thread; never blocks."""
+        """Called from activity code, on the loop or from a worker thread; never blocks.
+        Details that are not strict JSON raise PayloadError here, in the activity's code."""
+        encode_args(details, what="activity.heartbeat")
         self._latest = details
+        self.last_recorded = details
         if threading.get_ident() == self._thread:
             self._kick()
         else:
@@ -160,7 +165,7 @@ class ActivityTaskProcessor:
             if not context.cancel_requested:
                 raise
             cancelled = ApplicationError("activity cancelled", type="ActivityCancelled", non_retryable=True)
-            await self._fail(token, cancelled)
+            await self._fail(token, cancelled, heartbeater.last_recorded)
             return
         except TimeoutError as err:
             if scope.expired():
@@ -168,17 +173,17 @@ class ActivityTaskProcessor:
                 # count the attempt twice.
                 _log.warning("activity %s attempt %d passed its start-to-close timeout", info.activity_id, info.attempt)
                 return
-            await self._fail(token, err)
+            await self._fail(token, err, heartbeater.last_recorded)
             return
         except Exception as err:  # noqa: BLE001 - reported as the attempt's failure
-            await self._fail(token, err)
+            await self._fail(token, err, heartbeater.last_recorded)
             return
         finally:
             heartbeater.stop()
         try:
-            payload = encode_value(result)
-        except (TypeError, ValueError) as err:
-            await self._fail(token, ApplicationError(f"activity result is not JSON-serialisable: {err}"))
+            payload = encode_value(result, what=f"result of activity {definition.name}")
+        except PayloadError as err:
+            await self._fail(token, ApplicationError(str(err), type="PayloadError"))
             return
         await self._complete(task, {"task_token": token, "result": payload, "identity": self._identity})
 
@@ -192,12 +197,14 @@ class ActivityTaskProcessor:
         call = functools.partial(copied.run, definition.fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def _fail(self, token: str, error: BaseException) -> None:
-        await self._transport.call(
-            "POST",
-            "/activity-tasks/fail",
-            body={"task_token": token, "failure": failure_from_exception(error), "identity": self._identity},
-        )
+    async def _fail(self, token: str, error: BaseException, heartbeat: tuple[Any, ...] | None = None) -> None:
+        body: dict[str, Any] = {"task_token": token, "failure": failure_from_exception(error),
+                                "identity": self._identity}
+        if heartbeat is not None:
+            # The latest details may not have gone out as a heartbeat yet (they are
+            # throttled, and the attempt's end cancels the sender): the next attempt gets them.
+            body["last_heartbeat_details"] = encode_args(heartbeat)
+        await self._transport.call("POST", "/activity-tasks/fail", body=body)
 
     def _info(self, task: Mapping[str, Any], definition: ActivityDefinition) -> ActivityInfo:
         scheduled_ms = int(task.get("scheduled_time") or 0)

@@ -1,4 +1,5 @@
-"""A worker's task answers, several to one HTTP call when they pile up.
+"""A worker's task answers: several to one HTTP call when they pile up, kept under the
+frontend's request size, and sent again while the frontend is unreachable.
 
 A worker under load finishes many tasks at about the same time. ``AnswerBatcher`` wraps
 the transport: an answer goes out at once, from the task that gives it, when fewer than
@@ -7,16 +8,37 @@ and leaves with everything queued meanwhile, through ``POST /task-answers``. Not
 on a timer or on a turn of the event loop, so a lone answer is on the wire before the task
 that gave it yields; each caller still gets its own answer or its own error.
 With tracing on every answer goes alone, carrying its own trace context.
+
+Sizes: a batch holds at most ``max_batch`` answers and ``max_bytes`` of JSON (the frontend
+refuses bodies over :data:`kadence.common.MAX_REQUEST_BYTES` with 413). A batch refused with
+413 anyway is split in two and each half sent again (and the limit learnt); an answer that
+alone is over the limit never vanishes: its task is failed instead, with a
+``PayloadTooLarge`` failure saying how large it was (a failure too large is cut short).
+
+Retries: an answer is sent again, unchanged, on connection trouble, 5xx or 429, with
+backoff for up to ``retry.within`` seconds. That is safe because history takes the answer
+to a task attempt once and ignores a repeat (or an answer to an attempt already over).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from kadence import _tracing
 from kadence._http import Transport, error_from_response
+from kadence._retry import Backoff, retrying
+from kadence.common import MAX_REQUEST_BYTES
+from kadence.exceptions import RPCError
+
+__all__ = ["ANSWER_PATHS", "ANSWER_RETRY", "AnswerBatcher"]
+
+_log = logging.getLogger(__name__)
 
 # path of the single-answer call -> its operation name in POST /task-answers
 ANSWER_PATHS = {
@@ -26,19 +48,53 @@ ANSWER_PATHS = {
     "/activity-tasks/fail": "fail_activity_task",
 }
 
-_Pending = tuple[str, Mapping[str, Any], "asyncio.Future[dict[str, Any]]"]
+#: An answer lost to a frontend restart is sent again for up to a minute.
+ANSWER_RETRY = Backoff(attempts=0, within=60.0, first=0.1, factor=2.0, cap=5.0)
+
+# Room for what wraps the answers' bodies in one request: {"answers":[...]} and, per answer,
+# {"operation":"...","body":...}.
+_REQUEST_ROOM = 64
+_ANSWER_ROOM = 64
+_MIN_BYTES = 16 * 1024  # a learnt limit never goes below this
+# A failure too large to send is cut to these many characters of message and stack trace.
+_FAILURE_MESSAGE_CHARS = 4096
+_FAILURE_STACK_CHARS = 16 * 1024
+
+
+@dataclass
+class _Answer:
+    path: str
+    body: Mapping[str, Any]
+    size: int  # bytes it adds to a POST /task-answers body
+    future: asyncio.Future[dict[str, Any]]
+
+
+def _size(path: str, body: Mapping[str, Any]) -> int:
+    return len(orjson.dumps(body)) + len(ANSWER_PATHS.get(path, "")) + _ANSWER_ROOM
+
+
+def _retryable(err: RPCError) -> bool:
+    return err.retryable and err.status != 413
 
 
 class AnswerBatcher:
     """A Transport that sends task answers together; every other call passes straight through."""
 
-    def __init__(self, transport: Transport, *, max_in_flight: int = 2, max_batch: int = 500) -> None:
+    def __init__(self, transport: Transport, *, max_in_flight: int = 2, max_batch: int = 500,
+                 max_bytes: int = MAX_REQUEST_BYTES - _REQUEST_ROOM, retry: Backoff = ANSWER_RETRY) -> None:
         self._transport = transport
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
-        self._pending: list[_Pending] = []
+        self._max_bytes = max_bytes
+        self._retry = retry
+        self._pending: list[_Answer] = []
         self._in_flight = 0
         self._flushes: set[asyncio.Task[None]] = set()
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of answers one request carries (lowered when the frontend says 413)."""
+        return self._max_bytes
 
     async def call(
         self,
@@ -49,18 +105,23 @@ class AnswerBatcher:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        if method != "POST" or path not in ANSWER_PATHS or body is None or _tracing.tracer() is not None:
+        if method != "POST" or path not in ANSWER_PATHS or body is None:
             return await self._transport.call(method, path, body=body, params=params, timeout=timeout)
+        size = _size(path, body)
+        if size > self._max_bytes:
+            return await self._too_large(path, body, size)
+        if _tracing.tracer() is not None:
+            return await self._send_one(path, body, size)
         if self._in_flight < self._max_in_flight and not self._pending:
             # Sent right here: a task in a flush of its own would put it behind whatever
             # else the loop runs first (such as the poller's next poll).
             self._in_flight += 1
             try:
-                return await self._transport.call("POST", path, body=body)
+                return await self._send_one(path, body, size)
             finally:
                 self._done()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((path, body, fut))
+        self._pending.append(_Answer(path, body, size, fut))
         if self._in_flight < self._max_in_flight:
             self._flush_soon()
         return await fut
@@ -74,11 +135,21 @@ class AnswerBatcher:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
+    def _take_batch(self) -> list[_Answer]:
+        """The oldest queued answers that fit in one request, at least one."""
+        total, count = 0, 0
+        for answer in self._pending:
+            if count and (count >= self._max_batch or total + answer.size > self._max_bytes):
+                break
+            total += answer.size
+            count += 1
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
+
     async def _flush(self) -> None:
         # Runs a loop turn after it was scheduled: answers queued meanwhile go along.
-        batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
         try:
-            await self._send([p for p in batch if not p[2].done()])
+            await self._send(self._take_batch())
         finally:
             self._done()
 
@@ -87,33 +158,125 @@ class AnswerBatcher:
         if self._pending and self._in_flight < self._max_in_flight:
             self._flush_soon()
 
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _send(self, batch: list[_Answer]) -> None:
+        """Send ``batch`` and settle each answer's future with its own result or error."""
+        batch = [a for a in batch if not a.future.done()]
         if not batch:
             return
+        if len(batch) == 1:
+            answer = batch[0]
+            try:
+                result = await self._send_one(answer.path, answer.body, answer.size)
+            except Exception as err:  # noqa: BLE001 - the caller waiting on the future gets it
+                _settle(answer.future, error=err)
+            else:
+                _settle(answer.future, result=result)
+            return
+        await self._send_many(batch)
+
+    async def _send_one(self, path: str, body: Mapping[str, Any], size: int) -> dict[str, Any]:
         try:
-            if len(batch) == 1:
-                path, body, fut = batch[0]
-                answer = await self._transport.call("POST", path, body=body)
-                if not fut.done():
-                    fut.set_result(answer)
+            return await retrying(lambda: self._transport.call("POST", path, body=body),
+                                  backoff=self._retry, retry_if=_retryable, what=f"task answer {path}", logger=_log)
+        except RPCError as err:
+            if err.status != 413:
+                raise
+            self._learn(size)
+            return await self._too_large(path, body, size)
+
+    async def _send_many(self, batch: list[_Answer]) -> None:
+        body = {"answers": [{"operation": ANSWER_PATHS[a.path], "body": dict(a.body)} for a in batch]}
+        try:
+            reply = await retrying(lambda: self._transport.call("POST", "/task-answers", body=body),
+                                   backoff=self._retry, retry_if=_retryable, what="task answers", logger=_log)
+        except RPCError as err:
+            if err.status == 413:
+                # Over the frontend's limit after all: each half goes again, none is dropped.
+                self._learn(sum(a.size for a in batch) + _REQUEST_ROOM)
+                half = len(batch) // 2
+                await asyncio.gather(self._send(batch[:half]), self._send(batch[half:]))
                 return
-            reply = await self._transport.call("POST", "/task-answers", body={
-                "answers": [{"operation": ANSWER_PATHS[path], "body": dict(body)} for path, body, _ in batch]})
+            for answer in batch:
+                _settle(answer.future, error=err)
+            return
         except Exception as err:  # noqa: BLE001 - the call failed as a whole: every answer in it failed
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
+            for answer in batch:
+                _settle(answer.future, error=err)
             return
         results = reply.get("results")
-        for i, (_, _, fut) in enumerate(batch):
+        again: list[_Answer] = []
+        for i, answer in enumerate(batch):
             result = results[i] if isinstance(results, list) and i < len(results) else None
-            if fut.done():
+            if answer.future.done():
                 continue
             if not isinstance(result, Mapping):
-                fut.set_exception(error_from_response(502, {"error": "BadResponse",
-                                                            "message": f"no result for answer {i}"}))
+                _settle(answer.future, error=error_from_response(
+                    502, {"error": "BadResponse", "message": f"no result for answer {i}"}))
             elif int(result.get("status", 500)) >= 400:
-                fut.set_exception(error_from_response(int(result["status"]), result))
+                error = error_from_response(int(result["status"]), result)
+                if _retryable(error):
+                    again.append(answer)  # such as the broker refusing it: sent again on its own
+                else:
+                    _settle(answer.future, error=error)
             else:
                 value = result.get("answer")
-                fut.set_result(dict(value) if isinstance(value, Mapping) else {})
+                _settle(answer.future, result=dict(value) if isinstance(value, Mapping) else {})
+        if again:
+            await asyncio.gather(*(self._send([a]) for a in again))
+
+    def _learn(self, refused: int) -> None:
+        """The frontend refused ``refused`` bytes: keep requests below that from now on."""
+        limit = max(_MIN_BYTES, min(self._max_bytes, refused - 1))
+        if limit < self._max_bytes:
+            _log.warning("the frontend refused a %d-byte request (413); task answers now go in requests "
+                         "of at most %d bytes", refused, limit)
+            self._max_bytes = limit
+
+    async def _direct(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Sent alone, outside the batches and their in-flight limit: the caller may hold a
+        slot of that limit already."""
+        size = _size(path, body)
+        if size > self._max_bytes:
+            return await self._too_large(path, body, size)
+        return await self._send_one(path, body, size)
+
+    async def _too_large(self, path: str, body: Mapping[str, Any], size: int) -> dict[str, Any]:
+        """An answer over the limit: fail its task instead, saying why (see the module docstring)."""
+        reason = (f"the answer to this task is {size} bytes, over the limit of {self._max_bytes} bytes "
+                  f"for a request to the frontend")
+        if path == "/activity-tasks/complete" and "workflow_task" in body:
+            # The workflow task run ahead is what makes it too large: leave that task to
+            # history, as when history does not take one.
+            return await self._direct(path, {k: v for k, v in body.items() if k != "workflow_task"})
+        failure = {"message": reason, "type": "PayloadTooLarge", "stack_trace": "", "non_retryable": True,
+                   "details": None}
+        if path == "/activity-tasks/complete":
+            _log.error("activity result too large (%s); failing the activity", reason)
+            await self._direct("/activity-tasks/fail", {
+                "task_token": body.get("task_token"), "failure": failure, "identity": body.get("identity", "")})
+        elif path == "/workflow-tasks/complete":
+            _log.error("workflow task answer too large (%s); failing the workflow task", reason)
+            await self._direct("/workflow-tasks/fail", {
+                "task_token": body.get("task_token"), "cause": "PayloadTooLarge", "failure": failure,
+                "identity": body.get("identity", "")})
+        else:
+            # A failure too large: its type and the start of its message and stack go.
+            original = dict(body.get("failure") or {})
+            cut = {**original, "details": None,
+                   "message": str(original.get("message", ""))[:_FAILURE_MESSAGE_CHARS],
+                   "stack_trace": str(original.get("stack_trace", ""))[:_FAILURE_STACK_CHARS]}
+            smaller = {**body, "failure": cut}
+            if _size(path, smaller) <= self._max_bytes:
+                _log.warning("task failure too large (%s); sending it cut short", reason)
+                return await self._direct(path, smaller)
+        raise RPCError(413, "PayloadTooLarge", reason)
+
+
+def _settle(future: asyncio.Future[dict[str, Any]], *, result: dict[str, Any] | None = None,
+            error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or {})

@@ -10,7 +10,7 @@ from typing import Any
 from kadence._http import Transport
 from kadence.exceptions import RPCError
 
-__all__ = ["Poller", "Slots"]
+__all__ = ["Poller", "Reachability", "Slots"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +42,31 @@ class Slots:
             self._changed.notify_all()
 
 
+class Reachability:
+    """Says, for all the pollers of one worker, when the frontend cannot be reached: a
+    WARNING at the first failed poll, then again after 2, 4, 8... failures in a row (so
+    about as often as the pollers' backoff lets them try), and INFO once polls work again.
+    A worker pointed at a wrong address is told at once, not left silent."""
+
+    def __init__(self, target: str = "the frontend") -> None:
+        self._target = target
+        self._failures = 0
+
+    def failed(self, path: str, err: BaseException, retry_in: float) -> None:
+        self._failures += 1
+        n = self._failures
+        if n & (n - 1) == 0:  # a power of two
+            _log.warning("cannot poll %s at %s (%d failure(s) in a row): %s; retrying in %.1fs",
+                         self._target, path, n, err, retry_in)
+        else:
+            _log.debug("poll %s failed (%r); retrying in %.1fs", path, err, retry_in)
+
+    def succeeded(self) -> None:
+        if self._failures:
+            _log.info("polling %s works again after %d failure(s)", self._target, self._failures)
+            self._failures = 0
+
+
 class Poller:
     """Repeatedly polls one endpoint and hands each task to ``process`` in its own asyncio task."""
 
@@ -55,8 +80,10 @@ class Poller:
         identity: str,
         max_tasks: int,
         wait_seconds: float,
+        reachability: Reachability | None = None,
     ) -> None:
         self._transport = transport
+        self._reachability = reachability or Reachability()
         self._path = path
         self._process = process
         self._slots = slots
@@ -94,6 +121,7 @@ class Poller:
                     answer = await request
                     tasks = list(answer.get("tasks") or [])[:taken]
                     backoff = 0.0
+                    self._reachability.succeeded()
                 except asyncio.CancelledError:
                     request.cancel()
                     await self._slots.release(taken)
@@ -101,8 +129,10 @@ class Poller:
                 except Exception as err:  # noqa: BLE001 - a poller must survive anything
                     await self._slots.release(taken)
                     backoff = min(10.0, max(0.1, backoff * 2))
-                    level = logging.WARNING if not isinstance(err, RPCError) or not err.retryable else logging.INFO
-                    _log.log(level, "poll %s failed (%r); retrying in %.1fs", self._path, err, backoff)
+                    if isinstance(err, RPCError) and err.retryable:
+                        self._reachability.failed(self._path, err, backoff)
+                    else:
+                        _log.warning("poll %s failed (%r); retrying in %.1fs", self._path, err, backoff)
                     await asyncio.sleep(backoff)
                     continue
                 unused = taken - len(tasks)

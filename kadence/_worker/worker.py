@@ -15,7 +15,7 @@ from kadence._client import Client
 from kadence._http import path_segment
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.answers import AnswerBatcher
-from kadence._worker.poller import Poller, Slots
+from kadence._worker.poller import Poller, Reachability, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
 
@@ -82,6 +82,7 @@ class Worker:
             else None
         )
         queue = path_segment(task_queue)
+        self._reachability = Reachability(f"task queue {task_queue!r}")
         answers = AnswerBatcher(client.transport)
         self._pollers: list[Poller] = []
         self.workflow_processor: WorkflowTaskProcessor | None = None
@@ -137,6 +138,7 @@ class Worker:
                 identity=self.identity,
                 max_tasks=max(1, per_poll),
                 wait_seconds=wait,
+                reachability=self._reachability,
             )
             for _ in range(max(1, count))
         ]

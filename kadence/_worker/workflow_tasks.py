@@ -184,7 +184,7 @@ class WorkflowTaskProcessor:
                 # Replay only: the state after the last completed task, nothing is sent.
                 runner.apply(history, run_live=False)
             result = runner.query(str(query["query_type"]), decode_args(query.get("args")))
-            body = {"result": encode_value(result)}
+            body = {"result": encode_value(result, what=f"result of query {query['query_type']}")}
         except Exception as err:  # noqa: BLE001 - the querying client gets the error
             body = {"error": failure_from_exception(err)}
         finally:

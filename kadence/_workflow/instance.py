@@ -22,6 +22,7 @@ from kadence._converter import decode_args, decode_value, encode_args, encode_va
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
+from kadence.common import RetryState
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
@@ -66,6 +67,8 @@ class WorkflowInfo:
     execution_timeout: timedelta | None
     workflow_task_timeout: timedelta
     continued_run_id: str | None
+    # The run's own timeout (None: none); execution_timeout bounds the whole chain.
+    run_timeout: timedelta | None = None
 
 
 class ContinueAsNewError(BaseException):
@@ -86,6 +89,21 @@ class _PendingActivity:
     future: asyncio.Future[Any]
     activity_id: str
     activity_type: str
+    retry_policy: Mapping[str, Any] | None = None
+
+    def retry_state(self, cause: FailureError) -> RetryState:
+        """Why history made no further attempt after the last one: the cases of the
+        server's retry rule (services/history/engine.py retry_backoff) in its order."""
+        policy = self.retry_policy or {}
+        if isinstance(cause, ActivityTimeoutError):
+            if cause.timeout_type not in ("StartToClose", "Heartbeat"):
+                return RetryState.TIMEOUT
+        elif isinstance(cause, ApplicationError) and (
+                cause.non_retryable or cause.type in (policy.get("non_retryable_error_types") or ())):
+            return RetryState.NON_RETRYABLE_FAILURE
+        if policy.get("maximum_attempts"):
+            return RetryState.MAXIMUM_ATTEMPTS_REACHED
+        return RetryState.TIMEOUT  # the schedule-to-close time would pass before the next attempt
 
 
 def current_instance() -> WorkflowInstance:
@@ -246,6 +264,7 @@ class WorkflowInstance:
             execution_timeout=timedelta(milliseconds=timeout_ms) if timeout_ms else None,
             workflow_task_timeout=timedelta(milliseconds=int(attrs.get("workflow_task_timeout_ms") or 10000)),
             continued_run_id=attrs.get("continued_execution_run_id"),
+            run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
         )
         try:
             args = decode_args(attrs.get("input"))
@@ -291,6 +310,9 @@ class WorkflowInstance:
         else:
             raw = attrs.get("last_heartbeat_details")
             cause = ActivityTimeoutError(str(attrs.get("timeout_type", "")), last_heartbeat_details=decode_args(raw))
+            if attrs.get("last_failure"):
+                # The attempt before the timeout failed: no event of its own says so.
+                cause.__cause__ = exception_from_failure(attrs["last_failure"])
             what = f"timed out ({cause.timeout_type})"
         pending.future.set_exception(
             ActivityError(
@@ -299,6 +321,7 @@ class WorkflowInstance:
                 activity_type=pending.activity_type,
                 scheduled_event_id=scheduled,
                 cause=cause,
+                retry_state=pending.retry_state(cause),
             )
         )
 
@@ -313,9 +336,9 @@ class WorkflowInstance:
         exc = task.exception()
         if exc is None:
             try:
-                result = encode_value(task.result())
+                result = encode_value(task.result(), what=f"result of workflow {self.definition.name}")
             except (TypeError, ValueError) as err:
-                self._task_error = WorkflowTaskError(f"workflow result is not JSON-serialisable: {err}", err)
+                self._task_error = WorkflowTaskError(str(err), err)
                 return
             self._finish("CompleteWorkflowExecution", {"result": result})
         elif isinstance(exc, ContinueAsNewError):
@@ -325,7 +348,7 @@ class WorkflowInstance:
                 {
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
-                    "input": encode_args(exc.run_args),
+                    "input": encode_args(exc.run_args, what="continue-as-new"),
                 },
             )
         else:
@@ -391,7 +414,7 @@ class WorkflowInstance:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type)
+        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"))
 
         def recorded(event_id: int) -> None:
             if not future.done():  # a run ahead may have delivered the result before the numbering
@@ -402,7 +425,7 @@ class WorkflowInstance:
             "activity_id": activity_id,
             "activity_type": activity_type,
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
-            "input": encode_args(args),
+            "input": encode_args(args, what=f"activity {activity_type}"),
         }
         self._add(Command("ScheduleActivityTask", attrs, recorded))
         return await future

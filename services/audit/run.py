@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -49,19 +51,41 @@ async def audit(bootstrap: str, dsn: str | None, *, from_time_ms: int | None = N
     seeded = 0
     compared: list[Divergence] = []
     if dsn is not None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            if from_time_ms is not None:
-                seeded = await pg.seed_partial_runs(conn, replay)
-            replay.finish()
-            compared = await pg.compare(conn, replay, whole_topic=from_time_ms is None)
-        finally:
-            await conn.close()
+        async with _database(dsn, "--dsn"):
+            conn = await asyncpg.connect(dsn)
+            try:
+                if from_time_ms is not None:
+                    seeded = await pg.seed_partial_runs(conn, replay)
+                replay.finish()
+                compared = await pg.compare(conn, replay, whole_topic=from_time_ms is None)
+            finally:
+                await conn.close()
     else:
         replay.finish()
-    rebuilt = await pg.rebuild_into(rebuild_into, replay) if rebuild_into is not None else {}
+    rebuilt: Mapping[str, int] = {}
+    if rebuild_into is not None:
+        async with _database(rebuild_into, "--rebuild-into"):
+            rebuilt = await pg.rebuild_into(rebuild_into, replay)
     return AuditReport(
         records=replay.records, runs=len(replay.runs),
         duplicates=sum(a.duplicates for a in replay.runs.values()),
         divergences=tuple(replay.divergences() + compared), unreadable=tuple(unreadable),
         seeded=seeded, rebuilt=rebuilt)
+
+
+@contextlib.asynccontextmanager
+async def _database(dsn: str, option: str) -> AsyncIterator[None]:
+    """Database failures as one ``AuditError`` naming the option and the database (no password)."""
+    try:
+        yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise AuditError(f"cannot use the database of {option} ({_without_password(dsn)}):"
+                         f" {type(exc).__name__}: {exc}") from None
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

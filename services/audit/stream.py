@@ -13,15 +13,20 @@ recently active runs are forgotten past ``max_runs``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from kadence import avro
+from kadence.kafka_security import client_options, faust_credentials
 from services.common import kafka
 
 from .replay import RunAudit, RunKey
@@ -89,9 +94,12 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
         from kadence.cli import state_dir
 
         datadir = str(state_dir() / "audit")
+    # faust makes only the last level; on a clean machine the state directory is missing too.
+    Path(datadir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(),  # TLS/SASL from the environment, as every client
         datadir=datadir,
         # exactly_once needs Kafka transactions; the audit only reads, so a record seen
         # twice after a restart is just a harmless duplicate delivery to it.
@@ -116,10 +124,36 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
     return app, auditor
 
 
+async def _check_broker(bootstrap: str) -> str | None:
+    """Why the audit cannot start on ``bootstrap`` (no broker, no kadence.history), or None."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **client_options())
+    try:
+        await consumer.start()
+        topics = await consumer.topics()
+    except KafkaError as exc:
+        return f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__}); set KADENCE_KAFKA_BOOTSTRAP"
+    finally:
+        await consumer.stop()
+    if kafka.HISTORY not in topics:
+        return f"the broker at {bootstrap} has no {kafka.HISTORY} topic (the services create it at their start)"
+    return None
+
+
 def main() -> None:
     bootstrap = os.environ.get("KADENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     session = float(os.environ.get("KADENCE_AUDIT_SESSION_TIMEOUT_S", "10"))
+    # One line instead of a worker that logs connection errors for ever.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    problem = asyncio.run(_check_broker(bootstrap))
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+    if problem is not None:
+        print(f"kadence audit stream: {problem}", file=sys.stderr)
+        sys.exit(2)
     app, _ = create_app(bootstrap, session_timeout_s=session)
+    print(f"kadence audit stream: auditing {kafka.HISTORY} on {bootstrap} as it is published (consumer group"
+          f" {APP_ID}, state in {app.conf.datadir}): chain breaks, gaps, conflicting duplicates and fold errors"
+          " are logged as warnings", file=sys.stderr, flush=True)
     if len(sys.argv) == 1:
         sys.argv += ["worker", "--loglevel=info"]
     app.main()

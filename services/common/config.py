@@ -7,6 +7,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from kadence.kafka_security import KafkaSecurity
+
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
 # each such client waits a second or more before it tries again. The kernel caps the
@@ -22,6 +24,11 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_bool(name: str) -> bool:
+    """A switch: 1/true/yes (any case) on; unset, empty, 0/false/no off."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,32 @@ class Settings:
     history_fetch_wait_ms: int = 2      # kadence.requests
     matching_fetch_wait_ms: int = 10    # kadence.tasks
     replies_fetch_wait_ms: int = 10     # kadence.replies
+    # Task-token HMAC keys, comma-separated, the first signs (services/frontend/tokens.py);
+    # empty: a frontend in a test or `kadence dev` cluster makes one up for its life.
+    task_token_keys: str = ""
+    # The authentication configuration file (KADENCE_AUTH_CONFIG); see services/frontend/auth.py.
+    auth_config: str = ""
+    # Serve the API on a non-loopback address without authentication (KADENCE_INSECURE=1).
+    insecure: bool = False
+    # History: re-read from 0 a partition whose log end is below the stored offset (a
+    # broker that lost data; see services/history/resume.py), how long applied request ids
+    # are kept, and the byte budgets of the events kept in memory per run and per shard.
+    rewind_lost_partitions: bool = False
+    request_id_retention_s: int = 86_400
+    history_tail_run_bytes: int = 1 << 20
+    history_tail_shard_bytes: int = 64 << 20
+    # A history shard retrying through an outage this long is reported stalled (/health 503).
+    stall_after_ms: int = 10_000
+    # A history process on its own serves GET /health here when set (0: any free port).
+    history_health_host: str = "127.0.0.1"
+    history_health_port: int | None = None
+    # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
+    ingress_keys: str = ""
+    # The shared key of matching's internal API and the metrics endpoint (KADENCE_INTERNAL_KEY;
+    # services/common/internal_auth.py); empty: they must listen on loopback.
+    internal_key: str = field(default="", repr=False)
+    # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -61,6 +94,20 @@ class Settings:
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
+            "task_token_keys": os.environ.get("KADENCE_TASK_TOKEN_KEYS", ""),
+            "auth_config": os.environ.get("KADENCE_AUTH_CONFIG", ""),
+            "insecure": _env_bool("KADENCE_INSECURE"),
+            "rewind_lost_partitions": _env_bool("KADENCE_REWIND_LOST_PARTITIONS"),
+            "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
+            "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
+            "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
+            "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
+            "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
+            "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])
+                                    if os.environ.get("KADENCE_HISTORY_HEALTH_PORT") else None),
+            "kafka_security": KafkaSecurity.from_env(),
+            "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
+            "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -159,3 +159,16 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.server.cleanup()
+
+    def halt(self) -> None:
+        """Stop the server now (fast shutdown: clients are disconnected), keeping its data
+        and this handle: the chaos tests take PostgreSQL away under load, then ``resume``."""
+        import pgserver
+
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata,  # type: ignore[attr-defined]
+                        user=self.server.system_user, timeout=30)
+
+    def resume(self) -> None:
+        """Start the server ``halt`` stopped, on the same socket (the DSN does not change)."""
+        with self.server._lock:  # pgserver starts a server under its lock only
+            self.server.ensure_postgres_running()

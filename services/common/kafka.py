@@ -16,6 +16,8 @@ from aiokafka.partitioner import murmur2
 
 from kadence import avro
 from kadence._tracing import tracer
+from kadence.ingress_signing import IngressSigner
+from kadence.kafka_security import KafkaSecurity, client_options
 
 from .telemetry import TracingProducer
 
@@ -65,9 +67,10 @@ def topic_layout(shards: int, task_partitions: int) -> dict[str, int]:
     return {REQUESTS: shards, HISTORY: shards, TASKS: task_partitions, REPLIES: 1, DLQ: 1}
 
 
-async def ensure_topics(bootstrap: str, shards: int, task_partitions: int) -> list[str]:
+async def ensure_topics(bootstrap: str, shards: int, task_partitions: int,
+                        security: KafkaSecurity | None = None) -> list[str]:
     """Create the Kadence topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -86,14 +89,33 @@ async def ensure_topics(bootstrap: str, shards: int, task_partitions: int) -> li
         await admin.close()
 
 
-def new_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
+class SigningProducer(TracingProducer):
+    """Signs every record it sends to kadence.requests (kadence/ingress_signing.py)."""
+
+    def __init__(self, *args: Any, signer: IngressSigner, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.signer = signer
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> Any:
+        if topic == REQUESTS and value is not None:
+            headers = [*(headers or ()), *self.signer.headers(topic, key, value)]
+        return await super().send(topic, value, key, partition, timestamp_ms, headers)
+
+
+def new_producer(bootstrap: str, security: KafkaSecurity | None = None, *, signer: IngressSigner | None = None,
+                 **options: Any) -> AIOKafkaProducer:
     # acks=all: a record is acknowledged only once the broker has it. No idempotent
     # producer and no transactions: the invariants in DESIGN.md give exactly-once
     # effects without them (offsets in PostgreSQL, dedupe by request and task id).
     defaults: dict[str, Any] = {"acks": "all", "linger_ms": 0, "max_batch_size": 1 << 20}
     defaults.update(options)
-    # Traces each record when tracing is on; a plain AIOKafkaProducer otherwise.
-    return TracingProducer(bootstrap_servers=bootstrap, **defaults)
+    # Traces each record when tracing is on; a plain AIOKafkaProducer otherwise. With a signer,
+    # its records to kadence.requests are signed (namespaces may require it: ingress_auth.py).
+    if signer is not None:
+        return SigningProducer(bootstrap_servers=bootstrap, signer=signer, **defaults, **client_options(security))
+    return TracingProducer(bootstrap_servers=bootstrap, **defaults, **client_options(security))
 
 
 Record = tuple[str, bytes, bytes, Sequence[tuple[str, bytes]]]  # topic, key, value, headers

@@ -1,4 +1,7 @@
-"""Running one service as its own process until SIGINT/SIGTERM.
+"""Running one service as its own process until SIGINT/SIGTERM, or until it fails.
+
+A service whose background task died (its ``fatal``, see supervision.py) is stopped and
+the process exits with status 1, for its supervisor to start it again.
 
 Telemetry is set up from the environment first (``OTEL_*``, ``KADENCE_METRICS_PORT``;
 see ``telemetry.py``), so the service's producers, consumers and HTTP server are
@@ -13,7 +16,10 @@ import signal
 from typing import Protocol
 
 from . import db, kafka, telemetry
+from .bind import UnsafeBind
 from .config import Settings
+from .ingress_auth import IngressConfigError
+from .supervision import Fatal
 
 
 class Service(Protocol):
@@ -26,7 +32,10 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     if not settings.database_url:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
-    signals = telemetry.setup_from_env(f"kadence-{name}")
+    try:
+        signals = telemetry.setup_from_env(f"kadence-{name}")
+    except (UnsafeBind, ValueError) as exc:  # an open metrics endpoint, a short internal key
+        raise SystemExit(f"{name}: {exc}") from None
     if signals.metrics_url:
         logging.getLogger(name).info("metrics for Prometheus at %s", signals.metrics_url)
     try:
@@ -37,17 +46,34 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
 
 async def _run(service: Service, settings: Settings, name: str) -> None:
     await db.migrate(settings.database_url)
-    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions)
+    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions,
+                             settings.kafka_security)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
-    except db.ClusterMismatch as exc:
+    except (db.ClusterMismatch, UnsafeBind, IngressConfigError) as exc:
         raise SystemExit(f"{name}: {exc}") from None
     logging.getLogger(name).info("%s is running (instance %s)", name, settings.instance_id)
+    fatal: Fatal | None = getattr(service, "fatal", None)
     try:
-        await stop.wait()
+        reason = await until_stopped(stop, fatal)
     finally:
         await service.stop()
+    if reason is not None:
+        raise SystemExit(f"{name}: {reason}")  # exit status 1
+
+
+async def until_stopped(stop: asyncio.Event, fatal: Fatal | None) -> str | None:
+    """Wait for ``stop`` (a signal) or ``fatal``; the fatal reason, or None for a stop."""
+    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+    if fatal is not None:
+        waits.append(asyncio.ensure_future(fatal.wait()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return fatal.reason if fatal is not None and fatal.happened.is_set() else None

@@ -7,7 +7,9 @@ Set-up follows the OpenTelemetry conventions: ``OTEL_TRACES_EXPORTER`` (``otlp``
 ``OTEL_SDK_DISABLED``. One deviation: with ``OTEL_TRACES_EXPORTER`` unset, spans go to
 OTLP only when an OTLP endpoint is set, so a service started without any telemetry
 configuration builds no spans at all. Metrics are served for Prometheus on
-``KADENCE_METRICS_HOST`` (default 127.0.0.1) : ``KADENCE_METRICS_PORT`` (unset: no endpoint).
+``KADENCE_METRICS_HOST`` (default 127.0.0.1) : ``KADENCE_METRICS_PORT`` (unset: no endpoint);
+with ``KADENCE_INTERNAL_KEY`` set a scrape must carry it as a bearer token, and without it
+a host beyond loopback is refused (internal_auth.py).
 
 The instrumentation itself is wrappers, not code inside the handlers: a Kafka producer
 that makes a PRODUCER span per record and carries the context in the record headers,
@@ -36,6 +38,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 
 from kadence import _tracing
 from kadence._tracing import TRACE_HEADERS, UNSET, Unset, context_from_headers, kafka_headers, tracer
+from services.common import internal_auth
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -280,18 +283,20 @@ def setup_from_env(service_name: str, *, traces: str | None = None, metrics_port
         metrics_port = int(raw) if raw else None
     if metrics_port is not None:
         host = metrics_host or os.environ.get("KADENCE_METRICS_HOST") or "127.0.0.1"
-        out.meter_provider, out.metrics_server, out.metrics_url = _prometheus(service_name, host, metrics_port)
+        key, insecure = internal_auth.from_env()
+        internal_auth.check_bind("the metrics endpoint", host, key=key, insecure=insecure)
+        out.meter_provider, out.metrics_server, out.metrics_url = _prometheus(service_name, host, metrics_port, key)
     configure(tracer_provider=tracing,
               meter_provider=out.meter_provider if out.meter_provider is not None else UNSET)
     out.installed_tracing = tracing is not UNSET
     return out
 
 
-def _prometheus(service_name: str, host: str, port: int) -> tuple[Any, WSGIServer, str]:
+def _prometheus(service_name: str, host: str, port: int, key: str = "") -> tuple[Any, WSGIServer, str]:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.resources import Resource
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server
 
     # A registry of our own: the process-wide default one would collect a second
     # reader's metrics twice when a process (a test run) sets telemetry up again.
@@ -299,9 +304,28 @@ def _prometheus(service_name: str, host: str, port: int) -> tuple[Any, WSGIServe
     reader = PrometheusMetricReader(registry=registry)
     resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name})
     provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    if key:  # KADENCE_INTERNAL_KEY: every scrape must carry it
+        server = _guarded_server(host, port, internal_auth.wsgi_guard(make_wsgi_app(registry), key))
+    else:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = server.server_address[1]
     return provider, server, f"http://{host}:{bound}/metrics"
+
+
+def _guarded_server(host: str, port: int, app: internal_auth.WsgiApp) -> WSGIServer:
+    """prometheus_client's server, with the key checked in front of its WSGI app."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # no line per scrape on stderr
+            pass
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True).start()
+    return server
 
 
 # ---- Kafka -------------------------------------------------------------------------------------

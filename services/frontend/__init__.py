@@ -6,6 +6,7 @@ from .errors import (
     FrontendError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     QueryFailed,
     RequestRefused,
     Unavailable,
@@ -13,7 +14,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .openapi import document as openapi_document
-from .tokens import TaskToken
+from .tokens import TaskToken, TokenKeys
 
 __all__ = [
     "DeadlineExceeded",
@@ -21,9 +22,11 @@ __all__ = [
     "FrontendService",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
     "QueryFailed",
     "RequestRefused",
     "TaskToken",
+    "TokenKeys",
     "Unavailable",
     "WorkflowAlreadyStarted",
     "WorkflowNotFound",

@@ -1,18 +1,46 @@
-"""``python -m services.frontend``: one frontend instance, configured from the environment."""
+"""``python -m services.frontend [--insecure]``: one frontend instance, configured from the environment."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
+from pathlib import Path
 
 from kadence import _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 
 from .app import FrontendService
+from .auth import Authenticator
+from .exposure import UnsafeBind, check_bind
+from .tokens import KEYS_SETTING, TokenKeys
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.frontend", description="one Kadence frontend")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve the API beyond loopback without authentication (as KADENCE_INSECURE=1)")
+    args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.insecure:
+        settings = dataclasses.replace(settings, insecure=True)
+    # Checked before anything is started, so a misconfigured frontend says why at once.
+    try:
+        check_bind(settings.frontend_host, auth_configured=bool(settings.auth_config), insecure=settings.insecure)
+    except UnsafeBind as exc:
+        raise SystemExit(f"frontend: {exc}") from None
+    # Frontends behind one address must share the keys (a task polled through one is answered
+    # through another), and tokens must survive a restart: no made-up key here.
+    if not settings.task_token_keys:
+        raise SystemExit(f"frontend: {KEYS_SETTING} is not set: give it one or more keys (comma-separated, the first"
+                         f" signs task tokens; every frontend the same), e.g. {TokenKeys.new_key()}")
+    try:
+        TokenKeys.parse(settings.task_token_keys)
+        if settings.auth_config:
+            Authenticator.from_file(Path(settings.auth_config))
+    except ValueError as exc:  # AuthConfigError included
+        raise SystemExit(f"frontend: {exc}") from None
     with contextlib.suppress(KeyboardInterrupt):
         _loop.run(run_service(FrontendService(settings), settings, "frontend"))
 

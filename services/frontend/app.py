@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,20 +19,27 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from kadence._tracing import tracer
-from services.common import db
+from kadence.common import MAX_REQUEST_BYTES
+from services.common import db, outage
 from services.common.config import LISTEN_BACKLOG, Settings
+from services.common.health import HealthSource, health_answer
+from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
+from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.matching import MatchingClient, MatchingService
 from services.visibility.reads import VisibilityReads
 
+from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
+from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
 from .openapi import document
 from .reads import ReadStore
 from .replies import ReplyRouter
+from .tokens import TokenKeys
 from .validation import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -57,8 +65,7 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         if exc.status < 400:
             raise
         response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
-    except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-            OSError) as exc:
+    except outage.DATABASE_TRANSIENT as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
     except KafkaError as exc:
@@ -81,12 +88,22 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
     return await http_server_middleware(request, functools.partial(_answer, handler=handler))
 
 
-def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
+def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator | None) -> RouteHandler:
     method = getattr(handlers, name)
 
     async def route(request: web.Request) -> web.Response:
-        body = parse_json_body(await request.read()) if has_body else {}
-        status, answer = await method(request.match_info, request.query, body)
+        mark = None
+        if auth is not None:  # before the body is read: an unknown caller costs nothing more
+            match = request.match_info
+            principal = auth.check(request.headers.get("Authorization"), name, match["namespace"],
+                                   match.get("task_queue"))
+            mark = serving(auth, principal)  # for the task queue of a task token (handlers.py)
+        try:
+            body = parse_json_body(await request.read()) if has_body else {}
+            status, answer = await method(request.match_info, request.query, body)
+        finally:
+            if mark is not None:
+                served(mark)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
         # noticeable share of the frontend's CPU.
         return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
@@ -95,17 +112,21 @@ def _route(handlers: Handlers, name: str, *, has_body: bool) -> RouteHandler:
     return route
 
 
-def build_app(handlers: Handlers) -> web.Application:
-    app = web.Application(middlewares=[api_middleware])
+def build_app(handlers: Handlers, auth: Authenticator | None = None,
+              health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None) -> web.Application:
+    """The API; with ``auth``, every call under PREFIX is authenticated and authorized
+    (auth.py); /openapi.json and /health stay open."""
+    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     for method, path, name in ROUTES:
-        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST"))
+        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST", auth=auth))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(openapi)
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        status, body = health_answer(health_sources or {}, fatal)
+        return web.json_response(body, status=status)
 
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/health", health)
@@ -130,30 +151,40 @@ class FrontendService:
         self._closes: CloseWatcher | None = None
         self._engine: Engine | None = None
         self.url = ""
+        self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
+        # Reports /health includes, by name (Cluster adds history's); set before start().
+        self.health_sources: dict[str, HealthSource] = {}
 
     async def start(self) -> None:
         s = self.settings
+        check_bind(s.frontend_host, auth_configured=bool(s.auth_config), insecure=s.insecure)
+        # Without configured keys (tests, one-process clusters) tokens live as long as this frontend.
+        keys = TokenKeys.parse(s.task_token_keys) if s.task_token_keys else TokenKeys.of([TokenKeys.new_key()])
+        auth = Authenticator.from_file(Path(s.auth_config)) if s.auth_config else None
         if self._pool is None:
             self._pool = await db.create_pool(s.database_url)
         if isinstance(self._matching_arg, MatchingClient):
             self._matching = self._matching_arg
         else:
-            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg)
-        self._producer = new_producer(s.kafka_bootstrap, request_timeout_ms=10_000)
+            self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg,
+                                            internal_key=s.internal_key)
+        ingress = IngressPolicy.from_file(Path(s.ingress_keys)) if s.ingress_keys else None
+        self._producer = new_producer(s.kafka_bootstrap, s.kafka_security, request_timeout_ms=10_000,
+                                      signer=ingress.frontend_signer() if ingress is not None else None)
         try:
             await self._producer.start()
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms)
-        await self._replies.start()
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms, s.kafka_security)
+        await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
-        await self._closes.start()
+        await self._closes.start(self.fatal)
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_queued=self._on_queued)
+            on_queued=self._on_queued, token_keys=keys)
         engine.open()
-        app = build_app(Handlers(engine, VisibilityReads(self._pool)))
+        app = build_app(Handlers(engine, VisibilityReads(self._pool)), auth, self.health_sources, self.fatal)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -18,8 +18,10 @@ from typing import Any
 
 import asyncpg
 
+from services.common import outage
 from services.common.aio import cancel
 from services.common.outcome import CHANNEL, parse_close_payload
+from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,11 @@ class CloseWatcher:
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, fatal: Fatal | None = None) -> None:
+        """Start listening; if the listening task ever dies, ``fatal`` is declared."""
         self._task = asyncio.create_task(self._run(), name="frontend-close-watcher")
+        if fatal is not None:
+            watch(self._task, "the frontend's close watcher", fatal)
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -89,12 +94,14 @@ class CloseWatcher:
         self._closed(*parse_close_payload(payload))
 
     async def _run(self) -> None:
+        backoff = outage.Backoff(f"listening on {CHANNEL}", log, base=1.0)
         while True:
             lost = asyncio.Event()
             try:
                 async with self._pool.acquire() as conn:
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, self._on_notify)
+                    backoff.recovered()
                     self.listening.set()
                     self._wake_all()  # anything that closed while we were not listening
                     try:
@@ -108,6 +115,8 @@ class CloseWatcher:
                         if not conn.is_closed():
                             await conn.remove_listener(CHANNEL, self._on_notify)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("listening on %s failed (%s); reconnecting", CHANNEL, exc)
+                self._wake_all()
+                await backoff.wait(exc)  # logged at the first failure, then now and then
+                continue
             self._wake_all()
             await asyncio.sleep(1.0)

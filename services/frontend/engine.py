@@ -50,7 +50,7 @@ from .errors import (
 from .reads import ReadStore, describe, event_json, outcome
 from .replies import ReplyRouter
 from .started import StartedRecords
-from .tokens import TaskToken
+from .tokens import TaskToken, TokenKeys
 from .validation import PollRequest, StartRequest
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class Engine:
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
         started_delay: float = STARTED_DELAY, on_queued: OnQueued | None = None,
+        token_keys: TokenKeys,
     ) -> None:
+        self.token_keys = token_keys  # signs the task tokens polls hand out
         self._instance_id = instance_id
         # History in this process takes the commands from here instead of its fetch.
         self._on_queued = on_queued
@@ -159,7 +161,7 @@ class Engine:
                     " it may still be applied: retry with the same request_id"
                 ) from None
         finally:
-            self._replies.forget(request_id)
+            self._replies.forget(request_id, waiter)
         if reply.get("ok"):
             return reply
         error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")
@@ -177,7 +179,7 @@ class Engine:
             "namespace": req.namespace, "workflow_id": req.workflow_id, "workflow_type": req.workflow_type,
             "task_queue": req.task_queue, "input": req.input, "execution_timeout_ms": req.execution_timeout_ms,
             "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
-            "identity": req.identity,
+            "identity": req.identity, "run_timeout_ms": req.run_timeout_ms,
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
@@ -333,9 +335,9 @@ class Engine:
         if t.kind == "query":
             token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], 0, 0, "query")
             return {
-                "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
-                "workflow_type": task.get("workflow_type", ""), "scheduled_event_id": 0, "attempt": 0,
-                "events": [],
+                "task_token": token.encode(self.token_keys), "workflow_id": task["workflow_id"],
+                "run_id": task["run_id"], "workflow_type": task.get("workflow_type", ""), "scheduled_event_id": 0,
+                "attempt": 0, "events": [],
                 "query": {"query_id": task["query_id"], "query_type": task["query_type"], "args": task["args"]},
                 "traceparent": t.traceparent,
             }
@@ -344,9 +346,9 @@ class Engine:
         self._hold_started("RecordWorkflowTaskStarted", t, identity, started_time)
         last = int(task["scheduled_event_id"])
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], last, task["attempt"], "workflow",
-                          started_time)
+                          started_time, task.get("task_queue", ""))
         return {
-            "task_token": token.encode(), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
+            "task_token": token.encode(self.token_keys), "workflow_id": task["workflow_id"], "run_id": task["run_id"],
             "workflow_type": task["workflow_type"], "scheduled_event_id": last, "attempt": task["attempt"],
             "started_time": started_time, "events": events, "traceparent": t.traceparent,
         }
@@ -360,11 +362,12 @@ class Engine:
         started_time = int(time.time() * 1000)
         self._hold_started("RecordActivityTaskStarted", t, identity, started_time)
         token = TaskToken(task["namespace"], task["workflow_id"], task["run_id"], task["scheduled_event_id"],
-                          task["attempt"], "activity", started_time)
+                          task["attempt"], "activity", started_time, task.get("task_queue", ""))
         fields = ("workflow_id", "run_id", "workflow_type", "activity_id", "activity_type", "input", "attempt",
                   "scheduled_event_id", "schedule_to_close_timeout_ms", "start_to_close_timeout_ms",
                   "heartbeat_timeout_ms", "heartbeat_details", "scheduled_time")
-        return {"task_token": token.encode(), **{f: task.get(f) for f in fields}, "traceparent": t.traceparent}
+        return {"task_token": token.encode(self.token_keys), **{f: task.get(f) for f in fields},
+                "traceparent": t.traceparent}
 
     # -- task answers --------------------------------------------------------------------------------
 

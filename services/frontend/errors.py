@@ -73,3 +73,10 @@ class DeadlineExceeded(FrontendError):
     status = 504
     error = "DeadlineExceeded"
     retriable = True
+
+
+class PermissionDenied(FrontendError):
+    """The caller may not do this (a task token not issued by this server, or for another namespace)."""
+
+    status = 403
+    error = "PermissionDenied"

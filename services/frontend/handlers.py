@@ -13,6 +13,7 @@ from typing import Any
 from services.visibility.reads import VisibilityReads
 
 from . import validation as v
+from .auth import authorize_task_queue
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .tokens import TaskToken
@@ -29,19 +30,19 @@ ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "
                                "fail_activity_task", "heartbeat_activity_task"})
 
 
-def _token(ns: str, body: dict[str, Any], kind: str) -> TaskToken:
-    token = TaskToken.decode(body.get("task_token"))
-    if token.kind != kind:
-        raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task", field="task_token")
-    if token.namespace != ns:
-        raise InvalidArgument("task_token belongs to another namespace", field="task_token")
-    return token
-
-
 class Handlers(VisibilityHandlers):
     def __init__(self, engine: Engine, visibility: VisibilityReads | None = None) -> None:
         self.engine = engine
         self.visibility = visibility
+
+    def _token(self, ns: str, body: dict[str, Any], kind: str) -> TaskToken:
+        token = TaskToken.decode(body.get("task_token"), self.engine.token_keys)
+        token.check_namespace(ns)
+        if token.kind != kind:
+            raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task",
+                                  field="task_token")
+        authorize_task_queue(f"poll_{kind}_tasks", ns, token.task_queue)
+        return token
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class Handlers(VisibilityHandlers):
 
     async def complete_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "workflow")
+        token = self._token(ns, body, "workflow")
         commands = v.commands(body)
         identity = v.optional_str(body, "identity") or ""
         bad = await self.bad_upserts(ns, commands)
@@ -126,7 +127,7 @@ class Handlers(VisibilityHandlers):
 
     async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "workflow")
+        token = self._token(ns, body, "workflow")
         cause = v.optional_str(body, "cause") or "Unknown"
         failure = v.failure(body, "failure", required=False)
         identity = v.optional_str(body, "identity") or ""
@@ -184,7 +185,7 @@ class Handlers(VisibilityHandlers):
 
     async def complete_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "activity")
+        token = self._token(ns, body, "activity")
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
         ahead = v.run_ahead(body)
@@ -195,15 +196,17 @@ class Handlers(VisibilityHandlers):
 
     async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "activity")
+        token = self._token(ns, body, "activity")
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure)
+        details = v.json_text(body, "last_heartbeat_details")
+        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure,
+                                  last_heartbeat_details=details)
         return OK, {}
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = _token(ns, body, "activity")
+        token = self._token(ns, body, "activity")
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
         await self.engine.respond("RecordActivityTaskHeartbeat", token, identity, details=details)

@@ -32,6 +32,7 @@ EMPTY: Schema = _obj({})
 _START_FIELDS: dict[str, Schema] = {
     "workflow_id": NAME, "workflow_type": NAME, "task_queue": NAME, "input": ARRAY,
     "execution_timeout_ms": MS, "workflow_task_timeout_ms": MS, "request_id": STR, "identity": STR,
+    "run_timeout_ms": MS,
 }
 _POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100},
               "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600}})
@@ -146,7 +147,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                                      "workflow_task": _ref("RunAheadWorkflowTask")}, ["task_token"]),
                                {}, 200, EMPTY),
     "fail_activity_task": ("Fail an activity attempt", _obj({"task_token": STR, "failure": _ref("Failure"),
-                                                             "identity": STR}, ["task_token", "failure"]),
+                                                             "identity": STR, "last_heartbeat_details": JSON_TEXT},
+                                                            ["task_token", "failure"]),
                            {}, 200, EMPTY),
     "heartbeat_activity_task": ("Heartbeat an activity attempt",
                                 _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
@@ -163,7 +165,11 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                          "field": NULL_STR}, ["status"])}}, ["results"])),
 }
 
-_ERRORS = {"400": "Invalid argument (the field is named) or refused", "404": "Not found",
+_ERRORS = {"400": "Invalid argument (the field is named) or refused",
+           "401": "Unauthenticated: no credential, or one that does not verify (when auth is configured)",
+           "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
+                  "task token is forged, altered or of another namespace",
+           "404": "Not found",
            "409": "Workflow already started", "503": "Broker unavailable", "504": "Timed out"}
 
 
@@ -191,13 +197,26 @@ def document() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         paths.setdefault(full, {})[method.lower()] = op
-    paths["/health"] = {"get": {"operationId": "health", "summary": "Liveness",
-                                "responses": {"200": {"description": "OK",
-                                                      "content": {"application/json": {"schema": EMPTY}}}}}}
+    health = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "stalled"]}},
+              "additionalProperties": True}
+    paths["/health"] = {"get": {
+        "operationId": "health", "security": [],
+        "summary": "Liveness; 503 when a history shard of this process is stalled",
+        "responses": {code: {"description": text, "content": {"application/json": {"schema": health}}}
+                      for code, text in (("200", "OK"), ("503", "A shard stopped or retrying too long"))}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kadence frontend API", "version": "1.0.0",
                  "description": "The public HTTP/JSON API of Kadence (see docs/protocol.md)."},
         "paths": paths,
-        "components": {"schemas": COMPONENTS},
+        "components": {"schemas": COMPONENTS, "securitySchemes": SECURITY_SCHEMES},
+        # Every call under /api/v1 when KADENCE_AUTH_CONFIG is set (services/frontend/auth.py).
+        "security": [{"bearer": []}],
     }
+
+
+SECURITY_SCHEMES: dict[str, Schema] = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "API key or JWT",
+               "description": "Authorization: Bearer <API key or JWT>, with per-namespace grants "
+                              "(read, write, worker, admin); required when the server has an auth configuration"},
+}

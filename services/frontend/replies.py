@@ -16,25 +16,33 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence import avro
+from kadence.kafka_security import KafkaSecurity, client_options
+from services.common import outage
 from services.common.aio import cancel
 from services.common.kafka import REPLIES
+from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10) -> None:
+    def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10,
+                 security: KafkaSecurity | None = None) -> None:
         self._instance_id = instance_id
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             client_id=f"frontend-replies-{instance_id}",
             fetch_max_wait_ms=fetch_wait_ms,
-            metadata_max_age_ms=5000,
+            metadata_max_age_ms=5000, **client_options(security),
         )
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Per request id, one future per caller waiting for it: calls carrying the same
+        # request id at once (a client retrying while its first call is still out) each get
+        # the answer, and each call's clean-up removes only its own future.
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, fatal: Fatal | None = None) -> None:
+        """Start reading; if the reading task ever dies, ``fatal`` is declared."""
         await self._consumer.start()
         try:
             await self._consumer.topics()  # loads metadata so the partitions are known
@@ -49,34 +57,46 @@ class ReplyRouter:
             await self._consumer.stop()
             raise
         self._task = asyncio.create_task(self._run(), name="frontend-replies")
+        if fatal is not None:
+            watch(self._task, "the frontend's replies consumer", fatal)
 
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
-        for fut in self._waiters.values():
-            fut.cancel()
+        for futs in self._waiters.values():
+            for fut in futs:
+                fut.cancel()
         self._waiters.clear()
 
     def expect(self, request_id: str) -> asyncio.Future[dict[str, Any]]:
-        """Register interest before the command is produced, so the reply cannot be missed."""
-        fut = self._waiters.get(request_id)
-        if fut is None or fut.done():
-            fut = self._waiters[request_id] = asyncio.get_running_loop().create_future()
+        """Register interest before the command is produced, so the reply cannot be missed.
+
+        Every call gets a future of its own; hand it back to :meth:`forget` when done."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append(fut)
         return fut
 
-    def forget(self, request_id: str) -> None:
-        self._waiters.pop(request_id, None)
+    def forget(self, request_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
+        """Drop this caller's future (answered or not); other callers' stay."""
+        futs = self._waiters.get(request_id)
+        if futs is None:
+            return
+        with contextlib.suppress(ValueError):
+            futs.remove(fut)
+        if not futs:
+            del self._waiters[request_id]
 
     async def _run(self) -> None:
+        backoff = outage.Backoff(f"reading {REPLIES}", log)
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            except KafkaError:
-                log.exception("reading %s failed; retrying", REPLIES)
-                await asyncio.sleep(0.5)
+            except KafkaError as exc:
+                await backoff.wait(exc)
                 continue
+            backoff.recovered()
             for records in batch.values():
                 for rec in records:
                     self._deliver(rec.value)
@@ -98,6 +118,8 @@ class ReplyRouter:
         for reply in replies:
             if reply.get("reply_to") != self._instance_id:
                 continue
-            fut = self._waiters.pop(reply["request_id"], None)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
+            # One reply answers every caller waiting for its request id: history applies a
+            # request once, and answers a repeat the same way.
+            for fut in self._waiters.pop(reply["request_id"], ()):
+                if not fut.done():
+                    fut.set_result(reply)

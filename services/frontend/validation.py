@@ -244,6 +244,7 @@ class StartRequest:
     workflow_task_timeout_ms: int
     request_id: str
     identity: str
+    run_timeout_ms: int = 0
     search_attributes: str | None = None  # JSON object, checked against the registry (frontend/visibility.py)
 
 
@@ -258,6 +259,7 @@ def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartR
         workflow_task_timeout_ms=non_negative_int(body, "workflow_task_timeout_ms", 10000),
         request_id=optional_str(body, "request_id") or "",
         identity=optional_str(body, "identity") or "",
+        run_timeout_ms=non_negative_int(body, "run_timeout_ms", 0),
     )
 
 

@@ -107,6 +107,9 @@ class Transition:
     timers_delete: set[str] = field(default_factory=set)
     delete_all_timers: bool = False
     current_changed: bool = False
+    # The state changed without an event (an activity's attempt bookkeeping, see
+    # state.ATTEMPT_FIELDS): the snapshot must be written all the same.
+    changed_without_events: bool = False
     headers: tuple[tuple[str, bytes], ...] = ()
     # The committed events since the run's last completed workflow task, when the
     # shard still holds them: a workflow task dispatched now carries them along.

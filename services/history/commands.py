@@ -92,5 +92,6 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
           task_queue=task_queue, input=a["input"], workflow_task_completed_event_id=completed_id)
     new = _new_run(ctx, s.namespace, s.workflow_id, workflow_type, task_queue, a["input"],
                    execution_timeout_ms=s.execution_timeout_ms, workflow_task_timeout_ms=s.workflow_task_timeout_ms,
+                   run_timeout_ms=s.run_timeout_ms, execution_expiration_time=s.execution_expiration_time,
                    request_id="", identity="", continued_from=s.run_id, run_id=new_run_id)
     schedule_workflow_task(new)

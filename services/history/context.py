@@ -28,6 +28,11 @@ class BatchContext:
         self.timer_rows_deleted: list[str] = []
         self.heartbeats: dict[tuple[str, int], tuple[str, int, int, str | None, int]] = {}
         self.headers: tuple[tuple[str, bytes], ...] = ()
+        # The kadence.requests offset of the command running (a timer: of the last record
+        # read), and what the batch adds to the shard's ledger (see ledger.py).
+        self.offset = -1
+        self.requests: dict[tuple[str, str, str], str] = {}
+        self.run_starts: dict[tuple[str, str], tuple[str, int]] = {}
 
     async def current_run(self, namespace: str, workflow_id: str) -> Transition | None:
         run_id = self.shard.current.get((namespace, workflow_id))
@@ -55,11 +60,17 @@ class BatchContext:
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[],
                        takes_tasks=self.shard.neighbours.takes_tasks)
         self.transitions[state.run_id] = t
+        self.run_starts[(state.namespace, state.workflow_id)] = (state.run_id, self.offset)
         self.shard.remember(state)
         return t
 
     def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
               error_type: str | None = None, error_message: str | None = None, created: bool = False) -> None:
+        if ok and run_id and command.get("request_id"):
+            # Applied (or answered as applied): a copy read later gets this answer (ledger.py).
+            key = (command["namespace"], command["workflow_id"], command["request_id"])
+            if key not in self.shard.ledger.applied:
+                self.requests[key] = run_id
         reply_to = command.get("reply_to")
         if not reply_to:
             return
@@ -88,4 +99,4 @@ class BatchContext:
 
     def close(self) -> list[Mutation]:
         return [t.close() for t in self.transitions.values() if t.events or t.outbox or t.local_tasks
-                or t.timers_upsert or t.timers_delete]
+                or t.timers_upsert or t.timers_delete or t.changed_without_events]

@@ -10,12 +10,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import unseen
 from .builder import Transition
-from .state import Event, MutableState
+from .state import Event, MutableState, retry_attempt, start_attempt
 
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
                  "maximum_attempts": 0, "non_retryable_error_types": []}
 ACTIVITY_TIMERS = ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry")
+# A deadline this far out (about 146 million years) is never: no timer is armed for it,
+# and a chain's expiration saturates here rather than overflow a bigint.
+NEVER_MS = 2**62
 MAX_WT_BACKOFF_MS = 60_000
 
 
@@ -72,7 +76,7 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
                           error_message=f"workflow {wid!r} is already running as run {s.run_id}")
             return
     t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
-                 execution_timeout_ms=cmd["execution_timeout_ms"],
+                 execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd.get("run_timeout_ms", 0),
                  workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
                  request_id=cmd["request_id"], identity=cmd["identity"],
                  search_attributes=cmd.get("search_attributes"))
@@ -84,18 +88,26 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
 
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
+             run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
              continued_from: str | None = None, run_id: str | None = None,
              search_attributes: str | None = None) -> Transition:
+    """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
+    first run's), None for the first run of a chain: ``execution_timeout_ms`` from now."""
     state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
     t = ctx.new_run(state)
     t.current_changed = True
+    execution_timeout_ms = max(0, execution_timeout_ms)
+    if execution_expiration_time is None:
+        execution_expiration_time = min(ctx.now + execution_timeout_ms, NEVER_MS) if execution_timeout_ms else 0
     t.add("WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
-          execution_timeout_ms=max(0, execution_timeout_ms),
+          execution_timeout_ms=execution_timeout_ms, run_timeout_ms=max(0, run_timeout_ms),
+          execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
           request_id=request_id, identity=identity, continued_execution_run_id=continued_from,
           search_attributes=search_attributes)
-    if execution_timeout_ms > 0:
-        t.set_timer("wf_timeout", 0, ctx.now + execution_timeout_ms)
+    timeout_at = state.timeout_at()
+    if 0 < timeout_at < NEVER_MS:
+        t.set_timer("wf_timeout", 0, timeout_at)
     return t
 
 
@@ -228,6 +240,12 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     if problem is not None:
         _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), identity)
         return
+    if unseen.refused(t.state, commands):
+        # It would close the run over inputs it did not see: refused whole, and a new task brings them.
+        t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started,
+              cause=unseen.HistoryCause.UNHANDLED_COMMAND.value, failure=unseen.refusal_failure(), identity=identity)
+        schedule_workflow_task(t)
+        return
     assert t.state.wt is not None
     task_now = t.state.wt.get("handed_time", 0)  # the workflow's now() in this task
     completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
@@ -238,7 +256,7 @@ async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
     answered = await _answered_wt(ctx, cmd)
     if answered is not None:
         t, sid, started = answered
-        _fail_wt(ctx, t, sid, started, cmd["cause"], cmd["failure"], cmd["identity"])
+        _fail_wt(ctx, t, sid, started, unseen.worker_cause(cmd["cause"]), cmd["failure"], cmd["identity"])
 
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
@@ -283,9 +301,11 @@ async def activity_started(ctx: Context, cmd: dict[str, Any]) -> None:
 
 
 def _start_activity(t: Transition, sid: int, act: dict[str, Any], identity: str, started_time: int = 0) -> None:
-    t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"], identity=identity,
-          started_time=started_time)
-    since = act["started_time"]  # the hand-out time, as the fold took it
+    # No event yet: ActivityTaskStarted is written only by the attempt that ends the
+    # activity (_record_started), so retried attempts do not grow history.
+    start_attempt(act, t.now, started_time, identity)
+    t.changed_without_events = True
+    since = act["started_time"]  # the hand-out time
     t.delete_timer("act_s2s", sid)
     t.set_timer("act_stc", sid, since + act["start_to_close_timeout_ms"], act["attempt"])
     if act["heartbeat_timeout_ms"]:
@@ -304,6 +324,18 @@ async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transit
     return t, act
 
 
+def _record_started(t: Transition, sid: int, act: dict[str, Any]) -> int:
+    """Write the ActivityTaskStarted of the attempt that ends the activity (its number and
+    the failure before it); its event id, or 0 when the attempt never started."""
+    if act["started_event_id"]:
+        return int(act["started_event_id"])  # written already, by a build that wrote every start
+    if act["state"] != "Started":
+        return 0
+    return int(t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"],
+                     identity=act.get("last_worker_identity", ""), started_time=act["started_time"],
+                     last_failure=act["last_failure"])["event_id"])
+
+
 async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     answered = await _answered_activity(ctx, cmd)
     if answered is None:
@@ -312,7 +344,7 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     sid = cmd["scheduled_event_id"]
     ahead = cmd.get("workflow_task")
     takes_ahead = ahead is not None and _may_run_ahead(ctx, t.state, act, ahead)
-    t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=act["started_event_id"],
+    t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
           result=cmd["result"], identity=cmd["identity"])
     _drop_activity_timers(t, sid)
     if takes_ahead:
@@ -360,9 +392,15 @@ async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
     t, act = answered
     sid = cmd["scheduled_event_id"]
     failure = cmd["failure"]
+    details = cmd.get("last_heartbeat_details")
+    if details is not None:  # what the attempt recorded last, maybe never sent as a heartbeat
+        ctx.record_heartbeat(t.state.run_id, sid, cmd["attempt"], details)
     backoff = retry_backoff(act, ctx.now, failure["type"], failure["non_retryable"])
-    t.add("ActivityTaskFailed", scheduled_event_id=sid, started_event_id=act["started_event_id"], failure=failure,
-          identity=cmd["identity"], retry_backoff_ms=backoff)
+    if backoff is None:
+        t.add("ActivityTaskFailed", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+              failure=failure, identity=cmd["identity"], retry_backoff_ms=None)
+    else:
+        _retry_activity(ctx, t, sid, act, failure, backoff)
     _after_attempt(ctx, t, sid, backoff)
 
 
@@ -377,11 +415,26 @@ async def activity_heartbeat(ctx: Context, cmd: dict[str, Any]) -> None:
 def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, Any], timeout_type: str) -> None:
     retryable = timeout_type in ("StartToClose", "Heartbeat")
     backoff = retry_backoff(act, ctx.now, "TimeoutError", False) if retryable else None
-    heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
-    t.add("ActivityTaskTimedOut", scheduled_event_id=sid, started_event_id=act["started_event_id"],
-          timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
-          retry_backoff_ms=backoff)
+    if backoff is not None:
+        _retry_activity(ctx, t, sid, act, {
+            "message": f"activity timed out ({timeout_type})", "type": "TimeoutError", "stack_trace": "",
+            "non_retryable": False, "details": None}, backoff)
+    else:
+        heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
+        t.add("ActivityTaskTimedOut", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+              timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
+              retry_backoff_ms=None, last_failure=act["last_failure"])
     _after_attempt(ctx, t, sid, backoff)
+
+
+def _retry_activity(ctx: Context, t: Transition, sid: int, act: dict[str, Any], failure: dict[str, Any],
+                    backoff: int) -> None:
+    """An attempt that another follows writes no event (as in Temporal): the pending
+    activity keeps its number, the failure and the last heartbeat details, which the next
+    attempt is handed, and the snapshot makes them durable."""
+    heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
+    retry_attempt(act, ctx.now + backoff, failure, heartbeat[1] if heartbeat else None)
+    t.changed_without_events = True
 
 
 def _after_attempt(ctx: Context, t: Transition, sid: int, backoff: int | None) -> None:

@@ -20,6 +20,18 @@ last of them, so a steady outside producer is fetched as before. The looks are r
 (each costs the broker and this process about what an empty fetch does), hence a tick longer
 than the in-process fetch wait. Every record is still taken once and in offset order: the gate
 only decides when the consumer fetches, never what the shard takes.
+
+The log end the gate goes by is the larger of the broker's answer and the offset after the
+last command of this process the broker acknowledged on the partition. The development
+broker (Tansu) answers ListOffsets with the base offset of the partition's last record
+batch + 1, not the real end: a burst of commands goes out as one batch, so after 500
+concurrent signals it said 5 while the log ended at 503. Hand-over had taken 68 of them and
+dropped the rest (the inbox was full, and the partition was being fetched at that moment, so
+nothing more to do); the gate then saw "end 5 <= taken 68" and paused the partition with 435
+commands untaken, until another command came (a workflow task timing out, 12 s later).
+
+A wait of that kind is logged at INFO: a partition whose known records stay untaken for
+``STALL_LOG_S`` while its shard waits for work (``FetchGate.watch``).
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 QUIET_S = 1.0
+STALL_LOG_S = 1.0  # known records untaken this long while the shard idles: say so, and fetch
 
 
 class FetchGate:
@@ -51,6 +64,18 @@ class FetchGate:
         # Per partition: commands of this process queued for the broker and not acknowledged yet.
         self.in_flight: collections.Counter[int] = collections.Counter()
         self._seen: dict[int, int] = {}  # per partition, the log end at the previous look
+        # Per partition, the offset after the last command of this process the broker
+        # acknowledged: a floor of the log end that the broker's own answer may fall below.
+        # Kept across a release: the log does not shrink while this process runs.
+        self.acked_end: dict[int, int] = {}
+        # Per partition, a wait under way: since when (monotonic) records known to the gate
+        # wait untaken with the shard idle, the shard's offset then, and whether it was logged.
+        self._stalled: dict[int, tuple[float, int, bool]] = {}
+
+    def acked(self, partition: int, offset: int) -> None:
+        """The broker acknowledged a command of this process at ``offset``."""
+        if offset + 1 > self.acked_end.get(partition, 0):
+            self.acked_end[partition] = offset + 1
 
     def fetch(self, partition: int) -> None:
         """Fetch the partition now: its shard needs a record that hand-over did not bring."""
@@ -62,6 +87,7 @@ class FetchGate:
 
     def forget(self, partition: int) -> None:
         self._seen.pop(partition, None)
+        self._stalled.pop(partition, None)
 
     async def run(self) -> None:
         while True:
@@ -85,11 +111,13 @@ class FetchGate:
     def look(self, ends: dict[TopicPartition, int], now: float) -> None:
         """Pause or resume each partition for the log ends the broker just gave."""
         assigned, paused = self._consumer.assignment(), self._consumer.paused()
-        for tp, end in ends.items():
+        for tp, broker_end in ends.items():
             shard = self._shards.get(tp.partition)
             if shard is None or shard.lost.is_set() or tp not in assigned:
                 continue
+            end = max(broker_end, self.acked_end.get(tp.partition, 0))
             seen, self._seen[tp.partition] = self._seen.get(tp.partition, 0), end
+            self.watch(tp, end, now)
             if tp in paused:
                 foreign = end > shard.consumed and self.in_flight[tp.partition] == 0 and shard.settled()
                 if foreign or shard.consumed < seen:
@@ -98,3 +126,22 @@ class FetchGate:
                 # The seek also drops copies the consumer fetched and has not returned yet.
                 self._consumer.seek(tp, shard.consumed)
                 self._consumer.pause(tp)
+
+    def watch(self, tp: TopicPartition, end: int, now: float) -> None:
+        """Log at INFO, once per episode, and fetch, when records up to ``end`` have waited
+        untaken for ``STALL_LOG_S`` while the partition's shard had nothing to do."""
+        shard = self._shards[tp.partition]
+        if end <= shard.consumed or not shard.settled():
+            self._stalled.pop(tp.partition, None)
+            return
+        since, at, logged = self._stalled.get(tp.partition, (now, shard.consumed, False))
+        if at != shard.consumed:  # it took records since: a new wait, if any
+            since, at, logged = now, shard.consumed, False
+        self._stalled[tp.partition] = (since, at, logged)
+        if logged or now - since < STALL_LOG_S:
+            return
+        self._stalled[tp.partition] = (since, at, True)
+        log.info("shard %d: records %d..%d of %s wait untaken for %.1f s while the shard is idle"
+                 " (partition %s); fetching", tp.partition, shard.consumed, end - 1, kafka.REQUESTS, now - since,
+                 "paused" if tp in self._consumer.paused() else "fetching")
+        self.fetch(tp.partition)

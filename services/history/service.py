@@ -2,24 +2,41 @@
 
 A group assignment is not a lock: each shard acquisition bumps range_id in
 PostgreSQL, and every commit checks it (see store.py).
+
+Outages of PostgreSQL or the broker are waited out by each loop (outage.py). A shard
+whose loop dies of anything else is restarted here (released, then acquired again from
+its stored offset), at most MAX_SHARD_RESTARTS times in SHARD_RESTART_WINDOW_S; past
+that, or when the consumer task dies, the service declares itself fatal and its runner
+exits non-zero (supervision.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from services.common import db, kafka
+from kadence.kafka_security import client_options
+from services.common import db, kafka, outage
 from services.common.aio import cancel
 from services.common.config import Settings
+from services.common.health import HealthReport
+from services.common.ingress_auth import IngressPolicy
+from services.common.supervision import Fatal, watch
 
 from .gate import FetchGate
+from .health import report
+from .http import HealthServer
+from .memory import Tails
 from .neighbours import HandedCommand, Neighbours
+from .resume import Resume, resume_from
 from .shard import Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
@@ -27,6 +44,8 @@ from .telemetry import ShardFactory, shard_factory
 log = logging.getLogger(__name__)
 
 GROUP = "kadence-history"
+MAX_SHARD_RESTARTS = 3
+SHARD_RESTART_WINDOW_S = 300.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -47,6 +66,7 @@ class HistoryService:
         self.pool = pool
         self.shards: dict[int, Shard] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._ingress: IngressPolicy | None = None
         self._task: asyncio.Task[None] | None = None
         # Started by the first command a frontend in this process hands over (see gate.py).
         self._gate: FetchGate | None = None
@@ -56,6 +76,11 @@ class HistoryService:
         self._stopping = False
         # What services in this process take from every shard's commits (see Neighbours).
         self.neighbours = Neighbours()
+        self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
+        self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
+        self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
+        self._consume_backoff = outage.Backoff("history consumer", log)
+        self.health_server: HealthServer | None = None  # with settings.history_health_port
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -75,7 +100,9 @@ class HistoryService:
                 self.pool = None
             raise
         self.store = HistoryStore(self.pool)
-        self._producer = kafka.new_producer(self.settings.kafka_bootstrap)
+        keys = self.settings.ingress_keys
+        self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
+        self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -86,14 +113,22 @@ class HistoryService:
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
             fetch_max_wait_ms=self.settings.history_fetch_wait_ms,
             max_poll_records=2000,
+            **client_options(self.settings.kafka_security),
         )
         self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
         await self._consumer.start()
-        self._task = asyncio.create_task(self._consume())
+        self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
+                           "the history consumer task", self.fatal)
+        if self.settings.history_health_port is not None:
+            self.health_server = HealthServer(self.health, self.fatal)
+            url = await self.health_server.start(self.settings.history_health_host, self.settings.history_health_port)
+            log.info("history health at %s/health", url)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.health_server is not None:
+            await self.health_server.stop()
         await cancel(self._gate_task)
         await cancel(self._task)
         await self._release(list(self.shards))
@@ -112,17 +147,41 @@ class HistoryService:
             if p in self.shards or self._stopping:
                 continue
             shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
+            shard.ingress = self._ingress
             shard.neighbours = self.neighbours
-            offset = await shard.acquire()
+            shard.request_id_retention_s = self.settings.request_id_retention_s
+            shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
+            shard.on_failure = self._shard_failed
             tp = TopicPartition(kafka.REQUESTS, p)
-            end = (await self._consumer.end_offsets([tp]))[tp]
+            backoff = outage.Backoff(f"acquiring shard {p}", log)
+            while True:
+                # An assigned partition without its shard would sit frozen: wait out an outage.
+                try:
+                    offset = await shard.acquire()
+                    end = (await self._consumer.end_offsets([tp]))[tp]
+                    break
+                except outage.TRANSIENT as exc:
+                    if not outage.is_transient(exc) or self._stopping:
+                        raise
+                    await backoff.wait(exc)
+            backoff.recovered()
             fresh = p in self._fresh
             self._fresh.discard(p)
-            if fresh or offset > end:
-                # The broker lost the topic (a development broker restarted): the commands it held
-                # are gone, and tasks it carried may be too, so send every unstarted task again.
+            how = resume_from(offset, end, fresh_broker=fresh, rewind_lost=self.settings.rewind_lost_partitions)
+            if how is Resume.STORED:
                 if offset > end:
-                    log.warning("shard %d: stored offset %d is past the log end %d; starting at 0", p, offset, end)
+                    # Never rewind on a guess (see resume.py): the broker may report a batch's base.
+                    log.warning("shard %d: stored offset %d is past the reported log end %d; resuming at %d"
+                                " (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a partition the broker lost)",
+                                p, offset, end, offset)
+                shard.ledger.replay_until = await self.store.replay_until(p)
+            else:
+                # A new broker, or one that lost records: tasks it carried may be gone too,
+                # so send every unstarted task again.
+                if how is Resume.REWIND:
+                    log.warning("shard %d: stored offset %d is past the log end %d; rewinding to 0 as told,"
+                                " records below %d are taken as copies", p, offset, end, offset)
+                shard.ledger.replay_until = await self.store.rewind(p, shard.range_id, fresh=how is Resume.FRESH)
                 offset = 0
                 await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)
@@ -142,6 +201,51 @@ class HistoryService:
             if shard is not None:
                 await shard.stop()
 
+    def _shard_failed(self, shard: Shard, exc: BaseException) -> None:
+        """A loop of ``shard`` died (not an outage): restart it, within the bound, or stop."""
+        now = time.monotonic()
+        while self._restarted and now - self._restarted[0] > SHARD_RESTART_WINDOW_S:
+            self._restarted.popleft()
+        if len(self._restarted) >= MAX_SHARD_RESTARTS:
+            self.fatal.declare(f"history shard {shard.shard_id} failed ({exc!r}) after {len(self._restarted)}"
+                               f" shard restarts in {SHARD_RESTART_WINDOW_S:.0f} s")
+            return
+        self._restarted.append(now)
+        log.error("shard %d will be restarted from its stored offset (restart %d of at most %d in %.0f s)",
+                  shard.shard_id, len(self._restarted), MAX_SHARD_RESTARTS, SHARD_RESTART_WINDOW_S)
+        self._restarts.add(shard.shard_id)
+
+    async def _restart_failed(self) -> None:
+        """Restart the shards whose loop died: release, then acquire again if still assigned.
+        Run by the consumer task between fetches, so no record fetched for the old shard is
+        fed to the new one past the offset it seeks to."""
+        assert self._consumer is not None
+        while self._restarts:
+            p = self._restarts.pop()
+            shard = self.shards.get(p)
+            if shard is None or shard.failure is None:
+                continue  # revoked meanwhile, or already a new shard
+            await self._release([p])
+            if TopicPartition(kafka.REQUESTS, p) in self._consumer.assignment():
+                await self._acquire([p])
+                log.info("shard %d restarted", p)
+
+    def health(self) -> HealthReport:
+        """The shards owned here: running, retrying or stopped (see health.py)."""
+        shards = []
+        for p, shard in list(self.shards.items()):
+            shards.append(shard.health(self._lag(p, shard)))
+        return report(shards, self.settings.stall_after_ms / 1000, fatal=self.fatal.reason)
+
+    def _lag(self, partition: int, shard: Shard) -> int | None:
+        if self._consumer is None:
+            return None
+        try:
+            end = self._consumer.highwater(TopicPartition(kafka.REQUESTS, partition))
+        except (KeyError, AttributeError, AssertionError, ValueError):
+            return None  # not assigned any more
+        return None if end is None else max(0, end - shard.consumed)
+
     def _skip_to(self, tp: TopicPartition, offset: int) -> None:
         if self._consumer is not None and tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
@@ -157,9 +261,10 @@ class HistoryService:
         nothing else to do (Shard.offer_early), otherwise once acknowledged (Shard.offer)."""
         if self._gate is None and self._consumer is not None and not self._stopping:
             self._gate = FetchGate(self._consumer, self.shards)
-            self._gate_task = asyncio.create_task(self._gate.run(), name="history-fetch-gate")
+            self._gate_task = watch(asyncio.create_task(self._gate.run(), name="history-fetch-gate"),
+                                    "the history fetch gate", self.fatal)
         shard = self.shards.get(partition)
-        if shard is None or shard.lost.is_set():
+        if shard is None or shard.stopped:
             return
         if self._gate is not None:
             self._gate.in_flight[partition] += 1
@@ -169,24 +274,36 @@ class HistoryService:
         acked.add_done_callback(functools.partial(self._acked, partition, key, value))
 
     def _acked(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
+        ok = not acked.cancelled() and acked.exception() is None
         if self._gate is not None:
             self._gate.in_flight[partition] -= 1
-        if not acked.cancelled() and acked.exception() is None:
+            if ok:
+                self._gate.acked(partition, acked.result().offset)  # before the shard may drop it
+        if ok:
             self.take_acked(partition, acked.result().offset, key, value)
 
     def take_acked(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
         """A command the broker has acknowledged at ``offset``: its shard, if this process
         owns it, takes it without waiting for the fetch (see Shard.offer)."""
         shard = self.shards.get(partition)
-        if shard is not None and not shard.lost.is_set():
+        if shard is not None and not shard.stopped:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value))
 
     async def _consume(self) -> None:
         assert self._consumer is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
+            if self._restarts:
+                await self._restart_failed()
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except outage.TRANSIENT as exc:
+                if not outage.is_transient(exc):
+                    raise
+                await self._consume_backoff.wait(exc)
+                continue
+            self._consume_backoff.recovered()
             for tp, records in batches.items():
                 shard = self.shards.get(tp.partition)
-                if shard is None or shard.lost.is_set():
+                if shard is None or shard.stopped:
                     continue
                 await shard.feed(records)

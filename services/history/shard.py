@@ -24,13 +24,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
-from services.common import kafka
+from services.common import kafka, outage
+from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
 from . import engine
-from .builder import CARRY_MAX_EVENTS, Mutation, OutboxMessage, Tail, Transition
+from .builder import Mutation, OutboxMessage, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
+from .health import ShardHealth, ShardState
+from .ledger import Ledger, RequestSeen, trim_loop
+from .memory import Heartbeats, Tails
 from .neighbours import Closed, HandedCommand, Neighbours
 from .state import MutableState
 from .store import HistoryStore, OutboxRow
@@ -46,6 +50,8 @@ OUTBOX_CLEANUP_S = 0.2
 # Records for the audit log alone (kadence.history) wait this long for more to go with them.
 AUDIT_GATHER_S = 0.010
 EARLY_ACK_WAIT_S = 1.0  # how long a command taken early may wait for its acknowledgement
+# The shard's loops, each run under _guard, each with its own outage backoff.
+LOOP, RELAY, TIMERS, REDISPATCH, TRIM = LOOPS = ("loop", "relay", "timers", "redispatch", "trim")
 
 Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
 
@@ -90,6 +96,9 @@ class _Poison(Exception):
 
 
 class Shard:
+    # Who may send commands to which namespace (set by the service; None: anyone).
+    ingress: IngressPolicy | None = None
+
     def __init__(self, shard_id: int, store: HistoryStore, producer: AIOKafkaProducer, owner: str) -> None:
         self.shard_id = shard_id
         self.store = store
@@ -112,9 +121,10 @@ class Shard:
         self.current: OrderedDict[tuple[str, str], str] = OrderedDict()
         # Per cached run, its committed events since the last completed workflow task
         # (or the newest of them): workflow tasks carry these instead of the frontend
-        # reading them back from PostgreSQL.
-        self.tails: dict[str, Tail] = {}
-        self.heartbeats: dict[tuple[str, int], tuple[int, str | None]] = {}
+        # reading them back from PostgreSQL. Bounded by bytes (memory.py); the service sets
+        # the budgets.
+        self.tails = Tails()
+        self.heartbeats = Heartbeats()
         self.inbox: asyncio.Queue[list[ConsumerRecord[bytes, bytes]] | engine.TimerFiring | _Early] = asyncio.Queue(
             maxsize=64)
         self._idle = False  # the loop waits for an inbox that is empty
@@ -130,6 +140,17 @@ class Shard:
         # Runs with a task no worker has started, and since when: re-dispatch looks only
         # at these instead of scanning the shard's executions.
         self.unstarted: dict[str, int] = {}
+        # Request ids applied and runs' start offsets (ledger.py); the service sets these.
+        self.ledger = Ledger(shard_id)
+        self.request_id_retention_s = 86_400.0
+        # Outages each loop waits out (see outage.py), read by the health report.
+        self.backoffs = {name: outage.Backoff(f"shard {shard_id} {name}", log) for name in LOOPS}
+        self.last_progress = time.time()  # the last commit (or the start), for the health report
+        # Set when a loop died of something other than an outage or lost ownership; the
+        # service is told (on_failure) and restarts the shard or stops the process.
+        self.failure: BaseException | None = None
+        self.stopped_at: float | None = None
+        self.on_failure: Callable[[Shard, BaseException], None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -146,15 +167,62 @@ class Shard:
         return self.next_offset
 
     def start(self) -> None:
-        for coro in (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop()):
-            self._tasks.append(asyncio.create_task(self._guard(coro)))
+        loops = dict(zip(LOOPS, (self._loop(), self._relay(), self.timers.run(), self._redispatch_loop(),
+                                 trim_loop(self.store, self.shard_id, self.request_id_retention_s)), strict=True))
+        for name, coro in loops.items():
+            self._tasks.append(asyncio.create_task(self._guard(name, coro), name=f"shard-{self.shard_id}-{name}"))
 
-    async def _guard(self, coro: Awaitable[None]) -> None:
+    async def _guard(self, name: str, coro: Awaitable[None]) -> None:
+        """Run one of the shard's loops. Outages are healed inside the loops; what ends one
+        here stops the shard: lost ownership quietly (the rebalance follows), anything else
+        loudly, handed to the service (on_failure) to restart the shard or stop the process."""
+        failure: BaseException
         try:
             await coro
         except ShardOwnershipLost as exc:
             log.warning("%s; shard %d stops here", exc, self.shard_id)
+            self.stopped_at = time.time()
             self.lost.set()
+            self._drain_inbox()
+            return
+        except Exception as exc:
+            log.critical("shard %d: its %s loop died; the shard stops", self.shard_id, name, exc_info=exc)
+            failure = exc
+        else:
+            failure = RuntimeError(f"the {name} loop returned")  # they never do
+            log.critical("shard %d: %s; the shard stops", self.shard_id, failure)
+        if self.failure is None:
+            self.failure, self.stopped_at = failure, time.time()
+            self._drain_inbox()
+            if self.on_failure is not None:
+                self.on_failure(self, failure)
+
+    @property
+    def stopped(self) -> bool:
+        """The shard takes no more work: ownership lost, or a loop died."""
+        return self.lost.is_set() or self.failure is not None
+
+    def _drain_inbox(self) -> None:
+        """Empty the inbox of a shard that stopped: a consumer waiting to feed it must not
+        wait for ever (what it fed is fetched again by the next owner, from the stored offset)."""
+        while not self.inbox.empty():
+            self.inbox.get_nowait()
+
+    def health(self, lag: int | None = None) -> ShardHealth:
+        if self.stopped:
+            error = repr(self.failure) if self.failure is not None else "shard ownership lost"
+            return ShardHealth(self.shard_id, ShardState.STOPPED, self.stopped_at, error, self.last_progress, lag)
+        failing = [(b.since or 0.0, name, b) for name, b in self.backoffs.items() if b.retrying]
+        if not failing:
+            return ShardHealth(self.shard_id, ShardState.RUNNING, None, None, self.last_progress, lag)
+        since, _, first = min(failing, key=lambda f: f[0])
+        return ShardHealth(self.shard_id, ShardState.RETRYING, since, first.last_error, self.last_progress, lag,
+                           tuple(name for _, name, _ in failing))
+
+    async def verify_owner(self) -> None:
+        """Raise ShardOwnershipLost if another process took the shard over (range_id moved on)."""
+        if await self.store.shard_range_id(self.shard_id) != self.range_id:
+            raise ShardOwnershipLost(f"shard {self.shard_id} has a new owner (our range_id {self.range_id} is stale)")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -163,6 +231,7 @@ class Shard:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._drain_inbox()
 
     async def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if records:
@@ -302,6 +371,13 @@ class Shard:
                 record = next(r for item in batch if isinstance(item, list) for r in item if r.offset == poison.offset)
                 dead[poison.offset] = (record, poison.reason)
                 continue
+            except outage.TRANSIENT as exc:
+                # A state load found PostgreSQL gone: redo the batch from scratch once it is back.
+                if not outage.is_transient(exc):
+                    raise
+                self._forget(ctx)
+                await self.backoffs[LOOP].wait(exc)
+                continue
             if early is not None:
                 offset = await self._acknowledged(early) if not dead else None
                 if offset is None or offset != self.consumed:
@@ -321,7 +397,7 @@ class Shard:
                         for r, reason in dead.values()])
                 await self.store.commit(self.shard_id, self.range_id, None if last_offset is None else last_offset + 1,
                                         mutations, outbox, ctx.timer_rows_deleted, list(ctx.heartbeats.values()),
-                                        closed, assumed_new)
+                                        closed, assumed_new, ctx.requests, ctx.run_starts)
             except ShardOwnershipLost:
                 self._forget(ctx)
                 raise
@@ -332,13 +408,21 @@ class Shard:
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
                 no_current, assumed_new = await self._look_up_current(batch, assume_new=False)
                 continue
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                # Nothing was written: drop what this batch changed in memory and redo it.
-                log.warning("shard %d: batch commit failed (%r); retrying", self.shard_id, exc)
+            except RequestSeen:
+                # A request id applied before and no longer in memory: nothing was written;
+                # run the batch again knowing it (it then gets its first answer).
                 self._forget(ctx)
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
-                await asyncio.sleep(0.5)
+                await self.ledger.look_up(self.store, ctx.requests)
                 continue
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                # Nothing was written: drop what this batch changed in memory and redo it.
+                self._forget(ctx)
+                self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
+                await self.backoffs[LOOP].wait(exc)
+                continue
+            self.backoffs[LOOP].recovered()
+            self.last_progress = time.time()
             # Neighbours first: the poll or wait they wake then runs before the relay's publication.
             self._tell_neighbours(ctx, mutations, closed)
             self._after_commit(ctx, mutations, outbox)
@@ -390,6 +474,10 @@ class Shard:
     async def _run(self, ctx: BatchContext, batch: list[Any],
                    dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]]) -> int | None:
         last_offset: int | None = None
+        # A timer's effects follow the records before it (the batch's first less one, taken
+        # early: the next of the partition less one), for the run start offsets of ledger.py.
+        first = next((r.offset for item in batch if isinstance(item, list) for r in item), self.consumed)
+        ctx.offset = (first if first >= 0 else self.consumed) - 1
         for item in batch:
             if isinstance(item, engine.TimerFiring):
                 ctx.headers = ()
@@ -418,9 +506,16 @@ class Shard:
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
+        if self.ingress is not None and not isinstance(record, HandedCommand):
+            refused = self.ingress.check(record, cmd)
+            if refused is not None:
+                return refused
         ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
         try:
-            await handler(ctx, cmd)
+            ctx.offset = record.offset if record.offset >= 0 else self.consumed  # taken early: the next
+            if await self.ledger.admit(ctx, name, cmd, ctx.offset):
+                await handler(ctx, cmd)
         except (HistoryError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ShardOwnershipLost):
                 raise
@@ -437,6 +532,7 @@ class Shard:
         return rows
 
     def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[OutboxRow]) -> None:
+        self.ledger.committed(ctx)
         for m in mutations:
             self._keep_tail(m)
             self.remember(m.state)
@@ -446,6 +542,8 @@ class Shard:
                 self.unstarted.pop(m.state.run_id, None)
         for (run_id, sid), row in ctx.heartbeats.items():
             self.heartbeats[(run_id, sid)] = (row[4], row[3])
+        for m in mutations:
+            self.heartbeats.prune(m.state)
         self.timers.committed(mutations, ctx.timer_rows_deleted)
         if outbox:
             self.relay_queue.put_nowait(outbox)
@@ -474,8 +572,7 @@ class Shard:
         new = [(e["event_id"], data, e) for e, data in zip(m.events, m.encoded_events, strict=True)]
         # A run loaded from the store starts with an unknown tail: keep what is new (a
         # contiguous suffix); after its next completed workflow task it is whole again.
-        tail = [p for p in self.tails.get(s.run_id, []) + new if p[0] >= s.carry_from]
-        self.tails[s.run_id] = tail[-CARRY_MAX_EVENTS:]
+        self.tails.extend(s.run_id, s.carry_from, new)
 
     # ---- outbox relay ----------------------------------------------------------------
 
@@ -508,8 +605,8 @@ class Shard:
                     await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
                     break
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
-                    log.warning("shard %d: outbox publish failed (%r); retrying", self.shard_id, exc)
-                    await asyncio.sleep(0.5)
+                    await self.backoffs[RELAY].wait(exc)
+            self.backoffs[RELAY].recovered()
             published = rows[-1][0]
             # Published rows are deleted at most every OUTBOX_CLEANUP_S under load, and as
             # soon as the relay falls idle: a crash in between publishes them again, which
@@ -527,20 +624,33 @@ class Shard:
             try:
                 await self.store.delete_outbox(self.shard_id, up_to, legacy=self._legacy_outbox)
                 self._legacy_outbox = False
+                self.backoffs[RELAY].recovered()
                 return
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("shard %d: outbox cleanup failed (%r); retrying", self.shard_id, exc)
-                await asyncio.sleep(0.5)
+            except (asyncpg.PostgresError, *outage.DATABASE_TRANSIENT) as exc:
+                await self.backoffs[RELAY].wait(exc)
 
     # ---- re-dispatch of tasks no worker started ----------------------------------------
 
     async def _redispatch_loop(self) -> None:
+        backoff = self.backoffs[REDISPATCH]
         while True:
             await asyncio.sleep(REDISPATCH_AFTER_MS / 2000)
-            try:
-                await self.redispatch()
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("shard %d: re-dispatch scan failed (%r)", self.shard_id, exc)
+            while True:
+                try:
+                    if backoff.retrying:
+                        # PostgreSQL is back: another process may own the shard by now.
+                        await self.verify_owner()
+                    await self.redispatch()
+                except outage.TRANSIENT as exc:
+                    if not outage.is_transient(exc):
+                        raise
+                    await backoff.wait(exc)
+                    continue
+                except asyncpg.PostgresError as exc:
+                    # Not an outage, but the scan is best effort: the next one may do better.
+                    log.error("shard %d: re-dispatch scan failed (%r)", self.shard_id, exc)  # noqa: TRY400
+                backoff.recovered()
+                break
 
     async def redispatch(self, *, force: bool = False) -> int:
         """Publish again the tasks that were scheduled long ago and never started.
@@ -678,7 +788,12 @@ class TimerQueue:
             # timer wait up to a millisecond more, on top of the event loop's own rounding.
             now = time.time() * 1000
             if now >= next_reload:
-                await self._reload(int(now))
+                try:
+                    await self._reload(int(now))
+                except outage.DATABASE_TRANSIENT as exc:
+                    await self.shard.backoffs[TIMERS].wait(exc)
+                    continue
+                self.shard.backoffs[TIMERS].recovered()
                 next_reload = int(now) + TIMER_WINDOW_MS // 2
             while self.heap and self.heap[0][0] <= now:
                 fire_at, key = heapq.heappop(self.heap)

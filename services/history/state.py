@@ -2,7 +2,11 @@
 
 Everything here is pure in-memory code. The live shard loop, a rebuild from
 ``history_events`` and an audit replay of ``kadence.history`` all change state only
-through :func:`apply`, so the three agree bit for bit (compare :meth:`MutableState.dumps`).
+through :func:`apply`, so the three agree bit for bit (compare :meth:`MutableState.dumps`),
+but for one exception kept here too: the attempt bookkeeping of pending activities
+(:data:`ATTEMPT_FIELDS`, changed by :func:`start_attempt` and :func:`retry_attempt`),
+which retried attempts keep out of history as Temporal does; :func:`events_only` is
+what the three agree on.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orjson
 from services.common.outcome import RUNNING
 
 from .errors import HistoryCorrupted
+from .unseen import counts_as_attempt
 
 Event = dict[str, Any]
 
@@ -38,6 +43,10 @@ class MutableState:
     start_time: int = 0
     close_time: int | None = None
     execution_timeout_ms: int = 0
+    # When the whole chain of runs (continue-as-new) times out (0: never), and the
+    # timeout of each run alone (0: none).
+    execution_expiration_time: int = 0
+    run_timeout_ms: int = 0
     workflow_task_timeout_ms: int = 10000
     start_request_id: str = ""
     next_event_id: int = 1
@@ -69,6 +78,13 @@ class MutableState:
     @property
     def running(self) -> bool:
         return self.status == RUNNING
+
+    def timeout_at(self) -> int:
+        """When this run times out: the chain's expiration or the run's own timeout,
+        whichever comes first (0: never)."""
+        deadlines = [t for t in (self.execution_expiration_time,
+                                 self.start_time + self.run_timeout_ms if self.run_timeout_ms > 0 else 0) if t > 0]
+        return min(deadlines, default=0)
 
     def dumps(self) -> bytes:
         """Canonical JSON: equal states give equal bytes."""
@@ -108,6 +124,11 @@ def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.status = RUNNING
     s.start_time = e["event_time"]
     s.execution_timeout_ms = a["execution_timeout_ms"]
+    # Events from before HistoryEvent version 6 name no expiration: their run timed out
+    # execution_timeout_ms after its own start.
+    s.execution_expiration_time = a.get("execution_expiration_time") or (
+        e["event_time"] + s.execution_timeout_ms if s.execution_timeout_ms > 0 else 0)
+    s.run_timeout_ms = a.get("run_timeout_ms") or 0
     s.workflow_task_timeout_ms = a["workflow_task_timeout_ms"] or 10000
     s.start_request_id = a["request_id"]
     s.inputs_pending = True
@@ -170,7 +191,9 @@ def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     _current_wt(s, a)
     s.wt = None
-    s.wt_failures += 1
+    # A task history refused (unseen.py) was no failure of the worker's: the next is attempt 1 again.
+    if e["event_type"] == "WorkflowTaskTimedOut" or counts_as_attempt(a["cause"]):
+        s.wt_failures += 1
 
 
 def _current_wt(s: MutableState, a: dict[str, Any]) -> dict[str, int]:
@@ -198,6 +221,7 @@ def _activity_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         "started_event_id": 0,
         "last_failure": None,
         "heartbeat_details": None,
+        "last_worker_identity": "",
     }
 
 
@@ -216,6 +240,8 @@ def _activity_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     # later than the event itself.
     act["started_time"] = min(a.get("started_time") or e["event_time"], e["event_time"])
     act["started_event_id"] = e["event_id"]
+    if a.get("last_failure") is not None:
+        act["last_failure"] = a["last_failure"]
 
 
 def _activity_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -231,7 +257,8 @@ def _activity_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         del s.activities[str(a["scheduled_event_id"])]
         s.inputs_pending = True
         return
-    # Another attempt follows after the backoff; workflow code does not see this one.
+    # Histories written before retries stopped writing events (see retry_attempt): another
+    # attempt follows after the backoff; workflow code does not see this one.
     act["attempt"] += 1
     act["state"] = "Scheduled"
     act["scheduled_time"] = e["event_time"] + backoff
@@ -243,6 +270,52 @@ def _activity_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         act["last_failure"] = {"message": f"activity timed out ({a['timeout_type']})", "type": "TimeoutError",
                                "stack_trace": "", "non_retryable": False, "details": None}
         act["heartbeat_details"] = a["last_heartbeat_details"]
+
+
+# ---- an activity's attempts: the one change of state without an event -----------------
+#
+# As Temporal does, the attempts of an activity before the one that ends it leave no
+# history: they would grow it without bound (a retry every minute for a week). Their
+# bookkeeping lives in the pending activity, in these fields only, and reaches
+# PostgreSQL in the run's snapshot; the attempt that ends the activity writes
+# ActivityTaskStarted (its attempt number and the failure before it) and its closing
+# event. A fold of the events therefore agrees with the live state on everything but
+# these fields of pending activities (see events_only), which only the two functions
+# below change, and never for an activity that history has closed.
+ATTEMPT_FIELDS = frozenset({"attempt", "state", "scheduled_time", "started_time", "started_event_id",
+                            "last_failure", "heartbeat_details", "last_worker_identity"})
+
+
+def start_attempt(act: dict[str, Any], now: int, started_time: int, identity: str) -> None:
+    """A worker was handed the activity's current attempt (at ``started_time``, when
+    known and not later than ``now``): its start-to-close and heartbeat timeouts count
+    from there. No event: the attempt's ActivityTaskStarted is written only if it ends
+    the activity."""
+    act["state"] = "Started"
+    act["started_time"] = min(started_time or now, now)
+    act["last_worker_identity"] = identity
+
+
+def retry_attempt(act: dict[str, Any], scheduled_time: int, failure: dict[str, Any],
+                  heartbeat_details: str | None) -> None:
+    """The current attempt failed or timed out and another follows at ``scheduled_time``;
+    the next attempt is handed ``heartbeat_details``, the last ones any attempt reported."""
+    act["attempt"] += 1
+    act["state"] = "Scheduled"
+    act["scheduled_time"] = scheduled_time
+    act["started_time"] = 0
+    act["started_event_id"] = 0  # not 0 only for an attempt whose start a build before wrote
+    act["last_failure"] = failure
+    if heartbeat_details is not None:
+        act["heartbeat_details"] = heartbeat_details
+
+
+def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """A decoded snapshot without what only the live state knows (the attempt bookkeeping
+    of pending activities): what a fold of the run's events must equal."""
+    activities = {sid: {k: v for k, v in act.items() if k not in ATTEMPT_FIELDS}
+                  for sid, act in (snapshot.get("activities") or {}).items()}
+    return {**snapshot, "activities": activities}
 
 
 def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:

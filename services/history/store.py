@@ -8,7 +8,7 @@ ShardOwnershipLost instead of writing over the new owner's state.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -19,6 +19,7 @@ from services.common.outcome import close_payload
 
 from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost, WorkflowNotNew
+from .ledger import RequestSeen
 from .state import MutableState, rebuild
 
 # (outbox id, message): the messages of one batch share its id (one outbox_batches row).
@@ -45,9 +46,16 @@ _CURRENT_RUNS = f"SELECT k.namespace, k.workflow_id, c.run_id FROM {_with_curren
 # written), else kadence_commit_packed_batch (migration 0004: kadence_commit_batch of 0003,
 # the fence and then every table, then the batch's outbox row): 0, or 1 when the fence
 # finds our range_id stale (nothing written).
+# 3 if a request id the batch applied is in request_ids already (see ledger.py); the batch
+# goes through kadence_commit_ledger_batch (migration 0006), which also writes the batch's
+# request ids and run start offsets.
 _COMMIT = ("SELECT CASE"
            f" WHEN EXISTS (SELECT 1 FROM {_with_current_run('$17', '$18')}) THEN 2"
-           " WHEN kadence_commit_packed_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+           " WHEN EXISTS (SELECT 1 FROM unnest($19::text[], $20::text[], $21::text[]) AS r (ns, wf, id)"
+           "   CROSS JOIN LATERAL (SELECT 1 FROM request_ids WHERE namespace = r.ns AND workflow_id = r.wf"
+           "     AND request_id = r.id LIMIT 1) AS q) THEN 3"
+           " WHEN kadence_commit_ledger_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+           "   $19, $20, $21, $22, $23, $24, $25, $26)"
            " THEN 0 ELSE 1 END")
 
 
@@ -65,6 +73,53 @@ class HistoryStore:
         )
         assert row is not None
         return int(row["range_id"]), int(row["kafka_offset"])
+
+    async def applied_requests(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """Of (namespace, workflow id, request id) ``keys``, those applied: the run of each."""
+        rows = await self.pool.fetch(
+            "SELECT q.namespace, q.workflow_id, q.request_id, q.run_id"
+            " FROM unnest($1::text[], $2::text[], $3::text[]) AS r (ns, wf, id)"
+            " JOIN request_ids q ON q.namespace = r.ns AND q.workflow_id = r.wf AND q.request_id = r.id",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+        return {(r["namespace"], r["workflow_id"], r["request_id"]): str(r["run_id"]) for r in rows}
+
+    async def trim_request_ids(self, shard_id: int, older_than_s: float) -> None:
+        await self.pool.execute(
+            "DELETE FROM request_ids WHERE shard_id = $1 AND applied_at < now() - make_interval(secs => $2)",
+            shard_id, float(older_than_s))
+
+    async def run_start_offset(self, namespace: str, workflow_id: str) -> tuple[str, int] | None:
+        """(run id, start offset) of the workflow's current run, as recorded."""
+        row = await self.pool.fetchrow("SELECT run_id, kafka_offset FROM run_start_offsets"
+                                       " WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id)
+        return None if row is None else (str(row["run_id"]), int(row["kafka_offset"]))
+
+    async def replay_until(self, shard_id: int) -> int:
+        value = await self.pool.fetchval("SELECT replay_until FROM shards WHERE shard_id = $1", shard_id)
+        return 0 if value is None else int(value)
+
+    async def rewind(self, shard_id: int, range_id: int, *, fresh: bool) -> int:
+        """Restart the shard's consumption at offset 0, fenced; return ``replay_until``.
+
+        ``fresh``: the broker is new (its offsets restart at 0 and name other records than
+        the stored ones), so nothing read is a copy of what was applied, and the old
+        broker's run start offsets go. Otherwise (an operator's rewind of a broker that
+        lost data) records below the stored offset are read again as copies (replay_until).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            value = await conn.fetchval(
+                "UPDATE shards SET replay_until = CASE WHEN $3 THEN 0 ELSE greatest(replay_until, kafka_offset) END,"
+                " kafka_offset = 0 WHERE shard_id = $1 AND range_id = $2 RETURNING replay_until",
+                shard_id, range_id, fresh)
+            if value is None:
+                raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
+            if fresh:
+                await conn.execute("DELETE FROM run_start_offsets WHERE shard_id = $1", shard_id)
+            return int(value)
+    async def shard_range_id(self, shard_id: int) -> int | None:
+        """The shard's current range_id (its owner's fence), None if never acquired."""
+        value = await self.pool.fetchval("SELECT range_id FROM shards WHERE shard_id = $1", shard_id)
+        return None if value is None else int(value)
 
     async def current_run(self, namespace: str, workflow_id: str) -> str | None:
         value = await self.pool.fetchval(
@@ -139,13 +194,19 @@ class HistoryStore:
         heartbeats: Sequence[tuple[str, int, int, str | None, int]],
         closed: Sequence[tuple[str, dict[str, Any]]] = (),
         new_workflows: Collection[tuple[str, str]] = (),
+        requests: Mapping[tuple[str, str, str], str] | None = None,
+        run_starts: Mapping[tuple[str, str], tuple[str, int]] | None = None,
     ) -> None:
         """Write one batch, fenced by ``range_id``, in one statement (one round trip).
 
         ``_COMMIT`` first checks that none of ``new_workflows`` (namespace, workflow id) has
         a run (else raises WorkflowNotNew), then writes the batch, fenced; nothing is
-        written unless all of it is.
+        written unless all of it is. ``requests`` (namespace, workflow id, request id) ->
+        run id: request ids applied, none of which may be recorded yet (else RequestSeen);
+        ``run_starts`` (namespace, workflow id) -> (run id, start offset): runs started.
         """
+        requests = requests or {}
+        run_starts = run_starts or {}
         executions = []
         current: dict[tuple[str, str], tuple[Any, ...]] = {}
         events: list[tuple[str, int, bytes]] = []
@@ -172,7 +233,12 @@ class HistoryStore:
             [m.value for m in messages], [_headers_to(m.headers) for m in messages],
             deletes, closed_runs, upserts, list(heartbeats),
             [close_payload(run_id, answer) for run_id, answer in closed],
-            [ns for ns, _ in new_workflows], [wf for _, wf in new_workflows])
+            [ns for ns, _ in new_workflows], [wf for _, wf in new_workflows],
+            [k[0] for k in requests], [k[1] for k in requests], [k[2] for k in requests], list(requests.values()),
+            [k[0] for k in run_starts], [k[1] for k in run_starts], [v[0] for v in run_starts.values()],
+            [v[1] for v in run_starts.values()])
+        if outcome == 3:
+            raise RequestSeen("a request id the batch applied was applied before")
         if outcome == 1:
             raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
         if outcome == 2:

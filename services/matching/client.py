@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from services.common import internal_auth
 from services.common.kafka import partition_for, task_queue_key
 
 from .backlog import BacklogStore, Owner
@@ -40,7 +41,10 @@ _RETRY_PAUSE = 0.2        # seconds between attempts while no owner answers
 class MatchingClient:
     def __init__(
         self, pool: asyncpg.Pool, task_partitions: int, *, local: MatchingService | None = None,
+        internal_key: str = "",
     ) -> None:
+        """``internal_key``: KADENCE_INTERNAL_KEY, sent to the matching instances' internal API."""
+        self._headers = internal_auth.headers(internal_key)
         self._store = BacklogStore(pool)
         self._partitions = task_partitions
         self._local = local
@@ -82,7 +86,7 @@ class MatchingClient:
         """POST to an owner; raise the matching error its answer names."""
         try:
             async with self._http().post(
-                owner.address + path, json=body, timeout=aiohttp.ClientTimeout(total=timeout),
+                owner.address + path, json=body, timeout=aiohttp.ClientTimeout(total=timeout), headers=self._headers,
             ) as resp:
                 data: dict[str, Any] = await resp.json(content_type=None)
                 status = resp.status

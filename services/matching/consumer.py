@@ -18,9 +18,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence import avro
+from kadence.kafka_security import client_options
+from services.common import outage
 from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
+from services.common.supervision import watch
 from services.common.telemetry import consumer_span
 
 from .backlog import BacklogRow
@@ -64,15 +67,18 @@ class TaskConsumer:
             rebalance_timeout_ms=max(session, 5000),
             fetch_max_wait_ms=settings.matching_fetch_wait_ms,
             metadata_max_age_ms=5000,
+            **client_options(settings.kafka_security),
         )
-        self._producer = new_producer(settings.kafka_bootstrap)
+        self._producer = new_producer(settings.kafka_bootstrap, settings.kafka_security)
         self._task: asyncio.Task[None] | None = None
+        self._ingest_backoff = outage.Backoff(f"ingesting {TASKS}", log)
 
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
         self._consumer.subscribe([TASKS], listener=_Listener(self))
-        self._task = asyncio.create_task(self._run(), name="matching-consumer")
+        self._task = watch(asyncio.create_task(self._run(), name="matching-consumer"),
+                           "the matching consumer task", self.service.fatal)
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -83,13 +89,14 @@ class TaskConsumer:
             await self._producer.stop()
 
     async def _run(self) -> None:
+        backoff = outage.Backoff(f"fetching from {TASKS}", log)
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
-            except KafkaError:
-                log.exception("fetching from %s failed; retrying", TASKS)
-                await asyncio.sleep(0.5)
+            except KafkaError as exc:
+                await backoff.wait(exc)
                 continue
+            backoff.recovered()
             if not batch:
                 continue
             async with self.batch_lock:
@@ -101,13 +108,14 @@ class TaskConsumer:
             return  # revoked while fetching: the new owner reads them again
         try:
             await self._ingest(tp, records)
-        except (asyncpg.PostgresError, OSError, KafkaError):
+        except (asyncpg.PostgresError, KafkaError, *outage.DATABASE_TRANSIENT) as exc:
             # Nothing of this fetch was committed: read it again after a pause. Tasks
             # already sync-matched are in the recent set, so they are not redelivered.
-            log.exception("ingesting %s failed; will re-read from offset %d", tp, records[0].offset)
+            log.warning("ingesting %s failed (%r); will re-read from offset %d", tp, exc, records[0].offset)
             self._consumer.seek(tp, records[0].offset)
-            await asyncio.sleep(0.5)
+            await self._ingest_backoff.wait(exc)
             return
+        self._ingest_backoff.recovered()
         try:
             await self._consumer.commit({tp: records[-1].offset + 1})
         except (CommitFailedError, KafkaError) as exc:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from services.common import internal_auth
 from services.common.config import LISTEN_BACKLOG
 
 from .errors import (
@@ -67,12 +68,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 class InternalServer:
-    def __init__(self, service: MatchingService) -> None:
+    def __init__(self, service: MatchingService, *, key: str = "") -> None:
         self._service = service
+        self._key = key  # KADENCE_INTERNAL_KEY: every request must carry it (internal_auth.py)
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> str:
-        app = web.Application(middlewares=[_errors])
+        guard = [internal_auth.middleware(self._key)] if self._key else []
+        app = web.Application(middlewares=[*guard, _errors])
         app.router.add_post("/internal/poll", self._poll)
         app.router.add_post("/internal/query", self._query)
         app.router.add_post("/internal/respond-query", self._respond_query)
@@ -119,4 +122,8 @@ class InternalServer:
         return web.json_response({})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"owned_partitions": sorted(self._service.owned_partitions)})
+        body: dict[str, object] = {"owned_partitions": sorted(self._service.owned_partitions)}
+        fatal = self._service.fatal.reason
+        if fatal is not None:  # a loop died: the process is about to stop (supervision.py)
+            body["fatal"] = fatal
+        return web.json_response(body, status=200 if fatal is None else 503)

@@ -21,9 +21,10 @@ import asyncpg
 
 from kadence import avro
 from kadence._tracing import current_traceparent, tracer
-from services.common import db
+from services.common import db, internal_auth, outage
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
+from services.common.supervision import Fatal
 
 from .backlog import BacklogRow, BacklogStore
 from .consumer import TaskConsumer
@@ -57,6 +58,7 @@ class MatchingService:
         self._releasing = False  # shutting down: polls are answered at once, empty
         self._consumer: TaskConsumer | None = None
         self._http: Any = None
+        self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self.address = ""
 
     # -- life cycle ----------------------------------------------------------------
@@ -64,10 +66,12 @@ class MatchingService:
     async def start(self) -> None:
         from .http import InternalServer  # the server needs the service; import late
 
+        s = self.settings
+        internal_auth.check_bind("matching's internal API", s.matching_host, key=s.internal_key, insecure=s.insecure)
         if self._pool is None:
             self._pool = await db.create_pool(self.settings.database_url)
         self._store = BacklogStore(self._pool)
-        self._http = InternalServer(self)
+        self._http = InternalServer(self, key=s.internal_key)
         self.address = await self._http.start(self.settings.matching_host, self.settings.matching_port)
         self._consumer = TaskConsumer(self.settings, self)
         await self._consumer.start()
@@ -110,10 +114,18 @@ class MatchingService:
         new = [p for p in partitions if p not in self._owned]
         if not new:
             return
-        for p in new:
-            for key, n in (await self.store.counts(p)).items():
-                self._queue(key, p).backlog = n
-        await self.store.claim(new, self.address, self.settings.instance_id)
+        backoff = outage.Backoff(f"taking task partitions {new}", log)
+        while True:
+            # An assigned partition not owned would have its tasks skipped: wait out an outage.
+            try:
+                for p in new:
+                    for key, n in (await self.store.counts(p)).items():
+                        self._queue(key, p).backlog = n
+                await self.store.claim(new, self.address, self.settings.instance_id)
+                break
+            except outage.DATABASE_TRANSIENT as exc:
+                await backoff.wait(exc)
+        backoff.recovered()
         self._owned.update(new)
         for q in self._queues.values():
             if q.partition in new and q.backlog:

@@ -57,7 +57,7 @@ async def test_stream_app_logs_a_chain_break_and_a_gap(broker: EmbeddedBroker, t
     seen: list[str] = []
     try:
         async def until_both() -> None:
-            while not (any("chain-break at event 2" in s for s in seen) and any("gap" in s for s in seen)):
+            while not (any("chain-break at event 2" in s for s in seen) and any("gap: event" in s for s in seen)):
                 line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
                 if not line:
                     raise AssertionError("the audit app exited:\n" + "".join(seen[-30:]))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from pathlib import Path
 
 import pytest
 
-from services.frontend import InvalidArgument, TaskToken, openapi_document
+from services.frontend import InvalidArgument, TaskToken, TokenKeys, openapi_document
 from services.frontend import validation as v
 from services.frontend.handlers import PREFIX
 
@@ -114,21 +113,22 @@ def test_failure_and_json_text() -> None:
 
 
 def test_task_token_round_trip_and_rejects() -> None:
-    tok = TaskToken("default", "wf/1", "run", 7, 2, "activity")
-    text = tok.encode()
-    assert re.fullmatch(r"[A-Za-z0-9_-]+", text)
-    assert TaskToken.decode(text) == tok
+    keys = TokenKeys.of(["k" * 32])
+    tok = TaskToken("default", "wf/1", "run", 7, 2, "activity", 0, "q")
+    text = tok.encode(keys)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", text)
+    assert TaskToken.decode(text, keys) == tok
     started = TaskToken("default", "wf-é", "run", 2, 1, "workflow", 1_700_000_000_123)
-    assert TaskToken.decode(started.encode()) == started
-    # A token from before started times decodes with 0.
-    old = base64.urlsafe_b64encode(json.dumps({"namespace": "d", "workflow_id": "w", "run_id": "r",
-                                               "scheduled_event_id": 2, "attempt": 1, "kind": "workflow"}).encode())
-    assert TaskToken.decode(old.decode()).started_time == 0
-    for bad in [None, "", "%%%", base64.urlsafe_b64encode(b"[1]").decode(),
-                TaskToken("d", "w", "r", 1, 1, "workflow", "soon").encode(),  # type: ignore[arg-type]
-                base64.urlsafe_b64encode(b'{"namespace": "x"}').decode(),
-                TaskToken("d", "w", "r", 1, 1, "nonsense").encode()]:
-        assert field_of(TaskToken.decode, bad) == "task_token"
+    assert TaskToken.decode(started.encode(keys), keys) == started
+
+    def signed(raw: bytes) -> str:  # well signed, badly formed
+        return (base64.urlsafe_b64encode(raw).decode().rstrip("=") + "."
+                + base64.urlsafe_b64encode(keys.sign(raw)).decode().rstrip("="))
+
+    for bad in [None, "", "%%%.%%%", signed(b"[1]"), signed(b'{"namespace": "x"}'),
+                TaskToken("d", "w", "r", 1, 1, "workflow", "soon").encode(keys),  # type: ignore[arg-type]
+                TaskToken("d", "w", "r", 1, 1, "nonsense").encode(keys)]:
+        assert field_of(TaskToken.decode, bad, keys) == "task_token"
 
 
 def test_openapi_lists_every_path_of_the_protocol() -> None:

@@ -96,7 +96,8 @@ def test_records_from_before_activity_started_times_read_with_started_time_0() -
     assert set(records) == {"kadence.HistoryEvent v3", "kadence.HistoryRecord v2",
                             "kadence.RecordActivityTaskStarted v1"}
     _, event = avro.decode(records["kadence.HistoryEvent v3"])
-    assert event["attributes"] == {"scheduled_event_id": 5, "attempt": 1, "identity": "v3-worker", "started_time": 0}
+    assert event["attributes"] == {"scheduled_event_id": 5, "attempt": 1, "identity": "v3-worker", "started_time": 0,
+                                   "last_failure": None}
     _, record = avro.decode(records["kadence.HistoryRecord v2"])
     assert record["event"] == event
     name, started = avro.decode(records["kadence.RecordActivityTaskStarted v1"])

@@ -1,0 +1,52 @@
+"""Retrying calls that are safe to repeat, within a bound, with exponential backoff.
+
+Starts and signals carry a request id that history deduplicates, and a worker's task
+answer names its task attempt, which history takes once; so a call lost to a restarting
+frontend (connection refused or reset, 503, 504, a timeout) can be sent again unchanged.
+Used by the client (:mod:`kadence._client`) and the worker's answers
+(:mod:`kadence._worker.answers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from kadence.common import Backoff
+from kadence.exceptions import RPCError
+
+__all__ = ["Backoff", "retrying", "unavailable"]
+
+_log = logging.getLogger("kadence.retry")
+T = TypeVar("T")
+
+
+def unavailable(err: RPCError) -> bool:
+    """The frontend could not be reached or could not answer in time (connection trouble,
+    503, 504): the request may or may not have been taken, and repeating it is safe only
+    for an idempotent call."""
+    return err.status in (0, 503, 504)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_if: Callable[[RPCError], bool],
+                   what: str, logger: logging.Logger = _log) -> T:
+    """``call()`` until it succeeds, raises an error ``retry_if`` refuses, or the bound is
+    reached (the last error is raised then). Every retry is logged at WARNING."""
+    loop = asyncio.get_running_loop()
+    deadline = None if backoff.within is None else loop.time() + backoff.within
+    delay = backoff.first
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await call()
+        except RPCError as err:
+            out_of_tries = backoff.attempts and tries >= backoff.attempts
+            out_of_time = deadline is not None and loop.time() + delay > deadline
+            if not retry_if(err) or out_of_tries or out_of_time:
+                raise
+            logger.warning("%s failed (%s); retrying in %.1fs (try %d)", what, err, delay, tries + 1)
+        await asyncio.sleep(delay)
+        delay = min(backoff.cap, delay * backoff.factor)

@@ -1,0 +1,135 @@
+"""Which principals may send commands to a namespace on ``kadence.requests`` (issue 21, item 3).
+
+Kafka does not tell a consumer who produced a record, so a protected namespace takes only
+records signed by an allowed principal (kadence/ingress_signing.py). The policy is a JSON
+file named by ``KADENCE_INGRESS_KEYS``::
+
+    {"principals": {"billing": ["<key, 16+ characters>", "<the next key, while rotating>"],
+                    "frontend": ["<key>"]},
+     "namespaces": {"shop": ["billing"], "*": []},
+     "frontend_principal": "frontend"}
+
+- ``principals``: each producer's keys (every listed key verifies; a key rotates in two steps);
+- ``namespaces``: the protected namespaces, each with the principals allowed to send to it;
+  ``*`` protects every namespace not listed. A namespace that is not protected takes
+  unsigned records as before;
+- ``frontend_principal``: the principal the frontend signs its own records with. It is
+  allowed in every namespace: the frontend authenticates its callers over HTTP itself.
+
+History checks each record of ``kadence.requests`` (:meth:`IngressPolicy.refusal`) and
+dead-letters one to a protected namespace with the reason. Commands a frontend in the same
+process hands to history directly are not records from the broker and are not checked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kadence.ingress_signing import MIN_KEY_CHARS, PRINCIPAL_HEADER, SIGNATURE_HEADER, IngressSigner, signature
+
+from .kafka import REQUESTS
+
+SETTING = "KADENCE_INGRESS_KEYS"
+ANY_NAMESPACE = "*"
+
+
+class Record(Protocol):
+    """What the check reads of a consumed record (aiokafka's ConsumerRecord has it)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class IngressConfigError(ValueError):
+    """The ingress policy cannot be used (the services refuse to start)."""
+
+
+@dataclass(frozen=True)
+class IngressPolicy:
+    principals: Mapping[str, tuple[bytes, ...]]
+    namespaces: Mapping[str, frozenset[str]]
+    frontend_principal: str | None = None
+
+    @classmethod
+    def from_file(cls, path: Path) -> IngressPolicy:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IngressConfigError(f"cannot read the ingress policy {path} ({SETTING}): {exc}") from None
+        return cls.from_mapping(data, where=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: object, *, where: str = "ingress policy") -> IngressPolicy:
+        if not isinstance(data, dict):
+            raise IngressConfigError(f"{where}: must be a JSON object")
+        raw_principals, raw_namespaces = data.get("principals", {}), data.get("namespaces", {})
+        if not isinstance(raw_principals, dict) or not isinstance(raw_namespaces, dict):
+            raise IngressConfigError(f"{where}: principals and namespaces must be objects")
+        principals: dict[str, tuple[bytes, ...]] = {}
+        for name, keys in raw_principals.items():
+            if (not isinstance(keys, list) or not keys
+                    or not all(isinstance(k, str) and len(k) >= MIN_KEY_CHARS for k in keys)):
+                raise IngressConfigError(f"{where}: principals.{name} must list keys of {MIN_KEY_CHARS}+ characters")
+            principals[name] = tuple(k.encode() for k in keys)
+        namespaces: dict[str, frozenset[str]] = {}
+        for ns, allowed in raw_namespaces.items():
+            if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
+                raise IngressConfigError(f"{where}: namespaces.{ns} must list principal names")
+            unknown = sorted(set(allowed) - principals.keys())
+            if unknown:
+                raise IngressConfigError(f"{where}: namespaces.{ns} names principals without keys: {unknown}")
+            namespaces[ns] = frozenset(allowed)
+        frontend = data.get("frontend_principal")
+        if frontend is not None and frontend not in principals:
+            raise IngressConfigError(f"{where}: frontend_principal {frontend!r} has no keys in principals")
+        if not namespaces:
+            raise IngressConfigError(f"{where}: protects no namespace (namespaces is empty)")
+        return cls(principals, namespaces, frontend)
+
+    def allowed(self, namespace: str) -> frozenset[str] | None:
+        """The principals that may send to ``namespace``; None: it is not protected."""
+        allowed = self.namespaces.get(namespace, self.namespaces.get(ANY_NAMESPACE))
+        if allowed is None or self.frontend_principal is None:
+            return allowed
+        return allowed | {self.frontend_principal}
+
+    def frontend_signer(self) -> IngressSigner | None:
+        """What the frontend signs its records with (its principal's first key)."""
+        if self.frontend_principal is None:
+            return None
+        return IngressSigner(self.frontend_principal, self.principals[self.frontend_principal][0])
+
+    def check(self, record: Record, command: Mapping[str, Any]) -> str | None:
+        """Why the consumed ``record`` carrying ``command`` is refused (a dead-letter reason), or None."""
+        namespace = command.get("namespace")
+        if not isinstance(namespace, str):  # commands that name none are keyed namespace/...
+            namespace = (record.key or b"").decode("utf-8", "replace").partition("/")[0]
+        return self.refusal(namespace, record.key, record.value or b"", record.headers)
+
+    def refusal(self, namespace: str, key: bytes | None, value: bytes,
+                headers: Sequence[tuple[str, bytes]] | None, topic: str = REQUESTS) -> str | None:
+        """Why this record may not act on ``namespace`` (a dead-letter reason), or None."""
+        allowed = self.allowed(namespace)
+        if allowed is None:
+            return None
+        found = dict(headers or ())
+        raw_principal, mac = found.get(PRINCIPAL_HEADER), found.get(SIGNATURE_HEADER)
+        if raw_principal is None or mac is None:
+            return (f"namespace {namespace!r} takes only signed commands: the record lacks the "
+                    f"{PRINCIPAL_HEADER}/{SIGNATURE_HEADER} headers")
+        principal = raw_principal.decode("utf-8", "replace")
+        if principal not in allowed:
+            return f"principal {principal!r} may not send commands to namespace {namespace!r}"
+        if not any(hmac.compare_digest(signature(k, principal, topic, key, value), mac)
+                   for k in self.principals[principal]):
+            return f"the signature of principal {principal!r} does not verify (forged, altered or a retired key)"
+        return None

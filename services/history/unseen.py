@@ -1,0 +1,63 @@
+"""No accepted input goes unseen: a workflow task that would close its run while inputs it
+did not see wait is refused (Temporal's rule).
+
+A workflow task brings its worker the events up to its ``WorkflowTaskScheduled``; a signal
+(or activity result, or timer firing) recorded after that waits for the next task
+(``MutableState.inputs_pending``). If the task's commands close the run (complete, fail,
+continue as new), there would be no next task, and the inputs would be recorded and never
+seen by workflow code. So history refuses the whole task, none of its commands applied: it
+records ``WorkflowTaskFailed`` with cause ``UnhandledCommand`` and schedules a new task at
+once, which brings those inputs; the worker then runs the workflow again with them.
+
+A refusal is not the worker's failure: the fold does not count it towards the task's
+attempts, so the new task is attempt 1 and no retry backoff applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the fold (state.py) imports this module
+    from .state import MutableState
+
+
+class HistoryCause(StrEnum):
+    """``WorkflowTaskFailed`` causes history itself records (a worker's are recorded as it gave them)."""
+
+    UNHANDLED_COMMAND = "UnhandledCommand"
+
+
+# The commands after which the run is closed: no further workflow task would come. (A
+# cancel-workflow command, once there is one, belongs here too.)
+CLOSING_COMMANDS = frozenset({"CompleteWorkflowExecution", "FailWorkflowExecution", "ContinueAsNewWorkflowExecution"})
+
+
+def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
+    return any(c["command_type"] in CLOSING_COMMANDS for c in commands)
+
+
+def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a completion with ``commands`` of the run's outstanding task must be refused:
+    it closes the run while inputs recorded after the task was scheduled wait unseen."""
+    return state.inputs_pending and closes_run(commands)
+
+
+def refusal_failure() -> dict[str, Any]:
+    """The failure recorded with a refused task, for whoever reads the history."""
+    return {"message": "the workflow task closes the run, but new inputs (signals, results) arrived after it was"
+                       " scheduled that it did not see; a new workflow task delivers them",
+            "type": HistoryCause.UNHANDLED_COMMAND.value, "stack_trace": "", "non_retryable": False,
+            "details": None}
+
+
+def worker_cause(cause: str) -> str:
+    """The cause a worker reported, as recorded: never one of history's own, which the fold
+    treats differently (a worker could otherwise fail a task without it counting)."""
+    return f"Worker{cause}" if cause in {c.value for c in HistoryCause} else cause
+
+
+def counts_as_attempt(cause: str) -> bool:
+    """Whether a failed workflow task counts towards the attempts (and backoff) of the next."""
+    return cause != HistoryCause.UNHANDLED_COMMAND

@@ -1,0 +1,77 @@
+"""Chaos fixtures: a Kadence cluster on a PostgreSQL of its own, which a test may stop.
+
+The session's PostgreSQL (tests/conftest.py) is shared by every test and must never go
+away; here each test gets its own embedded server (a few seconds to initialise) that it
+can halt and resume under load, plus its own broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.cluster import Cluster
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+
+CHAOS_SHARDS = 4
+STALL_AFTER_MS = 1000  # a shard retrying this long is reported stalled (/health 503)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL for this test alone, so that the test can stop it."""
+    with tempfile.TemporaryDirectory(prefix="kadence-chaos-pg-") as d:
+        pg = EmbeddedPostgres.start(Path(d) / "data")
+        try:
+            yield pg
+        finally:
+            pg.stop()
+
+
+@pytest.fixture
+async def chaos_cluster(broker: EmbeddedBroker, own_postgres: EmbeddedPostgres) -> AsyncIterator[Cluster]:
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=own_postgres.dsn, shards=CHAOS_SHARDS,
+                        task_partitions=CHAOS_SHARDS, frontend_port=0, session_timeout_ms=3000,
+                        stall_after_ms=STALL_AFTER_MS)
+    c = Cluster(settings)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+class HealthWatch:
+    """Polls the frontend's /health in the background, keeping every status it answered."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/health"
+        self.statuses: list[int] = []
+        self.last_body: dict[str, object] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                        self.last_body = await r.json()
+                        self.statuses.append(r.status)
+                except (aiohttp.ClientError, TimeoutError):
+                    self.statuses.append(0)
+                await asyncio.sleep(0.1)
+
+    async def __aenter__(self) -> HealthWatch:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,126 @@
+"""Authentication on a whole cluster: no credential 401, another namespace 403, a worker
+limited to its task queues, and the granted calls work."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.cluster import Cluster
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
+from services.frontend.auth import api_key_entry
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    config = tmp_path / "auth.json"
+    config.write_text(json.dumps({"api_keys": [
+        api_key_entry("shop-app", "shop-app-key", [{"namespace": "shop", "permissions": ["read", "write"]}]),
+        api_key_entry("shop-worker", "shop-worker-key",
+                      [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["orders"]}]),
+        api_key_entry("cards-worker", "cards-worker-key",
+                      [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["cards"]}]),
+    ]}))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
+    c = Cluster(settings)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Cluster) -> None:
+    url = secured.url + "/api/v1/namespaces"
+    wid = f"auth-{uuid.uuid4().hex[:8]}"
+    start = {"workflow_id": wid, "workflow_type": "T", "task_queue": "orders"}
+    app, worker = {"Authorization": "Bearer shop-app-key"}, {"Authorization": "Bearer shop-worker-key"}
+    async with aiohttp.ClientSession() as http:
+        async def call(method: str, path: str, headers: dict[str, str] | None = None,
+                       body: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+            async with http.request(method, url + path, headers=headers, json=body) as resp:
+                return resp.status, await resp.json()
+
+        status, body = await call("POST", "/shop/workflows", None, start)
+        assert (status, body["error"]) == (401, "Unauthenticated")
+        status, body = await call("POST", "/shop/workflows", {"Authorization": "Bearer guessed"}, start)
+        assert status == 401
+        status, body = await call("POST", "/bank/workflows", app, start)
+        assert (status, body["error"]) == (403, "PermissionDenied")
+        status, body = await call("POST", "/shop/workflows", app, start)
+        assert status == 201, body
+        status, body = await call("GET", f"/shop/workflows/{wid}", app)
+        assert status == 200 and body["status"] == "Running"
+        # Reading it from another namespace's URL, or terminating as the worker: refused.
+        status, _ = await call("GET", f"/bank/workflows/{wid}", app)
+        assert status == 403
+        status, _ = await call("POST", f"/shop/workflows/{wid}/terminate", worker, {})
+        assert status == 403
+        # The application may not poll; the worker polls its own queue only.
+        status, _ = await call("POST", "/shop/task-queues/orders/workflow-tasks/poll", app, {"wait_seconds": 0})
+        assert status == 403
+        status, body = await call("POST", "/shop/task-queues/cards/workflow-tasks/poll", worker, {"wait_seconds": 0})
+        assert (status, body["error"]) == (403, "PermissionDenied") and "task queue 'cards'" in body["message"]
+        status, body = await call("POST", "/shop/task-queues/orders/workflow-tasks/poll", worker,
+                                  {"wait_seconds": 20})
+        assert status == 200 and len(body["tasks"]) == 1
+        done = [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": json.dumps("ok")}}]
+        # A worker of another task queue holding the token (leaked, or handed on) cannot answer
+        # the task: the token's task queue must be one the worker may poll.
+        cards = {"Authorization": "Bearer cards-worker-key"}
+        answer = {"task_token": body["tasks"][0]["task_token"], "commands": done}
+        status, refused = await call("POST", "/shop/workflow-tasks/complete", cards, answer)
+        assert (status, refused["error"]) == (403, "PermissionDenied") and "'orders'" in refused["message"]
+        status, refused = await call("POST", "/shop/task-answers", cards,
+                                     {"answers": [{"operation": "complete_workflow_task", "body": answer}]})
+        assert status == 200 and refused["results"][0]["status"] == 403
+        status, _ = await call("POST", "/shop/workflow-tasks/complete", worker,
+                               {"task_token": body["tasks"][0]["task_token"], "commands": done})
+        assert status == 200
+        status, body = await call("GET", f"/shop/workflows/{wid}/result?wait_seconds=20", app)
+        assert status == 200 and body["status"] == "Completed"
+        # The open endpoints stay open.
+        async with http.get(secured.url + "/health") as resp:
+            assert resp.status == 200
+
+
+async def test_sdk_client_and_worker_send_their_key(secured: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client.connect(api_key=...) and the worker on its transport run a workflow; without a
+    key 401; with another namespace's key 403; $KADENCE_API_KEY is the default."""
+    from kadence import Client, Worker
+    from kadence.exceptions import RPCError
+
+    from .workflows import EchoWorkflow, echo
+
+    monkeypatch.delenv("KADENCE_API_KEY", raising=False)
+    app = await Client.connect(secured.url, namespace="shop", api_key="shop-app-key")
+    worker_client = await Client.connect(secured.url, namespace="shop", api_key="shop-worker-key")
+    try:
+        async with Worker(worker_client, task_queue="orders", workflows=[EchoWorkflow], activities=[echo]):
+            wid = f"sdk-auth-{uuid.uuid4().hex[:8]}"
+            assert await app.execute_workflow(EchoWorkflow.run, "hi", id=wid, task_queue="orders") == "hi"
+        anonymous = await Client.connect(secured.url, namespace="shop")
+        async with anonymous:
+            with pytest.raises(RPCError) as caught:
+                await anonymous.get_workflow_handle(wid).describe()
+            assert (caught.value.status, caught.value.error_type) == (401, "Unauthenticated")
+        # The environment's key is the default of every client (and so of every tool).
+        monkeypatch.setenv("KADENCE_API_KEY", "shop-app-key")
+        async with await Client.connect(secured.url, namespace="shop") as from_env:
+            assert (await from_env.get_workflow_handle(wid).describe())["status"] == "Completed"
+        async with await Client.connect(secured.url, namespace="bank") as elsewhere:
+            with pytest.raises(RPCError) as caught:
+                await elsewhere.get_workflow_handle(wid).describe()
+            assert (caught.value.status, caught.value.error_type) == (403, "PermissionDenied")
+    finally:
+        await app.close()
+        await worker_client.close()

@@ -1,0 +1,156 @@
+"""The worker's answer batches stay under the frontend's request limit, a 413 never loses an
+answer, and an answer that alone is over the limit fails its task clearly. Against a real
+local aiohttp server with a small body limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kadence._http import HttpTransport
+from kadence._retry import Backoff
+from kadence._worker.answers import AnswerBatcher
+from kadence.exceptions import RPCError
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = "/api/v1/namespaces/default"
+LIMIT = 64 * 1024
+RETRY = Backoff(attempts=0, within=5, first=0.01, cap=0.05)
+
+
+@dataclass
+class Frontend:
+    """Takes task answers like the frontend does, with aiohttp's body limit doing the 413s."""
+
+    sizes: list[int] = field(default_factory=list)  # bodies taken
+    refused: int = 0
+    got: dict[str, list[Any]] = field(default_factory=dict)
+
+    @web.middleware
+    async def count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            self.refused += 1
+            return web.json_response({"error": "RequestEntityTooLarge", "message": "too large"}, status=413)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.sizes.append(len(raw))
+        body = await request.json()
+        path = request.path.removeprefix(ROOT)
+        if path == "/task-answers":
+            for a in body["answers"]:
+                self.got.setdefault(a["operation"], []).append(a["body"])
+            return web.json_response({"results": [{"status": 200, "answer": {}} for _ in body["answers"]]})
+        self.got.setdefault(path, []).append(body)
+        return web.json_response({})
+
+
+@pytest.fixture
+async def frontend() -> AsyncIterator[tuple[Frontend, str]]:
+    server = Frontend()
+    app = web.Application(client_max_size=LIMIT, middlewares=[server.count])
+    app.router.add_route("POST", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield server, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _completion(i: int, size: int) -> dict[str, Any]:
+    return {"task_token": f"t{i}", "result": '"' + "x" * size + '"', "identity": "w"}
+
+
+async def _answer_all(batcher: AnswerBatcher, count: int, size: int) -> list[Any]:
+    return list(await asyncio.gather(*(
+        batcher.call("POST", "/activity-tasks/complete", body=_completion(i, size)) for i in range(count))))
+
+
+async def test_batches_stay_under_the_byte_limit(frontend: tuple[Frontend, str]) -> None:
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_in_flight=1, max_bytes=LIMIT - 64, retry=RETRY)
+    try:
+        await _answer_all(batcher, 10, 20_000)
+    finally:
+        await transport.close()
+    assert server.refused == 0
+    assert max(server.sizes) <= LIMIT
+    assert sorted(b["task_token"] for b in server.got["complete_activity_task"] + server.got.get(
+        "/activity-tasks/complete", [])) == sorted(f"t{i}" for i in range(10))
+    assert len(server.sizes) >= 4  # 200 kB of answers cannot go in fewer 64 kB requests
+
+
+async def test_a_413_splits_the_batch_and_the_limit_is_learnt(frontend: tuple[Frontend, str]) -> None:
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_in_flight=1, retry=RETRY)  # believes the limit is 1 MiB
+    try:
+        await _answer_all(batcher, 10, 20_000)
+        assert batcher.max_bytes < 1 << 20
+    finally:
+        await transport.close()
+    assert server.refused >= 1
+    tokens = [b["task_token"] for b in server.got.get("complete_activity_task", [])]
+    tokens += [b["task_token"] for b in server.got.get("/activity-tasks/complete", [])]
+    assert sorted(tokens) == sorted(f"t{i}" for i in range(10))  # every answer arrived, once
+
+
+async def test_an_answer_over_the_limit_fails_its_task(frontend: tuple[Frontend, str]) -> None:
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_bytes=LIMIT - 64, retry=RETRY)
+    try:
+        with pytest.raises(RPCError, match="PayloadTooLarge") as caught:
+            await batcher.call("POST", "/activity-tasks/complete", body=_completion(1, 200_000))
+        with pytest.raises(RPCError, match="PayloadTooLarge"):
+            await batcher.call("POST", "/workflow-tasks/complete", body={
+                "task_token": "wt", "commands": [{"command_type": "CompleteWorkflowExecution",
+                                                  "attributes": {"result": '"' + "y" * 200_000 + '"'}}]})
+    finally:
+        await transport.close()
+    assert caught.value.status == 413
+    failed = server.got["/activity-tasks/fail"][0]
+    assert failed["task_token"] == "t1" and failed["failure"]["type"] == "PayloadTooLarge"
+    assert failed["failure"]["non_retryable"] is True and "bytes" in failed["failure"]["message"]
+    wt_failed = server.got["/workflow-tasks/fail"][0]
+    assert wt_failed["task_token"] == "wt" and wt_failed["cause"] == "PayloadTooLarge"
+    assert server.refused == 0
+
+
+async def test_a_failure_over_the_limit_goes_cut_short(frontend: tuple[Frontend, str]) -> None:
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_bytes=LIMIT - 64, retry=RETRY)
+    failure = {"message": "m" * 100_000, "type": "Boom", "stack_trace": "s" * 100_000, "non_retryable": False,
+               "details": '"' + "d" * 100_000 + '"'}
+    try:
+        await batcher.call("POST", "/activity-tasks/fail", body={"task_token": "t", "failure": failure})
+    finally:
+        await transport.close()
+    sent = server.got["/activity-tasks/fail"][0]["failure"]
+    assert sent["type"] == "Boom" and sent["details"] is None and sent["message"].startswith("mmm")
+
+
+async def test_run_ahead_too_large_goes_without_it(frontend: tuple[Frontend, str]) -> None:
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_bytes=LIMIT - 64, retry=RETRY)
+    body = {**_completion(1, 10), "workflow_task": {"commands": [{"x": "z" * 100_000}]}}
+    try:
+        await batcher.call("POST", "/activity-tasks/complete", body=body)
+    finally:
+        await transport.close()
+    sent = server.got["/activity-tasks/complete"][0]
+    assert sent["task_token"] == "t1" and "workflow_task" not in sent

@@ -1,0 +1,49 @@
+"""Reply waiters of the frontend: one answer per caller, also for callers sharing a request id."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.frontend.replies import ReplyRouter
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def _reply(request_id: str, run_id: str = "run-1") -> dict[str, Any]:
+    return {"request_id": request_id, "reply_to": "fe-1", "ok": True, "run_id": run_id}
+
+
+async def test_callers_waiting_on_one_request_id_each_get_the_reply() -> None:
+    router = ReplyRouter("127.0.0.1:1", "fe-1")  # never started: no broker needed
+    first, second = router.expect("r"), router.expect("r")
+    router.deliver([_reply("r")])
+    assert (await first)["run_id"] == (await second)["run_id"] == "run-1"
+    router.forget("r", first)
+    router.forget("r", second)
+
+
+async def test_one_callers_clean_up_leaves_a_later_callers_waiter() -> None:
+    """A retry registered after the first call's answer came: the first call's clean-up
+    must not take the retry's waiter away (it hung 30 s and failed with 504)."""
+    router = ReplyRouter("127.0.0.1:1", "fe-1")
+    first = router.expect("r")
+    router.deliver([_reply("r")])
+    assert first.done()
+    retry = router.expect("r")
+    router.forget("r", first)
+    router.deliver([_reply("r")])  # history's answer to the retry
+    assert (await asyncio.wait_for(retry, 1))["run_id"] == "run-1"
+    router.forget("r", retry)
+
+
+async def test_a_forgotten_waiter_is_not_answered_and_others_are() -> None:
+    router = ReplyRouter("127.0.0.1:1", "fe-1")
+    gone, staying = router.expect("r"), router.expect("r")
+    router.forget("r", gone)
+    router.deliver([_reply("r"), _reply("other")])
+    assert not gone.done() and staying.done()
+    router.forget("r", staying)
+    router.forget("r", staying)  # twice is harmless

@@ -1,0 +1,242 @@
+"""Retries against a real local HTTP server that fails on purpose: the client's starts and
+signals (same request id, bounded), the worker's task answers, a result wait bounded by its
+timeout, and a worker that cannot reach its frontend saying so."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kadence import Client, Worker, workflow
+from kadence._http import HttpTransport
+from kadence._retry import retrying
+from kadence._worker.answers import AnswerBatcher
+from kadence._worker.poller import Reachability
+from kadence.common import Backoff
+from kadence.exceptions import RPCError
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = "/api/v1/namespaces/default"
+FAST = Backoff(attempts=5, first=0.01, cap=0.05)
+
+
+@dataclass
+class Flaky:
+    """A frontend stand-in: answers ``fail_first`` requests to each path with ``status``
+    (0: drops the connection), then ``reply``; records every body it got."""
+
+    fail_first: int = 0
+    status: int = 503
+    bodies: dict[str, list[Any]] = field(default_factory=dict)
+
+    def reply(self, path: str, body: Any) -> dict[str, Any]:
+        if path.endswith("/task-answers"):
+            return {"results": [{"status": 200, "answer": {"n": i}} for i, _ in enumerate(body["answers"])]}
+        return {"run_id": "run-1", "ok": path}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json() if request.method == "POST" else None
+        seen = self.bodies.setdefault(request.path, [])
+        seen.append(body)
+        if len(seen) <= self.fail_first:
+            if self.status == 0:
+                assert request.transport is not None
+                request.transport.close()  # the connection drops, as when the frontend is killed
+                return web.Response()
+            return web.json_response({"error": "Unavailable", "message": "try later"}, status=self.status)
+        return web.json_response(self.reply(request.path, body))
+
+
+async def _serve(handler: Callable[[web.Request], Any], *, port: int = 0,
+                 max_size: int = 1 << 20) -> tuple[web.AppRunner, str]:
+    app = web.Application(client_max_size=max_size)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{bound}"
+
+
+@pytest.fixture
+async def flaky() -> AsyncIterator[tuple[Flaky, str]]:
+    server = Flaky()
+    runner, url = await _serve(server.handle)
+    try:
+        yield server, url
+    finally:
+        await runner.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("status", [503, 504, 0])
+async def test_start_is_retried_with_the_same_request_id(flaky: tuple[Flaky, str], status: int) -> None:
+    server, url = flaky
+    server.fail_first, server.status = 3, status
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        handle = await client.start_workflow("Greet", "x", id="w1", task_queue="q")
+    assert handle.run_id == "run-1"
+    bodies = server.bodies[f"{ROOT}/workflows"]
+    assert len(bodies) == 4
+    assert len({b["request_id"] for b in bodies}) == 1
+
+
+async def test_signal_is_retried_with_the_same_request_id(flaky: tuple[Flaky, str]) -> None:
+    server, url = flaky
+    server.fail_first = 2
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        await client.get_workflow_handle("w1").signal("poke", 1)
+    bodies = server.bodies[f"{ROOT}/workflows/w1/signal"]
+    assert len(bodies) == 3 and len({b["request_id"] for b in bodies}) == 1
+
+
+async def test_retries_are_bounded(flaky: tuple[Flaky, str]) -> None:
+    server, url = flaky
+    server.fail_first = 100
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        with pytest.raises(RPCError) as caught:
+            await client.start_workflow("Greet", id="w1", task_queue="q")
+    assert caught.value.status == 503
+    assert len(server.bodies[f"{ROOT}/workflows"]) == 5
+
+
+async def test_a_refusal_is_not_retried(flaky: tuple[Flaky, str]) -> None:
+    server, url = flaky
+    server.fail_first, server.status = 100, 400
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        with pytest.raises(RPCError):
+            await client.start_workflow("Greet", id="w1", task_queue="q")
+    assert len(server.bodies[f"{ROOT}/workflows"]) == 1
+
+
+async def test_start_waits_for_a_frontend_that_comes_up(caplog: pytest.LogCaptureFixture) -> None:
+    port = _free_port()
+    server = Flaky()
+    caplog.set_level(logging.WARNING, logger="kadence.retry")
+    async with Client(HttpTransport(f"http://127.0.0.1:{port}", "default"),
+                      retry=Backoff(attempts=5, first=0.2, cap=1.0)) as client:
+        start = asyncio.ensure_future(client.start_workflow("Greet", id="w1", task_queue="q"))
+        await eventually(lambda: any("retrying" in r.getMessage() for r in caplog.records), timeout=5)
+        runner, _ = await _serve(server.handle, port=port)  # connection refused until now
+        try:
+            handle = await asyncio.wait_for(start, 10)
+        finally:
+            await runner.cleanup()
+    assert handle.run_id == "run-1" and len(server.bodies[f"{ROOT}/workflows"]) == 1
+
+
+@pytest.mark.parametrize("status", [502, 503, 0])
+async def test_a_worker_answer_is_sent_again(flaky: tuple[Flaky, str], status: int) -> None:
+    server, url = flaky
+    server.fail_first, server.status = 3, status
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, retry=Backoff(attempts=0, within=10, first=0.01, cap=0.05))
+    try:
+        answer = await batcher.call("POST", "/activity-tasks/complete", body={"task_token": "t", "result": "1"})
+    finally:
+        await transport.close()
+    assert answer == {"run_id": "run-1", "ok": f"{ROOT}/activity-tasks/complete"}
+    assert len(server.bodies[f"{ROOT}/activity-tasks/complete"]) == 4
+
+
+async def test_a_batch_of_answers_is_sent_again(flaky: tuple[Flaky, str]) -> None:
+    server, url = flaky
+    server.fail_first = 2
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_in_flight=1, retry=Backoff(attempts=0, within=10, first=0.01, cap=0.05))
+    try:
+        answers = await asyncio.gather(*(
+            batcher.call("POST", "/activity-tasks/complete", body={"task_token": f"t{i}", "result": "1"})
+            for i in range(5)))
+    finally:
+        await transport.close()
+    assert len(answers) == 5
+    batches = server.bodies[f"{ROOT}/task-answers"]
+    assert len(batches) == 3 and len(batches[-1]["answers"]) == 4  # the first went alone
+
+
+async def test_result_timeout_holds_against_a_silent_frontend() -> None:
+    released = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await released.wait()  # answers nothing (a frontend stopped with SIGSTOP) until the test ends
+        return web.json_response({})
+
+    runner, url = await _serve(hang)
+    loop = asyncio.get_running_loop()
+    try:
+        async with Client(HttpTransport(url, "default")) as client:
+            began = loop.time()
+            with pytest.raises(TimeoutError):
+                await client.get_workflow_handle("w1").result(timeout=0.5)
+            assert loop.time() - began < 5
+    finally:
+        released.set()
+        await runner.cleanup()
+
+
+async def test_result_timeout_holds_against_an_unreachable_frontend() -> None:
+    loop = asyncio.get_running_loop()
+    async with Client(HttpTransport(f"http://127.0.0.1:{_free_port()}", "default")) as client:
+        began = loop.time()
+        with pytest.raises(TimeoutError, match="no result within"):
+            await client.get_workflow_handle("w1").result(timeout=1)
+    assert loop.time() - began < 5
+
+
+@workflow.defn
+class Nothing:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+
+async def test_worker_at_a_wrong_address_warns_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="kadence._worker.poller")
+    async with Client(HttpTransport(f"http://127.0.0.1:{_free_port()}", "default")) as client:
+        async with Worker(client, task_queue="q", workflows=[Nothing]):
+            record = await eventually(
+                lambda: next((r for r in caplog.records if "cannot poll" in r.getMessage()), None), timeout=5)
+    assert record.levelno == logging.WARNING and "task queue 'q'" in record.getMessage()
+
+
+def test_unreachable_warnings_back_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="kadence._worker.poller")
+    reach = Reachability()
+    for _ in range(20):
+        reach.failed("/poll", RuntimeError("refused"), 1.0)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m.split("(")[1].split(" ")[0] for m in warned] == ["1", "2", "4", "8", "16"]
+    reach.succeeded()
+    assert any(r.levelno == logging.INFO and "works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_retries_stop_at_the_time_bound() -> None:
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise RPCError(0, "Unavailable", "connection refused")
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(RPCError):
+        await retrying(down, backoff=Backoff(attempts=0, within=0.3, first=0.05, cap=0.1),
+                       retry_if=lambda err: err.retryable, what="test")
+    assert loop.time() - began < 1.0 and 2 <= calls <= 6

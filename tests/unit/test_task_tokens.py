@@ -1,0 +1,99 @@
+"""Signed task tokens: sign, verify, tamper, rotate, foreign namespace (services/frontend/tokens.py)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.frontend import InvalidArgument, PermissionDenied, TaskToken, TokenKeys
+from services.frontend.tokens import keys_in_file
+
+OLD, NEW = "old-key-" + "o" * 24, "new-key-" + "n" * 24
+TOKEN = TaskToken("shop", "order-1", "run-1", 5, 1, "activity", 1_700_000_000_000, "payments")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_a_signed_token_verifies_and_names_namespace_and_queue() -> None:
+    keys = TokenKeys.parse(OLD)
+    back = TaskToken.decode(TOKEN.encode(keys), keys)
+    assert back == TOKEN
+    assert (back.namespace, back.task_queue) == ("shop", "payments")
+
+
+def test_forged_unsigned_and_foreign_key_tokens_are_refused_with_403() -> None:
+    keys = TokenKeys.parse(OLD)
+    payload = orjson.dumps({"namespace": "shop", "workflow_id": "order-1", "run_id": "run-1",
+                            "scheduled_event_id": 5, "attempt": 1, "kind": "activity"})
+    # The old format (base64 JSON, no signature), as written by hand.
+    with pytest.raises(PermissionDenied, match="not signed"):
+        TaskToken.decode(_b64(payload), keys)
+    # A made-up signature.
+    with pytest.raises(PermissionDenied, match="not issued by this server"):
+        TaskToken.decode(_b64(payload) + "." + _b64(b"\0" * 16), keys)
+    # Signed by another server's key.
+    with pytest.raises(PermissionDenied):
+        TaskToken.decode(TOKEN.encode(TokenKeys.parse(NEW)), keys)
+
+
+def test_an_altered_token_is_refused() -> None:
+    keys = TokenKeys.parse(OLD)
+    text = TOKEN.encode(keys)
+    payload, mac = text.split(".")
+    other = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    other["workflow_id"] = "someone-elses"
+    with pytest.raises(PermissionDenied):
+        TaskToken.decode(_b64(orjson.dumps(other)) + "." + mac, keys)
+    # One character of the signature changed.
+    flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
+    with pytest.raises(PermissionDenied):
+        TaskToken.decode(payload + "." + flipped, keys)
+
+
+def test_rotation_first_key_signs_every_key_verifies() -> None:
+    before = TokenKeys.parse(OLD)
+    during = TokenKeys.parse(f"{NEW}, {OLD}")
+    after = TokenKeys.parse(NEW)
+    issued_before = TOKEN.encode(before)
+    assert TaskToken.decode(issued_before, during) == TOKEN  # still in flight while both are valid
+    issued_during = TOKEN.encode(during)
+    assert TaskToken.decode(issued_during, after) == TOKEN  # signed with the new key
+    with pytest.raises(PermissionDenied):
+        TaskToken.decode(issued_before, after)  # the old key retired
+
+
+def test_foreign_namespace_is_403() -> None:
+    keys = TokenKeys.parse(OLD)
+    token = TaskToken.decode(TOKEN.encode(keys), keys)
+    token.check_namespace("shop")
+    with pytest.raises(PermissionDenied, match="issued for namespace 'shop', not 'bank'"):
+        token.check_namespace("bank")
+
+
+def test_keys_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="no key"):
+        TokenKeys.parse(" , ")
+    with pytest.raises(ValueError, match="at least 16"):
+        TokenKeys.parse("short")
+    assert len(TokenKeys.parse(TokenKeys.new_key()).keys) == 1
+    assert "," not in TokenKeys.new_key()
+
+
+def test_not_a_token_is_400() -> None:
+    keys = TokenKeys.parse(OLD)
+    for bad in [None, 7, "", "x" * 9000]:
+        with pytest.raises(InvalidArgument):
+            TaskToken.decode(bad, keys)
+
+
+def test_dev_keeps_its_key_in_the_data_directory(tmp_path: Path) -> None:
+    path = tmp_path / "task-token-keys"
+    first = keys_in_file(path)
+    assert keys_in_file(path) == first  # the same after a restart
+    assert path.stat().st_mode & 0o777 == 0o600
+    TokenKeys.parse(first)
