@@ -69,7 +69,8 @@ class Cluster:
         # Visibility rows from kadence.history, in this process (services/visibility/consumer.py).
         from services.visibility.consumer import VisibilityConsumer
 
-        self.visibility = VisibilityConsumer(s.kafka_bootstrap, self.pool, session_timeout_ms=s.session_timeout_ms)
+        self.visibility = VisibilityConsumer(s.kafka_bootstrap, self.pool, session_timeout_ms=s.session_timeout_ms,
+                                             security=s.kafka_security, fatal=self.fatal)
         await self.visibility.start()
         self._started.append(self.visibility)
 

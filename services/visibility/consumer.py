@@ -27,9 +27,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from kadence.kafka_security import KafkaSecurity, client_options
 from services.common import telemetry
 from services.common.aio import cancel
 from services.common.kafka import HISTORY
+from services.common.supervision import Fatal, watch
 
 from . import projection, store
 
@@ -49,7 +51,9 @@ class VisibilityConsumer:
     """Keeps ``visibility`` up to date with ``kadence.history``; ``lag()`` says how far behind."""
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = GROUP, session_timeout_ms: int = 10000,
-                 fetch_wait_ms: int = FETCH_WAIT_MS, max_records: int = 5000) -> None:
+                 fetch_wait_ms: int = FETCH_WAIT_MS, max_records: int = 5000,
+                 security: KafkaSecurity | None = None, fatal: Fatal | None = None) -> None:
+        self.fatal = fatal  # declared if the loop dies (kadence dev's); None: SIGTERM to this process
         self.pool = pool
         self.max_records = max_records
         self.skipped = 0  # records that were not HistoryRecords (logged; the audit reports them too)
@@ -61,7 +65,7 @@ class VisibilityConsumer:
             heartbeat_interval_ms=max(100, session_timeout_ms // 4),
             rebalance_timeout_ms=max(session_timeout_ms, 5000), fetch_max_wait_ms=fetch_wait_ms,
             fetch_min_bytes=FETCH_MIN_BYTES, max_partition_fetch_bytes=4 * 1024 * 1024,
-            metadata_max_age_ms=5000,
+            metadata_max_age_ms=5000, **client_options(security),
         )
         self._task: asyncio.Task[None] | None = None
         self._lag: dict[int, int] = {}
@@ -71,15 +75,17 @@ class VisibilityConsumer:
         await self._consumer.start()
         self._consumer.subscribe([HISTORY])
         self._task = asyncio.create_task(self._run(), name="visibility-consumer")
-        self._task.add_done_callback(_die_unless_cancelled)
+        if self.fatal is not None:
+            watch(self._task, "the visibility consumer", self.fatal)
+        else:
+            self._task.add_done_callback(_die_unless_cancelled)
         telemetry.register_visibility(self)
 
     async def stop(self) -> None:
         telemetry.unregister_visibility(self)
         task, self._task = self._task, None
-        if task is not None:
-            task.remove_done_callback(_die_unless_cancelled)
-            await cancel(task)
+        if task is not None and not task.done():
+            await cancel(task)  # a cancelled loop is no death: neither callback reacts
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
 

@@ -18,6 +18,7 @@ import sys
 import asyncpg
 import faust
 
+from kadence.kafka_security import faust_credentials
 from services.common import db, kafka, telemetry
 
 from . import projection, store
@@ -47,6 +48,7 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
         broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,  # kadence.history belongs to the services
+        broker_credentials=faust_credentials(),  # TLS/SASL from the environment, as every client
         web_enabled=False,
         store="memory://",
     )

@@ -267,3 +267,15 @@ async def test_workflows_upsert_search_attributes_and_bad_ones_fail_the_task(cli
         await bad.terminate("done")
     [run] = [e async for e in client.list_workflows(f"WorkflowId = 'up-{tag}'")]
     assert run.search_attributes == {"Stage": "shipped", "Priority": 1}
+
+
+async def test_a_bug_in_the_projection_brings_the_process_down(client: Client, cluster: Cluster,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything but a database or broker outage ends the loop: declared fatal (kadence dev stops,
+    its supervisor restarts it), never a visibility silently frozen."""
+    async def broken(batch: object) -> None:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(cluster.visibility, "_project", broken)
+    await client.start_workflow(VisWait.run, id=f"bug-{uuid.uuid4().hex[:6]}", task_queue="nobody")
+    await eventually(lambda: cluster.fatal.happened.is_set(), timeout=30, what="the fatal declaration")
+    assert "visibility consumer died" in str(cluster.fatal.reason)
