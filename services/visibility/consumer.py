@@ -77,7 +77,7 @@ class VisibilityConsumer:
     async def stop(self) -> None:
         telemetry.unregister_visibility(self)
         task, self._task = self._task, None
-        if task is not None:
+        if task is not None and not task.done():  # a dead loop has already said so (and raised)
             task.remove_done_callback(_die_unless_cancelled)
             await cancel(task)
         with contextlib.suppress(KafkaError):
