@@ -43,6 +43,9 @@ class Settings:
     matching_port: int = 0              # 0: any free port
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
     started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
+    # The largest payload (input, result, details, ...) one command may carry, in bytes of
+    # JSON text: refused at the frontend (400) and dead-lettered by history (validation.py).
+    max_payload_bytes: int = 2 * 1024 * 1024
     # How long a fetch may wait at the broker, per consumer. The development broker holds a
     # fetch for all of it even when records arrive, so these bound each hop's latency between
     # processes; with Apache Kafka (which answers as soon as there is data) they can be long.
@@ -91,6 +94,7 @@ class Settings:
             "matching_port": _env_int("KADENCE_MATCHING_PORT", cls.matching_port),
             "session_timeout_ms": _env_int("KADENCE_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
             "started_record_delay_ms": _env_int("KADENCE_STARTED_RECORD_DELAY_MS", cls.started_record_delay_ms),
+            "max_payload_bytes": _env_int("KADENCE_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
             "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
             "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
             "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),

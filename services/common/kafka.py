@@ -154,9 +154,19 @@ async def publish(producer: AIOKafkaProducer, records: Sequence[Record]) -> None
     await asyncio.gather(*futures)
 
 
+# The largest original record a dead letter carries: a producer takes about 1 MiB per
+# request, and a dead letter that cannot be produced would stop its partition.
+DEAD_LETTER_MAX_VALUE = 512 * 1024
+
+
 def dead_letter(
     *, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes, reason: str
 ) -> bytes:
+    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE:
+        # Too large to carry: the original stays readable at its source offset until retention.
+        reason = (f"{reason} (the record's {len(value)} bytes are not kept here: read them at "
+                  f"{source_topic}[{partition}]@{offset})")
+        value = b""
     return avro.encode(
         "DeadLetter",
         {

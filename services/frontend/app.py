@@ -27,6 +27,7 @@ from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
+from services.common.validation import Limits
 from services.matching import MatchingClient, MatchingService
 from services.visibility.reads import VisibilityReads
 
@@ -192,6 +193,7 @@ class FrontendService:
         # Once the server stops accepting, polls and result waits answer at once: the shutdown
         # then waits only for calls that end by themselves (answers, starts), SHUTDOWN_S at most.
         app.on_shutdown.append(end_long_waits)
+        engine.limits = Limits(max_payload_bytes=s.max_payload_bytes)
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S)
         await self._runner.setup()

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from kadence import avro
 from kadence._tracing import tracer, use_traceparent
+from services.common import validation as common
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
@@ -65,6 +66,8 @@ _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a n
 
 
 class Engine:
+    limits = common.DEFAULT_LIMITS  # what a command may hold (the frontend sets its configured limits)
+
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
@@ -105,6 +108,11 @@ class Engine:
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
         """Produce a command to kadence.requests and wait until the broker has it."""
+        # The very check history runs on the record: what it would dead-letter is a 400 here.
+        try:
+            common.check_command(name, record, self.limits)
+        except common.Invalid as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from None
         try:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

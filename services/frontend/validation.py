@@ -1,26 +1,38 @@
 """Validation of API input: each parser names the offending field in its error.
 
 Pure functions, no I/O. Unknown JSON fields are ignored, so clients may send more
-than this version knows about.
+than this version knows about. The limits and value checks are those of
+``services.common.validation``, which history applies to every record of
+kadence.requests as well; the engine runs its ``check_command`` on each command
+before producing it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastavro.validation import validate as avro_validate
 
 from kadence import avro
+from services.common import validation as common
 
 from .errors import InvalidArgument
 
-MAX_NAME = 1000
-_NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+MAX_NAME = common.MAX_NAME_CHARS
 Body = dict[str, Any]
+T = TypeVar("T")
+
+
+def checked(check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a check of services.common.validation; its refusal becomes an InvalidArgument."""
+    try:
+        return check(*args, **kwargs)
+    except common.Invalid as exc:
+        raise InvalidArgument(exc.message, field=exc.field) from None
 
 
 def parse_json_body(raw: bytes) -> Body:
@@ -36,9 +48,7 @@ def parse_json_body(raw: bytes) -> Body:
 
 
 def namespace(value: object) -> str:
-    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
-        raise InvalidArgument("namespace must match [A-Za-z0-9._-]{1,100}", field="namespace")
-    return value
+    return checked(common.namespace, value)
 
 
 def name(body: Body, field: str, *, required: bool = True, value: object = None) -> str:
@@ -46,11 +56,7 @@ def name(body: Body, field: str, *, required: bool = True, value: object = None)
     v = body.get(field) if value is None else value
     if v is None and not required:
         return ""
-    if not isinstance(v, str) or not v:
-        raise InvalidArgument(f"{field} must be a non-empty string", field=field)
-    if len(v) > MAX_NAME:
-        raise InvalidArgument(f"{field} must be at most {MAX_NAME} characters", field=field)
-    return v
+    return checked(common.name, v, field)
 
 
 def optional_str(body: Body, field: str, *, max_len: int = MAX_NAME) -> str | None:
@@ -59,7 +65,7 @@ def optional_str(body: Body, field: str, *, max_len: int = MAX_NAME) -> str | No
         return None
     if not isinstance(v, str) or len(v) > max_len:
         raise InvalidArgument(f"{field} must be a string of at most {max_len} characters", field=field)
-    return v or None
+    return checked(common.text, v, field, max_len) or None
 
 
 def array_json(body: Body, field: str) -> str | None:
@@ -69,7 +75,7 @@ def array_json(body: Body, field: str) -> str | None:
         return None
     if not isinstance(v, list):
         raise InvalidArgument(f"{field} must be an array", field=field)
-    return json.dumps(v, separators=(",", ":"))
+    return checked(common.payload, json.dumps(v, separators=(",", ":")), field, array=True)
 
 
 def json_text(body: Body, field: str) -> str | None:
@@ -77,13 +83,7 @@ def json_text(body: Body, field: str) -> str | None:
     v = body.get(field)
     if v is None:
         return None
-    if not isinstance(v, str):
-        raise InvalidArgument(f"{field} must be JSON text (a string) or null", field=field)
-    try:
-        json.loads(v)
-    except ValueError:
-        raise InvalidArgument(f"{field} is not valid JSON text", field=field) from None
-    return v
+    return checked(common.payload, v, field)
 
 
 def non_negative_int(body: Body, field: str, default: int, *, maximum: int = 2**62) -> int:
@@ -255,11 +255,12 @@ def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartR
         workflow_type=name(body, "workflow_type"),
         task_queue=name(body, "task_queue"),
         input=array_json(body, "input"),
-        execution_timeout_ms=non_negative_int(body, "execution_timeout_ms", 0),
-        workflow_task_timeout_ms=non_negative_int(body, "workflow_task_timeout_ms", 10000),
+        execution_timeout_ms=non_negative_int(body, "execution_timeout_ms", 0, maximum=common.MAX_DURATION_MS),
+        workflow_task_timeout_ms=non_negative_int(body, "workflow_task_timeout_ms", 10000,
+                                                  maximum=common.MAX_DURATION_MS),
         request_id=optional_str(body, "request_id") or "",
         identity=optional_str(body, "identity") or "",
-        run_timeout_ms=non_negative_int(body, "run_timeout_ms", 0),
+        run_timeout_ms=non_negative_int(body, "run_timeout_ms", 0, maximum=common.MAX_DURATION_MS),
     )
 
 

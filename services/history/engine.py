@@ -462,7 +462,11 @@ def retry_backoff(act: dict[str, Any], now: int, error_type: str, non_retryable:
         return None
     initial = max(1, policy["initial_interval_ms"])
     ceiling = policy["maximum_interval_ms"] or 100 * initial
-    backoff = int(min(initial * policy["backoff_coefficient"] ** (attempt - 1), ceiling))
+    try:
+        grown = initial * float(policy["backoff_coefficient"]) ** (attempt - 1)
+    except OverflowError:  # an activity retried forever: its interval long since at the ceiling
+        grown = ceiling
+    backoff = int(min(grown, ceiling))
     deadline = act["schedule_to_close_timeout_ms"]
     if deadline and now + backoff >= act["first_scheduled_time"] + deadline:
         return None

@@ -30,6 +30,7 @@ from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
 from services.common.supervision import Fatal, watch
+from services.common.validation import Limits
 
 from .gate import FetchGate
 from .health import report
@@ -152,6 +153,7 @@ class HistoryService:
             shard.request_id_retention_s = self.settings.request_id_retention_s
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             shard.on_failure = self._shard_failed
+            shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)
             tp = TopicPartition(kafka.REQUESTS, p)
             backoff = outage.Backoff(f"acquiring shard {p}", log)
             while True:

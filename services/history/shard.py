@@ -16,7 +16,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -24,11 +24,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
-from services.common import kafka, outage
+from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine
+from . import engine, poison
 from .builder import Mutation, OutboxMessage, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
@@ -151,6 +151,7 @@ class Shard:
         self.failure: BaseException | None = None
         self.stopped_at: float | None = None
         self.on_failure: Callable[[Shard, BaseException], None] | None = None
+        self.limits = validation.DEFAULT_LIMITS  # what a command may hold (services/common/validation.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -357,19 +358,23 @@ class Shard:
             self.consumed = records[-1].offset + 1
         return records
 
-    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None) -> None:
+    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None, *,
+                       bisecting: bool = False,
+                       dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] | None = None) -> None:
         """Run a batch and commit it; ``early``: the batch is one command taken ahead of its
-        acknowledgement (offer_early), which is this future."""
-        dead: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}
+        acknowledgement (offer_early), which is this future. ``bisecting``: a part of a batch
+        the store refused (poison.py), which raises the store's refusal instead of bisecting
+        again; ``dead``: its records to dead-letter."""
+        dead = {} if dead is None else dead
         no_current, assumed_new = await self._look_up_current(batch)
         while True:
             ctx = BatchContext(self, int(time.time() * 1000), no_current)
             try:
                 last_offset = await self._run(ctx, batch, dead)
-            except _Poison as poison:
+            except _Poison as failed:
                 self._forget(ctx)
-                record = next(r for item in batch if isinstance(item, list) for r in item if r.offset == poison.offset)
-                dead[poison.offset] = (record, poison.reason)
+                record = next(r for item in batch if isinstance(item, list) for r in item if r.offset == failed.offset)
+                dead[failed.offset] = (record, failed.reason)
                 continue
             except outage.TRANSIENT as exc:
                 # A state load found PostgreSQL gone: redo the batch from scratch once it is back.
@@ -415,6 +420,16 @@ class Shard:
                 self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
                 await self.ledger.look_up(self.store, ctx.requests)
                 continue
+            except poison.CONTENT_ERRORS as exc:
+                # Refused for what a command holds: the same batch would be refused forever.
+                self._forget(ctx)
+                self.next_outbox_id = outbox[0][0] if outbox else self.next_outbox_id
+                if bisecting:
+                    raise
+                log.warning("shard %d: batch commit refused (%r); isolating the command(s) at fault",
+                            self.shard_id, exc)
+                await poison.bisect(poison.units(batch), self._commit_part, self._give_up, failed=exc)
+                return
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 # Nothing was written: drop what this batch changed in memory and redo it.
                 self._forget(ctx)
@@ -427,6 +442,21 @@ class Shard:
             self._tell_neighbours(ctx, mutations, closed)
             self._after_commit(ctx, mutations, outbox)
             return
+
+    async def _commit_part(self, part: Sequence[Any]) -> None:
+        await self._process(list(part), bisecting=True)
+
+    async def _give_up(self, unit: Any, exc: Exception) -> None:
+        """A record or timer firing the store refuses on its own: dead-letter the record (and
+        commit past it); a timer firing stays in its table, to be loaded again later."""
+        if isinstance(unit, engine.TimerFiring):
+            log.error("shard %d: the store refused timer %s (%r); it stays pending", self.shard_id, unit.key, exc)
+            self.timers.inflight.discard(unit.key)
+            return
+        record = unit[0]
+        log.error("shard %d: the store refused the command at offset %d (%r); dead-lettering it",
+                  self.shard_id, record.offset, exc)
+        await self._process([unit], bisecting=True, dead={record.offset: (record, poison.reason(exc))})
 
     async def _acknowledged(self, waiter: asyncio.Future[Any]) -> int | None:
         """The offset the broker gave a command taken early; None if it refused or is slow."""
@@ -455,6 +485,8 @@ class Shard:
                 for record in item:
                     if record.key is not None:
                         namespace, _, workflow_id = record.key.decode("utf-8", "replace").partition("/")
+                        if "\x00" in workflow_id or "\x00" in namespace:
+                            continue  # not a workflow the store can hold: the command is refused
                         key = (namespace, workflow_id)
                         if key not in self.current:
                             (starts if assume_new and _is_start(record.value) else keys).add(key)
@@ -486,10 +518,12 @@ class Shard:
             for record in item:
                 last_offset = record.offset
                 if record.offset in dead:
+                    poison.reply_refused(ctx, record, dead[record.offset][1])
                     continue
                 reason = await self._command(ctx, record)
                 if reason is not None:
                     dead[record.offset] = (record, reason)
+                    poison.reply_refused(ctx, record, reason)
         return last_offset
 
     async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -503,6 +537,10 @@ class Shard:
         handler = HANDLERS.get(name)
         if handler is None:
             return f"kadence.requests does not take {name} records"
+        try:
+            validation.check_command(name, cmd, self.limits)
+        except validation.Invalid as exc:
+            return f"{name} refused: {exc.message}"
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"

@@ -91,12 +91,12 @@ class InstrumentedShard(Shard):
         telemetry.unregister_shard(self)
         await super().stop()
 
-    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None) -> None:
+    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None, **options: Any) -> None:
         m = telemetry.metrics()
         if m is not None:
             m.batch_size.record(sum(len(i) if isinstance(i, list) else 1 for i in batch),
                                 {"kadence.shard_id": self.shard_id})
-        await super()._process(batch, early)
+        await super()._process(batch, early, **options)
         self.position = self.consumed  # the next offset the loop takes
 
     async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:

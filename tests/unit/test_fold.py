@@ -163,6 +163,14 @@ def test_retry_backoff_follows_the_policy() -> None:
     assert engine.retry_backoff(act | {"schedule_to_close_timeout_ms": 1000}, 950, "E", False) is None
 
 
+def test_retry_backoff_of_an_activity_retried_thousands_of_times_stays_at_the_ceiling() -> None:
+    # 2.0 ** 1100 overflows a float: the interval must stay at its ceiling, not raise.
+    act = {"retry_policy": {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 60_000,
+                            "maximum_attempts": 0, "non_retryable_error_types": []},
+           "attempt": 1100, "schedule_to_close_timeout_ms": 0, "first_scheduled_time": 0}
+    assert engine.retry_backoff(act, 0, "E", False) == 60_000
+
+
 async def test_live_state_equals_the_fold_of_its_events_through_avro() -> None:
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start(execution_timeout_ms=60_000))

@@ -1,0 +1,216 @@
+"""The one validator of commands (services/common/validation.py): what it refuses, naming
+the field, and that whatever it lets through encodes and fits the store's columns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kadence import avro
+from services.common import validation as v
+from services.frontend import InvalidArgument
+from services.frontend import validation as fv
+
+pytestmark = pytest.mark.timeout(120)
+
+BIGINT = 2**63 - 1
+
+
+def start(**kw: Any) -> dict[str, Any]:
+    base = {"namespace": "default", "workflow_id": "w", "workflow_type": "T", "task_queue": "q",
+            "input": '["x"]', "execution_timeout_ms": 0, "workflow_task_timeout_ms": 10000,
+            "request_id": "r", "identity": "", "reply_to": None}
+    base.update(kw)
+    return base
+
+
+def task(**kw: Any) -> dict[str, Any]:
+    base = {"namespace": "default", "workflow_id": "w", "run_id": "r1", "scheduled_event_id": 2, "attempt": 1,
+            "identity": "worker"}
+    base.update(kw)
+    return base
+
+
+def refused_field(kind: str, cmd: dict[str, Any], limits: v.Limits = v.DEFAULT_LIMITS) -> str:
+    with pytest.raises(v.Invalid) as info:
+        v.check_command(kind, cmd, limits)
+    assert info.value.field in info.value.message  # the reason names the field
+    return info.value.field
+
+
+def test_a_good_start_passes() -> None:
+    v.check_command("StartWorkflowExecution", start())
+
+
+@pytest.mark.parametrize(("cmd", "field"), [
+    (start(workflow_id=""), "workflow_id"),
+    (start(namespace="../../etc"), "namespace"),
+    (start(workflow_type=""), "workflow_type"),
+    (start(task_queue=""), "task_queue"),
+    (start(workflow_type="T\x00"), "workflow_type"),
+    (start(task_queue="q\x00"), "task_queue"),
+    (start(request_id="r\x00"), "request_id"),
+    (start(input='{"not": "an array"}'), "input"),
+    (start(input="[NaN]"), "input"),
+    (start(input="[Infinity]"), "input"),
+    (start(input="[1e400]"), "input"),
+    (start(input="[1,"), "input"),
+    (start(workflow_id="w" * 100_000), "workflow_id"),
+    (start(workflow_id="\U0001f600" * 600), "workflow_id"),  # 600 characters, 2400 bytes
+    (start(execution_timeout_ms=-1), "execution_timeout_ms"),
+    (start(execution_timeout_ms=BIGINT), "execution_timeout_ms"),
+    (start(workflow_task_timeout_ms=BIGINT - 5), "workflow_task_timeout_ms"),
+    (start(input="[" + "1," * (1024 * 1024) + "1]"), "input"),
+])
+def test_a_bad_start_is_refused_naming_the_field(cmd: dict[str, Any], field: str) -> None:
+    assert refused_field("StartWorkflowExecution", cmd) == field
+
+
+def test_nan_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(v.Invalid, match="NaN and Infinity are not JSON numbers"):
+        v.check_command("StartWorkflowExecution", start(input="[NaN]"))
+
+
+def test_json_the_fast_parser_refuses_is_still_taken_when_valid() -> None:
+    # Integers beyond 64 bits and escaped lone surrogates are JSON all the same.
+    v.check_command("StartWorkflowExecution", start(input="[123456789012345678901234567890]"))
+    v.check_command("StartWorkflowExecution", start(input=json.dumps(["\ud800"])))
+
+
+def test_the_payload_limit_is_configurable() -> None:
+    small = v.Limits(max_payload_bytes=10)
+    assert refused_field("StartWorkflowExecution", start(input='["0123456789"]'), small) == "input"
+    v.check_command("StartWorkflowExecution", start(input='["0123456789"]'))
+
+
+def test_a_missing_field_is_named() -> None:
+    cmd = start()
+    del cmd["task_queue"]
+    assert refused_field("StartWorkflowExecution", cmd) == "task_queue"
+
+
+@pytest.mark.parametrize(("kind", "cmd", "field"), [
+    ("SignalWorkflowExecution", {"namespace": "default", "workflow_id": "w", "run_id": None, "signal_name": "",
+                                 "input": None, "request_id": "", "identity": ""}, "signal_name"),
+    ("SignalWorkflowExecution", {"namespace": "default", "workflow_id": "w", "run_id": None, "signal_name": "s",
+                                 "input": '"x"', "request_id": "", "identity": ""}, "input"),
+    ("SignalWithStartWorkflowExecution", start(signal_name="s\x00", signal_input=None), "signal_name"),
+    ("SignalWithStartWorkflowExecution", start(signal_name="s", signal_input="{}"), "signal_input"),
+    ("TerminateWorkflowExecution", {"namespace": "default", "workflow_id": "w", "run_id": None,
+                                    "reason": "x\x00", "request_id": "", "identity": ""}, "reason"),
+    ("RecordWorkflowTaskStarted", task(started_time=-1), "started_time"),
+    ("RecordActivityTaskStarted", task(scheduled_event_id=-2, started_time=0), "scheduled_event_id"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "StartTimer", "attributes": {"timer_id": "1", "start_to_fire_timeout_ms": BIGINT}}]),
+     "commands[0].attributes.start_to_fire_timeout_ms"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "NaN"}}]),
+     "commands[0].attributes.result"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "ContinueAsNewWorkflowExecution",
+         "attributes": {"workflow_type": "T\x00", "task_queue": "", "input": None}}]),
+     "commands[0].attributes.workflow_type"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "ScheduleActivityTask", "attributes": {
+            "activity_id": "1", "activity_type": "a", "task_queue": "", "input": "[]",
+            "schedule_to_close_timeout_ms": 0, "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 1,
+            "heartbeat_timeout_ms": 0, "retry_policy": {
+                "initial_interval_ms": 1, "backoff_coefficient": float("nan"), "maximum_interval_ms": 0,
+                "maximum_attempts": 0, "non_retryable_error_types": []}}}]),
+     "commands[0].attributes.retry_policy.backoff_coefficient"),
+    ("RespondWorkflowTaskFailed", task(cause="c", failure={"message": "m\x00", "type": "", "stack_trace": "",
+                                                           "non_retryable": False, "details": None}),
+     "failure.message"),
+    ("RespondActivityTaskCompleted", task(result="{", workflow_task=None), "result"),
+    ("RespondActivityTaskFailed", task(failure={"message": "m", "type": "", "stack_trace": "",
+                                                "non_retryable": False, "details": "Infinity"}),
+     "failure.details"),
+    ("RecordActivityTaskHeartbeat", task(details="x"), "details"),
+])
+def test_every_command_kind_is_checked(kind: str, cmd: dict[str, Any], field: str) -> None:
+    assert refused_field(kind, cmd) == field
+
+
+def test_what_the_sdk_sends_passes() -> None:
+    # A worker picks run-ahead ids over the whole of a long.
+    v.check_command("RespondActivityTaskCompleted", task(result='"r"', workflow_task={
+        "after_scheduled_event_id": 2, "after_started_time": 1, "started_time": 2, "commands": [],
+        "ahead_id": BIGINT, "after_ahead_id": BIGINT - 1}))
+
+
+# -- generated commands -------------------------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10)
+_payloads = st.one_of(
+    st.none(), st.text(max_size=30), _json_values.map(json.dumps),
+    st.just("[NaN]"), st.just("[Infinity]"), st.just("[1e999]"),
+    st.lists(_json_values, max_size=3).map(json.dumps))
+_names = st.one_of(st.text(max_size=40), st.text(min_size=990, max_size=1010), st.just("x\x00y"),
+                   st.just("../../etc"), st.just(""))
+_millis = st.one_of(st.integers(min_value=-2, max_value=10**6), st.just(BIGINT), st.just(v.MAX_DURATION_MS),
+                    st.just(v.MAX_DURATION_MS + 1), st.integers(min_value=-(2**63), max_value=BIGINT))
+_starts = st.fixed_dictionaries({
+    "namespace": st.one_of(st.just("default"), _names), "workflow_id": _names, "workflow_type": _names,
+    "task_queue": _names, "input": _payloads, "execution_timeout_ms": _millis,
+    "workflow_task_timeout_ms": _millis, "request_id": _names, "identity": st.text(max_size=10),
+    "reply_to": st.none() | st.just("tester")})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_starts)
+def test_a_generated_start_is_refused_with_a_reason_or_fits_everything_downstream(cmd: dict[str, Any]) -> None:
+    try:
+        v.check_command("StartWorkflowExecution", cmd)
+    except v.Invalid as exc:
+        assert exc.field in cmd and exc.field in exc.message
+        return
+    # Taken: it encodes, every string is storable text, a timer at now + timeout fits a
+    # bigint, the arguments are an array the SDK decodes, the ids fit a task token.
+    avro.encode("StartWorkflowExecution", cmd)
+    assert all("\x00" not in s for s in cmd.values() if isinstance(s, str))
+    assert 0 <= cmd["execution_timeout_ms"] and 2**41 + cmd["execution_timeout_ms"] < 2**63
+    assert cmd["input"] is None or isinstance(json.loads(cmd["input"]), list)
+    assert 0 < len(cmd["workflow_id"]) <= 1000 and len(cmd["workflow_id"].encode()) <= v.MAX_NAME_BYTES
+    assert cmd["workflow_type"] and cmd["task_queue"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "workflow_id": st.one_of(_names, st.integers()), "workflow_type": st.one_of(_names, st.none()),
+    "task_queue": _names, "input": st.one_of(st.lists(_json_values, max_size=3), st.text(max_size=5),
+                                             st.just([float("nan")]), st.just([float("inf")])),
+    "execution_timeout_ms": st.one_of(_millis, st.floats(), st.booleans()),
+    "workflow_task_timeout_ms": _millis, "request_id": st.one_of(_names, st.integers()),
+}))
+def test_a_generated_http_start_body_is_refused_naming_a_field_or_passes_the_history_check(
+        body: dict[str, Any]) -> None:
+    try:
+        req = fv.start_request("default", body)
+    except InvalidArgument as exc:
+        assert exc.field in body or exc.field in ("workflow_id", "workflow_type", "task_queue")
+        return
+    record = {"namespace": req.namespace, "workflow_id": req.workflow_id, "workflow_type": req.workflow_type,
+              "task_queue": req.task_queue, "input": req.input, "execution_timeout_ms": req.execution_timeout_ms,
+              "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id or "r",
+              "identity": req.identity, "reply_to": "frontend"}
+    # What the frontend lets through, history takes (else a caller would wait for a reply
+    # that never comes, then 504).
+    v.check_command("StartWorkflowExecution", record)
+
+
+def test_http_refuses_what_history_refuses_with_a_400_naming_the_field() -> None:
+    body = {"workflow_id": "w", "workflow_type": "T\x00", "task_queue": "q"}
+    with pytest.raises(InvalidArgument) as info:
+        fv.start_request("default", body)
+    assert info.value.field == "workflow_type" and info.value.status == 400
+    with pytest.raises(InvalidArgument) as info:
+        fv.start_request("default", {"workflow_id": "w", "workflow_type": "T", "task_queue": "q",
+                                     "input": [float("nan")]})
+    assert info.value.field == "input" and "NaN" in info.value.message
