@@ -24,7 +24,7 @@ from kadence._visibility import (
 )
 from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
 from kadence.common import to_millis
-from kadence.exceptions import RPCError, WorkflowFailureError
+from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -277,6 +277,16 @@ class WorkflowHandle:
         body = {"reason": reason, "run_id": self.run_id, "identity": self.client.identity}
         await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
 
+    async def cancel(self, reason: str = "", *, request_id: str | None = None) -> None:
+        """Ask the run to cancel: its workflow code sees ``asyncio.CancelledError`` at its
+        await points, may clean up, and then closes as Canceled (``result()`` raises
+        WorkflowFailureError with a CanceledError cause) or goes on. Returns once history
+        recorded the request; retried with the same ``request_id`` through outages. A run
+        that closed already raises WorkflowAlreadyClosedError (409)."""
+        body = {"reason": reason, "run_id": self.run_id, "request_id": request_id or str(uuid.uuid4()),
+                "identity": self.client.identity}
+        await self.client._idempotent(f"{self._path}/cancel", body, what=f"cancel of workflow {self.workflow_id}")
+
     async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every event of the run, in order, following the pages."""
         events: list[dict[str, Any]] = []
@@ -342,4 +352,8 @@ class WorkflowHandle:
                 run_id = str(answer["new_run_id"])
                 answer = None
                 continue
+            if status == "Canceled":
+                details = decode_value(answer.get("details"))
+                raise WorkflowFailureError(status, cause=CanceledError(
+                    "workflow canceled", *(() if details is None else (details,))))
             raise WorkflowFailureError(status, answer.get("failure"))

@@ -20,6 +20,7 @@ from kadence import _tracing
 from kadence.exceptions import (
     QueryFailedError,
     RPCError,
+    WorkflowAlreadyClosedError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -32,6 +33,7 @@ API_KEY_ENV = "KADENCE_API_KEY"
 
 _ERRORS: dict[str, type[RPCError]] = {
     "WorkflowAlreadyStarted": WorkflowAlreadyStartedError,
+    "WorkflowAlreadyClosed": WorkflowAlreadyClosedError,
     "WorkflowNotFound": WorkflowNotFoundError,
     "QueryFailed": QueryFailedError,
 }

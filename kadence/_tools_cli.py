@@ -76,6 +76,9 @@ def _add_encode(sub: Any) -> None:
     sws = kinds.add_parser("signal-with-start", parents=[common, start, signal],
                            help="SignalWithStartWorkflowExecution")
     sws.add_argument("--signal-input", type=_json_array, default=[], help="JSON array of the signal's arguments")
+    cancel = kinds.add_parser("cancel", parents=[common], help="RequestCancelWorkflowExecution")
+    cancel.add_argument("--run-id")
+    cancel.add_argument("--reason", default="")
     encode.set_defaults(run=_encode)
 
 
@@ -88,6 +91,8 @@ def _encode(args: argparse.Namespace) -> int:
     elif args.kind == "signal":
         value = kafka.encode_signal(args.namespace, args.workflow_id, args.signal_name, args.input,
                                     run_id=args.run_id, **ids)
+    elif args.kind == "cancel":
+        value = kafka.encode_cancel(args.namespace, args.workflow_id, run_id=args.run_id, reason=args.reason, **ids)
     else:
         value = kafka.encode_signal_with_start(
             args.namespace, args.workflow_id, args.workflow_type, args.task_queue, args.signal_name,

@@ -24,5 +24,12 @@ def heartbeat(*details: Any) -> None:
 
 
 def is_cancel_requested() -> bool:
-    """Whether the server asked (through a heartbeat reply) for this activity to stop."""
+    """Whether the server asked (through a heartbeat's answer) for this activity to stop.
+
+    It asks when the workflow cancelled the activity, and when the attempt is over anyway
+    (the run closed, or the attempt timed out). An async activity is then cancelled at its
+    current await (``asyncio.CancelledError``); a sync one should check this after each
+    ``heartbeat()`` and raise ``asyncio.CancelledError``. Either way the worker reports the
+    attempt canceled. Only an activity that heartbeats learns of it.
+    """
     return current_context().cancel_requested

@@ -298,6 +298,13 @@ def _commands_branch(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "commands": [_command_branch(c) for c in commands]}
 
 
+def _run_ahead_branch(record: dict[str, Any]) -> dict[str, Any]:
+    # The commands of a workflow task run ahead: a command whose attributes all have
+    # defaults (CancelWorkflowExecution) would otherwise be written as another such branch.
+    task = record.get("workflow_task")
+    return {**record, "workflow_task": _commands_branch(task)} if isinstance(task, dict) else record
+
+
 def _history_record_branch(record: dict[str, Any]) -> dict[str, Any]:
     event = record.get("event")
     return {**record, "event": _event_branch(event)} if isinstance(event, dict) else record
@@ -312,6 +319,7 @@ _BRANCH_HINTS = {
     f"{NAMESPACE}.HistoryRecord": _history_record_branch,
     f"{NAMESPACE}.Command": _command_branch,
     f"{NAMESPACE}.RespondWorkflowTaskCompleted": _commands_branch,
+    f"{NAMESPACE}.RespondActivityTaskCompleted": _run_ahead_branch,
 }
 
 

@@ -138,6 +138,7 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         await cluster.start()
         lock.describe(cluster.url)
         print(f"Kadence is running.\n"
+              f"  Web UI:     {cluster.url}/ui/\n"
               f"  API:        {cluster.url}   (OpenAPI: {cluster.url}/openapi.json)\n"
               f"  Kafka:      {broker.bootstrap}   (topics kadence.requests, .history, .tasks, .replies, .dlq)\n"
               f"  PostgreSQL: {pg.dsn}\n"

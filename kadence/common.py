@@ -9,7 +9,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["MAX_REQUEST_BYTES", "Backoff", "RetryPolicy", "RetryState", "to_millis"]
+__all__ = ["MAX_REQUEST_BYTES", "ActivityCancellationType", "Backoff", "RetryPolicy", "RetryState", "to_millis"]
 
 #: The largest HTTP request body the frontend takes (it answers 413 above it). Shared by
 #: the frontend and the worker, which keeps its batches of task answers under it.
@@ -64,6 +64,21 @@ class RetryPolicy:
             "maximum_attempts": int(self.maximum_attempts),
             "non_retryable_error_types": list(self.non_retryable_error_types),
         }
+
+
+class ActivityCancellationType(StrEnum):
+    """What cancelling the workflow code awaiting ``workflow.execute_activity`` does (Temporal's
+    three kinds).
+
+    ``TRY_CANCEL``: the activity is asked to stop and the await raises
+    ``asyncio.CancelledError`` at once. ``WAIT_CANCELLATION_COMPLETED``: the activity is asked
+    to stop and the await raises once it has (it reported itself canceled, or finished
+    anyway). ``ABANDON``: the await raises at once and the activity is not told; it runs on.
+    """
+
+    TRY_CANCEL = "TryCancel"
+    WAIT_CANCELLATION_COMPLETED = "WaitCancellationCompleted"
+    ABANDON = "Abandon"
 
 
 class RetryState(StrEnum):

@@ -24,12 +24,14 @@ __all__ = [
     "ActivityError",
     "ActivityTimeoutError",
     "ApplicationError",
+    "CanceledError",
     "FailureError",
     "KadenceError",
     "NonDeterminismError",
     "PayloadError",
     "QueryFailedError",
     "RPCError",
+    "WorkflowAlreadyClosedError",
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
     "WorkflowNotFoundError",
@@ -102,6 +104,20 @@ class ActivityTimeoutError(FailureError):
         self.last_heartbeat_details: tuple[Any, ...] = tuple(last_heartbeat_details)
 
 
+class CanceledError(FailureError):
+    """A workflow run or an activity ended because its cancellation was requested.
+
+    The client's :class:`WorkflowFailureError` for a run that closed as ``Canceled`` has
+    one as its ``cause`` (``details``: what the workflow closed with, usually empty); in
+    workflow code, an activity that history canceled is an :class:`ActivityError` whose
+    ``cause`` is one.
+    """
+
+    def __init__(self, message: str = "canceled", *details: Any) -> None:
+        super().__init__(message, type="CanceledError")
+        self.details: tuple[Any, ...] = details
+
+
 class ActivityError(FailureError):
     """Raised in workflow code when an activity finally failed or timed out.
 
@@ -144,7 +160,8 @@ class ActivityError(FailureError):
 
 
 class WorkflowFailureError(KadenceError):
-    """Client side: the workflow did not complete (failed, timed out, was terminated).
+    """Client side: the workflow did not complete (failed, timed out, was terminated or
+    canceled: then ``cause`` is a :class:`CanceledError`).
 
     ``status`` is the run's final status; ``failure`` the ``kadence.Failure`` as a dict when
     the workflow failed, and ``cause`` the same failure rebuilt as an exception: an
@@ -153,15 +170,18 @@ class WorkflowFailureError(KadenceError):
     activity's own error.
     """
 
-    def __init__(self, status: str, failure: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, status: str, failure: Mapping[str, Any] | None = None, *,
+                 cause: FailureError | None = None) -> None:
         message = f"workflow {status.lower()}"
         if failure is not None:
             message += f": {failure.get('message', '')}"
         super().__init__(message)
         self.status = status
         self.failure: Mapping[str, Any] | None = failure
-        self.cause: FailureError | None = None
-        if failure is not None:
+        self.cause: FailureError | None = cause
+        if cause is not None:
+            self.__cause__ = cause
+        elif failure is not None:
             # Imported here: _failure depends on this module.
             from kadence._failure import exception_from_failure
 
@@ -214,6 +234,10 @@ class RPCError(KadenceError):
 
 class WorkflowAlreadyStartedError(RPCError):
     """A workflow with this id is already running."""
+
+
+class WorkflowAlreadyClosedError(RPCError):
+    """The run has closed already (a cancel of it has nothing to cancel)."""
 
 
 class WorkflowNotFoundError(RPCError):

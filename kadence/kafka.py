@@ -36,6 +36,7 @@ __all__ = [
     "KafkaIngressError",
     "Reply",
     "decode_reply",
+    "encode_cancel",
     "encode_signal",
     "encode_signal_with_start",
     "encode_start",
@@ -107,6 +108,15 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
         "signal_input": encode_args(signal_args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
         "run_timeout_ms": run_timeout_ms,
+    })
+
+
+def encode_cancel(namespace: str, workflow_id: str, *, run_id: str | None = None, reason: str = "",
+                  request_id: str | None = None, identity: str = "", reply_to: str | None = None) -> bytes:
+    """A ``RequestCancelWorkflowExecution`` record for the open run (or ``run_id``)."""
+    return avro.encode("RequestCancelWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+        "request_id": _request_id(request_id), "identity": identity, "reply_to": reply_to,
     })
 
 
@@ -222,4 +232,10 @@ class KafkaIngress:
         value = encode_signal_with_start(namespace, workflow_id, workflow_type, task_queue, signal_name,
                                          signal_args, args, request_id=request_id, reply_to=self.reply_to,
                                          **options)
+        return await self.send(namespace, workflow_id, value, request_id)
+
+    async def cancel_workflow(self, namespace: str, workflow_id: str, **options: Any) -> Reply:
+        """Ask the open run (or ``run_id=``) to cancel; ``reason=`` is recorded with the request."""
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_cancel(namespace, workflow_id, request_id=request_id, reply_to=self.reply_to, **options)
         return await self.send(namespace, workflow_id, value, request_id)

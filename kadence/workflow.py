@@ -19,9 +19,10 @@ from kadence._activity import activity_name_of
 from kadence._workflow.definition import defn, query, run, signal
 from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
-from kadence.common import RetryPolicy, to_millis
+from kadence.common import ActivityCancellationType, RetryPolicy, to_millis
 
 __all__ = [
+    "ActivityCancellationType",
     "ContinueAsNewError",
     "Info",
     "continue_as_new",
@@ -52,12 +53,15 @@ async def execute_activity(
     start_to_close_timeout: timedelta | None = None,
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
 ) -> Any:
     """Run an activity and return its result; raises ActivityError when it finally fails.
 
     ``activity`` is an ``@activity.defn`` function or an activity type name. One of
     ``schedule_to_close_timeout`` and ``start_to_close_timeout`` is required. The task
-    queue defaults to the workflow's own.
+    queue defaults to the workflow's own. When the awaiting code is cancelled (the
+    workflow's cancellation, ``asyncio.wait_for``, ``task.cancel()``), ``cancellation_type``
+    says whether the activity is asked to stop and whether the await waits for it to.
     """
     if schedule_to_close_timeout is None and start_to_close_timeout is None:
         raise ValueError(
@@ -73,7 +77,8 @@ async def execute_activity(
         "heartbeat_timeout_ms": to_millis(heartbeat_timeout),
         "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
     }
-    return await current_instance().execute_activity(activity_name_of(activity), args, attributes)
+    return await current_instance().execute_activity(activity_name_of(activity), args, attributes,
+                                                     ActivityCancellationType(cancellation_type))
 
 
 async def sleep(duration: float | timedelta) -> None:

@@ -164,8 +164,9 @@ class ActivityTaskProcessor:
         except asyncio.CancelledError:
             if not context.cancel_requested:
                 raise
-            cancelled = ApplicationError("activity cancelled", type="ActivityCancelled", non_retryable=True)
-            await self._fail(token, cancelled, heartbeater.last_recorded)
+            # Stopped on the server's request (the heartbeat cancelled an async activity, or
+            # a sync one raised CancelledError after is_cancel_requested()): report it so.
+            await self._report_canceled(token)
             return
         except TimeoutError as err:
             if scope.expired():
@@ -196,6 +197,13 @@ class ActivityTaskProcessor:
         copied = contextvars.copy_context()
         call = functools.partial(copied.run, definition.fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _report_canceled(self, token: str) -> None:
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()  # this task goes on: it has the answer to send
+        await self._transport.call("POST", "/activity-tasks/cancel",
+                                   body={"task_token": token, "details": None, "identity": self._identity})
 
     async def _fail(self, token: str, error: BaseException, heartbeat: tuple[Any, ...] | None = None) -> None:
         body: dict[str, Any] = {"task_token": token, "failure": failure_from_exception(error),

@@ -46,6 +46,7 @@ ANSWER_PATHS = {
     "/workflow-tasks/fail": "fail_workflow_task",
     "/activity-tasks/complete": "complete_activity_task",
     "/activity-tasks/fail": "fail_activity_task",
+    "/activity-tasks/cancel": "cancel_activity_task",
 }
 
 #: An answer lost to a frontend restart is sent again for up to a minute.

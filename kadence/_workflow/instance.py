@@ -22,11 +22,12 @@ from kadence._converter import decode_args, decode_value, encode_args, encode_va
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
-from kadence.common import RetryState
+from kadence.common import ActivityCancellationType, RetryState
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
     ApplicationError,
+    CanceledError,
     FailureError,
     WorkflowTaskError,
 )
@@ -90,6 +91,10 @@ class _PendingActivity:
     activity_id: str
     activity_type: str
     retry_policy: Mapping[str, Any] | None = None
+    scheduled_event_id: int = 0  # known once history's events number the command
+    # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
+    # when the activity's last event (canceled, completed, failed, timed out) comes.
+    settled: asyncio.Future[None] | None = None
 
     def retry_state(self, cause: FailureError) -> RetryState:
         """Why history made no further attempt after the last one: the cases of the
@@ -144,6 +149,8 @@ class WorkflowInstance:
         self._replaying = False
         self._recorded: Sequence[Mapping[str, Any]] = ()
         self._task_error: BaseException | None = None
+        self._run_task: asyncio.Task[Any] | None = None
+        self.cancel_requested = False
 
     # -- activation ------------------------------------------------------------------
 
@@ -245,8 +252,10 @@ class WorkflowInstance:
             self._start(event, attrs)
         elif kind == "WorkflowExecutionSignaled":
             self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
-        elif kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut"):
+        elif kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut", "ActivityTaskCanceled"):
             self._resolve_activity(kind, attrs)
+        elif kind == "WorkflowExecutionCancelRequested":
+            self._request_cancel()
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
@@ -274,6 +283,7 @@ class WorkflowInstance:
             return
         task = self.loop.create_task(self.definition.run_fn(self._obj, *args), name="workflow.run")
         task.add_done_callback(self._on_run_done)
+        self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals, []
         for name, signal_args in buffered:
             self._signal(name, signal_args)
@@ -293,18 +303,35 @@ class WorkflowInstance:
             task = self.loop.create_task(result, name=f"signal.{name}")
             task.add_done_callback(self._on_handler_done)
 
+    def _request_cancel(self) -> None:
+        """The run's cancellation: delivered once, as CancelledError into the run method."""
+        if self.cancel_requested:
+            return
+        self.cancel_requested = True
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel("the workflow's cancellation was requested")
+
     def _resolve_activity(self, kind: str, attrs: Mapping[str, Any]) -> None:
-        if kind != "ActivityTaskCompleted" and attrs.get("retry_backoff_ms") is not None:
+        if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut") and attrs.get("retry_backoff_ms") is not None:
             return  # an intermediate attempt: another one follows, the code never sees it
         scheduled = int(attrs["scheduled_event_id"])
         pending = self._activities.pop(scheduled, None)
-        if pending is None or pending.future.done():
-            return  # the workflow stopped waiting (its awaiting task was cancelled)
+        if pending is None:
+            return
+        if pending.future.done():
+            # The workflow stopped waiting (its awaiting task was cancelled); it may wait for
+            # the activity to be over (WAIT_CANCELLATION_COMPLETED).
+            if pending.settled is not None and not pending.settled.done():
+                pending.settled.set_result(None)
+            return
         if kind == "ActivityTaskCompleted":
             pending.future.set_result(decode_value(attrs.get("result")))
             return
         cause: FailureError
-        if kind == "ActivityTaskFailed":
+        if kind == "ActivityTaskCanceled":
+            cause = CanceledError("activity canceled", *decode_args(attrs.get("details")))
+            what = "was canceled"
+        elif kind == "ActivityTaskFailed":
             cause = exception_from_failure(attrs.get("failure") or {})
             what = f"failed: {cause.message}"
         else:
@@ -331,7 +358,11 @@ class WorkflowInstance:
         if self.finished or self.loop.is_closed():
             return
         if task.cancelled():
-            self._task_error = WorkflowTaskError("the workflow's run method was cancelled")
+            if self.cancel_requested:
+                # The cancellation escaped run(): the run closes as Canceled.
+                self._finish("CancelWorkflowExecution", {"details": None})
+            else:
+                self._task_error = WorkflowTaskError("the workflow's run method was cancelled")
             return
         exc = task.exception()
         if exc is None:
@@ -410,14 +441,18 @@ class WorkflowInstance:
                 return
         self._add(Command("CancelTimer", {"timer_id": timer_id}))
 
-    async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any]) -> Any:
+    async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any],
+                               cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+                               ) -> Any:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
         pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"))
 
         def recorded(event_id: int) -> None:
-            if not future.done():  # a run ahead may have delivered the result before the numbering
+            pending.scheduled_event_id = event_id
+            # A run ahead may have delivered the result before the numbering.
+            if not future.done() or pending.settled is not None:
                 self._activities[event_id] = pending
 
         attrs = {
@@ -427,8 +462,40 @@ class WorkflowInstance:
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
             "input": encode_args(args, what=f"activity {activity_type}"),
         }
-        self._add(Command("ScheduleActivityTask", attrs, recorded))
-        return await future
+        command = Command("ScheduleActivityTask", attrs, recorded)
+        self._add(command)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                raise  # the activity was over already: nothing to cancel
+            if cancellation_type is not ActivityCancellationType.ABANDON:
+                self._cancel_activity(command, pending, cancellation_type)
+            if pending.settled is not None:
+                await pending.settled
+            raise
+
+    def _cancel_activity(self, command: Command, pending: _PendingActivity,
+                         cancellation_type: ActivityCancellationType) -> None:
+        """Ask history to cancel an activity whose awaiting code was cancelled."""
+        for i, decided in enumerate(self._commands):
+            if decided is command:
+                # Scheduled and cancelled in the same task: the server never needs to know.
+                del self._commands[i]
+                return
+        if self.finished:
+            return
+        if not pending.scheduled_event_id:
+            # Only when a task that ran ahead cancels an activity of a task history has not
+            # numbered yet: fail this task; its replay from history knows the number.
+            if self._task_error is None:
+                self._task_error = WorkflowTaskError(
+                    f"activity {pending.activity_id} cannot be cancelled before history numbered it")
+            return
+        self._add(Command("RequestCancelActivityTask", {"scheduled_event_id": pending.scheduled_event_id}))
+        if cancellation_type is ActivityCancellationType.WAIT_CANCELLATION_COMPLETED:
+            pending.settled = self.loop.create_future()
+            self._activities[pending.scheduled_event_id] = pending
 
     async def wait_condition(self, check: Callable[[], bool], timeout: float | None) -> None:
         future: asyncio.Future[None] = self.loop.create_future()

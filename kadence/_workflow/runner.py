@@ -39,7 +39,9 @@ INPUT_EVENT_TYPES = frozenset(
         "ActivityTaskCompleted",
         "ActivityTaskFailed",
         "ActivityTaskTimedOut",
+        "ActivityTaskCanceled",
         "TimerFired",
+        "WorkflowExecutionCancelRequested",
     }
 )
 
@@ -52,6 +54,8 @@ COMMAND_EVENT_TYPE = {
     "FailWorkflowExecution": "WorkflowExecutionFailed",
     "ContinueAsNewWorkflowExecution": "WorkflowExecutionContinuedAsNew",
     "RecordMarker": "MarkerRecorded",
+    "RequestCancelActivityTask": "ActivityTaskCancelRequested",
+    "CancelWorkflowExecution": "WorkflowExecutionCanceled",
 }
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
@@ -61,6 +65,7 @@ _IDENTITY_ATTRIBUTE = {
     "StartTimer": "timer_id",
     "CancelTimer": "timer_id",
     "RecordMarker": "marker_name",
+    "RequestCancelActivityTask": "scheduled_event_id",
 }
 
 

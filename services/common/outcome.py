@@ -28,6 +28,8 @@ def outcome(status: str, run_id: str, state: Mapping[str, Any]) -> dict[str, Any
         out["result"] = state.get("result")
     elif status == "ContinuedAsNew":
         out["new_run_id"] = state.get("new_run_id")
+    elif status == "Canceled":
+        out["details"] = state.get("cancel_details")
     if state.get("failure") is not None:
         out["failure"] = state["failure"]
     return out

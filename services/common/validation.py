@@ -26,7 +26,7 @@ MAX_NAME_CHARS = 1000
 # A name is also bounded in UTF-8 bytes: namespace + workflow id must fit a btree index
 # row (about 2.7 kB) and a task token.
 MAX_NAME_BYTES = 2000
-MAX_TEXT_CHARS = 10_000  # free text that is not a payload: a termination reason, a failure type
+MAX_TEXT_CHARS = 10_000  # free text that is not a payload: a termination or cancel reason, a failure type
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 # 100 years in milliseconds: far beyond any useful timeout, far from bigint's end once added
 # to a time.
@@ -60,6 +60,9 @@ DEFAULT_LIMITS = Limits()
 # -- one value ----------------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def namespace(value: object, field: str = "namespace") -> str:
     if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
         raise Invalid(field, f"must match {NAMESPACE_PATTERN}")
@@ -88,16 +91,23 @@ def text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise Invalid(field, "must be a string")
     if len(value) > max_chars:
         raise Invalid(field, f"must be at most {max_chars} characters")
+    _unicode(value, field)
+    return value
+
+
+def _unicode(value: str, field: str) -> None:
+    """No NUL (PostgreSQL's text refuses it) and no lone surrogate (no UTF-8 form: Avro and
+    PostgreSQL both refuse it)."""
     if "\x00" in value:
         raise Invalid(field, "must not contain a NUL character")
-    return value
+    if _SURROGATE.search(value):
+        raise Invalid(field, "must be valid Unicode (a lone surrogate has no UTF-8 form)")
 
 
 def _bounded(value: str, field: str) -> str:
     if len(value) > MAX_NAME_CHARS:
         raise Invalid(field, f"must be at most {MAX_NAME_CHARS} characters")
-    if "\x00" in value:
-        raise Invalid(field, "must not contain a NUL character")
+    _unicode(value, field)
     if len(value) * 4 > MAX_NAME_BYTES and len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise Invalid(field, f"must be at most {MAX_NAME_BYTES} bytes in UTF-8")
     return value
@@ -128,6 +138,7 @@ def payload(value: object, field: str, limits: Limits = DEFAULT_LIMITS, *, array
     cap = limits.max_payload_bytes
     if len(value) > cap or (len(value) * 4 > cap and len(value.encode("utf-8", "surrogatepass")) > cap):
         raise Invalid(field, f"must be at most {cap} bytes")
+    _unicode(value, field)
     decoded = parse_json(value, field)
     if array and not isinstance(decoded, list):
         raise Invalid(field, "must be JSON text of an array (the arguments)")
@@ -262,6 +273,13 @@ def _terminate(cmd: Command, limits: Limits) -> None:
     _request(cmd)
 
 
+def _request_cancel(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    optional_name(cmd["run_id"], "run_id")
+    text(cmd["reason"], "reason")
+    _request(cmd)
+
+
 def _task(cmd: Command) -> None:
     """The task reference every worker answer carries (from its task token)."""
     _workflow(cmd)
@@ -311,11 +329,17 @@ def _heartbeat(cmd: Command, limits: Limits) -> None:
     payload(cmd["details"], "details", limits)
 
 
+def _activity_canceled(cmd: Command, limits: Limits) -> None:
+    _task(cmd)
+    payload(cmd["details"], "details", limits)
+
+
 _CHECKS: dict[str, _Check] = {
     "StartWorkflowExecution": _start,
     "SignalWithStartWorkflowExecution": _signal_with_start,
     "SignalWorkflowExecution": _signal,
     "TerminateWorkflowExecution": _terminate,
+    "RequestCancelWorkflowExecution": _request_cancel,
     "RecordWorkflowTaskStarted": _task_started,
     "RespondWorkflowTaskCompleted": _workflow_task_completed,
     "RespondWorkflowTaskFailed": _workflow_task_failed,
@@ -323,6 +347,7 @@ _CHECKS: dict[str, _Check] = {
     "RespondActivityTaskCompleted": _activity_completed,
     "RespondActivityTaskFailed": _activity_failed,
     "RecordActivityTaskHeartbeat": _heartbeat,
+    "RespondActivityTaskCanceled": _activity_canceled,
 }
 
 
@@ -391,6 +416,15 @@ def _marker(a: Command, at: str, limits: Limits) -> None:
     payload(a.get("details"), f"{at}.details", limits)
 
 
+def _request_cancel_activity(a: Command, at: str, limits: Limits) -> None:
+    # An event id of the run: 0 names no activity (the SDK never sends it).
+    integer(a["scheduled_event_id"], f"{at}.scheduled_event_id", 1, MAX_ID)
+
+
+def _cancel_workflow(a: Command, at: str, limits: Limits) -> None:
+    payload(a.get("details"), f"{at}.details", limits)
+
+
 _COMMAND_CHECKS: dict[str, Callable[[Command, str, Limits], None]] = {
     "ScheduleActivityTask": _schedule_activity,
     "StartTimer": _start_timer,
@@ -399,4 +433,6 @@ _COMMAND_CHECKS: dict[str, Callable[[Command, str, Limits], None]] = {
     "FailWorkflowExecution": _fail,
     "ContinueAsNewWorkflowExecution": _continue_as_new,
     "RecordMarker": _marker,
+    "RequestCancelActivityTask": _request_cancel_activity,
+    "CancelWorkflowExecution": _cancel_workflow,
 }

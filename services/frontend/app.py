@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from .openapi import document
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .tokens import TokenKeys
+from .ui import UiData, install_ui
 from .validation import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -113,13 +115,21 @@ def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator
     return route
 
 
+def _any_segment(path: str) -> str:
+    """``path`` with each ``{name}`` matching any one segment: aiohttp's default pattern
+    refuses '{' and '}', which workflow ids and task queues may hold."""
+    return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+
+
 def build_app(handlers: Handlers, auth: Authenticator | None = None,
-              health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None) -> web.Application:
+              health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None,
+              ui: UiData | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
-    (auth.py); /openapi.json and /health stay open."""
+    (auth.py); /openapi.json and /health stay open. With ``ui``, the web UI too (ui/)."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     for method, path, name in ROUTES:
-        app.router.add_route(method, PREFIX + path, _route(handlers, name, has_body=method == "POST", auth=auth))
+        app.router.add_route(method, _any_segment(PREFIX + path),
+                             _route(handlers, name, has_body=method == "POST", auth=auth))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -131,6 +141,8 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
 
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/health", health)
+    if ui is not None:
+        install_ui(app, ui)
     return app
 
 
@@ -185,7 +197,9 @@ class FrontendService:
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued, token_keys=keys)
         engine.open()
-        app = build_app(Handlers(engine, VisibilityReads(self._pool)), auth, self.health_sources, self.fatal)
+        handlers = Handlers(engine, VisibilityReads(self._pool))
+        ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local)
+        app = build_app(handlers, auth, self.health_sources, self.fatal, ui)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -45,6 +45,7 @@ from .errors import (
     QueryFailed,
     RequestRefused,
     Unavailable,
+    WorkflowAlreadyClosed,
     WorkflowAlreadyStarted,
     WorkflowNotFound,
 )
@@ -178,6 +179,8 @@ class Engine:
                                          field="workflow_id", run_id=reply.get("run_id"))
         if error == "WorkflowNotFound":
             raise WorkflowNotFound(message or "the workflow was not found", field="workflow_id")
+        if error == "WorkflowAlreadyClosed":
+            raise WorkflowAlreadyClosed(message, field="run_id", run_id=reply.get("run_id"))
         raise RequestRefused(error, message or f"history refused {name}")
 
     # -- workflow commands ---------------------------------------------------------------------
@@ -221,6 +224,29 @@ class Engine:
             "request_id": request_id, "identity": identity,
         })
         return {}
+
+    async def cancel(self, ns: str, workflow_id: str, run_id: str | None, reason: str,
+                     request_id: str, identity: str) -> dict[str, Any]:
+        await self._command("RequestCancelWorkflowExecution", {
+            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+            "request_id": request_id, "identity": identity,
+        })
+        return {}
+
+    async def activity_cancel_requested(self, token: TaskToken) -> bool:
+        """What a heartbeat answers: whether the attempt should stop. It should when a cancel
+        of the activity is recorded, and when the attempt is over anyway (the run closed, the
+        activity finished, or another attempt replaced it), as Temporal's heartbeat says."""
+        try:
+            ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
+        except WorkflowNotFound:
+            return True
+        if ex.closed:
+            return True
+        act = (ex.state.get("activities") or {}).get(str(token.scheduled_event_id))
+        if not isinstance(act, dict) or act.get("attempt") != token.attempt:
+            return True
+        return bool(act.get("cancel_requested_event_id"))
 
     async def query(self, ns: str, workflow_id: str, run_id: str | None, query_type: str,
                     args_json: str | None, timeout: float) -> dict[str, Any]:

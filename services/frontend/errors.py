@@ -46,6 +46,13 @@ class WorkflowAlreadyStarted(FrontendError):
     error = "WorkflowAlreadyStarted"
 
 
+class WorkflowAlreadyClosed(FrontendError):
+    """The run a cancel names has closed already."""
+
+    status = 409
+    error = "WorkflowAlreadyClosed"
+
+
 class QueryFailed(FrontendError):
     status = 400
     error = "QueryFailed"

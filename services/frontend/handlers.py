@@ -27,7 +27,7 @@ QUERY_TIMEOUT_MS = 10_000
 MAX_ANSWERS = 1000
 # The operations that may be sent together through answer_tasks.
 ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "complete_activity_task",
-                               "fail_activity_task", "heartbeat_activity_task"})
+                               "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"})
 
 
 class Handlers(VisibilityHandlers):
@@ -71,6 +71,15 @@ class Handlers(VisibilityHandlers):
         wid = v.name(body, "workflow_id", value=path["workflow_id"])
         reason = v.optional_str(body, "reason", max_len=10_000) or ""
         return OK, await self.engine.terminate(
+            ns, wid, v.optional_str(body, "run_id"), reason,
+            v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
+        )
+
+    async def cancel(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name(body, "workflow_id", value=path["workflow_id"])
+        reason = v.optional_str(body, "reason", max_len=10_000) or ""
+        return OK, await self.engine.cancel(
             ns, wid, v.optional_str(body, "run_id"), reason,
             v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
         )
@@ -210,7 +219,15 @@ class Handlers(VisibilityHandlers):
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
         await self.engine.respond("RecordActivityTaskHeartbeat", token, identity, details=details)
-        return OK, {"cancel_requested": False}
+        return OK, {"cancel_requested": await self.engine.activity_cancel_requested(token)}
+
+    async def cancel_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        token = self._token(ns, body, "activity")
+        details = v.json_text(body, "details")
+        identity = v.optional_str(body, "identity") or ""
+        await self.engine.respond("RespondActivityTaskCanceled", token, identity, details=details)
+        return OK, {}
 
 
 PREFIX = "/api/v1/namespaces/{namespace}"
@@ -226,6 +243,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows/{workflow_id}/signal-with-start", "signal_with_start"),
     ("POST", "/workflows/{workflow_id}/signal", "signal"),
     ("POST", "/workflows/{workflow_id}/terminate", "terminate"),
+    ("POST", "/workflows/{workflow_id}/cancel", "cancel"),
     ("POST", "/workflows/{workflow_id}/query", "query"),
     ("GET", "/workflows/{workflow_id}", "describe"),
     ("GET", "/workflows/{workflow_id}/history", "history"),
@@ -238,5 +256,6 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/activity-tasks/complete", "complete_activity_task"),
     ("POST", "/activity-tasks/fail", "fail_activity_task"),
     ("POST", "/activity-tasks/heartbeat", "heartbeat_activity_task"),
+    ("POST", "/activity-tasks/cancel", "cancel_activity_task"),
     ("POST", "/task-answers", "answer_tasks"),
 ]

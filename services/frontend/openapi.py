@@ -66,11 +66,11 @@ COMPONENTS: dict[str, Schema] = {
         "heartbeat_details": JSON_TEXT, "scheduled_time": INT, "traceparent": NULL_STR,
     }, ["task_token", "workflow_id", "run_id", "activity_id", "activity_type", "attempt"]),
     "Outcome": _obj({"status": STR, "run_id": STR, "result": JSON_TEXT, "failure": _ref("Failure"),
-                     "new_run_id": STR}, ["status"]),
+                     "new_run_id": STR, "details": JSON_TEXT}, ["status"]),
     "DescribeResponse": _obj({
         "workflow_id": STR, "run_id": STR, "workflow_type": STR, "task_queue": STR,
         "status": {"type": "string", "enum": ["Running", "Completed", "Failed", "TimedOut", "Terminated",
-                                              "ContinuedAsNew"]},
+                                              "ContinuedAsNew", "Canceled"]},
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
         "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
@@ -119,6 +119,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                                               "request_id": STR, "identity": STR}, ["signal_name"]), {}, 200, EMPTY),
     "terminate": ("Terminate a workflow run", _obj({"reason": STR, "run_id": STR, "request_id": STR,
                                                     "identity": STR}), {}, 200, EMPTY),
+    "cancel": ("Ask a workflow run to cancel (workflow code sees asyncio.CancelledError)",
+               _obj({"reason": STR, "run_id": STR, "request_id": STR, "identity": STR}), {}, 200, EMPTY),
     "query": ("Query a workflow run through a worker",
               _obj({"query_type": NAME, "args": ARRAY, "run_id": STR, "timeout_ms": MS}, ["query_type"]), {},
               200, _obj({"result": JSON_TEXT})),
@@ -153,11 +155,14 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "heartbeat_activity_task": ("Heartbeat an activity attempt",
                                 _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
                                 {}, 200, _obj({"cancel_requested": {"type": "boolean"}}, ["cancel_requested"])),
+    "cancel_activity_task": ("Report an activity attempt stopped on its cancel request",
+                             _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
+                             {}, 200, EMPTY),
     "answer_tasks": ("Send several task answers at once (each runs as its own operation would)",
                      _obj({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _obj({
                          "operation": {"type": "string", "enum": [
                              "complete_workflow_task", "fail_workflow_task", "complete_activity_task",
-                             "fail_activity_task", "heartbeat_activity_task"]},
+                             "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"]},
                          "body": {"type": "object", "description": "the body the operation takes alone"},
                      }, ["operation", "body"])}}, ["answers"]), {}, 200,
                      _obj({"results": {"type": "array", "items": _obj({
@@ -170,7 +175,8 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
                   "task token is forged, altered or of another namespace",
            "404": "Not found",
-           "409": "Workflow already started", "503": "Broker unavailable", "504": "Timed out"}
+           "409": "Workflow already started, or already closed (cancel)", "503": "Broker unavailable",
+           "504": "Timed out"}
 
 
 def _path_params(path: str) -> list[Schema]:

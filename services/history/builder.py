@@ -49,7 +49,8 @@ def event_attributes(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 _CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
-                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew"})
+                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew",
+                      "WorkflowExecutionCanceled"})
 
 
 def timer_key(run_id: str, kind: str, ref: int | str) -> str:

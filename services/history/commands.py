@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from . import cancellation
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -65,6 +66,8 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
             t.add("WorkflowExecutionFailed", failure=a["failure"], workflow_task_completed_event_id=completed_id)
         elif kind == "ContinueAsNewWorkflowExecution":
             _continue_as_new(ctx, t, a, completed_id)
+        elif kind in cancellation.COMMANDS:
+            cancellation.apply_command(ctx, t, kind, a, completed_id)
 
 
 def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:

@@ -1,6 +1,6 @@
 """Commands that target a workflow rather than a run: at most once, never to a later run.
 
-A start, signal, signal-with-start or terminate without a run id is for "the workflow":
+A start, signal, signal-with-start, terminate or cancel without a run id is for "the workflow":
 whichever run is current when history reads it. Two rules keep a copy of such a command
 read again (a client retry with the same request id, the same record produced twice, an
 operator rewind re-reading the log) from acting a second time or on the wrong run:
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 # Commands that may name no run: they act on the current run of their workflow. A new
 # command of that kind (cancel, update) belongs here to get both rules.
 WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflowExecution",
-                               "SignalWorkflowExecution", "TerminateWorkflowExecution"})
+                               "SignalWorkflowExecution", "TerminateWorkflowExecution",
+                               "RequestCancelWorkflowExecution"})
 REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
 REMEMBERED_STARTS = 10_000  # run start offsets kept in memory per shard
 TRIM_EVERY_S = 60.0

@@ -28,7 +28,7 @@ from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine, poison
+from . import cancellation, engine, poison
 from .builder import Mutation, OutboxMessage, Transition
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
@@ -72,6 +72,8 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
+    "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
+    "RespondActivityTaskCanceled": cancellation.activity_canceled,
 }
 
 

@@ -26,7 +26,7 @@ from .unseen import counts_as_attempt
 
 Event = dict[str, Any]
 
-CLOSED_STATUSES = ("Completed", "Failed", "TimedOut", "Terminated", "ContinuedAsNew")
+CLOSED_STATUSES = ("Completed", "Failed", "TimedOut", "Terminated", "ContinuedAsNew", "Canceled")
 # Signal request ids remembered per run for deduplication.
 MAX_REMEMBERED_REQUESTS = 200
 
@@ -72,6 +72,11 @@ class MutableState:
     activities: dict[str, dict[str, Any]] = field(default_factory=dict)
     timers: dict[str, dict[str, int]] = field(default_factory=dict)
     signal_request_ids: list[str] = field(default_factory=list)
+    # Cancellation (cancellation.py): requested once, by this request id; the details the
+    # workflow closed with when it closed as Canceled.
+    cancel_requested: bool = False
+    cancel_request_id: str = ""
+    cancel_details: str | None = None
     # Hash of the last event: the next event's hash chains to it (see chain.py).
     last_hash: str = ""
 
@@ -146,6 +151,8 @@ def _close(status: str) -> Callable[[MutableState, Event, dict[str, Any]], None]
             s.failure = a["failure"]
         elif status == "ContinuedAsNew":
             s.new_run_id = a["new_run_id"]
+        elif status == "Canceled":
+            s.cancel_details = a["details"]
 
     return close
 
@@ -330,6 +337,27 @@ def _timer_fired(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         s.inputs_pending = True
 
 
+def _cancel_requested(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.cancel_requested = True
+    s.cancel_request_id = a["request_id"]
+    s.inputs_pending = True
+
+
+def _activity_cancel_requested(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    # The activity may have finished after the workflow task was handed out: nothing to mark.
+    act = s.activities.get(str(a["scheduled_event_id"]))
+    if act is not None:
+        act["cancel_requested_event_id"] = e["event_id"]
+
+
+def _activity_canceled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    act = _activity(s, a)
+    if not act.get("cancel_requested_event_id"):
+        raise HistoryCorrupted(f"run {s.run_id}: activity {a['scheduled_event_id']} canceled unasked")
+    del s.activities[str(a["scheduled_event_id"])]
+    s.inputs_pending = True
+
+
 def _nothing(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     return None
 
@@ -342,6 +370,8 @@ _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
     "WorkflowExecutionTerminated": _close("Terminated"),
     "WorkflowExecutionContinuedAsNew": _close("ContinuedAsNew"),
     "WorkflowExecutionSignaled": _signaled,
+    "WorkflowExecutionCancelRequested": _cancel_requested,
+    "WorkflowExecutionCanceled": _close("Canceled"),
     "WorkflowTaskScheduled": _wt_scheduled,
     "WorkflowTaskStarted": _wt_started,
     "WorkflowTaskCompleted": _wt_completed,
@@ -352,6 +382,8 @@ _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
     "ActivityTaskCompleted": _activity_completed,
     "ActivityTaskFailed": _activity_failed,
     "ActivityTaskTimedOut": _activity_failed,
+    "ActivityTaskCancelRequested": _activity_cancel_requested,
+    "ActivityTaskCanceled": _activity_canceled,
     "TimerStarted": _timer_started,
     "TimerFired": _timer_fired,
     "TimerCanceled": _timer_fired,

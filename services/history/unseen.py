@@ -9,6 +9,11 @@ seen by workflow code. So history refuses the whole task, none of its commands a
 records ``WorkflowTaskFailed`` with cause ``UnhandledCommand`` and schedules a new task at
 once, which brings those inputs; the worker then runs the workflow again with them.
 
+The same holds for a task that cancels a timer which fired after the task was scheduled
+(its ``TimerFired`` waits unseen): history has no timer left to cancel, so the command
+would have no event and a replay of the task would not match; refused whole, the new task
+brings the firing. (Cancelling a sleeping workflow makes this race likely.)
+
 A refusal is not the worker's failure: the fold does not count it towards the task's
 attempts, so the new task is attempt 1 and no retry backoff applies.
 """
@@ -29,9 +34,9 @@ class HistoryCause(StrEnum):
     UNHANDLED_COMMAND = "UnhandledCommand"
 
 
-# The commands after which the run is closed: no further workflow task would come. (A
-# cancel-workflow command, once there is one, belongs here too.)
-CLOSING_COMMANDS = frozenset({"CompleteWorkflowExecution", "FailWorkflowExecution", "ContinueAsNewWorkflowExecution"})
+# The commands after which the run is closed: no further workflow task would come.
+CLOSING_COMMANDS = frozenset({"CompleteWorkflowExecution", "FailWorkflowExecution", "ContinueAsNewWorkflowExecution",
+                              "CancelWorkflowExecution"})
 
 
 def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
@@ -40,8 +45,13 @@ def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
 
 def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     """Whether a completion with ``commands`` of the run's outstanding task must be refused:
-    it closes the run while inputs recorded after the task was scheduled wait unseen."""
-    return state.inputs_pending and closes_run(commands)
+    it closes the run, or cancels a timer that has fired, while inputs recorded after the
+    task was scheduled wait unseen."""
+    if not state.inputs_pending:
+        return False
+    commands = list(commands)
+    return closes_run(commands) or any(
+        c["command_type"] == "CancelTimer" and c["attributes"]["timer_id"] not in state.timers for c in commands)
 
 
 def refusal_failure() -> dict[str, Any]:

@@ -53,6 +53,11 @@ class MatchingClient:
         self._owners_at = float("-inf")
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def local(self) -> MatchingService | None:
+        """The matching service in this process, if any (the web UI reads its queue stats)."""
+        return self._local
+
     def release_polls(self) -> None:
         """Shutting down: answer the polls waiting in this process's matching now (see
         MatchingService.release_polls), and end the others when they next look for an owner

@@ -30,6 +30,7 @@ from .backlog import BacklogRow, BacklogStore
 from .consumer import TaskConsumer
 from .errors import NoPollerError, NotOwnerError, QueryFailedError, QueryTimeoutError, UnknownQueryError
 from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, CommittedTask, MatchedTask, QueueKey, RecentTasks, TaskQueue
+from .stats import QueueStats, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,10 @@ class MatchingService:
     @property
     def owned_partitions(self) -> frozenset[int]:
         return frozenset(self._owned)
+
+    def queue_stats(self, namespace: str | None = None) -> list[QueueStats]:
+        """Pollers and waiting tasks of the queues this instance holds (stats.py; read only)."""
+        return snapshot(self._queues.values(), namespace)
 
     # -- ownership (called by the consumer's rebalance listener) ----------------------
 

@@ -70,6 +70,9 @@ class Writer:
 V1 = Writer(_load("kadence.HistoryEvent.v1.avsc"), None)
 V2 = Writer(_load("kadence.HistoryEvent.v2.avsc"), _load("kadence.HistoryRecord.v1.avsc"))
 V3 = Writer(_load("kadence.HistoryEvent.v3.avsc"), _load("kadence.HistoryRecord.v2.avsc"))
+V5 = Writer(_load("kadence.HistoryEvent.v5.avsc"), _load("kadence.HistoryRecord.v4.avsc"))
+V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.v5.avsc"))
+V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
 CURRENT = Writer(_load("HistoryEvent"), _load("HistoryRecord"))
 
 
@@ -147,6 +150,9 @@ def _tamper(data: bytes, old: bytes, new: bytes) -> bytes:
 @pytest.mark.parametrize(("record", "event"), [
     ("kadence.HistoryRecord.v1.avsc", "kadence.HistoryEvent.v2.avsc"),
     ("kadence.HistoryRecord.v2.avsc", "kadence.HistoryEvent.v3.avsc"),
+    ("kadence.HistoryRecord.v4.avsc", "kadence.HistoryEvent.v5.avsc"),
+    ("kadence.HistoryRecord.v5.avsc", "kadence.HistoryEvent.v6.avsc"),
+    ("kadence.HistoryRecord.v6.avsc", "kadence.HistoryEvent.v7.avsc"),
     ("HistoryRecord", "HistoryEvent"),
 ])
 def test_a_history_record_carries_the_history_event_version_of_its_time(record: str, event: str) -> None:
@@ -180,7 +186,7 @@ def test_unhashed_encoding_empties_the_trailing_hash_of_the_bytes_as_written() -
         chain.unhashed_encoding(CURRENT.record({**event, "hash": digest}), digest)
 
 
-@pytest.mark.parametrize("writer", [V2, V3], ids=["v2", "v3"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7], ids=["v2", "v3", "v5", "v6", "v7"])
 def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer) -> None:
     written = _write([writer])
     replay = _topic(written.records)
@@ -191,7 +197,7 @@ def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer)
     assert chain.first_break(events) == 1
 
 
-@pytest.mark.parametrize("writer", [V2, V3], ids=["v2", "v3"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7], ids=["v2", "v3", "v5", "v6", "v7"])
 def test_a_changed_byte_of_an_old_record_still_breaks_the_chain(writer: Writer) -> None:
     records = _write([writer]).records
     records[4] = _tamper(records[4], b"Charge", b"Chargf")  # event 5's activity type; its hash left alone
@@ -277,3 +283,58 @@ def test_a_history_event_version_never_saved_apart_is_learnt_from_its_record(tmp
                                               "workflow_task_completed_event_id": 0}})
     assert schemas.history_event_encoding(V3.record(sealed)) == row
     assert schemas.decode(row) == ("HistoryEvent", sealed)
+
+
+def _cancelled_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """The run of _bodies() up to its activity's start, then cancelled: the activity is asked
+    to stop, reports it, and the run closes as Canceled (the events of HistoryEvent v7)."""
+    wt_started = {"identity": "w", "started_time": 2000}
+    return [*_bodies()[:6],
+            ("WorkflowExecutionCancelRequested", {"reason": "stop", "identity": "me", "request_id": "c"}),
+            ("WorkflowTaskScheduled", {"task_queue": "q", "start_to_close_timeout_ms": 10000, "attempt": 1}),
+            ("WorkflowTaskStarted", {"scheduled_event_id": 8, "ran_ahead_id": 0, **wt_started}),
+            ("WorkflowTaskCompleted", {"scheduled_event_id": 8, "started_event_id": 9, "identity": "w"}),
+            ("ActivityTaskCancelRequested", {"scheduled_event_id": 5, "workflow_task_completed_event_id": 10}),
+            ("ActivityTaskCanceled", {"scheduled_event_id": 5, "started_event_id": 6,
+                                      "latest_cancel_requested_event_id": 11, "details": None, "identity": "w"}),
+            ("WorkflowTaskScheduled", {"task_queue": "q", "start_to_close_timeout_ms": 10000, "attempt": 1}),
+            ("WorkflowTaskStarted", {"scheduled_event_id": 13, "ran_ahead_id": 0, **wt_started}),
+            ("WorkflowTaskCompleted", {"scheduled_event_id": 13, "started_event_id": 14, "identity": "w"}),
+            ("WorkflowExecutionCanceled", {"details": None, "workflow_task_completed_event_id": 15})]
+
+
+@pytest.mark.parametrize("before", [V6, V5], ids=["v6", "v5"])
+def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and_verifies(before: Writer) -> None:
+    rows, records, previous = [], [], ""
+    for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
+        writer = before if i <= 6 else CURRENT
+        sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
+                                             "attributes": attributes})
+        previous = sealed["hash"]
+        rows.append(row)
+        records.append(writer.record(sealed))
+    assert len({row[:10] for row in rows}) == 2
+    replay = _topic(records)
+    audit = replay.runs[RUN.run_id]
+    assert replay.divergences() == [] and audit.state.status == "Canceled"
+    assert r.compare_run(audit, rows, audit.state.dumps()) == []
+    records[6] = _tamper(records[6], b"stop", b"stoq")  # the cancel request's reason, its hash left alone
+    assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 7)]
+
+
+def test_a_cancelled_run_sealed_under_version_7_verifies_under_the_current_schemas() -> None:
+    # Version 7 brought the cancellation events; the current version only adds a field
+    # to WorkflowExecutionStarted, so a run written before it reads and verifies as written.
+    rows, records, previous = [], [], ""
+    for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
+        sealed, row = V7.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
+                                         "attributes": attributes})
+        previous = sealed["hash"]
+        rows.append(row)
+        records.append(V7.record(sealed))
+    assert {row[:10] for row in rows} != {avro.header("HistoryEvent")}
+    replay = _topic(records)
+    audit = replay.runs[RUN.run_id]
+    assert replay.divergences() == [] and audit.state.status == "Canceled"
+    assert r.compare_run(audit, rows, audit.state.dumps()) == []
+    assert avro.decode(rows[0])[1]["attributes"]["search_attributes"] is None

@@ -35,6 +35,13 @@ def task(**kw: Any) -> dict[str, Any]:
     return base
 
 
+def cancel(**kw: Any) -> dict[str, Any]:
+    base = {"namespace": "default", "workflow_id": "w", "run_id": None, "reason": "stop", "request_id": "c1",
+            "identity": "me", "reply_to": None}
+    base.update(kw)
+    return base
+
+
 def refused_field(kind: str, cmd: dict[str, Any], limits: v.Limits = v.DEFAULT_LIMITS) -> str:
     with pytest.raises(v.Invalid) as info:
         v.check_command(kind, cmd, limits)
@@ -130,6 +137,36 @@ def test_a_missing_field_is_named() -> None:
                                                 "non_retryable": False, "details": "Infinity"}),
      "failure.details"),
     ("RecordActivityTaskHeartbeat", task(details="x"), "details"),
+    ("RequestCancelWorkflowExecution", cancel(reason="x\x00"), "reason"),
+    ("RequestCancelWorkflowExecution", cancel(reason="x" * (v.MAX_TEXT_CHARS + 1)), "reason"),
+    ("RequestCancelWorkflowExecution", cancel(workflow_id=""), "workflow_id"),
+    ("RequestCancelWorkflowExecution", cancel(namespace="a/b"), "namespace"),
+    ("RequestCancelWorkflowExecution", cancel(run_id="r\x00"), "run_id"),
+    ("RequestCancelWorkflowExecution", cancel(request_id="\U0001f600" * 600), "request_id"),
+    ("RequestCancelWorkflowExecution", cancel(identity="i\x00"), "identity"),
+    ("RespondActivityTaskCanceled", task(details="[NaN]"), "details"),
+    ("RespondActivityTaskCanceled", task(details=None, identity="w\x00"), "identity"),
+    ("RespondActivityTaskCanceled", task(details=None, scheduled_event_id=-1), "scheduled_event_id"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": 0}}]),
+     "commands[0].attributes.scheduled_event_id"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": "5"}}]),
+     "commands[0].attributes.scheduled_event_id"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "RequestCancelActivityTask", "attributes": {}}]),
+     "commands[0].attributes.scheduled_event_id"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "CancelWorkflowExecution", "attributes": {"details": "Infinity"}}]),
+     "commands[0].attributes.details"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "CancelTimer", "attributes": {"timer_id": "t\x00"}}]),
+     "commands[0].attributes.timer_id"),
+    ("RespondActivityTaskCompleted", task(result='"r"', workflow_task={
+        "after_scheduled_event_id": 2, "after_started_time": 1, "started_time": 2, "ahead_id": 7,
+        "after_ahead_id": 0, "commands": [{"command_type": "CancelWorkflowExecution",
+                                           "attributes": {"details": "{"}}]}),
+     "workflow_task.commands[0].attributes.details"),
 ])
 def test_every_command_kind_is_checked(kind: str, cmd: dict[str, Any], field: str) -> None:
     assert refused_field(kind, cmd) == field
@@ -140,6 +177,35 @@ def test_what_the_sdk_sends_passes() -> None:
     v.check_command("RespondActivityTaskCompleted", task(result='"r"', workflow_task={
         "after_scheduled_event_id": 2, "after_started_time": 1, "started_time": 2, "commands": [],
         "ahead_id": BIGINT, "after_ahead_id": BIGINT - 1}))
+
+
+def test_the_cancellation_commands_the_sdk_sends_pass() -> None:
+    v.check_command("RequestCancelWorkflowExecution", cancel())
+    v.check_command("RequestCancelWorkflowExecution", cancel(run_id="r1", reason="", request_id="", identity=""))
+    v.check_command("RespondActivityTaskCanceled", task(details=None))
+    v.check_command("RespondActivityTaskCanceled", task(details='["cleaned up"]'))
+    v.check_command("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": 5}},
+        {"command_type": "CancelTimer", "attributes": {"timer_id": "1"}},
+        {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]))
+
+
+def test_every_kind_history_takes_has_a_check() -> None:
+    # check_command lets kinds it does not know through: each kind kadence.requests takes
+    # must be known, or a new command would skip the check on both ways in.
+    from services.history.shard import HANDLERS
+    for kind in HANDLERS:
+        with pytest.raises(v.Invalid):
+            v.check_command(kind, {})
+
+
+def test_every_command_type_of_the_schema_has_a_check() -> None:
+    types = avro.schemas().current["kadence.Command"]["fields"][0]["type"]["symbols"]
+    for kind in types:
+        try:
+            v.commands([{"command_type": kind, "attributes": {}}], "commands")
+        except v.Invalid as exc:
+            assert exc.field != "commands[0].command_type", kind
 
 
 # -- generated commands -------------------------------------------------------------------------
@@ -214,3 +280,10 @@ def test_http_refuses_what_history_refuses_with_a_400_naming_the_field() -> None
         fv.start_request("default", {"workflow_id": "w", "workflow_type": "T", "task_queue": "q",
                                      "input": [float("nan")]})
     assert info.value.field == "input" and "NaN" in info.value.message
+
+
+def test_a_lone_surrogate_is_refused_naming_the_field() -> None:
+    with pytest.raises(v.Invalid, match="workflow_id"):
+        v.name("a\ud800", "workflow_id")
+    with pytest.raises(v.Invalid, match="input"):
+        v.payload('["\udc00"]', "input")

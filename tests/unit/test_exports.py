@@ -15,6 +15,7 @@ def test_kadence_exports() -> None:
         "ActivityError",
         "ActivityTimeoutError",
         "ApplicationError",
+        "CanceledError",
         "Client",
         "FailureError",
         "KadenceError",
@@ -26,6 +27,7 @@ def test_kadence_exports() -> None:
         "RetryPolicy",
         "RetryState",
         "Worker",
+        "WorkflowAlreadyClosedError",
         "WorkflowAlreadyStartedError",
         "WorkflowFailureError",
         "WorkflowHandle",
@@ -39,6 +41,7 @@ def test_kadence_exports() -> None:
 
 def test_workflow_exports() -> None:
     assert sorted(workflow.__all__) == [
+        "ActivityCancellationType",
         "ContinueAsNewError",
         "Info",
         "continue_as_new",

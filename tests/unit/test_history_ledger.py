@@ -89,3 +89,15 @@ def test_a_request_id_applied_gets_its_first_answer_whatever_run_is_current() ->
     assert ctx.replies == [{"ok": True, "run_id": "run-1"}]
     assert _admit(ledger, ctx, _signal("req-2"), 99)
     assert _admit(ledger, ctx, _signal("req-1"), 99, "RespondWorkflowTaskCompleted")  # names its run
+
+
+def test_a_cancel_without_run_id_follows_both_rules() -> None:
+    # A cancel copy read again acts neither twice nor on a run started after it was accepted.
+    ledger, ctx = Ledger(0), _Ctx("run-2", _Store(None))
+    ledger.applied[("ns", "wf", "cancel-1")] = "run-1"
+    assert not _admit(ledger, ctx, _signal("cancel-1"), 99, "RequestCancelWorkflowExecution")
+    assert ctx.replies == [{"ok": True, "run_id": "run-1"}]
+    ledger.starts[("ns", "wf")] = ("run-2", 10)
+    assert not _admit(ledger, ctx, _signal("cancel-2"), 7, "RequestCancelWorkflowExecution")
+    assert ctx.replies[1]["ok"] is False
+    assert _admit(ledger, ctx, _signal("cancel-3"), 11, "RequestCancelWorkflowExecution")

@@ -133,3 +133,13 @@ def test_records_from_before_search_attributes_read_without_them() -> None:
     assert record["event"] == event
     name, start = avro.decode(records["kadence.StartWorkflowExecution v1"])
     assert name == "StartWorkflowExecution" and start["search_attributes"] is None and start["identity"] == "v1-client"
+
+
+def test_task_answers_from_before_cancellation_read_with_their_commands() -> None:
+    records = _fixture_records("before_cancellation.jsonl")
+    assert set(records) == {"kadence.RespondWorkflowTaskCompleted v2", "kadence.RespondActivityTaskCompleted v2"}
+    complete = [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"done"'}}]
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v2"])
+    assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == complete
+    name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v2"])
+    assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == complete

@@ -1,0 +1,97 @@
+// Kadence web UI: the little script the server-rendered pages need (no build step, no CDN).
+// Actions are JSON POSTs with the X-Kadence-UI header (the CSRF guard); the credential, when
+// authentication is on, travels in an HttpOnly cookie this script never sees.
+"use strict";
+
+const PAUSED_KEY = "kadence-ui-refresh-paused";
+
+function confirmStep(message) {
+  // A confirmation step inside the page (no window.confirm: it cannot be styled or tested well).
+  const dialog = document.getElementById("confirm");
+  if (!dialog || !message) return Promise.resolve(true);
+  dialog.querySelector(".confirm-text").textContent = message;
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+  });
+}
+
+function formBody(form) {
+  const body = {};
+  for (const el of form.querySelectorAll("[name]")) {
+    if (el.value === "" && !el.dataset.keepEmpty) continue;
+    body[el.name] = el.dataset.json !== undefined ? JSON.parse(el.value) : el.value;
+  }
+  return body;
+}
+
+async function submitAction(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const out = form.querySelector(".result") || document.getElementById("result");
+  let body;
+  try {
+    body = formBody(form);
+  } catch (err) {
+    if (out) out.textContent = "Not valid JSON: " + err.message;
+    return;
+  }
+  if (!(await confirmStep(form.dataset.confirm))) return;
+  const answer = await fetch(form.dataset.url, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-Kadence-UI": "1" },
+    body: JSON.stringify(body),
+  });
+  let data = {};
+  try { data = await answer.json(); } catch (err) { data = { message: answer.statusText }; }
+  if (!answer.ok) {
+    if (out) { out.textContent = (data.error || answer.status) + ": " + (data.message || ""); out.classList.add("bad"); }
+    return;
+  }
+  if (out) {
+    // A query shows its answer (a JSON text); the other actions say they are done.
+    out.textContent = form.dataset.show ? String(data[form.dataset.show]) : (form.dataset.done || "Done.");
+    out.classList.remove("bad");
+  }
+  if (form.dataset.next) { window.location.assign(form.dataset.next); }
+  else if (form.dataset.reload !== undefined) { window.location.reload(); }
+}
+
+function startRefresh(live) {
+  const toggle = document.getElementById("refresh-toggle");
+  const seconds = Number(live.dataset.refresh) || 5;
+  const paused = () => sessionStorage.getItem(PAUSED_KEY) === "1";
+  const label = () => { if (toggle) toggle.textContent = paused() ? "Resume auto-refresh" : "Pause auto-refresh"; };
+  label();
+  if (toggle) toggle.addEventListener("click", () => {
+    sessionStorage.setItem(PAUSED_KEY, paused() ? "0" : "1");
+    label();
+  });
+  setInterval(async () => {
+    if (paused() || document.hidden) return;
+    const answer = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!answer.ok) return;
+    const doc = new DOMParser().parseFromString(await answer.text(), "text/html");
+    const fresh = doc.getElementById("live");
+    if (fresh) live.replaceChildren(...fresh.childNodes);
+    const stamp = document.getElementById("refreshed");
+    if (stamp) stamp.textContent = new Date().toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  }, seconds * 1000);
+}
+
+function namespaceSwitcher(select) {
+  select.addEventListener("change", () => {
+    window.location.assign("/ui/namespaces/" + encodeURIComponent(select.value) + "/workflows");
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form.js-action")) form.addEventListener("submit", submitAction);
+  const live = document.getElementById("live");
+  if (live && live.dataset.refresh) startRefresh(live);
+  const select = document.getElementById("namespace-select");
+  if (select) namespaceSwitcher(select);
+  for (const el of document.querySelectorAll("[data-dismiss]")) {
+    el.addEventListener("click", () => document.getElementById("confirm").close(el.dataset.dismiss));
+  }
+});
