@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -12,7 +13,6 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from kadence._converter import check_args, decode_value
 from kadence._http import HttpTransport, Transport, path_segment
 from kadence._retry import Backoff, retrying, unavailable
 from kadence._visibility import (
@@ -22,8 +22,14 @@ from kadence._visibility import (
     list_workflows,
     search_attributes_json,
 )
-from kadence._workflow.definition import query_name_of, signal_name_of, workflow_name_of
+from kadence._workflow.definition import (
+    WorkflowDefinition,
+    query_name_of,
+    signal_name_of,
+    workflow_name_of,
+)
 from kadence.common import to_millis
+from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
@@ -43,12 +49,26 @@ class Client:
     """A connection to a Kadence frontend, scoped to one namespace."""
 
     def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
-                 retry: Backoff = IDEMPOTENT_RETRY) -> None:
-        """``retry`` bounds the retries of starts and signals (idempotent by request id)."""
+                 retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None) -> None:
+        """``retry`` bounds the retries of starts and signals (idempotent by request id);
+        ``data_converter`` converts payloads to JSON and back (and holds the payload codec)."""
         self.transport = transport
         self.namespace = namespace
         self.identity = identity or default_identity()
         self.retry = retry
+        self.data_converter = data_converter or default_converter()
+
+    async def _encode_args(self, args: Sequence[Any], what: str) -> list[Any]:
+        """Arguments as the body carries them: a JSON array (of one marker object when a
+        payload codec is set). PayloadError names the argument that cannot be converted."""
+        text = self.data_converter.encode_args(args, what=what)
+        encoded = await encode_payload(self.data_converter.payload_codec, text, args=True)
+        value: list[Any] = json.loads(encoded or "[]")
+        return value
+
+    async def _decode_value(self, payload: Any, hint: Any, what: str) -> Any:
+        text = await decode_payload(self.data_converter.payload_codec, payload if isinstance(payload, str) else None)
+        return self.data_converter.decode_value(text, hint, what=what)
 
     async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
                           what: str) -> dict[str, Any]:
@@ -61,13 +81,16 @@ class Client:
     async def connect(
         cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
         api_key: str | None = None,
+        data_converter: DataConverter | None = None,
     ) -> Client:
         """A client for the frontend at ``target`` (no request is made until first use).
 
         ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
         call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
+        ``data_converter`` turns typed values into payloads and back (and applies a payload codec).
         """
-        return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity)
+        return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity,
+                   data_converter=data_converter)
 
     @property
     def api_key(self) -> str | None:
@@ -91,7 +114,7 @@ class Client:
     ) -> None:
         await self.close()
 
-    def _start_body(
+    async def _start_body(
         self,
         workflow: str | type | Callable[..., Any],
         args: Sequence[Any],
@@ -114,7 +137,7 @@ class Client:
             "workflow_type": workflow_type,
             "task_queue": task_queue,
             # Checked here (strict JSON, no NaN), not on the server.
-            "input": check_args(args, what=f"workflow {workflow_type}"),
+            "input": await self._encode_args(args, f"workflow {workflow_type}"),
             "execution_timeout_ms": to_millis(execution_timeout),
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.identity,
@@ -146,7 +169,7 @@ class Client:
         chain included; ``run_timeout`` bounds each run. The run open when either passes
         times out. ``search_attributes``: custom attributes registered in the namespace
         (name: value; datetimes allowed), for listing it (README, "Finding workflows")."""
-        body = self._start_body(
+        body = await self._start_body(
             workflow,
             args,
             id=id,
@@ -158,7 +181,7 @@ class Client:
             search_attributes=search_attributes,
         )
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"))
+        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=_result_type(workflow))
 
     async def execute_workflow(
         self,
@@ -177,7 +200,7 @@ class Client:
         One exchange with the frontend: the start asks it to wait for the outcome too; a
         run that outlasts that wait is followed as :meth:`WorkflowHandle.result` does.
         """
-        body = self._start_body(
+        body = await self._start_body(
             workflow,
             args,
             id=id,
@@ -191,7 +214,7 @@ class Client:
         body["wait_seconds"] = _LONG_POLL_SECONDS
         answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
                                         what=f"start of workflow {id}")
-        handle = WorkflowHandle(self, id, run_id=answer.get("run_id"))
+        handle = WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=_result_type(workflow))
         return await handle._follow(answer.get("outcome"), None, follow_runs=True)
 
     async def signal_with_start_workflow(
@@ -208,7 +231,7 @@ class Client:
         request_id: str | None = None,
     ) -> WorkflowHandle:
         """Signal the workflow, starting it first if it is not running."""
-        body = self._start_body(
+        body = await self._start_body(
             workflow,
             args,
             id=id,
@@ -219,10 +242,10 @@ class Client:
             request_id=request_id,
         )
         body["signal_name"] = signal_name = signal_name_of(signal)
-        body["signal_input"] = check_args(signal_args, what=f"signal {signal_name}")
+        body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")
         answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
                                         what=f"signal-with-start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"))
+        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=_result_type(workflow))
 
     def list_workflows(self, query: str = "", *, page_size: int = 100,
                        limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
@@ -234,16 +257,29 @@ class Client:
         """How many runs match ``query``; ``... GROUP BY ExecutionStatus`` counts per status."""
         return await count_workflows(self.transport, query)
 
-    def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None) -> WorkflowHandle:
-        """A handle on an existing workflow (its latest run unless ``run_id`` is given)."""
-        return WorkflowHandle(self, workflow_id, run_id=run_id)
+    def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None,
+                            result_type: Any = None) -> WorkflowHandle:
+        """A handle on an existing workflow (its latest run unless ``run_id`` is given);
+        ``result()`` converts the result to ``result_type`` (plain JSON when None)."""
+        return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+
+def _result_type(workflow: str | type | Callable[..., Any]) -> Any:
+    """The return annotation of the workflow's run method (None for a type name)."""
+    if isinstance(workflow, str):
+        return None
+    run_fn = WorkflowDefinition.of(workflow).run_fn if isinstance(workflow, type) else workflow
+    return signature_of(run_fn, method=True).result
 
 
 class WorkflowHandle:
     """One workflow (and optionally one run of it) as seen from the client."""
 
-    def __init__(self, client: Client, workflow_id: str, *, run_id: str | None = None) -> None:
+    def __init__(self, client: Client, workflow_id: str, *, run_id: str | None = None,
+                 result_type: Any = None) -> None:
         self.client = client
+        #: What ``result()`` converts the result to (None: plain JSON).
+        self.result_type = result_type
         self.workflow_id = workflow_id
         self.run_id = run_id
         self._path = f"/workflows/{path_segment(workflow_id)}"
@@ -255,7 +291,7 @@ class WorkflowHandle:
         name = signal_name_of(signal)
         body = {
             "signal_name": name,
-            "input": check_args(args, what=f"signal {name}"),
+            "input": await self.client._encode_args(args, f"signal {name}"),
             "run_id": self.run_id,
             "request_id": request_id or str(uuid.uuid4()),
             "identity": self.client.identity,
@@ -263,12 +299,16 @@ class WorkflowHandle:
         await self.client._idempotent(f"{self._path}/signal", body,
                                       what=f"signal {name} to workflow {self.workflow_id}")
 
-    async def query(self, query: str | Callable[..., Any], *args: Any) -> Any:
-        """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails."""
+    async def query(self, query: str | Callable[..., Any], *args: Any, result_type: Any = None) -> Any:
+        """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails.
+        The answer is converted to the handler's return annotation (or ``result_type``)."""
         name = query_name_of(query)
-        body = {"query_type": name, "args": check_args(args, what=f"query {name}"), "run_id": self.run_id}
+        body = {"query_type": name, "args": await self.client._encode_args(args, f"query {name}"),
+                "run_id": self.run_id}
         answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
-        return decode_value(answer.get("result"))
+        if result_type is None and not isinstance(query, str):
+            result_type = signature_of(query, method=True).result
+        return await self.client._decode_value(answer.get("result"), result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:
         return await self.client.transport.call("GET", self._path, params={"run_id": self.run_id})
@@ -342,7 +382,8 @@ class WorkflowHandle:
                     continue
             status = str(answer.get("status"))
             if status == "Completed":
-                return decode_value(answer.get("result"))
+                return await self.client._decode_value(answer.get("result"), self.result_type,
+                                                       f"result of workflow {self.workflow_id}")
             if status == "Running":
                 if deadline is not None and loop.time() >= deadline:
                     raise TimeoutError(f"workflow {self.workflow_id} still running after {seconds}s")
@@ -353,7 +394,8 @@ class WorkflowHandle:
                 answer = None
                 continue
             if status == "Canceled":
-                details = decode_value(answer.get("details"))
+                details = await self.client._decode_value(
+                    answer.get("details"), None, f"details of the cancellation of {self.workflow_id}")
                 raise WorkflowFailureError(status, cause=CanceledError(
                     "workflow canceled", *(() if details is None else (details,))))
             raise WorkflowFailureError(status, answer.get("failure"))

@@ -13,18 +13,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from kadence._worker.payloads import decode_events
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.runner import WorkflowRunner
+from kadence.converter import DataConverter
 
-__all__ = ["Replayer"]
+__all__ = ["Replayer", "decode_history"]
+
+
+async def decode_history(events: Sequence[Mapping[str, Any]],
+                         data_converter: DataConverter) -> list[Mapping[str, Any]]:
+    """A history as the worker reads it: the payload codec of ``data_converter`` undone on
+    the payloads workflow code reads (``handle.history()`` shows them encoded)."""
+    return await decode_events(data_converter.payload_codec, events)
 
 
 class Replayer:
     """Replays histories of the given workflow classes."""
 
-    def __init__(self, *, workflows: Iterable[type], namespace: str = "default") -> None:
+    def __init__(self, *, workflows: Iterable[type], namespace: str = "default",
+                 data_converter: DataConverter | None = None) -> None:
+        """``data_converter``: the one the workers use, when it is not the default. A history
+        written with a payload codec is replayed after ``await decode_history(events, converter)``."""
         self._definitions = {d.name: d for d in map(WorkflowDefinition.of, workflows)}
         self._namespace = namespace
+        self._converter = data_converter
 
     def replay(
         self,
@@ -57,6 +70,7 @@ class Replayer:
             namespace=self._namespace,
             workflow_id=workflow_id or "replay",
             run_id=run_id or "replay",
+            data_converter=self._converter,
         )
         try:
             return [command.to_json() for command in runner.apply(events)]

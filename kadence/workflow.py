@@ -13,13 +13,16 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from kadence._activity import activity_name_of
 from kadence._workflow.definition import defn, query, run, signal
 from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import ActivityCancellationType, RetryPolicy, to_millis
+from kadence.converter import signature_of
+
+T = TypeVar("T")
 
 __all__ = [
     "ActivityCancellationType",
@@ -35,6 +38,7 @@ __all__ = [
     "query",
     "random",
     "run",
+    "side_effect",
     "signal",
     "sleep",
     "upsert_search_attributes",
@@ -54,6 +58,7 @@ async def execute_activity(
     heartbeat_timeout: timedelta | None = None,
     retry_policy: RetryPolicy | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
 ) -> Any:
     """Run an activity and return its result; raises ActivityError when it finally fails.
 
@@ -61,7 +66,10 @@ async def execute_activity(
     ``schedule_to_close_timeout`` and ``start_to_close_timeout`` is required. The task
     queue defaults to the workflow's own. When the awaiting code is cancelled (the
     workflow's cancellation, ``asyncio.wait_for``, ``task.cancel()``), ``cancellation_type``
-    says whether the activity is asked to stop and whether the await waits for it to.
+    says whether the activity is asked to stop and whether the await waits for it to. The
+    result is converted to the function's return annotation (``-> Receipt`` gives a
+    ``Receipt``), or to ``result_type`` when given (the way to type the result of an
+    activity called by name).
     """
     if schedule_to_close_timeout is None and start_to_close_timeout is None:
         raise ValueError(
@@ -77,8 +85,11 @@ async def execute_activity(
         "heartbeat_timeout_ms": to_millis(heartbeat_timeout),
         "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
     }
+    if result_type is None and not isinstance(activity, str):
+        result_type = signature_of(activity).result
     return await current_instance().execute_activity(activity_name_of(activity), args, attributes,
-                                                     ActivityCancellationType(cancellation_type))
+                                                     ActivityCancellationType(cancellation_type),
+                                                     result_type=result_type)
 
 
 async def sleep(duration: float | timedelta) -> None:
@@ -112,6 +123,18 @@ def uuid4() -> _uuid.UUID:
 def info() -> Info:
     """Who and where this workflow run is."""
     return current_instance().info()
+
+
+def side_effect(fn: Callable[[], T], *, result_type: Any = None) -> T:
+    """``fn()``'s value, computed once and recorded in history (a marker); replays return
+    the recorded value without calling ``fn``. For a small non-deterministic value (a
+    generated id, a config read); anything slow or failing belongs in an activity. The
+    value goes through the data converter, typed by ``fn``'s return annotation (or
+    ``result_type``)."""
+    if result_type is None:
+        result_type = signature_of(fn).result
+    value: T = current_instance().side_effect(fn, result_type)
+    return value
 
 
 def is_replaying() -> bool:

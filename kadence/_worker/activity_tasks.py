@@ -17,9 +17,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
-from kadence._converter import decode_args, encode_args, encode_value
+from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
+from kadence.converter import (
+    DataConverter,
+    decode_args_payload,
+    default_converter,
+    encode_payload,
+    signature_of,
+)
 from kadence.exceptions import ApplicationError, PayloadError
 
 __all__ = ["ActivityTaskProcessor"]
@@ -43,8 +50,10 @@ def _heartbeat_details(raw: Any) -> tuple[Any, ...]:
 class _Heartbeater:
     """Sends the latest heartbeat details in the background, at most once per interval."""
 
-    def __init__(self, transport: Transport, task_token: str, interval: float, on_cancel: Callable[[], None]) -> None:
+    def __init__(self, transport: Transport, task_token: str, interval: float, on_cancel: Callable[[], None],
+                 converter: DataConverter | None = None) -> None:
         self._transport = transport
+        self._converter = converter or default_converter()
         self._task_token = task_token
         self._interval = interval
         self._on_cancel = on_cancel
@@ -59,7 +68,7 @@ class _Heartbeater:
     def record(self, details: tuple[Any, ...]) -> None:
         """Called from activity code, on the loop or from a worker thread; never blocks.
         Details that are not strict JSON raise PayloadError here, in the activity's code."""
-        encode_args(details, what="activity.heartbeat")
+        self._converter.encode_args(details, what="activity.heartbeat")
         self._latest = details
         self.last_recorded = details
         if threading.get_ident() == self._thread:
@@ -81,7 +90,9 @@ class _Heartbeater:
                 answer = await self._transport.call(
                     "POST",
                     "/activity-tasks/heartbeat",
-                    body={"task_token": self._task_token, "details": encode_args(details)},
+                    body={"task_token": self._task_token, "details": await encode_payload(
+                        self._converter.payload_codec, self._converter.encode_args(details, what="activity.heartbeat"),
+                        args=True)},
                     timeout=10,
                 )
                 if answer.get("cancel_requested"):
@@ -118,6 +129,7 @@ class ActivityTaskProcessor:
         identity: str,
         executor: concurrent.futures.Executor,
         complete: Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[None]] | None = None,
+        data_converter: DataConverter | None = None,
     ) -> None:
         """``complete`` sends a successful attempt's answer given its task and body (the
         worker's workflow processor, to run the workflow's next task ahead); by default it
@@ -129,6 +141,7 @@ class ActivityTaskProcessor:
         self._activities = {a.name: a for a in activities}
         self._identity = identity
         self._executor = executor
+        self._converter = data_converter or default_converter()
 
     async def process(self, task: Mapping[str, Any]) -> None:
         token = str(task["task_token"])
@@ -140,6 +153,17 @@ class ActivityTaskProcessor:
                 type="UnknownActivityType",
             )
             await self._fail(token, error)
+            return
+        codec = self._converter.payload_codec
+        try:
+            raw_input = await decode_args_payload(codec, task.get("input"))
+            task = {**task, "heartbeat_details": await decode_args_payload(codec, task.get("heartbeat_details"))}
+            raw = decode_args(raw_input)
+            hints = signature_of(definition.fn).param_hints(len(raw))
+            args = self._converter.decode_args(raw, hints, what=f"activity {definition.name}")
+        except (TypeError, ValueError) as err:
+            # The same payload would fail every attempt: no retry.
+            await self._fail(token, ApplicationError(str(err), type="PayloadError", non_retryable=True))
             return
         info = self._info(task, definition)
         current = asyncio.current_task()
@@ -153,14 +177,14 @@ class ActivityTaskProcessor:
         interval = _DEFAULT_HEARTBEAT_INTERVAL
         if info.heartbeat_timeout is not None:
             interval = max(0.05, info.heartbeat_timeout.total_seconds() * 0.8)
-        heartbeater = _Heartbeater(self._transport, token, interval, cancel_requested)
+        heartbeater = _Heartbeater(self._transport, token, interval, cancel_requested, self._converter)
         context = ActivityContext(info, heartbeater.record)
         # This coroutine runs in its own asyncio task, so the context it sets is its own.
         set_context(context)
         deadline = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else None
         try:
             async with asyncio.timeout(deadline) as scope:
-                result = await self._invoke(definition, decode_args(task.get("input")))
+                result = await self._invoke(definition, args)
         except asyncio.CancelledError:
             if not context.cancel_requested:
                 raise
@@ -182,7 +206,8 @@ class ActivityTaskProcessor:
         finally:
             heartbeater.stop()
         try:
-            payload = encode_value(result, what=f"result of activity {definition.name}")
+            payload = await encode_payload(
+                codec, self._converter.encode_value(result, what=f"result of activity {definition.name}"))
         except PayloadError as err:
             await self._fail(token, ApplicationError(str(err), type="PayloadError"))
             return
@@ -211,7 +236,9 @@ class ActivityTaskProcessor:
         if heartbeat is not None:
             # The latest details may not have gone out as a heartbeat yet (they are
             # throttled, and the attempt's end cancels the sender): the next attempt gets them.
-            body["last_heartbeat_details"] = encode_args(heartbeat)
+            body["last_heartbeat_details"] = await encode_payload(
+                self._converter.payload_codec, self._converter.encode_args(heartbeat, what="activity.heartbeat"),
+                args=True)
         await self._transport.call("POST", "/activity-tasks/fail", body=body)
 
     def _info(self, task: Mapping[str, Any], definition: ActivityDefinition) -> ActivityInfo:

@@ -18,6 +18,7 @@ from kadence._worker.answers import AnswerBatcher
 from kadence._worker.poller import Poller, Reachability, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
+from kadence.converter import DataConverter
 
 __all__ = ["Worker"]
 
@@ -55,12 +56,13 @@ class Worker:
         activity_executor: concurrent.futures.Executor | None = None,
         graceful_shutdown_timeout: float = 10.0,
         run_ahead: bool = True,
+        data_converter: DataConverter | None = None,
     ) -> None:
         """``run_ahead``: when an activity completes here for a run this worker holds in its
         cache, run the workflow's next task at once and send its commands with the result
         (history records them if that task is the one it would have handed out; see
         docs/protocol.md). Saves a round trip per activity; off, every workflow task is
-        polled."""
+        polled. ``data_converter`` (default: the client's) converts and encodes payloads."""
         if not task_queue:
             raise ValueError("Worker needs a task_queue")
         workflow_defs = [WorkflowDefinition.of(w) for w in workflows]
@@ -70,6 +72,7 @@ class Worker:
         _unique("workflow", [d.name for d in workflow_defs])
         _unique("activity", [d.name for d in activity_defs])
         self.client = client
+        converter = data_converter or client.data_converter
         self.task_queue = task_queue
         self.identity = identity or client.identity
         self._graceful_timeout = graceful_shutdown_timeout
@@ -93,6 +96,7 @@ class Worker:
                 workflows=workflow_defs,
                 identity=self.identity,
                 max_cached_workflows=max_cached_workflows,
+                data_converter=converter,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/workflow-tasks/poll",
@@ -113,6 +117,7 @@ class Worker:
                 executor=self._executor or concurrent.futures.ThreadPoolExecutor(max_workers=1),
                 complete=self.workflow_processor.complete_activity
                 if run_ahead and self.workflow_processor is not None else None,
+                data_converter=converter,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/activity-tasks/poll",

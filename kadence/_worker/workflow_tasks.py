@@ -18,11 +18,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kadence import _tracing
-from kadence._converter import decode_args, encode_value
+from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
+from kadence._worker.payloads import decode_events, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.runner import RanAhead, WorkflowRunner
+from kadence.converter import (
+    DataConverter,
+    decode_args_payload,
+    decode_payload,
+    default_converter,
+    encode_payload,
+)
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
 
 __all__ = ["WorkflowTaskProcessor"]
@@ -42,8 +50,11 @@ class WorkflowTaskProcessor:
         workflows: Iterable[WorkflowDefinition],
         identity: str,
         max_cached_workflows: int = 1000,
+        data_converter: DataConverter | None = None,
     ) -> None:
         self._transport = transport
+        self._converter = data_converter or default_converter()
+        self._codec = self._converter.payload_codec
         self._namespace = namespace
         self._identity = identity
         self._definitions = {d.name: d for d in workflows}
@@ -72,14 +83,25 @@ class WorkflowTaskProcessor:
             await self._transport.call("POST", "/activity-tasks/complete", body=body)
             return
         async with self._lock(run_id):
+            result = body.get("result")
+            try:
+                # The runner reads plain JSON; the body keeps the encoded result.
+                plain = await decode_payload(self._codec, result if isinstance(result, str) else None)
+            except Exception as err:  # noqa: BLE001 - then the task is handed out as usual
+                _log.info("activity result of run %s could not be decoded to run ahead (%s)", run_id, err)
+                self._evict(run_id)
+                await self._transport.call("POST", "/activity-tasks/complete", body=body)
+                return
             with _tracing.ran_ahead_span(task, self._namespace):
-                ahead = self._run_ahead(run_id, task, body.get("result"))
+                ahead = self._run_ahead(run_id, task, plain)
             if ahead is None:
                 await self._transport.call("POST", "/activity-tasks/complete", body=body)
                 return
             try:
+                workflow_task = ahead.to_json()
+                workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
                 await self._transport.call("POST", "/activity-tasks/complete",
-                                           body={**body, "workflow_task": ahead.to_json()})
+                                           body={**body, "workflow_task": workflow_task})
             except BaseException:
                 self._evict(run_id)  # whether history took the task is unknown
                 raise
@@ -136,7 +158,7 @@ class WorkflowTaskProcessor:
                 "/workflow-tasks/complete",
                 body={
                     "task_token": task["task_token"],
-                    "commands": [c.to_json() for c in commands],
+                    "commands": await encode_commands(self._codec, [c.to_json() for c in commands]),
                     "identity": self._identity,
                 },
             )
@@ -149,7 +171,7 @@ class WorkflowTaskProcessor:
 
     async def _activate(self, task: Mapping[str, Any]) -> tuple[WorkflowRunner, list[Any]]:
         run_id = str(task["run_id"])
-        events: Sequence[Mapping[str, Any]] = task.get("events") or []
+        events: Sequence[Mapping[str, Any]] = await decode_events(self._codec, task.get("events") or [])
         started_time = int(task.get("started_time") or 0)
         cached = self._cache.get(run_id)
         if cached is not None:
@@ -183,8 +205,10 @@ class WorkflowTaskProcessor:
                 temporary = runner = self._new_runner(task, history)
                 # Replay only: the state after the last completed task, nothing is sent.
                 runner.apply(history, run_live=False)
-            result = runner.query(str(query["query_type"]), decode_args(query.get("args")))
-            body = {"result": encode_value(result, what=f"result of query {query['query_type']}")}
+            args = decode_args(await decode_args_payload(self._codec, query.get("args")))
+            result = runner.query(str(query["query_type"]), args)
+            payload = self._converter.encode_value(result, what=f"result of query {query['query_type']}")
+            body = {"result": await encode_payload(self._codec, payload)}
         except Exception as err:  # noqa: BLE001 - the querying client gets the error
             body = {"error": failure_from_exception(err)}
         finally:
@@ -204,7 +228,8 @@ class WorkflowTaskProcessor:
                 type="UnknownWorkflowType",
             )
         return WorkflowRunner(
-            definition, namespace=self._namespace, workflow_id=str(task["workflow_id"]), run_id=str(task["run_id"])
+            definition, namespace=self._namespace, workflow_id=str(task["workflow_id"]), run_id=str(task["run_id"]),
+            data_converter=self._converter,
         )
 
     async def _fetch_history(self, task: Mapping[str, Any], *, upto: int | None) -> list[Mapping[str, Any]]:
@@ -223,7 +248,7 @@ class WorkflowTaskProcessor:
             # Later events (the task's own WorkflowTaskStarted, new signals) belong to the
             # next task, not this one.
             events = [e for e in events if int(e["event_id"]) <= upto]
-        return events
+        return await decode_events(self._codec, events)
 
     def _remember(self, run_id: str, runner: WorkflowRunner) -> None:
         if self._max_cached == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -18,17 +19,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kadence._converter import decode_args, decode_value, encode_args, encode_value
+from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import ActivityCancellationType, RetryState
+from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
     ApplicationError,
     CanceledError,
     FailureError,
+    NonDeterminismError,
+    PayloadError,
     WorkflowTaskError,
 )
 
@@ -36,6 +40,7 @@ __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", 
 
 _log = logging.getLogger(__name__)
 PATCH_MARKER_PREFIX = "patch:"
+SIDE_EFFECT_MARKER_PREFIX = "side_effect:"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,12 @@ class WorkflowInfo:
     continued_run_id: str | None
     # The run's own timeout (None: none); execution_timeout bounds the whole chain.
     run_timeout: timedelta | None = None
+    #: Events in history when the current workflow task was scheduled (a task run ahead on
+    #: an activity's result keeps the value of the task before it: it cannot know its own).
+    history_length: int = 0
+    #: Whether the run should continue as new to keep its history small (always False
+    #: until the server has history limits).
+    continue_as_new_suggested: bool = False
 
 
 class ContinueAsNewError(BaseException):
@@ -95,6 +106,7 @@ class _PendingActivity:
     # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
     # when the activity's last event (canceled, completed, failed, timed out) comes.
     settled: asyncio.Future[None] | None = None
+    result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
 
     def retry_state(self, cause: FailureError) -> RetryState:
         """Why history made no further attempt after the last one: the cases of the
@@ -124,8 +136,11 @@ def current_instance() -> WorkflowInstance:
 class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
         self.definition = definition
+        # Payloads reach this instance with any codec already undone (by the worker).
+        self.converter = data_converter or default_converter()
         self.namespace = namespace
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -151,6 +166,9 @@ class WorkflowInstance:
         self._task_error: BaseException | None = None
         self._run_task: asyncio.Task[Any] | None = None
         self.cancel_requested = False
+        #: Set by the runner before each activation (see WorkflowInfo.history_length).
+        self.history_length = 0
+        self._side_effect_seq = 0
 
     # -- activation ------------------------------------------------------------------
 
@@ -196,6 +214,7 @@ class WorkflowInstance:
         if self._obj is None:
             raise ApplicationError("the workflow has not started yet", type="QueryFailed")
         before = len(self._commands)
+        args = self._handler_args(handler, args, f"query {name}")
         with self._running():
             result = handler(self._obj, *args)
         if len(self._commands) != before:
@@ -276,7 +295,9 @@ class WorkflowInstance:
             run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
         )
         try:
-            args = decode_args(attrs.get("input"))
+            run_fn = self.definition.run_fn
+            raw = decode_args(attrs.get("input"))
+            args = self._handler_args(run_fn, raw, f"{self.definition.cls.__qualname__}.{run_fn.__name__}")
             self._obj = self.definition.cls()
         except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
             self._task_error = exc
@@ -288,6 +309,17 @@ class WorkflowInstance:
         for name, signal_args in buffered:
             self._signal(name, signal_args)
 
+    def _handler_args(self, handler: Callable[..., Any], raw: Sequence[Any], what: str) -> list[Any]:
+        """Plain JSON arguments converted to the handler's type hints (PayloadError names
+        the argument and ``what`` it is for)."""
+        hints = signature_of(handler, method=True).param_hints(len(raw))
+        try:
+            return self.converter.decode_args(list(raw), hints, what=what)
+        except PayloadError as err:
+            # Fails the workflow task with the converter's message as it is: a fixed
+            # deploy (or converter) then takes the same history further.
+            raise WorkflowTaskError(str(err), err) from err
+
     def _signal(self, name: str, args: list[Any]) -> None:
         handler = self.definition.signals.get(name)
         if handler is None or self._obj is None:
@@ -295,7 +327,7 @@ class WorkflowInstance:
             self._buffered_signals.append((name, args))
             return
         try:
-            result = handler(self._obj, *args)
+            result = handler(self._obj, *self._handler_args(handler, args, f"signal {name}"))
         except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
             self._on_code_error(exc)
             return
@@ -325,7 +357,13 @@ class WorkflowInstance:
                 pending.settled.set_result(None)
             return
         if kind == "ActivityTaskCompleted":
-            pending.future.set_result(decode_value(attrs.get("result")))
+            try:
+                value = self.converter.decode_value(attrs.get("result"), pending.result_type,
+                                                    what=f"result of activity {pending.activity_type}")
+            except (TypeError, ValueError) as err:  # raised where the workflow awaits it
+                pending.future.set_exception(err)
+                return
+            pending.future.set_result(value)
             return
         cause: FailureError
         if kind == "ActivityTaskCanceled":
@@ -367,7 +405,7 @@ class WorkflowInstance:
         exc = task.exception()
         if exc is None:
             try:
-                result = encode_value(task.result(), what=f"result of workflow {self.definition.name}")
+                result = self.converter.encode_value(task.result(), what=f"result of workflow {self.definition.name}")
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
@@ -379,7 +417,7 @@ class WorkflowInstance:
                 {
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
-                    "input": encode_args(exc.run_args, what="continue-as-new"),
+                    "input": self.converter.encode_args(exc.run_args, what="continue-as-new"),
                 },
             )
         else:
@@ -415,7 +453,27 @@ class WorkflowInstance:
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
+        if self._info.history_length != self.history_length:
+            self._info = dataclasses.replace(self._info, history_length=self.history_length)
         return self._info
+
+    def side_effect(self, fn: Callable[[], Any], result_type: Any) -> Any:
+        """``fn()`` run once, its value recorded in a marker; a replay returns the recorded value."""
+        self._side_effect_seq += 1
+        marker = f"{SIDE_EFFECT_MARKER_PREFIX}{self._side_effect_seq}"
+        what = f"side effect {self._side_effect_seq}"
+        if self._replaying:
+            found = [e for e in self._recorded if e["event_type"] == "MarkerRecorded"
+                     and (e.get("attributes") or {}).get("marker_name") == marker]
+            if not found:
+                raise NonDeterminismError(f"non-determinism: the workflow code asks for {what}, but history "
+                                          "records no value for it in this workflow task")
+            details = (found[0].get("attributes") or {}).get("details")
+        else:
+            details = self.converter.encode_value(fn(), what=f"value of {what}")
+        self._add(Command("RecordMarker", {"marker_name": marker, "details": details}))
+        # Through the converter both times, so the live run sees what a replay will.
+        return self.converter.decode_value(details, result_type, what=f"value of {what}")
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._now_ms / 1000.0, tz=UTC)
@@ -443,11 +501,12 @@ class WorkflowInstance:
 
     async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any],
                                cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
-                               ) -> Any:
+                               result_type: Any = None) -> Any:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"))
+        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
+                                   result_type=result_type)
 
         def recorded(event_id: int) -> None:
             pending.scheduled_event_id = event_id
@@ -460,7 +519,7 @@ class WorkflowInstance:
             "activity_id": activity_id,
             "activity_type": activity_type,
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
-            "input": encode_args(args, what=f"activity {activity_type}"),
+            "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
         command = Command("ScheduleActivityTask", attrs, recorded)
         self._add(command)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import Command, WorkflowInstance
+from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
 
 __all__ = [
@@ -89,6 +90,7 @@ class _OpenTask:
     visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
     produced: list[Command] | None = None  # set once the task ran live
     ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
+    history_ran_ahead: bool = False  # history records it as run ahead (its start has a ran_ahead_id)
 
 
 class RanAhead(NamedTuple):
@@ -121,8 +123,10 @@ class _Ahead:
 class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
-    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str) -> None:
-        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id)
+    def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
+                 data_converter: DataConverter | None = None) -> None:
+        self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
+                                         data_converter=data_converter)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
@@ -166,6 +170,7 @@ class WorkflowRunner:
             return []
         if started_time_ms:
             task.time_ms = started_time_ms
+        self.instance.history_length = task.scheduled_event_id
         task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
         return task.produced
 
@@ -224,6 +229,10 @@ class WorkflowRunner:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
+                # workflow.info().history_length: the task's WorkflowTaskScheduled id, except
+                # in a task run ahead, which cannot know it and keeps its predecessor's.
+                if not task.history_ran_ahead:
+                    self.instance.history_length = task.scheduled_event_id
                 produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=recorded)
             else:
                 produced = task.produced
@@ -237,6 +246,9 @@ class WorkflowRunner:
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
             open_task = self._open
+            if open_task is not None and attrs.get("ran_ahead_id") \
+                    and open_task.scheduled_event_id == int(attrs.get("scheduled_event_id", 0)):
+                open_task.history_ran_ahead = True
             if open_task is not None and open_task.ahead_id and attrs.get("ran_ahead_id") != open_task.ahead_id:
                 raise InconsistentHistoryError(f"workflow task {open_task.scheduled_event_id} ran ahead here, "
                                                "but history records another start")

@@ -54,6 +54,7 @@ def test_workflow_exports() -> None:
         "query",
         "random",
         "run",
+        "side_effect",
         "signal",
         "sleep",
         "upsert_search_attributes",

@@ -1,0 +1,74 @@
+"""The payload codec at the worker's edge: undone on the events a workflow task brings,
+applied to the commands it sends.
+
+Workflow code runs synchronously on its own loop while a codec is async, so the worker
+decodes every payload the workflow runtime reads before an activation and encodes the
+payloads of its commands after; the runtime in between only ever sees plain JSON text.
+Payloads the runtime never reads (the command events' own copies, failures) are left as
+history holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kadence.converter import PayloadCodec, decode_args_payload, decode_payload, encode_payload
+
+__all__ = ["decode_events", "encode_commands"]
+
+#: Per event type, the payload attributes workflow code reads: name -> is an argument array.
+_EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
+    "WorkflowExecutionStarted": {"input": True},
+    "WorkflowExecutionSignaled": {"input": True},
+    "ActivityTaskCompleted": {"result": False},
+    "ActivityTaskTimedOut": {"last_heartbeat_details": True},
+    "ActivityTaskCanceled": {"details": True},  # once cancellation is merged
+    "MarkerRecorded": {"details": False},  # workflow.side_effect values
+}
+
+#: Per command type, the payload attributes it carries: name -> is an argument array.
+_COMMAND_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
+    "ScheduleActivityTask": {"input": True},
+    "CompleteWorkflowExecution": {"result": False},
+    "ContinueAsNewWorkflowExecution": {"input": True},
+    "RecordMarker": {"details": False},
+}
+
+
+async def decode_events(codec: PayloadCodec | None, events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``events`` with the codec undone on the payloads workflow code reads."""
+    if codec is None:
+        return list(events)
+    decoded: list[Mapping[str, Any]] = []
+    for event in events:
+        fields = _EVENT_PAYLOADS.get(str(event.get("event_type")))
+        attrs = event.get("attributes") or {}
+        if not fields or not any(attrs.get(name) is not None for name in fields):
+            decoded.append(event)
+            continue
+        new_attrs = dict(attrs)
+        for name, is_args in fields.items():
+            if is_args:
+                new_attrs[name] = await decode_args_payload(codec, attrs.get(name))
+            else:
+                new_attrs[name] = await decode_payload(codec, attrs.get(name))
+        decoded.append({**event, "attributes": new_attrs})
+    return decoded
+
+
+async def encode_commands(codec: PayloadCodec | None, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Commands (as sent) with the codec applied to their payloads."""
+    if codec is None:
+        return commands
+    encoded = []
+    for command in commands:
+        fields = _COMMAND_PAYLOADS.get(str(command.get("command_type")))
+        if fields:
+            attrs = dict(command.get("attributes") or {})
+            for name, is_args in fields.items():
+                if isinstance(attrs.get(name), str):
+                    attrs[name] = await encode_payload(codec, attrs[name], args=is_args)
+            command = {**command, "attributes": attrs}
+        encoded.append(command)
+    return encoded
