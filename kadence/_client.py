@@ -13,6 +13,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+from kadence._admin import AdminMixin
 from kadence._http import HttpTransport, Transport, path_segment
 from kadence._retry import Backoff, retrying, unavailable
 from kadence._visibility import (
@@ -45,8 +46,9 @@ def default_identity() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
-class Client:
-    """A connection to a Kadence frontend, scoped to one namespace."""
+class Client(AdminMixin):
+    """A connection to a Kadence frontend, scoped to one namespace (namespace and schedule
+    operations: kadence/_admin.py)."""
 
     def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
                  retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None) -> None:

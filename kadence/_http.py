@@ -91,7 +91,8 @@ class HttpTransport:
 
     def __init__(self, target: str, namespace: str, *, session: aiohttp.ClientSession | None = None,
                  api_key: str | None = None) -> None:
-        self._root = f"{target.rstrip('/')}/api/v1/namespaces/{path_segment(namespace)}"
+        self._target = target.rstrip("/")
+        self._root = f"{self._target}/api/v1/namespaces/{path_segment(namespace)}"
         self._session = session
         self._owns_session = session is None
         self._auth: dict[str, str] = {}
@@ -131,7 +132,7 @@ class HttpTransport:
         # poll brings carries its own trace context in the answer.
         if t is None or path.endswith("/poll"):
             return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=None)
-        attributes = {"http.request.method": method, "url.full": self._root + path}
+        attributes = {"http.request.method": method, "url.full": self._url(path)}
         with t.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=span)
@@ -172,7 +173,7 @@ class HttpTransport:
         client_timeout = aiohttp.ClientTimeout(total=timeout if timeout is not None else 60)
         headers = self._auth if span is None else {**self._auth, **(_tracing.http_headers() or {})}
         async with self._get_session().request(
-            method, self._root + path, json=dict(body) if body is not None else None, params=query,
+            method, self._url(path), json=dict(body) if body is not None else None, params=query,
             timeout=client_timeout, headers=headers,
         ) as response:
             if span is not None:
@@ -188,6 +189,11 @@ class HttpTransport:
                 shown = raw[:200].decode(errors="replace")
                 raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
             return payload
+
+    def _url(self, path: str) -> str:
+        """A path under the namespace's root, or from the server's root if it starts with /api/
+        (the namespace list and registration)."""
+        return self._target + path if path.startswith("/api/") else self._root + path
 
     async def close(self) -> None:
         if self._session is not None and self._owns_session and not self._session.closed:

@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from kadence._cli.workflow import main as workflow_main
 
         return workflow_main(words[1:])
+    if words[:1] in (["namespace"], ["schedule"]):  # click groups of their own (kadence/_admin_cli.py)
+        from kadence._admin_cli import main as admin_main
+
+        return admin_main(words)
     parser = argparse.ArgumentParser(prog="kadence", description="Kadence durable workflows")
     parser.add_argument("--version", action="version", version=f"kadence {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)  # encode, dlq, audit
     sub.add_parser("workflow", help="list, count, describe, show, start, execute, signal, query, terminate"
                                     " workflows (kadence workflow --help)", add_help=False)
+    sub.add_parser("namespace", help="create, describe, list, update namespaces (kadence namespace --help)",
+                   add_help=False)
+    sub.add_parser("schedule", help="create, describe, list, pause, unpause, trigger, delete schedules"
+                                    " (kadence schedule --help)", add_help=False)
     args = parser.parse_args(argv)
     if hasattr(args, "run"):
         return int(args.run(args))

@@ -67,6 +67,13 @@ class Settings:
     request_id_retention_s: int = 86_400
     history_tail_run_bytes: int = 1 << 20
     history_tail_shard_bytes: int = 64 << 20
+    # Namespaces and schedules (services/common/namespaces.py, services/history/retention.py,
+    # services/history/scheduler.py): the shortest retention a namespace may be given, how
+    # often the retention job and the scheduler look, and how many runs one deletion takes.
+    min_retention_ms: int = 60_000
+    retention_interval_ms: int = 60_000
+    retention_batch: int = 500
+    scheduler_interval_ms: int = 1_000
     # A history shard retrying through an outage this long is reported stalled (/health 503).
     stall_after_ms: int = 10_000
     # A history process on its own serves GET /health here when set (0: any free port).
@@ -105,6 +112,10 @@ class Settings:
             "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
             "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
             "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
+            "min_retention_ms": _env_int("KADENCE_MIN_RETENTION_MS", cls.min_retention_ms),
+            "retention_interval_ms": _env_int("KADENCE_RETENTION_INTERVAL_MS", cls.retention_interval_ms),
+            "retention_batch": _env_int("KADENCE_RETENTION_BATCH", cls.retention_batch),
+            "scheduler_interval_ms": _env_int("KADENCE_SCHEDULER_INTERVAL_MS", cls.scheduler_interval_ms),
             "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
             "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
             "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])

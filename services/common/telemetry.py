@@ -142,6 +142,13 @@ class Metrics:
             "kadence.history.batch.size", unit="{item}",
             description="Commands and timer firings folded in one shard-loop transaction",
             explicit_bucket_boundaries_advisory=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000])
+        # Namespaces and schedules (services/history/retention.py, scheduler.py).
+        self.retention_rows_deleted = meter.create_counter(
+            "kadence.retention.rows_deleted", unit="{row}",
+            description="Rows of closed runs past their namespace's retention deleted, by table")
+        self.schedule_actions = meter.create_counter(
+            "kadence.schedule.actions", unit="{action}",
+            description="Schedule firings by result: started, skipped, buffered, missed (outside catch-up)")
         self.polls_waiting = meter.create_up_down_counter(
             "kadence.polls.waiting", unit="{poll}", description="Task long polls waiting in the frontend")
         meter.create_observable_gauge(

@@ -26,12 +26,14 @@ from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
+from services.common.namespaces import NamespaceRegistry
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.common.validation import Limits
 from services.matching import MatchingClient, MatchingService
 from services.visibility.reads import VisibilityReads
 
+from .admin import ADMIN_ROUTES, AdminHandlers, not_found
 from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
 from .engine import Engine, OnQueued
@@ -43,6 +45,7 @@ from .reads import ReadStore
 from .replies import ReplyRouter
 from .tokens import TokenKeys
 from .ui import UiData, install_ui
+from .validation import namespace as valid_namespace
 from .validation import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -91,17 +94,24 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
     return await http_server_middleware(request, functools.partial(_answer, handler=handler))
 
 
-def _route(handlers: Handlers, name: str, *, has_body: bool, auth: Authenticator | None) -> RouteHandler:
+def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator | None,
+           namespaces: NamespaceRegistry | None = None) -> RouteHandler:
     method = getattr(handlers, name)
 
     async def route(request: web.Request) -> web.Response:
         mark = None
+        match = request.match_info
         if auth is not None:  # before the body is read: an unknown caller costs nothing more
-            match = request.match_info
-            principal = auth.check(request.headers.get("Authorization"), name, match["namespace"],
+            # Routes without a namespace (create and list namespaces) need a grant on "*".
+            principal = auth.check(request.headers.get("Authorization"), name, match.get("namespace", "*"),
                                    match.get("task_queue"))
             mark = serving(auth, principal)  # for the task queue of a task token (handlers.py)
         try:
+            ns = match.get("namespace")
+            # A set lookup for a known namespace; PostgreSQL is asked only on a miss (namespaces.py).
+            if namespaces is not None and ns is not None and ns not in namespaces.known:
+                if not await namespaces.is_registered(valid_namespace(ns)):
+                    raise not_found(ns)
             body = parse_json_body(await request.read()) if has_body else {}
             status, answer = await method(request.match_info, request.query, body)
         finally:
@@ -123,13 +133,20 @@ def _any_segment(path: str) -> str:
 
 def build_app(handlers: Handlers, auth: Authenticator | None = None,
               health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None,
-              ui: UiData | None = None) -> web.Application:
+              ui: UiData | None = None, admin: AdminHandlers | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
-    (auth.py); /openapi.json and /health stay open. With ``ui``, the web UI too (ui/)."""
+    (auth.py); /openapi.json and /health stay open. With ``ui``, the web UI too (ui/). With
+    ``admin``, namespaces and schedules are served too, and a call to a namespace that is not
+    registered is answered 404."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
+    registry = None if admin is None else admin.registry
     for method, path, name in ROUTES:
         app.router.add_route(method, _any_segment(PREFIX + path),
-                             _route(handlers, name, has_body=method == "POST", auth=auth))
+                             _route(handlers, name, has_body=method == "POST", auth=auth, namespaces=registry))
+    for method, path, name in ADMIN_ROUTES if admin is not None else ():
+        app.router.add_route(method, _any_segment(path),
+                             _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,
+                                    namespaces=None if name == "create_namespace" else registry))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -198,8 +215,11 @@ class FrontendService:
             on_queued=self._on_queued, token_keys=keys)
         engine.open()
         handlers = Handlers(engine, VisibilityReads(self._pool))
-        ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local)
-        app = build_app(handlers, auth, self.health_sources, self.fatal, ui)
+        admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,
+                              min_retention_ms=s.min_retention_ms)
+        ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local,
+                    admin_handlers=admin)
+        app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -13,8 +13,11 @@ names; an operation missing from it is refused, so a new route must be classifie
 - write: start, signal, signal-with-start, terminate
 - worker: polls, task answers, heartbeats, query answers; a task answer only for a task of a
   task queue the worker may poll (the task queue its token names)
-- admin: implies the three above; registers search attributes (namespace administration is
-  not built yet)
+- admin: implies the three above; registers search attributes; creating and updating
+  namespaces (creating and listing them need an admin grant on ``*``, since no namespace
+  is in their path)
+
+Schedules: describe and list need read; create, pause, unpause, trigger, delete need write.
 
 The configuration is a JSON file named by ``KADENCE_AUTH_CONFIG``::
 
@@ -78,6 +81,12 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,
     "list_workflows": Permission.READ, "count_workflows": Permission.READ,
     "list_search_attributes": Permission.READ, "register_search_attribute": Permission.ADMIN,
+    # Namespaces and schedules (admin.py).
+    "create_namespace": Permission.ADMIN, "list_namespaces": Permission.ADMIN,
+    "update_namespace": Permission.ADMIN, "describe_namespace": Permission.READ,
+    "describe_schedule": Permission.READ, "list_schedules": Permission.READ,
+    "create_schedule": Permission.WRITE, "delete_schedule": Permission.WRITE, "pause_schedule": Permission.WRITE,
+    "unpause_schedule": Permission.WRITE, "trigger_schedule": Permission.WRITE,
 }
 
 

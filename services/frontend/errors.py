@@ -87,3 +87,25 @@ class PermissionDenied(FrontendError):
 
     status = 403
     error = "PermissionDenied"
+
+
+class NamespaceNotFound(FrontendError):
+    """The namespace in the path is not registered (services/common/namespaces.py)."""
+
+    status = 404
+    error = "NamespaceNotFound"
+
+
+class NamespaceAlreadyExists(FrontendError):
+    status = 409
+    error = "NamespaceAlreadyExists"
+
+
+class ScheduleNotFound(FrontendError):
+    status = 404
+    error = "ScheduleNotFound"
+
+
+class ScheduleAlreadyExists(FrontendError):
+    status = 409
+    error = "ScheduleAlreadyExists"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .admin import ADMIN_ROUTES
 from .handlers import PREFIX, ROUTES
 
 Schema = dict[str, Any]
@@ -170,13 +171,53 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                          "field": NULL_STR}, ["status"])}}, ["results"])),
 }
 
+_DURATION: Schema = {"type": ["string", "integer"],
+                     "description": "30d, 12h, 90m, 45s, 500ms, 2w; a bare number is days (retention) or seconds"}
+_NAMESPACE_FIELDS: dict[str, Schema] = {"description": STR, "owner_email": STR, "retention": _DURATION}
+_SCHEDULE = _obj({
+    "schedule_id": NAME,
+    "spec": _obj({"cron": STR, "interval": _DURATION, "offset": _DURATION, "jitter": _DURATION,
+                  "time_zone": {"type": "string", "description": "IANA name, default UTC"}},
+                 description="exactly one of cron or interval"),
+    "action": _obj({"workflow_type": NAME, "task_queue": NAME, "input": ARRAY, "execution_timeout_ms": MS,
+                    "run_timeout_ms": MS, "workflow_task_timeout_ms": MS}, ["workflow_type", "task_queue"]),
+    "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "terminate_other"],
+                       "default": "skip"},
+    "catchup_window": _DURATION, "paused": {"type": "boolean"}, "note": STR,
+}, ["schedule_id", "spec", "action"])
+COMPONENTS["Namespace"] = _obj({"name": STR, **_NAMESPACE_FIELDS, "retention_ms": INT, "state": STR,
+                                "created_time": STR, "updated_time": STR})
+COMPONENTS["Schedule"] = _obj({**_SCHEDULE["properties"], "next_action_times": {"type": "array", "items": STR},
+                               "recent_actions": ARRAY, "buffered": NULL_STR, "pending_triggers": INT,
+                               "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT})
+_NOTE = _obj({"note": STR})
+_OPS.update({
+    "create_namespace": ("Register a namespace with a retention period",
+                         _obj({"name": NAME, **_NAMESPACE_FIELDS}, ["name", "retention"]), {}, 201,
+                         _ref("Namespace")),
+    "list_namespaces": ("List the registered namespaces", None, {}, 200,
+                        _obj({"namespaces": {"type": "array", "items": _ref("Namespace")}})),
+    "describe_namespace": ("Describe a namespace", None, {}, 200, _ref("Namespace")),
+    "update_namespace": ("Change a namespace's description, owner or retention", _obj(_NAMESPACE_FIELDS), {},
+                         200, _ref("Namespace")),
+    "create_schedule": ("Create a schedule", _SCHEDULE, {}, 201, _ref("Schedule")),
+    "list_schedules": ("List a namespace's schedules", None, {}, 200,
+                       _obj({"schedules": {"type": "array", "items": _ref("Schedule")}})),
+    "describe_schedule": ("Describe a schedule: next times, recent actions", None, {}, 200, _ref("Schedule")),
+    "delete_schedule": ("Delete a schedule (the workflows it started carry on)", None, {}, 200, EMPTY),
+    "pause_schedule": ("Pause a schedule, with a note", _NOTE, {}, 200, _ref("Schedule")),
+    "unpause_schedule": ("Resume a schedule from now, with a note", _NOTE, {}, 200, _ref("Schedule")),
+    "trigger_schedule": ("Start the schedule's workflow now, whatever its overlap policy", EMPTY, {}, 200,
+                         _obj({"workflow_id": STR, "scheduled_time": STR})),
+})
+
 _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "401": "Unauthenticated: no credential, or one that does not verify (when auth is configured)",
            "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
                   "task token is forged, altered or of another namespace",
-           "404": "Not found",
-           "409": "Workflow already started, or already closed (cancel)", "503": "Broker unavailable",
-           "504": "Timed out"}
+           "404": "Not found (NamespaceNotFound: the namespace is not registered)",
+           "409": "Workflow already started, or already closed (cancel), or already exists",
+           "503": "Broker unavailable", "504": "Timed out"}
 
 
 def _path_params(path: str) -> list[Schema]:
@@ -186,8 +227,7 @@ def _path_params(path: str) -> list[Schema]:
 
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, op_id in ROUTES:
-        full = PREFIX + path
+    for method, full, op_id in [(m, PREFIX + p, o) for m, p, o in ROUTES] + ADMIN_ROUTES:
         summary, body, query, status, answer = _OPS[op_id]
         op: dict[str, Any] = {
             "operationId": op_id, "summary": summary,

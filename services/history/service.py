@@ -29,6 +29,7 @@ from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
+from services.common.namespaces import namespace_registered
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
@@ -37,7 +38,10 @@ from .health import report
 from .http import HealthServer
 from .memory import Tails
 from .neighbours import HandedCommand, Neighbours
+from .periodic import run_every
 from .resume import Resume, resume_from
+from .retention import RetentionJob
+from .scheduler import Scheduler
 from .shard import Shard
 from .store import HistoryStore
 from .telemetry import ShardFactory, shard_factory
@@ -75,6 +79,7 @@ class HistoryService:
         self._fresh: set[int] = set()
         self._new_shard: ShardFactory = Shard
         self._stopping = False
+        self._jobs: list[asyncio.Task[Any]] = []
         # What services in this process take from every shard's commits (see Neighbours).
         self.neighbours = Neighbours()
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
@@ -121,13 +126,36 @@ class HistoryService:
         await self._consumer.start()
         self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
                            "the history consumer task", self.fatal)
+        self._start_jobs()
         if self.settings.history_health_port is not None:
             self.health_server = HealthServer(self.health, self.fatal)
             url = await self.health_server.start(self.settings.history_health_host, self.settings.history_health_port)
             log.info("history health at %s/health", url)
 
+    def owned(self) -> dict[int, int]:
+        """The shards this process holds now, with the range_id each was acquired with."""
+        return {p: shard.range_id for p, shard in self.shards.items() if not shard.lost.is_set()}
+
+    def _start_jobs(self) -> None:
+        """Retention and the scheduler, over the owned shards (retention.py, scheduler.py); each
+        heals through outages (periodic.py), and one that ends anyway is fatal (watch)."""
+        assert self.pool is not None
+        s = self.settings
+        self.retention = RetentionJob(self.pool, self.owned, batch=s.retention_batch)
+        self.scheduler = Scheduler(self.pool, self._producer, self.owned)
+        self._jobs = [
+            watch(asyncio.create_task(run_every("retention", lambda: s.retention_interval_ms / 1000,
+                                                self.retention.round), name="history-retention"),
+                  "the retention job", self.fatal),
+            watch(asyncio.create_task(run_every("scheduler", lambda: s.scheduler_interval_ms / 1000,
+                                                self.scheduler.round), name="history-scheduler"),
+                  "the scheduler", self.fatal),
+        ]
+
     async def stop(self) -> None:
         self._stopping = True
+        for job in self._jobs:
+            await cancel(job)
         if self.health_server is not None:
             await self.health_server.stop()
         await cancel(self._gate_task)
@@ -151,6 +179,7 @@ class HistoryService:
             shard.ingress = self._ingress
             shard.neighbours = self.neighbours
             shard.request_id_retention_s = self.settings.request_id_retention_s
+            shard.namespace_registered = functools.partial(namespace_registered, self.pool)
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             shard.on_failure = self._shard_failed
             shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)

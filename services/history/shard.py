@@ -154,6 +154,8 @@ class Shard:
         self.stopped_at: float | None = None
         self.on_failure: Callable[[Shard, BaseException], None] | None = None
         self.limits = validation.DEFAULT_LIMITS  # what a command may hold (services/common/validation.py)
+        # Whether a namespace is registered (namespaces.py); set by the service, None: not checked.
+        self.namespace_registered: Callable[[str], Awaitable[bool]] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -546,6 +548,8 @@ class Shard:
         if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
                 cmd["namespace"], cmd["workflow_id"]):
             return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        if "namespace" in cmd and self.namespace_registered and not await self.namespace_registered(cmd["namespace"]):
+            return f"namespace {cmd['namespace']!r} is not registered"
         # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
         if self.ingress is not None and not isinstance(record, HandedCommand):
             refused = self.ingress.check(record, cmd)

@@ -26,6 +26,7 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
         api_key_entry("shop-app", "shop-app-key", [{"namespace": "shop", "permissions": ["read", "write"]}]),
         api_key_entry("shop-worker", "shop-worker-key",
                       [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["orders"]}]),
+        api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
         api_key_entry("cards-worker", "cards-worker-key",
                       [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["cards"]}]),
     ]}))
@@ -49,6 +50,16 @@ async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Clu
                        body: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
             async with http.request(method, url + path, headers=headers, json=body) as resp:
                 return resp.status, await resp.json()
+
+        # Registering a namespace needs an admin grant on every namespace ("*").
+        status, body = await call("POST", "", app, {"name": "shop", "retention": "7d"})
+        assert (status, body["error"]) == (403, "PermissionDenied")
+        status, body = await call("POST", "", {"Authorization": "Bearer ops-key"}, {"name": "shop", "retention": "7d"})
+        assert status == 201, body
+        status, body = await call("GET", "/shop", app)
+        assert (status, body["retention"]) == (200, "7d")
+        status, body = await call("PATCH", "/shop", app, {"retention": "1d"})
+        assert status == 403
 
         status, body = await call("POST", "/shop/workflows", None, start)
         assert (status, body["error"]) == (401, "Unauthenticated")
@@ -102,6 +113,8 @@ async def test_sdk_client_and_worker_send_their_key(secured: Cluster, monkeypatc
     from .workflows import EchoWorkflow, echo
 
     monkeypatch.delenv("KADENCE_API_KEY", raising=False)
+    async with await Client.connect(secured.url, api_key="ops-key") as ops:
+        await ops.create_namespace("shop", retention="7d")
     app = await Client.connect(secured.url, namespace="shop", api_key="shop-app-key")
     worker_client = await Client.connect(secured.url, namespace="shop", api_key="shop-worker-key")
     try:

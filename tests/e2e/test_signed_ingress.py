@@ -43,6 +43,8 @@ async def protected(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path,
                         frontend_port=0, session_timeout_ms=2000, ingress_keys=str(policy))
     c = Cluster(settings)
     await c.start()
+    assert c.pool is not None  # the protected namespace is a registered one (namespaces.py)
+    await c.pool.execute("INSERT INTO namespaces (name, retention_ms) VALUES ('shop', 86400000)")
     try:
         yield c
     finally:

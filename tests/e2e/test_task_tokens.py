@@ -31,6 +31,9 @@ async def test_forged_altered_and_foreign_tokens_get_403_a_real_one_works(cluste
     wid = f"tok-{uuid.uuid4().hex[:8]}"
     queue = f"q-{uuid.uuid4().hex[:6]}"
     async with aiohttp.ClientSession() as http:
+        # A registered namespace other than the token's (an unregistered one answers 404).
+        status, _ = await _call(http, cluster.url + "/api/v1/namespaces", {"name": "other", "retention": "1d"})
+        assert status == 201
         status, _ = await _call(http, cluster.url + f"{NS}/workflows",
                                 {"workflow_id": wid, "workflow_type": "T", "task_queue": queue})
         assert status == 201

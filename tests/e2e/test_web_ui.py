@@ -1,6 +1,8 @@
 """The web UI in a real headless Chromium (Debian's package, driven by Playwright): start a
 cluster, run workflows, and click through as an operator would. Screenshots of the main
-pages land in docs/screenshots/ (referenced by the README).
+pages are saved as artifacts under the test run's temporary directory, or in the folder
+KADENCE_SCREENSHOTS names (KADENCE_SCREENSHOTS=docs/screenshots refreshes the ones the
+README shows).
 
 Skipped, saying why, where /usr/bin/chromium or Playwright is missing; `.ci/run` installs both.
 """
@@ -8,6 +10,7 @@ Skipped, saying why, where /usr/bin/chromium or Playwright is missing; `.ci/run`
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +33,7 @@ from tests.helpers import eventually
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("KADENCE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "kadence-ui-screenshots")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

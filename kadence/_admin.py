@@ -1,0 +1,131 @@
+"""The client's namespace and schedule operations (a mixin of ``Client``).
+
+Namespaces are registered with a retention period; schedules start a workflow by cron
+expression or interval (README, "Namespaces", "Retention" and "Schedules").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from kadence._converter import check_args
+from kadence._http import Transport, path_segment
+from kadence._workflow.definition import workflow_name_of
+
+Duration = timedelta | str
+
+
+def duration_text(value: Duration) -> str:
+    """A duration as the API takes it: a timedelta as milliseconds, text (``30d``, ``5s``) as is."""
+    if isinstance(value, timedelta):
+        return f"{round(value.total_seconds() * 1000)}ms"
+    return value
+
+
+class AdminMixin:
+    """Namespace administration and schedules; schedules are those of the client's namespace."""
+
+    transport: Transport
+    namespace: str
+
+    # -- namespaces --------------------------------------------------------------------------------
+
+    async def create_namespace(self, name: str, *, retention: Duration, description: str = "",
+                               owner_email: str = "") -> dict[str, Any]:
+        """Register namespace ``name``; its closed runs are deleted once ``retention`` old
+        (a timedelta, or text such as ``30d``, ``12h``, ``5m``; 1 minute at least)."""
+        body = {"name": name, "retention": duration_text(retention), "description": description,
+                "owner_email": owner_email or None}
+        return await self.transport.call("POST", "/api/v1/namespaces", body=body)
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        answer = await self.transport.call("GET", "/api/v1/namespaces")
+        return list(answer.get("namespaces", []))
+
+    async def describe_namespace(self, name: str | None = None) -> dict[str, Any]:
+        """The namespace ``name`` (default: the client's)."""
+        return await self.transport.call("GET", f"/api/v1/namespaces/{path_segment(name or self.namespace)}")
+
+    async def update_namespace(self, name: str | None = None, *, retention: Duration | None = None,
+                               description: str | None = None, owner_email: str | None = None) -> dict[str, Any]:
+        """Change the fields given (None: kept) of namespace ``name`` (default: the client's)."""
+        body: dict[str, Any] = {"description": description, "owner_email": owner_email,
+                                "retention": None if retention is None else duration_text(retention)}
+        return await self.transport.call("PATCH", f"/api/v1/namespaces/{path_segment(name or self.namespace)}",
+                                         body={k: v for k, v in body.items() if v is not None})
+
+    # -- schedules --------------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        workflow: str | type | Callable[..., Any],
+        *args: Any,
+        task_queue: str,
+        cron: str | None = None,
+        interval: Duration | None = None,
+        offset: Duration | None = None,
+        jitter: Duration | None = None,
+        time_zone: str = "UTC",
+        overlap_policy: str = "skip",
+        catchup_window: Duration | None = None,
+        paused: bool = False,
+        note: str = "",
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
+    ) -> dict[str, Any]:
+        """Create a schedule that starts ``workflow(*args)`` on ``task_queue`` by ``cron``
+        expression or every ``interval``; each start has the workflow id
+        ``{schedule_id}-{scheduled time, ISO 8601 UTC}``.
+
+        ``overlap_policy``: skip, buffer_one, allow_all or terminate_other (what a firing does
+        while the previous workflow runs); ``catchup_window``: how late a missed firing may
+        still run after downtime (default 1 minute)."""
+        if (cron is None) == (interval is None):
+            raise ValueError("give exactly one of cron=... or interval=...")
+        spec: dict[str, Any] = {"time_zone": time_zone}
+        if cron is not None:
+            spec["cron"] = cron
+        if interval is not None:
+            spec["interval"] = duration_text(interval)
+        if offset is not None:
+            spec["offset"] = duration_text(offset)
+        if jitter is not None:
+            spec["jitter"] = duration_text(jitter)
+        workflow_type = workflow_name_of(workflow)
+        action: dict[str, Any] = {"workflow_type": workflow_type, "task_queue": task_queue,
+                                  "input": check_args(args, what=f"workflow {workflow_type}")}
+        if execution_timeout is not None:
+            action["execution_timeout_ms"] = round(execution_timeout.total_seconds() * 1000)
+        if run_timeout is not None:
+            action["run_timeout_ms"] = round(run_timeout.total_seconds() * 1000)
+        body: dict[str, Any] = {"schedule_id": schedule_id, "spec": spec, "action": action,
+                                "overlap_policy": overlap_policy, "paused": paused, "note": note}
+        if catchup_window is not None:
+            body["catchup_window"] = duration_text(catchup_window)
+        return await self.transport.call("POST", "/schedules", body=body)
+
+    async def describe_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self.transport.call("GET", f"/schedules/{path_segment(schedule_id)}")
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        return list((await self.transport.call("GET", "/schedules")).get("schedules", []))
+
+    async def pause_schedule(self, schedule_id: str, note: str = "") -> dict[str, Any]:
+        return await self.transport.call("POST", f"/schedules/{path_segment(schedule_id)}/pause", body={"note": note})
+
+    async def unpause_schedule(self, schedule_id: str, note: str = "") -> dict[str, Any]:
+        """Resume from now (the times that passed while paused are not caught up)."""
+        return await self.transport.call("POST", f"/schedules/{path_segment(schedule_id)}/unpause",
+                                         body={"note": note})
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        """Start the schedule's workflow now, whatever its overlap policy; its workflow id."""
+        answer = await self.transport.call("POST", f"/schedules/{path_segment(schedule_id)}/trigger", body={})
+        return str(answer["workflow_id"])
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; the workflows it started carry on."""
+        await self.transport.call("DELETE", f"/schedules/{path_segment(schedule_id)}")

@@ -1,0 +1,321 @@
+"""``kadence namespace ...`` and ``kadence schedule ...``: namespaces and schedules from the terminal.
+
+Both talk to a frontend over the HTTP API through the client (kadence/_admin.py). Exit
+codes: 0 done, 1 refused or failed, 2 bad usage, 3 not found, 4 the server is unreachable
+or unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import click
+
+from kadence._client import Client
+from kadence.exceptions import RPCError
+
+DEFAULT_ADDRESS = "http://127.0.0.1:7233"
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 1, 2, 3, 4
+OVERLAP_POLICIES = ["skip", "buffer_one", "allow_all", "terminate_other"]
+
+
+class Failed(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _run(ctx: click.Context, call: Callable[[Client], Awaitable[Any]]) -> Any:
+    """Connect with the global options, run ``call``, map API errors to exit codes."""
+    address, namespace = ctx.obj["address"], ctx.obj["namespace"]
+
+    async def go() -> Any:
+        async with await Client.connect(address, namespace=namespace) as client:
+            return await call(client)
+
+    try:
+        return asyncio.run(go())
+    except RPCError as err:
+        code = (EXIT_NOT_FOUND if err.status == 404 else EXIT_UNAVAILABLE if err.status in (0, 503, 504)
+                else EXIT_FAILED)
+        where = f" (field {err.field})" if err.field else ""
+        raise Failed(f"{err.error_type}: {err.message}{where}", code) from None
+
+
+def _print(ctx: click.Context, value: Any, table: Callable[[Any], None]) -> None:
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(value, indent=2, sort_keys=False))
+    else:
+        table(value)
+
+
+def _rows(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for k, v in pairs:
+        click.echo(f"{k.ljust(width)}  {v}")
+
+
+def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:  # a subcommand's option overrides the group's only when given
+        ctx.ensure_object(dict)[str(param.name)] = value
+
+
+def _common(*, group: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--address, --namespace, --output: on the group (with defaults and environment
+    variables) and again on each subcommand, so they may be given before or after it."""
+
+    def options(f: Callable[..., Any]) -> Callable[..., Any]:
+        extra: dict[str, Any] = {"expose_value": False, "callback": _keep, "is_eager": True}
+        f = click.option("--output", "-o", type=click.Choice(["table", "json"]),
+                         default="table" if group else None, show_default=group,
+                         envvar="KADENCE_OUTPUT" if group else None, help="How answers are printed.", **extra)(f)
+        f = click.option("--namespace", "-n", default="default" if group else None, show_default=group,
+                         envvar="KADENCE_NAMESPACE" if group else None,
+                         help="The namespace (env KADENCE_NAMESPACE).", **extra)(f)
+        return click.option("--address", default=DEFAULT_ADDRESS if group else None, show_default=group,
+                            envvar="KADENCE_ADDRESS" if group else None,
+                            help="The frontend's URL (env KADENCE_ADDRESS).", **extra)(f)
+
+    return options
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Kadence administration."""
+
+
+# -- namespaces ----------------------------------------------------------------------------------
+
+
+@cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+@_common(group=True)
+def namespace() -> None:
+    """Register, list, describe and update namespaces.
+
+    Every workflow lives in a namespace; requests to one that is not registered are
+    refused (404 NamespaceNotFound). Closed runs are deleted from PostgreSQL once older
+    than their namespace's retention.
+    """
+
+
+def _namespace_table(ns: dict[str, Any]) -> None:
+    _fields([("Name", ns["name"]), ("Description", ns["description"]), ("Owner", ns["owner_email"]),
+             ("Retention", ns["retention"]), ("State", ns["state"]), ("Created", ns["created_time"]),
+             ("Updated", ns["updated_time"])])
+
+
+@namespace.command("create")
+@_common(group=False)
+@click.argument("name")
+@click.option("--retention", required=True, help="How long closed runs are kept: 30d, 12h, 5m (a bare number is days).")
+@click.option("--description", default="", help="What the namespace is for.")
+@click.option("--owner-email", default="", help="Who to ask about it.")
+@click.pass_context
+def namespace_create(ctx: click.Context, name: str, retention: str, description: str, owner_email: str) -> None:
+    """Register namespace NAME."""
+    ns = _run(ctx, lambda c: c.create_namespace(name, retention=retention, description=description,
+                                                owner_email=owner_email))
+    _print(ctx, ns, _namespace_table)
+
+
+@namespace.command("describe")
+@_common(group=False)
+@click.argument("name", required=False)
+@click.pass_context
+def namespace_describe(ctx: click.Context, name: str | None) -> None:
+    """Show namespace NAME (default: --namespace)."""
+    _print(ctx, _run(ctx, lambda c: c.describe_namespace(name)), _namespace_table)
+
+
+@namespace.command("list")
+@_common(group=False)
+@click.pass_context
+def namespace_list(ctx: click.Context) -> None:
+    """List the registered namespaces."""
+    found = _run(ctx, lambda c: c.list_namespaces())
+    _print(ctx, found, lambda rows: _rows([(n["name"], n["retention"], n["state"], n["owner_email"],
+                                             n["description"]) for n in rows],
+                                           ("NAME", "RETENTION", "STATE", "OWNER", "DESCRIPTION")))
+
+
+@namespace.command("update")
+@_common(group=False)
+@click.argument("name")
+@click.option("--retention", default=None, help="New retention: 30d, 12h, 5m (a bare number is days).")
+@click.option("--description", default=None, help="New description.")
+@click.option("--owner-email", default=None, help="New owner email.")
+@click.pass_context
+def namespace_update(ctx: click.Context, name: str, retention: str | None, description: str | None,
+                     owner_email: str | None) -> None:
+    """Change namespace NAME's retention, description or owner."""
+    if retention is None and description is None and owner_email is None:
+        raise click.UsageError("give at least one of --retention, --description, --owner-email")
+    ns = _run(ctx, lambda c: c.update_namespace(name, retention=retention, description=description,
+                                                owner_email=owner_email))
+    _print(ctx, ns, _namespace_table)
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+@cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+@_common(group=True)
+def schedule() -> None:
+    """Start workflows by cron expression or interval.
+
+    Each firing starts the schedule's workflow with the id SCHEDULE_ID-<scheduled time,
+    ISO 8601 UTC>, so a firing is never started twice. Schedules live in PostgreSQL and
+    keep firing across restarts; firings missed while the cluster was down run if they are
+    within the catch-up window.
+    """
+
+
+def _schedule_table(s: dict[str, Any]) -> None:
+    spec = s["spec"]
+    when = f"cron {spec['cron']!r}" if "cron" in spec else f"every {spec['interval']}" + (
+        f" (offset {spec['offset']})" if spec.get("offset", "0s") != "0s" else "")
+    action = s["action"]
+    _fields([
+        ("Schedule", s["schedule_id"]), ("When", f"{when} in {spec['time_zone']}, jitter {spec['jitter']}"),
+        ("Workflow", f"{action['workflow_type']} on {action['task_queue']}, input {json.dumps(action['input'])}"),
+        ("Overlap policy", s["overlap_policy"]), ("Catch-up window", s["catchup_window"]),
+        ("State", ("paused" if s["paused"] else "active") + (f": {s['note']}" if s["note"] else "")),
+        ("Next times", ", ".join(s["next_action_times"]) or "-"),
+        ("Started / skipped", f"{s['actions_started']} / {s['actions_skipped']}"),
+        ("Buffered", s["buffered"] or "-"), ("Pending triggers", s["pending_triggers"]),
+        ("Latest workflow", s["last_workflow_id"] or "-"),
+    ])
+    if s["recent_actions"]:
+        click.echo("Recent actions:")
+        for a in s["recent_actions"]:
+            click.echo(f"  {a['scheduled_time']}  {a['result']:<8} {a['how']:<10} {a['workflow_id'] or ''}")
+
+
+@schedule.command("create")
+@_common(group=False)
+@click.argument("schedule_id")
+@click.option("--workflow-type", "-t", required=True, help="The workflow each firing starts.")
+@click.option("--task-queue", "-q", required=True, help="Its task queue.")
+@click.option("--input", "input_json", default="[]", show_default=True, help="Its arguments, a JSON array.")
+@click.option("--cron", default=None, help="A cron expression, such as '*/5 * * * *'.")
+@click.option("--interval", default=None, help="Or an interval, such as 5s, 10m, 1h.")
+@click.option("--offset", default=None, help="With --interval: the phase, such as 30s in every 1m.")
+@click.option("--jitter", default=None, help="Delay each firing by up to this much (deterministic per firing).")
+@click.option("--time-zone", default="UTC", show_default=True, help="IANA time zone of the cron expression.")
+@click.option("--overlap-policy", type=click.Choice(OVERLAP_POLICIES), default="skip", show_default=True,
+              help="What a firing does while the previous workflow still runs.")
+@click.option("--catchup-window", default=None, help="How late a missed firing may still run (default 1m).")
+@click.option("--paused", is_flag=True, help="Create it paused.")
+@click.option("--note", default="", help="A note, such as why it is paused.")
+@click.pass_context
+def schedule_create(ctx: click.Context, schedule_id: str, workflow_type: str, task_queue: str, input_json: str,
+                    cron: str | None, interval: str | None, offset: str | None, jitter: str | None,
+                    time_zone: str, overlap_policy: str, catchup_window: str | None, paused: bool,
+                    note: str) -> None:
+    """Create schedule SCHEDULE_ID (give --cron or --interval)."""
+    if (cron is None) == (interval is None):
+        raise click.UsageError("give exactly one of --cron or --interval")
+    try:
+        args = json.loads(input_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    if not isinstance(args, list):
+        raise click.BadParameter("must be a JSON array of arguments", param_hint="--input")
+    created = _run(ctx, lambda c: c.create_schedule(
+        schedule_id, workflow_type, *args, task_queue=task_queue, cron=cron, interval=interval, offset=offset,
+        jitter=jitter, time_zone=time_zone, overlap_policy=overlap_policy, catchup_window=catchup_window,
+        paused=paused, note=note))
+    _print(ctx, created, _schedule_table)
+
+
+@schedule.command("describe")
+@_common(group=False)
+@click.argument("schedule_id")
+@click.pass_context
+def schedule_describe(ctx: click.Context, schedule_id: str) -> None:
+    """Show a schedule: its spec, next times and recent actions."""
+    _print(ctx, _run(ctx, lambda c: c.describe_schedule(schedule_id)), _schedule_table)
+
+
+@schedule.command("list")
+@_common(group=False)
+@click.pass_context
+def schedule_list(ctx: click.Context) -> None:
+    """List the namespace's schedules."""
+    found = _run(ctx, lambda c: c.list_schedules())
+
+    def table(rows: list[dict[str, Any]]) -> None:
+        _rows([(s["schedule_id"], s["spec"].get("cron") or f"every {s['spec']['interval']}",
+                s["action"]["workflow_type"], "paused" if s["paused"] else "active",
+                (s["next_action_times"] or ["-"])[0], str(s["actions_started"])) for s in rows],
+              ("SCHEDULE", "WHEN", "WORKFLOW", "STATE", "NEXT", "STARTED"))
+
+    _print(ctx, found, table)
+
+
+@schedule.command("pause")
+@_common(group=False)
+@click.argument("schedule_id")
+@click.option("--note", default="", help="Why it is paused.")
+@click.pass_context
+def schedule_pause(ctx: click.Context, schedule_id: str, note: str) -> None:
+    """Pause a schedule (triggers still run)."""
+    _print(ctx, _run(ctx, lambda c: c.pause_schedule(schedule_id, note)), _schedule_table)
+
+
+@schedule.command("unpause")
+@_common(group=False)
+@click.argument("schedule_id")
+@click.option("--note", default="", help="A note.")
+@click.pass_context
+def schedule_unpause(ctx: click.Context, schedule_id: str, note: str) -> None:
+    """Resume a schedule from now (times passed while paused are not caught up)."""
+    _print(ctx, _run(ctx, lambda c: c.unpause_schedule(schedule_id, note)), _schedule_table)
+
+
+@schedule.command("trigger")
+@_common(group=False)
+@click.argument("schedule_id")
+@click.pass_context
+def schedule_trigger(ctx: click.Context, schedule_id: str) -> None:
+    """Start the schedule's workflow now, whatever its overlap policy; prints its workflow id."""
+    wid = _run(ctx, lambda c: c.trigger_schedule(schedule_id))
+    _print(ctx, {"workflow_id": wid}, lambda v: click.echo(v["workflow_id"]))
+
+
+@schedule.command("delete")
+@_common(group=False)
+@click.argument("schedule_id")
+@click.pass_context
+def schedule_delete(ctx: click.Context, schedule_id: str) -> None:
+    """Delete a schedule; the workflows it started carry on."""
+    _run(ctx, lambda c: c.delete_schedule(schedule_id))
+    _print(ctx, {"deleted": schedule_id}, lambda v: click.echo(f"deleted schedule {schedule_id}"))
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``kadence namespace|schedule ...`` with ``argv`` (the group's name first); the exit code."""
+    try:
+        cli.main(args=list(argv), prog_name="kadence", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILED
+    return 0
+

@@ -1,0 +1,163 @@
+"""Registered namespaces: their rows in PostgreSQL (migration 0011) and a cached set of names.
+
+A namespace is registered with a retention period: closed runs older than it are deleted
+by the retention job (services/history/retention.py). Requests to a namespace that is not
+registered are refused: 404 ``NamespaceNotFound`` by the frontend, a dead letter by history.
+
+Both ask ``NamespaceRegistry``: a set of the registered names kept in memory, read again
+from PostgreSQL when a name is not in it (at most once per ``negative_ttl`` per unknown
+name), so a namespace created a moment ago is found at once and a known one costs a set
+lookup. Namespaces are never deleted, so a name once found stays valid.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+DEFAULT = "default"
+NEGATIVE_TTL_S = 1.0  # how long "not registered" is believed before PostgreSQL is asked again
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+_DURATION = re.compile(r"\s*(\d+)\s*(ms|s|m|h|d|w)?\s*")
+
+
+class NamespaceState(enum.Enum):
+    REGISTERED = "Registered"
+
+
+def parse_duration_ms(value: object, *, bare_unit: str = "d") -> int:
+    """A duration given as ``30d``, ``12h``, ``90m``, ``45s``, ``500ms``, ``2w`` or a bare number
+    (of ``bare_unit``: days for retention). Raises ValueError naming the accepted forms."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        amount, unit = value, bare_unit
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
+        amount, unit = int(m.group(1)), m.group(2) or bare_unit
+    else:
+        raise ValueError(f"{value!r} is not a duration such as 30d, 12h, 90m, 45s or 500ms")
+    if amount <= 0:
+        raise ValueError("a duration must be positive")
+    return amount * _UNITS_MS[unit]
+
+
+def format_duration_ms(ms: int) -> str:
+    """The shortest exact form of ``ms`` that ``parse_duration_ms`` reads back (30d, 90m, 1500ms)."""
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNITS_MS[unit] == 0:
+            return f"{ms // _UNITS_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    description: str
+    owner_email: str
+    retention_ms: int
+    state: NamespaceState
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Namespace:
+        return cls(row["name"], row["description"], row["owner_email"], int(row["retention_ms"]),
+                   NamespaceState(row["state"]), row["created_at"], row["updated_at"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "owner_email": self.owner_email,
+                "retention": format_duration_ms(self.retention_ms), "retention_ms": self.retention_ms,
+                "state": self.state.value, "created_time": self.created_at.isoformat(),
+                "updated_time": self.updated_at.isoformat()}
+
+
+class NamespaceStore:
+    """The namespaces table."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, name: str, description: str, owner_email: str, retention_ms: int) -> Namespace | None:
+        """The new namespace, or None if one of that name exists."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO namespaces (name, description, owner_email, retention_ms) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (name) DO NOTHING RETURNING *", name, description, owner_email, retention_ms)
+        return None if row is None else Namespace.from_row(row)
+
+    async def get(self, name: str) -> Namespace | None:
+        row = await self._pool.fetchrow("SELECT * FROM namespaces WHERE name = $1", name)
+        return None if row is None else Namespace.from_row(row)
+
+    async def list(self) -> list[Namespace]:
+        return [Namespace.from_row(r) for r in await self._pool.fetch("SELECT * FROM namespaces ORDER BY name")]
+
+    async def update(self, name: str, *, description: str | None = None, owner_email: str | None = None,
+                     retention_ms: int | None = None) -> Namespace | None:
+        """Change the fields given (None: kept); the namespace, or None if there is none."""
+        row = await self._pool.fetchrow(
+            "UPDATE namespaces SET description = COALESCE($2, description),"
+            " owner_email = COALESCE($3, owner_email), retention_ms = COALESCE($4, retention_ms),"
+            " updated_at = now() WHERE name = $1 RETURNING *", name, description, owner_email, retention_ms)
+        return None if row is None else Namespace.from_row(row)
+
+    async def names(self) -> set[str]:
+        return {r["name"] for r in await self._pool.fetch("SELECT name FROM namespaces")}
+
+
+class NamespaceRegistry:
+    """Which namespaces are registered: a set in memory, refreshed from PostgreSQL on a miss."""
+
+    def __init__(self, pool: asyncpg.Pool, *, negative_ttl: float = NEGATIVE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = NamespaceStore(pool)
+        self._negative_ttl = negative_ttl
+        self._clock = clock
+        self.known: set[str] = set()
+        self._unknown_until: dict[str, float] = {}
+        self.reads = 0  # times PostgreSQL was asked (for tests)
+
+    def add(self, name: str) -> None:
+        """A namespace this process has just created: known from now on."""
+        self.known.add(name)
+        self._unknown_until.pop(name, None)
+
+    async def is_registered(self, name: str) -> bool:
+        if name in self.known:
+            return True
+        now = self._clock()
+        if self._unknown_until.get(name, 0.0) > now:
+            return False
+        self.reads += 1
+        self.known |= await self._store.names()
+        if name in self.known:
+            self._unknown_until.pop(name, None)
+            return True
+        if len(self._unknown_until) > 10_000:  # a caller trying many names must not grow it without bound
+            self._unknown_until.clear()
+        self._unknown_until[name] = now + self._negative_ttl
+        return False
+
+
+# Registries of history's intake, per pool (asyncpg pools take no weak references): a pool
+# is keyed by id and kept with its registry, the oldest dropped beyond a few.
+_registries: OrderedDict[int, tuple[asyncpg.Pool, NamespaceRegistry]] = OrderedDict()
+_MAX_REGISTRIES = 8
+
+
+async def namespace_registered(pool: asyncpg.Pool, namespace: str) -> bool:
+    """Whether ``namespace`` is registered, from a registry cached per pool (history's intake)."""
+    entry = _registries.get(id(pool))
+    if entry is None or entry[0] is not pool:
+        entry = _registries[id(pool)] = (pool, NamespaceRegistry(pool))
+        while len(_registries) > _MAX_REGISTRIES:
+            _registries.popitem(last=False)
+    registry = entry[1]
+    if namespace in registry.known:
+        return True
+    return await registry.is_registered(namespace)

@@ -1,0 +1,254 @@
+"""Schedules: what one is (spec, action, policies) and when it fires; pure, no I/O.
+
+A spec is a cron expression (croniter) or an interval (every N, phase offset), either with
+a time zone and a jitter. Its *nominal* times are what the spec says; each firing happens
+at its nominal time plus a jitter drawn deterministically from (schedule id, nominal time),
+so that any process computing it again gets the same answer. Each firing starts a workflow
+with the id ``{schedule_id}-{nominal time, ISO 8601 UTC}`` and a request id made from the
+same, so a firing applied twice starts one workflow.
+
+The rows live in the ``schedules`` table (migration 0011); the frontend writes them
+(services/frontend/admin.py), the owner of their shard fires them (services/history/scheduler.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from .namespaces import format_duration_ms, parse_duration_ms
+
+DEFAULT_CATCHUP_WINDOW_MS = 60_000
+RECENT_KEPT = 10  # firings kept in a schedule's row for describe
+
+
+class OverlapPolicy(enum.Enum):
+    """What a firing does while the schedule's previous workflow is still running.
+
+    The API has no cancellation yet, so "cancel other" is not offered: terminate_other
+    ends the previous run and starts the new one.
+    """
+
+    SKIP = "skip"                        # the firing is dropped
+    BUFFER_ONE = "buffer_one"            # held until the previous closes (one at most; more are dropped)
+    ALLOW_ALL = "allow_all"              # started anyway
+    TERMINATE_OTHER = "terminate_other"  # the previous is terminated, then this one started
+
+
+class ScheduleError(ValueError):
+    """A schedule's definition is invalid; ``field`` names the part."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def iso_utc(ms: int) -> str:
+    """``ms`` as ISO 8601 in UTC, to the second (``2026-12-06T08:40:05Z``), or the millisecond if it has any."""
+    t = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if ms % 1000:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def workflow_id_for(schedule_id: str, nominal_ms: int) -> str:
+    return f"{schedule_id}-{iso_utc(nominal_ms)}"
+
+
+def request_id_for(namespace: str, schedule_id: str, nominal_ms: int) -> str:
+    return f"schedule:{namespace}:{schedule_id}:{nominal_ms}"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """When a schedule fires: ``cron`` or ``interval_ms`` (with ``offset_ms``), in ``time_zone``."""
+
+    cron: str | None = None
+    interval_ms: int | None = None
+    offset_ms: int = 0
+    jitter_ms: int = 0
+    time_zone: str = "UTC"
+
+    @classmethod
+    def from_json(cls, raw: object) -> ScheduleSpec:
+        if not isinstance(raw, Mapping):
+            raise ScheduleError("spec must be an object with cron or interval", "spec")
+        cron, interval = raw.get("cron"), raw.get("interval")
+        if (cron is None) == (interval is None):
+            raise ScheduleError("spec needs exactly one of cron (an expression) or interval (a duration)", "spec")
+        tz = raw.get("time_zone") or "UTC"
+        if not isinstance(tz, str):
+            raise ScheduleError("spec.time_zone must be an IANA time zone name", "spec.time_zone")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ScheduleError(f"spec.time_zone {tz!r} is not a known time zone", "spec.time_zone") from None
+        jitter = _duration(raw.get("jitter"), "spec.jitter", allow_zero=True)
+        if cron is not None:
+            if not isinstance(cron, str) or not croniter.is_valid(cron):
+                raise ScheduleError(f"spec.cron {cron!r} is not a cron expression", "spec.cron")
+            return cls(cron=cron, jitter_ms=jitter, time_zone=tz)
+        every = _duration(interval, "spec.interval")
+        offset = _duration(raw.get("offset"), "spec.offset", allow_zero=True)
+        if offset >= every:
+            raise ScheduleError("spec.offset must be shorter than the interval", "spec.offset")
+        return cls(interval_ms=every, offset_ms=offset, jitter_ms=jitter, time_zone=tz)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"time_zone": self.time_zone, "jitter": format_duration_ms(self.jitter_ms)
+                               if self.jitter_ms else "0s"}
+        if self.cron is not None:
+            out["cron"] = self.cron
+        else:
+            assert self.interval_ms is not None
+            out["interval"] = format_duration_ms(self.interval_ms)
+            out["offset"] = format_duration_ms(self.offset_ms) if self.offset_ms else "0s"
+        return out
+
+    def next_after(self, ms: int) -> int:
+        """The first nominal time strictly after ``ms``."""
+        if self.interval_ms is not None:
+            # Aligned on the epoch (plus the offset), so a restart keeps the same times.
+            return ((ms - self.offset_ms) // self.interval_ms + 1) * self.interval_ms + self.offset_ms
+        assert self.cron is not None
+        start = datetime.fromtimestamp(ms / 1000, tz=ZoneInfo(self.time_zone))
+        nxt = croniter(self.cron, start).get_next(datetime)
+        return int(nxt.timestamp() * 1000)
+
+    def jitter(self, schedule_id: str, nominal_ms: int) -> int:
+        """The delay of the firing of ``nominal_ms``: the same wherever it is computed."""
+        if self.jitter_ms <= 0:
+            return 0
+        digest = hashlib.sha256(f"{schedule_id}/{nominal_ms}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % (self.jitter_ms + 1)
+
+
+@dataclass(frozen=True)
+class ScheduleAction:
+    """The workflow each firing starts."""
+
+    workflow_type: str
+    task_queue: str
+    input: str | None = None  # JSON array text
+    execution_timeout_ms: int = 0
+    run_timeout_ms: int = 0
+    workflow_task_timeout_ms: int = 10_000
+
+    @classmethod
+    def from_json(cls, raw: object) -> ScheduleAction:
+        if not isinstance(raw, Mapping):
+            raise ScheduleError("action must be an object with workflow_type and task_queue", "action")
+        names = {}
+        for name in ("workflow_type", "task_queue"):
+            value = raw.get(name)
+            if not isinstance(value, str) or not value or len(value) > 1000:
+                raise ScheduleError(f"action.{name} must be a non-empty string", f"action.{name}")
+            names[name] = value
+        args = raw.get("input")
+        if args is not None and not isinstance(args, list):
+            raise ScheduleError("action.input must be an array of arguments", "action.input")
+        timeouts = {}
+        for name, default in (("execution_timeout_ms", 0), ("run_timeout_ms", 0),
+                              ("workflow_task_timeout_ms", 10_000)):
+            value = raw.get(name, default)
+            if type(value) is not int or value < 0:
+                raise ScheduleError(f"action.{name} must be a non-negative integer", f"action.{name}")
+            timeouts[name] = value
+        text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
+        return cls(names["workflow_type"], names["task_queue"], text, **timeouts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
+                "input": None if self.input is None else json.loads(self.input),
+                "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
+                "workflow_task_timeout_ms": self.workflow_task_timeout_ms}
+
+    def start_record(self, namespace: str, schedule_id: str, nominal_ms: int) -> dict[str, Any]:
+        """The StartWorkflowExecution command of the firing of ``nominal_ms``."""
+        return {"namespace": namespace, "workflow_id": workflow_id_for(schedule_id, nominal_ms),
+                "workflow_type": self.workflow_type, "task_queue": self.task_queue, "input": self.input,
+                "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
+                "workflow_task_timeout_ms": self.workflow_task_timeout_ms,
+                "request_id": request_id_for(namespace, schedule_id, nominal_ms),
+                "identity": f"schedule {schedule_id}", "reply_to": None}
+
+
+@dataclass(frozen=True)
+class ScheduleDefinition:
+    """What a user gives to create a schedule."""
+
+    spec: ScheduleSpec
+    action: ScheduleAction
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catchup_window_ms: int = DEFAULT_CATCHUP_WINDOW_MS
+    paused: bool = False
+    note: str = ""
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ScheduleDefinition:
+        spec = ScheduleSpec.from_json(body.get("spec"))
+        action = ScheduleAction.from_json(body.get("action"))
+        raw_overlap = body.get("overlap_policy", OverlapPolicy.SKIP.value)
+        try:
+            overlap = OverlapPolicy(raw_overlap)
+        except ValueError:
+            raise ScheduleError(f"overlap_policy must be one of {[p.value for p in OverlapPolicy]}",
+                                "overlap_policy") from None
+        catchup = body.get("catchup_window")
+        window = DEFAULT_CATCHUP_WINDOW_MS if catchup is None else _duration(catchup, "catchup_window",
+                                                                            allow_zero=True)
+        paused = body.get("paused", False)
+        if not isinstance(paused, bool):
+            raise ScheduleError("paused must be true or false", "paused")
+        note = body.get("note") or ""
+        if not isinstance(note, str) or len(note) > 10_000:
+            raise ScheduleError("note must be a string of at most 10000 characters", "note")
+        return cls(spec, action, overlap, window, paused, note)
+
+
+def _duration(value: object, where: str, *, allow_zero: bool = False) -> int:
+    if value is None or (allow_zero and value in (0, "0", "0s")):
+        if allow_zero:
+            return 0
+        raise ScheduleError(f"{where} is required", where)
+    try:
+        # A bare number here is seconds: "interval": 5 reads as five seconds.
+        return parse_duration_ms(value, bare_unit="s")
+    except ValueError as exc:
+        raise ScheduleError(f"{where}: {exc}", where) from None
+
+
+def due_times(spec: ScheduleSpec, schedule_id: str, next_nominal: int, now: int, catchup_window_ms: int,
+              limit: int = 100) -> tuple[list[int], int, int]:
+    """The nominal times from ``next_nominal`` whose firing (nominal plus jitter) is due by
+    ``now``, how many of them fell outside the catch-up window (missed while nobody fired
+    them), and the next nominal time after those.
+
+    At most ``limit`` are returned; the rest are taken by the next call.
+    """
+    due: list[int] = []
+    missed = 0
+    jumped = False
+    t = next_nominal
+    while len(due) < limit:
+        fire_at = t + spec.jitter(schedule_id, t)
+        if fire_at > now:
+            break
+        if now - fire_at <= catchup_window_ms:
+            due.append(t)
+        else:
+            missed += 1
+            if missed >= 10 * limit and not jumped:  # left alone for ages: jump to the window's start
+                jumped = True
+                t = max(t, spec.next_after(now - catchup_window_ms - spec.jitter_ms - 1))
+                continue
+        t = spec.next_after(t)
+    return due, missed, t

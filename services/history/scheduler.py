@@ -1,0 +1,198 @@
+"""The scheduler: fires the schedules of the shards this history process owns.
+
+A schedule belongs to the shard of its key (namespace/schedule_id, like a workflow), fixed
+when it is created. Every round (``KADENCE_SCHEDULER_INTERVAL_MS``), for the owned shards,
+it reads the schedules with something to do (a nominal time due, a trigger, a buffered
+firing) and for each:
+
+1. decides every firing due (services/common/schedules.py: catch-up window, overlap policy
+   against the status of the schedule's latest workflow in current_executions);
+2. produces their commands to kadence.requests and waits for the broker's acknowledgement:
+   a start with the deterministic workflow id ``{schedule_id}-{nominal time}`` and request
+   id, and for terminate_other a terminate of the previous workflow;
+3. then advances the schedule's row in PostgreSQL (next time, buffer, triggers taken,
+   recent firings), only while the shard's range_id is still the one acquired.
+
+A crash between 2 and 3 fires the same nominal times again: history applies a start whose
+request id it has seen once, and a firing whose workflow already exists is taken as done
+(its id is deterministic). Nothing is decided on state outside PostgreSQL, so a schedule
+survives restarts of every service; downtime is caught up within the catch-up window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from kadence import avro
+from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
+from services.common.outcome import RUNNING
+from services.common.schedules import (
+    RECENT_KEPT,
+    OverlapPolicy,
+    ScheduleAction,
+    ScheduleError,
+    ScheduleSpec,
+    due_times,
+    iso_utc,
+    workflow_id_for,
+)
+from services.common.telemetry import metrics
+
+log = logging.getLogger(__name__)
+
+PRODUCE_TIMEOUT_S = 15.0
+
+_DUE = """
+SELECT * FROM schedules
+WHERE shard_id = ANY($1::int[])
+  AND ((NOT paused AND (next_fire_at <= $2 OR buffered IS NOT NULL)) OR cardinality(triggers) > 0)
+ORDER BY next_fire_at
+LIMIT 1000
+"""
+
+_ADVANCE = """
+UPDATE schedules SET next_nominal = $3, next_fire_at = $4, buffered = $5, triggers = triggers[$6 + 1:],
+    last_workflow_id = $7, recent = $8::jsonb, fired = fired + $9, skipped = skipped + $10, updated_at = now()
+WHERE namespace = $1 AND schedule_id = $2
+  AND EXISTS (SELECT 1 FROM shards WHERE shard_id = $11 AND range_id = $12)
+"""
+
+
+@dataclass
+class _Round:
+    """What one schedule's turn decided."""
+
+    commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    recent: list[dict[str, Any]] = field(default_factory=list)
+    started: int = 0
+    skipped: int = 0
+    buffered: int | None = None
+
+
+class Scheduler:
+    """Fires due schedules of the shards ``owned()`` returns (shard id -> range_id)."""
+
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, owned: Callable[[], Mapping[int, int]], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._owned = owned
+        self._clock = clock
+        self.rounds = 0  # rounds done (tests wait on it)
+
+    async def round(self) -> int:
+        """One pass; the number of workflows started."""
+        self.rounds += 1
+        owned = dict(self._owned())
+        if not owned:
+            return 0
+        now = int(self._clock() * 1000)
+        started = 0
+        for row in await self._pool.fetch(_DUE, list(owned), now):
+            shard_id = row["shard_id"]
+            if shard_id not in owned:
+                continue
+            try:
+                started += await self._fire(row, shard_id, owned[shard_id], now)
+            except (ScheduleError, ValueError, KeyError, TypeError):
+                # One unreadable row must not hold up the others.
+                log.exception("schedule %s/%s cannot be fired", row["namespace"], row["schedule_id"])
+        return started
+
+    async def _status(self, namespace: str, workflow_id: str | None) -> str | None:
+        if not workflow_id:
+            return None
+        value = await self._pool.fetchval(
+            "SELECT status FROM current_executions WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id)
+        return None if value is None else str(value)
+
+    async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int) -> int:
+        ns, sid = row["namespace"], row["schedule_id"]
+        spec = ScheduleSpec.from_json(json.loads(row["spec"]))
+        action = ScheduleAction.from_json(json.loads(row["action"]))
+        overlap = OverlapPolicy(row["overlap"])
+        firings: list[tuple[int, str]] = []
+        turn = _Round()
+        if row["buffered"] is not None:
+            if row["paused"]:
+                turn.buffered = int(row["buffered"])  # kept for after the pause
+            else:
+                firings.append((int(row["buffered"]), "buffered"))
+        next_nominal: int | None = row["next_nominal"]
+        missed = 0
+        if not row["paused"] and next_nominal is not None and row["next_fire_at"] <= now:
+            due, missed, next_nominal = due_times(spec, sid, next_nominal, now, int(row["catchup_window_ms"]))
+            firings += [(t, "scheduled") for t in due]
+        triggers = list(row["triggers"])
+        firings += [(int(t), "triggered") for t in triggers]
+
+        last: str | None = row["last_workflow_id"]
+        is_open = await self._status(ns, last) == RUNNING
+        for nominal, how in firings:
+            wid = workflow_id_for(sid, nominal)
+            if wid == last:
+                continue
+            status = await self._status(ns, wid)
+            if status is not None:  # started by a round that stopped before advancing the row
+                last, is_open = wid, status == RUNNING
+                continue
+            # A trigger is an operator's "run it now": it starts whatever the policy.
+            if is_open and how != "triggered" and overlap is not OverlapPolicy.ALLOW_ALL:
+                if overlap is OverlapPolicy.SKIP or (overlap is OverlapPolicy.BUFFER_ONE
+                                                     and turn.buffered is not None):
+                    turn.skipped += 1
+                    turn.recent.append({"scheduled_time": iso_utc(nominal), "workflow_id": None,
+                                        "result": "skipped", "how": how})
+                    continue
+                if overlap is OverlapPolicy.BUFFER_ONE:
+                    turn.buffered = nominal
+                    continue
+                assert last is not None  # TERMINATE_OTHER with a run open
+                turn.commands.append(("TerminateWorkflowExecution", {
+                    "namespace": ns, "workflow_id": last, "run_id": None,
+                    "reason": f"schedule {sid}: overlap policy terminate_other, firing {iso_utc(nominal)}",
+                    "request_id": f"schedule:{ns}:{sid}:{nominal}:terminate", "identity": f"schedule {sid}",
+                    "reply_to": None}))
+            turn.commands.append(("StartWorkflowExecution", action.start_record(ns, sid, nominal)))
+            turn.started += 1
+            turn.recent.append({"scheduled_time": iso_utc(nominal), "workflow_id": wid, "result": "started",
+                                "how": how})
+            last, is_open = wid, True
+
+        if not turn.commands and not turn.recent and not missed and not triggers and last == row["last_workflow_id"] \
+                and turn.buffered == row["buffered"] and next_nominal == row["next_nominal"]:
+            return 0  # a buffered firing still waiting: nothing to write
+        await self._produce(turn.commands)
+        next_fire_at = None if next_nominal is None else next_nominal + spec.jitter(sid, next_nominal)
+        recent = (json.loads(row["recent"]) + turn.recent)[-RECENT_KEPT:]
+        status = await self._pool.execute(
+            _ADVANCE, ns, sid, next_nominal, next_fire_at, turn.buffered, len(triggers), last,
+            json.dumps(recent), turn.started, turn.skipped + missed, shard_id, range_id)
+        if status.endswith(" 0"):
+            log.info("schedule %s/%s: not advanced (deleted, or shard %d changed owner)", ns, sid, shard_id)
+        m = metrics()
+        if m is not None:
+            for result, n in (("started", turn.started), ("skipped", turn.skipped), ("missed", missed),
+                              ("buffered", int(turn.buffered is not None))):
+                if n:
+                    m.schedule_actions.add(n, {"kadence.result": result})
+        return turn.started
+
+    async def _produce(self, commands: list[tuple[str, dict[str, Any]]]) -> None:
+        """Queue every command (in order, per workflow partition) and wait for the broker's answers."""
+        futures = []
+        async with asyncio.timeout(PRODUCE_TIMEOUT_S):
+            for name, record in commands:
+                key = workflow_key(record["namespace"], record["workflow_id"])
+                _, future = await enqueue_keyed(self._producer, REQUESTS, key, avro.encode(name, record))
+                futures.append(future)
+            await asyncio.gather(*futures)

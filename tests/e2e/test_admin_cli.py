@@ -1,0 +1,60 @@
+"""``kadence namespace`` and ``kadence schedule`` against a whole cluster, as a user types them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kadence._admin_cli import cli
+from services.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def _kadence(cluster: Cluster, *args: str) -> Result:
+    # The CLI runs its own event loop: in a thread, beside the cluster's.
+    return await asyncio.to_thread(CliRunner().invoke, cli, list(args),
+                                   env={"KADENCE_ADDRESS": cluster.url, "KADENCE_NAMESPACE": "default"})
+
+
+async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) -> None:
+    done = await _kadence(cluster, "namespace", "create", "shop", "--retention", "7d", "--owner-email",
+                          "ops@example.com", "--description", "The shop")
+    assert done.exit_code == 0, done.output
+    assert "Retention    7d" in done.output
+    done = await _kadence(cluster, "namespace", "list", "-o", "json")
+    assert [n["name"] for n in json.loads(done.output)] == ["default", "shop"]
+    done = await _kadence(cluster, "namespace", "update", "shop", "--retention", "12h")
+    assert done.exit_code == 0 and "12h" in done.output
+    done = await _kadence(cluster, "namespace", "describe", "nowhere")
+    assert done.exit_code == 3 and "NamespaceNotFound" in done.output
+    done = await _kadence(cluster, "namespace", "update", "shop")
+    assert done.exit_code == 2
+
+    done = await _kadence(cluster, "schedule", "-n", "shop", "create", "nightly", "-t", "Report", "-q", "reports",
+                          "--cron", "0 2 * * *", "--time-zone", "Europe/Paris", "--input", '["all"]')
+    assert done.exit_code == 0, done.output
+    assert "cron '0 2 * * *' in Europe/Paris" in done.output
+    done = await _kadence(cluster, "schedule", "create", "nightly", "-t", "R", "-q", "q", "--namespace", "shop",
+                          "--interval", "5s")
+    assert done.exit_code == 1 and "ScheduleAlreadyExists" in done.output
+    done = await _kadence(cluster, "schedule", "create", "both", "-t", "R", "-q", "q", "--cron", "* * * * *",
+                          "--interval", "5s")
+    assert done.exit_code == 2
+    done = await _kadence(cluster, "schedule", "pause", "nightly", "-n", "shop", "--note", "holidays")
+    assert done.exit_code == 0 and "paused: holidays" in done.output
+    done = await _kadence(cluster, "schedule", "list", "-n", "shop")
+    assert "nightly" in done.output and "paused" in done.output
+    done = await _kadence(cluster, "schedule", "trigger", "nightly", "-n", "shop")
+    assert done.exit_code == 0 and done.output.startswith("nightly-")
+    done = await _kadence(cluster, "schedule", "unpause", "nightly", "-n", "shop", "-o", "json")
+    assert json.loads(done.output)["paused"] is False
+    done = await _kadence(cluster, "schedule", "delete", "nightly", "-n", "shop")
+    assert done.exit_code == 0
+    done = await _kadence(cluster, "schedule", "describe", "nightly", "-n", "shop")
+    assert done.exit_code == 3 and "ScheduleNotFound" in done.output
+    done = await _kadence(cluster, "schedule", "list", "-n", "ghost")
+    assert done.exit_code == 3 and "NamespaceNotFound" in done.output

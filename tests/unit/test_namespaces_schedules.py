@@ -1,0 +1,141 @@
+"""Namespaces (durations, the cached registry) and schedules (specs, due times, ids) without services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.common.namespaces import NamespaceRegistry, format_duration_ms, parse_duration_ms
+from services.common.schedules import (
+    OverlapPolicy,
+    ScheduleDefinition,
+    ScheduleError,
+    ScheduleSpec,
+    due_times,
+    iso_utc,
+    request_id_for,
+    workflow_id_for,
+)
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_durations_read_and_print_back() -> None:
+    assert parse_duration_ms("30d") == 30 * 86_400_000
+    assert parse_duration_ms(7) == 7 * 86_400_000  # a bare number is days
+    assert parse_duration_ms("5", bare_unit="s") == 5000
+    assert parse_duration_ms(" 90m ") == 90 * 60_000
+    assert parse_duration_ms("2w") == 14 * 86_400_000
+    for bad in ("soon", "-1d", "0d", "1.5h", True, None, 0):
+        with pytest.raises(ValueError):
+            parse_duration_ms(bad)
+    for ms in (1, 1500, 60_000, 90 * 60_000, 7 * 86_400_000):
+        assert parse_duration_ms(format_duration_ms(ms)) == ms
+    assert format_duration_ms(7 * 86_400_000) == "7d"
+
+
+class _Pool:
+    """Just enough of a pool for NamespaceStore.names()."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.fetches = 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, str]]:
+        self.fetches += 1
+        return [{"name": n} for n in self.names]
+
+
+async def test_the_registry_reads_on_a_miss_and_remembers_a_miss_briefly() -> None:
+    pool = _Pool({"default"})
+    now = [100.0]
+    registry = NamespaceRegistry(pool, negative_ttl=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await registry.is_registered("default") and pool.fetches == 1
+    assert await registry.is_registered("default") and pool.fetches == 1  # known: no read
+    assert not await registry.is_registered("shop") and pool.fetches == 2
+    pool.names.add("shop")  # created by another frontend
+    assert not await registry.is_registered("shop") and pool.fetches == 2  # within the negative TTL
+    now[0] += 1.5
+    assert await registry.is_registered("shop") and pool.fetches == 3
+    registry.add("mine")  # created here: known at once
+    assert await registry.is_registered("mine") and pool.fetches == 3
+
+
+def test_interval_times_are_aligned_on_the_epoch_with_an_offset() -> None:
+    spec = ScheduleSpec.from_json({"interval": "5s", "offset": "1s"})
+    assert spec.next_after(_ms("2026-12-06T08:00:00+00:00")) == _ms("2026-12-06T08:00:01+00:00")
+    assert spec.next_after(_ms("2026-12-06T08:00:01+00:00")) == _ms("2026-12-06T08:00:06+00:00")
+    assert ScheduleSpec.from_json({"interval": 5}).interval_ms == 5000  # a bare number is seconds
+
+
+def test_cron_times_follow_the_time_zone() -> None:
+    spec = ScheduleSpec.from_json({"cron": "0 9 * * *", "time_zone": "Europe/Paris"})
+    # 09:00 in Paris is 08:00 UTC in winter and 07:00 UTC in summer.
+    assert spec.next_after(_ms("2026-12-06T08:30:00+00:00")) == _ms("2026-12-07T08:00:00+00:00")
+    assert spec.next_after(_ms("2026-07-01T00:00:00+00:00")) == _ms("2026-07-01T07:00:00+00:00")
+
+
+def test_jitter_is_deterministic_and_bounded() -> None:
+    spec = ScheduleSpec.from_json({"interval": "1m", "jitter": "10s"})
+    delays = [spec.jitter("s", t) for t in range(0, 6_000_000, 60_000)]
+    assert delays == [spec.jitter("s", t) for t in range(0, 6_000_000, 60_000)]
+    assert all(0 <= d <= 10_000 for d in delays) and len(set(delays)) > 1
+    assert ScheduleSpec.from_json({"interval": "1m"}).jitter("s", 0) == 0
+
+
+def test_due_times_catch_up_within_the_window_only() -> None:
+    spec = ScheduleSpec.from_json({"interval": "1s"})
+    start = _ms("2026-12-06T08:00:00+00:00")
+    # Ten seconds down, a five-second window: the five latest times run, the rest are missed.
+    due, missed, nxt = due_times(spec, "s", start, start + 10_000, 5_000)
+    assert due == [start + i * 1000 for i in range(5, 11)] and missed == 5 and nxt == start + 11_000
+    # Nothing due yet.
+    assert due_times(spec, "s", start, start - 1, 5_000) == ([], 0, start)
+    # Years away: a bounded amount of work, only the window run.
+    due, _, nxt = due_times(spec, "s", start, start + 365 * 86_400_000, 3_000)
+    assert len(due) == 4 and nxt == start + 365 * 86_400_000 + 1000
+
+
+def test_each_firing_has_a_deterministic_workflow_and_request_id() -> None:
+    t = _ms("2026-12-06T08:40:05+00:00")
+    assert workflow_id_for("nightly", t) == "nightly-2026-12-06T08:40:05Z"
+    assert workflow_id_for("nightly", t + 250) == "nightly-2026-12-06T08:40:05.250Z"
+    assert request_id_for("default", "nightly", t) == request_id_for("default", "nightly", t)
+    assert iso_utc(0) == datetime.fromtimestamp(0, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_definitions_name_the_bad_field() -> None:
+    ok = {"spec": {"interval": "1s"}, "action": {"workflow_type": "T", "task_queue": "q", "input": [1]}}
+    d = ScheduleDefinition.from_json(ok)
+    assert d.overlap is OverlapPolicy.SKIP and d.action.input == "[1]" and d.catchup_window_ms == 60_000
+    cases = [
+        ({**ok, "spec": {}}, "spec"),
+        ({**ok, "spec": {"cron": "* * *"}}, "spec.cron"),
+        ({**ok, "spec": {"interval": "1s", "time_zone": "Mars/Base"}}, "spec.time_zone"),
+        ({**ok, "spec": {"interval": "1s", "offset": "2s"}}, "spec.offset"),
+        ({**ok, "action": {"task_queue": "q"}}, "action.workflow_type"),
+        ({**ok, "action": {"workflow_type": "T", "task_queue": "q", "input": {}}}, "action.input"),
+        ({**ok, "overlap_policy": "cancel_other"}, "overlap_policy"),
+        ({**ok, "catchup_window": "later"}, "catchup_window"),
+    ]
+    for body, field in cases:
+        with pytest.raises(ScheduleError) as err:
+            ScheduleDefinition.from_json(body)
+        assert err.value.field == field, body
+
+
+def test_every_namespace_and_schedule_route_is_classified_and_documented() -> None:
+    from services.frontend.admin import ADMIN_ROUTES
+    from services.frontend.auth import OPERATION_PERMISSIONS, Permission
+    from services.frontend.openapi import document
+
+    names = {name for _, _, name in ADMIN_ROUTES}
+    assert names <= set(OPERATION_PERMISSIONS)
+    assert {n for n in names if OPERATION_PERMISSIONS[n] is Permission.ADMIN} == {
+        "create_namespace", "list_namespaces", "update_namespace"}
+    documented = {op["operationId"] for path in document()["paths"].values() for op in path.values()}
+    assert names <= documented
