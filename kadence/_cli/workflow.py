@@ -162,7 +162,7 @@ def _time(value: datetime | int | None) -> str:
 
 
 STATUS_STYLES = {"Running": "cyan", "Completed": "green", "Failed": "red", "TimedOut": "red",
-                 "Terminated": "yellow", "ContinuedAsNew": "blue"}
+                 "Terminated": "yellow", "ContinuedAsNew": "blue", "Canceled": "yellow"}
 
 
 def _status(status: str) -> Text:

@@ -37,6 +37,7 @@ class ExecutionStatus(enum.StrEnum):
     TIMED_OUT = "TimedOut"
     TERMINATED = "Terminated"
     CONTINUED_AS_NEW = "ContinuedAsNew"
+    CANCELED = "Canceled"
 
 
 # The events that close a run, and the status each leaves.
@@ -46,6 +47,7 @@ CLOSING_EVENTS: Mapping[str, ExecutionStatus] = {
     "WorkflowExecutionTimedOut": ExecutionStatus.TIMED_OUT,
     "WorkflowExecutionTerminated": ExecutionStatus.TERMINATED,
     "WorkflowExecutionContinuedAsNew": ExecutionStatus.CONTINUED_AS_NEW,
+    "WorkflowExecutionCanceled": ExecutionStatus.CANCELED,
 }
 
 

@@ -279,3 +279,19 @@ async def test_a_bug_in_the_projection_brings_the_process_down(client: Client, c
     await client.start_workflow(VisWait.run, id=f"bug-{uuid.uuid4().hex[:6]}", task_queue="nobody")
     await eventually(lambda: cluster.fatal.happened.is_set(), timeout=30, what="the fatal declaration")
     assert "visibility consumer died" in str(cluster.fatal.reason)
+
+
+async def test_a_cancelled_run_is_listed_as_canceled(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with Worker(client, task_queue=f"vis-{tag}", workflows=[VisWait]):
+        handle = await client.start_workflow(VisWait.run, id=f"cancel-{tag}", task_queue=f"vis-{tag}")
+        await handle.cancel("no longer wanted")
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        query = f"TaskQueue = 'vis-{tag}' AND ExecutionStatus = 'Canceled'"
+
+        async def listed() -> bool:
+            return await _statuses(client, query) == {f"cancel-{tag}": "Canceled"}
+        await eventually(listed, timeout=30, what="the cancelled run listed as Canceled")
+        counted = await client.count_workflows(f"TaskQueue = 'vis-{tag}' GROUP BY ExecutionStatus")
+        assert counted.count == 1 and counted.groups == [(["Canceled"], 1)]
