@@ -24,8 +24,8 @@ from kadence._visibility import (
     search_attributes_json,
 )
 from kadence._workflow.definition import (
-    WorkflowDefinition,
     query_name_of,
+    run_result_type,
     signal_name_of,
     workflow_name_of,
 )
@@ -183,7 +183,7 @@ class Client(AdminMixin):
             search_attributes=search_attributes,
         )
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=_result_type(workflow))
+        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
 
     async def execute_workflow(
         self,
@@ -216,7 +216,7 @@ class Client(AdminMixin):
         body["wait_seconds"] = _LONG_POLL_SECONDS
         answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
                                         what=f"start of workflow {id}")
-        handle = WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=_result_type(workflow))
+        handle = WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
         return await handle._follow(answer.get("outcome"), None, follow_runs=True)
 
     async def signal_with_start_workflow(
@@ -247,7 +247,7 @@ class Client(AdminMixin):
         body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")
         answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
                                         what=f"signal-with-start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=_result_type(workflow))
+        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
 
     def list_workflows(self, query: str = "", *, page_size: int = 100,
                        limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
@@ -265,13 +265,6 @@ class Client(AdminMixin):
         ``result()`` converts the result to ``result_type`` (plain JSON when None)."""
         return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
 
-
-def _result_type(workflow: str | type | Callable[..., Any]) -> Any:
-    """The return annotation of the workflow's run method (None for a type name)."""
-    if isinstance(workflow, str):
-        return None
-    run_fn = WorkflowDefinition.of(workflow).run_fn if isinstance(workflow, type) else workflow
-    return signature_of(run_fn, method=True).result
 
 
 class WorkflowHandle:

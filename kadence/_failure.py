@@ -4,7 +4,10 @@ A ``kadence.Failure`` has no ``cause`` field, so the SDK's own chained failures 
 chain in ``details``: an :class:`ActivityError` is recorded with type ``ActivityError`` and
 ``details`` a one-element array holding an object marked ``{"kadence": "ActivityError"}``
 with the activity's type, id, retry state and its cause as a nested Failure; an
-:class:`ActivityTimeoutError` likewise holds its timeout type and last heartbeat details.
+:class:`ActivityTimeoutError` likewise holds its timeout type and last heartbeat details,
+a :class:`ChildWorkflowError` the child's id, type, run id, initiated event id and cause,
+a :class:`TerminatedError` its reason, a :class:`CanceledError` its details (and a
+:class:`WorkflowTimeoutError` nothing more).
 Anything else is an :class:`ApplicationError` with the recorded type, message, details,
 non-retryable flag and stack trace, so a failure written by another SDK still reads back.
 """
@@ -21,7 +24,11 @@ from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
     ApplicationError,
+    CanceledError,
+    ChildWorkflowError,
     FailureError,
+    TerminatedError,
+    WorkflowTimeoutError,
 )
 
 __all__ = ["exception_from_failure", "failure_from_exception"]
@@ -61,6 +68,26 @@ def failure_from_exception(exc: BaseException) -> dict[str, Any]:
             heartbeat = None
         details = encode_value([{_MARK: "ActivityTimeoutError", "timeout_type": exc.timeout_type,
                                  "last_heartbeat_details": heartbeat}])
+    elif isinstance(exc, ChildWorkflowError):
+        details = encode_value([{
+            _MARK: "ChildWorkflowError",
+            "workflow_id": exc.workflow_id,
+            "workflow_type": exc.workflow_type,
+            "run_id": exc.run_id,
+            "initiated_event_id": exc.initiated_event_id,
+            "cause": failure_from_exception(exc.cause),
+        }])
+    elif isinstance(exc, TerminatedError):
+        details = encode_value([{_MARK: "TerminatedError", "reason": exc.reason}])
+    elif isinstance(exc, WorkflowTimeoutError):
+        details = encode_value([{_MARK: "WorkflowTimeoutError"}])
+    elif isinstance(exc, CanceledError):
+        # A canceled child's cause (or an activity's) read back as the same class.
+        try:
+            canceled: Any = encode_value(list(exc.details))
+        except (TypeError, ValueError):
+            canceled = None
+        details = encode_value([{_MARK: "CanceledError", "details": canceled}])
     if isinstance(exc, FailureError):
         message, type_ = exc.message, exc.type
     else:
@@ -128,6 +155,28 @@ def _chained(type_: Any, message: str, stack: str, details: list[Any]) -> Failur
                                          last_heartbeat_details=heartbeat if isinstance(heartbeat, list) else ())
             error.stack_trace = stack
             return error
+        if type_ == "ChildWorkflowError":
+            cause = info.get("cause")
+            run_id = info.get("run_id")
+            return ChildWorkflowError(
+                message,
+                workflow_id=str(info["workflow_id"]),
+                workflow_type=str(info["workflow_type"]),
+                run_id=None if run_id is None else str(run_id),
+                initiated_event_id=int(info.get("initiated_event_id") or 0),
+                cause=exception_from_failure(cause if isinstance(cause, Mapping) else {"message": ""}),
+                stack_trace=stack,
+            )
+        if type_ == "TerminatedError":
+            return TerminatedError(str(info.get("reason") or ""), stack_trace=stack)
+        if type_ == "WorkflowTimeoutError":
+            return WorkflowTimeoutError(stack_trace=stack)
+        if type_ == "CanceledError":
+            raw = info.get("details")
+            carried = decode_value(raw) if isinstance(raw, str) else None
+            canceled = CanceledError(message, *(carried if isinstance(carried, list) else ()))
+            canceled.stack_trace = stack
+            return canceled
     except (KeyError, TypeError, ValueError):
         return None  # not the SDK's record after all: read it as an application error
     return None

@@ -9,7 +9,15 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["MAX_REQUEST_BYTES", "ActivityCancellationType", "Backoff", "RetryPolicy", "RetryState", "to_millis"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "ActivityCancellationType",
+    "Backoff",
+    "ParentClosePolicy",
+    "RetryPolicy",
+    "RetryState",
+    "to_millis",
+]
 
 #: The largest HTTP request body the frontend takes (it answers 413 above it). Shared by
 #: the frontend and the worker, which keeps its batches of task answers under it.
@@ -90,6 +98,18 @@ class RetryState(StrEnum):
     MAXIMUM_ATTEMPTS_REACHED = "MaximumAttemptsReached"
     #: A timeout that is never retried fired, or the schedule-to-close time ran out.
     TIMEOUT = "Timeout"
+
+
+class ParentClosePolicy(StrEnum):
+    """What happens to a child workflow still open when its parent run closes."""
+
+    #: The child is terminated (the default, as in Temporal).
+    TERMINATE = "Terminate"
+    #: The child is asked to cancel. Until Kadence has workflow cancellation the child is
+    #: left running, as with ABANDON.
+    REQUEST_CANCEL = "RequestCancel"
+    #: The child keeps running on its own.
+    ABANDON = "Abandon"
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,20 @@ __all__ = [
     "ActivityTimeoutError",
     "ApplicationError",
     "CanceledError",
+    "ChildWorkflowError",
     "FailureError",
     "KadenceError",
     "NonDeterminismError",
     "PayloadError",
     "QueryFailedError",
     "RPCError",
+    "TerminatedError",
     "WorkflowAlreadyClosedError",
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
     "WorkflowNotFoundError",
     "WorkflowTaskError",
+    "WorkflowTimeoutError",
 ]
 
 
@@ -157,6 +160,57 @@ class ActivityError(FailureError):
     def timeout_type(self) -> str | None:
         """Which timeout ended the activity, or None when it failed."""
         return self.cause.timeout_type if isinstance(self.cause, ActivityTimeoutError) else None
+
+
+class ChildWorkflowError(FailureError):
+    """Raised in workflow code when a child workflow did not complete, or could not start.
+
+    ``cause`` says why: the :class:`ApplicationError` (or :class:`ActivityError` chain) the
+    child failed with, a :class:`WorkflowTimeoutError`, a :class:`TerminatedError`, or for a
+    start that failed an :class:`ApplicationError` of type ``WorkflowAlreadyStarted``
+    (another run of the workflow id is open). A parent that does not catch it fails with it,
+    the chain kept, as with :class:`ActivityError`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str,
+        workflow_type: str,
+        run_id: str | None,
+        initiated_event_id: int,
+        cause: FailureError,
+        stack_trace: str = "",
+    ) -> None:
+        super().__init__(message, type="ChildWorkflowError", stack_trace=stack_trace)
+        self.workflow_id = workflow_id
+        self.workflow_type = workflow_type
+        self.run_id = run_id
+        self.initiated_event_id = initiated_event_id
+        self.cause = cause
+        self.__cause__ = cause
+
+    def __repr__(self) -> str:
+        return (f"ChildWorkflowError({self.message!r}, workflow_type={self.workflow_type!r}, "
+                f"workflow_id={self.workflow_id!r}, run_id={self.run_id!r}, cause={self.cause!r})")
+
+
+class TerminatedError(FailureError):
+    """A workflow was terminated (the cause of a :class:`ChildWorkflowError`)."""
+
+    def __init__(self, reason: str = "", *, stack_trace: str = "") -> None:
+        super().__init__(f"workflow terminated: {reason}" if reason else "workflow terminated",
+                         type="TerminatedError", stack_trace=stack_trace)
+        self.reason = reason
+
+
+class WorkflowTimeoutError(FailureError):
+    """A workflow ran out of time (its execution or run timeout; the cause of a
+    :class:`ChildWorkflowError`)."""
+
+    def __init__(self, *, stack_trace: str = "") -> None:
+        super().__init__("workflow timed out", type="WorkflowTimeoutError", stack_trace=stack_trace)
 
 
 class WorkflowFailureError(KadenceError):

@@ -36,7 +36,13 @@ from typing import Any
 from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
-from kadence._workflow.definition import WorkflowDefinition, query_name_of, signal_name_of, workflow_name_of
+from kadence._workflow.definition import (
+    WorkflowDefinition,
+    query_name_of,
+    run_result_type,
+    signal_name_of,
+    workflow_name_of,
+)
 from kadence.common import to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import (
@@ -293,7 +299,7 @@ class WorkflowEnvironment:
         text = self.converter.encode_args(args, what=f"workflow {workflow_type}")
         run = self._new_run(id, workflow_type, task_queue or self.task_queue,
                             await encode_payload(self._codec, text, args=True), to_millis(execution_timeout), None)
-        return WorkflowEnvironmentHandle(self, id, run.run_id, _result_type(workflow))
+        return WorkflowEnvironmentHandle(self, id, run.run_id, run_result_type(workflow))
 
     async def execute_workflow(self, workflow: str | type | Callable[..., Any], *args: Any, id: str,
                                task_queue: str | None = None, execution_timeout: timedelta | None = None) -> Any:
@@ -636,12 +642,6 @@ class WorkflowEnvironment:
             self._after_attempt(act, backoff)
         return {}
 
-
-def _result_type(workflow: str | type | Callable[..., Any]) -> Any:
-    if isinstance(workflow, str):
-        return None
-    run_fn = WorkflowDefinition.of(workflow).run_fn if isinstance(workflow, type) else workflow
-    return signature_of(run_fn, method=True).result
 
 
 class WorkflowEnvironmentHandle:

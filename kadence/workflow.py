@@ -16,21 +16,25 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 from kadence._activity import activity_name_of
-from kadence._workflow.definition import defn, query, run, signal
+from kadence._workflow.children import ChildWorkflowHandle
+from kadence._workflow.definition import defn, query, run, run_result_type, signal, workflow_name_of
 from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
-from kadence.common import ActivityCancellationType, RetryPolicy, to_millis
+from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
 from kadence.converter import signature_of
 
 T = TypeVar("T")
 
 __all__ = [
     "ActivityCancellationType",
+    "ChildWorkflowHandle",
     "ContinueAsNewError",
     "Info",
+    "ParentClosePolicy",
     "continue_as_new",
     "defn",
     "execute_activity",
+    "execute_child_workflow",
     "info",
     "is_replaying",
     "now",
@@ -41,6 +45,7 @@ __all__ = [
     "side_effect",
     "signal",
     "sleep",
+    "start_child_workflow",
     "upsert_search_attributes",
     "uuid4",
     "wait_condition",
@@ -90,6 +95,55 @@ async def execute_activity(
     return await current_instance().execute_activity(activity_name_of(activity), args, attributes,
                                                      ActivityCancellationType(cancellation_type),
                                                      result_type=result_type)
+
+
+async def start_child_workflow(
+    workflow: str | type | Callable[..., Any],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> ChildWorkflowHandle:
+    """Start a child workflow and return its handle once it has started.
+
+    ``workflow`` is a ``@workflow.defn`` class, its run method or a workflow type name. The
+    child runs in this namespace, on ``task_queue`` (default: this workflow's), with workflow
+    id ``id`` (default: derived from this run). ``await handle`` gives its result or raises
+    :class:`~kadence.exceptions.ChildWorkflowError` (whose ``cause`` is why: the child's
+    failure, a timeout, a termination); a start that failed (another run of ``id`` is open)
+    raises that error here, with a cause of type ``WorkflowAlreadyStarted``.
+    ``parent_close_policy`` says what happens to the child if this run closes first.
+    """
+    attributes = {
+        "workflow_id": id or "",
+        "task_queue": task_queue or "",
+        "execution_timeout_ms": to_millis(execution_timeout),
+        "run_timeout_ms": to_millis(run_timeout),
+        "workflow_task_timeout_ms": to_millis(task_timeout),
+        "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
+    }
+    return await current_instance().children.start(workflow_name_of(workflow), args, attributes,
+                                                   result_type=run_result_type(workflow))
+
+
+async def execute_child_workflow(
+    workflow: str | type | Callable[..., Any],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> Any:
+    """Start a child workflow and wait for its result (see :func:`start_child_workflow`)."""
+    handle = await start_child_workflow(
+        workflow, *args, id=id, task_queue=task_queue, execution_timeout=execution_timeout,
+        run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy)
+    return await handle
 
 
 async def sleep(duration: float | timedelta) -> None:

@@ -25,8 +25,10 @@ _EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
     "WorkflowExecutionSignaled": {"input": True},
     "ActivityTaskCompleted": {"result": False},
     "ActivityTaskTimedOut": {"last_heartbeat_details": True},
-    "ActivityTaskCanceled": {"details": True},  # once cancellation is merged
+    "ActivityTaskCanceled": {"details": True},
     "MarkerRecorded": {"details": False},  # workflow.side_effect values
+    "ChildWorkflowExecutionCompleted": {"result": False},
+    "ChildWorkflowExecutionCanceled": {"details": False},
 }
 
 #: Per command type, the payload attributes it carries: name -> is an argument array.
@@ -35,6 +37,9 @@ _COMMAND_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
     "CompleteWorkflowExecution": {"result": False},
     "ContinueAsNewWorkflowExecution": {"input": True},
     "RecordMarker": {"details": False},
+    "StartChildWorkflowExecution": {"input": True},
+    "SignalExternalWorkflowExecution": {"input": True},
+    "CancelWorkflowExecution": {"details": False},
 }
 
 

@@ -216,3 +216,14 @@ def query_name_of(query_: str | Callable[..., Any]) -> str:
     if isinstance(found, str):
         return found
     raise TypeError(f"{query_!r} is not a query name or @workflow.query method")
+
+
+def run_result_type(workflow: str | type | Callable[..., Any]) -> Any:
+    """The return annotation of a workflow's run method (None for a type name): what its
+    result is converted to by the client, the test environment and a parent workflow."""
+    from kadence.converter import signature_of
+
+    if isinstance(workflow, str):
+        return None
+    run_fn = WorkflowDefinition.of(workflow).run_fn if isinstance(workflow, type) else workflow
+    return signature_of(run_fn, method=True).result

@@ -21,6 +21,7 @@ from typing import Any
 
 from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
+from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import ActivityCancellationType, RetryState
@@ -169,6 +170,7 @@ class WorkflowInstance:
         #: Set by the runner before each activation (see WorkflowInfo.history_length).
         self.history_length = 0
         self._side_effect_seq = 0
+        self.children = Children(self)
 
     # -- activation ------------------------------------------------------------------
 
@@ -275,6 +277,8 @@ class WorkflowInstance:
             self._resolve_activity(kind, attrs)
         elif kind == "WorkflowExecutionCancelRequested":
             self._request_cancel()
+        elif kind in CHILD_INPUT_EVENT_TYPES:
+            self.children.deliver(kind, attrs)
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import Command, WorkflowInstance
 from kadence.converter import DataConverter
@@ -44,7 +45,7 @@ INPUT_EVENT_TYPES = frozenset(
         "TimerFired",
         "WorkflowExecutionCancelRequested",
     }
-)
+) | CHILD_INPUT_EVENT_TYPES
 
 #: The history event each command becomes.
 COMMAND_EVENT_TYPE = {
@@ -57,6 +58,7 @@ COMMAND_EVENT_TYPE = {
     "RecordMarker": "MarkerRecorded",
     "RequestCancelActivityTask": "ActivityTaskCancelRequested",
     "CancelWorkflowExecution": "WorkflowExecutionCanceled",
+    **CHILD_COMMAND_EVENT_TYPE,
 }
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
@@ -67,6 +69,7 @@ _IDENTITY_ATTRIBUTE = {
     "CancelTimer": "timer_id",
     "RecordMarker": "marker_name",
     "RequestCancelActivityTask": "scheduled_event_id",
+    **CHILD_IDENTITY_ATTRIBUTE,
 }
 
 

@@ -7,7 +7,7 @@ file named by ``KADENCE_INGRESS_KEYS``::
     {"principals": {"billing": ["<key, 16+ characters>", "<the next key, while rotating>"],
                     "frontend": ["<key>"]},
      "namespaces": {"shop": ["billing"], "*": []},
-     "frontend_principal": "frontend"}
+     "frontend_principal": "frontend", "history_principal": "kadence-history"}
 
 - ``principals``: each producer's keys (every listed key verifies; a key rotates in two steps);
 - ``namespaces``: the protected namespaces, each with the principals allowed to send to it;
@@ -15,6 +15,11 @@ file named by ``KADENCE_INGRESS_KEYS``::
   unsigned records as before;
 - ``frontend_principal``: the principal the frontend signs its own records with. It is
   allowed in every namespace: the frontend authenticates its callers over HTTP itself.
+- ``history_principal``: the principal history signs its own records to ``kadence.requests``
+  with (child workflow starts, notices, close policies, signals to children: they act in
+  the namespace of the workflow that sent them). Allowed in every namespace too. Without it,
+  history signs with ``frontend_principal`` (the same trusted deployment holds both keys);
+  with neither, its records to a protected namespace are dead-lettered.
 
 History checks each record of ``kadence.requests`` (:meth:`IngressPolicy.refusal`) and
 dead-letters one to a protected namespace with the reason. Commands a frontend in the same
@@ -58,6 +63,7 @@ class IngressPolicy:
     principals: Mapping[str, tuple[bytes, ...]]
     namespaces: Mapping[str, frozenset[str]]
     frontend_principal: str | None = None
+    history_principal: str | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> IngressPolicy:
@@ -91,22 +97,34 @@ class IngressPolicy:
         frontend = data.get("frontend_principal")
         if frontend is not None and frontend not in principals:
             raise IngressConfigError(f"{where}: frontend_principal {frontend!r} has no keys in principals")
+        history = data.get("history_principal")
+        if history is not None and history not in principals:
+            raise IngressConfigError(f"{where}: history_principal {history!r} has no keys in principals")
         if not namespaces:
             raise IngressConfigError(f"{where}: protects no namespace (namespaces is empty)")
-        return cls(principals, namespaces, frontend)
+        return cls(principals, namespaces, frontend, history)
 
     def allowed(self, namespace: str) -> frozenset[str] | None:
         """The principals that may send to ``namespace``; None: it is not protected."""
         allowed = self.namespaces.get(namespace, self.namespaces.get(ANY_NAMESPACE))
-        if allowed is None or self.frontend_principal is None:
-            return allowed
-        return allowed | {self.frontend_principal}
+        if allowed is None:
+            return None
+        services = {p for p in (self.frontend_principal, self.history_principal) if p is not None}
+        return allowed | services
 
     def frontend_signer(self) -> IngressSigner | None:
         """What the frontend signs its records with (its principal's first key)."""
         if self.frontend_principal is None:
             return None
         return IngressSigner(self.frontend_principal, self.principals[self.frontend_principal][0])
+
+    def history_signer(self) -> IngressSigner | None:
+        """What history signs its own records to kadence.requests with: its principal's
+        first key, else the frontend's; None when the policy names neither."""
+        principal = self.history_principal or self.frontend_principal
+        if principal is None:
+            return None
+        return IngressSigner(principal, self.principals[principal][0])
 
     def check(self, record: Record, command: Mapping[str, Any]) -> str | None:
         """Why the consumed ``record`` carrying ``command`` is refused (a dead-letter reason), or None."""

@@ -136,7 +136,11 @@ async def publish(producer: AIOKafkaProducer, records: Sequence[Record]) -> None
     counts: dict[str, int] = {}
     batches: dict[tuple[str, int], Any] = {}
     futures = []
+    # Batches bypass send(): a signing producer's records to kadence.requests are signed here.
+    signer = producer.signer if isinstance(producer, SigningProducer) else None
     for topic, key, value, headers in records:
+        if signer is not None and topic == REQUESTS:
+            headers = [*headers, *signer.headers(topic, key, value)]
         if topic not in counts:
             counts[topic] = len(await producer.partitions_for(topic))
         tp = (topic, partition_for(key, counts[topic]))

@@ -436,3 +436,109 @@ _COMMAND_CHECKS: dict[str, Callable[[Command, str, Limits], None]] = {
     "RequestCancelActivityTask": _request_cancel_activity,
     "CancelWorkflowExecution": _cancel_workflow,
 }
+
+
+# -- child workflows ----------------------------------------------------------------------------
+# The two workflow task commands, and the records history's outbox sends between shards
+# (services/history/children.py): history takes those from kadence.requests like any other
+# record, so they get the same check (a bad one goes to the dead letter topic, never stops
+# the partition). Registered apart from the tables above to keep this concern in one place.
+
+PARENT_CLOSE_POLICIES = ("Terminate", "RequestCancel", "Abandon")  # kadence.ParentClosePolicy
+NOTICE_KINDS = ("Started", "StartFailed", "Completed", "Failed", "TimedOut", "Terminated", "Canceled",
+                "Signaled", "SignalFailed")  # kadence.ChildWorkflowNoticeKind
+
+
+def symbol(value: object, field: str, symbols: tuple[str, ...]) -> str:
+    """One symbol of an Avro enum (a JSON caller may send any string)."""
+    if not isinstance(value, str) or value not in symbols:
+        raise Invalid(field, f"must be one of {', '.join(symbols)}")
+    return value
+
+
+def _event_id(value: object, field: str) -> int:
+    return integer(value, field, 1, MAX_ID)
+
+
+def _start_child(a: Command, at: str, limits: Limits) -> None:
+    name(a["workflow_id"], f"{at}.workflow_id")
+    name(a["workflow_type"], f"{at}.workflow_type")
+    optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the parent's queue
+    payload(a["input"], f"{at}.input", limits, array=True)
+    for field in ("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms"):
+        duration_ms(a[field], f"{at}.{field}")
+    symbol(a.get("parent_close_policy", "Terminate"), f"{at}.parent_close_policy", PARENT_CLOSE_POLICIES)
+
+
+def _signal_external(a: Command, at: str, limits: Limits) -> None:
+    name(a["workflow_id"], f"{at}.workflow_id")
+    optional_name(a["run_id"], f"{at}.run_id")
+    name(a["signal_name"], f"{at}.signal_name")
+    payload(a["input"], f"{at}.input", limits, array=True)
+    boolean(a.get("child_workflow_only", True), f"{at}.child_workflow_only")
+
+
+def _parent(cmd: Command, prefix: str) -> None:
+    """The run and event a record between shards names as its sender (parent_* or sender_*)."""
+    namespace(cmd[f"{prefix}_namespace"], f"{prefix}_namespace")
+    name(cmd[f"{prefix}_workflow_id"], f"{prefix}_workflow_id")
+    name(cmd[f"{prefix}_run_id"], f"{prefix}_run_id")
+    _event_id(cmd[f"{prefix}_initiated_event_id"], f"{prefix}_initiated_event_id")
+
+
+def _child_start_request(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    name(cmd["new_run_id"], "new_run_id")
+    name(cmd["workflow_type"], "workflow_type")
+    name(cmd["task_queue"], "task_queue")
+    payload(cmd["input"], "input", limits, array=True)
+    for field in ("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms"):
+        duration_ms(cmd[field], field)
+    name(cmd["request_id"], "request_id")
+    _parent(cmd, "parent")
+
+
+def _signal_external_request(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    optional_name(cmd["run_id"], "run_id")
+    name(cmd["signal_name"], "signal_name")
+    payload(cmd["input"], "input", limits, array=True)
+    name(cmd["request_id"], "request_id")
+    _parent(cmd, "sender")
+
+
+def _child_notice(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    name(cmd["run_id"], "run_id")
+    _event_id(cmd["initiated_event_id"], "initiated_event_id")
+    symbol(cmd["kind"], "kind", NOTICE_KINDS)
+    namespace(cmd["child_namespace"], "child_namespace")
+    name(cmd["child_workflow_id"], "child_workflow_id")
+    optional_name(cmd["child_run_id"], "child_run_id")
+    optional_name(cmd["workflow_type"], "workflow_type")
+    payload(cmd["result"], "result", limits)
+    if cmd["failure"] is not None:
+        failure(cmd["failure"], "failure", limits)
+    text(cmd["reason"], "reason")
+    payload(cmd["details"], "details", limits)
+    text(cmd["cause"], "cause", MAX_NAME_CHARS)
+
+
+def _parent_close_policy(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    _parent(cmd, "parent")
+    symbol(cmd["policy"], "policy", PARENT_CLOSE_POLICIES)
+    text(cmd["reason"], "reason")
+    name(cmd["request_id"], "request_id")
+
+
+_COMMAND_CHECKS.update({
+    "StartChildWorkflowExecution": _start_child,
+    "SignalExternalWorkflowExecution": _signal_external,
+})
+_CHECKS.update({
+    "StartChildWorkflowExecution": _child_start_request,
+    "SignalExternalWorkflowExecution": _signal_external_request,
+    "ChildWorkflowNotice": _child_notice,
+    "ApplyParentClosePolicy": _parent_close_policy,
+})

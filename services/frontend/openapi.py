@@ -75,6 +75,7 @@ COMPONENTS: dict[str, Schema] = {
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
         "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
+        "pending_children": {"type": "array", "items": {"type": "object"}},
     }, ["workflow_id", "run_id", "status", "history_length"]),
     "WorkflowExecutionInfo": _obj({
         "workflow_id": STR, "run_id": STR, "workflow_type": NULL_STR, "task_queue": NULL_STR, "status": STR,

@@ -109,6 +109,9 @@ def describe(ex: Execution) -> dict[str, Any]:
             {"scheduled_event_id": int(k), **v} for k, v in sorted(activities.items(), key=lambda kv: int(kv[0]))
         ],
         "pending_timers": [{"timer_id": k, **v} for k, v in sorted(timers.items())],
+        # Child workflows not closed yet (state Initiated until the child's start is recorded).
+        "pending_children": [{"initiated_event_id": int(k), **v} for k, v in
+                             sorted((state.get("children") or {}).items(), key=lambda kv: int(kv[0]))],
     }
 
 

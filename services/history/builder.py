@@ -111,6 +111,8 @@ class Transition:
     # The state changed without an event (an activity's attempt bookkeeping, see
     # state.ATTEMPT_FIELDS): the snapshot must be written all the same.
     changed_without_events: bool = False
+    # The run's close was told to its parent and children (children.on_close): once only.
+    close_handled: bool = False
     headers: tuple[tuple[str, bytes], ...] = ()
     # The committed events since the run's last completed workflow task, when the
     # shard still holds them: a workflow task dispatched now carries them along.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from . import cancellation
+from . import cancellation, children
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -27,6 +27,10 @@ def validate_commands(commands: list[dict[str, Any]]) -> str | None:
             if a["timer_id"] in timers:
                 return f"commands[{i}]: timer_id {a['timer_id']!r} is used twice"
             timers.add(a["timer_id"])
+        elif kind in children.COMMANDS:
+            problem = children.validate(i, kind, a)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -68,6 +72,8 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
             _continue_as_new(ctx, t, a, completed_id)
         elif kind in cancellation.COMMANDS:
             cancellation.apply_command(ctx, t, kind, a, completed_id)
+        elif kind in children.COMMANDS:
+            children.apply_command(t, kind, a, completed_id)
 
 
 def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:
@@ -96,5 +102,6 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
     new = _new_run(ctx, s.namespace, s.workflow_id, workflow_type, task_queue, a["input"],
                    execution_timeout_ms=s.execution_timeout_ms, workflow_task_timeout_ms=s.workflow_task_timeout_ms,
                    run_timeout_ms=s.run_timeout_ms, execution_expiration_time=s.execution_expiration_time,
-                   request_id="", identity="", continued_from=s.run_id, run_id=new_run_id)
+                   request_id="", identity="", continued_from=s.run_id, run_id=new_run_id,
+                   parent=children.parent_attributes(s.parent))
     schedule_workflow_task(new)

@@ -85,6 +85,9 @@ class BatchContext:
             self.replies.append(OutboxMessage(kafka.REPLIES, reply_to.encode(), avro.encode("Reply", reply),
                                               self.headers))
 
+    def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
+        self.replies.append(OutboxMessage(topic, key, avro.encode(record_name, record), self.headers))
+
     def delete_timer_row(self, key: str) -> None:
         self.timer_rows_deleted.append(key)
 

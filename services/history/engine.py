@@ -39,6 +39,9 @@ class Context(Protocol):
 
     def delete_timer_row(self, key: str) -> None: ...
 
+    def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
+        """Publish a record after the batch commits, for no run in particular (children.py)."""
+
     def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> tuple[int, str | None] | None: ...
 
     def record_heartbeat(self, run_id: str, scheduled_event_id: int, attempt: int, details: str | None) -> None: ...
@@ -90,9 +93,10 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
              run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
              continued_from: str | None = None, run_id: str | None = None,
-             search_attributes: str | None = None) -> Transition:
+             search_attributes: str | None = None, parent: dict[str, Any] | None = None) -> Transition:
     """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
-    first run's), None for the first run of a chain: ``execution_timeout_ms`` from now."""
+    first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
+    ``parent``: a child's parent, as ``children.parent_attributes`` gives it."""
     state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
     t = ctx.new_run(state)
     t.current_changed = True
@@ -104,7 +108,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
           request_id=request_id, identity=identity, continued_execution_run_id=continued_from,
-          search_attributes=search_attributes)
+          search_attributes=search_attributes, **(parent or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
         t.set_timer("wf_timeout", 0, timeout_at)
@@ -154,6 +158,10 @@ def settle(t: Transition) -> None:
     """After every operation: close out a finished run, or schedule the workflow task owed."""
     s = t.state
     if not s.running:
+        if s.parent is not None or s.children:
+            from .children import on_close  # tell the parent, apply the parent close policy
+
+            on_close(t)
         t.delete_all_timers = True
         t.current_changed = True
         return

@@ -108,7 +108,14 @@ class HistoryService:
         self.store = HistoryStore(self.pool)
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
-        self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security)
+        # History's own records to kadence.requests (child workflows) are signed, so that a
+        # protected namespace takes them (ingress_auth.py history_principal).
+        signer = self._ingress.history_signer() if self._ingress is not None else None
+        if self._ingress is not None and signer is None:
+            log.warning("the ingress policy names neither history_principal nor frontend_principal: history's own "
+                        "records (child workflows) to protected namespaces will be dead-lettered")
+        self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security,
+                                            signer=signer)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,

@@ -30,6 +30,7 @@ from services.common.outcome import outcome
 
 from . import cancellation, engine, poison
 from .builder import Mutation, OutboxMessage, Transition
+from .children import apply_parent_close_policy, notify_child_outcome, signal_external, start_child
 from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
 from .health import ShardHealth, ShardState
@@ -74,6 +75,10 @@ HANDLERS: dict[str, Handler] = {
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
     "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
     "RespondActivityTaskCanceled": cancellation.activity_canceled,
+    "StartChildWorkflowExecution": start_child,
+    "SignalExternalWorkflowExecution": signal_external,
+    "ChildWorkflowNotice": notify_child_outcome,
+    "ApplyParentClosePolicy": apply_parent_close_policy,
 }
 
 

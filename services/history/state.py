@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,11 @@ class MutableState:
     cancel_requested: bool = False
     cancel_request_id: str = ""
     cancel_details: str | None = None
+    # Child workflows (children.py): this run's parent (a child's start names it), its open
+    # children by initiated event id, and its signals to them awaiting delivery.
+    parent: dict[str, Any] | None = None
+    children: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signals_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Hash of the last event: the next event's hash chains to it (see chain.py).
     last_hash: str = ""
 
@@ -137,6 +143,9 @@ def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.workflow_task_timeout_ms = a["workflow_task_timeout_ms"] or 10000
     s.start_request_id = a["request_id"]
     s.inputs_pending = True
+    if a.get("parent_workflow_id") is not None:
+        s.parent = {"namespace": a["parent_namespace"], "workflow_id": a["parent_workflow_id"],
+                    "run_id": a["parent_run_id"], "initiated_event_id": a["parent_initiated_event_id"]}
 
 
 def _close(status: str) -> Callable[[MutableState, Event, dict[str, Any]], None]:
@@ -362,6 +371,54 @@ def _nothing(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     return None
 
 
+def child_run_id(parent_run_id: str, initiated_event_id: int) -> str:
+    """The run id a child's run gets: fixed by its parent's decision, so that a redelivered
+    start is known as such and the parent can name the run (terminate, signal) before it
+    hears of the start."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"kadence:child:{parent_run_id}:{initiated_event_id}").hex
+
+
+def _child_initiated(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.children[str(e["event_id"])] = {
+        "namespace": a["namespace"], "workflow_id": a["workflow_id"], "workflow_type": a["workflow_type"],
+        "task_queue": a["task_queue"], "run_id": child_run_id(s.run_id, e["event_id"]),
+        "parent_close_policy": a["parent_close_policy"], "state": "Initiated", "started_event_id": 0,
+        "initiated_time": e["event_time"],
+    }
+
+
+def _child(s: MutableState, a: dict[str, Any]) -> dict[str, Any]:
+    child = s.children.get(str(a["initiated_event_id"]))
+    if child is None:
+        raise HistoryCorrupted(f"run {s.run_id}: no child workflow {a['initiated_event_id']} is pending")
+    return child
+
+
+def _child_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    child = _child(s, a)
+    child["state"] = "Started"
+    child["run_id"] = a["run_id"]
+    child["started_event_id"] = e["event_id"]
+    s.inputs_pending = True
+
+
+def _child_closed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    _child(s, a)
+    del s.children[str(a["initiated_event_id"])]
+    s.inputs_pending = True
+
+
+def _signal_initiated(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    s.signals_out[str(e["event_id"])] = {"namespace": a["namespace"], "workflow_id": a["workflow_id"],
+                                         "run_id": a["run_id"], "signal_name": a["signal_name"]}
+
+
+def _signal_resolved(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    if s.signals_out.pop(str(a["initiated_event_id"]), None) is None:
+        raise HistoryCorrupted(f"run {s.run_id}: no signal {a['initiated_event_id']} is pending")
+    s.inputs_pending = True
+
+
 _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
     "WorkflowExecutionStarted": _started,
     "WorkflowExecutionCompleted": _close("Completed"),
@@ -388,6 +445,17 @@ _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
     "TimerFired": _timer_fired,
     "TimerCanceled": _timer_fired,
     "MarkerRecorded": _nothing,
+    "StartChildWorkflowExecutionInitiated": _child_initiated,
+    "StartChildWorkflowExecutionFailed": _child_closed,
+    "ChildWorkflowExecutionStarted": _child_started,
+    "ChildWorkflowExecutionCompleted": _child_closed,
+    "ChildWorkflowExecutionFailed": _child_closed,
+    "ChildWorkflowExecutionTimedOut": _child_closed,
+    "ChildWorkflowExecutionTerminated": _child_closed,
+    "ChildWorkflowExecutionCanceled": _child_closed,
+    "SignalExternalWorkflowExecutionInitiated": _signal_initiated,
+    "ExternalWorkflowExecutionSignaled": _signal_resolved,
+    "SignalExternalWorkflowExecutionFailed": _signal_resolved,
 }
 
 

@@ -181,3 +181,36 @@ async def test_with_a_codec_the_server_never_holds_the_plaintext(cluster: Cluste
             await plain.get_workflow_handle(wid).result()
     finally:
         await plain.close()
+
+
+@workflow.defn
+class TypedChildCharge:
+    @workflow.run
+    async def run(self, order: Order) -> Receipt:
+        assert isinstance(order, Order) and order.tier is Tier.GOLD
+        return await workflow.execute_activity(charge_card, order, start_to_close_timeout=timedelta(seconds=20))
+
+
+@workflow.defn
+class TypedParent:
+    @workflow.run
+    async def run(self, order: Order) -> Receipt:
+        receipt = await workflow.execute_child_workflow(TypedChildCharge.run, order, id=f"{order.id}-child")
+        assert isinstance(receipt, Receipt)  # the child's run method's annotation
+        return receipt
+
+
+async def test_a_child_workflow_takes_and_returns_typed_values_through_the_codec(cluster: Cluster) -> None:
+    codec = XorZlibCodec()
+    client = await Client.connect(cluster.url, data_converter=DataConverter(payload_codec=codec))
+    order = _order()
+    try:
+        async with Worker(client, task_queue="q-typed-child", workflows=[TypedParent, TypedChildCharge],
+                          activities=[charge_card]):
+            receipt = await client.execute_workflow(TypedParent.run, order, id=f"parent-{order.id}",
+                                                    task_queue="q-typed-child")
+    finally:
+        await client.close()
+    assert receipt == Receipt(order.id, SECRET, Decimal("12.34"), order.placed + timedelta(seconds=1), [])
+    text = await _database_text(cluster.settings.database_url)
+    assert SECRET not in text and SECRET.encode().hex() not in text  # the child's input and result too

@@ -73,6 +73,7 @@ V3 = Writer(_load("kadence.HistoryEvent.v3.avsc"), _load("kadence.HistoryRecord.
 V5 = Writer(_load("kadence.HistoryEvent.v5.avsc"), _load("kadence.HistoryRecord.v4.avsc"))
 V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.v5.avsc"))
 V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
+V8 = Writer(_load("kadence.HistoryEvent.v8.avsc"), _load("kadence.HistoryRecord.v7.avsc"))
 CURRENT = Writer(_load("HistoryEvent"), _load("HistoryRecord"))
 
 
@@ -153,6 +154,7 @@ def _tamper(data: bytes, old: bytes, new: bytes) -> bytes:
     ("kadence.HistoryRecord.v4.avsc", "kadence.HistoryEvent.v5.avsc"),
     ("kadence.HistoryRecord.v5.avsc", "kadence.HistoryEvent.v6.avsc"),
     ("kadence.HistoryRecord.v6.avsc", "kadence.HistoryEvent.v7.avsc"),
+    ("kadence.HistoryRecord.v7.avsc", "kadence.HistoryEvent.v8.avsc"),
     ("HistoryRecord", "HistoryEvent"),
 ])
 def test_a_history_record_carries_the_history_event_version_of_its_time(record: str, event: str) -> None:
@@ -186,7 +188,7 @@ def test_unhashed_encoding_empties_the_trailing_hash_of_the_bytes_as_written() -
         chain.unhashed_encoding(CURRENT.record({**event, "hash": digest}), digest)
 
 
-@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7], ids=["v2", "v3", "v5", "v6", "v7"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7, V8], ids=["v2", "v3", "v5", "v6", "v7", "v8"])
 def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer) -> None:
     written = _write([writer])
     replay = _topic(written.records)
@@ -197,7 +199,7 @@ def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer)
     assert chain.first_break(events) == 1
 
 
-@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7], ids=["v2", "v3", "v5", "v6", "v7"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7, V8], ids=["v2", "v3", "v5", "v6", "v7", "v8"])
 def test_a_changed_byte_of_an_old_record_still_breaks_the_chain(writer: Writer) -> None:
     records = _write([writer]).records
     records[4] = _tamper(records[4], b"Charge", b"Chargf")  # event 5's activity type; its hash left alone
@@ -303,11 +305,15 @@ def _cancelled_bodies() -> list[tuple[str, dict[str, Any]]]:
             ("WorkflowExecutionCanceled", {"details": None, "workflow_task_completed_event_id": 15})]
 
 
-@pytest.mark.parametrize("before", [V6, V5], ids=["v6", "v5"])
-def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and_verifies(before: Writer) -> None:
+# The cancellation events were first written under HistoryEvent v7 (before child workflows
+# took v8): a run cancelled then, or upgraded to v8 midway, verifies as well.
+@pytest.mark.parametrize(("before", "after"), [(V6, CURRENT), (V5, CURRENT), (V6, V7), (V7, CURRENT)],
+                         ids=["v6-current", "v5-current", "v6-v7", "v7-current"])
+def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and_verifies(
+        before: Writer, after: Writer) -> None:
     rows, records, previous = [], [], ""
     for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
-        writer = before if i <= 6 else CURRENT
+        writer = before if i <= 6 else after
         sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
                                              "attributes": attributes})
         previous = sealed["hash"]
@@ -322,16 +328,17 @@ def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and
     assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 7)]
 
 
-def test_a_cancelled_run_sealed_under_version_7_verifies_under_the_current_schemas() -> None:
-    # Version 7 brought the cancellation events; the current version only adds a field
-    # to WorkflowExecutionStarted, so a run written before it reads and verifies as written.
+@pytest.mark.parametrize("writer", [V7, V8], ids=["v7", "v8"])
+def test_a_cancelled_run_sealed_before_search_attributes_verifies_under_the_current_schemas(writer: Writer) -> None:
+    # The current version only adds search_attributes to WorkflowExecutionStarted: a run
+    # written before it (cancellation events: v7, child workflows: v8) verifies as written.
     rows, records, previous = [], [], ""
     for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
-        sealed, row = V7.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
-                                         "attributes": attributes})
+        sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
+                                             "attributes": attributes})
         previous = sealed["hash"]
         rows.append(row)
-        records.append(V7.record(sealed))
+        records.append(writer.record(sealed))
     assert {row[:10] for row in rows} != {avro.header("HistoryEvent")}
     replay = _topic(records)
     audit = replay.runs[RUN.run_id]

@@ -143,3 +143,22 @@ def test_task_answers_from_before_cancellation_read_with_their_commands() -> Non
     assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == complete
     name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v2"])
     assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == complete
+
+
+def test_records_from_before_child_workflows_read_with_their_cancellation_commands_and_events() -> None:
+    # Written with main's schemas of the cancellation work (HistoryEvent v7, HistoryRecord v6,
+    # task answers v3) before child workflows took the next versions.
+    records = _fixture_records("before_children.jsonl")
+    cancel = [{"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": 5}},
+              {"command_type": "CancelWorkflowExecution", "attributes": {"details": '"bye"'}}]
+    name, answer = avro.decode(records["kadence.RespondWorkflowTaskCompleted v3"])
+    assert name == "RespondWorkflowTaskCompleted" and answer["commands"] == cancel
+    name, answer = avro.decode(records["kadence.RespondActivityTaskCompleted v3"])
+    assert name == "RespondActivityTaskCompleted" and answer["workflow_task"]["commands"] == cancel
+    name, event = avro.decode(records["kadence.HistoryEvent v7"])
+    assert name == "HistoryEvent" and event["event_type"] == "WorkflowExecutionCanceled"
+    assert avro.history_event_encoding(records["kadence.HistoryEvent v7"]) == records["kadence.HistoryEvent v7"]
+    name, record = avro.decode(records["kadence.HistoryRecord v6"])
+    assert name == "HistoryRecord" and record["event"] == event
+    # The event a v6 record carries is the v7 event's encoding, byte for byte (its hash's input).
+    assert avro.history_event_encoding(records["kadence.HistoryRecord v6"]) == records["kadence.HistoryEvent v7"]

@@ -1,0 +1,231 @@
+"""Child workflows inside a parent's workflow code: their commands, events and handles.
+
+``workflow.start_child_workflow`` decides a ``StartChildWorkflowExecution`` command and
+waits for ``ChildWorkflowExecutionStarted`` (or ``StartChildWorkflowExecutionFailed``,
+raised as :class:`~kadence.exceptions.ChildWorkflowError`); the handle it returns waits for
+the child's closing event, and signals the child with ``SignalExternalWorkflowExecution``.
+Every outcome is an input event of history, so replay resolves the same futures in the
+same activations. The runner's tables take the command/event pairs from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kadence._failure import exception_from_failure
+from kadence._workflow.definition import signal_name_of
+from kadence.exceptions import (
+    ApplicationError,
+    CanceledError,
+    ChildWorkflowError,
+    FailureError,
+    PayloadError,
+    TerminatedError,
+    WorkflowTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from kadence._workflow.instance import WorkflowInstance
+
+__all__ = ["CHILD_COMMAND_EVENT_TYPE", "CHILD_IDENTITY_ATTRIBUTE", "CHILD_INPUT_EVENT_TYPES",
+           "ChildWorkflowHandle", "Children"]
+
+_CLOSED = frozenset({"ChildWorkflowExecutionCompleted", "ChildWorkflowExecutionFailed",
+                     "ChildWorkflowExecutionTimedOut", "ChildWorkflowExecutionTerminated",
+                     "ChildWorkflowExecutionCanceled"})
+_SIGNAL_OUTCOMES = frozenset({"ExternalWorkflowExecutionSignaled", "SignalExternalWorkflowExecutionFailed"})
+
+#: Events about children that workflow code reacts to.
+CHILD_INPUT_EVENT_TYPES = frozenset({"ChildWorkflowExecutionStarted", "StartChildWorkflowExecutionFailed",
+                                     *_CLOSED, *_SIGNAL_OUTCOMES})
+#: The history event each child command becomes.
+CHILD_COMMAND_EVENT_TYPE = {
+    "StartChildWorkflowExecution": "StartChildWorkflowExecutionInitiated",
+    "SignalExternalWorkflowExecution": "SignalExternalWorkflowExecutionInitiated",
+}
+#: The attribute a replayed command must agree on with its event.
+CHILD_IDENTITY_ATTRIBUTE = {
+    "StartChildWorkflowExecution": "workflow_id",
+    "SignalExternalWorkflowExecution": "signal_name",
+}
+
+
+@dataclass
+class _PendingChild:
+    workflow_id: str
+    workflow_type: str
+    started: asyncio.Future[str]  # the child's run id
+    closed: asyncio.Future[Any]  # its result
+    initiated_event_id: int = 0
+    run_id: str | None = None
+    handle: ChildWorkflowHandle | None = field(default=None, repr=False)
+    result_type: Any = None  # the child's run method's return annotation (None: plain JSON)
+
+
+class ChildWorkflowHandle:
+    """A started child workflow: ``await handle`` (or ``await handle.result()``) for its
+    result, ``await handle.signal(...)`` to signal it."""
+
+    def __init__(self, children: Children, pending: _PendingChild) -> None:
+        self._children = children
+        self._pending = pending
+
+    @property
+    def id(self) -> str:
+        """The child's workflow id."""
+        return self._pending.workflow_id
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id of the child's first run."""
+        return self._pending.run_id
+
+    @property
+    def workflow_type(self) -> str:
+        return self._pending.workflow_type
+
+    async def result(self) -> Any:
+        """The child's result; raises :class:`ChildWorkflowError` if it did not complete."""
+        return await self._pending.closed
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result().__await__()
+
+    async def signal(self, signal: str | Callable[..., Any], *args: Any) -> None:
+        """Signal the child (``signal``: a ``@workflow.signal`` method or a signal name);
+        returns once history delivered it, and raises ApplicationError of type
+        ``SignalExternalWorkflowExecutionFailed`` when the child has closed."""
+        await self._children.signal(self._pending, signal_name_of(signal), args)
+
+
+class Children:
+    """One workflow instance's children and signals to them, by initiated event id."""
+
+    def __init__(self, instance: WorkflowInstance) -> None:
+        # Weak: a closed run's objects are freed by reference counting, not the collector.
+        self._owner = weakref.ref(instance)
+        self._seq = 0
+        self._pending: dict[int, _PendingChild] = {}
+        self._signals: dict[int, asyncio.Future[None]] = {}
+
+    @property
+    def _instance(self) -> WorkflowInstance:
+        instance = self._owner()
+        if instance is None:
+            raise RuntimeError("the workflow instance is gone")
+        return instance
+
+    async def start(self, workflow_type: str, args: Sequence[Any],
+                    attributes: Mapping[str, Any], *, result_type: Any = None) -> ChildWorkflowHandle:
+        from kadence._workflow.instance import Command
+
+        instance = self._instance
+        self._seq += 1
+        workflow_id = str(attributes.get("workflow_id") or f"{instance.run_id}-child-{self._seq}")
+        loop = instance.loop
+        pending = _PendingChild(workflow_id, workflow_type, loop.create_future(), loop.create_future(),
+                                result_type=result_type)
+        pending.handle = ChildWorkflowHandle(self, pending)
+
+        def recorded(event_id: int) -> None:
+            pending.initiated_event_id = event_id
+            self._pending[event_id] = pending
+
+        attrs = {
+            **attributes,
+            "workflow_id": workflow_id,
+            "workflow_type": workflow_type,
+            "input": instance.converter.encode_args(args, what=f"child workflow {workflow_type}"),
+        }
+        instance._add(Command("StartChildWorkflowExecution", attrs, recorded))
+        await pending.started
+        return pending.handle
+
+    async def signal(self, pending: _PendingChild, signal_name: str, args: Sequence[Any]) -> None:
+        from kadence._workflow.instance import Command
+
+        future: asyncio.Future[None] = self._instance.loop.create_future()
+
+        def recorded(event_id: int) -> None:
+            self._signals[event_id] = future
+
+        self._instance._add(Command("SignalExternalWorkflowExecution", {
+            "workflow_id": pending.workflow_id, "run_id": pending.run_id, "signal_name": signal_name,
+            "input": self._instance.converter.encode_args(args, what=f"signal {signal_name}"),
+            "child_workflow_only": True,
+        }, recorded))
+        await future
+
+    def deliver(self, kind: str, attrs: Mapping[str, Any]) -> None:
+        """Resolve what an event about a child (or a signal to one) settles."""
+        iid = int(attrs["initiated_event_id"])
+        if kind in _SIGNAL_OUTCOMES:
+            future = self._signals.pop(iid, None)
+            if future is None or future.done():
+                return
+            if kind == "ExternalWorkflowExecutionSignaled":
+                future.set_result(None)
+            else:
+                future.set_exception(ApplicationError(
+                    f"signal to workflow {attrs.get('workflow_id')} failed: {attrs.get('cause')}",
+                    type="SignalExternalWorkflowExecutionFailed", non_retryable=True))
+            return
+        pending = self._pending.get(iid)
+        if pending is None:
+            return
+        if kind == "ChildWorkflowExecutionStarted":
+            pending.run_id = str(attrs["run_id"])
+            _settle(pending.started, lambda f: f.set_result(str(attrs["run_id"])))
+            return
+        del self._pending[iid]
+        if kind == "StartChildWorkflowExecutionFailed":
+            cause: FailureError = ApplicationError(
+                f"workflow id {pending.workflow_id!r} is in use by a run that is open",
+                type=str(attrs.get("cause") or "StartChildWorkflowExecutionFailed"), non_retryable=True)
+            error = self._error(pending, "could not start", cause)
+            _settle(pending.started, lambda f: f.set_exception(error))
+            return
+        if kind == "ChildWorkflowExecutionCompleted":
+            try:
+                result = self._instance.converter.decode_value(
+                    attrs.get("result"), pending.result_type, what=f"result of child workflow {pending.workflow_id}")
+            except PayloadError as exc:
+                failed = exc  # the name ``exc`` is gone once the handler ends
+                _settle(pending.closed, lambda f: f.set_exception(failed))
+                return
+            _settle(pending.closed, lambda f: f.set_result(result))
+            return
+        if kind == "ChildWorkflowExecutionFailed":
+            cause = exception_from_failure(attrs.get("failure") or {})
+            what = f"failed: {cause.message}"
+        elif kind == "ChildWorkflowExecutionTimedOut":
+            cause, what = WorkflowTimeoutError(), "timed out"
+        elif kind == "ChildWorkflowExecutionTerminated":
+            cause, what = TerminatedError(str(attrs.get("reason") or "")), "was terminated"
+        else:
+            # As the client sees a canceled run: the details it closed with, if any.
+            details = self._instance.converter.decode_value(attrs.get("details"), None, what="details")
+            cause = CanceledError("workflow canceled", *(() if details is None else (details,)))
+            what = "was canceled"
+        error = self._error(pending, what, cause)
+        _settle(pending.closed, lambda f: f.set_exception(error))
+
+    @staticmethod
+    def _error(pending: _PendingChild, what: str, cause: FailureError) -> ChildWorkflowError:
+        return ChildWorkflowError(
+            f"child workflow {pending.workflow_type} (id {pending.workflow_id}) {what}",
+            workflow_id=pending.workflow_id, workflow_type=pending.workflow_type, run_id=pending.run_id,
+            initiated_event_id=pending.initiated_event_id, cause=cause)
+
+
+def _settle(future: asyncio.Future[Any], how: Callable[[asyncio.Future[Any]], None]) -> None:
+    if future.done():
+        return  # the workflow stopped waiting (its awaiting task was cancelled)
+    how(future)
+    # Marked as retrieved, so that an outcome nobody awaits logs nothing when collected;
+    # whoever awaits it still gets the error.
+    future.exception()
