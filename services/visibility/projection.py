@@ -67,6 +67,8 @@ class RunUpdate:
     status: ExecutionStatus | None = None  # set by the first event (Running) or a closing one
     close_time: int | None = None
     search_attributes: dict[str, Any] | None = None  # merged into the row's
+    parent_workflow_id: str | None = None  # a child workflow's parent, from its start
+    parent_run_id: str | None = None
 
     def take(self, event: Mapping[str, Any]) -> None:
         """Fold one event of this run in."""
@@ -78,6 +80,8 @@ class RunUpdate:
             self.workflow_type = attributes.get("workflow_type")
             self.task_queue = attributes.get("task_queue")
             self.start_time = self.execution_time = event_time
+            self.parent_workflow_id = attributes.get("parent_workflow_id")
+            self.parent_run_id = attributes.get("parent_run_id")
             if self.status is None:
                 self.status = ExecutionStatus.RUNNING
             self._merge_attributes(attributes.get("search_attributes"))

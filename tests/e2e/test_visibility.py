@@ -42,6 +42,14 @@ class VisWait:
         await workflow.wait_condition(lambda: False)
 
 
+@workflow.defn(name="VisParent")
+class VisParent:
+    @workflow.run
+    async def run(self, child_id: str) -> int:
+        result: int = await workflow.execute_child_workflow(VisOrder.run, 21, id=child_id)
+        return result
+
+
 async def _statuses(client: Client, query: str) -> dict[str, str]:
     return {e.workflow_id: e.status async for e in client.list_workflows(query)}
 
@@ -295,3 +303,17 @@ async def test_a_cancelled_run_is_listed_as_canceled(client: Client, cluster: Cl
         await eventually(listed, timeout=30, what="the cancelled run listed as Canceled")
         counted = await client.count_workflows(f"TaskQueue = 'vis-{tag}' GROUP BY ExecutionStatus")
         assert counted.count == 1 and counted.groups == [(["Canceled"], 1)]
+
+
+async def test_a_child_run_is_listed_with_its_parent(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with Worker(client, task_queue=f"vis-{tag}", workflows=[VisParent, VisOrder]):
+        parent = await client.start_workflow(VisParent.run, f"child-{tag}", id=f"parent-{tag}", task_queue=f"vis-{tag}")
+        assert await parent.result() == 42
+        query = f"ParentWorkflowId = 'parent-{tag}' AND ParentRunId = '{parent.run_id}'"
+
+        async def listed() -> bool:
+            return await _statuses(client, query) == {f"child-{tag}": "Completed"}
+        await eventually(listed, timeout=30, what="the child listed under its parent")
+        assert await _statuses(client, f"TaskQueue = 'vis-{tag}' AND ParentWorkflowId IS NULL") == {
+            f"parent-{tag}": "Completed"}

@@ -92,3 +92,12 @@ def test_the_statuses_are_those_history_closes_runs_with() -> None:
     assert set(projection.CLOSING_EVENTS.values()) == closed
     [update] = projection.fold([record("a", 9, "WorkflowExecutionCanceled")])
     assert update.status is ExecutionStatus.CANCELED and update.close_time == 1009
+
+
+def test_a_child_run_names_its_parent() -> None:
+    child = {**STARTED, "parent_namespace": "default", "parent_workflow_id": "wf-p", "parent_run_id": "p",
+             "parent_initiated_event_id": 5}
+    [update, plain] = projection.fold([record("c", 1, "WorkflowExecutionStarted", child),
+                                       record("a", 1, "WorkflowExecutionStarted", STARTED)])
+    assert (update.parent_workflow_id, update.parent_run_id) == ("wf-p", "p")
+    assert (plain.parent_workflow_id, plain.parent_run_id) == (None, None)
