@@ -6,7 +6,6 @@ takes them: none is dead-lettered, and each verifies."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,11 +16,11 @@ from kadence import dlq as dead_letters
 from kadence import kafka as ingress
 from kadence._bounded import BoundedRead
 from services.cluster import Cluster
-from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.ingress_auth import IngressPolicy
 
 from .test_child_workflows import Doubler, Parent, _ids_on_two_shards
+from .test_signed_ingress import protected_cluster
 
 pytestmark = pytest.mark.timeout(90)
 POLICY = {"principals": {"billing": ["billing-key-0123456789"], "frontend": ["frontend-key-0123456789"],
@@ -34,18 +33,8 @@ QUEUE = "q-signed-children"
 @pytest.fixture
 async def protected(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
-    monkeypatch.delenv("KADENCE_INGRESS_PRINCIPAL", raising=False)
-    monkeypatch.delenv("KADENCE_INGRESS_KEY", raising=False)
-    policy = tmp_path / "ingress.json"
-    policy.write_text(json.dumps(POLICY))
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, ingress_keys=str(policy))
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with protected_cluster(broker, fresh_dsn, tmp_path / "ingress.json", POLICY, monkeypatch) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_a_child_on_another_shard_runs_in_a_protected_namespace(protected: Cluster) -> None:

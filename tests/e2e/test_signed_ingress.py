@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -32,23 +34,30 @@ POLICY = {"principals": {"billing": [BILLING_KEY], "intruder": ["intruder-key-01
           "namespaces": {"shop": ["billing"]}, "frontend_principal": "frontend"}
 
 
-@pytest.fixture
-async def protected(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+@asynccontextmanager
+async def protected_cluster(broker: EmbeddedBroker, dsn: str, policy_path: Path, policy: dict[str, Any],
+                            monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    """A cluster whose namespace 'shop' (registered) takes only records signed per ``policy``."""
     monkeypatch.delenv("KADENCE_INGRESS_PRINCIPAL", raising=False)
     monkeypatch.delenv("KADENCE_INGRESS_KEY", raising=False)
-    policy = tmp_path / "ingress.json"
-    policy.write_text(json.dumps(POLICY))
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, ingress_keys=str(policy))
+    policy_path.write_text(json.dumps(policy))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, ingress_keys=str(policy_path))
     c = Cluster(settings)
     await c.start()
-    assert c.pool is not None  # the protected namespace is a registered one (namespaces.py)
-    await c.pool.execute("INSERT INTO namespaces (name, retention_ms) VALUES ('shop', 86400000)")
     try:
+        assert c.pool is not None  # the protected namespace is a registered one (namespaces.py)
+        await c.pool.execute("INSERT INTO namespaces (name, retention_ms) VALUES ('shop', 86400000)")
         yield c
     finally:
         await c.stop()
+
+
+@pytest.fixture
+async def protected(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    async with protected_cluster(broker, fresh_dsn, tmp_path / "ingress.json", POLICY, monkeypatch) as c:
+        yield c
 
 
 async def test_unsigned_records_to_a_protected_namespace_are_dead_lettered(protected: Cluster) -> None:
