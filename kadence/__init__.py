@@ -7,7 +7,7 @@ to run them, the :mod:`kadence.workflow` and :mod:`kadence.activity` modules to 
 from kadence import activity, workflow
 from kadence._client import Client, WorkflowHandle
 from kadence._worker.worker import Worker
-from kadence.common import RetryPolicy, RetryState
+from kadence.common import RetryPolicy, RetryState, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
@@ -52,6 +52,8 @@ __all__ = [
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
     "WorkflowHandle",
+    "WorkflowIDConflictPolicy",
+    "WorkflowIDReusePolicy",
     "WorkflowNotFoundError",
     "WorkflowTaskError",
     "WorkflowTimeoutError",

@@ -29,7 +29,7 @@ from kadence._workflow.definition import (
     signal_name_of,
     workflow_name_of,
 )
-from kadence.common import to_millis
+from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError
 
@@ -67,6 +67,19 @@ class Client(AdminMixin):
         encoded = await encode_payload(self.data_converter.payload_codec, text, args=True)
         value: list[Any] = json.loads(encoded or "[]")
         return value
+
+    async def _encode_memo(self, memo: Mapping[str, Any]) -> Any:
+        """The memo as the body carries it: a JSON object, through the data converter and
+        the payload codec like any payload (the server only checks it is an object)."""
+        text = self.data_converter.encode_value(dict(memo), what="memo")
+        return json.loads(await encode_payload(self.data_converter.payload_codec, text) or "null")
+
+    async def _decode_memo(self, memo: Any) -> Any:
+        """A memo as describe returns it, with the payload codec undone (plain JSON)."""
+        if not isinstance(memo, dict) or self.data_converter.payload_codec is None:
+            return memo
+        text = await decode_payload(self.data_converter.payload_codec, json.dumps(memo, separators=(",", ":")))
+        return json.loads(text or "null")
 
     async def _decode_value(self, payload: Any, hint: Any, what: str) -> Any:
         text = await decode_payload(self.data_converter.payload_codec, payload if isinstance(payload, str) else None)
@@ -127,6 +140,9 @@ class Client(AdminMixin):
         run_timeout: timedelta | None,
         workflow_task_timeout: timedelta | None,
         request_id: str | None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         if not id:
@@ -148,6 +164,12 @@ class Client(AdminMixin):
             body["run_timeout_ms"] = to_millis(run_timeout)
         if workflow_task_timeout is not None:
             body["workflow_task_timeout_ms"] = to_millis(workflow_task_timeout)
+        if id_reuse_policy is not None:
+            body["id_reuse_policy"] = WorkflowIDReusePolicy(id_reuse_policy).value
+        if id_conflict_policy is not None:
+            body["id_conflict_policy"] = WorkflowIDConflictPolicy(id_conflict_policy).value
+        if memo is not None:
+            body["memo"] = await self._encode_memo(memo)
         if search_attributes:
             body["search_attributes"] = search_attributes_json(search_attributes)
         return body
@@ -162,10 +184,17 @@ class Client(AdminMixin):
         run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
-        if one with this id is running.
+        if one with this id is running (``id_conflict_policy`` changes that: USE_EXISTING
+        returns the running run's handle, TERMINATE_EXISTING terminates it and starts anew)
+        or if ``id_reuse_policy`` refuses to reuse the id of a closed run. ``memo``: a dict
+        of JSON values kept with the run (describe, ``workflow.memo()``), carried over on
+        continue-as-new.
 
         ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
         chain included; ``run_timeout`` bounds each run. The run open when either passes
@@ -180,6 +209,9 @@ class Client(AdminMixin):
             run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            id_reuse_policy=id_reuse_policy,
+            id_conflict_policy=id_conflict_policy,
+            memo=memo,
             search_attributes=search_attributes,
         )
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
@@ -195,6 +227,9 @@ class Client(AdminMixin):
         run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (WorkflowFailureError if it fails).
@@ -211,6 +246,9 @@ class Client(AdminMixin):
             run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            id_reuse_policy=id_reuse_policy,
+            id_conflict_policy=id_conflict_policy,
+            memo=memo,
             search_attributes=search_attributes,
         )
         body["wait_seconds"] = _LONG_POLL_SECONDS
@@ -231,6 +269,8 @@ class Client(AdminMixin):
         run_timeout: timedelta | None = None,
         workflow_task_timeout: timedelta | None = None,
         request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Signal the workflow, starting it first if it is not running."""
         body = await self._start_body(
@@ -242,6 +282,8 @@ class Client(AdminMixin):
             run_timeout=run_timeout,
             workflow_task_timeout=workflow_task_timeout,
             request_id=request_id,
+            id_reuse_policy=id_reuse_policy,
+            memo=memo,
         )
         body["signal_name"] = signal_name = signal_name_of(signal)
         body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")
@@ -306,7 +348,11 @@ class WorkflowHandle:
         return await self.client._decode_value(answer.get("result"), result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:
-        return await self.client.transport.call("GET", self._path, params={"run_id": self.run_id})
+        """The run's state; its ``memo`` (if any) with the payload codec undone."""
+        answer = await self.client.transport.call("GET", self._path, params={"run_id": self.run_id})
+        if answer.get("memo") is not None:
+            answer["memo"] = await self.client._decode_memo(answer["memo"])
+        return answer
 
     async def terminate(self, reason: str = "") -> None:
         body = {"reason": reason, "run_id": self.run_id, "identity": self.client.identity}

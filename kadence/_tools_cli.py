@@ -18,6 +18,7 @@ from typing import Any
 
 from kadence import kafka
 from kadence._converter import check_args
+from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import KadenceError, PayloadError
 
 _BOOTSTRAP_HELP = "Kafka bootstrap servers (default: $KADENCE_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
@@ -35,6 +36,16 @@ def add_commands(sub: Any) -> None:
 
 
 # ---- encode -------------------------------------------------------------------------------
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _json_array(text: str) -> list[Any]:
@@ -67,9 +78,14 @@ def _add_encode(sub: Any) -> None:
     start.add_argument("--execution-timeout-ms", type=int, default=0,
                        help="timeout of the whole execution, every run of a continue-as-new chain")
     start.add_argument("--run-timeout-ms", type=int, default=0, help="timeout of each run")
+    start.add_argument("--id-reuse-policy", choices=[p.value for p in WorkflowIDReusePolicy],
+                       help="when a closed run of the id exists (default AllowDuplicate)")
+    start.add_argument("--memo", type=_json_object, help="JSON object kept with the run")
     signal = argparse.ArgumentParser(add_help=False)
     signal.add_argument("--signal-name", required=True)
-    kinds.add_parser("start", parents=[common, start], help="StartWorkflowExecution")
+    only_start = kinds.add_parser("start", parents=[common, start], help="StartWorkflowExecution")
+    only_start.add_argument("--id-conflict-policy", choices=[p.value for p in WorkflowIDConflictPolicy],
+                            help="when a run of the id is running (default Fail)")
     sig = kinds.add_parser("signal", parents=[common, signal], help="SignalWorkflowExecution")
     sig.add_argument("--input", type=_json_array, default=[], help="JSON array of the signal's arguments")
     sig.add_argument("--run-id")
@@ -87,7 +103,8 @@ def _encode(args: argparse.Namespace) -> int:
     if args.kind == "start":
         value = kafka.encode_start(args.namespace, args.workflow_id, args.workflow_type, args.task_queue,
                                    args.input, execution_timeout_ms=args.execution_timeout_ms,
-                                   run_timeout_ms=args.run_timeout_ms, **ids)
+                                   run_timeout_ms=args.run_timeout_ms, id_reuse_policy=args.id_reuse_policy,
+                                   id_conflict_policy=args.id_conflict_policy, memo=args.memo, **ids)
     elif args.kind == "signal":
         value = kafka.encode_signal(args.namespace, args.workflow_id, args.signal_name, args.input,
                                     run_id=args.run_id, **ids)
@@ -97,7 +114,7 @@ def _encode(args: argparse.Namespace) -> int:
         value = kafka.encode_signal_with_start(
             args.namespace, args.workflow_id, args.workflow_type, args.task_queue, args.signal_name,
             args.signal_input, args.input, execution_timeout_ms=args.execution_timeout_ms,
-            run_timeout_ms=args.run_timeout_ms, **ids)
+            run_timeout_ms=args.run_timeout_ms, id_reuse_policy=args.id_reuse_policy, memo=args.memo, **ids)
     if args.raw:
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -21,7 +21,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kadence import avro
-from kadence._converter import encode_args
+from kadence._converter import encode_args, encode_value
+from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import KadenceError
 from kadence.ingress_signing import IngressSigner
 from kadence.kafka_security import KafkaSecurity, client_options
@@ -67,18 +68,27 @@ def _request_id(request_id: str | None) -> str:
 def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
                  args: Sequence[Any] = (), *, execution_timeout_ms: int = 0, run_timeout_ms: int = 0,
                  workflow_task_timeout_ms: int = 10000, request_id: str | None = None, identity: str = "",
-                 reply_to: str | None = None) -> bytes:
+                 reply_to: str | None = None, id_reuse_policy: WorkflowIDReusePolicy | None = None,
+                 id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+                 memo: Mapping[str, Any] | None = None) -> bytes:
     """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments.
     ``execution_timeout_ms`` bounds every run of a continue-as-new chain together,
-    ``run_timeout_ms`` each run."""
+    ``run_timeout_ms`` each run; the policies and memo are those of ``Client.start_workflow``."""
     return avro.encode("StartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
         "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
         "execution_timeout_ms": execution_timeout_ms,
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
-        "run_timeout_ms": run_timeout_ms,
+        "run_timeout_ms": run_timeout_ms, **_start_options(id_reuse_policy, id_conflict_policy, memo),
     })
+
+
+def _start_options(reuse: WorkflowIDReusePolicy | None, conflict: WorkflowIDConflictPolicy | None,
+                   memo: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"id_reuse_policy": WorkflowIDReusePolicy(reuse).value if reuse else "",
+            "id_conflict_policy": WorkflowIDConflictPolicy(conflict).value if conflict else "",
+            "memo": encode_value(dict(memo), what="memo") if memo is not None else None}
 
 
 def encode_signal(namespace: str, workflow_id: str, signal_name: str, args: Sequence[Any] = (), *,
@@ -98,8 +108,11 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
                              execution_timeout_ms: int = 0, run_timeout_ms: int = 0,
                              workflow_task_timeout_ms: int = 10000,
                              request_id: str | None = None, identity: str = "",
-                             reply_to: str | None = None) -> bytes:
+                             reply_to: str | None = None, id_reuse_policy: WorkflowIDReusePolicy | None = None,
+                             memo: Mapping[str, Any] | None = None) -> bytes:
     """A ``SignalWithStartWorkflowExecution`` record: signal the open run, starting one if none is."""
+    options = _start_options(id_reuse_policy, None, memo)
+    del options["id_conflict_policy"]
     return avro.encode("SignalWithStartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
         "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
@@ -107,7 +120,7 @@ def encode_signal_with_start(namespace: str, workflow_id: str, workflow_type: st
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "signal_name": signal_name,
         "signal_input": encode_args(signal_args, what=f"signal {signal_name}"), "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
-        "run_timeout_ms": run_timeout_ms,
+        "run_timeout_ms": run_timeout_ms, **options,
     })
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "execute_child_workflow",
     "info",
     "is_replaying",
+    "memo",
     "now",
     "patched",
     "query",
@@ -179,6 +180,12 @@ def info() -> Info:
     return current_instance().info()
 
 
+def memo() -> dict[str, Any]:
+    """The memo the run was started with (``start_workflow(..., memo={...})``), carried over
+    on continue-as-new; an empty dict if none. A copy: changing it changes nothing."""
+    return dict(current_instance().info().memo)
+
+
 def side_effect(fn: Callable[[], T], *, result_type: Any = None) -> T:
     """``fn()``'s value, computed once and recorded in history (a marker); replays return
     the recorded value without calling ``fn``. For a small non-deterministic value (a
@@ -216,7 +223,9 @@ def upsert_search_attributes(attributes: Mapping[str, Any]) -> None:
     current_instance().upsert_search_attributes(attributes)
 
 
-def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None) -> NoReturn:
-    """End this run and start a new one of the same workflow with ``args`` (never returns)."""
+def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None,
+                    memo: Mapping[str, Any] | None = None) -> NoReturn:
+    """End this run and start a new one of the same workflow with ``args`` (never returns);
+    the new run keeps this run's memo unless ``memo`` replaces it."""
     current_instance()
-    raise ContinueAsNewError(args, workflow_type, task_queue)
+    raise ContinueAsNewError(args, workflow_type, task_queue, memo)

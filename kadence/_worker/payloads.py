@@ -21,7 +21,7 @@ __all__ = ["decode_events", "encode_commands"]
 
 #: Per event type, the payload attributes workflow code reads: name -> is an argument array.
 _EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
-    "WorkflowExecutionStarted": {"input": True},
+    "WorkflowExecutionStarted": {"input": True, "memo": False},
     "WorkflowExecutionSignaled": {"input": True},
     "ActivityTaskCompleted": {"result": False},
     "ActivityTaskTimedOut": {"last_heartbeat_details": True},
@@ -35,7 +35,7 @@ _EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
 _COMMAND_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
     "ScheduleActivityTask": {"input": True},
     "CompleteWorkflowExecution": {"result": False},
-    "ContinueAsNewWorkflowExecution": {"input": True},
+    "ContinueAsNewWorkflowExecution": {"input": True, "memo": False},
     "RecordMarker": {"details": False},
     "StartChildWorkflowExecution": {"input": True},
     "SignalExternalWorkflowExecution": {"input": True},

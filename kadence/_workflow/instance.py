@@ -76,11 +76,15 @@ class WorkflowInfo:
     continued_run_id: str | None
     # The run's own timeout (None: none); execution_timeout bounds the whole chain.
     run_timeout: timedelta | None = None
+    # The memo given at start (or carried over on continue-as-new): a dict, empty if none.
+    memo: Mapping[str, Any] = field(default_factory=dict)
     #: Events in history when the current workflow task was scheduled (a task run ahead on
     #: an activity's result keeps the value of the task before it: it cannot know its own).
     history_length: int = 0
-    #: Whether the run should continue as new to keep its history small (always False
-    #: until the server has history limits).
+    #: The history's encoded size in bytes as of the same WorkflowTaskScheduled (same rule).
+    history_size: int = 0
+    #: Whether history asks the run to continue as new (it passed the warning threshold of
+    #: its event count or size; past the hard limit the run is terminated). Same rule.
     continue_as_new_suggested: bool = False
 
 
@@ -90,11 +94,13 @@ class ContinueAsNewError(BaseException):
     A BaseException so that a broad ``except Exception`` in workflow code cannot swallow it.
     """
 
-    def __init__(self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None) -> None:
+    def __init__(self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None,
+                 memo: Mapping[str, Any] | None = None) -> None:
         super().__init__("continue as new")
         self.run_args = tuple(args)
         self.workflow_type = workflow_type
         self.task_queue = task_queue
+        self.memo = memo  # None: the new run keeps this run's memo
 
 
 @dataclass
@@ -122,6 +128,11 @@ class _PendingActivity:
         if policy.get("maximum_attempts"):
             return RetryState.MAXIMUM_ATTEMPTS_REACHED
         return RetryState.TIMEOUT  # the schedule-to-close time would pass before the next attempt
+
+
+def _memo(value: Any) -> dict[str, Any]:
+    """The memo as workflow code sees it: the decoded object, or an empty dict."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def current_instance() -> WorkflowInstance:
@@ -169,6 +180,8 @@ class WorkflowInstance:
         self.cancel_requested = False
         #: Set by the runner before each activation (see WorkflowInfo.history_length).
         self.history_length = 0
+        self.history_size = 0
+        self.continue_as_new_suggested = False
         self._side_effect_seq = 0
         self.children = Children(self)
 
@@ -297,6 +310,7 @@ class WorkflowInstance:
             workflow_task_timeout=timedelta(milliseconds=int(attrs.get("workflow_task_timeout_ms") or 10000)),
             continued_run_id=attrs.get("continued_execution_run_id"),
             run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
+            memo=_memo(self.converter.decode_value(attrs.get("memo"), what="memo")),
         )
         try:
             run_fn = self.definition.run_fn
@@ -422,6 +436,9 @@ class WorkflowInstance:
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
                     "input": self.converter.encode_args(exc.run_args, what="continue-as-new"),
+                    # Only when replaced: without it the new run keeps this run's memo.
+                    **({"memo": self.converter.encode_value(dict(exc.memo), what="memo")}
+                       if exc.memo is not None else {}),
                 },
             )
         else:
@@ -457,9 +474,13 @@ class WorkflowInstance:
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
-        if self._info.history_length != self.history_length:
-            self._info = dataclasses.replace(self._info, history_length=self.history_length)
-        return self._info
+        seen = (self.history_length, self.history_size, self.continue_as_new_suggested)
+        info = self._info
+        if (info.history_length, info.history_size, info.continue_as_new_suggested) != seen:
+            self._info = info = dataclasses.replace(info, history_length=seen[0], history_size=seen[1],
+                                                    continue_as_new_suggested=seen[2])
+        # A copy of the memo: workflow code changing it changes nothing.
+        return dataclasses.replace(info, memo=dict(info.memo))
 
     def side_effect(self, fn: Callable[[], Any], result_type: Any) -> Any:
         """``fn()`` run once, its value recorded in a marker; a replay returns the recorded value."""

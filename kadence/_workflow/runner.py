@@ -94,6 +94,9 @@ class _OpenTask:
     produced: list[Command] | None = None  # set once the task ran live
     ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
     history_ran_ahead: bool = False  # history records it as run ahead (its start has a ran_ahead_id)
+    # What its WorkflowTaskScheduled says of the run's history besides its id (limits.py).
+    history_size: int = 0
+    continue_as_new_suggested: bool = False
 
 
 class RanAhead(NamedTuple):
@@ -173,7 +176,7 @@ class WorkflowRunner:
             return []
         if started_time_ms:
             task.time_ms = started_time_ms
-        self.instance.history_length = task.scheduled_event_id
+        self._see_history(task)
         task.produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=None)
         return task.produced
 
@@ -211,6 +214,12 @@ class WorkflowRunner:
             return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
         return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
 
+    def _see_history(self, task: _OpenTask) -> None:
+        """What workflow.info() tells of the run's history in ``task``: its WorkflowTaskScheduled."""
+        self.instance.history_length = task.scheduled_event_id
+        self.instance.history_size = task.history_size
+        self.instance.continue_as_new_suggested = task.continue_as_new_suggested
+
     def query(self, name: str, args: Sequence[Any]) -> Any:
         return self.instance.query(name, args)
 
@@ -225,17 +234,19 @@ class WorkflowRunner:
             if self._open is not None:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
-            self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending))
+            self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending),
+                                   history_size=int(attrs.get("history_size_bytes") or 0),
+                                   continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")))
             if self._aheads:
                 self._meet_ahead(self._open, self._aheads.pop(0))
         elif kind == "WorkflowTaskCompleted":
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
-                # workflow.info().history_length: the task's WorkflowTaskScheduled id, except
+                # workflow.info()'s history fields: the task's WorkflowTaskScheduled, except
                 # in a task run ahead, which cannot know it and keeps its predecessor's.
                 if not task.history_ran_ahead:
-                    self.instance.history_length = task.scheduled_event_id
+                    self._see_history(task)
                 produced = self.instance.activate(self._take_inputs(task), time_ms=task.time_ms, recorded=recorded)
             else:
                 produced = task.produced

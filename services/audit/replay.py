@@ -136,7 +136,8 @@ class RunAudit:
             self.state.last_hash = event.get("hash", "")
             return found
         try:
-            apply(self.state, event)
+            written = self.written.get(event_id)
+            apply(self.state, event, len(written) if written is not None else None)
         except (HistoryCorrupted, KeyError, TypeError, ValueError) as exc:
             self.fold_broken = True
             self.state.next_event_id = event_id + 1

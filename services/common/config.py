@@ -6,8 +6,12 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kadence.kafka_security import KafkaSecurity
+
+if TYPE_CHECKING:
+    from services.history.limits import HistoryLimits
 
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
@@ -86,6 +90,12 @@ class Settings:
     internal_key: str = field(default="", repr=False)
     # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # History limits of one run (services/history/limits.py): past a warning threshold the
+    # workflow is told to continue as new, past a terminate threshold the run is terminated.
+    history_warn_events: int = 10_000
+    history_terminate_events: int = 50_000
+    history_warn_bytes: int = 10 << 20
+    history_terminate_bytes: int = 50 << 20
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -123,6 +133,16 @@ class Settings:
             "kafka_security": KafkaSecurity.from_env(),
             "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
             "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),
+            "history_warn_events": _env_int("KADENCE_HISTORY_WARN_EVENTS", cls.history_warn_events),
+            "history_terminate_events": _env_int("KADENCE_HISTORY_TERMINATE_EVENTS", cls.history_terminate_events),
+            "history_warn_bytes": _env_int("KADENCE_HISTORY_WARN_BYTES", cls.history_warn_bytes),
+            "history_terminate_bytes": _env_int("KADENCE_HISTORY_TERMINATE_BYTES", cls.history_terminate_bytes),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    def history_limits(self) -> HistoryLimits:
+        from services.history.limits import HistoryLimits
+
+        return HistoryLimits(warn_events=self.history_warn_events, terminate_events=self.history_terminate_events,
+                             warn_bytes=self.history_warn_bytes, terminate_bytes=self.history_terminate_bytes)

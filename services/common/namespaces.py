@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 
+from services.common.validation import MAX_DURATION_MS
+
 DEFAULT = "default"
 NEGATIVE_TTL_S = 1.0  # how long "not registered" is believed before PostgreSQL is asked again
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
@@ -44,6 +46,9 @@ def parse_duration_ms(value: object, *, bare_unit: str = "d") -> int:
         raise ValueError(f"{value!r} is not a duration such as 30d, 12h, 90m, 45s or 500ms")
     if amount <= 0:
         raise ValueError("a duration must be positive")
+    # Bounded as every duration of a command is: a larger one overflowed PostgreSQL's bigint (500).
+    if amount * _UNITS_MS[unit] > MAX_DURATION_MS:
+        raise ValueError(f"a duration must be at most {MAX_DURATION_MS // _UNITS_MS['d']}d")
     return amount * _UNITS_MS[unit]
 
 

@@ -35,6 +35,9 @@ MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, a time in ms sinc
 MAX_ID = 2**63 - 1  # event ids and the ids a worker picks (RunAheadWorkflowTask.ahead_id)
 MAX_COMMANDS = 10_000  # commands in one workflow task answer
 NAMESPACE_PATTERN = r"[A-Za-z0-9._-]{1,100}"
+# The start policies' names (kadence.common WorkflowIDReusePolicy, WorkflowIDConflictPolicy).
+REUSE_POLICIES = frozenset({"AllowDuplicate", "AllowDuplicateFailedOnly", "RejectDuplicate", "TerminateIfRunning"})
+CONFLICT_POLICIES = frozenset({"Fail", "UseExisting", "TerminateExisting"})
 _NAMESPACE = re.compile(NAMESPACE_PATTERN)
 
 
@@ -250,6 +253,22 @@ def _start(cmd: Command, limits: Limits) -> None:
     duration_ms(cmd["workflow_task_timeout_ms"], "workflow_task_timeout_ms")
     duration_ms(cmd.get("run_timeout_ms", 0), "run_timeout_ms")
     _request(cmd)
+    start_options(cmd, limits)
+
+
+def start_options(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> None:
+    """The start policies (one of their names, or '' for the default) and the memo (JSON
+    text of an object, or null) of a start or signal-with-start."""
+    choice(cmd.get("id_reuse_policy", ""), "id_reuse_policy", REUSE_POLICIES)
+    choice(cmd.get("id_conflict_policy", ""), "id_conflict_policy", CONFLICT_POLICIES)
+    _memo(cmd.get("memo"), "memo", limits)
+
+
+def choice(value: object, field: str, allowed: frozenset[str]) -> str:
+    """One of ``allowed`` or '' (the default)."""
+    if not isinstance(value, str) or (value and value not in allowed):
+        raise Invalid(field, f"must be one of {', '.join(sorted(allowed))} (or empty for the default)")
+    return value
 
 
 def _signal_with_start(cmd: Command, limits: Limits) -> None:
@@ -409,6 +428,13 @@ def _continue_as_new(a: Command, at: str, limits: Limits) -> None:
     optional_name(a["workflow_type"], f"{at}.workflow_type")  # empty: the same type
     optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the same queue
     payload(a["input"], f"{at}.input", limits, array=True)
+    _memo(a.get("memo"), f"{at}.memo", limits)
+
+
+def _memo(value: object, field: str, limits: Limits) -> None:
+    memo = payload(value, field, limits)
+    if memo is not None and not isinstance(parse_json(memo, field), dict):
+        raise Invalid(field, "must be JSON text of an object")
 
 
 def _marker(a: Command, at: str, limits: Limits) -> None:

@@ -40,9 +40,10 @@ from .engine import Engine, OnQueued
 from .errors import FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
-from .openapi import document
+from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
 from .replies import ReplyRouter
+from .schema_check import check as check_body
 from .tokens import TokenKeys
 from .ui import UiData, install_ui
 from .validation import namespace as valid_namespace
@@ -53,6 +54,10 @@ access_log = logging.getLogger("kadence.frontend.access")
 
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
+# The request line's limit: a workflow id of 1000 non-ASCII characters (2000 UTF-8 bytes) is
+# 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
+# default (8190) refused such valid calls with a plain-text 400 before any handler ran.
+MAX_REQUEST_LINE = 32 * 1024
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -71,6 +76,8 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         if exc.status < 400:
             raise
         response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # 405: the methods the path takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
     except outage.DATABASE_TRANSIENT as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
@@ -97,6 +104,8 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
 def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator | None,
            namespaces: NamespaceRegistry | None = None) -> RouteHandler:
     method = getattr(handlers, name)
+    # The body schema of the OpenAPI document is the contract: checked before the handler runs.
+    schema = request_schema(name) if has_body else None
 
     async def route(request: web.Request) -> web.Response:
         mark = None
@@ -113,6 +122,8 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
                 if not await namespaces.is_registered(valid_namespace(ns)):
                     raise not_found(ns)
             body = parse_json_body(await request.read()) if has_body else {}
+            if schema is not None:
+                check_body(schema, body, COMPONENTS)
             status, answer = await method(request.match_info, request.query, body)
         finally:
             if mark is not None:
@@ -229,7 +240,8 @@ class FrontendService:
         app.on_shutdown.append(end_long_waits)
         engine.limits = Limits(max_payload_bytes=s.max_payload_bytes)
         # Cancel a handler when its client hangs up, so an abandoned poll gives its task back.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_S,
+                                    max_line_size=MAX_REQUEST_LINE)
         await self._runner.setup()
         await web.TCPSite(self._runner, s.frontend_host, s.frontend_port, backlog=LISTEN_BACKLOG).start()
         host, port = self._runner.addresses[0][:2]

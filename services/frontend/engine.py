@@ -191,6 +191,7 @@ class Engine:
             "task_queue": req.task_queue, "input": req.input, "execution_timeout_ms": req.execution_timeout_ms,
             "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
             "identity": req.identity, "run_timeout_ms": req.run_timeout_ms,
+            "id_reuse_policy": req.id_reuse_policy, "id_conflict_policy": req.id_conflict_policy, "memo": req.memo,
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
@@ -206,6 +207,7 @@ class Engine:
 
     async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:
         record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input}
+        del record["id_conflict_policy"]  # a running run is signalled: no conflict
         reply = await self._command("SignalWithStartWorkflowExecution", record)
         return {"run_id": reply.get("run_id")}
 

@@ -16,6 +16,7 @@ from . import validation as v
 from .auth import authorize_task_queue
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
+from .schema_check import check as check_body
 from .tokens import TaskToken
 from .visibility import VisibilityHandlers, bad_search_attributes
 
@@ -174,13 +175,23 @@ class Handlers(VisibilityHandlers):
         try:
             if not isinstance(item, dict):
                 raise InvalidArgument(f"answers[{index}] must be an object", field=f"answers[{index}]")
+            for key in item:
+                if key not in ("operation", "body"):
+                    raise InvalidArgument(f"answers[{index}].{key} is not a field of an answer (operation, body)",
+                                          field=f"answers[{index}].{key}")
             operation = item.get("operation")
-            if operation not in ANSWER_OPERATIONS:
+            if not isinstance(operation, str) or operation not in ANSWER_OPERATIONS:
                 raise InvalidArgument(f"answers[{index}].operation must be one of {sorted(ANSWER_OPERATIONS)}",
                                       field=f"answers[{index}].operation")
             item_body = item.get("body")
             if not isinstance(item_body, dict):
                 raise InvalidArgument(f"answers[{index}].body must be an object", field=f"answers[{index}].body")
+            # The body is held to the operation's own schema, as when sent alone (app.py).
+            from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
+
+            schema = request_schema(operation)
+            assert schema is not None
+            check_body(schema, item_body, COMPONENTS)
             status, answer = await getattr(self, operation)(path, query, item_body)
         except FrontendError as exc:
             return {"status": exc.status, **exc.body()}

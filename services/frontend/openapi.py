@@ -1,11 +1,21 @@
-"""The OpenAPI 3.1 document of the public API, written by hand from docs/protocol.md."""
+"""The OpenAPI 3.1 document of the public API, and the one definition of each request body.
+
+Each operation's body schema in ``_OPS`` is both what the document shows and what the
+server enforces: app.py checks every body against ``request_schema(operationId)``
+(schema_check.py) before the handler runs. Bodies are strict (an unknown field is refused);
+an optional field may be null, which the handlers read as absent.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.common import validation as common
+from services.visibility.sql import MAX_PAGE_SIZE, AttributeType
+
 from .admin import ADMIN_ROUTES
-from .handlers import PREFIX, ROUTES
+from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES
+from .validation import command_types
 
 Schema = dict[str, Any]
 
@@ -14,6 +24,29 @@ def _obj(props: dict[str, Schema], required: list[str] | None = None, **extra: A
     out: Schema = {"type": "object", "properties": props, "additionalProperties": True, **extra}
     if required:
         out["required"] = required
+    return out
+
+
+def _nullable(schema: Schema) -> Schema:
+    """``schema`` that also takes null (an optional field: null reads as absent)."""
+    if "$ref" in schema:
+        schema = COMPONENTS[schema["$ref"].rsplit("/", 1)[-1]]
+    kinds = schema.get("type")
+    if kinds is None:
+        return schema
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    out = {**schema, "type": kinds if "null" in kinds else [*kinds, "null"]}
+    if "enum" in out and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _body(props: dict[str, Schema], required: list[str] | None = None, *, not_null: tuple[str, ...] = (),
+          **extra: Any) -> Schema:
+    """A request body: strict (unknown fields refused), optional fields nullable unless in ``not_null``."""
+    need = required or []
+    out = _obj({k: s if k in need or k in not_null else _nullable(s) for k, s in props.items()}, need, **extra)
+    out["additionalProperties"] = False
     return out
 
 
@@ -26,22 +59,43 @@ NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 1000}
 INT: Schema = {"type": "integer"}
 MS: Schema = {"type": "integer", "minimum": 0, "description": "milliseconds"}
 ARRAY: Schema = {"type": "array", "items": {}}
-JSON_TEXT: Schema = {"type": ["string", "null"], "description": "JSON text"}
+JSON_TEXT: Schema = {"type": ["string", "null"], "contentMediaType": "application/json",
+                     "description": "JSON text (a string holding one JSON value)"}
 NULL_STR: Schema = {"type": ["string", "null"]}
 EMPTY: Schema = _obj({})
+NAMESPACE: Schema = {"type": "string", "pattern": f"^{common.NAMESPACE_PATTERN}$"}
+
+# Field schemas carry the limits of services.common.validation, so the document says what is refused.
+ID: Schema = {"type": "string", "maxLength": common.MAX_NAME_CHARS,
+              "description": "run id, request id or identity: empty or absent for none"}
+TEXT: Schema = {"type": "string", "maxLength": common.MAX_TEXT_CHARS}
+DURATION_MS: Schema = {"type": "integer", "minimum": 0, "maximum": common.MAX_DURATION_MS,
+                       "description": "milliseconds"}
+WAIT_S: Schema = {"type": "number", "minimum": 0, "maximum": 600, "description": "seconds"}
+ID_INT: Schema = {"type": "integer", "minimum": 0, "maximum": common.MAX_ID}
 
 _START_FIELDS: dict[str, Schema] = {
     "workflow_id": NAME, "workflow_type": NAME, "task_queue": NAME, "input": ARRAY,
-    "execution_timeout_ms": MS, "workflow_task_timeout_ms": MS, "request_id": STR, "identity": STR,
-    "run_timeout_ms": MS,
+    "execution_timeout_ms": DURATION_MS, "workflow_task_timeout_ms": {**DURATION_MS, "default": 10_000},
+    "request_id": ID, "identity": ID, "run_timeout_ms": DURATION_MS,
+    "id_reuse_policy": {"type": "string", "enum": ["", "AllowDuplicate", "AllowDuplicateFailedOnly", "RejectDuplicate",
+                                                   "TerminateIfRunning"],
+                        "description": "When a closed run of the id exists (default AllowDuplicate)"},
+    "memo": {"type": ["object", "null"], "description": "Non-indexed information about the run (describe returns it)"},
 }
-_POLL = _obj({"identity": STR, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100},
-              "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600}})
+# Start only: signal-with-start does not carry search attributes (its Avro record has none).
+_SEARCH_ATTRIBUTES: Schema = {"type": "object", "description": "Custom search attributes (name: value) of the run's "
+                                                               "visibility row, each registered in the namespace"}
+_CONFLICT: Schema = {"type": "string", "enum": ["", "Fail", "UseExisting", "TerminateExisting"],
+                     "description": "When a run of the id is running (default Fail: 409)"}
+_POLL = _body({"identity": ID, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+               "wait_seconds": {**WAIT_S, "default": 60}})
 
 COMPONENTS: dict[str, Schema] = {
     "RunAheadWorkflowTask": _obj(
-        {"after_scheduled_event_id": INT, "after_started_time": MS, "started_time": MS,
-         "commands": {"type": "array", "items": _ref("Command")}, "ahead_id": INT, "after_ahead_id": INT},
+        {"after_scheduled_event_id": ID_INT, "after_started_time": ID_INT, "started_time": ID_INT,
+         "commands": {"type": "array", "items": _ref("Command")}, "ahead_id": {**ID_INT, "minimum": 1},
+         "after_ahead_id": ID_INT},
         ["after_started_time", "started_time", "ahead_id"],
         description="The workflow's next task, run by the worker that completed the activity with its result "
                     "(docs/protocol.md, run-ahead). History records it only if it is the task it would have "
@@ -51,10 +105,10 @@ COMPONENTS: dict[str, Schema] = {
                      "details": JSON_TEXT}, ["message"]),
     "HistoryEvent": _obj({"event_id": INT, "event_time": INT, "event_type": STR,
                           "attributes": {"type": ["object", "null"]}}, ["event_id", "event_time", "event_type"]),
-    "Command": _obj({"command_type": {"type": "string", "enum": [
-        "ScheduleActivityTask", "StartTimer", "CancelTimer", "CompleteWorkflowExecution",
-        "FailWorkflowExecution", "ContinueAsNewWorkflowExecution", "RecordMarker"]},
-        "attributes": {"type": "object"}}, ["command_type", "attributes"]),
+    # The command types are those of the Avro schema (kadence.Command), so a new one is documented and taken.
+    "Command": _obj({"command_type": {"type": "string", "enum": command_types()},
+                     "attributes": {"type": "object", "description": "the Avro attributes record of the type"}},
+                    ["command_type", "attributes"]),
     "WorkflowTask": _obj({
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
         "attempt": INT, "started_time": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
@@ -73,7 +127,8 @@ COMPONENTS: dict[str, Schema] = {
         "status": {"type": "string", "enum": ["Running", "Completed", "Failed", "TimedOut", "Terminated",
                                               "ContinuedAsNew", "Canceled"]},
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
-        "new_run_id": NULL_STR, "pending_activities": {"type": "array", "items": {"type": "object"}},
+        "new_run_id": NULL_STR, "memo": {"type": ["object", "null"]}, "history_size_bytes": INT,
+        "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},
     }, ["workflow_id", "run_id", "status", "history_length"]),
@@ -93,13 +148,13 @@ _QUERY: Schema = {"type": "string", "maxLength": 10000,
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
-              _obj({**_START_FIELDS, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 0},
-                    "search_attributes": {"type": "object", "description": "registered custom search attributes"}},
-                   ["workflow_id", "workflow_type", "task_queue"]), {},
+              _body({**_START_FIELDS, "id_conflict_policy": _CONFLICT, "search_attributes": _SEARCH_ATTRIBUTES,
+                     "wait_seconds": {**WAIT_S, "default": 0}},
+                    ["workflow_id", "workflow_type", "task_queue"]), {},
               201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
     "list_workflows": ("List workflow runs matching a query, a page at a time", None,
                        {"query": _QUERY,
-                        "page_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 100},
                         "next_page_token": STR}, 200,
                        _obj({"executions": {"type": "array", "items": _ref("WorkflowExecutionInfo")},
                              "next_page_token": NULL_STR}, ["executions"])),
@@ -111,95 +166,110 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                                _obj({"built_in": {"type": "object"}, "custom": {"type": "object"}})),
     "register_search_attribute": (
         "Register a custom search attribute (201; 200 if it exists with this type)",
-        _obj({"name": NAME, "type": {"type": "string", "enum": ["keyword", "text", "int", "double", "bool",
-                                                                 "datetime", "keyword_list"]}}, ["name", "type"]),
+        _body({"name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$", "maxLength": 100},
+               "type": {"type": "string", "enum": [t.value for t in AttributeType]}}, ["name", "type"]),
         {}, 201, _obj({"name": STR, "type": STR})),
-    "signal_with_start": ("Signal a workflow, starting it first if no run is open",
-                          _obj({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
-                               ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),
-    "signal": ("Signal a workflow run", _obj({"signal_name": NAME, "input": ARRAY, "run_id": STR,
-                                              "request_id": STR, "identity": STR}, ["signal_name"]), {}, 200, EMPTY),
-    "terminate": ("Terminate a workflow run", _obj({"reason": STR, "run_id": STR, "request_id": STR,
-                                                    "identity": STR}), {}, 200, EMPTY),
+    "signal_with_start": ("Signal a workflow, starting it first if no run is open (the path names the workflow)",
+                          _body({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
+                                ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),
+    "signal": ("Signal a workflow run", _body({"signal_name": NAME, "input": ARRAY, "run_id": ID,
+                                               "request_id": ID, "identity": ID}, ["signal_name"]), {}, 200, EMPTY),
+    "terminate": ("Terminate a workflow run", _body({"reason": TEXT, "run_id": ID, "request_id": ID,
+                                                     "identity": ID}), {}, 200, EMPTY),
     "cancel": ("Ask a workflow run to cancel (workflow code sees asyncio.CancelledError)",
-               _obj({"reason": STR, "run_id": STR, "request_id": STR, "identity": STR}), {}, 200, EMPTY),
+               _body({"reason": TEXT, "run_id": ID, "request_id": ID, "identity": ID}), {}, 200, EMPTY),
     "query": ("Query a workflow run through a worker",
-              _obj({"query_type": NAME, "args": ARRAY, "run_id": STR, "timeout_ms": MS}, ["query_type"]), {},
+              _body({"query_type": NAME, "args": ARRAY, "run_id": ID,
+                     "timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600_000, "default": 10_000}},
+                    ["query_type"]), {},
               200, _obj({"result": JSON_TEXT})),
-    "describe": ("Describe a workflow run", None, {"run_id": STR}, 200, _ref("DescribeResponse")),
+    "describe": ("Describe a workflow run", None, {"run_id": ID}, 200, _ref("DescribeResponse")),
     "history": ("Read a page of a run's history", None,
-                {"run_id": STR, "page_size": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+                {"run_id": ID, "page_size": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
                  "next_page_token": STR}, 200,
                 _obj({"run_id": STR, "events": {"type": "array", "items": _ref("HistoryEvent")},
                       "next_page_token": NULL_STR})),
     "result": ("Wait for a run to close and return its outcome", None,
-               {"run_id": STR, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 600, "default": 30}},
+               {"run_id": ID, "wait_seconds": {**WAIT_S, "default": 30}},
                200, _ref("Outcome")),
     "poll_workflow_tasks": ("Long-poll a task queue for workflow tasks", _POLL, {}, 200,
                             _obj({"tasks": {"type": "array", "items": _ref("WorkflowTask")}}, ["tasks"])),
     "complete_workflow_task": ("Complete a workflow task with commands",
-                               _obj({"task_token": STR, "commands": {"type": "array", "items": _ref("Command")},
-                                     "identity": STR}, ["task_token"]), {}, 200, EMPTY),
-    "fail_workflow_task": ("Fail a workflow task", _obj({"task_token": STR, "cause": STR,
-                                                         "failure": _ref("Failure"), "identity": STR},
-                                                        ["task_token"]), {}, 200, EMPTY),
-    "respond_query": ("Answer a query task", _obj({"result": JSON_TEXT, "error": _ref("Failure")}), {}, 200, EMPTY),
+                               _body({"task_token": STR, "commands": {"type": "array", "items": _ref("Command")},
+                                      "identity": ID}, ["task_token"]), {}, 200, EMPTY),
+    "fail_workflow_task": ("Fail a workflow task", _body({"task_token": STR, "cause": ID,
+                                                          "failure": _ref("Failure"), "identity": ID},
+                                                         ["task_token"]), {}, 200, EMPTY),
+    "respond_query": ("Answer a query task: result (JSON text) or error", _body({"result": JSON_TEXT,
+                                                                                "error": _ref("Failure")}),
+                      {}, 200, EMPTY),
     "poll_activity_tasks": ("Long-poll a task queue for activity tasks", _POLL, {}, 200,
                             _obj({"tasks": {"type": "array", "items": _ref("ActivityTask")}}, ["tasks"])),
     "complete_activity_task": ("Complete an activity attempt",
-                               _obj({"task_token": STR, "result": JSON_TEXT, "identity": STR,
-                                     "workflow_task": _ref("RunAheadWorkflowTask")}, ["task_token"]),
+                               _body({"task_token": STR, "result": JSON_TEXT, "identity": ID,
+                                      "workflow_task": _ref("RunAheadWorkflowTask")}, ["task_token"]),
                                {}, 200, EMPTY),
-    "fail_activity_task": ("Fail an activity attempt", _obj({"task_token": STR, "failure": _ref("Failure"),
-                                                             "identity": STR, "last_heartbeat_details": JSON_TEXT},
-                                                            ["task_token", "failure"]),
+    "fail_activity_task": ("Fail an activity attempt", _body({"task_token": STR, "failure": _ref("Failure"),
+                                                              "identity": ID, "last_heartbeat_details": JSON_TEXT},
+                                                             ["task_token", "failure"]),
                            {}, 200, EMPTY),
     "heartbeat_activity_task": ("Heartbeat an activity attempt",
-                                _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
+                                _body({"task_token": STR, "details": JSON_TEXT, "identity": ID}, ["task_token"]),
                                 {}, 200, _obj({"cancel_requested": {"type": "boolean"}}, ["cancel_requested"])),
     "cancel_activity_task": ("Report an activity attempt stopped on its cancel request",
-                             _obj({"task_token": STR, "details": JSON_TEXT, "identity": STR}, ["task_token"]),
+                             _body({"task_token": STR, "details": JSON_TEXT, "identity": ID}, ["task_token"]),
                              {}, 200, EMPTY),
     "answer_tasks": ("Send several task answers at once (each runs as its own operation would)",
-                     _obj({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _obj({
-                         "operation": {"type": "string", "enum": [
-                             "complete_workflow_task", "fail_workflow_task", "complete_activity_task",
-                             "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"]},
-                         "body": {"type": "object", "description": "the body the operation takes alone"},
-                     }, ["operation", "body"])}}, ["answers"]), {}, 200,
+                     _body({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
+                         # An answer's own errors (no operation, an unknown one, a bad body) are
+                         # answered in its result, as the operation alone would answer them.
+                         "type": "object", "description": "{operation, body}: an answer a bad item gets in its "
+                                                          "result (status 400), not for the whole call",
+                         "properties": {
+                             "operation": {"type": "string", "description": "one of "
+                                                                            + ", ".join(sorted(ANSWER_OPERATIONS))},
+                             "body": {"type": "object", "description": "the body the operation takes alone"}}},
+                     }}, ["answers"]), {}, 200,
                      _obj({"results": {"type": "array", "items": _obj({
                          "status": INT, "answer": {"type": "object"}, "error": STR, "message": STR,
                          "field": NULL_STR}, ["status"])}}, ["results"])),
 }
 
 _DURATION: Schema = {"type": ["string", "integer"],
-                     "description": "30d, 12h, 90m, 45s, 500ms, 2w; a bare number is days (retention) or seconds"}
-_NAMESPACE_FIELDS: dict[str, Schema] = {"description": STR, "owner_email": STR, "retention": _DURATION}
-_SCHEDULE = _obj({
-    "schedule_id": NAME,
-    "spec": _obj({"cron": STR, "interval": _DURATION, "offset": _DURATION, "jitter": _DURATION,
-                  "time_zone": {"type": "string", "description": "IANA name, default UTC"}},
-                 description="exactly one of cron or interval"),
-    "action": _obj({"workflow_type": NAME, "task_queue": NAME, "input": ARRAY, "execution_timeout_ms": MS,
-                    "run_timeout_ms": MS, "workflow_task_timeout_ms": MS}, ["workflow_type", "task_queue"]),
+                     "description": "30d, 12h, 90m, 45s, 500ms, 2w; a bare number is days (retention) or seconds; "
+                                    "at most 36600d"}
+_NAMESPACE_FIELDS: dict[str, Schema] = {
+    "description": TEXT, "retention": _DURATION,
+    "owner_email": {"type": "string", "maxLength": 320, "pattern": r"^([^@\s]+@[^@\s]+)?$",
+                    "description": "an email address; empty for none"}}
+_TIMEOUT = {**DURATION_MS, "description": "milliseconds (0: none)"}
+_SCHEDULE = _body({
+    "schedule_id": {**NAME, "maxLength": 200},
+    "spec": _body({"cron": STR, "interval": _DURATION, "offset": _DURATION, "jitter": _DURATION,
+                   "time_zone": {"type": "string", "description": "IANA name, default UTC"}},
+                  description="exactly one of cron or interval"),
+    "action": _body({"workflow_type": NAME, "task_queue": NAME, "input": ARRAY, "execution_timeout_ms": _TIMEOUT,
+                     "run_timeout_ms": _TIMEOUT, "workflow_task_timeout_ms": {**_TIMEOUT, "default": 10_000}},
+                    ["workflow_type", "task_queue"],
+                    not_null=("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms")),
     "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "terminate_other"],
                        "default": "skip"},
-    "catchup_window": _DURATION, "paused": {"type": "boolean"}, "note": STR,
-}, ["schedule_id", "spec", "action"])
+    "catchup_window": _DURATION, "paused": {"type": "boolean"}, "note": TEXT,
+}, ["schedule_id", "spec", "action"], not_null=("overlap_policy", "paused"))
 COMPONENTS["Namespace"] = _obj({"name": STR, **_NAMESPACE_FIELDS, "retention_ms": INT, "state": STR,
                                 "created_time": STR, "updated_time": STR})
 COMPONENTS["Schedule"] = _obj({**_SCHEDULE["properties"], "next_action_times": {"type": "array", "items": STR},
                                "recent_actions": ARRAY, "buffered": NULL_STR, "pending_triggers": INT,
                                "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT})
-_NOTE = _obj({"note": STR})
+_NOTE = _body({"note": TEXT})
 _OPS.update({
     "create_namespace": ("Register a namespace with a retention period",
-                         _obj({"name": NAME, **_NAMESPACE_FIELDS}, ["name", "retention"]), {}, 201,
+                         _body({"name": NAMESPACE, **_NAMESPACE_FIELDS}, ["name", "retention"]), {}, 201,
                          _ref("Namespace")),
     "list_namespaces": ("List the registered namespaces", None, {}, 200,
                         _obj({"namespaces": {"type": "array", "items": _ref("Namespace")}})),
     "describe_namespace": ("Describe a namespace", None, {}, 200, _ref("Namespace")),
-    "update_namespace": ("Change a namespace's description, owner or retention", _obj(_NAMESPACE_FIELDS), {},
+    "update_namespace": ("Change a namespace's description, owner or retention", _body(_NAMESPACE_FIELDS), {},
                          200, _ref("Namespace")),
     "create_schedule": ("Create a schedule", _SCHEDULE, {}, 201, _ref("Schedule")),
     "list_schedules": ("List a namespace's schedules", None, {}, 200,
@@ -208,7 +278,7 @@ _OPS.update({
     "delete_schedule": ("Delete a schedule (the workflows it started carry on)", None, {}, 200, EMPTY),
     "pause_schedule": ("Pause a schedule, with a note", _NOTE, {}, 200, _ref("Schedule")),
     "unpause_schedule": ("Resume a schedule from now, with a note", _NOTE, {}, 200, _ref("Schedule")),
-    "trigger_schedule": ("Start the schedule's workflow now, whatever its overlap policy", EMPTY, {}, 200,
+    "trigger_schedule": ("Start the schedule's workflow now, whatever its overlap policy", _body({}), {}, 200,
                          _obj({"workflow_id": STR, "scheduled_time": STR})),
 })
 
@@ -223,7 +293,13 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
 
 def _path_params(path: str) -> list[Schema]:
     names = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
-    return [{"name": n, "in": "path", "required": True, "schema": STR} for n in names]
+    return [{"name": n, "in": "path", "required": True, "schema": NAMESPACE if n == "namespace" else NAME}
+            for n in names]
+
+
+def request_schema(operation_id: str) -> Schema | None:
+    """The body schema of an operation (None: it takes no body), as the document shows it."""
+    return _OPS[operation_id][1]
 
 
 def document() -> dict[str, Any]:

@@ -105,6 +105,8 @@ def describe(ex: Execution) -> dict[str, Any]:
         "close_time": ex.close_time,
         "history_length": ex.next_event_id - 1,
         "new_run_id": state.get("new_run_id"),
+        "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
+        "history_size_bytes": state.get("history_size_bytes", 0),
         "pending_activities": [
             {"scheduled_event_id": int(k), **v} for k, v in sorted(activities.items(), key=lambda kv: int(kv[0]))
         ],

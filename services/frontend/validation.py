@@ -1,7 +1,8 @@
 """Validation of API input: each parser names the offending field in its error.
 
-Pure functions, no I/O. Unknown JSON fields are ignored, so clients may send more
-than this version knows about. The limits and value checks are those of
+Pure functions, no I/O. They run after the body passed its schema in the OpenAPI
+document (openapi.py, schema_check.py: types, ranges, unknown fields refused) and check
+what a schema cannot say (JSON text, UTF-8 sizes, command attributes). The limits and value checks are those of
 ``services.common.validation``, which history applies to every record of
 kadence.requests as well; the engine runs its ``check_command`` on each command
 before producing it.
@@ -151,7 +152,7 @@ def failure(body: Body, field: str, *, required: bool) -> dict[str, Any] | None:
 # -- workflow commands ----------------------------------------------------------------------
 
 
-def _command_types() -> list[str]:
+def command_types() -> list[str]:
     field = next(f for f in avro.schemas().current["kadence.Command"]["fields"] if f["name"] == "command_type")
     return list(field["type"]["symbols"])
 
@@ -165,7 +166,7 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
     label = within + field
     if not isinstance(v, list):
         raise InvalidArgument(f"{label} must be an array of commands", field=label)
-    types = _command_types()
+    types = command_types()
     out: list[dict[str, Any]] = []
     for i, cmd in enumerate(v):
         where = f"{label}[{i}]"
@@ -245,7 +246,26 @@ class StartRequest:
     request_id: str
     identity: str
     run_timeout_ms: int = 0
+    id_reuse_policy: str = ""
+    id_conflict_policy: str = ""
+    memo: str | None = None  # JSON text of an object
     search_attributes: str | None = None  # JSON object, checked against the registry (frontend/visibility.py)
+
+
+def memo(body: Body, field: str = "memo") -> str | None:
+    """A JSON object (absent or null: none), returned as JSON text."""
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"{field} must be a JSON object", field=field)
+    return checked(common.payload, json.dumps(v, separators=(",", ":")), field)
+
+
+def policy(body: Body, field: str, allowed: frozenset[str]) -> str:
+    """A start policy's name; absent, null or '' is the default ('')."""
+    v = body.get(field)
+    return "" if v is None else checked(common.choice, v, field, allowed)
 
 
 def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartRequest:
@@ -261,6 +281,9 @@ def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartR
         request_id=optional_str(body, "request_id") or "",
         identity=optional_str(body, "identity") or "",
         run_timeout_ms=non_negative_int(body, "run_timeout_ms", 0, maximum=common.MAX_DURATION_MS),
+        id_reuse_policy=policy(body, "id_reuse_policy", common.REUSE_POLICIES),
+        id_conflict_policy=policy(body, "id_conflict_policy", common.CONFLICT_POLICIES),
+        memo=memo(body),
     )
 
 

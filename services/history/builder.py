@@ -17,6 +17,7 @@ from kadence import avro
 from services.common import kafka
 
 from . import chain
+from .limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from .state import Event, MutableState, apply
 
 TimerRow = tuple[str, int, str, str, str, str, int, int]  # key, fire_at, ns, wid, run, kind, ref, attempt
@@ -120,6 +121,8 @@ class Transition:
     # Whether matching in this process takes tasks of (namespace, task queue) straight
     # from the commit (they are then not published); None: nothing takes them here.
     takes_tasks: Callable[[str, str], bool] | None = None
+    # The run's history limits (limits.py): settle terminates a run past them.
+    history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS
 
     def add(self, event_type: str, **attributes: Any) -> Event:
         """Build the next event of the run and fold it into the state."""
@@ -130,7 +133,7 @@ class Transition:
             "attributes": event_attributes(event_type, attributes),
         }
         event["hash"], encoded = chain.seal(self.state.last_hash, event)
-        apply(self.state, event)
+        apply(self.state, event, len(encoded))
         self.events.append(event)
         self.encoded.append(encoded)
         return event

@@ -103,5 +103,6 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
                    execution_timeout_ms=s.execution_timeout_ms, workflow_task_timeout_ms=s.workflow_task_timeout_ms,
                    run_timeout_ms=s.run_timeout_ms, execution_expiration_time=s.execution_expiration_time,
                    request_id="", identity="", continued_from=s.run_id, run_id=new_run_id,
+                   memo=s.memo if a.get("memo") is None else a["memo"],  # carried over unless replaced
                    parent=children.parent_attributes(s.parent))
     schedule_workflow_task(new)

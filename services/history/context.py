@@ -52,13 +52,13 @@ class BatchContext:
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
             return None
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=self.shard.tails.get(run_id),
-                       takes_tasks=self.shard.neighbours.takes_tasks)
+                       takes_tasks=self.shard.neighbours.takes_tasks, history_limits=self.shard.history_limits)
         self.transitions[run_id] = t
         return t
 
     def new_run(self, state: MutableState) -> Transition:
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[],
-                       takes_tasks=self.shard.neighbours.takes_tasks)
+                       takes_tasks=self.shard.neighbours.takes_tasks, history_limits=self.shard.history_limits)
         self.transitions[state.run_id] = t
         self.run_starts[(state.namespace, state.workflow_id)] = (state.run_id, self.offset)
         self.shard.remember(state)

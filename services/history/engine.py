@@ -10,8 +10,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import unseen
+from . import policies, unseen
 from .builder import Transition
+from .limits import LIMIT_IDENTITY
 from .state import Event, MutableState, retry_attempt, start_attempt
 
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
@@ -70,18 +71,29 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
         if cmd["request_id"] and s.start_request_id == cmd["request_id"]:
             ctx.reply(cmd, ok=True, run_id=s.run_id)  # a retried start: same answer
             return
-        if s.running:
-            if with_signal:
-                _signal(current, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
-                ctx.reply(cmd, ok=True, run_id=s.run_id)
-            else:
-                ctx.reply(cmd, ok=False, run_id=s.run_id, error_type="WorkflowAlreadyStarted",
-                          error_message=f"workflow {wid!r} is already running as run {s.run_id}")
+        if s.running and with_signal:
+            _signal(current, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+            settle(current)  # the signal is owed a workflow task when none is outstanding
+            ctx.reply(cmd, ok=True, run_id=s.run_id)
             return
+    # The start policies (policies.py): validation let only their names through.
+    outcome = policies.decide(current.state if current is not None else None,
+                              policies.reuse_policy(cmd.get("id_reuse_policy") or ""),
+                              policies.conflict_policy(cmd.get("id_conflict_policy") or ""))
+    if current is not None and outcome.decision is policies.Decision.USE_EXISTING:
+        ctx.reply(cmd, ok=True, run_id=current.state.run_id)
+        return
+    if current is not None and outcome.decision is policies.Decision.REFUSE:
+        ctx.reply(cmd, ok=False, run_id=current.state.run_id, error_type="WorkflowAlreadyStarted",
+                  error_message=outcome.reason)
+        return
+    if current is not None and outcome.decision is policies.Decision.TERMINATE_AND_START:
+        current.add("WorkflowExecutionTerminated", reason=outcome.reason, identity=cmd["identity"])
+        settle(current)
     t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
                  execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd.get("run_timeout_ms", 0),
                  workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
-                 request_id=cmd["request_id"], identity=cmd["identity"],
+                 request_id=cmd["request_id"], identity=cmd["identity"], memo=cmd.get("memo"),
                  search_attributes=cmd.get("search_attributes"))
     if with_signal:
         _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
@@ -92,7 +104,7 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
              run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
-             continued_from: str | None = None, run_id: str | None = None,
+             continued_from: str | None = None, run_id: str | None = None, memo: str | None = None,
              search_attributes: str | None = None, parent: dict[str, Any] | None = None) -> Transition:
     """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
     first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
@@ -107,7 +119,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
           execution_timeout_ms=execution_timeout_ms, run_timeout_ms=max(0, run_timeout_ms),
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
-          request_id=request_id, identity=identity, continued_execution_run_id=continued_from,
+          request_id=request_id, identity=identity, continued_execution_run_id=continued_from, memo=memo,
           search_attributes=search_attributes, **(parent or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
@@ -157,6 +169,9 @@ async def terminate_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
 def settle(t: Transition) -> None:
     """After every operation: close out a finished run, or schedule the workflow task owed."""
     s = t.state
+    over = t.history_limits.exceeded(s) if s.running else None
+    if over is not None:
+        t.add("WorkflowExecutionTerminated", reason=over, identity=LIMIT_IDENTITY)
     if not s.running:
         if s.parent is not None or s.children:
             from .children import on_close  # tell the parent, apply the parent close policy
@@ -177,7 +192,9 @@ def schedule_workflow_task(t: Transition) -> None:
 def _add_wt_scheduled(t: Transition) -> Event:
     s = t.state
     return t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
-                 start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=s.wt_failures + 1)
+                 start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=s.wt_failures + 1,
+                 history_size_bytes=s.history_size_bytes,
+                 suggest_continue_as_new=t.history_limits.suggests_continue_as_new(s))
 
 
 # ---- workflow tasks ----------------------------------------------------------------

@@ -67,6 +67,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class HistoryService:
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
         self.settings = settings
+        self.history_limits = settings.history_limits()  # a bad KADENCE_HISTORY_* fails here, at once
         self._own_pool = pool is None
         self.pool = pool
         self.shards: dict[int, Shard] = {}
@@ -190,6 +191,7 @@ class HistoryService:
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             shard.on_failure = self._shard_failed
             shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)
+            shard.history_limits = self.history_limits
             tp = TopicPartition(kafka.REQUESTS, p)
             backoff = outage.Backoff(f"acquiring shard {p}", log)
             while True:

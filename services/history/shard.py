@@ -35,6 +35,7 @@ from .context import BatchContext
 from .errors import HistoryError, ShardOwnershipLost, WorkflowNotNew
 from .health import ShardHealth, ShardState
 from .ledger import Ledger, RequestSeen, trim_loop
+from .limits import DEFAULT_HISTORY_LIMITS
 from .memory import Heartbeats, Tails
 from .neighbours import Closed, HandedCommand, Neighbours
 from .state import MutableState
@@ -159,6 +160,7 @@ class Shard:
         self.stopped_at: float | None = None
         self.on_failure: Callable[[Shard, BaseException], None] | None = None
         self.limits = validation.DEFAULT_LIMITS  # what a command may hold (services/common/validation.py)
+        self.history_limits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow (limits.py)
         # Whether a namespace is registered (namespaces.py); set by the service, None: not checked.
         self.namespace_registered: Callable[[str], Awaitable[bool]] | None = None
 

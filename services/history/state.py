@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from kadence import avro
 from services.common.outcome import RUNNING
 
 from .errors import HistoryCorrupted
@@ -85,6 +86,10 @@ class MutableState:
     signals_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Hash of the last event: the next event's hash chains to it (see chain.py).
     last_hash: str = ""
+    # The memo given at start (JSON text of an object, or None), and the encoded size of the
+    # run's events as written, in bytes (limits.py).
+    memo: str | None = None
+    history_size_bytes: int = 0
 
     @property
     def running(self) -> bool:
@@ -142,6 +147,7 @@ def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.run_timeout_ms = a.get("run_timeout_ms") or 0
     s.workflow_task_timeout_ms = a["workflow_task_timeout_ms"] or 10000
     s.start_request_id = a["request_id"]
+    s.memo = a.get("memo")
     s.inputs_pending = True
     if a.get("parent_workflow_id") is not None:
         s.parent = {"namespace": a["parent_namespace"], "workflow_id": a["parent_workflow_id"],
@@ -459,8 +465,13 @@ _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
 }
 
 
-def apply(state: MutableState, event: Event) -> None:
+def apply(state: MutableState, event: Event, size: int | None = None) -> None:
     """Fold one history event into the run's mutable state.
+
+    ``size`` is the length of the event's HistoryEvent encoding as written (the builder's,
+    a history_events row, a kadence.history record's event): the run's history size adds
+    it up. None re-encodes the event under the current schema, which is that length only
+    for events written under the current schema.
 
     Raises HistoryCorrupted when the event does not follow the state (a gap in
     event ids, or an event about a task or timer that is not pending).
@@ -475,13 +486,20 @@ def apply(state: MutableState, event: Event) -> None:
     except KeyError:
         raise HistoryCorrupted(f"run {state.run_id}: unknown event type {event['event_type']!r}") from None
     fold(state, event, event["attributes"] or {})
+    state.history_size_bytes += size if size is not None else len(avro.encode("HistoryEvent", event))
     state.next_event_id = event["event_id"] + 1
     state.last_hash = event.get("hash", "")
 
 
-def rebuild(namespace: str, workflow_id: str, run_id: str, events: Iterable[Event]) -> MutableState:
-    """Mutable state from a run's full history: the fold, from nothing."""
+def rebuild(namespace: str, workflow_id: str, run_id: str, events: Iterable[Event],
+            sizes: Iterable[int] | None = None) -> MutableState:
+    """Mutable state from a run's full history: the fold, from nothing; ``sizes``: the
+    lengths of the events' encodings as written, in the same order (see :func:`apply`)."""
     state = MutableState(namespace=namespace, workflow_id=workflow_id, run_id=run_id)
-    for event in events:
-        apply(state, event)
+    if sizes is None:
+        for event in events:
+            apply(state, event)
+    else:
+        for event, size in zip(events, sizes, strict=True):
+            apply(state, event, size)
     return state

@@ -142,7 +142,7 @@ class HistoryStore:
         # defaults would not be what the fold gives): the run's history says what they are.
         rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
         return rebuild(snapshot["namespace"], snapshot["workflow_id"], run_id,
-                       (avro.decode(r["data"])[1] for r in rows))
+                       (avro.decode(r["data"])[1] for r in rows), (len(r["data"]) for r in rows))
 
     async def pending_outbox(self, shard_id: int) -> tuple[list[OutboxRow], bool]:
         """What was committed and not yet published, in publication order: rows of the

@@ -74,6 +74,7 @@ V5 = Writer(_load("kadence.HistoryEvent.v5.avsc"), _load("kadence.HistoryRecord.
 V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.v5.avsc"))
 V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
 V8 = Writer(_load("kadence.HistoryEvent.v8.avsc"), _load("kadence.HistoryRecord.v7.avsc"))
+V9 = Writer(_load("kadence.HistoryEvent.v9.avsc"), _load("kadence.HistoryRecord.v8.avsc"))
 CURRENT = Writer(_load("HistoryEvent"), _load("HistoryRecord"))
 
 
@@ -155,6 +156,7 @@ def _tamper(data: bytes, old: bytes, new: bytes) -> bytes:
     ("kadence.HistoryRecord.v5.avsc", "kadence.HistoryEvent.v6.avsc"),
     ("kadence.HistoryRecord.v6.avsc", "kadence.HistoryEvent.v7.avsc"),
     ("kadence.HistoryRecord.v7.avsc", "kadence.HistoryEvent.v8.avsc"),
+    ("kadence.HistoryRecord.v8.avsc", "kadence.HistoryEvent.v9.avsc"),
     ("HistoryRecord", "HistoryEvent"),
 ])
 def test_a_history_record_carries_the_history_event_version_of_its_time(record: str, event: str) -> None:
@@ -188,7 +190,7 @@ def test_unhashed_encoding_empties_the_trailing_hash_of_the_bytes_as_written() -
         chain.unhashed_encoding(CURRENT.record({**event, "hash": digest}), digest)
 
 
-@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7, V8], ids=["v2", "v3", "v5", "v6", "v7", "v8"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7, V8, V9], ids=["v2", "v3", "v5", "v6", "v7", "v8", "v9"])
 def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer) -> None:
     written = _write([writer])
     replay = _topic(written.records)
@@ -199,7 +201,7 @@ def test_a_run_sealed_under_an_old_version_verifies_on_the_topic(writer: Writer)
     assert chain.first_break(events) == 1
 
 
-@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7, V8], ids=["v2", "v3", "v5", "v6", "v7", "v8"])
+@pytest.mark.parametrize("writer", [V2, V3, V5, V6, V7, V8, V9], ids=["v2", "v3", "v5", "v6", "v7", "v8", "v9"])
 def test_a_changed_byte_of_an_old_record_still_breaks_the_chain(writer: Writer) -> None:
     records = _write([writer]).records
     records[4] = _tamper(records[4], b"Charge", b"Chargf")  # event 5's activity type; its hash left alone
@@ -328,10 +330,11 @@ def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and
     assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 7)]
 
 
-@pytest.mark.parametrize("writer", [V7, V8], ids=["v7", "v8"])
+@pytest.mark.parametrize("writer", [V7, V8, V9], ids=["v7", "v8", "v9"])
 def test_a_cancelled_run_sealed_before_search_attributes_verifies_under_the_current_schemas(writer: Writer) -> None:
     # The current version only adds search_attributes to WorkflowExecutionStarted: a run
-    # written before it (cancellation events: v7, child workflows: v8) verifies as written.
+    # written before it (cancellation events: v7, child workflows: v8, start policies and
+    # memo: v9) verifies as written.
     rows, records, previous = [], [], ""
     for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
         sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,

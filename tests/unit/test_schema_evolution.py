@@ -162,3 +162,13 @@ def test_records_from_before_child_workflows_read_with_their_cancellation_comman
     assert name == "HistoryRecord" and record["event"] == event
     # The event a v6 record carries is the v7 event's encoding, byte for byte (its hash's input).
     assert avro.history_event_encoding(records["kadence.HistoryRecord v6"]) == records["kadence.HistoryEvent v7"]
+
+
+def test_a_version_3_start_reads_with_its_policies_and_memo_and_no_search_attributes() -> None:
+    # Version 3 (start policies and memo) came before version 4 added search_attributes.
+    from tests.unit.test_policy_schema_versions import START, _old_request
+
+    record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting", "memo": '{"a":1}'}
+    name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v3.avsc", "StartWorkflowExecution", record))
+    assert name == "StartWorkflowExecution"
+    assert start == {**record, "search_attributes": None}
