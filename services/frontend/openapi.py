@@ -16,6 +16,7 @@ from services.visibility.sql import MAX_PAGE_SIZE, AttributeType
 from .admin import ADMIN_ROUTES
 from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES
 from .validation import command_types
+from .visibility import MAX_QUERY_CHARS
 
 Schema = dict[str, Any]
 
@@ -141,9 +142,12 @@ COMPONENTS: dict[str, Schema] = {
     }, ["workflow_id", "run_id", "status"], description="A run's visibility row (times in ms since the epoch)"),
 }
 
-_QUERY: Schema = {"type": "string", "maxLength": 10000,
+_QUERY: Schema = {"type": "string", "maxLength": MAX_QUERY_CHARS,
                   "description": "list filter, e.g. WorkflowType = 'Order' AND ExecutionStatus = 'Running'"
                                  " ORDER BY StartTime DESC (README, 'Finding workflows')"}
+
+# Operations with a second success status, answered with the same schema.
+_ALSO_OK: dict[str, tuple[int, str]] = {"register_search_attribute": (200, "Registered already, with this type")}
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
@@ -317,6 +321,9 @@ def document() -> dict[str, Any]:
                    for code, text in _ERRORS.items()},
             },
         }
+        if op_id in _ALSO_OK:
+            code, text = _ALSO_OK[op_id]
+            op["responses"][str(code)] = {"description": text, "content": {"application/json": {"schema": answer}}}
         if body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         paths.setdefault(full, {})[method.lower()] = op

@@ -21,7 +21,9 @@ Params = Mapping[str, str]
 Answer = tuple[int, dict[str, Any]]
 
 DEFAULT_PAGE_SIZE = 100
-MAX_QUERY_CHARS = 10_000
+# Percent-encoded, a character is up to 12 bytes: 2,000 of them, a page token and the path
+# stay within the request line the server reads (app.MAX_REQUEST_LINE).
+MAX_QUERY_CHARS = 2_000
 
 
 class VisibilityUnavailable(FrontendError):
