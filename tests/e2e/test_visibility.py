@@ -225,6 +225,28 @@ async def test_search_attributes_set_at_start_are_listed_and_queried(client: Cli
     assert started["attributes"]["search_attributes"] is not None
 
 
+
+async def test_a_start_carries_memo_and_search_attributes_together(client: Client, cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/search-attributes", json={"name": "CustomerId", "type": "keyword"}) as r:
+            assert r.status in (200, 201), await r.text()
+        tag = uuid.uuid4().hex[:6]
+        # Signal-with-start carries no search attributes (its Avro record has none): refused, not dropped.
+        async with http.post(f"{base}/workflows/both-{tag}/signal-with-start", json={
+                "workflow_type": "VisWait", "task_queue": f"both-{tag}", "signal_name": "s",
+                "search_attributes": {"CustomerId": "c"}}) as r:
+            body = await r.json()
+            assert r.status == 400 and body["field"] == "search_attributes", body
+    await client.start_workflow(VisWait.run, id=f"both-{tag}", task_queue=f"both-{tag}",
+                                memo={"note": "kept"}, search_attributes={"CustomerId": f"c-{tag}"})
+    handle = client.get_workflow_handle(f"both-{tag}")
+    assert (await handle.describe())["memo"] == {"note": "kept"}
+    [started, *_] = await handle.history()
+    assert started["attributes"]["memo"] is not None and started["attributes"]["search_attributes"] is not None
+    await eventually(lambda: _count_is(client, f"CustomerId = 'c-{tag}'", 1), timeout=30)
+    await handle.terminate("done")
+
 @workflow.defn(name="VisStaged")
 class VisStaged:
     def __init__(self) -> None:
