@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -16,6 +16,13 @@ from typing import Any
 from kadence._admin import AdminMixin
 from kadence._http import HttpTransport, Transport, path_segment
 from kadence._retry import Backoff, retrying, unavailable
+from kadence._visibility import (
+    WorkflowExecution,
+    WorkflowExecutionCount,
+    count_workflows,
+    list_workflows,
+    search_attributes_json,
+)
 from kadence._workflow.definition import (
     query_name_of,
     run_result_type,
@@ -137,6 +144,7 @@ class Client(AdminMixin):
         id_reuse_policy: WorkflowIDReusePolicy | None = None,
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         if not id:
             raise ValueError("a workflow id is required (id=...)")
@@ -163,6 +171,8 @@ class Client(AdminMixin):
             body["id_conflict_policy"] = WorkflowIDConflictPolicy(id_conflict_policy).value
         if memo is not None:
             body["memo"] = await self._encode_memo(memo)
+        if search_attributes:
+            body["search_attributes"] = search_attributes_json(search_attributes)
         return body
 
     async def start_workflow(
@@ -178,6 +188,7 @@ class Client(AdminMixin):
         id_reuse_policy: WorkflowIDReusePolicy | None = None,
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
         if one with this id is running (``id_conflict_policy`` changes that: USE_EXISTING
@@ -188,7 +199,8 @@ class Client(AdminMixin):
 
         ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
         chain included; ``run_timeout`` bounds each run. The run open when either passes
-        times out."""
+        times out. ``search_attributes``: custom attributes registered in the namespace
+        (name: value; datetimes allowed), for listing it (README, "Finding workflows")."""
         body = await self._start_body(
             workflow,
             args,
@@ -201,6 +213,7 @@ class Client(AdminMixin):
             id_reuse_policy=id_reuse_policy,
             id_conflict_policy=id_conflict_policy,
             memo=memo,
+            search_attributes=search_attributes,
         )
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
@@ -218,6 +231,7 @@ class Client(AdminMixin):
         id_reuse_policy: WorkflowIDReusePolicy | None = None,
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (WorkflowFailureError if it fails).
 
@@ -236,6 +250,7 @@ class Client(AdminMixin):
             id_reuse_policy=id_reuse_policy,
             id_conflict_policy=id_conflict_policy,
             memo=memo,
+            search_attributes=search_attributes,
         )
         body["wait_seconds"] = _LONG_POLL_SECONDS
         answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
@@ -276,6 +291,16 @@ class Client(AdminMixin):
         answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
                                         what=f"signal-with-start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
+
+    def list_workflows(self, query: str = "", *, page_size: int = 100,
+                       limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
+        """The runs matching ``query`` (README, "Finding workflows"), following the pages;
+        RPCError (400, naming the problem) for a query that cannot run."""
+        return list_workflows(self.transport, query, page_size=page_size, limit=limit)
+
+    async def count_workflows(self, query: str = "") -> WorkflowExecutionCount:
+        """How many runs match ``query``; ``... GROUP BY ExecutionStatus`` counts per status."""
+        return await count_workflows(self.transport, query)
 
     def get_workflow_handle(self, workflow_id: str, *, run_id: str | None = None,
                             result_type: Any = None) -> WorkflowHandle:

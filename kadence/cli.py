@@ -185,6 +185,10 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["workflow"]:  # a click group of its own (kadence/_cli/workflow.py)
+        from kadence._cli.workflow import main as workflow_main
+
+        return workflow_main(words[1:])
     if words[:1] in (["namespace"], ["schedule"]):  # click groups of their own (kadence/_admin_cli.py)
         from kadence._admin_cli import main as admin_main
 
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     from kadence._tools_cli import add_commands
 
     add_commands(sub)  # encode, dlq, audit
+    sub.add_parser("workflow", help="list, count, describe, show, start, execute, signal, query, terminate"
+                                    " workflows (kadence workflow --help)", add_help=False)
     sub.add_parser("namespace", help="create, describe, list, update namespaces (kadence namespace --help)",
                    add_help=False)
     sub.add_parser("schedule", help="create, describe, list, pause, unpause, trigger, delete schedules"

@@ -1,5 +1,6 @@
-"""Public client API: :class:`Client` and :class:`WorkflowHandle`."""
+"""Public client API: :class:`Client`, :class:`WorkflowHandle`, and what listing workflows answers."""
 
 from kadence._client import Client, WorkflowHandle, WorkflowUpdateHandle
+from kadence._visibility import WorkflowExecution, WorkflowExecutionCount
 
-__all__ = ["Client", "WorkflowHandle", "WorkflowUpdateHandle"]
+__all__ = ["Client", "WorkflowExecution", "WorkflowExecutionCount", "WorkflowHandle", "WorkflowUpdateHandle"]

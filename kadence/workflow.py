@@ -49,6 +49,7 @@ __all__ = [
     "sleep",
     "start_child_workflow",
     "update",
+    "upsert_search_attributes",
     "uuid4",
     "wait_condition",
 ]
@@ -218,6 +219,17 @@ def patched(patch_id: str) -> bool:
     when replaying a run that passed this point before the change was deployed.
     """
     return current_instance().patched(patch_id)
+
+
+def upsert_search_attributes(attributes: Mapping[str, Any]) -> None:
+    """Set custom search attributes of this run's visibility row (README, "Finding workflows").
+
+    Each name must be registered in the namespace with its type; values are strings, numbers,
+    booleans, datetimes or lists of strings. Attributes not named keep their values. Recorded
+    in the run's history (a marker), so replay does it again; a value the registry refuses
+    fails the workflow task (cause ``BadSearchAttributes``), as a code error does.
+    """
+    current_instance().upsert_search_attributes(attributes)
 
 
 def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None,

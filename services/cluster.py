@@ -66,6 +66,13 @@ class Cluster:
         n = self.history.neighbours
         n.on_replies, n.on_closed = self.frontend.take_replies, self.frontend.take_closed
         n.reply_to = frozenset({self.frontend.instance_id})
+        # Visibility rows from kadence.history, in this process (services/visibility/consumer.py).
+        from services.visibility.consumer import VisibilityConsumer
+
+        self.visibility = VisibilityConsumer(s.kafka_bootstrap, self.pool, session_timeout_ms=s.session_timeout_ms,
+                                             security=s.kafka_security, fatal=self.fatal)
+        await self.visibility.start()
+        self._started.append(self.visibility)
 
     async def stop(self) -> None:
         while self._started:

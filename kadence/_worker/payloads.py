@@ -5,7 +5,8 @@ Workflow code runs synchronously on its own loop while a codec is async, so the 
 decodes every payload the workflow runtime reads before an activation and encodes the
 payloads of its commands after; the runtime in between only ever sees plain JSON text.
 Payloads the runtime never reads (the command events' own copies, failures) are left as
-history holds them.
+history holds them. Search attributes (``workflow.upsert_search_attributes``'s marker) are
+never encoded: the frontend checks them and visibility indexes them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
 from kadence.converter import PayloadCodec, decode_args_payload, decode_payload, encode_payload
 
 __all__ = ["decode_events", "decode_updates", "encode_commands"]
@@ -73,6 +75,13 @@ async def decode_updates(codec: PayloadCodec | None,
     return [{**u, "input": await decode_args_payload(codec, u.get("input"))} for u in updates]
 
 
+def _plain(command: Mapping[str, Any]) -> bool:
+    """Whether a command's payloads travel without the codec: the search-attribute marker's
+    values are checked by the frontend and indexed by visibility, so they stay readable."""
+    attrs = command.get("attributes") or {}
+    return command.get("command_type") == "RecordMarker" and attrs.get("marker_name") == SEARCH_ATTRIBUTES_MARKER
+
+
 async def encode_commands(codec: PayloadCodec | None, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Commands (as sent) with the codec applied to their payloads."""
     if codec is None:
@@ -80,7 +89,7 @@ async def encode_commands(codec: PayloadCodec | None, commands: list[dict[str, A
     encoded = []
     for command in commands:
         fields = _COMMAND_PAYLOADS.get(str(command.get("command_type")))
-        if fields:
+        if fields and not _plain(command):
             attrs = dict(command.get("attributes") or {})
             for name, is_args in fields.items():
                 if isinstance(attrs.get(name), str):

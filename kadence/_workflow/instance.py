@@ -679,6 +679,14 @@ class WorkflowInstance:
         else:
             await asyncio.wait_for(future, timeout)
 
+    def upsert_search_attributes(self, values: Mapping[str, Any]) -> None:
+        # A marker, not a command of its own: replay matches it by name like any marker,
+        # and the frontend and the visibility projection know the name.
+        from kadence._visibility import SEARCH_ATTRIBUTES_MARKER, search_attributes_json
+
+        details = encode_value(search_attributes_json(values))  # TypeError for a value JSON cannot hold
+        self._add(Command("RecordMarker", {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
+
     def patched(self, patch_id: str) -> bool:
         if patch_id in self._patches:
             return self._patches[patch_id]

@@ -57,9 +57,11 @@ __all__ = [
     "instrument_poll",
     "metrics",
     "register_shard",
+    "register_visibility",
     "reset",
     "setup_from_env",
     "unregister_shard",
+    "unregister_visibility",
 ]
 
 # ---- metrics -----------------------------------------------------------------------------------
@@ -98,6 +100,29 @@ def _observe_outbox(options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(shard.outbox_backlog(), {"kadence.shard_id": shard.shard_id})
 
 
+class VisibilityGauges(Protocol):
+    """What a visibility consumer exposes to its lag gauge."""
+
+    def lag(self) -> dict[int, int]: ...
+
+
+_visibility: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_visibility(consumer: VisibilityGauges) -> None:
+    _visibility.add(consumer)
+
+
+def unregister_visibility(consumer: VisibilityGauges) -> None:
+    _visibility.discard(consumer)
+
+
+def _observe_visibility_lag(options: CallbackOptions) -> Iterable[Observation]:
+    for consumer in list(_visibility):
+        for partition, lag in consumer.lag().items():
+            yield Observation(lag, {"kadence.partition": partition})
+
+
 class Metrics:
     """The Kadence instruments of one meter provider."""
 
@@ -132,6 +157,13 @@ class Metrics:
         meter.create_observable_gauge(
             "kadence.history.outbox.backlog", callbacks=[_observe_outbox], unit="{row}",
             description="Committed outbox rows waiting for the shard's relay")
+        meter.create_observable_gauge(
+            "kadence.visibility.lag", callbacks=[_observe_visibility_lag], unit="{record}",
+            description="kadence.history records not yet projected into visibility (log end - position)")
+        self.visibility_delay = meter.create_histogram(
+            "kadence.visibility.delay", unit="s",
+            description="Time from a run's newest event to its visibility row being written",
+            explicit_bucket_boundaries_advisory=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300])
 
 
 _metrics: Metrics | None = None

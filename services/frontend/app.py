@@ -31,6 +31,7 @@ from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.common.validation import Limits
 from services.matching import MatchingClient, MatchingService
+from services.visibility.reads import VisibilityReads
 
 from .admin import ADMIN_ROUTES, AdminHandlers, not_found
 from .auth import Authenticator, served, serving
@@ -224,7 +225,7 @@ class FrontendService:
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             on_queued=self._on_queued, token_keys=keys)
         engine.open()
-        handlers = Handlers(engine)
+        handlers = Handlers(engine, VisibilityReads(self._pool))
         admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,
                               min_retention_ms=s.min_retention_ms)
         ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local,

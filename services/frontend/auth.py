@@ -9,12 +9,13 @@ permissions and, for workers, the task queues they may poll.
 Permissions, per operation (``OPERATION_PERMISSIONS``, keyed by the route table's handler
 names; an operation missing from it is refused, so a new route must be classified):
 
-- read: describe, history, result, query
+- read: describe, history, result, query, list and count workflows, list search attributes
 - write: start, signal, signal-with-start, terminate
 - worker: polls, task answers, heartbeats, query answers; a task answer only for a task of a
   task queue the worker may poll (the task queue its token names)
-- admin: implies the three above; creating and updating namespaces (creating and listing
-  them need an admin grant on ``*``, since no namespace is in their path)
+- admin: implies the three above; registers search attributes; creating and updating
+  namespaces (creating and listing them need an admin grant on ``*``, since no namespace
+  is in their path)
 
 Schedules: describe and list need read; create, pause, unpause, trigger, delete need write.
 
@@ -79,6 +80,8 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,
     "complete_activity_task": Permission.WORKER, "fail_activity_task": Permission.WORKER,
     "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,
+    "list_workflows": Permission.READ, "count_workflows": Permission.READ,
+    "list_search_attributes": Permission.READ, "register_search_attribute": Permission.ADMIN,
     # Namespaces and schedules (admin.py).
     "create_namespace": Permission.ADMIN, "list_namespaces": Permission.ADMIN,
     "update_namespace": Permission.ADMIN, "describe_namespace": Permission.READ,

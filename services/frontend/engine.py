@@ -196,7 +196,8 @@ class Engine:
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
         """Start a run; with ``wait_seconds``, also wait that long for its outcome."""
-        reply = await self._command("StartWorkflowExecution", self._start_record(req))
+        record = {**self._start_record(req), "search_attributes": req.search_attributes}
+        reply = await self._command("StartWorkflowExecution", record)
         run_id = reply.get("run_id")
         started = {"run_id": run_id, "workflow_id": req.workflow_id}
         if wait_seconds > 0 and run_id:

@@ -10,12 +10,15 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from services.visibility.reads import VisibilityReads
+
 from . import validation as v
 from .auth import authorize_task_queue
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .schema_check import check as check_body
 from .tokens import TaskToken
+from .visibility import VisibilityHandlers, bad_search_attributes
 
 Params = Mapping[str, str]
 Answer = tuple[int, dict[str, Any]]
@@ -28,9 +31,10 @@ ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "
                                "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"})
 
 
-class Handlers:
-    def __init__(self, engine: Engine) -> None:
+class Handlers(VisibilityHandlers):
+    def __init__(self, engine: Engine, visibility: VisibilityReads | None = None) -> None:
         self.engine = engine
+        self.visibility = visibility
 
     def _token(self, ns: str, body: dict[str, Any], kind: str) -> TaskToken:
         token = TaskToken.decode(body.get("task_token"), self.engine.token_keys)
@@ -44,7 +48,7 @@ class Handlers:
     # -- workflows ------------------------------------------------------------------------------
 
     async def start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        req = v.start_request(path["namespace"], body)
+        req = await self.with_search_attributes(v.start_request(path["namespace"], body), body)
         # With wait_seconds, the answer also waits for the run's outcome (as GET .../result
         # does): start and wait in one exchange instead of two.
         return 201, await self.engine.start(req, v.seconds(body, "wait_seconds", 0.0, 600.0))
@@ -133,6 +137,12 @@ class Handlers:
         token = self._token(ns, body, "workflow")
         commands = v.commands(body)
         identity = v.optional_str(body, "identity") or ""
+        bad = await self.bad_upserts(ns, commands)
+        if bad is not None:
+            # As a code error would: the task fails in history (visible there) and is retried.
+            await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause="BadSearchAttributes",
+                                      failure=bad_search_attributes(bad))
+            return OK, {}
         await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands,
                                   started_time=token.started_time)
         return OK, {}
@@ -211,6 +221,8 @@ class Handlers:
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
         ahead = v.run_ahead(body)
+        if ahead is not None and await self.bad_upserts(ns, ahead["commands"]) is not None:
+            ahead = None  # the task goes out as usual, and its answer fails it there
         await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result, workflow_task=ahead)
         return OK, {}
 
@@ -247,6 +259,10 @@ PREFIX = "/api/v1/namespaces/{namespace}"
 # shared by the transport and openapi.py.
 ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows", "start"),
+    ("GET", "/workflows", "list_workflows"),
+    ("GET", "/workflows/count", "count_workflows"),  # before /workflows/{workflow_id}: matched in order
+    ("GET", "/search-attributes", "list_search_attributes"),
+    ("POST", "/search-attributes", "register_search_attribute"),
     ("POST", "/workflows/{workflow_id}/signal-with-start", "signal_with_start"),
     ("POST", "/workflows/{workflow_id}/signal", "signal"),
     ("POST", "/workflows/{workflow_id}/terminate", "terminate"),

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from services.common import validation as common
+from services.visibility.sql import MAX_PAGE_SIZE, AttributeType
 
 from .admin import ADMIN_ROUTES
 from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES
 from .validation import command_types
+from .visibility import MAX_QUERY_CHARS
 
 Schema = dict[str, Any]
 
@@ -82,6 +84,9 @@ _START_FIELDS: dict[str, Schema] = {
                         "description": "When a closed run of the id exists (default AllowDuplicate)"},
     "memo": {"type": ["object", "null"], "description": "Non-indexed information about the run (describe returns it)"},
 }
+# Start only: signal-with-start does not carry search attributes (its Avro record has none).
+_SEARCH_ATTRIBUTES: Schema = {"type": "object", "description": "Custom search attributes (name: value) of the run's "
+                                                               "visibility row, each registered in the namespace"}
 _CONFLICT: Schema = {"type": "string", "enum": ["", "Fail", "UseExisting", "TerminateExisting"],
                      "description": "When a run of the id is running (default Fail: 409)"}
 _POLL = _body({"identity": ID, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
@@ -109,7 +114,7 @@ COMPONENTS: dict[str, Schema] = {
         "task_token": STR, "workflow_id": STR, "run_id": STR, "workflow_type": STR, "scheduled_event_id": INT,
         "attempt": INT, "started_time": INT, "events": {"type": "array", "items": _ref("HistoryEvent")},
         "query": _obj({"query_id": STR, "query_type": STR, "args": ARRAY}), "traceparent": NULL_STR,
-        "updates": {"type": "array", "items": _obj({"update_id": STR, "name": STR, "input": ARRAY},
+        "updates": {"type": "array", "items": _obj({"update_id": STR, "name": STR, "input": JSON_TEXT},
                                                    ["update_id", "name"])},
     }, ["task_token", "workflow_id", "run_id", "workflow_type", "scheduled_event_id", "attempt", "events"]),
     "ActivityTask": _obj({
@@ -130,14 +135,46 @@ COMPONENTS: dict[str, Schema] = {
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},
     }, ["workflow_id", "run_id", "status", "history_length"]),
+    "WorkflowExecutionInfo": _obj({
+        "workflow_id": STR, "run_id": STR, "workflow_type": NULL_STR, "task_queue": NULL_STR, "status": STR,
+        "start_time": {"type": ["integer", "null"]}, "execution_time": {"type": ["integer", "null"]},
+        "close_time": {"type": ["integer", "null"]}, "history_length": INT, "parent_workflow_id": NULL_STR,
+        "parent_run_id": NULL_STR, "memo": {"type": ["object", "null"]},
+        "search_attributes": {"type": ["object", "null"]},
+    }, ["workflow_id", "run_id", "status"], description="A run's visibility row (times in ms since the epoch)"),
 }
+
+_QUERY: Schema = {"type": "string", "maxLength": MAX_QUERY_CHARS,
+                  "description": "list filter, e.g. WorkflowType = 'Order' AND ExecutionStatus = 'Running'"
+                                 " ORDER BY StartTime DESC (README, 'Finding workflows')"}
+
+# Operations with a second success status, answered with the same schema.
+_ALSO_OK: dict[str, tuple[int, str]] = {"register_search_attribute": (200, "Registered already, with this type")}
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
-              _body({**_START_FIELDS, "id_conflict_policy": _CONFLICT, "wait_seconds": {**WAIT_S, "default": 0}},
+              _body({**_START_FIELDS, "id_conflict_policy": _CONFLICT, "search_attributes": _SEARCH_ATTRIBUTES,
+                     "wait_seconds": {**WAIT_S, "default": 0}},
                     ["workflow_id", "workflow_type", "task_queue"]), {},
               201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
+    "list_workflows": ("List workflow runs matching a query, a page at a time", None,
+                       {"query": _QUERY,
+                        "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 100},
+                        "next_page_token": STR}, 200,
+                       _obj({"executions": {"type": "array", "items": _ref("WorkflowExecutionInfo")},
+                             "next_page_token": NULL_STR}, ["executions"])),
+    "count_workflows": ("Count workflow runs matching a query (GROUP BY ExecutionStatus: per status)", None,
+                        {"query": _QUERY}, 200,
+                        _obj({"count": INT, "groups": {"type": "array", "items": _obj(
+                            {"group_values": {"type": "array", "items": STR}, "count": INT})}}, ["count"])),
+    "list_search_attributes": ("The search attributes of the namespace: built-in and registered", None, {}, 200,
+                               _obj({"built_in": {"type": "object"}, "custom": {"type": "object"}})),
+    "register_search_attribute": (
+        "Register a custom search attribute (201; 200 if it exists with this type)",
+        _body({"name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$", "maxLength": 100},
+               "type": {"type": "string", "enum": [t.value for t in AttributeType]}}, ["name", "type"]),
+        {}, 201, _obj({"name": STR, "type": STR})),
     "signal_with_start": ("Signal a workflow, starting it first if no run is open (the path names the workflow)",
                           _body({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
                                 ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),
@@ -295,6 +332,9 @@ def document() -> dict[str, Any]:
                    for code, text in _ERRORS.items()},
             },
         }
+        if op_id in _ALSO_OK:
+            code, text = _ALSO_OK[op_id]
+            op["responses"][str(code)] = {"description": text, "content": {"application/json": {"schema": answer}}}
         if body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         paths.setdefault(full, {})[method.lower()] = op

@@ -249,6 +249,7 @@ class StartRequest:
     id_reuse_policy: str = ""
     id_conflict_policy: str = ""
     memo: str | None = None  # JSON text of an object
+    search_attributes: str | None = None  # JSON object, checked against the registry (frontend/visibility.py)
 
 
 def memo(body: Body, field: str = "memo") -> str | None:

@@ -94,7 +94,8 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
     t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
                  execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd.get("run_timeout_ms", 0),
                  workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
-                 request_id=cmd["request_id"], identity=cmd["identity"], memo=cmd.get("memo"))
+                 request_id=cmd["request_id"], identity=cmd["identity"], memo=cmd.get("memo"),
+                 search_attributes=cmd.get("search_attributes"))
     if with_signal:
         _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
     settle(t)
@@ -105,7 +106,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
              run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
              continued_from: str | None = None, run_id: str | None = None, memo: str | None = None,
-             parent: dict[str, Any] | None = None) -> Transition:
+             search_attributes: str | None = None, parent: dict[str, Any] | None = None) -> Transition:
     """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
     first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
     ``parent``: a child's parent, as ``children.parent_attributes`` gives it."""
@@ -120,7 +121,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
           request_id=request_id, identity=identity, continued_execution_run_id=continued_from, memo=memo,
-          **(parent or {}))
+          search_attributes=search_attributes, **(parent or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
         t.set_timer("wf_timeout", 0, timeout_at)

@@ -71,6 +71,7 @@ def test_workflow_exports() -> None:
         "sleep",
         "start_child_workflow",
         "update",
+        "upsert_search_attributes",
         "uuid4",
         "wait_condition",
     ]
@@ -83,6 +84,7 @@ def test_activity_exports() -> None:
 
 
 def test_client_worker_exception_exports() -> None:
-    assert sorted(client.__all__) == ["Client", "WorkflowHandle", "WorkflowUpdateHandle"]
+    assert sorted(client.__all__) == ["Client", "WorkflowExecution", "WorkflowExecutionCount", "WorkflowHandle",
+                                      "WorkflowUpdateHandle"]
     assert worker.__all__ == ["Worker"]
     assert all(issubclass(getattr(exceptions, n), exceptions.KadenceError) for n in exceptions.__all__)

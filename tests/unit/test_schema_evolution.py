@@ -122,6 +122,19 @@ def test_records_from_before_run_ahead_read_as_handed_out_and_without_a_task() -
     assert name == "RespondActivityTaskCompleted" and answer["result"] == "42" and answer["workflow_task"] is None
 
 
+def test_records_from_before_search_attributes_read_without_them() -> None:
+    records = _fixture_records("before_search_attributes.jsonl")
+    assert set(records) == {"kadence.HistoryEvent v5", "kadence.HistoryRecord v4",
+                            "kadence.StartWorkflowExecution v1"}
+    _, event = avro.decode(records["kadence.HistoryEvent v5"])
+    assert event["event_type"] == "WorkflowExecutionStarted" and event["attributes"]["search_attributes"] is None
+    assert event["attributes"]["identity"] == "v5-client"
+    _, record = avro.decode(records["kadence.HistoryRecord v4"])
+    assert record["event"] == event
+    name, start = avro.decode(records["kadence.StartWorkflowExecution v1"])
+    assert name == "StartWorkflowExecution" and start["search_attributes"] is None and start["identity"] == "v1-client"
+
+
 def test_task_answers_from_before_cancellation_read_with_their_commands() -> None:
     records = _fixture_records("before_cancellation.jsonl")
     assert set(records) == {"kadence.RespondWorkflowTaskCompleted v2", "kadence.RespondActivityTaskCompleted v2"}
@@ -204,3 +217,13 @@ def test_versions_saved_for_updates_keep_the_fingerprints_records_were_written_w
     saved = avro.Schemas._load_version(here / "versions" / file, here)
     assert avro.fingerprint_of(saved) == SAVED_BEFORE_UPDATES[file]
     assert avro.fingerprint_of(saved) != avro.schemas().fingerprint(file.split(".")[1])
+
+
+def test_a_version_3_start_reads_with_its_policies_and_memo_and_no_search_attributes() -> None:
+    # Version 3 (start policies and memo) came before version 4 added search_attributes.
+    from tests.unit.test_policy_schema_versions import START, _old_request
+
+    record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting", "memo": '{"a":1}'}
+    name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v3.avsc", "StartWorkflowExecution", record))
+    assert name == "StartWorkflowExecution"
+    assert start == {**record, "search_attributes": None}

@@ -43,7 +43,7 @@ TRACE_UI_ENV = "KADENCE_TRACE_UI_URL"  # e.g. http://jaeger:16686/trace/{trace_i
 REFRESH_S = 5
 PAGE_SIZE = 50
 # The status filter's choices; statuses the counts report (Canceled, once there) are added.
-STATUSES = ("Running", "Completed", "Failed", "Terminated", "ContinuedAsNew", "TimedOut")
+STATUSES = ("Running", "Completed", "Failed", "Terminated", "ContinuedAsNew", "TimedOut", "Canceled")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}

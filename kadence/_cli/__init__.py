@@ -1,0 +1,1 @@
+"""Click command groups mounted under the argparse ``kadence`` command (kadence/cli.py)."""

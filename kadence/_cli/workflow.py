@@ -1,0 +1,487 @@
+"""``kadence workflow ...``: find, inspect and drive workflows from the terminal.
+
+Built on click (subcommands, options with environment defaults) and rich (tables, the
+history timeline). Every command talks to a frontend through the SDK's :class:`Client`
+over HTTP, never to Kafka or PostgreSQL.
+
+Exit codes, for scripts: 0 success; 1 the workflow failed, timed out, was terminated,
+was not found, already runs, refused the query, or was still running when ``--timeout``
+passed; 2 a usage error, a query the server refused as malformed, or no connection to
+the frontend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kadence._client import Client
+from kadence._visibility import WorkflowExecution
+from kadence.exceptions import (
+    QueryFailedError,
+    RPCError,
+    WorkflowAlreadyStartedError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+)
+
+DEFAULT_ADDRESS = "http://127.0.0.1:7233"
+T = TypeVar("T")
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    WORKFLOW = 1  # failed, timed out, terminated, not found, already started, still running
+    USAGE = 2  # bad arguments or query, no connection
+
+
+class Output(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class Failed(Exception):
+    """End the command with ``code`` after printing ``message`` to stderr."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---- shared options and plumbing --------------------------------------------------------------
+
+
+def _console() -> Console:
+    # Piped output keeps whole lines (no wrapping at 80 columns) unless COLUMNS says otherwise.
+    width = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty() else 200)
+    return Console(width=width, highlight=False, soft_wrap=False)
+
+
+def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--address", envvar="KADENCE_ADDRESS", default=DEFAULT_ADDRESS, show_default=True,
+                           show_envvar=True, help="The frontend's HTTP address.")(command)
+    command = click.option("--namespace", "-n", envvar="KADENCE_NAMESPACE", default="default", show_default=True,
+                           show_envvar=True, help="The namespace of the workflows.")(command)
+    command = click.option("--api-key", envvar="KADENCE_API_KEY", default=None, show_envvar=True,
+                           help="An API key or JWT, when the frontend asks for one.")(command)
+    return command
+
+
+def _output_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--output", "-o", type=click.Choice([o.value for o in Output]), default=Output.TABLE.value,
+                        show_default=True, help="A table for people, or JSON for scripts.")(command)
+
+
+def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``work`` with a client; map the SDK's errors to messages and exit codes."""
+    api_key = click.get_current_context().params.get("api_key")
+
+    async def main() -> T:
+        client = await Client.connect(address, namespace=namespace, identity="kadence-cli", api_key=api_key)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    try:
+        # The standard loop, no collector tuning (kadence/_loop.py): a few calls, then exit.
+        return asyncio.run(main())
+    except Failed as exc:
+        _fail(exc.code, exc.message)
+    except WorkflowFailureError as exc:
+        message = (exc.failure or {}).get("message")
+        _fail(ExitCode.WORKFLOW, f"workflow {exc.status.lower()}" + (f": {message}" if message else ""))
+    except (WorkflowNotFoundError, WorkflowAlreadyStartedError, QueryFailedError) as exc:
+        _fail(ExitCode.WORKFLOW, exc.message or str(exc))
+    except TimeoutError as exc:
+        _fail(ExitCode.WORKFLOW, str(exc) or "timed out")
+    except RPCError as exc:
+        if exc.status == 0:
+            cause = exc.__cause__
+            detail = (str(cause) or type(cause).__name__) if cause is not None else exc.message
+            _fail(ExitCode.USAGE, f"cannot reach the frontend at {address} ({detail}); is it running? Point"
+                                  " --address or KADENCE_ADDRESS at it")
+        _fail(ExitCode.USAGE, f"{exc.error_type}: {exc.message}")
+    except ValueError as exc:  # the SDK refused an argument before sending anything
+        _fail(ExitCode.USAGE, str(exc))
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
+    sys.exit(int(code))
+
+
+def _json_args(values: Iterable[str], option: str) -> list[Any]:
+    out = []
+    for value in values:
+        try:
+            out.append(json.loads(value))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{value!r} is not JSON ({exc.msg}); quote strings: '\"text\"'",
+                                     param_hint=option) from None
+    return out
+
+
+def _attributes(values: Iterable[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--search-attribute")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _time(value: datetime | int | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        if value <= 0:
+            return ""
+        value = datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+STATUS_STYLES = {"Running": "cyan", "Completed": "green", "Failed": "red", "TimedOut": "red",
+                 "Terminated": "yellow", "ContinuedAsNew": "blue", "Canceled": "yellow"}
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The common options of a command that talks to the frontend."""
+    return _connection_options(command)
+
+
+# ---- the group ----------------------------------------------------------------------------------
+
+EPILOG = """\b
+Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default).
+Exit codes: 0 ok; 1 the workflow failed, timed out, was terminated or not found (or
+still ran when --timeout passed); 2 usage errors, malformed queries, no connection.
+"""
+
+
+@click.group(name="workflow", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                               "max_content_width": 100})
+def workflow() -> None:
+    """Find, inspect and drive workflows.
+
+    \b
+    Find them with the list filter language:
+      kadence workflow list -q "WorkflowType = 'Order' AND ExecutionStatus = 'Failed'"
+      kadence workflow count -q "StartTime > '2026-12-01T00:00:00Z' GROUP BY ExecutionStatus"
+    Look inside one:
+      kadence workflow describe -w order-42
+      kadence workflow show -w order-42
+    """
+
+
+QUERY_HELP = ("A list filter, e.g. \"WorkflowType = 'Order' AND ExecutionStatus = 'Running' ORDER BY StartTime"
+              " DESC\" (README, 'Finding workflows'). Empty: every run.")
+
+
+@workflow.command(name="list", short_help="List runs matching a query, newest first.")
+@click.option("--query", "-q", default="", help=QUERY_HELP)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many runs.")
+@click.option("--all", "everything", is_flag=True, help="Every matching run, however many (ignores --limit).")
+@_output_option
+@with_client
+def list_(query: str, limit: int, everything: bool, output: str,
+          address: str, namespace: str, api_key: str | None) -> None:
+    """List workflow runs matching a query, newest first."""
+    async def work(client: Client) -> list[WorkflowExecution]:
+        return [e async for e in client.list_workflows(query, page_size=min(limit, 1000) if not everything else 1000,
+                                                        limit=None if everything else limit)]
+
+    runs = _run(address, namespace, work)
+    if output == Output.JSON:
+        _print_json([dict(e.raw) for e in runs])
+        return
+    table = Table(box=None, header_style="bold")
+    with_attributes = any(e.search_attributes for e in runs)
+    for column in ("Workflow ID", "Run ID", "Type", "Status", "Start", "Close", "Task queue",
+                   *(["Search attributes"] if with_attributes else [])):
+        table.add_column(column, overflow="fold")
+    for e in runs:
+        attributes = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                               for k, v in sorted((e.search_attributes or {}).items()))
+        table.add_row(e.workflow_id, e.run_id, e.workflow_type or "", _status(e.status), _time(e.start_time),
+                      _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []))
+    console = _console()
+    console.print(table)
+    if not runs:
+        console.print("No workflows match.", style="dim")
+
+
+@workflow.command(short_help="Count runs matching a query, or per status.")
+@click.option("--query", "-q", default="", help=QUERY_HELP + " Ends with GROUP BY ExecutionStatus to count per status.")
+@_output_option
+@with_client
+def count(query: str, output: str, address: str, namespace: str, api_key: str | None) -> None:
+    """Count workflow runs matching a query (per status with GROUP BY ExecutionStatus)."""
+    result = _run(address, namespace, lambda client: client.count_workflows(query))
+    if output == Output.JSON:
+        _print_json({"count": result.count,
+                     **({"groups": [{"group_values": v, "count": n} for v, n in result.groups]} if result.groups
+                        else {})})
+        return
+    console = _console()
+    if not result.groups:
+        console.print(str(result.count))
+        return
+    table = Table(box=None, header_style="bold")
+    table.add_column("Status")
+    table.add_column("Count", justify="right")
+    for values, n in result.groups:
+        table.add_row(_status(values[0] if values else ""), str(n))
+    table.add_row(Text("Total", style="bold"), Text(str(result.count), style="bold"))
+    console.print(table)
+
+
+WORKFLOW_ID = click.option("--workflow-id", "-w", required=True, help="The workflow's id.")
+RUN_ID = click.option("--run-id", "-r", default=None, help="One run of it (default: the latest).")
+
+
+@workflow.command(short_help="Status, pending activities and timers of a run.")
+@WORKFLOW_ID
+@RUN_ID
+@_output_option
+@with_client
+def describe(workflow_id: str, run_id: str | None, output: str,
+             address: str, namespace: str, api_key: str | None) -> None:
+    """Show a run's status, pending activities (attempts, last failure) and pending timers."""
+    info = _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).describe())
+    if output == Output.JSON:
+        _print_json(info)
+        return
+    console = _console()
+    summary = Table(box=None, show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column(overflow="fold")
+    for label, value in (("Workflow ID", info.get("workflow_id")), ("Run ID", info.get("run_id")),
+                         ("Type", info.get("workflow_type")), ("Task queue", info.get("task_queue")),
+                         ("Status", _status(str(info.get("status")))), ("Start", _time(info.get("start_time"))),
+                         ("Close", _time(info.get("close_time"))), ("History length", info.get("history_length")),
+                         ("Continued as", info.get("new_run_id"))):
+        if value not in (None, ""):
+            summary.add_row(label, value if isinstance(value, Text) else str(value))
+    console.print(summary)
+    activities = info.get("pending_activities") or []
+    if activities:
+        table = Table(title="Pending activities", title_justify="left", header_style="bold")
+        for column in ("Activity ID", "Type", "State", "Attempt", "Scheduled", "Last failure"):
+            table.add_column(column, overflow="fold")
+        for a in activities:
+            failure = a.get("last_failure") or {}
+            table.add_row(str(a.get("activity_id", "")), str(a.get("activity_type", "")), str(a.get("state", "")),
+                          str(a.get("attempt", "")), _time(a.get("scheduled_time")),
+                          Text(str(failure.get("message") or ""), style="red"))
+        console.print(table)
+    timers = info.get("pending_timers") or []
+    if timers:
+        table = Table(title="Pending timers", title_justify="left", header_style="bold")
+        table.add_column("Timer ID")
+        table.add_column("Fires at")
+        for t in timers:
+            table.add_row(str(t.get("timer_id", "")), _time(t.get("fire_at")))
+        console.print(table)
+
+
+# The few attributes worth a column in the timeline, per event type (the rest: --output json).
+_DETAIL_KEYS = ("workflow_type", "task_queue", "activity_type", "activity_id", "timer_id", "signal_name",
+                "marker_name", "attempt", "input", "result", "details", "search_attributes", "reason", "cause",
+                "timeout_type", "new_run_id")
+
+
+def _details(event: Mapping[str, Any]) -> Text:
+    attributes = event.get("attributes") or {}
+    parts = []
+    for key in _DETAIL_KEYS:
+        value = attributes.get(key)
+        if value in (None, "", 0) or (key == "attempt" and value == 1):
+            continue
+        shown = value if isinstance(value, str) else json.dumps(value)
+        parts.append(f"{key}={shown if len(shown) <= 80 else shown[:77] + '...'}")
+    if attributes.get("start_to_fire_timeout_ms"):
+        parts.append(f"fires after {timedelta(milliseconds=attributes['start_to_fire_timeout_ms'])}")
+    failure = attributes.get("failure")
+    text = Text(", ".join(parts))
+    if isinstance(failure, Mapping):
+        text.append(("; " if parts else "") + f"failure: {failure.get('message', '')}", style="red")
+    if attributes.get("retry_backoff_ms"):
+        text.append(f" (retry in {attributes['retry_backoff_ms']} ms)", style="dim")
+    return text
+
+
+def _event_style(kind: str) -> str:
+    if kind.endswith(("Failed", "TimedOut", "Terminated")):
+        return "red"
+    if kind.endswith("Completed") or kind == "TimerFired":
+        return "green"
+    if kind.startswith("WorkflowExecution"):
+        return "bold"
+    return ""
+
+
+@workflow.command(short_help="A run's history as a timeline (or JSON).")
+@WORKFLOW_ID
+@RUN_ID
+@_output_option
+@with_client
+def show(workflow_id: str, run_id: str | None, output: str, address: str, namespace: str, api_key: str | None) -> None:
+    """Show a run's history as a timeline (--output json: the events as handle.history() gives them)."""
+    events = _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).history())
+    if output == Output.JSON:
+        _print_json(events)
+        return
+    table = Table(box=None, header_style="bold")
+    table.add_column("ID", justify="right")
+    table.add_column("Time")
+    table.add_column("+", justify="right", style="dim")
+    table.add_column("Event")
+    table.add_column("Details", overflow="fold")
+    first = int(events[0]["event_time"]) if events else 0
+    for event in events:
+        kind = str(event.get("event_type"))
+        elapsed = (int(event["event_time"]) - first) / 1000
+        table.add_row(str(event.get("event_id")), _time(int(event["event_time"])), f"{elapsed:.3f}s",
+                      Text(kind, style=_event_style(kind)), _details(event))
+    _console().print(table)
+
+
+def _start_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--type", "-t", "workflow_type", required=True, help="The workflow type (its registered name)."),
+        click.option("--task-queue", "--tq", required=True, help="The task queue its workers poll."),
+        WORKFLOW_ID,
+        click.option("--input", "-i", "inputs", multiple=True, metavar="JSON",
+                     help="One argument as JSON; repeat for several (e.g. -i '\"text\"' -i 42)."),
+        click.option("--execution-timeout", type=click.FloatRange(min=0), default=None,
+                     help="Seconds the whole run may take (default: no limit)."),
+        click.option("--search-attribute", "-a", "attributes", multiple=True, metavar="NAME=VALUE",
+                     help="A custom search attribute registered in the namespace; VALUE is JSON, or else"
+                          " taken as a string (e.g. -a CustomerId=c-42 -a Priority=3). Repeatable."),
+    ]):
+        command = option(command)
+    return command
+
+
+@workflow.command(short_help="Start a workflow; print its run id.")
+@_start_options
+@_output_option
+@with_client
+def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
+          execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
+          namespace: str, api_key: str | None) -> None:
+    """Start a workflow and print its run id (does not wait)."""
+    args = _json_args(inputs, "--input")
+    timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
+    found = _attributes(attributes)
+    handle = _run(address, namespace, lambda c: c.start_workflow(workflow_type, *args, id=workflow_id,
+                                                                 task_queue=task_queue, execution_timeout=timeout,
+                                                                 search_attributes=found))
+    if output == Output.JSON:
+        _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id})
+    else:
+        _console().print(f"Started [bold]{handle.workflow_id}[/bold] run {handle.run_id}")
+
+
+@workflow.command(short_help="Start a workflow and wait for its result.")
+@_start_options
+@_output_option
+@with_client
+def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
+            execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
+            namespace: str, api_key: str | None) -> None:
+    """Start a workflow, wait for it and print its result as JSON (exit 1 if it fails)."""
+    args = _json_args(inputs, "--input")
+    timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
+    found = _attributes(attributes)
+    result = _run(address, namespace, lambda c: c.execute_workflow(workflow_type, *args, id=workflow_id,
+                                                                   task_queue=task_queue, execution_timeout=timeout,
+                                                                   search_attributes=found))
+    _print_json(result)
+
+
+@workflow.command(short_help="Wait for a run to close; print its result.")
+@WORKFLOW_ID
+@RUN_ID
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait at most (default: until it closes); exit 1 if it still runs.")
+@with_client
+def result(workflow_id: str, run_id: str | None, timeout: float | None,
+           address: str, namespace: str, api_key: str | None) -> None:
+    """Wait for a run to close and print its result as JSON (exit 1 if it failed)."""
+    _print_json(_run(address, namespace,
+                     lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).result(timeout=timeout)))
+
+
+@workflow.command(short_help="Send a signal to a workflow.")
+@WORKFLOW_ID
+@RUN_ID
+@click.option("--name", required=True, help="The signal's name.")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
+@with_client
+def signal(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
+           namespace: str, api_key: str | None) -> None:
+    """Send a signal to a workflow."""
+    args = _json_args(inputs, "--input")
+    _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).signal(name, *args))
+    _console().print(f"Signal {name} sent to {workflow_id}")
+
+
+@workflow.command(short_help="Ask a workflow a query through its worker.")
+@WORKFLOW_ID
+@RUN_ID
+@click.option("--name", required=True, help="The query's name.")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
+@with_client
+def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
+          namespace: str, api_key: str | None) -> None:
+    """Ask a workflow a query (answered by a worker) and print the answer as JSON."""
+    args = _json_args(inputs, "--input")
+    _print_json(_run(address, namespace,
+                     lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).query(name, *args)))
+
+
+@workflow.command(short_help="Terminate a running workflow.")
+@WORKFLOW_ID
+@RUN_ID
+@click.option("--reason", default="", help="Recorded in the run's history.")
+@with_client
+def terminate(workflow_id: str, run_id: str | None, reason: str,
+              address: str, namespace: str, api_key: str | None) -> None:
+    """Terminate a running workflow at once (no cleanup runs)."""
+    _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason))
+    _console().print(f"Terminated {workflow_id}")
+
+
+def main(argv: list[str]) -> int:
+    """Run ``kadence workflow`` with ``argv`` (the words after ``workflow``); return the exit code."""
+    try:
+        workflow.main(args=argv, prog_name="kadence workflow")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else int(ExitCode.USAGE))
+    return 0

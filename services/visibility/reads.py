@@ -1,0 +1,73 @@
+"""List and count workflow runs from the ``visibility`` table: the frontend's side of visibility."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .sql import BUILT_INS, AttributeType, QueryError, compile_count, compile_list, encode_token
+
+
+@dataclass(frozen=True)
+class Page:
+    executions: list[dict[str, Any]]
+    next_page_token: str | None
+
+
+class VisibilityReads:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def search_attributes(self, namespace: str) -> dict[str, AttributeType]:
+        """The custom search attributes registered in ``namespace``, with their types."""
+        rows = await self._pool.fetch("SELECT name, type FROM search_attributes WHERE namespace = $1", namespace)
+        return {r["name"]: AttributeType(r["type"]) for r in rows}
+
+    async def register(self, namespace: str, name: str, kind: AttributeType) -> bool:
+        """Register a custom search attribute; False if it exists already (with this type)."""
+        if name in BUILT_INS:
+            raise QueryError(f"{name} is a built-in search attribute")
+        existing = await self._pool.fetchval(
+            "WITH added AS (INSERT INTO search_attributes (namespace, name, type) VALUES ($1, $2, $3)"
+            " ON CONFLICT (namespace, name) DO NOTHING RETURNING type)"
+            " SELECT type FROM search_attributes WHERE namespace = $1 AND name = $2"
+            " AND NOT EXISTS (SELECT 1 FROM added)", namespace, name, kind.value)
+        if existing is not None and existing != kind.value:
+            raise QueryError(f"search attribute {name} is registered already as {existing}, not {kind.value}")
+        return existing is None
+
+    async def list(self, namespace: str, query: str, *, page_size: int, token: str | None) -> Page:
+        custom = await self.search_attributes(namespace)
+        statement = compile_list(namespace, query, custom, page_size=page_size, token=token)
+        rows = await self._pool.fetch(statement.sql, *statement.params)
+        next_token = None
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            last = rows[-1]
+            next_token = encode_token(namespace, query, [last[f"sort_{i}"] for i in range(len(statement.sort_keys))])
+        return Page([execution(r) for r in rows], next_token)
+
+    async def count(self, namespace: str, query: str) -> dict[str, Any]:
+        custom = await self.search_attributes(namespace)
+        statement, grouped = compile_count(namespace, query, custom)
+        rows = await self._pool.fetch(statement.sql, *statement.params)
+        if not grouped:
+            return {"count": int(rows[0]["count"])}
+        groups = [{"group_values": [r["value"]], "count": int(r["count"])} for r in rows]
+        return {"count": sum(g["count"] for g in groups), "groups": groups}
+
+def execution(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A visibility row as the API answers it (times in ms since the epoch, as describe's)."""
+    return {
+        "workflow_id": row["workflow_id"], "run_id": row["run_id"], "workflow_type": row["workflow_type"],
+        "task_queue": row["task_queue"], "status": row["status"], "start_time": row["start_time"],
+        "execution_time": row["execution_time"], "close_time": row["close_time"],
+        "history_length": row["history_length"], "parent_workflow_id": row["parent_workflow_id"],
+        "parent_run_id": row["parent_run_id"],
+        "memo": None if row["memo"] is None else orjson.loads(row["memo"]),
+        "search_attributes": None if row["search_attributes"] is None else orjson.loads(row["search_attributes"]),
+    }

@@ -1,0 +1,98 @@
+"""Writes the projection's updates to the ``visibility`` table (migration 0009).
+
+One statement per batch. An update changes a row only when it brings events beyond the
+row's ``last_event_id``: a redelivered batch (after a restart or a rebalance: the consumers
+commit their offsets to Kafka after the write, so a crash between the two delivers again)
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import orjson
+
+from .projection import ExecutionStatus, RunUpdate
+
+log = logging.getLogger(__name__)
+
+_UPSERT = """
+INSERT INTO visibility AS v (namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time,
+                             execution_time, close_time, history_length, last_event_id, search_attributes,
+                             parent_workflow_id, parent_run_id)
+SELECT ns, wid, rid, wtype, tq, COALESCE(st, $6::text), t0, te, tc, n, n, sa::jsonb, pwid, prid
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $8::bigint[], $9::bigint[],
+            $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[])
+     AS b(ns, wid, rid, wtype, tq, st, t0, te, tc, n, sa, pwid, prid)
+ON CONFLICT (namespace, run_id) DO UPDATE SET
+    workflow_type = COALESCE(EXCLUDED.workflow_type, v.workflow_type),
+    task_queue = COALESCE(EXCLUDED.task_queue, v.task_queue),
+    start_time = COALESCE(EXCLUDED.start_time, v.start_time),
+    execution_time = COALESCE(EXCLUDED.execution_time, v.execution_time),
+    parent_workflow_id = COALESCE(EXCLUDED.parent_workflow_id, v.parent_workflow_id),
+    parent_run_id = COALESCE(EXCLUDED.parent_run_id, v.parent_run_id),
+    -- A status other than Running only ever comes with the close time.
+    status = CASE WHEN EXCLUDED.close_time IS NULL THEN v.status ELSE EXCLUDED.status END,
+    close_time = COALESCE(EXCLUDED.close_time, v.close_time),
+    history_length = GREATEST(EXCLUDED.history_length, v.history_length),
+    last_event_id = EXCLUDED.last_event_id,
+    -- Attributes set by the batch's events replace those of the same names.
+    search_attributes = CASE WHEN EXCLUDED.search_attributes IS NULL THEN v.search_attributes
+                             ELSE COALESCE(v.search_attributes, '{}'::jsonb) || EXCLUDED.search_attributes END
+WHERE v.last_event_id < EXCLUDED.last_event_id
+"""
+
+
+async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> list[str]:
+    """Write one batch's updates (at most one per run) in one statement; return what had to
+    be left out.
+
+    Data the database refuses whatever the retries (asyncpg.DataError: a NUL character in
+    an attribute, a number out of range) must not hold the projection back: the batch is
+    then written run by run, a refused run again without its search attributes, and a run
+    refused even so is left out. Each is described in the list returned (and logged).
+    """
+    if not updates:
+        return []
+    try:
+        await _write(conn, updates)
+        return []
+    except asyncpg.DataError:
+        pass
+    left_out: list[str] = []
+    for update in updates:
+        try:
+            await _write(conn, [update])
+            continue
+        except asyncpg.DataError as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        try:
+            await _write(conn, [dataclasses.replace(update, search_attributes=None)])
+            left_out.append(f"run {update.run_id}: search attributes left out ({problem})")
+        except asyncpg.DataError as exc:
+            left_out.append(f"run {update.run_id}: events up to {update.last_event_id} left out ({problem}; {exc})")
+    for line in left_out:
+        log.error("visibility: %s", line)
+    return left_out
+
+
+async def _write(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> None:
+    await conn.execute(
+        _UPSERT,
+        [u.namespace for u in updates], [u.workflow_id for u in updates], [u.run_id for u in updates],
+        [u.workflow_type for u in updates], [u.task_queue for u in updates], ExecutionStatus.RUNNING.value,
+        [None if u.status is None else u.status.value for u in updates], [u.start_time for u in updates],
+        [u.execution_time for u in updates], [u.close_time for u in updates],
+        [u.last_event_id for u in updates],
+        [None if u.search_attributes is None else orjson.dumps(u.search_attributes).decode() for u in updates],
+        [u.parent_workflow_id for u in updates], [u.parent_run_id for u in updates],
+    )
+
+
+async def forget(conn: asyncpg.Pool | asyncpg.Connection, namespace: str | None = None) -> int:
+    """Delete the rows (of one namespace, or all) before a rebuild from the topic; return how many."""
+    status = await conn.execute("DELETE FROM visibility WHERE $1::text IS NULL OR namespace = $1", namespace)
+    return int(status.split()[-1])

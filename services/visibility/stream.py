@@ -1,0 +1,102 @@
+"""The visibility projection as a faust-streaming app over ``kadence.history``: the
+standalone form (``python -m services.visibility``), for a deployment that runs it apart
+from the services. ``kadence dev`` runs the same projection in process (``consumer.py``).
+
+Configured as the audit app is (``services/audit/stream.py``): at-least-once (the store
+skips events a row already has, so a redelivery is harmless), a short session timeout so
+the group forms quickly, no topic declared here, state in memory. Records are taken in
+batches and each batch is one statement; faust commits the offsets once the batch's
+events are acknowledged, that is after the write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import asyncpg
+import faust
+
+from kadence.kafka_security import faust_credentials
+from services.common import db, kafka, telemetry
+
+from . import projection, store
+from .consumer import record_delay
+
+log = logging.getLogger(__name__)
+
+APP_ID = "kadence-visibility-stream"
+BATCH = 1000
+BATCH_WITHIN_S = 0.2
+
+
+def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app_id: str = APP_ID,
+               datadir: str | None = None) -> faust.App:
+    """The faust app; ``datadir`` is faust's working directory (default: ``visibility/`` under
+    the Kadence state directory, never the current directory)."""
+    if datadir is None:
+        from kadence.cli import state_dir
+
+        datadir = str(state_dir() / "visibility")
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        datadir=datadir,
+        processing_guarantee="at_least_once",  # no Kafka transactions needed: the writes are idempotent
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,  # kadence.history belongs to the services
+        broker_credentials=faust_credentials(),  # TLS/SASL from the environment, as every client
+        web_enabled=False,
+        store="memory://",
+    )
+    history = app.topic(kafka.HISTORY, key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw")
+    pools: list[asyncpg.Pool] = []
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def connect() -> None:
+        await db.migrate(dsn)
+        pools.append(await db.create_pool(dsn, max_size=2))
+
+    @app.agent(history)
+    async def project(stream: faust.StreamT[bytes]) -> None:
+        async for values in stream.take(BATCH, within=BATCH_WITHIN_S):
+            records = []
+            for value in values:
+                try:
+                    records.append(projection.decode(value))
+                except projection.Skipped as exc:
+                    log.warning("visibility: skipping a record of %s: %s", kafka.HISTORY, exc)
+            updates = projection.fold(records)
+            while not pools:  # the connect task has not finished yet
+                await app.sleep(0.1)
+            backoff = 0.1
+            while True:
+                try:
+                    await store.apply(pools[0], updates)
+                    break
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    # Heal: the same batch again until the database takes it (nothing is acknowledged).
+                    log.exception("writing %d visibility rows failed; retrying in %.1fs", len(updates), backoff)
+                    await app.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            record_delay(updates)
+
+    return app
+
+
+def main() -> None:
+    bootstrap = os.environ.get("KADENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    dsn = os.environ.get("KADENCE_DATABASE_URL", "")
+    if not dsn:
+        raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
+    session = float(os.environ.get("KADENCE_VISIBILITY_SESSION_TIMEOUT_S", "10"))
+    # Metrics (kadence_visibility_delay_seconds) when KADENCE_METRICS_PORT is set, as every service.
+    telemetry.setup_from_env("kadence-visibility")
+    app = create_app(bootstrap, dsn, session_timeout_s=session)
+    if len(sys.argv) == 1:
+        sys.argv += ["worker", "--loglevel=info"]
+    app.main()

@@ -1,0 +1,341 @@
+"""Visibility end to end: runs of several types, some failing, some waiting, become listable
+and countable by status, type and time over HTTP and through the client, and the
+projection is idempotent under redelivery and rebuildable from kadence.history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kadence import ApplicationError, Client, Worker, workflow
+from kadence.exceptions import RPCError, WorkflowFailureError
+from services.cluster import Cluster
+from services.visibility.consumer import VisibilityConsumer
+from services.visibility.rebuild import rebuild
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@workflow.defn(name="VisOrder")
+class VisOrder:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        return n * 2
+
+
+@workflow.defn(name="VisRefund")
+class VisRefund:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        raise ApplicationError(f"refund {n} refused", type="Refused", non_retryable=True)
+
+
+@workflow.defn(name="VisWait")
+class VisWait:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+@workflow.defn(name="VisParent")
+class VisParent:
+    @workflow.run
+    async def run(self, child_id: str) -> int:
+        result: int = await workflow.execute_child_workflow(VisOrder.run, 21, id=child_id)
+        return result
+
+
+async def _statuses(client: Client, query: str) -> dict[str, str]:
+    return {e.workflow_id: e.status async for e in client.list_workflows(query)}
+
+
+async def test_runs_are_listed_and_counted_by_status_type_and_time(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    async with Worker(client, task_queue=f"vis-{tag}", workflows=[VisOrder, VisRefund, VisWait]):
+        for i in range(5):
+            assert await client.execute_workflow(VisOrder.run, i, id=f"order-{tag}-{i}", task_queue=f"vis-{tag}") == 2 * i
+        for i in range(3):
+            with pytest.raises(WorkflowFailureError):
+                await client.execute_workflow(VisRefund.run, i, id=f"refund-{tag}-{i}", task_queue=f"vis-{tag}")
+        for i in range(2):
+            await client.start_workflow(VisWait.run, id=f"wait-{tag}-{i}", task_queue=f"vis-{tag}")
+
+        mine = f"TaskQueue = 'vis-{tag}'"
+
+        async def all_listed() -> bool:
+            return len(await _statuses(client, mine + " AND ExecutionStatus != 'Running'")) == 8 and \
+                len(await _statuses(client, mine)) == 10
+        await eventually(all_listed, timeout=30, what="the runs in visibility")
+
+        failed = await _statuses(client, f"{mine} AND ExecutionStatus = 'Failed'")
+        assert failed == {f"refund-{tag}-{i}": "Failed" for i in range(3)}
+        orders = [e async for e in client.list_workflows(f"{mine} AND WorkflowType = 'VisOrder' ORDER BY WorkflowId")]
+        assert [e.workflow_id for e in orders] == [f"order-{tag}-{i}" for i in range(5)]
+        assert all(e.status == "Completed" and e.close_time and e.start_time and e.start_time >= before
+                   and e.history_length >= 5 for e in orders)
+        running = await _statuses(client, f"{mine} AND ExecutionStatus = 'Running' AND CloseTime IS NULL")
+        assert set(running) == {f"wait-{tag}-0", f"wait-{tag}-1"}
+        since = before.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert len(await _statuses(client, f"{mine} AND StartTime > '{since}'")) == 10
+        assert await _statuses(client, f"{mine} AND StartTime < '{since}'") == {}
+        assert len(await _statuses(client, f"{mine} AND WorkflowId STARTS_WITH 'order-{tag}'"
+                                            f" AND WorkflowType IN ('VisOrder', 'VisRefund')")) == 5
+
+        count = await client.count_workflows(mine)
+        assert count.count == 10 and count.groups == []
+        grouped = await client.count_workflows(f"{mine} GROUP BY ExecutionStatus")
+        assert grouped.count == 10
+        assert sorted(grouped.groups) == [(["Completed"], 5), (["Failed"], 3), (["Running"], 2)]
+
+        # Paging: pages of 3 in StartTime order give every run once.
+        seen = [e.run_id async for e in client.list_workflows(mine + " ORDER BY StartTime", page_size=3)]
+        assert len(seen) == len(set(seen)) == 10
+        assert [e.workflow_id async for e in client.list_workflows(mine, limit=4)].__len__() == 4
+
+        for i in range(2):
+            await client.get_workflow_handle(f"wait-{tag}-{i}").terminate("done")
+        await eventually(lambda: _statuses(client, f"{mine} AND ExecutionStatus = 'Terminated'"), timeout=30)
+
+
+async def test_http_answers_400_naming_the_problem(cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default/workflows"
+    async with aiohttp.ClientSession() as http:
+        for query, text in (("WorkflowTyp = 'x'", "did you mean WorkflowType?"),
+                            ("HistoryLength = 'x'", "HistoryLength is an int attribute"),
+                            ("WorkflowType = 'x'; DELETE FROM visibility", "unexpected character ';'"),
+                            ("ExecutionStatus = 'Runing'", "ExecutionStatus is one of")):
+            for path in ("", "/count"):
+                async with http.get(base + path, params={"query": query}) as response:
+                    body = await response.json()
+                    assert response.status == 400, body
+                    assert body["error"] == "InvalidArgument" and body["field"] == "query"
+                    assert text in body["message"]
+        async with http.get(base, params={"next_page_token": "nonsense"}) as response:
+            assert response.status == 400 and (await response.json())["field"] == "next_page_token"
+        async with http.get(base, params={"page_size": "0"}) as response:
+            assert response.status == 400
+
+
+async def test_custom_search_attributes_are_registered_typed_and_queried(client: Client, cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/search-attributes", json={"name": "CustomerId", "type": "keyword"}) as r:
+            assert r.status in (200, 201)
+        async with http.post(f"{base}/search-attributes", json={"name": "CustomerId", "type": "int"}) as r:
+            assert r.status == 400 and "registered already as keyword" in (await r.json())["message"]
+        async with http.post(f"{base}/search-attributes", json={"name": "Bad Name", "type": "int"}) as r:
+            assert r.status == 400
+        async with http.get(f"{base}/search-attributes") as r:
+            listed = await r.json()
+            assert listed["custom"]["CustomerId"] == "keyword" and listed["built_in"]["StartTime"] == "datetime"
+    # Setting attributes is not built yet: give one run some by hand to query them.
+    assert cluster.pool is not None
+    tag = uuid.uuid4().hex[:6]
+    await cluster.pool.execute(
+        "INSERT INTO visibility (namespace, workflow_id, run_id, status, last_event_id, search_attributes)"
+        " VALUES ('default', $1, $2, 'Running', 1, $3::jsonb)", f"cust-{tag}", f"run-{tag}", '{"CustomerId": "c-42"}')
+    assert await _statuses(client, "CustomerId = 'c-42'") == {f"cust-{tag}": "Running"}
+    with pytest.raises(RPCError, match="CustomerId is a keyword attribute"):
+        await _statuses(client, "CustomerId = 42")
+
+
+async def test_redelivery_changes_nothing_and_the_topic_rebuilds_the_rows(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with Worker(client, task_queue=f"re-{tag}", workflows=[VisOrder]):
+        for i in range(3):
+            await client.execute_workflow(VisOrder.run, i, id=f"re-{tag}-{i}", task_queue=f"re-{tag}")
+    query = f"TaskQueue = 're-{tag}' AND ExecutionStatus = 'Completed'"
+    await eventually(lambda: _count_is(client, query, 3), timeout=30)
+    assert cluster.pool is not None
+    rows = "SELECT * FROM visibility WHERE task_queue = $1 ORDER BY run_id"
+    before = [dict(r) for r in await cluster.pool.fetch(rows, f"re-{tag}")]
+    # A second consumer group reads the whole topic again: every event is redelivered.
+    again = VisibilityConsumer(cluster.settings.kafka_bootstrap, cluster.pool, group=f"vis-again-{tag}",
+                               session_timeout_ms=2000)
+    await again.start()
+    try:
+        await eventually(lambda: again.lag() and not any(again.lag().values()), timeout=30, what="caught up")
+        assert [dict(r) for r in await cluster.pool.fetch(rows, f"re-{tag}")] == before
+    finally:
+        await again.stop()
+    # Rebuild: every row deleted and projected again from the topic, equal to before.
+    read = await rebuild(cluster.settings.kafka_bootstrap, cluster.settings.database_url)
+    assert read >= sum(r["history_length"] for r in before), (read, before)
+    assert [dict(r) for r in await cluster.pool.fetch(rows, f"re-{tag}")] == before
+
+
+async def _count_is(client: Client, query: str, n: int) -> bool:
+    return (await client.count_workflows(query)).count == n
+
+
+async def test_the_projection_heals_when_the_database_refuses_its_writes(client: Client, cluster: Cluster) -> None:
+    """Writes that fail (here: the table is renamed away) are retried with the same records, not lost."""
+    tag = uuid.uuid4().hex[:6]
+    assert cluster.pool is not None
+    failures = cluster.visibility.write_failures
+    await cluster.pool.execute("ALTER TABLE visibility RENAME TO visibility_away")
+    try:
+        async with Worker(client, task_queue=f"heal-{tag}", workflows=[VisOrder]):
+            await client.execute_workflow(VisOrder.run, 1, id=f"heal-{tag}", task_queue=f"heal-{tag}")
+        await eventually(lambda: cluster.visibility.write_failures > failures, timeout=30, what="a refused write")
+    finally:
+        await cluster.pool.execute("ALTER TABLE visibility_away RENAME TO visibility")
+    await eventually(lambda: _count_is(client, f"WorkflowId = 'heal-{tag}' AND ExecutionStatus = 'Completed'", 1),
+                     timeout=30)
+
+
+async def test_search_attributes_set_at_start_are_listed_and_queried(client: Client, cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        for name, kind in (("CustomerId", "keyword"), ("Priority", "int"), ("DueAt", "datetime"),
+                           ("Tags", "keyword_list")):
+            async with http.post(f"{base}/search-attributes", json={"name": name, "type": kind}) as r:
+                assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    due = datetime(2026, 12, 24, 18, 0, tzinfo=UTC)
+    for i in range(4):
+        await client.start_workflow(VisWait.run, id=f"sa-{tag}-{i}", task_queue=f"sa-{tag}", search_attributes={
+            "CustomerId": f"c-{i % 2}", "Priority": i, "DueAt": due + timedelta(days=i), "Tags": ["x", f"t{i}"]})
+    with pytest.raises(RPCError, match="'Nope' is not registered") as refused:
+        await client.start_workflow(VisWait.run, id=f"sa-{tag}-bad", task_queue=f"sa-{tag}",
+                                    search_attributes={"Nope": 1})
+    assert refused.value.status == 400 and refused.value.field == "search_attributes"
+    with pytest.raises(RPCError, match="Priority is an int: it takes a whole number"):
+        await client.start_workflow(VisWait.run, id=f"sa-{tag}-bad", task_queue=f"sa-{tag}",
+                                    search_attributes={"Priority": "high"})
+    mine = f"TaskQueue = 'sa-{tag}'"
+    await eventually(lambda: _count_is(client, mine, 4), timeout=30)
+    assert set(await _statuses(client, f"{mine} AND CustomerId = 'c-1'")) == {f"sa-{tag}-1", f"sa-{tag}-3"}
+    assert set(await _statuses(client, f"{mine} AND Priority >= 2")) == {f"sa-{tag}-2", f"sa-{tag}-3"}
+    assert set(await _statuses(client, f"{mine} AND DueAt > '2026-12-25T20:00:00Z'")) == {f"sa-{tag}-2",
+                                                                                        f"sa-{tag}-3"}
+    assert set(await _statuses(client, f"{mine} AND Tags = 't0'")) == {f"sa-{tag}-0"}
+    assert set(await _statuses(client, f"{mine} AND Tags IN ('t1', 't2')")) == {f"sa-{tag}-1", f"sa-{tag}-2"}
+    [run] = [e async for e in client.list_workflows(f"WorkflowId = 'sa-{tag}-0'")]
+    assert run.search_attributes == {"CustomerId": "c-0", "Priority": 0, "DueAt": "2026-12-24T18:00:00.000000Z",
+                                     "Tags": ["x", "t0"]}
+    # The attributes are in the run's history too, so a rebuild from the topic brings them back.
+    [started, *_] = await client.get_workflow_handle(f"sa-{tag}-0").history()
+    assert started["attributes"]["search_attributes"] is not None
+
+
+
+async def test_a_start_carries_memo_and_search_attributes_together(client: Client, cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/search-attributes", json={"name": "CustomerId", "type": "keyword"}) as r:
+            assert r.status in (200, 201), await r.text()
+        tag = uuid.uuid4().hex[:6]
+        # Signal-with-start carries no search attributes (its Avro record has none): refused, not dropped.
+        async with http.post(f"{base}/workflows/both-{tag}/signal-with-start", json={
+                "workflow_type": "VisWait", "task_queue": f"both-{tag}", "signal_name": "s",
+                "search_attributes": {"CustomerId": "c"}}) as r:
+            body = await r.json()
+            assert r.status == 400 and body["field"] == "search_attributes", body
+    await client.start_workflow(VisWait.run, id=f"both-{tag}", task_queue=f"both-{tag}",
+                                memo={"note": "kept"}, search_attributes={"CustomerId": f"c-{tag}"})
+    handle = client.get_workflow_handle(f"both-{tag}")
+    assert (await handle.describe())["memo"] == {"note": "kept"}
+    [started, *_] = await handle.history()
+    assert started["attributes"]["memo"] is not None and started["attributes"]["search_attributes"] is not None
+    await eventually(lambda: _count_is(client, f"CustomerId = 'c-{tag}'", 1), timeout=30)
+    await handle.terminate("done")
+
+@workflow.defn(name="VisStaged")
+class VisStaged:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self, stage: str) -> str:
+        workflow.upsert_search_attributes({"Stage": "received", "Priority": 1})
+        await workflow.wait_condition(lambda: self.go)
+        workflow.upsert_search_attributes({"Stage": stage})
+        return stage
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+
+@workflow.defn(name="VisBadUpsert")
+class VisBadUpsert:
+    @workflow.run
+    async def run(self) -> None:
+        workflow.upsert_search_attributes({"Priority": "high"})
+
+
+async def test_workflows_upsert_search_attributes_and_bad_ones_fail_the_task(client: Client,
+                                                                          cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        for name, kind in (("Stage", "keyword"), ("Priority", "int")):
+            async with http.post(f"{base}/search-attributes", json={"name": name, "type": kind}) as r:
+                assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    mine = f"TaskQueue = 'up-{tag}'"
+    async with Worker(client, task_queue=f"up-{tag}", workflows=[VisStaged, VisBadUpsert]):
+        handle = await client.start_workflow(VisStaged.run, "shipped", id=f"up-{tag}", task_queue=f"up-{tag}")
+        await eventually(lambda: _count_is(client, f"{mine} AND Stage = 'received' AND Priority = 1", 1), timeout=30)
+        await handle.signal(VisStaged.proceed)
+        assert await handle.result() == "shipped"
+        await eventually(lambda: _count_is(client, f"{mine} AND Stage = 'shipped' AND Priority = 1", 1), timeout=30)
+        # A value the registry refuses: the workflow task fails (in history, with the reason) and is retried.
+        bad = await client.start_workflow(VisBadUpsert.run, id=f"up-bad-{tag}", task_queue=f"up-{tag}")
+
+        async def task_failed() -> list[dict[str, Any]]:
+            return [e for e in await bad.history() if e["event_type"] == "WorkflowTaskFailed"]
+        [failed, *_] = await eventually(task_failed, timeout=30, what="the failed workflow task")
+        assert failed["attributes"]["cause"] == "BadSearchAttributes"
+        assert "Priority is an int: it takes a whole number" in failed["attributes"]["failure"]["message"]
+        await bad.terminate("done")
+    [run] = [e async for e in client.list_workflows(f"WorkflowId = 'up-{tag}'")]
+    assert run.search_attributes == {"Stage": "shipped", "Priority": 1}
+
+
+async def test_a_bug_in_the_projection_brings_the_process_down(client: Client, cluster: Cluster,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything but a database or broker outage ends the loop: declared fatal (kadence dev stops,
+    its supervisor restarts it), never a visibility silently frozen."""
+    async def broken(batch: object) -> None:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(cluster.visibility, "_project", broken)
+    await client.start_workflow(VisWait.run, id=f"bug-{uuid.uuid4().hex[:6]}", task_queue="nobody")
+    await eventually(lambda: cluster.fatal.happened.is_set(), timeout=30, what="the fatal declaration")
+    assert "visibility consumer died" in str(cluster.fatal.reason)
+
+
+async def test_a_cancelled_run_is_listed_as_canceled(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with Worker(client, task_queue=f"vis-{tag}", workflows=[VisWait]):
+        handle = await client.start_workflow(VisWait.run, id=f"cancel-{tag}", task_queue=f"vis-{tag}")
+        await handle.cancel("no longer wanted")
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        query = f"TaskQueue = 'vis-{tag}' AND ExecutionStatus = 'Canceled'"
+
+        async def listed() -> bool:
+            return await _statuses(client, query) == {f"cancel-{tag}": "Canceled"}
+        await eventually(listed, timeout=30, what="the cancelled run listed as Canceled")
+        counted = await client.count_workflows(f"TaskQueue = 'vis-{tag}' GROUP BY ExecutionStatus")
+        assert counted.count == 1 and counted.groups == [(["Canceled"], 1)]
+
+
+async def test_a_child_run_is_listed_with_its_parent(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with Worker(client, task_queue=f"vis-{tag}", workflows=[VisParent, VisOrder]):
+        parent = await client.start_workflow(VisParent.run, f"child-{tag}", id=f"parent-{tag}", task_queue=f"vis-{tag}")
+        assert await parent.result() == 42
+        query = f"ParentWorkflowId = 'parent-{tag}' AND ParentRunId = '{parent.run_id}'"
+
+        async def listed() -> bool:
+            return await _statuses(client, query) == {f"child-{tag}": "Completed"}
+        await eventually(listed, timeout=30, what="the child listed under its parent")
+        assert await _statuses(client, f"TaskQueue = 'vis-{tag}' AND ParentWorkflowId IS NULL") == {
+            f"parent-{tag}": "Completed"}

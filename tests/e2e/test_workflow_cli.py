@@ -1,0 +1,134 @@
+"""``kadence workflow ...`` driven against a real cluster: click's CliRunner in a thread (the
+CLI runs its own event loop, the cluster runs in the test's)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kadence import ApplicationError, Client, Worker, workflow
+from kadence._cli.workflow import workflow as workflow_group
+from kadence.cli import main as kadence_main
+from services.cluster import Cluster
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@workflow.defn(name="CliGreet")
+class CliGreet:
+    def __init__(self) -> None:
+        self.greeting = "hello"
+        self.done = False
+
+    @workflow.run
+    async def run(self, name: str, wait: bool) -> str:
+        if wait:
+            await workflow.wait_condition(lambda: self.done)
+        return f"{self.greeting}, {name}"
+
+    @workflow.signal
+    def finish(self, greeting: str) -> None:
+        self.greeting, self.done = greeting, True
+
+    @workflow.query
+    def current(self) -> str:
+        return self.greeting
+
+
+@workflow.defn(name="CliFail")
+class CliFail:
+    @workflow.run
+    async def run(self) -> None:
+        raise ApplicationError("no such customer", type="NotFound", non_retryable=True)
+
+
+async def cli(cluster: Cluster, *args: str) -> Result:
+    env = {"KADENCE_ADDRESS": cluster.url, "KADENCE_NAMESPACE": "default", "COLUMNS": "250"}
+    return await asyncio.to_thread(CliRunner().invoke, workflow_group, list(args), env=env)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+async def test_start_signal_query_result_describe_show_list_count(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    queue = f"cli-{tag}"
+    async with Worker(client, task_queue=queue, workflows=[CliGreet, CliFail]):
+        started = json.loads(ok(await cli(cluster, "start", "-t", "CliGreet", "--task-queue", queue,
+                                          "-w", f"greet-{tag}", "-i", '"Ada"', "-i", "true", "-o", "json")))
+        assert started["workflow_id"] == f"greet-{tag}" and started["run_id"]
+        assert json.loads(ok(await cli(cluster, "query", "-w", f"greet-{tag}", "--name", "current"))) == "hello"
+        ok(await cli(cluster, "signal", "-w", f"greet-{tag}", "--name", "finish", "-i", '"bonjour"'))
+        assert json.loads(ok(await cli(cluster, "result", "-w", f"greet-{tag}"))) == "bonjour, Ada"
+        assert json.loads(ok(await cli(cluster, "execute", "-t", "CliGreet", "--tq", queue, "-w", f"quick-{tag}",
+                                       "-i", '"Bob"', "-i", "false"))) == "hello, Bob"
+
+        failed = await cli(cluster, "execute", "-t", "CliFail", "--tq", queue, "-w", f"fail-{tag}")
+        assert failed.exit_code == 1 and "no such customer" in failed.output
+
+    described = json.loads(ok(await cli(cluster, "describe", "-w", f"greet-{tag}", "-o", "json")))
+    assert described["status"] == "Completed" and described["run_id"] == started["run_id"]
+    table = ok(await cli(cluster, "describe", "-w", f"greet-{tag}"))
+    assert "Completed" in table and started["run_id"] in table
+
+    # show --output json is exactly what handle.history() gives.
+    history = await client.get_workflow_handle(f"greet-{tag}").history()
+    assert json.loads(ok(await cli(cluster, "show", "-w", f"greet-{tag}", "-o", "json"))) == history
+    timeline = ok(await cli(cluster, "show", "-w", f"greet-{tag}"))
+    for line in ("WorkflowExecutionStarted", "workflow_type=CliGreet", "WorkflowExecutionSignaled",
+                 "signal_name=finish", "WorkflowExecutionCompleted"):
+        assert line in timeline
+
+    mine = f"TaskQueue = '{queue}'"
+
+    async def listed() -> list[dict[str, Any]]:
+        runs: list[dict[str, Any]] = json.loads(ok(await cli(cluster, "list", "-q", mine, "-o", "json")))
+        return runs if len(runs) == 3 and all(r["status"] != "Running" for r in runs) else []
+    runs = await eventually(listed, timeout=30, what="the three runs listed")
+    assert {r["workflow_id"]: r["status"] for r in runs} == {
+        f"greet-{tag}": "Completed", f"quick-{tag}": "Completed", f"fail-{tag}": "Failed"}
+    table = ok(await cli(cluster, "list", "-q", mine + " AND ExecutionStatus = 'Failed'"))
+    assert f"fail-{tag}" in table and f"greet-{tag}" not in table
+    assert ok(await cli(cluster, "count", "-q", mine)).strip() == "3"
+    grouped = json.loads(ok(await cli(cluster, "count", "-q", mine + " GROUP BY ExecutionStatus", "-o", "json")))
+    assert grouped == {"count": 3, "groups": [{"group_values": ["Completed"], "count": 2},
+                                              {"group_values": ["Failed"], "count": 1}]}
+    assert len(json.loads(ok(await cli(cluster, "list", "-q", mine, "--limit", "2", "-o", "json")))) == 2
+
+
+async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", f"nobody-{tag}", "-w", f"stuck-{tag}",
+                 "-i", '"x"', "-i", "true"))
+    ok(await cli(cluster, "terminate", "-w", f"stuck-{tag}", "--reason", "stuck"))
+    terminated = await cli(cluster, "result", "-w", f"stuck-{tag}")
+    assert terminated.exit_code == 1 and "terminated" in terminated.output
+    missing = await cli(cluster, "describe", "-w", f"missing-{tag}")
+    assert missing.exit_code == 1 and "was not found" in missing.output
+    bad_query = await cli(cluster, "list", "-q", "WorkflowTyp = 'x'")
+    assert bad_query.exit_code == 2 and "did you mean WorkflowType?" in bad_query.output
+    bad_json = await cli(cluster, "start", "-t", "T", "--tq", "q", "-w", "w", "-i", "not json")
+    assert bad_json.exit_code == 2 and "is not JSON" in bad_json.output
+    assert (await cli(cluster, "describe")).exit_code == 2  # --workflow-id missing
+    unreachable = await asyncio.to_thread(CliRunner().invoke, workflow_group,
+                                          ["count", "--address", "http://127.0.0.1:9"])
+    assert unreachable.exit_code == 2 and "cannot reach the frontend" in unreachable.output
+    running = await cli(cluster, "start", "-t", "CliGreet", "--tq", f"nobody-{tag}", "-w", f"slow-{tag}",
+                        "-i", '"x"', "-i", "true")
+    ok(running)
+    still = await cli(cluster, "result", "-w", f"slow-{tag}", "--timeout", "0.5")
+    assert still.exit_code == 1 and "still running" in still.output
+
+
+def test_kadence_workflow_is_mounted_on_the_kadence_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kadence_main(["workflow", "--help"]) == 0
+    assert "Find, inspect and drive workflows" in capsys.readouterr().out
+    assert kadence_main(["workflow", "nonsense"]) == 2
