@@ -21,7 +21,7 @@ _NAMESPACE = re.compile(NAMESPACE_PATTERN)
 _WAITS = {"wait_seconds": 0, "timeout_ms": 100}
 # Operations (by path ending) whose wait is long when absent or null: where it is, which field.
 _DEFAULT_WAITS = {"/poll": ("body", "wait_seconds"), "/query": ("body", "timeout_ms"),
-                  "/result": ("query", "wait_seconds")}
+                  "/result": ("query", "wait_seconds"), "/update": ("body", "wait_seconds")}
 
 
 def _short(values: Any, forced: str | None) -> None:
