@@ -307,20 +307,28 @@ def _cancelled_bodies() -> list[tuple[str, dict[str, Any]]]:
             ("WorkflowExecutionCanceled", {"details": None, "workflow_task_completed_event_id": 15})]
 
 
+def _seal_run(bodies: list[tuple[str, dict[str, Any]]], before: Writer, after: Writer, *,
+              switch_after: int) -> tuple[list[bytes], list[bytes]]:
+    """Seal ``bodies`` as one run's chain, the first ``switch_after`` events by ``before`` and
+    the rest by ``after`` (an upgrade midway); the stored rows and the published records."""
+    rows, records, previous = [], [], ""
+    for i, (kind, attributes) in enumerate(bodies, start=1):
+        writer = before if i <= switch_after else after
+        sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
+                                             "attributes": attributes})
+        previous = sealed["hash"]
+        rows.append(row)
+        records.append(writer.record(sealed))
+    return rows, records
+
+
 # The cancellation events were first written under HistoryEvent v7 (before child workflows
 # took v8): a run cancelled then, or upgraded to v8 midway, verifies as well.
 @pytest.mark.parametrize(("before", "after"), [(V6, CURRENT), (V5, CURRENT), (V6, V7), (V7, CURRENT)],
                          ids=["v6-current", "v5-current", "v6-v7", "v7-current"])
 def test_a_run_from_before_cancellation_goes_on_with_the_cancellation_events_and_verifies(
         before: Writer, after: Writer) -> None:
-    rows, records, previous = [], [], ""
-    for i, (kind, attributes) in enumerate(_cancelled_bodies(), start=1):
-        writer = before if i <= 6 else after
-        sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
-                                             "attributes": attributes})
-        previous = sealed["hash"]
-        rows.append(row)
-        records.append(writer.record(sealed))
+    rows, records = _seal_run(_cancelled_bodies(), before, after, switch_after=6)
     assert len({row[:10] for row in rows}) == 2
     replay = _topic(records)
     audit = replay.runs[RUN.run_id]
@@ -349,14 +357,7 @@ def _updated_bodies() -> list[tuple[str, dict[str, Any]]]:
 # begun under an earlier version goes on with the update events.
 @pytest.mark.parametrize("before", [V7, V8, V9], ids=["v7", "v8", "v9"])
 def test_a_run_from_before_updates_goes_on_with_the_update_events_and_verifies(before: Writer) -> None:
-    rows, records, previous = [], [], ""
-    for i, (kind, attributes) in enumerate(_updated_bodies(), start=1):
-        writer = before if i <= 4 else CURRENT
-        sealed, row = writer.seal(previous, {"event_id": i, "event_time": 1000 + i, "event_type": kind,
-                                             "attributes": attributes})
-        previous = sealed["hash"]
-        rows.append(row)
-        records.append(writer.record(sealed))
+    rows, records = _seal_run(_updated_bodies(), before, CURRENT, switch_after=4)
     assert len({row[:10] for row in rows}) == 2
     replay = _topic(records)
     audit = replay.runs[RUN.run_id]
