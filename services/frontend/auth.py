@@ -18,6 +18,7 @@ names; an operation missing from it is refused, so a new route must be classifie
   is in their path)
 
 Schedules: describe and list need read; create, pause, unpause, trigger, delete need write.
+Describing a task queue (pollers, backlog) needs read.
 
 The configuration is a JSON file named by ``KADENCE_AUTH_CONFIG``::
 
@@ -88,6 +89,8 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "describe_schedule": Permission.READ, "list_schedules": Permission.READ,
     "create_schedule": Permission.WRITE, "delete_schedule": Permission.WRITE, "pause_schedule": Permission.WRITE,
     "unpause_schedule": Permission.WRITE, "trigger_schedule": Permission.WRITE,
+    # Task queues (task_queues.py).
+    "describe_task_queue": Permission.READ,
 }
 
 

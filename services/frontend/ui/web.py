@@ -161,6 +161,7 @@ class Ui:
         app.router.add_get("/ui/namespaces/{namespace}/workflows", self.page(self.workflows))
         app.router.add_get("/ui/namespaces/{namespace}/workflows/{workflow_id}", self.page(self.workflow))
         app.router.add_get("/ui/namespaces/{namespace}/task-queues", self.page(self.task_queues))
+        app.router.add_get("/ui/namespaces/{namespace}/task-queues/{task_queue:[^/]+}", self.page(self.task_queue))
         app.router.add_get("/ui/namespaces/{namespace}/schedules", self.page(self.schedules))
         app.router.add_post("/ui/api/namespaces/{namespace}/schedules/{schedule_id}/{action}",
                             self.action(self.schedule_action))
@@ -297,6 +298,11 @@ class Ui:
         queues = await self.data.task_queues(self._authorization(request), ns)
         return self.render(request, "task_queues.html", queues=queues, knows_pollers=self.data.knows_pollers,
                            now_ms=int(time.time() * 1000))
+
+    async def task_queue(self, request: web.Request) -> web.StreamResponse:
+        ns, name = request.match_info["namespace"], request.match_info["task_queue"]
+        queue = await self.data.task_queue(self._authorization(request), ns, name)
+        return self.render(request, "task_queue.html", queue=queue, now_ms=int(time.time() * 1000))
 
     async def schedules(self, request: web.Request) -> web.StreamResponse:
         schedules = await self.data.schedules(self._authorization(request), request.match_info["namespace"])
