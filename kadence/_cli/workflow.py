@@ -22,7 +22,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from kadence._cli import common
+from kadence._cli import common, stack_trace
 from kadence._cli.common import DEFAULT_ADDRESS, ExitCode, Failed, Output
 from kadence._client import Client
 from kadence._visibility import WorkflowExecution
@@ -186,17 +186,28 @@ WORKFLOW_ID = click.option("--workflow-id", "-w", required=True, help="The workf
 RUN_ID = click.option("--run-id", "-r", default=None, help="One run of it (default: the latest).")
 
 
-@workflow.command(short_help="Status, pending activities and timers of a run.")
+@workflow.command(short_help="Status, pending activities, timers and stack trace of a run.")
 @WORKFLOW_ID
 @RUN_ID
+@click.option("--stack-trace/--no-stack-trace", "with_stack", default=None,
+              help="Ask the worker where the run's coroutines wait (the __stack_trace query). Default: for a"
+                   " running run in a table, not in JSON.")
 @_output_option
 @with_client
-def describe(workflow_id: str, run_id: str | None, output: str,
+def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, output: str,
              address: str, namespace: str, api_key: str | None) -> None:
-    """Show a run's status, pending activities (attempts, last failure) and pending timers."""
-    info = _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).describe())
+    """Show a run's status, pending activities (attempts, last failure), pending timers and,
+    for a running run, its stack trace: where each coroutine waits, file and line."""
+    async def work(c: Client) -> tuple[dict[str, Any], stack_trace.StackTrace | None]:
+        found = await c.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        ask = with_stack if with_stack is not None else (output != Output.JSON and found.get("status") == "Running")
+        trace = await stack_trace.ask(c, workflow_id, str(found.get("run_id") or run_id or ""),
+                                      str(found.get("task_queue") or "")) if ask else None
+        return found, trace
+
+    info, trace = _run(address, namespace, work)
     if output == Output.JSON:
-        _print_json(info)
+        _print_json({**info, **(trace.to_json() if trace is not None else {})})
         return
     console = _console()
     summary = Table(box=None, show_header=False)
@@ -229,6 +240,8 @@ def describe(workflow_id: str, run_id: str | None, output: str,
         for t in timers:
             table.add_row(str(t.get("timer_id", "")), _time(t.get("fire_at")))
         console.print(table)
+    if trace is not None:
+        stack_trace.print_section(console, trace)
 
 
 # The few attributes worth a column in the timeline, per event type (the rest: --output json).

@@ -28,6 +28,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from kadence._bounded import TopicReadError
+from kadence._workflow.stack import STACK_TRACE_QUERY
 from kadence.dlq import DeadLetterNotFound
 from services.common import outage
 
@@ -291,6 +292,7 @@ class Ui:
                            t0=t0, t1=t1, started=started, closing=closing, start_record=start_record,
                            trace_url=trace_url, actions=actions, now_ms=now,
                            hints=diagnosis.hints(run, events, now), chain_check=check,
+                           stack_trace_query=STACK_TRACE_QUERY if Action.QUERY in actions else None,
                            events_json=json.dumps(events, indent=2, ensure_ascii=False))
 
     async def task_queues(self, request: web.Request) -> web.StreamResponse:
