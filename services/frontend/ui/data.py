@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from kadence import avro, dlq
 from kadence.kafka import REQUESTS
 from kadence.kafka_security import client_options
+from services.audit import status as audit_store
 from services.history import chain
 from services.matching import MatchingService
 from services.matching.pollers import PollerSeen
@@ -375,6 +376,30 @@ class UiData:
         if self.task_queue_reads is None:
             raise NotFound("this frontend does not describe task queues")
         return await self.task_queue_reads.describe(namespace, task_queue)
+
+    async def audit_status(self, authorization: str | None,
+                           history: int = 10) -> tuple[list[audit_store.Verification], list[Any]]:
+        """The latest verifications (newest first) and the divergences of the latest: they
+        cover every namespace, so they need admin in all of them, as dead letters do."""
+        self._check_admin(authorization)
+        if self.pool is None:
+            raise NotFound("this frontend has no database to read the audit status from")
+        try:
+            found = await audit_store.latest(self.pool, history)
+        except asyncpg.UndefinedTableError:
+            return [], []  # a database the audit-status migration has not reached yet
+        return found, (await audit_store.divergences_of(self.pool, found[0].id) if found else [])
+
+    async def run_verdict(self, authorization: str | None, namespace: str,
+                          run_id: str) -> audit_store.RunVerdict | None:
+        """What the latest stored verification said about one run (None: none stored)."""
+        self._check(authorization, "history", namespace)
+        if self.pool is None:
+            return None
+        try:
+            return await audit_store.run_verdict(self.pool, run_id)
+        except asyncpg.UndefinedTableError:
+            return None
 
     async def verify_chain(self, authorization: str | None, namespace: str, workflow_id: str,
                            run_id: str) -> ChainCheck:

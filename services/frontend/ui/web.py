@@ -159,6 +159,7 @@ class Ui:
         app.router.add_get("/ui/static/{name}", self.asset)
         app.router.add_get("/ui/login", self.page(self.login))
         app.router.add_get("/ui/dlq", self.page(self.dead_letters))
+        app.router.add_get("/ui/audit", self.page(self.audit))
         app.router.add_get("/ui/namespaces/{namespace}/workflows", self.page(self.workflows))
         app.router.add_get("/ui/namespaces/{namespace}/workflows/{workflow_id}", self.page(self.workflow))
         app.router.add_get("/ui/namespaces/{namespace}/task-queues", self.page(self.task_queues))
@@ -288,10 +289,11 @@ class Ui:
         check = None
         if request.query.get("verify") == "chain":
             check = await self.data.verify_chain(auth, ns, wid, str(run["run_id"]))
+        verdict = await self.data.run_verdict(auth, ns, str(run["run_id"]))
         return self.render(request, "workflow.html", run=run, events=events, truncated=truncated, bars=bars,
                            t0=t0, t1=t1, started=started, closing=closing, start_record=start_record,
                            trace_url=trace_url, actions=actions, now_ms=now,
-                           hints=diagnosis.hints(run, events, now), chain_check=check,
+                           hints=diagnosis.hints(run, events, now), chain_check=check, verdict=verdict,
                            stack_trace_query=STACK_TRACE_QUERY if Action.QUERY in actions else None,
                            events_json=json.dumps(events, indent=2, ensure_ascii=False))
 
@@ -317,6 +319,10 @@ class Ui:
         entries = await self.data.dead_letters(self._authorization(request))
         letters = [(e, e.key.decode("utf-8", "replace") if e.key else "") for e in entries]
         return self.render(request, "dlq.html", letters=letters)
+
+    async def audit(self, request: web.Request) -> web.StreamResponse:
+        verifications, divergences = await self.data.audit_status(self._authorization(request))
+        return self.render(request, "audit.html", verifications=verifications, divergences=divergences)
 
     # -- actions -----------------------------------------------------------------------------------
 
