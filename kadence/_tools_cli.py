@@ -14,12 +14,15 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kadence import kafka
 from kadence._converter import check_args
 from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import KadenceError, PayloadError
+
+if TYPE_CHECKING:
+    from services.audit import AuditReport
 
 _BOOTSTRAP_HELP = "Kafka bootstrap servers (default: $KADENCE_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
 
@@ -274,7 +277,7 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
-def _record_audit(args: argparse.Namespace, report: Any, started: datetime) -> None:
+def _record_audit(args: argparse.Namespace, report: AuditReport, started: datetime) -> None:
     """Store the verification in the system of record (services/audit/status.py); a failure
     to store is said, and does not change the audit's exit code."""
     import getpass

@@ -14,7 +14,6 @@ task-queue describe``, ``client.describe_task_queue``) and the web UI's task-que
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,6 @@ import asyncpg
 from services.common.schedules import iso_utc
 from services.matching import MatchingClient
 from services.matching.pollers import PollerSeen
-from services.matching.queues import KINDS
 from services.matching.stats import QueueStats
 
 from . import validation as v
@@ -40,11 +38,10 @@ TASK_QUEUE_ROUTES: list[tuple[str, str, str]] = [
 
 
 class TaskKind(enum.StrEnum):
+    """The kinds of task a queue holds (matching's KINDS)."""
+
     WORKFLOW = "workflow"
     ACTIVITY = "activity"
-
-
-assert tuple(k.value for k in TaskKind) == KINDS  # the kinds matching keeps queues for
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,3 @@ class TaskQueueHandlers:
         ns = v.namespace(params["namespace"])
         name = v.name({}, "task_queue", value=params["task_queue"])
         return 200, (await self.reads.describe(ns, name)).to_json()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -10,7 +10,7 @@ import pytest
 from kadence._cli.task_queue import print_description
 from services.frontend.task_queues import Backlog, TaskKind, describe_kinds
 from services.matching.pollers import UNNAMED, PollerSeen, RecentPollers
-from services.matching.queues import QueueKey, TaskQueue
+from services.matching.queues import KINDS, QueueKey, TaskQueue
 from services.matching.stats import QueueStats, snapshot
 
 
@@ -47,6 +47,7 @@ def test_both_kinds_are_described_whatever_matching_knows() -> None:
     assert workflow.pollers == () and workflow.to_json()["oldest_backlog_time"] == "1970-01-01T00:00:01Z"
     assert activity.polls_waiting == 2 and activity.ready == 1 and activity.last_poll_ms == 5_000
     assert activity.to_json()["pollers"] == [{"identity": "w1", "last_poll_time": "1970-01-01T00:00:05Z"}]
+    assert tuple(k.value for k in TaskKind) == KINDS  # every kind matching keeps queues for
     unknown = describe_kinds(None, {})
     assert [k.polls_waiting for k in unknown] == [None, None]
 
