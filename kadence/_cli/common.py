@@ -43,9 +43,8 @@ class ExitCode(enum.IntEnum):
     UNAVAILABLE = 4  # no connection to the frontend, or it answered 503/504
 
 
-EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 the workflow failed, timed out or was terminated, the server refused"
-                   " the request, or it still ran when --timeout passed; 2 usage errors and malformed"
-                   " requests; 3 not found; 4 the frontend is unreachable or unavailable.")
+EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed or refused by the server; 2 usage errors and malformed requests;"
+                   " 3 not found; 4 the frontend is unreachable or unavailable.")
 
 
 class Output(enum.StrEnum):
