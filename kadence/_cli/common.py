@@ -41,6 +41,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad arguments, a request the server refused as malformed (400)
     NOT_FOUND = 3  # no such workflow, namespace, schedule
     UNAVAILABLE = 4  # no connection to the frontend, or it answered 503/504
+    WORKFLOW = 1  # the workflow CLI's earlier name of FAILED (an alias: the same member)
 
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed or refused by the server; 2 usage errors and malformed requests;"
