@@ -1,4 +1,4 @@
-"""The client's namespace and schedule operations (a mixin of ``Client``).
+"""The client's namespace, task-queue and schedule operations (a mixin of ``Client``).
 
 Namespaces are registered with a retention period; schedules start a workflow by cron
 expression or interval (README, "Namespaces", "Retention" and "Schedules").
@@ -55,6 +55,16 @@ class AdminMixin:
                                 "retention": None if retention is None else duration_text(retention)}
         return await self.transport.call("PATCH", f"/api/v1/namespaces/{path_segment(name or self.namespace)}",
                                          body={k: v for k, v in body.items() if v is not None})
+
+    # -- task queues ------------------------------------------------------------------------------
+
+    async def describe_task_queue(self, task_queue: str) -> dict[str, Any]:
+        """Who polls ``task_queue`` (identity and last poll time, per kind: workflow and
+        activity tasks) and what waits for a worker (in memory and in the backlog), as
+        ``kadence task-queue describe`` shows it. ``pollers_known`` is false while no
+        matching instance owns the queue's partition."""
+        return await self.transport.call(
+            "GET", f"/api/v1/namespaces/{path_segment(self.namespace)}/task-queues/{path_segment(task_queue)}")
 
     # -- schedules --------------------------------------------------------------------------------
 

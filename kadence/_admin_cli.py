@@ -1,52 +1,36 @@
 """``kadence namespace ...`` and ``kadence schedule ...``: namespaces and schedules from the terminal.
 
-Both talk to a frontend over the HTTP API through the client (kadence/_admin.py). Exit
-codes: 0 done, 1 refused or failed, 2 bad usage, 3 not found, 4 the server is unreachable
-or unavailable.
+Both talk to a frontend over the HTTP API through the client (kadence/_admin.py), with the
+options and exit codes every ``kadence`` click CLI shares (kadence/_cli/common.py): 0 done,
+1 refused or failed, 2 bad usage, 3 not found, 4 the server is unreachable or unavailable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import click
 
+from kadence._cli import common
+from kadence._cli.common import DEFAULT_ADDRESS, ExitCode, Failed
 from kadence._client import Client
-from kadence.exceptions import RPCError
 
-DEFAULT_ADDRESS = "http://127.0.0.1:7233"
-EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 1, 2, 3, 4
+__all__ = ["DEFAULT_ADDRESS", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_UNAVAILABLE", "EXIT_USAGE", "Failed", "cli",
+           "main"]
+EXIT_FAILED, EXIT_USAGE = int(ExitCode.FAILED), int(ExitCode.USAGE)
+EXIT_NOT_FOUND, EXIT_UNAVAILABLE = int(ExitCode.NOT_FOUND), int(ExitCode.UNAVAILABLE)
 OVERLAP_POLICIES = ["skip", "buffer_one", "allow_all", "terminate_other"]
-
-
-class Failed(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _run(ctx: click.Context, call: Callable[[Client], Awaitable[Any]]) -> Any:
     """Connect with the global options, run ``call``, map API errors to exit codes."""
-    address, namespace = ctx.obj["address"], ctx.obj["namespace"]
-
-    async def go() -> Any:
-        async with await Client.connect(address, namespace=namespace) as client:
-            return await call(client)
-
-    try:
-        return asyncio.run(go())
-    except RPCError as err:
-        code = (EXIT_NOT_FOUND if err.status == 404 else EXIT_UNAVAILABLE if err.status in (0, 503, 504)
-                else EXIT_FAILED)
-        where = f" (field {err.field})" if err.field else ""
-        raise Failed(f"{err.error_type}: {err.message}{where}", code) from None
+    return common.run(common.connection(), call)
 
 
 def _print(ctx: click.Context, value: Any, table: Callable[[Any], None]) -> None:
-    if ctx.obj["output"] == "json":
+    if common.output() == common.Output.JSON:
         click.echo(json.dumps(value, indent=2, sort_keys=False))
     else:
         table(value)
@@ -64,31 +48,10 @@ def _fields(pairs: Sequence[tuple[str, Any]]) -> None:
         click.echo(f"{k.ljust(width)}  {v}")
 
 
-def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    if value is not None:  # a subcommand's option overrides the group's only when given
-        ctx.ensure_object(dict)[str(param.name)] = value
+_common = common.global_options
 
 
-def _common(*, group: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--address, --namespace, --output: on the group (with defaults and environment
-    variables) and again on each subcommand, so they may be given before or after it."""
-
-    def options(f: Callable[..., Any]) -> Callable[..., Any]:
-        extra: dict[str, Any] = {"expose_value": False, "callback": _keep, "is_eager": True}
-        f = click.option("--output", "-o", type=click.Choice(["table", "json"]),
-                         default="table" if group else None, show_default=group,
-                         envvar="KADENCE_OUTPUT" if group else None, help="How answers are printed.", **extra)(f)
-        f = click.option("--namespace", "-n", default="default" if group else None, show_default=group,
-                         envvar="KADENCE_NAMESPACE" if group else None,
-                         help="The namespace (env KADENCE_NAMESPACE).", **extra)(f)
-        return click.option("--address", default=DEFAULT_ADDRESS if group else None, show_default=group,
-                            envvar="KADENCE_ADDRESS" if group else None,
-                            help="The frontend's URL (env KADENCE_ADDRESS).", **extra)(f)
-
-    return options
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=common.CONTEXT_SETTINGS)
 def cli() -> None:
     """Kadence administration."""
 
@@ -96,7 +59,7 @@ def cli() -> None:
 # -- namespaces ----------------------------------------------------------------------------------
 
 
-@cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.group(context_settings=common.CONTEXT_SETTINGS, epilog=common.EXIT_CODES_HELP)
 @_common(group=True)
 def namespace() -> None:
     """Register, list, describe and update namespaces.
@@ -167,7 +130,7 @@ def namespace_update(ctx: click.Context, name: str, retention: str | None, descr
 # -- schedules -----------------------------------------------------------------------------------
 
 
-@cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.group(context_settings=common.CONTEXT_SETTINGS, epilog=common.EXIT_CODES_HELP)
 @_common(group=True)
 def schedule() -> None:
     """Start workflows by cron expression or interval.
@@ -304,18 +267,4 @@ def schedule_delete(ctx: click.Context, schedule_id: str) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``kadence namespace|schedule ...`` with ``argv`` (the group's name first); the exit code."""
-    try:
-        cli.main(args=list(argv), prog_name="kadence", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.UsageError as exc:
-        exc.show()
-        return EXIT_USAGE
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return EXIT_FAILED
-    return 0
-
+    return common.main(cli, list(argv), "kadence")

@@ -14,12 +14,15 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kadence import kafka
 from kadence._converter import check_args
 from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import KadenceError, PayloadError
+
+if TYPE_CHECKING:
+    from services.audit import AuditReport
 
 _BOOTSTRAP_HELP = "Kafka bootstrap servers (default: $KADENCE_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
 
@@ -212,6 +215,9 @@ def _add_audit(sub: Any) -> None:
     audit.add_argument("--rebuild-into", metavar="DSN",
                        help="also write executions, history_events, current_executions into this EMPTY database")
     audit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    audit.add_argument("--no-record", action="store_true",
+                       help="do not store this verification in the --dsn database (by default it is, for the"
+                            " web UI's audit page)")
     audit.set_defaults(run=_audit)
 
 
@@ -244,6 +250,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     _quiet_clients()
     bar = _Bar(not args.no_progress)
+    started = datetime.now(UTC)
     try:
         report = asyncio.run(audit(args.bootstrap, args.dsn, from_time_ms=args.from_time,
                                    rebuild_into=args.rebuild_into, progress=bar))
@@ -265,4 +272,33 @@ def _audit(args: argparse.Namespace) -> int:
           + (f", {report.seeded} run(s) completed from PostgreSQL" if report.seeded else ""))
     if report.rebuilt:
         print("rebuilt: " + ", ".join(f"{n} {table}" for table, n in report.rebuilt.items()))
+    if args.dsn and not args.no_record:
+        _record_audit(args, report, started)
     return 0 if report.clean else 1
+
+
+def _record_audit(args: argparse.Namespace, report: AuditReport, started: datetime) -> None:
+    """Store the verification in the system of record (services/audit/status.py); a failure
+    to store is said, and does not change the audit's exit code."""
+    import getpass
+
+    import asyncpg
+
+    from services.audit import status
+
+    async def store() -> int:
+        conn = await asyncpg.connect(args.dsn)
+        try:
+            return await status.record(conn, report, started_at=started, finished_at=datetime.now(UTC),
+                                       from_time_ms=args.from_time, by_whom=f"kadence audit ({getpass.getuser()})",
+                                       compared_with_postgres=True)
+        finally:
+            await conn.close()
+
+    try:
+        print(f"recorded as verification {asyncio.run(store())} (the web UI's audit page shows it)")
+    except asyncpg.UndefinedTableError:
+        print("kadence audit: not recorded: the database has no audit_verifications table (migration 0013);"
+              " start the services once to migrate it, or pass --no-record", file=sys.stderr)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"kadence audit: not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)

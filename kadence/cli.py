@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from kadence._cli.workflow import main as workflow_main
 
         return workflow_main(words[1:])
+    if words[:1] == ["task-queue"]:  # kadence/_cli/task_queue.py
+        from kadence._cli.task_queue import main as task_queue_main
+
+        return task_queue_main(words[1:])
     if words[:1] in (["namespace"], ["schedule"]):  # click groups of their own (kadence/_admin_cli.py)
         from kadence._admin_cli import main as admin_main
 
@@ -222,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("schedule", help="create, describe, list, pause, unpause, trigger, delete schedules"
                                     " (kadence schedule --help)", add_help=False)
+    sub.add_parser("task-queue", help="describe a task queue: pollers and backlog (kadence task-queue --help)",
+                   add_help=False)
     args = parser.parse_args(argv)
     if hasattr(args, "run"):
         return int(args.run(args))

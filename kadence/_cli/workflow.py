@@ -4,123 +4,48 @@ Built on click (subcommands, options with environment defaults) and rich (tables
 history timeline). Every command talks to a frontend through the SDK's :class:`Client`
 over HTTP, never to Kafka or PostgreSQL.
 
-Exit codes, for scripts: 0 success; 1 the workflow failed, timed out, was terminated,
-was not found, already runs, refused the query, or was still running when ``--timeout``
-passed; 2 a usage error, a query the server refused as malformed, or no connection to
-the frontend.
+The options, the exit codes and the error mapping are those of every ``kadence`` click
+CLI (kadence/_cli/common.py): 0 success; 1 the workflow failed, timed out, was terminated,
+already runs, refused the query, or was still running when ``--timeout`` passed; 2 a usage
+error or a query the server refused as malformed; 3 not found; 4 no connection to the
+frontend.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kadence._cli import common, stack_trace
+from kadence._cli.common import DEFAULT_ADDRESS, ExitCode, Failed, Output
 from kadence._client import Client
 from kadence._visibility import WorkflowExecution
-from kadence.exceptions import (
-    QueryFailedError,
-    RPCError,
-    WorkflowAlreadyStartedError,
-    WorkflowFailureError,
-    WorkflowNotFoundError,
-)
 
-DEFAULT_ADDRESS = "http://127.0.0.1:7233"
+__all__ = ["DEFAULT_ADDRESS", "ExitCode", "Failed", "Output", "main", "workflow"]
 T = TypeVar("T")
 
 
-class ExitCode(enum.IntEnum):
-    OK = 0
-    WORKFLOW = 1  # failed, timed out, terminated, not found, already started, still running
-    USAGE = 2  # bad arguments or query, no connection
+# ---- shared options and plumbing (kadence/_cli/common.py) ---------------------------------------
 
-
-class Output(enum.StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
-class Failed(Exception):
-    """End the command with ``code`` after printing ``message`` to stderr."""
-
-    def __init__(self, code: ExitCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# ---- shared options and plumbing --------------------------------------------------------------
-
-
-def _console() -> Console:
-    # Piped output keeps whole lines (no wrapping at 80 columns) unless COLUMNS says otherwise.
-    width = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty() else 200)
-    return Console(width=width, highlight=False, soft_wrap=False)
-
-
-def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--address", envvar="KADENCE_ADDRESS", default=DEFAULT_ADDRESS, show_default=True,
-                           show_envvar=True, help="The frontend's HTTP address.")(command)
-    command = click.option("--namespace", "-n", envvar="KADENCE_NAMESPACE", default="default", show_default=True,
-                           show_envvar=True, help="The namespace of the workflows.")(command)
-    command = click.option("--api-key", envvar="KADENCE_API_KEY", default=None, show_envvar=True,
-                           help="An API key or JWT, when the frontend asks for one.")(command)
-    return command
-
-
-def _output_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--output", "-o", type=click.Choice([o.value for o in Output]), default=Output.TABLE.value,
-                        show_default=True, help="A table for people, or JSON for scripts.")(command)
+_console = common.console
+_print_json = common.print_json
+_connection_options = common.connection_options()
+_output_option = common.output_option()
 
 
 def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -> T:
-    """Run ``work`` with a client; map the SDK's errors to messages and exit codes."""
-    api_key = click.get_current_context().params.get("api_key")
-
-    async def main() -> T:
-        client = await Client.connect(address, namespace=namespace, identity="kadence-cli", api_key=api_key)
-        try:
-            return await work(client)
-        finally:
-            await client.close()
-
-    try:
-        # The standard loop, no collector tuning (kadence/_loop.py): a few calls, then exit.
-        return asyncio.run(main())
-    except Failed as exc:
-        _fail(exc.code, exc.message)
-    except WorkflowFailureError as exc:
-        message = (exc.failure or {}).get("message")
-        _fail(ExitCode.WORKFLOW, f"workflow {exc.status.lower()}" + (f": {message}" if message else ""))
-    except (WorkflowNotFoundError, WorkflowAlreadyStartedError, QueryFailedError) as exc:
-        _fail(ExitCode.WORKFLOW, exc.message or str(exc))
-    except TimeoutError as exc:
-        _fail(ExitCode.WORKFLOW, str(exc) or "timed out")
-    except RPCError as exc:
-        if exc.status == 0:
-            cause = exc.__cause__
-            detail = (str(cause) or type(cause).__name__) if cause is not None else exc.message
-            _fail(ExitCode.USAGE, f"cannot reach the frontend at {address} ({detail}); is it running? Point"
-                                  " --address or KADENCE_ADDRESS at it")
-        _fail(ExitCode.USAGE, f"{exc.error_type}: {exc.message}")
-    except ValueError as exc:  # the SDK refused an argument before sending anything
-        _fail(ExitCode.USAGE, str(exc))
+    """Run ``work`` with a client; the SDK's errors end the command with their exit code."""
+    return common.run(common.Connection(address, namespace, common.connection().api_key), work)
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
-    click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
-    sys.exit(int(code))
+    raise Failed(code, message)
 
 
 def _json_args(values: Iterable[str], option: str) -> list[Any]:
@@ -147,10 +72,6 @@ def _attributes(values: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
-
 def _time(value: datetime | int | None) -> str:
     if value is None:
         return ""
@@ -170,21 +91,22 @@ def _status(status: str) -> Text:
 
 
 def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The common options of a command that talks to the frontend."""
+    """The connection options of a command that talks to the frontend."""
     return _connection_options(command)
 
 
 # ---- the group ----------------------------------------------------------------------------------
 
 EPILOG = """\b
-Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default).
-Exit codes: 0 ok; 1 the workflow failed, timed out, was terminated or not found (or
-still ran when --timeout passed); 2 usage errors, malformed queries, no connection.
+Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default),
+KADENCE_API_KEY, KADENCE_OUTPUT (table or json).
+Exit codes: 0 ok; 1 the workflow failed, timed out or was terminated, the request was refused
+(or the run still ran when --timeout passed); 2 usage errors, malformed queries; 3 not found;
+4 the frontend is unreachable.
 """
 
 
-@click.group(name="workflow", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
-                                                               "max_content_width": 100})
+@click.group(name="workflow", epilog=EPILOG, context_settings=common.CONTEXT_SETTINGS)
 def workflow() -> None:
     """Find, inspect and drive workflows.
 
@@ -264,17 +186,28 @@ WORKFLOW_ID = click.option("--workflow-id", "-w", required=True, help="The workf
 RUN_ID = click.option("--run-id", "-r", default=None, help="One run of it (default: the latest).")
 
 
-@workflow.command(short_help="Status, pending activities and timers of a run.")
+@workflow.command(short_help="Status, pending activities, timers and stack trace of a run.")
 @WORKFLOW_ID
 @RUN_ID
+@click.option("--stack-trace/--no-stack-trace", "with_stack", default=None,
+              help="Ask the worker where the run's coroutines wait (the __stack_trace query). Default: for a"
+                   " running run in a table, not in JSON.")
 @_output_option
 @with_client
-def describe(workflow_id: str, run_id: str | None, output: str,
+def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, output: str,
              address: str, namespace: str, api_key: str | None) -> None:
-    """Show a run's status, pending activities (attempts, last failure) and pending timers."""
-    info = _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).describe())
+    """Show a run's status, pending activities (attempts, last failure), pending timers and,
+    for a running run, its stack trace: where each coroutine waits, file and line."""
+    async def work(c: Client) -> tuple[dict[str, Any], stack_trace.StackTrace | None]:
+        found = await c.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        ask = with_stack if with_stack is not None else (output != Output.JSON and found.get("status") == "Running")
+        trace = await stack_trace.ask(c, workflow_id, str(found.get("run_id") or run_id or ""),
+                                      str(found.get("task_queue") or "")) if ask else None
+        return found, trace
+
+    info, trace = _run(address, namespace, work)
     if output == Output.JSON:
-        _print_json(info)
+        _print_json({**info, **(trace.to_json() if trace is not None else {})})
         return
     console = _console()
     summary = Table(box=None, show_header=False)
@@ -307,6 +240,8 @@ def describe(workflow_id: str, run_id: str | None, output: str,
         for t in timers:
             table.add_row(str(t.get("timer_id", "")), _time(t.get("fire_at")))
         console.print(table)
+    if trace is not None:
+        stack_trace.print_section(console, trace)
 
 
 # The few attributes worth a column in the timeline, per event type (the rest: --output json).
@@ -480,8 +415,4 @@ def terminate(workflow_id: str, run_id: str | None, reason: str,
 
 def main(argv: list[str]) -> int:
     """Run ``kadence workflow`` with ``argv`` (the words after ``workflow``); return the exit code."""
-    try:
-        workflow.main(args=argv, prog_name="kadence workflow")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else int(ExitCode.USAGE))
-    return 0
+    return common.main(workflow, argv, "kadence workflow")

@@ -24,6 +24,7 @@ from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
+from kadence._workflow.stack import STACK_TRACE_QUERY, stack_trace
 from kadence.common import ActivityCancellationType, RetryState
 from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
@@ -225,6 +226,8 @@ class WorkflowInstance:
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
         """Run a query handler against the current state; it must not decide anything."""
+        if name == STACK_TRACE_QUERY and name not in self.definition.queries:  # built in (stack.py)
+            return stack_trace(self.loop)
         handler = self.definition.queries.get(name)
         if handler is None:
             known = ", ".join(sorted(self.definition.queries)) or "none"

@@ -26,6 +26,7 @@ class AuditReport:
     unreadable: tuple[str, ...]          # records of kadence.history that are not HistoryRecords
     seeded: int = 0                      # runs joined mid-history and completed from PostgreSQL
     rebuilt: Mapping[str, int] = field(default_factory=dict)
+    partitions: Mapping[int, tuple[int, int]] = field(default_factory=dict)  # (first offset, end) read
 
     @property
     def clean(self) -> bool:
@@ -44,8 +45,10 @@ async def audit(bootstrap: str, dsn: str | None, *, from_time_ms: int | None = N
     Without ``dsn`` only the topic itself is checked (gaps, duplicates, chain, fold).
     """
     replay = Replay()
+    ranges: dict[int, tuple[int, int]] = {}
     try:
-        unreadable = await read_history(bootstrap, replay, from_time_ms=from_time_ms, progress=progress)
+        unreadable = await read_history(bootstrap, replay, from_time_ms=from_time_ms, progress=progress,
+                                        ranges=ranges)
     except TopicReadError as exc:
         raise AuditError(str(exc)) from exc
     seeded = 0
@@ -70,7 +73,7 @@ async def audit(bootstrap: str, dsn: str | None, *, from_time_ms: int | None = N
         records=replay.records, runs=len(replay.runs),
         duplicates=sum(a.duplicates for a in replay.runs.values()),
         divergences=tuple(replay.divergences() + compared), unreadable=tuple(unreadable),
-        seeded=seeded, rebuilt=rebuilt)
+        seeded=seeded, rebuilt=rebuilt, partitions=ranges)
 
 
 @contextlib.asynccontextmanager

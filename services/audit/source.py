@@ -28,14 +28,18 @@ class _Silent:
 
 
 async def read_history(bootstrap: str, replay: Replay, *, from_time_ms: int | None = None,
-                       progress: Progress | None = None) -> list[str]:
+                       progress: Progress | None = None,
+                       ranges: dict[int, tuple[int, int]] | None = None) -> list[str]:
     """Fold every record of kadence.history (from a time, or from the beginning) up to the end
     offsets seen at the start into ``replay``; return descriptions of records that are not
-    HistoryRecords (they belong to no run, so they are reported apart)."""
+    HistoryRecords (they belong to no run, so they are reported apart). ``ranges`` receives
+    each partition's (first offset, end offset) read."""
     progress = progress or _Silent()
     unreadable: list[str] = []
     async with BoundedRead(bootstrap, kafka.HISTORY, from_time_ms=from_time_ms) as read:
         progress.begin(read.total)
+        if ranges is not None:
+            ranges.update({tp.partition: (read.starts[tp], end) for tp, end in read.ends.items()})
         step = 0
         async for record in read:
             step += 1

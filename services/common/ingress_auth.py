@@ -29,7 +29,6 @@ process hands to history directly are not records from the broker and are not ch
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Protocol
 
 from kadence.ingress_signing import MIN_KEY_CHARS, PRINCIPAL_HEADER, SIGNATURE_HEADER, IngressSigner, signature
 
+from . import json_policy
 from .kafka import REQUESTS
 
 SETTING = "KADENCE_INGRESS_KEYS"
@@ -67,28 +67,23 @@ class IngressPolicy:
 
     @classmethod
     def from_file(cls, path: Path) -> IngressPolicy:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise IngressConfigError(f"cannot read the ingress policy {path} ({SETTING}): {exc}") from None
+        data = json_policy.read(path, IngressConfigError, f"ingress policy {path} ({SETTING})")
         return cls.from_mapping(data, where=str(path))
 
     @classmethod
-    def from_mapping(cls, data: object, *, where: str = "ingress policy") -> IngressPolicy:
-        if not isinstance(data, dict):
-            raise IngressConfigError(f"{where}: must be a JSON object")
+    def from_mapping(cls, raw: object, *, where: str = "ingress policy") -> IngressPolicy:
+        data = json_policy.json_object(raw, where, IngressConfigError)
         raw_principals, raw_namespaces = data.get("principals", {}), data.get("namespaces", {})
         if not isinstance(raw_principals, dict) or not isinstance(raw_namespaces, dict):
             raise IngressConfigError(f"{where}: principals and namespaces must be objects")
         principals: dict[str, tuple[bytes, ...]] = {}
         for name, keys in raw_principals.items():
-            if (not isinstance(keys, list) or not keys
-                    or not all(isinstance(k, str) and len(k) >= MIN_KEY_CHARS for k in keys)):
+            if not json_policy.is_string_list(keys, min_chars=MIN_KEY_CHARS, non_empty=True):
                 raise IngressConfigError(f"{where}: principals.{name} must list keys of {MIN_KEY_CHARS}+ characters")
             principals[name] = tuple(k.encode() for k in keys)
         namespaces: dict[str, frozenset[str]] = {}
         for ns, allowed in raw_namespaces.items():
-            if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
+            if not json_policy.is_string_list(allowed):
                 raise IngressConfigError(f"{where}: namespaces.{ns} must list principal names")
             unknown = sorted(set(allowed) - principals.keys())
             if unknown:

@@ -44,6 +44,7 @@ from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .schema_check import check as check_body
+from .task_queues import TASK_QUEUE_ROUTES, TaskQueueHandlers, TaskQueueReads
 from .tokens import TokenKeys
 from .ui import UiData, install_ui
 from .validation import namespace as valid_namespace
@@ -144,7 +145,8 @@ def _any_segment(path: str) -> str:
 
 def build_app(handlers: Handlers, auth: Authenticator | None = None,
               health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None,
-              ui: UiData | None = None, admin: AdminHandlers | None = None) -> web.Application:
+              ui: UiData | None = None, admin: AdminHandlers | None = None,
+              task_queues: TaskQueueHandlers | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
     (auth.py); /openapi.json and /health stay open. With ``ui``, the web UI too (ui/). With
     ``admin``, namespaces and schedules are served too, and a call to a namespace that is not
@@ -158,6 +160,9 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
         app.router.add_route(method, _any_segment(path),
                              _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,
                                     namespaces=None if name == "create_namespace" else registry))
+    for method, path, name in TASK_QUEUE_ROUTES if task_queues is not None else ():
+        app.router.add_route(method, _any_segment(path),
+                             _route(task_queues, name, has_body=False, auth=auth, namespaces=registry))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -228,9 +233,10 @@ class FrontendService:
         handlers = Handlers(engine, VisibilityReads(self._pool))
         admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,
                               min_retention_ms=s.min_retention_ms)
+        task_queues = TaskQueueReads(self._pool, self._matching)
         ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local,
-                    admin_handlers=admin)
-        app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin)
+                    admin_handlers=admin, task_queue_reads=task_queues)
+        app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues))
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()

@@ -18,6 +18,7 @@ names; an operation missing from it is refused, so a new route must be classifie
   is in their path)
 
 Schedules: describe and list need read; create, pause, unpause, trigger, delete need write.
+Describing a task queue (pollers, backlog) needs read.
 
 The configuration is a JSON file named by ``KADENCE_AUTH_CONFIG``::
 
@@ -41,13 +42,14 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.common import json_policy
 
 from .errors import FrontendError, PermissionDenied
 from .jwt_verify import JwtConfigError, JwtRejected, JwtVerifier
@@ -88,6 +90,8 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "describe_schedule": Permission.READ, "list_schedules": Permission.READ,
     "create_schedule": Permission.WRITE, "delete_schedule": Permission.WRITE, "pause_schedule": Permission.WRITE,
     "unpause_schedule": Permission.WRITE, "trigger_schedule": Permission.WRITE,
+    # Task queues (task_queues.py).
+    "describe_task_queue": Permission.READ,
 }
 
 
@@ -129,7 +133,7 @@ def _grants(raw: object, where: str) -> tuple[Grant, ...]:
             raise AuthConfigError(f"{where}: grants[{i}].permissions must be among "
                                   f"{[p.value for p in Permission]}") from None
         queues = item.get("task_queues")
-        if queues is not None and not (isinstance(queues, list) and all(isinstance(q, str) for q in queues)):
+        if queues is not None and not json_policy.is_string_list(queues):
             raise AuthConfigError(f"{where}: grants[{i}].task_queues must be a list of names")
         out.append(Grant(item["namespace"], permissions, None if queues is None else frozenset(queues)))
     return tuple(out)
@@ -145,16 +149,12 @@ class Authenticator:
 
     @classmethod
     def from_file(cls, path: Path) -> Authenticator:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise AuthConfigError(f"cannot read the authentication configuration {path}: {exc}") from None
+        data = json_policy.read(path, AuthConfigError, f"authentication configuration {path}")
         return cls.from_mapping(data, where=str(path))
 
     @classmethod
-    def from_mapping(cls, data: object, *, where: str = "authentication configuration") -> Authenticator:
-        if not isinstance(data, dict):
-            raise AuthConfigError(f"{where}: must be a JSON object")
+    def from_mapping(cls, raw: object, *, where: str = "authentication configuration") -> Authenticator:
+        data = json_policy.json_object(raw, where, AuthConfigError)
         keys: dict[str, Principal] = {}
         for i, item in enumerate(data.get("api_keys", [])):
             name, digest = (item.get("name"), item.get("sha256")) if isinstance(item, dict) else (None, None)

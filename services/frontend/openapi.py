@@ -15,6 +15,7 @@ from services.visibility.sql import MAX_PAGE_SIZE, AttributeType
 
 from .admin import ADMIN_ROUTES
 from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES
+from .task_queues import TASK_QUEUE_ROUTES, TaskKind
 from .validation import command_types
 from .visibility import MAX_QUERY_CHARS
 
@@ -297,6 +298,19 @@ _OPS.update({
                          _obj({"workflow_id": STR, "scheduled_time": STR})),
 })
 
+_TIME: Schema = {"type": ["string", "null"], "description": "ISO 8601 UTC"}
+COMPONENTS["TaskQueueKind"] = _obj({
+    "kind": {"type": "string", "enum": [k.value for k in TaskKind]},
+    "pollers": {"type": "array", "description": "identities that polled in the last 5 minutes, most recent first",
+                "items": _obj({"identity": STR, "last_poll_time": STR})},
+    "last_poll_time": _TIME,
+    "polls_waiting": {"type": ["integer", "null"], "description": "null: no matching instance answered"},
+    "tasks_waiting": INT, "ready": INT, "backlog": INT, "oldest_backlog_time": _TIME})
+_OPS["describe_task_queue"] = (
+    "Describe a task queue: its pollers (identity, last poll time) and the tasks waiting, per kind", None, {},
+    200, _obj({"namespace": STR, "task_queue": STR, "pollers_known": {"type": "boolean"},
+               "kinds": {"type": "array", "items": _ref("TaskQueueKind")}}))
+
 _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "401": "Unauthenticated: no credential, or one that does not verify (when auth is configured)",
            "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
@@ -319,7 +333,7 @@ def request_schema(operation_id: str) -> Schema | None:
 
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for method, full, op_id in [(m, PREFIX + p, o) for m, p, o in ROUTES] + ADMIN_ROUTES:
+    for method, full, op_id in [(m, PREFIX + p, o) for m, p, o in ROUTES] + ADMIN_ROUTES + TASK_QUEUE_ROUTES:
         summary, body, query, status, answer = _OPS[op_id]
         op: dict[str, Any] = {
             "operationId": op_id, "summary": summary,

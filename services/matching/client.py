@@ -31,6 +31,7 @@ from .errors import (
 )
 from .queues import MatchedTask
 from .service import MatchingService
+from .stats import QueueStats
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,26 @@ class MatchingClient:
                     raise
                 owner = await self._owner(partition, refresh=True)
         raise MatchingUnavailableError(f"no matching instance owns task-queue partition {partition} yet")
+
+    async def describe_queue(self, namespace: str, task_queue: str, timeout: float = 5.0) -> list[QueueStats] | None:
+        """The owner's stats of one task queue (its pollers and waiting tasks per kind);
+        None when no matching instance owns its partition or none answers."""
+        partition = self.partition_of(namespace, task_queue)
+        for attempt in range(2):
+            if self._local is not None and self._local.owns(partition):
+                with contextlib.suppress(NotOwnerError):
+                    return self._local.describe_queue(namespace, task_queue)
+            owner = await self._owner(partition, refresh=attempt > 0)
+            if owner is None or (self._local is not None and owner.address == self._local.address):
+                continue
+            try:
+                data = await self._call(owner, "/internal/describe",
+                                        {"namespace": namespace, "task_queue": task_queue}, timeout)
+            except (NotOwnerError, MatchingUnavailableError) as exc:
+                log.debug("describe of partition %d: %s", partition, exc)
+                continue
+            return [QueueStats.from_json(q) for q in data.get("queues", [])]
+        return None
 
     async def respond_query(
         self, query_id: str, result_json: str | None = None, failure: dict[str, Any] | None = None,

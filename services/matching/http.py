@@ -1,8 +1,9 @@
 """The internal HTTP API of a matching instance, for frontends in other processes.
 
-``POST /internal/poll``, ``/internal/query`` and ``/internal/respond-query`` take and
-give JSON; a partition this instance does not own answers ``421 NotOwner`` so the
-caller looks the owner up again. Handlers are cancelled when the caller hangs up,
+``POST /internal/poll``, ``/internal/query``, ``/internal/respond-query`` and
+``/internal/describe`` (a task queue's pollers and waiting tasks) take and give JSON; a
+partition this instance does not own answers ``421 NotOwner`` so the caller looks the
+owner up again. Handlers are cancelled when the caller hangs up,
 which lets a poll put back a task it could no longer deliver.
 """
 
@@ -79,6 +80,7 @@ class InternalServer:
         app.router.add_post("/internal/poll", self._poll)
         app.router.add_post("/internal/query", self._query)
         app.router.add_post("/internal/respond-query", self._respond_query)
+        app.router.add_post("/internal/describe", self._describe)
         app.router.add_get("/internal/health", self._health)
         app.on_shutdown.append(self._release_polls)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -120,6 +122,11 @@ class InternalServer:
         b = await _body(request)
         self._service.respond_query(str(b["query_id"]), b.get("result"), b.get("failure"))
         return web.json_response({})
+
+    async def _describe(self, request: web.Request) -> web.Response:
+        b = await _body(request)
+        stats = self._service.describe_queue(str(b["namespace"]), str(b["task_queue"]))
+        return web.json_response({"queues": [q.to_json() for q in stats]})
 
     async def _health(self, request: web.Request) -> web.Response:
         body: dict[str, object] = {"owned_partitions": sorted(self._service.owned_partitions)}

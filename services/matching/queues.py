@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from kadence import avro
 
+from .pollers import RecentPollers
+
 WORKFLOW = "workflow"
 ACTIVITY = "activity"
 QUERY = "query"
@@ -106,6 +108,7 @@ class TaskQueue:
         # Committed tasks handed over in process that no poll was waiting for: the next
         # polls take them from memory (they were not published; see MatchingService.hand_over).
         self.ready: deque[MatchedTask] = deque()
+        self.seen = RecentPollers()  # who polled lately (describe shows it)
 
     def add_poller(self, max_tasks: int) -> Poller:
         poller = Poller(max_tasks)

@@ -113,6 +113,14 @@ class MatchingService:
         """Pollers and waiting tasks of the queues this instance holds (stats.py; read only)."""
         return snapshot(self._queues.values(), namespace)
 
+    def describe_queue(self, namespace: str, task_queue: str) -> list[QueueStats]:
+        """The stats of one task queue's kinds held here; NotOwnerError unless this instance
+        owns its partition (only the owner sees its polls)."""
+        partition = self.partition_of(namespace, task_queue)
+        if partition not in self._owned:
+            raise NotOwnerError(partition)
+        return [s for s in snapshot(self._queues.values(), namespace) if s.task_queue == task_queue]
+
     # -- ownership (called by the consumer's rebalance listener) ----------------------
 
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -258,6 +266,7 @@ class MatchingService:
         if partition not in self._owned:
             raise NotOwnerError(partition)
         max_tasks = max(1, max_tasks)
+        self._queue(key, partition).seen.saw(identity)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
         while True:

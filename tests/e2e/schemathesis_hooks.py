@@ -29,7 +29,8 @@ def _short(values: Any, forced: str | None) -> None:
         return
     for field, short in _WAITS.items():
         value = values.get(field)
-        if (isinstance(value, int | float) and not isinstance(value, bool)) or (field == forced and value is None):
+        if (isinstance(value, int | float) and not isinstance(value, bool)) or (field == forced and value is None) \
+                or (isinstance(value, str) and _NUMBER.fullmatch(value)):  # a query string's number is text
             values[field] = short
 
 
@@ -50,6 +51,7 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
         params["namespace"] = "default"
 
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 

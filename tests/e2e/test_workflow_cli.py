@@ -112,7 +112,7 @@ async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, clus
     terminated = await cli(cluster, "result", "-w", f"stuck-{tag}")
     assert terminated.exit_code == 1 and "terminated" in terminated.output
     missing = await cli(cluster, "describe", "-w", f"missing-{tag}")
-    assert missing.exit_code == 1 and "was not found" in missing.output
+    assert missing.exit_code == 3 and "was not found" in missing.output
     bad_query = await cli(cluster, "list", "-q", "WorkflowTyp = 'x'")
     assert bad_query.exit_code == 2 and "did you mean WorkflowType?" in bad_query.output
     bad_json = await cli(cluster, "start", "-t", "T", "--tq", "q", "-w", "w", "-i", "not json")
@@ -120,7 +120,7 @@ async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, clus
     assert (await cli(cluster, "describe")).exit_code == 2  # --workflow-id missing
     unreachable = await asyncio.to_thread(CliRunner().invoke, workflow_group,
                                           ["count", "--address", "http://127.0.0.1:9"])
-    assert unreachable.exit_code == 2 and "cannot reach the frontend" in unreachable.output
+    assert unreachable.exit_code == 4 and "cannot reach the frontend" in unreachable.output
     running = await cli(cluster, "start", "-t", "CliGreet", "--tq", f"nobody-{tag}", "-w", f"slow-{tag}",
                         "-i", '"x"', "-i", "true")
     ok(running)

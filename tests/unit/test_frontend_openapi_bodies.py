@@ -18,8 +18,9 @@ from services.frontend.errors import InvalidArgument
 from services.frontend.handlers import PREFIX, ROUTES, Handlers
 from services.frontend.openapi import _OPS, COMPONENTS, document, request_schema
 from services.frontend.schema_check import check, unsupported
+from services.frontend.task_queues import TASK_QUEUE_ROUTES
 
-ALL_ROUTES = [(m, PREFIX + p, o) for m, p, o in ROUTES] + ADMIN_ROUTES
+ALL_ROUTES = [(m, PREFIX + p, o) for m, p, o in ROUTES] + ADMIN_ROUTES + TASK_QUEUE_ROUTES
 NS = "/api/v1/namespaces/default"
 
 

@@ -27,13 +27,16 @@ from aiokafka.errors import KafkaError
 from kadence import avro, dlq
 from kadence.kafka import REQUESTS
 from kadence.kafka_security import client_options
+from services.audit import status as audit_store
 from services.history import chain
 from services.matching import MatchingService
+from services.matching.pollers import PollerSeen
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
 from ..handlers import ROUTES, Handlers
 from ..reads import event_json
+from ..task_queues import TaskQueueDescription, TaskQueueReads, backlog_counts
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,7 @@ class TaskQueueRow:
     ready: int = 0
     backlog: int = 0
     oldest_ms: int | None = None  # the oldest task of the PostgreSQL backlog
+    recent_pollers: tuple[PollerSeen, ...] = ()  # identities that polled lately, most recent first
 
 
 @dataclass
@@ -174,6 +178,8 @@ class UiData:
     # The object holding that operation, when not ``handlers`` (namespace administration may
     # live on handlers of its own).
     admin_handlers: object | None = None
+    # Task-queue descriptions (the API's describe_task_queue reads them the same way).
+    task_queue_reads: TaskQueueReads | None = None
 
     # -- authorization -----------------------------------------------------------------------
 
@@ -355,15 +361,45 @@ class UiData:
         rows: dict[tuple[str, str], TaskQueueRow] = {}
         if self.matching is not None:
             for q in self.matching.queue_stats(namespace):
-                rows[(q.task_queue, q.kind)] = TaskQueueRow(q.task_queue, q.kind, q.pollers, q.ready)
+                rows[(q.task_queue, q.kind)] = TaskQueueRow(q.task_queue, q.kind, q.pollers, q.ready,
+                                                            recent_pollers=q.recent_pollers)
         if self.pool is not None:
-            for r in await self.pool.fetch(
-                    "SELECT task_queue, kind, count(*) AS n, min(created_at) AS oldest FROM task_backlog"
-                    " WHERE namespace = $1 GROUP BY task_queue, kind", namespace):
-                key = (r["task_queue"], r["kind"])
+            for key, stored in (await backlog_counts(self.pool, namespace)).items():
                 known = rows.get(key, TaskQueueRow(*key, pollers=0 if self.matching is not None else None))
-                rows[key] = replace(known, backlog=int(r["n"]), oldest_ms=int(r["oldest"].timestamp() * 1000))
+                rows[key] = replace(known, backlog=stored.tasks, oldest_ms=stored.oldest_ms)
         return [rows[k] for k in sorted(rows)]
+
+    async def task_queue(self, authorization: str | None, namespace: str, task_queue: str) -> TaskQueueDescription:
+        """One task queue as ``GET .../task-queues/{task_queue}`` answers it (pollers from the
+        matching that owns it, wherever it runs)."""
+        self._check(authorization, "describe_task_queue", namespace)
+        if self.task_queue_reads is None:
+            raise NotFound("this frontend does not describe task queues")
+        return await self.task_queue_reads.describe(namespace, task_queue)
+
+    async def audit_status(self, authorization: str | None,
+                           history: int = 10) -> tuple[list[audit_store.Verification], list[Any]]:
+        """The latest verifications (newest first) and the divergences of the latest: they
+        cover every namespace, so they need admin in all of them, as dead letters do."""
+        self._check_admin(authorization)
+        if self.pool is None:
+            raise NotFound("this frontend has no database to read the audit status from")
+        try:
+            found = await audit_store.latest(self.pool, history)
+        except asyncpg.UndefinedTableError:
+            return [], []  # a database the audit-status migration has not reached yet
+        return found, (await audit_store.divergences_of(self.pool, found[0].id) if found else [])
+
+    async def run_verdict(self, authorization: str | None, namespace: str,
+                          run_id: str) -> audit_store.RunVerdict | None:
+        """What the latest stored verification said about one run (None: none stored)."""
+        self._check(authorization, "history", namespace)
+        if self.pool is None:
+            return None
+        try:
+            return await audit_store.run_verdict(self.pool, run_id)
+        except asyncpg.UndefinedTableError:
+            return None
 
     async def verify_chain(self, authorization: str | None, namespace: str, workflow_id: str,
                            run_id: str) -> ChainCheck:

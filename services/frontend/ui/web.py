@@ -28,6 +28,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from kadence._bounded import TopicReadError
+from kadence._workflow.stack import STACK_TRACE_QUERY
 from kadence.dlq import DeadLetterNotFound
 from services.common import outage
 
@@ -158,9 +159,11 @@ class Ui:
         app.router.add_get("/ui/static/{name}", self.asset)
         app.router.add_get("/ui/login", self.page(self.login))
         app.router.add_get("/ui/dlq", self.page(self.dead_letters))
+        app.router.add_get("/ui/audit", self.page(self.audit))
         app.router.add_get("/ui/namespaces/{namespace}/workflows", self.page(self.workflows))
         app.router.add_get("/ui/namespaces/{namespace}/workflows/{workflow_id}", self.page(self.workflow))
         app.router.add_get("/ui/namespaces/{namespace}/task-queues", self.page(self.task_queues))
+        app.router.add_get("/ui/namespaces/{namespace}/task-queues/{task_queue:[^/]+}", self.page(self.task_queue))
         app.router.add_get("/ui/namespaces/{namespace}/schedules", self.page(self.schedules))
         app.router.add_post("/ui/api/namespaces/{namespace}/schedules/{schedule_id}/{action}",
                             self.action(self.schedule_action))
@@ -286,10 +289,12 @@ class Ui:
         check = None
         if request.query.get("verify") == "chain":
             check = await self.data.verify_chain(auth, ns, wid, str(run["run_id"]))
+        verdict = await self.data.run_verdict(auth, ns, str(run["run_id"]))
         return self.render(request, "workflow.html", run=run, events=events, truncated=truncated, bars=bars,
                            t0=t0, t1=t1, started=started, closing=closing, start_record=start_record,
                            trace_url=trace_url, actions=actions, now_ms=now,
-                           hints=diagnosis.hints(run, events, now), chain_check=check,
+                           hints=diagnosis.hints(run, events, now), chain_check=check, verdict=verdict,
+                           stack_trace_query=STACK_TRACE_QUERY if Action.QUERY in actions else None,
                            events_json=json.dumps(events, indent=2, ensure_ascii=False))
 
     async def task_queues(self, request: web.Request) -> web.StreamResponse:
@@ -297,6 +302,11 @@ class Ui:
         queues = await self.data.task_queues(self._authorization(request), ns)
         return self.render(request, "task_queues.html", queues=queues, knows_pollers=self.data.knows_pollers,
                            now_ms=int(time.time() * 1000))
+
+    async def task_queue(self, request: web.Request) -> web.StreamResponse:
+        ns, name = request.match_info["namespace"], request.match_info["task_queue"]
+        queue = await self.data.task_queue(self._authorization(request), ns, name)
+        return self.render(request, "task_queue.html", queue=queue, now_ms=int(time.time() * 1000))
 
     async def schedules(self, request: web.Request) -> web.StreamResponse:
         schedules = await self.data.schedules(self._authorization(request), request.match_info["namespace"])
@@ -309,6 +319,10 @@ class Ui:
         entries = await self.data.dead_letters(self._authorization(request))
         letters = [(e, e.key.decode("utf-8", "replace") if e.key else "") for e in entries]
         return self.render(request, "dlq.html", letters=letters)
+
+    async def audit(self, request: web.Request) -> web.StreamResponse:
+        verifications, divergences = await self.data.audit_status(self._authorization(request))
+        return self.render(request, "audit.html", verifications=verifications, divergences=divergences)
 
     # -- actions -----------------------------------------------------------------------------------
 

@@ -45,12 +45,22 @@ async function submitAction(event) {
   let data = {};
   try { data = await answer.json(); } catch (err) { data = { message: answer.statusText }; }
   if (!answer.ok) {
-    if (out) { out.textContent = (data.error || answer.status) + ": " + (data.message || ""); out.classList.add("bad"); }
+    if (out) {
+      // 504: no worker took the query in time; a form may say what that means for it.
+      const lead = answer.status === 504 && form.dataset.noAnswer ? form.dataset.noAnswer + " " : "";
+      out.textContent = lead + (data.error || answer.status) + ": " + (data.message || "");
+      out.classList.add("bad");
+    }
     return;
   }
   if (out) {
-    // A query shows its answer (a JSON text); the other actions say they are done.
-    out.textContent = form.dataset.show ? String(data[form.dataset.show]) : (form.dataset.done || "Done.");
+    // A query shows its answer (a JSON text; data-show-text: the text a JSON string holds);
+    // the other actions say they are done.
+    let shown = form.dataset.show ? String(data[form.dataset.show]) : (form.dataset.done || "Done.");
+    if (form.dataset.showText !== undefined) {
+      try { shown = String(JSON.parse(shown)); } catch (err) { /* not JSON: shown as it came */ }
+    }
+    out.textContent = shown;
     out.classList.remove("bad");
   }
   if (form.dataset.next) { window.location.assign(form.dataset.next); }
