@@ -31,8 +31,7 @@ or signals to other workflows pending at the reset point (not supported yet).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kadence_protocol.reset import INVALID_RESET, RESET_CAUSE, RESET_EVENT_TYPES, ResetPoint
 
@@ -54,8 +53,7 @@ class InvalidReset(ValueError):
     """The reset cannot be made as asked; the message says why."""
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):
     """Where a reset cuts a run's history: after the chosen task's WorkflowTaskStarted."""
 
     started_event_id: int
