@@ -7,7 +7,8 @@ over HTTP, never to Kafka or PostgreSQL.
 Exit codes, for scripts: 0 success; 1 the workflow failed, timed out, was terminated,
 was not found, already runs, refused the query, or was still running when ``--timeout``
 passed; 2 a usage error, a query the server refused as malformed, or no connection to
-the frontend.
+the frontend; 3 a batch (``--query``) in which some operations failed (the summary lists
+them); 4 a batch whose confirmation prompt was declined (nothing was done).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kadence._cli import batch
 from kadence._client import Client
 from kadence._visibility import WorkflowExecution
 from kadence.exceptions import (
@@ -44,6 +46,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     WORKFLOW = 1  # failed, timed out, terminated, not found, already started, still running
     USAGE = 2  # bad arguments or query, no connection
+    PARTIAL = 3  # a batch in which some operations failed (kadence/_cli/batch.py)
+    DECLINED = 4  # a batch whose confirmation prompt was declined: nothing was done
 
 
 class Output(enum.StrEnum):
@@ -179,7 +183,8 @@ def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
 EPILOG = """\b
 Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default).
 Exit codes: 0 ok; 1 the workflow failed, timed out, was terminated or not found (or
-still ran when --timeout passed); 2 usage errors, malformed queries, no connection.
+still ran when --timeout passed); 2 usage errors, malformed queries, no connection;
+3 a batch (--query) in which some operations failed; 4 a batch prompt declined.
 """
 
 
@@ -284,7 +289,10 @@ def describe(workflow_id: str, run_id: str | None, output: str,
                          ("Type", info.get("workflow_type")), ("Task queue", info.get("task_queue")),
                          ("Status", _status(str(info.get("status")))), ("Start", _time(info.get("start_time"))),
                          ("Close", _time(info.get("close_time"))), ("History length", info.get("history_length")),
-                         ("Continued as", info.get("new_run_id"))):
+                         ("Continued as" if info.get("status") == "ContinuedAsNew" else "Reset to",
+                          info.get("new_run_id")),
+                         ("Reset from", info.get("reset_from_run_id")),
+                         ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or []))):
         if value not in (None, ""):
             summary.add_row(label, value if isinstance(value, Text) else str(value))
     console.print(summary)
@@ -438,16 +446,23 @@ def result(workflow_id: str, run_id: str | None, timeout: float | None,
                      lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).result(timeout=timeout)))
 
 
-@workflow.command(short_help="Send a signal to a workflow.")
-@WORKFLOW_ID
-@RUN_ID
+@workflow.command(short_help="Send a signal to a workflow (or every run a query matches).",
+                  epilog=batch.BATCH_EPILOG)
+@batch.target_options
 @click.option("--name", required=True, help="The signal's name.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
+@_output_option
 @with_client
-def signal(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
-           namespace: str, api_key: str | None) -> None:
-    """Send a signal to a workflow."""
+def signal(workflow_id: str | None, run_id: str | None, query: str | None, yes: bool, name: str,
+           inputs: tuple[str, ...], output: str, address: str, namespace: str, api_key: str | None) -> None:
+    """Send a signal to a workflow. With --query, to every run the filter matches."""
+    batch.check_target(workflow_id, run_id, query)
     args = _json_args(inputs, "--input")
+    if query is not None:
+        batch.batch(address, namespace, batch.Verb.SIGNAL, query, lambda h: h.signal(name, *args),
+                         yes=yes, output=output)
+        return
+    assert workflow_id is not None
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).signal(name, *args))
     _console().print(f"Signal {name} sent to {workflow_id}")
 
@@ -466,14 +481,22 @@ def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ..
                      lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).query(name, *args)))
 
 
-@workflow.command(short_help="Terminate a running workflow.")
-@WORKFLOW_ID
-@RUN_ID
+@workflow.command(short_help="Terminate a running workflow (or every run a query matches).",
+                  epilog=batch.BATCH_EPILOG)
+@batch.target_options
 @click.option("--reason", default="", help="Recorded in the run's history.")
+@_output_option
 @with_client
-def terminate(workflow_id: str, run_id: str | None, reason: str,
+def terminate(workflow_id: str | None, run_id: str | None, query: str | None, yes: bool, reason: str, output: str,
               address: str, namespace: str, api_key: str | None) -> None:
-    """Terminate a running workflow at once (no cleanup runs)."""
+    """Terminate a running workflow at once (no cleanup runs). With --query, every run the
+    filter matches."""
+    batch.check_target(workflow_id, run_id, query)
+    if query is not None:
+        batch.batch(address, namespace, batch.Verb.TERMINATE, query, lambda h: h.terminate(reason),
+                         yes=yes, output=output)
+        return
+    assert workflow_id is not None
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason))
     _console().print(f"Terminated {workflow_id}")
 

@@ -16,7 +16,9 @@ of each run and in the batch's one transaction:
   copy with its current code and carries on from the failed task. Timers and activities
   pending at that point are armed and dispatched again in the new run;
 * the **old run**, if still open, ``WorkflowExecutionTerminated`` with a reason naming
-  the new run and ``new_run_id``, which result waits follow (as continue-as-new).
+  the new run and ``new_run_id``, which result waits follow (as continue-as-new); so is
+  the workflow's current run when an earlier run is reset while a later one is open (a
+  workflow has one open run).
 
 The reply names the new run. The command is a workflow command of the ledger: the same
 request id, delivered again, is answered with the same new run and applies nothing;
@@ -106,6 +108,9 @@ async def reset_workflow(ctx: engine.Context, cmd: dict[str, Any]) -> None:
                   else f"workflow {wid!r} has no run to reset")
         return
     events = await ctx.run_events(base.state.run_id)
+    # Loaded before the new run is made: the batch writes runs in the order it loaded them,
+    # and the new run, written last, must be the one current_executions ends up naming.
+    current = await ctx.current_run(ns, wid)
     try:
         point = choose_point([e for e, _ in events], ResetPoint(cmd["reset_point"]), cmd["event_id"],
                              base.state.run_id)
@@ -113,10 +118,13 @@ async def reset_workflow(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     except InvalidReset as exc:
         ctx.reply(cmd, ok=False, run_id=base.state.run_id, error_type=INVALID_RESET, error_message=str(exc))
         return
-    if base.state.running:
-        base.add("WorkflowExecutionTerminated", reason=_reason(f"reset to run {new.state.run_id}", cmd["reason"]),
-                 identity=cmd["identity"], new_run_id=new.state.run_id)
-        engine.settle(base)
+    # A workflow has one open run: the old run if open, and the current run if another (a
+    # reset of an earlier run), are terminated naming the new one.
+    for t in (base, current):
+        if t is not None and t is not new and t.state.running:
+            t.add("WorkflowExecutionTerminated", reason=_reason(f"reset to run {new.state.run_id}", cmd["reason"]),
+                  identity=cmd["identity"], new_run_id=new.state.run_id)
+            engine.settle(t)
     ctx.became_current(new.state)
     ctx.reply(cmd, ok=True, run_id=new.state.run_id, created=True)
 

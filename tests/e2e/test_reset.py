@@ -192,7 +192,14 @@ async def test_signals_after_the_point_are_received_again_and_a_redelivered_rese
         assert (await old.reset(ResetPoint.FIRST, request_id="reset-once")).run_id == first.run_id
         assert await _runs(cluster, wid) == 2
         assert (await _kinds(client, wid, old.run_id)).count("WorkflowExecutionTerminated") == 1
-        new = client.get_workflow_handle(wid, run_id=first.run_id)
+        # Resetting the old run again while the new one is open: the open one is terminated
+        # too, naming the newest run (a workflow has one open run), which is current.
+        reset_again = await old.reset(ResetPoint.FIRST)
+        described = await client.get_workflow_handle(wid, run_id=first.run_id).describe()
+        assert described["status"] == "Terminated" and described["new_run_id"] == reset_again.run_id
+        assert (await client.get_workflow_handle(wid).describe())["run_id"] == reset_again.run_id
+        assert await _runs(cluster, wid) == 3
+        new = client.get_workflow_handle(wid, run_id=reset_again.run_id)
         await new.signal(Order.ship, "oslo")
         assert await new.result(timeout=30) == "charged o-4, shipped to oslo"
         # A reset that does not reapply signals: the signal recorded after the point is not received.
