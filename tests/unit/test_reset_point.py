@@ -77,3 +77,22 @@ def test_validation_takes_each_reset_point() -> None:
     validation.check_command("ResetWorkflowExecution", _cmd())
     validation.check_command("ResetWorkflowExecution", _cmd(reset_point="first", event_id=0))
     validation.check_command("ResetWorkflowExecution", _cmd(reset_point="last", event_id=0))
+
+
+def test_the_encode_cli_writes_a_reset_record() -> None:
+    import subprocess
+    import sys
+
+    from kadence import avro
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kadence.cli", "encode", "reset", "--workflow-id", "w", "--event-id", "9",
+         "--reason", "bad deploy", "--request-id", "r-1", "--no-reapply-signals"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    name, record = avro.decode(bytes.fromhex(done.stdout.strip()))
+    assert name == "ResetWorkflowExecution"
+    assert record == {"namespace": "default", "workflow_id": "w", "run_id": None, "reset_point": "", "event_id": 9,
+                      "reapply_signals": False, "reason": "bad deploy", "request_id": "r-1", "identity": "",
+                      "reply_to": None}
+    validation.check_command(name, record)
