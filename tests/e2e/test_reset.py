@@ -55,8 +55,35 @@ class Order:
         return f"{charged}, shipped to {','.join(self.shipped)}"
 
 
+@workflow.defn(name="Receipt")
+class Receipt:
+    @workflow.run
+    async def run(self, token: str) -> str:
+        return f"receipt {token}"
+
+
+@workflow.defn(name="Draws")
+class Draws:
+    """Draws a random token and starts a child under its default id (made from the run's
+    seed) before it waits: a reset's new run must replay both as the old run drew them."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+    @workflow.run
+    async def run(self) -> str:
+        token = str(workflow.uuid4())
+        receipt = await workflow.execute_child_workflow(Receipt.run, token)
+        await workflow.wait_condition(lambda: self.go)
+        return f"{token}|{receipt}|{workflow.uuid4()}"
+
+
 def _worker(client: Client) -> Worker:
-    return Worker(client, task_queue=QUEUE, workflows=[Order], activities=[charge, charge_v2])
+    return Worker(client, task_queue=QUEUE, workflows=[Order, Draws, Receipt], activities=[charge, charge_v2])
 
 
 def _id(prefix: str) -> str:
@@ -208,3 +235,27 @@ async def test_signals_after_the_point_are_received_again_and_a_redelivered_rese
         assert "WorkflowExecutionSignaled" not in kinds
         await newer.signal(Order.ship, "lima")
         assert await newer.result(timeout=30) == "charged o-4, shipped to lima"
+
+
+async def test_a_reset_run_replays_the_random_draws_and_child_ids_of_the_run_it_was_copied_from(
+        client: Client) -> None:
+    wid = _id("reset-draws")
+    async with _worker(client):
+        old = await client.start_workflow(Draws.run, id=wid, task_queue=QUEUE)
+        await eventually(lambda: _child_done_and_waiting(client, wid), timeout=30, what="the child and the wait")
+        new = await old.reset(ResetPoint.LAST, reason="draws")
+        await new.signal(Draws.proceed)
+        token, receipt, after = str(await new.result(timeout=30)).split("|")
+    # The token and the child (its id made from the old run's seed) replayed as drawn, with
+    # no task failed since the reset; the draw after the reset comes from the new run's seed.
+    child = next(e for e in await old.history() if e["event_type"] == "StartChildWorkflowExecutionInitiated")
+    assert child["attributes"]["workflow_id"] == f"{old.run_id}-child-1"
+    assert child["attributes"]["input"] == f'["{token}"]'.replace(" ", "") and receipt == f"receipt {token}"
+    kinds = [e["event_type"] for e in await new.history()]
+    assert kinds.count("WorkflowTaskFailed") == 1  # the reset's own
+    assert after and after != token
+
+
+async def _child_done_and_waiting(client: Client, wid: str) -> bool:
+    kinds = await _kinds(client, wid)
+    return "ChildWorkflowExecutionCompleted" in kinds and kinds[-1] == "WorkflowTaskCompleted"
