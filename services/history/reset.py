@@ -12,7 +12,8 @@ of each run and in the batch's one transaction:
   attributes, sealed on the new run's own hash chain), then ``WorkflowTaskFailed`` with
   cause ``ResetWorkflow`` naming both runs (``base_run_id``, ``new_run_id``), then, unless
   asked not to, the signals the old run recorded after that point again (same request
-  ids, so none is taken twice), then a new ``WorkflowTaskScheduled``. A worker replays the
+  ids, so none is taken twice), then a new ``WorkflowTaskScheduled``; the old run's
+  unfinished update requests move to it with their callers. A worker replays the
   copy with its current code and carries on from the failed task. Timers and activities
   pending at that point are armed and dispatched again in the new run;
 * the **old run**, if still open, ``WorkflowExecutionTerminated`` with a reason naming
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kadence_protocol.reset import INVALID_RESET, RESET_CAUSE, RESET_EVENT_TYPES, ResetPoint
 
-from . import engine
+from . import engine, updates
 from .builder import Transition
 from .state import Event, MutableState, apply
 
@@ -118,6 +119,8 @@ async def reset_workflow(ctx: engine.Context, cmd: dict[str, Any]) -> None:
     except InvalidReset as exc:
         ctx.reply(cmd, ok=False, run_id=base.state.run_id, error_type=INVALID_RESET, error_message=str(exc))
         return
+    if cmd["reapply_signals"]:
+        _carry_updates(base, new, [e for e, _ in events[point.started_event_id:]])
     # A workflow has one open run: the old run if open, and the current run if another (a
     # reset of an earlier run), are terminated naming the new one.
     for t in (base, current):
@@ -168,6 +171,33 @@ def _copy(ctx: ResetContext, base: MutableState, events: list[tuple[Event, int]]
         t.set_timer("wf_timeout", 0, timeout_at)
     engine.schedule_workflow_task(t)
     return t
+
+
+def _carry_updates(base: Transition, new: Transition, after: list[Event]) -> None:
+    """Give the new run the update requests the old one has not finished: those still
+    waiting for a worker, and those accepted after the reset point but not completed (their
+    input is in the accepted event), with their callers, who then get the new run's answer
+    instead of WorkflowClosed. Updates completed after the point are not run again."""
+    old, s = base.state, new.state
+    accepted = {e["attributes"]["update_id"]: e["attributes"] for e in after
+                if e["event_type"] == "WorkflowExecutionUpdateAccepted"}
+    seq = 0
+    for uid, req in sorted(old.update_requests.items(), key=lambda kv: kv[1].get("seq", 0)):
+        running = old.updates.get(uid)
+        if req["stage"] == updates.Stage.REQUESTED:
+            name, input_, identity = req["name"], req["input"], req["identity"]
+        elif (req["stage"] == updates.Stage.ACCEPTED and uid in accepted and running is not None
+              and not running["completed"]):
+            name, input_, identity = (accepted[uid]["update_name"], accepted[uid]["input"],
+                                      accepted[uid]["identity"])
+        else:
+            continue
+        seq += 1
+        s.update_requests[uid] = {"name": name, "input": input_, "identity": identity,
+                                  "stage": updates.Stage.REQUESTED.value, "failure": None, "unanswered": 0,
+                                  "waiters": req["waiters"], "seq": seq}
+        del old.update_requests[uid]
+        base.changed_without_events = True
 
 
 def _rearm(ctx: ResetContext, t: Transition) -> None:

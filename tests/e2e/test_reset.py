@@ -6,6 +6,7 @@ and the audit replays the new runs and verifies their hash chains."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -45,6 +46,10 @@ class Order:
     @workflow.signal
     def ship(self, where: str) -> None:
         self.shipped.append(where)
+
+    @workflow.update
+    def note(self, text: str) -> str:
+        return f"noted {text}"
 
     @workflow.run
     async def run(self, order: str) -> str:
@@ -117,7 +122,13 @@ async def test_reset_after_a_non_deterministic_change_completes_with_the_new_cod
     async with _worker(client):
         await old.signal(Order.ship, "berlin")  # a signal after the reset point: it is received again
         await eventually(lambda: _task_failed(client, wid), timeout=30, what="the stuck workflow task")
+        # An update asked while the run is stuck waits for a worker to take it: the reset's
+        # new run takes it over, and its caller gets the new run's answer.
+        noted = asyncio.ensure_future(client.get_workflow_handle(wid).execute_update(Order.note, "fragile",
+                                                                                     timeout=30))
+        await eventually(lambda: _update_waits(cluster, old.run_id), timeout=20, what="the update request")
         new = await old.reset(ResetPoint.FIRST, reason="bad deploy")
+        assert await noted == "noted fragile"
         assert new.run_id and new.run_id != old.run_id
         assert await new.result(timeout=30) == "charged o-1 (v2), shipped to berlin"
         # A handle to the old run follows the reset to the new run, as continue-as-new.
@@ -148,6 +159,15 @@ async def test_reset_after_a_non_deterministic_change_completes_with_the_new_cod
     report = await audit(cluster.settings.kafka_bootstrap, cluster.settings.database_url)
     assert report.clean, [str(d) for d in report.divergences]
     assert report.runs >= 2
+
+
+async def _update_waits(cluster: Cluster, run_id: str | None) -> bool:
+    conn = await asyncpg.connect(cluster.settings.database_url)
+    try:
+        state = await conn.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
+    finally:
+        await conn.close()
+    return bool(state) and b'"update_requests":{"' in bytes(state)
 
 
 async def _waits(client: Client, wid: str) -> bool:
