@@ -91,10 +91,11 @@ class ReadStore:
         return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
 
     async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
-        """The runs reset from ``run_id`` (services/history/reset.py), newest first."""
+        """The runs reset from ``run_id`` (services/history/reset.py), at most 100, by run id
+        (a reset run keeps the start time of the run it copied: no order by time)."""
         rows = await self._pool.fetch(
             "SELECT run_id FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id <> $3"
-            " AND convert_from(state, 'UTF8')::jsonb ->> 'reset_from_run_id' = $3 ORDER BY next_event_id DESC",
+            " AND convert_from(state, 'UTF8')::jsonb ->> 'reset_from_run_id' = $3 ORDER BY run_id LIMIT 100",
             namespace, workflow_id, run_id)
         return [str(r["run_id"]) for r in rows]
 
