@@ -13,7 +13,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from kadence import Client, ResetPoint, Worker, activity, workflow
+from kadence import Client, ResetPoint, Worker, activity, avro, workflow
 from kadence import kafka as ingress
 from kadence.exceptions import RPCError
 from services.audit import audit
@@ -216,6 +216,17 @@ async def test_a_bad_reset_point_is_a_clear_400_over_http_and_refused_over_kafka
             await handle.reset("middle")
         reply = await kafka.reset_workflow("default", wid, 1)
         assert not reply.ok and reply.error_type == "InvalidResetPoint"
+        # A record HTTP would refuse as malformed is refused by history's same check (and
+        # dead-lettered), over HTTP it is a 400 naming the field.
+        malformed = {"namespace": "default", "workflow_id": wid, "run_id": None, "reset_point": "first",
+                     "event_id": 5, "reapply_signals": True, "reason": "", "request_id": "malformed",
+                     "identity": "", "reply_to": kafka.reply_to}
+        refused = await kafka.send("default", wid, avro.encode("ResetWorkflowExecution", malformed), "malformed")
+        assert not refused.ok and "event_id must be 0" in (refused.error_message or "")
+        with pytest.raises(RPCError, match="event_id must be 0") as caught:
+            await client.transport.call("POST", f"/workflows/{wid}/reset",
+                                        body={"reset_point": "first", "event_id": 5})
+        assert caught.value.status == 400
         # Nothing was written: the run goes on, alone.
         assert len(await handle.history()) == length
         assert await _runs(cluster, wid) == 1
