@@ -1,8 +1,9 @@
 """Batches of ``kadence workflow cancel | terminate | signal``: the operation on every run a
 list query matches (``--query``), after a confirmation prompt (``--yes`` skips it), with
 a progress bar (stderr) and a summary (stdout; ``--output json`` for scripts), ending
-with an exit code scripts can rely on: 0 all done (or none matched), 3 some failed, 4 the
-prompt was declined.
+with an exit code scripts can rely on: 0 all done (or none matched), 5 some failed, 6 the
+prompt was declined (:class:`BatchExit`; the workflow CLI's own codes are kept as they are,
+the ones above 4 belong to batches).
 
 The workflow CLI's plumbing (kadence/_cli/workflow.py, which uses this module's options)
 is imported when a batch runs.
@@ -27,14 +28,21 @@ from kadence.exceptions import RPCError, WorkflowAlreadyClosedError
 BATCH_EPILOG = """\b
 With --query (a batch): the runs the filter matches are listed, you confirm (or pass
 --yes), a progress bar runs on stderr and a summary is printed (--output json for
-scripts). Exit codes: 0 every operation succeeded (or nothing matched); 2 a usage
-error, a malformed query, no connection; 3 some operations failed (the summary lists
-them); 4 the prompt was declined or had no answer: nothing was done.
+scripts). Exit codes: 0 every operation succeeded (or nothing matched); 5 some
+operations failed (the summary lists them); 6 the prompt was declined or had no
+answer: nothing was done; otherwise those of every command (a malformed query: 2).
 """
 
 # Operations of a batch in flight at once: enough to go fast, few enough not to flood a frontend.
 BATCH_CONCURRENCY = 16
 SHOWN_FAILURES = 20  # failures listed one by one in the table summary (all of them in JSON)
+
+
+class BatchExit(enum.IntEnum):
+    """The exit codes a batch adds to the CLI's (which end at 4)."""
+
+    PARTIAL = 5  # some operations failed; the summary lists them
+    DECLINED = 6  # the confirmation prompt was declined (or had no answer): nothing was done
 
 
 class Verb(enum.StrEnum):
@@ -108,16 +116,17 @@ def single(address: str, namespace: str, workflow_id: str, run_id: str | None, o
 def batch(address: str, namespace: str, verb: Verb, query: str, operation: Operation, *, yes: bool,
           output: str) -> None:
     """Run ``operation`` on every run ``query`` matches (see the module doc) and end with the
-    batch's exit code: 0 all done (or none matched), 3 some failed, 4 not confirmed."""
-    from kadence._cli.workflow import ExitCode, Failed, _run  # that module imports this one
+    batch's exit code: 0 all done (or none matched), 5 some failed, 6 not confirmed."""
+    from kadence._cli.workflow import _run  # that module imports this one
 
     outcome = BatchOutcome(verb, query)
 
-    async def work(client: Client) -> None:
+    async def work(client: Client) -> bool:
+        """Whether the batch ran (False: not confirmed)."""
         targets = [Target(e.workflow_id, e.run_id) async for e in client.list_workflows(query, page_size=1000)]
         outcome.matched = len(targets)
         if not targets:
-            return
+            return True
         if not yes:
             try:
                 confirmed = click.confirm(f"{verb.value.capitalize()} {len(targets)} workflow run(s) matching"
@@ -125,13 +134,17 @@ def batch(address: str, namespace: str, verb: Verb, query: str, operation: Opera
             except click.Abort:  # no answer (stdin closed): not confirmed
                 confirmed = False
             if not confirmed:
-                raise Failed(ExitCode.DECLINED, f"not confirmed: nothing was {_done(verb)} (--yes skips the prompt)")
+                return False
         await _apply(client, targets, operation, outcome)
+        return True
 
-    _run(address, namespace, work)
+    if not _run(address, namespace, work):
+        click.echo(click.style("Error: ", fg="red", bold=True)
+                   + f"not confirmed: nothing was {_done(verb)} (--yes skips the prompt)", err=True)
+        raise SystemExit(int(BatchExit.DECLINED))
     _summary(outcome, output)
     if outcome.failed:
-        raise SystemExit(int(ExitCode.PARTIAL))
+        raise SystemExit(int(BatchExit.PARTIAL))
 
 
 def _done(verb: Verb) -> str:

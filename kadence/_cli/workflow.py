@@ -7,8 +7,7 @@ over HTTP, never to Kafka or PostgreSQL.
 Exit codes, for scripts: 0 success; 1 the workflow failed, timed out, was terminated,
 was not found, already runs, refused the query, or was still running when ``--timeout``
 passed; 2 a usage error, a query the server refused as malformed, or no connection to
-the frontend; 3 a batch (``--query``) in which some operations failed (the summary lists
-them); 4 a batch whose confirmation prompt was declined (nothing was done).
+the frontend.
 """
 
 from __future__ import annotations
@@ -46,8 +45,6 @@ class ExitCode(enum.IntEnum):
     OK = 0
     WORKFLOW = 1  # failed, timed out, terminated, not found, already started, still running
     USAGE = 2  # bad arguments or query, no connection
-    PARTIAL = 3  # a batch in which some operations failed (kadence/_cli/batch.py)
-    DECLINED = 4  # a batch whose confirmation prompt was declined: nothing was done
 
 
 class Output(enum.StrEnum):
@@ -183,8 +180,7 @@ def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
 EPILOG = """\b
 Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default).
 Exit codes: 0 ok; 1 the workflow failed, timed out, was terminated or not found (or
-still ran when --timeout passed); 2 usage errors, malformed queries, no connection;
-3 a batch (--query) in which some operations failed; 4 a batch prompt declined.
+still ran when --timeout passed); 2 usage errors, malformed queries, no connection.
 """
 
 

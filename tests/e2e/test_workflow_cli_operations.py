@@ -122,11 +122,11 @@ async def test_batches_by_query_with_prompt_progress_summary_and_exit_codes(clie
     running = mine + " AND ExecutionStatus = 'Running'"
     await eventually(lambda: _listed(cluster, running, 3), timeout=30, what="the three runs listed")
 
-    # Declined (or no answer at all): nothing is done, exit 4.
+    # Declined (or no answer at all): nothing is done, exit 6.
     declined = await cli_input(cluster, "n\n", "terminate", "-q", running)
-    assert declined.exit_code == 4 and "Terminate 3 workflow run(s)" in declined.output
+    assert declined.exit_code == 6 and "Terminate 3 workflow run(s)" in declined.output
     assert "nothing was terminated" in declined.output
-    assert (await cli(cluster, "terminate", "-q", running)).exit_code == 4
+    assert (await cli(cluster, "terminate", "-q", running)).exit_code == 6
     assert all(r["status"] == "Running" for r in json.loads(ok(await cli(cluster, "list", "-q", mine, "-o", "json"))))
 
     # Confirmed at the prompt: every run signalled; the summary (JSON for scripts).
@@ -145,12 +145,12 @@ async def test_batches_by_query_with_prompt_progress_summary_and_exit_codes(clie
     for i in range(3):
         assert (await client.get_workflow_handle(f"batch-{tag}-{i}").describe())["status"] == "Terminated"
 
-    # Some fail (closed already), one succeeds: exit 3 and the failures listed.
+    # Some fail (closed already), one succeeds: exit 5 and the failures listed.
     ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", queue, "-w", f"batch-{tag}-late", "-i", '"x"',
                  "-i", "true"))
     await eventually(lambda: _listed(cluster, mine, 4), timeout=30, what="the fourth run listed")
     partial = await cli(cluster, "terminate", "-q", mine, "--yes")
-    assert partial.exit_code == 3, partial.output
+    assert partial.exit_code == 5, partial.output
     assert "Failures" in partial.output and "WorkflowNotFound" in partial.output
     assert (await client.get_workflow_handle(f"batch-{tag}-late").describe())["status"] == "Terminated"
 
