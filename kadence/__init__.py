@@ -7,7 +7,7 @@ to run them, the :mod:`kadence.workflow` and :mod:`kadence.activity` modules to 
 from kadence import activity, workflow
 from kadence._client import Client, WorkflowHandle, WorkflowUpdateHandle
 from kadence._worker.worker import Worker
-from kadence.common import RetryPolicy, RetryState, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from kadence.common import ResetPoint, RetryPolicy, RetryState, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
@@ -45,6 +45,7 @@ __all__ = [
     "QueryFailedError",
     "RPCError",
     "Replayer",
+    "ResetPoint",
     "RetryPolicy",
     "RetryState",
     "TerminatedError",

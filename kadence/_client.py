@@ -30,7 +30,7 @@ from kadence._workflow.definition import (
     update_name_of,
     workflow_name_of,
 )
-from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
+from kadence.common import ResetPoint, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError, WorkflowUpdateFailedError
 
@@ -369,6 +369,29 @@ class WorkflowHandle:
                 "identity": self.client.identity}
         await self.client._idempotent(f"{self._path}/cancel", body, what=f"cancel of workflow {self.workflow_id}")
 
+    async def reset(self, to: int | ResetPoint | str = ResetPoint.LAST, *, reason: str = "",
+                    reapply_signals: bool = True, request_id: str | None = None) -> WorkflowHandle:
+        """Reset the run (this handle's, or the current one) to one of its workflow tasks: a
+        new run replays its history up to that task and goes on with the workers' current
+        code, the repair after a bad deploy. ``to``: an event id of the task (its
+        WorkflowTaskStarted, Completed, Failed or TimedOut event), ``ResetPoint.FIRST`` or
+        ``ResetPoint.LAST`` (the last task completed). Signals received after that point
+        are received again by the new run unless ``reapply_signals`` is false; the old run,
+        if still open, is terminated naming the new one (``result()`` of a handle to it
+        follows). Returns a handle to the new run. Retried with the same ``request_id``
+        through outages, it resets once. A point that names no workflow task of the run
+        raises RPCError (400, InvalidResetPoint) saying why."""
+        if isinstance(to, bool) or not isinstance(to, int | str):
+            raise TypeError("to must be an event id or a ResetPoint")
+        point, event_id = (ResetPoint.EVENT_ID, to) if isinstance(to, int) else (ResetPoint(to), 0)
+        body = {"reset_point": point.value, "event_id": event_id, "reapply_signals": reapply_signals,
+                "reason": reason, "run_id": self.run_id, "request_id": request_id or str(uuid.uuid4()),
+                "identity": self.client.identity}
+        answer = await self.client._idempotent(f"{self._path}/reset", body,
+                                               what=f"reset of workflow {self.workflow_id}")
+        return WorkflowHandle(self.client, self.workflow_id, run_id=str(answer["run_id"]),
+                              result_type=self.result_type)
+
     async def execute_update(self, update: str | Callable[..., Any], *args: Any, id: str | None = None,
                              timeout: float | timedelta | None = None, result_type: Any = None) -> Any:
         """Run an update (``Wf.my_update`` or its name) on the workflow and return what its
@@ -415,7 +438,8 @@ class WorkflowHandle:
         Raises WorkflowFailureError when it failed, timed out or was terminated, and
         TimeoutError when ``timeout`` (seconds or a timedelta) passes first, also while the
         frontend cannot be reached (without a timeout that is waited out, logged at
-        WARNING). Continue-as-new is followed to the new run unless ``follow_runs`` is false.
+        WARNING). Continue-as-new, and a reset that terminated the run, are followed to the new
+        run unless ``follow_runs`` is false.
         """
         return await self._follow(None, timeout, follow_runs=follow_runs)
 
@@ -459,7 +483,8 @@ class WorkflowHandle:
                     raise TimeoutError(f"workflow {self.workflow_id} still running after {seconds}s")
                 answer = None
                 continue
-            if status == "ContinuedAsNew" and follow_runs and answer.get("new_run_id"):
+            # Continue-as-new, and a termination by a reset (it names the reset's new run).
+            if status in ("ContinuedAsNew", "Terminated") and follow_runs and answer.get("new_run_id"):
                 run_id = str(answer["new_run_id"])
                 answer = None
                 continue

@@ -104,6 +104,14 @@ def _add_encode(sub: Any) -> None:
     upd.add_argument("--input", type=_json_array, default=[], help="JSON array of the update's arguments")
     upd.add_argument("--run-id")
     upd.add_argument("--wait-for-stage", choices=["accepted", "completed"], default="completed")
+    rst = kinds.add_parser("reset", parents=[common], help="ResetWorkflowExecution (the reply names the new run)")
+    to = rst.add_mutually_exclusive_group(required=True)
+    to.add_argument("--event-id", type=int, help="an event of the workflow task to reset to")
+    to.add_argument("--reset-point", choices=["first", "last"], help="the first task, or the last completed one")
+    rst.add_argument("--run-id")
+    rst.add_argument("--reason", default="")
+    rst.add_argument("--no-reapply-signals", dest="reapply_signals", action="store_false",
+                     help="do not give the new run the signals received after the reset point")
     encode.set_defaults(run=_encode)
 
 
@@ -119,6 +127,11 @@ def _encode(args: argparse.Namespace) -> int:
                                     run_id=args.run_id, **ids)
     elif args.kind == "cancel":
         value = kafka.encode_cancel(args.namespace, args.workflow_id, run_id=args.run_id, reason=args.reason, **ids)
+    elif args.kind == "reset":
+        value = kafka.encode_reset(args.namespace, args.workflow_id,
+                                   args.event_id if args.event_id is not None else args.reset_point,
+                                   run_id=args.run_id, reason=args.reason, reapply_signals=args.reapply_signals,
+                                   **ids)
     elif args.kind == "update":
         value = kafka.encode_update(args.namespace, args.workflow_id, args.update_name, args.input,
                                     update_id=args.update_id, run_id=args.run_id,

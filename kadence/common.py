@@ -9,11 +9,14 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from kadence_protocol.reset import ResetPoint
+
 __all__ = [
     "MAX_REQUEST_BYTES",
     "ActivityCancellationType",
     "Backoff",
     "ParentClosePolicy",
+    "ResetPoint",
     "RetryPolicy",
     "RetryState",
     "to_millis",

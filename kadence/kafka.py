@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kadence import avro
 from kadence._converter import encode_args, encode_value
-from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from kadence.common import ResetPoint, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import KadenceError
 from kadence.ingress_signing import IngressSigner
 from kadence.kafka_security import KafkaSecurity, client_options
@@ -38,6 +38,7 @@ __all__ = [
     "Reply",
     "decode_reply",
     "encode_cancel",
+    "encode_reset",
     "encode_signal",
     "encode_signal_with_start",
     "encode_start",
@@ -130,6 +131,22 @@ def encode_cancel(namespace: str, workflow_id: str, *, run_id: str | None = None
     """A ``RequestCancelWorkflowExecution`` record for the open run (or ``run_id``)."""
     return avro.encode("RequestCancelWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+        "request_id": _request_id(request_id), "identity": identity, "reply_to": reply_to,
+    })
+
+
+def encode_reset(namespace: str, workflow_id: str, to: int | ResetPoint | str = ResetPoint.LAST, *,
+                 run_id: str | None = None, reason: str = "", reapply_signals: bool = True,
+                 request_id: str | None = None, identity: str = "", reply_to: str | None = None) -> bytes:
+    """A ``ResetWorkflowExecution`` record: reset the run (or the current one) to the workflow
+    task ``to`` names (an event id of it, ``ResetPoint.FIRST`` or ``ResetPoint.LAST``); see
+    ``WorkflowHandle.reset``. The reply on kadence.replies names the new run."""
+    if isinstance(to, bool) or not isinstance(to, int | str):
+        raise TypeError("to must be an event id or a ResetPoint")
+    point, event_id = (ResetPoint.EVENT_ID, to) if isinstance(to, int) else (ResetPoint(to), 0)
+    return avro.encode("ResetWorkflowExecution", {
+        "namespace": namespace, "workflow_id": workflow_id, "run_id": run_id, "reset_point": point.value,
+        "event_id": event_id, "reapply_signals": reapply_signals, "reason": reason,
         "request_id": _request_id(request_id), "identity": identity, "reply_to": reply_to,
     })
 
@@ -268,6 +285,15 @@ class KafkaIngress:
         """Ask the open run (or ``run_id=``) to cancel; ``reason=`` is recorded with the request."""
         request_id = _request_id(options.pop("request_id", None))
         value = encode_cancel(namespace, workflow_id, request_id=request_id, reply_to=self.reply_to, **options)
+        return await self.send(namespace, workflow_id, value, request_id)
+
+    async def reset_workflow(self, namespace: str, workflow_id: str, to: int | ResetPoint | str = ResetPoint.LAST,
+                             **options: Any) -> Reply:
+        """Reset the run (or ``run_id=``) to the workflow task ``to`` names (see
+        ``encode_reset``); ``Reply.run_id`` is the new run, ``error_type`` InvalidResetPoint
+        says why a reset could not be made."""
+        request_id = _request_id(options.pop("request_id", None))
+        value = encode_reset(namespace, workflow_id, to, request_id=request_id, reply_to=self.reply_to, **options)
         return await self.send(namespace, workflow_id, value, request_id)
 
     async def update_workflow(self, namespace: str, workflow_id: str, update_name: str, args: Sequence[Any] = (),

@@ -22,7 +22,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from kadence._cli import common, stack_trace
+from kadence._cli import batch, common, stack_trace
 from kadence._cli.common import DEFAULT_ADDRESS, ExitCode, Failed, Output
 from kadence._client import Client
 from kadence._visibility import WorkflowExecution
@@ -217,7 +217,10 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
                          ("Type", info.get("workflow_type")), ("Task queue", info.get("task_queue")),
                          ("Status", _status(str(info.get("status")))), ("Start", _time(info.get("start_time"))),
                          ("Close", _time(info.get("close_time"))), ("History length", info.get("history_length")),
-                         ("Continued as", info.get("new_run_id"))):
+                         ("Continued as" if info.get("status") == "ContinuedAsNew" else "Reset to",
+                          info.get("new_run_id")),
+                         ("Reset from", info.get("reset_from_run_id")),
+                         ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or []))):
         if value not in (None, ""):
             summary.add_row(label, value if isinstance(value, Text) else str(value))
     console.print(summary)
@@ -373,16 +376,23 @@ def result(workflow_id: str, run_id: str | None, timeout: float | None,
                      lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).result(timeout=timeout)))
 
 
-@workflow.command(short_help="Send a signal to a workflow.")
-@WORKFLOW_ID
-@RUN_ID
+@workflow.command(short_help="Send a signal to a workflow (or every run a query matches).",
+                  epilog=batch.BATCH_EPILOG)
+@batch.target_options
 @click.option("--name", required=True, help="The signal's name.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
+@_output_option
 @with_client
-def signal(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
-           namespace: str, api_key: str | None) -> None:
-    """Send a signal to a workflow."""
+def signal(workflow_id: str | None, run_id: str | None, query: str | None, yes: bool, name: str,
+           inputs: tuple[str, ...], output: str, address: str, namespace: str, api_key: str | None) -> None:
+    """Send a signal to a workflow. With --query, to every run the filter matches."""
+    batch.check_target(workflow_id, run_id, query)
     args = _json_args(inputs, "--input")
+    if query is not None:
+        batch.batch(address, namespace, batch.Verb.SIGNAL, query, lambda h: h.signal(name, *args),
+                         yes=yes, output=output)
+        return
+    assert workflow_id is not None
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).signal(name, *args))
     _console().print(f"Signal {name} sent to {workflow_id}")
 
@@ -401,14 +411,22 @@ def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ..
                      lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).query(name, *args)))
 
 
-@workflow.command(short_help="Terminate a running workflow.")
-@WORKFLOW_ID
-@RUN_ID
+@workflow.command(short_help="Terminate a running workflow (or every run a query matches).",
+                  epilog=batch.BATCH_EPILOG)
+@batch.target_options
 @click.option("--reason", default="", help="Recorded in the run's history.")
+@_output_option
 @with_client
-def terminate(workflow_id: str, run_id: str | None, reason: str,
+def terminate(workflow_id: str | None, run_id: str | None, query: str | None, yes: bool, reason: str, output: str,
               address: str, namespace: str, api_key: str | None) -> None:
-    """Terminate a running workflow at once (no cleanup runs)."""
+    """Terminate a running workflow at once (no cleanup runs). With --query, every run the
+    filter matches."""
+    batch.check_target(workflow_id, run_id, query)
+    if query is not None:
+        batch.batch(address, namespace, batch.Verb.TERMINATE, query, lambda h: h.terminate(reason),
+                         yes=yes, output=output)
+        return
+    assert workflow_id is not None
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason))
     _console().print(f"Terminated {workflow_id}")
 

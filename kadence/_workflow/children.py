@@ -125,7 +125,7 @@ class Children:
 
         instance = self._instance
         self._seq += 1
-        workflow_id = str(attributes.get("workflow_id") or f"{instance.run_id}-child-{self._seq}")
+        workflow_id = str(attributes.get("workflow_id") or f"{instance.seed_run_id}-child-{self._seq}")
         loop = instance.loop
         pending = _PendingChild(workflow_id, workflow_type, loop.create_future(), loop.create_future(),
                                 result_type=result_type)

@@ -163,8 +163,9 @@ class WorkflowInstance:
         # which is exactly what workflow code reaching for I/O should get.
         self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         # Seeded from the run id alone so every replay draws the same numbers.
-        seed = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
-        self.random = random.Random(seed)
+        self.seed_run_id = run_id
+        self.random = random.Random()
+        self.reseed(run_id)
         self.finished = False
         self._obj: Any = None
         self._info: WorkflowInfo | None = None
@@ -188,6 +189,13 @@ class WorkflowInstance:
         self.continue_as_new_suggested = False
         self._side_effect_seq = 0
         self.children = Children(self)
+
+    def reseed(self, run_id: str) -> None:
+        """Draw random numbers (and default child ids) as run ``run_id`` did. A run made by a
+        reset replays its copied events with the seed of the run they were copied from and
+        goes on with its own from the reset (the runner calls this, see WorkflowRunner.apply)."""
+        self.seed_run_id = run_id
+        self.random.seed(int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big"))
 
     # -- activation ------------------------------------------------------------------
 

@@ -169,6 +169,11 @@ class WorkflowRunner:
         ``workflow.now()``; 0 leaves it at the scheduled time.
         """
         commands_of = _commands_by_completion(events)
+        if self.last_event_id == 0:
+            # A run made by a reset: its copied events were decided with the old run's seed.
+            reset = next((e for e in events if _reset_marker(e)), None)
+            if reset is not None:
+                self.instance.reseed(str(reset["attributes"]["base_run_id"]))
         for event in events:
             event_id = int(event["event_id"])
             if event_id != self.last_event_id + 1:
@@ -271,6 +276,8 @@ class WorkflowRunner:
         elif kind in ("WorkflowTaskFailed", "WorkflowTaskTimedOut"):
             self._close_without_commands(self._expect_open(attrs, kind, event_id))
             self._open = None
+            if _reset_marker(event):
+                self.instance.reseed(str(attrs["new_run_id"]))  # the reset run's own draws from here
         elif kind == "WorkflowTaskStarted":
             # The task runs at the time its worker was given (Temporal's rule too); histories
             # from before that time was recorded say 0, and keep the scheduled time.
@@ -371,6 +378,12 @@ def _match(scheduled_event_id: int, produced: Sequence[Command], recorded: Seque
             )
         if command.on_recorded is not None:
             command.on_recorded(int(event["event_id"]))
+
+
+def _reset_marker(event: Mapping[str, Any]) -> bool:
+    """The WorkflowTaskFailed a reset writes after the events it copied (it names both runs)."""
+    attrs = event.get("attributes") or {}
+    return event["event_type"] == "WorkflowTaskFailed" and bool(attrs.get("base_run_id") and attrs.get("new_run_id"))
 
 
 def _matches(command: Command, event: Mapping[str, Any]) -> bool:

@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from kadence_protocol.reset import ResetPoint
+
 MAX_NAME_CHARS = 1000
 # A name is also bounded in UTF-8 bytes: namespace + workflow id must fit a btree index
 # row (about 2.7 kB) and a task token.
@@ -299,6 +301,22 @@ def _request_cancel(cmd: Command, limits: Limits) -> None:
     _request(cmd)
 
 
+def _reset(cmd: Command, limits: Limits) -> None:
+    _workflow(cmd)
+    optional_name(cmd["run_id"], "run_id")
+    points = [p.value for p in ResetPoint]
+    if cmd["reset_point"] not in points:
+        raise Invalid("reset_point", "must be 'first', 'last' or '' (the task named by event_id)")
+    if cmd["reset_point"] == ResetPoint.EVENT_ID:
+        integer(cmd["event_id"], "event_id", 1, MAX_ID)
+    elif cmd["event_id"] != 0:
+        raise Invalid("event_id", f"must be 0 (or left out) with reset_point {cmd['reset_point']!r}")
+    if not isinstance(cmd["reapply_signals"], bool):
+        raise Invalid("reapply_signals", "must be true or false")
+    text(cmd["reason"], "reason")
+    _request(cmd)
+
+
 UPDATE_STAGES = ("accepted", "completed")
 
 
@@ -382,6 +400,7 @@ _CHECKS: dict[str, _Check] = {
     "RecordActivityTaskHeartbeat": _heartbeat,
     "RespondActivityTaskCanceled": _activity_canceled,
     "UpdateWorkflowExecution": _update,
+    "ResetWorkflowExecution": _reset,
 }
 
 

@@ -235,6 +235,17 @@ class Engine:
         })
         return {}
 
+    async def reset(self, ns: str, workflow_id: str, run_id: str | None, reset_point: str, event_id: int,
+                    reapply_signals: bool, reason: str, request_id: str, identity: str) -> dict[str, Any]:
+        """Reset the run (services/history/reset.py); the answer names the new run. A reset
+        point history cannot reset to is a 400 (InvalidResetPoint) naming why."""
+        reply = await self._command("ResetWorkflowExecution", {
+            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reset_point": reset_point,
+            "event_id": event_id, "reapply_signals": reapply_signals, "reason": reason,
+            "request_id": request_id, "identity": identity,
+        })
+        return {"run_id": reply.get("run_id")}
+
     async def update(self, ns: str, workflow_id: str, run_id: str | None, update_id: str, update_name: str,
                      input_json: str | None, wait_for_stage: str, wait_seconds: float, request_id: str,
                      identity: str) -> dict[str, Any]:
@@ -317,7 +328,8 @@ class Engine:
     # -- reads -------------------------------------------------------------------------------------
 
     async def describe(self, ns: str, workflow_id: str, run_id: str | None) -> dict[str, Any]:
-        return describe(await self._reads.execution(ns, workflow_id, run_id))
+        ex = await self._reads.execution(ns, workflow_id, run_id)
+        return {**describe(ex), "reset_to_run_ids": await self._reads.reset_runs(ns, workflow_id, ex.run_id)}
 
     async def history(self, ns: str, workflow_id: str, run_id: str | None, page_size: int,
                       token: str | None) -> dict[str, Any]:

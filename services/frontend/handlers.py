@@ -85,6 +85,16 @@ class Handlers(VisibilityHandlers):
             v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
         )
 
+    async def reset(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        ns = v.namespace(path["namespace"])
+        wid = v.name(body, "workflow_id", value=path["workflow_id"])
+        return OK, await self.engine.reset(
+            ns, wid, v.optional_str(body, "run_id"), v.optional_str(body, "reset_point") or "",
+            v.non_negative_int(body, "event_id", 0, maximum=2**63 - 1), body.get("reapply_signals") is not False,
+            v.optional_str(body, "reason", max_len=10_000) or "",
+            v.optional_str(body, "request_id") or "", v.optional_str(body, "identity") or "",
+        )
+
     async def update(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
         wid = v.name(body, "workflow_id", value=path["workflow_id"])
@@ -267,6 +277,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows/{workflow_id}/signal", "signal"),
     ("POST", "/workflows/{workflow_id}/terminate", "terminate"),
     ("POST", "/workflows/{workflow_id}/cancel", "cancel"),
+    ("POST", "/workflows/{workflow_id}/reset", "reset"),
     ("POST", "/workflows/{workflow_id}/update", "update"),
     ("POST", "/workflows/{workflow_id}/query", "query"),
     ("GET", "/workflows/{workflow_id}", "describe"),

@@ -132,6 +132,7 @@ COMPONENTS: dict[str, Schema] = {
                                               "ContinuedAsNew", "Canceled"]},
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
         "new_run_id": NULL_STR, "memo": {"type": ["object", "null"]}, "history_size_bytes": INT,
+        "reset_from_run_id": NULL_STR, "reset_to_run_ids": {"type": "array", "items": STR},
         "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},
@@ -185,6 +186,14 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                                                      "identity": ID}), {}, 200, EMPTY),
     "cancel": ("Ask a workflow run to cancel (workflow code sees asyncio.CancelledError)",
                _body({"reason": TEXT, "run_id": ID, "request_id": ID, "identity": ID}), {}, 200, EMPTY),
+    "reset": ("Reset a workflow run to one of its workflow tasks: a new run replays the history up to it and"
+              " goes on with the current code; the old run, if open, is terminated naming the new one",
+              _body({"reset_point": {"type": "string", "enum": ["first", "last", ""], "default": "",
+                                     "description": "first, last (completed) or '': the task event_id names"},
+                     "event_id": {**ID_INT, "description": "a WorkflowTaskStarted/Completed/Failed/TimedOut event"},
+                     "reapply_signals": {"type": "boolean", "default": True},
+                     "reason": TEXT, "run_id": ID, "request_id": ID, "identity": ID}), {}, 200,
+              _obj({"run_id": STR}, ["run_id"])),
     "update": ("Run an update on a workflow run and wait (up to wait_seconds) for its outcome; stage"
                " 'requested' means the wait ran out: ask again with the same update_id",
                _body({"update_id": NAME, "update_name": NAME, "input": ARRAY, "run_id": ID,

@@ -90,6 +90,15 @@ class ReadStore:
         waiting = [(r.get("seq", 0), uid, r) for uid, r in requests.items() if r.get("stage") == "requested"]
         return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
 
+    async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
+        """The runs reset from ``run_id`` (services/history/reset.py), at most 100, by run id
+        (a reset run keeps the start time of the run it copied: no order by time)."""
+        rows = await self._pool.fetch(
+            "SELECT run_id FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id <> $3"
+            " AND convert_from(state, 'UTF8')::jsonb ->> 'reset_from_run_id' = $3 ORDER BY run_id LIMIT 100",
+            namespace, workflow_id, run_id)
+        return [str(r["run_id"]) for r in rows]
+
     async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:
         """Events of a run with first <= event_id (<= last), in order, at most ``limit``."""
         rows = await self._pool.fetch(
@@ -119,6 +128,7 @@ def describe(ex: Execution) -> dict[str, Any]:
         "close_time": ex.close_time,
         "history_length": ex.next_event_id - 1,
         "new_run_id": state.get("new_run_id"),
+        "reset_from_run_id": state.get("reset_from_run_id"),
         "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
         "history_size_bytes": state.get("history_size_bytes", 0),
         "pending_activities": [

@@ -126,9 +126,17 @@ class Transition:
 
     def add(self, event_type: str, **attributes: Any) -> Event:
         """Build the next event of the run and fold it into the state."""
+        return self._append(event_type, self.now, attributes)
+
+    def copy(self, event: Event) -> Event:
+        """Add a copy of another run's event (a reset, reset.py): its type, time and
+        attributes, as the next event of this run, sealed on this run's chain."""
+        return self._append(event["event_type"], event["event_time"], event["attributes"] or {})
+
+    def _append(self, event_type: str, event_time: int, attributes: dict[str, Any]) -> Event:
         event = {
             "event_id": self.state.next_event_id,
-            "event_time": self.now,
+            "event_time": event_time,
             "event_type": event_type,
             "attributes": event_attributes(event_type, attributes),
         }

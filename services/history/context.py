@@ -9,7 +9,7 @@ from services.common import kafka
 
 from . import updates
 from .builder import Mutation, OutboxMessage, Transition
-from .state import MutableState
+from .state import Event, MutableState
 
 if TYPE_CHECKING:
     from .shard import Shard
@@ -64,6 +64,21 @@ class BatchContext:
         self.run_starts[(state.namespace, state.workflow_id)] = (state.run_id, self.offset)
         self.shard.remember(state)
         return t
+
+    async def run_events(self, run_id: str) -> list[tuple[Event, int]]:
+        """Every event of a run so far, committed and added in this batch, each with the
+        length of its encoding as written (a reset copies them, reset.py)."""
+        rows = await self.shard.store.event_rows(run_id)
+        events = [(avro.decode(data)[1], len(data)) for data in rows]
+        t = self.transitions.get(run_id)
+        if t is not None:
+            events.extend((e, len(data)) for e, data in zip(t.events, t.encoded, strict=True))
+        return events
+
+    def became_current(self, state: MutableState) -> None:
+        """A run made within the batch is its workflow's current run from now on (a reset's
+        new run), for the batch's later commands as after the commit."""
+        self.shard.remember(state)
 
     def reply(self, command: dict[str, Any], *, ok: bool, run_id: str | None = None,
               error_type: str | None = None, error_message: str | None = None, created: bool = False,

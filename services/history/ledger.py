@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # command of that kind (cancel, update) belongs here to get both rules.
 WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflowExecution",
                                "SignalWorkflowExecution", "TerminateWorkflowExecution",
-                               "RequestCancelWorkflowExecution",
+                               "RequestCancelWorkflowExecution", "ResetWorkflowExecution",
                                "StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
 REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
 REMEMBERED_STARTS = 10_000  # run start offsets kept in memory per shard

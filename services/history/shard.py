@@ -28,7 +28,7 @@ from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import cancellation, engine, poison, updates
+from . import cancellation, engine, poison, reset, updates
 from .builder import Mutation, OutboxMessage, Transition
 from .children import apply_parent_close_policy, notify_child_outcome, signal_external, start_child
 from .context import BatchContext
@@ -81,6 +81,7 @@ HANDLERS: dict[str, Handler] = {
     "SignalExternalWorkflowExecution": signal_external,
     "ChildWorkflowNotice": notify_child_outcome,
     "ApplyParentClosePolicy": apply_parent_close_policy,
+    "ResetWorkflowExecution": reset.reset_workflow,
 }
 
 

@@ -98,6 +98,9 @@ class MutableState:
     # run's events as written, in bytes (limits.py).
     memo: str | None = None
     history_size_bytes: int = 0
+    # The run this one was reset from (reset.py): named by the WorkflowTaskFailed that ends
+    # the copied history. A run a reset terminated names the new run in new_run_id.
+    reset_from_run_id: str | None = None
 
     @property
     def running(self) -> bool:
@@ -176,6 +179,8 @@ def _close(status: str) -> Callable[[MutableState, Event, dict[str, Any]], None]
             s.new_run_id = a["new_run_id"]
         elif status == "Canceled":
             s.cancel_details = a["details"]
+        elif status == "Terminated" and a.get("new_run_id"):
+            s.new_run_id = a["new_run_id"]  # terminated by a reset: result waits follow the new run
 
     return close
 
@@ -221,6 +226,11 @@ def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     _current_wt(s, a)
     s.wt = None
+    if a.get("base_run_id"):
+        # The end of a reset's copied history (reset.py): the next task is a first attempt.
+        s.reset_from_run_id = a["base_run_id"]
+        s.wt_failures = 0
+        return
     # A task history refused (unseen.py) was no failure of the worker's: the next is attempt 1 again.
     if e["event_type"] == "WorkflowTaskTimedOut" or counts_as_attempt(a["cause"]):
         s.wt_failures += 1

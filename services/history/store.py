@@ -144,6 +144,11 @@ class HistoryStore:
         return rebuild(snapshot["namespace"], snapshot["workflow_id"], run_id,
                        (avro.decode(r["data"])[1] for r in rows), (len(r["data"]) for r in rows))
 
+    async def event_rows(self, run_id: str) -> list[bytes]:
+        """A run's committed events as written (HistoryEvent encodings), in order (reset.py)."""
+        rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
+        return [bytes(r["data"]) for r in rows]
+
     async def pending_outbox(self, shard_id: int) -> tuple[list[OutboxRow], bool]:
         """What was committed and not yet published, in publication order: rows of the
         one-message-per-row table from before migration 0004 first, then the batches;

@@ -25,6 +25,8 @@ from enum import StrEnum
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from kadence_protocol.reset import RESET_CAUSE
+
 if TYPE_CHECKING:  # the fold (state.py) imports this module
     from .state import MutableState
 
@@ -39,6 +41,7 @@ class HistoryCause(StrEnum):
     """``WorkflowTaskFailed`` causes history itself records (a worker's are recorded as it gave them)."""
 
     UNHANDLED_COMMAND = "UnhandledCommand"
+    RESET_WORKFLOW = RESET_CAUSE  # the end of a reset's copied history (reset.py)
 
 
 # The commands after which the run is closed: no further workflow task would come.

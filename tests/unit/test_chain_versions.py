@@ -75,6 +75,7 @@ V6 = Writer(_load("kadence.HistoryEvent.v6.avsc"), _load("kadence.HistoryRecord.
 V7 = Writer(_load("kadence.HistoryEvent.v7.avsc"), _load("kadence.HistoryRecord.v6.avsc"))
 V8 = Writer(_load("kadence.HistoryEvent.v8.avsc"), _load("kadence.HistoryRecord.v7.avsc"))
 V9 = Writer(_load("kadence.HistoryEvent.v9.avsc"), _load("kadence.HistoryRecord.v8.avsc"))
+V11 = Writer(_load("kadence.HistoryEvent.v11.avsc"), _load("kadence.HistoryRecord.v10.avsc"))
 CURRENT = Writer(_load("HistoryEvent"), _load("HistoryRecord"))
 
 
@@ -366,3 +367,33 @@ def test_a_run_from_before_updates_goes_on_with_the_update_events_and_verifies(b
     assert r.compare_run(audit, rows, audit.state.dumps()) == []
     records[7] = _tamper(records[7], b"add", b"adc")  # the accepted update's name, its hash left alone
     assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 8)]
+
+
+def _reset_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """A run made by a reset (services/history/reset.py): the copy of _bodies() up to its
+    first workflow task's start, the task failed by the reset (naming both runs), a signal
+    received again, a new task that completes the run (the events of HistoryEvent v12)."""
+    wt_started = {"identity": "w", "started_time": 2000}
+    return [*_bodies()[:3],
+            ("WorkflowTaskFailed", {"scheduled_event_id": 2, "started_event_id": 3, "cause": "ResetWorkflow",
+                                    "failure": None, "identity": "op", "base_run_id": "old-run",
+                                    "new_run_id": RUN.run_id}),
+            ("WorkflowExecutionSignaled", {"signal_name": "ship", "input": "[]", "identity": "", "request_id": "s"}),
+            ("WorkflowTaskScheduled", {"task_queue": "q", "start_to_close_timeout_ms": 10000, "attempt": 1}),
+            ("WorkflowTaskStarted", {"scheduled_event_id": 6, "ran_ahead_id": 0, **wt_started}),
+            ("WorkflowTaskCompleted", {"scheduled_event_id": 6, "started_event_id": 7, "identity": "w"}),
+            ("WorkflowExecutionCompleted", {"result": '"ok"', "workflow_task_completed_event_id": 8})]
+
+
+# Reset took HistoryEvent v12 after search attributes took v11: a reset's new run, its copy
+# written under v11 (as the run it was copied from), goes on under v12 and verifies.
+def test_a_reset_run_replays_with_its_link_and_verifies_across_versions() -> None:
+    rows, records = _seal_run(_reset_bodies(), V11, CURRENT, switch_after=3)
+    assert len({row[:10] for row in rows}) == 2
+    replay = _topic(records)
+    audit = replay.runs[RUN.run_id]
+    assert replay.divergences() == [] and audit.state.status == "Completed"
+    assert audit.state.reset_from_run_id == "old-run" and audit.state.wt_failures == 0
+    assert r.compare_run(audit, rows, audit.state.dumps()) == []
+    records[3] = _tamper(records[3], b"old-run", b"old-ruN")  # the link, its hash left alone
+    assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 4)]

@@ -25,6 +25,7 @@ def test_kadence_exports() -> None:
         "QueryFailedError",
         "RPCError",
         "Replayer",
+        "ResetPoint",
         "RetryPolicy",
         "RetryState",
         "TerminatedError",

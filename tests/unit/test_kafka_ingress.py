@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(10)
 def test_public_names() -> None:
     assert sorted(kafka.__all__) == [
         "DLQ", "HISTORY", "IngressSigner", "KafkaIngress", "KafkaIngressError", "REPLIES", "REQUESTS", "Reply",
-        "decode_reply", "encode_cancel",
+        "decode_reply", "encode_cancel", "encode_reset",
         "encode_signal", "encode_signal_with_start", "encode_start", "encode_update", "workflow_key"]
 
 

@@ -227,3 +227,18 @@ def test_a_version_3_start_reads_with_its_policies_and_memo_and_no_search_attrib
     name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v3.avsc", "StartWorkflowExecution", record))
     assert name == "StartWorkflowExecution"
     assert start == {**record, "search_attributes": None}
+
+
+# The fingerprints main's history was written with before reset took HistoryEvent v12 /
+# HistoryRecord v11 (search attributes' versions): the saved copies must keep them.
+SAVED_BEFORE_RESET = {
+    "kadence.HistoryEvent.v11.avsc": 0x1B99D3BD03812744, "kadence.HistoryRecord.v10.avsc": 0x1C570ACACBB6C48F,
+}
+
+
+@pytest.mark.parametrize("file", sorted(SAVED_BEFORE_RESET))
+def test_versions_saved_for_reset_keep_the_fingerprints_records_were_written_with(file: str) -> None:
+    here = avro.schemas_dir()
+    saved = avro.Schemas._load_version(here / "versions" / file, here)
+    assert avro.fingerprint_of(saved) == SAVED_BEFORE_RESET[file]
+    assert avro.fingerprint_of(saved) != avro.schemas().fingerprint(file.split(".")[1])

@@ -63,7 +63,10 @@ async function submitAction(event) {
     out.textContent = shown;
     out.classList.remove("bad");
   }
-  if (form.dataset.next) { window.location.assign(form.dataset.next); }
+  if (form.dataset.goRun !== undefined && data.run_id) {
+    // A reset: on to the page of the run it made.
+    window.location.assign(window.location.pathname + "?run_id=" + encodeURIComponent(data.run_id));
+  } else if (form.dataset.next) { window.location.assign(form.dataset.next); }
   else if (form.dataset.reload !== undefined) { window.location.reload(); }
 }
 
