@@ -29,10 +29,12 @@ from typing import Any
 
 import asyncpg
 import psutil
+from services.cli import DEV_SHARDS
 
-from kadence import Client, _loop, avro
-from kadence.cli import DEV_SHARDS
+from kadence import Client
 from kadence.replay import Replayer
+from kadence_protocol import avro
+from services.common import loop as _loop
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.history.state import rebuild
 

@@ -96,7 +96,7 @@ def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -
             await client.close()
 
     try:
-        # The standard loop, no collector tuning (kadence/_loop.py): a few calls, then exit.
+        # The standard loop, no collector tuning (services/common/loop.py): a few calls, then exit.
         return asyncio.run(main())
     except Failed as exc:
         _fail(exc.code, exc.message)

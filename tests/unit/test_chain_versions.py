@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.audit import replay as r
 from services.audit.stream import StreamAuditor
 from services.history import chain

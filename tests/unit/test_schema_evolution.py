@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.history import chain
 
 pytestmark = pytest.mark.timeout(10)

@@ -24,9 +24,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from kadence import avro, dlq
-from kadence.kafka import REQUESTS
-from kadence.kafka_security import client_options
+from kadence_protocol import avro
+from kadence_protocol.kafka_security import client_options
+from kadence_protocol.topics import REQUESTS
+from services.common import dlq
 from services.history import chain
 from services.matching import MatchingService
 

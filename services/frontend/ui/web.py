@@ -27,9 +27,9 @@ import jinja2
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from kadence._bounded import TopicReadError
-from kadence.dlq import DeadLetterNotFound
 from services.common import outage
+from services.common.bounded import TopicReadError
+from services.common.dlq import DeadLetterNotFound
 
 from ..errors import FrontendError, InvalidArgument, NotFound
 from . import diagnosis, timeline
