@@ -30,9 +30,11 @@ from typing import Any
 import asyncpg
 import psutil
 
-from kadence import Client, _loop, avro
-from kadence.cli import DEV_SHARDS
+from kadence import Client
 from kadence.replay import Replayer
+from kadence_protocol import avro
+from services.cli import DEV_SHARDS
+from services.common import loop as _loop
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.history.state import rebuild
 

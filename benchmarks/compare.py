@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from kadence import Client, _loop
+from kadence import Client
+from services.common import loop as _loop
 from services.common.embedded import free_port
 
 from .bench import WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, stop_processes

@@ -23,7 +23,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kadence import Client, _loop
+from kadence import Client
+from services.common import loop as _loop
 from services.common.embedded import free_port
 
 from .bench import ROOT, WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, stop_processes

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import signal
 
-from kadence import Client, Worker, _loop
+from kadence import Client, Worker
+from services.common import loop as _loop
 
 from .workflows import ACTIVITIES, WORKFLOWS
 

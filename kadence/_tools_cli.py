@@ -1,41 +1,27 @@
-"""The operator subcommands of ``kadence``: ``encode``, ``dlq`` and ``audit``.
+"""The client-side tool subcommand of ``kadence``: ``encode`` prints a command record to
+produce to kadence.requests yourself (the server's tools, ``dlq`` and ``audit``, are in
+services/cli.py).
 
-Thin: each parses its arguments, calls the library (kadence.kafka, kadence.dlq,
-services.audit) and prints. Exit codes: 0 success (for ``audit``: clean), 1 the audit
-found divergences, 2 the command could not run.
+Thin: it parses its arguments, calls kadence.kafka and prints. Exit codes: 0 success,
+2 the command could not run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
-import os
 import sys
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kadence import kafka
 from kadence._converter import check_args
-from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from kadence.exceptions import KadenceError, PayloadError
-
-if TYPE_CHECKING:
-    from services.audit import AuditReport
-
-_BOOTSTRAP_HELP = "Kafka bootstrap servers (default: $KADENCE_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
-
-
-def _bootstrap_default() -> str:
-    return os.environ.get("KADENCE_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+from kadence.exceptions import PayloadError
+from kadence_protocol.policies import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 
 def add_commands(sub: Any) -> None:
     """Register the subcommands on the ``kadence`` parser's subparsers."""
     _add_encode(sub)
-    _add_dlq(sub)
-    _add_audit(sub)
 
 
 # ---- encode -------------------------------------------------------------------------------
@@ -149,169 +135,3 @@ def _encode(args: argparse.Namespace) -> int:
     # The key goes beside the record, so a shell script can pass it to its producer.
     print(f"key: {kafka.workflow_key(args.namespace, args.workflow_id).decode()}", file=sys.stderr)
     return 0
-
-
-# ---- dlq ----------------------------------------------------------------------------------
-
-
-def _add_dlq(sub: Any) -> None:
-    dlq = sub.add_parser("dlq", help="list and re-drive dead letters (kadence.dlq)")
-    actions = dlq.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="print the dead letters, oldest first")
-    listing.add_argument("--bootstrap", default=_bootstrap_default(), help=_BOOTSTRAP_HELP)
-    listing.add_argument("--limit", type=int, help="print at most this many")
-    listing.add_argument("--since-offset", type=int, default=0, help="start at this kadence.dlq offset")
-    redrive = actions.add_parser("redrive", help="produce dead letters' original bytes to their source topic")
-    redrive.add_argument("--bootstrap", default=_bootstrap_default(), help=_BOOTSTRAP_HELP)
-    chosen = redrive.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("--offset", type=int, action="append", help="a kadence.dlq offset (repeatable)")
-    chosen.add_argument("--all", action="store_true", help="every dead letter (at or after --since-offset)")
-    redrive.add_argument("--since-offset", type=int, default=0, help="only dead letters at or after this offset")
-    dlq.set_defaults(run=_dlq)
-
-
-def _quiet_clients() -> None:
-    """The tools print one line for a failure: the Kafka client's own error logs would
-    repeat it (with a traceback) before it."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-def _dlq(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from kadence import dlq
-
-    _quiet_clients()
-    try:
-        if args.action == "list":
-            entries = asyncio.run(dlq.list_dead_letters(args.bootstrap, limit=args.limit,
-                                                        since_offset=args.since_offset))
-            print(f"{'OFFSET':>7}  {'SOURCE':<28} {'SIZE':>6}  {'FAILED AT (UTC)':<19}  REASON")
-            for e in entries:
-                when = datetime.fromtimestamp(e.failed_at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-                print(f"{e.dlq_offset:>7}  {e.where:<28} {len(e.value):>6}  {when:<19}  {e.reason}")
-            print(f"{len(entries)} dead letter(s)", file=sys.stderr)
-        else:
-            done = asyncio.run(dlq.redrive(args.bootstrap, offsets=None if args.all else set(args.offset),
-                                           since_offset=args.since_offset))
-            for e in done:
-                print(f"re-drove {e.dlq_offset} to {e.source_topic} (key {e.key!r}, {len(e.value)} bytes)")
-            print(f"{len(done)} dead letter(s) re-driven", file=sys.stderr)
-    except (KadenceError, OSError) as exc:
-        print(f"kadence dlq: {exc}", file=sys.stderr)
-        return 2
-    except KafkaError as exc:  # a broker failing in the middle of the command
-        print(f"kadence dlq: the broker at {args.bootstrap} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-# ---- audit --------------------------------------------------------------------------------
-
-
-def _iso_time(text: str) -> int:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # a time without a zone is read as UTC
-    return int(moment.timestamp() * 1000)
-
-
-def _add_audit(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="replay kadence.history and check it against PostgreSQL")
-    audit.add_argument("--bootstrap", default=_bootstrap_default(), help=_BOOTSTRAP_HELP)
-    audit.add_argument("--dsn", default=os.environ.get("KADENCE_DATABASE_URL") or None,
-                       help="PostgreSQL to compare with (default: $KADENCE_DATABASE_URL; none: topic only)")
-    audit.add_argument("--from-time", type=_iso_time, help="start at this ISO 8601 time instead of the beginning")
-    audit.add_argument("--rebuild-into", metavar="DSN",
-                       help="also write executions, history_events, current_executions into this EMPTY database")
-    audit.add_argument("--no-progress", action="store_true", help="no progress bar")
-    audit.add_argument("--no-record", action="store_true",
-                       help="do not store this verification in the --dsn database (by default it is, for the"
-                            " web UI's audit page)")
-    audit.set_defaults(run=_audit)
-
-
-class _Bar:
-    """tqdm behind the audit's Progress protocol, on stderr so reports stay pipeable."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def begin(self, total: int) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="rec", desc="kadence.history", file=sys.stderr)
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _audit(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from services.audit import AuditError, audit
-
-    _quiet_clients()
-    bar = _Bar(not args.no_progress)
-    started = datetime.now(UTC)
-    try:
-        report = asyncio.run(audit(args.bootstrap, args.dsn, from_time_ms=args.from_time,
-                                   rebuild_into=args.rebuild_into, progress=bar))
-    except (AuditError, KadenceError, OSError) as exc:
-        bar.close()
-        print(f"kadence audit: {exc}", file=sys.stderr)
-        return 2
-    except KafkaError as exc:  # a broker failing in the middle of the read
-        bar.close()
-        print(f"kadence audit: the broker at {args.bootstrap} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    bar.close()
-    for d in report.divergences:
-        print(d)
-    for line in report.unreadable:
-        print(f"unreadable record {line}")
-    print(f"{report.records} record(s), {report.runs} run(s), {report.duplicates} duplicate delivery(ies), "
-          f"{len(report.divergences)} divergence(s) in {len(report.workflows)} workflow(s)"
-          + (f", {report.seeded} run(s) completed from PostgreSQL" if report.seeded else ""))
-    if report.rebuilt:
-        print("rebuilt: " + ", ".join(f"{n} {table}" for table, n in report.rebuilt.items()))
-    if args.dsn and not args.no_record:
-        _record_audit(args, report, started)
-    return 0 if report.clean else 1
-
-
-def _record_audit(args: argparse.Namespace, report: AuditReport, started: datetime) -> None:
-    """Store the verification in the system of record (services/audit/status.py); a failure
-    to store is said, and does not change the audit's exit code."""
-    import getpass
-
-    import asyncpg
-
-    from services.audit import status
-
-    async def store() -> int:
-        conn = await asyncpg.connect(args.dsn)
-        try:
-            return await status.record(conn, report, started_at=started, finished_at=datetime.now(UTC),
-                                       from_time_ms=args.from_time, by_whom=f"kadence audit ({getpass.getuser()})",
-                                       compared_with_postgres=True)
-        finally:
-            await conn.close()
-
-    try:
-        print(f"recorded as verification {asyncio.run(store())} (the web UI's audit page shows it)")
-    except asyncpg.UndefinedTableError:
-        print("kadence audit: not recorded: the database has no audit_verifications table (migration 0013);"
-              " start the services once to migrate it, or pass --no-record", file=sys.stderr)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"kadence audit: not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)

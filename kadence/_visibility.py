@@ -8,14 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kadence._http import Transport
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
 __all__ = ["SEARCH_ATTRIBUTES_MARKER", "WorkflowExecution", "WorkflowExecutionCount", "count_workflows",
            "list_workflows", "search_attributes_json"]
 
 DEFAULT_PAGE_SIZE = 100
-# The marker that workflow.upsert_search_attributes records; the frontend checks its details
-# against the namespace's registry and the visibility projection merges them into the row.
-SEARCH_ATTRIBUTES_MARKER = "kadence:search_attributes"
 
 
 def _time(ms: Any) -> datetime | None:

@@ -9,6 +9,9 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+# The policies and the request limit are the protocol's (the server reads them too).
+from kadence_protocol.limits import MAX_REQUEST_BYTES
+from kadence_protocol.policies import ParentClosePolicy, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence_protocol.reset import ResetPoint
 
 __all__ = [
@@ -19,12 +22,10 @@ __all__ = [
     "ResetPoint",
     "RetryPolicy",
     "RetryState",
+    "WorkflowIDConflictPolicy",
+    "WorkflowIDReusePolicy",
     "to_millis",
 ]
-
-#: The largest HTTP request body the frontend takes (it answers 413 above it). Shared by
-#: the frontend and the worker, which keeps its batches of task answers under it.
-MAX_REQUEST_BYTES = 1 << 20
 
 
 def to_millis(value: timedelta | float | None) -> int:
@@ -103,18 +104,6 @@ class RetryState(StrEnum):
     TIMEOUT = "Timeout"
 
 
-class ParentClosePolicy(StrEnum):
-    """What happens to a child workflow still open when its parent run closes."""
-
-    #: The child is terminated (the default, as in Temporal).
-    TERMINATE = "Terminate"
-    #: The child is asked to cancel. Until Kadence has workflow cancellation the child is
-    #: left running, as with ABANDON.
-    REQUEST_CANCEL = "RequestCancel"
-    #: The child keeps running on its own.
-    ABANDON = "Abandon"
-
-
 @dataclass(frozen=True)
 class Backoff:
     """How often and how long a call is tried: at most ``attempts`` times (0: no limit) and
@@ -126,31 +115,3 @@ class Backoff:
     first: float = 0.1
     factor: float = 2.0
     cap: float = 5.0
-
-
-class WorkflowIDReusePolicy(StrEnum):
-    """Whether a start may reuse a workflow id whose last run is closed (Temporal's policies).
-
-    ``ALLOW_DUPLICATE`` (default): always. ``ALLOW_DUPLICATE_FAILED_ONLY``: only when the last
-    run failed, timed out, was terminated or canceled. ``REJECT_DUPLICATE``: never.
-    ``TERMINATE_IF_RUNNING``: always, and a running run of the id is terminated first.
-    A refused start raises WorkflowAlreadyStartedError.
-    """
-
-    ALLOW_DUPLICATE = "AllowDuplicate"
-    ALLOW_DUPLICATE_FAILED_ONLY = "AllowDuplicateFailedOnly"
-    REJECT_DUPLICATE = "RejectDuplicate"
-    TERMINATE_IF_RUNNING = "TerminateIfRunning"
-
-
-class WorkflowIDConflictPolicy(StrEnum):
-    """What a start does when a run of the workflow id is running.
-
-    ``FAIL`` (default): WorkflowAlreadyStartedError (a retry with the same request id gets
-    the run it started). ``USE_EXISTING``: the handle of the running run. ``TERMINATE_EXISTING``:
-    the running run is terminated and a new one starts.
-    """
-
-    FAIL = "Fail"
-    USE_EXISTING = "UseExisting"
-    TERMINATE_EXISTING = "TerminateExisting"

@@ -20,12 +20,16 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from kadence import avro
 from kadence._converter import encode_args, encode_value
-from kadence.common import ResetPoint, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from kadence.common import ResetPoint
 from kadence.exceptions import KadenceError
-from kadence.ingress_signing import IngressSigner
-from kadence.kafka_security import KafkaSecurity, client_options
+from kadence_protocol import avro
+from kadence_protocol.ingress_signing import IngressSigner
+from kadence_protocol.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.policies import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+# The topic names and keys are part of the public protocol (docs/protocol.md); defined there.
+from kadence_protocol.topics import DLQ, HISTORY, REPLIES, REQUESTS, workflow_key
 
 __all__ = [
     "DLQ",
@@ -46,20 +50,9 @@ __all__ = [
     "workflow_key",
 ]
 
-# The topic names are part of the public protocol (docs/protocol.md).
-REQUESTS = "kadence.requests"
-REPLIES = "kadence.replies"
-HISTORY = "kadence.history"
-DLQ = "kadence.dlq"
-
 
 class KafkaIngressError(KadenceError):
     """No reply came in time, or a record on kadence.replies is not a Reply."""
-
-
-def workflow_key(namespace: str, workflow_id: str) -> bytes:
-    """The record key of every command about a workflow: ``namespace/workflow_id``."""
-    return f"{namespace}/{workflow_id}".encode()
 
 
 def _request_id(request_id: str | None) -> str:
@@ -196,9 +189,9 @@ class KafkaIngress:
     ``async with KafkaIngress("127.0.0.1:9092") as ingress:
     reply = await ingress.start_workflow("default", "wf-1", "Greet", "q", ["world"])``
 
-    ``security``: TLS/SASL of the connection (None: ``$KADENCE_KAFKA_*``, kadence/kafka_security.py).
+    ``security``: TLS/SASL of the connection (None: ``$KADENCE_KAFKA_*``, kadence_protocol/kafka_security.py).
     ``signer``: signs every command for namespaces that require signed ingress (None:
-    ``$KADENCE_INGRESS_PRINCIPAL`` and ``$KADENCE_INGRESS_KEY`` if set; see kadence/ingress_signing.py).
+    ``$KADENCE_INGRESS_PRINCIPAL`` and ``$KADENCE_INGRESS_KEY`` if set; see kadence_protocol/ingress_signing.py).
     """
 
     def __init__(self, bootstrap: str, *, reply_to: str | None = None, reply_timeout: float = 30.0,

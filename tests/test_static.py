@@ -17,10 +17,10 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mypy_strict() -> None:
-    result = _run("mypy", "--strict", "kadence", "services", "benchmarks")
+    result = _run("mypy", "--strict", "kadence", "kadence_protocol", "services", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff() -> None:
-    result = _run("ruff", "check", "kadence", "services", "benchmarks", "tests")
+    result = _run("ruff", "check", "kadence", "kadence_protocol", "services", "benchmarks", "tests")
     assert result.returncode == 0, result.stdout + result.stderr

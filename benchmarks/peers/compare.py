@@ -26,8 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kadence import Client, _loop
-from kadence.cli import DEV_SHARDS
+from kadence import Client
+from services.cli import DEV_SHARDS
+from services.common import loop as _loop
 
 from ..bench import Bench
 from .restate.install import DEFAULT_DIR

@@ -180,7 +180,7 @@ def run(conn: Connection, work: Callable[[Client], Awaitable[T]]) -> T:
             await client.close()
 
     try:
-        # The standard loop, no collector tuning (kadence/_loop.py): a few calls, then exit.
+        # The standard loop, no collector tuning (services/common/loop.py): a few calls, then exit.
         return asyncio.run(main())
     except Failed:
         raise

@@ -11,8 +11,8 @@ from rich.text import Text
 
 from kadence._client import Client
 from kadence._http import path_segment
-from kadence._workflow.stack import STACK_TRACE_QUERY
 from kadence.exceptions import RPCError
+from kadence_protocol.queries import STACK_TRACE_QUERY
 
 DEFAULT_TIMEOUT_S = 5.0
 

@@ -33,8 +33,8 @@ import orjson
 from kadence import _tracing
 from kadence._http import Transport, error_from_response
 from kadence._retry import Backoff, retrying
-from kadence.common import MAX_REQUEST_BYTES
 from kadence.exceptions import RPCError
+from kadence_protocol.limits import MAX_REQUEST_BYTES
 
 __all__ = ["ANSWER_PATHS", "ANSWER_RETRY", "AnswerBatcher"]
 

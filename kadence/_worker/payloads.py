@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
 from kadence.converter import PayloadCodec, decode_args_payload, decode_payload, encode_payload
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
 __all__ = ["decode_events", "decode_updates", "encode_commands"]
 

@@ -24,7 +24,7 @@ from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.loop import WorkflowEventLoop
-from kadence._workflow.stack import STACK_TRACE_QUERY, stack_trace
+from kadence._workflow.stack import stack_trace
 from kadence.common import ActivityCancellationType, RetryState
 from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
@@ -37,6 +37,7 @@ from kadence.exceptions import (
     PayloadError,
     WorkflowTaskError,
 )
+from kadence_protocol.queries import STACK_TRACE_QUERY
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-STACK_TRACE_QUERY = "__stack_trace"
 MAX_DEPTH = 100  # await chains deeper than this are cut (a recursion gone wrong must not hang the worker)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kadence import avro
+from kadence_protocol import avro
 from services.history import chain
 from services.history.errors import HistoryCorrupted
 from services.history.state import MutableState, apply, events_only

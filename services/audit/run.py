@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from kadence._bounded import TopicReadError
+from services.common.bounded import TopicReadError
 
 from . import pg
 from .errors import AuditError

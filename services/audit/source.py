@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kadence import avro
-from kadence._bounded import BoundedRead
+from kadence_protocol import avro
 from services.common import kafka
+from services.common.bounded import BoundedRead
 
 from .replay import Replay
 

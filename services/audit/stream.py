@@ -25,9 +25,10 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from kadence import avro
-from kadence.kafka_security import client_options, faust_credentials
+from kadence_protocol import avro
+from kadence_protocol.kafka_security import client_options
 from services.common import kafka
+from services.common.kafka import faust_credentials
 
 from .replay import RunAudit, RunKey
 
@@ -91,7 +92,7 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
     (default: ``audit/`` under the Kadence state directory, never the current directory)."""
     auditor = auditor or StreamAuditor()
     if datadir is None:
-        from kadence.cli import state_dir
+        from services.common.paths import state_dir
 
         datadir = str(state_dir() / "audit")
     # faust makes only the last level; on a clean machine the state directory is missing too.

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kadence.kafka_security import KafkaSecurity
+from kadence_protocol.kafka_security import KafkaSecurity
 
 if TYPE_CHECKING:
     from services.history.limits import HistoryLimits
@@ -88,7 +88,7 @@ class Settings:
     # The shared key of matching's internal API and the metrics endpoint (KADENCE_INTERNAL_KEY;
     # services/common/internal_auth.py); empty: they must listen on loopback.
     internal_key: str = field(default="", repr=False)
-    # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence/kafka_security.py).
+    # TLS/SASL of every Kafka client (KADENCE_KAFKA_SECURITY_PROTOCOL, ...: kadence_protocol/kafka_security.py).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # History limits of one run (services/history/limits.py): past a warning threshold the
     # workflow is told to continue as new, past a terminate threshold the run is terminated.

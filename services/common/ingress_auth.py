@@ -1,7 +1,7 @@
 """Which principals may send commands to a namespace on ``kadence.requests`` (issue 21, item 3).
 
 Kafka does not tell a consumer who produced a record, so a protected namespace takes only
-records signed by an allowed principal (kadence/ingress_signing.py). The policy is a JSON
+records signed by an allowed principal (kadence_protocol/ingress_signing.py). The policy is a JSON
 file named by ``KADENCE_INGRESS_KEYS``::
 
     {"principals": {"billing": ["<key, 16+ characters>", "<the next key, while rotating>"],
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kadence.ingress_signing import MIN_KEY_CHARS, PRINCIPAL_HEADER, SIGNATURE_HEADER, IngressSigner, signature
+from kadence_protocol.ingress_signing import MIN_KEY_CHARS, PRINCIPAL_HEADER, SIGNATURE_HEADER, IngressSigner, signature
 
 from . import json_policy
 from .kafka import REQUESTS

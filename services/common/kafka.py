@@ -14,30 +14,25 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from kadence import avro
-from kadence._tracing import tracer
-from kadence.ingress_signing import IngressSigner
-from kadence.kafka_security import KafkaSecurity, client_options
+from kadence_protocol import avro
+from kadence_protocol.ingress_signing import IngressSigner
+from kadence_protocol.kafka_security import KafkaSecurity, client_options
+
+# The topic names and keys are the protocol's (one definition); re-exported for the services.
+from kadence_protocol.topics import DLQ as DLQ
+from kadence_protocol.topics import HISTORY as HISTORY
+from kadence_protocol.topics import REPLIES as REPLIES
+from kadence_protocol.topics import REQUESTS as REQUESTS
+from kadence_protocol.topics import TASKS as TASKS
+from kadence_protocol.topics import task_queue_key as task_queue_key
+from kadence_protocol.topics import workflow_key as workflow_key
+from kadence_protocol.tracing import tracer
 
 from .telemetry import TracingProducer
 
 log = logging.getLogger(__name__)
 
-REQUESTS = "kadence.requests"
-HISTORY = "kadence.history"
-TASKS = "kadence.tasks"
-REPLIES = "kadence.replies"
-DLQ = "kadence.dlq"
-
 Headers = list[tuple[str, bytes]]
-
-
-def workflow_key(namespace: str, workflow_id: str) -> bytes:
-    return f"{namespace}/{workflow_id}".encode()
-
-
-def task_queue_key(namespace: str, task_queue: str) -> bytes:
-    return f"{namespace}/{task_queue}".encode()
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -90,7 +85,7 @@ async def ensure_topics(bootstrap: str, shards: int, task_partitions: int,
 
 
 class SigningProducer(TracingProducer):
-    """Signs every record it sends to kadence.requests (kadence/ingress_signing.py)."""
+    """Signs every record it sends to kadence.requests (kadence_protocol/ingress_signing.py)."""
 
     def __init__(self, *args: Any, signer: IngressSigner, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -190,3 +185,17 @@ async def send_dead_letters(producer: AIOKafkaProducer, letters: Sequence[tuple[
     futures = [await producer.send(DLQ, value, key=key) for key, value in letters]
     for fut in futures:
         await fut
+
+
+def faust_credentials(security: KafkaSecurity | None = None) -> Any:
+    """The same settings as faust's ``broker_credentials`` (None when plain)."""
+    import faust.auth
+
+    s = security if security is not None else KafkaSecurity.from_env()
+    if s.protocol.sasl:
+        assert s.sasl_mechanism is not None
+        return faust.auth.SASLCredentials(username=s.username, password=s.password, ssl_context=s.ssl_context(),
+                                          mechanism=s.sasl_mechanism.value)
+    if s.protocol.tls:
+        return faust.auth.SSLCredentials(s.ssl_context())
+    return None

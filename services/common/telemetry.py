@@ -36,8 +36,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
-from kadence import _tracing
-from kadence._tracing import TRACE_HEADERS, UNSET, Unset, context_from_headers, kafka_headers, tracer
+from kadence_protocol import tracing as _tracing
+from kadence_protocol.tracing import TRACE_HEADERS, UNSET, Unset, context_from_headers, kafka_headers, tracer
 from services.common import internal_auth
 
 if TYPE_CHECKING:
@@ -469,7 +469,7 @@ async def http_server_middleware(request: web.Request, handler: RouteHandler) ->
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else request.path
     if route.endswith("/poll") and "traceparent" not in request.headers:
-        # A worker's idle long poll: the task it brings has its own trace (see kadence/_tracing.py).
+        # A worker's idle long poll: the task it brings has its own trace (see kadence/_tracing.py, the worker's spans).
         return await handler(request)
     attributes: dict[str, Any] = {"http.request.method": request.method, "http.route": route,
                                   "url.path": request.path, "url.scheme": request.scheme}

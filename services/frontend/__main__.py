@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
-from kadence import _loop
+from services.common import loop as _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 

@@ -19,8 +19,8 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from kadence._tracing import tracer
-from kadence.common import MAX_REQUEST_BYTES
+from kadence_protocol.limits import MAX_REQUEST_BYTES
+from kadence_protocol.tracing import tracer
 from services.common import db, outage
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.health import HealthSource, health_answer

@@ -21,8 +21,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from kadence import avro
-from kadence._tracing import tracer, use_traceparent
+from kadence_protocol import avro
+from kadence_protocol.tracing import tracer, use_traceparent
 from services.common import validation as common
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING

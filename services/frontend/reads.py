@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common.outcome import RUNNING
 from services.common.outcome import outcome as outcome_of
 

@@ -15,8 +15,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from kadence import avro
-from kadence.kafka_security import KafkaSecurity, client_options
+from kadence_protocol import avro
+from kadence_protocol.kafka_security import KafkaSecurity, client_options
 from services.common import outage
 from services.common.aio import cancel
 from services.common.kafka import REPLIES

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from fastavro.validation import validate as avro_validate
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import validation as common
 
 from .errors import InvalidArgument

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 from services.visibility.reads import VisibilityReads
 from services.visibility.sql import MAX_PAGE_SIZE, AttributeType, QueryError, stored_attributes
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, NamedTuple
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka
 
 from . import chain

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from kadence import avro
+from kadence_protocol import avro
 
 from .state import Event
 
@@ -70,7 +70,7 @@ def follows(previous: str, event: Event, encoded: bytes | None = None) -> bool:
     """Whether ``event``'s hash chains onto ``previous`` (the hash of the event before it).
 
     ``encoded`` is the event's HistoryEvent encoding as written (a history_events row, or
-    :func:`kadence.avro.history_event_encoding` of a kadence.history record), ``event`` its
+    :func:`kadence_protocol.avro.history_event_encoding` of a kadence.history record), ``event`` its
     decoding. Without it the event is re-encoded under the current schema, which is right
     only for events written under the current schema.
     """

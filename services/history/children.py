@@ -38,6 +38,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from kadence_protocol.policies import ParentClosePolicy
 from services.common import kafka
 
 from . import cancellation, engine
@@ -65,12 +66,6 @@ class NoticeKind(StrEnum):
     CANCELED = "Canceled"
     SIGNALED = "Signaled"
     SIGNAL_FAILED = "SignalFailed"
-
-
-class ParentClosePolicy(StrEnum):
-    TERMINATE = "Terminate"
-    REQUEST_CANCEL = "RequestCancel"
-    ABANDON = "Abandon"
 
 
 class StartFailedCause(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka
 
 from . import updates

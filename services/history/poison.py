@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiokafka.structs import ConsumerRecord
 
-from kadence import avro
+from kadence_protocol import avro
 
 from . import engine
 

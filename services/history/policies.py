@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from kadence.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from kadence_protocol.policies import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from .state import MutableState
 

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
 from services.common.outcome import RUNNING
 from services.common.schedules import (

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from kadence.kafka_security import client_options
+from kadence_protocol.kafka_security import client_options
 from services.common import db, kafka, outage
 from services.common.aio import cancel
 from services.common.config import Settings

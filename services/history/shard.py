@@ -23,7 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common.outcome import RUNNING
 
 from .errors import HistoryCorrupted

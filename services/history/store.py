@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common.outcome import close_payload
 
 from .builder import Mutation, OutboxMessage

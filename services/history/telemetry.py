@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from kadence._tracing import TRACE_HEADERS, tracer
+from kadence_protocol.tracing import TRACE_HEADERS, tracer
 from services.common import kafka, telemetry
 
 from .builder import Mutation

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from . import engine  # engine imports this module: its names are looked up when called
 from .builder import Transition
 from .state import MutableState
 
@@ -105,7 +104,9 @@ async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
         del req["waiters"][:-MAX_WAITERS]
     t.changed_without_events = True
     if req["stage"] == Stage.REQUESTED and s.wt is None and s.wt_failures == 0:
-        engine.schedule_workflow_task(t)
+        from .engine import schedule_workflow_task  # engine imports this module: no import cycle
+
+        schedule_workflow_task(t)
 
 
 def owed(s: MutableState) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from kadence import _loop
+from services.common import loop as _loop
 from services.common.config import Settings
 from services.common.runner import run_service
 

@@ -17,8 +17,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from kadence import avro
-from kadence.kafka_security import client_options
+from kadence_protocol import avro
+from kadence_protocol.kafka_security import client_options
 from services.common import outage
 from services.common.aio import cancel
 from services.common.config import Settings

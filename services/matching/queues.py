@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kadence import avro
+from kadence_protocol import avro
 
 from .pollers import RecentPollers
 

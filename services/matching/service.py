@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from kadence import avro
-from kadence._tracing import current_traceparent, tracer
+from kadence_protocol import avro
+from kadence_protocol.tracing import current_traceparent, tracer
 from services.common import db, internal_auth, outage
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key

@@ -27,7 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from kadence.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.kafka_security import KafkaSecurity, client_options
 from services.common import telemetry
 from services.common.aio import cancel
 from services.common.kafka import HISTORY

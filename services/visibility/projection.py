@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from kadence import avro
-from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
+from kadence_protocol import avro
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 from services.common.outcome import RUNNING
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kadence._bounded import BoundedRead
 from services.common import db
+from services.common.bounded import BoundedRead
 from services.common.kafka import HISTORY
 
 from . import projection, store

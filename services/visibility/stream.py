@@ -18,8 +18,8 @@ import sys
 import asyncpg
 import faust
 
-from kadence.kafka_security import faust_credentials
 from services.common import db, kafka, telemetry
+from services.common.kafka import faust_credentials
 
 from . import projection, store
 from .consumer import record_delay
@@ -36,7 +36,7 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
     """The faust app; ``datadir`` is faust's working directory (default: ``visibility/`` under
     the Kadence state directory, never the current directory)."""
     if datadir is None:
-        from kadence.cli import state_dir
+        from services.common.paths import state_dir
 
         datadir = str(state_dir() / "visibility")
     app = faust.App(

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.history import HistoryService

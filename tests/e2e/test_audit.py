@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from kadence import Client, Worker, avro
-from kadence._bounded import BoundedRead
+from kadence import Client, Worker
+from kadence_protocol import avro
 from services.audit import audit
 from services.cluster import Cluster
+from services.common.bounded import BoundedRead
 from services.common.embedded import EmbeddedPostgres
 
 from ..conftest import new_database

@@ -13,7 +13,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from kadence import Client, avro
+from kadence import Client
+from kadence_protocol import avro
 from services.audit import status
 from services.cluster import Cluster
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka
 from services.common.embedded import EmbeddedBroker
 from services.history import chain

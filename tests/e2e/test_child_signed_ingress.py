@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kadence import Client, Worker, avro
-from kadence import dlq as dead_letters
+from kadence import Client, Worker
 from kadence import kafka as ingress
-from kadence._bounded import BoundedRead
+from kadence_protocol import avro
 from services.cluster import Cluster
+from services.common import dlq as dead_letters
+from services.common.bounded import BoundedRead
 from services.common.embedded import EmbeddedBroker
 from services.common.ingress_auth import IngressPolicy
 

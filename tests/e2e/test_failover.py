@@ -13,7 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from kadence import Client, Worker, avro
+from kadence import Client, Worker
+from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.frontend import FrontendService

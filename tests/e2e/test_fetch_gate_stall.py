@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka
 from services.history import gate
 from services.history.neighbours import HandedCommand

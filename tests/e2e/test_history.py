@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import db, kafka
 from services.history import HistoryService, gate, rebuild
 from services.history.builder import LocalTask

@@ -10,10 +10,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kadence import Client, Worker
-from kadence import dlq as dead_letters
 from kadence import kafka as ingress
-from kadence._bounded import BoundedRead
 from services.cluster import Cluster
+from services.common import dlq as dead_letters
+from services.common.bounded import BoundedRead
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 from kadence import ApplicationError, Client, Worker, activity, workflow
-from kadence.common import MAX_REQUEST_BYTES
 from kadence.exceptions import ActivityError, WorkflowFailureError
+from kadence_protocol.limits import MAX_REQUEST_BYTES
 
 pytestmark = pytest.mark.timeout(120)
 

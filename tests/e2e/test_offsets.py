@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import db, kafka
 from services.history import HistoryService
 

@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, reject, settings
 from hypothesis import strategies as st
 
-from kadence import Client, Worker, avro
+from kadence import Client, Worker
 from kadence import kafka as ingress
+from kadence_protocol import avro
 from services.cluster import Cluster
 from services.common import kafka, validation
 

@@ -13,9 +13,10 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from kadence import Client, ResetPoint, Worker, activity, avro, workflow
+from kadence import Client, ResetPoint, Worker, activity, workflow
 from kadence import kafka as ingress
 from kadence.exceptions import RPCError
+from kadence_protocol import avro
 from services.audit import audit
 from services.cluster import Cluster
 from tests.helpers import eventually

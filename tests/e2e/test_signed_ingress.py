@@ -15,11 +15,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from kadence import Client, Worker
-from kadence import dlq as dead_letters
 from kadence import kafka as ingress
-from kadence._bounded import BoundedRead
-from kadence.ingress_signing import IngressSigner
+from kadence_protocol.ingress_signing import IngressSigner
 from services.cluster import Cluster
+from services.common import dlq as dead_letters
+from services.common.bounded import BoundedRead
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.ingress_auth import IngressPolicy

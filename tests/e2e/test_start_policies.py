@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from kadence import Client, Worker, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, avro, workflow
+from kadence import Client, Worker, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, workflow
 from kadence import kafka as ingress
 from kadence.converter import DataConverter
 from kadence.exceptions import ApplicationError, RPCError, WorkflowAlreadyStartedError, WorkflowFailureError
+from kadence_protocol import avro
 from services.audit import audit
 from services.cluster import Cluster
 from services.common.config import Settings

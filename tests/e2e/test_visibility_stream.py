@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.embedded import EmbeddedBroker
 from tests.helpers import eventually

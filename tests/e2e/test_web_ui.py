@@ -22,9 +22,10 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from kadence import Client, RetryPolicy, Worker, activity, dlq, workflow
+from kadence import Client, RetryPolicy, Worker, activity, workflow
 from kadence.exceptions import WorkflowFailureError
 from services.cluster import Cluster
+from services.common import dlq
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.frontend.auth import api_key_entry

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kadence import Client, Worker, activity, avro, workflow
+from kadence import Client, Worker, activity, workflow
+from kadence_protocol import avro
 from services.cluster import Cluster
 from services.common import telemetry
 

@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kadence import Client, Worker, avro, workflow
+from kadence import Client, Worker, workflow
+from kadence_protocol import avro
 from services.cluster import Cluster
 
 from .test_audit import _published

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.audit import replay as r
 from services.history import chain
 from services.history.state import rebuild

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.frontend.engine import Engine as FrontendEngine
 from services.frontend.errors import WorkflowNotFound
 from services.frontend.reads import Execution

@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.audit import replay as r
 from services.audit.stream import StreamAuditor
 from services.history import chain
@@ -171,7 +171,7 @@ def test_a_history_record_carries_the_history_event_version_of_its_time(record: 
 
 def test_the_event_in_an_old_record_fixture_is_the_old_event_fixture() -> None:
     fixtures = {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"])
-                for line in (FIXTURES / "before_activity_started_time.jsonl").open()}
+                for line in (FIXTURES / "before_activity_started_time.jsonl").read_text().splitlines()}
     carried = avro.history_event_encoding(fixtures["kadence.HistoryRecord v2"])
     assert carried == fixtures["kadence.HistoryEvent v3"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import validation as v
 
 pytestmark = pytest.mark.timeout(30)

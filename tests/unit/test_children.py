@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka, validation
 from services.history import children, engine
 from services.history.state import MutableState, child_run_id, rebuild

@@ -9,7 +9,7 @@ import avro.errors
 import avro.schema
 import pytest
 
-from kadence import avro as codec
+from kadence_protocol import avro as codec
 
 pytestmark = pytest.mark.timeout(10)
 

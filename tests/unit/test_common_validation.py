@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import validation as v
 from services.frontend import InvalidArgument
 from services.frontend import validation as fv

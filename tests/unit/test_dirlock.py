@@ -31,6 +31,8 @@ def test_a_second_holder_is_refused_with_the_first_named_and_a_killed_one_releas
     finally:
         holder.kill()
         holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
     # Killed: the kernel dropped the lock, and the stale description is replaced.
     lock = DirectoryLock.acquire(tmp_path / "d", api="http://127.0.0.1:5678")
     try:

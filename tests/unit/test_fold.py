@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.history import engine
 from services.history.builder import Transition
 from services.history.errors import HistoryCorrupted

@@ -49,7 +49,7 @@ def test_schemas_use_only_what_the_checker_enforces() -> None:
 
 def test_command_types_are_the_avro_schemas() -> None:
     """A hand-written list lagged behind the Avro schema and refused newer commands."""
-    from kadence import avro
+    from kadence_protocol import avro
 
     field = next(f for f in avro.schemas().current["kadence.Command"]["fields"] if f["name"] == "command_type")
     assert COMPONENTS["Command"]["properties"]["command_type"]["enum"] == field["type"]["symbols"]

@@ -34,7 +34,7 @@ def test_without_a_history_principal_history_signs_as_the_frontend() -> None:
     assert signer is not None and signer.principal == "fe"
     assert policy.refusal("shop", b"shop/c", b"v", signer.headers(TOPIC, b"shop/c", b"v")) is None
     # History's principal is not allowed anywhere unless the policy names it.
-    from kadence.ingress_signing import IngressSigner
+    from kadence_protocol.ingress_signing import IngressSigner
     alone = IngressSigner.of("history", "history-key-new-0000")
     assert "may not send" in (policy.refusal("shop", b"shop/c", b"v", alone.headers(TOPIC, b"shop/c", b"v")) or "")
 

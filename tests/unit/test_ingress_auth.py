@@ -1,4 +1,4 @@
-"""Signing commands (kadence/ingress_signing.py) and the per-namespace check of history
+"""Signing commands (kadence_protocol/ingress_signing.py) and the per-namespace check of history
 (services/common/ingress_auth.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import pytest
 
-from kadence.ingress_signing import IngressSigner
+from kadence_protocol.ingress_signing import IngressSigner
 from services.common.ingress_auth import IngressConfigError, IngressPolicy
 
 TOPIC = "kadence.requests"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from kadence import avro, kafka
+from kadence import kafka
+from kadence_protocol import avro
 from services.common import kafka as service_kafka
 
 pytestmark = pytest.mark.timeout(10)

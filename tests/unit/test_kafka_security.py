@@ -1,4 +1,4 @@
-"""Kafka TLS/SASL settings (kadence/kafka_security.py) and that every aiokafka client of
+"""Kafka TLS/SASL settings (kadence_protocol/kafka_security.py) and that every aiokafka client of
 the services and tools is built through the one helper."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from kadence.kafka_security import (
+from kadence_protocol.kafka_security import (
     KafkaSecurity,
     SaslMechanism,
     SecurityProtocol,
     client_options,
-    faust_credentials,
 )
 from services.common.config import Settings
+from services.common.kafka import faust_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "TracingProducer", "SigningProducer"}
@@ -103,7 +103,7 @@ def test_services_read_the_settings_and_the_helper_defaults_to_the_environment(
 
 def _constructions() -> list[tuple[str, ast.Call]]:
     found = []
-    for folder in ("kadence", "services", "benchmarks"):
+    for folder in ("kadence", "kadence_protocol", "services", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):

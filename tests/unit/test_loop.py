@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kadence import _loop
+from services.common import loop as _loop
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -11,7 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.audit import replay as r
 from tests.unit.test_chain_versions import CURRENT, Writer, _bodies, _load, _topic
 

@@ -23,6 +23,7 @@ async def test_callers_waiting_on_one_request_id_each_get_the_reply() -> None:
     assert (await first)["run_id"] == (await second)["run_id"] == "run-1"
     router.forget("r", first)
     router.forget("r", second)
+    await router.stop()  # closes the (never started) consumer
 
 
 async def test_one_callers_clean_up_leaves_a_later_callers_waiter() -> None:
@@ -37,6 +38,7 @@ async def test_one_callers_clean_up_leaves_a_later_callers_waiter() -> None:
     router.deliver([_reply("r")])  # history's answer to the retry
     assert (await asyncio.wait_for(retry, 1))["run_id"] == "run-1"
     router.forget("r", retry)
+    await router.stop()
 
 
 async def test_a_forgotten_waiter_is_not_answered_and_others_are() -> None:
@@ -47,3 +49,4 @@ async def test_a_forgotten_waiter_is_not_answered_and_others_are() -> None:
     assert not gone.done() and staying.done()
     router.forget("r", staying)
     router.forget("r", staying)  # twice is harmless
+    await router.stop()

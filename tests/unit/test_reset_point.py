@@ -83,7 +83,7 @@ def test_the_encode_cli_writes_a_reset_record() -> None:
     import subprocess
     import sys
 
-    from kadence import avro
+    from kadence_protocol import avro
 
     done = subprocess.run(
         [sys.executable, "-m", "kadence.cli", "encode", "reset", "--workflow-id", "w", "--event-id", "9",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.history import chain
 
 pytestmark = pytest.mark.timeout(10)
@@ -17,11 +17,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def _fixture_records(name: str) -> dict[str, bytes]:
     """A fixture's records by their schema version ("kadence.HistoryEvent v3")."""
-    return {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / name).open()}
+    return {json.loads(line)["schema"]: bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / name).read_text().splitlines()}
 
 
 def _v1_records() -> list[bytes]:
-    return [bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / "history_event_v1.jsonl").open()]
+    return [bytes.fromhex(json.loads(line)["hex"]) for line in (FIXTURES / "history_event_v1.jsonl").read_text().splitlines()]
 
 
 def test_version_1_history_events_are_read_with_the_new_field_defaulted() -> None:

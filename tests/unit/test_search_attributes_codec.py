@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
 from kadence._worker.payloads import decode_events, encode_commands
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import kafka
 from services.common.config import Settings
 from services.history import engine

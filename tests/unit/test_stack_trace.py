@@ -7,12 +7,12 @@ import asyncio
 
 from kadence import workflow
 from kadence._workflow.stack import (
-    STACK_TRACE_QUERY,
     AwaitPoint,
     TaskStack,
     await_points,
     format_stack_trace,
 )
+from kadence_protocol.queries import STACK_TRACE_QUERY
 from tests.unit._fake_history import Driver, FakeHistory
 
 

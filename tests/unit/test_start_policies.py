@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import validation
 from services.common.config import Settings
 from services.history import engine

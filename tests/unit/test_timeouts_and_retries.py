@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from kadence import activity, avro, workflow
+from kadence import activity, workflow
 from kadence._activity import ActivityDefinition
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence.exceptions import ActivityError, ActivityTimeoutError
+from kadence_protocol import avro
 from services.audit import replay as audit
 from services.history import engine
 from services.history.builder import Transition

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from kadence import avro, workflow
+from kadence import workflow
+from kadence_protocol import avro
 from services.history import engine
 from services.history.state import MutableState, rebuild
 from tests.unit._fake_history import FakeHistory, new_runner

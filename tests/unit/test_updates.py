@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.common import validation
 from services.history import engine, unseen, updates
 from services.history.state import MutableState, events_only, rebuild

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kadence import avro
+from kadence_protocol import avro
 from services.visibility import projection
 from services.visibility.projection import ExecutionStatus
 
@@ -68,7 +68,7 @@ def test_search_attributes_of_the_start_are_taken_and_junk_is_ignored() -> None:
 
 
 def test_upserted_search_attributes_merge_in_event_order() -> None:
-    from kadence._visibility import SEARCH_ATTRIBUTES_MARKER
+    from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
     def upsert(event_id: int, details: str) -> dict[str, Any]:
         return record("a", event_id, "MarkerRecorded", {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details,

@@ -24,10 +24,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from kadence import avro, dlq
-from kadence.kafka import REQUESTS
-from kadence.kafka_security import client_options
+from kadence_protocol import avro
+from kadence_protocol.kafka_security import client_options
+from kadence_protocol.topics import REQUESTS
 from services.audit import status as audit_store
+from services.common import dlq
 from services.history import chain
 from services.matching import MatchingService
 from services.matching.pollers import PollerSeen

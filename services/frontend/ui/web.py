@@ -27,10 +27,10 @@ import jinja2
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from kadence._bounded import TopicReadError
-from kadence._workflow.stack import STACK_TRACE_QUERY
-from kadence.dlq import DeadLetterNotFound
+from kadence_protocol.queries import STACK_TRACE_QUERY
 from services.common import outage
+from services.common.bounded import TopicReadError
+from services.common.dlq import DeadLetterNotFound
 
 from ..errors import FrontendError, InvalidArgument, NotFound
 from . import diagnosis, timeline

@@ -15,13 +15,12 @@ from types import TracebackType
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from kadence.exceptions import KadenceError
-from kadence.kafka_security import client_options
+from kadence_protocol.kafka_security import client_options
 
 __all__ = ["BoundedRead", "BrokerUnreachable", "TopicReadError"]
 
 
-class TopicReadError(KadenceError):
+class TopicReadError(Exception):
     """The topic is missing, or stopped delivering before its captured end was reached."""
 
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from kadence import avro
-from kadence._bounded import BoundedRead, BrokerUnreachable
-from kadence.exceptions import KadenceError
-from kadence.ingress_signing import IngressSigner
-from kadence.kafka import DLQ, REQUESTS
-from kadence.kafka_security import client_options
+from kadence_protocol import avro
+from kadence_protocol.ingress_signing import IngressSigner
+from kadence_protocol.kafka_security import client_options
+from kadence_protocol.topics import DLQ, REQUESTS
+from services.common.bounded import BoundedRead, BrokerUnreachable
 
 __all__ = ["DeadLetterEntry", "DeadLetterNotFound", "list_dead_letters", "redrive"]
 
@@ -28,7 +27,7 @@ __all__ = ["DeadLetterEntry", "DeadLetterNotFound", "list_dead_letters", "redriv
 REDRIVE_HEADER = "kadence-redriven-from"
 
 
-class DeadLetterNotFound(KadenceError):
+class DeadLetterNotFound(LookupError):
     """Offsets asked for that hold no dead letter on kadence.dlq."""
 
     def __init__(self, offsets: Sequence[int]) -> None:
