@@ -19,7 +19,7 @@ from kadence.exceptions import RPCError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:7233"
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 1, 2, 3, 4
-OVERLAP_POLICIES = ["skip", "buffer_one", "allow_all", "terminate_other"]
+OVERLAP_POLICIES = ["skip", "buffer_one", "allow_all", "cancel_other", "terminate_other"]
 
 
 class Failed(click.ClickException):

@@ -31,16 +31,18 @@ RECENT_KEPT = 10  # firings kept in a schedule's row for describe
 
 
 class OverlapPolicy(enum.Enum):
-    """What a firing does while the schedule's previous workflow is still running.
-
-    The API has no cancellation yet, so "cancel other" is not offered: terminate_other
-    ends the previous run and starts the new one.
-    """
+    """What a firing does while the schedule's previous workflow is still running."""
 
     SKIP = "skip"                        # the firing is dropped
     BUFFER_ONE = "buffer_one"            # held until the previous closes (one at most; more are dropped)
     ALLOW_ALL = "allow_all"              # started anyway
+    CANCEL_OTHER = "cancel_other"        # the previous is asked to cancel; this one held until it closes
     TERMINATE_OTHER = "terminate_other"  # the previous is terminated, then this one started
+
+    @property
+    def holds(self) -> bool:
+        """Whether a firing waits (in the schedule's one-firing buffer) for the previous run to close."""
+        return self in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.CANCEL_OTHER)
 
 
 class ScheduleError(ValueError):
@@ -57,6 +59,12 @@ def iso_utc(ms: int) -> str:
     if ms % 1000:
         return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_ms(text: str) -> int:
+    """The inverse of :func:`iso_utc`."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(t.timestamp()) * 1000 + t.microsecond // 1000
 
 
 def workflow_id_for(schedule_id: str, nominal_ms: int) -> str:

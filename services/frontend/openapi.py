@@ -267,7 +267,7 @@ _SCHEDULE = _body({
                      "run_timeout_ms": _TIMEOUT, "workflow_task_timeout_ms": {**_TIMEOUT, "default": 10_000}},
                     ["workflow_type", "task_queue"],
                     not_null=("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms")),
-    "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "terminate_other"],
+    "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "cancel_other", "terminate_other"],
                        "default": "skip"},
     "catchup_window": _DURATION, "paused": {"type": "boolean"}, "note": TEXT,
 }, ["schedule_id", "spec", "action"], not_null=("overlap_policy", "paused"))
