@@ -198,6 +198,11 @@ def workflow() -> None:
     """
 
 
+def _pairs(values: Mapping[str, Any] | None) -> str:
+    """``name=value, ...`` (values as JSON), sorted by name: search attributes and memos in a cell."""
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted((values or {}).items()))
+
+
 QUERY_HELP = ("A list filter, e.g. \"WorkflowType = 'Order' AND ExecutionStatus = 'Running' ORDER BY StartTime"
               " DESC\" (README, 'Finding workflows'). Empty: every run.")
 
@@ -221,14 +226,15 @@ def list_(query: str, limit: int, everything: bool, output: str,
         return
     table = Table(box=None, header_style="bold")
     with_attributes = any(e.search_attributes for e in runs)
+    with_memo = any(e.memo for e in runs)
     for column in ("Workflow ID", "Run ID", "Type", "Status", "Start", "Close", "Task queue",
-                   *(["Search attributes"] if with_attributes else [])):
+                   *(["Search attributes"] if with_attributes else []), *(["Memo"] if with_memo else [])):
         table.add_column(column, overflow="fold")
     for e in runs:
-        attributes = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
-                               for k, v in sorted((e.search_attributes or {}).items()))
+        attributes = _pairs(e.search_attributes)
         table.add_row(e.workflow_id, e.run_id, e.workflow_type or "", _status(e.status), _time(e.start_time),
-                      _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []))
+                      _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []),
+                      *([_pairs(e.memo)] if with_memo else []))
     console = _console()
     console.print(table)
     if not runs:
@@ -284,7 +290,8 @@ def describe(workflow_id: str, run_id: str | None, output: str,
                          ("Type", info.get("workflow_type")), ("Task queue", info.get("task_queue")),
                          ("Status", _status(str(info.get("status")))), ("Start", _time(info.get("start_time"))),
                          ("Close", _time(info.get("close_time"))), ("History length", info.get("history_length")),
-                         ("Continued as", info.get("new_run_id"))):
+                         ("Continued as", info.get("new_run_id")),
+                         ("Memo", _pairs(info.get("memo")) if isinstance(info.get("memo"), dict) else None)):
         if value not in (None, ""):
             summary.add_row(label, value if isinstance(value, Text) else str(value))
     console.print(summary)
