@@ -272,8 +272,10 @@ class Client(AdminMixin):
         request_id: str | None = None,
         id_reuse_policy: WorkflowIDReusePolicy | None = None,
         memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
-        """Signal the workflow, starting it first if it is not running."""
+        """Signal the workflow, starting it first if it is not running; ``memo`` and
+        ``search_attributes`` are those of the run it starts (unused if one is open)."""
         body = await self._start_body(
             workflow,
             args,
@@ -285,6 +287,7 @@ class Client(AdminMixin):
             request_id=request_id,
             id_reuse_policy=id_reuse_policy,
             memo=memo,
+            search_attributes=search_attributes,
         )
         body["signal_name"] = signal_name = signal_name_of(signal)
         body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")

@@ -444,6 +444,7 @@ def _continue_as_new(a: Command, at: str, limits: Limits) -> None:
     optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the same queue
     payload(a["input"], f"{at}.input", limits, array=True)
     _memo(a.get("memo"), f"{at}.memo", limits)
+    _memo(a.get("search_attributes"), f"{at}.search_attributes", limits)  # a JSON object too (Command v6)
 
 
 def _memo(value: object, field: str, limits: Limits) -> None:

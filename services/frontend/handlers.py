@@ -54,7 +54,8 @@ class Handlers(VisibilityHandlers):
         return 201, await self.engine.start(req, v.seconds(body, "wait_seconds", 0.0, 600.0))
 
     async def signal_with_start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        req = v.start_request(path["namespace"], body, workflow_id=path["workflow_id"])
+        req = await self.with_search_attributes(
+            v.start_request(path["namespace"], body, workflow_id=path["workflow_id"]), body)
         signal_name = v.name(body, "signal_name")
         signal_input = v.array_json(body, "signal_input")
         return OK, await self.engine.signal_with_start(req, signal_name, signal_input)

@@ -122,6 +122,10 @@ def test_a_missing_field_is_named() -> None:
          "attributes": {"workflow_type": "T\x00", "task_queue": "", "input": None}}]),
      "commands[0].attributes.workflow_type"),
     ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "ContinueAsNewWorkflowExecution",
+         "attributes": {"workflow_type": "", "task_queue": "", "input": None, "search_attributes": "[1]"}}]),
+     "commands[0].attributes.search_attributes"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
         {"command_type": "ScheduleActivityTask", "attributes": {
             "activity_id": "1", "activity_type": "a", "task_queue": "", "input": "[]",
             "schedule_to_close_timeout_ms": 0, "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 1,
