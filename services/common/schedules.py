@@ -75,6 +75,14 @@ def request_id_for(namespace: str, schedule_id: str, nominal_ms: int) -> str:
     return f"schedule:{namespace}:{schedule_id}:{nominal_ms}"
 
 
+CRON_PREFIX = "cron-"
+
+
+def cron_schedule_id(workflow_id: str) -> str:
+    """The schedule a start with ``cron_schedule`` creates for ``workflow_id`` (README, Schedules)."""
+    return CRON_PREFIX + workflow_id
+
+
 @dataclass(frozen=True)
 class ScheduleSpec:
     """When a schedule fires: ``cron`` or ``interval_ms`` (with ``offset_ms``), in ``time_zone``."""
@@ -149,6 +157,12 @@ class ScheduleAction:
     execution_timeout_ms: int = 0
     run_timeout_ms: int = 0
     workflow_task_timeout_ms: int = 10_000
+    # Every firing starts a new run of this one workflow id (a cron start's schedule), instead
+    # of a workflow of its own ({schedule_id}-{time}).
+    workflow_id: str | None = None
+
+    def workflow_id_of(self, schedule_id: str, nominal_ms: int) -> str:
+        return self.workflow_id if self.workflow_id is not None else workflow_id_for(schedule_id, nominal_ms)
 
     @classmethod
     def from_json(cls, raw: object) -> ScheduleAction:
@@ -171,17 +185,23 @@ class ScheduleAction:
                 raise ScheduleError(f"action.{name} must be a non-negative integer", f"action.{name}")
             timeouts[name] = value
         text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
-        return cls(names["workflow_type"], names["task_queue"], text, **timeouts)
+        fixed = raw.get("workflow_id")
+        if fixed is not None and (not isinstance(fixed, str) or not fixed or len(fixed) > 1000):
+            raise ScheduleError("action.workflow_id must be a non-empty string", "action.workflow_id")
+        return cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
-                "input": None if self.input is None else json.loads(self.input),
-                "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
-                "workflow_task_timeout_ms": self.workflow_task_timeout_ms}
+        out = {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
+               "input": None if self.input is None else json.loads(self.input),
+               "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
+               "workflow_task_timeout_ms": self.workflow_task_timeout_ms}
+        if self.workflow_id is not None:
+            out["workflow_id"] = self.workflow_id
+        return out
 
     def start_record(self, namespace: str, schedule_id: str, nominal_ms: int) -> dict[str, Any]:
         """The StartWorkflowExecution command of the firing of ``nominal_ms``."""
-        return {"namespace": namespace, "workflow_id": workflow_id_for(schedule_id, nominal_ms),
+        return {"namespace": namespace, "workflow_id": self.workflow_id_of(schedule_id, nominal_ms),
                 "workflow_type": self.workflow_type, "task_queue": self.task_queue, "input": self.input,
                 "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
                 "workflow_task_timeout_ms": self.workflow_task_timeout_ms,

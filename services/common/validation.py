@@ -254,6 +254,11 @@ def _start(cmd: Command, limits: Limits) -> None:
     duration_ms(cmd.get("run_timeout_ms", 0), "run_timeout_ms")
     _request(cmd)
     start_options(cmd, limits)
+    if cmd.get("cron_schedule") is not None:
+        # A cron start creates a schedule (a row of PostgreSQL's schedules), which only the
+        # frontend writes today: over Kafka it is dead-lettered, not started as a plain run.
+        raise Invalid("cron_schedule", "is taken over HTTP only (POST /workflows); a start record on"
+                                       " kadence.requests cannot create a schedule yet")
 
 
 def start_options(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> None:

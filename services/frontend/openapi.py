@@ -153,11 +153,14 @@ _ALSO_OK: dict[str, tuple[int, str]] = {"register_search_attribute": (200, "Regi
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
-    "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
+    "start": ("Start a workflow run; with wait_seconds, also wait for its outcome. With cron_schedule, start"
+              " nothing now: create the schedule cron-{workflow_id} whose firings start runs of this workflow id",
               _body({**_START_FIELDS, "id_conflict_policy": _CONFLICT, "search_attributes": _SEARCH_ATTRIBUTES,
-                     "wait_seconds": {**WAIT_S, "default": 0}},
+                     "wait_seconds": {**WAIT_S, "default": 0},
+                     "cron_schedule": {"type": ["string", "null"], "maxLength": 1000}},
                     ["workflow_id", "workflow_type", "task_queue"]), {},
-              201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
+              201, _obj({"run_id": {"type": ["string", "null"]}, "workflow_id": STR, "outcome": _ref("Outcome"),
+                         "schedule_id": STR, "next_action_times": {"type": "array", "items": STR}})),
     "list_workflows": ("List workflow runs matching a query, a page at a time", None,
                        {"query": _QUERY,
                         "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 100},

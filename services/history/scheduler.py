@@ -8,9 +8,10 @@ firing) and for each:
 1. decides every firing due (services/common/schedules.py: catch-up window, overlap policy
    against the status of the schedule's latest workflow in current_executions);
 2. produces their commands to kadence.requests and waits for the broker's acknowledgement:
-   a start with the deterministic workflow id ``{schedule_id}-{nominal time}`` and request
-   id, for terminate_other a terminate of the previous workflow, for cancel_other a cancel
-   request of it (the firing then waits in the buffer until that run closes);
+   a start with the deterministic workflow id ``{schedule_id}-{nominal time}`` (or, for a
+   cron start's schedule, a new run of its one workflow id) and request id, for
+   terminate_other a terminate of the previous workflow, for cancel_other a cancel request
+   of it (the firing then waits in the buffer until that run closes);
 3. then advances the schedule's row in PostgreSQL (next time, buffer, triggers taken,
    recent firings), only while the shard's range_id is still the one acquired.
 
@@ -45,7 +46,6 @@ from services.common.schedules import (
     due_times,
     iso_ms,
     iso_utc,
-    workflow_id_for,
 )
 from services.common.telemetry import metrics
 
@@ -154,13 +154,16 @@ class Scheduler:
         last: str | None = row["last_workflow_id"]
         is_open = await self._is_open(ns, last, json.loads(row["recent"]), now)
         for nominal, how in firings:
-            wid = workflow_id_for(sid, nominal)
-            if wid == last:
-                continue
-            status = await self._status(ns, wid)
-            if status is not None:  # started by a round that stopped before advancing the row
-                last, is_open = wid, status == RUNNING
-                continue
+            wid = action.workflow_id_of(sid, nominal)
+            if action.workflow_id is None:
+                if wid == last:
+                    continue
+                status = await self._status(ns, wid)
+                if status is not None:  # started by a round that stopped before advancing the row
+                    last, is_open = wid, status == RUNNING
+                    continue
+            # With one workflow id for every firing (a cron start), a firing produced again after
+            # a round that stopped before advancing the row is answered by history's request ledger.
             # A trigger is an operator's "run it now": it starts whatever the policy.
             if is_open and how != "triggered" and overlap is not OverlapPolicy.ALLOW_ALL:
                 if overlap is OverlapPolicy.SKIP or (overlap.holds and turn.buffered is not None):

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kadence import Client, Worker
-from kadence.exceptions import WorkflowNotFoundError
+from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
@@ -173,3 +173,50 @@ async def test_a_cron_schedule_runs_in_its_time_zone_and_a_pause_keeps_its_note(
         assert listed["nine-paris"]["note"] == "the office is closed" and not listed["nine-kolkata"]["paused"]
         resumed = await client.unpause_schedule("nine-paris", note="open again")
         assert (resumed["paused"], resumed["note"]) == (False, "open again")
+
+
+async def test_a_cron_start_is_a_schedule_starting_runs_of_one_workflow_id(quick: Cluster) -> None:
+    async with await Client.connect(quick.url) as client:
+        wid = _id("report")
+        # Every 2 seconds (croniter's sixth field is the seconds).
+        handle = await client.start_workflow(EchoWorkflow.run, "cron", id=wid, task_queue="q-cron",
+                                             cron_schedule="* * * * * */2")
+        assert handle.run_id is None  # nothing runs until the first cron time
+        again = await client.start_workflow(EchoWorkflow.run, "cron", id=wid, task_queue="q-cron",
+                                            cron_schedule="* * * * * */2")  # the same: answered the same
+        assert again.workflow_id == wid
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow(EchoWorkflow.run, "other", id=wid, task_queue="q-cron",
+                                        cron_schedule="* * * * * */2")
+        assert (refused.value.status, refused.value.error_type) == (409, "WorkflowAlreadyStarted")
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow(EchoWorkflow.run, "m", id=_id("memo"), task_queue="q-cron",
+                                        cron_schedule="* * * * *", memo={"a": 1})
+        assert (refused.value.status, refused.value.field) == (400, "memo")
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow(EchoWorkflow.run, id=_id("bad"), task_queue="q-cron", cron_schedule="often")
+        assert (refused.value.status, refused.value.field) == (400, "cron_schedule")
+
+        schedule = await client.describe_schedule(f"cron-{wid}")
+        assert (schedule["overlap_policy"], schedule["action"]["workflow_id"]) == ("skip", wid)
+        async with Worker(client, task_queue="q-cron", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            fired = await eventually(lambda: _described(client, f"cron-{wid}", lambda d: d["actions_started"] >= 2),
+                                     timeout=30, what="two firings")
+            recent = fired["recent_actions"]
+            assert isinstance(recent, list)
+            assert {a["workflow_id"] for a in recent if a["result"] == "started"} == {wid}
+
+            async def runs() -> list[str] | None:
+                found = [e.run_id async for e in client.list_workflows(f"WorkflowId = '{wid}'")]
+                return found if len(found) >= 2 else None
+            run_ids = await eventually(runs, timeout=30, what="two runs of the workflow id listed")
+            assert len(set(run_ids)) == len(run_ids)
+            # describe and result follow the latest run of the workflow id.
+            latest = client.get_workflow_handle(wid)
+            assert (await latest.describe())["workflow_type"] == "EchoWorkflow"
+            # Deleting the schedule stops the cron; the runs it started stay.
+            await client.delete_schedule(f"cron-{wid}")
+            assert await latest.result(timeout=20) == "cron"
+        with pytest.raises(RPCError) as refused:
+            await client.describe_schedule(f"cron-{wid}")
+        assert refused.value.status == 404
