@@ -397,20 +397,28 @@ def _start_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @workflow.command(short_help="Start a workflow; print its run id.")
 @_start_options
+@click.option("--cron-schedule", default=None, metavar="CRON",
+              help="Start nothing now: run it at each time of this cron expression (UTC), as the schedule"
+                   " cron-WORKFLOW_ID (stop it with kadence schedule delete cron-WORKFLOW_ID).")
 @_output_option
 @with_client
 def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
-          execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
-          namespace: str, api_key: str | None) -> None:
+          execution_timeout: float | None, attributes: tuple[str, ...], cron_schedule: str | None, output: str,
+          address: str, namespace: str, api_key: str | None) -> None:
     """Start a workflow and print its run id (does not wait)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
     found = _attributes(attributes)
     handle = _run(address, namespace, lambda c: c.start_workflow(workflow_type, *args, id=workflow_id,
                                                                  task_queue=task_queue, execution_timeout=timeout,
-                                                                 search_attributes=found))
+                                                                 search_attributes=found,
+                                                                 cron_schedule=cron_schedule))
     if output == Output.JSON:
-        _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id})
+        _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id,
+                     **({"schedule_id": f"cron-{workflow_id}"} if cron_schedule else {})})
+    elif cron_schedule:
+        _console().print(f"Scheduled [bold]{handle.workflow_id}[/bold] on {cron_schedule!r}"
+                         f" (schedule cron-{workflow_id})")
     else:
         _console().print(f"Started [bold]{handle.workflow_id}[/bold] run {handle.run_id}")
 

@@ -151,3 +151,16 @@ async def test_list_and_describe_show_the_memo(client: Client, cluster: Cluster)
     described = ok(await cli(cluster, "describe", "-w", f"memo-{tag}"))
     assert 'owner="ops", ticket=42' in described
     await handle.terminate("done")
+
+
+async def test_start_with_a_cron_schedule_creates_its_schedule(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    out = json.loads(ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", f"cron-{tag}", "-w", f"nightly-{tag}",
+                                  "-i", '"Ada"', "-i", "false", "--cron-schedule", "0 2 * * *", "-o", "json")))
+    assert out == {"workflow_id": f"nightly-{tag}", "run_id": None, "schedule_id": f"cron-nightly-{tag}"}
+    schedule = await client.describe_schedule(f"cron-nightly-{tag}")
+    assert schedule["spec"]["cron"] == "0 2 * * *" and schedule["action"]["workflow_id"] == f"nightly-{tag}"
+    table = ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", f"cron-{tag}", "-w", f"nightly-{tag}",
+                         "-i", '"Ada"', "-i", "false", "--cron-schedule", "0 2 * * *"))
+    assert f"cron-nightly-{tag}" in table  # the same again: answered the same
+    await client.delete_schedule(f"cron-nightly-{tag}")
