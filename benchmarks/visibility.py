@@ -1,20 +1,21 @@
 """Visibility lag: how long after a run closes it is listable as closed.
 
-    python -m benchmarks.visibility              # starts `kadence dev` and a worker, 1,000 workflows
-    python -m benchmarks.visibility --n 10000
+    python -m benchmarks.visibility              # starts `kadence dev` and a worker, 10,000 workflows
+    python -m benchmarks.visibility --n 1000 --out results.jsonl
 
 Starts ``--n`` one-activity workflows at once and, meanwhile, lists the runs closed lately
 every ``--every`` seconds (``ExecutionStatus = 'Completed' AND CloseTime >= ...``). A run's
 lag is the time it was first listed minus its close time (both this machine's clock), so
 the figures carry the polling interval as resolution. Prints p50/p95/p99/max and how many
 runs were never seen closed (none, unless the projection fell behind by more than the
-look-back window).
+look-back window), then the same as one JSON line (``figures``), also appended to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kadence import Client
 from services.common import loop as _loop
@@ -100,13 +102,32 @@ async def main(args: argparse.Namespace) -> None:
     if lags:
         print(f"close -> listable: p50 {_pct(lags, 50):.0f} ms, p95 {_pct(lags, 95):.0f} ms,"
               f" p99 {_pct(lags, 99):.0f} ms, max {lags[-1]:.0f} ms")
+    line = json.dumps(figures(args.n, elapsed, lags, args.every))
+    print(line)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(line + "\n")
+
+
+def figures(n: int, elapsed_s: float, lags_ms: list[float], every_s: float) -> dict[str, Any]:
+    """The run's figures as one JSON object: close-to-listable lag percentiles in ms (None if
+    no run was listed), how many runs were never listed, the start rate, the list interval."""
+    lags = sorted(lags_ms)
+
+    def pct(q: float) -> float | None:
+        return round(_pct(lags, q), 1) if lags else None
+    return {"benchmark": "visibility_lag", "workflows": n, "listed": len(lags), "never_listed": n - len(lags),
+            "workflows_per_second": round(n / elapsed_s, 1) if elapsed_s > 0 else None,
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "max_ms": round(lags[-1], 1) if lags else None, "poll_interval_ms": round(every_s * 1000)}
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000, help="workflows")
+    parser.add_argument("--n", type=int, default=10_000, help="workflows")
     parser.add_argument("--clients", type=int, default=1000, help="workflows in flight at once")
     parser.add_argument("--every", type=float, default=0.05, help="seconds between lists")
+    parser.add_argument("--out", default=None, help="append the figures to this file as a JSON line")
     _loop.run(main(parser.parse_args()))
 
 

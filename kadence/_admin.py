@@ -90,7 +90,7 @@ class AdminMixin:
         expression or every ``interval``; each start has the workflow id
         ``{schedule_id}-{scheduled time, ISO 8601 UTC}``.
 
-        ``overlap_policy``: skip, buffer_one, allow_all or terminate_other (what a firing does
+        ``overlap_policy``: skip, buffer_one, allow_all, cancel_other or terminate_other (what a firing does
         while the previous workflow runs); ``catchup_window``: how late a missed firing may
         still run after downtime (default 1 minute)."""
         if (cron is None) == (interval is None):

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_ADDRESS", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_UNAVAILABLE
            "main"]
 EXIT_FAILED, EXIT_USAGE = int(ExitCode.FAILED), int(ExitCode.USAGE)
 EXIT_NOT_FOUND, EXIT_UNAVAILABLE = int(ExitCode.NOT_FOUND), int(ExitCode.UNAVAILABLE)
-OVERLAP_POLICIES = ["skip", "buffer_one", "allow_all", "terminate_other"]
+OVERLAP_POLICIES = ["skip", "buffer_one", "allow_all", "cancel_other", "terminate_other"]
 
 
 def _run(ctx: click.Context, call: Callable[[Client], Awaitable[Any]]) -> Any:

@@ -189,6 +189,7 @@ class Client(AdminMixin):
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
+        cron_schedule: str | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
         if one with this id is running (``id_conflict_policy`` changes that: USE_EXISTING
@@ -200,7 +201,12 @@ class Client(AdminMixin):
         ``execution_timeout`` bounds the whole execution, every run of a continue-as-new
         chain included; ``run_timeout`` bounds each run. The run open when either passes
         times out. ``search_attributes``: custom attributes registered in the namespace
-        (name: value; datetimes allowed), for listing it (README, "Finding workflows")."""
+        (name: value; datetimes allowed), for listing it (README, "Finding workflows").
+
+        ``cron_schedule`` (a cron expression, UTC): start nothing now, but create the schedule
+        ``cron-{id}`` whose every firing starts a new run of workflow ``id`` (overlap skip);
+        the handle follows the latest run. Stop it with ``delete_schedule("cron-" + id)``
+        (README, "Schedules")."""
         body = await self._start_body(
             workflow,
             args,
@@ -215,6 +221,8 @@ class Client(AdminMixin):
             memo=memo,
             search_attributes=search_attributes,
         )
+        if cron_schedule is not None:
+            body["cron_schedule"] = cron_schedule
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
 
@@ -272,8 +280,10 @@ class Client(AdminMixin):
         request_id: str | None = None,
         id_reuse_policy: WorkflowIDReusePolicy | None = None,
         memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
-        """Signal the workflow, starting it first if it is not running."""
+        """Signal the workflow, starting it first if it is not running; ``memo`` and
+        ``search_attributes`` are those of the run it starts (unused if one is open)."""
         body = await self._start_body(
             workflow,
             args,
@@ -285,6 +295,7 @@ class Client(AdminMixin):
             request_id=request_id,
             id_reuse_policy=id_reuse_policy,
             memo=memo,
+            search_attributes=search_attributes,
         )
         body["signal_name"] = signal_name = signal_name_of(signal)
         body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")

@@ -233,8 +233,10 @@ def upsert_search_attributes(attributes: Mapping[str, Any]) -> None:
 
 
 def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: str | None = None,
-                    memo: Mapping[str, Any] | None = None) -> NoReturn:
+                    memo: Mapping[str, Any] | None = None,
+                    search_attributes: Mapping[str, Any] | None = None) -> NoReturn:
     """End this run and start a new one of the same workflow with ``args`` (never returns);
-    the new run keeps this run's memo unless ``memo`` replaces it."""
+    the new run keeps this run's memo unless ``memo`` replaces it. ``search_attributes``:
+    the new run's (registered in the namespace, as at start); without them it has none."""
     current_instance()
-    raise ContinueAsNewError(args, workflow_type, task_queue, memo)
+    raise ContinueAsNewError(args, workflow_type, task_queue, memo, search_attributes)

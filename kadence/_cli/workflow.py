@@ -120,6 +120,11 @@ def workflow() -> None:
     """
 
 
+def _pairs(values: Mapping[str, Any] | None) -> str:
+    """``name=value, ...`` (values as JSON), sorted by name: search attributes and memos in a cell."""
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted((values or {}).items()))
+
+
 QUERY_HELP = ("A list filter, e.g. \"WorkflowType = 'Order' AND ExecutionStatus = 'Running' ORDER BY StartTime"
               " DESC\" (README, 'Finding workflows'). Empty: every run.")
 
@@ -143,14 +148,15 @@ def list_(query: str, limit: int, everything: bool, output: str,
         return
     table = Table(box=None, header_style="bold")
     with_attributes = any(e.search_attributes for e in runs)
+    with_memo = any(e.memo for e in runs)
     for column in ("Workflow ID", "Run ID", "Type", "Status", "Start", "Close", "Task queue",
-                   *(["Search attributes"] if with_attributes else [])):
+                   *(["Search attributes"] if with_attributes else []), *(["Memo"] if with_memo else [])):
         table.add_column(column, overflow="fold")
     for e in runs:
-        attributes = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
-                               for k, v in sorted((e.search_attributes or {}).items()))
+        attributes = _pairs(e.search_attributes)
         table.add_row(e.workflow_id, e.run_id, e.workflow_type or "", _status(e.status), _time(e.start_time),
-                      _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []))
+                      _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []),
+                      *([_pairs(e.memo)] if with_memo else []))
     console = _console()
     console.print(table)
     if not runs:
@@ -220,7 +226,8 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
                          ("Continued as" if info.get("status") == "ContinuedAsNew" else "Reset to",
                           info.get("new_run_id")),
                          ("Reset from", info.get("reset_from_run_id")),
-                         ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or []))):
+                         ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or [])),
+                         ("Memo", _pairs(info.get("memo")) if isinstance(info.get("memo"), dict) else None)):
         if value not in (None, ""):
             summary.add_row(label, value if isinstance(value, Text) else str(value))
     console.print(summary)
@@ -328,20 +335,28 @@ def _start_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @workflow.command(short_help="Start a workflow; print its run id.")
 @_start_options
+@click.option("--cron-schedule", default=None, metavar="CRON",
+              help="Start nothing now: run it at each time of this cron expression (UTC), as the schedule"
+                   " cron-WORKFLOW_ID (stop it with kadence schedule delete cron-WORKFLOW_ID).")
 @_output_option
 @with_client
 def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[str, ...],
-          execution_timeout: float | None, attributes: tuple[str, ...], output: str, address: str,
-          namespace: str, api_key: str | None) -> None:
+          execution_timeout: float | None, attributes: tuple[str, ...], cron_schedule: str | None, output: str,
+          address: str, namespace: str, api_key: str | None) -> None:
     """Start a workflow and print its run id (does not wait)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
     found = _attributes(attributes)
     handle = _run(address, namespace, lambda c: c.start_workflow(workflow_type, *args, id=workflow_id,
                                                                  task_queue=task_queue, execution_timeout=timeout,
-                                                                 search_attributes=found))
+                                                                 search_attributes=found,
+                                                                 cron_schedule=cron_schedule))
     if output == Output.JSON:
-        _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id})
+        _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id,
+                     **({"schedule_id": f"cron-{workflow_id}"} if cron_schedule else {})})
+    elif cron_schedule:
+        _console().print(f"Scheduled [bold]{handle.workflow_id}[/bold] on {cron_schedule!r}"
+                         f" (schedule cron-{workflow_id})")
     else:
         _console().print(f"Started [bold]{handle.workflow_id}[/bold] run {handle.run_id}")
 

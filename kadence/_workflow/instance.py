@@ -99,12 +99,14 @@ class ContinueAsNewError(BaseException):
     """
 
     def __init__(self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None,
-                 memo: Mapping[str, Any] | None = None) -> None:
+                 memo: Mapping[str, Any] | None = None,
+                 search_attributes: Mapping[str, Any] | None = None) -> None:
         super().__init__("continue as new")
         self.run_args = tuple(args)
         self.workflow_type = workflow_type
         self.task_queue = task_queue
         self.memo = memo  # None: the new run keeps this run's memo
+        self.search_attributes = search_attributes  # None: the new run has none
 
 
 @dataclass
@@ -531,6 +533,8 @@ class WorkflowInstance:
                 return
             self._finish("CompleteWorkflowExecution", {"result": result})
         elif isinstance(exc, ContinueAsNewError):
+            from kadence._visibility import search_attributes_json
+
             info = self.info()
             self._finish(
                 "ContinueAsNewWorkflowExecution",
@@ -541,6 +545,9 @@ class WorkflowInstance:
                     # Only when replaced: without it the new run keeps this run's memo.
                     **({"memo": self.converter.encode_value(dict(exc.memo), what="memo")}
                        if exc.memo is not None else {}),
+                    # Plain JSON (not through the data converter: the server reads them).
+                    **({"search_attributes": encode_value(search_attributes_json(exc.search_attributes))}
+                       if exc.search_attributes else {}),
                 },
             )
         else:

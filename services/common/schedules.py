@@ -31,16 +31,18 @@ RECENT_KEPT = 10  # firings kept in a schedule's row for describe
 
 
 class OverlapPolicy(enum.Enum):
-    """What a firing does while the schedule's previous workflow is still running.
-
-    The API has no cancellation yet, so "cancel other" is not offered: terminate_other
-    ends the previous run and starts the new one.
-    """
+    """What a firing does while the schedule's previous workflow is still running."""
 
     SKIP = "skip"                        # the firing is dropped
     BUFFER_ONE = "buffer_one"            # held until the previous closes (one at most; more are dropped)
     ALLOW_ALL = "allow_all"              # started anyway
+    CANCEL_OTHER = "cancel_other"        # the previous is asked to cancel; this one held until it closes
     TERMINATE_OTHER = "terminate_other"  # the previous is terminated, then this one started
+
+    @property
+    def holds(self) -> bool:
+        """Whether a firing waits (in the schedule's one-firing buffer) for the previous run to close."""
+        return self in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.CANCEL_OTHER)
 
 
 class ScheduleError(ValueError):
@@ -59,12 +61,26 @@ def iso_utc(ms: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_ms(text: str) -> int:
+    """The inverse of :func:`iso_utc`."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(t.timestamp()) * 1000 + t.microsecond // 1000
+
+
 def workflow_id_for(schedule_id: str, nominal_ms: int) -> str:
     return f"{schedule_id}-{iso_utc(nominal_ms)}"
 
 
 def request_id_for(namespace: str, schedule_id: str, nominal_ms: int) -> str:
     return f"schedule:{namespace}:{schedule_id}:{nominal_ms}"
+
+
+CRON_PREFIX = "cron-"
+
+
+def cron_schedule_id(workflow_id: str) -> str:
+    """The schedule a start with ``cron_schedule`` creates for ``workflow_id`` (README, Schedules)."""
+    return CRON_PREFIX + workflow_id
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,12 @@ class ScheduleAction:
     execution_timeout_ms: int = 0
     run_timeout_ms: int = 0
     workflow_task_timeout_ms: int = 10_000
+    # Every firing starts a new run of this one workflow id (a cron start's schedule), instead
+    # of a workflow of its own ({schedule_id}-{time}).
+    workflow_id: str | None = None
+
+    def workflow_id_of(self, schedule_id: str, nominal_ms: int) -> str:
+        return self.workflow_id if self.workflow_id is not None else workflow_id_for(schedule_id, nominal_ms)
 
     @classmethod
     def from_json(cls, raw: object) -> ScheduleAction:
@@ -163,17 +185,23 @@ class ScheduleAction:
                 raise ScheduleError(f"action.{name} must be a non-negative integer", f"action.{name}")
             timeouts[name] = value
         text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
-        return cls(names["workflow_type"], names["task_queue"], text, **timeouts)
+        fixed = raw.get("workflow_id")
+        if fixed is not None and (not isinstance(fixed, str) or not fixed or len(fixed) > 1000):
+            raise ScheduleError("action.workflow_id must be a non-empty string", "action.workflow_id")
+        return cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
-                "input": None if self.input is None else json.loads(self.input),
-                "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
-                "workflow_task_timeout_ms": self.workflow_task_timeout_ms}
+        out = {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
+               "input": None if self.input is None else json.loads(self.input),
+               "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
+               "workflow_task_timeout_ms": self.workflow_task_timeout_ms}
+        if self.workflow_id is not None:
+            out["workflow_id"] = self.workflow_id
+        return out
 
     def start_record(self, namespace: str, schedule_id: str, nominal_ms: int) -> dict[str, Any]:
         """The StartWorkflowExecution command of the firing of ``nominal_ms``."""
-        return {"namespace": namespace, "workflow_id": workflow_id_for(schedule_id, nominal_ms),
+        return {"namespace": namespace, "workflow_id": self.workflow_id_of(schedule_id, nominal_ms),
                 "workflow_type": self.workflow_type, "task_queue": self.task_queue, "input": self.input,
                 "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
                 "workflow_task_timeout_ms": self.workflow_task_timeout_ms,

@@ -256,6 +256,11 @@ def _start(cmd: Command, limits: Limits) -> None:
     duration_ms(cmd.get("run_timeout_ms", 0), "run_timeout_ms")
     _request(cmd)
     start_options(cmd, limits)
+    if cmd.get("cron_schedule") is not None:
+        # A cron start creates a schedule (a row of PostgreSQL's schedules), which only the
+        # frontend writes today: over Kafka it is dead-lettered, not started as a plain run.
+        raise Invalid("cron_schedule", "is taken over HTTP only (POST /workflows); a start record on"
+                                       " kadence.requests cannot create a schedule yet")
 
 
 def start_options(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -463,6 +468,7 @@ def _continue_as_new(a: Command, at: str, limits: Limits) -> None:
     optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the same queue
     payload(a["input"], f"{at}.input", limits, array=True)
     _memo(a.get("memo"), f"{at}.memo", limits)
+    _memo(a.get("search_attributes"), f"{at}.search_attributes", limits)  # a JSON object too (Command v6)
 
 
 def _memo(value: object, field: str, limits: Limits) -> None:

@@ -31,7 +31,6 @@ from services.common.schedules import (
     ScheduleError,
     ScheduleSpec,
     iso_utc,
-    workflow_id_for,
 )
 
 from . import validation as v
@@ -151,17 +150,26 @@ class AdminHandlers:
             d = ScheduleDefinition.from_json(body)
         except ScheduleError as exc:
             raise InvalidArgument(str(exc), field=exc.field) from None
+        row = await self.insert_schedule(ns, sid, d)
+        if row is None:
+            raise ScheduleAlreadyExists(f"schedule {sid!r} already exists in namespace {ns!r}", field="schedule_id")
+        return 201, schedule_json(row)
+
+    async def insert_schedule(self, ns: str, sid: str, d: ScheduleDefinition) -> asyncpg.Record | None:
+        """Create schedule ``sid``, first firing at the spec's next time; None if it exists."""
         now = int(self._clock() * 1000)
         nominal = d.spec.next_after(now)
-        row = await self._pool.fetchrow(
+        row: asyncpg.Record | None = await self._pool.fetchrow(
             "INSERT INTO schedules (namespace, schedule_id, shard_id, spec, action, overlap, catchup_window_ms,"
             " paused, note, next_nominal, next_fire_at) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9,"
             " $10, $11) ON CONFLICT (namespace, schedule_id) DO NOTHING RETURNING *",
             ns, sid, await self._shard_of(ns, sid), json.dumps(d.spec.to_json()), json.dumps(d.action.to_json()),
             d.overlap.value, d.catchup_window_ms, d.paused, d.note, nominal, nominal + d.spec.jitter(sid, nominal))
-        if row is None:
-            raise ScheduleAlreadyExists(f"schedule {sid!r} already exists in namespace {ns!r}", field="schedule_id")
-        return 201, schedule_json(row)
+        return row
+
+    async def schedule_row(self, ns: str, sid: str) -> asyncpg.Record:
+        """Schedule ``sid`` of ``ns`` as stored (ScheduleNotFound if there is none)."""
+        return await self._row(ns, sid)
 
     async def _row(self, ns: str, sid: str) -> asyncpg.Record:
         row = await self._pool.fetchrow("SELECT * FROM schedules WHERE namespace = $1 AND schedule_id = $2", ns, sid)
@@ -218,10 +226,11 @@ class AdminHandlers:
         now = int(self._clock() * 1000)
         row = await self._pool.fetchrow(
             "UPDATE schedules SET triggers = array_append(triggers, $3::bigint), updated_at = now()"
-            " WHERE namespace = $1 AND schedule_id = $2 RETURNING schedule_id", ns, sid, now)
+            " WHERE namespace = $1 AND schedule_id = $2 RETURNING action", ns, sid, now)
         if row is None:
             await self._row(ns, sid)
-        return OK, {"workflow_id": workflow_id_for(sid, now), "scheduled_time": iso_utc(now)}
+        action = ScheduleAction.from_json(json.loads(row["action"]))
+        return OK, {"workflow_id": action.workflow_id_of(sid, now), "scheduled_time": iso_utc(now)}
 
 
 def not_found(ns: str) -> NamespaceNotFound:

@@ -153,6 +153,7 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
     registered is answered 404."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     registry = None if admin is None else admin.registry
+    handlers.cron_starts = admin
     for method, path, name in ROUTES:
         app.router.add_route(method, _any_segment(PREFIX + path),
                              _route(handlers, name, has_body=method == "POST", auth=auth, namespaces=registry))

@@ -206,7 +206,8 @@ class Engine:
         return started
 
     async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:
-        record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input}
+        record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input,
+                  "search_attributes": req.search_attributes}
         del record["id_conflict_policy"]  # a running run is signalled: no conflict
         reply = await self._command("SignalWithStartWorkflowExecution", record)
         return {"run_id": reply.get("run_id")}

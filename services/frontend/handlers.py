@@ -13,7 +13,9 @@ from typing import Any
 from services.visibility.reads import VisibilityReads
 
 from . import validation as v
+from .admin import AdminHandlers
 from .auth import authorize_task_queue
+from .cron import start_with_cron
 from .engine import Engine
 from .errors import FrontendError, InvalidArgument
 from .schema_check import check as check_body
@@ -32,6 +34,9 @@ ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "
 
 
 class Handlers(VisibilityHandlers):
+    # Where a start with cron_schedule creates its schedule (cron.py); build_app sets it.
+    cron_starts: AdminHandlers | None = None
+
     def __init__(self, engine: Engine, visibility: VisibilityReads | None = None) -> None:
         self.engine = engine
         self.visibility = visibility
@@ -48,13 +53,17 @@ class Handlers(VisibilityHandlers):
     # -- workflows ------------------------------------------------------------------------------
 
     async def start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        if body.get("cron_schedule") is not None:
+            return await start_with_cron(self.cron_starts, v.start_request(path["namespace"], body),
+                                         body["cron_schedule"], body)
         req = await self.with_search_attributes(v.start_request(path["namespace"], body), body)
         # With wait_seconds, the answer also waits for the run's outcome (as GET .../result
         # does): start and wait in one exchange instead of two.
         return 201, await self.engine.start(req, v.seconds(body, "wait_seconds", 0.0, 600.0))
 
     async def signal_with_start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        req = v.start_request(path["namespace"], body, workflow_id=path["workflow_id"])
+        req = await self.with_search_attributes(
+            v.start_request(path["namespace"], body, workflow_id=path["workflow_id"]), body)
         signal_name = v.name(body, "signal_name")
         signal_input = v.array_json(body, "signal_input")
         return OK, await self.engine.signal_with_start(req, signal_name, signal_input)

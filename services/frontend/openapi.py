@@ -155,11 +155,14 @@ _ALSO_OK: dict[str, tuple[int, str]] = {"register_search_attribute": (200, "Regi
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
-    "start": ("Start a workflow run; with wait_seconds, also wait for its outcome",
+    "start": ("Start a workflow run; with wait_seconds, also wait for its outcome. With cron_schedule, start"
+              " nothing now: create the schedule cron-{workflow_id} whose firings start runs of this workflow id",
               _body({**_START_FIELDS, "id_conflict_policy": _CONFLICT, "search_attributes": _SEARCH_ATTRIBUTES,
-                     "wait_seconds": {**WAIT_S, "default": 0}},
+                     "wait_seconds": {**WAIT_S, "default": 0},
+                     "cron_schedule": {"type": ["string", "null"], "maxLength": 1000}},
                     ["workflow_id", "workflow_type", "task_queue"]), {},
-              201, _obj({"run_id": STR, "workflow_id": STR, "outcome": _ref("Outcome")})),
+              201, _obj({"run_id": {"type": ["string", "null"]}, "workflow_id": STR, "outcome": _ref("Outcome"),
+                         "schedule_id": STR, "next_action_times": {"type": "array", "items": STR}})),
     "list_workflows": ("List workflow runs matching a query, a page at a time", None,
                        {"query": _QUERY,
                         "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 100},
@@ -178,7 +181,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                "type": {"type": "string", "enum": [t.value for t in AttributeType]}}, ["name", "type"]),
         {}, 201, _obj({"name": STR, "type": STR})),
     "signal_with_start": ("Signal a workflow, starting it first if no run is open (the path names the workflow)",
-                          _body({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY},
+                          _body({**_START_FIELDS, "signal_name": NAME, "signal_input": ARRAY,
+                                 "search_attributes": _SEARCH_ATTRIBUTES},
                                 ["workflow_type", "task_queue", "signal_name"]), {}, 200, _obj({"run_id": STR})),
     "signal": ("Signal a workflow run", _body({"signal_name": NAME, "input": ARRAY, "run_id": ID,
                                                "request_id": ID, "identity": ID}, ["signal_name"]), {}, 200, EMPTY),
@@ -277,7 +281,7 @@ _SCHEDULE = _body({
                      "run_timeout_ms": _TIMEOUT, "workflow_task_timeout_ms": {**_TIMEOUT, "default": 10_000}},
                     ["workflow_type", "task_queue"],
                     not_null=("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms")),
-    "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "terminate_other"],
+    "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "cancel_other", "terminate_other"],
                        "default": "skip"},
     "catchup_window": _DURATION, "paused": {"type": "boolean"}, "note": TEXT,
 }, ["schedule_id", "spec", "action"], not_null=("overlap_policy", "paused"))

@@ -51,22 +51,27 @@ class VisibilityHandlers:
         return dataclasses.replace(req, search_attributes=orjson.dumps(values).decode())
 
     async def bad_upserts(self, ns: str, commands: list[dict[str, Any]]) -> str | None:
-        """Check (and normalise in place) the search attributes that ``commands`` upsert
-        (workflow.upsert_search_attributes: a marker); the problem, or None if they hold."""
-        upserts = [c["attributes"] for c in commands if c["command_type"] == "RecordMarker"
+        """Check (and normalise in place) the search attributes that ``commands`` set
+        (workflow.upsert_search_attributes: a marker; workflow.continue_as_new: the new
+        run's); the problem, or None if they hold."""
+        upserts = [(c["attributes"], "details", "upsert_search_attributes") for c in commands
+                   if c["command_type"] == "RecordMarker"
                    and c["attributes"].get("marker_name") == SEARCH_ATTRIBUTES_MARKER]
+        upserts += [(c["attributes"], "search_attributes", "continue_as_new") for c in commands
+                    if c["command_type"] == "ContinueAsNewWorkflowExecution"
+                    and c["attributes"].get("search_attributes")]
         if not upserts:
             return None
         custom = await self._reads().search_attributes(ns)
-        for attributes in upserts:
+        for attributes, field, where in upserts:
             try:
-                values = orjson.loads(attributes.get("details") or "null")
+                values = orjson.loads(attributes.get(field) or "null")
             except orjson.JSONDecodeError:
-                return "upsert_search_attributes: the marker's details are not JSON"
+                return f"{where}: the search attributes are not JSON"
             try:
-                attributes["details"] = orjson.dumps(stored_attributes(custom, values)).decode()
+                attributes[field] = orjson.dumps(stored_attributes(custom, values)).decode()
             except QueryError as exc:
-                return f"upsert_search_attributes: {exc}"
+                return f"{where}: {exc}"
         return None
 
     async def list_workflows(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:

@@ -104,5 +104,6 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
                    run_timeout_ms=s.run_timeout_ms, execution_expiration_time=s.execution_expiration_time,
                    request_id="", identity="", continued_from=s.run_id, run_id=new_run_id,
                    memo=s.memo if a.get("memo") is None else a["memo"],  # carried over unless replaced
+                   search_attributes=a.get("search_attributes"),  # only those given (Command v6)
                    parent=children.parent_attributes(s.parent))
     schedule_workflow_task(new)

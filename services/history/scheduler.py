@@ -8,8 +8,10 @@ firing) and for each:
 1. decides every firing due (services/common/schedules.py: catch-up window, overlap policy
    against the status of the schedule's latest workflow in current_executions);
 2. produces their commands to kadence.requests and waits for the broker's acknowledgement:
-   a start with the deterministic workflow id ``{schedule_id}-{nominal time}`` and request
-   id, and for terminate_other a terminate of the previous workflow;
+   a start with the deterministic workflow id ``{schedule_id}-{nominal time}`` (or, for a
+   cron start's schedule, a new run of its one workflow id) and request id, for
+   terminate_other a terminate of the previous workflow, for cancel_other a cancel request
+   of it (the firing then waits in the buffer until that run closes);
 3. then advances the schedule's row in PostgreSQL (next time, buffer, triggers taken,
    recent firings), only while the shard's range_id is still the one acquired.
 
@@ -42,14 +44,15 @@ from services.common.schedules import (
     ScheduleError,
     ScheduleSpec,
     due_times,
+    iso_ms,
     iso_utc,
-    workflow_id_for,
 )
 from services.common.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT_S = 15.0
+UNAPPLIED_GRACE_MS = 60_000
 
 _DUE = """
 SELECT * FROM schedules
@@ -115,6 +118,19 @@ class Scheduler:
             "SELECT status FROM current_executions WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id)
         return None if value is None else str(value)
 
+    async def _is_open(self, ns: str, last: str | None, recent: list[dict[str, Any]], now: int) -> bool:
+        """Whether the schedule's latest workflow still runs. One produced but not applied yet
+        (history behind) counts as running for a while, so a lagging history does not let the
+        next firing overlap it; past ``UNAPPLIED_GRACE_MS`` it is taken as never started (its
+        start refused) and no longer holds the schedule."""
+        status = await self._status(ns, last)
+        if status is not None or last is None:
+            return status == RUNNING
+        started = [a for a in recent if a.get("workflow_id") == last and a.get("result") == "started"]
+        if not started:
+            return False
+        return now - iso_ms(str(started[-1]["scheduled_time"])) < UNAPPLIED_GRACE_MS
+
     async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int) -> int:
         ns, sid = row["namespace"], row["schedule_id"]
         spec = ScheduleSpec.from_json(json.loads(row["spec"]))
@@ -136,24 +152,37 @@ class Scheduler:
         firings += [(int(t), "triggered") for t in triggers]
 
         last: str | None = row["last_workflow_id"]
-        is_open = await self._status(ns, last) == RUNNING
+        is_open = await self._is_open(ns, last, json.loads(row["recent"]), now)
         for nominal, how in firings:
-            wid = workflow_id_for(sid, nominal)
-            if wid == last:
-                continue
-            status = await self._status(ns, wid)
-            if status is not None:  # started by a round that stopped before advancing the row
-                last, is_open = wid, status == RUNNING
-                continue
+            wid = action.workflow_id_of(sid, nominal)
+            if action.workflow_id is None:
+                if wid == last:
+                    continue
+                status = await self._status(ns, wid)
+                if status is not None:  # started by a round that stopped before advancing the row
+                    last, is_open = wid, status == RUNNING
+                    continue
+            # With one workflow id for every firing (a cron start), a firing produced again after
+            # a round that stopped before advancing the row is answered by history's request ledger.
             # A trigger is an operator's "run it now": it starts whatever the policy.
             if is_open and how != "triggered" and overlap is not OverlapPolicy.ALLOW_ALL:
-                if overlap is OverlapPolicy.SKIP or (overlap is OverlapPolicy.BUFFER_ONE
-                                                     and turn.buffered is not None):
+                if overlap is OverlapPolicy.SKIP or (overlap.holds and turn.buffered is not None):
                     turn.skipped += 1
                     turn.recent.append({"scheduled_time": iso_utc(nominal), "workflow_id": None,
                                         "result": "skipped", "how": how})
                     continue
-                if overlap is OverlapPolicy.BUFFER_ONE:
+                if overlap.holds:
+                    # cancel_other asks once, when the firing is first held (a crash before the
+                    # row advances asks again, deduplicated by the request id).
+                    if overlap is OverlapPolicy.CANCEL_OTHER and how != "buffered":
+                        assert last is not None
+                        turn.commands.append(("RequestCancelWorkflowExecution", {
+                            "namespace": ns, "workflow_id": last, "run_id": None,
+                            "reason": f"schedule {sid}: overlap policy cancel_other, firing {iso_utc(nominal)}",
+                            "request_id": f"schedule:{ns}:{sid}:{nominal}:cancel", "identity": f"schedule {sid}",
+                            "reply_to": None}))
+                        turn.recent.append({"scheduled_time": iso_utc(nominal), "workflow_id": last,
+                                            "result": "cancel_requested", "how": how})
                     turn.buffered = nominal
                     continue
                 assert last is not None  # TERMINATE_OTHER with a run open

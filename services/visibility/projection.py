@@ -8,7 +8,8 @@ events in order and without holes from wherever it resumes, so applying a batch'
 to a row that already holds some of its events gives what applying only the newer ones
 would: the store applies an update only when its ``last_event_id`` is beyond the row's.
 Search attributes come from the start and from ``workflow.upsert_search_attributes``
-(a marker, ``SEARCH_ATTRIBUTES_MARKER``); later values of a name replace earlier ones.
+(a marker, ``SEARCH_ATTRIBUTES_MARKER``); later values of a name replace earlier ones. The
+memo is the start's (a JSON object; a run's memo never changes after its start).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class RunUpdate:
     search_attributes: dict[str, Any] | None = None  # merged into the row's
     parent_workflow_id: str | None = None  # a child workflow's parent, from its start
     parent_run_id: str | None = None
+    memo: dict[str, Any] | None = None  # from the start; set once
 
     def take(self, event: Mapping[str, Any]) -> None:
         """Fold one event of this run in."""
@@ -85,6 +87,7 @@ class RunUpdate:
             if self.status is None:
                 self.status = ExecutionStatus.RUNNING
             self._merge_attributes(attributes.get("search_attributes"))
+            self.memo = self._object(attributes.get("memo"), "memo")
         elif kind in CLOSING_EVENTS:
             self.status, self.close_time = CLOSING_EVENTS[kind], event_time
         elif kind == "MarkerRecorded":
@@ -94,17 +97,23 @@ class RunUpdate:
 
 
     def _merge_attributes(self, text: str | None) -> None:
+        values = self._object(text, "search_attributes")
+        if values is not None:
+            self.search_attributes = {**(self.search_attributes or {}), **values}
+
+    def _object(self, text: str | None, what: str) -> dict[str, Any] | None:
+        """The JSON object in ``text``, or None (absent, or not an object: logged)."""
         if not text:
-            return
+            return None
         try:
             values = orjson.loads(text)
         except orjson.JSONDecodeError:
             values = None
         if not isinstance(values, dict):
             # Only a producer that bypassed the frontend's checks writes this; the run stays listable.
-            log.warning("run %s: search_attributes is not a JSON object; ignored", self.run_id)
-            return
-        self.search_attributes = {**(self.search_attributes or {}), **values}
+            log.warning("run %s: %s is not a JSON object; ignored", self.run_id, what)
+            return None
+        return values
 
 
 class Skipped(Exception):

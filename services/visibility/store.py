@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 _UPSERT = """
 INSERT INTO visibility AS v (namespace, workflow_id, run_id, workflow_type, task_queue, status, start_time,
                              execution_time, close_time, history_length, last_event_id, search_attributes,
-                             parent_workflow_id, parent_run_id)
-SELECT ns, wid, rid, wtype, tq, COALESCE(st, $6::text), t0, te, tc, n, n, sa::jsonb, pwid, prid
+                             parent_workflow_id, parent_run_id, memo)
+SELECT ns, wid, rid, wtype, tq, COALESCE(st, $6::text), t0, te, tc, n, n, sa::jsonb, pwid, prid, mm::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $8::bigint[], $9::bigint[],
-            $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[])
-     AS b(ns, wid, rid, wtype, tq, st, t0, te, tc, n, sa, pwid, prid)
+            $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[])
+     AS b(ns, wid, rid, wtype, tq, st, t0, te, tc, n, sa, pwid, prid, mm)
 ON CONFLICT (namespace, run_id) DO UPDATE SET
     workflow_type = COALESCE(EXCLUDED.workflow_type, v.workflow_type),
     task_queue = COALESCE(EXCLUDED.task_queue, v.task_queue),
@@ -34,6 +34,7 @@ ON CONFLICT (namespace, run_id) DO UPDATE SET
     execution_time = COALESCE(EXCLUDED.execution_time, v.execution_time),
     parent_workflow_id = COALESCE(EXCLUDED.parent_workflow_id, v.parent_workflow_id),
     parent_run_id = COALESCE(EXCLUDED.parent_run_id, v.parent_run_id),
+    memo = COALESCE(EXCLUDED.memo, v.memo),
     -- A status other than Running only ever comes with the close time.
     status = CASE WHEN EXCLUDED.close_time IS NULL THEN v.status ELSE EXCLUDED.status END,
     close_time = COALESCE(EXCLUDED.close_time, v.close_time),
@@ -70,8 +71,8 @@ async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUp
         except asyncpg.DataError as exc:
             problem = f"{exc.__class__.__name__}: {exc}"
         try:
-            await _write(conn, [dataclasses.replace(update, search_attributes=None)])
-            left_out.append(f"run {update.run_id}: search attributes left out ({problem})")
+            await _write(conn, [dataclasses.replace(update, search_attributes=None, memo=None)])
+            left_out.append(f"run {update.run_id}: search attributes left out, memo too ({problem})")
         except asyncpg.DataError as exc:
             left_out.append(f"run {update.run_id}: events up to {update.last_event_id} left out ({problem}; {exc})")
     for line in left_out:
@@ -89,6 +90,7 @@ async def _write(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunU
         [u.last_event_id for u in updates],
         [None if u.search_attributes is None else orjson.dumps(u.search_attributes).decode() for u in updates],
         [u.parent_workflow_id for u in updates], [u.parent_run_id for u in updates],
+        [None if u.memo is None else orjson.dumps(u.memo).decode() for u in updates],
     )
 
 

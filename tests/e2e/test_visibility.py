@@ -232,10 +232,10 @@ async def test_a_start_carries_memo_and_search_attributes_together(client: Clien
         async with http.post(f"{base}/search-attributes", json={"name": "CustomerId", "type": "keyword"}) as r:
             assert r.status in (200, 201), await r.text()
         tag = uuid.uuid4().hex[:6]
-        # Signal-with-start carries no search attributes (its Avro record has none): refused, not dropped.
+        # Signal-with-start checks them against the registry as a start does.
         async with http.post(f"{base}/workflows/both-{tag}/signal-with-start", json={
                 "workflow_type": "VisWait", "task_queue": f"both-{tag}", "signal_name": "s",
-                "search_attributes": {"CustomerId": "c"}}) as r:
+                "search_attributes": {"Unregistered": "c"}}) as r:
             body = await r.json()
             assert r.status == 400 and body["field"] == "search_attributes", body
     await client.start_workflow(VisWait.run, id=f"both-{tag}", task_queue=f"both-{tag}",
@@ -339,3 +339,75 @@ async def test_a_child_run_is_listed_with_its_parent(client: Client, cluster: Cl
         await eventually(listed, timeout=30, what="the child listed under its parent")
         assert await _statuses(client, f"TaskQueue = 'vis-{tag}' AND ParentWorkflowId IS NULL") == {
             f"parent-{tag}": "Completed"}
+
+
+async def test_signal_with_start_carries_memo_and_search_attributes(client: Client, cluster: Cluster) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{cluster.url}/api/v1/namespaces/default/search-attributes",
+                             json={"name": "CustomerId", "type": "keyword"}) as r:
+            assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    handle = await client.signal_with_start_workflow(
+        VisWait.run, id=f"sws-{tag}", task_queue=f"sws-{tag}", signal="poke",
+        memo={"source": "sws"}, search_attributes={"CustomerId": f"sws-{tag}"})
+    assert (await handle.describe())["memo"] == {"source": "sws"}
+    [run] = await eventually(lambda: _listed(client, f"CustomerId = 'sws-{tag}'"), timeout=30,
+                             what="the run listed by its attribute")
+    assert run.workflow_id == f"sws-{tag}" and run.memo == {"source": "sws"}
+    assert run.search_attributes == {"CustomerId": f"sws-{tag}"}
+    # A second signal-with-start only signals the open run: its attributes are unused.
+    await client.signal_with_start_workflow(VisWait.run, id=f"sws-{tag}", task_queue=f"sws-{tag}", signal="poke",
+                                            search_attributes={"CustomerId": "other"})
+    assert await _count_is(client, "CustomerId = 'other'", 0)
+    await handle.terminate("done")
+
+
+async def _listed(client: Client, query: str) -> list[Any]:
+    return [e async for e in client.list_workflows(query)]
+
+
+@workflow.defn(name="VisGenerations")
+class VisGenerations:
+    @workflow.run
+    async def run(self, generation: int) -> int:
+        if generation < 2:
+            workflow.continue_as_new(generation + 1, search_attributes={"Generation": generation + 1})
+        await workflow.wait_condition(lambda: False)
+        return generation
+
+
+@workflow.defn(name="VisBadGeneration")
+class VisBadGeneration:
+    @workflow.run
+    async def run(self) -> None:
+        workflow.continue_as_new(search_attributes={"Generation": "not a number"})
+
+
+async def test_continue_as_new_sets_the_new_runs_search_attributes(client: Client, cluster: Cluster) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{cluster.url}/api/v1/namespaces/default/search-attributes",
+                             json={"name": "Generation", "type": "int"}) as r:
+            assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    queue = f"gen-{tag}"
+    async with Worker(client, task_queue=queue, workflows=[VisGenerations, VisBadGeneration]):
+        handle = await client.start_workflow(VisGenerations.run, 0, id=f"gen-{tag}", task_queue=queue,
+                                             search_attributes={"Generation": 0})
+        mine = f"WorkflowId = 'gen-{tag}'"
+        await eventually(lambda: _count_is(client, mine + " AND Generation = 2 AND ExecutionStatus = 'Running'", 1),
+                         timeout=30, what="the third run listed with Generation 2")
+        runs = await _listed(client, mine + " ORDER BY StartTime")
+        assert [(r.status, r.search_attributes) for r in runs] == [
+            ("ContinuedAsNew", {"Generation": 0}), ("ContinuedAsNew", {"Generation": 1}),
+            ("Running", {"Generation": 2})]
+        await client.get_workflow_handle(handle.workflow_id).terminate("done")  # the latest run
+        # A value the registry refuses fails the workflow task, as an upsert's does.
+        bad = await client.start_workflow(VisBadGeneration.run, id=f"badgen-{tag}", task_queue=queue)
+
+        async def task_failed() -> bool:
+            events = await bad.history()
+            return any(e["event_type"] == "WorkflowTaskFailed" and e["attributes"]["cause"] == "BadSearchAttributes"
+                       for e in events)
+        await eventually(task_failed, timeout=30, what="the workflow task failed")
+        assert (await bad.describe())["status"] == "Running"
+        await bad.terminate("done")

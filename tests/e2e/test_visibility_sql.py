@@ -199,3 +199,35 @@ async def test_data_the_database_refuses_is_left_out_without_holding_the_batch(p
     rows = {r["run_id"]: r for r in await pool.fetch("SELECT * FROM visibility")}
     assert orjson.loads(rows["run-good"]["search_attributes"]) == {"CustomerId": "c-1"}
     assert rows["run-bad"]["search_attributes"] is None and rows["run-bad"]["last_event_id"] == 2
+
+
+async def test_the_memo_of_a_start_is_kept_in_the_row_and_later_batches_keep_it(pool: asyncpg.Pool) -> None:
+    from services.visibility import projection, store
+
+    started = {"event_id": 1, "event_time": 1000, "event_type": "WorkflowExecutionStarted",
+               "attributes": {"workflow_type": "T", "task_queue": "q", "memo": '{"note":"kept","n":2}'}}
+    closed = {"event_id": 2, "event_time": 2000, "event_type": "WorkflowExecutionCompleted", "attributes": {}}
+    record = {"namespace": "default", "workflow_id": "wf-memo", "run_id": "run-memo"}
+    assert await store.apply(pool, projection.fold([{**record, "event": started}])) == []
+    assert await store.apply(pool, projection.fold([{**record, "event": closed}])) == []
+    row = await pool.fetchrow("SELECT memo, status FROM visibility WHERE run_id = 'run-memo'")
+    assert (orjson.loads(row["memo"]), row["status"]) == ({"note": "kept", "n": 2}, "Completed")
+    reads = VisibilityReads(pool)
+    [listed] = (await reads.list("default", "WorkflowId = 'wf-memo'", page_size=10, token=None)).executions
+    assert listed["memo"] == {"note": "kept", "n": 2}
+
+
+async def test_migration_0014_fills_the_memo_of_rows_projected_before_it(pool: asyncpg.Pool, fresh_dsn: str) -> None:
+    for run_id, memo in (("r-obj", '{"a":1}'), ("r-none", None), ("r-bad", "not json"), ("r-list", "[1]")):
+        state = orjson.dumps({"memo": memo})
+        await pool.execute(
+            "INSERT INTO executions (namespace, workflow_id, run_id, shard_id, workflow_type, task_queue, status,"
+            " start_time, next_event_id, state) VALUES ('default', $1, $1, 0, 'T', 'q', 'Running', 1, 2, $2)",
+            run_id, state)
+        await pool.execute("INSERT INTO visibility (namespace, workflow_id, run_id, status, last_event_id)"
+                           " VALUES ('default', $1, $1, 'Running', 1)", run_id)
+    await pool.execute("DELETE FROM schema_migrations WHERE version = '0014_visibility_memo'")
+    assert await db.migrate(fresh_dsn) == ["0014_visibility_memo"]
+    rows = {r["run_id"]: r["memo"] for r in await pool.fetch("SELECT run_id, memo FROM visibility")}
+    assert {k: None if v is None else orjson.loads(v) for k, v in rows.items()} == {
+        "r-obj": {"a": 1}, "r-none": None, "r-bad": None, "r-list": None}

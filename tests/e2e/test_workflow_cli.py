@@ -132,3 +132,35 @@ def test_kadence_workflow_is_mounted_on_the_kadence_command(capsys: pytest.Captu
     assert kadence_main(["workflow", "--help"]) == 0
     assert "Find, inspect and drive workflows" in capsys.readouterr().out
     assert kadence_main(["workflow", "nonsense"]) == 2
+
+
+async def test_list_and_describe_show_the_memo(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    queue = f"cli-memo-{tag}"
+    handle = await client.start_workflow(CliGreet.run, "Ada", True, id=f"memo-{tag}", task_queue=queue,
+                                         memo={"owner": "ops", "ticket": 42})
+    mine = f"TaskQueue = '{queue}'"
+
+    async def listed() -> list[dict[str, Any]]:
+        runs: list[dict[str, Any]] = json.loads(ok(await cli(cluster, "list", "-q", mine, "-o", "json")))
+        return runs if runs and runs[0].get("memo") else []
+    [run] = await eventually(listed, timeout=30, what="the run listed with its memo")
+    assert run["memo"] == {"owner": "ops", "ticket": 42}
+    table = ok(await cli(cluster, "list", "-q", mine))
+    assert "Memo" in table and 'owner="ops", ticket=42' in table
+    described = ok(await cli(cluster, "describe", "-w", f"memo-{tag}"))
+    assert 'owner="ops", ticket=42' in described
+    await handle.terminate("done")
+
+
+async def test_start_with_a_cron_schedule_creates_its_schedule(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    out = json.loads(ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", f"cron-{tag}", "-w", f"nightly-{tag}",
+                                  "-i", '"Ada"', "-i", "false", "--cron-schedule", "0 2 * * *", "-o", "json")))
+    assert out == {"workflow_id": f"nightly-{tag}", "run_id": None, "schedule_id": f"cron-nightly-{tag}"}
+    schedule = await client.describe_schedule(f"cron-nightly-{tag}")
+    assert schedule["spec"]["cron"] == "0 2 * * *" and schedule["action"]["workflow_id"] == f"nightly-{tag}"
+    table = ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", f"cron-{tag}", "-w", f"nightly-{tag}",
+                         "-i", '"Ada"', "-i", "false", "--cron-schedule", "0 2 * * *"))
+    assert f"cron-nightly-{tag}" in table  # the same again: answered the same
+    await client.delete_schedule(f"cron-nightly-{tag}")

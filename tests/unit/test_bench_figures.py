@@ -29,3 +29,13 @@ def test_windows_cover_the_first_and_last_bursts_holding_the_window() -> None:
     assert _window(bursts, 10, first=True) == 10.0
     assert _window(bursts, 10, first=False) == 2.5
     assert _window(bursts, 20, first=True) == pytest.approx(20 / 3)
+
+
+def test_the_visibility_lag_figures_are_one_json_object() -> None:
+    from benchmarks.visibility import figures
+
+    row = figures(4, 2.0, [30.0, 10.0, 20.0], 0.05)
+    assert row == {"benchmark": "visibility_lag", "workflows": 4, "listed": 3, "never_listed": 1,
+                   "workflows_per_second": 2.0, "p50_ms": 20.0, "p95_ms": 30.0, "p99_ms": 30.0, "max_ms": 30.0,
+                   "poll_interval_ms": 50}
+    assert figures(2, 1.0, [], 0.1)["p99_ms"] is None

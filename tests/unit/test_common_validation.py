@@ -107,6 +107,8 @@ def test_a_missing_field_is_named() -> None:
                                  "input": '"x"', "request_id": "", "identity": ""}, "input"),
     ("SignalWithStartWorkflowExecution", start(signal_name="s\x00", signal_input=None), "signal_name"),
     ("SignalWithStartWorkflowExecution", start(signal_name="s", signal_input="{}"), "signal_input"),
+    # A cron start creates a schedule, which a Kafka start record cannot (yet): dead-lettered.
+    ("StartWorkflowExecution", start(cron_schedule="*/5 * * * *"), "cron_schedule"),
     ("TerminateWorkflowExecution", {"namespace": "default", "workflow_id": "w", "run_id": None,
                                     "reason": "x\x00", "request_id": "", "identity": ""}, "reason"),
     ("RecordWorkflowTaskStarted", task(started_time=-1), "started_time"),
@@ -121,6 +123,10 @@ def test_a_missing_field_is_named() -> None:
         {"command_type": "ContinueAsNewWorkflowExecution",
          "attributes": {"workflow_type": "T\x00", "task_queue": "", "input": None}}]),
      "commands[0].attributes.workflow_type"),
+    ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
+        {"command_type": "ContinueAsNewWorkflowExecution",
+         "attributes": {"workflow_type": "", "task_queue": "", "input": None, "search_attributes": "[1]"}}]),
+     "commands[0].attributes.search_attributes"),
     ("RespondWorkflowTaskCompleted", task(started_time=0, commands=[
         {"command_type": "ScheduleActivityTask", "attributes": {
             "activity_id": "1", "activity_type": "a", "task_queue": "", "input": "[]",

@@ -10,10 +10,13 @@ import pytest
 from services.common.namespaces import NamespaceRegistry, format_duration_ms, parse_duration_ms
 from services.common.schedules import (
     OverlapPolicy,
+    ScheduleAction,
     ScheduleDefinition,
     ScheduleError,
     ScheduleSpec,
+    cron_schedule_id,
     due_times,
+    iso_ms,
     iso_utc,
     request_id_for,
     workflow_id_for,
@@ -106,6 +109,30 @@ def test_each_firing_has_a_deterministic_workflow_and_request_id() -> None:
     assert workflow_id_for("nightly", t + 250) == "nightly-2026-12-06T08:40:05.250Z"
     assert request_id_for("default", "nightly", t) == request_id_for("default", "nightly", t)
     assert iso_utc(0) == datetime.fromtimestamp(0, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert iso_ms(iso_utc(t)) == t and iso_ms(iso_utc(t + 250)) == t + 250
+
+
+def test_an_action_with_one_workflow_id_starts_runs_of_it() -> None:
+    fixed = ScheduleAction.from_json({"workflow_type": "T", "task_queue": "q", "workflow_id": "report"})
+    assert ScheduleAction.from_json(fixed.to_json()) == fixed
+    t = _ms("2026-12-06T08:40:05+00:00")
+    assert fixed.workflow_id_of("cron-report", t) == "report"
+    assert fixed.start_record("default", "cron-report", t)["workflow_id"] == "report"
+    assert fixed.start_record("default", "cron-report", t)["request_id"] == request_id_for("default", "cron-report", t)
+    plain = ScheduleAction.from_json({"workflow_type": "T", "task_queue": "q"})
+    assert "workflow_id" not in plain.to_json() and plain.workflow_id_of("s", t) == workflow_id_for("s", t)
+    assert cron_schedule_id("report") == "cron-report"
+    with pytest.raises(ScheduleError) as err:
+        ScheduleAction.from_json({"workflow_type": "T", "task_queue": "q", "workflow_id": ""})
+    assert err.value.field == "action.workflow_id"
+
+
+def test_every_overlap_policy_is_accepted_and_the_holding_ones_known() -> None:
+    ok = {"spec": {"interval": "1s"}, "action": {"workflow_type": "T", "task_queue": "q"}}
+    for policy in OverlapPolicy:
+        assert ScheduleDefinition.from_json({**ok, "overlap_policy": policy.value}).overlap is policy
+    assert {p for p in OverlapPolicy if p.holds} == {OverlapPolicy.BUFFER_ONE, OverlapPolicy.CANCEL_OTHER}
+    assert OverlapPolicy("cancel_other") is OverlapPolicy.CANCEL_OTHER
 
 
 def test_definitions_name_the_bad_field() -> None:
@@ -119,7 +146,7 @@ def test_definitions_name_the_bad_field() -> None:
         ({**ok, "spec": {"interval": "1s", "offset": "2s"}}, "spec.offset"),
         ({**ok, "action": {"task_queue": "q"}}, "action.workflow_type"),
         ({**ok, "action": {"workflow_type": "T", "task_queue": "q", "input": {}}}, "action.input"),
-        ({**ok, "overlap_policy": "cancel_other"}, "overlap_policy"),
+        ({**ok, "overlap_policy": "cancel_others"}, "overlap_policy"),
         ({**ok, "catchup_window": "later"}, "catchup_window"),
     ]
     for body, field in cases:

@@ -45,7 +45,8 @@ def test_a_version_2_start_reads_with_the_default_policies_and_no_memo() -> None
 
 def test_the_current_start_round_trips_its_new_fields() -> None:
     record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting",
-              "memo": '{"a":1}', "search_attributes": '{"CustomerId":"c"}'}  # search attributes: version 4
+              "memo": '{"a":1}', "search_attributes": '{"CustomerId":"c"}',  # search attributes: version 4
+              "cron_schedule": None}  # version 5
     assert avro.decode(avro.encode("StartWorkflowExecution", record))[1] == record
 
 
@@ -95,4 +96,5 @@ def test_an_older_continue_as_new_answer_reads_without_a_memo(version: int) -> N
                            {k: v for k, v in answer.items() if k in {f["name"] for f in _load(file)["fields"]}})
     name, read = avro.decode(written)
     assert name == "RespondWorkflowTaskCompleted"
-    assert read["commands"][0]["attributes"] == {"workflow_type": "", "task_queue": "", "input": "[]", "memo": None}
+    assert read["commands"][0]["attributes"] == {"workflow_type": "", "task_queue": "", "input": "[]", "memo": None,
+                                                 "search_attributes": None}  # Command version 6

@@ -226,7 +226,7 @@ def test_a_version_3_start_reads_with_its_policies_and_memo_and_no_search_attrib
     record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting", "memo": '{"a":1}'}
     name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v3.avsc", "StartWorkflowExecution", record))
     assert name == "StartWorkflowExecution"
-    assert start == {**record, "search_attributes": None}
+    assert start == {**record, "search_attributes": None, "cron_schedule": None}
 
 
 # The fingerprints main's history was written with before reset took HistoryEvent v12 /

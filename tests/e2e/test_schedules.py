@@ -1,0 +1,222 @@
+"""Schedules on a whole cluster (real broker and PostgreSQL): cancel_other, the catch-up
+window after downtime, jitter, time zones and a pause with its note.
+
+The other overlap policies, triggers and a restart of the in-process services are in
+test_namespaces.py; a restart of ``kadence dev`` in test_schedule_dev_restart.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kadence import Client, Worker
+from kadence.exceptions import RPCError, WorkflowNotFoundError
+from services.cluster import Cluster
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
+from services.common.schedules import ScheduleSpec, workflow_id_for
+from tests.helpers import eventually
+
+from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.fixture
+async def quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
+    """A cluster whose scheduler looks five times a second."""
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
+    c = Cluster(settings)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def _described(client: Client, schedule_id: str, check: object) -> dict[str, object] | None:
+    described = await client.describe_schedule(schedule_id)
+    assert callable(check)
+    return described if check(described) else None
+
+
+async def _workflow(client: Client, workflow_id: str) -> dict[str, object] | None:
+    try:
+        return dict(await client.get_workflow_handle(workflow_id).describe())
+    except WorkflowNotFoundError:
+        return None
+
+
+async def test_cancel_other_asks_the_previous_run_to_cancel_and_starts_once_it_closes(quick: Cluster) -> None:
+    async with await Client.connect(quick.url) as client:
+        queue = _id("q-cancel")
+        # ApprovalWorkflow waits for a signal that never comes: each run stays open until canceled.
+        async with Worker(client, task_queue=queue, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            await client.create_schedule("cancelling", ApprovalWorkflow.run, task_queue=queue, interval="2s",
+                                         overlap_policy="cancel_other")
+            described = await eventually(lambda: _described(client, "cancelling",
+                                                            lambda d: d["actions_started"] >= 3),
+                                         timeout=40, what="three runs, each after canceling the previous")
+            recent = described["recent_actions"]
+            assert isinstance(recent, list)
+            started = [a["workflow_id"] for a in recent if a["result"] == "started"]
+            asked = [a["workflow_id"] for a in recent if a["result"] == "cancel_requested"]
+            assert started[0] in asked  # the first run was asked to cancel ...
+            first = await _workflow(client, started[0])
+            assert first is not None and first["status"] == "Canceled"  # ... and was canceled
+            # A run started by cancel_other comes out of the buffer, after the previous closed.
+            assert [a["how"] for a in recent if a["result"] == "started"][1:] == ["buffered"] * (len(started) - 1)
+            for previous, following in itertools.pairwise(started):
+                before = await _workflow(client, previous)
+                after = await eventually(lambda w=following: _workflow(client, w), what=f"run {following}")
+                assert before is not None
+                assert before["close_time"] is not None and before["close_time"] <= after["start_time"]  # type: ignore[operator]
+
+
+async def test_firings_missed_while_down_are_caught_up_within_the_window_older_ones_skipped(
+        quick: Cluster) -> None:
+    cluster = quick
+    client = await Client.connect(cluster.url)
+    try:
+        await client.create_schedule("catchup", EchoWorkflow.run, "x", task_queue="q-catchup", interval="1s",
+                                     overlap_policy="allow_all", catchup_window="5s")
+        await eventually(lambda: _described(client, "catchup", lambda d: d["actions_started"] >= 1),
+                         timeout=20, what="a first firing")
+        await client.close()
+        await cluster.stop()
+        down_from = (int(time.time() * 1000) // 1000 + 1) * 1000  # no firing at or after this was taken
+        # Every service stays down for 11 s, longer than the 5 s window.
+        await eventually(lambda: time.time() * 1000 >= down_from + 11_000, timeout=20, every=0.2,
+                         what="the downtime")
+        up_from = int(time.time() * 1000)
+        cluster = Cluster(dataclasses.replace(quick.settings, instance_id=_id("again")))
+        await cluster.start()
+        client = await Client.connect(cluster.url)
+
+        spec = ScheduleSpec.from_json({"interval": "1s"})
+        missed = list(range(down_from, up_from, 1000))
+        # A round after the restart fires every firing of the downtime at most 5 s late, so
+        # the newest ones of the downtime are started ...
+        caught_up = [t for t in missed if t >= up_from - 3000]
+        for t in caught_up:
+            await eventually(lambda t=t: _workflow(client, workflow_id_for("catchup", t)), timeout=20,
+                             what=f"the firing of {t} caught up")
+        # ... and the firings after it too, while the oldest ones are counted as skipped, never started.
+        await eventually(lambda: _workflow(client, workflow_id_for("catchup", spec.next_after(up_from) + 1000)),
+                         timeout=20, what="a firing after the restart")
+        for t in missed:
+            if t < up_from - 5000:
+                assert await _workflow(client, workflow_id_for("catchup", t)) is None, t
+        described = await client.describe_schedule("catchup")
+        assert described["actions_skipped"] >= len([t for t in missed if t < up_from - 5000])
+    finally:
+        await client.close()
+        if cluster is not quick:
+            await cluster.stop()
+
+
+async def test_jitter_delays_each_firing_by_its_own_deterministic_amount(quick: Cluster) -> None:
+    async with await Client.connect(quick.url) as client:
+        created = await client.create_schedule("jittery", EchoWorkflow.run, "j", task_queue="q-jitter",
+                                               interval="2s", jitter="1500ms", overlap_policy="allow_all")
+        spec = ScheduleSpec.from_json(created["spec"])
+        assert spec.jitter_ms == 1500
+        # describe's upcoming times are nominal plus the jitter of that firing.
+        upcoming = [_ms(t) for t in created["next_action_times"]]
+        nominal = [t - t % 2000 for t in upcoming]
+        assert upcoming == [t + spec.jitter("jittery", t) for t in nominal]
+        assert any(t % 1000 for t in upcoming)  # not every one on a whole second
+        async with Worker(client, task_queue="q-jitter", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            fired = await eventually(lambda: _described(client, "jittery", lambda d: d["actions_started"] >= 3),
+                                     timeout=30, what="three firings")
+        recent = fired["recent_actions"]
+        assert isinstance(recent, list)
+        for action in recent:
+            run = await eventually(lambda w=action["workflow_id"]: _workflow(client, w), what="the run")
+            t = _ms(action["scheduled_time"])
+            # Never before its jittered time (the scheduler looks every 200 ms, so a little after).
+            assert run["start_time"] >= t + spec.jitter("jittery", t), action  # type: ignore[operator]
+
+
+async def test_a_cron_schedule_runs_in_its_time_zone_and_a_pause_keeps_its_note(quick: Cluster) -> None:
+    async with await Client.connect(quick.url) as client:
+        for zone in ("Europe/Paris", "America/New_York", "Asia/Kolkata"):
+            created = await client.create_schedule(f"nine-{zone.split('/')[1].lower()}", EchoWorkflow.run, "tz",
+                                                   task_queue="q-tz", cron="0 9 * * *", time_zone=zone)
+            assert created["spec"]["time_zone"] == zone
+            local = [datetime.fromtimestamp(_ms(t) / 1000, tz=UTC).astimezone(ZoneInfo(zone))
+                     for t in created["next_action_times"]]
+            assert [(t.hour, t.minute) for t in local] == [(9, 0)] * len(local), (zone, local)
+            assert len({t.date() for t in local}) == len(local)  # one a day
+        paused = await client.pause_schedule("nine-paris", note="the office is closed")
+        assert (paused["paused"], paused["note"]) == (True, "the office is closed")
+        described = await client.describe_schedule("nine-paris")
+        assert (described["paused"], described["note"]) == (True, "the office is closed")
+        listed = {s["schedule_id"]: s for s in await client.list_schedules()}
+        assert listed["nine-paris"]["note"] == "the office is closed" and not listed["nine-kolkata"]["paused"]
+        resumed = await client.unpause_schedule("nine-paris", note="open again")
+        assert (resumed["paused"], resumed["note"]) == (False, "open again")
+
+
+async def test_a_cron_start_is_a_schedule_starting_runs_of_one_workflow_id(quick: Cluster) -> None:
+    async with await Client.connect(quick.url) as client:
+        wid = _id("report")
+        # Every 2 seconds (croniter's sixth field is the seconds).
+        handle = await client.start_workflow(EchoWorkflow.run, "cron", id=wid, task_queue="q-cron",
+                                             cron_schedule="* * * * * */2")
+        assert handle.run_id is None  # nothing runs until the first cron time
+        again = await client.start_workflow(EchoWorkflow.run, "cron", id=wid, task_queue="q-cron",
+                                            cron_schedule="* * * * * */2")  # the same: answered the same
+        assert again.workflow_id == wid
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow(EchoWorkflow.run, "other", id=wid, task_queue="q-cron",
+                                        cron_schedule="* * * * * */2")
+        assert (refused.value.status, refused.value.error_type) == (409, "WorkflowAlreadyStarted")
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow(EchoWorkflow.run, "m", id=_id("memo"), task_queue="q-cron",
+                                        cron_schedule="* * * * *", memo={"a": 1})
+        assert (refused.value.status, refused.value.field) == (400, "memo")
+        with pytest.raises(RPCError) as refused:
+            await client.start_workflow(EchoWorkflow.run, id=_id("bad"), task_queue="q-cron", cron_schedule="often")
+        assert (refused.value.status, refused.value.field) == (400, "cron_schedule")
+
+        schedule = await client.describe_schedule(f"cron-{wid}")
+        assert (schedule["overlap_policy"], schedule["action"]["workflow_id"]) == ("skip", wid)
+        async with Worker(client, task_queue="q-cron", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+            fired = await eventually(lambda: _described(client, f"cron-{wid}", lambda d: d["actions_started"] >= 2),
+                                     timeout=30, what="two firings")
+            recent = fired["recent_actions"]
+            assert isinstance(recent, list)
+            assert {a["workflow_id"] for a in recent if a["result"] == "started"} == {wid}
+
+            async def runs() -> list[str] | None:
+                found = [e.run_id async for e in client.list_workflows(f"WorkflowId = '{wid}'")]
+                return found if len(found) >= 2 else None
+            run_ids = await eventually(runs, timeout=30, what="two runs of the workflow id listed")
+            assert len(set(run_ids)) == len(run_ids)
+            # describe and result follow the latest run of the workflow id.
+            latest = client.get_workflow_handle(wid)
+            assert (await latest.describe())["workflow_type"] == "EchoWorkflow"
+            # Deleting the schedule stops the cron; the runs it started stay.
+            await client.delete_schedule(f"cron-{wid}")
+            assert await latest.result(timeout=20) == "cron"
+        with pytest.raises(RPCError) as refused:
+            await client.describe_schedule(f"cron-{wid}")
+        assert refused.value.status == 404
