@@ -107,6 +107,21 @@ async def execute_activity(
                                                      result_type=result_type)
 
 
+def _child_attributes(id: str | None, task_queue: str | None, execution_timeout: timedelta | None,
+                      run_timeout: timedelta | None, task_timeout: timedelta | None,
+                      parent_close_policy: ParentClosePolicy) -> dict[str, Any]:
+    """The StartChildWorkflowExecution attributes the options of a child give (one place for
+    start_child_workflow and execute_child_workflow)."""
+    return {
+        "workflow_id": id or "",
+        "task_queue": task_queue or "",
+        "execution_timeout_ms": to_millis(execution_timeout),
+        "run_timeout_ms": to_millis(run_timeout),
+        "workflow_task_timeout_ms": to_millis(task_timeout),
+        "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
+    }
+
+
 async def start_child_workflow(
     workflow: str | type | Callable[..., Any],
     *args: Any,
@@ -127,14 +142,8 @@ async def start_child_workflow(
     raises that error here, with a cause of type ``WorkflowAlreadyStarted``.
     ``parent_close_policy`` says what happens to the child if this run closes first.
     """
-    attributes = {
-        "workflow_id": id or "",
-        "task_queue": task_queue or "",
-        "execution_timeout_ms": to_millis(execution_timeout),
-        "run_timeout_ms": to_millis(run_timeout),
-        "workflow_task_timeout_ms": to_millis(task_timeout),
-        "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
-    }
+    attributes = _child_attributes(id, task_queue, execution_timeout, run_timeout, task_timeout,
+                                   parent_close_policy)
     return await current_instance().children.start(workflow_name_of(workflow), args, attributes,
                                                    result_type=run_result_type(workflow))
 
