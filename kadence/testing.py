@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
+from kadence._retry_rule import retry_backoff
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import (
@@ -53,32 +54,9 @@ from kadence.exceptions import (
     WorkflowTaskError,
 )
 
-__all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle"]
+__all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle", "retry_backoff"]
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-
-#: The server's default activity retry policy (services/history/engine.py DEFAULT_RETRY).
-_DEFAULT_RETRY: Mapping[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0,
-                                     "maximum_interval_ms": 0, "maximum_attempts": 0,
-                                     "non_retryable_error_types": []}
-
-
-def retry_backoff(policy: Mapping[str, Any] | None, attempt: int, now_ms: int, first_scheduled_ms: int,
-                  schedule_to_close_ms: int, error_type: str, non_retryable: bool) -> int | None:
-    """Milliseconds until the next attempt, or None when ``attempt`` was the last: the
-    server's rule (services/history/engine.py ``retry_backoff``; a unit test keeps them equal)."""
-    policy = policy or _DEFAULT_RETRY
-    if non_retryable or error_type in policy["non_retryable_error_types"]:
-        return None
-    if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
-        return None
-    initial = max(1, policy["initial_interval_ms"])
-    ceiling = policy["maximum_interval_ms"] or 100 * initial
-    backoff = int(min(initial * policy["backoff_coefficient"] ** (attempt - 1), ceiling))
-    if schedule_to_close_ms and now_ms + backoff >= first_scheduled_ms + schedule_to_close_ms:
-        return None
-    return backoff
-
 
 # -- activities in isolation ---------------------------------------------------------------
 
@@ -233,7 +211,8 @@ class WorkflowEnvironment:
         self._driver: asyncio.Task[None] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kadence-test")
         self._workflows = WorkflowTaskProcessor(self, namespace=namespace, workflows=self._workflow_defs,
-                                                identity="test-worker", data_converter=self.converter)
+                                                identity="test-worker", data_converter=self.converter,
+                                                activities=self._activity_defs, activity_executor=self._executor)
         self._activities = ActivityTaskProcessor(self, namespace=namespace, task_queue=task_queue,
                                                  activities=self._activity_defs, identity="test-worker",
                                                  executor=self._executor, data_converter=self.converter)

@@ -36,6 +36,7 @@ __all__ = [
     "defn",
     "execute_activity",
     "execute_child_workflow",
+    "execute_local_activity",
     "info",
     "is_replaying",
     "memo",
@@ -120,6 +121,39 @@ def _child_attributes(id: str | None, task_queue: str | None, execution_timeout:
         "workflow_task_timeout_ms": to_millis(task_timeout),
         "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
     }
+
+
+async def execute_local_activity(
+    activity: str | Callable[..., Any],
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> Any:
+    """Run an activity in this worker, inside the current workflow task, and return its result;
+    raises ActivityError when it finally fails (README, "Local activities").
+
+    No round trip through matching and no activity events: the outcome is recorded in
+    history as a marker, and a replay takes it from there without running the activity
+    again. For short work (a lookup, a validation) that must be retried but does not deserve
+    a task of its own. ``activity`` is an ``@activity.defn`` function (it need not be
+    registered on the worker) or the name of one registered there. One of the timeouts is
+    required. Retries follow ``retry_policy`` (default: the server's activity policy) within
+    the task; a backoff longer than what is left of the task's budget (80% of the workflow
+    task timeout) is waited out on a durable timer, and the next attempt runs in a later
+    task. Arguments and result go through the data converter as an activity's do.
+    """
+    if schedule_to_close_timeout is None and start_to_close_timeout is None:
+        raise ValueError("execute_local_activity needs schedule_to_close_timeout or start_to_close_timeout")
+    if result_type is None and not isinstance(activity, str):
+        result_type = signature_of(activity).result
+    return await current_instance().local_activities.execute(
+        activity_name_of(activity), None if isinstance(activity, str) else activity, args,
+        activity_id=activity_id, start_to_close_ms=to_millis(start_to_close_timeout),
+        schedule_to_close_ms=to_millis(schedule_to_close_timeout),
+        retry_policy=retry_policy.to_avro() if retry_policy is not None else None, result_type=result_type)
 
 
 async def start_child_workflow(

@@ -106,6 +106,8 @@ class Worker:
                 identity=self.identity,
                 max_cached_workflows=max_cached_workflows,
                 data_converter=converter,
+                activities=activity_defs,
+                activity_executor=self._executor,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/workflow-tasks/poll",

@@ -9,6 +9,7 @@ then replays the full history, which is always correct, only slower.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import secrets
 import time
@@ -18,11 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kadence import _tracing
+from kadence._activity import ActivityDefinition
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
 from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.converter import (
     DataConverter,
@@ -51,7 +54,12 @@ class WorkflowTaskProcessor:
         identity: str,
         max_cached_workflows: int = 1000,
         data_converter: DataConverter | None = None,
+        activities: Iterable[ActivityDefinition] = (),
+        activity_executor: concurrent.futures.Executor | None = None,
     ) -> None:
+        """``activities``: the worker's registered activities, which workflow code may run as
+        local activities by name (a function given to execute_local_activity runs as it is);
+        sync ones run in ``activity_executor`` (default: the loop's)."""
         self._transport = transport
         self._converter = data_converter or default_converter()
         self._codec = self._converter.payload_codec
@@ -61,6 +69,8 @@ class WorkflowTaskProcessor:
         self._max_cached = max(0, max_cached_workflows)
         self._cache: OrderedDict[str, WorkflowRunner] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
+                                            identity=identity)
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -134,8 +144,11 @@ class WorkflowTaskProcessor:
 
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
+        took = time.monotonic()
         try:
             runner, commands = await self._activate(task)
+            if runner.local_activities_waiting():
+                commands = await self._run_local_activities(runner, took)
         except Exception as err:  # noqa: BLE001 - every error becomes a task failure
             self._evict(run_id)
             cause = "NonDeterminism" if isinstance(err, NonDeterminismError) else "WorkflowError"
@@ -168,6 +181,18 @@ class WorkflowTaskProcessor:
             raise
         if runner.finished:
             self._evict(run_id)
+
+    async def _run_local_activities(self, runner: WorkflowRunner, took: float) -> list[Any]:
+        """Run the local activities the task waits for, in rounds (the code may ask for more
+        once it has outcomes), within the task's budget; returns the task's commands."""
+        deadline = took + task_budget_seconds(runner.instance.info().workflow_task_timeout)
+        commands: list[Any] = []
+        while requests := runner.local_activities_waiting():
+            # All of a round's outcomes are handed back together, in request order, so a
+            # replay (which resolves them from the markers the same way) decides the same.
+            outcomes = await asyncio.gather(*(self._local.run(r, deadline) for r in requests))
+            commands = runner.resolve_local_activities(outcomes)
+        return commands
 
     async def _activate(self, task: Mapping[str, Any]) -> tuple[WorkflowRunner, list[Any]]:
         run_id = str(task["run_id"])

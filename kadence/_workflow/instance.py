@@ -23,6 +23,7 @@ from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import ActivityCancellationType, RetryState
 from kadence.converter import DataConverter, default_converter, signature_of
@@ -187,6 +188,7 @@ class WorkflowInstance:
         self.continue_as_new_suggested = False
         self._side_effect_seq = 0
         self.children = Children(self)
+        self.local_activities = LocalActivities(self)
 
     # -- activation ------------------------------------------------------------------
 
@@ -216,6 +218,29 @@ class WorkflowInstance:
                     break
             if self._task_error is None:
                 self._run_until_blocked()
+            # Replayed, local activities take their outcomes from the task's markers, in the
+            # same rounds as when the task ran live (see resolve_local_activities).
+            while self._replaying and self._task_error is None and not self.finished \
+                    and self.local_activities.resolve_from_history(self._recorded):
+                self._run_until_blocked()
+        return self._commands_or_error()
+
+    def local_activities_waiting(self) -> list[LocalActivityRequest]:
+        """The local activities the worker is to run now (live), in the order code asked."""
+        if self.finished or self._task_error is not None:
+            return []
+        return self.local_activities.runnable()
+
+    def resolve_local_activities(self, outcomes: Sequence[LocalActivityOutcome]) -> list[Command]:
+        """Live: the outcomes of the local activities run for this task (all that were
+        waiting, in request order); the code goes on. Returns all the task's commands."""
+        with self._running():
+            for outcome in outcomes:
+                self.local_activities.resolve(outcome)
+            self._run_until_blocked()
+        return self._commands_or_error()
+
+    def _commands_or_error(self) -> list[Command]:
         if self._task_error is not None:
             error = self._task_error
             if isinstance(error, WorkflowTaskError):
@@ -299,6 +324,8 @@ class WorkflowInstance:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
+        elif kind == "TimerFired" and self.local_activities.timer_fired(str(attrs["timer_id"])):
+            pass  # a local activity's backoff is over: it runs again in this task
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])

@@ -58,6 +58,7 @@ def test_workflow_exports() -> None:
         "defn",
         "execute_activity",
         "execute_child_workflow",
+        "execute_local_activity",
         "info",
         "is_replaying",
         "memo",

@@ -1,0 +1,151 @@
+"""Local activities (kadence/_workflow/local_activities.py): run by the worker inside the
+workflow task, recorded as markers, retried per the policy, replayed without running."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from kadence import activity, workflow
+from kadence.common import RetryPolicy
+from kadence.exceptions import ActivityError, ActivityTimeoutError, NonDeterminismError
+from kadence.replay import Replayer
+from kadence.testing import WorkflowEnvironment
+
+pytestmark = pytest.mark.timeout(30)
+
+CALLS: dict[str, int] = {}
+FAST = RetryPolicy(initial_interval=timedelta(milliseconds=10), maximum_attempts=5)
+
+
+@dataclass
+class Quote:
+    sku: str
+    cents: int
+
+
+@activity.defn
+async def flaky_price(sku: str) -> Quote:
+    CALLS[sku] = CALLS.get(sku, 0) + 1
+    if CALLS[sku] < 3:
+        raise RuntimeError(f"price service down (attempt {activity.info().attempt})")
+    return Quote(sku, 100 * CALLS[sku])
+
+
+@activity.defn
+async def slow() -> str:
+    CALLS["slow"] = CALLS.get("slow", 0) + 1
+    await asyncio.sleep(5)
+    return "never"
+
+
+@activity.defn
+def sync_double(n: int) -> int:
+    CALLS["double"] = CALLS.get("double", 0) + 1
+    return 2 * n
+
+
+@workflow.defn(name="Pricing")
+class Pricing:
+    @workflow.run
+    async def run(self, sku: str) -> str:
+        quote = await workflow.execute_local_activity(flaky_price, sku, start_to_close_timeout=timedelta(seconds=2),
+                                                      retry_policy=FAST)
+        assert isinstance(quote, Quote)
+        doubled = await workflow.execute_local_activity(sync_double, quote.cents,
+                                                        start_to_close_timeout=timedelta(seconds=2))
+        return f"{quote.sku}:{doubled}"
+
+
+@workflow.defn(name="Pricing")
+class PricingChanged:
+    """The same type, with another local activity first: replay must refuse it."""
+
+    @workflow.run
+    async def run(self, sku: str) -> str:
+        await workflow.execute_local_activity(sync_double, 1, start_to_close_timeout=timedelta(seconds=2))
+        return "changed"
+
+
+@workflow.defn(name="Pricing")
+class PricingWithoutLocal:
+    @workflow.run
+    async def run(self, sku: str) -> str:
+        return "no local activity"
+
+
+@workflow.defn
+class TimesOut:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.execute_local_activity(slow, start_to_close_timeout=timedelta(milliseconds=50),
+                                                  retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10),
+                                                                           maximum_attempts=2))
+        except ActivityError as err:
+            assert isinstance(err.cause, ActivityTimeoutError)
+            return f"{err.cause.timeout_type}:{err.retry_state}"
+        return "completed?"
+
+
+@workflow.defn
+class LongBackoff:
+    @workflow.run
+    async def run(self, sku: str) -> int:
+        quote = await workflow.execute_local_activity(
+            flaky_price, sku, start_to_close_timeout=timedelta(seconds=2),
+            retry_policy=RetryPolicy(initial_interval=timedelta(minutes=10), backoff_coefficient=1.0))
+        cents: int = quote.cents
+        return cents
+
+
+def markers(events: list[dict[str, Any]]) -> list[str]:
+    return [e["attributes"]["marker_name"] for e in events if e["event_type"] == "MarkerRecorded"]
+
+
+async def test_a_local_activity_that_fails_twice_then_succeeds_is_one_marker_and_replays_without_running() -> None:
+    CALLS.clear()
+    async with WorkflowEnvironment(workflows=[Pricing]) as env:
+        handle = await env.start_workflow(Pricing.run, "tea", id="p-1")
+        assert await handle.result() == "tea:600"
+        events = await handle.history()
+    assert CALLS == {"tea": 3, "double": 1}
+    types = [e["event_type"] for e in events]
+    assert "ActivityTaskScheduled" not in types
+    # One workflow task: both local activities ran in it, each recorded once.
+    assert types.count("WorkflowTaskCompleted") == 1
+    assert markers(events) == ["local_activity:1", "local_activity:2"]
+
+    Replayer(workflows=[Pricing]).replay(events)
+    assert CALLS == {"tea": 3, "double": 1}  # the markers gave the outcomes
+    with pytest.raises(NonDeterminismError, match="history recorded local activity flaky_price there"):
+        Replayer(workflows=[PricingChanged]).replay(events)
+    with pytest.raises(NonDeterminismError, match="MarkerRecorded"):
+        Replayer(workflows=[PricingWithoutLocal]).replay(events)
+
+
+async def test_a_local_activity_that_times_out_fails_with_a_timeout_after_its_attempts() -> None:
+    CALLS.clear()
+    async with WorkflowEnvironment(workflows=[TimesOut]) as env:
+        assert await env.execute_workflow(TimesOut.run, id="t-1") == "StartToClose:MaximumAttemptsReached"
+    assert CALLS == {"slow": 2}
+
+
+async def test_a_backoff_longer_than_the_task_budget_waits_on_a_durable_timer() -> None:
+    CALLS.clear()
+    async with WorkflowEnvironment(workflows=[LongBackoff]) as env:
+        handle = await env.start_workflow(LongBackoff.run, "cake", id="b-1")
+        assert await handle.result() == 300
+        events = await handle.history()
+    types = [e["event_type"] for e in events]
+    # Attempt 1 fails in the first task; the 10-minute backoff is a timer (skipped here);
+    # attempts 2 (fails, 10 more minutes) and 3 follow in the tasks the timers bring.
+    assert types.count("TimerStarted") == 2 and types.count("TimerFired") == 2
+    assert markers(events) == ["local_activity:1"] * 3
+    assert CALLS == {"cake": 3}
+    Replayer(workflows=[LongBackoff]).replay(events)
+    assert CALLS == {"cake": 3}
