@@ -8,10 +8,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from kadence._admin import AdminMixin
 from kadence._http import HttpTransport, Transport, path_segment
@@ -41,6 +41,8 @@ _LONG_POLL_SECONDS = 30.0
 #: Starts and signals are sent again with the same request id when the frontend is
 #: unreachable or answers 503/504: five tries over about three seconds.
 IDEMPOTENT_RETRY = Backoff(attempts=5, first=0.2, factor=2.0, cap=2.0)
+
+R = TypeVar("R")
 
 
 def default_identity() -> str:
@@ -217,6 +219,40 @@ class Client(AdminMixin):
         )
         answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
         return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
+
+    @overload
+    async def execute_workflow(
+        self,
+        workflow: Callable[..., Awaitable[R]],
+        *args: Any,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
+    ) -> R: ...
+
+    @overload
+    async def execute_workflow(
+        self,
+        workflow: str | type,
+        *args: Any,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
+    ) -> Any: ...
 
     async def execute_workflow(
         self,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 from kadence._activity import activity_name_of
 from kadence._workflow.children import ChildWorkflowHandle
@@ -24,6 +24,7 @@ from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPol
 from kadence.converter import signature_of
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = [
     "ActivityCancellationType",
@@ -61,6 +62,54 @@ def all_handlers_finished() -> bool:
     workflow.all_handlers_finished)`` before returning lets running updates complete
     (their callers otherwise get WorkflowAlreadyClosedError)."""
     return current_instance().all_handlers_finished()
+
+
+@overload
+async def execute_activity(
+    activity: Callable[..., Awaitable[R]],
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_activity(
+    activity: Callable[..., R],
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_activity(
+    activity: str,
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
+) -> Any: ...
 
 
 async def execute_activity(
@@ -123,6 +172,42 @@ def _child_attributes(id: str | None, task_queue: str | None, execution_timeout:
     }
 
 
+@overload
+async def execute_local_activity(
+    activity: Callable[..., Awaitable[R]],
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_local_activity(
+    activity: Callable[..., R],
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_local_activity(
+    activity: str,
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> Any: ...
+
+
 async def execute_local_activity(
     activity: str | Callable[..., Any],
     *args: Any,
@@ -156,6 +241,32 @@ async def execute_local_activity(
         retry_policy=retry_policy.to_avro() if retry_policy is not None else None, result_type=result_type)
 
 
+@overload
+async def start_child_workflow(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> ChildWorkflowHandle[R]: ...
+
+
+@overload
+async def start_child_workflow(
+    workflow: str | type,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> ChildWorkflowHandle[Any]: ...
+
+
 async def start_child_workflow(
     workflow: str | type | Callable[..., Any],
     *args: Any,
@@ -165,7 +276,7 @@ async def start_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
-) -> ChildWorkflowHandle:
+) -> ChildWorkflowHandle[Any]:
     """Start a child workflow and return its handle once it has started.
 
     ``workflow`` is a ``@workflow.defn`` class, its run method or a workflow type name. The
@@ -180,6 +291,32 @@ async def start_child_workflow(
                                    parent_close_policy)
     return await current_instance().children.start(workflow_name_of(workflow), args, attributes,
                                                    result_type=run_result_type(workflow))
+
+
+@overload
+async def execute_child_workflow(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> R: ...
+
+
+@overload
+async def execute_child_workflow(
+    workflow: str | type,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+) -> Any: ...
 
 
 async def execute_child_workflow(
