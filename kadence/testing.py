@@ -61,6 +61,7 @@ from kadence.exceptions import (
     WorkflowTaskError,
     WorkflowUpdateFailedError,
 )
+from kadence.interceptor import Interceptor
 
 __all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle", "WorkflowEnvironmentUpdateHandle",
            "retry_backoff"]
@@ -212,7 +213,9 @@ class WorkflowEnvironment:
 
     def __init__(self, *, workflows: Iterable[type] = (), activities: Iterable[Callable[..., Any]] = (),
                  task_queue: str = "test", namespace: str = "default", data_converter: DataConverter | None = None,
-                 start_time: datetime = _EPOCH) -> None:
+                 start_time: datetime = _EPOCH, interceptors: Sequence[Interceptor] = ()) -> None:
+        """``interceptors``: the workflow and activity interceptors a Worker would run
+        (kadence.interceptor; the client and task chains have no place here)."""
         self.task_queue = task_queue
         self.namespace = namespace
         self.converter = data_converter or default_converter()
@@ -236,10 +239,12 @@ class WorkflowEnvironment:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kadence-test")
         self._workflows = WorkflowTaskProcessor(self, namespace=namespace, workflows=self._workflow_defs,
                                                 identity="test-worker", data_converter=self.converter,
-                                                activities=self._activity_defs, activity_executor=self._executor)
+                                                activities=self._activity_defs, activity_executor=self._executor,
+                                                interceptors=interceptors)
         self._activities = ActivityTaskProcessor(self, namespace=namespace, task_queue=task_queue,
                                                  activities=self._activity_defs, identity="test-worker",
-                                                 executor=self._executor, data_converter=self.converter)
+                                                 executor=self._executor, data_converter=self.converter,
+                                                 interceptors=interceptors)
 
     # -- lifecycle -------------------------------------------------------------------
 

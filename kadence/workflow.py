@@ -8,7 +8,6 @@ history, never from the machine.
 
 from __future__ import annotations
 
-import asyncio
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +21,13 @@ from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
 from kadence.converter import signature_of
+from kadence.interceptor import (
+    ContinueAsNewInput,
+    ScheduleActivityInput,
+    ScheduleLocalActivityInput,
+    SleepInput,
+    StartChildWorkflowInput,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -152,9 +158,8 @@ async def execute_activity(
     }
     if result_type is None and not isinstance(activity, str):
         result_type = signature_of(activity).result
-    return await current_instance().execute_activity(activity_name_of(activity), args, attributes,
-                                                     ActivityCancellationType(cancellation_type),
-                                                     result_type=result_type)
+    return await current_instance().outbound.execute_activity(ScheduleActivityInput(
+        activity_name_of(activity), args, attributes, ActivityCancellationType(cancellation_type), result_type))
 
 
 def _child_attributes(id: str | None, task_queue: str | None, execution_timeout: timedelta | None,
@@ -234,11 +239,10 @@ async def execute_local_activity(
         raise ValueError("execute_local_activity needs schedule_to_close_timeout or start_to_close_timeout")
     if result_type is None and not isinstance(activity, str):
         result_type = signature_of(activity).result
-    return await current_instance().local_activities.execute(
-        activity_name_of(activity), None if isinstance(activity, str) else activity, args,
-        activity_id=activity_id, start_to_close_ms=to_millis(start_to_close_timeout),
-        schedule_to_close_ms=to_millis(schedule_to_close_timeout),
-        retry_policy=retry_policy.to_avro() if retry_policy is not None else None, result_type=result_type)
+    return await current_instance().outbound.execute_local_activity(ScheduleLocalActivityInput(
+        activity_name_of(activity), None if isinstance(activity, str) else activity, args, activity_id,
+        to_millis(start_to_close_timeout), to_millis(schedule_to_close_timeout),
+        retry_policy.to_avro() if retry_policy is not None else None, result_type))
 
 
 @overload
@@ -289,8 +293,8 @@ async def start_child_workflow(
     """
     attributes = _child_attributes(id, task_queue, execution_timeout, run_timeout, task_timeout,
                                    parent_close_policy)
-    return await current_instance().children.start(workflow_name_of(workflow), args, attributes,
-                                                   result_type=run_result_type(workflow))
+    return await current_instance().outbound.start_child_workflow(StartChildWorkflowInput(
+        workflow_name_of(workflow), args, attributes, run_result_type(workflow)))
 
 
 @overload
@@ -339,8 +343,8 @@ async def execute_child_workflow(
 async def sleep(duration: float | timedelta) -> None:
     """Wait on a durable timer (``asyncio.sleep`` in workflow code does the same)."""
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-    current_instance()  # fail clearly outside workflow code rather than sleeping for real
-    await asyncio.sleep(seconds)
+    # current_instance() fails clearly outside workflow code rather than sleeping for real.
+    await current_instance().outbound.sleep(SleepInput(seconds))
 
 
 async def wait_condition(check: Callable[[], bool], *, timeout: float | timedelta | None = None) -> None:
@@ -416,5 +420,4 @@ def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: st
                     memo: Mapping[str, Any] | None = None) -> NoReturn:
     """End this run and start a new one of the same workflow with ``args`` (never returns);
     the new run keeps this run's memo unless ``memo`` replaces it."""
-    current_instance()
-    raise ContinueAsNewError(args, workflow_type, task_queue, memo)
+    current_instance().outbound.continue_as_new(ContinueAsNewInput(args, workflow_type, task_queue, memo))

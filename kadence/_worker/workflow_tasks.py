@@ -15,10 +15,9 @@ import secrets
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kadence import _tracing
 from kadence._activity import ActivityDefinition
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
@@ -35,6 +34,7 @@ from kadence.converter import (
     encode_payload,
 )
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
+from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor, chain_task
 
 __all__ = ["WorkflowTaskProcessor"]
 
@@ -56,6 +56,7 @@ class WorkflowTaskProcessor:
         data_converter: DataConverter | None = None,
         activities: Iterable[ActivityDefinition] = (),
         activity_executor: concurrent.futures.Executor | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         """``activities``: the worker's registered activities, which workflow code may run as
         local activities by name (a function given to execute_local_activity runs as it is);
@@ -69,8 +70,9 @@ class WorkflowTaskProcessor:
         self._max_cached = max(0, max_cached_workflows)
         self._cache: OrderedDict[str, WorkflowRunner] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._interceptors = list(interceptors)
         self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
-                                            identity=identity)
+                                            interceptors=self._interceptors)
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -102,8 +104,7 @@ class WorkflowTaskProcessor:
                 self._evict(run_id)
                 await self._transport.call("POST", "/activity-tasks/complete", body=body)
                 return
-            with _tracing.ran_ahead_span(task, self._namespace):
-                ahead = self._run_ahead(run_id, task, plain)
+            ahead = await self._intercepted_run_ahead(run_id, task, plain)
             if ahead is None:
                 await self._transport.call("POST", "/activity-tasks/complete", body=body)
                 return
@@ -118,6 +119,20 @@ class WorkflowTaskProcessor:
             runner = self._cache.get(run_id)
             if runner is not None and runner.finished:
                 self._evict(run_id)
+
+    async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
+        """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
+        if not self._interceptors:
+            return self._run_ahead(run_id, task, result)
+        ahead: RanAhead | None = None
+
+        async def run(_: Mapping[str, Any]) -> None:
+            nonlocal ahead
+            ahead = self._run_ahead(run_id, task, result)
+
+        chain = chain_task(self._interceptors, _RunAhead(run))
+        await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
+        return ahead
 
     def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         runner = self._cache.get(run_id)
@@ -256,7 +271,7 @@ class WorkflowTaskProcessor:
             )
         return WorkflowRunner(
             definition, namespace=self._namespace, workflow_id=str(task["workflow_id"]), run_id=str(task["run_id"]),
-            data_converter=self._converter,
+            data_converter=self._converter, interceptors=self._interceptors,
         )
 
     async def _fetch_history(self, task: Mapping[str, Any], *, upto: int | None) -> list[Mapping[str, Any]]:
@@ -290,3 +305,11 @@ class WorkflowTaskProcessor:
         runner = self._cache.pop(run_id, None)
         if runner is not None:
             runner.dispose()
+
+
+class _RunAhead(WorkerTaskInterceptor):
+    def __init__(self, run: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
+        self._run = run
+
+    async def run_task(self, input: WorkerTaskInput) -> None:
+        await self._run(input.task)

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.interception import SdkCalls, WorkflowCalls
 from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence.common import ActivityCancellationType, RetryState
@@ -36,6 +38,15 @@ from kadence.exceptions import (
     NonDeterminismError,
     PayloadError,
     WorkflowTaskError,
+)
+from kadence.interceptor import (
+    ExecuteWorkflowInput,
+    HandleQueryInput,
+    HandleSignalInput,
+    HandleUpdateInput,
+    Interceptor,
+    WorkflowOutboundInterceptor,
+    chain_workflow,
 )
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
@@ -152,7 +163,7 @@ class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.definition = definition
         # Payloads reach this instance with any codec already undone (by the worker).
         self.converter = data_converter or default_converter()
@@ -189,6 +200,9 @@ class WorkflowInstance:
         self._side_effect_seq = 0
         self.children = Children(self)
         self.local_activities = LocalActivities(self)
+        # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
+        self.outbound: WorkflowOutboundInterceptor = SdkCalls(self)
+        self.inbound = chain_workflow(interceptors, WorkflowCalls(self), self.outbound)
 
     # -- activation ------------------------------------------------------------------
 
@@ -259,7 +273,7 @@ class WorkflowInstance:
         before = len(self._commands)
         args = self._handler_args(handler, args, f"query {name}")
         with self._running():
-            result = handler(self._obj, *args)
+            result = self.inbound.handle_query(HandleQueryInput(name, types.MethodType(handler, self._obj), args))
         if len(self._commands) != before:
             del self._commands[before:]
             raise ApplicationError(f"query {name!r} tried to change the workflow", type="QueryFailed")
@@ -354,7 +368,8 @@ class WorkflowInstance:
         except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
             self._task_error = exc
             return
-        task = self.loop.create_task(self.definition.run_fn(self._obj, *args), name="workflow.run")
+        execute = ExecuteWorkflowInput(self.definition.name, types.MethodType(self.definition.run_fn, self._obj), args)
+        task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
         task.add_done_callback(self._on_run_done)
         self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals, []
@@ -379,7 +394,9 @@ class WorkflowInstance:
             self._buffered_signals.append((name, args))
             return
         try:
-            result = handler(self._obj, *self._handler_args(handler, args, f"signal {name}"))
+            converted = self._handler_args(handler, args, f"signal {name}")
+            result = self.inbound.handle_signal(HandleSignalInput(name, types.MethodType(handler, self._obj),
+                                                                  converted))
         except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
             self._on_code_error(exc)
             return
@@ -405,7 +422,8 @@ class WorkflowInstance:
         self._add(Command("AcceptWorkflowUpdate", {"update_id": update_id}))
         self._running_updates += 1
         try:
-            result = handler(self._obj, *args)
+            result = self.inbound.handle_update(HandleUpdateInput(name, update_id,
+                                                                  types.MethodType(handler, self._obj), args))
         except BaseException as exc:  # noqa: BLE001 - routed like an async handler's error
             self._update_done(update_id, name, None, exc)
             return
@@ -441,7 +459,8 @@ class WorkflowInstance:
         validator = self.definition.validator_of(name)
         if validate and validator is not None:
             before = len(self._commands)
-            validator(self._obj, *args)
+            self.inbound.handle_update_validator(HandleUpdateInput(
+                name, str(attrs.get("update_id", "")), types.MethodType(validator, self._obj), args))
             if len(self._commands) != before:
                 del self._commands[before:]
                 raise ApplicationError(f"the validator of update {name!r} tried to change the workflow",

@@ -39,9 +39,11 @@ from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo,
 from kadence._converter import decode_value, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._retry_rule import retry_backoff
+from kadence._worker.interception import ActivityCalls
 from kadence.common import RetryState
 from kadence.converter import DataConverter, signature_of
 from kadence.exceptions import ActivityError, ActivityTimeoutError, ApplicationError, NonDeterminismError
+from kadence.interceptor import ExecuteActivityInput, Interceptor, chain_activity
 
 if TYPE_CHECKING:
     from kadence._workflow.instance import WorkflowInstance
@@ -249,11 +251,12 @@ class LocalActivityExecutor:
     """Runs local activity attempts in the worker, with retries, within a task's budget."""
 
     def __init__(self, activities: Mapping[str, ActivityDefinition], converter: DataConverter,
-                 executor: concurrent.futures.Executor | None = None, *, identity: str = "") -> None:
+                 executor: concurrent.futures.Executor | None = None, *,
+                 interceptors: Sequence[Interceptor] = ()) -> None:
         self._activities = activities
         self._converter = converter
         self._executor = executor
-        self._identity = identity
+        self._inbound = chain_activity(interceptors, ActivityCalls(self._call))
 
     async def run(self, request: LocalActivityRequest, deadline: float) -> LocalActivityOutcome:
         """The request's attempts from ``request.attempt`` on until one completes, the
@@ -324,15 +327,18 @@ class LocalActivityExecutor:
 
     async def _invoke(self, definition: ActivityDefinition, args: list[Any], context: ActivityContext) -> Any:
         async def attempt() -> Any:
-            set_context(context)  # this task's own context
-            if definition.is_async:
-                return await definition.fn(*args)
-            copied = contextvars.copy_context()
-            call = functools.partial(copied.run, definition.fn, *args)
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            set_context(context)  # this task's own context, the interceptors' too
+            return await self._inbound.execute_activity(ExecuteActivityInput(definition.fn, args, is_local=True))
 
         # A task of its own: the context it sets stays its own.
         return await asyncio.get_running_loop().create_task(attempt())
+
+    async def _call(self, input: ExecuteActivityInput) -> Any:
+        if ActivityDefinition.of(input.fn).is_async:
+            return await input.fn(*input.args)
+        copied = contextvars.copy_context()
+        call = functools.partial(copied.run, input.fn, *input.args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _info(self, request: LocalActivityRequest, definition: ActivityDefinition, attempt: int,
               timeout: float) -> ActivityInfo:

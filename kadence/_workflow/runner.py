@@ -25,6 +25,7 @@ from kadence._workflow.instance import UPDATE_REQUESTED, Command, WorkflowInstan
 from kadence._workflow.local_activities import LocalActivityOutcome, LocalActivityRequest
 from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
+from kadence.interceptor import Interceptor
 
 __all__ = [
     "COMMAND_EVENT_TYPE",
@@ -137,9 +138,9 @@ class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
-                                         data_converter=data_converter)
+                                         data_converter=data_converter, interceptors=interceptors)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
