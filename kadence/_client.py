@@ -243,11 +243,17 @@ class Client(AdminMixin):
             search_attributes=input.search_attributes,
         )
         timeout = None
+        path, what = "/workflows", f"start of workflow {input.id}"
         if input.wait_for_result:
             body["wait_seconds"] = _LONG_POLL_SECONDS
             timeout = _LONG_POLL_SECONDS + 15
+        if input.start_signal is not None:
+            body["signal_name"] = input.start_signal
+            body["signal_input"] = await self._encode_args(input.start_signal_args, f"signal {input.start_signal}")
+            path = f"/workflows/{path_segment(input.id)}/signal-with-start"
+            what = f"signal-with-start of workflow {input.id}"
         with extra_headers(input.headers):
-            answer = await self._idempotent("/workflows", body, timeout=timeout, what=f"start of workflow {input.id}")
+            answer = await self._idempotent(path, body, timeout=timeout, what=what)
         handle = WorkflowHandle(self, input.id, run_id=answer.get("run_id"), result_type=input.result_type)
         handle._first_outcome = answer.get("outcome")
         return handle
@@ -329,23 +335,11 @@ class Client(AdminMixin):
         memo: Mapping[str, Any] | None = None,
     ) -> WorkflowHandle:
         """Signal the workflow, starting it first if it is not running."""
-        body = await self._start_body(
-            workflow,
-            args,
-            id=id,
-            task_queue=task_queue,
-            execution_timeout=execution_timeout,
-            run_timeout=run_timeout,
-            workflow_task_timeout=workflow_task_timeout,
-            request_id=request_id,
-            id_reuse_policy=id_reuse_policy,
-            memo=memo,
-        )
-        body["signal_name"] = signal_name = signal_name_of(signal)
-        body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")
-        answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
-                                        what=f"signal-with-start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
+        return await self._outbound.start_workflow(StartWorkflowInput(
+            workflow_name_of(workflow), args, id, task_queue, execution_timeout=execution_timeout,
+            run_timeout=run_timeout, workflow_task_timeout=workflow_task_timeout, request_id=request_id,
+            id_reuse_policy=id_reuse_policy, memo=memo, result_type=run_result_type(workflow),
+            start_signal=signal_name_of(signal), start_signal_args=signal_args))
 
     def list_workflows(self, query: str = "", *, page_size: int = 100,
                        limit: int | None = None) -> AsyncIterator[WorkflowExecution]:

@@ -73,7 +73,8 @@ __all__ = [
 @dataclass
 class StartWorkflowInput:
     """``Client.start_workflow`` / ``execute_workflow`` (``wait_for_result``: the latter,
-    which asks the frontend to wait for the outcome in the same exchange)."""
+    which asks the frontend to wait for the outcome in the same exchange) /
+    ``signal_with_start_workflow`` (``start_signal`` set)."""
 
     workflow_type: str
     args: Sequence[Any]
@@ -89,6 +90,8 @@ class StartWorkflowInput:
     search_attributes: Mapping[str, Any] | None = None
     result_type: Any = None
     wait_for_result: bool = False
+    start_signal: str | None = None
+    start_signal_args: Sequence[Any] = ()
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -5,6 +5,7 @@ running again."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -80,6 +81,15 @@ class ThenWaits:
         self.go = True
 
 
+@workflow.defn
+class ActivityThenLocal:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        first: int = await workflow.execute_activity(count_once, key, start_to_close_timeout=timedelta(seconds=5))
+        second: int = await workflow.execute_local_activity(count_once, key, start_to_close_timeout=timedelta(seconds=5))
+        return f"{first},{second}"
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -122,3 +132,15 @@ async def test_replay_after_a_worker_restart_does_not_run_the_local_activity_aga
         await handle.signal(ThenWaits.proceed)
         assert await handle.result(timeout=30) == 1
     assert CALLS[key] == 1
+
+
+async def test_a_local_activity_after_an_activity_whose_result_would_run_the_next_task_ahead(
+        client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    # The activity's result would carry the next workflow task (run ahead); that task runs a
+    # local activity, so the worker hands the result over alone and the task is polled.
+    key = _id("ahead")
+    caplog.set_level(logging.INFO, logger="kadence._worker.workflow_tasks")
+    async with Worker(client, task_queue="q-local-ahead", workflows=[ActivityThenLocal], activities=[count_once]):
+        assert await client.execute_workflow(ActivityThenLocal.run, key, id=key, task_queue="q-local-ahead") == "1,2"
+    assert CALLS[key] == 2
+    assert "a workflow task that runs local activities is not run ahead" in caplog.text

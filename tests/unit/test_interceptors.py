@@ -186,7 +186,7 @@ async def frontend() -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str]]
 
 class _Tenant(ClientOutboundInterceptor):
     async def start_workflow(self, input: StartWorkflowInput) -> Any:
-        LOG.append(f"start {input.workflow_type} {input.id}")
+        LOG.append(f"start {input.workflow_type} {input.id} {input.start_signal}")
         input.headers["X-Tenant"] = "acme"
         return await super().start_workflow(input)
 
@@ -215,11 +215,14 @@ async def test_client_interceptors_add_headers_and_refuse_calls(
         await handle.query(Greeter.count)
         with pytest.raises(PermissionError, match="not allowed"):
             await handle.terminate("no")
+        await client.signal_with_start_workflow(Greeter.run, "cy", id="g-3", task_queue="q", signal=Greeter.add,
+                                                signal_args=["dee"])
     finally:
         await client.close()
-    assert LOG == ["start Greeter g-2", "signal add"]
-    assert [(path, headers.get("X-Tenant")) for path, headers in seen] == \
-        [("workflows", "acme"), ("signal", "acme"), ("query", None)]  # nothing sent for the terminate
+    assert LOG == ["start Greeter g-2 None", "signal add", "start Greeter g-3 add"]
+    assert [(path, headers.get("X-Tenant")) for path, headers in seen] == [
+        ("workflows", "acme"), ("signal", "acme"), ("query", None),  # nothing sent for the terminate
+        ("signal-with-start", "acme")]
 
 
 async def test_an_activity_error_raised_by_an_outbound_interceptor_is_the_workflows_to_handle() -> None:

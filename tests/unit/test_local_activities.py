@@ -128,6 +128,40 @@ async def test_a_local_activity_that_fails_twice_then_succeeds_is_one_marker_and
         Replayer(workflows=[PricingWithoutLocal]).replay(events)
 
 
+async def test_code_asking_for_a_local_activity_history_does_not_record_is_non_deterministic() -> None:
+    async with WorkflowEnvironment(workflows=[PricingWithoutLocal]) as env:
+        handle = await env.start_workflow(PricingWithoutLocal.run, "tea", id="p-2")
+        assert await handle.result() == "no local activity"
+        events = await handle.history()
+    with pytest.raises(NonDeterminismError, match="history records no outcome for it"):
+        Replayer(workflows=[PricingChanged]).replay(events)
+
+
+@workflow.defn
+class GivesUpWaiting:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await asyncio.wait_for(workflow.execute_local_activity(
+                flaky_price, "pie", start_to_close_timeout=timedelta(seconds=2),
+                retry_policy=RetryPolicy(initial_interval=timedelta(hours=1))), timeout=60)
+        except TimeoutError:
+            return "gave up"
+        return "done"
+
+
+async def test_cancelling_the_wait_cancels_the_backoff_timer_and_no_attempt_follows() -> None:
+    CALLS.clear()
+    async with WorkflowEnvironment(workflows=[GivesUpWaiting]) as env:
+        handle = await env.start_workflow(GivesUpWaiting.run, id="g-1")
+        assert await handle.result() == "gave up"
+        events = await handle.history()
+    assert CALLS == {"pie": 1}
+    timers = [e["attributes"]["timer_id"] for e in events if e["event_type"] == "TimerCanceled"]
+    assert timers == ["local_activity:1:1"]
+    Replayer(workflows=[GivesUpWaiting]).replay(events)
+
+
 async def test_a_local_activity_that_times_out_fails_with_a_timeout_after_its_attempts() -> None:
     CALLS.clear()
     async with WorkflowEnvironment(workflows=[TimesOut]) as env:
