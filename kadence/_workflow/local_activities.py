@@ -63,6 +63,8 @@ _log = logging.getLogger(__name__)
 MARKER_PREFIX = "local_activity:"
 #: The share of the workflow task timeout local activities may use in one task.
 BUDGET_SHARE = 0.8
+#: Less than this left of the budget: an attempt is not started in this task.
+_MIN_ATTEMPT_SECONDS = 0.05
 
 
 def task_budget_seconds(workflow_task_timeout: timedelta) -> float:
@@ -265,6 +267,10 @@ class LocalActivityExecutor:
         definition = self._definition(request)
         attempt = request.attempt
         while True:
+            if deadline - time.monotonic() < _MIN_ATTEMPT_SECONDS:
+                # The task's budget is spent (earlier rounds used it): the attempt runs in
+                # the next task, after the shortest timer, without counting as one.
+                return LocalActivityOutcome(request.seq, request.activity_type, attempt - 1, backoff_ms=1)
             outcome = await self._attempt(definition, request, attempt, deadline)
             if isinstance(outcome, LocalActivityOutcome):
                 return outcome

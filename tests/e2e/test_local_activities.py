@@ -144,3 +144,28 @@ async def test_a_local_activity_after_an_activity_whose_result_would_run_the_nex
         assert await client.execute_workflow(ActivityThenLocal.run, key, id=key, task_queue="q-local-ahead") == "1,2"
     assert CALLS[key] == 2
     assert "a workflow task that runs local activities is not run ahead" in caplog.text
+
+
+@workflow.defn
+class BacksOffAcrossTasks:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        result: str = await workflow.execute_local_activity(
+            flaky, key, start_to_close_timeout=timedelta(milliseconds=500),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=1.0))
+        return result
+
+
+async def test_a_backoff_longer_than_the_task_budget_is_a_durable_timer(client: Client) -> None:
+    # A 1 s workflow task timeout gives local activities 0.8 s per task: each 1 s backoff
+    # is waited out on a timer, and the next attempt runs in the task its firing brings.
+    key = _id("timer")
+    async with Worker(client, task_queue="q-local-timer", workflows=[BacksOffAcrossTasks]):
+        handle = await client.start_workflow(BacksOffAcrossTasks.run, key, id=key, task_queue="q-local-timer",
+                                             workflow_task_timeout=timedelta(seconds=1))
+        assert await handle.result(timeout=30) == f"{key} after 3 attempts"
+    events = await handle.history()
+    timers = [e["attributes"]["timer_id"] for e in events if e["event_type"] == "TimerStarted"]
+    assert timers == ["local_activity:1:1", "local_activity:1:2"]
+    assert _types(events).count("TimerFired") == 2
+    assert CALLS[key] == 3

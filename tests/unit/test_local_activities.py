@@ -183,3 +183,20 @@ async def test_a_backoff_longer_than_the_task_budget_waits_on_a_durable_timer() 
     assert CALLS == {"cake": 3}
     Replayer(workflows=[LongBackoff]).replay(events)
     assert CALLS == {"cake": 3}
+
+
+async def test_an_attempt_is_not_started_once_the_task_budget_is_spent() -> None:
+    import time
+
+    from kadence._workflow.local_activities import LocalActivityExecutor, LocalActivityRequest
+    from kadence.converter import default_converter
+
+    CALLS.clear()
+    request = LocalActivityRequest(seq=4, activity_id="a", activity_type="flaky_price", fn=flaky_price,
+                                   input='["jam"]', attempt=2, scheduled_time_ms=int(time.time() * 1000),
+                                   start_to_close_ms=1000, schedule_to_close_ms=0, retry_policy=None)
+    executor = LocalActivityExecutor({}, default_converter())
+    outcome = await executor.run(request, deadline=time.monotonic())
+    # Nothing ran: the next task runs attempt 2 after the shortest timer.
+    assert (outcome.attempt, outcome.failure, outcome.backoff_ms) == (1, None, 1)
+    assert CALLS == {}
