@@ -13,7 +13,7 @@ import pytest
 from kadence import activity, workflow
 from kadence.common import RetryPolicy
 from kadence.exceptions import ActivityError, ActivityTimeoutError, NonDeterminismError
-from kadence.replay import Replayer
+from kadence.replay import Replayer, decode_history
 from kadence.testing import WorkflowEnvironment
 
 pytestmark = pytest.mark.timeout(30)
@@ -200,3 +200,19 @@ async def test_an_attempt_is_not_started_once_the_task_budget_is_spent() -> None
     # Nothing ran: the next task runs attempt 2 after the shortest timer.
     assert (outcome.attempt, outcome.failure, outcome.backoff_ms) == (1, None, 1)
     assert CALLS == {}
+
+
+async def test_the_marker_goes_through_the_payload_codec() -> None:
+    from kadence.converter import DataConverter
+    from tests.unit.test_converter import XorZlib
+
+    CALLS.clear()
+    converter = DataConverter(payload_codec=XorZlib())
+    async with WorkflowEnvironment(workflows=[Pricing], data_converter=converter) as env:
+        handle = await env.start_workflow(Pricing.run, "secret-sku", id="p-3")
+        assert await handle.result() == "secret-sku:600"
+        events = await handle.history()
+    details = [str(e["attributes"]["details"]) for e in events if e["event_type"] == "MarkerRecorded"]
+    assert len(details) == 2 and not any("secret-sku" in d or "flaky_price" in d for d in details)
+    Replayer(workflows=[Pricing], data_converter=converter).replay(await decode_history(events, converter))
+    assert CALLS == {"secret-sku": 3, "double": 1}
