@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 from kadence._admin import AdminMixin
 from kadence._http import HttpTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable
+from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
     WorkflowExecution,
     WorkflowExecutionCount,
@@ -77,7 +78,8 @@ class Client(AdminMixin):
         self.retry = retry
         self.data_converter = data_converter or default_converter()
         self.interceptors: list[Interceptor] = list(interceptors)
-        self._outbound = chain_client(self.interceptors, _ClientCalls(self))
+        # The SDK's spans first (outermost), then the caller's interceptors.
+        self._outbound = chain_client([TracingInterceptor(), *self.interceptors], _ClientCalls(self))
 
     async def _encode_args(self, args: Sequence[Any], what: str) -> list[Any]:
         """Arguments as the body carries them: a JSON array (of one marker object when a

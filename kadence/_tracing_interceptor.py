@@ -1,21 +1,41 @@
-"""The SDK's OpenTelemetry spans of a worker's tasks, as an interceptor (kadence/interceptor.py).
+"""The SDK's OpenTelemetry spans, as an interceptor (kadence/interceptor.py).
 
-Every Worker puts a :class:`TracingInterceptor` first in its chain: each task runs in a span
-(``RunWorkflowTask <type>``, ``HandleQuery <type>``, ``RunActivity <type>``) parented by the
-task's ``traceparent``, so the answer calls made inside carry the context on to the frontend;
-a workflow task run ahead on an activity's result gets an INTERNAL span inside the activity's.
-While tracing is off (kadence._tracing.tracer() is None) it passes every task on untouched.
+Every Client and every Worker puts a :class:`TracingInterceptor` first in its chains:
+
+- a worker's task runs in a span (``RunWorkflowTask <type>``, ``HandleQuery <type>``,
+  ``RunActivity <type>``) parented by the task's ``traceparent``, so the answer calls made
+  inside carry the context on to the frontend; a workflow task run ahead on an activity's
+  result gets an INTERNAL span inside the activity's;
+- a client call runs in an INTERNAL span (``StartWorkflow <type>``, ``SignalWorkflow <name>``,
+  ``QueryWorkflow <name>``, ``UpdateWorkflow <name>``, ``CancelWorkflow``,
+  ``TerminateWorkflow``) around its HTTP calls (the transport's CLIENT spans), which carry
+  the trace to the frontend.
+
+While tracing is off (kadence._tracing.tracer() is None) it passes everything on untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 
 from kadence._tracing import context_from_traceparent, tracer
-from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor
+from kadence.interceptor import (
+    CancelWorkflowInput,
+    ClientOutboundInterceptor,
+    Interceptor,
+    QueryWorkflowInput,
+    SignalWorkflowInput,
+    StartWorkflowInput,
+    StartWorkflowUpdateInput,
+    TaskKind,
+    TerminateWorkflowInput,
+    WorkerTaskInput,
+    WorkerTaskInterceptor,
+)
 
 __all__ = ["TracingInterceptor"]
 
@@ -61,8 +81,48 @@ class _TracedTask(WorkerTaskInterceptor):
             await self.next.run_task(input)
 
 
+@contextlib.contextmanager
+def _client_span(name: str, workflow_id: str) -> Iterator[None]:
+    t = tracer()
+    if t is None:
+        yield
+        return
+    with t.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes={"kadence.workflow_id": workflow_id}):
+        yield
+
+
+class _TracedClient(ClientOutboundInterceptor):
+    async def start_workflow(self, input: StartWorkflowInput) -> Any:
+        name = "SignalWithStartWorkflow" if input.start_signal is not None else "StartWorkflow"
+        with _client_span(f"{name} {input.workflow_type}", input.id):
+            return await self.next.start_workflow(input)
+
+    async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+        with _client_span(f"SignalWorkflow {input.signal}", input.handle.workflow_id):
+            await self.next.signal_workflow(input)
+
+    async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+        with _client_span(f"QueryWorkflow {input.query}", input.handle.workflow_id):
+            return await self.next.query_workflow(input)
+
+    async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> Any:
+        with _client_span(f"UpdateWorkflow {input.update}", input.handle.workflow_id):
+            return await self.next.start_workflow_update(input)
+
+    async def cancel_workflow(self, input: CancelWorkflowInput) -> None:
+        with _client_span("CancelWorkflow", input.handle.workflow_id):
+            await self.next.cancel_workflow(input)
+
+    async def terminate_workflow(self, input: TerminateWorkflowInput) -> None:
+        with _client_span("TerminateWorkflow", input.handle.workflow_id):
+            await self.next.terminate_workflow(input)
+
+
 class TracingInterceptor(Interceptor):
-    """The worker's task spans (see the module docstring)."""
+    """The SDK's spans of client calls and worker tasks (see the module docstring)."""
+
+    def intercept_client(self, next: ClientOutboundInterceptor) -> ClientOutboundInterceptor:
+        return _TracedClient(next)
 
     def intercept_task(self, next: WorkerTaskInterceptor) -> WorkerTaskInterceptor:
         return _TracedTask(next)

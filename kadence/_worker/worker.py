@@ -89,7 +89,7 @@ class Worker:
         # The SDK's spans first (outermost), then the client's interceptors, then the worker's.
         chain: list[Interceptor] = [TracingInterceptor()]
         for interceptor in (*client.interceptors, *interceptors):
-            if interceptor not in chain:
+            if interceptor not in chain and not isinstance(interceptor, TracingInterceptor):
                 chain.append(interceptor)
         self.interceptors = chain
         self.task_queue = task_queue

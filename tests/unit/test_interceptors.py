@@ -239,3 +239,35 @@ async def test_an_activity_error_raised_by_an_outbound_interceptor_is_the_workfl
 
     async with WorkflowEnvironment(workflows=[Refused], activities=[forbidden], interceptors=[Logging()]) as env:
         assert await env.execute_workflow(Refused.run, id="r-1") == "refused: activity forbidden here"
+
+
+async def test_the_sdks_client_spans_come_from_its_tracing_interceptor(
+        frontend: tuple[str, list[tuple[str, dict[str, str]]]]) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from services.common import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.configure(tracer_provider=provider)
+    url, seen = frontend
+    client = await Client.connect(url, api_key="", interceptors=[Tenant()])
+    try:
+        handle = await client.start_workflow(Greeter.run, "ana", id="g-4", task_queue="q")
+        await handle.signal(Greeter.add, "bo")
+    finally:
+        await client.close()
+        telemetry.reset()
+        provider.shutdown()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    start, signal = spans["StartWorkflow Greeter"], spans["SignalWorkflow add"]
+    assert start.kind == SpanKind.INTERNAL and start.attributes == {"kadence.workflow_id": "g-4"}
+    posts = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    # Each HTTP call's span is inside the call's span, and its traceparent went to the frontend.
+    assert [p.parent.span_id for p in posts if p.parent] == [start.context.span_id, signal.context.span_id]
+    assert all(headers.get("traceparent") for _, headers in seen)
+    assert seen[0][1]["X-Tenant"] == "acme"  # the user's interceptor ran inside the SDK's
