@@ -21,8 +21,11 @@ first interceptor of the list is the outermost (it sees a call first and its res
   activity attempt, local activities' too (``activity.info()`` works inside).
 - :class:`WorkerTaskInterceptor` (:meth:`Interceptor.intercept_task`): each task a worker
   runs (workflow task, query, activity attempt, workflow task run ahead), around the whole
-  of it, its answer included. The SDK's OpenTelemetry spans come from one
-  (:class:`kadence._tracing_interceptor.TracingInterceptor`), which every worker puts first.
+  of it, its answer included.
+
+The SDK's own OpenTelemetry spans (client calls, worker tasks) come from an interceptor too
+(:class:`kadence._tracing_interceptor.TracingInterceptor`), which every client and worker
+puts first.
 """
 
 from __future__ import annotations
