@@ -14,7 +14,7 @@ import asyncio
 import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kadence._failure import exception_from_failure
 from kadence._workflow.definition import signal_name_of
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["CHILD_COMMAND_EVENT_TYPE", "CHILD_IDENTITY_ATTRIBUTE", "CHILD_INPUT_EVENT_TYPES",
            "ChildWorkflowHandle", "Children"]
 
+R = TypeVar("R")
 _CLOSED = frozenset({"ChildWorkflowExecutionCompleted", "ChildWorkflowExecutionFailed",
                      "ChildWorkflowExecutionTimedOut", "ChildWorkflowExecutionTerminated",
                      "ChildWorkflowExecutionCanceled"})
@@ -62,13 +63,14 @@ class _PendingChild:
     closed: asyncio.Future[Any]  # its result
     initiated_event_id: int = 0
     run_id: str | None = None
-    handle: ChildWorkflowHandle | None = field(default=None, repr=False)
+    handle: ChildWorkflowHandle[Any] | None = field(default=None, repr=False)
     result_type: Any = None  # the child's run method's return annotation (None: plain JSON)
 
 
-class ChildWorkflowHandle:
+class ChildWorkflowHandle(Generic[R]):
     """A started child workflow: ``await handle`` (or ``await handle.result()``) for its
-    result, ``await handle.signal(...)`` to signal it."""
+    result, ``await handle.signal(...)`` to signal it. ``R``: the child's result type, as
+    the type checker knows it from the run method given to start_child_workflow."""
 
     def __init__(self, children: Children, pending: _PendingChild) -> None:
         self._children = children
@@ -88,11 +90,12 @@ class ChildWorkflowHandle:
     def workflow_type(self) -> str:
         return self._pending.workflow_type
 
-    async def result(self) -> Any:
+    async def result(self) -> R:
         """The child's result; raises :class:`ChildWorkflowError` if it did not complete."""
-        return await self._pending.closed
+        result: R = await self._pending.closed
+        return result
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         return self.result().__await__()
 
     async def signal(self, signal: str | Callable[..., Any], *args: Any) -> None:
@@ -120,7 +123,7 @@ class Children:
         return instance
 
     async def start(self, workflow_type: str, args: Sequence[Any],
-                    attributes: Mapping[str, Any], *, result_type: Any = None) -> ChildWorkflowHandle:
+                    attributes: Mapping[str, Any], *, result_type: Any = None) -> ChildWorkflowHandle[Any]:
         from kadence._workflow.instance import Command
 
         instance = self._instance

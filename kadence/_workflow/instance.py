@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.interception import SdkCalls, WorkflowCalls
+from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
 from kadence.common import ActivityCancellationType, RetryState
@@ -36,6 +39,15 @@ from kadence.exceptions import (
     NonDeterminismError,
     PayloadError,
     WorkflowTaskError,
+)
+from kadence.interceptor import (
+    ExecuteWorkflowInput,
+    HandleQueryInput,
+    HandleSignalInput,
+    HandleUpdateInput,
+    Interceptor,
+    WorkflowOutboundInterceptor,
+    chain_workflow,
 )
 from kadence_protocol.queries import STACK_TRACE_QUERY
 
@@ -155,7 +167,7 @@ class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.definition = definition
         # Payloads reach this instance with any codec already undone (by the worker).
         self.converter = data_converter or default_converter()
@@ -192,6 +204,10 @@ class WorkflowInstance:
         self.continue_as_new_suggested = False
         self._side_effect_seq = 0
         self.children = Children(self)
+        self.local_activities = LocalActivities(self)
+        # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
+        self.outbound: WorkflowOutboundInterceptor = SdkCalls(self)
+        self.inbound = chain_workflow(interceptors, WorkflowCalls(self), self.outbound)
 
     def reseed(self, run_id: str) -> None:
         """Draw random numbers (and default child ids) as run ``run_id`` did. A run made by a
@@ -228,6 +244,29 @@ class WorkflowInstance:
                     break
             if self._task_error is None:
                 self._run_until_blocked()
+            # Replayed, local activities take their outcomes from the task's markers, in the
+            # same rounds as when the task ran live (see resolve_local_activities).
+            while self._replaying and self._task_error is None and not self.finished \
+                    and self.local_activities.resolve_from_history(self._recorded):
+                self._run_until_blocked()
+        return self._commands_or_error()
+
+    def local_activities_waiting(self) -> list[LocalActivityRequest]:
+        """The local activities the worker is to run now (live), in the order code asked."""
+        if self.finished or self._task_error is not None:
+            return []
+        return self.local_activities.runnable()
+
+    def resolve_local_activities(self, outcomes: Sequence[LocalActivityOutcome]) -> list[Command]:
+        """Live: the outcomes of the local activities run for this task (all that were
+        waiting, in request order); the code goes on. Returns all the task's commands."""
+        with self._running():
+            for outcome in outcomes:
+                self.local_activities.resolve(outcome)
+            self._run_until_blocked()
+        return self._commands_or_error()
+
+    def _commands_or_error(self) -> list[Command]:
         if self._task_error is not None:
             error = self._task_error
             if isinstance(error, WorkflowTaskError):
@@ -248,7 +287,7 @@ class WorkflowInstance:
         before = len(self._commands)
         args = self._handler_args(handler, args, f"query {name}")
         with self._running():
-            result = handler(self._obj, *args)
+            result = self.inbound.handle_query(HandleQueryInput(name, types.MethodType(handler, self._obj), args))
         if len(self._commands) != before:
             del self._commands[before:]
             raise ApplicationError(f"query {name!r} tried to change the workflow", type="QueryFailed")
@@ -313,6 +352,8 @@ class WorkflowInstance:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
+        elif kind == "TimerFired" and self.local_activities.timer_fired(str(attrs["timer_id"])):
+            pass  # a local activity's backoff is over: it runs again in this task
         elif kind == "TimerFired":
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
@@ -341,7 +382,8 @@ class WorkflowInstance:
         except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
             self._task_error = exc
             return
-        task = self.loop.create_task(self.definition.run_fn(self._obj, *args), name="workflow.run")
+        execute = ExecuteWorkflowInput(self.definition.name, types.MethodType(self.definition.run_fn, self._obj), args)
+        task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
         task.add_done_callback(self._on_run_done)
         self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals, []
@@ -366,7 +408,9 @@ class WorkflowInstance:
             self._buffered_signals.append((name, args))
             return
         try:
-            result = handler(self._obj, *self._handler_args(handler, args, f"signal {name}"))
+            converted = self._handler_args(handler, args, f"signal {name}")
+            result = self.inbound.handle_signal(HandleSignalInput(name, types.MethodType(handler, self._obj),
+                                                                  converted))
         except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
             self._on_code_error(exc)
             return
@@ -392,7 +436,8 @@ class WorkflowInstance:
         self._add(Command("AcceptWorkflowUpdate", {"update_id": update_id}))
         self._running_updates += 1
         try:
-            result = handler(self._obj, *args)
+            result = self.inbound.handle_update(HandleUpdateInput(name, update_id,
+                                                                  types.MethodType(handler, self._obj), args))
         except BaseException as exc:  # noqa: BLE001 - routed like an async handler's error
             self._update_done(update_id, name, None, exc)
             return
@@ -428,7 +473,8 @@ class WorkflowInstance:
         validator = self.definition.validator_of(name)
         if validate and validator is not None:
             before = len(self._commands)
-            validator(self._obj, *args)
+            self.inbound.handle_update_validator(HandleUpdateInput(
+                name, str(attrs.get("update_id", "")), types.MethodType(validator, self._obj), args))
             if len(self._commands) != before:
                 del self._commands[before:]
                 raise ApplicationError(f"the validator of update {name!r} tried to change the workflow",

@@ -22,8 +22,10 @@ from typing import Any, NamedTuple
 from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import UPDATE_REQUESTED, Command, WorkflowInstance
+from kadence._workflow.local_activities import LocalActivityOutcome, LocalActivityRequest
 from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
+from kadence.interceptor import Interceptor
 
 __all__ = [
     "COMMAND_EVENT_TYPE",
@@ -136,9 +138,9 @@ class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
-                                         data_converter=data_converter)
+                                         data_converter=data_converter, interceptors=interceptors)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
@@ -226,10 +228,30 @@ class WorkflowRunner:
         result_event = {"event_type": "ActivityTaskCompleted", "event_id": 0, "event_time": time_ms,
                         "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
         produced = self.instance.activate([result_event], time_ms=time_ms, recorded=None)
+        if self.instance.local_activities_waiting():
+            # Its local activities would run in the activity worker's answer: hand the task
+            # out instead (the caller evicts this runner; the task replays from history).
+            raise InconsistentHistoryError("a workflow task that runs local activities is not run ahead")
         self._aheads.append(_Ahead(ahead_id, scheduled_event_id, time_ms, produced))
         if before is None:
             return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
         return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
+
+    def local_activities_waiting(self) -> list[LocalActivityRequest]:
+        """The local activities the task that just ran live waits for (the worker runs them)."""
+        task = self._open
+        if task is None or task.produced is None or task.ahead_id:
+            return []
+        return self.instance.local_activities_waiting()
+
+    def resolve_local_activities(self, outcomes: Sequence[LocalActivityOutcome]) -> list[Command]:
+        """Hand the outcomes of :meth:`local_activities_waiting` to the task that ran live;
+        returns all its commands (what the worker sends)."""
+        task = self._open
+        if task is None or task.produced is None:
+            raise RuntimeError("no workflow task ran live here to take local activity outcomes")
+        task.produced = self.instance.resolve_local_activities(outcomes)
+        return task.produced
 
     def _see_history(self, task: _OpenTask) -> None:
         """What workflow.info() tells of the run's history in ``task``: its WorkflowTaskScheduled."""

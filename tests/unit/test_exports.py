@@ -59,6 +59,7 @@ def test_workflow_exports() -> None:
         "defn",
         "execute_activity",
         "execute_child_workflow",
+        "execute_local_activity",
         "info",
         "is_replaying",
         "memo",
@@ -89,3 +90,35 @@ def test_client_worker_exception_exports() -> None:
                                       "WorkflowUpdateHandle"]
     assert worker.__all__ == ["Worker"]
     assert all(issubclass(getattr(exceptions, n), exceptions.KadenceError) for n in exceptions.__all__)
+
+
+def test_interceptor_exports() -> None:
+    from kadence import interceptor
+
+    assert sorted(interceptor.__all__) == [
+        "ActivityInboundInterceptor",
+        "CancelWorkflowInput",
+        "ClientOutboundInterceptor",
+        "ContinueAsNewInput",
+        "ExecuteActivityInput",
+        "ExecuteWorkflowInput",
+        "HandleQueryInput",
+        "HandleSignalInput",
+        "HandleUpdateInput",
+        "Interceptor",
+        "QueryWorkflowInput",
+        "ScheduleActivityInput",
+        "ScheduleLocalActivityInput",
+        "SignalWorkflowInput",
+        "SleepInput",
+        "StartChildWorkflowInput",
+        "StartWorkflowInput",
+        "StartWorkflowUpdateInput",
+        "TaskKind",
+        "TerminateWorkflowInput",
+        "WorkerTaskInput",
+        "WorkerTaskInterceptor",
+        "WorkflowInboundInterceptor",
+        "WorkflowOutboundInterceptor",
+    ]
+    assert all(hasattr(interceptor, name) for name in interceptor.__all__)
