@@ -16,9 +16,9 @@ import pytest
 from kadence import Client, Worker, avro
 from services.common import db, kafka
 from services.common.config import Settings
+from services.common.matching.client import MatchingClient
 from services.frontend import FrontendService
 from services.matching import MatchingService
-from services.matching.client import MatchingClient
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, EchoWorkflow
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.matching.queues import MatchedTask, QueueKey, TaskQueue
+from services.common.matching.tasks import MatchedTask
+from services.matching.queues import QueueKey, TaskQueue
 from services.matching.stats import QueueStats, snapshot
 
 

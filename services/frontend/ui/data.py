@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaError
 from kadence import avro, dlq
 from kadence.kafka import REQUESTS
 from kadence.kafka_security import client_options
+from services.common.matching import LocalMatchingService
 from services.history import chain
-from services.matching import MatchingService
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
@@ -168,7 +168,7 @@ class UiData:
     auth: Authenticator | None
     pool: asyncpg.Pool | None = None
     bootstrap: str = ""
-    matching: MatchingService | None = None  # the matching in this process, for its pollers
+    matching: LocalMatchingService | None = None  # the matching in this process, for its pollers
     features: dict[Feature, str] = field(default_factory=detect)
     namespaces_operation: str | None = None  # the operation listing namespaces, when the API has one
     # The object holding that operation, when not ``handlers`` (namespace administration may
