@@ -14,9 +14,8 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from kadence import avro
-from services.common import kafka
+from services.common import chain, kafka
 
-from . import chain
 from .limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from .state import Event, MutableState, apply
 

@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaError
 from kadence import avro, dlq
 from kadence.kafka import REQUESTS
 from kadence.kafka_security import client_options
+from services.common import chain
 from services.common.matching import LocalMatchingService
-from services.history import chain
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
