@@ -6,12 +6,8 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from kadence.kafka_security import KafkaSecurity
-
-if TYPE_CHECKING:
-    from services.history.limits import HistoryLimits
 
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
@@ -145,9 +141,3 @@ class Settings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
-
-    def history_limits(self) -> HistoryLimits:
-        from services.history.limits import HistoryLimits
-
-        return HistoryLimits(warn_events=self.history_warn_events, terminate_events=self.history_terminate_events,
-                             warn_bytes=self.history_warn_bytes, terminate_bytes=self.history_terminate_bytes)

@@ -37,6 +37,7 @@ from services.common.validation import Limits
 from .gate import FetchGate
 from .health import report
 from .http import HealthServer
+from .limits import limits_of
 from .neighbours import HandedCommand
 from .periodic import run_every
 from .resume import Resume, resume_from
@@ -71,7 +72,7 @@ class HistoryService:
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None, tasks: TaskSink | None = None,
                  replies: ReplySink | None = None) -> None:
         self.settings = settings
-        self.history_limits = settings.history_limits()  # a bad KADENCE_HISTORY_* fails here, at once
+        self.history_limits = limits_of(settings)  # a bad KADENCE_HISTORY_* fails here, at once
         self._own_pool = pool is None
         self.pool = pool
         self.shards: dict[int, Shard] = {}
