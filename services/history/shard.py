@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from services.common import kafka, outage, validation
+from services.common import outage, validation
 from services.common.colocation import OutboxReplies, OutboxTasks, ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
 
@@ -51,8 +51,6 @@ from .runner import Admission, BatchRunner
 from .state import MutableState
 from .store import HistoryStore
 from .timers import TimerQueue
-
-__all__ = ["HANDLERS", "LOOPS", "Shard", "ShardConfig", "kafka"]
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from kadence import avro
 from services.common import kafka
 from services.common.config import Settings
 from services.history import engine, redispatch
-from services.history import shard as shard_module
 from services.history.health import ShardState
 from services.history.service import MAX_SHARD_RESTARTS, HistoryService
 from services.history.shard import Shard, ShardConfig
@@ -84,7 +83,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     async def publish(producer: Any, records: Any) -> None:
         sent.extend(records)
 
-    monkeypatch.setattr(shard_module.kafka, "publish", publish)
+    monkeypatch.setattr(kafka, "publish", publish)
     return sent
 
 
@@ -204,7 +203,7 @@ async def test_the_relay_waits_out_a_broker_outage_and_publishes(monkeypatch: py
             raise refusals.pop()
         sent.extend(records)
 
-    monkeypatch.setattr(shard_module.kafka, "publish", publish)
+    monkeypatch.setattr(kafka, "publish", publish)
     store = FlakyStore(await _running_state())
     shard = await _shard(store)
     try:
