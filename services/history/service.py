@@ -332,7 +332,7 @@ class HistoryService:
 
     def take_acked(self, partition: int, offset: int, key: bytes, value: bytes, headers: Headers = ()) -> None:
         """A command the broker has acknowledged at ``offset``: its shard, if this process
-        owns it, takes it without waiting for the fetch (see Shard.offer)."""
+        owns it, takes it without waiting for the fetch (see Intake.offer)."""
         shard = self.shards.get(partition)
         if shard is not None and not shard.stopped:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value, headers))
