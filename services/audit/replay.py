@@ -8,7 +8,7 @@ one fold of the history service, never a copy), checking on the way:
   missing ones arrive, and whatever is still missing at the end is a gap;
 * at-least-once publication repeats records: a repeat identical to the event already
   seen is a harmless duplicate delivery, a repeat that differs is a conflict;
-* each event's ``hash`` chains to the previous event's (services.history.chain),
+* each event's ``hash`` chains to the previous event's (services.common.chain),
   recomputed from the event's bytes as written when they are given, so runs written
   under an older schema version verify as they were sealed.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kadence_protocol import avro
-from services.history import chain
+from services.common import chain
 from services.history.errors import HistoryCorrupted
 from services.history.state import MutableState, apply, events_only
 

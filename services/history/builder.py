@@ -14,9 +14,8 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from kadence_protocol import avro
-from services.common import kafka
+from services.common import chain, kafka
 
-from . import chain
 from .limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from .state import Event, MutableState, apply
 
@@ -78,6 +77,8 @@ class LocalTask(NamedTuple):
     name: str
     record: dict[str, Any]
     events: tuple[Event, ...] | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()  # the trace headers its outbox record would carry
+    traceparent: str | None = None  # the dispatch span of a traced hand-over (colocation.TracedTasks)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class Transition:
                   events: tuple[Event, ...] | None = None) -> None:
         s = self.state
         if self.takes_tasks is not None and self.takes_tasks(s.namespace, task_queue):
-            self.local_tasks.append(LocalTask(name, record, events))
+            self.local_tasks.append(LocalTask(name, record, events, self.headers))
         else:
             self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, task_queue), name, record)
 

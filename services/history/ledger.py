@@ -70,6 +70,10 @@ class Ledger:
         # Records below this offset were read before an operator rewind (see the module doc).
         self.replay_until = 0
 
+    def resume(self, replay_until: int) -> None:
+        """The shard consumes again; records below ``replay_until`` were read before a rewind."""
+        self.replay_until = replay_until
+
     # ---- before a command runs ---------------------------------------------------------
 
     async def admit(self, ctx: BatchContext, name: str, cmd: dict[str, Any], offset: int) -> bool:

@@ -17,9 +17,9 @@ from kadence import Client, Worker
 from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
+from services.common.matching.client import MatchingClient
 from services.frontend import FrontendService
 from services.matching import MatchingService
-from services.matching.client import MatchingClient
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, EchoWorkflow
 

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
 from services.common import db, kafka
+from services.common.colocation import LocalFrontend
 from services.history import HistoryService, gate, rebuild
 from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
@@ -302,7 +303,7 @@ async def test_a_partition_hand_over_serves_is_not_fetched_until_another_produce
         # taken everything the broker holds, and the consumer stops fetching the partition.
         value = _signal("wf-gated", "[0]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)
+        service.take_queued(tp.partition, key, value, (), acked)
         await until(lambda: tp in service._consumer.paused())
         assert tp in service._consumer.paused()
         assert await _signals_applied(fresh_dsn, run_id) == ["[0]"]
@@ -321,7 +322,7 @@ async def test_a_partition_hand_over_serves_is_not_fetched_until_another_produce
         await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-gated", "[2]"), key=key, partition=tp.partition)
         value = _signal("wf-gated", "[3]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)
+        service.take_queued(tp.partition, key, value, (), acked)
 
         async def all_applied() -> bool:
             return len(await _signals_applied(fresh_dsn, run_id)) >= 4
@@ -347,22 +348,22 @@ async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str,
 
 
 async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(broker, fresh_dsn, monkeypatch) -> None:
-    from services.history.shard import Shard
+    from services.history import runner
 
     early: list[int | None] = []  # the offsets the shard learnt for commands it took early
-    acknowledged = Shard._acknowledged
+    acknowledged = runner._acknowledged
 
-    async def spy(self: Shard, waiter: asyncio.Future[object]) -> int | None:
-        early.append(await acknowledged(self, waiter))
+    async def spy(waiter: asyncio.Future[object]) -> int | None:
+        early.append(await acknowledged(waiter))
         return early[-1]
 
-    monkeypatch.setattr(Shard, "_acknowledged", spy)
+    monkeypatch.setattr(runner, "_acknowledged", spy)
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
         # The fetched copy comes only after the shard took the command early.
         run_id, key, tp = await _started_and_unfetched(service, io, "wf-early", monkeypatch)
         value = _signal("wf-early", "[0]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)  # as the frontend in this process does
+        service.take_queued(tp.partition, key, value, (), acked)  # as the frontend in this process does
         offset = (await acked).offset
         await until(lambda: bool(early))
         assert early == [offset]
@@ -382,11 +383,11 @@ async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, f
         # ... is ahead of the one taken early, which therefore waits for the fetch.
         value = _signal("wf-behind", "[1]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)
+        service.take_queued(tp.partition, key, value, (), acked)
         await acked
         # And a command the broker refused is never applied.
         refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        service.take_queued(tp.partition, key, _signal("wf-behind", "[2]"), refused)
+        service.take_queued(tp.partition, key, _signal("wf-behind", "[2]"), (), refused)
         refused.set_exception(KafkaError("refused"))
         await asyncio.sleep(0.5)
         assert await _signals_applied(fresh_dsn, run_id) == []
@@ -420,9 +421,17 @@ async def test_a_timer_runs_from_when_history_records_it(broker, fresh_dsn) -> N
 async def test_replies_and_closes_for_this_process_skip_the_broker(broker, fresh_dsn) -> None:
     replies: list[dict[str, object]] = []
     closed: list[tuple[str, dict[str, object]]] = []
-    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
-        n = service.neighbours
-        n.reply_to, n.on_replies, n.on_closed = frozenset({"here"}), replies.extend, closed.extend
+    class Here:
+        instance_id = "here"
+
+        def take_replies(self, taken: list[dict[str, object]]) -> None:
+            replies.extend(taken)
+
+        def take_closed(self, runs: list[tuple[str, dict[str, object]]]) -> None:
+            closed.extend(runs)
+
+    async with history_running(broker.bootstrap, fresh_dsn, replies=LocalFrontend(Here())), \
+            Topics(broker.bootstrap) as io:
         local, remote = start_record("wf-local", reply_to="here"), start_record("wf-remote")
         await io.send("StartWorkflowExecution", local)
         await io.send("StartWorkflowExecution", remote)
@@ -486,7 +495,7 @@ async def test_a_new_owner_publishes_the_pending_outbox_of_both_layouts(broker, 
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
         for request_id in ("old", "new-1", "new-2"):
             assert (await io.next("kadence.replies", request_id=request_id))["ok"]
-        assert service.shards[0].next_outbox_id == 9
+        assert service.shards[0].relay.next_outbox_id == 9
         conn = await asyncpg.connect(fresh_dsn)
         try:
             async def left() -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from kadence_protocol import avro
 from services.audit import replay as r
-from services.history import chain
+from services.common import chain
 from services.history.state import rebuild
 
 pytestmark = pytest.mark.timeout(10)

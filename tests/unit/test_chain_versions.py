@@ -19,7 +19,7 @@ import pytest
 from kadence_protocol import avro
 from services.audit import replay as r
 from services.audit.stream import StreamAuditor
-from services.history import chain
+from services.common import chain
 
 pytestmark = pytest.mark.timeout(10)
 RUN = r.RunKey("default", "wf-old", "run-old")

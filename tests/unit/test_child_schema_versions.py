@@ -11,7 +11,7 @@ import pytest
 
 from kadence_protocol import avro
 from services.audit import replay as r
-from services.history import chain
+from services.common import chain
 from services.history.state import rebuild
 from tests.unit.test_chain_versions import CURRENT, RUN, Writer, _bodies, _load, _topic
 from tests.unit.test_timeout_schema_versions import _written_under

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from services.matching.queues import WORKFLOW, MatchedTask, QueueKey, RecentTasks, TaskQueue
+from services.common.matching.tasks import WORKFLOW, MatchedTask
+from services.matching.queues import QueueKey, RecentTasks, TaskQueue
 
 pytestmark = pytest.mark.timeout(60)
 

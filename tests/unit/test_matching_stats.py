@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from services.matching.queues import MatchedTask, QueueKey, TaskQueue
-from services.matching.stats import QueueStats, snapshot
+from services.common.matching.stats import QueueStats
+from services.common.matching.tasks import MatchedTask
+from services.matching.queues import QueueKey, TaskQueue
+from services.matching.stats import snapshot
 
 
 async def test_the_snapshot_counts_live_polls_and_waiting_tasks_per_queue() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kadence_protocol import avro
-from services.history import chain
+from services.common import chain
 
 pytestmark = pytest.mark.timeout(10)
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -16,11 +16,10 @@ from aiokafka.structs import ConsumerRecord
 from kadence_protocol import avro
 from services.common import kafka
 from services.common.config import Settings
-from services.history import engine
-from services.history import shard as shard_module
+from services.history import engine, redispatch
 from services.history.health import ShardState
 from services.history.service import MAX_SHARD_RESTARTS, HistoryService
-from services.history.shard import Shard
+from services.history.shard import Shard, ShardConfig
 from services.history.state import MutableState
 from tests.helpers import eventually
 from tests.unit.test_fold import MemoryContext, _start
@@ -66,7 +65,7 @@ class FlakyStore:
             raise self.error
         return []
 
-    async def delete_outbox(self, shard_id: int, up_to: int, *, legacy: bool = False) -> None:
+    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
         pass
 
     async def shard_range_id(self, shard_id: int) -> int:
@@ -84,7 +83,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     async def publish(producer: Any, records: Any) -> None:
         sent.extend(records)
 
-    monkeypatch.setattr(shard_module.kafka, "publish", publish)
+    monkeypatch.setattr(kafka, "publish", publish)
     return sent
 
 
@@ -163,9 +162,8 @@ async def test_the_timer_reload_survives_an_outage(published: list[Any]) -> None
 async def test_a_loop_that_dies_of_a_bug_stops_the_shard_loudly_and_tells_the_service(
         published: list[Any], caplog: pytest.LogCaptureFixture) -> None:
     store = FlakyStore(await _running_state(), down=1, error=RuntimeError("a bug"))
-    shard = Shard(0, store, None, "me")  # type: ignore[arg-type]
     told: list[BaseException] = []
-    shard.on_failure = lambda s, exc: told.append(exc)
+    shard = Shard(0, store, None, "me", ShardConfig(on_failure=lambda s, exc: told.append(exc)))  # type: ignore[arg-type]
     shard.start()
     try:
         await shard.feed([_signal(0)])
@@ -175,7 +173,7 @@ async def test_a_loop_that_dies_of_a_bug_stops_the_shard_loudly_and_tells_the_se
         assert any(r.levelno == logging.CRITICAL and "loop died" in r.message and r.exc_info
                    for r in caplog.records)
         # A stopped shard's inbox is drained, so a consumer feeding it cannot block for ever.
-        assert shard.inbox.empty()
+        assert shard.intake.empty()
     finally:
         await shard.stop()
 
@@ -205,7 +203,7 @@ async def test_the_relay_waits_out_a_broker_outage_and_publishes(monkeypatch: py
             raise refusals.pop()
         sent.extend(records)
 
-    monkeypatch.setattr(shard_module.kafka, "publish", publish)
+    monkeypatch.setattr(kafka, "publish", publish)
     store = FlakyStore(await _running_state())
     shard = await _shard(store)
     try:
@@ -218,11 +216,11 @@ async def test_the_relay_waits_out_a_broker_outage_and_publishes(monkeypatch: py
 
 async def test_after_an_outage_the_redispatch_scan_checks_the_shard_is_still_ours(
         published: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shard_module, "REDISPATCH_AFTER_MS", 20)
+    monkeypatch.setattr(redispatch, "REDISPATCH_AFTER_MS", 20)
     store = FlakyStore(await _running_state())
     shard = Shard(0, store, None, "me")  # type: ignore[arg-type]
     shard.range_id = 1  # the store says 0: another process took the shard over meanwhile
-    shard.unstarted = {store.state.run_id: 0}  # so that the scan loads a run
+    shard.redispatcher.watch(store.state.run_id, 0)  # so that the scan loads a run
     store.down = 2
     shard.start()
     try:

@@ -16,7 +16,7 @@ from services.common import validation
 from services.common.config import Settings
 from services.history import engine
 from services.history.builder import Transition
-from services.history.limits import HistoryLimits
+from services.history.limits import HistoryLimits, limits_of
 from services.history.state import MutableState, rebuild
 
 from .test_fold import MemoryContext, _ref, _start
@@ -257,8 +257,8 @@ def test_the_encode_cli_writes_the_policies_and_memo() -> None:
 def test_history_limits_from_the_environment_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KADENCE_HISTORY_WARN_EVENTS", "5")
     monkeypatch.setenv("KADENCE_HISTORY_TERMINATE_BYTES", "1000")
-    limits = Settings.from_env().history_limits()
+    limits = limits_of(Settings.from_env())
     assert (limits.warn_events, limits.terminate_events, limits.terminate_bytes) == (5, 50_000, 1000)
     monkeypatch.setenv("KADENCE_HISTORY_TERMINATE_EVENTS", "0")
     with pytest.raises(ValueError, match="KADENCE_HISTORY_TERMINATE_EVENTS must be positive"):
-        Settings.from_env().history_limits()
+        limits_of(Settings.from_env())

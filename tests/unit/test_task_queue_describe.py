@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import pytest
 
 from kadence._cli.task_queue import print_description
+from services.common.matching.stats import PollerSeen, QueueStats
+from services.common.matching.tasks import KINDS
 from services.frontend.task_queues import Backlog, TaskKind, describe_kinds
-from services.matching.pollers import UNNAMED, PollerSeen, RecentPollers
-from services.matching.queues import KINDS, QueueKey, TaskQueue
-from services.matching.stats import QueueStats, snapshot
+from services.matching.pollers import UNNAMED, RecentPollers
+from services.matching.queues import QueueKey, TaskQueue
+from services.matching.stats import snapshot
 
 
 def test_recent_pollers_most_recent_first_forgotten_after_the_ttl_and_bounded() -> None:

@@ -28,10 +28,9 @@ from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
 from kadence_protocol.topics import REQUESTS
 from services.audit import status as audit_store
-from services.common import dlq
-from services.history import chain
-from services.matching import MatchingService
-from services.matching.pollers import PollerSeen
+from services.common import chain, dlq
+from services.common.matching import LocalMatchingService
+from services.common.matching.stats import PollerSeen
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
@@ -173,7 +172,7 @@ class UiData:
     auth: Authenticator | None
     pool: asyncpg.Pool | None = None
     bootstrap: str = ""
-    matching: MatchingService | None = None  # the matching in this process, for its pollers
+    matching: LocalMatchingService | None = None  # the matching in this process, for its pollers
     features: dict[Feature, str] = field(default_factory=detect)
     namespaces_operation: str | None = None  # the operation listing namespaces, when the API has one
     # The object holding that operation, when not ``handlers`` (namespace administration may

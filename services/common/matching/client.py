@@ -1,4 +1,4 @@
-"""How a frontend reaches the matching owner of a task queue.
+"""How a frontend (or any service) reaches the matching owner of a task queue.
 
 A local ``MatchingService`` that owns the partition is called directly; otherwise the
 owner's internal address comes from ``matching_owners`` (cached briefly, looked up
@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 import asyncpg
@@ -19,7 +21,6 @@ import asyncpg
 from services.common import internal_auth
 from services.common.kafka import partition_for, task_queue_key
 
-from .backlog import BacklogStore, Owner
 from .errors import (
     MatchingError,
     MatchingUnavailableError,
@@ -29,9 +30,8 @@ from .errors import (
     QueryTimeoutError,
     UnknownQueryError,
 )
-from .queues import MatchedTask
-from .service import MatchingService
 from .stats import QueueStats
+from .tasks import MatchedTask
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,47 @@ _OWNER_TTL = 2.0          # seconds an owner lookup is trusted
 _RETRY_PAUSE = 0.2        # seconds between attempts while no owner answers
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The matching instance that owns a task-queue partition (matching_owners)."""
+
+    partition: int
+    address: str
+    owner: str
+
+
+class LocalMatchingService(Protocol):
+    """What the client calls directly of a matching service in this process (MatchingService)."""
+
+    @property
+    def address(self) -> str: ...
+
+    def owns(self, partition: int) -> bool: ...
+
+    async def poll(self, namespace: str, task_queue: str, kind: str, max_tasks: int, wait_seconds: float,
+                   identity: str) -> list[MatchedTask]: ...
+
+    async def query(self, namespace: str, task_queue: str, workflow_id: str, run_id: str, query_type: str,
+                    args_json: str | None, timeout: float, *, workflow_type: str = "") -> str | None: ...
+
+    def respond_query(self, query_id: str, result_json: str | None = None,
+                      failure: dict[str, Any] | None = None) -> None: ...
+
+    def release_polls(self) -> None: ...
+
+    def queue_stats(self, namespace: str | None = None) -> Sequence[QueueStats]: ...
+
+    def describe_queue(self, namespace: str, task_queue: str) -> list[QueueStats]: ...
+
+
 class MatchingClient:
     def __init__(
-        self, pool: asyncpg.Pool, task_partitions: int, *, local: MatchingService | None = None,
+        self, pool: asyncpg.Pool, task_partitions: int, *, local: LocalMatchingService | None = None,
         internal_key: str = "",
     ) -> None:
         """``internal_key``: KADENCE_INTERNAL_KEY, sent to the matching instances' internal API."""
         self._headers = internal_auth.headers(internal_key)
-        self._store = BacklogStore(pool)
+        self._pool = pool
         self._partitions = task_partitions
         self._local = local
         self._releasing = False
@@ -55,7 +88,7 @@ class MatchingClient:
         self._session: aiohttp.ClientSession | None = None
 
     @property
-    def local(self) -> MatchingService | None:
+    def local(self) -> LocalMatchingService | None:
         """The matching service in this process, if any (the web UI reads its queue stats)."""
         return self._local
 
@@ -84,9 +117,13 @@ class MatchingClient:
         loop = asyncio.get_running_loop()
         if refresh or loop.time() - self._owners_at > _OWNER_TTL or partition not in self._owners:
             with contextlib.suppress(asyncpg.PostgresError, OSError):
-                self._owners = await self._store.owners()
+                self._owners = await self._read_owners()
                 self._owners_at = loop.time()
         return self._owners.get(partition)
+
+    async def _read_owners(self) -> dict[int, Owner]:
+        rows = await self._pool.fetch("SELECT partition, address, owner FROM matching_owners")
+        return {r["partition"]: Owner(r["partition"], r["address"], r["owner"]) for r in rows}
 
     async def _call(self, owner: Owner, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """POST to an owner; raise the matching error its answer names."""

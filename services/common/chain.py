@@ -15,11 +15,14 @@ bytes, and the chain of every run written before a schema change would seem brok
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kadence_protocol import avro
 
-from .state import Event
+# A decoded HistoryEvent (history's state.Event is one); shared by history, which seals
+# events, and the audit and the frontend's UI, which verify them.
+Event = Mapping[str, Any]
 
 # The zero length of an empty Avro string: the hash as it is when the event is hashed.
 _EMPTY_HASH = b"\x00"
