@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from kadence import avro
+from kadence_protocol.enums import EventType
 from services.common import kafka
 
 from . import chain
@@ -49,9 +50,10 @@ def event_attributes(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
     return {**_defaults(record), **values}
 
 
-_CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
-                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew",
-                      "WorkflowExecutionCanceled"})
+_CLOSING = frozenset({EventType.WORKFLOW_EXECUTION_COMPLETED, EventType.WORKFLOW_EXECUTION_FAILED,
+                      EventType.WORKFLOW_EXECUTION_TIMED_OUT,
+                      EventType.WORKFLOW_EXECUTION_TERMINATED, EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+                      EventType.WORKFLOW_EXECUTION_CANCELED})
 
 
 def timer_key(run_id: str, kind: str, ref: int | str) -> str:

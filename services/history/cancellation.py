@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from kadence_protocol.enums import CommandType, EventType
+
 from . import engine
 from .builder import Transition
 from .engine import Context, settle
 
 # The workflow task commands this module turns into events (commands.py hands them here).
-COMMANDS = frozenset({"RequestCancelActivityTask", "CancelWorkflowExecution"})
+COMMANDS = frozenset({CommandType.REQUEST_CANCEL_ACTIVITY_TASK, CommandType.CANCEL_WORKFLOW_EXECUTION})
 ALREADY_CLOSED = "WorkflowAlreadyClosed"
 # The failure type of an attempt that reported itself canceled when no cancel was requested.
 UNASKED = "ActivityCanceledUnasked"
@@ -49,7 +51,7 @@ async def request_cancel_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
                   error_message=f"workflow {wid!r} run {s.run_id} is already closed ({s.status}): nothing to cancel")
         return
     if not s.cancel_requested:  # a second request adds nothing: the workflow was told once
-        t.add("WorkflowExecutionCancelRequested", reason=cmd["reason"], identity=cmd["identity"],
+        t.add(EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED, reason=cmd["reason"], identity=cmd["identity"],
               request_id=cmd["request_id"])
         settle(t)
     ctx.reply(cmd, ok=True, run_id=s.run_id)
@@ -57,19 +59,20 @@ async def request_cancel_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
 
 def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], completed_id: int) -> None:
     """Add the events of one of :data:`COMMANDS` decided by the workflow task ``completed_id``."""
-    if kind == "CancelWorkflowExecution":
-        t.add("WorkflowExecutionCanceled", details=a["details"], workflow_task_completed_event_id=completed_id)
+    if kind == CommandType.CANCEL_WORKFLOW_EXECUTION:
+        t.add(EventType.WORKFLOW_EXECUTION_CANCELED, details=a["details"],
+              workflow_task_completed_event_id=completed_id)
         return
     sid = a["scheduled_event_id"]
     # Recorded even when the activity finished after the task was handed out, so that a
     # replay finds an event for every command; the fold then changes nothing.
-    requested = t.add("ActivityTaskCancelRequested", scheduled_event_id=sid,
+    requested = t.add(EventType.ACTIVITY_TASK_CANCEL_REQUESTED, scheduled_event_id=sid,
                       workflow_task_completed_event_id=completed_id)
     act = t.state.activities.get(str(sid))
     if act is not None and act["state"] == "Scheduled":
         # No attempt runs (not handed out yet, or waiting out a retry backoff): canceled now.
         # A worker that picks the task up later finds it gone.
-        t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=0,
+        t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid, started_event_id=0,
               latest_cancel_requested_event_id=requested["event_id"], details=None, identity="")
         _drop_activity_timers(t, sid)
 
@@ -90,7 +93,8 @@ async def activity_canceled(ctx: Context, cmd: dict[str, Any]) -> None:
         return
     sid = cmd["scheduled_event_id"]
     # The attempt's ActivityTaskStarted is written only now that it ends the activity.
-    t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=engine._record_started(t, sid, act),
+    t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid, started_event_id=engine._record_started(t, sid,
+                                                                                                            act),
           latest_cancel_requested_event_id=act["cancel_requested_event_id"], details=cmd["details"],
           identity=cmd["identity"])
     _drop_activity_timers(t, sid)

@@ -38,6 +38,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from kadence_protocol.enums import CLOSE_STATUS, CommandType, EventType
 from services.common import kafka
 
 from . import cancellation, engine
@@ -46,11 +47,10 @@ from .state import child_run_id
 
 NOTICE = "ChildWorkflowNotice"
 _POLICY = "ApplyParentClosePolicy"
-COMMANDS = frozenset({"StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
+COMMANDS = frozenset({CommandType.START_CHILD_WORKFLOW_EXECUTION, CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION})
 IDENTITY = "kadence-history"
 # The events that close a run.
-_CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
-                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew", "WorkflowExecutionCanceled"})
+_CLOSING = frozenset(CLOSE_STATUS)
 
 
 class NoticeKind(StrEnum):
@@ -83,11 +83,11 @@ class SignalFailedCause(StrEnum):
 
 # The parent's event for each way a child closes (the notice kind is the child's status).
 CLOSE_EVENTS = {
-    NoticeKind.COMPLETED: "ChildWorkflowExecutionCompleted",
-    NoticeKind.FAILED: "ChildWorkflowExecutionFailed",
-    NoticeKind.TIMED_OUT: "ChildWorkflowExecutionTimedOut",
-    NoticeKind.TERMINATED: "ChildWorkflowExecutionTerminated",
-    NoticeKind.CANCELED: "ChildWorkflowExecutionCanceled",
+    NoticeKind.COMPLETED: EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED,
+    NoticeKind.FAILED: EventType.CHILD_WORKFLOW_EXECUTION_FAILED,
+    NoticeKind.TIMED_OUT: EventType.CHILD_WORKFLOW_EXECUTION_TIMED_OUT,
+    NoticeKind.TERMINATED: EventType.CHILD_WORKFLOW_EXECUTION_TERMINATED,
+    NoticeKind.CANCELED: EventType.CHILD_WORKFLOW_EXECUTION_CANCELED,
 }
 
 
@@ -95,7 +95,7 @@ def validate(i: int, kind: str, a: dict[str, Any]) -> str | None:
     """Why command ``i`` cannot be accepted, or None."""
     if not a["workflow_id"]:
         return f"commands[{i}]: workflow_id is empty"
-    if kind == "StartChildWorkflowExecution":
+    if kind == CommandType.START_CHILD_WORKFLOW_EXECUTION:
         if not a["workflow_type"]:
             return f"commands[{i}]: workflow_type is empty"
         if min(a["execution_timeout_ms"], a["run_timeout_ms"], a["workflow_task_timeout_ms"]) < 0:
@@ -117,7 +117,7 @@ def parent_attributes(parent: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def apply_command(t: Transition, kind: str, a: dict[str, Any], completed_id: int) -> None:
-    if kind == "StartChildWorkflowExecution":
+    if kind == CommandType.START_CHILD_WORKFLOW_EXECUTION:
         _initiate_child(t, a, completed_id)
     else:
         _initiate_signal(t, a, completed_id)
@@ -126,7 +126,7 @@ def apply_command(t: Transition, kind: str, a: dict[str, Any], completed_id: int
 def _initiate_child(t: Transition, a: dict[str, Any], completed_id: int) -> None:
     s = t.state
     task_queue = a["task_queue"] or s.task_queue
-    ev = t.add("StartChildWorkflowExecutionInitiated", namespace=s.namespace, workflow_id=a["workflow_id"],
+    ev = t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED, namespace=s.namespace, workflow_id=a["workflow_id"],
                workflow_type=a["workflow_type"], task_queue=task_queue, input=a["input"],
                execution_timeout_ms=a["execution_timeout_ms"], run_timeout_ms=a["run_timeout_ms"],
                workflow_task_timeout_ms=a["workflow_task_timeout_ms"],
@@ -144,7 +144,8 @@ def _initiate_child(t: Transition, a: dict[str, Any], completed_id: int) -> None
 
 def _initiate_signal(t: Transition, a: dict[str, Any], completed_id: int) -> None:
     s = t.state
-    ev = t.add("SignalExternalWorkflowExecutionInitiated", namespace=s.namespace, workflow_id=a["workflow_id"],
+    ev = t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, namespace=s.namespace,
+               workflow_id=a["workflow_id"],
                run_id=a["run_id"], signal_name=a["signal_name"], input=a["input"],
                child_workflow_only=a["child_workflow_only"], workflow_task_completed_event_id=completed_id)
     iid = ev["event_id"]
@@ -224,7 +225,8 @@ async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
                            cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
     if cmd["request_id"] not in t.state.signal_request_ids:
-        t.add("WorkflowExecutionSignaled", signal_name=cmd["signal_name"], input=cmd["input"], identity=IDENTITY,
+        t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=cmd["signal_name"], input=cmd["input"],
+              identity=IDENTITY,
               request_id=cmd["request_id"])
         engine.settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id)
@@ -279,7 +281,7 @@ async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) ->
                                                             cmd["parent_run_id"], cmd["parent_initiated_event_id"]):
         return  # the workflow id belongs to another run now
     if cmd["policy"] == ParentClosePolicy.TERMINATE:
-        t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=IDENTITY)
+        t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=cmd["reason"], identity=IDENTITY)
         engine.settle(t)
     elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL:
         # This shard owns the child's run: record the cancel request here, through the
@@ -306,9 +308,10 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
         if signal is None:
             return
         if kind == NoticeKind.SIGNALED:
-            t.add("ExternalWorkflowExecutionSignaled", **ids, run_id=cmd["child_run_id"] or "")
+            t.add(EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, **ids, run_id=cmd["child_run_id"] or "")
         else:
-            t.add("SignalExternalWorkflowExecutionFailed", **ids, run_id=signal["run_id"], cause=cmd["cause"])
+            t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED, **ids, run_id=signal["run_id"],
+                  cause=cmd["cause"])
         engine.settle(t)
         return
     child = s.children.get(str(iid))
@@ -317,11 +320,11 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
     typed = {**ids, "workflow_type": child["workflow_type"]}
     if kind == NoticeKind.START_FAILED:
         if child["state"] == "Initiated":
-            t.add("StartChildWorkflowExecutionFailed", **typed, cause=cmd["cause"])
+            t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED, **typed, cause=cmd["cause"])
     else:
         run_id = cmd["child_run_id"] or child["run_id"]
         if child["state"] == "Initiated":
-            t.add("ChildWorkflowExecutionStarted", **typed, run_id=run_id)
+            t.add(EventType.CHILD_WORKFLOW_EXECUTION_STARTED, **typed, run_id=run_id)
         if kind != NoticeKind.STARTED:
             closed = {**typed, "run_id": run_id, "started_event_id": child["started_event_id"]}
             if kind == NoticeKind.COMPLETED:

@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kadence_protocol.enums import EventType
+
 from . import policies, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
@@ -89,7 +91,7 @@ async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool
                   error_message=outcome.reason)
         return
     if current is not None and outcome.decision is policies.Decision.TERMINATE_AND_START:
-        current.add("WorkflowExecutionTerminated", reason=outcome.reason, identity=cmd["identity"])
+        current.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=outcome.reason, identity=cmd["identity"])
         settle(current)
     t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
                  execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd.get("run_timeout_ms", 0),
@@ -116,7 +118,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
     execution_timeout_ms = max(0, execution_timeout_ms)
     if execution_expiration_time is None:
         execution_expiration_time = min(ctx.now + execution_timeout_ms, NEVER_MS) if execution_timeout_ms else 0
-    t.add("WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
+    t.add(EventType.WORKFLOW_EXECUTION_STARTED, workflow_type=workflow_type, task_queue=task_queue, input=input_,
           execution_timeout_ms=execution_timeout_ms, run_timeout_ms=max(0, run_timeout_ms),
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
@@ -155,14 +157,15 @@ async def signal_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
 
 
 def _signal(t: Transition, name: str, input_: str | None, identity: str, request_id: str) -> None:
-    t.add("WorkflowExecutionSignaled", signal_name=name, input=input_, identity=identity, request_id=request_id)
+    t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=name, input=input_, identity=identity,
+          request_id=request_id)
 
 
 async def terminate_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
     t = await _open_target(ctx, cmd, "terminate")
     if t is None:
         return
-    t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=cmd["identity"])
+    t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=cmd["reason"], identity=cmd["identity"])
     settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id)
 
@@ -172,7 +175,7 @@ def settle(t: Transition) -> None:
     s = t.state
     over = t.history_limits.exceeded(s) if s.running else None
     if over is not None:
-        t.add("WorkflowExecutionTerminated", reason=over, identity=LIMIT_IDENTITY)
+        t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=over, identity=LIMIT_IDENTITY)
     if not s.running:
         if s.parent is not None or s.children:
             from .children import on_close  # tell the parent, apply the parent close policy
@@ -192,7 +195,7 @@ def schedule_workflow_task(t: Transition) -> None:
 
 def _add_wt_scheduled(t: Transition) -> Event:
     s = t.state
-    return t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
+    return t.add(EventType.WORKFLOW_TASK_SCHEDULED, task_queue=s.task_queue,
                  start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=s.wt_failures + 1,
                  history_size_bytes=s.history_size_bytes,
                  suggest_continue_as_new=t.history_limits.suggests_continue_as_new(s))
@@ -221,7 +224,7 @@ async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
 def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> None:
     wt = t.state.wt
     assert wt is not None
-    t.add("WorkflowTaskStarted", scheduled_event_id=wt["scheduled_event_id"], identity=identity,
+    t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=wt["scheduled_event_id"], identity=identity,
           started_time=started_time)
     # The timeout counts from the hand-out: the frontend may send the started record late.
     since = min(started_time or ctx.now, ctx.now)
@@ -268,13 +271,14 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
         return
     if unseen.refused(t.state, commands):
         # It would close the run over inputs it did not see: refused whole, and a new task brings them.
-        t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started,
+        t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started,
               cause=unseen.HistoryCause.UNHANDLED_COMMAND.value, failure=unseen.refusal_failure(), identity=identity)
         schedule_workflow_task(t)
         return
     assert t.state.wt is not None
     updates.task_completed(ctx, t, commands)
-    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
+    completed = t.add(EventType.WORKFLOW_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=started,
+                      identity=identity)
     apply_commands(ctx, t, commands, completed["event_id"])
 
 
@@ -287,7 +291,7 @@ async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
              identity: str) -> None:
-    t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started, cause=cause,
+    t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started, cause=cause,
           failure=failure, identity=identity)
     _retry_wt(ctx, t)
 
@@ -357,7 +361,7 @@ def _record_started(t: Transition, sid: int, act: dict[str, Any]) -> int:
         return int(act["started_event_id"])  # written already, by a build that wrote every start
     if act["state"] != "Started":
         return 0
-    return int(t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"],
+    return int(t.add(EventType.ACTIVITY_TASK_STARTED, scheduled_event_id=sid, attempt=act["attempt"],
                      identity=act.get("last_worker_identity", ""), started_time=act["started_time"],
                      last_failure=act["last_failure"])["event_id"])
 
@@ -370,7 +374,7 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     sid = cmd["scheduled_event_id"]
     ahead = cmd.get("workflow_task")
     takes_ahead = ahead is not None and _may_run_ahead(ctx, t.state, act, ahead)
-    t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+    t.add(EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
           result=cmd["result"], identity=cmd["identity"])
     _drop_activity_timers(t, sid)
     if takes_ahead:
@@ -406,7 +410,7 @@ def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str
     """Record the workflow task run ahead: scheduled, started by the answering worker at its
     time, and completed with its commands, without ever being handed out."""
     scheduled = _add_wt_scheduled(t)  # attempt 1: _may_run_ahead saw no failures
-    started = t.add("WorkflowTaskStarted", scheduled_event_id=scheduled["event_id"], identity=identity,
+    started = t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=scheduled["event_id"], identity=identity,
                     started_time=ahead["started_time"], ran_ahead_id=ahead["ahead_id"])
     _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead["commands"], identity)
 
@@ -423,7 +427,7 @@ async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
         ctx.record_heartbeat(t.state.run_id, sid, cmd["attempt"], details)
     backoff = retry_backoff(act, ctx.now, failure["type"], failure["non_retryable"])
     if backoff is None:
-        t.add("ActivityTaskFailed", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+        t.add(EventType.ACTIVITY_TASK_FAILED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
               failure=failure, identity=cmd["identity"], retry_backoff_ms=None)
     else:
         _retry_activity(ctx, t, sid, act, failure, backoff)
@@ -447,7 +451,7 @@ def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, An
             "non_retryable": False, "details": None}, backoff)
     else:
         heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
-        t.add("ActivityTaskTimedOut", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+        t.add(EventType.ACTIVITY_TASK_TIMED_OUT, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
               timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
               retry_backoff_ms=None, last_failure=act["last_failure"])
     _after_attempt(ctx, t, sid, backoff)
@@ -513,13 +517,14 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         tid = timer.key.split("/", 2)[2]
         pending = s.timers.get(tid)
         if pending is not None and pending["started_event_id"] == timer.ref:
-            t.add("TimerFired", timer_id=tid, started_event_id=timer.ref)
+            t.add(EventType.TIMER_FIRED, timer_id=tid, started_event_id=timer.ref)
     elif kind == "wf_timeout":
-        t.add("WorkflowExecutionTimedOut")
+        t.add(EventType.WORKFLOW_EXECUTION_TIMED_OUT)
     elif kind == "wt_timeout":
         wt = s.wt
         if wt and wt["scheduled_event_id"] == timer.ref and wt["attempt"] == timer.attempt and wt["started_event_id"]:
-            t.add("WorkflowTaskTimedOut", scheduled_event_id=timer.ref, started_event_id=wt["started_event_id"])
+            t.add(EventType.WORKFLOW_TASK_TIMED_OUT, scheduled_event_id=timer.ref,
+                  started_event_id=wt["started_event_id"])
             _retry_wt(ctx, t)
     elif kind == "wt_retry":
         if s.wt is None and s.wt_failures == timer.attempt:

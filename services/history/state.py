@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from kadence import avro
+from kadence_protocol.enums import EventType
 from services.common.outcome import RUNNING
 
 from .errors import HistoryCorrupted
@@ -222,7 +223,7 @@ def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     _current_wt(s, a)
     s.wt = None
     # A task history refused (unseen.py) was no failure of the worker's: the next is attempt 1 again.
-    if e["event_type"] == "WorkflowTaskTimedOut" or counts_as_attempt(a["cause"]):
+    if e["event_type"] == EventType.WORKFLOW_TASK_TIMED_OUT or counts_as_attempt(a["cause"]):
         s.wt_failures += 1
 
 
@@ -294,7 +295,7 @@ def _activity_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     act["scheduled_time"] = e["event_time"] + backoff
     act["started_time"] = 0
     act["started_event_id"] = 0
-    if e["event_type"] == "ActivityTaskFailed":
+    if e["event_type"] == EventType.ACTIVITY_TASK_FAILED:
         act["last_failure"] = a["failure"]
     else:
         act["last_failure"] = {"message": f"activity timed out ({a['timeout_type']})", "type": "TimeoutError",
@@ -356,7 +357,7 @@ def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 def _timer_fired(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     if s.timers.pop(a["timer_id"], None) is None:
         raise HistoryCorrupted(f"run {s.run_id}: timer {a['timer_id']!r} is not pending")
-    if e["event_type"] == "TimerFired":
+    if e["event_type"] == EventType.TIMER_FIRED:
         s.inputs_pending = True
 
 
@@ -451,44 +452,44 @@ def _signal_resolved(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 
 
 _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
-    "WorkflowExecutionStarted": _started,
-    "WorkflowExecutionCompleted": _close("Completed"),
-    "WorkflowExecutionFailed": _close("Failed"),
-    "WorkflowExecutionTimedOut": _close("TimedOut"),
-    "WorkflowExecutionTerminated": _close("Terminated"),
-    "WorkflowExecutionContinuedAsNew": _close("ContinuedAsNew"),
-    "WorkflowExecutionSignaled": _signaled,
-    "WorkflowExecutionCancelRequested": _cancel_requested,
-    "WorkflowExecutionCanceled": _close("Canceled"),
-    "WorkflowTaskScheduled": _wt_scheduled,
-    "WorkflowTaskStarted": _wt_started,
-    "WorkflowTaskCompleted": _wt_completed,
-    "WorkflowTaskFailed": _wt_failed,
-    "WorkflowTaskTimedOut": _wt_failed,
-    "ActivityTaskScheduled": _activity_scheduled,
-    "ActivityTaskStarted": _activity_started,
-    "ActivityTaskCompleted": _activity_completed,
-    "ActivityTaskFailed": _activity_failed,
-    "ActivityTaskTimedOut": _activity_failed,
-    "ActivityTaskCancelRequested": _activity_cancel_requested,
-    "ActivityTaskCanceled": _activity_canceled,
-    "TimerStarted": _timer_started,
-    "TimerFired": _timer_fired,
-    "TimerCanceled": _timer_fired,
-    "MarkerRecorded": _nothing,
-    "StartChildWorkflowExecutionInitiated": _child_initiated,
-    "StartChildWorkflowExecutionFailed": _child_closed,
-    "ChildWorkflowExecutionStarted": _child_started,
-    "ChildWorkflowExecutionCompleted": _child_closed,
-    "ChildWorkflowExecutionFailed": _child_closed,
-    "ChildWorkflowExecutionTimedOut": _child_closed,
-    "ChildWorkflowExecutionTerminated": _child_closed,
-    "ChildWorkflowExecutionCanceled": _child_closed,
-    "SignalExternalWorkflowExecutionInitiated": _signal_initiated,
-    "ExternalWorkflowExecutionSignaled": _signal_resolved,
-    "SignalExternalWorkflowExecutionFailed": _signal_resolved,
-    "WorkflowExecutionUpdateAccepted": _update_accepted,
-    "WorkflowExecutionUpdateCompleted": _update_completed,
+    EventType.WORKFLOW_EXECUTION_STARTED: _started,
+    EventType.WORKFLOW_EXECUTION_COMPLETED: _close("Completed"),
+    EventType.WORKFLOW_EXECUTION_FAILED: _close("Failed"),
+    EventType.WORKFLOW_EXECUTION_TIMED_OUT: _close("TimedOut"),
+    EventType.WORKFLOW_EXECUTION_TERMINATED: _close("Terminated"),
+    EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW: _close("ContinuedAsNew"),
+    EventType.WORKFLOW_EXECUTION_SIGNALED: _signaled,
+    EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED: _cancel_requested,
+    EventType.WORKFLOW_EXECUTION_CANCELED: _close("Canceled"),
+    EventType.WORKFLOW_TASK_SCHEDULED: _wt_scheduled,
+    EventType.WORKFLOW_TASK_STARTED: _wt_started,
+    EventType.WORKFLOW_TASK_COMPLETED: _wt_completed,
+    EventType.WORKFLOW_TASK_FAILED: _wt_failed,
+    EventType.WORKFLOW_TASK_TIMED_OUT: _wt_failed,
+    EventType.ACTIVITY_TASK_SCHEDULED: _activity_scheduled,
+    EventType.ACTIVITY_TASK_STARTED: _activity_started,
+    EventType.ACTIVITY_TASK_COMPLETED: _activity_completed,
+    EventType.ACTIVITY_TASK_FAILED: _activity_failed,
+    EventType.ACTIVITY_TASK_TIMED_OUT: _activity_failed,
+    EventType.ACTIVITY_TASK_CANCEL_REQUESTED: _activity_cancel_requested,
+    EventType.ACTIVITY_TASK_CANCELED: _activity_canceled,
+    EventType.TIMER_STARTED: _timer_started,
+    EventType.TIMER_FIRED: _timer_fired,
+    EventType.TIMER_CANCELED: _timer_fired,
+    EventType.MARKER_RECORDED: _nothing,
+    EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: _child_initiated,
+    EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_STARTED: _child_started,
+    EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_FAILED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_TIMED_OUT: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_TERMINATED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_CANCELED: _child_closed,
+    EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: _signal_initiated,
+    EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED: _signal_resolved,
+    EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED: _signal_resolved,
+    EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED: _update_accepted,
+    EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: _update_completed,
 }
 
 

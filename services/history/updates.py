@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from kadence_protocol.enums import CommandType, EventType
+
 from . import engine  # engine imports this module: its names are looked up when called
 from .builder import Transition
 from .state import MutableState
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
     from .engine import Context
 
 # The workflow task commands this module turns into events (commands.py hands them here).
-COMMANDS = frozenset({"AcceptWorkflowUpdate", "RejectWorkflowUpdate", "CompleteWorkflowUpdate"})
+COMMANDS = frozenset({CommandType.ACCEPT_WORKFLOW_UPDATE, CommandType.REJECT_WORKFLOW_UPDATE,
+                      CommandType.COMPLETE_WORKFLOW_UPDATE})
 CLOSED = "WorkflowClosed"
 NOT_FOUND = "WorkflowNotFound"
 TOO_MANY = "TooManyUpdates"
@@ -116,7 +119,7 @@ def owed(s: MutableState) -> bool:
 def unanswered(s: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     """Whether a request waits that ``commands`` neither accept nor reject."""
     answered = {c["attributes"]["update_id"] for c in commands
-                if c["command_type"] in ("AcceptWorkflowUpdate", "RejectWorkflowUpdate")}
+                if c["command_type"] in (CommandType.ACCEPT_WORKFLOW_UPDATE, CommandType.REJECT_WORKFLOW_UPDATE)}
     return any(r["stage"] == Stage.REQUESTED and uid not in answered for uid, r in s.update_requests.items())
 
 
@@ -129,7 +132,7 @@ def check_commands(s: MutableState, commands: list[dict[str, Any]]) -> str | Non
         if kind not in COMMANDS:
             continue
         uid = c["attributes"]["update_id"]
-        if kind == "CompleteWorkflowUpdate":
+        if kind == CommandType.COMPLETE_WORKFLOW_UPDATE:
             if uid not in accepted:
                 return f"commands[{i}]: update {uid!r} is not accepted, or completed already"
             accepted.discard(uid)
@@ -138,7 +141,7 @@ def check_commands(s: MutableState, commands: list[dict[str, Any]]) -> str | Non
         if req is None or req["stage"] != Stage.REQUESTED or uid in answered:
             return f"commands[{i}]: update {uid!r} is not waiting for an answer"
         answered.add(uid)
-        if kind == "AcceptWorkflowUpdate":
+        if kind == CommandType.ACCEPT_WORKFLOW_UPDATE:
             accepted.add(uid)
     return None
 
@@ -164,17 +167,18 @@ def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], com
     s = t.state
     uid = a["update_id"]
     t.changed_without_events = True
-    if kind == "RejectWorkflowUpdate":
+    if kind == CommandType.REJECT_WORKFLOW_UPDATE:
         _reject(ctx, t, uid, a["failure"])
         return
-    if kind == "AcceptWorkflowUpdate":
+    if kind == CommandType.ACCEPT_WORKFLOW_UPDATE:
         req = s.update_requests[uid]
-        t.add("WorkflowExecutionUpdateAccepted", update_id=uid, update_name=req["name"], input=req["input"],
+        t.add(EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED, update_id=uid, update_name=req["name"], input=req["input"],
               identity=req["identity"], workflow_task_completed_event_id=completed_id)
         req["stage"] = Stage.ACCEPTED.value
         _notify(ctx, s, req, uid, s.updates[uid], Stage.ACCEPTED)
         return
-    t.add("WorkflowExecutionUpdateCompleted", update_id=uid, accepted_event_id=s.updates[uid]["accepted_event_id"],
+    t.add(EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED, update_id=uid,
+          accepted_event_id=s.updates[uid]["accepted_event_id"],
           result=a["result"], failure=a["failure"], workflow_task_completed_event_id=completed_id)
     if uid in s.update_requests:
         _notify(ctx, s, s.update_requests.pop(uid), uid, s.updates[uid], Stage.COMPLETED)
