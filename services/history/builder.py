@@ -169,14 +169,14 @@ class Transition:
         s = self.state
         wt = s.wt
         assert wt is not None
-        carried = self._carried(s.carry_from, wt["scheduled_event_id"])
+        carried = self._carried(s.carry_from, wt.scheduled_event_id)
         self._dispatch("WorkflowTask", s.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
-            "task_id": f"{s.run_id}:wt:{wt['scheduled_event_id']}:{wt['attempt']}",
+            "task_id": f"{s.run_id}:wt:{wt.scheduled_event_id}:{wt.attempt}",
             "task_queue": s.task_queue, "workflow_type": s.workflow_type,
-            "scheduled_event_id": wt["scheduled_event_id"], "attempt": wt["attempt"],
+            "scheduled_event_id": wt.scheduled_event_id, "attempt": wt.attempt,
             "first_event_id": s.carry_from,
-            "scheduled_time": wt["scheduled_time"],
+            "scheduled_time": wt.scheduled_time,
             "events": [data for _, data, _ in carried] if carried is not None else None,
         }, tuple(event for _, _, event in carried) if carried is not None else None)
 
@@ -193,16 +193,16 @@ class Transition:
     def dispatch_activity_task(self, scheduled_event_id: int) -> None:
         s = self.state
         act = s.activities[str(scheduled_event_id)]
-        self._dispatch("ActivityTask", act["task_queue"], {
+        self._dispatch("ActivityTask", act.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
-            "task_id": f"{s.run_id}:act:{scheduled_event_id}:{act['attempt']}",
-            "task_queue": act["task_queue"], "workflow_type": s.workflow_type,
-            "activity_id": act["activity_id"], "activity_type": act["activity_type"], "input": act["input"],
-            "scheduled_event_id": scheduled_event_id, "attempt": act["attempt"],
-            "schedule_to_close_timeout_ms": act["schedule_to_close_timeout_ms"],
-            "start_to_close_timeout_ms": act["start_to_close_timeout_ms"],
-            "heartbeat_timeout_ms": act["heartbeat_timeout_ms"],
-            "heartbeat_details": act["heartbeat_details"], "scheduled_time": act["scheduled_time"],
+            "task_id": f"{s.run_id}:act:{scheduled_event_id}:{act.attempt}",
+            "task_queue": act.task_queue, "workflow_type": s.workflow_type,
+            "activity_id": act.activity_id, "activity_type": act.activity_type, "input": act.input,
+            "scheduled_event_id": scheduled_event_id, "attempt": act.attempt,
+            "schedule_to_close_timeout_ms": act.schedule_to_close_timeout_ms,
+            "start_to_close_timeout_ms": act.start_to_close_timeout_ms,
+            "heartbeat_timeout_ms": act.heartbeat_timeout_ms,
+            "heartbeat_details": act.heartbeat_details, "scheduled_time": act.scheduled_time,
         })
 
     def close(self) -> Mutation:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kadence_protocol.enums import CommandType, EventType
+from kadence_protocol.enums import ActivityState, CommandType, EventType
 
 from . import engine
 from .builder import Transition
@@ -69,7 +69,7 @@ def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], com
     requested = t.add(EventType.ACTIVITY_TASK_CANCEL_REQUESTED, scheduled_event_id=sid,
                       workflow_task_completed_event_id=completed_id)
     act = t.state.activities.get(str(sid))
-    if act is not None and act["state"] == "Scheduled":
+    if act is not None and act.state == ActivityState.SCHEDULED:
         # No attempt runs (not handed out yet, or waiting out a retry backoff): canceled now.
         # A worker that picks the task up later finds it gone.
         t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid, started_event_id=0,
@@ -86,16 +86,16 @@ async def activity_canceled(ctx: Context, cmd: dict[str, Any]) -> None:
     if answered is None:
         return  # stale: the attempt is over
     t, act = answered
-    if not act.get("cancel_requested_event_id"):
+    if not act.cancel_requested_event_id:
         failure = {"message": "the activity reported itself canceled, but no cancel was requested",
                    "type": UNASKED, "stack_trace": "", "non_retryable": False, "details": cmd["details"]}
         await engine.activity_failed(ctx, {**cmd, "failure": failure})  # retried as its policy says
         return
     sid = cmd["scheduled_event_id"]
     # The attempt's ActivityTaskStarted is written only now that it ends the activity.
-    t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid, started_event_id=engine._record_started(t, sid,
-                                                                                                            act),
-          latest_cancel_requested_event_id=act["cancel_requested_event_id"], details=cmd["details"],
+    t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid,
+          started_event_id=engine._record_started(t, sid, act),
+          latest_cancel_requested_event_id=act.cancel_requested_event_id, details=cmd["details"],
           identity=cmd["identity"])
     _drop_activity_timers(t, sid)
     settle(t)

@@ -38,12 +38,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from kadence_protocol.enums import CLOSE_STATUS, CommandType, EventType
+from kadence_protocol.enums import CLOSE_STATUS, ChildState, CommandType, EventType, RunStatus
 from services.common import kafka
 
 from . import cancellation, engine
 from .builder import Transition
-from .state import child_run_id
+from .state import ParentInfo, child_run_id
 
 NOTICE = "ChildWorkflowNotice"
 _POLICY = "ApplyParentClosePolicy"
@@ -105,12 +105,12 @@ def validate(i: int, kind: str, a: dict[str, Any]) -> str | None:
     return None
 
 
-def parent_attributes(parent: dict[str, Any] | None) -> dict[str, Any] | None:
+def parent_attributes(parent: ParentInfo | None) -> dict[str, Any] | None:
     """The WorkflowExecutionStarted attributes naming ``parent`` (MutableState.parent)."""
     if parent is None:
         return None
-    return {"parent_namespace": parent["namespace"], "parent_workflow_id": parent["workflow_id"],
-            "parent_run_id": parent["run_id"], "parent_initiated_event_id": parent["initiated_event_id"]}
+    return {"parent_namespace": parent.namespace, "parent_workflow_id": parent.workflow_id,
+            "parent_run_id": parent.run_id, "parent_initiated_event_id": parent.initiated_event_id}
 
 
 # ---- the parent's commands ----------------------------------------------------------------
@@ -199,8 +199,7 @@ async def start_child(ctx: engine.Context, cmd: dict[str, Any]) -> None:
                         execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd["run_timeout_ms"],
                         workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"], request_id=cmd["request_id"],
                         identity=IDENTITY, run_id=cmd["new_run_id"],
-                        parent=parent_attributes({"namespace": parent[0], "workflow_id": parent[1],
-                                                  "run_id": parent[2], "initiated_event_id": parent[3]}))
+                        parent=parent_attributes(ParentInfo(*parent)))
     engine.settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)  # the ledger records the request id
     _send(t, _notice(*parent, NoticeKind.STARTED, ns, wid, child_run_id=t.state.run_id,
@@ -217,10 +216,10 @@ async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
         # A child that continued as new: the signal is for its chain's current run.
         current = await ctx.current_run(ns, wid)
         if current is not None and current.state.parent is not None \
-                and current.state.parent["run_id"] == cmd["sender_run_id"]:
+                and current.state.parent.run_id == cmd["sender_run_id"]:
             t = current
     parent = t.state.parent if t is not None else None
-    if t is None or not t.state.running or parent is None or (parent["namespace"], parent["workflow_id"]) != sender[:2]:
+    if t is None or not t.state.running or parent is None or (parent.namespace, parent.workflow_id) != sender[:2]:
         _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=cmd["run_id"],
                            cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
@@ -245,7 +244,7 @@ def on_close(t: Transition) -> None:
     if s.parent is not None and s.status != "ContinuedAsNew":  # a new run carries the parent on
         p = s.parent
         rest: dict[str, Any] = {"child_run_id": s.run_id, "workflow_type": s.workflow_type}
-        if s.status == "Completed":
+        if s.status == RunStatus.COMPLETED:
             rest["result"] = s.result
         elif s.status == "Failed":
             rest["failure"] = s.failure
@@ -253,16 +252,16 @@ def on_close(t: Transition) -> None:
             rest["reason"] = closing["attributes"].get("reason") or ""
         elif s.status == "Canceled":
             rest["details"] = closing["attributes"].get("details")
-        _send(t, _notice(p["namespace"], p["workflow_id"], p["run_id"], p["initiated_event_id"],
+        _send(t, _notice(p.namespace, p.workflow_id, p.run_id, p.initiated_event_id,
                          NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
-        policy = ParentClosePolicy(child["parent_close_policy"])
+        policy = ParentClosePolicy(child.parent_close_policy)
         if policy == ParentClosePolicy.ABANDON:
             continue
         # To the child's shard, which knows the child's current run: the child may have
         # continued as new, and its workflow id may belong to another run by now.
-        t.publish(kafka.REQUESTS, kafka.workflow_key(child["namespace"], child["workflow_id"]), _POLICY, {
-            "namespace": child["namespace"], "workflow_id": child["workflow_id"],
+        t.publish(kafka.REQUESTS, kafka.workflow_key(child.namespace, child.workflow_id), _POLICY, {
+            "namespace": child.namespace, "workflow_id": child.workflow_id,
             "parent_namespace": s.namespace, "parent_workflow_id": s.workflow_id, "parent_run_id": s.run_id,
             "parent_initiated_event_id": int(iid), "policy": policy.value,
             "reason": f"parent {s.workflow_id} closed ({s.status}); parent close policy {policy.value}",
@@ -276,8 +275,8 @@ async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) ->
     if t is None or not t.state.running:
         return  # closed already: its own notice tells the parent (which ignores it)
     parent = t.state.parent
-    if parent is None or (parent["namespace"], parent["workflow_id"], parent["run_id"],
-                          parent["initiated_event_id"]) != (cmd["parent_namespace"], cmd["parent_workflow_id"],
+    if parent is None or (parent.namespace, parent.workflow_id, parent.run_id,
+                          parent.initiated_event_id) != (cmd["parent_namespace"], cmd["parent_workflow_id"],
                                                             cmd["parent_run_id"], cmd["parent_initiated_event_id"]):
         return  # the workflow id belongs to another run now
     if cmd["policy"] == ParentClosePolicy.TERMINATE:
@@ -310,23 +309,23 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
         if kind == NoticeKind.SIGNALED:
             t.add(EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, **ids, run_id=cmd["child_run_id"] or "")
         else:
-            t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED, **ids, run_id=signal["run_id"],
+            t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED, **ids, run_id=signal.run_id,
                   cause=cmd["cause"])
         engine.settle(t)
         return
     child = s.children.get(str(iid))
     if child is None:
         return  # recorded already
-    typed = {**ids, "workflow_type": child["workflow_type"]}
+    typed = {**ids, "workflow_type": child.workflow_type}
     if kind == NoticeKind.START_FAILED:
-        if child["state"] == "Initiated":
+        if child.state == ChildState.INITIATED:
             t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED, **typed, cause=cmd["cause"])
     else:
-        run_id = cmd["child_run_id"] or child["run_id"]
-        if child["state"] == "Initiated":
+        run_id = cmd["child_run_id"] or child.run_id
+        if child.state == ChildState.INITIATED:
             t.add(EventType.CHILD_WORKFLOW_EXECUTION_STARTED, **typed, run_id=run_id)
         if kind != NoticeKind.STARTED:
-            closed = {**typed, "run_id": run_id, "started_event_id": child["started_event_id"]}
+            closed = {**typed, "run_id": run_id, "started_event_id": child.started_event_id}
             if kind == NoticeKind.COMPLETED:
                 closed["result"] = cmd["result"]
             elif kind == NoticeKind.FAILED:

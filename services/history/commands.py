@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from kadence_protocol.enums import CommandType, EventType
+from kadence_protocol.enums import CommandType, EventType, TimerKind
 
 from . import cancellation, children, updates
 from .builder import Transition
@@ -55,13 +55,14 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
                        start_to_fire_timeout_ms=a["start_to_fire_timeout_ms"],
                        workflow_task_completed_event_id=completed_id)
             # ref is the TimerStarted event id: a fired row matches only this timer.
-            t.set_timer("user_timer", a["timer_id"], ctx.now + a["start_to_fire_timeout_ms"], ref=ev["event_id"])
+            t.set_timer(TimerKind.USER_TIMER, a["timer_id"], ctx.now + a["start_to_fire_timeout_ms"],
+                        ref=ev["event_id"])
         elif kind == CommandType.CANCEL_TIMER:
             pending = t.state.timers.get(a["timer_id"])
             if pending is not None:
-                t.add(EventType.TIMER_CANCELED, timer_id=a["timer_id"], started_event_id=pending["started_event_id"],
+                t.add(EventType.TIMER_CANCELED, timer_id=a["timer_id"], started_event_id=pending.started_event_id,
                       workflow_task_completed_event_id=completed_id)
-                t.delete_timer("user_timer", a["timer_id"])
+                t.delete_timer(TimerKind.USER_TIMER, a["timer_id"])
         elif kind == CommandType.RECORD_MARKER:
             t.add(EventType.MARKER_RECORDED, marker_name=a["marker_name"], details=a["details"],
                   workflow_task_completed_event_id=completed_id)
@@ -92,9 +93,9 @@ def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed
     sid = ev["event_id"]
     t.dispatch_activity_task(sid)
     if s2c > 0:
-        t.set_timer("act_s2c", sid, ctx.now + s2c)
+        t.set_timer(TimerKind.ACTIVITY_SCHEDULE_TO_CLOSE, sid, ctx.now + s2c)
     if a["schedule_to_start_timeout_ms"] > 0:
-        t.set_timer("act_s2s", sid, ctx.now + a["schedule_to_start_timeout_ms"], 1)
+        t.set_timer(TimerKind.ACTIVITY_SCHEDULE_TO_START, sid, ctx.now + a["schedule_to_start_timeout_ms"], 1)
 
 
 def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:

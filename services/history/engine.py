@@ -10,16 +10,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kadence_protocol.enums import EventType
+from kadence_protocol.enums import (
+    ACTIVITY_TIMER_KINDS,
+    ActivityState,
+    EventType,
+    TimeoutType,
+    TimerKind,
+    WorkflowTaskFailedCause,
+)
 
 from . import policies, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
-from .state import Event, MutableState, retry_attempt, start_attempt
+from .state import ActivityInfo, Event, MutableState, WorkflowTaskInfo, retry_attempt, start_attempt
 
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
                  "maximum_attempts": 0, "non_retryable_error_types": []}
-ACTIVITY_TIMERS = ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry")
+ACTIVITY_TIMERS = ACTIVITY_TIMER_KINDS
 # A deadline this far out (about 146 million years) is never: no timer is armed for it,
 # and a chain's expiration saturates here rather than overflow a bigint.
 NEVER_MS = 2**62
@@ -126,7 +133,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
           search_attributes=search_attributes, **(parent or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
-        t.set_timer("wf_timeout", 0, timeout_at)
+        t.set_timer(TimerKind.WORKFLOW_TIMEOUT, 0, timeout_at)
     return t
 
 
@@ -204,11 +211,11 @@ def _add_wt_scheduled(t: Transition) -> Event:
 # ---- workflow tasks ----------------------------------------------------------------
 
 
-def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> dict[str, int] | None:
+def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> WorkflowTaskInfo | None:
     if t is None or not t.state.running or t.state.wt is None:
         return None
     wt = t.state.wt
-    if wt["scheduled_event_id"] != cmd["scheduled_event_id"] or wt["attempt"] != cmd["attempt"]:
+    if wt.scheduled_event_id != cmd["scheduled_event_id"] or wt.attempt != cmd["attempt"]:
         return None  # stale: an older task, or a duplicate delivery
     return wt
 
@@ -216,7 +223,7 @@ def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> dict[str, int]
 async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     wt = _outstanding_wt(t, cmd)
-    if t is None or wt is None or wt["started_event_id"]:
+    if t is None or wt is None or wt.started_event_id:
         return
     _start_wt(ctx, t, cmd["identity"], cmd.get("started_time", 0))
 
@@ -224,11 +231,12 @@ async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
 def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> None:
     wt = t.state.wt
     assert wt is not None
-    t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=wt["scheduled_event_id"], identity=identity,
+    t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=wt.scheduled_event_id, identity=identity,
           started_time=started_time)
     # The timeout counts from the hand-out: the frontend may send the started record late.
     since = min(started_time or ctx.now, ctx.now)
-    t.set_timer("wt_timeout", wt["scheduled_event_id"], since + t.state.workflow_task_timeout_ms, wt["attempt"])
+    t.set_timer(TimerKind.WORKFLOW_TASK_TIMEOUT, wt.scheduled_event_id, since + t.state.workflow_task_timeout_ms,
+                wt.attempt)
 
 
 async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, int, int] | None:
@@ -244,12 +252,12 @@ async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, i
     if t is None or wt is None:
         return None
     started_time = cmd.get("started_time", 0)
-    if not wt["started_event_id"]:
+    if not wt.started_event_id:
         _start_wt(ctx, t, cmd["identity"], started_time)
-    elif started_time and wt.get("handed_time") and started_time != wt["handed_time"]:
+    elif started_time and wt.handed_time and started_time != wt.handed_time:
         return None
-    t.delete_timer("wt_timeout", wt["scheduled_event_id"])
-    return t, wt["scheduled_event_id"], wt["started_event_id"]
+    t.delete_timer(TimerKind.WORKFLOW_TASK_TIMEOUT, wt.scheduled_event_id)
+    return t, wt.scheduled_event_id, wt.started_event_id
 
 
 async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
@@ -267,7 +275,8 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
 
     problem = validate_commands(commands) or updates.check_commands(t.state, commands)
     if problem is not None:
-        _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), identity)
+        bad = WorkflowTaskFailedCause.BAD_COMMAND
+        _fail_wt(ctx, t, sid, started, bad, _failure(problem, bad), identity)
         return
     if unseen.refused(t.state, commands):
         # It would close the run over inputs it did not see: refused whole, and a new task brings them.
@@ -303,7 +312,7 @@ def _retry_wt(ctx: Context, t: Transition) -> None:
         schedule_workflow_task(t)
     else:
         backoff = min(1000 * 2 ** (failures - 2), MAX_WT_BACKOFF_MS)
-        t.set_timer("wt_retry", 0, ctx.now + backoff, failures)
+        t.set_timer(TimerKind.WORKFLOW_TASK_RETRY, 0, ctx.now + backoff, failures)
 
 
 def _failure(message: str, type_: str) -> dict[str, Any]:
@@ -313,11 +322,11 @@ def _failure(message: str, type_: str) -> dict[str, Any]:
 # ---- activities -------------------------------------------------------------------
 
 
-def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> dict[str, Any] | None:
+def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> ActivityInfo | None:
     if t is None or not t.state.running:
         return None
     act = t.state.activities.get(str(cmd["scheduled_event_id"]))
-    if act is None or act["attempt"] != cmd["attempt"]:
+    if act is None or act.attempt != cmd["attempt"]:
         return None
     return act
 
@@ -325,45 +334,45 @@ def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> dict[str, An
 async def activity_started(ctx: Context, cmd: dict[str, Any]) -> None:
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     act = _pending_activity(t, cmd)
-    if t is None or act is None or act["state"] != "Scheduled":
+    if t is None or act is None or act.state != ActivityState.SCHEDULED:
         return
     _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"], cmd.get("started_time", 0))
 
 
-def _start_activity(t: Transition, sid: int, act: dict[str, Any], identity: str, started_time: int = 0) -> None:
+def _start_activity(t: Transition, sid: int, act: ActivityInfo, identity: str, started_time: int = 0) -> None:
     # No event yet: ActivityTaskStarted is written only by the attempt that ends the
     # activity (_record_started), so retried attempts do not grow history.
     start_attempt(act, t.now, started_time, identity)
     t.changed_without_events = True
-    since = act["started_time"]  # the hand-out time
-    t.delete_timer("act_s2s", sid)
-    t.set_timer("act_stc", sid, since + act["start_to_close_timeout_ms"], act["attempt"])
-    if act["heartbeat_timeout_ms"]:
-        t.set_timer("act_hb", sid, since + act["heartbeat_timeout_ms"], act["attempt"])
+    since = act.started_time  # the hand-out time
+    t.delete_timer(TimerKind.ACTIVITY_SCHEDULE_TO_START, sid)
+    t.set_timer(TimerKind.ACTIVITY_START_TO_CLOSE, sid, since + act.start_to_close_timeout_ms, act.attempt)
+    if act.heartbeat_timeout_ms:
+        t.set_timer(TimerKind.ACTIVITY_HEARTBEAT, sid, since + act.heartbeat_timeout_ms, act.attempt)
 
 
-async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, dict[str, Any]] | None:
+async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, ActivityInfo] | None:
     """The run and activity a worker answered (or heartbeat) for, or None when stale.
     An answer that comes without a started record implies the start."""
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     act = _pending_activity(t, cmd)
     if t is None or act is None:
         return None
-    if act["state"] != "Started":
+    if act.state != ActivityState.STARTED:
         _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"])
     return t, act
 
 
-def _record_started(t: Transition, sid: int, act: dict[str, Any]) -> int:
+def _record_started(t: Transition, sid: int, act: ActivityInfo) -> int:
     """Write the ActivityTaskStarted of the attempt that ends the activity (its number and
     the failure before it); its event id, or 0 when the attempt never started."""
-    if act["started_event_id"]:
-        return int(act["started_event_id"])  # written already, by a build that wrote every start
-    if act["state"] != "Started":
+    if act.started_event_id:
+        return int(act.started_event_id)  # written already, by a build that wrote every start
+    if act.state != ActivityState.STARTED:
         return 0
-    return int(t.add(EventType.ACTIVITY_TASK_STARTED, scheduled_event_id=sid, attempt=act["attempt"],
-                     identity=act.get("last_worker_identity", ""), started_time=act["started_time"],
-                     last_failure=act["last_failure"])["event_id"])
+    return int(t.add(EventType.ACTIVITY_TASK_STARTED, scheduled_event_id=sid, attempt=act.attempt,
+                     identity=act.last_worker_identity, started_time=act.started_time,
+                     last_failure=act.last_failure)["event_id"])
 
 
 async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
@@ -383,7 +392,7 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     settle(t)
 
 
-def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: dict[str, Any]) -> bool:
+def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: dict[str, Any]) -> bool:
     """Whether the workflow task a worker ran ahead with this activity's result is the one
     history would have handed out: it would bring exactly that result and nothing else.
 
@@ -403,7 +412,7 @@ def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: di
     return (same_task and ahead["ahead_id"] != 0
             and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
             and s.last_completed_wt_started_time == ahead["after_started_time"]
-            and max(s.last_completed_wt_started_time, act["scheduled_time"]) <= ahead["started_time"] <= ctx.now)
+            and max(s.last_completed_wt_started_time, act.scheduled_time) <= ahead["started_time"] <= ctx.now)
 
 
 def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str) -> None:
@@ -442,8 +451,8 @@ async def activity_heartbeat(ctx: Context, cmd: dict[str, Any]) -> None:
     ctx.record_heartbeat(t.state.run_id, cmd["scheduled_event_id"], cmd["attempt"], cmd["details"])
 
 
-def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, Any], timeout_type: str) -> None:
-    retryable = timeout_type in ("StartToClose", "Heartbeat")
+def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: ActivityInfo, timeout_type: TimeoutType) -> None:
+    retryable = timeout_type.retryable
     backoff = retry_backoff(act, ctx.now, "TimeoutError", False) if retryable else None
     if backoff is not None:
         _retry_activity(ctx, t, sid, act, {
@@ -452,12 +461,12 @@ def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, An
     else:
         heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
         t.add(EventType.ACTIVITY_TASK_TIMED_OUT, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
-              timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
-              retry_backoff_ms=None, last_failure=act["last_failure"])
+              timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act.heartbeat_details,
+              retry_backoff_ms=None, last_failure=act.last_failure)
     _after_attempt(ctx, t, sid, backoff)
 
 
-def _retry_activity(ctx: Context, t: Transition, sid: int, act: dict[str, Any], failure: dict[str, Any],
+def _retry_activity(ctx: Context, t: Transition, sid: int, act: ActivityInfo, failure: dict[str, Any],
                     backoff: int) -> None:
     """An attempt that another follows writes no event (as in Temporal): the pending
     activity keeps its number, the failure and the last heartbeat details, which the next
@@ -471,9 +480,9 @@ def _after_attempt(ctx: Context, t: Transition, sid: int, backoff: int | None) -
     if backoff is None:
         _drop_activity_timers(t, sid)
     else:
-        t.delete_timer("act_stc", sid)
-        t.delete_timer("act_hb", sid)
-        t.set_timer("act_retry", sid, ctx.now + backoff, t.state.activities[str(sid)]["attempt"])
+        t.delete_timer(TimerKind.ACTIVITY_START_TO_CLOSE, sid)
+        t.delete_timer(TimerKind.ACTIVITY_HEARTBEAT, sid)
+        t.set_timer(TimerKind.ACTIVITY_RETRY, sid, ctx.now + backoff, t.state.activities[str(sid)].attempt)
     settle(t)
 
 
@@ -482,12 +491,12 @@ def _drop_activity_timers(t: Transition, sid: int) -> None:
         t.delete_timer(kind, sid)
 
 
-def retry_backoff(act: dict[str, Any], now: int, error_type: str, non_retryable: bool) -> int | None:
+def retry_backoff(act: ActivityInfo, now: int, error_type: str, non_retryable: bool) -> int | None:
     """Milliseconds until the next attempt, or None when the attempt just made is the last."""
-    policy = act["retry_policy"] or DEFAULT_RETRY
+    policy = act.retry_policy or DEFAULT_RETRY
     if non_retryable or error_type in policy["non_retryable_error_types"]:
         return None
-    attempt = act["attempt"]
+    attempt = act.attempt
     if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
         return None
     initial = max(1, policy["initial_interval_ms"])
@@ -497,8 +506,8 @@ def retry_backoff(act: dict[str, Any], now: int, error_type: str, non_retryable:
     except OverflowError:  # an activity retried forever: its interval long since at the ceiling
         grown = ceiling
     backoff = int(min(grown, ceiling))
-    deadline = act["schedule_to_close_timeout_ms"]
-    if deadline and now + backoff >= act["first_scheduled_time"] + deadline:
+    deadline = act.schedule_to_close_timeout_ms
+    if deadline and now + backoff >= act.first_scheduled_time + deadline:
         return None
     return backoff
 
@@ -513,20 +522,19 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         return
     s = t.state
     kind = timer.kind
-    if kind == "user_timer":
-        tid = timer.key.split("/", 2)[2]
-        pending = s.timers.get(tid)
-        if pending is not None and pending["started_event_id"] == timer.ref:
-            t.add(EventType.TIMER_FIRED, timer_id=tid, started_event_id=timer.ref)
-    elif kind == "wf_timeout":
+    if kind == TimerKind.USER_TIMER:
+        pending = s.timer_started_by(timer.ref)  # ref: the TimerStarted event id
+        if pending is not None:
+            t.add(EventType.TIMER_FIRED, timer_id=pending.timer_id, started_event_id=timer.ref)
+    elif kind == TimerKind.WORKFLOW_TIMEOUT:
         t.add(EventType.WORKFLOW_EXECUTION_TIMED_OUT)
-    elif kind == "wt_timeout":
+    elif kind == TimerKind.WORKFLOW_TASK_TIMEOUT:
         wt = s.wt
-        if wt and wt["scheduled_event_id"] == timer.ref and wt["attempt"] == timer.attempt and wt["started_event_id"]:
+        if wt and wt.scheduled_event_id == timer.ref and wt.attempt == timer.attempt and wt.started_event_id:
             t.add(EventType.WORKFLOW_TASK_TIMED_OUT, scheduled_event_id=timer.ref,
-                  started_event_id=wt["started_event_id"])
+                  started_event_id=wt.started_event_id)
             _retry_wt(ctx, t)
-    elif kind == "wt_retry":
+    elif kind == TimerKind.WORKFLOW_TASK_RETRY:
         if s.wt is None and s.wt_failures == timer.attempt:
             schedule_workflow_task(t)
     else:
@@ -540,22 +548,23 @@ def _fire_activity_timer(ctx: Context, t: Transition, timer: TimerFiring) -> Non
     if act is None:
         return
     kind = timer.kind
-    if kind == "act_s2c":
-        _activity_timed_out(ctx, t, sid, act, "ScheduleToClose")
-    elif act["attempt"] != timer.attempt:
+    if kind == TimerKind.ACTIVITY_SCHEDULE_TO_CLOSE:
+        _activity_timed_out(ctx, t, sid, act, TimeoutType.SCHEDULE_TO_CLOSE)
+    elif act.attempt != timer.attempt:
         return  # a timer of an earlier attempt
-    elif kind == "act_retry" and act["state"] == "Scheduled":
+    elif kind == TimerKind.ACTIVITY_RETRY and act.state == ActivityState.SCHEDULED:
         t.dispatch_activity_task(sid)
-        if act["schedule_to_start_timeout_ms"]:
-            t.set_timer("act_s2s", sid, ctx.now + act["schedule_to_start_timeout_ms"], act["attempt"])
-    elif kind == "act_s2s" and act["state"] == "Scheduled":
-        _activity_timed_out(ctx, t, sid, act, "ScheduleToStart")
-    elif kind == "act_stc" and act["state"] == "Started":
-        _activity_timed_out(ctx, t, sid, act, "StartToClose")
-    elif kind == "act_hb" and act["state"] == "Started":
+        if act.schedule_to_start_timeout_ms:
+            t.set_timer(TimerKind.ACTIVITY_SCHEDULE_TO_START, sid, ctx.now + act.schedule_to_start_timeout_ms,
+                        act.attempt)
+    elif kind == TimerKind.ACTIVITY_SCHEDULE_TO_START and act.state == ActivityState.SCHEDULED:
+        _activity_timed_out(ctx, t, sid, act, TimeoutType.SCHEDULE_TO_START)
+    elif kind == TimerKind.ACTIVITY_START_TO_CLOSE and act.state == ActivityState.STARTED:
+        _activity_timed_out(ctx, t, sid, act, TimeoutType.START_TO_CLOSE)
+    elif kind == TimerKind.ACTIVITY_HEARTBEAT and act.state == ActivityState.STARTED:
         beat = ctx.last_heartbeat(t.state.run_id, sid)
-        last = max(act["started_time"], beat[0] if beat else 0)
-        if ctx.now - last < act["heartbeat_timeout_ms"]:
-            t.set_timer("act_hb", sid, last + act["heartbeat_timeout_ms"], act["attempt"])
+        last = max(act.started_time, beat[0] if beat else 0)
+        if ctx.now - last < act.heartbeat_timeout_ms:
+            t.set_timer(TimerKind.ACTIVITY_HEARTBEAT, sid, last + act.heartbeat_timeout_ms, act.attempt)
         else:
-            _activity_timed_out(ctx, t, sid, act, "Heartbeat")
+            _activity_timed_out(ctx, t, sid, act, TimeoutType.HEARTBEAT)

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
+from kadence_protocol.enums import ActivityState
 from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
@@ -404,7 +405,7 @@ class Shard:
                 batch, early = [_Handed([batch[0][0]._replace(offset=offset)])], None  # a retry runs it as handed
             mutations = ctx.close()
             outbox = self._number(mutations, ctx.replies)
-            closed = [(m.state.run_id, outcome(m.state.status, m.state.run_id, vars(m.state)))
+            closed = [(m.state.run_id, outcome(m.state.status, m.state.run_id, m.state.outcome_fields()))
                       for m in mutations if m.closed]
             try:
                 if dead:
@@ -763,9 +764,9 @@ def _audit_only(rows: list[OutboxRow]) -> bool:
 
 
 def _oldest_unstarted(s: MutableState) -> int:
-    times = [a["scheduled_time"] for a in s.activities.values() if a["state"] == "Scheduled"]
-    if s.wt is not None and not s.wt["started_event_id"]:
-        times.append(s.wt["scheduled_time"])
+    times = [a.scheduled_time for a in s.activities.values() if a.state == ActivityState.SCHEDULED]
+    if s.wt is not None and not s.wt.started_event_id:
+        times.append(s.wt.scheduled_time)
     return min(times, default=0)
 
 
@@ -774,13 +775,13 @@ def _unstarted(t: Transition) -> list[tuple[str, int, Callable[[], None]]]:
     out: list[tuple[str, int, Callable[[], None]]] = []
     if not s.running:
         return out
-    if s.wt is not None and not s.wt["started_event_id"]:
-        out.append((f"{s.run_id}:wt:{s.wt['scheduled_event_id']}", s.wt["scheduled_time"], t.dispatch_workflow_task))
+    if s.wt is not None and not s.wt.started_event_id:
+        out.append((f"{s.run_id}:wt:{s.wt.scheduled_event_id}", s.wt.scheduled_time, t.dispatch_workflow_task))
     for sid, act in s.activities.items():
-        if act["state"] == "Scheduled" and act["scheduled_time"] <= t.now:
+        if act.state == ActivityState.SCHEDULED and act.scheduled_time <= t.now:
             def dispatch(sid: int = int(sid)) -> None:
                 t.dispatch_activity_task(sid)
-            out.append((f"{s.run_id}:act:{sid}:{act['attempt']}", act["scheduled_time"], dispatch))
+            out.append((f"{s.run_id}:act:{sid}:{act.attempt}", act.scheduled_time, dispatch))
     return out
 
 

@@ -11,7 +11,7 @@ import pytest
 from kadence import avro
 from services.common import kafka, validation
 from services.history import children, engine
-from services.history.state import MutableState, child_run_id, rebuild
+from services.history.state import MutableState, ParentInfo, child_run_id, rebuild
 from tests.unit.test_fold import MemoryContext, _ref, _start
 
 pytestmark = pytest.mark.timeout(10)
@@ -52,7 +52,7 @@ def _events(ctx: Context, s: MutableState) -> list[str]:
 
 async def _complete(ctx: Context, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"]) | {"commands": commands})
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]]) -> None:
@@ -75,8 +75,7 @@ async def _parent_with_child(ctx: Context, policy: str = "Terminate") -> tuple[M
     await _deliver(ctx, [start])
     child = ctx.runs[ctx.current[("ns", "child-1")]]
     assert child.run_id == child_run_id(parent.run_id, 5)
-    assert child.parent == {"namespace": "ns", "workflow_id": "parent", "run_id": parent.run_id,
-                            "initiated_event_id": 5}
+    assert child.parent == ParentInfo(namespace="ns", workflow_id="parent", run_id=parent.run_id, initiated_event_id=5)
     await _deliver(ctx, ctx.requests())  # the Started notice
     return parent, child
 
@@ -86,7 +85,7 @@ async def test_a_child_starts_completes_and_its_result_reaches_the_parent() -> N
     parent, child = await _parent_with_child(ctx)
     assert _events(ctx, parent)[-3:] == ["StartChildWorkflowExecutionInitiated", "ChildWorkflowExecutionStarted",
                                          "WorkflowTaskScheduled"]
-    assert parent.children["5"]["state"] == "Started"
+    assert parent.children["5"].state == "Started"
     await _complete(ctx, child, [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"r"'}}])
     (closed,) = ctx.requests()
     assert closed[1] == "ChildWorkflowNotice" and closed[2]["kind"] == "Completed" and closed[2]["result"] == '"r"'

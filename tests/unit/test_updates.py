@@ -71,7 +71,7 @@ async def _running(ctx: MemoryContext) -> MutableState:
 
 async def _complete_wt(ctx: MemoryContext, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"]) | {"commands": commands})
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 def _outcome(kw: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +84,7 @@ async def test_a_request_schedules_a_task_and_leaves_no_event_of_its_own() -> No
     before = _kinds(ctx, s)
     await updates.request_update(ctx, _update())
     assert _kinds(ctx, s)[len(before):] == ["WorkflowTaskScheduled"]
-    assert s.update_requests["u1"]["stage"] == "requested" and not ctx.to("q1")
+    assert s.update_requests["u1"].stage == "requested" and not ctx.to("q1")
 
 
 async def test_accept_and_complete_record_two_events_and_answer_the_caller() -> None:
@@ -98,7 +98,7 @@ async def test_accept_and_complete_record_two_events_and_answer_the_caller() -> 
     (answer,) = ctx.to("q1")
     assert answer["ok"] and _outcome(answer) == {"update_id": "u1", "stage": "completed", "result": "6",
                                                   "failure": None}
-    assert "u1" not in s.update_requests and s.updates["u1"]["completed"]
+    assert "u1" not in s.update_requests and s.updates["u1"].completed
     # The same update id again: the known outcome, nothing runs again.
     await updates.request_update(ctx, _update(request_id="q2"))
     assert _outcome(ctx.to("q2")[0])["result"] == "6" and s.wt is None
@@ -144,11 +144,11 @@ async def test_a_request_while_a_task_is_in_flight_is_owed_the_next_task() -> No
     assert t is not None
     engine.settle(t)  # a task is outstanding
     assert s.wt is not None
-    sid = s.wt["scheduled_event_id"]
+    sid = s.wt.scheduled_event_id
     await updates.request_update(ctx, _update())
-    assert s.wt["scheduled_event_id"] == sid  # no second task while one is in flight
+    assert s.wt.scheduled_event_id == sid  # no second task while one is in flight
     await _complete_wt(ctx, s, [])  # that task did not see it
-    assert s.wt is not None and s.wt["scheduled_event_id"] > sid
+    assert s.wt is not None and s.wt.scheduled_event_id > sid
 
 
 async def test_a_task_closing_the_run_over_an_unanswered_update_is_refused() -> None:
@@ -206,7 +206,7 @@ async def test_the_fold_of_update_events_agrees_with_the_live_state() -> None:
     events = [avro.decode(avro.encode("HistoryEvent", e))[1] for e in ctx.events(s.run_id)]
     rebuilt = rebuild("ns", "wf", s.run_id, events)
     assert events_only(json.loads(rebuilt.dumps())) == events_only(json.loads(s.dumps()))
-    assert rebuilt.updates["u1"]["completed"] and not rebuilt.updates["u2"]["completed"]
+    assert rebuilt.updates["u1"].completed and not rebuilt.updates["u2"].completed
     assert MutableState.loads(s.dumps()).update_requests == s.update_requests
 
 
@@ -244,8 +244,8 @@ async def test_the_waiters_of_one_update_are_bounded_and_not_repeated() -> None:
     s = await _running(ctx)
     await updates.request_update(ctx, _update())
     await updates.request_update(ctx, _update())  # the same request read twice: one waiter
-    assert len(s.update_requests["u1"]["waiters"]) == 1
+    assert len(s.update_requests["u1"].waiters) == 1
     for i in range(updates.MAX_WAITERS + 5):
         await updates.request_update(ctx, _update(request_id=f"again-{i}"))
-    waiters = s.update_requests["u1"]["waiters"]
-    assert len(waiters) == updates.MAX_WAITERS and waiters[-1]["request_id"] == f"again-{updates.MAX_WAITERS + 4}"
+    waiters = s.update_requests["u1"].waiters
+    assert len(waiters) == updates.MAX_WAITERS and waiters[-1].request_id == f"again-{updates.MAX_WAITERS + 4}"
