@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 from kadence_protocol.enums import ActivityState, CommandType, EventType
+from kadence_protocol.records import RequestCancelWorkflowExecution
 
 from . import engine
 from .builder import Transition
 from .engine import Context, settle
+from .requests import address
 
 # The workflow task commands this module turns into events (commands.py hands them here).
 COMMANDS = frozenset({CommandType.REQUEST_CANCEL_ACTIVITY_TASK, CommandType.CANCEL_WORKFLOW_EXECUTION})
@@ -34,27 +36,27 @@ ALREADY_CLOSED = "WorkflowAlreadyClosed"
 UNASKED = "ActivityCanceledUnasked"
 
 
-async def request_cancel_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
+async def request_cancel_workflow(ctx: Context, req: RequestCancelWorkflowExecution) -> None:
     """RequestCancelWorkflowExecution: record the request on the open run, once."""
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
-    t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd.get("run_id") else ctx.current_run(ns, wid))
+    wid, reply_to = req.workflow_id, address(req)
+    t = await engine.target(ctx, req)
     if t is None:
-        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
+        ctx.reply(reply_to, ok=False, error_type="WorkflowNotFound",
                   error_message=f"workflow {wid!r} has no run to cancel")
         return
     s = t.state
-    if cmd["request_id"] and s.cancel_request_id == cmd["request_id"]:
-        ctx.reply(cmd, ok=True, run_id=s.run_id)  # a retry of a cancel already recorded
+    if req.request_id and s.cancel_request_id == req.request_id:
+        ctx.reply(reply_to, ok=True, run_id=s.run_id)  # a retry of a cancel already recorded
         return
     if not s.running:
-        ctx.reply(cmd, ok=False, run_id=s.run_id, error_type=ALREADY_CLOSED,
+        ctx.reply(reply_to, ok=False, run_id=s.run_id, error_type=ALREADY_CLOSED,
                   error_message=f"workflow {wid!r} run {s.run_id} is already closed ({s.status}): nothing to cancel")
         return
     if not s.cancel_requested:  # a second request adds nothing: the workflow was told once
-        t.add(EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED, reason=cmd["reason"], identity=cmd["identity"],
-              request_id=cmd["request_id"])
+        t.add(EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED, reason=req.reason, identity=req.identity,
+              request_id=req.request_id)
         settle(t)
-    ctx.reply(cmd, ok=True, run_id=s.run_id)
+    ctx.reply(reply_to, ok=True, run_id=s.run_id)
 
 
 def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], completed_id: int) -> None:

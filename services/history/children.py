@@ -39,6 +39,7 @@ from enum import StrEnum
 from typing import Any
 
 from kadence_protocol.enums import CLOSE_STATUS, ChildState, CommandType, EventType, RunStatus
+from kadence_protocol.records import RequestCancelWorkflowExecution
 from services.common import kafka
 
 from . import cancellation, engine
@@ -285,9 +286,9 @@ async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) ->
     elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL:
         # This shard owns the child's run: record the cancel request here, through the
         # handler a RequestCancelWorkflowExecution takes (once per run, whatever repeats).
-        await cancellation.request_cancel_workflow(ctx, {
-            "namespace": ns, "workflow_id": wid, "run_id": t.state.run_id, "reason": cmd["reason"],
-            "request_id": cmd["request_id"], "identity": IDENTITY, "reply_to": None})
+        await cancellation.request_cancel_workflow(ctx, RequestCancelWorkflowExecution(
+            namespace=ns, workflow_id=wid, run_id=t.state.run_id, reason=cmd["reason"],
+            request_id=cmd["request_id"], identity=IDENTITY, reply_to=None))
 
 
 # ---- the parent's shard -------------------------------------------------------------------

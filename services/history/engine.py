@@ -18,10 +18,17 @@ from kadence_protocol.enums import (
     TimerKind,
     WorkflowTaskFailedCause,
 )
+from kadence_protocol.records import (
+    SignalWithStartWorkflowExecution,
+    SignalWorkflowExecution,
+    StartWorkflowExecution,
+    TerminateWorkflowExecution,
+)
 
 from . import policies, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
+from .requests import Targeted, address
 from .state import ActivityInfo, Event, MutableState, WorkflowTaskInfo, retry_attempt, start_attempt
 
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
@@ -73,42 +80,57 @@ class TimerFiring:
 # ---- workflow lifecycle ---------------------------------------------------------------
 
 
-async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool = False) -> None:
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
+async def start_workflow(ctx: Context, req: StartWorkflowExecution,
+                         signal: tuple[str, str | None] | None = None) -> None:
+    """StartWorkflowExecution; with ``signal`` (its name and input), the start of a
+    SignalWithStartWorkflowExecution, which signals a running run instead of starting one."""
+    ns, wid = req.namespace, req.workflow_id
+    reply_to = address(req)
     current = await ctx.current_run(ns, wid)
     if current is not None:
         s = current.state
-        if cmd["request_id"] and s.start_request_id == cmd["request_id"]:
-            ctx.reply(cmd, ok=True, run_id=s.run_id)  # a retried start: same answer
+        if req.request_id and s.start_request_id == req.request_id:
+            ctx.reply(reply_to, ok=True, run_id=s.run_id)  # a retried start: same answer
             return
-        if s.running and with_signal:
-            _signal(current, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+        if s.running and signal is not None:
+            _signal(current, signal[0], signal[1], req.identity, "")
             settle(current)  # the signal is owed a workflow task when none is outstanding
-            ctx.reply(cmd, ok=True, run_id=s.run_id)
+            ctx.reply(reply_to, ok=True, run_id=s.run_id)
             return
     # The start policies (policies.py): validation let only their names through.
     outcome = policies.decide(current.state if current is not None else None,
-                              policies.reuse_policy(cmd.get("id_reuse_policy") or ""),
-                              policies.conflict_policy(cmd.get("id_conflict_policy") or ""))
+                              policies.reuse_policy(req.id_reuse_policy),
+                              policies.conflict_policy(req.id_conflict_policy))
     if current is not None and outcome.decision is policies.Decision.USE_EXISTING:
-        ctx.reply(cmd, ok=True, run_id=current.state.run_id)
+        ctx.reply(reply_to, ok=True, run_id=current.state.run_id)
         return
     if current is not None and outcome.decision is policies.Decision.REFUSE:
-        ctx.reply(cmd, ok=False, run_id=current.state.run_id, error_type="WorkflowAlreadyStarted",
+        ctx.reply(reply_to, ok=False, run_id=current.state.run_id, error_type="WorkflowAlreadyStarted",
                   error_message=outcome.reason)
         return
     if current is not None and outcome.decision is policies.Decision.TERMINATE_AND_START:
-        current.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=outcome.reason, identity=cmd["identity"])
+        current.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=outcome.reason, identity=req.identity)
         settle(current)
-    t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
-                 execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd.get("run_timeout_ms", 0),
-                 workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
-                 request_id=cmd["request_id"], identity=cmd["identity"], memo=cmd.get("memo"),
-                 search_attributes=cmd.get("search_attributes"))
-    if with_signal:
-        _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+    t = _new_run(ctx, ns, wid, req.workflow_type, req.task_queue, req.input,
+                 execution_timeout_ms=req.execution_timeout_ms, run_timeout_ms=req.run_timeout_ms,
+                 workflow_task_timeout_ms=req.workflow_task_timeout_ms,
+                 request_id=req.request_id, identity=req.identity, memo=req.memo,
+                 search_attributes=req.search_attributes)
+    if signal is not None:
+        _signal(t, signal[0], signal[1], req.identity, "")
     settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)
+    ctx.reply(reply_to, ok=True, run_id=t.state.run_id, created=True)
+
+
+async def signal_with_start(ctx: Context, req: SignalWithStartWorkflowExecution) -> None:
+    """SignalWithStartWorkflowExecution: signal the running run, or start one with the signal."""
+    start = StartWorkflowExecution(
+        namespace=req.namespace, workflow_id=req.workflow_id, workflow_type=req.workflow_type,
+        task_queue=req.task_queue, input=req.input, execution_timeout_ms=req.execution_timeout_ms,
+        run_timeout_ms=req.run_timeout_ms, workflow_task_timeout_ms=req.workflow_task_timeout_ms,
+        request_id=req.request_id, identity=req.identity, reply_to=req.reply_to,
+        id_reuse_policy=req.id_reuse_policy, memo=req.memo)
+    await start_workflow(ctx, start, (req.signal_name, req.signal_input))
 
 
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
@@ -137,30 +159,32 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
     return t
 
 
-async def _target(ctx: Context, cmd: dict[str, Any]) -> Transition | None:
-    if cmd.get("run_id"):
-        return await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    return await ctx.current_run(cmd["namespace"], cmd["workflow_id"])
+async def target(ctx: Context, req: Targeted) -> Transition | None:
+    """The run a request names: its run id's, or the workflow id's current run."""
+    if req.run_id:
+        return await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    return await ctx.current_run(req.namespace, req.workflow_id)
 
 
-async def _open_target(ctx: Context, cmd: dict[str, Any], verb: str) -> Transition | None:
+async def _open_target(ctx: Context, req: SignalWorkflowExecution | TerminateWorkflowExecution,
+                       verb: str) -> Transition | None:
     """The open run a signal or terminate is for; None (and a WorkflowNotFound reply) if none."""
-    t = await _target(ctx, cmd)
+    t = await target(ctx, req)
     if t is None or not t.state.running:
-        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
-                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to {verb}")
+        ctx.reply(address(req), ok=False, error_type="WorkflowNotFound",
+                  error_message=f"workflow {req.workflow_id!r} has no open run to {verb}")
         return None
     return t
 
 
-async def signal_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await _open_target(ctx, cmd, "signal")
+async def signal_workflow(ctx: Context, req: SignalWorkflowExecution) -> None:
+    t = await _open_target(ctx, req, "signal")
     if t is None:
         return
-    if not (cmd["request_id"] and cmd["request_id"] in t.state.signal_request_ids):
-        _signal(t, cmd["signal_name"], cmd["input"], cmd["identity"], cmd["request_id"])
+    if not (req.request_id and req.request_id in t.state.signal_request_ids):
+        _signal(t, req.signal_name, req.input, req.identity, req.request_id)
         settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+    ctx.reply(address(req), ok=True, run_id=t.state.run_id)
 
 
 def _signal(t: Transition, name: str, input_: str | None, identity: str, request_id: str) -> None:
@@ -168,13 +192,13 @@ def _signal(t: Transition, name: str, input_: str | None, identity: str, request
           request_id=request_id)
 
 
-async def terminate_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await _open_target(ctx, cmd, "terminate")
+async def terminate_workflow(ctx: Context, req: TerminateWorkflowExecution) -> None:
+    t = await _open_target(ctx, req, "terminate")
     if t is None:
         return
-    t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=cmd["reason"], identity=cmd["identity"])
+    t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=req.reason, identity=req.identity)
     settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+    ctx.reply(address(req), ok=True, run_id=t.state.run_id)
 
 
 def settle(t: Transition) -> None:

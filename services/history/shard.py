@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence import avro
+from kadence_protocol import records
 from kadence_protocol.enums import ActivityState
 from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
@@ -39,6 +40,7 @@ from .ledger import Ledger, RequestSeen, trim_loop
 from .limits import DEFAULT_HISTORY_LIMITS
 from .memory import Heartbeats, Tails
 from .neighbours import Closed, HandedCommand, Neighbours
+from .requests import typed
 from .state import MutableState
 from .store import HistoryStore, OutboxRow
 
@@ -58,16 +60,12 @@ LOOP, RELAY, TIMERS, REDISPATCH, TRIM = LOOPS = ("loop", "relay", "timers", "red
 
 Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
 
-
-async def _signal_with_start(ctx: engine.Context, cmd: dict[str, Any]) -> None:
-    await engine.start_workflow(ctx, cmd, with_signal=True)
-
-
 HANDLERS: dict[str, Handler] = {
-    "StartWorkflowExecution": engine.start_workflow,
-    "SignalWithStartWorkflowExecution": _signal_with_start,
-    "SignalWorkflowExecution": engine.signal_workflow,
-    "TerminateWorkflowExecution": engine.terminate_workflow,
+    "StartWorkflowExecution": typed(records.StartWorkflowExecution.from_dict, engine.start_workflow),
+    "SignalWithStartWorkflowExecution": typed(records.SignalWithStartWorkflowExecution.from_dict,
+                                              engine.signal_with_start),
+    "SignalWorkflowExecution": typed(records.SignalWorkflowExecution.from_dict, engine.signal_workflow),
+    "TerminateWorkflowExecution": typed(records.TerminateWorkflowExecution.from_dict, engine.terminate_workflow),
     "RecordWorkflowTaskStarted": engine.workflow_task_started,
     "RespondWorkflowTaskCompleted": engine.workflow_task_completed,
     "RespondWorkflowTaskFailed": engine.workflow_task_failed,
@@ -75,9 +73,10 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
-    "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
+    "RequestCancelWorkflowExecution": typed(records.RequestCancelWorkflowExecution.from_dict,
+                                            cancellation.request_cancel_workflow),
     "RespondActivityTaskCanceled": cancellation.activity_canceled,
-    "UpdateWorkflowExecution": updates.request_update,
+    "UpdateWorkflowExecution": typed(records.UpdateWorkflowExecution.from_dict, updates.request_update),
     "StartChildWorkflowExecution": start_child,
     "SignalExternalWorkflowExecution": signal_external,
     "ChildWorkflowNotice": notify_child_outcome,

@@ -32,9 +32,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kadence_protocol.enums import CommandType, EventType, UpdateStage
+from kadence_protocol.records import UpdateWorkflowExecution
 
 from . import engine  # engine imports this module: its names are looked up when called
 from .builder import Transition
+from .requests import address
 from .state import MutableState, UpdateInfo, UpdateRequest, UpdateWaiter
 
 if TYPE_CHECKING:
@@ -59,16 +61,16 @@ MAX_UNANSWERED_TASKS = 3
 Stage = UpdateStage  # where an update stands; a caller waits for ACCEPTED or COMPLETED
 
 
-async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
+async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
     """UpdateWorkflowExecution: keep the request for the next workflow task, or answer the
     outcome already known for its update id."""
-    ns, wid, uid = cmd["namespace"], cmd["workflow_id"], cmd["update_id"]
-    t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd.get("run_id") else ctx.current_run(ns, wid))
+    wid, uid, cmd = update.workflow_id, update.update_id, address(update)
+    t = await engine.target(ctx, update)
     if t is None:
         _error(ctx, cmd, NOT_FOUND, f"workflow {wid!r} has no run to update")
         return
     s = t.state
-    wait = Stage.ACCEPTED if cmd["wait_for_stage"] == Stage.ACCEPTED else Stage.COMPLETED
+    wait = Stage.ACCEPTED if update.wait_for_stage == Stage.ACCEPTED else Stage.COMPLETED
     done = s.updates.get(uid)
     if done is not None and (done.completed or wait == Stage.ACCEPTED):
         _answer(ctx, cmd, uid, done)
@@ -81,14 +83,14 @@ async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
         what = "it closed before the update completed" if done is not None else "the update was not run"
         _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): {what}")
         return
-    waiter = UpdateWaiter(reply_to=cmd.get("reply_to") or "", request_id=cmd["request_id"], wait=wait.value)
+    waiter = UpdateWaiter(reply_to=update.reply_to or "", request_id=update.request_id, wait=wait.value)
     if req is None and done is None:
         if sum(1 for r in s.update_requests.values() if r.stage == Stage.REQUESTED) >= MAX_WAITING:
             _error(ctx, cmd, TOO_MANY, f"workflow {wid!r} has {MAX_WAITING} updates waiting already")
             return
         seq = max((r.seq for r in s.update_requests.values()), default=0) + 1  # delivery order
-        req = s.update_requests[uid] = UpdateRequest(name=cmd["update_name"], input=cmd["input"],
-                                                     identity=cmd["identity"], stage=Stage.REQUESTED, seq=seq)
+        req = s.update_requests[uid] = UpdateRequest(name=update.update_name, input=update.input,
+                                                     identity=update.identity, stage=Stage.REQUESTED, seq=seq)
     elif req is None:  # accepted, known from history only (rebuilt): a waiter for its completion
         req = s.update_requests[uid] = UpdateRequest(name=done.name if done else "", input=None, identity="",
                                                      stage=Stage.ACCEPTED)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kadence import avro
+from kadence_protocol import records
 from services.frontend.engine import Engine as FrontendEngine
 from services.frontend.errors import WorkflowNotFound
 from services.frontend.reads import Execution
@@ -18,14 +19,15 @@ from services.frontend.tokens import TaskToken
 from services.history import cancellation, engine
 from services.history.state import MutableState, rebuild
 
-from .test_fold import MemoryContext, _ref, _start
+from .test_fold import MemoryContext, _ref, _signal_request, _start
 
 pytestmark = pytest.mark.timeout(10)
 
 
-def _cancel(**kw: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": "wf", "run_id": None, "reason": "stop", "request_id": "c1",
-            "identity": "me", "reply_to": None, **kw}
+def _cancel(**kw: Any) -> records.RequestCancelWorkflowExecution:
+    return records.RequestCancelWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": "wf", "run_id": None, "reason": "stop", "request_id": "c1", "identity": "me",
+        "reply_to": None, **kw})
 
 
 def _activity(activity_id: str = "1", heartbeat_timeout_ms: int = 0) -> dict[str, Any]:
@@ -104,8 +106,7 @@ async def test_cancel_workflow_over_unseen_inputs_is_refused_like_any_closing_ta
     s = await _running(ctx)
     await cancellation.request_cancel_workflow(ctx, _cancel())
     sid = s.wt.scheduled_event_id if s.wt else 0
-    await engine.signal_workflow(ctx, {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go",
-                                       "input": "[]", "request_id": "", "identity": "", "reply_to": None})
+    await engine.signal_workflow(ctx, _signal_request())
     await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]})
     assert s.running and _kinds(ctx, s)[-2:] == ["WorkflowTaskFailed", "WorkflowTaskScheduled"]

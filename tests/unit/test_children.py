@@ -12,7 +12,7 @@ from kadence import avro
 from services.common import kafka, validation
 from services.history import children, engine
 from services.history.state import MutableState, ParentInfo, child_run_id, rebuild
-from tests.unit.test_fold import MemoryContext, _ref, _start
+from tests.unit.test_fold import MemoryContext, _ref, _start, _terminate
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -130,8 +130,7 @@ async def test_a_child_id_in_use_fails_the_start_and_a_redelivered_start_is_igno
 async def test_the_parent_close_policy_applies_when_the_parent_closes(policy: str) -> None:
     ctx = Context()
     parent, child = await _parent_with_child(ctx, policy)
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "parent", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("parent"))
     sent = ctx.requests()
     if policy == "Abandon":
         assert sent == [] and child.running
@@ -238,8 +237,7 @@ async def test_the_close_policy_finds_a_child_that_continued_as_new_and_spares_a
                                   "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}])
     assert child.new_run_id is not None
     second = ctx.runs[child.new_run_id]
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "parent", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("parent"))
     (policy,) = ctx.requests()
     await _deliver(ctx, [policy])
     assert second.status == "Terminated"
@@ -270,11 +268,9 @@ async def test_a_signal_to_a_child_that_continued_as_new_reaches_its_current_run
 async def test_a_start_read_again_after_the_child_id_moved_on_starts_nothing() -> None:
     ctx = Context()
     _, child = await _parent_with_child(ctx)
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "child-1", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("child-1"))
     await engine.start_workflow(ctx, _start("child-1", request_id="r2"))
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "child-1", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("child-1"))
     ctx.requests()
     runs = len(ctx.runs)
     start = {"namespace": "ns", "workflow_id": "child-1", "new_run_id": child.run_id, "workflow_type": "Child",

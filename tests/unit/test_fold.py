@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kadence import avro
+from kadence_protocol import records
 from services.history import engine
 from services.history.builder import Transition
 from services.history.errors import HistoryCorrupted
@@ -59,10 +60,23 @@ class MemoryContext:
         return [e for t in self.transitions if t.state.run_id == run_id for e in t.events]
 
 
-def _start(wid: str = "wf", **kw: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": wid, "workflow_type": "T", "task_queue": "q", "input": "[]",
-            "execution_timeout_ms": 0, "workflow_task_timeout_ms": 10000, "request_id": "r1", "identity": "",
-            "reply_to": None, **kw}
+def _start(wid: str = "wf", **kw: Any) -> records.StartWorkflowExecution:
+    return records.StartWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": wid, "workflow_type": "T", "task_queue": "q", "input": "[]",
+        "execution_timeout_ms": 0, "workflow_task_timeout_ms": 10000, "request_id": "r1", "identity": "",
+        "reply_to": None, **kw})
+
+
+def _signal_request(**kw: Any) -> records.SignalWorkflowExecution:
+    return records.SignalWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": "[]", "request_id": "",
+        "identity": "", "reply_to": None, **kw})
+
+
+def _terminate(wid: str = "wf", **kw: Any) -> records.TerminateWorkflowExecution:
+    return records.TerminateWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": wid, "run_id": None, "reason": "r", "request_id": "", "identity": "",
+        "reply_to": None, **kw})
 
 
 def _ref(s: MutableState, sid: int, attempt: int = 1) -> dict[str, Any]:
@@ -85,8 +99,7 @@ async def test_inputs_during_a_workflow_task_schedule_another_after_it() -> None
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
     await engine.workflow_task_started(ctx, _ref(s, 2))
-    await engine.signal_workflow(ctx, {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go",
-                                       "input": "[]", "request_id": "", "identity": "", "reply_to": None})
+    await engine.signal_workflow(ctx, _signal_request())
     assert s.wt is not None and s.wt.scheduled_event_id == 2  # no second task while one is outstanding
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     kinds = [e["event_type"] for e in ctx.events(s.run_id)]
@@ -133,8 +146,7 @@ async def test_signal_request_id_dedupes() -> None:
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    sig = {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": "[]",
-           "request_id": "sig-1", "identity": "", "reply_to": None}
+    sig = _signal_request(request_id="sig-1")
     await engine.signal_workflow(ctx, sig)
     await engine.signal_workflow(ctx, sig)
     assert [e["event_type"] for e in ctx.events(s.run_id)].count("WorkflowExecutionSignaled") == 1

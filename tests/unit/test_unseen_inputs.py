@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from kadence import avro, workflow
+from kadence_protocol.records import SignalWorkflowExecution
 from services.history import engine
 from services.history.state import MutableState, rebuild
 from tests.unit._fake_history import FakeHistory, new_runner
-from tests.unit.test_fold import MemoryContext, _ref, _start
+from tests.unit.test_fold import MemoryContext, _ref, _signal_request, _start
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -29,9 +30,8 @@ ACTIVITY = {"command_type": "ScheduleActivityTask", "attributes": {
     "retry_policy": None}}
 
 
-def _signal(i: int = 0) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": f"[{i}]",
-            "request_id": f"sig-{i}", "identity": "", "reply_to": None}
+def _signal(i: int = 0) -> SignalWorkflowExecution:
+    return _signal_request(input=f"[{i}]", request_id=f"sig-{i}")
 
 
 def _kinds(ctx: MemoryContext, s: MutableState) -> list[str]:

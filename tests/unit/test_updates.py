@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kadence import avro
+from kadence_protocol.records import UpdateWorkflowExecution
 from services.common import validation
 from services.history import engine, unseen, updates
 from services.history.state import MutableState, events_only, rebuild
@@ -35,10 +36,10 @@ class ReplyContext(MemoryContext):
         return [kw for rid, kw in self.sent if rid == request_id]
 
 
-def _update(uid: str = "u1", request_id: str = "q1", wait: str = "completed", **kw: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": "wf", "run_id": None, "update_id": uid, "update_name": "set",
-            "input": "[5]", "wait_for_stage": wait, "request_id": request_id, "identity": "caller",
-            "reply_to": "frontend-1", **kw}
+def _update(uid: str = "u1", request_id: str = "q1", wait: str = "completed", **kw: Any) -> UpdateWorkflowExecution:
+    return UpdateWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": "wf", "run_id": None, "update_id": uid, "update_name": "set", "input": "[5]",
+        "wait_for_stage": wait, "request_id": request_id, "identity": "caller", "reply_to": "frontend-1", **kw})
 
 
 def _accept(uid: str = "u1") -> dict[str, Any]:
@@ -211,18 +212,18 @@ async def test_the_fold_of_update_events_agrees_with_the_live_state() -> None:
 
 
 def test_the_request_and_the_commands_are_validated() -> None:
-    validation.check_command("UpdateWorkflowExecution", _update(), validation.DEFAULT_LIMITS)
+    validation.check_command("UpdateWorkflowExecution", _update().to_dict(), validation.DEFAULT_LIMITS)
     with pytest.raises(validation.Invalid) as bad:
-        validation.check_command("UpdateWorkflowExecution", _update(wait_for_stage="admitted"),
+        validation.check_command("UpdateWorkflowExecution", _update(wait_for_stage="admitted").to_dict(),
                                  validation.DEFAULT_LIMITS)
     assert bad.value.field == "wait_for_stage"
     with pytest.raises(validation.Invalid):
-        validation.check_command("UpdateWorkflowExecution", _update(update_id=""), validation.DEFAULT_LIMITS)
+        validation.check_command("UpdateWorkflowExecution", _update(update_id="").to_dict(), validation.DEFAULT_LIMITS)
     validation.commands([_accept(), _reject(), _complete()], "commands")
     with pytest.raises(validation.Invalid):
         validation.commands([_complete(result="{nope")], "commands")
     # The request is a record of kadence.requests.
-    name, decoded = avro.decode(avro.encode("UpdateWorkflowExecution", _update()))
+    name, decoded = avro.decode(avro.encode("UpdateWorkflowExecution", _update().to_dict()))
     assert name == "UpdateWorkflowExecution" and decoded["update_id"] == "u1"
 
 
