@@ -22,6 +22,7 @@ from .errors import ShardOwnershipLost, WorkflowNotNew
 from .ledger import RequestSeen
 from .snapshot import upgrade
 from .state import MutableState, rebuild
+from .summary import summary
 
 # (outbox id, message): the messages of one batch share its id (one outbox_batches row).
 OutboxRow = tuple[int, OutboxMessage]
@@ -217,7 +218,8 @@ class HistoryStore:
         for m in mutations:
             s = m.state
             executions.append((s.namespace, s.workflow_id, s.run_id, shard_id, s.workflow_type, s.task_queue,
-                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched()))
+                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched(),
+                               summary(s)))
             if m.current_changed:
                 current[(s.namespace, s.workflow_id)] = (s.namespace, s.workflow_id, s.run_id, shard_id, s.status,
                                                          s.start_request_id)
