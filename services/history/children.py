@@ -38,7 +38,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from kadence_protocol.enums import CLOSE_STATUS, ChildState, CommandType, EventType, RunStatus
+from kadence_protocol.enums import (
+    CLOSE_STATUS,
+    ChildState,
+    ChildWorkflowNoticeKind,
+    CommandType,
+    EventType,
+    ParentClosePolicy,
+    RunStatus,
+)
 from kadence_protocol.records import RequestCancelWorkflowExecution
 from services.common import kafka
 
@@ -54,24 +62,7 @@ IDENTITY = "kadence-history"
 _CLOSING = frozenset(CLOSE_STATUS)
 
 
-class NoticeKind(StrEnum):
-    """``ChildWorkflowNotice.kind``: what became of a child or of a signal to it."""
-
-    STARTED = "Started"
-    START_FAILED = "StartFailed"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    TIMED_OUT = "TimedOut"
-    TERMINATED = "Terminated"
-    CANCELED = "Canceled"
-    SIGNALED = "Signaled"
-    SIGNAL_FAILED = "SignalFailed"
-
-
-class ParentClosePolicy(StrEnum):
-    TERMINATE = "Terminate"
-    REQUEST_CANCEL = "RequestCancel"
-    ABANDON = "Abandon"
+NoticeKind = ChildWorkflowNoticeKind  # ChildWorkflowNotice.kind: what became of a child or of a signal to it
 
 
 class StartFailedCause(StrEnum):

@@ -49,8 +49,9 @@ _STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1,)
 assert len(_STEPS) == SNAPSHOT_VERSION
 
 
-class SnapshotTooNew(ValueError):
-    """A snapshot written by a later build than this one (a rollback): never guessed at."""
+class SnapshotTooNew(RuntimeError):
+    """A snapshot written by a later build than this one (a rollback): never guessed at. Not a
+    bad command (the shard does not dead-letter on it): the shard stops, loudly."""
 
 
 def version_of(snapshot: Mapping[str, Any]) -> int:

@@ -21,17 +21,7 @@ from typing import Any
 import orjson
 
 from kadence import avro
-from kadence_protocol.enums import (
-    CLOSE_STATUS,
-    ActivityState,
-    ChildState,
-    EventType,
-    RunStatus,
-    UpdateStage,
-)
-from kadence_protocol.enums import (
-    CLOSED_STATUSES as CLOSED,
-)
+from kadence_protocol.enums import CLOSE_STATUS, ActivityState, ChildState, EventType, RunStatus, UpdateStage
 
 from .errors import HistoryCorrupted
 from .snapshot import SNAPSHOT_VERSION, upgrade
@@ -40,7 +30,6 @@ from .unseen import counts_as_attempt
 Event = dict[str, Any]
 Failure = dict[str, Any]  # a kadence.Failure record, as decoded
 
-CLOSED_STATUSES = tuple(CLOSED)
 # Signal request ids remembered per run for deduplication.
 MAX_REMEMBERED_REQUESTS = 200
 # Completed updates remembered per run, to answer a repeated update id with its outcome.
