@@ -62,6 +62,7 @@ from kadence.exceptions import (
     WorkflowUpdateFailedError,
 )
 from kadence.interceptor import Interceptor
+from kadence_protocol.enums import CommandType, EventType
 
 __all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle", "WorkflowEnvironmentUpdateHandle",
            "retry_backoff"]
@@ -338,12 +339,13 @@ class WorkflowEnvironment:
         run = _Run(workflow_id, str(uuid.uuid4()), workflow_type, task_queue, memo=memo)
         self._runs[run.run_id] = run
         self._current[workflow_id] = run.run_id
-        self._add(run, "WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
+        self._add(run, EventType.WORKFLOW_EXECUTION_STARTED, workflow_type=workflow_type, task_queue=task_queue,
+                  input=input_,
                   execution_timeout_ms=execution_timeout_ms, workflow_task_timeout_ms=10_000, attempt=1,
                   continued_execution_run_id=continued_from, memo=memo)
         if execution_timeout_ms:
             self._set_timer((run.run_id, "execution", ""), self._now_ms() + execution_timeout_ms,
-                            lambda: self._close(run, "TimedOut", "WorkflowExecutionTimedOut"))
+                            lambda: self._close(run, "TimedOut", EventType.WORKFLOW_EXECUTION_TIMED_OUT))
         self._schedule_task(run)
         return run
 
@@ -366,7 +368,7 @@ class WorkflowEnvironment:
             run.inputs_waiting = True
 
     def _schedule_task(self, run: _Run) -> None:
-        run.open_task = self._add(run, "WorkflowTaskScheduled", task_queue=run.task_queue,
+        run.open_task = self._add(run, EventType.WORKFLOW_TASK_SCHEDULED, task_queue=run.task_queue,
                                   start_to_close_timeout_ms=10_000)
         run.task_handed = False
         run.inputs_waiting = False
@@ -461,7 +463,7 @@ class WorkflowEnvironment:
         run.handed = scheduled
         run.task_handed = True
         started_time = self._now_ms()
-        run.started_event_id = self._add(run, "WorkflowTaskStarted", scheduled_event_id=scheduled,
+        run.started_event_id = self._add(run, EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=scheduled,
                                          identity="test-worker", started_time=started_time, ran_ahead_id=None)
         run.task_token = token = f"wt-{next(self._ids)}"
         self._tokens[token] = run
@@ -475,7 +477,7 @@ class WorkflowEnvironment:
 
     def _complete_task(self, run: _Run, commands: Sequence[Mapping[str, Any]]) -> None:
         scheduled = run.open_task
-        completed = self._add(run, "WorkflowTaskCompleted", scheduled_event_id=scheduled,
+        completed = self._add(run, EventType.WORKFLOW_TASK_COMPLETED, scheduled_event_id=scheduled,
                               started_event_id=run.started_event_id, identity="test-worker")
         run.open_task = None
         for command in commands:
@@ -491,32 +493,33 @@ class WorkflowEnvironment:
 
     def _command(self, run: _Run, completed: int, kind: str, attrs: dict[str, Any]) -> None:
         tag = {"workflow_task_completed_event_id": completed}
-        if kind == "ScheduleActivityTask":
-            sid = self._add(run, "ActivityTaskScheduled", **attrs, **tag)
+        if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
+            sid = self._add(run, EventType.ACTIVITY_TASK_SCHEDULED, **attrs, **tag)
             act = _Activity(run, sid, attrs, self._now_ms())
             run.activities[sid] = act
             self._start_attempt(act)
-        elif kind == "StartTimer":
-            sid = self._add(run, "TimerStarted", **attrs, **tag)
+        elif kind == CommandType.START_TIMER:
+            sid = self._add(run, EventType.TIMER_STARTED, **attrs, **tag)
             timer_id = str(attrs["timer_id"])
             run.timers[timer_id] = sid
             self._set_timer((run.run_id, "timer", timer_id), self._now_ms() + int(attrs["start_to_fire_timeout_ms"]),
                             lambda: self._fire_timer(run, timer_id))
-        elif kind == "CancelTimer":
+        elif kind == CommandType.CANCEL_TIMER:
             timer_id = str(attrs["timer_id"])
-            self._add(run, "TimerCanceled", **attrs, started_event_id=run.timers.pop(timer_id, 0), **tag)
+            self._add(run, EventType.TIMER_CANCELED, **attrs, started_event_id=run.timers.pop(timer_id, 0), **tag)
             self._timers.pop((run.run_id, "timer", timer_id), None)
-        elif kind == "RecordMarker":
-            self._add(run, "MarkerRecorded", **attrs, **tag)
-        elif kind == "CompleteWorkflowExecution":
+        elif kind == CommandType.RECORD_MARKER:
+            self._add(run, EventType.MARKER_RECORDED, **attrs, **tag)
+        elif kind == CommandType.COMPLETE_WORKFLOW_EXECUTION:
             run.result = attrs.get("result")
-            self._close(run, "Completed", "WorkflowExecutionCompleted", **attrs, **tag)
-        elif kind == "FailWorkflowExecution":
+            self._close(run, "Completed", EventType.WORKFLOW_EXECUTION_COMPLETED, **attrs, **tag)
+        elif kind == CommandType.FAIL_WORKFLOW_EXECUTION:
             run.failure = attrs.get("failure")
-            self._close(run, "Failed", "WorkflowExecutionFailed", **attrs, **tag)
-        elif kind == "ContinueAsNewWorkflowExecution":
+            self._close(run, "Failed", EventType.WORKFLOW_EXECUTION_FAILED, **attrs, **tag)
+        elif kind == CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
             new_run_id = str(uuid.uuid4())
-            self._close(run, "ContinuedAsNew", "WorkflowExecutionContinuedAsNew", **attrs, new_run_id=new_run_id,
+            self._close(run, "ContinuedAsNew", EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW, **attrs,
+                        new_run_id=new_run_id,
                         **tag)
             new = self._new_run(run.workflow_id, str(attrs.get("workflow_type") or run.workflow_type),
                                 str(attrs.get("task_queue") or run.task_queue), attrs.get("input"), 0, run.run_id,
@@ -550,7 +553,7 @@ class WorkflowEnvironment:
     def _fire_timer(self, run: _Run, timer_id: str) -> None:
         started = run.timers.pop(timer_id, None)
         if started is not None:
-            self._input(run, "TimerFired", timer_id=timer_id, started_event_id=started)
+            self._input(run, EventType.TIMER_FIRED, timer_id=timer_id, started_event_id=started)
 
     # -- activity tasks --------------------------------------------------------------------
 
@@ -604,7 +607,7 @@ class WorkflowEnvironment:
         """The ActivityTaskStarted of the attempt that ends the activity: as on the server,
         attempts another one follows leave no events (their failure is the next one's
         ``last_failure``)."""
-        return self._add(act.run, "ActivityTaskStarted", scheduled_event_id=act.scheduled_event_id,
+        return self._add(act.run, EventType.ACTIVITY_TASK_STARTED, scheduled_event_id=act.scheduled_event_id,
                          attempt=act.attempt, identity="test-worker", started_time=act.started_ms,
                          last_failure=act.last_failure)
 
@@ -612,7 +615,7 @@ class WorkflowEnvironment:
         backoff = self._backoff(act, "TimeoutError", False)
         if backoff is None:
             started = self._started(act)
-            self._input(act.run, "ActivityTaskTimedOut", scheduled_event_id=act.scheduled_event_id,
+            self._input(act.run, EventType.ACTIVITY_TASK_TIMED_OUT, scheduled_event_id=act.scheduled_event_id,
                         started_event_id=started, timeout_type="StartToClose",
                         last_heartbeat_details=act.heartbeat_details, retry_backoff_ms=None,
                         last_failure=act.last_failure)
@@ -645,7 +648,7 @@ class WorkflowEnvironment:
         elif path == "/workflow-tasks/fail" and isinstance(target, _Run):
             self._tokens.pop(target.task_token, None)
             failure = body.get("failure") or {}
-            self._add(target, "WorkflowTaskFailed", scheduled_event_id=target.open_task,
+            self._add(target, EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=target.open_task,
                       started_event_id=target.started_event_id, cause=body.get("cause"), failure=failure)
             target.task_failure = failure  # not retried here: result() reports it
         elif path.startswith("/activity-tasks/") and isinstance(target, _Activity):
@@ -666,7 +669,7 @@ class WorkflowEnvironment:
         self._tokens.pop(act.token, None)
         if verb == "complete":
             started = self._started(act)
-            self._input(act.run, "ActivityTaskCompleted", scheduled_event_id=act.scheduled_event_id,
+            self._input(act.run, EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=act.scheduled_event_id,
                         started_event_id=started, result=body.get("result"), identity="test-worker")
             act.run.activities.pop(act.scheduled_event_id, None)
         elif verb == "fail":
@@ -676,7 +679,7 @@ class WorkflowEnvironment:
             backoff = self._backoff(act, str(failure.get("type", "")), bool(failure.get("non_retryable")))
             if backoff is None:
                 started = self._started(act)
-                self._input(act.run, "ActivityTaskFailed", scheduled_event_id=act.scheduled_event_id,
+                self._input(act.run, EventType.ACTIVITY_TASK_FAILED, scheduled_event_id=act.scheduled_event_id,
                             started_event_id=started, failure=failure, identity="test-worker", retry_backoff_ms=None)
             else:
                 act.last_failure = failure
@@ -703,7 +706,7 @@ class WorkflowEnvironmentHandle:
         run = env._run(env._current[self.workflow_id])
         if run.status != "Running":
             raise WorkflowNotFoundError(404, "WorkflowNotFound", f"workflow {self.workflow_id} is not running")
-        env._input(run, "WorkflowExecutionSignaled", signal_name=name,
+        env._input(run, EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=name,
                    input=await encode_payload(env._codec, text, args=True), identity="test-client")
 
     async def query(self, query: str | Callable[..., Any], *args: Any, result_type: Any = None) -> Any:

@@ -49,6 +49,7 @@ from kadence.interceptor import (
     WorkflowOutboundInterceptor,
     chain_workflow,
 )
+from kadence_protocol.enums import CommandType, EventType
 from kadence_protocol.queries import STACK_TRACE_QUERY
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
@@ -338,23 +339,24 @@ class WorkflowInstance:
     def _deliver(self, event: Mapping[str, Any]) -> None:
         kind = event["event_type"]
         attrs: Mapping[str, Any] = event.get("attributes") or {}
-        if kind == "WorkflowExecutionStarted":
+        if kind == EventType.WORKFLOW_EXECUTION_STARTED:
             self._start(event, attrs)
-        elif kind == "WorkflowExecutionSignaled":
+        elif kind == EventType.WORKFLOW_EXECUTION_SIGNALED:
             self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
-        elif kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut", "ActivityTaskCanceled"):
+        elif kind in (EventType.ACTIVITY_TASK_COMPLETED, EventType.ACTIVITY_TASK_FAILED,
+                      EventType.ACTIVITY_TASK_TIMED_OUT, EventType.ACTIVITY_TASK_CANCELED):
             self._resolve_activity(kind, attrs)
-        elif kind == "WorkflowExecutionCancelRequested":
+        elif kind == EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED:
             self._request_cancel()
         elif kind == UPDATE_REQUESTED:
             self._update(attrs, validate=True)
-        elif kind == "WorkflowExecutionUpdateAccepted":
+        elif kind == EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
-        elif kind == "TimerFired" and self.local_activities.timer_fired(str(attrs["timer_id"])):
+        elif kind == EventType.TIMER_FIRED and self.local_activities.timer_fired(str(attrs["timer_id"])):
             pass  # a local activity's backoff is over: it runs again in this task
-        elif kind == "TimerFired":
+        elif kind == EventType.TIMER_FIRED:
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
 
@@ -429,11 +431,11 @@ class WorkflowInstance:
             if not validate:
                 self._task_error = WorkflowTaskError(f"update {update_id!r} ({name}) cannot replay: {exc!r}", exc)
                 return
-            self._add(Command("RejectWorkflowUpdate", {"update_id": update_id,
+            self._add(Command(CommandType.REJECT_WORKFLOW_UPDATE, {"update_id": update_id,
                                                        "failure": failure_from_exception(exc)}))
             return
         assert handler is not None
-        self._add(Command("AcceptWorkflowUpdate", {"update_id": update_id}))
+        self._add(Command(CommandType.ACCEPT_WORKFLOW_UPDATE, {"update_id": update_id}))
         self._running_updates += 1
         try:
             result = self.inbound.handle_update(HandleUpdateInput(name, update_id,
@@ -497,7 +499,7 @@ class WorkflowInstance:
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
-        self._add(Command("CompleteWorkflowUpdate", attributes))
+        self._add(Command(CommandType.COMPLETE_WORKFLOW_UPDATE, attributes))
 
     def all_handlers_finished(self) -> bool:
         """No accepted update handler is still running."""
@@ -512,7 +514,8 @@ class WorkflowInstance:
             self._run_task.cancel("the workflow's cancellation was requested")
 
     def _resolve_activity(self, kind: str, attrs: Mapping[str, Any]) -> None:
-        if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut") and attrs.get("retry_backoff_ms") is not None:
+        if kind in (EventType.ACTIVITY_TASK_FAILED,
+                    EventType.ACTIVITY_TASK_TIMED_OUT) and attrs.get("retry_backoff_ms") is not None:
             return  # an intermediate attempt: another one follows, the code never sees it
         scheduled = int(attrs["scheduled_event_id"])
         pending = self._activities.pop(scheduled, None)
@@ -524,7 +527,7 @@ class WorkflowInstance:
             if pending.settled is not None and not pending.settled.done():
                 pending.settled.set_result(None)
             return
-        if kind == "ActivityTaskCompleted":
+        if kind == EventType.ACTIVITY_TASK_COMPLETED:
             try:
                 value = self.converter.decode_value(attrs.get("result"), pending.result_type,
                                                     what=f"result of activity {pending.activity_type}")
@@ -534,10 +537,10 @@ class WorkflowInstance:
             pending.future.set_result(value)
             return
         cause: FailureError
-        if kind == "ActivityTaskCanceled":
+        if kind == EventType.ACTIVITY_TASK_CANCELED:
             cause = CanceledError("activity canceled", *decode_args(attrs.get("details")))
             what = "was canceled"
-        elif kind == "ActivityTaskFailed":
+        elif kind == EventType.ACTIVITY_TASK_FAILED:
             cause = exception_from_failure(attrs.get("failure") or {})
             what = f"failed: {cause.message}"
         else:
@@ -566,7 +569,7 @@ class WorkflowInstance:
         if task.cancelled():
             if self.cancel_requested:
                 # The cancellation escaped run(): the run closes as Canceled.
-                self._finish("CancelWorkflowExecution", {"details": None})
+                self._finish(CommandType.CANCEL_WORKFLOW_EXECUTION, {"details": None})
             else:
                 self._task_error = WorkflowTaskError("the workflow's run method was cancelled")
             return
@@ -577,13 +580,13 @@ class WorkflowInstance:
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
-            self._finish("CompleteWorkflowExecution", {"result": result})
+            self._finish(CommandType.COMPLETE_WORKFLOW_EXECUTION, {"result": result})
         elif isinstance(exc, ContinueAsNewError):
             from kadence._visibility import search_attributes_json
 
             info = self.info()
             self._finish(
-                "ContinueAsNewWorkflowExecution",
+                CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
                 {
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
@@ -607,7 +610,7 @@ class WorkflowInstance:
         if self.finished:
             return
         if isinstance(exc, FailureError):
-            self._finish("FailWorkflowExecution", {"failure": failure_from_exception(exc)})
+            self._finish(CommandType.FAIL_WORKFLOW_EXECUTION, {"failure": failure_from_exception(exc)})
         elif self._task_error is None:
             self._task_error = exc
 
@@ -643,7 +646,7 @@ class WorkflowInstance:
         marker = f"{SIDE_EFFECT_MARKER_PREFIX}{self._side_effect_seq}"
         what = f"side effect {self._side_effect_seq}"
         if self._replaying:
-            found = [e for e in self._recorded if e["event_type"] == "MarkerRecorded"
+            found = [e for e in self._recorded if e["event_type"] == EventType.MARKER_RECORDED
                      and (e.get("attributes") or {}).get("marker_name") == marker]
             if not found:
                 raise NonDeterminismError(f"non-determinism: the workflow code asks for {what}, but history "
@@ -651,7 +654,7 @@ class WorkflowInstance:
             details = (found[0].get("attributes") or {}).get("details")
         else:
             details = self.converter.encode_value(fn(), what=f"value of {what}")
-        self._add(Command("RecordMarker", {"marker_name": marker, "details": details}))
+        self._add(Command(CommandType.RECORD_MARKER, {"marker_name": marker, "details": details}))
         # Through the converter both times, so the live run sees what a replay will.
         return self.converter.decode_value(details, result_type, what=f"value of {what}")
 
@@ -666,18 +669,19 @@ class WorkflowInstance:
         timer_id = str(self._timer_seq)
         self._add(
             Command(
-                "StartTimer", {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))}
+                CommandType.START_TIMER,
+                {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))},
             )
         )
         return timer_id
 
     def cancel_timer(self, timer_id: str) -> None:
         for i, command in enumerate(self._commands):
-            if command.command_type == "StartTimer" and command.attributes["timer_id"] == timer_id:
+            if command.command_type == CommandType.START_TIMER and command.attributes["timer_id"] == timer_id:
                 # Started and cancelled in the same task: the server never needs to know.
                 del self._commands[i]
                 return
-        self._add(Command("CancelTimer", {"timer_id": timer_id}))
+        self._add(Command(CommandType.CANCEL_TIMER, {"timer_id": timer_id}))
 
     async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any],
                                cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
@@ -701,7 +705,7 @@ class WorkflowInstance:
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
             "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
-        command = Command("ScheduleActivityTask", attrs, recorded)
+        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, recorded)
         self._add(command)
         try:
             return await future
@@ -731,7 +735,7 @@ class WorkflowInstance:
                 self._task_error = WorkflowTaskError(
                     f"activity {pending.activity_id} cannot be cancelled before history numbered it")
             return
-        self._add(Command("RequestCancelActivityTask", {"scheduled_event_id": pending.scheduled_event_id}))
+        self._add(Command(CommandType.REQUEST_CANCEL_ACTIVITY_TASK, {"scheduled_event_id": pending.scheduled_event_id}))
         if cancellation_type is ActivityCancellationType.WAIT_CANCELLATION_COMPLETED:
             pending.settled = self.loop.create_future()
             self._activities[pending.scheduled_event_id] = pending
@@ -750,7 +754,7 @@ class WorkflowInstance:
         from kadence._visibility import SEARCH_ATTRIBUTES_MARKER, search_attributes_json
 
         details = encode_value(search_attributes_json(values))  # TypeError for a value JSON cannot hold
-        self._add(Command("RecordMarker", {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
+        self._add(Command(CommandType.RECORD_MARKER, {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
 
     def patched(self, patch_id: str) -> bool:
         if patch_id in self._patches:
@@ -759,12 +763,14 @@ class WorkflowInstance:
         if self._replaying:
             # Replaying: the new code path only if the original run recorded the marker here.
             result = any(
-                e["event_type"] == "MarkerRecorded" and (e.get("attributes") or {}).get("marker_name") == marker
+                e["event_type"] == EventType.MARKER_RECORDED
+                and (e.get("attributes") or {}).get("marker_name") == marker
                 for e in self._recorded
             )
         else:
             result = True
         if result:
-            self._add(Command("RecordMarker", {"marker_name": marker, "details": encode_value({"patch_id": patch_id})}))
+            self._add(Command(CommandType.RECORD_MARKER, {"marker_name": marker,
+                                                          "details": encode_value({"patch_id": patch_id})}))
         self._patches[patch_id] = result
         return result

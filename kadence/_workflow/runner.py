@@ -26,6 +26,7 @@ from kadence._workflow.local_activities import LocalActivityOutcome, LocalActivi
 from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
 from kadence.interceptor import Interceptor
+from kadence_protocol.enums import CommandType, EventType
 
 __all__ = [
     "COMMAND_EVENT_TYPE",
@@ -38,45 +39,45 @@ __all__ = [
 #: Events workflow code reacts to.
 INPUT_EVENT_TYPES = frozenset(
     {
-        "WorkflowExecutionStarted",
-        "WorkflowExecutionSignaled",
-        "ActivityTaskCompleted",
-        "ActivityTaskFailed",
-        "ActivityTaskTimedOut",
-        "ActivityTaskCanceled",
-        "TimerFired",
-        "WorkflowExecutionCancelRequested",
+        EventType.WORKFLOW_EXECUTION_STARTED,
+        EventType.WORKFLOW_EXECUTION_SIGNALED,
+        EventType.ACTIVITY_TASK_COMPLETED,
+        EventType.ACTIVITY_TASK_FAILED,
+        EventType.ACTIVITY_TASK_TIMED_OUT,
+        EventType.ACTIVITY_TASK_CANCELED,
+        EventType.TIMER_FIRED,
+        EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED,
     }
 ) | CHILD_INPUT_EVENT_TYPES
 
 #: The history event each command becomes.
-COMMAND_EVENT_TYPE = {
-    "ScheduleActivityTask": "ActivityTaskScheduled",
-    "StartTimer": "TimerStarted",
-    "CancelTimer": "TimerCanceled",
-    "CompleteWorkflowExecution": "WorkflowExecutionCompleted",
-    "FailWorkflowExecution": "WorkflowExecutionFailed",
-    "ContinueAsNewWorkflowExecution": "WorkflowExecutionContinuedAsNew",
-    "RecordMarker": "MarkerRecorded",
-    "RequestCancelActivityTask": "ActivityTaskCancelRequested",
-    "CancelWorkflowExecution": "WorkflowExecutionCanceled",
-    "AcceptWorkflowUpdate": "WorkflowExecutionUpdateAccepted",
-    "CompleteWorkflowUpdate": "WorkflowExecutionUpdateCompleted",
+COMMAND_EVENT_TYPE: dict[str, EventType] = {
+    CommandType.SCHEDULE_ACTIVITY_TASK: EventType.ACTIVITY_TASK_SCHEDULED,
+    CommandType.START_TIMER: EventType.TIMER_STARTED,
+    CommandType.CANCEL_TIMER: EventType.TIMER_CANCELED,
+    CommandType.COMPLETE_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_COMPLETED,
+    CommandType.FAIL_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_FAILED,
+    CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    CommandType.RECORD_MARKER: EventType.MARKER_RECORDED,
+    CommandType.REQUEST_CANCEL_ACTIVITY_TASK: EventType.ACTIVITY_TASK_CANCEL_REQUESTED,
+    CommandType.CANCEL_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_CANCELED,
+    CommandType.ACCEPT_WORKFLOW_UPDATE: EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    CommandType.COMPLETE_WORKFLOW_UPDATE: EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED,
     **CHILD_COMMAND_EVENT_TYPE,
 }
 #: Commands that leave no event: a rejected update is told to its caller only.
-_EVENTLESS_COMMANDS = frozenset({"RejectWorkflowUpdate"})
+_EVENTLESS_COMMANDS = frozenset({CommandType.REJECT_WORKFLOW_UPDATE})
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
 #: The attribute that must agree between a command and its event, beyond the type.
-_IDENTITY_ATTRIBUTE = {
-    "ScheduleActivityTask": "activity_type",
-    "StartTimer": "timer_id",
-    "CancelTimer": "timer_id",
-    "RecordMarker": "marker_name",
-    "RequestCancelActivityTask": "scheduled_event_id",
-    "AcceptWorkflowUpdate": "update_id",
-    "CompleteWorkflowUpdate": "update_id",
+_IDENTITY_ATTRIBUTE: dict[str, str] = {
+    CommandType.SCHEDULE_ACTIVITY_TASK: "activity_type",
+    CommandType.START_TIMER: "timer_id",
+    CommandType.CANCEL_TIMER: "timer_id",
+    CommandType.RECORD_MARKER: "marker_name",
+    CommandType.REQUEST_CANCEL_ACTIVITY_TASK: "scheduled_event_id",
+    CommandType.ACCEPT_WORKFLOW_UPDATE: "update_id",
+    CommandType.COMPLETE_WORKFLOW_UPDATE: "update_id",
     **CHILD_IDENTITY_ATTRIBUTE,
 }
 
@@ -220,12 +221,12 @@ class WorkflowRunner:
             for command in produced:
                 # The activity may come from a task whose commands history has not numbered
                 # for this runner yet: the activity's task names its event id.
-                if (command.command_type == "ScheduleActivityTask" and command.on_recorded is not None
+                if (command.command_type == CommandType.SCHEDULE_ACTIVITY_TASK and command.on_recorded is not None
                         and command.attributes.get("activity_id") == activity_id):
                     command.on_recorded(scheduled_event_id)
         before = self._aheads[-1] if self._aheads else None
         time_ms = max(time_ms, before.time_ms if before else task.time_ms)
-        result_event = {"event_type": "ActivityTaskCompleted", "event_id": 0, "event_time": time_ms,
+        result_event = {"event_type": EventType.ACTIVITY_TASK_COMPLETED, "event_id": 0, "event_time": time_ms,
                         "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
         produced = self.instance.activate([result_event], time_ms=time_ms, recorded=None)
         if self.instance.local_activities_waiting():
@@ -269,7 +270,7 @@ class WorkflowRunner:
         kind = event["event_type"]
         attrs: Mapping[str, Any] = event.get("attributes") or {}
         event_id = int(event["event_id"])
-        if kind == "WorkflowTaskScheduled":
+        if kind == EventType.WORKFLOW_TASK_SCHEDULED:
             if self._open is not None:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
@@ -278,7 +279,7 @@ class WorkflowRunner:
                                    continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")))
             if self._aheads:
                 self._meet_ahead(self._open, self._aheads.pop(0))
-        elif kind == "WorkflowTaskCompleted":
+        elif kind == EventType.WORKFLOW_TASK_COMPLETED:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
@@ -288,19 +289,19 @@ class WorkflowRunner:
                     self._see_history(task)
                 # The updates the task accepted were delivered to it after its input events:
                 # replayed, their handlers run again from the accepted input.
-                accepted = [e for e in recorded if e["event_type"] == "WorkflowExecutionUpdateAccepted"]
+                accepted = [e for e in recorded if e["event_type"] == EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
                 produced = self.instance.activate(self._take_inputs(task) + accepted, time_ms=task.time_ms,
                                                   recorded=recorded)
             else:
                 produced = task.produced
             _match(task.scheduled_event_id, produced, recorded)
             self._open = None
-        elif kind in ("WorkflowTaskFailed", "WorkflowTaskTimedOut"):
+        elif kind in (EventType.WORKFLOW_TASK_FAILED, EventType.WORKFLOW_TASK_TIMED_OUT):
             self._close_without_commands(self._expect_open(attrs, kind, event_id))
             self._open = None
             if _reset_marker(event):
                 self.instance.reseed(str(attrs["new_run_id"]))  # the reset run's own draws from here
-        elif kind == "WorkflowTaskStarted":
+        elif kind == EventType.WORKFLOW_TASK_STARTED:
             # The task runs at the time its worker was given (Temporal's rule too); histories
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
@@ -332,8 +333,8 @@ class WorkflowRunner:
         # Failed attempts that another attempt followed are inputs workflow code never sees.
         inputs = [e for e in self._pending[: task.visible_inputs]
                   if (e.get("attributes") or {}).get("retry_backoff_ms") is None
-                  or e["event_type"] == "ActivityTaskCompleted"]
-        if not (len(inputs) == 1 and inputs[0]["event_type"] == "ActivityTaskCompleted"
+                  or e["event_type"] == EventType.ACTIVITY_TASK_COMPLETED]
+        if not (len(inputs) == 1 and inputs[0]["event_type"] == EventType.ACTIVITY_TASK_COMPLETED
                 and int((inputs[0].get("attributes") or {}).get("scheduled_event_id", 0)) == ahead.activity):
             seen = ", ".join(f"{e['event_id']} {e['event_type']}" for e in inputs) or "none"
             raise InconsistentHistoryError(

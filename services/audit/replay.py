@@ -25,6 +25,7 @@ from typing import Any
 from kadence_protocol import avro
 from services.common import chain
 from services.history.errors import HistoryCorrupted
+from services.history.snapshot import upgrade
 from services.history.state import MutableState, apply, events_only
 
 Event = dict[str, Any]
@@ -239,8 +240,8 @@ def compare_run(audit: RunAudit, stored_events: Sequence[bytes], snapshot: bytes
         found.append(Divergence(run, MISSING_IN_POSTGRES, "no executions row"))
     elif not audit.fold_broken:
         try:
-            written = json.loads(snapshot)
-            stored_state = MutableState(**written)
+            written = upgrade(json.loads(snapshot))
+            stored_state = MutableState.from_snapshot(written)
         except (ValueError, TypeError) as exc:
             found.append(Divergence(run, STATE_MISMATCH, f"executions.state does not load: {exc}"))
         else:

@@ -292,7 +292,7 @@ class Engine:
             return True
         if ex.closed:
             return True
-        act = (ex.state.get("activities") or {}).get(str(token.scheduled_event_id))
+        act = (ex.summary.get("activities") or {}).get(str(token.scheduled_event_id))
         if not isinstance(act, dict) or act.get("attempt") != token.attempt:
             return True
         return bool(act.get("cancel_requested_event_id"))
@@ -304,7 +304,7 @@ class Engine:
         deadline = loop.time() + timeout
         # A run whose first workflow task has not completed has no state a worker could
         # answer from; hold the query until it has (as Temporal does), within its timeout.
-        while (not ex.closed and not ex.state.get("last_completed_wt_scheduled_id", 1)
+        while (not ex.closed and not ex.summary.get("first_task_completed", True)
                and loop.time() < deadline):
             await asyncio.sleep(0.05)
             ex = await self._reads.execution(ns, workflow_id, ex.run_id)

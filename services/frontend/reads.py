@@ -1,4 +1,6 @@
-"""Reads straight from PostgreSQL: runs, their mutable-state snapshot, and history pages."""
+"""Reads straight from PostgreSQL: runs (their columns and the summary history writes for the
+frontend, ``executions.summary``: services/history/summary.py), and history pages. History's
+snapshot (``executions.state``) is its own and never read here."""
 
 from __future__ import annotations
 
@@ -26,15 +28,20 @@ class Execution:
     start_time: int
     close_time: int | None
     next_event_id: int
-    state: dict[str, Any]
+    summary: dict[str, Any]
 
     @property
     def status(self) -> str:
-        return str(self.state.get("status") or self.row_status)
+        return str(self.summary.get("status") or self.row_status)
 
     @property
     def closed(self) -> bool:
         return self.status != RUNNING
+
+
+# Every column but the snapshot (history's own, and the largest).
+_COLUMNS = ", ".join(f"e.{c}" for c in ("namespace", "workflow_id", "run_id", "workflow_type", "task_queue", "status",
+                                         "start_time", "close_time", "next_event_id", "summary"))
 
 
 class ReadStore:
@@ -44,12 +51,12 @@ class ReadStore:
     async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
         if run_id:
             row = await self._pool.fetchrow(
-                "SELECT * FROM executions WHERE run_id = $1 AND namespace = $2 AND workflow_id = $3",
+                f"SELECT {_COLUMNS} FROM executions e WHERE e.run_id = $1 AND e.namespace = $2 AND e.workflow_id = $3",
                 run_id, namespace, workflow_id,
             )
         else:
             row = await self._pool.fetchrow(
-                "SELECT e.* FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
+                f"SELECT {_COLUMNS} FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
                 " WHERE c.namespace = $1 AND c.workflow_id = $2",
                 namespace, workflow_id,
             )
@@ -58,15 +65,15 @@ class ReadStore:
             raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
                                    field="run_id" if run_id else "workflow_id")
         try:
-            state = orjson.loads(bytes(row["state"])) if row["state"] else {}
+            summary = orjson.loads(bytes(row["summary"])) if row["summary"] else {}
         except orjson.JSONDecodeError:
-            state = {}
+            summary = {}
         return Execution(
             namespace=row["namespace"], workflow_id=row["workflow_id"], run_id=row["run_id"],
             workflow_type=row["workflow_type"], task_queue=row["task_queue"], row_status=row["status"],
             start_time=int(row["start_time"]),
             close_time=None if row["close_time"] is None else int(row["close_time"]),
-            next_event_id=int(row["next_event_id"]), state=state if isinstance(state, dict) else {},
+            next_event_id=int(row["next_event_id"]), summary=summary if isinstance(summary, dict) else {},
         )
 
     async def status(self, namespace: str, workflow_id: str, run_id: str) -> str | None:
@@ -79,16 +86,14 @@ class ReadStore:
     async def update_requests(self, run_id: str) -> list[dict[str, Any]]:
         """The run's update requests that wait for the workflow (services/history/updates.py),
         oldest first: update_id, name, input."""
-        # Most runs have none: the snapshot (canonical JSON, see MutableState.dumps) is shipped
-        # only when its update_requests is not empty.
+        # Most runs have none: the summary (canonical JSON) is shipped only when its
+        # update_requests is not empty.
         data = await self._pool.fetchval(
-            "SELECT state FROM executions WHERE run_id = $1 AND position($2::bytea in state) = 0",
-            run_id, b'"update_requests":{}')
+            "SELECT summary FROM executions WHERE run_id = $1 AND position($2::bytea in summary) = 0",
+            run_id, b'"update_requests":[]')
         if data is None:
             return []
-        requests = orjson.loads(data).get("update_requests") or {}
-        waiting = [(r.get("seq", 0), uid, r) for uid, r in requests.items() if r.get("stage") == "requested"]
-        return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
+        return list(orjson.loads(data).get("update_requests") or [])
 
     async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
         """The runs reset from ``run_id`` (services/history/reset.py), at most 100, by run id
@@ -115,7 +120,7 @@ def event_json(data: bytes) -> dict[str, Any]:
 
 
 def describe(ex: Execution) -> dict[str, Any]:
-    state = ex.state
+    state = ex.summary
     activities = state.get("activities") or {}
     timers = state.get("timers") or {}
     return {
@@ -143,4 +148,4 @@ def describe(ex: Execution) -> dict[str, Any]:
 
 def outcome(ex: Execution) -> dict[str, Any]:
     """The result answer of a closed run (or ``{"status": "Running"}``)."""
-    return outcome_of(ex.status, ex.run_id, ex.state)
+    return outcome_of(ex.status, ex.run_id, ex.summary)

@@ -57,8 +57,6 @@ class RequestSeen(HistoryError):
     """The batch applied a request id that the request_ids table has already: nothing was
     written, and the batch runs again with those ids known."""
 
-    retriable = True
-
 
 class Ledger:
     """One shard's memory of applied request ids and of its runs' start offsets."""

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from kadence_protocol.enums import ActivityState
 from services.common import kafka, outage
 
 from .builder import Mutation, Transition
@@ -109,9 +110,9 @@ class Redispatcher:
 
 
 def oldest_unstarted(s: MutableState) -> int:
-    times = [a["scheduled_time"] for a in s.activities.values() if a["state"] == "Scheduled"]
-    if s.wt is not None and not s.wt["started_event_id"]:
-        times.append(s.wt["scheduled_time"])
+    times = [a.scheduled_time for a in s.activities.values() if a.state == ActivityState.SCHEDULED]
+    if s.wt is not None and not s.wt.started_event_id:
+        times.append(s.wt.scheduled_time)
     return min(times, default=0)
 
 
@@ -120,11 +121,11 @@ def _unstarted(t: Transition) -> list[tuple[str, int, Callable[[], None]]]:
     out: list[tuple[str, int, Callable[[], None]]] = []
     if not s.running:
         return out
-    if s.wt is not None and not s.wt["started_event_id"]:
-        out.append((f"{s.run_id}:wt:{s.wt['scheduled_event_id']}", s.wt["scheduled_time"], t.dispatch_workflow_task))
+    if s.wt is not None and not s.wt.started_event_id:
+        out.append((f"{s.run_id}:wt:{s.wt.scheduled_event_id}", s.wt.scheduled_time, t.dispatch_workflow_task))
     for sid, act in s.activities.items():
-        if act["state"] == "Scheduled" and act["scheduled_time"] <= t.now:
+        if act.state == ActivityState.SCHEDULED and act.scheduled_time <= t.now:
             def dispatch(sid: int = int(sid)) -> None:
                 t.dispatch_activity_task(sid)
-            out.append((f"{s.run_id}:act:{sid}:{act['attempt']}", act["scheduled_time"], dispatch))
+            out.append((f"{s.run_id}:act:{sid}:{act.attempt}", act.scheduled_time, dispatch))
     return out

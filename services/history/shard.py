@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from kadence_protocol import records
 from services.common import outage, validation
 from services.common.colocation import OutboxReplies, OutboxTasks, ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
@@ -47,6 +48,7 @@ from .neighbours import HandedCommand
 from .observer import NO_OBSERVER, ShardObserver
 from .redispatch import Redispatcher
 from .relay import OutboxRelay
+from .requests import typed
 from .runner import Admission, BatchRunner
 from .state import MutableState
 from .store import HistoryStore
@@ -59,16 +61,12 @@ LOOP, RELAY, TIMERS, REDISPATCH, TRIM = LOOPS = ("loop", "relay", "timers", "red
 
 Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
 
-
-async def _signal_with_start(ctx: engine.Context, cmd: dict[str, Any]) -> None:
-    await engine.start_workflow(ctx, cmd, with_signal=True)
-
-
 HANDLERS: dict[str, Handler] = {
-    "StartWorkflowExecution": engine.start_workflow,
-    "SignalWithStartWorkflowExecution": _signal_with_start,
-    "SignalWorkflowExecution": engine.signal_workflow,
-    "TerminateWorkflowExecution": engine.terminate_workflow,
+    "StartWorkflowExecution": typed(records.StartWorkflowExecution.from_dict, engine.start_workflow),
+    "SignalWithStartWorkflowExecution": typed(records.SignalWithStartWorkflowExecution.from_dict,
+                                              engine.signal_with_start),
+    "SignalWorkflowExecution": typed(records.SignalWorkflowExecution.from_dict, engine.signal_workflow),
+    "TerminateWorkflowExecution": typed(records.TerminateWorkflowExecution.from_dict, engine.terminate_workflow),
     "RecordWorkflowTaskStarted": engine.workflow_task_started,
     "RespondWorkflowTaskCompleted": engine.workflow_task_completed,
     "RespondWorkflowTaskFailed": engine.workflow_task_failed,
@@ -76,9 +74,10 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCompleted": engine.activity_completed,
     "RespondActivityTaskFailed": engine.activity_failed,
     "RecordActivityTaskHeartbeat": engine.activity_heartbeat,
-    "RequestCancelWorkflowExecution": cancellation.request_cancel_workflow,
+    "RequestCancelWorkflowExecution": typed(records.RequestCancelWorkflowExecution.from_dict,
+                                            cancellation.request_cancel_workflow),
     "RespondActivityTaskCanceled": cancellation.activity_canceled,
-    "UpdateWorkflowExecution": updates.request_update,
+    "UpdateWorkflowExecution": typed(records.UpdateWorkflowExecution.from_dict, updates.request_update),
     "StartChildWorkflowExecution": start_child,
     "SignalExternalWorkflowExecution": signal_external,
     "ChildWorkflowNotice": notify_child_outcome,

@@ -20,7 +20,9 @@ from services.common.outcome import close_payload
 from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost, WorkflowNotNew
 from .ledger import RequestSeen
+from .snapshot import upgrade
 from .state import MutableState, rebuild
+from .summary import summary
 
 # (outbox id, message): the messages of one batch share its id (one outbox_batches row).
 OutboxRow = tuple[int, OutboxMessage]
@@ -135,9 +137,9 @@ class HistoryStore:
         data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
         if data is None:
             return None
-        snapshot = orjson.loads(data)
+        snapshot = upgrade(orjson.loads(data))
         if not MutableState.predates(snapshot):
-            return MutableState(**snapshot)
+            return MutableState.from_snapshot(snapshot)
         # Written by an earlier build, without fields the fold now keeps (taking their
         # defaults would not be what the fold gives): the run's history says what they are.
         rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
@@ -222,7 +224,8 @@ class HistoryStore:
         for m in mutations:
             s = m.state
             executions.append((s.namespace, s.workflow_id, s.run_id, shard_id, s.workflow_type, s.task_queue,
-                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched()))
+                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched(),
+                               summary(s)))
             if m.current_changed:
                 current[(s.namespace, s.workflow_id)] = (s.namespace, s.workflow_id, s.run_id, shard_id, s.status,
                                                          s.start_request_id)

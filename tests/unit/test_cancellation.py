@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kadence_protocol import avro
+from kadence_protocol import avro, records
 from services.frontend.engine import Engine as FrontendEngine
 from services.frontend.errors import WorkflowNotFound
 from services.frontend.reads import Execution
@@ -18,14 +18,15 @@ from services.frontend.tokens import TaskToken
 from services.history import cancellation, engine
 from services.history.state import MutableState, rebuild
 
-from .test_fold import MemoryContext, _ref, _start
+from .test_fold import MemoryContext, _ref, _signal_request, _start
 
 pytestmark = pytest.mark.timeout(10)
 
 
-def _cancel(**kw: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": "wf", "run_id": None, "reason": "stop", "request_id": "c1",
-            "identity": "me", "reply_to": None, **kw}
+def _cancel(**kw: Any) -> records.RequestCancelWorkflowExecution:
+    return records.RequestCancelWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": "wf", "run_id": None, "reason": "stop", "request_id": "c1", "identity": "me",
+        "reply_to": None, **kw})
 
 
 def _activity(activity_id: str = "1", heartbeat_timeout_ms: int = 0) -> dict[str, Any]:
@@ -71,7 +72,7 @@ async def test_cancel_workflow_closes_the_run_as_canceled_and_its_timers_go() ->
     s = await _running(ctx, [{"command_type": "StartTimer", "attributes": {"timer_id": "1",
                                                                           "start_to_fire_timeout_ms": 60_000}}])
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    sid = s.wt["scheduled_event_id"] if s.wt else 0
+    sid = s.wt.scheduled_event_id if s.wt else 0
     await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
         {"command_type": "CancelTimer", "attributes": {"timer_id": "1"}},
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": '"bye"'}}]})
@@ -86,7 +87,7 @@ async def test_cancel_of_a_closed_run_is_refused_clearly_but_a_retry_of_a_record
     ctx = MemoryContext()
     s = await _running(ctx)
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"] if s.wt else 0) | {"commands": [
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0) | {"commands": [
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]})
     assert s.status == "Canceled"
     await cancellation.request_cancel_workflow(ctx, _cancel())  # the same request, retried
@@ -103,9 +104,8 @@ async def test_cancel_workflow_over_unseen_inputs_is_refused_like_any_closing_ta
     ctx = MemoryContext()
     s = await _running(ctx)
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    sid = s.wt["scheduled_event_id"] if s.wt else 0
-    await engine.signal_workflow(ctx, {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go",
-                                       "input": "[]", "request_id": "", "identity": "", "reply_to": None})
+    sid = s.wt.scheduled_event_id if s.wt else 0
+    await engine.signal_workflow(ctx, _signal_request())
     await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]})
     assert s.running and _kinds(ctx, s)[-2:] == ["WorkflowTaskFailed", "WorkflowTaskScheduled"]
@@ -116,7 +116,7 @@ async def test_a_scheduled_activity_is_canceled_at_once() -> None:
     s = await _running(ctx, [_activity()])
     (sid,) = (int(k) for k in s.activities)
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    wt = s.wt["scheduled_event_id"] if s.wt else 0
+    wt = s.wt.scheduled_event_id if s.wt else 0
     await engine.workflow_task_completed(ctx, _ref(s, wt) | {"commands": [
         {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}]})
     assert _kinds(ctx, s)[-3:] == ["ActivityTaskCancelRequested", "ActivityTaskCanceled", "WorkflowTaskScheduled"]
@@ -136,10 +136,10 @@ async def test_a_started_activity_is_marked_and_its_canceled_answer_is_recorded(
     await engine.activity_started(ctx, _ref(s, sid))
     wt_cmd = {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"] if s.wt else 0)
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0)
                                          | {"commands": [wt_cmd]})
     assert _kinds(ctx, s)[-1] == "ActivityTaskCancelRequested"
-    assert s.activities[str(sid)]["cancel_requested_event_id"] == len(ctx.events(s.run_id))
+    assert s.activities[str(sid)].cancel_requested_event_id == len(ctx.events(s.run_id))
     await cancellation.activity_canceled(ctx, _ref(s, sid) | {"details": '["partial"]'})
     # The attempt's start is written only now that it ends the activity, just before its end.
     assert _kinds(ctx, s)[-3:] == ["ActivityTaskStarted", "ActivityTaskCanceled", "WorkflowTaskScheduled"]
@@ -158,7 +158,7 @@ async def test_a_cancel_request_for_an_activity_that_finished_meanwhile_is_recor
     s = await _running(ctx, [_activity()])
     (sid,) = (int(k) for k in s.activities)
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    wt = s.wt["scheduled_event_id"] if s.wt else 0
+    wt = s.wt.scheduled_event_id if s.wt else 0
     await engine.activity_completed(ctx, _ref(s, sid) | {"result": "1"})
     await engine.workflow_task_completed(ctx, _ref(s, wt) | {"commands": [
         {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}]})
@@ -177,8 +177,8 @@ async def test_an_activity_canceled_unasked_counts_as_a_failed_attempt() -> None
     # keeps the failure.
     assert _kinds(ctx, s) == before
     act = s.activities[str(sid)]
-    assert act["attempt"] == 2 and act["state"] == "Scheduled"
-    assert act["last_failure"]["type"] == cancellation.UNASKED
+    assert act.attempt == 2 and act.state == "Scheduled"
+    assert act.last_failure["type"] == cancellation.UNASKED
 
 
 @pytest.mark.parametrize("record", ["RespondWorkflowTaskCompleted", "RespondActivityTaskCompleted"])
@@ -244,8 +244,8 @@ async def test_cancelling_a_timer_that_fired_unseen_refuses_the_task_so_that_it_
     s = await _running(ctx, [{"command_type": "StartTimer", "attributes": {"timer_id": "1",
                                                                           "start_to_fire_timeout_ms": 1000}}])
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    sid = s.wt["scheduled_event_id"] if s.wt else 0
-    started = s.timers["1"]["started_event_id"]
+    sid = s.wt.scheduled_event_id if s.wt else 0
+    started = s.timers["1"].started_event_id
     await engine.fire_timer(ctx, engine.TimerFiring(f"{s.run_id}/user_timer/1", 0, "ns", "wf", s.run_id,
                                                     "user_timer", started, 0))
     assert _kinds(ctx, s)[-1] == "TimerFired"  # after the task was scheduled: unseen by it

@@ -363,7 +363,7 @@ def test_a_run_from_before_updates_goes_on_with_the_update_events_and_verifies(b
     replay = _topic(records)
     audit = replay.runs[RUN.run_id]
     assert replay.divergences() == [] and audit.state.status == "Completed"
-    assert audit.state.updates["u1"]["completed"] and audit.state.updates["u1"]["result"] == "1"
+    assert audit.state.updates["u1"].completed and audit.state.updates["u1"].result == "1"
     assert r.compare_run(audit, rows, audit.state.dumps()) == []
     records[7] = _tamper(records[7], b"add", b"adc")  # the accepted update's name, its hash left alone
     assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 8)]

@@ -11,8 +11,8 @@ import pytest
 from kadence_protocol import avro
 from services.common import kafka, validation
 from services.history import children, engine
-from services.history.state import MutableState, child_run_id, rebuild
-from tests.unit.test_fold import MemoryContext, _ref, _start
+from services.history.state import MutableState, ParentInfo, child_run_id, rebuild
+from tests.unit.test_fold import MemoryContext, _ref, _start, _terminate
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -52,7 +52,7 @@ def _events(ctx: Context, s: MutableState) -> list[str]:
 
 async def _complete(ctx: Context, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"]) | {"commands": commands})
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]]) -> None:
@@ -75,8 +75,7 @@ async def _parent_with_child(ctx: Context, policy: str = "Terminate") -> tuple[M
     await _deliver(ctx, [start])
     child = ctx.runs[ctx.current[("ns", "child-1")]]
     assert child.run_id == child_run_id(parent.run_id, 5)
-    assert child.parent == {"namespace": "ns", "workflow_id": "parent", "run_id": parent.run_id,
-                            "initiated_event_id": 5}
+    assert child.parent == ParentInfo(namespace="ns", workflow_id="parent", run_id=parent.run_id, initiated_event_id=5)
     await _deliver(ctx, ctx.requests())  # the Started notice
     return parent, child
 
@@ -86,7 +85,7 @@ async def test_a_child_starts_completes_and_its_result_reaches_the_parent() -> N
     parent, child = await _parent_with_child(ctx)
     assert _events(ctx, parent)[-3:] == ["StartChildWorkflowExecutionInitiated", "ChildWorkflowExecutionStarted",
                                          "WorkflowTaskScheduled"]
-    assert parent.children["5"]["state"] == "Started"
+    assert parent.children["5"].state == "Started"
     await _complete(ctx, child, [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"r"'}}])
     (closed,) = ctx.requests()
     assert closed[1] == "ChildWorkflowNotice" and closed[2]["kind"] == "Completed" and closed[2]["result"] == '"r"'
@@ -131,8 +130,7 @@ async def test_a_child_id_in_use_fails_the_start_and_a_redelivered_start_is_igno
 async def test_the_parent_close_policy_applies_when_the_parent_closes(policy: str) -> None:
     ctx = Context()
     parent, child = await _parent_with_child(ctx, policy)
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "parent", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("parent"))
     sent = ctx.requests()
     if policy == "Abandon":
         assert sent == [] and child.running
@@ -239,8 +237,7 @@ async def test_the_close_policy_finds_a_child_that_continued_as_new_and_spares_a
                                   "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}])
     assert child.new_run_id is not None
     second = ctx.runs[child.new_run_id]
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "parent", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("parent"))
     (policy,) = ctx.requests()
     await _deliver(ctx, [policy])
     assert second.status == "Terminated"
@@ -271,11 +268,9 @@ async def test_a_signal_to_a_child_that_continued_as_new_reaches_its_current_run
 async def test_a_start_read_again_after_the_child_id_moved_on_starts_nothing() -> None:
     ctx = Context()
     _, child = await _parent_with_child(ctx)
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "child-1", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("child-1"))
     await engine.start_workflow(ctx, _start("child-1", request_id="r2"))
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "child-1", "run_id": None,
-                                          "reason": "r", "request_id": "", "identity": "", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate("child-1"))
     ctx.requests()
     runs = len(ctx.runs)
     start = {"namespace": "ns", "workflow_id": "child-1", "new_run_id": child.run_id, "workflow_type": "Child",

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from kadence_protocol import avro
+from kadence_protocol import avro, records
 from services.history import engine
 from services.history.builder import Transition
 from services.history.errors import HistoryCorrupted
-from services.history.state import MutableState, apply, rebuild
+from services.history.state import ActivityInfo, MutableState, apply, rebuild
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -58,10 +59,23 @@ class MemoryContext:
         return [e for t in self.transitions if t.state.run_id == run_id for e in t.events]
 
 
-def _start(wid: str = "wf", **kw: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": wid, "workflow_type": "T", "task_queue": "q", "input": "[]",
-            "execution_timeout_ms": 0, "workflow_task_timeout_ms": 10000, "request_id": "r1", "identity": "",
-            "reply_to": None, **kw}
+def _start(wid: str = "wf", **kw: Any) -> records.StartWorkflowExecution:
+    return records.StartWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": wid, "workflow_type": "T", "task_queue": "q", "input": "[]",
+        "execution_timeout_ms": 0, "workflow_task_timeout_ms": 10000, "request_id": "r1", "identity": "",
+        "reply_to": None, **kw})
+
+
+def _signal_request(**kw: Any) -> records.SignalWorkflowExecution:
+    return records.SignalWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": "[]", "request_id": "",
+        "identity": "", "reply_to": None, **kw})
+
+
+def _terminate(wid: str = "wf", **kw: Any) -> records.TerminateWorkflowExecution:
+    return records.TerminateWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": wid, "run_id": None, "reason": "r", "request_id": "", "identity": "",
+        "reply_to": None, **kw})
 
 
 def _ref(s: MutableState, sid: int, attempt: int = 1) -> dict[str, Any]:
@@ -84,9 +98,8 @@ async def test_inputs_during_a_workflow_task_schedule_another_after_it() -> None
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
     await engine.workflow_task_started(ctx, _ref(s, 2))
-    await engine.signal_workflow(ctx, {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go",
-                                       "input": "[]", "request_id": "", "identity": "", "reply_to": None})
-    assert s.wt is not None and s.wt["scheduled_event_id"] == 2  # no second task while one is outstanding
+    await engine.signal_workflow(ctx, _signal_request())
+    assert s.wt is not None and s.wt.scheduled_event_id == 2  # no second task while one is outstanding
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     kinds = [e["event_type"] for e in ctx.events(s.run_id)]
     assert kinds[-3:] == ["WorkflowExecutionSignaled", "WorkflowTaskCompleted", "WorkflowTaskScheduled"]
@@ -132,8 +145,7 @@ async def test_signal_request_id_dedupes() -> None:
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    sig = {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": "[]",
-           "request_id": "sig-1", "identity": "", "reply_to": None}
+    sig = _signal_request(request_id="sig-1")
     await engine.signal_workflow(ctx, sig)
     await engine.signal_workflow(ctx, sig)
     assert [e["event_type"] for e in ctx.events(s.run_id)].count("WorkflowExecutionSignaled") == 1
@@ -150,24 +162,33 @@ async def test_bad_command_fails_the_workflow_task_not_the_workflow() -> None:
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [bad]})
     failed = next(e for e in ctx.events(s.run_id) if e["event_type"] == "WorkflowTaskFailed")
     assert "start_to_close_timeout" in failed["attributes"]["failure"]["message"]
-    assert s.running and s.wt is not None and s.wt["attempt"] == 2
+    assert s.running and s.wt is not None and s.wt.attempt == 2
+
+
+def activity_info(**fields: Any) -> ActivityInfo:
+    """A pending activity with the given fields, zero or empty elsewhere."""
+    base: dict[str, Any] = {
+        "activity_id": "1", "activity_type": "a", "task_queue": "q", "input": None, "schedule_to_close_timeout_ms": 0,
+        "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 0, "heartbeat_timeout_ms": 0,
+        "retry_policy": None, "first_scheduled_time": 0, "scheduled_time": 0}
+    return ActivityInfo(**(base | fields))
 
 
 def test_retry_backoff_follows_the_policy() -> None:
-    act = {"retry_policy": {"initial_interval_ms": 100, "backoff_coefficient": 3.0, "maximum_interval_ms": 500,
-                            "maximum_attempts": 4, "non_retryable_error_types": ["Fatal"]},
-           "attempt": 1, "schedule_to_close_timeout_ms": 0, "first_scheduled_time": 0}
-    assert [engine.retry_backoff(act | {"attempt": n}, 0, "E", False) for n in (1, 2, 3, 4)] == [100, 300, 500, None]
+    act = activity_info(retry_policy={"initial_interval_ms": 100, "backoff_coefficient": 3.0,
+                                      "maximum_interval_ms": 500, "maximum_attempts": 4,
+                                      "non_retryable_error_types": ["Fatal"]})
+    assert [engine.retry_backoff(replace(act, attempt=n), 0, "E", False) for n in (1, 2, 3, 4)] == [100, 300, 500, None]
     assert engine.retry_backoff(act, 0, "Fatal", False) is None
     assert engine.retry_backoff(act, 0, "E", True) is None
-    assert engine.retry_backoff(act | {"schedule_to_close_timeout_ms": 1000}, 950, "E", False) is None
+    assert engine.retry_backoff(replace(act, schedule_to_close_timeout_ms=1000), 950, "E", False) is None
 
 
 def test_retry_backoff_of_an_activity_retried_thousands_of_times_stays_at_the_ceiling() -> None:
     # 2.0 ** 1100 overflows a float: the interval must stay at its ceiling, not raise.
-    act = {"retry_policy": {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 60_000,
-                            "maximum_attempts": 0, "non_retryable_error_types": []},
-           "attempt": 1100, "schedule_to_close_timeout_ms": 0, "first_scheduled_time": 0}
+    act = activity_info(retry_policy={"initial_interval_ms": 1000, "backoff_coefficient": 2.0,
+                                      "maximum_interval_ms": 60_000, "maximum_attempts": 0,
+                                      "non_retryable_error_types": []}, attempt=1100)
     assert engine.retry_backoff(act, 0, "E", False) == 60_000
 
 

@@ -101,7 +101,7 @@ async def test_current_runs_are_looked_up_once_per_batch_and_a_start_is_assumed_
     known = await _state("known")
     store = Store(known)
     cache = RunCache(store, 0, Tails())
-    start = _record("StartWorkflowExecution", "new", **_start("new"))
+    start = _record("StartWorkflowExecution", "new", **_start("new").to_dict())
     signal = _record("SignalWorkflowExecution", "known", 1, namespace="ns", workflow_id="known", run_id=None,
                      signal_name="s", input="[]", request_id="r", identity="", reply_to=None)
     missing = _record("SignalWorkflowExecution", "gone", 2, namespace="ns", workflow_id="gone", run_id=None,
@@ -218,7 +218,7 @@ async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task
         pass
 
     r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
-    state.wt["scheduled_time"] = int(time.time() * 1000)
+    state.wt.scheduled_time = int(time.time() * 1000)
     r.recover([state])
     assert state.run_id in r.unstarted
     assert await r.redispatch() == 0  # scheduled just now: not due yet
@@ -227,7 +227,7 @@ async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task
     old = {run_id: 0 for run_id in r.unstarted}  # scheduled long ago
     for run_id, since in old.items():
         r.watch(run_id, since)
-    state.wt["scheduled_time"] = 0
+    state.wt.scheduled_time = 0
     assert await r.redispatch() == 1
     assert await r.redispatch() == 1  # still older than its doubled due age (scheduled at 0)
     assert set(r._due.values()) == {4 * redispatch.REDISPATCH_AFTER_MS}

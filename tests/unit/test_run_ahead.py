@@ -187,6 +187,7 @@ def test_history_takes_a_task_run_ahead_only_on_the_task_it_followed(
 
     from services.history.engine import _may_run_ahead
     from services.history.state import MutableState
+    from tests.unit.test_fold import activity_info
 
     s = MutableState(status="Running", last_completed_wt_scheduled_id=2, last_completed_wt_started_time=HANDED_MS)
     for name, value in state.items():
@@ -194,4 +195,4 @@ def test_history_takes_a_task_run_ahead_only_on_the_task_it_followed(
     claim = {"after_scheduled_event_id": 2, "after_started_time": HANDED_MS, "started_time": AHEAD_MS,
              "ahead_id": 9, "after_ahead_id": 0, **ahead}
     ctx: Any = SimpleNamespace(now=AHEAD_MS)
-    assert _may_run_ahead(ctx, s, {"scheduled_time": HANDED_MS + 10}, claim) is taken
+    assert _may_run_ahead(ctx, s, activity_info(scheduled_time=HANDED_MS + 10), claim) is taken

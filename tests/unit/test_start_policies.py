@@ -19,7 +19,7 @@ from services.history.builder import Transition
 from services.history.limits import HistoryLimits, limits_of
 from services.history.state import MutableState, rebuild
 
-from .test_fold import MemoryContext, _ref, _start
+from .test_fold import MemoryContext, _ref, _signal_request, _start, _terminate
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -110,8 +110,7 @@ async def test_allow_duplicate_failed_only_counts_termination_as_failure() -> No
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     first = _current(ctx)
-    await engine.terminate_workflow(ctx, {"namespace": "ns", "workflow_id": "wf", "run_id": None, "reason": "x",
-                                          "identity": "", "request_id": "t", "reply_to": None})
+    await engine.terminate_workflow(ctx, _terminate(reason="x", request_id="t"))
     await engine.start_workflow(ctx, _start(request_id="r2", id_reuse_policy="AllowDuplicateFailedOnly"))
     assert _current(ctx).run_id != first.run_id
 
@@ -120,8 +119,7 @@ async def test_signal_with_start_signals_a_running_run_whatever_the_reuse_policy
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     first = _current(ctx)
-    await engine.start_workflow(ctx, _start(request_id="r2", id_reuse_policy="RejectDuplicate", signal_name="s",
-                                            signal_input=None), with_signal=True)
+    await engine.start_workflow(ctx, _start(request_id="r2", id_reuse_policy="RejectDuplicate"), ("s", None))
     assert ctx.replies[-1] == {"ok": True, "run_id": first.run_id}
     assert ctx.events(first.run_id)[-1]["event_type"] == "WorkflowExecutionSignaled"
 
@@ -132,7 +130,7 @@ async def test_signal_with_start_to_a_running_run_between_tasks_schedules_a_work
     await engine.start_workflow(ctx, _start())
     s = _current(ctx)
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
-    await engine.start_workflow(ctx, _start(request_id="r2", signal_name="s", signal_input=None), with_signal=True)
+    await engine.start_workflow(ctx, _start(request_id="r2"), ("s", None))
     assert [e["event_type"] for e in ctx.events(s.run_id)][-2:] == ["WorkflowExecutionSignaled",
                                                                      "WorkflowTaskScheduled"]
 
@@ -170,8 +168,7 @@ async def test_past_the_warning_threshold_the_workflow_task_suggests_continue_as
     await engine.start_workflow(ctx, _start())
     s = _current(ctx)
     assert ctx.events(s.run_id)[1]["attributes"]["suggest_continue_as_new"] is False
-    signal = {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "s", "input": None,
-              "request_id": "", "identity": ""}
+    signal = _signal_request(signal_name="s", input=None)
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})  # events 3, 4
     await engine.signal_workflow(ctx, signal)  # 5, and the task 6
     assert ctx.events(s.run_id)[-1]["event_type"] == "WorkflowTaskScheduled"
@@ -187,8 +184,7 @@ async def test_past_the_hard_limit_the_run_is_terminated_with_the_reason(limits:
     await engine.start_workflow(ctx, _start())
     s = _current(ctx)
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
-    signal = {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "s", "input": None,
-              "request_id": "", "identity": ""}
+    signal = _signal_request(signal_name="s", input=None)
     for _ in range(10):
         if not s.running:
             break
@@ -211,17 +207,17 @@ async def test_past_the_hard_limit_the_run_is_terminated_with_the_reason(limits:
 def test_validation_refuses_unknown_policies_and_a_memo_that_is_no_object(field: str, value: Any,
                                                                          message: str) -> None:
     with pytest.raises(validation.Invalid, match=message):
-        validation.check_command("StartWorkflowExecution", _start(**{field: value}))
+        validation.check_command("StartWorkflowExecution", _start(**{field: value}).to_dict())
     with pytest.raises(validation.Invalid, match=message.split()[0]):
         validation.check_command("SignalWithStartWorkflowExecution",
-                                 _start(signal_name="s", signal_input=None, **{field: value}))
+                                 _start().to_dict() | {"signal_name": "s", "signal_input": None, field: value})
 
 
 def test_validation_takes_every_policy_name_and_an_object_memo() -> None:
     for reuse in validation.REUSE_POLICIES | {""}:
         for conflict in validation.CONFLICT_POLICIES | {""}:
             validation.check_command("StartWorkflowExecution", _start(
-                id_reuse_policy=reuse, id_conflict_policy=conflict, memo='{"k":[1,2]}'))
+                id_reuse_policy=reuse, id_conflict_policy=conflict, memo='{"k":[1,2]}').to_dict())
 
 
 async def test_continue_as_new_with_a_memo_replaces_it() -> None:

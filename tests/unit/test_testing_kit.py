@@ -27,6 +27,7 @@ from kadence.exceptions import (
 from kadence.testing import ActivityEnvironment, WorkflowEnvironment, retry_backoff
 from services.history.engine import retry_backoff as server_retry_backoff
 from tests.unit.test_converter import XorZlib
+from tests.unit.test_fold import activity_info
 from tests.unit.test_typed_workflows import ORDER_ID, Checkout, Order, Receipt, charge
 
 pytestmark = pytest.mark.timeout(30)
@@ -229,7 +230,7 @@ async def test_continue_as_new_is_followed_and_execution_timeout_applies() -> No
 ])
 def test_the_retry_rule_is_the_servers(policy: dict[str, object] | None, attempt: int, now: int, s2c: int,
                                        error: str, non_retryable: bool) -> None:
-    act = {"retry_policy": policy, "attempt": attempt, "schedule_to_close_timeout_ms": s2c, "first_scheduled_time": 0}
+    act = activity_info(retry_policy=policy, attempt=attempt, schedule_to_close_timeout_ms=s2c)
     assert retry_backoff(policy, attempt, now, 0, s2c, error, non_retryable) == \
         server_retry_backoff(act, now, error, non_retryable)
 

@@ -4,6 +4,7 @@ attempt after any failure; retried attempts write no history, only the final one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 from typing import Any
@@ -61,7 +62,7 @@ def _continue_as_new() -> dict[str, Any]:
 
 async def _continue(ctx: Context, s: MutableState) -> MutableState:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"]) | {"commands": [_continue_as_new()]})
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": [_continue_as_new()]})
     assert s.status == "ContinuedAsNew" and s.new_run_id is not None
     return ctx.runs[s.new_run_id]
 
@@ -168,9 +169,9 @@ async def test_retried_attempts_write_no_history_and_the_final_one_writes_its_st
         await engine.activity_failed(ctx, _ref(s, sid, attempt) | {"failure": _failure(attempt),
                                                                     "identity": f"w{attempt}"})
         act = s.activities[str(sid)]
-        assert (act["attempt"], act["state"], act["last_failure"]["message"]) == (attempt + 1, "Scheduled",
+        assert (act.attempt, act.state, act.last_failure["message"]) == (attempt + 1, "Scheduled",
                                                                                   f"boom {attempt}")
-        assert act["last_worker_identity"] == f"w{attempt}"
+        assert act.last_worker_identity == f"w{attempt}"
         assert any(t.changed_without_events for t in ctx.transitions[-2:])
         ctx.now += 10
         await _fire(ctx, s, "act_retry", sid, attempt + 1)
@@ -196,8 +197,9 @@ async def test_while_attempts_retry_the_fold_agrees_on_all_but_the_attempt_field
     events = ctx.events(s.run_id)
     folded = rebuild("ns", "wf", s.run_id, events)
     assert folded.dumps() != s.dumps()
-    assert events_only(vars(folded)) == events_only(vars(s))
-    differing = {k for k in s.activities[str(sid)] if s.activities[str(sid)][k] != folded.activities[str(sid)][k]}
+    assert events_only(json.loads(folded.dumps())) == events_only(json.loads(s.dumps()))
+    mine, theirs = dataclasses.asdict(s.activities[str(sid)]), dataclasses.asdict(folded.activities[str(sid)])
+    differing = {k for k in mine if mine[k] != theirs[k]}
     assert differing and differing <= ATTEMPT_FIELDS
     # The audit compares the snapshot with its replay of the log on the same terms.
     run = audit.RunAudit(audit.RunKey("ns", "wf", s.run_id))
@@ -206,7 +208,7 @@ async def test_while_attempts_retry_the_fold_agrees_on_all_but_the_attempt_field
         run.add(e)
     assert audit.compare_run(run, rows, s.dumps()) == []
     tampered = s.clone()
-    tampered.activities[str(sid)]["activity_type"] = "other"
+    tampered.activities[str(sid)].activity_type = "other"
     assert [d.kind for d in audit.compare_run(run, rows, tampered.dumps())] == [audit.STATE_MISMATCH]
 
 
@@ -235,7 +237,7 @@ async def test_a_retried_timeout_writes_no_event_and_a_schedule_to_start_timeout
     ctx.now += 60_000
     await _fire(ctx, s, "act_stc", sid, 1)
     act = s.activities[str(sid)]
-    assert act["attempt"] == 2 and act["last_failure"]["type"] == "TimeoutError"
+    assert act.attempt == 2 and act.last_failure["type"] == "TimeoutError"
     assert len(ctx.events(s.run_id)) == before
 
 
@@ -249,7 +251,7 @@ async def test_heartbeat_details_reach_the_next_attempt_after_any_failure(ending
     else:
         ctx.now += 60_000
         await _fire(ctx, s, "act_stc" if ending == "start_to_close" else "act_hb", sid, 1)
-    assert s.activities[str(sid)]["heartbeat_details"] == '["halfway"]'
+    assert s.activities[str(sid)].heartbeat_details == '["halfway"]'
     ctx.now += 10_000
     await _fire(ctx, s, "act_retry", sid, 2)
     assert _dispatched(ctx, s)[-1]["attempt"] == 2
@@ -260,7 +262,7 @@ async def test_a_failure_carries_details_never_sent_as_a_heartbeat() -> None:
     ctx = Context()
     s, sid = await _with_activity(ctx)
     await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1), "last_heartbeat_details": '[3]'})
-    assert s.activities[str(sid)]["heartbeat_details"] == '[3]'
+    assert s.activities[str(sid)].heartbeat_details == '[3]'
 
 
 
@@ -279,7 +281,7 @@ async def test_a_final_timeout_names_the_failure_of_the_attempt_before() -> None
     policy = {"initial_interval_ms": 5000, "backoff_coefficient": 1.0, "maximum_interval_ms": 0,
               "maximum_attempts": 0, "non_retryable_error_types": []}
     s, sid = await _with_activity(ctx, policy=policy)
-    s.activities[str(sid)]["schedule_to_close_timeout_ms"] = 10_000  # set as the command would have
+    s.activities[str(sid)].schedule_to_close_timeout_ms = 10_000  # set as the command would have
     await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})
     ctx.now += 10_000  # the schedule-to-close timeout ends it while it waits for attempt 2
     await _fire(ctx, s, "act_s2c", sid)

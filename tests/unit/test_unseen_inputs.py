@@ -11,10 +11,11 @@ import pytest
 
 from kadence import workflow
 from kadence_protocol import avro
+from kadence_protocol.records import SignalWorkflowExecution
 from services.history import engine
 from services.history.state import MutableState, rebuild
 from tests.unit._fake_history import FakeHistory, new_runner
-from tests.unit.test_fold import MemoryContext, _ref, _start
+from tests.unit.test_fold import MemoryContext, _ref, _signal_request, _start
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -30,9 +31,8 @@ ACTIVITY = {"command_type": "ScheduleActivityTask", "attributes": {
     "retry_policy": None}}
 
 
-def _signal(i: int = 0) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": f"[{i}]",
-            "request_id": f"sig-{i}", "identity": "", "reply_to": None}
+def _signal(i: int = 0) -> SignalWorkflowExecution:
+    return _signal_request(input=f"[{i}]", request_id=f"sig-{i}")
 
 
 def _kinds(ctx: MemoryContext, s: MutableState) -> list[str]:
@@ -61,7 +61,7 @@ async def test_a_closing_task_with_a_signal_it_did_not_see_is_refused_and_a_new_
     assert "TimerStarted" not in _kinds(ctx, s) and not s.timers
     assert s.running and len(ctx.runs) == 1  # no new run either
     # The new task is handed out at once, as attempt 1: the refusal was no failure of the worker's.
-    assert s.wt is not None and s.wt["attempt"] == 1 and s.wt_failures == 0
+    assert s.wt is not None and s.wt.attempt == 1 and s.wt_failures == 0
     assert [avro.decode(m.value)[0] for m in ctx.transitions[-1].outbox] == ["WorkflowTask"]
 
 
@@ -71,7 +71,7 @@ async def test_the_new_task_which_saw_the_signal_closes_the_run() -> None:
     await engine.signal_workflow(ctx, _signal())
     await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [COMPLETE]})
     assert s.wt is not None
-    new = s.wt["scheduled_event_id"]
+    new = s.wt.scheduled_event_id
     await engine.workflow_task_completed(ctx, _ref(s, new) | {"commands": [COMPLETE]})
     assert s.status == "Completed"
     # The live state is what the fold of the events gives (a rebuild and an audit agree).
@@ -84,10 +84,10 @@ async def test_refusals_repeat_while_signals_keep_coming_without_backoff() -> No
     s = await _started_run(ctx)
     for i in range(3):
         assert s.wt is not None
-        sid = s.wt["scheduled_event_id"]
+        sid = s.wt.scheduled_event_id
         await engine.signal_workflow(ctx, _signal(i))
         await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [COMPLETE]})
-        assert s.running and s.wt is not None and s.wt["attempt"] == 1
+        assert s.running and s.wt is not None and s.wt.attempt == 1
     assert _kinds(ctx, s).count("WorkflowTaskFailed") == 3
 
 
@@ -112,7 +112,7 @@ async def test_a_worker_cannot_give_the_refusal_cause_to_fail_a_task_without_it_
     s = await _started_run(ctx)
     await engine.workflow_task_failed(ctx, _ref(s, 2) | {"cause": "UnhandledCommand", "failure": None})
     assert ctx.events(s.run_id)[-2]["attributes"]["cause"] == "WorkerUnhandledCommand"
-    assert s.wt_failures == 1 and s.wt is not None and s.wt["attempt"] == 2
+    assert s.wt_failures == 1 and s.wt is not None and s.wt.attempt == 2
 
 
 async def test_a_task_run_ahead_that_closes_the_run_is_not_taken_over_a_signal_it_did_not_see() -> None:
@@ -125,11 +125,11 @@ async def test_a_task_run_ahead_that_closes_the_run_is_not_taken_over_a_signal_i
     await engine.activity_started(ctx, _ref(s, sid))
     await engine.signal_workflow(ctx, _signal())
     assert s.wt is not None  # the signal is owed a task already
-    owed = s.wt["scheduled_event_id"]
+    owed = s.wt.scheduled_event_id
     ahead = {"ahead_id": 7, "after_ahead_id": 0, "after_scheduled_event_id": 2, "after_started_time": ctx.now,
              "started_time": ctx.now, "commands": [COMPLETE]}
     await engine.activity_completed(ctx, _ref(s, sid) | {"result": "1", "workflow_task": ahead})
-    assert s.running and s.wt is not None and s.wt["scheduled_event_id"] == owed
+    assert s.running and s.wt is not None and s.wt.scheduled_event_id == owed
     assert "WorkflowExecutionCompleted" not in _kinds(ctx, s)
     # That task, scheduled before the result came, did not see it either: completing is refused too.
     await engine.workflow_task_completed(ctx, _ref(s, owed) | {"commands": [COMPLETE]})

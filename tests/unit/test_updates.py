@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
+from kadence_protocol.records import UpdateWorkflowExecution
 from services.common import validation
 from services.history import engine, unseen, updates
 from services.history.state import MutableState, events_only, rebuild
@@ -35,10 +36,10 @@ class ReplyContext(MemoryContext):
         return [kw for rid, kw in self.sent if rid == request_id]
 
 
-def _update(uid: str = "u1", request_id: str = "q1", wait: str = "completed", **kw: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "workflow_id": "wf", "run_id": None, "update_id": uid, "update_name": "set",
-            "input": "[5]", "wait_for_stage": wait, "request_id": request_id, "identity": "caller",
-            "reply_to": "frontend-1", **kw}
+def _update(uid: str = "u1", request_id: str = "q1", wait: str = "completed", **kw: Any) -> UpdateWorkflowExecution:
+    return UpdateWorkflowExecution.from_dict({
+        "namespace": "ns", "workflow_id": "wf", "run_id": None, "update_id": uid, "update_name": "set", "input": "[5]",
+        "wait_for_stage": wait, "request_id": request_id, "identity": "caller", "reply_to": "frontend-1", **kw})
 
 
 def _accept(uid: str = "u1") -> dict[str, Any]:
@@ -71,7 +72,7 @@ async def _running(ctx: MemoryContext) -> MutableState:
 
 async def _complete_wt(ctx: MemoryContext, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt["scheduled_event_id"]) | {"commands": commands})
+    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 def _outcome(kw: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +85,7 @@ async def test_a_request_schedules_a_task_and_leaves_no_event_of_its_own() -> No
     before = _kinds(ctx, s)
     await updates.request_update(ctx, _update())
     assert _kinds(ctx, s)[len(before):] == ["WorkflowTaskScheduled"]
-    assert s.update_requests["u1"]["stage"] == "requested" and not ctx.to("q1")
+    assert s.update_requests["u1"].stage == "requested" and not ctx.to("q1")
 
 
 async def test_accept_and_complete_record_two_events_and_answer_the_caller() -> None:
@@ -98,7 +99,7 @@ async def test_accept_and_complete_record_two_events_and_answer_the_caller() -> 
     (answer,) = ctx.to("q1")
     assert answer["ok"] and _outcome(answer) == {"update_id": "u1", "stage": "completed", "result": "6",
                                                   "failure": None}
-    assert "u1" not in s.update_requests and s.updates["u1"]["completed"]
+    assert "u1" not in s.update_requests and s.updates["u1"].completed
     # The same update id again: the known outcome, nothing runs again.
     await updates.request_update(ctx, _update(request_id="q2"))
     assert _outcome(ctx.to("q2")[0])["result"] == "6" and s.wt is None
@@ -144,11 +145,11 @@ async def test_a_request_while_a_task_is_in_flight_is_owed_the_next_task() -> No
     assert t is not None
     engine.settle(t)  # a task is outstanding
     assert s.wt is not None
-    sid = s.wt["scheduled_event_id"]
+    sid = s.wt.scheduled_event_id
     await updates.request_update(ctx, _update())
-    assert s.wt["scheduled_event_id"] == sid  # no second task while one is in flight
+    assert s.wt.scheduled_event_id == sid  # no second task while one is in flight
     await _complete_wt(ctx, s, [])  # that task did not see it
-    assert s.wt is not None and s.wt["scheduled_event_id"] > sid
+    assert s.wt is not None and s.wt.scheduled_event_id > sid
 
 
 async def test_a_task_closing_the_run_over_an_unanswered_update_is_refused() -> None:
@@ -206,23 +207,23 @@ async def test_the_fold_of_update_events_agrees_with_the_live_state() -> None:
     events = [avro.decode(avro.encode("HistoryEvent", e))[1] for e in ctx.events(s.run_id)]
     rebuilt = rebuild("ns", "wf", s.run_id, events)
     assert events_only(json.loads(rebuilt.dumps())) == events_only(json.loads(s.dumps()))
-    assert rebuilt.updates["u1"]["completed"] and not rebuilt.updates["u2"]["completed"]
+    assert rebuilt.updates["u1"].completed and not rebuilt.updates["u2"].completed
     assert MutableState.loads(s.dumps()).update_requests == s.update_requests
 
 
 def test_the_request_and_the_commands_are_validated() -> None:
-    validation.check_command("UpdateWorkflowExecution", _update(), validation.DEFAULT_LIMITS)
+    validation.check_command("UpdateWorkflowExecution", _update().to_dict(), validation.DEFAULT_LIMITS)
     with pytest.raises(validation.Invalid) as bad:
-        validation.check_command("UpdateWorkflowExecution", _update(wait_for_stage="admitted"),
+        validation.check_command("UpdateWorkflowExecution", _update(wait_for_stage="admitted").to_dict(),
                                  validation.DEFAULT_LIMITS)
     assert bad.value.field == "wait_for_stage"
     with pytest.raises(validation.Invalid):
-        validation.check_command("UpdateWorkflowExecution", _update(update_id=""), validation.DEFAULT_LIMITS)
+        validation.check_command("UpdateWorkflowExecution", _update(update_id="").to_dict(), validation.DEFAULT_LIMITS)
     validation.commands([_accept(), _reject(), _complete()], "commands")
     with pytest.raises(validation.Invalid):
         validation.commands([_complete(result="{nope")], "commands")
     # The request is a record of kadence.requests.
-    name, decoded = avro.decode(avro.encode("UpdateWorkflowExecution", _update()))
+    name, decoded = avro.decode(avro.encode("UpdateWorkflowExecution", _update().to_dict()))
     assert name == "UpdateWorkflowExecution" and decoded["update_id"] == "u1"
 
 
@@ -244,8 +245,8 @@ async def test_the_waiters_of_one_update_are_bounded_and_not_repeated() -> None:
     s = await _running(ctx)
     await updates.request_update(ctx, _update())
     await updates.request_update(ctx, _update())  # the same request read twice: one waiter
-    assert len(s.update_requests["u1"]["waiters"]) == 1
+    assert len(s.update_requests["u1"].waiters) == 1
     for i in range(updates.MAX_WAITERS + 5):
         await updates.request_update(ctx, _update(request_id=f"again-{i}"))
-    waiters = s.update_requests["u1"]["waiters"]
-    assert len(waiters) == updates.MAX_WAITERS and waiters[-1]["request_id"] == f"again-{updates.MAX_WAITERS + 4}"
+    waiters = s.update_requests["u1"].waiters
+    assert len(waiters) == updates.MAX_WAITERS and waiters[-1].request_id == f"again-{updates.MAX_WAITERS + 4}"

@@ -85,10 +85,10 @@ def test_upserted_search_attributes_merge_in_event_order() -> None:
 
 def test_the_statuses_are_those_history_closes_runs_with() -> None:
     # A run closed by an event the projection does not know would be listed as Running.
-    from services.history import state
+    from kadence_protocol.enums import CLOSED_STATUSES
 
     closed = set(ExecutionStatus) - {ExecutionStatus.RUNNING}
-    assert {status.value for status in closed} == set(state.CLOSED_STATUSES)
+    assert {status.value for status in closed} == set(CLOSED_STATUSES)
     assert set(projection.CLOSING_EVENTS.values()) == closed
     [update] = projection.fold([record("a", 9, "WorkflowExecutionCanceled")])
     assert update.status is ExecutionStatus.CANCELED and update.close_time == 1009

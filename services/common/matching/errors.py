@@ -1,8 +1,4 @@
-"""The exceptions of the matching service; every one derives from ``MatchingError``.
-
-``retriable`` says whether the same call may succeed if repeated (for example once
-the owner of a partition is known again).
-"""
+"""The exceptions of the matching service; every one derives from ``MatchingError``."""
 
 from __future__ import annotations
 
@@ -12,13 +8,9 @@ from typing import Any
 class MatchingError(Exception):
     """Root of every matching error."""
 
-    retriable = False
-
 
 class NotOwnerError(MatchingError):
     """This instance does not own the task queue's partition (any more)."""
-
-    retriable = True
 
     def __init__(self, partition: int) -> None:
         super().__init__(f"this matching instance does not own task-queue partition {partition}")
@@ -57,5 +49,3 @@ class UnknownQueryError(MatchingError):
 
 class MatchingUnavailableError(MatchingError):
     """The owner of a partition could not be reached."""
-
-    retriable = True
