@@ -53,6 +53,7 @@ UPDATE executions e SET summary = convert_to(jsonb_build_object(
         'cancel_details', s.j->'cancel_details',
         'memo', s.j->'memo',
         'history_size_bytes', COALESCE(s.j->'history_size_bytes', '0'::jsonb),
+        'reset_from_run_id', s.j->'reset_from_run_id',
         'first_task_completed', COALESCE((s.j->>'last_completed_wt_scheduled_id')::bigint, 0) <> 0,
         'activities', COALESCE(s.j->'activities', '{}'::jsonb),
         'timers', COALESCE((SELECT jsonb_object_agg(t.key, t.value || jsonb_build_object('timer_id', t.key))
