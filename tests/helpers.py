@@ -44,3 +44,28 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
         if loop.time() >= deadline:
             raise NotYet(f"{what} did not hold within {timeout} s (last: {last!r})") from error
         await asyncio.sleep(every)
+
+
+async def stays(check: Callable[[], T | Awaitable[T]], *, for_seconds: float, every: float = 0.05,
+                what: str = "condition") -> None:
+    """Assert that ``check`` holds (returns a truthy value, raises nothing) every ``every``
+    seconds for the whole of ``for_seconds``: the negative check ("nothing else arrives",
+    "no second copy shows up") that a fixed sleep followed by one look used to make.
+
+    Fails (AssertionError naming the value or chaining the exception) at the first look
+    where it does not hold; a check passed for a second of time proves nothing beyond it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + for_seconds
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except AssertionError as exc:
+            raise AssertionError(f"{what} stopped holding: {exc}") from exc
+        if not value:
+            raise AssertionError(f"{what} stopped holding (value: {value!r})")
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(every)
