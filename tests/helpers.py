@@ -1,8 +1,11 @@
-"""Waiting in tests: one helper that looks until a condition holds and raises when it does not.
+"""Waiting in tests: ``eventually`` looks until a condition holds and raises when it does not.
 
 Tests wait with ``eventually`` instead of fixed sleeps or hand-written polling loops, so a
 slow machine makes a test slower, never wrong, and a condition that never holds fails with
-the last value seen.
+the last value seen. A negative check ("no second copy arrives") is ``stays``: the
+condition is looked at for the whole time given, not once after a sleep. ``elapse`` is the
+one fixed wait, for when time passing is what the test is about. Sleeps inside the
+workflows and activities under test are their behaviour and stay as they are.
 """
 
 from __future__ import annotations
@@ -69,3 +72,11 @@ async def stays(check: Callable[[], T | Awaitable[T]], *, for_seconds: float, ev
         if loop.time() >= deadline:
             return
         await asyncio.sleep(every)
+
+
+async def elapse(seconds: float) -> None:
+    """Let wall-clock time pass where its passing is the scenario itself: a fault that lasts
+    a while, a record that reaches history late, a sampling period. Never to wait for
+    something to happen (``eventually``) or to not happen (``stays``).
+    """
+    await asyncio.sleep(seconds)

@@ -13,6 +13,7 @@ from services.common import kafka
 from services.history.engine import TimerFiring
 from services.history.intake import Early, Handed, Intake
 from services.history.neighbours import HandedCommand
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -94,8 +95,7 @@ async def test_a_command_is_taken_early_only_by_an_idle_loop_and_kept_only_as_th
     intake.offer_early(_handed(-1), acked)  # the loop is not waiting: not taken early
     assert intake.empty()
     waiting = asyncio.create_task(intake.next())
-    await asyncio.sleep(0)
-    assert intake.settled()
+    await eventually(intake.settled, what="the loop waiting")
     intake.offer_early(_handed(-1), acked)
     item = await waiting
     assert isinstance(item, Early)

@@ -23,7 +23,7 @@ from services.history.redispatch import Redispatcher
 from services.history.relay import OutboxRelay
 from services.history.state import MutableState
 from services.history.timers import TimerQueue
-from tests.helpers import eventually
+from tests.helpers import eventually, stays
 from tests.unit.test_fold import MemoryContext, _start
 
 pytestmark = pytest.mark.timeout(15)
@@ -165,8 +165,7 @@ async def test_records_for_the_audit_log_alone_wait_a_little_to_go_together(monk
     task = asyncio.create_task(r.run())
     try:
         r.committed([(1, _message(kafka.HISTORY, 1))])
-        await asyncio.sleep(0.05)
-        assert requests == []  # gathering
+        await stays(lambda: requests == [], for_seconds=0.05, what="gathering")
         r.committed([(2, _message(kafka.REPLIES, 2))])  # someone waits for this one: no more waiting
         await eventually(lambda: requests, what="one produce request")
         assert [v for _, _, v, _ in requests[0]] == [b"1", b"2"]

@@ -15,6 +15,7 @@ from services.common.health import HealthReport, health_answer
 from services.common.runner import until_stopped
 from services.common.supervision import Fatal, watch
 from services.history.health import ShardHealth, ShardState, report
+from tests.helpers import eventually, stays
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -69,15 +70,14 @@ async def test_a_watched_task_that_dies_or_returns_is_fatal_a_cancelled_one_is_n
     cancelled = watch(asyncio.create_task(asyncio.sleep(10)), "sleeper", fatal)
     cancelled.cancel()
     await asyncio.gather(cancelled, return_exceptions=True)
-    await asyncio.sleep(0)
-    assert not fatal.happened.is_set()
+    await stays(lambda: not fatal.happened.is_set(), for_seconds=0.05, what="a cancelled loop is no death")
     await asyncio.gather(watch(asyncio.create_task(bug()), "the buggy loop", fatal), return_exceptions=True)
-    await asyncio.sleep(0)
+    await eventually(fatal.happened.is_set, what="fatal declared")
     assert fatal.happened.is_set() and fatal.reason is not None and "the buggy loop died" in fatal.reason
     assert any(r.levelname == "CRITICAL" and r.exc_info for r in caplog.records)
     other = Fatal()
     await watch(asyncio.create_task(returns()), "the returning loop", other)
-    await asyncio.sleep(0)
+    await eventually(lambda: other.reason is not None, what="fatal declared")
     assert other.reason == "the returning loop ended"
 
 

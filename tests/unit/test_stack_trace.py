@@ -13,6 +13,7 @@ from kadence._workflow.stack import (
     format_stack_trace,
 )
 from kadence_protocol.queries import STACK_TRACE_QUERY
+from tests.helpers import eventually
 from tests.unit._fake_history import Driver, FakeHistory
 
 
@@ -43,8 +44,11 @@ async def _outer(event: asyncio.Event) -> None:
 async def test_the_await_chain_outermost_first_with_source_lines() -> None:
     event = asyncio.Event()
     task = asyncio.ensure_future(_outer(event))
-    await asyncio.sleep(0)
-    points = await_points(task.get_coro())
+    # Once the task has run up to its wait, the chain reaches the event.
+    def chain() -> tuple[AwaitPoint, ...] | None:
+        points = await_points(task.get_coro())
+        return points if len(points) >= 3 else None
+    points = await eventually(chain, what="the task waiting on the event")
     assert [p.function for p in points[:3]] == ["_outer", "_inner", "Event.wait"]
     assert points[0].line == "await _inner(event)" and points[0].filename == __file__
     event.set()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from services.frontend.started import StartedRecords, task_key
+from tests.helpers import eventually, stays
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -30,9 +30,8 @@ async def test_a_record_is_sent_after_the_delay_unless_the_task_was_answered() -
         records.hold("RecordWorkflowTaskStarted", answered, None)
         records.hold("RecordActivityTaskStarted", running, "00-trace")
         records.settled(task_key(answered))
-        await asyncio.sleep(0.02)
-        assert sent == [] and len(records) == 1
-        await asyncio.sleep(0.2)
+        await stays(lambda: sent == [] and len(records) == 1, for_seconds=0.02, what="held for the delay")
+        await eventually(lambda: sent, what="the record sent")
         assert sent == [("RecordActivityTaskStarted", running, "00-trace")] and len(records) == 0
     finally:
         await records.stop()

@@ -26,6 +26,7 @@ from kadence.exceptions import (
 )
 from kadence.testing import ActivityEnvironment, WorkflowEnvironment, retry_backoff
 from services.history.engine import retry_backoff as server_retry_backoff
+from tests.helpers import stays
 from tests.unit.test_converter import XorZlib
 from tests.unit.test_fold import activity_info
 from tests.unit.test_typed_workflows import ORDER_ID, Checkout, Order, Receipt, charge
@@ -135,8 +136,8 @@ async def test_a_workflow_that_sleeps_30_days_finishes_at_once() -> None:
 async def test_time_only_skips_while_the_test_waits() -> None:
     async with WorkflowEnvironment(workflows=[Reminder], activities=[send]) as env:
         handle = await env.start_workflow(Reminder.run, "hi", id="r-2")
-        await asyncio.sleep(0.05)
-        assert env.now() - datetime(2026, 1, 1, tzinfo=UTC) < timedelta(minutes=1)  # nobody waits: no skip
+        await stays(lambda: env.now() - datetime(2026, 1, 1, tzinfo=UTC) < timedelta(minutes=1),
+                    for_seconds=0.05, what="no skip while nobody waits")
         await env.sleep(timedelta(days=30, hours=1))  # the sleep is over, the 1-day wait started
         await handle.signal(Reminder.snooze)
         assert await handle.query(Reminder.pending) in (0, 1)

@@ -18,6 +18,7 @@ from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.poller import Poller, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
+from tests.helpers import eventually
 from tests.unit._fake_history import FakeHistory
 from tests.unit.test_workflow_runtime import Buggy, Greet, GreetChanged, Waiter
 
@@ -267,7 +268,8 @@ async def test_activity_processor_outcomes() -> None:
         await processor.process(_activity_task("refuse"))
         await processor.process(_activity_task("out_of_stock"))
         await processor.process(_activity_task("missing"))
-        await asyncio.sleep(0.05)  # let the background heartbeats go out
+        await eventually(lambda: len(transport.posted("/activity-tasks/heartbeat")) >= 2,
+                         what="the background heartbeats out")
     completed = transport.posted("/activity-tasks/complete")
     assert completed[0]["result"] == '"HEY"'
     assert json.loads(completed[1]["result"]) == {"attempt": 2, "type": "describe", "details": [3]}
@@ -295,9 +297,8 @@ async def test_an_activity_attempts_objects_are_freed_without_the_collector() ->
         attempt = asyncio.get_running_loop().create_task(processor.process(_activity_task("remember")))
         await attempt
         del attempt
-        await asyncio.sleep(0)  # the loop lets go of the finished task
         assert transport.posted("/activity-tasks/complete")[0]["result"] == '"done"'
-        assert contexts[0]() is None
+        await eventually(lambda: contexts[0]() is None, what="the attempt's context freed")  # once the loop lets go
 
 
 async def test_activity_local_deadline_cancels_without_reporting() -> None:
@@ -326,10 +327,7 @@ async def _worker_runs_one_task() -> FakeTransport:
     transport.polls.append([_task(history)])
     client = Client(transport, namespace="default", identity="test")
     async with Worker(client, task_queue="tq", workflows=[Greet], workflow_pollers=1, poll_wait_seconds=1):
-        for _ in range(100):
-            if transport.posted("/workflow-tasks/complete"):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: transport.posted("/workflow-tasks/complete"), every=0.01, what="the task completed")
     return transport
 
 
@@ -358,10 +356,8 @@ async def test_a_full_poll_answer_sends_the_next_poll_before_its_tasks_run() -> 
     client = Client(transport, namespace="default", identity="test")
     async with Worker(client, task_queue="tq", workflows=[Greet], workflow_pollers=1, max_tasks_per_poll=1,
                       poll_wait_seconds=1):
-        for _ in range(100):
-            if len(transport.posted("/workflow-tasks/complete")) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(transport.posted("/workflow-tasks/complete")) == 2, every=0.01,
+                         what="both tasks completed")
     paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
     assert paths[:3] == ["poll", "poll", "complete"]
     assert len(transport.posted("/workflow-tasks/complete")) == 2
@@ -390,8 +386,8 @@ async def test_a_poller_cancelled_with_tasks_held_gives_their_slots_back() -> No
                     identity="test", max_tasks=1, wait_seconds=1)
     running = asyncio.create_task(poller.run())
     await asyncio.wait_for(polled.wait(), 5)
-    await asyncio.sleep(0.05)
-    assert [t["task_token"] for t in ran] == ["t1"]  # the held task ran once the next poll was out
+    # the held task runs once the next poll is out
+    await eventually(lambda: [t["task_token"] for t in ran] == ["t1"], what="the held task ran")
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -438,12 +434,12 @@ async def test_answers_that_pile_up_leave_together_and_each_gets_its_own_outcome
     transport = GatedTransport()
     batcher = AnswerBatcher(transport, max_in_flight=1)
     first = asyncio.ensure_future(batcher.call("POST", "/workflow-tasks/complete", body={"task_token": "a"}))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: transport.calls, every=0.01, what="the first answer sent")
     later = [asyncio.ensure_future(batcher.call("POST", path, body={"task_token": token}))
              for path, token in [("/activity-tasks/complete", "b"), ("/workflow-tasks/fail", "bad"),
                                  ("/activity-tasks/fail", "c")]]
     passthrough = asyncio.ensure_future(batcher.call("POST", "/activity-tasks/heartbeat", body={"task_token": "h"}))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(transport.calls) >= 2, every=0.01, what="the heartbeat sent")
     # One answer alone went on its own path; the heartbeat is not an answer and went straight through.
     assert [path for path, _ in transport.calls] == ["/workflow-tasks/complete", "/activity-tasks/heartbeat"]
     transport.gate.set()
