@@ -5,7 +5,7 @@ Every enum is a :class:`~enum.StrEnum`: a member *is* the string that travels on
 columns, so ``EventType.TIMER_FIRED == "TimerFired"`` and old data needs no conversion.
 
 The enums that mirror an Avro enum (:data:`AVRO_ENUMS`) are checked against
-``schemas/*.avsc`` by ``tests/unit/test_protocol_enums.py``: a schema change without the
+``schemas/*.avsc`` by ``tests/unit/kadence_protocol/test_enums.py``: a schema change without the
 matching change here fails that test. The others name string fields the schemas leave
 open (a timeout type, a cause) or values only the server keeps (timer kinds, run statuses);
 the new migration's CHECK constraints pin the ones stored in columns.

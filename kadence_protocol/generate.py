@@ -7,7 +7,7 @@ Every Avro record becomes a slotted, frozen, keyword-only dataclass with ``from_
 decoded record, as ``kadence.avro.decode`` gives it) and ``to_dict`` (what
 ``kadence.avro.encode`` takes). Avro enums become the StrEnums of ``kadence_protocol.enums``
 (AVRO_ENUMS); a union of several records (an event's or a command's attributes, told apart
-by its type field) stays a decoded dict. ``tests/unit/test_protocol_records.py`` regenerates
+by its type field) stays a decoded dict. ``tests/unit/kadence_protocol/test_records.py`` regenerates
 in memory and compares with the file, so a schema change without a regeneration fails.
 """
 

@@ -10,7 +10,7 @@ the Avro schema.
 
 Only the subset of JSON Schema the document uses is understood; ``supported`` refuses any
 other keyword, so a new route cannot declare a constraint that is silently not enforced
-(tests/unit/test_frontend_openapi_bodies.py runs it over the whole document).
+(tests/unit/services/frontend/test_openapi_bodies.py runs it over the whole document).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
+from tests.helpers import elapse, stays
 
 from .history_harness import SHARDS, Topics, history_of, history_running, settings_for, start_record, task_ref, until
 
@@ -225,7 +226,7 @@ async def test_a_late_started_record_counts_the_timeout_from_the_hand_out(broker
         first = await _first_attempt(io, "wf-late", 2000)
         # Handed out at once; the frontend held its record back, so it arrives 1.5 s later.
         handed = first["scheduled_time"]
-        await asyncio.sleep(1.5)
+        await elapse(1.5)
         await io.send("RecordActivityTaskStarted", task_ref(first) | {"started_time": handed})
         second = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-late", timeout=10)
         # The retried attempt wrote no event: the next one is scheduled the backoff after
@@ -279,15 +280,17 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         # Offered out of order and twice: only the partition's next offset is taken.
         for metadata, value in [signals[1], signals[0], signals[0], signals[2], signals[1]]:
             service.take_acked(metadata.partition, metadata.offset, key, value)
-        await asyncio.sleep(0.5)
+        await until(lambda: service.shards[tp.partition].intake.settled())  # the hand-overs taken
         service._consumer.resume(tp)
 
         async def three_applied() -> bool:
             return len(await _signals_applied(fresh_dsn, reply["run_id"])) >= 3
 
         await until(three_applied)
-        await asyncio.sleep(0.3)  # a copy taken twice would show up by now
-        assert await _signals_applied(fresh_dsn, reply["run_id"]) == ["[0]", "[1]", "[2]"]
+
+        async def each_once() -> bool:  # a copy taken twice would show up
+            return await _signals_applied(fresh_dsn, reply["run_id"]) == ["[0]", "[1]", "[2]"]
+        await stays(each_once, for_seconds=0.3, what="each signal applied once")
 
 
 async def test_a_partition_hand_over_serves_is_not_fetched_until_another_producer_writes(
@@ -369,8 +372,10 @@ async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(brok
         assert early == [offset]
         await until(lambda: _signals_applied(fresh_dsn, run_id))
         service._consumer.resume(tp)
-        await asyncio.sleep(0.5)  # the acknowledged and the fetched copies are skipped by now
-        assert await _signals_applied(fresh_dsn, run_id) == ["[0]"]
+
+        async def once() -> bool:  # the acknowledged and the fetched copies are skipped
+            return await _signals_applied(fresh_dsn, run_id) == ["[0]"]
+        await stays(once, for_seconds=0.5, what="the signal applied once")
         events = await history_of(fresh_dsn, run_id)
         assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
 
@@ -389,16 +394,20 @@ async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, f
         refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         service.take_queued(tp.partition, key, _signal("wf-behind", "[2]"), (), refused)
         refused.set_exception(KafkaError("refused"))
-        await asyncio.sleep(0.5)
-        assert await _signals_applied(fresh_dsn, run_id) == []
+
+        async def none_applied() -> bool:
+            return await _signals_applied(fresh_dsn, run_id) == []
+        await stays(none_applied, for_seconds=0.5, what="nothing applied before the fetch")
         service._consumer.resume(tp)
 
         async def two_applied() -> bool:
             return len(await _signals_applied(fresh_dsn, run_id)) >= 2
 
         await until(two_applied)
-        await asyncio.sleep(0.3)
-        assert await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]"]
+
+        async def in_order_never_the_refused() -> bool:
+            return await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]"]
+        await stays(in_order_never_the_refused, for_seconds=0.3, what="the two in order, never the refused one")
 
 
 async def test_a_timer_runs_from_when_history_records_it(broker, fresh_dsn) -> None:
@@ -406,7 +415,7 @@ async def test_a_timer_runs_from_when_history_records_it(broker, fresh_dsn) -> N
         await io.send("StartWorkflowExecution", start_record("wf-sleep"))
         wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-sleep")
         handed = wt["scheduled_time"]  # the worker's now() in this task
-        await asyncio.sleep(0.6)  # the task takes a while to answer: the code called sleep late
+        await elapse(0.6)  # the task takes a while to answer: the code called sleep late
         await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"started_time": handed, "commands": [
             {"command_type": "StartTimer", "attributes": {"timer_id": "t1", "start_to_fire_timeout_ms": 1000}}]})
         await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-sleep", timeout=10)
