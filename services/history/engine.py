@@ -129,7 +129,7 @@ async def signal_with_start(ctx: Context, req: SignalWithStartWorkflowExecution)
         task_queue=req.task_queue, input=req.input, execution_timeout_ms=req.execution_timeout_ms,
         run_timeout_ms=req.run_timeout_ms, workflow_task_timeout_ms=req.workflow_task_timeout_ms,
         request_id=req.request_id, identity=req.identity, reply_to=req.reply_to,
-        id_reuse_policy=req.id_reuse_policy, memo=req.memo)
+        id_reuse_policy=req.id_reuse_policy, memo=req.memo, search_attributes=req.search_attributes)
     await start_workflow(ctx, start, (req.signal_name, req.signal_input))
 
 
