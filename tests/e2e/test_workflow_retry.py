@@ -158,3 +158,14 @@ async def test_a_run_timeout_is_retried(client: Client) -> None:
     events = await client.get_workflow_handle(wid).history()
     first = await client.get_workflow_handle(wid, run_id=events[0]["attributes"]["continued_execution_run_id"]).history()
     assert first[-1]["event_type"] == "WorkflowExecutionTimedOut" and first[-1]["attributes"]["new_run_id"]
+
+
+async def test_a_start_over_kafka_carries_its_retry_policy(cluster: Cluster, client: Client) -> None:
+    from kadence.kafka import KafkaIngress
+
+    wid = f"kafka-flaky-{uuid.uuid4().hex[:8]}"
+    async with KafkaIngress(cluster.settings.kafka_bootstrap) as kafka:
+        reply = await kafka.start_workflow("default", wid, "Flaky", QUEUE, [2], retry_policy=FAST)
+    assert reply.ok
+    async with _worker(client):
+        assert await client.get_workflow_handle(wid).result(timeout=30) == "ok on attempt 2"
