@@ -129,3 +129,18 @@ def test_an_http_retry_policy_takes_the_records_defaults_and_refuses_unknown_fie
     assert caught.value.field == "retry_policy.attempts"
     assert fv.start_request("default", {"workflow_id": "w", "workflow_type": "T", "task_queue": "q"}).retry_policy \
         is None
+
+
+@pytest.mark.parametrize(("policy", "attempt", "now", "expiration", "error", "non_retryable"), [
+    (POLICY, 1, 0, 0, "E", False), (POLICY, 3, 0, 0, "E", False), (POLICY, 4, 0, 0, "E", False),
+    (POLICY, 1, 0, 0, "Fatal", False), (POLICY, 1, 0, 0, "E", True), (POLICY, 2, 5_000, 5_150, "E", False),
+    (POLICY, 2, 5_000, 5_250, "E", False), ({**POLICY, "maximum_attempts": 0, "maximum_interval_ms": 0}, 60, 0, 0,
+                                            "E", False),
+])
+def test_the_workflow_rule_is_the_activities_with_the_chains_expiration_as_deadline(
+        policy: dict[str, Any], attempt: int, now: int, expiration: int, error: str, non_retryable: bool) -> None:
+    # The SDK's copy of the activity rule (kadence.testing stands in for history with it).
+    from kadence._retry_rule import retry_backoff
+
+    assert retry.backoff_ms(policy, attempt, error, non_retryable, now, expiration) == \
+        retry_backoff(policy, attempt, now, 0, expiration, error, non_retryable)
