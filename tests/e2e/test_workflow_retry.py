@@ -17,6 +17,7 @@ from kadence.common import RetryPolicy
 from services.audit import audit
 from services.cluster import Cluster
 
+from ..helpers import eventually
 from .test_audit import _published
 from .test_child_workflows import _ids_on_two_shards
 
@@ -53,6 +54,26 @@ class Sleepy:
 
 
 @workflow.defn
+class Waiter:
+    """Its first attempt fails at once; the next one waits for the signal ``go``."""
+
+    def __init__(self) -> None:
+        self.word: str | None = None
+
+    @workflow.signal
+    def go(self, word: str) -> None:
+        self.word = word
+
+    @workflow.run
+    async def run(self) -> str:
+        attempt = workflow.info().attempt
+        if attempt == 1:
+            raise ApplicationError("not yet", type="Flaky")
+        await workflow.wait_condition(lambda: self.word is not None)
+        return f"{self.word} on attempt {attempt}"
+
+
+@workflow.defn
 class Parent:
     @workflow.run
     async def run(self, child_id: str, succeed_on: int, maximum_attempts: int) -> str:
@@ -67,7 +88,7 @@ class Parent:
 
 
 def _worker(client: Client) -> Worker:
-    return Worker(client, task_queue=QUEUE, workflows=[Flaky, Sleepy, Parent])
+    return Worker(client, task_queue=QUEUE, workflows=[Flaky, Sleepy, Parent, Waiter])
 
 
 def _types(events: list[dict[str, Any]]) -> list[str]:
@@ -169,3 +190,40 @@ async def test_a_start_over_kafka_carries_its_retry_policy(cluster: Cluster, cli
     assert reply.ok
     async with _worker(client):
         assert await client.get_workflow_handle(wid).result(timeout=30) == "ok on attempt 2"
+
+
+SLOW = RetryPolicy(initial_interval=timedelta(seconds=3), maximum_attempts=2)
+
+
+async def _in_backoff(client: Client, wid: str) -> dict[str, Any]:
+    async def retried() -> dict[str, Any] | None:
+        described = await client.get_workflow_handle(wid).describe()
+        return described if described["attempt"] == 2 else None
+    return await eventually(retried, timeout=20, what="the retry run")
+
+
+async def test_a_signal_during_the_backoff_waits_for_it_and_reaches_the_retried_run(client: Client) -> None:
+    wid = f"waiter-{uuid.uuid4().hex[:8]}"
+    async with _worker(client):
+        handle = await client.start_workflow(Waiter.run, id=wid, task_queue=QUEUE, retry_policy=SLOW)
+        await _in_backoff(client, wid)
+        await client.get_workflow_handle(wid).signal(Waiter.go, "hello")
+        assert await handle.result(timeout=30) == "hello on attempt 2"
+    events = await client.get_workflow_handle(wid).history()
+    kinds = _types(events)
+    # No workflow task before the backoff's end, the signal notwithstanding.
+    assert kinds[:3] == ["WorkflowExecutionStarted", "WorkflowExecutionSignaled", "WorkflowTaskScheduled"], kinds
+    assert events[2]["event_time"] >= events[0]["event_time"] + 3000
+
+
+async def test_a_run_terminated_during_the_backoff_ends_the_chain(client: Client) -> None:
+    wid = f"stopped-{uuid.uuid4().hex[:8]}"
+    async with _worker(client):
+        handle = await client.start_workflow(Waiter.run, id=wid, task_queue=QUEUE, retry_policy=SLOW)
+        await _in_backoff(client, wid)
+        await client.get_workflow_handle(wid).terminate("enough")
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result(timeout=30)
+    assert caught.value.status == "Terminated"
+    assert _types(await client.get_workflow_handle(wid).history()) == ["WorkflowExecutionStarted",
+                                                                      "WorkflowExecutionTerminated"]
