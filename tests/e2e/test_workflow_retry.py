@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 
 from kadence import ApplicationError, ChildWorkflowError, Client, Worker, WorkflowFailureError, workflow
@@ -167,6 +168,15 @@ async def test_a_top_level_workflow_is_retried_and_its_result_follows_to_the_las
     assert described["attempt"] == 2 and described["run_id"] != first_run
     first = await client.get_workflow_handle(wid, run_id=first_run).describe()
     assert first["status"] == "Failed" and first["new_run_id"] == described["run_id"] and first["attempt"] == 1
+    # The web UI's run pages say so.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{cluster.url}/ui/namespaces/default/workflows/{wid}") as answer:
+            page = await answer.text()
+        async with http.get(f"{cluster.url}/ui/namespaces/default/workflows/{wid}",
+                            params={"run_id": first_run}) as answer:
+            first_page = await answer.text()
+    assert "Retried from" in page and 'id="attempt">2 ' in page
+    assert "Retried as" in first_page and described["run_id"] in first_page
     await _audit_clean(cluster, 5)
 
 
