@@ -15,6 +15,7 @@ import pytest
 
 from kadence import ApplicationError, ChildWorkflowError, Client, Worker, WorkflowFailureError, workflow
 from kadence.common import RetryPolicy
+from kadence.exceptions import WorkflowNotFoundError
 from services.audit import audit
 from services.cluster import Cluster
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-wfretry"
 FAST = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=1.0, maximum_attempts=5,
                    non_retryable_error_types=["Fatal"])
+SLOW = RetryPolicy(initial_interval=timedelta(seconds=3), maximum_attempts=2)
 
 
 @workflow.defn
@@ -88,8 +90,18 @@ class Parent:
             return f"child failed: {err.cause.type} {err.cause.message}"
 
 
+@workflow.defn
+class Holder:
+    """Starts a Waiter child that retries slowly, and waits for ever."""
+
+    @workflow.run
+    async def run(self, child_id: str) -> None:
+        await workflow.start_child_workflow(Waiter.run, id=child_id, retry_policy=SLOW)
+        await workflow.wait_condition(lambda: False)
+
+
 def _worker(client: Client) -> Worker:
-    return Worker(client, task_queue=QUEUE, workflows=[Flaky, Sleepy, Parent, Waiter])
+    return Worker(client, task_queue=QUEUE, workflows=[Flaky, Sleepy, Parent, Waiter, Holder])
 
 
 def _types(events: list[dict[str, Any]]) -> list[str]:
@@ -202,12 +214,13 @@ async def test_a_start_over_kafka_carries_its_retry_policy(cluster: Cluster, cli
         assert await client.get_workflow_handle(wid).result(timeout=30) == "ok on attempt 2"
 
 
-SLOW = RetryPolicy(initial_interval=timedelta(seconds=3), maximum_attempts=2)
-
 
 async def _in_backoff(client: Client, wid: str) -> dict[str, Any]:
     async def retried() -> dict[str, Any] | None:
-        described = await client.get_workflow_handle(wid).describe()
+        try:
+            described = await client.get_workflow_handle(wid).describe()
+        except WorkflowNotFoundError:  # a child not started yet
+            return None
         return described if described["attempt"] == 2 else None
     return await eventually(retried, timeout=20, what="the retry run")
 
@@ -237,3 +250,17 @@ async def test_a_run_terminated_during_the_backoff_ends_the_chain(client: Client
     assert caught.value.status == "Terminated"
     assert _types(await client.get_workflow_handle(wid).history()) == ["WorkflowExecutionStarted",
                                                                       "WorkflowExecutionTerminated"]
+
+
+async def test_the_parent_close_policy_reaches_a_child_retrying(client: Client) -> None:
+    parent_id, child_id = _ids_on_two_shards()
+    async with _worker(client):
+        await client.start_workflow(Holder.run, child_id, id=parent_id, task_queue=QUEUE)
+        await _in_backoff(client, child_id)
+        await client.get_workflow_handle(parent_id).terminate("done")
+
+        async def terminated() -> bool:
+            return (await client.get_workflow_handle(child_id).describe())["status"] == "Terminated"
+        await eventually(terminated, timeout=20, what="the retried child terminated")
+    described = await client.get_workflow_handle(child_id).describe()
+    assert described["attempt"] == 2
