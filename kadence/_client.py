@@ -31,7 +31,7 @@ from kadence._workflow.definition import (
     update_name_of,
     workflow_name_of,
 )
-from kadence.common import ResetPoint, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
+from kadence.common import ResetPoint, RetryPolicy, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError, WorkflowUpdateFailedError
 from kadence.interceptor import (
@@ -211,6 +211,7 @@ class Client(AdminMixin):
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
         cron_schedule: str | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
         if one with this id is running (``id_conflict_policy`` changes that: USE_EXISTING
@@ -227,12 +228,17 @@ class Client(AdminMixin):
         ``cron_schedule`` (a cron expression, UTC): start nothing now, but create the schedule
         ``cron-{id}`` whose every firing starts a new run of workflow ``id`` (overlap skip);
         the handle follows the latest run. Stop it with ``delete_schedule("cron-" + id)``
-        (README, "Schedules")."""
+        (README, "Schedules").
+
+        ``retry_policy``: a run that fails or times out is retried as a new run of the same
+        workflow id (``workflow.info().attempt`` counts them) until the policy's attempts are
+        spent or the error type is non-retryable; the handle's ``result()`` follows the retries
+        (README, "Workflow retry policy")."""
         return await self._outbound.start_workflow(StartWorkflowInput(
             workflow_name_of(workflow), args, id, task_queue, execution_timeout=execution_timeout,
             run_timeout=run_timeout, workflow_task_timeout=workflow_task_timeout, request_id=request_id,
             id_reuse_policy=id_reuse_policy, id_conflict_policy=id_conflict_policy, memo=memo,
-            search_attributes=search_attributes, cron_schedule=cron_schedule,
+            search_attributes=search_attributes, cron_schedule=cron_schedule, retry_policy=retry_policy,
             result_type=run_result_type(workflow)))
 
     async def _start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle:
@@ -263,6 +269,8 @@ class Client(AdminMixin):
             what = f"signal-with-start of workflow {input.id}"
         if input.cron_schedule is not None:
             body["cron_schedule"] = input.cron_schedule
+        if input.retry_policy is not None:
+            body["retry_policy"] = input.retry_policy.to_avro()
         with extra_headers(input.headers):
             answer = await self._idempotent(path, body, timeout=timeout, what=what)
         handle = WorkflowHandle(self, input.id, run_id=answer.get("run_id"), result_type=input.result_type)
@@ -284,6 +292,7 @@ class Client(AdminMixin):
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> R: ...
 
     @overload
@@ -301,6 +310,7 @@ class Client(AdminMixin):
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> Any: ...
 
     async def execute_workflow(
@@ -317,6 +327,7 @@ class Client(AdminMixin):
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (WorkflowFailureError if it fails).
 
@@ -327,7 +338,8 @@ class Client(AdminMixin):
             workflow_name_of(workflow), args, id, task_queue, execution_timeout=execution_timeout,
             run_timeout=run_timeout, workflow_task_timeout=workflow_task_timeout, request_id=request_id,
             id_reuse_policy=id_reuse_policy, id_conflict_policy=id_conflict_policy, memo=memo,
-            search_attributes=search_attributes, result_type=run_result_type(workflow), wait_for_result=True))
+            search_attributes=search_attributes, retry_policy=retry_policy, result_type=run_result_type(workflow),
+            wait_for_result=True))
         return await handle._follow(handle._first_outcome, None, follow_runs=True)
 
     async def signal_with_start_workflow(
@@ -572,8 +584,10 @@ class WorkflowHandle:
                     raise TimeoutError(f"workflow {self.workflow_id} still running after {seconds}s")
                 answer = None
                 continue
-            # Continue-as-new, and a termination by a reset (it names the reset's new run).
-            if status in ("ContinuedAsNew", "Terminated") and follow_runs and answer.get("new_run_id"):
+            # Continue-as-new, a termination by a reset (it names the reset's new run), and a
+            # failure or timeout retried under the workflow's retry policy (it names the retry).
+            if status in ("ContinuedAsNew", "Terminated", "Failed", "TimedOut") and follow_runs \
+                    and answer.get("new_run_id"):
                 run_id = str(answer["new_run_id"])
                 answer = None
                 continue

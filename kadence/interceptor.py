@@ -36,7 +36,12 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from kadence.common import ActivityCancellationType, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from kadence.common import (
+    ActivityCancellationType,
+    RetryPolicy,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 
 if TYPE_CHECKING:
     from kadence._client import WorkflowHandle, WorkflowUpdateHandle
@@ -92,6 +97,7 @@ class StartWorkflowInput:
     memo: Mapping[str, Any] | None = None
     search_attributes: Mapping[str, Any] | None = None
     cron_schedule: str | None = None
+    retry_policy: RetryPolicy | None = None
     result_type: Any = None
     wait_for_result: bool = False
     start_signal: str | None = None

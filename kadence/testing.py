@@ -50,7 +50,7 @@ from kadence._workflow.definition import (
     update_name_of,
     workflow_name_of,
 )
-from kadence.common import to_millis
+from kadence.common import RetryPolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import (
     QueryFailedError,
@@ -188,6 +188,12 @@ class _Run:
     timers: dict[str, int] = field(default_factory=dict)  # timer id -> started event id
     memo: str | None = None  # as WorkflowExecutionStarted holds it (through the codec)
     updates: dict[str, _Update] = field(default_factory=dict)  # by update id, in the order asked
+    # The workflow retry policy (as history's retry.py): the policy (a RetryPolicy record),
+    # this run's attempt, the chain's expiration (0: none) and a retry's backoff in progress.
+    retry_policy: Mapping[str, Any] | None = None
+    attempt: int = 1
+    expiration_ms: int = 0
+    backing_off: bool = False
 
 
 @dataclass
@@ -298,10 +304,12 @@ class WorkflowEnvironment:
 
     async def start_workflow(self, workflow: str | type | Callable[..., Any], *args: Any, id: str,
                              task_queue: str | None = None, execution_timeout: timedelta | None = None,
-                             memo: Mapping[str, Any] | None = None) -> WorkflowEnvironmentHandle:
+                             memo: Mapping[str, Any] | None = None,
+                             retry_policy: RetryPolicy | None = None) -> WorkflowEnvironmentHandle:
         """Start a workflow (WorkflowAlreadyStartedError if one with this id is running).
         ``memo`` is kept with the run as the server keeps it (``workflow.memo()``,
-        ``handle.describe()``, carried over on continue-as-new)."""
+        ``handle.describe()``, carried over on continue-as-new). ``retry_policy``: a failed
+        run is retried as a new run after the backoff (time skips it), as the server does."""
         self._check_driver()
         workflow_type = workflow_name_of(workflow)
         current = self._runs.get(self._current.get(id, ""))
@@ -312,15 +320,15 @@ class WorkflowEnvironment:
             self._codec, self.converter.encode_value(dict(memo), what="memo"))
         run = self._new_run(id, workflow_type, task_queue or self.task_queue,
                             await encode_payload(self._codec, text, args=True), to_millis(execution_timeout), None,
-                            memo=memo_payload)
+                            memo=memo_payload, retry_policy=retry_policy.to_avro() if retry_policy else None)
         return WorkflowEnvironmentHandle(self, id, run.run_id, run_result_type(workflow))
 
     async def execute_workflow(self, workflow: str | type | Callable[..., Any], *args: Any, id: str,
                                task_queue: str | None = None, execution_timeout: timedelta | None = None,
-                               memo: Mapping[str, Any] | None = None) -> Any:
+                               memo: Mapping[str, Any] | None = None, retry_policy: RetryPolicy | None = None) -> Any:
         """Start a workflow and return its result (time skips while waiting)."""
         handle = await self.start_workflow(workflow, *args, id=id, task_queue=task_queue,
-                                           execution_timeout=execution_timeout, memo=memo)
+                                           execution_timeout=execution_timeout, memo=memo, retry_policy=retry_policy)
         return await handle.result()
 
     def get_workflow_handle(self, workflow_id: str, *, result_type: Any = None) -> WorkflowEnvironmentHandle:
@@ -335,19 +343,50 @@ class WorkflowEnvironment:
     # -- runs and their events ---------------------------------------------------------
 
     def _new_run(self, workflow_id: str, workflow_type: str, task_queue: str, input_: str | None,
-                 execution_timeout_ms: int, continued_from: str | None, *, memo: str | None = None) -> _Run:
-        run = _Run(workflow_id, str(uuid.uuid4()), workflow_type, task_queue, memo=memo)
+                 execution_timeout_ms: int, continued_from: str | None, *, memo: str | None = None,
+                 retry_policy: Mapping[str, Any] | None = None, attempt: int = 1, backoff_ms: int = 0,
+                 expiration_ms: int = 0, run_id: str | None = None) -> _Run:
+        run = _Run(workflow_id, run_id or str(uuid.uuid4()), workflow_type, task_queue, memo=memo,
+                   retry_policy=retry_policy, attempt=attempt)
         self._runs[run.run_id] = run
         self._current[workflow_id] = run.run_id
         self._add(run, EventType.WORKFLOW_EXECUTION_STARTED, workflow_type=workflow_type, task_queue=task_queue,
                   input=input_,
-                  execution_timeout_ms=execution_timeout_ms, workflow_task_timeout_ms=10_000, attempt=1,
-                  continued_execution_run_id=continued_from, memo=memo)
-        if execution_timeout_ms:
-            self._set_timer((run.run_id, "execution", ""), self._now_ms() + execution_timeout_ms,
+                  execution_timeout_ms=execution_timeout_ms, workflow_task_timeout_ms=10_000, attempt=attempt,
+                  continued_execution_run_id=continued_from, memo=memo, retry_policy=retry_policy,
+                  first_workflow_task_backoff_ms=backoff_ms)
+        run.expiration_ms = expiration_ms or (self._now_ms() + execution_timeout_ms if execution_timeout_ms else 0)
+        if run.expiration_ms:
+            self._set_timer((run.run_id, "execution", ""), run.expiration_ms,
                             lambda: self._close(run, "TimedOut", EventType.WORKFLOW_EXECUTION_TIMED_OUT))
-        self._schedule_task(run)
+        if backoff_ms:
+            run.backing_off = True
+            self._set_timer((run.run_id, "backoff", ""), self._now_ms() + backoff_ms, lambda: self._backoff_over(run))
+        else:
+            self._schedule_task(run)
         return run
+
+    def _backoff_over(self, run: _Run) -> None:
+        if run.status == "Running" and run.backing_off:
+            run.backing_off = False
+            self._schedule_task(run)
+
+    def _fail(self, run: _Run, attrs: Mapping[str, Any], tag: Mapping[str, Any]) -> None:
+        """FailWorkflowExecution: the run fails, retried as a new run if its policy says so."""
+        failure = attrs.get("failure") or {}
+        backoff = None if run.retry_policy is None else retry_backoff(
+            run.retry_policy, run.attempt, self._now_ms(), 0, run.expiration_ms, str(failure.get("type") or ""),
+            bool(failure.get("non_retryable")))
+        new_run_id = None if backoff is None else str(uuid.uuid4())
+        run.failure = attrs.get("failure")
+        run.new_run_id = new_run_id
+        self._close(run, "Failed", EventType.WORKFLOW_EXECUTION_FAILED, **attrs, **tag, new_run_id=new_run_id)
+        if backoff is not None:
+            first = run.events[0]["attributes"]
+            self._new_run(run.workflow_id, run.workflow_type, run.task_queue, first.get("input"),
+                          int(first.get("execution_timeout_ms") or 0), run.run_id, memo=run.memo,
+                          retry_policy=run.retry_policy, attempt=run.attempt + 1, backoff_ms=backoff,
+                          expiration_ms=run.expiration_ms, run_id=new_run_id)
 
     def _add(self, run: _Run, event_type: str, **attributes: Any) -> int:
         event_id = len(run.events) + 1
@@ -362,7 +401,7 @@ class WorkflowEnvironment:
         if run.status != "Running":
             return
         self._add(run, event_type, **attributes)
-        if run.open_task is None:
+        if run.open_task is None and not run.backing_off:  # a retry's backoff: its timer schedules the task
             self._schedule_task(run)
         else:
             run.inputs_waiting = True
@@ -514,8 +553,7 @@ class WorkflowEnvironment:
             run.result = attrs.get("result")
             self._close(run, "Completed", EventType.WORKFLOW_EXECUTION_COMPLETED, **attrs, **tag)
         elif kind == CommandType.FAIL_WORKFLOW_EXECUTION:
-            run.failure = attrs.get("failure")
-            self._close(run, "Failed", EventType.WORKFLOW_EXECUTION_FAILED, **attrs, **tag)
+            self._fail(run, attrs, tag)
         elif kind == CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
             new_run_id = str(uuid.uuid4())
             self._close(run, "ContinuedAsNew", EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW, **attrs,
@@ -523,7 +561,8 @@ class WorkflowEnvironment:
                         **tag)
             new = self._new_run(run.workflow_id, str(attrs.get("workflow_type") or run.workflow_type),
                                 str(attrs.get("task_queue") or run.task_queue), attrs.get("input"), 0, run.run_id,
-                                memo=attrs["memo"] if "memo" in attrs else run.memo)
+                                memo=attrs["memo"] if "memo" in attrs else run.memo,
+                                retry_policy=run.retry_policy)  # the policy carries on, from attempt 1
             # The new run takes the id the event announced.
             del self._runs[new.run_id]
             new.run_id = new_run_id
@@ -753,7 +792,7 @@ class WorkflowEnvironmentHandle:
                     plain = await decode_payload(env._codec, run.result)
                     return env.converter.decode_value(plain, self.result_type,
                                                       what=f"result of workflow {self.workflow_id}")
-                if run.status == "ContinuedAsNew" and run.new_run_id:
+                if run.status in ("ContinuedAsNew", "Failed") and run.new_run_id:  # a retry too
                     run_id = run.new_run_id
                     continue
                 if run.status != "Running":
@@ -773,7 +812,8 @@ class WorkflowEnvironmentHandle:
         run = self.env._run(self.run_id)
         memo = await decode_payload(self.env._codec, run.memo)
         return {"workflow_id": run.workflow_id, "run_id": run.run_id, "workflow_type": run.workflow_type,
-                "task_queue": run.task_queue, "status": run.status, "memo": json.loads(memo) if memo else None}
+                "task_queue": run.task_queue, "status": run.status, "memo": json.loads(memo) if memo else None,
+                "attempt": run.attempt, "new_run_id": run.new_run_id}
 
     async def execute_update(self, update: str | Callable[..., Any], *args: Any, id: str | None = None,
                              result_type: Any = None) -> Any:
@@ -801,7 +841,7 @@ class WorkflowEnvironmentHandle:
             run.updates[update_id] = _Update(update_id, name, text)
             # As history does: a workflow task for it, unless one is outstanding (a task in
             # flight leaves it to the next one).
-            if run.open_task is None:
+            if run.open_task is None and not run.backing_off:
                 env._schedule_task(run)
         handle = WorkflowEnvironmentUpdateHandle(self, run.run_id, update_id, name, result_type)
         await handle._wait("completed" if wait_for_stage == "completed" else "accepted")

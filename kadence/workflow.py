@@ -164,7 +164,8 @@ async def execute_activity(
 
 def _child_attributes(id: str | None, task_queue: str | None, execution_timeout: timedelta | None,
                       run_timeout: timedelta | None, task_timeout: timedelta | None,
-                      parent_close_policy: ParentClosePolicy) -> dict[str, Any]:
+                      parent_close_policy: ParentClosePolicy, retry_policy: RetryPolicy | None = None
+                      ) -> dict[str, Any]:
     """The StartChildWorkflowExecution attributes the options of a child give (one place for
     start_child_workflow and execute_child_workflow)."""
     return {
@@ -174,6 +175,7 @@ def _child_attributes(id: str | None, task_queue: str | None, execution_timeout:
         "run_timeout_ms": to_millis(run_timeout),
         "workflow_task_timeout_ms": to_millis(task_timeout),
         "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
+        "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
     }
 
 
@@ -255,6 +257,7 @@ async def start_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> ChildWorkflowHandle[R]: ...
 
 
@@ -268,6 +271,7 @@ async def start_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> ChildWorkflowHandle[Any]: ...
 
 
@@ -280,6 +284,7 @@ async def start_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> ChildWorkflowHandle[Any]:
     """Start a child workflow and return its handle once it has started.
 
@@ -290,9 +295,12 @@ async def start_child_workflow(
     failure, a timeout, a termination); a start that failed (another run of ``id`` is open)
     raises that error here, with a cause of type ``WorkflowAlreadyStarted``.
     ``parent_close_policy`` says what happens to the child if this run closes first.
+    ``retry_policy``: a run of the child that fails or times out is retried as a new run
+    (its ``workflow.info().attempt`` counts them); this workflow sees only the last run's
+    outcome (README, "Workflow retry policy").
     """
     attributes = _child_attributes(id, task_queue, execution_timeout, run_timeout, task_timeout,
-                                   parent_close_policy)
+                                   parent_close_policy, retry_policy)
     return await current_instance().outbound.start_child_workflow(StartChildWorkflowInput(
         workflow_name_of(workflow), args, attributes, run_result_type(workflow)))
 
@@ -307,6 +315,7 @@ async def execute_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> R: ...
 
 
@@ -320,6 +329,7 @@ async def execute_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> Any: ...
 
 
@@ -332,11 +342,13 @@ async def execute_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> Any:
     """Start a child workflow and wait for its result (see :func:`start_child_workflow`)."""
     handle = await start_child_workflow(
         workflow, *args, id=id, task_queue=task_queue, execution_timeout=execution_timeout,
-        run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy)
+        run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy,
+        retry_policy=retry_policy)
     return await handle
 
 

@@ -146,6 +146,7 @@ class TimerKind(StrEnum):
     WORKFLOW_TIMEOUT = "wf_timeout"  # the run's execution or run timeout
     WORKFLOW_TASK_TIMEOUT = "wt_timeout"  # ref: the workflow task's scheduled event id
     WORKFLOW_TASK_RETRY = "wt_retry"  # the backoff before a failed workflow task's next attempt
+    WORKFLOW_BACKOFF = "wf_backoff"  # a retried run's backoff before its first workflow task
     ACTIVITY_SCHEDULE_TO_CLOSE = "act_s2c"  # ref (all act_*): the activity's scheduled event id
     ACTIVITY_SCHEDULE_TO_START = "act_s2s"
     ACTIVITY_START_TO_CLOSE = "act_stc"

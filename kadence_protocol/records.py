@@ -749,7 +749,9 @@ class Command:
     (RespondWorkflowTaskCompleted and RespondActivityTaskCompleted version 5). Version 5: adds
     AcceptWorkflowUpdate, RejectWorkflowUpdate and CompleteWorkflowUpdate (RespondWorkflowTaskCompleted and
     RespondActivityTaskCompleted version 6). Version 6: ContinueAsNewWorkflowExecution attributes add
-    search_attributes (RespondWorkflowTaskCompleted and RespondActivityTaskCompleted version 7).
+    search_attributes (RespondWorkflowTaskCompleted and RespondActivityTaskCompleted version 7). Version 7:
+    StartChildWorkflowExecution attributes add retry_policy (RespondWorkflowTaskCompleted and
+    RespondActivityTaskCompleted version 8).
     """
 
     NAME: ClassVar[str] = "Command"
@@ -982,7 +984,10 @@ class HistoryEvent:
     WorkflowTaskScheduled attributes add history_size_bytes and suggest_continue_as_new. Version 10: adds the
     update events (WorkflowExecutionUpdateAccepted, WorkflowExecutionUpdateCompleted). Version 11:
     WorkflowExecutionStarted attributes add search_attributes. Version 12: WorkflowTaskFailed attributes add
-    base_run_id and new_run_id, WorkflowExecutionTerminated attributes add new_run_id (reset).
+    base_run_id and new_run_id, WorkflowExecutionTerminated attributes add new_run_id (reset). Version 13:
+    WorkflowExecutionStarted attributes add retry_policy and first_workflow_task_backoff_ms,
+    StartChildWorkflowExecutionInitiated attributes add retry_policy, WorkflowExecutionFailed and
+    WorkflowExecutionTimedOut attributes add new_run_id (workflow retry).
     """
 
     NAME: ClassVar[str] = "HistoryEvent"
@@ -1027,7 +1032,8 @@ class HistoryRecord:
     history_size_bytes and suggest_continue_as_new (HistoryEvent version 9). Version 9: the update events
     (HistoryEvent version 10). Version 10: WorkflowExecutionStarted attributes add search_attributes
     (HistoryEvent version 11). Version 11: WorkflowTaskFailed attributes add base_run_id and new_run_id,
-    WorkflowExecutionTerminated attributes add new_run_id (HistoryEvent version 12).
+    WorkflowExecutionTerminated attributes add new_run_id (HistoryEvent version 12). Version 12: the workflow
+    retry fields (HistoryEvent version 13).
     """
 
     NAME: ClassVar[str] = "HistoryRecord"
@@ -1664,7 +1670,9 @@ class RespondWorkflowTaskFailed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """How an activity is retried after a failure or timeout."""
+    """How an activity, or a workflow run (StartWorkflowExecution, a child's start), is retried after a failure or
+    timeout.
+    """
 
     NAME: ClassVar[str] = "RetryPolicy"
     initial_interval_ms: int = 1000
@@ -2091,6 +2099,7 @@ class SignalWorkflowExecution:
 class StartChildWorkflowExecution:
     """Starts a child workflow's run for its parent. Produced by history (outbox of the parent's shard) to
     kadence.requests, key namespace/workflow_id of the child; answered with a ChildWorkflowNotice to the parent.
+    Version 2: adds retry_policy.
     """
 
     NAME: ClassVar[str] = "StartChildWorkflowExecution"
@@ -2111,6 +2120,8 @@ class StartChildWorkflowExecution:
     parent_workflow_id: str
     parent_run_id: str
     parent_initiated_event_id: int
+    #: How a failed or timed-out run of the child is retried. Since version 2.
+    retry_policy: RetryPolicy | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StartChildWorkflowExecution:
@@ -2130,6 +2141,7 @@ class StartChildWorkflowExecution:
             parent_workflow_id=d["parent_workflow_id"],
             parent_run_id=d["parent_run_id"],
             parent_initiated_event_id=d["parent_initiated_event_id"],
+            retry_policy=_optional(RetryPolicy.from_dict, d.get("retry_policy", None)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2149,6 +2161,7 @@ class StartChildWorkflowExecution:
             "parent_workflow_id": self.parent_workflow_id,
             "parent_run_id": self.parent_run_id,
             "parent_initiated_event_id": self.parent_initiated_event_id,
+            "retry_policy": _optional(RetryPolicy.to_dict, self.retry_policy),
         }
 
 
@@ -2170,6 +2183,8 @@ class StartChildWorkflowExecutionCommandAttributes:
     #: 0: the default (10 s).
     workflow_task_timeout_ms: int = 0
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE
+    #: How a failed or timed-out run of the child is retried as a new run; null: never (Command version 7).
+    retry_policy: RetryPolicy | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StartChildWorkflowExecutionCommandAttributes:
@@ -2183,6 +2198,7 @@ class StartChildWorkflowExecutionCommandAttributes:
             run_timeout_ms=d.get("run_timeout_ms", 0),
             workflow_task_timeout_ms=d.get("workflow_task_timeout_ms", 0),
             parent_close_policy=ParentClosePolicy(d.get("parent_close_policy", "Terminate")),
+            retry_policy=_optional(RetryPolicy.from_dict, d.get("retry_policy", None)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2196,6 +2212,7 @@ class StartChildWorkflowExecutionCommandAttributes:
             "run_timeout_ms": self.run_timeout_ms,
             "workflow_task_timeout_ms": self.workflow_task_timeout_ms,
             "parent_close_policy": self.parent_close_policy,
+            "retry_policy": _optional(RetryPolicy.to_dict, self.retry_policy),
         }
 
 
@@ -2253,6 +2270,8 @@ class StartChildWorkflowExecutionInitiatedEventAttributes:
     workflow_task_timeout_ms: int = 0
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE
     workflow_task_completed_event_id: int
+    #: The child's retry policy (HistoryEvent version 13).
+    retry_policy: RetryPolicy | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StartChildWorkflowExecutionInitiatedEventAttributes:
@@ -2268,6 +2287,7 @@ class StartChildWorkflowExecutionInitiatedEventAttributes:
             workflow_task_timeout_ms=d.get("workflow_task_timeout_ms", 0),
             parent_close_policy=ParentClosePolicy(d.get("parent_close_policy", "Terminate")),
             workflow_task_completed_event_id=d["workflow_task_completed_event_id"],
+            retry_policy=_optional(RetryPolicy.from_dict, d.get("retry_policy", None)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2283,6 +2303,7 @@ class StartChildWorkflowExecutionInitiatedEventAttributes:
             "workflow_task_timeout_ms": self.workflow_task_timeout_ms,
             "parent_close_policy": self.parent_close_policy,
             "workflow_task_completed_event_id": self.workflow_task_completed_event_id,
+            "retry_policy": _optional(RetryPolicy.to_dict, self.retry_policy),
         }
 
 
@@ -2344,6 +2365,9 @@ class StartWorkflowExecution:
     #: that starts it at each cron time, with overlap policy skip (README, Schedules). null: an ordinary start.
     #: Since version 5.
     cron_schedule: str | None = None
+    #: How a failed or timed-out run of the workflow is retried as a new run (README, Workflow retry policy);
+    #: null: never. Since version 6.
+    retry_policy: RetryPolicy | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StartWorkflowExecution:
@@ -2365,6 +2389,7 @@ class StartWorkflowExecution:
             memo=d.get("memo", None),
             search_attributes=d.get("search_attributes", None),
             cron_schedule=d.get("cron_schedule", None),
+            retry_policy=_optional(RetryPolicy.from_dict, d.get("retry_policy", None)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2386,6 +2411,7 @@ class StartWorkflowExecution:
             "memo": self.memo,
             "search_attributes": self.search_attributes,
             "cron_schedule": self.cron_schedule,
+            "retry_policy": _optional(RetryPolicy.to_dict, self.retry_policy),
         }
 
 
@@ -2664,6 +2690,8 @@ class WorkflowExecutionFailedEventAttributes:
     NAME: ClassVar[str] = "WorkflowExecutionFailedEventAttributes"
     failure: Failure
     workflow_task_completed_event_id: int
+    #: The run that retries this one under the workflow's retry policy; null: none (HistoryEvent version 13).
+    new_run_id: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WorkflowExecutionFailedEventAttributes:
@@ -2671,6 +2699,7 @@ class WorkflowExecutionFailedEventAttributes:
         return cls(
             failure=Failure.from_dict(d["failure"]),
             workflow_task_completed_event_id=d["workflow_task_completed_event_id"],
+            new_run_id=d.get("new_run_id", None),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2678,6 +2707,7 @@ class WorkflowExecutionFailedEventAttributes:
         return {
             "failure": self.failure.to_dict(),
             "workflow_task_completed_event_id": self.workflow_task_completed_event_id,
+            "new_run_id": self.new_run_id,
         }
 
 
@@ -2747,6 +2777,12 @@ class WorkflowExecutionStartedEventAttributes:
     #: JSON object of custom search attributes (name: value) set at start, each registered in the namespace with
     #: its type (visibility); null: none
     search_attributes: str | None = None
+    #: How a failed or timed-out run is retried as a new run of the same workflow id; carried by retries and
+    #: continue-as-new (HistoryEvent version 13).
+    retry_policy: RetryPolicy | None = None
+    #: A retry's backoff: the first workflow task is scheduled this long after the start, by a durable timer
+    #: (HistoryEvent version 13).
+    first_workflow_task_backoff_ms: int = 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WorkflowExecutionStartedEventAttributes:
@@ -2769,6 +2805,8 @@ class WorkflowExecutionStartedEventAttributes:
             parent_initiated_event_id=d.get("parent_initiated_event_id", 0),
             memo=d.get("memo", None),
             search_attributes=d.get("search_attributes", None),
+            retry_policy=_optional(RetryPolicy.from_dict, d.get("retry_policy", None)),
+            first_workflow_task_backoff_ms=d.get("first_workflow_task_backoff_ms", 0),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2791,6 +2829,8 @@ class WorkflowExecutionStartedEventAttributes:
             "parent_initiated_event_id": self.parent_initiated_event_id,
             "memo": self.memo,
             "search_attributes": self.search_attributes,
+            "retry_policy": _optional(RetryPolicy.to_dict, self.retry_policy),
+            "first_workflow_task_backoff_ms": self.first_workflow_task_backoff_ms,
         }
 
 
@@ -2820,15 +2860,17 @@ class WorkflowExecutionTimedOutEventAttributes:
     """Attributes of a WorkflowExecutionTimedOut history event."""
 
     NAME: ClassVar[str] = "WorkflowExecutionTimedOutEventAttributes"
+    #: The run that retries this one under the workflow's retry policy; null: none (HistoryEvent version 13).
+    new_run_id: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WorkflowExecutionTimedOutEventAttributes:
         """From a decoded record (fields with a default may be absent)."""
-        return cls()
+        return cls(new_run_id=d.get("new_run_id", None))
 
     def to_dict(self) -> dict[str, Any]:
         """What kadence.avro.encode takes."""
-        return {}
+        return {"new_run_id": self.new_run_id}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -194,6 +194,7 @@ class Engine:
             "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
             "identity": req.identity, "run_timeout_ms": req.run_timeout_ms,
             "id_reuse_policy": req.id_reuse_policy, "id_conflict_policy": req.id_conflict_policy, "memo": req.memo,
+            "retry_policy": req.retry_policy,
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
@@ -211,6 +212,7 @@ class Engine:
         record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input,
                   "search_attributes": req.search_attributes}
         del record["id_conflict_policy"]  # a running run is signalled: no conflict
+        del record["retry_policy"]  # signal-with-start carries no retry policy (its record has none)
         reply = await self._command("SignalWithStartWorkflowExecution", record)
         return {"run_id": reply.get("run_id")}
 

@@ -136,6 +136,7 @@ def describe(ex: Execution) -> dict[str, Any]:
         "reset_from_run_id": state.get("reset_from_run_id"),
         "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
         "history_size_bytes": state.get("history_size_bytes", 0),
+        "attempt": state.get("attempt", 1),  # under the workflow retry policy (services/history/retry.py)
         "pending_activities": [
             {"scheduled_event_id": int(k), **v} for k, v in sorted(activities.items(), key=lambda kv: int(kv[0]))
         ],

@@ -52,7 +52,7 @@ from services.common import kafka
 
 from . import cancellation, engine
 from .builder import Transition
-from .state import ParentInfo, child_run_id
+from .state import MutableState, ParentInfo, child_run_id
 
 NOTICE = "ChildWorkflowNotice"
 _POLICY = "ApplyParentClosePolicy"
@@ -122,7 +122,8 @@ def _initiate_child(t: Transition, a: dict[str, Any], completed_id: int) -> None
                workflow_type=a["workflow_type"], task_queue=task_queue, input=a["input"],
                execution_timeout_ms=a["execution_timeout_ms"], run_timeout_ms=a["run_timeout_ms"],
                workflow_task_timeout_ms=a["workflow_task_timeout_ms"],
-               parent_close_policy=a["parent_close_policy"], workflow_task_completed_event_id=completed_id)
+               parent_close_policy=a["parent_close_policy"], workflow_task_completed_event_id=completed_id,
+               retry_policy=a.get("retry_policy"))
     iid = ev["event_id"]
     t.publish(kafka.REQUESTS, kafka.workflow_key(s.namespace, a["workflow_id"]), "StartChildWorkflowExecution", {
         "namespace": s.namespace, "workflow_id": a["workflow_id"], "new_run_id": child_run_id(s.run_id, iid),
@@ -130,7 +131,7 @@ def _initiate_child(t: Transition, a: dict[str, Any], completed_id: int) -> None
         "execution_timeout_ms": a["execution_timeout_ms"], "run_timeout_ms": a["run_timeout_ms"],
         "workflow_task_timeout_ms": a["workflow_task_timeout_ms"], "request_id": f"child:{s.run_id}:{iid}",
         "parent_namespace": s.namespace, "parent_workflow_id": s.workflow_id, "parent_run_id": s.run_id,
-        "parent_initiated_event_id": iid,
+        "parent_initiated_event_id": iid, "retry_policy": a.get("retry_policy"),
     })
 
 
@@ -191,7 +192,8 @@ async def start_child(ctx: engine.Context, cmd: dict[str, Any]) -> None:
                         execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd["run_timeout_ms"],
                         workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"], request_id=cmd["request_id"],
                         identity=IDENTITY, run_id=cmd["new_run_id"],
-                        parent=parent_attributes(ParentInfo(*parent)))
+                        parent=parent_attributes(ParentInfo(*parent)),
+                        retry={"retry_policy": cmd.get("retry_policy")})
     engine.settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)  # the ledger records the request id
     _send(t, _notice(*parent, NoticeKind.STARTED, ns, wid, child_run_id=t.state.run_id,
@@ -233,7 +235,8 @@ def on_close(t: Transition) -> None:
         return  # closed in an earlier batch: told then
     t.close_handled = True
     s = t.state
-    if s.parent is not None and s.status != "ContinuedAsNew":  # a new run carries the parent on
+    # A new run carries the parent on: continue-as-new, and a retry (retry.py).
+    if s.parent is not None and s.status != "ContinuedAsNew" and not _retried(s):
         p = s.parent
         rest: dict[str, Any] = {"child_run_id": s.run_id, "workflow_type": s.workflow_type}
         if s.status == RunStatus.COMPLETED:
@@ -328,3 +331,9 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
                 closed["details"] = cmd["details"]
             t.add(CLOSE_EVENTS[kind], **closed)
     engine.settle(t)
+
+
+def _retried(s: MutableState) -> bool:
+    from .retry import retried  # retry imports this module
+
+    return retried(s)

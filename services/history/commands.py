@@ -7,7 +7,7 @@ from typing import Any
 
 from kadence_protocol.enums import CommandType, EventType, TimerKind
 
-from . import cancellation, children, updates
+from . import cancellation, children, retry, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -70,8 +70,7 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
             t.add(EventType.WORKFLOW_EXECUTION_COMPLETED, result=a["result"],
                   workflow_task_completed_event_id=completed_id)
         elif kind == CommandType.FAIL_WORKFLOW_EXECUTION:
-            t.add(EventType.WORKFLOW_EXECUTION_FAILED, failure=a["failure"],
-                  workflow_task_completed_event_id=completed_id)
+            retry.fail(ctx, t, a["failure"], completed_id)  # retried as a new run if the policy says so
         elif kind == CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
             _continue_as_new(ctx, t, a, completed_id)
         elif kind in cancellation.COMMANDS:
@@ -111,5 +110,6 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
                    request_id="", identity="", continued_from=s.run_id, run_id=new_run_id,
                    memo=s.memo if a.get("memo") is None else a["memo"],  # carried over unless replaced
                    search_attributes=a.get("search_attributes"),  # only those given (Command v6)
-                   parent=children.parent_attributes(s.parent))
+                   parent=children.parent_attributes(s.parent),
+                   retry=retry.started_attributes(s.retry_policy))  # the policy carries on, from attempt 1
     schedule_workflow_task(new)

@@ -115,7 +115,8 @@ async def start_workflow(ctx: Context, req: StartWorkflowExecution,
                  execution_timeout_ms=req.execution_timeout_ms, run_timeout_ms=req.run_timeout_ms,
                  workflow_task_timeout_ms=req.workflow_task_timeout_ms,
                  request_id=req.request_id, identity=req.identity, memo=req.memo,
-                 search_attributes=req.search_attributes)
+                 search_attributes=req.search_attributes,
+                 retry={"retry_policy": req.retry_policy.to_dict() if req.retry_policy is not None else None})
     if signal is not None:
         _signal(t, signal[0], signal[1], req.identity, "")
     settle(t)
@@ -137,10 +138,12 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
              run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
              continued_from: str | None = None, run_id: str | None = None, memo: str | None = None,
-             search_attributes: str | None = None, parent: dict[str, Any] | None = None) -> Transition:
+             search_attributes: str | None = None, parent: dict[str, Any] | None = None,
+             retry: dict[str, Any] | None = None) -> Transition:
     """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
     first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
-    ``parent``: a child's parent, as ``children.parent_attributes`` gives it."""
+    ``parent``: a child's parent, as ``children.parent_attributes`` gives it; ``retry``: the
+    retry policy's started attributes (retry.started_attributes)."""
     state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
     t = ctx.new_run(state)
     t.current_changed = True
@@ -152,7 +155,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
           request_id=request_id, identity=identity, continued_execution_run_id=continued_from, memo=memo,
-          search_attributes=search_attributes, **(parent or {}))
+          search_attributes=search_attributes, **(parent or {}), **(retry or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
         t.set_timer(TimerKind.WORKFLOW_TIMEOUT, 0, timeout_at)
@@ -215,7 +218,7 @@ def settle(t: Transition) -> None:
         t.delete_all_timers = True
         t.current_changed = True
         return
-    if s.wt is None and (s.inputs_pending or updates.owed(s)) and s.wt_failures == 0:
+    if s.wt is None and (s.inputs_pending or updates.owed(s)) and s.wt_failures == 0 and not s.backoff_pending:
         schedule_workflow_task(t)
 
 
@@ -551,7 +554,13 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         if pending is not None:
             t.add(EventType.TIMER_FIRED, timer_id=pending.timer_id, started_event_id=timer.ref)
     elif kind == TimerKind.WORKFLOW_TIMEOUT:
-        t.add(EventType.WORKFLOW_EXECUTION_TIMED_OUT)
+        from . import retry
+
+        retry.time_out(ctx, t)
+    elif kind == TimerKind.WORKFLOW_BACKOFF:
+        from . import retry
+
+        retry.backoff_over(t)
     elif kind == TimerKind.WORKFLOW_TASK_TIMEOUT:
         wt = s.wt
         if wt and wt.scheduled_event_id == timer.ref and wt.attempt == timer.attempt and wt.started_event_id:

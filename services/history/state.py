@@ -225,6 +225,12 @@ class MutableState:
     # The run this one was reset from (reset.py): named by the WorkflowTaskFailed that ends
     # the copied history. A run a reset terminated names the new run in new_run_id.
     reset_from_run_id: str | None = None
+    # The workflow retry policy (retry.py): this run's attempt, the policy its retries
+    # follow, and a retry's backoff before its first workflow task (pending until scheduled).
+    attempt: int = 1
+    retry_policy: dict[str, Any] | None = None
+    first_wt_backoff_ms: int = 0
+    backoff_pending: bool = False
     # The snapshot layout this state is written in (snapshot.py).
     version: int = SNAPSHOT_VERSION
 
@@ -235,8 +241,10 @@ class MutableState:
     def timeout_at(self) -> int:
         """When this run times out: the chain's expiration or the run's own timeout,
         whichever comes first (0: never)."""
-        deadlines = [t for t in (self.execution_expiration_time,
-                                 self.start_time + self.run_timeout_ms if self.run_timeout_ms > 0 else 0) if t > 0]
+        # A retry's run timeout counts from the end of its backoff (its first workflow task).
+        run_deadline = (self.start_time + self.first_wt_backoff_ms + self.run_timeout_ms
+                        if self.run_timeout_ms > 0 else 0)
+        deadlines = [t for t in (self.execution_expiration_time, run_deadline) if t > 0]
         return min(deadlines, default=0)
 
     def dumps(self) -> bytes:
@@ -330,6 +338,10 @@ def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.start_request_id = a["request_id"]
     s.memo = a.get("memo")
     s.inputs_pending = True
+    s.attempt = a.get("attempt") or 1
+    s.retry_policy = a.get("retry_policy")
+    s.first_wt_backoff_ms = a.get("first_workflow_task_backoff_ms") or 0
+    s.backoff_pending = s.first_wt_backoff_ms > 0
     if a.get("parent_workflow_id") is not None:
         s.parent = ParentInfo(namespace=a["parent_namespace"], workflow_id=a["parent_workflow_id"],
                               run_id=a["parent_run_id"], initiated_event_id=a["parent_initiated_event_id"])
@@ -345,6 +357,9 @@ def _closed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         s.result = a["result"]
     elif status == RunStatus.FAILED:
         s.failure = a["failure"]
+        s.new_run_id = a.get("new_run_id")  # retried (retry.py): result waits follow the new run
+    elif status == RunStatus.TIMED_OUT:
+        s.new_run_id = a.get("new_run_id")
     elif status == RunStatus.CONTINUED_AS_NEW:
         s.new_run_id = a["new_run_id"]
     elif status == RunStatus.CANCELED:
@@ -363,6 +378,7 @@ def _signaled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 def _wt_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.wt = WorkflowTaskInfo(scheduled_event_id=e["event_id"], attempt=a["attempt"], scheduled_time=e["event_time"])
     s.inputs_pending = False
+    s.backoff_pending = False
 
 
 def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ canonical JSON (sorted keys, compact) of an object with:
   (services/common/outcome.py reads them);
 * ``memo`` (JSON text or null), ``history_size_bytes``;
 * ``reset_from_run_id``: the run this one was reset from (reset.py), or null;
+* ``attempt``: the run's attempt under the workflow retry policy (1: the first run);
 * ``first_task_completed``: whether a workflow task of the run has completed (a query waits
   for it);
 * ``activities``, ``timers``, ``children``: the pending ones, by scheduled event id, timer id
@@ -39,6 +40,7 @@ def summary(s: MutableState) -> bytes:
         "status": s.status, "result": s.result, "failure": s.failure, "new_run_id": s.new_run_id,
         "cancel_details": s.cancel_details, "memo": s.memo, "history_size_bytes": s.history_size_bytes,
         "reset_from_run_id": s.reset_from_run_id,
+        "attempt": s.attempt,
         "first_task_completed": s.last_completed_wt_scheduled_id != 0,
         "activities": s.activities, "timers": s.timers, "children": s.children,
         "update_requests": [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting],

@@ -59,8 +59,11 @@ async def test_the_summary_of_a_row_written_before_is_taken_from_its_snapshot(fr
     finally:
         await conn.close()
     mine = orjson.loads(summary(MutableState.loads(fixture.read_bytes())))
-    assert written.keys() == mine.keys()
-    for key in mine.keys() - {"activities"}:
+    # Fields the summary gained after 0012 are absent from what 0012 wrote; readers default
+    # them (attempt: 1, services/frontend/reads.py).
+    added_since = {"attempt"}
+    assert written.keys() == mine.keys() - added_since
+    for key in mine.keys() - {"activities"} - added_since:
         assert written[key] == mine[key], key
     # The activities as the build before kept them: a field added since is absent, not wrong.
     for sid, act in written["activities"].items():

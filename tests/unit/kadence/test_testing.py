@@ -331,3 +331,27 @@ async def test_the_start_to_close_timeout_applies_to_each_attempt() -> None:
         assert await handle.result() == "ActivityTimeoutError StartToClose"
         started = [e for e in await handle.history() if e["event_type"] == "ActivityTaskStarted"]
         assert [e["attributes"]["attempt"] for e in started] == [2]
+
+
+@workflow.defn
+class FlakyKit:
+    @workflow.run
+    async def run(self, succeed_on: int) -> str:
+        attempt = workflow.info().attempt
+        if attempt < succeed_on:
+            raise ApplicationError(f"attempt {attempt} failed", type="Flaky")
+        return f"ok on attempt {attempt}"
+
+
+async def test_a_workflow_retry_policy_in_the_environment() -> None:
+    from kadence.common import RetryPolicy
+
+    policy = RetryPolicy(initial_interval=timedelta(hours=1), maximum_attempts=3)
+    async with WorkflowEnvironment(workflows=[FlakyKit]) as env:
+        # Two backoffs of an hour each: time skips them.
+        assert await env.execute_workflow(FlakyKit.run, 3, id="flaky", retry_policy=policy) == "ok on attempt 3"
+        assert (await env.get_workflow_handle("flaky").describe())["attempt"] == 3
+        with pytest.raises(WorkflowFailureError, match="attempt 3 failed"):
+            await env.execute_workflow(FlakyKit.run, 9, id="flaky-2", retry_policy=policy)
+        with pytest.raises(WorkflowFailureError, match="attempt 1 failed"):
+            await env.execute_workflow(FlakyKit.run, 2, id="flaky-3")  # no policy: no retry

@@ -76,7 +76,10 @@ def test_a_child_start_command_round_trips_with_its_policy() -> None:
     command = {"command_type": "StartChildWorkflowExecution",
                "attributes": {"workflow_id": "c", "workflow_type": "Child", "task_queue": "", "input": "[1]",
                               "execution_timeout_ms": 0, "run_timeout_ms": 0, "workflow_task_timeout_ms": 0,
-                              "parent_close_policy": "Abandon"}}
+                              "parent_close_policy": "Abandon",
+                              "retry_policy": {"initial_interval_ms": 10, "backoff_coefficient": 2.0,
+                                               "maximum_interval_ms": 0, "maximum_attempts": 3,
+                                               "non_retryable_error_types": ["Fatal"]}}}  # Command v7
     _, decoded = avro.decode(avro.encode("Command", command))
     assert decoded == command
 

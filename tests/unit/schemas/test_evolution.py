@@ -179,7 +179,7 @@ def test_records_from_before_updates_read_with_their_child_commands_and_events()
     child = [{"command_type": "StartChildWorkflowExecution",
               "attributes": {"workflow_id": "c", "workflow_type": "Child", "task_queue": "", "input": "[1]",
                              "execution_timeout_ms": 0, "run_timeout_ms": 0, "workflow_task_timeout_ms": 0,
-                             "parent_close_policy": "Abandon"}},
+                             "parent_close_policy": "Abandon", "retry_policy": None}},  # Command v7, defaulted
              {"command_type": "SignalExternalWorkflowExecution",
               "attributes": {"workflow_id": "c", "run_id": None, "signal_name": "go", "input": "[]",
                              "child_workflow_only": True}}]
@@ -226,7 +226,7 @@ def test_a_version_3_start_reads_with_its_policies_and_memo_and_no_search_attrib
     record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting", "memo": '{"a":1}'}
     name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v3.avsc", "StartWorkflowExecution", record))
     assert name == "StartWorkflowExecution"
-    assert start == {**record, "search_attributes": None, "cron_schedule": None}
+    assert start == {**record, "search_attributes": None, "cron_schedule": None, "retry_policy": None}
 
 
 # The fingerprints main's history was written with before reset took HistoryEvent v12 /

@@ -46,7 +46,9 @@ def test_a_version_2_start_reads_with_the_default_policies_and_no_memo() -> None
 def test_the_current_start_round_trips_its_new_fields() -> None:
     record = {**START, "id_reuse_policy": "RejectDuplicate", "id_conflict_policy": "UseExisting",
               "memo": '{"a":1}', "search_attributes": '{"CustomerId":"c"}',  # search attributes: version 4
-              "cron_schedule": None}  # version 5
+              "cron_schedule": None,  # version 5
+              "retry_policy": {"initial_interval_ms": 10, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
+                               "maximum_attempts": 3, "non_retryable_error_types": []}}  # version 6
     assert avro.decode(avro.encode("StartWorkflowExecution", record))[1] == record
 
 

@@ -20,8 +20,8 @@ def test_a_version_4_start_reads_without_a_cron_schedule() -> None:
     record = {**START, "id_reuse_policy": "", "id_conflict_policy": "", "memo": None,
               "search_attributes": '{"CustomerId":"c"}'}
     name, start = avro.decode(_old_request("kadence.StartWorkflowExecution.v4.avsc", "StartWorkflowExecution", record))
-    assert name == "StartWorkflowExecution" and start == {**record, "cron_schedule": None}
-    current = {**record, "cron_schedule": "*/5 * * * *"}
+    assert name == "StartWorkflowExecution" and start == {**record, "cron_schedule": None, "retry_policy": None}
+    current = {**record, "cron_schedule": "*/5 * * * *", "retry_policy": None}
     assert avro.decode(avro.encode("StartWorkflowExecution", current))[1] == current
 
 

@@ -77,7 +77,7 @@ def _run_to_signal(history: FakeHistory) -> Driver:
     assert start["command_type"] == "StartChildWorkflowExecution"
     assert start["attributes"] | {"input": json.loads(start["attributes"]["input"])} == {
         "workflow_id": "kid", "workflow_type": "Child", "task_queue": "", "input": [3], "execution_timeout_ms": 0,
-        "run_timeout_ms": 0, "workflow_task_timeout_ms": 0, "parent_close_policy": "Abandon"}
+        "run_timeout_ms": 0, "workflow_task_timeout_ms": 0, "parent_close_policy": "Abandon", "retry_policy": None}
     assert driver.next_task() == []  # nothing happens until the child has started
     _child_event(history, "ChildWorkflowExecutionStarted", run_id="kid-run")
     (signal,) = driver.next_task()

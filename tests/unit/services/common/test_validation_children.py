@@ -71,7 +71,8 @@ def _start_request(**kw: Any) -> dict[str, Any]:
     return {"namespace": "default", "workflow_id": "c", "new_run_id": "run-c", "workflow_type": "Child",
             "task_queue": "q", "input": "[]", "execution_timeout_ms": 0, "run_timeout_ms": 0,
             "workflow_task_timeout_ms": 10000, "request_id": "child:run-p:5", "parent_namespace": "default",
-            "parent_workflow_id": "p", "parent_run_id": "run-p", "parent_initiated_event_id": 5, **kw}
+            "parent_workflow_id": "p", "parent_run_id": "run-p", "parent_initiated_event_id": 5,
+            "retry_policy": None, **kw}
 
 
 def _signal_request(**kw: Any) -> dict[str, Any]:

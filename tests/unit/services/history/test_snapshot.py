@@ -43,7 +43,8 @@ def test_the_upgrade_changes_nothing_but_the_layout() -> None:
     # What the build before knew is kept as it was, the added fields aside.
     # Top-level fields the state gained after the fixture was written come with their
     # defaults (and make MutableState.predates ask for a rebuild from history).
-    assert after.keys() - before.keys() == {"version", "reset_from_run_id"}
+    assert after.keys() - before.keys() == {"version", "reset_from_run_id", "attempt", "retry_policy",
+                                            "first_wt_backoff_ms", "backoff_pending"}
     assert {k: v for k, v in after.items() if k in before and k not in ("activities", "timers", "wt",
                                                                         "update_requests")} == \
         {k: v for k, v in before.items() if k not in ("activities", "timers", "wt", "update_requests")}

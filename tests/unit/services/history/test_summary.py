@@ -18,7 +18,7 @@ def test_the_summary_names_what_the_frontend_reads_and_nothing_private() -> None
     s = MutableState.loads(FIXTURE.read_bytes())
     got = orjson.loads(summary(s))
     assert set(got) == {"status", "result", "failure", "new_run_id", "cancel_details", "memo", "history_size_bytes",
-                        "reset_from_run_id",
+                        "reset_from_run_id", "attempt",
                         "first_task_completed", "activities", "timers", "children", "update_requests"}
     assert got["status"] == "Running" and got["first_task_completed"] is True
     assert got["timers"]["odd/timer/id"]["timer_id"] == "odd/timer/id"
