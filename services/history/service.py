@@ -191,6 +191,7 @@ class HistoryService:
             shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
             shard.on_failure = self._shard_failed
             shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)
+            shard.partitions = self.settings.shards
             shard.history_limits = self.history_limits
             tp = TopicPartition(kafka.REQUESTS, p)
             backoff = outage.Backoff(f"acquiring shard {p}", log)

@@ -28,7 +28,7 @@ from services.common import kafka, outage, validation
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import cancellation, engine, poison, reset, updates
+from . import cancellation, engine, poison, reset, routing, updates
 from .builder import Mutation, OutboxMessage, Transition
 from .children import apply_parent_close_policy, notify_child_outcome, signal_external, start_child
 from .context import BatchContext
@@ -108,6 +108,9 @@ class _Poison(Exception):
 class Shard:
     # Who may send commands to which namespace (set by the service; None: anyone).
     ingress: IngressPolicy | None = None
+    # kadence.requests' partition count, to refuse a record on another shard's partition
+    # (set by the service; 0: not checked).
+    partitions = 0
 
     def __init__(self, shard_id: int, store: HistoryStore, producer: AIOKafkaProducer, owner: str) -> None:
         self.shard_id = shard_id
@@ -554,9 +557,9 @@ class Shard:
             validation.check_command(name, cmd, self.limits)
         except validation.Invalid as exc:
             return f"{name} refused: {exc.message}"
-        if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
-                cmd["namespace"], cmd["workflow_id"]):
-            return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        if "namespace" in cmd and (wrong := routing.misrouted(
+                record.key, record.partition, cmd["namespace"], cmd["workflow_id"], self.partitions)):
+            return wrong
         if "namespace" in cmd and self.namespace_registered and not await self.namespace_registered(cmd["namespace"]):
             return f"namespace {cmd['namespace']!r} is not registered"
         # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
