@@ -27,6 +27,9 @@ def test_the_top_level_help_names_every_workflow_command(capsys: pytest.CaptureF
     (("dlq", "list"), "oldest first: offset"),
     (("dlq", "redrive"), "original key"),
     (("audit",), "Replay kadence.history"),
+    (("encode",), "murmur2_random"),
+    (("encode", "cancel"), "recorded with the request in history"),
+    (("encode", "update"), "the update handler's name"),
 ])
 def test_server_commands_describe_themselves(capsys: pytest.CaptureFixture[str], words: tuple[str, ...],
                                              says: str) -> None:
