@@ -188,6 +188,9 @@ class Ui:
     def page(self, handler: Page) -> Page:
         async def page(request: web.Request) -> web.StreamResponse:
             try:
+                if "namespace" in request.match_info:
+                    self.data.principal(self._authorization(request))  # sign in first: 401 before 404
+                    await self.data.check_namespace(request.match_info["namespace"])
                 return await handler(request)
             except FrontendError as exc:
                 if exc.status == 401 and handler != self.login:
