@@ -55,6 +55,8 @@ def missing() -> list[str]:
     """The server's libraries that are not installed (empty: the server can run)."""
     absent = []
     for name in _SERVER_MODULES:
+        if sys.modules.get(name) is not None:
+            continue  # imported already (faust's module has no __spec__, which find_spec refuses)
         try:
             found = find_spec(name) is not None
         except (ImportError, ValueError):  # a parent package missing, or a module blocked
