@@ -399,6 +399,11 @@ class WorkflowHandle:
         # The outcome the start answered with (execute_workflow asks for it), if any.
         self._first_outcome: Mapping[str, Any] | None = None
 
+    @property
+    def id(self) -> str:
+        """The workflow id (``workflow_id``), as a child workflow's handle and Temporal name it."""
+        return self.workflow_id
+
     def __repr__(self) -> str:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
 

@@ -737,6 +737,11 @@ class WorkflowEnvironmentHandle:
         self.run_id = run_id
         self.result_type = result_type
 
+    @property
+    def id(self) -> str:
+        """The workflow id (``workflow_id``)."""
+        return self.workflow_id
+
     async def signal(self, signal: str | Callable[..., Any], *args: Any) -> None:
         name = signal_name_of(signal)
         env = self.env

@@ -177,6 +177,7 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/health", health)
     if ui is not None:
+        ui.registry = ui.registry or registry
         install_ui(app, ui)
     return app
 

@@ -310,6 +310,11 @@ class Engine:
                and loop.time() < deadline):
             await asyncio.sleep(0.05)
             ex = await self._reads.execution(ns, workflow_id, ex.run_id)
+        if not ex.closed and not ex.summary.get("first_task_completed", True):
+            # Say why, rather than asking matching with no time left ("within 0 s").
+            raise DeadlineExceeded(
+                f"the run's first workflow task has not completed within {timeout:g} s (no worker"
+                f" has run it yet on task queue {ex.task_queue!r}), so no worker can answer the query")
         try:
             result = await self._matching.query(ns, ex.task_queue, workflow_id, ex.run_id, query_type,
                                                 args_json, max(0.0, deadline - loop.time()),

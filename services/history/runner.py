@@ -38,7 +38,7 @@ from services.common.colocation import ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine, poison
+from . import engine, poison, routing
 from .builder import Mutation
 from .cache import RunCache
 from .context import BatchContext
@@ -75,6 +75,9 @@ class Admission:
     ingress: IngressPolicy | None = None  # who may send commands to which namespace; None: anyone
     # Whether a namespace is registered (namespaces.py); None: not checked.
     namespace_registered: Callable[[str], Awaitable[bool]] | None = None
+    # kadence.requests' partition count, to refuse a record on another shard's partition
+    # (routing.py); 0: not checked.
+    partitions: int = 0
 
 
 class _Poison(Exception):
@@ -278,9 +281,9 @@ class BatchRunner:
             validation.check_command(name, cmd, a.limits)
         except validation.Invalid as exc:
             return f"{name} refused: {exc.message}"
-        if "namespace" in cmd and record.key is not None and record.key != kafka.workflow_key(
-                cmd["namespace"], cmd["workflow_id"]):
-            return f"record key {record.key!r} is not namespace/workflow_id of the command"
+        if "namespace" in cmd and (wrong := routing.misrouted(
+                record.key, record.partition, cmd["namespace"], cmd["workflow_id"], a.partitions)):
+            return wrong
         if "namespace" in cmd and a.namespace_registered and not await a.namespace_registered(cmd["namespace"]):
             return f"namespace {cmd['namespace']!r} is not registered"
         # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.

@@ -235,7 +235,7 @@ class HistoryService:
         return ShardConfig(
             tasks=self.tasks, replies=self.replies, ingress=self._ingress,
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
-            namespace_registered=functools.partial(namespace_registered, self.pool),
+            namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
             request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,
             tail_shard_bytes=s.history_tail_shard_bytes, on_failure=self._shard_failed, observer=self._observer)
 

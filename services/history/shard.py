@@ -98,6 +98,9 @@ class ShardConfig:
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow
     # Whether a namespace is registered (namespaces.py); None: not checked.
     namespace_registered: Callable[[str], Awaitable[bool]] | None = None
+    # kadence.requests' partition count: a record on another shard's partition is refused
+    # (routing.py); 0: not checked.
+    partitions: int = 0
     request_id_retention_s: float = 86_400.0
     tail_run_bytes: int = 1 << 20  # memory.py Tails budgets
     tail_shard_bytes: int = 64 << 20
@@ -141,7 +144,7 @@ class Shard:
             timers=self.timers, redispatcher=self.redispatcher, ledger=self.ledger, heartbeats=self.heartbeats,
             tasks=config.tasks, replies=config.replies, backoff=self.backoffs[LOOP], observer=self.observer,
             admission=Admission(HANDLERS, config.limits, config.history_limits, config.ingress,
-                                config.namespace_registered))
+                                config.namespace_registered, config.partitions))
         self.observer.bind(shard_id, backlog=lambda: self.relay.backlog, run_of=self._cached_current)
 
     # ---- what the batch context reads (context.py) -------------------------------------

@@ -4,6 +4,7 @@ pending coroutine, and the traceback-shaped text that shows it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from kadence import workflow
 from kadence._workflow.stack import (
@@ -84,3 +85,14 @@ def test_a_waiting_workflow_answers_the_built_in_query_without_user_code() -> No
     assert run_block.startswith("Task workflow.run:") and "in Parked.run" in run_block
     assert "await workflow.wait_condition(lambda: self.go)" in run_block
     assert helper_block.startswith("Task helper:") and "await workflow.sleep(60)" in helper_block
+
+
+def test_the_sdks_own_frames_are_left_out() -> None:
+    history = FakeHistory("Parked")
+    driver = Driver(Parked, history)
+    driver.step()
+    text = driver.runner.query(STACK_TRACE_QUERY, [])
+    sdk = Path(workflow.__file__).parent  # the installed SDK, not these tests (which mirror its layout)
+    assert str(sdk) not in text, text
+    run_block = text.split("\n\n")[0]
+    assert run_block.splitlines()[1].endswith("in Parked.run"), run_block  # the user's frame comes first

@@ -84,6 +84,15 @@ def test_the_checker_names_the_field() -> None:
     assert _refused("trigger_schedule", {"now": True}) == "now"
 
 
+def test_an_enum_with_an_empty_default_is_said_in_words() -> None:
+    start = {"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "id_reuse_policy": "BOGUS"}
+    with pytest.raises(InvalidArgument) as info:
+        check(request_schema("start") or {}, start, COMPONENTS)
+    message = str(info.value)
+    assert "one of AllowDuplicate, " in message and "(or empty for the default)" in message
+    assert "of , " not in message and "None" not in message
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
     # No engine: every call below is refused before one would be needed.
