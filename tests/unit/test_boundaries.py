@@ -42,13 +42,6 @@ SERVICES = ("audit", "frontend", "history", "matching", "visibility")
 # The cross-service imports that exist today (importer, imported module). The set may only
 # shrink: the test fails on a new one, and on an entry whose import is gone (remove it then).
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # The frontend answers list/count from visibility's tables with visibility's query
-    # language: a visibility read client (or the query module in common) would take this.
-    ("services.frontend.app", "services.visibility.reads"),
-    ("services.frontend.handlers", "services.visibility.reads"),
-    ("services.frontend.visibility", "services.visibility.reads"),
-    ("services.frontend.visibility", "services.visibility.sql"),
-    ("services.frontend.openapi", "services.visibility.sql"),
     # The web UI's audit page reads the verifications `kadence audit` stored (audit_verifications):
     # the table's reader belongs beside the audit, a read client in common would take it.
     ("services.frontend.ui.data", "services.audit.status"),
