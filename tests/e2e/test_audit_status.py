@@ -16,7 +16,7 @@ import pytest
 from kadence import Client
 from kadence_protocol import avro
 from services.cluster import Cluster
-from services.history.audit import status
+from services.common.audit import verifications as status
 
 from .test_audit import _published, _run_workflows
 

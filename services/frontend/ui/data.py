@@ -28,9 +28,9 @@ from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
 from kadence_protocol.topics import REQUESTS
 from services.common import chain, dlq
+from services.common.audit import verifications as audit_store
 from services.common.matching import LocalMatchingService
 from services.common.matching.stats import PollerSeen
-from services.history.audit import status as audit_store
 
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied

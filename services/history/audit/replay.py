@@ -24,45 +24,44 @@ from typing import Any
 
 from kadence_protocol import avro
 from services.common import chain
+from services.common.audit.divergences import (
+    CHAIN_BREAK as CHAIN_BREAK,
+)
+from services.common.audit.divergences import (
+    CONFLICTING_DUPLICATE as CONFLICTING_DUPLICATE,
+)
+from services.common.audit.divergences import (
+    EVENT_MISMATCH as EVENT_MISMATCH,
+)
+from services.common.audit.divergences import (
+    FOLD_ERROR as FOLD_ERROR,
+)
+from services.common.audit.divergences import (  # the audit's findings, which other services read too
+    GAP as GAP,
+)
+from services.common.audit.divergences import (
+    MISSING_IN_POSTGRES as MISSING_IN_POSTGRES,
+)
+from services.common.audit.divergences import (
+    MISSING_ON_TOPIC as MISSING_ON_TOPIC,
+)
+from services.common.audit.divergences import (
+    POSTGRES_CHAIN_BREAK as POSTGRES_CHAIN_BREAK,
+)
+from services.common.audit.divergences import (
+    STATE_MISMATCH as STATE_MISMATCH,
+)
+from services.common.audit.divergences import (
+    Divergence as Divergence,
+)
+from services.common.audit.divergences import (
+    RunKey as RunKey,
+)
 from services.history.errors import HistoryCorrupted
 from services.history.snapshot import upgrade
 from services.history.state import MutableState, apply, events_only
 
 Event = dict[str, Any]
-
-# Kinds of divergence, as reported.
-GAP = "gap"
-CONFLICTING_DUPLICATE = "conflicting-duplicate"
-CHAIN_BREAK = "chain-break"
-FOLD_ERROR = "fold-error"
-EVENT_MISMATCH = "event-mismatch"
-MISSING_IN_POSTGRES = "missing-in-postgres"
-MISSING_ON_TOPIC = "missing-on-topic"
-STATE_MISMATCH = "state-mismatch"
-POSTGRES_CHAIN_BREAK = "postgres-chain-break"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    namespace: str
-    workflow_id: str
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """One thing that does not agree, about one run."""
-
-    run: RunKey
-    kind: str
-    detail: str
-    event_id: int | None = None
-
-    def __str__(self) -> str:
-        at = f" at event {self.event_id}" if self.event_id is not None else ""
-        return (f"{self.run.namespace}/{self.run.workflow_id} run {self.run.run_id}: "
-                f"{self.kind}{at}: {self.detail}")
-
 
 @dataclass
 class RunAudit:
