@@ -25,43 +25,43 @@ from typing import Any
 from kadence_protocol import avro
 from services.common import chain
 from services.common.audit.divergences import (
-    CHAIN_BREAK as CHAIN_BREAK,
-)
-from services.common.audit.divergences import (
-    CONFLICTING_DUPLICATE as CONFLICTING_DUPLICATE,
-)
-from services.common.audit.divergences import (
-    EVENT_MISMATCH as EVENT_MISMATCH,
-)
-from services.common.audit.divergences import (
-    FOLD_ERROR as FOLD_ERROR,
-)
-from services.common.audit.divergences import (  # the audit's findings, which other services read too
-    GAP as GAP,
-)
-from services.common.audit.divergences import (
-    MISSING_IN_POSTGRES as MISSING_IN_POSTGRES,
-)
-from services.common.audit.divergences import (
-    MISSING_ON_TOPIC as MISSING_ON_TOPIC,
-)
-from services.common.audit.divergences import (
-    POSTGRES_CHAIN_BREAK as POSTGRES_CHAIN_BREAK,
-)
-from services.common.audit.divergences import (
-    STATE_MISMATCH as STATE_MISMATCH,
-)
-from services.common.audit.divergences import (
-    Divergence as Divergence,
-)
-from services.common.audit.divergences import (
-    RunKey as RunKey,
+    CHAIN_BREAK,
+    CONFLICTING_DUPLICATE,
+    EVENT_MISMATCH,
+    FOLD_ERROR,
+    GAP,
+    MISSING_IN_POSTGRES,
+    MISSING_ON_TOPIC,
+    POSTGRES_CHAIN_BREAK,
+    STATE_MISMATCH,
+    Divergence,
+    RunKey,
 )
 from services.history.errors import HistoryCorrupted
 from services.history.snapshot import upgrade
 from services.history.state import MutableState, apply, events_only
 
+# The divergence types live in the audit read client (services.common.audit), which other
+# services read them with; they are re-exported here for the audit's own modules.
+__all__ = [
+    "CHAIN_BREAK",
+    "CONFLICTING_DUPLICATE",
+    "EVENT_MISMATCH",
+    "FOLD_ERROR",
+    "GAP",
+    "MISSING_IN_POSTGRES",
+    "MISSING_ON_TOPIC",
+    "POSTGRES_CHAIN_BREAK",
+    "STATE_MISMATCH",
+    "Divergence",
+    "Replay",
+    "RunAudit",
+    "RunKey",
+    "compare_run",
+]
+
 Event = dict[str, Any]
+
 
 @dataclass
 class RunAudit:
