@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from services.common.paths import state_dir
 
 if TYPE_CHECKING:
-    from services.audit import AuditReport
     from services.common.dirlock import DirectoryLock
+    from services.history.audit import AuditReport
 
 __all__ = ["COMMANDS", "DEV_SHARDS", "add_commands", "missing"]
 
@@ -373,8 +373,8 @@ class _Bar:
 def _audit(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from services.audit import AuditError, audit
     from services.common.bounded import TopicReadError
+    from services.history.audit import AuditError, audit
 
     _quiet_clients()
     bar = _Bar(not args.no_progress)
@@ -406,13 +406,13 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _record_audit(args: argparse.Namespace, report: AuditReport, started: datetime) -> None:
-    """Store the verification in the system of record (services/audit/status.py); a failure
+    """Store the verification in the system of record (services/history/audit/status.py); a failure
     to store is said, and does not change the audit's exit code."""
     import getpass
 
     import asyncpg
 
-    from services.audit import status
+    from services.history.audit import status
 
     async def store() -> int:
         conn = await asyncpg.connect(args.dsn)

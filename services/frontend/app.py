@@ -32,7 +32,7 @@ from services.common.namespaces import NamespaceRegistry
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.common.validation import Limits
-from services.visibility.reads import VisibilityReads
+from services.common.visibility.reads import VisibilityReads
 
 from .admin import ADMIN_ROUTES, AdminHandlers, not_found
 from .auth import Authenticator, served, serving

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from services.visibility.reads import VisibilityReads
+from services.common.visibility.reads import VisibilityReads
 
 from . import validation as v
 from .admin import AdminHandlers

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.common import validation as common
-from services.visibility.sql import MAX_PAGE_SIZE, AttributeType
+from services.common.visibility.sql import MAX_PAGE_SIZE, AttributeType
 
 from .admin import ADMIN_ROUTES
 from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
-from services.visibility.reads import VisibilityReads
-from services.visibility.sql import MAX_PAGE_SIZE, AttributeType, QueryError, stored_attributes
+from services.common.visibility.reads import VisibilityReads
+from services.common.visibility.sql import MAX_PAGE_SIZE, AttributeType, QueryError, stored_attributes
 
 from . import validation as v
 from .errors import FrontendError, InvalidArgument
@@ -96,7 +96,7 @@ class VisibilityHandlers:
             raise InvalidArgument(str(exc), field="query") from None
 
     async def list_search_attributes(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        from services.visibility.sql import BUILT_INS
+        from services.common.visibility.sql import BUILT_INS
 
         ns = v.namespace(path["namespace"])
         custom = await self._reads().search_attributes(ns)

@@ -2,7 +2,7 @@
 standalone form (``python -m services.visibility``), for a deployment that runs it apart
 from the services. ``kadence dev`` runs the same projection in process (``consumer.py``).
 
-Configured as the audit app is (``services/audit/stream.py``): at-least-once (the store
+Configured as the audit app is (``services/history/audit/stream.py``): at-least-once (the store
 skips events a row already has, so a redelivery is harmless), a short session timeout so
 the group forms quickly, no topic declared here, state in memory. Records are taken in
 batches and each batch is one statement; faust commits the offsets once the batch's

@@ -17,10 +17,10 @@ import pytest
 
 from kadence import Client, Worker
 from kadence_protocol import avro
-from services.audit import audit
 from services.cluster import Cluster
 from services.common.bounded import BoundedRead
 from services.common.embedded import EmbeddedPostgres
+from services.history.audit import audit
 from tests.helpers import eventually
 
 from ..conftest import new_database

@@ -15,8 +15,8 @@ import pytest
 
 from kadence import Client
 from kadence_protocol import avro
-from services.audit import status
 from services.cluster import Cluster
+from services.common.audit import verifications as status
 
 from .test_audit import _published, _run_workflows
 

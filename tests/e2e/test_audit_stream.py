@@ -50,7 +50,7 @@ async def test_stream_app_logs_a_chain_break_and_a_gap(broker: EmbeddedBroker, t
         await producer.stop()
     env = dict(os.environ, KADENCE_KAFKA_BOOTSTRAP=broker.bootstrap, KADENCE_AUDIT_SESSION_TIMEOUT_S="2",
                KADENCE_HOME=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-m", "services.audit.stream"], env=env, cwd=tmp_path,
+    process = subprocess.Popen([sys.executable, "-m", "services.history.audit.stream"], env=env, cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     assert process.stdout is not None
     seen: list[str] = []

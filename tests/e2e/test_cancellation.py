@@ -20,8 +20,8 @@ from kadence.exceptions import (
     WorkflowFailureError,
     WorkflowNotFoundError,
 )
-from services.audit import audit
 from services.cluster import Cluster
+from services.history.audit import audit
 from tests.helpers import eventually
 
 from .test_audit import _published

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from kadence import ApplicationError, ChildWorkflowError, Client, Replayer, Worker, WorkflowTimeoutError, workflow
-from services.audit import audit
 from services.cluster import Cluster
 from services.common import kafka
+from services.history.audit import audit
 
 from ..helpers import eventually
 from .test_audit import _published

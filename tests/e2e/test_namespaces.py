@@ -15,11 +15,11 @@ from aiokafka import AIOKafkaProducer
 from kadence import Client, Worker
 from kadence import kafka as ingress
 from kadence.exceptions import RPCError, WorkflowNotFoundError
-from services.audit import audit
 from services.cluster import Cluster
 from services.common import dlq as dead_letters
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+from services.history.audit import audit
 from tests.helpers import eventually
 
 from ..conftest import new_database

@@ -17,8 +17,8 @@ from kadence import Client, ResetPoint, Worker, activity, workflow
 from kadence import kafka as ingress
 from kadence.exceptions import RPCError
 from kadence_protocol import avro
-from services.audit import audit
 from services.cluster import Cluster
+from services.history.audit import audit
 from tests.helpers import eventually
 
 from .test_audit import _published

@@ -16,8 +16,8 @@ import pytest
 
 from kadence import Client, RetryPolicy, Worker, activity, workflow
 from kadence.exceptions import WorkflowFailureError
-from services.audit import audit
 from services.cluster import Cluster
+from services.history.audit import audit
 
 from ..helpers import eventually
 

@@ -16,10 +16,10 @@ from kadence import kafka as ingress
 from kadence.converter import DataConverter
 from kadence.exceptions import ApplicationError, RPCError, WorkflowAlreadyStartedError, WorkflowFailureError
 from kadence_protocol import avro
-from services.audit import audit
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.history.audit import audit
 from tests.helpers import eventually
 
 from .test_audit import _published

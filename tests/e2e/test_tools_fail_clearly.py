@@ -75,7 +75,7 @@ async def test_redrive_of_an_offset_with_no_dead_letter_says_so(broker: Embedded
 
 
 async def test_stream_audit_with_no_broker_exits_2(tmp_path: Path) -> None:
-    code, output = await _run("-m", "services.audit.stream", cwd=tmp_path,
+    code, output = await _run("-m", "services.history.audit.stream", cwd=tmp_path,
                               env={"KADENCE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
                                    "KADENCE_HOME": str(tmp_path / "home")})
     assert code == 2
@@ -89,7 +89,7 @@ async def test_stream_audit_creates_its_state_directory_and_says_what_it_audits(
     log = tmp_path / "stream.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.audit.stream"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "services.history.audit.stream"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_HOME": str(home),
                  "KADENCE_AUDIT_SESSION_TIMEOUT_S": "2"})

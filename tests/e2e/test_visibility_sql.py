@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from services.common import db
-from services.visibility import query as q
-from services.visibility import sql
-from services.visibility.reads import VisibilityReads
-from services.visibility.sql import AttributeType
+from services.common.visibility import query as q
+from services.common.visibility import sql
+from services.common.visibility.reads import VisibilityReads
+from services.common.visibility.sql import AttributeType
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,8 +16,8 @@ import pytest
 from kadence import ApplicationError, ChildWorkflowError, Client, Worker, WorkflowFailureError, workflow
 from kadence.common import RetryPolicy
 from kadence.exceptions import WorkflowNotFoundError
-from services.audit import audit
 from services.cluster import Cluster
+from services.history.audit import audit
 
 from ..helpers import eventually
 from .test_audit import _published

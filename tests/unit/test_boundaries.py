@@ -9,7 +9,8 @@
 - No import cycle among the server's modules (module-level imports, as they run).
 - No service imports another service's package: they share ``services.common`` and
   ``kadence_protocol``; the composition roots (``services.cluster``, ``services.cli``) wire them.
-  KNOWN_VIOLATIONS holds today's exceptions, each with its way out.
+  What a service reads of another goes through a client in ``services.common`` (matching,
+  visibility reads, audit reads).
 """
 
 from __future__ import annotations
@@ -37,29 +38,9 @@ ALLOWED_SDK = {
 }
 
 # The services proper; services.common and kadence_protocol are shared by all of them.
-SERVICES = ("audit", "frontend", "history", "matching", "visibility")
-
-# The cross-service imports that exist today (importer, imported module). The set may only
-# shrink: the test fails on a new one, and on an entry whose import is gone (remove it then).
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # The frontend answers list/count from visibility's tables with visibility's query
-    # language: a visibility read client (or the query module in common) would take this.
-    ("services.frontend.app", "services.visibility.reads"),
-    ("services.frontend.handlers", "services.visibility.reads"),
-    ("services.frontend.visibility", "services.visibility.reads"),
-    ("services.frontend.visibility", "services.visibility.sql"),
-    ("services.frontend.openapi", "services.visibility.sql"),
-    # The web UI's audit page reads the verifications `kadence audit` stored (audit_verifications):
-    # the table's reader belongs beside the audit, a read client in common would take it.
-    ("services.frontend.ui.data", "services.audit.status"),
-    # The audit replays kadence.history through history's one pure fold (state.apply): the fold
-    # is shared on purpose; it belongs in a domain module both use.
-    ("services.audit.pg", "services.history.state"),
-    ("services.audit.pg", "services.history.summary"),
-    ("services.audit.replay", "services.history.snapshot"),
-    ("services.audit.replay", "services.history.errors"),
-    ("services.audit.replay", "services.history.state"),
-}
+# The audit is part of history (services/history/audit/): it checks history's own log with
+# history's own fold (docs/architecture.md, "Packages").
+SERVICES = ("frontend", "history", "matching", "visibility")
 
 
 @dataclass(frozen=True)
@@ -224,8 +205,14 @@ def test_no_service_imports_another_services_package() -> None:
         mine, theirs = _service(i.importer), _service(i.imported)
         if mine is not None and theirs is not None and mine != theirs:
             crossing.add((i.importer, i.imported))
-    assert crossing - KNOWN_VIOLATIONS == set(), "a service imports another service's package"
-    assert KNOWN_VIOLATIONS - crossing == set(), "a known violation is gone: remove it from KNOWN_VIOLATIONS"
+    assert crossing == set(), "a service imports another service's package (use or add a client in services.common)"
+
+
+def test_the_shared_package_imports_no_service() -> None:
+    # services.common is what the services share (their clients among it): importing a service
+    # from it would bring the crossing back by a detour.
+    wrong = {(i.importer, i.imported) for i in _all_imports("services/common") if _service(i.imported) is not None}
+    assert wrong == set()
 
 
 def test_the_cli_lists_the_servers_commands_as_the_server_defines_them() -> None:

@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaError
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
 from kadence_protocol.topics import REQUESTS
-from services.audit import status as audit_store
 from services.common import chain, dlq
+from services.common.audit import verifications as audit_store
 from services.common.matching import LocalMatchingService
 from services.common.matching.stats import PollerSeen
 from services.common.namespaces import NamespaceRegistry

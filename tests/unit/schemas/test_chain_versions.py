@@ -17,9 +17,9 @@ import fastavro
 import pytest
 
 from kadence_protocol import avro
-from services.audit import replay as r
-from services.audit.stream import StreamAuditor
 from services.common import chain
+from services.history.audit import replay as r
+from services.history.audit.stream import StreamAuditor
 
 pytestmark = pytest.mark.timeout(10)
 RUN = r.RunKey("default", "wf-old", "run-old")

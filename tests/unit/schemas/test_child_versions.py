@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
-from services.audit import replay as r
 from services.common import chain
+from services.history.audit import replay as r
 from services.history.state import rebuild
 from tests.unit.schemas.test_chain_versions import CURRENT, RUN, Writer, _bodies, _load, _topic
 from tests.unit.schemas.test_timeout_versions import _written_under

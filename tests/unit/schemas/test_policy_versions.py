@@ -12,7 +12,7 @@ import fastavro
 import pytest
 
 from kadence_protocol import avro
-from services.audit import replay as r
+from services.history.audit import replay as r
 from tests.unit.schemas.test_chain_versions import CURRENT, Writer, _bodies, _load, _topic
 
 pytestmark = pytest.mark.timeout(10)

@@ -1,4 +1,4 @@
-"""The audit's pure verification (services.audit.replay): gaps, duplicates, chain breaks,
+"""The audit's pure verification (services.history.audit.replay): gaps, duplicates, chain breaks,
 fold errors and the comparison with stored rows, without any I/O."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
-from services.audit import replay as r
 from services.common import chain
+from services.history.audit import replay as r
 from services.history.state import rebuild
 
 pytestmark = pytest.mark.timeout(10)

@@ -16,8 +16,8 @@ from kadence._activity import ActivityDefinition
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence.exceptions import ActivityError, ActivityTimeoutError
 from kadence_protocol import avro
-from services.audit import replay as audit
 from services.history import engine
+from services.history.audit import replay as audit
 from services.history.builder import Transition
 from services.history.context import BatchContext
 from services.history.state import ATTEMPT_FIELDS, MutableState, apply, events_only, rebuild

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.visibility import query as q
-from services.visibility import sql
-from services.visibility.sql import AttributeType, QueryError
+from services.common.visibility import query as q
+from services.common.visibility import sql
+from services.common.visibility.sql import AttributeType, QueryError
 
 CUSTOM = {"CustomerId": AttributeType.KEYWORD, "Amount": AttributeType.DOUBLE, "Priority": AttributeType.INT,
           "Vip": AttributeType.BOOL, "Note": AttributeType.TEXT, "Tags": AttributeType.KEYWORD_LIST,

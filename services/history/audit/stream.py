@@ -1,7 +1,7 @@
 """The continuous audit: a faust-streaming app that folds ``kadence.history`` as it is
 published and logs chain breaks, gaps, conflicting duplicates and fold errors at once.
 
-``python -m services.audit.stream`` runs it (``KADENCE_KAFKA_BOOTSTRAP`` names the
+``python -m services.history.audit.stream`` runs it (``KADENCE_KAFKA_BOOTSTRAP`` names the
 broker). Each run is folded by the same :class:`RunAudit` the batch ``kadence audit``
 uses, so both find the same things; the batch command also compares with PostgreSQL.
 

@@ -1,9 +1,7 @@
-"""The audit's stored status: each verification (``kadence audit --dsn``) and what it found,
-kept in PostgreSQL (migration 0013) so operators see the last verdict without running one.
-
-``record`` writes one verification and its divergences in one transaction (at most
-``MAX_STORED_DIVERGENCES`` of them; the count says how many there were); ``latest``,
-``divergences_of`` and ``run_verdict`` read them for the web UI's audit page and run page.
+"""The audit's stored status, read side: each verification (``kadence audit --dsn``) and what
+it found, kept in PostgreSQL (migration 0013) so operators see the last verdict without
+running one. ``latest``, ``divergences_of`` and ``run_verdict`` read them for the web UI's
+audit page and run page; the audit writes them (``services/history/audit/status.py``).
 """
 
 from __future__ import annotations
@@ -12,16 +10,12 @@ import enum
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from .replay import CHAIN_BREAK, POSTGRES_CHAIN_BREAK, Divergence, RunKey
-from .run import AuditReport
-
-MAX_STORED_DIVERGENCES = 10_000  # per verification: a broken cluster must not fill the database
-CHAIN_KINDS = frozenset({CHAIN_BREAK, POSTGRES_CHAIN_BREAK})
+from .divergences import Divergence, RunKey
 
 
 class Scope(enum.StrEnum):
@@ -60,31 +54,6 @@ class Verification:
     @property
     def chain_holds(self) -> bool:
         return self.chain_breaks == 0
-
-
-def _ranges(report: AuditReport) -> list[dict[str, int]]:
-    return [{"partition": p, "start": s, "end": e} for p, (s, e) in sorted(report.partitions.items())]
-
-
-async def record(conn: asyncpg.Connection, report: AuditReport, *, started_at: datetime, finished_at: datetime,
-                 from_time_ms: int | None, by_whom: str, compared_with_postgres: bool) -> int:
-    """Store one verification and its divergences; return its id."""
-    found = report.divergences
-    async with conn.transaction():
-        verification_id = int(await conn.fetchval(
-            "INSERT INTO audit_verifications (started_at, finished_at, scope, from_time, by_whom, partitions,"
-            " records, runs, duplicates, unreadable, divergences, chain_breaks, compared_with_postgres)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-            started_at, finished_at, (Scope.TOPIC if from_time_ms is None else Scope.FROM_TIME).value,
-            None if from_time_ms is None else datetime.fromtimestamp(from_time_ms / 1000, UTC), by_whom,
-            json.dumps(_ranges(report)), report.records, report.runs, report.duplicates, len(report.unreadable),
-            len(found), sum(1 for d in found if d.kind in CHAIN_KINDS), compared_with_postgres))
-        await conn.executemany(
-            "INSERT INTO audit_divergences (verification_id, seq, namespace, workflow_id, run_id, kind, event_id,"
-            " detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [(verification_id, i, d.run.namespace, d.run.workflow_id, d.run.run_id, d.kind, d.event_id, d.detail)
-             for i, d in enumerate(found[:MAX_STORED_DIVERGENCES])])
-    return verification_id
 
 
 def _verification(row: asyncpg.Record) -> Verification:

@@ -40,7 +40,7 @@ class AuditReport:
 
 async def audit(bootstrap: str, dsn: str | None, *, from_time_ms: int | None = None,
                 rebuild_into: str | None = None, progress: Progress | None = None) -> AuditReport:
-    """Replay kadence.history and report every divergence (see services.audit.replay).
+    """Replay kadence.history and report every divergence (see services.history.audit.replay).
 
     Without ``dsn`` only the topic itself is checked (gaps, duplicates, chain, fold).
     """

@@ -24,44 +24,43 @@ from typing import Any
 
 from kadence_protocol import avro
 from services.common import chain
+from services.common.audit.divergences import (
+    CHAIN_BREAK,
+    CONFLICTING_DUPLICATE,
+    EVENT_MISMATCH,
+    FOLD_ERROR,
+    GAP,
+    MISSING_IN_POSTGRES,
+    MISSING_ON_TOPIC,
+    POSTGRES_CHAIN_BREAK,
+    STATE_MISMATCH,
+    Divergence,
+    RunKey,
+)
 from services.history.errors import HistoryCorrupted
 from services.history.snapshot import upgrade
 from services.history.state import MutableState, apply, events_only
 
+# The divergence types live in the audit read client (services.common.audit), which other
+# services read them with; they are re-exported here for the audit's own modules.
+__all__ = [
+    "CHAIN_BREAK",
+    "CONFLICTING_DUPLICATE",
+    "EVENT_MISMATCH",
+    "FOLD_ERROR",
+    "GAP",
+    "MISSING_IN_POSTGRES",
+    "MISSING_ON_TOPIC",
+    "POSTGRES_CHAIN_BREAK",
+    "STATE_MISMATCH",
+    "Divergence",
+    "Replay",
+    "RunAudit",
+    "RunKey",
+    "compare_run",
+]
+
 Event = dict[str, Any]
-
-# Kinds of divergence, as reported.
-GAP = "gap"
-CONFLICTING_DUPLICATE = "conflicting-duplicate"
-CHAIN_BREAK = "chain-break"
-FOLD_ERROR = "fold-error"
-EVENT_MISMATCH = "event-mismatch"
-MISSING_IN_POSTGRES = "missing-in-postgres"
-MISSING_ON_TOPIC = "missing-on-topic"
-STATE_MISMATCH = "state-mismatch"
-POSTGRES_CHAIN_BREAK = "postgres-chain-break"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    namespace: str
-    workflow_id: str
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """One thing that does not agree, about one run."""
-
-    run: RunKey
-    kind: str
-    detail: str
-    event_id: int | None = None
-
-    def __str__(self) -> str:
-        at = f" at event {self.event_id}" if self.event_id is not None else ""
-        return (f"{self.run.namespace}/{self.run.workflow_id} run {self.run.run_id}: "
-                f"{self.kind}{at}: {self.detail}")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Audit replay of ``kadence.history``: fold every run through the history service's own
 fold, verify ids, duplicates and the hash chain, compare with PostgreSQL, and rebuild a
-database from the topic alone. ``kadence audit`` is the command; ``services.audit.stream``
+database from the topic alone. ``kadence audit`` is the command; ``services.history.audit.stream``
 runs the same checks continuously as a faust-streaming app."""
 
 from .errors import AuditError
