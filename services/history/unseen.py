@@ -20,12 +20,13 @@ attempts, so the new task is attempt 1 and no retry backoff applies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from enum import StrEnum
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from kadence_protocol.enums import CommandType
+from kadence_protocol.records import Command
 from kadence_protocol.reset import RESET_CAUSE
 
 if TYPE_CHECKING:  # the fold (state.py) imports this module
@@ -51,11 +52,11 @@ CLOSING_COMMANDS = frozenset({CommandType.COMPLETE_WORKFLOW_EXECUTION, CommandTy
                               CommandType.CANCEL_WORKFLOW_EXECUTION})
 
 
-def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
-    return any(c["command_type"] in CLOSING_COMMANDS for c in commands)
+def closes_run(commands: Iterable[Command]) -> bool:
+    return any(c.command_type in CLOSING_COMMANDS for c in commands)
 
 
-def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
+def refused(state: MutableState, commands: Iterable[Command]) -> bool:
     """Whether a completion with ``commands`` of the run's outstanding task must be refused:
     it closes the run, or cancels a timer that has fired, while inputs recorded after the
     task was scheduled wait unseen."""
@@ -65,7 +66,7 @@ def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     if not state.inputs_pending:
         return False
     return closes_run(commands) or any(
-        c["command_type"] == CommandType.CANCEL_TIMER and c["attributes"]["timer_id"] not in state.timers
+        c.command_type == CommandType.CANCEL_TIMER and c.attributes["timer_id"] not in state.timers
         for c in commands)
 
 

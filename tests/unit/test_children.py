@@ -12,6 +12,7 @@ from kadence_protocol import avro
 from services.common import kafka, validation
 from services.history import children, engine
 from services.history.state import MutableState, ParentInfo, child_run_id, rebuild
+from tests.unit import _answers as answers
 from tests.unit.test_fold import MemoryContext, _ref, _start, _terminate
 
 pytestmark = pytest.mark.timeout(10)
@@ -52,7 +53,7 @@ def _events(ctx: Context, s: MutableState) -> list[str]:
 
 async def _complete(ctx: Context, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]]) -> None:
@@ -198,9 +199,10 @@ async def test_a_parent_signals_its_child_and_learns_it_was_delivered() -> None:
 
 
 def test_a_child_command_without_a_workflow_id_fails_the_task() -> None:
+    from kadence_protocol.records import Command
     from services.history.commands import validate_commands
 
-    bad = _child_command("")
+    bad = Command.from_dict(_child_command(""))
     assert validate_commands([bad]) == "commands[0]: workflow_id is empty"
 
 

@@ -15,6 +15,7 @@ from kadence_protocol.records import UpdateWorkflowExecution
 from services.common import validation
 from services.history import engine, unseen, updates
 from services.history.state import MutableState, events_only, rebuild
+from tests.unit import _answers as answers
 
 from .test_fold import MemoryContext, _ref, _start
 
@@ -66,13 +67,13 @@ def _kinds(ctx: MemoryContext, s: MutableState) -> list[str]:
 async def _running(ctx: MemoryContext) -> MutableState:
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     return s
 
 
 async def _complete_wt(ctx: MemoryContext, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 def _outcome(kw: dict[str, Any]) -> dict[str, Any]:
