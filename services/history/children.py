@@ -233,19 +233,21 @@ def on_close(t: Transition) -> None:
         return  # closed in an earlier batch: told then
     t.close_handled = True
     s = t.state
-    if s.parent is not None and s.status != "ContinuedAsNew":  # a new run carries the parent on
+    status = s.status
+    assert status is not None  # closed, so started
+    if s.parent is not None and status != RunStatus.CONTINUED_AS_NEW:  # a new run carries the parent on
         p = s.parent
         rest: dict[str, Any] = {"child_run_id": s.run_id, "workflow_type": s.workflow_type}
-        if s.status == RunStatus.COMPLETED:
+        if status == RunStatus.COMPLETED:
             rest["result"] = s.result
-        elif s.status == "Failed":
+        elif status == RunStatus.FAILED:
             rest["failure"] = s.failure
-        elif s.status == "Terminated":
+        elif status == RunStatus.TERMINATED:
             rest["reason"] = closing["attributes"].get("reason") or ""
-        elif s.status == "Canceled":
+        elif status == RunStatus.CANCELED:
             rest["details"] = closing["attributes"].get("details")
         _send(t, _notice(p.namespace, p.workflow_id, p.run_id, p.initiated_event_id,
-                         NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
+                         NoticeKind(status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
         policy = ParentClosePolicy(child.parent_close_policy)
         if policy == ParentClosePolicy.ABANDON:

@@ -323,7 +323,7 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     if unseen.refused(t.state, commands):
         # It would close the run over inputs it did not see: refused whole, and a new task brings them.
         t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started,
-              cause=unseen.HistoryCause.UNHANDLED_COMMAND.value, failure=unseen.refusal_failure(), identity=identity)
+              cause=WorkflowTaskFailedCause.UNHANDLED_COMMAND, failure=unseen.refusal_failure(), identity=identity)
         schedule_workflow_task(t)
         return
     assert t.state.wt is not None

@@ -21,13 +21,11 @@ attempts, so the new task is attempt 1 and no retry backoff applies.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from kadence_protocol.enums import CommandType
+from kadence_protocol.enums import HISTORY_CAUSES, CommandType, WorkflowTaskFailedCause
 from kadence_protocol.records import Command
-from kadence_protocol.reset import RESET_CAUSE
 
 if TYPE_CHECKING:  # the fold (state.py) imports this module
     from .state import MutableState
@@ -37,13 +35,6 @@ def _updates() -> ModuleType:
     from . import updates  # imports the fold, which imports this module
 
     return updates
-
-
-class HistoryCause(StrEnum):
-    """``WorkflowTaskFailed`` causes history itself records (a worker's are recorded as it gave them)."""
-
-    UNHANDLED_COMMAND = "UnhandledCommand"
-    RESET_WORKFLOW = RESET_CAUSE  # the end of a reset's copied history (reset.py)
 
 
 # The commands after which the run is closed: no further workflow task would come.
@@ -74,16 +65,16 @@ def refusal_failure() -> dict[str, Any]:
     """The failure recorded with a refused task, for whoever reads the history."""
     return {"message": "the workflow task closes the run, but new inputs (signals, results, updates) arrived after"
                        " it was scheduled that it did not see; a new workflow task delivers them",
-            "type": HistoryCause.UNHANDLED_COMMAND.value, "stack_trace": "", "non_retryable": False,
+            "type": WorkflowTaskFailedCause.UNHANDLED_COMMAND.value, "stack_trace": "", "non_retryable": False,
             "details": None}
 
 
 def worker_cause(cause: str) -> str:
     """The cause a worker reported, as recorded: never one of history's own, which the fold
     treats differently (a worker could otherwise fail a task without it counting)."""
-    return f"Worker{cause}" if cause in {c.value for c in HistoryCause} else cause
+    return f"Worker{cause}" if cause in HISTORY_CAUSES else cause
 
 
 def counts_as_attempt(cause: str) -> bool:
     """Whether a failed workflow task counts towards the attempts (and backoff) of the next."""
-    return cause != HistoryCause.UNHANDLED_COMMAND
+    return cause != WorkflowTaskFailedCause.UNHANDLED_COMMAND

@@ -25,8 +25,9 @@ from typing import Any
 
 import orjson
 
+from kadence_protocol.enums import RunStatus
+
 from . import query as q
-from .projection import ExecutionStatus
 
 MAX_PAGE_SIZE = 1000
 # NULLs (a running run's close time, a type not seen yet) sort as these, so keyset
@@ -69,7 +70,7 @@ BUILT_INS: Mapping[str, BuiltIn] = {
     "ParentWorkflowId": BuiltIn("parent_workflow_id", AttributeType.KEYWORD, nullable=True),
     "ParentRunId": BuiltIn("parent_run_id", AttributeType.KEYWORD, nullable=True),
 }
-STATUSES = frozenset(s.value for s in ExecutionStatus)
+STATUSES = frozenset(s.value for s in RunStatus)
 DEFAULT_ORDER = (q.Order("StartTime", descending=True),)
 GROUPABLE = frozenset({"ExecutionStatus"})
 _SQL_OPS = {q.Op.EQ: "=", q.Op.NE: "<>", q.Op.LT: "<", q.Op.LE: "<=", q.Op.GT: ">", q.Op.GE: ">="}
