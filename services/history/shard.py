@@ -80,10 +80,10 @@ HANDLERS: dict[str, Handler] = {
     "RespondActivityTaskCanceled": typed(records.RespondActivityTaskCanceled.from_dict,
                                          cancellation.activity_canceled),
     "UpdateWorkflowExecution": typed(records.UpdateWorkflowExecution.from_dict, updates.request_update),
-    "StartChildWorkflowExecution": start_child,
-    "SignalExternalWorkflowExecution": signal_external,
-    "ChildWorkflowNotice": notify_child_outcome,
-    "ApplyParentClosePolicy": apply_parent_close_policy,
+    "StartChildWorkflowExecution": typed(records.StartChildWorkflowExecution.from_dict, start_child),
+    "SignalExternalWorkflowExecution": typed(records.SignalExternalWorkflowExecution.from_dict, signal_external),
+    "ChildWorkflowNotice": typed(records.ChildWorkflowNotice.from_dict, notify_child_outcome),
+    "ApplyParentClosePolicy": typed(records.ApplyParentClosePolicy.from_dict, apply_parent_close_policy),
     "ResetWorkflowExecution": reset.reset_workflow,
 }
 
