@@ -62,7 +62,7 @@ from kadence.exceptions import (
     WorkflowUpdateFailedError,
 )
 from kadence.interceptor import Interceptor
-from kadence_protocol.enums import CommandType, EventType
+from kadence_protocol.enums import CommandType, EventType, TimeoutType
 
 __all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle", "WorkflowEnvironmentUpdateHandle",
            "retry_backoff"]
@@ -655,7 +655,7 @@ class WorkflowEnvironment:
         if backoff is None:
             started = self._started(act)
             self._input(act.run, EventType.ACTIVITY_TASK_TIMED_OUT, scheduled_event_id=act.scheduled_event_id,
-                        started_event_id=started, timeout_type="StartToClose",
+                        started_event_id=started, timeout_type=TimeoutType.START_TO_CLOSE,
                         last_heartbeat_details=act.heartbeat_details, retry_backoff_ms=None,
                         last_failure=act.last_failure)
         else:

@@ -79,10 +79,14 @@ class CommandType(StrEnum):
 
 
 class ParentClosePolicy(StrEnum):
-    """What becomes of an open child when its parent closes (Avro enum ``kadence.ParentClosePolicy``)."""
+    """What becomes of a child workflow still open when its parent run closes (Avro enum
+    ``kadence.ParentClosePolicy``); the SDK's ``kadence.common.ParentClosePolicy``."""
 
+    #: The child is terminated (the default, as in Temporal).
     TERMINATE = "Terminate"
+    #: The child is asked to cancel (``RequestCancelWorkflowExecution``).
     REQUEST_CANCEL = "RequestCancel"
+    #: The child keeps running on its own.
     ABANDON = "Abandon"
 
 
@@ -169,7 +173,11 @@ class TimeoutType(StrEnum):
     @property
     def retryable(self) -> bool:
         """Whether another attempt may follow (the schedule timeouts bound the whole activity)."""
-        return self in (TimeoutType.START_TO_CLOSE, TimeoutType.HEARTBEAT)
+        return self in RETRYABLE_TIMEOUTS
+
+
+# The timeouts of one attempt, after which another may follow (TimeoutType.retryable).
+RETRYABLE_TIMEOUTS = frozenset({TimeoutType.START_TO_CLOSE, TimeoutType.HEARTBEAT})
 
 
 class ActivityState(StrEnum):
@@ -203,7 +211,13 @@ class WorkflowTaskFailedCause(StrEnum):
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"
     # Recorded by history.
     BAD_COMMAND = "BadCommand"
-    UNHANDLED_COMMAND = "UnhandledCommand"
+    UNHANDLED_COMMAND = "UnhandledCommand"  # a task refused over inputs it did not see
+    RESET_WORKFLOW = "ResetWorkflow"  # the end of a reset's copied history (kadence_protocol/reset.py)
+
+
+# The causes only history records: a worker's cause of one of these names is recorded as
+# "Worker<cause>", since the fold treats them differently (a refusal is not an attempt).
+HISTORY_CAUSES = frozenset({WorkflowTaskFailedCause.UNHANDLED_COMMAND, WorkflowTaskFailedCause.RESET_WORKFLOW})
 
 
 class UpdateStage(StrEnum):

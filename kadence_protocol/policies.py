@@ -5,19 +5,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The parent-close policy is an Avro enum: defined with the others in enums.py.
+from .enums import ParentClosePolicy
+
 __all__ = ["ParentClosePolicy", "WorkflowIDConflictPolicy", "WorkflowIDReusePolicy"]
-
-
-class ParentClosePolicy(StrEnum):
-    """What happens to a child workflow still open when its parent run closes."""
-
-    #: The child is terminated (the default, as in Temporal).
-    TERMINATE = "Terminate"
-    #: The child is asked to cancel. Until Kadence has workflow cancellation the child is
-    #: left running, as with ABANDON.
-    REQUEST_CANCEL = "RequestCancel"
-    #: The child keeps running on its own.
-    ABANDON = "Abandon"
 
 
 class WorkflowIDReusePolicy(StrEnum):

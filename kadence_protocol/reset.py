@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .enums import WorkflowTaskFailedCause
+
 
 class ResetPoint(StrEnum):
     """Which workflow task ``ResetWorkflowExecution.reset_point`` names."""
@@ -20,7 +22,7 @@ class ResetPoint(StrEnum):
 
 
 # The cause of the WorkflowTaskFailed a reset writes after the copied events.
-RESET_CAUSE = "ResetWorkflow"
+RESET_CAUSE = WorkflowTaskFailedCause.RESET_WORKFLOW
 # The error type history answers a reset it cannot make with (HTTP 400).
 INVALID_RESET = "InvalidResetPoint"
 # The events that name a workflow task a run may be reset to.

@@ -49,7 +49,7 @@ from kadence.interceptor import (
     WorkflowOutboundInterceptor,
     chain_workflow,
 )
-from kadence_protocol.enums import CommandType, EventType
+from kadence_protocol.enums import RETRYABLE_TIMEOUTS, CommandType, EventType
 from kadence_protocol.queries import STACK_TRACE_QUERY
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
@@ -139,7 +139,7 @@ class _PendingActivity:
         server's retry rule (services/history/engine.py retry_backoff) in its order."""
         policy = self.retry_policy or {}
         if isinstance(cause, ActivityTimeoutError):
-            if cause.timeout_type not in ("StartToClose", "Heartbeat"):
+            if cause.timeout_type not in RETRYABLE_TIMEOUTS:
                 return RetryState.TIMEOUT
         elif isinstance(cause, ApplicationError) and (
                 cause.non_retryable or cause.type in (policy.get("non_retryable_error_types") or ())):

@@ -44,6 +44,7 @@ from kadence.common import RetryState
 from kadence.converter import DataConverter, signature_of
 from kadence.exceptions import ActivityError, ActivityTimeoutError, ApplicationError, NonDeterminismError
 from kadence.interceptor import ExecuteActivityInput, Interceptor, chain_activity
+from kadence_protocol.enums import TimeoutType
 
 if TYPE_CHECKING:
     from kadence._workflow.instance import WorkflowInstance
@@ -308,13 +309,13 @@ class LocalActivityExecutor:
             return _failed(ApplicationError(str(err), type="PayloadError", non_retryable=True))
         # Never past the task's budget: the task must be answered before history times it out.
         timeout = deadline - time.monotonic()
-        timeout_type = "StartToClose"
+        timeout_type = TimeoutType.START_TO_CLOSE
         if request.start_to_close_ms and request.start_to_close_ms / 1000 < timeout:
             timeout = request.start_to_close_ms / 1000
         if request.schedule_to_close_ms:
             left = (request.scheduled_time_ms + request.schedule_to_close_ms) / 1000 - time.time()
             if left < timeout:
-                timeout, timeout_type = left, "ScheduleToClose"
+                timeout, timeout_type = left, TimeoutType.SCHEDULE_TO_CLOSE
         context = ActivityContext(self._info(request, definition, attempt, timeout), _no_heartbeat)
         try:
             async with asyncio.timeout(max(0.0, timeout)):
@@ -322,7 +323,7 @@ class LocalActivityExecutor:
         except TimeoutError:
             # Schedule-to-close is the activity's whole time: no attempt follows.
             return _Failed(failure_from_exception(ActivityTimeoutError(timeout_type)), "TimeoutError", False,
-                           final=timeout_type == "ScheduleToClose")
+                           final=timeout_type == TimeoutType.SCHEDULE_TO_CLOSE)
         except Exception as err:  # noqa: BLE001 - the attempt's failure, retried per the policy
             return _failed(err)
         try:

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
-RUNNING = "Running"
+from kadence_protocol.enums import RunStatus
+
+RUNNING = RunStatus.RUNNING
 CHANNEL = "kadence_closed"
 # PostgreSQL refuses a notification payload of 8000 bytes or more; a larger outcome
 # is announced by its run id alone and read from the row.
@@ -24,13 +26,14 @@ def outcome(status: str, run_id: str, state: Mapping[str, Any]) -> dict[str, Any
     if status == RUNNING:
         return {"status": RUNNING}
     out: dict[str, Any] = {"status": status, "run_id": run_id}
-    if status == "Completed":
+    if status == RunStatus.COMPLETED:
         out["result"] = state.get("result")
-    elif status == "ContinuedAsNew" or (status in ("Terminated", "Failed", "TimedOut") and state.get("new_run_id")):
+    elif status == RunStatus.CONTINUED_AS_NEW or (
+            status in (RunStatus.TERMINATED, RunStatus.FAILED, RunStatus.TIMED_OUT) and state.get("new_run_id")):
         # Terminated naming a new run: by a reset (services/history/reset.py); Failed or TimedOut
         # naming one: retried (services/history/retry.py). Followed as continue-as-new.
         out["new_run_id"] = state.get("new_run_id")
-    elif status == "Canceled":
+    elif status == RunStatus.CANCELED:
         out["details"] = state.get("cancel_details")
     if state.get("failure") is not None:
         out["failure"] = state["failure"]

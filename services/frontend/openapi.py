@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kadence_protocol.enums import TaskKind
 from services.common import validation as common
 from services.common.visibility.sql import MAX_PAGE_SIZE, AttributeType
 
 from .admin import ADMIN_ROUTES
 from .handlers import ANSWER_OPERATIONS, PREFIX, ROUTES
-from .task_queues import TASK_QUEUE_ROUTES, TaskKind
+from .task_queues import TASK_QUEUE_ROUTES
 from .validation import command_types
 from .visibility import MAX_QUERY_CHARS
 

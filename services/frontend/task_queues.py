@@ -13,13 +13,13 @@ task-queue describe``, ``client.describe_task_queue``) and the web UI's task-que
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from kadence_protocol.enums import TaskKind
 from services.common.matching import MatchingClient
 from services.common.matching.stats import PollerSeen, QueueStats
 from services.common.schedules import iso_utc
@@ -34,13 +34,6 @@ PREFIX = "/api/v1/namespaces/{namespace}"
 TASK_QUEUE_ROUTES: list[tuple[str, str, str]] = [
     ("GET", PREFIX + "/task-queues/{task_queue}", "describe_task_queue"),
 ]
-
-
-class TaskKind(enum.StrEnum):
-    """The kinds of task a queue holds (matching's KINDS)."""
-
-    WORKFLOW = "workflow"
-    ACTIVITY = "activity"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 from kadence_protocol.enums import ActivityState, CommandType, EventType
-from kadence_protocol.records import RequestCancelWorkflowExecution
+from kadence_protocol.records import (
+    Failure,
+    RequestCancelWorkflowExecution,
+    RespondActivityTaskCanceled,
+    RespondActivityTaskFailed,
+)
 
 from . import engine
 from .builder import Transition
@@ -79,26 +84,29 @@ def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], com
         _drop_activity_timers(t, sid)
 
 
-async def activity_canceled(ctx: Context, cmd: dict[str, Any]) -> None:
+async def activity_canceled(ctx: Context, req: RespondActivityTaskCanceled) -> None:
     """RespondActivityTaskCanceled: the attempt stopped on the cancel request it was told of.
 
     An attempt that says so unasked (no cancel was requested) is recorded as its failure.
     """
-    answered = await engine._answered_activity(ctx, cmd)  # implies the start if it was not recorded
+    answered = await engine._answered_activity(ctx, req)  # implies the start if it was not recorded
     if answered is None:
         return  # stale: the attempt is over
     t, act = answered
     if not act.cancel_requested_event_id:
-        failure = {"message": "the activity reported itself canceled, but no cancel was requested",
-                   "type": UNASKED, "stack_trace": "", "non_retryable": False, "details": cmd["details"]}
-        await engine.activity_failed(ctx, {**cmd, "failure": failure})  # retried as its policy says
+        failure = Failure(message="the activity reported itself canceled, but no cancel was requested",
+                          type=UNASKED, details=req.details)
+        await engine.activity_failed(ctx, RespondActivityTaskFailed(  # retried as its policy says
+            namespace=req.namespace, workflow_id=req.workflow_id, run_id=req.run_id,
+            scheduled_event_id=req.scheduled_event_id, attempt=req.attempt, identity=req.identity,
+            failure=failure))
         return
-    sid = cmd["scheduled_event_id"]
+    sid = req.scheduled_event_id
     # The attempt's ActivityTaskStarted is written only now that it ends the activity.
     t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid,
           started_event_id=engine._record_started(t, sid, act),
-          latest_cancel_requested_event_id=act.cancel_requested_event_id, details=cmd["details"],
-          identity=cmd["identity"])
+          latest_cancel_requested_event_id=act.cancel_requested_event_id, details=req.details,
+          identity=req.identity)
     _drop_activity_timers(t, sid)
     settle(t)
 

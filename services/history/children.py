@@ -47,7 +47,13 @@ from kadence_protocol.enums import (
     ParentClosePolicy,
     RunStatus,
 )
-from kadence_protocol.records import RequestCancelWorkflowExecution
+from kadence_protocol.records import (
+    ApplyParentClosePolicy,
+    ChildWorkflowNotice,
+    RequestCancelWorkflowExecution,
+    SignalExternalWorkflowExecution,
+    StartChildWorkflowExecution,
+)
 from services.common import kafka
 
 from . import cancellation, engine
@@ -172,57 +178,61 @@ def _send(out: Transition | engine.Context, notice: tuple[bytes, dict[str, Any]]
         out.send(kafka.REQUESTS, key, NOTICE, record)
 
 
-async def start_child(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+def _ledger(req: StartChildWorkflowExecution | SignalExternalWorkflowExecution) -> dict[str, Any]:
+    """What ``Context.reply`` needs to record the request id: no one waits for a reply."""
+    return {"namespace": req.namespace, "workflow_id": req.workflow_id, "request_id": req.request_id,
+            "reply_to": None}
+
+
+async def start_child(ctx: engine.Context, req: StartChildWorkflowExecution) -> None:
     """Start a parent's child (a redelivery never gets here: the request ledger answers it)."""
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
-    parent = (cmd["parent_namespace"], cmd["parent_workflow_id"], cmd["parent_run_id"],
-              cmd["parent_initiated_event_id"])
+    ns, wid = req.namespace, req.workflow_id
+    parent = (req.parent_namespace, req.parent_workflow_id, req.parent_run_id, req.parent_initiated_event_id)
     current = await ctx.current_run(ns, wid)
-    if current is not None and current.state.run_id == cmd["new_run_id"]:
+    if current is not None and current.state.run_id == req.new_run_id:
         return  # started already (a copy the ledger no longer remembers)
-    if current is not None and await ctx.run(ns, wid, cmd["new_run_id"]) is not None:
+    if current is not None and await ctx.run(ns, wid, req.new_run_id) is not None:
         # Started already, and the id has had another run since: starting the run again
         # would repeat its primary key, and the batch would fail for ever.
         return
     if current is not None and current.state.running:
-        _send(ctx, _notice(*parent, NoticeKind.START_FAILED, ns, wid, workflow_type=cmd["workflow_type"],
+        _send(ctx, _notice(*parent, NoticeKind.START_FAILED, ns, wid, workflow_type=req.workflow_type,
                            cause=StartFailedCause.WORKFLOW_ALREADY_STARTED.value))
         return
-    t = engine._new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
-                        execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd["run_timeout_ms"],
-                        workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"], request_id=cmd["request_id"],
-                        identity=IDENTITY, run_id=cmd["new_run_id"],
+    t = engine._new_run(ctx, ns, wid, req.workflow_type, req.task_queue, req.input,
+                        execution_timeout_ms=req.execution_timeout_ms, run_timeout_ms=req.run_timeout_ms,
+                        workflow_task_timeout_ms=req.workflow_task_timeout_ms, request_id=req.request_id,
+                        identity=IDENTITY, run_id=req.new_run_id,
                         parent=parent_attributes(ParentInfo(*parent)),
-                        retry={"retry_policy": cmd.get("retry_policy")})
+                        retry={"retry_policy": req.retry_policy.to_dict() if req.retry_policy is not None else None})
     engine.settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)  # the ledger records the request id
+    ctx.reply(_ledger(req), ok=True, run_id=t.state.run_id, created=True)  # the ledger records the request id
     _send(t, _notice(*parent, NoticeKind.STARTED, ns, wid, child_run_id=t.state.run_id,
-                     workflow_type=cmd["workflow_type"]))
+                     workflow_type=req.workflow_type))
 
 
-async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+async def signal_external(ctx: engine.Context, req: SignalExternalWorkflowExecution) -> None:
     """Deliver a parent's signal to its child and tell the parent whether it was."""
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
-    sender = (cmd["sender_namespace"], cmd["sender_workflow_id"], cmd["sender_run_id"],
-              cmd["sender_initiated_event_id"])
-    t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd["run_id"] else ctx.current_run(ns, wid))
-    if cmd["run_id"] and (t is None or not t.state.running):
+    ns, wid = req.namespace, req.workflow_id
+    sender = (req.sender_namespace, req.sender_workflow_id, req.sender_run_id, req.sender_initiated_event_id)
+    t = await (ctx.run(ns, wid, req.run_id) if req.run_id else ctx.current_run(ns, wid))
+    if req.run_id and (t is None or not t.state.running):
         # A child that continued as new: the signal is for its chain's current run.
         current = await ctx.current_run(ns, wid)
         if current is not None and current.state.parent is not None \
-                and current.state.parent.run_id == cmd["sender_run_id"]:
+                and current.state.parent.run_id == req.sender_run_id:
             t = current
     parent = t.state.parent if t is not None else None
     if t is None or not t.state.running or parent is None or (parent.namespace, parent.workflow_id) != sender[:2]:
-        _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=cmd["run_id"],
+        _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=req.run_id,
                            cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
-    if cmd["request_id"] not in t.state.signal_request_ids:
-        t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=cmd["signal_name"], input=cmd["input"],
+    if req.request_id not in t.state.signal_request_ids:
+        t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=req.signal_name, input=req.input,
               identity=IDENTITY,
-              request_id=cmd["request_id"])
+              request_id=req.request_id)
         engine.settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+    ctx.reply(_ledger(req), ok=True, run_id=t.state.run_id)
     _send(t, _notice(*sender, NoticeKind.SIGNALED, ns, wid, child_run_id=t.state.run_id))
 
 
@@ -235,20 +245,22 @@ def on_close(t: Transition) -> None:
         return  # closed in an earlier batch: told then
     t.close_handled = True
     s = t.state
+    status = s.status
+    assert status is not None  # closed, so started
     # A new run carries the parent on: continue-as-new, and a retry (retry.py).
-    if s.parent is not None and s.status != "ContinuedAsNew" and not _retried(s):
+    if s.parent is not None and status != RunStatus.CONTINUED_AS_NEW and not _retried(s):
         p = s.parent
         rest: dict[str, Any] = {"child_run_id": s.run_id, "workflow_type": s.workflow_type}
-        if s.status == RunStatus.COMPLETED:
+        if status == RunStatus.COMPLETED:
             rest["result"] = s.result
-        elif s.status == "Failed":
+        elif status == RunStatus.FAILED:
             rest["failure"] = s.failure
-        elif s.status == "Terminated":
+        elif status == RunStatus.TERMINATED:
             rest["reason"] = closing["attributes"].get("reason") or ""
-        elif s.status == "Canceled":
+        elif status == RunStatus.CANCELED:
             rest["details"] = closing["attributes"].get("details")
         _send(t, _notice(p.namespace, p.workflow_id, p.run_id, p.initiated_event_id,
-                         NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
+                         NoticeKind(status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
         policy = ParentClosePolicy(child.parent_close_policy)
         if policy == ParentClosePolicy.ABANDON:
@@ -263,49 +275,49 @@ def on_close(t: Transition) -> None:
             "request_id": f"{policy.value}:{s.run_id}:{iid}"})
 
 
-async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+async def apply_parent_close_policy(ctx: engine.Context, req: ApplyParentClosePolicy) -> None:
     """Terminate (or ask to cancel) the child's current run, if it is still the parent's child."""
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
+    ns, wid = req.namespace, req.workflow_id
     t = await ctx.current_run(ns, wid)
     if t is None or not t.state.running:
         return  # closed already: its own notice tells the parent (which ignores it)
     parent = t.state.parent
     if parent is None or (parent.namespace, parent.workflow_id, parent.run_id,
-                          parent.initiated_event_id) != (cmd["parent_namespace"], cmd["parent_workflow_id"],
-                                                            cmd["parent_run_id"], cmd["parent_initiated_event_id"]):
+                          parent.initiated_event_id) != (req.parent_namespace, req.parent_workflow_id,
+                                                            req.parent_run_id, req.parent_initiated_event_id):
         return  # the workflow id belongs to another run now
-    if cmd["policy"] == ParentClosePolicy.TERMINATE:
-        t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=cmd["reason"], identity=IDENTITY)
+    if req.policy == ParentClosePolicy.TERMINATE:
+        t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=req.reason, identity=IDENTITY)
         engine.settle(t)
-    elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL:
+    elif req.policy == ParentClosePolicy.REQUEST_CANCEL:
         # This shard owns the child's run: record the cancel request here, through the
         # handler a RequestCancelWorkflowExecution takes (once per run, whatever repeats).
         await cancellation.request_cancel_workflow(ctx, RequestCancelWorkflowExecution(
-            namespace=ns, workflow_id=wid, run_id=t.state.run_id, reason=cmd["reason"],
-            request_id=cmd["request_id"], identity=IDENTITY, reply_to=None))
+            namespace=ns, workflow_id=wid, run_id=t.state.run_id, reason=req.reason,
+            request_id=req.request_id, identity=IDENTITY, reply_to=None))
 
 
 # ---- the parent's shard -------------------------------------------------------------------
 
 
-async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None:
+async def notify_child_outcome(ctx: engine.Context, req: ChildWorkflowNotice) -> None:
     """Record what became of a child (or of a signal to it) in its parent's run."""
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
+    t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
     if t is None or not t.state.running:
         return  # the parent closed meanwhile
     s = t.state
-    iid = cmd["initiated_event_id"]
-    kind = NoticeKind(cmd["kind"])
-    ids = {"initiated_event_id": iid, "namespace": cmd["child_namespace"], "workflow_id": cmd["child_workflow_id"]}
+    iid = req.initiated_event_id
+    kind = req.kind
+    ids = {"initiated_event_id": iid, "namespace": req.child_namespace, "workflow_id": req.child_workflow_id}
     if kind in (NoticeKind.SIGNALED, NoticeKind.SIGNAL_FAILED):
         signal = s.signals_out.get(str(iid))
         if signal is None:
             return
         if kind == NoticeKind.SIGNALED:
-            t.add(EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, **ids, run_id=cmd["child_run_id"] or "")
+            t.add(EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, **ids, run_id=req.child_run_id or "")
         else:
             t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED, **ids, run_id=signal.run_id,
-                  cause=cmd["cause"])
+                  cause=req.cause)
         engine.settle(t)
         return
     child = s.children.get(str(iid))
@@ -314,21 +326,21 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
     typed = {**ids, "workflow_type": child.workflow_type}
     if kind == NoticeKind.START_FAILED:
         if child.state == ChildState.INITIATED:
-            t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED, **typed, cause=cmd["cause"])
+            t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED, **typed, cause=req.cause)
     else:
-        run_id = cmd["child_run_id"] or child.run_id
+        run_id = req.child_run_id or child.run_id
         if child.state == ChildState.INITIATED:
             t.add(EventType.CHILD_WORKFLOW_EXECUTION_STARTED, **typed, run_id=run_id)
         if kind != NoticeKind.STARTED:
             closed = {**typed, "run_id": run_id, "started_event_id": child.started_event_id}
             if kind == NoticeKind.COMPLETED:
-                closed["result"] = cmd["result"]
+                closed["result"] = req.result
             elif kind == NoticeKind.FAILED:
-                closed["failure"] = cmd["failure"]
+                closed["failure"] = req.failure.to_dict() if req.failure is not None else None
             elif kind == NoticeKind.TERMINATED:
-                closed["reason"] = cmd["reason"]
+                closed["reason"] = req.reason
             elif kind == NoticeKind.CANCELED:
-                closed["details"] = cmd["details"]
+                closed["details"] = req.details
             t.add(CLOSE_EVENTS[kind], **closed)
     engine.settle(t)
 

@@ -6,18 +6,19 @@ import uuid
 from typing import Any
 
 from kadence_protocol.enums import CommandType, EventType, TimerKind
+from kadence_protocol.records import Command
 
 from . import cancellation, children, retry, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
 
-def validate_commands(commands: list[dict[str, Any]]) -> str | None:
+def validate_commands(commands: list[Command]) -> str | None:
     """A message naming the first command history cannot accept, or None."""
     timers: set[str] = set()
     for i, c in enumerate(commands):
-        a = c["attributes"]
-        kind = c["command_type"]
+        a = c.attributes
+        kind = c.command_type
         if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
             if not a["activity_type"]:
                 return f"commands[{i}]: activity_type is empty"
@@ -36,7 +37,7 @@ def validate_commands(commands: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], completed_id: int) -> None:
+def apply_commands(ctx: Context, t: Transition, commands: list[Command], completed_id: int) -> None:
     """Add the events of a completed workflow task's commands.
 
     A user timer runs from when history records it (the batch's time, the TimerStarted
@@ -46,8 +47,8 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
     for c in commands:
         if not t.state.running:
             break  # nothing follows a closing command
-        a = c["attributes"]
-        kind = c["command_type"]
+        a = c.attributes
+        kind = c.command_type
         if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
             _schedule_activity(ctx, t, a, completed_id)
         elif kind == CommandType.START_TIMER:

@@ -19,6 +19,16 @@ from kadence_protocol.enums import (
     WorkflowTaskFailedCause,
 )
 from kadence_protocol.records import (
+    Command,
+    RecordActivityTaskHeartbeat,
+    RecordActivityTaskStarted,
+    RecordWorkflowTaskStarted,
+    RespondActivityTaskCanceled,
+    RespondActivityTaskCompleted,
+    RespondActivityTaskFailed,
+    RespondWorkflowTaskCompleted,
+    RespondWorkflowTaskFailed,
+    RunAheadWorkflowTask,
     SignalWithStartWorkflowExecution,
     SignalWorkflowExecution,
     StartWorkflowExecution,
@@ -238,21 +248,27 @@ def _add_wt_scheduled(t: Transition) -> Event:
 # ---- workflow tasks ----------------------------------------------------------------
 
 
-def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> WorkflowTaskInfo | None:
+# A worker's word about one workflow task, or about one activity attempt.
+WorkflowTaskAnswer = RecordWorkflowTaskStarted | RespondWorkflowTaskCompleted | RespondWorkflowTaskFailed
+ActivityAnswer = (RecordActivityTaskStarted | RespondActivityTaskCompleted | RespondActivityTaskFailed
+                  | RespondActivityTaskCanceled | RecordActivityTaskHeartbeat)
+
+
+def _outstanding_wt(t: Transition | None, req: WorkflowTaskAnswer) -> WorkflowTaskInfo | None:
     if t is None or not t.state.running or t.state.wt is None:
         return None
     wt = t.state.wt
-    if wt.scheduled_event_id != cmd["scheduled_event_id"] or wt.attempt != cmd["attempt"]:
+    if wt.scheduled_event_id != req.scheduled_event_id or wt.attempt != req.attempt:
         return None  # stale: an older task, or a duplicate delivery
     return wt
 
 
-async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    wt = _outstanding_wt(t, cmd)
+async def workflow_task_started(ctx: Context, req: RecordWorkflowTaskStarted) -> None:
+    t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    wt = _outstanding_wt(t, req)
     if t is None or wt is None or wt.started_event_id:
         return
-    _start_wt(ctx, t, cmd["identity"], cmd.get("started_time", 0))
+    _start_wt(ctx, t, req.identity, req.started_time)
 
 
 def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> None:
@@ -266,7 +282,8 @@ def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> 
                 wt.attempt)
 
 
-async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, int, int] | None:
+async def _answered_wt(ctx: Context, req: RespondWorkflowTaskCompleted | RespondWorkflowTaskFailed
+                       ) -> tuple[Transition, int, int] | None:
     """The run and (scheduled, started) ids of the workflow task a worker answered, or None
     when the answer is stale. An answer that overtook its started record implies the start.
 
@@ -274,29 +291,30 @@ async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, i
     was handed out twice, and only the worker whose start history recorded ran it with the
     ``workflow.now()`` that a replay gives (answers from before started times: 0, unchecked).
     """
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    wt = _outstanding_wt(t, cmd)
+    t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    wt = _outstanding_wt(t, req)
     if t is None or wt is None:
         return None
-    started_time = cmd.get("started_time", 0)
+    # A failure answer carries no start (its record has no started_time): unchecked.
+    started_time = req.started_time if isinstance(req, RespondWorkflowTaskCompleted) else 0
     if not wt.started_event_id:
-        _start_wt(ctx, t, cmd["identity"], started_time)
+        _start_wt(ctx, t, req.identity, started_time)
     elif started_time and wt.handed_time and started_time != wt.handed_time:
         return None
     t.delete_timer(TimerKind.WORKFLOW_TASK_TIMEOUT, wt.scheduled_event_id)
     return t, wt.scheduled_event_id, wt.started_event_id
 
 
-async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
-    answered = await _answered_wt(ctx, cmd)
+async def workflow_task_completed(ctx: Context, req: RespondWorkflowTaskCompleted) -> None:
+    answered = await _answered_wt(ctx, req)
     if answered is None:
         return
     t, sid, started = answered
-    _complete_wt(ctx, t, sid, started, cmd["commands"], cmd["identity"])
+    _complete_wt(ctx, t, sid, started, req.commands, req.identity)
     settle(t)
 
 
-def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: list[dict[str, Any]],
+def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: list[Command],
                  identity: str) -> None:
     from .commands import apply_commands, validate_commands
 
@@ -308,7 +326,7 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     if unseen.refused(t.state, commands):
         # It would close the run over inputs it did not see: refused whole, and a new task brings them.
         t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started,
-              cause=unseen.HistoryCause.UNHANDLED_COMMAND.value, failure=unseen.refusal_failure(), identity=identity)
+              cause=WorkflowTaskFailedCause.UNHANDLED_COMMAND, failure=unseen.refusal_failure(), identity=identity)
         schedule_workflow_task(t)
         return
     assert t.state.wt is not None
@@ -318,11 +336,12 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     apply_commands(ctx, t, commands, completed["event_id"])
 
 
-async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
-    answered = await _answered_wt(ctx, cmd)
+async def workflow_task_failed(ctx: Context, req: RespondWorkflowTaskFailed) -> None:
+    answered = await _answered_wt(ctx, req)
     if answered is not None:
         t, sid, started = answered
-        _fail_wt(ctx, t, sid, started, unseen.worker_cause(cmd["cause"]), cmd["failure"], cmd["identity"])
+        failure = req.failure.to_dict() if req.failure is not None else None
+        _fail_wt(ctx, t, sid, started, unseen.worker_cause(req.cause), failure, req.identity)
 
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
@@ -349,21 +368,21 @@ def _failure(message: str, type_: str) -> dict[str, Any]:
 # ---- activities -------------------------------------------------------------------
 
 
-def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> ActivityInfo | None:
+def _pending_activity(t: Transition | None, req: ActivityAnswer) -> ActivityInfo | None:
     if t is None or not t.state.running:
         return None
-    act = t.state.activities.get(str(cmd["scheduled_event_id"]))
-    if act is None or act.attempt != cmd["attempt"]:
+    act = t.state.activities.get(str(req.scheduled_event_id))
+    if act is None or act.attempt != req.attempt:
         return None
     return act
 
 
-async def activity_started(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    act = _pending_activity(t, cmd)
+async def activity_started(ctx: Context, req: RecordActivityTaskStarted) -> None:
+    t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    act = _pending_activity(t, req)
     if t is None or act is None or act.state != ActivityState.SCHEDULED:
         return
-    _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"], cmd.get("started_time", 0))
+    _start_activity(t, req.scheduled_event_id, act, req.identity, req.started_time)
 
 
 def _start_activity(t: Transition, sid: int, act: ActivityInfo, identity: str, started_time: int = 0) -> None:
@@ -378,15 +397,15 @@ def _start_activity(t: Transition, sid: int, act: ActivityInfo, identity: str, s
         t.set_timer(TimerKind.ACTIVITY_HEARTBEAT, sid, since + act.heartbeat_timeout_ms, act.attempt)
 
 
-async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, ActivityInfo] | None:
+async def _answered_activity(ctx: Context, req: ActivityAnswer) -> tuple[Transition, ActivityInfo] | None:
     """The run and activity a worker answered (or heartbeat) for, or None when stale.
     An answer that comes without a started record implies the start."""
-    t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    act = _pending_activity(t, cmd)
+    t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    act = _pending_activity(t, req)
     if t is None or act is None:
         return None
     if act.state != ActivityState.STARTED:
-        _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"])
+        _start_activity(t, req.scheduled_event_id, act, req.identity)
     return t, act
 
 
@@ -402,24 +421,24 @@ def _record_started(t: Transition, sid: int, act: ActivityInfo) -> int:
                      last_failure=act.last_failure)["event_id"])
 
 
-async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
-    answered = await _answered_activity(ctx, cmd)
+async def activity_completed(ctx: Context, req: RespondActivityTaskCompleted) -> None:
+    answered = await _answered_activity(ctx, req)
     if answered is None:
         return
     t, act = answered
-    sid = cmd["scheduled_event_id"]
-    ahead = cmd.get("workflow_task")
+    sid = req.scheduled_event_id
+    ahead = req.workflow_task
     takes_ahead = ahead is not None and _may_run_ahead(ctx, t.state, act, ahead)
     t.add(EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
-          result=cmd["result"], identity=cmd["identity"])
+          result=req.result, identity=req.identity)
     _drop_activity_timers(t, sid)
     if takes_ahead:
         assert ahead is not None
-        _run_ahead(ctx, t, ahead, cmd["identity"])
+        _run_ahead(ctx, t, ahead, req.identity)
     settle(t)
 
 
-def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: dict[str, Any]) -> bool:
+def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: RunAheadWorkflowTask) -> bool:
     """Whether the workflow task a worker ran ahead with this activity's result is the one
     history would have handed out: it would bring exactly that result and nothing else.
 
@@ -431,51 +450,51 @@ def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: dict
     result) waiting. Its time must not run backwards from that task's nor ahead of
     history's clock.
     """
-    if ahead["after_ahead_id"]:
-        same_task = s.last_completed_wt_ahead_id == ahead["after_ahead_id"]
+    if ahead.after_ahead_id:
+        same_task = s.last_completed_wt_ahead_id == ahead.after_ahead_id
     else:
         same_task = (s.last_completed_wt_ahead_id == 0
-                     and s.last_completed_wt_scheduled_id == ahead["after_scheduled_event_id"])
-    return (same_task and ahead["ahead_id"] != 0
+                     and s.last_completed_wt_scheduled_id == ahead.after_scheduled_event_id)
+    return (same_task and ahead.ahead_id != 0
             and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
-            and s.last_completed_wt_started_time == ahead["after_started_time"]
-            and max(s.last_completed_wt_started_time, act.scheduled_time) <= ahead["started_time"] <= ctx.now)
+            and s.last_completed_wt_started_time == ahead.after_started_time
+            and max(s.last_completed_wt_started_time, act.scheduled_time) <= ahead.started_time <= ctx.now)
 
 
-def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str) -> None:
+def _run_ahead(ctx: Context, t: Transition, ahead: RunAheadWorkflowTask, identity: str) -> None:
     """Record the workflow task run ahead: scheduled, started by the answering worker at its
     time, and completed with its commands, without ever being handed out."""
     scheduled = _add_wt_scheduled(t)  # attempt 1: _may_run_ahead saw no failures
     started = t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=scheduled["event_id"], identity=identity,
-                    started_time=ahead["started_time"], ran_ahead_id=ahead["ahead_id"])
-    _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead["commands"], identity)
+                    started_time=ahead.started_time, ran_ahead_id=ahead.ahead_id)
+    _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead.commands, identity)
 
 
-async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
-    answered = await _answered_activity(ctx, cmd)
+async def activity_failed(ctx: Context, req: RespondActivityTaskFailed) -> None:
+    answered = await _answered_activity(ctx, req)
     if answered is None:
         return
     t, act = answered
-    sid = cmd["scheduled_event_id"]
-    failure = cmd["failure"]
-    details = cmd.get("last_heartbeat_details")
+    sid = req.scheduled_event_id
+    failure = req.failure
+    details = req.last_heartbeat_details
     if details is not None:  # what the attempt recorded last, maybe never sent as a heartbeat
-        ctx.record_heartbeat(t.state.run_id, sid, cmd["attempt"], details)
-    backoff = retry_backoff(act, ctx.now, failure["type"], failure["non_retryable"])
+        ctx.record_heartbeat(t.state.run_id, sid, req.attempt, details)
+    backoff = retry_backoff(act, ctx.now, failure.type, failure.non_retryable)
     if backoff is None:
         t.add(EventType.ACTIVITY_TASK_FAILED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
-              failure=failure, identity=cmd["identity"], retry_backoff_ms=None)
+              failure=failure.to_dict(), identity=req.identity, retry_backoff_ms=None)
     else:
-        _retry_activity(ctx, t, sid, act, failure, backoff)
+        _retry_activity(ctx, t, sid, act, failure.to_dict(), backoff)
     _after_attempt(ctx, t, sid, backoff)
 
 
-async def activity_heartbeat(ctx: Context, cmd: dict[str, Any]) -> None:
-    answered = await _answered_activity(ctx, cmd)  # a heartbeat, like an answer, implies the start
+async def activity_heartbeat(ctx: Context, req: RecordActivityTaskHeartbeat) -> None:
+    answered = await _answered_activity(ctx, req)  # a heartbeat, like an answer, implies the start
     if answered is None:
         return
     t, _ = answered
-    ctx.record_heartbeat(t.state.run_id, cmd["scheduled_event_id"], cmd["attempt"], cmd["details"])
+    ctx.record_heartbeat(t.state.run_id, req.scheduled_event_id, req.attempt, req.details)
 
 
 def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: ActivityInfo, timeout_type: TimeoutType) -> None:

@@ -176,7 +176,8 @@ class BatchRunner:
                 batch, early = [Handed([batch[0][0]._replace(offset=offset)])], None  # a retry runs it as handed
             mutations = ctx.close()
             outbox = self.relay.number(mutations, ctx.replies)
-            closed: list[Closed] = [(m.state.run_id, outcome(m.state.status, m.state.run_id, m.state.outcome_fields()))
+            closed: list[Closed] = [(m.state.run_id, outcome(m.state.status or "", m.state.run_id,
+                                                             m.state.outcome_fields()))
                                     for m in mutations if m.closed]
             try:
                 if dead:

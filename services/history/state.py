@@ -167,7 +167,7 @@ class MutableState:
     workflow_type: str = ""
     task_queue: str = ""
     input: str | None = None
-    status: str = ""  # a RunStatus once started
+    status: RunStatus | None = None  # None until WorkflowExecutionStarted
     start_time: int = 0
     close_time: int | None = None
     execution_timeout_ms: int = 0
@@ -264,6 +264,7 @@ class MutableState:
         wt, parent = d.get("wt"), d.get("parent")
         return cls(
             **{k: v for k, v in d.items() if k not in _NESTED},
+            status=_status(d.get("status")),
             wt=None if wt is None else WorkflowTaskInfo(**wt),
             parent=None if parent is None else ParentInfo(**parent),
             activities={k: _activity_info(v) for k, v in (d.get("activities") or {}).items()},
@@ -300,8 +301,13 @@ class MutableState:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(MutableState))
-_NESTED = frozenset({"wt", "parent", "activities", "timers", "children", "signals_out", "updates",
+_NESTED = frozenset({"status", "wt", "parent", "activities", "timers", "children", "signals_out", "updates",
                      "update_requests"})
+
+
+def _status(value: str | None) -> RunStatus | None:
+    # Layout 0 wrote "" for a run not started (no snapshot is written before the start).
+    return RunStatus(value) if value else None
 
 
 def _activity_info(d: Mapping[str, Any]) -> ActivityInfo:

@@ -20,13 +20,12 @@ attempts, so the new task is attempt 1 and no retry backoff applies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from enum import StrEnum
+from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from kadence_protocol.enums import CommandType
-from kadence_protocol.reset import RESET_CAUSE
+from kadence_protocol.enums import HISTORY_CAUSES, CommandType, WorkflowTaskFailedCause
+from kadence_protocol.records import Command
 
 if TYPE_CHECKING:  # the fold (state.py) imports this module
     from .state import MutableState
@@ -38,24 +37,17 @@ def _updates() -> ModuleType:
     return updates
 
 
-class HistoryCause(StrEnum):
-    """``WorkflowTaskFailed`` causes history itself records (a worker's are recorded as it gave them)."""
-
-    UNHANDLED_COMMAND = "UnhandledCommand"
-    RESET_WORKFLOW = RESET_CAUSE  # the end of a reset's copied history (reset.py)
-
-
 # The commands after which the run is closed: no further workflow task would come.
 CLOSING_COMMANDS = frozenset({CommandType.COMPLETE_WORKFLOW_EXECUTION, CommandType.FAIL_WORKFLOW_EXECUTION,
                               CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
                               CommandType.CANCEL_WORKFLOW_EXECUTION})
 
 
-def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
-    return any(c["command_type"] in CLOSING_COMMANDS for c in commands)
+def closes_run(commands: Iterable[Command]) -> bool:
+    return any(c.command_type in CLOSING_COMMANDS for c in commands)
 
 
-def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
+def refused(state: MutableState, commands: Iterable[Command]) -> bool:
     """Whether a completion with ``commands`` of the run's outstanding task must be refused:
     it closes the run, or cancels a timer that has fired, while inputs recorded after the
     task was scheduled wait unseen."""
@@ -65,7 +57,7 @@ def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     if not state.inputs_pending:
         return False
     return closes_run(commands) or any(
-        c["command_type"] == CommandType.CANCEL_TIMER and c["attributes"]["timer_id"] not in state.timers
+        c.command_type == CommandType.CANCEL_TIMER and c.attributes["timer_id"] not in state.timers
         for c in commands)
 
 
@@ -73,16 +65,16 @@ def refusal_failure() -> dict[str, Any]:
     """The failure recorded with a refused task, for whoever reads the history."""
     return {"message": "the workflow task closes the run, but new inputs (signals, results, updates) arrived after"
                        " it was scheduled that it did not see; a new workflow task delivers them",
-            "type": HistoryCause.UNHANDLED_COMMAND.value, "stack_trace": "", "non_retryable": False,
+            "type": WorkflowTaskFailedCause.UNHANDLED_COMMAND.value, "stack_trace": "", "non_retryable": False,
             "details": None}
 
 
 def worker_cause(cause: str) -> str:
     """The cause a worker reported, as recorded: never one of history's own, which the fold
     treats differently (a worker could otherwise fail a task without it counting)."""
-    return f"Worker{cause}" if cause in {c.value for c in HistoryCause} else cause
+    return f"Worker{cause}" if cause in HISTORY_CAUSES else cause
 
 
 def counts_as_attempt(cause: str) -> bool:
     """Whether a failed workflow task counts towards the attempts (and backoff) of the next."""
-    return cause != HistoryCause.UNHANDLED_COMMAND
+    return cause != WorkflowTaskFailedCause.UNHANDLED_COMMAND

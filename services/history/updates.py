@@ -28,11 +28,11 @@ only, which a rebuild from history does not know (``state.events_only`` leaves t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from kadence_protocol.enums import CommandType, EventType, UpdateStage
-from kadence_protocol.records import UpdateWorkflowExecution
+from kadence_protocol.records import Command, UpdateWorkflowExecution
 
 from .builder import Transition
 from .requests import address
@@ -112,22 +112,22 @@ def owed(s: MutableState) -> bool:
     return any(r.stage == Stage.REQUESTED for r in s.update_requests.values())
 
 
-def unanswered(s: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
+def unanswered(s: MutableState, commands: Iterable[Command]) -> bool:
     """Whether a request waits that ``commands`` neither accept nor reject."""
-    answered = {c["attributes"]["update_id"] for c in commands
-                if c["command_type"] in (CommandType.ACCEPT_WORKFLOW_UPDATE, CommandType.REJECT_WORKFLOW_UPDATE)}
+    answered = {c.attributes["update_id"] for c in commands
+                if c.command_type in (CommandType.ACCEPT_WORKFLOW_UPDATE, CommandType.REJECT_WORKFLOW_UPDATE)}
     return any(r.stage == Stage.REQUESTED and uid not in answered for uid, r in s.update_requests.items())
 
 
-def check_commands(s: MutableState, commands: list[dict[str, Any]]) -> str | None:
+def check_commands(s: MutableState, commands: list[Command]) -> str | None:
     """A message naming the first update command that does not follow the run's updates, or None."""
     accepted = {uid for uid, u in s.updates.items() if not u.completed}
     answered: set[str] = set()
     for i, c in enumerate(commands):
-        kind = c["command_type"]
+        kind = c.command_type
         if kind not in COMMANDS:
             continue
-        uid = c["attributes"]["update_id"]
+        uid = c.attributes["update_id"]
         if kind == CommandType.COMPLETE_WORKFLOW_UPDATE:
             if uid not in accepted:
                 return f"commands[{i}]: update {uid!r} is not accepted, or completed already"
@@ -142,10 +142,10 @@ def check_commands(s: MutableState, commands: list[dict[str, Any]]) -> str | Non
     return None
 
 
-def task_completed(ctx: Context, t: Transition, commands: list[dict[str, Any]]) -> None:
+def task_completed(ctx: Context, t: Transition, commands: list[Command]) -> None:
     """A workflow task completed with ``commands`` (before they apply): count it against each
     request it left unanswered, and reject a request left unanswered too often."""
-    answered = {c["attributes"]["update_id"] for c in commands if c["command_type"] in COMMANDS}
+    answered = {c.attributes["update_id"] for c in commands if c.command_type in COMMANDS}
     for uid, req in list(t.state.update_requests.items()):
         if req.stage != Stage.REQUESTED or uid in answered:
             continue

@@ -14,7 +14,6 @@ memo is the start's (a JSON object; a run's memo never changes after its start).
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,33 +22,14 @@ from typing import Any
 import orjson
 
 from kadence_protocol import avro
+from kadence_protocol.enums import CLOSE_STATUS, RunStatus
 from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
-from services.common.outcome import RUNNING
 
 log = logging.getLogger(__name__)
 
 
-class ExecutionStatus(enum.StrEnum):
-    """The statuses a run's row may have (those of ``MutableState.status``)."""
-
-    RUNNING = RUNNING
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    TIMED_OUT = "TimedOut"
-    TERMINATED = "Terminated"
-    CONTINUED_AS_NEW = "ContinuedAsNew"
-    CANCELED = "Canceled"
-
-
-# The events that close a run, and the status each leaves.
-CLOSING_EVENTS: Mapping[str, ExecutionStatus] = {
-    "WorkflowExecutionCompleted": ExecutionStatus.COMPLETED,
-    "WorkflowExecutionFailed": ExecutionStatus.FAILED,
-    "WorkflowExecutionTimedOut": ExecutionStatus.TIMED_OUT,
-    "WorkflowExecutionTerminated": ExecutionStatus.TERMINATED,
-    "WorkflowExecutionContinuedAsNew": ExecutionStatus.CONTINUED_AS_NEW,
-    "WorkflowExecutionCanceled": ExecutionStatus.CANCELED,
-}
+# The events that close a run, and the status each leaves (the protocol's table, by name).
+CLOSING_EVENTS: Mapping[str, RunStatus] = {event.value: status for event, status in CLOSE_STATUS.items()}
 
 
 @dataclass
@@ -65,7 +45,7 @@ class RunUpdate:
     task_queue: str | None = None
     start_time: int | None = None
     execution_time: int | None = None
-    status: ExecutionStatus | None = None  # set by the first event (Running) or a closing one
+    status: RunStatus | None = None  # set by the first event (Running) or a closing one
     close_time: int | None = None
     search_attributes: dict[str, Any] | None = None  # merged into the row's
     parent_workflow_id: str | None = None  # a child workflow's parent, from its start
@@ -85,7 +65,7 @@ class RunUpdate:
             self.parent_workflow_id = attributes.get("parent_workflow_id")
             self.parent_run_id = attributes.get("parent_run_id")
             if self.status is None:
-                self.status = ExecutionStatus.RUNNING
+                self.status = RunStatus.RUNNING
             self._merge_attributes(attributes.get("search_attributes"))
             self.memo = self._object(attributes.get("memo"), "memo")
         elif kind in CLOSING_EVENTS:

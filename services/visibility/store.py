@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import asyncpg
 import orjson
 
-from .projection import ExecutionStatus, RunUpdate
+from kadence_protocol.enums import RunStatus
+
+from .projection import RunUpdate
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ async def _write(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunU
     await conn.execute(
         _UPSERT,
         [u.namespace for u in updates], [u.workflow_id for u in updates], [u.run_id for u in updates],
-        [u.workflow_type for u in updates], [u.task_queue for u in updates], ExecutionStatus.RUNNING.value,
+        [u.workflow_type for u in updates], [u.task_queue for u in updates], RunStatus.RUNNING.value,
         [None if u.status is None else u.status.value for u in updates], [u.start_time for u in updates],
         [u.execution_time for u in updates], [u.close_time for u in updates],
         [u.last_event_id for u in updates],

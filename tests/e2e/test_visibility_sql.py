@@ -187,13 +187,14 @@ async def test_every_order_pages_through_every_row_once_in_order(pool: asyncpg.P
 async def test_data_the_database_refuses_is_left_out_without_holding_the_batch(pool: asyncpg.Pool) -> None:
     """A NUL character (which jsonb cannot hold) in one run's attributes, written by a producer
     that bypassed the frontend: that run's row is written without them, the others whole."""
+    from kadence_protocol.enums import RunStatus
     from services.visibility import store
-    from services.visibility.projection import ExecutionStatus, RunUpdate
+    from services.visibility.projection import RunUpdate
 
     good = RunUpdate("default", "wf-good", "run-good", 3, 1000, workflow_type="T", task_queue="q", start_time=1000,
-                     execution_time=1000, status=ExecutionStatus.RUNNING, search_attributes={"CustomerId": "c-1"})
+                     execution_time=1000, status=RunStatus.RUNNING, search_attributes={"CustomerId": "c-1"})
     bad = RunUpdate("default", "wf-bad", "run-bad", 2, 1000, workflow_type="T", task_queue="q", start_time=1000,
-                    execution_time=1000, status=ExecutionStatus.RUNNING, search_attributes={"CustomerId": "c\x00"})
+                    execution_time=1000, status=RunStatus.RUNNING, search_attributes={"CustomerId": "c\x00"})
     left_out = await store.apply(pool, [good, bad])
     assert len(left_out) == 1 and "run run-bad: search attributes left out" in left_out[0]
     rows = {r["run_id"]: r for r in await pool.fetch("SELECT * FROM visibility")}

@@ -74,7 +74,7 @@ async def _retention(conn: asyncpg.Connection) -> Mapping[str, int]:
 def _expired(state: MutableState, retention: Mapping[str, int], now_ms: int) -> bool:
     """A closed run older than its namespace's retention: PostgreSQL no longer keeps it."""
     keep = retention.get(state.namespace)
-    return (keep is not None and state.status not in ("", RUNNING) and state.close_time is not None
+    return (keep is not None and state.status not in (None, RUNNING) and state.close_time is not None
             and state.close_time < now_ms - keep)
 
 

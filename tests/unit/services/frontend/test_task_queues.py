@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from kadence._cli.task_queue import print_description
+from kadence_protocol.enums import TaskKind
 from services.common.matching.stats import PollerSeen, QueueStats
 from services.common.matching.tasks import KINDS
-from services.frontend.task_queues import Backlog, TaskKind, describe_kinds
+from services.frontend.task_queues import Backlog, describe_kinds
 from services.matching.pollers import UNNAMED, RecentPollers
 from services.matching.queues import QueueKey, TaskQueue
 from services.matching.stats import snapshot

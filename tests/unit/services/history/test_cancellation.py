@@ -17,6 +17,7 @@ from services.frontend.reads import Execution
 from services.frontend.tokens import TaskToken
 from services.history import cancellation, engine
 from services.history.state import MutableState, rebuild
+from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _signal_request, _start
 
 pytestmark = pytest.mark.timeout(10)
@@ -42,7 +43,7 @@ def _kinds(ctx: MemoryContext, s: MutableState) -> list[str]:
 async def _running(ctx: MemoryContext, commands: list[dict[str, Any]] | None = None) -> MutableState:
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": commands or []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": commands or []})
     return s
 
 
@@ -72,7 +73,7 @@ async def test_cancel_workflow_closes_the_run_as_canceled_and_its_timers_go() ->
                                                                           "start_to_fire_timeout_ms": 60_000}}])
     await cancellation.request_cancel_workflow(ctx, _cancel())
     sid = s.wt.scheduled_event_id if s.wt else 0
-    await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
+    await answers.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
         {"command_type": "CancelTimer", "attributes": {"timer_id": "1"}},
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": '"bye"'}}]})
     assert _kinds(ctx, s)[-2:] == ["TimerCanceled", "WorkflowExecutionCanceled"]
@@ -86,7 +87,7 @@ async def test_cancel_of_a_closed_run_is_refused_clearly_but_a_retry_of_a_record
     ctx = MemoryContext()
     s = await _running(ctx)
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0) | {"commands": [
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0) | {"commands": [
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]})
     assert s.status == "Canceled"
     await cancellation.request_cancel_workflow(ctx, _cancel())  # the same request, retried
@@ -105,7 +106,7 @@ async def test_cancel_workflow_over_unseen_inputs_is_refused_like_any_closing_ta
     await cancellation.request_cancel_workflow(ctx, _cancel())
     sid = s.wt.scheduled_event_id if s.wt else 0
     await engine.signal_workflow(ctx, _signal_request())
-    await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
+    await answers.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]})
     assert s.running and _kinds(ctx, s)[-2:] == ["WorkflowTaskFailed", "WorkflowTaskScheduled"]
 
@@ -116,14 +117,14 @@ async def test_a_scheduled_activity_is_canceled_at_once() -> None:
     (sid,) = (int(k) for k in s.activities)
     await cancellation.request_cancel_workflow(ctx, _cancel())
     wt = s.wt.scheduled_event_id if s.wt else 0
-    await engine.workflow_task_completed(ctx, _ref(s, wt) | {"commands": [
+    await answers.workflow_task_completed(ctx, _ref(s, wt) | {"commands": [
         {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}]})
     assert _kinds(ctx, s)[-3:] == ["ActivityTaskCancelRequested", "ActivityTaskCanceled", "WorkflowTaskScheduled"]
     canceled = ctx.events(s.run_id)[-2]["attributes"]
     assert canceled["started_event_id"] == 0 and canceled["latest_cancel_requested_event_id"] > sid
     assert not s.activities
     # A worker that picks the task up later finds nothing to start.
-    await engine.activity_started(ctx, _ref(s, sid))
+    await answers.activity_started(ctx, _ref(s, sid))
     assert "ActivityTaskStarted" not in _kinds(ctx, s)
     assert _rebuilt(ctx, s).dumps() == s.dumps()
 
@@ -132,14 +133,14 @@ async def test_a_started_activity_is_marked_and_its_canceled_answer_is_recorded(
     ctx = MemoryContext()
     s = await _running(ctx, [_activity(heartbeat_timeout_ms=5000)])
     (sid,) = (int(k) for k in s.activities)
-    await engine.activity_started(ctx, _ref(s, sid))
+    await answers.activity_started(ctx, _ref(s, sid))
     wt_cmd = {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}
     await cancellation.request_cancel_workflow(ctx, _cancel())
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0)
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0)
                                          | {"commands": [wt_cmd]})
     assert _kinds(ctx, s)[-1] == "ActivityTaskCancelRequested"
     assert s.activities[str(sid)].cancel_requested_event_id == len(ctx.events(s.run_id))
-    await cancellation.activity_canceled(ctx, _ref(s, sid) | {"details": '["partial"]'})
+    await answers.activity_canceled(ctx, _ref(s, sid) | {"details": '["partial"]'})
     # The attempt's start is written only now that it ends the activity, just before its end.
     assert _kinds(ctx, s)[-3:] == ["ActivityTaskStarted", "ActivityTaskCanceled", "WorkflowTaskScheduled"]
     started, canceled = ctx.events(s.run_id)[-3:-1]
@@ -158,8 +159,8 @@ async def test_a_cancel_request_for_an_activity_that_finished_meanwhile_is_recor
     (sid,) = (int(k) for k in s.activities)
     await cancellation.request_cancel_workflow(ctx, _cancel())
     wt = s.wt.scheduled_event_id if s.wt else 0
-    await engine.activity_completed(ctx, _ref(s, sid) | {"result": "1"})
-    await engine.workflow_task_completed(ctx, _ref(s, wt) | {"commands": [
+    await answers.activity_completed(ctx, _ref(s, sid) | {"result": "1"})
+    await answers.workflow_task_completed(ctx, _ref(s, wt) | {"commands": [
         {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}]})
     # Every command has its event (a replay matches it); nothing else follows from it.
     assert _kinds(ctx, s)[-2:] == ["ActivityTaskCancelRequested", "WorkflowTaskScheduled"]
@@ -171,7 +172,7 @@ async def test_an_activity_canceled_unasked_counts_as_a_failed_attempt() -> None
     s = await _running(ctx, [_activity()])
     (sid,) = (int(k) for k in s.activities)
     before = _kinds(ctx, s)
-    await cancellation.activity_canceled(ctx, _ref(s, sid) | {"details": None})
+    await answers.activity_canceled(ctx, _ref(s, sid) | {"details": None})
     # Retried as the policy says; a retried attempt writes no event, the pending activity
     # keeps the failure.
     assert _kinds(ctx, s) == before
@@ -249,7 +250,7 @@ async def test_cancelling_a_timer_that_fired_unseen_refuses_the_task_so_that_it_
                                                     "user_timer", started, 0))
     assert _kinds(ctx, s)[-1] == "TimerFired"  # after the task was scheduled: unseen by it
     # The workflow ignores the cancel and goes on: its sleep's timer is cancelled, an activity scheduled.
-    await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
+    await answers.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [
         {"command_type": "CancelTimer", "attributes": {"timer_id": "1"}}, _activity()]})
     assert _kinds(ctx, s)[-3:] == ["WorkflowTaskStarted", "WorkflowTaskFailed", "WorkflowTaskScheduled"]
     assert ctx.events(s.run_id)[-2]["attributes"]["cause"] == "UnhandledCommand"

@@ -11,7 +11,9 @@ import pytest
 from kadence_protocol import avro
 from services.common import kafka, validation
 from services.history import children, engine
+from services.history.shard import HANDLERS
 from services.history.state import MutableState, ParentInfo, child_run_id, rebuild
+from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _start, _terminate
 
 pytestmark = pytest.mark.timeout(10)
@@ -52,18 +54,15 @@ def _events(ctx: Context, s: MutableState) -> list[str]:
 
 async def _complete(ctx: Context, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 async def _deliver(ctx: Context, records: list[tuple[bytes, str, dict[str, Any]]]) -> None:
     """Run requests as the shard would: through their handlers, after the ledger."""
-    handlers = {"StartChildWorkflowExecution": children.start_child, "ChildWorkflowNotice": children.notify_child_outcome,
-                "SignalExternalWorkflowExecution": children.signal_external,
-                "ApplyParentClosePolicy": children.apply_parent_close_policy}
     for key, name, record in records:
         assert key == kafka.workflow_key(record["namespace"], record["workflow_id"])
         validation.check_command(name, record)  # what history sends itself passes its own check
-        await handlers[name](ctx, record)
+        await HANDLERS[name](ctx, record)
 
 
 async def _parent_with_child(ctx: Context, policy: str = "Terminate") -> tuple[MutableState, MutableState]:
@@ -122,7 +121,7 @@ async def test_a_child_id_in_use_fails_the_start_and_a_redelivered_start_is_igno
     assert list(parent.children) == ["5"]
     # The first start again (the ledger forgot it): the run it names exists, nothing happens.
     before = len(ctx.events(child.run_id))
-    await children.start_child(ctx, {**start[2], "new_run_id": child.run_id})
+    await HANDLERS["StartChildWorkflowExecution"](ctx, {**start[2], "new_run_id": child.run_id})
     assert len(ctx.events(child.run_id)) == before and ctx.requests() == []
 
 
@@ -198,9 +197,10 @@ async def test_a_parent_signals_its_child_and_learns_it_was_delivered() -> None:
 
 
 def test_a_child_command_without_a_workflow_id_fails_the_task() -> None:
+    from kadence_protocol.records import Command
     from services.history.commands import validate_commands
 
-    bad = _child_command("")
+    bad = Command.from_dict(_child_command(""))
     assert validate_commands([bad]) == "commands[0]: workflow_id is empty"
 
 
@@ -277,5 +277,5 @@ async def test_a_start_read_again_after_the_child_id_moved_on_starts_nothing() -
              "task_queue": "q", "input": "[]", "execution_timeout_ms": 0, "run_timeout_ms": 0,
              "workflow_task_timeout_ms": 0, "request_id": "x", "parent_namespace": "ns",
              "parent_workflow_id": "parent", "parent_run_id": "p", "parent_initiated_event_id": 5}
-    await children.start_child(ctx, start)  # the run exists, closed: no second run with its id
+    await HANDLERS["StartChildWorkflowExecution"](ctx, start)  # the run exists, closed: no second run with its id
     assert len(ctx.runs) == runs and ctx.runs[child.run_id] is child and ctx.requests() == []

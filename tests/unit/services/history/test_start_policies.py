@@ -18,6 +18,7 @@ from services.history import engine
 from services.history.builder import Transition
 from services.history.limits import HistoryLimits, limits_of
 from services.history.state import MutableState, rebuild
+from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _signal_request, _start, _terminate
 
 pytestmark = pytest.mark.timeout(10)
@@ -42,7 +43,7 @@ async def _closed(ctx: MemoryContext, command: dict[str, Any]) -> MutableState:
     """A run of "wf" closed by ``command`` of its first workflow task."""
     await engine.start_workflow(ctx, _start())
     s = _current(ctx)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [command]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [command]})
     assert not s.running
     return s
 
@@ -128,7 +129,7 @@ async def test_signal_with_start_to_a_running_run_between_tasks_schedules_a_work
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     s = _current(ctx)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     await engine.start_workflow(ctx, _start(request_id="r2"), ("s", None))
     assert [e["event_type"] for e in ctx.events(s.run_id)][-2:] == ["WorkflowExecutionSignaled",
                                                                      "WorkflowTaskScheduled"]
@@ -139,7 +140,7 @@ async def test_the_memo_is_recorded_kept_and_carried_over_on_continue_as_new() -
     await engine.start_workflow(ctx, _start(memo='{"owner":"ops"}'))
     s = _current(ctx)
     assert ctx.events(s.run_id)[0]["attributes"]["memo"] == '{"owner":"ops"}' and s.memo == '{"owner":"ops"}'
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [{
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [{
         "command_type": "ContinueAsNewWorkflowExecution",
         "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}]})
     assert _current(ctx).run_id != s.run_id and _current(ctx).memo == '{"owner":"ops"}'
@@ -168,7 +169,7 @@ async def test_past_the_warning_threshold_the_workflow_task_suggests_continue_as
     s = _current(ctx)
     assert ctx.events(s.run_id)[1]["attributes"]["suggest_continue_as_new"] is False
     signal = _signal_request(signal_name="s", input=None)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})  # events 3, 4
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})  # events 3, 4
     await engine.signal_workflow(ctx, signal)  # 5, and the task 6
     assert ctx.events(s.run_id)[-1]["event_type"] == "WorkflowTaskScheduled"
     assert ctx.events(s.run_id)[-1]["attributes"]["suggest_continue_as_new"] is True
@@ -182,7 +183,7 @@ async def test_past_the_hard_limit_the_run_is_terminated_with_the_reason(limits:
     ctx = LimitedContext(limits)
     await engine.start_workflow(ctx, _start())
     s = _current(ctx)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     signal = _signal_request(signal_name="s", input=None)
     for _ in range(10):
         if not s.running:
@@ -223,7 +224,7 @@ async def test_continue_as_new_with_a_memo_replaces_it() -> None:
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start(memo='{"owner":"ops"}'))
     s = _current(ctx)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [{
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [{
         "command_type": "ContinueAsNewWorkflowExecution",
         "attributes": {"workflow_type": "", "task_queue": "", "input": "[]", "memo": '{"owner":"dev"}'}}]})
     assert _current(ctx).memo == '{"owner":"dev"}'

@@ -12,6 +12,7 @@ from services.history import engine
 from services.history.builder import Transition
 from services.history.errors import HistoryCorrupted
 from services.history.state import ActivityInfo, MutableState, apply, rebuild
+from tests.unit import _answers as answers
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -97,10 +98,10 @@ async def test_inputs_during_a_workflow_task_schedule_another_after_it() -> None
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_started(ctx, _ref(s, 2))
+    await answers.workflow_task_started(ctx, _ref(s, 2))
     await engine.signal_workflow(ctx, _signal_request())
     assert s.wt is not None and s.wt.scheduled_event_id == 2  # no second task while one is outstanding
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     kinds = [e["event_type"] for e in ctx.events(s.run_id)]
     assert kinds[-3:] == ["WorkflowExecutionSignaled", "WorkflowTaskCompleted", "WorkflowTaskScheduled"]
 
@@ -110,8 +111,8 @@ async def test_stale_and_duplicate_answers_change_nothing() -> None:
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
     before = s.dumps()
-    await engine.workflow_task_completed(ctx, _ref(s, 99) | {"commands": []})
-    await engine.workflow_task_completed(ctx, _ref(s, 2, attempt=2) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 99) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2, attempt=2) | {"commands": []})
     assert s.dumps() == before
 
 
@@ -119,15 +120,15 @@ async def test_the_start_records_the_time_the_worker_was_given_and_only_that_sta
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_started(ctx, _ref(s, 2) | {"started_time": 1_700_000_000_777})
+    await answers.workflow_task_started(ctx, _ref(s, 2) | {"started_time": 1_700_000_000_777})
     started = ctx.events(s.run_id)[-1]
     assert started["event_type"] == "WorkflowTaskStarted"
     assert started["attributes"]["started_time"] == 1_700_000_000_777
     # The same task handed out a second time: its worker ran at another time, so its answer is stale.
     before = s.dumps()
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_999})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_999})
     assert s.dumps() == before
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_777})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_777})
     assert ctx.events(s.run_id)[-1]["event_type"] == "WorkflowTaskCompleted"
 
 
@@ -135,7 +136,7 @@ async def test_an_answer_that_overtakes_its_started_record_records_the_start_it_
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_555})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [], "started_time": 1_700_000_000_555})
     kinds = [(e["event_type"], (e["attributes"] or {}).get("started_time")) for e in ctx.events(s.run_id)]
     assert ("WorkflowTaskStarted", 1_700_000_000_555) in kinds
     assert kinds[-1][0] == "WorkflowTaskCompleted"
@@ -159,7 +160,7 @@ async def test_bad_command_fails_the_workflow_task_not_the_workflow() -> None:
         "activity_id": "1", "activity_type": "a", "task_queue": "", "input": None, "schedule_to_close_timeout_ms": 0,
         "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 0, "heartbeat_timeout_ms": 0,
         "retry_policy": None}}
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [bad]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [bad]})
     failed = next(e for e in ctx.events(s.run_id) if e["event_type"] == "WorkflowTaskFailed")
     assert "start_to_close_timeout" in failed["attributes"]["failure"]["message"]
     assert s.running and s.wt is not None and s.wt.attempt == 2
@@ -196,7 +197,7 @@ async def test_live_state_equals_the_fold_of_its_events_through_avro() -> None:
     ctx = MemoryContext()
     await engine.start_workflow(ctx, _start(execution_timeout_ms=60_000))
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [
         {"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 5}},
         {"command_type": "ScheduleActivityTask", "attributes": {
             "activity_id": "1", "activity_type": "a", "task_queue": "", "input": "[1]",

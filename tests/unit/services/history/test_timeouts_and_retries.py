@@ -21,6 +21,7 @@ from services.history.audit import replay as audit
 from services.history.builder import Transition
 from services.history.context import BatchContext
 from services.history.state import ATTEMPT_FIELDS, MutableState, apply, events_only, rebuild
+from tests.unit import _answers as answers
 from tests.unit._fake_history import Driver, FakeHistory
 from tests.unit.kadence._worker.test_worker import FakeTransport, _activity_task
 from tests.unit.services.history.test_state import MemoryContext, _ref, _start
@@ -62,7 +63,7 @@ def _continue_as_new() -> dict[str, Any]:
 
 async def _continue(ctx: Context, s: MutableState) -> MutableState:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": [_continue_as_new()]})
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": [_continue_as_new()]})
     assert s.status == "ContinuedAsNew" and s.new_run_id is not None
     return ctx.runs[s.new_run_id]
 
@@ -143,7 +144,7 @@ def _schedule(policy: dict[str, Any] | None = None, heartbeat_ms: int = 0) -> di
 async def _with_activity(ctx: Context, **kw: Any) -> tuple[MutableState, int]:
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [_schedule(**kw)]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [_schedule(**kw)]})
     (sid,) = (int(k) for k in s.activities)
     return s, sid
 
@@ -165,8 +166,8 @@ async def test_retried_attempts_write_no_history_and_the_final_one_writes_its_st
                                                "non_retryable_error_types": []})
     before = len(ctx.events(s.run_id))
     for attempt in range(1, 21):
-        await engine.activity_started(ctx, _ref(s, sid, attempt) | {"identity": f"w{attempt}"})
-        await engine.activity_failed(ctx, _ref(s, sid, attempt) | {"failure": _failure(attempt),
+        await answers.activity_started(ctx, _ref(s, sid, attempt) | {"identity": f"w{attempt}"})
+        await answers.activity_failed(ctx, _ref(s, sid, attempt) | {"failure": _failure(attempt),
                                                                     "identity": f"w{attempt}"})
         act = s.activities[str(sid)]
         assert (act.attempt, act.state, act.last_failure["message"]) == (attempt + 1, "Scheduled",
@@ -177,7 +178,7 @@ async def test_retried_attempts_write_no_history_and_the_final_one_writes_its_st
         await _fire(ctx, s, "act_retry", sid, attempt + 1)
     assert len(ctx.events(s.run_id)) == before  # twenty failed attempts, no event
     assert [task["attempt"] for task in _dispatched(ctx, s)] == list(range(1, 22))
-    await engine.activity_completed(ctx, _ref(s, sid, 21) | {"result": '"ok"', "identity": "w21"})
+    await answers.activity_completed(ctx, _ref(s, sid, 21) | {"result": '"ok"', "identity": "w21"})
     new = ctx.events(s.run_id)[before:]
     assert [e["event_type"] for e in new] == ["ActivityTaskStarted", "ActivityTaskCompleted", "WorkflowTaskScheduled"]
     started = new[0]["attributes"]
@@ -193,7 +194,7 @@ async def test_retried_attempts_write_no_history_and_the_final_one_writes_its_st
 async def test_while_attempts_retry_the_fold_agrees_on_all_but_the_attempt_fields() -> None:
     ctx = Context()
     s, sid = await _with_activity(ctx)
-    await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})  # implies the start
+    await answers.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})  # implies the start
     events = ctx.events(s.run_id)
     folded = rebuild("ns", "wf", s.run_id, events)
     assert folded.dumps() != s.dumps()
@@ -218,10 +219,10 @@ async def test_a_final_failure_writes_the_started_and_failed_events_of_the_last_
               "non_retryable_error_types": []}
     s, sid = await _with_activity(ctx, policy=policy)
     before = len(ctx.events(s.run_id))
-    await engine.activity_failed(ctx, _ref(s, sid, 1) | {"failure": _failure(1)})
+    await answers.activity_failed(ctx, _ref(s, sid, 1) | {"failure": _failure(1)})
     ctx.now += 10
     await _fire(ctx, s, "act_retry", sid, 2)
-    await engine.activity_failed(ctx, _ref(s, sid, 2) | {"failure": _failure(2)})
+    await answers.activity_failed(ctx, _ref(s, sid, 2) | {"failure": _failure(2)})
     new = ctx.events(s.run_id)[before:]
     assert [e["event_type"] for e in new] == ["ActivityTaskStarted", "ActivityTaskFailed", "WorkflowTaskScheduled"]
     assert new[0]["attributes"]["attempt"] == 2 and new[0]["attributes"]["last_failure"]["message"] == "boom 1"
@@ -233,7 +234,7 @@ async def test_a_retried_timeout_writes_no_event_and_a_schedule_to_start_timeout
     ctx = Context()
     s, sid = await _with_activity(ctx)
     before = len(ctx.events(s.run_id))
-    await engine.activity_started(ctx, _ref(s, sid, 1))
+    await answers.activity_started(ctx, _ref(s, sid, 1))
     ctx.now += 60_000
     await _fire(ctx, s, "act_stc", sid, 1)
     act = s.activities[str(sid)]
@@ -245,9 +246,9 @@ async def test_a_retried_timeout_writes_no_event_and_a_schedule_to_start_timeout
 async def test_heartbeat_details_reach_the_next_attempt_after_any_failure(ending: str) -> None:
     ctx = Context()
     s, sid = await _with_activity(ctx, heartbeat_ms=1000)
-    await engine.activity_heartbeat(ctx, _ref(s, sid) | {"details": '["halfway"]'})
+    await answers.activity_heartbeat(ctx, _ref(s, sid) | {"details": '["halfway"]'})
     if ending == "failed":
-        await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})
+        await answers.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})
     else:
         ctx.now += 60_000
         await _fire(ctx, s, "act_stc" if ending == "start_to_close" else "act_hb", sid, 1)
@@ -261,7 +262,7 @@ async def test_heartbeat_details_reach_the_next_attempt_after_any_failure(ending
 async def test_a_failure_carries_details_never_sent_as_a_heartbeat() -> None:
     ctx = Context()
     s, sid = await _with_activity(ctx)
-    await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1), "last_heartbeat_details": '[3]'})
+    await answers.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1), "last_heartbeat_details": '[3]'})
     assert s.activities[str(sid)].heartbeat_details == '[3]'
 
 
@@ -282,7 +283,7 @@ async def test_a_final_timeout_names_the_failure_of_the_attempt_before() -> None
               "maximum_attempts": 0, "non_retryable_error_types": []}
     s, sid = await _with_activity(ctx, policy=policy)
     s.activities[str(sid)].schedule_to_close_timeout_ms = 10_000  # set as the command would have
-    await engine.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})
+    await answers.activity_failed(ctx, _ref(s, sid) | {"failure": _failure(1)})
     ctx.now += 10_000  # the schedule-to-close timeout ends it while it waits for attempt 2
     await _fire(ctx, s, "act_s2c", sid)
     timed_out = ctx.events(s.run_id)[-2]

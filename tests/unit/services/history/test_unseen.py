@@ -14,6 +14,7 @@ from kadence_protocol import avro
 from kadence_protocol.records import SignalWorkflowExecution
 from services.history import engine
 from services.history.state import MutableState, rebuild
+from tests.unit import _answers as answers
 from tests.unit._fake_history import FakeHistory, new_runner
 from tests.unit.services.history.test_state import MemoryContext, _ref, _signal_request, _start
 
@@ -42,7 +43,7 @@ def _kinds(ctx: MemoryContext, s: MutableState) -> list[str]:
 async def _started_run(ctx: MemoryContext) -> MutableState:
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_started(ctx, _ref(s, 2))
+    await answers.workflow_task_started(ctx, _ref(s, 2))
     return s
 
 
@@ -52,7 +53,7 @@ async def test_a_closing_task_with_a_signal_it_did_not_see_is_refused_and_a_new_
     ctx = MemoryContext()
     s = await _started_run(ctx)
     await engine.signal_workflow(ctx, _signal())  # recorded after the task was scheduled: unseen
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [TIMER, closing]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [TIMER, closing]})
 
     assert _kinds(ctx, s)[-3:] == ["WorkflowExecutionSignaled", "WorkflowTaskFailed", "WorkflowTaskScheduled"]
     failed = ctx.events(s.run_id)[-2]["attributes"]
@@ -69,10 +70,10 @@ async def test_the_new_task_which_saw_the_signal_closes_the_run() -> None:
     ctx = MemoryContext()
     s = await _started_run(ctx)
     await engine.signal_workflow(ctx, _signal())
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [COMPLETE]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [COMPLETE]})
     assert s.wt is not None
     new = s.wt.scheduled_event_id
-    await engine.workflow_task_completed(ctx, _ref(s, new) | {"commands": [COMPLETE]})
+    await answers.workflow_task_completed(ctx, _ref(s, new) | {"commands": [COMPLETE]})
     assert s.status == "Completed"
     # The live state is what the fold of the events gives (a rebuild and an audit agree).
     events = [avro.decode(avro.encode("HistoryEvent", e))[1] for e in ctx.events(s.run_id)]
@@ -86,7 +87,7 @@ async def test_refusals_repeat_while_signals_keep_coming_without_backoff() -> No
         assert s.wt is not None
         sid = s.wt.scheduled_event_id
         await engine.signal_workflow(ctx, _signal(i))
-        await engine.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [COMPLETE]})
+        await answers.workflow_task_completed(ctx, _ref(s, sid) | {"commands": [COMPLETE]})
         assert s.running and s.wt is not None and s.wt.attempt == 1
     assert _kinds(ctx, s).count("WorkflowTaskFailed") == 3
 
@@ -94,7 +95,7 @@ async def test_refusals_repeat_while_signals_keep_coming_without_backoff() -> No
 async def test_a_closing_task_that_saw_every_input_completes() -> None:
     ctx = MemoryContext()
     s = await _started_run(ctx)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [TIMER, COMPLETE]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [TIMER, COMPLETE]})
     assert s.status == "Completed"
     assert "WorkflowTaskFailed" not in _kinds(ctx, s)
 
@@ -103,14 +104,14 @@ async def test_a_task_that_does_not_close_the_run_completes_and_the_signal_gets_
     ctx = MemoryContext()
     s = await _started_run(ctx)
     await engine.signal_workflow(ctx, _signal())
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [TIMER]})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [TIMER]})
     assert _kinds(ctx, s)[-3:] == ["WorkflowTaskCompleted", "TimerStarted", "WorkflowTaskScheduled"]
 
 
 async def test_a_worker_cannot_give_the_refusal_cause_to_fail_a_task_without_it_counting() -> None:
     ctx = MemoryContext()
     s = await _started_run(ctx)
-    await engine.workflow_task_failed(ctx, _ref(s, 2) | {"cause": "UnhandledCommand", "failure": None})
+    await answers.workflow_task_failed(ctx, _ref(s, 2) | {"cause": "UnhandledCommand", "failure": None})
     assert ctx.events(s.run_id)[-2]["attributes"]["cause"] == "WorkerUnhandledCommand"
     assert s.wt_failures == 1 and s.wt is not None and s.wt.attempt == 2
 
@@ -120,19 +121,19 @@ async def test_a_task_run_ahead_that_closes_the_run_is_not_taken_over_a_signal_i
     completed the workflow; a signal came first, so history hands out a task that brings both."""
     ctx = MemoryContext()
     s = await _started_run(ctx)
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [ACTIVITY], "started_time": ctx.now})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [ACTIVITY], "started_time": ctx.now})
     sid = next(e["event_id"] for e in ctx.events(s.run_id) if e["event_type"] == "ActivityTaskScheduled")
-    await engine.activity_started(ctx, _ref(s, sid))
+    await answers.activity_started(ctx, _ref(s, sid))
     await engine.signal_workflow(ctx, _signal())
     assert s.wt is not None  # the signal is owed a task already
     owed = s.wt.scheduled_event_id
     ahead = {"ahead_id": 7, "after_ahead_id": 0, "after_scheduled_event_id": 2, "after_started_time": ctx.now,
              "started_time": ctx.now, "commands": [COMPLETE]}
-    await engine.activity_completed(ctx, _ref(s, sid) | {"result": "1", "workflow_task": ahead})
+    await answers.activity_completed(ctx, _ref(s, sid) | {"result": "1", "workflow_task": ahead})
     assert s.running and s.wt is not None and s.wt.scheduled_event_id == owed
     assert "WorkflowExecutionCompleted" not in _kinds(ctx, s)
     # That task, scheduled before the result came, did not see it either: completing is refused too.
-    await engine.workflow_task_completed(ctx, _ref(s, owed) | {"commands": [COMPLETE]})
+    await answers.workflow_task_completed(ctx, _ref(s, owed) | {"commands": [COMPLETE]})
     assert s.running and _kinds(ctx, s)[-2:] == ["WorkflowTaskFailed", "WorkflowTaskScheduled"]
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
+from kadence_protocol.enums import WorkflowTaskFailedCause
 from kadence_protocol.records import UpdateWorkflowExecution
 from services.common import validation
-from services.history import engine, unseen, updates
+from services.history import engine, updates
 from services.history.state import MutableState, events_only, rebuild
+from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _start
 
 pytestmark = pytest.mark.timeout(10)
@@ -65,13 +67,13 @@ def _kinds(ctx: MemoryContext, s: MutableState) -> list[str]:
 async def _running(ctx: MemoryContext) -> MutableState:
     await engine.start_workflow(ctx, _start())
     s = next(iter(ctx.runs.values()))
-    await engine.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": []})
     return s
 
 
 async def _complete_wt(ctx: MemoryContext, s: MutableState, commands: list[dict[str, Any]]) -> None:
     assert s.wt is not None
-    await engine.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id) | {"commands": commands})
 
 
 def _outcome(kw: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +159,7 @@ async def test_a_task_closing_the_run_over_an_unanswered_update_is_refused() -> 
     await updates.request_update(ctx, _update())
     await _complete_wt(ctx, s, [_CLOSE])
     assert s.running and _kinds(ctx, s)[-2:] == ["WorkflowTaskFailed", "WorkflowTaskScheduled"]
-    assert ctx.events(s.run_id)[-2]["attributes"]["cause"] == unseen.HistoryCause.UNHANDLED_COMMAND
+    assert ctx.events(s.run_id)[-2]["attributes"]["cause"] == WorkflowTaskFailedCause.UNHANDLED_COMMAND
     # Answered in the same task, the close goes through.
     await _complete_wt(ctx, s, [_accept(), _complete(), _CLOSE])
     assert s.status == "Completed" and _outcome(ctx.to("q1")[0])["stage"] == "completed"

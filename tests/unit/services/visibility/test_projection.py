@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
+from kadence_protocol.enums import RunStatus
 from services.visibility import projection
-from services.visibility.projection import ExecutionStatus
 
 
 def record(run: str, event_id: int, kind: str, attributes: dict[str, Any] | None = None,
@@ -32,7 +32,7 @@ def test_a_batch_folds_into_one_update_per_run() -> None:
     ])
     a, b = updates
     assert (a.run_id, a.workflow_type, a.task_queue, a.start_time, a.execution_time) == ("a", "Order", "q", 5000, 5000)
-    assert (a.status, a.close_time, a.last_event_id, a.newest_event_time) == (ExecutionStatus.FAILED, 9000, 3, 9000)
+    assert (a.status, a.close_time, a.last_event_id, a.newest_event_time) == (RunStatus.FAILED, 9000, 3, 9000)
     # A run first seen mid-history: only what its events say.
     assert (b.run_id, b.workflow_type, b.status, b.close_time, b.last_event_id) == ("b", None, None, None, 7)
 
@@ -43,7 +43,7 @@ def test_redelivered_older_events_do_not_move_the_update_back() -> None:
 
 
 @pytest.mark.parametrize(("kind", "status"), list(projection.CLOSING_EVENTS.items()))
-def test_every_closing_event_sets_its_status(kind: str, status: ExecutionStatus) -> None:
+def test_every_closing_event_sets_its_status(kind: str, status: RunStatus) -> None:
     [update] = projection.fold([record("a", 9, kind)])
     assert update.status is status and update.close_time == 1009
 
@@ -87,11 +87,11 @@ def test_the_statuses_are_those_history_closes_runs_with() -> None:
     # A run closed by an event the projection does not know would be listed as Running.
     from kadence_protocol.enums import CLOSED_STATUSES
 
-    closed = set(ExecutionStatus) - {ExecutionStatus.RUNNING}
+    closed = set(RunStatus) - {RunStatus.RUNNING}
     assert {status.value for status in closed} == set(CLOSED_STATUSES)
     assert set(projection.CLOSING_EVENTS.values()) == closed
     [update] = projection.fold([record("a", 9, "WorkflowExecutionCanceled")])
-    assert update.status is ExecutionStatus.CANCELED and update.close_time == 1009
+    assert update.status is RunStatus.CANCELED and update.close_time == 1009
 
 
 def test_a_child_run_names_its_parent() -> None:

@@ -26,7 +26,7 @@ def test_the_counts_group_by_status_under_the_same_condition_but_the_status_filt
 
 def test_the_status_filter_offers_every_status_a_run_can_have() -> None:
     # Canceled was missing: a canceled run could be found only by typing the query.
+    from kadence_protocol.enums import RunStatus
     from services.frontend.ui.web import STATUSES
-    from services.visibility.projection import ExecutionStatus
 
-    assert set(STATUSES) == {status.value for status in ExecutionStatus}
+    assert set(STATUSES) == {status.value for status in RunStatus}
