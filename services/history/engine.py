@@ -34,6 +34,7 @@ from kadence_protocol.records import (
     StartWorkflowExecution,
     TerminateWorkflowExecution,
 )
+from kadence_protocol.retry import DEFAULT_RETRY, next_backoff
 
 from . import policies, unseen, updates
 from .builder import Transition
@@ -41,8 +42,6 @@ from .limits import LIMIT_IDENTITY
 from .requests import Targeted, address
 from .state import ActivityInfo, Event, MutableState, WorkflowTaskInfo, retry_attempt, start_attempt
 
-DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
-                 "maximum_attempts": 0, "non_retryable_error_types": []}
 ACTIVITY_TIMERS = ACTIVITY_TIMER_KINDS
 # A deadline this far out (about 146 million years) is never: no timer is armed for it,
 # and a chain's expiration saturates here rather than overflow a bigint.
@@ -539,23 +538,8 @@ def _drop_activity_timers(t: Transition, sid: int) -> None:
 
 def retry_backoff(act: ActivityInfo, now: int, error_type: str, non_retryable: bool) -> int | None:
     """Milliseconds until the next attempt, or None when the attempt just made is the last."""
-    policy = act.retry_policy or DEFAULT_RETRY
-    if non_retryable or error_type in policy["non_retryable_error_types"]:
-        return None
-    attempt = act.attempt
-    if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
-        return None
-    initial = max(1, policy["initial_interval_ms"])
-    ceiling = policy["maximum_interval_ms"] or 100 * initial
-    try:
-        grown = initial * float(policy["backoff_coefficient"]) ** (attempt - 1)
-    except OverflowError:  # an activity retried forever: its interval long since at the ceiling
-        grown = ceiling
-    backoff = int(min(grown, ceiling))
-    deadline = act.schedule_to_close_timeout_ms
-    if deadline and now + backoff >= act.first_scheduled_time + deadline:
-        return None
-    return backoff
+    deadline = act.first_scheduled_time + act.schedule_to_close_timeout_ms if act.schedule_to_close_timeout_ms else 0
+    return next_backoff(act.retry_policy or DEFAULT_RETRY, act.attempt, error_type, non_retryable, now, deadline)
 
 
 # ---- timers ------------------------------------------------------------------------

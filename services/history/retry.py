@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from kadence_protocol.enums import EventType, RunStatus, TimerKind
+from kadence_protocol.retry import next_backoff
 
 from . import children
 from .builder import Transition
@@ -29,21 +30,11 @@ def backoff_ms(policy: dict[str, Any] | None, attempt: int, error_type: str, non
                expiration_time: int) -> int | None:
     """Milliseconds before the next run, or None when the run that just closed (attempt
     ``attempt``) is the last: no policy, a non-retryable error, the attempts spent, or the
-    next run would start after the chain's expiration (0: none)."""
-    if policy is None or non_retryable or error_type in policy["non_retryable_error_types"]:
+    next run would start after the chain's expiration (0: none). The rule is the protocol's
+    (kadence_protocol/retry.py), the one activities follow."""
+    if policy is None:
         return None
-    if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
-        return None
-    initial = max(1, policy["initial_interval_ms"])
-    ceiling = policy["maximum_interval_ms"] or 100 * initial
-    try:
-        grown = initial * float(policy["backoff_coefficient"]) ** (attempt - 1)
-    except OverflowError:
-        grown = ceiling
-    backoff = int(min(grown, ceiling))
-    if expiration_time and now + backoff >= expiration_time:
-        return None
-    return backoff
+    return next_backoff(policy, attempt, error_type, non_retryable, now, expiration_time)
 
 
 def retried(s: MutableState) -> bool:
