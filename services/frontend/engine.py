@@ -88,6 +88,10 @@ class Engine:
         self._reply_timeout = reply_timeout
         # Done once the frontend shuts down (end_long_waits).
         self._shutting_down: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The close futures that result waits wait on, woken by end_long_waits: waiting on
+        # _shutting_down itself would put one callback per waiter on it, and removing one
+        # from a list of 10,000 costs a scan of it (a quadratic cost with 10,000 in flight).
+        self._result_waits: set[asyncio.Future[Any]] = set()
 
     def open(self) -> None:
         """Start the engine's background work (the timer of held-back started records)."""
@@ -99,6 +103,9 @@ class Engine:
         (elsewhere, or here once restarted) instead of holding the shutdown up."""
         if not self._shutting_down.done():
             self._shutting_down.set_result(None)
+        for fut in self._result_waits:
+            if not fut.done():
+                fut.set_result((False, None))  # not closed, no outcome: the wait ends as Running
         self._matching.release_polls()
 
     async def close(self) -> None:
@@ -376,8 +383,11 @@ class Engine:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._shutting_down.done():
                     return {"status": "Running"}
-                either: set[asyncio.Future[Any]] = {fut, self._shutting_down}
-                await asyncio.wait(either, timeout=min(remaining, _RECHECK), return_when=asyncio.FIRST_COMPLETED)
+                self._result_waits.add(fut)
+                try:
+                    await asyncio.wait((fut,), timeout=min(remaining, _RECHECK))
+                finally:
+                    self._result_waits.discard(fut)
                 if fut.done():
                     closed, answer = fut.result()
                     if answer is not None:
