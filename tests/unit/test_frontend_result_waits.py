@@ -1,0 +1,39 @@
+"""Result waits of the frontend end at shutdown without each registering on one shared future
+(services/frontend/engine.py: with 10,000 waits, removing a callback from a list of 10,000
+each time was a quadratic cost)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from services.frontend.closed import CloseWatcher
+from services.frontend.engine import Engine
+
+
+class _CountingFuture(asyncio.Future[None]):
+    added = 0
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        type(self).added += 1
+        super().add_done_callback(fn, context=context)
+
+
+class _Running:
+    async def status(self, namespace: str, workflow_id: str, run_id: str) -> str:
+        return "Running"
+
+
+async def test_result_waits_end_at_shutdown_without_registering_on_the_shutdown_future() -> None:
+    engine = Engine(instance_id="t", producer=None, replies=None, closes=CloseWatcher(None),  # type: ignore[arg-type]
+                    reads=_Running(), matching=None, token_keys=None)  # type: ignore[arg-type]
+    engine._shutting_down = _CountingFuture()
+    waits = [asyncio.ensure_future(engine.result("ns", f"wf-{i}", f"run-{i}", 30.0, just_started=True))
+             for i in range(50)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waits)
+    engine._matching = type("M", (), {"release_polls": lambda self: None})()
+    engine.end_long_waits()
+    answers = await asyncio.wait_for(asyncio.gather(*waits), 5)
+    assert answers == [{"status": "Running"}] * 50
+    assert _CountingFuture.added == 0
