@@ -64,6 +64,9 @@ REPLY_TIMEOUT = 30.0
 OnQueued = Callable[[int, bytes, bytes, "asyncio.Future[Any]"], None]
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
+# ... doubling up to this: 10,000 waits re-read every 5 s were 2,000 reads a second, which
+# slowed the runs they waited for, which made more re-reads (a collapse at 10,000 in flight).
+_RECHECK_MAX = 60.0
 
 
 class Engine:
@@ -372,6 +375,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         look = not just_started
+        recheck = _RECHECK
         while True:
             fut = self._closes.watch(run_id)
             try:
@@ -385,9 +389,10 @@ class Engine:
                     return {"status": "Running"}
                 self._result_waits.add(fut)
                 try:
-                    await asyncio.wait((fut,), timeout=min(remaining, _RECHECK))
+                    await asyncio.wait((fut,), timeout=min(remaining, recheck))
                 finally:
                     self._result_waits.discard(fut)
+                recheck = min(recheck * 2, _RECHECK_MAX)
                 if fut.done():
                     closed, answer = fut.result()
                     if answer is not None:

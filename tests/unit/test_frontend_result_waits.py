@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from services.frontend import engine as engine_module
 from services.frontend.closed import CloseWatcher
 from services.frontend.engine import Engine
 
@@ -37,3 +38,24 @@ async def test_result_waits_end_at_shutdown_without_registering_on_the_shutdown_
     answers = await asyncio.wait_for(asyncio.gather(*waits), 5)
     assert answers == [{"status": "Running"}] * 50
     assert _CountingFuture.added == 0
+
+
+async def test_a_long_result_wait_re_reads_the_run_less_and_less_often(monkeypatch: Any) -> None:
+    # The re-read is a safety net for a missed close notification: 10,000 waits re-reading
+    # every few seconds slowed the runs they waited for (and so made more re-reads).
+    monkeypatch.setattr(engine_module, "_RECHECK", 0.01)
+    monkeypatch.setattr(engine_module, "_RECHECK_MAX", 0.16)
+    reads = _CountingReads()
+    engine = Engine(instance_id="t", producer=None, replies=None, closes=CloseWatcher(None),  # type: ignore[arg-type]
+                    reads=reads, matching=None, token_keys=None)  # type: ignore[arg-type]
+    assert await engine.result("ns", "wf", "run", 0.6, just_started=True) == {"status": "Running"}
+    # 0.01 + 0.02 + 0.04 + 0.08 + 0.16 + 0.16 + ... : about 7 re-reads in 0.6 s, 60 at a fixed 0.01 s.
+    assert 3 <= reads.count <= 12
+
+
+class _CountingReads:
+    count = 0
+
+    async def status(self, namespace: str, workflow_id: str, run_id: str) -> str:
+        self.count += 1
+        return "Running"
