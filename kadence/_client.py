@@ -8,14 +8,15 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from kadence._admin import AdminMixin
-from kadence._http import HttpTransport, Transport, path_segment
+from kadence._http import HttpTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable
+from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
     WorkflowExecution,
     WorkflowExecutionCount,
@@ -30,9 +31,20 @@ from kadence._workflow.definition import (
     update_name_of,
     workflow_name_of,
 )
-from kadence.common import ResetPoint, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
+from kadence.common import ResetPoint, RetryPolicy, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError, WorkflowUpdateFailedError
+from kadence.interceptor import (
+    CancelWorkflowInput,
+    ClientOutboundInterceptor,
+    Interceptor,
+    QueryWorkflowInput,
+    SignalWorkflowInput,
+    StartWorkflowInput,
+    StartWorkflowUpdateInput,
+    TerminateWorkflowInput,
+    chain_client,
+)
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -41,6 +53,8 @@ _LONG_POLL_SECONDS = 30.0
 #: Starts and signals are sent again with the same request id when the frontend is
 #: unreachable or answers 503/504: five tries over about three seconds.
 IDEMPOTENT_RETRY = Backoff(attempts=5, first=0.2, factor=2.0, cap=2.0)
+
+R = TypeVar("R")
 
 
 def default_identity() -> str:
@@ -52,14 +66,20 @@ class Client(AdminMixin):
     operations: kadence/_admin.py)."""
 
     def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
-                 retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None) -> None:
+                 retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None,
+                 interceptors: Sequence[Interceptor] = ()) -> None:
         """``retry`` bounds the retries of starts and signals (idempotent by request id);
-        ``data_converter`` converts payloads to JSON and back (and holds the payload codec)."""
+        ``data_converter`` converts payloads to JSON and back (and holds the payload codec);
+        ``interceptors`` wrap the workflow calls (kadence.interceptor; a Worker of this
+        client uses them too)."""
         self.transport = transport
         self.namespace = namespace
         self.identity = identity or default_identity()
         self.retry = retry
         self.data_converter = data_converter or default_converter()
+        self.interceptors: list[Interceptor] = list(interceptors)
+        # The SDK's spans first (outermost), then the caller's interceptors.
+        self._outbound = chain_client([TracingInterceptor(), *self.interceptors], _ClientCalls(self))
 
     async def _encode_args(self, args: Sequence[Any], what: str) -> list[Any]:
         """Arguments as the body carries them: a JSON array (of one marker object when a
@@ -98,6 +118,7 @@ class Client(AdminMixin):
         cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
         api_key: str | None = None,
         data_converter: DataConverter | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> Client:
         """A client for the frontend at ``target`` (no request is made until first use).
 
@@ -106,7 +127,7 @@ class Client(AdminMixin):
         ``data_converter`` turns typed values into payloads and back (and applies a payload codec).
         """
         return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity,
-                   data_converter=data_converter)
+                   data_converter=data_converter, interceptors=interceptors)
 
     @property
     def api_key(self) -> str | None:
@@ -190,6 +211,7 @@ class Client(AdminMixin):
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
         cron_schedule: str | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by ``Workflow.run``, class or type name); WorkflowAlreadyStartedError
         if one with this id is running (``id_conflict_policy`` changes that: USE_EXISTING
@@ -206,25 +228,90 @@ class Client(AdminMixin):
         ``cron_schedule`` (a cron expression, UTC): start nothing now, but create the schedule
         ``cron-{id}`` whose every firing starts a new run of workflow ``id`` (overlap skip);
         the handle follows the latest run. Stop it with ``delete_schedule("cron-" + id)``
-        (README, "Schedules")."""
+        (README, "Schedules").
+
+        ``retry_policy``: a run that fails or times out is retried as a new run of the same
+        workflow id (``workflow.info().attempt`` counts them) until the policy's attempts are
+        spent or the error type is non-retryable; the handle's ``result()`` follows the retries
+        (README, "Workflow retry policy")."""
+        return await self._outbound.start_workflow(StartWorkflowInput(
+            workflow_name_of(workflow), args, id, task_queue, execution_timeout=execution_timeout,
+            run_timeout=run_timeout, workflow_task_timeout=workflow_task_timeout, request_id=request_id,
+            id_reuse_policy=id_reuse_policy, id_conflict_policy=id_conflict_policy, memo=memo,
+            search_attributes=search_attributes, cron_schedule=cron_schedule, retry_policy=retry_policy,
+            result_type=run_result_type(workflow)))
+
+    async def _start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle:
+        """The start itself, at the end of the interceptors' chain."""
         body = await self._start_body(
-            workflow,
-            args,
-            id=id,
-            task_queue=task_queue,
-            execution_timeout=execution_timeout,
-            run_timeout=run_timeout,
-            workflow_task_timeout=workflow_task_timeout,
-            request_id=request_id,
-            id_reuse_policy=id_reuse_policy,
-            id_conflict_policy=id_conflict_policy,
-            memo=memo,
-            search_attributes=search_attributes,
+            input.workflow_type,
+            input.args,
+            id=input.id,
+            task_queue=input.task_queue,
+            execution_timeout=input.execution_timeout,
+            run_timeout=input.run_timeout,
+            workflow_task_timeout=input.workflow_task_timeout,
+            request_id=input.request_id,
+            id_reuse_policy=input.id_reuse_policy,
+            id_conflict_policy=input.id_conflict_policy,
+            memo=input.memo,
+            search_attributes=input.search_attributes,
         )
-        if cron_schedule is not None:
-            body["cron_schedule"] = cron_schedule
-        answer = await self._idempotent("/workflows", body, what=f"start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
+        timeout = None
+        path, what = "/workflows", f"start of workflow {input.id}"
+        if input.wait_for_result:
+            body["wait_seconds"] = _LONG_POLL_SECONDS
+            timeout = _LONG_POLL_SECONDS + 15
+        if input.start_signal is not None:
+            body["signal_name"] = input.start_signal
+            body["signal_input"] = await self._encode_args(input.start_signal_args, f"signal {input.start_signal}")
+            path = f"/workflows/{path_segment(input.id)}/signal-with-start"
+            what = f"signal-with-start of workflow {input.id}"
+        if input.cron_schedule is not None:
+            body["cron_schedule"] = input.cron_schedule
+        if input.retry_policy is not None:
+            body["retry_policy"] = input.retry_policy.to_avro()
+        with extra_headers(input.headers):
+            answer = await self._idempotent(path, body, timeout=timeout, what=what)
+        handle = WorkflowHandle(self, input.id, run_id=answer.get("run_id"), result_type=input.result_type)
+        handle._first_outcome = answer.get("outcome")
+        return handle
+
+    @overload
+    async def execute_workflow(
+        self,
+        workflow: Callable[..., Awaitable[R]],
+        *args: Any,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> R: ...
+
+    @overload
+    async def execute_workflow(
+        self,
+        workflow: str | type,
+        *args: Any,
+        id: str,
+        task_queue: str,
+        execution_timeout: timedelta | None = None,
+        run_timeout: timedelta | None = None,
+        workflow_task_timeout: timedelta | None = None,
+        request_id: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy | None = None,
+        id_conflict_policy: WorkflowIDConflictPolicy | None = None,
+        memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Any: ...
 
     async def execute_workflow(
         self,
@@ -240,31 +327,20 @@ class Client(AdminMixin):
         id_conflict_policy: WorkflowIDConflictPolicy | None = None,
         memo: Mapping[str, Any] | None = None,
         search_attributes: Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> Any:
         """Start a workflow and wait for its result (WorkflowFailureError if it fails).
 
         One exchange with the frontend: the start asks it to wait for the outcome too; a
         run that outlasts that wait is followed as :meth:`WorkflowHandle.result` does.
         """
-        body = await self._start_body(
-            workflow,
-            args,
-            id=id,
-            task_queue=task_queue,
-            execution_timeout=execution_timeout,
-            run_timeout=run_timeout,
-            workflow_task_timeout=workflow_task_timeout,
-            request_id=request_id,
-            id_reuse_policy=id_reuse_policy,
-            id_conflict_policy=id_conflict_policy,
-            memo=memo,
-            search_attributes=search_attributes,
-        )
-        body["wait_seconds"] = _LONG_POLL_SECONDS
-        answer = await self._idempotent("/workflows", body, timeout=_LONG_POLL_SECONDS + 15,
-                                        what=f"start of workflow {id}")
-        handle = WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
-        return await handle._follow(answer.get("outcome"), None, follow_runs=True)
+        handle = await self._outbound.start_workflow(StartWorkflowInput(
+            workflow_name_of(workflow), args, id, task_queue, execution_timeout=execution_timeout,
+            run_timeout=run_timeout, workflow_task_timeout=workflow_task_timeout, request_id=request_id,
+            id_reuse_policy=id_reuse_policy, id_conflict_policy=id_conflict_policy, memo=memo,
+            search_attributes=search_attributes, retry_policy=retry_policy, result_type=run_result_type(workflow),
+            wait_for_result=True))
+        return await handle._follow(handle._first_outcome, None, follow_runs=True)
 
     async def signal_with_start_workflow(
         self,
@@ -284,24 +360,12 @@ class Client(AdminMixin):
     ) -> WorkflowHandle:
         """Signal the workflow, starting it first if it is not running; ``memo`` and
         ``search_attributes`` are those of the run it starts (unused if one is open)."""
-        body = await self._start_body(
-            workflow,
-            args,
-            id=id,
-            task_queue=task_queue,
-            execution_timeout=execution_timeout,
-            run_timeout=run_timeout,
-            workflow_task_timeout=workflow_task_timeout,
-            request_id=request_id,
-            id_reuse_policy=id_reuse_policy,
-            memo=memo,
-            search_attributes=search_attributes,
-        )
-        body["signal_name"] = signal_name = signal_name_of(signal)
-        body["signal_input"] = await self._encode_args(signal_args, f"signal {signal_name}")
-        answer = await self._idempotent(f"/workflows/{path_segment(id)}/signal-with-start", body,
-                                        what=f"signal-with-start of workflow {id}")
-        return WorkflowHandle(self, id, run_id=answer.get("run_id"), result_type=run_result_type(workflow))
+        return await self._outbound.start_workflow(StartWorkflowInput(
+            workflow_name_of(workflow), args, id, task_queue, execution_timeout=execution_timeout,
+            run_timeout=run_timeout, workflow_task_timeout=workflow_task_timeout, request_id=request_id,
+            id_reuse_policy=id_reuse_policy, memo=memo, search_attributes=search_attributes,
+            result_type=run_result_type(workflow),
+            start_signal=signal_name_of(signal), start_signal_args=signal_args))
 
     def list_workflows(self, query: str = "", *, page_size: int = 100,
                        limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
@@ -332,32 +396,49 @@ class WorkflowHandle:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self._path = f"/workflows/{path_segment(workflow_id)}"
+        # The outcome the start answered with (execute_workflow asks for it), if any.
+        self._first_outcome: Mapping[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        """The workflow id (``workflow_id``), as a child workflow's handle and Temporal name it."""
+        return self.workflow_id
 
     def __repr__(self) -> str:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
 
     async def signal(self, signal: str | Callable[..., Any], *args: Any, request_id: str | None = None) -> None:
-        name = signal_name_of(signal)
+        await self.client._outbound.signal_workflow(SignalWorkflowInput(self, signal_name_of(signal), args,
+                                                                        request_id))
+
+    async def _signal(self, input: SignalWorkflowInput) -> None:
+        name = input.signal
         body = {
             "signal_name": name,
-            "input": await self.client._encode_args(args, f"signal {name}"),
+            "input": await self.client._encode_args(input.args, f"signal {name}"),
             "run_id": self.run_id,
-            "request_id": request_id or str(uuid.uuid4()),
+            "request_id": input.request_id or str(uuid.uuid4()),
             "identity": self.client.identity,
         }
-        await self.client._idempotent(f"{self._path}/signal", body,
-                                      what=f"signal {name} to workflow {self.workflow_id}")
+        with extra_headers(input.headers):
+            await self.client._idempotent(f"{self._path}/signal", body,
+                                          what=f"signal {name} to workflow {self.workflow_id}")
 
     async def query(self, query: str | Callable[..., Any], *args: Any, result_type: Any = None) -> Any:
         """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails.
         The answer is converted to the handler's return annotation (or ``result_type``)."""
-        name = query_name_of(query)
-        body = {"query_type": name, "args": await self.client._encode_args(args, f"query {name}"),
-                "run_id": self.run_id}
-        answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
         if result_type is None and not isinstance(query, str):
             result_type = signature_of(query, method=True).result
-        return await self.client._decode_value(answer.get("result"), result_type, f"result of query {name}")
+        return await self.client._outbound.query_workflow(QueryWorkflowInput(self, query_name_of(query), args,
+                                                                             result_type))
+
+    async def _query(self, input: QueryWorkflowInput) -> Any:
+        name = input.query
+        body = {"query_type": name, "args": await self.client._encode_args(input.args, f"query {name}"),
+                "run_id": self.run_id}
+        with extra_headers(input.headers):
+            answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
+        return await self.client._decode_value(answer.get("result"), input.result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:
         """The run's state; its ``memo`` (if any) with the payload codec undone."""
@@ -367,8 +448,12 @@ class WorkflowHandle:
         return answer
 
     async def terminate(self, reason: str = "") -> None:
-        body = {"reason": reason, "run_id": self.run_id, "identity": self.client.identity}
-        await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
+        await self.client._outbound.terminate_workflow(TerminateWorkflowInput(self, reason))
+
+    async def _terminate(self, input: TerminateWorkflowInput) -> None:
+        body = {"reason": input.reason, "run_id": self.run_id, "identity": self.client.identity}
+        with extra_headers(input.headers):
+            await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
 
     async def cancel(self, reason: str = "", *, request_id: str | None = None) -> None:
         """Ask the run to cancel: its workflow code sees ``asyncio.CancelledError`` at its
@@ -376,9 +461,14 @@ class WorkflowHandle:
         WorkflowFailureError with a CanceledError cause) or goes on. Returns once history
         recorded the request; retried with the same ``request_id`` through outages. A run
         that closed already raises WorkflowAlreadyClosedError (409)."""
-        body = {"reason": reason, "run_id": self.run_id, "request_id": request_id or str(uuid.uuid4()),
+        await self.client._outbound.cancel_workflow(CancelWorkflowInput(self, reason, request_id))
+
+    async def _cancel(self, input: CancelWorkflowInput) -> None:
+        body = {"reason": input.reason, "run_id": self.run_id, "request_id": input.request_id or str(uuid.uuid4()),
                 "identity": self.client.identity}
-        await self.client._idempotent(f"{self._path}/cancel", body, what=f"cancel of workflow {self.workflow_id}")
+        with extra_headers(input.headers):
+            await self.client._idempotent(f"{self._path}/cancel", body,
+                                          what=f"cancel of workflow {self.workflow_id}")
 
     async def reset(self, to: int | ResetPoint | str = ResetPoint.LAST, *, reason: str = "",
                     reapply_signals: bool = True, request_id: str | None = None) -> WorkflowHandle:
@@ -423,12 +513,17 @@ class WorkflowHandle:
         "accepted") or it completed ("completed"); ``result()`` on the handle waits for its
         outcome, converted to the handler's return annotation (or ``result_type``). A
         rejection raises WorkflowUpdateFailedError here."""
-        name = update_name_of(update)
         if result_type is None and not isinstance(update, str):
             result_type = signature_of(update, method=True).result
-        handle = WorkflowUpdateHandle(self, id or str(uuid.uuid4()), name,
-                                      await self.client._encode_args(args, f"update {name}"), result_type)
-        await handle._ask(wait_for_stage, timeout)
+        return await self.client._outbound.start_workflow_update(StartWorkflowUpdateInput(
+            self, update_name_of(update), args, id or str(uuid.uuid4()), wait_for_stage, timeout, result_type))
+
+    async def _start_update(self, input: StartWorkflowUpdateInput) -> WorkflowUpdateHandle:
+        name = input.update
+        handle = WorkflowUpdateHandle(self, input.update_id, name,
+                                      await self.client._encode_args(input.args, f"update {name}"), input.result_type)
+        with extra_headers(input.headers):
+            await handle._ask(input.wait_for_stage, input.timeout)
         return handle
 
     async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
@@ -494,8 +589,10 @@ class WorkflowHandle:
                     raise TimeoutError(f"workflow {self.workflow_id} still running after {seconds}s")
                 answer = None
                 continue
-            # Continue-as-new, and a termination by a reset (it names the reset's new run).
-            if status in ("ContinuedAsNew", "Terminated") and follow_runs and answer.get("new_run_id"):
+            # Continue-as-new, a termination by a reset (it names the reset's new run), and a
+            # failure or timeout retried under the workflow's retry policy (it names the retry).
+            if status in ("ContinuedAsNew", "Terminated", "Failed", "TimedOut") and follow_runs \
+                    and answer.get("new_run_id"):
                 run_id = str(answer["new_run_id"])
                 answer = None
                 continue
@@ -560,3 +657,28 @@ class WorkflowUpdateHandle:
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"update {self.id} of workflow {self.workflow.workflow_id}: no {stage} outcome"
                                    f" within {seconds}s")
+
+
+class _ClientCalls(ClientOutboundInterceptor):
+    """The end of the client's interceptor chain: the calls themselves."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle:
+        return await self._client._start_workflow(input)
+
+    async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+        await input.handle._signal(input)
+
+    async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+        return await input.handle._query(input)
+
+    async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> WorkflowUpdateHandle:
+        return await input.handle._start_update(input)
+
+    async def cancel_workflow(self, input: CancelWorkflowInput) -> None:
+        await input.handle._cancel(input)
+
+    async def terminate_workflow(self, input: TerminateWorkflowInput) -> None:
+        await input.handle._terminate(input)

@@ -7,8 +7,10 @@ the same ``call`` method.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -172,6 +174,9 @@ class HttpTransport:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         client_timeout = aiohttp.ClientTimeout(total=timeout if timeout is not None else 60)
         headers = self._auth if span is None else {**self._auth, **(_tracing.http_headers() or {})}
+        added = _extra_headers.get()
+        if added:
+            headers = {**added, **headers}  # an interceptor's headers never replace the credential
         async with self._get_session().request(
             method, self._url(path), json=dict(body) if body is not None else None, params=query,
             timeout=client_timeout, headers=headers,
@@ -198,6 +203,23 @@ class HttpTransport:
     async def close(self) -> None:
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
+
+
+_extra_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "kadence_extra_headers", default=None)
+
+
+@contextlib.contextmanager
+def extra_headers(headers: Mapping[str, str]) -> Iterator[None]:
+    """Send ``headers`` with the HTTP calls made in the block (a client interceptor's)."""
+    if not headers:
+        yield
+        return
+    token = _extra_headers.set({**(_extra_headers.get() or {}), **headers})
+    try:
+        yield
+    finally:
+        _extra_headers.reset(token)
 
 
 def _dumps(value: Any) -> str:

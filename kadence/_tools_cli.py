@@ -51,18 +51,23 @@ def _json_array(text: str) -> list[Any]:
 
 
 def _add_encode(sub: Any) -> None:
-    encode = sub.add_parser("encode", help="print a command record to produce to kadence.requests yourself")
+    encode = sub.add_parser("encode", help="print a command record to produce to kadence.requests yourself",
+                            description="Print an Avro command record (hex, or its bytes with --raw) to produce to"
+                                        " kadence.requests yourself; its key (namespace/workflow_id) goes to stderr."
+                                        " Produce it with Kafka's default (murmur2) partitioner, e.g. kcat -X"
+                                        " partitioner=murmur2_random (README, 'Start and signal workflows from"
+                                        " Kafka').")
     kinds = encode.add_subparsers(dest="kind", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--namespace", default="default")
-    common.add_argument("--workflow-id", required=True)
+    common.add_argument("--namespace", default="default", help="the workflow's namespace (default: default)")
+    common.add_argument("--workflow-id", required=True, help="the workflow's id (with the namespace, the record's key)")
     common.add_argument("--request-id", help="deduplicates retries (default: a new random id)")
     common.add_argument("--reply-to", help="publish the outcome on kadence.replies under this key")
-    common.add_argument("--identity", default="")
+    common.add_argument("--identity", default="", help="who sends it, recorded in history")
     common.add_argument("--raw", action="store_true", help="write the record's bytes to stdout, not hex")
     start = argparse.ArgumentParser(add_help=False)
-    start.add_argument("--workflow-type", required=True)
-    start.add_argument("--task-queue", required=True)
+    start.add_argument("--workflow-type", required=True, help="the workflow type (its registered name)")
+    start.add_argument("--task-queue", required=True, help="the task queue its workers poll")
     start.add_argument("--input", type=_json_array, default=[], help="JSON array of the workflow's arguments")
     start.add_argument("--execution-timeout-ms", type=int, default=0,
                        help="timeout of the whole execution, every run of a continue-as-new chain")
@@ -71,31 +76,32 @@ def _add_encode(sub: Any) -> None:
                        help="when a closed run of the id exists (default AllowDuplicate)")
     start.add_argument("--memo", type=_json_object, help="JSON object kept with the run")
     signal = argparse.ArgumentParser(add_help=False)
-    signal.add_argument("--signal-name", required=True)
+    signal.add_argument("--signal-name", required=True, help="the signal's name")
     only_start = kinds.add_parser("start", parents=[common, start], help="StartWorkflowExecution")
     only_start.add_argument("--id-conflict-policy", choices=[p.value for p in WorkflowIDConflictPolicy],
                             help="when a run of the id is running (default Fail)")
     sig = kinds.add_parser("signal", parents=[common, signal], help="SignalWorkflowExecution")
     sig.add_argument("--input", type=_json_array, default=[], help="JSON array of the signal's arguments")
-    sig.add_argument("--run-id")
+    sig.add_argument("--run-id", help="one run of the workflow (default: the current one)")
     sws = kinds.add_parser("signal-with-start", parents=[common, start, signal],
                            help="SignalWithStartWorkflowExecution")
     sws.add_argument("--signal-input", type=_json_array, default=[], help="JSON array of the signal's arguments")
     cancel = kinds.add_parser("cancel", parents=[common], help="RequestCancelWorkflowExecution")
-    cancel.add_argument("--run-id")
-    cancel.add_argument("--reason", default="")
+    cancel.add_argument("--run-id", help="one run of the workflow (default: the current one)")
+    cancel.add_argument("--reason", default="", help="recorded with the request in history")
     upd = kinds.add_parser("update", parents=[common], help="UpdateWorkflowExecution (useful with --reply-to)")
-    upd.add_argument("--update-name", required=True)
+    upd.add_argument("--update-name", required=True, help="the update handler's name")
     upd.add_argument("--update-id", help="names the update: the same id never runs twice (default: a new uuid)")
     upd.add_argument("--input", type=_json_array, default=[], help="JSON array of the update's arguments")
-    upd.add_argument("--run-id")
-    upd.add_argument("--wait-for-stage", choices=["accepted", "completed"], default="completed")
+    upd.add_argument("--run-id", help="one run of the workflow (default: the current one)")
+    upd.add_argument("--wait-for-stage", choices=["accepted", "completed"], default="completed",
+                     help="when the reply is sent: once accepted, or once completed (default)")
     rst = kinds.add_parser("reset", parents=[common], help="ResetWorkflowExecution (the reply names the new run)")
     to = rst.add_mutually_exclusive_group(required=True)
     to.add_argument("--event-id", type=int, help="an event of the workflow task to reset to")
     to.add_argument("--reset-point", choices=["first", "last"], help="the first task, or the last completed one")
-    rst.add_argument("--run-id")
-    rst.add_argument("--reason", default="")
+    rst.add_argument("--run-id", help="the run to reset (default: the current one)")
+    rst.add_argument("--reason", default="", help="recorded in both runs' histories")
     rst.add_argument("--no-reapply-signals", dest="reapply_signals", action="store_false",
                      help="do not give the new run the signals received after the reset point")
     encode.set_defaults(run=_encode)

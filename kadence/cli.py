@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from kadence._tools_cli import add_commands
 
     add_commands(sub)  # encode
-    sub.add_parser("workflow", help="list, count, describe, show, start, execute, signal, query, terminate"
-                                    " workflows (kadence workflow --help)", add_help=False)
+    sub.add_parser("workflow", help="list, count, describe, show, start, execute, signal, query, update, cancel,"
+                                    " terminate, reset, result (kadence workflow --help)", add_help=False)
     sub.add_parser("namespace", help="create, describe, list, update namespaces (kadence namespace --help)",
                    add_help=False)
     sub.add_parser("schedule", help="create, describe, list, pause, unpause, trigger, delete schedules"

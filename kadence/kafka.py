@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kadence._converter import encode_args, encode_value
-from kadence.common import ResetPoint
+from kadence.common import ResetPoint, RetryPolicy
 from kadence.exceptions import KadenceError
 from kadence_protocol import avro
 from kadence_protocol.ingress_signing import IngressSigner
@@ -65,10 +65,11 @@ def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queu
                  workflow_task_timeout_ms: int = 10000, request_id: str | None = None, identity: str = "",
                  reply_to: str | None = None, id_reuse_policy: WorkflowIDReusePolicy | None = None,
                  id_conflict_policy: WorkflowIDConflictPolicy | None = None,
-                 memo: Mapping[str, Any] | None = None) -> bytes:
+                 memo: Mapping[str, Any] | None = None, retry_policy: RetryPolicy | None = None) -> bytes:
     """A ``StartWorkflowExecution`` record; ``args`` are the workflow's positional arguments.
     ``execution_timeout_ms`` bounds every run of a continue-as-new chain together,
-    ``run_timeout_ms`` each run; the policies and memo are those of ``Client.start_workflow``."""
+    ``run_timeout_ms`` each run; the policies, memo and retry policy are those of
+    ``Client.start_workflow``."""
     return avro.encode("StartWorkflowExecution", {
         "namespace": namespace, "workflow_id": workflow_id, "workflow_type": workflow_type,
         "task_queue": task_queue, "input": encode_args(args, what=f"workflow {workflow_type}"),
@@ -76,6 +77,7 @@ def encode_start(namespace: str, workflow_id: str, workflow_type: str, task_queu
         "workflow_task_timeout_ms": workflow_task_timeout_ms, "request_id": _request_id(request_id),
         "identity": identity, "reply_to": reply_to,
         "run_timeout_ms": run_timeout_ms, **_start_options(id_reuse_policy, id_conflict_policy, memo),
+        "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
     })
 
 

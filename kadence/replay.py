@@ -17,6 +17,7 @@ from kadence._worker.payloads import decode_events
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.runner import WorkflowRunner
 from kadence.converter import DataConverter
+from kadence.interceptor import Interceptor
 
 __all__ = ["Replayer", "decode_history"]
 
@@ -32,12 +33,14 @@ class Replayer:
     """Replays histories of the given workflow classes."""
 
     def __init__(self, *, workflows: Iterable[type], namespace: str = "default",
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         """``data_converter``: the one the workers use, when it is not the default. A history
-        written with a payload codec is replayed after ``await decode_history(events, converter)``."""
+        written with a payload codec is replayed after ``await decode_history(events, converter)``.
+        ``interceptors``: the workflow interceptors the workers run (kadence.interceptor)."""
         self._definitions = {d.name: d for d in map(WorkflowDefinition.of, workflows)}
         self._namespace = namespace
         self._converter = data_converter
+        self._interceptors = list(interceptors)
 
     def replay(
         self,
@@ -71,6 +74,7 @@ class Replayer:
             workflow_id=workflow_id or "replay",
             run_id=run_id or "replay",
             data_converter=self._converter,
+            interceptors=self._interceptors,
         )
         try:
             return [command.to_json() for command in runner.apply(events)]

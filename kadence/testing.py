@@ -11,6 +11,11 @@ are needed. Its clock skips ahead: whenever a test waits for a result (or calls
 activity attempt in progress), time jumps to the next timer, so a workflow that sleeps 30
 days finishes in milliseconds.
 
+Memo (``start_workflow(..., memo=...)``, ``workflow.memo()``, ``handle.describe()``) and
+updates (``handle.execute_update`` / ``start_update``: validator, accept, complete, a
+rejection that leaves no event, one run per update id) behave as on the server; local
+activities run in the workflow task, as a worker runs them.
+
 What it does not do, by design: durability, several workers, workflow task retries (a
 failing workflow task is reported at once by ``result()`` as a
 :class:`~kadence.exceptions.WorkflowTaskError`), schedule-to-start, schedule-to-close and
@@ -34,6 +39,7 @@ from types import TracebackType
 from typing import Any
 
 from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
+from kadence._retry_rule import retry_backoff
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import (
@@ -41,44 +47,27 @@ from kadence._workflow.definition import (
     query_name_of,
     run_result_type,
     signal_name_of,
+    update_name_of,
     workflow_name_of,
 )
-from kadence.common import to_millis
+from kadence.common import RetryPolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import (
     QueryFailedError,
+    WorkflowAlreadyClosedError,
     WorkflowAlreadyStartedError,
     WorkflowFailureError,
     WorkflowNotFoundError,
     WorkflowTaskError,
+    WorkflowUpdateFailedError,
 )
+from kadence.interceptor import Interceptor
+from kadence_protocol.enums import CommandType, EventType
 
-__all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle"]
+__all__ = ["ActivityEnvironment", "WorkflowEnvironment", "WorkflowEnvironmentHandle", "WorkflowEnvironmentUpdateHandle",
+           "retry_backoff"]
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-
-#: The server's default activity retry policy (services/history/engine.py DEFAULT_RETRY).
-_DEFAULT_RETRY: Mapping[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0,
-                                     "maximum_interval_ms": 0, "maximum_attempts": 0,
-                                     "non_retryable_error_types": []}
-
-
-def retry_backoff(policy: Mapping[str, Any] | None, attempt: int, now_ms: int, first_scheduled_ms: int,
-                  schedule_to_close_ms: int, error_type: str, non_retryable: bool) -> int | None:
-    """Milliseconds until the next attempt, or None when ``attempt`` was the last: the
-    server's rule (services/history/engine.py ``retry_backoff``; a unit test keeps them equal)."""
-    policy = policy or _DEFAULT_RETRY
-    if non_retryable or error_type in policy["non_retryable_error_types"]:
-        return None
-    if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
-        return None
-    initial = max(1, policy["initial_interval_ms"])
-    ceiling = policy["maximum_interval_ms"] or 100 * initial
-    backoff = int(min(initial * policy["backoff_coefficient"] ** (attempt - 1), ceiling))
-    if schedule_to_close_ms and now_ms + backoff >= first_scheduled_ms + schedule_to_close_ms:
-        return None
-    return backoff
-
 
 # -- activities in isolation ---------------------------------------------------------------
 
@@ -197,6 +186,27 @@ class _Run:
     new_run_id: str | None = None
     activities: dict[int, _Activity] = field(default_factory=dict)
     timers: dict[str, int] = field(default_factory=dict)  # timer id -> started event id
+    memo: str | None = None  # as WorkflowExecutionStarted holds it (through the codec)
+    updates: dict[str, _Update] = field(default_factory=dict)  # by update id, in the order asked
+    # The workflow retry policy (as history's retry.py): the policy (a RetryPolicy record),
+    # this run's attempt, the chain's expiration (0: none) and a retry's backoff in progress.
+    retry_policy: Mapping[str, Any] | None = None
+    attempt: int = 1
+    expiration_ms: int = 0
+    backing_off: bool = False
+
+
+@dataclass
+class _Update:
+    """An update request and its outcome, as history's updates.py keeps them."""
+
+    update_id: str
+    name: str
+    input: str | None
+    stage: str = "requested"  # accepted, completed, rejected; "closed": the run closed first
+    accepted_event_id: int = 0
+    result: str | None = None
+    failure: Mapping[str, Any] | None = None
 
 
 class WorkflowEnvironment:
@@ -210,7 +220,9 @@ class WorkflowEnvironment:
 
     def __init__(self, *, workflows: Iterable[type] = (), activities: Iterable[Callable[..., Any]] = (),
                  task_queue: str = "test", namespace: str = "default", data_converter: DataConverter | None = None,
-                 start_time: datetime = _EPOCH) -> None:
+                 start_time: datetime = _EPOCH, interceptors: Sequence[Interceptor] = ()) -> None:
+        """``interceptors``: the workflow and activity interceptors a Worker would run
+        (kadence.interceptor; the client and task chains have no place here)."""
         self.task_queue = task_queue
         self.namespace = namespace
         self.converter = data_converter or default_converter()
@@ -233,10 +245,13 @@ class WorkflowEnvironment:
         self._driver: asyncio.Task[None] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kadence-test")
         self._workflows = WorkflowTaskProcessor(self, namespace=namespace, workflows=self._workflow_defs,
-                                                identity="test-worker", data_converter=self.converter)
+                                                identity="test-worker", data_converter=self.converter,
+                                                activities=self._activity_defs, activity_executor=self._executor,
+                                                interceptors=interceptors)
         self._activities = ActivityTaskProcessor(self, namespace=namespace, task_queue=task_queue,
                                                  activities=self._activity_defs, identity="test-worker",
-                                                 executor=self._executor, data_converter=self.converter)
+                                                 executor=self._executor, data_converter=self.converter,
+                                                 interceptors=interceptors)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -289,23 +304,31 @@ class WorkflowEnvironment:
 
     async def start_workflow(self, workflow: str | type | Callable[..., Any], *args: Any, id: str,
                              task_queue: str | None = None, execution_timeout: timedelta | None = None,
-                             ) -> WorkflowEnvironmentHandle:
-        """Start a workflow (WorkflowAlreadyStartedError if one with this id is running)."""
+                             memo: Mapping[str, Any] | None = None,
+                             retry_policy: RetryPolicy | None = None) -> WorkflowEnvironmentHandle:
+        """Start a workflow (WorkflowAlreadyStartedError if one with this id is running).
+        ``memo`` is kept with the run as the server keeps it (``workflow.memo()``,
+        ``handle.describe()``, carried over on continue-as-new). ``retry_policy``: a failed
+        run is retried as a new run after the backoff (time skips it), as the server does."""
         self._check_driver()
         workflow_type = workflow_name_of(workflow)
         current = self._runs.get(self._current.get(id, ""))
         if current is not None and current.status == "Running":
             raise WorkflowAlreadyStartedError(409, "WorkflowAlreadyStarted", f"workflow {id} is already running")
         text = self.converter.encode_args(args, what=f"workflow {workflow_type}")
+        memo_payload = None if memo is None else await encode_payload(
+            self._codec, self.converter.encode_value(dict(memo), what="memo"))
         run = self._new_run(id, workflow_type, task_queue or self.task_queue,
-                            await encode_payload(self._codec, text, args=True), to_millis(execution_timeout), None)
+                            await encode_payload(self._codec, text, args=True), to_millis(execution_timeout), None,
+                            memo=memo_payload, retry_policy=retry_policy.to_avro() if retry_policy else None)
         return WorkflowEnvironmentHandle(self, id, run.run_id, run_result_type(workflow))
 
     async def execute_workflow(self, workflow: str | type | Callable[..., Any], *args: Any, id: str,
-                               task_queue: str | None = None, execution_timeout: timedelta | None = None) -> Any:
+                               task_queue: str | None = None, execution_timeout: timedelta | None = None,
+                               memo: Mapping[str, Any] | None = None, retry_policy: RetryPolicy | None = None) -> Any:
         """Start a workflow and return its result (time skips while waiting)."""
         handle = await self.start_workflow(workflow, *args, id=id, task_queue=task_queue,
-                                           execution_timeout=execution_timeout)
+                                           execution_timeout=execution_timeout, memo=memo, retry_policy=retry_policy)
         return await handle.result()
 
     def get_workflow_handle(self, workflow_id: str, *, result_type: Any = None) -> WorkflowEnvironmentHandle:
@@ -320,18 +343,50 @@ class WorkflowEnvironment:
     # -- runs and their events ---------------------------------------------------------
 
     def _new_run(self, workflow_id: str, workflow_type: str, task_queue: str, input_: str | None,
-                 execution_timeout_ms: int, continued_from: str | None) -> _Run:
-        run = _Run(workflow_id, str(uuid.uuid4()), workflow_type, task_queue)
+                 execution_timeout_ms: int, continued_from: str | None, *, memo: str | None = None,
+                 retry_policy: Mapping[str, Any] | None = None, attempt: int = 1, backoff_ms: int = 0,
+                 expiration_ms: int = 0, run_id: str | None = None) -> _Run:
+        run = _Run(workflow_id, run_id or str(uuid.uuid4()), workflow_type, task_queue, memo=memo,
+                   retry_policy=retry_policy, attempt=attempt)
         self._runs[run.run_id] = run
         self._current[workflow_id] = run.run_id
-        self._add(run, "WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
-                  execution_timeout_ms=execution_timeout_ms, workflow_task_timeout_ms=10_000, attempt=1,
-                  continued_execution_run_id=continued_from)
-        if execution_timeout_ms:
-            self._set_timer((run.run_id, "execution", ""), self._now_ms() + execution_timeout_ms,
-                            lambda: self._close(run, "TimedOut", "WorkflowExecutionTimedOut"))
-        self._schedule_task(run)
+        self._add(run, EventType.WORKFLOW_EXECUTION_STARTED, workflow_type=workflow_type, task_queue=task_queue,
+                  input=input_,
+                  execution_timeout_ms=execution_timeout_ms, workflow_task_timeout_ms=10_000, attempt=attempt,
+                  continued_execution_run_id=continued_from, memo=memo, retry_policy=retry_policy,
+                  first_workflow_task_backoff_ms=backoff_ms)
+        run.expiration_ms = expiration_ms or (self._now_ms() + execution_timeout_ms if execution_timeout_ms else 0)
+        if run.expiration_ms:
+            self._set_timer((run.run_id, "execution", ""), run.expiration_ms,
+                            lambda: self._close(run, "TimedOut", EventType.WORKFLOW_EXECUTION_TIMED_OUT))
+        if backoff_ms:
+            run.backing_off = True
+            self._set_timer((run.run_id, "backoff", ""), self._now_ms() + backoff_ms, lambda: self._backoff_over(run))
+        else:
+            self._schedule_task(run)
         return run
+
+    def _backoff_over(self, run: _Run) -> None:
+        if run.status == "Running" and run.backing_off:
+            run.backing_off = False
+            self._schedule_task(run)
+
+    def _fail(self, run: _Run, attrs: Mapping[str, Any], tag: Mapping[str, Any]) -> None:
+        """FailWorkflowExecution: the run fails, retried as a new run if its policy says so."""
+        failure = attrs.get("failure") or {}
+        backoff = None if run.retry_policy is None else retry_backoff(
+            run.retry_policy, run.attempt, self._now_ms(), 0, run.expiration_ms, str(failure.get("type") or ""),
+            bool(failure.get("non_retryable")))
+        new_run_id = None if backoff is None else str(uuid.uuid4())
+        run.failure = attrs.get("failure")
+        run.new_run_id = new_run_id
+        self._close(run, "Failed", EventType.WORKFLOW_EXECUTION_FAILED, **attrs, **tag, new_run_id=new_run_id)
+        if backoff is not None:
+            first = run.events[0]["attributes"]
+            self._new_run(run.workflow_id, run.workflow_type, run.task_queue, first.get("input"),
+                          int(first.get("execution_timeout_ms") or 0), run.run_id, memo=run.memo,
+                          retry_policy=run.retry_policy, attempt=run.attempt + 1, backoff_ms=backoff,
+                          expiration_ms=run.expiration_ms, run_id=new_run_id)
 
     def _add(self, run: _Run, event_type: str, **attributes: Any) -> int:
         event_id = len(run.events) + 1
@@ -346,13 +401,13 @@ class WorkflowEnvironment:
         if run.status != "Running":
             return
         self._add(run, event_type, **attributes)
-        if run.open_task is None:
+        if run.open_task is None and not run.backing_off:  # a retry's backoff: its timer schedules the task
             self._schedule_task(run)
         else:
             run.inputs_waiting = True
 
     def _schedule_task(self, run: _Run) -> None:
-        run.open_task = self._add(run, "WorkflowTaskScheduled", task_queue=run.task_queue,
+        run.open_task = self._add(run, EventType.WORKFLOW_TASK_SCHEDULED, task_queue=run.task_queue,
                                   start_to_close_timeout_ms=10_000)
         run.task_handed = False
         run.inputs_waiting = False
@@ -368,6 +423,9 @@ class WorkflowEnvironment:
             if act.task is not None:
                 act.task.cancel()
         run.activities.clear()
+        for update in run.updates.values():
+            if update.stage in ("requested", "accepted"):
+                update.stage = "closed"
 
     # -- timers and the driver -----------------------------------------------------------
 
@@ -444,7 +502,7 @@ class WorkflowEnvironment:
         run.handed = scheduled
         run.task_handed = True
         started_time = self._now_ms()
-        run.started_event_id = self._add(run, "WorkflowTaskStarted", scheduled_event_id=scheduled,
+        run.started_event_id = self._add(run, EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=scheduled,
                                          identity="test-worker", started_time=started_time, ran_ahead_id=None)
         run.task_token = token = f"wt-{next(self._ids)}"
         self._tokens[token] = run
@@ -452,64 +510,89 @@ class WorkflowEnvironment:
             "task_token": token, "workflow_id": run.workflow_id, "run_id": run.run_id,
             "workflow_type": run.workflow_type, "scheduled_event_id": scheduled, "attempt": 1,
             "started_time": started_time, "events": events,
+            "updates": [{"update_id": u.update_id, "name": u.name, "input": u.input}
+                        for u in self._updates_waiting(run)],
         })
 
     def _complete_task(self, run: _Run, commands: Sequence[Mapping[str, Any]]) -> None:
         scheduled = run.open_task
-        completed = self._add(run, "WorkflowTaskCompleted", scheduled_event_id=scheduled,
+        completed = self._add(run, EventType.WORKFLOW_TASK_COMPLETED, scheduled_event_id=scheduled,
                               started_event_id=run.started_event_id, identity="test-worker")
         run.open_task = None
         for command in commands:
             if run.status != "Running":
                 break
             self._command(run, completed, str(command["command_type"]), dict(command.get("attributes") or {}))
-        if run.status == "Running" and run.inputs_waiting:
+        if run.status == "Running" and (run.inputs_waiting or self._updates_waiting(run)):
             self._schedule_task(run)
+
+    @staticmethod
+    def _updates_waiting(run: _Run) -> list[_Update]:
+        return [u for u in run.updates.values() if u.stage == "requested"]
 
     def _command(self, run: _Run, completed: int, kind: str, attrs: dict[str, Any]) -> None:
         tag = {"workflow_task_completed_event_id": completed}
-        if kind == "ScheduleActivityTask":
-            sid = self._add(run, "ActivityTaskScheduled", **attrs, **tag)
+        if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
+            sid = self._add(run, EventType.ACTIVITY_TASK_SCHEDULED, **attrs, **tag)
             act = _Activity(run, sid, attrs, self._now_ms())
             run.activities[sid] = act
             self._start_attempt(act)
-        elif kind == "StartTimer":
-            sid = self._add(run, "TimerStarted", **attrs, **tag)
+        elif kind == CommandType.START_TIMER:
+            sid = self._add(run, EventType.TIMER_STARTED, **attrs, **tag)
             timer_id = str(attrs["timer_id"])
             run.timers[timer_id] = sid
             self._set_timer((run.run_id, "timer", timer_id), self._now_ms() + int(attrs["start_to_fire_timeout_ms"]),
                             lambda: self._fire_timer(run, timer_id))
-        elif kind == "CancelTimer":
+        elif kind == CommandType.CANCEL_TIMER:
             timer_id = str(attrs["timer_id"])
-            self._add(run, "TimerCanceled", **attrs, started_event_id=run.timers.pop(timer_id, 0), **tag)
+            self._add(run, EventType.TIMER_CANCELED, **attrs, started_event_id=run.timers.pop(timer_id, 0), **tag)
             self._timers.pop((run.run_id, "timer", timer_id), None)
-        elif kind == "RecordMarker":
-            self._add(run, "MarkerRecorded", **attrs, **tag)
-        elif kind == "CompleteWorkflowExecution":
+        elif kind == CommandType.RECORD_MARKER:
+            self._add(run, EventType.MARKER_RECORDED, **attrs, **tag)
+        elif kind == CommandType.COMPLETE_WORKFLOW_EXECUTION:
             run.result = attrs.get("result")
-            self._close(run, "Completed", "WorkflowExecutionCompleted", **attrs, **tag)
-        elif kind == "FailWorkflowExecution":
-            run.failure = attrs.get("failure")
-            self._close(run, "Failed", "WorkflowExecutionFailed", **attrs, **tag)
-        elif kind == "ContinueAsNewWorkflowExecution":
+            self._close(run, "Completed", EventType.WORKFLOW_EXECUTION_COMPLETED, **attrs, **tag)
+        elif kind == CommandType.FAIL_WORKFLOW_EXECUTION:
+            self._fail(run, attrs, tag)
+        elif kind == CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
             new_run_id = str(uuid.uuid4())
-            self._close(run, "ContinuedAsNew", "WorkflowExecutionContinuedAsNew", **attrs, new_run_id=new_run_id,
+            self._close(run, "ContinuedAsNew", EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW, **attrs,
+                        new_run_id=new_run_id,
                         **tag)
             new = self._new_run(run.workflow_id, str(attrs.get("workflow_type") or run.workflow_type),
-                                str(attrs.get("task_queue") or run.task_queue), attrs.get("input"), 0, run.run_id)
+                                str(attrs.get("task_queue") or run.task_queue), attrs.get("input"), 0, run.run_id,
+                                memo=attrs["memo"] if "memo" in attrs else run.memo,
+                                retry_policy=run.retry_policy)  # the policy carries on, from attempt 1
             # The new run takes the id the event announced.
             del self._runs[new.run_id]
             new.run_id = new_run_id
             self._runs[new_run_id] = new
             self._current[run.workflow_id] = new_run_id
             run.new_run_id = new_run_id
+        elif kind == "AcceptWorkflowUpdate":
+            update = run.updates[str(attrs["update_id"])]
+            update.accepted_event_id = self._add(run, "WorkflowExecutionUpdateAccepted", update_id=update.update_id,
+                                                 update_name=update.name, input=update.input,
+                                                 identity="test-client", **tag)
+            update.stage = "accepted"
+        elif kind == "RejectWorkflowUpdate":
+            # No event: the caller alone learns of it.
+            update = run.updates[str(attrs["update_id"])]
+            update.stage, update.failure = "rejected", attrs.get("failure") or {}
+            self._tick.set()
+        elif kind == "CompleteWorkflowUpdate":
+            update = run.updates[str(attrs["update_id"])]
+            self._add(run, "WorkflowExecutionUpdateCompleted", update_id=update.update_id,
+                      accepted_event_id=update.accepted_event_id, result=attrs.get("result"),
+                      failure=attrs.get("failure"), **tag)
+            update.stage, update.result, update.failure = "completed", attrs.get("result"), attrs.get("failure")
         else:
             raise WorkflowTaskError(f"the test environment does not support command {kind}")
 
     def _fire_timer(self, run: _Run, timer_id: str) -> None:
         started = run.timers.pop(timer_id, None)
         if started is not None:
-            self._input(run, "TimerFired", timer_id=timer_id, started_event_id=started)
+            self._input(run, EventType.TIMER_FIRED, timer_id=timer_id, started_event_id=started)
 
     # -- activity tasks --------------------------------------------------------------------
 
@@ -563,7 +646,7 @@ class WorkflowEnvironment:
         """The ActivityTaskStarted of the attempt that ends the activity: as on the server,
         attempts another one follows leave no events (their failure is the next one's
         ``last_failure``)."""
-        return self._add(act.run, "ActivityTaskStarted", scheduled_event_id=act.scheduled_event_id,
+        return self._add(act.run, EventType.ACTIVITY_TASK_STARTED, scheduled_event_id=act.scheduled_event_id,
                          attempt=act.attempt, identity="test-worker", started_time=act.started_ms,
                          last_failure=act.last_failure)
 
@@ -571,7 +654,7 @@ class WorkflowEnvironment:
         backoff = self._backoff(act, "TimeoutError", False)
         if backoff is None:
             started = self._started(act)
-            self._input(act.run, "ActivityTaskTimedOut", scheduled_event_id=act.scheduled_event_id,
+            self._input(act.run, EventType.ACTIVITY_TASK_TIMED_OUT, scheduled_event_id=act.scheduled_event_id,
                         started_event_id=started, timeout_type="StartToClose",
                         last_heartbeat_details=act.heartbeat_details, retry_backoff_ms=None,
                         last_failure=act.last_failure)
@@ -604,7 +687,7 @@ class WorkflowEnvironment:
         elif path == "/workflow-tasks/fail" and isinstance(target, _Run):
             self._tokens.pop(target.task_token, None)
             failure = body.get("failure") or {}
-            self._add(target, "WorkflowTaskFailed", scheduled_event_id=target.open_task,
+            self._add(target, EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=target.open_task,
                       started_event_id=target.started_event_id, cause=body.get("cause"), failure=failure)
             target.task_failure = failure  # not retried here: result() reports it
         elif path.startswith("/activity-tasks/") and isinstance(target, _Activity):
@@ -625,7 +708,7 @@ class WorkflowEnvironment:
         self._tokens.pop(act.token, None)
         if verb == "complete":
             started = self._started(act)
-            self._input(act.run, "ActivityTaskCompleted", scheduled_event_id=act.scheduled_event_id,
+            self._input(act.run, EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=act.scheduled_event_id,
                         started_event_id=started, result=body.get("result"), identity="test-worker")
             act.run.activities.pop(act.scheduled_event_id, None)
         elif verb == "fail":
@@ -635,7 +718,7 @@ class WorkflowEnvironment:
             backoff = self._backoff(act, str(failure.get("type", "")), bool(failure.get("non_retryable")))
             if backoff is None:
                 started = self._started(act)
-                self._input(act.run, "ActivityTaskFailed", scheduled_event_id=act.scheduled_event_id,
+                self._input(act.run, EventType.ACTIVITY_TASK_FAILED, scheduled_event_id=act.scheduled_event_id,
                             started_event_id=started, failure=failure, identity="test-worker", retry_backoff_ms=None)
             else:
                 act.last_failure = failure
@@ -654,6 +737,11 @@ class WorkflowEnvironmentHandle:
         self.run_id = run_id
         self.result_type = result_type
 
+    @property
+    def id(self) -> str:
+        """The workflow id (``workflow_id``)."""
+        return self.workflow_id
+
     async def signal(self, signal: str | Callable[..., Any], *args: Any) -> None:
         name = signal_name_of(signal)
         env = self.env
@@ -662,7 +750,7 @@ class WorkflowEnvironmentHandle:
         run = env._run(env._current[self.workflow_id])
         if run.status != "Running":
             raise WorkflowNotFoundError(404, "WorkflowNotFound", f"workflow {self.workflow_id} is not running")
-        env._input(run, "WorkflowExecutionSignaled", signal_name=name,
+        env._input(run, EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=name,
                    input=await encode_payload(env._codec, text, args=True), identity="test-client")
 
     async def query(self, query: str | Callable[..., Any], *args: Any, result_type: Any = None) -> Any:
@@ -709,7 +797,7 @@ class WorkflowEnvironmentHandle:
                     plain = await decode_payload(env._codec, run.result)
                     return env.converter.decode_value(plain, self.result_type,
                                                       what=f"result of workflow {self.workflow_id}")
-                if run.status == "ContinuedAsNew" and run.new_run_id:
+                if run.status in ("ContinuedAsNew", "Failed") and run.new_run_id:  # a retry too
                     run_id = run.new_run_id
                     continue
                 if run.status != "Running":
@@ -722,3 +810,88 @@ class WorkflowEnvironmentHandle:
     async def history(self) -> list[dict[str, Any]]:
         """The run's events so far."""
         return [dict(e) for e in self.env._run(self.run_id).events]
+
+    async def describe(self) -> dict[str, Any]:
+        """The run as :meth:`kadence.WorkflowHandle.describe` tells it (the fields this
+        environment knows): ids, type, task queue, status and memo (codec undone)."""
+        run = self.env._run(self.run_id)
+        memo = await decode_payload(self.env._codec, run.memo)
+        return {"workflow_id": run.workflow_id, "run_id": run.run_id, "workflow_type": run.workflow_type,
+                "task_queue": run.task_queue, "status": run.status, "memo": json.loads(memo) if memo else None,
+                "attempt": run.attempt, "new_run_id": run.new_run_id}
+
+    async def execute_update(self, update: str | Callable[..., Any], *args: Any, id: str | None = None,
+                             result_type: Any = None) -> Any:
+        """Run an update and return its handler's value, as :meth:`kadence.WorkflowHandle.execute_update`."""
+        handle = await self.start_update(update, *args, id=id, wait_for_stage="completed", result_type=result_type)
+        return await handle.result()
+
+    async def start_update(self, update: str | Callable[..., Any], *args: Any, id: str | None = None,
+                           wait_for_stage: str = "accepted", result_type: Any = None,
+                           ) -> WorkflowEnvironmentUpdateHandle:
+        """Send an update; returns once the workflow accepted it (or it completed, with
+        ``wait_for_stage="completed"``). A rejection raises WorkflowUpdateFailedError here,
+        a run that closed first WorkflowAlreadyClosedError. The same ``id`` runs once."""
+        env = self.env
+        env._check_driver()
+        name = update_name_of(update)
+        if result_type is None and not isinstance(update, str):
+            result_type = signature_of(update, method=True).result
+        run = env._run(env._current[self.workflow_id])
+        update_id = id or str(uuid.uuid4())
+        if update_id not in run.updates:
+            if run.status != "Running":
+                raise WorkflowAlreadyClosedError(409, "WorkflowClosed", f"workflow {self.workflow_id} is closed")
+            text = await encode_payload(env._codec, env.converter.encode_args(args, what=f"update {name}"), args=True)
+            run.updates[update_id] = _Update(update_id, name, text)
+            # As history does: a workflow task for it, unless one is outstanding (a task in
+            # flight leaves it to the next one).
+            if run.open_task is None and not run.backing_off:
+                env._schedule_task(run)
+        handle = WorkflowEnvironmentUpdateHandle(self, run.run_id, update_id, name, result_type)
+        await handle._wait("completed" if wait_for_stage == "completed" else "accepted")
+        return handle
+
+
+class WorkflowEnvironmentUpdateHandle:
+    """An update sent in a :class:`WorkflowEnvironment`: ``result()`` waits for its outcome."""
+
+    def __init__(self, workflow: WorkflowEnvironmentHandle, run_id: str, update_id: str, name: str,
+                 result_type: Any) -> None:
+        self.workflow = workflow
+        self.id = update_id
+        self.name = name
+        self.result_type = result_type
+        self._run_id = run_id
+
+    async def result(self) -> Any:
+        """The handler's return value; WorkflowUpdateFailedError if it was rejected or raised."""
+        update = await self._wait("completed")
+        if update.failure is not None:
+            raise WorkflowUpdateFailedError(self.id, update.failure, rejected=False)
+        env = self.workflow.env
+        plain = await decode_payload(env._codec, update.result)
+        return env.converter.decode_value(plain, self.result_type, what=f"result of update {self.name} ({self.id})")
+
+    async def _wait(self, stage: str) -> _Update:
+        """Wait (time skipping meanwhile, as for a result) until the update reaches ``stage``."""
+        env = self.workflow.env
+        env._awaited.append(self._run_id)
+        env._wake.set()
+        try:
+            while True:
+                env._check_driver()
+                run = env._run(self._run_id)
+                update = run.updates[self.id]
+                if update.stage == "rejected":
+                    raise WorkflowUpdateFailedError(self.id, update.failure or {}, rejected=True)
+                if update.stage == "closed":
+                    raise WorkflowAlreadyClosedError(409, "WorkflowClosed", f"workflow {run.workflow_id} closed "
+                                                     f"({run.status}) before update {self.id} completed")
+                if update.stage == "completed" or (stage == "accepted" and update.stage == "accepted"):
+                    return update
+                if run.task_failure is not None:
+                    raise WorkflowTaskError(f"workflow task failed: {run.task_failure.get('message', '')}")
+                await env._wait_changed(env._tick)
+        finally:
+            env._awaited.remove(self._run_id)

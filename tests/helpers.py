@@ -1,8 +1,11 @@
-"""Waiting in tests: one helper that looks until a condition holds and raises when it does not.
+"""Waiting in tests: ``eventually`` looks until a condition holds and raises when it does not.
 
 Tests wait with ``eventually`` instead of fixed sleeps or hand-written polling loops, so a
 slow machine makes a test slower, never wrong, and a condition that never holds fails with
-the last value seen.
+the last value seen. A negative check ("no second copy arrives") is ``stays``: the
+condition is looked at for the whole time given, not once after a sleep. ``elapse`` is the
+one fixed wait, for when time passing is what the test is about. Sleeps inside the
+workflows and activities under test are their behaviour and stay as they are.
 """
 
 from __future__ import annotations
@@ -44,3 +47,36 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
         if loop.time() >= deadline:
             raise NotYet(f"{what} did not hold within {timeout} s (last: {last!r})") from error
         await asyncio.sleep(every)
+
+
+async def stays(check: Callable[[], T | Awaitable[T]], *, for_seconds: float, every: float = 0.05,
+                what: str = "condition") -> None:
+    """Assert that ``check`` holds (returns a truthy value, raises nothing) every ``every``
+    seconds for the whole of ``for_seconds``: the negative check ("nothing else arrives",
+    "no second copy shows up") that a fixed sleep followed by one look used to make.
+
+    Fails (AssertionError naming the value or chaining the exception) at the first look
+    where it does not hold; a check passed for a second of time proves nothing beyond it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + for_seconds
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except AssertionError as exc:
+            raise AssertionError(f"{what} stopped holding: {exc}") from exc
+        if not value:
+            raise AssertionError(f"{what} stopped holding (value: {value!r})")
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(every)
+
+
+async def elapse(seconds: float) -> None:
+    """Let wall-clock time pass where its passing is the scenario itself: a fault that lasts
+    a while, a record that reaches history late, a sampling period. Never to wait for
+    something to happen (``eventually``) or to not happen (``stays``).
+    """
+    await asyncio.sleep(seconds)

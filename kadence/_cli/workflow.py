@@ -274,7 +274,8 @@ def _details(event: Mapping[str, Any]) -> Text:
     failure = attributes.get("failure")
     text = Text(", ".join(parts))
     if isinstance(failure, Mapping):
-        text.append(("; " if parts else "") + f"failure: {failure.get('message', '')}", style="red")
+        kind = f"{failure['type']}: " if failure.get("type") else ""  # which error, as the API says it
+        text.append(("; " if parts else "") + f"failure: {kind}{failure.get('message', '')}", style="red")
     if attributes.get("retry_backoff_ms"):
         text.append(f" (retry in {attributes['retry_backoff_ms']} ms)", style="dim")
     return text

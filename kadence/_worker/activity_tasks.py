@@ -12,7 +12,7 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo,
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
+from kadence._worker.interception import ActivityCalls, task_headers
 from kadence.converter import (
     DataConverter,
     decode_args_payload,
@@ -28,6 +29,7 @@ from kadence.converter import (
     signature_of,
 )
 from kadence.exceptions import ApplicationError, PayloadError
+from kadence.interceptor import ExecuteActivityInput, Interceptor, chain_activity
 
 __all__ = ["ActivityTaskProcessor"]
 
@@ -130,6 +132,7 @@ class ActivityTaskProcessor:
         executor: concurrent.futures.Executor,
         complete: Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[None]] | None = None,
         data_converter: DataConverter | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         """``complete`` sends a successful attempt's answer given its task and body (the
         worker's workflow processor, to run the workflow's next task ahead); by default it
@@ -142,6 +145,7 @@ class ActivityTaskProcessor:
         self._identity = identity
         self._executor = executor
         self._converter = data_converter or default_converter()
+        self._inbound = chain_activity(interceptors, ActivityCalls(self._invoke))
 
     async def process(self, task: Mapping[str, Any]) -> None:
         token = str(task["task_token"])
@@ -184,7 +188,8 @@ class ActivityTaskProcessor:
         deadline = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else None
         try:
             async with asyncio.timeout(deadline) as scope:
-                result = await self._invoke(definition, args)
+                result = await self._inbound.execute_activity(
+                    ExecuteActivityInput(definition.fn, args, headers=task_headers(task)))
         except asyncio.CancelledError:
             if not context.cancel_requested:
                 raise
@@ -216,11 +221,11 @@ class ActivityTaskProcessor:
     async def _post_completion(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         await self._transport.call("POST", "/activity-tasks/complete", body=body)
 
-    async def _invoke(self, definition: ActivityDefinition, args: list[Any]) -> Any:
-        if definition.is_async:
-            return await definition.fn(*args)
+    async def _invoke(self, input: ExecuteActivityInput) -> Any:
+        if ActivityDefinition.of(input.fn).is_async:
+            return await input.fn(*input.args)
         copied = contextvars.copy_context()
-        call = functools.partial(copied.run, definition.fn, *args)
+        call = functools.partial(copied.run, input.fn, *input.args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _report_canceled(self, token: str) -> None:

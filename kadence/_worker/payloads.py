@@ -15,33 +15,34 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kadence.converter import PayloadCodec, decode_args_payload, decode_payload, encode_payload
+from kadence_protocol.enums import CommandType, EventType
 from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
 __all__ = ["decode_events", "decode_updates", "encode_commands"]
 
 #: Per event type, the payload attributes workflow code reads: name -> is an argument array.
 _EVENT_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
-    "WorkflowExecutionStarted": {"input": True, "memo": False},
-    "WorkflowExecutionSignaled": {"input": True},
-    "ActivityTaskCompleted": {"result": False},
-    "ActivityTaskTimedOut": {"last_heartbeat_details": True},
-    "ActivityTaskCanceled": {"details": True},
-    "MarkerRecorded": {"details": False},  # workflow.side_effect values
-    "ChildWorkflowExecutionCompleted": {"result": False},
-    "ChildWorkflowExecutionCanceled": {"details": False},
-    "WorkflowExecutionUpdateAccepted": {"input": True},  # replayed: the handler runs again on it
+    EventType.WORKFLOW_EXECUTION_STARTED: {"input": True, "memo": False},
+    EventType.WORKFLOW_EXECUTION_SIGNALED: {"input": True},
+    EventType.ACTIVITY_TASK_COMPLETED: {"result": False},
+    EventType.ACTIVITY_TASK_TIMED_OUT: {"last_heartbeat_details": True},
+    EventType.ACTIVITY_TASK_CANCELED: {"details": True},
+    EventType.MARKER_RECORDED: {"details": False},  # workflow.side_effect values
+    EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED: {"result": False},
+    EventType.CHILD_WORKFLOW_EXECUTION_CANCELED: {"details": False},
+    EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED: {"input": True},  # replayed: the handler runs again on it
 }
 
 #: Per command type, the payload attributes it carries: name -> is an argument array.
 _COMMAND_PAYLOADS: Mapping[str, Mapping[str, bool]] = {
-    "ScheduleActivityTask": {"input": True},
-    "CompleteWorkflowExecution": {"result": False},
-    "ContinueAsNewWorkflowExecution": {"input": True, "memo": False},
-    "RecordMarker": {"details": False},
-    "StartChildWorkflowExecution": {"input": True},
-    "SignalExternalWorkflowExecution": {"input": True},
-    "CancelWorkflowExecution": {"details": False},
-    "CompleteWorkflowUpdate": {"result": False},
+    CommandType.SCHEDULE_ACTIVITY_TASK: {"input": True},
+    CommandType.COMPLETE_WORKFLOW_EXECUTION: {"result": False},
+    CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION: {"input": True, "memo": False},
+    CommandType.RECORD_MARKER: {"details": False},
+    CommandType.START_CHILD_WORKFLOW_EXECUTION: {"input": True},
+    CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION: {"input": True},
+    CommandType.CANCEL_WORKFLOW_EXECUTION: {"details": False},
+    CommandType.COMPLETE_WORKFLOW_UPDATE: {"result": False},
 }
 
 
@@ -79,7 +80,8 @@ def _plain(command: Mapping[str, Any]) -> bool:
     """Whether a command's payloads travel without the codec: the search-attribute marker's
     values are checked by the frontend and indexed by visibility, so they stay readable."""
     attrs = command.get("attributes") or {}
-    return command.get("command_type") == "RecordMarker" and attrs.get("marker_name") == SEARCH_ATTRIBUTES_MARKER
+    return (command.get("command_type") == CommandType.RECORD_MARKER
+            and attrs.get("marker_name") == SEARCH_ATTRIBUTES_MARKER)
 
 
 async def encode_commands(codec: PayloadCodec | None, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from kadence import _tracing
 from kadence._activity import ActivityDefinition
 from kadence._client import Client
 from kadence._http import path_segment
+from kadence._tracing_interceptor import TracingInterceptor
 from kadence._worker.activity_tasks import ActivityTaskProcessor
 from kadence._worker.adaptive import AdaptiveLimits
 from kadence._worker.answers import AnswerBatcher
+from kadence._worker.interception import intercepted_process
 from kadence._worker.poller import Poller, Reachability, Slots
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
 from kadence.converter import DataConverter
+from kadence.interceptor import Interceptor
 
 __all__ = ["Worker"]
 
@@ -58,12 +60,14 @@ class Worker:
         graceful_shutdown_timeout: float = 10.0,
         run_ahead: bool = True,
         data_converter: DataConverter | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         """``run_ahead``: when an activity completes here for a run this worker holds in its
         cache, run the workflow's next task at once and send its commands with the result
         (history records them if that task is the one it would have handed out; see
         docs/protocol.md). Saves a round trip per activity; off, every workflow task is
         polled. ``data_converter`` (default: the client's) converts and encodes payloads.
+        ``interceptors`` (kadence.interceptor) come after the client's and the SDK's tracing.
 
         ``max_concurrent_workflow_tasks`` (1,000), ``max_concurrent_activities`` (100) and
         ``max_tasks_per_poll`` (100, the most the server hands out per poll) are ceilings: the
@@ -86,6 +90,12 @@ class Worker:
         _unique("activity", [d.name for d in activity_defs])
         self.client = client
         converter = data_converter or client.data_converter
+        # The SDK's spans first (outermost), then the client's interceptors, then the worker's.
+        chain: list[Interceptor] = [TracingInterceptor()]
+        for interceptor in (*client.interceptors, *interceptors):
+            if interceptor not in chain and not isinstance(interceptor, TracingInterceptor):
+                chain.append(interceptor)
+        self.interceptors = chain
         self.task_queue = task_queue
         self.identity = identity or client.identity
         self._graceful_timeout = graceful_shutdown_timeout
@@ -110,11 +120,14 @@ class Worker:
                 identity=self.identity,
                 max_cached_workflows=max_cached_workflows,
                 data_converter=converter,
+                activities=activity_defs,
+                activity_executor=self._executor,
+                interceptors=chain,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/workflow-tasks/poll",
-                _tracing.traced_task("workflow", self.workflow_processor.process,
-                                     namespace=client.namespace, task_queue=task_queue),
+                intercepted_process(chain, self.workflow_processor.process, activity=False,
+                                    namespace=client.namespace, task_queue=task_queue),
                 max_concurrent_workflow_tasks,
                 workflow_pollers,
                 max_tasks_per_poll,
@@ -131,10 +144,12 @@ class Worker:
                 complete=self.workflow_processor.complete_activity
                 if run_ahead and self.workflow_processor is not None else None,
                 data_converter=converter,
+                interceptors=chain,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/activity-tasks/poll",
-                _tracing.traced_task("activity", processor.process, namespace=client.namespace, task_queue=task_queue),
+                intercepted_process(chain, processor.process, activity=True, namespace=client.namespace,
+                                    task_queue=task_queue),
                 max_concurrent_activities,
                 activity_pollers,
                 max_tasks_per_poll,

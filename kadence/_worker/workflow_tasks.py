@@ -9,20 +9,22 @@ then replays the full history, which is always correct, only slower.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import secrets
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kadence import _tracing
+from kadence._activity import ActivityDefinition
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
 from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.converter import (
     DataConverter,
@@ -32,6 +34,7 @@ from kadence.converter import (
     encode_payload,
 )
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
+from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor, chain_task
 
 __all__ = ["WorkflowTaskProcessor"]
 
@@ -51,7 +54,13 @@ class WorkflowTaskProcessor:
         identity: str,
         max_cached_workflows: int = 1000,
         data_converter: DataConverter | None = None,
+        activities: Iterable[ActivityDefinition] = (),
+        activity_executor: concurrent.futures.Executor | None = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
+        """``activities``: the worker's registered activities, which workflow code may run as
+        local activities by name (a function given to execute_local_activity runs as it is);
+        sync ones run in ``activity_executor`` (default: the loop's)."""
         self._transport = transport
         self._converter = data_converter or default_converter()
         self._codec = self._converter.payload_codec
@@ -61,6 +70,9 @@ class WorkflowTaskProcessor:
         self._max_cached = max(0, max_cached_workflows)
         self._cache: OrderedDict[str, WorkflowRunner] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._interceptors = list(interceptors)
+        self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
+                                            interceptors=self._interceptors)
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -92,8 +104,7 @@ class WorkflowTaskProcessor:
                 self._evict(run_id)
                 await self._transport.call("POST", "/activity-tasks/complete", body=body)
                 return
-            with _tracing.ran_ahead_span(task, self._namespace):
-                ahead = self._run_ahead(run_id, task, plain)
+            ahead = await self._intercepted_run_ahead(run_id, task, plain)
             if ahead is None:
                 await self._transport.call("POST", "/activity-tasks/complete", body=body)
                 return
@@ -108,6 +119,20 @@ class WorkflowTaskProcessor:
             runner = self._cache.get(run_id)
             if runner is not None and runner.finished:
                 self._evict(run_id)
+
+    async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
+        """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
+        if not self._interceptors:
+            return self._run_ahead(run_id, task, result)
+        ahead: RanAhead | None = None
+
+        async def run(_: Mapping[str, Any]) -> None:
+            nonlocal ahead
+            ahead = self._run_ahead(run_id, task, result)
+
+        chain = chain_task(self._interceptors, _RunAhead(run))
+        await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
+        return ahead
 
     def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         runner = self._cache.get(run_id)
@@ -134,8 +159,11 @@ class WorkflowTaskProcessor:
 
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
+        took = time.monotonic()
         try:
             runner, commands = await self._activate(task)
+            if runner.local_activities_waiting():
+                commands = await self._run_local_activities(runner, took)
         except Exception as err:  # noqa: BLE001 - every error becomes a task failure
             self._evict(run_id)
             cause = "NonDeterminism" if isinstance(err, NonDeterminismError) else "WorkflowError"
@@ -168,6 +196,18 @@ class WorkflowTaskProcessor:
             raise
         if runner.finished:
             self._evict(run_id)
+
+    async def _run_local_activities(self, runner: WorkflowRunner, took: float) -> list[Any]:
+        """Run the local activities the task waits for, in rounds (the code may ask for more
+        once it has outcomes), within the task's budget; returns the task's commands."""
+        deadline = took + task_budget_seconds(runner.instance.info().workflow_task_timeout)
+        commands: list[Any] = []
+        while requests := runner.local_activities_waiting():
+            # All of a round's outcomes are handed back together, in request order, so a
+            # replay (which resolves them from the markers the same way) decides the same.
+            outcomes = await asyncio.gather(*(self._local.run(r, deadline) for r in requests))
+            commands = runner.resolve_local_activities(outcomes)
+        return commands
 
     async def _activate(self, task: Mapping[str, Any]) -> tuple[WorkflowRunner, list[Any]]:
         run_id = str(task["run_id"])
@@ -231,7 +271,7 @@ class WorkflowTaskProcessor:
             )
         return WorkflowRunner(
             definition, namespace=self._namespace, workflow_id=str(task["workflow_id"]), run_id=str(task["run_id"]),
-            data_converter=self._converter,
+            data_converter=self._converter, interceptors=self._interceptors,
         )
 
     async def _fetch_history(self, task: Mapping[str, Any], *, upto: int | None) -> list[Mapping[str, Any]]:
@@ -265,3 +305,11 @@ class WorkflowTaskProcessor:
         runner = self._cache.pop(run_id, None)
         if runner is not None:
             runner.dispose()
+
+
+class _RunAhead(WorkerTaskInterceptor):
+    def __init__(self, run: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
+        self._run = run
+
+    async def run_task(self, input: WorkerTaskInput) -> None:
+        await self._run(input.task)

@@ -14,7 +14,7 @@ import asyncio
 import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kadence._failure import exception_from_failure
 from kadence._workflow.definition import signal_name_of
@@ -27,6 +27,7 @@ from kadence.exceptions import (
     TerminatedError,
     WorkflowTimeoutError,
 )
+from kadence_protocol.enums import CommandType, EventType
 
 if TYPE_CHECKING:
     from kadence._workflow.instance import WorkflowInstance
@@ -34,23 +35,26 @@ if TYPE_CHECKING:
 __all__ = ["CHILD_COMMAND_EVENT_TYPE", "CHILD_IDENTITY_ATTRIBUTE", "CHILD_INPUT_EVENT_TYPES",
            "ChildWorkflowHandle", "Children"]
 
-_CLOSED = frozenset({"ChildWorkflowExecutionCompleted", "ChildWorkflowExecutionFailed",
-                     "ChildWorkflowExecutionTimedOut", "ChildWorkflowExecutionTerminated",
-                     "ChildWorkflowExecutionCanceled"})
-_SIGNAL_OUTCOMES = frozenset({"ExternalWorkflowExecutionSignaled", "SignalExternalWorkflowExecutionFailed"})
+R = TypeVar("R")
+_CLOSED = frozenset({EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED, EventType.CHILD_WORKFLOW_EXECUTION_FAILED,
+                     EventType.CHILD_WORKFLOW_EXECUTION_TIMED_OUT, EventType.CHILD_WORKFLOW_EXECUTION_TERMINATED,
+                     EventType.CHILD_WORKFLOW_EXECUTION_CANCELED})
+_SIGNAL_OUTCOMES = frozenset({EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
+                              EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED})
 
 #: Events about children that workflow code reacts to.
-CHILD_INPUT_EVENT_TYPES = frozenset({"ChildWorkflowExecutionStarted", "StartChildWorkflowExecutionFailed",
+CHILD_INPUT_EVENT_TYPES = frozenset({EventType.CHILD_WORKFLOW_EXECUTION_STARTED,
+                                     EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED,
                                      *_CLOSED, *_SIGNAL_OUTCOMES})
 #: The history event each child command becomes.
-CHILD_COMMAND_EVENT_TYPE = {
-    "StartChildWorkflowExecution": "StartChildWorkflowExecutionInitiated",
-    "SignalExternalWorkflowExecution": "SignalExternalWorkflowExecutionInitiated",
+CHILD_COMMAND_EVENT_TYPE: dict[str, EventType] = {
+    CommandType.START_CHILD_WORKFLOW_EXECUTION: EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION: EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
 }
 #: The attribute a replayed command must agree on with its event.
-CHILD_IDENTITY_ATTRIBUTE = {
-    "StartChildWorkflowExecution": "workflow_id",
-    "SignalExternalWorkflowExecution": "signal_name",
+CHILD_IDENTITY_ATTRIBUTE: dict[str, str] = {
+    CommandType.START_CHILD_WORKFLOW_EXECUTION: "workflow_id",
+    CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION: "signal_name",
 }
 
 
@@ -62,13 +66,14 @@ class _PendingChild:
     closed: asyncio.Future[Any]  # its result
     initiated_event_id: int = 0
     run_id: str | None = None
-    handle: ChildWorkflowHandle | None = field(default=None, repr=False)
+    handle: ChildWorkflowHandle[Any] | None = field(default=None, repr=False)
     result_type: Any = None  # the child's run method's return annotation (None: plain JSON)
 
 
-class ChildWorkflowHandle:
+class ChildWorkflowHandle(Generic[R]):
     """A started child workflow: ``await handle`` (or ``await handle.result()``) for its
-    result, ``await handle.signal(...)`` to signal it."""
+    result, ``await handle.signal(...)`` to signal it. ``R``: the child's result type, as
+    the type checker knows it from the run method given to start_child_workflow."""
 
     def __init__(self, children: Children, pending: _PendingChild) -> None:
         self._children = children
@@ -88,11 +93,12 @@ class ChildWorkflowHandle:
     def workflow_type(self) -> str:
         return self._pending.workflow_type
 
-    async def result(self) -> Any:
+    async def result(self) -> R:
         """The child's result; raises :class:`ChildWorkflowError` if it did not complete."""
-        return await self._pending.closed
+        result: R = await self._pending.closed
+        return result
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         return self.result().__await__()
 
     async def signal(self, signal: str | Callable[..., Any], *args: Any) -> None:
@@ -120,7 +126,7 @@ class Children:
         return instance
 
     async def start(self, workflow_type: str, args: Sequence[Any],
-                    attributes: Mapping[str, Any], *, result_type: Any = None) -> ChildWorkflowHandle:
+                    attributes: Mapping[str, Any], *, result_type: Any = None) -> ChildWorkflowHandle[Any]:
         from kadence._workflow.instance import Command
 
         instance = self._instance
@@ -141,7 +147,7 @@ class Children:
             "workflow_type": workflow_type,
             "input": instance.converter.encode_args(args, what=f"child workflow {workflow_type}"),
         }
-        instance._add(Command("StartChildWorkflowExecution", attrs, recorded))
+        instance._add(Command(CommandType.START_CHILD_WORKFLOW_EXECUTION, attrs, recorded))
         await pending.started
         return pending.handle
 
@@ -153,7 +159,7 @@ class Children:
         def recorded(event_id: int) -> None:
             self._signals[event_id] = future
 
-        self._instance._add(Command("SignalExternalWorkflowExecution", {
+        self._instance._add(Command(CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION, {
             "workflow_id": pending.workflow_id, "run_id": pending.run_id, "signal_name": signal_name,
             "input": self._instance.converter.encode_args(args, what=f"signal {signal_name}"),
             "child_workflow_only": True,
@@ -167,29 +173,29 @@ class Children:
             future = self._signals.pop(iid, None)
             if future is None or future.done():
                 return
-            if kind == "ExternalWorkflowExecutionSignaled":
+            if kind == EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED:
                 future.set_result(None)
             else:
                 future.set_exception(ApplicationError(
                     f"signal to workflow {attrs.get('workflow_id')} failed: {attrs.get('cause')}",
-                    type="SignalExternalWorkflowExecutionFailed", non_retryable=True))
+                    type=EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED, non_retryable=True))
             return
         pending = self._pending.get(iid)
         if pending is None:
             return
-        if kind == "ChildWorkflowExecutionStarted":
+        if kind == EventType.CHILD_WORKFLOW_EXECUTION_STARTED:
             pending.run_id = str(attrs["run_id"])
             _settle(pending.started, lambda f: f.set_result(str(attrs["run_id"])))
             return
         del self._pending[iid]
-        if kind == "StartChildWorkflowExecutionFailed":
+        if kind == EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED:
             cause: FailureError = ApplicationError(
                 f"workflow id {pending.workflow_id!r} is in use by a run that is open",
-                type=str(attrs.get("cause") or "StartChildWorkflowExecutionFailed"), non_retryable=True)
+                type=str(attrs.get("cause") or EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED), non_retryable=True)
             error = self._error(pending, "could not start", cause)
             _settle(pending.started, lambda f: f.set_exception(error))
             return
-        if kind == "ChildWorkflowExecutionCompleted":
+        if kind == EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED:
             try:
                 result = self._instance.converter.decode_value(
                     attrs.get("result"), pending.result_type, what=f"result of child workflow {pending.workflow_id}")
@@ -199,12 +205,12 @@ class Children:
                 return
             _settle(pending.closed, lambda f: f.set_result(result))
             return
-        if kind == "ChildWorkflowExecutionFailed":
+        if kind == EventType.CHILD_WORKFLOW_EXECUTION_FAILED:
             cause = exception_from_failure(attrs.get("failure") or {})
             what = f"failed: {cause.message}"
-        elif kind == "ChildWorkflowExecutionTimedOut":
+        elif kind == EventType.CHILD_WORKFLOW_EXECUTION_TIMED_OUT:
             cause, what = WorkflowTimeoutError(), "timed out"
-        elif kind == "ChildWorkflowExecutionTerminated":
+        elif kind == EventType.CHILD_WORKFLOW_EXECUTION_TERMINATED:
             cause, what = TerminatedError(str(attrs.get("reason") or "")), "was terminated"
         else:
             # As the client sees a canceled run: the details it closed with, if any.

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.interception import SdkCalls, WorkflowCalls
+from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
 from kadence.common import ActivityCancellationType, RetryState
@@ -37,6 +40,16 @@ from kadence.exceptions import (
     PayloadError,
     WorkflowTaskError,
 )
+from kadence.interceptor import (
+    ExecuteWorkflowInput,
+    HandleQueryInput,
+    HandleSignalInput,
+    HandleUpdateInput,
+    Interceptor,
+    WorkflowOutboundInterceptor,
+    chain_workflow,
+)
+from kadence_protocol.enums import CommandType, EventType
 from kadence_protocol.queries import STACK_TRACE_QUERY
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
@@ -155,7 +168,7 @@ class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.definition = definition
         # Payloads reach this instance with any codec already undone (by the worker).
         self.converter = data_converter or default_converter()
@@ -193,6 +206,10 @@ class WorkflowInstance:
         self.continue_as_new_suggested = False
         self._side_effect_seq = 0
         self.children = Children(self)
+        self.local_activities = LocalActivities(self)
+        # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
+        self.outbound: WorkflowOutboundInterceptor = SdkCalls(self)
+        self.inbound = chain_workflow(interceptors, WorkflowCalls(self), self.outbound)
 
     def reseed(self, run_id: str) -> None:
         """Draw random numbers (and default child ids) as run ``run_id`` did. A run made by a
@@ -240,6 +257,29 @@ class WorkflowInstance:
                     break
             if self._task_error is None:
                 self._run_until_blocked()
+            # Replayed, local activities take their outcomes from the task's markers, in the
+            # same rounds as when the task ran live (see resolve_local_activities).
+            while self._replaying and self._task_error is None and not self.finished \
+                    and self.local_activities.resolve_from_history(self._recorded):
+                self._run_until_blocked()
+        return self._commands_or_error()
+
+    def local_activities_waiting(self) -> list[LocalActivityRequest]:
+        """The local activities the worker is to run now (live), in the order code asked."""
+        if self.finished or self._task_error is not None:
+            return []
+        return self.local_activities.runnable()
+
+    def resolve_local_activities(self, outcomes: Sequence[LocalActivityOutcome]) -> list[Command]:
+        """Live: the outcomes of the local activities run for this task (all that were
+        waiting, in request order); the code goes on. Returns all the task's commands."""
+        with self._running():
+            for outcome in outcomes:
+                self.local_activities.resolve(outcome)
+            self._run_until_blocked()
+        return self._commands_or_error()
+
+    def _commands_or_error(self) -> list[Command]:
         if self._task_error is not None:
             error = self._task_error
             if isinstance(error, WorkflowTaskError):
@@ -260,7 +300,7 @@ class WorkflowInstance:
         before = len(self._commands)
         args = self._handler_args(handler, args, f"query {name}")
         with self._running():
-            result = handler(self._obj, *args)
+            result = self.inbound.handle_query(HandleQueryInput(name, types.MethodType(handler, self._obj), args))
         if len(self._commands) != before:
             del self._commands[before:]
             raise ApplicationError(f"query {name!r} tried to change the workflow", type="QueryFailed")
@@ -311,21 +351,24 @@ class WorkflowInstance:
     def _deliver(self, event: Mapping[str, Any]) -> None:
         kind = event["event_type"]
         attrs: Mapping[str, Any] = event.get("attributes") or {}
-        if kind == "WorkflowExecutionStarted":
+        if kind == EventType.WORKFLOW_EXECUTION_STARTED:
             self._start(event, attrs)
-        elif kind == "WorkflowExecutionSignaled":
+        elif kind == EventType.WORKFLOW_EXECUTION_SIGNALED:
             self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
-        elif kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut", "ActivityTaskCanceled"):
+        elif kind in (EventType.ACTIVITY_TASK_COMPLETED, EventType.ACTIVITY_TASK_FAILED,
+                      EventType.ACTIVITY_TASK_TIMED_OUT, EventType.ACTIVITY_TASK_CANCELED):
             self._resolve_activity(kind, attrs)
-        elif kind == "WorkflowExecutionCancelRequested":
+        elif kind == EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED:
             self._request_cancel()
         elif kind == UPDATE_REQUESTED:
             self._update(attrs, validate=True)
-        elif kind == "WorkflowExecutionUpdateAccepted":
+        elif kind == EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
-        elif kind == "TimerFired":
+        elif kind == EventType.TIMER_FIRED and self.local_activities.timer_fired(str(attrs["timer_id"])):
+            pass  # a local activity's backoff is over: it runs again in this task
+        elif kind == EventType.TIMER_FIRED:
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
 
@@ -353,7 +396,8 @@ class WorkflowInstance:
         except Exception as exc:  # noqa: BLE001 - any failure here fails the workflow task
             self._task_error = exc
             return
-        task = self.loop.create_task(self.definition.run_fn(self._obj, *args), name="workflow.run")
+        execute = ExecuteWorkflowInput(self.definition.name, types.MethodType(self.definition.run_fn, self._obj), args)
+        task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
         task.add_done_callback(self._on_run_done)
         self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals, []
@@ -378,7 +422,9 @@ class WorkflowInstance:
             self._buffered_signals.append((name, args))
             return
         try:
-            result = handler(self._obj, *self._handler_args(handler, args, f"signal {name}"))
+            converted = self._handler_args(handler, args, f"signal {name}")
+            result = self.inbound.handle_signal(HandleSignalInput(name, types.MethodType(handler, self._obj),
+                                                                  converted))
         except BaseException as exc:  # noqa: BLE001 - routed like the run method's errors
             self._on_code_error(exc)
             return
@@ -397,14 +443,15 @@ class WorkflowInstance:
             if not validate:
                 self._task_error = WorkflowTaskError(f"update {update_id!r} ({name}) cannot replay: {exc!r}", exc)
                 return
-            self._add(Command("RejectWorkflowUpdate", {"update_id": update_id,
+            self._add(Command(CommandType.REJECT_WORKFLOW_UPDATE, {"update_id": update_id,
                                                        "failure": failure_from_exception(exc)}))
             return
         assert handler is not None
-        self._add(Command("AcceptWorkflowUpdate", {"update_id": update_id}))
+        self._add(Command(CommandType.ACCEPT_WORKFLOW_UPDATE, {"update_id": update_id}))
         self._running_updates += 1
         try:
-            result = handler(self._obj, *args)
+            result = self.inbound.handle_update(HandleUpdateInput(name, update_id,
+                                                                  types.MethodType(handler, self._obj), args))
         except BaseException as exc:  # noqa: BLE001 - routed like an async handler's error
             self._update_done(update_id, name, None, exc)
             return
@@ -440,7 +487,8 @@ class WorkflowInstance:
         validator = self.definition.validator_of(name)
         if validate and validator is not None:
             before = len(self._commands)
-            validator(self._obj, *args)
+            self.inbound.handle_update_validator(HandleUpdateInput(
+                name, str(attrs.get("update_id", "")), types.MethodType(validator, self._obj), args))
             if len(self._commands) != before:
                 del self._commands[before:]
                 raise ApplicationError(f"the validator of update {name!r} tried to change the workflow",
@@ -463,7 +511,7 @@ class WorkflowInstance:
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
-        self._add(Command("CompleteWorkflowUpdate", attributes))
+        self._add(Command(CommandType.COMPLETE_WORKFLOW_UPDATE, attributes))
 
     def all_handlers_finished(self) -> bool:
         """No accepted update handler is still running."""
@@ -478,7 +526,8 @@ class WorkflowInstance:
             self._run_task.cancel("the workflow's cancellation was requested")
 
     def _resolve_activity(self, kind: str, attrs: Mapping[str, Any]) -> None:
-        if kind in ("ActivityTaskFailed", "ActivityTaskTimedOut") and attrs.get("retry_backoff_ms") is not None:
+        if kind in (EventType.ACTIVITY_TASK_FAILED,
+                    EventType.ACTIVITY_TASK_TIMED_OUT) and attrs.get("retry_backoff_ms") is not None:
             return  # an intermediate attempt: another one follows, the code never sees it
         scheduled = int(attrs["scheduled_event_id"])
         pending = self._activities.pop(scheduled, None)
@@ -490,7 +539,7 @@ class WorkflowInstance:
             if pending.settled is not None and not pending.settled.done():
                 pending.settled.set_result(None)
             return
-        if kind == "ActivityTaskCompleted":
+        if kind == EventType.ACTIVITY_TASK_COMPLETED:
             try:
                 value = self.converter.decode_value(attrs.get("result"), pending.result_type,
                                                     what=f"result of activity {pending.activity_type}")
@@ -500,10 +549,10 @@ class WorkflowInstance:
             pending.future.set_result(value)
             return
         cause: FailureError
-        if kind == "ActivityTaskCanceled":
+        if kind == EventType.ACTIVITY_TASK_CANCELED:
             cause = CanceledError("activity canceled", *decode_args(attrs.get("details")))
             what = "was canceled"
-        elif kind == "ActivityTaskFailed":
+        elif kind == EventType.ACTIVITY_TASK_FAILED:
             cause = exception_from_failure(attrs.get("failure") or {})
             what = f"failed: {cause.message}"
         else:
@@ -532,7 +581,7 @@ class WorkflowInstance:
         if task.cancelled():
             if self.cancel_requested:
                 # The cancellation escaped run(): the run closes as Canceled.
-                self._finish("CancelWorkflowExecution", {"details": None})
+                self._finish(CommandType.CANCEL_WORKFLOW_EXECUTION, {"details": None})
             else:
                 self._task_error = WorkflowTaskError("the workflow's run method was cancelled")
             return
@@ -543,13 +592,13 @@ class WorkflowInstance:
             except (TypeError, ValueError) as err:
                 self._task_error = WorkflowTaskError(str(err), err)
                 return
-            self._finish("CompleteWorkflowExecution", {"result": result})
+            self._finish(CommandType.COMPLETE_WORKFLOW_EXECUTION, {"result": result})
         elif isinstance(exc, ContinueAsNewError):
             from kadence._visibility import search_attributes_json
 
             info = self.info()
             self._finish(
-                "ContinueAsNewWorkflowExecution",
+                CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
                 {
                     "workflow_type": exc.workflow_type or info.workflow_type,
                     "task_queue": exc.task_queue or info.task_queue,
@@ -573,7 +622,7 @@ class WorkflowInstance:
         if self.finished:
             return
         if isinstance(exc, FailureError):
-            self._finish("FailWorkflowExecution", {"failure": failure_from_exception(exc)})
+            self._finish(CommandType.FAIL_WORKFLOW_EXECUTION, {"failure": failure_from_exception(exc)})
         elif self._task_error is None:
             self._task_error = exc
 
@@ -609,7 +658,7 @@ class WorkflowInstance:
         marker = f"{SIDE_EFFECT_MARKER_PREFIX}{self._side_effect_seq}"
         what = f"side effect {self._side_effect_seq}"
         if self._replaying:
-            found = [e for e in self._recorded if e["event_type"] == "MarkerRecorded"
+            found = [e for e in self._recorded if e["event_type"] == EventType.MARKER_RECORDED
                      and (e.get("attributes") or {}).get("marker_name") == marker]
             if not found:
                 raise NonDeterminismError(f"non-determinism: the workflow code asks for {what}, but history "
@@ -617,7 +666,7 @@ class WorkflowInstance:
             details = (found[0].get("attributes") or {}).get("details")
         else:
             details = self.converter.encode_value(fn(), what=f"value of {what}")
-        self._add(Command("RecordMarker", {"marker_name": marker, "details": details}))
+        self._add(Command(CommandType.RECORD_MARKER, {"marker_name": marker, "details": details}))
         # Through the converter both times, so the live run sees what a replay will.
         return self.converter.decode_value(details, result_type, what=f"value of {what}")
 
@@ -632,18 +681,19 @@ class WorkflowInstance:
         timer_id = str(self._timer_seq)
         self._add(
             Command(
-                "StartTimer", {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))}
+                CommandType.START_TIMER,
+                {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))},
             )
         )
         return timer_id
 
     def cancel_timer(self, timer_id: str) -> None:
         for i, command in enumerate(self._commands):
-            if command.command_type == "StartTimer" and command.attributes["timer_id"] == timer_id:
+            if command.command_type == CommandType.START_TIMER and command.attributes["timer_id"] == timer_id:
                 # Started and cancelled in the same task: the server never needs to know.
                 del self._commands[i]
                 return
-        self._add(Command("CancelTimer", {"timer_id": timer_id}))
+        self._add(Command(CommandType.CANCEL_TIMER, {"timer_id": timer_id}))
 
     async def execute_activity(self, activity_type: str, args: Sequence[Any], attributes: Mapping[str, Any],
                                cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
@@ -667,7 +717,7 @@ class WorkflowInstance:
             "task_queue": attributes.get("task_queue") or self.info().task_queue,
             "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
-        command = Command("ScheduleActivityTask", attrs, recorded)
+        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, recorded)
         self._add(command)
         try:
             return await future
@@ -697,7 +747,7 @@ class WorkflowInstance:
                 self._task_error = WorkflowTaskError(
                     f"activity {pending.activity_id} cannot be cancelled before history numbered it")
             return
-        self._add(Command("RequestCancelActivityTask", {"scheduled_event_id": pending.scheduled_event_id}))
+        self._add(Command(CommandType.REQUEST_CANCEL_ACTIVITY_TASK, {"scheduled_event_id": pending.scheduled_event_id}))
         if cancellation_type is ActivityCancellationType.WAIT_CANCELLATION_COMPLETED:
             pending.settled = self.loop.create_future()
             self._activities[pending.scheduled_event_id] = pending
@@ -716,7 +766,7 @@ class WorkflowInstance:
         from kadence._visibility import SEARCH_ATTRIBUTES_MARKER, search_attributes_json
 
         details = encode_value(search_attributes_json(values))  # TypeError for a value JSON cannot hold
-        self._add(Command("RecordMarker", {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
+        self._add(Command(CommandType.RECORD_MARKER, {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
 
     def patched(self, patch_id: str) -> bool:
         if patch_id in self._patches:
@@ -725,12 +775,14 @@ class WorkflowInstance:
         if self._replaying:
             # Replaying: the new code path only if the original run recorded the marker here.
             result = any(
-                e["event_type"] == "MarkerRecorded" and (e.get("attributes") or {}).get("marker_name") == marker
+                e["event_type"] == EventType.MARKER_RECORDED
+                and (e.get("attributes") or {}).get("marker_name") == marker
                 for e in self._recorded
             )
         else:
             result = True
         if result:
-            self._add(Command("RecordMarker", {"marker_name": marker, "details": encode_value({"patch_id": patch_id})}))
+            self._add(Command(CommandType.RECORD_MARKER, {"marker_name": marker,
+                                                          "details": encode_value({"patch_id": patch_id})}))
         self._patches[patch_id] = result
         return result

@@ -22,8 +22,11 @@ from typing import Any, NamedTuple
 from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import UPDATE_REQUESTED, Command, WorkflowInstance
+from kadence._workflow.local_activities import LocalActivityOutcome, LocalActivityRequest
 from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
+from kadence.interceptor import Interceptor
+from kadence_protocol.enums import CommandType, EventType
 
 __all__ = [
     "COMMAND_EVENT_TYPE",
@@ -36,45 +39,45 @@ __all__ = [
 #: Events workflow code reacts to.
 INPUT_EVENT_TYPES = frozenset(
     {
-        "WorkflowExecutionStarted",
-        "WorkflowExecutionSignaled",
-        "ActivityTaskCompleted",
-        "ActivityTaskFailed",
-        "ActivityTaskTimedOut",
-        "ActivityTaskCanceled",
-        "TimerFired",
-        "WorkflowExecutionCancelRequested",
+        EventType.WORKFLOW_EXECUTION_STARTED,
+        EventType.WORKFLOW_EXECUTION_SIGNALED,
+        EventType.ACTIVITY_TASK_COMPLETED,
+        EventType.ACTIVITY_TASK_FAILED,
+        EventType.ACTIVITY_TASK_TIMED_OUT,
+        EventType.ACTIVITY_TASK_CANCELED,
+        EventType.TIMER_FIRED,
+        EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED,
     }
 ) | CHILD_INPUT_EVENT_TYPES
 
 #: The history event each command becomes.
-COMMAND_EVENT_TYPE = {
-    "ScheduleActivityTask": "ActivityTaskScheduled",
-    "StartTimer": "TimerStarted",
-    "CancelTimer": "TimerCanceled",
-    "CompleteWorkflowExecution": "WorkflowExecutionCompleted",
-    "FailWorkflowExecution": "WorkflowExecutionFailed",
-    "ContinueAsNewWorkflowExecution": "WorkflowExecutionContinuedAsNew",
-    "RecordMarker": "MarkerRecorded",
-    "RequestCancelActivityTask": "ActivityTaskCancelRequested",
-    "CancelWorkflowExecution": "WorkflowExecutionCanceled",
-    "AcceptWorkflowUpdate": "WorkflowExecutionUpdateAccepted",
-    "CompleteWorkflowUpdate": "WorkflowExecutionUpdateCompleted",
+COMMAND_EVENT_TYPE: dict[str, EventType] = {
+    CommandType.SCHEDULE_ACTIVITY_TASK: EventType.ACTIVITY_TASK_SCHEDULED,
+    CommandType.START_TIMER: EventType.TIMER_STARTED,
+    CommandType.CANCEL_TIMER: EventType.TIMER_CANCELED,
+    CommandType.COMPLETE_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_COMPLETED,
+    CommandType.FAIL_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_FAILED,
+    CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    CommandType.RECORD_MARKER: EventType.MARKER_RECORDED,
+    CommandType.REQUEST_CANCEL_ACTIVITY_TASK: EventType.ACTIVITY_TASK_CANCEL_REQUESTED,
+    CommandType.CANCEL_WORKFLOW_EXECUTION: EventType.WORKFLOW_EXECUTION_CANCELED,
+    CommandType.ACCEPT_WORKFLOW_UPDATE: EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    CommandType.COMPLETE_WORKFLOW_UPDATE: EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED,
     **CHILD_COMMAND_EVENT_TYPE,
 }
 #: Commands that leave no event: a rejected update is told to its caller only.
-_EVENTLESS_COMMANDS = frozenset({"RejectWorkflowUpdate"})
+_EVENTLESS_COMMANDS = frozenset({CommandType.REJECT_WORKFLOW_UPDATE})
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 
 #: The attribute that must agree between a command and its event, beyond the type.
-_IDENTITY_ATTRIBUTE = {
-    "ScheduleActivityTask": "activity_type",
-    "StartTimer": "timer_id",
-    "CancelTimer": "timer_id",
-    "RecordMarker": "marker_name",
-    "RequestCancelActivityTask": "scheduled_event_id",
-    "AcceptWorkflowUpdate": "update_id",
-    "CompleteWorkflowUpdate": "update_id",
+_IDENTITY_ATTRIBUTE: dict[str, str] = {
+    CommandType.SCHEDULE_ACTIVITY_TASK: "activity_type",
+    CommandType.START_TIMER: "timer_id",
+    CommandType.CANCEL_TIMER: "timer_id",
+    CommandType.RECORD_MARKER: "marker_name",
+    CommandType.REQUEST_CANCEL_ACTIVITY_TASK: "scheduled_event_id",
+    CommandType.ACCEPT_WORKFLOW_UPDATE: "update_id",
+    CommandType.COMPLETE_WORKFLOW_UPDATE: "update_id",
     **CHILD_IDENTITY_ATTRIBUTE,
 }
 
@@ -136,9 +139,9 @@ class WorkflowRunner:
     """Applies a run's events in order to one :class:`WorkflowInstance`."""
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
-                 data_converter: DataConverter | None = None) -> None:
+                 data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
-                                         data_converter=data_converter)
+                                         data_converter=data_converter, interceptors=interceptors)
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
@@ -218,18 +221,38 @@ class WorkflowRunner:
             for command in produced:
                 # The activity may come from a task whose commands history has not numbered
                 # for this runner yet: the activity's task names its event id.
-                if (command.command_type == "ScheduleActivityTask" and command.on_recorded is not None
+                if (command.command_type == CommandType.SCHEDULE_ACTIVITY_TASK and command.on_recorded is not None
                         and command.attributes.get("activity_id") == activity_id):
                     command.on_recorded(scheduled_event_id)
         before = self._aheads[-1] if self._aheads else None
         time_ms = max(time_ms, before.time_ms if before else task.time_ms)
-        result_event = {"event_type": "ActivityTaskCompleted", "event_id": 0, "event_time": time_ms,
+        result_event = {"event_type": EventType.ACTIVITY_TASK_COMPLETED, "event_id": 0, "event_time": time_ms,
                         "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
         produced = self.instance.activate([result_event], time_ms=time_ms, recorded=None)
+        if self.instance.local_activities_waiting():
+            # Its local activities would run in the activity worker's answer: hand the task
+            # out instead (the caller evicts this runner; the task replays from history).
+            raise InconsistentHistoryError("a workflow task that runs local activities is not run ahead")
         self._aheads.append(_Ahead(ahead_id, scheduled_event_id, time_ms, produced))
         if before is None:
             return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
         return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
+
+    def local_activities_waiting(self) -> list[LocalActivityRequest]:
+        """The local activities the task that just ran live waits for (the worker runs them)."""
+        task = self._open
+        if task is None or task.produced is None or task.ahead_id:
+            return []
+        return self.instance.local_activities_waiting()
+
+    def resolve_local_activities(self, outcomes: Sequence[LocalActivityOutcome]) -> list[Command]:
+        """Hand the outcomes of :meth:`local_activities_waiting` to the task that ran live;
+        returns all its commands (what the worker sends)."""
+        task = self._open
+        if task is None or task.produced is None:
+            raise RuntimeError("no workflow task ran live here to take local activity outcomes")
+        task.produced = self.instance.resolve_local_activities(outcomes)
+        return task.produced
 
     def _see_history(self, task: _OpenTask) -> None:
         """What workflow.info() tells of the run's history in ``task``: its WorkflowTaskScheduled."""
@@ -247,7 +270,7 @@ class WorkflowRunner:
         kind = event["event_type"]
         attrs: Mapping[str, Any] = event.get("attributes") or {}
         event_id = int(event["event_id"])
-        if kind == "WorkflowTaskScheduled":
+        if kind == EventType.WORKFLOW_TASK_SCHEDULED:
             if self._open is not None:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
@@ -256,7 +279,7 @@ class WorkflowRunner:
                                    continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")))
             if self._aheads:
                 self._meet_ahead(self._open, self._aheads.pop(0))
-        elif kind == "WorkflowTaskCompleted":
+        elif kind == EventType.WORKFLOW_TASK_COMPLETED:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
             if task.produced is None:
@@ -266,19 +289,19 @@ class WorkflowRunner:
                     self._see_history(task)
                 # The updates the task accepted were delivered to it after its input events:
                 # replayed, their handlers run again from the accepted input.
-                accepted = [e for e in recorded if e["event_type"] == "WorkflowExecutionUpdateAccepted"]
+                accepted = [e for e in recorded if e["event_type"] == EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
                 produced = self.instance.activate(self._take_inputs(task) + accepted, time_ms=task.time_ms,
                                                   recorded=recorded)
             else:
                 produced = task.produced
             _match(task.scheduled_event_id, produced, recorded)
             self._open = None
-        elif kind in ("WorkflowTaskFailed", "WorkflowTaskTimedOut"):
+        elif kind in (EventType.WORKFLOW_TASK_FAILED, EventType.WORKFLOW_TASK_TIMED_OUT):
             self._close_without_commands(self._expect_open(attrs, kind, event_id))
             self._open = None
             if _reset_marker(event):
                 self.instance.reseed(str(attrs["new_run_id"]))  # the reset run's own draws from here
-        elif kind == "WorkflowTaskStarted":
+        elif kind == EventType.WORKFLOW_TASK_STARTED:
             # The task runs at the time its worker was given (Temporal's rule too); histories
             # from before that time was recorded say 0, and keep the scheduled time.
             started = int(attrs.get("started_time") or 0)
@@ -310,8 +333,8 @@ class WorkflowRunner:
         # Failed attempts that another attempt followed are inputs workflow code never sees.
         inputs = [e for e in self._pending[: task.visible_inputs]
                   if (e.get("attributes") or {}).get("retry_backoff_ms") is None
-                  or e["event_type"] == "ActivityTaskCompleted"]
-        if not (len(inputs) == 1 and inputs[0]["event_type"] == "ActivityTaskCompleted"
+                  or e["event_type"] == EventType.ACTIVITY_TASK_COMPLETED]
+        if not (len(inputs) == 1 and inputs[0]["event_type"] == EventType.ACTIVITY_TASK_COMPLETED
                 and int((inputs[0].get("attributes") or {}).get("scheduled_event_id", 0)) == ahead.activity):
             seen = ", ".join(f"{e['event_id']} {e['event_type']}" for e in inputs) or "none"
             raise InconsistentHistoryError(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import linecache
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -57,11 +59,22 @@ def await_points(coro: Any) -> tuple[AwaitPoint, ...]:
     return tuple(points)
 
 
+# The SDK's own frames (interceptor chain, the instance's futures) say nothing about the
+# user's code: they are left out, unless nothing else is left.
+_SDK_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def user_points(points: tuple[AwaitPoint, ...]) -> tuple[AwaitPoint, ...]:
+    """``points`` without the frames of the SDK itself (all of them if only those)."""
+    mine = tuple(p for p in points if not os.path.abspath(p.filename).startswith(_SDK_DIR))
+    return mine or points
+
+
 def task_stacks(loop: asyncio.AbstractEventLoop) -> list[TaskStack]:
     """The pending tasks of ``loop``, ``workflow.run`` first, then by name."""
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     tasks.sort(key=lambda t: (t.get_name() != "workflow.run", t.get_name()))
-    return [TaskStack(t.get_name(), await_points(t.get_coro())) for t in tasks]
+    return [TaskStack(t.get_name(), user_points(await_points(t.get_coro()))) for t in tasks]
 
 
 def format_stack_trace(stacks: Iterable[TaskStack]) -> str:

@@ -12,6 +12,7 @@ import asyncpg
 from services.common import db
 from services.common.outcome import RUNNING
 from services.history.state import MutableState
+from services.history.summary import summary
 
 from .errors import AuditError
 from .replay import MISSING_ON_TOPIC, Divergence, Replay, RunKey, compare_run
@@ -97,7 +98,7 @@ async def rebuild_into(dsn: str, replay: Replay) -> dict[str, int]:
             s = audit.state
             executions.append((s.namespace, s.workflow_id, s.run_id, replay.partition[s.run_id], s.workflow_type,
                                s.task_queue, s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(),
-                               s.has_undispatched()))
+                               s.has_undispatched(), summary(s)))
             # The bytes as written, whatever their schema version: their hashes were made from them.
             events.extend((s.run_id, i, audit.encoding(i)) for i in sorted(audit.events))
         by_run = {a.run.run_id: a for a in good}
@@ -108,7 +109,7 @@ async def rebuild_into(dsn: str, replay: Replay) -> dict[str, int]:
             await conn.copy_records_to_table(
                 "executions", records=executions,
                 columns=["namespace", "workflow_id", "run_id", "shard_id", "workflow_type", "task_queue", "status",
-                         "start_time", "close_time", "next_event_id", "state", "undispatched"])
+                         "start_time", "close_time", "next_event_id", "state", "undispatched", "summary"])
             await conn.copy_records_to_table("history_events", records=events,
                                              columns=["run_id", "event_id", "data"])
             await conn.copy_records_to_table(

@@ -8,7 +8,7 @@ one fold of the history service, never a copy), checking on the way:
   missing ones arrive, and whatever is still missing at the end is a gap;
 * at-least-once publication repeats records: a repeat identical to the event already
   seen is a harmless duplicate delivery, a repeat that differs is a conflict;
-* each event's ``hash`` chains to the previous event's (services.history.chain),
+* each event's ``hash`` chains to the previous event's (services.common.chain),
   recomputed from the event's bytes as written when they are given, so runs written
   under an older schema version verify as they were sealed.
 
@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kadence_protocol import avro
-from services.history import chain
+from services.common import chain
 from services.history.errors import HistoryCorrupted
+from services.history.snapshot import upgrade
 from services.history.state import MutableState, apply, events_only
 
 Event = dict[str, Any]
@@ -239,8 +240,8 @@ def compare_run(audit: RunAudit, stored_events: Sequence[bytes], snapshot: bytes
         found.append(Divergence(run, MISSING_IN_POSTGRES, "no executions row"))
     elif not audit.fold_broken:
         try:
-            written = json.loads(snapshot)
-            stored_state = MutableState(**written)
+            written = upgrade(json.loads(snapshot))
+            stored_state = MutableState.from_snapshot(written)
         except (ValueError, TypeError) as exc:
             found.append(Divergence(run, STATE_MISMATCH, f"executions.state does not load: {exc}"))
         else:

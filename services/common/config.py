@@ -6,12 +6,8 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from kadence_protocol.kafka_security import KafkaSecurity
-
-if TYPE_CHECKING:
-    from services.history.limits import HistoryLimits
 
 # The listen queue of the HTTP servers. A burst of new clients must not overflow it
 # (aiohttp's default is 128): the kernel drops the connections it cannot queue, and
@@ -96,6 +92,10 @@ class Settings:
     history_terminate_events: int = 50_000
     history_warn_bytes: int = 10 << 20
     history_terminate_bytes: int = 50 << 20
+    # Services in one process (`kadence dev`) hand commands, tasks and replies to each other
+    # instead of through the broker (services/common/colocation.py); KADENCE_COLOCATE=0 sends
+    # everything through the broker, as between processes (bisecting, benchmarking).
+    colocate: bool = True
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -137,12 +137,7 @@ class Settings:
             "history_terminate_events": _env_int("KADENCE_HISTORY_TERMINATE_EVENTS", cls.history_terminate_events),
             "history_warn_bytes": _env_int("KADENCE_HISTORY_WARN_BYTES", cls.history_warn_bytes),
             "history_terminate_bytes": _env_int("KADENCE_HISTORY_TERMINATE_BYTES", cls.history_terminate_bytes),
+            "colocate": os.environ.get("KADENCE_COLOCATE", "1").strip().lower() not in ("0", "false", "no"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
-
-    def history_limits(self) -> HistoryLimits:
-        from services.history.limits import HistoryLimits
-
-        return HistoryLimits(warn_events=self.history_warn_events, terminate_events=self.history_terminate_events,
-                             warn_bytes=self.history_warn_bytes, terminate_bytes=self.history_terminate_bytes)

@@ -148,10 +148,8 @@ class EmbeddedPostgres:
         # "stop": the server stops when we clean up; a killed dev process leaves
         # one running that the next start of the same data directory reuses.
         server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
-        # A new 16 MB WAL segment is zero-filled and flushed before use by default, and every
-        # commit waits for it: on a fresh data directory that is 60-125 ms, once per 16 MB of
-        # WAL (six times in a burst of 10,000 workflows). Without the fill the segment is
-        # created sparse and each commit is still flushed (fsync and synchronous_commit stay on).
+        # A new WAL segment is zero-filled before use by default and every commit waits for it;
+        # sparse segments keep fsync and synchronous_commit (docs/decisions/0010-process-tuning.md).
         server.psql("ALTER SYSTEM SET wal_init_zero = off")
         server.psql("SELECT pg_reload_conf()")
         return cls(data_dir, server)

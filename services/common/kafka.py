@@ -58,6 +58,18 @@ async def enqueue_keyed(producer: AIOKafkaProducer, topic: str, key: bytes,
     return partition, future
 
 
+async def enqueue_traced(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes,
+                         headers: Sequence[tuple[str, bytes]]) -> tuple[
+                             int, asyncio.Future[Any], tuple[tuple[str, bytes], ...]]:
+    """:func:`enqueue_keyed` of a record with trace ``headers``; also return the headers it
+    went out with (the tracing producer's span in place of the caller's context), which a
+    copy handed over in this process carries (services/common/colocation.py)."""
+    partition = partition_for(key, len(await producer.partitions_for(topic)))
+    future: asyncio.Future[Any] = await producer.send(topic, value, key=key, partition=partition,
+                                                      headers=list(headers))
+    return partition, future, getattr(producer, "sent_headers", tuple(headers))
+
+
 def topic_layout(shards: int, task_partitions: int) -> dict[str, int]:
     return {REQUESTS: shards, HISTORY: shards, TASKS: task_partitions, REPLIES: 1, DLQ: 1}
 

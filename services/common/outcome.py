@@ -26,8 +26,9 @@ def outcome(status: str, run_id: str, state: Mapping[str, Any]) -> dict[str, Any
     out: dict[str, Any] = {"status": status, "run_id": run_id}
     if status == "Completed":
         out["result"] = state.get("result")
-    elif status == "ContinuedAsNew" or (status == "Terminated" and state.get("new_run_id")):
-        # Terminated naming a new run: by a reset (services/history/reset.py), followed as continue-as-new.
+    elif status == "ContinuedAsNew" or (status in ("Terminated", "Failed", "TimedOut") and state.get("new_run_id")):
+        # Terminated naming a new run: by a reset (services/history/reset.py); Failed or TimedOut
+        # naming one: retried (services/history/retry.py). Followed as continue-as-new.
         out["new_run_id"] = state.get("new_run_id")
     elif status == "Canceled":
         out["details"] = state.get("cancel_details")

@@ -399,6 +399,9 @@ class TracingProducer(AIOKafkaProducer):  # type: ignore[misc]
             span.end()
             raise
         future.add_done_callback(functools.partial(_sent, span))
+        # Read by kafka.enqueue_keyed as this call returns (no await in between): a command
+        # handed over in this process carries the very headers its record went out with.
+        self.sent_headers = tuple(carried)
         return future
 
 
@@ -453,6 +456,48 @@ def consumer_span(record: ConsumerRecord[Any, Any], group: str) -> contextlib.Ab
     if t is None:
         return _NOT_TRACED
     return _consumer_span(t, record, group)
+
+
+# ---- co-location (services/common/colocation.py) --------------------------------------------------
+
+
+def tracing() -> bool:
+    """Whether spans are being made now."""
+    return tracer() is not None
+
+
+def current_trace_headers() -> tuple[tuple[str, bytes], ...]:
+    """The trace headers of the current context (none with tracing off): what a command the
+    frontend queues carries, on the broker and across the co-located hand-over alike."""
+    if tracer() is None:
+        return ()
+    return tuple(kafka_headers())
+
+
+def handed_span(topic: str, key: bytes | None, headers: Sequence[tuple[str, bytes]], group: str,
+                attributes: dict[str, Any] | None = None) -> contextlib.AbstractContextManager[Consumed]:
+    """The CONSUMER span of a record handed over in this process instead of published to
+    ``topic`` (a task for matching here): the span its consumer would make of the record,
+    parented by ``headers``. A no-op with tracing off."""
+    t = tracer()
+    if t is None:
+        return _NOT_TRACED
+    return _handed_span(t, topic, key, headers, group, attributes or {})
+
+
+@contextlib.contextmanager
+def _handed_span(t: Any, topic: str, key: bytes | None, headers: Sequence[tuple[str, bytes]],
+                 group: str, extra: dict[str, Any]) -> Iterator[Consumed]:
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka", "messaging.destination.name": topic,
+        "messaging.operation.type": "process", "messaging.operation.name": "process",
+        "messaging.consumer.group.name": group, "kadence.handed_over": True,
+    }
+    _key_attributes(topic, key, attributes)
+    attributes.update(extra)
+    with t.start_as_current_span(f"process {topic}", context=context_from_headers(headers),
+                                 kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        yield Consumed(span)
 
 
 # ---- HTTP --------------------------------------------------------------------------------------

@@ -256,6 +256,7 @@ def _start(cmd: Command, limits: Limits) -> None:
     duration_ms(cmd.get("run_timeout_ms", 0), "run_timeout_ms")
     _request(cmd)
     start_options(cmd, limits)
+    retry_policy(cmd.get("retry_policy"), "retry_policy")  # the workflow retry policy (history/retry.py)
     if cmd.get("cron_schedule") is not None:
         # A cron start creates a schedule (a row of PostgreSQL's schedules), which only the
         # frontend writes today: over Kafka it is dead-lettered, not started as a plain run.
@@ -553,6 +554,7 @@ def _start_child(a: Command, at: str, limits: Limits) -> None:
     for field in ("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms"):
         duration_ms(a[field], f"{at}.{field}")
     symbol(a.get("parent_close_policy", "Terminate"), f"{at}.parent_close_policy", PARENT_CLOSE_POLICIES)
+    retry_policy(a.get("retry_policy"), f"{at}.retry_policy")
 
 
 def _signal_external(a: Command, at: str, limits: Limits) -> None:
@@ -581,6 +583,7 @@ def _child_start_request(cmd: Command, limits: Limits) -> None:
         duration_ms(cmd[field], field)
     name(cmd["request_id"], "request_id")
     _parent(cmd, "parent")
+    retry_policy(cmd.get("retry_policy"), "retry_policy")
 
 
 def _signal_external_request(cmd: Command, limits: Limits) -> None:

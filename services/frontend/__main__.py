@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from services.common import loop as _loop
+from services.common.colocation import KafkaCommands
 from services.common.config import Settings
 from services.common.runner import run_service
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:  # AuthConfigError included
         raise SystemExit(f"frontend: {exc}") from None
     with contextlib.suppress(KeyboardInterrupt):
-        _loop.run(run_service(FrontendService(settings), settings, "frontend"))
+        # A frontend on its own: history fetches its commands (services/common/colocation.py).
+        _loop.run(run_service(FrontendService(settings, commands=KafkaCommands()), settings, "frontend"))
 
 
 if __name__ == "__main__":

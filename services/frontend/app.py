@@ -22,21 +22,22 @@ from aiokafka.errors import KafkaError
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 from kadence_protocol.tracing import tracer
 from services.common import db, outage
+from services.common.colocation import CommandBus, KafkaCommands
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
+from services.common.matching import LocalMatchingService, MatchingClient
 from services.common.namespaces import NamespaceRegistry
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.common.validation import Limits
-from services.matching import MatchingClient, MatchingService
 from services.visibility.reads import VisibilityReads
 
 from .admin import ADMIN_ROUTES, AdminHandlers, not_found
 from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
-from .engine import Engine, OnQueued
+from .engine import Engine
 from .errors import FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
@@ -176,6 +177,7 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/health", health)
     if ui is not None:
+        ui.registry = ui.registry or registry
         install_ui(app, ui)
     return app
 
@@ -183,9 +185,10 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
 class FrontendService:
     def __init__(
         self, settings: Settings, *, pool: asyncpg.Pool | None = None,
-        matching: MatchingService | MatchingClient | None = None, on_queued: OnQueued | None = None,
+        matching: LocalMatchingService | MatchingClient | None = None, commands: CommandBus | None = None,
     ) -> None:
-        self._on_queued = on_queued
+        # Where commands go besides the broker (services/common/colocation.py).
+        self._commands = commands or KafkaCommands()
         self.settings = settings
         self._pool = pool
         self._own_pool = pool is None
@@ -229,7 +232,7 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
-            on_queued=self._on_queued, token_keys=keys)
+            commands=self._commands, token_keys=keys)
         engine.open()
         handlers = Handlers(engine, VisibilityReads(self._pool))
         admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,

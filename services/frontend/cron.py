@@ -27,7 +27,7 @@ from .errors import InvalidArgument, WorkflowAlreadyStarted
 from .validation import StartRequest
 
 # Start fields a schedule's action does not carry: refused with cron_schedule rather than dropped.
-_NOT_WITH_CRON = ("memo", "search_attributes", "id_reuse_policy", "id_conflict_policy", "wait_seconds")
+_NOT_WITH_CRON = ("memo", "search_attributes", "id_reuse_policy", "id_conflict_policy", "wait_seconds", "retry_policy")
 
 
 def definition(req: StartRequest, cron: str) -> ScheduleDefinition:

@@ -15,19 +15,18 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
-from kadence_protocol.tracing import tracer, use_traceparent
+from kadence_protocol.tracing import use_traceparent
 from services.common import validation as common
-from services.common.kafka import REQUESTS, enqueue_keyed, workflow_key
-from services.common.outcome import RUNNING
-from services.common.telemetry import instrument_poll
-from services.matching import (
+from services.common.colocation import CommandBus, KafkaCommands
+from services.common.kafka import REQUESTS, enqueue_keyed, enqueue_traced, workflow_key
+from services.common.matching import (
     MatchedTask,
     MatchingClient,
     MatchingUnavailableError,
@@ -36,6 +35,8 @@ from services.matching import (
     QueryTimeoutError,
     UnknownQueryError,
 )
+from services.common.outcome import RUNNING
+from services.common.telemetry import instrument_poll
 
 from .closed import CloseWatcher
 from .errors import (
@@ -59,9 +60,6 @@ log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT = 15.0
 REPLY_TIMEOUT = 30.0
-# Told (partition, key, value, the broker's answer to be) of each command queued for the
-# broker, when history runs in this process (HistoryService.take_queued).
-OnQueued = Callable[[int, bytes, bytes, "asyncio.Future[Any]"], None]
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
 # ... doubling up to this: 10,000 waits re-read every 5 s were 2,000 reads a second, which
@@ -75,13 +73,14 @@ class Engine:
     def __init__(
         self, *, instance_id: str, producer: AIOKafkaProducer, replies: ReplyRouter, closes: CloseWatcher,
         reads: ReadStore, matching: MatchingClient, reply_timeout: float = REPLY_TIMEOUT,
-        started_delay: float = STARTED_DELAY, on_queued: OnQueued | None = None,
+        started_delay: float = STARTED_DELAY, commands: CommandBus | None = None,
         token_keys: TokenKeys,
     ) -> None:
         self.token_keys = token_keys  # signs the task tokens polls hand out
         self._instance_id = instance_id
-        # History in this process takes the commands from here instead of its fetch.
-        self._on_queued = on_queued
+        # Where each command goes besides the broker: history in this process, or nowhere
+        # (services/common/colocation.py).
+        self._commands: CommandBus = commands or KafkaCommands()
         self._started = StartedRecords(self.send_started, started_delay)
         self._producer = producer
         self._replies = replies
@@ -155,9 +154,12 @@ class Engine:
         key = workflow_key(record["namespace"], record["workflow_id"])
         try:
             async with asyncio.timeout(PRODUCE_TIMEOUT):
-                partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
-                if self._on_queued is not None and tracer() is None:
-                    self._on_queued(partition, key, value, future)
+                headers = self._commands.headers()
+                if headers:  # traced
+                    partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
+                else:
+                    partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
+                self._commands.queued(partition, key, value, headers, future)
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:
@@ -202,6 +204,7 @@ class Engine:
             "workflow_task_timeout_ms": req.workflow_task_timeout_ms, "request_id": req.request_id,
             "identity": req.identity, "run_timeout_ms": req.run_timeout_ms,
             "id_reuse_policy": req.id_reuse_policy, "id_conflict_policy": req.id_conflict_policy, "memo": req.memo,
+            "retry_policy": req.retry_policy,
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
@@ -219,6 +222,7 @@ class Engine:
         record = {**self._start_record(req), "signal_name": signal_name, "signal_input": signal_input,
                   "search_attributes": req.search_attributes}
         del record["id_conflict_policy"]  # a running run is signalled: no conflict
+        del record["retry_policy"]  # signal-with-start carries no retry policy (its record has none)
         reply = await self._command("SignalWithStartWorkflowExecution", record)
         return {"run_id": reply.get("run_id")}
 
@@ -300,7 +304,7 @@ class Engine:
             return True
         if ex.closed:
             return True
-        act = (ex.state.get("activities") or {}).get(str(token.scheduled_event_id))
+        act = (ex.summary.get("activities") or {}).get(str(token.scheduled_event_id))
         if not isinstance(act, dict) or act.get("attempt") != token.attempt:
             return True
         return bool(act.get("cancel_requested_event_id"))
@@ -312,10 +316,15 @@ class Engine:
         deadline = loop.time() + timeout
         # A run whose first workflow task has not completed has no state a worker could
         # answer from; hold the query until it has (as Temporal does), within its timeout.
-        while (not ex.closed and not ex.state.get("last_completed_wt_scheduled_id", 1)
+        while (not ex.closed and not ex.summary.get("first_task_completed", True)
                and loop.time() < deadline):
             await asyncio.sleep(0.05)
             ex = await self._reads.execution(ns, workflow_id, ex.run_id)
+        if not ex.closed and not ex.summary.get("first_task_completed", True):
+            # Say why, rather than asking matching with no time left ("within 0 s").
+            raise DeadlineExceeded(
+                f"the run's first workflow task has not completed within {timeout:g} s (no worker"
+                f" has run it yet on task queue {ex.task_queue!r}), so no worker can answer the query")
         try:
             result = await self._matching.query(ns, ex.task_queue, workflow_id, ex.run_id, query_type,
                                                 args_json, max(0.0, deadline - loop.time()),
@@ -486,7 +495,7 @@ class Engine:
             "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
             **fields,
         })
-        if self._on_queued is not None:
+        if self._commands.colocated:
             # History in this process takes the answer on its acknowledgement: let the shard
             # loop send its commit before this call's HTTP answer is written (the workflow
             # waits for the commit; nobody waits for that answer).

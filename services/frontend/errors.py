@@ -14,7 +14,6 @@ class FrontendError(Exception):
 
     status = 500
     error = "Internal"
-    retriable = False
 
     def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -73,13 +72,11 @@ class Unavailable(FrontendError):
 
     status = 503
     error = "Unavailable"
-    retriable = True
 
 
 class DeadlineExceeded(FrontendError):
     status = 504
     error = "DeadlineExceeded"
-    retriable = True
 
 
 class PermissionDenied(FrontendError):

@@ -88,6 +88,16 @@ _START_FIELDS: dict[str, Schema] = {
 # Start only: signal-with-start does not carry search attributes (its Avro record has none).
 _SEARCH_ATTRIBUTES: Schema = {"type": "object", "description": "Custom search attributes (name: value) of the run's "
                                                                "visibility row, each registered in the namespace"}
+# Start only: how a failed or timed-out run is retried as a new run (README, Workflow retry policy).
+_WORKFLOW_RETRY: Schema = {
+    "type": ["object", "null"], "additionalProperties": False,
+    "description": "Retry a failed or timed-out run as a new run of the workflow id (null: never)",
+    "properties": {"initial_interval_ms": {**DURATION_MS, "default": 1000},
+                   "backoff_coefficient": {"type": "number", "minimum": 1, "default": 2.0},
+                   "maximum_interval_ms": {**DURATION_MS, "description": "0: 100 x initial_interval_ms"},
+                   "maximum_attempts": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1,
+                                        "description": "0: unlimited"},
+                   "non_retryable_error_types": {"type": "array", "items": NAME}}}
 _CONFLICT: Schema = {"type": "string", "enum": ["", "Fail", "UseExisting", "TerminateExisting"],
                      "description": "When a run of the id is running (default Fail: 409)"}
 _POLL = _body({"identity": ID, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
@@ -132,7 +142,7 @@ COMPONENTS: dict[str, Schema] = {
                                               "ContinuedAsNew", "Canceled"]},
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
         "new_run_id": NULL_STR, "memo": {"type": ["object", "null"]}, "history_size_bytes": INT,
-        "reset_from_run_id": NULL_STR, "reset_to_run_ids": {"type": "array", "items": STR},
+        "attempt": INT, "reset_from_run_id": NULL_STR, "reset_to_run_ids": {"type": "array", "items": STR},
         "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},
@@ -159,7 +169,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
               " nothing now: create the schedule cron-{workflow_id} whose firings start runs of this workflow id",
               _body({**_START_FIELDS, "id_conflict_policy": _CONFLICT, "search_attributes": _SEARCH_ATTRIBUTES,
                      "wait_seconds": {**WAIT_S, "default": 0},
-                     "cron_schedule": {"type": ["string", "null"], "maxLength": 1000}},
+                     "cron_schedule": {"type": ["string", "null"], "maxLength": 1000},
+                     "retry_policy": _WORKFLOW_RETRY},
                     ["workflow_id", "workflow_type", "task_queue"]), {},
               201, _obj({"run_id": {"type": ["string", "null"]}, "workflow_id": STR, "outcome": _ref("Outcome"),
                          "schedule_id": STR, "next_action_times": {"type": "array", "items": STR}})),

@@ -1,4 +1,6 @@
-"""Reads straight from PostgreSQL: runs, their mutable-state snapshot, and history pages."""
+"""Reads straight from PostgreSQL: runs (their columns and the summary history writes for the
+frontend, ``executions.summary``: services/history/summary.py), and history pages. History's
+snapshot (``executions.state``) is its own and never read here."""
 
 from __future__ import annotations
 
@@ -27,21 +29,20 @@ class Execution:
     start_time: int
     close_time: int | None
     next_event_id: int
-    state: dict[str, Any]
+    summary: dict[str, Any]
 
     @property
     def status(self) -> str:
-        return str(self.state.get("status") or self.row_status)
+        return str(self.summary.get("status") or self.row_status)
 
     @property
     def closed(self) -> bool:
         return self.status != RUNNING
 
 
-def _waiting_updates(state: bytes) -> list[dict[str, Any]]:
-    requests = orjson.loads(state).get("update_requests") or {}
-    waiting = [(r.get("seq", 0), uid, r) for uid, r in requests.items() if r.get("stage") == "requested"]
-    return [{"update_id": uid, "name": r["name"], "input": r["input"]} for _, uid, r in sorted(waiting)]
+# Every column but the snapshot (history's own, and the largest).
+_COLUMNS = ", ".join(f"e.{c}" for c in ("namespace", "workflow_id", "run_id", "workflow_type", "task_queue", "status",
+                                         "start_time", "close_time", "next_event_id", "summary"))
 
 
 class ReadStore:
@@ -51,12 +52,12 @@ class ReadStore:
     async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
         if run_id:
             row = await self._pool.fetchrow(
-                "SELECT * FROM executions WHERE run_id = $1 AND namespace = $2 AND workflow_id = $3",
+                f"SELECT {_COLUMNS} FROM executions e WHERE e.run_id = $1 AND e.namespace = $2 AND e.workflow_id = $3",
                 run_id, namespace, workflow_id,
             )
         else:
             row = await self._pool.fetchrow(
-                "SELECT e.* FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
+                f"SELECT {_COLUMNS} FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
                 " WHERE c.namespace = $1 AND c.workflow_id = $2",
                 namespace, workflow_id,
             )
@@ -65,15 +66,15 @@ class ReadStore:
             raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
                                    field="run_id" if run_id else "workflow_id")
         try:
-            state = orjson.loads(bytes(row["state"])) if row["state"] else {}
+            summary = orjson.loads(bytes(row["summary"])) if row["summary"] else {}
         except orjson.JSONDecodeError:
-            state = {}
+            summary = {}
         return Execution(
             namespace=row["namespace"], workflow_id=row["workflow_id"], run_id=row["run_id"],
             workflow_type=row["workflow_type"], task_queue=row["task_queue"], row_status=row["status"],
             start_time=int(row["start_time"]),
             close_time=None if row["close_time"] is None else int(row["close_time"]),
-            next_event_id=int(row["next_event_id"]), state=state if isinstance(state, dict) else {},
+            next_event_id=int(row["next_event_id"]), summary=summary if isinstance(summary, dict) else {},
         )
 
     async def status(self, namespace: str, workflow_id: str, run_id: str) -> str | None:
@@ -86,21 +87,23 @@ class ReadStore:
     async def update_requests(self, run_id: str) -> list[dict[str, Any]]:
         """The run's update requests that wait for the workflow (services/history/updates.py),
         oldest first: update_id, name, input."""
-        # Most runs have none: the snapshot (canonical JSON, see MutableState.dumps) is shipped
-        # only when its update_requests is not empty.
+        # Most runs have none: the summary (canonical JSON) is shipped only when its
+        # update_requests is not empty.
         data = await self._pool.fetchval(
-            "SELECT state FROM executions WHERE run_id = $1 AND position($2::bytea in state) = 0",
-            run_id, b'"update_requests":{}')
-        return [] if data is None else _waiting_updates(data)
+            "SELECT summary FROM executions WHERE run_id = $1 AND position($2::bytea in summary) = 0",
+            run_id, b'"update_requests":[]')
+        if data is None:
+            return []
+        return list(orjson.loads(data).get("update_requests") or [])
 
     async def update_requests_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """:meth:`update_requests` of several runs in one query (a poll's answer): by run id,
         only the runs that have some."""
         rows = await self._pool.fetch(
-            "SELECT run_id, state FROM executions WHERE run_id = ANY($1::text[])"
-            " AND position($2::bytea in state) = 0",
-            list(dict.fromkeys(run_ids)), b'"update_requests":{}')
-        found = {str(r["run_id"]): _waiting_updates(r["state"]) for r in rows}
+            "SELECT run_id, summary FROM executions WHERE run_id = ANY($1::text[])"
+            " AND position($2::bytea in summary) = 0",
+            list(dict.fromkeys(run_ids)), b'"update_requests":[]')
+        found = {str(r["run_id"]): list(orjson.loads(r["summary"]).get("update_requests") or []) for r in rows}
         return {run_id: requests for run_id, requests in found.items() if requests}
 
     async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
@@ -128,7 +131,7 @@ def event_json(data: bytes) -> dict[str, Any]:
 
 
 def describe(ex: Execution) -> dict[str, Any]:
-    state = ex.state
+    state = ex.summary
     activities = state.get("activities") or {}
     timers = state.get("timers") or {}
     return {
@@ -144,6 +147,7 @@ def describe(ex: Execution) -> dict[str, Any]:
         "reset_from_run_id": state.get("reset_from_run_id"),
         "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
         "history_size_bytes": state.get("history_size_bytes", 0),
+        "attempt": state.get("attempt", 1),  # under the workflow retry policy (services/history/retry.py)
         "pending_activities": [
             {"scheduled_event_id": int(k), **v} for k, v in sorted(activities.items(), key=lambda kv: int(kv[0]))
         ],
@@ -156,4 +160,4 @@ def describe(ex: Execution) -> dict[str, Any]:
 
 def outcome(ex: Execution) -> dict[str, Any]:
     """The result answer of a closed run (or ``{"status": "Running"}``)."""
-    return outcome_of(ex.status, ex.run_id, ex.state)
+    return outcome_of(ex.status, ex.run_id, ex.summary)

@@ -10,7 +10,7 @@ the Avro schema.
 
 Only the subset of JSON Schema the document uses is understood; ``supported`` refuses any
 other keyword, so a new route cannot declare a constraint that is silently not enforced
-(tests/unit/test_frontend_openapi_bodies.py runs it over the whole document).
+(tests/unit/services/frontend/test_openapi_bodies.py runs it over the whole document).
 """
 
 from __future__ import annotations
@@ -63,6 +63,12 @@ def _type_text(types: list[str]) -> str:
     return " or ".join("an " + t if t[0] in "aeiou" else "a " + t for t in types)
 
 
+def _enum_text(values: list[Any]) -> str:
+    """The allowed values, with "" and null (the default) said in words, not as a bare comma."""
+    named = ", ".join(str(v) for v in values if v not in ("", None))
+    return named + " (or empty for the default)" if any(v in ("", None) for v in values) else named
+
+
 def check(schema: Schema, value: Any, components: Mapping[str, Schema], where: str = "") -> None:
     """Raise InvalidArgument naming the first part of ``value`` that ``schema`` refuses."""
     ref = schema.get("$ref")
@@ -75,7 +81,7 @@ def check(schema: Schema, value: Any, components: Mapping[str, Schema], where: s
         if not any(_is(value, t) for t in types):
             raise InvalidArgument(f"{label} must be {_type_text(types)}", field=where or None)
     if "enum" in schema and value not in schema["enum"]:
-        raise InvalidArgument(f"{label} must be one of {', '.join(map(str, schema['enum']))}", field=where or None)
+        raise InvalidArgument(f"{label} must be one of {_enum_text(schema['enum'])}", field=where or None)
     if isinstance(value, str):
         _check_string(schema, value, label, where)
     elif isinstance(value, int | float) and not isinstance(value, bool):

@@ -20,10 +20,9 @@ from typing import Any
 
 import asyncpg
 
+from services.common.matching import MatchingClient
+from services.common.matching.stats import PollerSeen, QueueStats
 from services.common.schedules import iso_utc
-from services.matching import MatchingClient
-from services.matching.pollers import PollerSeen
-from services.matching.stats import QueueStats
 
 from . import validation as v
 

@@ -250,6 +250,7 @@ class StartRequest:
     id_conflict_policy: str = ""
     memo: str | None = None  # JSON text of an object
     search_attributes: str | None = None  # JSON object, checked against the registry (frontend/visibility.py)
+    retry_policy: dict[str, Any] | None = None  # a kadence.RetryPolicy record (services/history/retry.py)
 
 
 def memo(body: Body, field: str = "memo") -> str | None:
@@ -284,7 +285,32 @@ def start_request(ns: str, body: Body, workflow_id: str | None = None) -> StartR
         id_reuse_policy=policy(body, "id_reuse_policy", common.REUSE_POLICIES),
         id_conflict_policy=policy(body, "id_conflict_policy", common.CONFLICT_POLICIES),
         memo=memo(body),
+        retry_policy=workflow_retry_policy(body),
     )
+
+
+# The kadence.RetryPolicy fields and their defaults (schemas/kadence.RetryPolicy.avsc).
+RETRY_POLICY_DEFAULTS: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0,
+                                         "maximum_interval_ms": 0, "maximum_attempts": 0,
+                                         "non_retryable_error_types": []}
+
+
+def workflow_retry_policy(body: Body, field: str = "retry_policy") -> dict[str, Any] | None:
+    """A start's retry policy: an object of the RetryPolicy fields (each defaulted), or
+    absent/null (never retried); checked as the Kafka start record's is."""
+    v = body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"{field} must be a JSON object or null", field=field)
+    unknown = sorted(set(v) - set(RETRY_POLICY_DEFAULTS))
+    if unknown:
+        raise InvalidArgument(f"{field}.{unknown[0]} is not a retry policy field", field=f"{field}.{unknown[0]}")
+    policy = {**RETRY_POLICY_DEFAULTS, **v}
+    checked(common.retry_policy, policy, field)
+    if isinstance(policy["backoff_coefficient"], int):
+        policy["backoff_coefficient"] = float(policy["backoff_coefficient"])
+    return policy
 
 
 @dataclass(frozen=True)

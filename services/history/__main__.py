@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from services.common import loop as _loop
+from services.common.colocation import OutboxReplies, OutboxTasks
 from services.common.config import Settings
 from services.common.runner import run_service
 
@@ -14,7 +15,9 @@ from .service import HistoryService
 def main() -> None:
     settings = Settings.from_env()
     with contextlib.suppress(KeyboardInterrupt):
-        _loop.run(run_service(HistoryService(settings), settings, "history"))
+        # History on its own: tasks and replies go through the outbox (services/common/colocation.py).
+        service = HistoryService(settings, tasks=OutboxTasks(), replies=OutboxReplies())
+        _loop.run(run_service(service, settings, "history"))
 
 
 if __name__ == "__main__":

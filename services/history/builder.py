@@ -14,9 +14,9 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from kadence_protocol import avro
-from services.common import kafka
+from kadence_protocol.enums import EventType
+from services.common import chain, kafka
 
-from . import chain
 from .limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from .state import Event, MutableState, apply
 
@@ -49,9 +49,10 @@ def event_attributes(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
     return {**_defaults(record), **values}
 
 
-_CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
-                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew",
-                      "WorkflowExecutionCanceled"})
+_CLOSING = frozenset({EventType.WORKFLOW_EXECUTION_COMPLETED, EventType.WORKFLOW_EXECUTION_FAILED,
+                      EventType.WORKFLOW_EXECUTION_TIMED_OUT,
+                      EventType.WORKFLOW_EXECUTION_TERMINATED, EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+                      EventType.WORKFLOW_EXECUTION_CANCELED})
 
 
 def timer_key(run_id: str, kind: str, ref: int | str) -> str:
@@ -78,6 +79,8 @@ class LocalTask(NamedTuple):
     name: str
     record: dict[str, Any]
     events: tuple[Event, ...] | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()  # the trace headers its outbox record would carry
+    traceparent: str | None = None  # the dispatch span of a traced hand-over (colocation.TracedTasks)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class Transition:
                   events: tuple[Event, ...] | None = None) -> None:
         s = self.state
         if self.takes_tasks is not None and self.takes_tasks(s.namespace, task_queue):
-            self.local_tasks.append(LocalTask(name, record, events))
+            self.local_tasks.append(LocalTask(name, record, events, self.headers))
         else:
             self.publish(kafka.TASKS, kafka.task_queue_key(s.namespace, task_queue), name, record)
 
@@ -175,14 +178,14 @@ class Transition:
         s = self.state
         wt = s.wt
         assert wt is not None
-        carried = self._carried(s.carry_from, wt["scheduled_event_id"])
+        carried = self._carried(s.carry_from, wt.scheduled_event_id)
         self._dispatch("WorkflowTask", s.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
-            "task_id": f"{s.run_id}:wt:{wt['scheduled_event_id']}:{wt['attempt']}",
+            "task_id": f"{s.run_id}:wt:{wt.scheduled_event_id}:{wt.attempt}",
             "task_queue": s.task_queue, "workflow_type": s.workflow_type,
-            "scheduled_event_id": wt["scheduled_event_id"], "attempt": wt["attempt"],
+            "scheduled_event_id": wt.scheduled_event_id, "attempt": wt.attempt,
             "first_event_id": s.carry_from,
-            "scheduled_time": wt["scheduled_time"],
+            "scheduled_time": wt.scheduled_time,
             "events": [data for _, data, _ in carried] if carried is not None else None,
         }, tuple(event for _, _, event in carried) if carried is not None else None)
 
@@ -199,16 +202,16 @@ class Transition:
     def dispatch_activity_task(self, scheduled_event_id: int) -> None:
         s = self.state
         act = s.activities[str(scheduled_event_id)]
-        self._dispatch("ActivityTask", act["task_queue"], {
+        self._dispatch("ActivityTask", act.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
-            "task_id": f"{s.run_id}:act:{scheduled_event_id}:{act['attempt']}",
-            "task_queue": act["task_queue"], "workflow_type": s.workflow_type,
-            "activity_id": act["activity_id"], "activity_type": act["activity_type"], "input": act["input"],
-            "scheduled_event_id": scheduled_event_id, "attempt": act["attempt"],
-            "schedule_to_close_timeout_ms": act["schedule_to_close_timeout_ms"],
-            "start_to_close_timeout_ms": act["start_to_close_timeout_ms"],
-            "heartbeat_timeout_ms": act["heartbeat_timeout_ms"],
-            "heartbeat_details": act["heartbeat_details"], "scheduled_time": act["scheduled_time"],
+            "task_id": f"{s.run_id}:act:{scheduled_event_id}:{act.attempt}",
+            "task_queue": act.task_queue, "workflow_type": s.workflow_type,
+            "activity_id": act.activity_id, "activity_type": act.activity_type, "input": act.input,
+            "scheduled_event_id": scheduled_event_id, "attempt": act.attempt,
+            "schedule_to_close_timeout_ms": act.schedule_to_close_timeout_ms,
+            "start_to_close_timeout_ms": act.start_to_close_timeout_ms,
+            "heartbeat_timeout_ms": act.heartbeat_timeout_ms,
+            "heartbeat_details": act.heartbeat_details, "scheduled_time": act.scheduled_time,
         })
 
     def close(self) -> Mutation:

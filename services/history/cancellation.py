@@ -21,55 +21,60 @@ from __future__ import annotations
 
 from typing import Any
 
+from kadence_protocol.enums import ActivityState, CommandType, EventType
+from kadence_protocol.records import RequestCancelWorkflowExecution
+
 from . import engine
 from .builder import Transition
 from .engine import Context, settle
+from .requests import address
 
 # The workflow task commands this module turns into events (commands.py hands them here).
-COMMANDS = frozenset({"RequestCancelActivityTask", "CancelWorkflowExecution"})
+COMMANDS = frozenset({CommandType.REQUEST_CANCEL_ACTIVITY_TASK, CommandType.CANCEL_WORKFLOW_EXECUTION})
 ALREADY_CLOSED = "WorkflowAlreadyClosed"
 # The failure type of an attempt that reported itself canceled when no cancel was requested.
 UNASKED = "ActivityCanceledUnasked"
 
 
-async def request_cancel_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
+async def request_cancel_workflow(ctx: Context, req: RequestCancelWorkflowExecution) -> None:
     """RequestCancelWorkflowExecution: record the request on the open run, once."""
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
-    t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd.get("run_id") else ctx.current_run(ns, wid))
+    wid, reply_to = req.workflow_id, address(req)
+    t = await engine.target(ctx, req)
     if t is None:
-        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
+        ctx.reply(reply_to, ok=False, error_type="WorkflowNotFound",
                   error_message=f"workflow {wid!r} has no run to cancel")
         return
     s = t.state
-    if cmd["request_id"] and s.cancel_request_id == cmd["request_id"]:
-        ctx.reply(cmd, ok=True, run_id=s.run_id)  # a retry of a cancel already recorded
+    if req.request_id and s.cancel_request_id == req.request_id:
+        ctx.reply(reply_to, ok=True, run_id=s.run_id)  # a retry of a cancel already recorded
         return
     if not s.running:
-        ctx.reply(cmd, ok=False, run_id=s.run_id, error_type=ALREADY_CLOSED,
+        ctx.reply(reply_to, ok=False, run_id=s.run_id, error_type=ALREADY_CLOSED,
                   error_message=f"workflow {wid!r} run {s.run_id} is already closed ({s.status}): nothing to cancel")
         return
     if not s.cancel_requested:  # a second request adds nothing: the workflow was told once
-        t.add("WorkflowExecutionCancelRequested", reason=cmd["reason"], identity=cmd["identity"],
-              request_id=cmd["request_id"])
+        t.add(EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED, reason=req.reason, identity=req.identity,
+              request_id=req.request_id)
         settle(t)
-    ctx.reply(cmd, ok=True, run_id=s.run_id)
+    ctx.reply(reply_to, ok=True, run_id=s.run_id)
 
 
 def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], completed_id: int) -> None:
     """Add the events of one of :data:`COMMANDS` decided by the workflow task ``completed_id``."""
-    if kind == "CancelWorkflowExecution":
-        t.add("WorkflowExecutionCanceled", details=a["details"], workflow_task_completed_event_id=completed_id)
+    if kind == CommandType.CANCEL_WORKFLOW_EXECUTION:
+        t.add(EventType.WORKFLOW_EXECUTION_CANCELED, details=a["details"],
+              workflow_task_completed_event_id=completed_id)
         return
     sid = a["scheduled_event_id"]
     # Recorded even when the activity finished after the task was handed out, so that a
     # replay finds an event for every command; the fold then changes nothing.
-    requested = t.add("ActivityTaskCancelRequested", scheduled_event_id=sid,
+    requested = t.add(EventType.ACTIVITY_TASK_CANCEL_REQUESTED, scheduled_event_id=sid,
                       workflow_task_completed_event_id=completed_id)
     act = t.state.activities.get(str(sid))
-    if act is not None and act["state"] == "Scheduled":
+    if act is not None and act.state == ActivityState.SCHEDULED:
         # No attempt runs (not handed out yet, or waiting out a retry backoff): canceled now.
         # A worker that picks the task up later finds it gone.
-        t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=0,
+        t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid, started_event_id=0,
               latest_cancel_requested_event_id=requested["event_id"], details=None, identity="")
         _drop_activity_timers(t, sid)
 
@@ -83,15 +88,16 @@ async def activity_canceled(ctx: Context, cmd: dict[str, Any]) -> None:
     if answered is None:
         return  # stale: the attempt is over
     t, act = answered
-    if not act.get("cancel_requested_event_id"):
+    if not act.cancel_requested_event_id:
         failure = {"message": "the activity reported itself canceled, but no cancel was requested",
                    "type": UNASKED, "stack_trace": "", "non_retryable": False, "details": cmd["details"]}
         await engine.activity_failed(ctx, {**cmd, "failure": failure})  # retried as its policy says
         return
     sid = cmd["scheduled_event_id"]
     # The attempt's ActivityTaskStarted is written only now that it ends the activity.
-    t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=engine._record_started(t, sid, act),
-          latest_cancel_requested_event_id=act["cancel_requested_event_id"], details=cmd["details"],
+    t.add(EventType.ACTIVITY_TASK_CANCELED, scheduled_event_id=sid,
+          started_event_id=engine._record_started(t, sid, act),
+          latest_cancel_requested_event_id=act.cancel_requested_event_id, details=cmd["details"],
           identity=cmd["identity"])
     _drop_activity_timers(t, sid)
     settle(t)

@@ -38,34 +38,31 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from kadence_protocol.policies import ParentClosePolicy
+from kadence_protocol.enums import (
+    CLOSE_STATUS,
+    ChildState,
+    ChildWorkflowNoticeKind,
+    CommandType,
+    EventType,
+    ParentClosePolicy,
+    RunStatus,
+)
+from kadence_protocol.records import RequestCancelWorkflowExecution
 from services.common import kafka
 
 from . import cancellation, engine
 from .builder import Transition
-from .state import child_run_id
+from .state import MutableState, ParentInfo, child_run_id
 
 NOTICE = "ChildWorkflowNotice"
 _POLICY = "ApplyParentClosePolicy"
-COMMANDS = frozenset({"StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
+COMMANDS = frozenset({CommandType.START_CHILD_WORKFLOW_EXECUTION, CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION})
 IDENTITY = "kadence-history"
 # The events that close a run.
-_CLOSING = frozenset({"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut",
-                      "WorkflowExecutionTerminated", "WorkflowExecutionContinuedAsNew", "WorkflowExecutionCanceled"})
+_CLOSING = frozenset(CLOSE_STATUS)
 
 
-class NoticeKind(StrEnum):
-    """``ChildWorkflowNotice.kind``: what became of a child or of a signal to it."""
-
-    STARTED = "Started"
-    START_FAILED = "StartFailed"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    TIMED_OUT = "TimedOut"
-    TERMINATED = "Terminated"
-    CANCELED = "Canceled"
-    SIGNALED = "Signaled"
-    SIGNAL_FAILED = "SignalFailed"
+NoticeKind = ChildWorkflowNoticeKind  # ChildWorkflowNotice.kind: what became of a child or of a signal to it
 
 
 class StartFailedCause(StrEnum):
@@ -78,11 +75,11 @@ class SignalFailedCause(StrEnum):
 
 # The parent's event for each way a child closes (the notice kind is the child's status).
 CLOSE_EVENTS = {
-    NoticeKind.COMPLETED: "ChildWorkflowExecutionCompleted",
-    NoticeKind.FAILED: "ChildWorkflowExecutionFailed",
-    NoticeKind.TIMED_OUT: "ChildWorkflowExecutionTimedOut",
-    NoticeKind.TERMINATED: "ChildWorkflowExecutionTerminated",
-    NoticeKind.CANCELED: "ChildWorkflowExecutionCanceled",
+    NoticeKind.COMPLETED: EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED,
+    NoticeKind.FAILED: EventType.CHILD_WORKFLOW_EXECUTION_FAILED,
+    NoticeKind.TIMED_OUT: EventType.CHILD_WORKFLOW_EXECUTION_TIMED_OUT,
+    NoticeKind.TERMINATED: EventType.CHILD_WORKFLOW_EXECUTION_TERMINATED,
+    NoticeKind.CANCELED: EventType.CHILD_WORKFLOW_EXECUTION_CANCELED,
 }
 
 
@@ -90,7 +87,7 @@ def validate(i: int, kind: str, a: dict[str, Any]) -> str | None:
     """Why command ``i`` cannot be accepted, or None."""
     if not a["workflow_id"]:
         return f"commands[{i}]: workflow_id is empty"
-    if kind == "StartChildWorkflowExecution":
+    if kind == CommandType.START_CHILD_WORKFLOW_EXECUTION:
         if not a["workflow_type"]:
             return f"commands[{i}]: workflow_type is empty"
         if min(a["execution_timeout_ms"], a["run_timeout_ms"], a["workflow_task_timeout_ms"]) < 0:
@@ -100,19 +97,19 @@ def validate(i: int, kind: str, a: dict[str, Any]) -> str | None:
     return None
 
 
-def parent_attributes(parent: dict[str, Any] | None) -> dict[str, Any] | None:
+def parent_attributes(parent: ParentInfo | None) -> dict[str, Any] | None:
     """The WorkflowExecutionStarted attributes naming ``parent`` (MutableState.parent)."""
     if parent is None:
         return None
-    return {"parent_namespace": parent["namespace"], "parent_workflow_id": parent["workflow_id"],
-            "parent_run_id": parent["run_id"], "parent_initiated_event_id": parent["initiated_event_id"]}
+    return {"parent_namespace": parent.namespace, "parent_workflow_id": parent.workflow_id,
+            "parent_run_id": parent.run_id, "parent_initiated_event_id": parent.initiated_event_id}
 
 
 # ---- the parent's commands ----------------------------------------------------------------
 
 
 def apply_command(t: Transition, kind: str, a: dict[str, Any], completed_id: int) -> None:
-    if kind == "StartChildWorkflowExecution":
+    if kind == CommandType.START_CHILD_WORKFLOW_EXECUTION:
         _initiate_child(t, a, completed_id)
     else:
         _initiate_signal(t, a, completed_id)
@@ -121,11 +118,12 @@ def apply_command(t: Transition, kind: str, a: dict[str, Any], completed_id: int
 def _initiate_child(t: Transition, a: dict[str, Any], completed_id: int) -> None:
     s = t.state
     task_queue = a["task_queue"] or s.task_queue
-    ev = t.add("StartChildWorkflowExecutionInitiated", namespace=s.namespace, workflow_id=a["workflow_id"],
+    ev = t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED, namespace=s.namespace, workflow_id=a["workflow_id"],
                workflow_type=a["workflow_type"], task_queue=task_queue, input=a["input"],
                execution_timeout_ms=a["execution_timeout_ms"], run_timeout_ms=a["run_timeout_ms"],
                workflow_task_timeout_ms=a["workflow_task_timeout_ms"],
-               parent_close_policy=a["parent_close_policy"], workflow_task_completed_event_id=completed_id)
+               parent_close_policy=a["parent_close_policy"], workflow_task_completed_event_id=completed_id,
+               retry_policy=a.get("retry_policy"))
     iid = ev["event_id"]
     t.publish(kafka.REQUESTS, kafka.workflow_key(s.namespace, a["workflow_id"]), "StartChildWorkflowExecution", {
         "namespace": s.namespace, "workflow_id": a["workflow_id"], "new_run_id": child_run_id(s.run_id, iid),
@@ -133,13 +131,14 @@ def _initiate_child(t: Transition, a: dict[str, Any], completed_id: int) -> None
         "execution_timeout_ms": a["execution_timeout_ms"], "run_timeout_ms": a["run_timeout_ms"],
         "workflow_task_timeout_ms": a["workflow_task_timeout_ms"], "request_id": f"child:{s.run_id}:{iid}",
         "parent_namespace": s.namespace, "parent_workflow_id": s.workflow_id, "parent_run_id": s.run_id,
-        "parent_initiated_event_id": iid,
+        "parent_initiated_event_id": iid, "retry_policy": a.get("retry_policy"),
     })
 
 
 def _initiate_signal(t: Transition, a: dict[str, Any], completed_id: int) -> None:
     s = t.state
-    ev = t.add("SignalExternalWorkflowExecutionInitiated", namespace=s.namespace, workflow_id=a["workflow_id"],
+    ev = t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, namespace=s.namespace,
+               workflow_id=a["workflow_id"],
                run_id=a["run_id"], signal_name=a["signal_name"], input=a["input"],
                child_workflow_only=a["child_workflow_only"], workflow_task_completed_event_id=completed_id)
     iid = ev["event_id"]
@@ -193,8 +192,8 @@ async def start_child(ctx: engine.Context, cmd: dict[str, Any]) -> None:
                         execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd["run_timeout_ms"],
                         workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"], request_id=cmd["request_id"],
                         identity=IDENTITY, run_id=cmd["new_run_id"],
-                        parent=parent_attributes({"namespace": parent[0], "workflow_id": parent[1],
-                                                  "run_id": parent[2], "initiated_event_id": parent[3]}))
+                        parent=parent_attributes(ParentInfo(*parent)),
+                        retry={"retry_policy": cmd.get("retry_policy")})
     engine.settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)  # the ledger records the request id
     _send(t, _notice(*parent, NoticeKind.STARTED, ns, wid, child_run_id=t.state.run_id,
@@ -211,15 +210,16 @@ async def signal_external(ctx: engine.Context, cmd: dict[str, Any]) -> None:
         # A child that continued as new: the signal is for its chain's current run.
         current = await ctx.current_run(ns, wid)
         if current is not None and current.state.parent is not None \
-                and current.state.parent["run_id"] == cmd["sender_run_id"]:
+                and current.state.parent.run_id == cmd["sender_run_id"]:
             t = current
     parent = t.state.parent if t is not None else None
-    if t is None or not t.state.running or parent is None or (parent["namespace"], parent["workflow_id"]) != sender[:2]:
+    if t is None or not t.state.running or parent is None or (parent.namespace, parent.workflow_id) != sender[:2]:
         _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=cmd["run_id"],
                            cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
     if cmd["request_id"] not in t.state.signal_request_ids:
-        t.add("WorkflowExecutionSignaled", signal_name=cmd["signal_name"], input=cmd["input"], identity=IDENTITY,
+        t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=cmd["signal_name"], input=cmd["input"],
+              identity=IDENTITY,
               request_id=cmd["request_id"])
         engine.settle(t)
     ctx.reply(cmd, ok=True, run_id=t.state.run_id)
@@ -235,10 +235,11 @@ def on_close(t: Transition) -> None:
         return  # closed in an earlier batch: told then
     t.close_handled = True
     s = t.state
-    if s.parent is not None and s.status != "ContinuedAsNew":  # a new run carries the parent on
+    # A new run carries the parent on: continue-as-new, and a retry (retry.py).
+    if s.parent is not None and s.status != "ContinuedAsNew" and not _retried(s):
         p = s.parent
         rest: dict[str, Any] = {"child_run_id": s.run_id, "workflow_type": s.workflow_type}
-        if s.status == "Completed":
+        if s.status == RunStatus.COMPLETED:
             rest["result"] = s.result
         elif s.status == "Failed":
             rest["failure"] = s.failure
@@ -246,16 +247,16 @@ def on_close(t: Transition) -> None:
             rest["reason"] = closing["attributes"].get("reason") or ""
         elif s.status == "Canceled":
             rest["details"] = closing["attributes"].get("details")
-        _send(t, _notice(p["namespace"], p["workflow_id"], p["run_id"], p["initiated_event_id"],
+        _send(t, _notice(p.namespace, p.workflow_id, p.run_id, p.initiated_event_id,
                          NoticeKind(s.status), s.namespace, s.workflow_id, **rest))
     for iid, child in s.children.items():
-        policy = ParentClosePolicy(child["parent_close_policy"])
+        policy = ParentClosePolicy(child.parent_close_policy)
         if policy == ParentClosePolicy.ABANDON:
             continue
         # To the child's shard, which knows the child's current run: the child may have
         # continued as new, and its workflow id may belong to another run by now.
-        t.publish(kafka.REQUESTS, kafka.workflow_key(child["namespace"], child["workflow_id"]), _POLICY, {
-            "namespace": child["namespace"], "workflow_id": child["workflow_id"],
+        t.publish(kafka.REQUESTS, kafka.workflow_key(child.namespace, child.workflow_id), _POLICY, {
+            "namespace": child.namespace, "workflow_id": child.workflow_id,
             "parent_namespace": s.namespace, "parent_workflow_id": s.workflow_id, "parent_run_id": s.run_id,
             "parent_initiated_event_id": int(iid), "policy": policy.value,
             "reason": f"parent {s.workflow_id} closed ({s.status}); parent close policy {policy.value}",
@@ -269,19 +270,19 @@ async def apply_parent_close_policy(ctx: engine.Context, cmd: dict[str, Any]) ->
     if t is None or not t.state.running:
         return  # closed already: its own notice tells the parent (which ignores it)
     parent = t.state.parent
-    if parent is None or (parent["namespace"], parent["workflow_id"], parent["run_id"],
-                          parent["initiated_event_id"]) != (cmd["parent_namespace"], cmd["parent_workflow_id"],
+    if parent is None or (parent.namespace, parent.workflow_id, parent.run_id,
+                          parent.initiated_event_id) != (cmd["parent_namespace"], cmd["parent_workflow_id"],
                                                             cmd["parent_run_id"], cmd["parent_initiated_event_id"]):
         return  # the workflow id belongs to another run now
     if cmd["policy"] == ParentClosePolicy.TERMINATE:
-        t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=IDENTITY)
+        t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=cmd["reason"], identity=IDENTITY)
         engine.settle(t)
     elif cmd["policy"] == ParentClosePolicy.REQUEST_CANCEL:
         # This shard owns the child's run: record the cancel request here, through the
         # handler a RequestCancelWorkflowExecution takes (once per run, whatever repeats).
-        await cancellation.request_cancel_workflow(ctx, {
-            "namespace": ns, "workflow_id": wid, "run_id": t.state.run_id, "reason": cmd["reason"],
-            "request_id": cmd["request_id"], "identity": IDENTITY, "reply_to": None})
+        await cancellation.request_cancel_workflow(ctx, RequestCancelWorkflowExecution(
+            namespace=ns, workflow_id=wid, run_id=t.state.run_id, reason=cmd["reason"],
+            request_id=cmd["request_id"], identity=IDENTITY, reply_to=None))
 
 
 # ---- the parent's shard -------------------------------------------------------------------
@@ -301,24 +302,25 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
         if signal is None:
             return
         if kind == NoticeKind.SIGNALED:
-            t.add("ExternalWorkflowExecutionSignaled", **ids, run_id=cmd["child_run_id"] or "")
+            t.add(EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, **ids, run_id=cmd["child_run_id"] or "")
         else:
-            t.add("SignalExternalWorkflowExecutionFailed", **ids, run_id=signal["run_id"], cause=cmd["cause"])
+            t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED, **ids, run_id=signal.run_id,
+                  cause=cmd["cause"])
         engine.settle(t)
         return
     child = s.children.get(str(iid))
     if child is None:
         return  # recorded already
-    typed = {**ids, "workflow_type": child["workflow_type"]}
+    typed = {**ids, "workflow_type": child.workflow_type}
     if kind == NoticeKind.START_FAILED:
-        if child["state"] == "Initiated":
-            t.add("StartChildWorkflowExecutionFailed", **typed, cause=cmd["cause"])
+        if child.state == ChildState.INITIATED:
+            t.add(EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED, **typed, cause=cmd["cause"])
     else:
-        run_id = cmd["child_run_id"] or child["run_id"]
-        if child["state"] == "Initiated":
-            t.add("ChildWorkflowExecutionStarted", **typed, run_id=run_id)
+        run_id = cmd["child_run_id"] or child.run_id
+        if child.state == ChildState.INITIATED:
+            t.add(EventType.CHILD_WORKFLOW_EXECUTION_STARTED, **typed, run_id=run_id)
         if kind != NoticeKind.STARTED:
-            closed = {**typed, "run_id": run_id, "started_event_id": child["started_event_id"]}
+            closed = {**typed, "run_id": run_id, "started_event_id": child.started_event_id}
             if kind == NoticeKind.COMPLETED:
                 closed["result"] = cmd["result"]
             elif kind == NoticeKind.FAILED:
@@ -329,3 +331,9 @@ async def notify_child_outcome(ctx: engine.Context, cmd: dict[str, Any]) -> None
                 closed["details"] = cmd["details"]
             t.add(CLOSE_EVENTS[kind], **closed)
     engine.settle(t)
+
+
+def _retried(s: MutableState) -> bool:
+    from .retry import retried  # retry imports this module
+
+    return retried(s)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from . import cancellation, children, updates
+from kadence_protocol.enums import CommandType, EventType, TimerKind
+
+from . import cancellation, children, retry, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -16,12 +18,12 @@ def validate_commands(commands: list[dict[str, Any]]) -> str | None:
     for i, c in enumerate(commands):
         a = c["attributes"]
         kind = c["command_type"]
-        if kind == "ScheduleActivityTask":
+        if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
             if not a["activity_type"]:
                 return f"commands[{i}]: activity_type is empty"
             if a["start_to_close_timeout_ms"] <= 0 and a["schedule_to_close_timeout_ms"] <= 0:
                 return f"commands[{i}]: an activity needs start_to_close_timeout or schedule_to_close_timeout"
-        elif kind == "StartTimer":
+        elif kind == CommandType.START_TIMER:
             if a["start_to_fire_timeout_ms"] < 0:
                 return f"commands[{i}]: start_to_fire_timeout_ms is negative"
             if a["timer_id"] in timers:
@@ -46,27 +48,30 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
             break  # nothing follows a closing command
         a = c["attributes"]
         kind = c["command_type"]
-        if kind == "ScheduleActivityTask":
+        if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
             _schedule_activity(ctx, t, a, completed_id)
-        elif kind == "StartTimer":
-            ev = t.add("TimerStarted", timer_id=a["timer_id"], start_to_fire_timeout_ms=a["start_to_fire_timeout_ms"],
+        elif kind == CommandType.START_TIMER:
+            ev = t.add(EventType.TIMER_STARTED, timer_id=a["timer_id"],
+                       start_to_fire_timeout_ms=a["start_to_fire_timeout_ms"],
                        workflow_task_completed_event_id=completed_id)
             # ref is the TimerStarted event id: a fired row matches only this timer.
-            t.set_timer("user_timer", a["timer_id"], ctx.now + a["start_to_fire_timeout_ms"], ref=ev["event_id"])
-        elif kind == "CancelTimer":
+            t.set_timer(TimerKind.USER_TIMER, a["timer_id"], ctx.now + a["start_to_fire_timeout_ms"],
+                        ref=ev["event_id"])
+        elif kind == CommandType.CANCEL_TIMER:
             pending = t.state.timers.get(a["timer_id"])
             if pending is not None:
-                t.add("TimerCanceled", timer_id=a["timer_id"], started_event_id=pending["started_event_id"],
+                t.add(EventType.TIMER_CANCELED, timer_id=a["timer_id"], started_event_id=pending.started_event_id,
                       workflow_task_completed_event_id=completed_id)
-                t.delete_timer("user_timer", a["timer_id"])
-        elif kind == "RecordMarker":
-            t.add("MarkerRecorded", marker_name=a["marker_name"], details=a["details"],
+                t.delete_timer(TimerKind.USER_TIMER, a["timer_id"])
+        elif kind == CommandType.RECORD_MARKER:
+            t.add(EventType.MARKER_RECORDED, marker_name=a["marker_name"], details=a["details"],
                   workflow_task_completed_event_id=completed_id)
-        elif kind == "CompleteWorkflowExecution":
-            t.add("WorkflowExecutionCompleted", result=a["result"], workflow_task_completed_event_id=completed_id)
-        elif kind == "FailWorkflowExecution":
-            t.add("WorkflowExecutionFailed", failure=a["failure"], workflow_task_completed_event_id=completed_id)
-        elif kind == "ContinueAsNewWorkflowExecution":
+        elif kind == CommandType.COMPLETE_WORKFLOW_EXECUTION:
+            t.add(EventType.WORKFLOW_EXECUTION_COMPLETED, result=a["result"],
+                  workflow_task_completed_event_id=completed_id)
+        elif kind == CommandType.FAIL_WORKFLOW_EXECUTION:
+            retry.fail(ctx, t, a["failure"], completed_id)  # retried as a new run if the policy says so
+        elif kind == CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
             _continue_as_new(ctx, t, a, completed_id)
         elif kind in cancellation.COMMANDS:
             cancellation.apply_command(ctx, t, kind, a, completed_id)
@@ -79,7 +84,7 @@ def apply_commands(ctx: Context, t: Transition, commands: list[dict[str, Any]], 
 def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:
     s2c = a["schedule_to_close_timeout_ms"]
     stc = a["start_to_close_timeout_ms"] if a["start_to_close_timeout_ms"] > 0 else s2c
-    ev = t.add("ActivityTaskScheduled", activity_id=a["activity_id"], activity_type=a["activity_type"],
+    ev = t.add(EventType.ACTIVITY_TASK_SCHEDULED, activity_id=a["activity_id"], activity_type=a["activity_type"],
                task_queue=a["task_queue"] or t.state.task_queue, input=a["input"],
                schedule_to_close_timeout_ms=s2c, schedule_to_start_timeout_ms=a["schedule_to_start_timeout_ms"],
                start_to_close_timeout_ms=stc, heartbeat_timeout_ms=a["heartbeat_timeout_ms"],
@@ -87,9 +92,9 @@ def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed
     sid = ev["event_id"]
     t.dispatch_activity_task(sid)
     if s2c > 0:
-        t.set_timer("act_s2c", sid, ctx.now + s2c)
+        t.set_timer(TimerKind.ACTIVITY_SCHEDULE_TO_CLOSE, sid, ctx.now + s2c)
     if a["schedule_to_start_timeout_ms"] > 0:
-        t.set_timer("act_s2s", sid, ctx.now + a["schedule_to_start_timeout_ms"], 1)
+        t.set_timer(TimerKind.ACTIVITY_SCHEDULE_TO_START, sid, ctx.now + a["schedule_to_start_timeout_ms"], 1)
 
 
 def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:
@@ -97,7 +102,7 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
     new_run_id = uuid.uuid4().hex
     workflow_type = a["workflow_type"] or s.workflow_type
     task_queue = a["task_queue"] or s.task_queue
-    t.add("WorkflowExecutionContinuedAsNew", new_run_id=new_run_id, workflow_type=workflow_type,
+    t.add(EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW, new_run_id=new_run_id, workflow_type=workflow_type,
           task_queue=task_queue, input=a["input"], workflow_task_completed_event_id=completed_id)
     new = _new_run(ctx, s.namespace, s.workflow_id, workflow_type, task_queue, a["input"],
                    execution_timeout_ms=s.execution_timeout_ms, workflow_task_timeout_ms=s.workflow_task_timeout_ms,
@@ -105,5 +110,6 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
                    request_id="", identity="", continued_from=s.run_id, run_id=new_run_id,
                    memo=s.memo if a.get("memo") is None else a["memo"],  # carried over unless replaced
                    search_attributes=a.get("search_attributes"),  # only those given (Command v6)
-                   parent=children.parent_attributes(s.parent))
+                   parent=children.parent_attributes(s.parent),
+                   retry=retry.started_attributes(s.retry_policy))  # the policy carries on, from attempt 1
     schedule_workflow_task(new)

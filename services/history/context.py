@@ -25,7 +25,7 @@ class BatchContext:
         self.no_current = no_current
         self.transitions: dict[str, Transition] = {}
         self.replies: list[OutboxMessage] = []
-        self.local_replies: list[dict[str, Any]] = []  # to frontends in this process (Neighbours)
+        self.local_replies: list[dict[str, Any]] = []  # to the frontend in this process (its ReplySink)
         self.timer_rows_deleted: list[str] = []
         self.heartbeats: dict[tuple[str, int], tuple[str, int, int, str | None, int]] = {}
         self.headers: tuple[tuple[str, bytes], ...] = ()
@@ -53,13 +53,13 @@ class BatchContext:
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
             return None
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=self.shard.tails.get(run_id),
-                       takes_tasks=self.shard.neighbours.takes_tasks, history_limits=self.shard.history_limits)
+                       takes_tasks=self.shard.tasks.takes, history_limits=self.shard.history_limits)
         self.transitions[run_id] = t
         return t
 
     def new_run(self, state: MutableState) -> Transition:
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[],
-                       takes_tasks=self.shard.neighbours.takes_tasks, history_limits=self.shard.history_limits)
+                       takes_tasks=self.shard.tasks.takes, history_limits=self.shard.history_limits)
         self.transitions[state.run_id] = t
         self.run_starts[(state.namespace, state.workflow_id)] = (state.run_id, self.offset)
         self.shard.remember(state)
@@ -97,7 +97,7 @@ class BatchContext:
             "namespace": command["namespace"], "workflow_id": command["workflow_id"], "created": created,
             "update_outcome": update_outcome,
         }
-        if reply_to in self.shard.neighbours.reply_to:
+        if self.shard.replies.takes(reply_to):
             self.local_replies.append(reply)
         else:
             self.replies.append(OutboxMessage(kafka.REPLIES, reply_to.encode(), avro.encode("Reply", reply),

@@ -10,14 +10,30 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kadence_protocol.enums import (
+    ACTIVITY_TIMER_KINDS,
+    ActivityState,
+    EventType,
+    TimeoutType,
+    TimerKind,
+    WorkflowTaskFailedCause,
+)
+from kadence_protocol.records import (
+    SignalWithStartWorkflowExecution,
+    SignalWorkflowExecution,
+    StartWorkflowExecution,
+    TerminateWorkflowExecution,
+)
+
 from . import policies, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
-from .state import Event, MutableState, retry_attempt, start_attempt
+from .requests import Targeted, address
+from .state import ActivityInfo, Event, MutableState, WorkflowTaskInfo, retry_attempt, start_attempt
 
 DEFAULT_RETRY: dict[str, Any] = {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
                  "maximum_attempts": 0, "non_retryable_error_types": []}
-ACTIVITY_TIMERS = ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry")
+ACTIVITY_TIMERS = ACTIVITY_TIMER_KINDS
 # A deadline this far out (about 146 million years) is never: no timer is armed for it,
 # and a chain's expiration saturates here rather than overflow a bigint.
 NEVER_MS = 2**62
@@ -64,107 +80,128 @@ class TimerFiring:
 # ---- workflow lifecycle ---------------------------------------------------------------
 
 
-async def start_workflow(ctx: Context, cmd: dict[str, Any], *, with_signal: bool = False) -> None:
-    ns, wid = cmd["namespace"], cmd["workflow_id"]
+async def start_workflow(ctx: Context, req: StartWorkflowExecution,
+                         signal: tuple[str, str | None] | None = None) -> None:
+    """StartWorkflowExecution; with ``signal`` (its name and input), the start of a
+    SignalWithStartWorkflowExecution, which signals a running run instead of starting one."""
+    ns, wid = req.namespace, req.workflow_id
+    reply_to = address(req)
     current = await ctx.current_run(ns, wid)
     if current is not None:
         s = current.state
-        if cmd["request_id"] and s.start_request_id == cmd["request_id"]:
-            ctx.reply(cmd, ok=True, run_id=s.run_id)  # a retried start: same answer
+        if req.request_id and s.start_request_id == req.request_id:
+            ctx.reply(reply_to, ok=True, run_id=s.run_id)  # a retried start: same answer
             return
-        if s.running and with_signal:
-            _signal(current, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+        if s.running and signal is not None:
+            _signal(current, signal[0], signal[1], req.identity, "")
             settle(current)  # the signal is owed a workflow task when none is outstanding
-            ctx.reply(cmd, ok=True, run_id=s.run_id)
+            ctx.reply(reply_to, ok=True, run_id=s.run_id)
             return
     # The start policies (policies.py): validation let only their names through.
     outcome = policies.decide(current.state if current is not None else None,
-                              policies.reuse_policy(cmd.get("id_reuse_policy") or ""),
-                              policies.conflict_policy(cmd.get("id_conflict_policy") or ""))
+                              policies.reuse_policy(req.id_reuse_policy),
+                              policies.conflict_policy(req.id_conflict_policy))
     if current is not None and outcome.decision is policies.Decision.USE_EXISTING:
-        ctx.reply(cmd, ok=True, run_id=current.state.run_id)
+        ctx.reply(reply_to, ok=True, run_id=current.state.run_id)
         return
     if current is not None and outcome.decision is policies.Decision.REFUSE:
-        ctx.reply(cmd, ok=False, run_id=current.state.run_id, error_type="WorkflowAlreadyStarted",
+        ctx.reply(reply_to, ok=False, run_id=current.state.run_id, error_type="WorkflowAlreadyStarted",
                   error_message=outcome.reason)
         return
     if current is not None and outcome.decision is policies.Decision.TERMINATE_AND_START:
-        current.add("WorkflowExecutionTerminated", reason=outcome.reason, identity=cmd["identity"])
+        current.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=outcome.reason, identity=req.identity)
         settle(current)
-    t = _new_run(ctx, ns, wid, cmd["workflow_type"], cmd["task_queue"], cmd["input"],
-                 execution_timeout_ms=cmd["execution_timeout_ms"], run_timeout_ms=cmd.get("run_timeout_ms", 0),
-                 workflow_task_timeout_ms=cmd["workflow_task_timeout_ms"],
-                 request_id=cmd["request_id"], identity=cmd["identity"], memo=cmd.get("memo"),
-                 search_attributes=cmd.get("search_attributes"))
-    if with_signal:
-        _signal(t, cmd["signal_name"], cmd["signal_input"], cmd["identity"], "")
+    t = _new_run(ctx, ns, wid, req.workflow_type, req.task_queue, req.input,
+                 execution_timeout_ms=req.execution_timeout_ms, run_timeout_ms=req.run_timeout_ms,
+                 workflow_task_timeout_ms=req.workflow_task_timeout_ms,
+                 request_id=req.request_id, identity=req.identity, memo=req.memo,
+                 search_attributes=req.search_attributes,
+                 retry={"retry_policy": req.retry_policy.to_dict() if req.retry_policy is not None else None})
+    if signal is not None:
+        _signal(t, signal[0], signal[1], req.identity, "")
     settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id, created=True)
+    ctx.reply(reply_to, ok=True, run_id=t.state.run_id, created=True)
+
+
+async def signal_with_start(ctx: Context, req: SignalWithStartWorkflowExecution) -> None:
+    """SignalWithStartWorkflowExecution: signal the running run, or start one with the signal."""
+    start = StartWorkflowExecution(
+        namespace=req.namespace, workflow_id=req.workflow_id, workflow_type=req.workflow_type,
+        task_queue=req.task_queue, input=req.input, execution_timeout_ms=req.execution_timeout_ms,
+        run_timeout_ms=req.run_timeout_ms, workflow_task_timeout_ms=req.workflow_task_timeout_ms,
+        request_id=req.request_id, identity=req.identity, reply_to=req.reply_to,
+        id_reuse_policy=req.id_reuse_policy, memo=req.memo, search_attributes=req.search_attributes)
+    await start_workflow(ctx, start, (req.signal_name, req.signal_input))
 
 
 def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: str, input_: str | None, *,
              execution_timeout_ms: int, workflow_task_timeout_ms: int, request_id: str, identity: str,
              run_timeout_ms: int = 0, execution_expiration_time: int | None = None,
              continued_from: str | None = None, run_id: str | None = None, memo: str | None = None,
-             search_attributes: str | None = None, parent: dict[str, Any] | None = None) -> Transition:
+             search_attributes: str | None = None, parent: dict[str, Any] | None = None,
+             retry: dict[str, Any] | None = None) -> Transition:
     """A new run; ``execution_expiration_time`` is the chain's (continue-as-new keeps the
     first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
-    ``parent``: a child's parent, as ``children.parent_attributes`` gives it."""
+    ``parent``: a child's parent, as ``children.parent_attributes`` gives it; ``retry``: the
+    retry policy's started attributes (retry.started_attributes)."""
     state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
     t = ctx.new_run(state)
     t.current_changed = True
     execution_timeout_ms = max(0, execution_timeout_ms)
     if execution_expiration_time is None:
         execution_expiration_time = min(ctx.now + execution_timeout_ms, NEVER_MS) if execution_timeout_ms else 0
-    t.add("WorkflowExecutionStarted", workflow_type=workflow_type, task_queue=task_queue, input=input_,
+    t.add(EventType.WORKFLOW_EXECUTION_STARTED, workflow_type=workflow_type, task_queue=task_queue, input=input_,
           execution_timeout_ms=execution_timeout_ms, run_timeout_ms=max(0, run_timeout_ms),
           execution_expiration_time=execution_expiration_time,
           workflow_task_timeout_ms=workflow_task_timeout_ms if workflow_task_timeout_ms > 0 else 10000,
           request_id=request_id, identity=identity, continued_execution_run_id=continued_from, memo=memo,
-          search_attributes=search_attributes, **(parent or {}))
+          search_attributes=search_attributes, **(parent or {}), **(retry or {}))
     timeout_at = state.timeout_at()
     if 0 < timeout_at < NEVER_MS:
-        t.set_timer("wf_timeout", 0, timeout_at)
+        t.set_timer(TimerKind.WORKFLOW_TIMEOUT, 0, timeout_at)
     return t
 
 
-async def _target(ctx: Context, cmd: dict[str, Any]) -> Transition | None:
-    if cmd.get("run_id"):
-        return await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
-    return await ctx.current_run(cmd["namespace"], cmd["workflow_id"])
+async def target(ctx: Context, req: Targeted) -> Transition | None:
+    """The run a request names: its run id's, or the workflow id's current run."""
+    if req.run_id:
+        return await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    return await ctx.current_run(req.namespace, req.workflow_id)
 
 
-async def _open_target(ctx: Context, cmd: dict[str, Any], verb: str) -> Transition | None:
+async def _open_target(ctx: Context, req: SignalWorkflowExecution | TerminateWorkflowExecution,
+                       verb: str) -> Transition | None:
     """The open run a signal or terminate is for; None (and a WorkflowNotFound reply) if none."""
-    t = await _target(ctx, cmd)
+    t = await target(ctx, req)
     if t is None or not t.state.running:
-        ctx.reply(cmd, ok=False, error_type="WorkflowNotFound",
-                  error_message=f"workflow {cmd['workflow_id']!r} has no open run to {verb}")
+        ctx.reply(address(req), ok=False, error_type="WorkflowNotFound",
+                  error_message=f"workflow {req.workflow_id!r} has no open run to {verb}")
         return None
     return t
 
 
-async def signal_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await _open_target(ctx, cmd, "signal")
+async def signal_workflow(ctx: Context, req: SignalWorkflowExecution) -> None:
+    t = await _open_target(ctx, req, "signal")
     if t is None:
         return
-    if not (cmd["request_id"] and cmd["request_id"] in t.state.signal_request_ids):
-        _signal(t, cmd["signal_name"], cmd["input"], cmd["identity"], cmd["request_id"])
+    if not (req.request_id and req.request_id in t.state.signal_request_ids):
+        _signal(t, req.signal_name, req.input, req.identity, req.request_id)
         settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+    ctx.reply(address(req), ok=True, run_id=t.state.run_id)
 
 
 def _signal(t: Transition, name: str, input_: str | None, identity: str, request_id: str) -> None:
-    t.add("WorkflowExecutionSignaled", signal_name=name, input=input_, identity=identity, request_id=request_id)
+    t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=name, input=input_, identity=identity,
+          request_id=request_id)
 
 
-async def terminate_workflow(ctx: Context, cmd: dict[str, Any]) -> None:
-    t = await _open_target(ctx, cmd, "terminate")
+async def terminate_workflow(ctx: Context, req: TerminateWorkflowExecution) -> None:
+    t = await _open_target(ctx, req, "terminate")
     if t is None:
         return
-    t.add("WorkflowExecutionTerminated", reason=cmd["reason"], identity=cmd["identity"])
+    t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=req.reason, identity=req.identity)
     settle(t)
-    ctx.reply(cmd, ok=True, run_id=t.state.run_id)
+    ctx.reply(address(req), ok=True, run_id=t.state.run_id)
 
 
 def settle(t: Transition) -> None:
@@ -172,7 +209,7 @@ def settle(t: Transition) -> None:
     s = t.state
     over = t.history_limits.exceeded(s) if s.running else None
     if over is not None:
-        t.add("WorkflowExecutionTerminated", reason=over, identity=LIMIT_IDENTITY)
+        t.add(EventType.WORKFLOW_EXECUTION_TERMINATED, reason=over, identity=LIMIT_IDENTITY)
     if not s.running:
         if s.parent is not None or s.children:
             from .children import on_close  # tell the parent, apply the parent close policy
@@ -181,7 +218,7 @@ def settle(t: Transition) -> None:
         t.delete_all_timers = True
         t.current_changed = True
         return
-    if s.wt is None and (s.inputs_pending or updates.owed(s)) and s.wt_failures == 0:
+    if s.wt is None and (s.inputs_pending or updates.owed(s)) and s.wt_failures == 0 and not s.backoff_pending:
         schedule_workflow_task(t)
 
 
@@ -192,7 +229,7 @@ def schedule_workflow_task(t: Transition) -> None:
 
 def _add_wt_scheduled(t: Transition) -> Event:
     s = t.state
-    return t.add("WorkflowTaskScheduled", task_queue=s.task_queue,
+    return t.add(EventType.WORKFLOW_TASK_SCHEDULED, task_queue=s.task_queue,
                  start_to_close_timeout_ms=s.workflow_task_timeout_ms, attempt=s.wt_failures + 1,
                  history_size_bytes=s.history_size_bytes,
                  suggest_continue_as_new=t.history_limits.suggests_continue_as_new(s))
@@ -201,11 +238,11 @@ def _add_wt_scheduled(t: Transition) -> Event:
 # ---- workflow tasks ----------------------------------------------------------------
 
 
-def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> dict[str, int] | None:
+def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> WorkflowTaskInfo | None:
     if t is None or not t.state.running or t.state.wt is None:
         return None
     wt = t.state.wt
-    if wt["scheduled_event_id"] != cmd["scheduled_event_id"] or wt["attempt"] != cmd["attempt"]:
+    if wt.scheduled_event_id != cmd["scheduled_event_id"] or wt.attempt != cmd["attempt"]:
         return None  # stale: an older task, or a duplicate delivery
     return wt
 
@@ -213,7 +250,7 @@ def _outstanding_wt(t: Transition | None, cmd: dict[str, Any]) -> dict[str, int]
 async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     wt = _outstanding_wt(t, cmd)
-    if t is None or wt is None or wt["started_event_id"]:
+    if t is None or wt is None or wt.started_event_id:
         return
     _start_wt(ctx, t, cmd["identity"], cmd.get("started_time", 0))
 
@@ -221,11 +258,12 @@ async def workflow_task_started(ctx: Context, cmd: dict[str, Any]) -> None:
 def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> None:
     wt = t.state.wt
     assert wt is not None
-    t.add("WorkflowTaskStarted", scheduled_event_id=wt["scheduled_event_id"], identity=identity,
+    t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=wt.scheduled_event_id, identity=identity,
           started_time=started_time)
     # The timeout counts from the hand-out: the frontend may send the started record late.
     since = min(started_time or ctx.now, ctx.now)
-    t.set_timer("wt_timeout", wt["scheduled_event_id"], since + t.state.workflow_task_timeout_ms, wt["attempt"])
+    t.set_timer(TimerKind.WORKFLOW_TASK_TIMEOUT, wt.scheduled_event_id, since + t.state.workflow_task_timeout_ms,
+                wt.attempt)
 
 
 async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, int, int] | None:
@@ -241,12 +279,12 @@ async def _answered_wt(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, i
     if t is None or wt is None:
         return None
     started_time = cmd.get("started_time", 0)
-    if not wt["started_event_id"]:
+    if not wt.started_event_id:
         _start_wt(ctx, t, cmd["identity"], started_time)
-    elif started_time and wt.get("handed_time") and started_time != wt["handed_time"]:
+    elif started_time and wt.handed_time and started_time != wt.handed_time:
         return None
-    t.delete_timer("wt_timeout", wt["scheduled_event_id"])
-    return t, wt["scheduled_event_id"], wt["started_event_id"]
+    t.delete_timer(TimerKind.WORKFLOW_TASK_TIMEOUT, wt.scheduled_event_id)
+    return t, wt.scheduled_event_id, wt.started_event_id
 
 
 async def workflow_task_completed(ctx: Context, cmd: dict[str, Any]) -> None:
@@ -264,17 +302,19 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
 
     problem = validate_commands(commands) or updates.check_commands(t.state, commands)
     if problem is not None:
-        _fail_wt(ctx, t, sid, started, "BadCommand", _failure(problem, "BadCommand"), identity)
+        bad = WorkflowTaskFailedCause.BAD_COMMAND
+        _fail_wt(ctx, t, sid, started, bad, _failure(problem, bad), identity)
         return
     if unseen.refused(t.state, commands):
         # It would close the run over inputs it did not see: refused whole, and a new task brings them.
-        t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started,
+        t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started,
               cause=unseen.HistoryCause.UNHANDLED_COMMAND.value, failure=unseen.refusal_failure(), identity=identity)
         schedule_workflow_task(t)
         return
     assert t.state.wt is not None
     updates.task_completed(ctx, t, commands)
-    completed = t.add("WorkflowTaskCompleted", scheduled_event_id=sid, started_event_id=started, identity=identity)
+    completed = t.add(EventType.WORKFLOW_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=started,
+                      identity=identity)
     apply_commands(ctx, t, commands, completed["event_id"])
 
 
@@ -287,7 +327,7 @@ async def workflow_task_failed(ctx: Context, cmd: dict[str, Any]) -> None:
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
              identity: str) -> None:
-    t.add("WorkflowTaskFailed", scheduled_event_id=sid, started_event_id=started, cause=cause,
+    t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started, cause=cause,
           failure=failure, identity=identity)
     _retry_wt(ctx, t)
 
@@ -299,7 +339,7 @@ def _retry_wt(ctx: Context, t: Transition) -> None:
         schedule_workflow_task(t)
     else:
         backoff = min(1000 * 2 ** (failures - 2), MAX_WT_BACKOFF_MS)
-        t.set_timer("wt_retry", 0, ctx.now + backoff, failures)
+        t.set_timer(TimerKind.WORKFLOW_TASK_RETRY, 0, ctx.now + backoff, failures)
 
 
 def _failure(message: str, type_: str) -> dict[str, Any]:
@@ -309,11 +349,11 @@ def _failure(message: str, type_: str) -> dict[str, Any]:
 # ---- activities -------------------------------------------------------------------
 
 
-def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> dict[str, Any] | None:
+def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> ActivityInfo | None:
     if t is None or not t.state.running:
         return None
     act = t.state.activities.get(str(cmd["scheduled_event_id"]))
-    if act is None or act["attempt"] != cmd["attempt"]:
+    if act is None or act.attempt != cmd["attempt"]:
         return None
     return act
 
@@ -321,45 +361,45 @@ def _pending_activity(t: Transition | None, cmd: dict[str, Any]) -> dict[str, An
 async def activity_started(ctx: Context, cmd: dict[str, Any]) -> None:
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     act = _pending_activity(t, cmd)
-    if t is None or act is None or act["state"] != "Scheduled":
+    if t is None or act is None or act.state != ActivityState.SCHEDULED:
         return
     _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"], cmd.get("started_time", 0))
 
 
-def _start_activity(t: Transition, sid: int, act: dict[str, Any], identity: str, started_time: int = 0) -> None:
+def _start_activity(t: Transition, sid: int, act: ActivityInfo, identity: str, started_time: int = 0) -> None:
     # No event yet: ActivityTaskStarted is written only by the attempt that ends the
     # activity (_record_started), so retried attempts do not grow history.
     start_attempt(act, t.now, started_time, identity)
     t.changed_without_events = True
-    since = act["started_time"]  # the hand-out time
-    t.delete_timer("act_s2s", sid)
-    t.set_timer("act_stc", sid, since + act["start_to_close_timeout_ms"], act["attempt"])
-    if act["heartbeat_timeout_ms"]:
-        t.set_timer("act_hb", sid, since + act["heartbeat_timeout_ms"], act["attempt"])
+    since = act.started_time  # the hand-out time
+    t.delete_timer(TimerKind.ACTIVITY_SCHEDULE_TO_START, sid)
+    t.set_timer(TimerKind.ACTIVITY_START_TO_CLOSE, sid, since + act.start_to_close_timeout_ms, act.attempt)
+    if act.heartbeat_timeout_ms:
+        t.set_timer(TimerKind.ACTIVITY_HEARTBEAT, sid, since + act.heartbeat_timeout_ms, act.attempt)
 
 
-async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, dict[str, Any]] | None:
+async def _answered_activity(ctx: Context, cmd: dict[str, Any]) -> tuple[Transition, ActivityInfo] | None:
     """The run and activity a worker answered (or heartbeat) for, or None when stale.
     An answer that comes without a started record implies the start."""
     t = await ctx.run(cmd["namespace"], cmd["workflow_id"], cmd["run_id"])
     act = _pending_activity(t, cmd)
     if t is None or act is None:
         return None
-    if act["state"] != "Started":
+    if act.state != ActivityState.STARTED:
         _start_activity(t, cmd["scheduled_event_id"], act, cmd["identity"])
     return t, act
 
 
-def _record_started(t: Transition, sid: int, act: dict[str, Any]) -> int:
+def _record_started(t: Transition, sid: int, act: ActivityInfo) -> int:
     """Write the ActivityTaskStarted of the attempt that ends the activity (its number and
     the failure before it); its event id, or 0 when the attempt never started."""
-    if act["started_event_id"]:
-        return int(act["started_event_id"])  # written already, by a build that wrote every start
-    if act["state"] != "Started":
+    if act.started_event_id:
+        return int(act.started_event_id)  # written already, by a build that wrote every start
+    if act.state != ActivityState.STARTED:
         return 0
-    return int(t.add("ActivityTaskStarted", scheduled_event_id=sid, attempt=act["attempt"],
-                     identity=act.get("last_worker_identity", ""), started_time=act["started_time"],
-                     last_failure=act["last_failure"])["event_id"])
+    return int(t.add(EventType.ACTIVITY_TASK_STARTED, scheduled_event_id=sid, attempt=act.attempt,
+                     identity=act.last_worker_identity, started_time=act.started_time,
+                     last_failure=act.last_failure)["event_id"])
 
 
 async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
@@ -370,7 +410,7 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     sid = cmd["scheduled_event_id"]
     ahead = cmd.get("workflow_task")
     takes_ahead = ahead is not None and _may_run_ahead(ctx, t.state, act, ahead)
-    t.add("ActivityTaskCompleted", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+    t.add(EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
           result=cmd["result"], identity=cmd["identity"])
     _drop_activity_timers(t, sid)
     if takes_ahead:
@@ -379,7 +419,7 @@ async def activity_completed(ctx: Context, cmd: dict[str, Any]) -> None:
     settle(t)
 
 
-def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: dict[str, Any]) -> bool:
+def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: dict[str, Any]) -> bool:
     """Whether the workflow task a worker ran ahead with this activity's result is the one
     history would have handed out: it would bring exactly that result and nothing else.
 
@@ -399,14 +439,14 @@ def _may_run_ahead(ctx: Context, s: MutableState, act: dict[str, Any], ahead: di
     return (same_task and ahead["ahead_id"] != 0
             and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
             and s.last_completed_wt_started_time == ahead["after_started_time"]
-            and max(s.last_completed_wt_started_time, act["scheduled_time"]) <= ahead["started_time"] <= ctx.now)
+            and max(s.last_completed_wt_started_time, act.scheduled_time) <= ahead["started_time"] <= ctx.now)
 
 
 def _run_ahead(ctx: Context, t: Transition, ahead: dict[str, Any], identity: str) -> None:
     """Record the workflow task run ahead: scheduled, started by the answering worker at its
     time, and completed with its commands, without ever being handed out."""
     scheduled = _add_wt_scheduled(t)  # attempt 1: _may_run_ahead saw no failures
-    started = t.add("WorkflowTaskStarted", scheduled_event_id=scheduled["event_id"], identity=identity,
+    started = t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=scheduled["event_id"], identity=identity,
                     started_time=ahead["started_time"], ran_ahead_id=ahead["ahead_id"])
     _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead["commands"], identity)
 
@@ -423,7 +463,7 @@ async def activity_failed(ctx: Context, cmd: dict[str, Any]) -> None:
         ctx.record_heartbeat(t.state.run_id, sid, cmd["attempt"], details)
     backoff = retry_backoff(act, ctx.now, failure["type"], failure["non_retryable"])
     if backoff is None:
-        t.add("ActivityTaskFailed", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+        t.add(EventType.ACTIVITY_TASK_FAILED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
               failure=failure, identity=cmd["identity"], retry_backoff_ms=None)
     else:
         _retry_activity(ctx, t, sid, act, failure, backoff)
@@ -438,8 +478,8 @@ async def activity_heartbeat(ctx: Context, cmd: dict[str, Any]) -> None:
     ctx.record_heartbeat(t.state.run_id, cmd["scheduled_event_id"], cmd["attempt"], cmd["details"])
 
 
-def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, Any], timeout_type: str) -> None:
-    retryable = timeout_type in ("StartToClose", "Heartbeat")
+def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: ActivityInfo, timeout_type: TimeoutType) -> None:
+    retryable = timeout_type.retryable
     backoff = retry_backoff(act, ctx.now, "TimeoutError", False) if retryable else None
     if backoff is not None:
         _retry_activity(ctx, t, sid, act, {
@@ -447,13 +487,13 @@ def _activity_timed_out(ctx: Context, t: Transition, sid: int, act: dict[str, An
             "non_retryable": False, "details": None}, backoff)
     else:
         heartbeat = ctx.last_heartbeat(t.state.run_id, sid)
-        t.add("ActivityTaskTimedOut", scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
-              timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act["heartbeat_details"],
-              retry_backoff_ms=None, last_failure=act["last_failure"])
+        t.add(EventType.ACTIVITY_TASK_TIMED_OUT, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
+              timeout_type=timeout_type, last_heartbeat_details=heartbeat[1] if heartbeat else act.heartbeat_details,
+              retry_backoff_ms=None, last_failure=act.last_failure)
     _after_attempt(ctx, t, sid, backoff)
 
 
-def _retry_activity(ctx: Context, t: Transition, sid: int, act: dict[str, Any], failure: dict[str, Any],
+def _retry_activity(ctx: Context, t: Transition, sid: int, act: ActivityInfo, failure: dict[str, Any],
                     backoff: int) -> None:
     """An attempt that another follows writes no event (as in Temporal): the pending
     activity keeps its number, the failure and the last heartbeat details, which the next
@@ -467,9 +507,9 @@ def _after_attempt(ctx: Context, t: Transition, sid: int, backoff: int | None) -
     if backoff is None:
         _drop_activity_timers(t, sid)
     else:
-        t.delete_timer("act_stc", sid)
-        t.delete_timer("act_hb", sid)
-        t.set_timer("act_retry", sid, ctx.now + backoff, t.state.activities[str(sid)]["attempt"])
+        t.delete_timer(TimerKind.ACTIVITY_START_TO_CLOSE, sid)
+        t.delete_timer(TimerKind.ACTIVITY_HEARTBEAT, sid)
+        t.set_timer(TimerKind.ACTIVITY_RETRY, sid, ctx.now + backoff, t.state.activities[str(sid)].attempt)
     settle(t)
 
 
@@ -478,12 +518,12 @@ def _drop_activity_timers(t: Transition, sid: int) -> None:
         t.delete_timer(kind, sid)
 
 
-def retry_backoff(act: dict[str, Any], now: int, error_type: str, non_retryable: bool) -> int | None:
+def retry_backoff(act: ActivityInfo, now: int, error_type: str, non_retryable: bool) -> int | None:
     """Milliseconds until the next attempt, or None when the attempt just made is the last."""
-    policy = act["retry_policy"] or DEFAULT_RETRY
+    policy = act.retry_policy or DEFAULT_RETRY
     if non_retryable or error_type in policy["non_retryable_error_types"]:
         return None
-    attempt = act["attempt"]
+    attempt = act.attempt
     if policy["maximum_attempts"] and attempt >= policy["maximum_attempts"]:
         return None
     initial = max(1, policy["initial_interval_ms"])
@@ -493,8 +533,8 @@ def retry_backoff(act: dict[str, Any], now: int, error_type: str, non_retryable:
     except OverflowError:  # an activity retried forever: its interval long since at the ceiling
         grown = ceiling
     backoff = int(min(grown, ceiling))
-    deadline = act["schedule_to_close_timeout_ms"]
-    if deadline and now + backoff >= act["first_scheduled_time"] + deadline:
+    deadline = act.schedule_to_close_timeout_ms
+    if deadline and now + backoff >= act.first_scheduled_time + deadline:
         return None
     return backoff
 
@@ -509,19 +549,25 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         return
     s = t.state
     kind = timer.kind
-    if kind == "user_timer":
-        tid = timer.key.split("/", 2)[2]
-        pending = s.timers.get(tid)
-        if pending is not None and pending["started_event_id"] == timer.ref:
-            t.add("TimerFired", timer_id=tid, started_event_id=timer.ref)
-    elif kind == "wf_timeout":
-        t.add("WorkflowExecutionTimedOut")
-    elif kind == "wt_timeout":
+    if kind == TimerKind.USER_TIMER:
+        pending = s.timer_started_by(timer.ref)  # ref: the TimerStarted event id
+        if pending is not None:
+            t.add(EventType.TIMER_FIRED, timer_id=pending.timer_id, started_event_id=timer.ref)
+    elif kind == TimerKind.WORKFLOW_TIMEOUT:
+        from . import retry
+
+        retry.time_out(ctx, t)
+    elif kind == TimerKind.WORKFLOW_BACKOFF:
+        from . import retry
+
+        retry.backoff_over(t)
+    elif kind == TimerKind.WORKFLOW_TASK_TIMEOUT:
         wt = s.wt
-        if wt and wt["scheduled_event_id"] == timer.ref and wt["attempt"] == timer.attempt and wt["started_event_id"]:
-            t.add("WorkflowTaskTimedOut", scheduled_event_id=timer.ref, started_event_id=wt["started_event_id"])
+        if wt and wt.scheduled_event_id == timer.ref and wt.attempt == timer.attempt and wt.started_event_id:
+            t.add(EventType.WORKFLOW_TASK_TIMED_OUT, scheduled_event_id=timer.ref,
+                  started_event_id=wt.started_event_id)
             _retry_wt(ctx, t)
-    elif kind == "wt_retry":
+    elif kind == TimerKind.WORKFLOW_TASK_RETRY:
         if s.wt is None and s.wt_failures == timer.attempt:
             schedule_workflow_task(t)
     else:
@@ -535,22 +581,23 @@ def _fire_activity_timer(ctx: Context, t: Transition, timer: TimerFiring) -> Non
     if act is None:
         return
     kind = timer.kind
-    if kind == "act_s2c":
-        _activity_timed_out(ctx, t, sid, act, "ScheduleToClose")
-    elif act["attempt"] != timer.attempt:
+    if kind == TimerKind.ACTIVITY_SCHEDULE_TO_CLOSE:
+        _activity_timed_out(ctx, t, sid, act, TimeoutType.SCHEDULE_TO_CLOSE)
+    elif act.attempt != timer.attempt:
         return  # a timer of an earlier attempt
-    elif kind == "act_retry" and act["state"] == "Scheduled":
+    elif kind == TimerKind.ACTIVITY_RETRY and act.state == ActivityState.SCHEDULED:
         t.dispatch_activity_task(sid)
-        if act["schedule_to_start_timeout_ms"]:
-            t.set_timer("act_s2s", sid, ctx.now + act["schedule_to_start_timeout_ms"], act["attempt"])
-    elif kind == "act_s2s" and act["state"] == "Scheduled":
-        _activity_timed_out(ctx, t, sid, act, "ScheduleToStart")
-    elif kind == "act_stc" and act["state"] == "Started":
-        _activity_timed_out(ctx, t, sid, act, "StartToClose")
-    elif kind == "act_hb" and act["state"] == "Started":
+        if act.schedule_to_start_timeout_ms:
+            t.set_timer(TimerKind.ACTIVITY_SCHEDULE_TO_START, sid, ctx.now + act.schedule_to_start_timeout_ms,
+                        act.attempt)
+    elif kind == TimerKind.ACTIVITY_SCHEDULE_TO_START and act.state == ActivityState.SCHEDULED:
+        _activity_timed_out(ctx, t, sid, act, TimeoutType.SCHEDULE_TO_START)
+    elif kind == TimerKind.ACTIVITY_START_TO_CLOSE and act.state == ActivityState.STARTED:
+        _activity_timed_out(ctx, t, sid, act, TimeoutType.START_TO_CLOSE)
+    elif kind == TimerKind.ACTIVITY_HEARTBEAT and act.state == ActivityState.STARTED:
         beat = ctx.last_heartbeat(t.state.run_id, sid)
-        last = max(act["started_time"], beat[0] if beat else 0)
-        if ctx.now - last < act["heartbeat_timeout_ms"]:
-            t.set_timer("act_hb", sid, last + act["heartbeat_timeout_ms"], act["attempt"])
+        last = max(act.started_time, beat[0] if beat else 0)
+        if ctx.now - last < act.heartbeat_timeout_ms:
+            t.set_timer(TimerKind.ACTIVITY_HEARTBEAT, sid, last + act.heartbeat_timeout_ms, act.attempt)
         else:
-            _activity_timed_out(ctx, t, sid, act, "Heartbeat")
+            _activity_timed_out(ctx, t, sid, act, TimeoutType.HEARTBEAT)

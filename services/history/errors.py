@@ -1,12 +1,10 @@
-"""The history service's exception root; retry meaning is a class attribute."""
+"""The history service's exceptions; every one derives from ``HistoryError``."""
 
 from __future__ import annotations
 
 
 class HistoryError(Exception):
     """Root of the history service's errors."""
-
-    retriable = False
 
 
 class ShardOwnershipLost(HistoryError):
@@ -20,5 +18,3 @@ class HistoryCorrupted(HistoryError):
 class WorkflowNotNew(HistoryError):
     """A batch ran a start as of a new workflow, and the workflow has a run: nothing was
     written, and the batch runs again with the run looked up."""
-
-    retriable = True

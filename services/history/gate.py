@@ -40,15 +40,13 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.common import kafka
-
-if TYPE_CHECKING:
-    from .shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,23 @@ QUIET_S = 1.0
 STALL_LOG_S = 1.0  # known records untaken this long while the shard idles: say so, and fetch
 
 
+class GatedShard(Protocol):
+    """What the gate reads of a shard (shard.py, from its intake)."""
+
+    @property
+    def consumed(self) -> int: ...  # the next offset the shard takes
+
+    @property
+    def fetched_at(self) -> float: ...  # when it last took fetched records (monotonic)
+
+    @property
+    def lost(self) -> asyncio.Event: ...
+
+    def settled(self) -> bool: ...  # it waits for work and none is queued
+
+
 class FetchGate:
-    def __init__(self, consumer: AIOKafkaConsumer, shards: dict[int, Shard]) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, shards: Mapping[int, GatedShard]) -> None:
         self._consumer = consumer
         self._shards = shards
         # Per partition: commands of this process queued for the broker and not acknowledged yet.

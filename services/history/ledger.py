@@ -57,8 +57,6 @@ class RequestSeen(HistoryError):
     """The batch applied a request id that the request_ids table has already: nothing was
     written, and the batch runs again with those ids known."""
 
-    retriable = True
-
 
 class Ledger:
     """One shard's memory of applied request ids and of its runs' start offsets."""
@@ -69,6 +67,10 @@ class Ledger:
         self.starts: OrderedDict[WorkflowKey, tuple[str, int]] = OrderedDict()
         # Records below this offset were read before an operator rewind (see the module doc).
         self.replay_until = 0
+
+    def resume(self, replay_until: int) -> None:
+        """The shard consumes again; records below ``replay_until`` were read before a rewind."""
+        self.replay_until = replay_until
 
     # ---- before a command runs ---------------------------------------------------------
 

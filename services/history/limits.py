@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.common.config import Settings
+
     from .state import MutableState
 
 MIB = 1 << 20
@@ -44,3 +46,9 @@ class HistoryLimits:
 
 
 DEFAULT_HISTORY_LIMITS = HistoryLimits()
+
+
+def limits_of(settings: Settings) -> HistoryLimits:
+    """The limits the settings give (``KADENCE_HISTORY_*``); ValueError if one is not positive."""
+    return HistoryLimits(warn_events=settings.history_warn_events, terminate_events=settings.history_terminate_events,
+                         warn_bytes=settings.history_warn_bytes, terminate_bytes=settings.history_terminate_bytes)

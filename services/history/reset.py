@@ -40,7 +40,7 @@ from kadence_protocol.reset import INVALID_RESET, RESET_CAUSE, RESET_EVENT_TYPES
 
 from . import engine, updates
 from .builder import Transition
-from .state import Event, MutableState, apply
+from .state import Event, MutableState, UpdateRequest, apply
 
 
 @runtime_checkable
@@ -182,20 +182,19 @@ def _carry_updates(base: Transition, new: Transition, after: list[Event]) -> Non
     accepted = {e["attributes"]["update_id"]: e["attributes"] for e in after
                 if e["event_type"] == "WorkflowExecutionUpdateAccepted"}
     seq = 0
-    for uid, req in sorted(old.update_requests.items(), key=lambda kv: kv[1].get("seq", 0)):
+    for uid, req in sorted(old.update_requests.items(), key=lambda kv: kv[1].seq):
         running = old.updates.get(uid)
-        if req["stage"] == updates.Stage.REQUESTED:
-            name, input_, identity = req["name"], req["input"], req["identity"]
-        elif (req["stage"] == updates.Stage.ACCEPTED and uid in accepted and running is not None
-              and not running["completed"]):
+        if req.stage == updates.Stage.REQUESTED:
+            name, input_, identity = req.name, req.input, req.identity
+        elif (req.stage == updates.Stage.ACCEPTED and uid in accepted and running is not None
+              and not running.completed):
             name, input_, identity = (accepted[uid]["update_name"], accepted[uid]["input"],
                                       accepted[uid]["identity"])
         else:
             continue
         seq += 1
-        s.update_requests[uid] = {"name": name, "input": input_, "identity": identity,
-                                  "stage": updates.Stage.REQUESTED.value, "failure": None, "unanswered": 0,
-                                  "waiters": req["waiters"], "seq": seq}
+        s.update_requests[uid] = UpdateRequest(name=name, input=input_, identity=identity,
+                                               stage=updates.Stage.REQUESTED, waiters=req.waiters, seq=seq)
         del old.update_requests[uid]
         base.changed_without_events = True
 
@@ -206,16 +205,16 @@ def _rearm(ctx: ResetContext, t: Transition) -> None:
     attempt 1 (the old run's attempts were not history), its timeouts counted from now."""
     s = t.state
     for timer_id, timer in s.timers.items():
-        t.set_timer("user_timer", timer_id, timer["fire_at"], ref=timer["started_event_id"])
+        t.set_timer("user_timer", timer_id, timer.fire_at, ref=timer.started_event_id)
     for key, act in list(s.activities.items()):
         sid = int(key)
-        if act.get("cancel_requested_event_id"):
+        if act.cancel_requested_event_id:
             # Asked to cancel before the reset point and not heard of since: canceled now.
             t.add("ActivityTaskCanceled", scheduled_event_id=sid, started_event_id=0,
-                  latest_cancel_requested_event_id=act["cancel_requested_event_id"], details=None, identity="")
+                  latest_cancel_requested_event_id=act.cancel_requested_event_id, details=None, identity="")
             continue
         t.dispatch_activity_task(sid)
-        if act["schedule_to_close_timeout_ms"] > 0:
-            t.set_timer("act_s2c", sid, ctx.now + act["schedule_to_close_timeout_ms"])
-        if act["schedule_to_start_timeout_ms"] > 0:
-            t.set_timer("act_s2s", sid, ctx.now + act["schedule_to_start_timeout_ms"], act["attempt"])
+        if act.schedule_to_close_timeout_ms > 0:
+            t.set_timer("act_s2c", sid, ctx.now + act.schedule_to_close_timeout_ms)
+        if act.schedule_to_start_timeout_ms > 0:
+            t.set_timer("act_s2s", sid, ctx.now + act.schedule_to_start_timeout_ms, act.attempt)

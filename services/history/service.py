@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from kadence_protocol.kafka_security import client_options
 from services.common import db, kafka, outage
 from services.common.aio import cancel
+from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink
 from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
@@ -36,15 +37,15 @@ from services.common.validation import Limits
 from .gate import FetchGate
 from .health import report
 from .http import HealthServer
-from .memory import Tails
-from .neighbours import HandedCommand, Neighbours
+from .limits import limits_of
+from .neighbours import HandedCommand
 from .periodic import run_every
 from .resume import Resume, resume_from
 from .retention import RetentionJob
 from .scheduler import Scheduler
-from .shard import Shard
+from .shard import Shard, ShardConfig
 from .store import HistoryStore
-from .telemetry import ShardFactory, shard_factory
+from .telemetry import ObserverFactory, observer_factory
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class HistoryService:
-    def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
+    """``tasks`` and ``replies``: where committed tasks and replies go (the co-location ports,
+    services/common/colocation.py): through the outbox unless services in this process take them."""
+
+    def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None, tasks: TaskSink | None = None,
+                 replies: ReplySink | None = None) -> None:
         self.settings = settings
-        self.history_limits = settings.history_limits()  # a bad KADENCE_HISTORY_* fails here, at once
+        self.history_limits = limits_of(settings)  # a bad KADENCE_HISTORY_* fails here, at once
         self._own_pool = pool is None
         self.pool = pool
         self.shards: dict[int, Shard] = {}
@@ -78,11 +83,11 @@ class HistoryService:
         self._gate: FetchGate | None = None
         self._gate_task: asyncio.Task[None] | None = None
         self._fresh: set[int] = set()
-        self._new_shard: ShardFactory = Shard
+        self._observer: ObserverFactory | None = None
         self._stopping = False
         self._jobs: list[asyncio.Task[Any]] = []
-        # What services in this process take from every shard's commits (see Neighbours).
-        self.neighbours = Neighbours()
+        self.tasks: TaskSink = tasks or OutboxTasks()
+        self.replies: ReplySink = replies or OutboxReplies()
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
         self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
@@ -129,7 +134,7 @@ class HistoryService:
             max_poll_records=2000,
             **client_options(self.settings.kafka_security),
         )
-        self._new_shard = shard_factory(self._consumer)  # instrumented when tracing or metrics are on
+        self._observer = observer_factory(self._consumer)  # telemetry when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
         await self._consumer.start()
         self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
@@ -183,15 +188,7 @@ class HistoryService:
         for p in partitions:
             if p in self.shards or self._stopping:
                 continue
-            shard = self._new_shard(p, self.store, self._producer, self.settings.instance_id)
-            shard.ingress = self._ingress
-            shard.neighbours = self.neighbours
-            shard.request_id_retention_s = self.settings.request_id_retention_s
-            shard.namespace_registered = functools.partial(namespace_registered, self.pool)
-            shard.tails = Tails(self.settings.history_tail_run_bytes, self.settings.history_tail_shard_bytes)
-            shard.on_failure = self._shard_failed
-            shard.limits = Limits(max_payload_bytes=self.settings.max_payload_bytes)
-            shard.history_limits = self.history_limits
+            shard = Shard(p, self.store, self._producer, self.settings.instance_id, self._shard_config())
             tp = TopicPartition(kafka.REQUESTS, p)
             backoff = outage.Backoff(f"acquiring shard {p}", log)
             while True:
@@ -214,24 +211,33 @@ class HistoryService:
                     log.warning("shard %d: stored offset %d is past the reported log end %d; resuming at %d"
                                 " (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a partition the broker lost)",
                                 p, offset, end, offset)
-                shard.ledger.replay_until = await self.store.replay_until(p)
+                replay_until = await self.store.replay_until(p)
             else:
                 # A new broker, or one that lost records: tasks it carried may be gone too,
                 # so send every unstarted task again.
                 if how is Resume.REWIND:
                     log.warning("shard %d: stored offset %d is past the log end %d; rewinding to 0 as told,"
                                 " records below %d are taken as copies", p, offset, end, offset)
-                shard.ledger.replay_until = await self.store.rewind(p, shard.range_id, fresh=how is Resume.FRESH)
+                replay_until = await self.store.rewind(p, shard.range_id, fresh=how is Resume.FRESH)
                 offset = 0
                 await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)
-            shard.consumed = shard.fed = offset
-            shard.skip_to = functools.partial(self._skip_to, tp)
-            shard.fetch_needed = functools.partial(self._fetch_needed, p)
+            shard.start_at(offset, replay_until=replay_until, skip_to=functools.partial(self._skip_to, tp),
+                           fetch_needed=functools.partial(self._fetch_needed, p))
             if self._stopping:
                 return  # the service stopped while this shard was being acquired
             shard.start()
             self.shards[p] = shard
+
+    def _shard_config(self) -> ShardConfig:
+        s = self.settings
+        assert self._observer is not None
+        return ShardConfig(
+            tasks=self.tasks, replies=self.replies, ingress=self._ingress,
+            limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
+            namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
+            request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,
+            tail_shard_bytes=s.history_tail_shard_bytes, on_failure=self._shard_failed, observer=self._observer)
 
     async def _release(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -294,11 +300,13 @@ class HistoryService:
         if self._gate is not None:
             self._gate.fetch(partition)
 
-    def take_queued(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
-        """A command a frontend in this process has just queued for the broker, with the
-        future of the broker's answer. If this process owns the partition, its shard takes
+    def take_queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
+                    acked: asyncio.Future[Any]) -> None:
+        """A command a frontend in this process has just queued for the broker (with its trace
+        ``headers``), and the future of the broker's answer: the co-located command bus
+        (services/common/colocation.py). If this process owns the partition, its shard takes
         the command without waiting for the fetch: ahead of the acknowledgement when it has
-        nothing else to do (Shard.offer_early), otherwise once acknowledged (Shard.offer)."""
+        nothing else to do (Intake.offer_early), otherwise once acknowledged (Intake.offer)."""
         if self._gate is None and self._consumer is not None and not self._stopping:
             self._gate = FetchGate(self._consumer, self.shards)
             self._gate_task = watch(asyncio.create_task(self._gate.run(), name="history-fetch-gate"),
@@ -308,26 +316,26 @@ class HistoryService:
             return
         if self._gate is not None:
             self._gate.in_flight[partition] += 1
-        shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value), acked)
+        shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value, headers), acked)
         # Callbacks run in the order the broker acknowledged the records, so the shard is
         # offered its partition's commands in offset order.
-        acked.add_done_callback(functools.partial(self._acked, partition, key, value))
+        acked.add_done_callback(functools.partial(self._acked, partition, key, value, headers))
 
-    def _acked(self, partition: int, key: bytes, value: bytes, acked: asyncio.Future[Any]) -> None:
+    def _acked(self, partition: int, key: bytes, value: bytes, headers: Headers, acked: asyncio.Future[Any]) -> None:
         ok = not acked.cancelled() and acked.exception() is None
         if self._gate is not None:
             self._gate.in_flight[partition] -= 1
             if ok:
                 self._gate.acked(partition, acked.result().offset)  # before the shard may drop it
         if ok:
-            self.take_acked(partition, acked.result().offset, key, value)
+            self.take_acked(partition, acked.result().offset, key, value, headers)
 
-    def take_acked(self, partition: int, offset: int, key: bytes, value: bytes) -> None:
+    def take_acked(self, partition: int, offset: int, key: bytes, value: bytes, headers: Headers = ()) -> None:
         """A command the broker has acknowledged at ``offset``: its shard, if this process
-        owns it, takes it without waiting for the fetch (see Shard.offer)."""
+        owns it, takes it without waiting for the fetch (see Intake.offer)."""
         shard = self.shards.get(partition)
         if shard is not None and not shard.stopped:
-            shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value))
+            shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value, headers))
 
     async def _consume(self) -> None:
         assert self._consumer is not None

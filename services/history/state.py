@@ -21,21 +21,145 @@ from typing import Any
 import orjson
 
 from kadence_protocol import avro
-from services.common.outcome import RUNNING
+from kadence_protocol.enums import CLOSE_STATUS, ActivityState, ChildState, EventType, RunStatus, UpdateStage
 
 from .errors import HistoryCorrupted
+from .snapshot import SNAPSHOT_VERSION, upgrade
 from .unseen import counts_as_attempt
 
 Event = dict[str, Any]
+Failure = dict[str, Any]  # a kadence.Failure record, as decoded
 
-CLOSED_STATUSES = ("Completed", "Failed", "TimedOut", "Terminated", "ContinuedAsNew", "Canceled")
 # Signal request ids remembered per run for deduplication.
 MAX_REMEMBERED_REQUESTS = 200
 # Completed updates remembered per run, to answer a repeated update id with its outcome.
 MAX_REMEMBERED_UPDATES = 200
 
 
-@dataclass
+# ---- what a run keeps about each of its pending things ----------------------------------
+#
+# Each info is a slotted dataclass whose field names are the keys of its object in the
+# snapshot JSON (orjson writes dataclasses as objects): snapshot.py names the layout's
+# version and upgrades older layouts.
+
+
+@dataclass(slots=True)
+class WorkflowTaskInfo:
+    """The outstanding workflow task."""
+
+    scheduled_event_id: int
+    attempt: int
+    scheduled_time: int
+    started_event_id: int = 0  # 0 until started
+    started_time: int = 0  # when history recorded the start
+    handed_time: int = 0  # when the worker was handed it: the worker's workflow.now()
+    ran_ahead_id: int = 0  # not 0: it ran ahead (see WorkflowTaskStartedEventAttributes)
+
+
+@dataclass(slots=True)
+class ActivityInfo:
+    """A pending activity. The fields of :data:`ATTEMPT_FIELDS` are its current attempt's."""
+
+    activity_id: str
+    activity_type: str
+    task_queue: str
+    input: str | None
+    schedule_to_close_timeout_ms: int
+    schedule_to_start_timeout_ms: int
+    start_to_close_timeout_ms: int
+    heartbeat_timeout_ms: int
+    retry_policy: dict[str, Any] | None
+    first_scheduled_time: int
+    scheduled_time: int
+    attempt: int = 1
+    state: ActivityState = ActivityState.SCHEDULED
+    started_time: int = 0
+    started_event_id: int = 0
+    last_failure: Failure | None = None
+    heartbeat_details: str | None = None
+    last_worker_identity: str = ""
+    cancel_requested_event_id: int = 0  # 0: workflow code has not asked it to cancel
+
+
+@dataclass(slots=True)
+class TimerInfo:
+    """A pending user timer (a workflow's StartTimer)."""
+
+    timer_id: str
+    started_event_id: int
+    fire_at: int
+
+
+@dataclass(slots=True)
+class ParentInfo:
+    """The parent of a child workflow's run: the run and the event that started the child."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    initiated_event_id: int
+
+
+@dataclass(slots=True)
+class ChildInfo:
+    """An open child workflow of this run, by its StartChildWorkflowExecutionInitiated."""
+
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    run_id: str
+    parent_close_policy: str
+    initiated_time: int
+    state: ChildState = ChildState.INITIATED
+    started_event_id: int = 0
+
+
+@dataclass(slots=True)
+class SignalOutInfo:
+    """A signal this run sent to another workflow, awaiting delivery."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    signal_name: str
+
+
+@dataclass(slots=True)
+class UpdateInfo:
+    """An update workflow code accepted (from history)."""
+
+    name: str
+    accepted_event_id: int
+    completed: bool = False
+    result: str | None = None
+    failure: Failure | None = None
+
+
+@dataclass(slots=True)
+class UpdateWaiter:
+    """A caller waiting for an update to reach ``wait`` (accepted or completed)."""
+
+    reply_to: str
+    request_id: str
+    wait: str
+
+
+@dataclass(slots=True)
+class UpdateRequest:
+    """An update request and its waiting callers: live bookkeeping, never in history."""
+
+    name: str
+    input: str | None
+    identity: str
+    stage: UpdateStage
+    failure: Failure | None = None
+    unanswered: int = 0  # completed workflow tasks that left it unanswered
+    waiters: list[UpdateWaiter] = field(default_factory=list)
+    seq: int = 0  # delivery order of the requests (0: known from history only)
+
+
+@dataclass(slots=True)
 class MutableState:
     namespace: str = ""
     workflow_id: str = ""
@@ -43,7 +167,7 @@ class MutableState:
     workflow_type: str = ""
     task_queue: str = ""
     input: str | None = None
-    status: str = ""
+    status: str = ""  # a RunStatus once started
     start_time: int = 0
     close_time: int | None = None
     execution_timeout_ms: int = 0
@@ -55,11 +179,9 @@ class MutableState:
     start_request_id: str = ""
     next_event_id: int = 1
     result: str | None = None
-    failure: dict[str, Any] | None = None
+    failure: Failure | None = None
     new_run_id: str | None = None
-    # The outstanding workflow task: scheduled_event_id, attempt, started_event_id
-    # (0 until started), scheduled_time, started_time.
-    wt: dict[str, int] | None = None
+    wt: WorkflowTaskInfo | None = None  # the outstanding workflow task
     last_completed_wt_scheduled_id: int = 0
     # That task's started_time (the worker's workflow.now() in it), and its ran_ahead_id
     # (not 0: it ran ahead, see WorkflowTaskStartedEventAttributes).
@@ -73,8 +195,10 @@ class MutableState:
     # An input (start, signal, activity result, timer firing) arrived since the
     # outstanding workflow task was scheduled, so another one is owed.
     inputs_pending: bool = False
-    activities: dict[str, dict[str, Any]] = field(default_factory=dict)
-    timers: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Pending activities by scheduled event id (as text: the snapshot's JSON keys).
+    activities: dict[str, ActivityInfo] = field(default_factory=dict)
+    # Pending user timers by timer id.
+    timers: dict[str, TimerInfo] = field(default_factory=dict)
     signal_request_ids: list[str] = field(default_factory=list)
     # Cancellation (cancellation.py): requested once, by this request id; the details the
     # workflow closed with when it closed as Canceled.
@@ -83,15 +207,15 @@ class MutableState:
     cancel_details: str | None = None
     # Child workflows (children.py): this run's parent (a child's start names it), its open
     # children by initiated event id, and its signals to them awaiting delivery.
-    parent: dict[str, Any] | None = None
-    children: dict[str, dict[str, Any]] = field(default_factory=dict)
-    signals_out: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Updates (updates.py). What workflow code decided, from history: update id ->
-    # name, accepted_event_id, completed, result, failure (the newest completed ones kept).
-    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parent: ParentInfo | None = None
+    children: dict[str, ChildInfo] = field(default_factory=dict)
+    signals_out: dict[str, SignalOutInfo] = field(default_factory=dict)
+    # Updates (updates.py). What workflow code decided, from history (the newest
+    # completed ones kept).
+    updates: dict[str, UpdateInfo] = field(default_factory=dict)
     # The requests and their waiting callers: live bookkeeping kept in the snapshot only,
     # never in history (see events_only).
-    update_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    update_requests: dict[str, UpdateRequest] = field(default_factory=dict)
     # Hash of the last event: the next event's hash chains to it (see chain.py).
     last_hash: str = ""
     # The memo given at start (JSON text of an object, or None), and the encoded size of the
@@ -101,29 +225,54 @@ class MutableState:
     # The run this one was reset from (reset.py): named by the WorkflowTaskFailed that ends
     # the copied history. A run a reset terminated names the new run in new_run_id.
     reset_from_run_id: str | None = None
+    # The workflow retry policy (retry.py): this run's attempt, the policy its retries
+    # follow, and a retry's backoff before its first workflow task (pending until scheduled).
+    attempt: int = 1
+    retry_policy: dict[str, Any] | None = None
+    first_wt_backoff_ms: int = 0
+    backoff_pending: bool = False
+    # The snapshot layout this state is written in (snapshot.py).
+    version: int = SNAPSHOT_VERSION
 
     @property
     def running(self) -> bool:
-        return self.status == RUNNING
+        return self.status == RunStatus.RUNNING
 
     def timeout_at(self) -> int:
         """When this run times out: the chain's expiration or the run's own timeout,
         whichever comes first (0: never)."""
-        deadlines = [t for t in (self.execution_expiration_time,
-                                 self.start_time + self.run_timeout_ms if self.run_timeout_ms > 0 else 0) if t > 0]
+        # A retry's run timeout counts from the end of its backoff (its first workflow task).
+        run_deadline = (self.start_time + self.first_wt_backoff_ms + self.run_timeout_ms
+                        if self.run_timeout_ms > 0 else 0)
+        deadlines = [t for t in (self.execution_expiration_time, run_deadline) if t > 0]
         return min(deadlines, default=0)
 
     def dumps(self) -> bytes:
-        """Canonical JSON: equal states give equal bytes."""
-        # The fields are plain JSON values already: no need for dataclasses.asdict's deep copy.
-        # orjson writes what json.dumps(sort_keys=True, separators=(",", ":")) writes for
-        # these values (strings, ints, floats, lists, dicts with string keys), in a tenth
-        # of the time; a snapshot is written for every run of every batch.
-        return orjson.dumps(vars(self), option=orjson.OPT_SORT_KEYS)
+        """Canonical JSON, the snapshot: equal states give equal bytes."""
+        # orjson writes dataclasses as objects and StrEnums as their strings, as
+        # json.dumps(sort_keys=True, separators=(",", ":")) would, in a tenth of the time;
+        # a snapshot is written for every run of every batch.
+        return orjson.dumps(self, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def loads(cls, data: bytes | str) -> MutableState:
-        return cls(**orjson.loads(data))
+        return cls.from_snapshot(upgrade(orjson.loads(data)))
+
+    @classmethod
+    def from_snapshot(cls, d: Mapping[str, Any]) -> MutableState:
+        """The state of a decoded snapshot of the current layout (see snapshot.upgrade)."""
+        wt, parent = d.get("wt"), d.get("parent")
+        return cls(
+            **{k: v for k, v in d.items() if k not in _NESTED},
+            wt=None if wt is None else WorkflowTaskInfo(**wt),
+            parent=None if parent is None else ParentInfo(**parent),
+            activities={k: _activity_info(v) for k, v in (d.get("activities") or {}).items()},
+            timers={k: TimerInfo(**v) for k, v in (d.get("timers") or {}).items()},
+            children={k: _child_info(v) for k, v in (d.get("children") or {}).items()},
+            signals_out={k: SignalOutInfo(**v) for k, v in (d.get("signals_out") or {}).items()},
+            updates={k: UpdateInfo(**v) for k, v in (d.get("updates") or {}).items()},
+            update_requests={k: _update_request(v) for k, v in (d.get("update_requests") or {}).items()},
+        )
 
     @staticmethod
     def predates(snapshot: Mapping[str, Any]) -> bool:
@@ -136,19 +285,48 @@ class MutableState:
 
     def has_undispatched(self) -> bool:
         """A task is scheduled that no worker has started yet."""
-        if self.wt is not None and not self.wt["started_event_id"]:
+        if self.wt is not None and not self.wt.started_event_id:
             return True
-        return any(a["state"] == "Scheduled" for a in self.activities.values())
+        return any(a.state == ActivityState.SCHEDULED for a in self.activities.values())
+
+    def outcome_fields(self) -> dict[str, Any]:
+        """What a result wait's answer takes from a closed run (services/common/outcome.py)."""
+        return {"result": self.result, "failure": self.failure, "new_run_id": self.new_run_id,
+                "cancel_details": self.cancel_details}
+
+    def timer_started_by(self, started_event_id: int) -> TimerInfo | None:
+        """The pending user timer the TimerStarted event ``started_event_id`` started."""
+        return next((tm for tm in self.timers.values() if tm.started_event_id == started_event_id), None)
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(MutableState))
+_NESTED = frozenset({"wt", "parent", "activities", "timers", "children", "signals_out", "updates",
+                     "update_requests"})
+
+
+def _activity_info(d: Mapping[str, Any]) -> ActivityInfo:
+    a = ActivityInfo(**d)
+    a.state = ActivityState(a.state)
+    return a
+
+
+def _child_info(d: Mapping[str, Any]) -> ChildInfo:
+    c = ChildInfo(**d)
+    c.state = ChildState(c.state)
+    return c
+
+
+def _update_request(d: Mapping[str, Any]) -> UpdateRequest:
+    r = UpdateRequest(**{**d, "waiters": [UpdateWaiter(**w) for w in d["waiters"]]})
+    r.stage = UpdateStage(r.stage)
+    return r
 
 
 def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.workflow_type = a["workflow_type"]
     s.task_queue = a["task_queue"]
     s.input = a["input"]
-    s.status = RUNNING
+    s.status = RunStatus.RUNNING
     s.start_time = e["event_time"]
     s.execution_timeout_ms = a["execution_timeout_ms"]
     # Events from before HistoryEvent version 6 name no expiration: their run timed out
@@ -160,29 +338,34 @@ def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.start_request_id = a["request_id"]
     s.memo = a.get("memo")
     s.inputs_pending = True
+    s.attempt = a.get("attempt") or 1
+    s.retry_policy = a.get("retry_policy")
+    s.first_wt_backoff_ms = a.get("first_workflow_task_backoff_ms") or 0
+    s.backoff_pending = s.first_wt_backoff_ms > 0
     if a.get("parent_workflow_id") is not None:
-        s.parent = {"namespace": a["parent_namespace"], "workflow_id": a["parent_workflow_id"],
-                    "run_id": a["parent_run_id"], "initiated_event_id": a["parent_initiated_event_id"]}
+        s.parent = ParentInfo(namespace=a["parent_namespace"], workflow_id=a["parent_workflow_id"],
+                              run_id=a["parent_run_id"], initiated_event_id=a["parent_initiated_event_id"])
 
 
-def _close(status: str) -> Callable[[MutableState, Event, dict[str, Any]], None]:
-    def close(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-        s.status = status
-        s.close_time = e["event_time"]
-        s.wt = None
-        s.inputs_pending = False
-        if status == "Completed":
-            s.result = a["result"]
-        elif status == "Failed":
-            s.failure = a["failure"]
-        elif status == "ContinuedAsNew":
-            s.new_run_id = a["new_run_id"]
-        elif status == "Canceled":
-            s.cancel_details = a["details"]
-        elif status == "Terminated" and a.get("new_run_id"):
-            s.new_run_id = a["new_run_id"]  # terminated by a reset: result waits follow the new run
-
-    return close
+def _closed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    status = CLOSE_STATUS[e["event_type"]]
+    s.status = status
+    s.close_time = e["event_time"]
+    s.wt = None
+    s.inputs_pending = False
+    if status == RunStatus.COMPLETED:
+        s.result = a["result"]
+    elif status == RunStatus.FAILED:
+        s.failure = a["failure"]
+        s.new_run_id = a.get("new_run_id")  # retried (retry.py): result waits follow the new run
+    elif status == RunStatus.TIMED_OUT:
+        s.new_run_id = a.get("new_run_id")
+    elif status == RunStatus.CONTINUED_AS_NEW:
+        s.new_run_id = a["new_run_id"]
+    elif status == RunStatus.CANCELED:
+        s.cancel_details = a["details"]
+    elif status == RunStatus.TERMINATED and a.get("new_run_id"):
+        s.new_run_id = a["new_run_id"]  # terminated by a reset: result waits follow the new run
 
 
 def _signaled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -193,32 +376,26 @@ def _signaled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 
 
 def _wt_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    s.wt = {
-        "scheduled_event_id": e["event_id"],
-        "attempt": a["attempt"],
-        "started_event_id": 0,
-        "scheduled_time": e["event_time"],
-        "started_time": 0,
-        "handed_time": 0,
-    }
+    s.wt = WorkflowTaskInfo(scheduled_event_id=e["event_id"], attempt=a["attempt"], scheduled_time=e["event_time"])
     s.inputs_pending = False
+    s.backoff_pending = False
 
 
 def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt = _current_wt(s, a)
-    wt["started_event_id"] = e["event_id"]
-    wt["started_time"] = e["event_time"]
-    wt["handed_time"] = a.get("started_time", 0)  # what the worker's workflow.now() says
-    wt["ran_ahead_id"] = a.get("ran_ahead_id", 0)
+    wt.started_event_id = e["event_id"]
+    wt.started_time = e["event_time"]
+    wt.handed_time = a.get("started_time", 0)  # what the worker's workflow.now() says
+    wt.ran_ahead_id = a.get("ran_ahead_id", 0)
 
 
 def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt = _current_wt(s, a)
-    if not wt.get("ran_ahead_id"):
+    if not wt.ran_ahead_id:
         s.carry_from = a["scheduled_event_id"] + 1
     s.last_completed_wt_scheduled_id = a["scheduled_event_id"]
-    s.last_completed_wt_started_time = wt.get("handed_time", 0)
-    s.last_completed_wt_ahead_id = wt.get("ran_ahead_id", 0)
+    s.last_completed_wt_started_time = wt.handed_time
+    s.last_completed_wt_ahead_id = wt.ran_ahead_id
     s.wt = None
     s.wt_failures = 0
 
@@ -232,40 +409,33 @@ def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         s.wt_failures = 0
         return
     # A task history refused (unseen.py) was no failure of the worker's: the next is attempt 1 again.
-    if e["event_type"] == "WorkflowTaskTimedOut" or counts_as_attempt(a["cause"]):
+    if e["event_type"] == EventType.WORKFLOW_TASK_TIMED_OUT or counts_as_attempt(a["cause"]):
         s.wt_failures += 1
 
 
-def _current_wt(s: MutableState, a: dict[str, Any]) -> dict[str, int]:
-    if s.wt is None or s.wt["scheduled_event_id"] != a["scheduled_event_id"]:
+def _current_wt(s: MutableState, a: dict[str, Any]) -> WorkflowTaskInfo:
+    if s.wt is None or s.wt.scheduled_event_id != a["scheduled_event_id"]:
         raise HistoryCorrupted(f"run {s.run_id}: no workflow task {a['scheduled_event_id']} is outstanding")
     return s.wt
 
 
 def _activity_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    s.activities[str(e["event_id"])] = {
-        "activity_id": a["activity_id"],
-        "activity_type": a["activity_type"],
-        "task_queue": a["task_queue"],
-        "input": a["input"],
-        "schedule_to_close_timeout_ms": a["schedule_to_close_timeout_ms"],
-        "schedule_to_start_timeout_ms": a["schedule_to_start_timeout_ms"],
-        "start_to_close_timeout_ms": a["start_to_close_timeout_ms"],
-        "heartbeat_timeout_ms": a["heartbeat_timeout_ms"],
-        "retry_policy": a["retry_policy"],
-        "attempt": 1,
-        "state": "Scheduled",
-        "first_scheduled_time": e["event_time"],
-        "scheduled_time": e["event_time"],
-        "started_time": 0,
-        "started_event_id": 0,
-        "last_failure": None,
-        "heartbeat_details": None,
-        "last_worker_identity": "",
-    }
+    s.activities[str(e["event_id"])] = ActivityInfo(
+        activity_id=a["activity_id"],
+        activity_type=a["activity_type"],
+        task_queue=a["task_queue"],
+        input=a["input"],
+        schedule_to_close_timeout_ms=a["schedule_to_close_timeout_ms"],
+        schedule_to_start_timeout_ms=a["schedule_to_start_timeout_ms"],
+        start_to_close_timeout_ms=a["start_to_close_timeout_ms"],
+        heartbeat_timeout_ms=a["heartbeat_timeout_ms"],
+        retry_policy=a["retry_policy"],
+        first_scheduled_time=e["event_time"],
+        scheduled_time=e["event_time"],
+    )
 
 
-def _activity(s: MutableState, a: dict[str, Any]) -> dict[str, Any]:
+def _activity(s: MutableState, a: dict[str, Any]) -> ActivityInfo:
     act = s.activities.get(str(a["scheduled_event_id"]))
     if act is None:
         raise HistoryCorrupted(f"run {s.run_id}: no activity {a['scheduled_event_id']} is pending")
@@ -274,14 +444,14 @@ def _activity(s: MutableState, a: dict[str, Any]) -> dict[str, Any]:
 
 def _activity_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     act = _activity(s, a)
-    act["state"] = "Started"
-    act["attempt"] = a["attempt"]
+    act.state = ActivityState.STARTED
+    act.attempt = a["attempt"]
     # The hand-out time when the event names it (its timeouts count from there), never
     # later than the event itself.
-    act["started_time"] = min(a.get("started_time") or e["event_time"], e["event_time"])
-    act["started_event_id"] = e["event_id"]
+    act.started_time = min(a.get("started_time") or e["event_time"], e["event_time"])
+    act.started_event_id = e["event_id"]
     if a.get("last_failure") is not None:
-        act["last_failure"] = a["last_failure"]
+        act.last_failure = a["last_failure"]
 
 
 def _activity_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -299,17 +469,17 @@ def _activity_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         return
     # Histories written before retries stopped writing events (see retry_attempt): another
     # attempt follows after the backoff; workflow code does not see this one.
-    act["attempt"] += 1
-    act["state"] = "Scheduled"
-    act["scheduled_time"] = e["event_time"] + backoff
-    act["started_time"] = 0
-    act["started_event_id"] = 0
-    if e["event_type"] == "ActivityTaskFailed":
-        act["last_failure"] = a["failure"]
+    act.attempt += 1
+    act.state = ActivityState.SCHEDULED
+    act.scheduled_time = e["event_time"] + backoff
+    act.started_time = 0
+    act.started_event_id = 0
+    if e["event_type"] == EventType.ACTIVITY_TASK_FAILED:
+        act.last_failure = a["failure"]
     else:
-        act["last_failure"] = {"message": f"activity timed out ({a['timeout_type']})", "type": "TimeoutError",
-                               "stack_trace": "", "non_retryable": False, "details": None}
-        act["heartbeat_details"] = a["last_heartbeat_details"]
+        act.last_failure = {"message": f"activity timed out ({a['timeout_type']})", "type": "TimeoutError",
+                            "stack_trace": "", "non_retryable": False, "details": None}
+        act.heartbeat_details = a["last_heartbeat_details"]
 
 
 # ---- an activity's attempts: the one change of state without an event -----------------
@@ -326,28 +496,27 @@ ATTEMPT_FIELDS = frozenset({"attempt", "state", "scheduled_time", "started_time"
                             "last_failure", "heartbeat_details", "last_worker_identity"})
 
 
-def start_attempt(act: dict[str, Any], now: int, started_time: int, identity: str) -> None:
+def start_attempt(act: ActivityInfo, now: int, started_time: int, identity: str) -> None:
     """A worker was handed the activity's current attempt (at ``started_time``, when
     known and not later than ``now``): its start-to-close and heartbeat timeouts count
     from there. No event: the attempt's ActivityTaskStarted is written only if it ends
     the activity."""
-    act["state"] = "Started"
-    act["started_time"] = min(started_time or now, now)
-    act["last_worker_identity"] = identity
+    act.state = ActivityState.STARTED
+    act.started_time = min(started_time or now, now)
+    act.last_worker_identity = identity
 
 
-def retry_attempt(act: dict[str, Any], scheduled_time: int, failure: dict[str, Any],
-                  heartbeat_details: str | None) -> None:
+def retry_attempt(act: ActivityInfo, scheduled_time: int, failure: Failure, heartbeat_details: str | None) -> None:
     """The current attempt failed or timed out and another follows at ``scheduled_time``;
     the next attempt is handed ``heartbeat_details``, the last ones any attempt reported."""
-    act["attempt"] += 1
-    act["state"] = "Scheduled"
-    act["scheduled_time"] = scheduled_time
-    act["started_time"] = 0
-    act["started_event_id"] = 0  # not 0 only for an attempt whose start a build before wrote
-    act["last_failure"] = failure
+    act.attempt += 1
+    act.state = ActivityState.SCHEDULED
+    act.scheduled_time = scheduled_time
+    act.started_time = 0
+    act.started_event_id = 0  # not 0 only for an attempt whose start a build before wrote
+    act.last_failure = failure
     if heartbeat_details is not None:
-        act["heartbeat_details"] = heartbeat_details
+        act.heartbeat_details = heartbeat_details
 
 
 def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
@@ -359,14 +528,14 @@ def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    s.timers[a["timer_id"]] = {"started_event_id": e["event_id"],
-                               "fire_at": e["event_time"] + a["start_to_fire_timeout_ms"]}
+    s.timers[a["timer_id"]] = TimerInfo(timer_id=a["timer_id"], started_event_id=e["event_id"],
+                                        fire_at=e["event_time"] + a["start_to_fire_timeout_ms"])
 
 
 def _timer_fired(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     if s.timers.pop(a["timer_id"], None) is None:
         raise HistoryCorrupted(f"run {s.run_id}: timer {a['timer_id']!r} is not pending")
-    if e["event_type"] == "TimerFired":
+    if e["event_type"] == EventType.TIMER_FIRED:
         s.inputs_pending = True
 
 
@@ -380,30 +549,29 @@ def _activity_cancel_requested(s: MutableState, e: Event, a: dict[str, Any]) -> 
     # The activity may have finished after the workflow task was handed out: nothing to mark.
     act = s.activities.get(str(a["scheduled_event_id"]))
     if act is not None:
-        act["cancel_requested_event_id"] = e["event_id"]
+        act.cancel_requested_event_id = e["event_id"]
 
 
 def _activity_canceled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     act = _activity(s, a)
-    if not act.get("cancel_requested_event_id"):
+    if not act.cancel_requested_event_id:
         raise HistoryCorrupted(f"run {s.run_id}: activity {a['scheduled_event_id']} canceled unasked")
     del s.activities[str(a["scheduled_event_id"])]
     s.inputs_pending = True
 
 
 def _update_accepted(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    s.updates[a["update_id"]] = {"name": a["update_name"], "accepted_event_id": e["event_id"], "completed": False,
-                                 "result": None, "failure": None}
+    s.updates[a["update_id"]] = UpdateInfo(name=a["update_name"], accepted_event_id=e["event_id"])
 
 
 def _update_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     u = s.updates.get(a["update_id"])
-    if u is None or u["completed"] or u["accepted_event_id"] != a["accepted_event_id"]:
+    if u is None or u.completed or u.accepted_event_id != a["accepted_event_id"]:
         raise HistoryCorrupted(f"run {s.run_id}: update {a['update_id']!r} is not accepted and running")
-    u.update(completed=True, result=a["result"], failure=a["failure"])
+    u.completed, u.result, u.failure = True, a["result"], a["failure"]
     # Remembered to answer a repeat of the update id; the oldest completed ones are let go.
     # By event id, not dict order: a snapshot stores its keys sorted.
-    done = sorted((x["accepted_event_id"], uid) for uid, x in s.updates.items() if x["completed"])
+    done = sorted((x.accepted_event_id, uid) for uid, x in s.updates.items() if x.completed)
     for _, uid in done[:-MAX_REMEMBERED_UPDATES]:
         del s.updates[uid]
 
@@ -420,15 +588,13 @@ def child_run_id(parent_run_id: str, initiated_event_id: int) -> str:
 
 
 def _child_initiated(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    s.children[str(e["event_id"])] = {
-        "namespace": a["namespace"], "workflow_id": a["workflow_id"], "workflow_type": a["workflow_type"],
-        "task_queue": a["task_queue"], "run_id": child_run_id(s.run_id, e["event_id"]),
-        "parent_close_policy": a["parent_close_policy"], "state": "Initiated", "started_event_id": 0,
-        "initiated_time": e["event_time"],
-    }
+    s.children[str(e["event_id"])] = ChildInfo(
+        namespace=a["namespace"], workflow_id=a["workflow_id"], workflow_type=a["workflow_type"],
+        task_queue=a["task_queue"], run_id=child_run_id(s.run_id, e["event_id"]),
+        parent_close_policy=a["parent_close_policy"], initiated_time=e["event_time"])
 
 
-def _child(s: MutableState, a: dict[str, Any]) -> dict[str, Any]:
+def _child(s: MutableState, a: dict[str, Any]) -> ChildInfo:
     child = s.children.get(str(a["initiated_event_id"]))
     if child is None:
         raise HistoryCorrupted(f"run {s.run_id}: no child workflow {a['initiated_event_id']} is pending")
@@ -437,9 +603,9 @@ def _child(s: MutableState, a: dict[str, Any]) -> dict[str, Any]:
 
 def _child_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     child = _child(s, a)
-    child["state"] = "Started"
-    child["run_id"] = a["run_id"]
-    child["started_event_id"] = e["event_id"]
+    child.state = ChildState.STARTED
+    child.run_id = a["run_id"]
+    child.started_event_id = e["event_id"]
     s.inputs_pending = True
 
 
@@ -450,8 +616,8 @@ def _child_closed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 
 
 def _signal_initiated(s: MutableState, e: Event, a: dict[str, Any]) -> None:
-    s.signals_out[str(e["event_id"])] = {"namespace": a["namespace"], "workflow_id": a["workflow_id"],
-                                         "run_id": a["run_id"], "signal_name": a["signal_name"]}
+    s.signals_out[str(e["event_id"])] = SignalOutInfo(namespace=a["namespace"], workflow_id=a["workflow_id"],
+                                                      run_id=a["run_id"], signal_name=a["signal_name"])
 
 
 def _signal_resolved(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -461,44 +627,39 @@ def _signal_resolved(s: MutableState, e: Event, a: dict[str, Any]) -> None:
 
 
 _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
-    "WorkflowExecutionStarted": _started,
-    "WorkflowExecutionCompleted": _close("Completed"),
-    "WorkflowExecutionFailed": _close("Failed"),
-    "WorkflowExecutionTimedOut": _close("TimedOut"),
-    "WorkflowExecutionTerminated": _close("Terminated"),
-    "WorkflowExecutionContinuedAsNew": _close("ContinuedAsNew"),
-    "WorkflowExecutionSignaled": _signaled,
-    "WorkflowExecutionCancelRequested": _cancel_requested,
-    "WorkflowExecutionCanceled": _close("Canceled"),
-    "WorkflowTaskScheduled": _wt_scheduled,
-    "WorkflowTaskStarted": _wt_started,
-    "WorkflowTaskCompleted": _wt_completed,
-    "WorkflowTaskFailed": _wt_failed,
-    "WorkflowTaskTimedOut": _wt_failed,
-    "ActivityTaskScheduled": _activity_scheduled,
-    "ActivityTaskStarted": _activity_started,
-    "ActivityTaskCompleted": _activity_completed,
-    "ActivityTaskFailed": _activity_failed,
-    "ActivityTaskTimedOut": _activity_failed,
-    "ActivityTaskCancelRequested": _activity_cancel_requested,
-    "ActivityTaskCanceled": _activity_canceled,
-    "TimerStarted": _timer_started,
-    "TimerFired": _timer_fired,
-    "TimerCanceled": _timer_fired,
-    "MarkerRecorded": _nothing,
-    "StartChildWorkflowExecutionInitiated": _child_initiated,
-    "StartChildWorkflowExecutionFailed": _child_closed,
-    "ChildWorkflowExecutionStarted": _child_started,
-    "ChildWorkflowExecutionCompleted": _child_closed,
-    "ChildWorkflowExecutionFailed": _child_closed,
-    "ChildWorkflowExecutionTimedOut": _child_closed,
-    "ChildWorkflowExecutionTerminated": _child_closed,
-    "ChildWorkflowExecutionCanceled": _child_closed,
-    "SignalExternalWorkflowExecutionInitiated": _signal_initiated,
-    "ExternalWorkflowExecutionSignaled": _signal_resolved,
-    "SignalExternalWorkflowExecutionFailed": _signal_resolved,
-    "WorkflowExecutionUpdateAccepted": _update_accepted,
-    "WorkflowExecutionUpdateCompleted": _update_completed,
+    EventType.WORKFLOW_EXECUTION_STARTED: _started,
+    **{close: _closed for close in CLOSE_STATUS},
+    EventType.WORKFLOW_EXECUTION_SIGNALED: _signaled,
+    EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED: _cancel_requested,
+    EventType.WORKFLOW_TASK_SCHEDULED: _wt_scheduled,
+    EventType.WORKFLOW_TASK_STARTED: _wt_started,
+    EventType.WORKFLOW_TASK_COMPLETED: _wt_completed,
+    EventType.WORKFLOW_TASK_FAILED: _wt_failed,
+    EventType.WORKFLOW_TASK_TIMED_OUT: _wt_failed,
+    EventType.ACTIVITY_TASK_SCHEDULED: _activity_scheduled,
+    EventType.ACTIVITY_TASK_STARTED: _activity_started,
+    EventType.ACTIVITY_TASK_COMPLETED: _activity_completed,
+    EventType.ACTIVITY_TASK_FAILED: _activity_failed,
+    EventType.ACTIVITY_TASK_TIMED_OUT: _activity_failed,
+    EventType.ACTIVITY_TASK_CANCEL_REQUESTED: _activity_cancel_requested,
+    EventType.ACTIVITY_TASK_CANCELED: _activity_canceled,
+    EventType.TIMER_STARTED: _timer_started,
+    EventType.TIMER_FIRED: _timer_fired,
+    EventType.TIMER_CANCELED: _timer_fired,
+    EventType.MARKER_RECORDED: _nothing,
+    EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: _child_initiated,
+    EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_STARTED: _child_started,
+    EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_FAILED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_TIMED_OUT: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_TERMINATED: _child_closed,
+    EventType.CHILD_WORKFLOW_EXECUTION_CANCELED: _child_closed,
+    EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: _signal_initiated,
+    EventType.EXTERNAL_WORKFLOW_EXECUTION_SIGNALED: _signal_resolved,
+    EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED: _signal_resolved,
+    EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED: _update_accepted,
+    EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED: _update_completed,
 }
 
 

@@ -20,7 +20,9 @@ from services.common.outcome import close_payload
 from .builder import Mutation, OutboxMessage
 from .errors import ShardOwnershipLost, WorkflowNotNew
 from .ledger import RequestSeen
+from .snapshot import upgrade
 from .state import MutableState, rebuild
+from .summary import summary
 
 # (outbox id, message): the messages of one batch share its id (one outbox_batches row).
 OutboxRow = tuple[int, OutboxMessage]
@@ -135,9 +137,9 @@ class HistoryStore:
         data = await self.pool.fetchval("SELECT state FROM executions WHERE run_id = $1", run_id)
         if data is None:
             return None
-        snapshot = orjson.loads(data)
+        snapshot = upgrade(orjson.loads(data))
         if not MutableState.predates(snapshot):
-            return MutableState(**snapshot)
+            return MutableState.from_snapshot(snapshot)
         # Written by an earlier build, without fields the fold now keeps (taking their
         # defaults would not be what the fold gives): the run's history says what they are.
         rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
@@ -149,34 +151,35 @@ class HistoryStore:
         rows = await self.pool.fetch("SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id", run_id)
         return [bytes(r["data"]) for r in rows]
 
-    async def pending_outbox(self, shard_id: int) -> tuple[list[OutboxRow], bool]:
-        """What was committed and not yet published, in publication order: rows of the
-        one-message-per-row table from before migration 0004 first, then the batches;
-        and whether there were such old rows."""
-        legacy = await self.pool.fetch(
-            "SELECT id, topic, key, value, headers FROM outbox WHERE shard_id = $1 ORDER BY id", shard_id)
-        rows: list[OutboxRow] = [
-            (int(r["id"]), OutboxMessage(r["topic"], r["key"], r["value"], _headers_from(r["headers"])))
-            for r in legacy]
-        for b in await self.pool.fetch("SELECT id, topics, keys, payloads, headers FROM outbox_batches"
-                                       " WHERE shard_id = $1 ORDER BY id", shard_id):
+    async def pending_outbox(self, shard_id: int) -> list[OutboxRow]:
+        """What was committed and not yet published, in publication order.
+
+        Rows of the one-message-per-row table of before migration 0004 are first moved into
+        ``outbox_batches``, one batch each under its own id (ids are dense per shard across
+        both tables), so the relay knows one table only."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "WITH old AS (DELETE FROM outbox WHERE shard_id = $1 RETURNING *)"
+                " INSERT INTO outbox_batches SELECT shard_id, id, ARRAY[topic], ARRAY[key], ARRAY[value],"
+                " ARRAY[headers] FROM old", shard_id)
+            batches = await conn.fetch("SELECT id, topics, keys, payloads, headers FROM outbox_batches"
+                                       " WHERE shard_id = $1 ORDER BY id", shard_id)
+        rows: list[OutboxRow] = []
+        for b in batches:
             batch_id = int(b["id"])
             rows.extend((batch_id, OutboxMessage(topic, key, value, _headers_from(headers)))
                         for topic, key, value, headers in zip(b["topics"], b["keys"], b["payloads"], b["headers"],
                                                               strict=True))
-        return rows, bool(legacy)
+        return rows
 
     async def next_outbox_id(self, shard_id: int) -> int:
-        value = await self.pool.fetchval(
-            "SELECT greatest((SELECT max(id) FROM outbox WHERE shard_id = $1),"
-            " (SELECT max(id) FROM outbox_batches WHERE shard_id = $1))", shard_id)
+        # After pending_outbox, which empties the table of before migration 0004.
+        value = await self.pool.fetchval("SELECT max(id) FROM outbox_batches WHERE shard_id = $1", shard_id)
         return 1 if value is None else int(value) + 1
 
-    async def delete_outbox(self, shard_id: int, up_to: int, *, legacy: bool = False) -> None:
-        """Delete what is published, up to outbox id ``up_to``; ``legacy``: the old table too."""
+    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
+        """Delete what is published, up to outbox id ``up_to``."""
         await self.pool.execute("DELETE FROM outbox_batches WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
-        if legacy:
-            await self.pool.execute("DELETE FROM outbox WHERE shard_id = $1 AND id <= $2", shard_id, up_to)
 
     async def timers_before(self, shard_id: int, until: int) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
@@ -221,7 +224,8 @@ class HistoryStore:
         for m in mutations:
             s = m.state
             executions.append((s.namespace, s.workflow_id, s.run_id, shard_id, s.workflow_type, s.task_queue,
-                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched()))
+                               s.status, s.start_time, s.close_time, s.next_event_id, s.dumps(), s.has_undispatched(),
+                               summary(s)))
             if m.current_changed:
                 current[(s.namespace, s.workflow_id)] = (s.namespace, s.workflow_id, s.run_id, shard_id, s.status,
                                                          s.start_request_id)

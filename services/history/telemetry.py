@@ -1,25 +1,23 @@
-"""Traces and metrics of a history shard, as a subclass that wraps the shard loop's steps.
+"""Traces and metrics of a history shard, as an observer injected into its units (observer.py).
 
-:class:`InstrumentedShard` adds, around the plain :class:`~.shard.Shard`:
+:class:`ShardTelemetry` adds, around the plain shard:
 
 - a CONSUMER span per command (``process kadence.requests``) parented by the record's
-  ``traceparent``; the command then runs with that span's context as its record
-  headers, so the outbox rows it writes (tasks, replies, history records) carry the
-  history span on to matching and the rest;
+  ``traceparent``, fetched or handed over alike; the command then runs with that span's
+  context as its record headers, so the outbox rows it writes (tasks, replies, history
+  records) and the tasks it hands over carry the history span on to matching and the rest;
 - the batch size histogram and the position behind the shard's consumer-lag gauge;
 - the workflows started/completed/failed counters, from the events of each commit;
 - the outbox backlog gauge (rows committed and not yet taken by the relay).
 
-The service uses it only when tracing or metrics are on (:func:`shard_factory`), so a
+The service uses it only when tracing or metrics are on (:func:`observer_factory`), so a
 service without telemetry runs the plain shard loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,40 +27,31 @@ from kadence_protocol.tracing import TRACE_HEADERS, tracer
 from services.common import kafka, telemetry
 
 from .builder import Mutation
-from .context import BatchContext
-from .shard import Shard
-from .store import OutboxRow
+from .neighbours import HandedCommand
+from .observer import NO_OBSERVER, RunCommand, RunOf, ShardObserver
 
 _GROUP = "kadence-history"  # the consumer group of service.py (imported late there; no cycle here)
 _FAILED = {"WorkflowExecutionFailed": "Failed", "WorkflowExecutionTimedOut": "TimedOut"}
 
-ShardFactory = Callable[..., Shard]
+ObserverFactory = Callable[[], ShardObserver]
 
 
-class _CountingQueue(asyncio.Queue[list[OutboxRow]]):
-    """The relay queue, counting the rows (not the batches) it holds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows = 0
-
-    def put_nowait(self, item: list[OutboxRow]) -> None:
-        super().put_nowait(item)
-        self.rows += len(item)
-
-    def get_nowait(self) -> list[OutboxRow]:
-        item = super().get_nowait()
-        self.rows -= len(item)
-        return item
+def _no_run(key: tuple[str, str]) -> None:
+    return None
 
 
-class InstrumentedShard(Shard):
-    def __init__(self, *args: Any, consumer: AIOKafkaConsumer, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.relay_queue = _CountingQueue()
+class ShardTelemetry(ShardObserver):
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
-        self._tp = TopicPartition(kafka.REQUESTS, self.shard_id)
+        self.shard_id = -1
+        self._tp = TopicPartition(kafka.REQUESTS, 0)
         self.position: int | None = None
+        self._backlog: Callable[[], int] = lambda: 0
+        self._run_of: RunOf = _no_run
+
+    def bind(self, shard_id: int, *, backlog: Callable[[], int], run_of: RunOf) -> None:
+        self.shard_id, self._tp = shard_id, TopicPartition(kafka.REQUESTS, shard_id)
+        self._backlog, self._run_of = backlog, run_of
         telemetry.register_shard(self)
 
     # -- gauges (called from the metrics exporter's thread: read plain attributes only) --
@@ -77,53 +66,52 @@ class InstrumentedShard(Shard):
         return None if end is None else max(0, end - self.position)
 
     def outbox_backlog(self) -> int:
-        queue = self.relay_queue
-        return max(0, queue.rows) if isinstance(queue, _CountingQueue) else queue.qsize()
+        return max(0, self._backlog())
 
-    # -- the wrapped steps ----------------------------------------------------------------
+    # -- the hooks -------------------------------------------------------------------------
 
-    async def acquire(self) -> int:
-        offset = await super().acquire()
+    def acquired(self, offset: int) -> None:
         self.position = offset
-        return offset
 
-    async def stop(self) -> None:
+    def stopped(self) -> None:
         telemetry.unregister_shard(self)
-        await super().stop()
 
-    async def _process(self, batch: list[Any], early: asyncio.Future[Any] | None = None, **options: Any) -> None:
+    def batch(self, size: int) -> None:
         m = telemetry.metrics()
         if m is not None:
-            m.batch_size.record(sum(len(i) if isinstance(i, list) else 1 for i in batch),
-                                {"kadence.shard_id": self.shard_id})
-        await super()._process(batch, early, **options)
-        self.position = self.consumed  # the next offset the loop takes
+            m.batch_size.record(size, {"kadence.shard_id": self.shard_id})
 
-    async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
-        if tracer() is None:
-            return await super()._command(ctx, record)
-        with telemetry.consumer_span(record, _GROUP) as consumed:
-            # The command continues under this span: its outbox rows take these headers.
-            headers = tuple((k, v) for k, v in (record.headers or ()) if k not in TRACE_HEADERS)
-            traced = dataclasses.replace(record, headers=headers + tuple(consumed.headers()))
-            reason = await super()._command(ctx, traced)
-            if reason is not None:
-                consumed.fail(reason)
-            self._annotate(consumed, record)
-            return reason
+    def processed(self, consumed: int) -> None:
+        self.position = consumed  # the next offset the loop takes
+
+    def wrap_command(self, run: RunCommand) -> RunCommand:
+        async def traced(ctx: Any, record: ConsumerRecord[bytes, bytes]) -> str | None:
+            if tracer() is None:
+                return await run(ctx, record)
+            with telemetry.consumer_span(record, _GROUP) as consumed:
+                # The command continues under this span: its outbox rows take these headers.
+                headers = tuple((k, v) for k, v in (record.headers or ()) if k not in TRACE_HEADERS)
+                headers += tuple(consumed.headers())
+                # A command handed over in this process is a NamedTuple (neighbours.py).
+                traced_record = (record._replace(headers=headers) if isinstance(record, HandedCommand)
+                                 else dataclasses.replace(record, headers=headers))
+                reason = await run(ctx, traced_record)
+                if reason is not None:
+                    consumed.fail(reason)
+                self._annotate(consumed, record)
+                return reason
+        return traced
 
     def _annotate(self, consumed: telemetry.Consumed, record: ConsumerRecord[bytes, bytes]) -> None:
         if record.key is None:
             return
         namespace, _, workflow_id = record.key.decode("utf-8", "replace").partition("/")
-        run_id = self.current.get((namespace, workflow_id))
-        state = self.cache.get(run_id) if run_id is not None else None
+        state = self._run_of((namespace, workflow_id))
         if state is not None:
             consumed.annotate({"kadence.run_id": state.run_id, "kadence.workflow_type": state.workflow_type,
                                "kadence.task_queue": state.task_queue, "kadence.shard_id": self.shard_id})
 
-    def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[OutboxRow]) -> None:
-        super()._after_commit(ctx, mutations, outbox)
+    def committed(self, mutations: Sequence[Mutation]) -> None:
         m = telemetry.metrics()
         if m is None:
             return
@@ -142,8 +130,8 @@ class InstrumentedShard(Shard):
                     m.workflows_failed.add(1, {**attributes, "kadence.close_status": _FAILED[event_type]})
 
 
-def shard_factory(consumer: AIOKafkaConsumer) -> ShardFactory:
-    """The shard class to use now: instrumented when tracing or metrics are on."""
+def observer_factory(consumer: AIOKafkaConsumer) -> ObserverFactory:
+    """The shards' observers from now on: telemetry when tracing or metrics are on."""
     if tracer() is None and telemetry.metrics() is None:
-        return Shard
-    return functools.partial(InstrumentedShard, consumer=consumer)
+        return lambda: NO_OBSERVER
+    return lambda: ShardTelemetry(consumer)

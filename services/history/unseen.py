@@ -25,6 +25,7 @@ from enum import StrEnum
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from kadence_protocol.enums import CommandType
 from kadence_protocol.reset import RESET_CAUSE
 
 if TYPE_CHECKING:  # the fold (state.py) imports this module
@@ -45,8 +46,9 @@ class HistoryCause(StrEnum):
 
 
 # The commands after which the run is closed: no further workflow task would come.
-CLOSING_COMMANDS = frozenset({"CompleteWorkflowExecution", "FailWorkflowExecution", "ContinueAsNewWorkflowExecution",
-                              "CancelWorkflowExecution"})
+CLOSING_COMMANDS = frozenset({CommandType.COMPLETE_WORKFLOW_EXECUTION, CommandType.FAIL_WORKFLOW_EXECUTION,
+                              CommandType.CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
+                              CommandType.CANCEL_WORKFLOW_EXECUTION})
 
 
 def closes_run(commands: Iterable[Mapping[str, Any]]) -> bool:
@@ -63,7 +65,8 @@ def refused(state: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     if not state.inputs_pending:
         return False
     return closes_run(commands) or any(
-        c["command_type"] == "CancelTimer" and c["attributes"]["timer_id"] not in state.timers for c in commands)
+        c["command_type"] == CommandType.CANCEL_TIMER and c["attributes"]["timer_id"] not in state.timers
+        for c in commands)
 
 
 def refusal_failure() -> dict[str, Any]:

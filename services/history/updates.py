@@ -29,17 +29,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from kadence_protocol.enums import CommandType, EventType, UpdateStage
+from kadence_protocol.records import UpdateWorkflowExecution
+
 from .builder import Transition
-from .state import MutableState
+from .requests import address
+from .state import MutableState, UpdateInfo, UpdateRequest, UpdateWaiter
 
 if TYPE_CHECKING:
     from .engine import Context
 
 # The workflow task commands this module turns into events (commands.py hands them here).
-COMMANDS = frozenset({"AcceptWorkflowUpdate", "RejectWorkflowUpdate", "CompleteWorkflowUpdate"})
+COMMANDS = frozenset({CommandType.ACCEPT_WORKFLOW_UPDATE, CommandType.REJECT_WORKFLOW_UPDATE,
+                      CommandType.COMPLETE_WORKFLOW_UPDATE})
 CLOSED = "WorkflowClosed"
 NOT_FOUND = "WorkflowNotFound"
 TOO_MANY = "TooManyUpdates"
@@ -53,57 +57,51 @@ MAX_WAITERS = 20  # callers waiting on one update
 MAX_UNANSWERED_TASKS = 3
 
 
-class Stage(StrEnum):
-    """Where an update stands; a caller waits for ``ACCEPTED`` or ``COMPLETED``."""
-
-    REQUESTED = "requested"  # waiting to be delivered and validated
-    ACCEPTED = "accepted"
-    COMPLETED = "completed"
-    REJECTED = "rejected"
+Stage = UpdateStage  # where an update stands; a caller waits for ACCEPTED or COMPLETED
 
 
-async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
+async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
     """UpdateWorkflowExecution: keep the request for the next workflow task, or answer the
     outcome already known for its update id."""
-    ns, wid, uid = cmd["namespace"], cmd["workflow_id"], cmd["update_id"]
-    t = await (ctx.run(ns, wid, cmd["run_id"]) if cmd.get("run_id") else ctx.current_run(ns, wid))
+    from .engine import target  # engine imports this module: no import cycle
+
+    wid, uid, cmd = update.workflow_id, update.update_id, address(update)
+    t = await target(ctx, update)
     if t is None:
         _error(ctx, cmd, NOT_FOUND, f"workflow {wid!r} has no run to update")
         return
     s = t.state
-    wait = Stage.ACCEPTED if cmd["wait_for_stage"] == Stage.ACCEPTED else Stage.COMPLETED
+    wait = Stage.ACCEPTED if update.wait_for_stage == Stage.ACCEPTED else Stage.COMPLETED
     done = s.updates.get(uid)
-    if done is not None and (done["completed"] or wait == Stage.ACCEPTED):
+    if done is not None and (done.completed or wait == Stage.ACCEPTED):
         _answer(ctx, cmd, uid, done)
         return
     req = s.update_requests.get(uid)
-    if req is not None and req["stage"] == Stage.REJECTED:
-        _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req["failure"]})
+    if req is not None and req.stage == Stage.REJECTED:
+        _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req.failure})
         return
     if not s.running:
         what = "it closed before the update completed" if done is not None else "the update was not run"
         _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): {what}")
         return
-    waiter = {"reply_to": cmd.get("reply_to") or "", "request_id": cmd["request_id"], "wait": wait.value}
+    waiter = UpdateWaiter(reply_to=update.reply_to or "", request_id=update.request_id, wait=wait.value)
     if req is None and done is None:
-        if sum(1 for r in s.update_requests.values() if r["stage"] == Stage.REQUESTED) >= MAX_WAITING:
+        if sum(1 for r in s.update_requests.values() if r.stage == Stage.REQUESTED) >= MAX_WAITING:
             _error(ctx, cmd, TOO_MANY, f"workflow {wid!r} has {MAX_WAITING} updates waiting already")
             return
-        seq = max((r.get("seq", 0) for r in s.update_requests.values()), default=0) + 1  # delivery order
-        req = s.update_requests[uid] = {"name": cmd["update_name"], "input": cmd["input"],
-                                        "identity": cmd["identity"], "stage": Stage.REQUESTED.value,
-                                        "failure": None, "unanswered": 0, "waiters": [], "seq": seq}
+        seq = max((r.seq for r in s.update_requests.values()), default=0) + 1  # delivery order
+        req = s.update_requests[uid] = UpdateRequest(name=update.update_name, input=update.input,
+                                                     identity=update.identity, stage=Stage.REQUESTED, seq=seq)
     elif req is None:  # accepted, known from history only (rebuilt): a waiter for its completion
-        req = s.update_requests[uid] = {"name": done["name"] if done else "", "input": None, "identity": "",
-                                        "stage": Stage.ACCEPTED.value, "failure": None, "unanswered": 0,
-                                        "waiters": []}
-    if waiter["reply_to"] and waiter not in req["waiters"]:
-        req["waiters"].append(waiter)
+        req = s.update_requests[uid] = UpdateRequest(name=done.name if done else "", input=None, identity="",
+                                                     stage=Stage.ACCEPTED)
+    if waiter.reply_to and waiter not in req.waiters:
+        req.waiters.append(waiter)
         # A caller that re-asks while a long handler runs adds a waiter each time; the oldest
         # have given up (asking again is harmless: the update runs once), so few are kept.
-        del req["waiters"][:-MAX_WAITERS]
+        del req.waiters[:-MAX_WAITERS]
     t.changed_without_events = True
-    if req["stage"] == Stage.REQUESTED and s.wt is None and s.wt_failures == 0:
+    if req.stage == Stage.REQUESTED and s.wt is None and s.wt_failures == 0:
         from .engine import schedule_workflow_task  # engine imports this module: no import cycle
 
         schedule_workflow_task(t)
@@ -111,35 +109,35 @@ async def request_update(ctx: Context, cmd: dict[str, Any]) -> None:
 
 def owed(s: MutableState) -> bool:
     """Whether a request waits that no completed workflow task answered yet."""
-    return any(r["stage"] == Stage.REQUESTED for r in s.update_requests.values())
+    return any(r.stage == Stage.REQUESTED for r in s.update_requests.values())
 
 
 def unanswered(s: MutableState, commands: Iterable[Mapping[str, Any]]) -> bool:
     """Whether a request waits that ``commands`` neither accept nor reject."""
     answered = {c["attributes"]["update_id"] for c in commands
-                if c["command_type"] in ("AcceptWorkflowUpdate", "RejectWorkflowUpdate")}
-    return any(r["stage"] == Stage.REQUESTED and uid not in answered for uid, r in s.update_requests.items())
+                if c["command_type"] in (CommandType.ACCEPT_WORKFLOW_UPDATE, CommandType.REJECT_WORKFLOW_UPDATE)}
+    return any(r.stage == Stage.REQUESTED and uid not in answered for uid, r in s.update_requests.items())
 
 
 def check_commands(s: MutableState, commands: list[dict[str, Any]]) -> str | None:
     """A message naming the first update command that does not follow the run's updates, or None."""
-    accepted = {uid for uid, u in s.updates.items() if not u["completed"]}
+    accepted = {uid for uid, u in s.updates.items() if not u.completed}
     answered: set[str] = set()
     for i, c in enumerate(commands):
         kind = c["command_type"]
         if kind not in COMMANDS:
             continue
         uid = c["attributes"]["update_id"]
-        if kind == "CompleteWorkflowUpdate":
+        if kind == CommandType.COMPLETE_WORKFLOW_UPDATE:
             if uid not in accepted:
                 return f"commands[{i}]: update {uid!r} is not accepted, or completed already"
             accepted.discard(uid)
             continue
         req = s.update_requests.get(uid)
-        if req is None or req["stage"] != Stage.REQUESTED or uid in answered:
+        if req is None or req.stage != Stage.REQUESTED or uid in answered:
             return f"commands[{i}]: update {uid!r} is not waiting for an answer"
         answered.add(uid)
-        if kind == "AcceptWorkflowUpdate":
+        if kind == CommandType.ACCEPT_WORKFLOW_UPDATE:
             accepted.add(uid)
     return None
 
@@ -149,13 +147,13 @@ def task_completed(ctx: Context, t: Transition, commands: list[dict[str, Any]]) 
     request it left unanswered, and reject a request left unanswered too often."""
     answered = {c["attributes"]["update_id"] for c in commands if c["command_type"] in COMMANDS}
     for uid, req in list(t.state.update_requests.items()):
-        if req["stage"] != Stage.REQUESTED or uid in answered:
+        if req.stage != Stage.REQUESTED or uid in answered:
             continue
-        req["unanswered"] += 1
+        req.unanswered += 1
         t.changed_without_events = True
-        if req["unanswered"] >= MAX_UNANSWERED_TASKS:
+        if req.unanswered >= MAX_UNANSWERED_TASKS:
             _reject(ctx, t, uid, {
-                "message": f"{req['unanswered']} workflow tasks left update {uid!r} unanswered: the workers of"
+                "message": f"{req.unanswered} workflow tasks left update {uid!r} unanswered: the workers of"
                            f" this workflow do not handle updates", "type": NOT_HANDLED, "stack_trace": "",
                 "non_retryable": True, "details": None})
 
@@ -165,17 +163,18 @@ def apply_command(ctx: Context, t: Transition, kind: str, a: dict[str, Any], com
     s = t.state
     uid = a["update_id"]
     t.changed_without_events = True
-    if kind == "RejectWorkflowUpdate":
+    if kind == CommandType.REJECT_WORKFLOW_UPDATE:
         _reject(ctx, t, uid, a["failure"])
         return
-    if kind == "AcceptWorkflowUpdate":
+    if kind == CommandType.ACCEPT_WORKFLOW_UPDATE:
         req = s.update_requests[uid]
-        t.add("WorkflowExecutionUpdateAccepted", update_id=uid, update_name=req["name"], input=req["input"],
-              identity=req["identity"], workflow_task_completed_event_id=completed_id)
-        req["stage"] = Stage.ACCEPTED.value
+        t.add(EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED, update_id=uid, update_name=req.name, input=req.input,
+              identity=req.identity, workflow_task_completed_event_id=completed_id)
+        req.stage = Stage.ACCEPTED
         _notify(ctx, s, req, uid, s.updates[uid], Stage.ACCEPTED)
         return
-    t.add("WorkflowExecutionUpdateCompleted", update_id=uid, accepted_event_id=s.updates[uid]["accepted_event_id"],
+    t.add(EventType.WORKFLOW_EXECUTION_UPDATE_COMPLETED, update_id=uid,
+          accepted_event_id=s.updates[uid].accepted_event_id,
           result=a["result"], failure=a["failure"], workflow_task_completed_event_id=completed_id)
     if uid in s.update_requests:
         _notify(ctx, s, s.update_requests.pop(uid), uid, s.updates[uid], Stage.COMPLETED)
@@ -187,11 +186,11 @@ def after(ctx: Context, t: Transition) -> None:
     if s.running or not s.update_requests:
         return
     for uid, req in list(s.update_requests.items()):
-        if req["stage"] == Stage.REJECTED:
+        if req.stage == Stage.REJECTED:
             continue
         message = (f"workflow {s.workflow_id!r} run {s.run_id} closed ({s.status}) before update {uid!r}"
-                   f" {'completed' if req['stage'] == Stage.ACCEPTED else 'was accepted'}")
-        for w in req["waiters"]:
+                   f" {'completed' if req.stage == Stage.ACCEPTED else 'was accepted'}")
+        for w in req.waiters:
             _error(ctx, _reply_cmd(s, w), CLOSED, message)
         del s.update_requests[uid]
         t.changed_without_events = True
@@ -200,36 +199,36 @@ def after(ctx: Context, t: Transition) -> None:
 def _reject(ctx: Context, t: Transition, uid: str, failure: dict[str, Any]) -> None:
     s = t.state
     req = s.update_requests[uid]
-    req["stage"] = Stage.REJECTED.value
-    req["failure"] = failure
+    req.stage = Stage.REJECTED
+    req.failure = failure
     outcome = {"update_id": uid, "stage": Stage.REJECTED.value, "failure": failure}
-    for w in req["waiters"]:
+    for w in req.waiters:
         _answer_outcome(ctx, _reply_cmd(s, w), outcome)
-    req["waiters"] = []
-    req["input"] = None  # kept only to answer a repeat of the same update id
-    rejected = [k for k, r in s.update_requests.items() if r["stage"] == Stage.REJECTED]
+    req.waiters = []
+    req.input = None  # kept only to answer a repeat of the same update id
+    rejected = [k for k, r in s.update_requests.items() if r.stage == Stage.REJECTED]
     for k in rejected[:-MAX_REMEMBERED_REJECTIONS]:
         del s.update_requests[k]
 
 
-def _notify(ctx: Context, s: MutableState, req: dict[str, Any], uid: str, done: Mapping[str, Any],
+def _notify(ctx: Context, s: MutableState, req: UpdateRequest, uid: str, done: UpdateInfo,
             stage: Stage) -> None:
     """Answer the waiters whose stage is reached; keep the others."""
     keep = []
-    for w in req["waiters"]:
-        if stage == Stage.COMPLETED or w["wait"] == Stage.ACCEPTED:
+    for w in req.waiters:
+        if stage == Stage.COMPLETED or w.wait == Stage.ACCEPTED:
             ctx.reply(_reply_cmd(s, w), ok=True, update_outcome=_outcome_json(uid, done))
         else:
             keep.append(w)
-    req["waiters"] = keep
+    req.waiters = keep
 
 
-def _reply_cmd(s: MutableState, w: Mapping[str, Any]) -> dict[str, Any]:
-    return {"namespace": s.namespace, "workflow_id": s.workflow_id, "reply_to": w["reply_to"],
-            "request_id": w["request_id"]}
+def _reply_cmd(s: MutableState, w: UpdateWaiter) -> dict[str, Any]:
+    return {"namespace": s.namespace, "workflow_id": s.workflow_id, "reply_to": w.reply_to,
+            "request_id": w.request_id}
 
 
-def _answer(ctx: Context, cmd: dict[str, Any], uid: str, done: Mapping[str, Any]) -> None:
+def _answer(ctx: Context, cmd: dict[str, Any], uid: str, done: UpdateInfo) -> None:
     ctx.reply(cmd, ok=True, update_outcome=_outcome_json(uid, done))
 
 
@@ -237,11 +236,11 @@ def _answer_outcome(ctx: Context, cmd: dict[str, Any], outcome: dict[str, Any]) 
     ctx.reply(cmd, ok=True, update_outcome=json.dumps(outcome))
 
 
-def _outcome_json(uid: str, done: Mapping[str, Any]) -> str:
-    if not done["completed"]:
+def _outcome_json(uid: str, done: UpdateInfo) -> str:
+    if not done.completed:
         return json.dumps({"update_id": uid, "stage": Stage.ACCEPTED.value})
-    return json.dumps({"update_id": uid, "stage": Stage.COMPLETED.value, "result": done["result"],
-                       "failure": done["failure"]})
+    return json.dumps({"update_id": uid, "stage": Stage.COMPLETED.value, "result": done.result,
+                       "failure": done.failure})
 
 
 def _error(ctx: Context, cmd: dict[str, Any], error_type: str, message: str) -> None:

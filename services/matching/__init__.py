@@ -1,7 +1,7 @@
 """Matching: task queues over the ``kadence.tasks`` partitions, sync match and backlog."""
 
-from .client import MatchingClient
-from .errors import (
+from services.common.matching import ACTIVITY, QUERY, WORKFLOW, MatchedTask, MatchingClient
+from services.common.matching.errors import (
     MatchingError,
     MatchingUnavailableError,
     NoPollerError,
@@ -10,7 +10,7 @@ from .errors import (
     QueryTimeoutError,
     UnknownQueryError,
 )
-from .queues import ACTIVITY, QUERY, WORKFLOW, MatchedTask
+
 from .service import MatchingService
 
 __all__ = [

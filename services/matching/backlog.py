@@ -19,13 +19,6 @@ class BacklogRow:
     traceparent: str | None = None  # the dispatch span's context, handed to the worker later
 
 
-@dataclass(frozen=True)
-class Owner:
-    partition: int
-    address: str
-    owner: str
-
-
 class BacklogStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -101,7 +94,3 @@ class BacklogStore:
             "DELETE FROM matching_owners WHERE partition = ANY($1::int[]) AND owner = $2",
             list(partitions), owner,
         )
-
-    async def owners(self) -> dict[int, Owner]:
-        rows = await self._pool.fetch("SELECT partition, address, owner FROM matching_owners")
-        return {r["partition"]: Owner(r["partition"], r["address"], r["owner"]) for r in rows}

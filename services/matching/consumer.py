@@ -23,11 +23,12 @@ from services.common import outage
 from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
+from services.common.matching.tasks import TASK_KINDS, MatchedTask
 from services.common.supervision import watch
 from services.common.telemetry import consumer_span
 
 from .backlog import BacklogRow
-from .queues import TASK_KINDS, MatchedTask, QueueKey
+from .queues import QueueKey
 
 if TYPE_CHECKING:
     from .service import MatchingService

@@ -19,8 +19,7 @@ from aiohttp import web
 
 from services.common import internal_auth
 from services.common.config import LISTEN_BACKLOG
-
-from .errors import (
+from services.common.matching.errors import (
     MatchingError,
     NoPollerError,
     NotOwnerError,

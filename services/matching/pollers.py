@@ -13,17 +13,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from services.common.matching.stats import PollerSeen
 
 POLLER_TTL_MS = 5 * 60 * 1000
 MAX_POLLERS = 1000
 UNNAMED = "(no identity)"
-
-
-@dataclass(frozen=True)
-class PollerSeen:
-    identity: str
-    last_poll_ms: int  # epoch milliseconds of its latest poll
 
 
 def now_ms() -> int:

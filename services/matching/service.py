@@ -20,17 +20,25 @@ from typing import Any
 import asyncpg
 
 from kadence_protocol import avro
-from kadence_protocol.tracing import current_traceparent, tracer
+from kadence_protocol.tracing import current_traceparent
 from services.common import db, internal_auth, outage
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
+from services.common.matching.errors import (
+    NoPollerError,
+    NotOwnerError,
+    QueryFailedError,
+    QueryTimeoutError,
+    UnknownQueryError,
+)
+from services.common.matching.stats import QueueStats
+from services.common.matching.tasks import KINDS, QUERY, TASK_KINDS, WORKFLOW, MatchedTask
 from services.common.supervision import Fatal
 
 from .backlog import BacklogRow, BacklogStore
 from .consumer import TaskConsumer
-from .errors import NoPollerError, NotOwnerError, QueryFailedError, QueryTimeoutError, UnknownQueryError
-from .queues import KINDS, QUERY, TASK_KINDS, WORKFLOW, CommittedTask, MatchedTask, QueueKey, RecentTasks, TaskQueue
-from .stats import QueueStats, snapshot
+from .queues import CommittedTask, QueueKey, RecentTasks, TaskQueue
+from .stats import snapshot
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +182,9 @@ class MatchingService:
     def takes(self, namespace: str, task_queue: str) -> bool:
         """Whether tasks of this queue committed by history in this process may be handed
         over (:meth:`hand_over`) instead of published: this instance owns the queue's
-        partition. With tracing on every task takes the broker path, for its dispatch span."""
-        return tracer() is None and self.partition_of(namespace, task_queue) in self._owned
+        partition. With tracing on too: the task sink gives each its dispatch span
+        (services/common/colocation.py TracedTasks)."""
+        return self.partition_of(namespace, task_queue) in self._owned
 
     def hand_over(self, tasks: Sequence[CommittedTask]) -> None:
         """Take the tasks that history in this process has just committed (and not published).
@@ -201,7 +210,8 @@ class MatchingService:
                                 task_id, partition)
                     continue
                 entry = by_queue[key] = (partition, [])
-            entry[1].append(MatchedTask(kind, task_id, record, events=committed.events))
+            entry[1].append(MatchedTask(kind, task_id, record, traceparent=committed.traceparent,
+                                        events=committed.events))
         for key, (partition, queued) in by_queue.items():
             q = self._queue(key, partition)
             given = self._deliver(q, queued)

@@ -18,6 +18,7 @@ import pytest
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+from tests.helpers import elapse
 
 CHAOS_SHARDS = 4
 STALL_AFTER_MS = 1000  # a shard retrying this long is reported stalled (/health 503)
@@ -65,7 +66,7 @@ class HealthWatch:
                         self.statuses.append(r.status)
                 except (aiohttp.ClientError, TimeoutError):
                     self.statuses.append(0)
-                await asyncio.sleep(0.1)
+                await elapse(0.1)  # the sampling period
 
     async def __aenter__(self) -> HealthWatch:
         self._task = asyncio.create_task(self._run())

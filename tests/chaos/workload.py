@@ -17,7 +17,7 @@ from typing import Any
 from kadence import Client, Worker, activity, workflow
 from services.cluster import Cluster
 from tests.chaos.conftest import HealthWatch
-from tests.helpers import eventually
+from tests.helpers import elapse, eventually
 
 # The issue ran 2,000 workflows through a 5 s outage; 200 finish in well under a minute on
 # a small shared machine. Raise it on a bigger one (KADENCE_CHAOS_WORKFLOWS=2000).
@@ -51,13 +51,14 @@ class FaultWorkflow:
 
 async def _retrying(what: str, call: Callable[[], Awaitable[Any]], deadline: float) -> Any:
     """Run the call until it succeeds: during the fault it may answer 503 or time out."""
-    while True:
+    async def attempt() -> tuple[Any]:
         try:
-            return await call()
+            return (await call(),)  # a tuple: truthy whatever the call answers
         except Exception as exc:  # any failure during the fault: try again, up to the deadline
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} kept failing: {exc!r}") from exc
-            await asyncio.sleep(0.5)
+            raise AssertionError(repr(exc)) from exc
+    answered = await eventually(attempt, timeout=max(0.0, deadline - time.monotonic()), every=0.5,
+                                what=f"{what} succeeding")
+    return answered[0]
 
 
 async def run_through(cluster: Cluster, fault: Callable[[], None], repair: Callable[[], None], *,
@@ -89,7 +90,7 @@ async def run_through(cluster: Cluster, fault: Callable[[], None], repair: Calla
 
         signals = asyncio.gather(*(signal(w) for w in ids))
         try:
-            await asyncio.sleep(max(0.0, FAULT_S - (time.monotonic() - struck)))
+            await elapse(max(0.0, FAULT_S - (time.monotonic() - struck)))  # the fault lasts FAULT_S
         finally:
             await asyncio.to_thread(repair)
         await signals

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 
 from kadence_protocol import avro
 from services.common import db, kafka
+from services.common.colocation import ReplySink
 from services.common.config import Settings
 from services.history import HistoryService
 from services.history.builder import LocalTask
@@ -26,18 +27,30 @@ def settings_for(bootstrap: str, dsn: str, **kw: Any) -> Settings:
                     session_timeout_ms=2000, **kw)
 
 
+class _EveryTask:
+    """A task sink taking every task (as matching in this process would its own queues')."""
+
+    def __init__(self, take: Callable[[list[LocalTask]], None]) -> None:
+        self._take = take
+
+    def takes(self, namespace: str, task_queue: str) -> bool:
+        return True
+
+    def hand_over(self, tasks: Sequence[Any]) -> None:
+        self._take(list(tasks))
+
+
 @asynccontextmanager
 async def history_running(
     bootstrap: str, dsn: str, *, local_tasks: Callable[[list[LocalTask]], None] | None = None,
+    replies: ReplySink | None = None,
 ) -> AsyncIterator[HistoryService]:
     """History running; with ``local_tasks``, that takes every task instead of kadence.tasks,
-    as matching in the same process would."""
+    as matching in the same process would; with ``replies``, that sink of replies and closes."""
     await db.migrate(dsn)
     await kafka.ensure_topics(bootstrap, SHARDS, 2)
-    service = HistoryService(settings_for(bootstrap, dsn))
-    if local_tasks is not None:
-        service.neighbours.takes_tasks = lambda namespace, task_queue: True
-        service.neighbours.on_tasks = local_tasks
+    tasks = None if local_tasks is None else _EveryTask(local_tasks)
+    service = HistoryService(settings_for(bootstrap, dsn), tasks=tasks, replies=replies)
     await service.start()
     try:
         yield service

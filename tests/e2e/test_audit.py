@@ -21,6 +21,7 @@ from services.audit import audit
 from services.cluster import Cluster
 from services.common.bounded import BoundedRead
 from services.common.embedded import EmbeddedPostgres
+from tests.helpers import eventually
 
 from ..conftest import new_database
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
@@ -40,16 +41,15 @@ async def _run_workflows(client: Client, n: int) -> list[str]:
 async def _published(cluster: Cluster) -> None:
     """Wait until the outbox relay has put every committed event on kadence.history."""
     conn = await asyncpg.connect(cluster.settings.database_url)
+
+    async def caught_up() -> bool:
+        stored = await conn.fetchval("SELECT count(*) FROM history_events")
+        async with BoundedRead(cluster.settings.kafka_bootstrap, "kadence.history") as read:
+            return bool(read.total >= stored)
     try:
-        for _ in range(100):
-            stored = await conn.fetchval("SELECT count(*) FROM history_events")
-            async with BoundedRead(cluster.settings.kafka_bootstrap, "kadence.history") as read:
-                if read.total >= stored:
-                    return
-            await asyncio.sleep(0.1)
+        await eventually(caught_up, timeout=20, what="kadence.history caught up with history_events")
     finally:
         await conn.close()
-    raise AssertionError("kadence.history did not catch up with history_events")
 
 
 @pytest.fixture
@@ -110,12 +110,14 @@ async def test_from_a_time_completes_runs_joined_mid_history_from_postgres(clust
     async with Worker(client, task_queue=QUEUE, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
         handle = await client.start_workflow(ApprovalWorkflow.run, id=f"audit-wait-{uuid.uuid4().hex[:6]}",
                                              task_queue=QUEUE)
-        for _ in range(100):  # the first workflow task has run: the run waits for its signal
-            if len(await handle.history()) >= 4:
-                break
-            await asyncio.sleep(0.05)
+        async def waiting_for_signal() -> bool:  # the first workflow task has run
+            return len(await handle.history()) >= 4
+        await eventually(waiting_for_signal, what="the run waiting for its signal")
         await _published(cluster)
-        await asyncio.sleep(0.05)
+        # A point strictly after every record published so far (their timestamps are at most
+        # now) and before the signal's: the millisecond clock moves on once.
+        published = int(time.time() * 1000)
+        await eventually(lambda: int(time.time() * 1000) > published, what="the clock past the published records")
         middle = int(time.time() * 1000)
         await handle.signal(ApprovalWorkflow.approve, "audit")
         assert await handle.result(timeout=20) == "approved by audit"

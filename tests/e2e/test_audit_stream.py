@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
-from services.common import kafka
+from services.common import chain, kafka
 from services.common.embedded import EmbeddedBroker
-from services.history import chain
 
 pytestmark = pytest.mark.timeout(60)
 

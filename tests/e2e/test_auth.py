@@ -137,3 +137,14 @@ async def test_sdk_client_and_worker_send_their_key(secured: Cluster, monkeypatc
     finally:
         await app.close()
         await worker_client.close()
+
+
+async def test_the_ui_tells_an_unregistered_namespace_only_to_who_may_read_there(secured: Cluster) -> None:
+    ns = f"nope-{uuid.uuid4().hex[:6]}"
+    page = f"{secured.url}/ui/namespaces/{ns}/workflows"
+    async with aiohttp.ClientSession(cookies={"kadence_ui_credential": "ops-key"}) as admin:
+        async with admin.get(page) as resp:
+            assert resp.status == 404 and "is not registered" in await resp.text()
+    async with aiohttp.ClientSession(cookies={"kadence_ui_credential": "shop-app-key"}) as shop:
+        async with shop.get(page) as resp:  # no grant there: the page's 403, nothing about the name
+            assert resp.status == 403 and "is not registered" not in await resp.text()

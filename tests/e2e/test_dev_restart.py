@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from kadence import Client, Worker
 from services.common.embedded import free_port
+from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, TimerWorkflow
 
@@ -31,12 +32,12 @@ async def _dev(data: Path, port: int, kafka_port: int, log: Path, shards: int | 
         proc = subprocess.Popen(
             _dev_command(data, port, kafka_port, shards),
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for _ in range(300):
-        assert proc.poll() is None, f"kadence dev exited: {log.read_text()[-2000:]}"
-        if "Kadence is running" in log.read_text():
-            return proc
-        await asyncio.sleep(0.1)
-    raise AssertionError("kadence dev did not come up in 30 s")
+    def running() -> bool:
+        if proc.poll() is not None:  # fails at once: an AssertionError would be retried
+            pytest.fail(f"kadence dev exited: {log.read_text()[-2000:]}")
+        return "Kadence is running" in log.read_text()
+    await eventually(running, timeout=30, every=0.1, what="kadence dev up")
+    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -61,11 +62,10 @@ async def test_restart_loses_nothing(tmp_path: Path) -> None:
         async with Worker(client, task_queue="q-restart", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
             waiting = await client.start_workflow(ApprovalWorkflow.run, id=approval, task_queue="q-restart")
             sleeping = await client.start_workflow(TimerWorkflow.run, 4.0, id=timer, task_queue="q-restart")
-            for _ in range(100):  # both have run their first workflow task
+            async def first_tasks_run() -> bool:
                 kinds = [[e["event_type"] for e in await h.history()] for h in (waiting, sleeping)]
-                if "WorkflowTaskCompleted" in kinds[0] and "TimerStarted" in kinds[1]:
-                    break
-                await asyncio.sleep(0.1)
+                return "WorkflowTaskCompleted" in kinds[0] and "TimerStarted" in kinds[1]
+            await eventually(first_tasks_run, what="both runs past their first workflow task")
         await client.close()
 
         _stop(proc)
@@ -107,10 +107,9 @@ async def test_sigkill_then_restart(tmp_path: Path) -> None:
         wid = f"approval-{uuid.uuid4().hex[:6]}"
         async with Worker(client, task_queue="q-kill", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
             handle = await client.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="q-kill")
-            for _ in range(100):
-                if "WorkflowTaskCompleted" in [e["event_type"] for e in await handle.history()]:
-                    break
-                await asyncio.sleep(0.1)
+            async def first_task_run() -> bool:
+                return "WorkflowTaskCompleted" in [e["event_type"] for e in await handle.history()]
+            await eventually(first_task_run, what="the first workflow task completed")
         await client.close()
 
         proc.send_signal(signal.SIGKILL)  # no shutdown at all

@@ -17,9 +17,10 @@ from kadence import Client, Worker
 from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
+from services.common.matching.client import MatchingClient
 from services.frontend import FrontendService
 from services.matching import MatchingService
-from services.matching.client import MatchingClient
+from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, EchoWorkflow
 
@@ -62,12 +63,11 @@ async def test_kill_one_history_process_mid_run(broker, fresh_dsn, tmp_path: Pat
         frontend = FrontendService(settings, pool=pool, matching=matching_client)
         await frontend.start()
         # Both history processes must own shards before the run starts.
-        for _ in range(300):
-            assert all(p.poll() is None for p in procs), "a history process exited at start; see its log"
-            if len(await _owners(fresh_dsn)) == 2:
-                break
-            await asyncio.sleep(0.1)
-        assert len(await _owners(fresh_dsn)) == 2, "the two history processes never shared the shards"
+        async def shared() -> bool:
+            if not all(p.poll() is None for p in procs):  # fails at once: an AssertionError would be retried
+                pytest.fail("a history process exited at start; see its log")
+            return len(await _owners(fresh_dsn)) == 2
+        await eventually(shared, timeout=30, every=0.1, what="the two history processes sharing the shards")
 
         client = await Client.connect(frontend.url, namespace="default")
         async with Worker(client, task_queue="q-failover", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
@@ -80,11 +80,8 @@ async def test_kill_one_history_process_mid_run(broker, fresh_dsn, tmp_path: Pat
                 results[f"failover-{i}"] = await handles[i].result()
 
             waiters = [asyncio.create_task(wait(i)) for i in range(WORKFLOWS)]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
-            while len(results) < WORKFLOWS // 4:
-                assert loop.time() < deadline, f"only {len(results)} workflows completed before the kill"
-                await asyncio.sleep(0.01)
+            await eventually(lambda: len(results) >= WORKFLOWS // 4, timeout=60, every=0.01,
+                             what="a quarter of the workflows completed before the kill")
             procs[0].send_signal(signal.SIGKILL)  # mid-run, no goodbye
             procs[0].wait(timeout=10)
             await asyncio.wait_for(asyncio.gather(*waiters), timeout=150)

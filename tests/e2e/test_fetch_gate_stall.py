@@ -54,7 +54,7 @@ async def test_a_burst_sent_as_one_batch_and_partly_handed_over_is_applied_whole
         # One command handed over, as the frontend in this process does: the gate starts, and
         # the partition, all taken, is paused.
         value = _signal(wid, "[-1]")
-        service.take_queued(tp.partition, key, value, await io.producer.send(kafka.REQUESTS, value, key=key,
+        service.take_queued(tp.partition, key, value, (), await io.producer.send(kafka.REQUESTS, value, key=key,
                                                                              partition=tp.partition))
         await until(lambda: tp in service._consumer.paused())
 
@@ -76,7 +76,7 @@ async def test_a_burst_sent_as_one_batch_and_partly_handed_over_is_applied_whole
         for i in range(BURST):
             value = _signal(wid, f"[{i}]")
             acks.append(await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition))
-            service.take_queued(tp.partition, key, value, acks[-1])
+            service.take_queued(tp.partition, key, value, (), acks[-1])
         assert [(await ack).offset for ack in acks] == list(range(first, first + BURST))
         end = (await service._consumer.end_offsets([tp]))[tp]
         assert end < first + BURST  # the development broker's answer: not the real end

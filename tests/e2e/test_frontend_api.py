@@ -21,6 +21,7 @@ from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.frontend import FrontendService
 from services.matching import MatchingService
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,10 +156,8 @@ async def test_workflow_task_poll_records_start_and_returns_events(env: Env, fre
     await producer.start()
     consumer = await _requests_consumer(env.settings.kafka_bootstrap)
     try:
-        for _ in range(300):
-            if len(matching.owned_partitions) == env.settings.task_partitions:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(matching.owned_partitions) == env.settings.task_partitions, timeout=15,
+                         what="every task partition owned")
         for event_id, etype, attrs in [
             (1, "WorkflowExecutionStarted", {"workflow_type": "T", "task_queue": "q", "input": "[1]"}),
             (2, "WorkflowTaskScheduled", {"task_queue": "q", "start_to_close_timeout_ms": 10000, "attempt": 1}),

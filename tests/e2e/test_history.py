@@ -17,11 +17,13 @@ from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
 from services.common import db, kafka
+from services.common.colocation import LocalFrontend
 from services.history import HistoryService, gate, rebuild
 from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
 from services.history.store import HistoryStore
+from tests.helpers import elapse, stays
 
 from .history_harness import SHARDS, Topics, history_of, history_running, settings_for, start_record, task_ref, until
 
@@ -224,7 +226,7 @@ async def test_a_late_started_record_counts_the_timeout_from_the_hand_out(broker
         first = await _first_attempt(io, "wf-late", 2000)
         # Handed out at once; the frontend held its record back, so it arrives 1.5 s later.
         handed = first["scheduled_time"]
-        await asyncio.sleep(1.5)
+        await elapse(1.5)
         await io.send("RecordActivityTaskStarted", task_ref(first) | {"started_time": handed})
         second = await io.next("kadence.tasks", "ActivityTask", workflow_id="wf-late", timeout=10)
         # The retried attempt wrote no event: the next one is scheduled the backoff after
@@ -278,15 +280,17 @@ async def test_commands_handed_over_in_process_are_taken_once_and_in_offset_orde
         # Offered out of order and twice: only the partition's next offset is taken.
         for metadata, value in [signals[1], signals[0], signals[0], signals[2], signals[1]]:
             service.take_acked(metadata.partition, metadata.offset, key, value)
-        await asyncio.sleep(0.5)
+        await until(lambda: service.shards[tp.partition].intake.settled())  # the hand-overs taken
         service._consumer.resume(tp)
 
         async def three_applied() -> bool:
             return len(await _signals_applied(fresh_dsn, reply["run_id"])) >= 3
 
         await until(three_applied)
-        await asyncio.sleep(0.3)  # a copy taken twice would show up by now
-        assert await _signals_applied(fresh_dsn, reply["run_id"]) == ["[0]", "[1]", "[2]"]
+
+        async def each_once() -> bool:  # a copy taken twice would show up
+            return await _signals_applied(fresh_dsn, reply["run_id"]) == ["[0]", "[1]", "[2]"]
+        await stays(each_once, for_seconds=0.3, what="each signal applied once")
 
 
 async def test_a_partition_hand_over_serves_is_not_fetched_until_another_producer_writes(
@@ -302,7 +306,7 @@ async def test_a_partition_hand_over_serves_is_not_fetched_until_another_produce
         # taken everything the broker holds, and the consumer stops fetching the partition.
         value = _signal("wf-gated", "[0]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)
+        service.take_queued(tp.partition, key, value, (), acked)
         await until(lambda: tp in service._consumer.paused())
         assert tp in service._consumer.paused()
         assert await _signals_applied(fresh_dsn, run_id) == ["[0]"]
@@ -321,7 +325,7 @@ async def test_a_partition_hand_over_serves_is_not_fetched_until_another_produce
         await io.producer.send_and_wait(kafka.REQUESTS, _signal("wf-gated", "[2]"), key=key, partition=tp.partition)
         value = _signal("wf-gated", "[3]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)
+        service.take_queued(tp.partition, key, value, (), acked)
 
         async def all_applied() -> bool:
             return len(await _signals_applied(fresh_dsn, run_id)) >= 4
@@ -347,29 +351,31 @@ async def _started_and_unfetched(service: Any, io: Topics, workflow_id: str,
 
 
 async def test_a_command_taken_ahead_of_its_acknowledgement_is_applied_once(broker, fresh_dsn, monkeypatch) -> None:
-    from services.history.shard import Shard
+    from services.history import runner
 
     early: list[int | None] = []  # the offsets the shard learnt for commands it took early
-    acknowledged = Shard._acknowledged
+    acknowledged = runner._acknowledged
 
-    async def spy(self: Shard, waiter: asyncio.Future[object]) -> int | None:
-        early.append(await acknowledged(self, waiter))
+    async def spy(waiter: asyncio.Future[object]) -> int | None:
+        early.append(await acknowledged(waiter))
         return early[-1]
 
-    monkeypatch.setattr(Shard, "_acknowledged", spy)
+    monkeypatch.setattr(runner, "_acknowledged", spy)
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
         # The fetched copy comes only after the shard took the command early.
         run_id, key, tp = await _started_and_unfetched(service, io, "wf-early", monkeypatch)
         value = _signal("wf-early", "[0]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)  # as the frontend in this process does
+        service.take_queued(tp.partition, key, value, (), acked)  # as the frontend in this process does
         offset = (await acked).offset
         await until(lambda: bool(early))
         assert early == [offset]
         await until(lambda: _signals_applied(fresh_dsn, run_id))
         service._consumer.resume(tp)
-        await asyncio.sleep(0.5)  # the acknowledged and the fetched copies are skipped by now
-        assert await _signals_applied(fresh_dsn, run_id) == ["[0]"]
+
+        async def once() -> bool:  # the acknowledged and the fetched copies are skipped
+            return await _signals_applied(fresh_dsn, run_id) == ["[0]"]
+        await stays(once, for_seconds=0.5, what="the signal applied once")
         events = await history_of(fresh_dsn, run_id)
         assert [e["event_id"] for e in events] == list(range(1, len(events) + 1))
 
@@ -382,22 +388,26 @@ async def test_a_command_taken_early_gives_way_to_a_record_ahead_of_it(broker, f
         # ... is ahead of the one taken early, which therefore waits for the fetch.
         value = _signal("wf-behind", "[1]")
         acked = await io.producer.send(kafka.REQUESTS, value, key=key, partition=tp.partition)
-        service.take_queued(tp.partition, key, value, acked)
+        service.take_queued(tp.partition, key, value, (), acked)
         await acked
         # And a command the broker refused is never applied.
         refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        service.take_queued(tp.partition, key, _signal("wf-behind", "[2]"), refused)
+        service.take_queued(tp.partition, key, _signal("wf-behind", "[2]"), (), refused)
         refused.set_exception(KafkaError("refused"))
-        await asyncio.sleep(0.5)
-        assert await _signals_applied(fresh_dsn, run_id) == []
+
+        async def none_applied() -> bool:
+            return await _signals_applied(fresh_dsn, run_id) == []
+        await stays(none_applied, for_seconds=0.5, what="nothing applied before the fetch")
         service._consumer.resume(tp)
 
         async def two_applied() -> bool:
             return len(await _signals_applied(fresh_dsn, run_id)) >= 2
 
         await until(two_applied)
-        await asyncio.sleep(0.3)
-        assert await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]"]
+
+        async def in_order_never_the_refused() -> bool:
+            return await _signals_applied(fresh_dsn, run_id) == ["[0]", "[1]"]
+        await stays(in_order_never_the_refused, for_seconds=0.3, what="the two in order, never the refused one")
 
 
 async def test_a_timer_runs_from_when_history_records_it(broker, fresh_dsn) -> None:
@@ -405,7 +415,7 @@ async def test_a_timer_runs_from_when_history_records_it(broker, fresh_dsn) -> N
         await io.send("StartWorkflowExecution", start_record("wf-sleep"))
         wt = await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-sleep")
         handed = wt["scheduled_time"]  # the worker's now() in this task
-        await asyncio.sleep(0.6)  # the task takes a while to answer: the code called sleep late
+        await elapse(0.6)  # the task takes a while to answer: the code called sleep late
         await io.send("RespondWorkflowTaskCompleted", task_ref(wt) | {"started_time": handed, "commands": [
             {"command_type": "StartTimer", "attributes": {"timer_id": "t1", "start_to_fire_timeout_ms": 1000}}]})
         await io.next("kadence.tasks", "WorkflowTask", workflow_id="wf-sleep", timeout=10)
@@ -420,9 +430,17 @@ async def test_a_timer_runs_from_when_history_records_it(broker, fresh_dsn) -> N
 async def test_replies_and_closes_for_this_process_skip_the_broker(broker, fresh_dsn) -> None:
     replies: list[dict[str, object]] = []
     closed: list[tuple[str, dict[str, object]]] = []
-    async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
-        n = service.neighbours
-        n.reply_to, n.on_replies, n.on_closed = frozenset({"here"}), replies.extend, closed.extend
+    class Here:
+        instance_id = "here"
+
+        def take_replies(self, taken: list[dict[str, object]]) -> None:
+            replies.extend(taken)
+
+        def take_closed(self, runs: list[tuple[str, dict[str, object]]]) -> None:
+            closed.extend(runs)
+
+    async with history_running(broker.bootstrap, fresh_dsn, replies=LocalFrontend(Here())), \
+            Topics(broker.bootstrap) as io:
         local, remote = start_record("wf-local", reply_to="here"), start_record("wf-remote")
         await io.send("StartWorkflowExecution", local)
         await io.send("StartWorkflowExecution", remote)
@@ -486,7 +504,7 @@ async def test_a_new_owner_publishes_the_pending_outbox_of_both_layouts(broker, 
     async with history_running(broker.bootstrap, fresh_dsn) as service, Topics(broker.bootstrap) as io:
         for request_id in ("old", "new-1", "new-2"):
             assert (await io.next("kadence.replies", request_id=request_id))["ok"]
-        assert service.shards[0].next_outbox_id == 9
+        assert service.shards[0].relay.next_outbox_id == 9
         conn = await asyncpg.connect(fresh_dsn)
         try:
             async def left() -> int:

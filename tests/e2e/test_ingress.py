@@ -14,6 +14,7 @@ from kadence import kafka as ingress
 from services.cluster import Cluster
 from services.common import dlq as dead_letters
 from services.common.bounded import BoundedRead
+from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 
@@ -117,9 +118,8 @@ async def test_garbage_goes_to_the_dlq_later_records_flow_and_the_tool_redrives_
     assert len(copies) == 2 and all(r.key == key for r in copies)
     assert dict(copies[1].headers)["kadence-redriven-from"] == b"kadence.dlq[0]@0"
     # ... and, still garbage, they land in the DLQ once more while nothing stops.
-    for _ in range(100):
+    async def three_letters() -> list[dead_letters.DeadLetterEntry] | None:
         letters = await dead_letters.list_dead_letters(bootstrap)
-        if len(letters) == 3:
-            break
-        await asyncio.sleep(0.1)
+        return letters if len(letters) == 3 else None
+    letters = await eventually(three_letters, what="the re-driven garbage dead-lettered again")
     assert letters[2].value == b"\x00not avro at all" and letters[2].offset == copies[1].offset

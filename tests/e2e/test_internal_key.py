@@ -12,8 +12,8 @@ import pytest
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.common.matching.errors import MatchingError
 from services.matching import WORKFLOW, MatchingClient, MatchingService
-from services.matching.errors import MatchingError
 from tests.helpers import eventually
 
 from .test_matching import PARTITIONS, workflow_task

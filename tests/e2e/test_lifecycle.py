@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 
@@ -10,6 +9,7 @@ import pytest
 
 from kadence import Client, Worker, workflow
 from kadence.exceptions import WorkflowFailureError
+from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, CountdownWorkflow, ForeverWorkflow, HeartbeatWorkflow, echo
 
@@ -83,18 +83,16 @@ async def test_non_determinism_fails_the_task_and_leaves_history_untouched(clien
     wid = _id("drift")
     async with Worker(client, task_queue="q-drift", workflows=[DriftingV1], activities=[echo]):
         handle = await client.start_workflow(DriftingV1.run, id=wid, task_queue="q-drift")
-        for _ in range(100):
-            if any(e["event_type"] == "TimerStarted" for e in await handle.history()):
-                break
-            await asyncio.sleep(0.05)
+        async def timer_started() -> bool:
+            return any(e["event_type"] == "TimerStarted" for e in await handle.history())
+        await eventually(timer_started, what="the timer started")
     before = await handle.history()
     # A new deploy with incompatible code picks the run up after the timer fires (no cache).
     async with Worker(client, task_queue="q-drift", workflows=[DriftingV2], activities=[echo]):
-        for _ in range(200):
+        async def task_failed() -> list[dict[str, object]] | None:
             events = await handle.history()
-            if any(e["event_type"] == "WorkflowTaskFailed" for e in events):
-                break
-            await asyncio.sleep(0.05)
+            return events if any(e["event_type"] == "WorkflowTaskFailed" for e in events) else None
+        events = await eventually(task_failed, what="a workflow task failed")
     failed = next(e for e in events if e["event_type"] == "WorkflowTaskFailed")
     assert failed["attributes"]["cause"] == "NonDeterminism"
     assert "TimerStarted" in failed["attributes"]["failure"]["message"] or "Timer" in failed["attributes"]["failure"]["message"]

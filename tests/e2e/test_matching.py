@@ -10,16 +10,18 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.common.matching.tasks import MatchedTask
 from services.history.builder import LocalTask
 from services.matching import WORKFLOW, MatchingClient, MatchingService
 from services.matching import service as matching_service
-from services.matching.queues import MatchedTask, RecentTasks
+from services.matching.queues import QueueKey, RecentTasks
+from tests.helpers import eventually, stays
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,11 +50,8 @@ async def env(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Env]:
     await producer.start()
     client = MatchingClient(pool, PARTITIONS, local=service)
     try:
-        for _ in range(300):
-            if len(service.owned_partitions) == PARTITIONS:
-                break
-            await asyncio.sleep(0.05)
-        assert len(service.owned_partitions) == PARTITIONS
+        await eventually(lambda: len(service.owned_partitions) == PARTITIONS, timeout=15,
+                         what="every task partition owned")
         yield Env(settings, service, client, pool, producer)
     finally:
         await client.close()
@@ -71,14 +70,33 @@ def workflow_task(tq: str, task_id: str | None = None, ns: str = "default") -> t
     return kafka.task_queue_key(ns, tq), value, task_id
 
 
-async def produce(env: Env, key: bytes, value: bytes) -> None:
-    await env.producer.send_and_wait(kafka.TASKS, value, key=key)  # type: ignore[attr-defined]
+def poll_waiting(service: MatchingService, tq: str, ns: str = "default") -> bool:
+    """A poll on the workflow queue ``tq`` is parked, waiting for a task."""
+    q = service._queues.get(QueueKey(ns, tq, WORKFLOW))
+    return q is not None and q.has_pollers()
+
+
+async def backlog_count(env: Env, where: str = "TRUE", *args: object) -> int:
+    return int(await env.pool.fetchval(f"SELECT count(*) FROM task_backlog WHERE {where}", *args))
+
+
+async def produce(env: Env, key: bytes, value: bytes) -> tuple[int, int]:
+    """Publish a task; its (partition, offset)."""
+    md = await env.producer.send_and_wait(kafka.TASKS, value, key=key)  # type: ignore[attr-defined]
+    return md.partition, md.offset
+
+
+async def consumed(env: Env, at: tuple[int, int]) -> bool:
+    """Matching's consumer has ingested and committed the record at ``at``."""
+    assert env.service._consumer is not None
+    committed = await env.service._consumer._consumer.committed(TopicPartition(kafka.TASKS, at[0]))
+    return committed is not None and committed > at[1]
 
 
 async def test_sync_match_when_poll_waits_first(env: Env) -> None:
     key, value, task_id = workflow_task("tq-sync")
     poll = asyncio.create_task(env.client.poll("default", "tq-sync", WORKFLOW, 1, 10.0, "w1"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: poll_waiting(env.service, "tq-sync"), what="the poll waiting")
     await produce(env, key, value)
     tasks = await asyncio.wait_for(poll, 10)
     assert [t.task_id for t in tasks] == [task_id]
@@ -92,10 +110,8 @@ async def test_backlog_survives_until_a_later_poll(env: Env) -> None:
         key, value, task_id = workflow_task("tq-backlog")
         await produce(env, key, value)
         ids.append(task_id)
-    for _ in range(100):
-        if await env.pool.fetchval("SELECT count(*) FROM task_backlog") == 3:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: backlog_count(env), what="three tasks in the backlog")
+    assert await backlog_count(env) == 3
     first = await env.client.poll("default", "tq-backlog", WORKFLOW, 2, 1.0)
     rest = await env.client.poll("default", "tq-backlog", WORKFLOW, 5, 1.0)
     assert [t.task_id for t in first] == ids[:2]
@@ -115,9 +131,11 @@ async def test_duplicate_task_id_is_delivered_once(env: Env) -> None:
     await produce(env, key, value)
     await produce(env, key, value)
     got = await env.client.poll("default", "tq-dup", WORKFLOW, 5, 3.0)
-    await asyncio.sleep(0.5)
-    got += await env.client.poll("default", "tq-dup", WORKFLOW, 5, 1.0)
     assert [t.task_id for t in got] == [task_id]
+
+    async def no_second_copy() -> bool:
+        return await env.client.poll("default", "tq-dup", WORKFLOW, 5, 0.1) == []
+    await stays(no_second_copy, for_seconds=1.0, what="no second copy delivered")
     # a re-publication after delivery is dropped as well
     await produce(env, key, value)
     assert await env.client.poll("default", "tq-dup", WORKFLOW, 5, 1.0) == []
@@ -129,10 +147,10 @@ async def test_tasks_handed_over_in_process_go_to_polls_or_wait_in_memory(env: E
     assert env.service.takes("default", "tq-hand")
     key, value, task_id = workflow_task("tq-hand")
     poll = asyncio.create_task(env.client.poll("default", "tq-hand", WORKFLOW, 1, 10.0, "w1"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: poll_waiting(env.service, "tq-hand"), what="the poll waiting")
     env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1])])
     assert [t.task_id for t in await asyncio.wait_for(poll, 5)] == [task_id]
-    await asyncio.sleep(0.3)
+    await eventually(lambda: task_id not in env.service._recent, what="the delivered window passed")
     await produce(env, key, value)  # history's re-dispatch of a task nobody started is delivered
     assert [t.task_id for t in await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)] == [task_id]
 
@@ -141,8 +159,8 @@ async def test_tasks_handed_over_in_process_go_to_polls_or_wait_in_memory(env: E
     # to the backlog.
     handed = [workflow_task("tq-hand") for _ in range(3)]
     env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1]) for _, value, _ in handed])
-    await produce(env, *handed[2][:2])
-    await asyncio.sleep(0.3)
+    copy = await produce(env, *handed[2][:2])
+    await eventually(lambda: consumed(env, copy), what="the re-dispatched copy consumed")
     got = await env.client.poll("default", "tq-hand", WORKFLOW, 2, 5.0)
     got += await env.client.poll("default", "tq-hand", WORKFLOW, 5, 5.0)
     assert [t.task_id for t in got] == [task_id for _, _, task_id in handed]
@@ -155,10 +173,7 @@ async def test_handed_over_tasks_beyond_what_memory_holds_wait_in_the_backlog(
     monkeypatch.setattr(matching_service, "READY_MAX", 2)
     handed = [workflow_task("tq-overflow") for _ in range(5)]
     env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1]) for _, value, _ in handed])
-    for _ in range(100):
-        if await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_queue = 'tq-overflow'") == 3:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: backlog_count(env, "task_queue = 'tq-overflow'"), what="the overflow stored")
     got = []
     for _ in range(5):
         got += await env.client.poll("default", "tq-overflow", WORKFLOW, 5, 1.0)
@@ -169,10 +184,7 @@ async def test_handed_over_tasks_beyond_what_memory_holds_wait_in_the_backlog(
 async def test_a_handed_over_task_whose_poll_went_away_is_kept_in_the_backlog(env: Env) -> None:
     _, value, task_id = workflow_task("tq-putback")
     env.service.put_back([MatchedTask(WORKFLOW, task_id, avro.decode(value)[1])])  # encoded only now
-    for _ in range(100):
-        if await env.pool.fetchval("SELECT count(*) FROM task_backlog WHERE task_id = $1", task_id):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: backlog_count(env, "task_id = $1", task_id), what="the task put back")
     got = await env.client.poll("default", "tq-putback", WORKFLOW, 5, 5.0)
     assert [t.task_id for t in got] == [task_id] and got[0].task == avro.decode(value)[1]
 
@@ -201,7 +213,7 @@ async def test_remote_poll_through_the_internal_api(env: Env) -> None:
     try:
         key, value, task_id = workflow_task("tq-remote")
         poll = asyncio.create_task(remote.poll("default", "tq-remote", WORKFLOW, 1, 10.0))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: poll_waiting(env.service, "tq-remote"), what="the remote poll waiting")
         await produce(env, key, value)
         tasks = await asyncio.wait_for(poll, 10)
         assert [t.task_id for t in tasks] == [task_id]

@@ -62,7 +62,7 @@ async def test_a_signal_flood_stays_within_the_tail_budgets_and_every_signal_is_
             await asyncio.gather(*(h.signal(TallyWorkflow.add, chr(ord("a") + n % 26) * PAYLOAD) for h in handles))
             for shard in small_budgets.history.shards.values():
                 assert shard.tails.total <= SHARD_BYTES
-                for run_id in list(shard.cache):
+                for run_id in list(shard.cache.runs):
                     tail = shard.tails.get(run_id) or []
                     assert sum(event_bytes(data) for _, data, _ in tail) <= RUN_BYTES
         async with Worker(client, task_queue=queue, workflows=[TallyWorkflow]):

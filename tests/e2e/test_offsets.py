@@ -191,8 +191,8 @@ async def test_a_request_id_no_longer_in_memory_is_found_in_postgresql(broker, f
         await io.next("kadence.replies", request_id=signal["request_id"])
         for shard in service.shards.values():
             shard.ledger.applied.clear()  # as if evicted, or applied by an earlier owner
-            for run_id in list(shard.cache):  # the run's own list of signal ids goes too
-                shard.cache[run_id].signal_request_ids.clear()
+            for run_id in list(shard.cache.runs):  # the run's own list of signal ids goes too
+                shard.cache.runs[run_id].signal_request_ids.clear()
         await io.send("SignalWorkflowExecution", signal)
         reply = await io.next("kadence.replies", request_id=signal["request_id"])
         assert reply["ok"] and reply["run_id"] == run1

@@ -32,7 +32,7 @@ async def test_a_shard_whose_loop_dies_is_restarted_and_takes_the_command_again(
             failures.append(batch)
             raise RuntimeError("a bug in the shard loop")
 
-        old._process = bug  # type: ignore[method-assign]
+        old.runner.process = bug  # type: ignore[method-assign]
         start = start_record(_on_partition(0, "restart"))
         await io.send("StartWorkflowExecution", start)
         # The new shard runs the command the old one died on: it was not committed.
@@ -69,7 +69,7 @@ async def _fail_one_shard(service: HistoryService, io: Topics, http: aiohttp.Cli
     async def bug(batch: Any, early: Any = None) -> None:
         raise RuntimeError("a bug in the shard loop")
 
-    service.shards[1]._process = bug  # type: ignore[method-assign]
+    service.shards[1].runner.process = bug  # type: ignore[method-assign]
     await io.send("StartWorkflowExecution", start_record(_on_partition(1, "fatal")))
     await until(service.fatal.happened.is_set, seconds=20)
     assert service.fatal.reason is not None and "a bug in the shard loop" in service.fatal.reason

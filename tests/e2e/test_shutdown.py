@@ -10,6 +10,9 @@ import pytest
 
 from kadence import Client
 from services.cluster import Cluster
+from services.matching import ACTIVITY
+from services.matching.queues import QueueKey
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,7 +32,11 @@ async def test_stopping_answers_polls_and_result_waits_instead_of_waiting_them_o
                                           json={"wait_seconds": 30}))
         result = asyncio.ensure_future(call("GET", "/workflows/wf-stop/result",
                                             params={"run_id": str(handle.run_id), "wait_seconds": "30"}))
-        await asyncio.sleep(0.5)  # both are waiting by now
+        def both_waiting() -> bool:  # the poll parked in matching, the result wait in the frontend
+            queue = cluster.matching._queues.get(QueueKey("default", "q-idle", ACTIVITY))
+            return (queue is not None and queue.has_pollers()
+                    and str(handle.run_id) in cluster.frontend._closes._waiters)
+        await eventually(both_waiting, what="the poll and the result wait both waiting")
         assert not poll.done() and not result.done()
         started = time.monotonic()
         await cluster.stop()

@@ -68,3 +68,14 @@ async def test_a_waiting_workflow_shows_where_it_waits(client: Client, cluster: 
     assert alone.exit_code == 0, alone.output
     assert "no worker answered within 5 s" in alone.output and queue in alone.output
     await handle.signal(StackParked.approve)
+
+
+async def test_a_run_no_worker_ever_ran_says_so_not_within_0_s(client: Client, cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    queue = f"nobody-{tag}"
+    await client.start_workflow("StackParked", id=f"orphan-{tag}", task_queue=queue)
+    described = await cli(cluster, "describe", "-w", f"orphan-{tag}")
+    assert described.exit_code == 0, described.output
+    flat = " ".join(described.output.split())
+    assert "within 0 s" not in flat, flat
+    assert "first workflow task has not completed" in flat and queue in flat

@@ -10,6 +10,7 @@ import pytest
 from kadence import Client, Worker
 from kadence.exceptions import QueryFailedError, WorkflowAlreadyStartedError
 from services.cluster import Cluster
+from tests.helpers import eventually
 
 from .workflows import (
     ALL_ACTIVITIES,
@@ -134,13 +135,12 @@ async def test_two_second_durable_timer(client: Client) -> None:
 async def test_signal_unblocks_wait_condition_and_query_reads_state(client: Client) -> None:
     async with _worker(client, "q-signal"):
         handle = await client.start_workflow(ApprovalWorkflow.run, id=_id("approval"), task_queue="q-signal")
-        for _ in range(100):  # the worker answers queries once the run's start is in history
+        async def waiting() -> bool:  # the worker answers queries once the run's start is in history
             try:
-                if await handle.query(ApprovalWorkflow.status) == "waiting":
-                    break
+                return await handle.query(ApprovalWorkflow.status) == "waiting"
             except QueryFailedError:
-                await asyncio.sleep(0.05)
-        assert await handle.query(ApprovalWorkflow.status) == "waiting"
+                return False
+        await eventually(waiting, what="the query answering 'waiting'")
         await handle.signal(ApprovalWorkflow.approve, "ada")
         assert await handle.result() == "approved by ada"
         assert await handle.query(ApprovalWorkflow.status) == "approved"

@@ -28,16 +28,18 @@ from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
 from kadence_protocol.topics import REQUESTS
 from services.audit import status as audit_store
-from services.common import dlq
-from services.history import chain
-from services.matching import MatchingService
-from services.matching.pollers import PollerSeen
+from services.common import chain, dlq
+from services.common.matching import LocalMatchingService
+from services.common.matching.stats import PollerSeen
+from services.common.namespaces import NamespaceRegistry
 
+from ..admin import not_found
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
 from ..handlers import ROUTES, Handlers
 from ..reads import event_json
 from ..task_queues import TaskQueueDescription, TaskQueueReads, backlog_counts
+from ..validation import namespace as valid_namespace
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ class UiData:
     auth: Authenticator | None
     pool: asyncpg.Pool | None = None
     bootstrap: str = ""
-    matching: MatchingService | None = None  # the matching in this process, for its pollers
+    matching: LocalMatchingService | None = None  # the matching in this process, for its pollers
     features: dict[Feature, str] = field(default_factory=detect)
     namespaces_operation: str | None = None  # the operation listing namespaces, when the API has one
     # The object holding that operation, when not ``handlers`` (namespace administration may
@@ -181,6 +183,9 @@ class UiData:
     admin_handlers: object | None = None
     # Task-queue descriptions (the API's describe_task_queue reads them the same way).
     task_queue_reads: TaskQueueReads | None = None
+    # The API's namespace registry (build_app sets it): a page of an unregistered namespace
+    # is a 404 naming it, as the API's answer is, not an empty list.
+    registry: NamespaceRegistry | None = None
 
     # -- authorization -----------------------------------------------------------------------
 
@@ -204,6 +209,12 @@ class UiData:
             raise PermissionDenied(f"{principal.name} lacks the admin permission in every namespace (*)"
                                    " that dead letters need")
 
+    async def check_namespace(self, namespace: str) -> None:
+        """NamespaceNotFound (404) for a namespace that is not registered, as the API answers."""
+        if self.registry is not None and namespace not in self.registry.known and not await \
+                self.registry.is_registered(valid_namespace(namespace)):
+            raise not_found(namespace)
+
     def _source(self, operation: str) -> Any:
         """The handlers object serving ``operation``: the workflow handlers or the admin ones."""
         for source in (self.handlers, self.admin_handlers):
@@ -214,6 +225,7 @@ class UiData:
     async def _call(self, authorization: str | None, operation: str, path: Mapping[str, str],
                     query: Mapping[str, str] | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
         self._check(authorization, operation, path["namespace"])
+        await self.check_namespace(path["namespace"])
         _, answer = await getattr(self._source(operation), operation)(path, query or {}, body or {})
         return dict(answer)
 

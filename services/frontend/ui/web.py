@@ -32,6 +32,7 @@ from services.common import outage
 from services.common.bounded import TopicReadError
 from services.common.dlq import DeadLetterNotFound
 
+from ..auth import Permission
 from ..errors import FrontendError, InvalidArgument, NotFound
 from . import diagnosis, timeline
 from .data import Feature, Search, UiData, UnauthenticatedUi, WorkflowPage
@@ -188,6 +189,13 @@ class Ui:
     def page(self, handler: Page) -> Page:
         async def page(request: web.Request) -> web.StreamResponse:
             try:
+                ns = request.match_info.get("namespace")
+                if ns is not None:
+                    # Sign in first (401 before 404); and only a caller who may read there
+                    # learns that it is not registered (the others get the page's 403).
+                    principal = self.data.principal(self._authorization(request))
+                    if principal is None or principal.allows(Permission.READ, ns):
+                        await self.data.check_namespace(ns)
                 return await handler(request)
             except FrontendError as exc:
                 if exc.status == 401 and handler != self.login:

@@ -1,0 +1,58 @@
+"""The ends of a worker's interceptor chains (kadence/interceptor.py): running a task, and
+running an activity's function."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from kadence.interceptor import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    TaskKind,
+    WorkerTaskInput,
+    WorkerTaskInterceptor,
+    chain_task,
+)
+
+__all__ = ["ActivityCalls", "intercepted_process", "task_headers"]
+
+
+class _TaskCalls(WorkerTaskInterceptor):
+    def __init__(self, process: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
+        self._process = process
+
+    async def run_task(self, input: WorkerTaskInput) -> None:
+        await self._process(input.task)
+
+
+def intercepted_process(interceptors: Sequence[Interceptor], process: Callable[[Mapping[str, Any]], Awaitable[None]],
+                        *, activity: bool, namespace: str, task_queue: str,
+                        ) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+    """``process`` (a task processor's) behind the interceptors' task chain."""
+    if not interceptors:
+        return process
+    chain = chain_task(interceptors, _TaskCalls(process))
+
+    async def run(task: Mapping[str, Any]) -> None:
+        kind = TaskKind.ACTIVITY if activity else TaskKind.QUERY if task.get("query") else TaskKind.WORKFLOW
+        await chain.run_task(WorkerTaskInput(kind, task, namespace, task_queue))
+
+    return run
+
+
+class ActivityCalls(ActivityInboundInterceptor):
+    """The end of the activity chain: ``invoke`` runs the function."""
+
+    def __init__(self, invoke: Callable[[ExecuteActivityInput], Awaitable[Any]]) -> None:
+        self._invoke = invoke
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        return await self._invoke(input)
+
+
+def task_headers(task: Mapping[str, Any]) -> dict[str, str]:
+    """What an activity task carries besides its payloads (its trace context)."""
+    traceparent = task.get("traceparent")
+    return {"traceparent": str(traceparent)} if traceparent else {}

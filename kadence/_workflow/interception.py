@@ -1,0 +1,90 @@
+"""The ends of a workflow run's interceptor chains (kadence/interceptor.py): inbound, the
+calls into the workflow's code; outbound, what the SDK does for workflow code."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from kadence._workflow.children import ChildWorkflowHandle
+from kadence.interceptor import (
+    ContinueAsNewInput,
+    ExecuteWorkflowInput,
+    HandleQueryInput,
+    HandleSignalInput,
+    HandleUpdateInput,
+    ScheduleActivityInput,
+    ScheduleLocalActivityInput,
+    SleepInput,
+    StartChildWorkflowInput,
+    WorkflowInboundInterceptor,
+    WorkflowOutboundInterceptor,
+)
+
+if TYPE_CHECKING:
+    from kadence._workflow.instance import WorkflowInstance
+
+__all__ = ["SdkCalls", "WorkflowCalls"]
+
+
+class _Owned:
+    def __init__(self, instance: WorkflowInstance) -> None:
+        # Weak: a closed run's objects are freed by reference counting, not the collector.
+        self._owner = weakref.ref(instance)
+
+    @property
+    def _instance(self) -> WorkflowInstance:
+        instance = self._owner()
+        if instance is None:
+            raise RuntimeError("the workflow instance is gone")
+        return instance
+
+
+class WorkflowCalls(_Owned, WorkflowInboundInterceptor):
+    """The end of the inbound chain: the workflow's own methods."""
+
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        self._instance.outbound = outbound
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        return await input.run_fn(*input.args)
+
+    def handle_signal(self, input: HandleSignalInput) -> Any:
+        return input.handler(*input.args)
+
+    def handle_query(self, input: HandleQueryInput) -> Any:
+        return input.handler(*input.args)
+
+    def handle_update_validator(self, input: HandleUpdateInput) -> None:
+        input.handler(*input.args)
+
+    def handle_update(self, input: HandleUpdateInput) -> Any:
+        return input.handler(*input.args)
+
+
+class SdkCalls(_Owned, WorkflowOutboundInterceptor):
+    """The end of the outbound chain: what the instance does for workflow code."""
+
+    async def execute_activity(self, input: ScheduleActivityInput) -> Any:
+        return await self._instance.execute_activity(input.activity_type, input.args, input.options,
+                                                     input.cancellation_type, result_type=input.result_type)
+
+    async def execute_local_activity(self, input: ScheduleLocalActivityInput) -> Any:
+        return await self._instance.local_activities.execute(
+            input.activity_type, input.fn, input.args, activity_id=input.activity_id,
+            start_to_close_ms=input.start_to_close_ms, schedule_to_close_ms=input.schedule_to_close_ms,
+            retry_policy=input.retry_policy, result_type=input.result_type)
+
+    async def start_child_workflow(self, input: StartChildWorkflowInput) -> ChildWorkflowHandle[Any]:
+        return await self._instance.children.start(input.workflow_type, input.args, input.options,
+                                                   result_type=input.result_type)
+
+    async def sleep(self, input: SleepInput) -> None:
+        await asyncio.sleep(input.seconds)  # the workflow loop makes it a durable timer
+
+    def continue_as_new(self, input: ContinueAsNewInput) -> NoReturn:
+        from kadence._workflow.instance import ContinueAsNewError
+
+        raise ContinueAsNewError(input.args, input.workflow_type, input.task_queue, input.memo,
+                                 input.search_attributes)

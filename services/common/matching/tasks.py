@@ -1,0 +1,56 @@
+"""The task a matching poll hands out, and the kinds of tasks: shared by matching and its client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kadence_protocol import avro
+
+WORKFLOW = "workflow"
+ACTIVITY = "activity"
+QUERY = "query"
+KINDS = (WORKFLOW, ACTIVITY)
+TASK_KINDS = {"WorkflowTask": WORKFLOW, "ActivityTask": ACTIVITY}  # record name -> kind
+TASK_NAMES = {kind: name for name, kind in TASK_KINDS.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class MatchedTask:
+    """A task handed to a poller: a decoded WorkflowTask/ActivityTask, or a query task.
+
+    ``payload`` is the Avro record as it came from Kafka (``None`` for queries, for tasks
+    that crossed the internal HTTP API and for tasks history in this process handed
+    over), kept so a task can be put back into the backlog (see :meth:`encoded`).
+    ``traceparent`` is the W3C trace context the worker continues (matching's dispatch
+    span), or ``None`` when tracing is off. ``events`` are the events a workflow task
+    carries, already decoded, when history in this process handed the task over.
+    """
+
+    kind: str
+    task_id: str
+    task: dict[str, Any]
+    payload: bytes | None = field(default=None, repr=False)
+    traceparent: str | None = None
+    events: Sequence[Mapping[str, Any]] | None = field(default=None, repr=False)
+
+    def encoded(self) -> bytes | None:
+        """The task's Avro record: its payload, or the record encoded now (None for queries)."""
+        return None if self.kind == QUERY else self.encode()
+
+    def encode(self) -> bytes:
+        """The Avro record of a workflow or activity task: its payload, or encoded now."""
+        return self.payload if self.payload is not None else avro.encode(TASK_NAMES[self.kind], self.task)
+
+    def to_json(self) -> dict[str, Any]:
+        # Events a workflow task carries are Avro bytes: across the internal API the
+        # frontend reads them from the store instead.
+        task = {k: v for k, v in self.task.items() if k != "events"}
+        return {"kind": self.kind, "task_id": self.task_id, "task": task, "traceparent": self.traceparent}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MatchedTask:
+        tp = data.get("traceparent")
+        return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=dict(data["task"]),
+                   traceparent=str(tp) if tp else None)

@@ -1,0 +1,195 @@
+"""A shard's intake: the one owner of which ``kadence.requests`` offsets the shard has taken.
+
+Work reaches a shard three ways: records the consumer fetched (:meth:`Intake.feed`),
+commands a frontend in this process handed over (:meth:`Intake.offer` once the broker
+acknowledged them, :meth:`Intake.offer_early` before), and due timers. They meet in one
+inbox; :meth:`Intake.batch` turns what waits there into a batch, dropping every record
+below ``consumed`` (taken already, by the other way) and taking a handed command only if
+it is the very next offset. So each offset is taken once and in order, whichever way it
+came (docs/colocation.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from aiokafka.structs import ConsumerRecord
+
+from .engine import TimerFiring
+from .neighbours import HandedCommand
+
+MAX_BATCH = 500
+INBOX_SIZE = 64
+
+
+class Handed(list[HandedCommand]):
+    """An inbox item of handed-over commands (as opposed to fetched records)."""
+
+
+class Early(NamedTuple):
+    """An inbox item: a command taken before the broker acknowledged it (Intake.offer_early)."""
+
+    command: HandedCommand  # its offset is not known yet
+    acked: asyncio.Future[Any]  # set to the broker's answer once that is settled
+
+
+InboxItem = list[ConsumerRecord[bytes, bytes]] | TimerFiring | Early
+# A batch: lists of records (fetched or handed over) and timer firings, in the order taken.
+Batch = list[Any]
+
+
+def _nothing() -> None:
+    pass
+
+
+def _skip_nothing(offset: int) -> None:
+    pass
+
+
+class Intake:
+    def __init__(self, *, max_batch: int = MAX_BATCH, inbox_size: int = INBOX_SIZE) -> None:
+        self.max_batch = max_batch
+        self._inbox: asyncio.Queue[InboxItem] = asyncio.Queue(maxsize=inbox_size)
+        self._idle = False  # the loop waits for an inbox that is empty
+        # The next offset the loop takes: a record below it was taken already, fetched or
+        # handed over.
+        self.consumed = 0
+        # The offset after the last record fed by the consumer.
+        self.fed = 0
+        self.fetched_at = 0.0  # when the loop last took records that came by fetch (monotonic)
+        # How to move the consumer's position past records taken by hand-over, and how to
+        # ask for the fetch of a partition whose hand-over could not go on (see gate.py).
+        self._skip_to: Callable[[int], None] = _skip_nothing
+        self._fetch_needed: Callable[[], None] = _nothing
+
+    def start_at(self, offset: int, *, skip_to: Callable[[int], None] | None = None,
+                 fetch_needed: Callable[[], None] | None = None) -> None:
+        """Consume from ``offset`` (the stored one), with the consumer's controls."""
+        self.consumed = self.fed = offset
+        self._skip_to = skip_to or _skip_nothing
+        self._fetch_needed = fetch_needed or _nothing
+
+    # ---- what comes in -----------------------------------------------------------------
+
+    async def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Records the consumer fetched; waits while the inbox is full."""
+        if records:
+            self.fed = max(self.fed, records[-1].offset + 1)
+        await self._inbox.put(records)
+
+    async def fire(self, firing: TimerFiring) -> None:
+        """A timer that is due; waits while the inbox is full."""
+        await self._inbox.put(firing)
+
+    def offer(self, command: HandedCommand) -> None:
+        """Take a command as soon as the broker has acknowledged it (see HandedCommand).
+
+        It runs only if it is the very next record of the partition when the loop gets to
+        it; otherwise (a record from another producer still to be fetched before it, or
+        an inbox full of fetched work) its fetched copy takes the usual path. Either way
+        each offset is taken once: the loop skips whatever it has taken already.
+        """
+        try:
+            self._inbox.put_nowait(Handed([command]))
+        except asyncio.QueueFull:
+            self._fetch_needed()
+
+    def offer_early(self, command: HandedCommand, acked: asyncio.Future[Any]) -> None:
+        """Take a command the broker has yet to acknowledge, if the loop has nothing else to do.
+
+        The loop runs it into a batch while the broker is at work (the ~0.3 ms of a produce
+        round trip, otherwise idle), then waits for the acknowledgement: it commits only if
+        the command's offset is the very next of the partition, as if it had been fetched.
+        Otherwise, or when the broker refuses it, the batch is dropped as a failed commit
+        would be, and the command takes the usual path (offer, or the fetch).
+        """
+        if not self._idle or not self._inbox.empty():
+            return
+        # The shard's own callback, registered before the frontend's wait: the loop resumes
+        # with the acknowledgement before the frontend does.
+        acknowledged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        acked.add_done_callback(functools.partial(_relay_outcome, acknowledged))
+        self._inbox.put_nowait(Early(command, acknowledged))
+
+    def settled(self) -> bool:
+        """The loop waits for work and none is queued."""
+        return self._idle and self._inbox.empty()
+
+    def empty(self) -> bool:
+        return self._inbox.empty()
+
+    def drain(self) -> None:
+        """Empty the inbox of a shard that stopped: a consumer waiting to feed it must not
+        wait for ever (what it fed is fetched again by the next owner, from the stored offset)."""
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+
+    # ---- what the loop takes -------------------------------------------------------------
+
+    async def next(self) -> InboxItem:
+        """The next inbox item, waiting for one."""
+        self._idle = True
+        try:
+            return await self._inbox.get()
+        finally:
+            self._idle = False
+
+    def batch(self, item: InboxItem) -> Batch:
+        """``item`` and what else waits in the inbox, up to max_batch, less what was taken."""
+        batch: Batch = []
+        size = 0
+        current: Any = item
+        while True:
+            current = self._untaken(current)
+            if current:
+                batch.append(current)
+                size += len(current) if isinstance(current, list) else 1
+            if size >= self.max_batch or self._inbox.empty():
+                return batch
+            current = self._inbox.get_nowait()
+            if isinstance(current, Early):
+                current = Handed()  # only offered to an idle loop; its acknowledged copy follows
+
+    def _untaken(self, item: Any) -> Any:
+        """The records of an inbox item that the loop has not taken yet, in offset order."""
+        if isinstance(item, Handed):
+            records: list[Any] = [r for r in item if r.offset == self.consumed]
+            if not records and item and item[0].offset > self.consumed:
+                self._fetch_needed()  # a record of another producer comes first
+        elif isinstance(item, list):
+            records = item if item and item[0].offset >= self.consumed else [
+                r for r in item if r.offset >= self.consumed]
+            if records:
+                self.fetched_at = time.monotonic()
+        else:
+            return item  # a timer firing
+        if records:
+            self.consumed = records[-1].offset + 1
+        return records
+
+    def took_early(self, offset: int) -> bool:
+        """A command taken early was acknowledged at ``offset``: take that offset if it is the
+        next one (and say so); otherwise the usual path takes the command."""
+        if offset != self.consumed:
+            return False
+        self.consumed = offset + 1
+        return True
+
+    def after_batch(self) -> None:
+        """Commands taken by hand-over need not come through the consumer as well."""
+        if self.consumed > self.fed:
+            self.fed = self.consumed
+            self._skip_to(self.consumed)
+
+    def fetch_needed(self) -> None:
+        self._fetch_needed()
+
+
+def _relay_outcome(to: asyncio.Future[Any], acked: asyncio.Future[Any]) -> None:
+    """Hand the broker's settled answer to a future of the shard's own (whose wait may time out)."""
+    if not to.done():
+        to.set_result(acked)

@@ -1,0 +1,152 @@
+"""A shard's outbox relay: publishes what each commit wrote to the outbox, after the commit.
+
+Every batch's messages are numbered under one outbox id (:meth:`OutboxRelay.number`)
+and written by the commit; once committed they are queued here (:meth:`OutboxRelay.committed`)
+and published in that order. Published rows are deleted at most every OUTBOX_CLEANUP_S under
+load and as soon as the relay falls idle: a crash in between publishes them again, which
+consumers take as the duplicates they already expect. A new owner publishes what the
+previous one left (:meth:`OutboxRelay.recover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.common import kafka, outage
+
+from .builder import Mutation, OutboxMessage
+from .store import OutboxRow
+
+OUTBOX_CLEANUP_S = 0.2
+# Records for the audit log alone (kadence.history) wait this long for more to go with them.
+AUDIT_GATHER_S = 0.010
+
+
+class OutboxStore(Protocol):
+    """What the relay asks of the store (HistoryStore)."""
+
+    async def pending_outbox(self, shard_id: int) -> list[OutboxRow]: ...
+
+    async def next_outbox_id(self, shard_id: int) -> int: ...
+
+    async def delete_outbox(self, shard_id: int, up_to: int) -> None: ...
+
+
+class OutboxRelay:
+    def __init__(self, shard_id: int, store: OutboxStore, producer: AIOKafkaProducer,
+                 backoff: outage.Backoff) -> None:
+        self.shard_id = shard_id
+        self.store = store
+        self.producer = producer
+        self.backoff = backoff
+        self._queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
+        self._urgent = asyncio.Event()  # the queue holds records a service or worker waits for
+        self.next_outbox_id = 1
+        self.backlog = 0  # rows committed and not yet taken for publication (a gauge)
+
+    async def recover(self) -> int:
+        """On acquisition: queue what was committed and not published; return how many rows."""
+        pending = await self.store.pending_outbox(self.shard_id)
+        self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
+        if pending:
+            self._put(pending)
+        return len(pending)
+
+    def number(self, mutations: Sequence[Mutation], replies: Sequence[OutboxMessage]) -> list[OutboxRow]:
+        """The batch's messages in publication order, all under the batch's outbox id."""
+        rows = [(self.next_outbox_id, m) for mut in mutations for m in mut.outbox]
+        rows.extend((self.next_outbox_id, m) for m in replies)
+        if rows:
+            self.next_outbox_id += 1
+        return rows
+
+    def not_committed(self, outbox: list[OutboxRow]) -> None:
+        """The commit of ``outbox`` (as numbered) wrote nothing: its id is free again."""
+        if outbox:
+            self.next_outbox_id = outbox[0][0]
+
+    def committed(self, outbox: list[OutboxRow]) -> None:
+        """``outbox`` is committed: publish it."""
+        if outbox:
+            self._put(outbox)
+            if not _audit_only(outbox):
+                self._urgent.set()
+
+    def _put(self, rows: list[OutboxRow]) -> None:
+        self._queue.put_nowait(rows)
+        self.backlog += len(rows)
+
+    def _take(self) -> list[OutboxRow]:
+        rows = self._queue.get_nowait()
+        self.backlog -= len(rows)
+        return rows
+
+    async def _next(self, timeout: float | None) -> list[OutboxRow]:
+        if self._queue.empty():
+            if timeout is None:
+                rows = await self._queue.get()
+            else:
+                rows = await asyncio.wait_for(self._queue.get(), timeout)
+            self.backlog -= len(rows)
+            return rows
+        return self._take()
+
+    async def run(self) -> None:
+        published: int | None = None  # the highest outbox id published and not yet deleted
+        last_cleanup = 0.0
+        while True:
+            if published is not None and self._queue.empty():
+                try:
+                    rows = await self._next(OUTBOX_CLEANUP_S)
+                except TimeoutError:
+                    await self._delete(published)
+                    published, last_cleanup = None, time.monotonic()
+                    continue
+            else:
+                rows = await self._next(None)
+            self._drain(rows)
+            if _audit_only(rows):
+                # Only the audit log waits for these (in one process tasks and replies are
+                # handed over, not published): gather a few batches' worth into one produce
+                # request instead of one per commit, which costs the broker and this process
+                # CPU on the workflows' path. Records that someone waits for end the wait.
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(AUDIT_GATHER_S):
+                        await self._urgent.wait()
+                self._drain(rows)
+            while True:
+                try:
+                    await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
+                    break
+                except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
+                    await self.backoff.wait(exc)
+            self.backoff.recovered()
+            published = rows[-1][0]
+            if time.monotonic() - last_cleanup >= OUTBOX_CLEANUP_S:
+                await self._delete(published)
+                published, last_cleanup = None, time.monotonic()
+
+    def _drain(self, rows: list[OutboxRow]) -> None:
+        while not self._queue.empty():
+            rows.extend(self._take())
+
+    async def _delete(self, up_to: int) -> None:
+        while True:
+            try:
+                await self.store.delete_outbox(self.shard_id, up_to)
+                self.backoff.recovered()
+                return
+            except (asyncpg.PostgresError, *outage.DATABASE_TRANSIENT) as exc:
+                await self.backoff.wait(exc)
+
+
+def _audit_only(rows: list[OutboxRow]) -> bool:
+    return all(m.topic == kafka.HISTORY for _, m in rows)

@@ -1,0 +1,47 @@
+"""The run summary history writes for the frontend (``executions.summary``), beside the snapshot.
+
+The snapshot (``executions.state``) is history's private layout (snapshot.py), free to
+change; the frontend answers describe, result waits, heartbeats, queries and the update
+requests of a workflow task from the row's columns and this summary only. The summary is
+canonical JSON (sorted keys, compact) of an object with:
+
+* ``status``, ``result``, ``failure``, ``new_run_id``, ``cancel_details``: the run's outcome
+  (services/common/outcome.py reads them);
+* ``memo`` (JSON text or null), ``history_size_bytes``;
+* ``reset_from_run_id``: the run this one was reset from (reset.py), or null;
+* ``attempt``: the run's attempt under the workflow retry policy (1: the first run);
+* ``first_task_completed``: whether a workflow task of the run has completed (a query waits
+  for it);
+* ``activities``, ``timers``, ``children``: the pending ones, by scheduled event id, timer id
+  and initiated event id, each an object with the fields of its info in state.py;
+* ``update_requests``: the update requests waiting for the workflow, in delivery order, each
+  ``{"update_id", "name", "input"}``.
+
+Fields are only ever added; migration 0012 wrote the summary of every row that existed before.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from kadence_protocol.enums import UpdateStage
+
+from .state import MutableState
+
+# With no update request waiting (most runs) the summary holds exactly this: the frontend
+# skips such a row's summary in SQL (services/frontend/reads.py).
+NO_UPDATE_REQUESTS = b'"update_requests":[]'
+
+
+def summary(s: MutableState) -> bytes:
+    """The summary of ``s`` as written beside its snapshot in the same commit."""
+    waiting = sorted((r.seq, uid, r) for uid, r in s.update_requests.items() if r.stage == UpdateStage.REQUESTED)
+    return orjson.dumps({
+        "status": s.status, "result": s.result, "failure": s.failure, "new_run_id": s.new_run_id,
+        "cancel_details": s.cancel_details, "memo": s.memo, "history_size_bytes": s.history_size_bytes,
+        "reset_from_run_id": s.reset_from_run_id,
+        "attempt": s.attempt,
+        "first_task_completed": s.last_completed_wt_scheduled_id != 0,
+        "activities": s.activities, "timers": s.timers, "children": s.children,
+        "update_requests": [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting],
+    }, option=orjson.OPT_SORT_KEYS)

@@ -1,0 +1,107 @@
+"""A shard's timer queue: an in-memory heap over the next window of its timer rows.
+
+Every TIMER_WINDOW_MS / 2 the rows due within TIMER_WINDOW_MS are read from the store;
+commits add and remove rows of the window as they write them (:meth:`TimerQueue.committed`).
+A due timer goes to the shard's intake and is *in flight* until the commit of its firing
+deletes its row; one the store refuses is given back (:meth:`TimerQueue.give_back`) and
+loaded again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from services.common import outage
+
+from .builder import Mutation
+from .engine import TimerFiring
+
+TIMER_WINDOW_MS = 30_000
+
+
+class TimerStore(Protocol):
+    async def timers_before(self, shard_id: int, until: int) -> Sequence[Any]: ...
+
+
+class TimerQueue:
+    def __init__(self, shard_id: int, store: TimerStore, fire: Callable[[TimerFiring], Awaitable[None]],
+                 backoff: outage.Backoff) -> None:
+        self.shard_id = shard_id
+        self.store = store
+        self._fire = fire
+        self.backoff = backoff
+        self.heap: list[tuple[int, str]] = []
+        self.rows: dict[str, TimerFiring] = {}
+        self.inflight: set[str] = set()
+        self.horizon = 0
+        self.wake = asyncio.Event()
+
+    def _add(self, firing: TimerFiring) -> None:
+        if firing.key in self.inflight:
+            return
+        self.rows[firing.key] = firing
+        heapq.heappush(self.heap, (firing.fire_at, firing.key))
+        self.wake.set()
+
+    def give_back(self, key: str) -> None:
+        """A firing whose batch the store refused: its row stays, to be loaded again."""
+        self.inflight.discard(key)
+
+    def committed(self, mutations: Sequence[Mutation], deleted: Sequence[str]) -> None:
+        for key in deleted:
+            self.inflight.discard(key)
+            self.rows.pop(key, None)
+        for m in mutations:
+            for key in m.timers_delete:
+                self.inflight.discard(key)
+                self.rows.pop(key, None)
+            if m.delete_all_timers:
+                prefix = m.state.run_id + "/"
+                for key in [k for k in self.rows if k.startswith(prefix)]:
+                    del self.rows[key]
+                self.inflight = {k for k in self.inflight if not k.startswith(prefix)}
+            for key, fire_at, ns, wid, run_id, kind, ref, attempt in m.timers_upsert:
+                self.inflight.discard(key)
+                if fire_at <= self.horizon:
+                    self._add(TimerFiring(key, fire_at, ns, wid, run_id, kind, ref, attempt))
+
+    async def _reload(self, now: int) -> None:
+        self.horizon = now + TIMER_WINDOW_MS
+        for r in await self.store.timers_before(self.shard_id, self.horizon):
+            firing = TimerFiring(r["timer_key"], int(r["fire_at"]), r["namespace"], r["workflow_id"],
+                                 r["run_id"], r["kind"], int(r["ref"]), int(r["attempt"]))
+            known = self.rows.get(firing.key)
+            if known is None or known.fire_at != firing.fire_at:
+                self._add(firing)
+
+    async def run(self) -> None:
+        next_reload = 0
+        while True:
+            # Milliseconds with their fraction: rounding the clock down to whole ones made every
+            # timer wait up to a millisecond more, on top of the event loop's own rounding.
+            now = time.time() * 1000
+            if now >= next_reload:
+                try:
+                    await self._reload(int(now))
+                except outage.DATABASE_TRANSIENT as exc:
+                    await self.backoff.wait(exc)
+                    continue
+                self.backoff.recovered()
+                next_reload = int(now) + TIMER_WINDOW_MS // 2
+            while self.heap and self.heap[0][0] <= now:
+                fire_at, key = heapq.heappop(self.heap)
+                firing = self.rows.get(key)
+                if firing is None or firing.fire_at != fire_at:
+                    continue  # deleted or re-armed since it was queued
+                del self.rows[key]
+                self.inflight.add(key)
+                await self._fire(firing)
+            until = min(next_reload, self.heap[0][0] if self.heap else next_reload)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.0, until / 1000 - time.time()))

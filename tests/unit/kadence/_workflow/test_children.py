@@ -1,0 +1,165 @@
+"""Child workflows in the SDK, driven through synthetic histories: the commands a parent
+decides, the events that resolve its handle, typed errors with their cause, the failure
+chain through history, and replay."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kadence import workflow
+from kadence._failure import exception_from_failure
+from kadence.exceptions import (
+    ApplicationError,
+    CanceledError,
+    ChildWorkflowError,
+    NonDeterminismError,
+    TerminatedError,
+)
+from tests.unit._fake_history import Driver, FakeHistory, new_runner
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@workflow.defn
+class Child:
+    @workflow.signal
+    def go(self, n: int) -> None:
+        pass
+
+    @workflow.run
+    async def run(self, n: int) -> int:
+        return n
+
+
+@workflow.defn
+class Parent:
+    @workflow.run
+    async def run(self, n: int) -> str:
+        handle = await workflow.start_child_workflow(Child.run, n, id="kid",
+                                                     parent_close_policy=workflow.ParentClosePolicy.ABANDON)
+        await handle.signal(Child.go, 5)
+        try:
+            result = await handle
+        except ChildWorkflowError as err:
+            return f"{type(err.cause).__name__}: {err.cause.message}"
+        return f"got {result}"
+
+
+@workflow.defn(name="Parent")
+class ParentChanged:
+    @workflow.run
+    async def run(self, n: int) -> str:
+        return str(await workflow.execute_child_workflow(Child, n, id="another-kid"))
+
+
+@workflow.defn
+class Careless:
+    @workflow.run
+    async def run(self) -> Any:
+        return await workflow.execute_child_workflow("Child", 1, id="kid")
+
+
+def _initiated(history: FakeHistory) -> int:
+    return max(e["event_id"] for e in history.events if e["event_type"] == "StartChildWorkflowExecutionInitiated")
+
+
+def _child_event(history: FakeHistory, kind: str, **attributes: Any) -> None:
+    history.add(kind, initiated_event_id=_initiated(history), namespace="default", workflow_id="kid",
+                workflow_type="Child", **attributes)
+
+
+def _run_to_signal(history: FakeHistory) -> Driver:
+    driver = Driver(Parent, history)
+    (start,) = driver.step()
+    assert start["command_type"] == "StartChildWorkflowExecution"
+    assert start["attributes"] | {"input": json.loads(start["attributes"]["input"])} == {
+        "workflow_id": "kid", "workflow_type": "Child", "task_queue": "", "input": [3], "execution_timeout_ms": 0,
+        "run_timeout_ms": 0, "workflow_task_timeout_ms": 0, "parent_close_policy": "Abandon", "retry_policy": None}
+    assert driver.next_task() == []  # nothing happens until the child has started
+    _child_event(history, "ChildWorkflowExecutionStarted", run_id="kid-run")
+    (signal,) = driver.next_task()
+    assert signal["command_type"] == "SignalExternalWorkflowExecution"
+    assert signal["attributes"]["run_id"] == "kid-run" and signal["attributes"]["signal_name"] == "go"
+    signal_initiated = max(e["event_id"] for e in history.events
+                           if e["event_type"] == "SignalExternalWorkflowExecutionInitiated")
+    history.add("ExternalWorkflowExecutionSignaled", initiated_event_id=signal_initiated,
+                namespace="default", workflow_id="kid", run_id="kid-run")
+    assert driver.next_task() == []  # waiting for the result
+    return driver
+
+
+def test_the_parent_gets_the_childs_result_and_replays_it() -> None:
+    history = FakeHistory("Parent", 3)
+    driver = _run_to_signal(history)
+    _child_event(history, "ChildWorkflowExecutionCompleted", run_id="kid-run", started_event_id=0, result="3")
+    (done,) = driver.next_task()
+    assert done == {"command_type": "CompleteWorkflowExecution", "attributes": {"result": '"got 3"'}}
+    replay = new_runner(Parent, history)
+    assert replay.apply(history.events, run_live=False) == [] and replay.finished
+
+
+def test_a_child_failure_reaches_the_parent_as_a_child_workflow_error_with_its_cause() -> None:
+    history = FakeHistory("Parent", 3)
+    driver = _run_to_signal(history)
+    failure = {"message": "boom", "type": "Oops", "stack_trace": "", "non_retryable": True, "details": None}
+    _child_event(history, "ChildWorkflowExecutionFailed", run_id="kid-run", started_event_id=0, failure=failure)
+    (done,) = driver.next_task()
+    assert done["attributes"]["result"] == '"ApplicationError: boom"'
+
+
+def test_a_terminated_child_raises_with_a_terminated_cause() -> None:
+    history = FakeHistory("Parent", 3)
+    driver = _run_to_signal(history)
+    _child_event(history, "ChildWorkflowExecutionTerminated", run_id="kid-run", started_event_id=0, reason="ops")
+    (done,) = driver.next_task()
+    assert done["attributes"]["result"] == '"TerminatedError: workflow terminated: ops"'
+
+
+def test_an_uncaught_start_failure_fails_the_parent_with_the_chain_kept() -> None:
+    history = FakeHistory("Careless")
+    driver = Driver(Careless, history)
+    driver.step()
+    _child_event(history, "StartChildWorkflowExecutionFailed", cause="WorkflowAlreadyStarted")
+    (failed,) = driver.next_task()
+    assert failed["command_type"] == "FailWorkflowExecution"
+    error = exception_from_failure(failed["attributes"]["failure"])
+    assert isinstance(error, ChildWorkflowError) and error.workflow_id == "kid" and error.run_id is None
+    assert isinstance(error.cause, ApplicationError) and error.cause.type == "WorkflowAlreadyStarted"
+
+
+def test_a_changed_child_is_non_determinism_on_replay() -> None:
+    history = FakeHistory("Parent", 3)
+    _run_to_signal(history)
+    with pytest.raises(NonDeterminismError, match="another-kid"):
+        new_runner(ParentChanged, history).apply(history.events, run_live=False)
+
+
+def test_child_errors_round_trip_through_a_failure() -> None:
+    from kadence._failure import failure_from_exception
+
+    error = ChildWorkflowError("child failed", workflow_id="k", workflow_type="Child", run_id="r",
+                               initiated_event_id=5, cause=TerminatedError("why"))
+    again = exception_from_failure(failure_from_exception(error))
+    assert isinstance(again, ChildWorkflowError) and again.initiated_event_id == 5 and again.run_id == "r"
+    assert isinstance(again.cause, TerminatedError) and again.cause.reason == "why"
+
+
+def test_a_canceled_child_raises_with_a_canceled_cause() -> None:
+    history = FakeHistory("Parent", 3)
+    driver = _run_to_signal(history)
+    _child_event(history, "ChildWorkflowExecutionCanceled", run_id="kid-run", started_event_id=0, details=None)
+    (done,) = driver.next_task()
+    assert done["attributes"]["result"] == '"CanceledError: workflow canceled"'
+
+
+def test_a_canceled_cause_keeps_its_class_and_details_through_a_failure() -> None:
+    from kadence._failure import failure_from_exception
+
+    error = ChildWorkflowError("child was canceled", workflow_id="k", workflow_type="Child", run_id="r",
+                               initiated_event_id=5, cause=CanceledError("workflow canceled", {"why": "stop"}))
+    again = exception_from_failure(failure_from_exception(error))
+    assert isinstance(again, ChildWorkflowError) and isinstance(again.cause, CanceledError)
+    assert again.cause.details == ({"why": "stop"},) and again.cause.message == "workflow canceled"

@@ -1,0 +1,147 @@
+"""Frontend validation, task tokens and the OpenAPI document; no I/O."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+from services.frontend import InvalidArgument, TaskToken, TokenKeys, openapi_document
+from services.frontend import validation as v
+from services.frontend.handlers import PREFIX
+
+pytestmark = pytest.mark.timeout(60)
+
+PROTOCOL = Path(__file__).resolve().parents[4] / "docs" / "protocol.md"
+
+
+def field_of(fn, *args, **kwargs) -> str | None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidArgument) as info:
+        fn(*args, **kwargs)
+    return info.value.field
+
+
+def test_start_request_accepts_a_good_body_and_ignores_unknown_fields() -> None:
+    req = v.start_request("default", {"workflow_id": "w", "workflow_type": "T", "task_queue": "q",
+                                      "input": [1, "a"], "execution_timeout_ms": 5, "surprise": True})
+    assert req.input == '[1,"a"]'
+    assert req.workflow_task_timeout_ms == 10000
+    assert req.request_id == ""
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"workflow_type": "T", "task_queue": "q"}, "workflow_id"),
+    ({"workflow_id": "", "workflow_type": "T", "task_queue": "q"}, "workflow_id"),
+    ({"workflow_id": "x" * 1001, "workflow_type": "T", "task_queue": "q"}, "workflow_id"),
+    ({"workflow_id": "w", "workflow_type": 3, "task_queue": "q"}, "workflow_type"),
+    ({"workflow_id": "w", "workflow_type": "T"}, "task_queue"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "input": "[1]"}, "input"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "execution_timeout_ms": -1},
+     "execution_timeout_ms"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "workflow_task_timeout_ms": 1.5},
+     "workflow_task_timeout_ms"),
+    ({"workflow_id": "w", "workflow_type": "T", "task_queue": "q", "execution_timeout_ms": True},
+     "execution_timeout_ms"),
+])
+def test_start_request_names_the_bad_field(body: dict[str, object], field: str) -> None:
+    assert field_of(v.start_request, "default", body) == field
+
+
+@pytest.mark.parametrize("ns", ["", "a/b", "x" * 101, "sp ace"])
+def test_namespace_pattern(ns: str) -> None:
+    assert field_of(v.namespace, ns) == "namespace"
+    assert v.namespace("prod.eu-1_x") == "prod.eu-1_x"
+
+
+def test_malformed_json_body() -> None:
+    assert field_of(v.parse_json_body, b"{nope") is None
+    assert field_of(v.parse_json_body, b"[1, 2]") is None
+    assert v.parse_json_body(b"") == {}
+
+
+def test_poll_request_limits() -> None:
+    assert v.poll_request("default", "q", {}).max_tasks == 1
+    assert field_of(v.poll_request, "default", "q", {"max_tasks": 0}) == "max_tasks"
+    assert field_of(v.poll_request, "default", "q", {"wait_seconds": -1}) == "wait_seconds"
+    assert field_of(v.poll_request, "default", "q", {"wait_seconds": "soon"}) == "wait_seconds"
+
+
+def test_commands_are_checked_against_the_schema() -> None:
+    good = v.commands({"commands": [
+        {"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 5}},
+        {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "1"}},
+    ]})
+    assert [c["command_type"] for c in good] == ["StartTimer", "CompleteWorkflowExecution"]
+    assert field_of(v.commands, {"commands": {}}) == "commands"
+    assert field_of(v.commands, {"commands": [{"command_type": "Explode", "attributes": {}}]}) == \
+        "commands[0].command_type"
+    bad = [{"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 1}},
+           {"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": "x"}}]
+    assert field_of(v.commands, {"commands": bad}) == "commands[1].attributes.start_to_fire_timeout_ms"
+    assert field_of(v.commands, {"commands": [{"command_type": "StartTimer", "attributes": {}}]}) == \
+        "commands[0].attributes.timer_id"
+
+
+def test_a_workflow_task_run_ahead_is_checked_like_a_completion() -> None:
+    assert v.run_ahead({}) is None and v.run_ahead({"workflow_task": None}) is None
+    complete = {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "1"}}
+    good = {"after_scheduled_event_id": 2, "after_started_time": 10, "started_time": 12, "commands": [complete],
+            "ahead_id": 9, "after_ahead_id": 0}
+    assert v.run_ahead({"workflow_task": good}) == good
+    chained = {k: x for k, x in good.items() if k != "after_scheduled_event_id"} | {"after_ahead_id": 4}
+    assert v.run_ahead({"workflow_task": chained}) == chained | {"after_scheduled_event_id": 0}
+    assert field_of(v.run_ahead, {"workflow_task": {**good, "ahead_id": 0}}) == "workflow_task.ahead_id"
+    assert field_of(v.run_ahead, {"workflow_task": []}) == "workflow_task"
+    assert field_of(v.run_ahead, {"workflow_task": {**good, "started_time": -1}}) == "workflow_task.started_time"
+    assert field_of(v.run_ahead, {"workflow_task": {**good, "after_started_time": True}}) == \
+        "workflow_task.after_started_time"
+    missing = {k: x for k, x in good.items() if k != "started_time"}
+    assert field_of(v.run_ahead, {"workflow_task": missing}) == "workflow_task.started_time"
+    bad = {**good, "commands": [{"command_type": "Explode", "attributes": {}}]}
+    assert field_of(v.run_ahead, {"workflow_task": bad}) == "workflow_task.commands[0].command_type"
+
+
+def test_failure_and_json_text() -> None:
+    assert v.failure({"failure": {"message": "m"}}, "failure", required=True) == {
+        "message": "m", "type": "", "stack_trace": "", "non_retryable": False, "details": None}
+    assert field_of(v.failure, {}, "failure", required=True) == "failure"
+    assert field_of(v.failure, {"failure": {"message": 1}}, "failure", required=True) == "failure.message"
+    assert field_of(v.json_text, {"result": "{bad"}, "result") == "result"
+    assert v.json_text({"result": "[1]"}, "result") == "[1]"
+
+
+def test_task_token_round_trip_and_rejects() -> None:
+    keys = TokenKeys.of(["k" * 32])
+    tok = TaskToken("default", "wf/1", "run", 7, 2, "activity", 0, "q")
+    text = tok.encode(keys)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", text)
+    assert TaskToken.decode(text, keys) == tok
+    started = TaskToken("default", "wf-é", "run", 2, 1, "workflow", 1_700_000_000_123)
+    assert TaskToken.decode(started.encode(keys), keys) == started
+
+    def signed(raw: bytes) -> str:  # well signed, badly formed
+        return (base64.urlsafe_b64encode(raw).decode().rstrip("=") + "."
+                + base64.urlsafe_b64encode(keys.sign(raw)).decode().rstrip("="))
+
+    for bad in [None, "", "%%%.%%%", signed(b"[1]"), signed(b'{"namespace": "x"}'),
+                TaskToken("d", "w", "r", 1, 1, "workflow", "soon").encode(keys),  # type: ignore[arg-type]
+                TaskToken("d", "w", "r", 1, 1, "nonsense").encode(keys)]:
+        assert field_of(TaskToken.decode, bad, keys) == "task_token"
+
+
+def test_openapi_lists_every_path_of_the_protocol() -> None:
+    doc = openapi_document()
+    assert doc["openapi"].startswith("3.1")
+    table = re.findall(r"^\| `(GET|POST|PATCH|DELETE) (/[^`]*)`", PROTOCOL.read_text(), flags=re.MULTILINE)
+    assert len(table) >= 16
+    for method, path in table:
+        full = path if path.startswith("/api/") else PREFIX + path  # the namespace routes are written whole
+        assert full in doc["paths"], full
+        op = doc["paths"][full][method.lower()]
+        assert op["responses"] and op["operationId"]
+        if method == "POST":
+            assert "requestBody" in op
+    refs = re.findall(r'"#/components/schemas/(\w+)"', str(doc).replace("'", '"'))
+    assert set(refs) <= set(doc["components"]["schemas"])

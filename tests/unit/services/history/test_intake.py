@@ -1,0 +1,115 @@
+"""The shard's intake (services/history/intake.py): each offset taken once and in order,
+whether it was fetched or handed over, and the consumer told what it need not fetch."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from services.common import kafka
+from services.history.engine import TimerFiring
+from services.history.intake import Early, Handed, Intake
+from services.history.neighbours import HandedCommand
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def _fetched(*offsets: int) -> list[ConsumerRecord[bytes, bytes]]:
+    return [ConsumerRecord(kafka.REQUESTS, 0, o, 0, 0, b"ns/wf", b"v", None, 0, 0, []) for o in offsets]
+
+
+def _handed(offset: int) -> HandedCommand:
+    return HandedCommand(kafka.REQUESTS, 0, offset, b"ns/wf", b"v")
+
+
+def _offsets(batch: list[Any]) -> list[Any]:
+    return [r.offset if not isinstance(r, TimerFiring) else r.key
+            for item in batch for r in (item if isinstance(item, list) else [item])]
+
+
+class Consumer:
+    """The consumer's controls the intake is given."""
+
+    def __init__(self) -> None:
+        self.skipped_to: list[int] = []
+        self.fetches = 0
+
+    def skip_to(self, offset: int) -> None:
+        self.skipped_to.append(offset)
+
+    def fetch_needed(self) -> None:
+        self.fetches += 1
+
+
+def _intake(offset: int = 10, **options: int) -> tuple[Intake, Consumer]:
+    intake, consumer = Intake(**options), Consumer()
+    intake.start_at(offset, skip_to=consumer.skip_to, fetch_needed=consumer.fetch_needed)
+    return intake, consumer
+
+
+async def test_fetched_records_below_the_offset_taken_are_dropped() -> None:
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(8, 9, 10, 11))
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == [10, 11] and intake.consumed == 12 and intake.fed == 12
+    await intake.feed(_fetched(11))  # a copy fetched again
+    assert intake.batch(await intake.next()) == []
+
+
+async def test_a_handed_command_is_taken_only_as_the_next_offset_and_its_fetched_copy_is_skipped() -> None:
+    intake, consumer = _intake(10)
+    intake.offer(_handed(11))  # another producer's record 10 comes first
+    assert intake.batch(await intake.next()) == [] and consumer.fetches == 1 and intake.consumed == 10
+    intake.offer(_handed(10))
+    assert _offsets(intake.batch(await intake.next())) == [10]
+    intake.after_batch()
+    assert consumer.skipped_to == [11]  # the consumer need not fetch it
+    await intake.feed(_fetched(10, 11))  # fetched anyway: 10 is not taken twice
+    assert _offsets(intake.batch(await intake.next())) == [11]
+
+
+async def test_a_full_inbox_asks_for_the_fetch_instead_of_waiting() -> None:
+    intake, consumer = _intake(0, inbox_size=1)
+    await intake.feed(_fetched(0))
+    intake.offer(_handed(1))
+    assert consumer.fetches == 1
+
+
+async def test_a_batch_holds_what_waits_up_to_its_size_in_order() -> None:
+    intake, _ = _intake(0, max_batch=3)
+    await intake.feed(_fetched(0, 1))
+    firing = TimerFiring("run/timer/1", 0, "ns", "wf", "run", "timer", 1, 0)
+    await intake.fire(firing)
+    await intake.feed(_fetched(2, 3))
+    assert _offsets(intake.batch(await intake.next())) == [0, 1, "run/timer/1"]
+    assert _offsets(intake.batch(await intake.next())) == [2, 3]
+
+
+async def test_a_command_is_taken_early_only_by_an_idle_loop_and_kept_only_as_the_next_offset() -> None:
+    intake, _ = _intake(5)
+    acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    intake.offer_early(_handed(-1), acked)  # the loop is not waiting: not taken early
+    assert intake.empty()
+    waiting = asyncio.create_task(intake.next())
+    await eventually(intake.settled, what="the loop waiting")
+    intake.offer_early(_handed(-1), acked)
+    item = await waiting
+    assert isinstance(item, Early)
+    assert not intake.took_early(7) and intake.consumed == 5  # not the next: the usual path takes it
+    assert intake.took_early(5) and intake.consumed == 6
+
+
+async def test_a_stopped_shard_drains_its_inbox() -> None:
+    intake, _ = _intake(0)
+    await intake.feed(_fetched(0))
+    intake.offer(_handed(1))
+    intake.drain()
+    assert intake.empty()
+
+
+def test_handed_items_are_told_apart_from_fetched_ones() -> None:
+    assert isinstance(Handed([_handed(1)]), list) and type(Handed()) is not list

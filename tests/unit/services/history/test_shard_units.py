@@ -1,0 +1,232 @@
+"""The shard's units on their own: the run cache, the outbox relay, the timer queue and
+re-dispatch (services/history/cache.py, relay.py, timers.py, redispatch.py), against
+in-memory stores; and the shard's observer hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from kadence_protocol import avro
+from services.common import kafka, outage
+from services.history import engine, redispatch, relay
+from services.history.builder import OutboxMessage
+from services.history.cache import RunCache
+from services.history.memory import Tails
+from services.history.redispatch import Redispatcher
+from services.history.relay import OutboxRelay
+from services.history.state import MutableState
+from services.history.timers import TimerQueue
+from tests.helpers import eventually, stays
+from tests.unit.services.history.test_state import MemoryContext, _start
+
+pytestmark = pytest.mark.timeout(15)
+log = logging.getLogger(__name__)
+
+
+async def _state(workflow_id: str = "wf") -> MutableState:
+    ctx = MemoryContext()
+    await engine.start_workflow(ctx, _start(workflow_id))
+    return next(iter(ctx.runs.values()))
+
+
+class Store:
+    """The store methods the units use, in memory."""
+
+    def __init__(self, *states: MutableState) -> None:
+        self.states = {s.run_id: s for s in states}
+        self.loads: list[str] = []
+        self.lookups: list[list[tuple[str, str]]] = []
+        self.pending: list[Any] = []
+        self.deleted: list[int] = []
+        self.timers: list[dict[str, Any]] = []
+
+    async def load_state(self, run_id: str) -> MutableState | None:
+        self.loads.append(run_id)
+        return self.states.get(run_id)
+
+    async def current_runs(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        self.lookups.append(sorted(keys))
+        return {(s.namespace, s.workflow_id): s.run_id for s in self.states.values()
+                if (s.namespace, s.workflow_id) in keys}
+
+    async def pending_outbox(self, shard_id: int) -> list[Any]:
+        return self.pending
+
+    async def next_outbox_id(self, shard_id: int) -> int:
+        return max((i for i, _ in self.pending), default=0) + 1
+
+    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
+        self.deleted.append(up_to)
+
+    async def timers_before(self, shard_id: int, until: int) -> list[dict[str, Any]]:
+        return [t for t in self.timers if t["fire_at"] <= until]
+
+
+def _record(name: str, key: str, offset: int = 0, **cmd: Any) -> ConsumerRecord[bytes, bytes]:
+    value = avro.encode(name, cmd)
+    return ConsumerRecord(kafka.REQUESTS, 0, offset, 0, 0, kafka.workflow_key("ns", key), value,
+                          None, 0, 0, [])
+
+
+# ---- run cache -------------------------------------------------------------------------------
+
+async def test_the_cache_loads_once_and_evicts_the_least_recent_run_with_its_tail() -> None:
+    a, b = await _state("a"), await _state("b")
+    store = Store(a, b)
+    cache = RunCache(store, 0, Tails(), size=1)
+    assert await cache.load(a.run_id) is a and await cache.load(a.run_id) is a
+    assert store.loads == [a.run_id]
+    cache.tails.extend(a.run_id, 1, [(1, b"x", {})])
+    await cache.load(b.run_id)
+    assert list(cache.runs) == [b.run_id] and cache.tails.get(a.run_id) is None
+    assert cache.current[("ns", "b")] == b.run_id
+
+
+async def test_a_failed_batch_forgets_what_it_changed() -> None:
+    a = await _state("a")
+    cache = RunCache(Store(), 0, Tails())
+    cache.remember(a)
+    cache.forget([a])
+    assert not cache.runs and not cache.current
+
+
+async def test_current_runs_are_looked_up_once_per_batch_and_a_start_is_assumed_new() -> None:
+    known = await _state("known")
+    store = Store(known)
+    cache = RunCache(store, 0, Tails())
+    start = _record("StartWorkflowExecution", "new", **_start("new").to_dict())
+    signal = _record("SignalWorkflowExecution", "known", 1, namespace="ns", workflow_id="known", run_id=None,
+                     signal_name="s", input="[]", request_id="r", identity="", reply_to=None)
+    missing = _record("SignalWorkflowExecution", "gone", 2, namespace="ns", workflow_id="gone", run_id=None,
+                      signal_name="s", input="[]", request_id="r2", identity="", reply_to=None)
+    no_current, assumed_new = await cache.look_up_current([[start, signal, missing]])
+    assert store.lookups == [[("ns", "gone"), ("ns", "known")]]  # the start costs no look-up
+    assert cache.current[("ns", "known")] == known.run_id
+    assert no_current == {("ns", "gone"), ("ns", "new")} and assumed_new == {("ns", "new")}
+    # Run again without the assumption (the commit found the start's workflow had a run).
+    _, assumed_new = await cache.look_up_current([[start]], assume_new=False)
+    assert assumed_new == frozenset() and store.lookups[-1] == [("ns", "new")]
+
+
+# ---- outbox relay ----------------------------------------------------------------------------
+
+def _message(topic: str, n: int) -> OutboxMessage:
+    return OutboxMessage(topic, b"k", str(n).encode())
+
+
+async def test_the_relay_publishes_committed_rows_in_order_then_deletes_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    published: list[Any] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        published.extend(records)
+
+    monkeypatch.setattr(relay.kafka, "publish", publish)
+    store = Store()
+    store.pending = [(4, _message(kafka.REPLIES, 0))]  # left by the previous owner
+    r = OutboxRelay(0, store, None, outage.Backoff("relay", log))  # type: ignore[arg-type]
+    assert await r.recover() == 1 and r.next_outbox_id == 5 and r.backlog == 1
+
+    @dataclasses.dataclass
+    class Mut:
+        outbox: tuple[OutboxMessage, ...]
+
+    rows = r.number([Mut((_message(kafka.TASKS, 1),))], [_message(kafka.REPLIES, 2)])  # type: ignore[list-item]
+    assert [i for i, _ in rows] == [5, 5] and r.next_outbox_id == 6
+    r.not_committed(rows)  # the commit failed: the id is free again
+    assert r.next_outbox_id == 5
+    rows = r.number([Mut((_message(kafka.TASKS, 1),))], [_message(kafka.REPLIES, 2)])  # type: ignore[list-item]
+    r.committed(rows)
+    task = asyncio.create_task(r.run())
+    try:
+        await eventually(lambda: store.deleted, what="the published rows deleted")
+        assert [v for _, _, v, _ in published] == [b"0", b"1", b"2"]
+        assert store.deleted[-1] == 5 and r.backlog == 0
+    finally:
+        task.cancel()
+
+
+async def test_records_for_the_audit_log_alone_wait_a_little_to_go_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    requests: list[list[Any]] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        requests.append(list(records))
+
+    monkeypatch.setattr(relay.kafka, "publish", publish)
+    monkeypatch.setattr(relay, "AUDIT_GATHER_S", 5.0)
+    r = OutboxRelay(0, Store(), None, outage.Backoff("relay", log))  # type: ignore[arg-type]
+    task = asyncio.create_task(r.run())
+    try:
+        r.committed([(1, _message(kafka.HISTORY, 1))])
+        await stays(lambda: requests == [], for_seconds=0.05, what="gathering")
+        r.committed([(2, _message(kafka.REPLIES, 2))])  # someone waits for this one: no more waiting
+        await eventually(lambda: requests, what="one produce request")
+        assert [v for _, _, v, _ in requests[0]] == [b"1", b"2"]
+    finally:
+        task.cancel()
+
+
+# ---- timer queue -----------------------------------------------------------------------------
+
+async def test_due_timers_go_to_the_intake_once_until_their_commit() -> None:
+    fired: list[engine.TimerFiring] = []
+
+    async def fire(firing: engine.TimerFiring) -> None:
+        fired.append(firing)
+
+    store = Store()
+    store.timers = [{"timer_key": "run/timer/1", "fire_at": 0, "namespace": "default", "workflow_id": "wf",
+                     "run_id": "run", "kind": "timer", "ref": 1, "attempt": 0}]
+    timers = TimerQueue(0, store, fire, outage.Backoff("timers", log))
+    task = asyncio.create_task(timers.run())
+    try:
+        await eventually(lambda: fired, what="the due timer fired")
+        assert fired[0].key == "run/timer/1" and "run/timer/1" in timers.inflight
+        await timers._reload(0)  # in flight: not queued again by a reload
+        assert not timers.rows
+        timers.give_back("run/timer/1")  # its batch was refused: loaded again later
+        assert not timers.inflight
+        timers.committed([], ["run/timer/1"])
+        assert not timers.rows and len(fired) == 1
+    finally:
+        task.cancel()
+
+
+# ---- re-dispatch -----------------------------------------------------------------------------
+
+async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    published: list[Any] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        published.extend(records)
+
+    monkeypatch.setattr(redispatch.kafka, "publish", publish)
+    state = await _state()
+    assert state.has_undispatched() or state.wt is not None
+    store = Store(state)
+
+    async def verify_owner() -> None:
+        pass
+
+    r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
+    state.wt.scheduled_time = int(time.time() * 1000)
+    r.recover([state])
+    assert state.run_id in r.unstarted
+    assert await r.redispatch() == 0  # scheduled just now: not due yet
+    assert await r.redispatch(force=True) == 1  # a new broker: every unstarted task again
+    assert [t for t, _, _, _ in published] == [kafka.TASKS]
+    old = {run_id: 0 for run_id in r.unstarted}  # scheduled long ago
+    for run_id, since in old.items():
+        r.watch(run_id, since)
+    state.wt.scheduled_time = 0
+    assert await r.redispatch() == 1
+    assert await r.redispatch() == 1  # still older than its doubled due age (scheduled at 0)
+    assert set(r._due.values()) == {4 * redispatch.REDISPATCH_AFTER_MS}
