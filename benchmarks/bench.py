@@ -39,7 +39,7 @@ from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.history.state import rebuild
 
 from .replay_history import LoopActivities, loop_history
-from .workflows import OneActivity, OneTimer
+from .workflows import OneActivity, OneTimer, SleepUntil
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,6 +278,20 @@ class Bench:
         self.record(bench="timers", n=n, run=run, **wall_lateness(samples, 1.0),
                     now_p99_ms=_pct([s[2] for s in samples], 99))
 
+    async def same_second(self, n: int, lead: float, run: int) -> None:
+        """``n`` runs each sleeping to one wall-clock moment ``lead`` seconds after the first
+        start: lateness is the wall clock after the wake-up minus that moment."""
+        due = time.time() + lead
+        handles = await asyncio.gather(*(
+            self.client.start_workflow(SleepUntil.run, due, id=f"due-{run}-{uuid.uuid4().hex}", task_queue="bench")
+            for _ in range(n)))
+        started = time.time()
+        samples = await asyncio.gather(*(h.result() for h in handles))
+        late = [(s[1] - due) * 1000 for s in samples]
+        self.record(bench="same_second", n=n, run=run, lead_s=lead, starts_s=started - (due - lead),
+                    p50_ms=_pct(late, 50), p99_ms=_pct(late, 99), min_ms=min(late), max_ms=max(late),
+                    early=sum(1 for x in late if x < 0))
+
     async def fold_replay(self, run: int) -> None:
         """Events per second through the history fold, over every run in the database."""
         if not self.dsn:
@@ -319,6 +333,7 @@ def _summary(results: list[dict[str, Any]]) -> list[str]:
             lines.append(f"    {role:>8}: {med(rows, 'cpu_ms_per_wf', role)} ms/wf")
     for bench, keys in (("latency", ("p50_ms", "p95_ms", "p99_ms")),
                         ("timers", ("p50_ms", "p99_ms", "min_ms", "now_p99_ms")),
+                        ("same_second", ("p50_ms", "p99_ms", "max_ms", "starts_s")),
                         ("fold_replay", ("events_per_s",)), ("sdk_replay", ("events_per_s",))):
         rows = [r for r in results if r["bench"] == bench]
         if rows:
@@ -350,6 +365,8 @@ async def main(args: argparse.Namespace) -> None:
                 await bench.throughput(n, run)
             await bench.latency(args.latency_n, run)
             await bench.timers(args.timer_n, run)
+            if args.same_second:
+                await bench.same_second(args.same_second, args.lead, run)
             await bench.fold_replay(run)
             bench.sdk_replay(run)
             print(f"run {run + 1}/{args.runs} done", flush=True)
@@ -367,6 +384,10 @@ def cli() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1000], help="throughput sizes (e.g. 1000 10000)")
     parser.add_argument("--latency-n", type=int, default=100)
     parser.add_argument("--timer-n", type=int, default=100)
+    parser.add_argument("--same-second", type=int, default=0, metavar="N",
+                        help="N runs sleeping to the same wall-clock moment (0: none)")
+    parser.add_argument("--lead", type=float, default=30.0,
+                        help="--same-second: seconds from the first start to that moment")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clients", type=int, default=1000,
                         help="throughput: workflows started and awaited at once (one HTTP exchange each); "

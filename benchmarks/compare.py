@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -31,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import psutil
 
 from kadence import Client
 from services.common import loop as _loop
@@ -48,9 +51,10 @@ class Side:
     checkout: Path
     client: Client
     processes: list[subprocess.Popen[bytes]]
+    target: str = ""
 
 
-async def _start(name: str, checkout: Path, tmp: Path) -> Side:
+async def _start(name: str, checkout: Path, tmp: Path, sdk_defaults: bool = False) -> Side:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH")) if p)}
     port, kafka_port = free_port(), free_port()
     processes = []
@@ -60,12 +64,13 @@ async def _start(name: str, checkout: Path, tmp: Path) -> Side:
             tmp / f"{name}-server.log", "Kadence is running", cwd=checkout, env=env)
         processes.append(server)
         target = f"http://127.0.0.1:{port}"
-        worker, _ = await spawn("benchmarks.worker", [
-            "--target", target, "--workflow-tasks", str(WORKER_WORKFLOW_TASKS),
-            "--tasks-per-poll", str(WORKER_TASKS_PER_POLL)],
+        # --sdk-defaults: each checkout's Worker as a user writes it (its own defaults).
+        tuning = ["--sdk-defaults"] if sdk_defaults else [
+            "--workflow-tasks", str(WORKER_WORKFLOW_TASKS), "--tasks-per-poll", str(WORKER_TASKS_PER_POLL)]
+        worker, _ = await spawn("benchmarks.worker", ["--target", target, *tuning],
             tmp / f"{name}-worker.log", "worker ready", cwd=checkout, env=env)
         processes.append(worker)
-        return Side(name, checkout, await Client.connect(target), processes)
+        return Side(name, checkout, await Client.connect(target), processes, target)
     except BaseException:
         stop_processes(processes)
         raise
@@ -77,13 +82,40 @@ async def _latency(side: Side) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def _throughput(side: Side, n: int) -> float:
+def _side_cpu(side: Side, tmp: Path) -> float:
+    """CPU seconds so far of one side's server (with its broker), worker and PostgreSQL."""
+    procs: list[psutil.Process] = []
+    for p in side.processes:
+        with contextlib.suppress(psutil.Error):
+            top = psutil.Process(p.pid)
+            procs += [top, *top.children(recursive=True)]
+    with contextlib.suppress(OSError, ValueError, psutil.Error):
+        pid_file = tmp / f"{side.name}-data" / "postgres" / "postmaster.pid"
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        procs += [postmaster, *postmaster.children(recursive=True)]
+    total = 0.0
+    for proc in {p.pid: p for p in procs}.values():
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def _throughput(side: Side, n: int, tmp: Path | None = None) -> tuple[float, float]:
     """Workflows per second: ``n`` executed at once (as bench's throughput runs them), until
-    the last result."""
+    the last result; and the side's CPU milliseconds per workflow (0 without ``tmp``)."""
+    cpu = _side_cpu(side, tmp) if tmp else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(side.client.execute_workflow(
         OneActivity.run, i, id=f"cmp-burst-{uuid.uuid4().hex}", task_queue="bench") for i in range(n)))
-    return n / (time.perf_counter() - started)
+    rate = n / (time.perf_counter() - started)
+    cpu_per_wf = (_side_cpu(side, tmp) - cpu) * 1000 / n if tmp else 0.0
+    if n > 2000:
+        # One HTTP/1.1 connection per workflow in flight, kept open: with both sides' kept, a
+        # burst of 10,000 runs out of file descriptors. The next burst opens them again.
+        await side.client.close()
+        side.client = await Client.connect(side.target)
+    return rate, cpu_per_wf
 
 
 async def _timer_burst(side: Side, n: int) -> list[float]:
@@ -118,7 +150,7 @@ async def main(args: argparse.Namespace) -> None:
     sides: list[Side] = []
     try:
         for name, checkout in (("A", args.a), ("B", args.b)):
-            sides.append(await _start(name, checkout.resolve(), tmp))
+            sides.append(await _start(name, checkout.resolve(), tmp, args.sdk_defaults))
         a, b = sides
         for side in sides:  # warm-up, not measured
             for _ in range(args.warmup):
@@ -128,15 +160,24 @@ async def main(args: argparse.Namespace) -> None:
         _report("latency", a, b, {s.name: [p[s.name] for p in pairs] for s in sides},
                 [p["B"] / p["A"] for p in pairs])
         if args.throughput_bursts:
-            rates = await _alternating(args.throughput_bursts, a, b, lambda s: _throughput(s, args.throughput_n))
+            measured = await _alternating(args.throughput_bursts, a, b,
+                                          lambda s: _throughput(s, args.throughput_n, tmp))
+            rates = [{k: v[0] for k, v in p.items()} for p in measured]
+            cpus = [{k: v[1] for k, v in p.items()} for p in measured]
             print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
             for side in sides:
                 r = [p[side.name] for p in rates]
+                c = [p[side.name] for p in cpus]
                 print(f"  {side.name} ({side.checkout}): median {statistics.median(r):.0f} wf/s"
-                      f" (min {min(r):.0f}, max {max(r):.0f})")
+                      f" (min {min(r):.0f}, max {max(r):.0f}); CPU (server, broker, worker, PostgreSQL)"
+                      f" {statistics.median(c):.2f} ms/wf (min {min(c):.2f}, max {max(c):.2f})")
             rate_ratios = [p["B"] / p["A"] for p in rates]
             print(f"  throughput: median of the per-pair ratios B/A {statistics.median(rate_ratios):.3f}"
                   f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f})")
+            cpu_ratios = [p["B"] / p["A"] for p in cpus if p["A"] > 0]
+            if cpu_ratios:
+                print(f"  CPU per workflow: median of the per-pair ratios B/A {statistics.median(cpu_ratios):.3f}"
+                      f" (min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f})")
         if args.timer_bursts:
             bursts = await _alternating(args.timer_bursts, a, b, lambda s: _timer_burst(s, args.timer_n))
             print(f"Timer lateness, {args.timer_bursts} bursts of {args.timer_n} one-second timers each:")
@@ -158,6 +199,8 @@ def cli() -> None:
     parser.add_argument("--throughput-bursts", type=int, default=4,
                         help="bursts of workflows started at once on each side (0: none)")
     parser.add_argument("--throughput-n", type=int, default=1000, help="workflows per throughput burst")
+    parser.add_argument("--sdk-defaults", action="store_true",
+                        help="run each checkout's worker with its SDK's default settings (no tuning)")
     parser.add_argument("--timer-bursts", type=int, default=4, help="bursts of timers on each side (0: none)")
     parser.add_argument("--timer-n", type=int, default=100, help="timers per burst")
     _loop.run(main(parser.parse_args()))

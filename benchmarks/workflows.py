@@ -41,5 +41,24 @@ class OneTimer:
         return [before_wall, time.time(), now_late_ms]
 
 
-WORKFLOWS = [OneActivity, OneTimer]
+@workflow.defn
+class SleepUntil:
+    """Sleeps until the wall-clock second ``due`` (epoch seconds), as many runs started
+    together with the same ``due`` do (timers all due at once); returns the wall clock read
+    right before calling sleep and right after it returns.
+
+    The delay is counted from ``workflow.now()`` (the task's time), so the timer, which runs
+    from when history records it, comes due at ``due`` plus the task's answer time: a late
+    sample says how long a timer waited past its firing only when the starts have all been
+    answered well before ``due`` (the benchmark leaves a lead for that).
+    """
+
+    @workflow.run
+    async def run(self, due: float) -> list[float]:
+        before_wall = time.time()
+        await workflow.sleep(max(0.0, due - workflow.now().timestamp()))
+        return [before_wall, time.time()]
+
+
+WORKFLOWS = [OneActivity, OneTimer, SleepUntil]
 ACTIVITIES = [identity]

