@@ -11,13 +11,13 @@ same activations. The runner's tables take the command/event pairs from here.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kadence._failure import exception_from_failure
 from kadence._workflow.definition import signal_name_of
+from kadence._workflow.owned import Owned
 from kadence.exceptions import (
     ApplicationError,
     CanceledError,
@@ -108,22 +108,14 @@ class ChildWorkflowHandle(Generic[R]):
         await self._children.signal(self._pending, signal_name_of(signal), args)
 
 
-class Children:
+class Children(Owned):
     """One workflow instance's children and signals to them, by initiated event id."""
 
     def __init__(self, instance: WorkflowInstance) -> None:
-        # Weak: a closed run's objects are freed by reference counting, not the collector.
-        self._owner = weakref.ref(instance)
+        super().__init__(instance)
         self._seq = 0
         self._pending: dict[int, _PendingChild] = {}
         self._signals: dict[int, asyncio.Future[None]] = {}
-
-    @property
-    def _instance(self) -> WorkflowInstance:
-        instance = self._owner()
-        if instance is None:
-            raise RuntimeError("the workflow instance is gone")
-        return instance
 
     async def start(self, workflow_type: str, args: Sequence[Any],
                     attributes: Mapping[str, Any], *, result_type: Any = None) -> ChildWorkflowHandle[Any]:

@@ -4,10 +4,10 @@ calls into the workflow's code; outbound, what the SDK does for workflow code.""
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from kadence._workflow.children import ChildWorkflowHandle
+from kadence._workflow.owned import Owned
 from kadence.interceptor import (
     ContinueAsNewInput,
     ExecuteWorkflowInput,
@@ -23,25 +23,12 @@ from kadence.interceptor import (
 )
 
 if TYPE_CHECKING:
-    from kadence._workflow.instance import WorkflowInstance
+    pass
 
 __all__ = ["SdkCalls", "WorkflowCalls"]
 
 
-class _Owned:
-    def __init__(self, instance: WorkflowInstance) -> None:
-        # Weak: a closed run's objects are freed by reference counting, not the collector.
-        self._owner = weakref.ref(instance)
-
-    @property
-    def _instance(self) -> WorkflowInstance:
-        instance = self._owner()
-        if instance is None:
-            raise RuntimeError("the workflow instance is gone")
-        return instance
-
-
-class WorkflowCalls(_Owned, WorkflowInboundInterceptor):
+class WorkflowCalls(Owned, WorkflowInboundInterceptor):
     """The end of the inbound chain: the workflow's own methods."""
 
     def init(self, outbound: WorkflowOutboundInterceptor) -> None:
@@ -63,7 +50,7 @@ class WorkflowCalls(_Owned, WorkflowInboundInterceptor):
         return input.handler(*input.args)
 
 
-class SdkCalls(_Owned, WorkflowOutboundInterceptor):
+class SdkCalls(Owned, WorkflowOutboundInterceptor):
     """The end of the outbound chain: what the instance does for workflow code."""
 
     async def execute_activity(self, input: ScheduleActivityInput) -> Any:

@@ -29,7 +29,6 @@ import contextvars
 import functools
 import logging
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from kadence._converter import decode_value, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._retry_rule import retry_backoff
 from kadence._worker.interception import ActivityCalls
+from kadence._workflow.owned import Owned
 from kadence.common import RetryState
 from kadence.converter import DataConverter, signature_of
 from kadence.exceptions import ActivityError, ActivityTimeoutError, ApplicationError, NonDeterminismError
@@ -138,21 +138,13 @@ class _Pending:
     timer_id: str | None = None  # the durable timer of a backoff being waited out
 
 
-class LocalActivities:
+class LocalActivities(Owned):
     """One workflow instance's local activities, by sequence number (the order code asked)."""
 
     def __init__(self, instance: WorkflowInstance) -> None:
-        # Weak: a closed run's objects are freed by reference counting, not the collector.
-        self._owner = weakref.ref(instance)
+        super().__init__(instance)
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
-
-    @property
-    def _instance(self) -> WorkflowInstance:
-        instance = self._owner()
-        if instance is None:
-            raise RuntimeError("the workflow instance is gone")
-        return instance
 
     async def execute(self, activity_type: str, fn: Callable[..., Any] | None, args: Sequence[Any], *,
                       activity_id: str | None, start_to_close_ms: int, schedule_to_close_ms: int,
