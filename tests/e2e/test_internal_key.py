@@ -12,8 +12,9 @@ import pytest
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.common.matching import WORKFLOW, MatchingClient
 from services.common.matching.errors import MatchingError
-from services.matching import WORKFLOW, MatchingClient, MatchingService
+from services.matching import MatchingService
 from tests.helpers import eventually
 
 from .test_matching import PARTITIONS, workflow_task

@@ -16,9 +16,10 @@ from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.common.matching import WORKFLOW, MatchingClient
 from services.common.matching.tasks import MatchedTask
 from services.history.builder import LocalTask
-from services.matching import WORKFLOW, MatchingClient, MatchingService
+from services.matching import MatchingService
 from services.matching import service as matching_service
 from services.matching.queues import QueueKey, RecentTasks
 from tests.helpers import eventually, stays

@@ -10,7 +10,7 @@ import pytest
 
 from kadence import Client
 from services.cluster import Cluster
-from services.matching import ACTIVITY
+from services.common.matching import ACTIVITY
 from services.matching.queues import QueueKey
 from tests.helpers import eventually
 

@@ -17,7 +17,7 @@ from kadence import Client, Worker
 from kadence._cli.task_queue import task_queue as task_queue_group
 from kadence.cli import main as kadence_main
 from services.cluster import Cluster
-from services.matching import MatchingClient
+from services.common.matching import MatchingClient
 from tests.helpers import eventually
 
 from .workflows import EchoWorkflow, echo
