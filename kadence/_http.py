@@ -18,7 +18,6 @@ import aiohttp
 import orjson
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from kadence import _tracing
 from kadence.exceptions import (
     QueryFailedError,
     RPCError,
@@ -26,6 +25,7 @@ from kadence.exceptions import (
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
+from kadence_protocol import tracing as _tracing
 
 __all__ = ["API_KEY_ENV", "HttpTransport", "Transport", "error_from_response", "path_segment"]
 

@@ -11,7 +11,7 @@ Every Client and every Worker puts a :class:`TracingInterceptor` first in its ch
   ``TerminateWorkflow``) around its HTTP calls (the transport's CLIENT spans), which carry
   the trace to the frontend.
 
-While tracing is off (kadence._tracing.tracer() is None) it passes everything on untouched.
+While tracing is off (kadence_protocol.tracing.tracer() is None) it passes everything on untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from kadence._tracing import context_from_traceparent, tracer
 from kadence.interceptor import (
     CancelWorkflowInput,
     ClientOutboundInterceptor,
@@ -36,6 +35,7 @@ from kadence.interceptor import (
     WorkerTaskInput,
     WorkerTaskInterceptor,
 )
+from kadence_protocol.tracing import context_from_traceparent, tracer
 
 __all__ = ["TracingInterceptor"]
 

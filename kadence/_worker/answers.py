@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from kadence import _tracing
 from kadence._http import Transport, error_from_response
 from kadence._retry import Backoff, retrying
 from kadence.exceptions import RPCError
+from kadence_protocol import tracing as _tracing
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 
 __all__ = ["ANSWER_PATHS", "ANSWER_RETRY", "AnswerBatcher"]

@@ -514,7 +514,8 @@ async def http_server_middleware(request: web.Request, handler: RouteHandler) ->
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else request.path
     if route.endswith("/poll") and "traceparent" not in request.headers:
-        # A worker's idle long poll: the task it brings has its own trace (see kadence/_tracing.py, the worker's spans).
+        # A worker's idle long poll: the task it brings has its own trace (the worker's spans,
+        # kadence/_tracing_interceptor.py).
         return await handler(request)
     attributes: dict[str, Any] = {"http.request.method": request.method, "http.route": route,
                                   "url.path": request.path, "url.scheme": request.scheme}

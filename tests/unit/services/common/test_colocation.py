@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from kadence._tracing import kafka_headers, tracer
+from kadence_protocol.tracing import kafka_headers, tracer
 from services.common import colocation, telemetry
 from services.common.config import Settings
 from services.history.builder import LocalTask

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from kadence import _tracing
+from kadence_protocol import tracing as _tracing
 from services.common import telemetry
 
 pytestmark = pytest.mark.timeout(10)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from kadence._tracing import tracer
+from kadence_protocol.tracing import tracer
 from services.common import colocation, kafka, telemetry
 from services.frontend.engine import Engine
 from services.frontend.tokens import TokenKeys
