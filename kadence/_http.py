@@ -97,6 +97,7 @@ class HttpTransport:
         self._root = f"{self._target}/api/v1/namespaces/{path_segment(namespace)}"
         self._session = session
         self._owns_session = session is None
+        self._closed = False
         self._auth: dict[str, str] = {}
         self.api_key = os.environ.get(API_KEY_ENV) if api_key is None else api_key
 
@@ -111,6 +112,9 @@ class HttpTransport:
         self._api_key = value or None
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A call after close() would otherwise open a session nobody closes.
+            raise RuntimeError("this Kadence client is closed; connect a new one")
         if self._session is None or self._session.closed:
             # Created lazily so the session binds to the loop that uses it. No connection
             # cap: long polls (worker polls, result waits) each hold a connection for up
@@ -201,6 +205,7 @@ class HttpTransport:
         return self._target + path if path.startswith("/api/") else self._root + path
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
 

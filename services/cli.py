@@ -23,6 +23,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.common import outage
 from services.common.paths import state_dir
 
 if TYPE_CHECKING:
@@ -428,5 +429,5 @@ def _record_audit(args: argparse.Namespace, report: AuditReport, started: dateti
     except asyncpg.UndefinedTableError:
         print("kadence audit: not recorded: the database has no audit_verifications table (migration 0013);"
               " start the services once to migrate it, or pass --no-record", file=sys.stderr)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except outage.DATABASE_ERRORS as exc:
         print(f"kadence audit: not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -21,17 +23,62 @@ def migrations_dir() -> Path:
     raise FileNotFoundError("infra/migrations was not found")
 
 
+# Errors after which a connection's protocol state cannot be trusted: asyncpg's own
+# desynchronisation (seen when the server shuts down mid-query: "cannot switch to state
+# 12; another operation (2) is in progress"), a closed or lost connection, and a server
+# that is going away. The pool must not hand such a connection out again.
+BROKEN_CONNECTION: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+def _watched(method: Any) -> Any:
+    @functools.wraps(method)
+    async def watched(self: PooledConnection, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except BROKEN_CONNECTION:
+            self.broken = True
+            raise
+    return watched
+
+
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A pooled connection released without asyncpg's reset round trip.
+    """A pooled connection released without asyncpg's reset round trip, and never
+    reused after an error that leaves its protocol state unknown.
 
     Kadence's pooled connections never LISTEN, take advisory locks, SET session
     variables or leave cursors open (those use dedicated connections), so the
     reset query would cost a round trip on every release for nothing. An open
-    transaction is still rolled back by the pool.
+    transaction is still rolled back by the pool. A query that fails with one of
+    ``BROKEN_CONNECTION`` marks the connection; its release closes it, and the pool
+    opens a new one on the next acquire.
     """
+
+    broken = False
 
     def get_reset_query(self) -> str:
         return ""
+
+    async def reset(self, *, timeout: float | None = None) -> None:
+        if self.broken:
+            # Closing it hands its pool slot back empty: the next acquire connects anew
+            # (asyncpg does the same for a connection found closed on release).
+            self.terminate()
+            return
+        await super().reset(timeout=timeout)
+
+    execute = _watched(asyncpg.Connection.execute)
+    executemany = _watched(asyncpg.Connection.executemany)
+    fetch = _watched(asyncpg.Connection.fetch)
+    fetchval = _watched(asyncpg.Connection.fetchval)
+    fetchrow = _watched(asyncpg.Connection.fetchrow)
+    fetchmany = _watched(asyncpg.Connection.fetchmany)
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

@@ -22,7 +22,8 @@ import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 # PostgreSQL unreachable or going away: the connection (class 08, and asyncpg's own
-# interface errors for a closed connection), "cannot connect now" / admin shutdown /
+# interface errors for a closed connection, and its protocol desynchronising when the
+# server goes away mid-query), "cannot connect now" / admin shutdown /
 # crash shutdown (class 57), out of connections or resources (class 53), and a
 # transaction rolled back for serialization or deadlock (class 40). OSError covers
 # ConnectionRefusedError, ConnectionResetError and TimeoutError (a pool acquire that
@@ -30,11 +31,16 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 DATABASE_TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,
 )
+
+# For ``except`` clauses around a database call: anything PostgreSQL or the driver may
+# raise, an outage or not (the caller decides what a non-transient one means).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *DATABASE_TRANSIENT)
 
 # The broker unreachable, or a request that timed out: aiokafka marks the errors a
 # client may retry as such (``retriable``); a timeout of ours is one as well.

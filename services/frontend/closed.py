@@ -114,7 +114,7 @@ class CloseWatcher:
                         self.listening.clear()
                         if not conn.is_closed():
                             await conn.remove_listener(CHANNEL, self._on_notify)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except outage.DATABASE_ERRORS as exc:
                 self._wake_all()
                 await backoff.wait(exc)  # logged at the first failure, then now and then
                 continue

@@ -13,9 +13,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-import asyncpg
-
 from kadence_protocol import avro
+from services.common import outage
 
 from .memory import Tails
 from .state import MutableState
@@ -101,7 +100,7 @@ class RunCache:
             return new, new
         try:
             found = await self.store.current_runs(list(keys))
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except outage.DATABASE_ERRORS as exc:
             log.warning("shard %d: current-run look-up failed (%r); each command looks up its own",
                         self.shard_id, exc)
             return new, new

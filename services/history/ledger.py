@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
+from services.common import outage
 
 from .errors import HistoryError
 
@@ -155,6 +155,6 @@ async def trim_loop(store: HistoryStore, shard_id: int, retention_s: float) -> N
     while True:
         try:
             await store.trim_request_ids(shard_id, retention_s)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except outage.DATABASE_ERRORS as exc:
             log.warning("shard %d: request id trim failed (%r); next time", shard_id, exc)
         await asyncio.sleep(TRIM_EVERY_S)

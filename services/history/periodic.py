@@ -11,13 +11,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 from aiokafka.errors import KafkaError
+
+from services.common import outage
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
-EXPECTED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, KafkaError, TimeoutError)
+EXPECTED = (*outage.DATABASE_ERRORS, KafkaError, TimeoutError)
 
 
 async def run_every(name: str, interval_s: Callable[[], float], round_: Callable[[], Awaitable[object]]) -> None:

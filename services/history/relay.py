@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.common import kafka, outage
@@ -144,7 +143,7 @@ class OutboxRelay:
                 await self.store.delete_outbox(self.shard_id, up_to)
                 self.backoff.recovered()
                 return
-            except (asyncpg.PostgresError, *outage.DATABASE_TRANSIENT) as exc:
+            except outage.DATABASE_ERRORS as exc:
                 await self.backoff.wait(exc)
 
 

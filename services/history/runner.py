@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
@@ -215,7 +214,7 @@ class BatchRunner:
                             self.shard_id, exc)
                 await poison.bisect(poison.units(batch), self._commit_part, self._give_up, failed=exc)
                 return
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except outage.DATABASE_ERRORS as exc:
                 # Nothing was written: drop what this batch changed in memory and redo it.
                 self._forget(ctx)
                 self.relay.not_committed(outbox)

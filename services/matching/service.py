@@ -164,7 +164,7 @@ class MatchingService:
                 # Tasks waiting in memory go with the partition: history re-dispatches them.
                 self._ready_ids.difference_update(t.task_id for t in q.ready)
                 del self._queues[key]
-        with contextlib.suppress(asyncpg.PostgresError, OSError):
+        with contextlib.suppress(*outage.DATABASE_ERRORS):
             await self.store.release(sorted(gone), self.settings.instance_id)
 
     def _queue(self, key: QueueKey, partition: int) -> TaskQueue:
@@ -227,7 +227,7 @@ class MatchingService:
     async def _store_overflow(self, rows: list[BacklogRow]) -> None:
         try:
             await self.store_backlog(rows)
-        except (asyncpg.PostgresError, OSError):
+        except outage.DATABASE_ERRORS:
             log.exception("could not store %d tasks in the backlog; history re-dispatches them", len(rows))
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -381,7 +381,7 @@ class MatchingService:
                 q = self._queue(row.key, row.partition)
                 q.backlog += 1
                 q.wake(1)
-        except (asyncpg.PostgresError, OSError):
+        except outage.DATABASE_ERRORS:
             log.exception("could not put task %s back into the backlog", row.task_id)
 
     # -- queries -----------------------------------------------------------------------------

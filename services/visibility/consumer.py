@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
-from services.common import telemetry
+from services.common import outage, telemetry
 from services.common.aio import cancel
 from services.common.kafka import HISTORY
 from services.common.supervision import Fatal, watch
@@ -115,7 +115,7 @@ class VisibilityConsumer:
             try:
                 self.left_out = (self.left_out + await store.apply(self.pool, updates))[-100:]
                 break
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except outage.DATABASE_ERRORS:
                 # Heal: the same fetch again until the database takes it (nothing is committed).
                 self.write_failures += 1
                 log.exception("writing %d visibility rows failed; retrying in %.1fs", len(updates), backoff)

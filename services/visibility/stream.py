@@ -18,7 +18,7 @@ import sys
 import asyncpg
 import faust
 
-from services.common import db, kafka, telemetry
+from services.common import db, kafka, outage, telemetry
 from services.common.kafka import faust_credentials
 
 from . import projection, store
@@ -78,7 +78,7 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
                 try:
                     await store.apply(pools[0], updates)
                     break
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                except outage.DATABASE_ERRORS:
                     # Heal: the same batch again until the database takes it (nothing is acknowledged).
                     log.exception("writing %d visibility rows failed; retrying in %.1fs", len(updates), backoff)
                     await app.sleep(backoff)

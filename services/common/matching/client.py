@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import aiohttp
 import asyncpg
 
-from services.common import internal_auth
+from services.common import internal_auth, outage
 from services.common.kafka import partition_for, task_queue_key
 
 from .errors import (
@@ -86,6 +86,7 @@ class MatchingClient:
         self._owners: dict[int, Owner] = {}
         self._owners_at = float("-inf")
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @property
     def local(self) -> LocalMatchingService | None:
@@ -101,11 +102,15 @@ class MatchingClient:
             self._local.release_polls()
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A call racing the shutdown would otherwise open a session nobody closes.
+            raise MatchingUnavailableError("the matching client is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
@@ -116,7 +121,7 @@ class MatchingClient:
     async def _owner(self, partition: int, *, refresh: bool = False) -> Owner | None:
         loop = asyncio.get_running_loop()
         if refresh or loop.time() - self._owners_at > _OWNER_TTL or partition not in self._owners:
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            with contextlib.suppress(*outage.DATABASE_ERRORS):
                 self._owners = await self._read_owners()
                 self._owners_at = loop.time()
         return self._owners.get(partition)

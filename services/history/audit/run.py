@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from services.common import outage
 from services.common.bounded import TopicReadError
 
 from . import pg
@@ -81,7 +82,7 @@ async def _database(dsn: str, option: str) -> AsyncIterator[None]:
     """Database failures as one ``AuditError`` naming the option and the database (no password)."""
     try:
         yield
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except outage.DATABASE_ERRORS as exc:
         raise AuditError(f"cannot use the database of {option} ({_without_password(dsn)}):"
                          f" {type(exc).__name__}: {exc}") from None
 

@@ -1,4 +1,5 @@
-"""The SDK transport's credential (kadence/_http.py): given, from $KADENCE_API_KEY, or none."""
+"""The SDK transport (kadence/_http.py): its credential (given, from $KADENCE_API_KEY, or
+none), and a closed transport that stays closed."""
 
 from __future__ import annotations
 
@@ -24,3 +25,13 @@ async def test_api_key_given_from_env_or_none(monkeypatch: pytest.MonkeyPatch) -
             client.api_key = bad
     assert client.api_key == "rotated"
     await client.close()
+
+
+async def test_a_closed_client_refuses_calls_instead_of_opening_a_new_session() -> None:
+    transport = HttpTransport("http://127.0.0.1:9", "ns", api_key="")
+    session = transport._get_session()
+    await transport.close()
+    assert session.closed
+    with pytest.raises(RuntimeError, match="client is closed"):
+        await transport.call("GET", "/workflows")
+    assert transport._session is session  # no second session was opened, none left unclosed

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.timeout(10)
     asyncpg.InterfaceError("connection is closed"), asyncpg.ConnectionDoesNotExistError("gone"),
     asyncpg.CannotConnectNowError("starting up"), asyncpg.exceptions.AdminShutdownError("shutdown"),
     asyncpg.exceptions.TooManyConnectionsError("too many"), asyncpg.exceptions.SerializationError("retry"),
+    # What asyncpg raises when the server shuts down in the middle of a query.
+    asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
     KafkaConnectionError(), KafkaTimeoutError(), NodeNotReadyError(),
 ])
 def test_outages_are_transient(exc: BaseException) -> None:
