@@ -167,7 +167,8 @@ def _schedule_table(s: dict[str, Any]) -> None:
 @_common(group=False)
 @click.argument("schedule_id")
 @click.option("--workflow-type", "-t", required=True, help="The workflow each firing starts.")
-@click.option("--task-queue", "-q", required=True, help="Its task queue.")
+@click.option("--task-queue", "--tq", "-q", required=True,
+              help="Its task queue (--tq as in `kadence workflow start`; -q is kept for older scripts).")
 @click.option("--input", "input_json", default="[]", show_default=True, help="Its arguments, a JSON array.")
 @click.option("--cron", default=None, help="A cron expression, such as '*/5 * * * *'.")
 @click.option("--interval", default=None, help="Or an interval, such as 5s, 10m, 1h.")

@@ -38,7 +38,7 @@ async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) 
                           "--cron", "0 2 * * *", "--time-zone", "Europe/Paris", "--input", '["all"]')
     assert done.exit_code == 0, done.output
     assert "cron '0 2 * * *' in Europe/Paris" in done.output
-    done = await _kadence(cluster, "schedule", "create", "nightly", "-t", "R", "-q", "q", "--namespace", "shop",
+    done = await _kadence(cluster, "schedule", "create", "nightly", "-t", "R", "--tq", "q", "--namespace", "shop",
                           "--interval", "5s")
     assert done.exit_code == 1 and "ScheduleAlreadyExists" in done.output
     done = await _kadence(cluster, "schedule", "create", "both", "-t", "R", "-q", "q", "--cron", "* * * * *",
