@@ -47,9 +47,13 @@ async def test_a_server_side_termination_is_an_outage_and_heals(fresh_dsn: str) 
     try:
         pid = await pool.fetchval("SELECT pg_backend_pid()")
         await other.execute("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(outage.DATABASE_TRANSIENT):
+        # The pool may or may not have seen the connection close before this query: if the
+        # query meets the dead connection, what it raises must read as an outage.
+        try:
             await pool.fetchval("SELECT 1")
-        assert await pool.fetchval("SELECT 2") == 2
+        except Exception as exc:  # noqa: BLE001 - the point is what kind of error it is
+            assert outage.is_transient(exc), repr(exc)
+        assert await pool.fetchval("SELECT pg_backend_pid()") != pid
     finally:
         await other.close()
         await pool.close()
