@@ -147,6 +147,7 @@ COMPONENTS: dict[str, Schema] = {
         "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},
+        "workflow_task": {"type": ["object", "null"]},
     }, ["workflow_id", "run_id", "status", "history_length"]),
     "WorkflowExecutionInfo": _obj({
         "workflow_id": STR, "run_id": STR, "workflow_type": NULL_STR, "task_queue": NULL_STR, "status": STR,
