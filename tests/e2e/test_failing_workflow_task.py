@@ -15,6 +15,7 @@ from kadence import Client, Worker, workflow
 from services.cluster import Cluster
 
 from ..helpers import eventually
+from .test_workflow_cli import cli, ok
 from .test_workflow_retry import _audit_clean
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,6 +62,9 @@ async def test_a_task_failing_again_and_again_is_recorded_once_and_described_wit
         kinds = _types(await handle.history())
         assert kinds == ["WorkflowExecutionStarted", "WorkflowTaskScheduled", "WorkflowTaskStarted",
                          "WorkflowTaskFailed"]
+        # kadence workflow describe shows it too (without the stack trace: no task completes).
+        table = ok(await cli(cluster, "describe", "-w", wid, "--no-stack-trace"))
+        assert "Workflow task failing" in table and "RuntimeError: bug on attempt" in table
         # A signal while the task fails is recorded (and writes the outstanding attempt first, if any).
         await handle.signal(Stumbling.word, "hello")
         BROKEN.discard(wid)  # the fix is deployed
