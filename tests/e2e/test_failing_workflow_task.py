@@ -80,3 +80,32 @@ async def test_a_task_failing_again_and_again_is_recorded_once_and_described_wit
     assert last_scheduled["attributes"]["attempt"] == attempt
     assert (await handle.describe())["workflow_task"] is None
     await _audit_clean(cluster, 1)
+
+
+# How often FailsThrice's code ran, per workflow id: its first three runs raise.
+RUNS: dict[str, int] = {}
+
+
+@workflow.defn
+class FailsThrice:
+    @workflow.run
+    async def run(self) -> int:
+        wid = workflow.info().workflow_id
+        RUNS[wid] = RUNS.get(wid, 0) + 1
+        if RUNS[wid] <= 3:
+            raise RuntimeError(f"failure {RUNS[wid]}")
+        return workflow.info().workflow_task_attempt
+
+
+async def test_a_workflow_that_raises_three_times_then_succeeds_has_one_failed_task(
+        cluster: Cluster, client: Client) -> None:
+    wid = f"thrice-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=QUEUE, workflows=[FailsThrice]):
+        assert await client.execute_workflow(FailsThrice.run, id=wid, task_queue=QUEUE) == 4
+    events = await client.get_workflow_handle(wid).history()
+    assert _types(events) == ["WorkflowExecutionStarted", "WorkflowTaskScheduled", "WorkflowTaskStarted",
+                              "WorkflowTaskFailed", "WorkflowTaskScheduled", "WorkflowTaskStarted",
+                              "WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
+    assert events[3]["attributes"]["failure"]["message"] == "failure 1"
+    assert events[4]["attributes"]["attempt"] == 4 and events[4]["event_id"] == 5
+    await _audit_clean(cluster, 1)
