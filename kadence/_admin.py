@@ -6,12 +6,13 @@ expression or interval (README, "Namespaces", "Retention" and "Schedules").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from kadence._converter import check_args
 from kadence._http import Transport, path_segment
+from kadence._visibility import search_attributes_json
 from kadence._workflow.definition import workflow_name_of
 
 Duration = timedelta | str
@@ -29,6 +30,7 @@ class AdminMixin:
 
     transport: Transport
     namespace: str
+    _encode_memo: Callable[[Mapping[str, Any]], Awaitable[Any]]  # the client's: through its data converter
 
     # -- namespaces --------------------------------------------------------------------------------
 
@@ -85,6 +87,8 @@ class AdminMixin:
         note: str = "",
         execution_timeout: timedelta | None = None,
         run_timeout: timedelta | None = None,
+        memo: Mapping[str, Any] | None = None,
+        search_attributes: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create a schedule that starts ``workflow(*args)`` on ``task_queue`` by ``cron``
         expression or every ``interval``; each start has the workflow id
@@ -92,7 +96,8 @@ class AdminMixin:
 
         ``overlap_policy``: skip, buffer_one, allow_all, cancel_other or terminate_other (what a firing does
         while the previous workflow runs); ``catchup_window``: how late a missed firing may
-        still run after downtime (default 1 minute)."""
+        still run after downtime (default 1 minute). ``memo`` and ``search_attributes``: every
+        run's, as a start's (the attributes registered in the namespace)."""
         if (cron is None) == (interval is None):
             raise ValueError("give exactly one of cron=... or interval=...")
         spec: dict[str, Any] = {"time_zone": time_zone}
@@ -111,6 +116,10 @@ class AdminMixin:
             action["execution_timeout_ms"] = round(execution_timeout.total_seconds() * 1000)
         if run_timeout is not None:
             action["run_timeout_ms"] = round(run_timeout.total_seconds() * 1000)
+        if memo is not None:
+            action["memo"] = await self._encode_memo(memo)
+        if search_attributes:
+            action["search_attributes"] = search_attributes_json(search_attributes)
         body: dict[str, Any] = {"schedule_id": schedule_id, "spec": spec, "action": action,
                                 "overlap_policy": overlap_policy, "paused": paused, "note": note}
         if catchup_window is not None:

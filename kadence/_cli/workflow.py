@@ -231,6 +231,16 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
         if value not in (None, ""):
             summary.add_row(label, value if isinstance(value, Text) else str(value))
     console.print(summary)
+    task = info.get("workflow_task")
+    if isinstance(task, dict) and int(task.get("attempt") or 1) > 1:
+        # A workflow task that keeps failing: history retries it without growing its events.
+        failure = task.get("last_failure") or {}
+        table = Table(title="Workflow task failing", title_justify="left", header_style="bold")
+        for column in ("Attempt", "State", "Last failure"):
+            table.add_column(column, overflow="fold")
+        table.add_row(str(task.get("attempt")), str(task.get("state", "")),
+                      Text(f"{failure.get('type') or ''}: {failure.get('message') or ''}", style="red"))
+        console.print(table)
     activities = info.get("pending_activities") or []
     if activities:
         table = Table(title="Pending activities", title_justify="left", header_style="bold")

@@ -168,7 +168,8 @@ class WorkflowTaskProcessor:
             self._evict(run_id)
             cause = "NonDeterminism" if isinstance(err, NonDeterminismError) else "WorkflowError"
             failing = err.cause if isinstance(err, WorkflowTaskError) and err.cause is not None else err
-            _log.warning("workflow task for run %s failed (%s): %s", run_id, cause, err)
+            _log.warning("workflow task for run %s failed (%s, attempt %s): %s", run_id, cause,
+                         task.get("attempt", 1), err)
             await self._transport.call(
                 "POST",
                 "/workflow-tasks/fail",
@@ -228,6 +229,10 @@ class WorkflowTaskProcessor:
             history = list(events)
         else:
             history = await self._fetch_history(task, upto=int(task["scheduled_event_id"]))
+            # A later attempt of a failing task brings its own WorkflowTaskScheduled, which
+            # history writes only if the attempt completes: it follows the stored events.
+            last = int(history[-1]["event_id"]) if history else 0
+            history += [e for e in events if int(e["event_id"]) > last]
         runner = self._new_runner(task, history)
         commands = runner.apply(history, started_time_ms=started_time, updates=updates)
         self._remember(run_id, runner)

@@ -103,6 +103,9 @@ class WorkflowInfo:
     #: Whether history asks the run to continue as new (it passed the warning threshold of
     #: its event count or size; past the hard limit the run is terminated). Same rule.
     continue_as_new_suggested: bool = False
+    #: The attempt of the current workflow task: 1, or more while its code keeps failing
+    #: (history retries it; only the first failure of a streak is in its events).
+    workflow_task_attempt: int = 1
 
 
 class ContinueAsNewError(BaseException):
@@ -204,6 +207,7 @@ class WorkflowInstance:
         self.history_length = 0
         self.history_size = 0
         self.continue_as_new_suggested = False
+        self.workflow_task_attempt = 1
         self._side_effect_seq = 0
         self.children = Children(self)
         self.local_activities = LocalActivities(self)
@@ -644,11 +648,13 @@ class WorkflowInstance:
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
-        seen = (self.history_length, self.history_size, self.continue_as_new_suggested)
+        seen = (self.history_length, self.history_size, self.continue_as_new_suggested, self.workflow_task_attempt)
         info = self._info
-        if (info.history_length, info.history_size, info.continue_as_new_suggested) != seen:
+        if (info.history_length, info.history_size, info.continue_as_new_suggested,
+                info.workflow_task_attempt) != seen:
             self._info = info = dataclasses.replace(info, history_length=seen[0], history_size=seen[1],
-                                                    continue_as_new_suggested=seen[2])
+                                                    continue_as_new_suggested=seen[2],
+                                                    workflow_task_attempt=seen[3])
         # A copy of the memo: workflow code changing it changes nothing.
         return dataclasses.replace(info, memo=dict(info.memo))
 

@@ -106,6 +106,7 @@ class _OpenTask:
     # What its WorkflowTaskScheduled says of the run's history besides its id (limits.py).
     history_size: int = 0
     continue_as_new_suggested: bool = False
+    attempt: int = 1  # its WorkflowTaskScheduled's (more than 1: its code failed before)
 
 
 class RanAhead(NamedTuple):
@@ -259,6 +260,7 @@ class WorkflowRunner:
         self.instance.history_length = task.scheduled_event_id
         self.instance.history_size = task.history_size
         self.instance.continue_as_new_suggested = task.continue_as_new_suggested
+        self.instance.workflow_task_attempt = task.attempt
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
         return self.instance.query(name, args)
@@ -276,7 +278,8 @@ class WorkflowRunner:
                 self._close_without_commands(self._open)
             self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending),
                                    history_size=int(attrs.get("history_size_bytes") or 0),
-                                   continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")))
+                                   continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")),
+                                   attempt=int(attrs.get("attempt") or 1))
             if self._aheads:
                 self._meet_ahead(self._open, self._aheads.pop(0))
         elif kind == EventType.WORKFLOW_TASK_COMPLETED:

@@ -160,6 +160,10 @@ class ScheduleAction:
     # Every firing starts a new run of this one workflow id (a cron start's schedule), instead
     # of a workflow of its own ({schedule_id}-{time}).
     workflow_id: str | None = None
+    # Each run's memo and search attributes (JSON text of an object, or None), as a start's;
+    # the search attributes checked against the namespace's registry when the schedule is made.
+    memo: str | None = None
+    search_attributes: str | None = None
 
     def workflow_id_of(self, schedule_id: str, nominal_ms: int) -> str:
         return self.workflow_id if self.workflow_id is not None else workflow_id_for(schedule_id, nominal_ms)
@@ -188,7 +192,9 @@ class ScheduleAction:
         fixed = raw.get("workflow_id")
         if fixed is not None and (not isinstance(fixed, str) or not fixed or len(fixed) > 1000):
             raise ScheduleError("action.workflow_id must be a non-empty string", "action.workflow_id")
-        return cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed)
+        return cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed,
+                   memo=_object_text(raw.get("memo"), "action.memo"),
+                   search_attributes=_object_text(raw.get("search_attributes"), "action.search_attributes"))
 
     def to_json(self) -> dict[str, Any]:
         out = {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
@@ -197,6 +203,11 @@ class ScheduleAction:
                "workflow_task_timeout_ms": self.workflow_task_timeout_ms}
         if self.workflow_id is not None:
             out["workflow_id"] = self.workflow_id
+        # Only when given: the action of a schedule made before them reads the same.
+        if self.memo is not None:
+            out["memo"] = json.loads(self.memo)
+        if self.search_attributes is not None:
+            out["search_attributes"] = json.loads(self.search_attributes)
         return out
 
     def start_record(self, namespace: str, schedule_id: str, nominal_ms: int) -> dict[str, Any]:
@@ -206,7 +217,8 @@ class ScheduleAction:
                 "execution_timeout_ms": self.execution_timeout_ms, "run_timeout_ms": self.run_timeout_ms,
                 "workflow_task_timeout_ms": self.workflow_task_timeout_ms,
                 "request_id": request_id_for(namespace, schedule_id, nominal_ms),
-                "identity": f"schedule {schedule_id}", "reply_to": None}
+                "identity": f"schedule {schedule_id}", "reply_to": None, "memo": self.memo,
+                "search_attributes": self.search_attributes}
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,26 @@ class ScheduleDefinition:
         if not isinstance(note, str) or len(note) > 10_000:
             raise ScheduleError("note must be a string of at most 10000 characters", "note")
         return cls(spec, action, overlap, window, paused, note)
+
+
+# The most a schedule action's memo or search attributes take, as JSON (a start's memo is
+# bounded by the payload limit the frontend and history check again on each start).
+MAX_ACTION_OBJECT_BYTES = 256 * 1024
+
+
+def _object_text(value: object, where: str) -> str | None:
+    """A JSON object given in an action, as compact JSON text (None: not given)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ScheduleError(f"{where} must be a JSON object", where)
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        raise ScheduleError(f"{where} must be a JSON object", where) from None
+    if len(text.encode()) > MAX_ACTION_OBJECT_BYTES:
+        raise ScheduleError(f"{where} takes at most {MAX_ACTION_OBJECT_BYTES} bytes as JSON", where)
+    return text
 
 
 def _duration(value: object, where: str, *, allow_zero: bool = False) -> int:

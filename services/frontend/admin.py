@@ -8,6 +8,7 @@ that the owner of its shard fires (services/history/scheduler.py). Routes are in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
+import orjson
 
 from services.common import db
 from services.common.kafka import partition_for, workflow_key
@@ -32,6 +34,8 @@ from services.common.schedules import (
     ScheduleSpec,
     iso_utc,
 )
+from services.common.visibility.reads import VisibilityReads
+from services.common.visibility.sql import QueryError, stored_attributes
 
 from . import validation as v
 from .errors import (
@@ -157,6 +161,7 @@ class AdminHandlers:
 
     async def insert_schedule(self, ns: str, sid: str, d: ScheduleDefinition) -> asyncpg.Record | None:
         """Create schedule ``sid``, first firing at the spec's next time; None if it exists."""
+        d = await self.registered(ns, d)
         now = int(self._clock() * 1000)
         nominal = d.spec.next_after(now)
         row: asyncpg.Record | None = await self._pool.fetchrow(
@@ -166,6 +171,19 @@ class AdminHandlers:
             ns, sid, await self._shard_of(ns, sid), json.dumps(d.spec.to_json()), json.dumps(d.action.to_json()),
             d.overlap.value, d.catchup_window_ms, d.paused, d.note, nominal, nominal + d.spec.jitter(sid, nominal))
         return row
+
+    async def registered(self, ns: str, d: ScheduleDefinition) -> ScheduleDefinition:
+        """``d`` with its action's search attributes checked against the namespace's registry
+        (as a start's are) and stored as a start stores them."""
+        given = d.action.search_attributes
+        if given is None:
+            return d
+        try:
+            values = stored_attributes(await VisibilityReads(self._pool).search_attributes(ns), json.loads(given))
+        except QueryError as exc:
+            raise InvalidArgument(str(exc), field="action.search_attributes") from None
+        action = dataclasses.replace(d.action, search_attributes=orjson.dumps(values).decode())
+        return dataclasses.replace(d, action=action)
 
     async def schedule_row(self, ns: str, sid: str) -> asyncpg.Record:
         """Schedule ``sid`` of ``ns`` as stored (ScheduleNotFound if there is none)."""

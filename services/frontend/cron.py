@@ -10,6 +10,7 @@ definition for the same workflow id is refused until that schedule is deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -27,10 +28,10 @@ from .errors import InvalidArgument, WorkflowAlreadyStarted
 from .validation import StartRequest
 
 # Start fields a schedule's action does not carry: refused with cron_schedule rather than dropped.
-_NOT_WITH_CRON = ("memo", "search_attributes", "id_reuse_policy", "id_conflict_policy", "wait_seconds", "retry_policy")
+_NOT_WITH_CRON = ("id_reuse_policy", "id_conflict_policy", "wait_seconds", "retry_policy")
 
 
-def definition(req: StartRequest, cron: str) -> ScheduleDefinition:
+def definition(req: StartRequest, cron: str, search_attributes: object = None) -> ScheduleDefinition:
     """The schedule a start of ``req`` with ``cron_schedule`` = ``cron`` creates."""
     try:
         spec = ScheduleSpec.from_json({"cron": cron})
@@ -38,7 +39,16 @@ def definition(req: StartRequest, cron: str) -> ScheduleDefinition:
         raise InvalidArgument(str(exc).replace("spec.cron", "cron_schedule"), field="cron_schedule") from None
     action = ScheduleAction(req.workflow_type, req.task_queue, req.input,
                             execution_timeout_ms=req.execution_timeout_ms, run_timeout_ms=req.run_timeout_ms,
-                            workflow_task_timeout_ms=req.workflow_task_timeout_ms, workflow_id=req.workflow_id)
+                            workflow_task_timeout_ms=req.workflow_task_timeout_ms, workflow_id=req.workflow_id,
+                            memo=req.memo)
+    if search_attributes not in (None, {}):
+        # Every run the schedule starts takes them (as Temporal's cron runs do); the admin
+        # handlers check them against the registry as they check a schedule's.
+        try:
+            action = dataclasses.replace(action, search_attributes=ScheduleAction.from_json(
+                {**action.to_json(), "search_attributes": search_attributes}).search_attributes)
+        except ScheduleError as exc:
+            raise InvalidArgument(str(exc).replace("action.", ""), field="search_attributes") from None
     return ScheduleDefinition(spec, action)
 
 
@@ -54,7 +64,7 @@ async def start_with_cron(admin: AdminHandlers | None, req: StartRequest, cron: 
                                   " POST /schedules)", field=name)
     if admin is None:
         raise InvalidArgument("this frontend does not serve schedules, so no cron_schedule", field="cron_schedule")
-    d = definition(req, cron)
+    d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
     sid = cron_schedule_id(req.workflow_id)
     row = await admin.insert_schedule(req.namespace, sid, d)
     if row is None:

@@ -147,6 +147,7 @@ COMPONENTS: dict[str, Schema] = {
         "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},
+        "workflow_task": {"type": ["object", "null"]},
     }, ["workflow_id", "run_id", "status", "history_length"]),
     "WorkflowExecutionInfo": _obj({
         "workflow_id": STR, "run_id": STR, "workflow_type": NULL_STR, "task_queue": NULL_STR, "status": STR,
@@ -290,7 +291,8 @@ _SCHEDULE = _body({
                    "time_zone": {"type": "string", "description": "IANA name, default UTC"}},
                   description="exactly one of cron or interval"),
     "action": _body({"workflow_type": NAME, "task_queue": NAME, "input": ARRAY, "execution_timeout_ms": _TIMEOUT,
-                     "run_timeout_ms": _TIMEOUT, "workflow_task_timeout_ms": {**_TIMEOUT, "default": 10_000}},
+                     "run_timeout_ms": _TIMEOUT, "workflow_task_timeout_ms": {**_TIMEOUT, "default": 10_000},
+                     "memo": _START_FIELDS["memo"], "search_attributes": _SEARCH_ATTRIBUTES},
                     ["workflow_type", "task_queue"],
                     not_null=("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms")),
     "overlap_policy": {"type": "string", "enum": ["skip", "buffer_one", "allow_all", "cancel_other", "terminate_other"],

@@ -155,6 +155,8 @@ def describe(ex: Execution) -> dict[str, Any]:
         # Child workflows not closed yet (state Initiated until the child's start is recorded).
         "pending_children": [{"initiated_event_id": int(k), **v} for k, v in
                              sorted((state.get("children") or {}).items(), key=lambda kv: int(kv[0]))],
+        # The outstanding or failing workflow task: its attempt and last failure (null: none).
+        "workflow_task": state.get("workflow_task"),
     }
 
 

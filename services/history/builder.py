@@ -137,6 +137,10 @@ class Transition:
         return self._append(event["event_type"], event["event_time"], event["attributes"] or {})
 
     def _append(self, event_type: str, event_time: int, attributes: dict[str, Any]) -> Event:
+        if self.state.wt is not None and self.state.wt.transient:
+            from .transient import materialize  # imports this module
+
+            materialize(self)  # its events first, at the ids reserved for them
         event = {
             "event_id": self.state.next_event_id,
             "event_time": event_time,
@@ -178,13 +182,19 @@ class Transition:
         s = self.state
         wt = s.wt
         assert wt is not None
-        carried = self._carried(s.carry_from, wt.scheduled_event_id)
+        if wt.transient:
+            from .transient import carried as transient_carried  # imports this module
+
+            # Its worker reads the events before it from the store: it follows a failure.
+            carried: Tail | None = transient_carried(self)
+        else:
+            carried = self._carried(s.carry_from, wt.scheduled_event_id)
         self._dispatch("WorkflowTask", s.task_queue, {
             "namespace": s.namespace, "workflow_id": s.workflow_id, "run_id": s.run_id,
             "task_id": f"{s.run_id}:wt:{wt.scheduled_event_id}:{wt.attempt}",
             "task_queue": s.task_queue, "workflow_type": s.workflow_type,
             "scheduled_event_id": wt.scheduled_event_id, "attempt": wt.attempt,
-            "first_event_id": s.carry_from,
+            "first_event_id": wt.scheduled_event_id if wt.transient else s.carry_from,
             "scheduled_time": wt.scheduled_time,
             "events": [data for _, data, _ in carried] if carried is not None else None,
         }, tuple(event for _, _, event in carried) if carried is not None else None)

@@ -36,17 +36,30 @@ from kadence_protocol.records import (
 )
 from kadence_protocol.retry import DEFAULT_RETRY, next_backoff
 
-from . import policies, unseen, updates
+from . import policies, transient, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
 from .requests import Targeted, address
-from .state import ActivityInfo, Event, MutableState, WorkflowTaskInfo, retry_attempt, start_attempt
+from .state import (
+    TASK_TIMED_OUT,
+    ActivityInfo,
+    Event,
+    MutableState,
+    WorkflowTaskInfo,
+    fail_transient,
+    retry_attempt,
+    schedule_transient,
+    start_attempt,
+    start_transient,
+)
 
 ACTIVITY_TIMERS = ACTIVITY_TIMER_KINDS
 # A deadline this far out (about 146 million years) is never: no timer is armed for it,
 # and a chain's expiration saturates here rather than overflow a bigint.
 NEVER_MS = 2**62
-MAX_WT_BACKOFF_MS = 60_000
+# A failing workflow task's retries back off from 1 s, doubling, up to 10 minutes
+# (Temporal's cap): the second attempt follows the first failure at once.
+MAX_WT_BACKOFF_MS = 600_000
 
 
 class Context(Protocol):
@@ -232,7 +245,13 @@ def settle(t: Transition) -> None:
 
 
 def schedule_workflow_task(t: Transition) -> None:
-    _add_wt_scheduled(t)
+    s = t.state
+    if s.wt_failures + s.wt_transient_failures > 0:
+        # A later attempt of a failing task: kept out of history unless it completes (transient.py).
+        schedule_transient(s, t.now)
+        t.changed_without_events = True
+    else:
+        _add_wt_scheduled(t)
     t.dispatch_workflow_task()
 
 
@@ -273,8 +292,12 @@ async def workflow_task_started(ctx: Context, req: RecordWorkflowTaskStarted) ->
 def _start_wt(ctx: Context, t: Transition, identity: str, started_time: int) -> None:
     wt = t.state.wt
     assert wt is not None
-    t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=wt.scheduled_event_id, identity=identity,
-          started_time=started_time)
+    if wt.transient:
+        start_transient(wt, ctx.now, started_time, identity)
+        t.changed_without_events = True
+    else:
+        t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=wt.scheduled_event_id, identity=identity,
+              started_time=started_time)
     # The timeout counts from the hand-out: the frontend may send the started record late.
     since = min(started_time or ctx.now, ctx.now)
     t.set_timer(TimerKind.WORKFLOW_TASK_TIMEOUT, wt.scheduled_event_id, since + t.state.workflow_task_timeout_ms,
@@ -322,6 +345,8 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
         bad = WorkflowTaskFailedCause.BAD_COMMAND
         _fail_wt(ctx, t, sid, started, bad, _failure(problem, bad), identity)
         return
+    # A transient attempt that completes is written (and its inputs_pending is then its own).
+    transient.materialize(t)
     if unseen.refused(t.state, commands):
         # It would close the run over inputs it did not see: refused whole, and a new task brings them.
         t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started,
@@ -345,18 +370,31 @@ async def workflow_task_failed(ctx: Context, req: RespondWorkflowTaskFailed) -> 
 
 def _fail_wt(ctx: Context, t: Transition, sid: int, started: int, cause: str, failure: dict[str, Any] | None,
              identity: str) -> None:
-    t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started, cause=cause,
-          failure=failure, identity=identity)
+    wt = t.state.wt
+    if wt is not None and wt.transient:
+        fail_transient(t.state, failure)  # not the streak's first failure: no event (transient.py)
+        t.changed_without_events = True
+    else:
+        t.add(EventType.WORKFLOW_TASK_FAILED, scheduled_event_id=sid, started_event_id=started, cause=cause,
+              failure=failure, identity=identity)
     _retry_wt(ctx, t)
 
 
-def _retry_wt(ctx: Context, t: Transition) -> None:
-    # The first retry is immediate; later ones back off so a bad deploy does not spin.
-    failures = t.state.wt_failures
+def wt_retry_backoff_ms(failures: int) -> int:
+    """The wait before the next attempt of a workflow task that failed ``failures`` times
+    in a row: none after the first, then 1 s doubling up to MAX_WT_BACKOFF_MS, so a bad
+    deploy neither spins nor waits long once fixed."""
     if failures <= 1:
+        return 0
+    return int(min(1000 * 2 ** min(failures - 2, 30), MAX_WT_BACKOFF_MS))
+
+
+def _retry_wt(ctx: Context, t: Transition) -> None:
+    failures = t.state.wt_failures + t.state.wt_transient_failures
+    backoff = wt_retry_backoff_ms(failures)
+    if backoff == 0:
         schedule_workflow_task(t)
     else:
-        backoff = min(1000 * 2 ** (failures - 2), MAX_WT_BACKOFF_MS)
         t.set_timer(TimerKind.WORKFLOW_TASK_RETRY, 0, ctx.now + backoff, failures)
 
 
@@ -567,11 +605,16 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
     elif kind == TimerKind.WORKFLOW_TASK_TIMEOUT:
         wt = s.wt
         if wt and wt.scheduled_event_id == timer.ref and wt.attempt == timer.attempt and wt.started_event_id:
-            t.add(EventType.WORKFLOW_TASK_TIMED_OUT, scheduled_event_id=timer.ref,
-                  started_event_id=wt.started_event_id)
+            if wt.transient:
+                fail_transient(s, TASK_TIMED_OUT)
+                t.changed_without_events = True
+            else:
+                t.add(EventType.WORKFLOW_TASK_TIMED_OUT, scheduled_event_id=timer.ref,
+                      started_event_id=wt.started_event_id)
             _retry_wt(ctx, t)
     elif kind == TimerKind.WORKFLOW_TASK_RETRY:
-        if s.wt is None and s.wt_failures == timer.attempt:
+        # The streak's backoff is over (one timer per run: a newer one replaces it).
+        if s.wt is None and s.wt_failures + s.wt_transient_failures > 0:
             schedule_workflow_task(t)
     else:
         _fire_activity_timer(ctx, t, timer)

@@ -4,7 +4,8 @@ as a new run of the same workflow id (as in Temporal).
 The closing event names the new run (``new_run_id`` of WorkflowExecutionFailed /
 WorkflowExecutionTimedOut), so result waits follow the chain as they follow
 continue-as-new; the new run's WorkflowExecutionStarted carries ``attempt + 1``, the
-policy and the backoff, and its first workflow task waits for a durable timer
+policy, the backoff, the memo and the search attributes as the run closed with them (its
+start's, with workflow code's upserts merged in: Temporal's rule), and its first workflow task waits for a durable timer
 (``TimerKind.WORKFLOW_BACKOFF``) before it is scheduled. The parent of a child hears only
 of the last run's close (children.on_close skips a retried one). Terminated and canceled
 runs are never retried; the chain's execution timeout bounds the retries.
@@ -71,7 +72,8 @@ def _retry(ctx: Context, t: Transition, new_run_id: str, backoff: int) -> None:
                    execution_timeout_ms=s.execution_timeout_ms, workflow_task_timeout_ms=s.workflow_task_timeout_ms,
                    run_timeout_ms=s.run_timeout_ms, execution_expiration_time=s.execution_expiration_time,
                    request_id=s.start_request_id, identity="", continued_from=s.run_id, run_id=new_run_id,
-                   memo=s.memo, parent=children.parent_attributes(s.parent),
+                   memo=s.memo, search_attributes=s.search_attributes,  # as they are now (upserts too)
+                   parent=children.parent_attributes(s.parent),
                    retry=started_attributes(s.retry_policy, s.attempt + 1, backoff))
     if backoff > 0:
         new.set_timer(TimerKind.WORKFLOW_BACKOFF, 0, min(ctx.now + backoff, NEVER_MS))

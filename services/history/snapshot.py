@@ -14,6 +14,11 @@ Layouts:
   known from history only has no ``seq``.
 * 1: every object has all its fields (the slotted dataclasses of state.py); a timer
   carries its ``timer_id``.
+* 2: the workflow task has ``transient`` and ``identity``; the run has
+  ``wt_transient_failures`` and ``wt_transient_failure`` (a failing task's attempts kept out
+  of history, transient.py), ``wt_last_failure`` and ``search_attributes``. The upgrade adds
+  the first four with what a layout-1 build meant (no transient attempts); the last two only
+  the fold knows, so a layout-1 snapshot is rebuilt from history (``predates``).
 
 A snapshot that lacks top-level fields of the current state (written by a build before the
 fold kept them) is upgraded all the same; ``MutableState.predates`` then tells the store to
@@ -25,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 def _v0_to_v1(s: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +49,17 @@ def _v0_to_v1(s: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+def _v1_to_v2(s: dict[str, Any]) -> dict[str, Any]:
+    wt = s.get("wt")
+    if wt is not None:
+        s["wt"] = {"transient": False, "identity": "", **wt}
+    s.setdefault("wt_transient_failures", 0)
+    s.setdefault("wt_transient_failure", None)
+    return s
+
+
 # Each step takes a snapshot of layout i to layout i + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1,)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2)
 assert len(_STEPS) == SNAPSHOT_VERSION
 
 

@@ -3,10 +3,12 @@
 Everything here is pure in-memory code. The live shard loop, a rebuild from
 ``history_events`` and an audit replay of ``kadence.history`` all change state only
 through :func:`apply`, so the three agree bit for bit (compare :meth:`MutableState.dumps`),
-but for one exception kept here too: the attempt bookkeeping of pending activities
+but for two exceptions kept here too: the attempt bookkeeping of pending activities
 (:data:`ATTEMPT_FIELDS`, changed by :func:`start_attempt` and :func:`retry_attempt`),
-which retried attempts keep out of history as Temporal does; :func:`events_only` is
-what the three agree on.
+which retried attempts keep out of history as Temporal does, and the later attempts of a
+failing workflow task (:data:`TRANSIENT_FIELDS` and a transient ``wt``, changed by
+:func:`schedule_transient`, :func:`start_transient` and :func:`fail_transient`);
+:func:`events_only` is what the three agree on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import orjson
 
 from kadence_protocol import avro
 from kadence_protocol.enums import CLOSE_STATUS, ActivityState, ChildState, EventType, RunStatus, UpdateStage
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
 from .errors import HistoryCorrupted
 from .snapshot import SNAPSHOT_VERSION, upgrade
@@ -29,6 +32,10 @@ from .unseen import counts_as_attempt
 
 Event = dict[str, Any]
 Failure = dict[str, Any]  # a kadence.Failure record, as decoded
+
+# The failure a workflow task's timeout counts as (describe shows it as the last failure).
+TASK_TIMED_OUT: Failure = {"message": "workflow task timed out", "type": "TimeoutError", "stack_trace": "",
+                           "non_retryable": False, "details": None}
 
 # Signal request ids remembered per run for deduplication.
 MAX_REMEMBERED_REQUESTS = 200
@@ -54,6 +61,10 @@ class WorkflowTaskInfo:
     started_time: int = 0  # when history recorded the start
     handed_time: int = 0  # when the worker was handed it: the worker's workflow.now()
     ran_ahead_id: int = 0  # not 0: it ran ahead (see WorkflowTaskStartedEventAttributes)
+    # A later attempt of a failing task, kept out of history (transient.py): its
+    # scheduled (and started) event ids are reserved, written only if it completes.
+    transient: bool = False
+    identity: str = ""  # the worker that started it
 
 
 @dataclass(slots=True)
@@ -191,7 +202,13 @@ class MutableState:
     # a worker was handed. A task run ahead was never handed out, so its worker still
     # knows only what the task before it brought.
     carry_from: int = 1
+    # Failed attempts of the current workflow task streak that history recorded, the last
+    # one's failure, and (transient.py) the failed attempts after it that it did not
+    # record, with the newest one's failure: live bookkeeping, see TRANSIENT_FIELDS.
     wt_failures: int = 0
+    wt_last_failure: Failure | None = None
+    wt_transient_failures: int = 0
+    wt_transient_failure: Failure | None = None
     # An input (start, signal, activity result, timer firing) arrived since the
     # outstanding workflow task was scheduled, so another one is owed.
     inputs_pending: bool = False
@@ -222,6 +239,9 @@ class MutableState:
     # run's events as written, in bytes (limits.py).
     memo: str | None = None
     history_size_bytes: int = 0
+    # The run's search attributes (JSON text of an object, or None): the start's, with the
+    # upserts of workflow code (SEARCH_ATTRIBUTES_MARKER) merged in; a retry carries them on.
+    search_attributes: str | None = None
     # The run this one was reset from (reset.py): named by the WorkflowTaskFailed that ends
     # the copied history. A run a reset terminated names the new run in new_run_id.
     reset_from_run_id: str | None = None
@@ -343,6 +363,7 @@ def _started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.workflow_task_timeout_ms = a["workflow_task_timeout_ms"] or 10000
     s.start_request_id = a["request_id"]
     s.memo = a.get("memo")
+    s.search_attributes = _merged(None, a.get("search_attributes"))
     s.inputs_pending = True
     s.attempt = a.get("attempt") or 1
     s.retry_policy = a.get("retry_policy")
@@ -359,6 +380,8 @@ def _closed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.close_time = e["event_time"]
     s.wt = None
     s.inputs_pending = False
+    # A closed run has no workflow task: a failing streak ends with it.
+    s.wt_transient_failures, s.wt_transient_failure = 0, None
     if status == RunStatus.COMPLETED:
         s.result = a["result"]
     elif status == RunStatus.FAILED:
@@ -385,6 +408,10 @@ def _wt_scheduled(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.wt = WorkflowTaskInfo(scheduled_event_id=e["event_id"], attempt=a["attempt"], scheduled_time=e["event_time"])
     s.inputs_pending = False
     s.backoff_pending = False
+    # The attempt says how many failed before it, those history did not record included
+    # (a transient task written when it completes, transient.py).
+    s.wt_failures = max(0, a["attempt"] - 1)
+    s.wt_transient_failures, s.wt_transient_failure = 0, None
 
 
 def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -393,6 +420,7 @@ def _wt_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     wt.started_time = e["event_time"]
     wt.handed_time = a.get("started_time", 0)  # what the worker's workflow.now() says
     wt.ran_ahead_id = a.get("ran_ahead_id", 0)
+    wt.identity = a["identity"]
 
 
 def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -404,6 +432,7 @@ def _wt_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.last_completed_wt_ahead_id = wt.ran_ahead_id
     s.wt = None
     s.wt_failures = 0
+    s.wt_last_failure = None
 
 
 def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -413,10 +442,15 @@ def _wt_failed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         # The end of a reset's copied history (reset.py): the next task is a first attempt.
         s.reset_from_run_id = a["base_run_id"]
         s.wt_failures = 0
+        s.wt_last_failure = None
         return
     # A task history refused (unseen.py) was no failure of the worker's: the next is attempt 1 again.
-    if e["event_type"] == EventType.WORKFLOW_TASK_TIMED_OUT or counts_as_attempt(a["cause"]):
+    if e["event_type"] == EventType.WORKFLOW_TASK_TIMED_OUT:
         s.wt_failures += 1
+        s.wt_last_failure = TASK_TIMED_OUT
+    elif counts_as_attempt(a["cause"]):
+        s.wt_failures += 1
+        s.wt_last_failure = a["failure"]
 
 
 def _current_wt(s: MutableState, a: dict[str, Any]) -> WorkflowTaskInfo:
@@ -525,12 +559,51 @@ def retry_attempt(act: ActivityInfo, scheduled_time: int, failure: Failure, hear
         act.heartbeat_details = heartbeat_details
 
 
+# ---- a workflow task's later attempts: transient, as in Temporal -----------------------
+#
+# The first failed attempt of a workflow task is recorded (WorkflowTaskScheduled, Started,
+# Failed or TimedOut); the attempts after it are not while they fail (transient.py): the
+# outstanding one is ``wt`` with ``transient`` set, at reserved event ids, and their count
+# and newest failure are the fields below. Only the three functions below change them; the
+# attempt that completes (or any event written while it is outstanding) writes its
+# WorkflowTaskScheduled, whose attempt number gives the fold the count back.
+TRANSIENT_FIELDS = frozenset({"wt_transient_failures", "wt_transient_failure"})
+
+
+def schedule_transient(s: MutableState, now: int) -> WorkflowTaskInfo:
+    """Schedule the next attempt of a failing workflow task without an event, at the id its
+    WorkflowTaskScheduled would take (nothing else is written while it is outstanding)."""
+    s.wt = WorkflowTaskInfo(scheduled_event_id=s.next_event_id, attempt=s.wt_failures + s.wt_transient_failures + 1,
+                            scheduled_time=now, transient=True)
+    return s.wt
+
+
+def start_transient(wt: WorkflowTaskInfo, now: int, handed_time: int, identity: str) -> None:
+    """A worker was handed the transient task (its WorkflowTaskStarted would follow its
+    WorkflowTaskScheduled)."""
+    wt.started_event_id = wt.scheduled_event_id + 1
+    wt.started_time = now
+    wt.handed_time = handed_time
+    wt.identity = identity
+
+
+def fail_transient(s: MutableState, failure: Failure | None) -> None:
+    """The transient task failed or timed out: one more unrecorded failed attempt."""
+    s.wt = None
+    s.wt_transient_failures += 1
+    s.wt_transient_failure = failure
+
+
 def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     """A decoded snapshot without what only the live state knows (the attempt bookkeeping
-    of pending activities): what a fold of the run's events must equal."""
+    of pending activities, a failing workflow task's unrecorded attempts): what a fold of
+    the run's events must equal."""
     activities = {sid: {k: v for k, v in act.items() if k not in ATTEMPT_FIELDS}
                   for sid, act in (snapshot.get("activities") or {}).items()}
-    return {**snapshot, "activities": activities, "update_requests": {}}
+    wt = snapshot.get("wt")
+    return {**snapshot, "activities": activities, "update_requests": {},
+            "wt": None if wt is not None and wt.get("transient") else wt,
+            **{k: 0 if k == "wt_transient_failures" else None for k in TRANSIENT_FIELDS}}
 
 
 def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -580,6 +653,25 @@ def _update_completed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     done = sorted((x.accepted_event_id, uid) for uid, x in s.updates.items() if x.completed)
     for _, uid in done[:-MAX_REMEMBERED_UPDATES]:
         del s.updates[uid]
+
+
+def _marker(s: MutableState, e: Event, a: dict[str, Any]) -> None:
+    if a["marker_name"] == SEARCH_ATTRIBUTES_MARKER:
+        s.search_attributes = _merged(s.search_attributes, a["details"])
+
+
+def _merged(current: str | None, upsert: str | None) -> str | None:
+    """``current`` search attributes (JSON text of an object) with ``upsert``'s merged in,
+    later values replacing earlier ones, as the visibility projection merges them; text
+    that is no JSON object changes nothing (the frontend lets none through)."""
+    try:
+        values = orjson.loads(upsert) if upsert else None
+    except orjson.JSONDecodeError:
+        values = None
+    if not isinstance(values, dict):
+        return current
+    merged = {**(orjson.loads(current) if current else {}), **values}
+    return orjson.dumps(merged, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _nothing(s: MutableState, e: Event, a: dict[str, Any]) -> None:
@@ -652,7 +744,7 @@ _APPLY: dict[str, Callable[[MutableState, Event, dict[str, Any]], None]] = {
     EventType.TIMER_STARTED: _timer_started,
     EventType.TIMER_FIRED: _timer_fired,
     EventType.TIMER_CANCELED: _timer_fired,
-    EventType.MARKER_RECORDED: _nothing,
+    EventType.MARKER_RECORDED: _marker,
     EventType.START_CHILD_WORKFLOW_EXECUTION_INITIATED: _child_initiated,
     EventType.START_CHILD_WORKFLOW_EXECUTION_FAILED: _child_closed,
     EventType.CHILD_WORKFLOW_EXECUTION_STARTED: _child_started,

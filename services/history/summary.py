@@ -16,11 +16,16 @@ canonical JSON (sorted keys, compact) of an object with:
   and initiated event id, each an object with the fields of its info in state.py;
 * ``update_requests``: the update requests waiting for the workflow, in delivery order, each
   ``{"update_id", "name", "input"}``.
+* ``workflow_task``: the running run's workflow task while it is outstanding or failing, or
+  null: ``{"attempt", "state" (Scheduled, Started, or Backoff between failed attempts),
+  "scheduled_time", "failures" (in a row), "last_failure"}`` (transient.py).
 
 Fields are only ever added; migration 0012 wrote the summary of every row that existed before.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 
@@ -44,4 +49,18 @@ def summary(s: MutableState) -> bytes:
         "first_task_completed": s.last_completed_wt_scheduled_id != 0,
         "activities": s.activities, "timers": s.timers, "children": s.children,
         "update_requests": [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting],
+        "workflow_task": _workflow_task(s),
     }, option=orjson.OPT_SORT_KEYS)
+
+
+def _workflow_task(s: MutableState) -> dict[str, Any] | None:
+    """The run's workflow task as describe shows it: its attempt and the last failure of a
+    failing streak, counting the attempts history keeps out of its events."""
+    failures = s.wt_failures + s.wt_transient_failures
+    wt = s.wt
+    if not s.running or (wt is None and failures == 0):
+        return None
+    state = "Backoff" if wt is None else "Started" if wt.started_event_id else "Scheduled"
+    return {"attempt": wt.attempt if wt is not None else failures + 1, "state": state,
+            "scheduled_time": wt.scheduled_time if wt is not None else None, "failures": failures,
+            "last_failure": s.wt_transient_failure if s.wt_transient_failures else s.wt_last_failure}

@@ -189,10 +189,10 @@ async def test_a_cron_start_is_a_schedule_starting_runs_of_one_workflow_id(quick
             await client.start_workflow(EchoWorkflow.run, "other", id=wid, task_queue="q-cron",
                                         cron_schedule="* * * * * */2")
         assert (refused.value.status, refused.value.error_type) == (409, "WorkflowAlreadyStarted")
-        with pytest.raises(RPCError) as refused:
-            await client.start_workflow(EchoWorkflow.run, "m", id=_id("memo"), task_queue="q-cron",
-                                        cron_schedule="* * * * *", memo={"a": 1})
-        assert (refused.value.status, refused.value.field) == (400, "memo")
+        with pytest.raises(RPCError) as refused:  # a memo and search attributes it takes (its action's)
+            await client.start_workflow(EchoWorkflow.run, "m", id=_id("policy"), task_queue="q-cron",
+                                        cron_schedule="* * * * *", id_reuse_policy="RejectDuplicate")
+        assert (refused.value.status, refused.value.field) == (400, "id_reuse_policy")
         with pytest.raises(RPCError) as refused:
             await client.start_workflow(EchoWorkflow.run, id=_id("bad"), task_queue="q-cron", cron_schedule="often")
         assert (refused.value.status, refused.value.field) == (400, "cron_schedule")

@@ -66,7 +66,12 @@ def hints(run: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: int)
         out.append(Hint(Severity.WARNING, f"A workflow task has waited{_age(now, last.get('event_time'))} for a"
                                           f" worker on task queue {queue}: is a worker for it running?"))
     failed = [e for e in events[-6:] if e.get("event_type") == "WorkflowTaskFailed"]
-    if failed:
+    task = run.get("workflow_task")
+    if isinstance(task, Mapping) and int(task.get("attempt") or 1) > 1 and task.get("last_failure"):
+        # History keeps a failing task's later attempts out of its events: describe counts them.
+        out.append(Hint(Severity.PROBLEM, "The workflow's code fails its tasks (retried until fixed or terminated):"
+                                          f" attempt {task['attempt']}, last failure {_failure(task['last_failure'])}"))
+    elif failed:
         attrs = failed[-1].get("attributes") or {}
         out.append(Hint(Severity.PROBLEM, "The workflow's code fails its tasks (retried until fixed or terminated):"
                                           f" {_failure(attrs.get('failure'))}"))

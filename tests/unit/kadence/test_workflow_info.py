@@ -142,3 +142,26 @@ async def test_side_effect_and_info_in_the_test_environment() -> None:
         assert len(values) == 2 and values[0] < values[1]
         markers = [e for e in await handle.history() if e["event_type"] == "MarkerRecorded"]
         assert [m["attributes"]["marker_name"] for m in markers] == ["side_effect:1", "side_effect:2"]
+
+
+@workflow.defn
+class TaskAttempt:
+    @workflow.run
+    async def run(self) -> int:
+        return workflow.info().workflow_task_attempt
+
+
+def test_the_workflow_task_attempt_is_its_scheduled_events_live_and_in_a_replay() -> None:
+    """A failing task's later attempt brings the WorkflowTaskScheduled history writes only if
+    it completes (services/history/transient.py): its attempt is workflow.info()'s."""
+    history = FakeHistory("TaskAttempt")
+    history.fail_task()
+    scheduled = history.add("WorkflowTaskScheduled", task_queue="tq", start_to_close_timeout_ms=10000, attempt=4)
+    history.open_task = scheduled
+    runner = new_runner(TaskAttempt, history)
+    [done] = [c.to_json() for c in runner.apply(history.events)]
+    assert json.loads(done["attributes"]["result"]) == 4
+    history.complete_task([done])
+    replayed = new_runner(TaskAttempt, history)
+    replayed.apply(history.events)
+    assert replayed.instance.info().workflow_task_attempt == 4

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from kadence_protocol import avro
 from services.common.namespaces import NamespaceRegistry, format_duration_ms, parse_duration_ms
 from services.common.schedules import (
     OverlapPolicy,
@@ -125,6 +126,23 @@ def test_an_action_with_one_workflow_id_starts_runs_of_it() -> None:
     with pytest.raises(ScheduleError) as err:
         ScheduleAction.from_json({"workflow_type": "T", "task_queue": "q", "workflow_id": ""})
     assert err.value.field == "action.workflow_id"
+
+
+def test_an_action_gives_every_run_its_memo_and_search_attributes() -> None:
+    raw = {"workflow_type": "T", "task_queue": "q", "memo": {"b": 1, "a": [2]}, "search_attributes": {"Region": "eu"}}
+    action = ScheduleAction.from_json(raw)
+    assert (action.memo, action.search_attributes) == ('{"b":1,"a":[2]}', '{"Region":"eu"}')
+    assert ScheduleAction.from_json(action.to_json()) == action
+    record = action.start_record("default", "s", _ms("2026-12-06T08:40:05+00:00"))
+    assert (record["memo"], record["search_attributes"]) == (action.memo, action.search_attributes)
+    avro.encode("StartWorkflowExecution", record)  # a valid start record
+    # An action stored before them reads the same as it was written.
+    assert set(ScheduleAction.from_json({"workflow_type": "T", "task_queue": "q"}).to_json()) == {
+        "workflow_type", "task_queue", "input", "execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms"}
+    for name in ("memo", "search_attributes"):
+        with pytest.raises(ScheduleError) as err:
+            ScheduleAction.from_json({"workflow_type": "T", "task_queue": "q", name: [1]})
+        assert err.value.field == f"action.{name}"
 
 
 def test_every_overlap_policy_is_accepted_and_the_holding_ones_known() -> None:

@@ -4,17 +4,21 @@ validation of a start's retry policy over HTTP and Kafka."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from kadence_protocol.enums import EventType, RunStatus
+from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 from services.common import validation as v
 from services.common.outcome import outcome
 from services.frontend import InvalidArgument
 from services.frontend import validation as fv
-from services.history import retry
-from services.history.state import MutableState, apply
+from services.history import engine, retry
+from services.history.state import MutableState, apply, events_only, rebuild
+from tests.unit import _answers as answers
+from tests.unit.services.history.test_state import MemoryContext, _ref, _start
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -144,3 +148,27 @@ def test_the_workflow_rule_is_the_activities_with_the_chains_expiration_as_deadl
 
     assert retry.backoff_ms(policy, attempt, error, non_retryable, now, expiration) == \
         retry_backoff(policy, attempt, now, 0, expiration, error, non_retryable)
+
+
+async def test_a_retried_run_keeps_the_memo_and_the_search_attributes_upserts_included() -> None:
+    """Temporal's rule: the new run starts with the search attributes the failed run had at
+    its close (its start's, with workflow code's upserts), and its memo."""
+    ctx = MemoryContext()
+    policy = {**POLICY, "initial_interval_ms": 0}
+    await engine.start_workflow(ctx, _start(memo='{"owner":"ann"}', search_attributes='{"Region":"eu","Tier":1}',
+                                            retry_policy=policy))
+    (first,) = ctx.runs.values()
+    upsert = {"command_type": "RecordMarker", "attributes": {"marker_name": SEARCH_ATTRIBUTES_MARKER,
+                                                             "details": '{"Tier":2,"Stage":"paid"}'}}
+    fail = {"command_type": "FailWorkflowExecution", "attributes": {"failure": {
+        "message": "no", "type": "Flaky", "stack_trace": "", "non_retryable": False, "details": None}}}
+    await answers.workflow_task_completed(ctx, _ref(first, 2) | {"commands": [upsert, fail], "started_time": 0})
+    assert first.status == RunStatus.FAILED and first.new_run_id
+    second = ctx.runs[first.new_run_id]
+    started = ctx.events(second.run_id)[0]["attributes"]
+    assert json.loads(started["search_attributes"]) == {"Region": "eu", "Tier": 2, "Stage": "paid"}
+    assert started["memo"] == '{"owner":"ann"}' and started["attempt"] == 2
+    assert second.search_attributes == started["search_attributes"]
+    # The fold of the first run's events gives the merged attributes the retry took.
+    folded = rebuild("ns", "wf", first.run_id, ctx.events(first.run_id))
+    assert events_only(json.loads(folded.dumps())) == events_only(json.loads(first.dumps()))

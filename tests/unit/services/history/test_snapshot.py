@@ -16,6 +16,8 @@ pytestmark = pytest.mark.timeout(10)
 # child run with activities (one retried and started again, one asked to cancel), timers (one
 # whose id has slashes), children, a signal out, updates and update requests, a started task.
 V0 = Path(__file__).resolve().parents[2] / "fixtures" / "snapshot_v0.json"
+# The same run as the build before transient workflow tasks wrote it (layout 1).
+V1 = Path(__file__).resolve().parents[2] / "fixtures" / "snapshot_v1.json"
 
 
 def test_the_unversioned_snapshot_of_the_build_before_loads_in_the_current_layout() -> None:
@@ -44,7 +46,8 @@ def test_the_upgrade_changes_nothing_but_the_layout() -> None:
     # Top-level fields the state gained after the fixture was written come with their
     # defaults (and make MutableState.predates ask for a rebuild from history).
     assert after.keys() - before.keys() == {"version", "reset_from_run_id", "attempt", "retry_policy",
-                                            "first_wt_backoff_ms", "backoff_pending"}
+                                            "first_wt_backoff_ms", "backoff_pending", "wt_last_failure",
+                                            "wt_transient_failures", "wt_transient_failure", "search_attributes"}
     assert {k: v for k, v in after.items() if k in before and k not in ("activities", "timers", "wt",
                                                                         "update_requests")} == \
         {k: v for k, v in before.items() if k not in ("activities", "timers", "wt", "update_requests")}
@@ -53,6 +56,23 @@ def test_the_upgrade_changes_nothing_but_the_layout() -> None:
     for tid, timer in before["timers"].items():
         assert after["timers"][tid] == {**timer, "timer_id": tid}
     assert events_only(after)["activities"].keys() == events_only(before)["activities"].keys()
+
+
+def test_a_layout_1_snapshot_loads_with_no_transient_attempts_and_asks_for_a_rebuild() -> None:
+    before = orjson.loads(V1.read_bytes())
+    assert before["version"] == 1
+    s = MutableState.loads(V1.read_bytes())
+    assert s.version == snapshot.SNAPSHOT_VERSION
+    assert s.wt is not None and not s.wt.transient and s.wt.identity == "" and s.wt.started_event_id == 20
+    assert s.wt_transient_failures == 0 and s.wt_transient_failure is None
+    upgraded = snapshot.upgrade(orjson.loads(V1.read_bytes()))
+    # The last recorded failure and the merged search attributes only history knows.
+    assert MutableState.predates(upgraded)
+    assert {"wt_last_failure", "search_attributes"} == MutableState.__dataclass_fields__.keys() - upgraded.keys()
+    after = orjson.loads(s.dumps())
+    assert {k: v for k, v in after.items() if k in before and k not in ("wt", "version")} == \
+        {k: v for k, v in before.items() if k not in ("wt", "version")}
+    assert {k: v for k, v in after["wt"].items() if k in before["wt"]} == before["wt"]
 
 
 def test_a_current_snapshot_loads_back_to_the_same_bytes() -> None:

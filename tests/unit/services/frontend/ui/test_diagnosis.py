@@ -35,6 +35,10 @@ def test_a_workflow_task_without_worker_and_a_failing_workflow_task() -> None:
     failing = [{"event_id": 4, "event_time": NOW, "event_type": "WorkflowTaskFailed",
                 "attributes": {"failure": {"type": "NameError", "message": "x"}}}]
     assert [h.severity for h in hints(run(), failing, NOW)] == [Severity.PROBLEM]
+    # The attempts after the first failure are not events: describe's workflow_task counts them.
+    task = {"attempt": 7, "state": "Backoff", "failures": 6, "last_failure": {"type": "NameError", "message": "y"}}
+    (hint,) = hints(run(workflow_task=task), failing, NOW)
+    assert hint.severity is Severity.PROBLEM and "attempt 7" in hint.text and "NameError: y" in hint.text
 
 
 def test_a_quiet_run_waits_for_a_signal_and_a_closed_run_has_no_hints() -> None:
