@@ -61,7 +61,11 @@ class ShortcutDecoder:
         if fingerprint in self._symbols:
             symbols = self._symbols[fingerprint]
         else:
-            symbols = self._symbols[fingerprint] = self._layout(value)
+            try:
+                name, writer = (self._schemas or avro.schemas()).writer(value)
+            except avro.DecodeError:
+                return self._full(value)  # unknown fingerprints are not remembered: any value may come
+            symbols = self._symbols[fingerprint] = _layout(name, writer)
         if symbols is None or value[:2] != avro.MAGIC:
             return self._full(value)
         try:
@@ -79,30 +83,28 @@ class ShortcutDecoder:
         return {"namespace": namespace, "workflow_id": workflow_id, "run_id": run_id,
                 "event": {"event_id": event_id, "event_time": event_time, "event_type": kind, "attributes": None}}
 
-    def _layout(self, value: bytes) -> tuple[str, ...] | None:
-        """The event type symbols of the writer of ``value`` if it begins as this reads it."""
-        try:
-            name, writer = (self._schemas or avro.schemas()).writer(value)
-        except avro.DecodeError:
-            return None
-        if name != _HISTORY_RECORD:
-            return None
-        fields = writer.get("fields", [])
-        if [(f["name"], f["type"]) for f in fields[:3]] != [(n, "string") for n in _LEADING] or len(fields) < 4:
-            return None
-        event = fields[3]["type"]
-        event_fields = event.get("fields", []) if isinstance(event, dict) else []
-        if [f["name"] for f in event_fields[:3]] != list(_EVENT_LEADING):
-            return None
-        event_id, event_time, event_type = (f["type"] for f in event_fields[:3])
-        if event_id != "long" or event_time != "long" or not isinstance(event_type, dict) \
-                or event_type.get("type") != "enum":
-            return None
-        return tuple(event_type["symbols"])
-
     @staticmethod
     def _full(value: bytes | None) -> dict[str, Any]:
         return projection.decode(value)
+
+
+def _layout(name: str, writer: Any) -> tuple[str, ...] | None:
+    """The event type symbols of a writer schema if it is a HistoryRecord that begins as
+    this reads it, else None."""
+    if name != _HISTORY_RECORD:
+        return None
+    fields = writer.get("fields", [])
+    if [(f["name"], f["type"]) for f in fields[:3]] != [(n, "string") for n in _LEADING] or len(fields) < 4:
+        return None
+    event = fields[3]["type"]
+    event_fields = event.get("fields", []) if isinstance(event, dict) else []
+    if [f["name"] for f in event_fields[:3]] != list(_EVENT_LEADING):
+        return None
+    event_id, event_time, event_type = (f["type"] for f in event_fields[:3])
+    if event_id != "long" or event_time != "long" or not isinstance(event_type, dict) \
+            or event_type.get("type") != "enum":
+        return None
+    return tuple(event_type["symbols"])
 
 
 def _long(data: bytes, offset: int) -> tuple[int, int]:

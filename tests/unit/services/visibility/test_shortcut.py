@@ -173,3 +173,14 @@ def test_a_head_that_reads_is_folded_though_the_rest_is_cut_off() -> None:
     assert shortcut.decode(value[:-3])["event"] == {"event_id": 9, "event_time": 1_700_000_000_009,
                                                     "event_type": "TimerFired", "attributes": None}
 
+
+
+def test_only_known_writers_are_remembered() -> None:
+    # Any bytes may come from the topic: an unknown fingerprint must not grow the decoder.
+    decoder = shortcut.ShortcutDecoder()
+    whole = _encoded(_record_versions()[0], "TimerFired")
+    for n in range(50):
+        with pytest.raises(projection.Skipped, match="unknown schema"):
+            decoder(avro.MAGIC + n.to_bytes(8, "little") + whole[10:])
+    decoder(whole)
+    assert len(decoder._symbols) == 1
