@@ -201,6 +201,12 @@ class Schemas:
             offset = _skip_string(data, offset)
         return _HEADER.pack(MAGIC, carried.fingerprint) + data[offset:]
 
+    def writer(self, data: bytes) -> tuple[str, Any]:
+        """The full name and the writer schema of single-object encoded bytes, from the
+        header alone (for a reader that walks the body itself)."""
+        version = self._version(data)
+        return version.name, version.writer
+
     def name_of(self, data: bytes) -> str:
         """The short record name of single-object encoded bytes, from the header alone."""
         return self._version(data).name.rpartition(".")[2]

@@ -5,7 +5,8 @@ The faust app (``stream.py``, ``python -m services.visibility``) runs the same p
 and store as a process of its own; in process a faust worker would bring its own service
 tree, signal handling and thread pools into the cluster's event loop for a loop this small.
 
-Each fetch is folded (``projection.fold``), written in one statement (``store.apply``),
+Each fetch is decoded by ``shortcut.py`` (in full only the events whose attributes a row
+takes), folded (``projection.fold``), written in one statement (``store.apply``),
 and only then are the offsets committed to Kafka (group ``kadence-visibility``): a crash
 in between delivers the fetch again, which the store's last-event check makes harmless.
 Database and broker errors are retried with backoff on the same fetch; any other error
@@ -33,7 +34,7 @@ from services.common.aio import cancel
 from services.common.kafka import HISTORY
 from services.common.supervision import Fatal, watch
 
-from . import projection, store
+from . import projection, shortcut, store
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class VisibilityConsumer:
     def _decoded(self, records: Iterable[ConsumerRecord]) -> Iterable[dict[str, Any]]:
         for record in records:
             try:
-                yield projection.decode(record.value)
+                yield shortcut.decode(record.value)
             except projection.Skipped as exc:
                 self.skipped += 1
                 log.warning("visibility: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)

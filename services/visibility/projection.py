@@ -15,14 +15,14 @@ memo is the start's (a JSON object; a run's memo never changes after its start).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from kadence_protocol import avro
-from kadence_protocol.enums import CLOSE_STATUS, RunStatus
+from kadence_protocol.enums import CLOSE_STATUS, EventType, RunStatus
 from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
 log = logging.getLogger(__name__)
@@ -57,24 +57,27 @@ class RunUpdate:
         event_id, event_time, kind = int(event["event_id"]), int(event["event_time"]), event["event_type"]
         if event_id > self.last_event_id:
             self.last_event_id, self.newest_event_time = event_id, event_time
-        if kind == "WorkflowExecutionStarted":
-            attributes = event["attributes"] or {}
-            self.workflow_type = attributes.get("workflow_type")
-            self.task_queue = attributes.get("task_queue")
-            self.start_time = self.execution_time = event_time
-            self.parent_workflow_id = attributes.get("parent_workflow_id")
-            self.parent_run_id = attributes.get("parent_run_id")
-            if self.status is None:
-                self.status = RunStatus.RUNNING
-            self._merge_attributes(attributes.get("search_attributes"))
-            self.memo = self._object(attributes.get("memo"), "memo")
+        # The attributes are read only by the kinds of _ATTRIBUTE_READERS (shortcut.py relies on it).
+        reader = _ATTRIBUTE_READERS.get(kind)
+        if reader is not None:
+            reader(self, event["attributes"] or {}, event_time)
         elif kind in CLOSING_EVENTS:
             self.status, self.close_time = CLOSING_EVENTS[kind], event_time
-        elif kind == "MarkerRecorded":
-            attributes = event["attributes"] or {}
-            if attributes.get("marker_name") == SEARCH_ATTRIBUTES_MARKER:
-                self._merge_attributes(attributes.get("details"))
 
+    def _started(self, attributes: Mapping[str, Any], event_time: int) -> None:
+        self.workflow_type = attributes.get("workflow_type")
+        self.task_queue = attributes.get("task_queue")
+        self.start_time = self.execution_time = event_time
+        self.parent_workflow_id = attributes.get("parent_workflow_id")
+        self.parent_run_id = attributes.get("parent_run_id")
+        if self.status is None:
+            self.status = RunStatus.RUNNING
+        self._merge_attributes(attributes.get("search_attributes"))
+        self.memo = self._object(attributes.get("memo"), "memo")
+
+    def _marker(self, attributes: Mapping[str, Any], event_time: int) -> None:
+        if attributes.get("marker_name") == SEARCH_ATTRIBUTES_MARKER:
+            self._merge_attributes(attributes.get("details"))
 
     def _merge_attributes(self, text: str | None) -> None:
         values = self._object(text, "search_attributes")
@@ -94,6 +97,15 @@ class RunUpdate:
             log.warning("run %s: %s is not a JSON object; ignored", self.run_id, what)
             return None
         return values
+
+
+# The event kinds whose attributes the fold reads, and what reads them. Every other kind
+# changes a row by its id, time and type alone, so a reader may leave its attributes undecoded.
+_ATTRIBUTE_READERS: Mapping[str, Callable[[RunUpdate, Mapping[str, Any], int], None]] = {
+    EventType.WORKFLOW_EXECUTION_STARTED.value: RunUpdate._started,
+    EventType.MARKER_RECORDED.value: RunUpdate._marker,
+}
+ATTRIBUTE_EVENTS: frozenset[str] = frozenset(_ATTRIBUTE_READERS)
 
 
 class Skipped(Exception):

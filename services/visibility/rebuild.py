@@ -16,7 +16,7 @@ from services.common import db
 from services.common.bounded import BoundedRead
 from services.common.kafka import HISTORY
 
-from . import projection, store
+from . import projection, shortcut, store
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ async def rebuild(bootstrap: str, dsn: str, *, namespace: str | None = None, bat
             async for item in read:
                 count += 1
                 try:
-                    record = projection.decode(item.value)
+                    record = shortcut.decode(item.value)
                 except projection.Skipped as exc:
                     log.warning("visibility rebuild: skipping %s[%d]@%d: %s", item.topic, item.partition,
                                 item.offset, exc)

@@ -21,7 +21,7 @@ import faust
 from services.common import db, kafka, outage, telemetry
 from services.common.kafka import faust_credentials
 
-from . import projection, store
+from . import projection, shortcut, store
 from .consumer import record_delay
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
             records = []
             for value in values:
                 try:
-                    records.append(projection.decode(value))
+                    records.append(shortcut.decode(value))
                 except projection.Skipped as exc:
                     log.warning("visibility: skipping a record of %s: %s", kafka.HISTORY, exc)
             updates = projection.fold(records)
