@@ -35,40 +35,79 @@ class TimerQueue:
         self.store = store
         self._fire = fire
         self.backoff = backoff
+        # Entries of rows deleted or re-armed since stay until they come up, and are skipped then.
         self.heap: list[tuple[int, str]] = []
-        self.rows: dict[str, TimerFiring] = {}
-        self.inflight: set[str] = set()
+        self.rows: dict[str, TimerFiring] = {}  # the window's rows not in flight
+        self.inflight: dict[str, str] = {}  # key -> run id: handed to the intake, not yet committed
+        # Run id -> its keys in rows or in flight: a run that closes forgets its timers in
+        # O(its own timers), not O(every timer of the window).
+        self.by_run: dict[str, set[str]] = {}
         self.horizon = 0
         self.wake = asyncio.Event()
+
+    def _index(self, run_id: str, key: str) -> None:
+        self.by_run.setdefault(run_id, set()).add(key)
+
+    def _unindex(self, run_id: str, key: str) -> None:
+        keys = self.by_run.get(run_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_run[run_id]
+
+    def _forget(self, key: str) -> None:
+        """The key's row is gone (deleted by a commit): neither queued nor in flight any more."""
+        firing = self.rows.pop(key, None)
+        run_id = self.inflight.pop(key, None)
+        if firing is not None:
+            self._unindex(firing.run_id, key)
+        elif run_id is not None:
+            self._unindex(run_id, key)
 
     def _add(self, firing: TimerFiring) -> None:
         if firing.key in self.inflight:
             return
         self.rows[firing.key] = firing
+        self._index(firing.run_id, firing.key)
         heapq.heappush(self.heap, (firing.fire_at, firing.key))
         self.wake.set()
 
     def give_back(self, key: str) -> None:
         """A firing whose batch the store refused: its row stays, to be loaded again."""
-        self.inflight.discard(key)
+        run_id = self.inflight.pop(key, None)
+        if run_id is not None and key not in self.rows:
+            self._unindex(run_id, key)
 
     def committed(self, mutations: Sequence[Mutation], deleted: Sequence[str]) -> None:
         for key in deleted:
-            self.inflight.discard(key)
-            self.rows.pop(key, None)
+            self._forget(key)
         for m in mutations:
             for key in m.timers_delete:
-                self.inflight.discard(key)
-                self.rows.pop(key, None)
+                self._forget(key)
             if m.delete_all_timers:
-                prefix = m.state.run_id + "/"
-                for key in [k for k in self.rows if k.startswith(prefix)]:
-                    del self.rows[key]
-                self.inflight = {k for k in self.inflight if not k.startswith(prefix)}
+                for key in self.by_run.pop(m.state.run_id, ()):
+                    self.rows.pop(key, None)
+                    self.inflight.pop(key, None)
             for key, fire_at, ns, wid, run_id, kind, ref, attempt in m.timers_upsert:
-                self.inflight.discard(key)
+                # Re-armed: what was queued or in flight under this key is the old row.
+                self._forget(key)
                 if fire_at <= self.horizon:
                     self._add(TimerFiring(key, fire_at, ns, wid, run_id, kind, ref, attempt))
+
+    def next_due(self, now: float) -> TimerFiring | None:
+        """The next row due by ``now``, taken out of the queue and put in flight; None if none.
+
+        One at a time: handing one to the intake may wait, and a commit meanwhile may delete
+        or re-arm the rows still queued."""
+        while self.heap and self.heap[0][0] <= now:
+            fire_at, key = heapq.heappop(self.heap)
+            firing = self.rows.get(key)
+            if firing is None or firing.fire_at != fire_at:
+                continue  # deleted or re-armed since it was queued
+            del self.rows[key]
+            self.inflight[key] = firing.run_id
+            return firing
+        return None
 
     async def _reload(self, now: int) -> None:
         self.horizon = now + TIMER_WINDOW_MS
@@ -93,13 +132,7 @@ class TimerQueue:
                     continue
                 self.backoff.recovered()
                 next_reload = int(now) + TIMER_WINDOW_MS // 2
-            while self.heap and self.heap[0][0] <= now:
-                fire_at, key = heapq.heappop(self.heap)
-                firing = self.rows.get(key)
-                if firing is None or firing.fire_at != fire_at:
-                    continue  # deleted or re-armed since it was queued
-                del self.rows[key]
-                self.inflight.add(key)
+            while (firing := self.next_due(now)) is not None:
                 await self._fire(firing)
             until = min(next_reload, self.heap[0][0] if self.heap else next_reload)
             self.wake.clear()
