@@ -251,6 +251,8 @@ class BatchRunner:
         ctx.offset = (first if first >= 0 else consumed) - 1
         for item in batch:
             if isinstance(item, engine.TimerFiring):
+                if not self.timers.current(item):
+                    continue  # its row was deleted or re-armed by a commit after it was handed over
                 ctx.headers = ()
                 await engine.fire_timer(ctx, item)
                 continue

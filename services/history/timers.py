@@ -38,7 +38,7 @@ class TimerQueue:
         # Entries of rows deleted or re-armed since stay until they come up, and are skipped then.
         self.heap: list[tuple[int, str]] = []
         self.rows: dict[str, TimerFiring] = {}  # the window's rows not in flight
-        self.inflight: dict[str, str] = {}  # key -> run id: handed to the intake, not yet committed
+        self.inflight: dict[str, TimerFiring] = {}  # handed to the intake, not yet committed
         # Run id -> its keys in rows or in flight: a run that closes forgets its timers in
         # O(its own timers), not O(every timer of the window).
         self.by_run: dict[str, set[str]] = {}
@@ -57,12 +57,10 @@ class TimerQueue:
 
     def _forget(self, key: str) -> None:
         """The key's row is gone (deleted by a commit): neither queued nor in flight any more."""
-        firing = self.rows.pop(key, None)
-        run_id = self.inflight.pop(key, None)
+        firing = self.rows.pop(key, None) or self.inflight.pop(key, None)
+        self.inflight.pop(key, None)
         if firing is not None:
             self._unindex(firing.run_id, key)
-        elif run_id is not None:
-            self._unindex(run_id, key)
 
     def _add(self, firing: TimerFiring) -> None:
         if firing.key in self.inflight:
@@ -74,9 +72,9 @@ class TimerQueue:
 
     def give_back(self, key: str) -> None:
         """A firing whose batch the store refused: its row stays, to be loaded again."""
-        run_id = self.inflight.pop(key, None)
-        if run_id is not None and key not in self.rows:
-            self._unindex(run_id, key)
+        firing = self.inflight.pop(key, None)
+        if firing is not None and key not in self.rows:
+            self._unindex(firing.run_id, key)
 
     def committed(self, mutations: Sequence[Mutation], deleted: Sequence[str]) -> None:
         for key in deleted:
@@ -94,6 +92,12 @@ class TimerQueue:
                 if fire_at <= self.horizon:
                     self._add(TimerFiring(key, fire_at, ns, wid, run_id, kind, ref, attempt))
 
+    def current(self, firing: TimerFiring) -> bool:
+        """Whether ``firing``, handed to the intake, still stands for its row: a commit since
+        may have deleted the row or re-armed its key, and firing it then would delete the
+        re-armed row (the timer would be lost)."""
+        return self.inflight.get(firing.key) is firing
+
     def next_due(self, now: float) -> TimerFiring | None:
         """The next row due by ``now``, taken out of the queue and put in flight; None if none.
 
@@ -105,7 +109,7 @@ class TimerQueue:
             if firing is None or firing.fire_at != fire_at:
                 continue  # deleted or re-armed since it was queued
             del self.rows[key]
-            self.inflight[key] = firing.run_id
+            self.inflight[key] = firing
             return firing
         return None
 

@@ -62,8 +62,8 @@ def _consistent(queue: TimerQueue) -> None:
     expected: dict[str, set[str]] = {}
     for key, firing in queue.rows.items():
         expected.setdefault(firing.run_id, set()).add(key)
-    for key, run_id in queue.inflight.items():
-        expected.setdefault(run_id, set()).add(key)
+    for key, firing in queue.inflight.items():
+        expected.setdefault(firing.run_id, set()).add(key)
     assert queue.by_run == expected
     assert not set(queue.rows) & set(queue.inflight)
 
@@ -165,3 +165,31 @@ async def test_a_give_back_after_a_close_leaves_nothing_behind() -> None:
     queue.committed([_mutation("a", close=True)], [])
     queue.give_back(key)
     assert not queue.rows and not queue.inflight and not queue.by_run
+
+
+async def test_a_firing_handed_over_before_its_key_was_re_armed_is_no_longer_current() -> None:
+    # Firing it would delete the re-armed row by its key: the timer would be lost.
+    store = Store()
+    key = store.arm("a", 1, fire_at=10)
+    queue = _queue(store)
+    await queue._reload(0)
+    stale = queue.next_due(10)
+    assert stale is not None and queue.current(stale)
+    queue.committed([_mutation("a", upsert=(_row("a", 1, 5_000),))], [])  # re-armed meanwhile
+    assert not queue.current(stale)
+    assert queue.rows[key].fire_at == 5_000
+    _consistent(queue)
+    again = queue.next_due(5_000)
+    assert again is not None and again is not stale and queue.current(again)
+
+
+async def test_a_firing_whose_row_a_commit_deleted_is_no_longer_current() -> None:
+    store = Store()
+    key = store.arm("a", 1, fire_at=10)
+    queue = _queue(store)
+    await queue._reload(0)
+    firing = queue.next_due(10)
+    assert firing is not None
+    queue.committed([_mutation("a", delete=(key,))], [])
+    assert not queue.current(firing)
+    _consistent(queue)
