@@ -28,9 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from kadence._http import Transport, error_from_response
+from kadence._http import EncodedBody, Transport, error_from_response
 from kadence._retry import Backoff, retrying
 from kadence.exceptions import RPCError
 from kadence_protocol import tracing as _tracing
@@ -65,13 +63,27 @@ _FAILURE_STACK_CHARS = 16 * 1024
 @dataclass
 class _Answer:
     path: str
-    body: Mapping[str, Any]
+    body: EncodedBody
     size: int  # bytes it adds to a POST /task-answers body
     future: asyncio.Future[dict[str, Any]]
 
 
-def _size(path: str, body: Mapping[str, Any]) -> int:
-    return len(orjson.dumps(body)) + len(ANSWER_PATHS.get(path, "")) + _ANSWER_ROOM
+def _encoded(body: Mapping[str, Any]) -> EncodedBody:
+    """The body with its JSON encoding, made once: it gives the answer's size, is sent as it
+    is alone, and is put as it is into a batch's body."""
+    return body if isinstance(body, EncodedBody) else EncodedBody(body)
+
+
+def _size(path: str, body: EncodedBody) -> int:
+    return len(body.encoded) + len(ANSWER_PATHS.get(path, "")) + _ANSWER_ROOM
+
+
+def _batch_body(batch: list[_Answer]) -> EncodedBody:
+    """The POST /task-answers body of ``batch``, its encoding put together from the answers'
+    own (operation names are plain ASCII identifiers: nothing to escape)."""
+    items = [b'{"operation":"%s","body":%s}' % (ANSWER_PATHS[a.path].encode(), a.body.encoded) for a in batch]
+    return EncodedBody({"answers": [{"operation": ANSWER_PATHS[a.path], "body": a.body} for a in batch]},
+                       b'{"answers":[' + b",".join(items) + b"]}")
 
 
 def _retryable(err: RPCError) -> bool:
@@ -108,6 +120,7 @@ class AnswerBatcher:
     ) -> dict[str, Any]:
         if method != "POST" or path not in ANSWER_PATHS or body is None:
             return await self._transport.call(method, path, body=body, params=params, timeout=timeout)
+        body = _encoded(body)
         size = _size(path, body)
         if size > self._max_bytes:
             return await self._too_large(path, body, size)
@@ -175,7 +188,7 @@ class AnswerBatcher:
             return
         await self._send_many(batch)
 
-    async def _send_one(self, path: str, body: Mapping[str, Any], size: int) -> dict[str, Any]:
+    async def _send_one(self, path: str, body: EncodedBody, size: int) -> dict[str, Any]:
         try:
             return await retrying(lambda: self._transport.call("POST", path, body=body),
                                   backoff=self._retry, retry_if=_retryable, what=f"task answer {path}", logger=_log)
@@ -186,7 +199,7 @@ class AnswerBatcher:
             return await self._too_large(path, body, size)
 
     async def _send_many(self, batch: list[_Answer]) -> None:
-        body = {"answers": [{"operation": ANSWER_PATHS[a.path], "body": dict(a.body)} for a in batch]}
+        body = _batch_body(batch)
         try:
             reply = await retrying(lambda: self._transport.call("POST", "/task-answers", body=body),
                                    backoff=self._retry, retry_if=_retryable, what="task answers", logger=_log)
@@ -236,6 +249,7 @@ class AnswerBatcher:
     async def _direct(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Sent alone, outside the batches and their in-flight limit: the caller may hold a
         slot of that limit already."""
+        body = _encoded(body)
         size = _size(path, body)
         if size > self._max_bytes:
             return await self._too_large(path, body, size)
@@ -266,7 +280,7 @@ class AnswerBatcher:
             cut = {**original, "details": None,
                    "message": str(original.get("message", ""))[:_FAILURE_MESSAGE_CHARS],
                    "stack_trace": str(original.get("stack_trace", ""))[:_FAILURE_STACK_CHARS]}
-            smaller = {**body, "failure": cut}
+            smaller = _encoded({**body, "failure": cut})
             if _size(path, smaller) <= self._max_bytes:
                 _log.warning("task failure too large (%s); sending it cut short", reason)
                 return await self._direct(path, smaller)
