@@ -35,9 +35,16 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# base64.b64decode(..., altchars=b"-_", validate=True) as it runs, without building this
+# table on every call (every answer carries a token).
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _unb64(text: str) -> bytes:
-    """Strict: characters outside the alphabet are an error, not skipped."""
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    """Strict: characters outside the alphabet are an error, not skipped (a non-ASCII
+    character is a ValueError, as base64's)."""
+    return binascii.a2b_base64((text + "=" * (-len(text) % 4)).encode("ascii").translate(_URLSAFE),
+                               strict_mode=True)
 
 
 @dataclass(frozen=True)

