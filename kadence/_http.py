@@ -64,10 +64,14 @@ class EncodedBody(dict[str, Any]):
     again. Any other transport sees a plain dict. Not to be changed once made."""
 
     __slots__ = ("encoded",)
+    encoded: bytes
 
-    def __init__(self, content: Mapping[str, Any], encoded: bytes | None = None) -> None:
-        super().__init__(content)
-        self.encoded = orjson.dumps(self) if encoded is None else encoded
+    @classmethod
+    def of(cls, content: Mapping[str, Any], encoded: bytes | None = None) -> EncodedBody:
+        """``content`` with its encoding (made here unless given)."""
+        body = cls(content)  # dict's own constructor: no Python-level __init__ on every answer
+        body.encoded = orjson.dumps(content if type(content) is dict else body) if encoded is None else encoded
+        return body
 
 
 def _encode(body: Mapping[str, Any]) -> bytes:

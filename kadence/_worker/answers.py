@@ -47,6 +47,9 @@ ANSWER_PATHS = {
     "/activity-tasks/cancel": "cancel_activity_task",
 }
 
+# The start of an answer's item in a batch's body, by path: {"operation":"...","body":
+_ITEM_HEADS = {path: b'{"operation":"%s","body":' % op.encode() for path, op in ANSWER_PATHS.items()}
+
 #: An answer lost to a frontend restart is sent again for up to a minute.
 ANSWER_RETRY = Backoff(attempts=0, within=60.0, first=0.1, factor=2.0, cap=5.0)
 
@@ -71,7 +74,7 @@ class _Answer:
 def _encoded(body: Mapping[str, Any]) -> EncodedBody:
     """The body with its JSON encoding, made once: it gives the answer's size, is sent as it
     is alone, and is put as it is into a batch's body."""
-    return body if isinstance(body, EncodedBody) else EncodedBody(body)
+    return body if isinstance(body, EncodedBody) else EncodedBody.of(body)
 
 
 def _size(path: str, body: EncodedBody) -> int:
@@ -81,9 +84,8 @@ def _size(path: str, body: EncodedBody) -> int:
 def _batch_body(batch: list[_Answer]) -> EncodedBody:
     """The POST /task-answers body of ``batch``, its encoding put together from the answers'
     own (operation names are plain ASCII identifiers: nothing to escape)."""
-    items = [b'{"operation":"%s","body":%s}' % (ANSWER_PATHS[a.path].encode(), a.body.encoded) for a in batch]
-    return EncodedBody({"answers": [{"operation": ANSWER_PATHS[a.path], "body": a.body} for a in batch]},
-                       b'{"answers":[' + b",".join(items) + b"]}")
+    encoded = b'{"answers":[' + b",".join([_ITEM_HEADS[a.path] + a.body.encoded + b"}" for a in batch]) + b"]}"
+    return EncodedBody.of({"answers": [{"operation": ANSWER_PATHS[a.path], "body": a.body} for a in batch]}, encoded)
 
 
 def _retryable(err: RPCError) -> bool:
