@@ -27,7 +27,7 @@ from kadence.exceptions import (
 )
 from kadence_protocol import tracing as _tracing
 
-__all__ = ["API_KEY_ENV", "HttpTransport", "Transport", "error_from_response", "path_segment"]
+__all__ = ["API_KEY_ENV", "EncodedBody", "HttpTransport", "Transport", "error_from_response", "path_segment"]
 
 #: The environment variable a transport takes its credential from when none is given: every
 #: client, worker and command-line tool of the SDK then authenticates the same way.
@@ -55,6 +55,32 @@ class Transport(Protocol):
     ) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
+
+
+class EncodedBody(dict[str, Any]):
+    """A request body that carries its JSON encoding, made once by whoever built it (the
+    worker's answer batcher needs each answer's size, and a batch is the answers' encodings
+    put together): the HTTP transport sends ``encoded`` as it is instead of encoding the body
+    again. Any other transport sees a plain dict. Not to be changed once made."""
+
+    __slots__ = ("encoded",)
+    encoded: bytes
+
+    @classmethod
+    def of(cls, content: Mapping[str, Any], encoded: bytes | None = None) -> EncodedBody:
+        """``content`` with its encoding (made here unless given)."""
+        body = cls(content)  # dict's own constructor: no Python-level __init__ on every answer
+        body.encoded = orjson.dumps(content if type(content) is dict else body) if encoded is None else encoded
+        return body
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    if isinstance(body, EncodedBody):
+        return body.encoded
+    return orjson.dumps(body if type(body) is dict else dict(body))
+
+
+_DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
 def path_segment(value: str) -> str:
@@ -109,6 +135,7 @@ class HttpTransport:
     @api_key.setter
     def api_key(self, value: str | None) -> None:
         self._auth = _bearer(value)  # checked first: a bad key must not replace a good one
+        self._json_auth = {**self._auth, "Content-Type": "application/json"}
         self._api_key = value or None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -119,8 +146,7 @@ class HttpTransport:
             # Created lazily so the session binds to the loop that uses it. No connection
             # cap: long polls (worker polls, result waits) each hold a connection for up
             # to a minute, and aiohttp's default cap of 100 would starve the rest.
-            self._session = aiohttp.ClientSession(
-                json_serialize=_dumps, connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
             self._owns_session = True
         return self._session
 
@@ -175,15 +201,19 @@ class HttpTransport:
         timeout: float | None,
         span: Span | None = None,
     ) -> dict[str, Any]:
-        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        client_timeout = aiohttp.ClientTimeout(total=timeout if timeout is not None else 60)
-        headers = self._auth if span is None else {**self._auth, **(_tracing.http_headers() or {})}
+        query = {k: str(v) for k, v in params.items() if v is not None} if params else None
+        client_timeout = _DEFAULT_TIMEOUT if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        # The body is encoded here, once, to bytes (orjson), rather than by aiohttp's json=,
+        # which would make text of it and encode that again.
+        data = None if body is None else _encode(body)
+        headers = self._auth if data is None else self._json_auth
+        if span is not None:
+            headers = {**headers, **(_tracing.http_headers() or {})}
         added = _extra_headers.get()
         if added:
             headers = {**added, **headers}  # an interceptor's headers never replace the credential
         async with self._get_session().request(
-            method, self._url(path), json=dict(body) if body is not None else None, params=query,
-            timeout=client_timeout, headers=headers,
+            method, self._url(path), data=data, params=query, timeout=client_timeout, headers=headers,
         ) as response:
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status)
@@ -225,8 +255,3 @@ def extra_headers(headers: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _extra_headers.reset(token)
-
-
-def _dumps(value: Any) -> str:
-    # orjson for request bodies too: a worker sends one for every task it answers.
-    return orjson.dumps(value).decode()

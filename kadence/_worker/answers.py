@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from kadence._http import Transport, error_from_response
+from kadence._http import EncodedBody, Transport, error_from_response
 from kadence._retry import Backoff, retrying
 from kadence.exceptions import RPCError
 from kadence_protocol import tracing as _tracing
@@ -49,6 +49,9 @@ ANSWER_PATHS = {
     "/activity-tasks/cancel": "cancel_activity_task",
 }
 
+# The start of an answer's item in a batch's body, by path: {"operation":"...","body":
+_ITEM_HEADS = {path: b'{"operation":"%s","body":' % op.encode() for path, op in ANSWER_PATHS.items()}
+
 #: An answer lost to a frontend restart is sent again for up to a minute.
 ANSWER_RETRY = Backoff(attempts=0, within=60.0, first=0.1, factor=2.0, cap=5.0)
 
@@ -62,16 +65,31 @@ _FAILURE_MESSAGE_CHARS = 4096
 _FAILURE_STACK_CHARS = 16 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class _Answer:
     path: str
     body: Mapping[str, Any]
+    encoded: bytes  # the body's JSON, made once (see _encode)
     size: int  # bytes it adds to a POST /task-answers body
     future: asyncio.Future[dict[str, Any]]
 
 
-def _size(path: str, body: Mapping[str, Any]) -> int:
-    return len(orjson.dumps(body)) + len(ANSWER_PATHS.get(path, "")) + _ANSWER_ROOM
+def _encode(body: Mapping[str, Any]) -> bytes:
+    """The body's JSON, made once: it gives the answer's size, is sent as it is alone, and is
+    put as it is into a batch's body."""
+    return body.encoded if isinstance(body, EncodedBody) else orjson.dumps(
+        body if type(body) is dict else dict(body))
+
+
+def _size(path: str, encoded: bytes) -> int:
+    return len(encoded) + len(ANSWER_PATHS.get(path, "")) + _ANSWER_ROOM
+
+
+def _batch_body(batch: list[_Answer]) -> EncodedBody:
+    """The POST /task-answers body of ``batch``, its encoding put together from the answers'
+    own (operation names are plain ASCII identifiers: nothing to escape)."""
+    encoded = b'{"answers":[' + b",".join([_ITEM_HEADS[a.path] + a.encoded + b"}" for a in batch]) + b"]}"
+    return EncodedBody.of({"answers": [{"operation": ANSWER_PATHS[a.path], "body": a.body} for a in batch]}, encoded)
 
 
 def _retryable(err: RPCError) -> bool:
@@ -108,21 +126,22 @@ class AnswerBatcher:
     ) -> dict[str, Any]:
         if method != "POST" or path not in ANSWER_PATHS or body is None:
             return await self._transport.call(method, path, body=body, params=params, timeout=timeout)
-        size = _size(path, body)
+        encoded = _encode(body)
+        size = _size(path, encoded)
         if size > self._max_bytes:
             return await self._too_large(path, body, size)
         if _tracing.tracer() is not None:
-            return await self._send_one(path, body, size)
+            return await self._send_one(path, body, encoded, size)
         if self._in_flight < self._max_in_flight and not self._pending:
             # Sent right here: a task in a flush of its own would put it behind whatever
             # else the loop runs first (such as the poller's next poll).
             self._in_flight += 1
             try:
-                return await self._send_one(path, body, size)
+                return await self._send_one(path, body, encoded, size)
             finally:
                 self._done()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Answer(path, body, size, fut))
+        self._pending.append(_Answer(path, body, encoded, size, fut))
         if self._in_flight < self._max_in_flight:
             self._flush_soon()
         return await fut
@@ -167,7 +186,7 @@ class AnswerBatcher:
         if len(batch) == 1:
             answer = batch[0]
             try:
-                result = await self._send_one(answer.path, answer.body, answer.size)
+                result = await self._send_one(answer.path, answer.body, answer.encoded, answer.size)
             except Exception as err:  # noqa: BLE001 - the caller waiting on the future gets it
                 _settle(answer.future, error=err)
             else:
@@ -175,9 +194,10 @@ class AnswerBatcher:
             return
         await self._send_many(batch)
 
-    async def _send_one(self, path: str, body: Mapping[str, Any], size: int) -> dict[str, Any]:
+    async def _send_one(self, path: str, body: Mapping[str, Any], encoded: bytes, size: int) -> dict[str, Any]:
+        sent = EncodedBody.of(body, encoded)
         try:
-            return await retrying(lambda: self._transport.call("POST", path, body=body),
+            return await retrying(lambda: self._transport.call("POST", path, body=sent),
                                   backoff=self._retry, retry_if=_retryable, what=f"task answer {path}", logger=_log)
         except RPCError as err:
             if err.status != 413:
@@ -186,7 +206,7 @@ class AnswerBatcher:
             return await self._too_large(path, body, size)
 
     async def _send_many(self, batch: list[_Answer]) -> None:
-        body = {"answers": [{"operation": ANSWER_PATHS[a.path], "body": dict(a.body)} for a in batch]}
+        body = _batch_body(batch)
         try:
             reply = await retrying(lambda: self._transport.call("POST", "/task-answers", body=body),
                                    backoff=self._retry, retry_if=_retryable, what="task answers", logger=_log)
@@ -236,10 +256,11 @@ class AnswerBatcher:
     async def _direct(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Sent alone, outside the batches and their in-flight limit: the caller may hold a
         slot of that limit already."""
-        size = _size(path, body)
+        encoded = _encode(body)
+        size = _size(path, encoded)
         if size > self._max_bytes:
             return await self._too_large(path, body, size)
-        return await self._send_one(path, body, size)
+        return await self._send_one(path, body, encoded, size)
 
     async def _too_large(self, path: str, body: Mapping[str, Any], size: int) -> dict[str, Any]:
         """An answer over the limit: fail its task instead, saying why (see the module docstring)."""
@@ -267,7 +288,7 @@ class AnswerBatcher:
                    "message": str(original.get("message", ""))[:_FAILURE_MESSAGE_CHARS],
                    "stack_trace": str(original.get("stack_trace", ""))[:_FAILURE_STACK_CHARS]}
             smaller = {**body, "failure": cut}
-            if _size(path, smaller) <= self._max_bytes:
+            if _size(path, _encode(smaller)) <= self._max_bytes:
                 _log.warning("task failure too large (%s); sending it cut short", reason)
                 return await self._direct(path, smaller)
         raise RPCError(413, "PayloadTooLarge", reason)

@@ -44,7 +44,7 @@ from .handlers import PREFIX, ROUTES, Handlers
 from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
 from .replies import ReplyRouter
-from .schema_check import check as check_body
+from .schema_check import check_fast as check_body
 from .task_queues import TASK_QUEUE_ROUTES, TaskQueueHandlers, TaskQueueReads
 from .tokens import TokenKeys
 from .ui import UiData, install_ui

@@ -11,13 +11,19 @@ the Avro schema.
 Only the subset of JSON Schema the document uses is understood; ``supported`` refuses any
 other keyword, so a new route cannot declare a constraint that is silently not enforced
 (tests/unit/services/frontend/test_openapi_bodies.py runs it over the whole document).
+
+Every body of every request goes through this, so the transport calls ``check_fast``: a
+predicate compiled once per schema (``accepts``) answers "valid?" without building field
+paths or looking keywords up, and only a body it refuses goes through ``check``, which
+names the field. ``check`` stays the one definition of what is refused: a body the
+predicate refuses but ``check`` takes is taken.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -149,3 +155,136 @@ def unsupported(schema: Any, path: str = "#") -> Iterator[str]:
                     yield from unsupported(prop, f"{path}/properties/{name}")
             elif key == "items":
                 yield from unsupported(sub, f"{path}/items")
+
+
+# ---- the compiled predicate (the fast path of valid bodies) -------------------------------------
+
+Predicate = Callable[[Any], bool]
+# id(schema) -> (schema, predicate); the schema is kept so that its id is never reused.
+_PREDICATES: dict[tuple[int, int], tuple[Schema, Mapping[str, Schema], Predicate]] = {}
+
+
+def check_fast(schema: Schema, value: Any, components: Mapping[str, Schema]) -> None:
+    """``check``, faster for a valid ``value``: the compiled predicate accepts it, or ``check``
+    names what it refuses."""
+    try:
+        ok = accepts(schema, components)(value)
+    except Exception:  # noqa: BLE001 - such as a huge integer for a number: check decides
+        ok = False
+    if not ok:
+        check(schema, value, components)
+
+
+def accepts(schema: Schema, components: Mapping[str, Schema]) -> Predicate:
+    """The predicate of ``schema``: true exactly for the values ``check`` takes (compiled once)."""
+    key = (id(schema), id(components))
+    known = _PREDICATES.get(key)
+    if known is None:
+        known = _PREDICATES[key] = (schema, components, _compile(schema, components, {}))
+    return known[2]
+
+
+# The JSON types that one isinstance test decides (integer and number need _is: no bool,
+# an integral float is an integer, a number is finite).
+_PY_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _compile(schema: Schema, components: Mapping[str, Schema], done: dict[int, Predicate]) -> Predicate:
+    """A predicate of ``schema`` that applies every constraint ``check`` applies (their order
+    does not matter for a yes or no). ``done`` holds the ones compiled so far, by id, so that
+    a schema that refers to itself is compiled once."""
+    ref = schema.get("$ref")
+    if ref is not None:
+        schema = components[ref.rsplit("/", 1)[-1]]
+    found = done.get(id(schema))
+    if found is not None:
+        return found
+    cell: list[Predicate] = []
+    done[id(schema)] = lambda v: cell[0](v)  # a reference to itself, resolved once built
+    types = schema.get("type")
+    kinds = None if types is None else [types] if isinstance(types, str) else list(types)
+    # The isinstance tuple when it decides the type alone; else the kinds _is asks about.
+    simple = None if kinds is None or any(k not in _PY_TYPES for k in kinds) else tuple(
+        _PY_TYPES[k] for k in kinds)
+    enum = schema.get("enum")
+    string = _string_test(schema)
+    number = _number_test(schema)
+    array = _array_test(schema, components, done)
+    obj = _object_test(schema, components, done)
+
+    def pred(v: Any) -> bool:
+        if simple is not None:
+            if not isinstance(v, simple):
+                return False
+        elif kinds is not None and not any(_is(v, k) for k in kinds):
+            return False
+        if enum is not None and v not in enum:
+            return False
+        # The branches of check: a string, a number (no bool), an array, an object.
+        if isinstance(v, str):
+            return string is None or string(v)
+        if isinstance(v, dict):
+            return obj is None or obj(v)
+        if isinstance(v, list):
+            return array is None or array(v)
+        if isinstance(v, bool):
+            return True
+        if isinstance(v, int | float):
+            return number is None or number(v)
+        return True
+
+    cell.append(pred)
+    done[id(schema)] = pred
+    return pred
+
+
+def _string_test(schema: Schema) -> Predicate | None:
+    low, high, pattern = schema.get("minLength", 0), schema.get("maxLength"), schema.get("pattern")
+    if not low and high is None and pattern is None:
+        return None
+    compiled = None if pattern is None else _compiled(pattern)
+    top = high if high is not None else math.inf
+    return lambda v: low <= len(v) <= top and (compiled is None or compiled.search(v) is not None)
+
+
+def _number_test(schema: Schema) -> Predicate | None:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is None and high is None:
+        return None
+    return lambda v: (low is None or not v < low) and (high is None or not v > high)
+
+
+def _array_test(schema: Schema, components: Mapping[str, Schema], done: dict[int, Predicate]) -> Predicate | None:
+    low, high, items = schema.get("minItems", 0), schema.get("maxItems"), schema.get("items")
+    item = _compile(items, components, done) if items else None
+    if not low and high is None and item is None:
+        return None
+    top = high if high is not None else math.inf
+
+    def test(v: list[Any]) -> bool:
+        if not low <= len(v) <= top:
+            return False
+        return item is None or all(item(x) for x in v)
+    return test
+
+
+def _object_test(schema: Schema, components: Mapping[str, Schema], done: dict[int, Predicate]) -> Predicate | None:
+    required = tuple(schema.get("required", ()))
+    props = {name: _compile(sub, components, done) for name, sub in schema.get("properties", {}).items()}
+    strict = schema.get("additionalProperties", True) is False
+    if not required and not props and not strict:
+        return None
+
+    def test(v: dict[str, Any]) -> bool:
+        for field in required:
+            if field not in v:
+                return False
+        for field, sub in v.items():
+            prop = props.get(field)
+            if prop is None:
+                if strict:
+                    return False
+            elif not prop(sub):
+                return False
+        return True
+    return test

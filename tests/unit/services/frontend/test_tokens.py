@@ -97,3 +97,27 @@ def test_dev_keeps_its_key_in_the_data_directory(tmp_path: Path) -> None:
     assert keys_in_file(path) == first  # the same after a restart
     assert path.stat().st_mode & 0o777 == 0o600
     TokenKeys.parse(first)
+
+
+def test_token_base64_is_read_as_base64_reads_it() -> None:
+    """The token's base64 is decoded without base64.b64decode's per-call table, to the same
+    bytes and the same refusals (strict: nothing outside the alphabet is skipped)."""
+    import base64
+    import binascii
+    import random
+    import string
+
+    from services.frontend.tokens import _unb64
+
+    def outcome(decode: object, text: str) -> object:
+        try:
+            return decode(text)  # type: ignore[operator]
+        except (binascii.Error, ValueError):
+            return "refused"
+
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "-_+/=. \u00e9\n"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        expected = outcome(lambda t: base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_", validate=True), text)
+        assert outcome(_unb64, text) == expected, text

@@ -145,3 +145,21 @@ def test_openapi_lists_every_path_of_the_protocol() -> None:
             assert "requestBody" in op
     refs = re.findall(r'"#/components/schemas/(\w+)"', str(doc).replace("'", '"'))
     assert set(refs) <= set(doc["components"]["schemas"])
+
+
+def test_json_bodies_parse_as_json_parses_them() -> None:
+    """Bodies are parsed by orjson where it agrees with json: an integer past 64 bits stays an
+    integer (orjson would make it a float), and UTF-16, a BOM, NaN and lone surrogates are still
+    taken as json takes them."""
+    import json
+
+    from services.frontend.validation import parse_json_body
+
+    for raw in (b'{"input": [123456789012345678901234567890, -9223372036854775809]}', b'{"a": [1, 2.5, "x"]}',
+                '{"a": "\u00e9"}'.encode("utf-16"), b'\xef\xbb\xbf{"a": 1}', b'{"a": NaN}', b'{"a": "\\ud800"}',
+                b'{"a": 1e400}'):
+        parsed = parse_json_body(raw)
+        expected = json.loads(raw)
+        assert repr(parsed) == repr(expected), raw
+    with pytest.raises(InvalidArgument, match="not valid JSON: Expecting value"):
+        parse_json_body(b'{"a":')
