@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -210,7 +211,9 @@ class Bench:
         port = free_port()
         env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": self.broker.bootstrap, "KADENCE_DATABASE_URL": self.pg.dsn,
                "KADENCE_SHARDS": str(self.args.shards), "KADENCE_TASK_PARTITIONS": str(self.args.shards),
-               "KADENCE_FRONTEND_PORT": str(port), "KADENCE_SESSION_TIMEOUT_MS": "3000"}
+               "KADENCE_FRONTEND_PORT": str(port), "KADENCE_SESSION_TIMEOUT_MS": "3000",
+               # A frontend of its own refuses to start without task-token keys (frontend/tokens.py).
+               "KADENCE_TASK_TOKEN_KEYS": os.environ.get("KADENCE_TASK_TOKEN_KEYS") or secrets.token_urlsafe(32)}
         for name in ("history", "matching", "frontend"):  # the first one migrates and creates the topics
             proc, _ = await spawn(f"services.{name}", [], self.tmp / f"{name}.log", f"{name} is running", env=env)
             self.children.append(proc)
