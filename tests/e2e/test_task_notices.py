@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from kadence import Client, Worker
 from services.cluster import Cluster
-from services.common import kafka
+from services.common import kafka, telemetry
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.matching import WORKFLOW
@@ -151,3 +156,38 @@ async def test_with_notices_off_workflows_complete_through_the_fetch(separate: C
     assert separate.history.notices is NO_NOTICES
     await _run_workflows(separate, "q-off")
     assert separate.matching.notices.matched == 0
+
+
+@pytest.fixture
+def traced() -> Iterator[InMemorySpanExporter]:
+    """Tracing on (before the cluster starts: request it ahead of ``separate``)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "kadence-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.configure(tracer_provider=provider)
+    try:
+        yield exporter
+    finally:
+        telemetry.reset()
+        provider.shutdown()
+
+
+async def test_traced_a_noticed_task_gets_the_dispatch_span_its_worker_continues(
+        traced: InMemorySpanExporter, separate: Cluster) -> None:
+    await _run_workflows(separate, "q-traced-notices", n=2)
+    assert separate.matching.notices.matched > 0
+
+    def noticed_and_continued() -> bool:
+        finished = list(traced.get_finished_spans())
+        dispatches = {s.context.span_id: s for s in finished
+                      if s.name == "process kadence.tasks" and s.kind == SpanKind.CONSUMER}
+        noticed = {i for i, s in dispatches.items() if (s.attributes or {}).get("kadence.notice") is True
+                   and (s.attributes or {}).get("kadence.sync_match") is True}
+        assert noticed, "no dispatch span of a noticed task"
+        runs = [s for s in finished if s.name.startswith(("RunWorkflowTask", "RunActivity"))
+                and s.kind == SpanKind.CONSUMER]
+        assert runs and all(s.parent is not None and s.parent.span_id in dispatches for s in runs)
+        assert any(s.parent is not None and s.parent.span_id in noticed for s in runs)
+        return True
+
+    await eventually(noticed_and_continued, what="a worker span continuing a noticed task's dispatch span")
