@@ -167,6 +167,15 @@ class Bench:
         self.pg: EmbeddedPostgres | None = None
 
     async def start(self) -> None:
+        """Start what the run measures; if any of it fails, stop what did start (the services
+        of --topology services, the broker, PostgreSQL) before raising."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         a = self.args
         if a.target:
             self.target, self.dsn = a.target, a.dsn
@@ -224,7 +233,8 @@ class Bench:
         self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
 
     async def stop(self) -> None:
-        await self.client.close()
+        if getattr(self, "client", None) is not None:
+            await self.client.close()
         stop_processes(self.children)
         if self.broker is not None:
             self.broker.stop()
