@@ -24,6 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kadence_protocol import avro
+from kadence_protocol.kafka_security import client_options
 from services.common import loop as _loop
 from services.common.kafka import REQUESTS, TASKS
 
@@ -34,7 +35,7 @@ from .workflows import OneActivity
 async def _records(bootstrap: str, partitions: int, wanted: set[str]) -> dict[str, list[tuple[float, str]]]:
     """Per workflow id in ``wanted``: (broker timestamp in s, "topic:record") of its records."""
     found: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options(None))
     await consumer.start()
     try:
         for topic in (REQUESTS, TASKS):  # both have --shards partitions (bench.py)
