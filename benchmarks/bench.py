@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -166,6 +167,15 @@ class Bench:
         self.pg: EmbeddedPostgres | None = None
 
     async def start(self) -> None:
+        """Start what the run measures; if any of it fails, stop what did start (the services
+        of --topology services, the broker, PostgreSQL) before raising."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         a = self.args
         if a.target:
             self.target, self.dsn = a.target, a.dsn
@@ -210,7 +220,9 @@ class Bench:
         port = free_port()
         env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": self.broker.bootstrap, "KADENCE_DATABASE_URL": self.pg.dsn,
                "KADENCE_SHARDS": str(self.args.shards), "KADENCE_TASK_PARTITIONS": str(self.args.shards),
-               "KADENCE_FRONTEND_PORT": str(port), "KADENCE_SESSION_TIMEOUT_MS": "3000"}
+               "KADENCE_FRONTEND_PORT": str(port), "KADENCE_SESSION_TIMEOUT_MS": "3000",
+               # A frontend of its own refuses to start without task-token keys (frontend/tokens.py).
+               "KADENCE_TASK_TOKEN_KEYS": os.environ.get("KADENCE_TASK_TOKEN_KEYS") or secrets.token_urlsafe(32)}
         for name in ("history", "matching", "frontend"):  # the first one migrates and creates the topics
             proc, _ = await spawn(f"services.{name}", [], self.tmp / f"{name}.log", f"{name} is running", env=env)
             self.children.append(proc)
@@ -221,7 +233,8 @@ class Bench:
         self.roles.pg_postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
 
     async def stop(self) -> None:
-        await self.client.close()
+        if getattr(self, "client", None) is not None:
+            await self.client.close()
         stop_processes(self.children)
         if self.broker is not None:
             self.broker.stop()

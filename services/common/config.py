@@ -96,6 +96,10 @@ class Settings:
     # instead of through the broker (services/common/colocation.py); KADENCE_COLOCATE=0 sends
     # everything through the broker, as between processes (bisecting, benchmarking).
     colocate: bool = True
+    # History tells matching in another process of the tasks it published, so a waiting poll
+    # gets its task without matching's fetch wait (services/history/notices.py, a hint only);
+    # KADENCE_TASK_NOTICES=0 leaves every task to the fetch.
+    task_notices: bool = True
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -137,6 +141,7 @@ class Settings:
             "history_terminate_events": _env_int("KADENCE_HISTORY_TERMINATE_EVENTS", cls.history_terminate_events),
             "history_warn_bytes": _env_int("KADENCE_HISTORY_WARN_BYTES", cls.history_warn_bytes),
             "history_terminate_bytes": _env_int("KADENCE_HISTORY_TERMINATE_BYTES", cls.history_terminate_bytes),
+            "task_notices": os.environ.get("KADENCE_TASK_NOTICES", "1").strip().lower() not in ("0", "false", "no"),
             "colocate": os.environ.get("KADENCE_COLOCATE", "1").strip().lower() not in ("0", "false", "no"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from services.common import kafka, outage
 
 from .builder import Mutation, OutboxMessage
+from .notices import NO_NOTICES, TaskNotices
 from .store import OutboxRow
 
 OUTBOX_CLEANUP_S = 0.2
@@ -40,8 +41,9 @@ class OutboxStore(Protocol):
 
 class OutboxRelay:
     def __init__(self, shard_id: int, store: OutboxStore, producer: AIOKafkaProducer,
-                 backoff: outage.Backoff) -> None:
+                 backoff: outage.Backoff, notices: TaskNotices = NO_NOTICES) -> None:
         self.shard_id = shard_id
+        self.notices = notices  # told what was published, once the broker has it (notices.py)
         self.store = store
         self.producer = producer
         self.backoff = backoff
@@ -121,13 +123,15 @@ class OutboxRelay:
                     async with asyncio.timeout(AUDIT_GATHER_S):
                         await self._urgent.wait()
                 self._drain(rows)
+            records = [(m.topic, m.key, m.value, m.headers) for _, m in rows]
             while True:
                 try:
-                    await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
+                    where = await kafka.publish(self.producer, records)
                     break
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
                     await self.backoff.wait(exc)
             self.backoff.recovered()
+            self.notices.published(records, where)
             published = rows[-1][0]
             if time.monotonic() - last_cleanup >= OUTBOX_CLEANUP_S:
                 await self._delete(published)

@@ -30,6 +30,7 @@ from services.common.colocation import Headers, OutboxReplies, OutboxTasks, Repl
 from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
+from services.common.matching.client import MatchingClient
 from services.common.namespaces import namespace_registered
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
@@ -39,6 +40,7 @@ from .health import report
 from .http import HealthServer
 from .limits import limits_of
 from .neighbours import HandedCommand
+from .notices import NO_NOTICES, MatchingNotices, TaskNotices
 from .periodic import run_every
 from .resume import Resume, resume_from
 from .retention import RetentionJob
@@ -88,6 +90,7 @@ class HistoryService:
         self._jobs: list[asyncio.Task[Any]] = []
         self.tasks: TaskSink = tasks or OutboxTasks()
         self.replies: ReplySink = replies or OutboxReplies()
+        self.notices: TaskNotices = NO_NOTICES  # set by start() when tasks go through the outbox
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
         self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
@@ -112,6 +115,10 @@ class HistoryService:
                 self.pool = None
             raise
         self.store = HistoryStore(self.pool)
+        if isinstance(self.tasks, OutboxTasks) and self.settings.task_notices:
+            # Matching runs elsewhere: tell it of published tasks ahead of its fetch (notices.py).
+            self.notices = MatchingNotices(MatchingClient(self.pool, self.settings.task_partitions,
+                                                          internal_key=self.settings.internal_key))
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
         # History's own records to kadence.requests (child workflows) are signed, so that a
@@ -180,6 +187,7 @@ class HistoryService:
         # since: their shards must not outlive the pool.
         await self._release(list(self.shards))
         await self._producer.stop()
+        await self.notices.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
@@ -233,7 +241,7 @@ class HistoryService:
         s = self.settings
         assert self._observer is not None
         return ShardConfig(
-            tasks=self.tasks, replies=self.replies, ingress=self._ingress,
+            tasks=self.tasks, replies=self.replies, notices=self.notices, ingress=self._ingress,
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
             namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
             request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,

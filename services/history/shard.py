@@ -45,6 +45,7 @@ from .ledger import Ledger, trim_loop
 from .limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from .memory import Heartbeats, Tails
 from .neighbours import HandedCommand
+from .notices import NO_NOTICES, TaskNotices
 from .observer import NO_OBSERVER, ShardObserver
 from .redispatch import Redispatcher
 from .relay import OutboxRelay
@@ -95,6 +96,7 @@ class ShardConfig:
 
     tasks: TaskSink = field(default_factory=OutboxTasks)  # where committed tasks go
     replies: ReplySink = field(default_factory=OutboxReplies)  # where replies and closes go
+    notices: TaskNotices = NO_NOTICES  # told of published tasks, for matching elsewhere (notices.py)
     ingress: IngressPolicy | None = None  # who may send commands to which namespace; None: anyone
     limits: validation.Limits = validation.DEFAULT_LIMITS  # what a command may hold
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow
@@ -137,7 +139,7 @@ class Shard:
         self.cache = RunCache(store, shard_id, Tails(config.tail_run_bytes, config.tail_shard_bytes))
         self.heartbeats = Heartbeats()
         self.ledger = Ledger(shard_id)  # request ids applied and runs' start offsets
-        self.relay = OutboxRelay(shard_id, store, producer, self.backoffs[RELAY])
+        self.relay = OutboxRelay(shard_id, store, producer, self.backoffs[RELAY], config.notices)
         self.timers = TimerQueue(shard_id, store, self.intake.fire, self.backoffs[TIMERS])
         self.redispatcher = Redispatcher(shard_id, producer, self.cache.load, self.backoffs[REDISPATCH],
                                          self.verify_owner)

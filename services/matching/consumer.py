@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
@@ -23,9 +23,10 @@ from services.common import outage
 from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
+from services.common.matching.notices import NoticeOutcome, TaskNotice
 from services.common.matching.tasks import TASK_KINDS, MatchedTask
 from services.common.supervision import watch
-from services.common.telemetry import consumer_span
+from services.common.telemetry import consumer_span, handed_span, tracing
 
 from .backlog import BacklogRow
 from .queues import QueueKey
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP = "kadence-matching"
+# How long a notice may wait for the consumer's position of its partition (a partition
+# being assigned has none yet); past it the notice is dropped and the fetch delivers.
+NOTICE_POSITION_WAIT_S = 0.05
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -132,7 +136,7 @@ class TaskConsumer:
         for rec in records:
             # The dispatch span: the worker's task span continues from it (MatchedTask.traceparent).
             with consumer_span(rec, GROUP) as dispatch:
-                reason, task, key = self._parse(tp, rec, dispatch.traceparent)
+                reason, task, key = self._parse(tp, rec.value, dispatch.traceparent)
                 if reason is not None:
                     log.warning("dead-lettering %s@%d: %s", tp, rec.offset, reason)
                     dispatch.fail(reason)
@@ -163,10 +167,52 @@ class TaskConsumer:
         if letters:
             await send_dead_letters(self._producer, letters)
 
+    async def noticed(self, partition: int, notices: list[TaskNotice]) -> NoticeOutcome:
+        """Hand tasks history has just published (services/common/matching/notices.py) to
+        polls already waiting, ahead of the fetch that brings their records.
+
+        Only records the consumer has not been given yet are taken (offset at or past its
+        position, read under the batch lock, with nothing awaited between the read and the
+        hand-over); each task taken is a task handed out lately, so the fetched copy is
+        dropped as a duplicate (RecentTasks). Nothing is stored or committed here: a task no
+        poll waits for, and every record the consumer already has, is left to the fetch.
+        """
+        tp = TopicPartition(TASKS, partition)
+        async with self.batch_lock:
+            if not self.service.owns(partition):
+                return NoticeOutcome(left=len(notices))
+            try:
+                async with asyncio.timeout(NOTICE_POSITION_WAIT_S):
+                    position = await self._consumer.position(tp)
+            except (TimeoutError, IllegalStateError, KafkaError):
+                return NoticeOutcome(left=len(notices))
+            fresh = [n for n in notices if n.offset >= position]
+            by_queue: dict[QueueKey, list[MatchedTask]] = {}
+            matched = 0
+            for n in fresh:
+                reason, task, key = self._parse(tp, n.value)
+                if reason is not None or task is None or key is None or self.service.is_duplicate(task.task_id):
+                    continue  # the fetch dead-letters what does not parse
+                if tracing():
+                    # As the consumer does for a traced task: matched inside the dispatch span
+                    # the worker continues; a task left to the fetch gets its span there.
+                    matched += self._traced_notice(tp, n, task, key)
+                else:
+                    by_queue.setdefault(key, []).append(task)
+            matched += sum(self.service.sync_match(partition, key, tasks) for key, tasks in by_queue.items())
+        return NoticeOutcome(matched=matched, stale=len(notices) - len(fresh), left=len(fresh) - matched)
+
+    def _traced_notice(self, tp: TopicPartition, notice: TaskNotice, task: MatchedTask, key: QueueKey) -> bool:
+        with handed_span(TASKS, f"{key.namespace}/{key.task_queue}".encode(), notice.headers, GROUP,
+                         {"kadence.notice": True}) as dispatch:
+            traced = MatchedTask(task.kind, task.task_id, task.task, task.payload, dispatch.traceparent)
+            matched = self.service.try_sync_match(tp.partition, traced, key)
+            dispatch.annotate(_task_attributes(task, matched))
+            return matched
+
     def _parse(
-        self, tp: TopicPartition, rec: ConsumerRecord, traceparent: str | None = None,
+        self, tp: TopicPartition, value: bytes | None, traceparent: str | None = None,
     ) -> tuple[str | None, MatchedTask | None, QueueKey | None]:
-        value = rec.value
         if not isinstance(value, bytes):
             return "record has no value", None, None
         try:

@@ -27,6 +27,7 @@ from services.common.matching.errors import (
     QueryTimeoutError,
     UnknownQueryError,
 )
+from services.common.matching.notices import notices_from_json
 
 if TYPE_CHECKING:
     from .service import MatchingService
@@ -80,6 +81,7 @@ class InternalServer:
         app.router.add_post("/internal/query", self._query)
         app.router.add_post("/internal/respond-query", self._respond_query)
         app.router.add_post("/internal/describe", self._describe)
+        app.router.add_post("/internal/notice", self._notice)
         app.router.add_get("/internal/health", self._health)
         app.on_shutdown.append(self._release_polls)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -122,13 +124,21 @@ class InternalServer:
         self._service.respond_query(str(b["query_id"]), b.get("result"), b.get("failure"))
         return web.json_response({})
 
+    async def _notice(self, request: web.Request) -> web.Response:
+        partition, notices = notices_from_json(await _body(request))
+        outcome = await self._service.noticed(partition, notices)
+        return web.json_response({"matched": outcome.matched, "stale": outcome.stale, "left": outcome.left})
+
     async def _describe(self, request: web.Request) -> web.Response:
         b = await _body(request)
         stats = self._service.describe_queue(str(b["namespace"]), str(b["task_queue"]))
         return web.json_response({"queues": [q.to_json() for q in stats]})
 
     async def _health(self, request: web.Request) -> web.Response:
-        body: dict[str, object] = {"owned_partitions": sorted(self._service.owned_partitions)}
+        counts = self._service.notices
+        body: dict[str, object] = {"owned_partitions": sorted(self._service.owned_partitions),
+                                   "task_notices": {"matched": counts.matched, "stale": counts.stale,
+                                                    "left": counts.left}}
         fatal = self._service.fatal.reason
         if fatal is not None:  # a loop died: the process is about to stop (supervision.py)
             body["fatal"] = fatal

@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,7 @@ from services.common.matching.errors import (
     QueryTimeoutError,
     UnknownQueryError,
 )
+from services.common.matching.notices import NoticeOutcome, TaskNotice
 from services.common.matching.stats import QueueStats
 from services.common.matching.tasks import KINDS, QUERY, TASK_KINDS, WORKFLOW, MatchedTask
 from services.common.supervision import Fatal
@@ -49,6 +51,20 @@ READY_MAX = 10_000
 __all__ = ["MatchingService"]
 
 
+@dataclass
+class NoticeCounts:
+    """Task notices received since start, by what became of them (tests and debugging)."""
+
+    matched: int = 0
+    stale: int = 0
+    left: int = 0
+
+    def add(self, outcome: NoticeOutcome) -> None:
+        self.matched += outcome.matched
+        self.stale += outcome.stale
+        self.left += outcome.left
+
+
 class MatchingService:
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
         self.settings = settings
@@ -65,6 +81,7 @@ class MatchingService:
         self._pickups: dict[str, asyncio.Future[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._releasing = False  # shutting down: polls are answered at once, empty
+        self.notices = NoticeCounts()  # what became of history's task notices (notices.py)
         self._consumer: TaskConsumer | None = None
         self._http: Any = None
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
@@ -178,6 +195,14 @@ class MatchingService:
     def is_duplicate(self, task_id: str) -> bool:
         """A copy of a task just delivered, or of one waiting in memory."""
         return task_id in self._recent or task_id in self._ready_ids
+
+    async def noticed(self, partition: int, notices: list[TaskNotice]) -> NoticeOutcome:
+        """History published these tasks to ``partition`` (services/common/matching/notices.py):
+        hand those a poll waits for to it now, ahead of the fetch (TaskConsumer.noticed)."""
+        consumer = self._consumer
+        outcome = NoticeOutcome(left=len(notices)) if consumer is None else await consumer.noticed(partition, notices)
+        self.notices.add(outcome)
+        return outcome
 
     def takes(self, namespace: str, task_queue: str) -> bool:
         """Whether tasks of this queue committed by history in this process may be handed

@@ -30,6 +30,7 @@ from .errors import (
     QueryTimeoutError,
     UnknownQueryError,
 )
+from .notices import TaskNotice, notices_to_json
 from .stats import QueueStats
 from .tasks import MatchedTask
 
@@ -251,3 +252,12 @@ class MatchingClient:
             raise UnknownQueryError(query_id)
         body = {"query_id": query_id, "result": result_json, "failure": failure}
         await self._call(owner, "/internal/respond-query", body, 10.0)
+
+    async def notify_tasks(self, partition: int, notices: Sequence[TaskNotice], timeout: float = 1.0) -> None:
+        """Tell the owner of ``partition`` which tasks were just published to it (notices.py).
+        A hint: raises MatchingError when no owner is known or it does not answer, and the
+        caller drops it. Never called for this process's own matching (tasks are handed over)."""
+        owner = await self._owner(partition)
+        if owner is None:
+            raise MatchingUnavailableError(f"no matching instance owns task-queue partition {partition}")
+        await self._call(owner, "/internal/notice", notices_to_json(partition, notices), timeout)

@@ -1,10 +1,14 @@
-"""The benchmark's figures: wall-clock timer lateness and the sustained run's windows."""
+"""The benchmark's figures (wall-clock timer lateness, the sustained run's windows) and its clean-up."""
 
 from __future__ import annotations
 
+import argparse
+import subprocess
+import sys
+
 import pytest
 
-from benchmarks.bench import wall_lateness
+from benchmarks.bench import Bench, wall_lateness
 from benchmarks.sustained import _window
 
 
@@ -39,3 +43,23 @@ def test_the_visibility_lag_figures_are_one_json_object() -> None:
                    "workflows_per_second": 2.0, "p50_ms": 20.0, "p95_ms": 30.0, "p99_ms": 30.0, "max_ms": 30.0,
                    "poll_interval_ms": 50}
     assert figures(2, 1.0, [], 0.1)["p99_ms"] is None
+
+
+async def test_a_start_that_fails_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service that does not come up must not leave the ones started before it running."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    bench = Bench(argparse.Namespace(target=None, topology="services"))
+
+    async def fails() -> None:
+        bench.children.append(child)
+        raise RuntimeError("the frontend exited early")
+
+    monkeypatch.setattr(bench, "_start", fails)
+    try:
+        with pytest.raises(RuntimeError, match="exited early"):
+            await bench.start()
+        assert child.poll() is not None, "the service started first is still running"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

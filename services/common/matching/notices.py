@@ -1,0 +1,60 @@
+"""Task notices: what history tells matching's owner of a partition right after its outbox
+relay published tasks to ``kadence.tasks``.
+
+A notice is a hint, never the record. The task itself travels through the broker as
+always, and matching's consumer ingests it (backlog, offsets, dead letters). A notice lets
+matching hand a task to a poll that is already waiting without first waiting out a fetch,
+so a hop between processes costs an HTTP request instead of a fetch wait. Matching takes
+a noticed task only while its consumer has not yet been given the record at that offset,
+and the consumer then drops the fetched copy as a task it has just handed out. A notice
+that is lost, late or refused changes nothing but the latency. docs/colocation.md
+("Task notices") has the rules.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskNotice:
+    """One task record as the relay published it, and the offset the broker gave it."""
+
+    offset: int
+    value: bytes  # the Avro record on kadence.tasks
+    headers: Headers = ()  # its trace headers
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "value": _b64(self.value),
+                "headers": [[k, _b64(v)] for k, v in self.headers]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskNotice:
+        return cls(int(data["offset"]), base64.b64decode(str(data["value"]), validate=True),
+                   tuple((str(k), base64.b64decode(str(v), validate=True)) for k, v in data.get("headers") or ()))
+
+
+def notices_to_json(partition: int, notices: Sequence[TaskNotice]) -> dict[str, Any]:
+    return {"partition": partition, "tasks": [n.to_json() for n in notices]}
+
+
+def notices_from_json(data: dict[str, Any]) -> tuple[int, list[TaskNotice]]:
+    return int(data["partition"]), [TaskNotice.from_json(t) for t in data.get("tasks") or ()]
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeOutcome:
+    """What matching did with one request's notices."""
+
+    matched: int = 0  # handed to waiting polls
+    stale: int = 0  # the consumer had been given the record already: it ingests it
+    left: int = 0  # no poll waiting (or a copy of a task handed out): the fetched record decides
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()

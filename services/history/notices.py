@@ -1,0 +1,97 @@
+"""Task notices from a shard's outbox relay to matching (services/common/matching/notices.py).
+
+Between processes a task reaches matching through ``kadence.tasks``, and each hop would
+cost matching's fetch wait. After the relay has published a batch, it tells the matching
+owner of each task partition which tasks went there (offset and record) over matching's
+internal HTTP API, so a poll already waiting gets its task without waiting for the fetch.
+The record still travels through the broker and the consumer still ingests it; a notice
+is sent only after the broker acknowledged the records and only ever shortens a wait.
+Sending never blocks the relay: at most MAX_IN_FLIGHT requests are out, and notices past
+that, or that fail, are dropped (counted). ``KADENCE_TASK_NOTICES=0`` turns them off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common.kafka import TASKS, Published, Record
+from services.common.matching.client import MatchingClient
+from services.common.matching.errors import MatchingError
+from services.common.matching.notices import TaskNotice
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 64  # notice requests out at once; beyond, notices are dropped (they are hints)
+NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch has the task by then
+
+
+class TaskNotices(Protocol):
+    """Told what the relay published and where the broker put it, in the same order."""
+
+    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NoNotices:
+    """Matching learns of tasks by its fetch alone (co-located, or notices off)."""
+
+    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+NO_NOTICES = NoNotices()
+
+
+@dataclass
+class NoticeCounts:
+    sent: int = 0  # requests answered by matching
+    failed: int = 0  # requests that failed (no owner known, owner down, timeout)
+    dropped: int = 0  # requests not sent: too many out already
+
+
+class MatchingNotices:
+    """Notices over matching's internal HTTP API, one request per task partition and batch."""
+
+    def __init__(self, client: MatchingClient, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self._client = client
+        self._max = max_in_flight
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.counts = NoticeCounts()
+
+    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+        by_partition: dict[int, list[TaskNotice]] = {}
+        for (topic, _, value, headers), at in zip(records, where, strict=True):
+            if topic == TASKS:
+                by_partition.setdefault(at.partition, []).append(TaskNotice(at.offset, value, tuple(headers)))
+        for partition, notices in by_partition.items():
+            if len(self._in_flight) >= self._max:
+                self.counts.dropped += 1
+                continue
+            task = asyncio.get_running_loop().create_task(self._send(partition, notices))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _send(self, partition: int, notices: list[TaskNotice]) -> None:
+        try:
+            await self._client.notify_tasks(partition, notices, NOTICE_TIMEOUT_S)
+        except MatchingError as exc:
+            # A hint lost: the consumer's fetch delivers the tasks.
+            self.counts.failed += 1
+            log.debug("task notice for partition %d not taken: %s", partition, exc)
+            return
+        self.counts.sent += 1
+
+    async def close(self) -> None:
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._client.close()
