@@ -84,6 +84,13 @@ class Cluster:
         """The co-located command bus: the frontend (built first) hands commands to history."""
         self.history.take_queued(partition, key, value, headers, acked)
 
+    async def __aenter__(self) -> Cluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         while self._started:
             service = self._started.pop()

@@ -40,12 +40,8 @@ async def chaos_cluster(broker: EmbeddedBroker, own_postgres: EmbeddedPostgres) 
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=own_postgres.dsn, shards=CHAOS_SHARDS,
                         task_partitions=CHAOS_SHARDS, frontend_port=0, session_timeout_ms=3000,
                         stall_after_ms=STALL_AFTER_MS)
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 class HealthWatch:

@@ -16,12 +16,8 @@ from services.common.embedded import EmbeddedBroker
 async def cluster(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000)
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 @pytest.fixture

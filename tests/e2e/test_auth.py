@@ -32,12 +32,8 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Cluster) -> None:

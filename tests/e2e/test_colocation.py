@@ -35,12 +35,8 @@ async def _ends(bootstrap: str, topic: str) -> int:
 async def cluster(request: pytest.FixtureRequest, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, colocate=request.param)
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_the_switch_chooses_the_path_and_workflows_run_the_same(cluster: Cluster) -> None:

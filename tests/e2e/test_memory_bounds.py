@@ -43,12 +43,8 @@ async def small_budgets(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, history_tail_run_bytes=RUN_BYTES,
                         history_tail_shard_bytes=SHARD_BYTES)
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_a_signal_flood_stays_within_the_tail_budgets_and_every_signal_is_seen(small_budgets: Cluster) -> None:

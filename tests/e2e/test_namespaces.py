@@ -38,12 +38,8 @@ async def quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, min_retention_ms=1000,
                         retention_interval_ms=200, scheduler_interval_ms=200)
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_namespaces_are_registered_listed_updated_and_unknown_ones_refused(cluster: Cluster,

@@ -35,12 +35,8 @@ async def quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster
     """A cluster whose scheduler looks five times a second."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def _id(prefix: str) -> str:

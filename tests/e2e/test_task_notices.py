@@ -12,15 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from kadence import Client, Worker
 from services.cluster import Cluster
-from services.common import kafka, telemetry
+from services.common import kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.matching import WORKFLOW
@@ -29,6 +26,7 @@ from services.common.matching.errors import MatchingUnavailableError
 from services.common.matching.notices import TaskNotice
 from services.history.notices import NO_NOTICES, MatchingNotices
 from tests.helpers import eventually
+from tests.tracing import in_memory_spans
 
 from .test_matching import Env, backlog_count, consumed, env, poll_waiting, workflow_task
 from .workflows import EchoWorkflow, echo
@@ -110,12 +108,8 @@ async def separate(request: pytest.FixtureRequest, broker: EmbeddedBroker, fresh
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, colocate=False,
                         task_notices=getattr(request, "param", True))
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def _run_workflows(cluster: Cluster, tq: str, n: int = 3) -> None:
@@ -161,15 +155,8 @@ async def test_with_notices_off_workflows_complete_through_the_fetch(separate: C
 @pytest.fixture
 def traced() -> Iterator[InMemorySpanExporter]:
     """Tracing on (before the cluster starts: request it ahead of ``separate``)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "kadence-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.configure(tracer_provider=provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        telemetry.reset()
-        provider.shutdown()
 
 
 async def test_traced_a_noticed_task_gets_the_dispatch_span_its_worker_continues(

@@ -12,15 +12,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from kadence import Client, Worker, activity, workflow
 from services.common import telemetry
 from tests.helpers import eventually
+from tests.tracing import in_memory_spans
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,15 +39,8 @@ class TracedWorkflow:
 @pytest.fixture(autouse=True)
 def spans() -> Iterator[InMemorySpanExporter]:
     """Autouse, so it is set up before the cluster fixture starts the services."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "kadence-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.configure(tracer_provider=provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        telemetry.reset()
-        provider.shutdown()
 
 
 def _one(spans: list[ReadableSpan], name: str, kind: SpanKind) -> list[ReadableSpan]:

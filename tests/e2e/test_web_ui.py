@@ -238,12 +238,8 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
-    c = Cluster(settings)
-    await c.start()
-    try:
+    async with Cluster(settings) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 async def test_with_auth_the_ui_signs_in_and_acts_with_the_callers_permissions(secured: Cluster,

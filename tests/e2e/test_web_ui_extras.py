@@ -10,15 +10,12 @@ from datetime import timedelta
 
 import aiohttp
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kadence import Client, Worker, activity, workflow
 from kadence_protocol import avro
 from services.cluster import Cluster
-from services.common import telemetry
+from tests.tracing import in_memory_spans
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,15 +36,8 @@ class NotedWorkflow:
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """Autouse, so tracing and the trace UI address are set before the cluster starts."""
     monkeypatch.setenv("KADENCE_TRACE_UI_URL", "http://traces.example/trace/{trace_id}")
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "kadence-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.configure(tracer_provider=provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        telemetry.reset()
-        provider.shutdown()
 
 
 async def test_the_run_page_links_the_start_record_to_its_trace(cluster: Cluster, client: Client,

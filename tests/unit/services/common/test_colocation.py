@@ -8,15 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from kadence_protocol.tracing import kafka_headers, tracer
-from services.common import colocation, telemetry
+from services.common import colocation
 from services.common.config import Settings
 from services.history.builder import LocalTask
+from tests.tracing import in_memory_spans
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -48,15 +47,8 @@ class Frontend:
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.configure(tracer_provider=provider)
-    try:
+    with in_memory_spans() as exporter:
         yield exporter
-    finally:
-        telemetry.reset()
-        provider.shutdown()
 
 
 def _task(headers: tuple[tuple[str, bytes], ...] = ()) -> LocalTask:
