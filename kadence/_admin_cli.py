@@ -180,11 +180,16 @@ def _schedule_table(s: dict[str, Any]) -> None:
 @click.option("--catchup-window", default=None, help="How late a missed firing may still run (default 1m).")
 @click.option("--paused", is_flag=True, help="Create it paused.")
 @click.option("--note", default="", help="A note, such as why it is paused.")
+@click.option("--search-attribute", "-a", "attributes", multiple=True, metavar="NAME=VALUE",
+              help="A search attribute of every run it starts, registered in the namespace; VALUE is JSON,"
+                   " or else taken as a string. Repeatable.")
+@click.option("--memo", "-m", "memo", multiple=True, metavar="NAME=VALUE",
+              help="A memo field of every run it starts; VALUE is JSON, or else taken as a string. Repeatable.")
 @click.pass_context
 def schedule_create(ctx: click.Context, schedule_id: str, workflow_type: str, task_queue: str, input_json: str,
                     cron: str | None, interval: str | None, offset: str | None, jitter: str | None,
                     time_zone: str, overlap_policy: str, catchup_window: str | None, paused: bool,
-                    note: str) -> None:
+                    note: str, attributes: tuple[str, ...], memo: tuple[str, ...]) -> None:
     """Create schedule SCHEDULE_ID (give --cron or --interval)."""
     if (cron is None) == (interval is None):
         raise click.UsageError("give exactly one of --cron or --interval")
@@ -194,10 +199,12 @@ def schedule_create(ctx: click.Context, schedule_id: str, workflow_type: str, ta
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
     if not isinstance(args, list):
         raise click.BadParameter("must be a JSON array of arguments", param_hint="--input")
+    memo_fields = common.name_values(memo, "--memo") or None
+    search_attributes = common.name_values(attributes, "--search-attribute") or None
     created = _run(ctx, lambda c: c.create_schedule(
         schedule_id, workflow_type, *args, task_queue=task_queue, cron=cron, interval=interval, offset=offset,
         jitter=jitter, time_zone=time_zone, overlap_policy=overlap_policy, catchup_window=catchup_window,
-        paused=paused, note=note))
+        paused=paused, note=note, memo=memo_fields, search_attributes=search_attributes))
     _print(ctx, created, _schedule_table)
 
 

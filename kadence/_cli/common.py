@@ -13,7 +13,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -229,3 +229,18 @@ def console() -> Console:
 
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def name_values(values: Iterable[str], option: str) -> dict[str, Any]:
+    """``NAME=VALUE`` options as a mapping: VALUE is JSON, or else taken as a string (so
+    ``CustomerId=c-42`` needs no quotes and ``Priority=3`` is a number)."""
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out

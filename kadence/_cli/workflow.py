@@ -59,19 +59,6 @@ def _json_args(values: Iterable[str], option: str) -> list[Any]:
     return out
 
 
-def _attributes(values: Iterable[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--search-attribute")
-        try:
-            out[name] = json.loads(text)
-        except json.JSONDecodeError:
-            out[name] = text
-    return out
-
-
 def _time(value: datetime | int | None) -> str:
     if value is None:
         return ""
@@ -357,7 +344,7 @@ def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[s
     """Start a workflow and print its run id (does not wait)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
-    found = _attributes(attributes)
+    found = common.name_values(attributes, "--search-attribute")
     handle = _run(address, namespace, lambda c: c.start_workflow(workflow_type, *args, id=workflow_id,
                                                                  task_queue=task_queue, execution_timeout=timeout,
                                                                  search_attributes=found,
@@ -382,7 +369,7 @@ def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple
     """Start a workflow, wait for it and print its result as JSON (exit 1 if it fails)."""
     args = _json_args(inputs, "--input")
     timeout = None if execution_timeout is None else timedelta(seconds=execution_timeout)
-    found = _attributes(attributes)
+    found = common.name_values(attributes, "--search-attribute")
     result = _run(address, namespace, lambda c: c.execute_workflow(workflow_type, *args, id=workflow_id,
                                                                    task_queue=task_queue, execution_timeout=timeout,
                                                                    search_attributes=found))

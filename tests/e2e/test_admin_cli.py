@@ -41,6 +41,17 @@ async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) 
     done = await _kadence(cluster, "schedule", "create", "nightly", "-t", "R", "--tq", "q", "--namespace", "shop",
                           "--interval", "5s")
     assert done.exit_code == 1 and "ScheduleAlreadyExists" in done.output
+    # Every run it starts gets the memo and the search attributes; an unregistered attribute is refused.
+    done = await _kadence(cluster, "schedule", "create", "memo", "-t", "R", "--tq", "q", "--interval", "1h",
+                          "-m", "team=billing", "--memo", 'limits={"max": 3}', "-o", "json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["action"]["memo"] == {"team": "billing", "limits": {"max": 3}}
+    done = await _kadence(cluster, "schedule", "create", "tagged", "-t", "R", "--tq", "q", "--interval", "1h",
+                          "-a", "NoSuchAttribute=1")
+    assert done.exit_code == 2 and "action.search_attributes" in done.output, done.output
+    done = await _kadence(cluster, "schedule", "create", "bad", "-t", "R", "--tq", "q", "--interval", "1h",
+                          "-m", "no-equals-sign")
+    assert done.exit_code == 2 and "NAME=VALUE" in done.output
     done = await _kadence(cluster, "schedule", "create", "both", "-t", "R", "-q", "q", "--cron", "* * * * *",
                           "--interval", "5s")
     assert done.exit_code == 2
