@@ -309,7 +309,7 @@ def _run_ahead_branch(record: dict[str, Any]) -> dict[str, Any]:
     # The commands of a workflow task run ahead: a command whose attributes all have
     # defaults (CancelWorkflowExecution) would otherwise be written as another such branch.
     # The task itself is named too: fastavro would otherwise try it against the union's
-    # branches, validating it and its commands (a third of the record's encoding time).
+    # branches, validating it and its commands, before it finds the one it is.
     task = record.get("workflow_task")
     return {**record, "workflow_task": (f"{NAMESPACE}.RunAheadWorkflowTask", _commands_branch(task))} if isinstance(
         task, dict) else record

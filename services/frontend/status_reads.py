@@ -2,8 +2,8 @@
 
 A result wait reads its run's status column when it starts (a client whose long poll came
 back Running polls again, and a close between the two polls must not be missed). Thousands
-of workflows started together poll again together: one query each was a fifth of the
-server's CPU while their timers came due (10,000 due in the same second). Reads that arrive
+of workflows started together poll again together, and one query each made those reads a
+large part of the server's work (the README's timer figures measure it). Reads that arrive
 while a query is out wait for the next one, which takes them all (up to ``max_batch``), so
 a lone read still costs one query and a crowd costs a few.
 """

@@ -74,7 +74,7 @@ class TokenKeys:
         """A random key fit for the setting (url-safe, no comma)."""
         return secrets.token_urlsafe(32)
 
-    # hmac.digest: the one-shot form (OpenSSL's), several times faster than an HMAC object;
+    # hmac.digest: the one-shot form (OpenSSL's), cheaper than building an HMAC object;
     # every poll signs tokens and every answer verifies one.
     def sign(self, payload: bytes) -> bytes:
         return hmac.digest(self.keys[0], payload, "sha256")[:_MAC_BYTES]

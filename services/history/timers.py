@@ -57,10 +57,10 @@ class TimerQueue:
 
     def _forget(self, key: str) -> None:
         """The key's row is gone (deleted by a commit): neither queued nor in flight any more."""
-        firing = self.rows.pop(key, None) or self.inflight.pop(key, None)
-        self.inflight.pop(key, None)
-        if firing is not None:
-            self._unindex(firing.run_id, key)
+        queued, in_flight = self.rows.pop(key, None), self.inflight.pop(key, None)
+        gone = queued or in_flight
+        if gone is not None:
+            self._unindex(gone.run_id, key)
 
     def _add(self, firing: TimerFiring) -> None:
         if firing.key in self.inflight:
