@@ -246,7 +246,7 @@ def settle(t: Transition) -> None:
 
 def schedule_workflow_task(t: Transition) -> None:
     s = t.state
-    if s.wt_failures + s.wt_transient_failures > 0:
+    if s.wt_streak > 0:
         # A later attempt of a failing task: kept out of history unless it completes (transient.py).
         schedule_transient(s, t.now)
         t.changed_without_events = True
@@ -390,7 +390,7 @@ def wt_retry_backoff_ms(failures: int) -> int:
 
 
 def _retry_wt(ctx: Context, t: Transition) -> None:
-    failures = t.state.wt_failures + t.state.wt_transient_failures
+    failures = t.state.wt_streak
     backoff = wt_retry_backoff_ms(failures)
     if backoff == 0:
         schedule_workflow_task(t)
@@ -614,7 +614,7 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
             _retry_wt(ctx, t)
     elif kind == TimerKind.WORKFLOW_TASK_RETRY:
         # The streak's backoff is over (one timer per run: a newer one replaces it).
-        if s.wt is None and s.wt_failures + s.wt_transient_failures > 0:
+        if s.wt is None and s.wt_streak > 0:
             schedule_workflow_task(t)
     else:
         _fire_activity_timer(ctx, t, timer)

@@ -258,6 +258,11 @@ class MutableState:
     def running(self) -> bool:
         return self.status == RunStatus.RUNNING
 
+    @property
+    def wt_streak(self) -> int:
+        """Failed attempts of the current workflow task streak, recorded or transient."""
+        return self.wt_failures + self.wt_transient_failures
+
     def timeout_at(self) -> int:
         """When this run times out: the chain's expiration or the run's own timeout,
         whichever comes first (0: never)."""
@@ -573,7 +578,7 @@ TRANSIENT_FIELDS = frozenset({"wt_transient_failures", "wt_transient_failure"})
 def schedule_transient(s: MutableState, now: int) -> WorkflowTaskInfo:
     """Schedule the next attempt of a failing workflow task without an event, at the id its
     WorkflowTaskScheduled would take (nothing else is written while it is outstanding)."""
-    s.wt = WorkflowTaskInfo(scheduled_event_id=s.next_event_id, attempt=s.wt_failures + s.wt_transient_failures + 1,
+    s.wt = WorkflowTaskInfo(scheduled_event_id=s.next_event_id, attempt=s.wt_streak + 1,
                             scheduled_time=now, transient=True)
     return s.wt
 

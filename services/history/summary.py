@@ -56,7 +56,7 @@ def summary(s: MutableState) -> bytes:
 def _workflow_task(s: MutableState) -> dict[str, Any] | None:
     """The run's workflow task as describe shows it: its attempt and the last failure of a
     failing streak, counting the attempts history keeps out of its events."""
-    failures = s.wt_failures + s.wt_transient_failures
+    failures = s.wt_streak
     wt = s.wt
     if not s.running or (wt is None and failures == 0):
         return None
