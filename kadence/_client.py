@@ -14,8 +14,9 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from kadence._admin import AdminMixin
-from kadence._http import HttpTransport, Transport, extra_headers, path_segment
+from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable
+from kadence._starts import StartBatcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
     WorkflowExecution,
@@ -45,6 +46,7 @@ from kadence.interceptor import (
     TerminateWorkflowInput,
     chain_client,
 )
+from kadence_protocol import tracing as _tracing
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -67,17 +69,20 @@ class Client(AdminMixin):
 
     def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
                  retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None,
-                 interceptors: Sequence[Interceptor] = ()) -> None:
+                 interceptors: Sequence[Interceptor] = (), batch_starts: bool = True) -> None:
         """``retry`` bounds the retries of starts and signals (idempotent by request id);
         ``data_converter`` converts payloads to JSON and back (and holds the payload codec);
         ``interceptors`` wrap the workflow calls (kadence.interceptor; a Worker of this
-        client uses them too)."""
+        client uses them too); ``batch_starts``: starts made while others are in flight go
+        to the frontend together (kadence/_starts.py), False sends each alone."""
         self.transport = transport
         self.namespace = namespace
         self.identity = identity or default_identity()
         self.retry = retry
         self.data_converter = data_converter or default_converter()
         self.interceptors: list[Interceptor] = list(interceptors)
+        self.batch_starts = batch_starts
+        self._starts: StartBatcher | None = None
         # The SDK's spans first (outermost), then the caller's interceptors.
         self._outbound = chain_client([TracingInterceptor(), *self.interceptors], _ClientCalls(self))
 
@@ -105,6 +110,18 @@ class Client(AdminMixin):
     async def _decode_value(self, payload: Any, hint: Any, what: str) -> Any:
         text = await decode_payload(self.data_converter.payload_codec, payload if isinstance(payload, str) else None)
         return self.data_converter.decode_value(text, hint, what=what)
+
+    def _batcher(self) -> StartBatcher | None:
+        """The start batcher of the current transport (None: starts go alone)."""
+        if not self.batch_starts or not isinstance(self.transport, StreamingTransport):
+            return None
+        if self._starts is None or self._starts.transport is not self.transport:
+            self._starts = StartBatcher(self.transport, self._start_alone)
+        return self._starts
+
+    async def _start_alone(self, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        return await self._idempotent("/workflows", body, timeout=timeout,
+                                      what=f"start of workflow {body.get('workflow_id')}")
 
     async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
                           what: str) -> dict[str, Any]:
@@ -271,8 +288,15 @@ class Client(AdminMixin):
             body["cron_schedule"] = input.cron_schedule
         if input.retry_policy is not None:
             body["retry_policy"] = input.retry_policy.to_avro()
-        with extra_headers(input.headers):
-            answer = await self._idempotent(path, body, timeout=timeout, what=what)
+        batcher = self._batcher() if path == "/workflows" and not input.headers and _tracing.tracer() is None \
+            else None
+        if batcher is not None:
+            # Sent together with the starts made meanwhile (_starts.py); a traced start keeps
+            # its own span and an interceptor's headers their own call.
+            answer = await batcher.start(body, timeout)
+        else:
+            with extra_headers(input.headers):
+                answer = await self._idempotent(path, body, timeout=timeout, what=what)
         handle = WorkflowHandle(self, input.id, run_id=answer.get("run_id"), result_type=input.result_type)
         handle._first_outcome = answer.get("outcome")
         return handle

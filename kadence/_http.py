@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -27,7 +27,8 @@ from kadence.exceptions import (
 )
 from kadence_protocol import tracing as _tracing
 
-__all__ = ["API_KEY_ENV", "EncodedBody", "HttpTransport", "Transport", "error_from_response", "path_segment"]
+__all__ = ["API_KEY_ENV", "EncodedBody", "HttpTransport", "StreamingTransport", "Transport", "error_from_response",
+           "path_segment"]
 
 #: The environment variable a transport takes its credential from when none is given: every
 #: client, worker and command-line tool of the SDK then authenticates the same way.
@@ -55,6 +56,15 @@ class Transport(Protocol):
     ) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A transport that can also read an answer whose items come one a line (POST
+    /workflow-starts); the client sends concurrent starts together only through one."""
+
+    def stream(self, method: str, path: str, *, body: Mapping[str, Any],
+               timeout: float | None = None) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class EncodedBody(dict[str, Any]):
@@ -229,6 +239,32 @@ class HttpTransport:
                 raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
             return payload
 
+    async def stream(self, method: str, path: str, *, body: Mapping[str, Any],
+                     timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The items of an answer ``{"results": [...]}`` that the frontend writes one a line as
+        each is ready, each yielded as it arrives. An error answer raises as :meth:`call` does;
+        an answer cut short (no closing line) raises RPCError ``Unavailable`` after the items
+        that did arrive, so the caller can ask again for the rest."""
+        client_timeout = _DEFAULT_TIMEOUT if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        headers: Mapping[str, str] = self._json_auth
+        added = _extra_headers.get()
+        if added:
+            headers = {**added, **headers}
+        try:
+            async with self._get_session().request(method, self._url(path), data=_encode(body),
+                                                   timeout=client_timeout, headers=headers) as response:
+                if response.status >= 400:
+                    raw = await response.read()
+                    try:
+                        payload: Any = orjson.loads(raw) if raw else {}
+                    except ValueError:
+                        payload = raw.decode(errors="replace")
+                    raise error_from_response(response.status, payload)
+                async for item in _lines(response.content.iter_any()):
+                    yield item
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise RPCError(0, "Unavailable", f"{method} {path}: {err!r}") from err
+
     def _url(self, path: str) -> str:
         """A path under the namespace's root, or from the server's root if it starts with /api/
         (the namespace list and registration)."""
@@ -238,6 +274,32 @@ class HttpTransport:
         self._closed = True
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The items of a streamed ``{key: [...]}``: its first line opens it, each next line is one
+    item (after the first, led by a comma), and ``]}`` closes it."""
+    buffer, opened, closed = b"", False, False
+    async for chunk in chunks:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if not opened:
+                if not (line.startswith(b'{"') and line.endswith(b'":[')):
+                    raise RPCError(200, "BadResponse", f"expected a streamed answer, got {line[:200]!r}")
+                opened = True
+            elif line == b"]}":
+                closed = True
+            elif line:
+                try:
+                    item = orjson.loads(line[1:] if line[:1] == b"," else line)
+                except ValueError:
+                    raise RPCError(200, "BadResponse", f"a streamed item is not JSON: {line[:200]!r}") from None
+                yield item
+    if not opened and buffer:
+        raise RPCError(200, "BadResponse", f"expected a streamed answer, got {buffer[:200]!r}")
+    if not closed:
+        raise RPCError(0, "Unavailable", "the streamed answer was cut short")
 
 
 _extra_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(

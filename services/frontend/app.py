@@ -6,6 +6,7 @@ are mapped and requests logged by middlewares, so handlers stay free of HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -40,7 +41,7 @@ from .closed import CloseWatcher
 from .engine import Engine
 from .errors import FrontendError, Unavailable
 from .exposure import check_bind
-from .handlers import PREFIX, ROUTES, Handlers
+from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
 from .replies import ReplyRouter
@@ -109,7 +110,7 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
     # The body schema of the OpenAPI document is the contract: checked before the handler runs.
     schema = request_schema(name) if has_body else None
 
-    async def route(request: web.Request) -> web.Response:
+    async def route(request: web.Request) -> web.StreamResponse:
         mark = None
         match = request.match_info
         if auth is not None:  # before the body is read: an unknown caller costs nothing more
@@ -130,12 +131,40 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
         finally:
             if mark is not None:
                 served(mark)
+        if isinstance(answer, Streamed):
+            return await _stream(request, status, answer)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
         # noticeable share of the frontend's CPU.
         return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
 
     route.__name__ = name
     return route
+
+
+async def _stream(request: web.Request, status: int, answer: Streamed) -> web.StreamResponse:
+    """Write ``{key: [...]}`` one item a line as each is ready: the whole is one JSON document,
+    and a reader may take each line on its own (every item line but the first starts with a
+    comma). A failure mid-way ends the answer without its closing line, so the reader can tell
+    it apart from a whole one and ask again for what it lacks."""
+    response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+    try:
+        await response.prepare(request)
+        await response.write(b'{"' + answer.key.encode() + b'":[\n')
+        separator = b""
+        async for item in answer.items:
+            await response.write(separator + orjson.dumps(item) + b"\n")
+            separator = b","
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise  # the caller went away: nothing left to write to
+    except Exception:  # the answer is cut short; the reader asks again for the items it lacks
+        log.exception("%s %s failed mid-answer", request.method, request.path)
+        response.force_close()
+        return response
+    finally:
+        await answer.items.aclose()  # stops the calls still running, now rather than when collected
+    await response.write(b"]}\n")
+    await response.write_eof()
+    return response
 
 
 def _any_segment(path: str) -> str:

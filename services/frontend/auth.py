@@ -74,7 +74,8 @@ class Permission(enum.Enum):
 OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "describe": Permission.READ, "history": Permission.READ, "result": Permission.READ,
     "query": Permission.READ,
-    "start": Permission.WRITE, "signal": Permission.WRITE, "signal_with_start": Permission.WRITE,
+    "start": Permission.WRITE, "start_batch": Permission.WRITE, "signal": Permission.WRITE,
+    "signal_with_start": Permission.WRITE,
     "terminate": Permission.WRITE, "cancel": Permission.WRITE, "reset": Permission.WRITE,
     "update": Permission.WRITE,
     "poll_workflow_tasks": Permission.WORKER, "poll_activity_tasks": Permission.WORKER,

@@ -7,7 +7,8 @@ mappings and returns (status, answer); the transport in ``app.py`` does the HTTP
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services.common.visibility.reads import VisibilityReads
@@ -23,11 +24,23 @@ from .tokens import TaskToken
 from .visibility import VisibilityHandlers, bad_search_attributes
 
 Params = Mapping[str, str]
-Answer = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """An answer ``{key: [...]}`` whose items the transport writes as each is ready, one per
+    line, instead of when the last one is (app.py). The items carry their own status."""
+
+    key: str
+    items: AsyncGenerator[dict[str, Any], None]
+
+
+Answer = tuple[int, dict[str, Any] | Streamed]
 
 OK = 200
 QUERY_TIMEOUT_MS = 10_000
 MAX_ANSWERS = 1000
+MAX_STARTS = 1000
 # The operations that may be sent together through answer_tasks.
 ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "complete_activity_task",
                                "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"})
@@ -60,6 +73,35 @@ class Handlers(VisibilityHandlers):
         # With wait_seconds, the answer also waits for the run's outcome (as GET .../result
         # does): start and wait in one exchange instead of two.
         return 201, await self.engine.start(req, v.seconds(body, "wait_seconds", 0.0, 600.0))
+
+    async def start_batch(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        """Start each item as ``start`` would; each result is answered as soon as it is known.
+
+        A client with many starts (and result waits) in flight sends them together: one
+        HTTP exchange instead of one each, and no item waits for a slower neighbour.
+        """
+        starts = body.get("starts")
+        if not isinstance(starts, list) or not starts:
+            raise InvalidArgument("starts must be a non-empty array", field="starts")
+        if len(starts) > MAX_STARTS:
+            raise InvalidArgument(f"starts holds {len(starts)} items, at most {MAX_STARTS} are taken",
+                                  field="starts")
+        return OK, Streamed("results", _as_completed(
+            lambda i, item: self._start_item(path, query, i, item), starts))
+
+    async def _start_item(self, path: Params, query: Params, index: int, item: Any) -> dict[str, Any]:
+        try:
+            if not isinstance(item, dict):
+                raise InvalidArgument(f"starts[{index}] must be an object", field=f"starts[{index}]")
+            from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
+
+            schema = request_schema("start")
+            assert schema is not None
+            check_body(schema, item, COMPONENTS)
+            status, answer = await self.start(path, query, item)
+        except FrontendError as exc:
+            return {"index": index, "status": exc.status, **exc.body()}
+        return {"index": index, "status": status, "answer": answer}
 
     async def signal_with_start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         req = await self.with_search_attributes(
@@ -302,4 +344,18 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/activity-tasks/heartbeat", "heartbeat_activity_task"),
     ("POST", "/activity-tasks/cancel", "cancel_activity_task"),
     ("POST", "/task-answers", "answer_tasks"),
+    ("POST", "/workflow-starts", "start_batch"),
 ]
+
+
+async def _as_completed(call: Callable[[int, Any], Awaitable[dict[str, Any]]],
+                        items: list[Any]) -> AsyncGenerator[dict[str, Any], None]:
+    """``call(index, item)`` for every item at once, the results in the order they finish; the
+    calls still running are cancelled when the reader stops early (the caller went away)."""
+    tasks = [asyncio.ensure_future(call(i, item)) for i, item in enumerate(items)]
+    try:
+        for done in asyncio.as_completed(tasks):
+            yield await done
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -261,6 +261,16 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "cancel_activity_task": ("Report an activity attempt stopped on its cancel request",
                              _body({"task_token": STR, "details": JSON_TEXT, "identity": ID}, ["task_token"]),
                              {}, 200, EMPTY),
+    "start_batch": ("Start several workflow runs at once, each as POST /workflows would (with wait_seconds,"
+                    " waiting for its outcome too); each item's result is written, on a line of its own, as"
+                    " soon as it is known, so the results come in the order they finish, each naming its index",
+                    _body({"starts": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
+                        "type": "object", "description": "what POST /workflows takes alone; a bad item gets its"
+                                                         " error in its result (status 400), not the whole call"}}},
+                          ["starts"]), {}, 200,
+                    _obj({"results": {"type": "array", "items": _obj({
+                        "index": INT, "status": INT, "answer": {"type": "object"}, "error": STR, "message": STR,
+                        "field": NULL_STR}, ["index", "status"])}}, ["results"])),
     "answer_tasks": ("Send several task answers at once (each runs as its own operation would)",
                      _body({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
                          # An answer's own errors (no operation, an unknown one, a bad body) are

@@ -63,6 +63,11 @@ async def test_calls_are_authenticated_and_authorized_per_namespace(secured: Clu
         assert status == 401
         status, body = await call("POST", "/bank/workflows", app, start)
         assert (status, body["error"]) == (403, "PermissionDenied")
+        # Starts sent together need the same grant as one start: refused whole, before any starts.
+        status, body = await call("POST", "/bank/workflow-starts", app, {"starts": [start]})
+        assert (status, body["error"]) == (403, "PermissionDenied")
+        status, body = await call("POST", "/shop/workflow-starts", worker, {"starts": [start]})
+        assert (status, body["error"]) == (403, "PermissionDenied")
         status, body = await call("POST", "/shop/workflows", app, start)
         assert status == 201, body
         status, body = await call("GET", f"/shop/workflows/{wid}", app)

@@ -1,0 +1,191 @@
+"""A client's concurrent starts (kadence/_starts.py) against a local aiohttp server standing in
+for the frontend's two start calls: a lone start goes alone, concurrent ones go together and
+each gets its own answer as its line arrives, and an answer cut short, refused or unknown
+never loses a start (the rest go alone, with the same request id)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kadence import Client
+from kadence._http import HttpTransport
+from kadence._retry import Backoff
+from kadence._starts import StartBatcher
+from kadence.exceptions import RPCError, WorkflowAlreadyStartedError
+
+pytestmark = pytest.mark.timeout(30)
+
+ROOT = "/api/v1/namespaces/default"
+
+
+@dataclass
+class Frontend:
+    """Answers starts: each run id is "run-" + the workflow id; ids starting with "dup" are
+    refused with 409. ``cut_after`` ends a batch answer after that many items, without its
+    closing line; ``batch_status`` answers the whole batch call with that error."""
+
+    cut_after: int | None = None
+    batch_status: int | None = None
+    batch_error: str = "NotFound"
+    alone: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @staticmethod
+    def answer(item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        wid = item["workflow_id"]
+        if wid.startswith("dup"):
+            return 409, {"error": "WorkflowAlreadyStarted", "message": "running", "field": "workflow_id"}
+        return 201, {"run_id": f"run-{wid}", "workflow_id": wid}
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.alone.append(body)
+        if body["workflow_id"].startswith("hold"):
+            await self.release.wait()
+        status, answer = self.answer(body)
+        return web.json_response(answer, status=status)
+
+    async def start_batch(self, request: web.Request) -> web.StreamResponse:
+        starts = (await request.json())["starts"]
+        self.batches.append(starts)
+        if self.batch_status is not None:
+            return web.json_response({"error": self.batch_error, "message": "no"}, status=self.batch_status)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"results":[\n')
+        # Answered last to first, as results come in the order they finish.
+        for n, index in enumerate(reversed(range(len(starts)))):
+            if self.cut_after is not None and n == self.cut_after:
+                return response  # cut short: no closing line
+            status, answer = self.answer(starts[index])
+            line = {"index": index, "status": status, **({"answer": answer} if status < 400 else answer)}
+            await response.write((b"," if n else b"") + json.dumps(line).encode() + b"\n")
+        await response.write(b"]}\n")
+        return response
+
+
+@pytest.fixture
+async def frontend() -> AsyncIterator[tuple[Frontend, str]]:
+    fe = Frontend()
+    app = web.Application()
+    app.router.add_post(ROOT + "/workflows", fe.start)
+    app.router.add_post(ROOT + "/workflow-starts", fe.start_batch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield fe, f"http://127.0.0.1:{port}"
+    finally:
+        fe.release.set()
+        await runner.cleanup()
+
+
+def _client(url: str) -> Client:
+    return Client(HttpTransport(url, "default"), retry=Backoff(attempts=2, within=5, first=0.01, cap=0.05))
+
+
+async def _start_many(client: Client, ids: list[str]) -> list[Any]:
+    handles = await asyncio.gather(*(client.start_workflow("W", id=i, task_queue="q") for i in ids),
+                                   return_exceptions=True)
+    return [h if isinstance(h, BaseException) else h.run_id for h in handles]
+
+
+async def test_a_lone_start_goes_alone(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    async with _client(url) as client:
+        for i in range(3):
+            handle = await client.start_workflow("W", id=f"w{i}", task_queue="q")
+            assert handle.run_id == f"run-w{i}"
+    assert [b["workflow_id"] for b in fe.alone] == ["w0", "w1", "w2"] and fe.batches == []
+
+
+async def test_concurrent_starts_go_together_each_with_its_own_answer(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    async with _client(url) as client:
+        got = await _start_many(client, ["w0", "w1", "dup2", "w3"])
+    assert got[0] == "run-w0" and got[1] == "run-w1" and got[3] == "run-w3"
+    assert isinstance(got[2], WorkflowAlreadyStartedError)
+    assert [b["workflow_id"] for b in fe.alone] == ["w0"]  # the first, while nothing else was in flight
+    assert [[s["workflow_id"] for s in b] for b in fe.batches] == [["w1", "dup2", "w3"]]
+
+
+async def test_batches_hold_at_most_max_batch_items(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    client = _client(url)
+    single = client._start_alone
+    client._starts = StartBatcher(client.transport, single, max_batch=2)  # type: ignore[arg-type]
+    try:
+        got = await _start_many(client, [f"w{i}" for i in range(6)])
+    finally:
+        await client.close()
+    assert got == [f"run-w{i}" for i in range(6)]
+    assert [len(b) for b in fe.batches] == [2, 2, 1]
+
+
+async def test_an_answer_cut_short_sends_the_rest_alone_with_their_request_ids(
+        frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    fe.cut_after = 2
+    async with _client(url) as client:
+        got = await _start_many(client, [f"w{i}" for i in range(6)])
+    assert got == [f"run-w{i}" for i in range(6)]
+    (batch,) = fe.batches
+    # w5 and w4 were answered in the batch; w1-w3 went again alone, each with the request id it had.
+    again = {b["workflow_id"]: b["request_id"] for b in fe.alone[1:]}
+    assert sorted(again) == ["w1", "w2", "w3"]
+    assert all(again[s["workflow_id"]] == s["request_id"] for s in batch if s["workflow_id"] in again)
+
+
+@pytest.mark.parametrize(("status", "error", "stays"), [(404, "NotFound", False), (405, "MethodNotAllowed", False),
+                                                        (503, "Unavailable", True),
+                                                        (404, "NamespaceNotFound", True)])
+async def test_a_refused_batch_call_sends_each_alone(frontend: tuple[Frontend, str], status: int, error: str,
+                                                     stays: bool) -> None:
+    """A frontend without the batch call (404/405) is not asked again; other refusals are
+    answered by sending each start alone, which then answers for itself."""
+    fe, url = frontend
+    fe.batch_status, fe.batch_error = status, error
+    async with _client(url) as client:
+        assert await _start_many(client, ["w0", "w1", "w2"]) == ["run-w0", "run-w1", "run-w2"]
+        assert sorted(b["workflow_id"] for b in fe.alone) == ["w0", "w1", "w2"]
+        await _start_many(client, ["w3", "w4", "w5"])
+    assert len(fe.batches) == (2 if stays else 1)
+
+
+async def test_a_caller_that_stops_waiting_costs_the_others_nothing(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    async with _client(url) as client:
+        first = asyncio.ensure_future(client.start_workflow("W", id="hold-0", task_queue="q"))
+        await asyncio.sleep(0.05)  # in flight alone, held by the frontend
+        others = [asyncio.ensure_future(client.start_workflow("W", id=f"w{i}", task_queue="q")) for i in range(3)]
+        gone = asyncio.ensure_future(client.start_workflow("W", id="w-gone", task_queue="q"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert [h.run_id for h in await asyncio.gather(*others)] == ["run-w0", "run-w1", "run-w2"]
+        fe.release.set()
+        assert (await first).run_id == "run-hold-0"
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+
+async def test_a_bad_streamed_answer_is_not_taken(frontend: tuple[Frontend, str]) -> None:
+    """A 200 answer that is not a streamed one (a proxy's page, say) is refused clearly."""
+    _, url = frontend
+    transport = HttpTransport(url, "default")
+    try:
+        with pytest.raises(RPCError) as err:
+            async for _ in transport.stream("POST", "/workflows", body={"workflow_id": "w", "task_queue": "q"}):
+                pass
+        assert err.value.error_type == "BadResponse"
+    finally:
+        await transport.close()
