@@ -136,15 +136,17 @@ class Client(AdminMixin):
         api_key: str | None = None,
         data_converter: DataConverter | None = None,
         interceptors: Sequence[Interceptor] = (),
+        batch_starts: bool = True,
     ) -> Client:
         """A client for the frontend at ``target`` (no request is made until first use).
 
         ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
         call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
         ``data_converter`` turns typed values into payloads and back (and applies a payload codec).
+        ``batch_starts``: see :class:`Client` (docs/sdk.md, "Many starts at once").
         """
         return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity,
-                   data_converter=data_converter, interceptors=interceptors)
+                   data_converter=data_converter, interceptors=interceptors, batch_starts=batch_starts)
 
     @property
     def api_key(self) -> str | None:
