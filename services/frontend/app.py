@@ -6,7 +6,6 @@ are mapped and requests logged by middlewares, so handlers stay free of HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -154,7 +153,7 @@ async def _stream(request: web.Request, status: int, answer: Streamed) -> web.St
         async for item in answer.items:
             await response.write(separator + orjson.dumps(item) + b"\n")
             separator = b","
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         raise  # the caller went away: nothing left to write to
     except Exception:  # the answer is cut short; the reader asks again for the items it lacks
         log.exception("%s %s failed mid-answer", request.method, request.path)
