@@ -16,7 +16,7 @@ from typing import Any, TypeVar, overload
 from kadence._admin import AdminMixin
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable
-from kadence._starts import StartBatcher
+from kadence._together import Batcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
     WorkflowExecution,
@@ -50,6 +50,10 @@ from kadence_protocol import tracing as _tracing
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
+# The calls a client sends together when several are in flight (kadence/_together.py).
+_STARTS = "/workflow-starts"
+_RESULTS = "/workflow-results"
+
 _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
 #: Starts and signals are sent again with the same request id when the frontend is
@@ -69,20 +73,21 @@ class Client(AdminMixin):
 
     def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
                  retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None,
-                 interceptors: Sequence[Interceptor] = (), batch_starts: bool = True) -> None:
+                 interceptors: Sequence[Interceptor] = (), batch_calls: bool = True) -> None:
         """``retry`` bounds the retries of starts and signals (idempotent by request id);
         ``data_converter`` converts payloads to JSON and back (and holds the payload codec);
         ``interceptors`` wrap the workflow calls (kadence.interceptor; a Worker of this
-        client uses them too); ``batch_starts``: starts made while others are in flight go
-        to the frontend together (kadence/_starts.py), False sends each alone."""
+        client uses them too); ``batch_calls``: starts and result waits made while others
+        are in flight go to the frontend together (kadence/_together.py), False sends each
+        alone."""
         self.transport = transport
         self.namespace = namespace
         self.identity = identity or default_identity()
         self.retry = retry
         self.data_converter = data_converter or default_converter()
         self.interceptors: list[Interceptor] = list(interceptors)
-        self.batch_starts = batch_starts
-        self._starts: StartBatcher | None = None
+        self.batch_calls = batch_calls
+        self._batchers: dict[str, Batcher] = {}
         # The SDK's spans first (outermost), then the caller's interceptors.
         self._outbound = chain_client([TracingInterceptor(), *self.interceptors], _ClientCalls(self))
 
@@ -111,17 +116,38 @@ class Client(AdminMixin):
         text = await decode_payload(self.data_converter.payload_codec, payload if isinstance(payload, str) else None)
         return self.data_converter.decode_value(text, hint, what=what)
 
-    def _batcher(self) -> StartBatcher | None:
-        """The start batcher of the current transport (None: starts go alone)."""
-        if not self.batch_starts or not isinstance(self.transport, StreamingTransport):
+    def _together(self, path: str) -> Batcher | None:
+        """The batcher of the current transport for the calls ``path`` takes together
+        (/workflow-starts, /workflow-results; kadence/_together.py); None: they go alone."""
+        if not self.batch_calls or not isinstance(self.transport, StreamingTransport) or _tracing.tracer():
             return None
-        if self._starts is None or self._starts.transport is not self.transport:
-            self._starts = StartBatcher(self.transport, self._start_alone)
-        return self._starts
+        batcher = self._batchers.get(path)
+        if batcher is None or batcher.transport is not self.transport:
+            if path == _STARTS:
+                batcher = Batcher(self.transport, self._start_alone, _STARTS, "starts")
+            else:
+                batcher = Batcher(self.transport, self._result_alone, _RESULTS, "waits")
+            self._batchers[path] = batcher
+        return batcher
 
     async def _start_alone(self, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         return await self._idempotent("/workflows", body, timeout=timeout,
                                       what=f"start of workflow {body.get('workflow_id')}")
+
+    async def _result_alone(self, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        return await self.transport.call(
+            "GET", f"/workflows/{path_segment(body['workflow_id'])}/result",
+            params={"run_id": body.get("run_id"), "wait_seconds": body["wait_seconds"]}, timeout=timeout)
+
+    async def _wait_result(self, workflow_id: str, run_id: str | None, wait: float,
+                           timeout: float | None) -> dict[str, Any]:
+        """GET .../result's answer for the run (None: the latest), waiting up to ``wait``
+        seconds; sent with the other result waits in flight when there are some."""
+        body = {"workflow_id": workflow_id, "run_id": run_id, "wait_seconds": wait}
+        batcher = self._together(_RESULTS)
+        if batcher is None:
+            return await self._result_alone(body, timeout)
+        return await batcher.call(body, timeout)
 
     async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
                           what: str) -> dict[str, Any]:
@@ -136,17 +162,17 @@ class Client(AdminMixin):
         api_key: str | None = None,
         data_converter: DataConverter | None = None,
         interceptors: Sequence[Interceptor] = (),
-        batch_starts: bool = True,
+        batch_calls: bool = True,
     ) -> Client:
         """A client for the frontend at ``target`` (no request is made until first use).
 
         ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
         call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
         ``data_converter`` turns typed values into payloads and back (and applies a payload codec).
-        ``batch_starts``: see :class:`Client` (docs/sdk.md, "Many starts at once").
+        ``batch_calls``: see :class:`Client` (docs/sdk.md, "Many starts at once").
         """
         return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity,
-                   data_converter=data_converter, interceptors=interceptors, batch_starts=batch_starts)
+                   data_converter=data_converter, interceptors=interceptors, batch_calls=batch_calls)
 
     @property
     def api_key(self) -> str | None:
@@ -290,12 +316,11 @@ class Client(AdminMixin):
             body["cron_schedule"] = input.cron_schedule
         if input.retry_policy is not None:
             body["retry_policy"] = input.retry_policy.to_avro()
-        batcher = self._batcher() if path == "/workflows" and not input.headers and _tracing.tracer() is None \
-            else None
+        batcher = self._together(_STARTS) if path == "/workflows" and not input.headers else None
         if batcher is not None:
-            # Sent together with the starts made meanwhile (_starts.py); a traced start keeps
-            # its own span and an interceptor's headers their own call.
-            answer = await batcher.start(body, timeout)
+            # Sent together with the starts made meanwhile (_together.py); a traced start
+            # keeps its own span and an interceptor's headers their own call.
+            answer = await batcher.call(body, timeout)
         else:
             with extra_headers(input.headers):
                 answer = await self._idempotent(path, body, timeout=timeout, what=what)
@@ -588,8 +613,8 @@ class WorkflowHandle:
                 left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
                 wait = max(0.0, min(_LONG_POLL_SECONDS, left))
                 try:
-                    answer = await self.client.transport.call(
-                        "GET", f"{self._path}/result", params={"run_id": run_id, "wait_seconds": wait},
+                    answer = await self.client._wait_result(
+                        self.workflow_id, run_id, wait,
                         # With a deadline, a frontend that does not answer must not hold the
                         # caller past it.
                         timeout=wait + (15 if deadline is None else 1),

@@ -73,6 +73,7 @@ class Permission(enum.Enum):
 
 OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "describe": Permission.READ, "history": Permission.READ, "result": Permission.READ,
+    "result_batch": Permission.READ,
     "query": Permission.READ,
     "start": Permission.WRITE, "start_batch": Permission.WRITE, "signal": Permission.WRITE,
     "signal_with_start": Permission.WRITE,

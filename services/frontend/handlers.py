@@ -40,7 +40,7 @@ Answer = tuple[int, dict[str, Any] | Streamed]
 OK = 200
 QUERY_TIMEOUT_MS = 10_000
 MAX_ANSWERS = 1000
-MAX_STARTS = 1000
+MAX_TOGETHER = 1000  # items of a call that takes many (starts, result waits)
 # The operations that may be sent together through answer_tasks.
 ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "complete_activity_task",
                                "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"})
@@ -80,28 +80,22 @@ class Handlers(VisibilityHandlers):
         A client with many starts (and result waits) in flight sends them together: one
         HTTP exchange instead of one each, and no item waits for a slower neighbour.
         """
-        starts = body.get("starts")
-        if not isinstance(starts, list) or not starts:
-            raise InvalidArgument("starts must be a non-empty array", field="starts")
-        if len(starts) > MAX_STARTS:
-            raise InvalidArgument(f"starts holds {len(starts)} items, at most {MAX_STARTS} are taken",
-                                  field="starts")
-        return OK, Streamed("results", _as_completed(
-            lambda i, item: self._start_item(path, query, i, item), starts))
+        from .openapi import request_schema  # here: openapi.py imports this module
 
-    async def _start_item(self, path: Params, query: Params, index: int, item: Any) -> dict[str, Any]:
-        try:
-            if not isinstance(item, dict):
-                raise InvalidArgument(f"starts[{index}] must be an object", field=f"starts[{index}]")
-            from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
+        async def start(item: dict[str, Any]) -> Answer:
+            return await self.start(path, query, item)
 
-            schema = request_schema("start")
-            assert schema is not None
-            check_body(schema, item, COMPONENTS)
-            status, answer = await self.start(path, query, item)
-        except FrontendError as exc:
-            return {"index": index, "status": exc.status, **exc.body()}
-        return {"index": index, "status": status, "answer": answer}
+        return _together(body, "starts", request_schema("start"), start)
+
+    async def result_batch(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        """Wait for each item's run as ``result`` would; each outcome is answered as soon as it
+        is known (a run still open when its wait runs out: status Running)."""
+        from .openapi import RESULT_WAIT
+
+        async def result(item: dict[str, Any]) -> Answer:
+            return await self.result({**path, "workflow_id": item["workflow_id"]}, item, {})
+
+        return _together(body, "waits", RESULT_WAIT, result)
 
     async def signal_with_start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         req = await self.with_search_attributes(
@@ -345,7 +339,33 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/activity-tasks/cancel", "cancel_activity_task"),
     ("POST", "/task-answers", "answer_tasks"),
     ("POST", "/workflow-starts", "start_batch"),
+    ("POST", "/workflow-results", "result_batch"),
 ]
+
+
+def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]
+              ) -> Answer:
+    """The answer of a call that runs each item of ``body[key]`` as its own call would (each
+    held to ``schema``), written item by item as each is known, naming its index."""
+    items = body.get(key)
+    if not isinstance(items, list) or not items:
+        raise InvalidArgument(f"{key} must be a non-empty array", field=key)
+    if len(items) > MAX_TOGETHER:
+        raise InvalidArgument(f"{key} holds {len(items)} items, at most {MAX_TOGETHER} are taken", field=key)
+
+    async def one(index: int, item: Any) -> dict[str, Any]:
+        from .openapi import COMPONENTS
+
+        try:
+            if not isinstance(item, dict):
+                raise InvalidArgument(f"{key}[{index}] must be an object", field=f"{key}[{index}]")
+            check_body(schema, item, COMPONENTS)
+            status, answer = await call(item)
+        except FrontendError as exc:
+            return {"index": index, "status": exc.status, **exc.body()}
+        return {"index": index, "status": status, "answer": answer}
+
+    return OK, Streamed("results", _as_completed(one, items))
 
 
 async def _as_completed(call: Callable[[int, Any], Awaitable[dict[str, Any]]],

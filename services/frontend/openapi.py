@@ -77,6 +77,10 @@ DURATION_MS: Schema = {"type": "integer", "minimum": 0, "maximum": common.MAX_DU
 WAIT_S: Schema = {"type": "number", "minimum": 0, "maximum": 600, "description": "seconds"}
 ID_INT: Schema = {"type": "integer", "minimum": 0, "maximum": common.MAX_ID}
 
+# One result wait of POST /workflow-results: what GET /workflows/{workflow_id}/result takes.
+RESULT_WAIT: Schema = _body({"workflow_id": NAME, "run_id": ID, "wait_seconds": {**WAIT_S, "default": 30}},
+                            ["workflow_id"])
+
 _START_FIELDS: dict[str, Schema] = {
     "workflow_id": NAME, "workflow_type": NAME, "task_queue": NAME, "input": ARRAY,
     "execution_timeout_ms": DURATION_MS, "workflow_task_timeout_ms": {**DURATION_MS, "default": 10_000},
@@ -271,6 +275,16 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                     _obj({"results": {"type": "array", "items": _obj({
                         "index": INT, "status": INT, "answer": {"type": "object"}, "error": STR, "message": STR,
                         "field": NULL_STR}, ["index", "status"])}}, ["results"])),
+    "result_batch": ("Wait for several runs' outcomes at once, each as GET /workflows/{workflow_id}/result would;"
+                     " each item's outcome is written, on a line of its own, as soon as it is known (status"
+                     " Running when its wait ran out), so they come in the order they close, each naming its index",
+                     _body({"waits": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
+                         "type": "object", "description": "{workflow_id, run_id, wait_seconds}; a bad item gets its"
+                                                          " error in its result (status 400), not the whole call"}}},
+                           ["waits"]), {}, 200,
+                     _obj({"results": {"type": "array", "items": _obj({
+                         "index": INT, "status": INT, "answer": _ref("Outcome"), "error": STR, "message": STR,
+                         "field": NULL_STR}, ["index", "status"])}}, ["results"])),
     "answer_tasks": ("Send several task answers at once (each runs as its own operation would)",
                      _body({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
                          # An answer's own errors (no operation, an unknown one, a bad body) are

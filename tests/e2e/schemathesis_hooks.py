@@ -27,9 +27,10 @@ _DEFAULT_WAITS = {"/poll": ("body", "wait_seconds"), "/query": ("body", "timeout
 def _short(values: Any, forced: str | None) -> None:
     if not isinstance(values, dict):
         return
-    if isinstance(values.get("starts"), list):  # POST /workflow-starts: each item may wait
-        for item in values["starts"]:
-            _short(item, None)
+    for many in ("starts", "waits"):  # POST /workflow-starts, /workflow-results: each item may wait
+        if isinstance(values.get(many), list):
+            for item in values[many]:
+                _short(item, "wait_seconds" if many == "waits" else None)
     for field, short in _WAITS.items():
         value = values.get(field)
         if (isinstance(value, int | float) and not isinstance(value, bool)) or (field == forced and value is None) \

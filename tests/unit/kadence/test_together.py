@@ -1,7 +1,8 @@
-"""A client's concurrent starts (kadence/_starts.py) against a local aiohttp server standing in
-for the frontend's two start calls: a lone start goes alone, concurrent ones go together and
-each gets its own answer as its line arrives, and an answer cut short, refused or unknown
-never loses a start (the rest go alone, with the same request id)."""
+"""A client's concurrent calls sent together (kadence/_together.py) against a local aiohttp
+server standing in for the frontend's start and result calls: a lone call goes alone,
+concurrent ones go together and each gets its own answer as its line arrives, and an answer
+cut short, refused or unknown never loses a start (the rest go alone, with the same request
+id)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from aiohttp import web
 from kadence import Client
 from kadence._http import HttpTransport
 from kadence._retry import Backoff
-from kadence._starts import StartBatcher
+from kadence._together import Batcher
 from kadence.exceptions import RPCError, WorkflowAlreadyStartedError
 
 pytestmark = pytest.mark.timeout(30)
@@ -36,6 +37,8 @@ class Frontend:
     batch_error: str = "NotFound"
     alone: list[dict[str, Any]] = field(default_factory=list)
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    results_alone: list[str] = field(default_factory=list)
+    result_batches: list[list[dict[str, Any]]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
@@ -72,12 +75,29 @@ class Frontend:
         return response
 
 
+    async def result(self, request: web.Request) -> web.StreamResponse:
+        wid = request.match_info["wid"]
+        self.results_alone.append(wid)
+        return web.json_response({"status": "Completed", "result": json.dumps(wid)})
+
+    async def result_batch(self, request: web.Request) -> web.StreamResponse:
+        waits = (await request.json())["waits"]
+        self.result_batches.append(waits)
+        lines = [json.dumps({"index": i, "status": 200, "answer": {"status": "Completed",
+                                                                    "result": json.dumps(w["workflow_id"])}})
+                 for i, w in enumerate(waits)]
+        return web.Response(body=("{\"results\":[\n" + "\n,".join(lines) + "\n]}\n").encode(),
+                            content_type="application/json")
+
+
 @pytest.fixture
 async def frontend() -> AsyncIterator[tuple[Frontend, str]]:
     fe = Frontend()
     app = web.Application()
     app.router.add_post(ROOT + "/workflows", fe.start)
     app.router.add_post(ROOT + "/workflow-starts", fe.start_batch)
+    app.router.add_get(ROOT + "/workflows/{wid}/result", fe.result)
+    app.router.add_post(ROOT + "/workflow-results", fe.result_batch)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -123,7 +143,8 @@ async def test_batches_hold_at_most_max_batch_items(frontend: tuple[Frontend, st
     fe, url = frontend
     client = _client(url)
     single = client._start_alone
-    client._starts = StartBatcher(client.transport, single, max_batch=2)  # type: ignore[arg-type]
+    client._batchers["/workflow-starts"] = Batcher(client.transport, single, "/workflow-starts", "starts",  # type: ignore[arg-type]
+                                                   max_batch=2)
     try:
         got = await _start_many(client, [f"w{i}" for i in range(6)])
     finally:
@@ -189,3 +210,23 @@ async def test_a_bad_streamed_answer_is_not_taken(frontend: tuple[Frontend, str]
         assert err.value.error_type == "BadResponse"
     finally:
         await transport.close()
+
+
+async def test_concurrent_result_waits_go_together(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    async with _client(url) as client:
+        assert await client.get_workflow_handle("r0").result() == "r0"
+        handles = [client.get_workflow_handle(f"r{i}") for i in range(1, 6)]
+        assert await asyncio.gather(*(h.result() for h in handles)) == [f"r{i}" for i in range(1, 6)]
+    assert fe.results_alone == ["r0", "r1"]
+    assert [[w["workflow_id"] for w in b] for b in fe.result_batches] == [["r2", "r3", "r4", "r5"]]
+    assert all(w["wait_seconds"] > 0 and w["run_id"] is None for w in fe.result_batches[0])
+
+
+async def test_batch_calls_off_sends_every_call_alone(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    client = Client(HttpTransport(url, "default"), batch_calls=False)
+    async with client:
+        await _start_many(client, ["w0", "w1", "w2"])
+        await asyncio.gather(*(client.get_workflow_handle(f"r{i}").result() for i in range(3)))
+    assert len(fe.alone) == 3 and fe.batches == [] and fe.result_batches == [] and len(fe.results_alone) == 3

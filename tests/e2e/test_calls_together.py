@@ -1,6 +1,7 @@
-"""Starts sent together (POST /workflow-starts, kadence/_starts.py), end to end: each item is
-answered as POST /workflows would answer it alone, as soon as its own answer is known, and
-a client with many starts in flight sends them in a few calls."""
+"""Calls sent together (POST /workflow-starts and /workflow-results, kadence/_together.py), end
+to end: each item is answered as its own call (POST /workflows, GET .../result) would answer
+it alone, as soon as its own answer is known, and a client with many starts or result waits
+in flight sends them in a few calls."""
 
 from __future__ import annotations
 
@@ -142,3 +143,40 @@ async def test_a_caller_that_goes_away_leaves_the_others_their_answers(cluster: 
             assert await asyncio.gather(*calls) == [f"v{i}" for i in range(20)]
             with pytest.raises(asyncio.CancelledError):
                 await gone
+
+
+async def test_many_result_waits_go_in_few_calls(cluster: Cluster) -> None:
+    transport = CountingTransport(cluster.url)
+    client = Client(transport, namespace="default")
+    try:
+        async with Worker(client, task_queue="q-wait", workflows=[EchoWorkflow], activities=[echo]):
+            handles = await asyncio.gather(*(
+                client.start_workflow(EchoWorkflow.run, f"v{i}", id=_id("wait"), task_queue="q-wait")
+                for i in range(100)))
+            transport.calls.clear()
+            assert await asyncio.gather(*(h.result() for h in handles)) == [f"v{i}" for i in range(100)]
+    finally:
+        await client.close()
+    assert transport.calls["/workflow-results"] >= 1
+    assert sum(n for path, n in transport.calls.items() if path.endswith("/result")) <= 2, transport.calls
+
+
+async def test_the_result_batch_call_answers_each_wait_as_it_would_alone(cluster: Cluster) -> None:
+    async with await Client.connect(cluster.url) as client:
+        async with Worker(client, task_queue="q-rw", workflows=[EchoWorkflow, TimerWorkflow], activities=[echo]):
+            done = _id("done")
+            assert await client.execute_workflow(EchoWorkflow.run, "x", id=done, task_queue="q-rw") == "x"
+            running = await client.start_workflow(TimerWorkflow.run, 30.0, id=_id("running"), task_queue="q-rw")
+            waits: list[Any] = [{"workflow_id": done}, {"workflow_id": _id("nobody"), "wait_seconds": 0},
+                                {"workflow_id": running.workflow_id, "run_id": running.run_id, "wait_seconds": 0.2},
+                                {"run_id": "r"}]
+            async with aiohttp.ClientSession() as http:
+                async with http.post(cluster.url + f"{NS}/workflow-results", json={"waits": waits}) as resp:
+                    assert resp.status == 200
+                    results = {r["index"]: r for r in (await resp.json())["results"]}
+            await running.terminate()
+    assert (results[0]["status"], results[0]["answer"]["status"]) == (200, "Completed")
+    assert json.loads(results[0]["answer"]["result"]) == "x"
+    assert (results[1]["status"], results[1]["error"]) == (404, "WorkflowNotFound")
+    assert (results[2]["status"], results[2]["answer"]["status"]) == (200, "Running")
+    assert (results[3]["status"], results[3]["field"]) == (400, "workflow_id")
