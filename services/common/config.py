@@ -100,6 +100,10 @@ class Settings:
     # gets its task without matching's fetch wait (services/history/notices.py, a hint only);
     # KADENCE_TASK_NOTICES=0 leaves every task to the fetch.
     task_notices: bool = True
+    # The frontend tells history in another process of each command the broker acknowledged,
+    # so the shard takes it without history's fetch wait (services/common/command_notices.py,
+    # a hint only); KADENCE_COMMAND_NOTICES=0 leaves every command to the fetch.
+    command_notices: bool = True
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -142,6 +146,8 @@ class Settings:
             "history_warn_bytes": _env_int("KADENCE_HISTORY_WARN_BYTES", cls.history_warn_bytes),
             "history_terminate_bytes": _env_int("KADENCE_HISTORY_TERMINATE_BYTES", cls.history_terminate_bytes),
             "task_notices": os.environ.get("KADENCE_TASK_NOTICES", "1").strip().lower() not in ("0", "false", "no"),
+            "command_notices": os.environ.get("KADENCE_COMMAND_NOTICES", "1").strip().lower() not in ("0", "false",
+                                                                                                     "no"),
             "colocate": os.environ.get("KADENCE_COLOCATE", "1").strip().lower() not in ("0", "false", "no"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

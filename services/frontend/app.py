@@ -23,6 +23,7 @@ from kadence_protocol.limits import MAX_REQUEST_BYTES
 from kadence_protocol.tracing import tracer
 from services.common import db, outage
 from services.common.colocation import CommandBus, KafkaCommands
+from services.common.command_notices import HistoryOwners, NoticedCommands
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
@@ -204,6 +205,7 @@ class FrontendService:
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         # Reports /health includes, by name (Cluster adds history's); set before start().
         self.health_sources: dict[str, HealthSource] = {}
+        self.command_notices: NoticedCommands | None = None  # set by start() when history runs elsewhere
 
     async def start(self) -> None:
         s = self.settings
@@ -229,6 +231,10 @@ class FrontendService:
         await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
         await self._closes.start(self.fatal)
+        if not self._commands.colocated and s.command_notices:
+            # History runs elsewhere: tell its owner of each acknowledged command (command_notices.py).
+            self._commands = self.command_notices = NoticedCommands(
+                self._commands, HistoryOwners(self._pool, internal_key=s.internal_key))
         self._engine = engine = Engine(
             instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
@@ -285,6 +291,9 @@ class FrontendService:
         if self._replies is not None:
             await self._replies.stop()
             self._replies = None
+        if self.command_notices is not None:
+            await self.command_notices.close()
+            self._commands, self.command_notices = self.command_notices.inner, None
         if self._producer is not None:
             try:
                 await self._producer.stop()
