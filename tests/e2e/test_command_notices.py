@@ -38,11 +38,11 @@ KEY = "command-notices-test-key"
 
 @pytest.fixture
 async def separate(request: pytest.FixtureRequest, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
-    """Every hop through the broker (KADENCE_COLOCATE=0), command notices on unless the test
-    is parametrized with False."""
+    """Every hop through the broker (KADENCE_COLOCATE=0), command and reply notices on unless
+    the test is parametrized with settings that turn them off."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, colocate=False, internal_key=KEY,
-                        command_notices=getattr(request, "param", True))
+                        **getattr(request, "param", {}))
     async with Cluster(settings) as c:
         yield c
 
@@ -127,7 +127,7 @@ async def test_with_every_notice_lost_workflows_complete_through_the_fetch(
     assert separate.history.command_notices.received == 0
 
 
-@pytest.mark.parametrize("separate", [False], indirect=True, ids=["notices-off"])
+@pytest.mark.parametrize("separate", [{"command_notices": False}], indirect=True, ids=["notices-off"])
 async def test_with_notices_off_workflows_complete_through_the_fetch(separate: Cluster) -> None:
     assert separate.frontend.command_notices is None
     assert separate.history.health_server is None  # no internal API: nothing to serve
