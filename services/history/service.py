@@ -141,9 +141,9 @@ class HistoryService:
             self.reply_notices = ReplyNotices(self.settings.internal_key)
         self._relayed = (self.notices if self.reply_notices is None else self.reply_notices
                          if self.notices is NO_NOTICES else BothNotices(self.notices, self.reply_notices))
-        await self._serve()
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
+        await self._serve()
         # History's own records to kadence.requests (child workflows) are signed, so that a
         # protected namespace takes them (ingress_auth.py history_principal).
         signer = self._ingress.history_signer() if self._ingress is not None else None
@@ -176,6 +176,11 @@ class HistoryService:
         send command notices: before any shard is acquired, so shards.owner carries its address."""
         s = self.settings
         notices = isinstance(self.tasks, OutboxTasks) and s.command_notices
+        if notices and self._ingress is not None:
+            # A noticed command is taken as handed over, without the signature check a fetched
+            # record gets: with signed ingress, commands come by fetch alone.
+            log.info("signed ingress (KADENCE_INGRESS_KEYS): command notices are off")
+            notices = False
         if notices:
             try:
                 internal_auth.check_bind("history's command notices", s.history_health_host, key=s.internal_key,

@@ -6,6 +6,7 @@ API down, every workflow still completes through the fetch, and each command run
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -202,3 +203,19 @@ async def test_history_in_its_own_process_takes_notices_found_by_shards_owner(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+async def test_with_signed_ingress_history_takes_no_command_notices(
+        broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A noticed command is taken as handed over, without the signature check of a fetched record.
+    monkeypatch.delenv("KADENCE_INGRESS_PRINCIPAL", raising=False)
+    monkeypatch.delenv("KADENCE_INGRESS_KEY", raising=False)
+    policy = tmp_path / "ingress.json"
+    policy.write_text(json.dumps({"principals": {"frontend": ["frontend-key-0123456789"]}, "namespaces": {"shop": ["frontend"]},
+                                  "frontend_principal": "frontend"}))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, colocate=False, ingress_keys=str(policy))
+    async with Cluster(settings) as c:
+        assert c.history.health_server is None and owner_address(c.history.owner) is None
+        await _run_workflows(c.url, "q-cmd-signed", n=1)
+        assert c.history.command_notices.received == 0
