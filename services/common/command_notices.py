@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 PATH = "/internal/commands"  # history's endpoint taking notices
 MAX_PENDING = 500  # notices waiting per partition behind a request out; beyond, dropped
 NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch has the command by then
-OWNER_TTL_S = 2.0  # how long an owner lookup is trusted (refreshed at once after a failure)
+OWNER_TTL_S = 2.0  # how long an owner lookup is trusted
+OWNER_RETRY_S = 0.2  # after a failure, how soon the owners are read again (at most)
 
 
 def owner_name(instance_id: str, address: str) -> str:
@@ -118,21 +119,23 @@ class HistoryOwners:
         self._headers = internal_auth.headers(internal_key)
         self._addresses: dict[int, str] = {}
         self._read_at = -OWNER_TTL_S
+        self._ttl = OWNER_TTL_S
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     async def address(self, partition: int) -> str | None:
         now = asyncio.get_running_loop().time()
-        if now - self._read_at > OWNER_TTL_S:
+        if now - self._read_at > self._ttl:
             with contextlib.suppress(*outage.DATABASE_ERRORS):
                 rows = await self._pool.fetch("SELECT shard_id, owner FROM shards")
                 self._addresses = {r["shard_id"]: a for r in rows if (a := owner_address(r["owner"])) is not None}
-                self._read_at = now
+                self._read_at, self._ttl = now, OWNER_TTL_S
         return self._addresses.get(partition)
 
     def forget(self) -> None:
-        """Look the owners up again before the next notice (after a failure)."""
-        self._read_at = -OWNER_TTL_S
+        """Look the owners up again soon (after a failure), but not for every notice: with no
+        history serving notices, every notice fails."""
+        self._ttl = OWNER_RETRY_S
 
     async def notify(self, partition: int, notices: Sequence[CommandNotice], timeout: float) -> NoticeOutcome:
         address = await self.address(partition)

@@ -16,8 +16,10 @@ from aiokafka.structs import ConsumerRecord
 from services.common import kafka
 from services.common.colocation import KafkaCommands
 from services.common.command_notices import (
+    OWNER_RETRY_S,
     PATH,
     CommandNotice,
+    HistoryOwners,
     NoticedCommands,
     NoticeFailed,
     NoticeOutcome,
@@ -254,3 +256,32 @@ async def test_the_endpoint_takes_notices_refuses_bad_ones_and_wants_the_interna
     finally:
         await server.stop()
     assert await shard.taken() == [(0, b"v")]
+
+
+class FakePool:
+    """The owners' rows (the lookup's caching is under test, not PostgreSQL)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows, self.reads = rows, 0
+
+    async def fetch(self, query: str) -> list[dict[str, Any]]:
+        self.reads += 1
+        return self.rows
+
+
+async def test_owners_are_read_from_shards_owner_and_not_again_for_every_failure() -> None:
+    pool = FakePool([{"shard_id": 0, "owner": owner_name("h1", "http://127.0.0.1:1")},
+                     {"shard_id": 1, "owner": "h2"}])  # h2 takes no notices
+    owners = HistoryOwners(pool)  # type: ignore[arg-type]
+    assert await owners.address(0) == "http://127.0.0.1:1" and await owners.address(1) is None
+    assert pool.reads == 1
+    with pytest.raises(NoticeFailed):
+        await owners.notify(1, [_notice(0)], 1.0)  # no owner serving notices: no request
+    owners.forget()
+    await owners.address(1)
+    assert pool.reads == 1  # read again only OWNER_RETRY_S after the last read
+    owners._read_at -= OWNER_RETRY_S * 2
+    await owners.address(1)
+    await owners.address(1)
+    assert pool.reads == 2
+    await owners.close()
