@@ -76,7 +76,8 @@ class Settings:
     scheduler_interval_ms: int = 1_000
     # A history shard retrying through an outage this long is reported stalled (/health 503).
     stall_after_ms: int = 10_000
-    # A history process on its own serves GET /health here when set (0: any free port).
+    # A history process on its own serves GET /health here when set (0: any free port), and
+    # its command notices endpoint on this host (any free port unless set).
     history_health_host: str = "127.0.0.1"
     history_health_port: int | None = None
     # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
