@@ -25,15 +25,17 @@ from services.common.supervision import Fatal
 
 # Offers a partition's noticed commands to its shard, if it runs here (HistoryService.noticed_commands).
 TakeNotices = Callable[[int, list[CommandNotice]], NoticeOutcome]
+NoticeCounts = Callable[[], dict[str, object]]  # what became of notices, for GET /internal/notices
 _INTERNAL = "/internal"
 
 
 class HealthServer:
     def __init__(self, source: HealthSource, fatal: Fatal, *, notices: TakeNotices | None = None,
-                 internal_key: str = "") -> None:
+                 counts: NoticeCounts | None = None, internal_key: str = "") -> None:
         self._source = source
         self._fatal = fatal
         self._notices = notices
+        self._counts = counts
         self._key = internal_key
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -44,6 +46,7 @@ class HealthServer:
         if self._notices is not None:
             internal = web.Application(middlewares=[internal_auth.middleware(self._key)] if self._key else [])
             internal.router.add_post(PATH.removeprefix(_INTERNAL), self._commands)
+            internal.router.add_get("/notices", self._notice_counts)
             app.add_subapp(_INTERNAL, internal)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -63,6 +66,9 @@ class HealthServer:
     async def _health(self, request: web.Request) -> web.Response:
         status, body = health_answer({"history": self._source}, self._fatal)
         return web.json_response(body, status=status)
+
+    async def _notice_counts(self, request: web.Request) -> web.Response:
+        return web.json_response(self._counts() if self._counts is not None else {})
 
     async def _commands(self, request: web.Request) -> web.Response:
         assert self._notices is not None

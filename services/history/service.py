@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import time
@@ -191,7 +192,7 @@ class HistoryService:
         if s.history_health_port is None and not notices:
             return
         self.health_server = HealthServer(self.health, self.fatal, notices=self.noticed_commands if notices else None,
-                                          internal_key=s.internal_key)
+                                          counts=self.notice_counts, internal_key=s.internal_key)
         url = await self.health_server.start(s.history_health_host, s.history_health_port or 0)
         if notices:
             self.owner = owner_name(s.instance_id, url)
@@ -389,6 +390,11 @@ class HistoryService:
         shard = self.shards.get(partition)
         if shard is not None and not shard.stopped:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value, headers))
+
+    def notice_counts(self) -> dict[str, object]:
+        """Command notices received and reply notices sent (GET /internal/notices)."""
+        return {"commands": dataclasses.asdict(self.command_notices),
+                "replies": dataclasses.asdict(self.reply_notices.counts) if self.reply_notices else None}
 
     def noticed_commands(self, partition: int, notices: list[CommandNotice]) -> NoticeOutcome:
         """Commands a frontend in another process saw the broker acknowledge on ``partition``

@@ -238,7 +238,8 @@ async def test_the_endpoint_takes_notices_refuses_bad_ones_and_wants_the_interna
     shard = FakeShard(0)
     service = _service(p0=shard)
     key = "k" * 16
-    server = HealthServer(_service().health, Fatal(), notices=service.noticed_commands, internal_key=key)
+    server = HealthServer(_service().health, Fatal(), notices=service.noticed_commands,
+                          counts=service.notice_counts, internal_key=key)
     url = await server.start("127.0.0.1", 0)
     auth = {"Authorization": f"Bearer {key}"}
     try:
@@ -251,6 +252,8 @@ async def test_the_endpoint_takes_notices_refuses_bad_ones_and_wants_the_interna
                 async with http.post(url + PATH, data=bad, headers=auth) as resp:
                     assert resp.status == 400, bad
                     assert (await resp.json())["error"] == "InvalidArgument"
+            async with http.get(url + "/internal/notices", headers=auth) as resp:
+                assert (await resp.json())["commands"] == {"received": 1, "not_owned": 0}
             async with http.get(url + "/health") as resp:  # health stays open, as before
                 assert resp.status == 200
     finally:
