@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 from kadence_protocol.tracing import tracer
 from services.common import db, internal_auth, outage
+from services.common.bind import UnsafeBind
 from services.common.colocation import CommandBus, KafkaCommands
 from services.common.command_notices import HistoryOwners, NoticedCommands, owner_name
 from services.common.config import LISTEN_BACKLOG, Settings
@@ -40,7 +41,7 @@ from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
 from .engine import Engine
 from .errors import FrontendError, Unavailable
-from .exposure import UnsafeBind, check_bind
+from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers
 from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
