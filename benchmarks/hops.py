@@ -8,7 +8,8 @@ and prints, per hop, the median time between consecutive records of the same wor
 their broker timestamps (milliseconds: the producer's clock), from the client's call to its
 answer. A hop from a task to the next request is matching, the worker and the frontend; one
 from a request to the next task is history (fetch, batch, commit, relay). Matching's
-``task_notices`` counts (docs/colocation.md) are printed too.
+``task_notices`` counts and history's command and reply notice counts (docs/colocation.md)
+are printed too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
 from services.common import loop as _loop
+from services.common.command_notices import owner_address
 from services.common.kafka import REQUESTS, TASKS
 
 from .bench import Bench
@@ -73,6 +75,20 @@ async def _notice_counts(dsn: str) -> list[object]:
     return counts
 
 
+async def _history_notice_counts(dsn: str) -> list[object]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        owners = sorted({r["owner"] for r in await conn.fetch("SELECT owner FROM shards")})
+    finally:
+        await conn.close()
+    counts = []
+    async with aiohttp.ClientSession() as http:
+        for address in filter(None, map(owner_address, owners)):
+            async with http.get(address + "/internal/notices") as resp:
+                counts.append(await resp.json())
+    return counts
+
+
 async def main(args: argparse.Namespace) -> None:
     bench = Bench(argparse.Namespace(target=None, dsn=None, topology="services", shards=args.shards,
                                      sdk_defaults=False, worker_workflow_tasks=200, worker_tasks_per_poll=50,
@@ -101,6 +117,7 @@ async def main(args: argparse.Namespace) -> None:
         for hop, ms in hops.items():
             print(f"{statistics.median(ms):7.1f} ms  (n={len(ms)})  {hop}")
         print("matching task notices:", await _notice_counts(bench.dsn))
+        print("history command and reply notices:", await _history_notice_counts(bench.dsn))
     finally:
         await bench.stop()
 

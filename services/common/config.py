@@ -76,7 +76,8 @@ class Settings:
     scheduler_interval_ms: int = 1_000
     # A history shard retrying through an outage this long is reported stalled (/health 503).
     stall_after_ms: int = 10_000
-    # A history process on its own serves GET /health here when set (0: any free port).
+    # A history process on its own serves GET /health here when set (0: any free port), and
+    # its command notices endpoint on this host (any free port unless set).
     history_health_host: str = "127.0.0.1"
     history_health_port: int | None = None
     # The signed-ingress policy file (KADENCE_INGRESS_KEYS; services/common/ingress_auth.py).
@@ -100,6 +101,16 @@ class Settings:
     # gets its task without matching's fetch wait (services/history/notices.py, a hint only);
     # KADENCE_TASK_NOTICES=0 leaves every task to the fetch.
     task_notices: bool = True
+    # The frontend tells history in another process of each command the broker acknowledged,
+    # so the shard takes it without history's fetch wait (services/common/command_notices.py,
+    # a hint only); KADENCE_COMMAND_NOTICES=0 leaves every command to the fetch.
+    command_notices: bool = True
+    # History tells the frontend in another process of the replies it published to it, so a
+    # command's answer does not wait for the reply consumer's fetch (services/common/reply_notices.py,
+    # a hint only), at the frontend's internal address on frontend_internal_host (any free port);
+    # KADENCE_REPLY_NOTICES=0 leaves every reply to the fetch.
+    reply_notices: bool = True
+    frontend_internal_host: str = "127.0.0.1"
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     @classmethod
@@ -142,6 +153,10 @@ class Settings:
             "history_warn_bytes": _env_int("KADENCE_HISTORY_WARN_BYTES", cls.history_warn_bytes),
             "history_terminate_bytes": _env_int("KADENCE_HISTORY_TERMINATE_BYTES", cls.history_terminate_bytes),
             "task_notices": os.environ.get("KADENCE_TASK_NOTICES", "1").strip().lower() not in ("0", "false", "no"),
+            "reply_notices": os.environ.get("KADENCE_REPLY_NOTICES", "1").strip().lower() not in ("0", "false", "no"),
+            "frontend_internal_host": os.environ.get("KADENCE_FRONTEND_INTERNAL_HOST", cls.frontend_internal_host),
+            "command_notices": os.environ.get("KADENCE_COMMAND_NOTICES", "1").strip().lower() not in ("0", "false",
+                                                                                                     "no"),
             "colocate": os.environ.get("KADENCE_COLOCATE", "1").strip().lower() not in ("0", "false", "no"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -21,8 +21,10 @@ from aiokafka.errors import KafkaError
 
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 from kadence_protocol.tracing import tracer
-from services.common import db, outage
+from services.common import db, internal_auth, outage
+from services.common.bind import UnsafeBind
 from services.common.colocation import CommandBus, KafkaCommands
+from services.common.command_notices import HistoryOwners, NoticedCommands, owner_name
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
@@ -44,6 +46,7 @@ from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
 from .reads import ReadStore
 from .replies import ReplyRouter
+from .reply_notices import ReplyNoticeServer
 from .schema_check import check_fast as check_body
 from .task_queues import TASK_QUEUE_ROUTES, TaskQueueHandlers, TaskQueueReads
 from .tokens import TokenKeys
@@ -232,6 +235,8 @@ class FrontendService:
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         # Reports /health includes, by name (Cluster adds history's); set before start().
         self.health_sources: dict[str, HealthSource] = {}
+        self.command_notices: NoticedCommands | None = None  # set by start() when history runs elsewhere
+        self.reply_notices: ReplyNoticeServer | None = None  # likewise
 
     async def start(self) -> None:
         s = self.settings
@@ -253,12 +258,18 @@ class FrontendService:
             await self._producer.start()
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms, s.kafka_security)
+        reply_to = await self._serve_reply_notices()
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms, s.kafka_security,
+                                    reply_to=reply_to)
         await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
         await self._closes.start(self.fatal)
+        if not self._commands.colocated and s.command_notices:
+            # History runs elsewhere: tell its owner of each acknowledged command (command_notices.py).
+            self._commands = self.command_notices = NoticedCommands(
+                self._commands, HistoryOwners(self._pool, internal_key=s.internal_key))
         self._engine = engine = Engine(
-            instance_id=s.instance_id, producer=self._producer, replies=self._replies, closes=self._closes,
+            instance_id=reply_to, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
             commands=self._commands, token_keys=keys)
         engine.open()
@@ -286,6 +297,21 @@ class FrontendService:
         self.url = f"http://{host}:{port}"
         log.info("frontend %s serving at %s", s.instance_id, self.url)
 
+    async def _serve_reply_notices(self) -> str:
+        """The reply_to of this frontend's commands: with history elsewhere and reply notices
+        on, its instance id and the internal address taking them (reply_notices.py)."""
+        s = self.settings
+        if self._commands.colocated or not s.reply_notices:
+            return s.instance_id
+        try:
+            internal_auth.check_bind("the frontend's reply notices", s.frontend_internal_host, key=s.internal_key,
+                                     insecure=s.insecure)
+        except UnsafeBind as exc:
+            log.warning("%s; reply notices are off", exc)  # replies then come by fetch alone
+            return s.instance_id
+        self.reply_notices = ReplyNoticeServer(self.take_replies, s.internal_key)
+        return owner_name(s.instance_id, await self.reply_notices.start(s.frontend_internal_host))
+
     @property
     def instance_id(self) -> str:
         return self.settings.instance_id
@@ -304,6 +330,9 @@ class FrontendService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.reply_notices is not None:
+            await self.reply_notices.stop()
+            self.reply_notices = None
         if self._engine is not None:
             await self._engine.close()  # before the producer: it sends what it still holds
             self._engine = None
@@ -313,6 +342,9 @@ class FrontendService:
         if self._replies is not None:
             await self._replies.stop()
             self._replies = None
+        if self.command_notices is not None:
+            await self.command_notices.close()
+            self._commands, self.command_notices = self.command_notices.inner, None
         if self._producer is not None:
             try:
                 await self._producer.stop()

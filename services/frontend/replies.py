@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 class ReplyRouter:
     def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10,
-                 security: KafkaSecurity | None = None) -> None:
-        self._instance_id = instance_id
+                 security: KafkaSecurity | None = None, *, reply_to: str | None = None) -> None:
+        # What this frontend's commands name as reply_to: its instance id, with its internal
+        # address when it takes reply notices (services/common/reply_notices.py).
+        self._instance_id = reply_to or instance_id
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             client_id=f"frontend-replies-{instance_id}",

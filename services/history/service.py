@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,17 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from kadence_protocol.kafka_security import client_options
-from services.common import db, kafka, outage
+from services.common import db, internal_auth, kafka, outage
 from services.common.aio import cancel
+from services.common.bind import UnsafeBind
 from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink
+from services.common.command_notices import CommandNotice, NoticeOutcome, owner_name
 from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
 from services.common.matching.client import MatchingClient
 from services.common.namespaces import namespace_registered
+from services.common.reply_notices import BothNotices, ReplyNotices
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
@@ -67,6 +72,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.service._acquire([tp.partition for tp in assigned])
 
 
+@dataclass
+class NoticeCounts:
+    """Command notices this instance was sent (services/common/command_notices.py)."""
+
+    received: int = 0
+    not_owned: int = 0  # for a partition without a running shard here
+
+
 class HistoryService:
     """``tasks`` and ``replies``: where committed tasks and replies go (the co-location ports,
     services/common/colocation.py): through the outbox unless services in this process take them."""
@@ -91,11 +104,16 @@ class HistoryService:
         self.tasks: TaskSink = tasks or OutboxTasks()
         self.replies: ReplySink = replies or OutboxReplies()
         self.notices: TaskNotices = NO_NOTICES  # set by start() when tasks go through the outbox
+        self.reply_notices: ReplyNotices | None = None  # set by start() when replies go through the outbox
+        self._relayed: TaskNotices = NO_NOTICES  # what the relay tells: both of them
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
         self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
         self._consume_backoff = outage.Backoff("history consumer", log)
-        self.health_server: HealthServer | None = None  # with settings.history_health_port
+        self.health_server: HealthServer | None = None  # with settings.history_health_port, or notices
+        # What shards.owner names: the instance, and the internal address taking command notices.
+        self.owner = settings.instance_id
+        self.command_notices = NoticeCounts()
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -119,8 +137,14 @@ class HistoryService:
             # Matching runs elsewhere: tell it of published tasks ahead of its fetch (notices.py).
             self.notices = MatchingNotices(MatchingClient(self.pool, self.settings.task_partitions,
                                                           internal_key=self.settings.internal_key))
+        if isinstance(self.replies, OutboxReplies) and self.settings.reply_notices:
+            # Frontends run elsewhere: tell each of its replies ahead of its fetch (reply_notices.py).
+            self.reply_notices = ReplyNotices(self.settings.internal_key)
+        self._relayed = (self.notices if self.reply_notices is None else self.reply_notices
+                         if self.notices is NO_NOTICES else BothNotices(self.notices, self.reply_notices))
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
+        await self._serve()
         # History's own records to kadence.requests (child workflows) are signed, so that a
         # protected namespace takes them (ingress_auth.py history_principal).
         signer = self._ingress.history_signer() if self._ingress is not None else None
@@ -147,10 +171,32 @@ class HistoryService:
         self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
                            "the history consumer task", self.fatal)
         self._start_jobs()
-        if self.settings.history_health_port is not None:
-            self.health_server = HealthServer(self.health, self.fatal)
-            url = await self.health_server.start(self.settings.history_health_host, self.settings.history_health_port)
-            log.info("history health at %s/health", url)
+
+    async def _serve(self) -> None:
+        """Start the HTTP server when asked (health), or when frontends in other processes may
+        send command notices: before any shard is acquired, so shards.owner carries its address."""
+        s = self.settings
+        notices = isinstance(self.tasks, OutboxTasks) and s.command_notices
+        if notices and self._ingress is not None:
+            # A noticed command is taken as handed over, without the signature check a fetched
+            # record gets: with signed ingress, commands come by fetch alone.
+            log.info("signed ingress (KADENCE_INGRESS_KEYS): command notices are off")
+            notices = False
+        if notices:
+            try:
+                internal_auth.check_bind("history's command notices", s.history_health_host, key=s.internal_key,
+                                         insecure=s.insecure)
+            except UnsafeBind as exc:
+                log.warning("%s; command notices are off", exc)  # commands then come by fetch alone
+                notices = False
+        if s.history_health_port is None and not notices:
+            return
+        self.health_server = HealthServer(self.health, self.fatal, notices=self.noticed_commands if notices else None,
+                                          counts=self.notice_counts, internal_key=s.internal_key)
+        url = await self.health_server.start(s.history_health_host, s.history_health_port or 0)
+        if notices:
+            self.owner = owner_name(s.instance_id, url)
+        log.info("history serving at %s (health%s)", url, ", command notices" if notices else "")
 
     def owned(self) -> dict[int, int]:
         """The shards this process holds now, with the range_id each was acquired with."""
@@ -187,7 +233,7 @@ class HistoryService:
         # since: their shards must not outlive the pool.
         await self._release(list(self.shards))
         await self._producer.stop()
-        await self.notices.close()
+        await self._relayed.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
@@ -196,7 +242,7 @@ class HistoryService:
         for p in partitions:
             if p in self.shards or self._stopping:
                 continue
-            shard = Shard(p, self.store, self._producer, self.settings.instance_id, self._shard_config())
+            shard = Shard(p, self.store, self._producer, self.owner, self._shard_config())
             tp = TopicPartition(kafka.REQUESTS, p)
             backoff = outage.Backoff(f"acquiring shard {p}", log)
             while True:
@@ -241,7 +287,7 @@ class HistoryService:
         s = self.settings
         assert self._observer is not None
         return ShardConfig(
-            tasks=self.tasks, replies=self.replies, notices=self.notices, ingress=self._ingress,
+            tasks=self.tasks, replies=self.replies, notices=self._relayed, ingress=self._ingress,
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
             namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
             request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,
@@ -344,6 +390,25 @@ class HistoryService:
         shard = self.shards.get(partition)
         if shard is not None and not shard.stopped:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value, headers))
+
+    def notice_counts(self) -> dict[str, object]:
+        """Command notices received and reply notices sent (GET /internal/notices)."""
+        return {"commands": dataclasses.asdict(self.command_notices),
+                "replies": dataclasses.asdict(self.reply_notices.counts) if self.reply_notices else None}
+
+    def noticed_commands(self, partition: int, notices: list[CommandNotice]) -> NoticeOutcome:
+        """Commands a frontend in another process saw the broker acknowledge on ``partition``
+        (services/common/command_notices.py): offered to the shard, if it runs here, as a
+        co-located frontend's acknowledged commands are (Intake.offer: taken only at the very
+        next offset, otherwise left to the fetch)."""
+        self.command_notices.received += len(notices)
+        shard = self.shards.get(partition)
+        if shard is None or shard.stopped:
+            self.command_notices.not_owned += len(notices)
+            return NoticeOutcome(not_owned=len(notices))
+        for n in notices:
+            shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
+        return NoticeOutcome(offered=len(notices))
 
     async def _consume(self) -> None:
         assert self._consumer is not None

@@ -1,0 +1,124 @@
+"""Reply notices (services/common/reply_notices.py, services/frontend/reply_notices.py): the
+relay sends each frontend named by a reply_to with an address the replies addressed to it,
+only replies, never blocking; the frontend's endpoint answers waiters as a fetched reply would,
+refuses what is not a notice, and wants the internal key."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kadence_protocol import avro
+from services.common.command_notices import owner_name
+from services.common.kafka import REPLIES, TASKS, Published, Record
+from services.common.reply_notices import PATH, BothNotices, ReplyNotices, replies_to_json
+from services.frontend.reply_notices import ReplyNoticeServer
+
+pytestmark = pytest.mark.timeout(10)
+KEY = "reply-notices-unit-key"
+
+
+def _reply(reply_to: str, request_id: str) -> dict[str, Any]:
+    return {"reply_to": reply_to, "request_id": request_id, "ok": True, "run_id": "run-1", "error_type": None,
+            "error_message": None, "namespace": "default", "workflow_id": "wf", "created": True,
+            "update_outcome": None}
+
+
+def _record(reply_to: str, request_id: str) -> Record:
+    return (REPLIES, reply_to.encode(), avro.encode("Reply", _reply(reply_to, request_id)), ())
+
+
+async def _server(delivered: list[dict[str, Any]]) -> ReplyNoticeServer:
+    server = ReplyNoticeServer(delivered.extend, KEY)
+    await server.start("127.0.0.1")
+    return server
+
+
+async def test_the_relay_sends_each_frontend_its_replies_and_nothing_else() -> None:
+    delivered: list[dict[str, Any]] = []
+    server = await _server(delivered)
+    reply_to = owner_name("fe-1", server.url)
+    notices = ReplyNotices(KEY)
+    try:
+        records = [_record(reply_to, "r1"), (TASKS, b"k", b"task", ()), _record("fe-without-address", "r2"),
+                   _record(reply_to, "r3")]
+        notices.published(records, [Published(t, 0, i) for i, (t, *_) in enumerate(records)])
+        await asyncio.wait_for(asyncio.gather(*notices._in_flight), 5)
+        assert [r["request_id"] for r in delivered] == ["r1", "r3"]
+        assert notices.counts.sent == 1 and server.received == 2
+    finally:
+        await notices.close()
+        await server.stop()
+
+
+async def test_a_frontend_gone_or_refusing_counts_as_failed() -> None:
+    delivered: list[dict[str, Any]] = []
+    server = await _server(delivered)
+    refused = ReplyNotices("some-other-internal-key")
+    gone = ReplyNotices(KEY)
+    try:
+        refused.published([_record(owner_name("fe-1", server.url), "r1")], [Published(REPLIES, 0, 0)])
+        await asyncio.wait_for(asyncio.gather(*refused._in_flight), 5)
+        url = server.url
+        await server.stop()
+        gone.published([_record(owner_name("fe-1", url), "r2")], [Published(REPLIES, 0, 1)])
+        await asyncio.wait_for(asyncio.gather(*gone._in_flight), 5)
+        assert (refused.counts.failed, gone.counts.failed, delivered) == (1, 1, [])
+    finally:
+        await refused.close()
+        await gone.close()
+        await server.stop()
+
+
+async def test_notices_past_the_bound_are_dropped_not_queued() -> None:
+    notices = ReplyNotices(KEY, max_in_flight=1)
+    try:
+        # Unreachable (port 9 of a documentation address): the first stays out, the second is dropped.
+        notices.published([_record(owner_name("fe-1", "http://192.0.2.1:9"), "r1")], [Published(REPLIES, 0, 0)])
+        notices.published([_record(owner_name("fe-2", "http://192.0.2.1:9"), "r2")], [Published(REPLIES, 0, 1)])
+        assert notices.counts.dropped == 1
+    finally:
+        await notices.close()
+
+
+async def test_the_endpoint_refuses_bad_notices_and_wants_the_key() -> None:
+    delivered: list[dict[str, Any]] = []
+    server = await _server(delivered)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = replies_to_json([avro.encode("Reply", _reply("fe", "r1"))])
+            async with http.post(server.url + PATH, json=body) as resp:
+                assert resp.status == 401
+            for bad in (b"[]", b"{", b'{"replies": [1]}', b'{"replies": ["!!"]}', b'{"replies": ["AAAA"]}'):
+                async with http.post(server.url + PATH, data=bad, headers=auth) as resp:
+                    assert resp.status == 400, bad
+            async with http.post(server.url + PATH, json=body, headers=auth) as resp:
+                assert resp.status == 200 and await resp.json() == {"delivered": 1}
+    finally:
+        await server.stop()
+    assert [r["request_id"] for r in delivered] == ["r1"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.told: list[int] = []
+        self.closed = False
+
+    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+        self.told.append(len(records))
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_both_notices_tell_both() -> None:
+    a, b = Recorder(), Recorder()
+    both = BothNotices(a, b)
+    both.published([_record("fe", "r")], [Published(REPLIES, 0, 0)])
+    await both.close()
+    assert (a.told, b.told, a.closed, b.closed) == ([1], [1], True, True)
