@@ -58,6 +58,9 @@ class HandedTask(Protocol):
     @property
     def traceparent(self) -> str | None: ...  # the dispatch span the worker continues, if traced
 
+    @property
+    def updates(self) -> list[dict[str, Any]] | None: ...  # a workflow task's update requests at commit
+
 
 @dataclass(frozen=True, slots=True)
 class _TracedTask:
@@ -68,6 +71,7 @@ class _TracedTask:
     events: Sequence[Mapping[str, Any]] | None
     headers: Headers
     traceparent: str | None
+    updates: list[dict[str, Any]] | None = None
 
 
 # ---- commands: frontend -> history --------------------------------------------------------------
@@ -200,7 +204,8 @@ class TracedTasks:
                           "kadence.task_id": r.get("task_id") or "", "kadence.sync_match": False}
             with telemetry.handed_span("kadence.tasks", key, task.headers, TASK_DISPATCH_GROUP,
                                        attributes) as dispatch:
-                traced.append(_TracedTask(task.name, task.record, task.events, task.headers, dispatch.traceparent))
+                traced.append(_TracedTask(task.name, task.record, task.events, task.headers, dispatch.traceparent,
+                                          task.updates))
         self._inner.hand_over(traced)
 
 

@@ -432,7 +432,11 @@ class Engine:
         answer = [self._workflow_task(t, req.identity, e or ()) for t, e in zip(tasks, events, strict=True)]
         # The update requests waiting in each run, read as the task is handed out: one that
         # arrives later goes with the run's next task (history owes it one).
-        waiting = [i for i, t in enumerate(tasks) if t.kind != "query"]
+        # A task history here handed straight to this poll carries them as of its commit.
+        waiting = [i for i, t in enumerate(tasks) if t.kind != "query" and t.updates is None]
+        for i, t in enumerate(tasks):
+            if t.updates is not None:
+                answer[i]["updates"] = list(t.updates)
         if waiting:
             # One query for the whole answer, not one per task (3.7 % of the server's CPU).
             found = await self._reads.update_requests_of([tasks[i].task["run_id"] for i in waiting])

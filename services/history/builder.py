@@ -74,6 +74,8 @@ class LocalTask(NamedTuple):
     ``name`` is its record type (WorkflowTask or ActivityTask), ``record`` the record as
     it would be encoded, and ``events`` a workflow task's carried events as dicts. If the
     process dies before a worker starts it, history's re-dispatch publishes it again.
+    ``updates``: a workflow task's update requests waiting as of the commit (set by the
+    runner after it, from the batch's final state; None until then).
     """
 
     name: str
@@ -81,6 +83,7 @@ class LocalTask(NamedTuple):
     events: tuple[Event, ...] | None = None
     headers: tuple[tuple[str, bytes], ...] = ()  # the trace headers its outbox record would carry
     traceparent: str | None = None  # the dispatch span of a traced hand-over (colocation.TracedTasks)
+    updates: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

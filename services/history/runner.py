@@ -51,6 +51,7 @@ from .observer import ShardObserver
 from .redispatch import Redispatcher
 from .relay import OutboxRelay
 from .store import HistoryStore
+from .summary import waiting_updates
 from .timers import TimerQueue
 
 if TYPE_CHECKING:
@@ -307,7 +308,10 @@ class BatchRunner:
 
     def _hand_over(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> None:
         """Committed is enough to act on: hand what the batch produced to the services here."""
-        tasks = [task for m in mutations for task in m.local_tasks]
+        # A workflow task goes with the update requests waiting as of this commit: matching
+        # gives them to a poll it hands the task to now, which then need not read them.
+        tasks = [task._replace(updates=waiting_updates(m.state)) if task.name == "WorkflowTask" else task
+                 for m in mutations for task in m.local_tasks]
         if tasks:
             self.tasks.hand_over(tasks)
         if ctx.local_replies:

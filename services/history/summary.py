@@ -38,9 +38,15 @@ from .state import MutableState
 NO_UPDATE_REQUESTS = b'"update_requests":[]'
 
 
+def waiting_updates(s: MutableState) -> list[dict[str, Any]]:
+    """The update requests waiting for the workflow, in delivery order, as a workflow task
+    hands them to the worker (the summary's ``update_requests``)."""
+    waiting = sorted((r.seq, uid, r) for uid, r in s.update_requests.items() if r.stage == UpdateStage.REQUESTED)
+    return [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting]
+
+
 def summary(s: MutableState) -> bytes:
     """The summary of ``s`` as written beside its snapshot in the same commit."""
-    waiting = sorted((r.seq, uid, r) for uid, r in s.update_requests.items() if r.stage == UpdateStage.REQUESTED)
     return orjson.dumps({
         "status": s.status, "result": s.result, "failure": s.failure, "new_run_id": s.new_run_id,
         "cancel_details": s.cancel_details, "memo": s.memo, "history_size_bytes": s.history_size_bytes,
@@ -48,7 +54,7 @@ def summary(s: MutableState) -> bytes:
         "attempt": s.attempt,
         "first_task_completed": s.last_completed_wt_scheduled_id != 0,
         "activities": s.activities, "timers": s.timers, "children": s.children,
-        "update_requests": [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting],
+        "update_requests": waiting_updates(s),
         "workflow_task": _workflow_task(s),
     }, option=orjson.OPT_SORT_KEYS)
 

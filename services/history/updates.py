@@ -4,8 +4,10 @@
   mutable state (``MutableState.update_requests``, persisted in the snapshot, not in
   history) and a workflow task is scheduled if none is outstanding. The frontend hands the
   requests still waiting to the worker with every workflow task it hands out (read from the
-  snapshot at poll time), so a request that arrives while a task is in flight goes with
-  the next one: after a completed task, a request still waiting is owed a task (``owed``).
+  snapshot at poll time, or, for a task history in this process hands straight to a waiting
+  poll, those of the commit that scheduled it: the same, read without a query), so a request
+  that arrives while a task is in flight goes with the next one: after a completed task, a
+  request still waiting is owed a task (``owed``).
 - The worker runs the update's validator and answers with a command: ``AcceptWorkflowUpdate``
   records ``WorkflowExecutionUpdateAccepted`` (with the request's input: a replay runs the
   handler again from it); ``RejectWorkflowUpdate`` records nothing and the caller gets the

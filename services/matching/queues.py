@@ -43,6 +43,9 @@ class CommittedTask(Protocol):
     @property
     def traceparent(self) -> str | None: ...  # its dispatch span, when traced (colocation.TracedTasks)
 
+    @property
+    def updates(self) -> Sequence[Mapping[str, Any]] | None: ...  # a workflow task's update requests at commit
+
 
 class Poller:
     """One waiting poll; its future receives the tasks, or [] meaning "look again"."""

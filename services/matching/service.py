@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -236,11 +236,13 @@ class MatchingService:
                     continue
                 entry = by_queue[key] = (partition, [])
             entry[1].append(MatchedTask(kind, task_id, record, traceparent=committed.traceparent,
-                                        events=committed.events))
+                                        events=committed.events, updates=committed.updates))
         for key, (partition, queued) in by_queue.items():
             q = self._queue(key, partition)
             given = self._deliver(q, queued)
-            kept = queued[given:given + max(0, READY_MAX - len(q.ready))]
+            # The update requests as of the commit are those of the run now, for the polls
+            # just given their tasks; a task that waits is answered with the requests of then.
+            kept = [_unstamped(t) for t in queued[given:given + max(0, READY_MAX - len(q.ready))]]
             q.ready.extend(kept)
             self._ready_ids.update(t.task_id for t in kept)
             overflow = queued[given + len(kept):]
@@ -380,6 +382,7 @@ class MatchingService:
     def put_back(self, tasks: list[MatchedTask]) -> None:
         """Return tasks whose poll went away before it answered (they go first)."""
         for task in reversed(tasks):
+            task = _unstamped(task)
             ns, tq = task.task["namespace"], task.task["task_queue"]
             kind = WORKFLOW if task.kind == QUERY else task.kind
             key = QueueKey(ns, tq, kind)
@@ -468,3 +471,8 @@ class MatchingService:
         if fut is None or fut.done():
             raise UnknownQueryError(query_id)
         fut.set_result((result_json, failure))
+
+
+def _unstamped(task: MatchedTask) -> MatchedTask:
+    """``task`` without the update requests of its commit: whoever takes it later reads them."""
+    return task if task.updates is None else replace(task, updates=None)

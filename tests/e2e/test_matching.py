@@ -233,3 +233,27 @@ async def test_query_round_trip(env: Env) -> None:
         assert await asyncio.wait_for(query, 10) == '"ok"'
     finally:
         await client.close()
+
+
+async def test_update_requests_of_a_commit_go_only_to_the_poll_handed_the_task_then(env: Env) -> None:
+    """A workflow task history hands straight to a waiting poll carries the update requests
+    of its commit (the frontend then reads none); one that waits in memory, or is put back,
+    does not: whoever takes it later reads the requests of then."""
+    waiting = [{"update_id": "u1", "name": "add", "input": "[1]"}]
+    _, value, task_id = workflow_task("tq-updates")
+    poll = asyncio.create_task(env.client.poll("default", "tq-updates", WORKFLOW, 1, 10.0, "w1"))
+    await eventually(lambda: poll_waiting(env.service, "tq-updates"), what="the poll waiting")
+    env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1], updates=waiting)])
+    got = await asyncio.wait_for(poll, 5)
+    assert [t.task_id for t in got] == [task_id] and got[0].updates == waiting
+
+    _, value, task_id = workflow_task("tq-updates")
+    env.service.hand_over([LocalTask("WorkflowTask", avro.decode(value)[1], updates=waiting)])  # nobody waits
+    got = await env.client.poll("default", "tq-updates", WORKFLOW, 1, 5.0)
+    assert [t.task_id for t in got] == [task_id] and got[0].updates is None
+
+    poll = asyncio.create_task(env.client.poll("default", "tq-updates", WORKFLOW, 1, 10.0, "w2"))
+    await eventually(lambda: poll_waiting(env.service, "tq-updates"), what="the poll waiting")
+    env.service.put_back([MatchedTask(WORKFLOW, "put-back", avro.decode(value)[1], updates=waiting)])
+    got = await asyncio.wait_for(poll, 5)
+    assert [t.task_id for t in got] == ["put-back"] and got[0].updates is None

@@ -34,6 +34,9 @@ class MatchedTask:
     payload: bytes | None = field(default=None, repr=False)
     traceparent: str | None = None
     events: Sequence[Mapping[str, Any]] | None = field(default=None, repr=False)
+    # A workflow task handed by history in this process straight to a waiting poll: the
+    # update requests waiting as of the commit that scheduled it (None: read them).
+    updates: Sequence[Mapping[str, Any]] | None = field(default=None, repr=False)
 
     def encoded(self) -> bytes | None:
         """The task's Avro record: its payload, or the record encoded now (None for queries)."""
