@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
+from services.common import validation
 from services.history import engine, timer_start
 from services.history.state import MutableState, WorkflowTaskInfo, apply, rebuild
 from tests.unit import _answers as answers
@@ -106,3 +107,14 @@ def test_the_fold_fires_from_start_time_or_else_the_event_time() -> None:
     assert _fold_timer_started({"start_time": 4980}) == 5980
     assert _fold_timer_started({"start_time": None}) == 6000
     assert _fold_timer_started({}) == 6000  # an event written before the field
+
+
+@pytest.mark.parametrize("requested", ["soon", -1, 1.5])
+def test_a_requested_time_that_is_no_time_is_refused(requested: object) -> None:
+    command = {"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 5,
+                                                            "requested_time": requested}}
+    with pytest.raises(validation.Invalid) as caught:
+        validation.commands([command], "commands")
+    assert caught.value.field == "commands[0].attributes.requested_time"
+    validation.commands([{**command, "attributes": {**command["attributes"], "requested_time": None}}], "commands")
+    validation.commands([{**command, "attributes": {**command["attributes"], "requested_time": T0}}], "commands")
