@@ -118,3 +118,29 @@ def test_a_requested_time_that_is_no_time_is_refused(requested: object) -> None:
     assert caught.value.field == "commands[0].attributes.requested_time"
     validation.commands([{**command, "attributes": {**command["attributes"], "requested_time": None}}], "commands")
     validation.commands([{**command, "attributes": {**command["attributes"], "requested_time": T0}}], "commands")
+
+
+_ACTIVITY = {"command_type": "ScheduleActivityTask", "attributes": {
+    "activity_id": "1", "activity_type": "a", "task_queue": "", "input": "[1]", "schedule_to_close_timeout_ms": 0,
+    "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 9_000, "heartbeat_timeout_ms": 0,
+    "retry_policy": None}}
+
+
+@pytest.mark.parametrize(("requested", "expected"), [(T0 + 80, T0 + 80), (T0 + 30, T0 + 60)],
+                         ids=["within", "before-the-task"])
+async def test_a_task_run_ahead_bounds_its_timers_by_its_own_time(requested: int, expected: int) -> None:
+    """Its scheduled event is written with the answer (at the record time): the floor is
+    the task's time, which history checked against the activity's schedule and its clock."""
+    ctx = MemoryContext()
+    await engine.start_workflow(ctx, _start())
+    s = next(iter(ctx.runs.values()))
+    await answers.workflow_task_completed(ctx, _ref(s, 2) | {"commands": [_ACTIVITY], "started_time": T0})
+    sid = next(e["event_id"] for e in ctx.events(s.run_id) if e["event_type"] == "ActivityTaskScheduled")
+    await answers.activity_started(ctx, _ref(s, sid))
+    ctx.now = T0 + 100
+    ahead = {"ahead_id": 7, "after_ahead_id": 0, "after_scheduled_event_id": 2, "after_started_time": T0,
+             "started_time": T0 + 60, "commands": [_timer(requested)]}
+    await answers.activity_completed(ctx, _ref(s, sid) | {"result": "1", "workflow_task": ahead})
+    started = _timer_started(ctx, s)
+    assert started["event_time"] == T0 + 100 and started["attributes"]["start_time"] == expected
+    assert s.timers["1"].fire_at == expected + 1000 and _armed(ctx) == [expected + 1000]
