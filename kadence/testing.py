@@ -538,6 +538,9 @@ class WorkflowEnvironment:
             run.activities[sid] = act
             self._start_attempt(act)
         elif kind == CommandType.START_TIMER:
+            # The SDK's requested_time is a wall-clock reading, and this clock skips: timers
+            # count from when they are recorded here (TimerStarted's start_time left null).
+            attrs.pop("requested_time", None)
             sid = self._add(run, EventType.TIMER_STARTED, **attrs, **tag)
             timer_id = str(attrs["timer_id"])
             run.timers[timer_id] = sid

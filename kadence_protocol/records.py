@@ -751,7 +751,8 @@ class Command:
     RespondActivityTaskCompleted version 6). Version 6: ContinueAsNewWorkflowExecution attributes add
     search_attributes (RespondWorkflowTaskCompleted and RespondActivityTaskCompleted version 7). Version 7:
     StartChildWorkflowExecution attributes add retry_policy (RespondWorkflowTaskCompleted and
-    RespondActivityTaskCompleted version 8).
+    RespondActivityTaskCompleted version 8). Version 8: StartTimer attributes add requested_time
+    (RespondWorkflowTaskCompleted and RespondActivityTaskCompleted version 9).
     """
 
     NAME: ClassVar[str] = "Command"
@@ -987,7 +988,8 @@ class HistoryEvent:
     base_run_id and new_run_id, WorkflowExecutionTerminated attributes add new_run_id (reset). Version 13:
     WorkflowExecutionStarted attributes add retry_policy and first_workflow_task_backoff_ms,
     StartChildWorkflowExecutionInitiated attributes add retry_policy, WorkflowExecutionFailed and
-    WorkflowExecutionTimedOut attributes add new_run_id (workflow retry).
+    WorkflowExecutionTimedOut attributes add new_run_id (workflow retry). Version 14: TimerStarted attributes
+    add start_time (timers counted from the code's call).
     """
 
     NAME: ClassVar[str] = "HistoryEvent"
@@ -1033,7 +1035,8 @@ class HistoryRecord:
     (HistoryEvent version 10). Version 10: WorkflowExecutionStarted attributes add search_attributes
     (HistoryEvent version 11). Version 11: WorkflowTaskFailed attributes add base_run_id and new_run_id,
     WorkflowExecutionTerminated attributes add new_run_id (HistoryEvent version 12). Version 12: the workflow
-    retry fields (HistoryEvent version 13).
+    retry fields (HistoryEvent version 13). Version 13: TimerStarted attributes add start_time (HistoryEvent
+    version 14).
     """
 
     NAME: ClassVar[str] = "HistoryRecord"
@@ -1484,7 +1487,8 @@ class RespondActivityTaskCompleted:
     commands may be StartChildWorkflowExecution and SignalExternalWorkflowExecution. Version 5:
     ContinueAsNewWorkflowExecution command attributes add memo. Version 6: commands may be AcceptWorkflowUpdate,
     RejectWorkflowUpdate and CompleteWorkflowUpdate. Version 7: ContinueAsNewWorkflowExecution command
-    attributes add search_attributes.
+    attributes add search_attributes. Version 8: StartChildWorkflowExecution command attributes add
+    retry_policy. Version 9: StartTimer command attributes add requested_time.
     """
 
     NAME: ClassVar[str] = "RespondActivityTaskCompleted"
@@ -1581,7 +1585,8 @@ class RespondWorkflowTaskCompleted:
     commands may be StartChildWorkflowExecution and SignalExternalWorkflowExecution. Version 5:
     ContinueAsNewWorkflowExecution command attributes add memo. Version 6: commands may be AcceptWorkflowUpdate,
     RejectWorkflowUpdate and CompleteWorkflowUpdate. Version 7: ContinueAsNewWorkflowExecution command
-    attributes add search_attributes.
+    attributes add search_attributes. Version 8: StartChildWorkflowExecution command attributes add
+    retry_policy. Version 9: StartTimer command attributes add requested_time.
     """
 
     NAME: ClassVar[str] = "RespondWorkflowTaskCompleted"
@@ -2314,15 +2319,28 @@ class StartTimerCommandAttributes:
     NAME: ClassVar[str] = "StartTimerCommandAttributes"
     timer_id: str
     start_to_fire_timeout_ms: int
+    #: When the workflow code called sleep or started the timer, by the worker's wall clock (ms since the
+    #: epoch): history counts the timer from it, clamped between the scheduled time of the workflow task being
+    #: completed and the time history records the timer. Null: from when history records it (version 7 and
+    #: before). Not compared on replay.
+    requested_time: int | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StartTimerCommandAttributes:
         """From a decoded record (fields with a default may be absent)."""
-        return cls(timer_id=d["timer_id"], start_to_fire_timeout_ms=d["start_to_fire_timeout_ms"])
+        return cls(
+            timer_id=d["timer_id"],
+            start_to_fire_timeout_ms=d["start_to_fire_timeout_ms"],
+            requested_time=d.get("requested_time", None),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """What kadence.avro.encode takes."""
-        return {"timer_id": self.timer_id, "start_to_fire_timeout_ms": self.start_to_fire_timeout_ms}
+        return {
+            "timer_id": self.timer_id,
+            "start_to_fire_timeout_ms": self.start_to_fire_timeout_ms,
+            "requested_time": self.requested_time,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -2511,6 +2529,10 @@ class TimerStartedEventAttributes:
     timer_id: str
     start_to_fire_timeout_ms: int
     workflow_task_completed_event_id: int
+    #: When the timer counts from (ms since the epoch): the command's requested_time clamped by history; the
+    #: timer fires at start_time + start_to_fire_timeout_ms. Null: the event's time (HistoryEvent version 13 and
+    #: before, or a command without requested_time).
+    start_time: int | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TimerStartedEventAttributes:
@@ -2519,6 +2541,7 @@ class TimerStartedEventAttributes:
             timer_id=d["timer_id"],
             start_to_fire_timeout_ms=d["start_to_fire_timeout_ms"],
             workflow_task_completed_event_id=d["workflow_task_completed_event_id"],
+            start_time=d.get("start_time", None),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -2527,6 +2550,7 @@ class TimerStartedEventAttributes:
             "timer_id": self.timer_id,
             "start_to_fire_timeout_ms": self.start_to_fire_timeout_ms,
             "workflow_task_completed_event_id": self.workflow_task_completed_event_id,
+            "start_time": self.start_time,
         }
 
 

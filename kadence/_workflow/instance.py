@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -688,7 +689,10 @@ class WorkflowInstance:
         self._add(
             Command(
                 CommandType.START_TIMER,
-                {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000))},
+                # requested_time: the call's wall-clock time, which history counts the timer
+                # from (clamped); not part of the code's determinism, never compared on replay.
+                {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000)),
+                 "requested_time": int(time.time() * 1000)},
             )
         )
         return timer_id

@@ -450,6 +450,8 @@ def _schedule_activity(a: Command, at: str, limits: Limits) -> None:
 def _start_timer(a: Command, at: str, limits: Limits) -> None:
     name(a["timer_id"], f"{at}.timer_id")
     duration_ms(a["start_to_fire_timeout_ms"], f"{at}.start_to_fire_timeout_ms")
+    if a.get("requested_time") is not None:  # Command v8; history clamps it (timer_start.py)
+        time_ms(a["requested_time"], f"{at}.requested_time")
 
 
 def _cancel_timer(a: Command, at: str, limits: Limits) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from kadence_protocol.enums import CommandType, EventType, TimerKind
 from kadence_protocol.records import Command
 
-from . import cancellation, children, retry, updates
+from . import cancellation, children, retry, timer_start, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -37,12 +37,15 @@ def validate_commands(commands: list[Command]) -> str | None:
     return None
 
 
-def apply_commands(ctx: Context, t: Transition, commands: list[Command], completed_id: int) -> None:
+def apply_commands(ctx: Context, t: Transition, commands: list[Command], completed_id: int,
+                   timer_floor: int) -> None:
     """Add the events of a completed workflow task's commands.
 
-    A user timer runs from when history records it (the batch's time, the TimerStarted
-    event's time), as Temporal: the workflow code called ``sleep(d)`` before its answer left
-    the worker, so the timer never wakes it before ``d`` of wall time has passed since the call.
+    A user timer runs from when the workflow code called ``sleep(d)`` by the worker's clock
+    (the command's ``requested_time``), clamped into [``timer_floor``, the batch's time]
+    (``timer_start.py``); without a requested time, from when history records it. Either
+    way the timer never wakes the code before ``d`` of wall time has passed since the call
+    (on one clock).
     """
     for c in commands:
         if not t.state.running:
@@ -52,11 +55,13 @@ def apply_commands(ctx: Context, t: Transition, commands: list[Command], complet
         if kind == CommandType.SCHEDULE_ACTIVITY_TASK:
             _schedule_activity(ctx, t, a, completed_id)
         elif kind == CommandType.START_TIMER:
+            start = timer_start.start_time(a.get("requested_time"), timer_floor, ctx.now)
             ev = t.add(EventType.TIMER_STARTED, timer_id=a["timer_id"],
                        start_to_fire_timeout_ms=a["start_to_fire_timeout_ms"],
-                       workflow_task_completed_event_id=completed_id)
-            # ref is the TimerStarted event id: a fired row matches only this timer.
-            t.set_timer(TimerKind.USER_TIMER, a["timer_id"], ctx.now + a["start_to_fire_timeout_ms"],
+                       workflow_task_completed_event_id=completed_id, start_time=start)
+            # ref is the TimerStarted event id: a fired row matches only this timer. The fold
+            # computed when it fires (from start_time, else the event's time).
+            t.set_timer(TimerKind.USER_TIMER, a["timer_id"], t.state.timers[a["timer_id"]].fire_at,
                         ref=ev["event_id"])
         elif kind == CommandType.CANCEL_TIMER:
             pending = t.state.timers.get(a["timer_id"])

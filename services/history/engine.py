@@ -36,7 +36,7 @@ from kadence_protocol.records import (
 )
 from kadence_protocol.retry import DEFAULT_RETRY, next_backoff
 
-from . import policies, transient, unseen, updates
+from . import policies, timer_start, transient, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
 from .requests import Targeted, address
@@ -354,10 +354,11 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
         schedule_workflow_task(t)
         return
     assert t.state.wt is not None
+    timer_floor = timer_start.task_floor(t.state.wt)  # before the completion clears the task
     updates.task_completed(ctx, t, commands)
     completed = t.add(EventType.WORKFLOW_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=started,
                       identity=identity)
-    apply_commands(ctx, t, commands, completed["event_id"])
+    apply_commands(ctx, t, commands, completed["event_id"], timer_floor)
 
 
 async def workflow_task_failed(ctx: Context, req: RespondWorkflowTaskFailed) -> None:

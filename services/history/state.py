@@ -613,7 +613,14 @@ def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 
 def _timer_started(s: MutableState, e: Event, a: dict[str, Any]) -> None:
     s.timers[a["timer_id"]] = TimerInfo(timer_id=a["timer_id"], started_event_id=e["event_id"],
-                                        fire_at=e["event_time"] + a["start_to_fire_timeout_ms"])
+                                        fire_at=_timer_start(e, a) + a["start_to_fire_timeout_ms"])
+
+
+def _timer_start(e: Event, a: dict[str, Any]) -> int:
+    # From the code's call as history clamped it (timer_start.py); null (older events, or
+    # a command without a requested time): from the event's time.
+    start = a.get("start_time")
+    return e["event_time"] if start is None else int(start)
 
 
 def _timer_fired(s: MutableState, e: Event, a: dict[str, Any]) -> None:

@@ -82,6 +82,8 @@ class FakeHistory:
                 attrs["accepted_event_id"] = next(
                     e["event_id"] for e in self.events if e["event_type"] == "WorkflowExecutionUpdateAccepted"
                     and e["attributes"]["update_id"] == attrs["update_id"])
+            if event_type == "TimerStarted":  # history records the call's time it counts from
+                attrs["start_time"] = attrs.pop("requested_time", None)
             if event_type == "TimerCanceled":
                 attrs["started_event_id"] = self.timer_started_id(attrs["timer_id"])
             if event_type == "WorkflowExecutionContinuedAsNew":

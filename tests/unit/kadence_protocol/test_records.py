@@ -33,7 +33,8 @@ def test_a_record_goes_through_avro_and_back_unchanged() -> None:
 def test_nested_records_enums_and_defaults_convert_both_ways() -> None:
     done = records.RespondWorkflowTaskCompleted.from_dict({
         "namespace": "ns", "workflow_id": "wf", "run_id": "r", "scheduled_event_id": 2, "attempt": 1,
-        "commands": [{"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 5}}]})
+        "commands": [{"command_type": "StartTimer", "attributes": {"timer_id": "t", "start_to_fire_timeout_ms": 5,
+                                                                "requested_time": 7}}]})
     assert done.commands[0].command_type is CommandType.START_TIMER
     assert done.identity == ""  # a defaulted field left out takes its Avro default
     _, decoded = avro.decode(avro.encode(done.NAME, done.to_dict()))

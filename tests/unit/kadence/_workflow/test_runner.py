@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,7 +132,12 @@ def test_activity_then_complete() -> None:
 def test_sleep_is_a_durable_timer(use_asyncio: bool) -> None:
     history = FakeHistory("Sleeper", use_asyncio)
     driver = Driver(Sleeper, history)
+    before = int(time.time() * 1000)
     commands = driver.step()
+    after = int(time.time() * 1000)
+    # requested_time: the wall clock at the call, which history counts the timer from.
+    requested = commands[0]["attributes"].pop("requested_time")
+    assert before <= requested <= after
     assert commands == [
         {
             "command_type": "StartTimer",
@@ -140,6 +146,22 @@ def test_sleep_is_a_durable_timer(use_asyncio: bool) -> None:
     ]
     history.fire_timer("1")
     assert _types(driver.next_task()) == ["CompleteWorkflowExecution"]
+
+
+@pytest.mark.parametrize("start_time", [None, 1], ids=["before-the-field", "another-start"])
+def test_a_replay_never_compares_when_a_timer_counts_from(start_time: int | None) -> None:
+    history = FakeHistory("Sleeper", False)
+    driver = Driver(Sleeper, history)
+    driver.step()
+    history.fire_timer("1")
+    assert _types(driver.next_task()) == ["CompleteWorkflowExecution"]
+    started = next(e for e in history.events if e["event_type"] == "TimerStarted")
+    assert started["attributes"]["start_time"] is not None
+    if start_time is None:
+        del started["attributes"]["start_time"]  # a history written before HistoryEvent v14
+    else:
+        started["attributes"]["start_time"] = start_time  # not the time this replay's call reads
+    assert Replayer(workflows=[Sleeper]).replay(history.events) == []
 
 
 def test_signal_unblocks_wait_condition_and_query_reads_state() -> None:
