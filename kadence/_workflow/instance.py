@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import random
 import time
 import types
@@ -691,8 +692,10 @@ class WorkflowInstance:
                 CommandType.START_TIMER,
                 # requested_time: the call's wall-clock time, which history counts the timer
                 # from (clamped); not part of the code's determinism, never compared on replay.
+                # Rounded up: a time rounded down would let the timer fire a fraction of a
+                # millisecond less than the delay after the call.
                 {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000)),
-                 "requested_time": int(time.time() * 1000)},
+                 "requested_time": math.ceil(time.time() * 1000)},
             )
         )
         return timer_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -132,10 +133,10 @@ def test_activity_then_complete() -> None:
 def test_sleep_is_a_durable_timer(use_asyncio: bool) -> None:
     history = FakeHistory("Sleeper", use_asyncio)
     driver = Driver(Sleeper, history)
-    before = int(time.time() * 1000)
+    before = time.time() * 1000
     commands = driver.step()
-    after = int(time.time() * 1000)
-    # requested_time: the wall clock at the call, which history counts the timer from.
+    after = math.ceil(time.time() * 1000)
+    # requested_time: the wall clock at the call (rounded up), which history counts the timer from.
     requested = commands[0]["attributes"].pop("requested_time")
     assert before <= requested <= after
     assert commands == [
