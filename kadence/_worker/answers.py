@@ -9,6 +9,13 @@ on a timer or on a turn of the event loop, so a lone answer is on the wire befor
 that gave it yields; each caller still gets its own answer or its own error.
 With tracing on every answer goes alone, carrying its own trace context.
 
+Held answers: the tasks of one poll's answer are started together, and a poller holds the
+answers back (:meth:`AnswerBatcher.hold`) until each of those tasks has run to its first
+wait. Otherwise the first ones would each go out alone, their HTTP calls made (and their
+workflows' tasks committed by history one by one) before the rest of the answer's
+workflows had even woken; held, every workflow of the answer wakes first and the answers
+leave together.
+
 Sizes: a batch holds at most ``max_batch`` answers and ``max_bytes`` of JSON (the frontend
 refuses bodies over :data:`kadence.common.MAX_REQUEST_BYTES` with 413). A batch refused with
 413 anyway is split in two and each half sent again (and the limit learnt); an answer that
@@ -108,6 +115,7 @@ class AnswerBatcher:
         self._retry = retry
         self._pending: list[_Answer] = []
         self._in_flight = 0
+        self._held = 0  # holds under way (hold): answers queue, none leaves
         self._flushes: set[asyncio.Task[None]] = set()
 
     @property
@@ -132,7 +140,7 @@ class AnswerBatcher:
             return await self._too_large(path, body, size)
         if _tracing.tracer() is not None:
             return await self._send_one(path, body, encoded, size)
-        if self._in_flight < self._max_in_flight and not self._pending:
+        if self._in_flight < self._max_in_flight and not self._pending and not self._held:
             # Sent right here: a task in a flush of its own would put it behind whatever
             # else the loop runs first (such as the poller's next poll).
             self._in_flight += 1
@@ -142,12 +150,22 @@ class AnswerBatcher:
                 self._done()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Answer(path, body, encoded, size, fut))
-        if self._in_flight < self._max_in_flight:
+        if self._in_flight < self._max_in_flight and not self._held:
             self._flush_soon()
         return await fut
 
     async def close(self) -> None:
         """Nothing to close: the wrapped transport belongs to the client."""
+
+    def hold(self) -> None:
+        """Answers given from now on queue until :meth:`release` (see the module docstring)."""
+        self._held += 1
+
+    def release(self) -> None:
+        """End one :meth:`hold`; after the last, what queued meanwhile leaves together."""
+        self._held -= 1
+        if not self._held and self._pending and self._in_flight < self._max_in_flight:
+            self._flush_soon()
 
     def _flush_soon(self) -> None:
         self._in_flight += 1
@@ -175,7 +193,7 @@ class AnswerBatcher:
 
     def _done(self) -> None:
         self._in_flight -= 1
-        if self._pending and self._in_flight < self._max_in_flight:
+        if self._pending and self._in_flight < self._max_in_flight and not self._held:
             self._flush_soon()
 
     async def _send(self, batch: list[_Answer]) -> None:

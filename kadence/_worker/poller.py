@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from kadence._http import Transport
 from kadence._worker.adaptive import FixedLimits, TaskLimits
@@ -84,6 +84,15 @@ class Reachability:
             self._failures = 0
 
 
+class HeldAnswers(Protocol):
+    """Where the tasks' answers go (answers.py AnswerBatcher): held while the tasks of one
+    poll's answer start, so that all of them run before any answer leaves."""
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class Poller:
     """Repeatedly polls one endpoint and hands each task to ``process`` in its own asyncio task."""
 
@@ -99,9 +108,11 @@ class Poller:
         wait_seconds: float,
         reachability: Reachability | None = None,
         limits: TaskLimits | None = None,
+        answers: HeldAnswers | None = None,
     ) -> None:
         """``limits`` says how many tasks to ask for per poll and to run at once (see
-        kadence/_worker/adaptive.py); without it, ``max_tasks`` per poll and the slots' size."""
+        kadence/_worker/adaptive.py); without it, ``max_tasks`` per poll and the slots' size.
+        ``answers``: held while the tasks of one poll's answer start (see :meth:`_start`)."""
         self._transport = transport
         self._reachability = reachability or Reachability()
         self._path = path
@@ -110,6 +121,7 @@ class Poller:
         self._identity = identity
         self._limits = limits or FixedLimits(max(1, max_tasks), slots.size)
         self._wait_seconds = wait_seconds
+        self._answers = answers
         self.running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -170,10 +182,20 @@ class Poller:
                 await self._slots.release(len(held))
 
     def _start(self, tasks: list[Mapping[str, Any]]) -> None:
+        """Start each task. Several: their answers are held until every one of them has run to
+        its first wait (the release is queued behind their first steps), so each workflow of
+        the answer wakes before the first answer's HTTP call is made, and the answers leave
+        together instead of the first ones alone (answers.py)."""
+        loop = asyncio.get_running_loop()
+        held = self._answers if len(tasks) > 1 else None
+        if held is not None:
+            held.hold()
         for task in tasks:
-            handle = asyncio.get_running_loop().create_task(self._run_one(task))
+            handle = loop.create_task(self._run_one(task))
             self.running.add(handle)
             handle.add_done_callback(self.running.discard)
+        if held is not None:
+            loop.call_soon(held.release)
 
     @staticmethod
     async def _yield_to_writes() -> None:

@@ -132,6 +132,7 @@ class Worker:
                 workflow_pollers,
                 max_tasks_per_poll,
                 poll_wait_seconds,
+                answers=answers,
             )
         if activity_defs:
             processor = ActivityTaskProcessor(
@@ -159,8 +160,11 @@ class Worker:
         self._background: asyncio.Task[None] | None = None
 
     def _make_pollers(
-        self, path: str, process: Any, limit: int, count: int, per_poll: int, wait: float
+        self, path: str, process: Any, limit: int, count: int, per_poll: int, wait: float,
+        answers: AnswerBatcher | None = None,
     ) -> list[Poller]:
+        """``answers``: held while a poll's tasks start (workflow tasks: their workflows all
+        wake before any answer leaves; poller.py Poller._start)."""
         # One set of limits and slots for all pollers of a kind: they see one backlog.
         limits = AdaptiveLimits(max_poll_size=max(1, per_poll), max_concurrency=max(1, limit))
         slots = Slots(limits.concurrency())
@@ -175,6 +179,7 @@ class Worker:
                 wait_seconds=wait,
                 reachability=self._reachability,
                 limits=limits,
+                answers=answers,
             )
             for _ in range(max(1, count))
         ]
