@@ -28,7 +28,9 @@ invariants every co-located implementation keeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +40,26 @@ Headers = tuple[tuple[str, bytes], ...]
 Closed = tuple[str, dict[str, Any]]  # run id, its outcome (services/common/outcome.py)
 # Told (partition, key, value, headers, the broker's answer to be) of a command queued for the broker.
 TakeQueued = Callable[[int, bytes, bytes, Headers, "asyncio.Future[Any]"], None]
+
+# Set while a frontend queues several commands at once (a worker's batch of task answers):
+# history then takes none of them ahead of its acknowledgement (Intake.offer_early), which
+# would run the first alone in a batch and commit, and only then the rest.
+_GROUPED: contextvars.ContextVar[bool] = contextvars.ContextVar("kadence_commands_grouped", default=False)
+
+
+@contextlib.contextmanager
+def grouped_commands() -> Iterator[None]:
+    """Commands queued within (and in tasks started within) come as a group: see _GROUPED."""
+    token = _GROUPED.set(True)
+    try:
+        yield
+    finally:
+        _GROUPED.reset(token)
+
+
+def commands_grouped() -> bool:
+    """Whether the command being queued is one of a group (grouped_commands)."""
+    return _GROUPED.get()
 
 
 class HandedTask(Protocol):

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.common import colocation
 from services.common.visibility.reads import VisibilityReads
 
 from . import validation as v
@@ -235,7 +236,9 @@ class Handlers(VisibilityHandlers):
         if len(answers) > MAX_ANSWERS:
             raise InvalidArgument(f"answers holds {len(answers)} items, at most {MAX_ANSWERS} are taken",
                                   field="answers")
-        results = await asyncio.gather(*(self._answer(path, query, i, item) for i, item in enumerate(answers)))
+        # As a group: history takes them together once acknowledged, not the first alone ahead.
+        with colocation.grouped_commands():
+            results = await asyncio.gather(*(self._answer(path, query, i, item) for i, item in enumerate(answers)))
         return OK, {"results": list(results)}
 
     async def _answer(self, path: Params, query: Params, index: int, item: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from kadence_protocol.kafka_security import client_options
 from services.common import db, internal_auth, kafka, outage
 from services.common.aio import cancel
 from services.common.bind import UnsafeBind
-from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink
+from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink, commands_grouped
 from services.common.command_notices import CommandNotice, NoticeOutcome, owner_name
 from services.common.config import Settings
 from services.common.health import HealthReport
@@ -370,7 +370,8 @@ class HistoryService:
             return
         if self._gate is not None:
             self._gate.in_flight[partition] += 1
-        shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value, headers), acked)
+        if not commands_grouped():  # one of a group: taken with the rest once acknowledged
+            shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value, headers), acked)
         # Callbacks run in the order the broker acknowledged the records, so the shard is
         # offered its partition's commands in offset order.
         acked.add_done_callback(functools.partial(self._acked, partition, key, value, headers))
