@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -25,6 +26,8 @@ from typing import Any
 import fastavro
 from fastavro.repository import AbstractSchemaRepository, SchemaRepositoryError
 from fastavro.schema import expand_schema, fingerprint, load_schema, parse_schema, to_parsing_canonical_form
+
+from . import avro_writer
 
 __all__ = [
     "MAGIC",
@@ -84,10 +87,22 @@ class _Carried:
     fingerprint: int
 
 
+# KADENCE_AVRO_WRITER=fastavro writes every record with fastavro alone (the compiled writer
+# of avro_writer.py is then never used): a switch to rule the accelerator out.
+WRITER_ENV = "KADENCE_AVRO_WRITER"
+
+
+def compiled_writer_enabled() -> bool:
+    """Whether records are written by the compiled writer (the default) or by fastavro."""
+    return os.environ.get(WRITER_ENV, "compiled").strip().lower() != "fastavro"
+
+
 class Schemas:
     """The current schema of each record type and every version ever written."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, compiled: bool | None = None) -> None:
+        self.compiled = compiled_writer_enabled() if compiled is None else compiled
+        self._writers: dict[str, avro_writer.Writer] = {}  # by full name, compiled on first use
         self.current: dict[str, Any] = {}
         self._fingerprint: dict[str, int] = {}
         self._by_fingerprint: dict[int, _Version] = {}
@@ -162,10 +177,26 @@ class Schemas:
         hint = _BRANCH_HINTS.get(full)
         if hint is not None:
             record = hint(record)
+        if self.compiled:
+            writer = self._writers.get(full)
+            if writer is None:
+                writer = self._writers[full] = self._compile(schema)
+            data = bytearray(_HEADER.pack(MAGIC, self._fingerprint[full]))
+            try:
+                writer(data, record)
+                return bytes(data)
+            except Exception:  # noqa: BLE001 - fastavro writes it, or raises what it always raised
+                pass
         out = io.BytesIO()
         out.write(_HEADER.pack(MAGIC, self._fingerprint[full]))
         fastavro.schemaless_writer(out, schema, record)
         return out.getvalue()
+
+    @staticmethod
+    def _compile(schema: Any) -> avro_writer.Writer:
+        named: dict[str, Any] = {}
+        parse_schema(schema, named)
+        return avro_writer.compile_writer(schema, named)
 
     def header(self, name: str) -> bytes:
         """The 10-byte single-object header of the named record type."""
