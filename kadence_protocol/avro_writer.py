@@ -66,7 +66,7 @@ def _write_int(out: bytearray, v: Any) -> None:
 
 
 def _write_string(out: bytearray, v: Any) -> None:
-    if type(v) is not str:
+    if type(v) is not str and not isinstance(v, str):  # a StrEnum's member is its value
         raise Unsupported("not a str")
     data = v.encode()
     _long_into(out, len(data))
@@ -182,7 +182,7 @@ class _Compiler:
         index = {s: _varint(i) for i, s in enumerate(symbols)}
 
         def write_enum(out: bytearray, v: Any) -> None:
-            encoded = index.get(v) if type(v) is str else None
+            encoded = index.get(v) if isinstance(v, str) else None
             if encoded is None:
                 raise Unsupported("not a symbol")
             out += encoded

@@ -129,3 +129,18 @@ def test_switch_selects_fastavro(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not avro.Schemas(avro.schemas_dir()).compiled
     monkeypatch.delenv(avro.WRITER_ENV)
     assert avro.compiled_writer_enabled()
+
+
+def test_str_enum_members_are_written_compiled() -> None:
+    # History's events carry EventType members and its records RunStatus ones: the compiled
+    # path must take them (a fallback for every event would undo the point of it).
+    from kadence_protocol.enums import EventType
+
+    schema = avro.schemas().current["kadence.HistoryEvent"]
+    named: dict[str, Any] = {}
+    parse_schema(schema, named)
+    event = {"event_id": 3, "event_time": 5, "event_type": EventType.TIMER_FIRED, "hash": "",
+             "attributes": ("kadence.TimerFiredEventAttributes", {"timer_id": "t", "started_event_id": 2})}
+    out = bytearray()
+    compile_writer(schema, named)(out, event)
+    assert bytes(out) == _fastavro(schema, event)
