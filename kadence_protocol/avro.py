@@ -27,7 +27,7 @@ import fastavro
 from fastavro.repository import AbstractSchemaRepository, SchemaRepositoryError
 from fastavro.schema import expand_schema, fingerprint, load_schema, parse_schema, to_parsing_canonical_form
 
-from . import avro_writer
+from . import avro_reader, avro_writer
 
 __all__ = [
     "MAGIC",
@@ -103,6 +103,7 @@ class Schemas:
     def __init__(self, directory: Path, *, compiled: bool | None = None) -> None:
         self.compiled = compiled_writer_enabled() if compiled is None else compiled
         self._writers: dict[str, avro_writer.Writer] = {}  # by full name, compiled on first use
+        self._readers: dict[int, avro_reader.Reader | None] = {}  # by fingerprint; None: fastavro's
         self.current: dict[str, Any] = {}
         self._fingerprint: dict[str, int] = {}
         self._by_fingerprint: dict[int, _Version] = {}
@@ -192,6 +193,19 @@ class Schemas:
         fastavro.schemaless_writer(out, schema, record)
         return out.getvalue()
 
+    def _compile_reader(self, version: _Version) -> avro_reader.Reader | None:
+        """The compiled reader of a current version's records; None for an older version
+        (fastavro resolves it to the current schema) or a record it does not support."""
+        writer, reader = self._resolution(version)
+        if reader is not None or not isinstance(writer, dict) or writer.get("type") != "record":
+            return None
+        named: dict[str, Any] = {}
+        parse_schema(writer, named)
+        try:
+            return avro_reader.compile_reader(writer, named)
+        except ValueError:
+            return None
+
     @staticmethod
     def _compile(schema: Any) -> avro_writer.Writer:
         named: dict[str, Any] = {}
@@ -245,6 +259,18 @@ class Schemas:
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return (short record name, record) for single-object encoded bytes."""
         version = self._version(data)
+        if self.compiled:
+            compiled = self._readers.get(version.fingerprint, _UNSET)
+            if compiled is _UNSET:
+                compiled = self._readers[version.fingerprint] = self._compile_reader(version)
+            if compiled is not None:
+                try:
+                    value, end = compiled(data, _HEADER.size)
+                except Exception:  # noqa: BLE001 - fastavro reads it, or refuses it as it always did
+                    pass
+                else:
+                    if end == len(data):
+                        return version.name.rpartition(".")[2], value
         writer, reader = self._resolution(version)
         body = io.BytesIO(data[_HEADER.size :])
         # A union of records is read by the branch index the writer wrote, so the value comes
@@ -261,6 +287,7 @@ class Schemas:
 
 
 _VERSION_KEY = "__kadence_version__"
+_UNSET: Any = object()
 
 
 class _VersionRepository(AbstractSchemaRepository):
