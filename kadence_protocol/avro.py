@@ -87,21 +87,22 @@ class _Carried:
     fingerprint: int
 
 
-# KADENCE_AVRO_WRITER=fastavro writes every record with fastavro alone (the compiled writer
-# of avro_writer.py is then never used): a switch to rule the accelerator out.
-WRITER_ENV = "KADENCE_AVRO_WRITER"
+# KADENCE_AVRO_CODEC=fastavro writes and reads every record with fastavro alone (the compiled
+# writer and reader, avro_writer.py and avro_reader.py, are then never used): a switch to
+# rule the accelerators out.
+CODEC_ENV = "KADENCE_AVRO_CODEC"
 
 
-def compiled_writer_enabled() -> bool:
-    """Whether records are written by the compiled writer (the default) or by fastavro."""
-    return os.environ.get(WRITER_ENV, "compiled").strip().lower() != "fastavro"
+def compiled_codec_enabled() -> bool:
+    """Whether records are written and read by the compiled codec (the default) or by fastavro."""
+    return os.environ.get(CODEC_ENV, "compiled").strip().lower() != "fastavro"
 
 
 class Schemas:
     """The current schema of each record type and every version ever written."""
 
     def __init__(self, directory: Path, *, compiled: bool | None = None) -> None:
-        self.compiled = compiled_writer_enabled() if compiled is None else compiled
+        self.compiled = compiled_codec_enabled() if compiled is None else compiled
         self._writers: dict[str, avro_writer.Writer] = {}  # by full name, compiled on first use
         self._readers: dict[int, avro_reader.Reader | None] = {}  # by fingerprint; None: fastavro's
         self.current: dict[str, Any] = {}

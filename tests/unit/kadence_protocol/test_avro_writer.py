@@ -124,11 +124,11 @@ def test_unsupported_values_are_written_by_fastavro_or_refused_as_before() -> No
 
 
 def test_switch_selects_fastavro(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(avro.WRITER_ENV, "fastavro")
-    assert not avro.compiled_writer_enabled()
+    monkeypatch.setenv(avro.CODEC_ENV, "fastavro")
+    assert not avro.compiled_codec_enabled()
     assert not avro.Schemas(avro.schemas_dir()).compiled
-    monkeypatch.delenv(avro.WRITER_ENV)
-    assert avro.compiled_writer_enabled()
+    monkeypatch.delenv(avro.CODEC_ENV)
+    assert avro.compiled_codec_enabled()
 
 
 def test_str_enum_members_are_written_compiled() -> None:
