@@ -3,7 +3,8 @@
 fastavro's ``schemaless_reader`` parses the schema and wraps the bytes in a file object for
 every record; history decodes each command it takes and the visibility projection each
 history record, so that walk is a cost per workflow. :func:`compile_reader` walks a parsed
-schema once and returns a function reading a record straight out of ``bytes``.
+schema once and returns a function reading a record straight out of ``bytes``, each record
+type's reader generated as straight-line code as the writer's is.
 
 It reads only what a writer of that exact schema writes, and raises :class:`Unreadable` at
 the first byte it does not expect (a truncated body, an out-of-range union index or enum
@@ -93,6 +94,22 @@ _PRIMITIVES: dict[str, Reader] = {
 }
 
 
+# Inline code reading a value of a primitive type into X at p of d (len(d) is end), for a
+# record's reader (_Compiler._record). A one-byte varint is read in place.
+_INLINE_LONG = ["b = d[p]", "if b < 128:", "    X = (b >> 1) ^ -(b & 1)", "    p += 1", "else:",
+                "    X, p = _read_long(d, p)"]
+_INLINE: dict[str, list[str]] = {
+    "long": _INLINE_LONG,
+    "int": _INLINE_LONG,
+    "string": ["b = d[p]", "if b < 128 and not b & 1:", "    e = p + 1 + (b >> 1)", "    p += 1", "else:",
+               "    n, p = _length(d, p)", "    e = p + n",
+               "if e > end:", "    raise Unreadable('a length past the end of the record')",
+               "X = d[p:e].decode()", "p = e"],
+    "boolean": ["b = d[p]", "if b > 1:", "    raise Unreadable('a boolean neither 0 nor 1')", "X = b == 1", "p += 1"],
+    "null": ["X = None"],
+}
+
+
 def _count(data: bytes, pos: int) -> tuple[int, int]:
     """An array or map block's item count (a negative one is followed by the block's size)."""
     n, pos = _read_long(data, pos)
@@ -147,15 +164,34 @@ class _Compiler:
         if kind not in ("record", "error") or "logicalType" in schema:
             raise ValueError(f"the compiled reader does not support {kind} {name}")
         self.readers[name] = _BUILDING
-        fields = tuple((f["name"], self.compile(f["type"])) for f in schema["fields"])
+        self.readers[name] = self._record(name, schema["fields"])
 
-        def read_record(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
-            record: dict[str, Any] = {}
-            for field, read in fields:
-                record[field], pos = read(data, pos)
-            return record, pos
+    def _record(self, name: str, fields: list[Mapping[str, Any]]) -> Reader:
+        """A record's reader as straight-line code: one block per field, primitives and nullable
+        primitives read inline (most of a record's fields), the rest through their readers."""
+        env: dict[str, Any] = {"Unreadable": Unreadable, "_read_long": _read_long, "_length": _length}
+        lines = ["def read_record(d, p):", "    end = len(d)"]
+        for i, f in enumerate(fields):
+            lines += ["    " + line for line in self._inline(f["type"], f"x{i}", i, env)]
+        values = ", ".join(f"{f['name']!r}: x{i}" for i, f in enumerate(fields))
+        lines.append(f"    return {{{values}}}, p")
+        source = "\n".join(lines) + "\n"
+        exec(compile(source, f"<avro reader of {name}>", "exec"), env)  # our schemas only; names repr-quoted
+        reader: Reader = env["read_record"]
+        return reader
 
-        self.readers[name] = read_record
+    def _inline(self, schema: Any, x: str, i: int, env: dict[str, Any]) -> list[str]:
+        """Lines reading field ``i`` into the variable ``x``."""
+        if isinstance(schema, str) and schema in _INLINE:
+            return [line.replace("X", x) for line in _INLINE[schema]]
+        if (isinstance(schema, list) and len(schema) == 2 and "null" in schema
+                and isinstance(other := schema[1 - schema.index("null")], str) and other in _INLINE):
+            null, value = 2 * schema.index("null"), 2 * schema.index(other)  # zig-zag: one byte each
+            return ["b = d[p]", "p += 1", f"if b == {null}:", f"    {x} = None", f"elif b == {value}:",
+                    *("    " + line.replace("X", x) for line in _INLINE[other]),
+                    "else:", "    raise Unreadable('a union index out of range')"]
+        env[f"r{i}"] = self.compile(schema)
+        return [f"{x}, p = r{i}(d, p)"]
 
     @staticmethod
     def _enum(symbols: list[str]) -> Reader:

@@ -5,7 +5,9 @@ named types, resolves each nullable union by validating the value against every 
 looks a tuple-named union branch up by scanning the union. History encodes a dozen events
 per workflow and the frontend a command per request, so that walk was the largest single
 cost of the server process (issue 20). :func:`compile_writer` walks a parsed schema once and
-returns a closure that writes a record straight into a ``bytearray``.
+returns a function that writes a record straight into a ``bytearray``: each record type's
+writer is generated as straight-line code (its primitive and nullable primitive fields
+inline, the others through their own writers).
 
 It is an accelerator, not a second Avro implementation of record: it takes only values whose
 encoding is unambiguous (exact Python types, ints in range, known enum symbols, unions that
@@ -33,6 +35,23 @@ _INT32_MAX = (1 << 31) - 1
 _DOUBLE = struct.Struct("<d")
 # The encodings of the small longs every record is full of (ids, attempts, zero defaults).
 _SMALL = {n: bytes([(n << 1) ^ (n >> 63)]) for n in range(-64, 64)}
+
+
+_SMALL_LIST = [_SMALL[n] for n in range(-64, 64)]  # by n + 64
+
+# Inline code writing a value ``x`` of a primitive type (a record's writer, _Compiler._record).
+_INLINE_LONG = ["if -64 <= x < 64:", "    out += _SMALL[x + 64]", "else:", "    _long_into(out, x)"]
+_INLINE: dict[str, list[str]] = {
+    "long": ["if type(x) is not int:", "    raise Unsupported('not an int')", *_INLINE_LONG],
+    "int": ["if type(x) is not int or not -2147483648 <= x <= 2147483647:", "    raise Unsupported('not an int32')",
+            *_INLINE_LONG],
+    "string": ["if type(x) is not str and not isinstance(x, str):", "    raise Unsupported('not a str')",
+               "x = x.encode()", "if len(x) < 64:", "    out.append(len(x) << 1)", "else:",
+               "    _long_into(out, len(x))", "out += x"],
+    "boolean": ["if x is True:", "    out.append(1)", "elif x is False:", "    out.append(0)", "else:",
+                "    raise Unsupported('not a bool')"],
+    "null": ["if x is not None:", "    raise Unsupported('not None')"],
+}
 
 
 class Unsupported(Exception):
@@ -158,16 +177,40 @@ class _Compiler:
         if kind not in ("record", "error"):
             raise ValueError(f"the compiled writer does not support {kind} {name}")
         self.writers[name] = self._pending(name)
-        fields = tuple((f["name"], f.get("default"), self.compile(f["type"])) for f in schema["fields"])
+        self.writers[name] = self._record(name, schema["fields"])
 
-        def write_record(out: bytearray, v: Any) -> None:
-            if type(v) is not dict:
-                raise Unsupported("not a dict")
-            get = v.get
-            for field, default, write in fields:
-                write(out, get(field, default))
+    def _record(self, name: str, fields: list[Mapping[str, Any]]) -> Writer:
+        """A record's writer as straight-line code: one block per field, primitives and nullable
+        primitives written inline (most of a record's fields), the rest through their writers."""
+        env: dict[str, Any] = {"Unsupported": Unsupported, "_long_into": _long_into, "_SMALL": _SMALL_LIST}
+        lines = ["def write_record(out, v):",
+                 "    if type(v) is not dict:",
+                 "        raise Unsupported('not a dict')",
+                 "    get = v.get"]
+        for i, f in enumerate(fields):
+            env[f"d{i}"] = f.get("default")
+            lines.append(f"    x = get({f['name']!r}, d{i})")
+            lines += ["    " + line for line in self._inline(f["type"], i, env)]
+        source = "\n".join(lines) + "\n"
+        exec(compile(source, f"<avro writer of {name}>", "exec"), env)  # our schemas only; names repr-quoted
+        writer: Writer = env["write_record"]
+        return writer
 
-        self.writers[name] = write_record
+    def _inline(self, schema: Any, i: int, env: dict[str, Any]) -> list[str]:
+        """Lines writing the value ``x`` of field ``i``."""
+        if isinstance(schema, str) and schema in _INLINE:
+            return _INLINE[schema]
+        if (isinstance(schema, list) and len(schema) == 2 and "null" in schema
+                and isinstance(other := schema[1 - schema.index("null")], str) and other in _INLINE):
+            env[f"n{i}"] = _varint(schema.index("null"))
+            env[f"t{i}"] = _varint(schema.index(other))
+            env[f"u{i}"] = self.compile(schema)  # the tuple notation (name, value)
+            return ["if x is None:", f"    out += n{i}",
+                    "elif type(x) is tuple:", f"    u{i}(out, x)",
+                    "else:", f"    out += t{i}",
+                    *("    " + line for line in _INLINE[other])]
+        env[f"w{i}"] = self.compile(schema)
+        return [f"w{i}(out, x)"]
 
     def _pending(self, name: str) -> Writer:
         writers = self.writers
