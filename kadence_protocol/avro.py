@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -25,6 +26,8 @@ from typing import Any
 import fastavro
 from fastavro.repository import AbstractSchemaRepository, SchemaRepositoryError
 from fastavro.schema import expand_schema, fingerprint, load_schema, parse_schema, to_parsing_canonical_form
+
+from . import avro_reader, avro_writer
 
 __all__ = [
     "MAGIC",
@@ -84,10 +87,24 @@ class _Carried:
     fingerprint: int
 
 
+# KADENCE_AVRO_CODEC=fastavro writes and reads every record with fastavro alone (the compiled
+# writer and reader, avro_writer.py and avro_reader.py, are then never used): a switch to
+# rule the accelerators out.
+CODEC_ENV = "KADENCE_AVRO_CODEC"
+
+
+def compiled_codec_enabled() -> bool:
+    """Whether records are written and read by the compiled codec (the default) or by fastavro."""
+    return os.environ.get(CODEC_ENV, "compiled").strip().lower() != "fastavro"
+
+
 class Schemas:
     """The current schema of each record type and every version ever written."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, compiled: bool | None = None) -> None:
+        self.compiled = compiled_codec_enabled() if compiled is None else compiled
+        self._writers: dict[str, avro_writer.Writer] = {}  # by full name, compiled on first use
+        self._readers: dict[int, avro_reader.Reader | None] = {}  # by fingerprint; None: fastavro's
         self.current: dict[str, Any] = {}
         self._fingerprint: dict[str, int] = {}
         self._by_fingerprint: dict[int, _Version] = {}
@@ -162,10 +179,39 @@ class Schemas:
         hint = _BRANCH_HINTS.get(full)
         if hint is not None:
             record = hint(record)
+        if self.compiled:
+            writer = self._writers.get(full)
+            if writer is None:
+                writer = self._writers[full] = self._compile(schema)
+            data = bytearray(_HEADER.pack(MAGIC, self._fingerprint[full]))
+            try:
+                writer(data, record)
+                return bytes(data)
+            except Exception:  # noqa: BLE001 - fastavro writes it, or raises what it always raised
+                pass
         out = io.BytesIO()
         out.write(_HEADER.pack(MAGIC, self._fingerprint[full]))
         fastavro.schemaless_writer(out, schema, record)
         return out.getvalue()
+
+    def _compile_reader(self, version: _Version) -> avro_reader.Reader | None:
+        """The compiled reader of a current version's records; None for an older version
+        (fastavro resolves it to the current schema) or a record it does not support."""
+        writer, reader = self._resolution(version)
+        if reader is not None or not isinstance(writer, dict) or writer.get("type") != "record":
+            return None
+        named: dict[str, Any] = {}
+        parse_schema(writer, named)
+        try:
+            return avro_reader.compile_reader(writer, named)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _compile(schema: Any) -> avro_writer.Writer:
+        named: dict[str, Any] = {}
+        parse_schema(schema, named)
+        return avro_writer.compile_writer(schema, named)
 
     def header(self, name: str) -> bytes:
         """The 10-byte single-object header of the named record type."""
@@ -214,6 +260,18 @@ class Schemas:
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return (short record name, record) for single-object encoded bytes."""
         version = self._version(data)
+        if self.compiled:
+            compiled = self._readers.get(version.fingerprint, _UNSET)
+            if compiled is _UNSET:
+                compiled = self._readers[version.fingerprint] = self._compile_reader(version)
+            if compiled is not None:
+                try:
+                    value, end = compiled(data, _HEADER.size)
+                except Exception:  # noqa: BLE001 - fastavro reads it, or refuses it as it always did
+                    pass
+                else:
+                    if end == len(data):
+                        return version.name.rpartition(".")[2], value
         writer, reader = self._resolution(version)
         body = io.BytesIO(data[_HEADER.size :])
         # A union of records is read by the branch index the writer wrote, so the value comes
@@ -230,6 +288,7 @@ class Schemas:
 
 
 _VERSION_KEY = "__kadence_version__"
+_UNSET: Any = object()
 
 
 class _VersionRepository(AbstractSchemaRepository):

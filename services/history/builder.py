@@ -30,23 +30,20 @@ CARRY_MAX_BYTES = 256 * 1024
 
 
 @cache
-def _defaults(record: str) -> dict[str, Any]:
-    schema = avro.schemas().current[record]
-    return {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
-
-
-@cache
-def _fields(record: str) -> frozenset[str]:
-    return frozenset(f["name"] for f in avro.schemas().current[record]["fields"])
+def _attributes_schema(event_type: str) -> tuple[frozenset[str], dict[str, Any]]:
+    """The attribute names of ``event_type`` and their schema defaults (looked up once per
+    type: every event added goes through event_attributes)."""
+    schema = avro.schemas().current[avro.event_attributes_type(event_type)]
+    return (frozenset(f["name"] for f in schema["fields"]),
+            {f["name"]: f["default"] for f in schema["fields"] if "default" in f})
 
 
 def event_attributes(event_type: str, values: dict[str, Any]) -> dict[str, Any]:
     """Attributes with every schema default filled in, so a live event equals its replayed copy."""
-    record = avro.event_attributes_type(event_type)
-    unknown = values.keys() - _fields(record)
-    if unknown:
-        raise KeyError(f"{event_type} has no attribute(s) {sorted(unknown)}")
-    return {**_defaults(record), **values}
+    fields, defaults = _attributes_schema(event_type)
+    if not values.keys() <= fields:
+        raise KeyError(f"{event_type} has no attribute(s) {sorted(values.keys() - fields)}")
+    return {**defaults, **values}
 
 
 _CLOSING = frozenset({EventType.WORKFLOW_EXECUTION_COMPLETED, EventType.WORKFLOW_EXECUTION_FAILED,

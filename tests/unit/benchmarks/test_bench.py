@@ -63,3 +63,16 @@ async def test_a_start_that_fails_stops_what_it_started(monkeypatch: pytest.Monk
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_codec_benchmark_workload_is_a_one_activity_workflow_both_ways() -> None:
+    from benchmarks import codec
+    from kadence_protocol import avro
+
+    events, commands = codec.workload()
+    assert len(events) == 11 and [avro.decode(c)[0] for c in commands] == list(codec._COMMANDS)
+    before = avro.schemas().compiled
+    try:
+        assert codec.cpu_us_per_workflow(False, 2) > 0 and codec.cpu_us_per_workflow(True, 2) > 0
+    finally:
+        avro.schemas().compiled = before
