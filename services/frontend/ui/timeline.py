@@ -139,7 +139,9 @@ def lanes(events: Iterable[Mapping[str, Any]], pending_activities: Iterable[int]
                     lane.marks.append(Mark(t, _failure_text(a.get("failure")), failed=True))
         elif kind == "TimerStarted":
             timer_id = str(a.get("timer_id", ""))
-            lane = Lane(LaneKind.TIMER, f"timer {timer_id}", t, event_ids=[eid])
+            # From when it counts: the code's call (start_time, decision 0013), else the event.
+            start = a.get("start_time")
+            lane = Lane(LaneKind.TIMER, f"timer {timer_id}", t if start is None else int(start), event_ids=[eid])
             by_timer[timer_id] = lane
             out.append(lane)
         elif kind in ("TimerFired", "TimerCanceled") and str(a.get("timer_id", "")) in by_timer:

@@ -36,6 +36,15 @@ def test_events_are_grouped_by_run_activity_timer_and_signal() -> None:
     assert [m.label for m in signals.marks] == ["approve"]
 
 
+def test_a_timer_lane_starts_when_the_timer_counts_from() -> None:
+    """A timer recorded with the code's call time (TimerStarted.start_time) is drawn from it."""
+    history = [ev(1, 1000, "WorkflowExecutionStarted", workflow_type="T"),
+               ev(5, 1400, "TimerStarted", timer_id="t1", start_time=1385),
+               ev(6, 1885, "TimerFired", timer_id="t1")]
+    timer = lanes(history)[1]
+    assert (timer.kind, timer.start, timer.end) == (LaneKind.TIMER, 1385, 1885)
+
+
 def test_a_failed_attempt_of_a_pending_activity_leaves_its_lane_open() -> None:
     activity = lanes(HISTORY[:5], pending_activities=[5])[1]
     assert activity.end is None and activity.outcome is Outcome.OPEN
