@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from aiohttp import web
 
 from kadence_protocol import avro
 from services.common import internal_auth
-from services.common.config import LISTEN_BACKLOG
+from services.common.bind import serve
 from services.common.reply_notices import PATH, replies_from_json
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,7 @@ class ReplyNoticeServer:
     async def start(self, host: str, port: int = 0) -> str:
         app = web.Application(middlewares=[internal_auth.middleware(self._key)] if self._key else [])
         app.router.add_post(PATH, self._replies)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, backlog=LISTEN_BACKLOG).start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        if bound_host in ("0.0.0.0", "::"):
-            bound_host = socket.gethostname()  # every interface: history elsewhere reaches us by host name
-        self.url = f"http://{bound_host}:{bound_port}"
+        self._runner, self.url = await serve(app, host, port)
         return self.url
 
     async def stop(self) -> None:

@@ -12,14 +12,13 @@ which, like every internal endpoint, need ``KADENCE_INTERNAL_KEY`` when one is s
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 
 from aiohttp import web
 
 from services.common import internal_auth
+from services.common.bind import serve
 from services.common.command_notices import PATH, CommandNotice, NoticeOutcome, notices_from_json
-from services.common.config import LISTEN_BACKLOG
 from services.common.health import HealthSource, health_answer
 from services.common.supervision import Fatal
 
@@ -48,14 +47,7 @@ class HealthServer:
             internal.router.add_post(PATH.removeprefix(_INTERNAL), self._commands)
             internal.router.add_get("/notices", self._notice_counts)
             app.add_subapp(_INTERNAL, internal)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, backlog=LISTEN_BACKLOG).start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        if bound_host in ("0.0.0.0", "::"):
-            # Listening on every interface: frontends elsewhere reach us by host name.
-            bound_host = socket.gethostname()
-        self.url = f"http://{bound_host}:{bound_port}"
+        self._runner, self.url = await serve(app, host, port)
         return self.url
 
     async def stop(self) -> None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from services.common import internal_auth
-from services.common.config import LISTEN_BACKLOG
+from services.common.bind import serve
 from services.common.matching.errors import (
     MatchingError,
     NoPollerError,
@@ -84,15 +83,8 @@ class InternalServer:
         app.router.add_post("/internal/notice", self._notice)
         app.router.add_get("/internal/health", self._health)
         app.on_shutdown.append(self._release_polls)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=LISTEN_BACKLOG)
-        await site.start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        if bound_host in ("0.0.0.0", "::"):
-            # Listening on every interface: frontends elsewhere reach us by host name.
-            bound_host = socket.gethostname()
-        return f"http://{bound_host}:{bound_port}"
+        self._runner, url = await serve(app, host, port, handler_cancellation=True)
+        return url
 
     async def stop(self) -> None:
         if self._runner is not None:
