@@ -356,9 +356,9 @@ def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[
     if len(items) > MAX_TOGETHER:
         raise InvalidArgument(f"{key} holds {len(items)} items, at most {MAX_TOGETHER} are taken", field=key)
 
-    async def one(index: int, item: Any) -> dict[str, Any]:
-        from .openapi import COMPONENTS
+    from .openapi import COMPONENTS  # here: openapi.py imports this module
 
+    async def one(index: int, item: Any) -> dict[str, Any]:
         try:
             if not isinstance(item, dict):
                 raise InvalidArgument(f"{key}[{index}] must be an object", field=f"{key}[{index}]")
