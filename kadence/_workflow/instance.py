@@ -63,6 +63,12 @@ PATCH_MARKER_PREFIX = "patch:"
 SIDE_EFFECT_MARKER_PREFIX = "side_effect:"
 
 
+def timer_requested_time() -> int:
+    """A StartTimer's ``requested_time``: the wall clock now, in ms, rounded up (a time
+    rounded down would let the timer fire a fraction of a millisecond early)."""
+    return math.ceil(time.time() * 1000)
+
+
 @dataclass(frozen=True)
 class Command:
     """One decision of workflow code, as a ``kadence.Command`` record.
@@ -692,10 +698,8 @@ class WorkflowInstance:
                 CommandType.START_TIMER,
                 # requested_time: the call's wall-clock time, which history counts the timer
                 # from (clamped); not part of the code's determinism, never compared on replay.
-                # Rounded up: a time rounded down would let the timer fire a fraction of a
-                # millisecond less than the delay after the call.
                 {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000)),
-                 "requested_time": math.ceil(time.time() * 1000)},
+                 "requested_time": timer_requested_time()},
             )
         )
         return timer_id

@@ -179,7 +179,7 @@ class LocalActivities(Owned):
     def resolve(self, outcome: LocalActivityOutcome) -> None:
         """Record ``outcome`` (a marker, then a backoff timer if one follows) and hand it to
         the awaiting code."""
-        from kadence._workflow.instance import Command
+        from kadence._workflow.instance import Command, timer_requested_time
 
         instance = self._instance
         pending = self._pending.get(outcome.seq)
@@ -188,8 +188,10 @@ class LocalActivities(Owned):
         instance._add(Command("RecordMarker", {"marker_name": outcome.marker_name, "details": outcome.to_details()}))
         if outcome.backoff_ms is not None:
             timer_id = f"{MARKER_PREFIX}{outcome.seq}:{outcome.attempt}"
+            # The backoff counts from now (the failed attempt), as a sleep counts from its call.
             instance._add(Command("StartTimer", {"timer_id": timer_id,
-                                                 "start_to_fire_timeout_ms": max(1, outcome.backoff_ms)}))
+                                                 "start_to_fire_timeout_ms": max(1, outcome.backoff_ms),
+                                                 "requested_time": timer_requested_time()}))
             pending.timer_id = timer_id
             pending.request = replace(pending.request, attempt=outcome.attempt + 1)
             return

@@ -216,3 +216,33 @@ async def test_the_marker_goes_through_the_payload_codec() -> None:
     assert len(details) == 2 and not any("secret-sku" in d or "flaky_price" in d for d in details)
     Replayer(workflows=[Pricing], data_converter=converter).replay(await decode_history(events, converter))
     assert CALLS == {"secret-sku": 3, "double": 1}
+
+
+async def test_a_backoff_timer_counts_from_the_failed_attempt_as_a_sleep_counts_from_its_call() -> None:
+    import math
+    import time
+
+    from kadence._workflow.instance import Command
+    from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest, _Pending
+
+    class Recorder:  # stands in for the workflow instance: records the commands added
+        def __init__(self) -> None:
+            self.commands: list[Command] = []
+
+        def _add(self, command: Command) -> None:
+            self.commands.append(command)
+
+    instance = Recorder()
+    local = LocalActivities(instance)  # type: ignore[arg-type]
+    request = LocalActivityRequest(seq=1, activity_id="a", activity_type="flaky_price", fn=flaky_price,
+                                   input='["jam"]', attempt=1, scheduled_time_ms=0, start_to_close_ms=1000,
+                                   schedule_to_close_ms=0, retry_policy=None)
+    local._pending[1] = _Pending(request, asyncio.get_running_loop().create_future(), None)
+    before = time.time() * 1000
+    local.resolve(LocalActivityOutcome(1, "flaky_price", 1, failure={"message": "down"}, backoff_ms=600_000))
+    after = math.ceil(time.time() * 1000)
+    marker, timer = instance.commands
+    assert marker.command_type == "RecordMarker"
+    assert timer.command_type == "StartTimer"
+    assert timer.attributes["start_to_fire_timeout_ms"] == 600_000
+    assert before <= timer.attributes["requested_time"] <= after
