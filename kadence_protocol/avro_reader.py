@@ -19,6 +19,8 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kadence_protocol.avro_compile import SchemaCompiler
+
 __all__ = ["Reader", "Unreadable", "compile_reader"]
 
 # Reads one value at a position of the buffer: (value, the position after it).
@@ -119,52 +121,21 @@ def _count(data: bytes, pos: int) -> tuple[int, int]:
     return n, pos
 
 
-class _Compiler:
-    def __init__(self, named: Mapping[str, Any]) -> None:
-        self.named = named
-        self.readers: dict[str, Reader] = {}
+class _Compiler(SchemaCompiler[Reader]):
+    what = "reader"
+    primitives = _PRIMITIVES
 
-    def compile(self, schema: Any) -> Reader:
-        if isinstance(schema, str):
-            primitive = _PRIMITIVES.get(schema)
-            return primitive if primitive is not None else self._named(schema)
-        if isinstance(schema, list):
-            return self._union(schema)
-        kind = schema["type"]
-        if kind in ("record", "error", "enum"):
-            if schema["name"] not in self.readers:
-                self._define(schema["name"], schema)
-            return self._named(schema["name"])
-        if kind == "array":
-            return self._array(self.compile(schema["items"]))
-        if kind == "map":
-            return self._map(self.compile(schema["values"]))
-        if isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
-            return _PRIMITIVES[kind]
-        raise ValueError(f"the compiled reader does not support {schema!r}")
+    def _placeholder(self, name: str) -> Reader:
+        return _BUILDING
 
-    def _named(self, name: str) -> Reader:
-        readers = self.readers
-        if name not in readers:
-            if name not in self.named:
-                raise ValueError(f"unknown named type {name}")
-            self._define(name, self.named[name])
+    def _reference(self, name: str) -> Reader:
+        readers = self.built
 
         def deferred(data: bytes, pos: int) -> tuple[Any, int]:  # may still be being built
             return readers[name](data, pos)
 
         reader = readers[name]
         return deferred if reader is _BUILDING else reader
-
-    def _define(self, name: str, schema: Mapping[str, Any]) -> None:
-        kind = schema["type"]
-        if kind == "enum":
-            self.readers[name] = self._enum(list(schema["symbols"]))
-            return
-        if kind not in ("record", "error") or "logicalType" in schema:
-            raise ValueError(f"the compiled reader does not support {kind} {name}")
-        self.readers[name] = _BUILDING
-        self.readers[name] = self._record(name, schema["fields"])
 
     def _record(self, name: str, fields: list[Mapping[str, Any]]) -> Reader:
         """A record's reader as straight-line code: one block per field, primitives and nullable

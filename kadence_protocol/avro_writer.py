@@ -23,6 +23,8 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kadence_protocol.avro_compile import SchemaCompiler
+
 __all__ = ["Unsupported", "Writer", "compile_writer"]
 
 # Appends the encoding of one value to the buffer.
@@ -125,59 +127,23 @@ _PRIMITIVES: dict[str, Writer] = {
 }
 
 
-class _Compiler:
+class _Compiler(SchemaCompiler[Writer]):
     """Builds the writers of one schema; named types are compiled once and may refer to
     themselves (a record's writer is looked up when it runs, not when it is built)."""
 
-    def __init__(self, named: Mapping[str, Any]) -> None:
-        self.named = named
-        self.writers: dict[str, Writer] = {}
+    what = "writer"
+    primitives = _PRIMITIVES
 
-    def compile(self, schema: Any) -> Writer:
-        if isinstance(schema, str):
-            primitive = _PRIMITIVES.get(schema)
-            if primitive is not None:
-                return primitive
-            return self._named(schema)
-        if isinstance(schema, list):
-            return self._union(schema)
-        kind = schema["type"]
-        if kind in ("record", "error", "enum", "fixed"):
-            name = schema["name"]
-            if name not in self.writers:
-                self._define(name, schema)
-            return self._named(name)
-        if kind == "array":
-            return self._array(self.compile(schema["items"]))
-        if kind == "map":
-            return self._map(self.compile(schema["values"]))
-        if isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
-            return _PRIMITIVES[kind]
-        raise ValueError(f"the compiled writer does not support {schema!r}")
+    def _placeholder(self, name: str) -> Writer:
+        writers = self.built
 
-    def _named(self, name: str) -> Writer:
-        writers = self.writers
-        if name not in writers:
-            if name not in self.named:
-                raise ValueError(f"unknown named type {name}")
-            self._define(name, self.named[name])
-        if name in writers:
-            return writers[name]
-
-        def deferred(out: bytearray, v: Any) -> None:  # a reference to a type still being built
+        def pending(out: bytearray, v: Any) -> None:
             writers[name](out, v)
 
-        return deferred
+        return pending
 
-    def _define(self, name: str, schema: Mapping[str, Any]) -> None:
-        kind = schema["type"]
-        if kind == "enum":
-            self.writers[name] = self._enum(schema["symbols"])
-            return
-        if kind not in ("record", "error"):
-            raise ValueError(f"the compiled writer does not support {kind} {name}")
-        self.writers[name] = self._pending(name)
-        self.writers[name] = self._record(name, schema["fields"])
+    def _reference(self, name: str) -> Writer:
+        return self.built[name]  # a record being built is its placeholder, which looks it up
 
     def _record(self, name: str, fields: list[Mapping[str, Any]]) -> Writer:
         """A record's writer as straight-line code: one block per field, primitives and nullable
@@ -211,14 +177,6 @@ class _Compiler:
                     *("    " + line for line in _INLINE[other])]
         env[f"w{i}"] = self.compile(schema)
         return [f"w{i}(out, x)"]
-
-    def _pending(self, name: str) -> Writer:
-        writers = self.writers
-
-        def pending(out: bytearray, v: Any) -> None:
-            writers[name](out, v)
-
-        return pending
 
     @staticmethod
     def _enum(symbols: list[str]) -> Writer:
