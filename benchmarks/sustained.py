@@ -6,7 +6,9 @@ Every burst starts ``--burst`` workflows at once (no client cap) and records its
 and CPU per workflow; a sampler records the resident memory of every process (server,
 broker, PostgreSQL with its backends, worker, client) once a second. The run ends with the
 throughput of the first and the last window (``--window`` workflows, default N/10) and a
-PNG of throughput and RSS over time (matplotlib, the ``bench`` extra).
+PNG of throughput, RSS and PostgreSQL's tables over time (matplotlib, the ``bench`` extra).
+After every burst it reads PostgreSQL's tables (benchmarks/pg_health.py): their size and
+the dead rows they carry, which autovacuum must keep from growing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
+
+from .pg_health import summary as pg_summary
+from .pg_health import table_health
 
 if TYPE_CHECKING:
     from .bench import Bench
@@ -39,6 +44,7 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
 
     sampler = asyncio.create_task(sample())
     bursts: list[dict[str, Any]] = []
+    tables: list[dict[str, Any]] = []  # PostgreSQL's tables after each burst
     try:
         done, i = 0, 0
         while done < args.sustained:
@@ -49,9 +55,17 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
                    "wf_per_s": n / elapsed, "cpu_ms_per_wf": {k: v * 1000 / n for k, v in cpu.items()}}
             bursts.append(row)
             bench.record(bench="sustained_burst", **row)
+            pg = ""
+            if bench.dsn:
+                health = await table_health(bench.dsn)
+                tables.append({"t": row["t"], "done": done, **pg_summary(health)})
+                bench.record(bench="sustained_pg", burst=i, **tables[-1],
+                             tables=[h.as_json() for h in health])
+                pg = (f"; PostgreSQL {tables[-1]['size_mb']:,.0f} MB, dead rows {tables[-1]['dead_ratio']:.1%} "
+                      f"(most: {tables[-1]['worst_table']} {tables[-1]['worst_dead_ratio']:.1%})")
             print(f"burst {i}: {done:,} done, {row['wf_per_s']:,.0f} wf/s, "
                   f"machine {row['cpu_ms_per_wf']['machine']:.2f} ms CPU/wf, RSS MB "
-                  + ", ".join(f"{k} {v:,.0f}" for k, v in rss[-1].items() if k != "t"), flush=True)
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in rss[-1].items() if k != "t") + pg, flush=True)
             i += 1
     finally:
         sampler.cancel()
@@ -63,13 +77,19 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
     summary = {"window": window, "first_wf_per_s": first, "last_wf_per_s": last, "last_over_first": last / first,
                "rss_mb_first": {k: v for k, v in rss[0].items() if k != "t"},
                "rss_mb_last": {k: v for k, v in rss[-1].items() if k != "t"},
-               "rss_mb_max": {k: max(r[k] for r in rss) for k in rss[0] if k != "t"}}
+               "rss_mb_max": {k: max(r[k] for r in rss) for k in rss[0] if k != "t"},
+               "pg_first": tables[0] if tables else None, "pg_last": tables[-1] if tables else None,
+               "pg_dead_ratio_max": max((t["dead_ratio"] for t in tables), default=None)}
     bench.record(bench="sustained", n=args.sustained, burst=args.burst, **summary)
     print(f"first {window:,}: {first:,.0f} wf/s; last {window:,}: {last:,.0f} wf/s; last/first {last / first:.3f}")
     print("RSS MB first -> last (max): " + ", ".join(
         f"{k} {summary['rss_mb_first'][k]:,.0f} -> {summary['rss_mb_last'][k]:,.0f} ({summary['rss_mb_max'][k]:,.0f})"
         for k in summary["rss_mb_first"]))
-    plot(bursts, rss, args.plot)
+    if tables:
+        print(f"PostgreSQL first -> last: {tables[0]['size_mb']:,.0f} -> {tables[-1]['size_mb']:,.0f} MB, "
+              f"dead rows {tables[0]['dead_ratio']:.1%} -> {tables[-1]['dead_ratio']:.1%} "
+              f"(max {summary['pg_dead_ratio_max']:.1%})")
+    plot(bursts, rss, tables, args.plot)
     print(f"plot: {args.plot}")
 
 
@@ -83,13 +103,13 @@ def _window(bursts: list[dict[str, Any]], window: int, *, first: bool) -> float:
     return n / seconds
 
 
-def plot(bursts: list[dict[str, Any]], rss: list[dict[str, Any]], path: str) -> None:
+def plot(bursts: list[dict[str, Any]], rss: list[dict[str, Any]], tables: list[dict[str, Any]], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: a file only
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, (top, bottom, pg) = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     top.plot([b["t"] for b in bursts], [b["wf_per_s"] for b in bursts], marker="o")
     top.set_ylabel("workflows / s (per burst)")
     top.set_ylim(bottom=0)
@@ -97,10 +117,17 @@ def plot(bursts: list[dict[str, Any]], rss: list[dict[str, Any]], path: str) -> 
     for role in [k for k in rss[0] if k != "t"]:
         bottom.plot([r["t"] for r in rss], [r[role] for r in rss], label=role)
     bottom.set_ylabel("RSS (MB)")
-    bottom.set_xlabel("seconds since start")
     bottom.legend()
     bottom.grid(True)
-    fig.suptitle("Kadence sustained run: throughput and memory over time")
+    pg.plot([t["t"] for t in tables], [t["size_mb"] for t in tables], marker=".", label="tables (MB)")
+    pg.set_ylabel("PostgreSQL tables (MB)")
+    pg.set_xlabel("seconds since start")
+    pg.grid(True)
+    dead = pg.twinx()
+    dead.plot([t["t"] for t in tables], [100 * t["dead_ratio"] for t in tables], color="tab:red", marker=".")
+    dead.set_ylabel("dead rows (%)", color="tab:red")
+    dead.set_ylim(bottom=0)
+    fig.suptitle("Kadence sustained run: throughput, memory and PostgreSQL's tables over time")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
