@@ -183,6 +183,13 @@ async def main(args: argparse.Namespace) -> None:
             print(f"Timer lateness, {args.timer_bursts} bursts of {args.timer_n} one-second timers each:")
             _report("p99 per burst", a, b, {s.name: [x for p in bursts for x in p[s.name]] for s in sides},
                     [_pct(p["B"], 99) / max(_pct(p["A"], 99), 1.0) for p in bursts])
+            for what, of in (("p50", lambda v: _pct(v, 50)), ("min", min)):
+                ratios = [of(p["B"]) / max(of(p["A"]), 0.1) for p in bursts]
+                print(f"  {what} per burst: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"
+                      f" (min {min(ratios):.3f}, max {max(ratios):.3f}); per pair"
+                      f" {' '.join(f'{r:.2f}' for r in ratios)}")
+            early = {s.name: sum(1 for p in bursts for x in p[s.name] if x < 0) for s in sides}
+            print(f"  woke early (wall clock): A {early['A']}, B {early['B']}")
     finally:
         for side in sides:
             await side.client.close()
