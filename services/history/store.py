@@ -43,22 +43,12 @@ def _with_current_run(namespaces: str, workflow_ids: str) -> str:
 
 _CURRENT_RUNS = f"SELECT k.namespace, k.workflow_id, c.run_id FROM {_with_current_run('$1', '$2')}"
 
-# One batch in one statement, its own transaction: 2 if a workflow the batch ran as new has a
-# run after all (checked first: CASE evaluates no branch it does not need, so nothing is
-# written), else kadence_commit_packed_batch (migration 0004: kadence_commit_batch of 0003,
-# the fence and then every table, then the batch's outbox row): 0, or 1 when the fence
-# finds our range_id stale (nothing written).
-# 3 if a request id the batch applied is in request_ids already (see ledger.py); the batch
-# goes through kadence_commit_ledger_batch (migration 0006), which also writes the batch's
-# request ids and run start offsets.
-_COMMIT = ("SELECT CASE"
-           f" WHEN EXISTS (SELECT 1 FROM {_with_current_run('$17', '$18')}) THEN 2"
-           " WHEN EXISTS (SELECT 1 FROM unnest($19::text[], $20::text[], $21::text[]) AS r (ns, wf, id)"
-           "   CROSS JOIN LATERAL (SELECT 1 FROM request_ids WHERE namespace = r.ns AND workflow_id = r.wf"
-           "     AND request_id = r.id LIMIT 1) AS q) THEN 3"
-           " WHEN kadence_commit_ledger_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-           "   $19, $20, $21, $22, $23, $24, $25, $26)"
-           " THEN 0 ELSE 1 END")
+# One batch in one statement, its own transaction: kadence_commit (migration 0016) returns 2 if
+# a workflow the batch ran as new has a run after all, 3 if a request id the batch applied is
+# in request_ids already (see ledger.py), both checked before anything is written; 1 when the
+# fence finds our range_id stale (nothing written); else 0, with every table written: the
+# fence, the batch's rows, its outbox row, request ids and run start offsets.
+_COMMIT = "SELECT kadence_commit(" + ", ".join(f"${i}" for i in range(1, 27)) + ")"
 
 
 class HistoryStore:
@@ -234,6 +224,11 @@ class HistoryStore:
             if m.delete_all_timers:
                 closed_runs.append(s.run_id)
             upserts.extend((shard_id, *row) for row in m.timers_upsert)
+        if closed_runs:
+            # The run's every timer goes by run id: its keys one by one would be index probes
+            # for rows that delete removes anyway (a closing batch names five or more).
+            gone = set(closed_runs)
+            deletes = [k for k in deletes if k.partition("/")[0] not in gone]
         messages = [m for _, m in outbox]
         outcome = await self.pool.fetchval(
             _COMMIT,
