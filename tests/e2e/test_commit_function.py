@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 
-from services.common import db
-from services.history.builder import Mutation, OutboxMessage
+from services.common import db, kafka
+from services.history.builder import Mutation, OutboxMessage, Transition
 from services.history.errors import ShardOwnershipLost, WorkflowNotNew
 from services.history.ledger import RequestSeen
 from services.history.state import MutableState
 from services.history.store import HistoryStore
+from tests.helpers import eventually
+
+from .history_harness import history_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,3 +99,58 @@ async def test_a_closing_run_drops_its_timers_by_run_not_key_by_key(fresh_dsn) -
         assert await pool.fetchval("SELECT count(*) FROM timers") == 0
     finally:
         await pool.close()
+
+
+async def test_the_outbox_row_names_the_audit_records_and_recovery_rebuilds_them_byte_for_byte(fresh_dsn) -> None:
+    store, pool = await _store(fresh_dsn)
+    try:
+        range_id, _ = await store.acquire_shard(0, "me")
+        state = MutableState(namespace="default", workflow_id="wf", run_id="run-1")
+        t = Transition(state, 1000, 0, headers=(("traceparent", b"00-ab"),))
+        t.add("WorkflowExecutionStarted", workflow_type="W", task_queue="q")
+        t.add("WorkflowExecutionSignaled", signal_name="go")
+        mutation = t.close()
+        reply = OutboxMessage("kadence.replies", b"client", b"answer")
+        published = [(1, m) for m in (*mutation.outbox, reply)]  # as the relay numbers and publishes them
+        assert [m.topic for _, m in published].count("kadence.history") == 2
+        await store.commit(0, range_id, 1, [mutation], published, [], [])
+        row = await pool.fetchrow("SELECT topics, payloads, audit_runs, audit_events FROM outbox_batches")
+        assert row["topics"] == ["kadence.replies"] and row["payloads"] == [b"answer"]
+        assert row["audit_runs"] == ["run-1", "run-1"] and row["audit_events"] == [1, 2]
+        # A new owner (after a kill -9 before publication) publishes exactly what the relay would have.
+        assert await store.pending_outbox(0) == published
+    finally:
+        await pool.close()
+
+
+async def test_a_new_owner_publishes_the_audit_records_a_dead_owner_committed(broker, fresh_dsn) -> None:
+    # The old owner committed a batch and died before its relay published anything (kill -9):
+    # the row names the audit records, and the new owner publishes them from history_events.
+    store, pool = await _store(fresh_dsn)
+    try:
+        range_id, _ = await store.acquire_shard(0, "dead")
+        state = MutableState(namespace="default", workflow_id="wf-dead", run_id="run-dead")
+        t = Transition(state, 1000, 0)
+        t.add("WorkflowExecutionStarted", workflow_type="W", task_queue="q")
+        t.add("WorkflowExecutionSignaled", signal_name="go")
+        mutation = t.close()
+        await store.commit(0, range_id, None, [mutation], [(1, m) for m in mutation.outbox], [], [])
+    finally:
+        await pool.close()
+    expected = [m.value for m in mutation.outbox]
+    async with history_running(broker.bootstrap, fresh_dsn):
+        consumer = AIOKafkaConsumer(kafka.HISTORY, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=50)
+        await consumer.start()
+        try:
+            seen: list[bytes] = []
+
+            async def published() -> bool:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    seen.extend(r.value for r in records if r.key == kafka.workflow_key("default", "wf-dead"))
+                return len(seen) >= len(expected)
+
+            await eventually(published, timeout=30, every=0.05, what="the dead owner's audit records published")
+            assert seen == expected
+        finally:
+            await consumer.stop()
