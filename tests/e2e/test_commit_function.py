@@ -154,3 +154,28 @@ async def test_a_new_owner_publishes_the_audit_records_a_dead_owner_committed(br
             assert seen == expected
         finally:
             await consumer.stop()
+
+
+async def test_a_database_of_the_build_before_keeps_its_pending_outbox_through_0016(fresh_dsn) -> None:
+    # A database migrated up to 0015 with a batch committed and not published (its audit record
+    # stored whole, as the build before wrote it), then this build's migrations.
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        for path in sorted(db.migrations_dir().glob("*.sql")):
+            if path.stem < "0016":
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
+        await conn.execute("INSERT INTO outbox_batches VALUES (0, 3, $1, $2, $3, $4)",
+                           ["kadence.history", "kadence.replies"], [b"default/wf", b"client"],
+                           [b"audit record", b"answer"], [None, None])
+    finally:
+        await conn.close()
+    store, pool = await _store(fresh_dsn)
+    try:
+        assert await store.pending_outbox(0) == [(3, OutboxMessage("kadence.history", b"default/wf", b"audit record")),
+                                                 (3, OutboxMessage("kadence.replies", b"client", b"answer"))]
+        assert await store.next_outbox_id(0) == 4
+    finally:
+        await pool.close()
