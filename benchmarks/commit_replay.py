@@ -131,7 +131,7 @@ def _dev(argv: list[str]) -> None:
             out.flush()
         return await fetchval(self, query, *args, **kw)
 
-    asyncpg.pool.Pool.fetchval = recorded  # type: ignore[method-assign]
+    asyncpg.pool.Pool.fetchval = recorded
     from kadence.cli import main
 
     sys.exit(main(argv))
