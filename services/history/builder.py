@@ -8,7 +8,7 @@ rows). :meth:`Transition.close` freezes it into a :class:`Mutation` for the stor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, NamedTuple
@@ -54,6 +54,19 @@ _CLOSING = frozenset({EventType.WORKFLOW_EXECUTION_COMPLETED, EventType.WORKFLOW
 
 def timer_key(run_id: str, kind: str, ref: int | str) -> str:
     return f"{run_id}/{kind}/{ref}"
+
+
+def history_records(namespace: str, workflow_id: str, run_id: str, encoded: Iterable[bytes],
+                    headers: tuple[tuple[str, bytes], ...] = ()) -> list[OutboxMessage]:
+    """The audit records (kadence.history) of a run's events, from their stored encodings.
+
+    A HistoryRecord is its three strings followed by the event's body: the encoding made
+    when the event was added (the bytes ``history_events`` holds) is reused, not redone.
+    The commit and a new owner's outbox recovery (store.py) both build them here.
+    """
+    key = kafka.workflow_key(namespace, workflow_id)
+    prefix = avro.header("HistoryRecord") + avro.string(namespace) + avro.string(workflow_id) + avro.string(run_id)
+    return [OutboxMessage(kafka.HISTORY, key, prefix + e[10:], headers) for e in encoded]
 
 
 class OutboxMessage(NamedTuple):
@@ -226,12 +239,7 @@ class Transition:
 
     def close(self) -> Mutation:
         s = self.state
-        key = kafka.workflow_key(s.namespace, s.workflow_id)
-        # A HistoryRecord is its three strings followed by the event's body: reuse the
-        # encoding made when the event was added instead of encoding it again.
-        prefix = (avro.header("HistoryRecord") + avro.string(s.namespace) + avro.string(s.workflow_id)
-                  + avro.string(s.run_id))
-        history = [OutboxMessage(kafka.HISTORY, key, prefix + e[10:], self.headers) for e in self.encoded]
+        history = history_records(s.namespace, s.workflow_id, s.run_id, self.encoded, self.headers)
         return Mutation(
             state=s,
             events=tuple(self.events),

@@ -15,9 +15,10 @@ import asyncpg
 import orjson
 
 from kadence_protocol import avro
+from services.common import kafka
 from services.common.outcome import close_payload
 
-from .builder import Mutation, OutboxMessage
+from .builder import Mutation, OutboxMessage, history_records
 from .errors import ShardOwnershipLost, WorkflowNotNew
 from .ledger import RequestSeen
 from .snapshot import upgrade
@@ -43,22 +44,21 @@ def _with_current_run(namespaces: str, workflow_ids: str) -> str:
 
 _CURRENT_RUNS = f"SELECT k.namespace, k.workflow_id, c.run_id FROM {_with_current_run('$1', '$2')}"
 
-# One batch in one statement, its own transaction: 2 if a workflow the batch ran as new has a
-# run after all (checked first: CASE evaluates no branch it does not need, so nothing is
-# written), else kadence_commit_packed_batch (migration 0004: kadence_commit_batch of 0003,
-# the fence and then every table, then the batch's outbox row): 0, or 1 when the fence
-# finds our range_id stale (nothing written).
-# 3 if a request id the batch applied is in request_ids already (see ledger.py); the batch
-# goes through kadence_commit_ledger_batch (migration 0006), which also writes the batch's
-# request ids and run start offsets.
-_COMMIT = ("SELECT CASE"
-           f" WHEN EXISTS (SELECT 1 FROM {_with_current_run('$17', '$18')}) THEN 2"
-           " WHEN EXISTS (SELECT 1 FROM unnest($19::text[], $20::text[], $21::text[]) AS r (ns, wf, id)"
-           "   CROSS JOIN LATERAL (SELECT 1 FROM request_ids WHERE namespace = r.ns AND workflow_id = r.wf"
-           "     AND request_id = r.id LIMIT 1) AS q) THEN 3"
-           " WHEN kadence_commit_ledger_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-           "   $19, $20, $21, $22, $23, $24, $25, $26)"
-           " THEN 0 ELSE 1 END")
+# One batch in one statement, its own transaction: kadence_commit (migration 0016) returns 2 if
+# a workflow the batch ran as new has a run after all, 3 if a request id the batch applied is
+# in request_ids already (see ledger.py), both checked before anything is written; 1 when the
+# fence finds our range_id stale (nothing written); else 0, with every table written: the
+# fence, the batch's rows, its outbox row, request ids and run start offsets.
+# The outbox row holds the batch's messages except its audit records (kadence.history), which
+# it names by (run id, event id) for pending_outbox to rebuild from history_events.
+_COMMIT = "SELECT kadence_commit(" + ", ".join(f"${i}" for i in range(1, 30)) + ")"
+
+# The audit records a recovered outbox row names, in its order: each event's stored encoding
+# and its run's namespace and workflow id (the HistoryRecord's other fields).
+_AUDIT_RECORDS = ("SELECT x.namespace, x.workflow_id, r.run, h.data, r.headers"
+                  " FROM unnest($1::text[], $2::bigint[], $3::bytea[]) WITH ORDINALITY AS r (run, event_id, headers, n)"
+                  " JOIN history_events h ON h.run_id = r.run AND h.event_id = r.event_id"
+                  " JOIN executions x ON x.run_id = r.run ORDER BY r.n")
 
 
 class HistoryStore:
@@ -162,11 +162,19 @@ class HistoryStore:
                 "WITH old AS (DELETE FROM outbox WHERE shard_id = $1 RETURNING *)"
                 " INSERT INTO outbox_batches SELECT shard_id, id, ARRAY[topic], ARRAY[key], ARRAY[value],"
                 " ARRAY[headers] FROM old", shard_id)
-            batches = await conn.fetch("SELECT id, topics, keys, payloads, headers FROM outbox_batches"
-                                       " WHERE shard_id = $1 ORDER BY id", shard_id)
+            batches = await conn.fetch("SELECT id, topics, keys, payloads, headers, audit_runs, audit_events,"
+                                       " audit_headers FROM outbox_batches WHERE shard_id = $1 ORDER BY id", shard_id)
+            audit = {int(b["id"]): await conn.fetch(_AUDIT_RECORDS, b["audit_runs"], b["audit_events"],
+                                                    b["audit_headers"])
+                     for b in batches if b["audit_runs"]}
         rows: list[OutboxRow] = []
         for b in batches:
             batch_id = int(b["id"])
+            # The batch's audit records first (each run's in event order), then what it stored.
+            # An event whose run retention has deleted since is gone and not published.
+            for r in audit.get(batch_id, ()):
+                rows.extend((batch_id, m) for m in history_records(r["namespace"], r["workflow_id"], r["run"],
+                                                                   [bytes(r["data"])], _headers_from(r["headers"])))
             rows.extend((batch_id, OutboxMessage(topic, key, value, _headers_from(headers)))
                         for topic, key, value, headers in zip(b["topics"], b["keys"], b["payloads"], b["headers"],
                                                               strict=True))
@@ -234,7 +242,22 @@ class HistoryStore:
             if m.delete_all_timers:
                 closed_runs.append(s.run_id)
             upserts.extend((shard_id, *row) for row in m.timers_upsert)
-        messages = [m for _, m in outbox]
+        if closed_runs:
+            # The run's every timer goes by run id: its keys one by one would be index probes
+            # for rows that delete removes anyway (a closing batch names five or more).
+            gone = set(closed_runs)
+            deletes = [k for k in deletes if k.partition("/")[0] not in gone]
+        # The audit records are named, not stored (migration 0016): each mutation's are its events.
+        messages = [m for _, m in outbox if m.topic != kafka.HISTORY]
+        audit_runs: list[str] = []
+        audit_events: list[int] = []
+        audit_headers: list[bytes | None] = []
+        for m in mutations:
+            headers = next((_headers_to(o.headers) for o in m.outbox if o.topic == kafka.HISTORY), None)
+            for e in m.events:
+                audit_runs.append(m.state.run_id)
+                audit_events.append(e["event_id"])
+                audit_headers.append(headers)
         outcome = await self.pool.fetchval(
             _COMMIT,
             shard_id, range_id, offset, executions, list(current.values()), events,
@@ -245,7 +268,7 @@ class HistoryStore:
             [ns for ns, _ in new_workflows], [wf for _, wf in new_workflows],
             [k[0] for k in requests], [k[1] for k in requests], [k[2] for k in requests], list(requests.values()),
             [k[0] for k in run_starts], [k[1] for k in run_starts], [v[0] for v in run_starts.values()],
-            [v[1] for v in run_starts.values()])
+            [v[1] for v in run_starts.values()], audit_runs, audit_events, audit_headers)
         if outcome == 3:
             raise RequestSeen("a request id the batch applied was applied before")
         if outcome == 1:

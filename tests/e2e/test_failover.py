@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from kadence import Client, Worker
 from kadence_protocol import avro
@@ -37,6 +38,14 @@ def _history_process(bootstrap: str, dsn: str, log: Path) -> subprocess.Popen[by
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "services.history"], cwd=ROOT, env=env,
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+
+
+async def _fetch(dsn: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
 
 
 async def _owners(dsn: str) -> Counter[str]:
@@ -102,6 +111,25 @@ async def test_kill_one_history_process_mid_run(broker, fresh_dsn, tmp_path: Pat
                 assert kinds.count("ActivityTaskCompleted") == 1
         finally:
             await conn.close()
+        # No committed event is missing from the audit log: what the killed process committed and
+        # had not published, the survivor rebuilt from history_events and published (the outbox
+        # row names the audit records since migration 0016; it no longer holds their bytes).
+        committed = {(r["run_id"], r["event_id"]) for r in await _fetch(fresh_dsn, "SELECT run_id, event_id"
+                                                                                   " FROM history_events")}
+        published: set[tuple[str, int]] = set()
+        audit = AIOKafkaConsumer(kafka.HISTORY, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                 fetch_max_wait_ms=50)
+        await audit.start()
+        try:
+            async def all_published() -> bool:
+                for records in (await audit.getmany(timeout_ms=200)).values():
+                    for r in records:
+                        _, record = avro.decode(r.value)
+                        published.add((record["run_id"], record["event"]["event_id"]))
+                return committed <= published
+            await eventually(all_published, timeout=60, every=0.05, what="every committed event on kadence.history")
+        finally:
+            await audit.stop()
         # The survivor takes every shard over: once the dead one's session runs out, whether or
         # not a workflow of its shards was still waiting by then (all may have finished first).
         async def taken_over() -> bool:
