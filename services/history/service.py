@@ -32,6 +32,7 @@ from services.common.bind import UnsafeBind
 from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink, commands_grouped
 from services.common.command_notices import CommandNotice, NoticeOutcome, owner_name
 from services.common.config import Settings
+from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
 from services.common.matching.client import MatchingClient
@@ -114,6 +115,7 @@ class HistoryService:
         # What shards.owner names: the instance, and the internal address taking command notices.
         self.owner = settings.instance_id
         self.command_notices = NoticeCounts()
+        self.fetch_wait_ms = settings.history_fetch_wait_ms  # of kadence.requests; set by start()
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -161,7 +163,7 @@ class HistoryService:
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
-            fetch_max_wait_ms=self.settings.history_fetch_wait_ms,
+            fetch_max_wait_ms=self.fetch_wait_ms,
             max_poll_records=2000,
             **client_options(self.settings.kafka_security),
         )
@@ -189,6 +191,8 @@ class HistoryService:
             except UnsafeBind as exc:
                 log.warning("%s; command notices are off", exc)  # commands then come by fetch alone
                 notices = False
+        # Commands noticed: the fetch is the fallback, with the longer wait (fetch_waits.py).
+        self.fetch_wait_ms = fetch_wait_ms(s, Consumer.HISTORY, noticed=notices)
         if s.history_health_port is None and not notices:
             return
         self.health_server = HealthServer(self.health, self.fatal, notices=self.noticed_commands if notices else None,
