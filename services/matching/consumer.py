@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -25,7 +26,7 @@ from services.common.config import Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
 from services.common.matching.notices import NoticeOutcome, TaskNotice
-from services.common.matching.tasks import TASK_KINDS, MatchedTask
+from services.common.matching.tasks import TASK_KINDS, WORKFLOW, MatchedTask
 from services.common.supervision import watch
 from services.common.telemetry import consumer_span, handed_span, tracing
 
@@ -203,6 +204,10 @@ class TaskConsumer:
                     # the worker continues; a task left to the fetch gets its span there.
                     matched += self._traced_notice(tp, n, task, key)
                 else:
+                    if n.updates is not None and task.kind == WORKFLOW:
+                        # The update requests of the commit that wrote it: a poll handed it now
+                        # answers with them, without reading them (held, it loses them).
+                        task = replace(task, updates=n.updates)
                     by_queue.setdefault(key, []).append(task)
             for key, tasks in by_queue.items():
                 given = self.service.sync_match(partition, key, tasks)

@@ -230,7 +230,7 @@ class MatchingService:
                 break
             if task.task_id in self._noticed or self.is_duplicate(task.task_id):
                 continue
-            q.noticed[task.task_id] = task
+            q.noticed[task.task_id] = _unstamped(task)  # a later poll reads the update requests of then
             self._noticed[task.task_id] = key
             kept += 1
         return kept

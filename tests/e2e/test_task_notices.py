@@ -80,6 +80,32 @@ async def test_a_noticed_task_reaches_the_waiting_poll_ahead_of_the_fetch_and_on
     assert await env.client.poll("default", "tq-notice", WORKFLOW, 1, 0.3, "w2") == []
 
 
+async def test_a_noticed_workflow_task_brings_its_commits_update_requests_to_the_waiting_poll_only(
+        env: Env) -> None:
+    consumer = env.service._consumer
+    assert consumer is not None
+    waiting = [{"update_id": "u1", "name": "set", "input": "[1]"}]
+    first, value, task_id = workflow_task("tq-updates")
+    _, later_value, later_id = workflow_task("tq-updates")
+    partition = kafka.partition_for(first, 4)
+    tp = TopicPartition(kafka.TASKS, partition)
+    poll = asyncio.create_task(env.client.poll("default", "tq-updates", WORKFLOW, 1, 20.0, "w1"))
+    await eventually(lambda: poll_waiting(env.service, "tq-updates"), what="the poll waiting")
+    consumer._consumer.pause(tp)
+    try:
+        records = [(kafka.TASKS, first, value, ()), (kafka.TASKS, first, later_value, ())]
+        [at, later] = await kafka.publish(env.producer, records)  # type: ignore[arg-type]
+        await env.service.noticed(partition, [TaskNotice(at.offset, value, (), waiting),
+                                              TaskNotice(later.offset, later_value, (), waiting)])
+        [given] = await asyncio.wait_for(poll, 5)
+        assert given.task_id == task_id and given.updates == waiting
+        # Held for a later poll, it reads the requests of then instead.
+        [held] = await env.client.poll("default", "tq-updates", WORKFLOW, 1, 5.0, "w2")
+        assert held.task_id == later_id and held.updates is None
+    finally:
+        consumer._consumer.resume(tp)
+
+
 async def test_a_noticed_task_no_poll_waits_for_goes_to_the_next_poll_ahead_of_the_fetch(env: Env) -> None:
     # The poll comes a moment after the notice (a worker between two polls): it gets the task
     # from the notice, not after the fetch wait; the fetched copy is then dropped.

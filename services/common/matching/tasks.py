@@ -57,6 +57,8 @@ class MatchedTask:
         events = self.task.get("events")
         if events is not None:
             out["events"] = [base64.b64encode(e).decode() for e in events]
+        if self.updates is not None:
+            out["updates"] = [dict(u) for u in self.updates]
         return out
 
     @classmethod
@@ -66,5 +68,7 @@ class MatchedTask:
         events = data.get("events")
         if isinstance(events, list):
             task["events"] = [base64.b64decode(str(e), validate=True) for e in events]
+        updates = data.get("updates")
         return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=task,
-                   traceparent=str(tp) if tp else None)
+                   traceparent=str(tp) if tp else None,
+                   updates=[dict(u) for u in updates] if isinstance(updates, list) else None)
