@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.common.kafka import TASKS, Published, Record
+from services.common.command_notices import CommandNotice
+from services.common.kafka import REQUESTS, TASKS, Published, Record
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingError
 from services.common.matching.notices import TaskNotice
@@ -106,3 +107,33 @@ class MatchingNotices:
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self._client.close()
+
+
+# Offers a partition's commands to its shard if it runs in this process (HistoryService.offer_own).
+OfferCommands = Callable[[int, list[CommandNotice]], None]
+
+
+class OwnCommands:
+    """Records the relay published to ``kadence.requests`` (a child workflow's start, a signal
+    or cancellation to another workflow, a child's outcome to its parent), offered to the
+    shard of their partition when it runs in this process, as a frontend's command notice is
+    (``Intake.offer``: taken only at the very next offset, otherwise left to the fetch).
+
+    Between processes history fetches ``kadence.requests`` with the longer wait of a noticed
+    hop (services/common/fetch_waits.py); without this, such a command would wait for it.
+    """
+
+    def __init__(self, offer: OfferCommands) -> None:
+        self._offer = offer
+
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None:
+        by_partition: dict[int, list[CommandNotice]] = {}
+        for (topic, key, value, headers), at in zip(records, where, strict=True):
+            if topic == REQUESTS:
+                by_partition.setdefault(at.partition, []).append(CommandNotice(at.offset, key, value, tuple(headers)))
+        for partition, notices in by_partition.items():
+            self._offer(partition, notices)
+
+    async def close(self) -> None:
+        pass

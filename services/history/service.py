@@ -46,7 +46,7 @@ from .health import report
 from .http import HealthServer
 from .limits import limits_of
 from .neighbours import HandedCommand
-from .notices import NO_NOTICES, MatchingNotices, TaskNotices
+from .notices import NO_NOTICES, MatchingNotices, OwnCommands, TaskNotices
 from .periodic import run_every
 from .resume import Resume, resume_from
 from .retention import RetentionJob
@@ -79,6 +79,7 @@ class NoticeCounts:
 
     received: int = 0
     not_owned: int = 0  # for a partition without a running shard here
+    own: int = 0  # commands this process's relay published, offered to its shards here (OwnCommands)
 
 
 class HistoryService:
@@ -147,6 +148,10 @@ class HistoryService:
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
         await self._serve()
+        if self.health_server is not None and self.health_server.takes_notices:
+            # Commands of this process's relay to shards here need not wait for the fetch either.
+            own = OwnCommands(self.offer_own)
+            self._relayed = own if self._relayed is NO_NOTICES else BothNotices(self._relayed, own)
         # History's own records to kadence.requests (child workflows) are signed, so that a
         # protected namespace takes them (ingress_auth.py history_principal).
         signer = self._ingress.history_signer() if self._ingress is not None else None
@@ -414,6 +419,17 @@ class HistoryService:
         for n in notices:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
         return NoticeOutcome(offered=len(notices))
+
+    def offer_own(self, partition: int, notices: list[CommandNotice]) -> None:
+        """Commands this process's relay published to ``partition`` (notices.OwnCommands):
+        offered to its shard if it runs here, as noticed commands are; otherwise the owner's
+        fetch takes them."""
+        shard = self.shards.get(partition)
+        if shard is None or shard.stopped:
+            return
+        self.command_notices.own += len(notices)
+        for n in notices:
+            shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
 
     async def _consume(self) -> None:
         assert self._consumer is not None
