@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,10 +50,16 @@ def replies_from_json(data: dict[str, Any]) -> list[bytes]:
     return [base64.b64decode(v, validate=True) for v in values]
 
 
+# Per task record, the update requests of its run (services/history/notices.py TaskUpdates).
+TaskUpdates = Mapping[bytes, Sequence[Mapping[str, Any]]]
+NO_UPDATES: TaskUpdates = {}
+
+
 class Notices(Protocol):
     """What the relay tells of what it published (services/history/notices.py TaskNotices)."""
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None: ...
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -64,9 +70,10 @@ class BothNotices:
     def __init__(self, first: Notices, second: Notices) -> None:
         self.first, self.second = first, second
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
-        self.first.published(records, where)
-        self.second.published(records, where)
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None:
+        self.first.published(records, where, updates)
+        self.second.published(records, where, updates)
 
     async def close(self) -> None:
         await self.first.close()
@@ -93,7 +100,8 @@ class ReplyNotices:
         self._closed = False
         self.counts = ReplyCounts()
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None:
         by_frontend: dict[str, list[bytes]] = {}
         for topic, key, value, _ in records:
             if topic == REPLIES and key and (address := owner_address(key.decode(errors="replace"))) is not None:

@@ -26,6 +26,7 @@ from services.common.bind import UnsafeBind
 from services.common.colocation import CommandBus, KafkaCommands
 from services.common.command_notices import HistoryOwners, NoticedCommands, owner_name
 from services.common.config import LISTEN_BACKLOG, Settings
+from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
@@ -259,8 +260,9 @@ class FrontendService:
         except KafkaError as exc:
             raise Unavailable(f"cannot reach the broker at {s.kafka_bootstrap}: {exc!r}") from exc
         reply_to = await self._serve_reply_notices()
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, s.replies_fetch_wait_ms, s.kafka_security,
-                                    reply_to=reply_to)
+        # Replies noticed by history: the fetch is the fallback, with the longer wait (fetch_waits.py).
+        wait = fetch_wait_ms(s, Consumer.REPLIES, noticed=self.reply_notices is not None)
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, wait, s.kafka_security, reply_to=reply_to)
         await self._replies.start(self.fatal)
         self._closes = CloseWatcher(self._pool)
         await self._closes.start(self.fatal)

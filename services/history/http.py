@@ -38,6 +38,7 @@ class HealthServer:
         self._key = internal_key
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.takes_notices = notices is not None  # POST /internal/commands is served
 
     async def start(self, host: str, port: int) -> str:
         app = web.Application()

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from services.common.kafka import TASKS, Published, Record
+from services.common.command_notices import CommandNotice
+from services.common.kafka import REQUESTS, TASKS, Published, Record
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingError
 from services.common.matching.notices import TaskNotice
@@ -29,10 +30,17 @@ MAX_IN_FLIGHT = 64  # notice requests out at once; beyond, notices are dropped (
 NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch has the task by then
 
 
+# Per task record the relay published (its value): the update requests waiting in its run as
+# of the commit that wrote it (summary.waiting_updates); a record not in it: not known.
+TaskUpdates = Mapping[bytes, Sequence[Mapping[str, Any]]]
+NO_UPDATES: TaskUpdates = {}
+
+
 class TaskNotices(Protocol):
     """Told what the relay published and where the broker put it, in the same order."""
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None: ...
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -40,7 +48,8 @@ class TaskNotices(Protocol):
 class NoNotices:
     """Matching learns of tasks by its fetch alone (co-located, or notices off)."""
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None:
         pass
 
     async def close(self) -> None:
@@ -66,11 +75,14 @@ class MatchingNotices:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.counts = NoticeCounts()
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None:
         by_partition: dict[int, list[TaskNotice]] = {}
         for (topic, _, value, headers), at in zip(records, where, strict=True):
             if topic == TASKS:
-                by_partition.setdefault(at.partition, []).append(TaskNotice(at.offset, value, tuple(headers)))
+                waiting = updates.get(value)
+                by_partition.setdefault(at.partition, []).append(TaskNotice(
+                    at.offset, value, tuple(headers), None if waiting is None else [dict(u) for u in waiting]))
         for partition, notices in by_partition.items():
             if len(self._in_flight) >= self._max:
                 self.counts.dropped += 1
@@ -95,3 +107,33 @@ class MatchingNotices:
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self._client.close()
+
+
+# Offers a partition's commands to its shard if it runs in this process (HistoryService.offer_own).
+OfferCommands = Callable[[int, list[CommandNotice]], None]
+
+
+class OwnCommands:
+    """Records the relay published to ``kadence.requests`` (a child workflow's start, a signal
+    or cancellation to another workflow, a child's outcome to its parent), offered to the
+    shard of their partition when it runs in this process, as a frontend's command notice is
+    (``Intake.offer``: taken only at the very next offset, otherwise left to the fetch).
+
+    Between processes history fetches ``kadence.requests`` with the longer wait of a noticed
+    hop (services/common/fetch_waits.py); without this, such a command would wait for it.
+    """
+
+    def __init__(self, offer: OfferCommands) -> None:
+        self._offer = offer
+
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: TaskUpdates = NO_UPDATES) -> None:
+        by_partition: dict[int, list[CommandNotice]] = {}
+        for (topic, key, value, headers), at in zip(records, where, strict=True):
+            if topic == REQUESTS:
+                by_partition.setdefault(at.partition, []).append(CommandNotice(at.offset, key, value, tuple(headers)))
+        for partition, notices in by_partition.items():
+            self._offer(partition, notices)
+
+    async def close(self) -> None:
+        pass

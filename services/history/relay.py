@@ -14,15 +14,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
 from services.common import kafka, outage
 
 from .builder import Mutation, OutboxMessage
-from .notices import NO_NOTICES, TaskNotices
+from .notices import NO_NOTICES, NO_UPDATES, TaskNotices
 from .store import OutboxRow
+from .summary import waiting_updates
 
 OUTBOX_CLEANUP_S = 0.2
 # Records for the audit log alone (kadence.history) wait this long for more to go with them.
@@ -51,6 +52,8 @@ class OutboxRelay:
         self._urgent = asyncio.Event()  # the queue holds records a service or worker waits for
         self.next_outbox_id = 1
         self.backlog = 0  # rows committed and not yet taken for publication (a gauge)
+        # Per task record committed and not yet published: its run's update requests (committed()).
+        self._updates: dict[bytes, list[dict[str, Any]]] = {}
 
     async def recover(self) -> int:
         """On acquisition: queue what was committed and not published; return how many rows."""
@@ -73,9 +76,17 @@ class OutboxRelay:
         if outbox:
             self.next_outbox_id = outbox[0][0]
 
-    def committed(self, outbox: list[OutboxRow]) -> None:
-        """``outbox`` is committed: publish it."""
+    def committed(self, outbox: list[OutboxRow], mutations: Sequence[Mutation] = ()) -> None:
+        """``outbox`` is committed: publish it. ``mutations`` (the batch's) give each task's
+        notice the update requests of its run as of this commit (summary.waiting_updates), so
+        that the frontend handing a noticed workflow task to a waiting poll need not read them."""
         if outbox:
+            if self.notices is not NO_NOTICES:
+                for m in mutations:
+                    tasks = [msg.value for msg in m.outbox if msg.topic == kafka.TASKS]
+                    if tasks:
+                        waiting = waiting_updates(m.state)
+                        self._updates.update(dict.fromkeys(tasks, waiting))
             self._put(outbox)
             if not _audit_only(outbox):
                 self._urgent.set()
@@ -131,7 +142,10 @@ class OutboxRelay:
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
                     await self.backoff.wait(exc)
             self.backoff.recovered()
-            self.notices.published(records, where)
+            # What is published is told with the update requests of its commit, where known.
+            updates = {r[2]: u for r in records if (u := self._updates.pop(r[2], None)) is not None} \
+                if self._updates else NO_UPDATES
+            self.notices.published(records, where, updates)
             published = rows[-1][0]
             if time.monotonic() - last_cleanup >= OUTBOX_CLEANUP_S:
                 await self._delete(published)

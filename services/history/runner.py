@@ -339,7 +339,7 @@ class BatchRunner:
         for m in mutations:
             self.heartbeats.prune(m.state)
         self.timers.committed(mutations, ctx.timer_rows_deleted)
-        self.relay.committed(outbox)
+        self.relay.committed(outbox, mutations)
         self.observer.committed(mutations)
 
     def _keep_tail(self, m: Mutation) -> None:

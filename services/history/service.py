@@ -32,6 +32,7 @@ from services.common.bind import UnsafeBind
 from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink, commands_grouped
 from services.common.command_notices import CommandNotice, NoticeOutcome, owner_name
 from services.common.config import Settings
+from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
 from services.common.matching.client import MatchingClient
@@ -45,7 +46,7 @@ from .health import report
 from .http import HealthServer
 from .limits import limits_of
 from .neighbours import HandedCommand
-from .notices import NO_NOTICES, MatchingNotices, TaskNotices
+from .notices import NO_NOTICES, MatchingNotices, OwnCommands, TaskNotices
 from .periodic import run_every
 from .resume import Resume, resume_from
 from .retention import RetentionJob
@@ -78,6 +79,7 @@ class NoticeCounts:
 
     received: int = 0
     not_owned: int = 0  # for a partition without a running shard here
+    own: int = 0  # commands this process's relay published, offered to its shards here (OwnCommands)
 
 
 class HistoryService:
@@ -114,6 +116,7 @@ class HistoryService:
         # What shards.owner names: the instance, and the internal address taking command notices.
         self.owner = settings.instance_id
         self.command_notices = NoticeCounts()
+        self.fetch_wait_ms = settings.history_fetch_wait_ms  # of kadence.requests; set by start()
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored
@@ -145,6 +148,10 @@ class HistoryService:
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
         await self._serve()
+        if self.health_server is not None and self.health_server.takes_notices:
+            # Commands of this process's relay to shards here need not wait for the fetch either.
+            own = OwnCommands(self.offer_own)
+            self._relayed = own if self._relayed is NO_NOTICES else BothNotices(self._relayed, own)
         # History's own records to kadence.requests (child workflows) are signed, so that a
         # protected namespace takes them (ingress_auth.py history_principal).
         signer = self._ingress.history_signer() if self._ingress is not None else None
@@ -161,7 +168,7 @@ class HistoryService:
             auto_offset_reset="earliest",
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 4),
-            fetch_max_wait_ms=self.settings.history_fetch_wait_ms,
+            fetch_max_wait_ms=self.fetch_wait_ms,
             max_poll_records=2000,
             **client_options(self.settings.kafka_security),
         )
@@ -189,6 +196,8 @@ class HistoryService:
             except UnsafeBind as exc:
                 log.warning("%s; command notices are off", exc)  # commands then come by fetch alone
                 notices = False
+        # Commands noticed: the fetch is the fallback, with the longer wait (fetch_waits.py).
+        self.fetch_wait_ms = fetch_wait_ms(s, Consumer.HISTORY, noticed=notices)
         if s.history_health_port is None and not notices:
             return
         self.health_server = HealthServer(self.health, self.fatal, notices=self.noticed_commands if notices else None,
@@ -410,6 +419,17 @@ class HistoryService:
         for n in notices:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
         return NoticeOutcome(offered=len(notices))
+
+    def offer_own(self, partition: int, notices: list[CommandNotice]) -> None:
+        """Commands this process's relay published to ``partition`` (notices.OwnCommands):
+        offered to its shard if it runs here, as noticed commands are; otherwise the owner's
+        fetch takes them."""
+        shard = self.shards.get(partition)
+        if shard is None or shard.stopped:
+            return
+        self.command_notices.own += len(notices)
+        for n in notices:
+            shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
 
     async def _consume(self) -> None:
         assert self._consumer is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -22,9 +23,10 @@ from kadence_protocol.kafka_security import client_options
 from services.common import outage
 from services.common.aio import cancel
 from services.common.config import Settings
+from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
 from services.common.matching.notices import NoticeOutcome, TaskNotice
-from services.common.matching.tasks import TASK_KINDS, MatchedTask
+from services.common.matching.tasks import TASK_KINDS, WORKFLOW, MatchedTask
 from services.common.supervision import watch
 from services.common.telemetry import consumer_span, handed_span, tracing
 
@@ -70,7 +72,8 @@ class TaskConsumer:
             session_timeout_ms=session,
             heartbeat_interval_ms=max(100, session // 4),
             rebalance_timeout_ms=max(session, 5000),
-            fetch_max_wait_ms=settings.matching_fetch_wait_ms,
+            # Tasks noticed by history: the fetch is the fallback, with the longer wait.
+            fetch_max_wait_ms=fetch_wait_ms(settings, Consumer.MATCHING, noticed=settings.task_notices),
             metadata_max_age_ms=5000,
             **client_options(settings.kafka_security),
         )
@@ -146,6 +149,7 @@ class TaskConsumer:
                     )))
                     continue
                 assert task is not None and key is not None
+                self.service.unnotice(task.task_id)  # a noticed copy still held gives way to the record
                 if task.task_id in seen or self.service.is_duplicate(task.task_id):
                     continue
                 seen.add(task.task_id)
@@ -174,8 +178,10 @@ class TaskConsumer:
         Only records the consumer has not been given yet are taken (offset at or past its
         position, read under the batch lock, with nothing awaited between the read and the
         hand-over); each task taken is a task handed out lately, so the fetched copy is
-        dropped as a duplicate (RecentTasks). Nothing is stored or committed here: a task no
-        poll waits for, and every record the consumer already has, is left to the fetch.
+        dropped as a duplicate (RecentTasks). A task no poll waits for is held in memory for
+        a poll that comes before the fetch (MatchingService.hold_noticed); its fetched record
+        takes it back. Nothing is stored or committed here, and every record the consumer
+        already has is left to it.
         """
         tp = TopicPartition(TASKS, partition)
         async with self.batch_lock:
@@ -198,8 +204,16 @@ class TaskConsumer:
                     # the worker continues; a task left to the fetch gets its span there.
                     matched += self._traced_notice(tp, n, task, key)
                 else:
+                    if n.updates is not None and task.kind == WORKFLOW:
+                        # The update requests of the commit that wrote it: a poll handed it now
+                        # answers with them, without reading them (held, it loses them).
+                        task = replace(task, updates=n.updates)
                     by_queue.setdefault(key, []).append(task)
-            matched += sum(self.service.sync_match(partition, key, tasks) for key, tasks in by_queue.items())
+            for key, tasks in by_queue.items():
+                given = self.service.sync_match(partition, key, tasks)
+                # No poll waits for the rest: held for the next polls until the fetch brings them.
+                self.service.hold_noticed(partition, key, tasks[given:])
+                matched += given
         return NoticeOutcome(matched=matched, stale=len(notices) - len(fresh), left=len(fresh) - matched)
 
     def _traced_notice(self, tp: TopicPartition, notice: TaskNotice, task: MatchedTask, key: QueueKey) -> bool:

@@ -130,7 +130,7 @@ class InternalServer:
         counts = self._service.notices
         body: dict[str, object] = {"owned_partitions": sorted(self._service.owned_partitions),
                                    "task_notices": {"matched": counts.matched, "stale": counts.stale,
-                                                    "left": counts.left}}
+                                                    "left": counts.left, "taken_held": counts.taken_held}}
         fatal = self._service.fatal.reason
         if fatal is not None:  # a loop died: the process is about to stop (supervision.py)
             body["fatal"] = fatal

@@ -67,6 +67,10 @@ class TaskQueue:
         # Committed tasks handed over in process that no poll was waiting for: the next
         # polls take them from memory (they were not published; see MatchingService.hand_over).
         self.ready: deque[MatchedTask] = deque()
+        # Tasks history noticed (published, not yet fetched here) while no poll waited: a poll
+        # that comes before the fetch takes them (MatchingService.hold_noticed); the fetched
+        # copy of one still here takes the usual way instead.
+        self.noticed: OrderedDict[str, MatchedTask] = OrderedDict()
         self.seen = RecentPollers()  # who polled lately (describe shows it)
 
     def add_poller(self, max_tasks: int) -> Poller:
@@ -106,6 +110,12 @@ class TaskQueue:
 
     def take_ready(self, limit: int) -> list[MatchedTask]:
         return _take(self.ready, limit)
+
+    def take_noticed(self, limit: int) -> list[MatchedTask]:
+        taken: list[MatchedTask] = []
+        while self.noticed and len(taken) < limit:
+            taken.append(self.noticed.popitem(last=False)[1])
+        return taken
 
     def wake(self, count: int) -> None:
         """Tell up to ``count`` waiting pollers to look at the backlog again."""

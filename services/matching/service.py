@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # Tasks handed over in process that wait in memory per queue; beyond, they wait in the backlog.
 READY_MAX = 10_000
+# Noticed tasks held per queue for the next polls until their records are fetched; beyond,
+# a notice no poll waits for is left to the fetch alone.
+NOTICED_MAX = 1_000
 
 __all__ = ["MatchingService"]
 
@@ -57,7 +60,8 @@ class NoticeCounts:
 
     matched: int = 0
     stale: int = 0
-    left: int = 0
+    left: int = 0  # no poll waited: held for the next poll until the fetch brings the record
+    taken_held: int = 0  # of those, taken by a poll that came before the fetch
 
     def add(self, outcome: NoticeOutcome) -> None:
         self.matched += outcome.matched
@@ -76,6 +80,8 @@ class MatchingService:
         self._recent = RecentTasks()
         # ids of the tasks waiting in the queues' ready lists
         self._ready_ids: set[str] = set()
+        # ids of the noticed tasks held for polls (TaskQueue.noticed), with their queues
+        self._noticed: dict[str, QueueKey] = {}
         # query_id -> the answer (result JSON, failure); query_id -> taken by a poller
         self._queries: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {}
         self._pickups: dict[str, asyncio.Future[None]] = {}
@@ -180,6 +186,8 @@ class MatchingService:
                 q.wake_all()  # their polls see the partition is gone and return empty
                 # Tasks waiting in memory go with the partition: history re-dispatches them.
                 self._ready_ids.difference_update(t.task_id for t in q.ready)
+                for task_id in q.noticed:
+                    self._noticed.pop(task_id, None)
                 del self._queues[key]
         with contextlib.suppress(*outage.DATABASE_ERRORS):
             await self.store.release(sorted(gone), self.settings.instance_id)
@@ -203,6 +211,35 @@ class MatchingService:
         outcome = NoticeOutcome(left=len(notices)) if consumer is None else await consumer.noticed(partition, notices)
         self.notices.add(outcome)
         return outcome
+
+    def hold_noticed(self, partition: int, key: QueueKey, tasks: Sequence[MatchedTask]) -> int:
+        """Keep noticed tasks no poll waited for (TaskConsumer.noticed), for the polls that come
+        before the fetch brings their records; return how many are kept.
+
+        Taken once: a poll that takes one makes it a task handed out lately, so its fetched
+        copy is dropped as a duplicate; a record fetched while its task is still held takes
+        it back (:meth:`unnotice`) and goes the usual way (sync match, backlog). Nothing is
+        stored: a held task is only ever a copy of a record the consumer has yet to ingest.
+        """
+        if partition not in self._owned:
+            return 0
+        q = self._queue(key, partition)
+        kept = 0
+        for task in tasks:
+            if len(q.noticed) >= NOTICED_MAX:
+                break
+            if task.task_id in self._noticed or self.is_duplicate(task.task_id):
+                continue
+            q.noticed[task.task_id] = _unstamped(task)  # a later poll reads the update requests of then
+            self._noticed[task.task_id] = key
+            kept += 1
+        return kept
+
+    def unnotice(self, task_id: str) -> None:
+        """The consumer has the record of ``task_id``: a held notice of it gives way to it."""
+        key = self._noticed.pop(task_id, None)
+        if key is not None and (q := self._queues.get(key)) is not None:
+            q.noticed.pop(task_id, None)
 
     def takes(self, namespace: str, task_queue: str) -> bool:
         """Whether tasks of this queue committed by history in this process may be handed
@@ -321,6 +358,14 @@ class MatchingService:
                     self._ready_ids.discard(t.task_id)
                     self._recent.add(t.task_id)
                 tasks += ready
+            if len(tasks) < max_tasks and q.noticed:
+                # Published and noticed, not fetched yet: taken here, its fetched copy is dropped.
+                held = q.take_noticed(max_tasks - len(tasks))
+                for t in held:
+                    del self._noticed[t.task_id]
+                    self._recent.add(t.task_id)
+                self.notices.taken_held += len(held)
+                tasks += held
             if tasks:
                 return tasks
             remaining = deadline - loop.time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,8 @@ import pytest
 from kadence import ApplicationError, ChildWorkflowError, Client, Replayer, Worker, WorkflowTimeoutError, workflow
 from services.cluster import Cluster
 from services.common import kafka
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
 from services.history.audit import audit
 
 from ..helpers import eventually
@@ -180,3 +183,27 @@ async def test_a_child_that_times_out_raises_with_a_timeout_cause(client: Client
         result = await client.execute_workflow(Impatient.run, child_id, id=parent_id, task_queue=QUEUE)
     assert result == "WorkflowTimeoutError"
     assert "ChildWorkflowExecutionTimedOut" in _types(await client.get_workflow_handle(parent_id).history())
+
+
+@pytest.fixture
+async def separate(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
+    """Every hop through the broker, with notices (KADENCE_COLOCATE=0)."""
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, colocate=False)
+    async with Cluster(settings) as c:
+        yield c
+
+
+async def test_between_processes_a_childs_commands_reach_a_shard_here_without_the_fetch(separate: Cluster) -> None:
+    # The relay offers its own records to kadence.requests (the child's start and signal, the
+    # child's outcome to its parent) to the shards in its process: history fetches with the
+    # longer wait of a noticed hop, which they would otherwise wait out.
+    parent_id, child_id = _ids_on_two_shards()
+    client = await Client.connect(separate.url, namespace="default")
+    try:
+        async with Worker(client, task_queue=QUEUE, workflows=[Parent, Doubler]):
+            result = await client.execute_workflow(Parent.run, child_id, 21, id=parent_id, task_queue=QUEUE)
+    finally:
+        await client.close()
+    assert result == "result 42"
+    assert separate.history.command_notices.own >= 3

@@ -61,7 +61,7 @@ async def test_with_reply_notices_workflows_complete(separate: Cluster) -> None:
 
 async def test_with_every_reply_notice_lost_commands_are_answered_through_the_fetch(
         separate: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    def lost(self: ReplyNotices, records: list[Record], where: list[Published]) -> None:
+    def lost(self: ReplyNotices, records: list[Record], where: list[Published], updates: object = None) -> None:
         pass
 
     monkeypatch.setattr(ReplyNotices, "published", lost)

@@ -20,6 +20,7 @@ from services.cluster import Cluster
 from services.common import kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
+from services.common.fetch_waits import NOTICED_WAITS_MS, Consumer
 from services.common.matching import WORKFLOW
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingUnavailableError
@@ -79,6 +80,78 @@ async def test_a_noticed_task_reaches_the_waiting_poll_ahead_of_the_fetch_and_on
     assert await env.client.poll("default", "tq-notice", WORKFLOW, 1, 0.3, "w2") == []
 
 
+async def test_a_noticed_workflow_task_brings_its_commits_update_requests_to_the_waiting_poll_only(
+        env: Env) -> None:
+    consumer = env.service._consumer
+    assert consumer is not None
+    waiting = [{"update_id": "u1", "name": "set", "input": "[1]"}]
+    first, value, task_id = workflow_task("tq-updates")
+    _, later_value, later_id = workflow_task("tq-updates")
+    partition = kafka.partition_for(first, 4)
+    tp = TopicPartition(kafka.TASKS, partition)
+    poll = asyncio.create_task(env.client.poll("default", "tq-updates", WORKFLOW, 1, 20.0, "w1"))
+    await eventually(lambda: poll_waiting(env.service, "tq-updates"), what="the poll waiting")
+    consumer._consumer.pause(tp)
+    try:
+        records = [(kafka.TASKS, first, value, ()), (kafka.TASKS, first, later_value, ())]
+        [at, later] = await kafka.publish(env.producer, records)  # type: ignore[arg-type]
+        await env.service.noticed(partition, [TaskNotice(at.offset, value, (), waiting),
+                                              TaskNotice(later.offset, later_value, (), waiting)])
+        [given] = await asyncio.wait_for(poll, 5)
+        assert given.task_id == task_id and given.updates == waiting
+        # Held for a later poll, it reads the requests of then instead.
+        [held] = await env.client.poll("default", "tq-updates", WORKFLOW, 1, 5.0, "w2")
+        assert held.task_id == later_id and held.updates is None
+    finally:
+        consumer._consumer.resume(tp)
+
+
+async def test_a_noticed_task_no_poll_waits_for_goes_to_the_next_poll_ahead_of_the_fetch(env: Env) -> None:
+    # The poll comes a moment after the notice (a worker between two polls): it gets the task
+    # from the notice, not after the fetch wait; the fetched copy is then dropped.
+    consumer = env.service._consumer
+    assert consumer is not None
+    key, value, task_id = workflow_task("tq-held")
+    partition = kafka.partition_for(key, 4)
+    tp = TopicPartition(kafka.TASKS, partition)
+    consumer._consumer.pause(tp)  # the fetch cannot deliver: only the notice can
+    try:
+        [at] = await kafka.publish(env.producer, [(kafka.TASKS, key, value, ())])  # type: ignore[arg-type]
+        outcome = await env.service.noticed(partition, [TaskNotice(at.offset, value)])
+        assert (outcome.matched, outcome.stale, outcome.left) == (0, 0, 1)
+        tasks = await env.client.poll("default", "tq-held", WORKFLOW, 1, 5.0, "w1")
+        assert [t.task_id for t in tasks] == [task_id]
+        assert env.service.notices.taken_held == 1
+    finally:
+        consumer._consumer.resume(tp)
+    await eventually(lambda: consumed(env, (partition, at.offset)), timeout=15, what="the copy ingested")
+    assert await backlog_count(env) == 0
+    assert await env.client.poll("default", "tq-held", WORKFLOW, 1, 0.3, "w2") == []
+
+
+async def test_a_held_notice_gives_way_to_its_fetched_record(env: Env) -> None:
+    # No poll comes before the fetch: the record goes the usual way (here the backlog), and
+    # the task is handed out once, from there.
+    key, value, task_id = workflow_task("tq-held-fetched")
+    partition = kafka.partition_for(key, 4)
+    consumer = env.service._consumer
+    assert consumer is not None
+    tp = TopicPartition(kafka.TASKS, partition)
+    consumer._consumer.pause(tp)
+    try:
+        [at] = await kafka.publish(env.producer, [(kafka.TASKS, key, value, ())])  # type: ignore[arg-type]
+        outcome = await env.service.noticed(partition, [TaskNotice(at.offset, value)])
+        assert outcome.left == 1
+    finally:
+        consumer._consumer.resume(tp)
+    await eventually(lambda: consumed(env, (partition, at.offset)), timeout=15, what="the task ingested")
+    assert await backlog_count(env) == 1
+    tasks = await env.client.poll("default", "tq-held-fetched", WORKFLOW, 1, 5.0, "w1")
+    assert [t.task_id for t in tasks] == [task_id]
+    assert env.service.notices.taken_held == 0
+    assert await env.client.poll("default", "tq-held-fetched", WORKFLOW, 1, 0.3, "w2") == []
+
+
 async def test_a_notice_the_consumer_has_overtaken_is_left_to_it(env: Env) -> None:
     key, value, task_id = workflow_task("tq-stale")
     partition = kafka.partition_for(key, 4)
@@ -124,6 +197,23 @@ async def _run_workflows(cluster: Cluster, tq: str, n: int = 3) -> None:
         await client.close()
 
 
+def _fetch_wait_ms(consumer: AIOKafkaConsumer) -> int:
+    return int(consumer._fetcher._fetch_max_wait_ms)
+
+
+async def test_with_notices_each_noticed_hop_fetches_with_the_longer_wait(separate: Cluster) -> None:
+    # Notices carry commands, tasks and replies: the fetches are the fallback, not the path
+    # (services/common/fetch_waits.py), and no longer ask the broker hundreds of times a second.
+    assert separate.history.fetch_wait_ms == NOTICED_WAITS_MS[Consumer.HISTORY] > Settings().history_fetch_wait_ms
+    assert separate.history._consumer is not None
+    assert _fetch_wait_ms(separate.history._consumer) == NOTICED_WAITS_MS[Consumer.HISTORY]
+    matching = separate.matching._consumer
+    assert matching is not None and _fetch_wait_ms(matching._consumer) == NOTICED_WAITS_MS[Consumer.MATCHING]
+    replies = separate.frontend._replies
+    assert replies is not None and _fetch_wait_ms(replies._consumer) == NOTICED_WAITS_MS[Consumer.REPLIES]
+    await _run_workflows(separate, "q-waits", n=2)
+
+
 async def test_with_notices_waiting_polls_get_published_tasks_from_them(separate: Cluster) -> None:
     notices = separate.history.notices
     assert isinstance(notices, MatchingNotices)
@@ -148,6 +238,8 @@ async def test_with_every_notice_lost_workflows_complete_through_the_fetch(
 @pytest.mark.parametrize("separate", [False], indirect=True, ids=["notices-off"])
 async def test_with_notices_off_workflows_complete_through_the_fetch(separate: Cluster) -> None:
     assert separate.history.notices is NO_NOTICES
+    matching = separate.matching._consumer
+    assert matching is not None and _fetch_wait_ms(matching._consumer) == Settings().matching_fetch_wait_ms
     await _run_workflows(separate, "q-off")
     assert separate.matching.notices.matched == 0
 

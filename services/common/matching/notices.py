@@ -28,15 +28,24 @@ class TaskNotice:
     offset: int
     value: bytes  # the Avro record on kadence.tasks
     headers: Headers = ()  # its trace headers
+    # A workflow task's run: the update requests waiting as of the commit that wrote the task
+    # (None: not known, the frontend reads them as it hands the task out).
+    updates: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"offset": self.offset, "value": _b64(self.value),
-                "headers": [[k, _b64(v)] for k, v in self.headers]}
+        out = {"offset": self.offset, "value": _b64(self.value), "headers": [[k, _b64(v)] for k, v in self.headers]}
+        if self.updates is not None:
+            out["updates"] = self.updates
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskNotice:
+        updates = data.get("updates")
+        if updates is not None and not (isinstance(updates, list) and all(isinstance(u, dict) for u in updates)):
+            raise TypeError("updates must be a list of objects")
         return cls(int(data["offset"]), base64.b64decode(str(data["value"]), validate=True),
-                   tuple((str(k), base64.b64decode(str(v), validate=True)) for k, v in data.get("headers") or ()))
+                   tuple((str(k), base64.b64decode(str(v), validate=True)) for k, v in data.get("headers") or ()),
+                   updates)
 
 
 def notices_to_json(partition: int, notices: Sequence[TaskNotice]) -> dict[str, Any]:

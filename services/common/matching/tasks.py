@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,13 +48,27 @@ class MatchedTask:
         return self.payload if self.payload is not None else avro.encode(TASK_NAMES[self.kind], self.task)
 
     def to_json(self) -> dict[str, Any]:
-        # Events a workflow task carries are Avro bytes: across the internal API the
-        # frontend reads them from the store instead.
+        # The events a workflow task carries are Avro bytes: they cross the internal API in
+        # base64, so that the frontend answering the poll need not read them from the store
+        # (a PostgreSQL round trip on every workflow task between processes).
         task = {k: v for k, v in self.task.items() if k != "events"}
-        return {"kind": self.kind, "task_id": self.task_id, "task": task, "traceparent": self.traceparent}
+        out: dict[str, Any] = {"kind": self.kind, "task_id": self.task_id, "task": task,
+                               "traceparent": self.traceparent}
+        events = self.task.get("events")
+        if events is not None:
+            out["events"] = [base64.b64encode(e).decode() for e in events]
+        if self.updates is not None:
+            out["updates"] = [dict(u) for u in self.updates]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MatchedTask:
         tp = data.get("traceparent")
-        return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=dict(data["task"]),
-                   traceparent=str(tp) if tp else None)
+        task = dict(data["task"])
+        events = data.get("events")
+        if isinstance(events, list):
+            task["events"] = [base64.b64decode(str(e), validate=True) for e in events]
+        updates = data.get("updates")
+        return cls(kind=str(data["kind"]), task_id=str(data["task_id"]), task=task,
+                   traceparent=str(tp) if tp else None,
+                   updates=[dict(u) for u in updates] if isinstance(updates, list) else None)

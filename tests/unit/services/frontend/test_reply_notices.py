@@ -6,7 +6,7 @@ refuses what is not a notice, and wants the internal key."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -107,10 +107,13 @@ async def test_the_endpoint_refuses_bad_notices_and_wants_the_key() -> None:
 class Recorder:
     def __init__(self) -> None:
         self.told: list[int] = []
+        self.updates: list[Mapping[bytes, object] | None] = []
         self.closed = False
 
-    def published(self, records: Sequence[Record], where: Sequence[Published]) -> None:
+    def published(self, records: Sequence[Record], where: Sequence[Published],
+                  updates: Mapping[bytes, object] | None = None) -> None:
         self.told.append(len(records))
+        self.updates.append(updates)
 
     async def close(self) -> None:
         self.closed = True
@@ -119,6 +122,7 @@ class Recorder:
 async def test_both_notices_tell_both() -> None:
     a, b = Recorder(), Recorder()
     both = BothNotices(a, b)
-    both.published([_record("fe", "r")], [Published(REPLIES, 0, 0)])
+    both.published([_record("fe", "r")], [Published(REPLIES, 0, 0)], {b"t": []})
     await both.close()
     assert (a.told, b.told, a.closed, b.closed) == ([1], [1], True, True)
+    assert a.updates == b.updates == [{b"t": []}]

@@ -253,7 +253,7 @@ async def test_the_endpoint_takes_notices_refuses_bad_ones_and_wants_the_interna
                     assert resp.status == 400, bad
                     assert (await resp.json())["error"] == "InvalidArgument"
             async with http.get(url + "/internal/notices", headers=auth) as resp:
-                assert (await resp.json())["commands"] == {"received": 1, "not_owned": 0}
+                assert (await resp.json())["commands"] == {"received": 1, "not_owned": 0, "own": 0}
             async with http.get(url + "/health") as resp:  # health stays open, as before
                 assert resp.status == 200
     finally:
