@@ -127,7 +127,7 @@ class Engine:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
-        await self._send(record, value, wait=True)
+        await self._send(record, value, wait=True, checked=self.limits)
 
     def _hold_started(self, name: str, t: MatchedTask, identity: str, started_time: int) -> None:
         """Hold the task's started record back (see started.py): its answer may make it needless."""
@@ -145,7 +145,8 @@ class Engine:
             future = await self._send(record, avro.encode(name, record), wait=False)
         future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
 
-    async def _send(self, record: dict[str, Any], value: bytes, *, wait: bool) -> asyncio.Future[Any]:
+    async def _send(self, record: dict[str, Any], value: bytes, *, wait: bool,
+                    checked: common.Limits | None = None) -> asyncio.Future[Any]:
         """Queue ``value`` on the workflow's request partition (and, with ``wait``, await the
         broker's answer) within PRODUCE_TIMEOUT; return the answer's future.
 
@@ -159,7 +160,7 @@ class Engine:
                     partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
                 else:
                     partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
-                self._commands.queued(partition, key, value, headers, future)
+                self._commands.queued(partition, key, value, headers, future, checked)
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:
