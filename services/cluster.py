@@ -11,6 +11,7 @@ import asyncpg
 from services.common import colocation, db, kafka
 from services.common.config import Settings
 from services.common.supervision import Fatal
+from services.common.validation import Limits
 
 
 class Cluster:
@@ -80,9 +81,9 @@ class Cluster:
         self._started.append(self.visibility)
 
     def _to_history(self, partition: int, key: bytes, value: bytes, headers: colocation.Headers,
-                    acked: asyncio.Future[Any]) -> None:
+                    acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
         """The co-located command bus: the frontend (built first) hands commands to history."""
-        self.history.take_queued(partition, key, value, headers, acked)
+        self.history.take_queued(partition, key, value, headers, acked, checked)
 
     async def __aenter__(self) -> Cluster:
         await self.start()

@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common import telemetry
+from services.common.validation import Limits
 
 Headers = tuple[tuple[str, bytes], ...]
 Closed = tuple[str, dict[str, Any]]  # run id, its outcome (services/common/outcome.py)
-# Told (partition, key, value, headers, the broker's answer to be) of a command queued for the broker.
-TakeQueued = Callable[[int, bytes, bytes, Headers, "asyncio.Future[Any]"], None]
+# Told (partition, key, value, headers, the broker's answer to be, the limits its record was
+# checked under) of a command queued for the broker.
+TakeQueued = Callable[[int, bytes, bytes, Headers, "asyncio.Future[Any]", Limits | None], None]
 
 # Set while a frontend queues several commands at once (a worker's batch of task answers):
 # history then takes none of them ahead of its acknowledgement (Intake.offer_early), which
@@ -106,8 +108,10 @@ class CommandBus(Protocol):
 
     def headers(self) -> Headers: ...  # trace headers the record and its hand-over carry
 
+    # ``checked``: the limits under which the frontend ran history's own check
+    # (validation.check_command) on the very record encoded as ``value``, or None.
     def queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
-               acked: asyncio.Future[Any]) -> None: ...
+               acked: asyncio.Future[Any], checked: Limits | None = None) -> None: ...
 
 
 class KafkaCommands:
@@ -119,7 +123,7 @@ class KafkaCommands:
         return ()
 
     def queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
-               acked: asyncio.Future[Any]) -> None:
+               acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
         pass
 
 
@@ -136,8 +140,8 @@ class ColocatedCommands:
         return ()
 
     def queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
-               acked: asyncio.Future[Any]) -> None:
-        self._take(partition, key, value, headers, acked)
+               acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
+        self._take(partition, key, value, headers, acked, checked)
 
 
 class TracedCommands:
@@ -152,8 +156,8 @@ class TracedCommands:
         return telemetry.current_trace_headers()
 
     def queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
-               acked: asyncio.Future[Any]) -> None:
-        self._inner.queued(partition, key, value, headers, acked)
+               acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
+        self._inner.queued(partition, key, value, headers, acked, checked)
 
 
 # ---- tasks: history -> matching ------------------------------------------------------------------

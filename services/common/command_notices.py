@@ -33,6 +33,7 @@ import asyncpg
 
 from services.common import internal_auth, outage
 from services.common.colocation import CommandBus, Headers
+from services.common.validation import Limits
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,9 @@ class NoticedCommands:
         return self.inner.headers()
 
     def queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
-               acked: asyncio.Future[Any]) -> None:
-        self.inner.queued(partition, key, value, headers, acked)
+               acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
+        # A notice goes to history in another process, which checks the record itself.
+        self.inner.queued(partition, key, value, headers, acked, checked)
         acked.add_done_callback(lambda f: self._acked(partition, key, value, headers, f))
 
     def _acked(self, partition: int, key: bytes, value: bytes, headers: Headers, acked: asyncio.Future[Any]) -> None:

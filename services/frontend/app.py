@@ -154,8 +154,11 @@ async def _stream(request: web.Request, status: int, answer: Streamed) -> web.St
         await response.prepare(request)
         await response.write(b'{"' + answer.key.encode() + b'":[\n')
         separator = b""
-        async for item in answer.items:
-            await response.write(separator + orjson.dumps(item) + b"\n")
+        async for group in answer.items:
+            # The items ready together go out as one chunk, each on its own line.
+            lines = [separator + orjson.dumps(group[0])]
+            lines += [b"," + orjson.dumps(item) for item in group[1:]]
+            await response.write(b"\n".join(lines) + b"\n")
             separator = b","
     except ConnectionResetError:
         raise  # the caller went away: nothing left to write to

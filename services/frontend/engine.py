@@ -39,6 +39,7 @@ from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
 
 from .closed import CloseWatcher
+from .deadlines import SameLengthWaits
 from .errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -82,6 +83,8 @@ class Engine:
         # (services/common/colocation.py).
         self._commands: CommandBus = commands or KafkaCommands()
         self._started = StartedRecords(self.send_started, started_delay)
+        # Every produce waits PRODUCE_TIMEOUT at most: one timer for all of them (deadlines.py).
+        self._produce_waits = SameLengthWaits(PRODUCE_TIMEOUT)
         self._producer = producer
         self._replies = replies
         self._closes = closes
@@ -113,6 +116,7 @@ class Engine:
     async def close(self) -> None:
         """Stop it, sending the started records still held."""
         await self._started.stop()
+        self._produce_waits.close()
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -127,7 +131,7 @@ class Engine:
             value = avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
-        await self._send(record, value, wait=True)
+        await self._send(record, value, wait=True, checked=self.limits)
 
     def _hold_started(self, name: str, t: MatchedTask, identity: str, started_time: int) -> None:
         """Hold the task's started record back (see started.py): its answer may make it needless."""
@@ -145,21 +149,23 @@ class Engine:
             future = await self._send(record, avro.encode(name, record), wait=False)
         future.add_done_callback(functools.partial(_log_refused, name, record["workflow_id"]))
 
-    async def _send(self, record: dict[str, Any], value: bytes, *, wait: bool) -> asyncio.Future[Any]:
+    async def _send(self, record: dict[str, Any], value: bytes, *, wait: bool,
+                    checked: common.Limits | None = None) -> asyncio.Future[Any]:
         """Queue ``value`` on the workflow's request partition (and, with ``wait``, await the
         broker's answer) within PRODUCE_TIMEOUT; return the answer's future.
 
-        ``asyncio.timeout`` rather than ``wait_for``, which wraps every command in a task.
+        A shared timer (deadlines.py) rather than ``asyncio.timeout``, which arms one per
+        command, or ``wait_for``, which also wraps every command in a task.
         """
         key = workflow_key(record["namespace"], record["workflow_id"])
         try:
-            async with asyncio.timeout(PRODUCE_TIMEOUT):
+            async with self._produce_waits.wait():
                 headers = self._commands.headers()
                 if headers:  # traced
                     partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
                 else:
                     partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
-                self._commands.queued(partition, key, value, headers, future)
+                self._commands.queued(partition, key, value, headers, future, checked)
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:

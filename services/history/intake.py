@@ -27,7 +27,8 @@ INBOX_SIZE = 64
 
 
 class Handed(list[HandedCommand]):
-    """An inbox item of handed-over commands (as opposed to fetched records)."""
+    """An inbox item of handed-over commands (as opposed to fetched records), in offset order
+    without gaps: commands acknowledged while it waits in the inbox join it (Intake.offer)."""
 
 
 class Early(NamedTuple):
@@ -65,6 +66,9 @@ class Intake:
         # ask for the fetch of a partition whose hand-over could not go on (see gate.py).
         self._skip_to: Callable[[int], None] = _skip_nothing
         self._fetch_needed: Callable[[], None] = _nothing
+        # The last Handed item put in the inbox, while the loop has not taken it: the next
+        # acknowledged command joins it rather than taking an inbox place of its own.
+        self._open: Handed | None = None
 
     def start_at(self, offset: int, *, skip_to: Callable[[int], None] | None = None,
                  fetch_needed: Callable[[], None] | None = None) -> None:
@@ -92,11 +96,23 @@ class Intake:
         it; otherwise (a record from another producer still to be fetched before it, or
         an inbox full of fetched work) its fetched copy takes the usual path. Either way
         each offset is taken once: the loop skips whatever it has taken already.
+
+        A command that follows the last one offered, while that one still waits in the
+        inbox, joins its item (up to max_batch): with one inbox place per command, a burst
+        filled the inbox's 64 places and most commands took the fetch (a 10,000 burst:
+        7,400 handed over, 25,700 fetched, decoded and checked again).
         """
+        last = self._open
+        if last is not None and len(last) < self.max_batch and command.offset == last[-1].offset + 1:
+            last.append(command)
+            return
+        item = Handed([command])
         try:
-            self._inbox.put_nowait(Handed([command]))
+            self._inbox.put_nowait(item)
         except asyncio.QueueFull:
             self._fetch_needed()
+            return
+        self._open = item
 
     def offer_early(self, command: HandedCommand, acked: asyncio.Future[Any]) -> None:
         """Take a command the broker has yet to acknowledge, if the loop has nothing else to do.
@@ -127,6 +143,7 @@ class Intake:
         wait for ever (what it fed is fetched again by the next owner, from the stored offset)."""
         while not self._inbox.empty():
             self._inbox.get_nowait()
+        self._open = None
 
     # ---- what the loop takes -------------------------------------------------------------
 
@@ -134,9 +151,12 @@ class Intake:
         """The next inbox item, waiting for one."""
         self._idle = True
         try:
-            return await self._inbox.get()
+            item = await self._inbox.get()
         finally:
             self._idle = False
+        if item is self._open:
+            self._open = None  # taken: nothing joins it any more
+        return item
 
     def batch(self, item: InboxItem) -> Batch:
         """``item`` and what else waits in the inbox, up to max_batch, less what was taken."""
@@ -151,6 +171,8 @@ class Intake:
             if size >= self.max_batch or self._inbox.empty():
                 return batch
             current = self._inbox.get_nowait()
+            if current is self._open:
+                self._open = None
             if isinstance(current, Early):
                 current = Handed()  # only offered to an idle loop; its acknowledged copy follows
 
@@ -165,8 +187,10 @@ class Intake:
     def _untaken(self, item: Any) -> Any:
         """The records of an inbox item that the loop has not taken yet, in offset order."""
         if isinstance(item, Handed):
-            records: list[Any] = [r for r in item if r.offset == self.consumed]
-            if not records and item and item[0].offset > self.consumed:
+            # The run of the item's commands from the next offset on (they have no gaps).
+            records: list[Any] = [r for r in item if r.offset >= self.consumed]
+            if records and records[0].offset != self.consumed:
+                records = []
                 self._fetch_needed()  # a record of another producer comes first
         elif isinstance(item, list):
             records = item if item and item[0].offset >= self.consumed else [

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from services.common.validation import Limits
+
 Closed = tuple[str, dict[str, Any]]  # run id, its outcome (services/common/outcome.py)
 
 
@@ -23,3 +25,6 @@ class HandedCommand(NamedTuple):
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    # The limits under which the frontend here ran the very check history runs
+    # (validation.check_command) on the record it encoded as ``value``; None: not checked.
+    checked: Limits | None = None

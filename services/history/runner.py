@@ -288,10 +288,13 @@ class BatchRunner:
         handler = a.handlers.get(name)
         if handler is None:
             return f"kadence.requests does not take {name} records"
-        try:
-            validation.check_command(name, cmd, a.limits)
-        except validation.Invalid as exc:
-            return f"{name} refused: {exc.message}"
+        # A command this process's frontend checked under the same limits, on the record it
+        # encoded, passed this very check there: not run twice (docs/colocation.md).
+        if not (type(record) is HandedCommand and record.checked == a.limits):
+            try:
+                validation.check_command(name, cmd, a.limits)
+            except validation.Invalid as exc:
+                return f"{name} refused: {exc.message}"
         if "namespace" in cmd and (wrong := routing.misrouted(
                 record.key, record.partition, cmd["namespace"], cmd["workflow_id"], a.partitions)):
             return wrong

@@ -364,7 +364,7 @@ class HistoryService:
             self._gate.fetch(partition)
 
     def take_queued(self, partition: int, key: bytes, value: bytes, headers: Headers,
-                    acked: asyncio.Future[Any]) -> None:
+                    acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
         """A command a frontend in this process has just queued for the broker (with its trace
         ``headers``), and the future of the broker's answer: the co-located command bus
         (services/common/colocation.py). If this process owns the partition, its shard takes
@@ -380,26 +380,28 @@ class HistoryService:
         if self._gate is not None:
             self._gate.in_flight[partition] += 1
         if not commands_grouped():  # one of a group: taken with the rest once acknowledged
-            shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value, headers), acked)
+            shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value, headers, checked), acked)
         # Callbacks run in the order the broker acknowledged the records, so the shard is
         # offered its partition's commands in offset order.
-        acked.add_done_callback(functools.partial(self._acked, partition, key, value, headers))
+        acked.add_done_callback(functools.partial(self._acked, partition, key, value, headers, checked))
 
-    def _acked(self, partition: int, key: bytes, value: bytes, headers: Headers, acked: asyncio.Future[Any]) -> None:
+    def _acked(self, partition: int, key: bytes, value: bytes, headers: Headers, checked: Limits | None,
+               acked: asyncio.Future[Any]) -> None:
         ok = not acked.cancelled() and acked.exception() is None
         if self._gate is not None:
             self._gate.in_flight[partition] -= 1
             if ok:
                 self._gate.acked(partition, acked.result().offset)  # before the shard may drop it
         if ok:
-            self.take_acked(partition, acked.result().offset, key, value, headers)
+            self.take_acked(partition, acked.result().offset, key, value, headers, checked)
 
-    def take_acked(self, partition: int, offset: int, key: bytes, value: bytes, headers: Headers = ()) -> None:
+    def take_acked(self, partition: int, offset: int, key: bytes, value: bytes, headers: Headers = (),
+                   checked: Limits | None = None) -> None:
         """A command the broker has acknowledged at ``offset``: its shard, if this process
         owns it, takes it without waiting for the fetch (see Intake.offer)."""
         shard = self.shards.get(partition)
         if shard is not None and not shard.stopped:
-            shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value, headers))
+            shard.offer(HandedCommand(kafka.REQUESTS, partition, offset, key, value, headers, checked))
 
     def notice_counts(self) -> dict[str, object]:
         """Command notices received and reply notices sent (GET /internal/notices)."""

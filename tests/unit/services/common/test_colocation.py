@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 from kadence_protocol.tracing import kafka_headers, tracer
 from services.common import colocation
 from services.common.config import Settings
+from services.common.validation import Limits
 from services.history.builder import LocalTask
 from tests.tracing import in_memory_spans
 
@@ -68,7 +69,9 @@ async def test_the_colocated_ports_hand_over_to_the_services_here() -> None:
     bus = colocation.ColocatedCommands(lambda *args: taken.append(args))
     acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     bus.queued(1, b"k", b"v", (), acked)
-    assert bus.colocated and taken == [(1, b"k", b"v", (), acked)]
+    checked = Limits(max_payload_bytes=1000)
+    bus.queued(1, b"k", b"w", (), acked, checked)  # the limits the frontend checked it under go with it
+    assert bus.colocated and taken == [(1, b"k", b"v", (), acked, None), (1, b"k", b"w", (), acked, checked)]
 
     matching = Matching()
     tasks = colocation.LocalMatching(matching)

@@ -61,9 +61,10 @@ async def test_each_command_goes_to_the_bus_with_its_partition() -> None:
     producer = Producer()
     engine = _engine(producer, colocation.ColocatedCommands(lambda *args: taken.append(args)))
     await engine._produce("SignalWorkflowExecution", SIGNAL)
-    (partition, key, _, headers, acked), = taken
+    (partition, key, _, headers, acked, checked), = taken
     assert key == kafka.workflow_key("default", "wf") and partition == producer.sent[0]["partition"]
     assert headers == () and producer.sent[0]["headers"] is None and acked.result().offset == 7
+    assert checked == engine.limits  # checked here under these limits: history need not check it again
 
 
 async def test_traced_the_command_is_still_handed_over_with_its_trace_context(traced: None) -> None:

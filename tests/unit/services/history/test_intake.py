@@ -113,3 +113,37 @@ async def test_a_stopped_shard_drains_its_inbox() -> None:
 
 def test_handed_items_are_told_apart_from_fetched_ones() -> None:
     assert isinstance(Handed([_handed(1)]), list) and type(Handed()) is not list
+
+
+async def test_commands_offered_while_one_waits_join_its_item_instead_of_the_fetch() -> None:
+    """A burst of handed commands does not overflow the inbox into the fetch: each one that
+    follows the last offered joins its item while the loop has not taken it."""
+    intake, consumer = _intake(10, inbox_size=2)
+    for offset in range(10, 110):
+        intake.offer(_handed(offset))
+    assert consumer.fetches == 0
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == list(range(10, 110)) and intake.consumed == 110
+    intake.offer(_handed(110))  # the item was taken: the next command starts one of its own
+    intake.offer(_handed(112))  # not the next offset (another producer's record between): its own item
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == [110] and consumer.fetches == 1  # 112 waits for 111, which the fetch brings
+
+
+async def test_a_joined_item_is_at_most_a_batch_and_skips_what_was_fetched_first() -> None:
+    intake, consumer = _intake(10, max_batch=5, inbox_size=8)
+    for offset in range(10, 22):
+        intake.offer(_handed(offset))
+    await intake.feed(_fetched(22))
+    first = await intake.next()
+    assert _offsets([first]) == [10, 11, 12, 13, 14]  # an item holds at most max_batch
+    assert _offsets(intake.batch(first)) == [10, 11, 12, 13, 14]
+    assert _offsets(intake.batch(await intake.next())) == [15, 16, 17, 18, 19]  # a batch is max_batch too
+    assert _offsets(intake.batch(await intake.next())) == [20, 21, 22]
+    intake2, _ = _intake(10)
+    await intake2.feed(_fetched(10, 11))
+    intake2.offer(_handed(10))
+    intake2.offer(_handed(11))
+    intake2.offer(_handed(12))
+    assert _offsets(intake2.batch(await intake2.next())) == [10, 11, 12]  # the fetched first, then 12 only
+    assert consumer.fetches == 0
