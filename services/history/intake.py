@@ -176,14 +176,6 @@ class Intake:
             if isinstance(current, Early):
                 current = Handed()  # only offered to an idle loop; its acknowledged copy follows
 
-    def waiting(self, size: int) -> Batch:
-        """What waits in the inbox now, taken as :meth:`batch` takes it, to extend a batch of
-        ``size`` items (timer_join.py); [] when nothing waits or the batch is full."""
-        if size >= self.max_batch or self._inbox.empty():
-            return []
-        item = self._inbox.get_nowait()
-        return self.batch(Handed() if isinstance(item, Early) else item)
-
     def _untaken(self, item: Any) -> Any:
         """The records of an inbox item that the loop has not taken yet, in offset order."""
         if isinstance(item, Handed):

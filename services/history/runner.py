@@ -52,7 +52,6 @@ from .redispatch import Redispatcher
 from .relay import OutboxRelay
 from .store import HistoryStore
 from .summary import waiting_updates
-from .timer_join import with_due_timers
 from .timers import TimerQueue
 
 if TYPE_CHECKING:
@@ -134,7 +133,7 @@ class BatchRunner:
             else:
                 batch = intake.batch(item)
                 if batch:
-                    await self.process(await with_due_timers(batch, intake, self.timers))
+                    await self.process(batch)
             intake.after_batch()
             if self._handed:
                 # One loop turn for the polls and waits the hand-over woke: they answer

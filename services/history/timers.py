@@ -5,18 +5,12 @@ commits add and remove rows of the window as they write them (:meth:`TimerQueue.
 A due timer goes to the shard's intake and is *in flight* until the commit of its firing
 deletes its row; one the store refuses is given back (:meth:`TimerQueue.give_back`) and
 loaded again later.
-
-The queue's loop sleeps on the event loop's own clock until the earliest ``fire_at`` (one
-timer handle, no task per wait), and the batch runner also takes what is due, or about to
-be, when it starts a batch (:meth:`TimerQueue.due_in`, :meth:`TimerQueue.take_due`): under a
-burst the loop is busy and the queue's own wake-up can come milliseconds late, while a
-batch starting anyway can carry the firing at no extra commit. Nothing is taken before its
-``fire_at`` by the wall clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,11 +22,6 @@ from .builder import Mutation
 from .engine import TimerFiring
 
 TIMER_WINDOW_MS = 30_000
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class TimerStore(Protocol):
@@ -54,7 +43,7 @@ class TimerQueue:
         # O(its own timers), not O(every timer of the window).
         self.by_run: dict[str, set[str]] = {}
         self.horizon = 0
-        self._waiter: asyncio.Future[None] | None = None  # the loop's sleep, cut short by a new earlier row
+        self.wake = asyncio.Event()
 
     def _index(self, run_id: str, key: str) -> None:
         self.by_run.setdefault(run_id, set()).add(key)
@@ -79,8 +68,7 @@ class TimerQueue:
         self.rows[firing.key] = firing
         self._index(firing.run_id, firing.key)
         heapq.heappush(self.heap, (firing.fire_at, firing.key))
-        if self._waiter is not None:
-            _settle(self._waiter)  # the loop works out its next wake-up again
+        self.wake.set()
 
     def give_back(self, key: str) -> None:
         """A firing whose batch the store refused: its row stays, to be loaded again."""
@@ -109,29 +97,6 @@ class TimerQueue:
         may have deleted the row or re-armed its key, and firing it then would delete the
         re-armed row (the timer would be lost)."""
         return self.inflight.get(firing.key) is firing
-
-    def _live_head(self) -> tuple[int, str] | None:
-        """The heap's earliest entry that still stands for a queued row (stale ones dropped)."""
-        while self.heap:
-            fire_at, key = self.heap[0]
-            firing = self.rows.get(key)
-            if firing is not None and firing.fire_at == fire_at:
-                return fire_at, key
-            heapq.heappop(self.heap)  # deleted or re-armed since it was queued
-        return None
-
-    def due_in(self, now: float) -> float | None:
-        """Milliseconds until the earliest queued row is due (0 or less: due); None if none."""
-        head = self._live_head()
-        return None if head is None else head[0] - now
-
-    def take_due(self, now: float, limit: int) -> list[TimerFiring]:
-        """Up to ``limit`` rows due by ``now``, put in flight, for a batch the runner is
-        starting (the firings the queue's own loop would otherwise hand to the intake)."""
-        taken: list[TimerFiring] = []
-        while len(taken) < limit and (firing := self.next_due(now)) is not None:
-            taken.append(firing)
-        return taken
 
     def next_due(self, now: float) -> TimerFiring | None:
         """The next row due by ``now``, taken out of the queue and put in flight; None if none.
@@ -173,21 +138,7 @@ class TimerQueue:
                 next_reload = int(now) + TIMER_WINDOW_MS // 2
             while (firing := self.next_due(now)) is not None:
                 await self._fire(firing)
-            head = self._live_head()
-            await self._sleep_until(min(next_reload, head[0]) if head is not None else next_reload)
-
-    async def _sleep_until(self, until_ms: float) -> None:
-        """Sleep until the wall-clock time ``until_ms``, or until a row due earlier is added.
-
-        One handle on the event loop's clock, which the loop runs as soon as it is due: a
-        wait_for on an Event took a task per wait and two more loop turns to cancel it on
-        time-out, each of them milliseconds when a burst keeps the loop busy."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        handle = loop.call_at(loop.time() + max(0.0, until_ms / 1000 - time.time()), _settle, waiter)
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            handle.cancel()
+            until = min(next_reload, self.heap[0][0] if self.heap else next_reload)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.0, until / 1000 - time.time()))

@@ -26,7 +26,6 @@ async def _order(woke_something: bool) -> list[str]:
     intake = Intake()
     runner = BatchRunner.__new__(BatchRunner)
     runner.intake = intake
-    runner.timers = SimpleNamespace(due_in=lambda now: None)  # type: ignore[assignment]  # no timers queued
     runner._handed = False
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

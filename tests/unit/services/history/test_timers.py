@@ -3,9 +3,7 @@ their index by run, as commits add, re-arm and delete timers and runs close."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -15,7 +13,6 @@ from services.common import outage
 from services.history import engine
 from services.history.builder import Mutation, TimerRow, timer_key
 from services.history.timers import TimerQueue
-from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(15)
 log = logging.getLogger(__name__)
@@ -196,26 +193,3 @@ async def test_a_firing_whose_row_a_commit_deleted_is_no_longer_current() -> Non
     queue.committed([_mutation("a", delete=(key,))], [])
     assert not queue.current(firing)
     _consistent(queue)
-
-
-async def test_the_loop_wakes_for_a_row_added_while_it_sleeps_and_fires_it_on_time_not_before() -> None:
-    fired: list[tuple[engine.TimerFiring, float]] = []
-    got = asyncio.Event()
-
-    async def fire(firing: engine.TimerFiring) -> None:
-        fired.append((firing, time.time() * 1000))
-        got.set()
-
-    queue = TimerQueue(0, Store(), fire, outage.Backoff("timers", log))
-    running = asyncio.create_task(queue.run())
-    try:
-        await eventually(lambda: queue.horizon > 0)  # loaded (nothing), asleep until the next reload
-        due = int(time.time() * 1000) + 30
-        queue.committed([_mutation("a", upsert=(_row("a", 1, due),))], [])
-        await asyncio.wait_for(got.wait(), 5)
-    finally:
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
-    assert [(f.key, f.fire_at) for f, _ in fired] == [("a/timer/1", due)]
-    assert fired[0][1] >= due  # never early by the wall clock
