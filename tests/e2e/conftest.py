@@ -12,11 +12,23 @@ from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 
 
+def _settings(broker: EmbeddedBroker, dsn: str, *, colocate: bool = True) -> Settings:
+    return Settings(kafka_bootstrap=broker.bootstrap, database_url=dsn, shards=2, task_partitions=2,
+                    frontend_port=0, session_timeout_ms=2000, colocate=colocate)
+
+
 @pytest.fixture
 async def cluster(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000)
-    async with Cluster(settings) as c:
+    async with Cluster(_settings(broker, fresh_dsn)) as c:
+        yield c
+
+
+@pytest.fixture(params=[True, False], ids=["colocated", "broker"])
+async def either_path_cluster(request: pytest.FixtureRequest, broker: EmbeddedBroker,
+                              fresh_dsn: str) -> AsyncIterator[Cluster]:
+    """The cluster twice: its services handing work over in process, and every hop through
+    the broker (``KADENCE_COLOCATE=0``)."""
+    async with Cluster(_settings(broker, fresh_dsn, colocate=request.param)) as c:
         yield c
 
 

@@ -5,7 +5,6 @@ processes (KADENCE_COLOCATE=0) it checks every command it fetches."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +13,6 @@ import pytest
 from kadence import Client, Worker
 from services.cluster import Cluster
 from services.common import validation
-from services.common.config import Settings
-from services.common.embedded import EmbeddedBroker
 from services.history import runner as runner_module
 
 from .workflows import EchoWorkflow, echo
@@ -23,12 +20,9 @@ from .workflows import EchoWorkflow, echo
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=[True, False], ids=["colocated", "broker"])
-async def cluster(request: pytest.FixtureRequest, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, colocate=request.param)
-    async with Cluster(settings) as c:
-        yield c
+@pytest.fixture
+def cluster(either_path_cluster: Cluster) -> Cluster:
+    return either_path_cluster  # every test here runs on both paths (conftest.py)
 
 
 async def test_history_checks_only_what_its_frontend_did_not(cluster: Cluster,

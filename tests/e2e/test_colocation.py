@@ -5,7 +5,6 @@ the broker, as between processes, and workflows run the same."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -13,8 +12,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kadence import Client, Worker
 from services.cluster import Cluster
 from services.common import colocation, kafka
-from services.common.config import Settings
-from services.common.embedded import EmbeddedBroker
 
 from .workflows import EchoWorkflow, echo
 
@@ -31,12 +28,9 @@ async def _ends(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-@pytest.fixture(params=[True, False], ids=["colocated", "broker"])
-async def cluster(request: pytest.FixtureRequest, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, colocate=request.param)
-    async with Cluster(settings) as c:
-        yield c
+@pytest.fixture
+def cluster(either_path_cluster: Cluster) -> Cluster:
+    return either_path_cluster  # every test here runs on both paths (conftest.py)
 
 
 async def test_the_switch_chooses_the_path_and_workflows_run_the_same(cluster: Cluster) -> None:
