@@ -50,7 +50,8 @@ def replies_from_json(data: dict[str, Any]) -> list[bytes]:
     return [base64.b64decode(v, validate=True) for v in values]
 
 
-# Per task record, the update requests of its run (services/history/notices.py TaskUpdates).
+# Per task record the relay published (its value): the update requests waiting in its run as
+# of the commit that wrote it (history's summary.waiting_updates); a record not in it: not known.
 TaskUpdates = Mapping[bytes, Sequence[Mapping[str, Any]]]
 NO_UPDATES: TaskUpdates = {}
 

@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.common.command_notices import CommandNotice
 from services.common.kafka import REQUESTS, TASKS, Published, Record
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingError
 from services.common.matching.notices import TaskNotice
+from services.common.reply_notices import NO_UPDATES, TaskUpdates
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 64  # notice requests out at once; beyond, notices are dropped (they are hints)
 NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch has the task by then
-
-
-# Per task record the relay published (its value): the update requests waiting in its run as
-# of the commit that wrote it (summary.waiting_updates); a record not in it: not known.
-TaskUpdates = Mapping[bytes, Sequence[Mapping[str, Any]]]
-NO_UPDATES: TaskUpdates = {}
 
 
 class TaskNotices(Protocol):

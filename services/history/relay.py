@@ -19,9 +19,10 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 
 from services.common import kafka, outage
+from services.common.reply_notices import NO_UPDATES
 
 from .builder import Mutation, OutboxMessage
-from .notices import NO_NOTICES, NO_UPDATES, TaskNotices
+from .notices import NO_NOTICES, TaskNotices
 from .store import OutboxRow
 from .summary import waiting_updates
 

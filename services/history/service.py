@@ -414,24 +414,27 @@ class HistoryService:
         co-located frontend's acknowledged commands are (Intake.offer: taken only at the very
         next offset, otherwise left to the fetch)."""
         self.command_notices.received += len(notices)
-        shard = self.shards.get(partition)
-        if shard is None or shard.stopped:
+        if not self._offer(partition, notices):
             self.command_notices.not_owned += len(notices)
             return NoticeOutcome(not_owned=len(notices))
-        for n in notices:
-            shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
         return NoticeOutcome(offered=len(notices))
 
     def offer_own(self, partition: int, notices: list[CommandNotice]) -> None:
         """Commands this process's relay published to ``partition`` (notices.OwnCommands):
         offered to its shard if it runs here, as noticed commands are; otherwise the owner's
         fetch takes them."""
+        if self._offer(partition, notices):
+            self.command_notices.own += len(notices)
+
+    def _offer(self, partition: int, notices: list[CommandNotice]) -> bool:
+        """Offer acknowledged commands to ``partition``'s shard (Intake.offer); False when no
+        shard of it runs here."""
         shard = self.shards.get(partition)
         if shard is None or shard.stopped:
-            return
-        self.command_notices.own += len(notices)
+            return False
         for n in notices:
             shard.offer(HandedCommand(kafka.REQUESTS, partition, n.offset, n.key, n.value, n.headers))
+        return True
 
     async def _consume(self) -> None:
         assert self._consumer is not None

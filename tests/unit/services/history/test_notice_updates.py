@@ -17,9 +17,10 @@ from services.common import kafka, outage
 from services.common.kafka import Published, Record
 from services.common.matching.notices import TaskNotice, notices_from_json, notices_to_json
 from services.common.matching.tasks import WORKFLOW, MatchedTask
+from services.common.reply_notices import NO_UPDATES, TaskUpdates
 from services.history import relay
 from services.history.builder import OutboxMessage
-from services.history.notices import NO_UPDATES, MatchingNotices, TaskUpdates
+from services.history.notices import MatchingNotices
 from services.history.relay import OutboxRelay
 from tests.helpers import eventually
 from tests.unit.services.history.test_notices import FakeClient
