@@ -48,7 +48,9 @@ class _Block:
         wait = self._wait
         assert wait is not None
         wait.open = False
-        if wait.expired and exc_type is asyncio.CancelledError and wait.task.uncancel() <= wait.cancelling:
+        # As asyncio.timeout: the expiry's cancellation is taken back however the block ended
+        # (it may have caught it), and only turned into TimeoutError when it ended the block.
+        if wait.expired and wait.task.uncancel() <= wait.cancelling and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
 
 

@@ -4,6 +4,7 @@ one length, with one timer for all of them."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,21 @@ async def test_a_cancellation_from_elsewhere_is_not_turned_into_a_timeout() -> N
         await task
     waits.close()
 
+
+
+async def test_an_expiry_the_block_swallowed_is_taken_back_as_asyncio_timeout_does() -> None:
+    async def swallowing() -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            pass  # the block ends normally, having caught the expiry's cancellation
+
+    async def counts(bound: Any) -> int:  # asyncio.timeout's block, or one of SameLengthWaits
+        async with bound:
+            await swallowing()
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()  # a cancellation still counted would turn a later one into a timeout
+
+    expected = await asyncio.create_task(counts(asyncio.timeout(0.02)))
+    assert await asyncio.create_task(counts(SameLengthWaits(0.02, slack=0.01).wait())) == expected == 0
