@@ -10,6 +10,7 @@ import asyncpg
 
 from services.common import colocation, db, kafka
 from services.common.config import Settings
+from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.supervision import Fatal
 from services.common.validation import Limits
 
@@ -107,16 +108,10 @@ class Cluster:
 # at once, so the fetches only carry what other processes produce (and the broker's
 # copies to skip). Long waits save the development broker and every consumer hundreds of
 # empty fetches a second.
-IN_PROCESS_FETCH_WAITS_MS = {"history_fetch_wait_ms": 25, "matching_fetch_wait_ms": 100,
-                             "replies_fetch_wait_ms": 100}
-
-
 def _in_process(settings: Settings) -> Settings:
     """``settings`` with the longer fetch waits of one process, where not chosen otherwise."""
     if not settings.colocate:
         return settings  # every hop through the broker: the waits of separate processes
-    defaults = Settings()
-    longer: dict[str, Any] = {name: wait for name, wait in IN_PROCESS_FETCH_WAITS_MS.items()
-                              if getattr(settings, name) == getattr(defaults, name)}
+    longer: dict[str, Any] = {c.value: fetch_wait_ms(settings, c, noticed=True) for c in Consumer}
     return dataclasses.replace(settings, **longer)
 

@@ -26,6 +26,12 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_chosen_int(name: str) -> int | None:
+    """An integer setting that may be left unset (None), told apart from any value chosen."""
+    raw = os.environ.get(name)
+    return None if raw is None or raw == "" else _env_int(name, 0)
+
+
 def _env_bool(name: str) -> bool:
     """A switch: 1/true/yes (any case) on; unset, empty, 0/false/no off."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
@@ -46,13 +52,12 @@ class Settings:
     # The largest payload (input, result, details, ...) one command may carry, in bytes of
     # JSON text: refused at the frontend (400) and dead-lettered by history (validation.py).
     max_payload_bytes: int = 2 * 1024 * 1024
-    # How long a fetch may wait at the broker, per consumer. The development broker holds a
-    # fetch for all of it even when records arrive, so these bound each hop's latency between
-    # processes; with Apache Kafka (which answers as soon as there is data) they can be long.
-    # `kadence dev` raises them: there the hops are handed over in process.
-    history_fetch_wait_ms: int = 2      # kadence.requests
-    matching_fetch_wait_ms: int = 10    # kadence.tasks
-    replies_fetch_wait_ms: int = 10     # kadence.replies
+    # How long a fetch may wait at the broker, per consumer; None: not chosen, so the wait
+    # follows how the hop is carried (services/common/fetch_waits.py), and a wait set to what
+    # happens to be a default is still kept as chosen.
+    history_fetch_wait_ms: int | None = None      # kadence.requests
+    matching_fetch_wait_ms: int | None = None     # kadence.tasks
+    replies_fetch_wait_ms: int | None = None      # kadence.replies
     # Task-token HMAC keys, comma-separated, the first signs (services/frontend/tokens.py);
     # empty: a frontend in a test or `kadence dev` cluster makes one up for its life.
     task_token_keys: str = ""
@@ -127,9 +132,9 @@ class Settings:
             "session_timeout_ms": _env_int("KADENCE_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
             "started_record_delay_ms": _env_int("KADENCE_STARTED_RECORD_DELAY_MS", cls.started_record_delay_ms),
             "max_payload_bytes": _env_int("KADENCE_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
-            "history_fetch_wait_ms": _env_int("KADENCE_HISTORY_FETCH_WAIT_MS", cls.history_fetch_wait_ms),
-            "matching_fetch_wait_ms": _env_int("KADENCE_MATCHING_FETCH_WAIT_MS", cls.matching_fetch_wait_ms),
-            "replies_fetch_wait_ms": _env_int("KADENCE_REPLIES_FETCH_WAIT_MS", cls.replies_fetch_wait_ms),
+            "history_fetch_wait_ms": _env_chosen_int("KADENCE_HISTORY_FETCH_WAIT_MS"),
+            "matching_fetch_wait_ms": _env_chosen_int("KADENCE_MATCHING_FETCH_WAIT_MS"),
+            "replies_fetch_wait_ms": _env_chosen_int("KADENCE_REPLIES_FETCH_WAIT_MS"),
             "task_token_keys": os.environ.get("KADENCE_TASK_TOKEN_KEYS", ""),
             "auth_config": os.environ.get("KADENCE_AUTH_CONFIG", ""),
             "insecure": _env_bool("KADENCE_INSECURE"),

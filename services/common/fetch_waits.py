@@ -28,15 +28,17 @@ class Consumer(enum.Enum):
     REPLIES = "replies_fetch_wait_ms"  # kadence.replies, by every frontend
 
 
-# The waits of one process (services/cluster.py IN_PROCESS_FETCH_WAITS_MS): notices do between
-# processes what hand-over does there.
+# The waits between processes when no notice carries the hop: each hop ends in a fetch.
+SEPARATE_WAITS_MS = {Consumer.HISTORY: 2, Consumer.MATCHING: 10, Consumer.REPLIES: 10}
+# The waits of one process (services/cluster.py), where hand-over carries the hops, and of a
+# hop notices carry between processes: the fetch is only the fallback.
 NOTICED_WAITS_MS = {Consumer.HISTORY: 25, Consumer.MATCHING: 100, Consumer.REPLIES: 100}
 
 
 def fetch_wait_ms(settings: Settings, consumer: Consumer, *, noticed: bool) -> int:
-    """The fetch wait ``consumer`` runs with: the setting, or, when its hop is ``noticed``
-    and the setting is the default, the longer wait of :data:`NOTICED_WAITS_MS`."""
-    chosen: int = getattr(settings, consumer.value)
-    if not noticed or chosen != getattr(Settings, consumer.value):
+    """The fetch wait ``consumer`` runs with: the one chosen in ``settings`` if any (even one
+    equal to a default), else the longer wait of a ``noticed`` hop or the short one."""
+    chosen: int | None = getattr(settings, consumer.value)
+    if chosen is not None:
         return chosen
-    return max(chosen, NOTICED_WAITS_MS[consumer])
+    return (NOTICED_WAITS_MS if noticed else SEPARATE_WAITS_MS)[consumer]

@@ -116,7 +116,8 @@ class HistoryService:
         # What shards.owner names: the instance, and the internal address taking command notices.
         self.owner = settings.instance_id
         self.command_notices = NoticeCounts()
-        self.fetch_wait_ms = settings.history_fetch_wait_ms  # of kadence.requests; set by start()
+        # Of kadence.requests; start() lengthens it when command notices carry the hop.
+        self.fetch_wait_ms = fetch_wait_ms(settings, Consumer.HISTORY, noticed=False)
 
     async def start(self, *, fresh_broker: bool = False) -> None:
         """Start consuming. ``fresh_broker``: the topics were just created, so stored

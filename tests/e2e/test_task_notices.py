@@ -20,7 +20,7 @@ from services.cluster import Cluster
 from services.common import kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from services.common.fetch_waits import NOTICED_WAITS_MS, Consumer
+from services.common.fetch_waits import NOTICED_WAITS_MS, SEPARATE_WAITS_MS, Consumer
 from services.common.matching import WORKFLOW
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingUnavailableError
@@ -204,7 +204,7 @@ def _fetch_wait_ms(consumer: AIOKafkaConsumer) -> int:
 async def test_with_notices_each_noticed_hop_fetches_with_the_longer_wait(separate: Cluster) -> None:
     # Notices carry commands, tasks and replies: the fetches are the fallback, not the path
     # (services/common/fetch_waits.py), and no longer ask the broker hundreds of times a second.
-    assert separate.history.fetch_wait_ms == NOTICED_WAITS_MS[Consumer.HISTORY] > Settings().history_fetch_wait_ms
+    assert separate.history.fetch_wait_ms == NOTICED_WAITS_MS[Consumer.HISTORY] > SEPARATE_WAITS_MS[Consumer.HISTORY]
     assert separate.history._consumer is not None
     assert _fetch_wait_ms(separate.history._consumer) == NOTICED_WAITS_MS[Consumer.HISTORY]
     matching = separate.matching._consumer
@@ -239,7 +239,7 @@ async def test_with_every_notice_lost_workflows_complete_through_the_fetch(
 async def test_with_notices_off_workflows_complete_through_the_fetch(separate: Cluster) -> None:
     assert separate.history.notices is NO_NOTICES
     matching = separate.matching._consumer
-    assert matching is not None and _fetch_wait_ms(matching._consumer) == Settings().matching_fetch_wait_ms
+    assert matching is not None and _fetch_wait_ms(matching._consumer) == SEPARATE_WAITS_MS[Consumer.MATCHING]
     await _run_workflows(separate, "q-off")
     assert separate.matching.notices.matched == 0
 
