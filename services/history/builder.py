@@ -110,6 +110,7 @@ class Mutation:
     delete_all_timers: bool
     closed: bool
     current_changed: bool
+    headers: tuple[tuple[str, bytes], ...] = ()  # the trace headers of its audit records
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Transition:
             "event_time": event_time,
             "event_type": event_type,
             "attributes": event_attributes(event_type, attributes),
+            "hash": "",  # sealed below: in place, so the encoding need not copy the event
         }
         event["hash"], encoded = chain.seal(self.state.last_hash, event)
         apply(self.state, event, len(encoded))
@@ -251,4 +253,5 @@ class Transition:
             delete_all_timers=self.delete_all_timers,
             closed=not s.running and any(e["event_type"] in _CLOSING for e in self.events),
             current_changed=self.current_changed,
+            headers=self.headers,
         )
