@@ -9,9 +9,9 @@ recorded (a warm-up of 200 workflows, then the measured part), and a benchmark w
 ``replay`` starts a scratch PostgreSQL (the embedded one, fsync and synchronous_commit on
 unless ``--no-fsync``), applies every migration, and writes the recorded batches, in order,
 once per variant and repetition into emptied tables: A is the statement of the build before
-migration 0016 (the CASE around ``kadence_commit_ledger_batch``, the outbox row holding the
-audit records' bytes, a closing run's timer keys sent as well as its run id), B is this
-build's (``kadence_commit``, audit records named). Per variant: the median wall time of the
+migration 0017 (``kadence_commit`` of 0016, given the audit records' names and headers, one
+element per event), B is this build's (``kadence_commit_v2``, which takes the names from the
+batch's events). Per variant: the median wall time of the
 statement, the backend's CPU per commit (``/proc/<pid>/schedstat``) and WAL bytes per commit;
 then the per-pair ratios B/A. Only the measured part's batches count; the relay's deletes of
 published outbox rows run between batches, outside the timings.
@@ -36,39 +36,20 @@ import asyncpg
 from services.common.db import migrate
 from services.common.embedded import EmbeddedPostgres, free_port
 from services.history import store
-from services.history.builder import history_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The statement of the build before 0016 (services/history/store.py then), against the
-# functions of 0003/0004/0006 that 0016 keeps.
-_BEFORE = ("SELECT CASE"
-           " WHEN EXISTS (SELECT 1 FROM unnest($17::text[], $18::text[]) AS k (namespace, workflow_id)"
-           "   CROSS JOIN LATERAL (SELECT run_id FROM current_executions"
-           "   WHERE namespace = k.namespace AND workflow_id = k.workflow_id LIMIT 1) AS c) THEN 2"
-           " WHEN EXISTS (SELECT 1 FROM unnest($19::text[], $20::text[], $21::text[]) AS r (ns, wf, id)"
-           "   CROSS JOIN LATERAL (SELECT 1 FROM request_ids WHERE namespace = r.ns AND workflow_id = r.wf"
-           "     AND request_id = r.id LIMIT 1) AS q) THEN 3"
-           " WHEN kadence_commit_ledger_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-           "   $19, $20, $21, $22, $23, $24, $25, $26)"
-           " THEN 0 ELSE 1 END")
+# The statement of the build before 0017 (services/history/store.py then): kadence_commit of
+# 0016, which 0017 keeps, given the audit records' names and headers one element per event.
+_BEFORE = "SELECT kadence_commit(" + ", ".join(f"${i}" for i in range(1, 30)) + ")"
 
 
 def _before_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """This build's commit arguments as the build before sent them: the audit records' bytes
-    in the outbox arrays, and a closing run's timers also key by key (its act_* timers)."""
-    a = list(args[:26])
-    runs = {e[2]: (e[0], e[1]) for e in a[3]}  # run id -> (namespace, workflow id)
-    data = {(e[0], e[1]): e[2] for e in a[5]}
-    audit = [m for run, event_id in zip(args[26], args[27], strict=True)
-             for m in history_records(*runs[run], run, [data[(run, event_id)]])]
-    a[7] = [m.topic for m in audit] + list(a[7])
-    a[8] = [m.key for m in audit] + list(a[8])
-    a[9] = [m.value for m in audit] + list(a[9])
-    a[10] = [None for _ in audit] + list(a[10])
-    a[11] = list(a[11]) + [f"{run}/{kind}/{ref}" for run in a[12]
-                           for kind in ("act_s2c", "act_s2s", "act_stc", "act_hb", "act_retry") for ref in (5,)]
-    return tuple(a)
+    """This build's commit arguments as the build before sent them: the audit records named
+    by (run id, event id) of every event, with their headers (a NULL each when untraced)."""
+    events = args[5]
+    headers = args[26] if args[26] is not None else [None] * len(events)
+    return (*args[:26], [e[0] for e in events], [e[1] for e in events], headers)
 
 
 def _load(path: Path) -> list[tuple[bool, tuple[Any, ...]]]:
@@ -189,7 +170,7 @@ async def _replay(path: Path, reps: int, fsync: bool) -> None:
             pg.stop()
     n = sum(1 for measured, _ in batches if measured)
     print(f"{n} commits replayed per variant, fsync {'on' if fsync else 'off'}")
-    for side, label in (("A", "before 0016"), ("B", "this build")):
+    for side, label in (("A", "before 0017"), ("B", "this build")):
         rows = results[side]
         print(f"  {side} ({label}): wall median ms " + " ".join(f"{r[0]:.3f}" for r in rows)
               + " | CPU ms/commit " + " ".join(f"{r[1]:.3f}" for r in rows)

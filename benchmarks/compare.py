@@ -82,6 +82,15 @@ async def _latency(side: Side) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _server_cpu(side: Side) -> float:
+    """CPU seconds so far of one side's `kadence dev` process alone (its broker and PostgreSQL
+    are processes of their own): the one process that cannot use more than one core."""
+    with contextlib.suppress(psutil.Error):
+        t = psutil.Process(side.processes[0].pid).cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
 def _side_cpu(side: Side, tmp: Path) -> float:
     """CPU seconds so far of one side's server (with its broker), worker and PostgreSQL."""
     procs: list[psutil.Process] = []
@@ -101,21 +110,24 @@ def _side_cpu(side: Side, tmp: Path) -> float:
     return total
 
 
-async def _throughput(side: Side, n: int, tmp: Path | None = None) -> tuple[float, float]:
+async def _throughput(side: Side, n: int, tmp: Path | None = None) -> tuple[float, float, float]:
     """Workflows per second: ``n`` executed at once (as bench's throughput runs them), until
-    the last result; and the side's CPU milliseconds per workflow (0 without ``tmp``)."""
+    the last result; the side's CPU milliseconds per workflow (0 without ``tmp``); and its
+    server process's alone."""
     cpu = _side_cpu(side, tmp) if tmp else 0.0
+    server = _server_cpu(side)
     started = time.perf_counter()
     await asyncio.gather(*(side.client.execute_workflow(
         OneActivity.run, i, id=f"cmp-burst-{uuid.uuid4().hex}", task_queue="bench") for i in range(n)))
     rate = n / (time.perf_counter() - started)
     cpu_per_wf = (_side_cpu(side, tmp) - cpu) * 1000 / n if tmp else 0.0
+    server_per_wf = (_server_cpu(side) - server) * 1000 / n
     if n > 2000:
         # One HTTP/1.1 connection per workflow in flight, kept open: with both sides' kept, a
         # burst of 10,000 runs out of file descriptors. The next burst opens them again.
         await side.client.close()
         side.client = await Client.connect(side.target)
-    return rate, cpu_per_wf
+    return rate, cpu_per_wf, server_per_wf
 
 
 async def _timer_burst(side: Side, n: int) -> list[float]:
@@ -164,20 +176,25 @@ async def main(args: argparse.Namespace) -> None:
                                           lambda s: _throughput(s, args.throughput_n, tmp))
             rates = [{k: v[0] for k, v in p.items()} for p in measured]
             cpus = [{k: v[1] for k, v in p.items()} for p in measured]
+            servers = [{k: v[2] for k, v in p.items()} for p in measured]
             print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
             for side in sides:
                 r = [p[side.name] for p in rates]
                 c = [p[side.name] for p in cpus]
                 print(f"  {side.name} ({side.checkout}): median {statistics.median(r):.0f} wf/s"
                       f" (min {min(r):.0f}, max {max(r):.0f}); CPU (server, broker, worker, PostgreSQL)"
-                      f" {statistics.median(c):.2f} ms/wf (min {min(c):.2f}, max {max(c):.2f})")
+                      f" {statistics.median(c):.2f} ms/wf (min {min(c):.2f}, max {max(c):.2f});"
+                      f" server process {statistics.median(p[side.name] for p in servers):.2f} ms/wf")
             rate_ratios = [p["B"] / p["A"] for p in rates]
             print(f"  throughput: median of the per-pair ratios B/A {statistics.median(rate_ratios):.3f}"
-                  f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f})")
-            cpu_ratios = [p["B"] / p["A"] for p in cpus if p["A"] > 0]
-            if cpu_ratios:
-                print(f"  CPU per workflow: median of the per-pair ratios B/A {statistics.median(cpu_ratios):.3f}"
-                      f" (min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f})")
+                  f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f}); per pair"
+                  f" {' '.join(f'{r:.2f}' for r in rate_ratios)}")
+            for what, per in (("CPU per workflow", cpus), ("server process CPU per workflow", servers)):
+                ratios = [p["B"] / p["A"] for p in per if p["A"] > 0]
+                if ratios:
+                    print(f"  {what}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"
+                          f" (min {min(ratios):.3f}, max {max(ratios):.3f}); per pair"
+                          f" {' '.join(f'{r:.2f}' for r in ratios)}")
         if args.timer_bursts:
             bursts = await _alternating(args.timer_bursts, a, b, lambda s: _timer_burst(s, args.timer_n))
             print(f"Timer lateness, {args.timer_bursts} bursts of {args.timer_n} one-second timers each:")

@@ -26,6 +26,8 @@ Event = Mapping[str, Any]
 
 # The zero length of an empty Avro string: the hash as it is when the event is hashed.
 _EMPTY_HASH = b"\x00"
+# The zig-zag length of a hash (64 hex characters), the prefix of its Avro string.
+_DIGEST_LENGTH = avro.string("0" * 64)[:-64]
 
 
 def hash_of_encoded(previous: str, unhashed: bytes) -> str:
@@ -45,9 +47,12 @@ def seal(previous: str, event: Event) -> tuple[str, bytes]:
     encoding with an empty hash ends in its zero length byte, and swapping that byte for
     the encoded hash gives exactly ``avro.encode(event with hash)``.
     """
-    unhashed = avro.encode("HistoryEvent", {**event, "hash": ""})
+    # An event built with its empty hash in place (history's builder) is encoded as it is,
+    # not copied; a SHA-256 hex digest is always 64 characters, so its length prefix is fixed.
+    unhashed = avro.encode("HistoryEvent", event if type(event) is dict and event.get("hash") == ""
+                           else {**event, "hash": ""})
     digest = hashlib.sha256(bytes.fromhex(previous) + unhashed).hexdigest()
-    return digest, unhashed[:-1] + avro.string(digest)
+    return digest, unhashed[:-1] + _DIGEST_LENGTH + digest.encode()
 
 
 def unhashed_encoding(encoded: bytes, digest: str) -> bytes | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 from kadence_protocol import avro
@@ -64,9 +64,16 @@ def history_records(namespace: str, workflow_id: str, run_id: str, encoded: Iter
     when the event was added (the bytes ``history_events`` holds) is reused, not redone.
     The commit and a new owner's outbox recovery (store.py) both build them here.
     """
-    key = kafka.workflow_key(namespace, workflow_id)
-    prefix = avro.header("HistoryRecord") + avro.string(namespace) + avro.string(workflow_id) + avro.string(run_id)
+    key, prefix = _history_prefix(namespace, workflow_id, run_id)
     return [OutboxMessage(kafka.HISTORY, key, prefix + e[10:], headers) for e in encoded]
+
+
+@lru_cache(maxsize=16384)
+def _history_prefix(namespace: str, workflow_id: str, run_id: str) -> tuple[bytes, bytes]:
+    """A run's kadence.history key and the HistoryRecord bytes before each event's body: the
+    same for each of its batches (a run's commits come in a few batches close together)."""
+    return (kafka.workflow_key(namespace, workflow_id),
+            avro.header("HistoryRecord") + avro.string(namespace) + avro.string(workflow_id) + avro.string(run_id))
 
 
 class OutboxMessage(NamedTuple):
@@ -110,6 +117,7 @@ class Mutation:
     delete_all_timers: bool
     closed: bool
     current_changed: bool
+    headers: tuple[tuple[str, bytes], ...] = ()  # the trace headers of its audit records
 
 
 @dataclass
@@ -159,6 +167,7 @@ class Transition:
             "event_time": event_time,
             "event_type": event_type,
             "attributes": event_attributes(event_type, attributes),
+            "hash": "",  # sealed below: in place, so the encoding need not copy the event
         }
         event["hash"], encoded = chain.seal(self.state.last_hash, event)
         apply(self.state, event, len(encoded))
@@ -251,4 +260,5 @@ class Transition:
             delete_all_timers=self.delete_all_timers,
             closed=not s.running and any(e["event_type"] in _CLOSING for e in self.events),
             current_changed=self.current_changed,
+            headers=self.headers,
         )

@@ -304,7 +304,8 @@ class BatchRunner:
             refused = a.ingress.check(record, cmd)
             if refused is not None:
                 return refused
-        ctx.headers = tuple((k, v) for k, v in (record.headers or ()) if k in ("traceparent", "tracestate"))
+        ctx.headers = tuple((k, v) for k, v in record.headers if k in ("traceparent", "tracestate")) \
+            if record.headers else ()
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.intake.consumed  # taken early: the next
             if await self.ledger.admit(ctx, name, cmd, ctx.offset):

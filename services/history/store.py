@@ -44,14 +44,16 @@ def _with_current_run(namespaces: str, workflow_ids: str) -> str:
 
 _CURRENT_RUNS = f"SELECT k.namespace, k.workflow_id, c.run_id FROM {_with_current_run('$1', '$2')}"
 
-# One batch in one statement, its own transaction: kadence_commit (migration 0016) returns 2 if
+# One batch in one statement, its own transaction: kadence_commit_v2 (migration 0017) returns 2 if
 # a workflow the batch ran as new has a run after all, 3 if a request id the batch applied is
 # in request_ids already (see ledger.py), both checked before anything is written; 1 when the
 # fence finds our range_id stale (nothing written); else 0, with every table written: the
 # fence, the batch's rows, its outbox row, request ids and run start offsets.
 # The outbox row holds the batch's messages except its audit records (kadence.history), which
-# it names by (run id, event id) for pending_outbox to rebuild from history_events.
-_COMMIT = "SELECT kadence_commit(" + ", ".join(f"${i}" for i in range(1, 30)) + ")"
+# it names by (run id, event id) for pending_outbox to rebuild from history_events: the
+# function takes those names from the batch's events (0017), and their trace headers only
+# when some event has any.
+_COMMIT = "SELECT kadence_commit_v2(" + ", ".join(f"${i}" for i in range(1, 28)) + ")"
 
 # The audit records a recovered outbox row names, in its order: each event's stored encoding
 # and its run's namespace and workflow id (the HistoryRecord's other fields).
@@ -247,17 +249,13 @@ class HistoryStore:
             # for rows that delete removes anyway (a closing batch names five or more).
             gone = set(closed_runs)
             deletes = [k for k in deletes if k.partition("/")[0] not in gone]
-        # The audit records are named, not stored (migration 0016): each mutation's are its events.
+        # The audit records are named, not stored (migration 0016): each mutation's are its events,
+        # named by the function from ``events`` (0017); their headers go only when some have any
+        # (an array of one NULL per event costs an element each to encode).
         messages = [m for _, m in outbox if m.topic != kafka.HISTORY]
-        audit_runs: list[str] = []
-        audit_events: list[int] = []
-        audit_headers: list[bytes | None] = []
-        for m in mutations:
-            headers = next((_headers_to(o.headers) for o in m.outbox if o.topic == kafka.HISTORY), None)
-            for e in m.events:
-                audit_runs.append(m.state.run_id)
-                audit_events.append(e["event_id"])
-                audit_headers.append(headers)
+        audit_headers: list[bytes | None] | None = None
+        if any(m.headers for m in mutations if m.events):
+            audit_headers = [_headers_to(m.headers) for m in mutations for _ in m.events]
         outcome = await self.pool.fetchval(
             _COMMIT,
             shard_id, range_id, offset, executions, list(current.values()), events,
@@ -268,7 +266,7 @@ class HistoryStore:
             [ns for ns, _ in new_workflows], [wf for _, wf in new_workflows],
             [k[0] for k in requests], [k[1] for k in requests], [k[2] for k in requests], list(requests.values()),
             [k[0] for k in run_starts], [k[1] for k in run_starts], [v[0] for v in run_starts.values()],
-            [v[1] for v in run_starts.values()], audit_runs, audit_events, audit_headers)
+            [v[1] for v in run_starts.values()], audit_headers)
         if outcome == 3:
             raise RequestSeen("a request id the batch applied was applied before")
         if outcome == 1:

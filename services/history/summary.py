@@ -41,6 +41,8 @@ NO_UPDATE_REQUESTS = b'"update_requests":[]'
 def waiting_updates(s: MutableState) -> list[dict[str, Any]]:
     """The update requests waiting for the workflow, in delivery order, as a workflow task
     hands them to the worker (the summary's ``update_requests``)."""
+    if not s.update_requests:
+        return []  # most runs: asked of every commit and workflow task hand-over
     waiting = sorted((r.seq, uid, r) for uid, r in s.update_requests.items() if r.stage == UpdateStage.REQUESTED)
     return [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting]
 

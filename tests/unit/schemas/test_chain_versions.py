@@ -397,3 +397,17 @@ def test_a_reset_run_replays_with_its_link_and_verifies_across_versions() -> Non
     assert r.compare_run(audit, rows, audit.state.dumps()) == []
     records[3] = _tamper(records[3], b"old-run", b"old-ruN")  # the link, its hash left alone
     assert _kinds(_topic(records).divergences()) == [(r.CHAIN_BREAK, 4)]
+
+
+def test_an_event_built_with_its_empty_hash_in_place_seals_as_one_without_it() -> None:
+    # The builder adds "hash": "" before sealing, so the encoding need not copy the event:
+    # the same digest and bytes as an event without the key, and the event left as it was.
+    event = {"event_id": 3, "event_time": 7, "event_type": "MarkerRecorded",
+             "attributes": {"marker_name": "m", "details": None, "workflow_task_completed_event_id": 0}}
+    in_place = {**event, "hash": ""}
+    previous = "ab" * 32
+    digest, encoded = chain.seal(previous, in_place)
+    assert (digest, encoded) == chain.seal(previous, event)
+    assert in_place["hash"] == "" and "hash" not in event
+    assert encoded == avro.encode("HistoryEvent", {**event, "hash": digest})
+    assert chain.follows(previous, {**event, "hash": digest}, encoded)
