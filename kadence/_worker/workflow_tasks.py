@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
-import secrets
+import random
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kadence._activity import ActivityDefinition
@@ -73,6 +74,12 @@ class WorkflowTaskProcessor:
         self._interceptors = list(interceptors)
         self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
                                             interceptors=self._interceptors)
+        # The chain a run ahead goes through, made once (the task processors' chains are too).
+        self._run_ahead_chain = chain_task(self._interceptors, _RunAhead(self)) if self._interceptors else None
+        # Ids of tasks run ahead: they must differ between workers (docs/decisions/0003), not
+        # be unguessable, so a generator seeded once from the OS draws them (secrets' system
+        # source cost a system call per task).
+        self._ahead_ids = random.Random()
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -122,17 +129,17 @@ class WorkflowTaskProcessor:
 
     async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
-        if not self._interceptors:
+        chain = self._run_ahead_chain
+        if chain is None:
             return self._run_ahead(run_id, task, result)
-        ahead: RanAhead | None = None
-
-        async def run(_: Mapping[str, Any]) -> None:
-            nonlocal ahead
-            ahead = self._run_ahead(run_id, task, result)
-
-        chain = chain_task(self._interceptors, _RunAhead(run))
-        await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
-        return ahead
+        # The chain's end finds its arguments, and leaves its answer, in this call's context.
+        call = _RunAheadCall(run_id, task, result)
+        token = _RUN_AHEAD_CALL.set(call)
+        try:
+            await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
+        finally:
+            _RUN_AHEAD_CALL.reset(token)
+        return call.ahead
 
     def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         runner = self._cache.get(run_id)
@@ -143,7 +150,7 @@ class WorkflowTaskProcessor:
             return runner.run_ahead(activity_id=str(task.get("activity_id", "")),
                                     scheduled_event_id=int(task["scheduled_event_id"]),
                                     result=result if isinstance(result, str) else None,
-                                    time_ms=int(time.time() * 1000), ahead_id=secrets.randbits(63) or 1)
+                                    time_ms=int(time.time() * 1000), ahead_id=self._ahead_ids.getrandbits(63) or 1)
         except Exception as err:  # noqa: BLE001 - the task is then handed out and fails there, in history
             _log.info("workflow run %s could not run ahead on activity %s (%s)", run_id,
                       task.get("activity_id"), err)
@@ -312,9 +319,28 @@ class WorkflowTaskProcessor:
             runner.dispose()
 
 
+class _RunAheadCall:
+    """One run ahead going through the interceptors' chain: its arguments and its answer."""
+
+    __slots__ = ("ahead", "result", "run_id", "task")
+
+    def __init__(self, run_id: str, task: Mapping[str, Any], result: Any) -> None:
+        self.run_id = run_id
+        self.task = task
+        self.result = result
+        self.ahead: RanAhead | None = None
+
+
+_RUN_AHEAD_CALL: contextvars.ContextVar[_RunAheadCall] = contextvars.ContextVar("kadence_run_ahead_call")
+
+
 class _RunAhead(WorkerTaskInterceptor):
-    def __init__(self, run: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
-        self._run = run
+    """The end of the run-ahead chain: runs the task ahead for the call in the context (an
+    interceptor that goes on in a task of its own passes the context on: asyncio copies it)."""
+
+    def __init__(self, processor: WorkflowTaskProcessor) -> None:
+        self._processor = processor
 
     async def run_task(self, input: WorkerTaskInput) -> None:
-        await self._run(input.task)
+        call = _RUN_AHEAD_CALL.get()
+        call.ahead = self._processor._run_ahead(call.run_id, call.task, call.result)
