@@ -208,7 +208,7 @@ class WorkflowTaskProcessor:
     async def _run_local_activities(self, runner: WorkflowRunner, took: float) -> list[Any]:
         """Run the local activities the task waits for, in rounds (the code may ask for more
         once it has outcomes), within the task's budget; returns the task's commands."""
-        deadline = took + task_budget_seconds(runner.instance.info().workflow_task_timeout)
+        deadline = took + task_budget_seconds(runner.instance.started_info().workflow_task_timeout)
         commands: list[Any] = []
         while requests := runner.local_activities_waiting():
             # All of a round's outcomes are handed back together, in request order, so a
