@@ -101,21 +101,32 @@ def _side_cpu(side: Side, tmp: Path) -> float:
     return total
 
 
-async def _throughput(side: Side, n: int, tmp: Path | None = None) -> tuple[float, float]:
+def _worker_cpu(side: Side) -> float:
+    """CPU seconds so far of one side's benchmark worker (``processes`` is server, worker)."""
+    with contextlib.suppress(psutil.Error, IndexError):
+        t = psutil.Process(side.processes[1].pid).cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
+async def _throughput(side: Side, n: int, tmp: Path | None = None) -> tuple[float, float, float]:
     """Workflows per second: ``n`` executed at once (as bench's throughput runs them), until
-    the last result; and the side's CPU milliseconds per workflow (0 without ``tmp``)."""
+    the last result; the side's CPU milliseconds per workflow (0 without ``tmp``); and its
+    worker's alone."""
     cpu = _side_cpu(side, tmp) if tmp else 0.0
+    worker_cpu = _worker_cpu(side)
     started = time.perf_counter()
     await asyncio.gather(*(side.client.execute_workflow(
         OneActivity.run, i, id=f"cmp-burst-{uuid.uuid4().hex}", task_queue="bench") for i in range(n)))
     rate = n / (time.perf_counter() - started)
     cpu_per_wf = (_side_cpu(side, tmp) - cpu) * 1000 / n if tmp else 0.0
+    worker_per_wf = (_worker_cpu(side) - worker_cpu) * 1000 / n
     if n > 2000:
         # One HTTP/1.1 connection per workflow in flight, kept open: with both sides' kept, a
         # burst of 10,000 runs out of file descriptors. The next burst opens them again.
         await side.client.close()
         side.client = await Client.connect(side.target)
-    return rate, cpu_per_wf
+    return rate, cpu_per_wf, worker_per_wf
 
 
 async def _timer_burst(side: Side, n: int) -> list[float]:
@@ -164,6 +175,7 @@ async def main(args: argparse.Namespace) -> None:
                                           lambda s: _throughput(s, args.throughput_n, tmp))
             rates = [{k: v[0] for k, v in p.items()} for p in measured]
             cpus = [{k: v[1] for k, v in p.items()} for p in measured]
+            workers = [{k: v[2] for k, v in p.items()} for p in measured]
             print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
             for side in sides:
                 r = [p[side.name] for p in rates]
@@ -178,6 +190,15 @@ async def main(args: argparse.Namespace) -> None:
             if cpu_ratios:
                 print(f"  CPU per workflow: median of the per-pair ratios B/A {statistics.median(cpu_ratios):.3f}"
                       f" (min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f})")
+            for side in sides:
+                w = [p[side.name] for p in workers]
+                print(f"  {side.name} worker CPU: median {statistics.median(w):.3f} ms/wf"
+                      f" (min {min(w):.3f}, max {max(w):.3f})")
+            worker_ratios = [p["B"] / p["A"] for p in workers if p["A"] > 0]
+            if worker_ratios:
+                shown = " ".join(f"{r:.2f}" for r in worker_ratios)
+                print(f"  worker CPU per workflow: median of the per-pair ratios B/A"
+                      f" {statistics.median(worker_ratios):.3f}; per pair {shown}")
         if args.timer_bursts:
             bursts = await _alternating(args.timer_bursts, a, b, lambda s: _timer_burst(s, args.timer_n))
             print(f"Timer lateness, {args.timer_bursts} bursts of {args.timer_n} one-second timers each:")
