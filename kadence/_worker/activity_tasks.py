@@ -160,8 +160,10 @@ class ActivityTaskProcessor:
             return
         codec = self._converter.payload_codec
         try:
-            raw_input = await decode_args_payload(codec, task.get("input"))
-            task = {**task, "heartbeat_details": await decode_args_payload(codec, task.get("heartbeat_details"))}
+            raw_input = task.get("input")
+            if codec is not None:  # without one the payloads are used as they came
+                raw_input = await decode_args_payload(codec, raw_input)
+                task = {**task, "heartbeat_details": await decode_args_payload(codec, task.get("heartbeat_details"))}
             raw = decode_args(raw_input)
             hints = signature_of(definition.fn).param_hints(len(raw))
             args = self._converter.decode_args(raw, hints, what=f"activity {definition.name}")
@@ -211,8 +213,9 @@ class ActivityTaskProcessor:
         finally:
             heartbeater.stop()
         try:
-            payload = await encode_payload(
-                codec, self._converter.encode_value(result, what=f"result of activity {definition.name}"))
+            payload: str | None = self._converter.encode_value(result, what=f"result of activity {definition.name}")
+            if codec is not None:
+                payload = await encode_payload(codec, payload)
         except PayloadError as err:
             await self._fail(token, ApplicationError(str(err), type="PayloadError"))
             return

@@ -28,6 +28,7 @@ from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
 from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.converter import (
+    CODEC_MARKER,
     DataConverter,
     decode_args_payload,
     decode_payload,
@@ -105,7 +106,9 @@ class WorkflowTaskProcessor:
             result = body.get("result")
             try:
                 # The runner reads plain JSON; the body keeps the encoded result.
-                plain = await decode_payload(self._codec, result if isinstance(result, str) else None)
+                plain = result if isinstance(result, str) else None
+                if self._codec is not None or (plain is not None and CODEC_MARKER in plain):
+                    plain = await decode_payload(self._codec, plain)
             except Exception as err:  # noqa: BLE001 - then the task is handed out as usual
                 _log.info("activity result of run %s could not be decoded to run ahead (%s)", run_id, err)
                 self._evict(run_id)
@@ -117,7 +120,8 @@ class WorkflowTaskProcessor:
                 return
             try:
                 workflow_task = ahead.to_json()
-                workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
+                if self._codec is not None:
+                    workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
                 await self._transport.call("POST", "/activity-tasks/complete",
                                            body={**body, "workflow_task": workflow_task})
             except BaseException:
@@ -189,12 +193,13 @@ class WorkflowTaskProcessor:
             )
             return
         try:
+            sent = [c.to_json() for c in commands]
             await self._transport.call(
                 "POST",
                 "/workflow-tasks/complete",
                 body={
                     "task_token": task["task_token"],
-                    "commands": await encode_commands(self._codec, [c.to_json() for c in commands]),
+                    "commands": sent if self._codec is None else await encode_commands(self._codec, sent),
                     "identity": self._identity,
                 },
             )
@@ -219,10 +224,13 @@ class WorkflowTaskProcessor:
 
     async def _activate(self, task: Mapping[str, Any]) -> tuple[WorkflowRunner, list[Any]]:
         run_id = str(task["run_id"])
-        events: Sequence[Mapping[str, Any]] = await decode_events(self._codec, task.get("events") or [])
+        events: Sequence[Mapping[str, Any]] = task.get("events") or []
         started_time = int(task.get("started_time") or 0)
         # The update requests waiting for the workflow.
-        updates: Sequence[Mapping[str, Any]] = await decode_updates(self._codec, task.get("updates") or ())
+        updates: Sequence[Mapping[str, Any]] = task.get("updates") or ()
+        if self._codec is not None:
+            events = await decode_events(self._codec, events)
+            updates = await decode_updates(self._codec, updates)
         cached = self._cache.get(run_id)
         if cached is not None:
             if events and int(events[0]["event_id"]) == cached.last_event_id + 1:
