@@ -23,6 +23,7 @@ from kadence._activity import ActivityDefinition
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
+from kadence._worker.interception import traced_only
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
@@ -37,6 +38,7 @@ from kadence.converter import (
 )
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
 from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor, chain_task
+from kadence_protocol.tracing import tracer
 
 __all__ = ["WorkflowTaskProcessor"]
 
@@ -77,6 +79,7 @@ class WorkflowTaskProcessor:
                                             interceptors=self._interceptors)
         # The chain a run ahead goes through, made once (the task processors' chains are too).
         self._run_ahead_chain = chain_task(self._interceptors, _RunAhead(self)) if self._interceptors else None
+        self._run_ahead_traced_only = traced_only(self._interceptors)
         # Ids of tasks run ahead: they must differ between workers (docs/decisions/0003), not
         # be unguessable, so a generator seeded once from the OS draws them (secrets' system
         # source cost a system call per task).
@@ -134,8 +137,8 @@ class WorkflowTaskProcessor:
     async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
         chain = self._run_ahead_chain
-        if chain is None:
-            return self._run_ahead(run_id, task, result)
+        if chain is None or (self._run_ahead_traced_only and tracer() is None):
+            return self._run_ahead(run_id, task, result)  # the chain would only pass it on
         # The chain's end finds its arguments, and leaves its answer, in this call's context.
         call = _RunAheadCall(run_id, task, result)
         token = _RUN_AHEAD_CALL.set(call)
