@@ -14,7 +14,6 @@ import contextvars
 import logging
 import random
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -73,7 +72,7 @@ class WorkflowTaskProcessor:
         self._definitions = {d.name: d for d in workflows}
         self._max_cached = max(0, max_cached_workflows)
         self._cache: OrderedDict[str, WorkflowRunner] = OrderedDict()
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks = _RunLocks()
         self._interceptors = list(interceptors)
         self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
                                             interceptors=self._interceptors)
@@ -91,11 +90,16 @@ class WorkflowTaskProcessor:
 
     async def process(self, task: Mapping[str, Any]) -> None:
         # One task at a time per run: a query must not interleave with an activation.
-        async with self._lock(str(task["run_id"])):
-            if task.get("query"):
-                await self._answer_query(task)
-            else:
-                await self._run_task(task)
+        run_id = str(task["run_id"])
+        lock = self._locks.take(run_id)
+        try:
+            async with lock:
+                if task.get("query"):
+                    await self._answer_query(task)
+                else:
+                    await self._run_task(task)
+        finally:
+            self._locks.give_back(run_id)
 
     async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Send an activity's result; when this worker holds the run, with the workflow's next
@@ -105,34 +109,42 @@ class WorkflowTaskProcessor:
         if run_id not in self._cache:
             await self._transport.call("POST", "/activity-tasks/complete", body=body)
             return
-        async with self._lock(run_id):
-            result = body.get("result")
-            try:
-                # The runner reads plain JSON; the body keeps the encoded result.
-                plain = result if isinstance(result, str) else None
-                if self._codec is not None or (plain is not None and CODEC_MARKER in plain):
-                    plain = await decode_payload(self._codec, plain)
-            except Exception as err:  # noqa: BLE001 - then the task is handed out as usual
-                _log.info("activity result of run %s could not be decoded to run ahead (%s)", run_id, err)
-                self._evict(run_id)
-                await self._transport.call("POST", "/activity-tasks/complete", body=body)
-                return
-            ahead = await self._intercepted_run_ahead(run_id, task, plain)
-            if ahead is None:
-                await self._transport.call("POST", "/activity-tasks/complete", body=body)
-                return
-            try:
-                workflow_task = ahead.to_json()
-                if self._codec is not None:
-                    workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
-                await self._transport.call("POST", "/activity-tasks/complete",
-                                           body={**body, "workflow_task": workflow_task})
-            except BaseException:
-                self._evict(run_id)  # whether history took the task is unknown
-                raise
-            runner = self._cache.get(run_id)
-            if runner is not None and runner.finished:
-                self._evict(run_id)
+        lock = self._locks.take(run_id)
+        try:
+            async with lock:
+                await self._complete_activity_locked(run_id, task, body)
+        finally:
+            self._locks.give_back(run_id)
+
+    async def _complete_activity_locked(self, run_id: str, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        """:meth:`complete_activity` for a run held here, under the run's lock."""
+        result = body.get("result")
+        try:
+            # The runner reads plain JSON; the body keeps the encoded result.
+            plain = result if isinstance(result, str) else None
+            if self._codec is not None or (plain is not None and CODEC_MARKER in plain):
+                plain = await decode_payload(self._codec, plain)
+        except Exception as err:  # noqa: BLE001 - then the task is handed out as usual
+            _log.info("activity result of run %s could not be decoded to run ahead (%s)", run_id, err)
+            self._evict(run_id)
+            await self._transport.call("POST", "/activity-tasks/complete", body=body)
+            return
+        ahead = await self._intercepted_run_ahead(run_id, task, plain)
+        if ahead is None:
+            await self._transport.call("POST", "/activity-tasks/complete", body=body)
+            return
+        try:
+            workflow_task = ahead.to_json()
+            if self._codec is not None:
+                workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
+            await self._transport.call("POST", "/activity-tasks/complete",
+                                       body={**body, "workflow_task": workflow_task})
+        except BaseException:
+            self._evict(run_id)  # whether history took the task is unknown
+            raise
+        runner = self._cache.get(run_id)
+        if runner is not None and runner.finished:
+            self._evict(run_id)
 
     async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
@@ -163,13 +175,6 @@ class WorkflowTaskProcessor:
                       task.get("activity_id"), err)
             self._evict(run_id)
             return None
-
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        lock = self._locks.get(run_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[run_id] = lock
-        return lock
 
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
@@ -328,6 +333,30 @@ class WorkflowTaskProcessor:
         runner = self._cache.pop(run_id, None)
         if runner is not None:
             runner.dispose()
+
+
+class _RunLocks:
+    """One lock per run, kept while a task holds or waits for it (counted: a weak-valued
+    dictionary made a weak reference and its callback per task)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def take(self, run_id: str) -> asyncio.Lock:
+        entry = self._held.get(run_id)
+        if entry is None:
+            entry = self._held[run_id] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        return entry[0]
+
+    def give_back(self, run_id: str) -> None:
+        users = self._held[run_id][1]
+        users[0] -= 1
+        if not users[0]:
+            del self._held[run_id]
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 class _RunAheadCall:
