@@ -143,6 +143,15 @@ class _PendingActivity:
     # when the activity's last event (canceled, completed, failed, timed out) comes.
     settled: asyncio.Future[None] | None = None
     result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
+    #: The instance's activities waiting for an outcome, by scheduled event id.
+    waiting: dict[int, _PendingActivity] = field(default_factory=dict, repr=False, compare=False)
+
+    def recorded(self, event_id: int) -> None:
+        """History numbered the command (its Command.on_recorded)."""
+        self.scheduled_event_id = event_id
+        # A run ahead may have delivered the result before the numbering.
+        if not self.future.done() or self.settled is not None:
+            self.waiting[event_id] = self
 
     def retry_state(self, cause: FailureError) -> RetryState:
         """Why history made no further attempt after the last one: the cases of the
@@ -200,8 +209,10 @@ class WorkflowInstance:
         self._activity_seq = 0
         self._timer_seq = 0
         self._activities: dict[int, _PendingActivity] = {}
-        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._buffered_signals: list[tuple[str, list[Any]]] = []
+        # Lists made on first use (None until then): a cached run's objects are what the
+        # collector's full passes walk, and most runs wait on no condition.
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] | None = None
+        self._buffered_signals: list[tuple[str, list[Any]]] | None = None
         self._patches: dict[str, bool] = {}
         self._now_ms = 0
         self._replaying = False
@@ -366,6 +377,8 @@ class WorkflowInstance:
 
     def _resolve_one_condition(self) -> bool:
         # One at a time: the waiter's continuation may make the other conditions false again.
+        if not self._conditions:
+            return False
         for entry in list(self._conditions):
             check, future = entry
             if future.done():
@@ -438,7 +451,7 @@ class WorkflowInstance:
         task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
         task.add_done_callback(self._on_run_done)
         self._run_task = task
-        buffered, self._buffered_signals = self._buffered_signals, []
+        buffered, self._buffered_signals = self._buffered_signals or [], None
         for name, signal_args in buffered:
             self._signal(name, signal_args)
 
@@ -457,6 +470,8 @@ class WorkflowInstance:
         handler = self.definition.signals.get(name)
         if handler is None or self._obj is None:
             # Kept until a handler exists; the workflow may read them later.
+            if self._buffered_signals is None:
+                self._buffered_signals = []
             self._buffered_signals.append((name, args))
             return
         try:
@@ -752,13 +767,7 @@ class WorkflowInstance:
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
         pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
-                                   result_type=result_type)
-
-        def recorded(event_id: int) -> None:
-            pending.scheduled_event_id = event_id
-            # A run ahead may have delivered the result before the numbering.
-            if not future.done() or pending.settled is not None:
-                self._activities[event_id] = pending
+                                   result_type=result_type, waiting=self._activities)
 
         attrs = {
             **attributes,
@@ -767,7 +776,7 @@ class WorkflowInstance:
             "task_queue": attributes.get("task_queue") or self.started_info().task_queue,
             "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
-        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, recorded)
+        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, pending.recorded)
         self._add(command)
         try:
             return await future
@@ -804,6 +813,8 @@ class WorkflowInstance:
 
     async def wait_condition(self, check: Callable[[], bool], timeout: float | None) -> None:
         future: asyncio.Future[None] = self.loop.create_future()
+        if self._conditions is None:
+            self._conditions = []
         self._conditions.append((check, future))
         if timeout is None:
             await future
