@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import os
 import random
 import time
 from collections import OrderedDict
@@ -81,8 +82,10 @@ class WorkflowTaskProcessor:
         self._run_ahead_traced_only = traced_only(self._interceptors)
         # Ids of tasks run ahead: they must differ between workers (docs/decisions/0003), not
         # be unguessable, so a generator seeded once from the OS draws them (secrets' system
-        # source cost a system call per task).
+        # source cost a system call per task). Seeded again in a forked process, whose copy
+        # would otherwise draw the same ids as its parent.
         self._ahead_ids = random.Random()
+        self._ahead_ids_pid = os.getpid()
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -160,6 +163,13 @@ class WorkflowTaskProcessor:
             _RUN_AHEAD_CALL.reset(token)
         return call.ahead
 
+    def _ahead_id(self) -> int:
+        """A new id for a task run ahead (never 0)."""
+        if os.getpid() != self._ahead_ids_pid:
+            self._ahead_ids.seed()
+            self._ahead_ids_pid = os.getpid()
+        return self._ahead_ids.getrandbits(63) or 1
+
     def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         runner = self._cache.get(run_id)
         if runner is None:
@@ -169,7 +179,7 @@ class WorkflowTaskProcessor:
             return runner.run_ahead(activity_id=str(task.get("activity_id", "")),
                                     scheduled_event_id=int(task["scheduled_event_id"]),
                                     result=result if isinstance(result, str) else None,
-                                    time_ms=int(time.time() * 1000), ahead_id=self._ahead_ids.getrandbits(63) or 1)
+                                    time_ms=int(time.time() * 1000), ahead_id=self._ahead_id())
         except Exception as err:  # noqa: BLE001 - the task is then handed out and fails there, in history
             _log.info("workflow run %s could not run ahead on activity %s (%s)", run_id,
                       task.get("activity_id"), err)

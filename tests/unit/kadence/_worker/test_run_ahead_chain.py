@@ -75,3 +75,19 @@ async def test_runs_ahead_through_the_chain_made_once_each_call_its_own() -> Non
     assert seen.kinds.count(TaskKind.RAN_AHEAD) == 2
     ids = {answers[f"act-{run}"]["workflow_task"]["ahead_id"] for run in ("run-a", "run-b")}
     assert len(ids) == 2 and 0 not in ids
+
+
+def test_a_forked_process_draws_other_run_ahead_ids_than_its_parent() -> None:
+    import os
+
+    processor = WorkflowTaskProcessor(FakeTransport(), namespace="default", workflows=[], identity="test")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id goes to the parent
+        os.write(write, str(processor._ahead_id()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = int(os.read(read, 64).decode())
+    os.close(read)
+    assert child != processor._ahead_id()
