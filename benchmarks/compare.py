@@ -82,13 +82,22 @@ async def _latency(side: Side) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _server_cpu(side: Side) -> float:
-    """CPU seconds so far of one side's `kadence dev` process alone (its broker and PostgreSQL
-    are processes of their own): the one process that cannot use more than one core."""
-    with contextlib.suppress(psutil.Error):
-        t = psutil.Process(side.processes[0].pid).cpu_times()
+def _process_cpu(side: Side, index: int) -> float:
+    """CPU seconds so far of one of a side's own processes alone: ``processes`` is its
+    `kadence dev` (the one process that cannot use more than one core; its broker and
+    PostgreSQL are processes of their own), then its benchmark worker (the SDK's cost)."""
+    with contextlib.suppress(psutil.Error, IndexError):
+        t = psutil.Process(side.processes[index].pid).cpu_times()
         return float(t.user + t.system)
     return 0.0
+
+
+def _server_cpu(side: Side) -> float:
+    return _process_cpu(side, 0)
+
+
+def _worker_cpu(side: Side) -> float:
+    return _process_cpu(side, 1)
 
 
 def _side_cpu(side: Side, tmp: Path) -> float:
@@ -110,24 +119,34 @@ def _side_cpu(side: Side, tmp: Path) -> float:
     return total
 
 
-async def _throughput(side: Side, n: int, tmp: Path | None = None) -> tuple[float, float, float]:
-    """Workflows per second: ``n`` executed at once (as bench's throughput runs them), until
-    the last result; the side's CPU milliseconds per workflow (0 without ``tmp``); and its
-    server process's alone."""
+@dataclass(frozen=True)
+class Burst:
+    """One throughput burst of one side: workflows per second, and CPU ms per workflow of the
+    side as a whole (0 without a scratch directory), its server process and its worker."""
+
+    rate: float
+    cpu: float
+    server: float
+    worker: float
+
+
+async def _throughput(side: Side, n: int, tmp: Path | None = None) -> Burst:
+    """``n`` workflows executed at once (as bench's throughput runs them), until the last result."""
     cpu = _side_cpu(side, tmp) if tmp else 0.0
-    server = _server_cpu(side)
+    server, worker = _server_cpu(side), _worker_cpu(side)
     started = time.perf_counter()
     await asyncio.gather(*(side.client.execute_workflow(
         OneActivity.run, i, id=f"cmp-burst-{uuid.uuid4().hex}", task_queue="bench") for i in range(n)))
     rate = n / (time.perf_counter() - started)
     cpu_per_wf = (_side_cpu(side, tmp) - cpu) * 1000 / n if tmp else 0.0
     server_per_wf = (_server_cpu(side) - server) * 1000 / n
+    worker_per_wf = (_worker_cpu(side) - worker) * 1000 / n
     if n > 2000:
         # One HTTP/1.1 connection per workflow in flight, kept open: with both sides' kept, a
         # burst of 10,000 runs out of file descriptors. The next burst opens them again.
         await side.client.close()
         side.client = await Client.connect(side.target)
-    return rate, cpu_per_wf, server_per_wf
+    return Burst(rate, cpu_per_wf, server_per_wf, worker_per_wf)
 
 
 async def _timer_burst(side: Side, n: int) -> list[float]:
@@ -174,9 +193,10 @@ async def main(args: argparse.Namespace) -> None:
         if args.throughput_bursts:
             measured = await _alternating(args.throughput_bursts, a, b,
                                           lambda s: _throughput(s, args.throughput_n, tmp))
-            rates = [{k: v[0] for k, v in p.items()} for p in measured]
-            cpus = [{k: v[1] for k, v in p.items()} for p in measured]
-            servers = [{k: v[2] for k, v in p.items()} for p in measured]
+            rates = [{k: v.rate for k, v in p.items()} for p in measured]
+            cpus = [{k: v.cpu for k, v in p.items()} for p in measured]
+            servers = [{k: v.server for k, v in p.items()} for p in measured]
+            workers = [{k: v.worker for k, v in p.items()} for p in measured]
             print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
             for side in sides:
                 r = [p[side.name] for p in rates]
@@ -184,12 +204,14 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"  {side.name} ({side.checkout}): median {statistics.median(r):.0f} wf/s"
                       f" (min {min(r):.0f}, max {max(r):.0f}); CPU (server, broker, worker, PostgreSQL)"
                       f" {statistics.median(c):.2f} ms/wf (min {min(c):.2f}, max {max(c):.2f});"
-                      f" server process {statistics.median(p[side.name] for p in servers):.2f} ms/wf")
+                      f" server process {statistics.median(p[side.name] for p in servers):.2f} ms/wf;"
+                      f" worker {statistics.median(p[side.name] for p in workers):.2f} ms/wf")
             rate_ratios = [p["B"] / p["A"] for p in rates]
             print(f"  throughput: median of the per-pair ratios B/A {statistics.median(rate_ratios):.3f}"
                   f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f}); per pair"
                   f" {' '.join(f'{r:.2f}' for r in rate_ratios)}")
-            for what, per in (("CPU per workflow", cpus), ("server process CPU per workflow", servers)):
+            for what, per in (("CPU per workflow", cpus), ("server process CPU per workflow", servers),
+                              ("worker CPU per workflow", workers)):
                 ratios = [p["B"] / p["A"] for p in per if p["A"] > 0]
                 if ratios:
                     print(f"  {what}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"

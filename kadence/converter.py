@@ -549,9 +549,13 @@ def _expect(data: Any, kind: type) -> Any:
     return data
 
 
+#: What json.dumps(data, separators=(",", ":"), allow_nan=False) would build on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(data: Any, what: str) -> str:
     try:
-        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(data)
     except (TypeError, ValueError) as err:
         # Only reached when a to_json override (or a model's own dump) left non-JSON data.
         raise PayloadError(f"{what}: {err}") from err

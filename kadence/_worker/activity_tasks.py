@@ -118,6 +118,35 @@ def _ignore() -> None:
     pass
 
 
+class _Deadline:
+    """``asyncio.timeout(seconds)`` around one attempt, entered and left by plain calls
+    rather than an async context manager's two coroutines (it runs on every activity task):
+    when the time is up the task is cancelled, and leaving turns that cancellation (and
+    only that one) into TimeoutError, as asyncio.timeout does."""
+
+    __slots__ = ("_cancelling", "_handle", "_task", "expired")
+
+    def __init__(self, task: asyncio.Task[Any], seconds: float) -> None:
+        self._task = task
+        self._cancelling = task.cancelling()
+        self.expired = False
+        loop = task.get_loop()
+        self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._handle = None
+        self.expired = True
+        self._task.cancel()
+
+    def leave(self, error: BaseException | None) -> bool:
+        """Stop the timer; True when ``error`` (what the attempt ended with) is the
+        cancellation this deadline made, to be raised as TimeoutError."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        return self.expired and self._task.uncancel() <= self._cancelling and type(error) is asyncio.CancelledError
+
+
 class ActivityTaskProcessor:
     """Runs one activity attempt per polled task and reports how it ended."""
 
@@ -160,8 +189,10 @@ class ActivityTaskProcessor:
             return
         codec = self._converter.payload_codec
         try:
-            raw_input = await decode_args_payload(codec, task.get("input"))
-            task = {**task, "heartbeat_details": await decode_args_payload(codec, task.get("heartbeat_details"))}
+            raw_input = task.get("input")
+            if codec is not None:  # without one the payloads are used as they came
+                raw_input = await decode_args_payload(codec, raw_input)
+                task = {**task, "heartbeat_details": await decode_args_payload(codec, task.get("heartbeat_details"))}
             raw = decode_args(raw_input)
             hints = signature_of(definition.fn).param_hints(len(raw))
             args = self._converter.decode_args(raw, hints, what=f"activity {definition.name}")
@@ -185,11 +216,18 @@ class ActivityTaskProcessor:
         context = ActivityContext(info, heartbeater.record)
         # This coroutine runs in its own asyncio task, so the context it sets is its own.
         set_context(context)
-        deadline = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else None
+        scope = _Deadline(current, info.start_to_close_timeout.total_seconds()) \
+            if info.start_to_close_timeout and current is not None else None
         try:
-            async with asyncio.timeout(deadline) as scope:
+            try:
                 result = await self._inbound.execute_activity(
                     ExecuteActivityInput(definition.fn, args, headers=task_headers(task)))
+            except BaseException as raised:
+                if scope is not None and scope.leave(raised):
+                    raise TimeoutError from raised
+                raise
+            if scope is not None:
+                scope.leave(None)
         except asyncio.CancelledError:
             if not context.cancel_requested:
                 raise
@@ -198,7 +236,7 @@ class ActivityTaskProcessor:
             await self._report_canceled(token)
             return
         except TimeoutError as err:
-            if scope.expired():
+            if scope is not None and scope.expired:
                 # The server times the attempt out on its own clock; reporting it too would
                 # count the attempt twice.
                 _log.warning("activity %s attempt %d passed its start-to-close timeout", info.activity_id, info.attempt)
@@ -211,8 +249,9 @@ class ActivityTaskProcessor:
         finally:
             heartbeater.stop()
         try:
-            payload = await encode_payload(
-                codec, self._converter.encode_value(result, what=f"result of activity {definition.name}"))
+            payload: str | None = self._converter.encode_value(result, what=f"result of activity {definition.name}")
+            if codec is not None:
+                payload = await encode_payload(codec, payload)
         except PayloadError as err:
             await self._fail(token, ApplicationError(str(err), type="PayloadError"))
             return

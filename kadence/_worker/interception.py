@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from kadence._tracing_interceptor import TracingInterceptor
 from kadence.interceptor import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -15,8 +16,9 @@ from kadence.interceptor import (
     WorkerTaskInterceptor,
     chain_task,
 )
+from kadence_protocol.tracing import tracer
 
-__all__ = ["ActivityCalls", "intercepted_process", "task_headers"]
+__all__ = ["ActivityCalls", "intercepted_process", "task_headers", "traced_only"]
 
 
 class _TaskCalls(WorkerTaskInterceptor):
@@ -27,6 +29,13 @@ class _TaskCalls(WorkerTaskInterceptor):
         await self._process(input.task)
 
 
+def traced_only(interceptors: Sequence[Interceptor]) -> bool:
+    """Whether the SDK's tracing is the only interceptor of the task chain: then, while
+    tracing is off, the chain does nothing but pass the task on, and a caller may skip it."""
+    return all(isinstance(i, TracingInterceptor) or type(i).intercept_task is Interceptor.intercept_task
+               for i in interceptors)
+
+
 def intercepted_process(interceptors: Sequence[Interceptor], process: Callable[[Mapping[str, Any]], Awaitable[None]],
                         *, activity: bool, namespace: str, task_queue: str,
                         ) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
@@ -34,8 +43,12 @@ def intercepted_process(interceptors: Sequence[Interceptor], process: Callable[[
     if not interceptors:
         return process
     chain = chain_task(interceptors, _TaskCalls(process))
+    skippable = traced_only(interceptors)
 
     async def run(task: Mapping[str, Any]) -> None:
+        if skippable and tracer() is None:
+            await process(task)  # what the chain would do: tracing passes a task on while off
+            return
         kind = TaskKind.ACTIVITY if activity else TaskKind.QUERY if task.get("query") else TaskKind.WORKFLOW
         await chain.run_task(WorkerTaskInput(kind, task, namespace, task_queue))
 

@@ -17,22 +17,31 @@ _log = logging.getLogger(__name__)
 
 
 class Slots:
-    """A counting limit from which a poller can take several slots at once."""
+    """A counting limit from which a poller can take several slots at once.
+
+    Waiters wait on futures of their own rather than on an asyncio.Condition: a release,
+    once per task, then costs no lock to take and no coroutine to run."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("a concurrency limit must be at least 1")
         self._size = size
         self._free = size
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
 
     async def acquire_some(self, most: int) -> int:
         """Wait for at least one free slot, then take up to ``most``."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._free > 0)
-            taken = min(most, self._free)
-            self._free -= taken
-            return taken
+        while self._free <= 0:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        taken = min(most, self._free)
+        self._free -= taken
+        return taken
 
     @property
     def free(self) -> int:
@@ -48,15 +57,22 @@ class Slots:
         size = max(1, size)
         if size == self._size:
             return
-        async with self._changed:
-            self._free += size - self._size
-            self._size = size
-            self._changed.notify_all()
+        self._free += size - self._size
+        self._size = size
+        self._wake()
 
     async def release(self, count: int = 1) -> None:
-        async with self._changed:
-            self._free += count
-            self._changed.notify_all()
+        self._free += count
+        self._wake()
+
+    def _wake(self) -> None:
+        # Every waiter looks again (as Condition.notify_all did): one that finds no free
+        # slot waits anew.
+        if self._free > 0 and self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 class Reachability:

@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
-import secrets
+import os
+import random
 import time
-import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kadence._activity import ActivityDefinition
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
+from kadence._worker.interception import traced_only
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
 from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.converter import (
+    CODEC_MARKER,
     DataConverter,
     decode_args_payload,
     decode_payload,
@@ -35,6 +38,7 @@ from kadence.converter import (
 )
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
 from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor, chain_task
+from kadence_protocol.tracing import tracer
 
 __all__ = ["WorkflowTaskProcessor"]
 
@@ -69,10 +73,19 @@ class WorkflowTaskProcessor:
         self._definitions = {d.name: d for d in workflows}
         self._max_cached = max(0, max_cached_workflows)
         self._cache: OrderedDict[str, WorkflowRunner] = OrderedDict()
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks = _RunLocks()
         self._interceptors = list(interceptors)
         self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
                                             interceptors=self._interceptors)
+        # The chain a run ahead goes through, made once (the task processors' chains are too).
+        self._run_ahead_chain = chain_task(self._interceptors, _RunAhead(self)) if self._interceptors else None
+        self._run_ahead_traced_only = traced_only(self._interceptors)
+        # Ids of tasks run ahead: they must differ between workers (docs/decisions/0003), not
+        # be unguessable, so a generator seeded once from the OS draws them (secrets' system
+        # source cost a system call per task). Seeded again in a forked process, whose copy
+        # would otherwise draw the same ids as its parent.
+        self._ahead_ids = random.Random()
+        self._ahead_ids_pid = os.getpid()
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -80,11 +93,16 @@ class WorkflowTaskProcessor:
 
     async def process(self, task: Mapping[str, Any]) -> None:
         # One task at a time per run: a query must not interleave with an activation.
-        async with self._lock(str(task["run_id"])):
-            if task.get("query"):
-                await self._answer_query(task)
-            else:
-                await self._run_task(task)
+        run_id = str(task["run_id"])
+        lock = self._locks.take(run_id)
+        try:
+            async with lock:
+                if task.get("query"):
+                    await self._answer_query(task)
+                else:
+                    await self._run_task(task)
+        finally:
+            self._locks.give_back(run_id)
 
     async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Send an activity's result; when this worker holds the run, with the workflow's next
@@ -94,45 +112,63 @@ class WorkflowTaskProcessor:
         if run_id not in self._cache:
             await self._transport.call("POST", "/activity-tasks/complete", body=body)
             return
-        async with self._lock(run_id):
-            result = body.get("result")
-            try:
-                # The runner reads plain JSON; the body keeps the encoded result.
-                plain = await decode_payload(self._codec, result if isinstance(result, str) else None)
-            except Exception as err:  # noqa: BLE001 - then the task is handed out as usual
-                _log.info("activity result of run %s could not be decoded to run ahead (%s)", run_id, err)
-                self._evict(run_id)
-                await self._transport.call("POST", "/activity-tasks/complete", body=body)
-                return
-            ahead = await self._intercepted_run_ahead(run_id, task, plain)
-            if ahead is None:
-                await self._transport.call("POST", "/activity-tasks/complete", body=body)
-                return
-            try:
-                workflow_task = ahead.to_json()
+        lock = self._locks.take(run_id)
+        try:
+            async with lock:
+                await self._complete_activity_locked(run_id, task, body)
+        finally:
+            self._locks.give_back(run_id)
+
+    async def _complete_activity_locked(self, run_id: str, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        """:meth:`complete_activity` for a run held here, under the run's lock."""
+        result = body.get("result")
+        try:
+            # The runner reads plain JSON; the body keeps the encoded result.
+            plain = result if isinstance(result, str) else None
+            if self._codec is not None or (plain is not None and CODEC_MARKER in plain):
+                plain = await decode_payload(self._codec, plain)
+        except Exception as err:  # noqa: BLE001 - then the task is handed out as usual
+            _log.info("activity result of run %s could not be decoded to run ahead (%s)", run_id, err)
+            self._evict(run_id)
+            await self._transport.call("POST", "/activity-tasks/complete", body=body)
+            return
+        ahead = await self._intercepted_run_ahead(run_id, task, plain)
+        if ahead is None:
+            await self._transport.call("POST", "/activity-tasks/complete", body=body)
+            return
+        try:
+            workflow_task = ahead.to_json()
+            if self._codec is not None:
                 workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
-                await self._transport.call("POST", "/activity-tasks/complete",
-                                           body={**body, "workflow_task": workflow_task})
-            except BaseException:
-                self._evict(run_id)  # whether history took the task is unknown
-                raise
-            runner = self._cache.get(run_id)
-            if runner is not None and runner.finished:
-                self._evict(run_id)
+            await self._transport.call("POST", "/activity-tasks/complete",
+                                       body={**body, "workflow_task": workflow_task})
+        except BaseException:
+            self._evict(run_id)  # whether history took the task is unknown
+            raise
+        runner = self._cache.get(run_id)
+        if runner is not None and runner.finished:
+            self._evict(run_id)
 
     async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
-        if not self._interceptors:
-            return self._run_ahead(run_id, task, result)
-        ahead: RanAhead | None = None
+        chain = self._run_ahead_chain
+        if chain is None or (self._run_ahead_traced_only and tracer() is None):
+            return self._run_ahead(run_id, task, result)  # the chain would only pass it on
+        # The chain's end finds its arguments, and leaves its answer, in this call's context.
+        call = _RunAheadCall(run_id, task, result)
+        token = _RUN_AHEAD_CALL.set(call)
+        try:
+            await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
+        finally:
+            _RUN_AHEAD_CALL.reset(token)
+        return call.ahead
 
-        async def run(_: Mapping[str, Any]) -> None:
-            nonlocal ahead
-            ahead = self._run_ahead(run_id, task, result)
-
-        chain = chain_task(self._interceptors, _RunAhead(run))
-        await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
-        return ahead
+    def _ahead_id(self) -> int:
+        """A new id for a task run ahead (never 0)."""
+        if os.getpid() != self._ahead_ids_pid:
+            self._ahead_ids.seed()
+            self._ahead_ids_pid = os.getpid()
+        return self._ahead_ids.getrandbits(63) or 1
 
     def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         runner = self._cache.get(run_id)
@@ -143,19 +179,12 @@ class WorkflowTaskProcessor:
             return runner.run_ahead(activity_id=str(task.get("activity_id", "")),
                                     scheduled_event_id=int(task["scheduled_event_id"]),
                                     result=result if isinstance(result, str) else None,
-                                    time_ms=int(time.time() * 1000), ahead_id=secrets.randbits(63) or 1)
+                                    time_ms=int(time.time() * 1000), ahead_id=self._ahead_id())
         except Exception as err:  # noqa: BLE001 - the task is then handed out and fails there, in history
             _log.info("workflow run %s could not run ahead on activity %s (%s)", run_id,
                       task.get("activity_id"), err)
             self._evict(run_id)
             return None
-
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        lock = self._locks.get(run_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[run_id] = lock
-        return lock
 
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
@@ -182,12 +211,13 @@ class WorkflowTaskProcessor:
             )
             return
         try:
+            sent = [c.to_json() for c in commands]
             await self._transport.call(
                 "POST",
                 "/workflow-tasks/complete",
                 body={
                     "task_token": task["task_token"],
-                    "commands": await encode_commands(self._codec, [c.to_json() for c in commands]),
+                    "commands": sent if self._codec is None else await encode_commands(self._codec, sent),
                     "identity": self._identity,
                 },
             )
@@ -201,7 +231,7 @@ class WorkflowTaskProcessor:
     async def _run_local_activities(self, runner: WorkflowRunner, took: float) -> list[Any]:
         """Run the local activities the task waits for, in rounds (the code may ask for more
         once it has outcomes), within the task's budget; returns the task's commands."""
-        deadline = took + task_budget_seconds(runner.instance.info().workflow_task_timeout)
+        deadline = took + task_budget_seconds(runner.instance.started_info().workflow_task_timeout)
         commands: list[Any] = []
         while requests := runner.local_activities_waiting():
             # All of a round's outcomes are handed back together, in request order, so a
@@ -212,10 +242,13 @@ class WorkflowTaskProcessor:
 
     async def _activate(self, task: Mapping[str, Any]) -> tuple[WorkflowRunner, list[Any]]:
         run_id = str(task["run_id"])
-        events: Sequence[Mapping[str, Any]] = await decode_events(self._codec, task.get("events") or [])
+        events: Sequence[Mapping[str, Any]] = task.get("events") or []
         started_time = int(task.get("started_time") or 0)
         # The update requests waiting for the workflow.
-        updates: Sequence[Mapping[str, Any]] = await decode_updates(self._codec, task.get("updates") or ())
+        updates: Sequence[Mapping[str, Any]] = task.get("updates") or ()
+        if self._codec is not None:
+            events = await decode_events(self._codec, events)
+            updates = await decode_updates(self._codec, updates)
         cached = self._cache.get(run_id)
         if cached is not None:
             if events and int(events[0]["event_id"]) == cached.last_event_id + 1:
@@ -312,9 +345,52 @@ class WorkflowTaskProcessor:
             runner.dispose()
 
 
+class _RunLocks:
+    """One lock per run, kept while a task holds or waits for it (counted: a weak-valued
+    dictionary made a weak reference and its callback per task)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def take(self, run_id: str) -> asyncio.Lock:
+        entry = self._held.get(run_id)
+        if entry is None:
+            entry = self._held[run_id] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        return entry[0]
+
+    def give_back(self, run_id: str) -> None:
+        users = self._held[run_id][1]
+        users[0] -= 1
+        if not users[0]:
+            del self._held[run_id]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class _RunAheadCall:
+    """One run ahead going through the interceptors' chain: its arguments and its answer."""
+
+    __slots__ = ("ahead", "result", "run_id", "task")
+
+    def __init__(self, run_id: str, task: Mapping[str, Any], result: Any) -> None:
+        self.run_id = run_id
+        self.task = task
+        self.result = result
+        self.ahead: RanAhead | None = None
+
+
+_RUN_AHEAD_CALL: contextvars.ContextVar[_RunAheadCall] = contextvars.ContextVar("kadence_run_ahead_call")
+
+
 class _RunAhead(WorkerTaskInterceptor):
-    def __init__(self, run: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
-        self._run = run
+    """The end of the run-ahead chain: runs the task ahead for the call in the context (an
+    interceptor that goes on in a task of its own passes the context on: asyncio copies it)."""
+
+    def __init__(self, processor: WorkflowTaskProcessor) -> None:
+        self._processor = processor
 
     async def run_task(self, input: WorkerTaskInput) -> None:
-        await self._run(input.task)
+        call = _RUN_AHEAD_CALL.get()
+        call.ahead = self._processor._run_ahead(call.run_id, call.task, call.result)

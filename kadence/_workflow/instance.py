@@ -9,7 +9,6 @@ the commands against history, is :mod:`kadence._workflow.runner`'s job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -17,7 +16,7 @@ import math
 import random
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -144,6 +143,15 @@ class _PendingActivity:
     # when the activity's last event (canceled, completed, failed, timed out) comes.
     settled: asyncio.Future[None] | None = None
     result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
+    #: The instance's activities waiting for an outcome, by scheduled event id.
+    waiting: dict[int, _PendingActivity] = field(default_factory=dict, repr=False, compare=False)
+
+    def recorded(self, event_id: int) -> None:
+        """History numbered the command (its Command.on_recorded)."""
+        self.scheduled_event_id = event_id
+        # A run ahead may have delivered the result before the numbering.
+        if not self.future.done() or self.settled is not None:
+            self.waiting[event_id] = self
 
     def retry_state(self, cause: FailureError) -> RetryState:
         """Why history made no further attempt after the last one: the cases of the
@@ -201,8 +209,10 @@ class WorkflowInstance:
         self._activity_seq = 0
         self._timer_seq = 0
         self._activities: dict[int, _PendingActivity] = {}
-        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._buffered_signals: list[tuple[str, list[Any]]] = []
+        # Lists made on first use (None until then): a cached run's objects are what the
+        # collector's full passes walk, and most runs wait on no condition.
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] | None = None
+        self._buffered_signals: list[tuple[str, list[Any]]] | None = None
         self._patches: dict[str, bool] = {}
         self._now_ms = 0
         self._replaying = False
@@ -217,8 +227,10 @@ class WorkflowInstance:
         self.continue_as_new_suggested = False
         self.workflow_task_attempt = 1
         self._side_effect_seq = 0
-        self.children = Children(self)
-        self.local_activities = LocalActivities(self)
+        # Made on first use: most runs have neither, and a cached run's objects are what
+        # the collector's full passes walk.
+        self._children: Children | None = None
+        self._local_activities: LocalActivities | None = None
         # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
         self.outbound: WorkflowOutboundInterceptor = SdkCalls(self)
         self.inbound = chain_workflow(interceptors, WorkflowCalls(self), self.outbound)
@@ -241,6 +253,20 @@ class WorkflowInstance:
             self._random = random.Random(self._seed())
         return self._random
 
+    @property
+    def children(self) -> Children:
+        """The run's child workflows and signals to other runs."""
+        if self._children is None:
+            self._children = Children(self)
+        return self._children
+
+    @property
+    def local_activities(self) -> LocalActivities:
+        """The run's local activities."""
+        if self._local_activities is None:
+            self._local_activities = LocalActivities(self)
+        return self._local_activities
+
     # -- activation ------------------------------------------------------------------
 
     def activate(
@@ -262,7 +288,8 @@ class WorkflowInstance:
         self._replaying = recorded is not None
         self._recorded = recorded or ()
         self._task_error = None
-        with self._running():
+        previous = self._enter()
+        try:
             for event in inputs:
                 self._deliver(event)
                 if self._task_error is not None:
@@ -272,23 +299,29 @@ class WorkflowInstance:
             # Replayed, local activities take their outcomes from the task's markers, in the
             # same rounds as when the task ran live (see resolve_local_activities).
             while self._replaying and self._task_error is None and not self.finished \
-                    and self.local_activities.resolve_from_history(self._recorded):
+                    and self._local_activities is not None \
+                    and self._local_activities.resolve_from_history(self._recorded):
                 self._run_until_blocked()
+        finally:
+            asyncio._set_running_loop(previous)
         return self._commands_or_error()
 
     def local_activities_waiting(self) -> list[LocalActivityRequest]:
         """The local activities the worker is to run now (live), in the order code asked."""
-        if self.finished or self._task_error is not None:
+        if self.finished or self._task_error is not None or self._local_activities is None:
             return []
-        return self.local_activities.runnable()
+        return self._local_activities.runnable()
 
     def resolve_local_activities(self, outcomes: Sequence[LocalActivityOutcome]) -> list[Command]:
         """Live: the outcomes of the local activities run for this task (all that were
         waiting, in request order); the code goes on. Returns all the task's commands."""
-        with self._running():
+        previous = self._enter()
+        try:
             for outcome in outcomes:
                 self.local_activities.resolve(outcome)
             self._run_until_blocked()
+        finally:
+            asyncio._set_running_loop(previous)
         return self._commands_or_error()
 
     def _commands_or_error(self) -> list[Command]:
@@ -311,8 +344,11 @@ class WorkflowInstance:
             raise ApplicationError("the workflow has not started yet", type="QueryFailed")
         before = len(self._commands)
         args = self._handler_args(handler, args, f"query {name}")
-        with self._running():
+        previous = self._enter()
+        try:
             result = self.inbound.handle_query(HandleQueryInput(name, types.MethodType(handler, self._obj), args))
+        finally:
+            asyncio._set_running_loop(previous)
         if len(self._commands) != before:
             del self._commands[before:]
             raise ApplicationError(f"query {name!r} tried to change the workflow", type="QueryFailed")
@@ -322,16 +358,16 @@ class WorkflowInstance:
         """Forget this instance (evicted from the cache); its pending code never runs again."""
         self.loop.close()
 
-    @contextlib.contextmanager
-    def _running(self) -> Iterator[None]:
-        # Workflow code reaches the loop through asyncio.get_running_loop(), so the real
-        # loop of the worker is swapped out while this instance runs (synchronously).
+    def _enter(self) -> asyncio.AbstractEventLoop | None:
+        """Make this instance's loop the running one; returns the loop to put back after.
+
+        Workflow code reaches the loop through asyncio.get_running_loop(), so the real loop
+        of the worker is swapped out while this instance runs (synchronously). A call and a
+        ``finally`` rather than a context manager: it runs on every activation.
+        """
         previous = asyncio._get_running_loop()
         asyncio._set_running_loop(self.loop)
-        try:
-            yield
-        finally:
-            asyncio._set_running_loop(previous)
+        return previous
 
     def _run_until_blocked(self) -> None:
         while self._task_error is None:
@@ -341,6 +377,8 @@ class WorkflowInstance:
 
     def _resolve_one_condition(self) -> bool:
         # One at a time: the waiter's continuation may make the other conditions false again.
+        if not self._conditions:
+            return False
         for entry in list(self._conditions):
             check, future = entry
             if future.done():
@@ -378,7 +416,8 @@ class WorkflowInstance:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
-        elif kind == EventType.TIMER_FIRED and self.local_activities.timer_fired(str(attrs["timer_id"])):
+        elif kind == EventType.TIMER_FIRED and self._local_activities is not None \
+                and self._local_activities.timer_fired(str(attrs["timer_id"])):
             pass  # a local activity's backoff is over: it runs again in this task
         elif kind == EventType.TIMER_FIRED:
             if not self.loop.fire_timer(str(attrs["timer_id"])):
@@ -412,7 +451,7 @@ class WorkflowInstance:
         task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
         task.add_done_callback(self._on_run_done)
         self._run_task = task
-        buffered, self._buffered_signals = self._buffered_signals, []
+        buffered, self._buffered_signals = self._buffered_signals or [], None
         for name, signal_args in buffered:
             self._signal(name, signal_args)
 
@@ -431,6 +470,8 @@ class WorkflowInstance:
         handler = self.definition.signals.get(name)
         if handler is None or self._obj is None:
             # Kept until a handler exists; the workflow may read them later.
+            if self._buffered_signals is None:
+                self._buffered_signals = []
             self._buffered_signals.append((name, args))
             return
         try:
@@ -653,6 +694,13 @@ class WorkflowInstance:
 
     # -- services for workflow code (kadence.workflow) -------------------------------
 
+    def started_info(self) -> WorkflowInfo:
+        """The run's info as its start gave it, for the SDK's own reads of those fields: not
+        a copy, and its history fields are not this task's (see :meth:`info`)."""
+        if self._info is None:
+            raise RuntimeError("workflow info is not available before the workflow started")
+        return self._info
+
     def info(self) -> WorkflowInfo:
         if self._info is None:
             raise RuntimeError("workflow info is not available before the workflow started")
@@ -719,22 +767,16 @@ class WorkflowInstance:
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
         future: asyncio.Future[Any] = self.loop.create_future()
         pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
-                                   result_type=result_type)
-
-        def recorded(event_id: int) -> None:
-            pending.scheduled_event_id = event_id
-            # A run ahead may have delivered the result before the numbering.
-            if not future.done() or pending.settled is not None:
-                self._activities[event_id] = pending
+                                   result_type=result_type, waiting=self._activities)
 
         attrs = {
             **attributes,
             "activity_id": activity_id,
             "activity_type": activity_type,
-            "task_queue": attributes.get("task_queue") or self.info().task_queue,
+            "task_queue": attributes.get("task_queue") or self.started_info().task_queue,
             "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
-        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, recorded)
+        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, pending.recorded)
         self._add(command)
         try:
             return await future
@@ -771,6 +813,8 @@ class WorkflowInstance:
 
     async def wait_condition(self, check: Callable[[], bool], timeout: float | None) -> None:
         future: asyncio.Future[None] = self.loop.create_future()
+        if self._conditions is None:
+            self._conditions = []
         self._conditions.append((check, future))
         if timeout is None:
             await future

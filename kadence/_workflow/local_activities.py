@@ -152,7 +152,7 @@ class LocalActivities(Owned):
         instance = self._instance
         self._seq += 1
         seq = self._seq
-        info = instance.info()
+        info = instance.started_info()  # start fields only
         request = LocalActivityRequest(
             seq=seq, activity_id=activity_id or f"local-{seq}", activity_type=activity_type, fn=fn,
             input=instance.converter.encode_args(args, what=f"local activity {activity_type}"), attempt=1,
