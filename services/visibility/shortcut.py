@@ -18,7 +18,8 @@ does not read, or of a writer version laid out otherwise, gets the full decode's
 from __future__ import annotations
 
 import struct
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from kadence_protocol import avro
 
@@ -38,6 +39,20 @@ class Decode(Protocol):
     def __call__(self, value: bytes | None) -> dict[str, Any]: ...
 
 
+class _Head(NamedTuple):
+    """What the shortcut reads of a record: where its three strings end, and the event's
+    id, time and type."""
+
+    run_end: int
+    event_id: int
+    event_time: int
+    kind: str
+
+
+def _ignore(index: int, exc: projection.Skipped) -> None:
+    pass
+
+
 class _Unreadable(Exception):
     """The head does not read as a HistoryRecord's: the full decode says why."""
 
@@ -55,8 +70,75 @@ class ShortcutDecoder:
         self._symbols: dict[int, tuple[str, ...] | None] = {}
 
     def __call__(self, value: bytes | None) -> dict[str, Any]:
-        if value is None or len(value) < _HEAD:
+        head = self._head(value)
+        if head is None or head.kind in self._attribute_events:
             return self._full(value)
+        assert value is not None
+        try:
+            namespace, workflow_id, run_id = _run_strings(value, head.run_end)
+        except _Unreadable:
+            return self._full(value)
+        return {"namespace": namespace, "workflow_id": workflow_id, "run_id": run_id,
+                "event": {"event_id": head.event_id, "event_time": head.event_time, "event_type": head.kind,
+                          "attributes": None}}
+
+    def fold(self, values: Sequence[bytes | None],
+             skipped: Callable[[int, projection.Skipped], None] = _ignore) -> list[projection.RunUpdate]:
+        """``projection.fold`` of the records in ``values``, without building a record per
+        event: a run is found by the raw bytes of its three strings (decoded once per run),
+        and only the kinds whose attributes the fold reads are decoded in full. A record
+        the full decode skips is passed to ``skipped`` with its index, and left out."""
+        updates: dict[bytes, projection.RunUpdate] = {}
+        closing = projection.CLOSING_EVENTS
+        for index, value in enumerate(values):
+            head = self._head(value)
+            if head is not None and head.kind not in self._attribute_events:
+                assert value is not None
+                run = value[_HEAD:head.run_end]
+                update = updates.get(run)
+                if update is None:
+                    update = self._new_update(value, head)
+                    if update is not None:
+                        updates[run] = update
+                if update is not None:
+                    # RunUpdate.take, for a kind whose attributes it does not read.
+                    if head.event_id > update.last_event_id:
+                        update.last_event_id, update.newest_event_time = head.event_id, head.event_time
+                    status = closing.get(head.kind)
+                    if status is not None:
+                        update.status, update.close_time = status, head.event_time
+                    continue
+            try:
+                record = self._full(value)
+            except projection.Skipped as exc:
+                skipped(index, exc)
+                continue
+            assert value is not None
+            run = value[_HEAD:head.run_end] if head is not None else b"".join(
+                avro.string(record[name]) for name in _LEADING)
+            event = record["event"]
+            update = updates.get(run)
+            if update is None:
+                update = updates[run] = projection.RunUpdate(
+                    record["namespace"], record["workflow_id"], record["run_id"],
+                    last_event_id=int(event["event_id"]), newest_event_time=int(event["event_time"]))
+            update.take(event)
+        return list(updates.values())
+
+    @staticmethod
+    def _new_update(value: bytes, head: _Head) -> projection.RunUpdate | None:
+        """A run's update, begun by the event of ``head``; None when its strings do not read."""
+        try:
+            namespace, workflow_id, run_id = _run_strings(value, head.run_end)
+        except _Unreadable:
+            return None
+        return projection.RunUpdate(namespace, workflow_id, run_id, last_event_id=head.event_id,
+                                    newest_event_time=head.event_time)
+
+    def _head(self, value: bytes | None) -> _Head | None:
+        """The head of a HistoryRecord as this reads it, or None (the full decode decides)."""
+        if value is None or len(value) < _HEAD or value[:2] != avro.MAGIC:
+            return None
         fingerprint = _FINGERPRINT.unpack_from(value, 2)[0]
         if fingerprint in self._symbols:
             symbols = self._symbols[fingerprint]
@@ -64,24 +146,38 @@ class ShortcutDecoder:
             try:
                 name, writer = (self._schemas or avro.schemas()).writer(value)
             except avro.DecodeError:
-                return self._full(value)  # unknown fingerprints are not remembered: any value may come
+                return None  # unknown fingerprints are not remembered: any value may come
             symbols = self._symbols[fingerprint] = _layout(name, writer)
-        if symbols is None or value[:2] != avro.MAGIC:
-            return self._full(value)
+        if symbols is None:
+            return None
+        # Inline for the common case (lengths, ids and kinds of one byte): this runs per record.
         try:
-            namespace, offset = _string(value, _HEAD)
-            workflow_id, offset = _string(value, offset)
-            run_id, offset = _string(value, offset)
-            event_id, offset = _long(value, offset)
+            offset = _HEAD
+            for _ in range(3):
+                byte = value[offset]
+                if byte < 0x80 and not byte & 1:
+                    offset += 1 + (byte >> 1)
+                else:
+                    offset = _skip(value, offset)
+            if offset > len(value):
+                return None
+            run_end = offset
+            byte = value[offset]
+            if byte < 0x80:
+                event_id, offset = (byte >> 1) ^ -(byte & 1), offset + 1
+            else:
+                event_id, offset = _long(value, offset)
             event_time, offset = _long(value, offset)
-            kind_index, offset = _long(value, offset)
-            kind = symbols[kind_index] if 0 <= kind_index < len(symbols) else None
-        except _Unreadable:
-            return self._full(value)
-        if kind is None or kind in self._attribute_events:
-            return self._full(value)
-        return {"namespace": namespace, "workflow_id": workflow_id, "run_id": run_id,
-                "event": {"event_id": event_id, "event_time": event_time, "event_type": kind, "attributes": None}}
+            byte = value[offset]
+            if byte < 0x80:
+                kind_index = (byte >> 1) ^ -(byte & 1)
+            else:
+                kind_index, offset = _long(value, offset)
+        except (_Unreadable, IndexError):
+            return None
+        if not 0 <= kind_index < len(symbols):
+            return None
+        return _Head(run_end, event_id, event_time, symbols[kind_index])
 
     @staticmethod
     def _full(value: bytes | None) -> dict[str, Any]:
@@ -127,6 +223,25 @@ def _long(data: bytes, offset: int) -> tuple[int, int]:
         raise _Unreadable("a varint runs past the end") from None
 
 
+def _skip(data: bytes, offset: int) -> int:
+    """The offset past the string at ``offset``, unread."""
+    length, offset = _long(data, offset)
+    end = offset + length
+    if length < 0 or end > len(data):
+        raise _Unreadable("a string does not fit the record")
+    return end
+
+
+def _run_strings(data: bytes, end: int) -> tuple[str, str, str]:
+    """The namespace, workflow id and run id of a record whose strings end at ``end``."""
+    namespace, offset = _string(data, _HEAD)
+    workflow_id, offset = _string(data, offset)
+    run_id, offset = _string(data, offset)
+    if offset != end:
+        raise _Unreadable("the strings moved")
+    return namespace, workflow_id, run_id
+
+
 def _string(data: bytes, offset: int) -> tuple[str, int]:
     length, offset = _long(data, offset)
     end = offset + length
@@ -138,4 +253,6 @@ def _string(data: bytes, offset: int) -> tuple[str, int]:
         raise _Unreadable("a string is not UTF-8") from None
 
 
-decode: Decode = ShortcutDecoder()
+_DECODER = ShortcutDecoder()
+decode: Decode = _DECODER
+fold = _DECODER.fold
