@@ -31,6 +31,7 @@ _HISTORY_RECORD = f"{avro.NAMESPACE}.HistoryRecord"
 _LEADING = ("namespace", "workflow_id", "run_id")
 _EVENT_LEADING = ("event_id", "event_time", "event_type")
 _LONGEST_VARINT = 10  # an Avro long takes at most ten bytes
+_SIX_BYTES, _SIX_BYTES_MARKS = 0x808080808080, 0x008080808080  # continuation bits of a six-byte varint
 
 
 class Decode(Protocol):
@@ -167,7 +168,14 @@ class ShortcutDecoder:
                 event_id, offset = (byte >> 1) ^ -(byte & 1), offset + 1
             else:
                 event_id, offset = _long(value, offset)
-            event_time, offset = _long(value, offset)
+            # A time in milliseconds since 1970 is a varint of six bytes (2004-2248): read at once.
+            chunk = int.from_bytes(value[offset:offset + 6], "little")
+            if chunk & _SIX_BYTES == _SIX_BYTES_MARKS:
+                n = (chunk & 0x7F) | (chunk >> 1 & 0x3F80) | (chunk >> 2 & 0x1FC000) | (chunk >> 3 & 0xFE00000) \
+                    | (chunk >> 4 & 0x7F0000000) | (chunk >> 5 & 0x3F800000000)
+                event_time, offset = (n >> 1) ^ -(n & 1), offset + 6
+            else:
+                event_time, offset = _long(value, offset)
             byte = value[offset]
             if byte < 0x80:
                 kind_index = (byte >> 1) ^ -(byte & 1)

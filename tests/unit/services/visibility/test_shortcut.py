@@ -220,3 +220,13 @@ def test_the_fold_from_bytes_groups_runs_and_reports_what_it_skips() -> None:
     assert [(u.run_id, u.last_event_id, u.status) for u in folded] == [
         ("run-1", 4, None), ("run-2", 2, RunStatus.FAILED)]
     assert folded[0].search_attributes == {"Stage": "paid"} and folded[1].search_attributes == {"Stage": "new"}
+
+
+@pytest.mark.parametrize("event_time", [0, 1, 63, 64, 2**34, 2**41 - 1, 2**41, 1_700_000_000_123, 2**47 - 1, 2**47,
+                                        2**62, -1, -(2**41)])
+def test_event_times_of_every_length_read_as_the_full_decode_reads_them(event_time: int) -> None:
+    record = projection.decode(_encoded(_record_versions()[0], "TimerFired", 5))
+    record["event"]["event_time"] = event_time
+    value = avro.encode("HistoryRecord", record)
+    assert shortcut.decode(value)["event"]["event_time"] == projection.decode(value)["event"]["event_time"] == event_time
+    assert shortcut.ShortcutDecoder().fold([value]) == projection.fold([projection.decode(value)])
