@@ -188,10 +188,12 @@ class VisibilityConsumer:
         record_delay(updates)
         assigned = self._consumer.assignment()
         for tp, run in runs.items():
+            if tp not in assigned:
+                continue  # revoked meanwhile: its next reader goes on from the offset stored
             self._positions[tp] = run.end
             if self.handover is not None:
                 self.handover.forget_below(tp.partition, run.end)
-            if run.handed and tp in assigned:
+            if run.handed:
                 # The consumer's own position is behind what was handed: fetch (if at all) from
                 # past it. A partition the hand-over keeps up with is not fetched (_look).
                 self._consumer.seek(tp, run.end)
