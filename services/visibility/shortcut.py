@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from kadence_protocol import avro
 
@@ -31,6 +31,7 @@ _HISTORY_RECORD = f"{avro.NAMESPACE}.HistoryRecord"
 _LEADING = ("namespace", "workflow_id", "run_id")
 _EVENT_LEADING = ("event_id", "event_time", "event_type")
 _LONGEST_VARINT = 10  # an Avro long takes at most ten bytes
+_UNSEEN: tuple[str, ...] = ()  # a writer fingerprint not looked up yet
 _SIX_BYTES, _SIX_BYTES_MARKS = 0x808080808080, 0x008080808080  # continuation bits of a six-byte varint
 
 
@@ -40,14 +41,9 @@ class Decode(Protocol):
     def __call__(self, value: bytes | None) -> dict[str, Any]: ...
 
 
-class _Head(NamedTuple):
-    """What the shortcut reads of a record: where its three strings end, and the event's
-    id, time and type."""
-
-    run_end: int
-    event_id: int
-    event_time: int
-    kind: str
+# What the shortcut reads of a record: where its three strings end, and the event's id,
+# time and type (a plain tuple: one is made per record).
+_Head = tuple[int, int, int, str]
 
 
 def _ignore(index: int, exc: projection.Skipped) -> None:
@@ -72,16 +68,16 @@ class ShortcutDecoder:
 
     def __call__(self, value: bytes | None) -> dict[str, Any]:
         head = self._head(value)
-        if head is None or head.kind in self._attribute_events:
+        if head is None or head[3] in self._attribute_events:
             return self._full(value)
         assert value is not None
+        run_end, event_id, event_time, kind = head
         try:
-            namespace, workflow_id, run_id = _run_strings(value, head.run_end)
+            namespace, workflow_id, run_id = _run_strings(value, run_end)
         except _Unreadable:
             return self._full(value)
         return {"namespace": namespace, "workflow_id": workflow_id, "run_id": run_id,
-                "event": {"event_id": head.event_id, "event_time": head.event_time, "event_type": head.kind,
-                          "attributes": None}}
+                "event": {"event_id": event_id, "event_time": event_time, "event_type": kind, "attributes": None}}
 
     def fold(self, values: Sequence[bytes | None],
              skipped: Callable[[int, projection.Skipped], None] = _ignore) -> list[projection.RunUpdate]:
@@ -91,31 +87,34 @@ class ShortcutDecoder:
         the full decode skips is passed to ``skipped`` with its index, and left out."""
         updates: dict[bytes, projection.RunUpdate] = {}
         closing = projection.CLOSING_EVENTS
+        head_of, attribute_events = self._head, self._attribute_events
         for index, value in enumerate(values):
-            head = self._head(value)
-            if head is not None and head.kind not in self._attribute_events:
+            head = head_of(value)
+            if head is not None:
                 assert value is not None
-                run = value[_HEAD:head.run_end]
-                update = updates.get(run)
-                if update is None:
-                    update = self._new_update(value, head)
+                run_end, event_id, event_time, kind = head
+                if kind not in attribute_events:
+                    run = value[_HEAD:run_end]
+                    update = updates.get(run)
+                    if update is None:
+                        update = self._new_update(value, run_end, event_id, event_time)
+                        if update is not None:
+                            updates[run] = update
                     if update is not None:
-                        updates[run] = update
-                if update is not None:
-                    # RunUpdate.take, for a kind whose attributes it does not read.
-                    if head.event_id > update.last_event_id:
-                        update.last_event_id, update.newest_event_time = head.event_id, head.event_time
-                    status = closing.get(head.kind)
-                    if status is not None:
-                        update.status, update.close_time = status, head.event_time
-                    continue
+                        # RunUpdate.take, for a kind whose attributes it does not read.
+                        if event_id > update.last_event_id:
+                            update.last_event_id, update.newest_event_time = event_id, event_time
+                        status = closing.get(kind)
+                        if status is not None:
+                            update.status, update.close_time = status, event_time
+                        continue
             try:
                 record = self._full(value)
             except projection.Skipped as exc:
                 skipped(index, exc)
                 continue
             assert value is not None
-            run = value[_HEAD:head.run_end] if head is not None else b"".join(
+            run = value[_HEAD:head[0]] if head is not None else b"".join(
                 avro.string(record[name]) for name in _LEADING)
             event = record["event"]
             update = updates.get(run)
@@ -127,23 +126,22 @@ class ShortcutDecoder:
         return list(updates.values())
 
     @staticmethod
-    def _new_update(value: bytes, head: _Head) -> projection.RunUpdate | None:
-        """A run's update, begun by the event of ``head``; None when its strings do not read."""
+    def _new_update(value: bytes, run_end: int, event_id: int, event_time: int) -> projection.RunUpdate | None:
+        """A run's update, begun by the event read; None when its strings do not read."""
         try:
-            namespace, workflow_id, run_id = _run_strings(value, head.run_end)
+            namespace, workflow_id, run_id = _run_strings(value, run_end)
         except _Unreadable:
             return None
-        return projection.RunUpdate(namespace, workflow_id, run_id, last_event_id=head.event_id,
-                                    newest_event_time=head.event_time)
+        return projection.RunUpdate(namespace, workflow_id, run_id, last_event_id=event_id,
+                                    newest_event_time=event_time)
 
     def _head(self, value: bytes | None) -> _Head | None:
         """The head of a HistoryRecord as this reads it, or None (the full decode decides)."""
-        if value is None or len(value) < _HEAD or value[:2] != avro.MAGIC:
+        if value is None or len(value) < _HEAD or not value.startswith(avro.MAGIC):
             return None
         fingerprint = _FINGERPRINT.unpack_from(value, 2)[0]
-        if fingerprint in self._symbols:
-            symbols = self._symbols[fingerprint]
-        else:
+        symbols = self._symbols.get(fingerprint, _UNSEEN)
+        if symbols is _UNSEEN:
             try:
                 name, writer = (self._schemas or avro.schemas()).writer(value)
             except avro.DecodeError:
@@ -185,7 +183,7 @@ class ShortcutDecoder:
             return None
         if not 0 <= kind_index < len(symbols):
             return None
-        return _Head(run_end, event_id, event_time, symbols[kind_index])
+        return run_end, event_id, event_time, symbols[kind_index]
 
     @staticmethod
     def _full(value: bytes | None) -> dict[str, Any]:
