@@ -5,10 +5,14 @@ The faust app (``stream.py``, ``python -m services.visibility``) runs the same p
 and store as a process of its own; in process a faust worker would bring its own service
 tree, signal handling and thread pools into the cluster's event loop for a loop this small.
 
-Each fetch is decoded by ``shortcut.py`` (in full only the events whose attributes a row
-takes), folded (``projection.fold``), written in one statement (``store.apply``),
+Each round's records are folded straight from their bytes (``shortcut.fold``: in full only
+the events whose attributes a row takes), written in one statement (``store.apply``),
 and only then are the offsets committed to Kafka (group ``kadence-visibility``): a crash
-in between delivers the fetch again, which the store's last-event check makes harmless.
+in between delivers the records again, which the store's last-event check makes harmless.
+In one process (``kadence dev``) the relays hand over what they published (``handover.py``):
+a partition's handed records are taken as a run contiguous from the consumer's position,
+and a partition the hand-over keeps up with is paused (not fetched); a look at the log ends
+every LOOK_S resumes fetching one whose log holds a record nobody handed over.
 Database and broker errors are retried with backoff on the same fetch; any other error
 is a bug, and brings the process down (logged) rather than leaving visibility frozen.
 """

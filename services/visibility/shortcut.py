@@ -8,6 +8,9 @@ a record's leading fields by hand (every HistoryRecord version begins with the n
 workflow id and run id strings, then the event's id, time and type) and decodes the whole
 record only for the kinds whose attributes the fold reads; the others come back with
 ``attributes`` None and no ``hash``. The fold makes the same update of either (tests).
+:meth:`ShortcutDecoder.fold` (``shortcut.fold``) goes one step further for a batch: it
+builds no record per event, finds a run by the raw bytes of its three strings (decoded
+once per run) and folds the head in place, as ``projection.fold`` of the decoded records.
 
 What it gives up: the bytes past an event's type are not read for the other kinds, so a
 record damaged there (the history service never writes one, and the broker checks each
