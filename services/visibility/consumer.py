@@ -83,6 +83,8 @@ class VisibilityConsumer:
         self.handover = handover
         self.skipped = 0  # records that were not HistoryRecords (logged; the audit reports them too)
         self.write_failures = 0  # writes the database refused (each retried)
+        self.fetched = 0  # records projected as fetched
+        self.handed = 0  # records projected as handed over (handover.py)
         self.left_out: list[str] = []  # data the database refused for good (store.apply), newest last
         self._fetch_wait_ms = fetch_wait_ms
         self._consumer = AIOKafkaConsumer(
@@ -149,6 +151,7 @@ class VisibilityConsumer:
                 records = [r for r in records if r.offset >= position]  # applied from the hand-over
             if records:
                 runs[tp] = _Run([r.value for r in records], [r.offset for r in records], records[-1].offset + 1)
+                self.fetched += len(records)
         if self.handover is None:
             return runs
         for tp in self._consumer.assignment():
@@ -166,6 +169,7 @@ class VisibilityConsumer:
             if not values:
                 continue
             offsets = range(position, position + len(values))
+            self.handed += len(values)
             if run is None:
                 handed: list[bytes | None] = list(values)
                 runs[tp] = _Run(handed, offsets, offsets.stop, handed=True)
@@ -195,11 +199,16 @@ class VisibilityConsumer:
             if tp not in assigned:
                 continue  # revoked meanwhile: its next reader goes on from the offset stored
             self._positions[tp] = run.end
-            if self.handover is not None:
-                self.handover.forget_below(tp.partition, run.end)
-            if run.handed:
-                # The consumer's own position is behind what was handed: fetch (if at all) from
-                # past it. A partition the hand-over keeps up with is not fetched (_look).
+            if self.handover is None:
+                continue
+            # The hand-over has the records that follow (it had the last one fetched, or has
+            # the next): they come from it, and the partition is no longer fetched (_look
+            # resumes it if a record is not handed over). Left fetching, a partition whose
+            # fetches reach its log end would take every record by a fetch first.
+            follows = run.handed or self.handover.has(tp.partition, run.end - 1) \
+                or self.handover.has(tp.partition, run.end)
+            self.handover.forget_below(tp.partition, run.end)
+            if follows:
                 self._consumer.seek(tp, run.end)
                 self._consumer.pause(tp)
         try:

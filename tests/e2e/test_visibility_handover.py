@@ -5,15 +5,16 @@ record no relay here handed over (another process's) is fetched."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from kadence import Client, Worker
 from kadence_protocol import avro
 from services.cluster import Cluster
-from services.common.kafka import HISTORY
+from services.common.kafka import HISTORY, Published
 from services.visibility.consumer import GROUP, VisibilityConsumer, _Run
 from services.visibility.handover import Handover
 from tests.helpers import eventually
@@ -110,6 +111,68 @@ async def test_a_record_nobody_handed_over_is_fetched(client: Client, cluster: C
     finally:
         await producer.stop()
     await eventually(lambda: cluster.pool.fetchrow(ROW, foreign), timeout=30, what="the foreign record's row")
+
+
+async def test_a_partition_fetched_at_its_log_end_goes_over_to_the_hand_over(client: Client,
+                                                                             cluster: Cluster) -> None:
+    """Records published and handed over steadily to a partition the consumer fetches (it
+    has just caught up by fetching): a fetch would take each of them before the hand-over is
+    looked at, every round, unless the partition is paused once the hand-over holds its next
+    record. Most of them must come from the hand-over."""
+    tag = uuid.uuid4().hex[:6]
+    await _run_one(client, tag)
+    assert cluster.pool is not None
+    await eventually(lambda: _closed(cluster, f"ho-{tag}"), timeout=30, what="the closed row")
+    paused = await eventually(lambda: cluster.visibility._consumer.paused(), timeout=30, what="a paused partition")
+    partition = sorted(paused)[0].partition  # where the run's records are
+    record = await _last_record(cluster, TopicPartition(HISTORY, partition))
+    handover = Handover()
+    consumer = VisibilityConsumer(cluster.settings.kafka_bootstrap, cluster.pool, group=f"ho-steady-{tag}",
+                                  session_timeout_ms=2000, handover=handover)
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=cluster.settings.kafka_bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        await eventually(lambda: consumer.lag() and not any(consumer.lag().values()), timeout=30,
+                         what="caught up by fetching")
+        fetched, sent = consumer.fetched, 0
+        deadline = asyncio.get_running_loop().time() + 4.0
+        while asyncio.get_running_loop().time() < deadline:  # about 4 s of steady publishing
+            values = [_of_run(record, f"steady-{tag}-{sent + i}") for i in range(10)]
+            futures = [await producer.send(HISTORY, v, key=record.key, partition=partition) for v in values]
+            answers = await asyncio.gather(*futures)
+            handover.published([(HISTORY, record.key or b"", v, ()) for v in values],
+                               [Published(HISTORY, partition, a.offset) for a in answers])
+            sent += len(values)
+            await asyncio.sleep(0.02)  # pacing the publisher, not waiting for a result
+        await eventually(lambda: consumer.lag() and not any(consumer.lag().values()), timeout=30, what="caught up")
+        assert consumer.fetched - fetched < sent / 4, (consumer.fetched - fetched, sent)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _last_record(cluster: Cluster, tp: TopicPartition) -> ConsumerRecord:
+    reader = AIOKafkaConsumer(bootstrap_servers=cluster.settings.kafka_bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        reader.assign([tp])
+        reader.seek(tp, max(0, (await reader.end_offsets([tp]))[tp] - 1))
+        [record] = (await reader.getmany(tp, timeout_ms=5000, max_records=1))[tp]
+        return record
+    finally:
+        await reader.stop()
+
+
+def _of_run(record: ConsumerRecord, workflow_id: str) -> bytes:
+    """A copy of a HistoryRecord's value, of another workflow and run."""
+    head = avro.header("HistoryRecord")
+    value = record.value
+    assert value is not None and value.startswith(head)
+    namespace, rest = _string(value[len(head):])
+    _, rest = _string(rest)  # the workflow id, replaced
+    return head + avro.string(namespace) + avro.string(workflow_id) + avro.string(str(uuid.uuid4())) \
+        + _string(rest)[1]
 
 
 def _string(data: bytes) -> tuple[str, bytes]:
