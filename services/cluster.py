@@ -63,7 +63,15 @@ class Cluster:
         if s.colocate:
             tasks = colocation.traced_tasks(colocation.LocalMatching(self.matching))
             replies = colocation.LocalFrontend(self.frontend)
-        self.history = HistoryService(s, tasks=tasks, replies=replies)
+        # Visibility rows from kadence.history, in this process (services/visibility/consumer.py);
+        # co-located, the relays hand it what they published instead of it fetching that back.
+        from services.visibility.consumer import VisibilityConsumer
+        from services.visibility.handover import Handover
+
+        handover = Handover() if s.colocate else None
+        self.visibility = VisibilityConsumer(s.kafka_bootstrap, self.pool, session_timeout_ms=s.session_timeout_ms,
+                                             security=s.kafka_security, fatal=self.fatal, handover=handover)
+        self.history = HistoryService(s, tasks=tasks, replies=replies, published=handover)
         self.history.fatal = self.fatal
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
@@ -73,11 +81,6 @@ class Cluster:
         self.frontend.health_sources["history"] = self.history.health  # stalled shards answer 503
         await self.frontend.start()
         self._started.append(self.frontend)
-        # Visibility rows from kadence.history, in this process (services/visibility/consumer.py).
-        from services.visibility.consumer import VisibilityConsumer
-
-        self.visibility = VisibilityConsumer(s.kafka_bootstrap, self.pool, session_timeout_ms=s.session_timeout_ms,
-                                             security=s.kafka_security, fatal=self.fatal)
         await self.visibility.start()
         self._started.append(self.visibility)
 

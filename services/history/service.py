@@ -87,8 +87,9 @@ class HistoryService:
     services/common/colocation.py): through the outbox unless services in this process take them."""
 
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None, tasks: TaskSink | None = None,
-                 replies: ReplySink | None = None) -> None:
+                 replies: ReplySink | None = None, published: TaskNotices | None = None) -> None:
         self.settings = settings
+        self._published = published  # also told what the relays published (visibility in this process)
         self.history_limits = limits_of(settings)  # a bad KADENCE_HISTORY_* fails here, at once
         self._own_pool = pool is None
         self.pool = pool
@@ -153,6 +154,9 @@ class HistoryService:
             # Commands of this process's relay to shards here need not wait for the fetch either.
             own = OwnCommands(self.offer_own)
             self._relayed = own if self._relayed is NO_NOTICES else BothNotices(self._relayed, own)
+        if self._published is not None:
+            self._relayed = (self._published if self._relayed is NO_NOTICES
+                             else BothNotices(self._relayed, self._published))
         # History's own records to kadence.requests (child workflows) are signed, so that a
         # protected namespace takes them (ingress_auth.py history_principal).
         signer = self._ingress.history_signer() if self._ingress is not None else None

@@ -5,10 +5,14 @@ The faust app (``stream.py``, ``python -m services.visibility``) runs the same p
 and store as a process of its own; in process a faust worker would bring its own service
 tree, signal handling and thread pools into the cluster's event loop for a loop this small.
 
-Each fetch is decoded by ``shortcut.py`` (in full only the events whose attributes a row
-takes), folded (``projection.fold``), written in one statement (``store.apply``),
+Each round's records are folded straight from their bytes (``shortcut.fold``: in full only
+the events whose attributes a row takes), written in one statement (``store.apply``),
 and only then are the offsets committed to Kafka (group ``kadence-visibility``): a crash
-in between delivers the fetch again, which the store's last-event check makes harmless.
+in between delivers the records again, which the store's last-event check makes harmless.
+In one process (``kadence dev``) the relays hand over what they published (``handover.py``):
+a partition's handed records are taken as a run contiguous from the consumer's position,
+and a partition the hand-over keeps up with is paused (not fetched); a look at the log ends
+every LOOK_S resumes fetching one whose log holds a record nobody handed over.
 Database and broker errors are retried with backoff on the same fetch; any other error
 is a bug, and brings the process down (logged) rather than leaving visibility frozen.
 """
@@ -17,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
@@ -35,6 +40,7 @@ from services.common.kafka import HISTORY
 from services.common.supervision import Fatal, watch
 
 from . import projection, shortcut, store
+from .handover import Handover
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +52,41 @@ MAX_BACKOFF_S = 5.0
 # beside it. Fewer, larger fetches also fold more events of a run into one row update.
 FETCH_WAIT_MS = 500
 FETCH_MIN_BYTES = 256 * 1024
+# With a hand-over: how often the log ends of partitions not fetched are looked up (_look).
+LOOK_S = 1.0
+
+
+@dataclass
+class _Run:
+    """What a round projects of one partition: the records from the consumer's position on,
+    fetched or handed, without a hole, and the offset past them."""
+
+    values: list[bytes | None]
+    offsets: Sequence[int]
+    end: int
+    handed: bool = False
 
 
 class VisibilityConsumer:
-    """Keeps ``visibility`` up to date with ``kadence.history``; ``lag()`` says how far behind."""
+    """Keeps ``visibility`` up to date with ``kadence.history``; ``lag()`` says how far behind.
+
+    ``handover``: the records this process's relays published, handed over (handover.py);
+    None (another process, or ``KADENCE_COLOCATE=0``): every record is fetched."""
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = GROUP, session_timeout_ms: int = 10000,
                  fetch_wait_ms: int = FETCH_WAIT_MS, max_records: int = 5000,
-                 security: KafkaSecurity | None = None, fatal: Fatal | None = None) -> None:
+                 security: KafkaSecurity | None = None, fatal: Fatal | None = None,
+                 handover: Handover | None = None) -> None:
         self.fatal = fatal  # declared if the loop dies (kadence dev's); None: SIGTERM to this process
         self.pool = pool
         self.max_records = max_records
+        self.handover = handover
         self.skipped = 0  # records that were not HistoryRecords (logged; the audit reports them too)
         self.write_failures = 0  # writes the database refused (each retried)
+        self.fetched = 0  # records projected as fetched
+        self.handed = 0  # records projected as handed over (handover.py)
         self.left_out: list[str] = []  # data the database refused for good (store.apply), newest last
+        self._fetch_wait_ms = fetch_wait_ms
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, client_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=session_timeout_ms,
@@ -71,10 +98,13 @@ class VisibilityConsumer:
         self._task: asyncio.Task[None] | None = None
         self._lag: dict[int, int] = {}
         self._positions: dict[TopicPartition, int] = {}  # the next offset to project, per partition
+        self._ends: dict[TopicPartition, int] = {}  # log ends of paused partitions, as last looked up
+        self._behind: dict[TopicPartition, int] = {}  # paused partitions the last look found behind, at
+        self._looked = 0.0
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe([HISTORY])
+        self._consumer.subscribe([HISTORY], listener=_Revoked(self))
         self._task = asyncio.create_task(self._run(), name="visibility-consumer")
         if self.fatal is not None:
             watch(self._task, "the visibility consumer", self.fatal)
@@ -98,53 +128,170 @@ class VisibilityConsumer:
         backoff = 0.1
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=self.max_records)
+                batch = await self._consumer.getmany(timeout_ms=self._fetch_wait_ms, max_records=self.max_records)
             except KafkaError:
                 log.exception("fetching %s failed; retrying in %.1fs", HISTORY, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             backoff = 0.1
-            if batch:
-                await self._project(batch)
+            runs = await self._runs(batch)
+            if runs:
+                await self._project(runs)
+            if self.handover is not None:
+                await self._look()
             self._measure_lag()
 
-    async def _project(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        updates = projection.fold(self._decoded(r for records in batch.values() for r in records))
+    async def _runs(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, _Run]:
+        """The fetched records past what was applied, and the handed ones that follow without a hole."""
+        runs: dict[TopicPartition, _Run] = {}
+        for tp, records in batch.items():
+            position = self._positions.get(tp)
+            if position is not None and records[0].offset < position:
+                records = [r for r in records if r.offset >= position]  # applied from the hand-over
+            if records:
+                runs[tp] = _Run([r.value for r in records], [r.offset for r in records], records[-1].offset + 1)
+                self.fetched += len(records)
+        if self.handover is None:
+            return runs
+        for tp in self._consumer.assignment():
+            if not self.handover.waiting(tp.partition):
+                continue
+            run = runs.get(tp)
+            position = run.end if run is not None else self._positions.get(tp)
+            if position is None:
+                try:  # the stored offset, once the group has given this consumer the partition
+                    position = await self._consumer.position(tp)
+                except KafkaError:
+                    continue
+                self._positions.setdefault(tp, position)
+            values = self.handover.take(tp.partition, position)
+            if not values:
+                continue
+            offsets = range(position, position + len(values))
+            self.handed += len(values)
+            if run is None:
+                handed: list[bytes | None] = list(values)
+                runs[tp] = _Run(handed, offsets, offsets.stop, handed=True)
+            else:
+                run.values.extend(values)
+                run.offsets = [*run.offsets, *offsets]
+                run.end, run.handed = offsets.stop, True
+        return runs
+
+    async def _project(self, runs: dict[TopicPartition, _Run]) -> None:
+        values = [v for run in runs.values() for v in run.values]
+        updates = shortcut.fold(values, functools.partial(self._skipped, runs))
         backoff = 0.1
         while True:
             try:
                 self.left_out = (self.left_out + await store.apply(self.pool, updates))[-100:]
                 break
             except outage.DATABASE_ERRORS:
-                # Heal: the same fetch again until the database takes it (nothing is committed).
+                # Heal: the same records again until the database takes it (nothing is committed).
                 self.write_failures += 1
                 log.exception("writing %d visibility rows failed; retrying in %.1fs", len(updates), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         record_delay(updates)
-        self._positions.update({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        assigned = self._consumer.assignment()
+        for tp, run in runs.items():
+            if tp not in assigned:
+                continue  # revoked meanwhile: its next reader goes on from the offset stored
+            self._positions[tp] = run.end
+            if self.handover is None:
+                continue
+            # The hand-over has the records that follow (it had the last one fetched, or has
+            # the next): they come from it, and the partition is no longer fetched (_look
+            # resumes it if a record is not handed over). Left fetching, a partition whose
+            # fetches reach its log end would take every record by a fetch first.
+            follows = run.handed or self.handover.has(tp.partition, run.end - 1) \
+                or self.handover.has(tp.partition, run.end)
+            self.handover.forget_below(tp.partition, run.end)
+            if follows:
+                self._consumer.seek(tp, run.end)
+                self._consumer.pause(tp)
         try:
-            await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            await self._consumer.commit({tp: run.end for tp, run in runs.items()})
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance moved a partition: its next reader projects it again, harmlessly.
             log.warning("committing visibility offsets failed: %s", exc)
 
-    def _decoded(self, records: Iterable[ConsumerRecord]) -> Iterable[dict[str, Any]]:
-        for record in records:
-            try:
-                yield shortcut.decode(record.value)
-            except projection.Skipped as exc:
-                self.skipped += 1
-                log.warning("visibility: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+    def _skipped(self, runs: dict[TopicPartition, _Run], index: int, exc: projection.Skipped) -> None:
+        self.skipped += 1
+        for tp, run in runs.items():
+            if index < len(run.values):
+                log.warning("visibility: skipping %s[%d]@%d: %s", tp.topic, tp.partition, run.offsets[index], exc)
+                return
+            index -= len(run.values)
+
+    async def _look(self) -> None:
+        """Every LOOK_S: resume fetching a paused partition whose log holds, at the consumer's
+        position, a record nobody handed over (another process's, one dropped, or one
+        published before this consumer started), found so at two looks in a row (a record
+        is handed just after its acknowledgement, which a look may see first)."""
+        now = time.monotonic()
+        if now - self._looked < LOOK_S:
+            return
+        self._looked = now
+        assert self.handover is not None
+        assigned = self._consumer.assignment()
+        self.handover.keep_only(tp.partition for tp in assigned)
+        paused = [tp for tp in self._consumer.paused() if tp in assigned]
+        if not paused:
+            self._behind.clear()
+            return
+        try:
+            ends = await self._consumer.end_offsets(paused)
+        except KafkaError as exc:
+            log.warning("looking up the log ends of %s failed (looked up again in %.1fs): %s", HISTORY, LOOK_S, exc)
+            return
+        for tp in paused:
+            end, position = ends.get(tp), self._positions.get(tp)
+            if end is None or position is None:
+                continue
+            self._ends[tp] = end
+            if end <= position or self.handover.has(tp.partition, position):
+                self._behind.pop(tp, None)
+            elif self._behind.get(tp) == position:
+                log.info("visibility: %s[%d] holds records at %d not handed over; fetching them",
+                         tp.topic, tp.partition, position)
+                self._behind.pop(tp)
+                self._consumer.seek(tp, position)
+                self._consumer.resume(tp)
+            else:
+                self._behind[tp] = position
+
+    def _forget(self, revoked: Iterable[TopicPartition]) -> None:
+        for tp in revoked:
+            self._positions.pop(tp, None)
+            self._ends.pop(tp, None)
+            self._behind.pop(tp, None)
 
     def _measure_lag(self) -> None:
         lag: dict[int, int] = {}
+        paused = self._consumer.paused()
         for tp in self._consumer.assignment():
             end, position = self._consumer.highwater(tp), self._positions.get(tp)
-            if end is not None and position is not None:
+            if tp in paused or end is None:
+                # Not fetched: the log end as last looked up, or past the last record handed over.
+                end = max(end or 0, self._ends.get(tp, 0), self.handover.end(tp.partition) if self.handover else 0)
+            if position is not None:
                 lag[tp.partition] = max(0, end - position)
         self._lag = lag
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forgets the positions of partitions the group gave to another consumer."""
+
+    def __init__(self, consumer: VisibilityConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._consumer._forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
 
 
 def record_delay(updates: Iterable[projection.RunUpdate]) -> None:

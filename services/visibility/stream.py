@@ -64,13 +64,7 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
     @app.agent(history)
     async def project(stream: faust.StreamT[bytes]) -> None:
         async for values in stream.take(BATCH, within=BATCH_WITHIN_S):
-            records = []
-            for value in values:
-                try:
-                    records.append(shortcut.decode(value))
-                except projection.Skipped as exc:
-                    log.warning("visibility: skipping a record of %s: %s", kafka.HISTORY, exc)
-            updates = projection.fold(records)
+            updates = shortcut.fold(values, _skipped)
             while not pools:  # the connect task has not finished yet
                 await app.sleep(0.1)
             backoff = 0.1
@@ -86,6 +80,10 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
             record_delay(updates)
 
     return app
+
+
+def _skipped(index: int, exc: projection.Skipped) -> None:
+    log.warning("visibility: skipping a record of %s: %s", kafka.HISTORY, exc)
 
 
 def main() -> None:

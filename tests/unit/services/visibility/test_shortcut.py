@@ -184,3 +184,49 @@ def test_only_known_writers_are_remembered() -> None:
             decoder(avro.MAGIC + n.to_bytes(8, "little") + whole[10:])
     decoder(whole)
     assert len(decoder._symbols) == 1
+
+
+@pytest.mark.parametrize(("version", "kind"), CASES)
+def test_the_fold_from_bytes_is_the_fold_of_the_full_decode(version: int, kind: str) -> None:
+    value = _encoded(_record_versions()[version], kind)
+    assert shortcut.ShortcutDecoder().fold([value]) == projection.fold([projection.decode(value)])
+
+
+def test_the_fold_from_bytes_groups_runs_and_reports_what_it_skips() -> None:
+    writer = _record_versions()[0]
+    named = _named(writer, {})
+    start = _example(named["kadence.WorkflowExecutionStartedEventAttributes"], named)
+    start.update(workflow_type="Order", task_queue="q", search_attributes='{"Stage": "new"}', memo=None,
+                 parent_workflow_id=None, parent_run_id=None)
+    marker = _example(named["kadence.MarkerRecordedEventAttributes"], named)
+
+    def other_run(value: bytes) -> bytes:
+        return value.replace(avro.string("run-1"), avro.string("run-2"))
+
+    values: list[bytes | None] = [
+        _encoded(writer, "WorkflowTaskScheduled", 2),  # a run whose start came in an earlier fetch
+        other_run(_encoded(writer, "WorkflowExecutionStarted", 1, start)),
+        None,
+        _encoded(writer, "MarkerRecorded", 3, {**marker, "marker_name": SEARCH_ATTRIBUTES_MARKER,
+                                               "details": '{"Stage": "paid"}'}),
+        b"\x00junk",
+        other_run(_encoded(writer, "WorkflowExecutionFailed", 2)),
+        _encoded(writer, "TimerFired", 4),
+    ]
+    skipped: list[int] = []
+    folded = shortcut.ShortcutDecoder().fold(values, lambda index, exc: skipped.append(index))
+    assert skipped == [2, 4]
+    assert folded == projection.fold([projection.decode(v) for v in values if v not in (None, b"\x00junk")])
+    assert [(u.run_id, u.last_event_id, u.status) for u in folded] == [
+        ("run-1", 4, None), ("run-2", 2, RunStatus.FAILED)]
+    assert folded[0].search_attributes == {"Stage": "paid"} and folded[1].search_attributes == {"Stage": "new"}
+
+
+@pytest.mark.parametrize("event_time", [0, 1, 63, 64, 2**34, 2**41 - 1, 2**41, 1_700_000_000_123, 2**47 - 1, 2**47,
+                                        2**62, -1, -(2**41)])
+def test_event_times_of_every_length_read_as_the_full_decode_reads_them(event_time: int) -> None:
+    record = projection.decode(_encoded(_record_versions()[0], "TimerFired", 5))
+    record["event"]["event_time"] = event_time
+    value = avro.encode("HistoryRecord", record)
+    assert shortcut.decode(value)["event"]["event_time"] == projection.decode(value)["event"]["event_time"] == event_time
+    assert shortcut.ShortcutDecoder().fold([value]) == projection.fold([projection.decode(value)])
