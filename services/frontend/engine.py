@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -42,6 +43,7 @@ from .closed import CloseWatcher
 from .deadlines import SameLengthWaits
 from .errors import (
     DeadlineExceeded,
+    FrontendError,
     InvalidArgument,
     NotFound,
     QueryFailed,
@@ -122,16 +124,19 @@ class Engine:
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
         """Produce a command to kadence.requests and wait until the broker has it."""
-        # The very check history runs on the record: what it would dead-letter is a 400 here.
+        await self._send(record, self._encoded(name, record), wait=True, checked=self.limits)
+
+    def _encoded(self, name: str, record: dict[str, Any]) -> bytes:
+        """The command's encoding, once it passes the very check history runs on the record:
+        what history would dead-letter is a 400 here."""
         try:
             common.check_command(name, record, self.limits)
         except common.Invalid as exc:
             raise InvalidArgument(exc.message, field=exc.field) from None
         try:
-            value = avro.encode(name, record)
+            return avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
-        await self._send(record, value, wait=True, checked=self.limits)
 
     def _hold_started(self, name: str, t: MatchedTask, identity: str, started_time: int) -> None:
         """Hold the task's started record back (see started.py): its answer may make it needless."""
@@ -157,19 +162,25 @@ class Engine:
         A shared timer (deadlines.py) rather than ``asyncio.timeout``, which arms one per
         command, or ``wait_for``, which also wraps every command in a task.
         """
-        key = workflow_key(record["namespace"], record["workflow_id"])
         try:
             async with self._produce_waits.wait():
-                headers = self._commands.headers()
-                if headers:  # traced
-                    partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
-                else:
-                    partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
-                self._commands.queued(partition, key, value, headers, future, checked)
+                future = await self._enqueue(record, value, checked)
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:
-            raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
+            raise _unavailable(exc) from exc
+        return future
+
+    async def _enqueue(self, record: dict[str, Any], value: bytes, checked: common.Limits | None
+                       ) -> asyncio.Future[Any]:
+        """Queue ``value`` on the workflow's request partition; the future of the broker's answer."""
+        key = workflow_key(record["namespace"], record["workflow_id"])
+        headers = self._commands.headers()
+        if headers:  # traced
+            partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
+        else:
+            partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
+        self._commands.queued(partition, key, value, headers, future, checked)
         return future
 
     async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -500,16 +511,76 @@ class Engine:
         """Send a worker's answer (or heartbeat); it implies the task's start, so a started
         record still held for the task is dropped."""
         self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
-        await self._produce(name, {
-            "namespace": token.namespace, "workflow_id": token.workflow_id, "run_id": token.run_id,
-            "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
-            **fields,
-        })
+        await self._produce(name, _answer_record(token, identity, fields))
         if self._commands.colocated:
             # History in this process takes the answer on its acknowledgement: let the shard
             # loop send its commit before this call's HTTP answer is written (the workflow
             # waits for the commit; nobody waits for that answer).
             await asyncio.sleep(0)
+
+    async def respond_all(self, answers: Sequence[TaskAnswer]) -> list[FrontendError | None]:
+        """``respond`` to each of ``answers`` (a worker's batch), as one group: each is checked
+        and encoded on its own (a refusal is that answer's error, in its place in the list),
+        all are queued in order under one produce wait, and the broker's answers are awaited
+        together. One call instead of one task, wait and loop turn per answer."""
+        errors: list[FrontendError | None] = [None] * len(answers)
+        encoded: list[tuple[int, dict[str, Any], bytes]] = []
+        for i, answer in enumerate(answers):
+            token = answer.token
+            self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
+            record = _answer_record(token, answer.identity, answer.fields)
+            try:
+                encoded.append((i, record, self._encoded(answer.name, record)))
+            except InvalidArgument as exc:
+                errors[i] = exc
+        queued: list[tuple[int, asyncio.Future[Any]]] = []
+        try:
+            async with self._produce_waits.wait():
+                for i, record, value in encoded:
+                    try:
+                        queued.append((i, await self._enqueue(record, value, self.limits)))
+                    except KafkaError as exc:
+                        errors[i] = _unavailable(exc)
+                for i, future in queued:
+                    try:
+                        await future
+                    except KafkaError as exc:
+                        errors[i] = _unavailable(exc)
+        except TimeoutError as exc:
+            # As each answer's own wait would have: the ones the broker has not answered yet are
+            # given up (their futures cancelled, as an expired await cancels) and refused.
+            taken = {i for i, _ in queued}
+            for i, _, _ in encoded:
+                if i not in taken and errors[i] is None:
+                    errors[i] = _unavailable(exc)
+            for i, future in queued:
+                if errors[i] is None and (not future.done() or future.cancelled() or future.exception()):
+                    future.cancel()
+                    errors[i] = _unavailable(exc)
+        if self._commands.colocated and queued:
+            await asyncio.sleep(0)  # as respond: the shard loop's commit first
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAnswer:
+    """A worker's answer to a task, validated and ready to send (``Engine.respond_all``):
+    the command's name, the verified token, and the command's own fields."""
+
+    name: str
+    token: TaskToken
+    identity: str
+    fields: dict[str, Any]
+
+
+def _answer_record(token: TaskToken, identity: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {"namespace": token.namespace, "workflow_id": token.workflow_id, "run_id": token.run_id,
+            "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
+            **fields}
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"the broker did not accept the request: {exc!r}")
 
 
 def _carried_events(t: MatchedTask) -> Sequence[Mapping[str, Any]] | None:

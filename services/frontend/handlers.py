@@ -7,6 +7,7 @@ mappings and returns (status, answer); the transport in ``app.py`` does the HTTP
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from . import validation as v
 from .admin import AdminHandlers
 from .auth import authorize_task_queue
 from .cron import start_with_cron
-from .engine import Engine
+from .engine import Engine, TaskAnswer
 from .errors import FrontendError, InvalidArgument
 from .schema_check import check_fast as check_body
 from .tokens import TaskToken
@@ -189,7 +190,14 @@ class Handlers(VisibilityHandlers):
         req = v.poll_request(path["namespace"], path["task_queue"], body)
         return OK, await self.engine.poll_workflow_tasks(req)
 
+    async def _send(self, answer: TaskAnswer) -> Answer:
+        await self.engine.respond(answer.name, answer.token, answer.identity, **answer.fields)
+        return OK, {}
+
     async def complete_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._complete_workflow_task(path, body))
+
+    async def _complete_workflow_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "workflow")
         commands = v.commands(body)
@@ -197,21 +205,21 @@ class Handlers(VisibilityHandlers):
         bad = await self.bad_upserts(ns, commands)
         if bad is not None:
             # As a code error would: the task fails in history (visible there) and is retried.
-            await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause="BadSearchAttributes",
-                                      failure=bad_search_attributes(bad))
-            return OK, {}
-        await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands,
-                                  started_time=token.started_time)
-        return OK, {}
+            return TaskAnswer("RespondWorkflowTaskFailed", token, identity,
+                              {"cause": "BadSearchAttributes", "failure": bad_search_attributes(bad)})
+        return TaskAnswer("RespondWorkflowTaskCompleted", token, identity,
+                          {"commands": commands, "started_time": token.started_time})
 
     async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._fail_workflow_task(path, body))
+
+    async def _fail_workflow_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "workflow")
         cause = v.optional_str(body, "cause") or "Unknown"
         failure = v.failure(body, "failure", required=False)
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause=cause, failure=failure)
-        return OK, {}
+        return TaskAnswer("RespondWorkflowTaskFailed", token, identity, {"cause": cause, "failure": failure})
 
     async def respond_query(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         v.namespace(path["namespace"])
@@ -239,10 +247,16 @@ class Handlers(VisibilityHandlers):
                                   field="answers")
         # As a group: history takes them together once acknowledged, not the first alone ahead.
         with colocation.grouped_commands():
-            results = await asyncio.gather(*(self._answer(path, query, i, item) for i, item in enumerate(answers)))
-        return OK, {"results": list(results)}
+            items = [self._answer_item(i, item) for i, item in enumerate(answers)]
+            if any(not isinstance(it, FrontendError) and it[0] not in _PREPARE for it in items):
+                # A heartbeat answers from a read made after it is produced: each as its own call.
+                results = await asyncio.gather(*(self._answer(path, query, it) for it in items))
+                return OK, {"results": list(results)}
+            return OK, {"results": await self._answer_together(path, items)}
 
-    async def _answer(self, path: Params, query: Params, index: int, item: Any) -> dict[str, Any]:
+    def _answer_item(self, index: int, item: Any) -> tuple[str, dict[str, Any]] | FrontendError:
+        """The operation and body of ``answers[index]``, held to the operation's own schema as
+        when sent alone (app.py); or what is wrong with it."""
         try:
             if not isinstance(item, dict):
                 raise InvalidArgument(f"answers[{index}] must be an object", field=f"answers[{index}]")
@@ -257,16 +271,39 @@ class Handlers(VisibilityHandlers):
             item_body = item.get("body")
             if not isinstance(item_body, dict):
                 raise InvalidArgument(f"answers[{index}].body must be an object", field=f"answers[{index}].body")
-            # The body is held to the operation's own schema, as when sent alone (app.py).
-            from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
-
-            schema = request_schema(operation)
-            assert schema is not None
-            check_body(schema, item_body, COMPONENTS)
-            status, answer = await getattr(self, operation)(path, query, item_body)
+            check_body(_answer_schemas()[operation], item_body, _components())
         except FrontendError as exc:
-            return {"status": exc.status, **exc.body()}
+            return exc
+        return operation, item_body
+
+    async def _answer(self, path: Params, query: Params, item: tuple[str, dict[str, Any]] | FrontendError
+                      ) -> dict[str, Any]:
+        if isinstance(item, FrontendError):
+            return _refused(item)
+        try:
+            status, answer = await getattr(self, item[0])(path, query, item[1])
+        except FrontendError as exc:
+            return _refused(exc)
         return {"status": status, "answer": answer}
+
+    async def _answer_together(self, path: Params, items: list[tuple[str, dict[str, Any]] | FrontendError]
+                               ) -> list[dict[str, Any]]:
+        """The answers of a batch without heartbeats: each validated as its own call would be,
+        then all sent as one group (Engine.respond_all), in order."""
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        ready: list[tuple[int, TaskAnswer]] = []
+        for i, item in enumerate(items):
+            if isinstance(item, FrontendError):
+                results[i] = _refused(item)
+                continue
+            try:
+                ready.append((i, await getattr(self, _PREPARE[item[0]])(path, item[1])))
+            except FrontendError as exc:
+                results[i] = _refused(exc)
+        errors = await self.engine.respond_all([answer for _, answer in ready]) if ready else []
+        for (i, _), error in zip(ready, errors, strict=True):
+            results[i] = {"status": OK, "answer": {}} if error is None else _refused(error)
+        return [r for r in results if r is not None]
 
     # -- activity tasks ----------------------------------------------------------------------------
 
@@ -275,6 +312,9 @@ class Handlers(VisibilityHandlers):
         return OK, await self.engine.poll_activity_tasks(req)
 
     async def complete_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._complete_activity_task(path, body))
+
+    async def _complete_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "activity")
         result = v.json_text(body, "result")
@@ -282,18 +322,19 @@ class Handlers(VisibilityHandlers):
         ahead = v.run_ahead(body)
         if ahead is not None and await self.bad_upserts(ns, ahead["commands"]) is not None:
             ahead = None  # the task goes out as usual, and its answer fails it there
-        await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result, workflow_task=ahead)
-        return OK, {}
+        return TaskAnswer("RespondActivityTaskCompleted", token, identity, {"result": result, "workflow_task": ahead})
 
     async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._fail_activity_task(path, body))
+
+    async def _fail_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "activity")
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
         details = v.json_text(body, "last_heartbeat_details")
-        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure,
-                                  last_heartbeat_details=details)
-        return OK, {}
+        return TaskAnswer("RespondActivityTaskFailed", token, identity,
+                          {"failure": failure, "last_heartbeat_details": details})
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
@@ -304,12 +345,14 @@ class Handlers(VisibilityHandlers):
         return OK, {"cancel_requested": await self.engine.activity_cancel_requested(token)}
 
     async def cancel_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._cancel_activity_task(path, body))
+
+    async def _cancel_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "activity")
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondActivityTaskCanceled", token, identity, details=details)
-        return OK, {}
+        return TaskAnswer("RespondActivityTaskCanceled", token, identity, {"details": details})
 
 
 PREFIX = "/api/v1/namespaces/{namespace}"
@@ -345,6 +388,34 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflow-starts", "start_batch"),
     ("POST", "/workflow-results", "result_batch"),
 ]
+
+
+# The operations of answer_tasks that are sent as a group (all but the heartbeat), each to the
+# method validating it into the answer Engine.respond_all sends.
+_PREPARE: dict[str, str] = {op: f"_{op}" for op in ("complete_workflow_task", "fail_workflow_task",
+                                                     "complete_activity_task", "fail_activity_task",
+                                                     "cancel_activity_task")}
+
+
+def _refused(exc: FrontendError) -> dict[str, Any]:
+    return {"status": exc.status, **exc.body()}
+
+
+@functools.cache
+def _answer_schemas() -> dict[str, Any]:
+    """Each answer operation's body schema (openapi.py imports this module: looked up once, late)."""
+    from .openapi import request_schema
+
+    schemas = {op: request_schema(op) for op in ANSWER_OPERATIONS}
+    assert all(s is not None for s in schemas.values())
+    return schemas
+
+
+@functools.cache
+def _components() -> Any:
+    from .openapi import COMPONENTS
+
+    return COMPONENTS
 
 
 def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]
