@@ -85,7 +85,7 @@ def test_commands_are_checked_against_the_schema() -> None:
 
 
 # Values a JSON body can hold, at the edges of the Avro types the command attributes use.
-_JSON_VALUES = [None, True, False, 0, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1.0, 1.5, "", "x", [], {},
+_JSON_VALUES: list[object] = [None, True, False, 0, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1.0, 1.5, "", "x", [], {},
                 {"message": "m"}, {"message": "m", "type": "T", "non_retryable": False}, "ABANDON", "TERMINATE"]
 
 
