@@ -31,6 +31,9 @@ MAX_NAME = common.MAX_NAME_CHARS
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGITS = b"0" * 19
 Body = dict[str, Any]
+# json.dumps(v, separators=(",", ":")) without its encoder built per call, and refusing NaN
+# and Infinity (not JSON) instead of writing them.
+_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 T = TypeVar("T")
 
 
@@ -97,7 +100,16 @@ def array_json(body: Body, field: str) -> str | None:
         return None
     if not isinstance(v, list):
         raise InvalidArgument(f"{field} must be an array", field=field)
-    return checked(common.payload, json.dumps(v, separators=(",", ":")), field, array=True)
+    try:
+        text = _ARRAY_TEXT(v)
+    except ValueError:  # NaN or Infinity: refused below, in the words of the JSON check
+        text = json.dumps(v, separators=(",", ":"))
+    else:
+        # ASCII JSON text of an array, written by json itself: the parse and Unicode checks
+        # of common.payload cannot refuse it, only its size can.
+        if len(text) <= common.DEFAULT_LIMITS.max_payload_bytes:
+            return text
+    return checked(common.payload, text, field, array=True)
 
 
 def json_text(body: Body, field: str) -> str | None:
