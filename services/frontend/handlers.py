@@ -7,8 +7,9 @@ mappings and returns (status, answer); the transport in ``app.py`` does the HTTP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +20,11 @@ from . import validation as v
 from .admin import AdminHandlers
 from .auth import authorize_task_queue
 from .cron import start_with_cron
-from .engine import Engine, TaskAnswer
+from .engine import Engine, QueuedCommand, TaskAnswer
 from .errors import FrontendError, InvalidArgument
 from .schema_check import check_fast as check_body
 from .tokens import TaskToken
+from .validation import StartRequest
 from .visibility import VisibilityHandlers, bad_search_attributes
 
 Params = Mapping[str, str]
@@ -81,14 +83,72 @@ class Handlers(VisibilityHandlers):
         """Start each item as ``start`` would; each result is answered as soon as it is known.
 
         A client with many starts (and result waits) in flight sends them together: one
-        HTTP exchange instead of one each, and no item waits for a slower neighbour.
+        HTTP exchange instead of one each, and no item waits for a slower neighbour. The
+        items are checked one by one as ``start`` checks them, then those that pass are
+        produced as one group (Engine.start_all: in order, under one produce wait); an item
+        with a cron schedule or search attributes (which read the database first) runs as
+        its own call.
         """
-        from .openapi import request_schema  # here: openapi.py imports this module
+        from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
 
-        async def start(item: dict[str, Any]) -> Answer:
-            return await self.start(path, query, item)
+        return OK, Streamed("results", self._starts(path, query, _items(body, "starts"), request_schema("start"),
+                                                    COMPONENTS))
 
-        return _together(body, "starts", request_schema("start"), start)
+    async def _starts(self, path: Params, query: Params, items: list[Any], schema: Any, components: Any
+                      ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The results of start_batch, in groups as they are known (see _as_ready)."""
+        known: list[dict[str, Any]] = []
+        alone: list[tuple[int, dict[str, Any]]] = []
+        grouped: list[tuple[int, StartRequest, float]] = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidArgument(f"starts[{index}] must be an object", field=f"starts[{index}]")
+                check_body(schema, item, components)
+                if item.get("cron_schedule") is not None or item.get("search_attributes") not in (None, {}):
+                    alone.append((index, item))
+                    continue
+                # What start checks, in its order (with_search_attributes has nothing to do here).
+                req = v.start_request(path["namespace"], item)
+                grouped.append((index, req, v.seconds(item, "wait_seconds", 0.0, 600.0)))
+            except FrontendError as exc:
+                known.append(_item_refused(index, exc))
+        tasks: list[asyncio.Future[dict[str, Any]]] = [
+            asyncio.ensure_future(self._start_alone(path, query, index, item)) for index, item in alone]
+        queued: list[tuple[QueuedCommand, asyncio.Future[dict[str, Any]]]] = []
+        try:
+            sent = await self.engine.start_all([req for _, req, _ in grouped]) if grouped else []
+            for (index, req, wait), one in zip(grouped, sent, strict=True):
+                if isinstance(one, FrontendError):
+                    known.append(_item_refused(index, one))
+                    continue
+                task = asyncio.ensure_future(self._finish_start(index, req, one, wait))
+                tasks.append(task)
+                queued.append((one, task))
+            async with contextlib.aclosing(_tasks_as_ready(tasks, known)) as groups:
+                async for group in groups:
+                    yield group
+        finally:
+            for t in tasks:
+                t.cancel()
+            for one, started in queued:
+                if not started.done():  # a task cancelled before it ran never reaches its own clean-up
+                    self.engine.forget(one)
+
+    async def _start_alone(self, path: Params, query: Params, index: int, item: dict[str, Any]) -> dict[str, Any]:
+        try:
+            status, answer = await self.start(path, query, item)
+        except FrontendError as exc:
+            return _item_refused(index, exc)
+        return {"index": index, "status": status, "answer": answer}
+
+    async def _finish_start(self, index: int, req: StartRequest, queued: QueuedCommand, wait: float
+                            ) -> dict[str, Any]:
+        try:
+            answer = await self.engine.finish_start(req, queued, wait)
+        except FrontendError as exc:
+            return _item_refused(index, exc)
+        return {"index": index, "status": 201, "answer": answer}
 
     async def result_batch(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         """Wait for each item's run as ``result`` would; each outcome is answered as soon as it
@@ -418,15 +478,26 @@ def _components() -> Any:
     return COMPONENTS
 
 
-def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]
-              ) -> Answer:
-    """The answer of a call that runs each item of ``body[key]`` as its own call would (each
-    held to ``schema``), written item by item as each is known, naming its index."""
+def _items(body: dict[str, Any], key: str) -> list[Any]:
+    """The items of a call that takes many, ``body[key]``: refused whole if not an array of 1
+    to MAX_TOGETHER."""
     items = body.get(key)
     if not isinstance(items, list) or not items:
         raise InvalidArgument(f"{key} must be a non-empty array", field=key)
     if len(items) > MAX_TOGETHER:
         raise InvalidArgument(f"{key} holds {len(items)} items, at most {MAX_TOGETHER} are taken", field=key)
+    return items
+
+
+def _item_refused(index: int, exc: FrontendError) -> dict[str, Any]:
+    return {"index": index, "status": exc.status, **exc.body()}
+
+
+def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]
+              ) -> Answer:
+    """The answer of a call that runs each item of ``body[key]`` as its own call would (each
+    held to ``schema``), written item by item as each is known, naming its index."""
+    items = _items(body, key)
 
     from .openapi import COMPONENTS  # here: openapi.py imports this module
 
@@ -437,7 +508,7 @@ def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[
             check_body(schema, item, COMPONENTS)
             status, answer = await call(item)
         except FrontendError as exc:
-            return {"index": index, "status": exc.status, **exc.body()}
+            return _item_refused(index, exc)
         return {"index": index, "status": status, "answer": answer}
 
     return OK, Streamed("results", _as_ready(one, items))
@@ -453,6 +524,16 @@ async def _as_ready(call: Callable[[int, Any], Awaitable[dict[str, Any]]],
     the same loop turn), so a group is written as one chunk, not one write per item: at
     10,000 in flight that was 10,000 writes for a few hundred commits.
     """
+    tasks = [asyncio.ensure_future(call(i, item)) for i, item in enumerate(items)]
+    async with contextlib.aclosing(_tasks_as_ready(tasks, [])) as groups:
+        async for group in groups:
+            yield group
+
+
+async def _tasks_as_ready(tasks: Sequence[asyncio.Future[dict[str, Any]]], known: list[dict[str, Any]]
+                          ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """``known`` (results already there) first, then the results of ``tasks`` as _as_ready
+    gives them; the tasks still running are cancelled when the reader stops early."""
     ready: list[asyncio.Future[dict[str, Any]]] = []
     wake: asyncio.Event = asyncio.Event()
 
@@ -460,11 +541,12 @@ async def _as_ready(call: Callable[[int, Any], Awaitable[dict[str, Any]]],
         ready.append(task)
         wake.set()
 
-    tasks = [asyncio.ensure_future(call(i, item)) for i, item in enumerate(items)]
     for t in tasks:
         t.add_done_callback(finished)
     left = len(tasks)
     try:
+        if known:
+            yield known
         while left:
             await wake.wait()
             wake.clear()
