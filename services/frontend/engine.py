@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -42,6 +43,7 @@ from .closed import CloseWatcher
 from .deadlines import SameLengthWaits
 from .errors import (
     DeadlineExceeded,
+    FrontendError,
     InvalidArgument,
     NotFound,
     QueryFailed,
@@ -91,6 +93,8 @@ class Engine:
         self._reads = reads
         self._matching = matching
         self._reply_timeout = reply_timeout
+        # The reply waits of grouped starts (start_all), all as long: one timer (deadlines.py).
+        self._reply_waits = SameLengthWaits(reply_timeout)
         # Done once the frontend shuts down (end_long_waits).
         self._shutting_down: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # The close futures that result waits wait on, woken by end_long_waits: waiting on
@@ -117,21 +121,25 @@ class Engine:
         """Stop it, sending the started records still held."""
         await self._started.stop()
         self._produce_waits.close()
+        self._reply_waits.close()
 
     # -- producing ------------------------------------------------------------------------------
 
     async def _produce(self, name: str, record: dict[str, Any]) -> None:
         """Produce a command to kadence.requests and wait until the broker has it."""
-        # The very check history runs on the record: what it would dead-letter is a 400 here.
+        await self._send(record, self._encoded(name, record), wait=True, checked=self.limits)
+
+    def _encoded(self, name: str, record: dict[str, Any]) -> bytes:
+        """The command's encoding, once it passes the very check history runs on the record:
+        what history would dead-letter is a 400 here."""
         try:
             common.check_command(name, record, self.limits)
         except common.Invalid as exc:
             raise InvalidArgument(exc.message, field=exc.field) from None
         try:
-            value = avro.encode(name, record)
+            return avro.encode(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
-        await self._send(record, value, wait=True, checked=self.limits)
 
     def _hold_started(self, name: str, t: MatchedTask, identity: str, started_time: int) -> None:
         """Hold the task's started record back (see started.py): its answer may make it needless."""
@@ -157,19 +165,25 @@ class Engine:
         A shared timer (deadlines.py) rather than ``asyncio.timeout``, which arms one per
         command, or ``wait_for``, which also wraps every command in a task.
         """
-        key = workflow_key(record["namespace"], record["workflow_id"])
         try:
             async with self._produce_waits.wait():
-                headers = self._commands.headers()
-                if headers:  # traced
-                    partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
-                else:
-                    partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
-                self._commands.queued(partition, key, value, headers, future, checked)
+                future = await self._enqueue(record, value, checked)
                 if wait:
                     await future
         except (KafkaError, TimeoutError) as exc:
-            raise Unavailable(f"the broker did not accept the request: {exc!r}") from exc
+            raise _unavailable(exc) from exc
+        return future
+
+    async def _enqueue(self, record: dict[str, Any], value: bytes, checked: common.Limits | None
+                       ) -> asyncio.Future[Any]:
+        """Queue ``value`` on the workflow's request partition; the future of the broker's answer."""
+        key = workflow_key(record["namespace"], record["workflow_id"])
+        headers = self._commands.headers()
+        if headers:  # traced
+            partition, future, headers = await enqueue_traced(self._producer, REQUESTS, key, value, headers)
+        else:
+            partition, future = await enqueue_keyed(self._producer, REQUESTS, key, value)
+        self._commands.queued(partition, key, value, headers, future, checked)
         return future
 
     async def _command(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -189,17 +203,57 @@ class Engine:
                 ) from None
         finally:
             self._replies.forget(request_id, waiter)
-        if reply.get("ok"):
-            return reply
-        error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")
-        if error == "WorkflowAlreadyStarted":
-            raise WorkflowAlreadyStarted(message or "the workflow is already running",
-                                         field="workflow_id", run_id=reply.get("run_id"))
-        if error == "WorkflowNotFound":
-            raise WorkflowNotFound(message or "the workflow was not found", field="workflow_id")
-        if error == "WorkflowAlreadyClosed":
-            raise WorkflowAlreadyClosed(message, field="run_id", run_id=reply.get("run_id"))
-        raise RequestRefused(error, message or f"history refused {name}")
+        return _answered(name, reply)
+
+    async def _reply(self, name: str, queued: QueuedCommand) -> dict[str, Any]:
+        """History's answer to a command queued by a group (``start_all``), as ``_command``
+        waits for it (its deadline shared with the group's other waits: deadlines.py)."""
+        try:
+            async with self._reply_waits.wait():
+                reply = await queued.waiter
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"history did not answer {name} (request_id {queued.request_id}) within {self._reply_timeout:g} s;"
+                " it may still be applied: retry with the same request_id"
+            ) from None
+        finally:
+            self._replies.forget(queued.request_id, queued.waiter)
+        return _answered(name, reply)
+
+    def forget(self, queued: QueuedCommand) -> None:
+        """Stop waiting for a queued command's reply (its caller went away)."""
+        self._replies.forget(queued.request_id, queued.waiter)
+
+    async def _produce_all(self, commands: Sequence[tuple[dict[str, Any], bytes]]) -> list[Unavailable | None]:
+        """Queue each (record, encoding) of ``commands`` in order under one produce wait and
+        await the broker's answers together; per command None, or its own refusal (the
+        broker's error, or the wait running out before the broker answered it)."""
+        errors: list[Unavailable | None] = [None] * len(commands)
+        queued: list[tuple[int, asyncio.Future[Any]]] = []
+        try:
+            async with self._produce_waits.wait():
+                for i, (record, value) in enumerate(commands):
+                    try:
+                        queued.append((i, await self._enqueue(record, value, self.limits)))
+                    except KafkaError as exc:
+                        errors[i] = _unavailable(exc)
+                for i, future in queued:
+                    try:
+                        await future
+                    except KafkaError as exc:
+                        errors[i] = _unavailable(exc)
+        except TimeoutError as exc:
+            # As each command's own wait would have: the ones the broker has not answered yet
+            # are given up (their futures cancelled, as an expired await cancels) and refused.
+            taken = {i for i, _ in queued}
+            for i in range(len(commands)):
+                if i not in taken and errors[i] is None:
+                    errors[i] = _unavailable(exc)
+            for i, future in queued:
+                if errors[i] is None and (not future.done() or future.cancelled() or future.exception()):
+                    future.cancel()
+                    errors[i] = _unavailable(exc)
+        return errors
 
     # -- workflow commands ---------------------------------------------------------------------
 
@@ -217,6 +271,50 @@ class Engine:
         """Start a run; with ``wait_seconds``, also wait that long for its outcome."""
         record = {**self._start_record(req), "search_attributes": req.search_attributes}
         reply = await self._command("StartWorkflowExecution", record)
+        return await self._started_run(req, reply, wait_seconds)
+
+    async def start_all(self, reqs: Sequence[StartRequest]) -> list[QueuedCommand | FrontendError]:
+        """``start`` each of ``reqs`` (a client's batch) up to the broker's acknowledgement,
+        as one group: each checked and encoded on its own (a refusal is that start's error,
+        in its place in the list), all queued in order under one produce wait, the broker's
+        answers awaited together. Each start queued is then finished by ``finish_start``, which waits for
+        history's reply (and, with a wait, the outcome) as ``start`` does."""
+        name = "StartWorkflowExecution"
+        out: list[QueuedCommand | FrontendError | None] = [None] * len(reqs)
+        encoded: list[tuple[int, dict[str, Any], bytes]] = []
+        for i, req in enumerate(reqs):
+            record = {**self._start_record(req), "search_attributes": req.search_attributes}
+            record["request_id"] = record["request_id"] or uuid.uuid4().hex
+            record["reply_to"] = self._instance_id
+            try:
+                encoded.append((i, record, self._encoded(name, record)))
+            except InvalidArgument as exc:
+                out[i] = exc
+        # Registered before anything is produced, so no reply can be missed.
+        waiters = [self._replies.expect(record["request_id"]) for _, record, _ in encoded]
+        try:
+            # Not grouped_commands, as answers are: a co-located history may take the first
+            # start ahead of its acknowledgement (the timer benchmark woke later with a group).
+            errors = await self._produce_all([(record, value) for _, record, value in encoded])
+        except BaseException:
+            for (_, record, _), waiter in zip(encoded, waiters, strict=True):
+                self._replies.forget(record["request_id"], waiter)
+            raise
+        for (i, record, _), waiter, error in zip(encoded, waiters, errors, strict=True):
+            if error is None:
+                out[i] = QueuedCommand(record["request_id"], waiter)
+            else:
+                self._replies.forget(record["request_id"], waiter)
+                out[i] = error
+        return [o for o in out if o is not None]
+
+    async def finish_start(self, req: StartRequest, queued: QueuedCommand, wait_seconds: float = 0.0
+                           ) -> dict[str, Any]:
+        """The answer ``start`` gives, for a start ``start_all`` queued."""
+        reply = await self._reply("StartWorkflowExecution", queued)
+        return await self._started_run(req, reply, wait_seconds)
+
+    async def _started_run(self, req: StartRequest, reply: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
         run_id = reply.get("run_id")
         started = {"run_id": run_id, "workflow_id": req.workflow_id}
         if wait_seconds > 0 and run_id:
@@ -500,16 +598,79 @@ class Engine:
         """Send a worker's answer (or heartbeat); it implies the task's start, so a started
         record still held for the task is dropped."""
         self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
-        await self._produce(name, {
-            "namespace": token.namespace, "workflow_id": token.workflow_id, "run_id": token.run_id,
-            "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
-            **fields,
-        })
+        await self._produce(name, _answer_record(token, identity, fields))
         if self._commands.colocated:
             # History in this process takes the answer on its acknowledgement: let the shard
             # loop send its commit before this call's HTTP answer is written (the workflow
             # waits for the commit; nobody waits for that answer).
             await asyncio.sleep(0)
+
+    async def respond_all(self, answers: Sequence[TaskAnswer]) -> list[FrontendError | None]:
+        """``respond`` to each of ``answers`` (a worker's batch), as one group: each is checked
+        and encoded on its own (a refusal is that answer's error, in its place in the list),
+        all are queued in order under one produce wait, and the broker's answers are awaited
+        together. One call instead of one task, wait and loop turn per answer."""
+        errors: list[FrontendError | None] = [None] * len(answers)
+        encoded: list[tuple[int, dict[str, Any], bytes]] = []
+        for i, answer in enumerate(answers):
+            token = answer.token
+            self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
+            record = _answer_record(token, answer.identity, answer.fields)
+            try:
+                encoded.append((i, record, self._encoded(answer.name, record)))
+            except InvalidArgument as exc:
+                errors[i] = exc
+        refusals = await self._produce_all([(record, value) for _, record, value in encoded])
+        for (i, _, _), refusal in zip(encoded, refusals, strict=True):
+            errors[i] = refusal
+        if self._commands.colocated and any(r is None for r in refusals):
+            await asyncio.sleep(0)  # as respond: the shard loop's commit first
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    """A command the broker has taken whose reply from history is awaited (``start_all``):
+    its request id and the future the reply comes to."""
+
+    request_id: str
+    waiter: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAnswer:
+    """A worker's answer to a task, validated and ready to send (``Engine.respond_all``):
+    the command's name, the verified token, and the command's own fields."""
+
+    name: str
+    token: TaskToken
+    identity: str
+    fields: dict[str, Any]
+
+
+def _answer_record(token: TaskToken, identity: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {"namespace": token.namespace, "workflow_id": token.workflow_id, "run_id": token.run_id,
+            "scheduled_event_id": token.scheduled_event_id, "attempt": token.attempt, "identity": identity,
+            **fields}
+
+
+def _answered(name: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply if history did what was asked; otherwise its refusal, raised."""
+    if reply.get("ok"):
+        return reply
+    error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")
+    if error == "WorkflowAlreadyStarted":
+        raise WorkflowAlreadyStarted(message or "the workflow is already running",
+                                     field="workflow_id", run_id=reply.get("run_id"))
+    if error == "WorkflowNotFound":
+        raise WorkflowNotFound(message or "the workflow was not found", field="workflow_id")
+    if error == "WorkflowAlreadyClosed":
+        raise WorkflowAlreadyClosed(message, field="run_id", run_id=reply.get("run_id"))
+    raise RequestRefused(error, message or f"history refused {name}")
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"the broker did not accept the request: {exc!r}")
 
 
 def _carried_events(t: MatchedTask) -> Sequence[Mapping[str, Any]] | None:

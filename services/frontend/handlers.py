@@ -7,7 +7,9 @@ mappings and returns (status, answer); the transport in ``app.py`` does the HTTP
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+import contextlib
+import functools
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +20,11 @@ from . import validation as v
 from .admin import AdminHandlers
 from .auth import authorize_task_queue
 from .cron import start_with_cron
-from .engine import Engine
+from .engine import Engine, QueuedCommand, TaskAnswer
 from .errors import FrontendError, InvalidArgument
 from .schema_check import check_fast as check_body
 from .tokens import TaskToken
+from .validation import StartRequest
 from .visibility import VisibilityHandlers, bad_search_attributes
 
 Params = Mapping[str, str]
@@ -80,14 +83,72 @@ class Handlers(VisibilityHandlers):
         """Start each item as ``start`` would; each result is answered as soon as it is known.
 
         A client with many starts (and result waits) in flight sends them together: one
-        HTTP exchange instead of one each, and no item waits for a slower neighbour.
+        HTTP exchange instead of one each, and no item waits for a slower neighbour. The
+        items are checked one by one as ``start`` checks them, then those that pass are
+        produced as one group (Engine.start_all: in order, under one produce wait); an item
+        with a cron schedule or search attributes (which read the database first) runs as
+        its own call.
         """
-        from .openapi import request_schema  # here: openapi.py imports this module
+        from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
 
-        async def start(item: dict[str, Any]) -> Answer:
-            return await self.start(path, query, item)
+        return OK, Streamed("results", self._starts(path, query, _items(body, "starts"), request_schema("start"),
+                                                    COMPONENTS))
 
-        return _together(body, "starts", request_schema("start"), start)
+    async def _starts(self, path: Params, query: Params, items: list[Any], schema: Any, components: Any
+                      ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The results of start_batch, in groups as they are known (see _as_ready)."""
+        known: list[dict[str, Any]] = []
+        alone: list[tuple[int, dict[str, Any]]] = []
+        grouped: list[tuple[int, StartRequest, float]] = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidArgument(f"starts[{index}] must be an object", field=f"starts[{index}]")
+                check_body(schema, item, components)
+                if item.get("cron_schedule") is not None or item.get("search_attributes") not in (None, {}):
+                    alone.append((index, item))
+                    continue
+                # What start checks, in its order (with_search_attributes has nothing to do here).
+                req = v.start_request(path["namespace"], item)
+                grouped.append((index, req, v.seconds(item, "wait_seconds", 0.0, 600.0)))
+            except FrontendError as exc:
+                known.append(_item_refused(index, exc))
+        tasks: list[asyncio.Future[dict[str, Any]]] = [
+            asyncio.ensure_future(self._start_alone(path, query, index, item)) for index, item in alone]
+        queued: list[tuple[QueuedCommand, asyncio.Future[dict[str, Any]]]] = []
+        try:
+            sent = await self.engine.start_all([req for _, req, _ in grouped]) if grouped else []
+            for (index, req, wait), one in zip(grouped, sent, strict=True):
+                if isinstance(one, FrontendError):
+                    known.append(_item_refused(index, one))
+                    continue
+                task = asyncio.ensure_future(self._finish_start(index, req, one, wait))
+                tasks.append(task)
+                queued.append((one, task))
+            async with contextlib.aclosing(_tasks_as_ready(tasks, known)) as groups:
+                async for group in groups:
+                    yield group
+        finally:
+            for t in tasks:
+                t.cancel()
+            for one, started in queued:
+                if not started.done():  # a task cancelled before it ran never reaches its own clean-up
+                    self.engine.forget(one)
+
+    async def _start_alone(self, path: Params, query: Params, index: int, item: dict[str, Any]) -> dict[str, Any]:
+        try:
+            status, answer = await self.start(path, query, item)
+        except FrontendError as exc:
+            return _item_refused(index, exc)
+        return {"index": index, "status": status, "answer": answer}
+
+    async def _finish_start(self, index: int, req: StartRequest, queued: QueuedCommand, wait: float
+                            ) -> dict[str, Any]:
+        try:
+            answer = await self.engine.finish_start(req, queued, wait)
+        except FrontendError as exc:
+            return _item_refused(index, exc)
+        return {"index": index, "status": 201, "answer": answer}
 
     async def result_batch(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         """Wait for each item's run as ``result`` would; each outcome is answered as soon as it
@@ -189,7 +250,14 @@ class Handlers(VisibilityHandlers):
         req = v.poll_request(path["namespace"], path["task_queue"], body)
         return OK, await self.engine.poll_workflow_tasks(req)
 
+    async def _send(self, answer: TaskAnswer) -> Answer:
+        await self.engine.respond(answer.name, answer.token, answer.identity, **answer.fields)
+        return OK, {}
+
     async def complete_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._complete_workflow_task(path, body))
+
+    async def _complete_workflow_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "workflow")
         commands = v.commands(body)
@@ -197,21 +265,21 @@ class Handlers(VisibilityHandlers):
         bad = await self.bad_upserts(ns, commands)
         if bad is not None:
             # As a code error would: the task fails in history (visible there) and is retried.
-            await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause="BadSearchAttributes",
-                                      failure=bad_search_attributes(bad))
-            return OK, {}
-        await self.engine.respond("RespondWorkflowTaskCompleted", token, identity, commands=commands,
-                                  started_time=token.started_time)
-        return OK, {}
+            return TaskAnswer("RespondWorkflowTaskFailed", token, identity,
+                              {"cause": "BadSearchAttributes", "failure": bad_search_attributes(bad)})
+        return TaskAnswer("RespondWorkflowTaskCompleted", token, identity,
+                          {"commands": commands, "started_time": token.started_time})
 
     async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._fail_workflow_task(path, body))
+
+    async def _fail_workflow_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "workflow")
         cause = v.optional_str(body, "cause") or "Unknown"
         failure = v.failure(body, "failure", required=False)
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondWorkflowTaskFailed", token, identity, cause=cause, failure=failure)
-        return OK, {}
+        return TaskAnswer("RespondWorkflowTaskFailed", token, identity, {"cause": cause, "failure": failure})
 
     async def respond_query(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         v.namespace(path["namespace"])
@@ -239,10 +307,16 @@ class Handlers(VisibilityHandlers):
                                   field="answers")
         # As a group: history takes them together once acknowledged, not the first alone ahead.
         with colocation.grouped_commands():
-            results = await asyncio.gather(*(self._answer(path, query, i, item) for i, item in enumerate(answers)))
-        return OK, {"results": list(results)}
+            items = [self._answer_item(i, item) for i, item in enumerate(answers)]
+            if any(not isinstance(it, FrontendError) and it[0] not in _PREPARE for it in items):
+                # A heartbeat answers from a read made after it is produced: each as its own call.
+                results = await asyncio.gather(*(self._answer(path, query, it) for it in items))
+                return OK, {"results": list(results)}
+            return OK, {"results": await self._answer_together(path, items)}
 
-    async def _answer(self, path: Params, query: Params, index: int, item: Any) -> dict[str, Any]:
+    def _answer_item(self, index: int, item: Any) -> tuple[str, dict[str, Any]] | FrontendError:
+        """The operation and body of ``answers[index]``, held to the operation's own schema as
+        when sent alone (app.py); or what is wrong with it."""
         try:
             if not isinstance(item, dict):
                 raise InvalidArgument(f"answers[{index}] must be an object", field=f"answers[{index}]")
@@ -257,16 +331,39 @@ class Handlers(VisibilityHandlers):
             item_body = item.get("body")
             if not isinstance(item_body, dict):
                 raise InvalidArgument(f"answers[{index}].body must be an object", field=f"answers[{index}].body")
-            # The body is held to the operation's own schema, as when sent alone (app.py).
-            from .openapi import COMPONENTS, request_schema  # here: openapi.py imports this module
-
-            schema = request_schema(operation)
-            assert schema is not None
-            check_body(schema, item_body, COMPONENTS)
-            status, answer = await getattr(self, operation)(path, query, item_body)
+            check_body(_answer_schemas()[operation], item_body, _components())
         except FrontendError as exc:
-            return {"status": exc.status, **exc.body()}
+            return exc
+        return operation, item_body
+
+    async def _answer(self, path: Params, query: Params, item: tuple[str, dict[str, Any]] | FrontendError
+                      ) -> dict[str, Any]:
+        if isinstance(item, FrontendError):
+            return _refused(item)
+        try:
+            status, answer = await getattr(self, item[0])(path, query, item[1])
+        except FrontendError as exc:
+            return _refused(exc)
         return {"status": status, "answer": answer}
+
+    async def _answer_together(self, path: Params, items: list[tuple[str, dict[str, Any]] | FrontendError]
+                               ) -> list[dict[str, Any]]:
+        """The answers of a batch without heartbeats: each validated as its own call would be,
+        then all sent as one group (Engine.respond_all), in order."""
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        ready: list[tuple[int, TaskAnswer]] = []
+        for i, item in enumerate(items):
+            if isinstance(item, FrontendError):
+                results[i] = _refused(item)
+                continue
+            try:
+                ready.append((i, await getattr(self, _PREPARE[item[0]])(path, item[1])))
+            except FrontendError as exc:
+                results[i] = _refused(exc)
+        errors = await self.engine.respond_all([answer for _, answer in ready]) if ready else []
+        for (i, _), error in zip(ready, errors, strict=True):
+            results[i] = {"status": OK, "answer": {}} if error is None else _refused(error)
+        return [r for r in results if r is not None]
 
     # -- activity tasks ----------------------------------------------------------------------------
 
@@ -275,6 +372,9 @@ class Handlers(VisibilityHandlers):
         return OK, await self.engine.poll_activity_tasks(req)
 
     async def complete_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._complete_activity_task(path, body))
+
+    async def _complete_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "activity")
         result = v.json_text(body, "result")
@@ -282,18 +382,19 @@ class Handlers(VisibilityHandlers):
         ahead = v.run_ahead(body)
         if ahead is not None and await self.bad_upserts(ns, ahead["commands"]) is not None:
             ahead = None  # the task goes out as usual, and its answer fails it there
-        await self.engine.respond("RespondActivityTaskCompleted", token, identity, result=result, workflow_task=ahead)
-        return OK, {}
+        return TaskAnswer("RespondActivityTaskCompleted", token, identity, {"result": result, "workflow_task": ahead})
 
     async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._fail_activity_task(path, body))
+
+    async def _fail_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "activity")
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
         details = v.json_text(body, "last_heartbeat_details")
-        await self.engine.respond("RespondActivityTaskFailed", token, identity, failure=failure,
-                                  last_heartbeat_details=details)
-        return OK, {}
+        return TaskAnswer("RespondActivityTaskFailed", token, identity,
+                          {"failure": failure, "last_heartbeat_details": details})
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
@@ -304,12 +405,14 @@ class Handlers(VisibilityHandlers):
         return OK, {"cancel_requested": await self.engine.activity_cancel_requested(token)}
 
     async def cancel_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._cancel_activity_task(path, body))
+
+    async def _cancel_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
         token = self._token(ns, body, "activity")
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
-        await self.engine.respond("RespondActivityTaskCanceled", token, identity, details=details)
-        return OK, {}
+        return TaskAnswer("RespondActivityTaskCanceled", token, identity, {"details": details})
 
 
 PREFIX = "/api/v1/namespaces/{namespace}"
@@ -347,15 +450,54 @@ ROUTES: list[tuple[str, str, str]] = [
 ]
 
 
-def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]
-              ) -> Answer:
-    """The answer of a call that runs each item of ``body[key]`` as its own call would (each
-    held to ``schema``), written item by item as each is known, naming its index."""
+# The operations of answer_tasks that are sent as a group (all but the heartbeat), each to the
+# method validating it into the answer Engine.respond_all sends.
+_PREPARE: dict[str, str] = {op: f"_{op}" for op in ("complete_workflow_task", "fail_workflow_task",
+                                                     "complete_activity_task", "fail_activity_task",
+                                                     "cancel_activity_task")}
+
+
+def _refused(exc: FrontendError) -> dict[str, Any]:
+    return {"status": exc.status, **exc.body()}
+
+
+@functools.cache
+def _answer_schemas() -> dict[str, Any]:
+    """Each answer operation's body schema (openapi.py imports this module: looked up once, late)."""
+    from .openapi import request_schema
+
+    schemas = {op: request_schema(op) for op in ANSWER_OPERATIONS}
+    assert all(s is not None for s in schemas.values())
+    return schemas
+
+
+@functools.cache
+def _components() -> Any:
+    from .openapi import COMPONENTS
+
+    return COMPONENTS
+
+
+def _items(body: dict[str, Any], key: str) -> list[Any]:
+    """The items of a call that takes many, ``body[key]``: refused whole if not an array of 1
+    to MAX_TOGETHER."""
     items = body.get(key)
     if not isinstance(items, list) or not items:
         raise InvalidArgument(f"{key} must be a non-empty array", field=key)
     if len(items) > MAX_TOGETHER:
         raise InvalidArgument(f"{key} holds {len(items)} items, at most {MAX_TOGETHER} are taken", field=key)
+    return items
+
+
+def _item_refused(index: int, exc: FrontendError) -> dict[str, Any]:
+    return {"index": index, "status": exc.status, **exc.body()}
+
+
+def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]
+              ) -> Answer:
+    """The answer of a call that runs each item of ``body[key]`` as its own call would (each
+    held to ``schema``), written item by item as each is known, naming its index."""
+    items = _items(body, key)
 
     from .openapi import COMPONENTS  # here: openapi.py imports this module
 
@@ -366,7 +508,7 @@ def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[
             check_body(schema, item, COMPONENTS)
             status, answer = await call(item)
         except FrontendError as exc:
-            return {"index": index, "status": exc.status, **exc.body()}
+            return _item_refused(index, exc)
         return {"index": index, "status": status, "answer": answer}
 
     return OK, Streamed("results", _as_ready(one, items))
@@ -382,6 +524,16 @@ async def _as_ready(call: Callable[[int, Any], Awaitable[dict[str, Any]]],
     the same loop turn), so a group is written as one chunk, not one write per item: at
     10,000 in flight that was 10,000 writes for a few hundred commits.
     """
+    tasks = [asyncio.ensure_future(call(i, item)) for i, item in enumerate(items)]
+    async with contextlib.aclosing(_tasks_as_ready(tasks, [])) as groups:
+        async for group in groups:
+            yield group
+
+
+async def _tasks_as_ready(tasks: Sequence[asyncio.Future[dict[str, Any]]], known: list[dict[str, Any]]
+                          ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """``known`` (results already there) first, then the results of ``tasks`` as _as_ready
+    gives them; the tasks still running are cancelled when the reader stops early."""
     ready: list[asyncio.Future[dict[str, Any]]] = []
     wake: asyncio.Event = asyncio.Event()
 
@@ -389,11 +541,12 @@ async def _as_ready(call: Callable[[int, Any], Awaitable[dict[str, Any]]],
         ready.append(task)
         wake.set()
 
-    tasks = [asyncio.ensure_future(call(i, item)) for i, item in enumerate(items)]
     for t in tasks:
         t.add_done_callback(finished)
     left = len(tasks)
     try:
+        if known:
+            yield known
         while left:
             await wake.wait()
             wake.clear()

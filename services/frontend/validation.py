@@ -10,6 +10,7 @@ before producing it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -30,6 +31,9 @@ MAX_NAME = common.MAX_NAME_CHARS
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGITS = b"0" * 19
 Body = dict[str, Any]
+# json.dumps(v, separators=(",", ":")) without its encoder built per call, and refusing NaN
+# and Infinity (not JSON) instead of writing them.
+_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 T = TypeVar("T")
 
 
@@ -96,7 +100,16 @@ def array_json(body: Body, field: str) -> str | None:
         return None
     if not isinstance(v, list):
         raise InvalidArgument(f"{field} must be an array", field=field)
-    return checked(common.payload, json.dumps(v, separators=(",", ":")), field, array=True)
+    try:
+        text = _ARRAY_TEXT(v)
+    except ValueError:  # NaN or Infinity: refused below, in the words of the JSON check
+        text = json.dumps(v, separators=(",", ":"))
+    else:
+        # ASCII JSON text of an array, written by json itself: the parse and Unicode checks
+        # of common.payload cannot refuse it, only its size can.
+        if len(text) <= common.DEFAULT_LIMITS.max_payload_bytes:
+            return text
+    return checked(common.payload, text, field, array=True)
 
 
 def json_text(body: Body, field: str) -> str | None:
@@ -173,8 +186,55 @@ def failure(body: Body, field: str, *, required: bool) -> dict[str, Any] | None:
 
 
 def command_types() -> list[str]:
+    return list(_command_types())
+
+
+@functools.cache
+def _command_types() -> tuple[str, ...]:
     field = next(f for f in avro.schemas().current["kadence.Command"]["fields"] if f["name"] == "command_type")
-    return list(field["type"]["symbols"])
+    return tuple(field["type"]["symbols"])
+
+
+_LONG = (-(2**63), 2**63 - 1)
+
+
+def _is_long(v: Any) -> bool:
+    return type(v) is int and _LONG[0] <= v <= _LONG[1]
+
+
+# fastavro's validate of a primitive type, for values parsed from JSON (str, int, float, bool,
+# None, list, dict): the same yes or no, without parsing the field's schema on every call.
+_PRIMITIVE: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool), "long": _is_long,
+}
+
+
+def _value_test(avro_type: Any) -> Callable[[Any], bool]:
+    """Whether a value fits ``avro_type``, as ``fastavro.validation.validate`` decides."""
+    if isinstance(avro_type, str) and avro_type in _PRIMITIVE:
+        return _PRIMITIVE[avro_type]
+    if (isinstance(avro_type, list) and len(avro_type) == 2 and avro_type[0] == "null"
+            and isinstance(avro_type[1], str) and avro_type[1] in _PRIMITIVE):
+        test = _PRIMITIVE[avro_type[1]]
+        return lambda v: v is None or test(v)
+    return lambda v: bool(avro_validate(v, avro_type, raise_errors=False))
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    type: Any
+    optional: bool  # has a default: absent or null takes it
+    number: bool  # JSON true/false is no number here
+    fits: Callable[[Any], bool]
+
+
+@functools.cache
+def _attribute_fields(command_type: str) -> tuple[_Field, ...]:
+    """The attribute fields of a command type, each with its test (built once per type)."""
+    schema = avro.schemas().current[avro.command_attributes_type(command_type)]
+    return tuple(_Field(f["name"], f["type"], "default" in f, f["type"] in ("long", "int", "double", "float"),
+                        _value_test(f["type"])) for f in schema["fields"])
 
 
 def commands(body: Body, field: str = "commands", *, within: str = "") -> list[dict[str, Any]]:
@@ -186,33 +246,32 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
     label = within + field
     if not isinstance(v, list):
         raise InvalidArgument(f"{label} must be an array of commands", field=label)
-    types = command_types()
+    types = _command_types()
     out: list[dict[str, Any]] = []
     for i, cmd in enumerate(v):
-        where = f"{label}[{i}]"
         if not isinstance(cmd, dict):
-            raise InvalidArgument(f"{where} must be an object", field=where)
+            raise InvalidArgument(f"{label}[{i}] must be an object", field=f"{label}[{i}]")
         ctype = cmd.get("command_type")
         if ctype not in types:
-            raise InvalidArgument(f"{where}.command_type must be one of {', '.join(types)}",
-                                  field=f"{where}.command_type")
+            raise InvalidArgument(f"{label}[{i}].command_type must be one of {', '.join(types)}",
+                                  field=f"{label}[{i}].command_type")
         attrs = cmd.get("attributes", {})
         if not isinstance(attrs, dict):
-            raise InvalidArgument(f"{where}.attributes must be an object", field=f"{where}.attributes")
-        schema = avro.schemas().current[avro.command_attributes_type(ctype)]
+            raise InvalidArgument(f"{label}[{i}].attributes must be an object", field=f"{label}[{i}].attributes")
         clean: dict[str, Any] = {}
-        for f in schema["fields"]:
-            fname, here = f["name"], f"{where}.attributes.{f['name']}"
-            if fname not in attrs or (attrs[fname] is None and "default" in f):
-                if "default" not in f:
+        for f in _attribute_fields(ctype):
+            value = attrs.get(f.name)
+            if value is None and (f.optional or f.name not in attrs):
+                if not f.optional:
+                    here = f"{label}[{i}].attributes.{f.name}"
                     raise InvalidArgument(f"{here} is required", field=here)
                 continue
-            value = attrs[fname]
-            if isinstance(value, bool) and f["type"] in ("long", "int", "double", "float"):
-                raise InvalidArgument(f"{here} must be a number", field=here)
-            if not avro_validate(value, f["type"], raise_errors=False):
-                raise InvalidArgument(f"{here} does not fit the schema ({_type_name(f['type'])})", field=here)
-            clean[fname] = value
+            if (f.number and isinstance(value, bool)) or not f.fits(value):
+                here = f"{label}[{i}].attributes.{f.name}"
+                if f.number and isinstance(value, bool):
+                    raise InvalidArgument(f"{here} must be a number", field=here)
+                raise InvalidArgument(f"{here} does not fit the schema ({_type_name(f.type)})", field=here)
+            clean[f.name] = value
         out.append({"command_type": ctype, "attributes": clean})
     return out
 

@@ -121,3 +121,35 @@ def test_token_base64_is_read_as_base64_reads_it() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         expected = outcome(lambda t: base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_", validate=True), text)
         assert outcome(_unb64, text) == expected, text
+
+
+def test_a_token_coming_back_as_issued_is_read_from_what_the_keys_remember() -> None:
+    keys = TokenKeys.parse(OLD)
+    text = TOKEN.encode(keys)
+    assert TaskToken.decode(text, keys) is TOKEN  # no second decode and verification
+    elsewhere = TokenKeys.parse(OLD)  # another frontend with the same keys: the full check
+    assert TaskToken.decode(text, elsewhere) == TOKEN and not elsewhere.issued
+    # Altered by one character, it is another text: checked in full, and refused.
+    payload, mac = text.split(".")
+    with pytest.raises(PermissionDenied):
+        TaskToken.decode(payload + "." + mac[:-1] + ("A" if mac[-1] != "A" else "B"), keys)
+
+
+def test_a_token_decode_would_refuse_is_not_remembered() -> None:
+    keys = TokenKeys.parse(OLD)
+    for bad in [TaskToken("d", "w", "r", 1, 1, "workflow", "soon"),  # type: ignore[arg-type]
+                TaskToken("d", "w", "r", 1, True, "workflow"), TaskToken("d", "w", "r", 1, 1, "nonsense"),
+                TaskToken("d", "w" * 7000, "r", 1, 1, "workflow")]:  # too long a token
+        with pytest.raises(InvalidArgument):
+            TaskToken.decode(bad.encode(keys), keys)
+    assert not keys.issued
+
+
+def test_the_tokens_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.frontend import tokens
+
+    monkeypatch.setattr(tokens, "ISSUED_REMEMBERED", 3)
+    keys = TokenKeys.parse(OLD)
+    texts = [TaskToken("shop", f"order-{i}", "run", 5, 1, "activity").encode(keys) for i in range(5)]
+    assert list(keys.issued) == texts[2:]  # the oldest dropped first
+    assert TaskToken.decode(texts[0], keys).workflow_id == "order-0"  # forgotten: checked in full, still valid

@@ -84,6 +84,33 @@ def test_commands_are_checked_against_the_schema() -> None:
         "commands[0].attributes.timer_id"
 
 
+# Values a JSON body can hold, at the edges of the Avro types the command attributes use.
+_JSON_VALUES: list[object] = [None, True, False, 0, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1.0, 1.5, "", "x", [], {},
+                {"message": "m"}, {"message": "m", "type": "T", "non_retryable": False}, "ABANDON", "TERMINATE"]
+
+
+def test_each_attribute_is_held_to_its_type_as_fastavro_holds_it() -> None:
+    """The attribute tests built once per command type (validation._attribute_fields) say
+    yes or no exactly as fastavro's validate of the field's type, which ran on every value."""
+    from fastavro.validation import validate
+
+    for command_type in v.command_types():
+        for f in v._attribute_fields(command_type):
+            for value in _JSON_VALUES:
+                assert f.fits(value) == validate(value, f.type, raise_errors=False), (command_type, f.name, value)
+
+
+def test_a_missing_null_or_boolean_attribute_is_named() -> None:
+    timer = {"timer_id": "t", "start_to_fire_timeout_ms": 5}
+    assert field_of(v.commands, {"commands": [{"command_type": "StartTimer", "attributes": {
+        **timer, "timer_id": None}}]}) == "commands[0].attributes.timer_id"
+    with pytest.raises(InvalidArgument, match="must be a number"):
+        v.commands({"commands": [{"command_type": "StartTimer", "attributes": {**timer, "start_to_fire_timeout_ms": True}}]})
+    # An optional attribute given as null takes its default (it is left out).
+    cmd, = v.commands({"commands": [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": None}}]})
+    assert cmd == {"command_type": "CompleteWorkflowExecution", "attributes": {}}
+
+
 def test_a_workflow_task_run_ahead_is_checked_like_a_completion() -> None:
     assert v.run_ahead({}) is None and v.run_ahead({"workflow_task": None}) is None
     complete = {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "1"}}

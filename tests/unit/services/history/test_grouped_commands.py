@@ -61,18 +61,27 @@ async def test_commands_of_a_group_are_offered_once_acknowledged_only() -> None:
 
 
 async def test_the_frontend_queues_a_batch_of_task_answers_as_a_group() -> None:
+    from services.frontend.engine import TaskAnswer
     from services.frontend.handlers import Handlers
+    from services.frontend.tokens import TaskToken
 
     seen: list[bool] = []
+    token = TaskToken("default", "wf", "run", 2, 1, "workflow")
 
-    async def complete_workflow_task(path: Any, query: Any, body: Any) -> tuple[int, dict[str, Any]]:
+    async def complete_workflow_task(path: Any, body: Any) -> TaskAnswer:
         seen.append(colocation.commands_grouped())
-        return 200, {}
+        return TaskAnswer("RespondWorkflowTaskCompleted", token, "w", {})
+
+    class Engine:
+        async def respond_all(self, answers: list[TaskAnswer]) -> list[None]:
+            seen.append(colocation.commands_grouped())
+            return [None] * len(answers)
 
     handlers = Handlers.__new__(Handlers)
-    handlers.complete_workflow_task = complete_workflow_task  # type: ignore[method-assign]
+    handlers.engine = Engine()  # type: ignore[assignment]
+    handlers._complete_workflow_task = complete_workflow_task  # type: ignore[method-assign]
     body = {"task_token": "t", "commands": [], "identity": "w"}
     _, answer = await handlers.answer_tasks(
         {"namespace": "default"}, {}, {"answers": [{"operation": "complete_workflow_task", "body": body}] * 2})
-    assert [r["status"] for r in answer["results"]] == [200, 200]
-    assert seen == [True, True] and not colocation.commands_grouped()
+    assert [r["status"] for r in answer["results"]] == [200, 200]  # type: ignore[index]
+    assert seen == [True, True, True] and not colocation.commands_grouped()
