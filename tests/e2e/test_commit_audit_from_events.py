@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 
-from services.common import db
 from services.history.builder import OutboxMessage, Transition
 from services.history.state import MutableState
-from services.history.store import HistoryStore
+
+from .commit_store import RecordingPool, migrated_store
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _store(dsn: str) -> tuple[HistoryStore, asyncpg.Pool]:
-    await db.migrate(dsn)
-    pool = await db.create_pool(dsn, max_size=2)
-    return HistoryStore(pool), pool
-
-
-class _Recorder:
-    """A pool that records the commit statement's arguments and runs it on the real one."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self.args: list[tuple[object, ...]] = []
-
-    async def fetchval(self, query: str, *args: object) -> object:
-        self.args.append(args)
-        return await self.pool.fetchval(query, *args)
 
 
 def _transition(run_id: str, headers: tuple[tuple[str, bytes], ...] = ()) -> Transition:
@@ -40,13 +21,13 @@ def _transition(run_id: str, headers: tuple[tuple[str, bytes], ...] = ()) -> Tra
 
 
 async def test_an_untraced_batch_sends_no_audit_arrays_and_recovery_rebuilds_its_records(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         first, second = _transition("run-1").close(), _transition("run-2").close()
         reply = OutboxMessage("kadence.replies", b"client", b"answer")
         published = [(1, m) for m in (*first.outbox, *second.outbox, reply)]
-        recorder = _Recorder(pool)
+        recorder = RecordingPool(pool)
         store.pool = recorder  # type: ignore[assignment]
         await store.commit(0, range_id, 1, [first, second], published, [], [])
         (args,) = recorder.args
@@ -63,7 +44,7 @@ async def test_an_untraced_batch_sends_no_audit_arrays_and_recovery_rebuilds_its
 
 
 async def test_a_traced_batch_keeps_each_audit_records_headers(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         traced, untraced = _transition("run-1", (("traceparent", b"00-ab"),)).close(), _transition("run-2").close()
@@ -76,7 +57,7 @@ async def test_a_traced_batch_keeps_each_audit_records_headers(fresh_dsn) -> Non
 
 
 async def test_a_batch_without_events_names_no_audit_records(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         reply = OutboxMessage("kadence.replies", b"client", b"answer")
@@ -89,7 +70,7 @@ async def test_a_batch_without_events_names_no_audit_records(fresh_dsn) -> None:
 async def test_a_row_the_build_before_wrote_is_recovered_after_0017(fresh_dsn) -> None:
     # The build before calls kadence_commit of 0016 (kept), naming every audit record and its
     # headers one by one; a new owner of this build publishes that row as it would its own.
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         m = _transition("run-1", (("traceparent", b"00-ab"),)).close()

@@ -11,22 +11,16 @@ from services.history.builder import Mutation, OutboxMessage, Transition
 from services.history.errors import ShardOwnershipLost, WorkflowNotNew
 from services.history.ledger import RequestSeen
 from services.history.state import MutableState
-from services.history.store import HistoryStore
 from tests.helpers import eventually
 
+from .commit_store import RecordingPool, migrated_store
 from .history_harness import history_running
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _store(dsn: str) -> tuple[HistoryStore, asyncpg.Pool]:
-    await db.migrate(dsn)
-    pool = await db.create_pool(dsn, max_size=2)
-    return HistoryStore(pool), pool
-
-
 async def test_a_batch_commits_through_one_function_without_the_nested_ones(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         # The functions of 0003/0004/0006 are kept for earlier builds; this build calls none.
         await pool.execute("DROP FUNCTION kadence_commit_ledger_batch, kadence_commit_packed_batch,"
@@ -45,7 +39,7 @@ async def test_a_batch_commits_through_one_function_without_the_nested_ones(fres
 
 
 async def test_each_refusal_writes_nothing(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         await store.commit(0, range_id, 5, [], [], [], [], requests={("default", "wf", "req-1"): "run-1"})
@@ -66,20 +60,8 @@ async def test_each_refusal_writes_nothing(fresh_dsn) -> None:
         await pool.close()
 
 
-class _Recorder:
-    """A pool that records the commit statement's arguments and runs it on the real one."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self.args: list[tuple[object, ...]] = []
-
-    async def fetchval(self, query: str, *args: object) -> object:
-        self.args.append(args)
-        return await self.pool.fetchval(query, *args)
-
-
 async def test_a_closing_run_drops_its_timers_by_run_not_key_by_key(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         state = MutableState(namespace="default", workflow_id="wf", run_id="run-1", workflow_type="W",
@@ -91,7 +73,7 @@ async def test_a_closing_run_drops_its_timers_by_run_not_key_by_key(fresh_dsn) -
                            " 'user_timer', 1, 0)")
         closing = Mutation(state=state, events=(), encoded_events=(), outbox=(), local_tasks=(), timers_upsert=(),
                            timers_delete=timers, delete_all_timers=True, closed=True, current_changed=False)
-        recorder = _Recorder(pool)
+        recorder = RecordingPool(pool)
         store.pool = recorder  # type: ignore[assignment]
         await store.commit(0, range_id, None, [closing], [], ["run-2/user_timer/1"], [])
         (args,) = recorder.args
@@ -102,7 +84,7 @@ async def test_a_closing_run_drops_its_timers_by_run_not_key_by_key(fresh_dsn) -
 
 
 async def test_the_outbox_row_names_the_audit_records_and_recovery_rebuilds_them_byte_for_byte(fresh_dsn) -> None:
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "me")
         state = MutableState(namespace="default", workflow_id="wf", run_id="run-1")
@@ -126,7 +108,7 @@ async def test_the_outbox_row_names_the_audit_records_and_recovery_rebuilds_them
 async def test_a_new_owner_publishes_the_audit_records_a_dead_owner_committed(broker, fresh_dsn) -> None:
     # The old owner committed a batch and died before its relay published anything (kill -9):
     # the row names the audit records, and the new owner publishes them from history_events.
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         range_id, _ = await store.acquire_shard(0, "dead")
         state = MutableState(namespace="default", workflow_id="wf-dead", run_id="run-dead")
@@ -172,7 +154,7 @@ async def test_a_database_of_the_build_before_keeps_its_pending_outbox_through_0
                            [b"audit record", b"answer"], [None, None])
     finally:
         await conn.close()
-    store, pool = await _store(fresh_dsn)
+    store, pool = await migrated_store(fresh_dsn)
     try:
         assert await store.pending_outbox(0) == [(3, OutboxMessage("kadence.history", b"default/wf", b"audit record")),
                                                  (3, OutboxMessage("kadence.replies", b"client", b"answer"))]

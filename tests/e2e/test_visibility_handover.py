@@ -89,21 +89,9 @@ async def test_a_record_nobody_handed_over_is_fetched(client: Client, cluster: C
     paused = await eventually(lambda: cluster.visibility._consumer.paused(), timeout=30, what="a paused partition")
     tp = sorted(paused)[0]
     # A copy of one of the run's records, of another run, written by a producer of its own.
-    reader = AIOKafkaConsumer(bootstrap_servers=cluster.settings.kafka_bootstrap, enable_auto_commit=False)
-    await reader.start()
-    try:
-        reader.assign([tp])
-        reader.seek(tp, max(0, (await reader.end_offsets([tp]))[tp] - 1))
-        [record] = (await reader.getmany(tp, timeout_ms=5000, max_records=1))[tp]
-    finally:
-        await reader.stop()
-    head = avro.header("HistoryRecord")
-    value = record.value
-    assert value is not None and value.startswith(head)
-    namespace, rest = _string(value[len(head):])
-    _, rest = _string(rest)  # the workflow id, replaced
+    record = await _last_record(cluster, tp)
     foreign = f"other-{tag}"
-    copy = head + avro.string(namespace) + avro.string(foreign) + avro.string(str(uuid.uuid4())) + _string(rest)[1]
+    copy = _of_run(record, foreign)
     producer = AIOKafkaProducer(bootstrap_servers=cluster.settings.kafka_bootstrap)
     await producer.start()
     try:
