@@ -9,6 +9,7 @@ the commands against history, is :mod:`kadence._workflow.runner`'s job.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hashlib
 import logging
@@ -171,6 +172,26 @@ class _PendingActivity:
 def _memo(value: Any) -> dict[str, Any]:
     """The memo as workflow code sees it: the decoded object, or an empty dict."""
     return dict(value) if isinstance(value, dict) else {}
+
+
+async def _raised(exc: BaseException) -> Any:
+    """A run method whose call raised: the error comes out of the run's task."""
+    raise exc
+
+
+def _unhook_waits(task: asyncio.Future[Any] | None) -> None:
+    """Take a discarded task's wake-up off the future it waits for, and so on down a chain
+    of tasks awaiting tasks; the task never runs again (its loop is closed)."""
+    for _ in range(100):  # bounded: a chain of awaited tasks is short
+        if not isinstance(task, asyncio.Task) or task.done():
+            return
+        waiter: asyncio.Future[Any] | None = getattr(task, "_fut_waiter", None)
+        if waiter is None:
+            return
+        for callback, _context in list(getattr(waiter, "_callbacks", None) or ()):
+            if getattr(callback, "__self__", None) is task:
+                waiter.remove_done_callback(callback)
+        task = waiter
 
 
 def current_instance() -> WorkflowInstance:
@@ -357,6 +378,14 @@ class WorkflowInstance:
     def dispose(self) -> None:
         """Forget this instance (evicted from the cache); its pending code never runs again."""
         self.loop.close()
+        # A run evicted while it waits is a ring: the future it awaits calls its task back,
+        # the task holds the coroutines whose frames hold the future (and this instance).
+        # Undone here, the run is freed by reference counting when the cache lets go of
+        # it, instead of waiting for the collector's next pass over the oldest generation.
+        task, self._run_task = self._run_task, None
+        _unhook_waits(task)
+        self._activities.clear()
+        self._conditions = None
 
     def _enter(self) -> asyncio.AbstractEventLoop | None:
         """Make this instance's loop the running one; returns the loop to put back after.
@@ -448,8 +477,15 @@ class WorkflowInstance:
             self._task_error = exc
             return
         execute = ExecuteWorkflowInput(self.definition.name, types.MethodType(self.definition.run_fn, self._obj), args)
-        task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
-        task.add_done_callback(self._on_run_done)
+        try:
+            run = self.inbound.execute_workflow(execute)
+        except Exception as exc:  # noqa: BLE001 - a bad call of run(): raised where the run awaits, as ever
+            run = _raised(exc)
+        # One context for the task and its done callback (each would copy its own: one
+        # object more per cached run for the collector to walk).
+        context = contextvars.copy_context()
+        task = self.loop.create_task(run, name="workflow.run", context=context)
+        task.add_done_callback(self._on_run_done, context=context)
         self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals or [], None
         for name, signal_args in buffered:
