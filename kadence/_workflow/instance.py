@@ -26,7 +26,7 @@ from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.interception import SdkCalls, WorkflowCalls
+from kadence._workflow.interception import ChainEnds
 from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
@@ -147,8 +147,9 @@ class _PendingActivity:
     #: The instance's activities waiting for an outcome, by scheduled event id.
     waiting: dict[int, _PendingActivity] = field(default_factory=dict, repr=False, compare=False)
 
-    def recorded(self, event_id: int) -> None:
-        """History numbered the command (its Command.on_recorded)."""
+    def __call__(self, event_id: int) -> None:
+        """History numbered the command: the record is its Command.on_recorded itself (a bound
+        method would be one more object per waiting activity for the collector to walk)."""
         self.scheduled_event_id = event_id
         # A run ahead may have delivered the result before the numbering.
         if not self.future.done() or self.settled is not None:
@@ -253,8 +254,9 @@ class WorkflowInstance:
         self._children: Children | None = None
         self._local_activities: LocalActivities | None = None
         # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
-        self.outbound: WorkflowOutboundInterceptor = SdkCalls(self)
-        self.inbound = chain_workflow(interceptors, WorkflowCalls(self), self.outbound)
+        ends = ChainEnds(self)
+        self.outbound: WorkflowOutboundInterceptor = ends
+        self.inbound = chain_workflow(interceptors, ends, ends)
 
     def reseed(self, run_id: str) -> None:
         """Draw random numbers (and default child ids) as run ``run_id`` did. A run made by a
@@ -812,7 +814,7 @@ class WorkflowInstance:
             "task_queue": attributes.get("task_queue") or self.started_info().task_queue,
             "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
-        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, pending.recorded)
+        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, pending)
         self._add(command)
         try:
             return await future

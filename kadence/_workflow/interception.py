@@ -26,7 +26,7 @@ from kadence.interceptor import (
 if TYPE_CHECKING:
     pass
 
-__all__ = ["SdkCalls", "WorkflowCalls"]
+__all__ = ["ChainEnds", "SdkCalls", "WorkflowCalls"]
 
 
 class WorkflowCalls(Owned, WorkflowInboundInterceptor):
@@ -81,3 +81,8 @@ class SdkCalls(Owned, WorkflowOutboundInterceptor):
 
         raise ContinueAsNewError(input.args, input.workflow_type, input.task_queue, input.memo,
                                  input.search_attributes)
+
+
+class ChainEnds(WorkflowCalls, SdkCalls):  # type: ignore[misc]  # ends have no `next`
+    """Both ends in one object (their methods do not overlap): one object and one weak
+    reference per run instead of two each, for the collector's passes over cached runs."""
