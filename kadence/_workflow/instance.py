@@ -353,7 +353,9 @@ class WorkflowInstance:
             if isinstance(error, WorkflowTaskError):
                 raise error
             raise WorkflowTaskError(f"workflow code raised {error!r}", error)
-        return list(self._commands)
+        # The list itself, not a copy: the next activation starts a new one, and a cached run
+        # waiting for its task's events then holds one list fewer for the collector to walk.
+        return self._commands
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
         """Run a query handler against the current state; it must not decide anything."""
