@@ -9,6 +9,7 @@ the commands against history, is :mod:`kadence._workflow.runner`'s job.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hashlib
 import logging
@@ -25,7 +26,7 @@ from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.interception import SdkCalls, WorkflowCalls
+from kadence._workflow.interception import ChainEnds
 from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
@@ -146,8 +147,9 @@ class _PendingActivity:
     #: The instance's activities waiting for an outcome, by scheduled event id.
     waiting: dict[int, _PendingActivity] = field(default_factory=dict, repr=False, compare=False)
 
-    def recorded(self, event_id: int) -> None:
-        """History numbered the command (its Command.on_recorded)."""
+    def __call__(self, event_id: int) -> None:
+        """History numbered the command: the record is its Command.on_recorded itself (a bound
+        method would be one more object per waiting activity for the collector to walk)."""
         self.scheduled_event_id = event_id
         # A run ahead may have delivered the result before the numbering.
         if not self.future.done() or self.settled is not None:
@@ -171,6 +173,26 @@ class _PendingActivity:
 def _memo(value: Any) -> dict[str, Any]:
     """The memo as workflow code sees it: the decoded object, or an empty dict."""
     return dict(value) if isinstance(value, dict) else {}
+
+
+async def _raised(exc: BaseException) -> Any:
+    """A run method whose call raised: the error comes out of the run's task."""
+    raise exc
+
+
+def _unhook_waits(task: asyncio.Future[Any] | None) -> None:
+    """Take a discarded task's wake-up off the future it waits for, and so on down a chain
+    of tasks awaiting tasks; the task never runs again (its loop is closed)."""
+    for _ in range(100):  # bounded: a chain of awaited tasks is short
+        if not isinstance(task, asyncio.Task) or task.done():
+            return
+        waiter: asyncio.Future[Any] | None = getattr(task, "_fut_waiter", None)
+        if waiter is None:
+            return
+        for callback, _context in list(getattr(waiter, "_callbacks", None) or ()):
+            if getattr(callback, "__self__", None) is task:
+                waiter.remove_done_callback(callback)
+        task = waiter
 
 
 def current_instance() -> WorkflowInstance:
@@ -232,8 +254,9 @@ class WorkflowInstance:
         self._children: Children | None = None
         self._local_activities: LocalActivities | None = None
         # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
-        self.outbound: WorkflowOutboundInterceptor = SdkCalls(self)
-        self.inbound = chain_workflow(interceptors, WorkflowCalls(self), self.outbound)
+        ends = ChainEnds(self)
+        self.outbound: WorkflowOutboundInterceptor = ends
+        self.inbound = chain_workflow(interceptors, ends, ends)
 
     def reseed(self, run_id: str) -> None:
         """Draw random numbers (and default child ids) as run ``run_id`` did. A run made by a
@@ -330,7 +353,9 @@ class WorkflowInstance:
             if isinstance(error, WorkflowTaskError):
                 raise error
             raise WorkflowTaskError(f"workflow code raised {error!r}", error)
-        return list(self._commands)
+        # The list itself, not a copy: the next activation starts a new one, and a cached run
+        # waiting for its task's events then holds one list fewer for the collector to walk.
+        return self._commands
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
         """Run a query handler against the current state; it must not decide anything."""
@@ -357,6 +382,14 @@ class WorkflowInstance:
     def dispose(self) -> None:
         """Forget this instance (evicted from the cache); its pending code never runs again."""
         self.loop.close()
+        # A run evicted while it waits is a ring: the future it awaits calls its task back,
+        # the task holds the coroutines whose frames hold the future (and this instance).
+        # Undone here, the run is freed by reference counting when the cache lets go of
+        # it, instead of waiting for the collector's next pass over the oldest generation.
+        task, self._run_task = self._run_task, None
+        _unhook_waits(task)
+        self._activities.clear()
+        self._conditions = None
 
     def _enter(self) -> asyncio.AbstractEventLoop | None:
         """Make this instance's loop the running one; returns the loop to put back after.
@@ -448,8 +481,15 @@ class WorkflowInstance:
             self._task_error = exc
             return
         execute = ExecuteWorkflowInput(self.definition.name, types.MethodType(self.definition.run_fn, self._obj), args)
-        task = self.loop.create_task(self.inbound.execute_workflow(execute), name="workflow.run")
-        task.add_done_callback(self._on_run_done)
+        try:
+            run = self.inbound.execute_workflow(execute)
+        except Exception as exc:  # noqa: BLE001 - a bad call of run(): raised where the run awaits, as ever
+            run = _raised(exc)
+        # One context for the task and its done callback (each would copy its own: one
+        # object more per cached run for the collector to walk).
+        context = contextvars.copy_context()
+        task = self.loop.create_task(run, name="workflow.run", context=context)
+        task.add_done_callback(self._on_run_done, context=context)
         self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals or [], None
         for name, signal_args in buffered:
@@ -776,7 +816,7 @@ class WorkflowInstance:
             "task_queue": attributes.get("task_queue") or self.started_info().task_queue,
             "input": self.converter.encode_args(args, what=f"activity {activity_type}"),
         }
-        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, pending.recorded)
+        command = Command(CommandType.SCHEDULE_ACTIVITY_TASK, attrs, pending)
         self._add(command)
         try:
             return await future

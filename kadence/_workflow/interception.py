@@ -4,7 +4,8 @@ calls into the workflow's code; outbound, what the SDK does for workflow code.""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from kadence._workflow.children import ChildWorkflowHandle
 from kadence._workflow.owned import Owned
@@ -25,7 +26,7 @@ from kadence.interceptor import (
 if TYPE_CHECKING:
     pass
 
-__all__ = ["SdkCalls", "WorkflowCalls"]
+__all__ = ["ChainEnds", "SdkCalls", "WorkflowCalls"]
 
 
 class WorkflowCalls(Owned, WorkflowInboundInterceptor):
@@ -34,8 +35,11 @@ class WorkflowCalls(Owned, WorkflowInboundInterceptor):
     def init(self, outbound: WorkflowOutboundInterceptor) -> None:
         self._instance.outbound = outbound
 
-    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
-        return await input.run_fn(*input.args)
+    def execute_workflow(self, input: ExecuteWorkflowInput) -> Coroutine[Any, Any, Any]:
+        # The run method's own coroutine, not one more around it: a coroutine (and the
+        # input it holds) per cached run is what the collector's full passes walk. The
+        # caller (WorkflowInstance._start) still sees a bad call raise where the run awaits.
+        return cast("Coroutine[Any, Any, Any]", input.run_fn(*input.args))  # run is an `async def` (definition.py)
 
     def handle_signal(self, input: HandleSignalInput) -> Any:
         return input.handler(*input.args)
@@ -53,9 +57,11 @@ class WorkflowCalls(Owned, WorkflowInboundInterceptor):
 class SdkCalls(Owned, WorkflowOutboundInterceptor):
     """The end of the outbound chain: what the instance does for workflow code."""
 
-    async def execute_activity(self, input: ScheduleActivityInput) -> Any:
-        return await self._instance.execute_activity(input.activity_type, input.args, input.options,
-                                                     input.cancellation_type, result_type=input.result_type)
+    def execute_activity(self, input: ScheduleActivityInput) -> Coroutine[Any, Any, Any]:
+        # The instance's coroutine itself (awaited the same): no coroutine of this link, nor
+        # its input, stays alive with every activity a cached run waits for.
+        return self._instance.execute_activity(input.activity_type, input.args, input.options,
+                                               input.cancellation_type, result_type=input.result_type)
 
     async def execute_local_activity(self, input: ScheduleLocalActivityInput) -> Any:
         return await self._instance.local_activities.execute(
@@ -75,3 +81,8 @@ class SdkCalls(Owned, WorkflowOutboundInterceptor):
 
         raise ContinueAsNewError(input.args, input.workflow_type, input.task_queue, input.memo,
                                  input.search_attributes)
+
+
+class ChainEnds(WorkflowCalls, SdkCalls):  # type: ignore[misc]  # ends have no `next`
+    """Both ends in one object (their methods do not overlap): one object and one weak
+    reference per run instead of two each, for the collector's passes over cached runs."""

@@ -60,7 +60,9 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
     def __init__(self, sink: TimerSink) -> None:
         self._sink = sink
-        self._ready: deque[asyncio.Handle] = deque()
+        # Made when a callback is scheduled and dropped when run_ready empties it: a run
+        # waiting in the cache holds none (its objects are what the collector's passes walk).
+        self._ready: deque[asyncio.Handle] | None = None
         self._timers: dict[str, _DurableTimerHandle] = {}
         self._now = 0.0
         self._closed = False
@@ -81,10 +83,20 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
     def run_ready(self) -> None:
         """Run callbacks until none is ready (callbacks may schedule more)."""
-        while self._ready and not self._closed:
-            handle = self._ready.popleft()
+        ready = self._ready
+        if ready is None:
+            return
+        while ready and not self._closed:
+            handle = ready.popleft()
             if not handle.cancelled():
                 handle._run()
+        if not ready:
+            self._ready = None
+
+    def _schedule(self, handle: asyncio.Handle) -> None:
+        if self._ready is None:
+            self._ready = deque()
+        self._ready.append(handle)
 
     def fire_timer(self, timer_id: str) -> bool:
         """Make the callback of a durable timer ready; False if no such live timer."""
@@ -92,7 +104,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         if handle is None:
             return False
         if not handle.cancelled():
-            self._ready.append(handle)
+            self._schedule(handle)
         return True
 
     def pending_timer_ids(self) -> list[str]:
@@ -108,7 +120,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Handle:
         self._check_open()
         handle = asyncio.Handle(callback, args, self, context)
-        self._ready.append(handle)
+        self._schedule(handle)
         return handle
 
     def call_later(
@@ -122,7 +134,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         if delay <= 0:
             # Nothing to wait for; a zero-length durable timer would only add a round trip.
             handle = _DurableTimerHandle(self._now, callback, args, self, context)
-            self._ready.append(handle)
+            self._schedule(handle)
             return handle
         timer_id = self._sink.start_timer(delay)
         handle = _DurableTimerHandle(self._now + delay, callback, args, self, context)
@@ -183,7 +195,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def close(self) -> None:
         """Drop everything; later callbacks and errors from discarded code are ignored."""
         self._closed = True
-        self._ready.clear()
+        self._ready = None
         self._timers.clear()
         # The instance holds its loop and the loop its instance: letting go frees a finished
         # run's objects with their last reference, not at the collector's next pass over the
@@ -214,4 +226,4 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
             raise RuntimeError("this workflow instance was discarded")
 
     def __repr__(self) -> str:
-        return f"<WorkflowEventLoop time={self._now} ready={len(self._ready)} timers={len(self._timers)}>"
+        return f"<WorkflowEventLoop time={self._now} ready={len(self._ready or ())} timers={len(self._timers)}>"

@@ -146,7 +146,9 @@ class WorkflowRunner:
         self.last_event_id = 0
         self._pending: list[Mapping[str, Any]] = []
         self._open: _OpenTask | None = None
-        self._aheads: list[_Ahead] = []  # in the order they ran
+        # In the order they ran; a tuple, so that the many runs that never run ahead share
+        # the empty one (a cached run's objects are what the collector's full passes walk).
+        self._aheads: tuple[_Ahead, ...] = ()
 
     @property
     def ahead(self) -> bool:
@@ -234,7 +236,7 @@ class WorkflowRunner:
             # Its local activities would run in the activity worker's answer: hand the task
             # out instead (the caller evicts this runner; the task replays from history).
             raise InconsistentHistoryError("a workflow task that runs local activities is not run ahead")
-        self._aheads.append(_Ahead(ahead_id, scheduled_event_id, time_ms, produced))
+        self._aheads = (*self._aheads, _Ahead(ahead_id, scheduled_event_id, time_ms, produced))
         if before is None:
             return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
         return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
@@ -281,7 +283,8 @@ class WorkflowRunner:
                                    continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")),
                                    attempt=int(attrs.get("attempt") or 1))
             if self._aheads:
-                self._meet_ahead(self._open, self._aheads.pop(0))
+                ahead, self._aheads = self._aheads[0], self._aheads[1:]
+                self._meet_ahead(self._open, ahead)
         elif kind == EventType.WORKFLOW_TASK_COMPLETED:
             task = self._expect_open(attrs, kind, event_id)
             recorded = commands_of.get(event_id, [])
