@@ -93,7 +93,7 @@ class Engine:
         self._reads = reads
         self._matching = matching
         self._reply_timeout = reply_timeout
-        # The reply waits of grouped starts (start_all), all as long: one timer (deadlines.py).
+        # The waits for history's replies, all as long: one timer (deadlines.py).
         self._reply_waits = SameLengthWaits(reply_timeout)
         # Done once the frontend shuts down (end_long_waits).
         self._shutting_down: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -193,21 +193,14 @@ class Engine:
         waiter = self._replies.expect(request_id)
         try:
             await self._produce(name, record)
-            try:
-                async with asyncio.timeout(self._reply_timeout):
-                    reply = await asyncio.shield(waiter)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"history did not answer {name} (request_id {request_id}) within {self._reply_timeout:g} s;"
-                    " it may still be applied: retry with the same request_id"
-                ) from None
-        finally:
+        except BaseException:
             self._replies.forget(request_id, waiter)
-        return _answered(name, reply)
+            raise
+        return await self._reply(name, QueuedCommand(request_id, waiter))
 
     async def _reply(self, name: str, queued: QueuedCommand) -> dict[str, Any]:
-        """History's answer to a command queued by a group (``start_all``), as ``_command``
-        waits for it (its deadline shared with the group's other waits: deadlines.py)."""
+        """History's answer to a queued command (``_command``'s, or one of a ``start_all``
+        group's), its reply deadline sharing one timer with the others' (deadlines.py)."""
         try:
             async with self._reply_waits.wait():
                 reply = await queued.waiter
