@@ -590,13 +590,9 @@ class Engine:
     async def respond(self, name: str, token: TaskToken, identity: str, **fields: Any) -> None:
         """Send a worker's answer (or heartbeat); it implies the task's start, so a started
         record still held for the task is dropped."""
-        self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
-        await self._produce(name, _answer_record(token, identity, fields))
-        if self._commands.colocated:
-            # History in this process takes the answer on its acknowledgement: let the shard
-            # loop send its commit before this call's HTTP answer is written (the workflow
-            # waits for the commit; nobody waits for that answer).
-            await asyncio.sleep(0)
+        refused = (await self.respond_all([TaskAnswer(name, token, identity, fields)]))[0]
+        if refused is not None:
+            raise refused
 
     async def respond_all(self, answers: Sequence[TaskAnswer]) -> list[FrontendError | None]:
         """``respond`` to each of ``answers`` (a worker's batch), as one group: each is checked
@@ -617,7 +613,10 @@ class Engine:
         for (i, _, _), refusal in zip(encoded, refusals, strict=True):
             errors[i] = refusal
         if self._commands.colocated and any(r is None for r in refusals):
-            await asyncio.sleep(0)  # as respond: the shard loop's commit first
+            # History in this process takes the answers on their acknowledgement: let the
+            # shard loop send its commit before this call's HTTP answer is written (the
+            # workflow waits for the commit; nobody waits for that answer).
+            await asyncio.sleep(0)
         return errors
 
 
