@@ -93,16 +93,11 @@ class WorkflowTaskProcessor:
 
     async def process(self, task: Mapping[str, Any]) -> None:
         # One task at a time per run: a query must not interleave with an activation.
-        run_id = str(task["run_id"])
-        lock = self._locks.take(run_id)
-        try:
-            async with lock:
-                if task.get("query"):
-                    await self._answer_query(task)
-                else:
-                    await self._run_task(task)
-        finally:
-            self._locks.give_back(run_id)
+        async with self._locks.hold(str(task["run_id"])):
+            if task.get("query"):
+                await self._answer_query(task)
+            else:
+                await self._run_task(task)
 
     async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Send an activity's result; when this worker holds the run, with the workflow's next
@@ -112,12 +107,8 @@ class WorkflowTaskProcessor:
         if run_id not in self._cache:
             await self._transport.call("POST", "/activity-tasks/complete", body=body)
             return
-        lock = self._locks.take(run_id)
-        try:
-            async with lock:
-                await self._complete_activity_locked(run_id, task, body)
-        finally:
-            self._locks.give_back(run_id)
+        async with self._locks.hold(run_id):
+            await self._complete_activity_locked(run_id, task, body)
 
     async def _complete_activity_locked(self, run_id: str, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """:meth:`complete_activity` for a run held here, under the run's lock."""
@@ -352,14 +343,18 @@ class _RunLocks:
     def __init__(self) -> None:
         self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
-    def take(self, run_id: str) -> asyncio.Lock:
+    def hold(self, run_id: str) -> _HeldRun:
+        """``async with locks.hold(run_id):`` runs its body with the run's lock held."""
+        return _HeldRun(self, run_id)
+
+    def _take(self, run_id: str) -> asyncio.Lock:
         entry = self._held.get(run_id)
         if entry is None:
             entry = self._held[run_id] = (asyncio.Lock(), [0])
         entry[1][0] += 1
         return entry[0]
 
-    def give_back(self, run_id: str) -> None:
+    def _give_back(self, run_id: str) -> None:
         users = self._held[run_id][1]
         users[0] -= 1
         if not users[0]:
@@ -367,6 +362,32 @@ class _RunLocks:
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+class _HeldRun:
+    """One task's hold on its run's lock (a class, not a generator context manager: one
+    small object per task)."""
+
+    __slots__ = ("_lock", "_locks", "_run_id")
+
+    def __init__(self, locks: _RunLocks, run_id: str) -> None:
+        self._locks = locks
+        self._run_id = run_id
+        self._lock: asyncio.Lock | None = None
+
+    async def __aenter__(self) -> None:
+        lock = self._locks._take(self._run_id)
+        try:
+            await lock.acquire()
+        except BaseException:  # cancelled while waiting: the count must still go down
+            self._locks._give_back(self._run_id)
+            raise
+        self._lock = lock
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._lock is not None
+        self._lock.release()
+        self._locks._give_back(self._run_id)
 
 
 class _RunAheadCall:

@@ -17,14 +17,10 @@ async def test_tasks_of_one_run_take_turns_and_the_lock_goes_when_unused() -> No
     order: list[str] = []
 
     async def task(run_id: str, name: str) -> None:
-        lock = locks.take(run_id)
-        try:
-            async with lock:
-                order.append(f"{name} in")
-                await asyncio.sleep(0.01)
-                order.append(f"{name} out")
-        finally:
-            locks.give_back(run_id)
+        async with locks.hold(run_id):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} out")
 
     await asyncio.gather(task("r1", "a"), task("r1", "b"), task("r2", "c"))
     assert order.index("a out") < order.index("b in")  # same run: one after the other
@@ -34,22 +30,37 @@ async def test_tasks_of_one_run_take_turns_and_the_lock_goes_when_unused() -> No
 
 async def test_a_cancelled_waiter_gives_its_turn_back() -> None:
     locks = _RunLocks()
-    held = locks.take("r")
-    await held.acquire()
+    holder_in = asyncio.Event()
+    holder_may_go = asyncio.Event()
+
+    async def holder() -> None:
+        async with locks.hold("r"):
+            holder_in.set()
+            await holder_may_go.wait()
 
     async def waiter() -> None:
-        lock = locks.take("r")
-        try:
-            async with lock:
-                pass
-        finally:
-            locks.give_back("r")
+        async with locks.hold("r"):
+            pass
 
+    h = asyncio.create_task(holder())
+    await holder_in.wait()
     t = asyncio.create_task(waiter())
     await asyncio.sleep(0)
     t.cancel()
     with pytest.raises(asyncio.CancelledError):
         await t
-    held.release()
-    locks.give_back("r")
+    assert len(locks) == 1  # the holder's alone
+    holder_may_go.set()
+    await h
+    assert len(locks) == 0
+
+
+async def test_a_body_that_raises_releases_the_run() -> None:
+    locks = _RunLocks()
+    with pytest.raises(RuntimeError):
+        async with locks.hold("r"):
+            raise RuntimeError("the task failed")
+    assert len(locks) == 0
+    async with locks.hold("r"):  # free again
+        pass
     assert len(locks) == 0
