@@ -59,7 +59,8 @@ class Handover:
                 self.handed += 1
 
     async def close(self) -> None:
-        pass
+        """Nothing to release: it holds no connection or task, only records in memory (the
+        relay closes its listeners together, and the others do hold connections)."""
 
     # The consumer's side.
     def waiting(self, partition: int) -> bool:
