@@ -274,6 +274,8 @@ class Bench:
                     wf_per_s=n / elapsed, cpu_ms_per_wf={k: v * 1000 / n for k, v in cpu.items()})
 
     async def latency(self, n: int, run: int) -> None:
+        if not n:  # --latency-n 0: no phase, and no row of empty figures
+            return
         samples = []
         for i in range(n):
             t0 = time.perf_counter()
@@ -284,6 +286,8 @@ class Bench:
                     p99_ms=_pct(samples, 99))
 
     async def timers(self, n: int, run: int) -> None:
+        if not n:
+            return
         handles = await asyncio.gather(*(
             self.client.start_workflow(OneTimer.run, 1.0, id=f"timer-{run}-{uuid.uuid4().hex}", task_queue="bench")
             for _ in range(n)))
@@ -395,8 +399,8 @@ def cli() -> None:
     parser.add_argument("--dsn", help="PostgreSQL DSN of running services (for the replay benchmark)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, nargs="+", default=[1000], help="throughput sizes (e.g. 1000 10000)")
-    parser.add_argument("--latency-n", type=int, default=100)
-    parser.add_argument("--timer-n", type=int, default=100)
+    parser.add_argument("--latency-n", type=int, default=100, help="sequential workflows (0: no latency phase)")
+    parser.add_argument("--timer-n", type=int, default=100, help="one-second timers at once (0: no timer phase)")
     parser.add_argument("--same-second", type=int, default=0, metavar="N",
                         help="N runs sleeping to the same wall-clock moment (0: none)")
     parser.add_argument("--lead", type=float, default=30.0,

@@ -76,3 +76,11 @@ def test_codec_benchmark_workload_is_a_one_activity_workflow_both_ways() -> None
         assert codec.cpu_us_per_workflow(False, 2) > 0 and codec.cpu_us_per_workflow(True, 2) > 0
     finally:
         avro.schemas().compiled = before
+
+
+async def test_a_phase_of_zero_workflows_is_skipped_not_a_crash() -> None:
+    """``--latency-n 0`` / ``--timer-n 0``: no phase and no row (the percentiles of nothing raised)."""
+    bench = Bench(argparse.Namespace(target=None, topology="dev"))
+    await bench.latency(0, 0)
+    await bench.timers(0, 0)
+    assert bench.results == []
