@@ -159,12 +159,21 @@ class TimerQueue:
         if self._offer is None or self._overflow:
             return  # the task is handing over what came before
         now = time.time() * 1000
-        while (firing := self.next_due(now)) is not None:
-            if not self._offer(firing):
-                self._overflow.append(firing)  # no room: the task waits for it
+        pending: TimerFiring | None = None  # taken out of the queue, not handed over yet
+        try:
+            while (firing := self.next_due(now)) is not None:
+                pending = firing
+                if not self._offer(firing):
+                    return
+                pending = None
+        finally:
+            if pending is None:
+                self._arm()
+            else:
+                # No room (or the offer failed): the task hands it over, waiting for room,
+                # and fails loudly if the intake does.
+                self._overflow.append(pending)
                 self.wake.set()
-                return
-        self._arm()
 
     async def run(self) -> None:
         try:

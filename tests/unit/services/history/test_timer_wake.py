@@ -134,3 +134,27 @@ async def test_a_stopped_queue_leaves_no_handle_armed() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert handle is not None and handle.cancelled() and queue._handle is None
+
+
+async def test_a_firing_whose_offer_fails_is_handed_over_by_the_task_not_lost() -> None:
+    sink = Sink()
+    calls = 0
+
+    def failing_offer(firing: engine.TimerFiring) -> bool:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("intake broken")
+
+    queue = TimerQueue(0, Store([_row(1, _now_ms() + 30)]), sink.fire, outage.Backoff("timers", log),
+                       offer=failing_offer)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    task = asyncio.create_task(queue.run())
+    try:
+        await eventually(lambda: sink.fired, what="the task handed the firing over")
+    finally:
+        task.cancel()
+        loop.set_exception_handler(None)
+    assert calls == 1 and sink.fired == ["run-1/timer/1"] and not queue._overflow
+    assert errors and isinstance(errors[0].get("exception"), RuntimeError)  # said, not swallowed
