@@ -143,13 +143,12 @@ class Poller:
     async def run(self) -> None:
         """Poll until cancelled. Errors are logged and retried with capped backoff.
 
-        A lone task run before the next poll goes out: the queue is empty, so its answer
-        is what the workflow waits for. A full answer means more tasks wait, and several
-        at once mean a burst (timers coming due, a batch of starts), whose next tasks
-        history hands over within milliseconds: so when slots are free the next poll goes
-        out first and they run behind it. Otherwise a worker busy with one answer's tasks
-        (tens of milliseconds in a burst) leaves no poll waiting at the server that long,
-        and the next tasks, timers that came due among them, wait for it.
+        Tasks of an answer that came back short run before the next poll goes out: the
+        queue is empty, so their answers are what the workflows wait for. A full answer
+        means more tasks wait, so when slots are free the next poll goes out first and
+        they run behind it: otherwise a worker busy with one poll's worth of tasks (tens
+        of milliseconds in a burst) leaves the rest waiting at the server that long, with
+        their wake-up time (workflow.now()) still to be stamped.
         """
         backoff = 0.0
         held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
@@ -189,7 +188,7 @@ class Poller:
                     await self._slots.release(unused)
                 self._limits.observed(taken, len(tasks), self._slots.size - self._slots.free)
                 await self._slots.resize(self._limits.concurrency())
-                if tasks and (not unused or len(tasks) > 1) and self._slots.free > 0:
+                if tasks and not unused and self._slots.free > 0:
                     held = tasks  # the next acquire_some takes a free slot without waiting
                 elif tasks:
                     self._start(tasks)

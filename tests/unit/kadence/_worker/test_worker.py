@@ -452,22 +452,3 @@ async def test_answers_that_pile_up_leave_together_and_each_gets_its_own_outcome
     assert len(batch) == 1
     assert [(a["operation"], a["body"]["task_token"]) for a in batch[0]["answers"]] == [
         ("complete_activity_task", "b"), ("fail_workflow_task", "bad"), ("fail_activity_task", "c")]
-
-
-async def test_a_short_answer_of_several_tasks_sends_the_next_poll_before_they_run() -> None:
-    # Several tasks at once are a burst (timers coming due together): history hands over the
-    # next ones within milliseconds, so a poll waits for them while these run.
-    transport = FakeTransport()
-    tasks = []
-    for n in (1, 2):
-        history = FakeHistory("Greet", "World", run_id=f"run-{n}")
-        tasks.append({**_task(history), "workflow_id": f"wf-{n}"})
-    transport.polls.append(tasks)
-    client = Client(transport, namespace="default", identity="test")
-    async with Worker(client, task_queue="tq", workflows=[Greet], workflow_pollers=1, poll_wait_seconds=1):
-        # (Their answers leave together through POST /task-answers, which this fake does not take.)
-        await eventually(lambda: len(transport.posted("/workflow-tasks/poll")) >= 2
-                         and len(transport.calls) >= 3, every=0.01, what="the next poll and the answers")
-    paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
-    assert transport.posted("/workflow-tasks/poll")[0]["max_tasks"] > 2  # a short answer
-    assert paths[:3] == ["poll", "poll", "task-answers"]
