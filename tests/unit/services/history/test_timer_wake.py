@@ -158,3 +158,19 @@ async def test_a_firing_whose_offer_fails_is_handed_over_by_the_task_not_lost() 
         loop.set_exception_handler(None)
     assert calls == 1 and sink.fired == ["run-1/timer/1"] and not queue._overflow
     assert errors and isinstance(errors[0].get("exception"), RuntimeError)  # said, not swallowed
+
+
+async def test_every_row_added_wakes_the_queues_task_even_one_after_the_armed_row() -> None:
+    sink = Sink()
+    queue = TimerQueue(0, Store([_row(1, _now_ms() + 5_000)]), sink.fire, outage.Backoff("timers", log),
+                       offer=sink.offer)
+    task = asyncio.create_task(queue.run())
+    try:
+        await eventually(lambda: queue._armed_at > 0 and not queue.wake.is_set(), what="the task asleep, armed")
+        armed = queue._armed_at
+        queue._add(engine.TimerFiring("run-2/timer/2", armed + 1_000, "default", "wf-2", "run-2", "timer", 2, 0))
+        assert queue.wake.is_set()
+        await eventually(lambda: not queue.wake.is_set(), what="the task asleep again")
+        assert queue._armed_at == armed  # still armed for the earlier row
+    finally:
+        task.cancel()
