@@ -89,6 +89,14 @@ class Intake:
         """A timer that is due; waits while the inbox is full."""
         await self._inbox.put(firing)
 
+    def fire_nowait(self, firing: TimerFiring) -> bool:
+        """A timer that is due, if the inbox has room (say whether it had)."""
+        try:
+            self._inbox.put_nowait(firing)
+        except asyncio.QueueFull:
+            return False
+        return True
+
     def offer(self, command: HandedCommand) -> None:
         """Take a command as soon as the broker has acknowledged it (see HandedCommand).
 

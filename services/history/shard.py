@@ -140,7 +140,8 @@ class Shard:
         self.heartbeats = Heartbeats()
         self.ledger = Ledger(shard_id)  # request ids applied and runs' start offsets
         self.relay = OutboxRelay(shard_id, store, producer, self.backoffs[RELAY], config.notices)
-        self.timers = TimerQueue(shard_id, store, self.intake.fire, self.backoffs[TIMERS])
+        self.timers = TimerQueue(shard_id, store, self.intake.fire, self.backoffs[TIMERS],
+                                 offer=self.intake.fire_nowait)
         self.redispatcher = Redispatcher(shard_id, producer, self.cache.load, self.backoffs[REDISPATCH],
                                          self.verify_owner)
         self.runner = BatchRunner(

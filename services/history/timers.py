@@ -5,6 +5,13 @@ commits add and remove rows of the window as they write them (:meth:`TimerQueue.
 A due timer goes to the shard's intake and is *in flight* until the commit of its firing
 deletes its row; one the store refuses is given back (:meth:`TimerQueue.give_back`) and
 loaded again later.
+
+Rows come due on a handle of the event loop's own clock (:meth:`TimerQueue._due`), armed
+for the earliest one, which hands them to the intake in the very loop turn it runs: under
+a burst every turn of the loop is milliseconds of other work, and waking a task to do it
+(a wait_for on an Event: a task per wait, then its time-out and cancellation) cost several
+turns. The queue's task only loads the window, and hands over what the handle could not
+(an intake full, or rows already due when loaded), waiting for room.
 """
 
 from __future__ import annotations
@@ -30,10 +37,18 @@ class TimerStore(Protocol):
 
 class TimerQueue:
     def __init__(self, shard_id: int, store: TimerStore, fire: Callable[[TimerFiring], Awaitable[None]],
-                 backoff: outage.Backoff) -> None:
+                 backoff: outage.Backoff, *, offer: Callable[[TimerFiring], bool] | None = None) -> None:
+        """``fire`` hands a firing to the intake, waiting for room; ``offer`` hands it over
+        without waiting and says whether it did (None: every firing goes through ``fire``)."""
         self.shard_id = shard_id
         self.store = store
         self._fire = fire
+        self._offer = offer
+        self._handle: asyncio.TimerHandle | None = None  # armed for the earliest queued row
+        self._armed_at = -1  # that row's fire_at
+        # Firings taken by the handle that the intake had no room for: the task hands them
+        # over first, in order, before anything else comes due.
+        self._overflow: list[TimerFiring] = []
         self.backoff = backoff
         # Entries of rows deleted or re-armed since stay until they come up, and are skipped then.
         self.heap: list[tuple[int, str]] = []
@@ -68,6 +83,9 @@ class TimerQueue:
         self.rows[firing.key] = firing
         self._index(firing.run_id, firing.key)
         heapq.heappush(self.heap, (firing.fire_at, firing.key))
+        # The task wakes on every row added, and re-arms the handle if this row comes first:
+        # waking it only for an earlier row measured slower in bursts of starts (it moved the
+        # loop's turns; see docs/architecture.md, timers).
         self.wake.set()
 
     def give_back(self, key: str) -> None:
@@ -122,7 +140,52 @@ class TimerQueue:
             if known is None or known.fire_at != firing.fire_at:
                 self._add(firing)
 
+    def _arm(self) -> None:
+        """Arm the loop handle for the earliest queued row (none: disarm)."""
+        at = self.heap[0][0] if self.heap and self._offer is not None else -1
+        if self._handle is not None:
+            if at == self._armed_at:
+                return
+            self._handle.cancel()
+            self._handle = None
+        self._armed_at = at
+        if at >= 0:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_at(loop.time() + max(0.0, at / 1000 - time.time()), self._due)
+
+    def _due(self) -> None:
+        """The handle's callback: hand every row due by the wall clock to the intake, in this
+        loop turn. The loop's clock is not the wall clock: a row not due yet by the wall clock
+        (never fired early) re-arms the handle."""
+        self._handle, self._armed_at = None, -1
+        if self._offer is None or self._overflow:
+            return  # the task is handing over what came before
+        now = time.time() * 1000
+        pending: TimerFiring | None = None  # taken out of the queue, not handed over yet
+        try:
+            while (firing := self.next_due(now)) is not None:
+                pending = firing
+                if not self._offer(firing):
+                    return
+                pending = None
+        finally:
+            if pending is None:
+                self._arm()
+            else:
+                # No room (or the offer failed): the task hands it over, waiting for room,
+                # and fails loudly if the intake does.
+                self._overflow.append(pending)
+                self.wake.set()
+
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle, self._armed_at = None, -1
+
+    async def _run(self) -> None:
         next_reload = 0
         while True:
             # Milliseconds with their fraction: rounding the clock down to whole ones made every
@@ -136,9 +199,15 @@ class TimerQueue:
                     continue
                 self.backoff.recovered()
                 next_reload = int(now) + TIMER_WINDOW_MS // 2
+            while self._overflow:
+                await self._fire(self._overflow[0])
+                del self._overflow[0]
             while (firing := self.next_due(now)) is not None:
                 await self._fire(firing)
-            until = min(next_reload, self.heap[0][0] if self.heap else next_reload)
+            # With an offer, the handle takes rows as they come due and this task sleeps until
+            # the next reload (or until woken); without, it sleeps until the earliest row.
+            until = next_reload if self._offer is not None or not self.heap else min(next_reload, self.heap[0][0])
             self.wake.clear()
+            self._arm()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), max(0.0, until / 1000 - time.time()))
