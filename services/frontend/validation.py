@@ -35,6 +35,7 @@ Body = dict[str, Any]
 # and Infinity (not JSON) instead of writing them.
 _ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 T = TypeVar("T")
+_TOO_DEEP = "{what} is nested too deeply"
 
 
 def checked(check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -57,6 +58,8 @@ def parse_json_body(raw: bytes) -> Body:
             data = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:  # past orjson's 1024 levels, json runs out of stack
+            raise InvalidArgument(_TOO_DEEP.format(what="the request body")) from None
     if not isinstance(data, dict):
         raise InvalidArgument("the request body must be a JSON object")
     return data
@@ -103,7 +106,9 @@ def array_json(body: Body, field: str) -> str | None:
     try:
         text = _ARRAY_TEXT(v)
     except ValueError:  # NaN or Infinity: refused below, in the words of the JSON check
-        text = json.dumps(v, separators=(",", ":"))
+        text = _json_text(v, field)
+    except RecursionError:
+        raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
     else:
         # ASCII JSON text of an array, written by json itself: the parse and Unicode checks
         # of common.payload cannot refuse it, only its size can.
@@ -339,7 +344,16 @@ def memo(body: Body, field: str = "memo") -> str | None:
         return None
     if not isinstance(v, dict):
         raise InvalidArgument(f"{field} must be a JSON object", field=field)
-    return checked(common.payload, json.dumps(v, separators=(",", ":")), field)
+    return checked(common.payload, _json_text(v, field), field)
+
+
+def _json_text(v: object, field: str) -> str:
+    """``v`` (parsed from the body) as JSON text again; a value nested so deeply that json runs
+    out of stack writing it (orjson parses 1024 levels, json writes about 990) is refused."""
+    try:
+        return json.dumps(v, separators=(",", ":"))
+    except RecursionError:
+        raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
 
 
 def policy(body: Body, field: str, allowed: frozenset[str]) -> str:

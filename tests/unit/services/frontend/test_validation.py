@@ -190,3 +190,25 @@ def test_json_bodies_parse_as_json_parses_them() -> None:
         assert repr(parsed) == repr(expected), raw
     with pytest.raises(InvalidArgument, match="not valid JSON: Expecting value"):
         parse_json_body(b'{"a":')
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_body_nested_too_deeply_is_refused_not_a_500() -> None:
+    """A body nested past what orjson parses fell to json.loads, whose RecursionError was a 500."""
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        v.parse_json_body(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize("field", ["input", "memo"])
+def test_an_argument_or_memo_nested_too_deeply_is_refused_naming_it(field: str) -> None:
+    """orjson parses up to 1024 levels; json re-encoded input and memo and ran out of stack
+    (RecursionError, a 500) from about 990."""
+    deep: object = _nested(1000) if field == "input" else {"a": _nested(1000)}
+    body = {"workflow_id": "w", "workflow_type": "T", "task_queue": "q", field: deep}
+    assert field_of(v.start_request, "default", body) == field
