@@ -242,9 +242,15 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        from services.common.child_watch import watch_child
         from services.common.runner import until_stopped
 
-        reason = await until_stopped(stop, cluster.fatal)
+        # Its broker keeps nothing and nothing restarts it: without it, die loudly (exit 1).
+        broker_watch = asyncio.create_task(watch_child(broker.process, "the embedded Kafka broker", cluster.fatal))
+        try:
+            reason = await until_stopped(stop, cluster.fatal)
+        finally:
+            broker_watch.cancel()
         if reason is not None:
             # A loop died for good (see services/common/supervision.py): stop, and let the
             # caller (a supervisor, a shell loop) start a fresh process.
