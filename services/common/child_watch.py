@@ -1,4 +1,5 @@
-"""A child process the process cannot work without: when it exits, say so loudly.
+"""Processes `kadence dev` runs itself and cannot work without: when its broker exits, say so
+loudly; when its PostgreSQL has gone, start it again.
 
 `kadence dev` runs its Kafka broker (Tansu, keeping records in memory) as a child. When that
 child exits, nothing starts it again and what it held is gone: every produce fails and every
@@ -10,9 +11,13 @@ who ran it, starts a fresh one; workflows carry on from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 
+from .embedded import EmbeddedPostgres
 from .supervision import Fatal
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the child is looked at: a poll() is a waitpid, nothing more
 
@@ -24,3 +29,26 @@ async def watch_child(process: subprocess.Popen[bytes], what: str, fatal: Fatal,
     while process.poll() is None:  # noqa: ASYNC110
         await asyncio.sleep(every)
     fatal.declare(f"{what} exited (code {process.returncode})")
+
+
+async def keep_postgres(pg: EmbeddedPostgres, fatal: Fatal, *, every: float = POLL_S, attempts: int = 3) -> None:
+    """Start ``pg`` again whenever its server has gone (killed, crashed): nothing else would,
+    and the services' loops retry their connections until it is back (their outage backoff),
+    then carry on from what it committed. Fatal after ``attempts`` failed starts in a row."""
+    failures = 0
+    while True:
+        await asyncio.sleep(every)
+        if pg.running():
+            failures = 0
+            continue
+        log.warning("kadence dev's PostgreSQL has gone; starting it again")
+        try:
+            await asyncio.to_thread(pg.resume)
+        except Exception as exc:  # noqa: BLE001 - any failure to start counts; the last one is said
+            failures += 1
+            log.warning("PostgreSQL did not start again (%d of %d): %r", failures, attempts, exc)
+            if failures >= attempts:
+                fatal.declare(f"kadence dev's PostgreSQL did not start again: {exc!r}")
+                return
+        else:
+            log.info("kadence dev's PostgreSQL is running again")

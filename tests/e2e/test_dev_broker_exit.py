@@ -1,4 +1,4 @@
-"""`kadence dev` whose broker child dies: the broker kept nothing (it runs in memory) and
+"""`kadence dev` whose broker child dies, or whose PostgreSQL is killed. Broker: the broker kept nothing (it runs in memory) and
 nothing starts it again, so every produce failed (503) and every consumer retried for ever
 while /health said "ok". The process must die loudly instead (exit 1, naming the broker),
 so that a supervisor starts a fresh one; and it must stop its PostgreSQL on the way out."""
@@ -45,5 +45,32 @@ async def test_dev_exits_non_zero_when_its_broker_dies(tmp_path: Path) -> None:
         # Its PostgreSQL stopped with it (the postmaster's pid file goes when it stops).
         pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
         await eventually(lambda: not pid_file.exists(), timeout=30, what="PostgreSQL stopped")
+    finally:
+        _stop(proc)
+
+
+async def test_dev_starts_its_postgresql_again_when_it_is_killed(tmp_path: Path) -> None:
+    """Its PostgreSQL killed, `kadence dev` stalled for ever (nothing started it again, /health
+    503): it starts it again, and the services carry on from what it had committed."""
+    import aiohttp
+
+    port, kafka_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}/api/v1/namespaces/default/workflows"
+    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev.log")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def start(wid: str) -> int:
+                async with http.post(url, json={"workflow_id": wid, "workflow_type": "T", "task_queue": "q"}) as resp:
+                    return resp.status
+            assert await start("before") == 201
+            pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
+            os.kill(int(pid_file.read_text().split("\n", 1)[0]), signal.SIGKILL)
+
+            async def started_again() -> bool:
+                return await start("after") == 201
+            await eventually(started_again, timeout=60, every=0.5, what="a start after PostgreSQL was killed")
+            async with http.get(f"{url}/before") as resp:
+                assert resp.status == 200
+        assert proc.poll() is None
     finally:
         _stop(proc)
