@@ -242,9 +242,18 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        from services.common.child_watch import keep_postgres, watch_child
         from services.common.runner import until_stopped
 
-        reason = await until_stopped(stop, cluster.fatal)
+        # Its broker keeps nothing and nothing restarts it: without it, die loudly (exit 1).
+        # Its PostgreSQL keeps everything: started again if it goes.
+        watches = [asyncio.create_task(watch_child(broker.process, "the embedded Kafka broker", cluster.fatal)),
+                   asyncio.create_task(keep_postgres(pg, cluster.fatal))]
+        try:
+            reason = await until_stopped(stop, cluster.fatal)
+        finally:
+            for watch in watches:
+                watch.cancel()
         if reason is not None:
             # A loop died for good (see services/common/supervision.py): stop, and let the
             # caller (a supervisor, a shell loop) start a fresh process.

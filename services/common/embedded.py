@@ -166,6 +166,22 @@ class EmbeddedPostgres:
         pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata,  # type: ignore[attr-defined]
                         user=self.server.system_user, timeout=30)
 
+    def running(self) -> bool:
+        """Whether the server of the data directory is up: its postmaster.pid names a live,
+        non-zombie process (a killed postmaster orphaned to an init that does not reap it
+        stays a zombie)."""
+        try:
+            pid = int((Path(self.server.pgdata) / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return False
+        if not _running(pid):
+            return False
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True  # no /proc here: kill(pid, 0) answered
+        return state != "Z"
+
     def resume(self) -> None:
         """Start the server ``halt`` stopped, on the same socket (the DSN does not change)."""
         with self.server._lock:  # pgserver starts a server under its lock only

@@ -474,10 +474,32 @@ def _continue_as_new(a: Command, at: str, limits: Limits) -> None:
     _memo(a.get("search_attributes"), f"{at}.search_attributes", limits)  # a JSON object too (Command v6)
 
 
+# A memo (and search attributes) is parsed and written again as JSON by the services (describe,
+# the visibility row, every list answer), where orjson stops at 255 levels with the answer's own.
+MAX_MEMO_DEPTH = 100
+
+
 def _memo(value: object, field: str, limits: Limits) -> None:
     memo = payload(value, field, limits)
-    if memo is not None and not isinstance(parse_json(memo, field), dict):
+    if memo is None:
+        return
+    parsed = parse_json(memo, field)
+    if not isinstance(parsed, dict):
         raise Invalid(field, "must be JSON text of an object")
+    if _depth_over(parsed, MAX_MEMO_DEPTH):
+        raise Invalid(field, f"must be nested at most {MAX_MEMO_DEPTH} levels deep")
+
+
+def _depth_over(value: object, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels (without
+    recursion: the value may be nested deeper than the stack)."""
+    level: list[object] = [value]
+    for _ in range(limit):
+        level = [c for v in level if isinstance(v, dict | list)
+                 for c in (v.values() if isinstance(v, dict) else v) if isinstance(c, dict | list)]
+        if not level:
+            return False
+    return True
 
 
 def _marker(a: Command, at: str, limits: Limits) -> None:

@@ -89,6 +89,9 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
     except KafkaError as exc:
         response = _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
+    except RecursionError:  # a value nested deeper than a check below knew to refuse (validation.py)
+        log.warning("%s %s: the request is nested too deeply", request.method, request.path)
+        response = _json_error(400, "InvalidArgument", "the request is nested too deeply")
     except Exception:  # the last line of defence: answer 500 rather than drop the connection
         log.exception("%s %s failed", request.method, request.path)
         response = _json_error(500, "Internal", "internal error; see the frontend log")

@@ -54,7 +54,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .reads import ReadStore, describe, event_json, outcome
-from .replies import ReplyRouter
+from .replies import ReplyRouter, Target
 from .started import StartedRecords
 from .tokens import TaskToken, TokenKeys
 from .validation import PollRequest, StartRequest
@@ -190,7 +190,7 @@ class Engine:
         """Produce a command that history answers on kadence.replies; return the Reply."""
         request_id = record.get("request_id") or uuid.uuid4().hex
         record = {**record, "request_id": request_id, "reply_to": self._instance_id}
-        waiter = self._replies.expect(request_id)
+        waiter = self._replies.expect(request_id, Target(record["namespace"], record["workflow_id"]))
         try:
             await self._produce(name, record)
         except BaseException:
@@ -284,7 +284,8 @@ class Engine:
             except InvalidArgument as exc:
                 out[i] = exc
         # Registered before anything is produced, so no reply can be missed.
-        waiters = [self._replies.expect(record["request_id"]) for _, record, _ in encoded]
+        waiters = [self._replies.expect(record["request_id"], Target(record["namespace"], record["workflow_id"]))
+                   for _, record, _ in encoded]
         try:
             # Not grouped_commands, as answers are: a co-located history may take the first
             # start ahead of its acknowledgement (the timer benchmark woke later with a group).
@@ -370,7 +371,7 @@ class Engine:
         record = {"namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "update_id": update_id,
                   "update_name": update_name, "input": input_json, "wait_for_stage": wait_for_stage,
                   "request_id": request_id, "identity": identity, "reply_to": self._instance_id}
-        waiter = self._replies.expect(request_id)
+        waiter = self._replies.expect(request_id, Target(ns, workflow_id))
         try:
             await self._produce("UpdateWorkflowExecution", record)
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -23,6 +23,20 @@ from services.common.kafka import REPLIES
 from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
+
+
+class Target(NamedTuple):
+    """The workflow a command names: a request id is only unique within it (history's ledger
+    keys request ids by namespace, workflow id and request id), so two workflows' commands
+    may share one, and a reply is routed by both."""
+
+    namespace: str
+    workflow_id: str
+
+
+class _Waiter(NamedTuple):
+    target: Target | None  # None: any reply carrying the request id
+    future: asyncio.Future[dict[str, Any]]
 
 
 class ReplyRouter:
@@ -39,8 +53,9 @@ class ReplyRouter:
         )
         # Per request id, one future per caller waiting for it: calls carrying the same
         # request id at once (a client retrying while its first call is still out) each get
-        # the answer, and each call's clean-up removes only its own future.
-        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        # the answer, and each call's clean-up removes only its own future. A reply answers
+        # only the callers whose command named its workflow.
+        self._waiters: dict[str, list[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, fatal: Fatal | None = None) -> None:
@@ -67,27 +82,27 @@ class ReplyRouter:
         self._task = None
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
-        for futs in self._waiters.values():
-            for fut in futs:
-                fut.cancel()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.future.cancel()
         self._waiters.clear()
 
-    def expect(self, request_id: str) -> asyncio.Future[dict[str, Any]]:
+    def expect(self, request_id: str, target: Target | None = None) -> asyncio.Future[dict[str, Any]]:
         """Register interest before the command is produced, so the reply cannot be missed.
+        ``target`` is the workflow the command names: only a reply for it answers the call.
 
         Every call gets a future of its own; hand it back to :meth:`forget` when done."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(request_id, []).append(fut)
+        self._waiters.setdefault(request_id, []).append(_Waiter(target, fut))
         return fut
 
     def forget(self, request_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
         """Drop this caller's future (answered or not); other callers' stay."""
-        futs = self._waiters.get(request_id)
-        if futs is None:
+        waiters = self._waiters.get(request_id)
+        if waiters is None:
             return
-        with contextlib.suppress(ValueError):
-            futs.remove(fut)
-        if not futs:
+        waiters[:] = [w for w in waiters if w.future is not fut]
+        if not waiters:
             del self._waiters[request_id]
 
     async def _run(self) -> None:
@@ -120,8 +135,27 @@ class ReplyRouter:
         for reply in replies:
             if reply.get("reply_to") != self._instance_id:
                 continue
-            # One reply answers every caller waiting for its request id: history applies a
-            # request once, and answers a repeat the same way.
-            for fut in self._waiters.pop(reply["request_id"], ()):
-                if not fut.done():
-                    fut.set_result(reply)
+            # One reply answers every caller waiting for its request id in its workflow:
+            # history applies a request once, and answers a repeat the same way.
+            waiters = self._waiters.get(reply["request_id"])
+            if waiters is None:
+                continue
+            target = _target_of(reply)
+            waiting = []
+            for waiter in waiters:
+                if target is not None and waiter.target not in (None, target):
+                    waiting.append(waiter)  # another workflow's command with this request id
+                elif not waiter.future.done():
+                    waiter.future.set_result(reply)
+            if waiting:
+                self._waiters[reply["request_id"]] = waiting
+            else:
+                del self._waiters[reply["request_id"]]
+
+
+def _target_of(reply: dict[str, Any]) -> Target | None:
+    """The workflow a reply answers for; None from a writer whose replies did not name it."""
+    namespace, workflow_id = reply.get("namespace"), reply.get("workflow_id")
+    if isinstance(namespace, str) and isinstance(workflow_id, str):
+        return Target(namespace, workflow_id)
+    return None

@@ -35,6 +35,7 @@ Body = dict[str, Any]
 # and Infinity (not JSON) instead of writing them.
 _ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 T = TypeVar("T")
+_TOO_DEEP = "{what} is nested too deeply"
 
 
 def checked(check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -57,6 +58,8 @@ def parse_json_body(raw: bytes) -> Body:
             data = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:  # past orjson's 1024 levels, json runs out of stack
+            raise InvalidArgument(_TOO_DEEP.format(what="the request body")) from None
     if not isinstance(data, dict):
         raise InvalidArgument("the request body must be a JSON object")
     return data
@@ -103,7 +106,9 @@ def array_json(body: Body, field: str) -> str | None:
     try:
         text = _ARRAY_TEXT(v)
     except ValueError:  # NaN or Infinity: refused below, in the words of the JSON check
-        text = json.dumps(v, separators=(",", ":"))
+        text = _json_text(v, field)
+    except RecursionError:
+        raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
     else:
         # ASCII JSON text of an array, written by json itself: the parse and Unicode checks
         # of common.payload cannot refuse it, only its size can.
@@ -179,7 +184,13 @@ def failure(body: Body, field: str, *, required: bool) -> dict[str, Any] | None:
         raise InvalidArgument(f"{field}.non_retryable must be a boolean", field=f"{field}.non_retryable")
     out["non_retryable"] = nr
     out["details"] = json_text(v, "details") if "details" in v else None
+    unknown = next((k for k in v if k not in _FAILURE_FIELDS), None)
+    if unknown is not None:
+        raise InvalidArgument(f"{field}.{unknown} is not a field of a Failure", field=f"{field}.{unknown}")
     return out
+
+
+_FAILURE_FIELDS = frozenset(("message", "type", "stack_trace", "non_retryable", "details"))
 
 
 # -- workflow commands ----------------------------------------------------------------------
@@ -237,6 +248,40 @@ def _attribute_fields(command_type: str) -> tuple[_Field, ...]:
                         _value_test(f["type"])) for f in schema["fields"])
 
 
+@functools.cache
+def _attribute_names(command_type: str) -> frozenset[str]:
+    return frozenset(f.name for f in _attribute_fields(command_type))
+
+
+def _record_of(avro_type: Any) -> dict[str, Any] | None:
+    """The record schema ``avro_type`` is, or the one record branch of a union; else None."""
+    if isinstance(avro_type, list):
+        records = [r for r in map(_record_of, avro_type) if r is not None]
+        return records[0] if len(records) == 1 else None
+    if isinstance(avro_type, str):
+        avro_type = avro.schemas().current.get(avro_type)
+    if isinstance(avro_type, dict) and avro_type.get("type") == "record":
+        return avro_type
+    return None
+
+
+def _unknown_key(value: dict[str, Any], avro_type: Any) -> str | None:
+    """The dotted path of a key in ``value`` (a record given as JSON, nested records included)
+    that its record has no field for, or None."""
+    record = _record_of(avro_type)
+    if record is None:
+        return None
+    fields = {f["name"]: f["type"] for f in record["fields"]}
+    for key, item in value.items():
+        if key not in fields:
+            return key
+        if isinstance(item, dict):
+            inner = _unknown_key(item, fields[key])
+            if inner is not None:
+                return f"{key}.{inner}"
+    return None
+
+
 def commands(body: Body, field: str = "commands", *, within: str = "") -> list[dict[str, Any]]:
     """Worker commands (kadence.Command as JSON), checked against the Avro schema.
     ``within`` names the object that holds them, for the error messages."""
@@ -258,8 +303,13 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
         attrs = cmd.get("attributes", {})
         if not isinstance(attrs, dict):
             raise InvalidArgument(f"{label}[{i}].attributes must be an object", field=f"{label}[{i}].attributes")
+        fields = _attribute_fields(ctype)
+        if not attrs.keys() <= _attribute_names(ctype):
+            unknown = next(k for k in attrs if k not in _attribute_names(ctype))
+            here = f"{label}[{i}].attributes.{unknown}"
+            raise InvalidArgument(f"{here} is not a field of {ctype}", field=here)
         clean: dict[str, Any] = {}
-        for f in _attribute_fields(ctype):
+        for f in fields:
             value = attrs.get(f.name)
             if value is None and (f.optional or f.name not in attrs):
                 if not f.optional:
@@ -271,6 +321,11 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
                 if f.number and isinstance(value, bool):
                     raise InvalidArgument(f"{here} must be a number", field=here)
                 raise InvalidArgument(f"{here} does not fit the schema ({_type_name(f.type)})", field=here)
+            if isinstance(value, dict):  # a record (a failure, a retry policy): fastavro ignores extra keys
+                inner = _unknown_key(value, f.type)
+                if inner is not None:
+                    here = f"{label}[{i}].attributes.{f.name}.{inner}"
+                    raise InvalidArgument(f"{here} is not a field of its record", field=here)
             clean[f.name] = value
         out.append({"command_type": ctype, "attributes": clean})
     return out
@@ -339,7 +394,16 @@ def memo(body: Body, field: str = "memo") -> str | None:
         return None
     if not isinstance(v, dict):
         raise InvalidArgument(f"{field} must be a JSON object", field=field)
-    return checked(common.payload, json.dumps(v, separators=(",", ":")), field)
+    return checked(common.payload, _json_text(v, field), field)
+
+
+def _json_text(v: object, field: str) -> str:
+    """``v`` (parsed from the body) as JSON text again; a value nested so deeply that json runs
+    out of stack writing it (orjson parses 1024 levels, json writes about 990) is refused."""
+    try:
+        return json.dumps(v, separators=(",", ":"))
+    except RecursionError:
+        raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
 
 
 def policy(body: Body, field: str, allowed: frozenset[str]) -> str:

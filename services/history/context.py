@@ -48,6 +48,10 @@ class BatchContext:
     async def run(self, namespace: str, workflow_id: str, run_id: str) -> Transition | None:
         t = self.transitions.get(run_id)
         if t is not None:
+            # Loaded by an earlier command of the batch: still only the run of this workflow
+            # (a run id of another workflow or namespace names no run, as below).
+            if t.state.namespace != namespace or t.state.workflow_id != workflow_id:
+                return None
             return t
         state = await self.shard.load(run_id)
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:

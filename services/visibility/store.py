@@ -49,28 +49,34 @@ WHERE v.last_event_id < EXCLUDED.last_event_id
 """
 
 
+# What no retry will get written: the database's refusal of the data, and a value orjson cannot
+# write (a memo or attributes nested past its 255 levels, produced past the checks).
+_REFUSED = (asyncpg.DataError, orjson.JSONEncodeError)
+
+
 async def apply(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunUpdate]) -> list[str]:
     """Write one batch's updates (at most one per run) in one statement; return what had to
     be left out.
 
     Data the database refuses whatever the retries (asyncpg.DataError: a NUL character in
-    an attribute, a number out of range) must not hold the projection back: the batch is
-    then written run by run, a refused run again without its search attributes, and a run
-    refused even so is left out. Each is described in the list returned (and logged).
+    an attribute, a number out of range; or a value nested too deeply to write) must not
+    hold the projection back: the batch is then written run by run, a refused run again
+    without its search attributes and memo, and a run refused even so is left out. Each is
+    described in the list returned (and logged).
     """
     if not updates:
         return []
     try:
         await _write(conn, updates)
         return []
-    except asyncpg.DataError:
+    except _REFUSED:
         pass
     left_out: list[str] = []
     for update in updates:
         try:
             await _write(conn, [update])
             continue
-        except asyncpg.DataError as exc:
+        except _REFUSED as exc:
             problem = f"{exc.__class__.__name__}: {exc}"
         try:
             await _write(conn, [dataclasses.replace(update, search_attributes=None, memo=None)])

@@ -202,6 +202,25 @@ async def test_data_the_database_refuses_is_left_out_without_holding_the_batch(p
     assert rows["run-bad"]["search_attributes"] is None and rows["run-bad"]["last_event_id"] == 2
 
 
+async def test_a_memo_too_deep_to_write_is_left_out_and_the_consumer_goes_on(pool: asyncpg.Pool) -> None:
+    """orjson writes at most 255 levels; a deeper memo (stored by history before memos were
+    limited, or by a producer outside) raised TypeError out of the write, which killed the
+    visibility consumer and with it the process, again at every restart."""
+    from services.visibility import projection, store
+
+    deep = "[" * 300 + "]" * 300
+    started = {"event_id": 1, "event_time": 1000, "event_type": "WorkflowExecutionStarted",
+               "attributes": {"workflow_type": "T", "task_queue": "q", "memo": '{"a":' + deep + "}"}}
+    fine = {"event_id": 1, "event_time": 1000, "event_type": "WorkflowExecutionStarted",
+            "attributes": {"workflow_type": "T", "task_queue": "q", "memo": '{"a":1}'}}
+    updates = projection.fold([{"namespace": "default", "workflow_id": "wf-deep", "run_id": "run-deep", "event": started},
+                               {"namespace": "default", "workflow_id": "wf-fine", "run_id": "run-fine", "event": fine}])
+    left_out = await store.apply(pool, updates)
+    assert len(left_out) == 1 and "run run-deep: search attributes left out, memo too" in left_out[0]
+    rows = {r["run_id"]: r for r in await pool.fetch("SELECT run_id, memo FROM visibility")}
+    assert rows["run-deep"]["memo"] is None and orjson.loads(rows["run-fine"]["memo"]) == {"a": 1}
+
+
 async def test_the_memo_of_a_start_is_kept_in_the_row_and_later_batches_keep_it(pool: asyncpg.Pool) -> None:
     from services.visibility import projection, store
 

@@ -293,3 +293,18 @@ def test_a_lone_surrogate_is_refused_naming_the_field() -> None:
         v.name("a\ud800", "workflow_id")
     with pytest.raises(v.Invalid, match="input"):
         v.payload('["\udc00"]', "input")
+
+
+def _nested_memo(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def test_a_memo_nested_past_the_limit_is_refused_from_any_way_in() -> None:
+    """The services parse a memo and write it again (describe, the visibility row, list
+    answers), where orjson stops at 255 levels: a memo of 300 levels was taken, then broke
+    each of them (the visibility consumer died)."""
+    v.check_command("StartWorkflowExecution", start(memo=_nested_memo(v.MAX_MEMO_DEPTH)))
+    assert refused_field("StartWorkflowExecution", start(memo=_nested_memo(v.MAX_MEMO_DEPTH + 1))) == "memo"
+    assert refused_field("StartWorkflowExecution", start(memo=_nested_memo(300))) == "memo"
+    with pytest.raises(v.Invalid, match="nested at most 100 levels"):
+        v.check_command("StartWorkflowExecution", start(memo='{"a":' + "[" * 500 + "]" * 500 + "}"))

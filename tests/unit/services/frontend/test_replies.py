@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.frontend.replies import ReplyRouter
+from services.frontend.replies import ReplyRouter, Target
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -49,4 +49,23 @@ async def test_a_forgotten_waiter_is_not_answered_and_others_are() -> None:
     assert not gone.done() and staying.done()
     router.forget("r", staying)
     router.forget("r", staying)  # twice is harmless
+    await router.stop()
+
+
+async def test_a_reply_answers_only_the_callers_of_its_workflow() -> None:
+    """Request ids are per workflow: two workflows' starts may carry the same one at once,
+    and each must get its own workflow's reply (the first reply answered both)."""
+    router = ReplyRouter("127.0.0.1:1", "fe-1")
+    a = router.expect("r", Target("default", "wf-a"))
+    b = router.expect("r", Target("default", "wf-b"))
+    router.deliver([{**_reply("r", "run-a"), "namespace": "default", "workflow_id": "wf-a"}])
+    assert (await a)["run_id"] == "run-a" and not b.done()
+    router.deliver([{**_reply("r", "run-b"), "namespace": "default", "workflow_id": "wf-b"}])
+    assert (await b)["run_id"] == "run-b"
+    router.forget("r", a)
+    router.forget("r", b)
+    # A reply that names no workflow (an older writer) answers every caller of its request id.
+    c = router.expect("r", Target("default", "wf-c"))
+    router.deliver([_reply("r", "run-c")])
+    assert (await c)["run_id"] == "run-c"
     await router.stop()

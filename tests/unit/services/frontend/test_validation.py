@@ -190,3 +190,43 @@ def test_json_bodies_parse_as_json_parses_them() -> None:
         assert repr(parsed) == repr(expected), raw
     with pytest.raises(InvalidArgument, match="not valid JSON: Expecting value"):
         parse_json_body(b'{"a":')
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_body_nested_too_deeply_is_refused_not_a_500() -> None:
+    """A body nested past what orjson parses fell to json.loads, whose RecursionError was a 500."""
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        v.parse_json_body(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize("field", ["input", "memo"])
+def test_an_argument_or_memo_nested_too_deeply_is_refused_naming_it(field: str) -> None:
+    """orjson parses up to 1024 levels; json re-encoded input and memo and ran out of stack
+    (RecursionError, a 500) from about 990."""
+    deep: object = _nested(1000) if field == "input" else {"a": _nested(1000)}
+    body = {"workflow_id": "w", "workflow_type": "T", "task_queue": "q", field: deep}
+    assert field_of(v.start_request, "default", body) == field
+
+
+def test_an_unknown_command_attribute_or_failure_field_is_refused_naming_it() -> None:
+    """Unknown fields are refused everywhere else in a body (docs/protocol.md); in a command's
+    attributes, and in a Failure (a Temporal habit: `cause`), they were dropped without a word."""
+    timer = {"timer_id": "t", "start_to_fire_timeout_ms": 5}
+    assert field_of(v.commands, {"commands": [{"command_type": "StartTimer", "attributes": {
+        **timer, "start_to_fire_timeout": 5}}]}) == "commands[0].attributes.start_to_fire_timeout"
+    fail = {"command_type": "FailWorkflowExecution",
+            "attributes": {"failure": {"message": "m", "cause": {"message": "inner"}}}}
+    assert field_of(v.commands, {"commands": [fail]}) == "commands[0].attributes.failure.cause"
+    schedule = {"command_type": "ScheduleActivityTask", "attributes": {
+        "activity_id": "1", "activity_type": "A", "task_queue": "q", "input": "[]", "schedule_to_close_timeout_ms": 0,
+        "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 1000, "heartbeat_timeout_ms": 0,
+        "retry_policy": {"initial_interval_ms": 1000, "backoff_coefficient": 2.0, "maximum_interval_ms": 0,
+                         "maximum_attempts": 0, "non_retryable_error_types": [], "max_attempts": 3}}}
+    assert field_of(v.commands, {"commands": [schedule]}) == "commands[0].attributes.retry_policy.max_attempts"
+    assert field_of(v.failure, {"failure": {"message": "m", "cause": {}}}, "failure", required=True) == "failure.cause"

@@ -1,0 +1,76 @@
+"""`kadence dev` whose broker child dies, or whose PostgreSQL is killed. Broker: the broker kept nothing (it runs in memory) and
+nothing starts it again, so every produce failed (503) and every consumer retried for ever
+while /health said "ok". The process must die loudly instead (exit 1, naming the broker),
+so that a supervisor starts a fresh one; and it must stop its PostgreSQL on the way out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.common.embedded import free_port
+from tests.helpers import eventually
+
+from .test_dev_restart import _dev, _stop
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _command(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+async def test_dev_exits_non_zero_when_its_broker_dies(tmp_path: Path) -> None:
+    port, kafka_port = free_port(), free_port()
+    log = tmp_path / "dev.log"
+    proc = await _dev(tmp_path / "data", port, kafka_port, log)
+    try:
+        [broker] = [p for p in _children(proc.pid) if "tansu" in _command(p)]
+        os.kill(broker, signal.SIGKILL)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"kadence dev kept running without its broker: {log.read_text()[-1500:]}")
+        assert code == 1
+        assert "broker" in log.read_text().rsplit("kadence dev: stopping after a fatal error:", 1)[-1]
+        # Its PostgreSQL stopped with it (the postmaster's pid file goes when it stops).
+        pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
+        await eventually(lambda: not pid_file.exists(), timeout=30, what="PostgreSQL stopped")
+    finally:
+        _stop(proc)
+
+
+async def test_dev_starts_its_postgresql_again_when_it_is_killed(tmp_path: Path) -> None:
+    """Its PostgreSQL killed, `kadence dev` stalled for ever (nothing started it again, /health
+    503): it starts it again, and the services carry on from what it had committed."""
+    import aiohttp
+
+    port, kafka_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}/api/v1/namespaces/default/workflows"
+    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev.log")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def start(wid: str) -> int:
+                async with http.post(url, json={"workflow_id": wid, "workflow_type": "T", "task_queue": "q"}) as resp:
+                    return resp.status
+            assert await start("before") == 201
+            pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
+            os.kill(int(pid_file.read_text().split("\n", 1)[0]), signal.SIGKILL)
+
+            async def started_again() -> bool:
+                return await start("after") == 201
+            await eventually(started_again, timeout=60, every=0.5, what="a start after PostgreSQL was killed")
+            async with http.get(f"{url}/before") as resp:
+                assert resp.status == 200
+        assert proc.poll() is None
+    finally:
+        _stop(proc)
