@@ -202,7 +202,7 @@ async def _dev(args: argparse.Namespace) -> int:
 async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock) -> int:
     """``kadence dev`` once it owns ``data``."""
     from kadence_protocol.kafka_security import KafkaSecurity
-    from services.cluster import Cluster
+    from services.cluster import VISIBILITY_DRAIN_S, Cluster
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -279,7 +279,8 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         return 0
     finally:
         if cluster is not None:
-            await cluster.stop()
+            # Its broker keeps nothing across a restart: visibility projects what it can first.
+            await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
         if broker is not None:
             broker.stop()
         pg.stop()
