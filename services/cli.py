@@ -231,7 +231,11 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
             print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)
             return 2
     # Before the cluster starts: its producers, consumers and HTTP server check at start-up.
-    signals = telemetry.setup_from_env("kadence-dev", traces=args.traces, metrics_port=args.metrics_port)
+    try:
+        signals = telemetry.setup_from_env("kadence-dev", traces=args.traces, metrics_port=args.metrics_port)
+    except ValueError as exc:  # KADENCE_METRICS_PORT, OTEL_TRACES_EXPORTER it cannot use, named
+        print(f"kadence dev: {exc}", file=sys.stderr)
+        return 2
     pg = EmbeddedPostgres.start(data / "postgres")
     broker = None
     cluster = None

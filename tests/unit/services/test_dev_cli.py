@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services import cli
+from services.common.embedded import free_port
 
 
 def _dev(argv: list[str]) -> int:
@@ -38,6 +39,20 @@ def test_an_unreadable_setting_is_one_line_naming_it(tmp_path: Path, monkeypatch
     assert _dev(["--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert err == "kadence dev: KADENCE_STALL_AFTER_MS must be an integer, got 'abc'\n"
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("KADENCE_METRICS_PORT", "abc", "KADENCE_METRICS_PORT must be a port number, got 'abc'"),
+    ("OTEL_TRACES_EXPORTER", "bogus", "bogus"),
+])
+def test_unusable_telemetry_settings_are_one_line(name: str, value: str, said: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(name, value)
+    argv = ["--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--kafka-port", str(free_port())]
+    assert _dev(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kadence dev: ") and said in err and err.count("\n") == 1, err
 
 
 def test_positive_and_port_types() -> None:
