@@ -98,6 +98,28 @@ def _port_free(port: int) -> bool:
 DEV_SHARDS = 2
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1 (``--shards 0`` would otherwise mean the default, -1 a crash)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port number (0 leaves the choice to the system, as before)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
+    return value
+
+
 async def _dev_shards(dsn: str, asked: int | None, data: Path) -> int | None:
     """The data directory's shard count (recorded when it was created), or None after
     telling why ``asked`` cannot be used with it."""
@@ -121,9 +143,9 @@ async def _dev_shards(dsn: str, asked: int | None, data: Path) -> int | None:
 
 def _add_dev(sub: Any) -> None:
     dev = sub.add_parser("dev", help=COMMANDS["dev"], description=_described("dev"))
-    dev.add_argument("--port", type=int, default=7233, help="HTTP API port on 127.0.0.1 (default 7233)")
-    dev.add_argument("--kafka-port", type=int, default=9092, help="Kafka-wire broker port (default 9092)")
-    dev.add_argument("--shards", type=int, default=None,
+    dev.add_argument("--port", type=_port, default=7233, help="HTTP API port on 127.0.0.1 (default 7233)")
+    dev.add_argument("--kafka-port", type=_port, default=9092, help="Kafka-wire broker port (default 9092)")
+    dev.add_argument("--shards", type=_positive, default=None,
                      help="history shards = kadence.requests partitions, fixed when the data directory is"
                           f" created (default: its recorded count, else {DEV_SHARDS})")
     dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: ~/.local/state/kadence/dev)")
@@ -180,7 +202,7 @@ async def _dev(args: argparse.Namespace) -> int:
 async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock) -> int:
     """``kadence dev`` once it owns ``data``."""
     from kadence_protocol.kafka_security import KafkaSecurity
-    from services.cluster import Cluster
+    from services.cluster import VISIBILITY_DRAIN_S, Cluster
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -189,7 +211,11 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
     from services.frontend.tokens import KEYS_SETTING, TokenKeys, keys_in_file
 
     # Before anything starts (the frontend checks again when it binds).
-    env = Settings.from_env()
+    try:
+        env = Settings.from_env()
+    except ValueError as exc:  # a KADENCE_* variable it cannot read, named
+        print(f"kadence dev: {exc}", file=sys.stderr)
+        return 2
     check_bind(env.frontend_host, auth_configured=bool(env.auth_config), insecure=env.insecure or args.insecure)
     if env.auth_config:
         Authenticator.from_file(Path(env.auth_config))  # AuthConfigError: said before anything starts
@@ -205,7 +231,11 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
             print(f"kadence dev: port {port} on 127.0.0.1 is in use; choose another with {flag}", file=sys.stderr)
             return 2
     # Before the cluster starts: its producers, consumers and HTTP server check at start-up.
-    signals = telemetry.setup_from_env("kadence-dev", traces=args.traces, metrics_port=args.metrics_port)
+    try:
+        signals = telemetry.setup_from_env("kadence-dev", traces=args.traces, metrics_port=args.metrics_port)
+    except ValueError as exc:  # KADENCE_METRICS_PORT, OTEL_TRACES_EXPORTER it cannot use, named
+        print(f"kadence dev: {exc}", file=sys.stderr)
+        return 2
     pg = EmbeddedPostgres.start(data / "postgres")
     broker = None
     cluster = None
@@ -262,7 +292,8 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         return 0
     finally:
         if cluster is not None:
-            await cluster.stop()
+            # Its broker keeps nothing across a restart: visibility projects what it can first.
+            await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
         if broker is not None:
             broker.stop()
         pg.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,10 @@ from services.common.config import Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.supervision import Fatal
 from services.common.validation import Limits
+
+log = logging.getLogger(__name__)
+# How long `kadence dev`'s stop waits for visibility to project what history published last.
+VISIBILITY_DRAIN_S = 5.0
 
 
 class Cluster:
@@ -96,10 +101,23 @@ class Cluster:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain_visibility_s: float = 0.0) -> None:
+        """Stop every service. With ``drain_visibility_s`` (``kadence dev``), visibility
+        stops last: once history has published its last records, it projects them (waiting
+        at most that long), since the development broker forgets them at a restart."""
+        visibility = getattr(self, "visibility", None) if drain_visibility_s > 0 else None
+        if visibility is not None and visibility in self._started:
+            self._started.remove(visibility)
+        else:
+            visibility = None
         while self._started:
             service = self._started.pop()
             await service.stop()  # type: ignore[attr-defined]
+        if visibility is not None:
+            if not await visibility.drain(drain_visibility_s):
+                log.warning("stopping before visibility caught up: runs that closed in the last moments may"
+                            " show as running, or not at all, in workflow lists")
+            await visibility.stop()
         if getattr(self, "matching_client", None) is not None:
             await self.matching_client.close()
         if self.pool is not None:

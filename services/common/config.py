@@ -37,6 +37,16 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def settings_or_exit(program: str) -> Settings:
+    """``Settings.from_env()`` for a program starting: a variable it cannot read (a port
+    that is not a number, a bad Kafka security setting) ends the program with one line
+    naming it, rather than a traceback."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"{program}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -148,8 +158,7 @@ class Settings:
             "scheduler_interval_ms": _env_int("KADENCE_SCHEDULER_INTERVAL_MS", cls.scheduler_interval_ms),
             "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
             "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
-            "history_health_port": (int(os.environ["KADENCE_HISTORY_HEALTH_PORT"])
-                                    if os.environ.get("KADENCE_HISTORY_HEALTH_PORT") else None),
+            "history_health_port": _env_chosen_int("KADENCE_HISTORY_HEALTH_PORT"),
             "kafka_security": KafkaSecurity.from_env(),
             "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
             "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),

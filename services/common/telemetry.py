@@ -287,7 +287,10 @@ def setup_from_env(service_name: str, *, traces: str | None = None, metrics_port
         tracing = None
     if metrics_port is None:
         raw = os.environ.get("KADENCE_METRICS_PORT", "").strip()
-        metrics_port = int(raw) if raw else None
+        try:
+            metrics_port = int(raw) if raw else None
+        except ValueError:
+            raise ValueError(f"KADENCE_METRICS_PORT must be a port number, got {raw!r}") from None
     if metrics_port is not None:
         host = metrics_host or os.environ.get("KADENCE_METRICS_HOST") or "127.0.0.1"
         key, insecure = internal_auth.from_env()

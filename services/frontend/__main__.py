@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.common import loop as _loop
 from services.common.colocation import KafkaCommands
-from services.common.config import Settings
+from services.common.config import settings_or_exit
 from services.common.runner import run_service
 
 from .app import FrontendService
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="serve the API beyond loopback without authentication (as KADENCE_INSECURE=1)")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    settings = settings_or_exit("frontend")
     if args.insecure:
         settings = dataclasses.replace(settings, insecure=True)
     # Checked before anything is started, so a misconfigured frontend says why at once.

@@ -6,14 +6,14 @@ import contextlib
 
 from services.common import loop as _loop
 from services.common.colocation import OutboxReplies, OutboxTasks
-from services.common.config import Settings
+from services.common.config import settings_or_exit
 from services.common.runner import run_service
 
 from .service import HistoryService
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = settings_or_exit("history")
     with contextlib.suppress(KeyboardInterrupt):
         # History on its own: tasks and replies go through the outbox (services/common/colocation.py).
         service = HistoryService(settings, tasks=OutboxTasks(), replies=OutboxReplies())

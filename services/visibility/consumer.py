@@ -54,6 +54,7 @@ FETCH_WAIT_MS = 500
 FETCH_MIN_BYTES = 256 * 1024
 # With a hand-over: how often the log ends of partitions not fetched are looked up (_look).
 LOOK_S = 1.0
+DRAIN_POLL_S = 0.05  # how often drain() looks whether the projection has caught up
 
 
 @dataclass
@@ -119,6 +120,43 @@ class VisibilityConsumer:
             await cancel(task)  # a cancelled loop is no death: neither callback reacts
         with contextlib.suppress(KafkaError):
             await self._consumer.stop()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until every record of the partitions this
+        consumer holds is projected (whether true). A one-process cluster calls it at its
+        stop, after history's: the development broker keeps nothing across a restart, so
+        a run closed just before the stop would otherwise never be listed."""
+        deadline = time.monotonic() + timeout
+        while self._task is not None and not self._task.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                if await asyncio.wait_for(self._caught_up(), left):
+                    return True
+            except (KafkaError, TimeoutError):
+                return False
+            await asyncio.sleep(min(DRAIN_POLL_S, max(0.0, deadline - time.monotonic())))
+        return False
+
+    async def _caught_up(self) -> bool:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return False  # not yet in the group: its records are still to be fetched
+        ends = await self._consumer.end_offsets(assigned)
+        for tp in assigned:
+            # What was written, else what the group committed (else the log's start).
+            position = self._positions.get(tp)
+            if position is None:
+                position = await self._consumer.committed(tp)
+            if position is None:
+                position = (await self._consumer.beginning_offsets([tp]))[tp]
+            # The log end as the broker tells it, or past what this process's relays handed
+            # over (the development broker's answer may lag what it acknowledged).
+            end = max(ends[tp], self.handover.end(tp.partition) if self.handover is not None else 0)
+            if position < end:
+                return False
+        return True
 
     def lag(self) -> dict[int, int]:
         """Records of each assigned kadence.history partition not yet projected (log end - position)."""

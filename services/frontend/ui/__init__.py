@@ -1,4 +1,5 @@
-"""The web UI served by the frontend on the API port (``/`` redirects to ``/ui/``).
+"""The web UI served by the frontend on the API port (``/`` and ``/ui/`` redirect to the workflows of
+the ``default`` namespace).
 
 ``data.py`` is the UI's only way to the data (the frontend's handlers, in process, under the
 API's authorization); ``timeline.py`` lays out a run's history; ``web.py`` renders the pages
