@@ -63,7 +63,7 @@ class Handlers(VisibilityHandlers):
         token = TaskToken.decode(body.get("task_token"), self.engine.token_keys)
         token.check_namespace(ns)
         if token.kind != kind:
-            raise InvalidArgument(f"task_token belongs to a {token.kind} task, not a {kind} task",
+            raise InvalidArgument(f"task_token belongs to {_a(token.kind)} task, not to {_a(kind)} task",
                                   field="task_token")
         authorize_task_queue(f"poll_{kind}_tasks", ns, token.task_queue)
         return token
@@ -557,3 +557,8 @@ async def _tasks_as_ready(tasks: Sequence[asyncio.Future[dict[str, Any]]], known
         for t in tasks:
             t.remove_done_callback(finished)
             t.cancel()
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article ("a workflow", "an activity")."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

@@ -17,7 +17,7 @@ def misrouted(key: bytes | None, partition: int, namespace: str, workflow_id: st
     partition is not checked)."""
     expected = kafka.workflow_key(namespace, workflow_id)
     if key is None:
-        return f"record has no key: key it {expected!r} (namespace/workflow_id)"
+        return f"record has no key: its key must be {expected!r} (namespace/workflow_id)"
     if key != expected:
         return f"record key {key!r} is not namespace/workflow_id of the command"
     if partitions > 0:
