@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import socket
 import uuid
@@ -130,48 +132,133 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "kafka_bootstrap": os.environ.get("KADENCE_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
-            "database_url": os.environ.get("KADENCE_DATABASE_URL", ""),
-            "shards": _env_int("KADENCE_SHARDS", cls.shards),
-            "task_partitions": _env_int("KADENCE_TASK_PARTITIONS", cls.task_partitions),
-            "frontend_host": os.environ.get("KADENCE_FRONTEND_HOST", cls.frontend_host),
-            "frontend_port": _env_int("KADENCE_FRONTEND_PORT", cls.frontend_port),
-            "matching_host": os.environ.get("KADENCE_MATCHING_HOST", cls.matching_host),
-            "matching_port": _env_int("KADENCE_MATCHING_PORT", cls.matching_port),
-            "session_timeout_ms": _env_int("KADENCE_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
-            "started_record_delay_ms": _env_int("KADENCE_STARTED_RECORD_DELAY_MS", cls.started_record_delay_ms),
-            "max_payload_bytes": _env_int("KADENCE_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
-            "history_fetch_wait_ms": _env_chosen_int("KADENCE_HISTORY_FETCH_WAIT_MS"),
-            "matching_fetch_wait_ms": _env_chosen_int("KADENCE_MATCHING_FETCH_WAIT_MS"),
-            "replies_fetch_wait_ms": _env_chosen_int("KADENCE_REPLIES_FETCH_WAIT_MS"),
-            "task_token_keys": os.environ.get("KADENCE_TASK_TOKEN_KEYS", ""),
-            "auth_config": os.environ.get("KADENCE_AUTH_CONFIG", ""),
-            "insecure": _env_bool("KADENCE_INSECURE"),
-            "rewind_lost_partitions": _env_bool("KADENCE_REWIND_LOST_PARTITIONS"),
-            "request_id_retention_s": _env_int("KADENCE_REQUEST_ID_RETENTION_S", cls.request_id_retention_s),
-            "history_tail_run_bytes": _env_int("KADENCE_HISTORY_TAIL_RUN_BYTES", cls.history_tail_run_bytes),
-            "history_tail_shard_bytes": _env_int("KADENCE_HISTORY_TAIL_SHARD_BYTES", cls.history_tail_shard_bytes),
-            "min_retention_ms": _env_int("KADENCE_MIN_RETENTION_MS", cls.min_retention_ms),
-            "retention_interval_ms": _env_int("KADENCE_RETENTION_INTERVAL_MS", cls.retention_interval_ms),
-            "retention_batch": _env_int("KADENCE_RETENTION_BATCH", cls.retention_batch),
-            "scheduler_interval_ms": _env_int("KADENCE_SCHEDULER_INTERVAL_MS", cls.scheduler_interval_ms),
-            "stall_after_ms": _env_int("KADENCE_STALL_AFTER_MS", cls.stall_after_ms),
-            "history_health_host": os.environ.get("KADENCE_HISTORY_HEALTH_HOST", cls.history_health_host),
-            "history_health_port": _env_chosen_int("KADENCE_HISTORY_HEALTH_PORT"),
-            "kafka_security": KafkaSecurity.from_env(),
-            "ingress_keys": os.environ.get("KADENCE_INGRESS_KEYS", ""),
-            "internal_key": os.environ.get("KADENCE_INTERNAL_KEY", ""),
-            "history_warn_events": _env_int("KADENCE_HISTORY_WARN_EVENTS", cls.history_warn_events),
-            "history_terminate_events": _env_int("KADENCE_HISTORY_TERMINATE_EVENTS", cls.history_terminate_events),
-            "history_warn_bytes": _env_int("KADENCE_HISTORY_WARN_BYTES", cls.history_warn_bytes),
-            "history_terminate_bytes": _env_int("KADENCE_HISTORY_TERMINATE_BYTES", cls.history_terminate_bytes),
-            "task_notices": os.environ.get("KADENCE_TASK_NOTICES", "1").strip().lower() not in ("0", "false", "no"),
-            "reply_notices": os.environ.get("KADENCE_REPLY_NOTICES", "1").strip().lower() not in ("0", "false", "no"),
-            "frontend_internal_host": os.environ.get("KADENCE_FRONTEND_INTERNAL_HOST", cls.frontend_internal_host),
-            "command_notices": os.environ.get("KADENCE_COMMAND_NOTICES", "1").strip().lower() not in ("0", "false",
-                                                                                                     "no"),
-            "colocate": os.environ.get("KADENCE_COLOCATE", "1").strip().lower() not in ("0", "false", "no"),
-        }
+        values: dict[str, object] = {setting.field: setting.read() for setting in ENV_SETTINGS}
+        values["kafka_security"] = KafkaSecurity.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+# ---- the environment variables ------------------------------------------------------------------
+# One row per variable: Settings.from_env reads them from here, and each service's --help
+# (services/common/usage.py) lists them from here, so the two cannot drift apart.
+
+
+class EnvKind(enum.Enum):
+    """How a variable's text becomes a setting."""
+
+    TEXT = "text"            # as given (unset: the default)
+    INT = "int"              # an integer (unset or empty: the default)
+    CHOSEN_INT = "chosen"    # an integer, or None when unset or empty (not chosen)
+    SWITCH = "switch"        # off unless 1/true/yes (any case)
+    SWITCH_ON = "switch-on"  # on unless 0/false/no (any case)
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    """A ``KADENCE_*`` variable and the :class:`Settings` field it sets."""
+
+    name: str
+    field: str
+    kind: EnvKind
+    help: str
+
+    def default(self) -> object:
+        found = next(f for f in dataclasses.fields(Settings) if f.name == self.field)
+        return found.default
+
+    def read(self) -> object:
+        default = self.default()
+        match self.kind:
+            case EnvKind.TEXT:
+                return os.environ.get(self.name, default)
+            case EnvKind.INT:
+                assert isinstance(default, int)
+                return _env_int(self.name, default)
+            case EnvKind.CHOSEN_INT:
+                return _env_chosen_int(self.name)
+            case EnvKind.SWITCH:
+                return _env_bool(self.name)
+            case EnvKind.SWITCH_ON:
+                return os.environ.get(self.name, "1").strip().lower() not in ("0", "false", "no")
+
+    def default_text(self) -> str:
+        """The default as a person would write it in the variable."""
+        default = self.default()
+        if self.kind is EnvKind.SWITCH:
+            return "0"
+        if self.kind is EnvKind.SWITCH_ON:
+            return "1"
+        if default is None or default == "":
+            return "unset"
+        return str(default)
+
+
+ENV_SETTINGS: tuple[EnvSetting, ...] = (
+    EnvSetting("KADENCE_KAFKA_BOOTSTRAP", "kafka_bootstrap", EnvKind.TEXT, "the Kafka brokers, host:port[,...]"),
+    EnvSetting("KADENCE_DATABASE_URL", "database_url", EnvKind.TEXT, "the PostgreSQL DSN (required)"),
+    EnvSetting("KADENCE_SHARDS", "shards", EnvKind.INT, "partitions of kadence.requests, fixed per cluster"),
+    EnvSetting("KADENCE_TASK_PARTITIONS", "task_partitions", EnvKind.INT, "partitions of kadence.tasks"),
+    EnvSetting("KADENCE_FRONTEND_HOST", "frontend_host", EnvKind.TEXT, "the frontend's HTTP address"),
+    EnvSetting("KADENCE_FRONTEND_PORT", "frontend_port", EnvKind.INT, "the frontend's HTTP port"),
+    EnvSetting("KADENCE_MATCHING_HOST", "matching_host", EnvKind.TEXT, "matching's internal API address"),
+    EnvSetting("KADENCE_MATCHING_PORT", "matching_port", EnvKind.INT, "matching's internal API port (0: any free)"),
+    EnvSetting("KADENCE_SESSION_TIMEOUT_MS", "session_timeout_ms", EnvKind.INT,
+               "Kafka consumer-group session timeout"),
+    EnvSetting("KADENCE_STARTED_RECORD_DELAY_MS", "started_record_delay_ms", EnvKind.INT,
+               "how long the frontend holds a task's started record back"),
+    EnvSetting("KADENCE_MAX_PAYLOAD_BYTES", "max_payload_bytes", EnvKind.INT,
+               "the largest payload one command may carry (bytes of JSON)"),
+    EnvSetting("KADENCE_HISTORY_FETCH_WAIT_MS", "history_fetch_wait_ms", EnvKind.CHOSEN_INT,
+               "broker fetch wait on kadence.requests (unset: by how the hop is carried)"),
+    EnvSetting("KADENCE_MATCHING_FETCH_WAIT_MS", "matching_fetch_wait_ms", EnvKind.CHOSEN_INT,
+               "broker fetch wait on kadence.tasks (unset: by how the hop is carried)"),
+    EnvSetting("KADENCE_REPLIES_FETCH_WAIT_MS", "replies_fetch_wait_ms", EnvKind.CHOSEN_INT,
+               "broker fetch wait on kadence.replies (unset: by how the hop is carried)"),
+    EnvSetting("KADENCE_TASK_TOKEN_KEYS", "task_token_keys", EnvKind.TEXT,
+               "task-token HMAC keys, comma-separated, the first signs (frontend: required)"),
+    EnvSetting("KADENCE_AUTH_CONFIG", "auth_config", EnvKind.TEXT, "the authentication configuration file"),
+    EnvSetting("KADENCE_INSECURE", "insecure", EnvKind.SWITCH,
+               "serve the API beyond loopback without authentication"),
+    EnvSetting("KADENCE_REWIND_LOST_PARTITIONS", "rewind_lost_partitions", EnvKind.SWITCH,
+               "re-read from 0 a partition whose log end is below the stored offset"),
+    EnvSetting("KADENCE_REQUEST_ID_RETENTION_S", "request_id_retention_s", EnvKind.INT,
+               "how long applied request ids are kept"),
+    EnvSetting("KADENCE_HISTORY_TAIL_RUN_BYTES", "history_tail_run_bytes", EnvKind.INT,
+               "bytes of events kept in memory per run"),
+    EnvSetting("KADENCE_HISTORY_TAIL_SHARD_BYTES", "history_tail_shard_bytes", EnvKind.INT,
+               "bytes of events kept in memory per shard"),
+    EnvSetting("KADENCE_MIN_RETENTION_MS", "min_retention_ms", EnvKind.INT,
+               "the shortest retention a namespace may be given"),
+    EnvSetting("KADENCE_RETENTION_INTERVAL_MS", "retention_interval_ms", EnvKind.INT,
+               "how often the retention job looks"),
+    EnvSetting("KADENCE_RETENTION_BATCH", "retention_batch", EnvKind.INT, "how many runs one deletion takes"),
+    EnvSetting("KADENCE_SCHEDULER_INTERVAL_MS", "scheduler_interval_ms", EnvKind.INT,
+               "how often the scheduler looks"),
+    EnvSetting("KADENCE_STALL_AFTER_MS", "stall_after_ms", EnvKind.INT,
+               "a shard retrying this long is reported stalled (/health 503)"),
+    EnvSetting("KADENCE_HISTORY_HEALTH_HOST", "history_health_host", EnvKind.TEXT,
+               "history's /health and command-notices address"),
+    EnvSetting("KADENCE_HISTORY_HEALTH_PORT", "history_health_port", EnvKind.CHOSEN_INT,
+               "history's /health port (unset: no /health; 0: any free)"),
+    EnvSetting("KADENCE_INGRESS_KEYS", "ingress_keys", EnvKind.TEXT, "the signed-ingress policy file"),
+    EnvSetting("KADENCE_INTERNAL_KEY", "internal_key", EnvKind.TEXT,
+               "shared key of internal APIs and metrics (unset: loopback only)"),
+    EnvSetting("KADENCE_HISTORY_WARN_EVENTS", "history_warn_events", EnvKind.INT,
+               "events of a run past which it is told to continue as new"),
+    EnvSetting("KADENCE_HISTORY_TERMINATE_EVENTS", "history_terminate_events", EnvKind.INT,
+               "events of a run past which it is terminated"),
+    EnvSetting("KADENCE_HISTORY_WARN_BYTES", "history_warn_bytes", EnvKind.INT,
+               "history bytes of a run past which it is told to continue as new"),
+    EnvSetting("KADENCE_HISTORY_TERMINATE_BYTES", "history_terminate_bytes", EnvKind.INT,
+               "history bytes of a run past which it is terminated"),
+    EnvSetting("KADENCE_TASK_NOTICES", "task_notices", EnvKind.SWITCH_ON,
+               "history tells matching of the tasks it published (a hint)"),
+    EnvSetting("KADENCE_REPLY_NOTICES", "reply_notices", EnvKind.SWITCH_ON,
+               "history tells the frontend of the replies it published (a hint)"),
+    EnvSetting("KADENCE_FRONTEND_INTERNAL_HOST", "frontend_internal_host", EnvKind.TEXT,
+               "the frontend's internal address (reply notices)"),
+    EnvSetting("KADENCE_COMMAND_NOTICES", "command_notices", EnvKind.SWITCH_ON,
+               "the frontend tells history of each command acknowledged (a hint)"),
+    EnvSetting("KADENCE_COLOCATE", "colocate", EnvKind.SWITCH_ON,
+               "services in one process hand work to each other, not through the broker"),
+)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -11,6 +10,7 @@ from services.common import loop as _loop
 from services.common.colocation import KafkaCommands
 from services.common.config import settings_or_exit
 from services.common.runner import run_service
+from services.common.usage import service_parser
 
 from .app import FrontendService
 from .auth import Authenticator
@@ -19,7 +19,8 @@ from .tokens import KEYS_SETTING, TokenKeys
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.frontend", description="one Kadence frontend")
+    parser = service_parser("frontend", "Kadence frontend: the HTTP API of clients, workers and the web UI."
+                            " Configured from the environment.")
     parser.add_argument("--insecure", action="store_true",
                         help="serve the API beyond loopback without authentication (as KADENCE_INSECURE=1)")
     args = parser.parse_args(argv)

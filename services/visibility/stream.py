@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 APP_ID = "kadence-visibility-stream"
 BATCH = 1000
 BATCH_WITHIN_S = 0.2
+# The faust consumer group's session timeout, in seconds (listed by --help, __main__.py).
+SESSION_TIMEOUT_ENV = "KADENCE_VISIBILITY_SESSION_TIMEOUT_S"
+SESSION_TIMEOUT_DEFAULT_S = 10.0
 
 
 def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app_id: str = APP_ID,
@@ -91,7 +94,7 @@ def main() -> None:
     dsn = os.environ.get("KADENCE_DATABASE_URL", "")
     if not dsn:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
-    session = float(os.environ.get("KADENCE_VISIBILITY_SESSION_TIMEOUT_S", "10"))
+    session = float(os.environ.get(SESSION_TIMEOUT_ENV) or SESSION_TIMEOUT_DEFAULT_S)
     # Metrics (kadence_visibility_delay_seconds) when KADENCE_METRICS_PORT is set, as every service.
     telemetry.setup_from_env("kadence-visibility")
     app = create_app(bootstrap, dsn, session_timeout_s=session)
