@@ -13,6 +13,7 @@ frontend.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -35,8 +36,10 @@ T = TypeVar("T")
 
 _console = common.console
 _print_json = common.print_json
-_connection_options = common.connection_options()
-_output_option = common.output_option()
+# On each command without defaults, so that they may be written after it as well as before
+# it, on the group (kadence/_cli/common.py, as `kadence namespace` and `kadence schedule`).
+_connection_options = common.connection_options(group=False)
+_output_option = common.output_option(group=False)
 
 
 def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -> T:
@@ -78,8 +81,20 @@ def _status(status: str) -> Text:
 
 
 def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The connection options of a command that talks to the frontend."""
-    return _connection_options(command)
+    """The connection options of a command that talks to the frontend. The command is given
+    the values in effect (:func:`common.connection`, :func:`common.output`: written after it,
+    else before it on the group, else the environment and the defaults), not only those
+    written after it."""
+
+    @functools.wraps(command)
+    def call(**kwargs: Any) -> Any:
+        given = common.connection()
+        kwargs.update(address=given.address, namespace=given.namespace, api_key=given.api_key)
+        if "output" in kwargs:
+            kwargs["output"] = common.output().value
+        return command(**kwargs)
+
+    return _connection_options(call)
 
 
 # ---- the group ----------------------------------------------------------------------------------
@@ -94,6 +109,7 @@ Exit codes: 0 ok; 1 the workflow failed, timed out or was terminated, the reques
 
 
 @click.group(name="workflow", epilog=EPILOG, context_settings=common.CONTEXT_SETTINGS)
+@common.global_options(group=True)
 def workflow() -> None:
     """Find, inspect and drive workflows.
 

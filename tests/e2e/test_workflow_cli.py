@@ -164,3 +164,22 @@ async def test_start_with_a_cron_schedule_creates_its_schedule(client: Client, c
                          "-i", '"Ada"', "-i", "false", "--cron-schedule", "0 2 * * *"))
     assert f"cron-nightly-{tag}" in table  # the same again: answered the same
     await client.delete_schedule(f"cron-nightly-{tag}")
+
+
+async def test_the_connection_and_output_options_go_before_or_after_the_subcommand(cluster: Cluster) -> None:
+    # As `kadence namespace` and `kadence schedule`: `kadence workflow -n shop list` as well as
+    # `kadence workflow list -n shop`; written in both places, the one after the subcommand wins.
+    tag = uuid.uuid4().hex[:6]
+    for args in (["-n", f"nosuch-{tag}", "count"], ["count", "-n", f"nosuch-{tag}"],
+                 ["--namespace", f"nosuch-{tag}", "-o", "json", "list"]):
+        missing = await cli(cluster, *args)
+        assert missing.exit_code == 3 and f"nosuch-{tag}" in missing.output, (args, missing.output)
+    for args in (["-o", "json", "-n", "default", "count"], ["count", "-o", "json"],
+                 ["-n", f"nosuch-{tag}", "-o", "table", "count", "-n", "default", "-o", "json"]):
+        assert "count" in json.loads(ok(await cli(cluster, *args))), args
+    # Given before the subcommand, --address wins over KADENCE_ADDRESS too.
+    unreachable = await cli(cluster, "--address", "http://127.0.0.1:9", "count")
+    assert unreachable.exit_code == 4 and "http://127.0.0.1:9" in unreachable.output
+    # Through the `kadence` command, as the README writes it.
+    assert await asyncio.to_thread(kadence_main, ["workflow", "--address", cluster.url, "-n", f"nosuch-{tag}",
+                                                  "list"]) == 3
