@@ -103,3 +103,25 @@ async def test_a_child_s_refused_start_reaches_its_parent_not_the_dlq(client: Cl
         result = await client.execute_workflow(Clasher.run, child_id, id=parent_id, task_queue=QUEUE)
     assert result == f"{child_id}: WorkflowAlreadyStarted"
     assert await _letters(cluster.settings.kafka_bootstrap, kafka.workflow_key("default", child_id)) == []
+
+
+async def test_a_cancel_and_a_terminate_of_a_closed_run_are_dead_lettered_in_order(
+        broker: EmbeddedBroker, fresh_dsn: str) -> None:
+    bootstrap = broker.bootstrap
+    async with history_running(bootstrap, fresh_dsn), Topics(bootstrap) as io:
+        wid = f"refused-{uuid.uuid4().hex[:8]}"
+        key = kafka.workflow_key("default", wid)
+        start = start_record(wid)
+        await io.send("StartWorkflowExecution", start)
+        assert (await io.next(kafka.REPLIES, request_id=start["request_id"]))["created"]
+        ask = {"namespace": "default", "workflow_id": wid, "run_id": None, "reason": "r", "identity": "kcat"}
+        terminate = {**ask, "request_id": "t1", "reply_to": "tester"}
+        await io.send("TerminateWorkflowExecution", terminate)
+        assert (await io.next(kafka.REPLIES, request_id="t1"))["ok"]
+        for name, request_id in (("RequestCancelWorkflowExecution", "c1"), ("TerminateWorkflowExecution", "t2")):
+            await io.send(name, {**ask, "request_id": request_id, "reply_to": None})
+        cancel = await io.next(kafka.DLQ, "DeadLetter", key=key)
+        assert cancel["reason"].startswith("RequestCancelWorkflowExecution refused: WorkflowAlreadyClosed: ")
+        again = await io.next(kafka.DLQ, "DeadLetter", key=key)
+        assert again["reason"].startswith("TerminateWorkflowExecution refused: WorkflowNotFound: ")
+        assert again["offset"] == cancel["offset"] + 1
