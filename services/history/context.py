@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from kadence_protocol import avro
 from services.common import kafka
 
-from . import updates
+from . import refusals, updates
 from .builder import Mutation, OutboxMessage, Transition
 from .state import Event, MutableState
 
@@ -34,6 +34,8 @@ class BatchContext:
         self.offset = -1
         self.requests: dict[tuple[str, str, str], str] = {}
         self.run_starts: dict[tuple[str, str], tuple[str, int]] = {}
+        # The user command running, if it has no reply_to: its refusal is dead-lettered (refusals.py).
+        self.taken: refusals.Taken | None = None
 
     async def current_run(self, namespace: str, workflow_id: str) -> Transition | None:
         run_id = self.shard.current.get((namespace, workflow_id))
@@ -94,6 +96,10 @@ class BatchContext:
                 self.requests[key] = run_id
         reply_to = command.get("reply_to")
         if not reply_to:
+            if not ok and self.taken is not None and self.taken.answers(command):
+                # Refused with nobody to tell: a dead letter, after the commit (refusals.py).
+                self.replies.append(self.taken.dead_letter(error_type, error_message, self.headers))
+                self.taken = None  # one dead letter per command
             return
         reply = {
             "reply_to": reply_to, "request_id": command["request_id"], "ok": ok, "run_id": run_id,

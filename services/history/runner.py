@@ -37,7 +37,7 @@ from services.common.colocation import ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine, poison, routing
+from . import engine, poison, refusals, routing
 from .builder import Mutation
 from .cache import RunCache
 from .context import BatchContext
@@ -308,6 +308,7 @@ class BatchRunner:
             if record.headers else ()
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.intake.consumed  # taken early: the next
+            ctx.taken = refusals.taken(name, cmd, record, ctx.offset)  # refused with no reply_to: dead-lettered
             if await self.ledger.admit(ctx, name, cmd, ctx.offset):
                 await handler(ctx, cmd)
         except (HistoryError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -315,6 +316,8 @@ class BatchRunner:
                 raise
             log.exception("shard %d: %s at offset %d failed", self.shard_id, name, record.offset)
             raise _Poison(record.offset, f"{name} failed: {exc!r}") from exc
+        finally:
+            ctx.taken = None
         return None
 
     def _hand_over(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> None:
