@@ -49,18 +49,16 @@ class BatchContext:
 
     async def run(self, namespace: str, workflow_id: str, run_id: str) -> Transition | None:
         t = self.transitions.get(run_id)
-        if t is not None:
-            # Loaded by an earlier command of the batch: still only the run of this workflow
-            # (a run id of another workflow or namespace names no run, as below).
-            if t.state.namespace != namespace or t.state.workflow_id != workflow_id:
-                return None
-            return t
-        state = await self.shard.load(run_id)
+        state = t.state if t is not None else await self.shard.load(run_id)
+        # A run id of another workflow or namespace names no run, whether an earlier command
+        # of the batch loaded that run or not.
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
             return None
-        t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=self.shard.tails.get(run_id),
-                       takes_tasks=self.shard.tasks.takes, history_limits=self.shard.history_limits)
-        self.transitions[run_id] = t
+        if t is None:
+            t = Transition(state, self.now, self.shard.shard_id, headers=self.headers,
+                           tail=self.shard.tails.get(run_id), takes_tasks=self.shard.tasks.takes,
+                           history_limits=self.shard.history_limits)
+            self.transitions[run_id] = t
         return t
 
     def new_run(self, state: MutableState) -> Transition:
