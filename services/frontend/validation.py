@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -238,6 +238,7 @@ class _Field:
     optional: bool  # has a default: absent or null takes it
     number: bool  # JSON true/false is no number here
     fits: Callable[[Any], bool]
+    record: Mapping[str, Any] | None  # the fields (name: type) of the record the value may be
 
 
 @functools.cache
@@ -245,7 +246,7 @@ def _attribute_fields(command_type: str) -> tuple[_Field, ...]:
     """The attribute fields of a command type, each with its test (built once per type)."""
     schema = avro.schemas().current[avro.command_attributes_type(command_type)]
     return tuple(_Field(f["name"], f["type"], "default" in f, f["type"] in ("long", "int", "double", "float"),
-                        _value_test(f["type"])) for f in schema["fields"])
+                        _value_test(f["type"]), _record_fields(f["type"])) for f in schema["fields"])
 
 
 @functools.cache
@@ -265,18 +266,22 @@ def _record_of(avro_type: Any) -> dict[str, Any] | None:
     return None
 
 
-def _unknown_key(value: dict[str, Any], avro_type: Any) -> str | None:
-    """The dotted path of a key in ``value`` (a record given as JSON, nested records included)
-    that its record has no field for, or None."""
+def _record_fields(avro_type: Any) -> dict[str, Any] | None:
+    """The fields (name: type) of the record ``avro_type`` is, or of a union's one record; else None."""
     record = _record_of(avro_type)
-    if record is None:
+    return None if record is None else {f["name"]: f["type"] for f in record["fields"]}
+
+
+def _unknown_key(value: dict[str, Any], fields: Mapping[str, Any] | None) -> str | None:
+    """The dotted path of a key in ``value`` (a record given as JSON, nested records included)
+    that its record (``fields``) has no field for, or None."""
+    if fields is None:
         return None
-    fields = {f["name"]: f["type"] for f in record["fields"]}
     for key, item in value.items():
         if key not in fields:
             return key
         if isinstance(item, dict):
-            inner = _unknown_key(item, fields[key])
+            inner = _unknown_key(item, _record_fields(fields[key]))
             if inner is not None:
                 return f"{key}.{inner}"
     return None
@@ -304,8 +309,9 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
         if not isinstance(attrs, dict):
             raise InvalidArgument(f"{label}[{i}].attributes must be an object", field=f"{label}[{i}].attributes")
         fields = _attribute_fields(ctype)
-        if not attrs.keys() <= _attribute_names(ctype):
-            unknown = next(k for k in attrs if k not in _attribute_names(ctype))
+        names = _attribute_names(ctype)
+        if not attrs.keys() <= names:
+            unknown = next(k for k in attrs if k not in names)
             here = f"{label}[{i}].attributes.{unknown}"
             raise InvalidArgument(f"{here} is not a field of {ctype}", field=here)
         clean: dict[str, Any] = {}
@@ -322,7 +328,7 @@ def commands(body: Body, field: str = "commands", *, within: str = "") -> list[d
                     raise InvalidArgument(f"{here} must be a number", field=here)
                 raise InvalidArgument(f"{here} does not fit the schema ({_type_name(f.type)})", field=here)
             if isinstance(value, dict):  # a record (a failure, a retry policy): fastavro ignores extra keys
-                inner = _unknown_key(value, f.type)
+                inner = _unknown_key(value, f.record)  # the record's fields found once per type
                 if inner is not None:
                     here = f"{label}[{i}].attributes.{f.name}.{inner}"
                     raise InvalidArgument(f"{here} is not a field of its record", field=here)
