@@ -35,6 +35,15 @@ async def _letters(bootstrap: str, key: bytes) -> list[dead_letters.DeadLetterEn
     return [e for e in await dead_letters.list_dead_letters(bootstrap) if e.key == key]
 
 
+async def _started(io: Topics) -> tuple[str, bytes, dict[str, Any]]:
+    """A workflow started over Kafka (with reply_to, answered created): its id, key and start."""
+    wid = f"refused-{uuid.uuid4().hex[:8]}"
+    start = start_record(wid)
+    await io.send("StartWorkflowExecution", start)
+    assert (await io.next(kafka.REPLIES, request_id=start["request_id"]))["created"]
+    return wid, kafka.workflow_key("default", wid), start
+
+
 async def test_a_signal_to_no_workflow_is_dead_lettered_the_partition_goes_on_and_redrive_delivers_it(
         broker: EmbeddedBroker, fresh_dsn: str) -> None:
     bootstrap = broker.bootstrap
@@ -73,11 +82,7 @@ async def test_a_refused_start_is_dead_lettered_and_with_reply_to_a_refusal_is_o
         broker: EmbeddedBroker, fresh_dsn: str) -> None:
     bootstrap = broker.bootstrap
     async with history_running(bootstrap, fresh_dsn), Topics(bootstrap) as io:
-        wid = f"refused-{uuid.uuid4().hex[:8]}"
-        key = kafka.workflow_key("default", wid)
-        first = start_record(wid)
-        await io.send("StartWorkflowExecution", first)
-        assert (await io.next(kafka.REPLIES, request_id=first["request_id"]))["created"]
+        wid, key, first = await _started(io)
 
         # With reply_to: a Reply says no, and nothing is dead-lettered.
         answered = start_record(wid)
@@ -109,11 +114,7 @@ async def test_a_cancel_and_a_terminate_of_a_closed_run_are_dead_lettered_in_ord
         broker: EmbeddedBroker, fresh_dsn: str) -> None:
     bootstrap = broker.bootstrap
     async with history_running(bootstrap, fresh_dsn), Topics(bootstrap) as io:
-        wid = f"refused-{uuid.uuid4().hex[:8]}"
-        key = kafka.workflow_key("default", wid)
-        start = start_record(wid)
-        await io.send("StartWorkflowExecution", start)
-        assert (await io.next(kafka.REPLIES, request_id=start["request_id"]))["created"]
+        wid, key, _ = await _started(io)
         ask = {"namespace": "default", "workflow_id": wid, "run_id": None, "reason": "r", "identity": "kcat"}
         terminate = {**ask, "request_id": "t1", "reply_to": "tester"}
         await io.send("TerminateWorkflowExecution", terminate)
