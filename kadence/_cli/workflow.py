@@ -401,8 +401,16 @@ def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple
 def result(workflow_id: str, run_id: str | None, timeout: float | None,
            address: str, namespace: str, api_key: str | None) -> None:
     """Wait for a run to close and print its result as JSON (exit 1 if it failed)."""
-    _print_json(_run(address, namespace,
-                     lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).result(timeout=timeout)))
+
+    async def wait(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        # Asked once first, so that a frontend nobody runs (exit 4) or a workflow that does not
+        # exist (exit 3) ends the command at once; the SDK's wait itself rides out a frontend
+        # that goes away while it waits.
+        await handle.describe()
+        return await handle.result(timeout=timeout)
+
+    _print_json(_run(address, namespace, wait))
 
 
 @workflow.command(short_help="Send a signal to a workflow (or every run a query matches).",

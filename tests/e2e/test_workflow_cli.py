@@ -121,6 +121,14 @@ async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, clus
     unreachable = await asyncio.to_thread(CliRunner().invoke, workflow_group,
                                           ["count", "--address", "http://127.0.0.1:9"])
     assert unreachable.exit_code == 4 and "cannot reach the frontend" in unreachable.output
+    # Waiting for a result is no reason to retry an address where nothing listens, nor a
+    # workflow that does not exist.
+    no_frontend = await asyncio.to_thread(CliRunner().invoke, workflow_group,
+                                          ["result", "-w", f"slow-{tag}", "--timeout", "5",
+                                           "--address", "http://127.0.0.1:9"])
+    assert no_frontend.exit_code == 4 and "cannot reach the frontend" in no_frontend.output
+    no_workflow = await cli(cluster, "result", "-w", f"missing-{tag}", "--timeout", "5")
+    assert no_workflow.exit_code == 3 and "was not found" in no_workflow.output
     running = await cli(cluster, "start", "-t", "CliGreet", "--tq", f"nobody-{tag}", "-w", f"slow-{tag}",
                         "-i", '"x"', "-i", "true")
     ok(running)
