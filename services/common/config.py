@@ -153,13 +153,23 @@ class EnvKind(enum.Enum):
     SWITCH_ON = "switch-on"  # on unless 0/false/no (any case)
 
 
+class Reader(enum.Enum):
+    """A service run on its own (``python -m services.<value>``) that reads a variable."""
+
+    HISTORY = "history"
+    MATCHING = "matching"
+    FRONTEND = "frontend"
+
+
 @dataclass(frozen=True)
 class EnvSetting:
-    """A ``KADENCE_*`` variable and the :class:`Settings` field it sets."""
+    """A ``KADENCE_*`` variable, the :class:`Settings` field it sets and the services that read it
+    (none: only ``kadence dev``, which reads every one)."""
 
     name: str
     field: str
     kind: EnvKind
+    readers: frozenset[Reader]
     help: str
 
     def default(self) -> object:
@@ -193,72 +203,75 @@ class EnvSetting:
         return str(default)
 
 
+_H, _M, _F = frozenset({Reader.HISTORY}), frozenset({Reader.MATCHING}), frozenset({Reader.FRONTEND})
+_HM, _HF, _ALL, _DEV = _H | _M, _H | _F, _H | _M | _F, frozenset[Reader]()
+
 ENV_SETTINGS: tuple[EnvSetting, ...] = (
-    EnvSetting("KADENCE_KAFKA_BOOTSTRAP", "kafka_bootstrap", EnvKind.TEXT, "the Kafka brokers, host:port[,...]"),
-    EnvSetting("KADENCE_DATABASE_URL", "database_url", EnvKind.TEXT, "the PostgreSQL DSN (required)"),
-    EnvSetting("KADENCE_SHARDS", "shards", EnvKind.INT, "partitions of kadence.requests, fixed per cluster"),
-    EnvSetting("KADENCE_TASK_PARTITIONS", "task_partitions", EnvKind.INT, "partitions of kadence.tasks"),
-    EnvSetting("KADENCE_FRONTEND_HOST", "frontend_host", EnvKind.TEXT, "the frontend's HTTP address"),
-    EnvSetting("KADENCE_FRONTEND_PORT", "frontend_port", EnvKind.INT, "the frontend's HTTP port"),
-    EnvSetting("KADENCE_MATCHING_HOST", "matching_host", EnvKind.TEXT, "matching's internal API address"),
-    EnvSetting("KADENCE_MATCHING_PORT", "matching_port", EnvKind.INT, "matching's internal API port (0: any free)"),
-    EnvSetting("KADENCE_SESSION_TIMEOUT_MS", "session_timeout_ms", EnvKind.INT,
+    EnvSetting("KADENCE_KAFKA_BOOTSTRAP", "kafka_bootstrap", EnvKind.TEXT, _ALL, "the Kafka brokers, host:port[,...]"),
+    EnvSetting("KADENCE_DATABASE_URL", "database_url", EnvKind.TEXT, _ALL, "the PostgreSQL DSN (required)"),
+    EnvSetting("KADENCE_SHARDS", "shards", EnvKind.INT, _HF, "partitions of kadence.requests, fixed per cluster"),
+    EnvSetting("KADENCE_TASK_PARTITIONS", "task_partitions", EnvKind.INT, _ALL, "partitions of kadence.tasks"),
+    EnvSetting("KADENCE_FRONTEND_HOST", "frontend_host", EnvKind.TEXT, _F, "the frontend's HTTP address"),
+    EnvSetting("KADENCE_FRONTEND_PORT", "frontend_port", EnvKind.INT, _F, "the frontend's HTTP port"),
+    EnvSetting("KADENCE_MATCHING_HOST", "matching_host", EnvKind.TEXT, _M, "matching's internal API address"),
+    EnvSetting("KADENCE_MATCHING_PORT", "matching_port", EnvKind.INT, _M, "matching's internal API port (0: any free)"),
+    EnvSetting("KADENCE_SESSION_TIMEOUT_MS", "session_timeout_ms", EnvKind.INT, _HM,
                "Kafka consumer-group session timeout"),
-    EnvSetting("KADENCE_STARTED_RECORD_DELAY_MS", "started_record_delay_ms", EnvKind.INT,
+    EnvSetting("KADENCE_STARTED_RECORD_DELAY_MS", "started_record_delay_ms", EnvKind.INT, _F,
                "how long the frontend holds a task's started record back"),
-    EnvSetting("KADENCE_MAX_PAYLOAD_BYTES", "max_payload_bytes", EnvKind.INT,
+    EnvSetting("KADENCE_MAX_PAYLOAD_BYTES", "max_payload_bytes", EnvKind.INT, _HF,
                "the largest payload one command may carry (bytes of JSON)"),
-    EnvSetting("KADENCE_HISTORY_FETCH_WAIT_MS", "history_fetch_wait_ms", EnvKind.CHOSEN_INT,
+    EnvSetting("KADENCE_HISTORY_FETCH_WAIT_MS", "history_fetch_wait_ms", EnvKind.CHOSEN_INT, _H,
                "broker fetch wait on kadence.requests (unset: by how the hop is carried)"),
-    EnvSetting("KADENCE_MATCHING_FETCH_WAIT_MS", "matching_fetch_wait_ms", EnvKind.CHOSEN_INT,
+    EnvSetting("KADENCE_MATCHING_FETCH_WAIT_MS", "matching_fetch_wait_ms", EnvKind.CHOSEN_INT, _M,
                "broker fetch wait on kadence.tasks (unset: by how the hop is carried)"),
-    EnvSetting("KADENCE_REPLIES_FETCH_WAIT_MS", "replies_fetch_wait_ms", EnvKind.CHOSEN_INT,
+    EnvSetting("KADENCE_REPLIES_FETCH_WAIT_MS", "replies_fetch_wait_ms", EnvKind.CHOSEN_INT, _F,
                "broker fetch wait on kadence.replies (unset: by how the hop is carried)"),
-    EnvSetting("KADENCE_TASK_TOKEN_KEYS", "task_token_keys", EnvKind.TEXT,
+    EnvSetting("KADENCE_TASK_TOKEN_KEYS", "task_token_keys", EnvKind.TEXT, _F,
                "task-token HMAC keys, comma-separated, the first signs (frontend: required)"),
-    EnvSetting("KADENCE_AUTH_CONFIG", "auth_config", EnvKind.TEXT, "the authentication configuration file"),
-    EnvSetting("KADENCE_INSECURE", "insecure", EnvKind.SWITCH,
+    EnvSetting("KADENCE_AUTH_CONFIG", "auth_config", EnvKind.TEXT, _F, "the authentication configuration file"),
+    EnvSetting("KADENCE_INSECURE", "insecure", EnvKind.SWITCH, _ALL,
                "serve the API beyond loopback without authentication"),
-    EnvSetting("KADENCE_REWIND_LOST_PARTITIONS", "rewind_lost_partitions", EnvKind.SWITCH,
+    EnvSetting("KADENCE_REWIND_LOST_PARTITIONS", "rewind_lost_partitions", EnvKind.SWITCH, _H,
                "re-read from 0 a partition whose log end is below the stored offset"),
-    EnvSetting("KADENCE_REQUEST_ID_RETENTION_S", "request_id_retention_s", EnvKind.INT,
+    EnvSetting("KADENCE_REQUEST_ID_RETENTION_S", "request_id_retention_s", EnvKind.INT, _H,
                "how long applied request ids are kept"),
-    EnvSetting("KADENCE_HISTORY_TAIL_RUN_BYTES", "history_tail_run_bytes", EnvKind.INT,
+    EnvSetting("KADENCE_HISTORY_TAIL_RUN_BYTES", "history_tail_run_bytes", EnvKind.INT, _H,
                "bytes of events kept in memory per run"),
-    EnvSetting("KADENCE_HISTORY_TAIL_SHARD_BYTES", "history_tail_shard_bytes", EnvKind.INT,
+    EnvSetting("KADENCE_HISTORY_TAIL_SHARD_BYTES", "history_tail_shard_bytes", EnvKind.INT, _H,
                "bytes of events kept in memory per shard"),
-    EnvSetting("KADENCE_MIN_RETENTION_MS", "min_retention_ms", EnvKind.INT,
+    EnvSetting("KADENCE_MIN_RETENTION_MS", "min_retention_ms", EnvKind.INT, _F,
                "the shortest retention a namespace may be given"),
-    EnvSetting("KADENCE_RETENTION_INTERVAL_MS", "retention_interval_ms", EnvKind.INT,
+    EnvSetting("KADENCE_RETENTION_INTERVAL_MS", "retention_interval_ms", EnvKind.INT, _H,
                "how often the retention job looks"),
-    EnvSetting("KADENCE_RETENTION_BATCH", "retention_batch", EnvKind.INT, "how many runs one deletion takes"),
-    EnvSetting("KADENCE_SCHEDULER_INTERVAL_MS", "scheduler_interval_ms", EnvKind.INT,
+    EnvSetting("KADENCE_RETENTION_BATCH", "retention_batch", EnvKind.INT, _H, "how many runs one deletion takes"),
+    EnvSetting("KADENCE_SCHEDULER_INTERVAL_MS", "scheduler_interval_ms", EnvKind.INT, _H,
                "how often the scheduler looks"),
-    EnvSetting("KADENCE_STALL_AFTER_MS", "stall_after_ms", EnvKind.INT,
+    EnvSetting("KADENCE_STALL_AFTER_MS", "stall_after_ms", EnvKind.INT, _H,
                "a shard retrying this long is reported stalled (/health 503)"),
-    EnvSetting("KADENCE_HISTORY_HEALTH_HOST", "history_health_host", EnvKind.TEXT,
+    EnvSetting("KADENCE_HISTORY_HEALTH_HOST", "history_health_host", EnvKind.TEXT, _H,
                "history's /health and command-notices address"),
-    EnvSetting("KADENCE_HISTORY_HEALTH_PORT", "history_health_port", EnvKind.CHOSEN_INT,
+    EnvSetting("KADENCE_HISTORY_HEALTH_PORT", "history_health_port", EnvKind.CHOSEN_INT, _H,
                "history's /health port (unset: no /health; 0: any free)"),
-    EnvSetting("KADENCE_INGRESS_KEYS", "ingress_keys", EnvKind.TEXT, "the signed-ingress policy file"),
-    EnvSetting("KADENCE_INTERNAL_KEY", "internal_key", EnvKind.TEXT,
+    EnvSetting("KADENCE_INGRESS_KEYS", "ingress_keys", EnvKind.TEXT, _HF, "the signed-ingress policy file"),
+    EnvSetting("KADENCE_INTERNAL_KEY", "internal_key", EnvKind.TEXT, _ALL,
                "shared key of internal APIs and metrics (unset: loopback only)"),
-    EnvSetting("KADENCE_HISTORY_WARN_EVENTS", "history_warn_events", EnvKind.INT,
+    EnvSetting("KADENCE_HISTORY_WARN_EVENTS", "history_warn_events", EnvKind.INT, _H,
                "events of a run past which it is told to continue as new"),
-    EnvSetting("KADENCE_HISTORY_TERMINATE_EVENTS", "history_terminate_events", EnvKind.INT,
+    EnvSetting("KADENCE_HISTORY_TERMINATE_EVENTS", "history_terminate_events", EnvKind.INT, _H,
                "events of a run past which it is terminated"),
-    EnvSetting("KADENCE_HISTORY_WARN_BYTES", "history_warn_bytes", EnvKind.INT,
+    EnvSetting("KADENCE_HISTORY_WARN_BYTES", "history_warn_bytes", EnvKind.INT, _H,
                "history bytes of a run past which it is told to continue as new"),
-    EnvSetting("KADENCE_HISTORY_TERMINATE_BYTES", "history_terminate_bytes", EnvKind.INT,
+    EnvSetting("KADENCE_HISTORY_TERMINATE_BYTES", "history_terminate_bytes", EnvKind.INT, _H,
                "history bytes of a run past which it is terminated"),
-    EnvSetting("KADENCE_TASK_NOTICES", "task_notices", EnvKind.SWITCH_ON,
+    EnvSetting("KADENCE_TASK_NOTICES", "task_notices", EnvKind.SWITCH_ON, _HM,
                "history tells matching of the tasks it published (a hint)"),
-    EnvSetting("KADENCE_REPLY_NOTICES", "reply_notices", EnvKind.SWITCH_ON,
+    EnvSetting("KADENCE_REPLY_NOTICES", "reply_notices", EnvKind.SWITCH_ON, _HF,
                "history tells the frontend of the replies it published (a hint)"),
-    EnvSetting("KADENCE_FRONTEND_INTERNAL_HOST", "frontend_internal_host", EnvKind.TEXT,
+    EnvSetting("KADENCE_FRONTEND_INTERNAL_HOST", "frontend_internal_host", EnvKind.TEXT, _F,
                "the frontend's internal address (reply notices)"),
-    EnvSetting("KADENCE_COMMAND_NOTICES", "command_notices", EnvKind.SWITCH_ON,
+    EnvSetting("KADENCE_COMMAND_NOTICES", "command_notices", EnvKind.SWITCH_ON, _HF,
                "the frontend tells history of each command acknowledged (a hint)"),
-    EnvSetting("KADENCE_COLOCATE", "colocate", EnvKind.SWITCH_ON,
+    EnvSetting("KADENCE_COLOCATE", "colocate", EnvKind.SWITCH_ON, _DEV,
                "services in one process hand work to each other, not through the broker"),
 )

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.common.config import ENV_SETTINGS, EnvSetting
+from services.common.config import ENV_SETTINGS, EnvSetting, Reader
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,11 @@ METRICS_LINE = EnvLine("KADENCE_METRICS_PORT", "unset",
                        "serve Prometheus metrics on this port (README, 'Traces and metrics')")
 
 
-def settings_lines(names: Iterable[str] | None = None) -> list[EnvLine]:
-    """The lines of the Settings variables (all of them, or those named, in that order)."""
+def settings_lines(names: Iterable[str] | None = None, *, reader: Reader | None = None) -> list[EnvLine]:
+    """The lines of the Settings variables: those named, in that order, or those ``reader`` reads
+    (or every one)."""
     if names is None:
-        return [EnvLine.of(s) for s in ENV_SETTINGS]
+        return [EnvLine.of(s) for s in ENV_SETTINGS if reader is None or reader in s.readers]
     by_name = {s.name: s for s in ENV_SETTINGS}
     return [EnvLine.of(by_name[name]) for name in names]
 
@@ -53,7 +54,8 @@ def environment_help(lines: Iterable[EnvLine]) -> str:
 
 def service_parser(program: str, description: str, lines: Iterable[EnvLine] | None = None) -> argparse.ArgumentParser:
     """The argument parser of ``python -m services.<program>``: --help lists ``lines`` (default:
-    every Settings variable, Kafka security and metrics)."""
-    env = list(lines) if lines is not None else [*settings_lines(), KAFKA_SECURITY_LINE, METRICS_LINE]
+    the Settings variables ``program`` reads, Kafka security and metrics)."""
+    env = list(lines) if lines is not None else [*settings_lines(reader=Reader(program)), KAFKA_SECURITY_LINE,
+                                                 METRICS_LINE]
     return argparse.ArgumentParser(prog=f"python -m services.{program}", description=description,
                                    epilog=environment_help(env), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from services.common.config import ENV_SETTINGS, EnvKind, Settings
+from services.common.config import ENV_SETTINGS, EnvKind, EnvSetting, Reader, Settings
 from services.common.usage import environment_help, settings_lines
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -39,8 +40,10 @@ def test_help_says_what_the_service_is_and_lists_its_environment(service: str) -
     assert "KADENCE_KAFKA_BOOTSTRAP=127.0.0.1:9092" in done.stdout
     assert "KADENCE_DATABASE_URL=unset" in done.stdout
     if service != "visibility":  # the faust app reads only its own few
-        assert "KADENCE_SHARDS=4" in done.stdout
-        assert all(s.name in done.stdout for s in ENV_SETTINGS)
+        reader = Reader(service)
+        listed = {s.name for s in ENV_SETTINGS if f"  {s.name}=" in done.stdout}
+        assert listed == {s.name for s in ENV_SETTINGS if reader in s.readers}
+        assert "KADENCE_COLOCATE" not in done.stdout  # kadence dev's alone
     else:
         assert "KADENCE_VISIBILITY_SESSION_TIMEOUT_S=10" in done.stdout
 
@@ -82,3 +85,27 @@ def test_the_environment_block_has_one_line_a_variable_with_its_default() -> Non
     text = environment_help(settings_lines(["KADENCE_SHARDS", "KADENCE_INSECURE", "KADENCE_COLOCATE"]))
     lines = text.splitlines()[1:]
     assert [line.split()[0] for line in lines] == ["KADENCE_SHARDS=4", "KADENCE_INSECURE=0", "KADENCE_COLOCATE=1"]
+
+
+@pytest.mark.parametrize(("service", "own", "not_its_own"), [
+    ("history", "KADENCE_HISTORY_TAIL_RUN_BYTES", "KADENCE_FRONTEND_PORT"),
+    ("matching", "KADENCE_MATCHING_PORT", "KADENCE_TASK_TOKEN_KEYS"),
+    ("frontend", "KADENCE_TASK_TOKEN_KEYS", "KADENCE_STALL_AFTER_MS"),
+])
+def test_a_service_lists_the_variables_it_reads_and_not_the_others(service: str, own: str, not_its_own: str) -> None:
+    text = environment_help(settings_lines(reader=Reader(service)))
+    assert f"  {own}=" in text and not_its_own not in text
+
+
+# The packages that read a setting by attribute; the fetch waits are read through
+# services/common/fetch_waits.py by the consumer each names.
+_PACKAGES = {Reader.HISTORY: "history", Reader.MATCHING: "matching", Reader.FRONTEND: "frontend"}
+
+
+@pytest.mark.parametrize("setting", [s for s in ENV_SETTINGS if s.kind is not EnvKind.CHOSEN_INT
+                                     or not s.name.endswith("_FETCH_WAIT_MS")], ids=lambda s: s.name)
+def test_a_service_whose_code_reads_a_setting_lists_it(setting: EnvSetting) -> None:
+    for reader, package in _PACKAGES.items():
+        code = " ".join(p.read_text() for p in (ROOT / "services" / package).rglob("*.py"))
+        if re.search(rf"\.{setting.field}\b", code):
+            assert reader in setting.readers, f"services/{package} reads {setting.field}; its --help must list it"
