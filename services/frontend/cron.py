@@ -49,6 +49,10 @@ def definition(req: StartRequest, cron: str, search_attributes: object = None) -
                 {**action.to_json(), "search_attributes": search_attributes}).search_attributes)
         except ScheduleError as exc:
             raise InvalidArgument(str(exc).replace("action.", ""), field="search_attributes") from None
+    try:
+        action.check()  # what the schedule's row and its every firing can hold
+    except ScheduleError as exc:
+        raise InvalidArgument(str(exc).replace("action.", ""), field=exc.field.removeprefix("action.")) from None
     return ScheduleDefinition(spec, action)
 
 

@@ -13,8 +13,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from kadence import Client, Worker
@@ -216,3 +218,37 @@ async def test_a_cron_start_is_a_schedule_starting_runs_of_one_workflow_id(quick
         with pytest.raises(RPCError) as refused:
             await client.describe_schedule(f"cron-{wid}")
         assert refused.value.status == 404
+
+
+async def test_a_schedule_the_row_cannot_hold_is_refused_and_the_namespace_still_lists(quick: Cluster) -> None:
+    """A NUL in an action's strings was a 500 (PostgreSQL's jsonb refuses it); an integer past
+    64 bits was stored and then made every list of the namespace's schedules a 500."""
+    base = f"{quick.url}/api/v1/namespaces/default"
+    action = {"workflow_type": "T", "task_queue": "q"}
+    async with aiohttp.ClientSession() as http:
+        kept = {"schedule_id": _id("kept"), "spec": {"interval": "1h"}, "action": action}
+        async with http.post(f"{base}/schedules", json=kept) as answer:
+            assert answer.status == 201
+        bodies: list[tuple[dict[str, Any], str]] = [
+            ({**kept, "schedule_id": _id("nul"), "action": {**action, "input": ["\x00"]}}, "action.input"),
+            ({**kept, "schedule_id": _id("big"), "action": {**action, "input": [10**30]}}, "action.input"),
+            ({**kept, "schedule_id": _id("memo"), "action": {**action, "memo": {"k": "\x00"}}}, "action.memo"),
+            ({**kept, "schedule_id": _id("type"), "action": {**action, "workflow_type": "T\x00"}},
+             "action.workflow_type"),
+            ({**kept, "schedule_id": _id("note"), "note": "\x00"}, "note"),
+            # A cron start makes its schedule from the start's fields: the same check.
+            ({"workflow_id": _id("cron"), "workflow_type": "T", "task_queue": "q", "cron_schedule": "* * * * *",
+              "memo": {"k": "\x00"}}, "memo"),
+            ({"workflow_id": _id("cron"), "workflow_type": "T", "task_queue": "q", "cron_schedule": "* * * * *",
+              "input": [2**64]}, "input"),
+        ]
+        for body, field in bodies:
+            path = "/workflows" if "cron_schedule" in body else "/schedules"
+            async with http.post(base + path, json=body) as answer:
+                refused = await answer.json()
+                assert (answer.status, refused["field"]) == (400, field), (body, refused)
+        async with http.get(f"{base}/schedules") as answer:
+            assert answer.status == 200
+            listed = [s["schedule_id"] for s in (await answer.json())["schedules"]]
+        refused_ids = {body.get("schedule_id") or f"cron-{body['workflow_id']}" for body, _ in bodies}
+        assert kept["schedule_id"] in listed and not refused_ids & set(listed)
