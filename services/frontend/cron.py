@@ -14,7 +14,9 @@ import dataclasses
 import json
 from typing import Any
 
+from services.common import validation
 from services.common.schedules import (
+    CRON_PREFIX,
     ScheduleAction,
     ScheduleDefinition,
     ScheduleError,
@@ -68,8 +70,13 @@ async def start_with_cron(admin: AdminHandlers | None, req: StartRequest, cron: 
                                   " POST /schedules)", field=name)
     if admin is None:
         raise InvalidArgument("this frontend does not serve schedules, so no cron_schedule", field="cron_schedule")
-    d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
     sid = cron_schedule_id(req.workflow_id)
+    try:  # the schedule's paths take a name: one longer could never be described or deleted
+        validation.name(sid, "the schedule id")
+    except validation.Invalid as exc:
+        raise InvalidArgument(f"workflow_id is too long for cron_schedule: {exc.message}"
+                              f" ({CRON_PREFIX} and the workflow id)", field="workflow_id") from None
+    d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
     row = await admin.insert_schedule(req.namespace, sid, d)
     if row is None:
         row = await admin.schedule_row(req.namespace, sid)
