@@ -16,13 +16,13 @@ from typing import Any
 
 from services.common import validation
 from services.common.schedules import (
-    CRON_PREFIX,
     ScheduleAction,
     ScheduleDefinition,
     ScheduleError,
     ScheduleSpec,
     cron_schedule_id,
     iso_utc,
+    request_id_for,
 )
 
 from .admin import AdminHandlers
@@ -71,11 +71,17 @@ async def start_with_cron(admin: AdminHandlers | None, req: StartRequest, cron: 
     if admin is None:
         raise InvalidArgument("this frontend does not serve schedules, so no cron_schedule", field="cron_schedule")
     sid = cron_schedule_id(req.workflow_id)
-    try:  # the schedule's paths take a name: one longer could never be described or deleted
-        validation.name(sid, "the schedule id")
-    except validation.Invalid as exc:
-        raise InvalidArgument(f"workflow_id is too long for cron_schedule: {exc.message}"
-                              f" ({CRON_PREFIX} and the workflow id)", field="workflow_id") from None
+    # The schedule's paths take a name (one longer could never be described or deleted), and
+    # so does each firing's request id, which holds the schedule id (one longer is refused
+    # by history at every firing).
+    for what, value in (("the schedule id cron-{workflow_id}", sid),
+                        ("each firing's request id schedule:{namespace}:cron-{workflow_id}:{time in ms}",
+                         request_id_for(req.namespace, sid, validation.MAX_TIME_MS))):
+        try:
+            validation.name(value, what)
+        except validation.Invalid as exc:
+            raise InvalidArgument(f"workflow_id is too long for cron_schedule: {exc.message}",
+                                  field="workflow_id") from None
     d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
     row = await admin.insert_schedule(req.namespace, sid, d)
     if row is None:

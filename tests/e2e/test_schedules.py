@@ -256,15 +256,22 @@ async def test_a_schedule_the_row_cannot_hold_is_refused_and_the_namespace_still
 
 async def test_a_cron_start_whose_schedule_id_would_pass_the_limit_is_refused(quick: Cluster) -> None:
     """cron-{workflow_id} past 1000 characters (or 2000 UTF-8 bytes) was created, and then no
-    path could describe, pause or delete it: a cron nobody could stop."""
+    path could describe, pause or delete it: a cron nobody could stop. Shorter, each firing's
+    request id schedule:{namespace}:cron-{workflow_id}:{ms} could pass the limit: every start
+    it produced was dead-lettered."""
     async with await Client.connect(quick.url) as client:
-        for too_long in ("w" * 996, "\u00e9" * 998):  # 1001 characters; 2001 bytes
+        # In namespace default the request id has 38 characters besides the workflow id (the
+        # time counted at its widest, 15 digits): 962 is the longest id.
+        for too_long in ("w" * 996, "w" * 963, "\u00e9" * 982):  # 1001, 1001 characters; 2001 bytes
             with pytest.raises(RPCError) as refused:
                 await client.start_workflow(EchoWorkflow.run, id=too_long, task_queue="q", cron_schedule="0 0 1 1 *")
             assert (refused.value.status, refused.value.field) == (400, "workflow_id")
-            assert "cron-" in refused.value.message
+            assert "cron" in refused.value.message
         assert not [s for s in await client.list_schedules() if s["schedule_id"].endswith(("w" * 900, "\u00e9" * 900))]
-        longest = "w" * 995  # cron-{id} is 1000 characters: made, and deleted by its id
-        await client.start_workflow(EchoWorkflow.run, id=longest, task_queue="q", cron_schedule="0 0 1 1 *")
+        longest = "w" * 962
+        await client.start_workflow(EchoWorkflow.run, id=longest, task_queue="q", cron_schedule="* * * * * */1")
         assert (await client.describe_schedule(f"cron-{longest}"))["action"]["workflow_id"] == longest
+        # Its firings start runs (before, a request id past the limit was refused at each).
+        run = await eventually(lambda: _workflow(client, longest), timeout=30, what="a run of the longest cron id")
+        assert run["workflow_id"] == longest
         await client.delete_schedule(f"cron-{longest}")
