@@ -25,3 +25,13 @@ async def test_a_task_queue_page_or_a_list_query_the_api_refuses_is_a_400_page(c
             assert page.status == 200 and 'id="query-error"' in text and "a whole number of 64 bits" in text
         async with http.get(f"{base}/task-queues/q") as page:
             assert page.status == 200
+
+
+async def test_a_redrive_takes_offsets_only_not_true_for_one(cluster: Cluster) -> None:
+    """{"offsets": [true]} re-drove the dead letter at offset 1: JSON true is Python's 1."""
+    async with aiohttp.ClientSession() as http:
+        for offsets in ([True], [False], [-1], [1.0], ["1"]):
+            async with http.post(f"{cluster.url}/ui/api/dlq/redrive", json={"offsets": offsets},
+                                 headers={"X-Kadence-UI": "1"}) as answer:
+                refused = await answer.json()
+                assert (answer.status, refused["field"]) == (400, "offsets"), (offsets, refused)
