@@ -190,22 +190,23 @@ class ScheduleAction:
             if type(value) is not int or value < 0:
                 raise ScheduleError(f"action.{name} must be a non-negative integer", f"action.{name}")
             timeouts[name] = value
-        _storable(args, "action.input")
-        text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
+        try:
+            text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # NaN or Infinity, which JSON has not
+            raise ScheduleError("action.input holds a number JSON has not (NaN or Infinity)", "action.input") from None
         fixed = raw.get("workflow_id")
         if fixed is not None and (not isinstance(fixed, str) or not fixed or len(fixed) > 1000):
             raise ScheduleError("action.workflow_id must be a non-empty string", "action.workflow_id")
-        action = cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed,
-                     memo=_object_text(raw.get("memo"), "action.memo"),
-                     search_attributes=_object_text(raw.get("search_attributes"), "action.search_attributes"))
-        action.check()
-        return action
+        return cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed,
+                   memo=_object_text(raw.get("memo"), "action.memo"),
+                   search_attributes=_object_text(raw.get("search_attributes"), "action.search_attributes"))
 
     def check(self) -> None:
         """ScheduleError unless every firing's start can pass the check history runs on it
         (names as a start's) and the row can hold the action: PostgreSQL's jsonb takes no NUL
         in a string, and the answers (orjson) no integer past 64 bits, which a start's JSON
-        text would take."""
+        text would take. For a new schedule only: a row stored by an older build is read
+        (from_json) and fired as it is."""
         for name in ("workflow_type", "task_queue", "workflow_id"):
             value = getattr(self, name)
             if value is not None:
@@ -258,6 +259,7 @@ class ScheduleDefinition:
     def from_json(cls, body: Mapping[str, Any]) -> ScheduleDefinition:
         spec = ScheduleSpec.from_json(body.get("spec"))
         action = ScheduleAction.from_json(body.get("action"))
+        action.check()
         raw_overlap = body.get("overlap_policy", OverlapPolicy.SKIP.value)
         try:
             overlap = OverlapPolicy(raw_overlap)
@@ -291,7 +293,6 @@ def _object_text(value: object, where: str) -> str | None:
         return None
     if not isinstance(value, Mapping):
         raise ScheduleError(f"{where} must be a JSON object", where)
-    _storable(value, where)
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
