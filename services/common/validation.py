@@ -591,10 +591,20 @@ def _signal_external(a: Command, at: str, limits: Limits) -> None:
 
 def _parent(cmd: Command, prefix: str) -> None:
     """The run and event a record between shards names as its sender (parent_* or sender_*)."""
-    namespace(cmd[f"{prefix}_namespace"], f"{prefix}_namespace")
+    _same_namespace(cmd, f"{prefix}_namespace")
     name(cmd[f"{prefix}_workflow_id"], f"{prefix}_workflow_id")
     name(cmd[f"{prefix}_run_id"], f"{prefix}_run_id")
     _event_id(cmd[f"{prefix}_initiated_event_id"], f"{prefix}_initiated_event_id")
+
+
+def _same_namespace(cmd: Command, field: str) -> None:
+    """A child lives in its parent's namespace, so a record between them names one namespace:
+    one naming another would carry what a producer may do in its own namespace (signed
+    ingress checks only the record's) into a run of the other, through history's own notices."""
+    namespace(cmd[field], field)
+    if cmd[field] != cmd["namespace"]:
+        raise Invalid(field, f"must be the record's namespace {cmd['namespace']!r}: a child workflow and its"
+                             " parent share one namespace")
 
 
 def _child_start_request(cmd: Command, limits: Limits) -> None:
@@ -624,7 +634,7 @@ def _child_notice(cmd: Command, limits: Limits) -> None:
     name(cmd["run_id"], "run_id")
     _event_id(cmd["initiated_event_id"], "initiated_event_id")
     symbol(cmd["kind"], "kind", NOTICE_KINDS)
-    namespace(cmd["child_namespace"], "child_namespace")
+    _same_namespace(cmd, "child_namespace")
     name(cmd["child_workflow_id"], "child_workflow_id")
     optional_name(cmd["child_run_id"], "child_run_id")
     optional_name(cmd["workflow_type"], "workflow_type")
