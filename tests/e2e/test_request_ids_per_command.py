@@ -39,3 +39,15 @@ async def test_one_request_id_for_every_call_of_a_workflow_applies_each_call(clu
             assert (await answer.json())["status"] == "Terminated"
         # Each is still answered once: the terminate again is ok and changes nothing.
         assert (await post(f"/{wid}/terminate", {"reason": "again"}))[0] == 200
+
+
+async def test_a_workflow_id_and_request_id_too_wide_together_are_a_400_naming_request_id(cluster: Cluster) -> None:
+    """Each of 1998 bytes, valid alone: the ledger's index row refused them at the commit, and
+    the 400 quoted PostgreSQL ('index row size 4024 exceeds btree ... maximum 2704')."""
+    wide = "".join(chr(0x4E00 + i) for i in range(666))  # distinct characters: nothing compresses them
+    body = {"workflow_id": wide, "workflow_type": "T", "task_queue": "q-none", "request_id": wide[::-1]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{cluster.url}/api/v1/namespaces/default/workflows", json=body) as answer:
+            refused = await answer.json()
+    assert (answer.status, refused["field"]) == (400, "request_id"), refused
+    assert "together" in refused["message"] and "index row" not in refused["message"]
