@@ -22,6 +22,7 @@ import pytest
 from kadence import Client, Worker
 from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
+from services.common import dlq as dead_letters
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.schedules import ScheduleSpec, workflow_id_for
@@ -275,3 +276,23 @@ async def test_a_cron_start_whose_schedule_id_would_pass_the_limit_is_refused(qu
         run = await eventually(lambda: _workflow(client, longest), timeout=30, what="a run of the longest cron id")
         assert run["workflow_id"] == longest
         await client.delete_schedule(f"cron-{longest}")
+
+
+async def test_a_trigger_of_a_cron_start_while_its_run_is_open_is_skipped_not_dead_lettered(
+        quick: Cluster, broker: EmbeddedBroker) -> None:
+    """A cron start's schedule starts one workflow id: a trigger while its run was open was
+    counted started, and its start went to kadence.dlq refused as WorkflowAlreadyStarted."""
+    async with await Client.connect(quick.url) as client:
+        wid = _id("cron-trigger")
+        await client.start_workflow(EchoWorkflow.run, "x", id=wid, task_queue="q-nobody", cron_schedule="0 0 1 1 *")
+        await client.trigger_schedule(f"cron-{wid}")
+        run = await eventually(lambda: _workflow(client, wid), timeout=20, what="the triggered run")
+        assert run["status"] == "Running"  # no worker: it stays open
+        await client.trigger_schedule(f"cron-{wid}")
+        described = await eventually(lambda: _described(client, f"cron-{wid}", lambda d: len(d["recent_actions"]) >= 2),
+                                     timeout=20, what="the second trigger taken")
+        assert [(a["how"], a["result"]) for a in described["recent_actions"]] == [
+            ("triggered", "started"), ("triggered", "skipped")]
+        assert described["actions_started"] == 1
+    letters = [e for e in await dead_letters.list_dead_letters(broker.bootstrap) if wid.encode() in (e.key or b"")]
+    assert letters == []
