@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from . import validation
 from .namespaces import format_duration_ms, parse_duration_ms
 
 DEFAULT_CATCHUP_WINDOW_MS = 60_000
@@ -188,13 +190,34 @@ class ScheduleAction:
             if type(value) is not int or value < 0:
                 raise ScheduleError(f"action.{name} must be a non-negative integer", f"action.{name}")
             timeouts[name] = value
-        text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
+        try:
+            text = None if args is None else json.dumps(args, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # NaN or Infinity, which JSON has not
+            raise ScheduleError("action.input holds a number JSON has not (NaN or Infinity)", "action.input") from None
         fixed = raw.get("workflow_id")
         if fixed is not None and (not isinstance(fixed, str) or not fixed or len(fixed) > 1000):
             raise ScheduleError("action.workflow_id must be a non-empty string", "action.workflow_id")
         return cls(names["workflow_type"], names["task_queue"], text, **timeouts, workflow_id=fixed,
                    memo=_object_text(raw.get("memo"), "action.memo"),
                    search_attributes=_object_text(raw.get("search_attributes"), "action.search_attributes"))
+
+    def check(self) -> None:
+        """ScheduleError unless every firing's start can pass the check history runs on it
+        (names as a start's) and the row can hold the action: PostgreSQL's jsonb takes no NUL
+        in a string, and the answers (orjson) no integer past 64 bits, which a start's JSON
+        text would take. For a new schedule only: a row stored by an older build is read
+        (from_json) and fired as it is."""
+        for name in ("workflow_type", "task_queue", "workflow_id"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    validation.name(value, f"action.{name}")
+                except validation.Invalid as exc:
+                    raise ScheduleError(exc.message, exc.field) from None
+        for name in ("input", "memo", "search_attributes"):
+            text = getattr(self, name)
+            if text is not None:
+                _storable(json.loads(text), f"action.{name}")
 
     def to_json(self) -> dict[str, Any]:
         out = {"workflow_type": self.workflow_type, "task_queue": self.task_queue,
@@ -236,6 +259,7 @@ class ScheduleDefinition:
     def from_json(cls, body: Mapping[str, Any]) -> ScheduleDefinition:
         spec = ScheduleSpec.from_json(body.get("spec"))
         action = ScheduleAction.from_json(body.get("action"))
+        action.check()
         raw_overlap = body.get("overlap_policy", OverlapPolicy.SKIP.value)
         try:
             overlap = OverlapPolicy(raw_overlap)
@@ -251,6 +275,10 @@ class ScheduleDefinition:
         note = body.get("note") or ""
         if not isinstance(note, str) or len(note) > 10_000:
             raise ScheduleError("note must be a string of at most 10000 characters", "note")
+        try:
+            validation.text(note, "note")
+        except validation.Invalid as exc:
+            raise ScheduleError(exc.message, exc.field) from None
         return cls(spec, action, overlap, window, paused, note)
 
 
@@ -272,6 +300,37 @@ def _object_text(value: object, where: str) -> str | None:
     if len(text.encode()) > MAX_ACTION_OBJECT_BYTES:
         raise ScheduleError(f"{where} takes at most {MAX_ACTION_OBJECT_BYTES} bytes as JSON", where)
     return text
+
+
+# The integers orjson writes (the frontend's answers): a schedule is answered as JSON.
+_INTEGERS = range(-(2**63), 2**64)
+
+
+def _storable(value: object, where: str) -> None:
+    """ScheduleError naming ``where`` unless the JSON value ``value`` can be stored in the
+    schedule's row (jsonb) and answered: no NUL or lone surrogate in a string or key, no
+    integer past 64 bits, no NaN or Infinity."""
+    if isinstance(value, str):
+        try:
+            validation.text(value, where, max_chars=len(value))
+        except validation.Invalid as exc:
+            raise ScheduleError(f"{exc.message} (a schedule's action is stored as JSON in PostgreSQL)", where) \
+                from None
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if value not in _INTEGERS:
+            raise ScheduleError(f"{where} holds an integer past 64 bits, which a schedule cannot keep", where)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ScheduleError(f"{where} holds {value}, which is not a JSON number", where)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item, where)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _storable(key, where)
+            _storable(item, where)
 
 
 def _duration(value: object, where: str, *, allow_zero: bool = False) -> int:

@@ -28,6 +28,9 @@ MAX_NAME_CHARS = 1000
 # A name is also bounded in UTF-8 bytes: namespace + workflow id must fit a btree index
 # row (about 2.7 kB) and a task token.
 MAX_NAME_BYTES = 2000
+# A workflow id and a request id together, in UTF-8: with the namespace (100) and the name of
+# the command the ledger files a request id under, they fit a btree index row (2704 bytes).
+MAX_ID_PAIR_BYTES = 2400
 MAX_TEXT_CHARS = 10_000  # free text that is not a payload: a termination or cancel reason, a failure type
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 # 100 years in milliseconds: far beyond any useful timeout, far from bigint's end once added
@@ -233,6 +236,21 @@ def check_command(kind: str, cmd: Command, limits: Limits = DEFAULT_LIMITS) -> N
         check(cmd, limits)
     except KeyError as exc:
         raise Invalid(str(exc.args[0]), "is required") from None
+    workflow_id, request_id = cmd.get("workflow_id"), cmd.get("request_id")
+    if isinstance(workflow_id, str) and isinstance(request_id, str) and request_id:
+        _ledger_key(workflow_id, request_id)
+
+
+def _ledger_key(workflow_id: str, request_id: str) -> None:
+    """The request-id ledger indexes namespace, workflow id and request id (under the command's
+    name) in one btree row of at most 2704 bytes: two names of 2000 bytes each passed every
+    check and then failed the commit, answered with PostgreSQL's words."""
+    if (len(workflow_id) + len(request_id)) * 4 <= MAX_ID_PAIR_BYTES:
+        return
+    size = len(workflow_id.encode("utf-8", "surrogatepass")) + len(request_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_PAIR_BYTES:
+        raise Invalid("request_id", f"and workflow_id together are {size} bytes in UTF-8; at most"
+                                    f" {MAX_ID_PAIR_BYTES} are taken (the request-id ledger indexes them together)")
 
 
 def _workflow(cmd: Command) -> None:
@@ -591,10 +609,20 @@ def _signal_external(a: Command, at: str, limits: Limits) -> None:
 
 def _parent(cmd: Command, prefix: str) -> None:
     """The run and event a record between shards names as its sender (parent_* or sender_*)."""
-    namespace(cmd[f"{prefix}_namespace"], f"{prefix}_namespace")
+    _same_namespace(cmd, f"{prefix}_namespace")
     name(cmd[f"{prefix}_workflow_id"], f"{prefix}_workflow_id")
     name(cmd[f"{prefix}_run_id"], f"{prefix}_run_id")
     _event_id(cmd[f"{prefix}_initiated_event_id"], f"{prefix}_initiated_event_id")
+
+
+def _same_namespace(cmd: Command, field: str) -> None:
+    """A child lives in its parent's namespace, so a record between them names one namespace:
+    one naming another would carry what a producer may do in its own namespace (signed
+    ingress checks only the record's) into a run of the other, through history's own notices."""
+    namespace(cmd[field], field)
+    if cmd[field] != cmd["namespace"]:
+        raise Invalid(field, f"must be the record's namespace {cmd['namespace']!r}: a child workflow and its"
+                             " parent share one namespace")
 
 
 def _child_start_request(cmd: Command, limits: Limits) -> None:
@@ -624,7 +652,7 @@ def _child_notice(cmd: Command, limits: Limits) -> None:
     name(cmd["run_id"], "run_id")
     _event_id(cmd["initiated_event_id"], "initiated_event_id")
     symbol(cmd["kind"], "kind", NOTICE_KINDS)
-    namespace(cmd["child_namespace"], "child_namespace")
+    _same_namespace(cmd, "child_namespace")
     name(cmd["child_workflow_id"], "child_workflow_id")
     optional_name(cmd["child_run_id"], "child_run_id")
     optional_name(cmd["workflow_type"], "workflow_type")

@@ -107,6 +107,9 @@ class AdminHandlers:
 
     async def create_namespace(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         name = v.namespace(body.get("name"))
+        if name in (".", ".."):  # dot segments: HTTP clients resolve them away (RFC 3986, 5.2.4)
+            raise InvalidArgument(f"name {name!r} cannot be a namespace: in a path it is a dot segment, which"
+                                  " HTTP clients remove, so no call of the SDK or the CLI would reach it", field="name")
         retention = self._retention(body)
         if retention is None:
             raise InvalidArgument("retention is required (such as 30d, 12h or 5m)", field="retention")

@@ -14,6 +14,7 @@ import dataclasses
 import json
 from typing import Any
 
+from services.common import validation
 from services.common.schedules import (
     ScheduleAction,
     ScheduleDefinition,
@@ -21,6 +22,7 @@ from services.common.schedules import (
     ScheduleSpec,
     cron_schedule_id,
     iso_utc,
+    request_id_for,
 )
 
 from .admin import AdminHandlers
@@ -49,6 +51,10 @@ def definition(req: StartRequest, cron: str, search_attributes: object = None) -
                 {**action.to_json(), "search_attributes": search_attributes}).search_attributes)
         except ScheduleError as exc:
             raise InvalidArgument(str(exc).replace("action.", ""), field="search_attributes") from None
+    try:
+        action.check()  # what the schedule's row and its every firing can hold
+    except ScheduleError as exc:
+        raise InvalidArgument(str(exc).replace("action.", ""), field=exc.field.removeprefix("action.")) from None
     return ScheduleDefinition(spec, action)
 
 
@@ -64,8 +70,19 @@ async def start_with_cron(admin: AdminHandlers | None, req: StartRequest, cron: 
                                   " POST /schedules)", field=name)
     if admin is None:
         raise InvalidArgument("this frontend does not serve schedules, so no cron_schedule", field="cron_schedule")
-    d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
     sid = cron_schedule_id(req.workflow_id)
+    # The schedule's paths take a name (one longer could never be described or deleted), and
+    # so does each firing's request id, which holds the schedule id (one longer is refused
+    # by history at every firing).
+    for what, value in (("the schedule id cron-{workflow_id}", sid),
+                        ("each firing's request id schedule:{namespace}:cron-{workflow_id}:{time in ms}",
+                         request_id_for(req.namespace, sid, validation.MAX_TIME_MS))):
+        try:
+            validation.name(value, what)
+        except validation.Invalid as exc:
+            raise InvalidArgument(f"workflow_id is too long for cron_schedule: {exc.message}",
+                                  field="workflow_id") from None
+    d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
     row = await admin.insert_schedule(req.namespace, sid, d)
     if row is None:
         row = await admin.schedule_row(req.namespace, sid)

@@ -9,6 +9,7 @@ from services.common import kafka
 
 from . import refusals, updates
 from .builder import Mutation, OutboxMessage, Transition
+from .ledger import request_key
 from .state import Event, MutableState
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class BatchContext:
         self.run_starts: dict[tuple[str, str], tuple[str, int]] = {}
         # The user command running, if it has no reply_to: its refusal is dead-lettered (refusals.py).
         self.taken: refusals.Taken | None = None
+        # The name of the command running ('' for a timer): where its request id goes (ledger.py).
+        self.command_name = ""
 
     async def current_run(self, namespace: str, workflow_id: str) -> Transition | None:
         run_id = self.shard.current.get((namespace, workflow_id))
@@ -89,7 +92,8 @@ class BatchContext:
               update_outcome: str | None = None) -> None:
         if ok and run_id and command.get("request_id"):
             # Applied (or answered as applied): a copy read later gets this answer (ledger.py).
-            key = (command["namespace"], command["workflow_id"], command["request_id"])
+            key = request_key(self.command_name, command["namespace"], command["workflow_id"],
+                              command["request_id"])
             if key not in self.shard.ledger.applied:
                 self.requests[key] = run_id
         reply_to = command.get("reply_to")

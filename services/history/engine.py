@@ -196,8 +196,15 @@ async def _open_target(ctx: Context, req: SignalWorkflowExecution | TerminateWor
     """The open run a signal or terminate is for; None (and a WorkflowNotFound reply) if none."""
     t = await target(ctx, req)
     if t is None or not t.state.running:
-        ctx.reply(address(req), ok=False, error_type="WorkflowNotFound",
-                  error_message=f"workflow {req.workflow_id!r} has no open run to {verb}")
+        # Naming the run asked for: "no open run" misled when the workflow had another one open.
+        if not req.run_id:
+            message = f"workflow {req.workflow_id!r} has no open run to {verb}"
+        elif t is None:
+            message = f"workflow {req.workflow_id!r} has no run {req.run_id}: nothing to {verb}"
+        else:
+            message = (f"workflow {req.workflow_id!r} run {req.run_id} is closed ({t.state.status}): nothing to"
+                       f" {verb} (without run_id the workflow's current run is meant)")
+        ctx.reply(address(req), ok=False, error_type="WorkflowNotFound", error_message=message)
         return None
     return t
 

@@ -45,12 +45,22 @@ WORKFLOW_COMMANDS = frozenset({"StartWorkflowExecution", "SignalWithStartWorkflo
                                "SignalWorkflowExecution", "TerminateWorkflowExecution",
                                "RequestCancelWorkflowExecution", "ResetWorkflowExecution",
                                "StartChildWorkflowExecution", "SignalExternalWorkflowExecution"})
+# The commands whose request ids the ledger keeps as given: starts, whose retries must find
+# the run they started across builds. Every other command's id is kept under its command's
+# name, so a request id a start used does not swallow a signal, terminate, cancel or reset
+# of the same workflow (each answered ok and applied to nothing), nor one of those another.
+PLAIN_REQUEST_IDS = frozenset({"", "StartWorkflowExecution", "StartChildWorkflowExecution"})
 REMEMBERED_REQUESTS = 10_000  # request ids kept in memory per shard (the table has them all)
 REMEMBERED_STARTS = 10_000  # run start offsets kept in memory per shard
 TRIM_EVERY_S = 60.0
 
 RequestKey = tuple[str, str, str]  # namespace, workflow id, request id
 WorkflowKey = tuple[str, str]  # namespace, workflow id
+
+
+def request_key(name: str, namespace: str, workflow_id: str, request_id: str) -> RequestKey:
+    """Where the ledger keeps command ``name``'s request id (see PLAIN_REQUEST_IDS)."""
+    return namespace, workflow_id, request_id if name in PLAIN_REQUEST_IDS else f"{name}/{request_id}"
 
 
 class RequestSeen(HistoryError):
@@ -81,7 +91,7 @@ class Ledger:
         ns, wid = cmd["namespace"], cmd["workflow_id"]
         request_id = cmd.get("request_id") or ""
         if request_id:
-            key = (ns, wid, request_id)
+            key = request_key(name, ns, wid, request_id)
             run_id = ctx.requests.get(key) or self.applied.get(key)
             if run_id is None and offset < self.replay_until:
                 # A copy read again after a rewind: its first answer, if it had one, is recorded.

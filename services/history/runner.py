@@ -309,6 +309,7 @@ class BatchRunner:
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.intake.consumed  # taken early: the next
             ctx.taken = refusals.taken(name, cmd, record, ctx.offset)  # refused with no reply_to: dead-lettered
+            ctx.command_name = name
             if await self.ledger.admit(ctx, name, cmd, ctx.offset):
                 await handler(ctx, cmd)
         except (HistoryError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -318,6 +319,7 @@ class BatchRunner:
             raise _Poison(record.offset, f"{name} failed: {exc!r}") from exc
         finally:
             ctx.taken = None
+            ctx.command_name = ""
         return None
 
     def _hand_over(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> None:

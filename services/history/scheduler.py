@@ -164,7 +164,15 @@ class Scheduler:
                     continue
             # With one workflow id for every firing (a cron start), a firing produced again after
             # a round that stopped before advancing the row is answered by history's request ledger.
-            # A trigger is an operator's "run it now": it starts whatever the policy.
+            # A trigger is an operator's "run it now": it starts whatever the policy. But one
+            # workflow id has one open run: while it runs, a trigger (or allow_all) could not
+            # start another; produced anyway, history refused it into the DLQ, counted started.
+            if is_open and action.workflow_id is not None and (how == "triggered"
+                                                                or overlap is OverlapPolicy.ALLOW_ALL):
+                turn.skipped += 1
+                turn.recent.append({"scheduled_time": iso_utc(nominal), "workflow_id": None,
+                                    "result": "skipped", "how": how})
+                continue
             if is_open and how != "triggered" and overlap is not OverlapPolicy.ALLOW_ALL:
                 if overlap is OverlapPolicy.SKIP or (overlap.holds and turn.buffered is not None):
                     turn.skipped += 1

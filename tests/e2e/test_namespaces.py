@@ -74,6 +74,11 @@ async def test_namespaces_are_registered_listed_updated_and_unknown_ones_refused
         with pytest.raises(RPCError) as refused:
             await client.create_namespace("other", retention=retention)
         assert (refused.value.status, refused.value.field) == (400, field)
+    for dots in (".", ".."):  # the pattern's characters, but a path's dot segment: no client could reach it
+        with pytest.raises(RPCError) as refused:
+            await client.create_namespace(dots, retention="1d")
+        assert (refused.value.status, refused.value.field) == (400, "name")
+    assert (await client.create_namespace("..a.", retention="1d"))["name"] == "..a."
     with pytest.raises(RPCError) as refused:
         await client.update_namespace("nowhere", retention="1d")
     assert (refused.value.status, refused.value.error_type) == (404, "NamespaceNotFound")

@@ -126,3 +126,30 @@ async def test_a_cancel_and_a_terminate_of_a_closed_run_are_dead_lettered_in_ord
         again = await io.next(kafka.DLQ, "DeadLetter", key=key)
         assert again["reason"].startswith("TerminateWorkflowExecution refused: WorkflowNotFound: ")
         assert again["offset"] == cancel["offset"] + 1
+
+
+async def test_a_signal_or_terminate_naming_a_closed_run_says_that_run_is_closed(
+        broker: EmbeddedBroker, fresh_dsn: str) -> None:
+    """With a run id, the refusal said the workflow 'has no open run', while its next run was
+    open: it now names the run and how it closed (or that there is no such run)."""
+    bootstrap = broker.bootstrap
+    async with history_running(bootstrap, fresh_dsn), Topics(bootstrap) as io:
+        wid = f"closed-{uuid.uuid4().hex[:8]}"
+        start = start_record(wid)
+        await io.send("StartWorkflowExecution", start)
+        first = (await io.next(kafka.REPLIES, request_id=start["request_id"]))["run_id"]
+        ask = {"namespace": "default", "workflow_id": wid, "reason": "r", "identity": "kcat", "reply_to": "tester"}
+        await io.send("TerminateWorkflowExecution", {**ask, "run_id": None, "request_id": "t1"})
+        assert (await io.next(kafka.REPLIES, request_id="t1"))["ok"]
+        again = start_record(wid)
+        await io.send("StartWorkflowExecution", again)
+        assert (await io.next(kafka.REPLIES, request_id=again["request_id"]))["created"]  # open: the next run
+        for name, cmd in (("SignalWorkflowExecution", _signal(wid, run_id=first, reply_to="tester", request_id="s1")),
+                          ("TerminateWorkflowExecution", {**ask, "run_id": first, "request_id": "t2"})):
+            await io.send(name, cmd)
+            reply = await io.next(kafka.REPLIES, request_id=cmd["request_id"])
+            assert reply["error_type"] == "WorkflowNotFound"
+            assert f"run {first} is closed (Terminated)" in reply["error_message"], reply
+        await io.send("SignalWorkflowExecution", _signal(wid, run_id="nope", reply_to="tester", request_id="s2"))
+        reply = await io.next(kafka.REPLIES, request_id="s2")
+        assert "has no run nope" in reply["error_message"], reply

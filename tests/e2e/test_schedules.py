@@ -13,13 +13,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from kadence import Client, Worker
 from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
+from services.common import dlq as dead_letters
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.schedules import ScheduleSpec, workflow_id_for
@@ -216,3 +219,80 @@ async def test_a_cron_start_is_a_schedule_starting_runs_of_one_workflow_id(quick
         with pytest.raises(RPCError) as refused:
             await client.describe_schedule(f"cron-{wid}")
         assert refused.value.status == 404
+
+
+async def test_a_schedule_the_row_cannot_hold_is_refused_and_the_namespace_still_lists(quick: Cluster) -> None:
+    """A NUL in an action's strings was a 500 (PostgreSQL's jsonb refuses it); an integer past
+    64 bits was stored and then made every list of the namespace's schedules a 500."""
+    base = f"{quick.url}/api/v1/namespaces/default"
+    action = {"workflow_type": "T", "task_queue": "q"}
+    async with aiohttp.ClientSession() as http:
+        kept = {"schedule_id": _id("kept"), "spec": {"interval": "1h"}, "action": action}
+        async with http.post(f"{base}/schedules", json=kept) as answer:
+            assert answer.status == 201
+        bodies: list[tuple[dict[str, Any], str]] = [
+            ({**kept, "schedule_id": _id("nul"), "action": {**action, "input": ["\x00"]}}, "action.input"),
+            ({**kept, "schedule_id": _id("big"), "action": {**action, "input": [10**30]}}, "action.input"),
+            ({**kept, "schedule_id": _id("memo"), "action": {**action, "memo": {"k": "\x00"}}}, "action.memo"),
+            ({**kept, "schedule_id": _id("type"), "action": {**action, "workflow_type": "T\x00"}},
+             "action.workflow_type"),
+            ({**kept, "schedule_id": _id("note"), "note": "\x00"}, "note"),
+            # A cron start makes its schedule from the start's fields: the same check.
+            ({"workflow_id": _id("cron"), "workflow_type": "T", "task_queue": "q", "cron_schedule": "* * * * *",
+              "memo": {"k": "\x00"}}, "memo"),
+            ({"workflow_id": _id("cron"), "workflow_type": "T", "task_queue": "q", "cron_schedule": "* * * * *",
+              "input": [2**64]}, "input"),
+        ]
+        for body, field in bodies:
+            path = "/workflows" if "cron_schedule" in body else "/schedules"
+            async with http.post(base + path, json=body) as answer:
+                refused = await answer.json()
+                assert (answer.status, refused["field"]) == (400, field), (body, refused)
+        async with http.get(f"{base}/schedules") as answer:
+            assert answer.status == 200
+            listed = [s["schedule_id"] for s in (await answer.json())["schedules"]]
+        refused_ids = {body.get("schedule_id") or f"cron-{body['workflow_id']}" for body, _ in bodies}
+        assert kept["schedule_id"] in listed and not refused_ids & set(listed)
+
+
+async def test_a_cron_start_whose_schedule_id_would_pass_the_limit_is_refused(quick: Cluster) -> None:
+    """cron-{workflow_id} past 1000 characters (or 2000 UTF-8 bytes) was created, and then no
+    path could describe, pause or delete it: a cron nobody could stop. Shorter, each firing's
+    request id schedule:{namespace}:cron-{workflow_id}:{ms} could pass the limit: every start
+    it produced was dead-lettered."""
+    async with await Client.connect(quick.url) as client:
+        # In namespace default the request id has 38 characters besides the workflow id (the
+        # time counted at its widest, 15 digits): 962 is the longest id.
+        for too_long in ("w" * 996, "w" * 963, "\u00e9" * 982):  # 1001, 1001 characters; 2001 bytes
+            with pytest.raises(RPCError) as refused:
+                await client.start_workflow(EchoWorkflow.run, id=too_long, task_queue="q", cron_schedule="0 0 1 1 *")
+            assert (refused.value.status, refused.value.field) == (400, "workflow_id")
+            assert "cron" in refused.value.message
+        assert not [s for s in await client.list_schedules() if s["schedule_id"].endswith(("w" * 900, "\u00e9" * 900))]
+        longest = "w" * 962
+        await client.start_workflow(EchoWorkflow.run, id=longest, task_queue="q", cron_schedule="* * * * * */1")
+        assert (await client.describe_schedule(f"cron-{longest}"))["action"]["workflow_id"] == longest
+        # Its firings start runs (before, a request id past the limit was refused at each).
+        run = await eventually(lambda: _workflow(client, longest), timeout=30, what="a run of the longest cron id")
+        assert run["workflow_id"] == longest
+        await client.delete_schedule(f"cron-{longest}")
+
+
+async def test_a_trigger_of_a_cron_start_while_its_run_is_open_is_skipped_not_dead_lettered(
+        quick: Cluster, broker: EmbeddedBroker) -> None:
+    """A cron start's schedule starts one workflow id: a trigger while its run was open was
+    counted started, and its start went to kadence.dlq refused as WorkflowAlreadyStarted."""
+    async with await Client.connect(quick.url) as client:
+        wid = _id("cron-trigger")
+        await client.start_workflow(EchoWorkflow.run, "x", id=wid, task_queue="q-nobody", cron_schedule="0 0 1 1 *")
+        await client.trigger_schedule(f"cron-{wid}")
+        run = await eventually(lambda: _workflow(client, wid), timeout=20, what="the triggered run")
+        assert run["status"] == "Running"  # no worker: it stays open
+        await client.trigger_schedule(f"cron-{wid}")
+        described = await eventually(lambda: _described(client, f"cron-{wid}", lambda d: len(d["recent_actions"]) >= 2),
+                                     timeout=20, what="the second trigger taken")
+        assert [(a["how"], a["result"]) for a in described["recent_actions"]] == [
+            ("triggered", "started"), ("triggered", "skipped")]
+        assert described["actions_started"] == 1
+    letters = [e for e in await dead_letters.list_dead_letters(broker.bootstrap) if wid.encode() in (e.key or b"")]
+    assert letters == []

@@ -18,6 +18,8 @@ import base64
 import difflib
 import enum
 import hashlib
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,7 +90,13 @@ def parse_datetime(text: str) -> datetime:
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise QueryError(f"{text!r} is not a time (ISO 8601, e.g. '2026-12-01T00:00:00Z')") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:  # every use takes it in UTC: a time whose UTC falls outside years 1-9999 is none
+        value.astimezone(UTC)
+    except OverflowError:
+        raise QueryError(f"{text!r} is out of the range of times (years 1 to 9999 in UTC)") from None
+    return value
 
 
 def to_millis(value: datetime) -> int:
@@ -117,9 +125,10 @@ def stored_value(name: str, kind: AttributeType, value: Any) -> Any:
             raise wrong("a whole number")
         return value
     if kind is AttributeType.DOUBLE:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise wrong("a number")
-        return float(value)
+        number = _finite(value)
+        if number is None:
+            raise wrong("a finite number")
+        return number
     if kind is AttributeType.BOOL:
         if not isinstance(value, bool):
             raise wrong("true or false")
@@ -130,9 +139,25 @@ def stored_value(name: str, kind: AttributeType, value: Any) -> Any:
     return parse_datetime(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a double, if it is a number one holds (not a bool, NaN or past its range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past a double's range
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _no_nul(name: str, value: str) -> str:
     if "\x00" in value:  # PostgreSQL's text and jsonb cannot hold it
         raise QueryError(f"search attribute {name}: a NUL character cannot be stored")
+    if _SURROGATE.search(value):  # no UTF-8 form: neither orjson nor PostgreSQL takes it
+        raise QueryError(f"search attribute {name}: a lone surrogate (no UTF-8 form) cannot be stored")
     return value
 
 
@@ -197,13 +222,17 @@ class Compiler:
                 raise QueryError(f"ExecutionStatus is one of {', '.join(sorted(STATUSES))}, not '{value}'")
             return value
         if kind is AttributeType.INT:
+            # A stored int is 64 bits (bigint, or jsonb written by orjson): so is a value compared.
             if isinstance(value, bool) or not isinstance(value, int):
                 raise mismatch("a whole number")
+            if not -(2**63) <= value < 2**63:
+                raise mismatch("a whole number of 64 bits")
             return value
         if kind is AttributeType.DOUBLE:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise mismatch("a number")
-            return float(value)
+            number = _finite(value)
+            if number is None:
+                raise mismatch("a finite number")
+            return number
         if kind is AttributeType.BOOL:
             if not isinstance(value, bool):
                 raise mismatch("true or false")

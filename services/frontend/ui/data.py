@@ -39,6 +39,7 @@ from ..errors import FrontendError, NotFound, PermissionDenied
 from ..handlers import ROUTES, Handlers
 from ..reads import event_json
 from ..task_queues import TaskQueueDescription, TaskQueueReads, backlog_counts
+from ..validation import name as valid_name
 from ..validation import namespace as valid_namespace
 
 log = logging.getLogger(__name__)
@@ -388,7 +389,8 @@ class UiData:
         self._check(authorization, "describe_task_queue", namespace)
         if self.task_queue_reads is None:
             raise NotFound("this frontend does not describe task queues")
-        return await self.task_queue_reads.describe(namespace, task_queue)
+        # The name checked as the API checks it: a NUL reached PostgreSQL (a 500 page).
+        return await self.task_queue_reads.describe(namespace, valid_name({}, "task_queue", value=task_queue))
 
     async def audit_status(self, authorization: str | None,
                            history: int = 10) -> tuple[list[audit_store.Verification], list[Any]]:

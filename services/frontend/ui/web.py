@@ -369,7 +369,8 @@ class Ui:
 
     async def redrive(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         offsets = body.get("offsets")
-        if not isinstance(offsets, list) or not offsets or not all(isinstance(o, int) for o in offsets):
+        # type(): JSON true is a Python int (1), and re-drove the dead letter at offset 1.
+        if not isinstance(offsets, list) or not offsets or not all(type(o) is int and o >= 0 for o in offsets):
             raise InvalidArgument("offsets must be a non-empty list of kadence.dlq offsets", field="offsets")
         done = await self.data.redrive(self._authorization(request), offsets)
         return {"redriven": [{"dlq_offset": e.dlq_offset, "where": e.where} for e in done]}

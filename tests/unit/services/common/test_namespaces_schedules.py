@@ -173,6 +173,45 @@ def test_definitions_name_the_bad_field() -> None:
         assert err.value.field == field, body
 
 
+
+def test_an_action_a_start_or_the_row_could_not_hold_is_refused_naming_its_field() -> None:
+    """Each of these was stored or answered as an internal error (PostgreSQL's jsonb takes no
+    NUL, orjson writes no integer past 64 bits), or stored and then refused at every firing."""
+    ok = {"workflow_type": "T", "task_queue": "q"}
+    cases = [
+        ({**ok, "workflow_type": "T\x00x"}, "action.workflow_type"),
+        ({**ok, "task_queue": "\U0001F600" * 600}, "action.task_queue"),  # 2400 bytes in UTF-8
+        ({**ok, "task_queue": "q\ud800"}, "action.task_queue"),
+        ({**ok, "workflow_id": "w\x00"}, "action.workflow_id"),
+        ({**ok, "input": ["\x00"]}, "action.input"),
+        ({**ok, "input": [{"k\x00": 1}]}, "action.input"),
+        ({**ok, "input": ["\ud800"]}, "action.input"),
+        ({**ok, "input": [10**30]}, "action.input"),
+        ({**ok, "input": [float("inf")]}, "action.input"),
+        ({**ok, "input": [float("nan")]}, "action.input"),
+        ({**ok, "memo": {"k": "\x00"}}, "action.memo"),
+        ({**ok, "memo": {"k": -(2**64)}}, "action.memo"),
+        ({**ok, "search_attributes": {"K": "\x00"}}, "action.search_attributes"),
+    ]
+    for action, field in cases:
+        with pytest.raises(ScheduleError) as err:
+            ScheduleDefinition.from_json({"spec": {"interval": "1s"}, "action": action})
+        assert err.value.field == field, action
+    with pytest.raises(ScheduleError) as err:
+        ScheduleDefinition.from_json({"spec": {"interval": "1s"}, "action": ok, "note": "a\x00"})
+    assert err.value.field == "note"
+    # The edges still taken: 64-bit integers either way, text with every other character.
+    edge = {**ok, "input": [2**64 - 1, -(2**63), "\u00e9\U0001F600\n"], "memo": {"k": 1.5e308}}
+    assert ScheduleDefinition.from_json({"spec": {"interval": "1s"}, "action": edge}).action.input is not None
+    # A cron start builds its action from a start's JSON text: the same check, by method.
+    with pytest.raises(ScheduleError):
+        ScheduleAction("T", "q", "[18446744073709551616]").check()
+    ScheduleAction("T", "q", "[18446744073709551615]", memo='{"k":"v"}').check()
+    # A row an older build stored is read and fired as it is: the check is for new schedules.
+    stored = ScheduleAction.from_json({**ok, "input": [10**30], "task_queue": "\U0001F600" * 600})
+    assert stored.input == "[" + "1" + "0" * 30 + "]"
+    assert stored.start_record("default", "s", 0)["input"] == stored.input
+
 def test_every_namespace_and_schedule_route_is_classified_and_documented() -> None:
     from services.frontend.admin import ADMIN_ROUTES
     from services.frontend.auth import OPERATION_PERMISSIONS, Permission

@@ -250,7 +250,23 @@ def test_a_generated_start_is_refused_with_a_reason_or_fits_everything_downstrea
     assert 0 <= cmd["execution_timeout_ms"] and 2**41 + cmd["execution_timeout_ms"] < 2**63
     assert cmd["input"] is None or isinstance(json.loads(cmd["input"]), list)
     assert 0 < len(cmd["workflow_id"]) <= 1000 and len(cmd["workflow_id"].encode()) <= v.MAX_NAME_BYTES
+    assert len(cmd["workflow_id"].encode()) + len(cmd["request_id"].encode()) <= v.MAX_ID_PAIR_BYTES
     assert cmd["workflow_type"] and cmd["task_queue"]
+
+
+def test_a_workflow_id_and_request_id_past_the_ledger_s_index_row_are_refused_naming_request_id() -> None:
+    # Each within its own 2000 bytes, together past what the request_ids index takes: the
+    # commit failed and the caller read PostgreSQL's "index row size 4024 exceeds ...".
+    wide = "\u4e00" * 666  # 1998 bytes
+    for kind, cmd in (("StartWorkflowExecution", start(workflow_id=wide, request_id=wide)),
+                      ("SignalWorkflowExecution", {"namespace": "default", "workflow_id": wide, "run_id": None,
+                                                   "signal_name": "go", "input": None, "request_id": wide,
+                                                   "identity": "", "reply_to": None})):
+        with pytest.raises(v.Invalid) as refused:
+            v.check_command(kind, cmd)
+        assert refused.value.field == "request_id" and "together" in refused.value.message
+    v.check_command("StartWorkflowExecution", start(workflow_id=wide, request_id="\u4e00" * 134))  # 2400 bytes
+    v.check_command("StartWorkflowExecution", start(workflow_id="w" * 1000, request_id="r" * 1000))
 
 
 @settings(max_examples=300, deadline=None)

@@ -123,6 +123,12 @@ def test_the_records_history_sends_between_shards_pass_and_encode() -> None:
     ("SignalExternalWorkflowExecution", _signal_request(input="1"), "input"),
     ("SignalExternalWorkflowExecution", _signal_request(sender_namespace=""), "sender_namespace"),
     ("SignalExternalWorkflowExecution", _signal_request(sender_initiated_event_id=-1), "sender_initiated_event_id"),
+    # Another namespace than the record's: history would carry it into a run there (signed
+    # ingress checks the record's namespace only).
+    ("StartChildWorkflowExecution", _start_request(parent_namespace="bank"), "parent_namespace"),
+    ("SignalExternalWorkflowExecution", _signal_request(sender_namespace="bank"), "sender_namespace"),
+    ("ChildWorkflowNotice", _notice(child_namespace="shop"), "child_namespace"),
+    ("ApplyParentClosePolicy", _policy(parent_namespace="bank"), "parent_namespace"),
     ("ChildWorkflowNotice", _notice(kind="Exploded"), "kind"),
     ("ChildWorkflowNotice", _notice(initiated_event_id=0), "initiated_event_id"),
     ("ChildWorkflowNotice", _notice(child_workflow_id=""), "child_workflow_id"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.history.ledger import Ledger
+from services.history.ledger import Ledger, request_key
 from services.history.state import MutableState
 
 
@@ -84,17 +84,33 @@ def test_postgresql_is_asked_for_a_start_offset_only_for_records_read_again() ->
 
 def test_a_request_id_applied_gets_its_first_answer_whatever_run_is_current() -> None:
     ledger, ctx = Ledger(0), _Ctx("run-2", _Store(None))
-    ledger.applied[("ns", "wf", "req-1")] = "run-1"
+    ledger.applied[request_key("SignalWorkflowExecution", "ns", "wf", "req-1")] = "run-1"
     assert not _admit(ledger, ctx, _signal("req-1"), 99)
     assert ctx.replies == [{"ok": True, "run_id": "run-1"}]
     assert _admit(ledger, ctx, _signal("req-2"), 99)
     assert _admit(ledger, ctx, _signal("req-1"), 99, "RespondWorkflowTaskCompleted")  # names its run
 
 
+def test_a_request_id_is_one_command_s_a_start_s_does_not_answer_a_terminate() -> None:
+    # A start's request id answered a later terminate (or signal, cancel, reset) of the same
+    # workflow with the start's run, applying nothing: a client keying every call by one id
+    # (an order id) lost all but its start.
+    ledger, ctx = Ledger(0), _Ctx("run-1", _Store(None))
+    ledger.applied[request_key("StartWorkflowExecution", "ns", "wf", "order-7")] = "run-1"
+    assert request_key("StartWorkflowExecution", "ns", "wf", "order-7") == ("ns", "wf", "order-7")  # as stored before
+    for name in ("TerminateWorkflowExecution", "SignalWorkflowExecution", "RequestCancelWorkflowExecution",
+                 "ResetWorkflowExecution", "SignalWithStartWorkflowExecution"):
+        assert _admit(ledger, ctx, _signal("order-7"), 99, name), name
+    assert not _admit(ledger, ctx, _signal("order-7"), 99, "StartWorkflowExecution")  # its own copy: answered
+    ledger.applied[request_key("TerminateWorkflowExecution", "ns", "wf", "order-7")] = "run-1"
+    assert not _admit(ledger, ctx, _signal("order-7"), 99, "TerminateWorkflowExecution")
+    assert _admit(ledger, ctx, _signal("order-7"), 99, "SignalWorkflowExecution")
+
+
 def test_a_cancel_without_run_id_follows_both_rules() -> None:
     # A cancel copy read again acts neither twice nor on a run started after it was accepted.
     ledger, ctx = Ledger(0), _Ctx("run-2", _Store(None))
-    ledger.applied[("ns", "wf", "cancel-1")] = "run-1"
+    ledger.applied[request_key("RequestCancelWorkflowExecution", "ns", "wf", "cancel-1")] = "run-1"
     assert not _admit(ledger, ctx, _signal("cancel-1"), 99, "RequestCancelWorkflowExecution")
     assert ctx.replies == [{"ok": True, "run_id": "run-1"}]
     ledger.starts[("ns", "wf")] = ("run-2", 10)

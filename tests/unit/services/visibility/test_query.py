@@ -194,3 +194,26 @@ def test_a_nul_character_is_refused_in_search_attribute_values() -> None:
     for values in ({"CustomerId": "a\x00b"}, {"Tags": ["ok", "\x00"]}):
         with pytest.raises(QueryError, match="NUL character cannot be stored"):
             sql.stored_attributes(CUSTOM, values)
+
+
+def test_values_no_column_can_hold_are_refused_not_failed_on() -> None:
+    """Each of these was an internal error (500) of a start or a list: asyncpg or orjson
+    refused the value after every check had passed."""
+    for text, message in (("Priority = 100000000000000000000000", "takes a whole number of 64 bits"),
+                          ("HistoryLength > 9223372036854775808", "takes a whole number of 64 bits"),
+                          ("Priority IN (1, -9223372036854775809)", "takes a whole number of 64 bits"),
+                          ("Amount = 1e400", "takes a finite number"),
+                          ("Amount < 1" + "0" * 400, "takes a finite number"),
+                          ("DueAt > '0001-01-01T00:00:00+14:00'", "out of the range of times"),
+                          ("StartTime < '9999-12-31T23:00:00-10:00'", "out of the range of times")):
+        with pytest.raises(QueryError, match=re.escape(message)):
+            listing(text)
+    # The edges still taken.
+    edges = listing("Priority = 9223372036854775807 AND Priority > -9223372036854775808 AND Amount < 1.7e308"
+                    " AND DueAt > '0001-01-01T00:00:00Z' AND StartTime < '9999-12-31T23:59:59Z'")
+    assert "9223372036854775807" in edges.params
+    for values, message in (({"CustomerId": "\ud800"}, "lone surrogate"), ({"Tags": ["a", "\udfff"]}, "lone surrogate"),
+                            ({"Amount": 10**400}, "takes a finite number"),
+                            ({"DueAt": "0001-01-01T00:00:00+14:00"}, "out of the range of times")):
+        with pytest.raises(QueryError, match=re.escape(message)):
+            sql.stored_attributes(CUSTOM, values)
