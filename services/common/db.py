@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from pathlib import Path
@@ -81,9 +82,70 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     fetchmany = _watched(asyncpg.Connection.fetchmany)
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, connection_class=PooledConnection)
-    assert pool is not None
+class Pool(asyncpg.Pool):  # type: ignore[misc]
+    """A pool whose one-query calls (``execute``, ``fetch``, ``fetchrow``, ``fetchval``)
+    return as soon as their query has answered, and give the connection back in a task
+    of their own.
+
+    asyncpg's own give the connection back first, behind ``asyncio.shield`` (a task and
+    two more turns of the event loop, in which whatever else is ready runs first): on
+    the path of a workflow those turns came after each of its batch commits, before the
+    tasks and replies it committed were handed on. A connection given back later is
+    still given back once, whatever happened to its query (cancelled, failed): the next
+    acquire waits for it as for any connection in use, and ``close`` waits for it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._giving_back: set[asyncio.Task[None]] = set()
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        con = await self.acquire()
+        try:
+            return str(await con.execute(query, *args, timeout=timeout))
+        finally:
+            self._give_back(con)
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None, record_class: Any = None) -> Any:
+        con = await self.acquire()
+        try:
+            return await con.fetch(query, *args, timeout=timeout, record_class=record_class)
+        finally:
+            self._give_back(con)
+
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None, record_class: Any = None) -> Any:
+        con = await self.acquire()
+        try:
+            return await con.fetchrow(query, *args, timeout=timeout, record_class=record_class)
+        finally:
+            self._give_back(con)
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any:
+        con = await self.acquire()
+        try:
+            return await con.fetchval(query, *args, column=column, timeout=timeout)
+        finally:
+            self._give_back(con)
+
+    def _give_back(self, con: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self.release(con))
+        self._giving_back.add(task)
+        task.add_done_callback(self._given_back)
+
+    def _given_back(self, task: asyncio.Task[None]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # asyncpg terminated the connection (its pool slot is free again); the query's
+            # caller had its answer or its own error already.
+            log.warning("a pooled connection could not be given back cleanly (%r); it was closed", exc)
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
+    # asyncpg.create_pool with its defaults, building this module's Pool.
+    pool = Pool(dsn, min_size=min_size, max_size=max_size, max_queries=50_000,
+                max_inactive_connection_lifetime=300.0, loop=None, connection_class=PooledConnection,
+                record_class=asyncpg.Record)
+    await pool
     return pool
 
 

@@ -496,11 +496,16 @@ class Engine:
                     return {"status": "Running"}
                 self._result_waits.add(fut)
                 try:
-                    await asyncio.wait((fut,), timeout=min(remaining, recheck))
+                    # Awaited directly, so a close wakes the wait in one loop turn (asyncio.wait
+                    # takes two); the timeout cancels the future, which is then not an answer.
+                    async with asyncio.timeout(min(remaining, recheck)):
+                        await fut
+                except TimeoutError:
+                    pass
                 finally:
                     self._result_waits.discard(fut)
                 recheck = min(recheck * 2, _RECHECK_MAX)
-                if fut.done():
+                if fut.done() and not fut.cancelled():
                     closed, answer = fut.result()
                     if answer is not None:
                         return answer  # the close notification carried the outcome

@@ -135,12 +135,6 @@ class BatchRunner:
                 if batch:
                     await self.process(batch)
             intake.after_batch()
-            if self._handed:
-                # One loop turn for the polls and waits the hand-over woke: they answer
-                # before the next batch runs (a burst's next batch is milliseconds of work
-                # that would otherwise come first when the inbox has it waiting).
-                self._handed = False
-                await asyncio.sleep(0)
 
     async def process(self, batch: Batch, early: asyncio.Future[Any] | None = None) -> None:
         """Run a batch and commit it; ``early``: the batch is one command taken ahead of its
@@ -232,7 +226,7 @@ class BatchRunner:
             self.last_progress = time.time()
             # The services here first: the poll or wait they wake then runs before the relay's publication.
             self._hand_over(ctx, mutations, closed)
-            self._after_commit(ctx, mutations, outbox)
+            await self._committed(ctx, mutations, outbox)
             return
 
     async def _commit_part(self, part: Sequence[Any]) -> None:
@@ -335,6 +329,21 @@ class BatchRunner:
         if closed:
             self.replies.closed(closed)
         self._handed = self._handed or bool(tasks or ctx.local_replies or closed)
+
+    async def _committed(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[Any]) -> None:
+        """The batch's bookkeeping after its hand-over. When the hand-over woke services here
+        (polls, result waits), one loop turn first: they answer before the bookkeeping and
+        before the next batch (a burst's next batch is milliseconds of work that would
+        otherwise come first when the inbox has it waiting). The bookkeeping is done even if
+        the loop is cancelled in that turn: the commit stands."""
+        if not self._handed:
+            self._after_commit(ctx, mutations, outbox)
+            return
+        self._handed = False
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._after_commit(ctx, mutations, outbox)
 
     def _after_commit(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[Any]) -> None:
         self.ledger.committed(ctx)

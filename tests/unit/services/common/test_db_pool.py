@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from services.common import db, outage
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -56,4 +57,34 @@ async def test_a_server_side_termination_is_an_outage_and_heals(fresh_dsn: str) 
         assert await pool.fetchval("SELECT pg_backend_pid()") != pid
     finally:
         await other.close()
+        await pool.close()
+
+
+async def test_a_query_answers_before_its_connection_is_given_back(fresh_dsn: str) -> None:
+    # asyncpg gives the connection back first (behind asyncio.shield: more loop turns
+    # before the caller goes on); this pool answers first and gives it back in a task.
+    pool = await db.create_pool(fresh_dsn, min_size=1, max_size=1)
+    try:
+        for query in (pool.fetchval("SELECT pg_backend_pid()"), pool.fetchrow("SELECT 1"), pool.fetch("SELECT 1"),
+                      pool.execute("SELECT 1")):
+            await query
+            assert pool.get_idle_size() == 0  # the answer came before the connection went back
+            await eventually(lambda: pool.get_idle_size() == 1, timeout=5, what="the connection given back")
+        pid = await pool.fetchval("SELECT pg_backend_pid()")
+        assert await pool.fetchval("SELECT pg_backend_pid()") == pid  # the next query waits for it, same one
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_query_gives_its_connection_back(fresh_dsn: str) -> None:
+    pool = await db.create_pool(fresh_dsn, min_size=1, max_size=1)
+    try:
+        slow = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(30)"))
+        await eventually(lambda: pool.get_idle_size() == 0, timeout=5, what="the slow query running")
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        async with asyncio.timeout(10):
+            assert await pool.fetchval("SELECT 41 + 1") == 42
+    finally:
         await pool.close()

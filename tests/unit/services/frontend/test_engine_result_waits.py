@@ -59,3 +59,24 @@ class _CountingReads:
     async def status(self, namespace: str, workflow_id: str, run_id: str) -> str:
         self.count += 1
         return "Running"
+
+
+async def test_a_close_handed_over_answers_the_result_wait_in_one_loop_turn() -> None:
+    # The close of a run committed by history in this process wakes its result wait: the
+    # answer must not take more loop turns than the wake-up itself (asyncio.wait took two).
+    closes = CloseWatcher(None)
+    engine = Engine(instance_id="t", producer=None, replies=None, closes=closes,  # type: ignore[arg-type]
+                    reads=_Running(), matching=None, token_keys=None)  # type: ignore[arg-type]
+    wait = asyncio.ensure_future(engine.result("ns", "wf", "run", 30.0, just_started=True))
+    await asyncio.sleep(0.01)
+    assert not wait.done()
+    answer = {"status": "Completed", "result": "1"}
+    closes.closed([("run", answer)])
+    await asyncio.sleep(0)
+    assert wait.done() and wait.result() == answer
+
+
+async def test_a_result_wait_that_times_out_says_running() -> None:
+    engine = Engine(instance_id="t", producer=None, replies=None, closes=CloseWatcher(None),  # type: ignore[arg-type]
+                    reads=_Running(), matching=None, token_keys=None)  # type: ignore[arg-type]
+    assert await engine.result("ns", "wf", "run", 0.05, just_started=True) == {"status": "Running"}

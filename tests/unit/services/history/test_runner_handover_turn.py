@@ -1,6 +1,6 @@
-"""After a batch that woke services in this process (tasks handed to matching, replies,
-closes), the shard loop gives the loop one turn before its next batch: the polls and waits
-it woke answer first instead of after that batch's run (services/history/runner.py)."""
+"""After a commit that woke services in this process (tasks handed to matching, replies,
+closes), the shard loop gives the loop one turn before the batch's bookkeeping and its next
+batch: the polls and waits it woke answer first (services/history/runner.py)."""
 
 from __future__ import annotations
 
@@ -10,51 +10,49 @@ from typing import Any
 
 import pytest
 
-from services.history.engine import TimerFiring
-from services.history.intake import Intake
 from services.history.runner import BatchRunner
 
 pytestmark = pytest.mark.timeout(10)
 
 
-def _firing(key: str) -> TimerFiring:
-    return TimerFiring(key, 0, "default", "wf", "run", "user_timer", 1, 1)
-
-
-async def _order(woke_something: bool) -> list[str]:
-    order: list[str] = []
-    intake = Intake()
+def _runner(order: list[str], handed: bool) -> BatchRunner:
     runner = BatchRunner.__new__(BatchRunner)
-    runner.intake = intake
-    runner._handed = False
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
+    runner._handed = handed
 
-    async def process(batch: list[Any], early: Any = None) -> None:
-        order.append(f"batch {batch[0].key}")
-        if batch[0].key == "t1":
-            # What a hand-over does: a poll woken, to answer on the next loop turn; and the
-            # next batch's work already waiting in the inbox.
-            loop.call_soon(order.append, "poll answered")
-            runner._handed = woke_something
-            await intake.fire(_firing("t2"))
-        else:
-            done.set()
+    def after_commit(ctx: Any, mutations: Any, outbox: Any) -> None:
+        order.append("bookkeeping")
 
-    runner.process = process  # type: ignore[method-assign]
-    await intake.fire(_firing("t1"))
-    running = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(done.wait(), 5)
-    finally:
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
-    return order
+    runner._after_commit = after_commit  # type: ignore[method-assign]
+    return runner
 
 
-async def test_what_a_batch_woke_runs_before_the_next_batch() -> None:
-    assert (await _order(True))[:3] == ["batch t1", "poll answered", "batch t2"]
+async def test_what_a_commit_woke_runs_before_its_bookkeeping() -> None:
+    order: list[str] = []
+    runner = _runner(order, handed=True)
+    # What a hand-over does: a poll woken, to answer on the next loop turn.
+    asyncio.get_running_loop().call_soon(order.append, "poll answered")
+    await runner._committed(None, [], [])  # type: ignore[arg-type]
+    assert order == ["poll answered", "bookkeeping"]
+    assert runner._handed is False
+
+
+async def test_a_commit_that_woke_nothing_does_its_bookkeeping_at_once() -> None:
+    order: list[str] = []
+    runner = _runner(order, handed=False)
+    asyncio.get_running_loop().call_soon(order.append, "something else")
+    await runner._committed(None, [], [])  # type: ignore[arg-type]
+    assert order == ["bookkeeping"]
+
+
+async def test_the_bookkeeping_is_done_even_if_the_loop_is_cancelled_in_that_turn() -> None:
+    order: list[str] = []
+    runner = _runner(order, handed=True)
+    task = asyncio.create_task(runner._committed(None, [], []))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the task is now in its turn's wait
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert order == ["bookkeeping"]
 
 
 async def test_hand_over_says_whether_it_woke_anything() -> None:
@@ -68,7 +66,3 @@ async def test_hand_over_says_whether_it_woke_anything() -> None:
     assert runner._handed is False
     runner._hand_over(nothing, [], [("run", {})])  # type: ignore[arg-type]
     assert runner._handed is True and taken == [("run", {})]
-
-
-async def test_a_batch_that_woke_nothing_goes_straight_on() -> None:
-    assert (await _order(False))[:2] == ["batch t1", "batch t2"]
