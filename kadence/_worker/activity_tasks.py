@@ -50,15 +50,22 @@ def _heartbeat_details(raw: Any) -> tuple[Any, ...]:
 
 
 class _Heartbeater:
-    """Sends the latest heartbeat details in the background, at most once per interval."""
+    """Sends the latest heartbeat details in the background, at most once per interval; when
+    the server answers that the attempt is to stop, marks the attempt's context so and
+    cancels ``cancels`` (an async activity's task).
 
-    def __init__(self, transport: Transport, task_token: str, interval: float, on_cancel: Callable[[], None],
-                 converter: DataConverter | None = None) -> None:
+    It does that itself rather than through a callback made per attempt: a closure over the
+    context and the task was four more objects held through every attempt."""
+
+    def __init__(self, transport: Transport, task_token: str, interval: float,
+                 converter: DataConverter | None = None, cancels: asyncio.Task[Any] | None = None) -> None:
         self._transport = transport
         self._converter = converter or default_converter()
         self._task_token = task_token
         self._interval = interval
-        self._on_cancel = on_cancel
+        self._cancels = cancels
+        #: The attempt's context, once made (it takes this heartbeater's record).
+        self.context: ActivityContext | None = None
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._latest: tuple[Any, ...] | None = None
@@ -98,24 +105,27 @@ class _Heartbeater:
                     timeout=10,
                 )
                 if answer.get("cancel_requested"):
-                    self._on_cancel()
+                    self._cancel_requested()
             except Exception as err:  # noqa: BLE001 - a lost heartbeat is retried by the next one
                 _log.debug("heartbeat failed: %r", err)
             # Throttle: whatever is recorded meanwhile goes out in one request.
             await asyncio.sleep(self._interval)
 
+    def _cancel_requested(self) -> None:
+        if self.context is not None:
+            self.context.cancel_requested = True
+        if self._cancels is not None:
+            self._cancels.cancel()
+
     def stop(self) -> None:
         self._stopped = True
         if self._sender is not None:
             self._sender.cancel()
-        # The cancel callback holds the attempt's task and activity context, and the context
-        # holds this heartbeater: letting go frees the attempt's objects when it ends instead
-        # of at the collector's next pass over older generations.
-        self._on_cancel = _ignore
-
-
-def _ignore() -> None:
-    pass
+        # This holds the attempt's task and activity context, and the context holds this
+        # heartbeater: letting go frees the attempt's objects when it ends instead of at the
+        # collector's next pass over older generations.
+        self.context = None
+        self._cancels = None
 
 
 class _Deadline:
@@ -202,18 +212,12 @@ class ActivityTaskProcessor:
             return
         info = self._info(task, definition)
         current = asyncio.current_task()
-        context: ActivityContext
-
-        def cancel_requested() -> None:
-            context.cancel_requested = True
-            if definition.is_async and current is not None:
-                current.cancel()
-
         interval = _DEFAULT_HEARTBEAT_INTERVAL
         if info.heartbeat_timeout is not None:
             interval = max(0.05, info.heartbeat_timeout.total_seconds() * 0.8)
-        heartbeater = _Heartbeater(self._transport, token, interval, cancel_requested, self._converter)
-        context = ActivityContext(info, heartbeater.record)
+        heartbeater = _Heartbeater(self._transport, token, interval, self._converter,
+                                   cancels=current if definition.is_async else None)
+        context = heartbeater.context = ActivityContext(info, heartbeater.record)
         # This coroutine runs in its own asyncio task, so the context it sets is its own.
         set_context(context)
         scope = _Deadline(current, info.start_to_close_timeout.total_seconds()) \

@@ -320,6 +320,57 @@ async def test_activity_local_deadline_cancels_without_reporting() -> None:
     assert transport.posted("/activity-tasks/complete") == []
 
 
+class _CancellingTransport(FakeTransport):
+    """Answers every heartbeat that the server wants the attempt stopped."""
+
+    async def call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        answer = await super().call(method, path, body=body, params=params, timeout=timeout)
+        return {"cancel_requested": True} if path.endswith("/heartbeat") else answer
+
+
+async def test_a_heartbeat_answered_with_cancel_stops_the_attempt_and_reports_it_canceled() -> None:
+    import concurrent.futures
+    import time
+
+    seen: list[str] = []
+
+    @activity.defn
+    async def waits_async() -> None:
+        activity.heartbeat("working")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append(f"async cancelled, cancel_requested={activity.is_cancel_requested()}")
+            raise
+
+    @activity.defn
+    def waits_sync() -> None:
+        activity.heartbeat("working")
+        deadline = time.monotonic() + 5
+        while not activity.is_cancel_requested() and time.monotonic() < deadline:
+            time.sleep(0.005)  # the heartbeat's answer comes on the worker's loop
+        seen.append(f"sync cancel_requested={activity.is_cancel_requested()}")
+        raise asyncio.CancelledError
+
+    transport = _CancellingTransport()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        processor = ActivityTaskProcessor(transport, namespace="default", task_queue="tq",
+                                          activities=[ActivityDefinition.of(waits_async),
+                                                      ActivityDefinition.of(waits_sync)],
+                                          identity="test", executor=pool)
+        first = asyncio.create_task(processor.process(_activity_task("waits_async", task_token="a1")))
+        try:
+            # Well before its 10 s sleep is over: the heartbeat's answer cancelled it.
+            await eventually(first.done, timeout=5, every=0.01, what="the async attempt stopped")
+        finally:
+            first.cancel()
+        await asyncio.wait_for(processor.process(_activity_task("waits_sync", task_token="a2")), timeout=10)
+    assert seen == ["async cancelled, cancel_requested=True", "sync cancel_requested=True"]
+    assert [b["task_token"] for b in transport.posted("/activity-tasks/cancel")] == ["a1", "a2"]
+    assert transport.posted("/activity-tasks/fail") == [] and transport.posted("/activity-tasks/complete") == []
+
+
 async def _worker_runs_one_task() -> FakeTransport:
     """A worker with one poller is handed one Greet task; return its transport once answered."""
     history = FakeHistory("Greet", "World")
