@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
+from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, reset_context, set_context
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
@@ -128,6 +128,14 @@ class _Heartbeater:
         self._cancels = None
 
 
+# The context a deadline's callback runs in. Without one, asyncio copies the attempt's, and a
+# cancelled timer stays in the loop's heap until its time (or a clean-up): the copy would
+# hold the attempt's activity context, info and heartbeater that long, for the collector to
+# walk. Its callback reads no context variable, and callbacks never run inside each other,
+# so one empty context serves every deadline.
+_TIMER_CONTEXT = contextvars.Context()
+
+
 class _Deadline:
     """``asyncio.timeout(seconds)`` around one attempt, entered and left by plain calls
     rather than an async context manager's two coroutines (it runs on every activity task):
@@ -141,7 +149,8 @@ class _Deadline:
         self._cancelling = task.cancelling()
         self.expired = False
         loop = task.get_loop()
-        self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._expire)
+        self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._expire,
+                                                                 context=_TIMER_CONTEXT)
 
     def _expire(self) -> None:
         self._handle = None
@@ -210,6 +219,18 @@ class ActivityTaskProcessor:
             # The same payload would fail every attempt: no retry.
             await self._fail(token, ApplicationError(str(err), type="PayloadError", non_retryable=True))
             return
+        body = await self._attempt(task, token, definition, args)
+        if body is not None:
+            await self._complete(task, body)
+
+    async def _attempt(self, task: Mapping[str, Any], token: str, definition: ActivityDefinition,
+                       args: list[Any]) -> dict[str, Any] | None:
+        """Run the attempt; returns the body of its completion, or None once it has reported
+        how it ended otherwise (failed, canceled) or must not report (timed out here).
+
+        A call of its own, which lets go of the attempt's context before the completion
+        is sent: the completion's round trip (and the workflow task run ahead on it) would
+        otherwise hold the attempt's objects, which the collector then walks again and again."""
         info = self._info(task, definition)
         current = asyncio.current_task()
         interval = _DEFAULT_HEARTBEAT_INTERVAL
@@ -218,8 +239,8 @@ class ActivityTaskProcessor:
         heartbeater = _Heartbeater(self._transport, token, interval, self._converter,
                                    cancels=current if definition.is_async else None)
         context = heartbeater.context = ActivityContext(info, heartbeater.record)
-        # This coroutine runs in its own asyncio task, so the context it sets is its own.
-        set_context(context)
+        # This coroutine runs in its attempt's own asyncio task, so the context it sets is its own.
+        entered = set_context(context)
         scope = _Deadline(current, info.start_to_close_timeout.total_seconds()) \
             if info.start_to_close_timeout and current is not None else None
         try:
@@ -238,28 +259,30 @@ class ActivityTaskProcessor:
             # Stopped on the server's request (the heartbeat cancelled an async activity, or
             # a sync one raised CancelledError after is_cancel_requested()): report it so.
             await self._report_canceled(token)
-            return
+            return None
         except TimeoutError as err:
             if scope is not None and scope.expired:
                 # The server times the attempt out on its own clock; reporting it too would
                 # count the attempt twice.
                 _log.warning("activity %s attempt %d passed its start-to-close timeout", info.activity_id, info.attempt)
-                return
+                return None
             await self._fail(token, err, heartbeater.last_recorded)
-            return
+            return None
         except Exception as err:  # noqa: BLE001 - reported as the attempt's failure
             await self._fail(token, err, heartbeater.last_recorded)
-            return
+            return None
         finally:
             heartbeater.stop()
+            reset_context(entered)
         try:
             payload: str | None = self._converter.encode_value(result, what=f"result of activity {definition.name}")
+            codec = self._converter.payload_codec
             if codec is not None:
                 payload = await encode_payload(codec, payload)
         except PayloadError as err:
             await self._fail(token, ApplicationError(str(err), type="PayloadError"))
-            return
-        await self._complete(task, {"task_token": token, "result": payload, "identity": self._identity})
+            return None
+        return {"task_token": token, "result": payload, "identity": self._identity}
 
     async def _post_completion(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         await self._transport.call("POST", "/activity-tasks/complete", body=body)

@@ -301,6 +301,30 @@ async def test_an_activity_attempts_objects_are_freed_without_the_collector() ->
         await eventually(lambda: contexts[0]() is None, what="the attempt's context freed")  # once the loop lets go
 
 
+async def test_an_attempts_objects_are_let_go_before_its_completion_is_sent() -> None:
+    # The completion's round trip (and a workflow task run ahead on it) would otherwise hold
+    # them, and the collector walk them again and again under load.
+    contexts: list[weakref.ref[Any]] = []
+    alive_when_sent: list[bool] = []
+
+    @activity.defn
+    async def remember() -> str:
+        contexts.append(weakref.ref(current_context()))
+        return "done"
+
+    async def complete(task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        alive_when_sent.append(contexts[0]() is not None)
+        with pytest.raises(RuntimeError):
+            current_context()  # the attempt is over: its context is left
+
+    processor = ActivityTaskProcessor(FakeTransport(), namespace="default", task_queue="tq",
+                                      activities=[ActivityDefinition.of(remember)], identity="test",
+                                      executor=None, complete=complete)  # type: ignore[arg-type]
+    with _no_collector():
+        await asyncio.get_running_loop().create_task(processor.process(_activity_task("remember")))
+    assert alive_when_sent == [False]
+
+
 async def test_activity_local_deadline_cancels_without_reporting() -> None:
     @activity.defn
     async def slow() -> None:
