@@ -206,6 +206,20 @@ class ActivityTaskProcessor:
             )
             await self._fail(token, error)
             return
+        done = await self._attempt(task, token, definition)
+        if done is not None:
+            await self._complete(*done)
+
+    async def _attempt(self, task: Mapping[str, Any], token: str, definition: ActivityDefinition,
+                       ) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
+        """Run the attempt; returns its task (payloads decoded) and the body of its completion,
+        or None once it has reported how it ended otherwise (failed, canceled) or must not
+        report (timed out here).
+
+        A call of its own, which lets go of the attempt's objects (arguments, context, info,
+        heartbeater) before the completion is sent: the completion's round trip (and the
+        workflow task run ahead on it) would otherwise hold them, for the collector to walk
+        again and again."""
         codec = self._converter.payload_codec
         try:
             raw_input = task.get("input")
@@ -218,19 +232,7 @@ class ActivityTaskProcessor:
         except (TypeError, ValueError) as err:
             # The same payload would fail every attempt: no retry.
             await self._fail(token, ApplicationError(str(err), type="PayloadError", non_retryable=True))
-            return
-        body = await self._attempt(task, token, definition, args)
-        if body is not None:
-            await self._complete(task, body)
-
-    async def _attempt(self, task: Mapping[str, Any], token: str, definition: ActivityDefinition,
-                       args: list[Any]) -> dict[str, Any] | None:
-        """Run the attempt; returns the body of its completion, or None once it has reported
-        how it ended otherwise (failed, canceled) or must not report (timed out here).
-
-        A call of its own, which lets go of the attempt's context before the completion
-        is sent: the completion's round trip (and the workflow task run ahead on it) would
-        otherwise hold the attempt's objects, which the collector then walks again and again."""
+            return None
         info = self._info(task, definition)
         current = asyncio.current_task()
         interval = _DEFAULT_HEARTBEAT_INTERVAL
@@ -276,13 +278,12 @@ class ActivityTaskProcessor:
             reset_context(entered)
         try:
             payload: str | None = self._converter.encode_value(result, what=f"result of activity {definition.name}")
-            codec = self._converter.payload_codec
             if codec is not None:
                 payload = await encode_payload(codec, payload)
         except PayloadError as err:
             await self._fail(token, ApplicationError(str(err), type="PayloadError"))
             return None
-        return {"task_token": token, "result": payload, "identity": self._identity}
+        return task, {"task_token": token, "result": payload, "identity": self._identity}
 
     async def _post_completion(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         await self._transport.call("POST", "/activity-tasks/complete", body=body)

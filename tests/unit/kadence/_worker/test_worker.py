@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import weakref
@@ -301,19 +302,24 @@ async def test_an_activity_attempts_objects_are_freed_without_the_collector() ->
         await eventually(lambda: contexts[0]() is None, what="the attempt's context freed")  # once the loop lets go
 
 
+@dataclasses.dataclass
+class _Order:
+    item: str
+
+
 async def test_an_attempts_objects_are_let_go_before_its_completion_is_sent() -> None:
     # The completion's round trip (and a workflow task run ahead on it) would otherwise hold
     # them, and the collector walk them again and again under load.
-    contexts: list[weakref.ref[Any]] = []
+    held: list[weakref.ref[Any]] = []
     alive_when_sent: list[bool] = []
 
     @activity.defn
-    async def remember() -> str:
-        contexts.append(weakref.ref(current_context()))
+    async def remember(order: _Order) -> str:
+        held.extend([weakref.ref(current_context()), weakref.ref(order)])
         return "done"
 
     async def complete(task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
-        alive_when_sent.append(contexts[0]() is not None)
+        alive_when_sent.extend(ref() is not None for ref in held)
         with pytest.raises(RuntimeError):
             current_context()  # the attempt is over: its context is left
 
@@ -321,8 +327,8 @@ async def test_an_attempts_objects_are_let_go_before_its_completion_is_sent() ->
                                       activities=[ActivityDefinition.of(remember)], identity="test",
                                       executor=None, complete=complete)  # type: ignore[arg-type]
     with _no_collector():
-        await asyncio.get_running_loop().create_task(processor.process(_activity_task("remember")))
-    assert alive_when_sent == [False]
+        await asyncio.get_running_loop().create_task(processor.process(_activity_task("remember", {"item": "tea"})))
+    assert alive_when_sent == [False, False]  # the context, the argument
 
 
 async def test_activity_local_deadline_cancels_without_reporting() -> None:
