@@ -173,7 +173,8 @@ def _report(what: str, a: Side, b: Side, samples: dict[str, list[float]], ratios
         print(f"  {side.name} ({side.checkout}): p50 {_pct(s, 50):.1f}  p95 {_pct(s, 95):.1f}"
               f"  p99 {_pct(s, 99):.1f} ms")
     print(f"  {what}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"
-          f" (min {min(ratios):.3f}, max {max(ratios):.3f})")
+          f" (min {min(ratios):.3f}, max {max(ratios):.3f})"
+          + (f"; per pair {' '.join(f'{r:.2f}' for r in ratios)}" if len(ratios) <= 20 else ""))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -186,10 +187,11 @@ async def main(args: argparse.Namespace) -> None:
         for side in sides:  # warm-up, not measured
             for _ in range(args.warmup):
                 await _latency(side)
-        pairs = await _alternating(args.latency_n, a, b, _latency)
-        print(f"Latency, {args.latency_n} sequential workflows each, alternating:")
-        _report("latency", a, b, {s.name: [p[s.name] for p in pairs] for s in sides},
-                [p["B"] / p["A"] for p in pairs])
+        if args.latency_n:
+            pairs = await _alternating(args.latency_n, a, b, _latency)
+            print(f"Latency, {args.latency_n} sequential workflows each, alternating:")
+            _report("latency", a, b, {s.name: [p[s.name] for p in pairs] for s in sides},
+                    [p["B"] / p["A"] for p in pairs])
         if args.throughput_bursts:
             measured = await _alternating(args.throughput_bursts, a, b,
                                           lambda s: _throughput(s, args.throughput_n, tmp))
@@ -240,7 +242,8 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path, help="checkout A (the baseline)")
     parser.add_argument("b", type=Path, help="checkout B (the change)")
-    parser.add_argument("--latency-n", type=int, default=400, help="sequential workflows on each side")
+    parser.add_argument("--latency-n", type=int, default=400,
+                        help="sequential workflows on each side (0: no latency phase)")
     parser.add_argument("--warmup", type=int, default=100, help="workflows on each side before measuring")
     parser.add_argument("--throughput-bursts", type=int, default=4,
                         help="bursts of workflows started at once on each side (0: none)")

@@ -129,3 +129,8 @@ def current_context() -> ActivityContext:
 
 def set_context(context: ActivityContext) -> contextvars.Token[ActivityContext]:
     return _current.set(context)
+
+
+def reset_context(token: contextvars.Token[ActivityContext]) -> None:
+    """Leave the attempt's context, as it was before :func:`set_context` gave ``token``."""
+    _current.reset(token)

@@ -173,33 +173,17 @@ class HttpTransport:
         # Long polls are the worker's idle loop, not part of any workflow's story: the task a
         # poll brings carries its own trace context in the answer.
         if t is None or path.endswith("/poll"):
-            return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=None)
+            return await self._call(method, path, body=body, params=params, timeout=timeout, span=None)
         attributes = {"http.request.method": method, "url.full": self._url(path)}
         with t.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
-                return await self._call_mapped(method, path, body=body, params=params, timeout=timeout, span=span)
+                return await self._call(method, path, body=body, params=params, timeout=timeout, span=span)
             except RPCError as err:
                 if err.status:
                     span.set_attribute("http.response.status_code", err.status)
                 span.set_attribute("error.type", err.error_type)
                 span.set_status(Status(StatusCode.ERROR, err.message[:200]))
                 raise
-
-    async def _call_mapped(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Mapping[str, Any] | None,
-        params: Mapping[str, Any] | None,
-        timeout: float | None,
-        span: Span | None,
-    ) -> dict[str, Any]:
-        try:
-            return await self._call(method, path, body=body, params=params, timeout=timeout, span=span)
-        except (aiohttp.ClientError, TimeoutError) as err:
-            # Connection trouble is reported like a 503 so callers handle one error type.
-            raise RPCError(0, "Unavailable", f"{method} {path}: {err!r}") from err
 
     async def _call(
         self,
@@ -211,33 +195,39 @@ class HttpTransport:
         timeout: float | None,
         span: Span | None = None,
     ) -> dict[str, Any]:
-        query = {k: str(v) for k, v in params.items() if v is not None} if params else None
-        client_timeout = _DEFAULT_TIMEOUT if timeout is None else aiohttp.ClientTimeout(total=timeout)
-        # The body is encoded here, once, to bytes (orjson), rather than by aiohttp's json=,
-        # which would make text of it and encode that again.
-        data = None if body is None else _encode(body)
-        headers = self._auth if data is None else self._json_auth
-        if span is not None:
-            headers = {**headers, **(_tracing.http_headers() or {})}
-        added = _extra_headers.get()
-        if added:
-            headers = {**added, **headers}  # an interceptor's headers never replace the credential
-        async with self._get_session().request(
-            method, self._url(path), data=data, params=query, timeout=client_timeout, headers=headers,
-        ) as response:
+        """One request and its answer; connection trouble is reported like a 503 (RPCError
+        ``Unavailable``) so callers handle one error type. (Mapped here rather than by a
+        coroutine around this one: every call of a worker's would hold one frame more.)"""
+        try:
+            query = {k: str(v) for k, v in params.items() if v is not None} if params else None
+            client_timeout = _DEFAULT_TIMEOUT if timeout is None else aiohttp.ClientTimeout(total=timeout)
+            # The body is encoded here, once, to bytes (orjson), rather than by aiohttp's json=,
+            # which would make text of it and encode that again.
+            data = None if body is None else _encode(body)
+            headers = self._auth if data is None else self._json_auth
             if span is not None:
-                span.set_attribute("http.response.status_code", response.status)
-            raw = await response.read()
-            try:
-                payload: Any = orjson.loads(raw) if raw else {}
-            except ValueError:
-                payload = raw.decode(errors="replace")
-            if response.status >= 400:
-                raise error_from_response(response.status, payload)
-            if not isinstance(payload, dict):
-                shown = raw[:200].decode(errors="replace")
-                raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
-            return payload
+                headers = {**headers, **(_tracing.http_headers() or {})}
+            added = _extra_headers.get()
+            if added:
+                headers = {**added, **headers}  # an interceptor's headers never replace the credential
+            async with self._get_session().request(
+                method, self._url(path), data=data, params=query, timeout=client_timeout, headers=headers,
+            ) as response:
+                if span is not None:
+                    span.set_attribute("http.response.status_code", response.status)
+                raw = await response.read()
+                try:
+                    payload: Any = orjson.loads(raw) if raw else {}
+                except ValueError:
+                    payload = raw.decode(errors="replace")
+                if response.status >= 400:
+                    raise error_from_response(response.status, payload)
+                if not isinstance(payload, dict):
+                    shown = raw[:200].decode(errors="replace")
+                    raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
+                return payload
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise RPCError(0, "Unavailable", f"{method} {path}: {err!r}") from err
 
     async def stream(self, method: str, path: str, *, body: Mapping[str, Any],
                      timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, set_context
+from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, reset_context, set_context
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
@@ -50,15 +50,22 @@ def _heartbeat_details(raw: Any) -> tuple[Any, ...]:
 
 
 class _Heartbeater:
-    """Sends the latest heartbeat details in the background, at most once per interval."""
+    """Sends the latest heartbeat details in the background, at most once per interval; when
+    the server answers that the attempt is to stop, marks the attempt's context so and
+    cancels ``cancels`` (an async activity's task).
 
-    def __init__(self, transport: Transport, task_token: str, interval: float, on_cancel: Callable[[], None],
-                 converter: DataConverter | None = None) -> None:
+    It does that itself rather than through a callback made per attempt: a closure over the
+    context and the task was four more objects held through every attempt."""
+
+    def __init__(self, transport: Transport, task_token: str, interval: float,
+                 converter: DataConverter | None = None, cancels: asyncio.Task[Any] | None = None) -> None:
         self._transport = transport
         self._converter = converter or default_converter()
         self._task_token = task_token
         self._interval = interval
-        self._on_cancel = on_cancel
+        self._cancels = cancels
+        #: The attempt's context, once made (it takes this heartbeater's record).
+        self.context: ActivityContext | None = None
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._latest: tuple[Any, ...] | None = None
@@ -98,24 +105,35 @@ class _Heartbeater:
                     timeout=10,
                 )
                 if answer.get("cancel_requested"):
-                    self._on_cancel()
+                    self._cancel_requested()
             except Exception as err:  # noqa: BLE001 - a lost heartbeat is retried by the next one
                 _log.debug("heartbeat failed: %r", err)
             # Throttle: whatever is recorded meanwhile goes out in one request.
             await asyncio.sleep(self._interval)
 
+    def _cancel_requested(self) -> None:
+        if self.context is not None:
+            self.context.cancel_requested = True
+        if self._cancels is not None:
+            self._cancels.cancel()
+
     def stop(self) -> None:
         self._stopped = True
         if self._sender is not None:
             self._sender.cancel()
-        # The cancel callback holds the attempt's task and activity context, and the context
-        # holds this heartbeater: letting go frees the attempt's objects when it ends instead
-        # of at the collector's next pass over older generations.
-        self._on_cancel = _ignore
+        # This holds the attempt's task and activity context, and the context holds this
+        # heartbeater: letting go frees the attempt's objects when it ends instead of at the
+        # collector's next pass over older generations.
+        self.context = None
+        self._cancels = None
 
 
-def _ignore() -> None:
-    pass
+# The context a deadline's callback runs in. Without one, asyncio copies the attempt's, and a
+# cancelled timer stays in the loop's heap until its time (or a clean-up): the copy would
+# hold the attempt's activity context, info and heartbeater that long, for the collector to
+# walk. Its callback reads no context variable, and callbacks never run inside each other,
+# so one empty context serves every deadline.
+_TIMER_CONTEXT = contextvars.Context()
 
 
 class _Deadline:
@@ -131,7 +149,8 @@ class _Deadline:
         self._cancelling = task.cancelling()
         self.expired = False
         loop = task.get_loop()
-        self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._expire)
+        self._handle: asyncio.TimerHandle | None = loop.call_at(loop.time() + seconds, self._expire,
+                                                                 context=_TIMER_CONTEXT)
 
     def _expire(self) -> None:
         self._handle = None
@@ -187,6 +206,20 @@ class ActivityTaskProcessor:
             )
             await self._fail(token, error)
             return
+        done = await self._attempt(task, token, definition)
+        if done is not None:
+            await self._complete(*done)
+
+    async def _attempt(self, task: Mapping[str, Any], token: str, definition: ActivityDefinition,
+                       ) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
+        """Run the attempt; returns its task (payloads decoded) and the body of its completion,
+        or None once it has reported how it ended otherwise (failed, canceled) or must not
+        report (timed out here).
+
+        A call of its own, which lets go of the attempt's objects (arguments, context, info,
+        heartbeater) before the completion is sent: the completion's round trip (and the
+        workflow task run ahead on it) would otherwise hold them, for the collector to walk
+        again and again."""
         codec = self._converter.payload_codec
         try:
             raw_input = task.get("input")
@@ -199,23 +232,17 @@ class ActivityTaskProcessor:
         except (TypeError, ValueError) as err:
             # The same payload would fail every attempt: no retry.
             await self._fail(token, ApplicationError(str(err), type="PayloadError", non_retryable=True))
-            return
+            return None
         info = self._info(task, definition)
         current = asyncio.current_task()
-        context: ActivityContext
-
-        def cancel_requested() -> None:
-            context.cancel_requested = True
-            if definition.is_async and current is not None:
-                current.cancel()
-
         interval = _DEFAULT_HEARTBEAT_INTERVAL
         if info.heartbeat_timeout is not None:
             interval = max(0.05, info.heartbeat_timeout.total_seconds() * 0.8)
-        heartbeater = _Heartbeater(self._transport, token, interval, cancel_requested, self._converter)
-        context = ActivityContext(info, heartbeater.record)
-        # This coroutine runs in its own asyncio task, so the context it sets is its own.
-        set_context(context)
+        heartbeater = _Heartbeater(self._transport, token, interval, self._converter,
+                                   cancels=current if definition.is_async else None)
+        context = heartbeater.context = ActivityContext(info, heartbeater.record)
+        # This coroutine runs in its attempt's own asyncio task, so the context it sets is its own.
+        entered = set_context(context)
         scope = _Deadline(current, info.start_to_close_timeout.total_seconds()) \
             if info.start_to_close_timeout and current is not None else None
         try:
@@ -234,28 +261,29 @@ class ActivityTaskProcessor:
             # Stopped on the server's request (the heartbeat cancelled an async activity, or
             # a sync one raised CancelledError after is_cancel_requested()): report it so.
             await self._report_canceled(token)
-            return
+            return None
         except TimeoutError as err:
             if scope is not None and scope.expired:
                 # The server times the attempt out on its own clock; reporting it too would
                 # count the attempt twice.
                 _log.warning("activity %s attempt %d passed its start-to-close timeout", info.activity_id, info.attempt)
-                return
+                return None
             await self._fail(token, err, heartbeater.last_recorded)
-            return
+            return None
         except Exception as err:  # noqa: BLE001 - reported as the attempt's failure
             await self._fail(token, err, heartbeater.last_recorded)
-            return
+            return None
         finally:
             heartbeater.stop()
+            reset_context(entered)
         try:
             payload: str | None = self._converter.encode_value(result, what=f"result of activity {definition.name}")
             if codec is not None:
                 payload = await encode_payload(codec, payload)
         except PayloadError as err:
             await self._fail(token, ApplicationError(str(err), type="PayloadError"))
-            return
-        await self._complete(task, {"task_token": token, "result": payload, "identity": self._identity})
+            return None
+        return task, {"task_token": token, "result": payload, "identity": self._identity}
 
     async def _post_completion(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         await self._transport.call("POST", "/activity-tasks/complete", body=body)

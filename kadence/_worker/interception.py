@@ -45,12 +45,14 @@ def intercepted_process(interceptors: Sequence[Interceptor], process: Callable[[
     chain = chain_task(interceptors, _TaskCalls(process))
     skippable = traced_only(interceptors)
 
-    async def run(task: Mapping[str, Any]) -> None:
+    # A plain function handing back the awaitable, not a coroutine awaiting it: a coroutine
+    # here would be one more frame held through each task's whole life, answer round trip
+    # included (the collector walks what lives that long again and again).
+    def run(task: Mapping[str, Any]) -> Awaitable[None]:
         if skippable and tracer() is None:
-            await process(task)  # what the chain would do: tracing passes a task on while off
-            return
+            return process(task)  # what the chain would do: tracing passes a task on while off
         kind = TaskKind.ACTIVITY if activity else TaskKind.QUERY if task.get("query") else TaskKind.WORKFLOW
-        await chain.run_task(WorkerTaskInput(kind, task, namespace, task_queue))
+        return chain.run_task(WorkerTaskInput(kind, task, namespace, task_queue))
 
     return run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -14,6 +15,11 @@ from kadence.exceptions import RPCError
 __all__ = ["Poller", "Reachability", "Slots"]
 
 _log = logging.getLogger(__name__)
+
+# The context a task's done callback (a set's discard) runs in: without one, asyncio copies
+# the caller's context for every callback, one more object per task in flight. The callback
+# reads no context variable, and callbacks never run inside each other, so one serves all.
+_CALLBACK_CONTEXT = contextvars.Context()
 
 
 class Slots:
@@ -139,6 +145,8 @@ class Poller:
         self._wait_seconds = wait_seconds
         self._answers = answers
         self.running: set[asyncio.Task[None]] = set()
+        # Every task's done callback: one bound method for all (each look-up makes a new one).
+        self._forget = self.running.discard
 
     async def run(self) -> None:
         """Poll until cancelled. Errors are logged and retried with capped backoff.
@@ -209,7 +217,7 @@ class Poller:
         for task in tasks:
             handle = loop.create_task(self._run_one(task))
             self.running.add(handle)
-            handle.add_done_callback(self.running.discard)
+            handle.add_done_callback(self._forget, context=_CALLBACK_CONTEXT)
         if held is not None:
             loop.call_soon(held.release)
 

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +44,13 @@ __all__ = ["WorkflowTaskProcessor"]
 
 _log = logging.getLogger(__name__)
 _HISTORY_PAGE = 1000
+
+# Ids of tasks run ahead: they must differ between workers (docs/decisions/0003), not be
+# unguessable, so a generator seeded once from the OS draws them (secrets' system source cost
+# a system call per task). A forked process seeds its copy again as it starts (the copy would
+# draw its parent's ids), rather than every draw asking the OS for the process id.
+_AHEAD_IDS = random.Random()
+os.register_at_fork(after_in_child=_AHEAD_IDS.seed)
 
 
 class WorkflowTaskProcessor:
@@ -80,12 +87,6 @@ class WorkflowTaskProcessor:
         # The chain a run ahead goes through, made once (the task processors' chains are too).
         self._run_ahead_chain = chain_task(self._interceptors, _RunAhead(self)) if self._interceptors else None
         self._run_ahead_traced_only = traced_only(self._interceptors)
-        # Ids of tasks run ahead: they must differ between workers (docs/decisions/0003), not
-        # be unguessable, so a generator seeded once from the OS draws them (secrets' system
-        # source cost a system call per task). Seeded again in a forked process, whose copy
-        # would otherwise draw the same ids as its parent.
-        self._ahead_ids = random.Random()
-        self._ahead_ids_pid = os.getpid()
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -154,12 +155,10 @@ class WorkflowTaskProcessor:
             _RUN_AHEAD_CALL.reset(token)
         return call.ahead
 
-    def _ahead_id(self) -> int:
+    @staticmethod
+    def _ahead_id() -> int:
         """A new id for a task run ahead (never 0)."""
-        if os.getpid() != self._ahead_ids_pid:
-            self._ahead_ids.seed()
-            self._ahead_ids_pid = os.getpid()
-        return self._ahead_ids.getrandbits(63) or 1
+        return _AHEAD_IDS.getrandbits(63) or 1
 
     def _run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         runner = self._cache.get(run_id)
@@ -337,56 +336,71 @@ class WorkflowTaskProcessor:
 
 
 class _RunLocks:
-    """One lock per run, kept while a task holds or waits for it (counted: a weak-valued
-    dictionary made a weak reference and its callback per task)."""
+    """One task of a run at a time, in the order they came. A run held by a task with none
+    waiting behind it is a dictionary entry and nothing more (an asyncio.Lock and its count
+    per task were three more objects held through each task's answer round trip); the tasks
+    that wait behind it wait on futures of their own. The entry goes once no task holds the
+    run or waits for it."""
 
     def __init__(self) -> None:
-        self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        # run id -> the futures of the tasks waiting for it, oldest first (None: none waits)
+        self._held: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     def hold(self, run_id: str) -> _HeldRun:
-        """``async with locks.hold(run_id):`` runs its body with the run's lock held."""
+        """``async with locks.hold(run_id):`` runs its body with the run held."""
         return _HeldRun(self, run_id)
 
-    def _take(self, run_id: str) -> asyncio.Lock:
-        entry = self._held.get(run_id)
-        if entry is None:
-            entry = self._held[run_id] = (asyncio.Lock(), [0])
-        entry[1][0] += 1
-        return entry[0]
+    def _try_take(self, run_id: str) -> bool:
+        if run_id in self._held:
+            return False
+        self._held[run_id] = None
+        return True
+
+    async def _wait_for(self, run_id: str) -> None:
+        """Wait until the tasks ahead have let go of the run; then this one holds it."""
+        waiters = self._held[run_id]
+        if waiters is None:
+            waiters = self._held[run_id] = deque()
+        turn = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._give_back(run_id)  # handed the run as it was cancelled: the next one gets it
+            else:
+                waiters.remove(turn)
+            raise
 
     def _give_back(self, run_id: str) -> None:
-        users = self._held[run_id][1]
-        users[0] -= 1
-        if not users[0]:
-            del self._held[run_id]
+        """The holder lets go: the oldest task still waiting holds the run now."""
+        waiters = self._held[run_id]
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._held[run_id]
 
     def __len__(self) -> int:
         return len(self._held)
 
 
 class _HeldRun:
-    """One task's hold on its run's lock (a class, not a generator context manager: one
-    small object per task)."""
+    """One task's hold on its run (a class, not a generator context manager: one small
+    object per task)."""
 
-    __slots__ = ("_lock", "_locks", "_run_id")
+    __slots__ = ("_locks", "_run_id")
 
     def __init__(self, locks: _RunLocks, run_id: str) -> None:
         self._locks = locks
         self._run_id = run_id
-        self._lock: asyncio.Lock | None = None
 
     async def __aenter__(self) -> None:
-        lock = self._locks._take(self._run_id)
-        try:
-            await lock.acquire()
-        except BaseException:  # cancelled while waiting: the count must still go down
-            self._locks._give_back(self._run_id)
-            raise
-        self._lock = lock
+        if not self._locks._try_take(self._run_id):
+            await self._locks._wait_for(self._run_id)
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._lock is not None
-        self._lock.release()
         self._locks._give_back(self._run_id)
 
 

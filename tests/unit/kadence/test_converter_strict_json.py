@@ -72,7 +72,7 @@ def test_kafka_records_refuse_nan() -> None:
 
 
 async def test_heartbeat_with_nan_raises_in_the_activity() -> None:
-    beat = _Heartbeater(_Refusing(), "token", 1.0, lambda: None)
+    beat = _Heartbeater(_Refusing(), "token", 1.0)
     context = ActivityContext(None, beat.record)  # type: ignore[arg-type]
     with pytest.raises(PayloadError, match=r"argument 1 of activity\.heartbeat: nan"):
         context.heartbeat((math.nan,))

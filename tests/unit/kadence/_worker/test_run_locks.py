@@ -64,3 +64,44 @@ async def test_a_body_that_raises_releases_the_run() -> None:
     async with locks.hold("r"):  # free again
         pass
     assert len(locks) == 0
+
+
+async def test_waiting_tasks_get_the_run_in_the_order_they_came() -> None:
+    locks = _RunLocks()
+    order: list[str] = []
+
+    async def task(name: str) -> None:
+        async with locks.hold("r"):
+            order.append(name)
+            await asyncio.sleep(0)
+
+    async with locks.hold("r"):
+        tasks = []
+        for name in ("b", "c", "d"):
+            tasks.append(asyncio.create_task(task(name)))
+            await asyncio.sleep(0)  # it waits now, behind those before it
+    await asyncio.gather(*tasks)
+    assert order == ["b", "c", "d"]
+    assert len(locks) == 0
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_the_run_passes_it_on() -> None:
+    locks = _RunLocks()
+    third_in = asyncio.Event()
+
+    async def waiter(entered: asyncio.Event | None = None) -> None:
+        async with locks.hold("r"):
+            if entered is not None:
+                entered.set()
+
+    async with locks.hold("r"):
+        second = asyncio.create_task(waiter())
+        third = asyncio.create_task(waiter(third_in))
+        await asyncio.sleep(0)  # both wait now
+    # Leaving handed the run to the second task, which has not run since: cancelled now.
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await asyncio.wait_for(third_in.wait(), timeout=5)  # the run went on to the third
+    await third
+    assert len(locks) == 0

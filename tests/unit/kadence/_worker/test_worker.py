@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import weakref
@@ -301,6 +302,35 @@ async def test_an_activity_attempts_objects_are_freed_without_the_collector() ->
         await eventually(lambda: contexts[0]() is None, what="the attempt's context freed")  # once the loop lets go
 
 
+@dataclasses.dataclass
+class _Order:
+    item: str
+
+
+async def test_an_attempts_objects_are_let_go_before_its_completion_is_sent() -> None:
+    # The completion's round trip (and a workflow task run ahead on it) would otherwise hold
+    # them, and the collector walk them again and again under load.
+    held: list[weakref.ref[Any]] = []
+    alive_when_sent: list[bool] = []
+
+    @activity.defn
+    async def remember(order: _Order) -> str:
+        held.extend([weakref.ref(current_context()), weakref.ref(order)])
+        return "done"
+
+    async def complete(task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        alive_when_sent.extend(ref() is not None for ref in held)
+        with pytest.raises(RuntimeError):
+            current_context()  # the attempt is over: its context is left
+
+    processor = ActivityTaskProcessor(FakeTransport(), namespace="default", task_queue="tq",
+                                      activities=[ActivityDefinition.of(remember)], identity="test",
+                                      executor=None, complete=complete)  # type: ignore[arg-type]
+    with _no_collector():
+        await asyncio.get_running_loop().create_task(processor.process(_activity_task("remember", {"item": "tea"})))
+    assert alive_when_sent == [False, False]  # the context, the argument
+
+
 async def test_activity_local_deadline_cancels_without_reporting() -> None:
     @activity.defn
     async def slow() -> None:
@@ -318,6 +348,57 @@ async def test_activity_local_deadline_cancels_without_reporting() -> None:
     await processor.process(_activity_task("slow", start_to_close_timeout_ms=50))
     assert transport.posted("/activity-tasks/fail") == []
     assert transport.posted("/activity-tasks/complete") == []
+
+
+class _CancellingTransport(FakeTransport):
+    """Answers every heartbeat that the server wants the attempt stopped."""
+
+    async def call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        answer = await super().call(method, path, body=body, params=params, timeout=timeout)
+        return {"cancel_requested": True} if path.endswith("/heartbeat") else answer
+
+
+async def test_a_heartbeat_answered_with_cancel_stops_the_attempt_and_reports_it_canceled() -> None:
+    import concurrent.futures
+    import time
+
+    seen: list[str] = []
+
+    @activity.defn
+    async def waits_async() -> None:
+        activity.heartbeat("working")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append(f"async cancelled, cancel_requested={activity.is_cancel_requested()}")
+            raise
+
+    @activity.defn
+    def waits_sync() -> None:
+        activity.heartbeat("working")
+        deadline = time.monotonic() + 5
+        while not activity.is_cancel_requested() and time.monotonic() < deadline:
+            time.sleep(0.005)  # the heartbeat's answer comes on the worker's loop
+        seen.append(f"sync cancel_requested={activity.is_cancel_requested()}")
+        raise asyncio.CancelledError
+
+    transport = _CancellingTransport()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        processor = ActivityTaskProcessor(transport, namespace="default", task_queue="tq",
+                                          activities=[ActivityDefinition.of(waits_async),
+                                                      ActivityDefinition.of(waits_sync)],
+                                          identity="test", executor=pool)
+        first = asyncio.create_task(processor.process(_activity_task("waits_async", task_token="a1")))
+        try:
+            # Well before its 10 s sleep is over: the heartbeat's answer cancelled it.
+            await eventually(first.done, timeout=5, every=0.01, what="the async attempt stopped")
+        finally:
+            first.cancel()
+        await asyncio.wait_for(processor.process(_activity_task("waits_sync", task_token="a2")), timeout=10)
+    assert seen == ["async cancelled, cancel_requested=True", "sync cancel_requested=True"]
+    assert [b["task_token"] for b in transport.posted("/activity-tasks/cancel")] == ["a1", "a2"]
+    assert transport.posted("/activity-tasks/fail") == [] and transport.posted("/activity-tasks/complete") == []
 
 
 async def _worker_runs_one_task() -> FakeTransport:
