@@ -5,7 +5,9 @@ namespace's retention) is expected; what must not grow is the dead rows a table 
 bloat): the outbox and the timers are written and deleted all the time, and autovacuum has to
 keep up with them. :func:`table_health` reads PostgreSQL's own statistics
 (``pg_stat_user_tables``), which it updates a moment after each transaction, so a reading is a
-close estimate, not an exact count.
+close estimate, not an exact count. :func:`server_activity` reads the server's running totals
+(WAL written, checkpoints, pages the backends wrote themselves or read from outside shared
+buffers, autovacuums): a burst's share of each is the difference of two readings.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["TableHealth", "summary", "table_health"]
+__all__ = ["ServerActivity", "TableHealth", "server_activity", "summary", "table_health"]
 
 _QUERY = """
 SELECT relname AS table, pg_total_relation_size(relid) AS bytes, n_live_tup AS live, n_dead_tup AS dead,
@@ -62,3 +64,59 @@ def summary(tables: Sequence[TableHealth]) -> dict[str, Any]:
             "dead_ratio": round(dead / (live + dead), 4) if live + dead else 0.0,
             "worst_table": worst.table if worst else None,
             "worst_dead_ratio": round(worst.dead_ratio, 4) if worst else 0.0}
+
+
+# pg_stat_bgwriter holds the checkpoint counters up to PostgreSQL 16 (17 moved them to
+# pg_stat_checkpointer); a server without them reports None for those.
+_ACTIVITY = """
+SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal_bytes,
+       (SELECT blks_read FROM pg_stat_database WHERE datname = current_database()) AS blks_read,
+       (SELECT blks_hit FROM pg_stat_database WHERE datname = current_database()) AS blks_hit,
+       (SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_user_tables) AS autovacuums
+"""
+_BGWRITER = "SELECT checkpoints_timed, checkpoints_req, buffers_backend FROM pg_stat_bgwriter"
+
+
+@dataclass(frozen=True)
+class ServerActivity:
+    """Running totals of the server since its statistics began (counters only grow)."""
+
+    wal_bytes: int
+    blks_read: int  # pages read from outside shared buffers, this database
+    blks_hit: int
+    autovacuums: int  # of user tables, this database
+    checkpoints_timed: int | None = None
+    checkpoints_req: int | None = None  # asked for by WAL volume (max_wal_size), not the clock
+    buffers_backend: int | None = None  # pages the backends wrote themselves to free a buffer
+
+    def per_workflow(self, before: ServerActivity, n: int) -> dict[str, Any]:
+        """What happened between ``before`` and this reading, per workflow where it adds up."""
+        def delta(name: str) -> int | None:
+            now, then = getattr(self, name), getattr(before, name)
+            return None if now is None or then is None else int(now - then)
+
+        reads, hits = delta("blks_read") or 0, delta("blks_hit") or 0
+        backend = delta("buffers_backend")
+        return {"wal_kb_per_wf": round((self.wal_bytes - before.wal_bytes) / 1024 / n, 3),
+                "blks_read_per_wf": round(reads / n, 3),
+                "hit_ratio": round(hits / (hits + reads), 5) if hits + reads else None,
+                "backend_writes_per_wf": None if backend is None else round(backend / n, 3),
+                "checkpoints_timed": delta("checkpoints_timed"), "checkpoints_req": delta("checkpoints_req"),
+                "autovacuums": delta("autovacuums")}
+
+
+async def server_activity(dsn: str) -> ServerActivity:
+    """The server's running totals now (see :class:`ServerActivity`)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(_ACTIVITY)
+        try:
+            bg = await conn.fetchrow(_BGWRITER)
+        except asyncpg.UndefinedColumnError:
+            bg = None
+    finally:
+        await conn.close()
+    assert row is not None
+    extra = {} if bg is None else {"checkpoints_timed": bg["checkpoints_timed"],
+                                   "checkpoints_req": bg["checkpoints_req"], "buffers_backend": bg["buffers_backend"]}
+    return ServerActivity(int(row["wal_bytes"]), row["blks_read"], row["blks_hit"], int(row["autovacuums"]), **extra)

@@ -8,7 +8,10 @@ broker, PostgreSQL with its backends, worker, client) once a second. The run end
 throughput of the first and the last window (``--window`` workflows, default N/10) and a
 PNG of throughput, RSS and PostgreSQL's tables over time (matplotlib, the ``bench`` extra).
 After every burst it reads PostgreSQL's tables (benchmarks/pg_health.py): their size and
-the dead rows they carry, which autovacuum must keep from growing.
+the dead rows they carry, which autovacuum must keep from growing, and the server's share of
+work during the burst: WAL per workflow, checkpoints (those asked for by WAL volume bring
+full-page writes), pages the backends wrote themselves and read from outside shared buffers,
+autovacuums.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from .pg_health import server_activity, table_health
 from .pg_health import summary as pg_summary
-from .pg_health import table_health
 
 if TYPE_CHECKING:
     from .bench import Bench
@@ -47,6 +50,7 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
     tables: list[dict[str, Any]] = []  # PostgreSQL's tables after each burst
     try:
         done, i = 0, 0
+        activity = await server_activity(bench.dsn) if bench.dsn else None
         while done < args.sustained:
             n = min(args.burst, args.sustained - done)
             elapsed, cpu = await bench.burst(n, f"s{i}-{uuid.uuid4().hex[:6]}")
@@ -56,13 +60,19 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
             bursts.append(row)
             bench.record(bench="sustained_burst", **row)
             pg = ""
-            if bench.dsn:
+            if bench.dsn and activity is not None:
+                before, activity = activity, await server_activity(bench.dsn)
+                server = activity.per_workflow(before, n)
                 health = await table_health(bench.dsn)
                 tables.append({"t": row["t"], "done": done, **pg_summary(health)})
                 bench.record(bench="sustained_pg", burst=i, **tables[-1],
-                             tables=[h.as_json() for h in health])
+                             tables=[h.as_json() for h in health], server=server)
                 pg = (f"; PostgreSQL {tables[-1]['size_mb']:,.0f} MB, dead rows {tables[-1]['dead_ratio']:.1%} "
-                      f"(most: {tables[-1]['worst_table']} {tables[-1]['worst_dead_ratio']:.1%})")
+                      f"(most: {tables[-1]['worst_table']} {tables[-1]['worst_dead_ratio']:.1%}), "
+                      f"WAL {server['wal_kb_per_wf']:.1f} KB/wf, reads {server['blks_read_per_wf']:.2f}/wf, "
+                      f"backend writes {server['backend_writes_per_wf']}/wf, checkpoints "
+                      f"{server['checkpoints_timed']} timed {server['checkpoints_req']} by WAL, "
+                      f"autovacuums {server['autovacuums']}")
             print(f"burst {i}: {done:,} done, {row['wf_per_s']:,.0f} wf/s, "
                   f"machine {row['cpu_ms_per_wf']['machine']:.2f} ms CPU/wf, RSS MB "
                   + ", ".join(f"{k} {v:,.0f}" for k, v in rss[-1].items() if k != "t") + pg, flush=True)

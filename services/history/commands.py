@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from kadence_protocol.enums import CommandType, EventType, TimerKind
 from kadence_protocol.records import Command
 
-from . import cancellation, children, retry, timer_start, updates
+from . import cancellation, children, retry, run_ids, timer_start, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
 
@@ -105,7 +104,7 @@ def _schedule_activity(ctx: Context, t: Transition, a: dict[str, Any], completed
 
 def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_id: int) -> None:
     s = t.state
-    new_run_id = uuid.uuid4().hex
+    new_run_id = run_ids.new_run_id()
     workflow_type = a["workflow_type"] or s.workflow_type
     task_queue = a["task_queue"] or s.task_queue
     t.add(EventType.WORKFLOW_EXECUTION_CONTINUED_AS_NEW, new_run_id=new_run_id, workflow_type=workflow_type,

@@ -6,7 +6,6 @@ side effects to a :class:`~.builder.Transition` that the shard loop commits.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +35,7 @@ from kadence_protocol.records import (
 )
 from kadence_protocol.retry import DEFAULT_RETRY, next_backoff
 
-from . import policies, timer_start, transient, unseen, updates
+from . import policies, run_ids, timer_start, transient, unseen, updates
 from .builder import Transition
 from .limits import LIMIT_IDENTITY
 from .requests import Targeted, address
@@ -166,7 +165,7 @@ def _new_run(ctx: Context, ns: str, wid: str, workflow_type: str, task_queue: st
     first run's), None for the first run of a chain: ``execution_timeout_ms`` from now.
     ``parent``: a child's parent, as ``children.parent_attributes`` gives it; ``retry``: the
     retry policy's started attributes (retry.started_attributes)."""
-    state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or uuid.uuid4().hex)
+    state = MutableState(namespace=ns, workflow_id=wid, run_id=run_id or run_ids.new_run_id())
     t = ctx.new_run(state)
     t.current_changed = True
     execution_timeout_ms = max(0, execution_timeout_ms)

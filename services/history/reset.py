@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kadence_protocol.reset import INVALID_RESET, RESET_CAUSE, RESET_EVENT_TYPES, ResetPoint
 
-from . import engine, updates
+from . import engine, run_ids, updates
 from .builder import Transition
 from .state import Event, MutableState, UpdateRequest, apply
 
@@ -93,7 +93,7 @@ def choose_point(events: list[Event], point: ResetPoint, event_id: int, run_id: 
 def new_run_id(base_run_id: str, request_id: str) -> str:
     """The new run's id: fixed by the request, so a copy of it never makes a second run."""
     if not request_id:
-        return uuid.uuid4().hex
+        return run_ids.new_run_id()
     return uuid.uuid5(uuid.NAMESPACE_URL, f"kadence:reset:{base_run_id}:{request_id}").hex
 
 

@@ -61,15 +61,22 @@ _DELETES: tuple[tuple[str, str], ...] = (
 _VISIBILITY = ("visibility", "DELETE FROM visibility v USING unnest($1::text[], $2::text[]) AS d (run, ns)"
                              " WHERE v.namespace = d.ns AND v.run_id = d.run")
 
+# Per namespace, its expired runs as one range of executions_expiry (migration 0018): the scan
+# reads the expired runs, not every closed run the shard keeps. The inner LIMIT bounds each
+# namespace's share; rows it locks that the outer LIMIT drops are freed at commit.
 _EXPIRED = f"""
-SELECT e.run_id, e.namespace, e.workflow_id
-FROM executions e JOIN namespaces n ON n.name = e.namespace
-WHERE e.shard_id = $1 AND e.close_time IS NOT NULL AND e.close_time < $2 - n.retention_ms
-  AND e.status <> '{RUNNING}'
-  AND EXISTS (SELECT 1 FROM shards s WHERE s.shard_id = $1 AND s.range_id = $3)
-ORDER BY e.close_time
+SELECT x.run_id, x.namespace, x.workflow_id
+FROM namespaces n
+CROSS JOIN LATERAL (
+    SELECT e.run_id, e.namespace, e.workflow_id, e.close_time FROM executions e
+     WHERE e.shard_id = $1 AND e.namespace = n.name AND e.close_time IS NOT NULL
+       AND e.close_time < $2 - n.retention_ms AND e.status <> '{RUNNING}'
+     ORDER BY e.close_time
+     LIMIT $4
+       FOR UPDATE OF e SKIP LOCKED) AS x
+WHERE EXISTS (SELECT 1 FROM shards s WHERE s.shard_id = $1 AND s.range_id = $3)
+ORDER BY x.close_time
 LIMIT $4
-FOR UPDATE OF e SKIP LOCKED
 """
 
 

@@ -13,13 +13,12 @@ runs are never retried; the chain's execution timeout bounds the retries.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from kadence_protocol.enums import EventType, RunStatus, TimerKind
 from kadence_protocol.retry import next_backoff
 
-from . import children
+from . import children, run_ids
 from .builder import Transition
 from .engine import NEVER_MS, Context, _new_run, schedule_workflow_task, settle
 from .state import Failure, MutableState
@@ -48,7 +47,7 @@ def fail(ctx: Context, t: Transition, failure: Failure, completed_id: int) -> No
     s = t.state
     backoff = backoff_ms(s.retry_policy, s.attempt, failure.get("type") or "", bool(failure.get("non_retryable")),
                          ctx.now, s.execution_expiration_time)
-    new_run_id = uuid.uuid4().hex if backoff is not None else None
+    new_run_id = run_ids.new_run_id() if backoff is not None else None
     t.add(EventType.WORKFLOW_EXECUTION_FAILED, failure=failure, workflow_task_completed_event_id=completed_id,
           new_run_id=new_run_id)
     if backoff is not None and new_run_id is not None:
@@ -60,7 +59,7 @@ def time_out(ctx: Context, t: Transition) -> None:
     says so: a run timeout may be, the chain's expiration never (no time is left)."""
     s = t.state
     backoff = backoff_ms(s.retry_policy, s.attempt, TIMEOUT_ERROR, False, ctx.now, s.execution_expiration_time)
-    new_run_id = uuid.uuid4().hex if backoff is not None else None
+    new_run_id = run_ids.new_run_id() if backoff is not None else None
     t.add(EventType.WORKFLOW_EXECUTION_TIMED_OUT, new_run_id=new_run_id)
     if backoff is not None and new_run_id is not None:
         _retry(ctx, t, new_run_id, backoff)
