@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,30 +101,22 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]
         self._giving_back: set[asyncio.Task[None]] = set()
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
-        con = await self.acquire()
-        try:
-            return str(await con.execute(query, *args, timeout=timeout))
-        finally:
-            self._give_back(con)
+        return str(await self._one(lambda con: con.execute(query, *args, timeout=timeout)))
 
     async def fetch(self, query: str, *args: Any, timeout: float | None = None, record_class: Any = None) -> Any:
-        con = await self.acquire()
-        try:
-            return await con.fetch(query, *args, timeout=timeout, record_class=record_class)
-        finally:
-            self._give_back(con)
+        return await self._one(lambda con: con.fetch(query, *args, timeout=timeout, record_class=record_class))
 
     async def fetchrow(self, query: str, *args: Any, timeout: float | None = None, record_class: Any = None) -> Any:
-        con = await self.acquire()
-        try:
-            return await con.fetchrow(query, *args, timeout=timeout, record_class=record_class)
-        finally:
-            self._give_back(con)
+        return await self._one(lambda con: con.fetchrow(query, *args, timeout=timeout, record_class=record_class))
 
     async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any:
+        return await self._one(lambda con: con.fetchval(query, *args, column=column, timeout=timeout))
+
+    async def _one(self, query: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``query`` on a connection of the pool, which is given back after it answers."""
         con = await self.acquire()
         try:
-            return await con.fetchval(query, *args, column=column, timeout=timeout)
+            return await query(con)
         finally:
             self._give_back(con)
 
