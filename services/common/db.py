@@ -7,6 +7,7 @@ import functools
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -14,6 +15,15 @@ log = logging.getLogger(__name__)
 
 # Any constant works; it serialises concurrent migrators across processes.
 _MIGRATION_LOCK = 0x6B6164656E6365
+
+
+def without_password(dsn: str) -> str:
+    """The DSN to show in a message: its password, if any, masked."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def migrations_dir() -> Path:
