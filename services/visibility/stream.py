@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import asyncpg
 import faust
@@ -42,6 +43,8 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
         from services.common.paths import state_dir
 
         datadir = str(state_dir() / "visibility")
+    # faust makes only the last level; on a clean machine the state directory is missing too.
+    Path(datadir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
