@@ -397,18 +397,20 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", help="frontend URL of running services (default: start kadence dev)")
     parser.add_argument("--dsn", help="PostgreSQL DSN of running services (for the replay benchmark)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs of every phase (default 3; medians over them)")
     parser.add_argument("--n", type=int, nargs="+", default=[1000], help="throughput sizes (e.g. 1000 10000)")
     parser.add_argument("--latency-n", type=int, default=100, help="sequential workflows (0: no latency phase)")
     parser.add_argument("--timer-n", type=int, default=100, help="one-second timers at once (0: no timer phase)")
     parser.add_argument("--same-second", type=int, default=0, metavar="N",
                         help="N runs sleeping to the same wall-clock moment (0: none)")
     parser.add_argument("--lead", type=float, default=30.0,
-                        help="--same-second: seconds from the first start to that moment")
-    parser.add_argument("--warmup", type=int, default=200)
+                        help="--same-second: seconds from the first start to that moment (default 30)")
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="unmeasured workflows first, at least (default 200; raised to the throughput phase's"
+                             " workflows in flight)")
     parser.add_argument("--clients", type=int, default=1000,
-                        help="throughput: workflows started and awaited at once (one HTTP exchange each); "
-                             "0: all N at once, no client cap")
+                        help="throughput: workflows started and awaited at once (one HTTP exchange each;"
+                             " default 1000); 0: all N at once, no client cap")
     parser.add_argument("--sdk-defaults", action="store_true",
                         help="the worker with the SDK's default settings (no tuning), on asyncio.run")
     parser.add_argument("--sustained", type=int, default=0, metavar="N",
@@ -423,9 +425,11 @@ def cli() -> None:
                         help="dev: one `kadence dev` process (the default); services: history, matching and "
                              "frontend as processes of their own, each measured apart")
     parser.add_argument("--worker-workflow-tasks", type=int, default=WORKER_WORKFLOW_TASKS,
-                        help="workflow tasks the worker runs at once (default 200; the SDK default is 20)")
+                        help="workflow tasks the worker runs at once (default 200; an untuned"
+                             " SDK worker adapts from 50 up to 1,000)")
     parser.add_argument("--worker-tasks-per-poll", type=int, default=WORKER_TASKS_PER_POLL,
-                        help="tasks one worker poll may bring (default 50; the SDK default is 10)")
+                        help="tasks one worker poll may bring (default 50; an untuned SDK worker"
+                             " adapts from 10 up to 100)")
     parser.add_argument("--out", help="append every measurement as a JSON line to this file")
     _loop.run(main(parser.parse_args()))
 

@@ -198,7 +198,8 @@ class ChildWorkflowError(FailureError):
 
 
 class TerminatedError(FailureError):
-    """A workflow was terminated (the cause of a :class:`ChildWorkflowError`)."""
+    """A workflow was terminated (the cause of a :class:`ChildWorkflowError`, or of the
+    client's :class:`WorkflowFailureError`, whose ``reason`` is empty)."""
 
     def __init__(self, reason: str = "", *, stack_trace: str = "") -> None:
         super().__init__(f"workflow terminated: {reason}" if reason else "workflow terminated",
@@ -208,15 +209,16 @@ class TerminatedError(FailureError):
 
 class WorkflowTimeoutError(FailureError):
     """A workflow ran out of time (its execution or run timeout; the cause of a
-    :class:`ChildWorkflowError`)."""
+    :class:`ChildWorkflowError` or of the client's :class:`WorkflowFailureError`)."""
 
     def __init__(self, *, stack_trace: str = "") -> None:
         super().__init__("workflow timed out", type="WorkflowTimeoutError", stack_trace=stack_trace)
 
 
 class WorkflowFailureError(KadenceError):
-    """Client side: the workflow did not complete (failed, timed out, was terminated or
-    canceled: then ``cause`` is a :class:`CanceledError`).
+    """Client side: the workflow did not complete: failed, timed out (``cause`` a
+    :class:`WorkflowTimeoutError`), was terminated (a :class:`TerminatedError`) or canceled (a
+    :class:`CanceledError`).
 
     ``status`` is the run's final status; ``failure`` the ``kadence.Failure`` as a dict when
     the workflow failed, and ``cause`` the same failure rebuilt as an exception: an
@@ -234,6 +236,14 @@ class WorkflowFailureError(KadenceError):
         self.status = status
         self.failure: Mapping[str, Any] | None = failure
         self.cause: FailureError | None = cause
+        if cause is None and failure is None:
+            # As Temporal's client: a terminated or timed-out run has its own error as the cause
+            # (the termination's reason is in its WorkflowExecutionTerminated event).
+            if status == "Terminated":
+                cause = TerminatedError()
+            elif status == "TimedOut":
+                cause = WorkflowTimeoutError()
+            self.cause = cause
         if cause is not None:
             self.__cause__ = cause
         elif failure is not None:

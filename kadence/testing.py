@@ -762,6 +762,12 @@ class WorkflowEnvironmentHandle:
         env._check_driver()
         run = env._run(self.run_id)
         text = await encode_payload(env._codec, env.converter.encode_args(args, what=f"query {name}"), args=True)
+        # As the server: a query waits for the run's first workflow task to complete (a query
+        # right after the start, or after a signal, is answered once the workflow has run).
+        while run.status == "Running" and run.task_failure is None and not any(
+                e["event_type"] == EventType.WORKFLOW_TASK_COMPLETED for e in run.events):
+            env._check_driver()
+            await env._wait_changed(env._tick)
         query_id = f"q-{next(env._ids)}"
         future: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
         env._queries[query_id] = future

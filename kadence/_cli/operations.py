@@ -15,6 +15,7 @@ from kadence._cli.workflow import (
     Failed,
     Output,
     _console,
+    _done,
     _json_args,
     _output_option,
     _print_json,
@@ -41,7 +42,7 @@ def cancel(workflow_id: str | None, run_id: str | None, query: str | None, yes: 
         return
     assert workflow_id is not None
     single(address, namespace, workflow_id, run_id, lambda h: h.cancel(reason))
-    _console().print(f"Cancel requested for {workflow_id}")
+    _done(output, "cancel", workflow_id, run_id, f"Cancel requested for {workflow_id}")
 
 
 @workflow.command(short_help="Run an update on a workflow; print its result.")
@@ -52,9 +53,10 @@ def cancel(workflow_id: str | None, run_id: str | None, query: str | None, yes: 
 @click.option("--update-id", default=None, help="The update's id: asked again with the same id, it runs once.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait for the outcome at most; exit 1 if it has none by then.")
+@_output_option
 @with_client
 def update(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], update_id: str | None,
-           timeout: float | None, address: str, namespace: str, api_key: str | None) -> None:
+           timeout: float | None, output: str, address: str, namespace: str, api_key: str | None) -> None:
     """Run an update on a workflow and print what its handler returned, as JSON (exit 1
     if its validator rejected it, its handler raised, or the run closed first)."""
     args = _json_args(inputs, "--input")

@@ -47,6 +47,15 @@ def _run(address: str, namespace: str, work: Callable[[Client], Awaitable[T]]) -
     return common.run(common.Connection(address, namespace, common.connection().api_key), work)
 
 
+def _done(output: str, operation: str, workflow_id: str, run_id: str | None, text: str) -> None:
+    """What an operation on one run prints once done: ``text``, or with ``-o json`` an object a
+    script can parse (the batch form prints its summary the same way)."""
+    if output == Output.JSON:
+        _print_json({"operation": operation, "workflow_id": workflow_id, "run_id": run_id})
+    else:
+        _console().print(text)
+
+
 def _fail(code: ExitCode, message: str) -> NoReturn:
     raise Failed(code, message)
 
@@ -397,8 +406,9 @@ def execute(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple
 @RUN_ID
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait at most (default: until it closes); exit 1 if it still runs.")
+@_output_option
 @with_client
-def result(workflow_id: str, run_id: str | None, timeout: float | None,
+def result(workflow_id: str, run_id: str | None, timeout: float | None, output: str,
            address: str, namespace: str, api_key: str | None) -> None:
     """Wait for a run to close and print its result as JSON (exit 1 if it failed)."""
 
@@ -431,7 +441,7 @@ def signal(workflow_id: str | None, run_id: str | None, query: str | None, yes: 
         return
     assert workflow_id is not None
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).signal(name, *args))
-    _console().print(f"Signal {name} sent to {workflow_id}")
+    _done(output, "signal", workflow_id, run_id, f"Signal {name} sent to {workflow_id}")
 
 
 @workflow.command(short_help="Ask a workflow a query through its worker.")
@@ -439,8 +449,9 @@ def signal(workflow_id: str | None, run_id: str | None, query: str | None, yes: 
 @RUN_ID
 @click.option("--name", required=True, help="The query's name.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
+@_output_option
 @with_client
-def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], address: str,
+def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], output: str, address: str,
           namespace: str, api_key: str | None) -> None:
     """Ask a workflow a query (answered by a worker) and print the answer as JSON."""
     args = _json_args(inputs, "--input")
@@ -465,7 +476,7 @@ def terminate(workflow_id: str | None, run_id: str | None, query: str | None, ye
         return
     assert workflow_id is not None
     _run(address, namespace, lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason))
-    _console().print(f"Terminated {workflow_id}")
+    _done(output, "terminate", workflow_id, run_id, f"Terminated {workflow_id}")
 
 
 def main(argv: list[str]) -> int:

@@ -34,14 +34,25 @@ async def watch_child(process: subprocess.Popen[bytes], what: str, fatal: Fatal,
 async def keep_postgres(pg: EmbeddedPostgres, fatal: Fatal, *, every: float = POLL_S, attempts: int = 3) -> None:
     """Start ``pg`` again whenever its server has gone (killed, crashed): nothing else would,
     and the services' loops retry their connections until it is back (their outage backoff),
-    then carry on from what it committed. Fatal after ``attempts`` failed starts in a row."""
+    then carry on from what it committed. Fatal after ``attempts`` failed starts in a row.
+
+    A start may return while the server is still down: pgserver takes a killed postmaster not
+    yet reaped for a live one and starts nothing. So the server is said to be back only once
+    it is seen running (the next turn), the next turns try again meanwhile, and the outage is
+    said once."""
     failures = 0
+    gone = False
     while True:
         await asyncio.sleep(every)
         if pg.running():
+            if gone:
+                log.info("kadence dev's PostgreSQL is running again")
+                gone = False
             failures = 0
             continue
-        log.warning("kadence dev's PostgreSQL has gone; starting it again")
+        if not gone:
+            log.warning("kadence dev's PostgreSQL has gone; starting it again")
+            gone = True
         try:
             await asyncio.to_thread(pg.resume)
         except Exception as exc:  # noqa: BLE001 - any failure to start counts; the last one is said
@@ -50,5 +61,3 @@ async def keep_postgres(pg: EmbeddedPostgres, fatal: Fatal, *, every: float = PO
             if failures >= attempts:
                 fatal.declare(f"kadence dev's PostgreSQL did not start again: {exc!r}")
                 return
-        else:
-            log.info("kadence dev's PostgreSQL is running again")

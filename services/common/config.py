@@ -28,6 +28,15 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _in_range(name: str, value: int, low: int, high: int | None) -> int:
+    """``value`` if ``low <= value <= high``; else the error naming the variable (a count of 0,
+    a negative interval or a port past 65535 would start a service that cannot work)."""
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
 def _env_chosen_int(name: str) -> int | None:
     """An integer setting that may be left unset (None), told apart from any value chosen."""
     raw = os.environ.get(name)
@@ -171,6 +180,8 @@ class EnvSetting:
     kind: EnvKind
     readers: frozenset[Reader]
     help: str
+    low: int = 0             # an integer's smallest value
+    high: int | None = None  # and its largest (None: no bound)
 
     def default(self) -> object:
         found = next(f for f in dataclasses.fields(Settings) if f.name == self.field)
@@ -183,9 +194,10 @@ class EnvSetting:
                 return os.environ.get(self.name, default)
             case EnvKind.INT:
                 assert isinstance(default, int)
-                return _env_int(self.name, default)
+                return _in_range(self.name, _env_int(self.name, default), self.low, self.high)
             case EnvKind.CHOSEN_INT:
-                return _env_chosen_int(self.name)
+                chosen = _env_chosen_int(self.name)
+                return None if chosen is None else _in_range(self.name, chosen, self.low, self.high)
             case EnvKind.SWITCH:
                 return _env_bool(self.name)
             case EnvKind.SWITCH_ON:
@@ -209,18 +221,20 @@ _HM, _HF, _ALL, _DEV = _H | _M, _H | _F, _H | _M | _F, frozenset[Reader]()
 ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("KADENCE_KAFKA_BOOTSTRAP", "kafka_bootstrap", EnvKind.TEXT, _ALL, "the Kafka brokers, host:port[,...]"),
     EnvSetting("KADENCE_DATABASE_URL", "database_url", EnvKind.TEXT, _ALL, "the PostgreSQL DSN (required)"),
-    EnvSetting("KADENCE_SHARDS", "shards", EnvKind.INT, _HF, "partitions of kadence.requests, fixed per cluster"),
-    EnvSetting("KADENCE_TASK_PARTITIONS", "task_partitions", EnvKind.INT, _ALL, "partitions of kadence.tasks"),
+    EnvSetting("KADENCE_SHARDS", "shards", EnvKind.INT, _HF, "partitions of kadence.requests, fixed per cluster",
+               low=1),
+    EnvSetting("KADENCE_TASK_PARTITIONS", "task_partitions", EnvKind.INT, _ALL, "partitions of kadence.tasks", low=1),
     EnvSetting("KADENCE_FRONTEND_HOST", "frontend_host", EnvKind.TEXT, _F, "the frontend's HTTP address"),
-    EnvSetting("KADENCE_FRONTEND_PORT", "frontend_port", EnvKind.INT, _F, "the frontend's HTTP port"),
+    EnvSetting("KADENCE_FRONTEND_PORT", "frontend_port", EnvKind.INT, _F, "the frontend's HTTP port", high=65535),
     EnvSetting("KADENCE_MATCHING_HOST", "matching_host", EnvKind.TEXT, _M, "matching's internal API address"),
-    EnvSetting("KADENCE_MATCHING_PORT", "matching_port", EnvKind.INT, _M, "matching's internal API port (0: any free)"),
+    EnvSetting("KADENCE_MATCHING_PORT", "matching_port", EnvKind.INT, _M, "matching's internal API port (0: any free)",
+               high=65535),
     EnvSetting("KADENCE_SESSION_TIMEOUT_MS", "session_timeout_ms", EnvKind.INT, _HM,
-               "Kafka consumer-group session timeout"),
+               "Kafka consumer-group session timeout", low=1),
     EnvSetting("KADENCE_STARTED_RECORD_DELAY_MS", "started_record_delay_ms", EnvKind.INT, _F,
                "how long the frontend holds a task's started record back"),
     EnvSetting("KADENCE_MAX_PAYLOAD_BYTES", "max_payload_bytes", EnvKind.INT, _HF,
-               "the largest payload one command may carry (bytes of JSON)"),
+               "the largest payload one command may carry (bytes of JSON)", low=1),
     EnvSetting("KADENCE_HISTORY_FETCH_WAIT_MS", "history_fetch_wait_ms", EnvKind.CHOSEN_INT, _H,
                "broker fetch wait on kadence.requests (unset: by how the hop is carried)"),
     EnvSetting("KADENCE_MATCHING_FETCH_WAIT_MS", "matching_fetch_wait_ms", EnvKind.CHOSEN_INT, _M,
@@ -243,16 +257,17 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("KADENCE_MIN_RETENTION_MS", "min_retention_ms", EnvKind.INT, _F,
                "the shortest retention a namespace may be given"),
     EnvSetting("KADENCE_RETENTION_INTERVAL_MS", "retention_interval_ms", EnvKind.INT, _H,
-               "how often the retention job looks"),
-    EnvSetting("KADENCE_RETENTION_BATCH", "retention_batch", EnvKind.INT, _H, "how many runs one deletion takes"),
+               "how often the retention job looks", low=1),
+    EnvSetting("KADENCE_RETENTION_BATCH", "retention_batch", EnvKind.INT, _H, "how many runs one deletion takes",
+               low=1),
     EnvSetting("KADENCE_SCHEDULER_INTERVAL_MS", "scheduler_interval_ms", EnvKind.INT, _H,
-               "how often the scheduler looks"),
+               "how often the scheduler looks", low=1),
     EnvSetting("KADENCE_STALL_AFTER_MS", "stall_after_ms", EnvKind.INT, _H,
                "a shard retrying this long is reported stalled (/health 503)"),
     EnvSetting("KADENCE_HISTORY_HEALTH_HOST", "history_health_host", EnvKind.TEXT, _H,
                "history's /health and command-notices address"),
     EnvSetting("KADENCE_HISTORY_HEALTH_PORT", "history_health_port", EnvKind.CHOSEN_INT, _H,
-               "history's /health port (unset: no /health; 0: any free)"),
+               "history's /health port (unset: no /health; 0: any free)", high=65535),
     EnvSetting("KADENCE_INGRESS_KEYS", "ingress_keys", EnvKind.TEXT, _HF, "the signed-ingress policy file"),
     EnvSetting("KADENCE_INTERNAL_KEY", "internal_key", EnvKind.TEXT, _ALL,
                "shared key of internal APIs and metrics (unset: loopback only)"),

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -15,6 +16,15 @@ log = logging.getLogger(__name__)
 
 # Any constant works; it serialises concurrent migrators across processes.
 _MIGRATION_LOCK = 0x6B6164656E6365
+
+
+def without_password(dsn: str) -> str:
+    """The DSN to show in a message: its password, if any, masked."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def migrations_dir() -> Path:

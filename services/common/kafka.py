@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from kadence_protocol import avro
@@ -95,6 +95,28 @@ async def ensure_topics(bootstrap: str, shards: int, task_partitions: int,
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+async def history_topic_problem(bootstrap: str) -> str | None:
+    """Why a reader of kadence.history cannot start on ``bootstrap`` (no broker, no topic), or
+    None. aiokafka's own connection errors are logged at CRITICAL only meanwhile: the caller
+    says it in one line."""
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **client_options())
+    try:
+        await consumer.start()
+        topics = await consumer.topics()
+    except KafkaError as exc:
+        return f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__}); set KADENCE_KAFKA_BOOTSTRAP"
+    finally:
+        await consumer.stop()
+        quiet.setLevel(level)
+    if HISTORY not in topics:
+        return f"the broker at {bootstrap} has no {HISTORY} topic (the services create it at their start)"
+    return None
 
 
 class SigningProducer(TracingProducer):

@@ -15,7 +15,9 @@ import logging
 import signal
 from typing import Protocol
 
-from . import db, kafka, telemetry
+from aiokafka.errors import KafkaError
+
+from . import db, kafka, outage, telemetry
 from .bind import UnsafeBind
 from .config import Settings
 from .ingress_auth import IngressConfigError
@@ -45,9 +47,7 @@ async def run_service(service: Service, settings: Settings, name: str) -> None:
 
 
 async def _run(service: Service, settings: Settings, name: str) -> None:
-    await db.migrate(settings.database_url)
-    await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions,
-                             settings.kafka_security)
+    await prepare(settings, name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,6 +64,22 @@ async def _run(service: Service, settings: Settings, name: str) -> None:
         await service.stop()
     if reason is not None:
         raise SystemExit(f"{name}: {reason}")  # exit status 1
+
+
+async def prepare(settings: Settings, name: str) -> None:
+    """Migrate PostgreSQL and create the topics; an unreachable or refusing one ends the
+    process in one line naming it (exit 1, for the supervisor to try again), not a traceback."""
+    try:
+        await db.migrate(settings.database_url)
+    except outage.DATABASE_ERRORS as exc:
+        raise SystemExit(f"{name}: cannot use PostgreSQL at {db.without_password(settings.database_url)}"
+                         f" (KADENCE_DATABASE_URL): {type(exc).__name__}: {exc}") from None
+    try:
+        await kafka.ensure_topics(settings.kafka_bootstrap, settings.shards, settings.task_partitions,
+                                 settings.kafka_security)
+    except KafkaError as exc:
+        raise SystemExit(f"{name}: cannot reach the Kafka broker at {settings.kafka_bootstrap}"
+                         f" (KADENCE_KAFKA_BOOTSTRAP): {exc}") from None
 
 
 async def until_stopped(stop: asyncio.Event, fatal: Fatal | None) -> str | None:

@@ -9,7 +9,7 @@ import os
 
 from services.common.usage import KAFKA_SECURITY_LINE, METRICS_LINE, EnvLine, service_parser, settings_lines
 
-from .stream import SESSION_TIMEOUT_DEFAULT_S, SESSION_TIMEOUT_ENV, main
+from .stream import SESSION_TIMEOUT_DEFAULT_S, SESSION_TIMEOUT_ENV, check_start, main
 
 ENVIRONMENT = [*settings_lines(["KADENCE_KAFKA_BOOTSTRAP", "KADENCE_DATABASE_URL"]),
                EnvLine(SESSION_TIMEOUT_ENV, f"{SESSION_TIMEOUT_DEFAULT_S:g}",
@@ -31,8 +31,10 @@ if args.command == "rebuild":
     dsn = os.environ.get("KADENCE_DATABASE_URL", "")
     if not dsn:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
+    bootstrap = os.environ.get("KADENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    check_start(bootstrap, dsn)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    read = asyncio.run(rebuild(os.environ.get("KADENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), dsn,
+    read = asyncio.run(rebuild(bootstrap, dsn,
                                namespace=args.namespace))
     print(f"visibility rebuilt from {read} records of kadence.history")
 else:

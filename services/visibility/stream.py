@@ -11,9 +11,11 @@ events are acknowledged, that is after the write.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 import asyncpg
 import faust
@@ -42,6 +44,8 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
         from services.common.paths import state_dir
 
         datadir = str(state_dir() / "visibility")
+    # faust makes only the last level; on a clean machine the state directory is missing too.
+    Path(datadir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
@@ -89,11 +93,31 @@ def _skipped(index: int, exc: projection.Skipped) -> None:
     log.warning("visibility: skipping a record of %s: %s", kafka.HISTORY, exc)
 
 
+async def start_problem(bootstrap: str, dsn: str) -> str | None:
+    """Why visibility cannot start (its PostgreSQL unusable, no broker, no kadence.history), or
+    None: said in one line, rather than as the traceback of faust's crashed worker."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except outage.DATABASE_ERRORS as exc:
+        return (f"cannot use PostgreSQL at {db.without_password(dsn)} (KADENCE_DATABASE_URL):"
+                f" {type(exc).__name__}: {exc}")
+    await conn.close()
+    return await kafka.history_topic_problem(bootstrap)
+
+
+def check_start(bootstrap: str, dsn: str) -> None:
+    """End the program (exit 1, as every service) when :func:`start_problem` finds one."""
+    problem = asyncio.run(start_problem(bootstrap, dsn))
+    if problem is not None:
+        raise SystemExit(f"visibility: {problem}")
+
+
 def main() -> None:
     bootstrap = os.environ.get("KADENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     dsn = os.environ.get("KADENCE_DATABASE_URL", "")
     if not dsn:
         raise SystemExit("KADENCE_DATABASE_URL is not set (a PostgreSQL DSN)")
+    check_start(bootstrap, dsn)
     session = float(os.environ.get(SESSION_TIMEOUT_ENV) or SESSION_TIMEOUT_DEFAULT_S)
     # Metrics (kadence_visibility_delay_seconds) when KADENCE_METRICS_PORT is set, as every service.
     telemetry.setup_from_env("kadence-visibility")

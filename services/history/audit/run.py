@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from services.common import outage
 from services.common.bounded import TopicReadError
+from services.common.db import without_password
 
 from . import pg
 from .errors import AuditError
@@ -83,13 +83,6 @@ async def _database(dsn: str, option: str) -> AsyncIterator[None]:
     try:
         yield
     except outage.DATABASE_ERRORS as exc:
-        raise AuditError(f"cannot use the database of {option} ({_without_password(dsn)}):"
+        raise AuditError(f"cannot use the database of {option} ({without_password(dsn)}):"
                          f" {type(exc).__name__}: {exc}") from None
 
-
-def _without_password(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

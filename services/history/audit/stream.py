@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
-from kadence_protocol.kafka_security import client_options
 from services.common import kafka
 from services.common.kafka import faust_credentials
 
@@ -125,29 +122,11 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
     return app, auditor
 
 
-async def _check_broker(bootstrap: str) -> str | None:
-    """Why the audit cannot start on ``bootstrap`` (no broker, no kadence.history), or None."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                **client_options())
-    try:
-        await consumer.start()
-        topics = await consumer.topics()
-    except KafkaError as exc:
-        return f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__}); set KADENCE_KAFKA_BOOTSTRAP"
-    finally:
-        await consumer.stop()
-    if kafka.HISTORY not in topics:
-        return f"the broker at {bootstrap} has no {kafka.HISTORY} topic (the services create it at their start)"
-    return None
-
-
 def main() -> None:
     bootstrap = os.environ.get("KADENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     session = float(os.environ.get("KADENCE_AUDIT_SESSION_TIMEOUT_S", "10"))
     # One line instead of a worker that logs connection errors for ever.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    problem = asyncio.run(_check_broker(bootstrap))
-    logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+    problem = asyncio.run(kafka.history_topic_problem(bootstrap))
     if problem is not None:
         print(f"kadence audit stream: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -20,3 +20,30 @@ def test_readable_settings_are_returned(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings_or_exit("history").history_health_port == 0
     monkeypatch.delenv("KADENCE_HISTORY_HEALTH_PORT")
     assert Settings.from_env().history_health_port is None
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("KADENCE_SHARDS", "0", "KADENCE_SHARDS must be at least 1, got 0"),
+    ("KADENCE_TASK_PARTITIONS", "-2", "KADENCE_TASK_PARTITIONS must be at least 1, got -2"),
+    ("KADENCE_SCHEDULER_INTERVAL_MS", "0", "KADENCE_SCHEDULER_INTERVAL_MS must be at least 1, got 0"),
+    ("KADENCE_HISTORY_FETCH_WAIT_MS", "-5", "KADENCE_HISTORY_FETCH_WAIT_MS must be at least 0, got -5"),
+    ("KADENCE_STALL_AFTER_MS", "-1", "KADENCE_STALL_AFTER_MS must be at least 0, got -1"),
+    ("KADENCE_FRONTEND_PORT", "99999", "KADENCE_FRONTEND_PORT must be between 0 and 65535, got 99999"),
+])
+def test_a_value_out_of_its_range_ends_the_program_naming_it(name: str, value: str, says: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A count of 0 or a negative wait started a service that could not work (history with no
+    # shard to own, a frontend dividing by its shard count, a busy scheduler loop).
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        settings_or_exit("history")
+    assert str(exited.value.code) == f"history: {says}"
+
+
+def test_the_bounds_themselves_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in [("KADENCE_SHARDS", "1"), ("KADENCE_HISTORY_FETCH_WAIT_MS", "0"),
+                        ("KADENCE_FRONTEND_PORT", "65535"), ("KADENCE_MATCHING_PORT", "0")]:
+        monkeypatch.setenv(name, value)
+    settings = settings_or_exit("history")
+    assert (settings.shards, settings.history_fetch_wait_ms, settings.frontend_port, settings.matching_port) == \
+        (1, 0, 65535, 0)
