@@ -887,3 +887,18 @@ class WorkflowInstance:
                                                           "details": encode_value({"patch_id": patch_id})}))
         self._patches[patch_id] = result
         return result
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The new code path of ``patch_id`` is the only one left: a marker marked deprecated
+        is recorded live (code still calling ``patched`` replays it as patched), and replayed
+        only where history has one; code without the call skips such markers (runner._match)."""
+        if patch_id in self._patches:
+            return
+        self._patches[patch_id] = True
+        marker = PATCH_MARKER_PREFIX + patch_id
+        if self._replaying and not any(
+                e["event_type"] == EventType.MARKER_RECORDED
+                and (e.get("attributes") or {}).get("marker_name") == marker for e in self._recorded):
+            return
+        self._add(Command(CommandType.RECORD_MARKER, {
+            "marker_name": marker, "details": encode_value({"patch_id": patch_id, "deprecated": True})}))
