@@ -216,7 +216,8 @@ class WorkflowTimeoutError(FailureError):
 
 class WorkflowFailureError(KadenceError):
     """Client side: the workflow did not complete (failed, timed out, was terminated or
-    canceled: then ``cause`` is a :class:`CanceledError`).
+    canceled: then ``cause`` is a :class:`CanceledError`; timed out, a
+    :class:`WorkflowTimeoutError`; terminated, a :class:`TerminatedError`, as Temporal's).
 
     ``status`` is the run's final status; ``failure`` the ``kadence.Failure`` as a dict when
     the workflow failed, and ``cause`` the same failure rebuilt as an exception: an
@@ -227,7 +228,7 @@ class WorkflowFailureError(KadenceError):
 
     def __init__(self, status: str, failure: Mapping[str, Any] | None = None, *,
                  cause: FailureError | None = None) -> None:
-        message = f"workflow {status.lower()}"
+        message = f"workflow {_STATUS_WORDS.get(status, status.lower())}"
         if failure is not None:
             message += f": {failure.get('message', '')}"
         super().__init__(message)
@@ -242,6 +243,16 @@ class WorkflowFailureError(KadenceError):
 
             self.cause = exception_from_failure(failure)
             self.__cause__ = self.cause
+        elif status == "TimedOut":
+            self.cause = WorkflowTimeoutError()
+            self.__cause__ = self.cause
+        elif status == "Terminated":
+            # The reason is in the run's WorkflowExecutionTerminated event (history()).
+            self.cause = TerminatedError()
+            self.__cause__ = self.cause
+
+
+_STATUS_WORDS = {"TimedOut": "timed out", "ContinuedAsNew": "continued as new"}
 
 
 class WorkflowUpdateFailedError(KadenceError):
