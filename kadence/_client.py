@@ -47,6 +47,7 @@ from kadence.interceptor import (
     chain_client,
 )
 from kadence_protocol import tracing as _tracing
+from kadence_protocol.queries import UPDATE_RESULT_NAME
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -599,6 +600,13 @@ class WorkflowHandle:
         with extra_headers(input.headers):
             await handle._ask(input.wait_for_stage, input.timeout)
         return handle
+
+    def get_update_handle(self, id: str, *, result_type: Any = None) -> WorkflowUpdateHandle:
+        """A handle on update ``id`` of this workflow, sent by anyone (another client, an
+        earlier process), as Temporal's: ``result()`` waits for its outcome, converted to
+        ``result_type``. Asking never runs an update: an id the run does not know raises
+        WorkflowUpdateFailedError (rejected, cause of type ``UpdateNotFound``)."""
+        return WorkflowUpdateHandle(self, id, UPDATE_RESULT_NAME, [], result_type)
 
     async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every event of the run, in order, following the pages."""

@@ -52,7 +52,7 @@ from kadence.interceptor import (
     chain_workflow,
 )
 from kadence_protocol.enums import RETRYABLE_TIMEOUTS, CommandType, EventType
-from kadence_protocol.queries import STACK_TRACE_QUERY
+from kadence_protocol.queries import STACK_TRACE_QUERY, UPDATE_RESULT_NAME
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
 
@@ -565,6 +565,9 @@ class WorkflowInstance:
 
     def _validated(self, name: str, attrs: Mapping[str, Any], validate: bool) -> list[Any]:
         """The update's arguments, once its validator (when ``validate``) passed; raises to reject."""
+        if name == UPDATE_RESULT_NAME:  # a client waiting for an update this run does not know
+            raise ApplicationError(f"this run has no update {attrs.get('update_id')!r}", type="UpdateNotFound",
+                                   non_retryable=True)
         if name not in self.definition.updates:
             known = ", ".join(sorted(self.definition.updates)) or "none"
             raise ApplicationError(f"unknown update {name!r} (known: {known})", type="UpdateNotFound",
