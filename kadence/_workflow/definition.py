@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from kadence_protocol.queries import UPDATE_RESULT_NAME
+from kadence_protocol.queries import CANCEL_CHILD_SIGNAL, UPDATE_RESULT_NAME
 
 __all__ = [
     "WorkflowDefinition",
@@ -99,6 +99,8 @@ def signal(fn: CallableT | None = None, *, name: str | None = None) -> CallableT
         signal_name = name if name is not None else f.__name__
         if not signal_name:
             raise ValueError(f"@workflow.signal on {f.__qualname__}: name must not be empty")
+        if signal_name == CANCEL_CHILD_SIGNAL:
+            raise ValueError(f"@workflow.signal on {f.__qualname__}: {signal_name!r} is reserved")
         setattr(f, _SIGNAL, signal_name)
         return f
 
