@@ -156,8 +156,24 @@ class Children(Owned):
             "workflow_type": workflow_type,
             "input": instance.converter.encode_args(args, what=f"child workflow {workflow_type}"),
         }
-        instance._add(Command(CommandType.START_CHILD_WORKFLOW_EXECUTION, attrs, recorded))
-        await pending.started
+        command = Command(CommandType.START_CHILD_WORKFLOW_EXECUTION, attrs, recorded)
+        instance._add(command)
+        try:
+            await asyncio.shield(pending.started)
+        except asyncio.CancelledError:
+            decided = next((i for i, c in enumerate(instance._commands) if c is command), None)
+            if decided is not None:  # decided in this very task: history never hears of it
+                del instance._commands[decided]
+                raise
+            # The start is on its way: see it through, then cancel the child as an awaited
+            # child is cancelled (ChildWorkflowHandle.result), rather than leave it running.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending.started)
+            if pending.run_id is not None:
+                self.request_cancel(pending)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending.closed)
+            raise
         return pending.handle
 
     async def signal(self, pending: _PendingChild, signal_name: str, args: Sequence[Any]) -> None:
