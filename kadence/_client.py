@@ -47,6 +47,7 @@ from kadence.interceptor import (
     chain_client,
 )
 from kadence_protocol import tracing as _tracing
+from kadence_protocol.queries import UPDATE_RESULT_NAME
 
 __all__ = ["Client", "WorkflowHandle", "default_identity"]
 
@@ -324,7 +325,9 @@ class Client(AdminMixin):
         else:
             with extra_headers(input.headers):
                 answer = await self._idempotent(path, body, timeout=timeout, what=what)
-        handle = WorkflowHandle(self, input.id, run_id=answer.get("run_id"), result_type=input.result_type)
+        run_id = answer.get("run_id")
+        handle = WorkflowHandle(self, input.id, run_id=run_id, result_type=input.result_type,
+                                first_execution_run_id=run_id)
         handle._first_outcome = answer.get("outcome")
         return handle
 
@@ -437,15 +440,24 @@ class Client(AdminMixin):
 
 
 class WorkflowHandle:
-    """One workflow (and optionally one run of it) as seen from the client."""
+    """One workflow (and optionally one run of it) as seen from the client.
+
+    A handle ``start_workflow`` returned names the run it started (``run_id``) but, as
+    Temporal's, acts on the workflow's chain: signals, queries, updates, describe, cancel and
+    terminate go to the workflow id's current run (the one a continue-as-new, a retry or a
+    reset made), ``result()`` follows the chain from the run started. A handle given a
+    ``run_id`` by ``get_workflow_handle`` acts on that run alone.
+    """
 
     def __init__(self, client: Client, workflow_id: str, *, run_id: str | None = None,
-                 result_type: Any = None) -> None:
+                 result_type: Any = None, first_execution_run_id: str | None = None) -> None:
         self.client = client
         #: What ``result()`` converts the result to (None: plain JSON).
         self.result_type = result_type
         self.workflow_id = workflow_id
         self.run_id = run_id
+        #: The run that started the chain this handle acts on (set by a start; Temporal's name).
+        self.first_execution_run_id = first_execution_run_id
         self._path = f"/workflows/{path_segment(workflow_id)}"
         # The outcome the start answered with (execute_workflow asks for it), if any.
         self._first_outcome: Mapping[str, Any] | None = None
@@ -454,6 +466,18 @@ class WorkflowHandle:
     def id(self) -> str:
         """The workflow id (``workflow_id``), as a child workflow's handle and Temporal name it."""
         return self.workflow_id
+
+    @property
+    def result_run_id(self) -> str | None:
+        """The run ``result()`` starts from (and follows to the chain's last run)."""
+        return self.run_id
+
+    @property
+    def _target_run_id(self) -> str | None:
+        """The run id sent with signals, queries, updates, describe, cancel and terminate:
+        none (the workflow's current run) for a start's handle, whose run may have
+        continued as new, been retried or reset since."""
+        return None if self.first_execution_run_id is not None else self.run_id
 
     def __repr__(self) -> str:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
@@ -467,7 +491,7 @@ class WorkflowHandle:
         body = {
             "signal_name": name,
             "input": await self.client._encode_args(input.args, f"signal {name}"),
-            "run_id": self.run_id,
+            "run_id": self._target_run_id,
             "request_id": input.request_id or str(uuid.uuid4()),
             "identity": self.client.identity,
         }
@@ -486,14 +510,14 @@ class WorkflowHandle:
     async def _query(self, input: QueryWorkflowInput) -> Any:
         name = input.query
         body = {"query_type": name, "args": await self.client._encode_args(input.args, f"query {name}"),
-                "run_id": self.run_id}
+                "run_id": self._target_run_id}
         with extra_headers(input.headers):
             answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
         return await self.client._decode_value(answer.get("result"), input.result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:
         """The run's state; its ``memo`` (if any) with the payload codec undone."""
-        answer = await self.client.transport.call("GET", self._path, params={"run_id": self.run_id})
+        answer = await self.client.transport.call("GET", self._path, params={"run_id": self._target_run_id})
         if answer.get("memo") is not None:
             answer["memo"] = await self.client._decode_memo(answer["memo"])
         return answer
@@ -502,7 +526,7 @@ class WorkflowHandle:
         await self.client._outbound.terminate_workflow(TerminateWorkflowInput(self, reason))
 
     async def _terminate(self, input: TerminateWorkflowInput) -> None:
-        body = {"reason": input.reason, "run_id": self.run_id, "identity": self.client.identity}
+        body = {"reason": input.reason, "run_id": self._target_run_id, "identity": self.client.identity}
         with extra_headers(input.headers):
             await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
 
@@ -515,8 +539,8 @@ class WorkflowHandle:
         await self.client._outbound.cancel_workflow(CancelWorkflowInput(self, reason, request_id))
 
     async def _cancel(self, input: CancelWorkflowInput) -> None:
-        body = {"reason": input.reason, "run_id": self.run_id, "request_id": input.request_id or str(uuid.uuid4()),
-                "identity": self.client.identity}
+        body = {"reason": input.reason, "run_id": self._target_run_id,
+                "request_id": input.request_id or str(uuid.uuid4()), "identity": self.client.identity}
         with extra_headers(input.headers):
             await self.client._idempotent(f"{self._path}/cancel", body,
                                           what=f"cancel of workflow {self.workflow_id}")
@@ -576,6 +600,13 @@ class WorkflowHandle:
         with extra_headers(input.headers):
             await handle._ask(input.wait_for_stage, input.timeout)
         return handle
+
+    def get_update_handle(self, id: str, *, result_type: Any = None) -> WorkflowUpdateHandle:
+        """A handle on update ``id`` of this workflow, sent by anyone (another client, an
+        earlier process), as Temporal's: ``result()`` waits for its outcome, converted to
+        ``result_type``. Asking never runs an update: an id the run does not know raises
+        WorkflowUpdateFailedError (rejected, cause of type ``UpdateNotFound``)."""
+        return WorkflowUpdateHandle(self, id, UPDATE_RESULT_NAME, [], result_type)
 
     async def history(self, *, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every event of the run, in order, following the pages."""
@@ -695,7 +726,7 @@ class WorkflowUpdateHandle:
             left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
             wait = max(0.0, min(_LONG_POLL_SECONDS, left))
             body = {"update_id": self.id, "update_name": self.name, "input": self._input,
-                    "run_id": self.workflow.run_id, "wait_for_stage": stage, "wait_seconds": wait,
+                    "run_id": self.workflow._target_run_id, "wait_for_stage": stage, "wait_seconds": wait,
                     "request_id": str(uuid.uuid4()), "identity": client.identity}
             outcome = await client._idempotent(f"{self.workflow._path}/update", body, timeout=wait + 15,
                                                what=f"update {self.name} of workflow {self.workflow.workflow_id}")

@@ -229,7 +229,7 @@ class WorkflowFailureError(KadenceError):
 
     def __init__(self, status: str, failure: Mapping[str, Any] | None = None, *,
                  cause: FailureError | None = None) -> None:
-        message = f"workflow {status.lower()}"
+        message = f"workflow {_STATUS_WORDS.get(status, status.lower())}"
         if failure is not None:
             message += f": {failure.get('message', '')}"
         super().__init__(message)
@@ -252,6 +252,9 @@ class WorkflowFailureError(KadenceError):
 
             self.cause = exception_from_failure(failure)
             self.__cause__ = self.cause
+
+
+_STATUS_WORDS = {"TimedOut": "timed out", "ContinuedAsNew": "continued as new"}
 
 
 class WorkflowUpdateFailedError(KadenceError):

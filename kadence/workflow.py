@@ -41,6 +41,7 @@ __all__ = [
     "all_handlers_finished",
     "continue_as_new",
     "defn",
+    "deprecate_patch",
     "execute_activity",
     "execute_child_workflow",
     "execute_local_activity",
@@ -415,6 +416,17 @@ def patched(patch_id: str) -> bool:
     when replaying a run that passed this point before the change was deployed.
     """
     return current_instance().patched(patch_id)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Say that only the new code path of change ``patch_id`` is left (every run that took
+    the old one has closed): the ``if workflow.patched(patch_id)`` and its old branch are gone.
+
+    Runs that recorded the patch still replay, and the marker this records (marked
+    deprecated) lets a later deploy drop this call too: code that no longer asks about a
+    deprecated patch replays past its markers. As Temporal's ``deprecate_patch``.
+    """
+    current_instance().deprecate_patch(patch_id)
 
 
 def upsert_search_attributes(attributes: Mapping[str, Any]) -> None:

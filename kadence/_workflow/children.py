@@ -11,6 +11,7 @@ same activations. The runner's tables take the command/event pairs from here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -28,6 +29,7 @@ from kadence.exceptions import (
     WorkflowTimeoutError,
 )
 from kadence_protocol.enums import CommandType, EventType
+from kadence_protocol.queries import CANCEL_CHILD_SIGNAL
 
 if TYPE_CHECKING:
     from kadence._workflow.instance import WorkflowInstance
@@ -68,6 +70,7 @@ class _PendingChild:
     run_id: str | None = None
     handle: ChildWorkflowHandle[Any] | None = field(default=None, repr=False)
     result_type: Any = None  # the child's run method's return annotation (None: plain JSON)
+    cancel_sent: bool = False  # the child was asked to cancel (once, however many waits end)
 
 
 class ChildWorkflowHandle(Generic[R]):
@@ -94,8 +97,22 @@ class ChildWorkflowHandle(Generic[R]):
         return self._pending.workflow_type
 
     async def result(self) -> R:
-        """The child's result; raises :class:`ChildWorkflowError` if it did not complete."""
-        result: R = await self._pending.closed
+        """The child's result; raises :class:`ChildWorkflowError` if it did not complete.
+
+        Cancelling the code that awaits it (the workflow's cancellation, ``asyncio.wait_for``,
+        ``task.cancel()``) asks the child to cancel and, as Temporal's default for children,
+        waits until the child has closed before ``asyncio.CancelledError`` goes on."""
+        closed = self._pending.closed
+        try:
+            result: R = await asyncio.shield(closed)
+        except asyncio.CancelledError:
+            if closed.done():
+                raise
+            self._children.request_cancel(self._pending)
+            # However the child closes (canceled, or completing anyway), the wait was cancelled.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(closed)
+            raise
         return result
 
     def __await__(self) -> Generator[Any, None, R]:
@@ -139,8 +156,24 @@ class Children(Owned):
             "workflow_type": workflow_type,
             "input": instance.converter.encode_args(args, what=f"child workflow {workflow_type}"),
         }
-        instance._add(Command(CommandType.START_CHILD_WORKFLOW_EXECUTION, attrs, recorded))
-        await pending.started
+        command = Command(CommandType.START_CHILD_WORKFLOW_EXECUTION, attrs, recorded)
+        instance._add(command)
+        try:
+            await asyncio.shield(pending.started)
+        except asyncio.CancelledError:
+            decided = next((i for i, c in enumerate(instance._commands) if c is command), None)
+            if decided is not None:  # decided in this very task: history never hears of it
+                del instance._commands[decided]
+                raise
+            # The start is on its way: see it through, then cancel the child as an awaited
+            # child is cancelled (ChildWorkflowHandle.result), rather than leave it running.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending.started)
+            if pending.run_id is not None:
+                self.request_cancel(pending)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending.closed)
+            raise
         return pending.handle
 
     async def signal(self, pending: _PendingChild, signal_name: str, args: Sequence[Any]) -> None:
@@ -157,6 +190,26 @@ class Children(Owned):
             "child_workflow_only": True,
         }, recorded))
         await future
+
+    def request_cancel(self, pending: _PendingChild) -> None:
+        """Ask a started child to cancel: a signal history turns into the child's cancel
+        request (CANCEL_CHILD_SIGNAL). Nobody awaits its outcome; a child closed already
+        makes it fail, which changes nothing."""
+        from kadence._workflow.instance import Command
+
+        if pending.cancel_sent or pending.run_id is None:
+            return
+        pending.cancel_sent = True
+        future: asyncio.Future[None] = self._instance.loop.create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        def recorded(event_id: int) -> None:
+            self._signals[event_id] = future
+
+        self._instance._add(Command(CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION, {
+            "workflow_id": pending.workflow_id, "run_id": pending.run_id, "signal_name": CANCEL_CHILD_SIGNAL,
+            "input": self._instance.converter.encode_args([], what="cancel of a child"), "child_workflow_only": True,
+        }, recorded))
 
     def deliver(self, kind: str, attrs: Mapping[str, Any]) -> None:
         """Resolve what an event about a child (or a signal to one) settles."""

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from kadence_protocol.queries import CANCEL_CHILD_SIGNAL, UPDATE_RESULT_NAME
+
 __all__ = [
     "WorkflowDefinition",
     "defn",
@@ -97,6 +99,8 @@ def signal(fn: CallableT | None = None, *, name: str | None = None) -> CallableT
         signal_name = name if name is not None else f.__name__
         if not signal_name:
             raise ValueError(f"@workflow.signal on {f.__qualname__}: name must not be empty")
+        if signal_name == CANCEL_CHILD_SIGNAL:
+            raise ValueError(f"@workflow.signal on {f.__qualname__}: {signal_name!r} is reserved")
         setattr(f, _SIGNAL, signal_name)
         return f
 
@@ -152,6 +156,8 @@ def update(fn: CallableT | None = None, *, name: str | None = None) -> CallableT
         update_name = name if name is not None else f.__name__
         if not update_name:
             raise ValueError(f"@workflow.update on {f.__qualname__}: name must not be empty")
+        if update_name == UPDATE_RESULT_NAME:
+            raise ValueError(f"@workflow.update on {f.__qualname__}: {update_name!r} is reserved")
         setattr(f, _UPDATE, update_name)
 
         def validator(v: Callable[..., Any]) -> Callable[..., Any]:

@@ -52,7 +52,7 @@ from kadence.interceptor import (
     chain_workflow,
 )
 from kadence_protocol.enums import RETRYABLE_TIMEOUTS, CommandType, EventType
-from kadence_protocol.queries import STACK_TRACE_QUERY
+from kadence_protocol.queries import STACK_TRACE_QUERY, UPDATE_RESULT_NAME
 
 __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", "current_instance"]
 
@@ -565,6 +565,9 @@ class WorkflowInstance:
 
     def _validated(self, name: str, attrs: Mapping[str, Any], validate: bool) -> list[Any]:
         """The update's arguments, once its validator (when ``validate``) passed; raises to reject."""
+        if name == UPDATE_RESULT_NAME:  # a client waiting for an update this run does not know
+            raise ApplicationError(f"this run has no update {attrs.get('update_id')!r}", type="UpdateNotFound",
+                                   non_retryable=True)
         if name not in self.definition.updates:
             known = ", ".join(sorted(self.definition.updates)) or "none"
             raise ApplicationError(f"unknown update {name!r} (known: {known})", type="UpdateNotFound",
@@ -887,3 +890,18 @@ class WorkflowInstance:
                                                           "details": encode_value({"patch_id": patch_id})}))
         self._patches[patch_id] = result
         return result
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The new code path of ``patch_id`` is the only one left: a marker marked deprecated
+        is recorded live (code still calling ``patched`` replays it as patched), and replayed
+        only where history has one; code without the call skips such markers (runner._match)."""
+        if patch_id in self._patches:
+            return
+        self._patches[patch_id] = True
+        marker = PATCH_MARKER_PREFIX + patch_id
+        if self._replaying and not any(
+                e["event_type"] == EventType.MARKER_RECORDED
+                and (e.get("attributes") or {}).get("marker_name") == marker for e in self._recorded):
+            return
+        self._add(Command(CommandType.RECORD_MARKER, {
+            "marker_name": marker, "details": encode_value({"patch_id": patch_id, "deprecated": True})}))

@@ -15,13 +15,14 @@ meets them later in the events, in order, and checks each against what it ran.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kadence._workflow.children import CHILD_COMMAND_EVENT_TYPE, CHILD_IDENTITY_ATTRIBUTE, CHILD_INPUT_EVENT_TYPES
 from kadence._workflow.definition import WorkflowDefinition
-from kadence._workflow.instance import UPDATE_REQUESTED, Command, WorkflowInstance
+from kadence._workflow.instance import PATCH_MARKER_PREFIX, UPDATE_REQUESTED, Command, WorkflowInstance
 from kadence._workflow.local_activities import LocalActivityOutcome, LocalActivityRequest
 from kadence.converter import DataConverter
 from kadence.exceptions import KadenceError, NonDeterminismError
@@ -386,6 +387,7 @@ def _match(scheduled_event_id: int, produced: Sequence[Command], recorded: Seque
     """Check the task's commands against its recorded events and bind them to event ids."""
     where = f"workflow task {scheduled_event_id}"
     produced = [c for c in produced if c.command_type not in _EVENTLESS_COMMANDS]
+    recorded = _without_deprecated_patches(produced, recorded)
     for i in range(max(len(produced), len(recorded))):
         command = produced[i] if i < len(produced) else None
         event = recorded[i] if i < len(recorded) else None
@@ -407,6 +409,29 @@ def _match(scheduled_event_id: int, produced: Sequence[Command], recorded: Seque
             )
         if command.on_recorded is not None:
             command.on_recorded(int(event["event_id"]))
+
+
+def _without_deprecated_patches(produced: Sequence[Command],
+                                recorded: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """``recorded`` without the markers of deprecated patches the code no longer asks about
+    (``workflow.deprecate_patch`` recorded them; code that dropped the call replays past them,
+    as Temporal's does). A patch marker not deprecated still has to be matched."""
+    asked = {c.attributes.get("marker_name") for c in produced if c.command_type == CommandType.RECORD_MARKER}
+    kept = [e for e in recorded if not (_deprecated_patch(e) and (e.get("attributes") or {}).get("marker_name")
+                                        not in asked)]
+    return kept if len(kept) != len(recorded) else recorded
+
+
+def _deprecated_patch(event: Mapping[str, Any]) -> bool:
+    attrs = event.get("attributes") or {}
+    if event["event_type"] != EventType.MARKER_RECORDED \
+            or not str(attrs.get("marker_name") or "").startswith(PATCH_MARKER_PREFIX):
+        return False
+    try:
+        details = json.loads(attrs.get("details") or "null")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(details, dict) and details.get("deprecated") is True
 
 
 def _reset_marker(event: Mapping[str, Any]) -> bool:

@@ -147,6 +147,7 @@ COMPONENTS: dict[str, Schema] = {
                                               "ContinuedAsNew", "Canceled"]},
         "start_time": INT, "close_time": {"type": ["integer", "null"]}, "history_length": INT,
         "new_run_id": NULL_STR, "memo": {"type": ["object", "null"]}, "history_size_bytes": INT,
+        "search_attributes": {"type": ["object", "null"]},
         "attempt": INT, "reset_from_run_id": NULL_STR, "reset_to_run_ids": {"type": "array", "items": STR},
         "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},

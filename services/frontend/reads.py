@@ -158,6 +158,9 @@ def describe(ex: Execution) -> dict[str, Any]:
         "new_run_id": state.get("new_run_id"),
         "reset_from_run_id": state.get("reset_from_run_id"),
         "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
+        # The start's with the workflow's upserts merged in (null: none, or a row not
+        # written since search attributes joined the summary).
+        "search_attributes": orjson.loads(state["search_attributes"]) if state.get("search_attributes") else None,
         "history_size_bytes": state.get("history_size_bytes", 0),
         "attempt": state.get("attempt", 1),  # under the workflow retry policy (services/history/retry.py)
         "pending_activities": [

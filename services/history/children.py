@@ -47,6 +47,7 @@ from kadence_protocol.enums import (
     ParentClosePolicy,
     RunStatus,
 )
+from kadence_protocol.queries import CANCEL_CHILD_SIGNAL
 from kadence_protocol.records import (
     ApplyParentClosePolicy,
     ChildWorkflowNotice,
@@ -227,7 +228,14 @@ async def signal_external(ctx: engine.Context, req: SignalExternalWorkflowExecut
         _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=req.run_id,
                            cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
-    if req.request_id not in t.state.signal_request_ids:
+    if req.signal_name == CANCEL_CHILD_SIGNAL:
+        # The parent's code stopped waiting for its child: the child is asked to cancel, as
+        # a RequestCancelWorkflowExecution would ask it (once per run, whatever repeats).
+        await cancellation.request_cancel_workflow(ctx, RequestCancelWorkflowExecution(
+            namespace=ns, workflow_id=wid, run_id=t.state.run_id,
+            reason=f"canceled by its parent {req.sender_workflow_id}", request_id=req.request_id,
+            identity=IDENTITY, reply_to=None))
+    elif req.request_id not in t.state.signal_request_ids:
         t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=req.signal_name, input=req.input,
               identity=IDENTITY,
               request_id=req.request_id)

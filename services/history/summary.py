@@ -8,6 +8,9 @@ canonical JSON (sorted keys, compact) of an object with:
 * ``status``, ``result``, ``failure``, ``new_run_id``, ``cancel_details``: the run's outcome
   (services/common/outcome.py reads them);
 * ``memo`` (JSON text or null), ``history_size_bytes``;
+* ``search_attributes``: the run's search attributes as it stands (the start's with the
+  workflow's upserts merged in), JSON text of an object or null (absent from rows last
+  written by a build before it);
 * ``reset_from_run_id``: the run this one was reset from (reset.py), or null;
 * ``attempt``: the run's attempt under the workflow retry policy (1: the first run);
 * ``first_task_completed``: whether a workflow task of the run has completed (a query waits
@@ -52,7 +55,7 @@ def summary(s: MutableState) -> bytes:
     return orjson.dumps({
         "status": s.status, "result": s.result, "failure": s.failure, "new_run_id": s.new_run_id,
         "cancel_details": s.cancel_details, "memo": s.memo, "history_size_bytes": s.history_size_bytes,
-        "reset_from_run_id": s.reset_from_run_id,
+        "reset_from_run_id": s.reset_from_run_id, "search_attributes": s.search_attributes,
         "attempt": s.attempt,
         "first_task_completed": s.last_completed_wt_scheduled_id != 0,
         "activities": s.activities, "timers": s.timers, "children": s.children,

@@ -59,8 +59,32 @@ class WaitingParent:
         return "completed"
 
 
+@workflow.defn
+class CleaningChild:
+    """Waits for ever; canceled, it runs a cleanup step (a timer) before it closes Canceled."""
+
+    @workflow.run
+    async def run(self) -> None:
+        try:
+            await workflow.wait_condition(lambda: False)
+        except asyncio.CancelledError:
+            await workflow.sleep(0.2)  # cleanup that takes a while: the parent waits for it
+            SAW_CANCEL.add(workflow.info().workflow_id)
+            raise
+
+
+@workflow.defn
+class AwaitingParent:
+    """Awaits its child (default parent close policy, Terminate) and lets a cancellation out."""
+
+    @workflow.run
+    async def run(self, child_id: str) -> None:
+        await workflow.execute_child_workflow(CleaningChild.run, id=child_id)
+
+
 def _worker(client: Client) -> Worker:
-    return Worker(client, task_queue=QUEUE, workflows=[Waiter, CancelingParent, WaitingParent])
+    return Worker(client, task_queue=QUEUE, workflows=[Waiter, CancelingParent, WaitingParent, CleaningChild,
+                                                        AwaitingParent])
 
 
 async def _child_started(client: Client, parent_id: str) -> None:
@@ -98,3 +122,28 @@ async def test_a_canceled_child_reaches_its_parent_with_a_canceled_error_cause(c
         result = await asyncio.wait_for(parent.result(), 30)
     assert result == "kadence.exceptions.CanceledError []"
     assert "ChildWorkflowExecutionCanceled" in _types(await parent.history())
+
+
+async def test_a_parent_canceled_while_awaiting_its_child_cancels_the_child_and_waits_for_it(
+        client: Client) -> None:
+    """As in Temporal: cancelling the wait for a child asks the child to cancel, and the
+    wait ends once the child has closed, so the child's cleanup runs (it was terminated by
+    the parent close policy before, its cleanup never run)."""
+    parent_id, child_id = _ids_on_two_shards()
+    async with _worker(client):
+        parent = await client.start_workflow(AwaitingParent.run, child_id, id=parent_id, task_queue=QUEUE)
+        await _child_started(client, parent_id)
+        await parent.cancel("stop everything")
+        with pytest.raises(WorkflowFailureError) as caught:
+            await asyncio.wait_for(parent.result(), 30)
+        assert caught.value.status == "Canceled"
+        with pytest.raises(WorkflowFailureError) as child:
+            await client.get_workflow_handle(child_id).result(timeout=30)
+    assert child.value.status == "Canceled" and child_id in SAW_CANCEL
+    child_events = await client.get_workflow_handle(child_id).history()
+    requested = [e for e in child_events if e["event_type"] == "WorkflowExecutionCancelRequested"]
+    assert len(requested) == 1 and f"canceled by its parent {parent_id}" in requested[0]["attributes"]["reason"]
+    assert "WorkflowExecutionSignaled" not in _types(child_events)
+    parent_types = _types(await parent.history())
+    # The parent closed after its child: it heard of the child's close first.
+    assert parent_types.index("ChildWorkflowExecutionCanceled") < parent_types.index("WorkflowExecutionCanceled")

@@ -151,7 +151,8 @@ async def test_reset_after_a_non_deterministic_change_completes_with_the_new_cod
     assert kinds[-1] == "WorkflowExecutionCompleted" and "ActivityTaskScheduled" in kinds
     # Describe shows the links both ways; the workflow's current run is the new one.
     assert (await new.describe())["reset_from_run_id"] == old.run_id
-    described = await old.describe()
+    # (The start's handle describes the workflow's current run, as Temporal's: pin the old one.)
+    described = await client.get_workflow_handle(wid, run_id=old.run_id).describe()
     assert described["status"] == "Terminated" and described["reset_to_run_ids"] == [new.run_id]
     assert (await client.get_workflow_handle(wid).describe())["run_id"] == new.run_id
 
@@ -189,8 +190,9 @@ async def test_reset_of_a_closed_run_to_its_last_task_runs_the_end_again(cluster
         new = await old.reset(ResetPoint.LAST)
         assert await new.result(timeout=30) == "charged o-2, shipped to paris"
     # The closed run is left as it was; describe names the run reset from it.
-    assert (await old.describe())["status"] == "Completed"
-    assert (await old.describe())["reset_to_run_ids"] == [new.run_id]
+    old_run = client.get_workflow_handle(wid, run_id=old.run_id)
+    assert (await old_run.describe())["status"] == "Completed"
+    assert (await old_run.describe())["reset_to_run_ids"] == [new.run_id]
     kinds = await _kinds(client, wid, new.run_id)
     failed = kinds.index("WorkflowTaskFailed")
     # The last completed task was the one that completed the run: only it runs again.

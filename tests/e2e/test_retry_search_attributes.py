@@ -114,3 +114,44 @@ async def test_a_schedule_and_a_cron_start_give_every_run_their_memo_and_search_
 async def _at_least(count: object, n: int) -> bool:
     assert callable(count)
     return bool(await count() >= n)
+
+
+@workflow.defn
+class Staged:
+    """Upserts its stage, then waits to be told to finish."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> None:
+        workflow.upsert_search_attributes({"RetryStage": "working"})
+        await workflow.wait_condition(lambda: self.done)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+async def test_describe_shows_the_search_attributes_with_the_workflows_upserts(client: Client,
+                                                                              cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        for name in ("CustomerId", "RetryStage"):
+            async with http.post(f"{base}/search-attributes", json={"name": name, "type": "keyword"}) as r:
+                assert r.status in (200, 201), await r.text()
+    tag = uuid.uuid4().hex[:6]
+    wid, queue = f"sa-describe-{tag}", f"sa-describe-{tag}"
+    expected = {"CustomerId": f"c-{tag}", "RetryStage": "working"}
+    async with Worker(client, task_queue=queue, workflows=[Staged]):
+        handle = await client.start_workflow(Staged.run, id=wid, task_queue=queue,
+                                             search_attributes={"CustomerId": f"c-{tag}"})
+
+        async def upserted() -> bool:
+            return bool((await handle.describe())["search_attributes"] == expected)
+
+        await eventually(upserted, timeout=30, what="the upsert in describe")
+        await handle.signal(Staged.finish)
+        await handle.result(timeout=30)
+    described = await handle.describe()
+    assert described["status"] == "Completed" and described["search_attributes"] == expected

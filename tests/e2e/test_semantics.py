@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from kadence import Client, RetryPolicy, Worker, activity, workflow
-from kadence.exceptions import WorkflowFailureError
+from kadence.exceptions import WorkflowFailureError, WorkflowTimeoutError
 from services.cluster import Cluster
 from services.history.audit import audit
 
@@ -126,7 +126,8 @@ async def test_a_run_timeout_times_out_the_run(client: Client) -> None:
                                              run_timeout=timedelta(milliseconds=500))
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result(timeout=15)
-    assert failed.value.status == "TimedOut"
+    assert failed.value.status == "TimedOut" and isinstance(failed.value.cause, WorkflowTimeoutError)
+    assert str(failed.value) == "workflow timed out"
     events = await handle.history()
     assert events[0]["attributes"]["run_timeout_ms"] == 500
     assert events[-1]["event_time"] - events[0]["event_time"] >= 500

@@ -276,7 +276,9 @@ async def test_the_memo_goes_through_the_converter_and_the_payload_codec(cluster
         async with Worker(client, task_queue=queue, workflows=[ExtendsMemo]):
             handle = await client.start_workflow(ExtendsMemo.run, True, id=wid, task_queue=queue, memo=memo)
             assert await handle.result(timeout=60) == {**first, "stage": f"{MEMO_SECRET}-2"}
-        assert (await handle.describe())["memo"] == first  # the first run
+        assert (await client.get_workflow_handle(wid, run_id=handle.run_id).describe())["memo"] == first
+        # The start's handle describes the chain's current run, as Temporal's does.
+        assert (await handle.describe())["memo"] == {**first, "stage": f"{MEMO_SECRET}-2"}
         assert (await client.get_workflow_handle(wid).describe())["memo"] == {**first, "stage": f"{MEMO_SECRET}-2"}
         for run_id in (handle.run_id, None):
             stored = (await plain.get_workflow_handle(wid, run_id=run_id).describe())["memo"]

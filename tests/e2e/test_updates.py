@@ -314,3 +314,26 @@ async def test_an_update_arriving_while_a_closing_task_is_in_flight_is_delivered
                                 body={"task_token": second["task_token"], "commands": answer, "identity": "by-hand"})
     assert await asyncio.wait_for(update, 30) == 2
     assert await handle.result(timeout=30) == "done"
+
+
+async def test_another_client_waits_for_an_update_by_its_id_alone_and_never_runs_one(
+        cluster: Cluster, client: Client) -> None:
+    wid = _id("update-elsewhere")
+    other = await Client.connect(cluster.url)
+    try:
+        async with _worker(client):
+            handle = await client.start_workflow(Cart.run, id=wid, task_queue=QUEUE)
+            await handle.start_update(Cart.add_later, "pear", id="later-1")
+            # Another client knows the update by its id alone (Temporal's get_update_handle).
+            elsewhere = other.get_workflow_handle(wid).get_update_handle("later-1", result_type=int)
+            assert await elsewhere.result(timeout=30) == 1
+            assert await elsewhere.result() == 1  # asked again: the same outcome
+            with pytest.raises(WorkflowUpdateFailedError) as unknown:
+                await other.get_workflow_handle(wid).get_update_handle("never-sent").result(timeout=30)
+            assert unknown.value.rejected and getattr(unknown.value.cause, "type", None) == "UpdateNotFound"
+            assert "never-sent" in str(unknown.value)
+            assert await handle.execute_update(Cart.checkout) == 1
+            assert await handle.result(timeout=30) == ["pear"]
+    finally:
+        await other.close()
+    assert (await _kinds(client, wid)).count("WorkflowExecutionUpdateAccepted") == 2

@@ -15,7 +15,7 @@ import pytest
 
 from kadence import ApplicationError, ChildWorkflowError, Client, Worker, WorkflowFailureError, workflow
 from kadence.common import RetryPolicy
-from kadence.exceptions import WorkflowNotFoundError
+from kadence.exceptions import TerminatedError, WorkflowNotFoundError
 from services.cluster import Cluster
 from services.history.audit import audit
 
@@ -247,7 +247,7 @@ async def test_a_run_terminated_during_the_backoff_ends_the_chain(client: Client
         await client.get_workflow_handle(wid).terminate("enough")
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result(timeout=30)
-    assert caught.value.status == "Terminated"
+    assert caught.value.status == "Terminated" and isinstance(caught.value.cause, TerminatedError)
     assert _types(await client.get_workflow_handle(wid).history()) == ["WorkflowExecutionStarted",
                                                                       "WorkflowExecutionTerminated"]
 

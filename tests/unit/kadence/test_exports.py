@@ -57,6 +57,7 @@ def test_workflow_exports() -> None:
         "all_handlers_finished",
         "continue_as_new",
         "defn",
+        "deprecate_patch",
         "execute_activity",
         "execute_child_workflow",
         "execute_local_activity",

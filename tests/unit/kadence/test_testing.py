@@ -215,7 +215,7 @@ class Looping:
 async def test_continue_as_new_is_followed_and_execution_timeout_applies() -> None:
     async with WorkflowEnvironment(workflows=[Looping]) as env:
         assert await env.execute_workflow(Looping.run, 0, id="loop") == 3
-        with pytest.raises(WorkflowFailureError, match="timedout"):
+        with pytest.raises(WorkflowFailureError, match="timed out"):
             await env.execute_workflow(Looping.run, 0, id="loop-2", execution_timeout=timedelta(hours=1))
 
 

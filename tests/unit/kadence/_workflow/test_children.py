@@ -163,3 +163,43 @@ def test_a_canceled_cause_keeps_its_class_and_details_through_a_failure() -> Non
     again = exception_from_failure(failure_from_exception(error))
     assert isinstance(again, ChildWorkflowError) and isinstance(again.cause, CanceledError)
     assert again.cause.details == ({"why": "stop"},) and again.cause.message == "workflow canceled"
+
+
+@workflow.defn
+class Awaiting:
+    @workflow.run
+    async def run(self) -> int:
+        return await workflow.execute_child_workflow(Child.run, 1, id="kid")
+
+
+def _command_types(commands: list[dict[str, Any]]) -> list[str]:
+    return [c["command_type"] for c in commands]
+
+
+def test_a_cancelled_wait_for_a_childs_result_cancels_the_child_and_waits_for_its_close() -> None:
+    history = FakeHistory("Awaiting")
+    driver = Driver(Awaiting, history)
+    assert _command_types(driver.step()) == ["StartChildWorkflowExecution"]
+    _child_event(history, "ChildWorkflowExecutionStarted", run_id="kid-run")
+    assert driver.next_task() == []
+    history.add("WorkflowExecutionCancelRequested", reason="", identity="", request_id="c")
+    (cancel,) = driver.next_task()  # the child is asked to cancel; the parent waits for it
+    assert cancel["command_type"] == "SignalExternalWorkflowExecution"
+    assert (cancel["attributes"]["signal_name"], cancel["attributes"]["run_id"]) == ("__cancel_child", "kid-run")
+    history.add("ExternalWorkflowExecutionSignaled", initiated_event_id=history.events[-1]["event_id"],
+                namespace="default", workflow_id="kid", run_id="kid-run")
+    assert driver.next_task() == []
+    _child_event(history, "ChildWorkflowExecutionCanceled", run_id="kid-run", details=None)
+    assert _command_types(driver.next_task()) == ["CancelWorkflowExecution"]
+
+
+def test_a_wait_for_a_childs_start_cancelled_cancels_the_child_once_it_started() -> None:
+    history = FakeHistory("Awaiting")
+    driver = Driver(Awaiting, history)
+    driver.step()
+    history.add("WorkflowExecutionCancelRequested", reason="", identity="", request_id="c")
+    assert driver.next_task() == []  # the start is on its way: the parent waits for it
+    _child_event(history, "ChildWorkflowExecutionStarted", run_id="kid-run")
+    assert [c["attributes"].get("signal_name") for c in driver.next_task()] == ["__cancel_child"]
+    _child_event(history, "ChildWorkflowExecutionCanceled", run_id="kid-run", details=None)
+    assert _command_types(driver.next_task()) == ["CancelWorkflowExecution"]

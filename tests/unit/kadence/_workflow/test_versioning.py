@@ -63,6 +63,57 @@ def test_patched_records_a_marker_for_new_runs_and_replays() -> None:
         Replayer(workflows=[OrderV1]).replay(history.events)
 
 
+@workflow.defn(name="Order")
+class OrderV3:
+    """Every run that took the old path has closed: only the new one is left."""
+
+    @workflow.run
+    async def run(self) -> str:
+        workflow.deprecate_patch("charge-first")
+        await workflow.execute_activity("charge", start_to_close_timeout=timedelta(seconds=5))
+        await workflow.sleep(10)
+        return "v3"
+
+
+@workflow.defn(name="Order")
+class OrderV4:
+    """The deprecated patch's call is gone too."""
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.execute_activity("charge", start_to_close_timeout=timedelta(seconds=5))
+        await workflow.sleep(10)
+        return "v4"
+
+
+def _history_of(definition: type) -> list[dict[str, Any]]:
+    history = FakeHistory("Order")
+    driver = Driver(definition, history)
+    driver.step()
+    history.complete_activity("1", None)
+    driver.next_task()
+    history.fire_timer("1")
+    driver.next_task()
+    return history.events
+
+
+def test_deprecate_patch_replays_the_runs_that_recorded_the_patch() -> None:
+    assert Replayer(workflows=[OrderV3]).replay(_history_of(OrderV2)) == []
+
+
+def test_a_deprecated_patchs_marker_lets_a_later_deploy_drop_the_call() -> None:
+    history = FakeHistory("Order")
+    commands = Driver(OrderV3, history).step()
+    assert [c["command_type"] for c in commands] == ["RecordMarker", "ScheduleActivityTask"]
+    assert json.loads(commands[0]["attributes"]["details"]) == {"patch_id": "charge-first", "deprecated": True}
+    events = _history_of(OrderV3)
+    assert Replayer(workflows=[OrderV4]).replay(events) == []
+    assert Replayer(workflows=[OrderV2]).replay(events) == []  # still patched for code that asks
+    # A marker not deprecated is still the code's to match, as in Temporal.
+    with pytest.raises(NonDeterminismError, match="patch:charge-first"):
+        Replayer(workflows=[OrderV4]).replay(_history_of(OrderV2))
+
+
 @workflow.defn
 class Counter:
     @workflow.run

@@ -18,7 +18,7 @@ def test_the_summary_names_what_the_frontend_reads_and_nothing_private() -> None
     s = MutableState.loads(FIXTURE.read_bytes())
     got = orjson.loads(summary(s))
     assert set(got) == {"status", "result", "failure", "new_run_id", "cancel_details", "memo", "history_size_bytes",
-                        "reset_from_run_id", "attempt",
+                        "reset_from_run_id", "attempt", "search_attributes",
                         "first_task_completed", "activities", "timers", "children", "update_requests",
                         "workflow_task"}
     assert got["status"] == "Running" and got["first_task_completed"] is True
@@ -46,3 +46,10 @@ def test_a_run_without_waiting_update_requests_is_told_apart_in_its_bytes() -> N
     s = MutableState(namespace="ns", workflow_id="wf", run_id="r", status="Running")
     assert NO_UPDATE_REQUESTS in summary(s)
     assert NO_UPDATE_REQUESTS not in summary(MutableState.loads(FIXTURE.read_bytes()))
+
+
+def test_the_summary_carries_the_runs_search_attributes_with_its_upserts_merged() -> None:
+    s = MutableState(namespace="ns", workflow_id="wf", run_id="r", status="Running")
+    assert orjson.loads(summary(s))["search_attributes"] is None
+    s.search_attributes = '{"Stage":"paid","CustomerId":"c-1"}'
+    assert orjson.loads(orjson.loads(summary(s))["search_attributes"]) == {"Stage": "paid", "CustomerId": "c-1"}
