@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.service._release([tp.partition for tp in revoked])
+        await self._fatal_on_error("releasing", self.service._release, [tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.service._acquire([tp.partition for tp in assigned])
+        await self._fatal_on_error("acquiring", self.service._acquire, [tp.partition for tp in assigned])
+
+    async def _fatal_on_error(self, what: str, step: Callable[[list[int]], Awaitable[None]],
+                              partitions: list[int]) -> None:
+        # aiokafka logs a listener's error and carries on, leaving partitions assigned with
+        # no shard (outages are retried inside): anything else takes the process down.
+        try:
+            await step(partitions)
+        except Exception as exc:
+            if self.service._stopping:
+                log.info("%s history shards %s while stopping: %r", what, partitions, exc)
+                return
+            log.critical("%s history shards %s failed", what, partitions, exc_info=True)
+            self.service.fatal.declare(f"{what} history shards {partitions} failed: {exc!r}")
 
 
 @dataclass
