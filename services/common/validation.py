@@ -55,6 +55,11 @@ class Invalid(ValueError):
         self.message = f"{field} {message}"
 
 
+class TooLarge(Invalid):
+    """A field over its size limit: a worker's answer may be refitted (services/frontend/oversize.py)
+    rather than refused, since the worker sending it again would only be refused again."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """The configurable limits (services/common/config.py ``max_payload_bytes``)."""
@@ -98,7 +103,7 @@ def text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(value, str):
         raise Invalid(field, "must be a string")
     if len(value) > max_chars:
-        raise Invalid(field, f"must be at most {max_chars} characters")
+        raise TooLarge(field, f"must be at most {max_chars} characters")
     _unicode(value, field)
     return value
 
@@ -145,7 +150,7 @@ def payload(value: object, field: str, limits: Limits = DEFAULT_LIMITS, *, array
         raise Invalid(field, "must be JSON text (a string) or null")
     cap = limits.max_payload_bytes
     if len(value) > cap or (len(value) * 4 > cap and len(value.encode("utf-8", "surrogatepass")) > cap):
-        raise Invalid(field, f"must be at most {cap} bytes")
+        raise TooLarge(field, f"must be at most {cap} bytes")
     _unicode(value, field)
     decoded = parse_json(value, field)
     if array and not isinstance(decoded, list):

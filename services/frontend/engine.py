@@ -39,6 +39,7 @@ from services.common.matching import (
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
 
+from . import oversize
 from .closed import CloseWatcher
 from .deadlines import SameLengthWaits
 from .errors import (
@@ -136,10 +137,28 @@ class Engine:
             common.check_command(name, record, self.limits)
         except common.Invalid as exc:
             raise InvalidArgument(exc.message, field=exc.field) from None
-        try:
-            return avro.encode(name, record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
+        return _avro(name, record)
+
+    def _answer_encoded(self, answer: TaskAnswer) -> tuple[dict[str, Any], bytes]:
+        """A worker's answer as a record and its encoding, refitted (oversize.py) where a
+        payload is over the limit: refused, the answer would only come again."""
+        name, fields = answer.name, answer.fields
+        for _ in range(4):  # each refit mends one field of the few an answer has
+            record = _answer_record(answer.token, answer.identity, fields)
+            try:
+                common.check_command(name, record, self.limits)
+            except common.TooLarge as exc:
+                refitted = oversize.refit(name, fields, exc, self.limits)
+                if refitted is None:
+                    raise InvalidArgument(exc.message, field=exc.field) from None
+                log.warning("%s of workflow %s (run %s): %s; sent as %s", answer.name, answer.token.workflow_id,
+                            answer.token.run_id, exc.message, refitted[0])
+                name, fields = refitted
+                continue
+            except common.Invalid as exc:
+                raise InvalidArgument(exc.message, field=exc.field) from None
+            return record, _avro(name, record)
+        raise InvalidArgument(f"{answer.name} could not be made to fit the payload limit")
 
     def _hold_started(self, name: str, t: MatchedTask, identity: str, started_time: int) -> None:
         """Hold the task's started record back (see started.py): its answer may make it needless."""
@@ -610,11 +629,12 @@ class Engine:
         for i, answer in enumerate(answers):
             token = answer.token
             self._started.settled((token.run_id, token.scheduled_event_id, token.attempt))
-            record = _answer_record(token, answer.identity, answer.fields)
             try:
-                encoded.append((i, record, self._encoded(answer.name, record)))
+                record, value = self._answer_encoded(answer)
             except InvalidArgument as exc:
                 errors[i] = exc
+            else:
+                encoded.append((i, record, value))
         refusals = await self._produce_all([(record, value) for _, record, value in encoded])
         for (i, _, _), refusal in zip(encoded, refusals, strict=True):
             errors[i] = refusal
@@ -644,6 +664,13 @@ class TaskAnswer:
     token: TaskToken
     identity: str
     fields: dict[str, Any]
+
+
+def _avro(name: str, record: dict[str, Any]) -> bytes:
+    try:
+        return avro.encode(name, record)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidArgument(f"the request does not fit {name}: {exc}") from None
 
 
 def _answer_record(token: TaskToken, identity: str, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import colocation
+from aiokafka.errors import KafkaError
+
+from services.common import colocation, outage
 from services.common.visibility.reads import VisibilityReads
 
 from . import validation as v
@@ -21,7 +23,7 @@ from .admin import AdminHandlers
 from .auth import authorize_task_queue
 from .cron import start_with_cron
 from .engine import Engine, QueuedCommand, TaskAnswer
-from .errors import FrontendError, InvalidArgument
+from .errors import FrontendError, InvalidArgument, Unavailable
 from .schema_check import check_fast as check_body
 from .tokens import TaskToken
 from .validation import StartRequest
@@ -138,7 +140,7 @@ class Handlers(VisibilityHandlers):
     async def _start_alone(self, path: Params, query: Params, index: int, item: dict[str, Any]) -> dict[str, Any]:
         try:
             status, answer = await self.start(path, query, item)
-        except FrontendError as exc:
+        except _ITEM_ERRORS as exc:
             return _item_refused(index, exc)
         return {"index": index, "status": status, "answer": answer}
 
@@ -146,7 +148,7 @@ class Handlers(VisibilityHandlers):
                             ) -> dict[str, Any]:
         try:
             answer = await self.engine.finish_start(req, queued, wait)
-        except FrontendError as exc:
+        except _ITEM_ERRORS as exc:
             return _item_refused(index, exc)
         return {"index": index, "status": 201, "answer": answer}
 
@@ -489,7 +491,15 @@ def _items(body: dict[str, Any], key: str) -> list[Any]:
     return items
 
 
-def _item_refused(index: int, exc: FrontendError) -> dict[str, Any]:
+# What one item of a call sent together may fail with and be answered for on its own line,
+# as the call alone would be answered (app.py): the other items go on, the answer ends whole.
+_ITEM_ERRORS: tuple[type[BaseException], ...] = (FrontendError, *outage.TRANSIENT)
+
+
+def _item_refused(index: int, exc: BaseException) -> dict[str, Any]:
+    if not isinstance(exc, FrontendError):  # an outage (outage.TRANSIENT)
+        what = "broker" if isinstance(exc, KafkaError) else "database"
+        exc = Unavailable(f"the {what} is unavailable; retry later")
     return {"index": index, "status": exc.status, **exc.body()}
 
 
@@ -507,7 +517,7 @@ def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[
                 raise InvalidArgument(f"{key}[{index}] must be an object", field=f"{key}[{index}]")
             check_body(schema, item, COMPONENTS)
             status, answer = await call(item)
-        except FrontendError as exc:
+        except _ITEM_ERRORS as exc:
             return _item_refused(index, exc)
         return {"index": index, "status": status, "answer": answer}
 

@@ -1,10 +1,12 @@
 """What the health endpoint says about the history shards owned by this process.
 
 Each shard is *running*, *retrying* (one of its loops waits out an outage of PostgreSQL
-or the broker, since some time, with the last error) or *stopped* (a loop died or the
-shard lost its ownership and awaits the rebalance). A shard is *stalled* when it is
-stopped, or retrying for longer than the stall threshold (``KADENCE_STALL_AFTER_MS``):
-the frontend's ``/health`` then answers 503.
+or the broker, since some time, with the last error), *blocked* (a batch has been under
+way for a second or more: a database or broker that neither answers nor fails, such as a
+paused process, raises nothing to retry on) or *stopped* (a loop died or the shard lost
+its ownership and awaits the rebalance). A shard is *stalled* when it is stopped, or
+retrying or blocked for longer than the stall threshold (``KADENCE_STALL_AFTER_MS``): the
+frontend's ``/health`` then answers 503.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from services.common.health import HealthReport
 class ShardState(enum.Enum):
     RUNNING = "running"
     RETRYING = "retrying"
+    BLOCKED = "blocked"
     STOPPED = "stopped"
 
 
@@ -27,7 +30,7 @@ class ShardState(enum.Enum):
 class ShardHealth:
     shard_id: int
     state: ShardState
-    since: float | None  # retrying or stopped since (wall clock, seconds)
+    since: float | None  # retrying, blocked or stopped since (wall clock, seconds)
     last_error: str | None
     last_progress: float  # the last commit, or the start (wall clock, seconds)
     lag: int | None  # records on the partition not yet taken (log end - consumed), if known
@@ -36,7 +39,7 @@ class ShardHealth:
     def stalled(self, stall_after_s: float, now: float | None = None) -> bool:
         if self.state is ShardState.STOPPED:
             return True
-        if self.state is ShardState.RETRYING and self.since is not None:
+        if self.state in (ShardState.RETRYING, ShardState.BLOCKED) and self.since is not None:
             return (now if now is not None else time.time()) - self.since >= stall_after_s
         return False
 

@@ -113,6 +113,9 @@ class BatchRunner:
         self._run_command = observer.wrap_command(self._command)
         self.range_id = 0
         self.last_progress = time.time()  # the last commit (or the start), for the health report
+        # When the batch under way began (None between batches): a batch waiting on a database
+        # that neither answers nor fails is no outage to retry, and the health report tells it.
+        self.busy_since: float | None = None
         self._handed = False  # the last batch woke services here (tasks, replies, closes)
 
     def fence(self, range_id: int) -> None:
@@ -140,7 +143,11 @@ class BatchRunner:
         """Run a batch and commit it; ``early``: the batch is one command taken ahead of its
         acknowledgement (Intake.offer_early), which is this future."""
         self.observer.batch(sum(len(i) if isinstance(i, list) else 1 for i in batch))
-        await self._process(batch, early)
+        self.busy_since = time.time()
+        try:
+            await self._process(batch, early)
+        finally:
+            self.busy_since = None
         self.observer.processed(self.intake.consumed)
 
     def _forget(self, ctx: BatchContext) -> None:

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.service._release([tp.partition for tp in revoked])
+        await self._fatal_on_error("releasing", self.service._release, [tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.service._acquire([tp.partition for tp in assigned])
+        await self._fatal_on_error("acquiring", self.service._acquire, [tp.partition for tp in assigned])
+
+    async def _fatal_on_error(self, what: str, step: Callable[[list[int]], Awaitable[None]],
+                              partitions: list[int]) -> None:
+        # aiokafka logs a listener's error and carries on, leaving partitions assigned with
+        # no shard (outages are retried inside): anything else takes the process down.
+        try:
+            await step(partitions)
+        except Exception as exc:
+            if self.service._stopping:
+                log.info("%s history shards %s while stopping: %r", what, partitions, exc)
+                return
+            log.critical("%s history shards %s failed", what, partitions, exc_info=True)
+            self.service.fatal.declare(f"{what} history shards {partitions} failed: {exc!r}")
 
 
 @dataclass
@@ -260,35 +274,16 @@ class HistoryService:
             tp = TopicPartition(kafka.REQUESTS, p)
             backoff = outage.Backoff(f"acquiring shard {p}", log)
             while True:
-                # An assigned partition without its shard would sit frozen: wait out an outage.
+                # An assigned partition without its shard would sit frozen: wait out an outage,
+                # taking the shard over again from the start (its range_id is ours either way).
                 try:
-                    offset = await shard.acquire()
-                    end = (await self._consumer.end_offsets([tp]))[tp]
+                    offset, replay_until = await self._prepare(shard, tp)
                     break
                 except outage.TRANSIENT as exc:
                     if not outage.is_transient(exc) or self._stopping:
                         raise
                     await backoff.wait(exc)
             backoff.recovered()
-            fresh = p in self._fresh
-            self._fresh.discard(p)
-            how = resume_from(offset, end, fresh_broker=fresh, rewind_lost=self.settings.rewind_lost_partitions)
-            if how is Resume.STORED:
-                if offset > end:
-                    # Never rewind on a guess (see resume.py): the broker may report a batch's base.
-                    log.warning("shard %d: stored offset %d is past the reported log end %d; resuming at %d"
-                                " (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a partition the broker lost)",
-                                p, offset, end, offset)
-                replay_until = await self.store.replay_until(p)
-            else:
-                # A new broker, or one that lost records: tasks it carried may be gone too,
-                # so send every unstarted task again.
-                if how is Resume.REWIND:
-                    log.warning("shard %d: stored offset %d is past the log end %d; rewinding to 0 as told,"
-                                " records below %d are taken as copies", p, offset, end, offset)
-                replay_until = await self.store.rewind(p, shard.range_id, fresh=how is Resume.FRESH)
-                offset = 0
-                await shard.redispatch(force=True)
             self._consumer.seek(tp, offset)
             shard.start_at(offset, replay_until=replay_until, skip_to=functools.partial(self._skip_to, tp),
                            fetch_needed=functools.partial(self._fetch_needed, p))
@@ -296,6 +291,33 @@ class HistoryService:
                 return  # the service stopped while this shard was being acquired
             shard.start()
             self.shards[p] = shard
+
+    async def _prepare(self, shard: Shard, tp: TopicPartition) -> tuple[int, int]:
+        """Take ``shard`` over and find where it resumes: (offset, replay_until)."""
+        assert self._consumer is not None
+        p = shard.shard_id
+        offset = await shard.acquire()
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        fresh = p in self._fresh
+        how = resume_from(offset, end, fresh_broker=fresh, rewind_lost=self.settings.rewind_lost_partitions)
+        if how is Resume.STORED:
+            if offset > end:
+                # Never rewind on a guess (see resume.py): the broker may report a batch's base.
+                log.warning("shard %d: stored offset %d is past the reported log end %d; resuming at %d"
+                            " (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a partition the broker lost)",
+                            p, offset, end, offset)
+            replay_until = await self.store.replay_until(p)
+        else:
+            # A new broker, or one that lost records: tasks it carried may be gone too,
+            # so send every unstarted task again.
+            if how is Resume.REWIND:
+                log.warning("shard %d: stored offset %d is past the log end %d; rewinding to 0 as told,"
+                            " records below %d are taken as copies", p, offset, end, offset)
+            replay_until = await self.store.rewind(p, shard.range_id, fresh=how is Resume.FRESH)
+            offset = 0
+            await shard.redispatch(force=True)
+        self._fresh.discard(p)  # only once the rewind it asks for is done
+        return offset, replay_until
 
     def _shard_config(self) -> ShardConfig:
         s = self.settings

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # The shard's loops, each run under _guard, each with its own outage backoff.
 LOOP, RELAY, TIMERS, REDISPATCH, TRIM = LOOPS = ("loop", "relay", "timers", "redispatch", "trim")
+# A batch under way this long is reported blocked (health.py); stalled after KADENCE_STALL_AFTER_MS.
+BLOCKED_AFTER_S = 1.0
 
 Handler = Callable[[engine.Context, dict[str, Any]], Awaitable[None]]
 
@@ -253,6 +255,10 @@ class Shard:
             return ShardHealth(self.shard_id, ShardState.STOPPED, self.stopped_at, error, last_progress, lag)
         failing = [(b.since or 0.0, name, b) for name, b in self.backoffs.items() if b.retrying]
         if not failing:
+            busy = self.runner.busy_since
+            if busy is not None and time.time() - busy >= BLOCKED_AFTER_S:
+                return ShardHealth(self.shard_id, ShardState.BLOCKED, busy, "a batch has not finished since then",
+                                   last_progress, lag, (LOOP,))
             return ShardHealth(self.shard_id, ShardState.RUNNING, None, None, last_progress, lag)
         since, _, first = min(failing, key=lambda f: f[0])
         return ShardHealth(self.shard_id, ShardState.RETRYING, since, first.last_error, last_progress, lag,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -50,11 +51,23 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._owner.batch_lock:
-            await self._owner.service.revoke(tp.partition for tp in revoked if tp.topic == TASKS)
+            await self._fatal_on_error("releasing", self._owner.service.revoke,
+                                       [tp.partition for tp in revoked if tp.topic == TASKS])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._owner.batch_lock:
-            await self._owner.service.assign(tp.partition for tp in assigned if tp.topic == TASKS)
+            await self._fatal_on_error("taking", self._owner.service.assign,
+                                       [tp.partition for tp in assigned if tp.topic == TASKS])
+
+    async def _fatal_on_error(self, what: str, step: Callable[[list[int]], Awaitable[None]],
+                              partitions: list[int]) -> None:
+        # aiokafka logs a listener's error and carries on, leaving partitions assigned and not
+        # owned, their tasks skipped (outages are retried inside): anything else is fatal.
+        try:
+            await step(partitions)
+        except Exception as exc:
+            log.critical("%s task partitions %s failed", what, partitions, exc_info=True)
+            self._owner.service.fatal.declare(f"{what} task partitions {partitions} failed: {exc!r}")
 
 
 class TaskConsumer:

@@ -113,3 +113,13 @@ def test_a_shard_retrying_past_the_threshold_or_stopped_makes_health_503() -> No
     assert health_answer({}, fatal)[0] == 503
     assert health_answer({}) == (200, {"status": "ok"})
     assert health_answer({"x": lambda: HealthReport(True, {})}, Fatal())[0] == 200
+
+
+def test_a_shard_blocked_past_the_threshold_makes_health_503_as_a_retrying_one_does() -> None:
+    import time
+
+    now = time.time()
+    assert report([_shard(ShardState.BLOCKED, now - 2)], 10.0).healthy
+    late = report([_shard(ShardState.BLOCKED, now - 11)], 10.0)
+    assert not late.healthy and late.details["stalled_shards"] == [1]
+    assert late.details["shards"][0]["state"] == "blocked"

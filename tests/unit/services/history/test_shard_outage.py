@@ -7,6 +7,7 @@ its loop task die with the process still up (issue 15, item 3).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -226,5 +227,35 @@ async def test_after_an_outage_the_redispatch_scan_checks_the_shard_is_still_our
     try:
         await eventually(shard.lost.is_set, what="the shard stops as not ours any more")
         assert shard.failure is None and shard.health().state is ShardState.STOPPED
+    finally:
+        await shard.stop()
+
+
+class HangingStore(FlakyStore):
+    """A database that neither answers nor fails (a paused server): commits wait for ``answer``."""
+
+    def __init__(self, state: MutableState) -> None:
+        super().__init__(state)
+        self.answer = asyncio.Event()
+
+    async def commit(self, shard_id: int, range_id: int, offset: int | None, mutations: list[Any],
+                     *rest: Any) -> None:
+        await self.answer.wait()
+        await super().commit(shard_id, range_id, offset, mutations, *rest)
+
+
+async def test_the_shard_reports_blocked_while_a_batch_waits_on_a_silent_database(published: list[Any]) -> None:
+    store = HangingStore(await _running_state())
+    shard = await _shard(store)
+    try:
+        await shard.feed([_signal(0)])
+        assert shard.health().state is ShardState.RUNNING  # a batch just begun is no news
+        await eventually(lambda: shard.health().state is ShardState.BLOCKED, timeout=5,
+                         what="the shard reports blocked")
+        health = shard.health()
+        assert health.retrying_loops == ("loop",) and health.stalled(0.5) and not health.stalled(3600.0)
+        store.answer.set()
+        await eventually(lambda: store.commits, what="the batch committed once the database answers")
+        assert shard.health().state is ShardState.RUNNING
     finally:
         await shard.stop()
