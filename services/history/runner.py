@@ -224,17 +224,35 @@ class BatchRunner:
                 await poison.bisect(poison.units(batch), self._commit_part, self._give_up, failed=exc)
                 return
             except outage.DATABASE_ERRORS as exc:
-                # Nothing was written: drop what this batch changed in memory and redo it.
-                self._forget(ctx)
-                self.relay.not_committed(outbox)
-                await self.backoff.wait(exc)
-                continue
+                if not await self._landed(exc, last_offset):
+                    # Nothing was written: drop what this batch changed in memory and redo it.
+                    self._forget(ctx)
+                    self.relay.not_committed(outbox)
+                    continue
+                log.warning("shard %d: the commit of offsets up to %d landed though its answer was lost (%r)",
+                            self.shard_id, last_offset, exc)
             self.backoff.recovered()
             self.last_progress = time.time()
             # The services here first: the poll or wait they wake then runs before the relay's publication.
             self._hand_over(ctx, mutations, closed)
             await self._committed(ctx, mutations, outbox)
             return
+
+    async def _landed(self, exc: BaseException, last_offset: int | None) -> bool:
+        """After a failed commit, once the database answers again: whether it landed all the
+        same (the connection dropped after PostgreSQL committed, before its answer came).
+        Redone, such a batch would apply its commands a second time (a signal without a
+        request id twice); the shard's stored offset tells, being only ever moved by this
+        owner's commits. A batch of timer firings alone moves no offset: redone, it finds
+        its timers fired and its rows gone."""
+        while True:
+            await self.backoff.wait(exc)
+            if last_offset is None:
+                return False
+            try:
+                return await self.store.committed_offset(self.shard_id, self.range_id) > last_offset
+            except outage.DATABASE_ERRORS as again:
+                exc = again
 
     async def _commit_part(self, part: Sequence[Any]) -> None:
         await self._process(list(part), bisecting=True)

@@ -120,6 +120,15 @@ class HistoryStore:
             if fresh:
                 await conn.execute("DELETE FROM run_start_offsets WHERE shard_id = $1", shard_id)
             return int(value)
+
+    async def committed_offset(self, shard_id: int, range_id: int) -> int:
+        """The next offset the shard's last commit recorded, if ``range_id`` still owns it."""
+        value = await self.pool.fetchval("SELECT kafka_offset FROM shards WHERE shard_id = $1 AND range_id = $2",
+                                         shard_id, range_id)
+        if value is None:
+            raise ShardOwnershipLost(f"shard {shard_id} has a new owner (our range_id {range_id} is stale)")
+        return int(value)
+
     async def shard_range_id(self, shard_id: int) -> int | None:
         """The shard's current range_id (its owner's fence), None if never acquired."""
         value = await self.pool.fetchval("SELECT range_id FROM shards WHERE shard_id = $1", shard_id)

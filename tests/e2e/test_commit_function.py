@@ -56,6 +56,10 @@ async def test_each_refusal_writes_nothing(fresh_dsn) -> None:
             await store.commit(0, stale, 9, [], [(1, reply)], [], [])
         assert await pool.fetchval("SELECT kafka_offset FROM shards WHERE shard_id = 0") == 5
         assert await store.pending_outbox(0) == []
+        # What a commit whose answer was lost looks at (runner._landed): the offset, fenced.
+        with pytest.raises(ShardOwnershipLost):
+            await store.committed_offset(0, stale)
+        assert await store.committed_offset(0, stale + 1) == 5
     finally:
         await pool.close()
 

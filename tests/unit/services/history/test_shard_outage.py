@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka.structs import ConsumerRecord
 
@@ -94,10 +95,10 @@ async def _running_state() -> MutableState:
     return next(iter(ctx.runs.values()))
 
 
-def _signal(offset: int) -> ConsumerRecord[bytes, bytes]:
+def _signal(offset: int, request_id: str | None = None) -> ConsumerRecord[bytes, bytes]:
     value = avro.encode("SignalWorkflowExecution", {
         "namespace": "ns", "workflow_id": "wf", "run_id": None, "signal_name": "go", "input": "[]",
-        "request_id": f"sig-{offset}", "identity": "", "reply_to": None})
+        "request_id": f"sig-{offset}" if request_id is None else request_id, "identity": "", "reply_to": None})
     return ConsumerRecord(kafka.REQUESTS, 0, offset, 0, 0, kafka.workflow_key("ns", "wf"), value, None,
                           0, 0, [])
 
@@ -257,5 +258,45 @@ async def test_the_shard_reports_blocked_while_a_batch_waits_on_a_silent_databas
         store.answer.set()
         await eventually(lambda: store.commits, what="the batch committed once the database answers")
         assert shard.health().state is ShardState.RUNNING
+    finally:
+        await shard.stop()
+
+
+class LandedStore(FlakyStore):
+    """A connection that drops at COMMIT after PostgreSQL committed: the first commit is kept
+    (as the database has it) and then fails as a lost connection does."""
+
+    def __init__(self, state: MutableState) -> None:
+        super().__init__(state)
+        self.drop_answers = 1
+        self.stored_offset = 0
+
+    async def commit(self, shard_id: int, range_id: int, offset: int | None, mutations: list[Any],
+                     *rest: Any) -> None:
+        await super().commit(shard_id, range_id, offset, mutations, *rest)
+        if offset is not None:
+            self.stored_offset = offset
+        if self.drop_answers > 0:
+            self.drop_answers -= 1
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    async def committed_offset(self, shard_id: int, range_id: int) -> int:
+        return self.stored_offset
+
+
+async def test_a_commit_that_landed_though_its_answer_was_lost_is_not_applied_again(
+        published: list[Any]) -> None:
+    store = LandedStore(await _running_state())
+    shard = await _shard(store)
+    try:
+        await shard.feed([_signal(0, request_id="")])  # no request id: nothing else would catch a copy
+        await eventually(lambda: store.commits, what="the batch committed")
+        await shard.feed([_signal(1)])
+        await eventually(lambda: len(store.commits) >= 2, what="the next batch committed")
+        signaled = [offset for offset, mutations in store.commits for m in mutations for e in m.events
+                    if e["event_type"] == "WorkflowExecutionSignaled"]
+        assert [offset for offset, _ in store.commits] == [1, 2]  # the first was not redone
+        assert signaled == [1, 2]
+        assert shard.failure is None and shard.health().state is ShardState.RUNNING
     finally:
         await shard.stop()
