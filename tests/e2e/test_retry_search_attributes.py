@@ -35,13 +35,18 @@ class Upserting:
         return f"attempt {attempt} memo {workflow.info().memo}"
 
 
-async def test_a_retried_run_keeps_the_memo_and_the_search_attributes_upserts_included(
-        client: Client, cluster: Cluster) -> None:
+
+async def _keywords(cluster: Cluster, *names: str) -> None:
+    """Register ``names`` as keyword search attributes of the default namespace."""
     base = f"{cluster.url}/api/v1/namespaces/default"
     async with aiohttp.ClientSession() as http:
-        for name in ("CustomerId", "RetryStage"):
+        for name in names:
             async with http.post(f"{base}/search-attributes", json={"name": name, "type": "keyword"}) as r:
                 assert r.status in (200, 201), await r.text()
+
+async def test_a_retried_run_keeps_the_memo_and_the_search_attributes_upserts_included(
+        client: Client, cluster: Cluster) -> None:
+    await _keywords(cluster, "CustomerId", "RetryStage")
     tag = uuid.uuid4().hex[:6]
     wid, queue = f"sa-retry-{tag}", f"sa-retry-{tag}"
     async with Worker(client, task_queue=queue, workflows=[Upserting]):
@@ -73,10 +78,7 @@ class Noting:
 
 async def test_a_schedule_and_a_cron_start_give_every_run_their_memo_and_search_attributes(
         client: Client, cluster: Cluster) -> None:
-    base = f"{cluster.url}/api/v1/namespaces/default"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/search-attributes", json={"name": "CustomerId", "type": "keyword"}) as r:
-            assert r.status in (200, 201), await r.text()
+    await _keywords(cluster, "CustomerId")
     tag = uuid.uuid4().hex[:6]
     queue = f"sa-sched-{tag}"
     # An attribute the namespace has not registered is refused, as a start's is.
@@ -135,11 +137,7 @@ class Staged:
 
 async def test_describe_shows_the_search_attributes_with_the_workflows_upserts(client: Client,
                                                                               cluster: Cluster) -> None:
-    base = f"{cluster.url}/api/v1/namespaces/default"
-    async with aiohttp.ClientSession() as http:
-        for name in ("CustomerId", "RetryStage"):
-            async with http.post(f"{base}/search-attributes", json={"name": name, "type": "keyword"}) as r:
-                assert r.status in (200, 201), await r.text()
+    await _keywords(cluster, "CustomerId", "RetryStage")
     tag = uuid.uuid4().hex[:6]
     wid, queue = f"sa-describe-{tag}", f"sa-describe-{tag}"
     expected = {"CustomerId": f"c-{tag}", "RetryStage": "working"}
