@@ -116,7 +116,6 @@ class BatchRunner:
         # When the batch under way began (None between batches): a batch waiting on a database
         # that neither answers nor fails is no outage to retry, and the health report tells it.
         self.busy_since: float | None = None
-        self._handed = False  # the last batch woke services here (tasks, replies, closes)
 
     def fence(self, range_id: int) -> None:
         """Commit under ``range_id``, the one the shard was acquired with."""
@@ -234,8 +233,8 @@ class BatchRunner:
             self.backoff.recovered()
             self.last_progress = time.time()
             # The services here first: the poll or wait they wake then runs before the relay's publication.
-            self._hand_over(ctx, mutations, closed)
-            await self._committed(ctx, mutations, outbox)
+            woke = self._hand_over(ctx, mutations, closed)
+            await self._committed(ctx, mutations, outbox, woke=woke)
             return
 
     async def _landed(self, exc: BaseException, last_offset: int | None) -> bool:
@@ -341,8 +340,9 @@ class BatchRunner:
             ctx.command_name = ""
         return None
 
-    def _hand_over(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> None:
-        """Committed is enough to act on: hand what the batch produced to the services here."""
+    def _hand_over(self, ctx: BatchContext, mutations: list[Mutation], closed: list[Closed]) -> bool:
+        """Committed is enough to act on: hand what the batch produced to the services here;
+        say whether it woke any (tasks, replies, closes)."""
         # A workflow task goes with the update requests waiting as of this commit: matching
         # gives them to a poll it hands the task to now, which then need not read them.
         tasks = [task._replace(updates=waiting_updates(m.state)) if task.name == "WorkflowTask" else task
@@ -353,18 +353,18 @@ class BatchRunner:
             self.replies.replies(ctx.local_replies)
         if closed:
             self.replies.closed(closed)
-        self._handed = self._handed or bool(tasks or ctx.local_replies or closed)
+        return bool(tasks or ctx.local_replies or closed)
 
-    async def _committed(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[Any]) -> None:
-        """The batch's bookkeeping after its hand-over. When the hand-over woke services here
+    async def _committed(self, ctx: BatchContext, mutations: list[Mutation], outbox: list[Any], *,
+                         woke: bool) -> None:
+        """The batch's bookkeeping after its hand-over. When the hand-over ``woke`` services here
         (polls, result waits), one loop turn first: they answer before the bookkeeping and
         before the next batch (a burst's next batch is milliseconds of work that would
         otherwise come first when the inbox has it waiting). The bookkeeping is done even if
         the loop is cancelled in that turn: the commit stands."""
-        if not self._handed:
+        if not woke:
             self._after_commit(ctx, mutations, outbox)
             return
-        self._handed = False
         try:
             await asyncio.sleep(0)
         finally:
