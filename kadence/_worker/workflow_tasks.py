@@ -368,7 +368,7 @@ class _RunLocks:
         except BaseException:
             if turn.done() and not turn.cancelled():
                 self._give_back(run_id)  # handed the run as it was cancelled: the next one gets it
-            else:
+            elif turn in waiters:  # a holder letting go meanwhile passed over (and dropped) it
                 waiters.remove(turn)
             raise
 

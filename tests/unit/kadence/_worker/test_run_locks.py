@@ -105,3 +105,23 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_run_passes_it_on() -> None
     await asyncio.wait_for(third_in.wait(), timeout=5)  # the run went on to the third
     await third
     assert len(locks) == 0
+
+
+async def test_a_waiter_cancelled_just_before_the_run_is_let_go_ends_cancelled() -> None:
+    # The holder lets go between the waiter's cancellation and its next step: the cancelled
+    # turn is passed over (and the run freed), and the waiter ends as cancelled, nothing else.
+    locks = _RunLocks()
+    held = locks.hold("r")
+    await held.__aenter__()
+
+    async def waiter() -> None:
+        async with locks.hold("r"):
+            pass
+
+    t = asyncio.create_task(waiter())
+    await asyncio.sleep(0)  # waiting for its turn
+    t.cancel()
+    await held.__aexit__(None, None, None)
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    assert len(locks) == 0
