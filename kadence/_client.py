@@ -57,6 +57,7 @@ _RESULTS = "/workflow-results"
 
 _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
+_MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
 #: Starts and signals are sent again with the same request id when the frontend is
 #: unreachable or answers 503/504: five tries over about three seconds.
 IDEMPOTENT_RETRY = Backoff(attempts=5, first=0.2, factor=2.0, cap=2.0)
@@ -74,14 +75,19 @@ class Client(AdminMixin):
 
     def __init__(self, transport: Transport, *, namespace: str = "default", identity: str | None = None,
                  retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None,
-                 interceptors: Sequence[Interceptor] = (), batch_calls: bool = True) -> None:
+                 interceptors: Sequence[Interceptor] = (), batch_calls: bool = True,
+                 long_poll_seconds: float = _LONG_POLL_SECONDS) -> None:
         """``retry`` bounds the retries of starts and signals (idempotent by request id);
         ``data_converter`` converts payloads to JSON and back (and holds the payload codec);
         ``interceptors`` wrap the workflow calls (kadence.interceptor; a Worker of this
         client uses them too); ``batch_calls``: starts and result waits made while others
         are in flight go to the frontend together (kadence/_together.py), False sends each
-        alone."""
+        alone; ``long_poll_seconds``: how long one wait for a result or an update's outcome
+        lasts before it is asked again (a shorter one suits a proxy that cuts idle calls)."""
+        if not 0 < long_poll_seconds <= _MAX_LONG_POLL_SECONDS:
+            raise ValueError(f"long_poll_seconds must be above 0 and at most {_MAX_LONG_POLL_SECONDS:g}")
         self.transport = transport
+        self.long_poll_seconds = long_poll_seconds
         self.namespace = namespace
         self.identity = identity or default_identity()
         self.retry = retry
@@ -164,16 +170,18 @@ class Client(AdminMixin):
         data_converter: DataConverter | None = None,
         interceptors: Sequence[Interceptor] = (),
         batch_calls: bool = True,
+        long_poll_seconds: float = _LONG_POLL_SECONDS,
     ) -> Client:
         """A client for the frontend at ``target`` (no request is made until first use).
 
         ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
         call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
         ``data_converter`` turns typed values into payloads and back (and applies a payload codec).
-        ``batch_calls``: see :class:`Client` (docs/sdk.md, "Many starts at once").
+        ``batch_calls``, ``long_poll_seconds``: see :class:`Client` (docs/sdk.md).
         """
         return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity,
-                   data_converter=data_converter, interceptors=interceptors, batch_calls=batch_calls)
+                   data_converter=data_converter, interceptors=interceptors, batch_calls=batch_calls,
+                   long_poll_seconds=long_poll_seconds)
 
     @property
     def api_key(self) -> str | None:
@@ -306,8 +314,8 @@ class Client(AdminMixin):
         timeout = None
         path, what = "/workflows", f"start of workflow {input.id}"
         if input.wait_for_result:
-            body["wait_seconds"] = _LONG_POLL_SECONDS
-            timeout = _LONG_POLL_SECONDS + 15
+            body["wait_seconds"] = self.long_poll_seconds
+            timeout = self.long_poll_seconds + 15
         if input.start_signal is not None:
             body["signal_name"] = input.start_signal
             body["signal_input"] = await self._encode_args(input.start_signal_args, f"signal {input.start_signal}")
@@ -641,8 +649,9 @@ class WorkflowHandle:
         failures = 0
         while True:
             if answer is None:
-                left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
-                wait = max(0.0, min(_LONG_POLL_SECONDS, left))
+                poll = self.client.long_poll_seconds
+                left = poll if deadline is None else deadline - loop.time()
+                wait = max(0.0, min(poll, left))
                 try:
                     answer = await self.client._wait_result(
                         self.workflow_id, run_id, wait,
@@ -690,7 +699,9 @@ class WorkflowUpdateHandle:
     """An update sent to a workflow: ``result()`` waits for its outcome.
 
     Waiting is asking again with the same update id (the update runs once per id): a
-    wait that runs out, or a frontend that restarts, loses nothing.
+    wait that runs out, or a frontend that restarts, loses nothing. Once an answer names the
+    run that took the update (``run_id``), every later ask names that run, as Temporal's
+    handle polls the run that accepted it.
     """
 
     def __init__(self, workflow: WorkflowHandle, update_id: str, name: str, args: list[Any],
@@ -702,6 +713,8 @@ class WorkflowUpdateHandle:
         self.result_type = result_type
         self._input = args
         self._outcome: Mapping[str, Any] | None = None
+        #: The run that answered for the update (None until one did): later asks name it.
+        self.run_id: str | None = None
 
     def __repr__(self) -> str:
         return f"WorkflowUpdateHandle(id={self.id!r}, name={self.name!r}, workflow_id={self.workflow.workflow_id!r})"
@@ -723,13 +736,17 @@ class WorkflowUpdateHandle:
         deadline = None if seconds is None else loop.time() + seconds
         client = self.workflow.client
         while True:
-            left = _LONG_POLL_SECONDS if deadline is None else deadline - loop.time()
-            wait = max(0.0, min(_LONG_POLL_SECONDS, left))
+            left = client.long_poll_seconds if deadline is None else deadline - loop.time()
+            wait = max(0.0, min(client.long_poll_seconds, left))
             body = {"update_id": self.id, "update_name": self.name, "input": self._input,
-                    "run_id": self.workflow._target_run_id, "wait_for_stage": stage, "wait_seconds": wait,
-                    "request_id": str(uuid.uuid4()), "identity": client.identity}
+                    "run_id": self.run_id or self.workflow._target_run_id, "wait_for_stage": stage,
+                    "wait_seconds": wait, "request_id": str(uuid.uuid4()), "identity": client.identity}
             outcome = await client._idempotent(f"{self.workflow._path}/update", body, timeout=wait + 15,
                                                what=f"update {self.name} of workflow {self.workflow.workflow_id}")
+            if outcome.get("run_id") and self.run_id is None:
+                # The run that took the update answers from now on: a continue-as-new since
+                # must not send the next ask to a run that would run it again.
+                self.run_id = str(outcome["run_id"])
             reached = outcome.get("stage")
             if reached == "rejected":
                 raise WorkflowUpdateFailedError(self.id, outcome.get("failure") or {}, rejected=True)

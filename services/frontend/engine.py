@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 PRODUCE_TIMEOUT = 15.0
 REPLY_TIMEOUT = 30.0
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
+# Runs an update is sent back through (UpdateInEarlierRun): each hop names the run that
+# accepted it, so one is the rule; more only if that run no longer remembers the update.
+_EARLIER_RUN_HOPS = 3
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
 # ... doubling up to this: 10,000 waits re-read every 5 s were 2,000 reads a second, which
 # slowed the runs they waited for, which made more re-reads (a collapse at 10,000 in flight).
@@ -385,21 +388,21 @@ class Engine:
         ``wait_for_stage`` (accepted or completed). The answer names the stage reached:
         ``requested`` when the wait ran out first (asking again with the same update id
         waits again and never runs the update twice), ``rejected`` with the validator's
-        failure, ``accepted``, or ``completed`` with the handler's result or failure."""
-        request_id = request_id or uuid.uuid4().hex  # routes the reply; dedupe is by update id
-        record = {"namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "update_id": update_id,
-                  "update_name": update_name, "input": input_json, "wait_for_stage": wait_for_stage,
-                  "request_id": request_id, "identity": identity, "reply_to": self._instance_id}
-        waiter = self._replies.expect(request_id, Target(ns, workflow_id))
-        try:
-            await self._produce("UpdateWorkflowExecution", record)
-            try:
-                async with asyncio.timeout(wait_seconds):
-                    reply = await asyncio.shield(waiter)
-            except TimeoutError:
-                return {"update_id": update_id, "stage": "requested"}
-        finally:
-            self._replies.forget(request_id, waiter)
+        failure, ``accepted``, or ``completed`` with the handler's result or failure; and
+        the run that answered (``run_id``; null when the wait ran out on the current run).
+        An update id a run continued from accepted is asked of that run (history names it)."""
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        hops = 0
+        while True:
+            reply = await self._ask_update(ns, workflow_id, run_id, update_id, update_name, input_json,
+                                           wait_for_stage, request_id, identity, deadline)
+            if reply is None:
+                return {"update_id": update_id, "stage": "requested", "run_id": run_id}
+            if (reply.get("ok") or reply.get("error_type") != "UpdateInEarlierRun" or not reply.get("run_id")
+                    or hops == _EARLIER_RUN_HOPS):
+                break
+            hops += 1
+            run_id, request_id = str(reply["run_id"]), ""  # a new request id routes the next reply
         if not reply.get("ok"):
             error, message = str(reply.get("error_type") or ""), str(reply.get("error_message") or "")
             if error == "WorkflowNotFound":
@@ -409,7 +412,27 @@ class Engine:
             raise RequestRefused(error, message or "history refused the update")
         answer: dict[str, Any] = json.loads(reply.get("update_outcome") or "{}")
         return {"update_id": update_id, "stage": answer.get("stage", "requested"), "result": answer.get("result"),
-                "failure": answer.get("failure")}
+                "failure": answer.get("failure"), "run_id": answer.get("run_id", run_id)}
+
+    async def _ask_update(self, ns: str, workflow_id: str, run_id: str | None, update_id: str, update_name: str,
+                          input_json: str | None, wait_for_stage: str, request_id: str, identity: str,
+                          deadline: float) -> dict[str, Any] | None:
+        """One UpdateWorkflowExecution and its reply, or None when ``deadline`` passes first."""
+        request_id = request_id or uuid.uuid4().hex  # routes the reply; dedupe is by update id
+        record = {"namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "update_id": update_id,
+                  "update_name": update_name, "input": input_json, "wait_for_stage": wait_for_stage,
+                  "request_id": request_id, "identity": identity, "reply_to": self._instance_id}
+        waiter = self._replies.expect(request_id, Target(ns, workflow_id))
+        try:
+            await self._produce("UpdateWorkflowExecution", record)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    reply: dict[str, Any] = await asyncio.shield(waiter)
+                    return reply
+            except TimeoutError:
+                return None
+        finally:
+            self._replies.forget(request_id, waiter)
 
     async def activity_cancel_requested(self, token: TaskToken) -> bool:
         """What a heartbeat answers: whether the attempt should stop. It should when a cancel

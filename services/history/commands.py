@@ -117,4 +117,5 @@ def _continue_as_new(ctx: Context, t: Transition, a: dict[str, Any], completed_i
                    search_attributes=a.get("search_attributes"),  # only those given (Command v6)
                    parent=children.parent_attributes(s.parent),
                    retry=retry.started_attributes(s.retry_policy))  # the policy carries on, from attempt 1
+    new.state.earlier_updates = updates.carried(s)  # an update id runs once per chain
     schedule_workflow_task(new)

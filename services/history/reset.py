@@ -179,6 +179,7 @@ def _carry_updates(base: Transition, new: Transition, after: list[Event]) -> Non
     input is in the accepted event), with their callers, who then get the new run's answer
     instead of WorkflowClosed. Updates completed after the point are not run again."""
     old, s = base.state, new.state
+    s.earlier_updates = old.earlier_updates.copy()  # the runs the old one continued from
     accepted = {e["attributes"]["update_id"]: e["attributes"] for e in after
                 if e["event_type"] == "WorkflowExecutionUpdateAccepted"}
     seq = 0

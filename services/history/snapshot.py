@@ -19,6 +19,8 @@ Layouts:
   of history, transient.py), ``wt_last_failure`` and ``search_attributes``. The upgrade adds
   the first four with what a layout-1 build meant (no transient attempts); the last two only
   the fold knows, so a layout-1 snapshot is rebuilt from history (``predates``).
+* 3: the run has ``earlier_updates`` (the update ids earlier runs of its chain accepted,
+  carried by a continue-as-new); the upgrade gives an earlier run none.
 
 A snapshot that lacks top-level fields of the current state (written by a build before the
 fold kept them) is upgraded all the same; ``MutableState.predates`` then tells the store to
@@ -30,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 
 def _v0_to_v1(s: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +60,13 @@ def _v1_to_v2(s: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+def _v2_to_v3(s: dict[str, Any]) -> dict[str, Any]:
+    s.setdefault("earlier_updates", {})
+    return s
+
+
 # Each step takes a snapshot of layout i to layout i + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3)
 assert len(_STEPS) == SNAPSHOT_VERSION
 
 

@@ -233,6 +233,10 @@ class MutableState:
     # The requests and their waiting callers: live bookkeeping kept in the snapshot only,
     # never in history (see events_only).
     update_requests: dict[str, UpdateRequest] = field(default_factory=dict)
+    # Update ids the earlier runs of the chain accepted, by the run that accepted each: a
+    # continue-as-new carries them so that a re-ask reaching this run is sent to that run
+    # instead of running the update again (updates.py). Live bookkeeping, like the requests.
+    earlier_updates: dict[str, str] = field(default_factory=dict)
     # Hash of the last event: the next event's hash chains to it (see chain.py).
     last_hash: str = ""
     # The memo given at start (JSON text of an object, or None), and the encoded size of the
@@ -606,7 +610,7 @@ def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     activities = {sid: {k: v for k, v in act.items() if k not in ATTEMPT_FIELDS}
                   for sid, act in (snapshot.get("activities") or {}).items()}
     wt = snapshot.get("wt")
-    return {**snapshot, "activities": activities, "update_requests": {},
+    return {**snapshot, "activities": activities, "update_requests": {}, "earlier_updates": {},
             "wt": None if wt is not None and wt.get("transient") else wt,
             **{k: 0 if k == "wt_transient_failures" else None for k in TRANSIENT_FIELDS}}
 

@@ -17,6 +17,12 @@
   waiter names its stage (accepted or completed) and is answered once it is reached. A
   request naming an update id already known adds a waiter or gets the known outcome: the
   handler runs once per update id.
+- Once per chain: a continue-as-new carries the update ids its run (and the runs before it)
+  accepted to the new run (``MutableState.earlier_updates``, the newest
+  :data:`MAX_EARLIER_UPDATES`); a request for one of them that reaches the new run is refused
+  ``UpdateInEarlierRun`` naming the run that accepted it, which the frontend asks instead.
+  Every outcome names the run that answered it (``run_id``), so that a caller asks that run
+  from then on, as Temporal's client polls the run that accepted the update.
 - Never silently dropped: a workflow task that closes the run while a request waits
   unanswered is refused (unseen.py), and when the run closes anyway (terminated, timed
   out, or closed with an accepted update still running) every waiter is answered
@@ -50,10 +56,13 @@ CLOSED = "WorkflowClosed"
 NOT_FOUND = "WorkflowNotFound"
 TOO_MANY = "TooManyUpdates"
 NOT_HANDLED = "UpdateNotHandled"
+EARLIER_RUN = "UpdateInEarlierRun"
 # Requests waiting for the workflow at once, per run; rejected outcomes remembered per run.
 MAX_WAITING = 100
 MAX_REMEMBERED_REJECTIONS = 200
 MAX_WAITERS = 20  # callers waiting on one update
+# Update ids of earlier runs a continue-as-new carries (the newest): as many as a run remembers.
+MAX_EARLIER_UPDATES = 200
 # Completed workflow tasks that may leave a request unanswered before history rejects it
 # itself (a worker that does not know updates would otherwise be handed it forever).
 MAX_UNANSWERED_TASKS = 3
@@ -76,11 +85,20 @@ async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
     wait = Stage.ACCEPTED if update.wait_for_stage == Stage.ACCEPTED else Stage.COMPLETED
     done = s.updates.get(uid)
     if done is not None and (done.completed or wait == Stage.ACCEPTED):
-        _answer(ctx, cmd, uid, done)
+        _answer(ctx, cmd, s, uid, done)
         return
     req = s.update_requests.get(uid)
     if req is not None and req.stage == Stage.REJECTED:
-        _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req.failure})
+        _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req.failure,
+                                   "run_id": s.run_id})
+        return
+    earlier = s.earlier_updates.get(uid) if done is None and req is None else None
+    if earlier is not None:
+        # Accepted by a run this one continued from: asked there, it answers its outcome;
+        # admitted here, it would run a second time.
+        ctx.reply(cmd, ok=False, run_id=earlier, error_type=EARLIER_RUN,
+                  error_message=f"update {uid!r} of workflow {wid!r} was accepted by run {earlier}, which"
+                                f" continued as new: ask that run")
         return
     if not s.running:
         what = "it closed before the update completed" if done is not None else "the update was not run"
@@ -107,6 +125,15 @@ async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
         from .engine import schedule_workflow_task  # engine imports this module: no import cycle
 
         schedule_workflow_task(t)
+
+
+def carried(s: MutableState) -> dict[str, str]:
+    """The ``earlier_updates`` of the run ``s`` continues as: the update ids it accepted and
+    those it was carried, by the run that accepted each (the newest kept)."""
+    if not s.updates:
+        return s.earlier_updates.copy()
+    known = {**s.earlier_updates, **dict.fromkeys(s.updates, s.run_id)}
+    return dict(list(known.items())[-MAX_EARLIER_UPDATES:])
 
 
 def owed(s: MutableState) -> bool:
@@ -203,7 +230,7 @@ def _reject(ctx: Context, t: Transition, uid: str, failure: dict[str, Any]) -> N
     req = s.update_requests[uid]
     req.stage = Stage.REJECTED
     req.failure = failure
-    outcome = {"update_id": uid, "stage": Stage.REJECTED.value, "failure": failure}
+    outcome = {"update_id": uid, "stage": Stage.REJECTED.value, "failure": failure, "run_id": s.run_id}
     for w in req.waiters:
         _answer_outcome(ctx, _reply_cmd(s, w), outcome)
     req.waiters = []
@@ -219,7 +246,7 @@ def _notify(ctx: Context, s: MutableState, req: UpdateRequest, uid: str, done: U
     keep = []
     for w in req.waiters:
         if stage == Stage.COMPLETED or w.wait == Stage.ACCEPTED:
-            ctx.reply(_reply_cmd(s, w), ok=True, update_outcome=_outcome_json(uid, done))
+            ctx.reply(_reply_cmd(s, w), ok=True, update_outcome=_outcome_json(s, uid, done))
         else:
             keep.append(w)
     req.waiters = keep
@@ -230,19 +257,21 @@ def _reply_cmd(s: MutableState, w: UpdateWaiter) -> dict[str, Any]:
             "request_id": w.request_id}
 
 
-def _answer(ctx: Context, cmd: dict[str, Any], uid: str, done: UpdateInfo) -> None:
-    ctx.reply(cmd, ok=True, update_outcome=_outcome_json(uid, done))
+def _answer(ctx: Context, cmd: dict[str, Any], s: MutableState, uid: str, done: UpdateInfo) -> None:
+    ctx.reply(cmd, ok=True, update_outcome=_outcome_json(s, uid, done))
 
 
 def _answer_outcome(ctx: Context, cmd: dict[str, Any], outcome: dict[str, Any]) -> None:
     ctx.reply(cmd, ok=True, update_outcome=json.dumps(outcome))
 
 
-def _outcome_json(uid: str, done: UpdateInfo) -> str:
+def _outcome_json(s: MutableState, uid: str, done: UpdateInfo) -> str:
+    """The outcome as the Reply carries it, naming the run that answers (the caller's later
+    asks name it: a continue-as-new does not send them to another run)."""
     if not done.completed:
-        return json.dumps({"update_id": uid, "stage": Stage.ACCEPTED.value})
+        return json.dumps({"update_id": uid, "stage": Stage.ACCEPTED.value, "run_id": s.run_id})
     return json.dumps({"update_id": uid, "stage": Stage.COMPLETED.value, "result": done.result,
-                       "failure": done.failure})
+                       "failure": done.failure, "run_id": s.run_id})
 
 
 def _error(ctx: Context, cmd: dict[str, Any], error_type: str, message: str) -> None:

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.timeout(10)
 V0 = Path(__file__).resolve().parents[2] / "fixtures" / "snapshot_v0.json"
 # The same run as the build before transient workflow tasks wrote it (layout 1).
 V1 = Path(__file__).resolve().parents[2] / "fixtures" / "snapshot_v1.json"
+# The same run as the build before earlier_updates wrote it (layout 2).
+V2 = Path(__file__).resolve().parents[2] / "fixtures" / "snapshot_v2.json"
 
 
 def test_the_unversioned_snapshot_of_the_build_before_loads_in_the_current_layout() -> None:
@@ -47,7 +49,8 @@ def test_the_upgrade_changes_nothing_but_the_layout() -> None:
     # defaults (and make MutableState.predates ask for a rebuild from history).
     assert after.keys() - before.keys() == {"version", "reset_from_run_id", "attempt", "retry_policy",
                                             "first_wt_backoff_ms", "backoff_pending", "wt_last_failure",
-                                            "wt_transient_failures", "wt_transient_failure", "search_attributes"}
+                                            "wt_transient_failures", "wt_transient_failure", "search_attributes",
+                                            "earlier_updates"}
     assert {k: v for k, v in after.items() if k in before and k not in ("activities", "timers", "wt",
                                                                         "update_requests")} == \
         {k: v for k, v in before.items() if k not in ("activities", "timers", "wt", "update_requests")}
@@ -73,6 +76,15 @@ def test_a_layout_1_snapshot_loads_with_no_transient_attempts_and_asks_for_a_reb
     assert {k: v for k, v in after.items() if k in before and k not in ("wt", "version")} == \
         {k: v for k, v in before.items() if k not in ("wt", "version")}
     assert {k: v for k, v in after["wt"].items() if k in before["wt"]} == before["wt"]
+
+
+def test_a_layout_2_snapshot_loads_with_no_earlier_updates_and_needs_no_rebuild() -> None:
+    before = orjson.loads(V2.read_bytes())
+    assert before["version"] == 2 and "earlier_updates" not in before
+    upgraded = snapshot.upgrade(orjson.loads(V2.read_bytes()))
+    assert upgraded["earlier_updates"] == {} and not MutableState.predates(upgraded)
+    after = orjson.loads(MutableState.loads(V2.read_bytes()).dumps())
+    assert after == {**before, "version": snapshot.SNAPSHOT_VERSION, "earlier_updates": {}}
 
 
 def test_a_current_snapshot_loads_back_to_the_same_bytes() -> None:

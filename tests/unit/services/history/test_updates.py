@@ -15,7 +15,7 @@ from kadence_protocol.enums import WorkflowTaskFailedCause
 from kadence_protocol.records import UpdateWorkflowExecution
 from services.common import validation
 from services.history import engine, updates
-from services.history.state import MutableState, events_only, rebuild
+from services.history.state import MutableState, UpdateInfo, events_only, rebuild
 from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _start
 
@@ -99,7 +99,7 @@ async def test_accept_and_complete_record_two_events_and_answer_the_caller() -> 
     assert accepted["input"] == "[5]" and accepted["update_name"] == "set"
     (answer,) = ctx.to("q1")
     assert answer["ok"] and _outcome(answer) == {"update_id": "u1", "stage": "completed", "result": "6",
-                                                  "failure": None}
+                                                  "failure": None, "run_id": s.run_id}
     assert "u1" not in s.update_requests and s.updates["u1"].completed
     # The same update id again: the known outcome, nothing runs again.
     await updates.request_update(ctx, _update(request_id="q2"))
@@ -251,3 +251,38 @@ async def test_the_waiters_of_one_update_are_bounded_and_not_repeated() -> None:
         await updates.request_update(ctx, _update(request_id=f"again-{i}"))
     waiters = s.update_requests["u1"].waiters
     assert len(waiters) == updates.MAX_WAITERS and waiters[-1].request_id == f"again-{updates.MAX_WAITERS + 4}"
+
+
+_CONTINUE = {"command_type": "ContinueAsNewWorkflowExecution",
+             "attributes": {"workflow_type": "", "task_queue": "", "input": "[]"}}
+
+
+async def test_an_update_id_the_run_accepted_is_sent_back_to_it_from_the_run_it_continued_as() -> None:
+    ctx = ReplyContext()
+    s = await _running(ctx)
+    await updates.request_update(ctx, _update())
+    await _complete_wt(ctx, s, [_accept(), _complete(), _CONTINUE])
+    new = await ctx.current_run("ns", "wf")
+    assert new is not None and new.state.run_id != s.run_id
+    assert new.state.earlier_updates == {"u1": s.run_id}
+
+    # Asked of the chain's current run: refused, naming the run that accepted it; nothing admitted.
+    await updates.request_update(ctx, _update(request_id="q2"))
+    (refused,) = ctx.to("q2")
+    assert not refused["ok"] and refused["error_type"] == updates.EARLIER_RUN and refused["run_id"] == s.run_id
+    assert not new.state.update_requests
+    # Asked of that run: its outcome, naming it.
+    await updates.request_update(ctx, _update(request_id="q3", run_id=s.run_id))
+    assert _outcome(ctx.to("q3")[0]) == {"update_id": "u1", "stage": "completed", "result": "6", "failure": None,
+                                         "run_id": s.run_id}
+    # A new update id runs in the new run.
+    await updates.request_update(ctx, _update("u2", request_id="q4"))
+    assert new.state.update_requests["u2"].stage == "requested"
+
+
+def test_a_continue_as_new_carries_the_newest_update_ids_of_the_chain() -> None:
+    s = MutableState(run_id="r2", earlier_updates={f"old{i}": "r1" for i in range(updates.MAX_EARLIER_UPDATES)})
+    assert updates.carried(s) == s.earlier_updates and updates.carried(s) is not s.earlier_updates
+    s.updates["mine"] = UpdateInfo(name="set", accepted_event_id=5)
+    carried = updates.carried(s)
+    assert len(carried) == updates.MAX_EARLIER_UPDATES and carried["mine"] == "r2" and "old0" not in carried
