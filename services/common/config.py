@@ -70,6 +70,7 @@ class Settings:
     matching_port: int = 0              # 0: any free port
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
     started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
+    read_timeout_ms: int = 5000  # a frontend read PostgreSQL has not answered by then is a 503
     # The largest payload (input, result, details, ...) one command may carry, in bytes of
     # JSON text: refused at the frontend (400) and dead-lettered by history (validation.py).
     max_payload_bytes: int = 2 * 1024 * 1024
@@ -233,6 +234,9 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
                "Kafka consumer-group session timeout", low=1),
     EnvSetting("KADENCE_STARTED_RECORD_DELAY_MS", "started_record_delay_ms", EnvKind.INT, _F,
                "how long the frontend holds a task's started record back"),
+    EnvSetting("KADENCE_READ_TIMEOUT_MS", "read_timeout_ms", EnvKind.INT, _F,
+               "how long a frontend read (describe, history, list) waits for PostgreSQL before a 503",
+               low=1),
     EnvSetting("KADENCE_MAX_PAYLOAD_BYTES", "max_payload_bytes", EnvKind.INT, _HF,
                "the largest payload one command may carry (bytes of JSON)", low=1),
     EnvSetting("KADENCE_HISTORY_FETCH_WAIT_MS", "history_fetch_wait_ms", EnvKind.CHOSEN_INT, _H,

@@ -32,6 +32,7 @@ from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.matching import LocalMatchingService, MatchingClient
 from services.common.namespaces import NamespaceRegistry
+from services.common.read_bound import BoundedReads
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware
 from services.common.validation import Limits
@@ -64,6 +65,8 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
+# What a 503 for the database tells the caller to wait before trying again, in seconds.
+RETRY_AFTER_S = "1"
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -87,6 +90,7 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
     except outage.DATABASE_TRANSIENT as exc:
         log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
         response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
+        response.headers["Retry-After"] = RETRY_AFTER_S
     except KafkaError as exc:
         response = _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
     except RecursionError:  # a value nested deeper than a check below knew to refuse (validation.py)
@@ -278,13 +282,14 @@ class FrontendService:
                 self._commands, HistoryOwners(self._pool, internal_key=s.internal_key))
         self._engine = engine = Engine(
             instance_id=reply_to, producer=self._producer, replies=self._replies, closes=self._closes,
-            reads=ReadStore(self._pool), matching=self._matching, started_delay=s.started_record_delay_ms / 1000,
+            reads=ReadStore(self._pool, read_timeout=s.read_timeout_ms / 1000), matching=self._matching,
+            started_delay=s.started_record_delay_ms / 1000,
             commands=self._commands, token_keys=keys)
         engine.open()
-        handlers = Handlers(engine, VisibilityReads(self._pool))
+        handlers = Handlers(engine, VisibilityReads(self._pool, read_timeout=s.read_timeout_ms / 1000))
         admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,
                               min_retention_ms=s.min_retention_ms)
-        task_queues = TaskQueueReads(self._pool, self._matching)
+        task_queues = TaskQueueReads(BoundedReads(self._pool, s.read_timeout_ms / 1000), self._matching)
         ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local,
                     admin_handlers=admin, task_queue_reads=task_queues)
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues))

@@ -1,6 +1,12 @@
 """Reads straight from PostgreSQL: runs (their columns and the summary history writes for the
 frontend, ``executions.summary``: services/history/summary.py), and history pages. History's
-snapshot (``executions.state``) is its own and never read here."""
+snapshot (``executions.state``) is its own and never read here.
+
+The reads a caller asks for (describe, history pages, result waits, statuses) are bounded
+(services/common/read_bound.py): a PostgreSQL that stops answering gets the caller a 503
+with Retry-After, not a wait as long as the outage. The update requests read into a
+workflow task's answer are not: the task is handed out by then, and an error would lose it
+until its timeout."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import orjson
 from kadence_protocol import avro
 from services.common.outcome import RUNNING
 from services.common.outcome import outcome as outcome_of
+from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
 
 from .errors import WorkflowNotFound
 from .status_reads import RunKey, StatusReads
@@ -47,18 +54,19 @@ _COLUMNS = ", ".join(f"e.{c}" for c in ("namespace", "workflow_id", "run_id", "w
 
 
 class ReadStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._pool = pool
+        self._bounded = BoundedReads(pool, read_timeout)
         self._statuses = StatusReads(self.statuses)
 
     async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
         if run_id:
-            row = await self._pool.fetchrow(
+            row = await self._bounded.fetchrow(
                 f"SELECT {_COLUMNS} FROM executions e WHERE e.run_id = $1 AND e.namespace = $2 AND e.workflow_id = $3",
                 run_id, namespace, workflow_id,
             )
         else:
-            row = await self._pool.fetchrow(
+            row = await self._bounded.fetchrow(
                 f"SELECT {_COLUMNS} FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
                 " WHERE c.namespace = $1 AND c.workflow_id = $2",
                 namespace, workflow_id,
@@ -88,7 +96,7 @@ class ReadStore:
         """The status column of each (namespace, workflow id, run id) that names a run, in one query."""
         # One primary-key probe per key (LATERAL ... LIMIT 1): a join may get a plan made
         # while the table was small, a scan of it all (see services/history/store.py).
-        rows = await self._pool.fetch(
+        rows = await self._bounded.fetch(
             "SELECT k.namespace, k.workflow_id, k.run_id, x.status"
             " FROM unnest($1::text[], $2::text[], $3::text[]) AS k (namespace, workflow_id, run_id)"
             " CROSS JOIN LATERAL (SELECT status FROM executions WHERE run_id = k.run_id"
@@ -121,7 +129,7 @@ class ReadStore:
     async def reset_runs(self, namespace: str, workflow_id: str, run_id: str) -> list[str]:
         """The runs reset from ``run_id`` (services/history/reset.py), at most 100, by run id
         (a reset run keeps the start time of the run it copied: no order by time)."""
-        rows = await self._pool.fetch(
+        rows = await self._bounded.fetch(
             "SELECT run_id FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id <> $3"
             " AND convert_from(state, 'UTF8')::jsonb ->> 'reset_from_run_id' = $3 ORDER BY run_id LIMIT 100",
             namespace, workflow_id, run_id)
@@ -129,7 +137,7 @@ class ReadStore:
 
     async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:
         """Events of a run with first <= event_id (<= last), in order, at most ``limit``."""
-        rows = await self._pool.fetch(
+        rows = await self._bounded.fetch(
             "SELECT data FROM history_events WHERE run_id = $1 AND event_id >= $2"
             " AND ($3::bigint IS NULL OR event_id <= $3) ORDER BY event_id LIMIT $4",
             run_id, first, last, limit,

@@ -22,6 +22,7 @@ import asyncpg
 from kadence_protocol.enums import TaskKind
 from services.common.matching import MatchingClient
 from services.common.matching.stats import PollerSeen, QueueStats
+from services.common.read_bound import BoundedReads
 from services.common.schedules import iso_utc
 
 from . import validation as v
@@ -97,7 +98,7 @@ def describe_kinds(stats: list[QueueStats] | None, backlog: Mapping[str, Backlog
     return tuple(out)
 
 
-async def backlog_counts(pool: asyncpg.Pool, namespace: str,
+async def backlog_counts(pool: asyncpg.Pool | BoundedReads, namespace: str,
                          task_queue: str | None = None) -> dict[tuple[str, str], Backlog]:
     """Tasks waiting in PostgreSQL by (task queue, kind), of one queue or the whole namespace."""
     rows = await pool.fetch(
@@ -109,7 +110,7 @@ async def backlog_counts(pool: asyncpg.Pool, namespace: str,
 
 
 class TaskQueueReads:
-    def __init__(self, pool: asyncpg.Pool | None, matching: MatchingClient | None) -> None:
+    def __init__(self, pool: asyncpg.Pool | BoundedReads | None, matching: MatchingClient | None) -> None:
         self.pool = pool
         self.matching = matching
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ..read_bound import BoundedReads
 from .sql import BUILT_INS, AttributeType, QueryError, compile_count, compile_list, encode_token
 
 
@@ -19,12 +20,15 @@ class Page:
 
 
 class VisibilityReads:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, read_timeout: float | None = None) -> None:
+        """``read_timeout``: the bound of each read (services/common/read_bound.py; None:
+        none); registering an attribute, a write, is never bounded."""
         self._pool = pool
+        self._reads: asyncpg.Pool | BoundedReads = pool if read_timeout is None else BoundedReads(pool, read_timeout)
 
     async def search_attributes(self, namespace: str) -> dict[str, AttributeType]:
         """The custom search attributes registered in ``namespace``, with their types."""
-        rows = await self._pool.fetch("SELECT name, type FROM search_attributes WHERE namespace = $1", namespace)
+        rows = await self._reads.fetch("SELECT name, type FROM search_attributes WHERE namespace = $1", namespace)
         return {r["name"]: AttributeType(r["type"]) for r in rows}
 
     async def register(self, namespace: str, name: str, kind: AttributeType) -> bool:
@@ -43,7 +47,7 @@ class VisibilityReads:
     async def list(self, namespace: str, query: str, *, page_size: int, token: str | None) -> Page:
         custom = await self.search_attributes(namespace)
         statement = compile_list(namespace, query, custom, page_size=page_size, token=token)
-        rows = await self._pool.fetch(statement.sql, *statement.params)
+        rows = await self._reads.fetch(statement.sql, *statement.params)
         next_token = None
         if len(rows) > page_size:
             rows = rows[:page_size]
@@ -54,7 +58,7 @@ class VisibilityReads:
     async def count(self, namespace: str, query: str) -> dict[str, Any]:
         custom = await self.search_attributes(namespace)
         statement, grouped = compile_count(namespace, query, custom)
-        rows = await self._pool.fetch(statement.sql, *statement.params)
+        rows = await self._reads.fetch(statement.sql, *statement.params)
         if not grouped:
             return {"count": int(rows[0]["count"])}
         groups = [{"group_values": [r["value"]], "count": int(r["count"])} for r in rows]

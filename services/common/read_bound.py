@@ -1,0 +1,77 @@
+"""Bounded reads: a read-only query that gives up after a while instead of waiting on a
+PostgreSQL that does not answer.
+
+A server that stops answering without going away (paused, a network cut without a reset)
+leaves a query waiting with no error, and a frontend read (describe, a history page, a
+list) waited as long, holding its caller. A bounded read waits at most ``timeout`` seconds
+in all, for a connection and then for its query, and raises :class:`ReadTimedOut`, a
+TimeoutError, which the frontend answers 503 with Retry-After.
+
+Only reads go through here: a commit given a timeout would leave its caller not knowing
+whether it happened, so writes (and history's commits on a pool it shares in ``kadence
+dev``) never do. The connection of a read that timed out is given back in the background:
+asyncpg cancels its query, or closes the connection if that does not answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class ReadTimedOut(TimeoutError):
+    """A bounded read found no connection, or no answer, within its time."""
+
+
+class BoundedReads:
+    """``fetch``, ``fetchrow`` and ``fetchval`` of a pool, each bounded by ``timeout`` seconds."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        if timeout <= 0:
+            raise ValueError("a read's timeout must be positive")
+        self.pool = pool
+        self.timeout = timeout
+        self._giving_back: set[asyncio.Task[None]] = set()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._read(lambda con, left: con.fetch(query, *args, timeout=left))
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._read(lambda con, left: con.fetchrow(query, *args, timeout=left))
+        return row
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._read(lambda con, left: con.fetchval(query, *args, timeout=left))
+
+    async def _read(self, query: Callable[[Any, float], Awaitable[Any]]) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            # The acquire's timeout is also how long the release may wait for a cancelled
+            # query before closing the connection.
+            con = await self.pool.acquire(timeout=self.timeout)
+        except TimeoutError as exc:
+            raise ReadTimedOut(f"no database connection within {self.timeout:g} s") from exc
+        try:
+            return await query(con, max(deadline - loop.time(), 0.001))
+        except TimeoutError as exc:
+            raise ReadTimedOut(f"the database did not answer a read within {self.timeout:g} s") from exc
+        finally:
+            # Not awaited: after a timeout the release waits for the query's cancellation.
+            task = loop.create_task(self.pool.release(con))
+            self._giving_back.add(task)
+            task.add_done_callback(self._given_back)
+
+    def _given_back(self, task: asyncio.Task[None]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("a connection of a bounded read could not be given back cleanly (%r); it was closed", exc)
