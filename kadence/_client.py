@@ -34,7 +34,13 @@ from kadence._workflow.definition import (
 )
 from kadence.common import ResetPoint, RetryPolicy, WorkflowIDConflictPolicy, WorkflowIDReusePolicy, to_millis
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
-from kadence.exceptions import CanceledError, RPCError, WorkflowFailureError, WorkflowUpdateFailedError
+from kadence.exceptions import (
+    CanceledError,
+    RPCError,
+    TerminatedError,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
 from kadence.interceptor import (
     CancelWorkflowInput,
     ClientOutboundInterceptor,
@@ -692,6 +698,9 @@ class WorkflowHandle:
                     answer.get("details"), None, f"details of the cancellation of {self.workflow_id}")
                 raise WorkflowFailureError(status, cause=CanceledError(
                     "workflow canceled", *(() if details is None else (details,))))
+            if status == "Terminated":
+                raise WorkflowFailureError(status, answer.get("failure"),
+                                           cause=TerminatedError(str(answer.get("reason") or "")))
             raise WorkflowFailureError(status, answer.get("failure"))
 
 

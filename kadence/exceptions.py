@@ -199,7 +199,8 @@ class ChildWorkflowError(FailureError):
 
 class TerminatedError(FailureError):
     """A workflow was terminated (the cause of a :class:`ChildWorkflowError`, or of the
-    client's :class:`WorkflowFailureError`, whose ``reason`` is empty)."""
+    client's :class:`WorkflowFailureError`); ``reason`` is what the terminate said (empty
+    for a run terminated by a build before runs kept it)."""
 
     def __init__(self, reason: str = "", *, stack_trace: str = "") -> None:
         super().__init__(f"workflow terminated: {reason}" if reason else "workflow terminated",

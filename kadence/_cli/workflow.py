@@ -238,6 +238,7 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
                          ("Continued as" if info.get("status") == "ContinuedAsNew" else "Reset to",
                           info.get("new_run_id")),
                          ("Reset from", info.get("reset_from_run_id")),
+                         ("Terminated because", info.get("terminate_reason")),
                          ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or [])),
                          ("Memo", _pairs(info.get("memo")) if isinstance(info.get("memo"), dict) else None)):
         if value not in (None, ""):

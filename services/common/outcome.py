@@ -35,6 +35,8 @@ def outcome(status: str, run_id: str, state: Mapping[str, Any]) -> dict[str, Any
         out["new_run_id"] = state.get("new_run_id")
     elif status == RunStatus.CANCELED:
         out["details"] = state.get("cancel_details")
+    if status == RunStatus.TERMINATED:
+        out["reason"] = state.get("terminate_reason") or ""  # a row written before it kept none
     if state.get("failure") is not None:
         out["failure"] = state["failure"]
     return out

@@ -165,6 +165,8 @@ def describe(ex: Execution) -> dict[str, Any]:
         "history_length": ex.next_event_id - 1,
         "new_run_id": state.get("new_run_id"),
         "reset_from_run_id": state.get("reset_from_run_id"),
+        # Null unless terminated (and for a row last written before the summary kept it).
+        "terminate_reason": state.get("terminate_reason"),
         "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
         # The start's with the workflow's upserts merged in (null: none, or a row not
         # written since search attributes joined the summary).

@@ -21,6 +21,9 @@ Layouts:
   the fold knows, so a layout-1 snapshot is rebuilt from history (``predates``).
 * 3: the run has ``earlier_updates`` (the update ids earlier runs of its chain accepted,
   carried by a continue-as-new); the upgrade gives an earlier run none.
+* 4: the run has ``terminate_reason``. The upgrade gives it null to a run not terminated;
+  a terminated run's reason only its history knows, so its snapshot is rebuilt
+  (``predates``).
 
 A snapshot that lacks top-level fields of the current state (written by a build before the
 fold kept them) is upgraded all the same; ``MutableState.predates`` then tells the store to
@@ -32,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 
 
 def _v0_to_v1(s: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +68,14 @@ def _v2_to_v3(s: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+def _v3_to_v4(s: dict[str, Any]) -> dict[str, Any]:
+    if s.get("status") != "Terminated":
+        s.setdefault("terminate_reason", None)
+    return s
+
+
 # Each step takes a snapshot of layout i to layout i + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4)
 assert len(_STEPS) == SNAPSHOT_VERSION
 
 

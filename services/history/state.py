@@ -222,6 +222,9 @@ class MutableState:
     cancel_requested: bool = False
     cancel_request_id: str = ""
     cancel_details: str | None = None
+    # The reason a run was terminated with (None until then; a run a reset terminated has
+    # the reset's), as a result wait and describe answer it.
+    terminate_reason: str | None = None
     # Child workflows (children.py): this run's parent (a child's start names it), its open
     # children by initiated event id, and its signals to them awaiting delivery.
     parent: ParentInfo | None = None
@@ -322,7 +325,7 @@ class MutableState:
     def outcome_fields(self) -> dict[str, Any]:
         """What a result wait's answer takes from a closed run (services/common/outcome.py)."""
         return {"result": self.result, "failure": self.failure, "new_run_id": self.new_run_id,
-                "cancel_details": self.cancel_details}
+                "cancel_details": self.cancel_details, "terminate_reason": self.terminate_reason}
 
     def timer_started_by(self, started_event_id: int) -> TimerInfo | None:
         """The pending user timer the TimerStarted event ``started_event_id`` started."""
@@ -402,8 +405,10 @@ def _closed(s: MutableState, e: Event, a: dict[str, Any]) -> None:
         s.new_run_id = a["new_run_id"]
     elif status == RunStatus.CANCELED:
         s.cancel_details = a["details"]
-    elif status == RunStatus.TERMINATED and a.get("new_run_id"):
-        s.new_run_id = a["new_run_id"]  # terminated by a reset: result waits follow the new run
+    elif status == RunStatus.TERMINATED:
+        s.terminate_reason = a["reason"]
+        if a.get("new_run_id"):
+            s.new_run_id = a["new_run_id"]  # terminated by a reset: result waits follow the new run
 
 
 def _signaled(s: MutableState, e: Event, a: dict[str, Any]) -> None:

@@ -5,8 +5,9 @@ change; the frontend answers describe, result waits, heartbeats, queries and the
 requests of a workflow task from the row's columns and this summary only. The summary is
 canonical JSON (sorted keys, compact) of an object with:
 
-* ``status``, ``result``, ``failure``, ``new_run_id``, ``cancel_details``: the run's outcome
-  (services/common/outcome.py reads them);
+* ``status``, ``result``, ``failure``, ``new_run_id``, ``cancel_details``,
+  ``terminate_reason``: the run's outcome (services/common/outcome.py reads them;
+  ``terminate_reason`` is absent from rows last written by a build before it, read as null);
 * ``memo`` (JSON text or null), ``history_size_bytes``;
 * ``search_attributes``: the run's search attributes as it stands (the start's with the
   workflow's upserts merged in), JSON text of an object or null (absent from rows last
@@ -54,7 +55,8 @@ def summary(s: MutableState) -> bytes:
     """The summary of ``s`` as written beside its snapshot in the same commit."""
     return orjson.dumps({
         "status": s.status, "result": s.result, "failure": s.failure, "new_run_id": s.new_run_id,
-        "cancel_details": s.cancel_details, "memo": s.memo, "history_size_bytes": s.history_size_bytes,
+        "cancel_details": s.cancel_details, "terminate_reason": s.terminate_reason, "memo": s.memo,
+        "history_size_bytes": s.history_size_bytes,
         "reset_from_run_id": s.reset_from_run_id, "search_attributes": s.search_attributes,
         "attempt": s.attempt,
         "first_task_completed": s.last_completed_wt_scheduled_id != 0,

@@ -17,6 +17,11 @@ def test_the_outcome_of_each_status() -> None:
     assert outcome("Failed", "r1", {**state, "failure": failure}) == {"status": "Failed", "run_id": "r1",
                                                                       "failure": failure}
     assert outcome("ContinuedAsNew", "r1", {**state, "new_run_id": "r2"})["new_run_id"] == "r2"
+    assert outcome("Terminated", "r1", {**state, "terminate_reason": "stop"}) == {
+        "status": "Terminated", "run_id": "r1", "reason": "stop"}
+    # A summary written before it kept the reason: an empty one.
+    assert outcome("Terminated", "r1", state)["reason"] == ""
+    assert "reason" not in outcome("Failed", "r1", {**state, "terminate_reason": "x"})
 
 
 def test_a_close_payload_carries_the_outcome_when_it_fits() -> None:

@@ -50,7 +50,7 @@ def test_the_upgrade_changes_nothing_but_the_layout() -> None:
     assert after.keys() - before.keys() == {"version", "reset_from_run_id", "attempt", "retry_policy",
                                             "first_wt_backoff_ms", "backoff_pending", "wt_last_failure",
                                             "wt_transient_failures", "wt_transient_failure", "search_attributes",
-                                            "earlier_updates"}
+                                            "earlier_updates", "terminate_reason"}
     assert {k: v for k, v in after.items() if k in before and k not in ("activities", "timers", "wt",
                                                                         "update_requests")} == \
         {k: v for k, v in before.items() if k not in ("activities", "timers", "wt", "update_requests")}
@@ -84,7 +84,15 @@ def test_a_layout_2_snapshot_loads_with_no_earlier_updates_and_needs_no_rebuild(
     upgraded = snapshot.upgrade(orjson.loads(V2.read_bytes()))
     assert upgraded["earlier_updates"] == {} and not MutableState.predates(upgraded)
     after = orjson.loads(MutableState.loads(V2.read_bytes()).dumps())
-    assert after == {**before, "version": snapshot.SNAPSHOT_VERSION, "earlier_updates": {}}
+    assert after == {**before, "version": snapshot.SNAPSHOT_VERSION, "earlier_updates": {}, "terminate_reason": None}
+
+
+def test_a_terminated_runs_snapshot_of_layout_3_is_rebuilt_for_its_reason() -> None:
+    running = {**orjson.loads(V2.read_bytes()), "version": 3, "earlier_updates": {}}
+    assert not MutableState.predates(snapshot.upgrade(dict(running)))
+    terminated = snapshot.upgrade({**running, "status": "Terminated", "wt": None})
+    # Only the run's WorkflowExecutionTerminated event knows the reason: never guessed at.
+    assert "terminate_reason" not in terminated and MutableState.predates(terminated)
 
 
 def test_a_current_snapshot_loads_back_to_the_same_bytes() -> None:

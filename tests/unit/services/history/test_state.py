@@ -230,3 +230,15 @@ def test_a_workflow_task_carries_its_events_only_when_the_tail_is_whole() -> Non
     assert Transition(state, 0, 0, tail=None)._carried(1, 2) is None
     second = Transition(state, 0, 0, tail=tail)._carried(2, 2)
     assert second is not None and [data for _, data, _ in second] == first.encoded[1:]
+
+
+async def test_a_terminated_run_keeps_its_reason_and_a_rebuild_agrees() -> None:
+    ctx = MemoryContext()
+    await engine.start_workflow(ctx, _start())
+    s = next(iter(ctx.runs.values()))
+    assert s.terminate_reason is None
+    await engine.terminate_workflow(ctx, _terminate(reason="stuck on order 42"))
+    assert s.status == "Terminated" and s.terminate_reason == "stuck on order 42"
+    assert s.outcome_fields()["terminate_reason"] == "stuck on order 42"
+    events = [avro.decode(avro.encode("HistoryEvent", e))[1] for e in ctx.events(s.run_id)]
+    assert rebuild("ns", "wf", s.run_id, events).dumps() == s.dumps()

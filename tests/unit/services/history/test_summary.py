@@ -17,7 +17,8 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "snapshot_v0.json"
 def test_the_summary_names_what_the_frontend_reads_and_nothing_private() -> None:
     s = MutableState.loads(FIXTURE.read_bytes())
     got = orjson.loads(summary(s))
-    assert set(got) == {"status", "result", "failure", "new_run_id", "cancel_details", "memo", "history_size_bytes",
+    assert set(got) == {"status", "result", "failure", "new_run_id", "cancel_details", "terminate_reason", "memo",
+                        "history_size_bytes",
                         "reset_from_run_id", "attempt", "search_attributes",
                         "first_task_completed", "activities", "timers", "children", "update_requests",
                         "workflow_task"}
