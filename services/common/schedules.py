@@ -113,6 +113,9 @@ class ScheduleSpec:
         if cron is not None:
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise ScheduleError(f"spec.cron {cron!r} is not a cron expression", "spec.cron")
+            if _duration(raw.get("offset"), "spec.offset", allow_zero=True):
+                # A cron expression says its own minutes and hours: an offset would be dropped.
+                raise ScheduleError("spec.offset shifts an interval: a cron expression takes none", "spec.offset")
             return cls(cron=cron, jitter_ms=jitter, time_zone=tz)
         every = _duration(interval, "spec.interval")
         offset = _duration(raw.get("offset"), "spec.offset", allow_zero=True)

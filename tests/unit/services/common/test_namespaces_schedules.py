@@ -183,6 +183,7 @@ def test_definitions_name_the_bad_field() -> None:
         ({**ok, "spec": {"cron": "* * *"}}, "spec.cron"),
         ({**ok, "spec": {"interval": "1s", "time_zone": "Mars/Base"}}, "spec.time_zone"),
         ({**ok, "spec": {"interval": "1s", "offset": "2s"}}, "spec.offset"),
+        ({**ok, "spec": {"cron": "0 * * * *", "offset": "30s"}}, "spec.offset"),  # was dropped without a word
         ({**ok, "action": {"task_queue": "q"}}, "action.workflow_type"),
         ({**ok, "action": {"workflow_type": "T", "task_queue": "q", "input": {}}}, "action.input"),
         ({**ok, "overlap_policy": "cancel_others"}, "overlap_policy"),
