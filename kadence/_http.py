@@ -25,6 +25,7 @@ from kadence.exceptions import (
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
+from kadence_protocol import exact_json
 from kadence_protocol import tracing as _tracing
 
 __all__ = ["API_KEY_ENV", "EncodedBody", "HttpTransport", "StreamingTransport", "Transport", "error_from_response",
@@ -80,14 +81,20 @@ class EncodedBody(dict[str, Any]):
     def of(cls, content: Mapping[str, Any], encoded: bytes | None = None) -> EncodedBody:
         """``content`` with its encoding (made here unless given)."""
         body = cls(content)  # dict's own constructor: no Python-level __init__ on every answer
-        body.encoded = orjson.dumps(content if type(content) is dict else body) if encoded is None else encoded
+        body.encoded = dumps(content if type(content) is dict else body) if encoded is None else encoded
         return body
+
+
+def dumps(content: dict[str, Any]) -> bytes:
+    """A body's JSON: orjson's, or json's for an integer past 64 bits, which orjson refuses
+    to write while JSON holds it and the frontend reads it (kadence_protocol/exact_json.py)."""
+    return exact_json.dumps(content)
 
 
 def _encode(body: Mapping[str, Any]) -> bytes:
     if isinstance(body, EncodedBody):
         return body.encoded
-    return orjson.dumps(body if type(body) is dict else dict(body))
+    return dumps(body if type(body) is dict else dict(body))
 
 
 _DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -217,7 +224,12 @@ class HttpTransport:
                     span.set_attribute("http.response.status_code", response.status)
                 raw = await response.read()
                 try:
-                    payload: Any = orjson.loads(raw) if raw else {}
+                    # A task poll's answer, the large one of a worker, carries its payloads as
+                    # JSON text (strings), which orjson reads exactly, but for a query task's
+                    # args: it skips exact_json's look for long integers (a third of the parse
+                    # of a 28 KB answer), so such an integer in a query's args reads as a float.
+                    payload: Any = ((orjson.loads if path.endswith("/poll") else exact_json.loads)(raw)
+                                    if raw else {})
                 except ValueError:
                     payload = raw.decode(errors="replace")
                 if response.status >= 400:
@@ -246,7 +258,7 @@ class HttpTransport:
                 if response.status >= 400:
                     raw = await response.read()
                     try:
-                        payload: Any = orjson.loads(raw) if raw else {}
+                        payload: Any = exact_json.loads(raw) if raw else {}
                     except ValueError:
                         payload = raw.decode(errors="replace")
                     raise error_from_response(response.status, payload)
@@ -282,7 +294,7 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
                 closed = True
             elif line:
                 try:
-                    item = orjson.loads(line[1:] if line[:1] == b"," else line)
+                    item = exact_json.loads(line[1:] if line[:1] == b"," else line)
                 except ValueError:
                     raise RPCError(200, "BadResponse", f"a streamed item is not JSON: {line[:200]!r}") from None
                 yield item

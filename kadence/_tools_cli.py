@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from kadence import kafka
@@ -50,6 +52,22 @@ def _json_array(text: str) -> list[Any]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _policy(kind: type[StrEnum]) -> Callable[[str], str]:
+    """An id policy by its wire name (``RejectDuplicate``) or its member name in the SDK
+    (``REJECT_DUPLICATE``, as README's "Start policies" writes them), any case."""
+    names = {p.value.lower(): p.value for p in kind} | {p.name.lower(): p.value for p in kind}
+
+    def parse(text: str) -> str:
+        try:
+            return names[text.strip().lower()]
+        except KeyError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(p.value for p in kind)}"
+                                             " (or their names in the SDK, such as "
+                                             f"{next(iter(kind)).name})") from None
+
+    return parse
+
+
 def _add_encode(sub: Any) -> None:
     encode = sub.add_parser("encode", help="print a command record to produce to kadence.requests yourself",
                             description="Print an Avro command record (hex, or its bytes with --raw) to produce to"
@@ -72,14 +90,18 @@ def _add_encode(sub: Any) -> None:
     start.add_argument("--execution-timeout-ms", type=int, default=0,
                        help="timeout of the whole execution, every run of a continue-as-new chain")
     start.add_argument("--run-timeout-ms", type=int, default=0, help="timeout of each run")
-    start.add_argument("--id-reuse-policy", choices=[p.value for p in WorkflowIDReusePolicy],
-                       help="when a closed run of the id exists (default AllowDuplicate)")
+    start.add_argument("--id-reuse-policy", type=_policy(WorkflowIDReusePolicy),
+                       metavar="{" + ",".join(p.value for p in WorkflowIDReusePolicy) + "}",
+                       help="when a closed run of the id exists (default AllowDuplicate; REJECT_DUPLICATE and the"
+                            " SDK's other names too)")
     start.add_argument("--memo", type=_json_object, help="JSON object kept with the run")
     signal = argparse.ArgumentParser(add_help=False)
     signal.add_argument("--signal-name", required=True, help="the signal's name")
     only_start = kinds.add_parser("start", parents=[common, start], help="StartWorkflowExecution")
-    only_start.add_argument("--id-conflict-policy", choices=[p.value for p in WorkflowIDConflictPolicy],
-                            help="when a run of the id is running (default Fail)")
+    only_start.add_argument("--id-conflict-policy", type=_policy(WorkflowIDConflictPolicy),
+                            metavar="{" + ",".join(p.value for p in WorkflowIDConflictPolicy) + "}",
+                            help="when a run of the id is running (default Fail; USE_EXISTING and the SDK's other"
+                                 " names too)")
     sig = kinds.add_parser("signal", parents=[common, signal], help="SignalWorkflowExecution")
     sig.add_argument("--input", type=_json_array, default=[], help="JSON array of the signal's arguments")
     sig.add_argument("--run-id", help="one run of the workflow (default: the current one)")

@@ -230,7 +230,7 @@ class WorkflowFailureError(KadenceError):
 
     def __init__(self, status: str, failure: Mapping[str, Any] | None = None, *,
                  cause: FailureError | None = None) -> None:
-        message = f"workflow {_STATUS_WORDS.get(status, status.lower())}"
+        message = f"workflow {status_words(status)}"
         if failure is not None:
             message += f": {failure.get('message', '')}"
         super().__init__(message)
@@ -256,6 +256,11 @@ class WorkflowFailureError(KadenceError):
 
 
 _STATUS_WORDS = {"TimedOut": "timed out", "ContinuedAsNew": "continued as new"}
+
+
+def status_words(status: str) -> str:
+    """A run's close status as words: ``TimedOut`` is "timed out", ``Failed`` "failed"."""
+    return _STATUS_WORDS.get(status, status.lower())
 
 
 class WorkflowUpdateFailedError(KadenceError):

@@ -26,6 +26,7 @@ from kadence.exceptions import (
     RPCError,
     WorkflowAlreadyStartedError,
     WorkflowFailureError,
+    status_words,
 )
 
 DEFAULT_ADDRESS = "http://127.0.0.1:7233"
@@ -186,7 +187,7 @@ def run(conn: Connection, work: Callable[[Client], Awaitable[T]]) -> T:
         raise
     except WorkflowFailureError as exc:
         message = (exc.failure or {}).get("message")
-        raise Failed(ExitCode.FAILED, f"workflow {exc.status.lower()}" + (f": {message}" if message else "")) \
+        raise Failed(ExitCode.FAILED, f"workflow {status_words(exc.status)}" + (f": {message}" if message else "")) \
             from None
     except (WorkflowAlreadyStartedError, QueryFailedError) as exc:
         raise Failed(ExitCode.FAILED, exc.message or str(exc)) from None

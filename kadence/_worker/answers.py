@@ -35,9 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from kadence._http import EncodedBody, Transport, error_from_response
+from kadence._http import EncodedBody, Transport, dumps, error_from_response
 from kadence._retry import Backoff, retrying
 from kadence.exceptions import RPCError
 from kadence_protocol import tracing as _tracing
@@ -84,8 +82,7 @@ class _Answer:
 def _encode(body: Mapping[str, Any]) -> bytes:
     """The body's JSON, made once: it gives the answer's size, is sent as it is alone, and is
     put as it is into a batch's body."""
-    return body.encoded if isinstance(body, EncodedBody) else orjson.dumps(
-        body if type(body) is dict else dict(body))
+    return body.encoded if isinstance(body, EncodedBody) else dumps(body if type(body) is dict else dict(body))
 
 
 def _size(path: str, encoded: bytes) -> int:

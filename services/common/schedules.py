@@ -113,6 +113,9 @@ class ScheduleSpec:
         if cron is not None:
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise ScheduleError(f"spec.cron {cron!r} is not a cron expression", "spec.cron")
+            if _duration(raw.get("offset"), "spec.offset", allow_zero=True):
+                # A cron expression says its own minutes and hours: an offset would be dropped.
+                raise ScheduleError("spec.offset shifts an interval: a cron expression takes none", "spec.offset")
             return cls(cron=cron, jitter_ms=jitter, time_zone=tz)
         every = _duration(interval, "spec.interval")
         offset = _duration(raw.get("offset"), "spec.offset", allow_zero=True)
@@ -142,11 +145,16 @@ class ScheduleSpec:
         return int(nxt.timestamp() * 1000)
 
     def jitter(self, schedule_id: str, nominal_ms: int) -> int:
-        """The delay of the firing of ``nominal_ms``: the same wherever it is computed."""
+        """The delay of the firing of ``nominal_ms``: the same wherever it is computed.
+
+        At most the jitter and less than the gap to the next nominal time (as Temporal caps
+        it): a longer delay would fire after its successor, which the scheduler, firing in
+        order, then counted as missed once it was past the catch-up window."""
         if self.jitter_ms <= 0:
             return 0
+        limit = min(self.jitter_ms, self.next_after(nominal_ms) - nominal_ms - 1)
         digest = hashlib.sha256(f"{schedule_id}/{nominal_ms}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") % (self.jitter_ms + 1)
+        return int.from_bytes(digest[:8], "big") % (limit + 1)
 
 
 @dataclass(frozen=True)

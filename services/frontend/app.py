@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from kadence_protocol import exact_json
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 from kadence_protocol.tracing import tracer
 from services.common import db, internal_auth, outage
@@ -145,7 +146,7 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
             return await _stream(request, status, answer)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
         # noticeable share of the frontend's CPU.
-        return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
+        return web.Response(body=exact_json.dumps(answer), status=status, content_type="application/json")
 
     route.__name__ = name
     return route

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from kadence_protocol import avro
+from kadence_protocol import avro, exact_json
 from services.common.outcome import RUNNING
 from services.common.outcome import outcome as outcome_of
 from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
@@ -167,7 +167,7 @@ def describe(ex: Execution) -> dict[str, Any]:
         "reset_from_run_id": state.get("reset_from_run_id"),
         # Null unless terminated (and for a row last written before the summary kept it).
         "terminate_reason": state.get("terminate_reason"),
-        "memo": orjson.loads(state["memo"]) if state.get("memo") else None,
+        "memo": exact_json.loads(state["memo"]) if state.get("memo") else None,
         # The start's with the workflow's upserts merged in (null: none, or a row not
         # written since search attributes joined the summary).
         "search_attributes": orjson.loads(state["search_attributes"]) if state.get("search_attributes") else None,

@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from kadence_protocol import avro
+from kadence_protocol import avro, exact_json
 from kadence_protocol.enums import CLOSE_STATUS, EventType, RunStatus
 from kadence_protocol.markers import SEARCH_ATTRIBUTES_MARKER
 
@@ -89,8 +87,8 @@ class RunUpdate:
         if not text:
             return None
         try:
-            values = orjson.loads(text)
-        except orjson.JSONDecodeError:
+            values = exact_json.loads(text)
+        except ValueError:  # json's error and orjson's (a subclass)
             values = None
         if not isinstance(values, dict):
             # Only a producer that bypassed the frontend's checks writes this; the run stays listable.

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import asyncpg
 import orjson
 
+from kadence_protocol import exact_json
 from kadence_protocol.enums import RunStatus
 
 from .projection import RunUpdate
@@ -98,7 +99,7 @@ async def _write(conn: asyncpg.Pool | asyncpg.Connection, updates: Sequence[RunU
         [u.last_event_id for u in updates],
         [None if u.search_attributes is None else orjson.dumps(u.search_attributes).decode() for u in updates],
         [u.parent_workflow_id for u in updates], [u.parent_run_id for u in updates],
-        [None if u.memo is None else orjson.dumps(u.memo).decode() for u in updates],
+        [None if u.memo is None else exact_json.dumps(u.memo).decode() for u in updates],
     )
 
 

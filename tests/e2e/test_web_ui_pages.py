@@ -147,6 +147,20 @@ async def test_the_list_runs_the_query_with_filters_and_escapes_what_it_shows(
     assert "unsafe-inline" not in csp and "script-src 'self'" in csp
 
 
+async def test_a_count_by_status_links_to_the_runs_it_counted(
+        ui: TestClient[web.Request, web.Application], stub: StubHandlers) -> None:
+    # The counts are taken under the query and the type filter: their links keep both.
+    html = await (await ui.get("/ui/namespaces/default/workflows", params={"query": "TaskQueue = 'q'",
+                                                                          "type": "Order"})).text()
+    counted = stub.calls[-1][1]["query"]
+    assert "WorkflowType = 'Order'" in counted
+    link = html.split('<div class="counts" id="counts">', 1)[1].split('href="', 1)[1].split('"', 1)[0]
+    listed = await (await ui.get("/ui/namespaces/default/workflows" + link.replace("&amp;", "&"))).text()
+    shown = stub.calls[-2][1]["query"]
+    assert listed and all(part in shown for part in ("TaskQueue = 'q'", "WorkflowType = 'Order'",
+                                                     "ExecutionStatus = 'Failed'"))
+
+
 async def test_a_bad_query_is_explained_and_a_store_less_visibility_is_not_enabled(
         ui: TestClient[web.Request, web.Application]) -> None:
     answer = await ui.get("/ui/namespaces/default/workflows", params={"query": "WorkflowType = bad"})

@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from kadence_protocol import exact_json
+
 from ..read_bound import BoundedReads
 from .sql import BUILT_INS, AttributeType, QueryError, compile_count, compile_list, encode_token
 
@@ -72,6 +74,6 @@ def execution(row: Mapping[str, Any]) -> dict[str, Any]:
         "execution_time": row["execution_time"], "close_time": row["close_time"],
         "history_length": row["history_length"], "parent_workflow_id": row["parent_workflow_id"],
         "parent_run_id": row["parent_run_id"],
-        "memo": None if row["memo"] is None else orjson.loads(row["memo"]),
+        "memo": None if row["memo"] is None else exact_json.loads(row["memo"]),
         "search_attributes": None if row["search_attributes"] is None else orjson.loads(row["search_attributes"]),
     }

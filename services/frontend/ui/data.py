@@ -203,12 +203,13 @@ class UiData:
         if principal is not None and self.auth is not None:
             self.auth.authorize(principal, operation, namespace)
 
-    def _check_admin(self, authorization: str | None) -> None:
-        """Dead letters hold every namespace's commands: they need admin in all of them."""
+    def _check_admin(self, authorization: str | None, needs: str = "dead letters need") -> None:
+        """Dead letters hold every namespace's commands, and the audit covers every
+        namespace's runs: they need admin in all of them."""
         principal = self.principal(authorization)
         if principal is not None and not principal.allows(Permission.ADMIN, "*"):
             raise PermissionDenied(f"{principal.name} lacks the admin permission in every namespace (*)"
-                                   " that dead letters need")
+                                   f" that {needs}")
 
     async def check_namespace(self, namespace: str) -> None:
         """NamespaceNotFound (404) for a namespace that is not registered, as the API answers."""
@@ -396,7 +397,7 @@ class UiData:
                            history: int = 10) -> tuple[list[audit_store.Verification], list[Any]]:
         """The latest verifications (newest first) and the divergences of the latest: they
         cover every namespace, so they need admin in all of them, as dead letters do."""
-        self._check_admin(authorization)
+        self._check_admin(authorization, "the audit needs")
         if self.pool is None:
             raise NotFound("this frontend has no database to read the audit status from")
         try:

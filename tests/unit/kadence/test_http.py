@@ -3,10 +3,12 @@ none), and a closed transport that stays closed."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kadence import Client
-from kadence._http import API_KEY_ENV, HttpTransport
+from kadence._http import API_KEY_ENV, EncodedBody, HttpTransport, _encode
 
 
 async def test_api_key_given_from_env_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +37,15 @@ async def test_a_closed_client_refuses_calls_instead_of_opening_a_new_session() 
     with pytest.raises(RuntimeError, match="client is closed"):
         await transport.call("GET", "/workflows")
     assert transport._session is session  # no second session was opened, none left unclosed
+
+
+def test_a_body_holding_an_integer_past_64_bits_is_sent_as_json() -> None:
+    # orjson refuses to write such an integer; JSON holds it and the frontend reads it (a
+    # start's or a signal's arguments, a schedule's: README, "What an action holds").
+    big = 10**30
+    body = {"input": [big, "x"], "memo": {"n": -big}}
+    assert json.loads(_encode(body)) == body
+    assert json.loads(EncodedBody.of(body).encoded) == body
+    assert json.loads(_encode(EncodedBody.of({"input": [1]}))) == {"input": [1]}
+    with pytest.raises(TypeError):
+        _encode({"input": [object()]})

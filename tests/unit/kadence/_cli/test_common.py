@@ -64,6 +64,22 @@ def test_errors_become_one_exit_code_each(error: Exception, code: ExitCode) -> N
     assert caught.value.exit_code == int(code)
 
 
+@pytest.mark.parametrize(("status", "failure", "said"), [
+    ("TimedOut", None, "workflow timed out"),
+    ("ContinuedAsNew", None, "workflow continued as new"),
+    ("Terminated", None, "workflow terminated"),
+    ("Failed", {"message": "boom"}, "workflow failed: boom"),
+])
+def test_a_workflow_that_did_not_complete_is_said_in_words(status: str, failure: dict[str, str] | None,
+                                                           said: str) -> None:
+    async def work(client: Client) -> None:
+        raise WorkflowFailureError(status, failure)
+
+    with pytest.raises(Failed) as caught:
+        common.run(Connection(), work)
+    assert caught.value.format_message() == said
+
+
 def test_main_returns_the_exit_code() -> None:
     @click.group()
     def cli() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +92,26 @@ def test_jitter_is_deterministic_and_bounded() -> None:
     assert ScheduleSpec.from_json({"interval": "1m"}).jitter("s", 0) == 0
 
 
+@pytest.mark.parametrize("raw", [{"interval": "5s", "jitter": "2m"}, {"cron": "* * * * *", "jitter": "1h"}])
+def test_a_jitter_longer_than_the_gap_keeps_firings_in_order_and_loses_none(raw: dict[str, Any]) -> None:
+    # As Temporal: the jitter never pushes a firing to or past the next nominal time, so
+    # firings stay in order and none falls behind its successor's (and out of the window).
+    spec = ScheduleSpec.from_json(raw)
+    start = _ms("2026-12-06T08:00:00+00:00")
+    nominal = [spec.next_after(start)]
+    while len(nominal) < 200:
+        nominal.append(spec.next_after(nominal[-1]))
+    fires = [t + spec.jitter("s", t) for t in nominal]
+    assert all(a < b for a, b in itertools.pairwise(fires))
+    assert len({f - t for f, t in zip(fires, nominal, strict=True)}) > 1  # still jittered
+    started = missed = 0
+    nxt = nominal[0]
+    for now in range(start, nominal[-1], 1000):  # the scheduler looks every second
+        due, lost, nxt = due_times(spec, "s", nxt, now, 60_000)
+        started, missed = started + len(due), missed + lost
+    assert missed == 0 and started > 150
+
+
 def test_due_times_catch_up_within_the_window_only() -> None:
     spec = ScheduleSpec.from_json({"interval": "1s"})
     start = _ms("2026-12-06T08:00:00+00:00")
@@ -162,6 +183,7 @@ def test_definitions_name_the_bad_field() -> None:
         ({**ok, "spec": {"cron": "* * *"}}, "spec.cron"),
         ({**ok, "spec": {"interval": "1s", "time_zone": "Mars/Base"}}, "spec.time_zone"),
         ({**ok, "spec": {"interval": "1s", "offset": "2s"}}, "spec.offset"),
+        ({**ok, "spec": {"cron": "0 * * * *", "offset": "30s"}}, "spec.offset"),  # was dropped without a word
         ({**ok, "action": {"task_queue": "q"}}, "action.workflow_type"),
         ({**ok, "action": {"workflow_type": "T", "task_queue": "q", "input": {}}}, "action.input"),
         ({**ok, "overlap_policy": "cancel_others"}, "overlap_policy"),

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from services.frontend.ui.data import Search
+from typing import cast
+
+import pytest
+
+from services.frontend.auth import Authenticator, api_key_entry
+from services.frontend.errors import PermissionDenied
+from services.frontend.handlers import Handlers
+from services.frontend.ui.data import Search, UiData
 
 
 def test_the_typed_query_runs_as_typed_without_filters() -> None:
@@ -30,3 +37,13 @@ def test_the_status_filter_offers_every_status_a_run_can_have() -> None:
     from services.frontend.ui.web import STATUSES
 
     assert set(STATUSES) == {status.value for status in RunStatus}
+
+
+async def test_the_audit_and_the_dead_letters_each_say_what_needs_admin_everywhere() -> None:
+    auth = Authenticator.from_mapping({"api_keys": [api_key_entry("viewer", "viewer-key-0123456789", [
+        {"namespace": "shop", "permissions": ["read"]}])]})
+    data = UiData(handlers=cast(Handlers, object()), auth=auth)
+    with pytest.raises(PermissionDenied, match=r"every namespace .* that the audit needs"):
+        await data.audit_status("Bearer viewer-key-0123456789")
+    with pytest.raises(PermissionDenied, match=r"every namespace .* that dead letters need"):
+        await data.dead_letters("Bearer viewer-key-0123456789")
