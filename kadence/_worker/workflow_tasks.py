@@ -28,6 +28,7 @@ from kadence._http import Transport, path_segment
 from kadence._worker.interception import traced_only
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.local_activities import MARKER_PREFIX as LOCAL_ACTIVITY_PREFIX
 from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
 from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.converter import (
@@ -40,6 +41,7 @@ from kadence.converter import (
 )
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
 from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor, chain_task
+from kadence_protocol.enums import CommandType
 from kadence_protocol.tracing import tracer
 
 __all__ = ["WorkflowTaskProcessor"]
@@ -237,7 +239,7 @@ class WorkflowTaskProcessor:
                 "commands": sent if self._codec is None else await encode_commands(self._codec, sent),
                 "identity": self._identity,
             }
-            if self._timers_ahead:
+            if self._timers_ahead and not any(_backoff_timer(c) for c in sent):
                 body["runs_timers_ahead"] = True
             await self._transport.call("POST", "/workflow-tasks/complete", body=body)
         except BaseException:
@@ -451,6 +453,13 @@ class WorkflowTaskProcessor:
         finally:
             _RUN_AHEAD_CALL.reset(token)
         return call.ahead
+
+
+def _backoff_timer(command: Mapping[str, Any]) -> bool:
+    """A local activity's backoff timer: the worker never runs it ahead (the attempt after it
+    runs in a task handed out), so a completion starting one claims no grace for its timers."""
+    return command["command_type"] == CommandType.START_TIMER \
+        and str(command["attributes"]["timer_id"]).startswith(LOCAL_ACTIVITY_PREFIX)
 
 
 class _RunLocks:

@@ -6,13 +6,16 @@ that; ``run_timers_ahead=False`` never arms one and never claims the grace."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from kadence import workflow
+from kadence import activity, workflow
+from kadence._activity import ActivityDefinition
 from kadence._worker.workflow_tasks import WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
+from kadence.common import RetryPolicy
 from tests.helpers import eventually
 from tests.unit._fake_history import FakeHistory
 from tests.unit.kadence._worker.test_worker import FakeTransport, _task
@@ -29,9 +32,23 @@ class ShortNap:
         return workflow.now().timestamp()
 
 
+@activity.defn
+async def down() -> None:
+    raise RuntimeError("down")
+
+
+@workflow.defn
+class RetriesLater:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_local_activity(down, start_to_close_timeout=timedelta(seconds=1),
+                                              retry_policy=RetryPolicy(initial_interval=timedelta(hours=1)))
+
+
 def _processor(transport: FakeTransport, *, run_timers_ahead: bool = True) -> WorkflowTaskProcessor:
-    return WorkflowTaskProcessor(transport, namespace="default", workflows=[WorkflowDefinition.of(ShortNap)],
-                                 identity="test", run_timers_ahead=run_timers_ahead)
+    return WorkflowTaskProcessor(transport, namespace="default",
+                                 workflows=[WorkflowDefinition.of(ShortNap), WorkflowDefinition.of(RetriesLater)],
+                                 activities=[ActivityDefinition.of(down)], identity="test", run_timers_ahead=run_timers_ahead)
 
 
 async def _first_task(processor: WorkflowTaskProcessor, transport: FakeTransport) -> tuple[dict[str, Any], int]:
@@ -82,3 +99,13 @@ async def test_a_worker_that_does_not_run_timers_ahead_arms_nothing_and_claims_n
     await _first_task(processor, transport)
     assert "runs_timers_ahead" not in transport.posted("/workflow-tasks/complete")[-1]
     assert not processor._timer_wakes
+
+
+async def test_a_completion_that_starts_a_local_activitys_backoff_timer_claims_no_grace() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport)
+    await processor.process(_task(FakeHistory("RetriesLater")))
+    completion = transport.posted("/workflow-tasks/complete")[-1]
+    assert [c["attributes"].get("timer_id") for c in completion["commands"] if c["command_type"] == "StartTimer"] \
+        == ["local_activity:1:1"]
+    assert "runs_timers_ahead" not in completion
