@@ -56,6 +56,11 @@ _HISTORY_PAGE = 1000
 _AHEAD_IDS = random.Random()
 os.register_at_fork(after_in_child=_AHEAD_IDS.seed)
 
+#: A timer this late by the time its task would run here (this loop busy, a burst of timers
+#: due at once) is left to history, which fires it after its grace: a task run ahead that
+#: reaches history after history fired the timer is wasted, and its run replays here.
+TIMER_AHEAD_LATE_MS = 2000
+
 
 class WorkflowTaskProcessor:
     """Turns polled workflow tasks into completions, failures and query answers."""
@@ -401,15 +406,17 @@ class WorkflowTaskProcessor:
         if time.time() * 1000 < due_ms:
             self._arm(run_id)
             return
-        task = asyncio.get_running_loop().create_task(self._run_timer_ahead(run_id, runner, timer_id))
+        task = asyncio.get_running_loop().create_task(self._run_timer_ahead(run_id, runner, timer_id, due_ms))
         self._timer_tasks.add(task)
         task.add_done_callback(self._timer_tasks.discard)
 
-    async def _run_timer_ahead(self, run_id: str, runner: WorkflowRunner, timer_id: str) -> None:
+    async def _run_timer_ahead(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int) -> None:
         async with self._locks.hold(run_id):
             handed = self._handed.get(run_id)
             if self._cache.get(run_id) is not runner or handed is None or self._closed:
                 return  # evicted, or a task came meanwhile (it re-armed what is left)
+            if time.time() * 1000 - due_ms > TIMER_AHEAD_LATE_MS:
+                return  # too late to beat history's grace: the task is handed out as usual
             try:
                 ahead = await self._intercepted_timer_ahead(run_id, handed, runner, timer_id)
             except Exception as err:  # noqa: BLE001 - history fires the timer after its grace

@@ -120,8 +120,9 @@ class Settings:
     history_warn_bytes: int = 10 << 20
     history_terminate_bytes: int = 50 << 20
     # How long past its fire time history holds a user timer whose worker runs it ahead
-    # (services/history/timer_ahead.py); 0: history fires it on time, racing the worker.
-    timer_ahead_grace_ms: int = 300
+    # (services/history/timer_ahead.py; decision 0014 says why 3 s); 0: history fires it on
+    # time, racing the worker.
+    timer_ahead_grace_ms: int = 3000
     # Services in one process (`kadence dev`) hand commands, tasks and replies to each other
     # instead of through the broker (services/common/colocation.py); KADENCE_COLOCATE=0 sends
     # everything through the broker, as between processes (bisecting, benchmarking).

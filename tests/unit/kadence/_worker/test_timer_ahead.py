@@ -13,7 +13,7 @@ import pytest
 
 from kadence import activity, workflow
 from kadence._activity import ActivityDefinition
-from kadence._worker.workflow_tasks import WorkflowTaskProcessor
+from kadence._worker.workflow_tasks import TIMER_AHEAD_LATE_MS, WorkflowTaskProcessor
 from kadence._workflow.definition import WorkflowDefinition
 from kadence.common import RetryPolicy
 from tests.helpers import eventually
@@ -109,3 +109,18 @@ async def test_a_completion_that_starts_a_local_activitys_backoff_timer_claims_n
     assert [c["attributes"].get("timer_id") for c in completion["commands"] if c["command_type"] == "StartTimer"] \
         == ["local_activity:1:1"]
     assert "runs_timers_ahead" not in completion
+
+
+async def test_a_timer_already_too_late_here_is_left_to_history() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport)
+    task, _ = await _first_task(processor, transport)
+    run_id = task["run_id"]
+    processor._disarm(run_id)
+    runner = processor._cache[run_id]
+    late = int(time.time() * 1000) - TIMER_AHEAD_LATE_MS - 50  # its task would run this late
+    await processor._run_timer_ahead(run_id, runner, "1", late)
+    assert transport.posted("/workflow-tasks/timer-ahead") == []
+    assert runner.next_timer() is not None and not runner.ahead  # nothing ran: history's task fits as usual
+    await processor._run_timer_ahead(run_id, runner, "1", int(time.time() * 1000))
+    assert len(transport.posted("/workflow-tasks/timer-ahead")) == 1
