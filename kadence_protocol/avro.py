@@ -374,6 +374,12 @@ def _run_ahead_branch(record: dict[str, Any]) -> dict[str, Any]:
         task, dict) else record
 
 
+def _timer_ahead_branch(record: dict[str, Any]) -> dict[str, Any]:
+    # A task run ahead on a timer's firing: the task is no union, its commands are.
+    task = record.get("workflow_task")
+    return {**record, "workflow_task": _commands_branch(task)} if isinstance(task, dict) else record
+
+
 def _history_record_branch(record: dict[str, Any]) -> dict[str, Any]:
     event = record.get("event")
     return {**record, "event": _event_branch(event)} if isinstance(event, dict) else record
@@ -389,6 +395,7 @@ _BRANCH_HINTS = {
     f"{NAMESPACE}.Command": _command_branch,
     f"{NAMESPACE}.RespondWorkflowTaskCompleted": _commands_branch,
     f"{NAMESPACE}.RespondActivityTaskCompleted": _run_ahead_branch,
+    f"{NAMESPACE}.RespondTimerRunAhead": _timer_ahead_branch,
 }
 
 

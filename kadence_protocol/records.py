@@ -1488,7 +1488,8 @@ class RespondActivityTaskCompleted:
     ContinueAsNewWorkflowExecution command attributes add memo. Version 6: commands may be AcceptWorkflowUpdate,
     RejectWorkflowUpdate and CompleteWorkflowUpdate. Version 7: ContinueAsNewWorkflowExecution command
     attributes add search_attributes. Version 8: StartChildWorkflowExecution command attributes add
-    retry_policy. Version 9: StartTimer command attributes add requested_time.
+    retry_policy. Version 9: StartTimer command attributes add requested_time. Version 10: RunAheadWorkflowTask
+    adds runs_timers_ahead.
     """
 
     NAME: ClassVar[str] = "RespondActivityTaskCompleted"
@@ -1579,6 +1580,56 @@ class RespondActivityTaskFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RespondTimerRunAhead:
+    """A workflow task run by the worker that holds the run, on the firing of a user timer, at the timer's fire
+    time by its own clock, before history fired it. Produced to kadence.requests, key namespace/workflow_id. The
+    task is named like RespondActivityTaskCompleted.workflow_task; scheduled_event_id and attempt are those of
+    the last workflow task handed out to the worker (its task token). History takes it only if the timer is
+    still pending and due by its clock and the task is the one it would have handed out on that firing;
+    otherwise it drops it and the timer fires as usual.
+    """
+
+    NAME: ClassVar[str] = "RespondTimerRunAhead"
+    namespace: str
+    workflow_id: str
+    run_id: str
+    scheduled_event_id: int
+    attempt: int
+    identity: str = ""
+    #: The pending user timer whose firing the task ran on.
+    timer_id: str
+    #: The task run on the firing.
+    workflow_task: RunAheadWorkflowTask
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RespondTimerRunAhead:
+        """From a decoded record (fields with a default may be absent)."""
+        return cls(
+            namespace=d["namespace"],
+            workflow_id=d["workflow_id"],
+            run_id=d["run_id"],
+            scheduled_event_id=d["scheduled_event_id"],
+            attempt=d["attempt"],
+            identity=d.get("identity", ""),
+            timer_id=d["timer_id"],
+            workflow_task=RunAheadWorkflowTask.from_dict(d["workflow_task"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What kadence.avro.encode takes."""
+        return {
+            "namespace": self.namespace,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "scheduled_event_id": self.scheduled_event_id,
+            "attempt": self.attempt,
+            "identity": self.identity,
+            "timer_id": self.timer_id,
+            "workflow_task": self.workflow_task.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RespondWorkflowTaskCompleted:
     """The decisions of a workflow task. Produced to kadence.requests, key namespace/workflow_id. Version 2: adds
     started_time. Version 3: commands may be RequestCancelActivityTask and CancelWorkflowExecution. Version 4:
@@ -1586,7 +1637,8 @@ class RespondWorkflowTaskCompleted:
     ContinueAsNewWorkflowExecution command attributes add memo. Version 6: commands may be AcceptWorkflowUpdate,
     RejectWorkflowUpdate and CompleteWorkflowUpdate. Version 7: ContinueAsNewWorkflowExecution command
     attributes add search_attributes. Version 8: StartChildWorkflowExecution command attributes add
-    retry_policy. Version 9: StartTimer command attributes add requested_time.
+    retry_policy. Version 9: StartTimer command attributes add requested_time. Version 10: adds
+    runs_timers_ahead.
     """
 
     NAME: ClassVar[str] = "RespondWorkflowTaskCompleted"
@@ -1600,6 +1652,10 @@ class RespondWorkflowTaskCompleted:
     #: The started_time of the task being answered (from its task token), so that an answer that overtakes its
     #: started record records the same start. 0 when unknown (version 1).
     started_time: int = 0
+    #: The worker runs timers ahead for this run (RespondTimerRunAhead): history holds the firing of a user
+    #: timer these commands start for its grace period (KADENCE_TIMER_AHEAD_GRACE_MS). false in versions before
+    #: 10.
+    runs_timers_ahead: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RespondWorkflowTaskCompleted:
@@ -1613,6 +1669,7 @@ class RespondWorkflowTaskCompleted:
             identity=d.get("identity", ""),
             commands=[Command.from_dict(x) for x in d.get("commands", [])],
             started_time=d.get("started_time", 0),
+            runs_timers_ahead=d.get("runs_timers_ahead", False),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -1626,6 +1683,7 @@ class RespondWorkflowTaskCompleted:
             "identity": self.identity,
             "commands": [x.to_dict() for x in self.commands],
             "started_time": self.started_time,
+            "runs_timers_ahead": self.runs_timers_ahead,
         }
 
 
@@ -1716,7 +1774,7 @@ class RunAheadWorkflowTask:
     takes it only if that task would see exactly this activity's result: the run's last completed workflow task
     is the one the worker ran before it (after_ahead_id, or when 0 after_scheduled_event_id) with the given
     time, no other input arrived since, and no workflow task is owed; otherwise it schedules the task as usual
-    and the commands are dropped.
+    and the commands are dropped. Also carried by RespondTimerRunAhead, run on a timer's firing.
     """
 
     NAME: ClassVar[str] = "RunAheadWorkflowTask"
@@ -1734,6 +1792,10 @@ class RunAheadWorkflowTask:
     #: The ahead_id of the task the worker ran before this one, when that one ran ahead too; 0 when it was
     #: handed out.
     after_ahead_id: int = 0
+    #: The worker runs timers ahead for this run (RespondTimerRunAhead): history holds the firing of a user
+    #: timer this task starts for its grace period (KADENCE_TIMER_AHEAD_GRACE_MS). Version 2
+    #: (RespondActivityTaskCompleted version 10).
+    runs_timers_ahead: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunAheadWorkflowTask:
@@ -1745,6 +1807,7 @@ class RunAheadWorkflowTask:
             commands=[Command.from_dict(x) for x in d.get("commands", [])],
             ahead_id=d["ahead_id"],
             after_ahead_id=d.get("after_ahead_id", 0),
+            runs_timers_ahead=d.get("runs_timers_ahead", False),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -1756,6 +1819,7 @@ class RunAheadWorkflowTask:
             "commands": [x.to_dict() for x in self.commands],
             "ahead_id": self.ahead_id,
             "after_ahead_id": self.after_ahead_id,
+            "runs_timers_ahead": self.runs_timers_ahead,
         }
 
 
@@ -3228,6 +3292,7 @@ RECORDS: dict[str, type[Any]] = {
     "RespondActivityTaskCanceled": RespondActivityTaskCanceled,
     "RespondActivityTaskCompleted": RespondActivityTaskCompleted,
     "RespondActivityTaskFailed": RespondActivityTaskFailed,
+    "RespondTimerRunAhead": RespondTimerRunAhead,
     "RespondWorkflowTaskCompleted": RespondWorkflowTaskCompleted,
     "RespondWorkflowTaskFailed": RespondWorkflowTaskFailed,
     "RetryPolicy": RetryPolicy,

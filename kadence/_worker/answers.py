@@ -49,6 +49,7 @@ _log = logging.getLogger(__name__)
 ANSWER_PATHS = {
     "/workflow-tasks/complete": "complete_workflow_task",
     "/workflow-tasks/fail": "fail_workflow_task",
+    "/workflow-tasks/timer-ahead": "timer_ahead_workflow_task",
     "/activity-tasks/complete": "complete_activity_task",
     "/activity-tasks/fail": "fail_activity_task",
     "/activity-tasks/cancel": "cancel_activity_task",
@@ -281,6 +282,9 @@ class AnswerBatcher:
         """An answer over the limit: fail its task instead, saying why (see the module docstring)."""
         reason = (f"the answer to this task is {size} bytes, over the limit of {self._max_bytes} bytes "
                   f"for a request to the frontend")
+        if path == "/workflow-tasks/timer-ahead":
+            # Nothing to fail: history fires the timer after its grace and hands the task out.
+            raise RPCError(413, "PayloadTooLarge", reason)
         if path == "/activity-tasks/complete" and "workflow_task" in body:
             # The workflow task run ahead is what makes it too large: leave that task to
             # history, as when history does not take one.

@@ -65,8 +65,11 @@ class Worker:
         """``run_ahead``: when an activity completes here for a run this worker holds in its
         cache, run the workflow's next task at once and send its commands with the result
         (history records them if that task is the one it would have handed out; see
-        docs/protocol.md). Saves a round trip per activity; off, every workflow task is
-        polled. ``data_converter`` (default: the client's) converts and encodes payloads.
+        docs/protocol.md). Saves a round trip per activity. Likewise when a user timer of a
+        run held here comes due, by this machine's clock: the task it wakes runs here and is
+        sent at once (history holds such timers for ``KADENCE_TIMER_AHEAD_GRACE_MS`` before
+        it fires them itself). Off, every workflow task is polled. ``data_converter``
+        (default: the client's) converts and encodes payloads.
         ``interceptors`` (kadence.interceptor) come after the client's and the SDK's tracing.
 
         ``max_concurrent_workflow_tasks`` (1,000), ``max_concurrent_activities`` (100) and
@@ -123,6 +126,7 @@ class Worker:
                 activities=activity_defs,
                 activity_executor=self._executor,
                 interceptors=chain,
+                run_timers_ahead=run_ahead,
             )
             self._pollers += self._make_pollers(
                 f"/task-queues/{queue}/workflow-tasks/poll",
@@ -197,6 +201,8 @@ class Worker:
             for task in polling:
                 task.cancel()
             await asyncio.gather(*polling, return_exceptions=True)
+            if self.workflow_processor is not None:
+                self.workflow_processor.close()  # no timer runs ahead here any more
             await self._drain()
             if self._own_executor and self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)

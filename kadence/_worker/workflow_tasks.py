@@ -1,5 +1,7 @@
 """Processing workflow tasks: the run cache, replay on a miss, answers to queries, and
-the tasks a cached run runs ahead when this worker completes one of its activities.
+the tasks a cached run runs ahead when this worker completes one of its activities or when
+one of its user timers comes due (timer run-ahead: a loop timer per cached run, armed for
+the earliest timer the code waits for while the run's last act here was a workflow task).
 
 A cached run applies only the events a new task brings. Anything unexpected (a gap, an
 error, a failed task, a task run ahead that history did not take) evicts it; the next task
@@ -16,7 +18,7 @@ import os
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kadence._activity import ActivityDefinition
@@ -26,6 +28,7 @@ from kadence._http import Transport, path_segment
 from kadence._worker.interception import traced_only
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
 from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.local_activities import MARKER_PREFIX as LOCAL_ACTIVITY_PREFIX
 from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
 from kadence._workflow.runner import RanAhead, WorkflowRunner
 from kadence.converter import (
@@ -38,6 +41,7 @@ from kadence.converter import (
 )
 from kadence.exceptions import ApplicationError, NonDeterminismError, WorkflowTaskError
 from kadence.interceptor import Interceptor, TaskKind, WorkerTaskInput, WorkerTaskInterceptor, chain_task
+from kadence_protocol.enums import CommandType
 from kadence_protocol.tracing import tracer
 
 __all__ = ["WorkflowTaskProcessor"]
@@ -51,6 +55,11 @@ _HISTORY_PAGE = 1000
 # draw its parent's ids), rather than every draw asking the OS for the process id.
 _AHEAD_IDS = random.Random()
 os.register_at_fork(after_in_child=_AHEAD_IDS.seed)
+
+#: A timer this late by the time its task would run here (this loop busy, a burst of timers
+#: due at once) is left to history, which fires it after its grace: a task run ahead that
+#: reaches history after history fired the timer is wasted, and its run replays here.
+TIMER_AHEAD_LATE_MS = 2000
 
 
 class WorkflowTaskProcessor:
@@ -68,10 +77,13 @@ class WorkflowTaskProcessor:
         activities: Iterable[ActivityDefinition] = (),
         activity_executor: concurrent.futures.Executor | None = None,
         interceptors: Sequence[Interceptor] = (),
+        run_timers_ahead: bool = False,
     ) -> None:
         """``activities``: the worker's registered activities, which workflow code may run as
         local activities by name (a function given to execute_local_activity runs as it is);
-        sync ones run in ``activity_executor`` (default: the loop's)."""
+        sync ones run in ``activity_executor`` (default: the loop's). ``run_timers_ahead``:
+        run the task a cached run's user timer wakes at its fire time here, and say so on
+        each completion (history then holds those timers' own firing for its grace)."""
         self._transport = transport
         self._converter = data_converter or default_converter()
         self._codec = self._converter.payload_codec
@@ -87,6 +99,14 @@ class WorkflowTaskProcessor:
         # The chain a run ahead goes through, made once (the task processors' chains are too).
         self._run_ahead_chain = chain_task(self._interceptors, _RunAhead(self)) if self._interceptors else None
         self._run_ahead_traced_only = traced_only(self._interceptors)
+        self._timers_ahead = run_timers_ahead and self._max_cached > 0
+        # Per cached run with a timer armed: the loop handle, and what the task run on it needs.
+        self._timer_wakes: dict[str, asyncio.TimerHandle] = {}
+        # Per cached run: the last workflow task handed out here (its token names the run to
+        # the frontend for a task run on a timer), only the fields that needs.
+        self._handed: dict[str, dict[str, Any]] = {}
+        self._timer_tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def cached_run_ids(self) -> list[str]:
@@ -98,7 +118,18 @@ class WorkflowTaskProcessor:
             if task.get("query"):
                 await self._answer_query(task)
             else:
+                self._disarm(str(task["run_id"]))  # something new came: the run is not where it was
                 await self._run_task(task)
+                self._arm(str(task["run_id"]))
+
+    def close(self) -> None:
+        """The worker stops: no timer of a cached run wakes here any more (history fires them)."""
+        self._closed = True
+        for handle in self._timer_wakes.values():
+            handle.cancel()
+        self._timer_wakes.clear()
+        for task in self._timer_tasks:
+            task.cancel()
 
     async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Send an activity's result; when this worker holds the run, with the workflow's next
@@ -109,7 +140,9 @@ class WorkflowTaskProcessor:
             await self._transport.call("POST", "/activity-tasks/complete", body=body)
             return
         async with self._locks.hold(run_id):
+            self._disarm(run_id)
             await self._complete_activity_locked(run_id, task, body)
+            self._arm(run_id)
 
     async def _complete_activity_locked(self, run_id: str, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """:meth:`complete_activity` for a run held here, under the run's lock."""
@@ -130,6 +163,8 @@ class WorkflowTaskProcessor:
             return
         try:
             workflow_task = ahead.to_json()
+            if self._timers_ahead:
+                workflow_task["runs_timers_ahead"] = True
             if self._codec is not None:
                 workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
             await self._transport.call("POST", "/activity-tasks/complete",
@@ -179,6 +214,8 @@ class WorkflowTaskProcessor:
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
         took = time.monotonic()
+        if self._timers_ahead:
+            self._handed[run_id] = {k: task.get(k) for k in ("task_token", "workflow_id", "run_id", "workflow_type")}
         try:
             runner, commands = await self._activate(task)
             if runner.local_activities_waiting():
@@ -202,15 +239,14 @@ class WorkflowTaskProcessor:
             return
         try:
             sent = [c.to_json() for c in commands]
-            await self._transport.call(
-                "POST",
-                "/workflow-tasks/complete",
-                body={
-                    "task_token": task["task_token"],
-                    "commands": sent if self._codec is None else await encode_commands(self._codec, sent),
-                    "identity": self._identity,
-                },
-            )
+            body = {
+                "task_token": task["task_token"],
+                "commands": sent if self._codec is None else await encode_commands(self._codec, sent),
+                "identity": self._identity,
+            }
+            if self._timers_ahead and not any(_backoff_timer(c) for c in sent):
+                body["runs_timers_ahead"] = True
+            await self._transport.call("POST", "/workflow-tasks/complete", body=body)
         except BaseException:
             # Whether history took the commands is unknown: rebuild from it next time.
             self._evict(run_id)
@@ -326,13 +362,111 @@ class WorkflowTaskProcessor:
         self._cache[run_id] = runner
         self._cache.move_to_end(run_id)
         while len(self._cache) > self._max_cached:
-            _, oldest = self._cache.popitem(last=False)
+            oldest_id, oldest = self._cache.popitem(last=False)
+            self._disarm(oldest_id)  # its timers fire in history, after the grace
+            self._handed.pop(oldest_id, None)
             oldest.dispose()
 
     def _evict(self, run_id: str) -> None:
+        self._disarm(run_id)
+        self._handed.pop(run_id, None)
         runner = self._cache.pop(run_id, None)
         if runner is not None:
             runner.dispose()
+
+    # -- timer run-ahead ---------------------------------------------------------------------
+
+    def _arm(self, run_id: str) -> None:
+        """Arm a loop timer for the earliest user timer the cached run waits for, when the
+        run is where a task could run ahead on its firing (docs/protocol.md, timer run-ahead)."""
+        if not self._timers_ahead or self._closed or run_id not in self._handed:
+            return
+        runner = self._cache.get(run_id)
+        if runner is None:
+            return
+        upcoming = runner.next_timer()
+        if upcoming is None:
+            return
+        timer_id, due_ms = upcoming
+        loop = asyncio.get_running_loop()
+        self._timer_wakes[run_id] = loop.call_at(loop.time() + max(0.0, due_ms / 1000 - time.time()),
+                                                 self._timer_due, run_id, runner, timer_id, due_ms)
+
+    def _disarm(self, run_id: str) -> None:
+        handle = self._timer_wakes.pop(run_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _timer_due(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int) -> None:
+        """The loop timer's callback. The loop's clock is not the wall clock: a timer not due
+        yet by the wall clock (never run early) is armed again."""
+        self._timer_wakes.pop(run_id, None)
+        if self._cache.get(run_id) is not runner:
+            return
+        if time.time() * 1000 < due_ms:
+            self._arm(run_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._run_timer_ahead(run_id, runner, timer_id, due_ms))
+        self._timer_tasks.add(task)
+        task.add_done_callback(self._timer_tasks.discard)
+
+    async def _run_timer_ahead(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int) -> None:
+        async with self._locks.hold(run_id):
+            handed = self._handed.get(run_id)
+            if self._cache.get(run_id) is not runner or handed is None or self._closed:
+                return  # evicted, or a task came meanwhile (it re-armed what is left)
+            if time.time() * 1000 - due_ms > TIMER_AHEAD_LATE_MS:
+                return  # too late to beat history's grace: the task is handed out as usual
+            try:
+                ahead = await self._intercepted_timer_ahead(run_id, handed, runner, timer_id)
+            except Exception as err:  # noqa: BLE001 - history fires the timer after its grace
+                _log.info("workflow run %s could not run ahead on timer %s (%s)", run_id, timer_id, err)
+                self._evict(run_id)
+                return
+            if ahead is None:
+                return
+            try:
+                workflow_task = {**ahead.to_json(), "runs_timers_ahead": True}
+                if self._codec is not None:
+                    workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
+                await self._transport.call("POST", "/workflow-tasks/timer-ahead", body={
+                    "task_token": handed["task_token"], "timer_id": timer_id, "identity": self._identity,
+                    "workflow_task": workflow_task})
+            except Exception as err:  # noqa: BLE001 - whether history took the task is unknown
+                _log.info("workflow task run ahead on timer %s of run %s was not sent (%s)", timer_id, run_id, err)
+                self._evict(run_id)
+                return
+            if runner.finished:
+                self._evict(run_id)
+            else:
+                self._arm(run_id)
+
+    async def _intercepted_timer_ahead(self, run_id: str, handed: Mapping[str, Any], runner: WorkflowRunner,
+                                       timer_id: str) -> RanAhead | None:
+        """The task run on the timer's firing, behind the interceptors' task chain (a task of
+        kind RAN_AHEAD, as one run on an activity's result)."""
+        def run() -> RanAhead | None:
+            self._cache.move_to_end(run_id)
+            return runner.run_timer_ahead(timer_id=timer_id, time_ms=int(time.time() * 1000),
+                                          ahead_id=self._ahead_id())
+
+        chain = self._run_ahead_chain
+        if chain is None or (self._run_ahead_traced_only and tracer() is None):
+            return run()
+        call = _RunAheadCall(run_id, handed, None, run)
+        token = _RUN_AHEAD_CALL.set(call)
+        try:
+            await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, handed, self._namespace, ""))
+        finally:
+            _RUN_AHEAD_CALL.reset(token)
+        return call.ahead
+
+
+def _backoff_timer(command: Mapping[str, Any]) -> bool:
+    """A local activity's backoff timer: the worker never runs it ahead (the attempt after it
+    runs in a task handed out), so a completion starting one claims no grace for its timers."""
+    return command["command_type"] == CommandType.START_TIMER \
+        and str(command["attributes"]["timer_id"]).startswith(LOCAL_ACTIVITY_PREFIX)
 
 
 class _RunLocks:
@@ -405,14 +539,17 @@ class _HeldRun:
 
 
 class _RunAheadCall:
-    """One run ahead going through the interceptors' chain: its arguments and its answer."""
+    """One run ahead going through the interceptors' chain: its arguments and its answer.
+    ``run``: how to run it, for one that is not on an activity's result (a timer's firing)."""
 
-    __slots__ = ("ahead", "result", "run_id", "task")
+    __slots__ = ("ahead", "result", "run", "run_id", "task")
 
-    def __init__(self, run_id: str, task: Mapping[str, Any], result: Any) -> None:
+    def __init__(self, run_id: str, task: Mapping[str, Any], result: Any,
+                 run: Callable[[], RanAhead | None] | None = None) -> None:
         self.run_id = run_id
         self.task = task
         self.result = result
+        self.run = run
         self.ahead: RanAhead | None = None
 
 
@@ -428,4 +565,7 @@ class _RunAhead(WorkerTaskInterceptor):
 
     async def run_task(self, input: WorkerTaskInput) -> None:
         call = _RUN_AHEAD_CALL.get()
-        call.ahead = self._processor._run_ahead(call.run_id, call.task, call.result)
+        if call.run is not None:
+            call.ahead = call.run()
+        else:
+            call.ahead = self._processor._run_ahead(call.run_id, call.task, call.result)

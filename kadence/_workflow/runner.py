@@ -9,7 +9,8 @@ replaying that task must decide the same commands in the same order.
 
 A :class:`WorkflowRunner` consumes events strictly in order, so the same object serves a
 full replay, the worker's cache (new events applied incrementally) and the Replayer. A
-cached runner may also run tasks ahead of history (:meth:`WorkflowRunner.run_ahead`); it
+cached runner may also run tasks ahead of history (:meth:`WorkflowRunner.run_ahead` on an
+activity's result, :meth:`WorkflowRunner.run_timer_ahead` on a user timer's firing); it
 meets them later in the events, in order, and checks each against what it ran.
 """
 
@@ -101,6 +102,9 @@ class _OpenTask:
     scheduled_event_id: int
     time_ms: int
     visible_inputs: int  # how many of the pending inputs have ids below scheduled_event_id
+    # The earliest time history counts a timer this task starts from (history's timer_start.py):
+    # its WorkflowTaskScheduled's time, or for a task run ahead its own time.
+    timer_floor_ms: int = 0
     produced: list[Command] | None = None  # set once the task ran live
     ahead_id: int = 0  # not 0: it ran ahead here, before history scheduled it (see WorkflowRunner.run_ahead)
     history_ran_ahead: bool = False  # history records it as run ahead (its start has a ran_ahead_id)
@@ -132,9 +136,10 @@ class _Ahead:
     """A task this runner ran ahead, on one activity's result, waiting to meet its events."""
 
     ahead_id: int
-    activity: int  # the scheduled_event_id of the activity whose result it saw
+    activity: int  # the scheduled_event_id of the activity whose result it saw (0: a timer's firing)
     time_ms: int
     produced: list[Command]
+    timer_id: str = ""  # the user timer whose firing it saw (run_timer_ahead)
 
 
 class WorkflowRunner:
@@ -150,6 +155,9 @@ class WorkflowRunner:
         # In the order they ran; a tuple, so that the many runs that never run ahead share
         # the empty one (a cached run's objects are what the collector's full passes walk).
         self._aheads: tuple[_Ahead, ...] = ()
+        # Pending user timers by id -> when this runner may run a task on their firing
+        # (run_timer_ahead), in ms by the wall clock: never before history's fire time.
+        self._timer_due: dict[str, int] = {}
 
     @property
     def ahead(self) -> bool:
@@ -202,6 +210,7 @@ class WorkflowRunner:
                                               for u in updates]
         task.produced = self.instance.activate(self._take_inputs(task) + requested, time_ms=task.time_ms,
                                                recorded=None)
+        self._note_timers(task.produced, task.timer_floor_ms)
         return task.produced
 
     def run_ahead(self, *, activity_id: str, scheduled_event_id: int, result: str | None,
@@ -218,9 +227,9 @@ class WorkflowRunner:
         raises :class:`InconsistentHistoryError`.
         """
         task = self._open
-        if (task is None or task.produced is None or task.ahead_id or self._pending or self.finished
-                or len(self._aheads) >= MAX_AHEAD or not ahead_id):
+        if not self._may_run_ahead(ahead_id):
             return None
+        assert task is not None and task.produced is not None
         for produced in (task.produced, *(a.produced for a in self._aheads)):
             for command in produced:
                 # The activity may come from a task whose commands history has not numbered
@@ -228,19 +237,73 @@ class WorkflowRunner:
                 if (command.command_type == CommandType.SCHEDULE_ACTIVITY_TASK and command.on_recorded is not None
                         and command.attributes.get("activity_id") == activity_id):
                     command.on_recorded(scheduled_event_id)
+        result_event = {"event_type": EventType.ACTIVITY_TASK_COMPLETED, "event_id": 0,
+                        "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
+        return self._run_on(result_event, time_ms, ahead_id, activity=scheduled_event_id)
+
+    def next_timer(self) -> tuple[str, int] | None:
+        """The pending user timer this runner may run the next task ahead on, and when (ms
+        by the wall clock): the earliest one the code waits for, when the runner is where
+        :meth:`run_timer_ahead` would run; None otherwise."""
+        if not self._timer_due or not self._may_run_ahead(1):
+            return None
+        waiting = [(due, timer_id) for timer_id in self.instance.loop.pending_timer_ids()
+                   if (due := self._timer_due.get(timer_id)) is not None]
+        if not waiting:
+            return None
+        due, timer_id = min(waiting)
+        return timer_id, due
+
+    def run_timer_ahead(self, *, timer_id: str, time_ms: int, ahead_id: int) -> RanAhead | None:
+        """Run the next workflow task now, on the firing of the user timer ``timer_id``, before
+        history fires it: as :meth:`run_ahead` does on an activity's result. ``time_ms`` (the
+        task's ``workflow.now()``) is raised to the timer's due time if earlier. None when the
+        runner is not in that position or the timer is not pending here."""
+        due = self._timer_due.get(timer_id)
+        if due is None or timer_id not in self.instance.loop.pending_timer_ids() or not self._may_run_ahead(ahead_id):
+            return None
+        fired = {"event_type": EventType.TIMER_FIRED, "event_id": 0,
+                 "attributes": {"timer_id": timer_id, "started_event_id": 0}}
+        return self._run_on(fired, max(time_ms, due), ahead_id, timer_id=timer_id)
+
+    def _may_run_ahead(self, ahead_id: int) -> bool:
+        """Right after a task ran live here, or tasks ran ahead since, with nothing seen since."""
+        task = self._open
+        return not (task is None or task.produced is None or task.ahead_id or self._pending or self.finished
+                    or len(self._aheads) >= MAX_AHEAD or not ahead_id)
+
+    def _run_on(self, event: dict[str, Any], time_ms: int, ahead_id: int, *, activity: int = 0,
+                timer_id: str = "") -> RanAhead:
+        """Run the next task ahead on the one input ``event`` (its time set here)."""
+        task = self._open
+        assert task is not None
         before = self._aheads[-1] if self._aheads else None
         time_ms = max(time_ms, before.time_ms if before else task.time_ms)
-        result_event = {"event_type": EventType.ACTIVITY_TASK_COMPLETED, "event_id": 0, "event_time": time_ms,
-                        "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
-        produced = self.instance.activate([result_event], time_ms=time_ms, recorded=None)
+        event["event_time"] = time_ms
+        if timer_id:
+            self._timer_due.pop(timer_id, None)
+        produced = self.instance.activate([event], time_ms=time_ms, recorded=None)
         if self.instance.local_activities_waiting():
             # Its local activities would run in the activity worker's answer: hand the task
             # out instead (the caller evicts this runner; the task replays from history).
             raise InconsistentHistoryError("a workflow task that runs local activities is not run ahead")
-        self._aheads = (*self._aheads, _Ahead(ahead_id, scheduled_event_id, time_ms, produced))
+        self._note_timers(produced, time_ms)  # a task run ahead: history's floor is its own time
+        self._aheads = (*self._aheads, _Ahead(ahead_id, activity, time_ms, produced, timer_id))
         if before is None:
             return RanAhead(ahead_id, 0, task.scheduled_event_id, task.time_ms, time_ms, produced)
         return RanAhead(ahead_id, before.ahead_id, 0, before.time_ms, time_ms, produced)
+
+    def _note_timers(self, produced: Sequence[Command], floor_ms: int) -> None:
+        """The user timers a task that ran here started or cancelled. A timer is due at its
+        call's wall-clock time (requested_time), raised to ``floor_ms`` as history clamps it,
+        plus its duration: never before the fire time history records."""
+        for command in produced:
+            if command.command_type == CommandType.START_TIMER:
+                a = command.attributes
+                start = max(int(a.get("requested_time") or 0), floor_ms)
+                self._timer_due[str(a["timer_id"])] = start + int(a["start_to_fire_timeout_ms"])
+            elif command.command_type == CommandType.CANCEL_TIMER:
+                self._timer_due.pop(str(command.attributes["timer_id"]), None)
 
     def local_activities_waiting(self) -> list[LocalActivityRequest]:
         """The local activities the task that just ran live waits for (the worker runs them)."""
@@ -280,6 +343,7 @@ class WorkflowRunner:
                 # No outcome was recorded for the previous task: it decided nothing.
                 self._close_without_commands(self._open)
             self._open = _OpenTask(event_id, int(event["event_time"]), len(self._pending),
+                                   timer_floor_ms=int(event["event_time"]),
                                    history_size=int(attrs.get("history_size_bytes") or 0),
                                    continue_as_new_suggested=bool(attrs.get("suggest_continue_as_new")),
                                    attempt=int(attrs.get("attempt") or 1))
@@ -331,26 +395,45 @@ class WorkflowRunner:
                         f" history started it at {started}")
         elif kind in INPUT_EVENT_TYPES:
             self._pending.append(event)
+            if kind == EventType.TIMER_FIRED:
+                self._timer_due.pop(str(attrs.get("timer_id")), None)
+        elif kind == EventType.TIMER_STARTED:
+            # History's fire time (its fold's rule); a task that ran here may have known a later one.
+            start = attrs.get("start_time")
+            fire_at = ((int(event["event_time"]) if start is None else int(start))
+                       + int(attrs["start_to_fire_timeout_ms"]))
+            timer_id = str(attrs["timer_id"])
+            self._timer_due[timer_id] = max(fire_at, self._timer_due.get(timer_id, 0))
+        elif kind == EventType.TIMER_CANCELED:
+            self._timer_due.pop(str(attrs.get("timer_id")), None)
         # Everything else is bookkeeping (ActivityTaskStarted, the command events, which
         # are consumed through commands_of, terminal events).
 
     def _meet_ahead(self, task: _OpenTask, ahead: _Ahead) -> None:
         """The first task scheduled after a run ahead is the one that ran: it must see the
-        activity result alone, as it did here."""
+        activity result (or the timer's firing) alone, as it did here."""
         # Failed attempts that another attempt followed are inputs workflow code never sees.
         inputs = [e for e in self._pending[: task.visible_inputs]
                   if (e.get("attributes") or {}).get("retry_backoff_ms") is None
                   or e["event_type"] == EventType.ACTIVITY_TASK_COMPLETED]
-        if not (len(inputs) == 1 and inputs[0]["event_type"] == EventType.ACTIVITY_TASK_COMPLETED
-                and int((inputs[0].get("attributes") or {}).get("scheduled_event_id", 0)) == ahead.activity):
+        attrs = (inputs[0].get("attributes") or {}) if len(inputs) == 1 else {}
+        if ahead.timer_id:
+            alone = bool(inputs) and inputs[0]["event_type"] == EventType.TIMER_FIRED \
+                and attrs.get("timer_id") == ahead.timer_id
+            what = f"firing of timer {ahead.timer_id!r}"
+        else:
+            alone = bool(inputs) and inputs[0]["event_type"] == EventType.ACTIVITY_TASK_COMPLETED \
+                and int(attrs.get("scheduled_event_id", 0)) == ahead.activity
+            what = f"result of activity {ahead.activity}"
+        if not (len(inputs) == 1 and alone):
             seen = ", ".join(f"{e['event_id']} {e['event_type']}" for e in inputs) or "none"
             raise InconsistentHistoryError(
                 f"workflow task {task.scheduled_event_id} brings input events {seen}, but ran ahead here on the "
-                f"result of activity {ahead.activity} alone")
+                f"{what} alone")
         del self._pending[: task.visible_inputs]
         task.visible_inputs = 0
         task.produced = ahead.produced
-        task.time_ms = ahead.time_ms
+        task.time_ms = task.timer_floor_ms = ahead.time_ms
         task.ahead_id = ahead.ahead_id
 
     def _expect_open(self, attrs: Mapping[str, Any], kind: str, event_id: int) -> _OpenTask:

@@ -120,6 +120,10 @@ class Settings:
     history_terminate_events: int = 50_000
     history_warn_bytes: int = 10 << 20
     history_terminate_bytes: int = 50 << 20
+    # How long past its fire time history holds a user timer whose worker runs it ahead
+    # (services/history/timer_ahead.py; decision 0014 says why 3 s); 0: history fires it on
+    # time, racing the worker.
+    timer_ahead_grace_ms: int = 3000
     # Services in one process (`kadence dev`) hand commands, tasks and replies to each other
     # instead of through the broker (services/common/colocation.py); KADENCE_COLOCATE=0 sends
     # everything through the broker, as between processes (bisecting, benchmarking).
@@ -283,6 +287,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
                "history bytes of a run past which it is told to continue as new"),
     EnvSetting("KADENCE_HISTORY_TERMINATE_BYTES", "history_terminate_bytes", EnvKind.INT, _H,
                "history bytes of a run past which it is terminated"),
+    EnvSetting("KADENCE_TIMER_AHEAD_GRACE_MS", "timer_ahead_grace_ms", EnvKind.INT, _H,
+               "ms history holds a user timer past its fire time for the worker that runs it ahead"),
     EnvSetting("KADENCE_TASK_NOTICES", "task_notices", EnvKind.SWITCH_ON, _HM,
                "history tells matching of the tasks it published (a hint)"),
     EnvSetting("KADENCE_REPLY_NOTICES", "reply_notices", EnvKind.SWITCH_ON, _HF,

@@ -392,11 +392,22 @@ def _activity_completed(cmd: Command, limits: Limits) -> None:
     payload(cmd["result"], "result", limits)
     ahead = cmd.get("workflow_task")
     if ahead is not None:
-        for field in ("after_scheduled_event_id", "ahead_id", "after_ahead_id"):
-            integer(ahead.get(field, 0), f"workflow_task.{field}", 0, MAX_ID)
-        for field in ("after_started_time", "started_time"):
-            time_ms(ahead[field], f"workflow_task.{field}")
-        commands(ahead.get("commands", []), "workflow_task.commands", limits)
+        _run_ahead_task(ahead, limits)
+
+
+def _run_ahead_task(ahead: Command, limits: Limits) -> None:
+    """A RunAheadWorkflowTask (of an activity's answer, or of a timer run ahead)."""
+    for field in ("after_scheduled_event_id", "ahead_id", "after_ahead_id"):
+        integer(ahead.get(field, 0), f"workflow_task.{field}", 0, MAX_ID)
+    for field in ("after_started_time", "started_time"):
+        time_ms(ahead[field], f"workflow_task.{field}")
+    commands(ahead.get("commands", []), "workflow_task.commands", limits)
+
+
+def _timer_ran_ahead(cmd: Command, limits: Limits) -> None:
+    _task(cmd)
+    name(cmd["timer_id"], "timer_id")
+    _run_ahead_task(cmd["workflow_task"], limits)
 
 
 def _activity_failed(cmd: Command, limits: Limits) -> None:
@@ -428,6 +439,7 @@ _CHECKS: dict[str, _Check] = {
     "RespondActivityTaskFailed": _activity_failed,
     "RecordActivityTaskHeartbeat": _heartbeat,
     "RespondActivityTaskCanceled": _activity_canceled,
+    "RespondTimerRunAhead": _timer_ran_ahead,
     "UpdateWorkflowExecution": _update,
     "ResetWorkflowExecution": _reset,
 }

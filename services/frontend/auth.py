@@ -81,6 +81,7 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "update": Permission.WRITE,
     "poll_workflow_tasks": Permission.WORKER, "poll_activity_tasks": Permission.WORKER,
     "complete_workflow_task": Permission.WORKER, "fail_workflow_task": Permission.WORKER,
+    "timer_ahead_workflow_task": Permission.WORKER,
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,
     "complete_activity_task": Permission.WORKER, "fail_activity_task": Permission.WORKER,
     "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,

@@ -49,7 +49,8 @@ QUERY_TIMEOUT_MS = 10_000
 MAX_ANSWERS = 1000
 MAX_TOGETHER = 1000  # items of a call that takes many (starts, result waits)
 # The operations that may be sent together through answer_tasks.
-ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "complete_activity_task",
+ANSWER_OPERATIONS = frozenset({"complete_workflow_task", "fail_workflow_task", "timer_ahead_workflow_task",
+                               "complete_activity_task",
                                "fail_activity_task", "heartbeat_activity_task", "cancel_activity_task"})
 
 
@@ -270,7 +271,27 @@ class Handlers(VisibilityHandlers):
             return TaskAnswer("RespondWorkflowTaskFailed", token, identity,
                               {"cause": "BadSearchAttributes", "failure": bad_search_attributes(bad)})
         return TaskAnswer("RespondWorkflowTaskCompleted", token, identity,
-                          {"commands": commands, "started_time": token.started_time})
+                          {"commands": commands, "started_time": token.started_time,
+                           "runs_timers_ahead": v.flag(body, "runs_timers_ahead")})
+
+    async def timer_ahead_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        return await self._send(await self._timer_ahead_workflow_task(path, body))
+
+    async def _timer_ahead_workflow_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
+        """A workflow task run on a user timer's firing by the worker holding the run
+        (docs/protocol.md, timer run-ahead), under the token of the last task it was handed."""
+        ns = v.namespace(path["namespace"])
+        token = self._token(ns, body, "workflow")
+        timer_id = v.name(body, "timer_id")
+        identity = v.optional_str(body, "identity") or ""
+        ahead = v.run_ahead(body)
+        if ahead is None:
+            raise InvalidArgument("workflow_task is required", field="workflow_task")
+        if await self.bad_upserts(ns, ahead["commands"]) is not None:
+            # Not taken: the timer fires as usual and the task handed out fails in history.
+            raise InvalidArgument("workflow_task.commands upsert unknown search attributes",
+                                  field="workflow_task.commands")
+        return TaskAnswer("RespondTimerRunAhead", token, identity, {"timer_id": timer_id, "workflow_task": ahead})
 
     async def fail_workflow_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         return await self._send(await self._fail_workflow_task(path, body))
@@ -440,6 +461,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/task-queues/{task_queue}/workflow-tasks/poll", "poll_workflow_tasks"),
     ("POST", "/workflow-tasks/complete", "complete_workflow_task"),
     ("POST", "/workflow-tasks/fail", "fail_workflow_task"),
+    ("POST", "/workflow-tasks/timer-ahead", "timer_ahead_workflow_task"),
     ("POST", "/queries/{query_id}/respond", "respond_query"),
     ("POST", "/task-queues/{task_queue}/activity-tasks/poll", "poll_activity_tasks"),
     ("POST", "/activity-tasks/complete", "complete_activity_task"),
@@ -455,6 +477,7 @@ ROUTES: list[tuple[str, str, str]] = [
 # The operations of answer_tasks that are sent as a group (all but the heartbeat), each to the
 # method validating it into the answer Engine.respond_all sends.
 _PREPARE: dict[str, str] = {op: f"_{op}" for op in ("complete_workflow_task", "fail_workflow_task",
+                                                     "timer_ahead_workflow_task",
                                                      "complete_activity_task", "fail_activity_task",
                                                      "cancel_activity_task")}
 

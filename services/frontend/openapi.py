@@ -112,11 +112,13 @@ COMPONENTS: dict[str, Schema] = {
     "RunAheadWorkflowTask": _obj(
         {"after_scheduled_event_id": ID_INT, "after_started_time": ID_INT, "started_time": ID_INT,
          "commands": {"type": "array", "items": _ref("Command")}, "ahead_id": {**ID_INT, "minimum": 1},
-         "after_ahead_id": ID_INT},
+         "after_ahead_id": ID_INT, "runs_timers_ahead": {"type": "boolean", "default": False}},
         ["after_started_time", "started_time", "ahead_id"],
-        description="The workflow's next task, run by the worker that completed the activity with its result "
-                    "(docs/protocol.md, run-ahead). History records it only if it is the task it would have "
-                    "handed out; otherwise the commands are dropped and the task is scheduled as usual."),
+        description="The workflow's next task, run by the worker that completed the activity with its result, "
+                    "or on a user timer's firing (docs/protocol.md, run-ahead). History records it only if it is "
+                    "the task it would have handed out; otherwise the commands are dropped and the task is "
+                    "scheduled as usual. runs_timers_ahead: the worker runs the timers this task starts ahead "
+                    "(history holds their own firing for its grace)."),
     "Error": _obj({"error": STR, "message": STR, "field": NULL_STR}, ["error", "message"]),
     "Failure": _obj({"message": STR, "type": STR, "stack_trace": STR, "non_retryable": {"type": "boolean"},
                      "details": JSON_TEXT}, ["message"]),
@@ -245,7 +247,15 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                             _obj({"tasks": {"type": "array", "items": _ref("WorkflowTask")}}, ["tasks"])),
     "complete_workflow_task": ("Complete a workflow task with commands",
                                _body({"task_token": STR, "commands": {"type": "array", "items": _ref("Command")},
-                                      "identity": ID}, ["task_token"]), {}, 200, EMPTY),
+                                      "identity": ID, "runs_timers_ahead": {"type": "boolean", "default": False}},
+                                     ["task_token"]), {}, 200, EMPTY),
+    "timer_ahead_workflow_task": ("Send the workflow task a worker ran on a user timer's firing, under the token "
+                                  "of the last task it was handed (docs/protocol.md, timer run-ahead); history "
+                                  "records it only if the timer is due and pending and the task is the one it "
+                                  "would have handed out, otherwise the timer fires as usual",
+                                  _body({"task_token": STR, "timer_id": NAME, "identity": ID,
+                                         "workflow_task": _ref("RunAheadWorkflowTask")},
+                                        ["task_token", "timer_id", "workflow_task"]), {}, 200, EMPTY),
     "fail_workflow_task": ("Fail a workflow task", _body({"task_token": STR, "cause": ID,
                                                           "failure": _ref("Failure"), "identity": ID},
                                                          ["task_token"]), {}, 200, EMPTY),

@@ -360,7 +360,18 @@ def run_ahead(body: Body, field: str = "workflow_task") -> dict[str, Any] | None
                                   field=f"{field}.{name}")
         out[name] = value
     out["commands"] = commands(v, within=f"{field}.")
+    out["runs_timers_ahead"] = flag(v, "runs_timers_ahead", within=f"{field}.")
     return out
+
+
+def flag(body: Body, field: str, *, within: str = "") -> bool:
+    """An optional boolean (absent or null: false)."""
+    v = body.get(field)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise InvalidArgument(f"{within}{field} must be a boolean", field=f"{within}{field}")
+    return v
 
 
 def _type_name(t: Any) -> str:

@@ -147,6 +147,8 @@ class Transition:
     takes_tasks: Callable[[str, str], bool] | None = None
     # The run's history limits (limits.py): settle terminates a run past them.
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS
+    # How long past its fire time history holds a user timer a worker runs ahead (timer_ahead.py).
+    timer_ahead_grace_ms: int = 0
 
     def add(self, event_type: str, **attributes: Any) -> Event:
         """Build the next event of the run and fold it into the state."""

@@ -37,14 +37,16 @@ def validate_commands(commands: list[Command]) -> str | None:
 
 
 def apply_commands(ctx: Context, t: Transition, commands: list[Command], completed_id: int,
-                   timer_floor: int) -> None:
+                   timer_floor: int, timer_grace_ms: int = 0) -> None:
     """Add the events of a completed workflow task's commands.
 
     A user timer runs from when the workflow code called ``sleep(d)`` by the worker's clock
     (the command's ``requested_time``), clamped into [``timer_floor``, the batch's time]
     (``timer_start.py``); without a requested time, from when history records it. Either
     way the timer never wakes the code before ``d`` of wall time has passed since the call
-    (on one clock).
+    (on one clock). ``timer_grace_ms``: how long past its fire time history holds a user
+    timer's own firing, for the worker that runs it ahead (timer_ahead.py); the run's state
+    keeps the fire time itself.
     """
     for c in commands:
         if not t.state.running:
@@ -60,7 +62,7 @@ def apply_commands(ctx: Context, t: Transition, commands: list[Command], complet
                        workflow_task_completed_event_id=completed_id, start_time=start)
             # ref is the TimerStarted event id: a fired row matches only this timer. The fold
             # computed when it fires (from start_time, else the event's time).
-            t.set_timer(TimerKind.USER_TIMER, a["timer_id"], t.state.timers[a["timer_id"]].fire_at,
+            t.set_timer(TimerKind.USER_TIMER, a["timer_id"], t.state.timers[a["timer_id"]].fire_at + timer_grace_ms,
                         ref=ev["event_id"])
         elif kind == CommandType.CANCEL_TIMER:
             pending = t.state.timers.get(a["timer_id"])

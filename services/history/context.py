@@ -60,13 +60,15 @@ class BatchContext:
         if t is None:
             t = Transition(state, self.now, self.shard.shard_id, headers=self.headers,
                            tail=self.shard.tails.get(run_id), takes_tasks=self.shard.tasks.takes,
-                           history_limits=self.shard.history_limits)
+                           history_limits=self.shard.history_limits,
+                           timer_ahead_grace_ms=self.shard.config.timer_ahead_grace_ms)
             self.transitions[run_id] = t
         return t
 
     def new_run(self, state: MutableState) -> Transition:
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[],
-                       takes_tasks=self.shard.tasks.takes, history_limits=self.shard.history_limits)
+                       takes_tasks=self.shard.tasks.takes, history_limits=self.shard.history_limits,
+                       timer_ahead_grace_ms=self.shard.config.timer_ahead_grace_ms)
         self.transitions[state.run_id] = t
         self.run_starts[(state.namespace, state.workflow_id)] = (state.run_id, self.offset)
         self.shard.remember(state)

@@ -338,12 +338,15 @@ async def workflow_task_completed(ctx: Context, req: RespondWorkflowTaskComplete
     if answered is None:
         return
     t, sid, started = answered
-    _complete_wt(ctx, t, sid, started, req.commands, req.identity)
+    _complete_wt(ctx, t, sid, started, req.commands, req.identity, req.runs_timers_ahead)
     settle(t)
 
 
 def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: list[Command],
-                 identity: str) -> None:
+                 identity: str, runs_timers_ahead: bool = False) -> None:
+    """``runs_timers_ahead``: the worker said it runs timers ahead for this run, so the user
+    timers these commands start are held ``t.timer_ahead_grace_ms`` past their fire time
+    (timer_ahead.py)."""
     from .commands import apply_commands, validate_commands
 
     problem = validate_commands(commands) or updates.check_commands(t.state, commands)
@@ -364,7 +367,8 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     updates.task_completed(ctx, t, commands)
     completed = t.add(EventType.WORKFLOW_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=started,
                       identity=identity)
-    apply_commands(ctx, t, commands, completed["event_id"], timer_floor)
+    grace = t.timer_ahead_grace_ms if runs_timers_ahead else 0
+    apply_commands(ctx, t, commands, completed["event_id"], timer_floor, grace)
 
 
 async def workflow_task_failed(ctx: Context, req: RespondWorkflowTaskFailed) -> None:
@@ -472,19 +476,21 @@ async def activity_completed(ctx: Context, req: RespondActivityTaskCompleted) ->
     t, act = answered
     sid = req.scheduled_event_id
     ahead = req.workflow_task
-    takes_ahead = ahead is not None and _may_run_ahead(ctx, t.state, act, ahead)
+    takes_ahead = ahead is not None and may_run_ahead(ctx, t.state, act.scheduled_time, ahead)
     t.add(EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
           result=req.result, identity=req.identity)
     _drop_activity_timers(t, sid)
     if takes_ahead:
         assert ahead is not None
-        _run_ahead(ctx, t, ahead, req.identity)
+        run_ahead(ctx, t, ahead, req.identity)
     settle(t)
 
 
-def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: RunAheadWorkflowTask) -> bool:
-    """Whether the workflow task a worker ran ahead with this activity's result is the one
-    history would have handed out: it would bring exactly that result and nothing else.
+def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWorkflowTask) -> bool:
+    """Whether the workflow task a worker ran ahead on one input (an activity's result, or a
+    timer's firing: timer_ahead.py) is the one history would have handed out: it would bring
+    exactly that input and nothing else. ``since``: when the input could first exist (the
+    activity's scheduling, the timer's fire time).
 
     The worker ran it on top of the task it ran before: the run's last completed task must
     be that one, as recorded: the task it was last handed (same scheduled id and start,
@@ -502,16 +508,17 @@ def _may_run_ahead(ctx: Context, s: MutableState, act: ActivityInfo, ahead: RunA
     return (same_task and ahead.ahead_id != 0
             and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
             and s.last_completed_wt_started_time == ahead.after_started_time
-            and max(s.last_completed_wt_started_time, act.scheduled_time) <= ahead.started_time <= ctx.now)
+            and max(s.last_completed_wt_started_time, since) <= ahead.started_time <= ctx.now)
 
 
-def _run_ahead(ctx: Context, t: Transition, ahead: RunAheadWorkflowTask, identity: str) -> None:
+def run_ahead(ctx: Context, t: Transition, ahead: RunAheadWorkflowTask, identity: str) -> None:
     """Record the workflow task run ahead: scheduled, started by the answering worker at its
     time, and completed with its commands, without ever being handed out."""
-    scheduled = _add_wt_scheduled(t)  # attempt 1: _may_run_ahead saw no failures
+    scheduled = _add_wt_scheduled(t)  # attempt 1: may_run_ahead saw no failures
     started = t.add(EventType.WORKFLOW_TASK_STARTED, scheduled_event_id=scheduled["event_id"], identity=identity,
                     started_time=ahead.started_time, ran_ahead_id=ahead.ahead_id)
-    _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead.commands, identity)
+    _complete_wt(ctx, t, scheduled["event_id"], started["event_id"], ahead.commands, identity,
+                 ahead.runs_timers_ahead)
 
 
 async def activity_failed(ctx: Context, req: RespondActivityTaskFailed) -> None:

@@ -327,7 +327,8 @@ class HistoryService:
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
             namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
             request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,
-            tail_shard_bytes=s.history_tail_shard_bytes, on_failure=self._shard_failed, observer=self._observer)
+            tail_shard_bytes=s.history_tail_shard_bytes, timer_ahead_grace_ms=s.timer_ahead_grace_ms,
+            on_failure=self._shard_failed, observer=self._observer)
 
     async def _release(self, partitions: list[int]) -> None:
         for p in partitions:

@@ -53,6 +53,7 @@ from .requests import typed
 from .runner import Admission, BatchRunner
 from .state import MutableState
 from .store import HistoryStore
+from .timer_ahead import timer_ran_ahead
 from .timers import TimerQueue
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ HANDLERS: dict[str, Handler] = {
     "ChildWorkflowNotice": typed(records.ChildWorkflowNotice.from_dict, notify_child_outcome),
     "ApplyParentClosePolicy": typed(records.ApplyParentClosePolicy.from_dict, apply_parent_close_policy),
     "ResetWorkflowExecution": reset.reset_workflow,
+    "RespondTimerRunAhead": typed(records.RespondTimerRunAhead.from_dict, timer_ran_ahead),
 }
 
 
@@ -102,6 +104,8 @@ class ShardConfig:
     ingress: IngressPolicy | None = None  # who may send commands to which namespace; None: anyone
     limits: validation.Limits = validation.DEFAULT_LIMITS  # what a command may hold
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow
+    # How long past its fire time a user timer a worker runs ahead is held (timer_ahead.py).
+    timer_ahead_grace_ms: int = 0
     # Whether a namespace is registered (namespaces.py); None: not checked.
     namespace_registered: Callable[[str], Awaitable[bool]] | None = None
     # kadence.requests' partition count: a record on another shard's partition is refused

@@ -15,7 +15,7 @@ def test_the_run_ahead_task_is_named_and_encodes_the_same() -> None:
     record = {"namespace": "default", "workflow_id": "w", "run_id": "r", "scheduled_event_id": 5, "attempt": 1,
               "identity": "i", "result": "[1]",
               "workflow_task": {"after_scheduled_event_id": 5, "after_started_time": 1, "started_time": 2,
-                                "ahead_id": 1, "after_ahead_id": 0,
+                                "ahead_id": 1, "after_ahead_id": 0, "runs_timers_ahead": False,
                                 "commands": [{"command_type": "CompleteWorkflowExecution",
                                               "attributes": {"result": "[1]"}}]}}
     tagged = avro.tag_unions("RespondActivityTaskCompleted", record)

@@ -156,6 +156,25 @@ async def test_run_ahead_too_large_goes_without_it(frontend: tuple[Frontend, str
     assert sent["task_token"] == "t1" and "workflow_task" not in sent
 
 
+async def test_a_timer_task_run_ahead_too_large_is_not_sent_and_fails_nothing(frontend: tuple[Frontend, str]) -> None:
+    server, url = frontend
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_bytes=LIMIT - 64, retry=RETRY)
+    body = {"task_token": "t1", "timer_id": "1", "workflow_task": {"commands": [{"x": "z" * 100_000}]}}
+    try:
+        with pytest.raises(RPCError) as caught:
+            await batcher.call("POST", "/workflow-tasks/timer-ahead", body=body)
+        small = {"task_token": "t2", "timer_id": "1", "workflow_task": {"commands": []}}
+        await batcher.call("POST", "/workflow-tasks/timer-ahead", body=small)
+    finally:
+        await transport.close()
+    assert caught.value.status == 413
+    # Nothing went out for the large one (history fires that timer); the small one goes as an answer.
+    sent = server.got.get("timer_ahead_workflow_task") or server.got.get("/workflow-tasks/timer-ahead")
+    assert sent is not None and [b["task_token"] for b in sent] == ["t2"]
+    assert len(server.got) == 1
+
+
 async def test_each_answer_is_encoded_once(frontend: tuple[Frontend, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """An answer's JSON is made once: it gives its size and goes as it is, alone or in a batch
     (the batch's body is put together from the answers' encodings, not encoded again)."""

@@ -186,9 +186,8 @@ def test_history_takes_a_task_run_ahead_only_on_the_task_it_followed(
     from types import SimpleNamespace
 
     from kadence_protocol.records import RunAheadWorkflowTask
-    from services.history.engine import _may_run_ahead
+    from services.history.engine import may_run_ahead
     from services.history.state import MutableState
-    from tests.unit.services.history.test_state import activity_info
 
     s = MutableState(status="Running", last_completed_wt_scheduled_id=2, last_completed_wt_started_time=HANDED_MS)
     for name, value in state.items():
@@ -196,5 +195,5 @@ def test_history_takes_a_task_run_ahead_only_on_the_task_it_followed(
     claim = {"after_scheduled_event_id": 2, "after_started_time": HANDED_MS, "started_time": AHEAD_MS,
              "ahead_id": 9, "after_ahead_id": 0, **ahead}
     ctx: Any = SimpleNamespace(now=AHEAD_MS)
-    assert _may_run_ahead(ctx, s, activity_info(scheduled_time=HANDED_MS + 10),
-                          RunAheadWorkflowTask.from_dict(claim)) is taken
+    # since: the activity's scheduling
+    assert may_run_ahead(ctx, s, HANDED_MS + 10, RunAheadWorkflowTask.from_dict(claim)) is taken

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
+from kadence_protocol import avro
 from services.common import colocation
 from services.frontend.deadlines import SameLengthWaits
 from services.frontend.engine import Engine, TaskAnswer
@@ -135,3 +136,23 @@ async def test_a_batch_with_a_heartbeat_answers_each_item_as_its_own_call() -> N
     results = answer["results"]  # type: ignore[index]
     assert results == [{"status": 200, "answer": {"cancel_requested": False}}, {"status": 200, "answer": {}}]
     assert beats == ["wf-1"] and len(producer.sent) == 1
+
+
+async def test_a_task_run_ahead_on_a_timer_goes_to_history_under_the_last_tasks_token() -> None:
+    producer, taken = Producer(), list[tuple[Any, ...]]()
+    handlers = Handlers(_engine(producer, taken))
+    ahead = {"after_scheduled_event_id": 5, "after_started_time": 10, "started_time": 1010, "ahead_id": 3,
+             "commands": [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": "[2]"}}],
+             "runs_timers_ahead": True}
+    answers = [
+        _answer_item("timer_ahead_workflow_task", _token("wf-1", kind="workflow"), timer_id="t", workflow_task=ahead),
+        _answer_item("timer_ahead_workflow_task", _token("wf-2", kind="workflow"), timer_id="t"),  # no task: 400
+        _answer_item("timer_ahead_workflow_task", _token("wf-3"), timer_id="t", workflow_task=ahead),  # 400
+    ]
+    _, answer = await handlers.answer_tasks({"namespace": "default"}, {}, {"answers": answers})
+    assert [r["status"] for r in answer["results"]] == [200, 400, 400]  # type: ignore[index]
+    (sent,) = taken
+    name, record = avro.decode(next(a for a in sent if isinstance(a, bytes) and a[:1] == b"\xc3"))
+    assert name == "RespondTimerRunAhead"
+    assert record["run_id"] == "run" and record["scheduled_event_id"] == 5 and record["timer_id"] == "t"
+    assert record["workflow_task"] == {**ahead, "after_ahead_id": 0}

@@ -116,9 +116,11 @@ def test_a_workflow_task_run_ahead_is_checked_like_a_completion() -> None:
     complete = {"command_type": "CompleteWorkflowExecution", "attributes": {"result": "1"}}
     good = {"after_scheduled_event_id": 2, "after_started_time": 10, "started_time": 12, "commands": [complete],
             "ahead_id": 9, "after_ahead_id": 0}
-    assert v.run_ahead({"workflow_task": good}) == good
+    assert v.run_ahead({"workflow_task": good}) == good | {"runs_timers_ahead": False}
+    assert v.run_ahead({"workflow_task": good | {"runs_timers_ahead": True}})["runs_timers_ahead"] is True
+    assert field_of(v.run_ahead, {"workflow_task": {**good, "runs_timers_ahead": 1}}) == "workflow_task.runs_timers_ahead"
     chained = {k: x for k, x in good.items() if k != "after_scheduled_event_id"} | {"after_ahead_id": 4}
-    assert v.run_ahead({"workflow_task": chained}) == chained | {"after_scheduled_event_id": 0}
+    assert v.run_ahead({"workflow_task": chained}) == chained | {"after_scheduled_event_id": 0, "runs_timers_ahead": False}
     assert field_of(v.run_ahead, {"workflow_task": {**good, "ahead_id": 0}}) == "workflow_task.ahead_id"
     assert field_of(v.run_ahead, {"workflow_task": []}) == "workflow_task"
     assert field_of(v.run_ahead, {"workflow_task": {**good, "started_time": -1}}) == "workflow_task.started_time"

@@ -1,0 +1,36 @@
+"""Timer run-ahead: a workflow task run on a user timer's firing by the worker that holds
+the run, at the timer's fire time by its own clock, before history fired the timer.
+
+A worker that runs timers ahead says so on the completion whose commands start a timer
+(``runs_timers_ahead``); history then holds that timer's own firing for
+``KADENCE_TIMER_AHEAD_GRACE_MS`` past its fire time (commands.py), so that the worker's
+task, which comes at about the fire time, finds the timer still pending. History records
+the task (RespondTimerRunAhead) only if the timer is pending and due by history's clock
+and the task is the one it would have handed out on that firing alone (the rule of
+activity run-ahead, engine.may_run_ahead); then, in one transition: TimerFired, the task
+scheduled, started (ran_ahead_id) and completed, its commands' events, and the timer's
+row deleted. Otherwise it drops the request and the timer fires as usual, at most the
+grace late. See docs/decisions/0014-timer-run-ahead.md.
+"""
+
+from __future__ import annotations
+
+from kadence_protocol.enums import EventType, TimerKind
+from kadence_protocol.records import RespondTimerRunAhead
+
+from .engine import Context, may_run_ahead, run_ahead, settle
+
+
+async def timer_ran_ahead(ctx: Context, req: RespondTimerRunAhead) -> None:
+    t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
+    if t is None or not t.state.running:
+        return
+    timer = t.state.timers.get(req.timer_id)
+    # The task's workflow.now() must not precede the fire time either: a task handed out on
+    # the firing starts after it, and the code reads its time.
+    if timer is None or timer.fire_at > ctx.now or not may_run_ahead(ctx, t.state, timer.fire_at, req.workflow_task):
+        return
+    t.add(EventType.TIMER_FIRED, timer_id=timer.timer_id, started_event_id=timer.started_event_id)
+    t.delete_timer(TimerKind.USER_TIMER, timer.timer_id)
+    run_ahead(ctx, t, req.workflow_task, req.identity)
+    settle(t)

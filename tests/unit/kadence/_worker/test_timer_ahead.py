@@ -1,0 +1,126 @@
+"""Timer run-ahead in the worker: a cached run's user timer wakes on this worker's event loop
+at its fire time by the wall clock, the task it wakes runs here and goes to the frontend
+under the last task's token; a run evicted, a new task for it or the worker stopping cancels
+that; ``run_timers_ahead=False`` never arms one and never claims the grace."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from kadence import activity, workflow
+from kadence._activity import ActivityDefinition
+from kadence._worker.workflow_tasks import TIMER_AHEAD_LATE_MS, WorkflowTaskProcessor
+from kadence._workflow.definition import WorkflowDefinition
+from kadence.common import RetryPolicy
+from tests.helpers import eventually
+from tests.unit._fake_history import FakeHistory
+from tests.unit.kadence._worker.test_worker import FakeTransport, _task
+
+pytestmark = pytest.mark.timeout(30)
+NAP_S = 0.3
+
+
+@workflow.defn
+class ShortNap:
+    @workflow.run
+    async def run(self) -> float:
+        await workflow.sleep(NAP_S)
+        return workflow.now().timestamp()
+
+
+@activity.defn
+async def down() -> None:
+    raise RuntimeError("down")
+
+
+@workflow.defn
+class RetriesLater:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_local_activity(down, start_to_close_timeout=timedelta(seconds=1),
+                                              retry_policy=RetryPolicy(initial_interval=timedelta(hours=1)))
+
+
+def _processor(transport: FakeTransport, *, run_timers_ahead: bool = True) -> WorkflowTaskProcessor:
+    return WorkflowTaskProcessor(transport, namespace="default",
+                                 workflows=[WorkflowDefinition.of(ShortNap), WorkflowDefinition.of(RetriesLater)],
+                                 activities=[ActivityDefinition.of(down)], identity="test", run_timers_ahead=run_timers_ahead)
+
+
+async def _first_task(processor: WorkflowTaskProcessor, transport: FakeTransport) -> tuple[dict[str, Any], int]:
+    """Run the first task (it sleeps); the task and the StartTimer's requested time."""
+    task = _task(FakeHistory("ShortNap"))
+    await processor.process(task)
+    completion = transport.posted("/workflow-tasks/complete")[-1]
+    [timer] = completion["commands"]
+    assert timer["command_type"] == "StartTimer"
+    return task, int(timer["attributes"]["requested_time"])
+
+
+async def test_the_timer_wakes_the_run_here_at_its_fire_time_and_the_task_goes_out() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport)
+    task, requested = await _first_task(processor, transport)
+    assert transport.posted("/workflow-tasks/complete")[-1]["runs_timers_ahead"] is True
+    [sent] = await eventually(lambda: transport.posted("/workflow-tasks/timer-ahead"), what="the timer's task")
+    woke_ms = time.time() * 1000
+    assert sent["task_token"] == task["task_token"] and sent["timer_id"] == "1" and sent["identity"] == "test"
+    ahead = sent["workflow_task"]
+    assert ahead["runs_timers_ahead"] is True and ahead["after_scheduled_event_id"] == task["scheduled_event_id"]
+    # Never before NAP_S of wall time since the call, and workflow.now() in the task says so too.
+    assert ahead["started_time"] >= requested + NAP_S * 1000 and woke_ms >= requested + NAP_S * 1000
+    [complete] = ahead["commands"]
+    assert complete["command_type"] == "CompleteWorkflowExecution"
+    assert float(complete["attributes"]["result"]) * 1000 >= requested + NAP_S * 1000
+    assert processor.cached_run_ids == []  # the run finished: it leaves the cache
+
+
+async def test_an_evicted_run_or_a_stopped_worker_has_no_timer_armed() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport)
+    task, _ = await _first_task(processor, transport)
+    handle = processor._timer_wakes[task["run_id"]]
+    processor._evict(task["run_id"])
+    assert handle.cancelled() and not processor._timer_wakes
+    second = _processor(transport)
+    task, _ = await _first_task(second, transport)
+    handle = second._timer_wakes[task["run_id"]]
+    second.close()
+    assert handle.cancelled() and not second._timer_wakes
+
+
+async def test_a_worker_that_does_not_run_timers_ahead_arms_nothing_and_claims_no_grace() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport, run_timers_ahead=False)
+    await _first_task(processor, transport)
+    assert "runs_timers_ahead" not in transport.posted("/workflow-tasks/complete")[-1]
+    assert not processor._timer_wakes
+
+
+async def test_a_completion_that_starts_a_local_activitys_backoff_timer_claims_no_grace() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport)
+    await processor.process(_task(FakeHistory("RetriesLater")))
+    completion = transport.posted("/workflow-tasks/complete")[-1]
+    assert [c["attributes"].get("timer_id") for c in completion["commands"] if c["command_type"] == "StartTimer"] \
+        == ["local_activity:1:1"]
+    assert "runs_timers_ahead" not in completion
+
+
+async def test_a_timer_already_too_late_here_is_left_to_history() -> None:
+    transport = FakeTransport()
+    processor = _processor(transport)
+    task, _ = await _first_task(processor, transport)
+    run_id = task["run_id"]
+    processor._disarm(run_id)
+    runner = processor._cache[run_id]
+    late = int(time.time() * 1000) - TIMER_AHEAD_LATE_MS - 50  # its task would run this late
+    await processor._run_timer_ahead(run_id, runner, "1", late)
+    assert transport.posted("/workflow-tasks/timer-ahead") == []
+    assert runner.next_timer() is not None and not runner.ahead  # nothing ran: history's task fits as usual
+    await processor._run_timer_ahead(run_id, runner, "1", int(time.time() * 1000))
+    assert len(transport.posted("/workflow-tasks/timer-ahead")) == 1
