@@ -486,7 +486,8 @@ async def activity_completed(ctx: Context, req: RespondActivityTaskCompleted) ->
     settle(t)
 
 
-def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWorkflowTask) -> bool:
+def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWorkflowTask,
+                  clock_ahead_ms: int = 0) -> bool:
     """Whether the workflow task a worker ran ahead on one input (an activity's result, or a
     timer's firing: timer_ahead.py) is the one history would have handed out: it would bring
     exactly that input and nothing else. ``since``: when the input could first exist (the
@@ -498,7 +499,7 @@ def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWork
     (same ahead id, which the worker drew at random, and start). Nothing may be owed
     since: no workflow task scheduled or failing, no other input (signal, timer, activity
     result) waiting. Its time must not run backwards from that task's nor ahead of
-    history's clock.
+    history's clock (by more than ``clock_ahead_ms``, the worker's clock allowed to lead).
     """
     if ahead.after_ahead_id:
         same_task = s.last_completed_wt_ahead_id == ahead.after_ahead_id
@@ -508,7 +509,7 @@ def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWork
     return (same_task and ahead.ahead_id != 0
             and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
             and s.last_completed_wt_started_time == ahead.after_started_time
-            and max(s.last_completed_wt_started_time, since) <= ahead.started_time <= ctx.now)
+            and max(s.last_completed_wt_started_time, since) <= ahead.started_time <= ctx.now + clock_ahead_ms)
 
 
 def run_ahead(ctx: Context, t: Transition, ahead: RunAheadWorkflowTask, identity: str) -> None:

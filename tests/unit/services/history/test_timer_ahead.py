@@ -14,6 +14,7 @@ from services.history import engine
 from services.history.builder import Transition
 from services.history.shard import HANDLERS
 from services.history.state import MutableState, rebuild
+from services.history.timer_ahead import CLOCK_AHEAD_MS
 from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _signal_request, _start
 
@@ -113,9 +114,9 @@ async def test_history_firing_the_timer_after_it_was_run_ahead_changes_nothing()
 
 
 @pytest.mark.parametrize(("now", "started_time"), [
-    (T0 + 999, T0 + 999),  # not due yet by history's clock
+    (T0 + 999 - CLOCK_AHEAD_MS, T0 + 1000),  # not due by history's clock, even a worker's ahead
     (T0 + 1003, T0 + 999),  # the task's time precedes the fire time
-    (T0 + 1003, T0 + 1005),  # the task's time is ahead of history's clock
+    (T0 + 1003, T0 + 1004 + CLOCK_AHEAD_MS),  # the task's time is too far ahead of history's clock
 ])
 async def test_a_task_run_before_the_timer_is_due_is_dropped(now: int, started_time: int) -> None:
     ctx, s = await _sleeping()
@@ -123,6 +124,16 @@ async def test_a_task_run_before_the_timer_is_due_is_dropped(now: int, started_t
     ctx.now = now
     await timer_ran_ahead(ctx, _request(s, started_time=started_time))
     assert _kinds(ctx, s) == kinds and "1" in s.timers and s.running
+
+
+async def test_a_worker_clock_a_little_ahead_of_historys_still_has_its_task_recorded() -> None:
+    # The worker woke at the fire time by its own clock, 12 ms ahead of history's: the
+    # timer is not yet due by history's clock, and the task's time is in history's future.
+    ctx, s = await _sleeping()
+    ctx.now = T0 + 990
+    await timer_ran_ahead(ctx, _request(s, started_time=T0 + 1002))
+    assert _kinds(ctx, s)[-5:] == ["TimerFired", "WorkflowTaskScheduled", "WorkflowTaskStarted",
+                                   "WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
 
 
 @pytest.mark.parametrize("change", [
