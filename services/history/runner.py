@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol import avro
+from kadence_protocol.tracing import trace_headers
 from services.common import kafka, outage, validation
 from services.common.colocation import ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
@@ -322,8 +323,7 @@ class BatchRunner:
             refused = a.ingress.check(record, cmd)
             if refused is not None:
                 return refused
-        ctx.headers = tuple((k, v) for k, v in record.headers if k in ("traceparent", "tracestate")) \
-            if record.headers else ()
+        ctx.headers = trace_headers(record.headers)
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.intake.consumed  # taken early: the next
             ctx.taken = refusals.taken(name, cmd, record, ctx.offset)  # refused with no reply_to: dead-lettered
