@@ -38,7 +38,7 @@ from services.common.colocation import ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine, poison, refusals, routing
+from . import engine, poison, refusals, routing, unreadable
 from .builder import Mutation
 from .cache import RunCache
 from .context import BatchContext
@@ -296,6 +296,8 @@ class BatchRunner:
 
     async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
         """Run one command; return a dead-letter reason when it cannot be taken."""
+        if isinstance(record, unreadable.Unreadable):
+            return record.reason
         if record.value is None:
             return "record has no value"
         try:

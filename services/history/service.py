@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol.kafka_security import client_options
 from services.common import db, internal_auth, kafka, outage
@@ -42,6 +43,7 @@ from services.common.reply_notices import BothNotices, ReplyNotices
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
+from . import unreadable
 from .gate import FetchGate
 from .health import report
 from .http import HealthServer
@@ -475,9 +477,17 @@ class HistoryService:
                     raise
                 await self._consume_backoff.wait(exc)
                 continue
+            except unreadable.UNREADABLE_ERRORS:
+                # A record the client cannot unpack fails every fetch of its partition: find
+                # it and have its shard dead-letter it (unreadable.py).
+                await unreadable.isolate(self._consumer, sorted(self._consumer.assignment()), self._feed)
+                continue
             self._consume_backoff.recovered()
             for tp, records in batches.items():
-                shard = self.shards.get(tp.partition)
-                if shard is None or shard.stopped:
-                    continue
-                await shard.feed(records)
+                await self._feed(tp, records)
+
+    async def _feed(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        shard = self.shards.get(tp.partition)
+        if shard is None or shard.stopped:
+            return
+        await shard.feed(records)
