@@ -33,12 +33,12 @@ from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol import avro
 from kadence_protocol.tracing import trace_headers
-from services.common import kafka, outage, validation
+from services.common import kafka, outage, unreadable, validation
 from services.common.colocation import ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
 
-from . import engine, poison, refusals, routing, unreadable
+from . import engine, poison, refusals, routing
 from .builder import Mutation
 from .cache import RunCache
 from .context import BatchContext

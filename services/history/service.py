@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol.kafka_security import client_options
-from services.common import db, internal_auth, kafka, outage
+from services.common import db, internal_auth, kafka, outage, unreadable
 from services.common.aio import cancel
 from services.common.bind import UnsafeBind
 from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink, commands_grouped
@@ -43,7 +43,6 @@ from services.common.reply_notices import BothNotices, ReplyNotices
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
-from . import unreadable
 from .gate import FetchGate
 from .health import report
 from .http import HealthServer
@@ -480,7 +479,11 @@ class HistoryService:
             except unreadable.UNREADABLE_ERRORS:
                 # A record the client cannot unpack fails every fetch of its partition: find
                 # it and have its shard dead-letter it (unreadable.py).
-                await unreadable.isolate(self._consumer, sorted(self._consumer.assignment()), self._feed)
+                given = {TopicPartition(kafka.REQUESTS, p): shard.intake.fed for p, shard in sorted(self.shards.items())
+                         if not shard.stopped}
+                await unreadable.isolate(self._consumer, given, self._feed)
+                if not given:
+                    await asyncio.sleep(0.1)  # no shard acquired yet to take it: not a busy loop meanwhile
                 continue
             self._consume_backoff.recovered()
             for tp, records in batches.items():

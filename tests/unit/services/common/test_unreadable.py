@@ -1,4 +1,4 @@
-"""services/history/unreadable.py: the record standing for one the Kafka client cannot unpack."""
+"""services/common/unreadable.py: the record standing for one the Kafka client cannot unpack."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka.structs import TopicPartition
 
-from services.history.unreadable import Unreadable, unreadable
+from services.common.unreadable import Unreadable, unreadable
 
 
 def test_it_names_where_the_record_is_and_why_and_carries_nothing_of_it() -> None:
