@@ -4,6 +4,7 @@ command applies once or is dead-lettered naming the header, and the shard goes o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -176,3 +177,30 @@ async def test_isolating_an_unreadable_record_loses_none_of_the_records_fetched_
     # unpacks a batch whole); the next batch reads.
     assert sorted((o, v) for p, o, v in fed if p == 1) == [(0, b"ahead"), (1, None), (2, None), (3, b"later")]
 
+
+async def test_the_audit_reports_an_unreadable_record_on_kadence_history_and_reads_on(
+        broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kadence audit`` stopped with a traceback (exit 1, as if the log diverged) at a record
+    of kadence.history it could not unpack, even one at the very end (its end-offset probe)."""
+    from aiokafka.producer import message_accumulator, producer
+    from aiokafka.record import default_records
+
+    from services.history.audit.replay import Replay
+    from services.history.audit.source import read_history
+
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    for module in (message_accumulator, producer):
+        monkeypatch.setattr(module, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
+    raw = kafka.new_producer(broker.bootstrap)
+    await raw.start()
+    try:
+        await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/x", partition=0)
+        odd = await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/x", partition=0,
+                                      headers=[(_RawKey("x"), b"v")])
+    finally:
+        await raw.stop()
+    monkeypatch.undo()
+
+    found = await asyncio.wait_for(read_history(broker.bootstrap, Replay()), 60)
+    assert len(found) == 2 and "shorter than" in found[0]
+    assert f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in found[1]
