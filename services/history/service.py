@@ -479,8 +479,9 @@ class HistoryService:
             except unreadable.UNREADABLE_ERRORS:
                 # A record the client cannot unpack fails every fetch of its partition: find
                 # it and have its shard dead-letter it (unreadable.py).
-                given = {TopicPartition(kafka.REQUESTS, p): shard.intake.fed for p, shard in sorted(self.shards.items())
-                         if not shard.stopped}
+                assigned = self._consumer.assignment()
+                given = {tp: shard.intake.fed for p, shard in sorted(self.shards.items())
+                         if not shard.stopped and (tp := TopicPartition(kafka.REQUESTS, p)) in assigned}
                 await unreadable.isolate(self._consumer, given, self._feed)
                 if not given:
                     await asyncio.sleep(0.1)  # no shard acquired yet to take it: not a busy loop meanwhile
