@@ -470,25 +470,30 @@ class HistoryService:
             if self._restarts:
                 await self._restart_failed()
             try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
-            except outage.TRANSIENT as exc:
+                try:
+                    batches = await self._consumer.getmany(timeout_ms=1000)
+                except unreadable.UNREADABLE_ERRORS:
+                    # A record the client cannot unpack fails every fetch of its partition: find
+                    # it and have its shard dead-letter it (unreadable.py).
+                    await self._isolate_unreadable()
+                    continue
+            except outage.TRANSIENT as exc:  # isolating it asks the broker too
                 if not outage.is_transient(exc):
                     raise
                 await self._consume_backoff.wait(exc)
                 continue
-            except unreadable.UNREADABLE_ERRORS:
-                # A record the client cannot unpack fails every fetch of its partition: find
-                # it and have its shard dead-letter it (unreadable.py).
-                assigned = self._consumer.assignment()
-                given = {tp: shard.intake.fed for p, shard in sorted(self.shards.items())
-                         if not shard.stopped and (tp := TopicPartition(kafka.REQUESTS, p)) in assigned}
-                await unreadable.isolate(self._consumer, given, self._feed)
-                if not given:
-                    await asyncio.sleep(0.1)  # no shard acquired yet to take it: not a busy loop meanwhile
-                continue
             self._consume_backoff.recovered()
             for tp, records in batches.items():
                 await self._feed(tp, records)
+
+    async def _isolate_unreadable(self) -> None:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        given = {tp: shard.intake.fed for p, shard in sorted(self.shards.items())
+                 if not shard.stopped and (tp := TopicPartition(kafka.REQUESTS, p)) in assigned}
+        await unreadable.isolate(self._consumer, given, self._feed)
+        if not given:
+            await asyncio.sleep(0.1)  # no shard acquired yet to take it: not a busy loop meanwhile
 
     async def _feed(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         shard = self.shards.get(tp.partition)
