@@ -44,10 +44,11 @@ def unreadable(tp: TopicPartition, offset: int, exc: BaseException) -> Unreadabl
 Feed = Callable[[TopicPartition, list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
 
 
-async def isolate(consumer: AIOKafkaConsumer, given: Mapping[TopicPartition, int], feed: Feed) -> None:
+async def isolate(consumer: AIOKafkaConsumer, given: Mapping[TopicPartition, int], feed: Feed) -> bool:
     """After a fetch failed with one of UNREADABLE_ERRORS: read each partition on its own,
     feeding what reads; in the partition that fails, one record at a time up to the record
-    that fails, which is fed as :class:`Unreadable` and skipped by the consumer.
+    that fails, which is fed as :class:`Unreadable` and skipped by the consumer. Says
+    whether it found one (not when the failing partition is not among ``given``).
 
     ``given``: each partition's offset after the last record the caller was given. The
     failed fetch had taken the records of the partitions it drained before the failing one,
@@ -59,6 +60,7 @@ async def isolate(consumer: AIOKafkaConsumer, given: Mapping[TopicPartition, int
     paused = consumer.paused()
     behind = [tp for tp in given if tp not in paused]
     ends = await consumer.end_offsets(behind) if behind else {}
+    found = False
     for tp in behind:
         # The failed fetch learnt the high watermark: some brokers answer end_offsets short.
         end = max(ends.get(tp, 0), consumer.highwater(tp) or 0)
@@ -67,13 +69,14 @@ async def isolate(consumer: AIOKafkaConsumer, given: Mapping[TopicPartition, int
         try:
             batches = await consumer.getmany(tp, timeout_ms=PROBE_WAIT_MS)
         except UNREADABLE_ERRORS:
-            await _one_by_one(consumer, tp, feed)
+            found = await _one_by_one(consumer, tp, feed) or found
             continue
         if batches.get(tp):
             await feed(tp, batches[tp])
+    return found
 
 
-async def _one_by_one(consumer: AIOKafkaConsumer, tp: TopicPartition, feed: Feed) -> None:
+async def _one_by_one(consumer: AIOKafkaConsumer, tp: TopicPartition, feed: Feed) -> bool:
     """Read ``tp`` a record at a time up to the records it cannot unpack, and one past them.
 
     aiokafka unpacks every record of a fetched batch, those before the position too, so
@@ -92,7 +95,7 @@ async def _one_by_one(consumer: AIOKafkaConsumer, tp: TopicPartition, feed: Feed
             skipped = True
             continue
         if not batches.get(tp):
-            return  # nothing fetched in time: the next fetch that fails comes here again
+            return skipped  # nothing fetched in time: the next fetch that fails comes here again
         await feed(tp, batches[tp])
         if skipped:
-            return
+            return True

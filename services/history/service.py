@@ -491,9 +491,9 @@ class HistoryService:
         assigned = self._consumer.assignment()
         given = {tp: shard.intake.fed for p, shard in sorted(self.shards.items())
                  if not shard.stopped and (tp := TopicPartition(kafka.REQUESTS, p)) in assigned}
-        await unreadable.isolate(self._consumer, given, self._feed)
-        if not given:
-            await asyncio.sleep(0.1)  # no shard acquired yet to take it: not a busy loop meanwhile
+        if not await unreadable.isolate(self._consumer, given, self._feed):
+            # The record is on a partition whose shard is not acquired (yet): no busy loop meanwhile.
+            await asyncio.sleep(0.1)
 
     async def _feed(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         shard = self.shards.get(tp.partition)
