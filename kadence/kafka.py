@@ -204,7 +204,9 @@ class KafkaIngress:
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options(security))
         self._replies = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                          fetch_max_wait_ms=50, **client_options(security))
-        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        # Per request id, its commands waiting for a reply, oldest first: a command sent again
+        # with its request id while the first waits (a retry) gets a reply of its own.
+        self._waiting: dict[str, list[asyncio.Future[Reply]]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> KafkaIngress:
@@ -235,14 +237,16 @@ class KafkaIngress:
             if record.key != self.reply_to.encode() or record.value is None:
                 continue
             reply = decode_reply(record.value)
-            future = self._waiting.pop(reply.request_id, None)
-            if future is not None and not future.done():
-                future.set_result(reply)
+            for future in self._waiting.get(reply.request_id, ()):
+                if not future.done():
+                    future.set_result(reply)
+                    break
 
     async def send(self, namespace: str, workflow_id: str, value: bytes, request_id: str) -> Reply:
         """Produce an encoded command (its ``reply_to`` must be ours) and wait for its reply."""
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        waiting = self._waiting.setdefault(request_id, [])
+        waiting.append(future)
         try:
             key = workflow_key(namespace, workflow_id)
             headers = self.signer.headers(REQUESTS, key, value) if self.signer is not None else None
@@ -251,7 +255,9 @@ class KafkaIngress:
         except TimeoutError:
             raise KafkaIngressError(f"no reply to request {request_id} within {self.reply_timeout} s") from None
         finally:
-            self._waiting.pop(request_id, None)
+            waiting.remove(future)
+            if not waiting and self._waiting.get(request_id) is waiting:
+                del self._waiting[request_id]
 
     async def start_workflow(self, namespace: str, workflow_id: str, workflow_type: str, task_queue: str,
                              args: Sequence[Any] = (), **options: Any) -> Reply:

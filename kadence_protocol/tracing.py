@@ -36,12 +36,15 @@ __all__ = [
     "http_headers",
     "kafka_headers",
     "record_status_code",
+    "trace_headers",
     "tracer",
     "use_traceparent",
 ]
 
 INSTRUMENTATION = "kadence"
 TRACE_HEADERS = ("traceparent", "tracestate")
+# W3C Trace Context caps tracestate at 512 characters (traceparent is 55).
+MAX_TRACE_HEADER_BYTES = 512
 
 class Unset(enum.Enum):
     """The type of :data:`UNSET`: "not given", where ``None`` means "off"."""
@@ -130,6 +133,16 @@ def context_from_headers(headers: Sequence[tuple[str, bytes]] | None) -> Context
     if "traceparent" not in carrier:
         return None
     return propagate.extract(carrier, getter=_BYTES_GETTER)
+
+
+def trace_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> tuple[tuple[str, bytes], ...]:
+    """The trace headers of a consumed record worth carrying on to what it causes.
+
+    Kafka lets a header have no value, and any producer may write one of any size: such a
+    header is dropped rather than copied onto every event and record the command writes.
+    """
+    return tuple((k, v) for k, v in headers or () if k in TRACE_HEADERS
+                 and isinstance(v, bytes) and len(v) <= MAX_TRACE_HEADER_BYTES)
 
 
 def kafka_headers(ctx: Context | None = None) -> list[tuple[str, bytes]]:

@@ -17,6 +17,8 @@ from aiokafka.errors import KafkaError
 
 from kadence_protocol.kafka_security import client_options
 
+from . import unreadable
+
 __all__ = ["BoundedRead", "BrokerUnreachable", "TopicReadError"]
 
 
@@ -97,7 +99,10 @@ class BoundedRead:
             consumer.seek(tp, ends[tp] - 1)
         deadline = time.monotonic() + self.stall_timeout
         while probe and time.monotonic() < deadline:
-            await consumer.getmany(*probe, timeout_ms=200)
+            try:
+                await consumer.getmany(*probe, timeout_ms=200)
+            except unreadable.UNREADABLE_ERRORS:
+                pass  # the fetch answered (its high watermark is known) with a record the read reports
             for tp in list(probe):
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
@@ -112,10 +117,17 @@ class BoundedRead:
     async def __aiter__(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
         consumer = self._consumer
         remaining = {tp for tp in self.ends if self.starts[tp] < self.ends[tp]}
+        given = {tp: self.starts[tp] for tp in remaining}  # the offset after the last record yielded
         last_progress = time.monotonic()
         while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=200)
+            try:
+                batches = await consumer.getmany(*remaining, timeout_ms=200)
+            except unreadable.UNREADABLE_ERRORS:
+                # A record the client cannot unpack fails every fetch of its partition.
+                batches = await _isolated(consumer, {tp: given[tp] for tp in remaining})
             for tp, records in batches.items():
+                if records:
+                    given[tp] = records[-1].offset + 1
                 for record in records:
                     if record.offset >= self.ends[tp]:
                         break
@@ -135,3 +147,15 @@ class BoundedRead:
                 raise TopicReadError(
                     f"{self.topic}: no record for {self.stall_timeout:.0f} s before the end offsets "
                     f"{ {tp.partition: self.ends[tp] for tp in remaining} } were reached")
+
+
+async def _isolated(consumer: AIOKafkaConsumer,
+                    given: dict[TopicPartition, int]) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """The records after ``given`` up to and including one the client cannot unpack."""
+    found: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+
+    async def take(tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        found.setdefault(tp, []).extend(records)
+
+    await unreadable.isolate(consumer, given, take)
+    return found

@@ -5,9 +5,11 @@ broker restarted, a poller vanished between matching and the started record, or 
 in this process held a task handed over (docs/colocation.md) when the process died.
 Re-dispatch is the recovery of all of these: it keeps the runs with a task no worker has
 started (:attr:`Redispatcher.unstarted`, fed by every commit), and every
-REDISPATCH_AFTER_MS / 2 publishes again the tasks older than their due age, doubling it
-per task up to REDISPATCH_MAX_MS. Matching collapses duplicates by task id; history
-ignores stale answers.
+REDISPATCH_AFTER_MS / 2 publishes again the tasks due: a task first REDISPATCH_AFTER_MS
+after it was scheduled, then after twice the wait before, up to REDISPATCH_MAX_MS between
+two. (The wait was once compared with the task's age, which passes the cap for good: every
+task unstarted for 5 minutes, a queue no worker polls, went out again on every pass.)
+Matching collapses duplicates by task id; history ignores stale answers.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class Redispatcher:
         # Runs with a task no worker has started, and since when: re-dispatch looks only
         # at these instead of scanning the shard's executions.
         self.unstarted: dict[str, int] = {}
-        self._due: dict[str, int] = {}  # per task id re-dispatched, the age of its next re-dispatch
+        # Per task id re-dispatched: when it is due again (ms) and the wait after that.
+        self._due: dict[str, tuple[int, int]] = {}
 
     def recover(self, states: Iterable[MutableState]) -> None:
         """On acquisition: the runs the store marks undispatched."""
@@ -87,7 +90,7 @@ class Redispatcher:
         every unstarted task, now); return how many records went out."""
         now = int(time.time() * 1000)
         rows: list[OutboxRow] = []
-        alive: dict[str, int] = {}
+        alive: dict[str, tuple[int, int]] = {}
         for run_id, since in list(self.unstarted.items()):
             if not force and now - since < REDISPATCH_AFTER_MS:
                 continue
@@ -96,12 +99,12 @@ class Redispatcher:
                 continue
             t = Transition(state, now, self.shard_id)
             for task_id, since, dispatch in _unstarted(t):
-                age = now - since
-                due = self._due.get(task_id, REDISPATCH_AFTER_MS)
-                if force or age >= due:
+                due, wait = self._due.get(task_id, (since + REDISPATCH_AFTER_MS, REDISPATCH_AFTER_MS))
+                if force or now >= due:
                     dispatch()
-                    due = min(due * 2, REDISPATCH_MAX_MS) if not force else due
-                alive[task_id] = due
+                    wait = wait if force else min(wait * 2, REDISPATCH_MAX_MS)
+                    due = now + wait
+                alive[task_id] = (due, wait)
             rows.extend((0, m) for m in t.outbox)
         self._due = alive
         if rows:

@@ -32,7 +32,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol import avro
-from services.common import kafka, outage, validation
+from kadence_protocol.tracing import trace_headers
+from services.common import kafka, outage, unreadable, validation
 from services.common.colocation import ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
 from services.common.outcome import outcome
@@ -295,6 +296,8 @@ class BatchRunner:
 
     async def _command(self, ctx: BatchContext, record: ConsumerRecord[bytes, bytes]) -> str | None:
         """Run one command; return a dead-letter reason when it cannot be taken."""
+        if isinstance(record, unreadable.Unreadable):
+            return record.reason
         if record.value is None:
             return "record has no value"
         try:
@@ -322,8 +325,7 @@ class BatchRunner:
             refused = a.ingress.check(record, cmd)
             if refused is not None:
                 return refused
-        ctx.headers = tuple((k, v) for k, v in record.headers if k in ("traceparent", "tracestate")) \
-            if record.headers else ()
+        ctx.headers = trace_headers(record.headers)
         try:
             ctx.offset = record.offset if record.offset >= 0 else self.intake.consumed  # taken early: the next
             ctx.taken = refusals.taken(name, cmd, record, ctx.offset)  # refused with no reply_to: dead-lettered

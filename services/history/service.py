@@ -25,9 +25,10 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol.kafka_security import client_options
-from services.common import db, internal_auth, kafka, outage
+from services.common import db, internal_auth, kafka, outage, unreadable
 from services.common.aio import cancel
 from services.common.bind import UnsafeBind
 from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink, commands_grouped
@@ -470,15 +471,33 @@ class HistoryService:
             if self._restarts:
                 await self._restart_failed()
             try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
-            except outage.TRANSIENT as exc:
+                try:
+                    batches = await self._consumer.getmany(timeout_ms=1000)
+                except unreadable.UNREADABLE_ERRORS:
+                    # A record the client cannot unpack fails every fetch of its partition: find
+                    # it and have its shard dead-letter it (unreadable.py).
+                    await self._isolate_unreadable()
+                    continue
+            except outage.TRANSIENT as exc:  # isolating it asks the broker too
                 if not outage.is_transient(exc):
                     raise
                 await self._consume_backoff.wait(exc)
                 continue
             self._consume_backoff.recovered()
             for tp, records in batches.items():
-                shard = self.shards.get(tp.partition)
-                if shard is None or shard.stopped:
-                    continue
-                await shard.feed(records)
+                await self._feed(tp, records)
+
+    async def _isolate_unreadable(self) -> None:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        given = {tp: shard.intake.fed for p, shard in sorted(self.shards.items())
+                 if not shard.stopped and (tp := TopicPartition(kafka.REQUESTS, p)) in assigned}
+        if not await unreadable.isolate(self._consumer, given, self._feed):
+            # The record is on a partition whose shard is not acquired (yet): no busy loop meanwhile.
+            await asyncio.sleep(0.1)
+
+    async def _feed(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        shard = self.shards.get(tp.partition)
+        if shard is None or shard.stopped:
+            return
+        await shard.feed(records)

@@ -7,6 +7,7 @@ from typing import Protocol
 from kadence_protocol import avro
 from services.common import kafka
 from services.common.bounded import BoundedRead
+from services.common.unreadable import Unreadable
 
 from .replay import Replay
 
@@ -47,6 +48,9 @@ async def read_history(bootstrap: str, replay: Replay, *, from_time_ms: int | No
                 progress.advance(step)
                 step = 0
             where = f"{record.topic}[{record.partition}]@{record.offset}"
+            if isinstance(record, Unreadable):
+                unreadable.append(record.reason)
+                continue
             if record.value is None:
                 unreadable.append(f"{where}: no value")
                 continue

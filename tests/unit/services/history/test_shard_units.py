@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
 from typing import Any
@@ -223,10 +224,37 @@ async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task
     assert await r.redispatch() == 0  # scheduled just now: not due yet
     assert await r.redispatch(force=True) == 1  # a new broker: every unstarted task again
     assert [t for t, _, _, _ in published] == [kafka.TASKS]
-    old = {run_id: 0 for run_id in r.unstarted}  # scheduled long ago
-    for run_id, since in old.items():
-        r.watch(run_id, since)
-    state.wt.scheduled_time = 0
-    assert await r.redispatch() == 1
-    assert await r.redispatch() == 1  # still older than its doubled due age (scheduled at 0)
-    assert set(r._due.values()) == {4 * redispatch.REDISPATCH_AFTER_MS}
+    assert await r.redispatch() == 0  # just sent: not due again before its wait
+
+
+async def test_redispatch_sends_a_task_unstarted_for_long_at_most_once_per_max_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its age passes REDISPATCH_MAX_MS for good: it was sent again on every pass (every 5 s)."""
+    published: list[Any] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        published.extend(records)
+
+    clock = [3_600_000.0]  # seconds
+    monkeypatch.setattr(redispatch.kafka, "publish", publish)
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    state = await _state()
+    store = Store(state)
+
+    async def verify_owner() -> None:
+        pass
+
+    r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
+    assert state.wt is not None
+    state.wt.scheduled_time = 0  # an hour before the clock: a queue no worker polls
+    r.recover([state])
+    sent_at: list[float] = []
+    pass_s = redispatch.REDISPATCH_AFTER_MS / 2000
+    for _ in range(int(3600 / pass_s)):  # an hour of passes
+        if await r.redispatch():
+            sent_at.append(clock[0])
+        clock[0] += pass_s
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert gaps[:5] == [20.0, 40.0, 80.0, 160.0, 300.0]  # the wait doubles from 10 s ...
+    assert set(gaps[5:]) == {300.0}  # ... up to REDISPATCH_MAX_MS, never less
+    assert len(sent_at) < 20
