@@ -7,14 +7,15 @@ over HTTP, never to Kafka or PostgreSQL.
 The options, the exit codes and the error mapping are those of every ``kadence`` click
 CLI (kadence/_cli/common.py): 0 success; 1 the workflow failed, timed out, was terminated,
 already runs, refused the query, or was still running when ``--timeout`` passed; 2 a usage
-error or a query the server refused as malformed; 3 not found; 4 no connection to the
-frontend.
+error or a query the server refused as malformed; 3 not found; 4 no answer (the frontend is
+unreachable, answered 503, or timed out with 504, as when no worker answers a query).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import textwrap
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
@@ -108,12 +109,12 @@ def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
 
 # ---- the group ----------------------------------------------------------------------------------
 
-EPILOG = """\b
+EPILOG = f"""\b
 Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default),
 KADENCE_API_KEY, KADENCE_OUTPUT (table or json).
 Exit codes: 0 ok; 1 the workflow failed, timed out or was terminated, the request was refused
 (or the run still ran when --timeout passed); 2 usage errors, malformed queries; 3 not found;
-4 the frontend is unreachable.
+{textwrap.fill(common.NO_ANSWER_HELP, 96)}
 """
 
 

@@ -134,6 +134,9 @@ async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, clus
     ok(running)
     still = await cli(cluster, "result", "-w", f"slow-{tag}", "--timeout", "0.5")
     assert still.exit_code == 1 and "still running" in still.output
+    # No worker polls its queue: the query times out (504), "no answer" like an unreachable frontend.
+    unanswered = await cli(cluster, "query", "-w", f"slow-{tag}", "--name", "current")
+    assert unanswered.exit_code == 4 and "no worker" in unanswered.output, unanswered.output
 
 
 def test_kadence_workflow_is_mounted_on_the_kadence_command(capsys: pytest.CaptureFixture[str]) -> None:
