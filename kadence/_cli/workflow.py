@@ -150,12 +150,18 @@ QUERY_HELP = ("A list filter, e.g. \"WorkflowType = 'Order' AND ExecutionStatus 
 @with_client
 def list_(query: str, limit: int, everything: bool, output: str,
           address: str, namespace: str, api_key: str | None) -> None:
-    """List workflow runs matching a query, newest first."""
+    """List workflow runs matching a query, newest first. When more match than --limit, a
+    line on stderr says so (the output itself stays a table, or a JSON list)."""
     async def work(client: Client) -> list[WorkflowExecution]:
-        return [e async for e in client.list_workflows(query, page_size=min(limit, 1000) if not everything else 1000,
-                                                        limit=None if everything else limit)]
+        # One more than shown: whether more runs exist, without counting them all.
+        return [e async for e in client.list_workflows(query, page_size=min(limit + 1, 1000) if not everything
+                                                        else 1000, limit=None if everything else limit + 1)]
 
     runs = _run(address, namespace, work)
+    if not everything and len(runs) > limit:
+        runs = runs[:limit]
+        click.echo(f"More runs match than the {limit} shown: raise --limit, give --all, or narrow --query"
+                   " (kadence workflow count -q ... says how many).", err=True)
     if output == Output.JSON:
         _print_json([dict(e.raw) for e in runs])
         return

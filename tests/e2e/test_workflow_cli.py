@@ -101,7 +101,11 @@ async def test_start_signal_query_result_describe_show_list_count(client: Client
     grouped = json.loads(ok(await cli(cluster, "count", "-q", mine + " GROUP BY ExecutionStatus", "-o", "json")))
     assert grouped == {"count": 3, "groups": [{"group_values": ["Completed"], "count": 2},
                                               {"group_values": ["Failed"], "count": 1}]}
-    assert len(json.loads(ok(await cli(cluster, "list", "-q", mine, "--limit", "2", "-o", "json")))) == 2
+    cut = await cli(cluster, "list", "-q", mine, "--limit", "2", "-o", "json")
+    assert cut.exit_code == 0 and len(json.loads(cut.stdout)) == 2, cut.output
+    assert "More runs match than the 2 shown" in cut.stderr, cut.stderr
+    whole = await cli(cluster, "list", "-q", mine, "--limit", "3", "-o", "json")
+    assert len(json.loads(ok(whole))) == 3 and "More runs" not in whole.stderr
 
 
 async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, cluster: Cluster) -> None:
