@@ -90,6 +90,14 @@ def _status(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
+def _failure_text(failure: object) -> Text | None:
+    """``Type: message`` of a run's failure (its chain of causes: ``-o json``, ``details``)."""
+    if not isinstance(failure, Mapping):
+        return None
+    kind = f"{failure['type']}: " if failure.get("type") else ""
+    return Text(f"{kind}{failure.get('message') or ''}", style="red")
+
+
 def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
     """The connection options of a command that talks to the frontend. The command is given
     the values in effect (:func:`common.connection`, :func:`common.output`: written after it,
@@ -246,6 +254,8 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
                           info.get("new_run_id")),
                          ("Reset from", info.get("reset_from_run_id")),
                          ("Terminated because", info.get("terminate_reason")),
+                         ("Failure", _failure_text(info.get("failure"))),
+                         ("Cancel details", info.get("cancel_details")),
                          ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or [])),
                          ("Memo", _pairs(info.get("memo")) if isinstance(info.get("memo"), dict) else None)):
         if value not in (None, ""):

@@ -74,6 +74,11 @@ async def test_start_signal_query_result_describe_show_list_count(client: Client
         failed = await cli(cluster, "execute", "-t", "CliFail", "--tq", queue, "-w", f"fail-{tag}")
         assert failed.exit_code == 1 and "no such customer" in failed.output
 
+    # A failed run's describe says why, over HTTP and in the table.
+    failed_run = json.loads(ok(await cli(cluster, "describe", "-w", f"fail-{tag}", "-o", "json")))
+    assert (failed_run["failure"]["type"], failed_run["failure"]["message"]) == ("NotFound", "no such customer")
+    assert failed_run["cancel_details"] is None
+    assert "NotFound: no such customer" in ok(await cli(cluster, "describe", "-w", f"fail-{tag}"))
     described = json.loads(ok(await cli(cluster, "describe", "-w", f"greet-{tag}", "-o", "json")))
     assert described["status"] == "Completed" and described["run_id"] == started["run_id"]
     table = ok(await cli(cluster, "describe", "-w", f"greet-{tag}"))
