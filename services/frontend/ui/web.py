@@ -33,7 +33,7 @@ from services.common.bounded import TopicReadError
 from services.common.dlq import DeadLetterNotFound
 
 from ..auth import Permission
-from ..errors import FrontendError, InvalidArgument, NotFound, PermissionDenied
+from ..errors import RETRY_AFTER_S, FrontendError, InvalidArgument, NotFound, PermissionDenied
 from . import diagnosis, timeline
 from .data import Feature, Search, UiData, UnauthenticatedUi, WorkflowPage
 
@@ -257,7 +257,10 @@ class Ui:
                 back = None
         if back == request.path and status != 503:
             back = None
-        return self.render(request, "error.html", status, error=error, message=message, back=back)
+        page = self.render(request, "error.html", status, error=error, message=message, back=back)
+        if status == 503:  # as the API's: the database or broker may be back in a moment
+            page.headers["Retry-After"] = RETRY_AFTER_S
+        return page
 
     async def root(self, request: web.Request) -> web.StreamResponse:
         """``/`` and the forms without a path of their own: namespace switch, open by id.
