@@ -200,6 +200,9 @@ class Worker:
             await asyncio.wait([stopping, *polling], return_when=asyncio.FIRST_COMPLETED)
             refused = next((t.exception() for t in polling if t.done() and not t.cancelled() and t.exception()),
                            None)
+            if refused is not None:
+                # Said at once: with `async with Worker(...)` it is raised only when the block ends.
+                _log.error("worker %s stops, its tasks in flight finishing: %s", self.identity, refused)
         finally:
             for task in (stopping, *polling):
                 task.cancel()
