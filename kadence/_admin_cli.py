@@ -2,7 +2,7 @@
 
 Both talk to a frontend over the HTTP API through the client (kadence/_admin.py), with the
 options and exit codes every ``kadence`` click CLI shares (kadence/_cli/common.py): 0 done,
-1 refused or failed, 2 bad usage, 3 not found, 4 the server is unreachable or unavailable.
+1 refused or failed, 2 bad usage, 3 not found, 4 no answer (unreachable, 503 or 504).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ __all__ = [
     "QueryFailedError",
     "RPCError",
     "TerminatedError",
+    "WorkerRefusedError",
     "WorkflowAlreadyClosedError",
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
@@ -337,3 +338,15 @@ class WorkflowNotFoundError(RPCError):
 
 class QueryFailedError(RPCError):
     """The workflow's query handler failed or does not exist."""
+
+
+class WorkerRefusedError(RPCError):
+    """The frontend refused a worker's polls (401 or 403) several times in a row: its
+    credential does not verify, or grants no polling of the task queue. ``Worker.run()``
+    raises it rather than retrying forever (docs/sdk.md)."""
+
+    def __init__(self, refused: RPCError, path: str, times: int) -> None:
+        super().__init__(refused.status, refused.error_type,
+                         f"the frontend refused this worker's polls of {path} {times} times in a row"
+                         f" ({refused.message}); check the worker's api_key and its grants", refused.field)
+        self.path = path

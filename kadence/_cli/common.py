@@ -41,12 +41,15 @@ class ExitCode(enum.IntEnum):
     FAILED = 1  # the workflow failed/timed out/was terminated, the server refused, still running at --timeout
     USAGE = 2  # bad arguments, a request the server refused as malformed (400)
     NOT_FOUND = 3  # no such workflow, namespace, schedule
-    UNAVAILABLE = 4  # no connection to the frontend, or it answered 503/504
+    UNAVAILABLE = 4  # no answer: no connection, 503, or 504 (e.g. no worker answered a query); retry may help
     WORKFLOW = 1  # the workflow CLI's earlier name of FAILED (an alias: the same member)
 
 
+#: What exit code 4 means, said the same way in every group's --help and the README.
+NO_ANSWER_HELP = ("4 no answer, worth retrying: the frontend is unreachable, unavailable (503) or timed out"
+                  " (504, e.g. no worker answered a query).")
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed or refused by the server; 2 usage errors and malformed requests;"
-                   " 3 not found; 4 the frontend is unreachable or unavailable.")
+                   " 3 not found; " + NO_ANSWER_HELP)
 
 
 class Output(enum.StrEnum):

@@ -7,14 +7,15 @@ over HTTP, never to Kafka or PostgreSQL.
 The options, the exit codes and the error mapping are those of every ``kadence`` click
 CLI (kadence/_cli/common.py): 0 success; 1 the workflow failed, timed out, was terminated,
 already runs, refused the query, or was still running when ``--timeout`` passed; 2 a usage
-error or a query the server refused as malformed; 3 not found; 4 no connection to the
-frontend.
+error or a query the server refused as malformed; 3 not found; 4 no answer (the frontend is
+unreachable, answered 503, or timed out with 504, as when no worker answers a query).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import textwrap
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
@@ -89,6 +90,14 @@ def _status(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
+def _failure_text(failure: object) -> Text | None:
+    """``Type: message`` of a run's failure (its chain of causes: ``-o json``, ``details``)."""
+    if not isinstance(failure, Mapping):
+        return None
+    kind = f"{failure['type']}: " if failure.get("type") else ""
+    return Text(f"{kind}{failure.get('message') or ''}", style="red")
+
+
 def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
     """The connection options of a command that talks to the frontend. The command is given
     the values in effect (:func:`common.connection`, :func:`common.output`: written after it,
@@ -108,12 +117,12 @@ def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
 
 # ---- the group ----------------------------------------------------------------------------------
 
-EPILOG = """\b
+EPILOG = f"""\b
 Environment: KADENCE_ADDRESS (default http://127.0.0.1:7233), KADENCE_NAMESPACE (default default),
 KADENCE_API_KEY, KADENCE_OUTPUT (table or json).
 Exit codes: 0 ok; 1 the workflow failed, timed out or was terminated, the request was refused
 (or the run still ran when --timeout passed); 2 usage errors, malformed queries; 3 not found;
-4 the frontend is unreachable.
+{textwrap.fill(common.NO_ANSWER_HELP, 96)}
 """
 
 
@@ -149,12 +158,18 @@ QUERY_HELP = ("A list filter, e.g. \"WorkflowType = 'Order' AND ExecutionStatus 
 @with_client
 def list_(query: str, limit: int, everything: bool, output: str,
           address: str, namespace: str, api_key: str | None) -> None:
-    """List workflow runs matching a query, newest first."""
+    """List workflow runs matching a query, newest first. When more match than --limit, a
+    line on stderr says so (the output itself stays a table, or a JSON list)."""
     async def work(client: Client) -> list[WorkflowExecution]:
-        return [e async for e in client.list_workflows(query, page_size=min(limit, 1000) if not everything else 1000,
-                                                        limit=None if everything else limit)]
+        # One more than shown: whether more runs exist, without counting them all.
+        return [e async for e in client.list_workflows(query, page_size=min(limit + 1, 1000) if not everything
+                                                        else 1000, limit=None if everything else limit + 1)]
 
     runs = _run(address, namespace, work)
+    if not everything and len(runs) > limit:
+        runs = runs[:limit]
+        click.echo(f"More runs match than the {limit} shown: raise --limit, give --all, or narrow --query"
+                   " (kadence workflow count -q ... says how many).", err=True)
     if output == Output.JSON:
         _print_json([dict(e.raw) for e in runs])
         return
@@ -239,6 +254,8 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
                           info.get("new_run_id")),
                          ("Reset from", info.get("reset_from_run_id")),
                          ("Terminated because", info.get("terminate_reason")),
+                         ("Failure", _failure_text(info.get("failure"))),
+                         ("Cancel details", info.get("cancel_details")),
                          ("Runs reset from it", ", ".join(info.get("reset_to_run_ids") or [])),
                          ("Memo", _pairs(info.get("memo")) if isinstance(info.get("memo"), dict) else None)):
         if value not in (None, ""):

@@ -10,11 +10,14 @@ from typing import Any, Protocol
 
 from kadence._http import Transport
 from kadence._worker.adaptive import FixedLimits, TaskLimits
-from kadence.exceptions import RPCError
+from kadence.exceptions import RPCError, WorkerRefusedError
 
 __all__ = ["Poller", "Reachability", "Slots"]
 
 _log = logging.getLogger(__name__)
+#: Polls refused (401/403) in a row before the poller gives up and the worker's run() raises:
+#: a few, so that a frontend reloading its keys does not stop workers, never forever.
+REFUSALS_BEFORE_STOPPING = 3
 
 # The context a task's done callback (a set's discard) runs in: without one, asyncio copies
 # the caller's context for every callback, one more object per task in flight. The callback
@@ -149,7 +152,9 @@ class Poller:
         self._forget = self.running.discard
 
     async def run(self) -> None:
-        """Poll until cancelled. Errors are logged and retried with capped backoff.
+        """Poll until cancelled. Errors are logged and retried with capped backoff, except
+        polls refused (401/403) :data:`REFUSALS_BEFORE_STOPPING` times in a row: those raise
+        :class:`WorkerRefusedError` (retrying a credential that is refused helps nobody).
 
         Tasks of an answer that came back short run before the next poll goes out: the
         queue is empty, so their answers are what the workflows wait for. A full answer
@@ -159,6 +164,7 @@ class Poller:
         their wake-up time (workflow.now()) still to be stamped.
         """
         backoff = 0.0
+        refusals = 0  # polls answered 401/403 in a row
         held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
         try:
             while True:
@@ -176,15 +182,21 @@ class Poller:
                         held = []
                     answer = await request
                     tasks = list(answer.get("tasks") or [])[:taken]
-                    backoff = 0.0
+                    backoff = refusals = 0
                     self._reachability.succeeded()
                 except asyncio.CancelledError:
                     request.cancel()
                     await self._slots.release(taken)
                     raise
-                except Exception as err:  # noqa: BLE001 - a poller must survive anything
+                except Exception as err:  # a poller survives anything but refused credentials
                     await self._slots.release(taken)
                     backoff = min(10.0, max(0.1, backoff * 2))
+                    if isinstance(err, RPCError) and err.status in (401, 403):
+                        refusals += 1
+                        if refusals >= REFUSALS_BEFORE_STOPPING:
+                            raise WorkerRefusedError(err, self._path, refusals) from err
+                    else:
+                        refusals = 0  # in a row: another failure breaks the row
                     if isinstance(err, RPCError) and err.retryable:
                         self._reachability.failed(self._path, err, backoff)
                     else:

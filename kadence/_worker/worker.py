@@ -189,23 +189,35 @@ class Worker:
         ]
 
     async def run(self) -> None:
-        """Poll and process tasks until cancelled or shut down."""
+        """Poll and process tasks until cancelled or shut down. Raises
+        :class:`~kadence.exceptions.WorkerRefusedError` (after letting in-flight tasks finish)
+        when the frontend keeps refusing the polls with 401/403."""
         if self._stop is not None:
             raise RuntimeError("this worker is already running")
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         polling = [loop.create_task(p.run(), name=f"kadence-poller-{i}") for i, p in enumerate(self._pollers)]
+        stopping = loop.create_task(self._stop.wait(), name="kadence-worker-stop")
+        refused: BaseException | None = None
         try:
-            await self._stop.wait()
+            # A poller ends only when cancelled or refused (poller.py): either ends the worker.
+            await asyncio.wait([stopping, *polling], return_when=asyncio.FIRST_COMPLETED)
+            refused = next((t.exception() for t in polling if t.done() and not t.cancelled() and t.exception()),
+                           None)
+            if refused is not None:
+                # Said at once: with `async with Worker(...)` it is raised only when the block ends.
+                _log.error("worker %s stops, its tasks in flight finishing: %s", self.identity, refused)
         finally:
-            for task in polling:
+            for task in (stopping, *polling):
                 task.cancel()
-            await asyncio.gather(*polling, return_exceptions=True)
+            await asyncio.gather(stopping, *polling, return_exceptions=True)
             if self.workflow_processor is not None:
                 self.workflow_processor.close()  # no timer runs ahead here any more
             await self._drain()
             if self._own_executor and self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
+        if refused is not None:
+            raise refused
 
     async def _drain(self) -> None:
         in_flight = [t for p in self._pollers for t in p.running]

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from services.common.read_bound import Reads
 from services.common.validation import MAX_DURATION_MS
 
 DEFAULT = "default"
@@ -83,9 +84,10 @@ class Namespace:
 
 
 class NamespaceStore:
-    """The namespaces table."""
+    """The namespaces table. Given a :class:`BoundedReads` (the frontend's reads), only
+    ``get``, ``list`` and ``names`` may be called."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Reads) -> None:
         self._pool = pool
 
     async def create(self, name: str, description: str, owner_email: str, retention_ms: int) -> Namespace | None:
@@ -118,7 +120,7 @@ class NamespaceStore:
 class NamespaceRegistry:
     """Which namespaces are registered: a set in memory, refreshed from PostgreSQL on a miss."""
 
-    def __init__(self, pool: asyncpg.Pool, *, negative_ttl: float = NEGATIVE_TTL_S,
+    def __init__(self, pool: Reads, *, negative_ttl: float = NEGATIVE_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = NamespaceStore(pool)
         self._negative_ttl = negative_ttl

@@ -75,3 +75,7 @@ class BoundedReads:
         self._giving_back.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("a connection of a bounded read could not be given back cleanly (%r); it was closed", exc)
+
+
+#: What a read-only caller is given: a pool, or the same pool behind a bound.
+Reads = asyncpg.Pool | BoundedReads

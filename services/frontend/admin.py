@@ -26,6 +26,7 @@ from services.common.namespaces import (
     format_duration_ms,
     parse_duration_ms,
 )
+from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
 from services.common.schedules import (
     OverlapPolicy,
     ScheduleAction,
@@ -75,9 +76,13 @@ ADMIN_ROUTES: list[tuple[str, str, str]] = [
 
 class AdminHandlers:
     def __init__(self, pool: asyncpg.Pool, registry: NamespaceRegistry, *, shards: int,
-                 min_retention_ms: int = 60_000, clock: Callable[[], float] = time.time) -> None:
-        self._pool = pool
+                 min_retention_ms: int = 60_000, clock: Callable[[], float] = time.time,
+                 read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._pool = pool  # writes, and the reads that precede a write
+        # Describes and lists: bounded, so a paused PostgreSQL answers 503 (read_bound.py).
+        self._reads = BoundedReads(pool, read_timeout)
         self._store = NamespaceStore(pool)
+        self._read_store = NamespaceStore(self._reads)
         self.registry = registry
         self._shards = shards  # used only if the cluster has not recorded its count
         self._min_retention_ms = min_retention_ms
@@ -121,11 +126,11 @@ class AdminHandlers:
         return 201, created.to_json()
 
     async def list_namespaces(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        return OK, {"namespaces": [n.to_json() for n in await self._store.list()]}
+        return OK, {"namespaces": [n.to_json() for n in await self._read_store.list()]}
 
     async def describe_namespace(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        found = await self._store.get(ns)
+        found = await self._read_store.get(ns)
         if found is None:
             raise not_found(ns)
         return OK, found.to_json()
@@ -193,7 +198,7 @@ class AdminHandlers:
         return await self._row(ns, sid)
 
     async def _row(self, ns: str, sid: str) -> asyncpg.Record:
-        row = await self._pool.fetchrow("SELECT * FROM schedules WHERE namespace = $1 AND schedule_id = $2", ns, sid)
+        row = await self._reads.fetchrow("SELECT * FROM schedules WHERE namespace = $1 AND schedule_id = $2", ns, sid)
         if row is None:
             raise ScheduleNotFound(f"schedule {sid!r} was not found in namespace {ns!r}", field="schedule_id")
         return row
@@ -206,7 +211,7 @@ class AdminHandlers:
 
     async def list_schedules(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        rows = await self._pool.fetch("SELECT * FROM schedules WHERE namespace = $1 ORDER BY schedule_id", ns)
+        rows = await self._reads.fetch("SELECT * FROM schedules WHERE namespace = $1 ORDER BY schedule_id", ns)
         return OK, {"schedules": [schedule_json(r) for r in rows]}
 
     async def delete_schedule(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:

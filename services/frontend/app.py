@@ -43,7 +43,7 @@ from .admin import ADMIN_ROUTES, AdminHandlers, not_found
 from .auth import Authenticator, served, serving
 from .closed import CloseWatcher
 from .engine import Engine
-from .errors import FrontendError, Unavailable
+from .errors import RETRY_AFTER_S, FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
@@ -66,8 +66,6 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
-# What a 503 for the database tells the caller to wait before trying again, in seconds.
-RETRY_AFTER_S = "1"
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -288,10 +286,12 @@ class FrontendService:
             commands=self._commands, token_keys=keys)
         engine.open()
         handlers = Handlers(engine, VisibilityReads(self._pool, read_timeout=s.read_timeout_ms / 1000))
-        admin = AdminHandlers(self._pool, NamespaceRegistry(self._pool), shards=s.shards,
-                              min_retention_ms=s.min_retention_ms)
-        task_queues = TaskQueueReads(BoundedReads(self._pool, s.read_timeout_ms / 1000), self._matching)
-        ui = UiData(handlers, auth, pool=self._pool, bootstrap=s.kafka_bootstrap, matching=self._matching.local,
+        reads = BoundedReads(self._pool, s.read_timeout_ms / 1000)
+        admin = AdminHandlers(self._pool, NamespaceRegistry(reads), shards=s.shards,
+                              min_retention_ms=s.min_retention_ms, read_timeout=s.read_timeout_ms / 1000)
+        task_queues = TaskQueueReads(reads, self._matching)
+        # The UI reads the pool itself too (start records, chain checks, the audit): bounded.
+        ui = UiData(handlers, auth, pool=reads, bootstrap=s.kafka_bootstrap, matching=self._matching.local,
                     admin_handlers=admin, task_queue_reads=task_queues)
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues))
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# What a 503 for the database tells the caller (API or web UI) to wait before trying again, in seconds.
+RETRY_AFTER_S = "1"
+
 
 class FrontendError(Exception):
     """Root of every frontend error."""

@@ -151,6 +151,8 @@ COMPONENTS: dict[str, Schema] = {
         "new_run_id": NULL_STR, "memo": {"type": ["object", "null"]}, "history_size_bytes": INT,
         "search_attributes": {"type": ["object", "null"]},
         "attempt": INT, "reset_from_run_id": NULL_STR, "reset_to_run_ids": {"type": "array", "items": STR},
+        "terminate_reason": NULL_STR, "failure": {"type": ["object", "null"]},
+        "cancel_details": JSON_TEXT,
         "pending_activities": {"type": "array", "items": {"type": "object"}},
         "pending_timers": {"type": "array", "items": {"type": "object"}},
         "pending_children": {"type": "array", "items": {"type": "object"}},

@@ -167,6 +167,10 @@ def describe(ex: Execution) -> dict[str, Any]:
         "reset_from_run_id": state.get("reset_from_run_id"),
         # Null unless terminated (and for a row last written before the summary kept it).
         "terminate_reason": state.get("terminate_reason"),
+        # A Failed run's failure (message, type, cause...) and a Canceled run's details (JSON
+        # text), as result() answers them; null otherwise. Every summary has carried both.
+        "failure": state.get("failure"),
+        "cancel_details": state.get("cancel_details"),
         "memo": exact_json.loads(state["memo"]) if state.get("memo") else None,
         # The start's with the workflow's upserts merged in (null: none, or a row not
         # written since search attributes joined the summary).

@@ -1,5 +1,7 @@
 """Reads answer 503 (with Retry-After) within a bound while PostgreSQL is paused (SIGSTOP):
-describe, a history page, a list, a task queue's description. A paused server keeps its connections open and a query
+describe, a history page, a list, a task queue's description, the admin reads (namespace
+list and describe, schedule list and describe, an unknown namespace's check) and the web
+UI's pages that read the database themselves (schedules, the audit). A paused server keeps its connections open and a query
 simply waits, with no error; without a bound a describe waited as long as the pause. Once
 PostgreSQL answers again the same reads answer 200."""
 
@@ -51,25 +53,36 @@ async def test_reads_answer_503_with_retry_after_while_postgres_is_paused(
     client = await Client.connect(cluster.url)
     wid = f"idle-{uuid.uuid4().hex[:8]}"
     base = f"{cluster.url}/api/v1/namespaces/default"
+    sid = f"tick-{uuid.uuid4().hex[:8]}"
     reads = [f"{base}/workflows/{wid}", f"{base}/workflows/{wid}/history", f"{base}/workflows",
-             f"{base}/task-queues/reads"]
+             f"{base}/task-queues/reads", f"{cluster.url}/api/v1/namespaces", base, f"{base}/schedules",
+             f"{base}/schedules/{sid}", f"{cluster.url}/ui/namespaces/default/schedules", f"{cluster.url}/ui/audit"]
+    # Answered 404 while PostgreSQL answers (the registry reads the table for a name it does
+    # not know), 503 while it is paused.
+    unknown = f"{cluster.url}/api/v1/namespaces/nope-{uuid.uuid4().hex[:6]}/workflows/x"
     paused = []
     try:
         async with Worker(client, task_queue="reads", workflows=[Idle]), aiohttp.ClientSession() as http:
             await client.start_workflow(Idle.run, id=wid, task_queue="reads")
+            await client.create_schedule(sid, Idle.run, task_queue="reads", interval="1h")
             for url in reads:
                 async with http.get(url) as r:
                     assert r.status == 200, (url, r.status, await r.text())
+            async with http.get(unknown) as r:
+                assert r.status == 404, (r.status, await r.text())
 
             paused.extend(_processes(own_postgres))
             for p in paused:
                 os.kill(p.pid, signal.SIGSTOP)
-            for url in reads:
+            for url in [*reads, unknown.replace("nope-", "other-")]:
                 began = time.monotonic()
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r:
-                    body = await r.json()
+                    if "/ui/" in url:  # a page saying so
+                        body = {"error": "Unavailable" if "<h1>Unavailable</h1>" in await r.text() else "?"}
+                    else:
+                        body = await r.json()
                     assert r.status == 503 and body["error"] == "Unavailable", (url, r.status, body)
-                    assert int(r.headers["Retry-After"]) >= 1
+                    assert int(r.headers["Retry-After"]) >= 1, url
                 assert time.monotonic() - began < ANSWER_WITHIN_S, url
 
             for p in paused:
@@ -86,6 +99,7 @@ async def test_reads_answer_503_with_retry_after_while_postgres_is_paused(
             answered: str = await eventually(all_read, timeout=30, what="reads answering again")
             assert answered
             await client.get_workflow_handle(wid).terminate("done")
+            await client.delete_schedule(sid)
     finally:
         for p in paused:
             os.kill(p.pid, signal.SIGCONT)

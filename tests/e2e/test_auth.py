@@ -3,6 +3,7 @@ limited to its task queues, and the granted calls work."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -149,3 +150,25 @@ async def test_the_ui_tells_an_unregistered_namespace_only_to_who_may_read_there
     async with aiohttp.ClientSession(cookies={"kadence_ui_credential": "shop-app-key"}) as shop:
         async with shop.get(page) as resp:  # no grant there: the page's 403, nothing about the name
             assert resp.status == 403 and "is not registered" not in await resp.text()
+
+
+async def test_a_worker_whose_polls_are_refused_stops_with_a_clear_error(secured: Cluster) -> None:
+    """Polls of a queue the key may not poll (403), or with a key that does not verify (401):
+    run() raises WorkerRefusedError after a few refusals instead of retrying forever."""
+    import asyncio
+
+    from kadence import Client, Worker
+    from kadence.exceptions import WorkerRefusedError
+
+    from .workflows import EchoWorkflow
+
+    async with await Client.connect(secured.url, api_key="ops-key") as ops:
+        with contextlib.suppress(Exception):  # another test of this cluster may have made it
+            await ops.create_namespace("shop", retention="7d")
+    for key, status in (("cards-worker-key", 403), ("no-such-key", 401)):
+        async with await Client.connect(secured.url, namespace="shop", api_key=key) as client:
+            worker = Worker(client, task_queue="orders", workflows=[EchoWorkflow])
+            with pytest.raises(WorkerRefusedError) as caught:
+                await asyncio.wait_for(worker.run(), timeout=20)
+            assert caught.value.status == status, caught.value
+            assert "check the worker's api_key and its grants" in str(caught.value)

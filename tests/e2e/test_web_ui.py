@@ -235,6 +235,8 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
     config.write_text(json.dumps({"api_keys": [
         api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
         api_key_entry("viewer", "viewer-key", [{"namespace": "default", "permissions": ["read"]}]),
+        api_key_entry("shopper", "shop-key", [{"namespace": "shop", "permissions": ["read"]}]),
+        api_key_entry("nobody", "nobody-key", []),
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
@@ -279,3 +281,31 @@ async def test_with_auth_the_ui_signs_in_and_acts_with_the_callers_permissions(s
         assert cookies and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
     finally:
         await ops.close()
+
+
+async def test_signing_in_without_a_next_page_lands_where_the_caller_may_read(secured: Cluster,
+                                                                               browser: Any) -> None:
+    ops = await Client.connect(secured.url, namespace="default", identity="ops", api_key="ops-key")
+    try:
+        await ops.create_namespace("shop", retention=timedelta(days=1))
+    finally:
+        await ops.close()
+    page = await browser.new_page()
+    # A grant in `shop` only: not the `default` namespace's 403, but shop's workflows.
+    await page.goto(f"{secured.url}/ui/login")
+    await page.fill("#credential", "shop-key")
+    await page.click("#login-form button")
+    await page.wait_for_url("**/ui/namespaces/shop/workflows")
+    # Asked for `default` anyway: the 403 links to shop's workflows, not back to itself.
+    await page.goto(f"{secured.url}/ui/namespaces/default/workflows")
+    assert "lacks the read permission" in (await page.text_content("#error-message") or "")
+    assert await page.get_attribute("#error-back", "href") == "/ui/namespaces/shop/workflows"
+    await page.click("#error-back")
+    await page.wait_for_url("**/ui/namespaces/shop/workflows")
+    # No grant anywhere: a page that says so and offers to sign in again, no link to itself.
+    await page.click("header form.js-action button")
+    await page.wait_for_url("**/ui/login")
+    await page.fill("#credential", "nobody-key")
+    await page.click("#login-form button")
+    await page.locator("#error-message", has_text="grant reading no namespace").wait_for()
+    assert await page.get_attribute("#error-back", "href") == "/ui/login"

@@ -74,6 +74,11 @@ async def test_start_signal_query_result_describe_show_list_count(client: Client
         failed = await cli(cluster, "execute", "-t", "CliFail", "--tq", queue, "-w", f"fail-{tag}")
         assert failed.exit_code == 1 and "no such customer" in failed.output
 
+    # A failed run's describe says why, over HTTP and in the table.
+    failed_run = json.loads(ok(await cli(cluster, "describe", "-w", f"fail-{tag}", "-o", "json")))
+    assert (failed_run["failure"]["type"], failed_run["failure"]["message"]) == ("NotFound", "no such customer")
+    assert failed_run["cancel_details"] is None
+    assert "NotFound: no such customer" in ok(await cli(cluster, "describe", "-w", f"fail-{tag}"))
     described = json.loads(ok(await cli(cluster, "describe", "-w", f"greet-{tag}", "-o", "json")))
     assert described["status"] == "Completed" and described["run_id"] == started["run_id"]
     table = ok(await cli(cluster, "describe", "-w", f"greet-{tag}"))
@@ -101,7 +106,11 @@ async def test_start_signal_query_result_describe_show_list_count(client: Client
     grouped = json.loads(ok(await cli(cluster, "count", "-q", mine + " GROUP BY ExecutionStatus", "-o", "json")))
     assert grouped == {"count": 3, "groups": [{"group_values": ["Completed"], "count": 2},
                                               {"group_values": ["Failed"], "count": 1}]}
-    assert len(json.loads(ok(await cli(cluster, "list", "-q", mine, "--limit", "2", "-o", "json")))) == 2
+    cut = await cli(cluster, "list", "-q", mine, "--limit", "2", "-o", "json")
+    assert cut.exit_code == 0 and len(json.loads(cut.stdout)) == 2, cut.output
+    assert "More runs match than the 2 shown" in cut.stderr, cut.stderr
+    whole = await cli(cluster, "list", "-q", mine, "--limit", "3", "-o", "json")
+    assert len(json.loads(ok(whole))) == 3 and "More runs" not in whole.stderr
 
 
 async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, cluster: Cluster) -> None:
@@ -134,6 +143,9 @@ async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, clus
     ok(running)
     still = await cli(cluster, "result", "-w", f"slow-{tag}", "--timeout", "0.5")
     assert still.exit_code == 1 and "still running" in still.output
+    # No worker polls its queue: the query times out (504), "no answer" like an unreachable frontend.
+    unanswered = await cli(cluster, "query", "-w", f"slow-{tag}", "--name", "current")
+    assert unanswered.exit_code == 4 and "no worker" in unanswered.output, unanswered.output
 
 
 def test_kadence_workflow_is_mounted_on_the_kadence_command(capsys: pytest.CaptureFixture[str]) -> None:

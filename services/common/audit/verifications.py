@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from ..read_bound import Reads
 from .divergences import Divergence, RunKey
 
 
@@ -67,7 +68,7 @@ def _verification(row: asyncpg.Record) -> Verification:
         int(row["divergences"]), int(row["chain_breaks"]), bool(row["compared_with_postgres"]))
 
 
-async def latest(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 1) -> list[Verification]:
+async def latest(conn: asyncpg.Connection | Reads, limit: int = 1) -> list[Verification]:
     """The most recent verifications, newest first."""
     rows = await conn.fetch("SELECT * FROM audit_verifications ORDER BY id DESC LIMIT $1", limit)
     return [_verification(r) for r in rows]
@@ -79,7 +80,7 @@ def _divergence(row: asyncpg.Record) -> Divergence:
                       str(row["detail"]), None if event_id is None else int(event_id))
 
 
-async def divergences_of(conn: asyncpg.Connection | asyncpg.Pool, verification_id: int,
+async def divergences_of(conn: asyncpg.Connection | Reads, verification_id: int,
                          limit: int = 1000) -> list[Divergence]:
     rows = await conn.fetch("SELECT * FROM audit_divergences WHERE verification_id = $1 ORDER BY seq LIMIT $2",
                             verification_id, limit)
@@ -94,7 +95,7 @@ class RunVerdict:
     divergences: Sequence[Divergence]
 
 
-async def run_verdict(conn: asyncpg.Connection | asyncpg.Pool, run_id: str) -> RunVerdict | None:
+async def run_verdict(conn: asyncpg.Connection | Reads, run_id: str) -> RunVerdict | None:
     """The latest verification and its divergences about ``run_id``; None when none is stored."""
     found = await latest(conn)
     if not found:

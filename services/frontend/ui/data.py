@@ -32,6 +32,7 @@ from services.common.audit import verifications as audit_store
 from services.common.matching import LocalMatchingService
 from services.common.matching.stats import PollerSeen
 from services.common.namespaces import NamespaceRegistry
+from services.common.read_bound import Reads
 
 from ..admin import not_found
 from ..auth import Authenticator, Permission, Principal
@@ -174,7 +175,7 @@ class TaskQueueRow:
 class UiData:
     handlers: Handlers
     auth: Authenticator | None
-    pool: asyncpg.Pool | None = None
+    pool: Reads | None = None  # read-only: the frontend gives it a BoundedReads
     bootstrap: str = ""
     matching: LocalMatchingService | None = None  # the matching in this process, for its pollers
     features: dict[Feature, str] = field(default_factory=detect)

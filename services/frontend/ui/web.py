@@ -33,7 +33,7 @@ from services.common.bounded import TopicReadError
 from services.common.dlq import DeadLetterNotFound
 
 from ..auth import Permission
-from ..errors import FrontendError, InvalidArgument, NotFound
+from ..errors import RETRY_AFTER_S, FrontendError, InvalidArgument, NotFound, PermissionDenied
 from . import diagnosis, timeline
 from .data import Feature, Search, UiData, UnauthenticatedUi, WorkflowPage
 
@@ -48,7 +48,7 @@ PAGE_SIZE = 50
 STATUSES = ("Running", "Completed", "Failed", "Terminated", "ContinuedAsNew", "TimedOut", "Canceled")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -158,6 +158,7 @@ class Ui:
         app.router.add_get("/ui", self.root)
         app.router.add_get("/ui/", self.root)
         app.router.add_get("/ui/static/{name}", self.asset)
+        app.router.add_get("/favicon.ico", self.favicon)
         app.router.add_get("/ui/login", self.page(self.login))
         app.router.add_get("/ui/dlq", self.page(self.dead_letters))
         app.router.add_get("/ui/audit", self.page(self.audit))
@@ -200,13 +201,12 @@ class Ui:
             except FrontendError as exc:
                 if exc.status == 401 and handler != self.login:
                     return _redirect(f"/ui/login?next={quote(request.path_qs, safe='')}")
-                return self.render(request, "error.html", exc.status, error=exc.error, message=str(exc))
+                return self.error_page(request, exc.status, exc.error, str(exc))
             except (KafkaError, TopicReadError) as exc:
-                return self.render(request, "error.html", 503, error="Unavailable",
-                                   message=f"the broker is unavailable: {exc}")
+                return self.error_page(request, 503, "Unavailable", f"the broker is unavailable: {exc}")
             except outage.DATABASE_TRANSIENT:
-                return self.render(request, "error.html", 503, error="Unavailable",
-                                   message="the database is unavailable; this page retries when reloaded")
+                return self.error_page(request, 503, "Unavailable",
+                                       "the database is unavailable; this page retries when reloaded")
         return page
 
     def action(self, handler: Callable[[web.Request, dict[str, Any]],
@@ -234,13 +234,55 @@ class Ui:
                 return _secure(web.json_response({"error": "Unavailable", "message": str(exc)}, status=503))
         return action
 
+    def landing(self, request: web.Request) -> str | None:
+        """The workflows page the caller may read: ``default``'s, else that of the first
+        namespace (by name) it has a read grant in; None when it may read none (or has not
+        signed in: 401)."""
+        principal = self.data.principal(self._authorization(request))
+        if principal is None or principal.allows(Permission.READ, "default"):
+            return "/ui/namespaces/default/workflows"
+        granted = sorted({g.namespace for g in principal.grants
+                          if g.namespace != "*" and principal.allows(Permission.READ, g.namespace)})
+        return f"/ui/namespaces/{quote(granted[0], safe='')}/workflows" if granted else None
+
+    def error_page(self, request: web.Request, status: int, error: str, message: str) -> web.StreamResponse:
+        """An error page whose link leads somewhere the caller may go: after a 403, to a
+        namespace it may read (never back to the page that refused it)."""
+        ns = request.match_info.get("namespace") or request.query.get("namespace") or "default"
+        back: str | None = f"/ui/namespaces/{quote(ns, safe='')}/workflows"
+        # A 503 may link to itself (reloading is the retry); a 403 or 404 there would loop.
+        if status == 403 or (back == request.path and status != 503):
+            try:
+                back = self.landing(request)
+            except FrontendError:
+                back = None
+        if back == request.path and status != 503:
+            back = None
+        page = self.render(request, "error.html", status, error=error, message=message, back=back)
+        if status == 503:  # as the API's: the database or broker may be back in a moment
+            page.headers["Retry-After"] = RETRY_AFTER_S
+        return page
+
     async def root(self, request: web.Request) -> web.StreamResponse:
-        """``/`` and the forms without a path of their own: namespace switch, open by id."""
-        ns = quote(request.query.get("namespace", "").strip() or "default", safe="")
+        """``/`` and the forms without a path of their own: namespace switch, open by id.
+        Without a namespace: one the caller may read (sign-in lands here without ``next``)."""
+        asked = request.query.get("namespace", "").strip()
         wid = request.query.get("workflow_id", "").strip()
-        if wid:
-            return _redirect(f"/ui/namespaces/{ns}/workflows/{quote(wid, safe='')}")
-        return _redirect(f"/ui/namespaces/{ns}/workflows")
+        if asked or wid:
+            ns = quote(asked or "default", safe="")
+            if wid:
+                return _redirect(f"/ui/namespaces/{ns}/workflows/{quote(wid, safe='')}")
+            return _redirect(f"/ui/namespaces/{ns}/workflows")
+        try:
+            landing = self.landing(request)
+        except FrontendError as exc:
+            if exc.status == 401:
+                return _redirect("/ui/login")
+            return self.error_page(request, exc.status, exc.error, str(exc))
+        if landing is None:
+            return self.error_page(request, 403, PermissionDenied.error,
+                                   "these credentials grant reading no namespace; sign in with others")
+        return _redirect(landing)
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -249,6 +291,13 @@ class Ui:
             raise web.HTTPNotFound()
         response = web.Response(body=body, content_type=STATIC_TYPES[Path(name).suffix])
         response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    async def favicon(self, request: web.Request) -> web.StreamResponse:
+        """Browsers ask for /favicon.ico on every site whatever a page links: nothing there
+        (204, cached a day), rather than a 404 in every log; pages link favicon.svg."""
+        response = _secure(web.Response(status=204))
+        response.headers["Cache-Control"] = "public, max-age=86400"
         return response
 
     # -- pages ------------------------------------------------------------------------------------

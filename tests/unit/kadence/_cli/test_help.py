@@ -45,3 +45,14 @@ def test_the_server_commands_stay_available_once_faust_is_imported(capsys: pytes
 
     assert missing() == []
     assert "Run broker, PostgreSQL" in _help(capsys, "dev")
+
+
+@pytest.mark.parametrize("group", ["workflow", "namespace", "schedule", "task-queue"])
+def test_every_group_says_exit_4_is_no_answer_including_a_timeout(capsys: pytest.CaptureFixture[str],
+                                                                  group: str) -> None:
+    # `kadence workflow query` with no worker ends 4 (a 504): the help must not say 4 is only
+    # "the frontend is unreachable".
+    assert main([group, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "4 no answer, worth retrying: the frontend is unreachable, unavailable (503) or timed out (504, e.g." \
+           " no worker answered a query)" in text, text
