@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import logging
 import os
 import random
@@ -97,7 +98,7 @@ class WorkflowTaskProcessor:
         self._local = LocalActivityExecutor({a.name: a for a in activities}, self._converter, activity_executor,
                                             interceptors=self._interceptors)
         # The chain a run ahead goes through, made once (the task processors' chains are too).
-        self._run_ahead_chain = chain_task(self._interceptors, _RunAhead(self)) if self._interceptors else None
+        self._run_ahead_chain = chain_task(self._interceptors, _RunAhead()) if self._interceptors else None
         self._run_ahead_traced_only = traced_only(self._interceptors)
         self._timers_ahead = run_timers_ahead and self._max_cached > 0
         # Per cached run with a timer armed: the loop handle, and what the task run on it needs.
@@ -178,14 +179,22 @@ class WorkflowTaskProcessor:
 
     async def _intercepted_run_ahead(self, run_id: str, task: Mapping[str, Any], result: Any) -> RanAhead | None:
         """:meth:`_run_ahead` behind the interceptors' task chain (a task of kind RAN_AHEAD)."""
-        chain = self._run_ahead_chain
-        if chain is None or (self._run_ahead_traced_only and tracer() is None):
-            return self._run_ahead(run_id, task, result)  # the chain would only pass it on
-        # The chain's end finds its arguments, and leaves its answer, in this call's context.
-        call = _RunAheadCall(run_id, task, result)
+        if self._chain_passes_on():
+            return self._run_ahead(run_id, task, result)
+        return await self._through_chain(task, functools.partial(self._run_ahead, run_id, task, result))
+
+    def _chain_passes_on(self) -> bool:
+        """Whether the run-ahead chain would only pass a task on (none, or tracing only and off)."""
+        return self._run_ahead_chain is None or (self._run_ahead_traced_only and tracer() is None)
+
+    async def _through_chain(self, task: Mapping[str, Any], run: Callable[[], RanAhead | None]) -> RanAhead | None:
+        """``run`` (a task run ahead) called at the end of the interceptors' task chain."""
+        assert self._run_ahead_chain is not None
+        # The chain's end finds what to run, and leaves its answer, in this call's context.
+        call = _RunAheadCall(run)
         token = _RUN_AHEAD_CALL.set(call)
         try:
-            await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
+            await self._run_ahead_chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, task, self._namespace, ""))
         finally:
             _RUN_AHEAD_CALL.reset(token)
         return call.ahead
@@ -450,16 +459,9 @@ class WorkflowTaskProcessor:
             return runner.run_timer_ahead(timer_id=timer_id, time_ms=int(time.time() * 1000),
                                           ahead_id=self._ahead_id())
 
-        chain = self._run_ahead_chain
-        if chain is None or (self._run_ahead_traced_only and tracer() is None):
+        if self._chain_passes_on():
             return run()
-        call = _RunAheadCall(run_id, handed, None, run)
-        token = _RUN_AHEAD_CALL.set(call)
-        try:
-            await chain.run_task(WorkerTaskInput(TaskKind.RAN_AHEAD, handed, self._namespace, ""))
-        finally:
-            _RUN_AHEAD_CALL.reset(token)
-        return call.ahead
+        return await self._through_chain(handed, run)
 
 
 def _backoff_timer(command: Mapping[str, Any]) -> bool:
@@ -539,16 +541,11 @@ class _HeldRun:
 
 
 class _RunAheadCall:
-    """One run ahead going through the interceptors' chain: its arguments and its answer.
-    ``run``: how to run it, for one that is not on an activity's result (a timer's firing)."""
+    """One run ahead going through the interceptors' chain: how to run it, and its answer."""
 
-    __slots__ = ("ahead", "result", "run", "run_id", "task")
+    __slots__ = ("ahead", "run")
 
-    def __init__(self, run_id: str, task: Mapping[str, Any], result: Any,
-                 run: Callable[[], RanAhead | None] | None = None) -> None:
-        self.run_id = run_id
-        self.task = task
-        self.result = result
+    def __init__(self, run: Callable[[], RanAhead | None]) -> None:
         self.run = run
         self.ahead: RanAhead | None = None
 
@@ -560,12 +557,9 @@ class _RunAhead(WorkerTaskInterceptor):
     """The end of the run-ahead chain: runs the task ahead for the call in the context (an
     interceptor that goes on in a task of its own passes the context on: asyncio copies it)."""
 
-    def __init__(self, processor: WorkflowTaskProcessor) -> None:
-        self._processor = processor
+    def __init__(self) -> None:  # the chain's end: nothing comes after it
+        pass
 
     async def run_task(self, input: WorkerTaskInput) -> None:
         call = _RUN_AHEAD_CALL.get()
-        if call.run is not None:
-            call.ahead = call.run()
-        else:
-            call.ahead = self._processor._run_ahead(call.run_id, call.task, call.result)
+        call.ahead = call.run()
