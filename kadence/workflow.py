@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar, overload
 from kadence._activity import activity_name_of
 from kadence._workflow.children import ChildWorkflowHandle
 from kadence._workflow.definition import defn, query, run, run_result_type, signal, update, workflow_name_of
-from kadence._workflow.instance import ContinueAsNewError, current_instance
+from kadence._workflow.instance import ContinueAsNewError, ParentInfo, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
 from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
 from kadence.converter import signature_of
@@ -38,6 +38,7 @@ __all__ = [
     "ContinueAsNewError",
     "Info",
     "ParentClosePolicy",
+    "ParentInfo",
     "all_handlers_finished",
     "continue_as_new",
     "defn",
@@ -445,6 +446,7 @@ def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: st
                     search_attributes: Mapping[str, Any] | None = None) -> NoReturn:
     """End this run and start a new one of the same workflow with ``args`` (never returns);
     the new run keeps this run's memo unless ``memo`` replaces it. ``search_attributes``:
-    the new run's (registered in the namespace, as at start); without them it has none."""
+    the new run's (registered in the namespace, as at start); without them it keeps this
+    run's (``workflow.info().search_attributes``), as in Temporal; ``{}`` gives it none."""
     current_instance().outbound.continue_as_new(ContinueAsNewInput(args, workflow_type, task_queue, memo,
                                                                    search_attributes))

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import random
@@ -30,7 +31,7 @@ from kadence._workflow.interception import ChainEnds
 from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
-from kadence.common import ActivityCancellationType, RetryState
+from kadence.common import ActivityCancellationType, RetryPolicy, RetryState
 from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
     ActivityError,
@@ -86,6 +87,15 @@ class Command:
 
 
 @dataclass(frozen=True)
+class ParentInfo:
+    """The run that started a child workflow (``workflow.info().parent``)."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class WorkflowInfo:
     """What a workflow knows about its own run (``workflow.info()``)."""
 
@@ -114,6 +124,13 @@ class WorkflowInfo:
     #: The attempt of the current workflow task: 1, or more while its code keeps failing
     #: (history retries it; only the first failure of a streak is in its events).
     workflow_task_attempt: int = 1
+    #: The run that started this one as its child; None for a run started otherwise.
+    parent: ParentInfo | None = None
+    #: The retry policy the run was started with (a workflow's or a child's); None: none.
+    retry_policy: RetryPolicy | None = None
+    #: The run's search attributes as the API answers them (datetimes as ISO 8601 text):
+    #: its start's, with this run's ``upsert_search_attributes`` merged in.
+    search_attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ContinueAsNewError(BaseException):
@@ -130,7 +147,7 @@ class ContinueAsNewError(BaseException):
         self.workflow_type = workflow_type
         self.task_queue = task_queue
         self.memo = memo  # None: the new run keeps this run's memo
-        self.search_attributes = search_attributes  # None: the new run has none
+        self.search_attributes = search_attributes  # None: the new run keeps this run's
 
 
 @dataclass
@@ -173,6 +190,26 @@ class _PendingActivity:
 def _memo(value: Any) -> dict[str, Any]:
     """The memo as workflow code sees it: the decoded object, or an empty dict."""
     return dict(value) if isinstance(value, dict) else {}
+
+
+def _parent(attrs: Mapping[str, Any]) -> ParentInfo | None:
+    """The parent named by a run's WorkflowExecutionStarted, if it is a child."""
+    if not attrs.get("parent_workflow_id"):
+        return None
+    return ParentInfo(namespace=str(attrs.get("parent_namespace") or ""), workflow_id=str(attrs["parent_workflow_id"]),
+                      run_id=str(attrs.get("parent_run_id") or ""))
+
+
+def _retry_policy(record: Any) -> RetryPolicy | None:
+    """A ``kadence.RetryPolicy`` record (durations in ms) as the SDK's RetryPolicy."""
+    if not isinstance(record, Mapping):
+        return None
+    maximum = int(record.get("maximum_interval_ms") or 0)
+    return RetryPolicy(initial_interval=timedelta(milliseconds=int(record.get("initial_interval_ms") or 1000)),
+                       backoff_coefficient=float(record.get("backoff_coefficient") or 2.0),
+                       maximum_interval=timedelta(milliseconds=maximum) if maximum else None,
+                       maximum_attempts=int(record.get("maximum_attempts") or 0),
+                       non_retryable_error_types=tuple(record.get("non_retryable_error_types") or ()))
 
 
 async def _raised(exc: BaseException) -> Any:
@@ -471,6 +508,9 @@ class WorkflowInstance:
             continued_run_id=attrs.get("continued_execution_run_id"),
             run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
             memo=_memo(self.converter.decode_value(attrs.get("memo"), what="memo")),
+            parent=_parent(attrs),
+            retry_policy=_retry_policy(attrs.get("retry_policy")),
+            search_attributes=_memo(json.loads(attrs["search_attributes"]) if attrs.get("search_attributes") else None),
         )
         try:
             run_fn = self.definition.run_fn
@@ -703,8 +743,10 @@ class WorkflowInstance:
                     **({"memo": self.converter.encode_value(dict(exc.memo), what="memo")}
                        if exc.memo is not None else {}),
                     # Plain JSON (not through the data converter: the server reads them).
-                    **({"search_attributes": encode_value(search_attributes_json(exc.search_attributes))}
-                       if exc.search_attributes else {}),
+                    # None keeps this run's, as Temporal's default; {} starts the new run without.
+                    **({"search_attributes": encode_value(search_attributes_json(carried))}
+                       if (carried := info.search_attributes if exc.search_attributes is None
+                           else exc.search_attributes) else {}),
                 },
             )
         else:
@@ -754,8 +796,8 @@ class WorkflowInstance:
             self._info = info = dataclasses.replace(info, history_length=seen[0], history_size=seen[1],
                                                     continue_as_new_suggested=seen[2],
                                                     workflow_task_attempt=seen[3])
-        # A copy of the memo: workflow code changing it changes nothing.
-        return dataclasses.replace(info, memo=dict(info.memo))
+        # Copies of the memo and the attributes: workflow code changing them changes nothing.
+        return dataclasses.replace(info, memo=dict(info.memo), search_attributes=dict(info.search_attributes))
 
     def side_effect(self, fn: Callable[[], Any], result_type: Any) -> Any:
         """``fn()`` run once, its value recorded in a marker; a replay returns the recorded value."""
@@ -869,7 +911,10 @@ class WorkflowInstance:
         # and the frontend and the visibility projection know the name.
         from kadence._visibility import SEARCH_ATTRIBUTES_MARKER, search_attributes_json
 
-        details = encode_value(search_attributes_json(values))  # TypeError for a value JSON cannot hold
+        values = search_attributes_json(values)
+        details = encode_value(values)  # TypeError for a value JSON cannot hold
+        if self._info is not None:
+            self._info = dataclasses.replace(self._info, search_attributes={**self._info.search_attributes, **values})
         self._add(Command(CommandType.RECORD_MARKER, {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
 
     def patched(self, patch_id: str) -> bool:

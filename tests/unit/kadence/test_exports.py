@@ -54,6 +54,7 @@ def test_workflow_exports() -> None:
         "ContinueAsNewError",
         "Info",
         "ParentClosePolicy",
+        "ParentInfo",
         "all_handlers_finished",
         "continue_as_new",
         "defn",
