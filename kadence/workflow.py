@@ -19,7 +19,7 @@ from kadence._workflow.children import ChildWorkflowHandle
 from kadence._workflow.definition import defn, query, run, run_result_type, signal, update, workflow_name_of
 from kadence._workflow.instance import ContinueAsNewError, ParentInfo, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
-from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
+from kadence.common import ActivityCancellationType, HandlerUnfinishedPolicy, ParentClosePolicy, RetryPolicy, to_millis
 from kadence.converter import signature_of
 from kadence.interceptor import (
     ContinueAsNewInput,
@@ -36,6 +36,7 @@ __all__ = [
     "ActivityCancellationType",
     "ChildWorkflowHandle",
     "ContinueAsNewError",
+    "HandlerUnfinishedPolicy",
     "Info",
     "ParentClosePolicy",
     "ParentInfo",
@@ -66,9 +67,10 @@ __all__ = [
 
 
 def all_handlers_finished() -> bool:
-    """No accepted update handler is still running: ``await workflow.wait_condition(
-    workflow.all_handlers_finished)`` before returning lets running updates complete
-    (their callers otherwise get WorkflowAlreadyClosedError)."""
+    """No accepted update handler and no async signal handler is still running:
+    ``await workflow.wait_condition(workflow.all_handlers_finished)`` before returning lets
+    them complete (an update's caller otherwise gets WorkflowAlreadyClosedError, and the
+    worker logs a warning naming the handlers still running)."""
     return current_instance().all_handlers_finished()
 
 

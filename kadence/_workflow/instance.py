@@ -26,12 +26,12 @@ from typing import Any
 from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
-from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.definition import WorkflowDefinition, unfinished_policy_of
 from kadence._workflow.interception import ChainEnds
 from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
-from kadence.common import ActivityCancellationType, RetryPolicy, RetryState
+from kadence.common import ActivityCancellationType, HandlerUnfinishedPolicy, RetryPolicy, RetryState
 from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
     ActivityError,
@@ -280,6 +280,9 @@ class WorkflowInstance:
         self._run_task: asyncio.Task[Any] | None = None
         self.cancel_requested = False
         self._running_updates = 0  # accepted update handlers not finished yet
+        # Async signal and update handlers running: (kind, name, policy) by task; made on
+        # first use, like the others below, so that a cached run holds no more objects.
+        self._handler_tasks: dict[asyncio.Task[Any], tuple[str, str, HandlerUnfinishedPolicy]] | None = None
         #: Set by the runner before each activation (see WorkflowInfo.history_length).
         self.history_length = 0
         self.history_size = 0
@@ -563,6 +566,7 @@ class WorkflowInstance:
             return
         if asyncio.iscoroutine(result):
             task = self.loop.create_task(result, name=f"signal.{name}")
+            self._handler_running(task, "signal", name, handler)
             task.add_done_callback(self._on_handler_done)
 
     def _update(self, attrs: Mapping[str, Any], *, validate: bool) -> None:
@@ -592,8 +596,11 @@ class WorkflowInstance:
             self._update_done(update_id, name, result, None)
             return
         task = self.loop.create_task(result, name=f"update.{name}")
+        self._handler_running(task, "update", name, handler)
 
         def done(t: asyncio.Task[Any]) -> None:
+            if self._handler_tasks is not None:
+                self._handler_tasks.pop(t, None)
             if self.loop.is_closed():
                 return
             if t.cancelled():
@@ -650,8 +657,31 @@ class WorkflowInstance:
         self._add(Command(CommandType.COMPLETE_WORKFLOW_UPDATE, attributes))
 
     def all_handlers_finished(self) -> bool:
-        """No accepted update handler is still running."""
-        return self._running_updates == 0
+        """No accepted update handler and no async signal handler is still running."""
+        return self._running_updates == 0 and not self._handler_tasks
+
+    def _handler_running(self, task: asyncio.Task[Any], kind: str, name: str, handler: Callable[..., Any]) -> None:
+        if self._handler_tasks is None:
+            self._handler_tasks = {}
+        self._handler_tasks[task] = (kind, name, unfinished_policy_of(handler))
+
+    def _warn_unfinished_handlers(self) -> None:
+        """Temporal's warning when a run closes while handlers run: their work is cut off
+        and an update's caller gets WorkflowAlreadyClosedError instead of its result."""
+        if self._replaying or not self._handler_tasks:
+            return
+        counts: dict[str, int] = {}
+        for kind, name, policy in self._handler_tasks.values():
+            if policy is HandlerUnfinishedPolicy.WARN_AND_ABANDON:
+                counts[f"{kind} {name!r}"] = counts.get(f"{kind} {name!r}", 0) + 1
+        if counts:
+            info = self.started_info()
+            running = ", ".join(f"{what} ({n})" for what, n in sorted(counts.items()))
+            _log.warning("workflow %s (id %s, run %s) closes while handlers are still running: %s; their work is "
+                         "abandoned and an update's caller gets WorkflowAlreadyClosedError. Wait for them with "
+                         "`await workflow.wait_condition(workflow.all_handlers_finished)` before closing, or mark "
+                         "the handler unfinished_policy=HandlerUnfinishedPolicy.ABANDON",
+                         info.workflow_type, info.workflow_id, info.run_id, running)
 
     def _request_cancel(self) -> None:
         """The run's cancellation: delivered once, as CancelledError into the run method."""
@@ -753,6 +783,8 @@ class WorkflowInstance:
             self._on_code_error(exc)
 
     def _on_handler_done(self, task: asyncio.Task[Any]) -> None:
+        if self._handler_tasks is not None:
+            self._handler_tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None and not self.loop.is_closed():
             self._on_code_error(task.exception())  # type: ignore[arg-type]
 
@@ -769,6 +801,8 @@ class WorkflowInstance:
             self._task_error = WorkflowTaskError(f"{message}: {exc!r}", exc)
 
     def _finish(self, command_type: str, attributes: dict[str, Any]) -> None:
+        if command_type != CommandType.CANCEL_WORKFLOW_EXECUTION and not self.finished:
+            self._warn_unfinished_handlers()
         self._add(Command(command_type, attributes))
         self.finished = True
 

@@ -52,6 +52,7 @@ def test_workflow_exports() -> None:
         "ActivityCancellationType",
         "ChildWorkflowHandle",
         "ContinueAsNewError",
+        "HandlerUnfinishedPolicy",
         "Info",
         "ParentClosePolicy",
         "ParentInfo",
