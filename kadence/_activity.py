@@ -101,6 +101,8 @@ class ActivityInfo:
     schedule_to_close_timeout: timedelta | None
     start_to_close_timeout: timedelta | None
     heartbeat_timeout: timedelta | None
+    #: A local activity's attempt (run by the worker inside the workflow task), as Temporal's.
+    is_local: bool = False
 
     @property
     def start_to_close_deadline(self) -> datetime | None:

@@ -352,7 +352,7 @@ class LocalActivityExecutor:
             scheduled_time=datetime.fromtimestamp(request.scheduled_time_ms / 1000, tz=UTC), started_time=now,
             schedule_to_close_timeout=timedelta(milliseconds=request.schedule_to_close_ms)
             if request.schedule_to_close_ms else None,
-            start_to_close_timeout=timedelta(seconds=max(0.0, timeout)), heartbeat_timeout=None)
+            start_to_close_timeout=timedelta(seconds=max(0.0, timeout)), heartbeat_timeout=None, is_local=True)
 
 
 def _no_heartbeat(details: tuple[Any, ...]) -> None:
