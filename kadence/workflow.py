@@ -8,6 +8,7 @@ history, never from the machine.
 
 from __future__ import annotations
 
+import asyncio
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,8 +46,10 @@ __all__ = [
     "defn",
     "deprecate_patch",
     "execute_activity",
+    "execute_activity_method",
     "execute_child_workflow",
     "execute_local_activity",
+    "execute_local_activity_method",
     "info",
     "is_replaying",
     "memo",
@@ -58,7 +61,11 @@ __all__ = [
     "side_effect",
     "signal",
     "sleep",
+    "start_activity",
+    "start_activity_method",
     "start_child_workflow",
+    "start_local_activity",
+    "start_local_activity_method",
     "update",
     "upsert_search_attributes",
     "uuid4",
@@ -166,6 +173,23 @@ async def execute_activity(
         activity_name_of(activity), args, attributes, ActivityCancellationType(cancellation_type), result_type))
 
 
+#: Temporal's name for ``execute_activity`` of an activity that is a method
+#: (``workflow.execute_activity_method(Inventory.reserve, ...)``); the same call here.
+execute_activity_method = execute_activity
+
+
+def start_activity(activity: str | Callable[..., Any], *args: Any, **options: Any) -> asyncio.Task[Any]:
+    """Schedule an activity and return at once (Temporal's ``start_activity``): a task whose
+    await gives the result (or raises ActivityError) and whose ``cancel()`` cancels the
+    activity as ``cancellation_type`` says. Takes what ``execute_activity`` takes."""
+    run: Callable[..., Awaitable[Any]] = execute_activity
+    return asyncio.ensure_future(run(activity, *args, **options))
+
+
+#: Temporal's name for ``start_activity`` of a method; the same call here.
+start_activity_method = start_activity
+
+
 def _child_attributes(id: str | None, task_queue: str | None, execution_timeout: timedelta | None,
                       run_timeout: timedelta | None, task_timeout: timedelta | None,
                       parent_close_policy: ParentClosePolicy, retry_policy: RetryPolicy | None = None
@@ -249,6 +273,22 @@ async def execute_local_activity(
         activity_name_of(activity), None if isinstance(activity, str) else activity, args, activity_id,
         to_millis(start_to_close_timeout), to_millis(schedule_to_close_timeout),
         retry_policy.to_avro() if retry_policy is not None else None, result_type))
+
+
+#: Temporal's name for ``execute_local_activity`` of a method; the same call here (a
+#: method the worker was given bound runs on the worker's object).
+execute_local_activity_method = execute_local_activity
+
+
+def start_local_activity(activity: str | Callable[..., Any], *args: Any, **options: Any) -> asyncio.Task[Any]:
+    """Ask for a local activity and return at once (Temporal's ``start_local_activity``): a
+    task whose await gives the result; takes what ``execute_local_activity`` takes."""
+    run: Callable[..., Awaitable[Any]] = execute_local_activity
+    return asyncio.ensure_future(run(activity, *args, **options))
+
+
+#: Temporal's name for ``start_local_activity`` of a method; the same call here.
+start_local_activity_method = start_local_activity
 
 
 @overload

@@ -43,6 +43,23 @@ class Reserve:
         return [left, counted, local]
 
 
+@workflow.defn
+class ReserveAsTemporalWritesIt:
+    @workflow.run
+    async def run(self, sku: str) -> list[int]:
+        once = RetryPolicy(maximum_attempts=1)
+        left = await workflow.execute_activity_method(Inventory.reserve, sku, retry_policy=once,
+                                                      start_to_close_timeout=timedelta(seconds=10))
+        counting = workflow.start_activity_method(Inventory.count, sku, retry_policy=once,
+                                                  start_to_close_timeout=timedelta(seconds=10))
+        counted = await counting
+        local = await workflow.execute_local_activity_method(Inventory.reserve, sku, retry_policy=once,
+                                                             start_to_close_timeout=timedelta(seconds=10))
+        started_local = await workflow.start_local_activity_method(Inventory.count, sku, retry_policy=once,
+                                                                   start_to_close_timeout=timedelta(seconds=10))
+        return [left, counted, local, started_local]
+
+
 async def test_bound_methods_run_on_their_object(client: Client) -> None:
     inventory = Inventory({"tea": 5})
     async with Worker(client, task_queue=QUEUE, workflows=[Reserve],
@@ -50,4 +67,14 @@ async def test_bound_methods_run_on_their_object(client: Client) -> None:
         handle = await client.start_workflow(Reserve.run, "tea", id=f"methods-{uuid.uuid4().hex[:8]}",
                                              task_queue=QUEUE)
         assert await handle.result(timeout=20) == [4, 4, 3]
+    assert inventory.stock == {"tea": 3}
+
+
+async def test_the_method_calls_temporal_names_run_on_the_workers_object(client: Client) -> None:
+    inventory = Inventory({"tea": 5})
+    async with Worker(client, task_queue=QUEUE, workflows=[ReserveAsTemporalWritesIt],
+                      activities=[inventory.reserve, inventory.count]):
+        handle = await client.start_workflow(ReserveAsTemporalWritesIt.run, "tea",
+                                             id=f"methods-{uuid.uuid4().hex[:8]}", task_queue=QUEUE)
+        assert await handle.result(timeout=20) == [4, 4, 3, 3]
     assert inventory.stock == {"tea": 3}
