@@ -430,6 +430,10 @@ class WorkflowInstance:
         _unhook_waits(task)
         self._activities.clear()
         self._conditions = None
+        # Signal and update handlers waiting are rings too, undone the same way.
+        handlers, self._handler_tasks = self._handler_tasks, None
+        for handler in handlers or ():
+            _unhook_waits(handler)
 
     def _enter(self) -> asyncio.AbstractEventLoop | None:
         """Make this instance's loop the running one; returns the loop to put back after.
