@@ -7,6 +7,7 @@ runs in a thread with a copy of that context, so the accessors work there too.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ class ActivityDefinition:
         found = getattr(fn, _DEFINITION, None)
         if not isinstance(found, ActivityDefinition):
             raise TypeError(f"{fn!r} is not an activity: decorate it with @activity.defn")
+        if inspect.ismethod(fn) and found.fn is fn.__func__:
+            # A method decorated in its class and given bound (``worker.activities=[obj.m]``):
+            # the definition holds the plain function; the worker must call it on ``obj``.
+            return dataclasses.replace(found, fn=fn)
         return found
 
 
@@ -96,6 +101,8 @@ class ActivityInfo:
     schedule_to_close_timeout: timedelta | None
     start_to_close_timeout: timedelta | None
     heartbeat_timeout: timedelta | None
+    #: A local activity's attempt (run by the worker inside the workflow task), as Temporal's.
+    is_local: bool = False
 
     @property
     def start_to_close_deadline(self) -> datetime | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,10 +60,26 @@ class WorkflowExecutionCount:
     groups: list[tuple[list[str], int]] = field(default_factory=list)
 
 
+def _typed(values: dict[str, Any] | None, datetimes: frozenset[str]) -> dict[str, Any] | None:
+    """Values of ``datetime`` attributes (names in ``datetimes``) as aware datetimes; the
+    API answers them as ISO 8601 text, as every other JSON value, untyped."""
+    if not values or not datetimes:
+        return values
+    out = dict(values)
+    for name in datetimes & out.keys():
+        if isinstance(out[name], str):
+            try:
+                out[name] = datetime.fromisoformat(out[name])
+            except ValueError:
+                pass  # not a time after all: left as the API gave it
+    return out
+
+
 async def list_workflows(transport: Transport, query: str, *, page_size: int = DEFAULT_PAGE_SIZE,
                          limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
     token: str | None = None
     given = 0
+    datetimes: frozenset[str] | None = None  # the namespace's datetime attributes, asked once
     while True:
         answer = await transport.call("GET", "/workflows",
                                       params={"query": query, "page_size": page_size, "next_page_token": token})
@@ -70,7 +87,14 @@ async def list_workflows(transport: Transport, query: str, *, page_size: int = D
             if limit is not None and given >= limit:
                 return
             given += 1
-            yield WorkflowExecution.from_json(item)
+            run = WorkflowExecution.from_json(item)
+            if run.search_attributes:
+                if datetimes is None:
+                    registry = await transport.call("GET", "/search-attributes")
+                    datetimes = frozenset(name for name, kind in (registry.get("custom") or {}).items()
+                                          if kind == "datetime")
+                run = dataclasses.replace(run, search_attributes=_typed(run.search_attributes, datetimes))
+            yield run
         token = answer.get("next_page_token")
         if not token:
             return

@@ -93,6 +93,17 @@ class ActivityCancellationType(StrEnum):
     ABANDON = "Abandon"
 
 
+class HandlerUnfinishedPolicy(StrEnum):
+    """What a signal or update handler still running when its run closes does (Temporal's).
+
+    ``WARN_AND_ABANDON`` (default): the worker logs a warning naming the handler (the run
+    should have waited for ``workflow.all_handlers_finished``). ``ABANDON``: no warning.
+    """
+
+    WARN_AND_ABANDON = "WarnAndAbandon"
+    ABANDON = "Abandon"
+
+
 class RetryState(StrEnum):
     """Why an activity's retries stopped (the names of Temporal's ``RetryState``)."""
 

@@ -8,6 +8,7 @@ history, never from the machine.
 
 from __future__ import annotations
 
+import asyncio
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,9 +18,9 @@ from typing import Any, NoReturn, TypeVar, overload
 from kadence._activity import activity_name_of
 from kadence._workflow.children import ChildWorkflowHandle
 from kadence._workflow.definition import defn, query, run, run_result_type, signal, update, workflow_name_of
-from kadence._workflow.instance import ContinueAsNewError, current_instance
+from kadence._workflow.instance import ContinueAsNewError, ParentInfo, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
-from kadence.common import ActivityCancellationType, ParentClosePolicy, RetryPolicy, to_millis
+from kadence.common import ActivityCancellationType, HandlerUnfinishedPolicy, ParentClosePolicy, RetryPolicy, to_millis
 from kadence.converter import signature_of
 from kadence.interceptor import (
     ContinueAsNewInput,
@@ -36,15 +37,19 @@ __all__ = [
     "ActivityCancellationType",
     "ChildWorkflowHandle",
     "ContinueAsNewError",
+    "HandlerUnfinishedPolicy",
     "Info",
     "ParentClosePolicy",
+    "ParentInfo",
     "all_handlers_finished",
     "continue_as_new",
     "defn",
     "deprecate_patch",
     "execute_activity",
+    "execute_activity_method",
     "execute_child_workflow",
     "execute_local_activity",
+    "execute_local_activity_method",
     "info",
     "is_replaying",
     "memo",
@@ -56,7 +61,11 @@ __all__ = [
     "side_effect",
     "signal",
     "sleep",
+    "start_activity",
+    "start_activity_method",
     "start_child_workflow",
+    "start_local_activity",
+    "start_local_activity_method",
     "update",
     "upsert_search_attributes",
     "uuid4",
@@ -65,9 +74,10 @@ __all__ = [
 
 
 def all_handlers_finished() -> bool:
-    """No accepted update handler is still running: ``await workflow.wait_condition(
-    workflow.all_handlers_finished)`` before returning lets running updates complete
-    (their callers otherwise get WorkflowAlreadyClosedError)."""
+    """No accepted update handler and no async signal handler is still running:
+    ``await workflow.wait_condition(workflow.all_handlers_finished)`` before returning lets
+    them complete (an update's caller otherwise gets WorkflowAlreadyClosedError, and the
+    worker logs a warning naming the handlers still running)."""
     return current_instance().all_handlers_finished()
 
 
@@ -163,6 +173,23 @@ async def execute_activity(
         activity_name_of(activity), args, attributes, ActivityCancellationType(cancellation_type), result_type))
 
 
+#: Temporal's name for ``execute_activity`` of an activity that is a method
+#: (``workflow.execute_activity_method(Inventory.reserve, ...)``); the same call here.
+execute_activity_method = execute_activity
+
+
+def start_activity(activity: str | Callable[..., Any], *args: Any, **options: Any) -> asyncio.Task[Any]:
+    """Schedule an activity and return at once (Temporal's ``start_activity``): a task whose
+    await gives the result (or raises ActivityError) and whose ``cancel()`` cancels the
+    activity as ``cancellation_type`` says. Takes what ``execute_activity`` takes."""
+    run: Callable[..., Awaitable[Any]] = execute_activity
+    return asyncio.ensure_future(run(activity, *args, **options))
+
+
+#: Temporal's name for ``start_activity`` of a method; the same call here.
+start_activity_method = start_activity
+
+
 def _child_attributes(id: str | None, task_queue: str | None, execution_timeout: timedelta | None,
                       run_timeout: timedelta | None, task_timeout: timedelta | None,
                       parent_close_policy: ParentClosePolicy, retry_policy: RetryPolicy | None = None
@@ -246,6 +273,22 @@ async def execute_local_activity(
         activity_name_of(activity), None if isinstance(activity, str) else activity, args, activity_id,
         to_millis(start_to_close_timeout), to_millis(schedule_to_close_timeout),
         retry_policy.to_avro() if retry_policy is not None else None, result_type))
+
+
+#: Temporal's name for ``execute_local_activity`` of a method; the same call here (a
+#: method the worker was given bound runs on the worker's object).
+execute_local_activity_method = execute_local_activity
+
+
+def start_local_activity(activity: str | Callable[..., Any], *args: Any, **options: Any) -> asyncio.Task[Any]:
+    """Ask for a local activity and return at once (Temporal's ``start_local_activity``): a
+    task whose await gives the result; takes what ``execute_local_activity`` takes."""
+    run: Callable[..., Awaitable[Any]] = execute_local_activity
+    return asyncio.ensure_future(run(activity, *args, **options))
+
+
+#: Temporal's name for ``start_local_activity`` of a method; the same call here.
+start_local_activity_method = start_local_activity
 
 
 @overload
@@ -445,6 +488,7 @@ def continue_as_new(*args: Any, workflow_type: str | None = None, task_queue: st
                     search_attributes: Mapping[str, Any] | None = None) -> NoReturn:
     """End this run and start a new one of the same workflow with ``args`` (never returns);
     the new run keeps this run's memo unless ``memo`` replaces it. ``search_attributes``:
-    the new run's (registered in the namespace, as at start); without them it has none."""
+    the new run's (registered in the namespace, as at start); without them it keeps this
+    run's (``workflow.info().search_attributes``), as in Temporal; ``{}`` gives it none."""
     current_instance().outbound.continue_as_new(ContinueAsNewInput(args, workflow_type, task_queue, memo,
                                                                    search_attributes))

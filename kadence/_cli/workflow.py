@@ -180,7 +180,7 @@ def list_(query: str, limit: int, everything: bool, output: str,
                    *(["Search attributes"] if with_attributes else []), *(["Memo"] if with_memo else [])):
         table.add_column(column, overflow="fold")
     for e in runs:
-        attributes = _pairs(e.search_attributes)
+        attributes = _pairs(e.raw.get("search_attributes"))  # as the API answered them: JSON
         table.add_row(e.workflow_id, e.run_id, e.workflow_type or "", _status(e.status), _time(e.start_time),
                       _time(e.close_time), e.task_queue or "", *([attributes] if with_attributes else []),
                       *([_pairs(e.memo)] if with_memo else []))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from kadence.common import HandlerUnfinishedPolicy
 from kadence_protocol.queries import CANCEL_CHILD_SIGNAL, UPDATE_RESULT_NAME
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "run",
     "signal",
     "signal_name_of",
+    "unfinished_policy_of",
     "update",
     "update_name_of",
     "workflow_name_of",
@@ -33,6 +35,7 @@ _SIGNAL = "__kadence_signal_name__"
 _QUERY = "__kadence_query_name__"
 _UPDATE = "__kadence_update_name__"
 _VALIDATOR = "__kadence_update_validator__"
+_UNFINISHED = "__kadence_unfinished_policy__"
 
 ClassT = TypeVar("ClassT", bound=type)
 CallableT = TypeVar("CallableT", bound=Callable[..., Any])
@@ -88,11 +91,16 @@ def signal(fn: CallableT) -> CallableT: ...
 
 
 @overload
-def signal(*, name: str | None = None) -> Callable[[CallableT], CallableT]: ...
+def signal(*, name: str | None = None,
+           unfinished_policy: HandlerUnfinishedPolicy = ...) -> Callable[[CallableT], CallableT]: ...
 
 
-def signal(fn: CallableT | None = None, *, name: str | None = None) -> CallableT | Callable[[CallableT], CallableT]:
-    """Mark a signal handler (sync or async); the signal name defaults to the method name."""
+def signal(fn: CallableT | None = None, *, name: str | None = None,
+           unfinished_policy: HandlerUnfinishedPolicy = HandlerUnfinishedPolicy.WARN_AND_ABANDON,
+           ) -> CallableT | Callable[[CallableT], CallableT]:
+    """Mark a signal handler (sync or async); the signal name defaults to the method name.
+    ``unfinished_policy``: whether an async handler still running when the run closes is
+    warned about (the default) or silently abandoned."""
 
     def decorate(f: CallableT) -> CallableT:
         _plain_function(f, "@workflow.signal")
@@ -102,6 +110,7 @@ def signal(fn: CallableT | None = None, *, name: str | None = None) -> CallableT
         if signal_name == CANCEL_CHILD_SIGNAL:
             raise ValueError(f"@workflow.signal on {f.__qualname__}: {signal_name!r} is reserved")
         setattr(f, _SIGNAL, signal_name)
+        setattr(f, _UNFINISHED, HandlerUnfinishedPolicy(unfinished_policy))
         return f
 
     return decorate(fn) if fn is not None else decorate
@@ -139,16 +148,21 @@ def update(fn: CallableT) -> CallableT: ...
 
 
 @overload
-def update(*, name: str | None = None) -> Callable[[CallableT], CallableT]: ...
+def update(*, name: str | None = None,
+           unfinished_policy: HandlerUnfinishedPolicy = ...) -> Callable[[CallableT], CallableT]: ...
 
 
-def update(fn: CallableT | None = None, *, name: str | None = None) -> CallableT | Callable[[CallableT], CallableT]:
+def update(fn: CallableT | None = None, *, name: str | None = None,
+           unfinished_policy: HandlerUnfinishedPolicy = HandlerUnfinishedPolicy.WARN_AND_ABANDON,
+           ) -> CallableT | Callable[[CallableT], CallableT]:
     """Mark an update handler (sync or async); the update name defaults to the method name.
 
     The caller gets what the handler returns, or the ApplicationError it raises. A validator
     is optional: ``@my_update.validator`` on a plain ``def`` taking the same arguments; it
     runs before the update is accepted, must not change the workflow, and rejects the update
-    by raising (nothing is recorded in history then).
+    by raising (nothing is recorded in history then). ``unfinished_policy``: whether a
+    handler still running when the run closes is warned about (the default) or silently
+    abandoned (its caller gets WorkflowAlreadyClosedError either way).
     """
 
     def decorate(f: CallableT) -> CallableT:
@@ -159,6 +173,7 @@ def update(fn: CallableT | None = None, *, name: str | None = None) -> CallableT
         if update_name == UPDATE_RESULT_NAME:
             raise ValueError(f"@workflow.update on {f.__qualname__}: {update_name!r} is reserved")
         setattr(f, _UPDATE, update_name)
+        setattr(f, _UNFINISHED, HandlerUnfinishedPolicy(unfinished_policy))
 
         def validator(v: Callable[..., Any]) -> Callable[..., Any]:
             _plain_function(v, f"@{f.__name__}.validator")
@@ -251,6 +266,11 @@ def workflow_name_of(workflow: str | type | Callable[..., Any]) -> str:
     if isinstance(found, str):
         return found
     raise TypeError(f"{workflow!r} is not a workflow name, @workflow.defn class or @workflow.run method")
+
+
+def unfinished_policy_of(handler: Callable[..., Any]) -> HandlerUnfinishedPolicy:
+    """What a signal or update handler still running when its run closes does."""
+    return HandlerUnfinishedPolicy(getattr(handler, _UNFINISHED, HandlerUnfinishedPolicy.WARN_AND_ABANDON))
 
 
 def signal_name_of(signal_: str | Callable[..., Any]) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import random
@@ -25,12 +26,12 @@ from typing import Any
 from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
 from kadence._workflow.children import CHILD_INPUT_EVENT_TYPES, Children
-from kadence._workflow.definition import WorkflowDefinition
+from kadence._workflow.definition import WorkflowDefinition, unfinished_policy_of
 from kadence._workflow.interception import ChainEnds
 from kadence._workflow.local_activities import LocalActivities, LocalActivityOutcome, LocalActivityRequest
 from kadence._workflow.loop import WorkflowEventLoop
 from kadence._workflow.stack import stack_trace
-from kadence.common import ActivityCancellationType, RetryState
+from kadence.common import ActivityCancellationType, HandlerUnfinishedPolicy, RetryPolicy, RetryState
 from kadence.converter import DataConverter, default_converter, signature_of
 from kadence.exceptions import (
     ActivityError,
@@ -86,6 +87,15 @@ class Command:
 
 
 @dataclass(frozen=True)
+class ParentInfo:
+    """The run that started a child workflow (``workflow.info().parent``)."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class WorkflowInfo:
     """What a workflow knows about its own run (``workflow.info()``)."""
 
@@ -114,6 +124,13 @@ class WorkflowInfo:
     #: The attempt of the current workflow task: 1, or more while its code keeps failing
     #: (history retries it; only the first failure of a streak is in its events).
     workflow_task_attempt: int = 1
+    #: The run that started this one as its child; None for a run started otherwise.
+    parent: ParentInfo | None = None
+    #: The retry policy the run was started with (a workflow's or a child's); None: none.
+    retry_policy: RetryPolicy | None = None
+    #: The run's search attributes as the API answers them (datetimes as ISO 8601 text):
+    #: its start's, with this run's ``upsert_search_attributes`` merged in.
+    search_attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ContinueAsNewError(BaseException):
@@ -130,7 +147,7 @@ class ContinueAsNewError(BaseException):
         self.workflow_type = workflow_type
         self.task_queue = task_queue
         self.memo = memo  # None: the new run keeps this run's memo
-        self.search_attributes = search_attributes  # None: the new run has none
+        self.search_attributes = search_attributes  # None: the new run keeps this run's
 
 
 @dataclass
@@ -173,6 +190,26 @@ class _PendingActivity:
 def _memo(value: Any) -> dict[str, Any]:
     """The memo as workflow code sees it: the decoded object, or an empty dict."""
     return dict(value) if isinstance(value, dict) else {}
+
+
+def _parent(attrs: Mapping[str, Any]) -> ParentInfo | None:
+    """The parent named by a run's WorkflowExecutionStarted, if it is a child."""
+    if not attrs.get("parent_workflow_id"):
+        return None
+    return ParentInfo(namespace=str(attrs.get("parent_namespace") or ""), workflow_id=str(attrs["parent_workflow_id"]),
+                      run_id=str(attrs.get("parent_run_id") or ""))
+
+
+def _retry_policy(record: Any) -> RetryPolicy | None:
+    """A ``kadence.RetryPolicy`` record (durations in ms) as the SDK's RetryPolicy."""
+    if not isinstance(record, Mapping):
+        return None
+    maximum = int(record.get("maximum_interval_ms") or 0)
+    return RetryPolicy(initial_interval=timedelta(milliseconds=int(record.get("initial_interval_ms") or 1000)),
+                       backoff_coefficient=float(record.get("backoff_coefficient") or 2.0),
+                       maximum_interval=timedelta(milliseconds=maximum) if maximum else None,
+                       maximum_attempts=int(record.get("maximum_attempts") or 0),
+                       non_retryable_error_types=tuple(record.get("non_retryable_error_types") or ()))
 
 
 async def _raised(exc: BaseException) -> Any:
@@ -243,6 +280,9 @@ class WorkflowInstance:
         self._run_task: asyncio.Task[Any] | None = None
         self.cancel_requested = False
         self._running_updates = 0  # accepted update handlers not finished yet
+        # Async signal and update handlers running: (kind, name, policy) by task; made on
+        # first use, like the others below, so that a cached run holds no more objects.
+        self._handler_tasks: dict[asyncio.Task[Any], tuple[str, str, HandlerUnfinishedPolicy]] | None = None
         #: Set by the runner before each activation (see WorkflowInfo.history_length).
         self.history_length = 0
         self.history_size = 0
@@ -390,6 +430,10 @@ class WorkflowInstance:
         _unhook_waits(task)
         self._activities.clear()
         self._conditions = None
+        # Signal and update handlers waiting are rings too, undone the same way.
+        handlers, self._handler_tasks = self._handler_tasks, None
+        for handler in handlers or ():
+            _unhook_waits(handler)
 
     def _enter(self) -> asyncio.AbstractEventLoop | None:
         """Make this instance's loop the running one; returns the loop to put back after.
@@ -471,6 +515,9 @@ class WorkflowInstance:
             continued_run_id=attrs.get("continued_execution_run_id"),
             run_timeout=timedelta(milliseconds=int(attrs["run_timeout_ms"])) if attrs.get("run_timeout_ms") else None,
             memo=_memo(self.converter.decode_value(attrs.get("memo"), what="memo")),
+            parent=_parent(attrs),
+            retry_policy=_retry_policy(attrs.get("retry_policy")),
+            search_attributes=_memo(json.loads(attrs["search_attributes"]) if attrs.get("search_attributes") else None),
         )
         try:
             run_fn = self.definition.run_fn
@@ -523,6 +570,7 @@ class WorkflowInstance:
             return
         if asyncio.iscoroutine(result):
             task = self.loop.create_task(result, name=f"signal.{name}")
+            self._handler_running(task, "signal", name, handler)
             task.add_done_callback(self._on_handler_done)
 
     def _update(self, attrs: Mapping[str, Any], *, validate: bool) -> None:
@@ -552,8 +600,11 @@ class WorkflowInstance:
             self._update_done(update_id, name, result, None)
             return
         task = self.loop.create_task(result, name=f"update.{name}")
+        self._handler_running(task, "update", name, handler)
 
         def done(t: asyncio.Task[Any]) -> None:
+            if self._handler_tasks is not None:
+                self._handler_tasks.pop(t, None)
             if self.loop.is_closed():
                 return
             if t.cancelled():
@@ -610,8 +661,31 @@ class WorkflowInstance:
         self._add(Command(CommandType.COMPLETE_WORKFLOW_UPDATE, attributes))
 
     def all_handlers_finished(self) -> bool:
-        """No accepted update handler is still running."""
-        return self._running_updates == 0
+        """No accepted update handler and no async signal handler is still running."""
+        return self._running_updates == 0 and not self._handler_tasks
+
+    def _handler_running(self, task: asyncio.Task[Any], kind: str, name: str, handler: Callable[..., Any]) -> None:
+        if self._handler_tasks is None:
+            self._handler_tasks = {}
+        self._handler_tasks[task] = (kind, name, unfinished_policy_of(handler))
+
+    def _warn_unfinished_handlers(self) -> None:
+        """Temporal's warning when a run closes while handlers run: their work is cut off
+        and an update's caller gets WorkflowAlreadyClosedError instead of its result."""
+        if self._replaying or not self._handler_tasks:
+            return
+        counts: dict[str, int] = {}
+        for kind, name, policy in self._handler_tasks.values():
+            if policy is HandlerUnfinishedPolicy.WARN_AND_ABANDON:
+                counts[f"{kind} {name!r}"] = counts.get(f"{kind} {name!r}", 0) + 1
+        if counts:
+            info = self.started_info()
+            running = ", ".join(f"{what} ({n})" for what, n in sorted(counts.items()))
+            _log.warning("workflow %s (id %s, run %s) closes while handlers are still running: %s; their work is "
+                         "abandoned and an update's caller gets WorkflowAlreadyClosedError. Wait for them with "
+                         "`await workflow.wait_condition(workflow.all_handlers_finished)` before closing, or mark "
+                         "the handler unfinished_policy=HandlerUnfinishedPolicy.ABANDON",
+                         info.workflow_type, info.workflow_id, info.run_id, running)
 
     def _request_cancel(self) -> None:
         """The run's cancellation: delivered once, as CancelledError into the run method."""
@@ -703,14 +777,18 @@ class WorkflowInstance:
                     **({"memo": self.converter.encode_value(dict(exc.memo), what="memo")}
                        if exc.memo is not None else {}),
                     # Plain JSON (not through the data converter: the server reads them).
-                    **({"search_attributes": encode_value(search_attributes_json(exc.search_attributes))}
-                       if exc.search_attributes else {}),
+                    # None keeps this run's, as Temporal's default; {} starts the new run without.
+                    **({"search_attributes": encode_value(search_attributes_json(carried))}
+                       if (carried := info.search_attributes if exc.search_attributes is None
+                           else exc.search_attributes) else {}),
                 },
             )
         else:
             self._on_code_error(exc)
 
     def _on_handler_done(self, task: asyncio.Task[Any]) -> None:
+        if self._handler_tasks is not None:
+            self._handler_tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None and not self.loop.is_closed():
             self._on_code_error(task.exception())  # type: ignore[arg-type]
 
@@ -727,6 +805,8 @@ class WorkflowInstance:
             self._task_error = WorkflowTaskError(f"{message}: {exc!r}", exc)
 
     def _finish(self, command_type: str, attributes: dict[str, Any]) -> None:
+        if command_type != CommandType.CANCEL_WORKFLOW_EXECUTION and not self.finished:
+            self._warn_unfinished_handlers()
         self._add(Command(command_type, attributes))
         self.finished = True
 
@@ -754,8 +834,8 @@ class WorkflowInstance:
             self._info = info = dataclasses.replace(info, history_length=seen[0], history_size=seen[1],
                                                     continue_as_new_suggested=seen[2],
                                                     workflow_task_attempt=seen[3])
-        # A copy of the memo: workflow code changing it changes nothing.
-        return dataclasses.replace(info, memo=dict(info.memo))
+        # Copies of the memo and the attributes: workflow code changing them changes nothing.
+        return dataclasses.replace(info, memo=dict(info.memo), search_attributes=dict(info.search_attributes))
 
     def side_effect(self, fn: Callable[[], Any], result_type: Any) -> Any:
         """``fn()`` run once, its value recorded in a marker; a replay returns the recorded value."""
@@ -869,7 +949,10 @@ class WorkflowInstance:
         # and the frontend and the visibility projection know the name.
         from kadence._visibility import SEARCH_ATTRIBUTES_MARKER, search_attributes_json
 
-        details = encode_value(search_attributes_json(values))  # TypeError for a value JSON cannot hold
+        values = search_attributes_json(values)
+        details = encode_value(values)  # TypeError for a value JSON cannot hold
+        if self._info is not None:
+            self._info = dataclasses.replace(self._info, search_attributes={**self._info.search_attributes, **values})
         self._add(Command(CommandType.RECORD_MARKER, {"marker_name": SEARCH_ATTRIBUTES_MARKER, "details": details}))
 
     def patched(self, patch_id: str) -> bool:

@@ -283,7 +283,13 @@ class LocalActivityExecutor:
 
     def _definition(self, request: LocalActivityRequest) -> ActivityDefinition | None:
         if request.fn is not None:
-            return ActivityDefinition.of(request.fn)
+            given = ActivityDefinition.of(request.fn)
+            registered = self._activities.get(request.activity_type)
+            if registered is not None and getattr(registered.fn, "__func__", None) is given.fn:
+                # The class's method (``Inventory.reserve``) of an activity the worker was
+                # given bound: run it on the worker's object, as an activity would be.
+                return registered
+            return given
         return self._activities.get(request.activity_type)
 
     async def _attempt(self, definition: ActivityDefinition | None, request: LocalActivityRequest, attempt: int,
@@ -352,7 +358,7 @@ class LocalActivityExecutor:
             scheduled_time=datetime.fromtimestamp(request.scheduled_time_ms / 1000, tz=UTC), started_time=now,
             schedule_to_close_timeout=timedelta(milliseconds=request.schedule_to_close_ms)
             if request.schedule_to_close_ms else None,
-            start_to_close_timeout=timedelta(seconds=max(0.0, timeout)), heartbeat_timeout=None)
+            start_to_close_timeout=timedelta(seconds=max(0.0, timeout)), heartbeat_timeout=None, is_local=True)
 
 
 def _no_heartbeat(details: tuple[Any, ...]) -> None:

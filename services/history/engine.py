@@ -590,7 +590,11 @@ def _drop_activity_timers(t: Transition, sid: int) -> None:
 
 
 def retry_backoff(act: ActivityInfo, now: int, error_type: str, non_retryable: bool) -> int | None:
-    """Milliseconds until the next attempt, or None when the attempt just made is the last."""
+    """Milliseconds until the next attempt, or None when the attempt just made is the last.
+    An activity the workflow asked to cancel is never tried again (Temporal's retry state
+    CancelRequested): its failure or timeout ends it, and a workflow waiting for it goes on."""
+    if act.cancel_requested_event_id:
+        return None
     deadline = act.first_scheduled_time + act.schedule_to_close_timeout_ms if act.schedule_to_close_timeout_ms else 0
     return next_backoff(act.retry_policy or DEFAULT_RETRY, act.attempt, error_type, non_retryable, now, deadline)
 

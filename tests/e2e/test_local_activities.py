@@ -90,6 +90,28 @@ class ActivityThenLocal:
         return f"{first},{second}"
 
 
+@activity.defn
+async def where_am_i() -> bool:
+    return activity.info().is_local
+
+
+@workflow.defn
+class LocalOrNot:
+    @workflow.run
+    async def run(self) -> list[bool]:
+        once = RetryPolicy(maximum_attempts=1)
+        remote = await workflow.execute_activity(where_am_i, start_to_close_timeout=timedelta(seconds=5),
+                                                 retry_policy=once)
+        local = await workflow.execute_local_activity(where_am_i, start_to_close_timeout=timedelta(seconds=5),
+                                                      retry_policy=once)
+        return [remote, local]
+
+
+async def test_activity_info_says_whether_the_attempt_is_local(client: Client) -> None:
+    async with Worker(client, task_queue="q-local", workflows=[LocalOrNot], activities=[where_am_i]):
+        assert await client.execute_workflow(LocalOrNot.run, id=_id("is-local"), task_queue="q-local") == [False, True]
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

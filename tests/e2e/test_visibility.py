@@ -218,8 +218,9 @@ async def test_search_attributes_set_at_start_are_listed_and_queried(client: Cli
     assert set(await _statuses(client, f"{mine} AND Tags = 't0'")) == {f"sa-{tag}-0"}
     assert set(await _statuses(client, f"{mine} AND Tags IN ('t1', 't2')")) == {f"sa-{tag}-1", f"sa-{tag}-2"}
     [run] = [e async for e in client.list_workflows(f"WorkflowId = 'sa-{tag}-0'")]
-    assert run.search_attributes == {"CustomerId": "c-0", "Priority": 0, "DueAt": "2026-12-24T18:00:00.000000Z",
+    assert run.search_attributes == {"CustomerId": "c-0", "Priority": 0, "DueAt": datetime(2026, 12, 24, 18, tzinfo=UTC),
                                      "Tags": ["x", "t0"]}
+    assert run.raw["search_attributes"]["DueAt"] == "2026-12-24T18:00:00.000000Z"  # the API's JSON
     # The attributes are in the run's history too, so a rebuild from the topic brings them back.
     [started, *_] = await client.get_workflow_handle(f"sa-{tag}-0").history()
     assert started["attributes"]["search_attributes"] is not None

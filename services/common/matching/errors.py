@@ -22,7 +22,9 @@ class NoPollerError(MatchingError):
 
     def __init__(self, task_queue: str, timeout: float) -> None:
         super().__init__(
-            f"no worker polled task queue {task_queue!r} within {timeout:g} s to answer the query"
+            # Tenths of a second: the frontend hands down what is left of the query's time
+            # (9.99999 s of a 10 s query), which read as an odd figure.
+            f"no worker polled task queue {task_queue!r} within {round(timeout, 1):g} s to answer the query"
         )
         self.task_queue = task_queue
 

@@ -59,6 +59,18 @@ class WaitsOnItsTask:
 
 
 @workflow.defn
+class SignalHandlerWaits:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await workflow.sleep(timedelta(minutes=1))
+
+    @workflow.signal
+    async def work(self) -> None:  # still running at eviction: the run tracks its task
+        await workflow.execute_activity("echo", "x", start_to_close_timeout=timedelta(seconds=10))
+
+
+@workflow.defn
 class KeywordOnly:
     @workflow.run
     async def run(self, *, value: str) -> str:
@@ -101,6 +113,19 @@ def test_a_run_evicted_while_it_waits_is_freed_without_the_collector(workflow_cl
     driver = Driver(workflow_cls, history)
     driver.step()
     assert not driver.runner.finished  # it waits: on an activity, a timer or a condition
+    ref = _instance_ref(driver)
+    driver.runner.dispose()
+    del driver
+    assert ref() is None
+
+
+def test_a_run_evicted_while_a_signal_handler_runs_is_freed_without_the_collector() -> None:
+    history = FakeHistory("SignalHandlerWaits")
+    driver = Driver(SignalHandlerWaits, history)
+    driver.step()
+    history.signal("work")
+    driver.next_task()
+    assert not driver.runner.finished and not driver.runner.instance.all_handlers_finished()
     ref = _instance_ref(driver)
     driver.runner.dispose()
     del driver

@@ -167,6 +167,23 @@ async def test_a_cancel_request_for_an_activity_that_finished_meanwhile_is_recor
     assert _rebuilt(ctx, s).dumps() == s.dumps()
 
 
+async def test_an_activity_asked_to_cancel_that_fails_is_not_retried() -> None:
+    ctx = MemoryContext()
+    s = await _running(ctx, [_activity()])
+    (sid,) = (int(k) for k in s.activities)
+    await answers.activity_started(ctx, _ref(s, sid))
+    await cancellation.request_cancel_workflow(ctx, _cancel())
+    await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0) | {"commands": [
+        {"command_type": "RequestCancelActivityTask", "attributes": {"scheduled_event_id": sid}}]})
+    await answers.activity_failed(ctx, _ref(s, sid) | {"failure": {
+        "message": "clean-up failed", "type": "RuntimeError", "stack_trace": "", "non_retryable": False,
+        "details": None}})
+    # The default policy retries forever; a cancel request ends it (Temporal's CancelRequested).
+    assert _kinds(ctx, s)[-3:] == ["ActivityTaskStarted", "ActivityTaskFailed", "WorkflowTaskScheduled"]
+    assert not s.activities
+    assert _rebuilt(ctx, s).dumps() == s.dumps()
+
+
 async def test_an_activity_canceled_unasked_counts_as_a_failed_attempt() -> None:
     ctx = MemoryContext()
     s = await _running(ctx, [_activity()])

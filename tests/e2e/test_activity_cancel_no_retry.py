@@ -1,0 +1,73 @@
+"""An activity whose cancellation was requested is not retried (Temporal's rule, retry state
+CancelRequested): an attempt that fails or times out after the request ends the activity,
+so a workflow waiting for the cancellation to complete goes on instead of waiting forever
+while the activity is tried again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from kadence import Client, RetryPolicy, Worker, activity, workflow
+
+pytestmark = pytest.mark.timeout(90)
+QUEUE = "q-cancel-no-retry"
+
+# Attempts the activities started, by workflow id (they run in this process).
+ATTEMPTS: dict[str, list[int]] = {}
+
+
+@activity.defn
+async def fails_when_cancelled(cleanup: str) -> str:
+    ATTEMPTS.setdefault(activity.info().workflow_id, []).append(activity.info().attempt)
+    try:
+        for _ in range(600):  # bounded: a minute at most
+            activity.heartbeat()
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        if cleanup == "raise":
+            raise RuntimeError("the clean-up failed") from None
+        # A clean-up far longer than the heartbeat timeout, without heartbeats, that no
+        # further cancellation cuts short: history times the attempt out.
+        deadline = asyncio.get_running_loop().time() + 6
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                await asyncio.sleep(left)
+            except asyncio.CancelledError:
+                pass
+        raise
+    return "never cancelled"
+
+
+@workflow.defn
+class CancelsItsActivity:
+    @workflow.run
+    async def run(self, cleanup: str) -> str:
+        task = asyncio.ensure_future(workflow.execute_activity(
+            fails_when_cancelled, cleanup, start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=1),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED))
+        await workflow.sleep(0.5)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "finished"
+
+
+@pytest.mark.parametrize("cleanup", ["raise", "time out"])
+async def test_an_activity_asked_to_cancel_is_not_retried(client: Client, cleanup: str) -> None:
+    wid = f"cancel-no-retry-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=QUEUE, workflows=[CancelsItsActivity], activities=[fails_when_cancelled]):
+        handle = await client.start_workflow(CancelsItsActivity.run, cleanup, id=wid, task_queue=QUEUE)
+        assert await handle.result(timeout=20) == "cancelled"
+    assert ATTEMPTS[wid] == [1]
+    events = [e["event_type"] for e in await handle.history()]
+    closing = "ActivityTaskFailed" if cleanup == "raise" else "ActivityTaskTimedOut"
+    assert events.count(closing) == 1, events
+    assert "ActivityTaskCanceled" not in events
