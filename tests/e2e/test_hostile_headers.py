@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from kadence_protocol import avro
 from services.common import kafka
@@ -54,6 +57,28 @@ class _RawKey(str):
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         return b"\xff\xfe-key"
+
+
+UNREADABLE = [(_RawKey("x"), b"v")]  # headers that make a record unreadable to aiokafka
+
+
+@asynccontextmanager
+async def _raw_producer(bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AIOKafkaProducer]:
+    """A producer that writes a header key's bytes as its encode() gives them (the pure-Python
+    batch builder), so that ``headers=UNREADABLE`` writes a record aiokafka cannot read."""
+    from aiokafka.producer import message_accumulator, producer
+    from aiokafka.record import default_records
+
+    await kafka.ensure_topics(bootstrap, SHARDS, 2)
+    with monkeypatch.context() as patched:
+        for module in (message_accumulator, producer):
+            patched.setattr(module, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
+        raw = kafka.new_producer(bootstrap)
+        await raw.start()
+        try:
+            yield raw
+        finally:
+            await raw.stop()
 
 
 async def test_a_record_with_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_shard_goes_on(
@@ -204,3 +229,26 @@ async def test_the_audit_reports_an_unreadable_record_on_kadence_history_and_rea
     found = await asyncio.wait_for(read_history(broker.bootstrap, Replay()), 60)
     assert len(found) == 2 and "shorter than" in found[0]
     assert f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in found[1]
+
+
+async def test_dlq_list_lists_an_unreadable_record_of_kadence_dlq_and_reads_on(
+        broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kadence dlq list`` left a record of kadence.dlq it could not unpack out without a word."""
+    from services.common import dlq
+
+    def letter(n: int) -> bytes:
+        return kafka.dead_letter(source_topic=kafka.REQUESTS, partition=0, offset=n, key=b"k", value=b"v",
+                                 reason=f"letter {n}")
+
+    async with _raw_producer(broker.bootstrap, monkeypatch) as raw:
+        await raw.send_and_wait(kafka.DLQ, letter(1), key=b"k")
+        odd = await raw.send_and_wait(kafka.DLQ, letter(2), key=b"k", headers=UNREADABLE)
+        await raw.send_and_wait(kafka.DLQ, letter(3), key=b"k")
+
+    entries = await asyncio.wait_for(dlq.list_dead_letters(broker.bootstrap), 60)
+    assert [e.reason for e in entries][0::2] == ["letter 1", "letter 3"]
+    assert entries[1].dlq_offset == odd.offset and entries[1].source_topic == "?"
+    assert f"{kafka.DLQ}[0]@{odd.offset}: the Kafka client cannot unpack it" in entries[1].reason
+    # Nothing of it to re-drive: re-driving everything takes the two letters only.
+    assert [e.reason for e in await asyncio.wait_for(dlq.redrive(broker.bootstrap), 60)] == ["letter 1", "letter 3"]
+
