@@ -5,6 +5,7 @@ command applies once or is dead-lettered naming the header, and the shard goes o
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -252,3 +253,31 @@ async def test_dlq_list_lists_an_unreadable_record_of_kadence_dlq_and_reads_on(
     # Nothing of it to re-drive: re-driving everything takes the two letters only.
     assert [e.reason for e in await asyncio.wait_for(dlq.redrive(broker.bootstrap), 60)] == ["letter 1", "letter 3"]
 
+
+async def test_the_frontends_reply_consumer_reads_past_an_unreadable_record(
+        broker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The frontend's reply consumer died on it (the frontend stopped), and again on restart:
+    it started at the end, but the record stays there until a reply follows it."""
+    from services.common.supervision import Fatal
+    from services.frontend.replies import ReplyRouter
+
+    def reply(request_id: str) -> bytes:
+        return avro.encode("Reply", {"reply_to": "fe-1", "request_id": request_id, "ok": True, "run_id": "r"})
+
+    caplog.set_level(logging.ERROR, "services.common.unreadable")
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    router, fatal = ReplyRouter(broker.bootstrap, "fe-1"), Fatal()
+    await router.start(fatal)
+    try:
+        answers = [router.expect(f"req-{n}") for n in range(3)]
+        async with _raw_producer(broker.bootstrap, monkeypatch) as raw:
+            await raw.send_and_wait(kafka.REPLIES, reply("req-0"), key=b"fe-1")
+            odd = await raw.send_and_wait(kafka.REPLIES, reply("req-1"), key=b"fe-1", headers=UNREADABLE)
+            await raw.send_and_wait(kafka.REPLIES, reply("req-2"), key=b"fe-1")
+        for n in (0, 2):
+            assert (await asyncio.wait_for(answers[n], PROMPTLY))["request_id"] == f"req-{n}"
+        assert not fatal.happened.is_set(), fatal.reason
+        assert not answers[1].done()  # what the record held is lost, its caller times out
+        assert f"{kafka.REPLIES}[{odd.partition}]@{odd.offset}: the Kafka client cannot unpack it" in caplog.text
+    finally:
+        await router.stop()
