@@ -1,6 +1,7 @@
 """The ``kadence.tasks`` consumer of a matching instance (group ``kadence-matching``).
 
-Each fetch is ingested whole: undecodable or misplaced records go to ``kadence.dlq``,
+Each fetch is ingested whole: undecodable or misplaced records go to ``kadence.dlq``
+(also one the Kafka client cannot unpack, found by services/common/unreadable.py),
 duplicates of tasks handed out lately are dropped, the rest are sync-matched or stored
 in the backlog, and only then are the offsets committed. The rebalance listener takes
 the same lock, so a partition is never given up in the middle of a fetch.
@@ -21,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
-from services.common import outage
+from services.common import outage, unreadable
 from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
@@ -113,7 +114,13 @@ class TaskConsumer:
         backoff = outage.Backoff(f"fetching from {TASKS}", log)
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                except unreadable.UNREADABLE_ERRORS:
+                    # A record the client cannot unpack fails every fetch of its partition:
+                    # find it and dead-letter it (unreadable.py).
+                    await self._isolate_unreadable()
+                    continue
             except KafkaError as exc:
                 await backoff.wait(exc)
                 continue
@@ -123,6 +130,21 @@ class TaskConsumer:
             async with self.batch_lock:
                 for tp, records in batch.items():
                     await self._ingest_partition(tp, records)
+
+    async def _isolate_unreadable(self) -> None:
+        async with self.batch_lock:
+            # Every ingested fetch is committed at once (a failed one is sought back to its
+            # committed offset), so a partition's committed offset is where its records
+            # stopped being given.
+            given: dict[TopicPartition, int] = {}
+            for tp in self._consumer.assignment():
+                if self.service.owns(tp.partition):
+                    committed = await self._consumer.committed(tp)
+                    given[tp] = committed if committed is not None else \
+                        (await self._consumer.beginning_offsets([tp]))[tp]
+            found = await unreadable.isolate(self._consumer, given, self._ingest_partition)
+        if not found:
+            await asyncio.sleep(0.1)  # on a partition not owned yet, or slow to answer: no busy loop
 
     async def _ingest_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         if not records or not self.service.owns(tp.partition):
@@ -152,7 +174,8 @@ class TaskConsumer:
         for rec in records:
             # The dispatch span: the worker's task span continues from it (MatchedTask.traceparent).
             with consumer_span(rec, GROUP) as dispatch:
-                reason, task, key = self._parse(tp, rec.value, dispatch.traceparent)
+                reason, task, key = ((rec.reason, None, None) if isinstance(rec, unreadable.Unreadable)
+                                     else self._parse(tp, rec.value, dispatch.traceparent))
                 if reason is not None:
                     log.warning("dead-lettering %s@%d: %s", tp, rec.offset, reason)
                     dispatch.fail(reason)

@@ -7,18 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from kadence_protocol import avro
 from services.common import kafka
 
 from .history_harness import SHARDS, Topics, history_running, start_record, until
+from .raw_records import UNREADABLE, RawKey, raw_producer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,36 +50,6 @@ def _ids_off(partition: int, prefix: str, count: int) -> list[str]:
     return [w for w in ids if kafka.partition_for(kafka.workflow_key("default", w), SHARDS) != partition][:count]
 
 
-class _RawKey(str):
-    """A header key whose bytes are not UTF-8: Kafka's protocol carries any bytes there, and
-    a producer written against it (not the Java client) may send them."""
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return b"\xff\xfe-key"
-
-
-UNREADABLE = [(_RawKey("x"), b"v")]  # headers that make a record unreadable to aiokafka
-
-
-@asynccontextmanager
-async def _raw_producer(bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AIOKafkaProducer]:
-    """A producer that writes a header key's bytes as its encode() gives them (the pure-Python
-    batch builder), so that ``headers=UNREADABLE`` writes a record aiokafka cannot read."""
-    from aiokafka.producer import message_accumulator, producer
-    from aiokafka.record import default_records
-
-    await kafka.ensure_topics(bootstrap, SHARDS, 2)
-    with monkeypatch.context() as patched:
-        for module in (message_accumulator, producer):
-            patched.setattr(module, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
-        raw = kafka.new_producer(bootstrap)
-        await raw.start()
-        try:
-            yield raw
-        finally:
-            await raw.stop()
-
-
 async def test_a_record_with_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_shard_goes_on(
         broker: Any, fresh_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka.producer import message_accumulator, producer
@@ -109,7 +77,7 @@ async def test_a_record_with_a_header_key_that_is_not_utf8_is_dead_lettered_and_
         # One batch: the good record ahead of the unreadable one comes in the same fetch.
         sent += [await raw.send(kafka.REQUESTS, avro.encode("StartWorkflowExecution", before), key=key),
                  await raw.send(kafka.REQUESTS, avro.encode("StartWorkflowExecution", odd), key=key,
-                                headers=[(_RawKey("x"), b"v")])]
+                                headers=[(RawKey("x"), b"v")])]
         bad = (await sent[-1]).offset
         for future in sent:
             await future
@@ -156,7 +124,7 @@ async def test_isolating_an_unreadable_record_loses_none_of_the_records_fetched_
     try:
         sent = [await admin_producer.send(topic, f"good-{i}".encode(), partition=0) for i in range(30)]
         sent += [await admin_producer.send(topic, b"ahead", partition=1),
-                 await admin_producer.send(topic, b"odd", partition=1, headers=[(_RawKey("x"), b"v")]),
+                 await admin_producer.send(topic, b"odd", partition=1, headers=[(RawKey("x"), b"v")]),
                  await admin_producer.send(topic, b"behind", partition=1)]
         for future in sent:
             await future
@@ -222,7 +190,7 @@ async def test_the_audit_reports_an_unreadable_record_on_kadence_history_and_rea
     try:
         await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/x", partition=0)
         odd = await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/x", partition=0,
-                                      headers=[(_RawKey("x"), b"v")])
+                                      headers=[(RawKey("x"), b"v")])
     finally:
         await raw.stop()
     monkeypatch.undo()
@@ -241,7 +209,8 @@ async def test_dlq_list_lists_an_unreadable_record_of_kadence_dlq_and_reads_on(
         return kafka.dead_letter(source_topic=kafka.REQUESTS, partition=0, offset=n, key=b"k", value=b"v",
                                  reason=f"letter {n}")
 
-    async with _raw_producer(broker.bootstrap, monkeypatch) as raw:
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    async with raw_producer(broker.bootstrap, monkeypatch) as raw:
         await raw.send_and_wait(kafka.DLQ, letter(1), key=b"k")
         odd = await raw.send_and_wait(kafka.DLQ, letter(2), key=b"k", headers=UNREADABLE)
         await raw.send_and_wait(kafka.DLQ, letter(3), key=b"k")
@@ -270,7 +239,7 @@ async def test_the_frontends_reply_consumer_reads_past_an_unreadable_record(
     await router.start(fatal)
     try:
         answers = [router.expect(f"req-{n}") for n in range(3)]
-        async with _raw_producer(broker.bootstrap, monkeypatch) as raw:
+        async with raw_producer(broker.bootstrap, monkeypatch) as raw:
             await raw.send_and_wait(kafka.REPLIES, reply("req-0"), key=b"fe-1")
             odd = await raw.send_and_wait(kafka.REPLIES, reply("req-1"), key=b"fe-1", headers=UNREADABLE)
             await raw.send_and_wait(kafka.REPLIES, reply("req-2"), key=b"fe-1")
