@@ -71,6 +71,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._owner.service.fatal.declare(f"{what} task partitions {partitions} failed: {exc!r}")
 
 
+class _IngestFailed(Exception):
+    """Ingesting records found while isolating an unreadable one failed (TaskConsumer._isolate_unreadable)."""
+
+
 class TaskConsumer:
     def __init__(self, settings: Settings, service: MatchingService) -> None:
         self.settings = settings
@@ -142,13 +146,25 @@ class TaskConsumer:
                     committed = await self._consumer.committed(tp)
                     given[tp] = committed if committed is not None else \
                         (await self._consumer.beginning_offsets([tp]))[tp]
-            found = await unreadable.isolate(self._consumer, given, self._ingest_partition)
+
+            async def ingest(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+                if not await self._ingest_partition(tp, records):
+                    # Sought back and waited: stop here, or the isolation would seek past an
+                    # unreadable record not dead-lettered. The next fetch fails and starts it over.
+                    raise _IngestFailed
+
+            try:
+                found = await unreadable.isolate(self._consumer, given, ingest)
+            except _IngestFailed:
+                return
         if not found:
             await asyncio.sleep(0.1)  # on a partition not owned yet, or slow to answer: no busy loop
 
-    async def _ingest_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _ingest_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> bool:
+        """Ingest and commit; False when ingesting failed (the partition is sought back to read
+        the records again after a pause)."""
         if not records or not self.service.owns(tp.partition):
-            return  # revoked while fetching: the new owner reads them again
+            return True  # revoked while fetching: the new owner reads them again
         try:
             await self._ingest(tp, records)
         except (asyncpg.PostgresError, KafkaError, *outage.DATABASE_TRANSIENT) as exc:
@@ -157,13 +173,14 @@ class TaskConsumer:
             log.warning("ingesting %s failed (%r); will re-read from offset %d", tp, exc, records[0].offset)
             self._consumer.seek(tp, records[0].offset)
             await self._ingest_backoff.wait(exc)
-            return
+            return False
         self._ingest_backoff.recovered()
         try:
             await self._consumer.commit({tp: records[-1].offset + 1})
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partition; the next owner re-reads, duplicates collapse.
             log.warning("committing %s failed: %s", tp, exc)
+        return True
 
     async def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         letters: list[tuple[bytes | None, bytes]] = []
