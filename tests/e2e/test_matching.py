@@ -296,16 +296,17 @@ async def test_an_unreadable_task_record_is_dead_lettered_even_when_the_first_se
     failing a moment): the record was skipped with no dead letter, and committed past."""
     from aiokafka.errors import KafkaConnectionError
 
+    from services.common import kafka as kafka_module
     from services.matching import consumer as task_consumer
 
     from .raw_records import UNREADABLE, raw_producer
 
-    real, failures = task_consumer.send_dead_letters, [KafkaConnectionError("the broker went away")]
+    real, failures = kafka_module.send_dead_letters, [KafkaConnectionError("the broker went away")]
 
     async def failing_once(producer: object, letters: list[tuple[bytes | None, bytes]]) -> None:
         if failures:
             raise failures.pop()
-        await real(producer, letters)  # type: ignore[arg-type]
+        await real(producer, letters)
     monkeypatch.setattr(task_consumer, "send_dead_letters", failing_once)
 
     key, _, _ = workflow_task("tq-unreadable-retry")
