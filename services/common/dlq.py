@@ -20,6 +20,7 @@ from kadence_protocol.ingress_signing import IngressSigner
 from kadence_protocol.kafka_security import client_options
 from kadence_protocol.topics import DLQ, REQUESTS
 from services.common.bounded import BoundedRead, BrokerUnreachable
+from services.common.unreadable import Unreadable
 
 __all__ = ["DeadLetterEntry", "DeadLetterNotFound", "list_dead_letters", "redrive"]
 
@@ -61,9 +62,16 @@ async def list_dead_letters(bootstrap: str, *, limit: int | None = None,
     entries: list[DeadLetterEntry] = []
     async with BoundedRead(bootstrap, DLQ) as read:
         async for record in read:
-            if record.offset < since_offset or record.value is None:
+            if record.offset < since_offset:
                 continue
-            entries.append(_entry(record.partition, record.offset, record.value))
+            if isinstance(record, Unreadable):
+                # Listed, so the operator learns of it; nothing of it can be re-driven.
+                entries.append(DeadLetterEntry(record.partition, record.offset, "?", -1, -1, None, b"",
+                                               f"not a DeadLetter: {record.reason}", 0))
+            elif record.value is not None:
+                entries.append(_entry(record.partition, record.offset, record.value))
+            else:
+                continue
             if limit is not None and len(entries) >= limit:
                 break
     return entries

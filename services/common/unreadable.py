@@ -4,9 +4,11 @@ Kafka's protocol carries any bytes as a header key, but aiokafka reads header ke
 UTF-8 and raises while unpacking a fetch that holds one that is not: a producer speaking
 the protocol itself (the Java client cannot write such a key) would make every fetch of
 its partition fail, for ever. Such a record is found by reading the failing partition one
-record at a time, and handed on as an :class:`Unreadable` record: history's shard
-dead-letters it (its stored offset moves past it, the partition goes on), and the tools'
-finite reads (bounded.py: ``kadence audit``, ``kadence dlq list``) report it.
+record at a time, and handed on as an :class:`Unreadable` record: history's shard and
+matching dead-letter it (their stored offsets move past it, the partition goes on); the
+visibility projection (consumer.py, and the faust apps through faust_app.py), the stream
+audit and the frontend's reply consumer skip it; the tools' finite reads (bounded.py:
+``kadence audit``, ``kadence dlq list``) report it. Every one is logged here, naming it.
 """
 
 from __future__ import annotations

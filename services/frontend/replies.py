@@ -12,12 +12,12 @@ import contextlib
 import logging
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
-from services.common import outage
+from services.common import outage, unreadable
 from services.common.aio import cancel
 from services.common.kafka import REPLIES
 from services.common.supervision import Fatal, watch
@@ -57,6 +57,9 @@ class ReplyRouter:
         # only the callers whose command named its workflow.
         self._waiters: dict[str, list[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Per partition, the offset after the last record read: where to read again from
+        # after a fetch failed on a record the client cannot unpack (unreadable.py).
+        self._given: dict[TopicPartition, int] = {}
 
     async def start(self, fatal: Fatal | None = None) -> None:
         """Start reading; if the reading task ever dies, ``fatal`` is declared."""
@@ -69,7 +72,7 @@ class ReplyRouter:
             await self._consumer.seek_to_end(*tps)
             for tp in tps:
                 # Resolve the end offset now, so a reply to the first command is not skipped.
-                await self._consumer.position(tp)
+                self._given[tp] = await self._consumer.position(tp)
         except BaseException:
             await self._consumer.stop()
             raise
@@ -109,14 +112,26 @@ class ReplyRouter:
         backoff = outage.Backoff(f"reading {REPLIES}", log)
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+                except unreadable.UNREADABLE_ERRORS:
+                    # A record the client cannot unpack fails every fetch of its partition:
+                    # read past it (it is logged, naming its offset) and go on.
+                    if not await unreadable.isolate(self._consumer, self._given, self._take):
+                        await asyncio.sleep(0.1)  # not found (the partition was slow to answer): no busy loop
+                    continue
             except KafkaError as exc:
                 await backoff.wait(exc)
                 continue
             backoff.recovered()
-            for records in batch.values():
-                for rec in records:
-                    self._deliver(rec.value)
+            for tp, records in batch.items():
+                await self._take(tp, records)
+
+    async def _take(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for rec in records:
+            self._deliver(rec.value)  # an Unreadable record has none
+        if records:
+            self._given[tp] = records[-1].offset + 1
 
     def _deliver(self, value: bytes | None) -> None:
         if value is None:

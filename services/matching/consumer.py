@@ -1,6 +1,7 @@
 """The ``kadence.tasks`` consumer of a matching instance (group ``kadence-matching``).
 
-Each fetch is ingested whole: undecodable or misplaced records go to ``kadence.dlq``,
+Each fetch is ingested whole: undecodable or misplaced records go to ``kadence.dlq``
+(also one the Kafka client cannot unpack, found by services/common/unreadable.py),
 duplicates of tasks handed out lately are dropped, the rest are sync-matched or stored
 in the backlog, and only then are the offsets committed. The rebalance listener takes
 the same lock, so a partition is never given up in the middle of a fetch.
@@ -21,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
-from services.common import outage
+from services.common import outage, unreadable
 from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
@@ -70,6 +71,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._owner.service.fatal.declare(f"{what} task partitions {partitions} failed: {exc!r}")
 
 
+class _IngestFailed(Exception):
+    """Ingesting records found while isolating an unreadable one failed (TaskConsumer._isolate_unreadable)."""
+
+
 class TaskConsumer:
     def __init__(self, settings: Settings, service: MatchingService) -> None:
         self.settings = settings
@@ -113,7 +118,13 @@ class TaskConsumer:
         backoff = outage.Backoff(f"fetching from {TASKS}", log)
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                except unreadable.UNREADABLE_ERRORS:
+                    # A record the client cannot unpack fails every fetch of its partition:
+                    # find it and dead-letter it (unreadable.py).
+                    await self._isolate_unreadable()
+                    continue
             except KafkaError as exc:
                 await backoff.wait(exc)
                 continue
@@ -124,9 +135,36 @@ class TaskConsumer:
                 for tp, records in batch.items():
                     await self._ingest_partition(tp, records)
 
-    async def _ingest_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _isolate_unreadable(self) -> None:
+        async with self.batch_lock:
+            # Every ingested fetch is committed at once (a failed one is sought back to its
+            # committed offset), so a partition's committed offset is where its records
+            # stopped being given.
+            given: dict[TopicPartition, int] = {}
+            for tp in self._consumer.assignment():
+                if self.service.owns(tp.partition):
+                    committed = await self._consumer.committed(tp)
+                    given[tp] = committed if committed is not None else \
+                        (await self._consumer.beginning_offsets([tp]))[tp]
+
+            async def ingest(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+                if not await self._ingest_partition(tp, records):
+                    # Sought back and waited: stop here, or the isolation would seek past an
+                    # unreadable record not dead-lettered. The next fetch fails and starts it over.
+                    raise _IngestFailed
+
+            try:
+                found = await unreadable.isolate(self._consumer, given, ingest)
+            except _IngestFailed:
+                return
+        if not found:
+            await asyncio.sleep(0.1)  # on a partition not owned yet, or slow to answer: no busy loop
+
+    async def _ingest_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> bool:
+        """Ingest and commit; False when ingesting failed (the partition is sought back to read
+        the records again after a pause)."""
         if not records or not self.service.owns(tp.partition):
-            return  # revoked while fetching: the new owner reads them again
+            return True  # revoked while fetching: the new owner reads them again
         try:
             await self._ingest(tp, records)
         except (asyncpg.PostgresError, KafkaError, *outage.DATABASE_TRANSIENT) as exc:
@@ -135,13 +173,14 @@ class TaskConsumer:
             log.warning("ingesting %s failed (%r); will re-read from offset %d", tp, exc, records[0].offset)
             self._consumer.seek(tp, records[0].offset)
             await self._ingest_backoff.wait(exc)
-            return
+            return False
         self._ingest_backoff.recovered()
         try:
             await self._consumer.commit({tp: records[-1].offset + 1})
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partition; the next owner re-reads, duplicates collapse.
             log.warning("committing %s failed: %s", tp, exc)
+        return True
 
     async def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         letters: list[tuple[bytes | None, bytes]] = []
@@ -152,7 +191,8 @@ class TaskConsumer:
         for rec in records:
             # The dispatch span: the worker's task span continues from it (MatchedTask.traceparent).
             with consumer_span(rec, GROUP) as dispatch:
-                reason, task, key = self._parse(tp, rec.value, dispatch.traceparent)
+                reason, task, key = ((rec.reason, None, None) if isinstance(rec, unreadable.Unreadable)
+                                     else self._parse(tp, rec.value, dispatch.traceparent))
                 if reason is not None:
                     log.warning("dead-lettering %s@%d: %s", tp, rec.offset, reason)
                     dispatch.fail(reason)

@@ -14,7 +14,8 @@ a partition's handed records are taken as a run contiguous from the consumer's p
 and a partition the hand-over keeps up with is paused (not fetched); a look at the log ends
 every LOOK_S resumes fetching one whose log holds a record nobody handed over.
 Database and broker errors are retried with backoff on the same fetch; any other error
-is a bug, and brings the process down (logged) rather than leaving visibility frozen.
+is a bug, and brings the process down (logged) rather than leaving visibility frozen; a
+record the Kafka client cannot unpack is read past and skipped (unreadable.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
-from services.common import outage, telemetry
+from services.common import outage, telemetry, unreadable
 from services.common.aio import cancel
 from services.common.kafka import HISTORY
 from services.common.supervision import Fatal, watch
@@ -166,7 +167,13 @@ class VisibilityConsumer:
         backoff = 0.1
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=self._fetch_wait_ms, max_records=self.max_records)
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=self._fetch_wait_ms,
+                                                         max_records=self.max_records)
+                except unreadable.UNREADABLE_ERRORS:
+                    # A record the client cannot unpack fails every fetch of its partition: read
+                    # up to it and past it (it is skipped, logged naming its offset; unreadable.py).
+                    batch = await self._isolate_unreadable()
             except KafkaError:
                 log.exception("fetching %s failed; retrying in %.1fs", HISTORY, backoff)
                 await asyncio.sleep(backoff)
@@ -179,6 +186,26 @@ class VisibilityConsumer:
             if self.handover is not None:
                 await self._look()
             self._measure_lag()
+
+    async def _isolate_unreadable(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The records of the assigned partitions from their projected positions (or the
+        group's stored offsets) up to and including one the client cannot unpack."""
+        given: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            position = self._positions.get(tp)
+            if position is None:
+                position = await self._consumer.committed(tp)
+            if position is None:
+                position = (await self._consumer.beginning_offsets([tp]))[tp]
+            given[tp] = position
+        found: dict[TopicPartition, list[ConsumerRecord]] = {}
+
+        async def take(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+            found.setdefault(tp, []).extend(records)
+
+        if not await unreadable.isolate(self._consumer, given, take):
+            await asyncio.sleep(0.1)  # the partition slow to answer: no busy loop meanwhile
+        return found
 
     async def _runs(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, _Run]:
         """The fetched records past what was applied, and the handed ones that follow without a hole."""

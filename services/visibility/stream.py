@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import faust
 
-from services.common import db, kafka, outage, telemetry
+from services.common import db, faust_app, kafka, outage, telemetry
 from services.common.kafka import faust_credentials
 
 from . import projection, shortcut, store
@@ -46,7 +46,7 @@ def create_app(bootstrap: str, dsn: str, *, session_timeout_s: float = 10.0, app
         datadir = str(state_dir() / "visibility")
     # faust makes only the last level; on a clean machine the state directory is missing too.
     Path(datadir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_app.App(  # reads past a record the Kafka client cannot unpack
         app_id,
         broker=f"kafka://{bootstrap}",
         datadir=datadir,

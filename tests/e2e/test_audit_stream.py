@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,37 @@ async def test_stream_app_logs_a_chain_break_and_a_gap(broker: EmbeddedBroker, t
                 await producer.send_and_wait(kafka.HISTORY, value, key=f"default/{run_id}".encode())
     finally:
         await producer.stop()
+    seen = await _run_until(broker, tmp_path, lambda seen: any("chain-break at event 2" in s for s in seen)
+                            and any("gap: event" in s for s in seen))
+    findings = [s for s in seen if "audit:" in s]
+    assert not any("run clean" in s for s in findings)
+    assert any("run tampered: chain-break at event 2" in s for s in findings)
+    assert any("run gappy: gap: event 4 arrived while 3 is missing" in s for s in findings)
+
+
+async def test_stream_app_reads_past_a_record_the_client_cannot_unpack(
+        broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record of kadence.history with a header key that is not UTF-8 stopped the worker
+    (faust's fetch raised), and again at every restart: nothing after it was audited."""
+    from .raw_records import UNREADABLE, raw_producer
+
+    await kafka.ensure_topics(broker.bootstrap, 2, 2)
+    async with raw_producer(broker.bootstrap, monkeypatch) as raw:
+        for value in _records("clean"):
+            await raw.send_and_wait(kafka.HISTORY, value, key=b"default/clean", partition=0)
+        odd = await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/junk", partition=0,
+                                      headers=UNREADABLE)
+        for value in _records("gappy", drop=3):
+            await raw.send_and_wait(kafka.HISTORY, value, key=b"default/gappy", partition=0)
+    seen = await _run_until(broker, tmp_path, lambda seen: any("gap: event" in s for s in seen))
+    assert any(f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in s for s in seen)
+    findings = [s for s in seen if "audit:" in s]
+    assert any(f"{kafka.HISTORY}[0]@{odd.offset}: a record with no value" in s for s in findings)
+    assert any("run gappy: gap: event 4 arrived while 3 is missing" in s for s in findings)
+
+
+async def _run_until(broker: EmbeddedBroker, tmp_path: Path, done: Callable[[list[str]], bool]) -> list[str]:
+    """Run the audit app until ``done`` holds for the lines it printed (40 s at most); the lines."""
     env = dict(os.environ, KADENCE_KAFKA_BOOTSTRAP=broker.bootstrap, KADENCE_AUDIT_SESSION_TIMEOUT_S="2",
                KADENCE_HOME=str(tmp_path))
     process = subprocess.Popen([sys.executable, "-m", "services.history.audit.stream"], env=env, cwd=tmp_path,
@@ -55,13 +87,13 @@ async def test_stream_app_logs_a_chain_break_and_a_gap(broker: EmbeddedBroker, t
     assert process.stdout is not None
     seen: list[str] = []
     try:
-        async def until_both() -> None:
-            while not (any("chain-break at event 2" in s for s in seen) and any("gap: event" in s for s in seen)):
+        async def until_done() -> None:
+            while not done(seen):
                 line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
                 if not line:
                     raise AssertionError("the audit app exited:\n" + "".join(seen[-30:]))
                 seen.append(line)
-        await asyncio.wait_for(until_both(), 40)
+        await asyncio.wait_for(until_done(), 40)
     finally:
         # faust may linger after SIGTERM (DESIGN.md): stop it by its process group, then firmly.
         with contextlib.suppress(ProcessLookupError):
@@ -73,7 +105,4 @@ async def test_stream_app_logs_a_chain_break_and_a_gap(broker: EmbeddedBroker, t
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
         process.stdout.close()
-    findings = [s for s in seen if "audit:" in s]
-    assert not any("run clean" in s for s in findings)
-    assert any("run tampered: chain-break at event 2" in s for s in findings)
-    assert any("run gappy: gap: event 4 arrived while 3 is missing" in s for s in findings)
+    return seen

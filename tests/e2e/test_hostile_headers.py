@@ -5,6 +5,7 @@ command applies once or is dead-lettered naming the header, and the shard goes o
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from kadence_protocol import avro
 from services.common import kafka
 
 from .history_harness import SHARDS, Topics, history_running, start_record, until
+from .raw_records import UNREADABLE, RawKey, raw_producer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,14 +50,6 @@ def _ids_off(partition: int, prefix: str, count: int) -> list[str]:
     return [w for w in ids if kafka.partition_for(kafka.workflow_key("default", w), SHARDS) != partition][:count]
 
 
-class _RawKey(str):
-    """A header key whose bytes are not UTF-8: Kafka's protocol carries any bytes there, and
-    a producer written against it (not the Java client) may send them."""
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return b"\xff\xfe-key"
-
-
 async def test_a_record_with_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_shard_goes_on(
         broker: Any, fresh_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka.producer import message_accumulator, producer
@@ -83,7 +77,7 @@ async def test_a_record_with_a_header_key_that_is_not_utf8_is_dead_lettered_and_
         # One batch: the good record ahead of the unreadable one comes in the same fetch.
         sent += [await raw.send(kafka.REQUESTS, avro.encode("StartWorkflowExecution", before), key=key),
                  await raw.send(kafka.REQUESTS, avro.encode("StartWorkflowExecution", odd), key=key,
-                                headers=[(_RawKey("x"), b"v")])]
+                                headers=[(RawKey("x"), b"v")])]
         bad = (await sent[-1]).offset
         for future in sent:
             await future
@@ -130,7 +124,7 @@ async def test_isolating_an_unreadable_record_loses_none_of_the_records_fetched_
     try:
         sent = [await admin_producer.send(topic, f"good-{i}".encode(), partition=0) for i in range(30)]
         sent += [await admin_producer.send(topic, b"ahead", partition=1),
-                 await admin_producer.send(topic, b"odd", partition=1, headers=[(_RawKey("x"), b"v")]),
+                 await admin_producer.send(topic, b"odd", partition=1, headers=[(RawKey("x"), b"v")]),
                  await admin_producer.send(topic, b"behind", partition=1)]
         for future in sent:
             await future
@@ -196,7 +190,7 @@ async def test_the_audit_reports_an_unreadable_record_on_kadence_history_and_rea
     try:
         await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/x", partition=0)
         odd = await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/x", partition=0,
-                                      headers=[(_RawKey("x"), b"v")])
+                                      headers=[(RawKey("x"), b"v")])
     finally:
         await raw.stop()
     monkeypatch.undo()
@@ -204,3 +198,55 @@ async def test_the_audit_reports_an_unreadable_record_on_kadence_history_and_rea
     found = await asyncio.wait_for(read_history(broker.bootstrap, Replay()), 60)
     assert len(found) == 2 and "shorter than" in found[0]
     assert f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in found[1]
+
+
+async def test_dlq_list_lists_an_unreadable_record_of_kadence_dlq_and_reads_on(
+        broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kadence dlq list`` left a record of kadence.dlq it could not unpack out without a word."""
+    from services.common import dlq
+
+    def letter(n: int) -> bytes:
+        return kafka.dead_letter(source_topic=kafka.REQUESTS, partition=0, offset=n, key=b"k", value=b"v",
+                                 reason=f"letter {n}")
+
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    async with raw_producer(broker.bootstrap, monkeypatch) as raw:
+        await raw.send_and_wait(kafka.DLQ, letter(1), key=b"k")
+        odd = await raw.send_and_wait(kafka.DLQ, letter(2), key=b"k", headers=UNREADABLE)
+        await raw.send_and_wait(kafka.DLQ, letter(3), key=b"k")
+
+    entries = await asyncio.wait_for(dlq.list_dead_letters(broker.bootstrap), 60)
+    assert [e.reason for e in entries][0::2] == ["letter 1", "letter 3"]
+    assert entries[1].dlq_offset == odd.offset and entries[1].source_topic == "?"
+    assert f"{kafka.DLQ}[0]@{odd.offset}: the Kafka client cannot unpack it" in entries[1].reason
+    # Nothing of it to re-drive: re-driving everything takes the two letters only.
+    assert [e.reason for e in await asyncio.wait_for(dlq.redrive(broker.bootstrap), 60)] == ["letter 1", "letter 3"]
+
+
+async def test_the_frontends_reply_consumer_reads_past_an_unreadable_record(
+        broker: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The frontend's reply consumer died on it (the frontend stopped), and again on restart:
+    it started at the end, but the record stays there until a reply follows it."""
+    from services.common.supervision import Fatal
+    from services.frontend.replies import ReplyRouter
+
+    def reply(request_id: str) -> bytes:
+        return avro.encode("Reply", {"reply_to": "fe-1", "request_id": request_id, "ok": True, "run_id": "r"})
+
+    caplog.set_level(logging.ERROR, "services.common.unreadable")
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    router, fatal = ReplyRouter(broker.bootstrap, "fe-1"), Fatal()
+    await router.start(fatal)
+    try:
+        answers = [router.expect(f"req-{n}") for n in range(3)]
+        async with raw_producer(broker.bootstrap, monkeypatch) as raw:
+            await raw.send_and_wait(kafka.REPLIES, reply("req-0"), key=b"fe-1")
+            odd = await raw.send_and_wait(kafka.REPLIES, reply("req-1"), key=b"fe-1", headers=UNREADABLE)
+            await raw.send_and_wait(kafka.REPLIES, reply("req-2"), key=b"fe-1")
+        for n in (0, 2):
+            assert (await asyncio.wait_for(answers[n], PROMPTLY))["request_id"] == f"req-{n}"
+        assert not fatal.happened.is_set(), fatal.reason
+        assert not answers[1].done()  # what the record held is lost, its caller times out
+        assert f"{kafka.REPLIES}[{odd.partition}]@{odd.offset}: the Kafka client cannot unpack it" in caplog.text
+    finally:
+        await router.stop()

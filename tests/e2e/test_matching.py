@@ -257,3 +257,76 @@ async def test_update_requests_of_a_commit_go_only_to_the_poll_handed_the_task_t
     env.service.put_back([MatchedTask(WORKFLOW, "put-back", avro.decode(value)[1], updates=waiting)])
     got = await asyncio.wait_for(poll, 5)
     assert [t.task_id for t in got] == ["put-back"] and got[0].updates is None
+
+
+async def test_a_task_record_the_client_cannot_unpack_is_dead_lettered_and_tasks_keep_flowing(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record of kadence.tasks with a header key that is not UTF-8 killed the consumer (the
+    matching service declared itself fatal), and again on every restart."""
+    from .raw_records import UNREADABLE, raw_producer
+
+    key, before, before_id = workflow_task("tq-unreadable")
+    _, odd, _ = workflow_task("tq-unreadable")
+    _, after, after_id = workflow_task("tq-unreadable")
+    async with raw_producer(env.settings.kafka_bootstrap, monkeypatch) as raw:
+        await raw.send_and_wait(kafka.TASKS, before, key=key)
+        bad = await raw.send_and_wait(kafka.TASKS, odd, key=key, headers=UNREADABLE)
+        await raw.send_and_wait(kafka.TASKS, after, key=key)
+    await eventually(lambda: consumed(env, (bad.partition, bad.offset + 1)), timeout=15,
+                     what="the record after the unreadable one committed")
+    got = await env.client.poll("default", "tq-unreadable", WORKFLOW, 5, 1.0)
+    assert [t.task_id for t in got] == [before_id, after_id]
+    assert not env.service.fatal.happened.is_set(), env.service.fatal.reason
+    consumer = AIOKafkaConsumer(kafka.DLQ, bootstrap_servers=env.settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+        letters = [avro.decode(r.value)[1] for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    assert [(d["source_topic"], d["partition"], d["offset"]) for d in letters] == \
+        [(kafka.TASKS, bad.partition, bad.offset)]
+    assert f"{kafka.TASKS}[{bad.partition}]@{bad.offset}: the Kafka client cannot unpack it" in letters[0]["reason"]
+
+
+async def test_an_unreadable_task_record_is_dead_lettered_even_when_the_first_send_fails(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The isolation went on past the record when its dead letter could not be sent (the broker
+    failing a moment): the record was skipped with no dead letter, and committed past."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from services.common import kafka as kafka_module
+    from services.matching import consumer as task_consumer
+
+    from .raw_records import UNREADABLE, raw_producer
+
+    real, failures = kafka_module.send_dead_letters, [KafkaConnectionError("the broker went away")]
+
+    async def failing_once(producer: object, letters: list[tuple[bytes | None, bytes]]) -> None:
+        if failures:
+            raise failures.pop()
+        await real(producer, letters)
+    monkeypatch.setattr(task_consumer, "send_dead_letters", failing_once)
+
+    key, _, _ = workflow_task("tq-unreadable-retry")
+    _, odd, _ = workflow_task("tq-unreadable-retry")
+    _, after, after_id = workflow_task("tq-unreadable-retry")
+    async with raw_producer(env.settings.kafka_bootstrap, monkeypatch) as raw:
+        bad = await raw.send_and_wait(kafka.TASKS, odd, key=key, headers=UNREADABLE)
+        await raw.send_and_wait(kafka.TASKS, after, key=key)
+    await eventually(lambda: consumed(env, (bad.partition, bad.offset + 1)), timeout=15,
+                     what="the record after the unreadable one committed")
+    assert not failures  # the failure did happen
+    got = await env.client.poll("default", "tq-unreadable-retry", WORKFLOW, 5, 1.0)
+    assert [t.task_id for t in got] == [after_id]
+    consumer = AIOKafkaConsumer(kafka.DLQ, bootstrap_servers=env.settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+        letters = [avro.decode(r.value)[1] for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    assert [(d["source_topic"], d["partition"], d["offset"]) for d in letters] == \
+        [(kafka.TASKS, bad.partition, bad.offset)]

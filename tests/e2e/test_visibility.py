@@ -4,6 +4,7 @@ projection is idempotent under redelivery and rebuildable from kadence.history."
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -412,3 +413,26 @@ async def test_continue_as_new_sets_the_new_runs_search_attributes(client: Clien
         await eventually(task_failed, timeout=30, what="the workflow task failed")
         assert (await bad.describe())["status"] == "Running"
         await bad.terminate("done")
+
+
+async def test_a_history_record_the_client_cannot_unpack_is_skipped_and_runs_go_on_being_listed(
+        client: Client, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A record of kadence.history with a header key that is not UTF-8 killed the visibility
+    consumer (kadence dev stopped), and again at every restart: it never got past it."""
+    from services.common import kafka
+
+    from .raw_records import UNREADABLE, raw_producer
+
+    caplog.set_level(logging.ERROR, "services.common.unreadable")
+    tag = uuid.uuid4().hex[:6]
+    first, second = [w for w in (f"unr-{tag}-{n}" for n in range(100))
+                     if kafka.partition_for(kafka.workflow_key("default", w), cluster.settings.shards) == 0][:2]
+    await client.start_workflow(VisWait.run, id=first, task_queue="nobody")
+    await eventually(lambda: _count_is(client, f"WorkflowId = '{first}'", 1), timeout=30)
+    async with raw_producer(cluster.settings.kafka_bootstrap, monkeypatch) as raw:
+        odd = await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=kafka.workflow_key("default", first),
+                                      partition=0, headers=UNREADABLE)
+    await client.start_workflow(VisWait.run, id=second, task_queue="nobody")
+    await eventually(lambda: _count_is(client, f"WorkflowId = '{second}'", 1), timeout=30)
+    assert not cluster.fatal.happened.is_set(), cluster.fatal.reason
+    assert f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in caplog.text

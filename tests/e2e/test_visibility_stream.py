@@ -68,13 +68,53 @@ async def test_the_faust_app_projects_history_into_rows(broker: EmbeddedBroker, 
             ("open", "Order", "Running", 1_000, None, 2), ("shut", "Order", "Terminated", 1_000, 3_000, 3)]
     finally:
         await conn.close()
-        # faust may linger after SIGTERM: stop it by its process group, then firmly.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        _stop(process)
         log.close()
+
+
+async def test_the_faust_app_reads_past_a_record_the_client_cannot_unpack(
+        broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record of kadence.history with a header key that is not UTF-8 stopped the worker
+    (faust's fetch raised), and again at every restart."""
+    from .raw_records import UNREADABLE, raw_producer
+
+    await kafka.ensure_topics(broker.bootstrap, 2, 2)
+    await db.migrate(fresh_dsn)
+    async with raw_producer(broker.bootstrap, monkeypatch) as raw:
+        for value in _records("open", False):
+            await raw.send_and_wait(kafka.HISTORY, value, key=b"default/wf-open", partition=0)
+        odd = await raw.send_and_wait(kafka.HISTORY, b"\x00junk", key=b"default/junk", partition=0,
+                                      headers=UNREADABLE)
+        for value in _records("shut", True):
+            await raw.send_and_wait(kafka.HISTORY, value, key=b"default/wf-shut", partition=0)
+    env = dict(os.environ, KADENCE_KAFKA_BOOTSTRAP=broker.bootstrap, KADENCE_DATABASE_URL=fresh_dsn,
+               KADENCE_VISIBILITY_SESSION_TIMEOUT_S="2", KADENCE_HOME=str(tmp_path))
+    log = (tmp_path / "app.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "services.visibility"], env=env, cwd=tmp_path,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        async def rows() -> list[tuple[Any, ...]]:
+            assert process.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
+            found = await conn.fetch("SELECT run_id, status FROM visibility ORDER BY run_id")
+            return [tuple(r) for r in found] if len(found) == 2 else []
+        assert await eventually(rows, timeout=60, what="the projected rows") == [
+            ("open", "Running"), ("shut", "Terminated")]
+        assert f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in \
+            (tmp_path / "app.log").read_text()
+    finally:
+        await conn.close()
+        _stop(process)
+        log.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """faust may linger after SIGTERM: stop it by its process group, then firmly."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)

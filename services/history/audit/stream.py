@@ -24,7 +24,7 @@ from typing import Any
 import faust
 
 from kadence_protocol import avro
-from services.common import kafka
+from services.common import faust_app, kafka
 from services.common.kafka import faust_credentials
 
 from .replay import RunAudit, RunKey
@@ -94,7 +94,7 @@ def create_app(bootstrap: str, *, session_timeout_s: float = 10.0, app_id: str =
         datadir = str(state_dir() / "audit")
     # faust makes only the last level; on a clean machine the state directory is missing too.
     Path(datadir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_app.App(  # reads past a record the Kafka client cannot unpack
         app_id,
         broker=f"kafka://{bootstrap}",
         broker_credentials=faust_credentials(),  # TLS/SASL from the environment, as every client
