@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, overload
 
 from kadence._activity import activity_name_of
-from kadence._workflow.children import ChildWorkflowHandle
+from kadence._workflow.children import ChildWorkflowHandle, ExternalWorkflowHandle
 from kadence._workflow.definition import defn, query, run, run_result_type, signal, update, workflow_name_of
 from kadence._workflow.instance import ContinueAsNewError, ParentInfo, current_instance
 from kadence._workflow.instance import WorkflowInfo as Info
@@ -37,6 +37,7 @@ __all__ = [
     "ActivityCancellationType",
     "ChildWorkflowHandle",
     "ContinueAsNewError",
+    "ExternalWorkflowHandle",
     "HandlerUnfinishedPolicy",
     "Info",
     "ParentClosePolicy",
@@ -50,6 +51,7 @@ __all__ = [
     "execute_child_workflow",
     "execute_local_activity",
     "execute_local_activity_method",
+    "get_external_workflow_handle",
     "info",
     "is_replaying",
     "memo",
@@ -394,6 +396,15 @@ async def execute_child_workflow(
         run_timeout=run_timeout, task_timeout=task_timeout, parent_close_policy=parent_close_policy,
         retry_policy=retry_policy)
     return await handle
+
+
+def get_external_workflow_handle(workflow_id: str, run_id: str | None = None) -> ExternalWorkflowHandle:
+    """A handle on workflow ``workflow_id`` of this workflow's namespace (its run ``run_id``,
+    or its current run): ``await handle.signal(...)`` and ``await handle.cancel()`` return
+    once the target recorded them and raise ApplicationError of type
+    ``SignalExternalWorkflowExecutionFailed`` when it has no such open run. There is no
+    namespace parameter: a workflow reaches only its own namespace."""
+    return ExternalWorkflowHandle(current_instance().children, workflow_id, run_id)
 
 
 async def sleep(duration: float | timedelta) -> None:

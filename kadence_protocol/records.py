@@ -1871,9 +1871,10 @@ class ScheduleActivityTaskCommandAttributes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SignalExternalWorkflowExecution:
-    """Signals a workflow on behalf of another (its parent). Produced by history to kadence.requests, key
-    namespace/workflow_id of the target; answered with a ChildWorkflowNotice (Signaled or SignalFailed) to the
-    sender.
+    """Signals a workflow on behalf of another in the same namespace (its parent, or any workflow when
+    child_workflow_only is false). Produced by history to kadence.requests, key namespace/workflow_id of the
+    target; answered with a ChildWorkflowNotice (Signaled or SignalFailed) to the sender. Version 2: adds
+    child_workflow_only.
     """
 
     NAME: ClassVar[str] = "SignalExternalWorkflowExecution"
@@ -1890,6 +1891,9 @@ class SignalExternalWorkflowExecution:
     sender_workflow_id: str
     sender_run_id: str
     sender_initiated_event_id: int
+    #: true: only a child of the sender is signalled; false: any workflow of the namespace
+    #: (workflow.get_external_workflow_handle). Since version 2; version 1 records read as true.
+    child_workflow_only: bool = True
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SignalExternalWorkflowExecution:
@@ -1905,6 +1909,7 @@ class SignalExternalWorkflowExecution:
             sender_workflow_id=d["sender_workflow_id"],
             sender_run_id=d["sender_run_id"],
             sender_initiated_event_id=d["sender_initiated_event_id"],
+            child_workflow_only=d.get("child_workflow_only", True),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -1920,6 +1925,7 @@ class SignalExternalWorkflowExecution:
             "sender_workflow_id": self.sender_workflow_id,
             "sender_run_id": self.sender_run_id,
             "sender_initiated_event_id": self.sender_initiated_event_id,
+            "child_workflow_only": self.child_workflow_only,
         }
 
 

@@ -3,7 +3,8 @@
 ``workflow.start_child_workflow`` decides a ``StartChildWorkflowExecution`` command and
 waits for ``ChildWorkflowExecutionStarted`` (or ``StartChildWorkflowExecutionFailed``,
 raised as :class:`~kadence.exceptions.ChildWorkflowError`); the handle it returns waits for
-the child's closing event, and signals the child with ``SignalExternalWorkflowExecution``.
+the child's closing event, and signals the child with ``SignalExternalWorkflowExecution``
+(as :class:`ExternalWorkflowHandle` signals or cancels any workflow of the namespace).
 Every outcome is an input event of history, so replay resolves the same futures in the
 same activations. The runner's tables take the command/event pairs from here.
 """
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from kadence._workflow.instance import WorkflowInstance
 
 __all__ = ["CHILD_COMMAND_EVENT_TYPE", "CHILD_IDENTITY_ATTRIBUTE", "CHILD_INPUT_EVENT_TYPES",
-           "ChildWorkflowHandle", "Children"]
+           "ChildWorkflowHandle", "Children", "ExternalWorkflowHandle"]
 
 R = TypeVar("R")
 _CLOSED = frozenset({EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED, EventType.CHILD_WORKFLOW_EXECUTION_FAILED,
@@ -125,6 +126,39 @@ class ChildWorkflowHandle(Generic[R]):
         await self._children.signal(self._pending, signal_name_of(signal), args)
 
 
+class ExternalWorkflowHandle:
+    """Any workflow of this run's namespace, by workflow id (and run id: None for its current
+    run), from :func:`kadence.workflow.get_external_workflow_handle`. Its calls travel as a
+    child's do (``SignalExternalWorkflowExecution``), without the child-only check."""
+
+    def __init__(self, children: Children, workflow_id: str, run_id: str | None) -> None:
+        self._children = children
+        self._workflow_id = workflow_id
+        self._run_id = run_id
+
+    @property
+    def id(self) -> str:
+        return self._workflow_id
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    async def signal(self, signal: str | Callable[..., Any], *args: Any) -> None:
+        """Signal the workflow (``signal``: a ``@workflow.signal`` method or a signal name);
+        returns once its shard recorded the signal (once, however often it is redelivered), and
+        raises ApplicationError of type ``SignalExternalWorkflowExecutionFailed`` when it has
+        no open run (or ``run_id`` is not open)."""
+        await self._children.signal_workflow(self._workflow_id, self._run_id, signal_name_of(signal), args,
+                                             child_workflow_only=False)
+
+    async def cancel(self) -> None:
+        """Ask the workflow to cancel (its code sees ``asyncio.CancelledError``); returns once its
+        shard recorded the request, and raises as :meth:`signal` when it has no open run."""
+        await self._children.signal_workflow(self._workflow_id, self._run_id, CANCEL_CHILD_SIGNAL, [],
+                                             child_workflow_only=False)
+
+
 class Children(Owned):
     """One workflow instance's children and signals to them, by initiated event id."""
 
@@ -177,6 +211,12 @@ class Children(Owned):
         return pending.handle
 
     async def signal(self, pending: _PendingChild, signal_name: str, args: Sequence[Any]) -> None:
+        await self.signal_workflow(pending.workflow_id, pending.run_id, signal_name, args, child_workflow_only=True)
+
+    async def signal_workflow(self, workflow_id: str, run_id: str | None, signal_name: str, args: Sequence[Any],
+                              *, child_workflow_only: bool) -> None:
+        """Signal ``workflow_id`` of this namespace (only a child of this run when
+        ``child_workflow_only``) and wait until history delivered it or failed it."""
         from kadence._workflow.instance import Command
 
         future: asyncio.Future[None] = self._instance.loop.create_future()
@@ -185,9 +225,9 @@ class Children(Owned):
             self._signals[event_id] = future
 
         self._instance._add(Command(CommandType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION, {
-            "workflow_id": pending.workflow_id, "run_id": pending.run_id, "signal_name": signal_name,
+            "workflow_id": workflow_id, "run_id": run_id, "signal_name": signal_name,
             "input": self._instance.converter.encode_args(args, what=f"signal {signal_name}"),
-            "child_workflow_only": True,
+            "child_workflow_only": child_workflow_only,
         }, recorded))
         await future
 

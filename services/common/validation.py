@@ -618,7 +618,7 @@ def _start_child(a: Command, at: str, limits: Limits) -> None:
 
 def _signal_external(a: Command, at: str, limits: Limits) -> None:
     name(a["workflow_id"], f"{at}.workflow_id")
-    optional_name(a["run_id"], f"{at}.run_id")
+    optional_name(a.get("run_id"), f"{at}.run_id")  # absent: the current run (an external handle)
     name(a["signal_name"], f"{at}.signal_name")
     payload(a["input"], f"{at}.input", limits, array=True)
     boolean(a.get("child_workflow_only", True), f"{at}.child_workflow_only")

@@ -24,9 +24,12 @@ after its commit, never before):
   cancel: the child's shard records the request on the child's run as a
   ``RequestCancelWorkflowExecution`` would (cancellation.py, the same handler), without a
   further hop over ``kadence.requests``.
-* ``SignalExternalWorkflowExecution`` (to a child) records its initiated event, sends a
+* ``SignalExternalWorkflowExecution`` (to a child, or with ``child_workflow_only`` false to
+  any workflow id of the sender's namespace) records its initiated event, sends a
   ``SignalExternalWorkflowExecution`` request, and the target's shard answers with a
-  notice of kind ``Signaled`` or ``SignalFailed``.
+  notice of kind ``Signaled`` or ``SignalFailed``. The reserved signal name
+  CANCEL_CHILD_SIGNAL asks the target to cancel instead (a child's, or an external
+  handle's ``cancel()``).
 
 A notice is applied at most once: it names the pending child (or signal) by its initiated
 event id, and the event it adds removes it or moves it on (a second copy finds nothing to
@@ -146,14 +149,14 @@ def _initiate_signal(t: Transition, a: dict[str, Any], completed_id: int) -> Non
     s = t.state
     ev = t.add(EventType.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, namespace=s.namespace,
                workflow_id=a["workflow_id"],
-               run_id=a["run_id"], signal_name=a["signal_name"], input=a["input"],
-               child_workflow_only=a["child_workflow_only"], workflow_task_completed_event_id=completed_id)
+               run_id=a.get("run_id"), signal_name=a["signal_name"], input=a["input"],
+               child_workflow_only=a.get("child_workflow_only", True), workflow_task_completed_event_id=completed_id)
     iid = ev["event_id"]
     t.publish(kafka.REQUESTS, kafka.workflow_key(s.namespace, a["workflow_id"]), "SignalExternalWorkflowExecution", {
-        "namespace": s.namespace, "workflow_id": a["workflow_id"], "run_id": a["run_id"],
+        "namespace": s.namespace, "workflow_id": a["workflow_id"], "run_id": a.get("run_id"),
         "signal_name": a["signal_name"], "input": a["input"], "request_id": f"signal:{s.run_id}:{iid}",
         "sender_namespace": s.namespace, "sender_workflow_id": s.workflow_id, "sender_run_id": s.run_id,
-        "sender_initiated_event_id": iid,
+        "sender_initiated_event_id": iid, "child_workflow_only": a.get("child_workflow_only", True),
     })
 
 
@@ -213,27 +216,33 @@ async def start_child(ctx: engine.Context, req: StartChildWorkflowExecution) -> 
 
 
 async def signal_external(ctx: engine.Context, req: SignalExternalWorkflowExecution) -> None:
-    """Deliver a parent's signal to its child and tell the parent whether it was."""
+    """Deliver a signal (a parent's to its child, or any run's to a workflow of its namespace)
+    and tell the sender whether it was."""
     ns, wid = req.namespace, req.workflow_id
     sender = (req.sender_namespace, req.sender_workflow_id, req.sender_run_id, req.sender_initiated_event_id)
     t = await (ctx.run(ns, wid, req.run_id) if req.run_id else ctx.current_run(ns, wid))
-    if req.run_id and (t is None or not t.state.running):
+    if req.child_workflow_only and req.run_id and (t is None or not t.state.running):
         # A child that continued as new: the signal is for its chain's current run.
         current = await ctx.current_run(ns, wid)
         if current is not None and current.state.parent is not None \
                 and current.state.parent.run_id == req.sender_run_id:
             t = current
     parent = t.state.parent if t is not None else None
-    if t is None or not t.state.running or parent is None or (parent.namespace, parent.workflow_id) != sender[:2]:
+    # An external handle's signal goes to any open run of the namespace (the record names one
+    # namespace: validation); a child's handle only to a child of the sender.
+    not_child = parent is None or (parent.namespace, parent.workflow_id) != sender[:2]
+    if t is None or not t.state.running or (req.child_workflow_only and not_child):
         _send(ctx, _notice(*sender, NoticeKind.SIGNAL_FAILED, ns, wid, child_run_id=req.run_id,
                            cause=SignalFailedCause.WORKFLOW_NOT_FOUND.value))
         return
     if req.signal_name == CANCEL_CHILD_SIGNAL:
-        # The parent's code stopped waiting for its child: the child is asked to cancel, as
+        # The parent's code stopped waiting for its child (or an external handle's cancel()):
+        # the target is asked to cancel, as
         # a RequestCancelWorkflowExecution would ask it (once per run, whatever repeats).
         await cancellation.request_cancel_workflow(ctx, RequestCancelWorkflowExecution(
             namespace=ns, workflow_id=wid, run_id=t.state.run_id,
-            reason=f"canceled by its parent {req.sender_workflow_id}", request_id=req.request_id,
+            reason=f"canceled by {'its parent' if req.child_workflow_only else 'workflow'} {req.sender_workflow_id}",
+            request_id=req.request_id,
             identity=IDENTITY, reply_to=None))
     elif req.request_id not in t.state.signal_request_ids:
         t.add(EventType.WORKFLOW_EXECUTION_SIGNALED, signal_name=req.signal_name, input=req.input,

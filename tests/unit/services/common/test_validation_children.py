@@ -37,6 +37,13 @@ def _field(kind: str, record: dict[str, Any]) -> str:
     return caught.value.field
 
 
+def test_an_external_handles_signal_without_a_run_id_passes() -> None:
+    # The frontend drops a null run_id from a command: the current run of any workflow id.
+    external = _signal(child_workflow_only=False)
+    del external["attributes"]["run_id"]
+    v.check_command("RespondWorkflowTaskCompleted", _task(external))
+
+
 def test_the_child_commands_the_sdk_sends_pass() -> None:
     v.check_command("RespondWorkflowTaskCompleted", _task(_start_child(), _signal(), _signal(run_id="r2")))
     v.check_command("RespondWorkflowTaskCompleted", _task(_start_child(task_queue="q", parent_close_policy="Abandon")))
@@ -78,7 +85,7 @@ def _start_request(**kw: Any) -> dict[str, Any]:
 def _signal_request(**kw: Any) -> dict[str, Any]:
     return {"namespace": "default", "workflow_id": "c", "run_id": None, "signal_name": "go", "input": "[1]",
             "request_id": "signal:run-p:7", "sender_namespace": "default", "sender_workflow_id": "p",
-            "sender_run_id": "run-p", "sender_initiated_event_id": 7, **kw}
+            "sender_run_id": "run-p", "sender_initiated_event_id": 7, "child_workflow_only": True, **kw}
 
 
 def _notice(**kw: Any) -> dict[str, Any]:
@@ -99,6 +106,7 @@ def test_the_records_history_sends_between_shards_pass_and_encode() -> None:
     for kind, record in [("StartChildWorkflowExecution", _start_request()),
                          ("SignalExternalWorkflowExecution", _signal_request()),
                          ("SignalExternalWorkflowExecution", _signal_request(run_id="run-c")),
+                         ("SignalExternalWorkflowExecution", _signal_request(child_workflow_only=False)),
                          ("ChildWorkflowNotice", _notice()),
                          ("ChildWorkflowNotice", _notice(kind="Failed", result=None, failure=failure)),
                          ("ChildWorkflowNotice", _notice(kind="StartFailed", child_run_id=None,

@@ -173,7 +173,7 @@ async def test_a_child_continued_as_new_keeps_its_parent_and_reports_only_its_en
 async def test_a_parent_signals_its_child_and_learns_it_was_delivered() -> None:
     ctx = Context()
     parent, child = await _parent_with_child(ctx)
-    signal = {"command_type": "SignalExternalWorkflowExecution",
+    signal: dict[str, Any] = {"command_type": "SignalExternalWorkflowExecution",
               "attributes": {"workflow_id": "child-1", "run_id": child.run_id, "signal_name": "go", "input": "[1]",
                              "child_workflow_only": True}}
     await _complete(ctx, parent, [signal])
@@ -279,3 +279,58 @@ async def test_a_start_read_again_after_the_child_id_moved_on_starts_nothing() -
              "parent_workflow_id": "parent", "parent_run_id": "p", "parent_initiated_event_id": 5}
     await HANDLERS["StartChildWorkflowExecution"](ctx, start)  # the run exists, closed: no second run with its id
     assert len(ctx.runs) == runs and ctx.runs[child.run_id] is child and ctx.requests() == []
+
+
+async def test_an_external_signal_reaches_a_workflow_that_is_not_the_senders_child_once() -> None:
+    ctx = Context()
+    for wid in ("sender", "target"):
+        await engine.start_workflow(ctx, _start(wid))
+    sender, target = (ctx.runs[ctx.current[("ns", wid)]] for wid in ("sender", "target"))
+    signal: dict[str, Any] = {"command_type": "SignalExternalWorkflowExecution",
+              "attributes": {"workflow_id": "target", "signal_name": "go", "input": "[1]",
+                             "child_workflow_only": False}}  # no run_id: the current run
+    await _complete(ctx, sender, [signal])
+    (request,) = ctx.requests()
+    assert request[2]["child_workflow_only"] is False and request[2]["namespace"] == request[2]["sender_namespace"]
+    await _deliver(ctx, [request, request])  # a redelivered request is applied once
+    signaled = [e for e in ctx.events(target.run_id) if e["event_type"] == "WorkflowExecutionSignaled"]
+    assert len(signaled) == 1 and signaled[0]["attributes"]["request_id"] == f"signal:{sender.run_id}:5"
+    notices = ctx.requests()
+    assert [n[2]["kind"] for n in notices] == ["Signaled", "Signaled"]
+    await _deliver(ctx, notices)
+    assert _events(ctx, sender).count("ExternalWorkflowExecutionSignaled") == 1 and sender.signals_out == {}
+    # The same request with child_workflow_only (a child's handle) refuses a workflow that is not a child.
+    await _complete(ctx, sender, [{**signal, "attributes": {**signal["attributes"], "child_workflow_only": True}}])
+    await _deliver(ctx, ctx.requests())
+    assert [n[2]["kind"] for n in ctx.requests()] == ["SignalFailed"]
+    assert rebuild("ns", "sender", sender.run_id, ctx.events(sender.run_id)).dumps() == sender.dumps()
+
+
+async def test_an_external_signal_to_no_open_run_fails_and_an_external_cancel_is_recorded_once() -> None:
+    from kadence_protocol.queries import CANCEL_CHILD_SIGNAL
+
+    ctx = Context()
+    for wid in ("sender", "target"):
+        await engine.start_workflow(ctx, _start(wid))
+    sender, target = (ctx.runs[ctx.current[("ns", wid)]] for wid in ("sender", "target"))
+    missing = {"command_type": "SignalExternalWorkflowExecution",
+               "attributes": {"workflow_id": "nobody", "signal_name": "go", "input": "[]",
+                              "child_workflow_only": False}}
+    await _complete(ctx, sender, [missing])
+    await _deliver(ctx, ctx.requests())
+    (failed,) = ctx.requests()
+    assert failed[2]["kind"] == "SignalFailed" and failed[2]["cause"] == "WorkflowNotFound"
+    await _deliver(ctx, [failed])
+    assert _events(ctx, sender)[-2] == "SignalExternalWorkflowExecutionFailed"
+    cancel = {"command_type": "SignalExternalWorkflowExecution",
+              "attributes": {"workflow_id": "target", "signal_name": CANCEL_CHILD_SIGNAL, "input": "[]",
+                             "child_workflow_only": False}}
+    await _complete(ctx, sender, [cancel])
+    (request,) = ctx.requests()
+    await _deliver(ctx, [request, request])
+    requested = [e for e in ctx.events(target.run_id) if e["event_type"] == "WorkflowExecutionCancelRequested"]
+    assert len(requested) == 1 and requested[0]["attributes"]["reason"] == "canceled by workflow sender"
+    assert "WorkflowExecutionSignaled" not in _events(ctx, target)
+    await _deliver(ctx, ctx.requests())
+    assert _events(ctx, sender).count("ExternalWorkflowExecutionSignaled") == 1
+    assert rebuild("ns", "sender", sender.run_id, ctx.events(sender.run_id)).dumps() == sender.dumps()
