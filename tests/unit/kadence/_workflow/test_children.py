@@ -203,3 +203,41 @@ def test_a_wait_for_a_childs_start_cancelled_cancels_the_child_once_it_started()
     assert [c["attributes"].get("signal_name") for c in driver.next_task()] == ["__cancel_child"]
     _child_event(history, "ChildWorkflowExecutionCanceled", run_id="kid-run", details=None)
     assert _command_types(driver.next_task()) == ["CancelWorkflowExecution"]
+
+
+@workflow.defn
+class Neighbour:
+    @workflow.run
+    async def run(self) -> str:
+        other = workflow.get_external_workflow_handle("other")
+        await other.signal(Child.go, 1)
+        try:
+            await other.cancel()
+        except ApplicationError as err:
+            return f"{err.type}: {err.message}"
+        return "canceled"
+
+
+def _last_signal_initiated(history: FakeHistory) -> int:
+    return max(e["event_id"] for e in history.events if e["event_type"] == "SignalExternalWorkflowExecutionInitiated")
+
+
+def test_an_external_handle_signals_then_cancels_any_workflow_and_replays() -> None:
+    history = FakeHistory("Neighbour")
+    driver = Driver(Neighbour, history)
+    (signal,) = driver.step()
+    assert signal == {"command_type": "SignalExternalWorkflowExecution",
+                      "attributes": {"workflow_id": "other", "run_id": None, "signal_name": "go", "input": "[1]",
+                                     "child_workflow_only": False}}
+    assert driver.next_task() == []  # the await waits until the target's shard recorded it
+    history.add("ExternalWorkflowExecutionSignaled", initiated_event_id=_last_signal_initiated(history),
+                namespace="default", workflow_id="other", run_id="other-run")
+    (cancel,) = driver.next_task()
+    assert (cancel["attributes"]["signal_name"], cancel["attributes"]["child_workflow_only"]) == ("__cancel_child", False)
+    history.add("SignalExternalWorkflowExecutionFailed", initiated_event_id=_last_signal_initiated(history),
+                namespace="default", workflow_id="other", run_id=None, cause="WorkflowNotFound")
+    (done,) = driver.next_task()
+    assert done == {"command_type": "CompleteWorkflowExecution", "attributes": {
+        "result": json.dumps("SignalExternalWorkflowExecutionFailed: signal to workflow other failed: WorkflowNotFound")}}
+    replay = new_runner(Neighbour, history)
+    assert replay.apply(history.events, run_live=False) == [] and replay.finished
