@@ -219,7 +219,8 @@ class Neighbour:
 
 
 def _last_signal_initiated(history: FakeHistory) -> int:
-    return max(e["event_id"] for e in history.events if e["event_type"] == "SignalExternalWorkflowExecutionInitiated")
+    return max(int(e["event_id"]) for e in history.events
+               if e["event_type"] == "SignalExternalWorkflowExecutionInitiated")
 
 
 def test_an_external_handle_signals_then_cancels_any_workflow_and_replays() -> None:
