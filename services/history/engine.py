@@ -476,7 +476,7 @@ async def activity_completed(ctx: Context, req: RespondActivityTaskCompleted) ->
     t, act = answered
     sid = req.scheduled_event_id
     ahead = req.workflow_task
-    takes_ahead = ahead is not None and may_run_ahead(ctx, t.state, act.scheduled_time, ahead)
+    takes_ahead = ahead is not None and may_run_ahead(ctx, t, act.scheduled_time, ahead)
     t.add(EventType.ACTIVITY_TASK_COMPLETED, scheduled_event_id=sid, started_event_id=_record_started(t, sid, act),
           result=req.result, identity=req.identity)
     _drop_activity_timers(t, sid)
@@ -486,7 +486,7 @@ async def activity_completed(ctx: Context, req: RespondActivityTaskCompleted) ->
     settle(t)
 
 
-def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWorkflowTask,
+def may_run_ahead(ctx: Context, t: Transition, since: int, ahead: RunAheadWorkflowTask,
                   clock_ahead_ms: int = 0) -> bool:
     """Whether the workflow task a worker ran ahead on one input (an activity's result, or a
     timer's firing: timer_ahead.py) is the one history would have handed out: it would bring
@@ -500,7 +500,11 @@ def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWork
     since: no workflow task scheduled or failing, no other input (signal, timer, activity
     result) waiting. Its time must not run backwards from that task's nor ahead of
     history's clock (by more than ``clock_ahead_ms``, the worker's clock allowed to lead).
+    And the run must not be past the threshold that suggests continue-as-new: a task run
+    ahead sees the suggestion of the task before it, so a run looping on its own results
+    or timers would never learn it and run on into the hard limit; handed out, it does.
     """
+    s = t.state
     if ahead.after_ahead_id:
         same_task = s.last_completed_wt_ahead_id == ahead.after_ahead_id
     else:
@@ -509,7 +513,8 @@ def may_run_ahead(ctx: Context, s: MutableState, since: int, ahead: RunAheadWork
     return (same_task and ahead.ahead_id != 0
             and s.running and s.wt is None and not s.inputs_pending and s.wt_failures == 0
             and s.last_completed_wt_started_time == ahead.after_started_time
-            and max(s.last_completed_wt_started_time, since) <= ahead.started_time <= ctx.now + clock_ahead_ms)
+            and max(s.last_completed_wt_started_time, since) <= ahead.started_time <= ctx.now + clock_ahead_ms
+            and not t.history_limits.suggests_continue_as_new(s))
 
 
 def run_ahead(ctx: Context, t: Transition, ahead: RunAheadWorkflowTask, identity: str) -> None:

@@ -10,8 +10,9 @@ the task (RespondTimerRunAhead) only if the timer is pending and due by history'
 and the task is the one it would have handed out on that firing alone (the rule of
 activity run-ahead, engine.may_run_ahead); then, in one transition: TimerFired, the task
 scheduled, started (ran_ahead_id) and completed, its commands' events, and the timer's
-row deleted. Otherwise it drops the request and the timer fires as usual, at most the
-grace late. See docs/decisions/0014-timer-run-ahead.md.
+row deleted. Otherwise it drops the task, and a timer due by history's clock fires at
+once (the task that brings it is handed out); one not yet due fires from its row.
+See docs/decisions/0014-timer-run-ahead.md.
 """
 
 from __future__ import annotations
@@ -33,12 +34,18 @@ async def timer_ran_ahead(ctx: Context, req: RespondTimerRunAhead) -> None:
     if t is None or not t.state.running:
         return
     timer = t.state.timers.get(req.timer_id)
+    if timer is None or timer.fire_at > ctx.now + CLOCK_AHEAD_MS:
+        return
     # The task's workflow.now() must not precede the fire time either: a task handed out on
     # the firing starts after it, and the code reads its time.
-    if (timer is None or timer.fire_at > ctx.now + CLOCK_AHEAD_MS
-            or not may_run_ahead(ctx, t.state, timer.fire_at, req.workflow_task, clock_ahead_ms=CLOCK_AHEAD_MS)):
-        return
+    took = may_run_ahead(ctx, t, timer.fire_at, req.workflow_task, clock_ahead_ms=CLOCK_AHEAD_MS)
+    if not took and timer.fire_at > ctx.now:
+        return  # not due by history's clock: its row fires it
     t.add(EventType.TIMER_FIRED, timer_id=timer.timer_id, started_event_id=timer.started_event_id)
     t.delete_timer(TimerKind.USER_TIMER, timer.timer_id)
-    run_ahead(ctx, t, req.workflow_task, req.identity)
+    if took:
+        run_ahead(ctx, t, req.workflow_task, req.identity)
+    # Not taken (a signal came first, the run is past the continue-as-new threshold...): the
+    # timer is due and its worker is alive, so it fires now, not after the grace, and the task
+    # that brings it is handed out as usual.
     settle(t)

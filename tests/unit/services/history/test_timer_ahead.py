@@ -12,6 +12,7 @@ from kadence_protocol import avro, records
 from services.common import validation
 from services.history import engine
 from services.history.builder import Transition
+from services.history.limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from services.history.shard import HANDLERS
 from services.history.state import MutableState, rebuild
 from services.history.timer_ahead import CLOCK_AHEAD_MS
@@ -28,9 +29,12 @@ timer_ran_ahead = HANDLERS["RespondTimerRunAhead"]
 class GraceContext(MemoryContext):
     """The shard's transitions carry the grace its settings give."""
 
+    limits = DEFAULT_HISTORY_LIMITS
+
     def _t(self, state: MutableState) -> Transition:
         t = super()._t(state)
         t.timer_ahead_grace_ms = GRACE
+        t.history_limits = self.limits
         return t
 
     def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
@@ -113,17 +117,35 @@ async def test_history_firing_the_timer_after_it_was_run_ahead_changes_nothing()
     assert _kinds(ctx, s) == kinds and s.wt is None and list(s.timers) == ["2"]
 
 
-@pytest.mark.parametrize(("now", "started_time"), [
-    (T0 + 999 - CLOCK_AHEAD_MS, T0 + 1000),  # not due by history's clock, even a worker's ahead
-    (T0 + 1003, T0 + 999),  # the task's time precedes the fire time
-    (T0 + 1003, T0 + 1004 + CLOCK_AHEAD_MS),  # the task's time is too far ahead of history's clock
-])
-async def test_a_task_run_before_the_timer_is_due_is_dropped(now: int, started_time: int) -> None:
+async def test_a_task_run_before_the_timer_is_due_is_dropped_and_the_timer_left_to_its_row() -> None:
     ctx, s = await _sleeping()
     kinds = _kinds(ctx, s)
-    ctx.now = now
-    await timer_ran_ahead(ctx, _request(s, started_time=started_time))
+    ctx.now = T0 + 999 - CLOCK_AHEAD_MS  # not due by history's clock, even a worker's ahead
+    await timer_ran_ahead(ctx, _request(s, started_time=T0 + 1000))
     assert _kinds(ctx, s) == kinds and "1" in s.timers and s.running
+    ctx.now = T0 + 999  # due within the worker's allowed lead, but the task is not taken:
+    await timer_ran_ahead(ctx, _request(s, started_time=T0 + 999))  # its time precedes the fire time
+    assert _kinds(ctx, s) == kinds and "1" in s.timers  # history does not fire it early either
+
+
+def _fired_at_once(ctx: GraceContext, s: MutableState, kinds: list[str], *, task_owed: bool = False) -> None:
+    """The task run ahead was not taken, and the timer, due, fired without waiting out the
+    grace: its firing is an input of a task handed out as usual."""
+    assert _kinds(ctx, s) == [*kinds, "TimerFired", *([] if task_owed else ["WorkflowTaskScheduled"])]
+    assert "1" not in s.timers and s.wt is not None and s.running
+    assert f"{s.run_id}/user_timer/1" in ctx.transitions[-1].timers_delete
+
+
+@pytest.mark.parametrize("started_time", [
+    T0 + 999,  # the task's time precedes the fire time
+    T0 + 1004 + CLOCK_AHEAD_MS,  # the task's time is too far ahead of history's clock
+])
+async def test_a_task_with_a_time_out_of_bounds_is_dropped_and_the_due_timer_fires_at_once(started_time: int) -> None:
+    ctx, s = await _sleeping()
+    kinds = _kinds(ctx, s)
+    ctx.now = T0 + 1003
+    await timer_ran_ahead(ctx, _request(s, started_time=started_time))
+    _fired_at_once(ctx, s, kinds)
 
 
 async def test_a_worker_clock_a_little_ahead_of_historys_still_has_its_task_recorded() -> None:
@@ -149,17 +171,28 @@ async def test_a_task_that_does_not_follow_the_last_completed_one_is_dropped(cha
     request = _request(s, started_time=T0 + 1001)
     request["workflow_task"].update(change)
     await timer_ran_ahead(ctx, request)
-    assert _kinds(ctx, s) == kinds and "1" in s.timers
+    _fired_at_once(ctx, s, kinds)
 
 
-async def test_a_signal_before_the_run_ahead_drops_it_and_the_timer_fires_as_usual() -> None:
+async def test_a_run_past_the_continue_as_new_threshold_gets_its_timer_task_handed_out() -> None:
+    # A task run ahead sees the suggestion of the task before it: a run looping on a timer
+    # would never learn it (and run into the hard limit) if history went on taking them.
+    ctx, s = await _sleeping()
+    ctx.limits = HistoryLimits(warn_events=s.next_event_id - 1)
+    kinds = _kinds(ctx, s)
+    ctx.now = T0 + 1003
+    await timer_ran_ahead(ctx, _request(s, started_time=T0 + 1001))
+    _fired_at_once(ctx, s, kinds)
+
+
+async def test_a_signal_before_the_run_ahead_drops_it_and_the_due_timer_fires_at_once() -> None:
     ctx, s = await _sleeping()
     await engine.signal_workflow(ctx, _signal_request())
     assert s.wt is not None  # the signal's task is owed
     ctx.now = T0 + 1003
     kinds = _kinds(ctx, s)
     await timer_ran_ahead(ctx, _request(s, started_time=T0 + 1001))
-    assert _kinds(ctx, s) == kinds and "1" in s.timers
+    _fired_at_once(ctx, s, kinds, task_owed=True)  # the signal's task brings the firing too
 
 
 async def test_an_unknown_or_fired_timer_drops_the_request() -> None:
