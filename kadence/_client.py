@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from kadence._admin import AdminMixin
+from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable
 from kadence._together import Batcher
@@ -450,6 +451,12 @@ class Client(AdminMixin):
         """A handle on an existing workflow (its latest run unless ``run_id`` is given);
         ``result()`` converts the result to ``result_type`` (plain JSON when None)."""
         return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+    def get_async_activity_handle(self, *, task_token: str) -> AsyncActivityHandle:
+        """A handle to complete, fail, heartbeat or report the cancellation of an activity
+        attempt that called ``activity.raise_complete_async()``, by its
+        ``activity.info().task_token``."""
+        return AsyncActivityHandle(self, task_token)
 
 
 

@@ -438,16 +438,31 @@ class Engine:
         """What a heartbeat answers: whether the attempt should stop. It should when a cancel
         of the activity is recorded, and when the attempt is over anyway (the run closed, the
         activity finished, or another attempt replaced it), as Temporal's heartbeat says."""
+        act = await self._current_attempt(token)
+        return act is None or bool(act.get("cancel_requested_event_id"))
+
+    async def check_activity_attempt(self, token: TaskToken) -> None:
+        """NotFound unless ``token``'s attempt is still the activity's running one: an answer
+        asked to be checked (an async completion's, docs/protocol.md) is refused rather than
+        dropped by history when it comes too late. History still drops one the attempt's
+        end overtakes after this read."""
+        if await self._current_attempt(token) is None:
+            raise NotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id}) of run"
+                           f" {token.run_id} is not running: it finished, timed out or was retried, or its run"
+                           " closed (a stale task token)", field="task_token")
+
+    async def _current_attempt(self, token: TaskToken) -> dict[str, Any] | None:
+        """The activity's summary when ``token``'s attempt is its running one, else None."""
         try:
             ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
         except WorkflowNotFound:
-            return True
+            return None
         if ex.closed:
-            return True
+            return None
         act = (ex.summary.get("activities") or {}).get(str(token.scheduled_event_id))
         if not isinstance(act, dict) or act.get("attempt") != token.attempt:
-            return True
-        return bool(act.get("cancel_requested_event_id"))
+            return None
+        return act
 
     async def query(self, ns: str, workflow_id: str, run_id: str | None, query_type: str,
                     args_json: str | None, timeout: float) -> dict[str, Any]:
