@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kadence._failure import failure_from_exception
+from kadence._http import path_segment
 from kadence.converter import encode_payload
 from kadence.exceptions import AsyncActivityCancelledError
 
@@ -23,23 +24,45 @@ __all__ = ["AsyncActivityHandle"]
 
 
 class AsyncActivityHandle:
-    """One activity attempt, by its task token (``client.get_async_activity_handle``)."""
+    """One activity attempt, by its task token, or the running attempt of an activity, by
+    its workflow id, run id (the latest run when None) and activity id
+    (``client.get_async_activity_handle``)."""
 
-    def __init__(self, client: Client, task_token: str) -> None:
-        if not task_token:
+    def __init__(self, client: Client, task_token: str | None = None, *, workflow_id: str | None = None,
+                 run_id: str | None = None, activity_id: str | None = None) -> None:
+        if (task_token is None) == (workflow_id is None and activity_id is None):
+            raise ValueError("give either task_token or workflow_id and activity_id")
+        if task_token is not None and not task_token:
             raise ValueError("task_token must not be empty")
+        if task_token is None and not (workflow_id and activity_id):
+            raise ValueError("by ids, both workflow_id and activity_id are needed")
         self._client = client
         self.task_token = task_token
+        self._ids = (workflow_id or "", run_id, activity_id or "")
 
     def __repr__(self) -> str:
-        return f"AsyncActivityHandle(task_token={self.task_token[:16]!r}...)"
+        if self.task_token is not None:
+            return f"AsyncActivityHandle(task_token={self.task_token[:16]!r}...)"
+        workflow_id, run_id, activity_id = self._ids
+        return f"AsyncActivityHandle(workflow_id={workflow_id!r}, run_id={run_id!r}, activity_id={activity_id!r})"
+
+    async def _token(self) -> str:
+        """The token given, or that of the activity's attempt running now (asked each call:
+        a retry's new attempt has a new one)."""
+        if self.task_token is not None:
+            return self.task_token
+        workflow_id, run_id, activity_id = self._ids
+        answer = await self._client.transport.call(
+            "GET", f"/workflows/{path_segment(workflow_id)}/activities/{path_segment(activity_id)}/task-token",
+            params={"run_id": run_id} if run_id else None)
+        return str(answer["task_token"])
 
     async def _details(self, details: Sequence[Any], what: str) -> str | None:
         converter = self._client.data_converter
         return await encode_payload(converter.payload_codec, converter.encode_args(details, what=what), args=True)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = {"task_token": self.task_token, "identity": self._client.identity, "current_attempt": True, **body}
+        body = {"task_token": await self._token(), "identity": self._client.identity, "current_attempt": True, **body}
         # Not retried: a lost answer to a call that took effect would be refused as stale.
         answer = await self._client.transport.call("POST", path, body=body)
         return answer if isinstance(answer, dict) else {}

@@ -451,6 +451,19 @@ class Engine:
                            f" {token.run_id} is not running: it finished, timed out or was retried, or its run"
                            " closed (a stale task token)", field="task_token")
 
+    async def activity_task_token(self, ns: str, workflow_id: str, run_id: str | None, activity_id: str) -> TaskToken:
+        """The token of the running attempt of the activity ``activity_id`` of the run (the
+        latest when ``run_id`` is None): what an async completion by ids answers with.
+        NotFound when the run is closed or has no such activity pending."""
+        ex = await self._reads.execution(ns, workflow_id, run_id)
+        if not ex.closed:
+            for sid, act in (ex.summary.get("activities") or {}).items():
+                if isinstance(act, dict) and act.get("activity_id") == activity_id:
+                    return TaskToken(ns, workflow_id, ex.run_id, int(sid), int(act["attempt"]), "activity",
+                                     int(act.get("started_time") or 0), str(act.get("task_queue") or ""))
+        raise NotFound(f"run {ex.run_id} of workflow {workflow_id!r} has no activity {activity_id!r} running"
+                       " (it finished, or the run closed)", field="activity_id")
+
     async def _current_attempt(self, token: TaskToken) -> dict[str, Any] | None:
         """The activity's summary when ``token``'s attempt is its running one, else None."""
         try:

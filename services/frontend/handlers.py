@@ -71,6 +71,17 @@ class Handlers(VisibilityHandlers):
         authorize_task_queue(f"poll_{kind}_tasks", ns, token.task_queue)
         return token
 
+    async def activity_task_token(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        """The task token of an activity's running attempt, by ids (an async completion's
+        handle made from ``workflow_id``/``activity_id``); only for a principal that may
+        answer the activity's task queue."""
+        ns = v.namespace(path["namespace"])
+        wid = v.name({}, "workflow_id", value=path["workflow_id"])
+        activity_id = v.name({}, "activity_id", value=path["activity_id"])
+        token = await self.engine.activity_task_token(ns, wid, v.optional_str(dict(query), "run_id"), activity_id)
+        authorize_task_queue("poll_activity_tasks", ns, token.task_queue)
+        return OK, {"task_token": token.encode(self.engine.token_keys)}
+
     async def _activity_token(self, ns: str, body: dict[str, Any]) -> TaskToken:
         """An activity answer's token; with ``current_attempt`` (an async completion's
         handle sets it), NotFound unless its attempt is still running, rather than a
@@ -464,6 +475,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows/{workflow_id}/reset", "reset"),
     ("POST", "/workflows/{workflow_id}/update", "update"),
     ("POST", "/workflows/{workflow_id}/query", "query"),
+    ("GET", "/workflows/{workflow_id}/activities/{activity_id}/task-token", "activity_task_token"),
     ("GET", "/workflows/{workflow_id}", "describe"),
     ("GET", "/workflows/{workflow_id}/history", "history"),
     ("GET", "/workflows/{workflow_id}/result", "result"),

@@ -239,6 +239,9 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                      "timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600_000, "default": 10_000}},
                     ["query_type"]), {},
               200, _obj({"result": JSON_TEXT})),
+    "activity_task_token": ("The task token of an activity's running attempt, for completing it from outside"
+                            " (404 NotFound when none is running)", None, {"run_id": ID}, 200,
+                            _obj({"task_token": STR}, ["task_token"])),
     "describe": ("Describe a workflow run", None, {"run_id": ID}, 200, _ref("DescribeResponse")),
     "history": ("Read a page of a run's history", None,
                 {"run_id": ID, "page_size": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},

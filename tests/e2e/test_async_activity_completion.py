@@ -26,11 +26,13 @@ QUEUE = "q-async-activity"
 
 # The task tokens handed out, by workflow id, in attempt order (the activity runs in this process).
 TOKENS: dict[str, list[str]] = {}
+ACTIVITY_IDS: dict[str, str] = {}
 
 
 @activity.defn
 async def outside(note: str) -> str:
     TOKENS.setdefault(activity.info().workflow_id, []).append(activity.info().task_token)
+    ACTIVITY_IDS[activity.info().workflow_id] = activity.info().activity_id
     activity.raise_complete_async()
 
 
@@ -38,7 +40,7 @@ async def outside(note: str) -> str:
 class WaitsForOutside:
     @workflow.run
     async def run(self, case: str) -> str:
-        retry = RetryPolicy(maximum_attempts=2 if case == "fail" else 1,
+        retry = RetryPolicy(maximum_attempts=2 if case in ("fail", "ids") else 1,
                             initial_interval=timedelta(milliseconds=100))
         call = workflow.execute_activity(
             outside, case, retry_policy=retry,
@@ -150,3 +152,20 @@ async def test_the_workflows_cancel_is_seen_by_the_outside_heartbeat(client: Cli
         assert seen
         await outer.report_cancellation("stopped")
         assert await client.get_workflow_handle(wid).result(timeout=20) == "cancelled"
+
+
+async def test_by_ids_the_handle_answers_whichever_attempt_is_running(client: Client) -> None:
+    async with Worker(client, task_queue=QUEUE, workflows=[WaitsForOutside], activities=[outside]):
+        wid = await _run(client, "ids")
+        await _tokens(wid, 1)
+        by_ids = client.get_async_activity_handle(workflow_id=wid, activity_id=ACTIVITY_IDS[wid])
+        await by_ids.heartbeat("first")
+        await by_ids.fail(ApplicationError("retry me", type="Boom"))
+        await _tokens(wid, 2)
+        await by_ids.complete("second attempt")
+        assert await client.get_workflow_handle(wid).result(timeout=20) == "second attempt"
+        with pytest.raises(RPCError) as refused:
+            await by_ids.complete("again")
+        assert refused.value.status == 404 and refused.value.error_type == "NotFound"
+    events = [e["event_type"] for e in await client.get_workflow_handle(wid).history()]
+    assert events.count("ActivityTaskCompleted") == 1 and "ActivityTaskFailed" not in events, events

@@ -62,3 +62,31 @@ async def test_a_heartbeat_answered_cancel_requested_raises() -> None:
 def test_an_empty_token_is_refused() -> None:
     with pytest.raises(ValueError, match="task_token"):
         Client(Transport()).get_async_activity_handle(task_token="")
+
+
+class ByIds(Transport):
+    """Answers the token look-up with a new token each time (a new attempt each call)."""
+
+    async def call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        await super().call(method, path, body=body or params, params=params, timeout=timeout)
+        return {"task_token": f"tok-{len(self.calls)}"} if method == "GET" else {}
+
+
+async def test_by_ids_each_call_asks_for_the_running_attempts_token() -> None:
+    transport = ByIds()
+    handle = Client(transport).get_async_activity_handle(workflow_id="w/1", run_id="r", activity_id="7")
+    await handle.heartbeat()
+    await handle.complete(1)
+    paths = [path for path, _ in transport.calls]
+    assert paths == ["/workflows/w%2F1/activities/7/task-token", "/activity-tasks/heartbeat",
+                     "/workflows/w%2F1/activities/7/task-token", "/activity-tasks/complete"]
+    assert transport.calls[0][1] == {"run_id": "r"}
+    assert [body["task_token"] for _, body in transport.calls[1::2]] == ["tok-1", "tok-3"]
+
+
+@pytest.mark.parametrize("ids", [{}, {"task_token": "t", "workflow_id": "w", "activity_id": "1"},
+                                 {"workflow_id": "w"}, {"activity_id": "1"}])
+def test_either_a_token_or_both_ids_are_needed(ids: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        Client(Transport()).get_async_activity_handle(**ids)

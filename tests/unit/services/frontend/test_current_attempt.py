@@ -11,6 +11,7 @@ import pytest
 
 from services.frontend.errors import NotFound, WorkflowNotFound
 from services.frontend.handlers import Handlers
+from services.frontend.tokens import TaskToken
 from tests.unit.services.frontend.test_answer_batches import KEYS, Producer, _engine, _token
 
 pytestmark = pytest.mark.timeout(10)
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.timeout(10)
 class Execution:
     closed: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    run_id: str = "run"
 
 
 class Reads:
@@ -70,3 +72,19 @@ async def test_the_running_attempt_is_taken_and_unchecked_answers_are_as_before(
     stale, producer = _handlers(None)
     status, _ = await stale.complete_activity_task({"namespace": "default"}, {}, _body(result="1"))
     assert status == 200 and len(producer.sent) == 1  # history drops it, as a worker's late answer
+
+
+async def test_by_ids_the_running_attempts_token_is_answered() -> None:
+    running = Execution(summary={"activities": {"9": {"activity_id": "a-1", "attempt": 3, "task_queue": "q",
+                                                      "started_time": 12}}})
+    handlers, _ = _handlers(running)
+    path = {"namespace": "default", "workflow_id": "wf-1", "activity_id": "a-1"}
+    status, answer = await handlers.activity_task_token(path, {}, {})
+    token = TaskToken.decode(answer["task_token"], KEYS)  # type: ignore[index]
+    assert status == 200 and (token.run_id, token.scheduled_event_id, token.attempt, token.kind, token.task_queue) \
+        == ("run", 9, 3, "activity", "q")
+    with pytest.raises(NotFound, match="no activity 'a-2' running"):
+        await handlers.activity_task_token({**path, "activity_id": "a-2"}, {}, {})
+    closed = Execution(closed=True, summary=running.summary)
+    with pytest.raises(NotFound):
+        await _handlers(closed)[0].activity_task_token(path, {}, {})
