@@ -18,6 +18,7 @@ __all__ = [
     "ActivityContext",
     "ActivityDefinition",
     "ActivityInfo",
+    "CompleteAsyncError",
     "activity_name_of",
     "current_context",
     "defn",
@@ -110,6 +111,12 @@ class ActivityInfo:
         if self.start_to_close_timeout is None:
             return None
         return self.started_time + self.start_to_close_timeout
+
+
+class CompleteAsyncError(BaseException):
+    """Raised by ``activity.raise_complete_async()``: the attempt goes on after its function
+    returns, completed later through the client's async activity handle. A BaseException,
+    so that activity code's ``except Exception`` does not take it for a failure."""
 
 
 class ActivityContext:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from kadence._admin import AdminMixin
+from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable
 from kadence._together import Batcher
@@ -450,6 +451,14 @@ class Client(AdminMixin):
         """A handle on an existing workflow (its latest run unless ``run_id`` is given);
         ``result()`` converts the result to ``result_type`` (plain JSON when None)."""
         return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+    def get_async_activity_handle(self, *, task_token: str | None = None, workflow_id: str | None = None,
+                                  run_id: str | None = None, activity_id: str | None = None) -> AsyncActivityHandle:
+        """A handle to complete, fail, heartbeat or report the cancellation of an activity
+        that called ``activity.raise_complete_async()``: by its ``activity.info().task_token``
+        (that attempt only), or by ``workflow_id``, ``activity_id`` and optionally ``run_id``
+        (whichever attempt is running at each call)."""
+        return AsyncActivityHandle(self, task_token, workflow_id=workflow_id, run_id=run_id, activity_id=activity_id)
 
 
 

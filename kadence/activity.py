@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from kadence._activity import ActivityInfo as Info
-from kadence._activity import current_context, defn
+from kadence._activity import CompleteAsyncError, current_context, defn
 
-__all__ = ["Info", "defn", "heartbeat", "info", "is_cancel_requested"]
+__all__ = ["Info", "defn", "heartbeat", "info", "is_cancel_requested", "raise_complete_async"]
 
 
 def info() -> Info:
@@ -33,3 +33,15 @@ def is_cancel_requested() -> bool:
     attempt canceled. Only an activity that heartbeats learns of it.
     """
     return current_context().cancel_requested
+
+
+def raise_complete_async() -> NoReturn:
+    """End the activity's function without completing the activity: the attempt stays
+    running until someone with a client and ``info().task_token`` calls
+    ``client.get_async_activity_handle(task_token=...)`` and ``complete``, ``fail`` or
+    ``report_cancellation`` on it. Its timeouts still apply (heartbeat through the handle).
+    The worker reports nothing for the attempt and frees its slot. Not in a local activity
+    (its outcome is the workflow task's)."""
+    if current_context().info.is_local:
+        raise RuntimeError("a local activity cannot complete asynchronously")
+    raise CompleteAsyncError()

@@ -24,6 +24,7 @@ __all__ = [
     "ActivityError",
     "ActivityTimeoutError",
     "ApplicationError",
+    "AsyncActivityCancelledError",
     "CanceledError",
     "ChildWorkflowError",
     "FailureError",
@@ -330,6 +331,12 @@ class WorkflowAlreadyStartedError(RPCError):
 
 class WorkflowAlreadyClosedError(RPCError):
     """The run has closed already (a cancel of it has nothing to cancel)."""
+
+
+class AsyncActivityCancelledError(KadenceError):
+    """An async activity's heartbeat (``AsyncActivityHandle.heartbeat``) learnt that the
+    activity is to stop: its workflow cancelled it. Report how it stopped with
+    ``report_cancellation`` (or ``complete``/``fail``)."""
 
 
 class WorkflowNotFoundError(RPCError):

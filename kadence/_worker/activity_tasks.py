@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kadence._activity import ActivityContext, ActivityDefinition, ActivityInfo, reset_context, set_context
+from kadence._activity import (
+    ActivityContext,
+    ActivityDefinition,
+    ActivityInfo,
+    CompleteAsyncError,
+    reset_context,
+    set_context,
+)
 from kadence._converter import decode_args
 from kadence._failure import failure_from_exception
 from kadence._http import Transport
@@ -255,6 +262,10 @@ class ActivityTaskProcessor:
                 raise
             if scope is not None:
                 scope.leave(None)
+        except CompleteAsyncError:
+            # activity.raise_complete_async(): the attempt goes on without this worker; a
+            # client's AsyncActivityHandle reports how it ends.
+            return None
         except asyncio.CancelledError:
             if not context.cancel_requested:
                 raise

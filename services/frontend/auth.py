@@ -85,6 +85,7 @@ OPERATION_PERMISSIONS: Mapping[str, Permission] = {
     "respond_query": Permission.WORKER, "answer_tasks": Permission.WORKER,
     "complete_activity_task": Permission.WORKER, "fail_activity_task": Permission.WORKER,
     "heartbeat_activity_task": Permission.WORKER, "cancel_activity_task": Permission.WORKER,
+    "activity_task_token": Permission.WORKER,
     "list_workflows": Permission.READ, "count_workflows": Permission.READ,
     "list_search_attributes": Permission.READ, "register_search_attribute": Permission.ADMIN,
     # Namespaces and schedules (admin.py).

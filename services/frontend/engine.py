@@ -438,16 +438,44 @@ class Engine:
         """What a heartbeat answers: whether the attempt should stop. It should when a cancel
         of the activity is recorded, and when the attempt is over anyway (the run closed, the
         activity finished, or another attempt replaced it), as Temporal's heartbeat says."""
+        act = await self._current_attempt(token)
+        return act is None or bool(act.get("cancel_requested_event_id"))
+
+    async def check_activity_attempt(self, token: TaskToken) -> None:
+        """NotFound unless ``token``'s attempt is still the activity's running one: an answer
+        asked to be checked (an async completion's, docs/protocol.md) is refused rather than
+        dropped by history when it comes too late. History still drops one the attempt's
+        end overtakes after this read."""
+        if await self._current_attempt(token) is None:
+            raise NotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id}) of run"
+                           f" {token.run_id} is not running: it finished, timed out or was retried, or its run"
+                           " closed (a stale task token)", field="task_token")
+
+    async def activity_task_token(self, ns: str, workflow_id: str, run_id: str | None, activity_id: str) -> TaskToken:
+        """The token of the running attempt of the activity ``activity_id`` of the run (the
+        latest when ``run_id`` is None): what an async completion by ids answers with.
+        NotFound when the run is closed or has no such activity pending."""
+        ex = await self._reads.execution(ns, workflow_id, run_id)
+        if not ex.closed:
+            for sid, act in (ex.summary.get("activities") or {}).items():
+                if isinstance(act, dict) and act.get("activity_id") == activity_id:
+                    return TaskToken(ns, workflow_id, ex.run_id, int(sid), int(act["attempt"]), "activity",
+                                     int(act.get("started_time") or 0), str(act.get("task_queue") or ""))
+        raise NotFound(f"run {ex.run_id} of workflow {workflow_id!r} has no activity {activity_id!r} running"
+                       " (it finished, or the run closed)", field="activity_id")
+
+    async def _current_attempt(self, token: TaskToken) -> dict[str, Any] | None:
+        """The activity's summary when ``token``'s attempt is its running one, else None."""
         try:
             ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
         except WorkflowNotFound:
-            return True
+            return None
         if ex.closed:
-            return True
+            return None
         act = (ex.summary.get("activities") or {}).get(str(token.scheduled_event_id))
         if not isinstance(act, dict) or act.get("attempt") != token.attempt:
-            return True
-        return bool(act.get("cancel_requested_event_id"))
+            return None
+        return act
 
     async def query(self, ns: str, workflow_id: str, run_id: str | None, query_type: str,
                     args_json: str | None, timeout: float) -> dict[str, Any]:

@@ -71,6 +71,26 @@ class Handlers(VisibilityHandlers):
         authorize_task_queue(f"poll_{kind}_tasks", ns, token.task_queue)
         return token
 
+    async def activity_task_token(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        """The task token of an activity's running attempt, by ids (an async completion's
+        handle made from ``workflow_id``/``activity_id``); only for a principal that may
+        answer the activity's task queue."""
+        ns = v.namespace(path["namespace"])
+        wid = v.name({}, "workflow_id", value=path["workflow_id"])
+        activity_id = v.name({}, "activity_id", value=path["activity_id"])
+        token = await self.engine.activity_task_token(ns, wid, v.optional_str(dict(query), "run_id"), activity_id)
+        authorize_task_queue("poll_activity_tasks", ns, token.task_queue)
+        return OK, {"task_token": token.encode(self.engine.token_keys)}
+
+    async def _activity_token(self, ns: str, body: dict[str, Any]) -> TaskToken:
+        """An activity answer's token; with ``current_attempt`` (an async completion's
+        handle sets it), NotFound unless its attempt is still running, rather than a
+        stale answer accepted and then dropped by history."""
+        token = self._token(ns, body, "activity")
+        if v.flag(body, "current_attempt"):
+            await self.engine.check_activity_attempt(token)
+        return token
+
     # -- workflows ------------------------------------------------------------------------------
 
     async def start(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
@@ -399,7 +419,7 @@ class Handlers(VisibilityHandlers):
 
     async def _complete_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
-        token = self._token(ns, body, "activity")
+        token = await self._activity_token(ns, body)
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
         ahead = v.run_ahead(body)
@@ -412,7 +432,7 @@ class Handlers(VisibilityHandlers):
 
     async def _fail_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
-        token = self._token(ns, body, "activity")
+        token = await self._activity_token(ns, body)
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
         details = v.json_text(body, "last_heartbeat_details")
@@ -421,7 +441,7 @@ class Handlers(VisibilityHandlers):
 
     async def heartbeat_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
-        token = self._token(ns, body, "activity")
+        token = await self._activity_token(ns, body)
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
         await self.engine.respond("RecordActivityTaskHeartbeat", token, identity, details=details)
@@ -432,7 +452,7 @@ class Handlers(VisibilityHandlers):
 
     async def _cancel_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
-        token = self._token(ns, body, "activity")
+        token = await self._activity_token(ns, body)
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
         return TaskAnswer("RespondActivityTaskCanceled", token, identity, {"details": details})
@@ -455,6 +475,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/workflows/{workflow_id}/reset", "reset"),
     ("POST", "/workflows/{workflow_id}/update", "update"),
     ("POST", "/workflows/{workflow_id}/query", "query"),
+    ("GET", "/workflows/{workflow_id}/activities/{activity_id}/task-token", "activity_task_token"),
     ("GET", "/workflows/{workflow_id}", "describe"),
     ("GET", "/workflows/{workflow_id}/history", "history"),
     ("GET", "/workflows/{workflow_id}/result", "result"),

@@ -105,6 +105,9 @@ _WORKFLOW_RETRY: Schema = {
                    "non_retryable_error_types": {"type": "array", "items": NAME}}}
 _CONFLICT: Schema = {"type": "string", "enum": ["", "Fail", "UseExisting", "TerminateExisting"],
                      "description": "When a run of the id is running (default Fail: 409)"}
+# An async completion's handle asks to be refused (404 NotFound) when the attempt is over.
+_CURRENT_ATTEMPT = {"type": "boolean", "default": False,
+                    "description": "404 NotFound unless the token's attempt is still running (a stale token)"}
 _POLL = _body({"identity": ID, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
                "wait_seconds": {**WAIT_S, "default": 60}})
 
@@ -236,6 +239,9 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                      "timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600_000, "default": 10_000}},
                     ["query_type"]), {},
               200, _obj({"result": JSON_TEXT})),
+    "activity_task_token": ("The task token of an activity's running attempt, for completing it from outside"
+                            " (404 NotFound when none is running)", None, {"run_id": ID}, 200,
+                            _obj({"task_token": STR}, ["task_token"])),
     "describe": ("Describe a workflow run", None, {"run_id": ID}, 200, _ref("DescribeResponse")),
     "history": ("Read a page of a run's history", None,
                 {"run_id": ID, "page_size": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
@@ -268,17 +274,21 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                             _obj({"tasks": {"type": "array", "items": _ref("ActivityTask")}}, ["tasks"])),
     "complete_activity_task": ("Complete an activity attempt",
                                _body({"task_token": STR, "result": JSON_TEXT, "identity": ID,
-                                      "workflow_task": _ref("RunAheadWorkflowTask")}, ["task_token"]),
+                                      "workflow_task": _ref("RunAheadWorkflowTask"),
+                                      "current_attempt": _CURRENT_ATTEMPT}, ["task_token"]),
                                {}, 200, EMPTY),
     "fail_activity_task": ("Fail an activity attempt", _body({"task_token": STR, "failure": _ref("Failure"),
-                                                              "identity": ID, "last_heartbeat_details": JSON_TEXT},
+                                                              "identity": ID, "last_heartbeat_details": JSON_TEXT,
+                                                              "current_attempt": _CURRENT_ATTEMPT},
                                                              ["task_token", "failure"]),
                            {}, 200, EMPTY),
     "heartbeat_activity_task": ("Heartbeat an activity attempt",
-                                _body({"task_token": STR, "details": JSON_TEXT, "identity": ID}, ["task_token"]),
+                                _body({"task_token": STR, "details": JSON_TEXT, "identity": ID,
+                                       "current_attempt": _CURRENT_ATTEMPT}, ["task_token"]),
                                 {}, 200, _obj({"cancel_requested": {"type": "boolean"}}, ["cancel_requested"])),
     "cancel_activity_task": ("Report an activity attempt stopped on its cancel request",
-                             _body({"task_token": STR, "details": JSON_TEXT, "identity": ID}, ["task_token"]),
+                             _body({"task_token": STR, "details": JSON_TEXT, "identity": ID,
+                                    "current_attempt": _CURRENT_ATTEMPT}, ["task_token"]),
                              {}, 200, EMPTY),
     "start_batch": ("Start several workflow runs at once, each as POST /workflows would (with wait_seconds,"
                     " waiting for its outcome too); each item's result is written, on a line of its own, as"

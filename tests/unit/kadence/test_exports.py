@@ -92,13 +92,14 @@ def test_workflow_exports() -> None:
 
 
 def test_activity_exports() -> None:
-    assert sorted(activity.__all__) == ["Info", "defn", "heartbeat", "info", "is_cancel_requested"]
+    assert sorted(activity.__all__) == ["Info", "defn", "heartbeat", "info", "is_cancel_requested",
+                                          "raise_complete_async"]
     assert all(hasattr(activity, name) for name in activity.__all__)
 
 
 def test_client_worker_exception_exports() -> None:
-    assert sorted(client.__all__) == ["Client", "WorkflowExecution", "WorkflowExecutionCount", "WorkflowHandle",
-                                      "WorkflowUpdateHandle"]
+    assert sorted(client.__all__) == ["AsyncActivityHandle", "Client", "WorkflowExecution", "WorkflowExecutionCount",
+                                      "WorkflowHandle", "WorkflowUpdateHandle"]
     assert worker.__all__ == ["Worker"]
     assert all(issubclass(getattr(exceptions, n), exceptions.KadenceError) for n in exceptions.__all__)
 

@@ -1,0 +1,90 @@
+"""An activity answer or heartbeat with ``current_attempt`` (what an async completion's handle
+sends) is refused with 404 NotFound when its token's attempt is over (finished, retried,
+its run closed or gone); without it, as a worker sends, it is taken unchecked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from services.frontend.errors import NotFound, WorkflowNotFound
+from services.frontend.handlers import Handlers
+from services.frontend.tokens import TaskToken
+from tests.unit.services.frontend.test_answer_batches import KEYS, Producer, _engine, _token
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@dataclass
+class Execution:
+    closed: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    run_id: str = "run"
+
+
+class Reads:
+    def __init__(self, execution: Execution | None) -> None:
+        self.found = execution
+
+    async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
+        if self.found is None:
+            raise WorkflowNotFound("gone")
+        return self.found
+
+
+RUNNING = Execution(summary={"activities": {"5": {"attempt": 1}}})
+STALE = [None, Execution(closed=True, summary=RUNNING.summary), Execution(summary={"activities": {}}),
+         Execution(summary={"activities": {"5": {"attempt": 2}}})]
+
+
+def _handlers(execution: Execution | None) -> tuple[Handlers, Producer]:
+    producer = Producer()
+    engine = _engine(producer)
+    engine._reads = Reads(execution)  # type: ignore[assignment]
+    return Handlers(engine), producer
+
+
+def _body(**extra: Any) -> dict[str, Any]:
+    return {"task_token": _token("wf-1").encode(KEYS), "identity": "outside", **extra}
+
+
+@pytest.mark.parametrize("execution", STALE, ids=["gone", "closed", "finished", "retried"])
+@pytest.mark.parametrize("call, fields", [
+    ("complete_activity_task", {"result": "1"}),
+    ("fail_activity_task", {"failure": {"message": "boom", "type": "E", "non_retryable": False}}),
+    ("heartbeat_activity_task", {}),
+    ("cancel_activity_task", {}),
+])
+async def test_a_stale_token_is_refused_when_the_current_attempt_is_asked(
+        execution: Execution | None, call: str, fields: dict[str, Any]) -> None:
+    handlers, producer = _handlers(execution)
+    with pytest.raises(NotFound, match="stale task token"):
+        await getattr(handlers, call)({"namespace": "default"}, {}, _body(current_attempt=True, **fields))
+    assert producer.sent == []
+
+
+async def test_the_running_attempt_is_taken_and_unchecked_answers_are_as_before() -> None:
+    handlers, producer = _handlers(RUNNING)
+    status, _ = await handlers.complete_activity_task({"namespace": "default"}, {}, _body(result="1", current_attempt=True))
+    assert status == 200 and len(producer.sent) == 1
+    stale, producer = _handlers(None)
+    status, _ = await stale.complete_activity_task({"namespace": "default"}, {}, _body(result="1"))
+    assert status == 200 and len(producer.sent) == 1  # history drops it, as a worker's late answer
+
+
+async def test_by_ids_the_running_attempts_token_is_answered() -> None:
+    running = Execution(summary={"activities": {"9": {"activity_id": "a-1", "attempt": 3, "task_queue": "q",
+                                                      "started_time": 12}}})
+    handlers, _ = _handlers(running)
+    path = {"namespace": "default", "workflow_id": "wf-1", "activity_id": "a-1"}
+    status, answer = await handlers.activity_task_token(path, {}, {})
+    token = TaskToken.decode(answer["task_token"], KEYS)  # type: ignore[index]
+    assert status == 200 and (token.run_id, token.scheduled_event_id, token.attempt, token.kind, token.task_queue) \
+        == ("run", 9, 3, "activity", "q")
+    with pytest.raises(NotFound, match="no activity 'a-2' running"):
+        await handlers.activity_task_token({**path, "activity_id": "a-2"}, {}, {})
+    closed = Execution(closed=True, summary=running.summary)
+    with pytest.raises(NotFound):
+        await _handlers(closed)[0].activity_task_token(path, {}, {})
