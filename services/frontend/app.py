@@ -275,6 +275,7 @@ class FrontendService:
         wait = fetch_wait_ms(s, Consumer.REPLIES, noticed=self.reply_notices is not None)
         self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, wait, s.kafka_security, reply_to=reply_to)
         await self._replies.start(self.fatal)
+        self.health_sources.setdefault("replies", self._replies.health)  # does history answer?
         self._closes = CloseWatcher(self._pool)
         await self._closes.start(self.fatal)
         if not self._commands.colocated and s.command_notices:
