@@ -107,7 +107,7 @@ async def test_health_is_degraded_while_no_history_answers(env: Env, monkeypatch
             status, health = await env.call("GET", "/health")
             assert status == 200 and health["status"] == "degraded", health
             return dict(health["replies"])
-        seen = await eventually(degraded, what="/health degraded")
+        seen: dict[str, Any] = await eventually(degraded, what="/health degraded")
         assert seen["waiting"] >= 1 and seen["oldest_waiting_ms"] >= 500 and seen["last_reply_ms_ago"] is None
     finally:
         start.cancel()
