@@ -138,3 +138,49 @@ async def test_tasks_dispatched_again_stay_in_the_trace(cluster: Cluster, client
         await handle.signal(TracedPaths.proceed)
         assert await handle.result() == "step b, child b"
     await _one_trace(spans, wid, timers_ahead=False)
+
+
+@workflow.defn
+class TracedCountdown:
+    @workflow.run
+    async def run(self, count: int) -> str:
+        if count > 0:
+            await workflow.sleep(0.1)
+            workflow.continue_as_new(count - 1)
+        return "done"
+
+
+async def test_continue_as_new_stays_in_the_trace(client: Client, spans: InMemorySpanExporter) -> None:
+    """A chain of runs is one trace (the same, not linked ones): README, "Traces and metrics"."""
+    wid = f"chain-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue="q-chain", workflows=[TracedCountdown]):
+        assert await client.execute_workflow(TracedCountdown.run, 2, id=wid, task_queue="q-chain") == "done"
+
+    def one() -> bool:
+        finished = list(spans.get_finished_spans())
+        trace_id = _start_trace(finished, wid)
+        tasks = [s for s in finished if s.name.startswith("RunWorkflowTask TracedCountdown")
+                 and (s.attributes or {}).get("kadence.workflow_id") == wid]
+        runs = {(s.attributes or {}).get("kadence.run_id") for s in tasks}
+        assert len(runs) == 3, runs  # the first run and its two continuations
+        assert {s.context.trace_id for s in tasks} == {trace_id}
+        return True
+
+    await eventually(one, what="the chain's tasks in the start's trace", timeout=30)
+
+
+async def test_a_new_worker_replaying_the_run_stays_in_the_trace(client: Client, spans: InMemorySpanExporter) -> None:
+    """The worker that ran the first tasks stops; another one takes the run up (it replays it
+    from history) on the signal, in the run's trace."""
+    wid = f"replayed-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue="q-replayed", workflows=[TracedPaths, TracedChild], activities=[traced_step]):
+        handle = await client.start_workflow(TracedPaths.run, "c", id=wid, task_queue="q-replayed")
+
+        def activity_ran() -> bool:
+            return any(s.name == "RunActivity traced_step" and (s.attributes or {}).get("kadence.workflow_id") == wid
+                       for s in spans.get_finished_spans())
+        await eventually(activity_ran, what="the activity ran")
+    async with Worker(client, task_queue="q-replayed", workflows=[TracedPaths, TracedChild], activities=[traced_step]):
+        await handle.signal(TracedPaths.proceed)
+        assert await handle.result() == "step c, child c"
+    await _one_trace(spans, wid, timers_ahead=False)
