@@ -65,9 +65,11 @@ _RESULTS = "/workflow-results"
 _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
 _MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
-#: Starts and signals are sent again with the same request id when the frontend is
-#: unreachable or answers 503/504: five tries over about three seconds.
-IDEMPOTENT_RETRY = Backoff(attempts=5, first=0.2, factor=2.0, cap=2.0)
+#: Starts, signals and the other calls with a request id are sent again with the same
+#: request id when the frontend is unreachable or answers 503/504: waits from 0.2 s doubling
+#: to 2 s, no retry starting after 30 s (a frontend restart outlasts a few tries), as
+#: result waits and workers ride out an outage.
+IDEMPOTENT_RETRY = Backoff(attempts=0, within=30.0, first=0.2, factor=2.0, cap=2.0)
 
 R = TypeVar("R")
 

@@ -24,7 +24,7 @@ from kadence_protocol.limits import MAX_REQUEST_BYTES
 from kadence_protocol.tracing import tracer
 from services.common import db, internal_auth, outage
 from services.common.bind import UnsafeBind
-from services.common.colocation import CommandBus, KafkaCommands
+from services.common.colocation import CommandBus, KafkaCommands, TracedCommands, traced_commands
 from services.common.command_notices import HistoryOwners, NoticedCommands, owner_name
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
@@ -229,7 +229,10 @@ class FrontendService:
         matching: LocalMatchingService | MatchingClient | None = None, commands: CommandBus | None = None,
     ) -> None:
         # Where commands go besides the broker (services/common/colocation.py).
-        self._commands = commands or KafkaCommands()
+        # Traced whenever tracing is on, so a command notice (command_notices.py) carries the
+        # trace headers its broker record carries: history often takes the notice first.
+        bus = commands or KafkaCommands()
+        self._commands = bus if isinstance(bus, TracedCommands) else traced_commands(bus)
         self.settings = settings
         self._pool = pool
         self._own_pool = pool is None
@@ -273,6 +276,7 @@ class FrontendService:
         wait = fetch_wait_ms(s, Consumer.REPLIES, noticed=self.reply_notices is not None)
         self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, wait, s.kafka_security, reply_to=reply_to)
         await self._replies.start(self.fatal)
+        self.health_sources.setdefault("replies", self._replies.health)  # does history answer?
         self._closes = CloseWatcher(self._pool)
         await self._closes.start(self.fatal)
         if not self._commands.colocated and s.command_notices:

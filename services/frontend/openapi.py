@@ -428,11 +428,12 @@ def document() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
         paths.setdefault(full, {})[method.lower()] = op
-    health = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "stalled"]}},
-              "additionalProperties": True}
+    health = {"type": "object", "required": ["status"],
+              "properties": {"status": {"enum": ["ok", "degraded", "stalled"]}}, "additionalProperties": True}
     paths["/health"] = {"get": {
         "operationId": "health", "security": [],
-        "summary": "Liveness; 503 when a history shard of this process is stalled",
+        "summary": "Liveness; 503 when a history shard of this process is stalled; status degraded (200)"
+                   " while commands wait with no reply from history",
         "responses": {code: {"description": text, "content": {"application/json": {"schema": health}}}
                       for code, text in (("200", "OK"), ("503", "A shard stopped or retrying too long"))}}}
     return {

@@ -3,6 +3,12 @@
 Every frontend reads every partition without a consumer group, starting at the end
 when it starts (older replies were meant for earlier instances), and keeps only the
 replies addressed to its own ``instance_id``.
+
+It also tells ``/health`` whether history answers (:meth:`ReplyRouter.health`): a command
+waiting for longer than ``UNANSWERED_AFTER_S`` while no reply at all came in that time
+(to this frontend or another: any reply shows a history process at work) makes the
+frontend's answer ``degraded``. An idle frontend (nothing waiting) has no evidence either
+way and says ``ok``; the first reply clears it. So it does not flap with the load.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -19,10 +26,15 @@ from kadence_protocol import avro
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
 from services.common import outage, unreadable
 from services.common.aio import cancel
+from services.common.health import HealthReport
 from services.common.kafka import REPLIES
 from services.common.supervision import Fatal, watch
 
 log = logging.getLogger(__name__)
+
+# A start's reply comes in milliseconds when history is up; a shard being taken over after
+# a crash answers within its session timeout (seconds). Past this, say so on /health.
+UNANSWERED_AFTER_S = 10.0
 
 
 class Target(NamedTuple):
@@ -37,6 +49,7 @@ class Target(NamedTuple):
 class _Waiter(NamedTuple):
     target: Target | None  # None: any reply carrying the request id
     future: asyncio.Future[dict[str, Any]]
+    since: float  # time.monotonic() when the caller started waiting
 
 
 class ReplyRouter:
@@ -60,6 +73,22 @@ class ReplyRouter:
         # Per partition, the offset after the last record read: where to read again from
         # after a fetch failed on a record the client cannot unpack (unreadable.py).
         self._given: dict[TopicPartition, int] = {}
+        self._last_reply: float | None = None  # time.monotonic() of the last reply read
+
+    def health(self, now: float | None = None) -> HealthReport:
+        """Whether history answers this frontend's commands (always healthy: the frontend
+        still serves reads and queues nothing it cannot; ``degraded`` says starts wait)."""
+        now = time.monotonic() if now is None else now
+        oldest = min((w.since for ws in self._waiters.values() for w in ws if not w.future.done()), default=None)
+        waited = 0.0 if oldest is None else now - oldest
+        quiet = self._last_reply is None or now - self._last_reply >= UNANSWERED_AFTER_S
+        degraded = waited >= UNANSWERED_AFTER_S and quiet
+        return HealthReport(True, {
+            "status": "degraded" if degraded else "ok",
+            "waiting": sum(len(ws) for ws in self._waiters.values()),
+            "oldest_waiting_ms": int(waited * 1000),
+            "last_reply_ms_ago": None if self._last_reply is None else int((now - self._last_reply) * 1000),
+        }, degraded=degraded)
 
     async def start(self, fatal: Fatal | None = None) -> None:
         """Start reading; if the reading task ever dies, ``fatal`` is declared."""
@@ -96,7 +125,7 @@ class ReplyRouter:
 
         Every call gets a future of its own; hand it back to :meth:`forget` when done."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(request_id, []).append(_Waiter(target, fut))
+        self._waiters.setdefault(request_id, []).append(_Waiter(target, fut, time.monotonic()))
         return fut
 
     def forget(self, request_id: str, fut: asyncio.Future[dict[str, Any]]) -> None:
@@ -147,6 +176,8 @@ class ReplyRouter:
 
     def deliver(self, replies: list[dict[str, Any]]) -> None:
         """Answer the waiters of these replies (those addressed to this frontend)."""
+        if replies:
+            self._last_reply = time.monotonic()  # to any frontend: history is at work
         for reply in replies:
             if reply.get("reply_to") != self._instance_id:
                 continue

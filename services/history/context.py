@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from kadence_protocol import avro
 from services.common import kafka
 
-from . import refusals, updates
+from . import refusals, run_trace, updates
 from .builder import Mutation, OutboxMessage, Transition
 from .ledger import request_key
 from .state import Event, MutableState
@@ -57,15 +57,23 @@ class BatchContext:
         # of the batch loaded that run or not.
         if state is None or state.namespace != namespace or state.workflow_id != workflow_id:
             return None
+        if not self.headers and state.trace_context:
+            # A timer firing: what it does (a new run of a retry too) continues the run's trace.
+            self.headers = run_trace.headers_of(state.trace_context)
+        # Per command: a signal from a client of another trace still writes in the run's.
+        headers = run_trace.for_run(self.headers, state.trace_context)
         if t is None:
-            t = Transition(state, self.now, self.shard.shard_id, headers=self.headers,
+            t = Transition(state, self.now, self.shard.shard_id, headers=headers,
                            tail=self.shard.tails.get(run_id), takes_tasks=self.shard.tasks.takes,
                            history_limits=self.shard.history_limits,
                            timer_ahead_grace_ms=self.shard.config.timer_ahead_grace_ms)
             self.transitions[run_id] = t
+        else:
+            t.headers = headers
         return t
 
     def new_run(self, state: MutableState) -> Transition:
+        state.trace_context = run_trace.context_of(self.headers)
         t = Transition(state, self.now, self.shard.shard_id, headers=self.headers, tail=[],
                        takes_tasks=self.shard.tasks.takes, history_limits=self.shard.history_limits,
                        timer_ahead_grace_ms=self.shard.config.timer_ahead_grace_ms)

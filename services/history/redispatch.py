@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from kadence_protocol.enums import ActivityState
 from services.common import kafka, outage
 
+from . import run_trace
 from .builder import Mutation, Transition
 from .state import MutableState
 from .store import OutboxRow
@@ -97,7 +98,8 @@ class Redispatcher:
             state = await self._load(run_id)
             if state is None:
                 continue
-            t = Transition(state, now, self.shard_id)
+            # Rebuilt from the state alone: in the run's trace (run_trace.py).
+            t = Transition(state, now, self.shard_id, headers=run_trace.headers_of(state.trace_context))
             for task_id, since, dispatch in _unstarted(t):
                 due, wait = self._due.get(task_id, (since + REDISPATCH_AFTER_MS, REDISPATCH_AFTER_MS))
                 if force or now >= due:

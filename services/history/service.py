@@ -43,6 +43,7 @@ from services.common.reply_notices import BothNotices, ReplyNotices
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
+from . import log_end
 from .gate import FetchGate
 from .health import report
 from .http import HealthServer
@@ -300,13 +301,19 @@ class HistoryService:
         offset = await shard.acquire()
         end = (await self._consumer.end_offsets([tp]))[tp]
         fresh = p in self._fresh
+        if offset > end and not fresh and await log_end.serves_record_before(
+                self.settings.kafka_bootstrap, self.settings.kafka_security, tp, offset):
+            # Not past: the broker reports its last batch's base (the development broker).
+            log.debug("shard %d: log end %d reported below the stored offset %d, whose record before"
+                      " is served: not past", p, end, offset)
+            end = offset
         how = resume_from(offset, end, fresh_broker=fresh, rewind_lost=self.settings.rewind_lost_partitions)
         if how is Resume.STORED:
             if offset > end:
                 # Never rewind on a guess (see resume.py): the broker may report a batch's base.
-                log.warning("shard %d: stored offset %d is past the reported log end %d; resuming at %d"
-                            " (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a partition the broker lost)",
-                            p, offset, end, offset)
+                log.warning("shard %d: stored offset %d is past the log end %d (the broker no longer serves"
+                            " record %d); resuming at %d (KADENCE_REWIND_LOST_PARTITIONS=1 re-reads a"
+                            " partition the broker lost)", p, offset, end, offset - 1, offset)
             replay_until = await self.store.replay_until(p)
         else:
             # A new broker, or one that lost records: tasks it carried may be gone too,

@@ -24,6 +24,8 @@ Layouts:
 * 4: the run has ``terminate_reason``. The upgrade gives it null to a run not terminated;
   a terminated run's reason only its history knows, so its snapshot is rebuilt
   (``predates``).
+* 5: the run has ``trace_context`` (its W3C trace headers, run_trace.py). The upgrade gives
+  an earlier run none: its untraced work starts traces of its own, as before.
 
 A snapshot that lacks top-level fields of the current state (written by a build before the
 fold kept them) is upgraded all the same; ``MutableState.predates`` then tells the store to
@@ -35,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5
 
 
 def _v0_to_v1(s: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +76,14 @@ def _v3_to_v4(s: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+def _v4_to_v5(s: dict[str, Any]) -> dict[str, Any]:
+    s.setdefault("trace_context", {})
+    return s
+
+
 # Each step takes a snapshot of layout i to layout i + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4,
+                                                                 _v4_to_v5)
 assert len(_STEPS) == SNAPSHOT_VERSION
 
 

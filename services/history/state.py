@@ -258,6 +258,11 @@ class MutableState:
     retry_policy: dict[str, Any] | None = None
     first_wt_backoff_ms: int = 0
     backoff_pending: bool = False
+    # The run's W3C trace context (``traceparent``, ``tracestate``), taken from the command
+    # that started it: what history did not hear from the run's own trace (a timer firing, a
+    # task dispatched again, a signal from outside) continues it (run_trace.py). Live
+    # bookkeeping, like the update requests: not in history (see events_only).
+    trace_context: dict[str, str] = field(default_factory=dict)
     # The snapshot layout this state is written in (snapshot.py).
     version: int = SNAPSHOT_VERSION
 
@@ -615,7 +620,7 @@ def events_only(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     activities = {sid: {k: v for k, v in act.items() if k not in ATTEMPT_FIELDS}
                   for sid, act in (snapshot.get("activities") or {}).items()}
     wt = snapshot.get("wt")
-    return {**snapshot, "activities": activities, "update_requests": {}, "earlier_updates": {},
+    return {**snapshot, "activities": activities, "update_requests": {}, "earlier_updates": {}, "trace_context": {},
             "wt": None if wt is not None and wt.get("transient") else wt,
             **{k: 0 if k == "wt_transient_failures" else None for k in TRANSIENT_FIELDS}}
 

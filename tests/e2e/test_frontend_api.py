@@ -4,11 +4,13 @@ except where a test plays its part on the real topics)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -19,7 +21,7 @@ from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from services.frontend import FrontendService
+from services.frontend import FrontendService, replies
 from services.matching import MatchingService
 from tests.helpers import eventually
 
@@ -90,7 +92,27 @@ async def test_openapi_and_health(env: Env) -> None:
     status, doc = await env.call("GET", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
     assert f"{NS.replace('default', '{namespace}')}/workflows" in doc["paths"]
-    assert await env.call("GET", "/health") == (200, {"status": "ok"})
+    status, health = await env.call("GET", "/health")
+    assert (status, health["status"], health["replies"]["status"]) == (200, "ok", "ok")  # nothing waits yet
+
+
+async def test_health_is_degraded_while_no_history_answers(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No history process is up: a start waits (until DeadlineExceeded); /health says so
+    instead of ok, and stays 200 (the frontend itself serves)."""
+    monkeypatch.setattr(replies, "UNANSWERED_AFTER_S", 0.5)
+    start = asyncio.ensure_future(env.call("POST", f"{NS}/workflows", {
+        "workflow_id": "unanswered", "workflow_type": "W", "task_queue": "q", "request_id": "r-unanswered"}))
+    try:
+        async def degraded() -> dict[str, Any]:
+            status, health = await env.call("GET", "/health")
+            assert status == 200 and health["status"] == "degraded", health
+            return dict(health["replies"])
+        seen: dict[str, Any] = await eventually(degraded, what="/health degraded")
+        assert seen["waiting"] >= 1 and seen["oldest_waiting_ms"] >= 500 and seen["last_reply_ms_ago"] is None
+    finally:
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
 
 
 async def test_unknown_workflow_is_404(env: Env) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from services.common.health import HealthReport, health_answer
+from services.frontend import replies
 from services.frontend.replies import ReplyRouter, Target
 
 pytestmark = pytest.mark.timeout(10)
@@ -69,3 +71,45 @@ async def test_a_reply_answers_only_the_callers_of_its_workflow() -> None:
     router.deliver([_reply("r", "run-c")])
     assert (await c)["run_id"] == "run-c"
     await router.stop()
+
+
+async def test_health_is_degraded_only_while_a_command_waits_long_with_no_reply_at_all(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("services.frontend.replies.time.monotonic", lambda: clock[0])
+    router = ReplyRouter("127.0.0.1:1", "fe-1")
+    after = replies.UNANSWERED_AFTER_S
+    assert router.health().details["status"] == "ok"  # idle: no evidence either way
+    clock[0] += after * 5
+    assert not router.health().degraded  # idle for long: still no evidence
+    waiting = router.expect("r")
+    clock[0] += after / 2
+    assert not router.health().degraded  # waiting, but not long yet
+    clock[0] += after
+    report = router.health()
+    assert report.healthy and report.degraded and report.details["status"] == "degraded"
+    assert report.details["waiting"] == 1 and report.details["last_reply_ms_ago"] is None
+    router.deliver([{**_reply("other"), "reply_to": "fe-2"}])  # history answers someone
+    assert not router.health().degraded  # a reply just came: history is at work
+    clock[0] += after
+    assert router.health().degraded  # quiet again, and "r" still waits
+    router.deliver([_reply("r")])
+    router.forget("r", waiting)
+    assert not router.health().degraded and router.health().details["waiting"] == 0
+    await router.stop()
+
+
+def test_a_degraded_report_makes_the_answer_degraded_not_stalled() -> None:
+    def ok() -> HealthReport:
+        return HealthReport(True, {"status": "ok"})
+
+    def impaired() -> HealthReport:
+        return HealthReport(True, {"status": "degraded"}, degraded=True)
+
+    def stalled() -> HealthReport:
+        return HealthReport(False, {})
+
+    assert health_answer({"a": ok})[0:2] == (200, {"status": "ok", "a": {"status": "ok"}})
+    assert health_answer({"a": ok, "b": impaired}) == (200, {"status": "degraded", "a": {"status": "ok"},
+                                                             "b": {"status": "degraded"}})
+    assert health_answer({"b": impaired, "c": stalled})[0] == 503

@@ -227,6 +227,28 @@ async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task
     assert await r.redispatch() == 0  # just sent: not due again before its wait
 
 
+async def test_redispatch_sends_a_task_in_its_runs_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rebuilt from the state alone (a new owner after kill -9): it carries the run's trace
+    context, not none (its worker's spans then started a trace of their own)."""
+    published: list[Any] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        published.extend(records)
+
+    monkeypatch.setattr(redispatch.kafka, "publish", publish)
+    state = await _state()
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    state.trace_context = {"traceparent": parent}
+
+    async def verify_owner() -> None:
+        pass
+
+    r = Redispatcher(0, None, Store(state).load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
+    r.recover([state])
+    assert await r.redispatch(force=True) == 1
+    assert [h for _, _, _, h in published] == [(("traceparent", parent.encode()),)]
+
+
 async def test_redispatch_sends_a_task_unstarted_for_long_at_most_once_per_max_wait(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Its age passes REDISPATCH_MAX_MS for good: it was sent again on every pass (every 5 s)."""

@@ -50,7 +50,7 @@ def test_the_upgrade_changes_nothing_but_the_layout() -> None:
     assert after.keys() - before.keys() == {"version", "reset_from_run_id", "attempt", "retry_policy",
                                             "first_wt_backoff_ms", "backoff_pending", "wt_last_failure",
                                             "wt_transient_failures", "wt_transient_failure", "search_attributes",
-                                            "earlier_updates", "terminate_reason"}
+                                            "earlier_updates", "terminate_reason", "trace_context"}
     assert {k: v for k, v in after.items() if k in before and k not in ("activities", "timers", "wt",
                                                                         "update_requests")} == \
         {k: v for k, v in before.items() if k not in ("activities", "timers", "wt", "update_requests")}
@@ -84,7 +84,8 @@ def test_a_layout_2_snapshot_loads_with_no_earlier_updates_and_needs_no_rebuild(
     upgraded = snapshot.upgrade(orjson.loads(V2.read_bytes()))
     assert upgraded["earlier_updates"] == {} and not MutableState.predates(upgraded)
     after = orjson.loads(MutableState.loads(V2.read_bytes()).dumps())
-    assert after == {**before, "version": snapshot.SNAPSHOT_VERSION, "earlier_updates": {}, "terminate_reason": None}
+    assert after == {**before, "version": snapshot.SNAPSHOT_VERSION, "earlier_updates": {}, "terminate_reason": None,
+                     "trace_context": {}}
 
 
 def test_a_terminated_runs_snapshot_of_layout_3_is_rebuilt_for_its_reason() -> None:
@@ -108,3 +109,11 @@ def test_a_snapshot_of_a_later_layout_is_refused_not_guessed_at() -> None:
 
 def test_every_event_type_has_its_fold() -> None:
     assert set(_APPLY) == set(EventType)
+
+
+def test_a_layout_4_snapshot_has_no_trace_context_and_needs_no_rebuild() -> None:
+    v4 = orjson.loads(MutableState(run_id="r").dumps())
+    del v4["trace_context"]
+    v4["version"] = 4
+    s = MutableState.from_snapshot(snapshot.upgrade(v4))
+    assert s.trace_context == {} and not MutableState.predates(orjson.loads(s.dumps()))
