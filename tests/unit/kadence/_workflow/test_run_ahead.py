@@ -186,6 +186,7 @@ def test_history_takes_a_task_run_ahead_only_on_the_task_it_followed(
     from types import SimpleNamespace
 
     from kadence_protocol.records import RunAheadWorkflowTask
+    from services.history.builder import Transition
     from services.history.engine import may_run_ahead
     from services.history.state import MutableState
 
@@ -196,4 +197,5 @@ def test_history_takes_a_task_run_ahead_only_on_the_task_it_followed(
              "ahead_id": 9, "after_ahead_id": 0, **ahead}
     ctx: Any = SimpleNamespace(now=AHEAD_MS)
     # since: the activity's scheduling
-    assert may_run_ahead(ctx, s, HANDED_MS + 10, RunAheadWorkflowTask.from_dict(claim)) is taken
+    t = Transition(s, AHEAD_MS, 0)
+    assert may_run_ahead(ctx, t, HANDED_MS + 10, RunAheadWorkflowTask.from_dict(claim)) is taken

@@ -3,6 +3,7 @@ on in-memory runs, the fold of the new events, and their Avro round trip."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -252,6 +253,7 @@ class _Reads:
 async def test_the_heartbeat_answer_says_whether_the_attempt_should_stop(
         status: str | None, activities: dict[str, Any], told: bool) -> None:
     engine_view = SimpleNamespace(_reads=_Reads(status, activities))
+    engine_view._current_attempt = functools.partial(FrontendEngine._current_attempt, engine_view)
     token = TaskToken("ns", "wf", "r", 5, 2, "activity")
     assert await FrontendEngine.activity_cancel_requested(engine_view, token) is told  # type: ignore[arg-type]
 
