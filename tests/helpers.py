@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -22,6 +22,12 @@ class NotYet(AssertionError):
     """The condition did not hold within the time given."""
 
 
+@overload
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = ..., every: float = ...,
+                     what: str = ...) -> T: ...
+@overload
+async def eventually(check: Callable[[], T], *, timeout: float = ..., every: float = ...,
+                     what: str = ...) -> T: ...
 async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 10.0, every: float = 0.05,
                      what: str = "condition") -> T:
     """Call ``check`` every ``every`` seconds until it returns a truthy value (returned) or
@@ -40,7 +46,7 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
             if inspect.isawaitable(value):
                 value = await value
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last, error = value, None
         except (AssertionError, OSError, LookupError, ValueError, RuntimeError) as exc:
             last, error = exc, exc
@@ -49,7 +55,13 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
         await asyncio.sleep(every)
 
 
-async def stays(check: Callable[[], T | Awaitable[T]], *, for_seconds: float, every: float = 0.05,
+@overload
+async def stays(check: Callable[[], Awaitable[object]], *, for_seconds: float, every: float = ...,
+                what: str = ...) -> None: ...
+@overload
+async def stays(check: Callable[[], object], *, for_seconds: float, every: float = ...,
+                what: str = ...) -> None: ...
+async def stays(check: Callable[[], object], *, for_seconds: float, every: float = 0.05,
                 what: str = "condition") -> None:
     """Assert that ``check`` holds (returns a truthy value, raises nothing) every ``every``
     seconds for the whole of ``for_seconds``: the negative check ("nothing else arrives",

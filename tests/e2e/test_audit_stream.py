@@ -4,9 +4,7 @@ folds kadence.history as published and logs a chain break and a gap as they happ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +16,7 @@ import pytest
 from kadence_protocol import avro
 from services.common import chain, kafka
 from services.common.embedded import EmbeddedBroker
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,14 +94,6 @@ async def _run_until(broker: EmbeddedBroker, tmp_path: Path, done: Callable[[lis
                 seen.append(line)
         await asyncio.wait_for(until_done(), 40)
     finally:
-        # faust may linger after SIGTERM (DESIGN.md): stop it by its process group, then firmly.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_group(process)  # faust may linger after SIGTERM: its group, then firmly
         process.stdout.close()
     return seen

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
@@ -259,6 +260,18 @@ async def test_update_requests_of_a_commit_go_only_to_the_poll_handed_the_task_t
     assert [t.task_id for t in got] == ["put-back"] and got[0].updates is None
 
 
+async def _dead_letters(bootstrap: str) -> list[dict[str, Any]]:
+    """The dead letters on the broker (one fetch from the start)."""
+    consumer = AIOKafkaConsumer(kafka.DLQ, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+        return [avro.decode(r.value)[1] for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+
+
 async def test_a_task_record_the_client_cannot_unpack_is_dead_lettered_and_tasks_keep_flowing(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A record of kadence.tasks with a header key that is not UTF-8 killed the consumer (the
@@ -277,14 +290,7 @@ async def test_a_task_record_the_client_cannot_unpack_is_dead_lettered_and_tasks
     got = await env.client.poll("default", "tq-unreadable", WORKFLOW, 5, 1.0)
     assert [t.task_id for t in got] == [before_id, after_id]
     assert not env.service.fatal.happened.is_set(), env.service.fatal.reason
-    consumer = AIOKafkaConsumer(kafka.DLQ, bootstrap_servers=env.settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=5000)
-        letters = [avro.decode(r.value)[1] for rs in batch.values() for r in rs]
-    finally:
-        await consumer.stop()
+    letters = await _dead_letters(env.settings.kafka_bootstrap)
     assert [(d["source_topic"], d["partition"], d["offset"]) for d in letters] == \
         [(kafka.TASKS, bad.partition, bad.offset)]
     assert f"{kafka.TASKS}[{bad.partition}]@{bad.offset}: the Kafka client cannot unpack it" in letters[0]["reason"]
@@ -320,13 +326,6 @@ async def test_an_unreadable_task_record_is_dead_lettered_even_when_the_first_se
     assert not failures  # the failure did happen
     got = await env.client.poll("default", "tq-unreadable-retry", WORKFLOW, 5, 1.0)
     assert [t.task_id for t in got] == [after_id]
-    consumer = AIOKafkaConsumer(kafka.DLQ, bootstrap_servers=env.settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=5000)
-        letters = [avro.decode(r.value)[1] for rs in batch.values() for r in rs]
-    finally:
-        await consumer.stop()
+    letters = await _dead_letters(env.settings.kafka_bootstrap)
     assert [(d["source_topic"], d["partition"], d["offset"]) for d in letters] == \
         [(kafka.TASKS, bad.partition, bad.offset)]

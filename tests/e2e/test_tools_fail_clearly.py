@@ -5,9 +5,7 @@ is refused; the continuous audit starts on a clean machine and says what it audi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from services.common import kafka
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from tests.helpers import eventually
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,12 +103,4 @@ async def test_stream_audit_creates_its_state_directory_and_says_what_it_audits(
         await eventually(lambda: "Traceback" not in log.read_text() and process.poll() is None
                          and "Starting..." in log.read_text(), timeout=20, what="the worker running")
     finally:
-        # faust may linger after SIGTERM: stop it by its process group, then firmly.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_group(process)  # faust may linger after SIGTERM: its group, then firmly

@@ -3,9 +3,7 @@ broker and database: it projects kadence.history into visibility rows."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.embedded import EmbeddedBroker
 from tests.helpers import eventually
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,7 +67,7 @@ async def test_the_faust_app_projects_history_into_rows(broker: EmbeddedBroker, 
             ("open", "Order", "Running", 1_000, None, 2), ("shut", "Order", "Terminated", 1_000, 3_000, 3)]
     finally:
         await conn.close()
-        _stop(process)
+        stop_group(process)
         log.close()
 
 
@@ -104,17 +103,5 @@ async def test_the_faust_app_reads_past_a_record_the_client_cannot_unpack(
             (tmp_path / "app.log").read_text()
     finally:
         await conn.close()
-        _stop(process)
+        stop_group(process)
         log.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """faust may linger after SIGTERM: stop it by its process group, then firmly."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
