@@ -128,9 +128,11 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]
         try:
             return await query(con)
         finally:
-            self._give_back(con)
+            self.give_back(con)
 
-    def _give_back(self, con: Any) -> None:
+    def give_back(self, con: Any) -> None:
+        """Release ``con`` in a task of its own: the caller goes on at once, and a
+        connection whose query was cancelled is still given back (or closed) once."""
         task = asyncio.get_running_loop().create_task(self.release(con))
         self._giving_back.add(task)
         task.add_done_callback(self._given_back)

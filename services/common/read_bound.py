@@ -16,13 +16,12 @@ asyncpg cancels its query, or closes the connection if that does not answer in t
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-log = logging.getLogger(__name__)
+from services.common.db import Pool
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -34,12 +33,11 @@ class ReadTimedOut(TimeoutError):
 class BoundedReads:
     """``fetch``, ``fetchrow`` and ``fetchval`` of a pool, each bounded by ``timeout`` seconds."""
 
-    def __init__(self, pool: asyncpg.Pool, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, pool: Pool, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         if timeout <= 0:
             raise ValueError("a read's timeout must be positive")
         self.pool = pool
         self.timeout = timeout
-        self._giving_back: set[asyncio.Task[None]] = set()
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._read(lambda con, left: con.fetch(query, *args, timeout=left))
@@ -67,14 +65,7 @@ class BoundedReads:
             raise ReadTimedOut(f"the database did not answer a read within {self.timeout:g} s") from exc
         finally:
             # Not awaited: after a timeout the release waits for the query's cancellation.
-            task = loop.create_task(self.pool.release(con))
-            self._giving_back.add(task)
-            task.add_done_callback(self._given_back)
-
-    def _given_back(self, task: asyncio.Task[None]) -> None:
-        self._giving_back.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("a connection of a bounded read could not be given back cleanly (%r); it was closed", exc)
+            self.pool.give_back(con)
 
 
 #: What a read-only caller is given: a pool, or the same pool behind a bound.

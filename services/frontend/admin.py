@@ -75,7 +75,7 @@ ADMIN_ROUTES: list[tuple[str, str, str]] = [
 
 
 class AdminHandlers:
-    def __init__(self, pool: asyncpg.Pool, registry: NamespaceRegistry, *, shards: int,
+    def __init__(self, pool: db.Pool, registry: NamespaceRegistry, *, shards: int,
                  min_retention_ms: int = 60_000, clock: Callable[[], float] = time.time,
                  read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._pool = pool  # writes, and the reads that precede a write

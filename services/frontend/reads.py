@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import orjson
 
 from kadence_protocol import avro, exact_json
+from services.common import db
 from services.common.outcome import RUNNING
 from services.common.outcome import outcome as outcome_of
 from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
@@ -54,7 +54,7 @@ _COLUMNS = ", ".join(f"e.{c}" for c in ("namespace", "workflow_id", "run_id", "w
 
 
 class ReadStore:
-    def __init__(self, pool: asyncpg.Pool, *, read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, pool: db.Pool, *, read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._pool = pool
         self._bounded = BoundedReads(pool, read_timeout)
         self._statuses = StatusReads(self.statuses)

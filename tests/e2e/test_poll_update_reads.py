@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import orjson
 import pytest
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def test_update_requests_of_several_runs_in_one_read(fresh_dsn: str) -> None:
     await db.migrate(fresh_dsn)
-    pool = await asyncpg.create_pool(fresh_dsn, min_size=1, max_size=2)
+    pool = await db.create_pool(fresh_dsn, min_size=1, max_size=2)
     try:
         waiting = [{"update_id": "u1", "name": "a", "input": [1]}, {"update_id": "u2", "name": "b", "input": []}]
         for run_id, requests in (("r1", waiting), ("r2", []), ("r3", [])):
@@ -38,7 +37,7 @@ async def test_update_requests_of_several_runs_in_one_read(fresh_dsn: str) -> No
 async def test_statuses_of_several_runs_in_one_read(fresh_dsn: str) -> None:
     """Result waits read their runs' status together (services/frontend/status_reads.py)."""
     await db.migrate(fresh_dsn)
-    pool = await asyncpg.create_pool(fresh_dsn, min_size=1, max_size=2)
+    pool = await db.create_pool(fresh_dsn, min_size=1, max_size=2)
     try:
         for run_id, status in (("r1", "Running"), ("r2", "Completed")):
             await pool.execute(
