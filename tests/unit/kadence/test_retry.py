@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -287,7 +288,7 @@ async def test_a_throttled_start_goes_again_after_retry_after_with_its_request_i
     sent = server.seen[f"{ROOT}/workflows"]
     assert len(sent) == 3 and len({body["request_id"] for _, body in sent}) == 1
     # Each retry waited the frontend's retry_after_ms (0.3 s), not the client's 0.01 s backoff.
-    assert all(later - earlier >= 0.29 for (earlier, _), (later, _) in zip(sent, sent[1:], strict=False))
+    assert all(later - earlier >= 0.29 for (earlier, _), (later, _) in itertools.pairwise(sent))
 
 
 async def test_a_throttled_start_gives_up_within_its_retry_budget(throttling: tuple[Throttling, str]) -> None:
@@ -331,7 +332,7 @@ async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
         assert not running.done()  # no WorkerRefusedError: a 429 is not a refusal
         refused = server.seen[path][:server.refuse]
         # The poller waited at least the frontend's retry_after_ms between throttled polls.
-        assert all(later - earlier >= 0.09 for (earlier, _), (later, _) in zip(refused, refused[1:], strict=False))
+        assert all(later - earlier >= 0.09 for (earlier, _), (later, _) in itertools.pairwise(refused))
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
