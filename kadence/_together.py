@@ -11,7 +11,8 @@ line of its own as soon as that item's is known, so a quick workflow never waits
 neighbour.
 
 An item whose result does not arrive (the answer was cut short, the call failed, or the
-frontend does not have the batch call) is sent again alone. Both kinds may be sent twice: a
+frontend does not have the batch call) is sent again alone; a batch refused as over the
+namespace's limit (429) goes again together after the frontend's wait. Both kinds may be sent twice: a
 start carries its request id, which makes it happen at most once however often it is sent,
 and a result wait only reads.
 """
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kadence.exceptions import RPCError
+from kadence.exceptions import ResourceExhaustedError, RPCError
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 
 from ._http import EncodedBody, StreamingTransport, error_from_response
@@ -35,6 +36,9 @@ _log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 _ROOM = 64  # what wraps the items in one body: {"starts":[...]}
+# A batch refused as over the namespace's limit (429) is sent again together, after the
+# frontend's Retry-After, this many times; then each item goes alone with its own retries.
+MAX_THROTTLED_ROUNDS = 5
 
 Single = Callable[[dict[str, Any], float | None], Awaitable[dict[str, Any]]]
 
@@ -103,11 +107,12 @@ class Batcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[_Item]) -> None:
+    async def _send(self, batch: list[_Item], throttled_rounds: int = 0) -> None:
         encoded = b'{"' + self._key.encode() + b'":[' + b",".join(i.body.encoded for i in batch) + b"]}"
         body = EncodedBody.of({self._key: [i.body for i in batch]}, encoded)
         timeouts = [i.timeout for i in batch]
         timeout = None if None in timeouts else max(t for t in timeouts if t is not None)
+        throttled: ResourceExhaustedError | None = None
         try:
             async for line in self.transport.stream("POST", self._path, body=body, timeout=timeout):
                 index = line.get("index")
@@ -123,6 +128,8 @@ class Batcher:
                     future.set_result(line.get("answer") or {})
                 else:
                     future.set_exception(error_from_response(status, line))
+        except ResourceExhaustedError as err:
+            throttled = err
         except RPCError as err:
             if err.status in (404, 405) and err.error_type != "NamespaceNotFound":
                 self._supported = False  # an older frontend: every call goes alone from now on
@@ -131,9 +138,20 @@ class Batcher:
             _log.warning("%d calls sent together to %s failed; the rest go alone", len(batch), self._path,
                           exc_info=True)
         finally:
-            for item in batch:
-                if not item.future.done():
+            left = [item for item in batch if not item.future.done()]
+            if throttled is not None and left and throttled_rounds < MAX_THROTTLED_ROUNDS:
+                # Over the namespace's limit: together again after the frontend's wait, rather
+                # than as many calls alone, each refused in turn.
+                self._spawn(self._again(left, throttled.retry_after, throttled_rounds + 1))
+            else:
+                for item in left:
                     self._spawn(self._alone(item))
+
+    async def _again(self, batch: list[_Item], wait: float, throttled_rounds: int) -> None:
+        await asyncio.sleep(wait)
+        left = [item for item in batch if not item.future.done()]
+        if left:
+            await self._send(left, throttled_rounds)
 
     async def _alone(self, item: _Item) -> None:
         try:
