@@ -17,7 +17,7 @@ from kadence._admin import AdminMixin
 from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
 from kadence._retry import Backoff, retrying, unavailable_or_throttled
-from kadence._together import Batcher
+from kadence._together import THROTTLED_WITHIN_S, Batcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
     WorkflowExecution,
@@ -141,9 +141,11 @@ class Client(AdminMixin):
         batcher = self._batchers.get(path)
         if batcher is None or batcher.transport is not self.transport:
             if path == _STARTS:
-                batcher = Batcher(self.transport, self._start_alone, _STARTS, "starts")
+                batcher = Batcher(self.transport, self._start_alone, _STARTS, "starts",
+                                  throttled_within=self.retry.within or THROTTLED_WITHIN_S)
             else:
-                batcher = Batcher(self.transport, self._result_alone, _RESULTS, "waits")
+                batcher = Batcher(self.transport, self._result_alone, _RESULTS, "waits",
+                                  throttled_within=self.retry.within or THROTTLED_WITHIN_S)
             self._batchers[path] = batcher
         return batcher
 

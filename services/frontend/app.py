@@ -154,12 +154,12 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
                 if kind is QuotaKind.POLLS:
                     quotas.poll_opened(ns)
                     polling = ns
-                elif not per_item:
-                    quotas.admit(ns, kind)
+                else:  # a batch is refused here too when no token is left, before its body is read
+                    quotas.admit(ns, kind, 0.0 if per_item else 1.0)
             body = parse_json_body(await request.read()) if has_body else {}
             if per_item and quotas is not None and ns is not None:
                 items = body.get("starts")  # a batch costs what its starts would one by one
-                quotas.admit(ns, QuotaKind.API, max(1, len(items) if isinstance(items, list) else 1))
+                quotas.charge(ns, QuotaKind.API, max(1, len(items) if isinstance(items, list) else 1))
             if schema is not None:
                 check_body(schema, body, COMPONENTS)
             status, answer = await method(request.match_info, request.query, body)

@@ -128,6 +128,13 @@ class Quotas:
         if wait:
             self._refuse(ns, kind, rate, wait)
 
+    def charge(self, ns: str, kind: Kind, cost: float) -> None:
+        """Take ``cost`` more from a bucket the call has passed (``admit`` with cost 0, before
+        its body told what it costs), without refusing it: the bucket may go into debt."""
+        bucket = self._buckets.get((ns, kind))
+        if bucket is not None:
+            bucket.tokens -= cost
+
     def poll_opened(self, ns: str) -> None:
         """Count a long poll of ``ns`` as open (``poll_closed`` when it ends), or raise
         ResourceExhausted when the namespace has its limit open already."""

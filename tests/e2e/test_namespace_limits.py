@@ -90,6 +90,10 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         ids = [_id("refused") for _ in range(20)]
         answers = [await _post(http, starts, {"workflow_id": wid, "workflow_type": "EchoWorkflow",
                                               "task_queue": "q-none", "input": ["x"]}) for wid in ids]
+        # A batch of starts too: refused as a whole.
+        batch = await _post(http, f"{limited.url}/api/v1/namespaces/flood/workflow-starts", {"starts": [
+            {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none"} for wid in ids]})
+        assert (batch[0], batch[1]["limit"]) == (429, "rps")
     assert {status for status, _, _ in answers} == {429}
     _status, body, retry_after = answers[0]
     assert (body["error"], body["namespace"], body["limit"], body["limit_value"]) == (
@@ -113,7 +117,7 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         return _value(text, "kadence_frontend_requests_refused_total", kadence_namespace="flood",
                       kadence_limit="rps")
 
-    assert await eventually(scrape, what="refusals counted") >= 21
+    assert await eventually(scrape, what="refusals counted") >= 22
 
 
 async def test_workers_finish_the_runs_of_a_namespace_flooding_its_own_api(limited: Cluster) -> None:

@@ -20,7 +20,7 @@ from kadence import Client
 from kadence._http import HttpTransport
 from kadence._retry import Backoff
 from kadence._together import Batcher
-from kadence.exceptions import RPCError, WorkflowAlreadyStartedError
+from kadence.exceptions import ResourceExhaustedError, RPCError, WorkflowAlreadyStartedError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -251,3 +251,18 @@ async def test_a_throttled_batch_goes_again_together_after_the_frontends_wait(
     assert [b["workflow_id"] for b in fe.alone] == ["w0"]
     assert len({s["request_id"] for b in fe.batches for s in b}) == 3
     assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(fe.batch_times))
+
+
+async def test_a_batch_throttled_past_the_retry_budget_raises_the_refusal(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    fe.throttle_batches = 1000
+    client = _client(url)
+    client._batchers["/workflow-starts"] = Batcher(client.transport, client._start_alone,  # type: ignore[arg-type]
+                                                   "/workflow-starts", "starts", throttled_within=0.5)
+    try:
+        got = await _start_many(client, ["w0", "w1", "w2"])
+    finally:
+        await client.close()
+    assert got[0] == "run-w0"
+    assert all(isinstance(g, ResourceExhaustedError) and g.limit == "rps" for g in got[1:])
+    assert 2 <= len(fe.batches) <= 4 and [b["workflow_id"] for b in fe.alone] == ["w0"]

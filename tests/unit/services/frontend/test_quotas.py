@@ -144,3 +144,15 @@ async def test_a_failed_read_keeps_the_limits_in_force() -> None:
         await asyncio.sleep(0)
     assert quotas.limits("ns").rps == 1.0
     await quotas.close()
+
+
+def test_a_call_whose_cost_is_known_later_passes_with_any_token_and_then_pays_it() -> None:
+    clock = Clock()
+    quotas = Quotas(Limits(rps=10.0), clock=clock)
+    quotas.admit("ns", Kind.API, 0.0)  # a batch of starts, before its body is read
+    quotas.charge("ns", Kind.API, 500)  # ...which held 500
+    with pytest.raises(ResourceExhausted) as refused:
+        quotas.admit("ns", Kind.API, 0.0)  # the next batch is refused before its body is read
+    assert refused.value.body()["retry_after_ms"] == (1 - (20 - 500)) * 100
+    clock.now += 48.2
+    quotas.admit("ns", Kind.API, 0.0)
