@@ -122,7 +122,10 @@ COMPONENTS: dict[str, Schema] = {
                     "the task it would have handed out; otherwise the commands are dropped and the task is "
                     "scheduled as usual. runs_timers_ahead: the worker runs the timers this task starts ahead "
                     "(history holds their own firing for its grace)."),
-    "Error": _obj({"error": STR, "message": STR, "field": NULL_STR}, ["error", "message"]),
+    "Error": _obj({"error": STR, "message": STR, "field": NULL_STR,
+                   # ResourceExhausted (429) only: which limit of which namespace, and when to try again.
+                   "namespace": STR, "limit": STR, "limit_value": {"type": "number"}, "retry_after_ms": INT},
+                  ["error", "message"]),
     "Failure": _obj({"message": STR, "type": STR, "stack_trace": STR, "non_retryable": {"type": "boolean"},
                      "details": JSON_TEXT}, ["message"]),
     "HistoryEvent": _obj({"event_id": INT, "event_time": INT, "event_type": STR,
@@ -399,6 +402,8 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
                   "task token is forged, altered or of another namespace",
            "404": "Not found (NamespaceNotFound: the namespace is not registered)",
            "409": "Workflow already started, or already closed (cancel, update), or already exists",
+           "429": "ResourceExhausted: the namespace is over one of its limits on this frontend; Retry-After says"
+                  " when to try again, and the body names the namespace, the limit and its value",
            "503": "Broker unavailable", "504": "Timed out"}
 
 
