@@ -78,8 +78,8 @@ def _namespace_table(ns: dict[str, Any]) -> None:
 
 def _limit_rows(limits: dict[str, Any]) -> list[tuple[str, str]]:
     """The namespace's limits on each frontend; one it does not set is the cluster's default."""
-    names = (("rps", "Request rate limit", "/s"), ("concurrent_polls", "Long poll limit", ""),
-             ("visibility_rps", "Visibility rate limit", "/s"))
+    names = (("rps", "Rate limit", "/s"), ("concurrent_polls", "Poll limit", " open"),
+             ("visibility_rps", "List limit", "/s"))
     return [(label, "cluster default" if limits.get(key) is None else f"{limits[key]:g}{unit}")
             for key, label, unit in names]
 
