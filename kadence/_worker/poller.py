@@ -166,6 +166,7 @@ class Poller:
         """
         backoff = 0.0
         refusals = 0  # polls answered 401/403 in a row
+        throttled = 0  # polls answered 429 in a row
         held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
         try:
             while True:
@@ -183,7 +184,7 @@ class Poller:
                         held = []
                     answer = await request
                     tasks = list(answer.get("tasks") or [])[:taken]
-                    backoff = refusals = 0
+                    backoff = refusals = throttled = 0
                     self._reachability.succeeded()
                 except asyncio.CancelledError:
                     request.cancel()
@@ -194,11 +195,15 @@ class Poller:
                     if isinstance(err, ResourceExhaustedError):
                         # The namespace has as many polls open on that frontend as it may: not
                         # a refusal of this worker, and not an outage; wait as the frontend asks.
+                        # Doubling from there while it lasts, up to 10 s, as Temporal's SDKs back
+                        # off on ResourceExhausted: many pollers must not keep the frontend busy refusing.
                         refusals = 0
-                        wait = min(max(err.retry_after, 0.1), 10.0)
+                        throttled += 1
+                        wait = min(max(err.retry_after, 0.1) * 2 ** min(throttled - 1, 10), 10.0)
                         _log.info("poll %s throttled (%s); retrying in %.1fs", self._path, err.message, wait)
                         await asyncio.sleep(wait)
                         continue
+                    throttled = 0
                     backoff = min(10.0, max(0.1, backoff * 2))
                     if isinstance(err, RPCError) and err.status in (401, 403):
                         refusals += 1

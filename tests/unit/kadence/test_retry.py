@@ -316,7 +316,7 @@ async def test_a_throttled_call_without_a_request_id_raises_a_typed_error(
 async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
         throttling: tuple[Throttling, str]) -> None:
     server, url = throttling
-    server.refuse, server.retry_after_ms = 8, 100  # more than REFUSALS_BEFORE_STOPPING polls
+    server.refuse, server.retry_after_ms = 5, 100  # more than REFUSALS_BEFORE_STOPPING polls
 
     @workflow.defn(name="Idle")
     class Idle:
@@ -331,8 +331,9 @@ async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
         await eventually(lambda: len(server.seen.get(path, ())) > server.refuse, timeout=20)
         assert not running.done()  # no WorkerRefusedError: a 429 is not a refusal
         refused = server.seen[path][:server.refuse]
-        # The poller waited at least the frontend's retry_after_ms between throttled polls.
-        assert all(later - earlier >= 0.09 for (earlier, _), (later, _) in itertools.pairwise(refused))
+        # The poller waited the frontend's retry_after_ms, doubling while the throttling lasted.
+        gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(refused)]
+        assert all(gap >= 0.1 * 2 ** i - 0.01 for i, gap in enumerate(gaps)), gaps
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
