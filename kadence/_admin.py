@@ -51,12 +51,19 @@ class AdminMixin:
         return await self.transport.call("GET", f"/api/v1/namespaces/{path_segment(name or self.namespace)}")
 
     async def update_namespace(self, name: str | None = None, *, retention: Duration | None = None,
-                               description: str | None = None, owner_email: str | None = None) -> dict[str, Any]:
-        """Change the fields given (None: kept) of namespace ``name`` (default: the client's)."""
+                               description: str | None = None, owner_email: str | None = None,
+                               limits: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+        """Change the fields given (None: kept) of namespace ``name`` (default: the client's).
+        ``limits``: the namespace's own limits on each frontend, by name (``rps``,
+        ``concurrent_polls``, ``visibility_rps``); a limit given as None goes back to the
+        cluster's default, one left out is kept (docs/security.md)."""
         body: dict[str, Any] = {"description": description, "owner_email": owner_email,
                                 "retention": None if retention is None else duration_text(retention)}
+        body = {k: v for k, v in body.items() if v is not None}
+        if limits is not None:
+            body["limits"] = dict(limits)
         return await self.transport.call("PATCH", f"/api/v1/namespaces/{path_segment(name or self.namespace)}",
-                                         body={k: v for k, v in body.items() if v is not None})
+                                         body=body)
 
     # -- task queues ------------------------------------------------------------------------------
 

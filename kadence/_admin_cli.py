@@ -2,7 +2,7 @@
 
 Both talk to a frontend over the HTTP API through the client (kadence/_admin.py), with the
 options and exit codes every ``kadence`` click CLI shares (kadence/_cli/common.py): 0 done,
-1 refused or failed, 2 bad usage, 3 not found, 4 no answer (unreachable, 503 or 504).
+1 refused or failed, 2 bad usage, 3 not found, 4 no answer or throttled (unreachable, 503, 504 or 429).
 """
 
 from __future__ import annotations
@@ -73,7 +73,15 @@ def namespace() -> None:
 def _namespace_table(ns: dict[str, Any]) -> None:
     _fields([("Name", ns["name"]), ("Description", ns["description"]), ("Owner", ns["owner_email"]),
              ("Retention", ns["retention"]), ("State", ns["state"]), ("Created", ns["created_time"]),
-             ("Updated", ns["updated_time"])])
+             ("Updated", ns["updated_time"]), *_limit_rows(ns.get("limits") or {})])
+
+
+def _limit_rows(limits: dict[str, Any]) -> list[tuple[str, str]]:
+    """The namespace's limits on each frontend; one it does not set is the cluster's default."""
+    names = (("rps", "Rate limit", "/s"), ("concurrent_polls", "Poll limit", " open"),
+             ("visibility_rps", "List limit", "/s"))
+    return [(label, "cluster default" if limits.get(key) is None else f"{limits[key]:g}{unit}")
+            for key, label, unit in names]
 
 
 @namespace.command("create")
@@ -116,15 +124,39 @@ def namespace_list(ctx: click.Context) -> None:
 @click.option("--retention", default=None, help="New retention: 30d, 12h, 5m (a bare number is days).")
 @click.option("--description", default=None, help="New description.")
 @click.option("--owner-email", default=None, help="New owner email.")
+@click.option("--rps-limit", default=None, metavar="N|default",
+              help="User API calls a second the namespace may make on each frontend ('default': the cluster's).")
+@click.option("--poll-limit", default=None, metavar="N|default",
+              help="Long polls the namespace may hold open on each frontend ('default': the cluster's).")
+@click.option("--visibility-rps-limit", default=None, metavar="N|default",
+              help="List and count queries a second on each frontend ('default': the cluster's).")
 @click.pass_context
 def namespace_update(ctx: click.Context, name: str, retention: str | None, description: str | None,
-                     owner_email: str | None) -> None:
-    """Change namespace NAME's retention, description or owner."""
-    if retention is None and description is None and owner_email is None:
-        raise click.UsageError("give at least one of --retention, --description, --owner-email")
+                     owner_email: str | None, rps_limit: str | None, poll_limit: str | None,
+                     visibility_rps_limit: str | None) -> None:
+    """Change namespace NAME's retention, description, owner or limits."""
+    given = {"rps": rps_limit, "concurrent_polls": poll_limit, "visibility_rps": visibility_rps_limit}
+    limits = {key: _limit(key, value) for key, value in given.items() if value is not None}
+    if retention is None and description is None and owner_email is None and not limits:
+        raise click.UsageError("give at least one of --retention, --description, --owner-email, --rps-limit,"
+                               " --poll-limit, --visibility-rps-limit")
     ns = _run(ctx, lambda c: c.update_namespace(name, retention=retention, description=description,
-                                                owner_email=owner_email))
+                                                owner_email=owner_email, limits=limits or None))
     _print(ctx, ns, _namespace_table)
+
+
+def _limit(key: str, value: str) -> float | None:
+    """A limit option's value: a positive number (whole for polls), or 'default' (None)."""
+    if value.strip().lower() == "default":
+        return None
+    try:
+        number = int(value) if key == "concurrent_polls" else float(value)
+    except ValueError:
+        raise click.UsageError(f"a limit is a positive {'whole ' if key == 'concurrent_polls' else ''}number"
+                               f" or 'default', not {value!r}") from None
+    if number <= 0:
+        raise click.UsageError(f"a limit must be positive (or 'default'), not {value!r}")
+    return number
 
 
 # -- schedules -----------------------------------------------------------------------------------

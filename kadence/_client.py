@@ -16,8 +16,8 @@ from typing import Any, TypeVar, overload
 from kadence._admin import AdminMixin
 from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
-from kadence._retry import Backoff, retrying, unavailable
-from kadence._together import Batcher
+from kadence._retry import Backoff, retrying, unavailable_or_throttled
+from kadence._together import THROTTLED_WITHIN_S, Batcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
     WorkflowExecution,
@@ -66,7 +66,8 @@ _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
 _MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
 #: Starts, signals and the other calls with a request id are sent again with the same
-#: request id when the frontend is unreachable or answers 503/504: waits from 0.2 s doubling
+#: request id when the frontend is unreachable or answers 503/504 (or 429, waiting at least
+#: its Retry-After): waits from 0.2 s doubling
 #: to 2 s, no retry starting after 30 s (a frontend restart outlasts a few tries), as
 #: result waits and workers ride out an outage.
 IDEMPOTENT_RETRY = Backoff(attempts=0, within=30.0, first=0.2, factor=2.0, cap=2.0)
@@ -140,9 +141,11 @@ class Client(AdminMixin):
         batcher = self._batchers.get(path)
         if batcher is None or batcher.transport is not self.transport:
             if path == _STARTS:
-                batcher = Batcher(self.transport, self._start_alone, _STARTS, "starts")
+                batcher = Batcher(self.transport, self._start_alone, _STARTS, "starts",
+                                  throttled_within=self.retry.within or THROTTLED_WITHIN_S)
             else:
-                batcher = Batcher(self.transport, self._result_alone, _RESULTS, "waits")
+                batcher = Batcher(self.transport, self._result_alone, _RESULTS, "waits",
+                                  throttled_within=self.retry.within or THROTTLED_WITHIN_S)
             self._batchers[path] = batcher
         return batcher
 
@@ -168,9 +171,10 @@ class Client(AdminMixin):
     async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
                           what: str) -> dict[str, Any]:
         """POST ``body`` (which holds its request id, made once per logical call), sent again
-        unchanged while the frontend is unreachable, within ``self.retry``."""
+        unchanged while the frontend is unreachable or refuses it as over the namespace's limit
+        (429, after its Retry-After), within ``self.retry``."""
         return await retrying(lambda: self.transport.call("POST", path, body=body, timeout=timeout),
-                              backoff=self.retry, retry_if=unavailable, what=what)
+                              backoff=self.retry, retry_if=unavailable_or_throttled, what=what)
 
     @classmethod
     async def connect(

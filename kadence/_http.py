@@ -20,6 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from kadence.exceptions import (
     QueryFailedError,
+    ResourceExhaustedError,
     RPCError,
     WorkflowAlreadyClosedError,
     WorkflowAlreadyStartedError,
@@ -113,10 +114,24 @@ def error_from_response(status: int, payload: Any) -> RPCError:
         field = payload.get("field")
     else:
         error_type, message, field = f"HTTP{status}", str(payload)[:500], None
+    if status == 429:
+        return _exhausted(error_type, message, field, payload if isinstance(payload, Mapping) else {})
     cls = _ERRORS.get(error_type)
     if cls is None and status == 404 and error_type in ("NotFound", "WorkflowNotFound"):
         cls = WorkflowNotFoundError
     return (cls or RPCError)(status, error_type, message, str(field) if field is not None else None)
+
+
+def _exhausted(error_type: str, message: str, field: Any, payload: Mapping[str, Any]) -> ResourceExhaustedError:
+    """A 429's error: what the body says of the limit, and when to try again (1 s if it does not say)."""
+    wait_ms = payload.get("retry_after_ms")
+    value = payload.get("limit_value")
+    return ResourceExhaustedError(
+        429, error_type, message, str(field) if field is not None else None,
+        namespace=str(payload.get("namespace") or ""), limit=str(payload.get("limit") or ""),
+        limit_value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
+        retry_after=(wait_ms / 1000 if isinstance(wait_ms, int | float) and not isinstance(wait_ms, bool)
+                     and 0 <= wait_ms <= 3_600_000 else 1.0))
 
 
 def _bearer(api_key: str | None) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Starts and signals carry a request id that history deduplicates, and a worker's task
 answer names its task attempt, which history takes once; so a call lost to a restarting
-frontend (connection refused or reset, 503, 504, a timeout) can be sent again unchanged.
+frontend (connection refused or reset, 503, 504, a timeout) can be sent again unchanged;
+so can one refused (429) as over its namespace's limit, after the wait the frontend names.
 Used by the client (:mod:`kadence._client`) and the worker's answers
 (:mod:`kadence._worker.answers`).
 """
@@ -15,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from kadence.common import Backoff
-from kadence.exceptions import RPCError
+from kadence.exceptions import ResourceExhaustedError, RPCError
 
-__all__ = ["Backoff", "retrying", "unavailable"]
+__all__ = ["Backoff", "retrying", "unavailable", "unavailable_or_throttled"]
 
 _log = logging.getLogger("kadence.retry")
 T = TypeVar("T")
@@ -28,6 +29,12 @@ def unavailable(err: RPCError) -> bool:
     503, 504): the request may or may not have been taken, and repeating it is safe only
     for an idempotent call."""
     return err.status in (0, 503, 504)
+
+
+def unavailable_or_throttled(err: RPCError) -> bool:
+    """``unavailable``, or refused as over the namespace's limit (429): then nothing was taken,
+    and the call may go again after the frontend's Retry-After."""
+    return err.status in (0, 429, 503, 504)
 
 
 async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_if: Callable[[RPCError], bool],
@@ -43,10 +50,12 @@ async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_
         try:
             return await call()
         except RPCError as err:
+            # A throttled call waits what the frontend asks, at least; it is the frontend's load.
+            wait = max(delay, err.retry_after) if isinstance(err, ResourceExhaustedError) else delay
             out_of_tries = backoff.attempts and tries >= backoff.attempts
-            out_of_time = deadline is not None and loop.time() + delay > deadline
+            out_of_time = deadline is not None and loop.time() + wait > deadline
             if not retry_if(err) or out_of_tries or out_of_time:
                 raise
-            logger.warning("%s failed (%s); retrying in %.1fs (try %d)", what, err, delay, tries + 1)
-        await asyncio.sleep(delay)
+            logger.warning("%s failed (%s); retrying in %.1fs (try %d)", what, err, wait, tries + 1)
+        await asyncio.sleep(wait)
         delay = min(backoff.cap, delay * backoff.factor)

@@ -11,7 +11,9 @@ line of its own as soon as that item's is known, so a quick workflow never waits
 neighbour.
 
 An item whose result does not arrive (the answer was cut short, the call failed, or the
-frontend does not have the batch call) is sent again alone. Both kinds may be sent twice: a
+frontend does not have the batch call) is sent again alone; a batch refused as over the
+namespace's limit (429) goes again together after the frontend's wait, within the client's
+retry budget, and its calls raise the refusal after that. Both kinds may be sent twice: a
 start carries its request id, which makes it happen at most once however often it is sent,
 and a result wait only reads.
 """
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kadence.exceptions import RPCError
+from kadence.exceptions import ResourceExhaustedError, RPCError
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 
 from ._http import EncodedBody, StreamingTransport, error_from_response
@@ -35,6 +37,9 @@ _log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 _ROOM = 64  # what wraps the items in one body: {"starts":[...]}
+# How long a batch refused as over the namespace's limit (429) is sent again together, after
+# each Retry-After, before its calls raise the refusal: the client's retry budget of starts.
+THROTTLED_WITHIN_S = 30.0
 
 Single = Callable[[dict[str, Any], float | None], Awaitable[dict[str, Any]]]
 
@@ -51,13 +56,15 @@ class Batcher:
     ``key``); ``single`` sends one alone (with whatever retries its kind has)."""
 
     def __init__(self, transport: StreamingTransport, single: Single, path: str, key: str, *,
-                 max_batch: int = MAX_BATCH, max_bytes: int = MAX_REQUEST_BYTES - _ROOM) -> None:
+                 max_batch: int = MAX_BATCH, max_bytes: int = MAX_REQUEST_BYTES - _ROOM,
+                 throttled_within: float = THROTTLED_WITHIN_S) -> None:
         self.transport = transport
         self._single = single
         self._path = path
         self._key = key
         self._max_batch = max_batch
         self._max_bytes = max_bytes
+        self._throttled_within = throttled_within
         self._pending: list[_Item] = []
         self._active = 0  # calls of this kind in flight, alone or together
         self._flush_scheduled = False
@@ -103,11 +110,12 @@ class Batcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[_Item]) -> None:
+    async def _send(self, batch: list[_Item], throttled_since: float | None = None) -> None:
         encoded = b'{"' + self._key.encode() + b'":[' + b",".join(i.body.encoded for i in batch) + b"]}"
         body = EncodedBody.of({self._key: [i.body for i in batch]}, encoded)
         timeouts = [i.timeout for i in batch]
         timeout = None if None in timeouts else max(t for t in timeouts if t is not None)
+        throttled: ResourceExhaustedError | None = None
         try:
             async for line in self.transport.stream("POST", self._path, body=body, timeout=timeout):
                 index = line.get("index")
@@ -123,6 +131,8 @@ class Batcher:
                     future.set_result(line.get("answer") or {})
                 else:
                     future.set_exception(error_from_response(status, line))
+        except ResourceExhaustedError as err:
+            throttled = err
         except RPCError as err:
             if err.status in (404, 405) and err.error_type != "NamespaceNotFound":
                 self._supported = False  # an older frontend: every call goes alone from now on
@@ -131,9 +141,26 @@ class Batcher:
             _log.warning("%d calls sent together to %s failed; the rest go alone", len(batch), self._path,
                           exc_info=True)
         finally:
-            for item in batch:
-                if not item.future.done():
+            left = [item for item in batch if not item.future.done()]
+            if throttled is not None and left:
+                # Over the namespace's limit: together again after the frontend's wait, rather
+                # than as many calls alone, each refused in turn; within the retry budget.
+                now = asyncio.get_running_loop().time()
+                since = now if throttled_since is None else throttled_since
+                if now + throttled.retry_after - since <= self._throttled_within:
+                    self._spawn(self._again(left, throttled.retry_after, since))
+                else:
+                    for item in left:
+                        item.future.set_exception(throttled)
+            else:
+                for item in left:
                     self._spawn(self._alone(item))
+
+    async def _again(self, batch: list[_Item], wait: float, throttled_since: float) -> None:
+        await asyncio.sleep(wait)
+        left = [item for item in batch if not item.future.done()]
+        if left:
+            await self._send(left, throttled_since)
 
     async def _alone(self, item: _Item) -> None:
         try:

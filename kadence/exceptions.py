@@ -33,6 +33,7 @@ __all__ = [
     "PayloadError",
     "QueryFailedError",
     "RPCError",
+    "ResourceExhaustedError",
     "TerminatedError",
     "WorkerRefusedError",
     "WorkflowAlreadyClosedError",
@@ -345,6 +346,23 @@ class WorkflowNotFoundError(RPCError):
 
 class QueryFailedError(RPCError):
     """The workflow's query handler failed or does not exist."""
+
+
+class ResourceExhaustedError(RPCError):
+    """The frontend refused the call (429): the namespace is over one of its limits on that
+    frontend (docs/security.md). ``limit`` names it (``rps``, ``concurrent_polls`` or
+    ``visibility_rps``), ``limit_value`` its value, ``retry_after`` the seconds to wait before
+    trying again. Starts, signals and the other calls with a request id are retried after that
+    wait within the client's retry budget; other calls raise this."""
+
+    def __init__(self, status: int, error_type: str, message: str, field: str | None = None, *,
+                 namespace: str = "", limit: str = "", limit_value: float | None = None,
+                 retry_after: float = 1.0) -> None:
+        super().__init__(status, error_type, message, field)
+        self.namespace = namespace
+        self.limit = limit
+        self.limit_value = limit_value
+        self.retry_after = retry_after
 
 
 class WorkerRefusedError(RPCError):

@@ -23,6 +23,7 @@ from rich.console import Console
 from kadence._client import Client
 from kadence.exceptions import (
     QueryFailedError,
+    ResourceExhaustedError,
     RPCError,
     WorkflowAlreadyStartedError,
     WorkflowFailureError,
@@ -41,13 +42,13 @@ class ExitCode(enum.IntEnum):
     FAILED = 1  # the workflow failed/timed out/was terminated, the server refused, still running at --timeout
     USAGE = 2  # bad arguments, a request the server refused as malformed (400)
     NOT_FOUND = 3  # no such workflow, namespace, schedule
-    UNAVAILABLE = 4  # no answer: no connection, 503, or 504 (e.g. no worker answered a query); retry may help
+    UNAVAILABLE = 4  # no answer: no connection, 503, 504 (e.g. no worker answered a query) or 429; retry may help
     WORKFLOW = 1  # the workflow CLI's earlier name of FAILED (an alias: the same member)
 
 
 #: What exit code 4 means, said the same way in every group's --help and the README.
-NO_ANSWER_HELP = ("4 no answer, worth retrying: the frontend is unreachable, unavailable (503) or timed out"
-                  " (504, e.g. no worker answered a query).")
+NO_ANSWER_HELP = ("4 no answer, worth retrying: the frontend is unreachable, unavailable (503), timed out"
+                  " (504, e.g. no worker answered a query) or throttled the namespace (429, over its limit).")
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 failed or refused by the server; 2 usage errors and malformed requests;"
                    " 3 not found; " + NO_ANSWER_HELP)
 
@@ -165,7 +166,7 @@ def exit_code_of(exc: RPCError) -> ExitCode:
     """The exit code of an error answered by (or on the way to) the frontend."""
     if exc.status == 404:
         return ExitCode.NOT_FOUND
-    if exc.status in (0, 503, 504):
+    if exc.status in (0, 429, 503, 504):
         return ExitCode.UNAVAILABLE
     if exc.status == 400:
         return ExitCode.USAGE
@@ -202,6 +203,9 @@ def run(conn: Connection, work: Callable[[Client], Awaitable[T]]) -> T:
             detail = (str(cause) or type(cause).__name__) if cause is not None else exc.message
             raise Failed(ExitCode.UNAVAILABLE, f"cannot reach the frontend at {conn.address} ({detail}); is it"
                                                " running? Point --address or KADENCE_ADDRESS at it") from None
+        if isinstance(exc, ResourceExhaustedError):
+            raise Failed(ExitCode.UNAVAILABLE, f"throttled: {exc.message} (namespace {exc.namespace!r}, limit"
+                                               f" {exc.limit}); try again in {exc.retry_after:.1f}s") from None
         where = f" (field {exc.field})" if exc.field else ""
         raise Failed(exit_code_of(exc), f"{exc.error_type}: {exc.message}{where}") from None
     except ValueError as exc:  # the SDK refused an argument before sending anything

@@ -8,7 +8,8 @@ The options, the exit codes and the error mapping are those of every ``kadence``
 CLI (kadence/_cli/common.py): 0 success; 1 the workflow failed, timed out, was terminated,
 already runs, refused the query, or was still running when ``--timeout`` passed; 2 a usage
 error or a query the server refused as malformed; 3 not found; 4 no answer (the frontend is
-unreachable, answered 503, or timed out with 504, as when no worker answers a query).
+unreachable, answered 503, timed out with 504, as when no worker answers a query, or throttled
+the namespace with 429).
 """
 
 from __future__ import annotations

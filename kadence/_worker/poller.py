@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from kadence._http import Transport
 from kadence._worker.adaptive import FixedLimits, TaskLimits
-from kadence.exceptions import RPCError, WorkerRefusedError
+from kadence.exceptions import ResourceExhaustedError, RPCError, WorkerRefusedError
 
 __all__ = ["Poller", "Reachability", "Slots"]
 
@@ -154,7 +154,8 @@ class Poller:
     async def run(self) -> None:
         """Poll until cancelled. Errors are logged and retried with capped backoff, except
         polls refused (401/403) :data:`REFUSALS_BEFORE_STOPPING` times in a row: those raise
-        :class:`WorkerRefusedError` (retrying a credential that is refused helps nobody).
+        :class:`WorkerRefusedError` (retrying a credential that is refused helps nobody). A poll
+        refused as over the namespace's limit (429) is retried after the frontend's Retry-After.
 
         Tasks of an answer that came back short run before the next poll goes out: the
         queue is empty, so their answers are what the workflows wait for. A full answer
@@ -165,6 +166,7 @@ class Poller:
         """
         backoff = 0.0
         refusals = 0  # polls answered 401/403 in a row
+        throttled = 0  # polls answered 429 in a row
         held: list[Mapping[str, Any]] = []  # tasks of a full answer, started once the next poll is out
         try:
             while True:
@@ -182,7 +184,7 @@ class Poller:
                         held = []
                     answer = await request
                     tasks = list(answer.get("tasks") or [])[:taken]
-                    backoff = refusals = 0
+                    backoff = refusals = throttled = 0
                     self._reachability.succeeded()
                 except asyncio.CancelledError:
                     request.cancel()
@@ -190,6 +192,18 @@ class Poller:
                     raise
                 except Exception as err:  # a poller survives anything but refused credentials
                     await self._slots.release(taken)
+                    if isinstance(err, ResourceExhaustedError):
+                        # The namespace has as many polls open on that frontend as it may: not
+                        # a refusal of this worker, and not an outage; wait as the frontend asks.
+                        # Doubling from there while it lasts, up to 10 s, as Temporal's SDKs back
+                        # off on ResourceExhausted: many pollers must not keep the frontend busy refusing.
+                        refusals = 0
+                        throttled += 1
+                        wait = min(max(err.retry_after, 0.1) * 2 ** min(throttled - 1, 10), 10.0)
+                        _log.info("poll %s throttled (%s); retrying in %.1fs", self._path, err.message, wait)
+                        await asyncio.sleep(wait)
+                        continue
+                    throttled = 0
                     backoff = min(10.0, max(0.1, backoff * 2))
                     if isinstance(err, RPCError) and err.status in (401, 403):
                         refusals += 1

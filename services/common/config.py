@@ -101,6 +101,12 @@ class Settings:
     retention_interval_ms: int = 60_000
     retention_batch: int = 500
     scheduler_interval_ms: int = 1_000
+    # Each frontend process's limits per namespace (services/frontend/quotas.py), unless the
+    # namespace's own override says otherwise; 0: no limit. The request rate sits well above a
+    # busy tenant's (the benchmarks run ~1,000 workflows/s in one namespace).
+    namespace_rps: int = 5000
+    namespace_concurrent_polls: int = 2000
+    namespace_visibility_rps: int = 200
     # A history shard retrying through an outage this long is reported stalled (/health 503).
     stall_after_ms: int = 10_000
     # A history process on its own serves GET /health here when set (0: any free port), and
@@ -264,6 +270,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
                "bytes of events kept in memory per shard"),
     EnvSetting("KADENCE_MIN_RETENTION_MS", "min_retention_ms", EnvKind.INT, _F,
                "the shortest retention a namespace may be given"),
+    EnvSetting("KADENCE_NAMESPACE_RPS", "namespace_rps", EnvKind.INT, _F,
+               "user API calls a second per namespace per frontend, unless the namespace sets its own (0: no limit)"),
+    EnvSetting("KADENCE_NAMESPACE_CONCURRENT_POLLS", "namespace_concurrent_polls", EnvKind.INT, _F,
+               "long polls open at once per namespace per frontend, unless the namespace sets its own (0: no limit)"),
+    EnvSetting("KADENCE_NAMESPACE_VISIBILITY_RPS", "namespace_visibility_rps", EnvKind.INT, _F,
+               "list and count queries a second per namespace per frontend, unless the namespace sets its own"
+               " (0: no limit)"),
     EnvSetting("KADENCE_RETENTION_INTERVAL_MS", "retention_interval_ms", EnvKind.INT, _H,
                "how often the retention job looks", low=1),
     EnvSetting("KADENCE_RETENTION_BATCH", "retention_batch", EnvKind.INT, _H, "how many runs one deletion takes",

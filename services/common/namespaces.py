@@ -62,6 +62,34 @@ def format_duration_ms(ms: int) -> str:
 
 
 @dataclass(frozen=True)
+class NamespaceLimits:
+    """A namespace's limits on each frontend process (services/frontend/quotas.py). In a
+    namespace's row None means the cluster's default; in the defaults, no limit."""
+
+    rps: float | None = None
+    concurrent_polls: int | None = None
+    visibility_rps: float | None = None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record | dict[str, Any]) -> NamespaceLimits:
+        return cls(row["rps_limit"], row["concurrent_poll_limit"], row["visibility_rps_limit"])
+
+    def over(self, defaults: NamespaceLimits) -> NamespaceLimits:
+        """These overrides, with ``defaults`` for what they leave unset."""
+        return NamespaceLimits(
+            self.rps if self.rps is not None else defaults.rps,
+            self.concurrent_polls if self.concurrent_polls is not None else defaults.concurrent_polls,
+            self.visibility_rps if self.visibility_rps is not None else defaults.visibility_rps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rps": self.rps, "concurrent_polls": self.concurrent_polls, "visibility_rps": self.visibility_rps}
+
+
+LIMIT_COLUMNS = {"rps": "rps_limit", "concurrent_polls": "concurrent_poll_limit",
+                 "visibility_rps": "visibility_rps_limit"}
+
+
+@dataclass(frozen=True)
 class Namespace:
     name: str
     description: str
@@ -70,17 +98,18 @@ class Namespace:
     state: NamespaceState
     created_at: datetime
     updated_at: datetime
+    limits: NamespaceLimits = NamespaceLimits()
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Namespace:
         return cls(row["name"], row["description"], row["owner_email"], int(row["retention_ms"]),
-                   NamespaceState(row["state"]), row["created_at"], row["updated_at"])
+                   NamespaceState(row["state"]), row["created_at"], row["updated_at"], NamespaceLimits.from_row(row))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "owner_email": self.owner_email,
                 "retention": format_duration_ms(self.retention_ms), "retention_ms": self.retention_ms,
                 "state": self.state.value, "created_time": self.created_at.isoformat(),
-                "updated_time": self.updated_at.isoformat()}
+                "updated_time": self.updated_at.isoformat(), "limits": self.limits.to_json()}
 
 
 class NamespaceStore:
@@ -105,13 +134,30 @@ class NamespaceStore:
         return [Namespace.from_row(r) for r in await self._pool.fetch("SELECT * FROM namespaces ORDER BY name")]
 
     async def update(self, name: str, *, description: str | None = None, owner_email: str | None = None,
-                     retention_ms: int | None = None) -> Namespace | None:
-        """Change the fields given (None: kept); the namespace, or None if there is none."""
+                     retention_ms: int | None = None,
+                     limits: dict[str, float | None] | None = None) -> Namespace | None:
+        """Change the fields given (None: kept); the namespace, or None if there is none.
+        ``limits``: the limits it names (keys of LIMIT_COLUMNS) set, None back to the default."""
+        given = limits or {}
+        sets = "".join(f", {column} = CASE WHEN ${5 + 2 * i} THEN ${6 + 2 * i} ELSE {column} END"
+                       for i, column in enumerate(LIMIT_COLUMNS.values()))
+        args: list[Any] = []
+        for key, column in LIMIT_COLUMNS.items():
+            value = given.get(key)
+            args += [key in given, None if value is None else (int(value) if column == "concurrent_poll_limit"
+                                                               else float(value))]
         row = await self._pool.fetchrow(
             "UPDATE namespaces SET description = COALESCE($2, description),"
-            " owner_email = COALESCE($3, owner_email), retention_ms = COALESCE($4, retention_ms),"
-            " updated_at = now() WHERE name = $1 RETURNING *", name, description, owner_email, retention_ms)
+            " owner_email = COALESCE($3, owner_email), retention_ms = COALESCE($4, retention_ms)" + sets +
+            ", updated_at = now() WHERE name = $1 RETURNING *", name, description, owner_email, retention_ms, *args)
         return None if row is None else Namespace.from_row(row)
+
+    async def limits(self) -> dict[str, NamespaceLimits]:
+        """The namespaces that override any of the cluster's default limits, with their overrides."""
+        rows = await self._pool.fetch(
+            "SELECT name, rps_limit, concurrent_poll_limit, visibility_rps_limit FROM namespaces"
+            " WHERE rps_limit IS NOT NULL OR concurrent_poll_limit IS NOT NULL OR visibility_rps_limit IS NOT NULL")
+        return {r["name"]: NamespaceLimits.from_row(r) for r in rows}
 
     async def names(self) -> set[str]:
         return {r["name"] for r in await self._pool.fetch("SELECT name FROM namespaces")}

@@ -149,6 +149,9 @@ class Metrics:
         self.schedule_actions = meter.create_counter(
             "kadence.schedule.actions", unit="{action}",
             description="Schedule firings by result: started, skipped, buffered, missed (outside catch-up)")
+        self.requests_refused = meter.create_counter(
+            "kadence.frontend.requests.refused", unit="{request}",
+            description="Calls a frontend refused (429) as over a namespace's limit, by namespace and limit")
         self.polls_waiting = meter.create_up_down_counter(
             "kadence.polls.waiting", unit="{poll}", description="Task long polls waiting in the frontend")
         meter.create_observable_gauge(

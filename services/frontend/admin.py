@@ -21,6 +21,7 @@ import orjson
 from services.common import db
 from services.common.kafka import partition_for, workflow_key
 from services.common.namespaces import (
+    LIMIT_COLUMNS,
     NamespaceRegistry,
     NamespaceStore,
     format_duration_ms,
@@ -46,6 +47,7 @@ from .errors import (
     ScheduleAlreadyExists,
     ScheduleNotFound,
 )
+from .quotas import Quotas
 
 Params = Mapping[str, str]
 Answer = tuple[int, dict[str, Any]]
@@ -87,6 +89,7 @@ class AdminHandlers:
         self._shards = shards  # used only if the cluster has not recorded its count
         self._min_retention_ms = min_retention_ms
         self._clock = clock
+        self.quotas: Quotas | None = None  # the frontend's limits, told of a namespace's new ones
 
     # -- namespaces ------------------------------------------------------------------------------
 
@@ -141,9 +144,11 @@ class AdminHandlers:
         if body.get("description") == "":
             description = ""
         updated = await self._store.update(ns, description=description, owner_email=self._email(body),
-                                           retention_ms=self._retention(body))
+                                           retention_ms=self._retention(body), limits=_limits(body))
         if updated is None:
             raise not_found(ns)
+        if self.quotas is not None:  # in force here at once; other frontends read it within REFRESH_S
+            self.quotas.set_override(ns, updated.limits)
         return OK, updated.to_json()
 
     # -- schedules -------------------------------------------------------------------------------
@@ -257,6 +262,26 @@ class AdminHandlers:
             await self._row(ns, sid)
         action = ScheduleAction.from_json(json.loads(row["action"]))
         return OK, {"workflow_id": action.workflow_id_of(sid, now), "scheduled_time": iso_utc(now)}
+
+
+def _limits(body: Mapping[str, Any]) -> dict[str, float | None] | None:
+    """The limits a PATCH sets (a merge patch: a limit left out is kept, null is the default)."""
+    given = body.get("limits")
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise InvalidArgument("limits must be an object", field="limits")
+    out: dict[str, float | None] = {}
+    for key, value in given.items():
+        if key not in LIMIT_COLUMNS:
+            raise InvalidArgument(f"limits has no {key!r} (it takes {', '.join(LIMIT_COLUMNS)})", field="limits")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+                                  or value > 1e9 or (key == "concurrent_polls" and value != int(value))):
+            raise InvalidArgument(f"limits.{key} must be a positive number"
+                                  + (" (whole)" if key == "concurrent_polls" else "") + " or null (the default)",
+                                  field=f"limits.{key}")
+        out[key] = value
+    return out
 
 
 def not_found(ns: str) -> NamespaceNotFound:

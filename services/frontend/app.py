@@ -32,10 +32,10 @@ from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.matching import LocalMatchingService, MatchingClient
-from services.common.namespaces import NamespaceRegistry
+from services.common.namespaces import NamespaceLimits, NamespaceRegistry, NamespaceStore
 from services.common.read_bound import BoundedReads
 from services.common.supervision import Fatal
-from services.common.telemetry import http_server_middleware
+from services.common.telemetry import http_server_middleware, metrics
 from services.common.validation import Limits
 from services.common.visibility.reads import VisibilityReads
 
@@ -47,6 +47,8 @@ from .errors import RETRY_AFTER_S, FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
+from .quotas import Kind as QuotaKind
+from .quotas import Quotas
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .reply_notices import ReplyNoticeServer
@@ -66,6 +68,17 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
+# The calls a namespace's limits count (quotas.py), by handler name. Worker calls (task
+# answers, heartbeats, query answers) are not here: a tenant's flood of starts must not keep
+# its own workers from finishing its runs. Namespace and schedule administration is not either.
+LIMITED: dict[str, QuotaKind] = {
+    **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
+                     "update", "query", "describe", "history", "result", "result_batch",
+                     "list_search_attributes", "register_search_attribute"), QuotaKind.API),
+    **dict.fromkeys(("list_workflows", "count_workflows"), QuotaKind.VISIBILITY),
+    **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), QuotaKind.POLLS),
+}
+PER_ITEM = frozenset({"start_batch"})  # counted once per start it carries
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -79,7 +92,7 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
     try:
         response = await handler(request)
     except FrontendError as exc:
-        response = web.json_response(exc.body(), status=exc.status)
+        response = web.json_response(exc.body(), status=exc.status, headers=exc.headers() or None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -114,13 +127,16 @@ async def api_middleware(request: web.Request, handler: RouteHandler) -> web.Str
 
 
 def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator | None,
-           namespaces: NamespaceRegistry | None = None) -> RouteHandler:
+           namespaces: NamespaceRegistry | None = None, quotas: Quotas | None = None) -> RouteHandler:
     method = getattr(handlers, name)
     # The body schema of the OpenAPI document is the contract: checked before the handler runs.
     schema = request_schema(name) if has_body else None
+    kind = None if quotas is None else LIMITED.get(name)
+    per_item = name in PER_ITEM
 
     async def route(request: web.Request) -> web.StreamResponse:
         mark = None
+        polling = None
         match = request.match_info
         if auth is not None:  # before the body is read: an unknown caller costs nothing more
             # Routes without a namespace (create and list namespaces) need a grant on "*".
@@ -133,13 +149,25 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
             if namespaces is not None and ns is not None and ns not in namespaces.known:
                 if not await namespaces.is_registered(valid_namespace(ns)):
                     raise not_found(ns)
+            # Limits: refused here, before the body is read and before anything goes to Kafka.
+            if kind is not None and quotas is not None and ns is not None:
+                if kind is QuotaKind.POLLS:
+                    quotas.poll_opened(ns)
+                    polling = ns
+                else:  # a batch is refused here too when no token is left, before its body is read
+                    quotas.admit(ns, kind, 0.0 if per_item else 1.0)
             body = parse_json_body(await request.read()) if has_body else {}
+            if per_item and quotas is not None and ns is not None:
+                items = body.get("starts")  # a batch costs what its starts would one by one
+                quotas.charge(ns, QuotaKind.API, max(1, len(items) if isinstance(items, list) else 1))
             if schema is not None:
                 check_body(schema, body, COMPONENTS)
             status, answer = await method(request.match_info, request.query, body)
         finally:
             if mark is not None:
                 served(mark)
+            if polling is not None and quotas is not None:
+                quotas.poll_closed(polling)
         if isinstance(answer, Streamed):
             return await _stream(request, status, answer)
         # orjson: a poll answer carries a workflow task's events, and json.dumps is a
@@ -188,17 +216,20 @@ def _any_segment(path: str) -> str:
 def build_app(handlers: Handlers, auth: Authenticator | None = None,
               health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None,
               ui: UiData | None = None, admin: AdminHandlers | None = None,
-              task_queues: TaskQueueHandlers | None = None) -> web.Application:
+              task_queues: TaskQueueHandlers | None = None, quotas: Quotas | None = None) -> web.Application:
     """The API; with ``auth``, every call under PREFIX is authenticated and authorized
     (auth.py); /openapi.json and /health stay open. With ``ui``, the web UI too (ui/). With
     ``admin``, namespaces and schedules are served too, and a call to a namespace that is not
-    registered is answered 404."""
+    registered is answered 404. With ``quotas``, each namespace's limits are enforced (quotas.py)."""
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
     registry = None if admin is None else admin.registry
     handlers.cron_starts = admin
+    if admin is not None:
+        admin.quotas = quotas
     for method, path, name in ROUTES:
         app.router.add_route(method, _any_segment(PREFIX + path),
-                             _route(handlers, name, has_body=method == "POST", auth=auth, namespaces=registry))
+                             _route(handlers, name, has_body=method == "POST", auth=auth, namespaces=registry,
+                                    quotas=quotas))
     for method, path, name in ADMIN_ROUTES if admin is not None else ():
         app.router.add_route(method, _any_segment(path),
                              _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,
@@ -221,6 +252,12 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
         ui.registry = ui.registry or registry
         install_ui(app, ui)
     return app
+
+
+def _count_refusal(ns: str, kind: QuotaKind) -> None:
+    instruments = metrics()
+    if instruments is not None:
+        instruments.requests_refused.add(1, {"kadence.namespace": ns, "kadence.limit": kind.value})
 
 
 class FrontendService:
@@ -250,6 +287,7 @@ class FrontendService:
         self.health_sources: dict[str, HealthSource] = {}
         self.command_notices: NoticedCommands | None = None  # set by start() when history runs elsewhere
         self.reply_notices: ReplyNoticeServer | None = None  # likewise
+        self.quotas: Quotas | None = None  # each namespace's limits here (quotas.py); set by start()
 
     async def start(self) -> None:
         s = self.settings
@@ -297,7 +335,13 @@ class FrontendService:
         # The UI reads the pool itself too (start records, chain checks, the audit): bounded.
         ui = UiData(handlers, auth, pool=reads, bootstrap=s.kafka_bootstrap, matching=self._matching.local,
                     admin_handlers=admin, task_queue_reads=task_queues)
-        app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues))
+        self.quotas = quotas = Quotas(
+            NamespaceLimits(s.namespace_rps or None, s.namespace_concurrent_polls or None,
+                            s.namespace_visibility_rps or None),
+            NamespaceStore(reads).limits)
+        quotas.on_refused = _count_refusal
+        app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues),
+                        quotas)
 
         async def end_long_waits(app: web.Application) -> None:
             engine.end_long_waits()
@@ -348,6 +392,8 @@ class FrontendService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.quotas is not None:
+            await self.quotas.close()
         if self.reply_notices is not None:
             await self.reply_notices.stop()
             self.reply_notices = None

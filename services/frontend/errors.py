@@ -27,6 +27,10 @@ class FrontendError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "message": self.message, "field": self.field, **self.extra}
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the body's."""
+        return {}
+
 
 class InvalidArgument(FrontendError):
     status = 400
@@ -75,6 +79,19 @@ class Unavailable(FrontendError):
 
     status = 503
     error = "Unavailable"
+
+
+class ResourceExhausted(FrontendError):
+    """The namespace is over one of its limits on this frontend (quotas.py): try again after
+    ``retry_after_ms``. The body names the namespace, the limit (``rps``, ``concurrent_polls``
+    or ``visibility_rps``) and its value."""
+
+    status = 429
+    error = "ResourceExhausted"
+
+    def headers(self) -> dict[str, str]:
+        # Retry-After takes whole seconds (RFC 9110); the body's retry_after_ms is exact.
+        return {"Retry-After": str(max(1, -(-int(self.extra.get("retry_after_ms", 1000)) // 1000)))}
 
 
 class DeadlineExceeded(FrontendError):

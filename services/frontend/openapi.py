@@ -122,7 +122,10 @@ COMPONENTS: dict[str, Schema] = {
                     "the task it would have handed out; otherwise the commands are dropped and the task is "
                     "scheduled as usual. runs_timers_ahead: the worker runs the timers this task starts ahead "
                     "(history holds their own firing for its grace)."),
-    "Error": _obj({"error": STR, "message": STR, "field": NULL_STR}, ["error", "message"]),
+    "Error": _obj({"error": STR, "message": STR, "field": NULL_STR,
+                   # ResourceExhausted (429) only: which limit of which namespace, and when to try again.
+                   "namespace": STR, "limit": STR, "limit_value": {"type": "number"}, "retry_after_ms": INT},
+                  ["error", "message"]),
     "Failure": _obj({"message": STR, "type": STR, "stack_trace": STR, "non_retryable": {"type": "boolean"},
                      "details": JSON_TEXT}, ["message"]),
     "HistoryEvent": _obj({"event_id": INT, "event_time": INT, "event_type": STR,
@@ -348,8 +351,14 @@ _SCHEDULE = _body({
                        "default": "skip"},
     "catchup_window": _DURATION, "paused": {"type": "boolean"}, "note": TEXT,
 }, ["schedule_id", "spec", "action"], not_null=("overlap_policy", "paused"))
+_RATE: Schema = {"type": "number", "minimum": 0.001, "maximum": 1e9}
+_LIMITS = _body({"rps": {**_RATE, "description": "user API calls a second on each frontend"},
+                 "concurrent_polls": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000,
+                                      "description": "long polls open at once on each frontend"},
+                 "visibility_rps": {**_RATE, "description": "list and count queries a second on each frontend"}},
+                description="the namespace's own limits (docs/security.md); null: the cluster's default")
 COMPONENTS["Namespace"] = _obj({"name": STR, **_NAMESPACE_FIELDS, "retention_ms": INT, "state": STR,
-                                "created_time": STR, "updated_time": STR})
+                                "created_time": STR, "updated_time": STR, "limits": _LIMITS})
 COMPONENTS["Schedule"] = _obj({**_SCHEDULE["properties"], "next_action_times": {"type": "array", "items": STR},
                                "recent_actions": ARRAY, "buffered": NULL_STR, "pending_triggers": INT,
                                "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT})
@@ -361,8 +370,8 @@ _OPS.update({
     "list_namespaces": ("List the registered namespaces", None, {}, 200,
                         _obj({"namespaces": {"type": "array", "items": _ref("Namespace")}})),
     "describe_namespace": ("Describe a namespace", None, {}, 200, _ref("Namespace")),
-    "update_namespace": ("Change a namespace's description, owner or retention", _body(_NAMESPACE_FIELDS), {},
-                         200, _ref("Namespace")),
+    "update_namespace": ("Change a namespace's description, owner, retention or limits",
+                         _body({**_NAMESPACE_FIELDS, "limits": _LIMITS}), {}, 200, _ref("Namespace")),
     "create_schedule": ("Create a schedule", _SCHEDULE, {}, 201, _ref("Schedule")),
     "list_schedules": ("List a namespace's schedules", None, {}, 200,
                        _obj({"schedules": {"type": "array", "items": _ref("Schedule")}})),
@@ -393,6 +402,8 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
                   "task token is forged, altered or of another namespace",
            "404": "Not found (NamespaceNotFound: the namespace is not registered)",
            "409": "Workflow already started, or already closed (cancel, update), or already exists",
+           "429": "ResourceExhausted: the namespace is over one of its limits on this frontend; Retry-After says"
+                  " when to try again, and the body names the namespace, the limit and its value",
            "503": "Broker unavailable", "504": "Timed out"}
 
 

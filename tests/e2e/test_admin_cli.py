@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kadence._admin_cli import cli
+from kadence._cli.workflow import workflow as workflow_cli
 from services.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(90)
@@ -33,6 +34,22 @@ async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) 
     assert done.exit_code == 3 and "NamespaceNotFound" in done.output
     done = await _kadence(cluster, "namespace", "update", "shop")
     assert done.exit_code == 2
+    done = await _kadence(cluster, "namespace", "update", "shop", "--rps-limit", "2", "--poll-limit", "50")
+    assert done.exit_code == 0, done.output
+    assert "Rate limit   2/s" in done.output and "Poll limit   50 open" in done.output
+    assert "List limit   cluster default" in done.output
+    done = await _kadence(cluster, "namespace", "update", "shop", "--poll-limit", "0.5")
+    assert done.exit_code == 2 and "whole number" in done.output
+    # Over the rate: the CLI says so and ends 4, "worth retrying".
+    for _ in range(6):
+        done = await asyncio.to_thread(CliRunner().invoke, workflow_cli, ["-n", "shop", "describe", "-w", "nobody"],
+                                       env={"KADENCE_ADDRESS": cluster.url})
+        if done.exit_code != 3:
+            break
+    assert done.exit_code == 4, done.output
+    assert "throttled" in done.output and "'shop'" in done.output and "limit rps" in done.output
+    done = await _kadence(cluster, "namespace", "update", "shop", "--rps-limit", "default")
+    assert done.exit_code == 0 and "Rate limit   cluster default" in done.output
 
     done = await _kadence(cluster, "schedule", "-n", "shop", "create", "nightly", "-t", "Report", "-q", "reports",
                           "--cron", "0 2 * * *", "--time-zone", "Europe/Paris", "--input", '["all"]')

@@ -26,6 +26,7 @@ def test_kadence_exports() -> None:
         "RPCError",
         "Replayer",
         "ResetPoint",
+        "ResourceExhaustedError",
         "RetryPolicy",
         "RetryState",
         "TerminatedError",

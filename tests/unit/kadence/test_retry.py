@@ -5,6 +5,8 @@ timeout, and a worker that cannot reach its frontend saying so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +22,7 @@ from kadence._retry import retrying
 from kadence._worker.answers import AnswerBatcher
 from kadence._worker.poller import Reachability
 from kadence.common import Backoff
-from kadence.exceptions import RPCError
+from kadence.exceptions import ResourceExhaustedError, RPCError
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -240,3 +242,98 @@ async def test_retries_stop_at_the_time_bound() -> None:
         await retrying(down, backoff=Backoff(attempts=0, within=0.3, first=0.05, cap=0.1),
                        retry_if=lambda err: err.retryable, what="test")
     assert loop.time() - began < 1.0 and 2 <= calls <= 6
+
+
+@dataclass
+class Throttling:
+    """A frontend stand-in over a namespace's limit: answers the first ``refuse`` requests to
+    each path 429 as the frontend does (quotas.py), then as Flaky would."""
+
+    refuse: int = 0
+    retry_after_ms: int = 300
+    seen: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json() if request.method == "POST" else None
+        seen = self.seen.setdefault(request.path, [])
+        seen.append((asyncio.get_running_loop().time(), body))
+        if len(seen) <= self.refuse:
+            return web.json_response(
+                {"error": "ResourceExhausted", "message": "namespace 'default' is over its limit", "field": None,
+                 "namespace": "default", "limit": "rps", "limit_value": 5, "retry_after_ms": self.retry_after_ms},
+                status=429, headers={"Retry-After": "1"})
+        if request.path.endswith("/poll"):
+            await asyncio.sleep(0.05)
+            return web.json_response({"tasks": []})
+        return web.json_response({"run_id": "run-1", "status": "Running"})
+
+
+@pytest.fixture
+async def throttling() -> AsyncIterator[tuple[Throttling, str]]:
+    server = Throttling()
+    runner, url = await _serve(server.handle)
+    try:
+        yield server, url
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_throttled_start_goes_again_after_retry_after_with_its_request_id(
+        throttling: tuple[Throttling, str]) -> None:
+    server, url = throttling
+    server.refuse = 2
+    async with Client(HttpTransport(url, "default"), retry=FAST, batch_calls=False) as client:
+        handle = await client.start_workflow("Greet", "x", id="w1", task_queue="q")
+    assert handle.run_id == "run-1"
+    sent = server.seen[f"{ROOT}/workflows"]
+    assert len(sent) == 3 and len({body["request_id"] for _, body in sent}) == 1
+    # Each retry waited the frontend's retry_after_ms (0.3 s), not the client's 0.01 s backoff.
+    assert all(later - earlier >= 0.29 for (earlier, _), (later, _) in itertools.pairwise(sent))
+
+
+async def test_a_throttled_start_gives_up_within_its_retry_budget(throttling: tuple[Throttling, str]) -> None:
+    server, url = throttling
+    server.refuse, server.retry_after_ms = 100, 50
+    async with Client(HttpTransport(url, "default"), retry=FAST, batch_calls=False) as client:
+        with pytest.raises(ResourceExhaustedError):
+            await client.start_workflow("Greet", id="w1", task_queue="q")
+    assert len(server.seen[f"{ROOT}/workflows"]) == FAST.attempts
+
+
+async def test_a_throttled_call_without_a_request_id_raises_a_typed_error(
+        throttling: tuple[Throttling, str]) -> None:
+    server, url = throttling
+    server.refuse = 100
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        with pytest.raises(ResourceExhaustedError) as caught:
+            await client.get_workflow_handle("w1").describe()
+    err = caught.value
+    assert (err.status, err.namespace, err.limit, err.limit_value, err.retry_after) == (429, "default", "rps", 5, 0.3)
+    assert isinstance(err, RPCError) and err.retryable
+    assert len(server.seen[f"{ROOT}/workflows/w1"]) == 1
+
+
+async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
+        throttling: tuple[Throttling, str]) -> None:
+    server, url = throttling
+    server.refuse, server.retry_after_ms = 5, 100  # more than REFUSALS_BEFORE_STOPPING polls
+
+    @workflow.defn(name="Idle")
+    class Idle:
+        @workflow.run
+        async def run(self) -> None:
+            return None
+
+    async with Client(HttpTransport(url, "default")) as client:
+        worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
+        running = asyncio.ensure_future(worker.run())
+        path = f"{ROOT}/task-queues/q/workflow-tasks/poll"
+        await eventually(lambda: len(server.seen.get(path, ())) > server.refuse, timeout=20)
+        assert not running.done()  # no WorkerRefusedError: a 429 is not a refusal
+        refused = server.seen[path][:server.refuse]
+        # The poller waited the frontend's retry_after_ms, doubling while the throttling lasted.
+        gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(refused)]
+        assert all(gap >= 0.1 * 2 ** i - 0.01 for i, gap in enumerate(gaps)), gaps
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -7,6 +7,7 @@ id)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from kadence import Client
 from kadence._http import HttpTransport
 from kadence._retry import Backoff
 from kadence._together import Batcher
-from kadence.exceptions import RPCError, WorkflowAlreadyStartedError
+from kadence.exceptions import ResourceExhaustedError, RPCError, WorkflowAlreadyStartedError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,6 +36,8 @@ class Frontend:
     cut_after: int | None = None
     batch_status: int | None = None
     batch_error: str = "NotFound"
+    throttle_batches: int = 0  # batch calls answered 429 (over the namespace's limit) first
+    batch_times: list[float] = field(default_factory=list)
     alone: list[dict[str, Any]] = field(default_factory=list)
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
     results_alone: list[str] = field(default_factory=list)
@@ -59,6 +62,11 @@ class Frontend:
     async def start_batch(self, request: web.Request) -> web.StreamResponse:
         starts = (await request.json())["starts"]
         self.batches.append(starts)
+        self.batch_times.append(asyncio.get_running_loop().time())
+        if len(self.batches) <= self.throttle_batches:
+            return web.json_response({"error": "ResourceExhausted", "message": "over", "namespace": "default",
+                                      "limit": "rps", "limit_value": 10, "retry_after_ms": 200}, status=429,
+                                     headers={"Retry-After": "1"})
         if self.batch_status is not None:
             return web.json_response({"error": self.batch_error, "message": "no"}, status=self.batch_status)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -230,3 +238,31 @@ async def test_batch_calls_off_sends_every_call_alone(frontend: tuple[Frontend, 
         await _start_many(client, ["w0", "w1", "w2"])
         await asyncio.gather(*(client.get_workflow_handle(f"r{i}").result() for i in range(3)))
     assert len(fe.alone) == 3 and fe.batches == [] and fe.result_batches == [] and len(fe.results_alone) == 3
+
+
+async def test_a_throttled_batch_goes_again_together_after_the_frontends_wait(
+        frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    fe.throttle_batches = 2
+    async with _client(url) as client:
+        assert await _start_many(client, ["w0", "w1", "w2", "w3"]) == ["run-w0", "run-w1", "run-w2", "run-w3"]
+    # Not three calls alone refused in turn: the same batch three times, 0.2 s apart at least.
+    assert [[s["workflow_id"] for s in b] for b in fe.batches] == [["w1", "w2", "w3"]] * 3
+    assert [b["workflow_id"] for b in fe.alone] == ["w0"]
+    assert len({s["request_id"] for b in fe.batches for s in b}) == 3
+    assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(fe.batch_times))
+
+
+async def test_a_batch_throttled_past_the_retry_budget_raises_the_refusal(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    fe.throttle_batches = 1000
+    client = _client(url)
+    client._batchers["/workflow-starts"] = Batcher(client.transport, client._start_alone,  # type: ignore[arg-type]
+                                                   "/workflow-starts", "starts", throttled_within=0.5)
+    try:
+        got = await _start_many(client, ["w0", "w1", "w2"])
+    finally:
+        await client.close()
+    assert got[0] == "run-w0"
+    assert all(isinstance(g, ResourceExhaustedError) and g.limit == "rps" for g in got[1:])
+    assert 2 <= len(fe.batches) <= 4 and [b["workflow_id"] for b in fe.alone] == ["w0"]

@@ -54,5 +54,5 @@ def test_every_group_says_exit_4_is_no_answer_including_a_timeout(capsys: pytest
     # "the frontend is unreachable".
     assert main([group, "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "4 no answer, worth retrying: the frontend is unreachable, unavailable (503) or timed out (504, e.g." \
-           " no worker answered a query)" in text, text
+    assert "4 no answer, worth retrying: the frontend is unreachable, unavailable (503), timed out (504, e.g." \
+           " no worker answered a query) or throttled the namespace (429, over its limit)" in text, text

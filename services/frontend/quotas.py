@@ -1,0 +1,197 @@
+"""Per-namespace limits of one frontend process: request rate, open long polls, visibility rate.
+
+A namespace shares a cluster's shards with every other one, so a tenant flooding the API
+would delay every tenant's commands (docs/security.md, "Sharing a cluster between tenants").
+Each frontend process keeps, per namespace, a token bucket for the user API (starts, signals,
+updates, queries, ...), a count of open long polls, and a token bucket for visibility queries
+(list, count). A call over a limit is refused before its handler runs, so nothing of it
+reaches Kafka: ``ResourceExhausted`` (429, ``Retry-After``). Worker calls (task answers,
+heartbeats) are never limited: a tenant's own flood must not keep its workers from finishing
+its runs.
+
+The limits are the cluster's defaults (``Settings``) unless the namespace's row overrides
+them (migration 0019). The overrides are held in memory and read again from PostgreSQL in
+the background at most every ``refresh_s``; a call never waits for that read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+
+from services.common.namespaces import NamespaceLimits as Limits
+
+from .errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 5.0  # how stale another frontend's change of a namespace's limits may be here
+BURST_S = 2.0  # a bucket holds this many seconds of its rate: a burst that size passes at once
+
+
+class Kind(enum.Enum):
+    """What a limited call counts against."""
+
+    API = "rps"  # the user API's request rate
+    POLLS = "concurrent_polls"  # long polls open at once
+    VISIBILITY = "visibility_rps"  # list and count queries' rate
+
+
+def limit_of(limits: Limits, kind: Kind) -> float | None:
+    if kind is Kind.API:
+        return limits.rps
+    if kind is Kind.POLLS:
+        return limits.concurrent_polls
+    return limits.visibility_rps
+
+
+class TokenBucket:
+    """``rate`` tokens a second, holding at most ``burst``. A call costing more than one token
+    (a batch of starts) passes while any token is left and leaves the bucket in debt, so a
+    batch larger than the burst is still served, and the calls after it wait its cost out."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate * BURST_S)
+        self.tokens = self.burst
+        self.stamp = now
+
+    def take(self, now: float, cost: float) -> float:
+        """0.0 if the call passes (its cost taken), else the seconds until one would."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= cost
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+OverridesReader = Callable[[], Awaitable[Mapping[str, Limits]]]
+
+
+class Quotas:
+    """The limits of one frontend process, by namespace."""
+
+    def __init__(self, defaults: Limits, read_overrides: OverridesReader | None = None, *,
+                 refresh_s: float = REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.defaults = defaults
+        self._read = read_overrides
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._overrides: dict[str, Limits] = {}
+        self._effective: dict[str, Limits] = {}
+        self._buckets: dict[tuple[str, Kind], TokenBucket] = {}
+        self._polls: Counter[str] = Counter()
+        self._next_refresh = 0.0  # the first call reads the overrides
+        self._refreshing: asyncio.Task[None] | None = None
+        self.refused: Counter[tuple[str, Kind]] = Counter()  # for /metrics and tests
+        self.on_refused: Callable[[str, Kind], None] | None = None
+
+    def limits(self, ns: str) -> Limits:
+        found = self._effective.get(ns)
+        if found is None:
+            found = self._effective[ns] = self._overrides.get(ns, Limits()).over(self.defaults)
+        return found
+
+    def set_override(self, ns: str, override: Limits) -> None:
+        """A namespace whose limits this process has just changed: in force at once here."""
+        self._overrides[ns] = override
+        self._forget(ns)
+
+    def _forget(self, ns: str) -> None:
+        self._effective.pop(ns, None)
+        for kind in (Kind.API, Kind.VISIBILITY):
+            self._buckets.pop((ns, kind), None)
+
+    # -- the checks ----------------------------------------------------------------------------
+
+    def admit(self, ns: str, kind: Kind, cost: float = 1.0) -> None:
+        """Take ``cost`` from the namespace's bucket of ``kind`` (API or VISIBILITY), or raise
+        ResourceExhausted saying when to try again."""
+        now = self._clock()
+        if now >= self._next_refresh:
+            self._refresh(now)
+        rate = limit_of(self.limits(ns), kind)
+        if rate is None:
+            return
+        bucket = self._buckets.get((ns, kind))
+        if bucket is None:
+            bucket = self._buckets[(ns, kind)] = TokenBucket(rate, now)
+        wait = bucket.take(now, cost)
+        if wait:
+            self._refuse(ns, kind, rate, wait)
+
+    def charge(self, ns: str, kind: Kind, cost: float) -> None:
+        """Take ``cost`` more from a bucket the call has passed (``admit`` with cost 0, before
+        its body told what it costs), without refusing it: the bucket may go into debt."""
+        bucket = self._buckets.get((ns, kind))
+        if bucket is not None:
+            bucket.tokens -= cost
+
+    def poll_opened(self, ns: str) -> None:
+        """Count a long poll of ``ns`` as open (``poll_closed`` when it ends), or raise
+        ResourceExhausted when the namespace has its limit open already."""
+        now = self._clock()
+        if now >= self._next_refresh:
+            self._refresh(now)
+        cap = self.limits(ns).concurrent_polls
+        if cap is not None and self._polls[ns] >= cap:
+            # About when a poll ends on its own: the workers then find a slot.
+            self._refuse(ns, Kind.POLLS, cap, 1.0)
+        self._polls[ns] += 1
+
+    def poll_closed(self, ns: str) -> None:
+        left = self._polls[ns] - 1
+        if left > 0:
+            self._polls[ns] = left
+        else:
+            del self._polls[ns]
+
+    def open_polls(self, ns: str) -> int:
+        return self._polls[ns]
+
+    def _refuse(self, ns: str, kind: Kind, limit: float, wait_s: float) -> None:
+        self.refused[(ns, kind)] += 1
+        if self.on_refused is not None:
+            self.on_refused(ns, kind)
+        shown = int(limit) if float(limit).is_integer() else limit
+        what = "open long polls" if kind is Kind.POLLS else (
+            "requests a second" if kind is Kind.API else "visibility queries a second")
+        raise ResourceExhausted(
+            f"namespace {ns!r} is over its limit of {shown} {what} on this frontend; retry after {wait_s:.2f}s",
+            namespace=ns, limit=kind.value, limit_value=shown, retry_after_ms=math.ceil(wait_s * 1000))
+
+    # -- the overrides -------------------------------------------------------------------------
+
+    def _refresh(self, now: float) -> None:
+        self._next_refresh = now + self._refresh_s
+        if self._read is None or (self._refreshing is not None and not self._refreshing.done()):
+            return
+        self._refreshing = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        assert self._read is not None
+        try:
+            found = dict(await self._read())
+        except Exception:  # the limits in force stay; the next refresh tries again
+            log.warning("reading the namespaces' limits failed; keeping those in force", exc_info=True)
+            return
+        for ns in set(found) | set(self._overrides):
+            if found.get(ns) != self._overrides.get(ns):
+                self._forget(ns)
+        self._overrides = found
+
+    async def close(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+            try:
+                await self._refreshing
+            except asyncio.CancelledError:
+                pass
