@@ -450,11 +450,17 @@ async def _answered_activity(ctx: Context, req: ActivityAnswer) -> tuple[Transit
     An answer that comes without a started record implies the start."""
     t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
     act = _pending_activity(t, req)
-    if t is None or act is None:
+    if t is None or act is None or backing_off(act, ctx.now):
         return None
     if act.state != ActivityState.STARTED:
         _start_activity(t, req.scheduled_event_id, act, req.identity)
     return t, act
+
+
+def backing_off(act: ActivityInfo, now: int) -> bool:
+    """Whether the activity's attempt still waits out its retry backoff: no worker was handed
+    it, so an answer for it (an async completion's by ids, asked for meanwhile) is stale."""
+    return act.state == ActivityState.SCHEDULED and act.scheduled_time > now
 
 
 def _record_started(t: Transition, sid: int, act: ActivityInfo) -> int:

@@ -160,3 +160,37 @@ async def test_callers_without_a_grant_are_refused(secured: Cluster) -> None:
     finally:
         for c in (shop, cards, bank):
             await c.close()
+
+
+@workflow.defn
+class WaitsWithBackoff:
+    @workflow.run
+    async def run(self) -> str:
+        return str(await workflow.execute_activity(
+            outside, "backoff", start_to_close_timeout=timedelta(seconds=30), activity_id="the-activity",
+            retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=3))))
+
+
+async def test_by_ids_no_attempt_runs_during_the_retry_backoff(client: Client) -> None:
+    # The attempt after a failure waits out its backoff before any worker runs it: by ids,
+    # nothing is running then (404), rather than that attempt completed before it ran.
+    queue = "q-hostile-async-backoff"
+    wid = f"backoff-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[WaitsWithBackoff], activities=[outside]):
+        await client.start_workflow(WaitsWithBackoff.run, id=wid, task_queue=queue)
+        await _token(wid)
+        by_ids = client.get_async_activity_handle(workflow_id=wid, activity_id="the-activity")
+        await by_ids.fail(RuntimeError("first attempt"))
+
+        async def retried() -> bool:
+            events = await client.get_workflow_handle(wid).describe()
+            return any(a.get("attempt") == 2 for a in events.get("pending_activities") or [])
+
+        await eventually(retried, timeout=20, what="the failure taken and the retry scheduled")
+        with pytest.raises(RPCError) as waiting:
+            await by_ids.complete("before the attempt ran")
+        assert waiting.value.status == 404, waiting.value
+        tokens: list[str] = await eventually(lambda: TOKENS[wid][1:], timeout=20, what="the second attempt")
+        await by_ids.complete("second attempt")
+        assert await client.get_workflow_handle(wid).result(timeout=20) == "second attempt"
+        assert len(tokens) == 1
