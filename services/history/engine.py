@@ -347,9 +347,10 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     """``runs_timers_ahead``: the worker said it runs timers ahead for this run, so the user
     timers these commands start are held ``t.timer_ahead_grace_ms`` past their fire time
     (timer_ahead.py)."""
-    from .commands import apply_commands, validate_commands
+    from .commands import apply_commands, clashes, validate_commands
 
-    problem = validate_commands(commands) or updates.check_commands(t.state, commands)
+    problem = (validate_commands(commands) or clashes(t.state, commands)
+               or updates.check_commands(t.state, commands))
     if problem is not None:
         bad = WorkflowTaskFailedCause.BAD_COMMAND
         _fail_wt(ctx, t, sid, started, bad, _failure(problem, bad), identity)

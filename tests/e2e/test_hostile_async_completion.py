@@ -194,3 +194,31 @@ async def test_by_ids_no_attempt_runs_during_the_retry_backoff(client: Client) -
         await by_ids.complete("second attempt")
         assert await client.get_workflow_handle(wid).result(timeout=20) == "second attempt"
         assert len(tokens) == 1
+
+
+@workflow.defn
+class TwoOfOneId:
+    @workflow.run
+    async def run(self) -> list[str]:
+        calls = [workflow.execute_activity(outside, note, start_to_close_timeout=timedelta(seconds=30),
+                                           activity_id="same") for note in ("first", "second")]
+        return [str(r) for r in await asyncio.gather(*calls)]
+
+
+async def test_two_pending_activities_cannot_share_an_activity_id(client: Client) -> None:
+    # By ids, an activity id must name one activity: a task that would schedule a second
+    # with the id of a pending one fails (BadCommand), as Temporal's does.
+    queue = "q-hostile-async-same-id"
+    wid = f"same-id-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[TwoOfOneId], activities=[outside]):
+        handle = await client.start_workflow(TwoOfOneId.run, id=wid, task_queue=queue)
+
+        async def refused() -> list[dict[str, object]]:
+            return [e for e in await handle.history() if e["event_type"] == "WorkflowTaskFailed"]
+
+        failed = await eventually(refused, timeout=20, what="the task refused")
+        attributes = failed[0]["attributes"]
+        assert isinstance(attributes, dict) and attributes["cause"] == "BadCommand", attributes
+        assert "activity_id 'same' is in use" in attributes["failure"]["message"], attributes
+        assert "ActivityTaskScheduled" not in [e["event_type"] for e in await handle.history()]
+        await handle.terminate("done")
