@@ -39,7 +39,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from kadence_protocol.enums import CommandType, EventType, UpdateStage
+from kadence_protocol.enums import CommandType, EventType, RunStatus, UpdateStage
 from kadence_protocol.queries import UPDATE_RESULT_NAME
 from kadence_protocol.records import Command, UpdateWorkflowExecution
 
@@ -109,6 +109,16 @@ async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
                   error_message=f"update {uid!r} of workflow {wid!r} was accepted by run {earlier}, which"
                                 f" continued as new: ask that run")
         return
+    if not s.running and not (done is not None and done.completed) and s.status == RunStatus.TERMINATED \
+            and s.new_run_id:
+        # Terminated by a reset (only a reset's termination names a new run), which gave the
+        # new run this update, still running or waiting here: it answers there (reset.py).
+        reset = await ctx.run(s.namespace, wid, s.new_run_id)
+        if reset is not None and (uid in reset.state.updates or uid in reset.state.update_requests):
+            ctx.reply(cmd, ok=False, run_id=reset.state.run_id, error_type=EARLIER_RUN,
+                      error_message=f"update {uid!r} of workflow {wid!r} went with the reset of run {s.run_id} to"
+                                    f" run {reset.state.run_id}: ask that run")
+            return
     if not s.running:
         what = "it closed before the update completed" if done is not None else "the update was not run"
         _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): {what}")

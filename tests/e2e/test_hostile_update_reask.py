@@ -116,3 +116,45 @@ async def test_waiting_for_an_update_by_id_before_it_is_sent_does_not_refuse_it(
         assert await handle.execute_update(Hopper.stamp, "c", id="early", timeout=30) == f"c@{handle.run_id}"
         assert await handle.get_update_handle("early", result_type=str).result(timeout=30) == f"c@{handle.run_id}"
         await handle.terminate("done")
+
+
+@workflow.defn
+class Gate:
+    def __init__(self) -> None:
+        self.open = False
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update
+    async def through(self, note: str) -> str:
+        await workflow.wait_condition(lambda: self.open)
+        return f"{note}@{workflow.info().run_id}"
+
+    @workflow.signal
+    def release(self) -> None:
+        self.open = True
+
+
+async def test_an_update_running_when_its_run_is_reset_is_waited_for_in_the_new_run(client: Client) -> None:
+    # The accepted answer pinned the handle to run 0; the reset moves the running update to
+    # the new run. Asked after the reset, run 0 sends the ask on to the new run, whose
+    # answer the handle gets, instead of "closed before the update completed".
+    wid = f"gate-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=QUEUE, workflows=[Gate]):
+        handle = await client.start_workflow(Gate.run, id=wid, task_queue=QUEUE)
+        run0 = str(handle.run_id)
+        update = await handle.start_update(Gate.through, "g", id="g1")
+        assert update.run_id == run0
+        new = str((await client.get_workflow_handle(wid, run_id=run0).reset(ResetPoint.FIRST, reason="t")).run_id)
+
+        async def accepted_again() -> bool:
+            return "g1" in await _accepted(client, wid, new)
+
+        await eventually(accepted_again, timeout=20, what="the update accepted by the new run")
+        await client.get_workflow_handle(wid, run_id=new).signal(Gate.release)
+        assert await update.result(timeout=30) == f"g@{new}"
+        assert await client.get_workflow_handle(wid).get_update_handle("g1", result_type=str).result(
+            timeout=30) == f"g@{new}"
+        await client.get_workflow_handle(wid).terminate("done")

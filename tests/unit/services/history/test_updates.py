@@ -170,6 +170,29 @@ async def test_a_wait_by_id_a_worker_refused_before_does_not_refuse_the_update()
     assert not ctx.to("q1") and s.update_requests["u1"].stage == "requested" and s.wt is not None
 
 
+async def test_an_update_a_reset_took_to_the_new_run_is_asked_there() -> None:
+    # A reset terminated the run that accepted u1 and gave u1 to the new run (reset.py
+    # _carry_updates): an ask pinned to the old run is sent on to the new one. An id the new
+    # run does not have is answered as before (closed).
+    ctx = ReplyContext()
+    s = await _running(ctx)
+    await updates.request_update(ctx, _update())
+    await _complete_wt(ctx, s, [_accept()])
+    new = MutableState(namespace="ns", workflow_id="wf", run_id="run-after-reset")
+    new.update_requests["u1"] = UpdateRequest(name="set", input="[5]", identity="caller", stage=UpdateStage.REQUESTED)
+    ctx.new_run(new)
+    t = await ctx.run("ns", "wf", s.run_id)
+    assert t is not None
+    t.add("WorkflowExecutionTerminated", reason="reset to run run-after-reset", identity="", new_run_id=new.run_id)
+    engine.settle(t)
+    updates.after(ctx, t)
+    await updates.request_update(ctx, _update(request_id="q2", run_id=s.run_id))
+    (sent_on,) = ctx.to("q2")
+    assert (sent_on["ok"], sent_on["error_type"], sent_on["run_id"]) == (False, updates.EARLIER_RUN, new.run_id)
+    await updates.request_update(ctx, _update(uid="u9", request_id="q3", run_id=s.run_id))
+    assert ctx.to("q3")[0]["error_type"] == updates.CLOSED
+
+
 async def test_a_request_while_a_task_is_in_flight_is_owed_the_next_task() -> None:
     ctx = ReplyContext()
     s = await _running(ctx)
