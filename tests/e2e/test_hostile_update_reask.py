@@ -7,6 +7,7 @@ still runs (it was refused for good before)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -136,6 +137,10 @@ class Gate:
     def release(self) -> None:
         self.open = True
 
+    @workflow.signal
+    def poke(self) -> None:
+        pass
+
 
 async def test_an_update_running_when_its_run_is_reset_is_waited_for_in_the_new_run(client: Client) -> None:
     # The accepted answer pinned the handle to run 0; the reset moves the running update to
@@ -157,4 +162,29 @@ async def test_an_update_running_when_its_run_is_reset_is_waited_for_in_the_new_
         assert await update.result(timeout=30) == f"g@{new}"
         assert await client.get_workflow_handle(wid).get_update_handle("g1", result_type=str).result(
             timeout=30) == f"g@{new}"
+        await client.get_workflow_handle(wid).terminate("done")
+
+
+async def test_a_caller_waiting_for_an_update_accepted_before_the_reset_point_gets_the_new_runs_answer(
+        client: Client) -> None:
+    # Accepted before the reset point, the update is in the new run's copy of the history and
+    # its handler runs again there; the caller waiting on the old run meanwhile is moved with
+    # it, rather than answered "closed before the update completed".
+    wid = f"gate-b-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=QUEUE, workflows=[Gate]):
+        handle = await client.start_workflow(Gate.run, id=wid, task_queue=QUEUE)
+        run0 = str(handle.run_id)
+        update = await handle.start_update(Gate.through, "g", id="g2")
+        await handle.signal(Gate.poke)  # a task completed after the acceptance: the reset point
+
+        async def poked() -> bool:
+            kinds = [e["event_type"] for e in await client.get_workflow_handle(wid, run_id=run0).history()]
+            return kinds[-1] == "WorkflowTaskCompleted" and "WorkflowExecutionSignaled" in kinds
+
+        await eventually(poked, timeout=20, what="the task after the signal")
+        waiting = asyncio.ensure_future(update.result(timeout=60))
+        await asyncio.sleep(1.0)  # the wait is with the old run
+        new = str((await client.get_workflow_handle(wid, run_id=run0).reset(ResetPoint.LAST, reason="t")).run_id)
+        await client.get_workflow_handle(wid, run_id=new).signal(Gate.release)
+        assert await waiting == f"g@{new}"
         await client.get_workflow_handle(wid).terminate("done")
