@@ -447,7 +447,7 @@ class Engine:
         asked to be checked (an async completion's, docs/protocol.md) is refused rather than
         dropped by history when it comes too late. History still drops one the attempt's
         end overtakes after this read."""
-        if await self._current_attempt(token) is None:
+        if await self._current_attempt(token, running=True) is None:
             raise NotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id}) of run"
                            f" {token.run_id} is not running: it finished, timed out or was retried, or its run"
                            " closed (a stale task token)", field="task_token")
@@ -465,8 +465,10 @@ class Engine:
         raise NotFound(f"run {ex.run_id} of workflow {workflow_id!r} has no activity {activity_id!r} running"
                        " (it finished, waits out a retry backoff, or the run closed)", field="activity_id")
 
-    async def _current_attempt(self, token: TaskToken) -> dict[str, Any] | None:
-        """The activity's summary when ``token``'s attempt is its running one, else None."""
+    async def _current_attempt(self, token: TaskToken, *, running: bool = False) -> dict[str, Any] | None:
+        """The activity's summary when ``token``'s attempt is its current one, else None;
+        ``running``: None too while that attempt waits out its retry backoff (an async
+        completion's check; a worker's heartbeat is not told to stop by this frontend's clock)."""
         try:
             ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
         except WorkflowNotFound:
@@ -474,7 +476,7 @@ class Engine:
         if ex.closed:
             return None
         act = (ex.summary.get("activities") or {}).get(str(token.scheduled_event_id))
-        if not isinstance(act, dict) or act.get("attempt") != token.attempt or _backing_off(act):
+        if not isinstance(act, dict) or act.get("attempt") != token.attempt or (running and _backing_off(act)):
             return None
         return act
 

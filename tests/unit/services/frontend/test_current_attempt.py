@@ -103,3 +103,11 @@ async def test_by_ids_an_activity_waiting_out_its_retry_backoff_has_no_running_a
     waiting = Execution(summary={"activities": {"9": {**due, **BACKING_OFF}}})
     with pytest.raises(NotFound, match="retry backoff"):
         await _handlers(waiting)[0].activity_task_token(path, {}, {})
+
+
+async def test_a_workers_heartbeat_is_not_told_to_stop_by_the_backoff_read_on_this_frontends_clock() -> None:
+    # The attempt is the worker's (it was handed it); a frontend clock behind history's may
+    # still see its backoff running: only an async completion's check refuses on that.
+    handlers, _ = _handlers(Execution(summary={"activities": {"5": {"attempt": 1, **BACKING_OFF}}}))
+    status, answer = await handlers.heartbeat_activity_task({"namespace": "default"}, {}, _body())
+    assert status == 200 and answer == {"cancel_requested": False}
