@@ -94,7 +94,9 @@ async def test_a_workflow_cancels_itself(client: Client) -> None:
         h = await client.start_workflow(SelfSignaller.run, True, id=wid, task_queue=QUEUE)
         assert await asyncio.wait_for(h.result(), 30) == "cancelled"
     kinds = _types(await h.history())
-    assert kinds.count("WorkflowExecutionCancelRequested") == 1 and "ExternalWorkflowExecutionSignaled" in kinds
+    # The code saw the cancel while awaiting cancel(): the run may close before the notice
+    # that confirms it comes back (a closed run ignores it).
+    assert kinds.count("WorkflowExecutionCancelRequested") == 1, kinds
 
 
 async def test_signals_through_a_chain_that_continues_as_new(client: Client) -> None:
