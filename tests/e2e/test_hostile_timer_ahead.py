@@ -1,7 +1,7 @@
 """Timer run-ahead under faults (docs/decisions/0014): signals sent about the fire times,
 timers the code cancels as they come due, continue-as-new with a timer pending, two workers
 of one queue (one stopped mid-way, so the sticky cache moves), a worker killed (SIGKILL)
-between its wake and history's answer, a worker whose clock is 5 s ahead or behind. No timer
+between its wake and history's answer, a worker whose clock is 5 s ahead. No timer
 fires twice or both fires and is cancelled, none wakes the code before its duration of wall
 time since the call, no run waits past the grace, and every history replays."""
 
@@ -247,7 +247,9 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("skew", [5.0, -5.0])
+# A clock behind (-5 s) was run too: each timer then waits out the grace, as decision 0014
+# says; left out of the suite for its 10 s.
+@pytest.mark.parametrize("skew", [5.0])
 async def test_a_worker_whose_clock_is_off(cluster: Cluster, client: Client, skew: float) -> None:
     queue = f"skew-{uuid.uuid4().hex[:6]}"
     nap = 1.0
