@@ -303,8 +303,9 @@ class KafkaIngress:
         and wait for its Reply; ``Reply.update_outcome`` holds the outcome as JSON (its
         ``run_id`` is the run that answered: name it when asking again). The reply comes when
         the stage is reached, so wait with a timeout as long as the update takes. ``error_type``
-        UpdateInEarlierRun: a run the workflow continued from accepted this update id
-        (``Reply.run_id``); ask that run (``run_id=``), which answers its outcome."""
+        UpdateInEarlierRun: a run the workflow continued from accepted this update id, or a
+        reset moved it from the run asked to a new one (``Reply.run_id``); ask that run
+        (``run_id=``), which answers its outcome."""
         request_id = _request_id(options.pop("request_id", None))
         value = encode_update(namespace, workflow_id, update_name, args, request_id=request_id,
                               reply_to=self.reply_to, **options)

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
+from kadence_protocol.enums import ActivityState
 from kadence_protocol.tracing import use_traceparent
 from services.common import validation as common
 from services.common.colocation import CommandBus, KafkaCommands
@@ -446,7 +447,7 @@ class Engine:
         asked to be checked (an async completion's, docs/protocol.md) is refused rather than
         dropped by history when it comes too late. History still drops one the attempt's
         end overtakes after this read."""
-        if await self._current_attempt(token) is None:
+        if await self._current_attempt(token, running=True) is None:
             raise NotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id}) of run"
                            f" {token.run_id} is not running: it finished, timed out or was retried, or its run"
                            " closed (a stale task token)", field="task_token")
@@ -458,14 +459,16 @@ class Engine:
         ex = await self._reads.execution(ns, workflow_id, run_id)
         if not ex.closed:
             for sid, act in (ex.summary.get("activities") or {}).items():
-                if isinstance(act, dict) and act.get("activity_id") == activity_id:
+                if isinstance(act, dict) and act.get("activity_id") == activity_id and not _backing_off(act):
                     return TaskToken(ns, workflow_id, ex.run_id, int(sid), int(act["attempt"]), "activity",
                                      int(act.get("started_time") or 0), str(act.get("task_queue") or ""))
         raise NotFound(f"run {ex.run_id} of workflow {workflow_id!r} has no activity {activity_id!r} running"
-                       " (it finished, or the run closed)", field="activity_id")
+                       " (it finished, waits out a retry backoff, or the run closed)", field="activity_id")
 
-    async def _current_attempt(self, token: TaskToken) -> dict[str, Any] | None:
-        """The activity's summary when ``token``'s attempt is its running one, else None."""
+    async def _current_attempt(self, token: TaskToken, *, running: bool = False) -> dict[str, Any] | None:
+        """The activity's summary when ``token``'s attempt is its current one, else None;
+        ``running``: None too while that attempt waits out its retry backoff (an async
+        completion's check; a worker's heartbeat is not told to stop by this frontend's clock)."""
         try:
             ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
         except WorkflowNotFound:
@@ -473,7 +476,7 @@ class Engine:
         if ex.closed:
             return None
         act = (ex.summary.get("activities") or {}).get(str(token.scheduled_event_id))
-        if not isinstance(act, dict) or act.get("attempt") != token.attempt:
+        if not isinstance(act, dict) or act.get("attempt") != token.attempt or (running and _backing_off(act)):
             return None
         return act
 
@@ -781,3 +784,10 @@ def _decode_page_token(token: str) -> tuple[str, int]:
     if not isinstance(run_id, str) or type(first) is not int or first < 1:
         raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token")
     return run_id, first
+
+
+def _backing_off(act: Mapping[str, Any]) -> bool:
+    """Whether an activity of a run's summary waits out its retry backoff (history's
+    engine.backing_off, by this frontend's clock): no attempt of it runs, so none is answered."""
+    return (act.get("state") == ActivityState.SCHEDULED
+            and int(act.get("scheduled_time") or 0) > time.time() * 1000)

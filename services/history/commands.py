@@ -10,6 +10,7 @@ from kadence_protocol.records import Command
 from . import cancellation, children, retry, run_ids, timer_start, updates
 from .builder import Transition
 from .engine import Context, _new_run, schedule_workflow_task
+from .state import MutableState
 
 
 def validate_commands(commands: list[Command]) -> str | None:
@@ -33,6 +34,23 @@ def validate_commands(commands: list[Command]) -> str | None:
             problem = children.validate(i, kind, a)
             if problem is not None:
                 return problem
+    return None
+
+
+def clashes(s: MutableState, commands: list[Command]) -> str | None:
+    """A message naming the first command whose activity id a pending activity (or an
+    earlier command of the task) has, or whose timer id a pending timer has, else None. As
+    in Temporal: an activity is addressed by its id (an async completion by ids, describe),
+    and a timer by its id (CancelTimer), so two pending at once would be one address."""
+    activity_ids = {a.activity_id for a in s.activities.values()}
+    for i, c in enumerate(commands):
+        a = c.attributes
+        if c.command_type == CommandType.SCHEDULE_ACTIVITY_TASK:
+            if a["activity_id"] in activity_ids:
+                return f"commands[{i}]: activity_id {a['activity_id']!r} is in use by a pending activity"
+            activity_ids.add(a["activity_id"])
+        elif c.command_type == CommandType.START_TIMER and a["timer_id"] in s.timers:
+            return f"commands[{i}]: timer_id {a['timer_id']!r} is in use by a pending timer"
     return None
 
 

@@ -347,9 +347,10 @@ def _complete_wt(ctx: Context, t: Transition, sid: int, started: int, commands: 
     """``runs_timers_ahead``: the worker said it runs timers ahead for this run, so the user
     timers these commands start are held ``t.timer_ahead_grace_ms`` past their fire time
     (timer_ahead.py)."""
-    from .commands import apply_commands, validate_commands
+    from .commands import apply_commands, clashes, validate_commands
 
-    problem = validate_commands(commands) or updates.check_commands(t.state, commands)
+    problem = (validate_commands(commands) or clashes(t.state, commands)
+               or updates.check_commands(t.state, commands))
     if problem is not None:
         bad = WorkflowTaskFailedCause.BAD_COMMAND
         _fail_wt(ctx, t, sid, started, bad, _failure(problem, bad), identity)
@@ -450,11 +451,17 @@ async def _answered_activity(ctx: Context, req: ActivityAnswer) -> tuple[Transit
     An answer that comes without a started record implies the start."""
     t = await ctx.run(req.namespace, req.workflow_id, req.run_id)
     act = _pending_activity(t, req)
-    if t is None or act is None:
+    if t is None or act is None or backing_off(act, ctx.now):
         return None
     if act.state != ActivityState.STARTED:
         _start_activity(t, req.scheduled_event_id, act, req.identity)
     return t, act
+
+
+def backing_off(act: ActivityInfo, now: int) -> bool:
+    """Whether the activity's attempt still waits out its retry backoff: no worker was handed
+    it, so an answer for it (an async completion's by ids, asked for meanwhile) is stale."""
+    return act.state == ActivityState.SCHEDULED and act.scheduled_time > now
 
 
 def _record_started(t: Transition, sid: int, act: ActivityInfo) -> int:

@@ -177,7 +177,9 @@ def _carry_updates(base: Transition, new: Transition, after: list[Event]) -> Non
     """Give the new run the update requests the old one has not finished: those still
     waiting for a worker, and those accepted after the reset point but not completed (their
     input is in the accepted event), with their callers, who then get the new run's answer
-    instead of WorkflowClosed. Updates completed after the point are not run again."""
+    instead of WorkflowClosed; and the callers of those accepted before the point and not
+    completed, which the new run's copy holds accepted. Updates completed after the point
+    are not run again."""
     old, s = base.state, new.state
     s.earlier_updates = old.earlier_updates.copy()  # the runs the old one continued from
     accepted = {e["attributes"]["update_id"]: e["attributes"] for e in after
@@ -191,6 +193,14 @@ def _carry_updates(base: Transition, new: Transition, after: list[Event]) -> Non
               and not running.completed):
             name, input_, identity = (accepted[uid]["update_name"], accepted[uid]["input"],
                                       accepted[uid]["identity"])
+        elif req.stage == updates.Stage.ACCEPTED and uid in s.updates and not s.updates[uid].completed:
+            # Accepted before the point: in the copy, so its handler runs again in the new run;
+            # its callers wait there (else the old run's close answers them WorkflowClosed).
+            s.update_requests[uid] = UpdateRequest(name=s.updates[uid].name, input=None, identity="",
+                                                   stage=updates.Stage.ACCEPTED, waiters=req.waiters)
+            del old.update_requests[uid]
+            base.changed_without_events = True
+            continue
         else:
             continue
         seq += 1

@@ -39,7 +39,8 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from kadence_protocol.enums import CommandType, EventType, UpdateStage
+from kadence_protocol.enums import CommandType, EventType, RunStatus, UpdateStage
+from kadence_protocol.queries import UPDATE_RESULT_NAME
 from kadence_protocol.records import Command, UpdateWorkflowExecution
 
 from .builder import Transition
@@ -57,6 +58,7 @@ NOT_FOUND = "WorkflowNotFound"
 TOO_MANY = "TooManyUpdates"
 NOT_HANDLED = "UpdateNotHandled"
 EARLIER_RUN = "UpdateInEarlierRun"
+NOT_FOUND_UPDATE = "UpdateNotFound"  # the failure type of a wait by id for an id the run does not know
 # Requests waiting for the workflow at once, per run; rejected outcomes remembered per run.
 MAX_WAITING = 100
 MAX_REMEMBERED_REJECTIONS = 200
@@ -88,6 +90,13 @@ async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
         _answer(ctx, cmd, s, uid, done)
         return
     req = s.update_requests.get(uid)
+    if req is not None and req.stage == Stage.REJECTED and req.name == UPDATE_RESULT_NAME \
+            and update.update_name != UPDATE_RESULT_NAME:
+        # A wait by id alone that a worker refused (a build before this one admitted it): it
+        # ran nothing, so it must not refuse the update itself, sent after it.
+        del s.update_requests[uid]
+        t.changed_without_events = True
+        req = None
     if req is not None and req.stage == Stage.REJECTED:
         _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "failure": req.failure,
                                    "run_id": s.run_id})
@@ -100,9 +109,27 @@ async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
                   error_message=f"update {uid!r} of workflow {wid!r} was accepted by run {earlier}, which"
                                 f" continued as new: ask that run")
         return
+    if not s.running and not (done is not None and done.completed) and s.status == RunStatus.TERMINATED \
+            and s.new_run_id:
+        # Terminated by a reset (only a reset's termination names a new run), which gave the
+        # new run this update, still running or waiting here: it answers there (reset.py).
+        reset = await ctx.run(s.namespace, wid, s.new_run_id)
+        if reset is not None and (uid in reset.state.updates or uid in reset.state.update_requests):
+            ctx.reply(cmd, ok=False, run_id=reset.state.run_id, error_type=EARLIER_RUN,
+                      error_message=f"update {uid!r} of workflow {wid!r} went with the reset of run {s.run_id} to"
+                                    f" run {reset.state.run_id}: ask that run")
+            return
     if not s.running:
         what = "it closed before the update completed" if done is not None else "the update was not run"
         _error(ctx, cmd, CLOSED, f"workflow {wid!r} run {s.run_id} is closed ({s.status}): {what}")
+        return
+    if update.update_name == UPDATE_RESULT_NAME and req is None and done is None:
+        # A wait by id alone (get_update_handle) for an id this run does not know: refused
+        # here, not admitted, so it never runs an update and leaves the id free for the
+        # update itself, which may be sent after it (its sender and this waiter race).
+        _answer_outcome(ctx, cmd, {"update_id": uid, "stage": Stage.REJECTED.value, "run_id": s.run_id,
+                                   "failure": {"message": f"this run has no update {uid!r}", "type": NOT_FOUND_UPDATE,
+                                               "stack_trace": "", "non_retryable": True, "details": None}})
         return
     waiter = UpdateWaiter(reply_to=update.reply_to or "", request_id=update.request_id, wait=wait.value)
     if req is None and done is None:

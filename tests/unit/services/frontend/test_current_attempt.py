@@ -4,6 +4,7 @@ its run closed or gone); without it, as a worker sends, it is taken unchecked.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,11 @@ class Reads:
 
 
 RUNNING = Execution(summary={"activities": {"5": {"attempt": 1}}})
+# An attempt whose retry backoff runs till well after now: no worker has it yet.
+BACKING_OFF = {"state": "Scheduled", "scheduled_time": int(time.time() * 1000) + 3_600_000}
 STALE = [None, Execution(closed=True, summary=RUNNING.summary), Execution(summary={"activities": {}}),
-         Execution(summary={"activities": {"5": {"attempt": 2}}})]
+         Execution(summary={"activities": {"5": {"attempt": 2}}}),
+         Execution(summary={"activities": {"5": {"attempt": 1, **BACKING_OFF}}})]
 
 
 def _handlers(execution: Execution | None) -> tuple[Handlers, Producer]:
@@ -50,7 +54,7 @@ def _body(**extra: Any) -> dict[str, Any]:
     return {"task_token": _token("wf-1").encode(KEYS), "identity": "outside", **extra}
 
 
-@pytest.mark.parametrize("execution", STALE, ids=["gone", "closed", "finished", "retried"])
+@pytest.mark.parametrize("execution", STALE, ids=["gone", "closed", "finished", "retried", "backing-off"])
 @pytest.mark.parametrize("call, fields", [
     ("complete_activity_task", {"result": "1"}),
     ("fail_activity_task", {"failure": {"message": "boom", "type": "E", "non_retryable": False}}),
@@ -88,3 +92,22 @@ async def test_by_ids_the_running_attempts_token_is_answered() -> None:
     closed = Execution(closed=True, summary=running.summary)
     with pytest.raises(NotFound):
         await _handlers(closed)[0].activity_task_token(path, {}, {})
+
+
+async def test_by_ids_an_activity_waiting_out_its_retry_backoff_has_no_running_attempt() -> None:
+    due = {"activity_id": "a-1", "attempt": 2, "task_queue": "q", "state": "Scheduled",
+           "scheduled_time": int(time.time() * 1000) - 10}
+    path = {"namespace": "default", "workflow_id": "wf-1", "activity_id": "a-1"}
+    status, _ = await _handlers(Execution(summary={"activities": {"9": due}}))[0].activity_task_token(path, {}, {})
+    assert status == 200  # due: handed to a worker, or about to be
+    waiting = Execution(summary={"activities": {"9": {**due, **BACKING_OFF}}})
+    with pytest.raises(NotFound, match="retry backoff"):
+        await _handlers(waiting)[0].activity_task_token(path, {}, {})
+
+
+async def test_a_workers_heartbeat_is_not_told_to_stop_by_the_backoff_read_on_this_frontends_clock() -> None:
+    # The attempt is the worker's (it was handed it); a frontend clock behind history's may
+    # still see its backoff running: only an async completion's check refuses on that.
+    handlers, _ = _handlers(Execution(summary={"activities": {"5": {"attempt": 1, **BACKING_OFF}}}))
+    status, answer = await handlers.heartbeat_activity_task({"namespace": "default"}, {}, _body())
+    assert status == 200 and answer == {"cancel_requested": False}

@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
+from kadence_protocol.enums import UpdateStage
 from kadence_protocol.reset import ResetPoint
 from services.common import validation
-from services.history.reset import InvalidReset, choose_point, new_run_id
+from services.history.builder import Transition
+from services.history.reset import InvalidReset, _carry_updates, choose_point, new_run_id
+from services.history.state import MutableState, UpdateInfo, UpdateRequest, UpdateWaiter
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -96,3 +99,24 @@ def test_the_encode_cli_writes_a_reset_record() -> None:
                       "reapply_signals": False, "reason": "bad deploy", "request_id": "r-1", "identity": "",
                       "reply_to": None}
     validation.check_command(name, record)
+
+
+def test_the_callers_of_updates_the_old_run_had_not_finished_go_to_the_new_run() -> None:
+    # before: accepted before the point (the copy holds it; its handler runs again in the new
+    # run); after: accepted after the point; waiting: never accepted; done: completed.
+    old = MutableState(namespace="ns", workflow_id="wf", run_id="old")
+    new = MutableState(namespace="ns", workflow_id="wf", run_id="new")
+    waiter = [UpdateWaiter(reply_to="fe", request_id="q", wait="completed")]
+    for uid, stage in (("before", UpdateStage.ACCEPTED), ("after", UpdateStage.ACCEPTED),
+                       ("waiting", UpdateStage.REQUESTED), ("done", UpdateStage.ACCEPTED)):
+        old.update_requests[uid] = UpdateRequest(name="u", input="[1]", identity="c", stage=stage,
+                                                 waiters=list(waiter), seq=1)
+    old.updates = {"before": UpdateInfo("u", 5), "after": UpdateInfo("u", 9), "done": UpdateInfo("u", 6, True)}
+    new.updates = {"before": UpdateInfo("u", 5), "done": UpdateInfo("u", 6, True)}
+    after = [{"event_type": "WorkflowExecutionUpdateAccepted",
+              "attributes": {"update_id": "after", "update_name": "u", "input": "[2]", "identity": "c"}}]
+    _carry_updates(Transition(old, 0, 0), Transition(new, 0, 0), after)
+    assert {uid: r.stage for uid, r in new.update_requests.items()} == {
+        "before": UpdateStage.ACCEPTED, "after": UpdateStage.REQUESTED, "waiting": UpdateStage.REQUESTED}
+    assert all(r.waiters == waiter for r in new.update_requests.values())
+    assert list(old.update_requests) == ["done"]

@@ -191,6 +191,25 @@ async def test_retried_attempts_write_no_history_and_the_final_one_writes_its_st
     assert rebuild("ns", "wf", s.run_id, events).dumps() == s.dumps()
 
 
+async def test_an_answer_for_an_attempt_still_waiting_out_its_backoff_is_dropped() -> None:
+    # No worker was handed it: an answer (an async completion's by ids, looked up during the
+    # backoff) is stale; once the attempt is due, its answer is taken.
+    ctx = Context()
+    s, sid = await _with_activity(ctx, policy={"initial_interval_ms": 5_000, "backoff_coefficient": 1.0,
+                                               "maximum_interval_ms": 0, "maximum_attempts": 0,
+                                               "non_retryable_error_types": []})
+    await answers.activity_failed(ctx, _ref(s, sid, 1) | {"failure": _failure(1), "identity": "outside"})
+    before = len(ctx.events(s.run_id))
+    await answers.activity_heartbeat(ctx, _ref(s, sid, 2) | {"details": None, "identity": "outside"})
+    await answers.activity_completed(ctx, _ref(s, sid, 2) | {"result": '"early"', "identity": "outside"})
+    assert len(ctx.events(s.run_id)) == before and s.activities[str(sid)].state == "Scheduled"
+    ctx.now += 5_000
+    await _fire(ctx, s, "act_retry", sid, 2)
+    await answers.activity_completed(ctx, _ref(s, sid, 2) | {"result": '"due"', "identity": "outside"})
+    assert [e["event_type"] for e in ctx.events(s.run_id)[before:]][-2] == "ActivityTaskCompleted"
+    assert not s.activities
+
+
 async def test_while_attempts_retry_the_fold_agrees_on_all_but_the_attempt_fields() -> None:
     ctx = Context()
     s, sid = await _with_activity(ctx)

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
-from kadence_protocol.enums import WorkflowTaskFailedCause
+from kadence_protocol.enums import UpdateStage, WorkflowTaskFailedCause
+from kadence_protocol.queries import UPDATE_RESULT_NAME
 from kadence_protocol.records import UpdateWorkflowExecution
 from services.common import validation
 from services.history import engine, updates
-from services.history.state import MutableState, UpdateInfo, events_only, rebuild
+from services.history.state import MutableState, UpdateInfo, UpdateRequest, events_only, rebuild
 from tests.unit import _answers as answers
 from tests.unit.services.history.test_state import MemoryContext, _ref, _start
 
@@ -136,6 +137,60 @@ async def test_a_rejection_records_no_update_event_and_is_remembered() -> None:
     assert _outcome(answer)["stage"] == "rejected" and _outcome(answer)["failure"]["message"] == "no"
     await updates.request_update(ctx, _update(request_id="q2"))
     assert _outcome(ctx.to("q2")[0])["stage"] == "rejected" and s.wt is None
+
+
+async def test_a_wait_by_id_for_an_unknown_update_is_refused_at_once_and_leaves_the_id_free() -> None:
+    # get_update_handle's wait reaching the run before the update it waits for: refused
+    # UpdateNotFound by history, no task, nothing remembered; the update then runs.
+    ctx = ReplyContext()
+    s = await _running(ctx)
+    await updates.request_update(ctx, _update(update_name=UPDATE_RESULT_NAME, input=None, request_id="w1"))
+    (refused,) = ctx.to("w1")
+    assert _outcome(refused)["stage"] == "rejected" and _outcome(refused)["failure"]["type"] == "UpdateNotFound"
+    assert s.wt is None and "u1" not in s.update_requests
+    await updates.request_update(ctx, _update())
+    assert s.update_requests["u1"].stage == "requested" and s.wt is not None
+    await updates.request_update(ctx, _update(update_name=UPDATE_RESULT_NAME, input=None, request_id="w2"))
+    assert not ctx.to("w2")  # known now: the wait joins the update's callers
+    await _complete_wt(ctx, s, [_accept(), _complete()])
+    assert _outcome(ctx.to("w2")[0])["result"] == "6" and _outcome(ctx.to("q1")[0])["result"] == "6"
+
+
+async def test_a_wait_by_id_a_worker_refused_before_does_not_refuse_the_update() -> None:
+    # A build before this one admitted such a wait and the worker refused it: the remembered
+    # refusal answers later waits, but the update itself, sent after, runs.
+    ctx = ReplyContext()
+    s = await _running(ctx)
+    s.update_requests["u1"] = UpdateRequest(name=UPDATE_RESULT_NAME, input=None, identity="", stage=UpdateStage.REJECTED,
+                                            failure={"message": "no such update", "type": "UpdateNotFound",
+                                                     "stack_trace": "", "non_retryable": True, "details": None})
+    await updates.request_update(ctx, _update(update_name=UPDATE_RESULT_NAME, input=None, request_id="w1"))
+    assert _outcome(ctx.to("w1")[0])["stage"] == "rejected"
+    await updates.request_update(ctx, _update())
+    assert not ctx.to("q1") and s.update_requests["u1"].stage == "requested" and s.wt is not None
+
+
+async def test_an_update_a_reset_took_to_the_new_run_is_asked_there() -> None:
+    # A reset terminated the run that accepted u1 and gave u1 to the new run (reset.py
+    # _carry_updates): an ask pinned to the old run is sent on to the new one. An id the new
+    # run does not have is answered as before (closed).
+    ctx = ReplyContext()
+    s = await _running(ctx)
+    await updates.request_update(ctx, _update())
+    await _complete_wt(ctx, s, [_accept()])
+    new = MutableState(namespace="ns", workflow_id="wf", run_id="run-after-reset")
+    new.update_requests["u1"] = UpdateRequest(name="set", input="[5]", identity="caller", stage=UpdateStage.REQUESTED)
+    ctx.new_run(new)
+    t = await ctx.run("ns", "wf", s.run_id)
+    assert t is not None
+    t.add("WorkflowExecutionTerminated", reason="reset to run run-after-reset", identity="", new_run_id=new.run_id)
+    engine.settle(t)
+    updates.after(ctx, t)
+    await updates.request_update(ctx, _update(request_id="q2", run_id=s.run_id))
+    (sent_on,) = ctx.to("q2")
+    assert (sent_on["ok"], sent_on["error_type"], sent_on["run_id"]) == (False, updates.EARLIER_RUN, new.run_id)
+    await updates.request_update(ctx, _update(uid="u9", request_id="q3", run_id=s.run_id))
+    assert ctx.to("q3")[0]["error_type"] == updates.CLOSED
 
 
 async def test_a_request_while_a_task_is_in_flight_is_owed_the_next_task() -> None:

@@ -1,0 +1,127 @@
+"""External workflow handles aimed where they should not be: at the caller itself (a signal
+is delivered to it; a cancel cancels it), at a run that continued as new meanwhile (signals
+without a run id follow the chain, none lost or doubled; one pinned to the closed run fails
+in the caller), and at a run id of another workflow (fails; neither run is signalled)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from kadence import ApplicationError, Client, Worker, workflow
+
+pytestmark = pytest.mark.timeout(90)
+QUEUE = "q-hostile-external"
+
+
+@workflow.defn
+class SelfSignaller:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @workflow.signal
+    def poke(self, value: str) -> None:
+        self.seen.append(value)
+
+    @workflow.run
+    async def run(self, cancel: bool) -> str:
+        handle = workflow.get_external_workflow_handle(workflow.info().workflow_id)
+        try:
+            if cancel:
+                await handle.cancel()
+                await workflow.sleep(5)
+                return "not cancelled"
+            await handle.signal("poke", "me")
+        except ApplicationError as err:
+            return f"{err.type}: {err.message}"
+        except asyncio.CancelledError:
+            return "cancelled"
+        await workflow.wait_condition(lambda: bool(self.seen))
+        return ",".join(self.seen)
+
+
+@workflow.defn
+class Looper:
+    """Continues as new after every signal; collects all it saw through its chain."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @workflow.signal
+    def poke(self, value: str) -> None:
+        self.seen.append(value)
+
+    @workflow.run
+    async def run(self, seen: list[str]) -> list[str]:
+        await workflow.wait_condition(lambda: bool(self.seen))
+        total = seen + self.seen
+        if "stop" in total:
+            return total
+        workflow.continue_as_new(total)
+
+
+@workflow.defn
+class Spammer:
+    @workflow.run
+    async def run(self, target_id: str, n: int, run_id: str | None) -> list[str]:
+        handle = workflow.get_external_workflow_handle(target_id, run_id=run_id)
+        out: list[str] = []
+        for i in range(n):
+            try:
+                await handle.signal("poke", f"s{i}")
+                out.append("ok")
+            except ApplicationError as err:
+                out.append(f"{err.type}")
+        return out
+
+
+def _types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event_type"] for e in events]
+
+
+async def test_a_workflow_signals_itself(client: Client) -> None:
+    wid = f"self-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=QUEUE, workflows=[SelfSignaller]):
+        assert await client.execute_workflow(SelfSignaller.run, False, id=wid, task_queue=QUEUE) == "me"
+
+
+async def test_a_workflow_cancels_itself(client: Client) -> None:
+    wid = f"selfc-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=QUEUE, workflows=[SelfSignaller]):
+        h = await client.start_workflow(SelfSignaller.run, True, id=wid, task_queue=QUEUE)
+        assert await asyncio.wait_for(h.result(), 30) == "cancelled"
+    kinds = _types(await h.history())
+    # The code saw the cancel while awaiting cancel(): the run may close before the notice
+    # that confirms it comes back (a closed run ignores it).
+    assert kinds.count("WorkflowExecutionCancelRequested") == 1, kinds
+
+
+async def test_signals_through_a_chain_that_continues_as_new(client: Client) -> None:
+    tag = uuid.uuid4().hex[:8]
+    target = f"looper-{tag}"
+    async with Worker(client, task_queue=QUEUE, workflows=[Looper, Spammer]):
+        th = await client.start_workflow(Looper.run, [], id=target, task_queue=QUEUE)
+        first_run = (await th.describe())["run_id"]
+        out = await client.execute_workflow(Spammer.run, target, 20, None, id=f"spam-{tag}", task_queue=QUEUE)
+        assert out == ["ok"] * 20, out
+        await client.get_workflow_handle(target).signal("poke", "stop")
+        got = await asyncio.wait_for(client.get_workflow_handle(target).result(), 30)
+        assert sorted(got) == sorted([f"s{i}" for i in range(20)] + ["stop"]), got
+        # the first run is closed: a signal pinned to it fails in the sender
+        out = await client.execute_workflow(Spammer.run, target, 1, first_run, id=f"spam2-{tag}", task_queue=QUEUE)
+        assert out == ["SignalExternalWorkflowExecutionFailed"], out
+
+
+async def test_run_id_of_another_workflow(client: Client) -> None:
+    tag = uuid.uuid4().hex[:8]
+    async with Worker(client, task_queue=QUEUE, workflows=[Looper, Spammer]):
+        a = await client.start_workflow(Looper.run, [], id=f"a-{tag}", task_queue=QUEUE)
+        b = await client.start_workflow(Looper.run, [], id=f"b-{tag}", task_queue=QUEUE)
+        b_run = (await b.describe())["run_id"]
+        out = await client.execute_workflow(Spammer.run, f"a-{tag}", 1, b_run, id=f"spam-{tag}", task_queue=QUEUE)
+        assert out == ["SignalExternalWorkflowExecutionFailed"], out
+        assert "WorkflowExecutionSignaled" not in _types(await b.history())
+        assert "WorkflowExecutionSignaled" not in _types(await a.history())
