@@ -1,13 +1,15 @@
-"""Task notices from a shard's outbox relay to matching (services/common/matching/notices.py).
+"""Task notices from a shard to matching (services/common/matching/notices.py).
 
 Between processes a task reaches matching through ``kadence.tasks``, and each hop would
-cost matching's fetch wait. After the relay has published a batch, it tells the matching
-owner of each task partition which tasks went there (offset and record) over matching's
-internal HTTP API, so a poll already waiting gets its task without waiting for the fetch.
+cost matching's fetch wait. Right after a commit that wrote tasks, the shard tells the
+matching owner of each task partition which tasks go there (the records, UNPUBLISHED: the
+outbox relay publishes them meanwhile) over matching's internal HTTP API, so a poll already
+waiting gets its task without waiting for the relay's produce round trip and the fetch.
 The record still travels through the broker and the consumer still ingests it; a notice
-is sent only after the broker acknowledged the records and only ever shortens a wait.
-Sending never blocks the relay: at most MAX_IN_FLIGHT requests are out, and notices past
-that, or that fail, are dropped (counted). ``KADENCE_TASK_NOTICES=0`` turns them off.
+is sent only after the commit (the outbox rule: nothing leaves before it), as one process
+hands tasks over, and only ever shortens a wait. Sending never blocks the shard: at most
+MAX_IN_FLIGHT requests are out, and notices past that, or that fail, are dropped
+(counted). ``KADENCE_TASK_NOTICES=0`` turns them off.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from services.common.command_notices import CommandNotice
 from services.common.kafka import REQUESTS, TASKS, Published, Record
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingError
-from services.common.matching.notices import TaskNotice
+from services.common.matching.notices import UNPUBLISHED, TaskNotice
 from services.common.reply_notices import NO_UPDATES, TaskUpdates
 
 log = logging.getLogger(__name__)
@@ -32,16 +34,20 @@ NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch h
 
 
 class TaskNotices(Protocol):
-    """Told what the relay published and where the broker put it, in the same order."""
+    """Told of the task records of each commit, right after it and before the relay publishes
+    them; ``updates``: per task record, its run's update requests as of the commit."""
 
-    def published(self, records: Sequence[Record], where: Sequence[Published],
-                  updates: TaskUpdates = NO_UPDATES) -> None: ...
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None: ...
 
     async def close(self) -> None: ...
 
 
 class NoNotices:
-    """Matching learns of tasks by its fetch alone (co-located, or notices off)."""
+    """Nobody is told: matching learns of tasks by its fetch alone (co-located, or notices
+    off); also the relay's "nothing to tell" of what it published (reply_notices.Notices)."""
+
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
+        pass
 
     def published(self, records: Sequence[Record], where: Sequence[Published],
                   updates: TaskUpdates = NO_UPDATES) -> None:
@@ -70,14 +76,13 @@ class MatchingNotices:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.counts = NoticeCounts()
 
-    def published(self, records: Sequence[Record], where: Sequence[Published],
-                  updates: TaskUpdates = NO_UPDATES) -> None:
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
         by_partition: dict[int, list[TaskNotice]] = {}
-        for (topic, _, value, headers), at in zip(records, where, strict=True):
+        for topic, key, value, headers in records:
             if topic == TASKS:
                 waiting = updates.get(value)
-                by_partition.setdefault(at.partition, []).append(TaskNotice(
-                    at.offset, value, tuple(headers), None if waiting is None else [dict(u) for u in waiting]))
+                by_partition.setdefault(self._client.partition_of_key(key), []).append(TaskNotice(
+                    UNPUBLISHED, value, tuple(headers), None if waiting is None else [dict(u) for u in waiting]))
         for partition, notices in by_partition.items():
             if len(self._in_flight) >= self._max:
                 self.counts.dropped += 1

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 
 from services.common import kafka, outage
-from services.common.reply_notices import NO_UPDATES
+from services.common.reply_notices import NO_UPDATES, Notices, TaskUpdates
 
 from .builder import Mutation, OutboxMessage
 from .notices import NO_NOTICES, TaskNotices
@@ -43,9 +43,11 @@ class OutboxStore(Protocol):
 
 class OutboxRelay:
     def __init__(self, shard_id: int, store: OutboxStore, producer: AIOKafkaProducer,
-                 backoff: outage.Backoff, notices: TaskNotices = NO_NOTICES) -> None:
+                 backoff: outage.Backoff, notices: Notices = NO_NOTICES,
+                 task_notices: TaskNotices = NO_NOTICES) -> None:
         self.shard_id = shard_id
-        self.notices = notices  # told what was published, once the broker has it (notices.py)
+        self.notices = notices  # told what was published, once the broker has it (reply_notices.py)
+        self.task_notices = task_notices  # told of each commit's tasks, before they are published (notices.py)
         self.store = store
         self.producer = producer
         self.backoff = backoff
@@ -53,14 +55,13 @@ class OutboxRelay:
         self._urgent = asyncio.Event()  # the queue holds records a service or worker waits for
         self.next_outbox_id = 1
         self.backlog = 0  # rows committed and not yet taken for publication (a gauge)
-        # Per task record committed and not yet published: its run's update requests (committed()).
-        self._updates: dict[bytes, list[dict[str, Any]]] = {}
 
     async def recover(self) -> int:
         """On acquisition: queue what was committed and not published; return how many rows."""
         pending = await self.store.pending_outbox(self.shard_id)
         self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
         if pending:
+            self._notice_tasks(pending, NO_UPDATES)  # committed by the previous owner: its commit's are not known
             self._put(pending)
         return len(pending)
 
@@ -78,19 +79,29 @@ class OutboxRelay:
             self.next_outbox_id = outbox[0][0]
 
     def committed(self, outbox: list[OutboxRow], mutations: Sequence[Mutation] = ()) -> None:
-        """``outbox`` is committed: publish it. ``mutations`` (the batch's) give each task's
-        notice the update requests of its run as of this commit (summary.waiting_updates), so
-        that the frontend handing a noticed workflow task to a waiting poll need not read them."""
+        """``outbox`` is committed: tell matching elsewhere of its tasks now, and publish it.
+        ``mutations`` (the batch's) give each task's notice the update requests of its run as of
+        this commit (summary.waiting_updates), so that the frontend handing a noticed workflow
+        task to a waiting poll need not read them."""
         if outbox:
-            if self.notices is not NO_NOTICES:
+            if self.task_notices is not NO_NOTICES:
+                updates: dict[bytes, Any] = {}
                 for m in mutations:
                     tasks = [msg.value for msg in m.outbox if msg.topic == kafka.TASKS]
                     if tasks:
-                        waiting = waiting_updates(m.state)
-                        self._updates.update(dict.fromkeys(tasks, waiting))
+                        updates.update(dict.fromkeys(tasks, waiting_updates(m.state)))
+                self._notice_tasks(outbox, updates)
             self._put(outbox)
             if not _audit_only(outbox):
                 self._urgent.set()
+
+    def _notice_tasks(self, rows: list[OutboxRow], updates: TaskUpdates) -> None:
+        # Right after the commit, not after the publication: the produce round trip is then
+        # off the hop (the record follows, and the consumer drops it as a copy).
+        if self.task_notices is not NO_NOTICES:
+            tasks = [(m.topic, m.key, m.value, m.headers) for _, m in rows if m.topic == kafka.TASKS]
+            if tasks:
+                self.task_notices.committed(tasks, updates)
 
     def _put(self, rows: list[OutboxRow]) -> None:
         self._queue.put_nowait(rows)
@@ -143,10 +154,7 @@ class OutboxRelay:
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
                     await self.backoff.wait(exc)
             self.backoff.recovered()
-            # What is published is told with the update requests of its commit, where known.
-            updates = {r[2]: u for r in records if (u := self._updates.pop(r[2], None)) is not None} \
-                if self._updates else NO_UPDATES
-            self.notices.published(records, where, updates)
+            self.notices.published(records, where, NO_UPDATES)
             published = rows[-1][0]
             if time.monotonic() - last_cleanup >= OUTBOX_CLEANUP_S:
                 await self._delete(published)
