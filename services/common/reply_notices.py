@@ -6,8 +6,8 @@ frontend with a fetch wait (``KADENCE_REPLIES_FETCH_WAIT_MS``) that each start, 
 cancel answered waited out. A frontend taking reply notices serves ``POST /internal/replies``
 (its internal address, on ``KADENCE_FRONTEND_INTERNAL_HOST``) and names it in the
 ``reply_to`` of its commands as ``<instance id> <address>`` (the same form as history's
-``shards.owner``, command_notices.py). Once the broker has acknowledged a batch, the relay
-sends each such frontend the Reply records addressed to it.
+``shards.owner``, command_notices.py). Right after each commit, while the outbox relay
+publishes them, history sends each such frontend the Reply records addressed to it.
 
 A notice is a hint, never the record: the reply is published as before, and the frontend's
 reply consumer still reads it; a waiter is answered once whichever comes first
@@ -89,7 +89,7 @@ class ReplyCounts:
 
 
 class ReplyNotices:
-    """Reply notices over frontends' internal API, one request per frontend and relayed batch."""
+    """Reply notices over frontends' internal API, one request per frontend and commit."""
 
     def __init__(self, internal_key: str = "", *, max_in_flight: int = MAX_IN_FLIGHT,
                  timeout: float = NOTICE_TIMEOUT_S) -> None:
@@ -101,8 +101,11 @@ class ReplyNotices:
         self._closed = False
         self.counts = ReplyCounts()
 
-    def published(self, records: Sequence[Record], where: Sequence[Published],
-                  updates: TaskUpdates = NO_UPDATES) -> None:
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return topic == REPLIES and bool(key) and owner_address((key or b"").decode(errors="replace")) is not None
+
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
+        """Tell each frontend the replies of a commit addressed to it (history/notices.py CommitNotices)."""
         by_frontend: dict[str, list[bytes]] = {}
         for topic, key, value, _ in records:
             if topic == REPLIES and key and (address := owner_address(key.decode(errors="replace"))) is not None:

@@ -33,13 +33,37 @@ MAX_IN_FLIGHT = 64  # notice requests out at once; beyond, notices are dropped (
 NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch has the task by then
 
 
-class TaskNotices(Protocol):
-    """Told of the task records of each commit, right after it and before the relay publishes
-    them; ``updates``: per task record, its run's update requests as of the commit."""
+class CommitNotices(Protocol):
+    """Told of the records of each commit, right after it and before the relay publishes them
+    (task notices here, reply notices in services/common/reply_notices.py); ``updates``: per
+    task record, its run's update requests as of the commit."""
 
     def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None: ...
 
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        """Whether a record of ``topic`` keyed ``key`` is told (its publication is then only
+        the fallback, which the relay may gather with others)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+class BothCommitNotices:
+    """Tell two of them: task notices and reply notices."""
+
+    def __init__(self, first: CommitNotices, second: CommitNotices) -> None:
+        self.first, self.second = first, second
+
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
+        self.first.committed(records, updates)
+        self.second.committed(records, updates)
+
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return self.first.covers(topic, key) or self.second.covers(topic, key)
+
+    async def close(self) -> None:
+        await self.first.close()
+        await self.second.close()
 
 
 class NoNotices:
@@ -48,6 +72,9 @@ class NoNotices:
 
     def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
         pass
+
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return False
 
     def published(self, records: Sequence[Record], where: Sequence[Published],
                   updates: TaskUpdates = NO_UPDATES) -> None:
@@ -75,6 +102,9 @@ class MatchingNotices:
         self._max = max_in_flight
         self._in_flight: set[asyncio.Task[None]] = set()
         self.counts = NoticeCounts()
+
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return topic == TASKS
 
     def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
         by_partition: dict[int, list[TaskNotice]] = {}

@@ -22,12 +22,13 @@ from services.common import kafka, outage
 from services.common.reply_notices import NO_UPDATES, Notices, TaskUpdates
 
 from .builder import Mutation, OutboxMessage
-from .notices import NO_NOTICES, TaskNotices
+from .notices import NO_NOTICES, CommitNotices
 from .store import OutboxRow
 from .summary import waiting_updates
 
 OUTBOX_CLEANUP_S = 0.2
-# Records for the audit log alone (kadence.history) wait this long for more to go with them.
+# Records nobody waits for (the audit log's, and tasks and replies told at the commit) wait
+# this long for more to go with them.
 AUDIT_GATHER_S = 0.010
 
 
@@ -44,10 +45,10 @@ class OutboxStore(Protocol):
 class OutboxRelay:
     def __init__(self, shard_id: int, store: OutboxStore, producer: AIOKafkaProducer,
                  backoff: outage.Backoff, notices: Notices = NO_NOTICES,
-                 task_notices: TaskNotices = NO_NOTICES) -> None:
+                 at_commit: CommitNotices = NO_NOTICES) -> None:
         self.shard_id = shard_id
         self.notices = notices  # told what was published, once the broker has it (reply_notices.py)
-        self.task_notices = task_notices  # told of each commit's tasks, before they are published (notices.py)
+        self.at_commit = at_commit  # told of each commit's tasks and replies, before they are published
         self.store = store
         self.producer = producer
         self.backoff = backoff
@@ -61,7 +62,7 @@ class OutboxRelay:
         pending = await self.store.pending_outbox(self.shard_id)
         self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
         if pending:
-            self._notice_tasks(pending, NO_UPDATES)  # committed by the previous owner: its commit's are not known
+            self._notice(pending, NO_UPDATES)  # committed by the previous owner: its commit's are not known
             self._put(pending)
         return len(pending)
 
@@ -79,29 +80,34 @@ class OutboxRelay:
             self.next_outbox_id = outbox[0][0]
 
     def committed(self, outbox: list[OutboxRow], mutations: Sequence[Mutation] = ()) -> None:
-        """``outbox`` is committed: tell matching elsewhere of its tasks now, and publish it.
-        ``mutations`` (the batch's) give each task's notice the update requests of its run as of
-        this commit (summary.waiting_updates), so that the frontend handing a noticed workflow
-        task to a waiting poll need not read them."""
+        """``outbox`` is committed: tell matching and frontends elsewhere of its tasks and
+        replies now, and publish it. ``mutations`` (the batch's) give each task's notice the
+        update requests of its run as of this commit (summary.waiting_updates), so that the
+        frontend handing a noticed workflow task to a waiting poll need not read them."""
         if outbox:
-            if self.task_notices is not NO_NOTICES:
+            if self.at_commit is not NO_NOTICES:
                 updates: dict[bytes, Any] = {}
                 for m in mutations:
                     tasks = [msg.value for msg in m.outbox if msg.topic == kafka.TASKS]
                     if tasks:
                         updates.update(dict.fromkeys(tasks, waiting_updates(m.state)))
-                self._notice_tasks(outbox, updates)
+                self._notice(outbox, updates)
             self._put(outbox)
-            if not _audit_only(outbox):
+            if not self._may_gather(outbox):
                 self._urgent.set()
 
-    def _notice_tasks(self, rows: list[OutboxRow], updates: TaskUpdates) -> None:
+    def _notice(self, rows: list[OutboxRow], updates: TaskUpdates) -> None:
         # Right after the commit, not after the publication: the produce round trip is then
-        # off the hop (the record follows, and the consumer drops it as a copy).
-        if self.task_notices is not NO_NOTICES:
-            tasks = [(m.topic, m.key, m.value, m.headers) for _, m in rows if m.topic == kafka.TASKS]
-            if tasks:
-                self.task_notices.committed(tasks, updates)
+        # off the hop (the record follows, and its consumer takes it as a copy).
+        if self.at_commit is not NO_NOTICES:
+            told = [(m.topic, m.key, m.value, m.headers) for _, m in rows if self.at_commit.covers(m.topic, m.key)]
+            if told:
+                self.at_commit.committed(told, updates)
+
+    def _may_gather(self, rows: list[OutboxRow]) -> bool:
+        """Nobody waits for these records' publication: the audit log's, and tasks and replies
+        told at the commit (their publication is the fallback of a lost notice)."""
+        return all(m.topic == kafka.HISTORY or self.at_commit.covers(m.topic, m.key) for _, m in rows)
 
     def _put(self, rows: list[OutboxRow]) -> None:
         self._queue.put_nowait(rows)
@@ -136,11 +142,12 @@ class OutboxRelay:
             else:
                 rows = await self._next(None)
             self._drain(rows)
-            if _audit_only(rows):
-                # Only the audit log waits for these (in one process tasks and replies are
-                # handed over, not published): gather a few batches' worth into one produce
-                # request instead of one per commit, which costs the broker and this process
-                # CPU on the workflows' path. Records that someone waits for end the wait.
+            if self._may_gather(rows):
+                # Nobody waits for these (in one process tasks and replies are handed over, not
+                # published; between processes they were told at the commit): gather a few
+                # batches' worth into one produce request instead of one per commit, which
+                # costs the broker and this process CPU on the workflows' path. Records that
+                # someone waits for end the wait.
                 self._urgent.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(AUDIT_GATHER_S):
@@ -172,7 +179,3 @@ class OutboxRelay:
                 return
             except outage.DATABASE_ERRORS as exc:
                 await self.backoff.wait(exc)
-
-
-def _audit_only(rows: list[OutboxRow]) -> bool:
-    return all(m.topic == kafka.HISTORY for _, m in rows)

@@ -49,7 +49,7 @@ from .health import report
 from .http import HealthServer
 from .limits import limits_of
 from .neighbours import HandedCommand
-from .notices import NO_NOTICES, MatchingNotices, OwnCommands, TaskNotices
+from .notices import NO_NOTICES, BothCommitNotices, CommitNotices, MatchingNotices, OwnCommands
 from .periodic import run_every
 from .resume import Resume, resume_from
 from .retention import RetentionJob
@@ -122,9 +122,10 @@ class HistoryService:
         self._jobs: list[asyncio.Task[Any]] = []
         self.tasks: TaskSink = tasks or OutboxTasks()
         self.replies: ReplySink = replies or OutboxReplies()
-        self.notices: TaskNotices = NO_NOTICES  # set by start() when tasks go through the outbox
+        self.notices: CommitNotices = NO_NOTICES  # set by start() when tasks go through the outbox
         self.reply_notices: ReplyNotices | None = None  # set by start() when replies go through the outbox
         self._relayed: Notices = NO_NOTICES  # what the relay tells of what it published
+        self._at_commit: CommitNotices = NO_NOTICES  # what a shard tells right after each commit
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
         self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
@@ -161,7 +162,9 @@ class HistoryService:
         if isinstance(self.replies, OutboxReplies) and self.settings.reply_notices:
             # Frontends run elsewhere: tell each of its replies ahead of its fetch (reply_notices.py).
             self.reply_notices = ReplyNotices(self.settings.internal_key)
-        self._relayed = NO_NOTICES if self.reply_notices is None else self.reply_notices
+        # Told at the commit: tasks to matching, replies to frontends elsewhere.
+        self._at_commit = (self.notices if self.reply_notices is None else self.reply_notices
+                           if self.notices is NO_NOTICES else BothCommitNotices(self.notices, self.reply_notices))
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
         await self._serve()
@@ -263,7 +266,7 @@ class HistoryService:
         await self._release(list(self.shards))
         await self._producer.stop()
         await self._relayed.close()
-        await self.notices.close()
+        await self._at_commit.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
@@ -331,7 +334,7 @@ class HistoryService:
         s = self.settings
         assert self._observer is not None
         return ShardConfig(
-            tasks=self.tasks, replies=self.replies, notices=self._relayed, task_notices=self.notices,
+            tasks=self.tasks, replies=self.replies, notices=self._relayed, at_commit=self._at_commit,
             ingress=self._ingress,
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
             namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,

@@ -39,6 +39,9 @@ class Recorder:
     def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
         self.told.append((list(records), updates))
 
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return topic == kafka.TASKS
+
     async def close(self) -> None:
         pass
 
@@ -66,7 +69,7 @@ async def test_the_relay_tells_each_committed_task_with_its_runs_update_requests
     store = Store()
     store.pending = [(1, OutboxMessage(kafka.TASKS, b"k", b"recovered"))]  # left by the previous owner
     notices = Recorder()
-    r = OutboxRelay(0, store, None, outage.Backoff("relay", log), task_notices=notices)
+    r = OutboxRelay(0, store, None, outage.Backoff("relay", log), at_commit=notices)
     await r.recover()
     # The recovered task's commit is not known here: its poll reads them.
     assert notices.told == [([(kafka.TASKS, b"k", b"recovered", ())], NO_UPDATES)]
