@@ -14,7 +14,6 @@ MAX_IN_FLIGHT requests are out, and notices past that, or that fail, are dropped
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ from services.common.kafka import REQUESTS, TASKS, Published, Record
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingError
 from services.common.matching.notices import UNPUBLISHED, TaskNotice
+from services.common.notice_queue import NoticeQueue
 from services.common.reply_notices import NO_UPDATES, TaskUpdates
 
 log = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT = 64  # notice requests out at once; beyond, notices are dropped (they are hints)
+MAX_IN_FLIGHT = 64  # partitions with a notice request out; beyond, notices are dropped (they are hints)
 NOTICE_TIMEOUT_S = 1.0  # a notice later than this is worth nothing: the fetch has the task by then
 
 
@@ -91,16 +91,16 @@ NO_NOTICES = NoNotices()
 class NoticeCounts:
     sent: int = 0  # requests answered by matching
     failed: int = 0  # requests that failed (no owner known, owner down, timeout)
-    dropped: int = 0  # requests not sent: too many out already
+    dropped: int = 0  # notices not sent: too many waiting or out already
 
 
 class MatchingNotices:
-    """Notices over matching's internal HTTP API, one request per task partition and batch."""
+    """Notices over matching's internal HTTP API: per task partition one request out at a time,
+    the notices of the commits made meanwhile together in the next (notice_queue.py)."""
 
     def __init__(self, client: MatchingClient, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._client = client
-        self._max = max_in_flight
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._queue: NoticeQueue[int, TaskNotice] = NoticeQueue(self._send, max_destinations=max_in_flight)
         self.counts = NoticeCounts()
 
     def covers(self, topic: str, key: bytes | None) -> bool:
@@ -114,12 +114,8 @@ class MatchingNotices:
                 by_partition.setdefault(self._client.partition_of_key(key), []).append(TaskNotice(
                     UNPUBLISHED, value, tuple(headers), None if waiting is None else [dict(u) for u in waiting]))
         for partition, notices in by_partition.items():
-            if len(self._in_flight) >= self._max:
-                self.counts.dropped += 1
-                continue
-            task = asyncio.get_running_loop().create_task(self._send(partition, notices))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._queue.add(partition, notices)
+        self.counts.dropped = self._queue.dropped
 
     async def _send(self, partition: int, notices: list[TaskNotice]) -> None:
         try:
@@ -132,10 +128,7 @@ class MatchingNotices:
         self.counts.sent += 1
 
     async def close(self) -> None:
-        for task in list(self._in_flight):
-            task.cancel()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._queue.close()
         await self._client.close()
 
 

@@ -48,7 +48,7 @@ async def test_history_sends_each_frontend_its_replies_at_the_commit_and_nothing
                    _record(reply_to, "r3")]
         assert [notices.covers(t, k) for t, k, *_ in records] == [True, False, False, True]
         notices.committed(records)
-        await asyncio.wait_for(asyncio.gather(*notices._in_flight), 5)
+        await asyncio.wait_for(asyncio.gather(*notices._queue.in_flight.values()), 5)
         assert [r["request_id"] for r in delivered] == ["r1", "r3"]
         assert notices.counts.sent == 1 and server.received == 2
     finally:
@@ -63,11 +63,11 @@ async def test_a_frontend_gone_or_refusing_counts_as_failed() -> None:
     gone = ReplyNotices(KEY)
     try:
         refused.committed([_record(owner_name("fe-1", server.url), "r1")])
-        await asyncio.wait_for(asyncio.gather(*refused._in_flight), 5)
+        await asyncio.wait_for(asyncio.gather(*refused._queue.in_flight.values()), 5)
         url = server.url
         await server.stop()
         gone.committed([_record(owner_name("fe-1", url), "r2")])
-        await asyncio.wait_for(asyncio.gather(*gone._in_flight), 5)
+        await asyncio.wait_for(asyncio.gather(*gone._queue.in_flight.values()), 5)
         assert (refused.counts.failed, gone.counts.failed, delivered) == (1, 1, [])
     finally:
         await refused.close()
@@ -80,7 +80,7 @@ async def test_notices_past_the_bound_are_dropped_not_queued() -> None:
     try:
         # Unreachable (port 9 of a documentation address): the first stays out, the second is dropped.
         notices.committed([_record(owner_name("fe-1", "http://192.0.2.1:9"), "r1")])
-        notices.committed([_record(owner_name("fe-2", "http://192.0.2.1:9"), "r2")])
+        notices.committed([_record(owner_name("fe-2", "http://192.0.2.2:9"), "r2")])
         assert notices.counts.dropped == 1
     finally:
         await notices.close()

@@ -11,6 +11,7 @@ from services.common.kafka import HISTORY, REPLIES, TASKS, partition_for
 from services.common.matching.errors import MatchingUnavailableError
 from services.common.matching.notices import UNPUBLISHED, TaskNotice, notices_from_json, notices_to_json
 from services.history.notices import MatchingNotices
+from tests.helpers import eventually
 
 
 class FakeClient:
@@ -67,18 +68,22 @@ async def test_failed_notices_are_counted_and_dropped() -> None:
     await notices.close()
 
 
-async def test_past_the_in_flight_bound_notices_are_dropped_not_queued() -> None:
+async def test_notices_made_while_one_is_out_go_together_and_past_the_bound_are_dropped() -> None:
     hold = asyncio.Event()
     client = FakeClient(hold=hold)
     notices = _notices(client, max_in_flight=1)
-    k0 = _key_of(0)
+    k0, k1 = _key_of(0), _key_of(1)
     notices.committed([(TASKS, k0, b"t", ())])
-    notices.committed([(TASKS, k0, b"u", ())])
+    for _ in range(3):
+        await asyncio.sleep(0)  # partition 0's request goes out
+    notices.committed([(TASKS, k0, b"u", ())])  # it is out: this waits for it
+    notices.committed([(TASKS, k0, b"v", ())])
+    notices.committed([(TASKS, k1, b"w", ())])  # a second partition out would pass the bound
     assert notices.counts.dropped == 1
     hold.set()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert client.sent == [(0, [TaskNotice(UNPUBLISHED, b"t")])]
+    await eventually(lambda: len(client.sent) == 2, what="the second request")
+    assert client.sent == [(0, [TaskNotice(UNPUBLISHED, b"t")]),
+                           (0, [TaskNotice(UNPUBLISHED, b"u"), TaskNotice(UNPUBLISHED, b"v")])]
     await notices.close()
 
 
