@@ -9,7 +9,10 @@ their broker timestamps (milliseconds: the producer's clock), from the client's 
 answer. A hop from a task to the next request is matching, the worker and the frontend; one
 from a request to the next task is history (fetch, batch, commit, relay). Matching's
 ``task_notices`` counts and history's command and reply notice counts (docs/colocation.md)
-are printed too.
+are printed too. With task notices on, a task reaches its worker from the notice sent at the
+commit, and the relay publishes its record later (gathered with the next records): a task
+record's timestamp then marks its publication, not the hop, and may come after the worker's
+answer.
 """
 
 from __future__ import annotations

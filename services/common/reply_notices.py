@@ -6,8 +6,8 @@ frontend with a fetch wait (``KADENCE_REPLIES_FETCH_WAIT_MS``) that each start, 
 cancel answered waited out. A frontend taking reply notices serves ``POST /internal/replies``
 (its internal address, on ``KADENCE_FRONTEND_INTERNAL_HOST``) and names it in the
 ``reply_to`` of its commands as ``<instance id> <address>`` (the same form as history's
-``shards.owner``, command_notices.py). Once the broker has acknowledged a batch, the relay
-sends each such frontend the Reply records addressed to it.
+``shards.owner``, command_notices.py). Right after each commit, while the outbox relay
+publishes them, history sends each such frontend the Reply records addressed to it.
 
 A notice is a hint, never the record: the reply is published as before, and the frontend's
 reply consumer still reads it; a waiter is answered once whichever comes first
@@ -18,7 +18,6 @@ that fail or take longer than ``NOTICE_TIMEOUT_S``, are dropped (counted).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Mapping, Sequence
@@ -30,11 +29,12 @@ import aiohttp
 from services.common import internal_auth
 from services.common.command_notices import owner_address
 from services.common.kafka import REPLIES, Published, Record
+from services.common.notice_queue import NoticeQueue
 
 log = logging.getLogger(__name__)
 
 PATH = "/internal/replies"
-MAX_IN_FLIGHT = 64  # requests out at once; beyond, notices are dropped (they are hints)
+MAX_IN_FLIGHT = 64  # frontends with a request out; beyond, notices are dropped (they are hints)
 NOTICE_TIMEOUT_S = 1.0  # later than this, the reply consumer has it
 
 
@@ -85,35 +85,36 @@ class BothNotices:
 class ReplyCounts:
     sent: int = 0  # requests the frontend answered
     failed: int = 0  # requests that failed (frontend gone, refused, timeout)
-    dropped: int = 0  # requests not sent: too many out already
+    dropped: int = 0  # replies not sent: too many waiting or out already
 
 
 class ReplyNotices:
-    """Reply notices over frontends' internal API, one request per frontend and relayed batch."""
+    """Reply notices over frontends' internal API: per frontend one request out at a time, the
+    replies of the commits made meanwhile together in the next (notice_queue.py)."""
 
     def __init__(self, internal_key: str = "", *, max_in_flight: int = MAX_IN_FLIGHT,
                  timeout: float = NOTICE_TIMEOUT_S) -> None:
         self._headers = internal_auth.headers(internal_key)
-        self._max = max_in_flight
         self._timeout = timeout
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._queue: NoticeQueue[str, bytes] = NoticeQueue(self._send, max_destinations=max_in_flight)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.counts = ReplyCounts()
 
-    def published(self, records: Sequence[Record], where: Sequence[Published],
-                  updates: TaskUpdates = NO_UPDATES) -> None:
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return topic == REPLIES and bool(key) and owner_address((key or b"").decode(errors="replace")) is not None
+
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
+        """Tell each frontend the replies of a commit addressed to it (history/notices.py CommitNotices)."""
         by_frontend: dict[str, list[bytes]] = {}
         for topic, key, value, _ in records:
             if topic == REPLIES and key and (address := owner_address(key.decode(errors="replace"))) is not None:
                 by_frontend.setdefault(address, []).append(value)
+        if self._closed:
+            return
         for address, values in by_frontend.items():
-            if self._closed or len(self._in_flight) >= self._max:
-                self.counts.dropped += 1
-                continue
-            task = asyncio.get_running_loop().create_task(self._send(address, values))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._queue.add(address, values)
+        self.counts.dropped = self._queue.dropped
 
     async def _send(self, address: str, values: list[bytes]) -> None:
         if self._session is None:
@@ -136,10 +137,7 @@ class ReplyNotices:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._in_flight):
-            task.cancel()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._queue.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

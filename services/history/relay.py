@@ -19,15 +19,16 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 
 from services.common import kafka, outage
-from services.common.reply_notices import NO_UPDATES
+from services.common.reply_notices import NO_UPDATES, Notices, TaskUpdates
 
 from .builder import Mutation, OutboxMessage
-from .notices import NO_NOTICES, TaskNotices
+from .notices import NO_NOTICES, CommitNotices
 from .store import OutboxRow
 from .summary import waiting_updates
 
 OUTBOX_CLEANUP_S = 0.2
-# Records for the audit log alone (kadence.history) wait this long for more to go with them.
+# Records nobody waits for (the audit log's, and tasks and replies told at the commit) wait
+# this long for more to go with them.
 AUDIT_GATHER_S = 0.010
 
 
@@ -43,9 +44,11 @@ class OutboxStore(Protocol):
 
 class OutboxRelay:
     def __init__(self, shard_id: int, store: OutboxStore, producer: AIOKafkaProducer,
-                 backoff: outage.Backoff, notices: TaskNotices = NO_NOTICES) -> None:
+                 backoff: outage.Backoff, notices: Notices = NO_NOTICES,
+                 at_commit: CommitNotices = NO_NOTICES) -> None:
         self.shard_id = shard_id
-        self.notices = notices  # told what was published, once the broker has it (notices.py)
+        self.notices = notices  # told what was published, once the broker has it (reply_notices.py)
+        self.at_commit = at_commit  # told of each commit's tasks and replies, before they are published
         self.store = store
         self.producer = producer
         self.backoff = backoff
@@ -53,14 +56,13 @@ class OutboxRelay:
         self._urgent = asyncio.Event()  # the queue holds records a service or worker waits for
         self.next_outbox_id = 1
         self.backlog = 0  # rows committed and not yet taken for publication (a gauge)
-        # Per task record committed and not yet published: its run's update requests (committed()).
-        self._updates: dict[bytes, list[dict[str, Any]]] = {}
 
     async def recover(self) -> int:
         """On acquisition: queue what was committed and not published; return how many rows."""
         pending = await self.store.pending_outbox(self.shard_id)
         self.next_outbox_id = await self.store.next_outbox_id(self.shard_id)
         if pending:
+            self._notice(pending, NO_UPDATES)  # committed by the previous owner: its commit's are not known
             self._put(pending)
         return len(pending)
 
@@ -78,19 +80,34 @@ class OutboxRelay:
             self.next_outbox_id = outbox[0][0]
 
     def committed(self, outbox: list[OutboxRow], mutations: Sequence[Mutation] = ()) -> None:
-        """``outbox`` is committed: publish it. ``mutations`` (the batch's) give each task's
-        notice the update requests of its run as of this commit (summary.waiting_updates), so
-        that the frontend handing a noticed workflow task to a waiting poll need not read them."""
+        """``outbox`` is committed: tell matching and frontends elsewhere of its tasks and
+        replies now, and publish it. ``mutations`` (the batch's) give each task's notice the
+        update requests of its run as of this commit (summary.waiting_updates), so that the
+        frontend handing a noticed workflow task to a waiting poll need not read them."""
         if outbox:
-            if self.notices is not NO_NOTICES:
+            if self.at_commit is not NO_NOTICES:
+                updates: dict[bytes, Any] = {}
                 for m in mutations:
                     tasks = [msg.value for msg in m.outbox if msg.topic == kafka.TASKS]
                     if tasks:
-                        waiting = waiting_updates(m.state)
-                        self._updates.update(dict.fromkeys(tasks, waiting))
+                        updates.update(dict.fromkeys(tasks, waiting_updates(m.state)))
+                self._notice(outbox, updates)
             self._put(outbox)
-            if not _audit_only(outbox):
+            if not self._may_gather(outbox):
                 self._urgent.set()
+
+    def _notice(self, rows: list[OutboxRow], updates: TaskUpdates) -> None:
+        # Right after the commit, not after the publication: the produce round trip is then
+        # off the hop (the record follows, and its consumer takes it as a copy).
+        if self.at_commit is not NO_NOTICES:
+            told = [(m.topic, m.key, m.value, m.headers) for _, m in rows if self.at_commit.covers(m.topic, m.key)]
+            if told:
+                self.at_commit.committed(told, updates)
+
+    def _may_gather(self, rows: list[OutboxRow]) -> bool:
+        """Nobody waits for these records' publication: the audit log's, and tasks and replies
+        told at the commit (their publication is the fallback of a lost notice)."""
+        return all(m.topic == kafka.HISTORY or self.at_commit.covers(m.topic, m.key) for _, m in rows)
 
     def _put(self, rows: list[OutboxRow]) -> None:
         self._queue.put_nowait(rows)
@@ -125,11 +142,12 @@ class OutboxRelay:
             else:
                 rows = await self._next(None)
             self._drain(rows)
-            if _audit_only(rows):
-                # Only the audit log waits for these (in one process tasks and replies are
-                # handed over, not published): gather a few batches' worth into one produce
-                # request instead of one per commit, which costs the broker and this process
-                # CPU on the workflows' path. Records that someone waits for end the wait.
+            if self._may_gather(rows):
+                # Nobody waits for these (in one process tasks and replies are handed over, not
+                # published; between processes they were told at the commit): gather a few
+                # batches' worth into one produce request instead of one per commit, which
+                # costs the broker and this process CPU on the workflows' path. Records that
+                # someone waits for end the wait.
                 self._urgent.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(AUDIT_GATHER_S):
@@ -143,10 +161,7 @@ class OutboxRelay:
                 except Exception as exc:  # noqa: BLE001 - any produce failure: retry the whole batch
                     await self.backoff.wait(exc)
             self.backoff.recovered()
-            # What is published is told with the update requests of its commit, where known.
-            updates = {r[2]: u for r in records if (u := self._updates.pop(r[2], None)) is not None} \
-                if self._updates else NO_UPDATES
-            self.notices.published(records, where, updates)
+            self.notices.published(records, where, NO_UPDATES)
             published = rows[-1][0]
             if time.monotonic() - last_cleanup >= OUTBOX_CLEANUP_S:
                 await self._delete(published)
@@ -164,7 +179,3 @@ class OutboxRelay:
                 return
             except outage.DATABASE_ERRORS as exc:
                 await self.backoff.wait(exc)
-
-
-def _audit_only(rows: list[OutboxRow]) -> bool:
-    return all(m.topic == kafka.HISTORY for _, m in rows)

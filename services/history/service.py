@@ -39,7 +39,7 @@ from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
 from services.common.matching.client import MatchingClient
 from services.common.namespaces import namespace_registered
-from services.common.reply_notices import BothNotices, ReplyNotices
+from services.common.reply_notices import BothNotices, Notices, ReplyNotices
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
 
@@ -49,7 +49,7 @@ from .health import report
 from .http import HealthServer
 from .limits import limits_of
 from .neighbours import HandedCommand
-from .notices import NO_NOTICES, MatchingNotices, OwnCommands, TaskNotices
+from .notices import NO_NOTICES, BothCommitNotices, CommitNotices, MatchingNotices, OwnCommands
 from .periodic import run_every
 from .resume import Resume, resume_from
 from .retention import RetentionJob
@@ -103,7 +103,7 @@ class HistoryService:
     services/common/colocation.py): through the outbox unless services in this process take them."""
 
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None, tasks: TaskSink | None = None,
-                 replies: ReplySink | None = None, published: TaskNotices | None = None) -> None:
+                 replies: ReplySink | None = None, published: Notices | None = None) -> None:
         self.settings = settings
         self._published = published  # also told what the relays published (visibility in this process)
         self.history_limits = limits_of(settings)  # a bad KADENCE_HISTORY_* fails here, at once
@@ -122,9 +122,10 @@ class HistoryService:
         self._jobs: list[asyncio.Task[Any]] = []
         self.tasks: TaskSink = tasks or OutboxTasks()
         self.replies: ReplySink = replies or OutboxReplies()
-        self.notices: TaskNotices = NO_NOTICES  # set by start() when tasks go through the outbox
+        self.notices: CommitNotices = NO_NOTICES  # set by start() when tasks go through the outbox
         self.reply_notices: ReplyNotices | None = None  # set by start() when replies go through the outbox
-        self._relayed: TaskNotices = NO_NOTICES  # what the relay tells: both of them
+        self._relayed: Notices = NO_NOTICES  # what the relay tells of what it published
+        self._at_commit: CommitNotices = NO_NOTICES  # what a shard tells right after each commit
         self.fatal = Fatal()  # the runner waits on it (a Cluster shares one among its services)
         self._restarts: set[int] = set()  # shards whose loop died, restarted by the consumer task
         self._restarted: collections.deque[float] = collections.deque()  # when, for the bound
@@ -155,14 +156,15 @@ class HistoryService:
             raise
         self.store = HistoryStore(self.pool)
         if isinstance(self.tasks, OutboxTasks) and self.settings.task_notices:
-            # Matching runs elsewhere: tell it of published tasks ahead of its fetch (notices.py).
+            # Matching runs elsewhere: tell it of committed tasks ahead of its fetch (notices.py).
             self.notices = MatchingNotices(MatchingClient(self.pool, self.settings.task_partitions,
                                                           internal_key=self.settings.internal_key))
         if isinstance(self.replies, OutboxReplies) and self.settings.reply_notices:
             # Frontends run elsewhere: tell each of its replies ahead of its fetch (reply_notices.py).
             self.reply_notices = ReplyNotices(self.settings.internal_key)
-        self._relayed = (self.notices if self.reply_notices is None else self.reply_notices
-                         if self.notices is NO_NOTICES else BothNotices(self.notices, self.reply_notices))
+        # Told at the commit: tasks to matching, replies to frontends elsewhere.
+        self._at_commit = (self.notices if self.reply_notices is None else self.reply_notices
+                           if self.notices is NO_NOTICES else BothCommitNotices(self.notices, self.reply_notices))
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
         await self._serve()
@@ -264,6 +266,7 @@ class HistoryService:
         await self._release(list(self.shards))
         await self._producer.stop()
         await self._relayed.close()
+        await self._at_commit.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
@@ -331,7 +334,8 @@ class HistoryService:
         s = self.settings
         assert self._observer is not None
         return ShardConfig(
-            tasks=self.tasks, replies=self.replies, notices=self._relayed, ingress=self._ingress,
+            tasks=self.tasks, replies=self.replies, notices=self._relayed, at_commit=self._at_commit,
+            ingress=self._ingress,
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
             namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
             request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,

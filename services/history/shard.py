@@ -34,6 +34,7 @@ from kadence_protocol import records
 from services.common import outage, validation
 from services.common.colocation import OutboxReplies, OutboxTasks, ReplySink, TaskSink
 from services.common.ingress_auth import IngressPolicy
+from services.common.reply_notices import Notices
 
 from . import cancellation, engine, reset, updates
 from .cache import RunCache
@@ -45,7 +46,7 @@ from .ledger import Ledger, trim_loop
 from .limits import DEFAULT_HISTORY_LIMITS, HistoryLimits
 from .memory import Heartbeats, Tails
 from .neighbours import HandedCommand
-from .notices import NO_NOTICES, TaskNotices
+from .notices import NO_NOTICES, CommitNotices
 from .observer import NO_OBSERVER, ShardObserver
 from .redispatch import Redispatcher
 from .relay import OutboxRelay
@@ -100,7 +101,8 @@ class ShardConfig:
 
     tasks: TaskSink = field(default_factory=OutboxTasks)  # where committed tasks go
     replies: ReplySink = field(default_factory=OutboxReplies)  # where replies and closes go
-    notices: TaskNotices = NO_NOTICES  # told of published tasks, for matching elsewhere (notices.py)
+    notices: Notices = NO_NOTICES  # told of what the relay published (replies, own commands, visibility)
+    at_commit: CommitNotices = NO_NOTICES  # told of committed tasks and replies, for services elsewhere
     ingress: IngressPolicy | None = None  # who may send commands to which namespace; None: anyone
     limits: validation.Limits = validation.DEFAULT_LIMITS  # what a command may hold
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow
@@ -145,7 +147,8 @@ class Shard:
         self.cache = RunCache(store, shard_id, Tails(config.tail_run_bytes, config.tail_shard_bytes))
         self.heartbeats = Heartbeats()
         self.ledger = Ledger(shard_id)  # request ids applied and runs' start offsets
-        self.relay = OutboxRelay(shard_id, store, producer, self.backoffs[RELAY], config.notices)
+        self.relay = OutboxRelay(shard_id, store, producer, self.backoffs[RELAY], config.notices,
+                                 config.at_commit)
         self.timers = TimerQueue(shard_id, store, self.intake.fire, self.backoffs[TIMERS],
                                  offer=self.intake.fire_nowait)
         self.redispatcher = Redispatcher(shard_id, producer, self.cache.load, self.backoffs[REDISPATCH],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -27,13 +28,13 @@ from services.common.aio import cancel
 from services.common.config import Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.kafka import TASKS, dead_letter, new_producer, send_dead_letters
-from services.common.matching.notices import NoticeOutcome, TaskNotice
+from services.common.matching.notices import UNPUBLISHED, NoticeOutcome, TaskNotice
 from services.common.matching.tasks import TASK_KINDS, WORKFLOW, MatchedTask
 from services.common.supervision import watch
 from services.common.telemetry import consumer_span, handed_span, tracing
 
 from .backlog import BacklogRow
-from .queues import QueueKey
+from .queues import QueueKey, RecentTasks
 
 if TYPE_CHECKING:
     from .service import MatchingService
@@ -44,6 +45,12 @@ GROUP = "kadence-matching"
 # How long a notice may wait for the consumer's position of its partition (a partition
 # being assigned has none yet); past it the notice is dropped and the fetch delivers.
 NOTICE_POSITION_WAIT_S = 0.05
+# A notice sent at the commit (UNPUBLISHED) is checked against the task ids ingested within
+# INGESTED_WINDOW_S. So it is taken only if handled within UNPUBLISHED_LATE_S of its arrival
+# (its sender gives up after a second), and only for a partition held at least that long (a
+# record a previous owner ingested is not among this instance's).
+INGESTED_WINDOW_S = 5.0
+UNPUBLISHED_LATE_S = 1.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -57,6 +64,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._owner.batch_lock:
+            now = time.monotonic()
+            for tp in assigned:
+                self._owner.assigned_at[tp.partition] = now
             await self._fatal_on_error("taking", self._owner.service.assign,
                                        [tp.partition for tp in assigned if tp.topic == TASKS])
 
@@ -80,6 +90,10 @@ class TaskConsumer:
         self.settings = settings
         self.service = service
         self.batch_lock = asyncio.Lock()
+        # Task ids of the records ingested lately, and when each partition was assigned: what a
+        # notice sent at the commit is checked against (noticed).
+        self._ingested = RecentTasks(INGESTED_WINDOW_S)
+        self.assigned_at: dict[int, float] = {}
         session = settings.session_timeout_ms
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -203,6 +217,7 @@ class TaskConsumer:
                     continue
                 assert task is not None and key is not None
                 self.service.unnotice(task.task_id)  # a noticed copy still held gives way to the record
+                self._ingested.add(task.task_id)
                 if task.task_id in seen or self.service.is_duplicate(task.task_id):
                     continue
                 seen.add(task.task_id)
@@ -225,33 +240,45 @@ class TaskConsumer:
             await send_dead_letters(self._producer, letters)
 
     async def noticed(self, partition: int, notices: list[TaskNotice]) -> NoticeOutcome:
-        """Hand tasks history has just published (services/common/matching/notices.py) to
-        polls already waiting, ahead of the fetch that brings their records.
+        """Hand tasks history has just committed or published (services/common/matching/notices.py)
+        to polls already waiting, ahead of the fetch that brings their records.
 
-        Only records the consumer has not been given yet are taken (offset at or past its
-        position, read under the batch lock, with nothing awaited between the read and the
-        hand-over); each task taken is a task handed out lately, so the fetched copy is
-        dropped as a duplicate (RecentTasks). A task no poll waits for is held in memory for
-        a poll that comes before the fetch (MatchingService.hold_noticed); its fetched record
-        takes it back. Nothing is stored or committed here, and every record the consumer
-        already has is left to it.
+        Only records the consumer has not been given yet are taken, read under the batch lock
+        with nothing awaited between the check and the hand-over: a published notice's offset
+        at or past the consumer's position; an UNPUBLISHED one's task id not among those
+        ingested lately (and the notice handled within UNPUBLISHED_LATE_S, for a partition held
+        at least that long). Each task taken is a task handed out lately, so the fetched
+        copy is dropped as a duplicate (RecentTasks). A task no poll waits for is held in
+        memory for a poll that comes before the fetch (MatchingService.hold_noticed); its
+        fetched record takes it back. Nothing is stored or committed here, and every record the
+        consumer already has is left to it.
         """
         tp = TopicPartition(TASKS, partition)
+        received = time.monotonic()
         async with self.batch_lock:
             if not self.service.owns(partition):
                 return NoticeOutcome(left=len(notices))
-            try:
-                async with asyncio.timeout(NOTICE_POSITION_WAIT_S):
-                    position = await self._consumer.position(tp)
-            except (TimeoutError, IllegalStateError, KafkaError):
-                return NoticeOutcome(left=len(notices))
-            fresh = [n for n in notices if n.offset >= position]
+            position = 0
+            if any(n.offset != UNPUBLISHED for n in notices):
+                try:
+                    async with asyncio.timeout(NOTICE_POSITION_WAIT_S):
+                        position = await self._consumer.position(tp)
+                except (TimeoutError, IllegalStateError, KafkaError):
+                    return NoticeOutcome(left=len(notices))
+            now = time.monotonic()
+            early_ok = (now - received < UNPUBLISHED_LATE_S
+                        and now - self.assigned_at.get(partition, 0.0) >= UNPUBLISHED_LATE_S)
+            fresh = [n for n in notices if n.offset >= position or (n.offset == UNPUBLISHED and early_ok)]
+            stale = len(notices) - len(fresh)
             by_queue: dict[QueueKey, list[MatchedTask]] = {}
             matched = 0
             for n in fresh:
                 reason, task, key = self._parse(tp, n.value)
                 if reason is not None or task is None or key is None or self.service.is_duplicate(task.task_id):
                     continue  # the fetch dead-letters what does not parse
+                if n.offset == UNPUBLISHED and task.task_id in self._ingested:
+                    stale += 1  # the consumer has had its record
+                    continue
                 if tracing():
                     # As the consumer does for a traced task: matched inside the dispatch span
                     # the worker continues; a task left to the fetch gets its span there.
@@ -267,7 +294,7 @@ class TaskConsumer:
                 # No poll waits for the rest: held for the next polls until the fetch brings them.
                 self.service.hold_noticed(partition, key, tasks[given:])
                 matched += given
-        return NoticeOutcome(matched=matched, stale=len(notices) - len(fresh), left=len(fresh) - matched)
+        return NoticeOutcome(matched=matched, stale=stale, left=len(notices) - stale - matched)
 
     def _traced_notice(self, tp: TopicPartition, notice: TaskNotice, task: MatchedTask, key: QueueKey) -> bool:
         with handed_span(TASKS, f"{key.namespace}/{key.task_queue}".encode(), notice.headers, GROUP,

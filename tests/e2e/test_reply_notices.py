@@ -1,5 +1,5 @@
-"""Reply notices (services/common/reply_notices.py): history's relay tells the frontend in
-another process of the replies it published to it, and a command is answered without waiting
+"""Reply notices (services/common/reply_notices.py): history tells the frontend in another
+process of the replies a commit addressed to it, and a command is answered without waiting
 for the reply consumer's fetch. Only a hint: with notices lost, off, or the frontend's
 internal endpoint down, every command is still answered through the fetch."""
 
@@ -13,7 +13,7 @@ from kadence import Client
 from services.cluster import Cluster
 from services.common import kafka
 from services.common.command_notices import owner_address
-from services.common.kafka import Published, Record
+from services.common.kafka import Record
 from services.common.reply_notices import ReplyNotices
 from tests.helpers import eventually
 
@@ -61,10 +61,10 @@ async def test_with_reply_notices_workflows_complete(separate: Cluster) -> None:
 
 async def test_with_every_reply_notice_lost_commands_are_answered_through_the_fetch(
         separate: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    def lost(self: ReplyNotices, records: list[Record], where: list[Published], updates: object = None) -> None:
+    def lost(self: ReplyNotices, records: list[Record], updates: object = None) -> None:
         pass
 
-    monkeypatch.setattr(ReplyNotices, "published", lost)
+    monkeypatch.setattr(ReplyNotices, "committed", lost)
     await _run_workflows(separate.url, "q-reply-lost")
     reply_notices = separate.frontend.reply_notices
     assert reply_notices is not None and reply_notices.received == 0

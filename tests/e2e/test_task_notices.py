@@ -7,6 +7,7 @@ workflow still completes through the fetch."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -24,8 +25,9 @@ from services.common.fetch_waits import NOTICED_WAITS_MS, SEPARATE_WAITS_MS, Con
 from services.common.matching import WORKFLOW
 from services.common.matching.client import MatchingClient
 from services.common.matching.errors import MatchingUnavailableError
-from services.common.matching.notices import TaskNotice
+from services.common.matching.notices import UNPUBLISHED, TaskNotice
 from services.history.notices import NO_NOTICES, MatchingNotices
+from services.matching.consumer import UNPUBLISHED_LATE_S
 from tests.helpers import eventually
 from tests.tracing import in_memory_spans
 
@@ -168,6 +170,64 @@ async def test_a_notice_the_consumer_has_overtaken_is_left_to_it(env: Env) -> No
     assert await other == []  # the task is not handed out twice
 
 
+def _held_long(env: Env, partition: int) -> None:
+    """As if the partition had been assigned long ago: notices sent at the commit are taken."""
+    consumer = env.service._consumer
+    assert consumer is not None
+    consumer.assigned_at[partition] = time.monotonic() - 60
+
+
+async def test_a_notice_sent_at_the_commit_reaches_the_waiting_poll_before_the_record_is_published(
+        env: Env) -> None:
+    key, value, task_id = workflow_task("tq-unpublished")
+    partition = kafka.partition_for(key, 4)
+    _held_long(env, partition)
+    poll = asyncio.create_task(env.client.poll("default", "tq-unpublished", WORKFLOW, 1, 20.0, "w1"))
+    await eventually(lambda: poll_waiting(env.service, "tq-unpublished"), what="the poll waiting")
+    outcome = await env.service.noticed(partition, [TaskNotice(UNPUBLISHED, value)])
+    assert (outcome.matched, outcome.stale, outcome.left) == (1, 0, 0)
+    assert [t.task_id for t in await asyncio.wait_for(poll, 5)] == [task_id]
+    # The relay publishes it after: the fetched copy is a task handed out lately, dropped.
+    [at] = await kafka.publish(env.producer, [(kafka.TASKS, key, value, ())])
+    await eventually(lambda: consumed(env, (partition, at.offset)), timeout=15, what="the copy ingested")
+    assert await backlog_count(env) == 0
+    assert await env.client.poll("default", "tq-unpublished", WORKFLOW, 1, 0.3, "w2") == []
+
+
+async def test_a_notice_sent_at_the_commit_of_a_record_the_consumer_has_ingested_is_left_to_it(
+        env: Env) -> None:
+    # The notice came late (after the publication and the fetch): the task is not handed out twice.
+    key, value, task_id = workflow_task("tq-unpublished-stale")
+    partition = kafka.partition_for(key, 4)
+    _held_long(env, partition)
+    [at] = await kafka.publish(env.producer, [(kafka.TASKS, key, value, ())])
+    await eventually(lambda: consumed(env, (partition, at.offset)), timeout=15, what="the task ingested")
+    tasks = await env.client.poll("default", "tq-unpublished-stale", WORKFLOW, 1, 5.0, "w1")  # the backlog's
+    assert [t.task_id for t in tasks] == [task_id]
+    other = asyncio.create_task(env.client.poll("default", "tq-unpublished-stale", WORKFLOW, 1, 1.0, "w2"))
+    await eventually(lambda: poll_waiting(env.service, "tq-unpublished-stale"), what="a second poll waiting")
+    # Past RecentTasks' window (the task handed out is forgotten there), the consumer's own
+    # memory of the records it ingested still tells.
+    env.service._recent.discard(task_id)
+    outcome = await env.service.noticed(partition, [TaskNotice(UNPUBLISHED, value)])
+    assert (outcome.matched, outcome.stale) == (0, 1)
+    assert await other == []
+
+
+async def test_a_notice_sent_at_the_commit_to_a_partition_just_assigned_is_left_to_the_fetch(env: Env) -> None:
+    # A record the partition's previous owner ingested is not among this instance's.
+    key, value, _ = workflow_task("tq-just-assigned")
+    partition = kafka.partition_for(key, 4)
+    consumer = env.service._consumer
+    assert consumer is not None
+    consumer.assigned_at[partition] = time.monotonic()
+    poll = asyncio.create_task(env.client.poll("default", "tq-just-assigned", WORKFLOW, 1, 0.5, "w1"))
+    await eventually(lambda: poll_waiting(env.service, "tq-just-assigned"), what="the poll waiting")
+    outcome = await env.service.noticed(partition, [TaskNotice(UNPUBLISHED, value)])
+    assert (outcome.matched, outcome.stale) == (0, 1)
+    assert await poll == []
+
+
 async def test_a_notice_for_a_partition_owned_elsewhere_is_left(env: Env) -> None:
     _, value, _ = workflow_task("tq-elsewhere")
     outcome = await env.service.noticed(99, [TaskNotice(0, value)])
@@ -197,6 +257,16 @@ async def _run_workflows(cluster: Cluster, tq: str, n: int = 3) -> None:
         await client.close()
 
 
+async def _partitions_held(cluster: Cluster) -> None:
+    """Until matching has held its partitions long enough to take notices sent at the commit
+    (a partition just assigned leaves them to the fetch: services/matching/consumer.py)."""
+    consumer = cluster.matching._consumer
+    assert consumer is not None
+    await eventually(lambda: consumer.assigned_at and all(
+        time.monotonic() - at >= UNPUBLISHED_LATE_S for at in consumer.assigned_at.values()),
+        what="matching's partitions held")
+
+
 def _fetch_wait_ms(consumer: AIOKafkaConsumer) -> int:
     return int(consumer._fetcher._fetch_max_wait_ms)
 
@@ -217,6 +287,7 @@ async def test_with_notices_each_noticed_hop_fetches_with_the_longer_wait(separa
 async def test_with_notices_waiting_polls_get_published_tasks_from_them(separate: Cluster) -> None:
     notices = separate.history.notices
     assert isinstance(notices, MatchingNotices)
+    await _partitions_held(separate)
     await _run_workflows(separate, "q-notices")
     assert notices.counts.sent > 0
     assert separate.matching.notices.matched > 0
@@ -253,6 +324,7 @@ def traced() -> Iterator[InMemorySpanExporter]:
 
 async def test_traced_a_noticed_task_gets_the_dispatch_span_its_worker_continues(
         traced: InMemorySpanExporter, separate: Cluster) -> None:
+    await _partitions_held(separate)
     await _run_workflows(separate, "q-traced-notices", n=2)
     assert separate.matching.notices.matched > 0
 

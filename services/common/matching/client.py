@@ -119,6 +119,10 @@ class MatchingClient:
     def partition_of(self, namespace: str, task_queue: str) -> int:
         return partition_for(task_queue_key(namespace, task_queue), self._partitions)
 
+    def partition_of_key(self, key: bytes) -> int:
+        """The task partition of a record keyed ``key`` (kafka.task_queue_key)."""
+        return partition_for(key, self._partitions)
+
     async def _owner(self, partition: int, *, refresh: bool = False) -> Owner | None:
         loop = asyncio.get_running_loop()
         if refresh or loop.time() - self._owners_at > _OWNER_TTL or partition not in self._owners:

@@ -1,14 +1,16 @@
-"""Task notices: what history tells matching's owner of a partition right after its outbox
-relay published tasks to ``kadence.tasks``.
+"""Task notices: what history tells matching's owner of a partition right after the commit
+that wrote tasks for ``kadence.tasks``, while its outbox relay publishes them.
 
 A notice is a hint, never the record. The task itself travels through the broker as
 always, and matching's consumer ingests it (backlog, offsets, dead letters). A notice lets
 matching hand a task to a poll that is already waiting without first waiting out a fetch,
 so a hop between processes costs an HTTP request instead of a fetch wait. Matching takes
-a noticed task only while its consumer has not yet been given the record at that offset,
-and the consumer then drops the fetched copy as a task it has just handed out. A notice
-that is lost, late or refused changes nothing but the latency. docs/colocation.md
-("Task notices") has the rules.
+a noticed task only while its consumer has not yet been given its record (a notice sent
+after publication names the record's offset; one sent at the commit, UNPUBLISHED, is
+checked by task id against the records the consumer ingested lately), and the consumer
+then drops the fetched copy as a task it has just handed out. A notice that is lost, late
+or refused changes nothing but the latency. docs/colocation.md ("Task notices") has the
+rules.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from typing import Any
 
 Headers = tuple[tuple[str, bytes], ...]
 
+# The offset of a notice sent at the commit, before the relay has published the record.
+UNPUBLISHED = -1
+
 
 @dataclass(frozen=True, slots=True)
 class TaskNotice:
-    """One task record as the relay published it, and the offset the broker gave it."""
+    """One task record as the commit wrote it, and the offset the broker gave it (UNPUBLISHED:
+    told at the commit, before the relay's publication)."""
 
     offset: int
     value: bytes  # the Avro record on kadence.tasks
@@ -61,7 +67,7 @@ class NoticeOutcome:
     """What matching did with one request's notices."""
 
     matched: int = 0  # handed to waiting polls
-    stale: int = 0  # the consumer had been given the record already: it ingests it
+    stale: int = 0  # the consumer had been given the record already: it ingests it (or did)
     left: int = 0  # no poll waiting (or a copy of a task handed out): the fetched record decides
 
 

@@ -38,7 +38,7 @@ async def _server(delivered: list[dict[str, Any]]) -> ReplyNoticeServer:
     return server
 
 
-async def test_the_relay_sends_each_frontend_its_replies_and_nothing_else() -> None:
+async def test_history_sends_each_frontend_its_replies_at_the_commit_and_nothing_else() -> None:
     delivered: list[dict[str, Any]] = []
     server = await _server(delivered)
     reply_to = owner_name("fe-1", server.url)
@@ -46,8 +46,9 @@ async def test_the_relay_sends_each_frontend_its_replies_and_nothing_else() -> N
     try:
         records = [_record(reply_to, "r1"), (TASKS, b"k", b"task", ()), _record("fe-without-address", "r2"),
                    _record(reply_to, "r3")]
-        notices.published(records, [Published(t, 0, i) for i, (t, *_) in enumerate(records)])
-        await asyncio.wait_for(asyncio.gather(*notices._in_flight), 5)
+        assert [notices.covers(t, k) for t, k, *_ in records] == [True, False, False, True]
+        notices.committed(records)
+        await asyncio.wait_for(asyncio.gather(*notices._queue.in_flight.values()), 5)
         assert [r["request_id"] for r in delivered] == ["r1", "r3"]
         assert notices.counts.sent == 1 and server.received == 2
     finally:
@@ -61,12 +62,12 @@ async def test_a_frontend_gone_or_refusing_counts_as_failed() -> None:
     refused = ReplyNotices("some-other-internal-key")
     gone = ReplyNotices(KEY)
     try:
-        refused.published([_record(owner_name("fe-1", server.url), "r1")], [Published(REPLIES, 0, 0)])
-        await asyncio.wait_for(asyncio.gather(*refused._in_flight), 5)
+        refused.committed([_record(owner_name("fe-1", server.url), "r1")])
+        await asyncio.wait_for(asyncio.gather(*refused._queue.in_flight.values()), 5)
         url = server.url
         await server.stop()
-        gone.published([_record(owner_name("fe-1", url), "r2")], [Published(REPLIES, 0, 1)])
-        await asyncio.wait_for(asyncio.gather(*gone._in_flight), 5)
+        gone.committed([_record(owner_name("fe-1", url), "r2")])
+        await asyncio.wait_for(asyncio.gather(*gone._queue.in_flight.values()), 5)
         assert (refused.counts.failed, gone.counts.failed, delivered) == (1, 1, [])
     finally:
         await refused.close()
@@ -78,8 +79,8 @@ async def test_notices_past_the_bound_are_dropped_not_queued() -> None:
     notices = ReplyNotices(KEY, max_in_flight=1)
     try:
         # Unreachable (port 9 of a documentation address): the first stays out, the second is dropped.
-        notices.published([_record(owner_name("fe-1", "http://192.0.2.1:9"), "r1")], [Published(REPLIES, 0, 0)])
-        notices.published([_record(owner_name("fe-2", "http://192.0.2.1:9"), "r2")], [Published(REPLIES, 0, 1)])
+        notices.committed([_record(owner_name("fe-1", "http://192.0.2.1:9"), "r1")])
+        notices.committed([_record(owner_name("fe-2", "http://192.0.2.2:9"), "r2")])
         assert notices.counts.dropped == 1
     finally:
         await notices.close()

@@ -15,7 +15,7 @@ import pytest
 
 from services.common import kafka, outage
 from services.common.kafka import Published, Record
-from services.common.matching.notices import TaskNotice, notices_from_json, notices_to_json
+from services.common.matching.notices import UNPUBLISHED, TaskNotice, notices_from_json, notices_to_json
 from services.common.matching.tasks import WORKFLOW, MatchedTask
 from services.common.reply_notices import NO_UPDATES, TaskUpdates
 from services.history import relay
@@ -31,12 +31,16 @@ log = logging.getLogger(__name__)
 
 
 class Recorder:
-    def __init__(self) -> None:
-        self.told: list[TaskUpdates] = []
+    """Task notices as the relay tells them (notices.TaskNotices)."""
 
-    def published(self, records: Sequence[Record], where: Sequence[Published],
-                  updates: TaskUpdates = NO_UPDATES) -> None:
-        self.told.append(updates)
+    def __init__(self) -> None:
+        self.told: list[tuple[list[Record], TaskUpdates]] = []
+
+    def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
+        self.told.append((list(records), updates))
+
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return topic == kafka.TASKS
 
     async def close(self) -> None:
         pass
@@ -48,9 +52,14 @@ class Mut:
     state: Any
 
 
-async def test_the_relay_tells_each_committed_task_with_its_runs_update_requests(
+async def test_the_relay_tells_each_committed_task_with_its_runs_update_requests_before_publishing(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    published: list[list[bytes]] = []
+    broker_answers = asyncio.Event()
+
     async def publish(producer: Any, records: Any) -> list[Published]:
+        await broker_answers.wait()  # the produce round trip has not ended
+        published.append([v for _, _, v, _ in records])
         return [Published(t, 0, i) for i, (t, _, _, _) in enumerate(records)]
 
     monkeypatch.setattr(kafka, "publish", publish)
@@ -60,18 +69,22 @@ async def test_the_relay_tells_each_committed_task_with_its_runs_update_requests
     store = Store()
     store.pending = [(1, OutboxMessage(kafka.TASKS, b"k", b"recovered"))]  # left by the previous owner
     notices = Recorder()
-    r = OutboxRelay(0, store, None, outage.Backoff("relay", log), notices)
+    r = OutboxRelay(0, store, None, outage.Backoff("relay", log), at_commit=notices)
     await r.recover()
+    # The recovered task's commit is not known here: its poll reads them.
+    assert notices.told == [([(kafka.TASKS, b"k", b"recovered", ())], NO_UPDATES)]
     task, reply = OutboxMessage(kafka.TASKS, b"k", b"task"), OutboxMessage(kafka.REPLIES, b"f", b"reply")
     rows = r.number([Mut((task,), state)], [reply])  # type: ignore[list-item]
-    r.committed(rows, [Mut((task,), state)])  # type: ignore[list-item]
     running = asyncio.create_task(r.run())
     try:
-        await eventually(lambda: notices.told, what="the notices told")
-        told = {k: v for updates in notices.told for k, v in updates.items()}
-        # The recovered task's commit is not known here: its poll reads them.
-        assert told == {b"task": waiting}
-        assert r._updates == {}  # nothing kept once published
+        await asyncio.sleep(0)
+        r.committed(rows, [Mut((task,), state)])  # type: ignore[list-item]
+        # Told at the commit, while the broker has yet to answer the publication: only the task.
+        assert notices.told[1] == ([(kafka.TASKS, b"k", b"task", ())], {b"task": waiting})
+        assert published == []
+        broker_answers.set()
+        await eventually(lambda: published, what="the publication")
+        assert len(notices.told) == 2  # and not told again once published
     finally:
         running.cancel()
 
@@ -80,10 +93,11 @@ async def test_matching_notices_carry_them_per_task() -> None:
     client = FakeClient()
     notices = MatchingNotices(client)  # type: ignore[arg-type]
     records: list[Record] = [(kafka.TASKS, b"k", b"wt", ()), (kafka.TASKS, b"k", b"old", ())]
-    notices.published(records, [Published(kafka.TASKS, 0, 1), Published(kafka.TASKS, 0, 2)], {b"wt": []})
+    notices.committed(records, {b"wt": []})
     await asyncio.sleep(0)
     await notices.close()
-    assert client.sent == [(0, [TaskNotice(1, b"wt", (), []), TaskNotice(2, b"old")])]
+    p = kafka.partition_for(b"k", 4)
+    assert client.sent == [(p, [TaskNotice(UNPUBLISHED, b"wt", (), []), TaskNotice(UNPUBLISHED, b"old")])]
 
 
 def test_a_notice_and_a_task_keep_them_across_the_internal_api() -> None:

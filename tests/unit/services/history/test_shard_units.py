@@ -174,6 +174,46 @@ async def test_records_for_the_audit_log_alone_wait_a_little_to_go_together(monk
         task.cancel()
 
 
+class TasksTold:
+    """Commit notices that tell tasks (as MatchingNotices does)."""
+
+    def __init__(self) -> None:
+        self.told: list[bytes] = []
+
+    def covers(self, topic: str, key: bytes | None) -> bool:
+        return topic == kafka.TASKS
+
+    def committed(self, records: Any, updates: Any = None) -> None:
+        self.told.extend(v for _, _, v, _ in records)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_records_told_at_the_commit_wait_a_little_to_go_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Between processes a task told to matching at its commit is published only as the
+    # fallback: like the audit log's records, it goes with the next ones.
+    requests: list[list[Any]] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        requests.append(list(records))
+
+    monkeypatch.setattr(kafka, "publish", publish)
+    monkeypatch.setattr(relay, "AUDIT_GATHER_S", 5.0)
+    told = TasksTold()
+    r = OutboxRelay(0, Store(), None, outage.Backoff("relay", log), at_commit=told)
+    task = asyncio.create_task(r.run())
+    try:
+        r.committed([(1, _message(kafka.HISTORY, 1)), (1, _message(kafka.TASKS, 2))])
+        assert told.told == [b"2"]  # told at once
+        await stays(lambda: requests == [], for_seconds=0.05, what="gathering")
+        r.committed([(2, _message(kafka.REPLIES, 3))])  # nobody was told of this one: no more waiting
+        await eventually(lambda: requests, what="one produce request")
+        assert [v for _, _, v, _ in requests[0]] == [b"1", b"2", b"3"]
+    finally:
+        task.cancel()
+
+
 # ---- timer queue -----------------------------------------------------------------------------
 
 async def test_due_timers_go_to_the_intake_once_until_their_commit() -> None:
