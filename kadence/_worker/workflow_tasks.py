@@ -115,13 +115,14 @@ class WorkflowTaskProcessor:
 
     async def process(self, task: Mapping[str, Any]) -> None:
         # One task at a time per run: a query must not interleave with an activation.
-        async with self._locks.hold(str(task["run_id"])):
+        run_id = str(task["run_id"])
+        async with self._locks.hold(run_id):
             if task.get("query"):
                 await self._answer_query(task)
             else:
-                self._disarm(str(task["run_id"]))  # something new came: the run is not where it was
+                self._disarm(run_id)  # something new came: the run is not where it was
                 await self._run_task(task)
-                self._arm(str(task["run_id"]))
+                self._arm(run_id)
 
     def close(self) -> None:
         """The worker stops: no timer of a cached run wakes here any more (history fires them)."""
@@ -224,7 +225,8 @@ class WorkflowTaskProcessor:
         run_id = str(task["run_id"])
         took = time.monotonic()
         if self._timers_ahead:
-            self._handed[run_id] = {k: task.get(k) for k in ("task_token", "workflow_id", "run_id", "workflow_type")}
+            self._handed[run_id] = {"task_token": task.get("task_token"), "workflow_id": task.get("workflow_id"),
+                                    "run_id": task.get("run_id"), "workflow_type": task.get("workflow_type")}
         try:
             runner, commands = await self._activate(task)
             if runner.local_activities_waiting():
@@ -402,6 +404,8 @@ class WorkflowTaskProcessor:
                                                  self._timer_due, run_id, runner, timer_id, due_ms)
 
     def _disarm(self, run_id: str) -> None:
+        if not self._timer_wakes:
+            return  # the common case (no run waits on a timer here): nothing to look up
         handle = self._timer_wakes.pop(run_id, None)
         if handle is not None:
             handle.cancel()
@@ -464,10 +468,15 @@ class WorkflowTaskProcessor:
         return await self._through_chain(handed, run)
 
 
+#: Read once: on CPython 3.11 an enum member read through its class takes the enum
+#: metaclass's slow attribute hook, and this is checked per command of every completion.
+_START_TIMER = CommandType.START_TIMER
+
+
 def _backoff_timer(command: Mapping[str, Any]) -> bool:
     """A local activity's backoff timer: the worker never runs it ahead (the attempt after it
     runs in a task handed out), so a completion starting one claims no grace for its timers."""
-    return command["command_type"] == CommandType.START_TIMER \
+    return command["command_type"] == _START_TIMER \
         and str(command["attributes"]["timer_id"]).startswith(LOCAL_ACTIVITY_PREFIX)
 
 

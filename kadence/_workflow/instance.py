@@ -60,6 +60,11 @@ __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", 
 _log = logging.getLogger(__name__)
 #: The input an activation gets for an update request a worker was handed (not a history event).
 UPDATE_REQUESTED = "UpdateRequested"
+# Made once: on CPython 3.11 each read of an enum member through its class goes through the
+# enum metaclass's slow attribute hook, and a tuple written inline reads them all per event.
+_ACTIVITY_OUTCOMES = frozenset({EventType.ACTIVITY_TASK_COMPLETED, EventType.ACTIVITY_TASK_FAILED,
+                                EventType.ACTIVITY_TASK_TIMED_OUT, EventType.ACTIVITY_TASK_CANCELED})
+_RETRIED_OUTCOMES = frozenset({EventType.ACTIVITY_TASK_FAILED, EventType.ACTIVITY_TASK_TIMED_OUT})
 PATCH_MARKER_PREFIX = "patch:"
 SIDE_EFFECT_MARKER_PREFIX = "side_effect:"
 
@@ -482,8 +487,7 @@ class WorkflowInstance:
             self._start(event, attrs)
         elif kind == EventType.WORKFLOW_EXECUTION_SIGNALED:
             self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
-        elif kind in (EventType.ACTIVITY_TASK_COMPLETED, EventType.ACTIVITY_TASK_FAILED,
-                      EventType.ACTIVITY_TASK_TIMED_OUT, EventType.ACTIVITY_TASK_CANCELED):
+        elif kind in _ACTIVITY_OUTCOMES:
             self._resolve_activity(kind, attrs)
         elif kind == EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED:
             self._request_cancel()
@@ -696,8 +700,7 @@ class WorkflowInstance:
             self._run_task.cancel("the workflow's cancellation was requested")
 
     def _resolve_activity(self, kind: str, attrs: Mapping[str, Any]) -> None:
-        if kind in (EventType.ACTIVITY_TASK_FAILED,
-                    EventType.ACTIVITY_TASK_TIMED_OUT) and attrs.get("retry_backoff_ms") is not None:
+        if kind in _RETRIED_OUTCOMES and attrs.get("retry_backoff_ms") is not None:
             return  # an intermediate attempt: another one follows, the code never sees it
         scheduled = int(attrs["scheduled_event_id"])
         pending = self._activities.pop(scheduled, None)

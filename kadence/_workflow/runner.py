@@ -70,6 +70,11 @@ COMMAND_EVENT_TYPE: dict[str, EventType] = {
 #: Commands that leave no event: a rejected update is told to its caller only.
 _EVENTLESS_COMMANDS = frozenset({CommandType.REJECT_WORKFLOW_UPDATE})
 _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
+# Sets made once: on CPython 3.11 each read of an enum member through its class goes through
+# the enum metaclass's slow attribute hook, and these are checked per event and per command.
+_TASK_ENDED_WITHOUT_OUTCOME = frozenset({EventType.WORKFLOW_TASK_FAILED, EventType.WORKFLOW_TASK_TIMED_OUT})
+_TIMER_BOOKKEEPING = frozenset({EventType.TIMER_STARTED, EventType.TIMER_CANCELED})
+_TIMER_COMMANDS = frozenset({CommandType.START_TIMER, CommandType.CANCEL_TIMER})
 
 #: The attribute that must agree between a command and its event, beyond the type.
 _IDENTITY_ATTRIBUTE: dict[str, str] = {
@@ -298,11 +303,13 @@ class WorkflowRunner:
         call's wall-clock time (requested_time), raised to ``floor_ms`` as history clamps it,
         plus its duration: never before the fire time history records."""
         for command in produced:
+            if command.command_type not in _TIMER_COMMANDS:
+                continue
             if command.command_type == CommandType.START_TIMER:
                 a = command.attributes
                 start = max(int(a.get("requested_time") or 0), floor_ms)
                 self._timer_due[str(a["timer_id"])] = start + int(a["start_to_fire_timeout_ms"])
-            elif command.command_type == CommandType.CANCEL_TIMER:
+            else:
                 self._timer_due.pop(str(command.attributes["timer_id"]), None)
 
     def local_activities_waiting(self) -> list[LocalActivityRequest]:
@@ -367,7 +374,7 @@ class WorkflowRunner:
                 produced = task.produced
             _match(task.scheduled_event_id, produced, recorded)
             self._open = None
-        elif kind in (EventType.WORKFLOW_TASK_FAILED, EventType.WORKFLOW_TASK_TIMED_OUT):
+        elif kind in _TASK_ENDED_WITHOUT_OUTCOME:
             self._close_without_commands(self._expect_open(attrs, kind, event_id))
             self._open = None
             if _reset_marker(event):
@@ -397,15 +404,16 @@ class WorkflowRunner:
             self._pending.append(event)
             if kind == EventType.TIMER_FIRED:
                 self._timer_due.pop(str(attrs.get("timer_id")), None)
-        elif kind == EventType.TIMER_STARTED:
-            # History's fire time (its fold's rule); a task that ran here may have known a later one.
-            start = attrs.get("start_time")
-            fire_at = ((int(event["event_time"]) if start is None else int(start))
-                       + int(attrs["start_to_fire_timeout_ms"]))
-            timer_id = str(attrs["timer_id"])
-            self._timer_due[timer_id] = max(fire_at, self._timer_due.get(timer_id, 0))
-        elif kind == EventType.TIMER_CANCELED:
-            self._timer_due.pop(str(attrs.get("timer_id")), None)
+        elif kind in _TIMER_BOOKKEEPING:
+            if kind == EventType.TIMER_STARTED:
+                # History's fire time (its fold's rule); a task that ran here may have known a later one.
+                start = attrs.get("start_time")
+                fire_at = ((int(event["event_time"]) if start is None else int(start))
+                           + int(attrs["start_to_fire_timeout_ms"]))
+                timer_id = str(attrs["timer_id"])
+                self._timer_due[timer_id] = max(fire_at, self._timer_due.get(timer_id, 0))
+            else:
+                self._timer_due.pop(str(attrs.get("timer_id")), None)
         # Everything else is bookkeeping (ActivityTaskStarted, the command events, which
         # are consumed through commands_of, terminal events).
 

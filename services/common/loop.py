@@ -12,13 +12,22 @@ of start-up are frozen out of collection and the young generation is collected e
 50,000 net allocations (``KADENCE_GC=default`` keeps CPython's settings). Reference
 cycles are still collected, only less often. This is set for the processes Kadence
 starts (``kadence``, the services, the benchmark), never by the SDK inside a user's.
+
+On CPython 3.11, ``enum.EnumType`` defines ``__getattr__``, and a metaclass with one reads
+every class attribute through a slow hook: ``EventType.TIMER_FIRED`` costs about ten times a
+module global, and the fold, the builder and the engines read such members on every event.
+3.12 dropped that ``__getattr__`` (every member has been a class attribute since 3.11, so it
+only ever answered for names that do not exist), and Kadence's processes drop it on 3.11 too
+(``KADENCE_ENUM_LOOKUP=default`` keeps it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import gc
 import os
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -37,8 +46,17 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def tune_enum_lookup() -> None:
+    """Read enum members as plain class attributes, as CPython 3.12 does (module docstring)."""
+    if os.environ.get("KADENCE_ENUM_LOOKUP", "tuned") == "default" or sys.version_info >= (3, 12):
+        return
+    if "__getattr__" in vars(enum.EnumType):
+        delattr(enum.EnumType, "__getattr__")
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     tune_gc()
+    tune_enum_lookup()
     if os.environ.get("KADENCE_EVENT_LOOP", "uvloop") != "asyncio":
         try:
             import uvloop
