@@ -10,6 +10,7 @@ from kadence._worker.worker import Worker
 from kadence.common import ResetPoint, RetryPolicy, RetryState, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from kadence.exceptions import (
     ActivityError,
+    ActivityNotFoundError,
     ActivityTimeoutError,
     ApplicationError,
     CanceledError,
@@ -34,6 +35,7 @@ from kadence.replay import Replayer
 
 __all__ = [
     "ActivityError",
+    "ActivityNotFoundError",
     "ActivityTimeoutError",
     "ApplicationError",
     "CanceledError",

@@ -4,23 +4,37 @@ An activity that called ``activity.raise_complete_async()`` stays running after 
 function returned; whoever holds its ``info().task_token`` and a client reports how it ends
 (or heartbeats it) here. Every call asks the frontend to check that the token's attempt is
 still the running one, so that a stale token (the attempt timed out, was retried, or its
-run closed) is refused with ``RPCError`` 404 ``NotFound`` instead of being dropped quietly.
+run closed) is refused with :class:`~kadence.ActivityNotFoundError` (404 ``ActivityNotFound``)
+instead of being dropped quietly; by ids, the same error says no attempt runs now.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kadence._failure import failure_from_exception
 from kadence._http import path_segment
 from kadence.converter import encode_payload
-from kadence.exceptions import AsyncActivityCancelledError
+from kadence.exceptions import ActivityNotFoundError, AsyncActivityCancelledError, WorkflowNotFoundError
 
 if TYPE_CHECKING:
     from kadence._client import Client
 
 __all__ = ["AsyncActivityHandle"]
+
+
+@contextlib.contextmanager
+def _activity_not_found() -> Iterator[None]:
+    """A frontend of an earlier build answers a stale attempt with the general 404 ``NotFound``
+    (which the SDK reads as WorkflowNotFoundError): on these calls it means the activity."""
+    try:
+        yield
+    except WorkflowNotFoundError as err:
+        if err.error_type != "NotFound":
+            raise  # WorkflowNotFound: the workflow itself is not there
+        raise ActivityNotFoundError(err.status, "ActivityNotFound", err.message, err.field) from err
 
 
 class AsyncActivityHandle:
@@ -52,9 +66,10 @@ class AsyncActivityHandle:
         if self.task_token is not None:
             return self.task_token
         workflow_id, run_id, activity_id = self._ids
-        answer = await self._client.transport.call(
-            "GET", f"/workflows/{path_segment(workflow_id)}/activities/{path_segment(activity_id)}/task-token",
-            params={"run_id": run_id} if run_id else None)
+        with _activity_not_found():
+            answer = await self._client.transport.call(
+                "GET", f"/workflows/{path_segment(workflow_id)}/activities/{path_segment(activity_id)}/task-token",
+                params={"run_id": run_id} if run_id else None)
         return str(answer["task_token"])
 
     async def _details(self, details: Sequence[Any], what: str) -> str | None:
@@ -64,7 +79,8 @@ class AsyncActivityHandle:
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {"task_token": await self._token(), "identity": self._client.identity, "current_attempt": True, **body}
         # Not retried: a lost answer to a call that took effect would be refused as stale.
-        answer = await self._client.transport.call("POST", path, body=body)
+        with _activity_not_found():
+            answer = await self._client.transport.call("POST", path, body=body)
         return answer if isinstance(answer, dict) else {}
 
     async def heartbeat(self, *details: Any) -> None:

@@ -19,6 +19,7 @@ import orjson
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from kadence.exceptions import (
+    ActivityNotFoundError,
     QueryFailedError,
     ResourceExhaustedError,
     RPCError,
@@ -41,6 +42,7 @@ _ERRORS: dict[str, type[RPCError]] = {
     "WorkflowAlreadyClosed": WorkflowAlreadyClosedError,
     "WorkflowNotFound": WorkflowNotFoundError,
     "QueryFailed": QueryFailedError,
+    "ActivityNotFound": ActivityNotFoundError,
 }
 
 

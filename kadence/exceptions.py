@@ -22,6 +22,7 @@ from kadence.common import RetryState
 
 __all__ = [
     "ActivityError",
+    "ActivityNotFoundError",
     "ActivityTimeoutError",
     "ApplicationError",
     "AsyncActivityCancelledError",
@@ -342,6 +343,14 @@ class AsyncActivityCancelledError(KadenceError):
 
 class WorkflowNotFoundError(RPCError):
     """No such workflow (or run)."""
+
+
+class ActivityNotFoundError(RPCError):
+    """An async activity handle's call found no attempt to act on (404 ``ActivityNotFound``):
+    by task token, the attempt is over (it finished, timed out or was retried, or its run
+    closed: a stale token); by ids, no attempt of the activity runs now, or the caller may
+    not poll its task queue. Temporal's Java SDK calls this ``ActivityNotExistsException``.
+    A workflow that does not exist is still ``WorkflowNotFoundError``."""
 
 
 class QueryFailedError(RPCError):

@@ -402,7 +402,9 @@ def get_external_workflow_handle(workflow_id: str, run_id: str | None = None) ->
     """A handle on workflow ``workflow_id`` of this workflow's namespace (its run ``run_id``,
     or its current run): ``await handle.signal(...)`` and ``await handle.cancel()`` return
     once the target recorded them and raise ApplicationError of type
-    ``SignalExternalWorkflowExecutionFailed`` when it has no such open run. There is no
+    ``SignalExternalWorkflowExecutionFailed`` when it has no such open run. A workflow may
+    signal itself this way but not cancel itself: ``cancel()`` on its own run raises
+    ApplicationError of type ``CancelExternalWorkflowExecutionFailed`` at once. There is no
     namespace parameter: a workflow reaches only its own namespace."""
     return ExternalWorkflowHandle(current_instance().children, workflow_id, run_id)
 

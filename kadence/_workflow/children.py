@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from kadence._workflow.instance import WorkflowInstance
 
 __all__ = ["CHILD_COMMAND_EVENT_TYPE", "CHILD_IDENTITY_ATTRIBUTE", "CHILD_INPUT_EVENT_TYPES",
-           "ChildWorkflowHandle", "Children", "ExternalWorkflowHandle"]
+           "SELF_CANCEL_ERROR_TYPE", "ChildWorkflowHandle", "Children", "ExternalWorkflowHandle"]
+
+#: The ApplicationError type ExternalWorkflowHandle.cancel raises on a handle on its own run.
+SELF_CANCEL_ERROR_TYPE = "CancelExternalWorkflowExecutionFailed"
 
 R = TypeVar("R")
 _CLOSED = frozenset({EventType.CHILD_WORKFLOW_EXECUTION_COMPLETED, EventType.CHILD_WORKFLOW_EXECUTION_FAILED,
@@ -154,7 +157,17 @@ class ExternalWorkflowHandle:
 
     async def cancel(self) -> None:
         """Ask the workflow to cancel (its code sees ``asyncio.CancelledError``); returns once its
-        shard recorded the request, and raises as :meth:`signal` when it has no open run."""
+        shard recorded the request, and raises as :meth:`signal` when it has no open run.
+
+        A handle on this very run (its workflow id, and its run id or none) is refused here,
+        with ApplicationError of type ``CancelExternalWorkflowExecutionFailed`` and no command
+        decided, as Temporal refuses a workflow cancelling itself; a signal to itself is
+        delivered."""
+        if self._children.is_own_run(self._workflow_id, self._run_id):
+            raise ApplicationError(
+                f"a workflow cannot cancel itself through an external handle (workflow {self._workflow_id!r}"
+                " is this run's own): return from the run method, or raise ApplicationError, to end it",
+                type=SELF_CANCEL_ERROR_TYPE, non_retryable=True)
         await self._children.signal_workflow(self._workflow_id, self._run_id, CANCEL_CHILD_SIGNAL, [],
                                              child_workflow_only=False)
 
@@ -212,6 +225,11 @@ class Children(Owned):
 
     async def signal(self, pending: _PendingChild, signal_name: str, args: Sequence[Any]) -> None:
         await self.signal_workflow(pending.workflow_id, pending.run_id, signal_name, args, child_workflow_only=True)
+
+    def is_own_run(self, workflow_id: str, run_id: str | None) -> bool:
+        """Whether ``workflow_id``/``run_id`` (None: the current run) names this run."""
+        instance = self._instance
+        return workflow_id == instance.workflow_id and run_id in (None, instance.run_id)
 
     async def signal_workflow(self, workflow_id: str, run_id: str | None, signal_name: str, args: Sequence[Any],
                               *, child_workflow_only: bool) -> None:

@@ -71,6 +71,9 @@ class Settings:
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
     started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
     read_timeout_ms: int = 5000  # a frontend read PostgreSQL has not answered by then is a 503
+    # A command waiting this long while no reply at all came in makes the frontend's /health
+    # degraded (services/frontend/replies.py).
+    health_unanswered_ms: int = 10_000
     # The largest payload (input, result, details, ...) one command may carry, in bytes of
     # JSON text: refused at the frontend (400) and dead-lettered by history (validation.py).
     max_payload_bytes: int = 2 * 1024 * 1024
@@ -246,6 +249,9 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
                "how long the frontend holds a task's started record back"),
     EnvSetting("KADENCE_READ_TIMEOUT_MS", "read_timeout_ms", EnvKind.INT, _F,
                "how long a frontend read (describe, history, list) waits for PostgreSQL before a 503",
+               low=1),
+    EnvSetting("KADENCE_HEALTH_UNANSWERED_MS", "health_unanswered_ms", EnvKind.INT, _F,
+               "a command unanswered this long, with no reply at all meanwhile, makes /health degraded",
                low=1),
     EnvSetting("KADENCE_MAX_PAYLOAD_BYTES", "max_payload_bytes", EnvKind.INT, _HF,
                "the largest payload one command may carry (bytes of JSON)", low=1),

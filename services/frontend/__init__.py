@@ -2,6 +2,7 @@
 
 from .app import FrontendService, build_app
 from .errors import (
+    ActivityNotFound,
     DeadlineExceeded,
     FrontendError,
     InvalidArgument,
@@ -17,6 +18,7 @@ from .openapi import document as openapi_document
 from .tokens import TaskToken, TokenKeys
 
 __all__ = [
+    "ActivityNotFound",
     "DeadlineExceeded",
     "FrontendError",
     "FrontendService",

@@ -312,7 +312,8 @@ class FrontendService:
         reply_to = await self._serve_reply_notices()
         # Replies noticed by history: the fetch is the fallback, with the longer wait (fetch_waits.py).
         wait = fetch_wait_ms(s, Consumer.REPLIES, noticed=self.reply_notices is not None)
-        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, wait, s.kafka_security, reply_to=reply_to)
+        self._replies = ReplyRouter(s.kafka_bootstrap, s.instance_id, wait, s.kafka_security, reply_to=reply_to,
+                                    unanswered_after_s=s.health_unanswered_ms / 1000)
         await self._replies.start(self.fatal)
         self.health_sources.setdefault("replies", self._replies.health)  # does history answer?
         self._closes = CloseWatcher(self._pool)

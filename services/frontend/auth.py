@@ -253,6 +253,16 @@ def authorize_task_queue(operation: str, namespace: str, task_queue: str) -> Non
         auth.authorize(principal, operation, namespace, task_queue)
 
 
+def caller_may(operation: str, namespace: str, task_queue: str) -> bool:
+    """Whether the caller (if authentication is on) may ``operation`` on ``task_queue``:
+    :func:`authorize_task_queue` for a route that answers a refusal as not found."""
+    try:
+        authorize_task_queue(operation, namespace, task_queue)
+    except PermissionDenied:
+        return False
+    return True
+
+
 def api_key_entry(name: str, key: str, grants: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """An ``api_keys`` item of the configuration for ``key`` (stores only its hash)."""
     return {"name": name, "sha256": Authenticator.key_digest(key), "grants": list(grants)}

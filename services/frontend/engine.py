@@ -44,6 +44,7 @@ from . import oversize
 from .closed import CloseWatcher
 from .deadlines import SameLengthWaits
 from .errors import (
+    ActivityNotFound,
     DeadlineExceeded,
     FrontendError,
     InvalidArgument,
@@ -448,22 +449,21 @@ class Engine:
         dropped by history when it comes too late. History still drops one the attempt's
         end overtakes after this read."""
         if await self._current_attempt(token, running=True) is None:
-            raise NotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id}) of run"
-                           f" {token.run_id} is not running: it finished, timed out or was retried, or its run"
-                           " closed (a stale task token)", field="task_token")
+            raise ActivityNotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id})"
+                                   f" of run {token.run_id} is not running: it finished, timed out or was"
+                                   " retried, or its run closed (a stale task token)", field="task_token")
 
     async def activity_task_token(self, ns: str, workflow_id: str, run_id: str | None, activity_id: str) -> TaskToken:
         """The token of the running attempt of the activity ``activity_id`` of the run (the
         latest when ``run_id`` is None): what an async completion by ids answers with.
-        NotFound when the run is closed or has no such activity pending."""
+        ActivityNotFound when the run is closed or has no such activity running."""
         ex = await self._reads.execution(ns, workflow_id, run_id)
         if not ex.closed:
             for sid, act in (ex.summary.get("activities") or {}).items():
                 if isinstance(act, dict) and act.get("activity_id") == activity_id and not _backing_off(act):
                     return TaskToken(ns, workflow_id, ex.run_id, int(sid), int(act["attempt"]), "activity",
                                      int(act.get("started_time") or 0), str(act.get("task_queue") or ""))
-        raise NotFound(f"run {ex.run_id} of workflow {workflow_id!r} has no activity {activity_id!r} running"
-                       " (it finished, waits out a retry backoff, or the run closed)", field="activity_id")
+        raise no_running_activity(ex.run_id, workflow_id, activity_id)
 
     async def _current_attempt(self, token: TaskToken, *, running: bool = False) -> dict[str, Any] | None:
         """The activity's summary when ``token``'s attempt is its current one, else None;
@@ -784,6 +784,14 @@ def _decode_page_token(token: str) -> tuple[str, int]:
     if not isinstance(run_id, str) or type(first) is not int or first < 1:
         raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token")
     return run_id, first
+
+
+def no_running_activity(run_id: str, workflow_id: str, activity_id: str) -> ActivityNotFound:
+    """What a by-ids token request answers when no attempt of the activity runs; also what a
+    caller that may not poll the activity's task queue is told, word for word, so that it
+    cannot tell an activity it may not see from one that does not exist."""
+    return ActivityNotFound(f"run {run_id} of workflow {workflow_id!r} has no activity {activity_id!r} running"
+                            " (it finished, waits out a retry backoff, or the run closed)", field="activity_id")
 
 
 def _backing_off(act: Mapping[str, Any]) -> bool:

@@ -47,6 +47,14 @@ class NotFound(FrontendError):
     error = "NotFound"
 
 
+class ActivityNotFound(NotFound):
+    """No attempt of the activity runs: an async completion's token is stale (the attempt
+    finished, timed out, was retried, or its run closed), or by ids no such activity runs
+    (or it runs on a task queue the caller may not poll: the answer is the same)."""
+
+    error = "ActivityNotFound"
+
+
 class WorkflowAlreadyStarted(FrontendError):
     status = 409
     error = "WorkflowAlreadyStarted"

@@ -20,9 +20,9 @@ from services.common.visibility.reads import VisibilityReads
 
 from . import validation as v
 from .admin import AdminHandlers
-from .auth import authorize_task_queue
+from .auth import authorize_task_queue, caller_may
 from .cron import start_with_cron
-from .engine import Engine, QueuedCommand, TaskAnswer
+from .engine import Engine, QueuedCommand, TaskAnswer, no_running_activity
 from .errors import FrontendError, InvalidArgument, Unavailable
 from .schema_check import check_fast as check_body
 from .tokens import TaskToken
@@ -74,12 +74,15 @@ class Handlers(VisibilityHandlers):
     async def activity_task_token(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         """The task token of an activity's running attempt, by ids (an async completion's
         handle made from ``workflow_id``/``activity_id``); only for a principal that may
-        answer the activity's task queue."""
+        answer the activity's task queue. Any other principal is answered as if no such
+        activity ran (404 ActivityNotFound, the same body), not 403: a caller granted one
+        queue of the namespace must not learn which activity ids run on the others."""
         ns = v.namespace(path["namespace"])
         wid = v.name({}, "workflow_id", value=path["workflow_id"])
         activity_id = v.name({}, "activity_id", value=path["activity_id"])
         token = await self.engine.activity_task_token(ns, wid, v.optional_str(dict(query), "run_id"), activity_id)
-        authorize_task_queue("poll_activity_tasks", ns, token.task_queue)
+        if not caller_may("poll_activity_tasks", ns, token.task_queue):
+            raise no_running_activity(token.run_id, wid, activity_id)
         return OK, {"task_token": token.encode(self.engine.token_keys)}
 
     async def _activity_token(self, ns: str, body: dict[str, Any]) -> TaskToken:

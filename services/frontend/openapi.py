@@ -105,9 +105,9 @@ _WORKFLOW_RETRY: Schema = {
                    "non_retryable_error_types": {"type": "array", "items": NAME}}}
 _CONFLICT: Schema = {"type": "string", "enum": ["", "Fail", "UseExisting", "TerminateExisting"],
                      "description": "When a run of the id is running (default Fail: 409)"}
-# An async completion's handle asks to be refused (404 NotFound) when the attempt is over.
+# An async completion's handle asks to be refused (404 ActivityNotFound) when the attempt is over.
 _CURRENT_ATTEMPT = {"type": "boolean", "default": False,
-                    "description": "404 NotFound unless the token's attempt is still running (a stale token)"}
+                    "description": "404 ActivityNotFound unless the token's attempt is still running (a stale token)"}
 _POLL = _body({"identity": ID, "max_tasks": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
                "wait_seconds": {**WAIT_S, "default": 60}})
 
@@ -243,7 +243,8 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                     ["query_type"]), {},
               200, _obj({"result": JSON_TEXT})),
     "activity_task_token": ("The task token of an activity's running attempt, for completing it from outside"
-                            " (404 NotFound when none is running)", None, {"run_id": ID}, 200,
+                            " (404 ActivityNotFound when none is running, or it runs on a task queue the"
+                            " caller may not poll)", None, {"run_id": ID}, 200,
                             _obj({"task_token": STR}, ["task_token"])),
     "describe": ("Describe a workflow run", None, {"run_id": ID}, 200, _ref("DescribeResponse")),
     "history": ("Read a page of a run's history", None,

@@ -5,7 +5,8 @@ when it starts (older replies were meant for earlier instances), and keeps only 
 replies addressed to its own ``instance_id``.
 
 It also tells ``/health`` whether history answers (:meth:`ReplyRouter.health`): a command
-waiting for longer than ``UNANSWERED_AFTER_S`` while no reply at all came in that time
+waiting for longer than ``unanswered_after_s`` (``KADENCE_HEALTH_UNANSWERED_MS``, 10 s by
+default) while no reply at all came in that time
 (to this frontend or another: any reply shows a history process at work) makes the
 frontend's answer ``degraded``. An idle frontend (nothing waiting) has no evidence either
 way and says ``ok``; the first reply clears it. So it does not flap with the load.
@@ -33,7 +34,8 @@ from services.common.supervision import Fatal, watch
 log = logging.getLogger(__name__)
 
 # A start's reply comes in milliseconds when history is up; a shard being taken over after
-# a crash answers within its session timeout (seconds). Past this, say so on /health.
+# a crash answers within its session timeout (seconds). Past this, say so on /health
+# (the default of Settings.health_unanswered_ms).
 UNANSWERED_AFTER_S = 10.0
 
 
@@ -54,7 +56,11 @@ class _Waiter(NamedTuple):
 
 class ReplyRouter:
     def __init__(self, bootstrap: str, instance_id: str, fetch_wait_ms: int = 10,
-                 security: KafkaSecurity | None = None, *, reply_to: str | None = None) -> None:
+                 security: KafkaSecurity | None = None, *, reply_to: str | None = None,
+                 unanswered_after_s: float = UNANSWERED_AFTER_S) -> None:
+        if unanswered_after_s <= 0:
+            raise ValueError(f"unanswered_after_s must be positive, got {unanswered_after_s}")
+        self._unanswered_after_s = unanswered_after_s
         # What this frontend's commands name as reply_to: its instance id, with its internal
         # address when it takes reply notices (services/common/reply_notices.py).
         self._instance_id = reply_to or instance_id
@@ -81,8 +87,9 @@ class ReplyRouter:
         now = time.monotonic() if now is None else now
         oldest = min((w.since for ws in self._waiters.values() for w in ws if not w.future.done()), default=None)
         waited = 0.0 if oldest is None else now - oldest
-        quiet = self._last_reply is None or now - self._last_reply >= UNANSWERED_AFTER_S
-        degraded = waited >= UNANSWERED_AFTER_S and quiet
+        after = self._unanswered_after_s
+        quiet = self._last_reply is None or now - self._last_reply >= after
+        degraded = waited >= after and quiet
         return HealthReport(True, {
             "status": "degraded" if degraded else "ok",
             "waiting": sum(len(ws) for ws in self._waiters.values()),

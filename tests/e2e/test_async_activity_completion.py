@@ -1,7 +1,8 @@
 """Async activity completion (activity.raise_complete_async(), client.get_async_activity_handle):
 the attempt stays running after the function returns, until a client completes, fails,
 heartbeats or reports its cancellation by its task token; its timeouts still apply, and a
-token whose attempt is over is refused (404 NotFound) rather than dropped."""
+token whose attempt is over is refused (404 ActivityNotFound, ActivityNotFoundError) rather
+than dropped."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from kadence import Client, RetryPolicy, Worker, activity, workflow
+from kadence import ActivityNotFoundError, Client, RetryPolicy, Worker, activity, workflow
 from kadence.exceptions import (
     ActivityError,
     ActivityTimeoutError,
@@ -71,9 +72,9 @@ async def _tokens(wid: str, count: int) -> list[str]:
 
 
 async def _refused(client: Client, token: str) -> RPCError:
-    with pytest.raises(RPCError) as refused:
+    with pytest.raises(ActivityNotFoundError) as refused:
         await client.get_async_activity_handle(task_token=token).complete("too late")
-    assert refused.value.status == 404 and refused.value.error_type == "NotFound"
+    assert refused.value.status == 404 and refused.value.error_type == "ActivityNotFound"
     assert "stale task token" in refused.value.message
     return refused.value
 
@@ -164,8 +165,8 @@ async def test_by_ids_the_handle_answers_whichever_attempt_is_running(client: Cl
         await _tokens(wid, 2)
         await by_ids.complete("second attempt")
         assert await client.get_workflow_handle(wid).result(timeout=20) == "second attempt"
-        with pytest.raises(RPCError) as refused:
+        with pytest.raises(ActivityNotFoundError) as refused:
             await by_ids.complete("again")
-        assert refused.value.status == 404 and refused.value.error_type == "NotFound"
+        assert refused.value.status == 404 and refused.value.error_type == "ActivityNotFound"
     events = [e["event_type"] for e in await client.get_workflow_handle(wid).history()]
     assert events.count("ActivityTaskCompleted") == 1 and "ActivityTaskFailed" not in events, events

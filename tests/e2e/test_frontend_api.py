@@ -21,7 +21,7 @@ from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from services.frontend import FrontendService, replies
+from services.frontend import FrontendService
 from services.matching import MatchingService
 from tests.helpers import eventually
 
@@ -52,7 +52,8 @@ async def env(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Env]:
     await db.migrate(fresh_dsn)
     await kafka.ensure_topics(broker.bootstrap, 4, 4)
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, frontend_port=0,
-                        session_timeout_ms=2000, instance_id=f"fe-{uuid.uuid4().hex[:6]}")
+                        session_timeout_ms=2000, instance_id=f"fe-{uuid.uuid4().hex[:6]}",
+                        health_unanswered_ms=500)
     pool = await db.create_pool(fresh_dsn)
     frontend = FrontendService(settings, pool=pool)
     await frontend.start()
@@ -96,10 +97,10 @@ async def test_openapi_and_health(env: Env) -> None:
     assert (status, health["status"], health["replies"]["status"]) == (200, "ok", "ok")  # nothing waits yet
 
 
-async def test_health_is_degraded_while_no_history_answers(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_health_is_degraded_while_no_history_answers(env: Env) -> None:
     """No history process is up: a start waits (until DeadlineExceeded); /health says so
-    instead of ok, and stays 200 (the frontend itself serves)."""
-    monkeypatch.setattr(replies, "UNANSWERED_AFTER_S", 0.5)
+    instead of ok, and stays 200 (the frontend itself serves), after the fixture's
+    health_unanswered_ms."""
     start = asyncio.ensure_future(env.call("POST", f"{NS}/workflows", {
         "workflow_id": "unanswered", "workflow_type": "W", "task_queue": "q", "request_id": "r-unanswered"}))
     try:

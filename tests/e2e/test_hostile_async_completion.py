@@ -1,7 +1,8 @@
 """Async activity completion used by a hostile caller: forged, truncated, altered and
 mistyped tokens, a token at another namespace's path and run ids of another workflow are
 refused with a 4xx and change nothing; a caller without a grant on the activity's task
-queue or namespace is refused by token and by ids; a complete and a fail sent at once end
+queue or namespace is refused by token and by ids (by ids with the answer a missing
+activity gets); a complete and a fail sent at once end
 the attempt once (the other is dropped, as docs/sdk.md says)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from kadence import Client, RetryPolicy, Worker, WorkflowFailureError, activity, workflow
+from kadence import ActivityNotFoundError, Client, RetryPolicy, Worker, WorkflowFailureError, activity, workflow
 from kadence.exceptions import RPCError
 from services.cluster import Cluster
 from services.common.config import Settings
@@ -108,7 +109,7 @@ async def test_complete_and_fail_racing(client: Client) -> None:
             events = [e["event_type"] for e in await client.get_workflow_handle(wid).history()]
             ended = [e for e in events if e in ("ActivityTaskCompleted", "ActivityTaskFailed")]
             # Both may be answered 200 (the check precedes history's verdict): one is dropped.
-            assert all(o is None or (isinstance(o, RPCError) and o.status == 404) for o in outcomes), outcomes
+            assert all(o is None or isinstance(o, ActivityNotFoundError) for o in outcomes), outcomes
             assert len(ended) == 1, events
 
 
@@ -152,14 +153,27 @@ async def test_callers_without_a_grant_are_refused(secured: Cluster) -> None:
                     with pytest.raises(RPCError) as refused:
                         await (h.complete("stolen") if call == "complete" else h.heartbeat())
                     refusals.append((next(iter(kw)), c.api_key, call, refused.value.status, refused.value.error_type))
-            # Another queue's worker: 403. Another namespace's: its own namespace has no such run.
-            assert all(r[3] == 403 for r in refusals if r[1] != "bank-worker-key"), refusals
+            # Another queue's worker: 403 by token; by ids, 404 ActivityNotFound, as if the
+            # activity did not run. Another namespace's: its own namespace has no such run.
+            assert all(r[3] == 403 for r in refusals if r[1] == "cards-worker-key" and r[0] == "task_token"), refusals
+            assert all(r[3:] == (404, "ActivityNotFound") for r in refusals
+                       if r[1] == "cards-worker-key" and r[0] == "workflow_id"), refusals
             assert all(r[3] in (403, 404) for r in refusals if r[1] == "bank-worker-key"), refusals
+            hidden = await _by_ids_refusal(cards, wid)
             await shop.get_async_activity_handle(workflow_id=wid, activity_id="the-activity").complete("mine")
             assert await shop.get_workflow_handle(wid).result(timeout=20) == "mine"
+            # Once the activity is over, the same caller gets the very same answer: it could
+            # not tell that the activity existed.
+            assert await _by_ids_refusal(cards, wid) == hidden
     finally:
         for c in (shop, cards, bank):
             await c.close()
+
+
+async def _by_ids_refusal(c: Client, wid: str) -> tuple[int, str, str, str | None]:
+    with pytest.raises(RPCError) as refused:
+        await c.get_async_activity_handle(workflow_id=wid, activity_id="the-activity").complete("probe")
+    return refused.value.status, refused.value.error_type, refused.value.message, refused.value.field
 
 
 @workflow.defn
@@ -189,7 +203,7 @@ async def test_by_ids_no_attempt_runs_during_the_retry_backoff(client: Client) -
         await eventually(retried, timeout=20, what="the failure taken and the retry scheduled")
         with pytest.raises(RPCError) as waiting:
             await by_ids.complete("before the attempt ran")
-        assert waiting.value.status == 404, waiting.value
+        assert waiting.value.status == 404 and isinstance(waiting.value, ActivityNotFoundError), waiting.value
         tokens: list[str] = await eventually(lambda: TOKENS[wid][1:], timeout=20, what="the second attempt")
         await by_ids.complete("second attempt")
         assert await client.get_workflow_handle(wid).result(timeout=20) == "second attempt"

@@ -1,6 +1,7 @@
 """AsyncActivityHandle: what each call sends (the token, the converted payload, and
-``current_attempt`` so a stale token is refused), and a heartbeat answered with
-``cancel_requested`` raising AsyncActivityCancelledError."""
+``current_attempt`` so a stale token is refused), a heartbeat answered with
+``cancel_requested`` raising AsyncActivityCancelledError, and a stale attempt raising
+ActivityNotFoundError (a missing workflow: WorkflowNotFoundError)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from kadence import Client
+from kadence import ActivityNotFoundError, Client, WorkflowNotFoundError
+from kadence._http import error_from_response
 from kadence.exceptions import ApplicationError, AsyncActivityCancelledError
 
 pytestmark = pytest.mark.timeout(10)
@@ -90,3 +92,40 @@ async def test_by_ids_each_call_asks_for_the_running_attempts_token() -> None:
 def test_either_a_token_or_both_ids_are_needed(ids: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Client(Transport()).get_async_activity_handle(**ids)
+
+
+class Refusing(Transport):
+    """Answers every call with the error a frontend sends for ``body``."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__()
+        self.refusal = (status, body)
+
+    async def call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        raise error_from_response(*self.refusal)
+
+
+STALE = {"error": "ActivityNotFound", "message": "activity attempt 1 ... (a stale task token)", "field": "task_token"}
+
+
+@pytest.mark.parametrize("by", ["token", "ids"])
+@pytest.mark.parametrize("answer", [STALE, {**STALE, "error": "NotFound"}], ids=["ActivityNotFound", "older-NotFound"])
+async def test_a_stale_attempt_raises_activity_not_found_not_workflow_not_found(by: str,
+                                                                                  answer: dict[str, Any]) -> None:
+    # An earlier frontend answers the general NotFound; on these calls it means the activity too.
+    client = Client(Refusing(404, answer))
+    handle = (client.get_async_activity_handle(task_token="tok") if by == "token"
+              else client.get_async_activity_handle(workflow_id="w", activity_id="a"))
+    for call in (handle.complete(1), handle.fail(RuntimeError("x")), handle.heartbeat(), handle.report_cancellation()):
+        with pytest.raises(ActivityNotFoundError) as raised:
+            await call
+        assert not isinstance(raised.value, WorkflowNotFoundError)
+        assert (raised.value.status, raised.value.error_type, raised.value.field) == (404, "ActivityNotFound",
+                                                                                         "task_token")
+
+
+async def test_a_missing_workflow_stays_workflow_not_found() -> None:
+    client = Client(Refusing(404, {"error": "WorkflowNotFound", "message": "gone", "field": "workflow_id"}))
+    with pytest.raises(WorkflowNotFoundError):
+        await client.get_async_activity_handle(workflow_id="w", activity_id="a").complete(1)

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.timeout(30)
 def test_kadence_exports() -> None:
     assert sorted(kadence.__all__) == [
         "ActivityError",
+        "ActivityNotFoundError",
         "ActivityTimeoutError",
         "ApplicationError",
         "CanceledError",

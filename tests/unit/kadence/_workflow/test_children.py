@@ -242,3 +242,43 @@ def test_an_external_handle_signals_then_cancels_any_workflow_and_replays() -> N
         "result": json.dumps("SignalExternalWorkflowExecutionFailed: signal to workflow other failed: WorkflowNotFound")}}
     replay = new_runner(Neighbour, history)
     assert replay.apply(history.events, run_live=False) == [] and replay.finished
+
+
+@workflow.defn
+class SelfCanceller:
+    @workflow.run
+    async def run(self, run_id: str | None) -> str:
+        mine = workflow.get_external_workflow_handle(workflow.info().workflow_id, run_id=run_id)
+        try:
+            await mine.cancel()
+        except ApplicationError as err:
+            await mine.signal(Child.go, 1)  # a signal to itself is still delivered
+            return f"{err.type}: {err.message}"
+        return "cancelled itself"
+
+
+@pytest.mark.parametrize("run_id", [None, "run-1"], ids=["current-run", "own-run-id"])
+def test_an_external_handle_on_its_own_run_refuses_to_cancel_it_at_the_call_and_replays(run_id: str | None) -> None:
+    # Temporal refuses a workflow cancelling itself through an external handle: raised at the
+    # call, no command decided (before, a cancel signal went out and the run cancelled itself).
+    history = FakeHistory("SelfCanceller", run_id)
+    driver = Driver(SelfCanceller, history)
+    (signal,) = driver.step()
+    assert (signal["command_type"], signal["attributes"]["signal_name"]) == ("SignalExternalWorkflowExecution", "go")
+    history.add("ExternalWorkflowExecutionSignaled", initiated_event_id=_last_signal_initiated(history),
+                namespace="default", workflow_id="wf-1", run_id="run-1")
+    (done,) = driver.next_task()
+    assert done["command_type"] == "CompleteWorkflowExecution"
+    assert json.loads(done["attributes"]["result"]).startswith(
+        "CancelExternalWorkflowExecutionFailed: a workflow cannot cancel itself through an external handle")
+    replay = new_runner(SelfCanceller, history)
+    assert replay.apply(history.events, run_live=False) == [] and replay.finished
+
+
+def test_an_external_handle_on_another_run_of_its_own_id_may_cancel_it() -> None:
+    # An earlier run of the same workflow id is another run: the cancel goes out (and fails
+    # in history when that run is closed).
+    history = FakeHistory("SelfCanceller", "run-0")
+    (cancel,) = Driver(SelfCanceller, history).step()
+    assert (cancel["attributes"]["workflow_id"], cancel["attributes"]["run_id"],
+            cancel["attributes"]["signal_name"]) == ("wf-1", "run-0", "__cancel_child")

@@ -28,6 +28,7 @@ def test_readable_settings_are_returned(monkeypatch: pytest.MonkeyPatch) -> None
     ("KADENCE_SCHEDULER_INTERVAL_MS", "0", "KADENCE_SCHEDULER_INTERVAL_MS must be at least 1, got 0"),
     ("KADENCE_HISTORY_FETCH_WAIT_MS", "-5", "KADENCE_HISTORY_FETCH_WAIT_MS must be at least 0, got -5"),
     ("KADENCE_STALL_AFTER_MS", "-1", "KADENCE_STALL_AFTER_MS must be at least 0, got -1"),
+    ("KADENCE_HEALTH_UNANSWERED_MS", "0", "KADENCE_HEALTH_UNANSWERED_MS must be at least 1, got 0"),
     ("KADENCE_FRONTEND_PORT", "99999", "KADENCE_FRONTEND_PORT must be between 0 and 65535, got 99999"),
 ])
 def test_a_value_out_of_its_range_ends_the_program_naming_it(name: str, value: str, says: str,

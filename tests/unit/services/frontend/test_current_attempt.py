@@ -1,6 +1,8 @@
 """An activity answer or heartbeat with ``current_attempt`` (what an async completion's handle
-sends) is refused with 404 NotFound when its token's attempt is over (finished, retried,
-its run closed or gone); without it, as a worker sends, it is taken unchecked."""
+sends) is refused with 404 ActivityNotFound when its token's attempt is over (finished,
+retried, its run closed or gone); without it, as a worker sends, it is taken unchecked. By
+ids, a caller that may not poll the activity's task queue is told what it would be told of
+an activity that does not exist."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from services.frontend.errors import NotFound, WorkflowNotFound
+from services.frontend.auth import Authenticator, Grant, Permission, Principal, served, serving
+from services.frontend.errors import ActivityNotFound, NotFound, WorkflowNotFound
 from services.frontend.handlers import Handlers
 from services.frontend.tokens import TaskToken
 from tests.unit.services.frontend.test_answer_batches import KEYS, Producer, _engine, _token
@@ -64,9 +67,9 @@ def _body(**extra: Any) -> dict[str, Any]:
 async def test_a_stale_token_is_refused_when_the_current_attempt_is_asked(
         execution: Execution | None, call: str, fields: dict[str, Any]) -> None:
     handlers, producer = _handlers(execution)
-    with pytest.raises(NotFound, match="stale task token"):
+    with pytest.raises(ActivityNotFound, match="stale task token") as refused:
         await getattr(handlers, call)({"namespace": "default"}, {}, _body(current_attempt=True, **fields))
-    assert producer.sent == []
+    assert producer.sent == [] and refused.value.body()["error"] == "ActivityNotFound"
 
 
 async def test_the_running_attempt_is_taken_and_unchecked_answers_are_as_before() -> None:
@@ -87,7 +90,7 @@ async def test_by_ids_the_running_attempts_token_is_answered() -> None:
     token = TaskToken.decode(answer["task_token"], KEYS)  # type: ignore[index]
     assert status == 200 and (token.run_id, token.scheduled_event_id, token.attempt, token.kind, token.task_queue) \
         == ("run", 9, 3, "activity", "q")
-    with pytest.raises(NotFound, match="no activity 'a-2' running"):
+    with pytest.raises(ActivityNotFound, match="no activity 'a-2' running"):
         await handlers.activity_task_token({**path, "activity_id": "a-2"}, {}, {})
     closed = Execution(closed=True, summary=running.summary)
     with pytest.raises(NotFound):
@@ -111,3 +114,26 @@ async def test_a_workers_heartbeat_is_not_told_to_stop_by_the_backoff_read_on_th
     handlers, _ = _handlers(Execution(summary={"activities": {"5": {"attempt": 1, **BACKING_OFF}}}))
     status, answer = await handlers.heartbeat_activity_task({"namespace": "default"}, {}, _body())
     assert status == 200 and answer == {"cancel_requested": False}
+
+
+async def test_by_ids_a_caller_without_the_queues_grant_cannot_tell_a_hidden_activity_from_a_missing_one() -> None:
+    running = Execution(summary={"activities": {"9": {"activity_id": "a-1", "attempt": 1, "task_queue": "orders"}}})
+    missing = Execution(summary={"activities": {"9": {"activity_id": "a-0", "attempt": 1, "task_queue": "cards"}}})
+    path = {"namespace": "default", "workflow_id": "wf-1", "activity_id": "a-1"}
+
+    async def answer(execution: Execution, queues: frozenset[str] | None) -> tuple[int, dict[str, Any]]:
+        principal = Principal("w", (Grant("default", frozenset({Permission.WORKER}), queues),))
+        mark = serving(Authenticator(), principal)
+        try:
+            status, body = await _handlers(execution)[0].activity_task_token(path, {}, {})
+            return status, dict(body)  # type: ignore[arg-type]
+        except NotFound as exc:
+            return exc.status, exc.body()
+        finally:
+            served(mark)
+
+    hidden, absent = await answer(running, frozenset({"cards"})), await answer(missing, frozenset({"cards"}))
+    assert hidden == absent and hidden[0] == 404 and hidden[1]["error"] == "ActivityNotFound"
+    assert (await answer(missing, None))[0] == 404  # granted every queue: missing is missing
+    status, body = await answer(running, frozenset({"orders"}))
+    assert status == 200 and TaskToken.decode(body["task_token"], KEYS).task_queue == "orders"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.common.config import Settings
 from services.common.health import HealthReport, health_answer
 from services.frontend import replies
 from services.frontend.replies import ReplyRouter, Target
@@ -97,6 +98,26 @@ async def test_health_is_degraded_only_while_a_command_waits_long_with_no_reply_
     router.forget("r", waiting)
     assert not router.health().degraded and router.health().details["waiting"] == 0
     await router.stop()
+
+
+async def test_the_unanswered_threshold_is_the_frontends_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KADENCE_HEALTH_UNANSWERED_MS sets how long a command may wait unanswered before
+    /health says degraded (it was a fixed 10 s)."""
+    monkeypatch.setenv("KADENCE_HEALTH_UNANSWERED_MS", "250")
+    assert Settings.from_env().health_unanswered_ms == 250
+    monkeypatch.delenv("KADENCE_HEALTH_UNANSWERED_MS")
+    assert Settings.from_env().health_unanswered_ms == 10_000
+    clock = [1000.0]
+    monkeypatch.setattr("services.frontend.replies.time.monotonic", lambda: clock[0])
+    router = ReplyRouter("127.0.0.1:1", "fe-1", unanswered_after_s=0.25)
+    router.expect("r")
+    clock[0] += 0.2
+    assert not router.health().degraded
+    clock[0] += 0.1
+    assert router.health().degraded and router.health().details["oldest_waiting_ms"] == 300
+    await router.stop()
+    with pytest.raises(ValueError, match="must be positive"):
+        ReplyRouter("127.0.0.1:1", "fe-1", unanswered_after_s=0)
 
 
 def test_a_degraded_report_makes_the_answer_degraded_not_stalled() -> None:
