@@ -153,7 +153,7 @@ def _add_dev(sub: Any) -> None:
     dev.add_argument("--traces", choices=["console", "otlp", "none"], default=None,
                      help="where spans go: printed, sent to OTEL_EXPORTER_OTLP_ENDPOINT, or nowhere"
                           " (default: OTEL_TRACES_EXPORTER, else otlp when an OTLP endpoint is set, else none)")
-    dev.add_argument("--metrics-port", type=int, default=None,
+    dev.add_argument("--metrics-port", type=_port, default=None,
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"
                           " (default: KADENCE_METRICS_PORT, else off)")
     dev.add_argument("--insecure", action="store_true",

@@ -25,7 +25,7 @@ def test_shards_below_one_are_a_usage_error(shards: str, tmp_path: Path, capsys:
     assert "--shards" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", ["--port", "--kafka-port"])
+@pytest.mark.parametrize("flag", ["--port", "--kafka-port", "--metrics-port"])
 def test_ports_out_of_range_are_a_usage_error(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         _dev(["--data-dir", str(tmp_path), flag, "70000"])
@@ -42,7 +42,9 @@ def test_an_unreadable_setting_is_one_line_naming_it(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize(("name", "value", "said"), [
-    ("KADENCE_METRICS_PORT", "abc", "KADENCE_METRICS_PORT must be a port number, got 'abc'"),
+    ("KADENCE_METRICS_PORT", "abc", "KADENCE_METRICS_PORT must be a port number (0 to 65535), got 'abc'"),
+    ("KADENCE_METRICS_PORT", "70000", "KADENCE_METRICS_PORT must be a port number (0 to 65535), got '70000'"),
+    ("KADENCE_METRICS_PORT", "-1", "KADENCE_METRICS_PORT must be a port number (0 to 65535), got '-1'"),
     ("OTEL_TRACES_EXPORTER", "bogus", "bogus"),
 ])
 def test_unusable_telemetry_settings_are_one_line(name: str, value: str, said: str, tmp_path: Path,
