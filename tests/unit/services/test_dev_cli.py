@@ -33,12 +33,17 @@ def test_ports_out_of_range_are_a_usage_error(flag: str, tmp_path: Path, capsys:
     assert "0 to 65535" in capsys.readouterr().err
 
 
-def test_an_unreadable_setting_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("KADENCE_STALL_AFTER_MS", "abc", "KADENCE_STALL_AFTER_MS must be an integer, got 'abc'"),
+    ("KADENCE_INTERNAL_KEY", "short", "KADENCE_INTERNAL_KEY must have at least 16 characters"),
+])
+def test_an_unreadable_setting_is_one_line_naming_it(name: str, value: str, said: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("KADENCE_STALL_AFTER_MS", "abc")
+    monkeypatch.setenv(name, value)
     assert _dev(["--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
-    assert err == "kadence dev: KADENCE_STALL_AFTER_MS must be an integer, got 'abc'\n"
+    assert err == f"kadence dev: {said}\n"
 
 
 @pytest.mark.parametrize(("name", "value", "said"), [
