@@ -148,7 +148,8 @@ def _add_dev(sub: Any) -> None:
     dev.add_argument("--shards", type=_positive, default=None,
                      help="history shards = kadence.requests partitions, fixed when the data directory is"
                           f" created (default: its recorded count, else {DEV_SHARDS})")
-    dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: ~/.local/state/kadence/dev)")
+    dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: $KADENCE_HOME/dev, else"
+                                        " $XDG_STATE_HOME/kadence/dev, else ~/.local/state/kadence/dev)")
     dev.add_argument("--sample", action="store_true", help="run the hello-world sample against it, then stop")
     dev.add_argument("--traces", choices=["console", "otlp", "none"], default=None,
                      help="where spans go: printed, sent to OTEL_EXPORTER_OTLP_ENDPOINT, or nowhere"

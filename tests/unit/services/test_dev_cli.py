@@ -66,3 +66,11 @@ def test_positive_and_port_types() -> None:
     assert cli._positive("3") == 3
     assert cli._port("0") == 0
     assert cli._port("7233") == 7233
+
+
+def test_help_names_where_the_data_directory_defaults_to(capsys: pytest.CaptureFixture[str]) -> None:
+    """README, "Run": the directory above ``dev`` is $KADENCE_HOME, else $XDG_STATE_HOME/kadence."""
+    with pytest.raises(SystemExit):
+        _dev(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "$KADENCE_HOME/dev, else $XDG_STATE_HOME/kadence/dev, else ~/.local/state/kadence/dev" in said
