@@ -21,6 +21,8 @@ from .stream import SESSION_TIMEOUT_DEFAULT_S, SESSION_TIMEOUT_ENV, check_start,
 ENVIRONMENT = [*settings_lines(["KADENCE_KAFKA_BOOTSTRAP", "KADENCE_DATABASE_URL"]),
                EnvLine(SESSION_TIMEOUT_ENV, f"{SESSION_TIMEOUT_DEFAULT_S:g}",
                        "the faust consumer group's session timeout (seconds)"),
+               EnvLine("KADENCE_HOME", "unset", "faust's state goes under $KADENCE_HOME/visibility (unset:"
+                       " $XDG_STATE_HOME/kadence, else ~/.local/state/kadence)"),
                KAFKA_SECURITY_LINE, METRICS_LINE, METRICS_HOST_LINE]
 
 parser = service_parser("visibility", "Kadence visibility: keeps the rows that list and count read, projected"
