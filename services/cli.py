@@ -203,7 +203,7 @@ async def _dev(args: argparse.Namespace) -> int:
 async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock) -> int:
     """``kadence dev`` once it owns ``data``."""
     from kadence_protocol.kafka_security import KafkaSecurity
-    from services.cluster import VISIBILITY_DRAIN_S, Cluster
+    from services.cluster import Cluster
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -294,11 +294,26 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
     finally:
         if cluster is not None:
             # Its broker keeps nothing across a restart: visibility projects what it can first.
-            await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
+            await _stop_cluster(cluster)
         if broker is not None:
             broker.stop()
         pg.stop()
         signals.shutdown()
+
+
+async def _stop_cluster(cluster: Any) -> None:
+    """Stop the services, then let the broker and PostgreSQL be stopped whatever happened: with
+    the broker gone (it died), aiokafka's consumer.stop() re-raises the cancellation of its own
+    fetch retry, which ended kadence dev in a traceback before it stopped them."""
+    from services.cluster import VISIBILITY_DRAIN_S
+
+    try:
+        await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this stop is itself being cancelled
+        logging.getLogger(__name__).warning("the services' stop was cut short (their broker connection was lost)")
 
 
 # ---- dlq ----------------------------------------------------------------------------------
