@@ -184,16 +184,17 @@ class Client(AdminMixin):
         interceptors: Sequence[Interceptor] = (),
         batch_calls: bool = True,
         long_poll_seconds: float = _LONG_POLL_SECONDS,
+        retry: Backoff = IDEMPOTENT_RETRY,
     ) -> Client:
         """A client for the frontend at ``target`` (no request is made until first use).
 
         ``api_key`` (an API key or a JWT) is sent as ``Authorization: Bearer ...`` on every
         call, the worker's too; None: ``$KADENCE_API_KEY`` if set; "": none.
         ``data_converter`` turns typed values into payloads and back (and applies a payload codec).
-        ``batch_calls``, ``long_poll_seconds``: see :class:`Client` (docs/sdk.md).
+        ``batch_calls``, ``long_poll_seconds``, ``retry``: see :class:`Client` (docs/sdk.md).
         """
         return cls(HttpTransport(target, namespace, api_key=api_key), namespace=namespace, identity=identity,
-                   data_converter=data_converter, interceptors=interceptors, batch_calls=batch_calls,
+                   retry=retry, data_converter=data_converter, interceptors=interceptors, batch_calls=batch_calls,
                    long_poll_seconds=long_poll_seconds)
 
     @property

@@ -148,12 +148,13 @@ def _add_dev(sub: Any) -> None:
     dev.add_argument("--shards", type=_positive, default=None,
                      help="history shards = kadence.requests partitions, fixed when the data directory is"
                           f" created (default: its recorded count, else {DEV_SHARDS})")
-    dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: ~/.local/state/kadence/dev)")
+    dev.add_argument("--data-dir", help="where PostgreSQL keeps its data (default: $KADENCE_HOME/dev, else"
+                                        " $XDG_STATE_HOME/kadence/dev, else ~/.local/state/kadence/dev)")
     dev.add_argument("--sample", action="store_true", help="run the hello-world sample against it, then stop")
     dev.add_argument("--traces", choices=["console", "otlp", "none"], default=None,
                      help="where spans go: printed, sent to OTEL_EXPORTER_OTLP_ENDPOINT, or nowhere"
                           " (default: OTEL_TRACES_EXPORTER, else otlp when an OTLP endpoint is set, else none)")
-    dev.add_argument("--metrics-port", type=int, default=None,
+    dev.add_argument("--metrics-port", type=_port, default=None,
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"
                           " (default: KADENCE_METRICS_PORT, else off)")
     dev.add_argument("--insecure", action="store_true",
@@ -202,7 +203,7 @@ async def _dev(args: argparse.Namespace) -> int:
 async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock) -> int:
     """``kadence dev`` once it owns ``data``."""
     from kadence_protocol.kafka_security import KafkaSecurity
-    from services.cluster import VISIBILITY_DRAIN_S, Cluster
+    from services.cluster import Cluster
     from services.common import telemetry
     from services.common.config import Settings
     from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -293,11 +294,26 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
     finally:
         if cluster is not None:
             # Its broker keeps nothing across a restart: visibility projects what it can first.
-            await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
+            await _stop_cluster(cluster)
         if broker is not None:
             broker.stop()
         pg.stop()
         signals.shutdown()
+
+
+async def _stop_cluster(cluster: Any) -> None:
+    """Stop the services, then let the broker and PostgreSQL be stopped whatever happened: with
+    the broker gone (it died), aiokafka's consumer.stop() re-raises the cancellation of its own
+    fetch retry, which ended kadence dev in a traceback before it stopped them."""
+    from services.cluster import VISIBILITY_DRAIN_S
+
+    try:
+        await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this stop is itself being cancelled
+        logging.getLogger(__name__).warning("the services' stop was cut short (their broker connection was lost)")
 
 
 # ---- dlq ----------------------------------------------------------------------------------

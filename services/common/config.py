@@ -158,6 +158,10 @@ class Settings:
         values: dict[str, object] = {setting.field: setting.read() for setting in ENV_SETTINGS}
         values["kafka_security"] = KafkaSecurity.from_env()
         values.update({k: v for k, v in overrides.items() if v is not None})
+        # Checked with the rest, not first where a service binds: there it was a traceback.
+        from services.common.internal_auth import check_key
+
+        check_key(str(values["internal_key"]))
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -293,7 +293,10 @@ def setup_from_env(service_name: str, *, traces: str | None = None, metrics_port
         try:
             metrics_port = int(raw) if raw else None
         except ValueError:
-            raise ValueError(f"KADENCE_METRICS_PORT must be a port number, got {raw!r}") from None
+            metrics_port = -1
+        # Checked here: the HTTP server's own bind would fail with a traceback, not a line naming it.
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ValueError(f"KADENCE_METRICS_PORT must be a port number (0 to 65535), got {raw!r}")
     if metrics_port is not None:
         host = metrics_host or os.environ.get("KADENCE_METRICS_HOST") or "127.0.0.1"
         key, insecure = internal_auth.from_env()

@@ -33,6 +33,10 @@ KAFKA_SECURITY_LINE = EnvLine("KADENCE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
                               "and the other KADENCE_KAFKA_* TLS/SASL variables (README, 'Operating safely')")
 METRICS_LINE = EnvLine("KADENCE_METRICS_PORT", "unset",
                        "serve Prometheus metrics on this port (README, 'Traces and metrics')")
+METRICS_HOST_LINE = EnvLine("KADENCE_METRICS_HOST", "127.0.0.1", "the metrics endpoint's address")
+# The process's event loop and collector (services/common/loop.py), in the services that run on it.
+LOOP_LINES = (EnvLine("KADENCE_EVENT_LOOP", "uvloop", "asyncio: the standard library's event loop instead"),
+              EnvLine("KADENCE_GC", "tuned", "default: keep CPython's garbage-collector settings"))
 
 
 def settings_lines(names: Iterable[str] | None = None, *, reader: Reader | None = None) -> list[EnvLine]:
@@ -52,10 +56,13 @@ def environment_help(lines: Iterable[EnvLine]) -> str:
     return f"environment (name=default):\n{body}"
 
 
-def service_parser(program: str, description: str, lines: Iterable[EnvLine] | None = None) -> argparse.ArgumentParser:
+def service_parser(program: str, description: str, lines: Iterable[EnvLine] | None = None, *,
+                   extra: Iterable[EnvLine] = ()) -> argparse.ArgumentParser:
     """The argument parser of ``python -m services.<program>``: --help lists ``lines`` (default:
-    the Settings variables ``program`` reads, Kafka security and metrics)."""
+    the Settings variables ``program`` reads, Kafka security, metrics and the event loop), then
+    ``extra``, the variables only that service's own modules read."""
     env = list(lines) if lines is not None else [*settings_lines(reader=Reader(program)), KAFKA_SECURITY_LINE,
-                                                 METRICS_LINE]
+                                                 METRICS_LINE, METRICS_HOST_LINE, *LOOP_LINES]
+    env += extra
     return argparse.ArgumentParser(prog=f"python -m services.{program}", description=description,
                                    epilog=environment_help(env), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -10,17 +10,20 @@ from services.common import loop as _loop
 from services.common.colocation import KafkaCommands
 from services.common.config import settings_or_exit
 from services.common.runner import run_service
-from services.common.usage import service_parser
+from services.common.usage import EnvLine, service_parser
 
 from .app import FrontendService
 from .auth import Authenticator
 from .exposure import UnsafeBind, check_bind
 from .tokens import KEYS_SETTING, TokenKeys
+from .ui.web import TRACE_UI_ENV
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = service_parser("frontend", "Kadence frontend: the HTTP API of clients, workers and the web UI."
-                            " Configured from the environment.")
+                            " Configured from the environment.",
+                            extra=[EnvLine(TRACE_UI_ENV, "unset", "the web UI's link to a run's trace, e.g."
+                                           " http://jaeger:16686/trace/{trace_id}")])
     parser.add_argument("--insecure", action="store_true",
                         help="serve the API beyond loopback without authentication (as KADENCE_INSECURE=1)")
     args = parser.parse_args(argv)

@@ -7,14 +7,23 @@ import asyncio
 import logging
 import os
 
-from services.common.usage import KAFKA_SECURITY_LINE, METRICS_LINE, EnvLine, service_parser, settings_lines
+from services.common.usage import (
+    KAFKA_SECURITY_LINE,
+    METRICS_HOST_LINE,
+    METRICS_LINE,
+    EnvLine,
+    service_parser,
+    settings_lines,
+)
 
 from .stream import SESSION_TIMEOUT_DEFAULT_S, SESSION_TIMEOUT_ENV, check_start, main
 
 ENVIRONMENT = [*settings_lines(["KADENCE_KAFKA_BOOTSTRAP", "KADENCE_DATABASE_URL"]),
                EnvLine(SESSION_TIMEOUT_ENV, f"{SESSION_TIMEOUT_DEFAULT_S:g}",
                        "the faust consumer group's session timeout (seconds)"),
-               KAFKA_SECURITY_LINE, METRICS_LINE]
+               EnvLine("KADENCE_HOME", "unset", "faust's state goes under $KADENCE_HOME/visibility (unset:"
+                       " $XDG_STATE_HOME/kadence, else ~/.local/state/kadence)"),
+               KAFKA_SECURITY_LINE, METRICS_LINE, METRICS_HOST_LINE]
 
 parser = service_parser("visibility", "Kadence visibility: keeps the rows that list and count read, projected"
                         " from kadence.history (a faust app; one is enough). Configured from the environment.",

@@ -32,3 +32,15 @@ def test_compose_runs_with_auth_and_the_internal_key() -> None:
     assert "KADENCE_AUTH_CONFIG: /etc/kadence/auth.json" in text
     auth = Authenticator.from_mapping(json.loads((COMPOSE.parent / "infra" / "compose-auth.json").read_text()))
     assert auth.check("Bearer compose-dev-only-api-key", "start", "default").name == "compose-dev"
+
+
+def test_every_internal_api_listens_where_the_other_containers_reach_it() -> None:
+    """Each service runs in its own container, so the notices between them (matching's task
+    notices, history's command notices, the frontend's reply notices) go unanswered, each
+    hop falling back to its fetch, unless the receiver listens beyond loopback."""
+    text = COMPOSE.read_text()
+    for service, variable in (("matching", "KADENCE_MATCHING_HOST"), ("history", "KADENCE_HISTORY_HEALTH_HOST"),
+                              ("frontend", "KADENCE_FRONTEND_INTERNAL_HOST")):
+        block = re.search(rf"^  {service}:\n((?:    .*\n|\s*\n)*)", text, flags=re.MULTILINE)
+        assert block is not None, service
+        assert f"{variable}: 0.0.0.0" in block.group(1), (service, variable)

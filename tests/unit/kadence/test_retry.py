@@ -117,6 +117,18 @@ async def test_retries_are_bounded(flaky: tuple[Flaky, str]) -> None:
     assert len(server.bodies[f"{ROOT}/workflows"]) == 5
 
 
+async def test_connect_takes_the_retry_bound(flaky: tuple[Flaky, str]) -> None:
+    """README's "Retries": the bound is a setting of the client every example makes with
+    Client.connect, not only of the constructor that takes a transport."""
+    server, url = flaky
+    server.fail_first = 100
+    async with await Client.connect(url, retry=FAST) as client:
+        assert client.retry == FAST
+        with pytest.raises(RPCError):
+            await client.start_workflow("Greet", id="w1", task_queue="q")
+    assert len(server.bodies[f"{ROOT}/workflows"]) == 5
+
+
 async def test_a_refusal_is_not_retried(flaky: tuple[Flaky, str]) -> None:
     server, url = flaky
     server.fail_first, server.status = 100, 400

@@ -48,3 +48,12 @@ def test_the_bounds_themselves_are_taken(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = settings_or_exit("history")
     assert (settings.shards, settings.history_fetch_wait_ms, settings.frontend_port, settings.matching_port) == \
         (1, 0, 65535, 0)
+
+
+def test_a_short_internal_key_ends_the_program_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KADENCE_INTERNAL_KEY", "short")
+    with pytest.raises(SystemExit) as exited:
+        settings_or_exit("matching")
+    assert str(exited.value.code) == "matching: KADENCE_INTERNAL_KEY must have at least 16 characters"
+    monkeypatch.setenv("KADENCE_INTERNAL_KEY", "k" * 16)
+    assert settings_or_exit("matching").internal_key == "k" * 16

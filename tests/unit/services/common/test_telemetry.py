@@ -81,3 +81,12 @@ def test_kafka_headers_carry_the_span() -> None:
     assert traceparent is not None and f"{span.get_span_context().span_id:016x}" in traceparent
     assert _tracing.context_from_headers([("other", b"x")]) is None
     provider.shutdown()
+
+
+@pytest.mark.parametrize("raw", ["abc", "-1", "65536", "70000"])
+def test_a_metrics_port_out_of_range_is_refused_naming_it(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service says which variable is wrong (one line, exit 1) rather than the bind's traceback."""
+    monkeypatch.setenv("KADENCE_METRICS_PORT", raw)
+    with pytest.raises(ValueError, match=f"KADENCE_METRICS_PORT must be a port number \\(0 to 65535\\), got '{raw}'"):
+        telemetry.setup_from_env("kadence-test")
+    assert telemetry.metrics() is None

@@ -46,6 +46,12 @@ def test_help_says_what_the_service_is_and_lists_its_environment(service: str) -
         assert "KADENCE_COLOCATE" not in done.stdout  # kadence dev's alone
     else:
         assert "KADENCE_VISIBILITY_SESSION_TIMEOUT_S=10" in done.stdout
+        assert "KADENCE_HOME=unset" in done.stdout  # where the faust app keeps its state
+    # README, "Traces and metrics" and "Benchmarks": read outside config.py, listed too.
+    assert "KADENCE_METRICS_HOST=127.0.0.1" in done.stdout
+    assert ("KADENCE_EVENT_LOOP=uvloop" in done.stdout) == ("KADENCE_GC=tuned" in done.stdout) == \
+        (service != "visibility")
+    assert ("KADENCE_TRACE_UI_URL=unset" in done.stdout) == (service == "frontend")
 
 
 @pytest.mark.parametrize("service", SERVICES)
