@@ -78,6 +78,11 @@ class Cluster:
                                              security=s.kafka_security, fatal=self.fatal, handover=handover)
         self.history = HistoryService(s, tasks=tasks, replies=replies, published=handover)
         self.history.fatal = self.fatal
+        # Before history: the broker answers a new consumer group's join after about a second,
+        # and history's start waits for its own; visibility's join then runs meanwhile instead of
+        # after, so runs are listed, and a stop is not held by a join, from when start returns.
+        await self.visibility.start()
+        self._started.append(self.visibility)
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
@@ -86,8 +91,6 @@ class Cluster:
         self.frontend.health_sources["history"] = self.history.health  # stalled shards answer 503
         await self.frontend.start()
         self._started.append(self.frontend)
-        await self.visibility.start()
-        self._started.append(self.visibility)
 
     def _to_history(self, partition: int, key: bytes, value: bytes, headers: colocation.Headers,
                     acked: asyncio.Future[Any], checked: Limits | None = None) -> None:

@@ -2,6 +2,8 @@
 
 Each test that needs isolation gets its own database (``fresh_dsn``) on the session's
 server, and its own broker (``broker``, about 0.3 s to start), both on this machine only.
+``module_broker`` and ``module_dsn`` are the same, shared by the tests of one module
+(tests/e2e/conftest.py ``module_cluster``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,23 @@ async def fresh_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
 @pytest.fixture
 async def broker() -> AsyncIterator[EmbeddedBroker]:
     """A new Tansu broker on 127.0.0.1 for one test, stopped by its PID afterwards."""
+    b = await EmbeddedBroker.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+async def module_dsn(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A new, empty database shared by the tests of one module."""
+    async with new_database(postgres) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def module_broker() -> AsyncIterator[EmbeddedBroker]:
+    """A new Tansu broker shared by the tests of one module."""
     b = await EmbeddedBroker.start()
     try:
         yield b

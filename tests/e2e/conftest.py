@@ -23,6 +23,19 @@ async def cluster(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Clust
         yield c
 
 
+@pytest.fixture(scope="module")
+async def module_cluster(module_broker: EmbeddedBroker, module_dsn: str) -> AsyncIterator[Cluster]:
+    """One cluster for all the tests of a module, for modules whose tests each use their own
+    workflow ids and task queues and leave the cluster as they found it (no test stops,
+    breaks or patches a service, or counts what the whole cluster holds). A cluster takes
+    over a second to start (the broker answers the first consumer-group join after about
+    1 s), more than many tests take themselves. Such a module opts in by overriding
+    ``cluster`` with it; a test that needs its own cluster builds it from ``broker`` and
+    ``fresh_dsn``."""
+    async with Cluster(_settings(module_broker, module_dsn)) as c:
+        yield c
+
+
 @pytest.fixture(params=[True, False], ids=["colocated", "broker"])
 async def either_path_cluster(request: pytest.FixtureRequest, broker: EmbeddedBroker,
                               fresh_dsn: str) -> AsyncIterator[Cluster]:

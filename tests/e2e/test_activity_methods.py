@@ -10,6 +10,14 @@ from datetime import timedelta
 import pytest
 
 from kadence import Client, RetryPolicy, Worker, activity, workflow
+from services.cluster import Cluster
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-activity-methods"

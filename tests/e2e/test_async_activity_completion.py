@@ -20,7 +20,15 @@ from kadence.exceptions import (
     AsyncActivityCancelledError,
     RPCError,
 )
+from services.cluster import Cluster
 from tests.helpers import eventually
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-async-activity"

@@ -22,6 +22,13 @@ from services.cluster import Cluster
 
 from .workflows import EchoWorkflow, TimerWorkflow, echo
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 
 NS = "/api/v1/namespaces/default"

@@ -11,9 +11,17 @@ from typing import Any
 import pytest
 
 from kadence import CanceledError, ChildWorkflowError, Client, Worker, WorkflowFailureError, workflow
+from services.cluster import Cluster
 
 from ..helpers import eventually
 from .test_child_workflows import _ids_on_two_shards, _types
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-child-cancel"

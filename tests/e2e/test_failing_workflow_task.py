@@ -18,6 +18,13 @@ from ..helpers import eventually
 from .test_workflow_cli import cli, ok
 from .test_workflow_retry import _audit_clean
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 QUEUE = "q-wtfail"
 # Workflow ids whose code is "broken": it raises in its first workflow task.

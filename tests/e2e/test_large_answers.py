@@ -13,6 +13,14 @@ import pytest
 from kadence import ApplicationError, Client, Worker, activity, workflow
 from kadence.exceptions import ActivityError, WorkflowFailureError
 from kadence_protocol.limits import MAX_REQUEST_BYTES
+from services.cluster import Cluster
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,9 +9,17 @@ import pytest
 
 from kadence import Client, Worker, workflow
 from kadence.exceptions import WorkflowFailureError
+from services.cluster import Cluster
 from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, CountdownWorkflow, ForeverWorkflow, HeartbeatWorkflow, echo
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,7 +14,15 @@ import pytest
 
 from kadence import Client, RetryPolicy, Worker, activity, workflow
 from kadence.exceptions import ActivityError, ActivityTimeoutError
+from services.cluster import Cluster
 from tests.helpers import eventually
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,6 +12,13 @@ import pytest
 
 from services.cluster import Cluster
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 
 

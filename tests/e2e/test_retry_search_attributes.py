@@ -18,6 +18,13 @@ from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
 from tests.helpers import eventually
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 FAST = RetryPolicy(initial_interval=timedelta(milliseconds=100), backoff_coefficient=1.0, maximum_attempts=3)
 

@@ -21,6 +21,13 @@ from services.history.audit import audit
 
 from ..helpers import eventually
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(90)
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=50), backoff_coefficient=1.0)
 _calls: dict[str, itertools.count[int]] = {}

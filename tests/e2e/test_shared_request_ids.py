@@ -15,6 +15,13 @@ import pytest
 
 from services.cluster import Cluster
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(90)
 
 NS = "/api/v1/namespaces/default"

@@ -16,6 +16,13 @@ from kadence._cli.workflow import workflow as workflow_group
 from services.cluster import Cluster
 from tests.helpers import eventually
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 
 WAIT_LINE = "await workflow.wait_condition(lambda: self.approved)  # parked here"

@@ -25,6 +25,13 @@ from tests.helpers import eventually
 from .test_audit import _published
 from .test_typed_payloads import XorZlibCodec, _database_text
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 QUEUE = "q-policies"
 

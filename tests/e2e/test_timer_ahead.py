@@ -19,6 +19,13 @@ from kadence.replay import Replayer
 from services.cluster import Cluster
 from tests.helpers import eventually
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 NAP_S = 0.5
 

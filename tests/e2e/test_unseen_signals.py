@@ -15,6 +15,14 @@ import pytest
 
 from kadence import Client, Worker, workflow
 from kadence.exceptions import WorkflowNotFoundError
+from services.cluster import Cluster
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -18,6 +18,13 @@ from services.cluster import Cluster
 
 from ..helpers import eventually
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-update-continued"
 

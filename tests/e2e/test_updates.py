@@ -30,6 +30,13 @@ from tests.helpers import eventually
 
 from .test_audit import _published
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 QUEUE = "q-update"
 

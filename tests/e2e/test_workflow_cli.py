@@ -17,6 +17,13 @@ from kadence.cli import main as kadence_main
 from services.cluster import Cluster
 from tests.helpers import eventually
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(120)
 
 

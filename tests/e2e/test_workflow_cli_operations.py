@@ -19,6 +19,13 @@ from tests.helpers import eventually
 
 from .test_workflow_cli import CliGreet, cli, ok
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(150)
 
 

@@ -23,6 +23,13 @@ from ..helpers import eventually
 from .test_audit import _published
 from .test_child_workflows import _ids_on_two_shards
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-wfretry"
 FAST = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=1.0, maximum_attempts=5,

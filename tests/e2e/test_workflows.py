@@ -24,6 +24,13 @@ from .workflows import (
     TwoStepWorkflow,
 )
 
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
 pytestmark = pytest.mark.timeout(90)
 
 
