@@ -418,6 +418,8 @@ def cli() -> None:
     parser.add_argument("--burst", type=int, default=10_000, help="sustained mode: workflows per burst, all at once")
     parser.add_argument("--window", type=int, default=0,
                         help="sustained mode: workflows per compared window (default N/10, at least one burst)")
+    parser.add_argument("--idle-probe", type=float, default=0.0, metavar="S",
+                        help="sustained mode: after each burst, each process's CPU over S idle seconds")
     parser.add_argument("--plot", default="sustained.png", help="sustained mode: the PNG of throughput and RSS")
     parser.add_argument("--shards", type=int, default=DEV_SHARDS,
                         help=f"history shards (default {DEV_SHARDS}, as `kadence dev`)")

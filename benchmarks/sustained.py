@@ -57,6 +57,8 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
             done += n
             row = {"burst": i, "n": n, "done": done, "t": time.monotonic() - t_start, "seconds": elapsed,
                    "wf_per_s": n / elapsed, "cpu_ms_per_wf": {k: v * 1000 / n for k, v in cpu.items()}}
+            if args.idle_probe > 0:
+                row["idle_cpu_ms_per_s"] = await idle_cpu(bench, args.idle_probe)
             bursts.append(row)
             bench.record(bench="sustained_burst", **row)
             pg = ""
@@ -89,12 +91,16 @@ async def sustained(bench: Bench, args: argparse.Namespace) -> None:
                "rss_mb_last": {k: v for k, v in rss[-1].items() if k != "t"},
                "rss_mb_max": {k: max(r[k] for r in rss) for k in rss[0] if k != "t"},
                "pg_first": tables[0] if tables else None, "pg_last": tables[-1] if tables else None,
-               "pg_dead_ratio_max": max((t["dead_ratio"] for t in tables), default=None)}
+               "pg_dead_ratio_max": max((t["dead_ratio"] for t in tables), default=None),
+               **cpu_drift(bursts, window)}
     bench.record(bench="sustained", n=args.sustained, burst=args.burst, **summary)
     print(f"first {window:,}: {first:,.0f} wf/s; last {window:,}: {last:,.0f} wf/s; last/first {last / first:.3f}")
     print("RSS MB first -> last (max): " + ", ".join(
         f"{k} {summary['rss_mb_first'][k]:,.0f} -> {summary['rss_mb_last'][k]:,.0f} ({summary['rss_mb_max'][k]:,.0f})"
         for k in summary["rss_mb_first"]))
+    print("CPU ms per workflow first -> last (drift): " + ", ".join(
+        f"{k} {summary['cpu_ms_per_wf_first'][k]:.3f} -> {summary['cpu_ms_per_wf_last'][k]:.3f} "
+        f"({summary['cpu_drift'][k]:.2f})" for k in summary["cpu_drift"]))
     if tables:
         print(f"PostgreSQL first -> last: {tables[0]['size_mb']:,.0f} -> {tables[-1]['size_mb']:,.0f} MB, "
               f"dead rows {tables[0]['dead_ratio']:.1%} -> {tables[-1]['dead_ratio']:.1%} "
@@ -111,6 +117,41 @@ def _window(bursts: list[dict[str, Any]], window: int, *, first: bool) -> float:
         if n >= window:
             break
     return n / seconds
+
+
+def cpu_drift(bursts: list[dict[str, Any]], window: int) -> dict[str, dict[str, float]]:
+    """Each role's CPU per workflow over the first and the last bursts holding ``window``
+    workflows, and last over first. A process that slows as workflows accumulate shows a
+    drift above 1; so does a machine that got busier (contention makes every process's
+    work cost more), which the worker's and the client's drifts, whose work per workflow
+    does not grow, show beside it."""
+    def over(chosen: list[dict[str, Any]]) -> dict[str, float]:
+        n = sum(b["n"] for b in chosen)
+        return {k: sum(b["cpu_ms_per_wf"][k] * b["n"] for b in chosen) / n for k in chosen[0]["cpu_ms_per_wf"]}
+
+    def take(ordered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        chosen, n = [], 0
+        for b in ordered:
+            chosen.append(b)
+            n += b["n"]
+            if n >= window:
+                break
+        return chosen
+
+    first, last = over(take(bursts)), over(take(list(reversed(bursts))))
+    return {"cpu_ms_per_wf_first": first, "cpu_ms_per_wf_last": last,
+            "cpu_drift": {k: last[k] / first[k] for k in first if first[k] > 0}}
+
+
+async def idle_cpu(bench: Bench, seconds: float) -> dict[str, float]:
+    """Each role's CPU milliseconds per second while no workflow runs (after a second for
+    the burst's stragglers): the background work (periodic loops, log-end looks, fetch
+    waits) that a growing per-workflow figure is otherwise mixed with."""
+    await asyncio.sleep(1.0)
+    before, t0 = bench.roles.cpu(), time.monotonic()
+    await asyncio.sleep(seconds)
+    after, elapsed = bench.roles.cpu(), time.monotonic() - t0
+    return {k: (after[k] - before[k]) * 1000 / elapsed for k in after if k != "machine"}
 
 
 def plot(bursts: list[dict[str, Any]], rss: list[dict[str, Any]], tables: list[dict[str, Any]], path: str) -> None:

@@ -1,6 +1,10 @@
 """A shard's run cache: the mutable states of recent runs, and each workflow's current run.
 
-Both are bounded LRU maps. A state is cached only as committed (a batch that fails
+Both are bounded LRU maps, and closed runs have a smaller bound of their own: a closed
+run's state is seldom read again (a late duplicate, a start that reuses the workflow id:
+both read it back from the store), while thousands of them kept until the whole bound is
+reached made the server's heap, and its CPU per workflow, grow over a long-lived run
+(README, "Sustained runs"). A state is cached only as committed (a batch that fails
 drops what it changed, :meth:`RunCache.forget`); the current-run map may lack a workflow
 (then the store says), and :meth:`RunCache.look_up_current` fills it for a whole batch in
 one query, taking a workflow that the batch only starts as new (the commit checks it).
@@ -22,6 +26,7 @@ from .state import MutableState
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 10_000
+CLOSED_SIZE = 1_000  # closed runs kept of those CACHE_SIZE, the most recently closed
 _START = "StartWorkflowExecution"
 WorkflowKey = tuple[str, str]
 
@@ -35,11 +40,15 @@ class RunStore(Protocol):
 
 
 class RunCache:
-    def __init__(self, store: RunStore, shard_id: int, tails: Tails, *, size: int = CACHE_SIZE) -> None:
+    def __init__(self, store: RunStore, shard_id: int, tails: Tails, *, size: int = CACHE_SIZE,
+                 closed_size: int = CLOSED_SIZE) -> None:
         self.store = store
         self.shard_id = shard_id
         self.size = size
+        self.closed_size = closed_size
         self.runs: OrderedDict[str, MutableState] = OrderedDict()
+        # The cached runs that are closed, least recently remembered first.
+        self.closed: OrderedDict[str, None] = OrderedDict()
         self.current: OrderedDict[WorkflowKey, str] = OrderedDict()
         # Per cached run, its committed events since the last completed workflow task (or
         # the newest of them): workflow tasks carry these instead of the frontend reading
@@ -62,8 +71,18 @@ class RunCache:
         if state.running or (state.namespace, state.workflow_id) not in self.current:
             self.current[(state.namespace, state.workflow_id)] = state.run_id
             self.current.move_to_end((state.namespace, state.workflow_id))
+        if state.running or state.status is None:
+            self.closed.pop(state.run_id, None)
+        else:
+            self.closed[state.run_id] = None
+            self.closed.move_to_end(state.run_id)
+            while len(self.closed) > self.closed_size:
+                evicted, _ = self.closed.popitem(last=False)
+                self.runs.pop(evicted, None)
+                self.tails.pop(evicted, None)
         while len(self.runs) > self.size:
             evicted, _ = self.runs.popitem(last=False)
+            self.closed.pop(evicted, None)
             self.tails.pop(evicted, None)
         while len(self.current) > self.size:
             self.current.popitem(last=False)
@@ -72,6 +91,7 @@ class RunCache:
         """Drop runs a failed batch changed in memory: the store has them as they were."""
         for state in states:
             self.runs.pop(state.run_id, None)
+            self.closed.pop(state.run_id, None)
             self.current.pop((state.namespace, state.workflow_id), None)
 
     async def look_up_current(self, batch: list[Any], *, assume_new: bool = True) -> tuple[

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from benchmarks.bench import Bench, wall_lateness
-from benchmarks.sustained import _window
+from benchmarks.sustained import _window, cpu_drift
 
 
 def test_wall_lateness_is_after_minus_before_minus_the_sleep() -> None:
@@ -33,6 +33,19 @@ def test_windows_cover_the_first_and_last_bursts_holding_the_window() -> None:
     assert _window(bursts, 10, first=True) == 10.0
     assert _window(bursts, 10, first=False) == 2.5
     assert _window(bursts, 20, first=True) == pytest.approx(20 / 3)
+
+
+def test_cpu_drift_is_the_last_window_over_the_first_weighted_by_workflows() -> None:
+    bursts = [{"n": 10, "cpu_ms_per_wf": {"server": 1.0, "worker": 0.2}},
+              {"n": 30, "cpu_ms_per_wf": {"server": 2.0, "worker": 0.2}},
+              {"n": 10, "cpu_ms_per_wf": {"server": 3.0, "worker": 0.4}},
+              {"n": 10, "cpu_ms_per_wf": {"server": 1.5, "worker": 0.0}}]
+    out = cpu_drift(bursts, 20)
+    assert out["cpu_ms_per_wf_first"] == {"server": pytest.approx(1.75), "worker": pytest.approx(0.2)}
+    assert out["cpu_ms_per_wf_last"] == {"server": pytest.approx(2.25), "worker": pytest.approx(0.2)}
+    assert out["cpu_drift"] == {"server": pytest.approx(2.25 / 1.75), "worker": pytest.approx(1.0)}
+    # A role with no CPU in the first window has no ratio rather than a division by zero.
+    assert "worker" not in cpu_drift([{"n": 1, "cpu_ms_per_wf": {"server": 1.0, "worker": 0.0}}], 1)["cpu_drift"]
 
 
 def test_the_visibility_lag_figures_are_one_json_object() -> None:

@@ -15,6 +15,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol import avro
+from kadence_protocol.enums import RunStatus
 from services.common import kafka, outage
 from services.history import engine, redispatch, relay
 from services.history.builder import OutboxMessage
@@ -88,6 +89,23 @@ async def test_the_cache_loads_once_and_evicts_the_least_recent_run_with_its_tai
     await cache.load(b.run_id)
     assert list(cache.runs) == [b.run_id] and cache.tails.get(a.run_id) is None
     assert cache.current[("ns", "b")] == b.run_id
+
+
+async def test_closed_runs_are_kept_to_their_own_smaller_bound_and_running_ones_stay() -> None:
+    running = [await _state(f"r{i}") for i in range(3)]
+    closed = [dataclasses.replace(await _state(f"c{i}"), status=RunStatus.COMPLETED) for i in range(4)]
+    cache = RunCache(Store(), 0, Tails(), size=10, closed_size=2)
+    for state in [running[0], closed[0], running[1], closed[1], closed[2], running[2], closed[3]]:
+        cache.tails.extend(state.run_id, 1, [(1, b"x", {})])
+        cache.remember(state)
+    assert set(cache.runs) == {s.run_id for s in running} | {closed[2].run_id, closed[3].run_id}
+    assert cache.tails.get(closed[0].run_id) is None and cache.tails.get(running[0].run_id) is not None
+    # The workflows' current runs are still known: a closed one is read back from the store.
+    assert cache.current[("ns", "c0")] == closed[0].run_id
+    # A run remembered again once it closed leaves the running ones' share.
+    cache.remember(dataclasses.replace(running[0], status=RunStatus.COMPLETED))
+    assert running[0].run_id in cache.runs and closed[2].run_id not in cache.runs
+    assert list(cache.closed) == [closed[3].run_id, running[0].run_id]
 
 
 async def test_a_failed_batch_forgets_what_it_changed() -> None:
