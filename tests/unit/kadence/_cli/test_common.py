@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from kadence._cli import common
 from kadence._cli.common import Connection, ExitCode, Failed, Output
 from kadence._client import Client
-from kadence.exceptions import RPCError, WorkflowFailureError, WorkflowNotFoundError
+from kadence.exceptions import ResourceExhaustedError, RPCError, WorkflowFailureError, WorkflowNotFoundError
 
 
 @click.group()
@@ -78,6 +78,19 @@ def test_a_workflow_that_did_not_complete_is_said_in_words(status: str, failure:
     with pytest.raises(Failed) as caught:
         common.run(Connection(), work)
     assert caught.value.format_message() == said
+
+
+def test_a_throttled_call_says_the_frontends_refusal_once() -> None:
+    message = "namespace 'shop' is over its limit of 5 requests a second on this frontend; retry after 0.67s"
+
+    async def work(client: Client) -> None:
+        raise ResourceExhaustedError(429, "ResourceExhausted", message, namespace="shop", limit="rps",
+                                     limit_value=5, retry_after=0.67)
+
+    with pytest.raises(Failed) as caught:
+        common.run(Connection(), work)
+    assert caught.value.exit_code == int(ExitCode.UNAVAILABLE)
+    assert caught.value.format_message() == f"throttled: {message}"
 
 
 def test_main_returns_the_exit_code() -> None:
