@@ -204,8 +204,9 @@ def run(conn: Connection, work: Callable[[Client], Awaitable[T]]) -> T:
             raise Failed(ExitCode.UNAVAILABLE, f"cannot reach the frontend at {conn.address} ({detail}); is it"
                                                " running? Point --address or KADENCE_ADDRESS at it") from None
         if isinstance(exc, ResourceExhaustedError):
-            # The frontend's message names the namespace, the limit and the wait already.
-            raise Failed(ExitCode.UNAVAILABLE, f"throttled: {exc.message}") from None
+            # The frontend's message gives the wait already; the limit's key is for scripts.
+            raise Failed(ExitCode.UNAVAILABLE, f"throttled: {exc.message} (namespace {exc.namespace!r}, limit"
+                                               f" {exc.limit})") from None
         where = f" (field {exc.field})" if exc.field else ""
         raise Failed(exit_code_of(exc), f"{exc.error_type}: {exc.message}{where}") from None
     except ValueError as exc:  # the SDK refused an argument before sending anything

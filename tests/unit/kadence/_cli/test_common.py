@@ -90,7 +90,7 @@ def test_a_throttled_call_says_the_frontends_refusal_once() -> None:
     with pytest.raises(Failed) as caught:
         common.run(Connection(), work)
     assert caught.value.exit_code == int(ExitCode.UNAVAILABLE)
-    assert caught.value.format_message() == f"throttled: {message}"
+    assert caught.value.format_message() == f"throttled: {message} (namespace 'shop', limit rps)"
 
 
 def test_main_returns_the_exit_code() -> None:
