@@ -8,9 +8,12 @@ server, and its own broker (``broker``, about 0.3 s to start), both on this mach
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -82,3 +85,60 @@ async def module_broker() -> AsyncIterator[EmbeddedBroker]:
         yield b
     finally:
         b.stop()
+
+
+# pytest-timeout's dump shows threads, and every test here waits in one event loop's select:
+# a few seconds before the timeout, say where each of the loop's tasks is waiting instead.
+_SESSION_LOOP: list[asyncio.AbstractEventLoop] = []
+_DUMP_BEFORE_TIMEOUT_S = 5.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _session_loop() -> AsyncIterator[None]:
+    _SESSION_LOOP.append(asyncio.get_running_loop())
+    yield
+
+
+def _awaiting(coro: object) -> list[str]:
+    """Where a task's coroutine chain waits, outermost first."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+    return lines
+
+
+def _dump_tasks(nodeid: str) -> None:
+    if not _SESSION_LOOP:
+        return
+    for _ in range(5):  # the set may change under us while the loop runs
+        try:
+            tasks = list(asyncio.all_tasks(_SESSION_LOOP[0]))
+            break
+        except RuntimeError:
+            continue
+    else:
+        return
+    out = [f"\n===== {nodeid}: close to its timeout; {len(tasks)} tasks of the event loop wait at ====="]
+    for task in tasks:
+        out.append(f"  {task.get_name()}:")
+        out.extend(_awaiting(task.get_coro()))
+    print("\n".join(out), file=sys.stderr, flush=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    marker = item.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    timer = None
+    if timeout > _DUMP_BEFORE_TIMEOUT_S:
+        timer = threading.Timer(timeout - _DUMP_BEFORE_TIMEOUT_S, _dump_tasks, args=(item.nodeid,))
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()

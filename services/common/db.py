@@ -106,9 +106,22 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]
     acquire waits for it as for any connection in use, and ``close`` waits for it.
     """
 
+    # asyncpg's close waits for every connection in use, however long; a service's stop
+    # must end (a supervisor or a test waits for it), so past this the rest are cut off.
+    close_wait_s = 10.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._giving_back: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(super().close(), self.close_wait_s)
+        except TimeoutError:
+            # asyncpg terminated the pool when its close was cancelled; this says why.
+            log.warning("closing the database pool: connections still in use after %.0f s were cut off",
+                        self.close_wait_s)
+            self.terminate()
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         return str(await self._one(lambda con: con.execute(query, *args, timeout=timeout)))

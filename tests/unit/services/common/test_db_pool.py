@@ -88,3 +88,13 @@ async def test_a_cancelled_query_gives_its_connection_back(fresh_dsn: str) -> No
             assert await pool.fetchval("SELECT 41 + 1") == 42
     finally:
         await pool.close()
+
+
+async def test_close_ends_even_with_a_connection_never_given_back(fresh_dsn: str) -> None:
+    # A stop must not hang on a connection some task holds forever (asyncpg's close waits).
+    pool = await db.create_pool(fresh_dsn, min_size=1, max_size=2)
+    pool.close_wait_s = 0.3
+    held = await pool.acquire()
+    await asyncio.wait_for(pool.close(), timeout=5)
+    with pytest.raises(asyncpg.InterfaceError):  # cut off, not left open beside a closed pool
+        await held.fetchval("SELECT 1")
