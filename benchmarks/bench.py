@@ -133,6 +133,16 @@ async def spawn(module: str, args: list[str], log: Path, ready: str, *, cwd: Pat
         raise
 
 
+async def spawn_dev(tmp: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``kadence dev`` on free ports with its data and log under ``tmp``; return the
+    process and its frontend URL once it is running."""
+    port, kafka_port = free_port(), free_port()
+    server, _ = await spawn("kadence.cli", ["dev", "--data-dir", str(tmp / "data"), "--port", str(port),
+                                            "--kafka-port", str(kafka_port)], tmp / "server.log",
+                            "Kadence is running", env=env)
+    return server, f"http://127.0.0.1:{port}"
+
+
 async def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

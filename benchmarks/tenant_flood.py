@@ -33,9 +33,8 @@ from typing import Any
 from kadence import Client, ResourceExhaustedError
 from kadence.exceptions import RPCError
 from services.common import loop as _loop
-from services.common.embedded import free_port
 
-from .bench import ROOT, _pct, spawn, stop_processes
+from .bench import ROOT, _pct, spawn, spawn_dev, stop_processes
 
 
 async def _flood(args: argparse.Namespace) -> None:
@@ -94,14 +93,10 @@ def _stats(latencies: list[float]) -> dict[str, float | int | None]:
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kadence-flood-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
-    port, kafka_port = free_port(), free_port()
     env = {**os.environ, "KADENCE_NAMESPACE_RPS": "0"}
     try:
-        server, _ = await spawn("kadence.cli", ["dev", "--data-dir", str(tmp / "data"), "--port", str(port),
-                                                "--kafka-port", str(kafka_port)], tmp / "server.log",
-                                "Kadence is running", cwd=ROOT, env=env)
+        server, target = await spawn_dev(tmp, env)
         processes.append(server)
-        target = f"http://127.0.0.1:{port}"
         async with await Client.connect(target, batch_calls=False) as admin:
             for ns in ("flood", "quiet"):
                 await admin.create_namespace(ns, retention="1d")

@@ -27,9 +27,8 @@ from typing import Any
 
 from kadence import Client
 from services.common import loop as _loop
-from services.common.embedded import free_port
 
-from .bench import ROOT, WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, stop_processes
+from .bench import ROOT, WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, spawn_dev, stop_processes
 from .workflows import OneActivity
 
 LOOK_BACK_MS = 3_000  # rows may become listable out of close order (partitions lag apart)
@@ -58,14 +57,10 @@ async def _watch(client: Client, queue: str, seen: dict[str, float], stop: async
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kadence-vis-bench-"))
     processes = []
-    port, kafka_port = free_port(), free_port()
     env = {**os.environ}
     try:
-        server, _ = await spawn("kadence.cli", ["dev", "--data-dir", str(tmp / "data"), "--port", str(port),
-                                                "--kafka-port", str(kafka_port)], tmp / "server.log",
-                                "Kadence is running", cwd=ROOT, env=env)
+        server, target = await spawn_dev(tmp, env)
         processes.append(server)
-        target = f"http://127.0.0.1:{port}"
         worker, _ = await spawn("benchmarks.worker", [
             "--target", target, "--workflow-tasks", str(WORKER_WORKFLOW_TASKS),
             "--tasks-per-poll", str(WORKER_TASKS_PER_POLL)], tmp / "worker.log", "worker ready", cwd=ROOT, env=env)

@@ -27,6 +27,7 @@ from kadence_protocol import avro
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
 from services.common import outage, unreadable
 from services.common.aio import cancel
+from services.common.config import Settings
 from services.common.health import HealthReport
 from services.common.kafka import REPLIES
 from services.common.supervision import Fatal, watch
@@ -34,9 +35,8 @@ from services.common.supervision import Fatal, watch
 log = logging.getLogger(__name__)
 
 # A start's reply comes in milliseconds when history is up; a shard being taken over after
-# a crash answers within its session timeout (seconds). Past this, say so on /health
-# (the default of Settings.health_unanswered_ms).
-UNANSWERED_AFTER_S = 10.0
+# a crash answers within its session timeout (seconds). Past this, say so on /health.
+UNANSWERED_AFTER_S = Settings.health_unanswered_ms / 1000
 
 
 class Target(NamedTuple):

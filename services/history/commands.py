@@ -42,10 +42,12 @@ def clashes(s: MutableState, commands: list[Command]) -> str | None:
     earlier command of the task) has, or whose timer id a pending timer has, else None. As
     in Temporal: an activity is addressed by its id (an async completion by ids, describe),
     and a timer by its id (CancelTimer), so two pending at once would be one address."""
-    activity_ids = {a.activity_id for a in s.activities.values()}
+    activity_ids: set[str] | None = None  # built at the first activity: most tasks schedule none
     for i, c in enumerate(commands):
         a = c.attributes
         if c.command_type == CommandType.SCHEDULE_ACTIVITY_TASK:
+            if activity_ids is None:
+                activity_ids = {x.activity_id for x in s.activities.values()}
             if a["activity_id"] in activity_ids:
                 return f"commands[{i}]: activity_id {a['activity_id']!r} is in use by a pending activity"
             activity_ids.add(a["activity_id"])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from kadence import Client
 from services.cluster import Cluster
+from services.common import telemetry
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 
@@ -52,3 +53,15 @@ async def client(cluster: Cluster) -> AsyncIterator[Client]:
         yield c
     finally:
         await c.close()
+
+
+@pytest.fixture
+def metrics_url() -> Iterator[str]:
+    """A Prometheus endpoint of this process's meter provider; services started after it
+    report there. Ask for it before the cluster fixture."""
+    signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
+    assert signals.metrics_url is not None
+    try:
+        yield signals.metrics_url
+    finally:
+        signals.shutdown()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
 from kadence import Client, Worker
-from services.common import telemetry
 from tests.helpers import eventually
 
 from .test_metrics import _value
@@ -19,14 +17,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(autouse=True)
-def metrics_url() -> Iterator[str]:
-    """Autouse, so the meter provider is installed before the cluster fixture starts the services."""
-    signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
-    assert signals.metrics_url is not None
-    try:
-        yield signals.metrics_url
-    finally:
-        signals.shutdown()
+def _meter_first(metrics_url: str) -> None:
+    """The meter provider is installed before the cluster fixture starts the services."""
 
 
 async def test_visibility_lag_and_delay_are_metrics(client: Client, metrics_url: str) -> None:
