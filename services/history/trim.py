@@ -60,12 +60,13 @@ class KeepWindow:
     only once its shard had moved past it that long ago."""
 
     keep_s: float
-    _seen: collections.deque[tuple[float, dict[int, int]]] = field(default_factory=collections.deque)
+    _seen: collections.deque[tuple[float, dict[int, int]]] = field(default_factory=collections.deque, init=False,
+                                                                   repr=False)
 
     def bounds(self, now: float, stored: Mapping[int, int]) -> dict[int, int]:
         """Record ``stored`` (partition -> stored offset, read now) and return, per
-        partition, the offset below which records may go: the oldest-enough offset seen,
-        never above the one stored now, less the record resume.py reads."""
+        partition, the offset below which records may go: the newest offset seen at least
+        ``keep_s`` ago, never above the one stored now, less the record resume.py reads."""
         self._seen.append((now, dict(stored)))
         old: dict[int, int] | None = None
         while self._seen and self._seen[0][0] <= now - self.keep_s:
