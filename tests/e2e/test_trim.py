@@ -134,7 +134,7 @@ async def test_the_shards_carry_on_once_the_trimmer_has_given_up(broker: Embedde
     await service.start()
     try:
         async with Topics(broker.bootstrap) as io:
-            for _ in range(2):
+            for _ in range(2 * SHARDS + 1):  # one shard at least has applied 3: its offset 1 can go
                 first = start_record(f"trim-{uuid.uuid4().hex[:6]}")
                 await io.send("StartWorkflowExecution", first)
                 assert (await io.next("kadence.replies", request_id=first["request_id"]))["ok"]
