@@ -146,3 +146,15 @@ async def test_the_shards_carry_on_once_the_trimmer_has_given_up(broker: Embedde
         assert service.fatal.reason is None
     finally:
         await service.stop()
+
+
+async def test_an_interval_of_0_runs_no_trimmer(broker: EmbeddedBroker, fresh_dsn: str) -> None:
+    await db.migrate(fresh_dsn)
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    service = HistoryService(settings_for(broker.bootstrap, fresh_dsn, trim_interval_s=0))
+    await service.start()
+    try:
+        assert service.trimmer is None
+        assert not [job for job in service._jobs if job.get_name() == "history-trim"]
+    finally:
+        await service.stop()
