@@ -104,6 +104,10 @@ class Settings:
     retention_interval_ms: int = 60_000
     retention_batch: int = 500
     scheduler_interval_ms: int = 1_000
+    # How often history deletes the kadence.requests records its shards have applied, and how
+    # long after a shard moved past a record it goes (services/history/trim.py); 0: never.
+    trim_interval_s: int = 60
+    trim_keep_s: int = 600
     # Each frontend process's limits per namespace (services/frontend/quotas.py), unless the
     # namespace's own override says otherwise; 0: no limit. The request rate sits well above a
     # busy tenant's (the benchmarks run ~1,000 workflows/s in one namespace).
@@ -293,6 +297,10 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
                low=1),
     EnvSetting("KADENCE_SCHEDULER_INTERVAL_MS", "scheduler_interval_ms", EnvKind.INT, _H,
                "how often the scheduler looks", low=1),
+    EnvSetting("KADENCE_TRIM_INTERVAL_S", "trim_interval_s", EnvKind.INT, _H,
+               "how often applied kadence.requests records are deleted (DeleteRecords; 0: never)"),
+    EnvSetting("KADENCE_TRIM_KEEP_S", "trim_keep_s", EnvKind.INT, _H,
+               "how long an applied kadence.requests record is kept before it is deleted"),
     EnvSetting("KADENCE_STALL_AFTER_MS", "stall_after_ms", EnvKind.INT, _H,
                "a shard retrying this long is reported stalled (/health 503)"),
     EnvSetting("KADENCE_HISTORY_HEALTH_HOST", "history_health_host", EnvKind.TEXT, _H,

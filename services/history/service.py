@@ -57,6 +57,7 @@ from .scheduler import Scheduler
 from .shard import Shard, ShardConfig
 from .store import HistoryStore
 from .telemetry import ObserverFactory, observer_factory
+from .trim import RequestTrimmer
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class HistoryService:
         self._observer: ObserverFactory | None = None
         self._stopping = False
         self._jobs: list[asyncio.Task[Any]] = []
+        self.trimmer: RequestTrimmer | None = None
         self.tasks: TaskSink = tasks or OutboxTasks()
         self.replies: ReplySink = replies or OutboxReplies()
         self.notices: CommitNotices = NO_NOTICES  # set by start() when tasks go through the outbox
@@ -249,11 +251,20 @@ class HistoryService:
                                                 self.scheduler.round), name="history-scheduler"),
                   "the scheduler", self.fatal),
         ]
+        if s.trim_interval_s > 0:
+            # Its own connection: a broker that drops it on DeleteRecords disturbs no shard.
+            self.trimmer = RequestTrimmer(self.pool, self.owned, s.kafka_bootstrap, s.kafka_security,
+                                          keep_s=s.trim_keep_s)
+            self._jobs.append(watch(asyncio.create_task(
+                run_every(f"trimming {kafka.REQUESTS}", lambda: s.trim_interval_s, self.trimmer.round),
+                name="history-trim"), "the kadence.requests trimmer", self.fatal))
 
     async def stop(self) -> None:
         self._stopping = True
         for job in self._jobs:
             await cancel(job)
+        if self.trimmer is not None:
+            await self.trimmer.close()
         if self.health_server is not None:
             await self.health_server.stop()
         await cancel(self._gate_task)
