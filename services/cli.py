@@ -251,7 +251,10 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
             task_token_keys=token_keys,
             # Its own broker speaks plain Kafka on loopback, whatever KADENCE_KAFKA_* says.
             kafka_security=KafkaSecurity(),
-            insecure=True if args.insecure else None)
+            insecure=True if args.insecure else None,
+            # Its broker cannot delete records (README, "What is deleted from the broker"):
+            # no trimmer, unless asked for by name.
+            trim_interval_s=None if os.environ.get("KADENCE_TRIM_INTERVAL_S") else 0)
         cluster = Cluster(settings)
         await cluster.start()
         lock.describe(cluster.url)
