@@ -25,7 +25,7 @@ from kadence_protocol.tracing import tracer
 from services.common import db, internal_auth, outage
 from services.common.bind import UnsafeBind
 from services.common.colocation import CommandBus, KafkaCommands, TracedCommands, traced_commands
-from services.common.command_notices import HistoryOwners, NoticedCommands, owner_name
+from services.common.command_notices import HistoryOwners, NoticedCommands
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.health import HealthSource, health_answer
@@ -34,6 +34,7 @@ from services.common.kafka import new_producer
 from services.common.matching import LocalMatchingService, MatchingClient
 from services.common.namespaces import NamespaceLimits, NamespaceRegistry, NamespaceStore
 from services.common.read_bound import BoundedReads
+from services.common.reply_notices import reply_to_of
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware, metrics
 from services.common.validation import Limits
@@ -373,7 +374,7 @@ class FrontendService:
             log.warning("%s; reply notices are off", exc)  # replies then come by fetch alone
             return s.instance_id
         self.reply_notices = ReplyNoticeServer(self.take_replies, s.internal_key)
-        return owner_name(s.instance_id, await self.reply_notices.start(s.frontend_internal_host))
+        return reply_to_of(s.instance_id, await self.reply_notices.start(s.frontend_internal_host), s.internal_key)
 
     @property
     def instance_id(self) -> str:
