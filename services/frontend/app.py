@@ -71,15 +71,18 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 MAX_REQUEST_LINE = 32 * 1024
 # The calls a namespace's limits count (quotas.py), by handler name. Worker calls (task
 # answers, heartbeats, query answers) are not here: a tenant's flood of starts must not keep
-# its own workers from finishing its runs. Namespace and schedule administration is not either.
+# its own workers from finishing its runs. Namespace and schedule administration is not either,
+# but a schedule's trigger is: it starts a run, and must not be a start past the rate.
 LIMITED: dict[str, QuotaKind] = {
     **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
                      "update", "query", "describe", "history", "result", "result_batch",
-                     "list_search_attributes", "register_search_attribute"), QuotaKind.API),
+                     "list_search_attributes", "register_search_attribute", "trigger_schedule"), QuotaKind.API),
     **dict.fromkeys(("list_workflows", "count_workflows"), QuotaKind.VISIBILITY),
     **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), QuotaKind.POLLS),
 }
-PER_ITEM = frozenset({"start_batch"})  # counted once per start it carries
+# Calls sent together, counted once per item they carry (the body's list of that name), as
+# the same items sent one by one would be.
+PER_ITEM = {"start_batch": "starts", "result_batch": "waits"}
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -133,7 +136,7 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
     # The body schema of the OpenAPI document is the contract: checked before the handler runs.
     schema = request_schema(name) if has_body else None
     kind = None if quotas is None else LIMITED.get(name)
-    per_item = name in PER_ITEM
+    per_item = PER_ITEM.get(name)
 
     async def route(request: web.Request) -> web.StreamResponse:
         mark = None
@@ -159,7 +162,7 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
                     quotas.admit(ns, kind, 0.0 if per_item else 1.0)
             body = parse_json_body(await request.read()) if has_body else {}
             if per_item and quotas is not None and ns is not None:
-                items = body.get("starts")  # a batch costs what its starts would one by one
+                items = body.get(per_item)  # a batch costs what its items would one by one
                 quotas.charge(ns, QuotaKind.API, max(1, len(items) if isinstance(items, list) else 1))
             if schema is not None:
                 check_body(schema, body, COMPONENTS)
@@ -234,7 +237,7 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
     for method, path, name in ADMIN_ROUTES if admin is not None else ():
         app.router.add_route(method, _any_segment(path),
                              _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,
-                                    namespaces=None if name == "create_namespace" else registry))
+                                    namespaces=None if name == "create_namespace" else registry, quotas=quotas))
     for method, path, name in TASK_QUEUE_ROUTES if task_queues is not None else ():
         app.router.add_route(method, _any_segment(path),
                              _route(task_queues, name, has_body=False, auth=auth, namespaces=registry))

@@ -1,0 +1,75 @@
+"""Hostile callers against the per-namespace limits (services/frontend/quotas.py) on a whole
+cluster: a limit set to an extreme value must still answer 429 with a usable Retry-After, and
+a call that does the work of many (a batch of result waits, a schedule's trigger) must not
+slip past the rate that the same work one call at a time is held to."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from services.cluster import Cluster
+
+from .test_namespace_limits import _id, limited, metrics_url
+
+__all__ = ["limited", "metrics_url"]  # the fixtures
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def _patch_limits(http: aiohttp.ClientSession, url: str, ns: str, limits: dict[str, float]) -> None:
+    async with http.patch(f"{url}/api/v1/namespaces/{ns}", json={"limits": limits}) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_extreme_rates_are_refused_and_the_smallest_gives_a_usable_retry_after(limited: Cluster) -> None:
+    # Held: the schema bounds a rate to [0.001, 1e9]; 5e-324 (positive, an infinite wait) and
+    # 1e308 are 400. At the floor, a refusal names a finite wait.
+    describe = f"{limited.url}/api/v1/namespaces/flood/workflows/nobody"
+    async with aiohttp.ClientSession() as http:
+        for bad in (5e-324, 1e308, -1, 0):
+            async with http.patch(f"{limited.url}/api/v1/namespaces/flood", json={"limits": {"rps": bad}}) as resp:
+                assert (resp.status, (await resp.json())["field"]) == (400, "limits.rps"), bad
+        await _patch_limits(http, limited.url, "flood", {"rps": 0.001})
+        statuses = []
+        for _ in range(3):
+            async with http.get(describe) as resp:
+                statuses.append((resp.status, resp.headers.get("Retry-After"), await resp.json()))
+    assert statuses[0][0] == 404  # the bucket's one token
+    for status, retry_after, body in statuses[1:]:
+        assert (status, body["error"]) == (429, "ResourceExhausted"), body
+        assert retry_after is not None and 1 <= int(retry_after) <= 1000
+        assert 0 < body["retry_after_ms"] <= 1_000_000
+
+
+async def test_a_batch_of_result_waits_costs_what_its_waits_would_one_by_one(limited: Cluster) -> None:
+    base = f"{limited.url}/api/v1/namespaces/flood"
+    async with aiohttp.ClientSession() as http:
+        await _patch_limits(http, limited.url, "flood", {"rps": 5})  # a burst of 10
+        waits = [{"workflow_id": _id("nobody"), "wait": "0s"} for _ in range(200)]
+        async with http.post(f"{base}/workflow-results", json={"waits": waits}) as resp:
+            assert resp.status == 200, await resp.text()
+            await resp.read()
+        # 200 reads were served for the namespace: its bucket is 190 in debt, and a lone
+        # describe is refused, as after 200 result calls one by one.
+        async with http.get(f"{base}/workflows/nobody") as resp:
+            body = await resp.json()
+    assert (resp.status, body.get("limit")) == (429, "rps"), body
+
+
+async def test_triggering_a_schedule_counts_against_the_namespace_rate(limited: Cluster) -> None:
+    base = f"{limited.url}/api/v1/namespaces/flood"
+    sid = _id("sched")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/schedules", json={
+                "schedule_id": sid, "spec": {"interval": "1h"}, "paused": True,
+                "action": {"workflow_type": "EchoWorkflow", "task_queue": "q-none", "input": ["x"]}}) as resp:
+            assert resp.status == 201, await resp.text()
+        await _patch_limits(http, limited.url, "flood", {"rps": 1})  # a burst of 2
+        statuses = []
+        for _ in range(6):  # each trigger starts a run: a start by another route
+            async with http.post(f"{base}/schedules/{sid}/trigger", json={}) as resp:
+                statuses.append(resp.status)
+                await resp.read()
+    assert 429 in statuses, statuses
+    assert statuses[0] != 429
