@@ -32,7 +32,7 @@ from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.matching import LocalMatchingService, MatchingClient
-from services.common.namespaces import NamespaceLimits, NamespaceRegistry, NamespaceStore
+from services.common.namespaces import MISS_READ_INTERVAL_S, NamespaceLimits, NamespaceRegistry, NamespaceStore
 from services.common.read_bound import BoundedReads
 from services.common.reply_notices import reply_to_of
 from services.common.supervision import Fatal
@@ -292,6 +292,7 @@ class FrontendService:
         self.command_notices: NoticedCommands | None = None  # set by start() when history runs elsewhere
         self.reply_notices: ReplyNoticeServer | None = None  # likewise
         self.quotas: Quotas | None = None  # each namespace's limits here (quotas.py); set by start()
+        self.namespaces: NamespaceRegistry | None = None  # which are registered (namespaces.py); likewise
 
     async def start(self) -> None:
         s = self.settings
@@ -334,7 +335,8 @@ class FrontendService:
         engine.open()
         handlers = Handlers(engine, VisibilityReads(self._pool, read_timeout=s.read_timeout_ms / 1000))
         reads = BoundedReads(self._pool, s.read_timeout_ms / 1000)
-        admin = AdminHandlers(self._pool, NamespaceRegistry(reads), shards=s.shards,
+        self.namespaces = NamespaceRegistry(reads, miss_read_interval=MISS_READ_INTERVAL_S)
+        admin = AdminHandlers(self._pool, self.namespaces, shards=s.shards,
                               min_retention_ms=s.min_retention_ms, read_timeout=s.read_timeout_ms / 1000)
         task_queues = TaskQueueReads(reads, self._matching)
         # The UI reads the pool itself too (start records, chain checks, the audit): bounded.

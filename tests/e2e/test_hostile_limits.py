@@ -5,10 +5,15 @@ slip past the rate that the same work one call at a time is held to."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+
 import aiohttp
 import pytest
 
 from services.cluster import Cluster
+from services.common.namespaces import MISS_READ_INTERVAL_S
 
 from .test_namespace_limits import _id, limited, metrics_url
 
@@ -73,3 +78,31 @@ async def test_triggering_a_schedule_counts_against_the_namespace_rate(limited: 
                 await resp.read()
     assert 429 in statuses, statuses
     assert statuses[0] != 429
+
+
+async def test_calls_to_many_unregistered_namespaces_do_not_each_read_postgresql(limited: Cluster) -> None:
+    # An unregistered namespace has no limits of its own (it is refused 404): a caller cycling
+    # through made-up names must not make every call a read of the namespaces table.
+    registry = limited.frontend.namespaces
+    assert registry is not None
+    before = registry.reads
+    names = [f"made-up-{uuid.uuid4().hex[:10]}" for _ in range(200)]
+
+    async def describe(http: aiohttp.ClientSession, ns: str) -> int:
+        async with http.get(f"{limited.url}/api/v1/namespaces/{ns}/workflows/x") as resp:
+            await resp.read()
+            return resp.status
+
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        statuses = await asyncio.gather(*(describe(http, ns) for ns in names))
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {404}
+    reads = registry.reads - before
+    assert reads <= 2 + elapsed / MISS_READ_INTERVAL_S, (reads, elapsed)
+    # Case and encoding are not other namespaces: "FLOOD" is unregistered, "%66lood" is "flood".
+    async with aiohttp.ClientSession() as http:
+        assert await describe(http, "FLOOD") == 404
+        assert await describe(http, "%66lood") == 404  # the workflow x: not found in "flood"
+        async with http.get(f"{limited.url}/api/v1/namespaces/%66lood/workflows/x") as resp:
+            assert (await resp.json())["error"] == "WorkflowNotFound"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -245,3 +246,24 @@ def test_every_namespace_and_schedule_route_is_classified_and_documented() -> No
         "create_namespace", "list_namespaces", "update_namespace"}
     documented = {op["operationId"] for path in document()["paths"].values() for op in path.values()}
     assert names <= documented
+
+
+async def test_misses_of_many_names_share_reads_started_at_most_once_per_interval() -> None:
+    pool = _Pool({"default"})
+    registry = NamespaceRegistry(pool, miss_read_interval=0.05)  # type: ignore[arg-type]
+    found = await asyncio.gather(*(registry.is_registered(f"made-up-{i}") for i in range(50)))
+    # The first miss starts a read; those that came after it wait for the next, one for them all.
+    assert not any(found) and pool.fetches <= 2
+    before = pool.fetches
+    pool.names.add("new")  # created by another frontend just now
+    assert await registry.is_registered("new") and pool.fetches == before + 1  # a read that started after
+
+
+async def test_history_reads_on_each_miss_without_waiting() -> None:
+    pool = _Pool({"default"})
+    registry = NamespaceRegistry(pool)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(5):
+        assert not await registry.is_registered(f"made-up-{i}")
+    assert pool.fetches == 5 and loop.time() - started < 0.05
