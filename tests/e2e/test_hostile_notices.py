@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
 import uuid
+from collections import Counter
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,18 +21,24 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from yarl import URL
 
+from kadence import Client, Worker, activity
 from kadence import kafka as ingress
 from services.cluster import Cluster
-from services.common import command_notices, reply_notices
+from services.common import command_notices, db, kafka, reply_notices
 from services.common.bind import serve
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
+from services.frontend import FrontendService
+from services.matching import MatchingService
 from tests.helpers import eventually
 
-from .test_command_notices import KEY, _run_workflows, separate
+from .test_command_notices import KEY, _history_process, _run_workflows, separate
 from .test_ingress import _reply
+from .workflows import EchoWorkflow
 
 __all__ = ["separate"]  # the fixture
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.mark.parametrize("tail", ["", "/api/v1/namespaces/default/workflows/x/terminate?ignored="],
@@ -139,3 +149,77 @@ async def test_a_frontend_whose_notice_endpoint_hangs_does_not_stall_history(sep
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_repeats_nothing(
+        broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> None:
+    """History in its own process (``python -m services.history``), frontend and matching here,
+    notices on between them. History is killed (-9) while starts, task notices and reply
+    notices are in flight, and started again: every start acknowledged completes, each
+    workflow's activity completing once, with the result of its own input."""
+    await db.migrate(fresh_dsn)
+    await kafka.ensure_topics(broker.bootstrap, 2, 2)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, internal_key=KEY)
+    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_DATABASE_URL": fresh_dsn,
+           "KADENCE_SHARDS": "2", "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": "2000",
+           "KADENCE_INTERNAL_KEY": KEY}
+    log = tmp_path / "history.log"
+    procs = [_history_process(env, log)]
+    pool = await db.create_pool(fresh_dsn)
+    matching = MatchingService(settings, pool=pool)
+    frontend: FrontendService | None = None
+    ran: Counter[str] = Counter()
+
+    @activity.defn(name="echo")
+    async def counted_echo(value: str) -> str:
+        ran[activity.info().workflow_id] += 1
+        return value
+
+    async def owners_serve() -> bool:
+        if procs[-1].poll() is not None:
+            pytest.fail(f"the history process exited; see {log}")
+        rows = await pool.fetch("SELECT owner FROM shards")
+        return len(rows) == 2 and all(command_notices.owner_address(r["owner"]) for r in rows)
+
+    try:
+        await matching.start()
+        frontend = FrontendService(settings, pool=pool)
+        await frontend.start()
+        await eventually(owners_serve, timeout=60, every=0.1, what="history owning both shards, serving notices")
+        tq = "q-history-killed"
+        async with await Client.connect(frontend.url, namespace="default") as client, \
+                Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[counted_echo]):
+            ids = [f"killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
+            handles = [await client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq) for wid in ids[:10]]
+            # The next starts race the kill: each that is acknowledged must complete.
+            starting = [asyncio.create_task(client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq))
+                        for wid in ids[10:]]
+            await eventually(lambda: sum(ran.values()) >= 5, timeout=30, what="some activities run")
+            procs[-1].kill()
+            assert len(ran) < len(ids), "the kill came after every workflow's activity: it tests nothing"
+            procs[-1].wait(timeout=10)
+            procs.append(_history_process(env, log))
+            handles += await asyncio.wait_for(asyncio.gather(*starting), 90)
+            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
+            histories = [await h.history() for h in handles]
+        assert results == ids
+        assert set(ran) == set(ids)
+        # A task may be handed out twice across the kill (decision 0015); it is applied once.
+        for wid, events in zip(ids, histories, strict=True):
+            kinds = Counter(e["event_type"] for e in events)
+            assert (kinds["WorkflowExecutionStarted"], kinds["ActivityTaskScheduled"], kinds["ActivityTaskCompleted"],
+                    kinds["WorkflowExecutionCompleted"]) == (1, 1, 1, 1), (wid, kinds)
+    finally:
+        if frontend is not None:
+            await frontend.stop()
+        await matching.stop()
+        await pool.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
