@@ -11,7 +11,9 @@ its runs.
 
 The limits are the cluster's defaults (``Settings``) unless the namespace's row overrides
 them (migration 0019). The overrides are held in memory and read again from PostgreSQL in
-the background at most every ``refresh_s``; a call never waits for that read.
+the background at most every ``refresh_s``; a call never waits for that read. A change made
+through this frontend is in force here at once, and a read that began before it does not
+undo it.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class Quotas:
         self._polls: Counter[str] = Counter()
         self._next_refresh = 0.0  # the first call reads the overrides
         self._refreshing: asyncio.Task[None] | None = None
+        # Changes made here, by a count of them: a read that began before one must not undo it.
+        self._changes = 0
+        self._changed_at: dict[str, int] = {}
         self.refused: Counter[tuple[str, Kind]] = Counter()  # for /metrics and tests
         self.on_refused: Callable[[str, Kind], None] | None = None
 
@@ -103,6 +108,8 @@ class Quotas:
     def set_override(self, ns: str, override: Limits) -> None:
         """A namespace whose limits this process has just changed: in force at once here."""
         self._overrides[ns] = override
+        self._changes += 1
+        self._changed_at[ns] = self._changes
         self._forget(ns)
 
     def _forget(self, ns: str) -> None:
@@ -178,11 +185,17 @@ class Quotas:
 
     async def _reload(self) -> None:
         assert self._read is not None
+        began = self._changes
         try:
             found = dict(await self._read())
         except Exception:  # the limits in force stay; the next refresh tries again
             log.warning("reading the namespaces' limits failed; keeping those in force", exc_info=True)
             return
+        for ns, at in list(self._changed_at.items()):
+            if at > began:  # changed here while the read ran: the read may predate it
+                found[ns] = self._overrides.get(ns, Limits())
+            else:
+                del self._changed_at[ns]
         for ns in set(found) | set(self._overrides):
             if found.get(ns) != self._overrides.get(ns):
                 self._forget(ns)
