@@ -69,20 +69,23 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
-# The calls a namespace's limits count (quotas.py), by handler name. Worker calls (task
-# answers, heartbeats, query answers) are not here: a tenant's flood of starts must not keep
-# its own workers from finishing its runs. Namespace and schedule administration is not either,
-# but a schedule's trigger is: it starts a run, and must not be a start past the rate.
+# The calls a namespace's limits count (quotas.py), by handler name. Worker answers (task
+# answers, heartbeats, query answers) count against a bucket of their own: a tenant's flood of
+# starts must not keep its own workers from finishing its runs. Namespace and schedule
+# administration is not counted, but a schedule's trigger is: it starts a run.
 LIMITED: dict[str, QuotaKind] = {
     **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
                      "update", "query", "describe", "history", "result", "result_batch",
                      "list_search_attributes", "register_search_attribute", "trigger_schedule"), QuotaKind.API),
     **dict.fromkeys(("list_workflows", "count_workflows"), QuotaKind.VISIBILITY),
     **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), QuotaKind.POLLS),
+    **dict.fromkeys(("complete_workflow_task", "fail_workflow_task", "timer_ahead_workflow_task", "respond_query",
+                     "complete_activity_task", "fail_activity_task", "heartbeat_activity_task",
+                     "cancel_activity_task", "answer_tasks"), QuotaKind.ANSWERS),
 }
 # Calls sent together, counted once per item they carry (the body's list of that name), as
 # the same items sent one by one would be.
-PER_ITEM = {"start_batch": "starts", "result_batch": "waits"}
+PER_ITEM = {"start_batch": "starts", "result_batch": "waits", "answer_tasks": "answers"}
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -161,9 +164,9 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
                 else:  # a batch is refused here too when no token is left, before its body is read
                     quotas.admit(ns, kind, 0.0 if per_item else 1.0)
             body = parse_json_body(await request.read()) if has_body else {}
-            if per_item and quotas is not None and ns is not None:
+            if per_item and kind is not None and quotas is not None and ns is not None:
                 items = body.get(per_item)  # a batch costs what its items would one by one
-                quotas.charge(ns, QuotaKind.API, max(1, len(items) if isinstance(items, list) else 1))
+                quotas.charge(ns, kind, max(1, len(items) if isinstance(items, list) else 1))
             if schema is not None:
                 check_body(schema, body, COMPONENTS)
             status, answer = await method(request.match_info, request.query, body)
@@ -345,7 +348,7 @@ class FrontendService:
         self.quotas = quotas = Quotas(
             NamespaceLimits(s.namespace_rps or None, s.namespace_concurrent_polls or None,
                             s.namespace_visibility_rps or None),
-            NamespaceStore(reads).limits)
+            NamespaceStore(reads).limits, answer_rps=s.namespace_answer_rps or None)
         quotas.on_refused = _count_refusal
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues),
                         quotas)

@@ -5,9 +5,10 @@ would delay every tenant's commands (docs/security.md, "Sharing a cluster betwee
 Each frontend process keeps, per namespace, a token bucket for the user API (starts, signals,
 updates, queries, ...), a count of open long polls, and a token bucket for visibility queries
 (list, count). A call over a limit is refused before its handler runs, so nothing of it
-reaches Kafka: ``ResourceExhausted`` (429, ``Retry-After``). Worker calls (task answers,
-heartbeats) are never limited: a tenant's own flood must not keep its workers from finishing
-its runs.
+reaches Kafka: ``ResourceExhausted`` (429, ``Retry-After``). Worker answers (task answers,
+heartbeats, query answers) have a bucket of their own at a far higher rate, so a tenant's
+own flood of API calls never keeps its workers from finishing its runs, while a flood of
+answers cannot write to the log every namespace shares without bound.
 
 The limits are the cluster's defaults (``Settings``) unless the namespace's row overrides
 them (migration 0019). The overrides are held in memory and read again from PostgreSQL in
@@ -42,6 +43,7 @@ class Kind(enum.Enum):
     API = "rps"  # the user API's request rate
     POLLS = "concurrent_polls"  # long polls open at once
     VISIBILITY = "visibility_rps"  # list and count queries' rate
+    ANSWERS = "answer_rps"  # worker answers' rate (the cluster's, not overridden per namespace)
 
 
 def limit_of(limits: Limits, kind: Kind) -> float | None:
@@ -82,8 +84,10 @@ class Quotas:
     """The limits of one frontend process, by namespace."""
 
     def __init__(self, defaults: Limits, read_overrides: OverridesReader | None = None, *,
-                 refresh_s: float = REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 answer_rps: float | None = None, refresh_s: float = REFRESH_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.defaults = defaults
+        self.answer_rps = answer_rps  # every namespace's worker answers a second (None: no limit)
         self._read = read_overrides
         self._refresh_s = refresh_s
         self._clock = clock
@@ -120,12 +124,12 @@ class Quotas:
     # -- the checks ----------------------------------------------------------------------------
 
     def admit(self, ns: str, kind: Kind, cost: float = 1.0) -> None:
-        """Take ``cost`` from the namespace's bucket of ``kind`` (API or VISIBILITY), or raise
-        ResourceExhausted saying when to try again."""
+        """Take ``cost`` from the namespace's bucket of ``kind`` (API, VISIBILITY or ANSWERS), or
+        raise ResourceExhausted saying when to try again."""
         now = self._clock()
         if now >= self._next_refresh:
             self._refresh(now)
-        rate = limit_of(self.limits(ns), kind)
+        rate = self.answer_rps if kind is Kind.ANSWERS else limit_of(self.limits(ns), kind)
         if rate is None:
             return
         bucket = self._buckets.get((ns, kind))
@@ -169,8 +173,8 @@ class Quotas:
         if self.on_refused is not None:
             self.on_refused(ns, kind)
         shown = int(limit) if float(limit).is_integer() else limit
-        what = "open long polls" if kind is Kind.POLLS else (
-            "requests a second" if kind is Kind.API else "visibility queries a second")
+        what = {Kind.POLLS: "open long polls", Kind.API: "requests a second",
+                Kind.VISIBILITY: "visibility queries a second", Kind.ANSWERS: "worker answers a second"}[kind]
         raise ResourceExhausted(
             f"namespace {ns!r} is over its limit of {shown} {what} on this frontend; retry after {wait_s:.2f}s",
             namespace=ns, limit=kind.value, limit_value=shown, retry_after_ms=math.ceil(wait_s * 1000))

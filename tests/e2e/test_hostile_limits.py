@@ -8,14 +8,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import aiohttp
 import pytest
 
+from kadence import Client, ResourceExhaustedError, Worker, activity, workflow
 from services.cluster import Cluster
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
 from services.common.namespaces import MISS_READ_INTERVAL_S
+from tests.helpers import eventually
 
-from .test_namespace_limits import _id, limited, metrics_url
+from .test_namespace_limits import _id, _requests_end, limited, metrics_url
 
 __all__ = ["limited", "metrics_url"]  # the fixtures
 
@@ -106,3 +113,65 @@ async def test_calls_to_many_unregistered_namespaces_do_not_each_read_postgresql
         assert await describe(http, "%66lood") == 404  # the workflow x: not found in "flood"
         async with http.get(f"{limited.url}/api/v1/namespaces/%66lood/workflows/x") as resp:
             assert (await resp.json())["error"] == "WorkflowNotFound"
+
+
+@activity.defn
+async def held_open(note: str) -> str:
+    TOKENS[activity.info().workflow_id] = activity.info().task_token
+    activity.raise_complete_async()
+
+
+@workflow.defn
+class HoldsAnActivity:
+    @workflow.run
+    async def run(self, note: str) -> str:
+        return str(await workflow.execute_activity(held_open, note, start_to_close_timeout=timedelta(minutes=5)))
+
+
+TOKENS: dict[str, str] = {}
+
+
+@pytest.fixture
+async def answers_limited(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, namespace_rps=1, namespace_answer_rps=20)
+    async with Cluster(settings) as c:
+        yield c
+
+
+async def test_a_flood_of_worker_answers_is_held_to_a_rate_and_cannot_fill_the_shared_log(
+        answers_limited: Cluster) -> None:
+    # Worker answers are not held to the API's rate (a tenant's flood of starts must not keep
+    # its workers from finishing), but one token of a running activity must not let a tenant
+    # write to kadence.requests, which every namespace's commands share, without any bound.
+    cluster = answers_limited
+    wid = _id("heartbeats")
+    async with await Client.connect(cluster.url) as client, \
+            Worker(client, task_queue="q-held", workflows=[HoldsAnActivity], activities=[held_open]):
+        await client.start_workflow(HoldsAnActivity.run, "x", id=wid, task_queue="q-held")
+        token = await eventually(lambda: TOKENS.get(wid), timeout=20, what="the activity's token")
+        before = await _requests_end(cluster.settings.kafka_bootstrap)
+        statuses: Counter[int] = Counter()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                async with http.post(f"{cluster.url}/api/v1/namespaces/default/activity-tasks/heartbeat",
+                                     json={"task_token": token, "details": "[1]"}) as resp:
+                    statuses[resp.status] += 1
+                    body = await resp.json()
+                    if resp.status == 429:
+                        assert (body["limit"], body["limit_value"]) == ("answer_rps", 20), body
+        produced = await _requests_end(cluster.settings.kafka_bootstrap) - before
+        assert statuses[429] > 0, statuses
+        assert produced < 150, (produced, statuses)
+        # Its answer still goes once the flood stops (a client's call raises the 429 for its
+        # caller to wait out, as docs/sdk.md says; a worker's answers wait it out themselves).
+        async def complete() -> bool:
+            try:
+                await client.get_async_activity_handle(task_token=token).complete("done")
+            except ResourceExhaustedError as err:
+                assert err.limit == "answer_rps"
+                return False
+            return True
+
+        await eventually(complete, timeout=20, what="the activity completed after the flood")
+        assert await client.get_workflow_handle(wid).result() == "done"

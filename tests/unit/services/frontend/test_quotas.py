@@ -184,3 +184,20 @@ async def test_a_read_that_began_before_a_change_made_here_does_not_undo_it() ->
         await asyncio.sleep(0)
     assert quotas.limits("ns").rps == 1.0
     await quotas.close()
+
+
+def test_worker_answers_have_a_bucket_of_their_own_at_the_clusters_rate() -> None:
+    quotas = Quotas(Limits(rps=1.0), answer_rps=5.0, clock=Clock())
+    quotas.set_override("ns", Limits(rps=1.0))
+    for _ in range(2):
+        quotas.admit("ns", Kind.API)
+    with pytest.raises(ResourceExhausted):
+        quotas.admit("ns", Kind.API)
+    for _ in range(10):  # the API's bucket is empty; the answers' holds 2 s of 5 a second
+        quotas.admit("ns", Kind.ANSWERS)
+    with pytest.raises(ResourceExhausted) as refused:
+        quotas.admit("ns", Kind.ANSWERS)
+    assert refused.value.body()["limit"] == "answer_rps" and "worker answers a second" in str(refused.value)
+    unlimited = Quotas(Limits(rps=1.0), clock=Clock())
+    for _ in range(1000):
+        unlimited.admit("ns", Kind.ANSWERS)
