@@ -48,8 +48,8 @@ from .errors import RETRY_AFTER_S, FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
+from .quotas import LIMITED, PER_ITEM, Quotas
 from .quotas import Kind as QuotaKind
-from .quotas import Quotas
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .reply_notices import ReplyNoticeServer
@@ -69,23 +69,6 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
-# The calls a namespace's limits count (quotas.py), by handler name. Worker answers (task
-# answers, heartbeats, query answers) count against a bucket of their own: a tenant's flood of
-# starts must not keep its own workers from finishing its runs. Namespace and schedule
-# administration is not counted, but a schedule's trigger is: it starts a run.
-LIMITED: dict[str, QuotaKind] = {
-    **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
-                     "update", "query", "describe", "history", "result", "result_batch",
-                     "list_search_attributes", "register_search_attribute", "trigger_schedule"), QuotaKind.API),
-    **dict.fromkeys(("list_workflows", "count_workflows"), QuotaKind.VISIBILITY),
-    **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), QuotaKind.POLLS),
-    **dict.fromkeys(("complete_workflow_task", "fail_workflow_task", "timer_ahead_workflow_task", "respond_query",
-                     "complete_activity_task", "fail_activity_task", "heartbeat_activity_task",
-                     "cancel_activity_task", "answer_tasks"), QuotaKind.ANSWERS),
-}
-# Calls sent together, counted once per item they carry (the body's list of that name), as
-# the same items sent one by one would be.
-PER_ITEM = {"start_batch": "starts", "result_batch": "waits", "answer_tasks": "answers"}
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -350,6 +333,7 @@ class FrontendService:
                             s.namespace_visibility_rps or None),
             NamespaceStore(reads).limits, answer_rps=s.namespace_answer_rps or None)
         quotas.on_refused = _count_refusal
+        ui.quotas = quotas
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues),
                         quotas)
 

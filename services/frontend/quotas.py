@@ -46,6 +46,26 @@ class Kind(enum.Enum):
     ANSWERS = "answer_rps"  # worker answers' rate (the cluster's, not overridden per namespace)
 
 
+# The calls a namespace's limits count, by handler name: through the API's routes, and the web
+# UI's calls to the same handlers. Worker answers (task answers, heartbeats, query answers)
+# count against a bucket of their own: a tenant's flood of starts must not keep its own
+# workers from finishing its runs. Namespace and schedule administration is not counted, but
+# a schedule's trigger is: it starts a run.
+LIMITED: dict[str, Kind] = {
+    **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
+                     "update", "query", "describe", "history", "result", "result_batch",
+                     "list_search_attributes", "register_search_attribute", "trigger_schedule"), Kind.API),
+    **dict.fromkeys(("list_workflows", "count_workflows"), Kind.VISIBILITY),
+    **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), Kind.POLLS),
+    **dict.fromkeys(("complete_workflow_task", "fail_workflow_task", "timer_ahead_workflow_task", "respond_query",
+                     "complete_activity_task", "fail_activity_task", "heartbeat_activity_task",
+                     "cancel_activity_task", "answer_tasks"), Kind.ANSWERS),
+}
+# Calls sent together, counted once per item they carry (the body's list of that name), as
+# the same items sent one by one would be.
+PER_ITEM = {"start_batch": "starts", "result_batch": "waits", "answer_tasks": "answers"}
+
+
 def limit_of(limits: Limits, kind: Kind) -> float | None:
     if kind is Kind.API:
         return limits.rps

@@ -23,6 +23,7 @@ from services.common.namespaces import MISS_READ_INTERVAL_S
 from tests.helpers import eventually
 
 from .test_namespace_limits import _id, _requests_end, limited, metrics_url
+from .workflows import EchoWorkflow
 
 __all__ = ["limited", "metrics_url"]  # the fixtures
 
@@ -175,3 +176,26 @@ async def test_a_flood_of_worker_answers_is_held_to_a_rate_and_cannot_fill_the_s
 
         await eventually(complete, timeout=20, what="the activity completed after the flood")
         assert await client.get_workflow_handle(wid).result() == "done"
+
+
+async def test_the_web_ui_is_not_a_way_around_the_namespace_limits(limited: Cluster) -> None:
+    # The UI's pages and actions call the API's handlers in process, not through its routes.
+    async with await Client.connect(limited.url, namespace="flood") as client:
+        wid = _id("ui")
+        await client.start_workflow(EchoWorkflow.run, "x", id=wid, task_queue="q-none")
+    ui = f"{limited.url}/ui"
+    async with aiohttp.ClientSession() as http:
+        await _patch_limits(http, limited.url, "flood", {"rps": 1, "visibility_rps": 1})
+        signals, lists = [], []
+        for _ in range(6):
+            async with http.post(f"{ui}/api/namespaces/flood/workflows/{wid}/signal",
+                                 json={"signal_name": "poke", "input": []},
+                                 headers={"X-Kadence-UI": "1"}) as resp:
+                signals.append((resp.status, await resp.text()))
+        for _ in range(6):
+            async with http.get(f"{ui}/namespaces/flood/workflows") as resp:
+                lists.append(resp.status)
+                await resp.read()
+    assert [s for s, _ in signals].count(429) >= 3, signals
+    assert all("rps" in text for status, text in signals if status == 429)
+    assert lists.count(429) >= 3, lists

@@ -38,6 +38,7 @@ from ..admin import not_found
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
 from ..handlers import ROUTES, Handlers
+from ..quotas import LIMITED, Kind, Quotas
 from ..reads import event_json
 from ..task_queues import TaskQueueDescription, TaskQueueReads, backlog_counts
 from ..validation import name as valid_name
@@ -188,6 +189,9 @@ class UiData:
     # The API's namespace registry (build_app sets it): a page of an unregistered namespace
     # is a 404 naming it, as the API's answer is, not an empty list.
     registry: NamespaceRegistry | None = None
+    # The frontend's limits per namespace (the frontend sets them): the UI's calls count as the
+    # API's routes do, so the UI is no way around them.
+    quotas: Quotas | None = None
 
     # -- authorization -----------------------------------------------------------------------
 
@@ -229,6 +233,9 @@ class UiData:
                     query: Mapping[str, str] | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
         self._check(authorization, operation, path["namespace"])
         await self.check_namespace(path["namespace"])
+        kind = LIMITED.get(operation)
+        if kind is not None and kind is not Kind.POLLS and self.quotas is not None:
+            self.quotas.admit(path["namespace"], kind)
         _, answer = await getattr(self._source(operation), operation)(path, query or {}, body or {})
         return dict(answer)
 
