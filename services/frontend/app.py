@@ -226,7 +226,8 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
                                     namespaces=None if name == "create_namespace" else registry, quotas=quotas))
     for method, path, name in TASK_QUEUE_ROUTES if task_queues is not None else ():
         app.router.add_route(method, _any_segment(path),
-                             _route(task_queues, name, has_body=False, auth=auth, namespaces=registry))
+                             _route(task_queues, name, has_body=False, auth=auth, namespaces=registry,
+                                    quotas=quotas))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:

@@ -54,7 +54,8 @@ class Kind(enum.Enum):
 LIMITED: dict[str, Kind] = {
     **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
                      "update", "query", "describe", "history", "result", "result_batch",
-                     "list_search_attributes", "register_search_attribute", "trigger_schedule"), Kind.API),
+                     "list_search_attributes", "register_search_attribute", "trigger_schedule",
+                     "describe_task_queue"), Kind.API),
     **dict.fromkeys(("list_workflows", "count_workflows"), Kind.VISIBILITY),
     **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), Kind.POLLS),
     **dict.fromkeys(("complete_workflow_task", "fail_workflow_task", "timer_ahead_workflow_task", "respond_query",

@@ -196,6 +196,14 @@ async def test_the_web_ui_is_not_a_way_around_the_namespace_limits(limited: Clus
             async with http.get(f"{ui}/namespaces/flood/workflows") as resp:
                 lists.append(resp.status)
                 await resp.read()
+        # A task queue's description reads its backlog: by the API or by the UI, it counts.
+        queues = []
+        for url in [f"{limited.url}/api/v1/namespaces/flood/task-queues/q-none"] * 4 + [
+                f"{ui}/namespaces/flood/task-queues", f"{ui}/namespaces/flood/task-queues/q-none"] * 2:
+            async with http.get(url) as resp:
+                queues.append(resp.status)
+                await resp.read()
+    assert queues.count(429) >= 4, queues
     assert [s for s, _ in signals].count(429) >= 3, signals
     assert all("rps" in text for status, text in signals if status == 429)
     assert lists.count(429) >= 3, lists
