@@ -11,6 +11,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -29,10 +30,11 @@ from services.common.bind import serve
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.frontend import FrontendService
+from services.history import HistoryService
 from services.matching import MatchingService
 from tests.helpers import eventually
 
-from .test_command_notices import KEY, _history_process, _run_workflows, separate
+from .test_command_notices import KEY, ROOT, _history_process, _run_workflows, separate
 from .test_ingress import _reply
 from .workflows import EchoWorkflow
 
@@ -214,6 +216,79 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
         if frontend is not None:
             await frontend.stop()
         await matching.stop()
+        await pool.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_and_repeats_nothing(
+        broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> None:
+    """Matching in its own process (``python -m services.matching``), history and frontend
+    here, task notices on. Matching is killed (-9) while history tells it of tasks and polls
+    wait on it, and started again: every workflow completes once with its own result."""
+    await db.migrate(fresh_dsn)
+    await kafka.ensure_topics(broker.bootstrap, 2, 2)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, internal_key=KEY, colocate=False)
+    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_DATABASE_URL": fresh_dsn,
+           "KADENCE_SHARDS": "2", "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": "2000",
+           "KADENCE_INTERNAL_KEY": KEY, "KADENCE_MATCHING_PORT": "0"}
+    log = tmp_path / "matching.log"
+
+    def matching_process() -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "services.matching"], cwd=ROOT, env=env,
+                                    stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+
+    procs = [matching_process()]
+    pool = await db.create_pool(fresh_dsn)
+    history = HistoryService(settings, pool=pool)
+    frontend: FrontendService | None = None
+    ran: Counter[str] = Counter()
+
+    @activity.defn(name="echo")
+    async def counted_echo(value: str) -> str:
+        ran[activity.info().workflow_id] += 1
+        return value
+
+    async def matching_owns_both() -> bool:
+        if procs[-1].poll() is not None:
+            pytest.fail(f"the matching process exited; see {log}")
+        return len(await pool.fetch("SELECT partition FROM matching_owners")) == 2
+
+    try:
+        await history.start()
+        frontend = FrontendService(settings, pool=pool)
+        await frontend.start()
+        await eventually(matching_owns_both, timeout=60, every=0.1, what="matching owning both task partitions")
+        tq = "q-matching-killed"
+        async with await Client.connect(frontend.url, namespace="default") as client, \
+                Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[counted_echo]):
+            ids = [f"m-killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
+            handles = [await client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq) for wid in ids]
+            await eventually(lambda: sum(ran.values()) >= 5, timeout=30, what="some activities run")
+            procs[-1].kill()
+            procs[-1].wait(timeout=10)
+            assert len(ran) < len(ids), "the kill came after every workflow's activity: it tests nothing"
+            procs.append(matching_process())
+            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+            histories = [await h.history() for h in handles]
+        assert results == ids
+        assert set(ran) == set(ids)
+        for wid, events in zip(ids, histories, strict=True):
+            kinds = Counter(e["event_type"] for e in events)
+            assert (kinds["WorkflowExecutionStarted"], kinds["ActivityTaskScheduled"], kinds["ActivityTaskCompleted"],
+                    kinds["WorkflowExecutionCompleted"]) == (1, 1, 1, 1), (wid, kinds)
+    finally:
+        if frontend is not None:
+            await frontend.stop()
+        await history.stop()
         await pool.close()
         for proc in procs:
             if proc.poll() is None:
