@@ -38,6 +38,8 @@ class Frontend:
     batch_error: str = "NotFound"
     throttle_batches: int = 0  # batch calls answered 429 (over the namespace's limit) first
     retry_after_ms: int = 200  # what those 429s ask to wait
+    throttle_results: int = 0  # result waits answered 429 (1.5 s) first
+    result_times: list[float] = field(default_factory=list)
     batch_times: list[float] = field(default_factory=list)
     alone: list[dict[str, Any]] = field(default_factory=list)
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -87,6 +89,10 @@ class Frontend:
     async def result(self, request: web.Request) -> web.StreamResponse:
         wid = request.match_info["wid"]
         self.results_alone.append(wid)
+        self.result_times.append(asyncio.get_running_loop().time())
+        if len(self.results_alone) <= self.throttle_results:
+            return web.json_response({"error": "ResourceExhausted", "message": "over", "namespace": "default",
+                                      "limit": "rps", "limit_value": 1, "retry_after_ms": 1500}, status=429)
         return web.json_response({"status": "Completed", "result": json.dumps(wid)})
 
     async def result_batch(self, request: web.Request) -> web.StreamResponse:
@@ -283,3 +289,12 @@ async def test_a_429_asking_for_no_wait_does_not_make_the_client_resend_in_a_tig
         await client.close()
     assert all(isinstance(g, ResourceExhaustedError) for g in got[1:])
     assert len(fe.batches) <= 0.5 / MIN_RETRY_AFTER_S + 2, len(fe.batches)
+
+
+async def test_a_throttled_result_wait_asks_again_after_the_frontends_wait(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    fe.throttle_results = 1
+    async with _client(url) as client:
+        assert await client.get_workflow_handle("w").result() == "w"
+    # Not every 0.5 s, each refused in turn: once, after the 1.5 s the 429 asked for.
+    assert len(fe.result_times) == 2 and fe.result_times[1] - fe.result_times[0] >= 1.4
