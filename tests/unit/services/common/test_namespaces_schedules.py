@@ -59,7 +59,7 @@ class _Pool:
 async def test_the_registry_reads_on_a_miss_and_remembers_a_miss_briefly() -> None:
     pool = _Pool({"default"})
     now = [100.0]
-    registry = NamespaceRegistry(pool, negative_ttl=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    registry = NamespaceRegistry(pool, negative_ttl=1.0, clock=lambda: now[0])
     assert await registry.is_registered("default") and pool.fetches == 1
     assert await registry.is_registered("default") and pool.fetches == 1  # known: no read
     assert not await registry.is_registered("shop") and pool.fetches == 2
@@ -250,7 +250,7 @@ def test_every_namespace_and_schedule_route_is_classified_and_documented() -> No
 
 async def test_misses_of_many_names_share_reads_started_at_most_once_per_interval() -> None:
     pool = _Pool({"default"})
-    registry = NamespaceRegistry(pool, miss_read_interval=0.05)  # type: ignore[arg-type]
+    registry = NamespaceRegistry(pool, miss_read_interval=0.05)
     found = await asyncio.gather(*(registry.is_registered(f"made-up-{i}") for i in range(50)))
     # The first miss starts a read; those that came after it wait for the next, one for them all.
     assert not any(found) and pool.fetches <= 2
@@ -261,7 +261,7 @@ async def test_misses_of_many_names_share_reads_started_at_most_once_per_interva
 
 async def test_history_reads_on_each_miss_without_waiting() -> None:
     pool = _Pool({"default"})
-    registry = NamespaceRegistry(pool)  # type: ignore[arg-type]
+    registry = NamespaceRegistry(pool)
     loop = asyncio.get_running_loop()
     started = loop.time()
     for i in range(5):
