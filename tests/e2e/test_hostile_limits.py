@@ -80,12 +80,15 @@ async def test_triggering_a_schedule_counts_against_the_namespace_rate(limited: 
             assert resp.status == 201, await resp.text()
         await _patch_limits(http, limited.url, "flood", {"rps": 1})  # a burst of 2
         statuses = []
-        for _ in range(6):  # each trigger starts a run: a start by another route
+        started = time.monotonic()
+        for _ in range(10):  # each trigger starts a run: a start by another route
             async with http.post(f"{base}/schedules/{sid}/trigger", json={}) as resp:
                 statuses.append(resp.status)
                 await resp.read()
-    assert 429 in statuses, statuses
-    assert statuses[0] != 429
+        elapsed = time.monotonic() - started
+    assert statuses[0] == 200 and set(statuses) <= {200, 429}, statuses
+    # No more than the bucket holds and refills meanwhile (the bound holds however slow the machine).
+    assert statuses.count(200) <= 2 + elapsed * 1 + 1, (statuses, elapsed)
 
 
 async def test_calls_to_many_unregistered_namespaces_do_not_each_read_postgresql(limited: Cluster) -> None:
@@ -153,6 +156,7 @@ async def test_a_flood_of_worker_answers_is_held_to_a_rate_and_cannot_fill_the_s
         token = await eventually(lambda: TOKENS.get(wid), timeout=20, what="the activity's token")
         before = await _requests_end(cluster.settings.kafka_bootstrap)
         statuses: Counter[int] = Counter()
+        started = time.monotonic()
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
                 async with http.post(f"{cluster.url}/api/v1/namespaces/default/activity-tasks/heartbeat",
@@ -161,9 +165,12 @@ async def test_a_flood_of_worker_answers_is_held_to_a_rate_and_cannot_fill_the_s
                     body = await resp.json()
                     if resp.status == 429:
                         assert (body["limit"], body["limit_value"]) == ("answer_rps", 20), body
+        elapsed = time.monotonic() - started
         produced = await _requests_end(cluster.settings.kafka_bootstrap) - before
-        assert statuses[429] > 0, statuses
-        assert produced < 150, (produced, statuses)
+        # At most the bucket (2 s of 20 a second) and its refill meanwhile; each heartbeat taken
+        # is one record. Before, all 300 were taken.
+        assert statuses[200] <= 40 + 20 * elapsed + 1 and set(statuses) <= {200, 429}, (statuses, elapsed)
+        assert produced <= statuses[200], (produced, statuses)
         # Its answer still goes once the flood stops (a client's call raises the 429 for its
         # caller to wait out, as docs/sdk.md says; a worker's answers wait it out themselves).
         async def complete() -> bool:
@@ -187,12 +194,13 @@ async def test_the_web_ui_is_not_a_way_around_the_namespace_limits(limited: Clus
     async with aiohttp.ClientSession() as http:
         await _patch_limits(http, limited.url, "flood", {"rps": 1, "visibility_rps": 1})
         signals, lists = [], []
-        for _ in range(6):
+        started = time.monotonic()
+        for _ in range(8):
             async with http.post(f"{ui}/api/namespaces/flood/workflows/{wid}/signal",
                                  json={"signal_name": "poke", "input": []},
                                  headers={"X-Kadence-UI": "1"}) as resp:
                 signals.append((resp.status, await resp.text()))
-        for _ in range(6):
+        for _ in range(8):
             async with http.get(f"{ui}/namespaces/flood/workflows") as resp:
                 lists.append(resp.status)
                 await resp.read()
@@ -203,7 +211,10 @@ async def test_the_web_ui_is_not_a_way_around_the_namespace_limits(limited: Clus
             async with http.get(url) as resp:
                 queues.append(resp.status)
                 await resp.read()
-    assert queues.count(429) >= 4, queues
-    assert [s for s, _ in signals].count(429) >= 3, signals
+        elapsed = time.monotonic() - started
     assert all("rps" in text for status, text in signals if status == 429)
-    assert lists.count(429) >= 3, lists
+    # Signals and task queue reads share the rps bucket, list pages the visibility one: no
+    # more passed than each holds (2) and refills meanwhile (1 a second). Before, all did.
+    api = [s for s, _ in signals] + queues
+    assert set(api) <= {200, 429} and api.count(200) <= 2 + elapsed + 1, (api, elapsed)
+    assert set(lists) <= {200, 429} and lists.count(200) <= 2 + elapsed + 1, (lists, elapsed)
