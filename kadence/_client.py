@@ -37,6 +37,7 @@ from kadence.common import ResetPoint, RetryPolicy, WorkflowIDConflictPolicy, Wo
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import (
     CanceledError,
+    ResourceExhaustedError,
     RPCError,
     TerminatedError,
     WorkflowFailureError,
@@ -691,7 +692,12 @@ class WorkflowHandle:
                     failures += 1
                     if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
                         _log.warning("waiting for the result of workflow %s: %s; retrying", self.workflow_id, err)
-                    await asyncio.sleep(0.5)  # the frontend may be restarting; keep waiting
+                    # The frontend may be restarting; keep waiting. Over the namespace's limit,
+                    # as long as it asks (a sooner try would only be refused again).
+                    pause = max(0.5, err.retry_after) if isinstance(err, ResourceExhaustedError) else 0.5
+                    if deadline is not None:
+                        pause = max(0.0, min(pause, deadline - loop.time()))
+                    await asyncio.sleep(pause)
                     continue
             status = str(answer.get("status"))
             if status == "Completed":

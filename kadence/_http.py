@@ -124,16 +124,22 @@ def error_from_response(status: int, payload: Any) -> RPCError:
     return (cls or RPCError)(status, error_type, message, str(field) if field is not None else None)
 
 
+# The least wait a 429 gets: one asking for 0 ms (a proxy's, or a bucket a hair short of a
+# token) would have the client resend in a tight loop for its whole retry budget.
+MIN_RETRY_AFTER_S = 0.05
+
+
 def _exhausted(error_type: str, message: str, field: Any, payload: Mapping[str, Any]) -> ResourceExhaustedError:
-    """A 429's error: what the body says of the limit, and when to try again (1 s if it does not say)."""
+    """A 429's error: what the body says of the limit, and when to try again (1 s if it does
+    not say or says more than an hour; MIN_RETRY_AFTER_S at least)."""
     wait_ms = payload.get("retry_after_ms")
     value = payload.get("limit_value")
     return ResourceExhaustedError(
         429, error_type, message, str(field) if field is not None else None,
         namespace=str(payload.get("namespace") or ""), limit=str(payload.get("limit") or ""),
         limit_value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
-        retry_after=(wait_ms / 1000 if isinstance(wait_ms, int | float) and not isinstance(wait_ms, bool)
-                     and 0 <= wait_ms <= 3_600_000 else 1.0))
+        retry_after=(max(wait_ms / 1000, MIN_RETRY_AFTER_S) if isinstance(wait_ms, int | float)
+                     and not isinstance(wait_ms, bool) and 0 <= wait_ms <= 3_600_000 else 1.0))
 
 
 def _bearer(api_key: str | None) -> dict[str, str]:

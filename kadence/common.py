@@ -3,6 +3,7 @@ client's own retries, the request size limit)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -126,3 +127,19 @@ class Backoff:
     first: float = 0.1
     factor: float = 2.0
     cap: float = 5.0
+
+    def __post_init__(self) -> None:
+        # A zero, negative or NaN wait would retry in a tight loop against a frontend that is down.
+        def number(value: object) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool) or self.attempts < 0:
+            raise ValueError(f"Backoff.attempts must be a whole number >= 0 (0: no limit), got {self.attempts!r}")
+        if self.within is not None and not (number(self.within) and self.within > 0):
+            raise ValueError(f"Backoff.within must be a number of seconds > 0 or None, got {self.within!r}")
+        if not (number(self.first) and self.first > 0):
+            raise ValueError(f"Backoff.first must be a number of seconds > 0, got {self.first!r}")
+        if not (number(self.factor) and self.factor >= 1):
+            raise ValueError(f"Backoff.factor must be a number >= 1, got {self.factor!r}")
+        if not (number(self.cap) and self.cap >= self.first):
+            raise ValueError(f"Backoff.cap must be a number of seconds >= first ({self.first}), got {self.cap!r}")

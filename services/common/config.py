@@ -114,6 +114,10 @@ class Settings:
     namespace_rps: int = 5000
     namespace_concurrent_polls: int = 2000
     namespace_visibility_rps: int = 200
+    # Worker answers (task answers, heartbeats, query answers): a rate of their own, far above
+    # the API's, so a tenant's flood of starts never slows its workers, while one running
+    # activity's token cannot write to kadence.requests (shared by every namespace) unbounded.
+    namespace_answer_rps: int = 20000
     # A history shard retrying through an outage this long is reported stalled (/health 503).
     stall_after_ms: int = 10_000
     # A history process on its own serves GET /health here when set (0: any free port), and
@@ -290,6 +294,9 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
                "long polls open at once per namespace per frontend, unless the namespace sets its own (0: no limit)"),
     EnvSetting("KADENCE_NAMESPACE_VISIBILITY_RPS", "namespace_visibility_rps", EnvKind.INT, _F,
                "list and count queries a second per namespace per frontend, unless the namespace sets its own"
+               " (0: no limit)"),
+    EnvSetting("KADENCE_NAMESPACE_ANSWER_RPS", "namespace_answer_rps", EnvKind.INT, _F,
+               "worker answers (task answers, heartbeats, query answers) a second per namespace per frontend"
                " (0: no limit)"),
     EnvSetting("KADENCE_RETENTION_INTERVAL_MS", "retention_interval_ms", EnvKind.INT, _H,
                "how often the retention job looks", low=1),

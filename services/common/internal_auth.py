@@ -26,6 +26,11 @@ MIN_KEY_CHARS = 16
 def check_key(key: str) -> None:
     if key and len(key) < MIN_KEY_CHARS:
         raise ValueError(f"{SETTING} must have at least {MIN_KEY_CHARS} characters")
+    # A space or newline at an end (a key read from a file) is dropped from the header on the
+    # way or refused by the client: every internal call would then fail, 401 or not sent.
+    if any(not 0x21 <= ord(c) <= 0x7E for c in key):
+        raise ValueError(f"{SETTING} must be printable ASCII without spaces or line breaks"
+                         " (a trailing newline from a file is a common cause)")
 
 
 def check_bind(what: str, host: str, *, key: str, insecure: bool) -> None:

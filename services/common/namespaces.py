@@ -6,12 +6,14 @@ registered are refused: 404 ``NamespaceNotFound`` by the frontend, a dead letter
 
 Both ask ``NamespaceRegistry``: a set of the registered names kept in memory, read again
 from PostgreSQL when a name is not in it (at most once per ``negative_ttl`` per unknown
-name), so a namespace created a moment ago is found at once and a known one costs a set
-lookup. Namespaces are never deleted, so a name once found stays valid.
+name, and on a frontend one read at a time at most every ``MISS_READ_INTERVAL_S`` for every
+name), so a namespace created a moment ago is found within that interval and a known one
+costs a set lookup. Namespaces are never deleted, so a name once found stays valid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import re
 import time
@@ -28,6 +30,9 @@ from services.common.validation import MAX_DURATION_MS
 
 DEFAULT = "default"
 NEGATIVE_TTL_S = 1.0  # how long "not registered" is believed before PostgreSQL is asked again
+# On a frontend, at most one read of the names per this interval, whatever the misses: a caller
+# cycling through made-up names must not make each call a read of the table (a miss waits).
+MISS_READ_INTERVAL_S = 0.1
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 _DURATION = re.compile(r"\s*(\d+)\s*(ms|s|m|h|d|w)?\s*")
 
@@ -166,13 +171,18 @@ class NamespaceStore:
 class NamespaceRegistry:
     """Which namespaces are registered: a set in memory, refreshed from PostgreSQL on a miss."""
 
-    def __init__(self, pool: Reads, *, negative_ttl: float = NEGATIVE_TTL_S,
+    def __init__(self, pool: Reads, *, negative_ttl: float = NEGATIVE_TTL_S, miss_read_interval: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``miss_read_interval``: the frontend's MISS_READ_INTERVAL_S. History's intake keeps 0:
+        it checks one command at a time, and waiting there would stall the shard."""
         self._store = NamespaceStore(pool)
         self._negative_ttl = negative_ttl
+        self._miss_read_interval = miss_read_interval
         self._clock = clock
         self.known: set[str] = set()
         self._unknown_until: dict[str, float] = {}
+        self._reading: asyncio.Task[None] | None = None  # the read of the names under way
+        self._read_started = float("-inf")  # when it (or the last one) started, on the loop's clock
         self.reads = 0  # times PostgreSQL was asked (for tests)
 
     def add(self, name: str) -> None:
@@ -186,8 +196,7 @@ class NamespaceRegistry:
         now = self._clock()
         if self._unknown_until.get(name, 0.0) > now:
             return False
-        self.reads += 1
-        self.known |= await self._store.names()
+        await self._read_since(asyncio.get_running_loop().time())
         if name in self.known:
             self._unknown_until.pop(name, None)
             return True
@@ -195,6 +204,36 @@ class NamespaceRegistry:
             self._unknown_until.clear()
         self._unknown_until[name] = now + self._negative_ttl
         return False
+
+    async def _read_since(self, arrived: float) -> None:
+        """Wait for a read of the names that started at ``arrived`` or later (a namespace
+        created before the miss is then seen), sharing it with the misses meanwhile, and
+        starting one at most every ``miss_read_interval``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            reading = self._reading
+            if reading is not None:
+                await asyncio.shield(reading)  # a caller that goes away leaves the read to the others
+                if self._read_started >= arrived:
+                    return
+                continue
+            if self._read_started >= arrived:
+                return  # one started since this miss, and it is over
+            wait = self._read_started + self._miss_read_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._read_started = loop.time()
+            self._reading = task = loop.create_task(self._read())
+            # Its error reaches the callers waiting; retrieved here too in case they all went away.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _read(self) -> None:
+        try:
+            self.reads += 1
+            self.known |= await self._store.names()
+        finally:
+            self._reading = None
 
 
 # Registries of history's intake, per pool (asyncpg pools take no weak references): a pool

@@ -9,6 +9,14 @@ cancel answered waited out. A frontend taking reply notices serves ``POST /inter
 ``shards.owner``, command_notices.py). Right after each commit, while the outbox relay
 publishes them, history sends each such frontend the Reply records addressed to it.
 
+The address in a ``reply_to`` is vouched for: a ``reply_to`` is the caller's to choose on a
+command produced straight to ``kadence.requests``, and a notice carries the internal key, so
+history must never send one to an address a tenant named. A frontend names
+``<instance id> <address> <tag>`` (:func:`reply_to_of`), the tag an HMAC of the other two under
+``KADENCE_INTERNAL_KEY``; history sends notices only to a plain ``http(s)://host:port`` whose tag
+verifies (:func:`vouched_address`), and without a key (anyone could compute the tag) only to a
+loopback IP address. Any other ``reply_to`` is answered through ``kadence.replies`` alone.
+
 A notice is a hint, never the record: the reply is published as before, and the frontend's
 reply consumer still reads it; a waiter is answered once whichever comes first
 (``ReplyRouter.deliver`` pops it), and a reply nobody waits for any more is ignored. Sending
@@ -19,15 +27,17 @@ that fail or take longer than ``NOTICE_TIMEOUT_S``, are dropped (counted).
 from __future__ import annotations
 
 import base64
+import hmac
+import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from services.common import internal_auth
-from services.common.command_notices import owner_address
 from services.common.kafka import REPLIES, Published, Record
 from services.common.notice_queue import NoticeQueue
 
@@ -36,6 +46,50 @@ log = logging.getLogger(__name__)
 PATH = "/internal/replies"
 MAX_IN_FLIGHT = 64  # frontends with a request out; beyond, notices are dropped (they are hints)
 NOTICE_TIMEOUT_S = 1.0  # later than this, the reply consumer has it
+TAG_CHARS = 32  # of the hex HMAC-SHA256 vouching for a reply_to's address (128 bits)
+CHECKED_MAX = 4096  # reply_to values whose verdict is remembered (cleared when full)
+
+
+def _tag(instance_id: str, address: str, internal_key: str) -> str:
+    message = f"kadence reply notices\0{instance_id}\0{address}".encode()
+    return hmac.digest(internal_key.encode(), message, "sha256").hex()[:TAG_CHARS]
+
+
+def reply_to_of(instance_id: str, address: str, internal_key: str) -> str:
+    """The reply_to of a frontend taking reply notices at ``address``."""
+    return f"{instance_id} {address} {_tag(instance_id, address, internal_key)}"
+
+
+def _plain_url(address: str) -> bool:
+    """``http(s)://host:port`` and nothing more: no credentials, path, query or fragment."""
+    try:
+        url = urlsplit(address)
+        port = url.port
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https") and bool(url.hostname) and port is not None and url.username is None
+            and url.password is None and url.path == "" and not url.query and not url.fragment)
+
+
+def _loopback_ip(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(urlsplit(address).hostname or "").is_loopback
+    except ValueError:
+        return False  # a host name: not resolved here (the commit path must not wait on DNS)
+
+
+def vouched_address(reply_to: str, internal_key: str) -> str | None:
+    """The address to send ``reply_to``'s notices to, if a frontend holding the key named it
+    (:func:`reply_to_of`); None for any other reply_to (a tenant's, or an older frontend's)."""
+    parts = reply_to.rsplit(" ", 2)
+    if len(parts) != 3:
+        return None
+    instance_id, address, tag = parts
+    if not _plain_url(address) or not hmac.compare_digest(tag, _tag(instance_id, address, internal_key)):
+        return None
+    if not internal_key and not _loopback_ip(address):
+        return None
+    return address
 
 
 def replies_to_json(values: Sequence[bytes]) -> dict[str, Any]:
@@ -86,6 +140,7 @@ class ReplyCounts:
     sent: int = 0  # requests the frontend answered
     failed: int = 0  # requests that failed (frontend gone, refused, timeout)
     dropped: int = 0  # replies not sent: too many waiting or out already
+    unvouched: int = 0  # reply_to values naming an address no frontend vouched for: never sent to
 
 
 class ReplyNotices:
@@ -99,16 +154,33 @@ class ReplyNotices:
         self._queue: NoticeQueue[str, bytes] = NoticeQueue(self._send, max_destinations=max_in_flight)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._key = internal_key
+        self._checked: dict[bytes, str | None] = {}  # reply_to -> its vouched address (or None)
         self.counts = ReplyCounts()
 
+    def _address(self, reply_to: bytes) -> str | None:
+        try:
+            return self._checked[reply_to]
+        except KeyError:
+            pass
+        if len(self._checked) >= CHECKED_MAX:
+            self._checked.clear()
+        address = self._checked[reply_to] = vouched_address(reply_to.decode(errors="replace"), self._key)
+        if address is None and b"://" in reply_to:
+            self.counts.unvouched += 1
+            # Debug: a tenant varying its reply_to must not flood the log (the count tells).
+            log.debug("reply_to %r names an address no frontend vouched for: its replies go by %s alone",
+                        reply_to[:200], REPLIES)
+        return address
+
     def covers(self, topic: str, key: bytes | None) -> bool:
-        return topic == REPLIES and bool(key) and owner_address((key or b"").decode(errors="replace")) is not None
+        return topic == REPLIES and bool(key) and self._address(key or b"") is not None
 
     def committed(self, records: Sequence[Record], updates: TaskUpdates = NO_UPDATES) -> None:
         """Tell each frontend the replies of a commit addressed to it (history/notices.py CommitNotices)."""
         by_frontend: dict[str, list[bytes]] = {}
         for topic, key, value, _ in records:
-            if topic == REPLIES and key and (address := owner_address(key.decode(errors="replace"))) is not None:
+            if topic == REPLIES and key and (address := self._address(key)) is not None:
                 by_frontend.setdefault(address, []).append(value)
         if self._closed:
             return

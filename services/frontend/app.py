@@ -25,15 +25,16 @@ from kadence_protocol.tracing import tracer
 from services.common import db, internal_auth, outage
 from services.common.bind import UnsafeBind
 from services.common.colocation import CommandBus, KafkaCommands, TracedCommands, traced_commands
-from services.common.command_notices import HistoryOwners, NoticedCommands, owner_name
+from services.common.command_notices import HistoryOwners, NoticedCommands
 from services.common.config import LISTEN_BACKLOG, Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.health import HealthSource, health_answer
 from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.matching import LocalMatchingService, MatchingClient
-from services.common.namespaces import NamespaceLimits, NamespaceRegistry, NamespaceStore
+from services.common.namespaces import MISS_READ_INTERVAL_S, NamespaceLimits, NamespaceRegistry, NamespaceStore
 from services.common.read_bound import BoundedReads
+from services.common.reply_notices import reply_to_of
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware, metrics
 from services.common.validation import Limits
@@ -47,8 +48,8 @@ from .errors import RETRY_AFTER_S, FrontendError, Unavailable
 from .exposure import check_bind
 from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
+from .quotas import LIMITED, PER_ITEM, Quotas
 from .quotas import Kind as QuotaKind
-from .quotas import Quotas
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .reply_notices import ReplyNoticeServer
@@ -68,17 +69,6 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
-# The calls a namespace's limits count (quotas.py), by handler name. Worker calls (task
-# answers, heartbeats, query answers) are not here: a tenant's flood of starts must not keep
-# its own workers from finishing its runs. Namespace and schedule administration is not either.
-LIMITED: dict[str, QuotaKind] = {
-    **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
-                     "update", "query", "describe", "history", "result", "result_batch",
-                     "list_search_attributes", "register_search_attribute"), QuotaKind.API),
-    **dict.fromkeys(("list_workflows", "count_workflows"), QuotaKind.VISIBILITY),
-    **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), QuotaKind.POLLS),
-}
-PER_ITEM = frozenset({"start_batch"})  # counted once per start it carries
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -132,7 +122,7 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
     # The body schema of the OpenAPI document is the contract: checked before the handler runs.
     schema = request_schema(name) if has_body else None
     kind = None if quotas is None else LIMITED.get(name)
-    per_item = name in PER_ITEM
+    per_item = PER_ITEM.get(name)
 
     async def route(request: web.Request) -> web.StreamResponse:
         mark = None
@@ -157,9 +147,9 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
                 else:  # a batch is refused here too when no token is left, before its body is read
                     quotas.admit(ns, kind, 0.0 if per_item else 1.0)
             body = parse_json_body(await request.read()) if has_body else {}
-            if per_item and quotas is not None and ns is not None:
-                items = body.get("starts")  # a batch costs what its starts would one by one
-                quotas.charge(ns, QuotaKind.API, max(1, len(items) if isinstance(items, list) else 1))
+            if per_item and kind is not None and quotas is not None and ns is not None:
+                items = body.get(per_item)  # a batch costs what its items would one by one
+                quotas.charge(ns, kind, max(1, len(items) if isinstance(items, list) else 1))
             if schema is not None:
                 check_body(schema, body, COMPONENTS)
             status, answer = await method(request.match_info, request.query, body)
@@ -233,10 +223,11 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
     for method, path, name in ADMIN_ROUTES if admin is not None else ():
         app.router.add_route(method, _any_segment(path),
                              _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,
-                                    namespaces=None if name == "create_namespace" else registry))
+                                    namespaces=None if name == "create_namespace" else registry, quotas=quotas))
     for method, path, name in TASK_QUEUE_ROUTES if task_queues is not None else ():
         app.router.add_route(method, _any_segment(path),
-                             _route(task_queues, name, has_body=False, auth=auth, namespaces=registry))
+                             _route(task_queues, name, has_body=False, auth=auth, namespaces=registry,
+                                    quotas=quotas))
     openapi = document()
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -288,6 +279,7 @@ class FrontendService:
         self.command_notices: NoticedCommands | None = None  # set by start() when history runs elsewhere
         self.reply_notices: ReplyNoticeServer | None = None  # likewise
         self.quotas: Quotas | None = None  # each namespace's limits here (quotas.py); set by start()
+        self.namespaces: NamespaceRegistry | None = None  # which are registered (namespaces.py); likewise
 
     async def start(self) -> None:
         s = self.settings
@@ -330,7 +322,8 @@ class FrontendService:
         engine.open()
         handlers = Handlers(engine, VisibilityReads(self._pool, read_timeout=s.read_timeout_ms / 1000))
         reads = BoundedReads(self._pool, s.read_timeout_ms / 1000)
-        admin = AdminHandlers(self._pool, NamespaceRegistry(reads), shards=s.shards,
+        self.namespaces = NamespaceRegistry(reads, miss_read_interval=MISS_READ_INTERVAL_S)
+        admin = AdminHandlers(self._pool, self.namespaces, shards=s.shards,
                               min_retention_ms=s.min_retention_ms, read_timeout=s.read_timeout_ms / 1000)
         task_queues = TaskQueueReads(reads, self._matching)
         # The UI reads the pool itself too (start records, chain checks, the audit): bounded.
@@ -339,8 +332,9 @@ class FrontendService:
         self.quotas = quotas = Quotas(
             NamespaceLimits(s.namespace_rps or None, s.namespace_concurrent_polls or None,
                             s.namespace_visibility_rps or None),
-            NamespaceStore(reads).limits)
+            NamespaceStore(reads).limits, answer_rps=s.namespace_answer_rps or None)
         quotas.on_refused = _count_refusal
+        ui.quotas = quotas
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues),
                         quotas)
 
@@ -373,7 +367,7 @@ class FrontendService:
             log.warning("%s; reply notices are off", exc)  # replies then come by fetch alone
             return s.instance_id
         self.reply_notices = ReplyNoticeServer(self.take_replies, s.internal_key)
-        return owner_name(s.instance_id, await self.reply_notices.start(s.frontend_internal_host))
+        return reply_to_of(s.instance_id, await self.reply_notices.start(s.frontend_internal_host), s.internal_key)
 
     @property
     def instance_id(self) -> str:

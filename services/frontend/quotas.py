@@ -5,13 +5,16 @@ would delay every tenant's commands (docs/security.md, "Sharing a cluster betwee
 Each frontend process keeps, per namespace, a token bucket for the user API (starts, signals,
 updates, queries, ...), a count of open long polls, and a token bucket for visibility queries
 (list, count). A call over a limit is refused before its handler runs, so nothing of it
-reaches Kafka: ``ResourceExhausted`` (429, ``Retry-After``). Worker calls (task answers,
-heartbeats) are never limited: a tenant's own flood must not keep its workers from finishing
-its runs.
+reaches Kafka: ``ResourceExhausted`` (429, ``Retry-After``). Worker answers (task answers,
+heartbeats, query answers) have a bucket of their own at a far higher rate, so a tenant's
+own flood of API calls never keeps its workers from finishing its runs, while a flood of
+answers cannot write to the log every namespace shares without bound.
 
 The limits are the cluster's defaults (``Settings``) unless the namespace's row overrides
 them (migration 0019). The overrides are held in memory and read again from PostgreSQL in
-the background at most every ``refresh_s``; a call never waits for that read.
+the background at most every ``refresh_s``; a call never waits for that read. A change made
+through this frontend is in force here at once, and a read that began before it does not
+undo it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,28 @@ class Kind(enum.Enum):
     API = "rps"  # the user API's request rate
     POLLS = "concurrent_polls"  # long polls open at once
     VISIBILITY = "visibility_rps"  # list and count queries' rate
+    ANSWERS = "answer_rps"  # worker answers' rate (the cluster's, not overridden per namespace)
+
+
+# The calls a namespace's limits count, by handler name: through the API's routes, and the web
+# UI's calls to the same handlers. Worker answers (task answers, heartbeats, query answers)
+# count against a bucket of their own: a tenant's flood of starts must not keep its own
+# workers from finishing its runs. Namespace and schedule administration is not counted, but
+# a schedule's trigger is: it starts a run.
+LIMITED: dict[str, Kind] = {
+    **dict.fromkeys(("start", "start_batch", "signal_with_start", "signal", "terminate", "cancel", "reset",
+                     "update", "query", "describe", "history", "result", "result_batch",
+                     "list_search_attributes", "register_search_attribute", "trigger_schedule",
+                     "describe_task_queue"), Kind.API),
+    **dict.fromkeys(("list_workflows", "count_workflows"), Kind.VISIBILITY),
+    **dict.fromkeys(("poll_workflow_tasks", "poll_activity_tasks"), Kind.POLLS),
+    **dict.fromkeys(("complete_workflow_task", "fail_workflow_task", "timer_ahead_workflow_task", "respond_query",
+                     "complete_activity_task", "fail_activity_task", "heartbeat_activity_task",
+                     "cancel_activity_task", "answer_tasks"), Kind.ANSWERS),
+}
+# Calls sent together, counted once per item they carry (the body's list of that name), as
+# the same items sent one by one would be.
+PER_ITEM = {"start_batch": "starts", "result_batch": "waits", "answer_tasks": "answers"}
 
 
 def limit_of(limits: Limits, kind: Kind) -> float | None:
@@ -80,8 +105,10 @@ class Quotas:
     """The limits of one frontend process, by namespace."""
 
     def __init__(self, defaults: Limits, read_overrides: OverridesReader | None = None, *,
-                 refresh_s: float = REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 answer_rps: float | None = None, refresh_s: float = REFRESH_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.defaults = defaults
+        self.answer_rps = answer_rps  # every namespace's worker answers a second (None: no limit)
         self._read = read_overrides
         self._refresh_s = refresh_s
         self._clock = clock
@@ -91,6 +118,9 @@ class Quotas:
         self._polls: Counter[str] = Counter()
         self._next_refresh = 0.0  # the first call reads the overrides
         self._refreshing: asyncio.Task[None] | None = None
+        # Changes made here, by a count of them: a read that began before one must not undo it.
+        self._changes = 0
+        self._changed_at: dict[str, int] = {}
         self.refused: Counter[tuple[str, Kind]] = Counter()  # for /metrics and tests
         self.on_refused: Callable[[str, Kind], None] | None = None
 
@@ -103,6 +133,8 @@ class Quotas:
     def set_override(self, ns: str, override: Limits) -> None:
         """A namespace whose limits this process has just changed: in force at once here."""
         self._overrides[ns] = override
+        self._changes += 1
+        self._changed_at[ns] = self._changes
         self._forget(ns)
 
     def _forget(self, ns: str) -> None:
@@ -113,12 +145,12 @@ class Quotas:
     # -- the checks ----------------------------------------------------------------------------
 
     def admit(self, ns: str, kind: Kind, cost: float = 1.0) -> None:
-        """Take ``cost`` from the namespace's bucket of ``kind`` (API or VISIBILITY), or raise
-        ResourceExhausted saying when to try again."""
+        """Take ``cost`` from the namespace's bucket of ``kind`` (API, VISIBILITY or ANSWERS), or
+        raise ResourceExhausted saying when to try again."""
         now = self._clock()
         if now >= self._next_refresh:
             self._refresh(now)
-        rate = limit_of(self.limits(ns), kind)
+        rate = self.answer_rps if kind is Kind.ANSWERS else limit_of(self.limits(ns), kind)
         if rate is None:
             return
         bucket = self._buckets.get((ns, kind))
@@ -162,8 +194,8 @@ class Quotas:
         if self.on_refused is not None:
             self.on_refused(ns, kind)
         shown = int(limit) if float(limit).is_integer() else limit
-        what = "open long polls" if kind is Kind.POLLS else (
-            "requests a second" if kind is Kind.API else "visibility queries a second")
+        what = {Kind.POLLS: "open long polls", Kind.API: "requests a second",
+                Kind.VISIBILITY: "visibility queries a second", Kind.ANSWERS: "worker answers a second"}[kind]
         raise ResourceExhausted(
             f"namespace {ns!r} is over its limit of {shown} {what} on this frontend; retry after {wait_s:.2f}s",
             namespace=ns, limit=kind.value, limit_value=shown, retry_after_ms=math.ceil(wait_s * 1000))
@@ -178,11 +210,17 @@ class Quotas:
 
     async def _reload(self) -> None:
         assert self._read is not None
+        began = self._changes
         try:
             found = dict(await self._read())
         except Exception:  # the limits in force stay; the next refresh tries again
             log.warning("reading the namespaces' limits failed; keeping those in force", exc_info=True)
             return
+        for ns, at in list(self._changed_at.items()):
+            if at > began:  # changed here while the read ran: the read may predate it
+                found[ns] = self._overrides.get(ns, Limits())
+            else:
+                del self._changed_at[ns]
         for ns in set(found) | set(self._overrides):
             if found.get(ns) != self._overrides.get(ns):
                 self._forget(ns)

@@ -38,6 +38,7 @@ from ..admin import not_found
 from ..auth import Authenticator, Permission, Principal
 from ..errors import FrontendError, NotFound, PermissionDenied
 from ..handlers import ROUTES, Handlers
+from ..quotas import LIMITED, Kind, Quotas
 from ..reads import event_json
 from ..task_queues import TaskQueueDescription, TaskQueueReads, backlog_counts
 from ..validation import name as valid_name
@@ -188,6 +189,9 @@ class UiData:
     # The API's namespace registry (build_app sets it): a page of an unregistered namespace
     # is a 404 naming it, as the API's answer is, not an empty list.
     registry: NamespaceRegistry | None = None
+    # The frontend's limits per namespace (the frontend sets them): the UI's calls count as the
+    # API's routes do, so the UI is no way around them.
+    quotas: Quotas | None = None
 
     # -- authorization -----------------------------------------------------------------------
 
@@ -212,6 +216,12 @@ class UiData:
             raise PermissionDenied(f"{principal.name} lacks the admin permission in every namespace (*)"
                                    f" that {needs}")
 
+    def _admit(self, namespace: str, operation: str) -> None:
+        """Count a call of ``operation`` against the namespace's limits, as its route would."""
+        kind = LIMITED.get(operation)
+        if kind is not None and kind is not Kind.POLLS and self.quotas is not None:
+            self.quotas.admit(namespace, kind)
+
     async def check_namespace(self, namespace: str) -> None:
         """NamespaceNotFound (404) for a namespace that is not registered, as the API answers."""
         if self.registry is not None and namespace not in self.registry.known and not await \
@@ -229,6 +239,7 @@ class UiData:
                     query: Mapping[str, str] | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
         self._check(authorization, operation, path["namespace"])
         await self.check_namespace(path["namespace"])
+        self._admit(path["namespace"], operation)
         _, answer = await getattr(self._source(operation), operation)(path, query or {}, body or {})
         return dict(answer)
 
@@ -374,6 +385,7 @@ class UiData:
         """Pollers and waiting tasks by task queue and kind: the matching in this process
         (when there is one) and matching's task_backlog table (whoever owns the partition)."""
         self._check(authorization, "describe", namespace)
+        self._admit(namespace, "describe_task_queue")  # a read of the backlog, as a describe is
         rows: dict[tuple[str, str], TaskQueueRow] = {}
         if self.matching is not None:
             for q in self.matching.queue_stats(namespace):
@@ -389,6 +401,7 @@ class UiData:
         """One task queue as ``GET .../task-queues/{task_queue}`` answers it (pollers from the
         matching that owns it, wherever it runs)."""
         self._check(authorization, "describe_task_queue", namespace)
+        self._admit(namespace, "describe_task_queue")
         if self.task_queue_reads is None:
             raise NotFound("this frontend does not describe task queues")
         # The name checked as the API checks it: a NUL reached PostgreSQL (a 500 page).

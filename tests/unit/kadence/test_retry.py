@@ -349,3 +349,11 @@ async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("first", -1.0), ("first", 0.0), ("first", float("nan")), ("factor", 0.5), ("factor", float("inf")),
+    ("cap", 0.01), ("within", 0.0), ("within", -5.0), ("attempts", -1), ("attempts", 1.5), ("attempts", True)])
+def test_a_backoff_that_would_retry_in_a_tight_loop_is_refused_naming_its_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"Backoff.{field} must be"):
+        Backoff(**{field: value})  # type: ignore[arg-type]

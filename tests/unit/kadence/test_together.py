@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from kadence import Client
-from kadence._http import HttpTransport
+from kadence._http import MIN_RETRY_AFTER_S, HttpTransport
 from kadence._retry import Backoff
 from kadence._together import Batcher
 from kadence.exceptions import ResourceExhaustedError, RPCError, WorkflowAlreadyStartedError
@@ -37,6 +37,9 @@ class Frontend:
     batch_status: int | None = None
     batch_error: str = "NotFound"
     throttle_batches: int = 0  # batch calls answered 429 (over the namespace's limit) first
+    retry_after_ms: int = 200  # what those 429s ask to wait
+    throttle_results: int = 0  # result waits answered 429 (1.5 s) first
+    result_times: list[float] = field(default_factory=list)
     batch_times: list[float] = field(default_factory=list)
     alone: list[dict[str, Any]] = field(default_factory=list)
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -65,7 +68,7 @@ class Frontend:
         self.batch_times.append(asyncio.get_running_loop().time())
         if len(self.batches) <= self.throttle_batches:
             return web.json_response({"error": "ResourceExhausted", "message": "over", "namespace": "default",
-                                      "limit": "rps", "limit_value": 10, "retry_after_ms": 200}, status=429,
+                                      "limit": "rps", "limit_value": 10, "retry_after_ms": self.retry_after_ms}, status=429,
                                      headers={"Retry-After": "1"})
         if self.batch_status is not None:
             return web.json_response({"error": self.batch_error, "message": "no"}, status=self.batch_status)
@@ -86,6 +89,10 @@ class Frontend:
     async def result(self, request: web.Request) -> web.StreamResponse:
         wid = request.match_info["wid"]
         self.results_alone.append(wid)
+        self.result_times.append(asyncio.get_running_loop().time())
+        if len(self.results_alone) <= self.throttle_results:
+            return web.json_response({"error": "ResourceExhausted", "message": "over", "namespace": "default",
+                                      "limit": "rps", "limit_value": 1, "retry_after_ms": 1500}, status=429)
         return web.json_response({"status": "Completed", "result": json.dumps(wid)})
 
     async def result_batch(self, request: web.Request) -> web.StreamResponse:
@@ -266,3 +273,28 @@ async def test_a_batch_throttled_past_the_retry_budget_raises_the_refusal(fronte
     assert got[0] == "run-w0"
     assert all(isinstance(g, ResourceExhaustedError) and g.limit == "rps" for g in got[1:])
     assert 2 <= len(fe.batches) <= 4 and [b["workflow_id"] for b in fe.alone] == ["w0"]
+
+
+async def test_a_429_asking_for_no_wait_does_not_make_the_client_resend_in_a_tight_loop(
+        frontend: tuple[Frontend, str]) -> None:
+    # A proxy, or a frontend whose bucket is a hair short of a token, may say 0 ms.
+    fe, url = frontend
+    fe.throttle_batches, fe.retry_after_ms = 1000, 0
+    client = _client(url)
+    client._batchers["/workflow-starts"] = Batcher(client.transport, client._start_alone,  # type: ignore[arg-type]
+                                                   "/workflow-starts", "starts", throttled_within=0.5)
+    try:
+        got = await _start_many(client, ["w0", "w1", "w2"])
+    finally:
+        await client.close()
+    assert all(isinstance(g, ResourceExhaustedError) for g in got[1:])
+    assert len(fe.batches) <= 0.5 / MIN_RETRY_AFTER_S + 2, len(fe.batches)
+
+
+async def test_a_throttled_result_wait_asks_again_after_the_frontends_wait(frontend: tuple[Frontend, str]) -> None:
+    fe, url = frontend
+    fe.throttle_results = 1
+    async with _client(url) as client:
+        assert await client.get_workflow_handle("w").result() == "w"
+    # Not every 0.5 s, each refused in turn: once, after the 1.5 s the 429 asked for.
+    assert len(fe.result_times) == 2 and fe.result_times[1] - fe.result_times[0] >= 1.4

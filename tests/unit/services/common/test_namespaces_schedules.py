@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -58,7 +59,7 @@ class _Pool:
 async def test_the_registry_reads_on_a_miss_and_remembers_a_miss_briefly() -> None:
     pool = _Pool({"default"})
     now = [100.0]
-    registry = NamespaceRegistry(pool, negative_ttl=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    registry = NamespaceRegistry(pool, negative_ttl=1.0, clock=lambda: now[0])
     assert await registry.is_registered("default") and pool.fetches == 1
     assert await registry.is_registered("default") and pool.fetches == 1  # known: no read
     assert not await registry.is_registered("shop") and pool.fetches == 2
@@ -245,3 +246,24 @@ def test_every_namespace_and_schedule_route_is_classified_and_documented() -> No
         "create_namespace", "list_namespaces", "update_namespace"}
     documented = {op["operationId"] for path in document()["paths"].values() for op in path.values()}
     assert names <= documented
+
+
+async def test_misses_of_many_names_share_reads_started_at_most_once_per_interval() -> None:
+    pool = _Pool({"default"})
+    registry = NamespaceRegistry(pool, miss_read_interval=0.05)
+    found = await asyncio.gather(*(registry.is_registered(f"made-up-{i}") for i in range(50)))
+    # The first miss starts a read; those that came after it wait for the next, one for them all.
+    assert not any(found) and pool.fetches <= 2
+    before = pool.fetches
+    pool.names.add("new")  # created by another frontend just now
+    assert await registry.is_registered("new") and pool.fetches == before + 1  # a read that started after
+
+
+async def test_history_reads_on_each_miss_without_waiting() -> None:
+    pool = _Pool({"default"})
+    registry = NamespaceRegistry(pool)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(5):
+        assert not await registry.is_registered(f"made-up-{i}")
+    assert pool.fetches == 5 and loop.time() - started < 0.05

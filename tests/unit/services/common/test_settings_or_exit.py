@@ -57,3 +57,15 @@ def test_a_short_internal_key_ends_the_program_naming_it(monkeypatch: pytest.Mon
     assert str(exited.value.code) == "matching: KADENCE_INTERNAL_KEY must have at least 16 characters"
     monkeypatch.setenv("KADENCE_INTERNAL_KEY", "k" * 16)
     assert settings_or_exit("matching").internal_key == "k" * 16
+
+
+@pytest.mark.parametrize("key", ["k" * 16 + "\n", "k" * 16 + " ", " " + "k" * 16, "k" * 8 + " " + "k" * 8,
+                                 "k" * 16 + "é", "k" * 8 + "\t" + "k" * 8])
+def test_an_internal_key_a_header_cannot_carry_as_is_ends_the_program_naming_it(
+        key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With a trailing space every internal call was refused 401; with a newline the client
+    # refused to send it: the services started and then could not reach each other.
+    monkeypatch.setenv("KADENCE_INTERNAL_KEY", key)
+    with pytest.raises(SystemExit) as exited:
+        settings_or_exit("matching")
+    assert str(exited.value.code).startswith("matching: KADENCE_INTERNAL_KEY must be printable ASCII")

@@ -156,3 +156,48 @@ def test_a_call_whose_cost_is_known_later_passes_with_any_token_and_then_pays_it
     assert refused.value.body()["retry_after_ms"] == (1 - (20 - 500)) * 100
     clock.now += 48.2
     quotas.admit("ns", Kind.API, 0.0)
+
+
+async def test_a_read_that_began_before_a_change_made_here_does_not_undo_it() -> None:
+    clock = Clock()
+    stored: dict[str, Limits] = {}
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def read() -> Mapping[str, Limits]:
+        before = dict(stored)  # what the SELECT saw: the row before the PATCH below
+        reading.set()
+        await release.wait()
+        return before
+
+    quotas = Quotas(Limits(rps=1000.0), read, refresh_s=5.0, clock=clock)
+    quotas.admit("ns", Kind.API)  # starts a background read
+    await reading.wait()
+    stored["ns"] = Limits(rps=1.0)  # the PATCH commits ...
+    quotas.set_override("ns", Limits(rps=1.0))  # ... and this frontend applies it at once
+    release.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert quotas.limits("ns").rps == 1.0  # not the stale read's default, for up to refresh_s
+    clock.now += 6  # the next read sees the row
+    quotas.admit("ns", Kind.API)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert quotas.limits("ns").rps == 1.0
+    await quotas.close()
+
+
+def test_worker_answers_have_a_bucket_of_their_own_at_the_clusters_rate() -> None:
+    quotas = Quotas(Limits(rps=1.0), answer_rps=5.0, clock=Clock())
+    quotas.set_override("ns", Limits(rps=1.0))
+    for _ in range(2):
+        quotas.admit("ns", Kind.API)
+    with pytest.raises(ResourceExhausted):
+        quotas.admit("ns", Kind.API)
+    for _ in range(10):  # the API's bucket is empty; the answers' holds 2 s of 5 a second
+        quotas.admit("ns", Kind.ANSWERS)
+    with pytest.raises(ResourceExhausted) as refused:
+        quotas.admit("ns", Kind.ANSWERS)
+    assert refused.value.body()["limit"] == "answer_rps" and "worker answers a second" in str(refused.value)
+    unlimited = Quotas(Limits(rps=1.0), clock=Clock())
+    for _ in range(1000):
+        unlimited.admit("ns", Kind.ANSWERS)
