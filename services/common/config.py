@@ -34,7 +34,12 @@ def _in_range(name: str, value: int, low: int, high: int | None) -> int:
     if value < low or (high is not None and value > high):
         bound = f"at least {low}" if high is None else f"between {low} and {high}"
         raise ValueError(f"{name} must be {bound}, got {value}")
+    if value > _LARGEST:  # would overflow where it becomes seconds (a float) or a timeout
+        raise ValueError(f"{name} must be at most {_LARGEST}, got a number of {len(str(value))} digits")
     return value
+
+
+_LARGEST = 2**53  # every integer up to it is exact as a float
 
 
 def _env_chosen_int(name: str) -> int | None:

@@ -22,10 +22,10 @@ from services.common.embedded import EmbeddedBroker
 from services.common.namespaces import MISS_READ_INTERVAL_S
 from tests.helpers import eventually
 
-from .test_namespace_limits import _id, _requests_end, limited, metrics_url
+from .test_namespace_limits import _id, _requests_end, limited
 from .workflows import EchoWorkflow
 
-__all__ = ["limited", "metrics_url"]  # the fixtures
+__all__ = ["limited"]  # the fixture (metrics_url is conftest.py's)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -30,6 +30,8 @@ def test_readable_settings_are_returned(monkeypatch: pytest.MonkeyPatch) -> None
     ("KADENCE_STALL_AFTER_MS", "-1", "KADENCE_STALL_AFTER_MS must be at least 0, got -1"),
     ("KADENCE_HEALTH_UNANSWERED_MS", "0", "KADENCE_HEALTH_UNANSWERED_MS must be at least 1, got 0"),
     ("KADENCE_FRONTEND_PORT", "99999", "KADENCE_FRONTEND_PORT must be between 0 and 65535, got 99999"),
+    ("KADENCE_HEALTH_UNANSWERED_MS", "9" * 400,
+     "KADENCE_HEALTH_UNANSWERED_MS must be at most 9007199254740992, got a number of 400 digits"),
 ])
 def test_a_value_out_of_its_range_ends_the_program_naming_it(name: str, value: str, says: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
