@@ -40,6 +40,15 @@ class Cluster:
         return str(self.frontend.url)
 
     async def start(self) -> None:
+        """Start every service; if one fails to start, those started already are stopped
+        (their consumers would otherwise go on in the caller's event loop) and the error raised."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         from services.common.matching.client import MatchingClient
         from services.frontend import FrontendService
         from services.history import HistoryService
@@ -113,19 +122,31 @@ class Cluster:
             self._started.remove(visibility)
         else:
             visibility = None
+        # Each service is stopped whatever the stop of another raised (the first error is
+        # raised at the end): one that failed must not leave the others running.
+        failed: BaseException | None = None
         while self._started:
             service = self._started.pop()
-            await service.stop()  # type: ignore[attr-defined]
-        if visibility is not None:
-            if not await visibility.drain(drain_visibility_s):
-                log.warning("stopping before visibility caught up: runs that closed in the last moments may"
-                            " show as running, or not at all, in workflow lists")
-            await visibility.stop()
-        if getattr(self, "matching_client", None) is not None:
-            await self.matching_client.close()
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+            try:
+                await service.stop()  # type: ignore[attr-defined]
+            except BaseException as exc:  # raised below, once the rest is stopped
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.exception("stopping %s failed", type(service).__name__)
+                failed = failed or exc
+        try:
+            if visibility is not None:
+                if not await visibility.drain(drain_visibility_s):
+                    log.warning("stopping before visibility caught up: runs that closed in the last moments may"
+                                " show as running, or not at all, in workflow lists")
+                await visibility.stop()
+        finally:
+            if getattr(self, "matching_client", None) is not None:
+                await self.matching_client.close()
+            if self.pool is not None:
+                await self.pool.close()
+                self.pool = None
+        if failed is not None:
+            raise failed
 
 
 # Fetch waits in one process: commands, tasks and replies produced here are handed over
