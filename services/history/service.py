@@ -63,6 +63,9 @@ from .telemetry import ObserverFactory, observer_factory
 log = logging.getLogger(__name__)
 
 GROUP = "kadence-history"
+# The group's first join answers in about a second; one that does not is said at this interval
+# (aiokafka retries a join quietly, and the start waits for it without end).
+JOIN_REPORT_S = 10.0
 MAX_SHARD_RESTARTS = 3
 SHARD_RESTART_WINDOW_S = 300.0
 
@@ -98,6 +101,21 @@ class NoticeCounts:
     received: int = 0
     not_owned: int = 0  # for a partition without a running shard here
     own: int = 0  # commands this process's relay published, offered to its shards here (OwnCommands)
+
+
+async def _said_while_waiting(step: Awaitable[None], every_s: float, what: str) -> None:
+    """Await ``step``, warning ``what`` (with the time waited) each ``every_s`` it takes."""
+    task = asyncio.ensure_future(step)
+    waited = 0.0
+    try:
+        while not (await asyncio.wait([task], timeout=every_s))[0]:
+            waited += every_s
+            log.warning("%s (%g s)", what, waited)
+    finally:
+        if not task.done():  # this wait was cancelled: so is the step
+            task.cancel()
+            await asyncio.wait([task])
+    task.result()
 
 
 class HistoryService:
@@ -209,7 +227,9 @@ class HistoryService:
         )
         self._observer = observer_factory(self._consumer)  # telemetry when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
-        await self._consumer.start()
+        await _said_while_waiting(self._consumer.start(), JOIN_REPORT_S,
+                                  f"history: the broker has not answered consumer group {GROUP}'s join yet;"
+                                  " the start waits for its partitions")
         self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
                            "the history consumer task", self.fatal)
         self._start_jobs()
