@@ -60,8 +60,10 @@ class Cluster:
         self.pool = await db.create_pool(s.database_url, max_size=12)
         self.matching = MatchingService(s, pool=self.pool)
         self.matching.fatal = self.fatal
-        await self.matching.start()
+        # Each service is stopped by stop() from the moment its start begins: a start cut
+        # short leaves part of it running (history's stops itself, its start waiting longest).
         self._started.append(self.matching)
+        await self.matching.start()
         self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
                                               internal_key=s.internal_key)
         # The co-location ports, chosen here once (services/common/colocation.py): commands go
@@ -90,16 +92,16 @@ class Cluster:
         # Before history: the broker answers a new consumer group's join after about a second,
         # and history's start waits for its own; visibility's join then runs meanwhile instead of
         # after, so runs are listed, and a stop is not held by a join, from when start returns.
-        await self.visibility.start()
         self._started.append(self.visibility)
+        await self.visibility.start()
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
         self.frontend.fatal = self.fatal
         self.frontend.health_sources["history"] = self.history.health  # stalled shards answer 503
-        await self.frontend.start()
         self._started.append(self.frontend)
+        await self.frontend.start()
 
     def _to_history(self, partition: int, key: bytes, value: bytes, headers: colocation.Headers,
                     acked: asyncio.Future[Any], checked: Limits | None = None) -> None:

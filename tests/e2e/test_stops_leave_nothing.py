@@ -8,7 +8,9 @@ loop ran. A cluster whose start was cancelled (or failed) left the services it h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import socket
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -75,8 +77,10 @@ async def test_a_cluster_whose_broker_died_stops_every_service(fresh_dsn: str,
 
 
 def _history_joining(cluster: Cluster) -> bool:
+    """History's consumer has its group coordinator: it waits for the group's assignment."""
     history = getattr(cluster, "history", None)
-    return isinstance(history, HistoryService) and history._consumer is not None
+    return (isinstance(history, HistoryService) and history._consumer is not None
+            and history._consumer._coordinator is not None)
 
 
 async def test_a_cluster_start_cancelled_while_history_joins_its_group_leaves_nothing_running(
@@ -89,4 +93,17 @@ async def test_a_cluster_start_cancelled_while_history_joins_its_group_leaves_no
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
+    await eventually(lambda: _nothing_left(before), timeout=10, what="no task of the cluster left")
+
+
+async def test_a_cluster_whose_frontend_cannot_listen_leaves_nothing_running(broker: EmbeddedBroker,
+                                                                              fresh_dsn: str) -> None:
+    """The frontend's start fails last, after its Kafka consumer and producer started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        before = set(asyncio.all_tasks())
+        cluster = Cluster(dataclasses.replace(_settings(broker, fresh_dsn), frontend_port=taken.getsockname()[1]))
+        with pytest.raises(OSError, match="address already in use"):
+            await cluster.start()
     await eventually(lambda: _nothing_left(before), timeout=10, what="no task of the cluster left")
