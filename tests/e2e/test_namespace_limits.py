@@ -77,6 +77,7 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         described = await admin.update_namespace("flood", limits={"rps": 2})
     assert described["limits"] == {"rps": 2.0, "concurrent_polls": None, "visibility_rps": None}
     starts = f"{limited.url}/api/v1/namespaces/flood/workflows"
+    before = await _requests_end(limited.settings.kafka_bootstrap)
     async with aiohttp.ClientSession() as http:
         # The burst (2 s of the rate) goes on describes, which produce nothing.
         refused = None
@@ -87,13 +88,15 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
                     break
                 assert resp.status == 404
         assert refused is not None
-        before = await _requests_end(limited.settings.kafka_bootstrap)
+        # The starts go together right after: one by one they took more than the half second
+        # that gives a token back on a loaded machine, and one of them was started.
         ids = [_id("refused") for _ in range(20)]
-        answers = [await _post(http, starts, {"workflow_id": wid, "workflow_type": "EchoWorkflow",
-                                              "task_queue": "q-none", "input": ["x"]}) for wid in ids]
-        # A batch of starts too: refused as a whole.
-        batch = await _post(http, f"{limited.url}/api/v1/namespaces/flood/workflow-starts", {"starts": [
-            {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none"} for wid in ids]})
+        *answers, batch = await asyncio.gather(
+            *(_post(http, starts, {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none",
+                                   "input": ["x"]}) for wid in ids),
+            # A batch of starts too: refused as a whole.
+            _post(http, f"{limited.url}/api/v1/namespaces/flood/workflow-starts", {"starts": [
+                {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none"} for wid in ids]}))
         assert (batch[0], batch[1]["limit"]) == (429, "rps")
     assert {status for status, _, _ in answers} == {429}
     _status, body, retry_after = answers[0]
