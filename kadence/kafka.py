@@ -26,6 +26,7 @@ from kadence.exceptions import KadenceError
 from kadence_protocol import avro
 from kadence_protocol.ingress_signing import IngressSigner
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.kafka_stop import stop_consumer
 from kadence_protocol.policies import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 # The topic names and keys are part of the public protocol (docs/protocol.md); defined there.
@@ -229,7 +230,7 @@ class KafkaIngress:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._replies.stop()
+        await stop_consumer(self._replies)
         await self._producer.stop()
 
     async def _read_replies(self) -> None:

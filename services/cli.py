@@ -306,8 +306,9 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
 
 async def _stop_cluster(cluster: Any) -> None:
     """Stop the services, then let the broker and PostgreSQL be stopped whatever happened: with
-    the broker gone (it died), aiokafka's consumer.stop() re-raises the cancellation of its own
-    fetch retry, which ended kadence dev in a traceback before it stopped them."""
+    the broker gone (it died), aiokafka's consumer.stop() re-raised the cancellation of its own
+    fetch retry (kadence_protocol/kafka_stop.py now closes what it left), which ended kadence
+    dev in a traceback before it stopped them."""
     from services.cluster import VISIBILITY_DRAIN_S
 
     try:

@@ -40,6 +40,15 @@ class Cluster:
         return str(self.frontend.url)
 
     async def start(self) -> None:
+        """Start every service; if one fails to start, those started already are stopped
+        (their consumers would otherwise go on in the caller's event loop) and the error raised."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         from services.common.matching.client import MatchingClient
         from services.frontend import FrontendService
         from services.history import HistoryService
@@ -51,8 +60,10 @@ class Cluster:
         self.pool = await db.create_pool(s.database_url, max_size=12)
         self.matching = MatchingService(s, pool=self.pool)
         self.matching.fatal = self.fatal
-        await self.matching.start()
+        # Each service is stopped by stop() from the moment its start begins: a start cut
+        # short leaves part of it running (history's stops itself, its start waiting longest).
         self._started.append(self.matching)
+        await self.matching.start()
         self.matching_client = MatchingClient(self.pool, s.task_partitions, local=self.matching,
                                               internal_key=s.internal_key)
         # The co-location ports, chosen here once (services/common/colocation.py): commands go
@@ -81,16 +92,16 @@ class Cluster:
         # Before history: the broker answers a new consumer group's join after about a second,
         # and history's start waits for its own; visibility's join then runs meanwhile instead of
         # after, so runs are listed, and a stop is not held by a join, from when start returns.
-        await self.visibility.start()
         self._started.append(self.visibility)
+        await self.visibility.start()
         # Topics that did not exist mean a broker that kept nothing (the development broker
         # after a restart): PostgreSQL, the system of record, carries the workflows on.
         await self.history.start(fresh_broker=kafka.REQUESTS in created)
         self._started.append(self.history)
         self.frontend.fatal = self.fatal
         self.frontend.health_sources["history"] = self.history.health  # stalled shards answer 503
-        await self.frontend.start()
         self._started.append(self.frontend)
+        await self.frontend.start()
 
     def _to_history(self, partition: int, key: bytes, value: bytes, headers: colocation.Headers,
                     acked: asyncio.Future[Any], checked: Limits | None = None) -> None:
@@ -113,19 +124,31 @@ class Cluster:
             self._started.remove(visibility)
         else:
             visibility = None
+        # Each service is stopped whatever the stop of another raised (the first error is
+        # raised at the end): one that failed must not leave the others running.
+        failed: BaseException | None = None
         while self._started:
             service = self._started.pop()
-            await service.stop()  # type: ignore[attr-defined]
-        if visibility is not None:
-            if not await visibility.drain(drain_visibility_s):
-                log.warning("stopping before visibility caught up: runs that closed in the last moments may"
-                            " show as running, or not at all, in workflow lists")
-            await visibility.stop()
-        if getattr(self, "matching_client", None) is not None:
-            await self.matching_client.close()
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+            try:
+                await service.stop()  # type: ignore[attr-defined]
+            except BaseException as exc:  # raised below, once the rest is stopped
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.exception("stopping %s failed", type(service).__name__)
+                failed = failed or exc
+        try:
+            if visibility is not None:
+                if not await visibility.drain(drain_visibility_s):
+                    log.warning("stopping before visibility caught up: runs that closed in the last moments may"
+                                " show as running, or not at all, in workflow lists")
+                await visibility.stop()
+        finally:
+            if getattr(self, "matching_client", None) is not None:
+                await self.matching_client.close()
+            if self.pool is not None:
+                await self.pool.close()
+                self.pool = None
+        if failed is not None:
+            raise failed
 
 
 # Fetch waits in one process: commands, tasks and replies produced here are handed over

@@ -16,11 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+from tests.helpers import NotYet, eventually
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +99,35 @@ _DUMP_BEFORE_TIMEOUT_S = 5.0
 async def _session_loop() -> AsyncIterator[None]:
     _SESSION_LOOP.append(asyncio.get_running_loop())
     yield
+
+
+# A Kafka client a test module leaves running retries its broker, stopped with the module, for
+# the rest of the session, and its error records land in later tests' logs (stop 23's CI): each
+# module's leftovers are named at the end of the run, with the module that left them.
+_KAFKA_LEFT_RUNNING: dict[str, list[str]] = {}
+
+
+def _kafka_tasks(since: set[asyncio.Task[Any]]) -> list[str]:
+    """The aiokafka tasks started since ``since`` that still run, named by their coroutines."""
+    return sorted(f"{t.get_coro().__qualname__}" for t in asyncio.all_tasks() - since  # type: ignore[union-attr]
+                  if not t.done() and "aiokafka" in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", ""))
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _kafka_clients_stopped(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    before = set(asyncio.all_tasks())
+    yield
+    try:  # the tasks of what was just stopped end within a few loop turns
+        await eventually(lambda: not _kafka_tasks(before), timeout=2, what="no aiokafka task left")
+    except NotYet:
+        _KAFKA_LEFT_RUNNING[request.node.nodeid] = _kafka_tasks(before)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _KAFKA_LEFT_RUNNING:
+        terminalreporter.section("Kafka clients left running (their tasks), by the test module that left them")
+        for module, tasks in _KAFKA_LEFT_RUNNING.items():
+            terminalreporter.write_line(f"{module}: {', '.join(tasks)}")
 
 
 def _awaiting(coro: object) -> list[str]:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence_protocol.kafka_security import client_options
+from kadence_protocol.kafka_stop import stop_consumer
 
 from . import unreadable
 
@@ -60,7 +61,7 @@ class BoundedRead:
         try:
             await consumer.start()
         except KafkaError as exc:
-            await consumer.stop()  # releases what start() had opened
+            await stop_consumer(consumer)  # releases what start() had opened
             raise BrokerUnreachable(f"cannot reach the Kafka broker at {self.bootstrap}"
                                     f" ({type(exc).__name__}); is it running, and is --bootstrap right?") from None
         try:
@@ -77,7 +78,7 @@ class BoundedRead:
             for tp in tps:
                 consumer.seek(tp, self.starts[tp])
         except BaseException:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise
         return self
 
@@ -112,7 +113,7 @@ class BoundedRead:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)
 
     async def __aiter__(self) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
         consumer = self._consumer

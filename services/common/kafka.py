@@ -18,6 +18,7 @@ from aiokafka.partitioner import murmur2
 from kadence_protocol import avro
 from kadence_protocol.ingress_signing import IngressSigner
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.kafka_stop import stop_consumer
 
 # The topic names and keys are the protocol's (one definition); re-exported for the services.
 from kadence_protocol.topics import DLQ as DLQ
@@ -112,7 +113,7 @@ async def history_topic_problem(bootstrap: str) -> str | None:
     except KafkaError as exc:
         return f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__}); set KADENCE_KAFKA_BOOTSTRAP"
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
         quiet.setLevel(level)
     if HISTORY not in topics:
         return f"the broker at {bootstrap} has no {HISTORY} topic (the services create it at their start)"

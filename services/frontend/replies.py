@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.kafka_stop import stop_consumer
 from services.common import outage, unreadable
 from services.common.aio import cancel
 from services.common.config import Settings
@@ -110,7 +111,7 @@ class ReplyRouter:
                 # Resolve the end offset now, so a reply to the first command is not skipped.
                 self._given[tp] = await self._consumer.position(tp)
         except BaseException:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             raise
         self._task = asyncio.create_task(self._run(), name="frontend-replies")
         if fatal is not None:
@@ -120,7 +121,7 @@ class ReplyRouter:
         await cancel(self._task)
         self._task = None
         with contextlib.suppress(KafkaError):
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.future.cancel()

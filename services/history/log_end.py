@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.kafka_stop import stop_consumer
 
 log = logging.getLogger(__name__)
 
@@ -40,4 +41,4 @@ async def serves_record_before(bootstrap: str, security: KafkaSecurity | None, t
         log.debug("%s: the record at %d is not served (%r)", tp, offset - 1, exc)
         return False
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)

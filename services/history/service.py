@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from kadence_protocol.kafka_security import client_options
+from kadence_protocol.kafka_stop import stop_consumer
 from services.common import db, internal_auth, kafka, outage, unreadable
 from services.common.aio import cancel
 from services.common.bind import UnsafeBind
@@ -62,6 +64,9 @@ from .trim import RequestTrimmer
 log = logging.getLogger(__name__)
 
 GROUP = "kadence-history"
+# The group's first join answers in about a second; one that does not is said at this interval
+# (aiokafka retries a join quietly, and the start waits for it without end).
+JOIN_REPORT_S = 10.0
 MAX_SHARD_RESTARTS = 3
 SHARD_RESTART_WINDOW_S = 300.0
 
@@ -99,6 +104,21 @@ class NoticeCounts:
     own: int = 0  # commands this process's relay published, offered to its shards here (OwnCommands)
 
 
+async def _said_while_waiting(step: Awaitable[None], every_s: float, what: str) -> None:
+    """Await ``step``, warning ``what`` (with the time waited) each ``every_s`` it takes."""
+    task = asyncio.ensure_future(step)
+    waited = 0.0
+    try:
+        while not (await asyncio.wait([task], timeout=every_s))[0]:
+            waited += every_s
+            log.warning("%s (%g s)", what, waited)
+    finally:
+        if not task.done():  # this wait was cancelled: so is the step
+            task.cancel()
+            await asyncio.wait([task])
+    task.result()
+
+
 class HistoryService:
     """``tasks`` and ``replies``: where committed tasks and replies go (the co-location ports,
     services/common/colocation.py): through the outbox unless services in this process take them."""
@@ -112,6 +132,7 @@ class HistoryService:
         self.pool = pool
         self.shards: dict[int, Shard] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._ingress: IngressPolicy | None = None
         self._task: asyncio.Task[None] | None = None
         # Started by the first command a frontend in this process hands over (see gate.py).
@@ -169,6 +190,15 @@ class HistoryService:
                            if self.notices is NO_NOTICES else BothCommitNotices(self.notices, self.reply_notices))
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
+        try:
+            await self._start()
+        except BaseException:
+            # Cancelled or failed half-way (the group join waits on the broker): what started
+            # here stops, or its consumer and producer would go on in the caller's event loop.
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self._serve()
         if self.health_server is not None and self.health_server.takes_notices:
             # Commands of this process's relay to shards here need not wait for the fetch either.
@@ -183,9 +213,9 @@ class HistoryService:
         if self._ingress is not None and signer is None:
             log.warning("the ingress policy names neither history_principal nor frontend_principal: history's own "
                         "records (child workflows) to protected namespaces will be dead-lettered")
-        self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security,
-                                            signer=signer)
-        await self._producer.start()
+        producer = self._producer = kafka.new_producer(self.settings.kafka_bootstrap, self.settings.kafka_security,
+                                                       signer=signer)
+        await producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=GROUP,
@@ -199,7 +229,9 @@ class HistoryService:
         )
         self._observer = observer_factory(self._consumer)  # telemetry when tracing or metrics are on
         self._consumer.subscribe([kafka.REQUESTS], listener=_Rebalance(self))
-        await self._consumer.start()
+        await _said_while_waiting(self._consumer.start(), JOIN_REPORT_S,
+                                  f"history: the broker has not answered consumer group {GROUP}'s join yet;"
+                                  " the start waits for its partitions")
         self._task = watch(asyncio.create_task(self._consume(), name="history-consumer"),
                            "the history consumer task", self.fatal)
         self._start_jobs()
@@ -242,6 +274,7 @@ class HistoryService:
         assert self.pool is not None
         s = self.settings
         self.retention = RetentionJob(self.pool, self.owned, batch=s.retention_batch)
+        assert self._producer is not None
         self.scheduler = Scheduler(self.pool, self._producer, self.owned)
         self._jobs = [
             watch(asyncio.create_task(run_every("retention", lambda: s.retention_interval_ms / 1000,
@@ -260,29 +293,37 @@ class HistoryService:
                 name="history-trim"), "the kadence.requests trimmer", self.fatal))
 
     async def stop(self) -> None:
+        """Stop; also after a start that failed half-way. Each step runs whatever an earlier
+        one raised (raised at the end): a consumer, producer or pool left behind would go on."""
         self._stopping = True
-        for job in self._jobs:
-            await cancel(job)
-        if self.trimmer is not None:
-            await self.trimmer.close()
-        if self.health_server is not None:
-            await self.health_server.stop()
-        await cancel(self._gate_task)
-        await cancel(self._task)
-        await self._release(list(self.shards))
-        if self._consumer is not None:
-            await self._consumer.stop()
-        # A rebalance under way when the stop began may have finished taking partitions
-        # since: their shards must not outlive the pool.
-        await self._release(list(self.shards))
-        await self._producer.stop()
-        await self._relayed.close()
-        await self._at_commit.close()
-        if self._own_pool and self.pool is not None:
-            await self.pool.close()
+
+        async def release_the_rest() -> None:
+            # A rebalance under way when the stop began may have finished taking partitions
+            # since: their shards must not outlive the pool.
+            await self._release(list(self.shards))
+
+        async with contextlib.AsyncExitStack() as then:  # run last pushed first
+            if self._own_pool and self.pool is not None:
+                then.push_async_callback(self.pool.close)
+            then.push_async_callback(self._at_commit.close)
+            then.push_async_callback(self._relayed.close)
+            if self._producer is not None:
+                then.push_async_callback(self._producer.stop)
+            then.push_async_callback(release_the_rest)
+            if self._consumer is not None:
+                then.push_async_callback(stop_consumer, self._consumer)
+            if self.trimmer is not None:
+                then.push_async_callback(self.trimmer.close)
+            for job in self._jobs:
+                await cancel(job)
+            if self.health_server is not None:
+                await self.health_server.stop()
+            await cancel(self._gate_task)
+            await cancel(self._task)
+            await self._release(list(self.shards))
 
     async def _acquire(self, partitions: list[int]) -> None:
-        assert self._consumer is not None
+        assert self._consumer is not None and self._producer is not None
         for p in partitions:
             if p in self.shards or self._stopping:
                 continue

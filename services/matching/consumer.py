@@ -23,6 +23,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
+from kadence_protocol.kafka_stop import stop_consumer
 from services.common import outage, unreadable
 from services.common.aio import cancel
 from services.common.config import Settings
@@ -124,7 +125,7 @@ class TaskConsumer:
         await cancel(self._task)
         self._task = None
         with contextlib.suppress(KafkaError):
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         with contextlib.suppress(KafkaError):
             await self._producer.stop()
 

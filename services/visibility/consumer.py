@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from kadence_protocol.kafka_security import KafkaSecurity, client_options
+from kadence_protocol.kafka_stop import stop_consumer
 from services.common import outage, telemetry, unreadable
 from services.common.aio import cancel
 from services.common.kafka import HISTORY
@@ -120,7 +121,7 @@ class VisibilityConsumer:
         if task is not None and not task.done():
             await cancel(task)  # a cancelled loop is no death: neither callback reacts
         with contextlib.suppress(KafkaError):
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
 
     async def drain(self, timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until every record of the partitions this

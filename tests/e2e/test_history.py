@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.colocation import LocalFrontend
 from services.history import HistoryService, gate, rebuild
+from services.history import service as history_service
 from services.history.builder import LocalTask
 from services.history.errors import ShardOwnershipLost
 from services.history.state import MutableState
@@ -656,3 +658,16 @@ async def test_a_cluster_of_an_earlier_build_records_the_shards_it_has_acquired(
         assert await db.cluster_setting(conn, "shards") == "3"
     finally:
         await conn.close()
+
+
+async def test_a_start_waiting_for_its_consumer_groups_join_says_so(broker, fresh_dsn, monkeypatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka retries a group join quietly and the start waits for it without end: a start
+    that hung there said nothing at all. The broker answers the first join after about 1 s."""
+    monkeypatch.setattr(history_service, "JOIN_REPORT_S", 0.2)
+    caplog.set_level(logging.WARNING, logger=history_service.__name__)
+    async with history_running(broker.bootstrap, fresh_dsn) as service:
+        assert service._consumer is not None and service._consumer.assignment()
+    said = [r.getMessage() for r in caplog.records if r.name == history_service.__name__]
+    assert said and said[0] == ("history: the broker has not answered consumer group kadence-history's join yet;"
+                                " the start waits for its partitions (0.2 s)"), said

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ from kadence import Client, ResourceExhaustedError, Worker
 from kadence.exceptions import WorkflowNotFoundError
 from kadence_protocol.topics import REQUESTS
 from services.cluster import Cluster
+from services.common import telemetry
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from tests.helpers import eventually
@@ -44,6 +45,16 @@ async def _requests_end(bootstrap: str) -> int:
 
 
 @pytest.fixture
+def metrics_url() -> Iterator[str]:
+    signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
+    assert signals.metrics_url is not None
+    try:
+        yield signals.metrics_url
+    finally:
+        signals.shutdown()
+
+
+@pytest.fixture
 async def limited(metrics_url: str, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     """A cluster whose defaults are generous; the tests set tight limits on one namespace."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
@@ -66,6 +77,7 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         described = await admin.update_namespace("flood", limits={"rps": 2})
     assert described["limits"] == {"rps": 2.0, "concurrent_polls": None, "visibility_rps": None}
     starts = f"{limited.url}/api/v1/namespaces/flood/workflows"
+    before = await _requests_end(limited.settings.kafka_bootstrap)
     async with aiohttp.ClientSession() as http:
         # The burst (2 s of the rate) goes on describes, which produce nothing.
         refused = None
@@ -76,13 +88,15 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
                     break
                 assert resp.status == 404
         assert refused is not None
-        before = await _requests_end(limited.settings.kafka_bootstrap)
+        # The starts go together right after: one by one they took more than the half second
+        # that gives a token back on a loaded machine, and one of them was started.
         ids = [_id("refused") for _ in range(20)]
-        answers = [await _post(http, starts, {"workflow_id": wid, "workflow_type": "EchoWorkflow",
-                                              "task_queue": "q-none", "input": ["x"]}) for wid in ids]
-        # A batch of starts too: refused as a whole.
-        batch = await _post(http, f"{limited.url}/api/v1/namespaces/flood/workflow-starts", {"starts": [
-            {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none"} for wid in ids]})
+        *answers, batch = await asyncio.gather(
+            *(_post(http, starts, {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none",
+                                   "input": ["x"]}) for wid in ids),
+            # A batch of starts too: refused as a whole.
+            _post(http, f"{limited.url}/api/v1/namespaces/flood/workflow-starts", {"starts": [
+                {"workflow_id": wid, "workflow_type": "EchoWorkflow", "task_queue": "q-none"} for wid in ids]}))
         assert (batch[0], batch[1]["limit"]) == (429, "rps")
     assert {status for status, _, _ in answers} == {429}
     _status, body, retry_after = answers[0]
@@ -97,17 +111,19 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         for _ in range(10):
             await quiet.start_workflow(EchoWorkflow.run, "q", id=_id("quiet"), task_queue="q-none")
     async with await Client.connect(limited.url, namespace="flood") as flood:
-        # The bucket may have refilled a token while the quiet starts ran: that one finds no run.
+        # The bucket refills while the quiet starts run (2 a second; a loaded machine takes more
+        # than half a second over them): the SDK's call is refused once it is drained again.
         caught = None
         for _ in range(10):
             try:
                 await flood.get_workflow_handle(ids[0]).describe()
-            except ResourceExhaustedError as err:
-                caught = err
+            except ResourceExhaustedError as exc:
+                caught = exc
                 break
             except WorkflowNotFoundError:
-                continue
-        assert caught is not None and (caught.namespace, caught.limit) == ("flood", "rps")
+                continue  # a token was left: the call went through (no such run)
+        assert caught is not None, "the SDK's calls to the flooded namespace were never refused"
+        assert (caught.namespace, caught.limit) == ("flood", "rps")
 
     async def scrape() -> float:
         async with aiohttp.ClientSession() as http, http.get(metrics_url) as resp:

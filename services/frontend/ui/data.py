@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from kadence_protocol import avro
 from kadence_protocol.kafka_security import client_options
+from kadence_protocol.kafka_stop import stop_consumer
 from kadence_protocol.topics import REQUESTS
 from services.common import chain, dlq
 from services.common.audit import verifications as audit_store
@@ -374,7 +375,7 @@ class UiData:
             log.info("could not read the start record %s[%d]@%d", record.topic, record.partition, record.offset,
                      exc_info=True)
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
         return None
 
     @property

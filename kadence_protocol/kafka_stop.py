@@ -1,0 +1,66 @@
+"""Stopping an aiokafka consumer so that nothing of it keeps running: every consumer of Kadence,
+the SDK's and the services', stops through :func:`stop_consumer`.
+
+aiokafka's ``AIOKafkaConsumer.stop()`` marks the consumer closed, then closes its group
+coordinator, its fetcher and its client in turn. With its broker gone, the fetcher's close
+re-raises the cancellation of a fetch that was waiting to retry that broker: the stop raises
+``CancelledError`` before the client is closed, and the client's metadata task then retries
+the dead broker for as long as the event loop runs (another ``stop()`` does nothing, the
+consumer being marked closed). Whoever stopped it saw a cancellation it never asked for, and
+what it meant to stop after the consumer was left running too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+__all__ = ["stop_consumer"]
+
+log = logging.getLogger(__name__)
+
+# A group member's stop first waits for its group work under way (a join, which the broker may
+# hold up to the rebalance timeout) and asks to leave the group: with the broker gone, that is
+# up to the client's request timeout (40 s). A stop must end: past this, what is left is closed.
+STOP_WAIT_S = 10.0
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop ``consumer`` and every part of it, also when its broker is gone, within about
+    :data:`STOP_WAIT_S`. The caller's own cancellation is raised once the parts are closed; a
+    Kafka error of the stop, or a stop cut short, is logged."""
+    own: BaseException | None = None  # the caller's own cancellation, raised at the end
+    try:
+        async with asyncio.timeout(STOP_WAIT_S):
+            await consumer.stop()
+        return
+    except TimeoutError:
+        reason = f"it did not end within {STOP_WAIT_S:g} s"
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:
+            own = exc
+        reason = "its broker is gone"
+    except KafkaError as exc:
+        reason = repr(exc)
+    # What stop() did not reach: the group coordinator's heartbeat and offset refresh, the
+    # fetcher if its loop still runs, and the client. Each only cancels tasks and closes
+    # connections (short), and is harmless on what is closed already.
+    for name in ("_stop_heartbeat_task", "_stop_commit_offsets_refresh_task"):  # a group member's
+        stop_task = getattr(consumer._coordinator, name, None)
+        if stop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await stop_task()
+    fetcher = consumer._fetcher
+    if fetcher is not None and not fetcher._fetch_task.done():
+        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            await fetcher.close()
+    with contextlib.suppress(asyncio.CancelledError, KafkaError):
+        await consumer._client.close()
+    if own is not None:
+        raise own
+    log.info("a Kafka consumer's stop was cut short (%s); its client is closed", reason)
