@@ -129,6 +129,10 @@ class Batcher:
                 status = int(line.get("status") or 500)
                 if status < 400:
                     future.set_result(line.get("answer") or {})
+                elif status == 503:
+                    # The frontend met an outage on this item (a read without a connection in
+                    # time, say): it goes again alone below, with the lone call's retries.
+                    continue
                 else:
                     future.set_exception(error_from_response(status, line))
         except ResourceExhaustedError as err:

@@ -23,9 +23,16 @@ from kadence._workflow.definition import WorkflowDefinition
 from kadence.converter import DataConverter
 from kadence.interceptor import Interceptor
 
-__all__ = ["Worker"]
+__all__ = ["ASYNC_ACTIVITIES_AT_ONCE", "THREADED_ACTIVITIES_AT_ONCE", "Worker"]
 
 _log = logging.getLogger(__name__)
+
+#: The default ceiling of activities at once when all of a worker's activities are coroutine
+#: functions: one waiting costs the event loop nothing, as a workflow task's slot does not.
+ASYNC_ACTIVITIES_AT_ONCE = 1_000
+#: The default ceiling when any is a plain function, which runs on a thread of the worker's
+#: pool (this many threads): a slot taken beyond them would wait for a thread.
+THREADED_ACTIVITIES_AT_ONCE = 100
 
 
 def _unique(kind: str, names: list[str]) -> None:
@@ -48,7 +55,7 @@ class Worker:
         task_queue: str,
         workflows: Iterable[type] = (),
         activities: Iterable[Callable[..., Any]] = (),
-        max_concurrent_activities: int = 100,
+        max_concurrent_activities: int | None = None,
         max_concurrent_workflow_tasks: int = 1_000,
         max_cached_workflows: int = 10_000,
         identity: str | None = None,
@@ -72,7 +79,7 @@ class Worker:
         (default: the client's) converts and encodes payloads.
         ``interceptors`` (kadence.interceptor) come after the client's and the SDK's tracing.
 
-        ``max_concurrent_workflow_tasks`` (1,000), ``max_concurrent_activities`` (100) and
+        ``max_concurrent_workflow_tasks`` (1,000), ``max_concurrent_activities`` and
         ``max_tasks_per_poll`` (100, the most the server hands out per poll) are ceilings: the
         limits a worker works with start at 50 tasks at once and 10 per poll, double while
         polls come back full (a backlog) and fall back while they come back empty
@@ -82,7 +89,13 @@ class Worker:
         ``max_cached_workflows`` (10,000, as Temporal's Go SDK) holds open runs only (a finished
         run leaves at once): with more runs open than it holds, every task of an evicted run
         replays its whole history and an activity's result cannot carry the next task, which
-        doubled the worker's and the server's CPU per workflow at 10,000 in flight."""
+        doubled the worker's and the server's CPU per workflow at 10,000 in flight.
+        ``max_concurrent_activities`` defaults to :data:`ASYNC_ACTIVITIES_AT_ONCE` (1,000) when
+        every activity registered is a coroutine function, and to
+        :data:`THREADED_ACTIVITIES_AT_ONCE` (100, the default pool's threads) when any is a plain
+        function: an activity holds its slot through its completion's round trip (and the
+        workflow task run ahead on it), so 100 slots capped a backlog of async activities at 100
+        per round trip, while a plain function's slot must not wait for a thread."""
         if not task_queue:
             raise ValueError("Worker needs a task_queue")
         workflow_defs = [WorkflowDefinition.of(w) for w in workflows]
@@ -102,6 +115,9 @@ class Worker:
         self.task_queue = task_queue
         self.identity = identity or client.identity
         self._graceful_timeout = graceful_shutdown_timeout
+        if max_concurrent_activities is None:
+            threaded = any(not d.is_async for d in activity_defs)
+            max_concurrent_activities = THREADED_ACTIVITIES_AT_ONCE if threaded else ASYNC_ACTIVITIES_AT_ONCE
         self._own_executor = activity_executor is None and any(not d.is_async for d in activity_defs)
         self._executor = activity_executor or (
             concurrent.futures.ThreadPoolExecutor(

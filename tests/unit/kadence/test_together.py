@@ -48,10 +48,14 @@ class Frontend:
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
-    def answer(item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def answer(item: dict[str, Any], together: bool = False) -> tuple[int, dict[str, Any]]:
+        """``together``: the item came in a batch call, where ids starting with "busy" meet an
+        outage (503 on their own line); alone they start."""
         wid = item["workflow_id"]
         if wid.startswith("dup"):
             return 409, {"error": "WorkflowAlreadyStarted", "message": "running", "field": "workflow_id"}
+        if together and wid.startswith("busy"):
+            return 503, {"error": "Unavailable", "message": "the database is unavailable; retry later"}
         return 201, {"run_id": f"run-{wid}", "workflow_id": wid}
 
     async def start(self, request: web.Request) -> web.StreamResponse:
@@ -79,7 +83,7 @@ class Frontend:
         for n, index in enumerate(reversed(range(len(starts)))):
             if self.cut_after is not None and n == self.cut_after:
                 return response  # cut short: no closing line
-            status, answer = self.answer(starts[index])
+            status, answer = self.answer(starts[index], together=True)
             line = {"index": index, "status": status, **({"answer": answer} if status < 400 else answer)}
             await response.write((b"," if n else b"") + json.dumps(line).encode() + b"\n")
         await response.write(b"]}\n")
@@ -179,6 +183,21 @@ async def test_an_answer_cut_short_sends_the_rest_alone_with_their_request_ids(
     # w5 and w4 were answered in the batch; w1-w3 went again alone, each with the request id it had.
     again = {b["workflow_id"]: b["request_id"] for b in fe.alone[1:]}
     assert sorted(again) == ["w1", "w2", "w3"]
+    assert all(again[s["workflow_id"]] == s["request_id"] for s in batch if s["workflow_id"] in again)
+
+
+async def test_an_item_answered_unavailable_goes_again_alone_with_its_request_id(
+        frontend: tuple[Frontend, str]) -> None:
+    # An outage met by one item of a batch is as transient as one met by a lone start, which
+    # the client retries; the batch's other answers stand.
+    fe, url = frontend
+    async with _client(url) as client:
+        got = await _start_many(client, ["w0", "busy1", "w2", "busy3", "dup4"])
+    assert got[:4] == ["run-w0", "run-busy1", "run-w2", "run-busy3"]
+    assert isinstance(got[4], WorkflowAlreadyStartedError)
+    (batch,) = fe.batches  # w0 went alone, the first call in flight; the rest together
+    again = {b["workflow_id"]: b["request_id"] for b in fe.alone[1:]}
+    assert sorted(again) == ["busy1", "busy3"]
     assert all(again[s["workflow_id"]] == s["request_id"] for s in batch if s["workflow_id"] in again)
 
 

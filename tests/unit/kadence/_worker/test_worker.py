@@ -7,8 +7,9 @@ import contextlib
 import dataclasses
 import gc
 import json
+import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -485,6 +486,84 @@ def test_worker_rejects_bad_registration() -> None:
     with pytest.raises(ValueError, match="more than one workflow registered under the name"):
         Worker(client, task_queue="tq", workflows=[Greet, GreetChanged])
 
+
+
+class ActivityBacklog:
+    """A task queue with more activity tasks than any poll asks for; polls of other kinds wait."""
+
+    def __init__(self) -> None:
+        self.handed = 0
+
+    async def call(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                   params: Mapping[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        if not path.endswith("/activity-tasks/poll"):
+            await asyncio.Event().wait()
+        assert body is not None
+        await asyncio.sleep(0.001)
+        tasks = []
+        for _ in range(int(body["max_tasks"])):
+            self.handed += 1
+            tasks.append(_activity_task("hold", self.handed, task_token=f"a-{self.handed}",
+                                        heartbeat_timeout_ms=0))
+        return {"tasks": tasks}
+
+    async def close(self) -> None:
+        pass
+
+
+async def _most_activities_at_once(hold: Any, running: Callable[[], int], release: Callable[[], None]) -> int:
+    """The most activities a worker at its defaults runs at once from a backlog, watched for
+    1.5 s; ``hold`` returns once ``release`` is called."""
+    client = Client(ActivityBacklog(), namespace="default", identity="test")
+    most = 0
+    async with Worker(client, task_queue="tq", activities=[hold], graceful_shutdown_timeout=1):
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.5
+        while loop.time() < end:
+            most = max(most, running())
+            await asyncio.sleep(0.01)
+        release()
+    return most
+
+
+async def test_a_worker_of_async_activities_runs_up_to_a_thousand_at_once_from_a_backlog() -> None:
+    # Each activity holds its slot through its completion's round trip: a ceiling of 100
+    # capped a backlog at 100 per round trip although a waiting coroutine costs nothing.
+    running = 0
+    forever = asyncio.Event()
+
+    @activity.defn(name="hold")
+    async def hold(token: int) -> None:
+        nonlocal running
+        running += 1
+        try:
+            await forever.wait()
+        finally:
+            running -= 1
+
+    most = await _most_activities_at_once(hold, lambda: running, forever.set)
+    assert most == 1_000
+
+
+async def test_a_worker_with_a_plain_function_activity_runs_no_more_than_its_threads() -> None:
+    # A plain function runs on a thread of the worker's pool (100): a slot beyond them would
+    # hold a task that waits for a thread.
+    release = threading.Event()
+    running = 0
+    lock = threading.Lock()
+
+    @activity.defn(name="hold")
+    def hold(token: int) -> None:
+        nonlocal running
+        with lock:
+            running += 1
+        release.wait(30)
+
+    try:
+        most = await _most_activities_at_once(hold, lambda: running, release.set)
+    finally:
+        release.set()
+    assert most == 100
 
 
 class GatedTransport:
