@@ -279,6 +279,8 @@ class Bench:
         return elapsed, cpu
 
     async def throughput(self, n: int, run: int) -> None:
+        if not n:  # --n 0: no throughput phase (a latency-only run)
+            return
         elapsed, cpu = await self.burst(n, f"tp{n}-{run}-{uuid.uuid4().hex[:6]}")
         self.record(bench="throughput", n=n, run=run, clients=self.args.clients or n, seconds=elapsed,
                     wf_per_s=n / elapsed, cpu_ms_per_wf={k: v * 1000 / n for k, v in cpu.items()})

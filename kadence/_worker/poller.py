@@ -157,12 +157,12 @@ class Poller:
         :class:`WorkerRefusedError` (retrying a credential that is refused helps nobody). A poll
         refused as over the namespace's limit (429) is retried after the frontend's Retry-After.
 
-        Tasks of an answer that came back short run before the next poll goes out: the
-        queue is empty, so their answers are what the workflows wait for. A full answer
-        means more tasks wait, so when slots are free the next poll goes out first and
-        they run behind it: otherwise a worker busy with one poll's worth of tasks (tens
-        of milliseconds in a burst) leaves the rest waiting at the server that long, with
-        their wake-up time (workflow.now()) still to be stamped.
+        When slots are free, the next poll goes out before the answer's tasks run. A full
+        answer means more tasks wait: otherwise a worker busy with one poll's worth of tasks
+        (tens of milliseconds in a burst) leaves the rest waiting at the server that long,
+        with their wake-up time (workflow.now()) still to be stamped. A short one too: the
+        server then takes the poll while the tasks run, instead of right after their answers,
+        when it is taking those answers to the broker and the shard (docs/decisions/0016).
         """
         backoff = 0.0
         refusals = 0  # polls answered 401/403 in a row
@@ -222,7 +222,7 @@ class Poller:
                     await self._slots.release(unused)
                 self._limits.observed(taken, len(tasks), self._slots.size - self._slots.free)
                 await self._slots.resize(self._limits.concurrency())
-                if tasks and not unused and self._slots.free > 0:
+                if tasks and self._slots.free > 0:
                     held = tasks  # the next acquire_some takes a free slot without waiting
                 elif tasks:
                     self._start(tasks)

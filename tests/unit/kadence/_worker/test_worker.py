@@ -422,11 +422,12 @@ async def test_worker_polls_and_completes() -> None:
     assert poll["max_tasks"] == 10 and poll["identity"] == "test"
 
 
-async def test_a_polled_tasks_answer_goes_out_before_the_next_poll() -> None:
-    # The answer is what the workflow waits for; the next poll only what the next task will.
+async def test_a_short_poll_answer_sends_the_next_poll_before_its_task_runs() -> None:
+    # The server takes the poll while the worker runs the task, not right after the task's
+    # answer, when it is taking that answer to the broker and the shard.
     transport = await _worker_runs_one_task()
     paths = [path.rsplit("/", 1)[-1] for method, path, _ in transport.calls if method == "POST"]
-    assert paths[:3] == ["poll", "complete", "poll"]
+    assert paths[:3] == ["poll", "poll", "complete"]
 
 
 async def test_a_full_poll_answer_sends_the_next_poll_before_its_tasks_run() -> None:
