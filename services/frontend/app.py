@@ -76,6 +76,15 @@ def _json_error(status: int, error: str, message: str, field: str | None = None,
     return web.json_response({"error": error, "message": message, "field": field, **extra}, status=status)
 
 
+# What the access log and the span record for a call whose caller hung up first (nginx's 499).
+CALLER_GONE = 499
+
+
+def _caller_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
     """Run the handler; map every error to a JSON answer; log the call at debug level."""
     started = time.monotonic()
@@ -90,9 +99,15 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         if "Allow" in exc.headers:  # 405: the methods the path takes (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
     except outage.DATABASE_TRANSIENT as exc:
-        log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
-        response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
-        response.headers["Retry-After"] = RETRY_AFTER_S
+        if isinstance(exc, ConnectionResetError) and _caller_gone(request):
+            # aiohttp's write to a caller that hung up mid-answer (a ConnectionResetError, an
+            # OSError like a database outage's): nobody is left to answer, and the database is fine.
+            log.debug("%s %s: the caller went away: %r", request.method, request.path, exc)
+            response = _json_error(CALLER_GONE, "CallerGone", "the caller closed the connection")
+        else:
+            log.warning("%s %s: database unavailable: %r", request.method, request.path, exc)
+            response = _json_error(503, "Unavailable", "the database is unavailable; retry later")
+            response.headers["Retry-After"] = RETRY_AFTER_S
     except KafkaError as exc:
         response = _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
     except RecursionError:  # a value nested deeper than a check below knew to refuse (validation.py)
