@@ -36,6 +36,7 @@ from kadence.replay import Replayer
 from kadence_protocol import avro
 from services.cli import DEV_SHARDS
 from services.common import loop as _loop
+from services.common.aio import start_or_undo
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.history.state import rebuild
 
@@ -179,11 +180,7 @@ class Bench:
     async def start(self) -> None:
         """Start what the run measures; if any of it fails, stop what did start (the services
         of --topology services, the broker, PostgreSQL) before raising."""
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+        await start_or_undo(self._start, self.stop)
 
     async def _start(self) -> None:
         a = self.args

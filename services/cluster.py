@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.common import colocation, db, kafka
+from services.common.aio import start_or_undo
 from services.common.config import Settings
 from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.supervision import Fatal
@@ -42,11 +43,7 @@ class Cluster:
     async def start(self) -> None:
         """Start every service; if one fails to start, those started already are stopped
         (their consumers would otherwise go on in the caller's event loop) and the error raised."""
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+        await start_or_undo(self._start, self.stop)
 
     async def _start(self) -> None:
         from services.common.matching.client import MatchingClient

@@ -31,7 +31,7 @@ from aiokafka.structs import ConsumerRecord
 from kadence_protocol.kafka_security import client_options
 from kadence_protocol.kafka_stop import stop_consumer
 from services.common import db, internal_auth, kafka, outage, unreadable
-from services.common.aio import cancel
+from services.common.aio import cancel, start_or_undo
 from services.common.bind import UnsafeBind
 from services.common.colocation import Headers, OutboxReplies, OutboxTasks, ReplySink, TaskSink, commands_grouped
 from services.common.command_notices import CommandNotice, NoticeOutcome, owner_name
@@ -190,13 +190,8 @@ class HistoryService:
                            if self.notices is NO_NOTICES else BothCommitNotices(self.notices, self.reply_notices))
         keys = self.settings.ingress_keys
         self._ingress = IngressPolicy.from_file(Path(keys)) if keys else None  # signed ingress, if required
-        try:
-            await self._start()
-        except BaseException:
-            # Cancelled or failed half-way (the group join waits on the broker): what started
-            # here stops, or its consumer and producer would go on in the caller's event loop.
-            await self.stop()
-            raise
+        # Cancelled or failed half-way (the group join waits on the broker): what started stops.
+        await start_or_undo(self._start, self.stop)
 
     async def _start(self) -> None:
         await self._serve()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,6 @@ from kadence import Client, ResourceExhaustedError, Worker
 from kadence.exceptions import WorkflowNotFoundError
 from kadence_protocol.topics import REQUESTS
 from services.cluster import Cluster
-from services.common import telemetry
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from tests.helpers import eventually
@@ -42,16 +41,6 @@ async def _requests_end(bootstrap: str) -> int:
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
-
-
-@pytest.fixture
-def metrics_url() -> Iterator[str]:
-    signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
-    assert signals.metrics_url is not None
-    try:
-        yield signals.metrics_url
-    finally:
-        signals.shutdown()
 
 
 @pytest.fixture
