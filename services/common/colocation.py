@@ -169,11 +169,17 @@ class TaskSink(Protocol):
 
     def hand_over(self, tasks: Sequence[HandedTask]) -> None: ...  # after the commit
 
+    # A task handed over and waiting in memory for a poll, not lost: re-dispatch skips it.
+    def holds(self, task_id: str) -> bool: ...
+
 
 class OutboxTasks:
     """Every task is published by the relay."""
 
     def takes(self, namespace: str, task_queue: str) -> bool:
+        return False
+
+    def holds(self, task_id: str) -> bool:
         return False
 
     def hand_over(self, tasks: Sequence[HandedTask]) -> None:
@@ -187,6 +193,8 @@ class MatchingTarget(Protocol):
 
     def hand_over(self, tasks: Sequence[HandedTask]) -> None: ...
 
+    def holds(self, task_id: str) -> bool: ...
+
 
 class LocalMatching:
     """Tasks of the queues matching here owns are handed to it after commit, not published."""
@@ -199,6 +207,9 @@ class LocalMatching:
 
     def hand_over(self, tasks: Sequence[HandedTask]) -> None:
         self._matching.hand_over(tasks)
+
+    def holds(self, task_id: str) -> bool:
+        return self._matching.holds(task_id)
 
 
 TASK_DISPATCH_GROUP = "kadence-matching"  # the consumer group a published task's dispatch span names
@@ -215,6 +226,9 @@ class TracedTasks:
 
     def takes(self, namespace: str, task_queue: str) -> bool:
         return self._inner.takes(namespace, task_queue)
+
+    def holds(self, task_id: str) -> bool:
+        return self._inner.holds(task_id)
 
     def hand_over(self, tasks: Sequence[HandedTask]) -> None:
         if not telemetry.tracing():

@@ -10,6 +10,12 @@ after it was scheduled, then after twice the wait before, up to REDISPATCH_MAX_M
 two. (The wait was once compared with the task's age, which passes the cap for good: every
 task unstarted for 5 minutes, a queue no worker polls, went out again on every pass.)
 Matching collapses duplicates by task id; history ignores stale answers.
+
+A task handed over to matching in this process (docs/colocation.md) and still waiting in
+its memory for a poll is not lost, and is not published again (``held``): in a burst of
+thousands of runs that wait longer than REDISPATCH_AFTER_MS for a worker, every copy was
+built, produced, fetched back by matching and dropped there as a duplicate. Its wait goes
+on as if it had been sent, so it is looked at again at its next due time.
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ REDISPATCH_MAX_MS = 300_000
 class Redispatcher:
     def __init__(self, shard_id: int, producer: AIOKafkaProducer,
                  load: Callable[[str], Awaitable[MutableState | None]], backoff: outage.Backoff,
-                 verify_owner: Callable[[], Awaitable[None]]) -> None:
+                 verify_owner: Callable[[], Awaitable[None]],
+                 held: Callable[[str], bool] = lambda task_id: False) -> None:
+        """``held``: whether a task (by id) waits in the memory of matching in this process."""
         self.shard_id = shard_id
+        self._held = held
         self.producer = producer
         self._load = load
         self.backoff = backoff
@@ -98,16 +107,21 @@ class Redispatcher:
             state = await self._load(run_id)
             if state is None:
                 continue
-            # Rebuilt from the state alone: in the run's trace (run_trace.py).
-            t = Transition(state, now, self.shard_id, headers=run_trace.headers_of(state.trace_context))
-            for task_id, since, dispatch in _unstarted(t):
+            t: Transition | None = None
+            for task_id, since, dispatch in _unstarted(state, now):
                 due, wait = self._due.get(task_id, (since + REDISPATCH_AFTER_MS, REDISPATCH_AFTER_MS))
                 if force or now >= due:
-                    dispatch()
+                    if force or not self._held(task_id):
+                        if t is None:
+                            # Rebuilt from the state alone: in the run's trace (run_trace.py).
+                            t = Transition(state, now, self.shard_id,
+                                           headers=run_trace.headers_of(state.trace_context))
+                        dispatch(t)
                     wait = wait if force else min(wait * 2, REDISPATCH_MAX_MS)
                     due = now + wait
                 alive[task_id] = (due, wait)
-            rows.extend((0, m) for m in t.outbox)
+            if t is not None:
+                rows.extend((0, m) for m in t.outbox)
         self._due = alive
         if rows:
             await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
@@ -121,16 +135,18 @@ def oldest_unstarted(s: MutableState) -> int:
     return min(times, default=0)
 
 
-def _unstarted(t: Transition) -> list[tuple[str, int, Callable[[], None]]]:
-    s = t.state
-    out: list[tuple[str, int, Callable[[], None]]] = []
+def _unstarted(s: MutableState, now: int) -> list[tuple[str, int, Callable[[Transition], None]]]:
+    """The run's unstarted tasks: (task id, scheduled time, what dispatches it again)."""
+    out: list[tuple[str, int, Callable[[Transition], None]]] = []
     if not s.running:
         return out
     if s.wt is not None and not s.wt.started_event_id:
-        out.append((f"{s.run_id}:wt:{s.wt.scheduled_event_id}", s.wt.scheduled_time, t.dispatch_workflow_task))
+        # The id the task was dispatched under (builder.py): the attempt is part of it.
+        out.append((f"{s.run_id}:wt:{s.wt.scheduled_event_id}:{s.wt.attempt}", s.wt.scheduled_time,
+                     Transition.dispatch_workflow_task))
     for sid, act in s.activities.items():
-        if act.state == ActivityState.SCHEDULED and act.scheduled_time <= t.now:
-            def dispatch(sid: int = int(sid)) -> None:
+        if act.state == ActivityState.SCHEDULED and act.scheduled_time <= now:
+            def dispatch(t: Transition, sid: int = int(sid)) -> None:
                 t.dispatch_activity_task(sid)
             out.append((f"{s.run_id}:act:{sid}:{act.attempt}", act.scheduled_time, dispatch))
     return out

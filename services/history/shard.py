@@ -152,7 +152,7 @@ class Shard:
         self.timers = TimerQueue(shard_id, store, self.intake.fire, self.backoffs[TIMERS],
                                  offer=self.intake.fire_nowait)
         self.redispatcher = Redispatcher(shard_id, producer, self.cache.load, self.backoffs[REDISPATCH],
-                                         self.verify_owner)
+                                         self.verify_owner, held=config.tasks.holds)
         self.runner = BatchRunner(
             self, store=store, producer=producer, intake=self.intake, cache=self.cache, relay=self.relay,
             timers=self.timers, redispatcher=self.redispatcher, ledger=self.ledger, heartbeats=self.heartbeats,

@@ -200,6 +200,12 @@ class MatchingService:
 
     # -- tasks from Kafka ---------------------------------------------------------------
 
+    def holds(self, task_id: str) -> bool:
+        """A task handed over by history here, waiting in memory for a poll: not lost, so
+        history's re-dispatch need not publish it again (a delivered one may be: its
+        poller can vanish before the started record)."""
+        return task_id in self._ready_ids
+
     def is_duplicate(self, task_id: str) -> bool:
         """A copy of a task just delivered, or of one waiting in memory."""
         return task_id in self._recent or task_id in self._ready_ids

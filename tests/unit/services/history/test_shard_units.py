@@ -338,3 +338,34 @@ async def test_redispatch_sends_a_task_unstarted_for_long_at_most_once_per_max_w
     assert gaps[:5] == [20.0, 40.0, 80.0, 160.0, 300.0]  # the wait doubles from 10 s ...
     assert set(gaps[5:]) == {300.0}  # ... up to REDISPATCH_MAX_MS, never less
     assert len(sent_at) < 20
+
+
+async def test_redispatch_leaves_a_task_waiting_in_matching_here_and_sends_it_once_let_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handed over to matching in this process and waiting there for a poll, a task is not
+    lost: its copy was built, produced and dropped by matching as a duplicate."""
+    published: list[Any] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        published.extend(records)
+
+    clock = [3_600_000.0]  # seconds
+    monkeypatch.setattr(redispatch.kafka, "publish", publish)
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    state = await _state()
+    assert state.wt is not None and not state.wt.started_event_id
+    held = {f"{state.run_id}:wt:{state.wt.scheduled_event_id}:{state.wt.attempt}"}
+
+    async def verify_owner() -> None:
+        pass
+
+    r = Redispatcher(0, None, Store(state).load_state, outage.Backoff("redispatch", log), verify_owner,  # type: ignore[arg-type]
+                     held=held.__contains__)
+    state.wt.scheduled_time = int(clock[0] * 1000) - redispatch.REDISPATCH_AFTER_MS  # due now
+    r.recover([state])
+    assert await r.redispatch() == 0 and published == []  # matching here holds it
+    assert await r.redispatch(force=True) == 1  # a new broker: every unstarted task, held or not
+    held.clear()  # matching let it go (its partition moved) without a poll taking it
+    clock[0] += redispatch.REDISPATCH_MAX_MS / 1000
+    assert await r.redispatch() == 1
+    assert [t for t, _, _, _ in published] == [kafka.TASKS, kafka.TASKS]
