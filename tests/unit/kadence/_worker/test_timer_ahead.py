@@ -83,14 +83,14 @@ async def test_an_evicted_run_or_a_stopped_worker_has_no_timer_armed() -> None:
     transport = FakeTransport()
     processor = _processor(transport)
     task, _ = await _first_task(processor, transport)
-    handle = processor._timer_wakes[task["run_id"]]
+    assert task["run_id"] in processor._wakes
     processor._evict(task["run_id"])
-    assert handle.cancelled() and not processor._timer_wakes
+    assert not processor._wakes and not processor._wakes._handles
     second = _processor(transport)
     task, _ = await _first_task(second, transport)
-    handle = second._timer_wakes[task["run_id"]]
+    [handle] = second._wakes._handles.values()
     second.close()
-    assert handle.cancelled() and not second._timer_wakes
+    assert handle.cancelled() and not second._wakes
 
 
 async def test_a_worker_that_does_not_run_timers_ahead_arms_nothing_and_claims_no_grace() -> None:
@@ -98,7 +98,7 @@ async def test_a_worker_that_does_not_run_timers_ahead_arms_nothing_and_claims_n
     processor = _processor(transport, run_timers_ahead=False)
     await _first_task(processor, transport)
     assert "runs_timers_ahead" not in transport.posted("/workflow-tasks/complete")[-1]
-    assert not processor._timer_wakes
+    assert not processor._wakes
 
 
 async def test_a_completion_that_starts_a_local_activitys_backoff_timer_claims_no_grace() -> None:
