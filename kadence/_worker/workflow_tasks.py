@@ -4,8 +4,8 @@ one of its user timers comes due (timer run-ahead: each cached run whose last ac
 a workflow task is armed for the earliest timer its code waits for, timer_wakes.py).
 
 Runs whose timers come due together resume together: the code of every run due is run first,
-one after the other in one loop callback, and their tasks are sent afterwards, a chunk at a
-time, each chunk after any run that came due meanwhile has resumed (decision 0016).
+one after the other in one loop callback, and their tasks are finished and sent afterwards, a
+chunk at a time, each chunk after any run that came due meanwhile has resumed (decision 0016).
 
 A cached run applies only the events a new task brings. Anything unexpected (a gap, an
 error, a failed task, a task run ahead that history did not take) evicts it; the next task
@@ -68,8 +68,8 @@ os.register_at_fork(after_in_child=_AHEAD_IDS.seed)
 #: reaches history after history fired the timer is wasted, and its run replays here.
 TIMER_AHEAD_LATE_MS = 2000
 
-#: Tasks run ahead on timers that start out to the frontend per loop turn: between two chunks,
-#: runs that came due meanwhile resume first.
+#: Tasks run ahead on timers finished and started out to the frontend per loop turn: between
+#: two chunks, runs that came due meanwhile resume first.
 SEND_CHUNK = 100
 
 
@@ -113,9 +113,9 @@ class WorkflowTaskProcessor:
         self._timers_ahead = run_timers_ahead and self._max_cached > 0
         # The cached runs with a timer armed, grouped by when it comes due.
         self._wakes: TimerWakes[WorkflowRunner] = TimerWakes(self._timers_due)
-        # Runs whose code ran ahead on a timer (each holds its run's lock), their tasks not
-        # sent yet, oldest first; one sender task at a time sends them.
-        self._woken: deque[_Woken] = deque()
+        # Runs whose code resumed on a timer (each holds its run's lock), their tasks not
+        # finished yet, oldest first; one sender task at a time finishes and sends them.
+        self._woken: deque[tuple[str, WorkflowRunner, str]] = deque()
         self._sender: asyncio.Task[None] | None = None
         # Per cached run: the last workflow task handed out here (its token names the run to
         # the frontend for a task run on a timer), only the fields that needs.
@@ -144,10 +144,10 @@ class WorkflowTaskProcessor:
         self._wakes.close()
         for task in self._timer_tasks:
             task.cancel()
-        while self._woken:  # ran here, never sent: history fires their timers after the grace
-            woken = self._woken.popleft()
-            self._evict(woken.run_id)
-            self._locks.release(woken.run_id)
+        while self._woken:  # resumed here, never sent: history fires their timers after the grace
+            run_id, _, _ = self._woken.popleft()
+            self._evict(run_id)
+            self._locks.release(run_id)
 
     async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Send an activity's result; when this worker holds the run, with the workflow's next
@@ -423,11 +423,11 @@ class WorkflowTaskProcessor:
 
     def _timers_due(self, due: list[Due[WorkflowRunner]]) -> None:
         """Runs whose timers came due (by the wall clock): resume the code of each, here and
-        now, one after the other; then what the SDK does after each run's code (its closing
-        command, the task to send), so that no run's code waits for that of the runs before
-        it; then leave the tasks to the sender. A run another task holds (that task arms it
-        again when done), or any run while interceptors wrap tasks run ahead, goes through
-        a task of its own instead (resumed there, in its turn)."""
+        now, one after the other, and leave what the SDK does after each run's code (its
+        closing command, the task to send) to the sender, so that no run's code waits for
+        that of the runs before it. A run another task holds (that task arms it again when
+        done), or any run while interceptors wrap tasks run ahead, goes through a task of
+        its own instead (resumed there, in its turn)."""
         if self._closed:
             return
         # No pass of the collector in the middle of the lot (a full pass over thousands of
@@ -435,31 +435,28 @@ class WorkflowTaskProcessor:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._wake_and_finish(due)
+            self._wake(due)
         finally:
             if collecting:
                 gc.enable()
         if self._woken and self._sender is None:
             self._sender = self._spawn(self._send_woken())
 
-    def _wake_and_finish(self, due: list[Due[WorkflowRunner]]) -> None:
+    def _wake(self, due: list[Due[WorkflowRunner]]) -> None:
         direct = self._chain_passes_on()
         # One reading of the clock for the lot: each task's time, raised to its timer's due
         # time, lies between that and history's clock, as history checks.
         now_ms = int(time.time() * 1000)
-        woken: list[tuple[str, WorkflowRunner, str]] = []
         while due:
             for run_id, runner, timer_id, due_ms in due:
                 if direct and self._locks.try_hold(run_id):
                     if self._wake_held(run_id, runner, timer_id, due_ms, now_ms):
-                        woken.append((run_id, runner, timer_id))
+                        self._woken.append((run_id, runner, timer_id))
                 else:
                     self._spawn(self._run_timer_ahead(run_id, runner, timer_id, due_ms))
             # Runs that came due meanwhile resume before any finishing.
             now_ms = int(time.time() * 1000)
             due = self._wakes.take_due(now_ms)
-        for run_id, runner, timer_id in woken:
-            self._finish_held(run_id, runner, timer_id)
 
     def _wake_held(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int, now_ms: int) -> bool:
         """Resume the run's code on its timer, the run held; False (and let go) if it did not."""
@@ -477,20 +474,24 @@ class WorkflowTaskProcessor:
         return False
 
     def _finish_held(self, run_id: str, runner: WorkflowRunner, timer_id: str) -> None:
-        """Finish the task a held run's timer woke and queue it for the sender (or let go)."""
-        self._cache.move_to_end(run_id)
-        try:
-            ahead = runner.finish_ahead(self._ahead_id())
-        except Exception as err:  # noqa: BLE001 - history fires the timer after its grace
-            _log.info("workflow run %s could not run ahead on timer %s (%s)", run_id, timer_id, err)
+        """Finish the task a held run's timer woke and start sending it (or let go)."""
+        handed = self._handed.get(run_id)
+        ahead: RanAhead | None = None
+        if self._cache.get(run_id) is runner and handed is not None:
+            self._cache.move_to_end(run_id)
+            try:
+                ahead = runner.finish_ahead(self._ahead_id())
+            except Exception as err:  # noqa: BLE001 - history fires the timer after its grace
+                _log.info("workflow run %s could not run ahead on timer %s (%s)", run_id, timer_id, err)
+        if ahead is None or handed is None:  # or it left the cache while it waited here
             self._evict(run_id)
             self._locks.release(run_id)
             return
-        self._woken.append(_Woken(run_id, runner, timer_id, self._handed[run_id], ahead))
+        self._spawn(self._send_held(_Woken(run_id, runner, timer_id, handed, ahead)))
 
     async def _send_woken(self) -> None:
-        """Send the tasks run ahead on timers, a chunk per loop turn; before each chunk, the
-        runs due by then resume (their code first, their sending after)."""
+        """Finish and send the tasks of the runs resumed on timers, a chunk per loop turn;
+        before each chunk, the runs due by then resume (their code first, the rest after)."""
         try:
             while self._woken:
                 if self._wakes:
@@ -498,7 +499,7 @@ class WorkflowTaskProcessor:
                     if due:
                         self._timers_due(due)
                 for _ in range(min(SEND_CHUNK, len(self._woken))):
-                    self._spawn(self._send_held(self._woken.popleft()))
+                    self._finish_held(*self._woken.popleft())
                 await asyncio.sleep(0)  # the chunk's tasks take their first step (encoding, queueing)
         finally:
             self._sender = None
