@@ -98,6 +98,25 @@ def wall_lateness(samples: list[list[float]], seconds: float) -> dict[str, Any]:
             "early": sum(1 for x in late if x < 0), "replayed": len(samples) - len(late)}
 
 
+def same_second_lateness(samples: list[list[float]], due: float) -> dict[str, Any]:
+    """Wake-up lateness of ``SleepUntil`` runs sleeping to ``due``: by the wall clock read
+    inside the workflow after the sleep, past ``due`` (ms). A sample ``[before, after, now]``
+    whose span is under half the sleep asked for was read in a replay (the task run ahead on
+    the timer was not taken, and the run replayed on the task history handed out): counted in
+    ``replayed`` (its ``after`` is when the replay read it). ``late_calls``: the other runs
+    whose code called sleep only after ``due`` (their first task, not their timer, was late:
+    the lead must be raised); a workflow that returns no ``now`` counts replays here too.
+    ``sleep_p99_ms``: the sleeps' own lateness, past the call plus the delay asked for."""
+    late = [(s[1] - due) * 1000 for s in samples]
+    replayed = [len(s) > 2 and s[1] - s[0] < max(0.0, due - s[2]) / 2 for s in samples]
+    own = [(s[1] - s[0] - max(0.0, due - s[2])) * 1000 for s, r in zip(samples, replayed, strict=True)
+           if len(s) > 2 and not r]
+    return {"p50_ms": _pct(late, 50), "p99_ms": _pct(late, 99), "min_ms": min(late), "max_ms": max(late),
+            "early": sum(1 for x in late if x < 0), "replayed": sum(replayed),
+            "late_calls": sum(1 for s, r in zip(samples, replayed, strict=True) if s[0] >= due and not r),
+            **({"sleep_p99_ms": _pct(own, 99)} if own else {})}
+
+
 def _cpu(p: psutil.Process) -> float:
     try:
         t = p.cpu_times()
@@ -313,10 +332,8 @@ class Bench:
             for _ in range(n)))
         started = time.time()
         samples = await asyncio.gather(*(h.result() for h in handles))
-        late = [(s[1] - due) * 1000 for s in samples]
         self.record(bench="same_second", n=n, run=run, lead_s=lead, starts_s=started - (due - lead),
-                    p50_ms=_pct(late, 50), p99_ms=_pct(late, 99), min_ms=min(late), max_ms=max(late),
-                    early=sum(1 for x in late if x < 0))
+                    **same_second_lateness(samples, due))
 
     async def fold_replay(self, run: int) -> None:
         """Events per second through the history fold, over every run in the database."""
@@ -359,7 +376,7 @@ def _summary(results: list[dict[str, Any]]) -> list[str]:
             lines.append(f"    {role:>8}: {med(rows, 'cpu_ms_per_wf', role)} ms/wf")
     for bench, keys in (("latency", ("p50_ms", "p95_ms", "p99_ms")),
                         ("timers", ("p50_ms", "p99_ms", "min_ms", "now_p99_ms")),
-                        ("same_second", ("p50_ms", "p99_ms", "max_ms", "starts_s")),
+                        ("same_second", ("p50_ms", "p99_ms", "max_ms", "starts_s", "replayed")),
                         ("fold_replay", ("events_per_s",)), ("sdk_replay", ("events_per_s",))):
         rows = [r for r in results if r["bench"] == bench]
         if rows:

@@ -8,7 +8,8 @@ within an hour), two benchmark runs one after the other compare the hours, not t
 So this starts one `kadence dev` and one benchmark worker from each checkout, both at once,
 and alternates between them: sequential workflows one by one (A, B, B, A, A, B, ...) for
 start-to-result latency, bursts of 1,000 workflows started at once for throughput, and
-bursts of 100 one-second timers for wake-up lateness. Both sides meet the same moments of
+bursts of 100 one-second timers for wake-up lateness, and (``--same-second N``) bursts of N
+runs sleeping to one wall-clock moment (bench's same-second mode). Both sides meet the same moments of
 the machine. It prints each side's figures and the median of the per-pair ratios B/A
 (for latency and lateness below 1, for throughput above 1: B is better).
 
@@ -39,8 +40,8 @@ from kadence import Client
 from services.common import loop as _loop
 from services.common.embedded import free_port
 
-from .bench import WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, spawn, stop_processes
-from .workflows import OneActivity, OneTimer
+from .bench import WORKER_TASKS_PER_POLL, WORKER_WORKFLOW_TASKS, _pct, same_second_lateness, spawn, stop_processes
+from .workflows import OneActivity, OneTimer, SleepUntil
 
 _T = TypeVar("_T")
 
@@ -158,6 +159,18 @@ async def _timer_burst(side: Side, n: int) -> list[float]:
             for r in await asyncio.gather(*(h.result() for h in handles))]
 
 
+async def _same_second(side: Side, n: int, lead: float) -> dict[str, float]:
+    """``n`` runs sleeping to one moment ``lead`` seconds after the first start (bench's
+    same-second mode): the lateness figures of bench.same_second_lateness."""
+    due = time.time() + lead
+    handles = await asyncio.gather(*(side.client.start_workflow(
+        SleepUntil.run, due, id=f"cmp-due-{uuid.uuid4().hex}", task_queue="bench") for _ in range(n)))
+    figures = same_second_lateness(await asyncio.gather(*(h.result() for h in handles)), due)
+    await side.client.close()  # its n connections: see _throughput
+    side.client = await Client.connect(side.target)
+    return figures
+
+
 async def _alternating(rounds: int, a: Side, b: Side, measure: Callable[[Side], Awaitable[_T]]) -> list[dict[str, _T]]:
     """``measure`` each side ``rounds`` times, in pairs, the side that goes first alternating
     (A, B, B, A, ...): one result per side and round, by side name."""
@@ -231,6 +244,20 @@ async def main(args: argparse.Namespace) -> None:
                       f" {' '.join(f'{r:.2f}' for r in ratios)}")
             early = {s.name: sum(1 for p in bursts for x in p[s.name] if x < 0) for s in sides}
             print(f"  woke early (wall clock): A {early['A']}, B {early['B']}")
+        if args.same_second:
+            rounds = await _alternating(args.same_second_bursts, a, b,
+                                        lambda s: _same_second(s, args.same_second, args.lead))
+            print(f"Same second, {args.same_second_bursts} bursts of {args.same_second} runs due at one moment"
+                  f" {args.lead:g} s after the first start:")
+            for side in sides:
+                print(f"  {side.name} ({side.checkout}): " + "; ".join(
+                    f"{k} " + " ".join(f"{p[side.name][k]:,.0f}" for p in rounds)
+                    for k in ("p50_ms", "p99_ms", "max_ms", "early", "replayed", "late_calls")))
+            for key in ("p50_ms", "p99_ms"):
+                ratios = [p["B"][key] / max(p["A"][key], 1.0) for p in rounds]
+                print(f"  {key}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"
+                      f" (min {min(ratios):.3f}, max {max(ratios):.3f}); per pair"
+                      f" {' '.join(f'{r:.2f}' for r in ratios)}")
     finally:
         for side in sides:
             await side.client.close()
@@ -252,6 +279,11 @@ def cli() -> None:
                         help="run each checkout's worker with its SDK's default settings (no tuning)")
     parser.add_argument("--timer-bursts", type=int, default=4, help="bursts of timers on each side (0: none)")
     parser.add_argument("--timer-n", type=int, default=100, help="timers per burst")
+    parser.add_argument("--same-second", type=int, default=0, metavar="N",
+                        help="bursts of N runs sleeping to one wall-clock moment (0: none)")
+    parser.add_argument("--same-second-bursts", type=int, default=4, help="--same-second: bursts on each side")
+    parser.add_argument("--lead", type=float, default=30.0,
+                        help="--same-second: seconds from the first start to that moment (default 30)")
     _loop.run(main(parser.parse_args()))
 
 

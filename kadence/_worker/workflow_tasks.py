@@ -1,7 +1,11 @@
 """Processing workflow tasks: the run cache, replay on a miss, answers to queries, and
 the tasks a cached run runs ahead when this worker completes one of its activities or when
-one of its user timers comes due (timer run-ahead: a loop timer per cached run, armed for
-the earliest timer the code waits for while the run's last act here was a workflow task).
+one of its user timers comes due (timer run-ahead: each cached run whose last act here was
+a workflow task is armed for the earliest timer its code waits for, timer_wakes.py).
+
+Runs whose timers come due together resume together: the code of every run due is run first,
+one after the other in one loop callback, and their tasks are finished and sent afterwards, a
+chunk at a time, each chunk after any run that came due meanwhile has resumed (decision 0017).
 
 A cached run applies only the events a new task brings. Anything unexpected (a gap, an
 error, a failed task, a task run ahead that history did not take) evicts it; the next task
@@ -14,13 +18,14 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import gc
 import logging
 import os
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from kadence._activity import ActivityDefinition
 from kadence._converter import decode_args
@@ -28,6 +33,7 @@ from kadence._failure import failure_from_exception
 from kadence._http import Transport, path_segment
 from kadence._worker.interception import traced_only
 from kadence._worker.payloads import decode_events, decode_updates, encode_commands
+from kadence._worker.timer_wakes import Due, TimerWakes
 from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.local_activities import MARKER_PREFIX as LOCAL_ACTIVITY_PREFIX
 from kadence._workflow.local_activities import LocalActivityExecutor, task_budget_seconds
@@ -61,6 +67,10 @@ os.register_at_fork(after_in_child=_AHEAD_IDS.seed)
 #: due at once) is left to history, which fires it after its grace: a task run ahead that
 #: reaches history after history fired the timer is wasted, and its run replays here.
 TIMER_AHEAD_LATE_MS = 2000
+
+#: Tasks run ahead on timers finished and started out to the frontend per loop turn: between
+#: two chunks, runs that came due meanwhile resume first.
+SEND_CHUNK = 100
 
 
 class WorkflowTaskProcessor:
@@ -101,8 +111,12 @@ class WorkflowTaskProcessor:
         self._run_ahead_chain = chain_task(self._interceptors, _RunAhead()) if self._interceptors else None
         self._run_ahead_traced_only = traced_only(self._interceptors)
         self._timers_ahead = run_timers_ahead and self._max_cached > 0
-        # Per cached run with a timer armed: the loop handle, and what the task run on it needs.
-        self._timer_wakes: dict[str, asyncio.TimerHandle] = {}
+        # The cached runs with a timer armed, grouped by when it comes due.
+        self._wakes: TimerWakes[WorkflowRunner] = TimerWakes(self._timers_due)
+        # Runs whose code resumed on a timer (each holds its run's lock), their tasks not
+        # finished yet, oldest first; one sender task at a time finishes and sends them.
+        self._woken: deque[tuple[str, WorkflowRunner, str]] = deque()
+        self._sender: asyncio.Task[None] | None = None
         # Per cached run: the last workflow task handed out here (its token names the run to
         # the frontend for a task run on a timer), only the fields that needs.
         self._handed: dict[str, dict[str, Any]] = {}
@@ -127,11 +141,13 @@ class WorkflowTaskProcessor:
     def close(self) -> None:
         """The worker stops: no timer of a cached run wakes here any more (history fires them)."""
         self._closed = True
-        for handle in self._timer_wakes.values():
-            handle.cancel()
-        self._timer_wakes.clear()
+        self._wakes.close()
         for task in self._timer_tasks:
             task.cancel()
+        while self._woken:  # resumed here, never sent: history fires their timers after the grace
+            run_id, _, _ = self._woken.popleft()
+            self._evict(run_id)
+            self._locks.release(run_id)
 
     async def complete_activity(self, task: Mapping[str, Any], body: Mapping[str, Any]) -> None:
         """Send an activity's result; when this worker holds the run, with the workflow's next
@@ -388,8 +404,8 @@ class WorkflowTaskProcessor:
     # -- timer run-ahead ---------------------------------------------------------------------
 
     def _arm(self, run_id: str) -> None:
-        """Arm a loop timer for the earliest user timer the cached run waits for, when the
-        run is where a task could run ahead on its firing (docs/protocol.md, timer run-ahead)."""
+        """Arm the cached run for the earliest user timer it waits for, when the run is where a
+        task could run ahead on its firing (docs/protocol.md, timer run-ahead)."""
         if not self._timers_ahead or self._closed or run_id not in self._handed:
             return
         runner = self._cache.get(run_id)
@@ -399,31 +415,109 @@ class WorkflowTaskProcessor:
         if upcoming is None:
             return
         timer_id, due_ms = upcoming
-        loop = asyncio.get_running_loop()
-        self._timer_wakes[run_id] = loop.call_at(loop.time() + max(0.0, due_ms / 1000 - time.time()),
-                                                 self._timer_due, run_id, runner, timer_id, due_ms)
+        self._wakes.arm(run_id, runner, timer_id, due_ms)
 
     def _disarm(self, run_id: str) -> None:
-        if not self._timer_wakes:
-            return  # the common case (no run waits on a timer here): nothing to look up
-        handle = self._timer_wakes.pop(run_id, None)
-        if handle is not None:
-            handle.cancel()
+        if self._wakes:  # the common case (no run waits on a timer here): nothing to look up
+            self._wakes.disarm(run_id)
 
-    def _timer_due(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int) -> None:
-        """The loop timer's callback. The loop's clock is not the wall clock: a timer not due
-        yet by the wall clock (never run early) is armed again."""
-        self._timer_wakes.pop(run_id, None)
-        if self._cache.get(run_id) is not runner:
+    def _timers_due(self, due: list[Due[WorkflowRunner]]) -> None:
+        """Runs whose timers came due (by the wall clock): resume the code of each, here and
+        now, one after the other, and leave what the SDK does after each run's code (its
+        closing command, the task to send) to the sender, so that no run's code waits for
+        that of the runs before it. A run another task holds (that task arms it again when
+        done), or any run while interceptors wrap tasks run ahead, goes through a task of
+        its own instead (resumed there, in its turn)."""
+        if self._closed:
             return
-        if time.time() * 1000 < due_ms:
-            self._arm(run_id)
+        # No pass of the collector in the middle of the lot (a full pass over thousands of
+        # cached runs stops the loop for a tenth of a second or more): it runs after.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._wake(due)
+        finally:
+            if collecting:
+                gc.enable()
+        if self._woken and self._sender is None:
+            self._sender = self._spawn(self._send_woken())
+
+    def _wake(self, due: list[Due[WorkflowRunner]]) -> None:
+        direct = self._chain_passes_on()
+        # One reading of the clock for the lot: each task's time, raised to its timer's due
+        # time, lies between that and history's clock, as history checks.
+        now_ms = int(time.time() * 1000)
+        while due:
+            for run_id, runner, timer_id, due_ms in due:
+                if direct and self._locks.try_hold(run_id):
+                    if self._wake_held(run_id, runner, timer_id, due_ms, now_ms):
+                        self._woken.append((run_id, runner, timer_id))
+                else:
+                    self._spawn(self._run_timer_ahead(run_id, runner, timer_id, due_ms))
+            # Runs that came due meanwhile resume before any finishing.
+            now_ms = int(time.time() * 1000)
+            due = self._wakes.take_due(now_ms)
+
+    def _wake_held(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int, now_ms: int) -> bool:
+        """Resume the run's code on its timer, the run held; False (and let go) if it did not."""
+        if self._cache.get(run_id) is not runner or run_id not in self._handed \
+                or now_ms - due_ms > TIMER_AHEAD_LATE_MS:
+            self._locks.release(run_id)  # evicted, or too late to beat history's grace
+            return False
+        try:
+            if runner.wake_timer_ahead(timer_id=timer_id, time_ms=now_ms):
+                return True
+        except Exception as err:  # noqa: BLE001 - history fires the timer after its grace
+            _log.info("workflow run %s could not run ahead on timer %s (%s)", run_id, timer_id, err)
+            self._evict(run_id)
+        self._locks.release(run_id)
+        return False
+
+    def _finish_held(self, run_id: str, runner: WorkflowRunner, timer_id: str) -> None:
+        """Finish the task a held run's timer woke and start sending it (or let go)."""
+        handed = self._handed.get(run_id)
+        ahead: RanAhead | None = None
+        if self._cache.get(run_id) is runner and handed is not None:
+            self._cache.move_to_end(run_id)
+            try:
+                ahead = runner.finish_ahead(self._ahead_id())
+            except Exception as err:  # noqa: BLE001 - history fires the timer after its grace
+                _log.info("workflow run %s could not run ahead on timer %s (%s)", run_id, timer_id, err)
+        if ahead is None or handed is None:  # or it left the cache while it waited here
+            self._evict(run_id)
+            self._locks.release(run_id)
             return
-        task = asyncio.get_running_loop().create_task(self._run_timer_ahead(run_id, runner, timer_id, due_ms))
+        self._spawn(self._send_held(_Woken(run_id, runner, timer_id, handed, ahead)))
+
+    async def _send_woken(self) -> None:
+        """Finish and send the tasks of the runs resumed on timers, a chunk per loop turn;
+        before each chunk, the runs due by then resume (their code first, the rest after)."""
+        try:
+            while self._woken:
+                if self._wakes:
+                    due = self._wakes.take_due()
+                    if due:
+                        self._timers_due(due)
+                for _ in range(min(SEND_CHUNK, len(self._woken))):
+                    self._finish_held(*self._woken.popleft())
+                await asyncio.sleep(0)  # the chunk's tasks take their first step (encoding, queueing)
+        finally:
+            self._sender = None
+
+    async def _send_held(self, woken: _Woken) -> None:
+        try:
+            await self._send_timer_ahead(woken.run_id, woken.runner, woken.timer_id, woken.handed, woken.ahead)
+        finally:
+            self._locks.release(woken.run_id)
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(job)
         self._timer_tasks.add(task)
         task.add_done_callback(self._timer_tasks.discard)
+        return task
 
     async def _run_timer_ahead(self, run_id: str, runner: WorkflowRunner, timer_id: str, due_ms: int) -> None:
+        """The task a timer wakes, run in a task of its own (through the interceptors' chain)."""
         async with self._locks.hold(run_id):
             handed = self._handed.get(run_id)
             if self._cache.get(run_id) is not runner or handed is None or self._closed:
@@ -438,21 +532,26 @@ class WorkflowTaskProcessor:
                 return
             if ahead is None:
                 return
-            try:
-                workflow_task = {**ahead.to_json(), "runs_timers_ahead": True}
-                if self._codec is not None:
-                    workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
-                await self._transport.call("POST", "/workflow-tasks/timer-ahead", body={
-                    "task_token": handed["task_token"], "timer_id": timer_id, "identity": self._identity,
-                    "workflow_task": workflow_task})
-            except Exception as err:  # noqa: BLE001 - whether history took the task is unknown
-                _log.info("workflow task run ahead on timer %s of run %s was not sent (%s)", timer_id, run_id, err)
-                self._evict(run_id)
-                return
-            if runner.finished:
-                self._evict(run_id)
-            else:
-                self._arm(run_id)
+            await self._send_timer_ahead(run_id, runner, timer_id, handed, ahead)
+
+    async def _send_timer_ahead(self, run_id: str, runner: WorkflowRunner, timer_id: str,
+                                handed: Mapping[str, Any], ahead: RanAhead) -> None:
+        """Send a task run ahead on a timer (the run held); then arm the run for its next timer."""
+        try:
+            workflow_task = {**ahead.to_json(), "runs_timers_ahead": True}
+            if self._codec is not None:
+                workflow_task["commands"] = await encode_commands(self._codec, workflow_task["commands"])
+            await self._transport.call("POST", "/workflow-tasks/timer-ahead", body={
+                "task_token": handed["task_token"], "timer_id": timer_id, "identity": self._identity,
+                "workflow_task": workflow_task})
+        except Exception as err:  # noqa: BLE001 - whether history took the task is unknown
+            _log.info("workflow task run ahead on timer %s of run %s was not sent (%s)", timer_id, run_id, err)
+            self._evict(run_id)
+            return
+        if runner.finished:
+            self._evict(run_id)
+        else:
+            self._arm(run_id)
 
     async def _intercepted_timer_ahead(self, run_id: str, handed: Mapping[str, Any], runner: WorkflowRunner,
                                        timer_id: str) -> RanAhead | None:
@@ -495,7 +594,8 @@ class _RunLocks:
         """``async with locks.hold(run_id):`` runs its body with the run held."""
         return _HeldRun(self, run_id)
 
-    def _try_take(self, run_id: str) -> bool:
+    def try_hold(self, run_id: str) -> bool:
+        """Hold the run now if nothing holds it (then :meth:`release` it); False otherwise."""
         if run_id in self._held:
             return False
         self._held[run_id] = None
@@ -512,12 +612,12 @@ class _RunLocks:
             await turn
         except BaseException:
             if turn.done() and not turn.cancelled():
-                self._give_back(run_id)  # handed the run as it was cancelled: the next one gets it
+                self.release(run_id)  # handed the run as it was cancelled: the next one gets it
             elif turn in waiters:  # a holder letting go meanwhile passed over (and dropped) it
                 waiters.remove(turn)
             raise
 
-    def _give_back(self, run_id: str) -> None:
+    def release(self, run_id: str) -> None:
         """The holder lets go: the oldest task still waiting holds the run now."""
         waiters = self._held[run_id]
         while waiters:
@@ -542,11 +642,21 @@ class _HeldRun:
         self._run_id = run_id
 
     async def __aenter__(self) -> None:
-        if not self._locks._try_take(self._run_id):
+        if not self._locks.try_hold(self._run_id):
             await self._locks._wait_for(self._run_id)
 
     async def __aexit__(self, *exc: object) -> None:
-        self._locks._give_back(self._run_id)
+        self._locks.release(self._run_id)
+
+
+class _Woken(NamedTuple):
+    """A run whose code ran ahead on a timer, held, its task not sent yet."""
+
+    run_id: str
+    runner: WorkflowRunner
+    timer_id: str
+    handed: Mapping[str, Any]
+    ahead: RanAhead
 
 
 class _RunAheadCall:

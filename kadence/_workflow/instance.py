@@ -60,6 +60,13 @@ __all__ = ["Command", "ContinueAsNewError", "WorkflowInfo", "WorkflowInstance", 
 _log = logging.getLogger(__name__)
 #: The input an activation gets for an update request a worker was handed (not a history event).
 UPDATE_REQUESTED = "UpdateRequested"
+# Read once: on CPython 3.11 an enum member read through its class takes the enum metaclass's
+# slow attribute hook, and these are compared per input event (a timer's firing after them all).
+_STARTED = EventType.WORKFLOW_EXECUTION_STARTED
+_SIGNALED = EventType.WORKFLOW_EXECUTION_SIGNALED
+_CANCEL_REQUESTED = EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED
+_UPDATE_ACCEPTED = EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+_TIMER_FIRED = EventType.TIMER_FIRED
 # Made once: on CPython 3.11 each read of an enum member through its class goes through the
 # enum metaclass's slow attribute hook, and a tuple written inline reads them all per event.
 _ACTIVITY_OUTCOMES = frozenset({EventType.ACTIVITY_TASK_COMPLETED, EventType.ACTIVITY_TASK_FAILED,
@@ -283,6 +290,10 @@ class WorkflowInstance:
         self._recorded: Sequence[Mapping[str, Any]] = ()
         self._task_error: BaseException | None = None
         self._run_task: asyncio.Task[Any] | None = None
+        # wake(): the run's main method returned during the wake; what the SDK does with
+        # that (in its context) waits for finish_wake().
+        self._pause_at_run_done = False
+        self._held_run_done: tuple[contextvars.Context, asyncio.Task[Any]] | None = None
         self.cancel_requested = False
         self._running_updates = 0  # accepted update handlers not finished yet
         # Async signal and update handlers running: (kind, name, policy) by task; made on
@@ -350,20 +361,10 @@ class WorkflowInstance:
         being replayed, None when it runs for the first time. Raises WorkflowTaskError when
         the code failed in a way that should fail the workflow task.
         """
-        self._commands = []
-        self._now_ms = time_ms
-        self.loop.set_time(time_ms / 1000.0)
-        self._replaying = recorded is not None
-        self._recorded = recorded or ()
-        self._task_error = None
+        self._begin(time_ms, recorded)
         previous = self._enter()
         try:
-            for event in inputs:
-                self._deliver(event)
-                if self._task_error is not None:
-                    break
-            if self._task_error is None:
-                self._run_until_blocked()
+            self._deliver_and_run(inputs)
             # Replayed, local activities take their outcomes from the task's markers, in the
             # same rounds as when the task ran live (see resolve_local_activities).
             while self._replaying and self._task_error is None and not self.finished \
@@ -373,6 +374,53 @@ class WorkflowInstance:
         finally:
             asyncio._set_running_loop(previous)
         return self._commands_or_error()
+
+    def wake(self, inputs: Sequence[Mapping[str, Any]], *, time_ms: int) -> None:
+        """The first half of a live :meth:`activate` (the second is :meth:`finish_wake`): deliver
+        ``inputs`` and run the code until it blocks, except that when the run's main method
+        returns, the loop pauses right there, before the SDK turns its outcome into the
+        closing command. A worker waking many runs at once resumes all their code first;
+        the two halves run the same callbacks in the same order as one activation."""
+        self._begin(time_ms, None)
+        self._pause_at_run_done = True
+        previous = self._enter()
+        try:
+            self._deliver_and_run(inputs)
+        finally:
+            self._pause_at_run_done = False
+            asyncio._set_running_loop(previous)
+
+    def finish_wake(self) -> list[Command]:
+        """The rest of the activation :meth:`wake` began; returns its commands (or raises, as
+        :meth:`activate` does)."""
+        held, self._held_run_done = self._held_run_done, None
+        if held is not None:
+            previous = self._enter()
+            try:
+                self.loop.unpause()
+                context, task = held
+                context.run(self._on_run_done, task)
+                if self._task_error is None:
+                    self._run_until_blocked()
+            finally:
+                asyncio._set_running_loop(previous)
+        return self._commands_or_error()
+
+    def _begin(self, time_ms: int, recorded: Sequence[Mapping[str, Any]] | None) -> None:
+        self._commands = []
+        self._now_ms = time_ms
+        self.loop.set_time(time_ms / 1000.0)
+        self._replaying = recorded is not None
+        self._recorded = recorded or ()
+        self._task_error = None
+
+    def _deliver_and_run(self, inputs: Sequence[Mapping[str, Any]]) -> None:
+        for event in inputs:
+            self._deliver(event)
+            if self._task_error is not None:
+                break
+        if self._task_error is None:
+            self._run_until_blocked()
 
     def local_activities_waiting(self) -> list[LocalActivityRequest]:
         """The local activities the worker is to run now (live), in the order code asked."""
@@ -454,7 +502,7 @@ class WorkflowInstance:
     def _run_until_blocked(self) -> None:
         while self._task_error is None:
             self.loop.run_ready()
-            if self._task_error is not None or not self._resolve_one_condition():
+            if self._task_error is not None or self.loop.paused or not self._resolve_one_condition():
                 break
 
     def _resolve_one_condition(self) -> bool:
@@ -483,24 +531,24 @@ class WorkflowInstance:
     def _deliver(self, event: Mapping[str, Any]) -> None:
         kind = event["event_type"]
         attrs: Mapping[str, Any] = event.get("attributes") or {}
-        if kind == EventType.WORKFLOW_EXECUTION_STARTED:
+        if kind == _STARTED:
             self._start(event, attrs)
-        elif kind == EventType.WORKFLOW_EXECUTION_SIGNALED:
+        elif kind == _SIGNALED:
             self._signal(str(attrs["signal_name"]), decode_args(attrs.get("input")))
         elif kind in _ACTIVITY_OUTCOMES:
             self._resolve_activity(kind, attrs)
-        elif kind == EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+        elif kind == _CANCEL_REQUESTED:
             self._request_cancel()
         elif kind == UPDATE_REQUESTED:
             self._update(attrs, validate=True)
-        elif kind == EventType.WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+        elif kind == _UPDATE_ACCEPTED:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
-        elif kind == EventType.TIMER_FIRED and self._local_activities is not None \
+        elif kind == _TIMER_FIRED and self._local_activities is not None \
                 and self._local_activities.timer_fired(str(attrs["timer_id"])):
             pass  # a local activity's backoff is over: it runs again in this task
-        elif kind == EventType.TIMER_FIRED:
+        elif kind == _TIMER_FIRED:
             if not self.loop.fire_timer(str(attrs["timer_id"])):
                 _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
 
@@ -750,6 +798,11 @@ class WorkflowInstance:
 
     def _on_run_done(self, task: asyncio.Task[Any]) -> None:
         if self.finished or self.loop.is_closed():
+            return
+        if self._pause_at_run_done:  # wake(): finish_wake() goes on from here
+            self._pause_at_run_done = False
+            self._held_run_done = (contextvars.copy_context(), task)
+            self.loop.pause()
             return
         if task.cancelled():
             if self.cancel_requested:

@@ -66,6 +66,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._timers: dict[str, _DurableTimerHandle] = {}
         self._now = 0.0
         self._closed = False
+        self._paused = False
 
     @property
     def owner(self) -> TimerSink:
@@ -82,16 +83,29 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         return bool(self._ready)
 
     def run_ready(self) -> None:
-        """Run callbacks until none is ready (callbacks may schedule more)."""
+        """Run callbacks until none is ready (callbacks may schedule more), or until one of
+        them pauses the loop (:meth:`pause`)."""
         ready = self._ready
         if ready is None:
             return
-        while ready and not self._closed:
+        while ready and not self._closed and not self._paused:
             handle = ready.popleft()
             if not handle.cancelled():
                 handle._run()
         if not ready:
             self._ready = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop :meth:`run_ready` after the callback running now; the callbacks ready stay, in
+        their order, for the next :meth:`run_ready` after :meth:`unpause`."""
+        self._paused = True
+
+    def unpause(self) -> None:
+        self._paused = False
 
     def _schedule(self, handle: asyncio.Handle) -> None:
         if self._ready is None:
@@ -109,6 +123,10 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
 
     def pending_timer_ids(self) -> list[str]:
         return list(self._timers)
+
+    def has_timer(self, timer_id: str) -> bool:
+        """Whether the durable timer ``timer_id`` is live (started, neither fired nor cancelled)."""
+        return timer_id in self._timers
 
     # -- scheduling ------------------------------------------------------------------
 

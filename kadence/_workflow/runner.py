@@ -75,6 +75,7 @@ _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 _TASK_ENDED_WITHOUT_OUTCOME = frozenset({EventType.WORKFLOW_TASK_FAILED, EventType.WORKFLOW_TASK_TIMED_OUT})
 _TIMER_BOOKKEEPING = frozenset({EventType.TIMER_STARTED, EventType.TIMER_CANCELED})
 _TIMER_COMMANDS = frozenset({CommandType.START_TIMER, CommandType.CANCEL_TIMER})
+_TIMER_FIRED = EventType.TIMER_FIRED
 
 #: The attribute that must agree between a command and its event, beyond the type.
 _IDENTITY_ATTRIBUTE: dict[str, str] = {
@@ -163,6 +164,8 @@ class WorkflowRunner:
         # Pending user timers by id -> when this runner may run a task on their firing
         # (run_timer_ahead), in ms by the wall clock: never before history's fire time.
         self._timer_due: dict[str, int] = {}
+        # wake_timer_ahead(): the task woken and not finished yet (its time and timer).
+        self._waking: tuple[int, str] | None = None
 
     @property
     def ahead(self) -> bool:
@@ -271,6 +274,27 @@ class WorkflowRunner:
                  "attributes": {"timer_id": timer_id, "started_event_id": 0}}
         return self._run_on(fired, max(time_ms, due), ahead_id, timer_id=timer_id)
 
+    def wake_timer_ahead(self, *, timer_id: str, time_ms: int) -> bool:
+        """:meth:`run_timer_ahead` in two halves: this one resumes the code (up to where the
+        run's main method returns, WorkflowInstance.wake), :meth:`finish_ahead` does the rest
+        and returns the task. False (nothing ran) when run_timer_ahead would return None."""
+        due = self._timer_due.get(timer_id)
+        if due is None or not self.instance.loop.has_timer(timer_id) or not self._may_run_ahead(1):
+            return False
+        fired = {"event_type": _TIMER_FIRED, "event_id": 0, "attributes": {"timer_id": timer_id, "started_event_id": 0}}
+        time_ms = self._ahead_time(fired, max(time_ms, due), timer_id)
+        self._waking = (time_ms, timer_id)
+        self.instance.wake([fired], time_ms=time_ms)
+        return True
+
+    def finish_ahead(self, ahead_id: int) -> RanAhead:
+        """The task :meth:`wake_timer_ahead` woke, finished under ``ahead_id`` (not 0); raises
+        as run_timer_ahead would."""
+        if self._waking is None or not ahead_id:
+            raise RuntimeError("no task was woken ahead on this runner")
+        (time_ms, timer_id), self._waking = self._waking, None
+        return self._ran_on(self.instance.finish_wake(), time_ms, ahead_id, timer_id=timer_id)
+
     def _may_run_ahead(self, ahead_id: int) -> bool:
         """Right after a task ran live here, or tasks ran ahead since, with nothing seen since."""
         task = self._open
@@ -280,6 +304,13 @@ class WorkflowRunner:
     def _run_on(self, event: dict[str, Any], time_ms: int, ahead_id: int, *, activity: int = 0,
                 timer_id: str = "") -> RanAhead:
         """Run the next task ahead on the one input ``event`` (its time set here)."""
+        time_ms = self._ahead_time(event, time_ms, timer_id)
+        produced = self.instance.activate([event], time_ms=time_ms, recorded=None)
+        return self._ran_on(produced, time_ms, ahead_id, activity=activity, timer_id=timer_id)
+
+    def _ahead_time(self, event: dict[str, Any], time_ms: int, timer_id: str) -> int:
+        """The time of the next task run ahead (never before the task it follows), set on its
+        input ``event``; the timer it runs on is no longer due here."""
         task = self._open
         assert task is not None
         before = self._aheads[-1] if self._aheads else None
@@ -287,7 +318,14 @@ class WorkflowRunner:
         event["event_time"] = time_ms
         if timer_id:
             self._timer_due.pop(timer_id, None)
-        produced = self.instance.activate([event], time_ms=time_ms, recorded=None)
+        return time_ms
+
+    def _ran_on(self, produced: list[Command], time_ms: int, ahead_id: int, *, activity: int = 0,
+                timer_id: str = "") -> RanAhead:
+        """Note a task that ran ahead with ``produced`` as its commands; what history needs."""
+        task = self._open
+        assert task is not None
+        before = self._aheads[-1] if self._aheads else None
         if self.instance.local_activities_waiting():
             # Its local activities would run in the activity worker's answer: hand the task
             # out instead (the caller evicts this runner; the task replays from history).

@@ -3,7 +3,8 @@ worker that holds it, which runs the task on the timer's firing and sends it; hi
 records TimerFired and that task together (its start carries the worker's ran_ahead_id).
 A worker that stops before its timer leaves it to history, which fires it after the grace,
 and another worker completes the run. The code never wakes before ``d`` of wall time since
-its call, and the SDK's replayer accepts every such history."""
+its call, and the SDK's replayer accepts every such history. Runs whose timers come due at
+one moment all wake on their worker together, each task taken by history (decision 0017)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ class NapThenSignals:
         self.seen.append(text)
 
 
+@workflow.defn
+class NapUntil:
+    """Sleeps until the wall-clock moment ``due`` (epoch seconds), counted from workflow.now()."""
+
+    @workflow.run
+    async def run(self, due: float) -> list[float]:
+        before, now = time.time(), workflow.now().timestamp()
+        await workflow.sleep(max(0.0, due - now))
+        return [before, time.time(), due - now]
+
+
 def _wake_tasks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The WorkflowTaskStarted of each task that follows a TimerFired."""
     out = []
@@ -108,6 +120,24 @@ async def test_a_workflow_wakes_on_the_worker_that_holds_it_never_early(client: 
             assert wake["attributes"]["started_time"] >= timer["attributes"]["start_time"] + NAP_S * 1000
             assert firing["event_time"] >= timer["attributes"]["start_time"] + NAP_S * 1000
     replayer = Replayer(workflows=[TwoNaps])
+    for events in histories:
+        replayer.replay(events)
+
+
+async def test_runs_due_at_one_moment_all_wake_on_their_worker_never_early(client: Client) -> None:
+    queue = f"moment-{uuid.uuid4().hex[:6]}"
+    async with Worker(client, task_queue=queue, workflows=[NapUntil]):
+        due = time.time() + 2.0
+        handles = await asyncio.gather(*(
+            client.start_workflow(NapUntil.run, due, id=f"moment-{i}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+            for i in range(60)))
+        samples = await asyncio.gather(*(h.result() for h in handles))
+    histories = await asyncio.gather(*(h.history() for h in handles))
+    for (before, after, asked), events in zip(samples, histories, strict=True):
+        assert after - before >= asked > 0  # never early by the wall clock, since the call
+        [wake] = _wake_tasks(events)
+        assert wake["attributes"].get("ran_ahead_id") and _ran_ahead_after_firing(events), events
+    replayer = Replayer(workflows=[NapUntil])
     for events in histories:
         replayer.replay(events)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks.bench import Bench, wall_lateness
+from benchmarks.bench import Bench, same_second_lateness, wall_lateness
 from benchmarks.sustained import _window, cpu_drift
 
 
@@ -26,6 +26,22 @@ def test_a_sample_read_during_a_replay_is_left_out_and_counted() -> None:
     figures = wall_lateness([[100.0, 101.005], [101.004, 101.005]], 1.0)
     assert figures["replayed"] == 1
     assert figures["p99_ms"] == pytest.approx(5.0, abs=1e-6)
+
+
+def test_same_second_lateness_tells_replays_and_late_first_tasks_from_timers() -> None:
+    due = 1000.0
+    samples = [
+        [970.0, 1000.010, 969.995],  # slept 30 s from its call: 10 ms late, its own sleep 5 ms late
+        [1000.5, 1000.501, 969.990],  # read in a replay: a span far below the 30 s asked for
+        [1000.2, 1000.300, 1000.1],  # its first task came after the moment: no sleep at all
+    ]
+    figures = same_second_lateness(samples, due)
+    assert figures["replayed"] == 1 and figures["late_calls"] == 1 and figures["early"] == 0
+    assert figures["min_ms"] == pytest.approx(10.0, abs=1e-6)
+    assert figures["sleep_p99_ms"] == pytest.approx(100.0, abs=1e-6)
+    # A workflow of an older checkout returns no now: nothing tells a replay apart.
+    older = same_second_lateness([s[:2] for s in samples], due)
+    assert older["replayed"] == 0 and older["late_calls"] == 2 and "sleep_p99_ms" not in older
 
 
 def test_windows_cover_the_first_and_last_bursts_holding_the_window() -> None:

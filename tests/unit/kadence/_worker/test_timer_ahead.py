@@ -1,10 +1,13 @@
 """Timer run-ahead in the worker: a cached run's user timer wakes on this worker's event loop
 at its fire time by the wall clock, the task it wakes runs here and goes to the frontend
 under the last task's token; a run evicted, a new task for it or the worker stopping cancels
-that; ``run_timers_ahead=False`` never arms one and never claims the grace."""
+that; ``run_timers_ahead=False`` never arms one and never claims the grace. Runs due together
+all resume before any of their tasks goes out (decision 0017)."""
 
 from __future__ import annotations
 
+import gc
+import math
 import time
 from datetime import timedelta
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 from kadence import activity, workflow
 from kadence._activity import ActivityDefinition
 from kadence._worker.workflow_tasks import TIMER_AHEAD_LATE_MS, WorkflowTaskProcessor
+from kadence._workflow import instance as instance_module
 from kadence._workflow.definition import WorkflowDefinition
 from kadence.common import RetryPolicy
 from tests.helpers import eventually
@@ -83,14 +87,14 @@ async def test_an_evicted_run_or_a_stopped_worker_has_no_timer_armed() -> None:
     transport = FakeTransport()
     processor = _processor(transport)
     task, _ = await _first_task(processor, transport)
-    handle = processor._timer_wakes[task["run_id"]]
+    assert task["run_id"] in processor._wakes
     processor._evict(task["run_id"])
-    assert handle.cancelled() and not processor._timer_wakes
+    assert not processor._wakes and not processor._wakes._handles
     second = _processor(transport)
     task, _ = await _first_task(second, transport)
-    handle = second._timer_wakes[task["run_id"]]
+    [handle] = second._wakes._handles.values()
     second.close()
-    assert handle.cancelled() and not second._timer_wakes
+    assert handle.cancelled() and not second._wakes
 
 
 async def test_a_worker_that_does_not_run_timers_ahead_arms_nothing_and_claims_no_grace() -> None:
@@ -98,7 +102,7 @@ async def test_a_worker_that_does_not_run_timers_ahead_arms_nothing_and_claims_n
     processor = _processor(transport, run_timers_ahead=False)
     await _first_task(processor, transport)
     assert "runs_timers_ahead" not in transport.posted("/workflow-tasks/complete")[-1]
-    assert not processor._timer_wakes
+    assert not processor._wakes
 
 
 async def test_a_completion_that_starts_a_local_activitys_backoff_timer_claims_no_grace() -> None:
@@ -124,3 +128,67 @@ async def test_a_timer_already_too_late_here_is_left_to_history() -> None:
     assert runner.next_timer() is not None and not runner.ahead  # nothing ran: history's task fits as usual
     await processor._run_timer_ahead(run_id, runner, "1", int(time.time() * 1000))
     assert len(transport.posted("/workflow-tasks/timer-ahead")) == 1
+
+
+RESUMED: list[float] = []  # the wall clock each NapNotes run read as its code resumed
+
+
+@workflow.defn
+class NapNotes:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.sleep(NAP_S)
+        RESUMED.append(time.time())
+
+
+class _SendCounting(FakeTransport):
+    """Notes, at each task run ahead on a timer that goes out, how many runs had resumed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed_at_send: list[int] = []
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if path.endswith("/timer-ahead"):
+            self.resumed_at_send.append(len(RESUMED))
+        return await super().call(method, path, **kwargs)
+
+
+async def test_runs_due_together_all_resume_before_any_of_their_tasks_goes_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every sleep called at the same millisecond (a moment just ahead, so that none is
+    # called after it): all the runs' timers come due at once.
+    called_ms = math.ceil(time.time() * 1000) + 500
+    monkeypatch.setattr(instance_module, "timer_requested_time", lambda: called_ms)
+    RESUMED.clear()
+    runs = 30
+    transport = _SendCounting()
+    processor = WorkflowTaskProcessor(transport, namespace="default", workflows=[WorkflowDefinition.of(NapNotes)],
+                                      identity="test", run_timers_ahead=True)
+    for i in range(runs):
+        await processor.process(_task(FakeHistory("NapNotes", run_id=f"run-{i}")))
+    sent: list[int] = await eventually(lambda: transport.resumed_at_send if len(transport.resumed_at_send) == runs
+                                       else [], what="every run's task sent")
+    # The first task went out once every run's code had resumed, none before its fire time.
+    assert sent[0] == runs
+    assert min(RESUMED) * 1000 >= called_ms + NAP_S * 1000
+    assert processor.cached_run_ids == []  # each run finished, its task taken: it left the cache
+
+
+async def test_the_collector_does_not_run_while_runs_due_together_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+
+    @workflow.defn(name="NapSeesCollector")
+    class NapSeesCollector:
+        @workflow.run
+        async def run(self) -> None:
+            await workflow.sleep(NAP_S)
+            seen.append(gc.isenabled())
+
+    transport = FakeTransport()
+    processor = WorkflowTaskProcessor(transport, namespace="default",
+                                      workflows=[WorkflowDefinition.of(NapSeesCollector)], identity="test",
+                                      run_timers_ahead=True)
+    await processor.process(_task(FakeHistory("NapSeesCollector")))
+    await eventually(lambda: transport.posted("/workflow-tasks/timer-ahead"), what="the timer's task")
+    assert seen == [False] and gc.isenabled()

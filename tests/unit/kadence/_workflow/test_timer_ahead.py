@@ -176,3 +176,64 @@ def test_history_firing_the_timer_itself_is_not_the_task_that_ran_here() -> None
     history.schedule_task()
     with pytest.raises(InconsistentHistoryError, match="ran ahead here on the firing of timer '1' alone"):
         runner.apply(history.task_events(), started_time_ms=CALL_MS + 1400)
+
+
+@workflow.defn
+class NapWithHelper:
+    """Code ready both before and after the run method's return in the task its timer wakes."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.woke = asyncio.Event()
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        helper = asyncio.ensure_future(self._helper())
+        await workflow.sleep(1)
+        self.order.append("run")
+        self.woke.set()
+        del helper
+        return self.order
+
+    async def _helper(self) -> None:
+        await self.woke.wait()
+        self.order.append("helper")  # before the run's result is taken
+        await asyncio.sleep(0)
+        self.order.append("late")  # after it: the run has closed, nothing it decides counts
+        await workflow.sleep(3)
+
+
+def test_a_wake_in_two_halves_decides_what_one_activation_does() -> None:
+    decided = []
+    for halves in (False, True):
+        history = FakeHistory("NapWithHelper")
+        runner = new_runner(NapWithHelper, history)
+        _first_task(history, runner)
+        if halves:
+            assert runner.wake_timer_ahead(timer_id="1", time_ms=CALL_MS + 1003)
+            # The code ran up to the run method's return; the SDK's work on it waits.
+            assert runner.instance._obj.order == ["run", "helper"] and not runner.finished
+            ahead = runner.finish_ahead(11)
+        else:
+            maybe = runner.run_timer_ahead(timer_id="1", time_ms=CALL_MS + 1003, ahead_id=11)
+            assert maybe is not None
+            ahead = maybe
+        assert runner.finished and runner.instance._obj.order == ["run", "helper", "late"]
+        decided.append([c.to_json() for c in ahead.commands])
+        _record_ahead(history, ahead, "1")
+        replaying = new_runner(NapWithHelper, history)  # the Replayer's view decides the same
+        replaying.apply(history.events, run_live=False)
+        assert replaying.finished
+    assert decided[0] == decided[1]
+    [complete] = decided[1]
+    assert complete["command_type"] == "CompleteWorkflowExecution"
+    assert json.loads(complete["attributes"]["result"]) == ["run", "helper"]
+
+
+def test_a_wake_that_does_not_run_says_so_and_leaves_nothing_to_finish() -> None:
+    history = FakeHistory("Naps")
+    runner = new_runner(Naps, history)
+    _first_task(history, runner)
+    assert not runner.wake_timer_ahead(timer_id="9", time_ms=CALL_MS + 1003)  # no such timer
+    with pytest.raises(RuntimeError, match="no task was woken"):
+        runner.finish_ahead(11)
