@@ -50,17 +50,23 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     # What stop() did not reach: the group coordinator's heartbeat and offset refresh, the
     # fetcher if its loop still runs, and the client. Each only cancels tasks and closes
     # connections (short), and is harmless on what is closed already.
+    # These are aiokafka's private parts (0.11-0.14): looked up with getattr, so that a
+    # release that renames one skips that step instead of failing the stop.
+    coordinator = getattr(consumer, "_coordinator", None)
     for name in ("_stop_heartbeat_task", "_stop_commit_offsets_refresh_task"):  # a group member's
-        stop_task = getattr(consumer._coordinator, name, None)
+        stop_task = getattr(coordinator, name, None)
         if stop_task is not None:
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
                 await stop_task()
-    fetcher = consumer._fetcher
-    if fetcher is not None and not fetcher._fetch_task.done():
+    fetcher = getattr(consumer, "_fetcher", None)
+    fetch_task = getattr(fetcher, "_fetch_task", None)
+    if fetcher is not None and fetch_task is not None and not fetch_task.done():
         with contextlib.suppress(asyncio.CancelledError, KafkaError):
             await fetcher.close()
-    with contextlib.suppress(asyncio.CancelledError, KafkaError):
-        await consumer._client.close()
+    client = getattr(consumer, "_client", None)
+    if client is not None:
+        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            await client.close()
     if own is not None:
         raise own
     log.info("a Kafka consumer's stop was cut short (%s); its client is closed", reason)
