@@ -612,12 +612,12 @@ class Engine:
         waiting = [i for i, t in enumerate(tasks) if t.kind != "query" and t.updates is None]
         for i, t in enumerate(tasks):
             if t.updates is not None:
-                answer[i]["updates"] = list(t.updates)
+                answer[i]["updates"] = _brought(t.updates, t.task)
         if waiting:
             # One query for the whole answer, not one per task (3.7 % of the server's CPU).
             found = await self._reads.update_requests_of([tasks[i].task["run_id"] for i in waiting])
             for i in waiting:
-                answer[i]["updates"] = found.get(tasks[i].task["run_id"], [])
+                answer[i]["updates"] = _brought(found.get(tasks[i].task["run_id"], []), tasks[i].task)
         return {"tasks": answer}
 
     async def _read_events(self, t: MatchedTask) -> Sequence[Mapping[str, Any]]:
@@ -750,6 +750,14 @@ def _answered(name: str, reply: dict[str, Any]) -> dict[str, Any]:
 
 def _unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(f"the broker did not accept the request: {exc!r}")
+
+
+def _brought(updates: Sequence[Mapping[str, Any]], task: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The update requests a workflow task brings: those that arrived before any event it does
+    not bring (services/history/summary.py, ``after_event_id``); the rest go with the next."""
+    upto = int(task["scheduled_event_id"])
+    return [{"update_id": u["update_id"], "name": u["name"], "input": u["input"]}
+            for u in updates if int(u.get("after_event_id") or 0) <= upto]
 
 
 def _carried_events(t: MatchedTask) -> Sequence[Mapping[str, Any]] | None:

@@ -42,13 +42,31 @@ from .state import MutableState
 NO_UPDATE_REQUESTS = b'"update_requests":[]'
 
 
+# An update request's ``seq`` (its delivery order) also says which events the run had when it
+# arrived: the last event id, shifted by this, plus a counter. A workflow task hands the worker
+# the events up to its WorkflowTaskScheduled; a request that came after a later event (a
+# signal sent before the update) goes with the next task, which has that event, so the
+# handler sees what was sent before it. Older seqs (a plain counter) read as event 0.
+SEQ_EVENT_SHIFT = 20
+
+
+def arrival_seq(s: MutableState) -> int:
+    """The ``seq`` of an update request arriving now: after every earlier one, and naming
+    the run's last event."""
+    latest = max((r.seq for r in s.update_requests.values()), default=0)
+    return max(latest + 1, (s.next_event_id - 1) << SEQ_EVENT_SHIFT)
+
+
 def waiting_updates(s: MutableState) -> list[dict[str, Any]]:
     """The update requests waiting for the workflow, in delivery order, as a workflow task
-    hands them to the worker (the summary's ``update_requests``)."""
+    hands them to the worker (the summary's ``update_requests``), each with the last event
+    id of the run when it arrived (``after_event_id``: the frontend hands it only with a task
+    that brings that event)."""
     if not s.update_requests:
         return []  # most runs: asked of every commit and workflow task hand-over
     waiting = sorted((r.seq, uid, r) for uid, r in s.update_requests.items() if r.stage == UpdateStage.REQUESTED)
-    return [{"update_id": uid, "name": r.name, "input": r.input} for _, uid, r in waiting]
+    return [{"update_id": uid, "name": r.name, "input": r.input, "after_event_id": seq >> SEQ_EVENT_SHIFT}
+            for seq, uid, r in waiting]
 
 
 def summary(s: MutableState) -> bytes:

@@ -46,6 +46,7 @@ from kadence_protocol.records import Command, UpdateWorkflowExecution
 from .builder import Transition
 from .requests import address
 from .state import MutableState, UpdateInfo, UpdateRequest, UpdateWaiter
+from .summary import SEQ_EVENT_SHIFT, arrival_seq
 
 if TYPE_CHECKING:
     from .engine import Context
@@ -136,9 +137,9 @@ async def request_update(ctx: Context, update: UpdateWorkflowExecution) -> None:
         if sum(1 for r in s.update_requests.values() if r.stage == Stage.REQUESTED) >= MAX_WAITING:
             _error(ctx, cmd, TOO_MANY, f"workflow {wid!r} has {MAX_WAITING} updates waiting already")
             return
-        seq = max((r.seq for r in s.update_requests.values()), default=0) + 1  # delivery order
         req = s.update_requests[uid] = UpdateRequest(name=update.update_name, input=update.input,
-                                                     identity=update.identity, stage=Stage.REQUESTED, seq=seq)
+                                                     identity=update.identity, stage=Stage.REQUESTED,
+                                                     seq=arrival_seq(s))
     elif req is None:  # accepted, known from history only (rebuilt): a waiter for its completion
         req = s.update_requests[uid] = UpdateRequest(name=done.name if done else "", input=None, identity="",
                                                      stage=Stage.ACCEPTED)
@@ -202,8 +203,11 @@ def task_completed(ctx: Context, t: Transition, commands: list[Command]) -> None
     """A workflow task completed with ``commands`` (before they apply): count it against each
     request it left unanswered, and reject a request left unanswered too often."""
     answered = {c.attributes["update_id"] for c in commands if c.command_type in COMMANDS}
+    # A request that came after an event this task did not bring was not handed with it (the
+    # frontend keeps it for the next task): not this task's to answer.
+    brought_upto = t.state.wt.scheduled_event_id if t.state.wt is not None else 0
     for uid, req in list(t.state.update_requests.items()):
-        if req.stage != Stage.REQUESTED or uid in answered:
+        if req.stage != Stage.REQUESTED or uid in answered or req.seq >> SEQ_EVENT_SHIFT > brought_upto:
             continue
         req.unanswered += 1
         t.changed_without_events = True

@@ -26,7 +26,7 @@ def test_the_summary_names_what_the_frontend_reads_and_nothing_private() -> None
     assert got["timers"]["odd/timer/id"]["timer_id"] == "odd/timer/id"
     assert got["activities"]["6"]["cancel_requested_event_id"] == 16
     # Only the request still waiting for the workflow, not the accepted one.
-    assert got["update_requests"] == [{"update_id": "u3", "name": "set", "input": "[3]"}]
+    assert got["update_requests"] == [{"update_id": "u3", "name": "set", "input": "[3]", "after_event_id": 0}]
     assert got["workflow_task"] == {"attempt": 1, "state": "Started", "scheduled_time": 1_700_000_019_000,
                                     "failures": 0, "last_failure": None}
 
