@@ -251,9 +251,15 @@ async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_a
     history = HistoryService(settings, pool=pool)
     frontend: FrontendService | None = None
     ran: Counter[str] = Counter()
+    ids = [f"m-killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
+    # The later half's activities wait for the kill: on a quick machine every activity had run
+    # before it, and the kill found nothing in flight.
+    held, killed = set(ids[15:]), asyncio.Event()
 
     @activity.defn(name="echo")
     async def counted_echo(value: str) -> str:
+        if value in held:
+            await killed.wait()
         ran[activity.info().workflow_id] += 1
         return value
 
@@ -270,13 +276,13 @@ async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_a
         tq = "q-matching-killed"
         async with await Client.connect(frontend.url, namespace="default") as client, \
                 Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[counted_echo]):
-            ids = [f"m-killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
             handles = [await client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq) for wid in ids]
             await eventually(lambda: sum(ran.values()) >= 5, timeout=30, what="some activities run")
             procs[-1].kill()
             procs[-1].wait(timeout=10)
             assert len(ran) < len(ids), "the kill came after every workflow's activity: it tests nothing"
             procs.append(matching_process())
+            killed.set()
             results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
             histories = [await h.history() for h in handles]
         assert results == ids
