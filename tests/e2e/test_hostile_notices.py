@@ -172,9 +172,15 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
     matching = MatchingService(settings, pool=pool)
     frontend: FrontendService | None = None
     ran: Counter[str] = Counter()
+    ids = [f"killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
+    # The racing starts' activities wait for the kill: on a quick machine every activity had
+    # run before it, and the kill found nothing in flight.
+    held, killed = set(ids[10:]), asyncio.Event()
 
     @activity.defn(name="echo")
     async def counted_echo(value: str) -> str:
+        if value in held:
+            await killed.wait()
         ran[activity.info().workflow_id] += 1
         return value
 
@@ -192,7 +198,6 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
         tq = "q-history-killed"
         async with await Client.connect(frontend.url, namespace="default") as client, \
                 Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[counted_echo]):
-            ids = [f"killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
             handles = [await client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq) for wid in ids[:10]]
             # The next starts race the kill: each that is acknowledged must complete.
             starting = [asyncio.create_task(client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq))
@@ -202,6 +207,7 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
             assert len(ran) < len(ids), "the kill came after every workflow's activity: it tests nothing"
             procs[-1].wait(timeout=10)
             procs.append(_history_process(env, log))
+            killed.set()
             handles += await asyncio.wait_for(asyncio.gather(*starting), 90)
             results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
             histories = [await h.history() for h in handles]
