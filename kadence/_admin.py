@@ -55,7 +55,7 @@ class AdminMixin:
                                limits: Mapping[str, float | None] | None = None) -> dict[str, Any]:
         """Change the fields given (None: kept) of namespace ``name`` (default: the client's).
         ``limits``: the namespace's own limits on each frontend, by name (``rps``,
-        ``concurrent_polls``, ``visibility_rps``); a limit given as None goes back to the
+        ``concurrent_polls``, ``visibility_rps``, ``answer_rps``); a limit given as None goes back to the
         cluster's default, one left out is kept (docs/security.md)."""
         body: dict[str, Any] = {"description": description, "owner_email": owner_email,
                                 "retention": None if retention is None else duration_text(retention)}

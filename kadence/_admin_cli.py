@@ -79,7 +79,7 @@ def _namespace_table(ns: dict[str, Any]) -> None:
 def _limit_rows(limits: dict[str, Any]) -> list[tuple[str, str]]:
     """The namespace's limits on each frontend; one it does not set is the cluster's default."""
     names = (("rps", "Rate limit", "/s"), ("concurrent_polls", "Poll limit", " open"),
-             ("visibility_rps", "List limit", "/s"))
+             ("visibility_rps", "List limit", "/s"), ("answer_rps", "Answer limit", "/s"))
     return [(label, "cluster default" if limits.get(key) is None else f"{limits[key]:g}{unit}")
             for key, label, unit in names]
 
@@ -130,16 +130,20 @@ def namespace_list(ctx: click.Context) -> None:
               help="Long polls the namespace may hold open on each frontend ('default': the cluster's).")
 @click.option("--visibility-rps-limit", default=None, metavar="N|default",
               help="List and count queries a second on each frontend ('default': the cluster's).")
+@click.option("--answer-rps-limit", default=None, metavar="N|default",
+              help="Worker answers (task answers, heartbeats, query answers) a second on each frontend"
+                   " ('default': the cluster's).")
 @click.pass_context
 def namespace_update(ctx: click.Context, name: str, retention: str | None, description: str | None,
                      owner_email: str | None, rps_limit: str | None, poll_limit: str | None,
-                     visibility_rps_limit: str | None) -> None:
+                     visibility_rps_limit: str | None, answer_rps_limit: str | None) -> None:
     """Change namespace NAME's retention, description, owner or limits."""
-    given = {"rps": rps_limit, "concurrent_polls": poll_limit, "visibility_rps": visibility_rps_limit}
+    given = {"rps": rps_limit, "concurrent_polls": poll_limit, "visibility_rps": visibility_rps_limit,
+             "answer_rps": answer_rps_limit}
     limits = {key: _limit(key, value) for key, value in given.items() if value is not None}
     if retention is None and description is None and owner_email is None and not limits:
         raise click.UsageError("give at least one of --retention, --description, --owner-email, --rps-limit,"
-                               " --poll-limit, --visibility-rps-limit")
+                               " --poll-limit, --visibility-rps-limit, --answer-rps-limit")
     ns = _run(ctx, lambda c: c.update_namespace(name, retention=retention, description=description,
                                                 owner_email=owner_email, limits=limits or None))
     _print(ctx, ns, _namespace_table)

@@ -359,8 +359,8 @@ class QueryFailedError(RPCError):
 
 class ResourceExhaustedError(RPCError):
     """The frontend refused the call (429): the namespace is over one of its limits on that
-    frontend (docs/security.md). ``limit`` names it (``rps``, ``concurrent_polls`` or
-    ``visibility_rps``), ``limit_value`` its value, ``retry_after`` the seconds to wait before
+    frontend (docs/security.md). ``limit`` names it (``rps``, ``concurrent_polls``,
+    ``visibility_rps`` or ``answer_rps``), ``limit_value`` its value, ``retry_after`` the seconds to wait before
     trying again. Starts, signals and the other calls with a request id are retried after that
     wait within the client's retry budget; other calls raise this."""
 

@@ -74,24 +74,28 @@ class NamespaceLimits:
     rps: float | None = None
     concurrent_polls: int | None = None
     visibility_rps: float | None = None
+    answer_rps: float | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | dict[str, Any]) -> NamespaceLimits:
-        return cls(row["rps_limit"], row["concurrent_poll_limit"], row["visibility_rps_limit"])
+        return cls(row["rps_limit"], row["concurrent_poll_limit"], row["visibility_rps_limit"],
+                   row["answer_rps_limit"])
 
     def over(self, defaults: NamespaceLimits) -> NamespaceLimits:
         """These overrides, with ``defaults`` for what they leave unset."""
         return NamespaceLimits(
             self.rps if self.rps is not None else defaults.rps,
             self.concurrent_polls if self.concurrent_polls is not None else defaults.concurrent_polls,
-            self.visibility_rps if self.visibility_rps is not None else defaults.visibility_rps)
+            self.visibility_rps if self.visibility_rps is not None else defaults.visibility_rps,
+            self.answer_rps if self.answer_rps is not None else defaults.answer_rps)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rps": self.rps, "concurrent_polls": self.concurrent_polls, "visibility_rps": self.visibility_rps}
+        return {"rps": self.rps, "concurrent_polls": self.concurrent_polls, "visibility_rps": self.visibility_rps,
+                "answer_rps": self.answer_rps}
 
 
 LIMIT_COLUMNS = {"rps": "rps_limit", "concurrent_polls": "concurrent_poll_limit",
-                 "visibility_rps": "visibility_rps_limit"}
+                 "visibility_rps": "visibility_rps_limit", "answer_rps": "answer_rps_limit"}
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,8 @@ class NamespaceStore:
     async def limits(self) -> dict[str, NamespaceLimits]:
         """The namespaces that override any of the cluster's default limits, with their overrides."""
         rows = await self._pool.fetch(
-            "SELECT name, rps_limit, concurrent_poll_limit, visibility_rps_limit FROM namespaces"
-            " WHERE rps_limit IS NOT NULL OR concurrent_poll_limit IS NOT NULL OR visibility_rps_limit IS NOT NULL")
+            "SELECT name, " + ", ".join(LIMIT_COLUMNS.values()) + " FROM namespaces WHERE "
+            + " OR ".join(f"{column} IS NOT NULL" for column in LIMIT_COLUMNS.values()))
         return {r["name"]: NamespaceLimits.from_row(r) for r in rows}
 
     async def names(self) -> set[str]:

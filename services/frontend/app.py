@@ -346,8 +346,8 @@ class FrontendService:
                     admin_handlers=admin, task_queue_reads=task_queues)
         self.quotas = quotas = Quotas(
             NamespaceLimits(s.namespace_rps or None, s.namespace_concurrent_polls or None,
-                            s.namespace_visibility_rps or None),
-            NamespaceStore(reads).limits, answer_rps=s.namespace_answer_rps or None)
+                            s.namespace_visibility_rps or None, s.namespace_answer_rps or None),
+            NamespaceStore(reads).limits)
         quotas.on_refused = _count_refusal
         ui.quotas = quotas
         app = build_app(handlers, auth, self.health_sources, self.fatal, ui, admin, TaskQueueHandlers(task_queues),

@@ -91,8 +91,8 @@ class Unavailable(FrontendError):
 
 class ResourceExhausted(FrontendError):
     """The namespace is over one of its limits on this frontend (quotas.py): try again after
-    ``retry_after_ms``. The body names the namespace, the limit (``rps``, ``concurrent_polls``
-    or ``visibility_rps``) and its value."""
+    ``retry_after_ms``. The body names the namespace, the limit (``rps``, ``concurrent_polls``,
+    ``visibility_rps`` or ``answer_rps``) and its value."""
 
     status = 429
     error = "ResourceExhausted"

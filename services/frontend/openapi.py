@@ -356,7 +356,9 @@ _RATE: Schema = {"type": "number", "minimum": 0.001, "maximum": 1e9}
 _LIMITS = _body({"rps": {**_RATE, "description": "user API calls a second on each frontend"},
                  "concurrent_polls": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000,
                                       "description": "long polls open at once on each frontend"},
-                 "visibility_rps": {**_RATE, "description": "list and count queries a second on each frontend"}},
+                 "visibility_rps": {**_RATE, "description": "list and count queries a second on each frontend"},
+                 "answer_rps": {**_RATE, "description": "worker answers (task answers, heartbeats, query answers)"
+                                                        " a second on each frontend"}},
                 description="the namespace's own limits (docs/security.md); null: the cluster's default")
 COMPONENTS["Namespace"] = _obj({"name": STR, **_NAMESPACE_FIELDS, "retention_ms": INT, "state": STR,
                                 "created_time": STR, "updated_time": STR, "limits": _LIMITS})

@@ -43,7 +43,7 @@ class Kind(enum.Enum):
     API = "rps"  # the user API's request rate
     POLLS = "concurrent_polls"  # long polls open at once
     VISIBILITY = "visibility_rps"  # list and count queries' rate
-    ANSWERS = "answer_rps"  # worker answers' rate (the cluster's, not overridden per namespace)
+    ANSWERS = "answer_rps"  # worker answers' rate
 
 
 # The calls a namespace's limits count, by handler name: through the API's routes, and the web
@@ -72,6 +72,8 @@ def limit_of(limits: Limits, kind: Kind) -> float | None:
         return limits.rps
     if kind is Kind.POLLS:
         return limits.concurrent_polls
+    if kind is Kind.ANSWERS:
+        return limits.answer_rps
     return limits.visibility_rps
 
 
@@ -105,10 +107,8 @@ class Quotas:
     """The limits of one frontend process, by namespace."""
 
     def __init__(self, defaults: Limits, read_overrides: OverridesReader | None = None, *,
-                 answer_rps: float | None = None, refresh_s: float = REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 refresh_s: float = REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.defaults = defaults
-        self.answer_rps = answer_rps  # every namespace's worker answers a second (None: no limit)
         self._read = read_overrides
         self._refresh_s = refresh_s
         self._clock = clock
@@ -139,7 +139,7 @@ class Quotas:
 
     def _forget(self, ns: str) -> None:
         self._effective.pop(ns, None)
-        for kind in (Kind.API, Kind.VISIBILITY):
+        for kind in (Kind.API, Kind.VISIBILITY, Kind.ANSWERS):
             self._buckets.pop((ns, kind), None)
 
     # -- the checks ----------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class Quotas:
         now = self._clock()
         if now >= self._next_refresh:
             self._refresh(now)
-        rate = self.answer_rps if kind is Kind.ANSWERS else limit_of(self.limits(ns), kind)
+        rate = limit_of(self.limits(ns), kind)
         if rate is None:
             return
         bucket = self._buckets.get((ns, kind))

@@ -25,7 +25,7 @@ async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) 
     done = await _kadence(cluster, "namespace", "create", "shop", "--retention", "7d", "--owner-email",
                           "ops@example.com", "--description", "The shop")
     assert done.exit_code == 0, done.output
-    assert "Retention    7d" in done.output
+    assert "Retention     7d" in done.output
     done = await _kadence(cluster, "namespace", "list", "-o", "json")
     assert [n["name"] for n in json.loads(done.output)] == ["default", "shop"]
     done = await _kadence(cluster, "namespace", "update", "shop", "--retention", "12h")
@@ -36,8 +36,10 @@ async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) 
     assert done.exit_code == 2
     done = await _kadence(cluster, "namespace", "update", "shop", "--rps-limit", "2", "--poll-limit", "50")
     assert done.exit_code == 0, done.output
-    assert "Rate limit   2/s" in done.output and "Poll limit   50 open" in done.output
-    assert "List limit   cluster default" in done.output
+    assert "Rate limit    2/s" in done.output and "Poll limit    50 open" in done.output
+    assert "List limit    cluster default" in done.output and "Answer limit  cluster default" in done.output
+    done = await _kadence(cluster, "namespace", "update", "shop", "--answer-rps-limit", "300")
+    assert done.exit_code == 0 and "Answer limit  300/s" in done.output, done.output
     done = await _kadence(cluster, "namespace", "update", "shop", "--poll-limit", "0.5")
     assert done.exit_code == 2 and "whole number" in done.output
     # Over the rate: the CLI says so and ends 4, "worth retrying".
@@ -49,7 +51,7 @@ async def test_namespaces_and_schedules_from_the_command_line(cluster: Cluster) 
     assert done.exit_code == 4, done.output
     assert "throttled" in done.output and "'shop'" in done.output and "limit rps" in done.output
     done = await _kadence(cluster, "namespace", "update", "shop", "--rps-limit", "default")
-    assert done.exit_code == 0 and "Rate limit   cluster default" in done.output
+    assert done.exit_code == 0 and "Rate limit    cluster default" in done.output
 
     done = await _kadence(cluster, "schedule", "-n", "shop", "create", "nightly", "-t", "Report", "-q", "reports",
                           "--cron", "0 2 * * *", "--time-zone", "Europe/Paris", "--input", '["all"]')

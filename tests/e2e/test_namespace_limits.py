@@ -64,7 +64,8 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         limited: Cluster, metrics_url: str) -> None:
     async with await Client.connect(limited.url) as admin:
         described = await admin.update_namespace("flood", limits={"rps": 2})
-    assert described["limits"] == {"rps": 2.0, "concurrent_polls": None, "visibility_rps": None}
+    assert described["limits"] == {"rps": 2.0, "concurrent_polls": None, "visibility_rps": None,
+                                   "answer_rps": None}
     starts = f"{limited.url}/api/v1/namespaces/flood/workflows"
     before = await _requests_end(limited.settings.kafka_bootstrap)
     async with aiohttp.ClientSession() as http:
@@ -201,3 +202,26 @@ async def test_visibility_queries_have_a_rate_of_their_own(limited: Cluster) -> 
         assert (caught.value.limit, caught.value.limit_value) == ("visibility_rps", 1)
         # The user API's bucket is apart: a start still goes.
         await client.start_workflow(EchoWorkflow.run, "v", id=_id("v"), task_queue="q-none")
+
+
+async def test_a_namespace_has_its_own_worker_answer_rate(limited: Cluster) -> None:
+    # Refused before the handler reads the token, so a made-up token shows the limit at work.
+    async with await Client.connect(limited.url) as admin:
+        described = await admin.update_namespace("flood", limits={"answer_rps": 2})
+    assert described["limits"]["answer_rps"] == 2.0
+    statuses: dict[str, list[int]] = {"flood": [], "quiet": []}
+    async with aiohttp.ClientSession() as http:
+        for ns, seen in statuses.items():
+            for _ in range(20):
+                status, body, retry_after = await _post(
+                    http, f"{limited.url}/api/v1/namespaces/{ns}/activity-tasks/heartbeat",
+                    {"task_token": "not-a-token", "details": "[]"})
+                seen.append(status)
+                if status == 429:
+                    assert (body["limit"], body["limit_value"], body["namespace"]) == ("answer_rps", 2, ns), body
+                    assert int(retry_after) >= 1
+    # The bucket holds 2 s of 2 a second, refilled 2 a second: most of 20 quick calls are refused.
+    assert statuses["flood"].count(429) >= 10 and 429 not in statuses["flood"][:4], statuses
+    assert 429 not in statuses["quiet"], statuses  # the cluster's default (20,000) for the others
+    async with await Client.connect(limited.url) as admin:
+        assert (await admin.update_namespace("flood", limits={"answer_rps": None}))["limits"]["answer_rps"] is None

@@ -187,7 +187,7 @@ async def test_a_read_that_began_before_a_change_made_here_does_not_undo_it() ->
 
 
 def test_worker_answers_have_a_bucket_of_their_own_at_the_clusters_rate() -> None:
-    quotas = Quotas(Limits(rps=1.0), answer_rps=5.0, clock=Clock())
+    quotas = Quotas(Limits(rps=1.0, answer_rps=5.0), clock=Clock())
     quotas.set_override("ns", Limits(rps=1.0))
     for _ in range(2):
         quotas.admit("ns", Kind.API)
@@ -201,3 +201,22 @@ def test_worker_answers_have_a_bucket_of_their_own_at_the_clusters_rate() -> Non
     unlimited = Quotas(Limits(rps=1.0), clock=Clock())
     for _ in range(1000):
         unlimited.admit("ns", Kind.ANSWERS)
+
+
+def test_a_namespace_may_have_its_own_answer_rate_and_a_change_takes_effect_at_once() -> None:
+    quotas = Quotas(Limits(answer_rps=1.0), clock=Clock())
+    quotas.set_override("busy", Limits(answer_rps=50.0))
+    for _ in range(100):  # 2 s of 50 a second
+        quotas.admit("busy", Kind.ANSWERS)
+    with pytest.raises(ResourceExhausted) as refused:
+        quotas.admit("busy", Kind.ANSWERS)
+    assert refused.value.body()["limit_value"] == 50
+    for _ in range(2):  # the others keep the cluster's 1 a second
+        quotas.admit("other", Kind.ANSWERS)
+    with pytest.raises(ResourceExhausted):
+        quotas.admit("other", Kind.ANSWERS)
+    quotas.set_override("other", Limits(answer_rps=10.0))  # raised: a bucket of the new size now
+    for _ in range(20):
+        quotas.admit("other", Kind.ANSWERS)
+    quotas.set_override("busy", Limits())  # back to the default
+    assert quotas.limits("busy").answer_rps == 1.0
