@@ -212,6 +212,15 @@ class KafkaIngress:
 
     async def __aenter__(self) -> KafkaIngress:
         await self._producer.start()
+        try:
+            await self._read_replies_from_the_end()
+        except BaseException:
+            # A started producer (or a consumer half started) would retry its broker for ever.
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _read_replies_from_the_end(self) -> None:
         await self._replies.start()
         await self._replies.topics()
         partitions = self._replies.partitions_for_topic(REPLIES) or {0}
@@ -222,7 +231,6 @@ class KafkaIngress:
             # Resolve the position now: a reply to a command sent next must not be skipped.
             await self._replies.position(tp)
         self._reader = asyncio.create_task(self._read_replies())
-        return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -230,8 +238,10 @@ class KafkaIngress:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await stop_consumer(self._replies)
-        await self._producer.stop()
+        try:
+            await stop_consumer(self._replies)
+        finally:
+            await self._producer.stop()
 
     async def _read_replies(self) -> None:
         async for record in self._replies:

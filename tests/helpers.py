@@ -34,25 +34,39 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
     ``timeout`` seconds pass (NotYet, naming the last value or exception).
 
     An exception from ``check`` (an assertion, a connection refused while a server restarts)
-    counts as "not yet"; the last one is chained to the failure.
+    counts as "not yet"; the last one is chained to the failure. An awaitable check has what
+    is left of ``timeout`` (at least ``every``) to finish: one that hangs (a call that never
+    answers) fails the wait, naming the check, instead of holding the test past its timeout.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: object = None
     error: BaseException | None = None
     while True:
+        bound = asyncio.timeout(max(deadline - loop.time(), every))
         try:
             value = check()
             if inspect.isawaitable(value):
-                value = await value
+                async with bound:
+                    value = await value
             if value:
                 return value
             last, error = value, None
         except (AssertionError, OSError, LookupError, ValueError, RuntimeError) as exc:
+            if bound.expired():  # our bound, not a timeout of the check's own
+                raise NotYet(f"{what} did not hold within {timeout} s: its check {_named(check)} hung"
+                             f" (last: {last!r})") from error
             last, error = exc, exc
         if loop.time() >= deadline:
             raise NotYet(f"{what} did not hold within {timeout} s (last: {last!r})") from error
         await asyncio.sleep(every)
+
+
+def _named(check: Callable[..., object]) -> str:
+    """Where a check is defined: a lambda's name says little."""
+    code = getattr(check, "__code__", None)
+    name = getattr(check, "__qualname__", repr(check))
+    return name if code is None else f"{name} ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
 
 
 @overload

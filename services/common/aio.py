@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+log = logging.getLogger(__name__)
+
+# Tasks whose error has been logged: its watcher (supervision.watch) and its stop (cancel) may
+# both see one death, and it is said once.
+_logged: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def log_death(task: asyncio.Task[Any], what: str, *, level: int = logging.ERROR) -> None:
+    """Log the error ``task`` ended with, with its traceback, once per task; nothing if it
+    did not end with one."""
+    if task in _logged or task.cancelled() or (exc := task.exception()) is None:
+        return
+    _logged.add(task)
+    log.log(level, "%s died", what, exc_info=exc)
+
 
 async def cancel(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task and wait until it has finished; None is allowed."""
+    """Cancel a background task and wait until it has finished; None is allowed.
+
+    An error the task ended with (before the cancel, or while it was being cancelled) is
+    logged, not raised: the stop that called this must go on and stop the rest."""
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # noqa: BLE001 - logged once (log_death), the stop goes on
+        log_death(task, f"the task {task.get_name()!r}")
 
 
 async def start_or_undo(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:

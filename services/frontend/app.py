@@ -6,6 +6,7 @@ are mapped and requests logged by middlewares, so handlers stay free of HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -399,35 +400,43 @@ class FrontendService:
             self._closes.closed(runs)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.quotas is not None:
-            await self.quotas.close()
-        if self.reply_notices is not None:
-            await self.reply_notices.stop()
-            self.reply_notices = None
-        if self._engine is not None:
-            await self._engine.close()  # before the producer: it sends what it still holds
-            self._engine = None
-        if self._closes is not None:
-            await self._closes.stop()
-            self._closes = None
-        if self._replies is not None:
-            await self._replies.stop()
-            self._replies = None
-        if self.command_notices is not None:
-            await self.command_notices.close()
-            self._commands, self.command_notices = self.command_notices.inner, None
-        if self._producer is not None:
+        """Stop; also after a start that failed half-way. Each step runs whatever an earlier
+        one raised (raised at the end): a consumer, producer or pool left behind would go on."""
+
+        async def stop_producer(producer: Any) -> None:
             try:
-                await self._producer.stop()
+                await producer.stop()
             except KafkaError:
                 log.warning("stopping the producer failed", exc_info=True)
-            self._producer = None
-        if self._matching is not None and self._own_matching:
-            await self._matching.close()
-        self._matching = None
-        if self._own_pool and self._pool is not None:
-            await self._pool.close()
+
+        async with contextlib.AsyncExitStack() as then:  # run last pushed first
+            then.callback(self._forget_parts)
+            if self._own_pool and self._pool is not None:
+                then.push_async_callback(self._pool.close)
+            if self._matching is not None and self._own_matching:
+                then.push_async_callback(self._matching.close)
+            if self._producer is not None:
+                then.push_async_callback(stop_producer, self._producer)
+            if self.command_notices is not None:
+                then.push_async_callback(self.command_notices.close)
+            if self._replies is not None:
+                then.push_async_callback(self._replies.stop)
+            if self._closes is not None:
+                then.push_async_callback(self._closes.stop)
+            if self._engine is not None:
+                then.push_async_callback(self._engine.close)  # before the producer: it sends what it still holds
+            if self.reply_notices is not None:
+                then.push_async_callback(self.reply_notices.stop)
+            if self.quotas is not None:
+                then.push_async_callback(self.quotas.close)
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+    def _forget_parts(self) -> None:
+        """What the stop has stopped (a second stop finds nothing to stop)."""
+        self._runner = self.reply_notices = self._engine = self._closes = self._replies = None
+        if self.command_notices is not None:
+            self._commands, self.command_notices = self.command_notices.inner, None
+        self._producer = self._matching = None
+        if self._own_pool:
             self._pool = None

@@ -755,6 +755,8 @@ def _unavailable(exc: BaseException) -> Unavailable:
 def _brought(updates: Sequence[Mapping[str, Any]], task: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The update requests a workflow task brings: those that arrived before any event it does
     not bring (services/history/summary.py, ``after_event_id``); the rest go with the next."""
+    if not updates:
+        return []  # most tasks (history hands none for a run with no request waiting)
     upto = int(task["scheduled_event_id"])
     return [{"update_id": u["update_id"], "name": u["name"], "input": u["input"]}
             for u in updates if int(u.get("after_event_id") or 0) <= upto]

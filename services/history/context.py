@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 class BatchContext:
     """Implements :class:`~.engine.Context` for one batch of one shard."""
 
-    def __init__(self, shard: Shard, now: int, no_current: frozenset[tuple[str, str]] = frozenset()) -> None:
+    def __init__(self, shard: Shard, now: int, no_current: frozenset[tuple[str, str]] = frozenset(), *,
+                 began: float) -> None:
         self.shard = shard
         self.now = now
+        # When the batch began, on the event loop's clock: its records were written before,
+        # so a read of the namespaces started since holds every one they may name.
+        self.began = began
         # Workflows the shard looked up before the batch and found no run of.
         self.no_current = no_current
         self.transitions: dict[str, Transition] = {}

@@ -74,8 +74,9 @@ class Admission:
     limits: validation.Limits = validation.DEFAULT_LIMITS  # what a command may hold (validation.py)
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow (limits.py)
     ingress: IngressPolicy | None = None  # who may send commands to which namespace; None: anyone
-    # Whether a namespace is registered (namespaces.py); None: not checked.
-    namespace_registered: Callable[[str], Awaitable[bool]] | None = None
+    # Whether a namespace is registered, by a read of the names started at the loop time given
+    # or later (namespaces.py); None: not checked.
+    namespace_registered: Callable[[str, float], Awaitable[bool]] | None = None
     # kadence.requests' partition count, to refuse a record on another shard's partition
     # (routing.py); 0: not checked.
     partitions: int = 0
@@ -160,7 +161,8 @@ class BatchRunner:
         dead = {} if dead is None else dead
         no_current, assumed_new = await self.cache.look_up_current(batch)
         while True:
-            ctx = BatchContext(self._shard, int(time.time() * 1000), no_current)
+            ctx = BatchContext(self._shard, int(time.time() * 1000), no_current,
+                               began=asyncio.get_running_loop().time())
             try:
                 last_offset = await self._run(ctx, batch, dead)
             except _Poison as failed:
@@ -318,7 +320,8 @@ class BatchRunner:
         if "namespace" in cmd and (wrong := routing.misrouted(
                 record.key, record.partition, cmd["namespace"], cmd["workflow_id"], a.partitions)):
             return wrong
-        if "namespace" in cmd and a.namespace_registered and not await a.namespace_registered(cmd["namespace"]):
+        if ("namespace" in cmd and a.namespace_registered
+                and not await a.namespace_registered(cmd["namespace"], ctx.began)):
             return f"namespace {cmd['namespace']!r} is not registered"
         # Signed ingress (ingress_auth.py); commands handed over by a frontend here are not broker records.
         if a.ingress is not None and not isinstance(record, HandedCommand):

@@ -108,8 +108,9 @@ class ShardConfig:
     history_limits: HistoryLimits = DEFAULT_HISTORY_LIMITS  # how long a run's history may grow
     # How long past its fire time a user timer a worker runs ahead is held (timer_ahead.py).
     timer_ahead_grace_ms: int = 0
-    # Whether a namespace is registered (namespaces.py); None: not checked.
-    namespace_registered: Callable[[str], Awaitable[bool]] | None = None
+    # Whether a namespace is registered, by a read of the names started at the loop time given
+    # or later (namespaces.py); None: not checked.
+    namespace_registered: Callable[[str, float], Awaitable[bool]] | None = None
     # kadence.requests' partition count: a record on another shard's partition is refused
     # (routing.py); 0: not checked.
     partitions: int = 0

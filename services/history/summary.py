@@ -57,6 +57,11 @@ def arrival_seq(s: MutableState) -> int:
     return max(latest + 1, (s.next_event_id - 1) << SEQ_EVENT_SHIFT)
 
 
+def arrived_after(seq: int) -> int:
+    """The last event id of the run when the update request of ``seq`` arrived."""
+    return seq >> SEQ_EVENT_SHIFT
+
+
 def waiting_updates(s: MutableState) -> list[dict[str, Any]]:
     """The update requests waiting for the workflow, in delivery order, as a workflow task
     hands them to the worker (the summary's ``update_requests``), each with the last event
@@ -65,7 +70,7 @@ def waiting_updates(s: MutableState) -> list[dict[str, Any]]:
     if not s.update_requests:
         return []  # most runs: asked of every commit and workflow task hand-over
     waiting = sorted((r.seq, uid, r) for uid, r in s.update_requests.items() if r.stage == UpdateStage.REQUESTED)
-    return [{"update_id": uid, "name": r.name, "input": r.input, "after_event_id": seq >> SEQ_EVENT_SHIFT}
+    return [{"update_id": uid, "name": r.name, "input": r.input, "after_event_id": arrived_after(seq)}
             for seq, uid, r in waiting]
 
 

@@ -46,7 +46,7 @@ from kadence_protocol.records import Command, UpdateWorkflowExecution
 from .builder import Transition
 from .requests import address
 from .state import MutableState, UpdateInfo, UpdateRequest, UpdateWaiter
-from .summary import SEQ_EVENT_SHIFT, arrival_seq
+from .summary import arrival_seq, arrived_after
 
 if TYPE_CHECKING:
     from .engine import Context
@@ -207,7 +207,7 @@ def task_completed(ctx: Context, t: Transition, commands: list[Command]) -> None
     # frontend keeps it for the next task): not this task's to answer.
     brought_upto = t.state.wt.scheduled_event_id if t.state.wt is not None else 0
     for uid, req in list(t.state.update_requests.items()):
-        if req.stage != Stage.REQUESTED or uid in answered or req.seq >> SEQ_EVENT_SHIFT > brought_upto:
+        if req.stage != Stage.REQUESTED or uid in answered or arrived_after(req.seq) > brought_upto:
             continue
         req.unanswered += 1
         t.changed_without_events = True

@@ -122,12 +122,12 @@ class TaskConsumer:
                            "the matching consumer task", self.service.fatal)
 
     async def stop(self) -> None:
-        await cancel(self._task)
-        self._task = None
-        with contextlib.suppress(KafkaError):
-            await stop_consumer(self._consumer)
-        with contextlib.suppress(KafkaError):
-            await self._producer.stop()
+        """Each step runs whatever an earlier one raised (raised at the end)."""
+        task, self._task = self._task, None
+        async with contextlib.AsyncExitStack() as then:  # run last pushed first
+            then.push_async_callback(_unless_kafka_error, self._producer.stop)
+            then.push_async_callback(_unless_kafka_error, lambda: stop_consumer(self._consumer))
+            await cancel(task)
 
     async def _run(self) -> None:
         backoff = outage.Backoff(f"fetching from {TASKS}", log)
@@ -330,3 +330,8 @@ def _task_attributes(task: MatchedTask, sync_match: bool) -> dict[str, object]:
     return {"kadence.workflow_id": t["workflow_id"], "kadence.run_id": t["run_id"],
             "kadence.workflow_type": t.get("workflow_type") or "", "kadence.task_queue": t["task_queue"],
             "kadence.task_kind": task.kind, "kadence.task_id": task.task_id, "kadence.sync_match": sync_match}
+
+
+async def _unless_kafka_error(stop: Callable[[], Awaitable[None]]) -> None:
+    with contextlib.suppress(KafkaError):  # the broker may be gone: the stop goes on
+        await stop()

@@ -110,18 +110,32 @@ class MatchingService:
         log.info("matching %s serving at %s", self.settings.instance_id, self.address)
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-        await self.revoke(list(self._owned))
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._http is not None:
-            await self._http.stop()
-            self._http = None
-        if self._own_pool and self._pool is not None:
-            await self._pool.close()
+        """Stop; also after a start that failed half-way. Each step runs whatever an earlier
+        one raised (raised at the end): a consumer, server or pool left behind would go on."""
+
+        async def release_all() -> None:  # read when it runs: what the consumer's stop left owned
+            await self.revoke(list(self._owned))
+
+        async def background_ended() -> None:
+            for task in list(self._background):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        async with contextlib.AsyncExitStack() as then:  # run last pushed first
+            then.callback(self._forget_parts)
+            if self._own_pool and self._pool is not None:
+                then.push_async_callback(self._pool.close)
+            if self._http is not None:
+                then.push_async_callback(self._http.stop)
+            then.push_async_callback(background_ended)
+            then.push_async_callback(release_all)
+            if self._consumer is not None:
+                await self._consumer.stop()
+
+    def _forget_parts(self) -> None:
+        """What the stop has stopped (a second stop finds nothing to stop)."""
+        self._consumer = self._http = None
+        if self._own_pool:
             self._pool = None
 
     @property

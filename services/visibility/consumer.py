@@ -116,12 +116,18 @@ class VisibilityConsumer:
         telemetry.register_visibility(self)
 
     async def stop(self) -> None:
-        telemetry.unregister_visibility(self)
+        """Each step runs whatever an earlier one raised (raised at the end)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            await cancel(task)  # a cancelled loop is no death: neither callback reacts
-        with contextlib.suppress(KafkaError):
-            await stop_consumer(self._consumer)
+
+        async def stop_group_consumer() -> None:
+            with contextlib.suppress(KafkaError):
+                await stop_consumer(self._consumer)
+
+        async with contextlib.AsyncExitStack() as then:  # run last pushed first
+            then.push_async_callback(stop_group_consumer)
+            telemetry.unregister_visibility(self)
+            if task is not None and not task.done():
+                await cancel(task)  # a cancelled loop is no death: neither callback reacts
 
     async def drain(self, timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until every record of the partitions this

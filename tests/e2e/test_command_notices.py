@@ -164,6 +164,18 @@ def _history_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL)
 
 
+def end_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the service processes a test started (by their handles), killing one that lingers."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
 async def test_history_in_its_own_process_takes_notices_found_by_shards_owner(
         broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> None:
     await db.migrate(fresh_dsn)
@@ -197,12 +209,7 @@ async def test_history_in_its_own_process_takes_notices_found_by_shards_owner(
             await frontend.stop()
         await matching.stop()
         await pool.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        end_processes([proc])
 
 
 async def test_with_signed_ingress_history_takes_no_command_notices(

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -34,7 +35,7 @@ from services.history import HistoryService
 from services.matching import MatchingService
 from tests.helpers import eventually
 
-from .test_command_notices import KEY, ROOT, _history_process, _run_workflows, separate
+from .test_command_notices import KEY, ROOT, _history_process, _run_workflows, end_processes, separate
 from .test_ingress import _reply
 from .workflows import EchoWorkflow
 
@@ -159,30 +160,15 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
     notices on between them. History is killed (-9) while starts, task notices and reply
     notices are in flight, and started again: every start acknowledged completes, each
     workflow's activity completing once, with the result of its own input."""
-    await db.migrate(fresh_dsn)
-    await kafka.ensure_topics(broker.bootstrap, 2, 2)
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, internal_key=KEY)
-    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_DATABASE_URL": fresh_dsn,
-           "KADENCE_SHARDS": "2", "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": "2000",
-           "KADENCE_INTERNAL_KEY": KEY}
+    settings, env = await _separate_services(broker, fresh_dsn)
     log = tmp_path / "history.log"
     procs = [_history_process(env, log)]
     pool = await db.create_pool(fresh_dsn)
     matching = MatchingService(settings, pool=pool)
     frontend: FrontendService | None = None
-    ran: Counter[str] = Counter()
     ids = [f"killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
-    # The racing starts' activities wait for the kill: on a quick machine every activity had
-    # run before it, and the kill found nothing in flight.
-    held, killed = set(ids[10:]), asyncio.Event()
-
-    @activity.defn(name="echo")
-    async def counted_echo(value: str) -> str:
-        if value in held:
-            await killed.wait()
-        ran[activity.info().workflow_id] += 1
-        return value
+    echoes = _Echoes(held=set(ids[10:]))  # the racing starts'
+    ran = echoes.ran
 
     async def owners_serve() -> bool:
         if procs[-1].poll() is not None:
@@ -197,7 +183,7 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
         await eventually(owners_serve, timeout=60, every=0.1, what="history owning both shards, serving notices")
         tq = "q-history-killed"
         async with await Client.connect(frontend.url, namespace="default") as client, \
-                Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[counted_echo]):
+                Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[echoes.activity]):
             handles = [await client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq) for wid in ids[:10]]
             # The next starts race the kill: each that is acknowledged must complete.
             starting = [asyncio.create_task(client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq))
@@ -207,30 +193,17 @@ async def test_history_killed_and_restarted_with_notices_in_flight_loses_and_rep
             assert len(ran) < len(ids), "the kill came after every workflow's activity: it tests nothing"
             procs[-1].wait(timeout=10)
             procs.append(_history_process(env, log))
-            killed.set()
+            echoes.killed.set()
             handles += await asyncio.wait_for(asyncio.gather(*starting), 90)
             results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
             histories = [await h.history() for h in handles]
-        assert results == ids
-        assert set(ran) == set(ids)
-        # A task may be handed out twice across the kill (decision 0015); it is applied once.
-        for wid, events in zip(ids, histories, strict=True):
-            kinds = Counter(e["event_type"] for e in events)
-            assert (kinds["WorkflowExecutionStarted"], kinds["ActivityTaskScheduled"], kinds["ActivityTaskCompleted"],
-                    kinds["WorkflowExecutionCompleted"]) == (1, 1, 1, 1), (wid, kinds)
+        _each_completed_once(ids, results, ran, histories)
     finally:
         if frontend is not None:
             await frontend.stop()
         await matching.stop()
         await pool.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+        end_processes(procs)
 
 
 async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_and_repeats_nothing(
@@ -238,13 +211,8 @@ async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_a
     """Matching in its own process (``python -m services.matching``), history and frontend
     here, task notices on. Matching is killed (-9) while history tells it of tasks and polls
     wait on it, and started again: every workflow completes once with its own result."""
-    await db.migrate(fresh_dsn)
-    await kafka.ensure_topics(broker.bootstrap, 2, 2)
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, internal_key=KEY, colocate=False)
-    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_DATABASE_URL": fresh_dsn,
-           "KADENCE_SHARDS": "2", "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": "2000",
-           "KADENCE_INTERNAL_KEY": KEY, "KADENCE_MATCHING_PORT": "0"}
+    settings, env = await _separate_services(broker, fresh_dsn, colocate=False)
+    env["KADENCE_MATCHING_PORT"] = "0"
     log = tmp_path / "matching.log"
 
     def matching_process() -> subprocess.Popen[bytes]:
@@ -256,18 +224,9 @@ async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_a
     pool = await db.create_pool(fresh_dsn)
     history = HistoryService(settings, pool=pool)
     frontend: FrontendService | None = None
-    ran: Counter[str] = Counter()
     ids = [f"m-killed-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]
-    # The later half's activities wait for the kill: on a quick machine every activity had run
-    # before it, and the kill found nothing in flight.
-    held, killed = set(ids[15:]), asyncio.Event()
-
-    @activity.defn(name="echo")
-    async def counted_echo(value: str) -> str:
-        if value in held:
-            await killed.wait()
-        ran[activity.info().workflow_id] += 1
-        return value
+    echoes = _Echoes(held=set(ids[15:]))  # the later half's
+    ran = echoes.ran
 
     async def matching_owns_both() -> bool:
         if procs[-1].poll() is not None:
@@ -281,32 +240,65 @@ async def test_matching_killed_and_restarted_with_task_notices_in_flight_loses_a
         await eventually(matching_owns_both, timeout=60, every=0.1, what="matching owning both task partitions")
         tq = "q-matching-killed"
         async with await Client.connect(frontend.url, namespace="default") as client, \
-                Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[counted_echo]):
+                Worker(client, task_queue=tq, workflows=[EchoWorkflow], activities=[echoes.activity]):
             handles = [await client.start_workflow(EchoWorkflow.run, wid, id=wid, task_queue=tq) for wid in ids]
             await eventually(lambda: sum(ran.values()) >= 5, timeout=30, what="some activities run")
             procs[-1].kill()
             procs[-1].wait(timeout=10)
             assert len(ran) < len(ids), "the kill came after every workflow's activity: it tests nothing"
             procs.append(matching_process())
-            killed.set()
+            echoes.killed.set()
             results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
             histories = [await h.history() for h in handles]
-        assert results == ids
-        assert set(ran) == set(ids)
-        for wid, events in zip(ids, histories, strict=True):
-            kinds = Counter(e["event_type"] for e in events)
-            assert (kinds["WorkflowExecutionStarted"], kinds["ActivityTaskScheduled"], kinds["ActivityTaskCompleted"],
-                    kinds["WorkflowExecutionCompleted"]) == (1, 1, 1, 1), (wid, kinds)
+        _each_completed_once(ids, results, ran, histories)
     finally:
         if frontend is not None:
             await frontend.stop()
         await history.stop()
         await pool.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+        end_processes(procs)
+
+
+async def _separate_services(broker: EmbeddedBroker, dsn: str, *,
+                             colocate: bool = True) -> tuple[Settings, dict[str, str]]:
+    """A migrated database and the topics; the settings of the services here and the
+    environment of the one run as its own process (notices on between them)."""
+    await db.migrate(dsn)
+    await kafka.ensure_topics(broker.bootstrap, 2, 2)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, internal_key=KEY, colocate=colocate)
+    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": broker.bootstrap, "KADENCE_DATABASE_URL": dsn,
+           "KADENCE_SHARDS": "2", "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": "2000",
+           "KADENCE_INTERNAL_KEY": KEY}
+    return settings, env
+
+
+class _Echoes:
+    """The workflows' activity, counting its runs per workflow. Those of ``held`` wait for
+    ``killed``: on a quick machine every activity had run before the kill, which then found
+    nothing in flight."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.ran: Counter[str] = Counter()
+        self.killed = asyncio.Event()
+
+        @activity.defn(name="echo")
+        async def counted_echo(value: str) -> str:
+            if value in held:
+                await self.killed.wait()
+            self.ran[activity.info().workflow_id] += 1
+            return value
+
+        self.activity = counted_echo
+
+
+def _each_completed_once(ids: list[str], results: list[str], ran: Counter[str],
+                         histories: list[list[dict[str, Any]]]) -> None:
+    """Every workflow completed with its own input, its activity run; a task may be handed
+    out twice across the kill (decision 0015), it is applied once."""
+    assert results == ids
+    assert set(ran) == set(ids)
+    for wid, events in zip(ids, histories, strict=True):
+        kinds = Counter(e["event_type"] for e in events)
+        assert (kinds["WorkflowExecutionStarted"], kinds["ActivityTaskScheduled"], kinds["ActivityTaskCompleted"],
+                kinds["WorkflowExecutionCompleted"]) == (1, 1, 1, 1), (wid, kinds)

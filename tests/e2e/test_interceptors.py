@@ -120,6 +120,7 @@ class Intercepted:
     @workflow.run
     async def run(self) -> str:
         await workflow.wait_condition(lambda: len(self.words) >= 2)
+        refused = "not refused"  # a worker without the refusing interceptor (test_update_after_signal.py)
         try:
             await workflow.execute_activity(delete_everything, start_to_close_timeout=timedelta(seconds=10))
         except ApplicationError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 import asyncpg
@@ -17,6 +17,7 @@ from kadence import kafka as ingress
 from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common import dlq as dead_letters
+from services.common import namespaces
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.history.audit import audit
@@ -303,3 +304,41 @@ async def test_retention_and_schedules_are_metered(broker: EmbeddedBroker, fresh
     finally:
         await cluster.stop()
         signals.shutdown()
+
+
+async def test_records_naming_made_up_namespaces_share_reads_and_one_created_just_now_is_taken(
+        cluster: Cluster, client: Client) -> None:
+    """A producer writing records with made-up namespaces straight to kadence.requests costs
+    history a read of the namespaces per batch at most, not per record; a namespace refused a
+    moment ago, then created, is taken at once (no belief in the earlier miss)."""
+    bootstrap = cluster.settings.kafka_bootstrap
+    assert cluster.history is not None and cluster.history.pool is not None
+    made_up = 200
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i in range(made_up):
+            wid = _id("w")
+            await producer.send("kadence.requests", ingress.encode_start(f"made-up-{i}", wid, "EchoWorkflow", "q", []),
+                                key=f"made-up-{i}/{wid}".encode())
+        shop = _id("shop")  # a record sent before its namespace exists
+        await producer.send("kadence.requests", ingress.encode_start(shop, "w", "EchoWorkflow", "q", []),
+                            key=f"{shop}/w".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    letters = await eventually(lambda: _at_least(dead_letters.list_dead_letters(bootstrap), made_up + 1),
+                               timeout=60, what="every record dead-lettered")
+    assert sum("is not registered" in letter.reason for letter in letters) == made_up + 1
+    registry = namespaces._registries[id(cluster.history.pool)][1]
+    assert registry.reads < made_up / 2, registry.reads  # a read per record before
+    await client.create_namespace(shop, retention="1d")
+    async with ingress.KafkaIngress(bootstrap) as kafka_ingress:
+        reply = await kafka_ingress.start_workflow(shop, _id("w"), "EchoWorkflow", "q-nobody", [])
+    assert reply.ok, reply
+
+
+async def _at_least(letters: Awaitable[list[dead_letters.DeadLetterEntry]], count: int) -> list[dead_letters.DeadLetterEntry]:
+    found = await letters
+    assert len(found) >= count, len(found)
+    return found

@@ -3,7 +3,8 @@
 A one-process cluster stopped after its broker died: aiokafka's consumer stop raised a
 cancellation there (kadence_protocol/kafka_stop.py), which ended the cluster's stop at the first
 consumer and left the other services' consumers retrying the dead broker for as long as the
-loop ran. A cluster whose start was cancelled (or failed) left the services it had started."""
+loop ran. A cluster whose start was cancelled (or failed) left the services it had started; an SDK
+KafkaIngress whose replies' consumer failed to start left its producer."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import socket
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 
+from kadence.kafka import KafkaIngress
 from kadence_protocol.kafka_stop import stop_consumer
 from services.cluster import Cluster
 from services.common import kafka
-from services.common.embedded import EmbeddedBroker
+from services.common.embedded import EmbeddedBroker, free_port
 from services.history import HistoryService
 from tests.helpers import eventually
 
@@ -107,3 +110,15 @@ async def test_a_cluster_whose_frontend_cannot_listen_leaves_nothing_running(bro
         with pytest.raises(OSError, match="address already in use"):
             await cluster.start()
     await eventually(lambda: _nothing_left(before), timeout=10, what="no task of the cluster left")
+
+
+async def test_a_kafka_ingress_whose_reply_reader_cannot_start_leaves_nothing_running(
+        broker: EmbeddedBroker) -> None:
+    """Its producer starts on the broker, then its replies' consumer fails to (no broker where it looks)."""
+    before = set(asyncio.all_tasks())
+    ingress = KafkaIngress(broker.bootstrap)
+    await ingress._replies.stop()  # never started; in its place, one that cannot reach a broker
+    ingress._replies = AIOKafkaConsumer(bootstrap_servers=f"127.0.0.1:{free_port()}", group_id=None)
+    with pytest.raises(KafkaConnectionError):
+        await ingress.__aenter__()
+    await eventually(lambda: _nothing_left(before), timeout=10, what="no task of the ingress left")

@@ -9,39 +9,21 @@ import uuid
 
 import pytest
 
-from kadence import Client, Worker, workflow
+from kadence import Client, Worker
 from services.cluster import Cluster
 from tests.helpers import eventually
 
+from .test_interceptors import Intercepted, delete_everything, shout
+
 pytestmark = pytest.mark.timeout(60)
-
-
-@workflow.defn
-class Words:
-    def __init__(self) -> None:
-        self.words: list[str] = []
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        await workflow.wait_condition(lambda: len(self.words) >= 2)
-        return self.words
-
-    @workflow.signal
-    def word(self, text: str) -> None:
-        self.words.append(text)
-
-    @workflow.update
-    def add(self, text: str) -> int:
-        self.words.append(text)
-        return len(self.words)
 
 
 async def test_an_update_sent_after_a_signal_sees_it_when_the_worker_comes_late(cluster: Cluster) -> None:
     queue = f"late-{uuid.uuid4().hex[:6]}"
     async with await Client.connect(cluster.url) as client:
-        handle = await client.start_workflow(Words.run, id=f"w-{uuid.uuid4().hex[:8]}", task_queue=queue)
-        await handle.signal(Words.word, "hello")
-        update = asyncio.ensure_future(handle.execute_update(Words.add, "world"))
+        handle = await client.start_workflow(Intercepted.run, id=f"w-{uuid.uuid4().hex[:8]}", task_queue=queue)
+        await handle.signal(Intercepted.word, "hello")
+        update = asyncio.ensure_future(handle.execute_update(Intercepted.add, "world"))
 
         async def recorded() -> bool:
             assert cluster.pool is not None
@@ -49,6 +31,6 @@ async def test_an_update_sent_after_a_signal_sees_it_when_the_worker_comes_late(
             return summary is not None and b'"update_id"' in (summary if isinstance(summary, bytes) else summary.encode())
 
         await eventually(recorded, what="the update request recorded before any worker polls")
-        async with Worker(client, task_queue=queue, workflows=[Words]):
+        async with Worker(client, task_queue=queue, workflows=[Intercepted], activities=[shout, delete_everything]):
             assert await asyncio.wait_for(update, timeout=30) == 2
-            assert await handle.result(timeout=30) == ["hello", "world"]
+            assert await handle.result(timeout=30) == "HELLO WORLD (not refused)"  # the signal's word first

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro
-from services.common.namespaces import NamespaceRegistry, format_duration_ms, parse_duration_ms
+from services.common.namespaces import (
+    NamespaceRegistry,
+    format_duration_ms,
+    namespace_registered,
+    parse_duration_ms,
+)
 from services.common.schedules import (
     OverlapPolicy,
     ScheduleAction,
@@ -259,11 +264,23 @@ async def test_misses_of_many_names_share_reads_started_at_most_once_per_interva
     assert await registry.is_registered("new") and pool.fetches == before + 1  # a read that started after
 
 
-async def test_history_reads_on_each_miss_without_waiting() -> None:
-    pool = _Pool({"default"})
-    registry = NamespaceRegistry(pool)
+async def test_history_misses_of_a_batch_share_one_read_started_after_it_began() -> None:
+    pool: Any = _Pool({"default"})
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    for i in range(5):
-        assert not await registry.is_registered(f"made-up-{i}")
-    assert pool.fetches == 5 and loop.time() - started < 0.05
+    began = loop.time()
+    for i in range(50):  # a batch of records naming made-up namespaces
+        assert not await namespace_registered(pool, f"made-up-{i}", began)
+    assert pool.fetches == 1
+    pool.names.add("shop")  # created just now, after that read
+    began = loop.time()  # the next batch, whose record names it
+    assert await namespace_registered(pool, "made-up-0", began) is False
+    assert await namespace_registered(pool, "shop", began) and pool.fetches == 2
+    assert loop.time() - began < 1.0  # the second read waited at most MISS_READ_INTERVAL_S
+
+
+async def test_history_refuses_a_namespace_only_on_a_read_after_its_batch_began() -> None:
+    pool: Any = _Pool({"default"})
+    loop = asyncio.get_running_loop()
+    assert not await namespace_registered(pool, "shop", loop.time())  # a record sent too early
+    pool.names.add("shop")  # created a moment later; a record naming it follows
+    assert await namespace_registered(pool, "shop", loop.time())  # no miss believed from before

@@ -40,7 +40,7 @@ class _Shard:
 
 
 def _ctx() -> BatchContext:
-    return BatchContext(_Shard(), 1_000, no_current=frozenset({(NS, WID)}))  # type: ignore[arg-type]
+    return BatchContext(_Shard(), 1_000, no_current=frozenset({(NS, WID)}), began=0.0)  # type: ignore[arg-type]
 
 
 def _signal(**kw: Any) -> dict[str, Any]:

@@ -357,7 +357,7 @@ async def test_the_worker_sends_the_last_recorded_heartbeat_details_with_a_failu
 
 
 def test_a_transition_that_changed_only_attempt_fields_is_committed() -> None:
-    ctx = BatchContext(None, T0)  # type: ignore[arg-type]  # close() needs no shard
+    ctx = BatchContext(None, T0, began=0.0)  # type: ignore[arg-type]  # close() needs no shard
     untouched = Transition(MutableState(run_id="a", status="Running"), T0, 0)
     changed = Transition(MutableState(run_id="b", status="Running"), T0, 0)
     changed.changed_without_events = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from kadence_protocol.enums import UpdateStage
 from services.frontend.engine import _brought
 from services.history.state import MutableState, UpdateRequest
-from services.history.summary import SEQ_EVENT_SHIFT, arrival_seq, waiting_updates
+from services.history.summary import arrival_seq, arrived_after, waiting_updates
 
 
 def _request(s: MutableState, uid: str) -> None:
@@ -24,7 +24,8 @@ def test_requests_keep_their_order_and_name_the_last_event_they_came_after() -> 
                                              seq=1)  # an older build's plain counter
     waiting = waiting_updates(s)
     assert [(u["update_id"], u["after_event_id"]) for u in waiting] == [("old", 0), ("a", 2), ("b", 2), ("c", 3)]
-    assert s.update_requests["b"].seq > s.update_requests["a"].seq >> SEQ_EVENT_SHIFT << SEQ_EVENT_SHIFT
+    assert s.update_requests["b"].seq > s.update_requests["a"].seq
+    assert [arrived_after(s.update_requests[u].seq) for u in ("old", "a", "b", "c")] == [0, 2, 2, 3]
 
 
 def test_a_task_brings_only_the_requests_that_came_before_events_it_does_not_bring() -> None:
