@@ -5,12 +5,14 @@ by the retention job (services/history/retention.py). Requests to a namespace th
 registered are refused: 404 ``NamespaceNotFound`` by the frontend, a dead letter by history.
 
 Both ask ``NamespaceRegistry``: a set of the registered names kept in memory, read again
-from PostgreSQL when a name is not in it, one read at a time at most every
-``MISS_READ_INTERVAL_S`` for every name (a miss waits for the next), so a caller cycling
-through made-up names costs no read each and a known name costs a set lookup. A frontend
-believes a miss for ``negative_ttl`` per name. History believes none: a record naming a name
-not known is looked up in a read that started after its batch began, so a namespace created
-before the record was written is never refused. Namespaces are never deleted, so a name once
+from PostgreSQL when a name is not in it, one read at a time, so a caller cycling through
+made-up names costs no read each and a known name costs a set lookup. A frontend reads at
+most every ``MISS_READ_INTERVAL_S`` for every name (a miss waits for the next) and believes a
+miss for ``negative_ttl`` per name. History believes none: a record naming a name not known is
+looked up in a read that started after its batch began (so a namespace created before the
+record was written is never refused), shared by every such record of the batch and of the
+process's other shards' batches begun before it: one read per batch at most, and no wait
+for an interval, which would stall the shard. Namespaces are never deleted, so a name once
 found stays valid.
 """
 
@@ -181,7 +183,8 @@ class NamespaceRegistry:
     def __init__(self, pool: Reads, *, negative_ttl: float = NEGATIVE_TTL_S, miss_read_interval: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """``miss_read_interval``: at most one read of the names per this interval, whatever the
-        misses (MISS_READ_INTERVAL_S on a frontend and in history's intake)."""
+        misses (MISS_READ_INTERVAL_S on a frontend; 0 in history's intake, whose reads are
+        bounded by its batches)."""
         self._store = NamespaceStore(pool)
         self._negative_ttl = negative_ttl
         self._miss_read_interval = miss_read_interval
@@ -259,11 +262,11 @@ _MAX_REGISTRIES = 8
 
 async def namespace_registered(pool: asyncpg.Pool, namespace: str, read_after: float) -> bool:
     """Whether ``namespace`` is registered, from a registry cached per pool (history's intake;
-    ``read_after``: see NamespaceRegistry.is_registered). Its shards share its reads, one per
-    MISS_READ_INTERVAL_S at most: records naming made-up namespaces cost no read each."""
+    ``read_after``: see NamespaceRegistry.is_registered). Its shards share its reads: records
+    naming made-up namespaces cost one read per batch at most, not one each."""
     entry = _registries.get(id(pool))
     if entry is None or entry[0] is not pool:
-        entry = _registries[id(pool)] = (pool, NamespaceRegistry(pool, miss_read_interval=MISS_READ_INTERVAL_S))
+        entry = _registries[id(pool)] = (pool, NamespaceRegistry(pool))
         while len(_registries) > _MAX_REGISTRIES:
             _registries.popitem(last=False)
     registry = entry[1]
