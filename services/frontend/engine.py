@@ -107,9 +107,6 @@ class Engine:
         # _shutting_down itself would put one callback per waiter on it, and removing one
         # from a list of 10,000 costs a scan of it (a quadratic cost with 10,000 in flight).
         self._result_waits: set[asyncio.Future[Any]] = set()
-        # A result wait's first span until it re-reads the run is as long for every wait
-        # longer than it: one timer for all of those (deadlines.py), not one per start-and-wait.
-        self._first_rechecks = SameLengthWaits(_RECHECK)
 
     def open(self) -> None:
         """Start the engine's background work (the timer of held-back started records)."""
@@ -131,7 +128,6 @@ class Engine:
         await self._started.stop()
         self._produce_waits.close()
         self._reply_waits.close()
-        self._first_rechecks.close()
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -575,12 +571,8 @@ class Engine:
                 try:
                     # Awaited directly, so a close wakes the wait in one loop turn (asyncio.wait
                     # takes two); the timeout cancels the future, which is then not an answer.
-                    if recheck == self._first_rechecks.seconds and remaining >= recheck:
-                        async with self._first_rechecks.wait():
-                            await fut
-                    else:
-                        async with asyncio.timeout(min(remaining, recheck)):
-                            await fut
+                    async with asyncio.timeout(min(remaining, recheck)):
+                        await fut
                 except TimeoutError:
                     pass
                 finally:

@@ -80,38 +80,3 @@ async def test_a_result_wait_that_times_out_says_running() -> None:
     engine = Engine(instance_id="t", producer=None, replies=None, closes=CloseWatcher(None),  # type: ignore[arg-type]
                     reads=_Running(), matching=None, token_keys=None)  # type: ignore[arg-type]
     assert await engine.result("ns", "wf", "run", 0.05, just_started=True) == {"status": "Running"}
-
-
-async def test_result_waits_share_one_timer_until_their_first_re_read(monkeypatch: Any) -> None:
-    # 10,000 start-and-waits in flight armed (and cancelled) a loop timer each: their first
-    # spans are all as long, so one timer serves them (deadlines.py).
-    loop = asyncio.get_running_loop()
-    armed = 0
-    call_at = loop.call_at
-
-    def counting_call_at(when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
-        nonlocal armed
-        armed += 1
-        return call_at(when, callback, *args, context=context)
-
-    monkeypatch.setattr(loop, "call_at", counting_call_at)
-    engine = Engine(instance_id="t", producer=None, replies=None, closes=CloseWatcher(None),  # type: ignore[arg-type]
-                    reads=_Running(), matching=None, token_keys=None)  # type: ignore[arg-type]
-    waits = [asyncio.ensure_future(engine.result("ns", f"wf-{i}", f"run-{i}", 30.0, just_started=True))
-             for i in range(200)]
-    await asyncio.sleep(0.01)
-    assert not any(w.done() for w in waits)
-    assert armed <= 2
-    engine._matching = type("M", (), {"release_polls": lambda self: None})()
-    engine.end_long_waits()
-    assert await asyncio.wait_for(asyncio.gather(*waits), 5) == [{"status": "Running"}] * 200
-
-
-async def test_a_shared_result_wait_span_still_ends_in_a_re_read(monkeypatch: Any) -> None:
-    monkeypatch.setattr(engine_module, "_RECHECK", 0.02)
-    reads = _CountingReads()
-    engine = Engine(instance_id="t", producer=None, replies=None, closes=CloseWatcher(None),  # type: ignore[arg-type]
-                    reads=reads, matching=None, token_keys=None)  # type: ignore[arg-type]
-    assert await engine.result("ns", "wf", "run", 0.1, just_started=True) == {"status": "Running"}
-    assert reads.count >= 1
-    await engine.close()
