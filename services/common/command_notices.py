@@ -208,8 +208,7 @@ class NoticedCommands:
 
     async def _send(self, partition: int, p: _Partition) -> None:
         try:
-            # No loop turn first: a produce batch's acknowledgements are set in one go, so their
-            # callbacks have all run (and joined ``pending``) before this task's first step.
+            await asyncio.sleep(0)  # let the rest of this produce batch's acknowledgements join
             while p.pending and not self._closed:
                 notices, p.pending = p.pending, []
                 try:

@@ -694,9 +694,11 @@ class Engine:
             errors[i] = refusal
         if any(r is None for r in refusals):
             # The workflow waits for what the acknowledgement sets off, nobody for this call's
-            # HTTP answer: let it go first. In one process the shard loop sends its commit;
-            # between processes the command notice to history leaves (command_notices.py).
-            await asyncio.sleep(0)
+            # HTTP answer: let it go first. In one process the shard loop sends its commit (one
+            # loop turn); between processes the command notice to history leaves, after the
+            # turn its sender takes to gather the produce batch's acknowledgements (two).
+            for _ in range(1 if self._commands.colocated else 2):
+                await asyncio.sleep(0)
         return errors
 
 
