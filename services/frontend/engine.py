@@ -692,11 +692,13 @@ class Engine:
         refusals = await self._produce_all([(record, value) for _, record, value in encoded])
         for (i, _, _), refusal in zip(encoded, refusals, strict=True):
             errors[i] = refusal
-        if self._commands.colocated and any(r is None for r in refusals):
-            # History in this process takes the answers on their acknowledgement: let the
-            # shard loop send its commit before this call's HTTP answer is written (the
-            # workflow waits for the commit; nobody waits for that answer).
-            await asyncio.sleep(0)
+        if any(r is None for r in refusals):
+            # The workflow waits for what the acknowledgement sets off, nobody for this call's
+            # HTTP answer: let it go first. In one process the shard loop sends its commit (one
+            # loop turn); between processes the command notice to history leaves, after the
+            # turn its sender takes to gather the produce batch's acknowledgements (two).
+            for _ in range(1 if self._commands.colocated else 2):
+                await asyncio.sleep(0)
         return errors
 
 

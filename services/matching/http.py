@@ -9,6 +9,7 @@ which lets a poll put back a task it could no longer deliver.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -119,6 +120,10 @@ class InternalServer:
     async def _notice(self, request: web.Request) -> web.Response:
         partition, notices = notices_from_json(await _body(request))
         outcome = await self._service.noticed(partition, notices)
+        if outcome.matched:
+            # A waiting poll was given a task: its answer (a worker waits for it) is written in
+            # the next loop turn; this one's (history only sends its next notices after it) after.
+            await asyncio.sleep(0)
         return web.json_response({"matched": outcome.matched, "stale": outcome.stale, "left": outcome.left})
 
     async def _describe(self, request: web.Request) -> web.Response:

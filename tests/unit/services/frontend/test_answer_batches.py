@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from kadence_protocol import avro
 from services.common import colocation
+from services.common.command_notices import CommandNotice, NoticedCommands, NoticeOutcome
 from services.frontend.deadlines import SameLengthWaits
 from services.frontend.engine import Engine, TaskAnswer
 from services.frontend.errors import InvalidArgument, Unavailable
@@ -156,3 +157,44 @@ async def test_a_task_run_ahead_on_a_timer_goes_to_history_under_the_last_tasks_
     assert name == "RespondTimerRunAhead"
     assert record["run_id"] == "run" and record["scheduled_event_id"] == 5 and record["timer_id"] == "t"
     assert record["workflow_task"] == {**ahead, "after_ahead_id": 0}
+
+
+class LaterProducer(Producer):
+    """Answers each record at the next offset a loop turn after it was sent, as the broker's
+    answer arrives after the request (aiokafka sets a produce batch's futures together)."""
+
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        self.sent.append(key)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        metadata = type("Metadata", (), {"partition": partition, "offset": len(self.sent)})()
+        asyncio.get_running_loop().call_soon(future.set_result, metadata)
+        return future
+
+
+class Owners:
+    """History's owners as the bus sees them: records each notice request as it leaves."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[CommandNotice]] = []
+
+    async def notify(self, partition: int, notices: list[CommandNotice], timeout: float) -> NoticeOutcome:
+        self.sent.append(list(notices))
+        await asyncio.sleep(0.01)  # history's answer comes later
+        return NoticeOutcome(offered=len(notices))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_between_processes_the_command_notice_leaves_before_the_workers_answer() -> None:
+    # The workflow waits for history to take the answer (the notice), nobody for the HTTP
+    # answer to the worker: the notice request is out before respond_all returns.
+    owners = Owners()
+    bus = NoticedCommands(colocation.KafkaCommands(), owners)  # type: ignore[arg-type]
+    engine = Engine(instance_id="fe", producer=LaterProducer(), replies=None, closes=None,  # type: ignore[arg-type]
+                    reads=None, matching=None, commands=bus, token_keys=KEYS)  # type: ignore[arg-type]
+    errors = await engine.respond_all([_completed("wf-1"), _completed("wf-2")])
+    assert errors == [None, None]
+    assert [[n.offset for n in notices] for notices in owners.sent] == [[1, 2]]  # one request for the batch
+    await bus.close()
