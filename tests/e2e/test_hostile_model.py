@@ -6,14 +6,30 @@ of signals. Real broker and PostgreSQL (the Cluster fixture)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from datetime import timedelta
 
 import pytest
 
-from kadence import Client, Worker, workflow
+from kadence import Client, ResetPoint, Worker, activity, workflow
+from kadence.client import WorkflowHandle, WorkflowUpdateHandle
+from kadence.exceptions import RPCError, WorkflowAlreadyClosedError, WorkflowFailureError
 from services.cluster import Cluster
+from services.common.embedded import EmbeddedBroker
+from services.frontend import FrontendService
+from tests.helpers import eventually
+
+from .conftest import _settings
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster), but for
+    the one that stops a frontend, which builds its own."""
+    return module_cluster
 
 
 def _id(prefix: str) -> str:
@@ -42,21 +58,232 @@ class Held:
 
 
 async def test_an_update_wait_ends_at_its_timeout_when_the_worker_and_the_frontend_are_gone(
-        cluster: Cluster, client: Client) -> None:
+        broker: EmbeddedBroker, fresh_dsn: str) -> None:
     """The update is accepted, its worker goes away before completing it, and the frontend
     stops: the caller's wait with a timeout ends with TimeoutError at that timeout, not after
     the client's 30 s of retrying an unreachable frontend."""
     wid, queue = _id("held-update"), _id("q-held")
-    async with Worker(client, task_queue=queue, workflows=[Held]):
-        handle = await client.start_workflow(Held.run, id=wid, task_queue=queue)
-        update = await handle.start_update(Held.hold, id="u-1", wait_for_stage="accepted", timeout=20)
-    await cluster.frontend.stop()
+    async with Cluster(_settings(broker, fresh_dsn)) as own, \
+            await Client.connect(own.url, namespace="default") as client:
+        async with Worker(client, task_queue=queue, workflows=[Held]):
+            handle = await client.start_workflow(Held.run, id=wid, task_queue=queue)
+            update = await handle.start_update(Held.hold, id="u-1", wait_for_stage="accepted", timeout=20)
+        await own.frontend.stop()
+        await _waits_end_by_their_timeout(handle, update)
+
+
+async def _waits_end_by_their_timeout(handle: WorkflowHandle, update: WorkflowUpdateHandle) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(update.result(timeout=2), 10)
-    assert loop.time() - started < 6, f"the wait ran {loop.time() - started:.1f} s past a 2 s timeout"
+        await asyncio.wait_for(update.result(timeout=1), 10)
+    assert loop.time() - started < 4, f"a wait with a 1 s timeout ran {loop.time() - started:.1f} s"
     started = loop.time()
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(handle.execute_update(Held.hold, id="u-2", timeout=2), 10)
-    assert loop.time() - started < 6, f"the wait ran {loop.time() - started:.1f} s past a 2 s timeout"
+        await asyncio.wait_for(handle.execute_update(Held.hold, id="u-2", timeout=1), 10)
+    assert loop.time() - started < 4, f"a wait with a 1 s timeout ran {loop.time() - started:.1f} s"
+
+
+@workflow.defn
+class Finisher:
+    """Completes when told to; a cancel while it waits closes it Canceled."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.done)
+        return "completed"
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+async def test_cancel_racing_completion_closes_each_run_once_and_the_caller_agrees(client: Client) -> None:
+    queue = _id("q-race")
+    ids = [_id(f"race-{i}") for i in range(8)]
+    closes = {"WorkflowExecutionCompleted", "WorkflowExecutionCanceled", "WorkflowExecutionFailed",
+              "WorkflowExecutionTerminated"}
+    async with Worker(client, task_queue=queue, workflows=[Finisher]):
+        handles = [await client.start_workflow(Finisher.run, id=wid, task_queue=queue) for wid in ids]
+        await eventually(lambda: _all_waiting(handles), timeout=30, what="every run waiting")
+
+        async def cancel(h: object) -> None:
+            try:
+                await h.cancel()  # type: ignore[attr-defined]
+            except WorkflowAlreadyClosedError:
+                pass  # the completion won
+
+        # Half signal first, half cancel first: both kinds of arrival in one task, and apart.
+        await asyncio.gather(*(step for i, h in enumerate(handles)
+                               for step in ((h.signal(Finisher.finish), cancel(h)) if i % 2
+                                            else (cancel(h), h.signal(Finisher.finish)))),
+                             return_exceptions=True)
+        outcomes = []
+        for h in handles:
+            try:
+                outcomes.append(await h.result(timeout=30))
+            except WorkflowFailureError as err:
+                outcomes.append(err.status)
+    for h, outcome in zip(handles, outcomes, strict=True):
+        kinds = [e["event_type"] for e in await h.history()]
+        closed = [k for k in kinds if k in closes]
+        assert len(closed) == 1 and kinds[-1] == closed[0], (h.workflow_id, kinds)
+        expected = {"WorkflowExecutionCompleted": "completed", "WorkflowExecutionCanceled": "Canceled"}
+        assert outcome == expected.get(closed[0]), (h.workflow_id, outcome, kinds)
+        described = await h.describe()
+        assert described["status"] == closed[0].removeprefix("WorkflowExecution"), (described, kinds)
+
+
+async def _all_waiting(handles: list) -> bool:  # type: ignore[type-arg]
+    for h in handles:
+        kinds = [e["event_type"] for e in await h.history()]
+        if kinds[-1] != "WorkflowTaskCompleted":
+            return False
+    return True
+
+
+@workflow.defn
+class Counter:
+    """Counts its signals."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: "stop" in self.seen)
+        return self.seen
+
+    @workflow.signal
+    def note(self, what: str) -> None:
+        self.seen.append(what)
+
+
+async def test_a_signal_with_start_retried_with_its_request_id_through_another_frontend_acts_once(
+        cluster: Cluster) -> None:
+    """The first signal-with-start goes through a frontend that then stops (its caller saw no
+    answer, say); the retry, same request id, goes through another: one run, one signal."""
+    wid, queue, request_id = _id("sws"), _id("q-sws"), f"req-{uuid.uuid4().hex}"
+    assert cluster.pool is not None
+    first_frontend = FrontendService(cluster.settings, pool=cluster.pool)  # commands through the broker
+    await first_frontend.start()
+    try:
+        async with await Client.connect(first_frontend.url, namespace="default") as first:
+            h1 = await first.signal_with_start_workflow(Counter.run, id=wid, task_queue=queue, signal=Counter.note,
+                                                        signal_args=["a"], request_id=request_id)
+    finally:
+        await first_frontend.stop()
+    async with await Client.connect(cluster.url, namespace="default") as again, \
+            Worker(again, task_queue=queue, workflows=[Counter]):
+        h2 = await again.signal_with_start_workflow(Counter.run, id=wid, task_queue=queue, signal=Counter.note,
+                                                    signal_args=["a"], request_id=request_id)
+        assert h2.run_id == h1.run_id
+        await again.get_workflow_handle(wid).signal(Counter.note, "stop")
+        assert await again.get_workflow_handle(wid).result(timeout=30) == ["a", "stop"]
+        kinds = [e["event_type"] for e in await again.get_workflow_handle(wid).history()]
+    assert kinds.count("WorkflowExecutionStarted") == 1 and kinds.count("WorkflowExecutionSignaled") == 2, kinds
+
+
+@workflow.defn
+class Batches:
+    """Continues as new after every three signals, carrying what it received."""
+
+    def __init__(self) -> None:
+        self.new: list[str] = []
+
+    @workflow.run
+    async def run(self, got: list[str], total: int) -> list[str]:
+        await workflow.wait_condition(lambda: len(self.new) >= 3 or len(got) + len(self.new) >= total)
+        if len(got) + len(self.new) >= total:
+            return got + self.new
+        workflow.continue_as_new(got + self.new, total)
+
+    @workflow.signal
+    def add(self, what: str) -> None:
+        self.new.append(what)
+
+
+async def test_signals_streaming_in_across_continue_as_new_each_reach_one_run_once(client: Client) -> None:
+    wid, queue = _id("batches"), _id("q-batches")
+    sent = [f"s{i}" for i in range(24)]
+    async with Worker(client, task_queue=queue, workflows=[Batches]):
+        handle = await client.start_workflow(Batches.run, [], len(sent), id=wid, task_queue=queue)
+        target = client.get_workflow_handle(wid)  # the current run at each signal
+        for i in range(0, len(sent), 4):
+            await asyncio.gather(*(target.signal(Batches.add, s) for s in sent[i:i + 4]))
+        got = await handle.result(timeout=60)
+    assert sorted(got) == sorted(sent), (len(got), sorted(got))
+
+
+async def test_an_update_whose_worker_died_runs_once_when_asked_again_through_another_frontend(
+        cluster: Cluster, client: Client) -> None:
+    """Accepted by a worker that then goes away with the handler unfinished; the same update id
+    is asked again through another frontend (the first one gone): it is not run a second time,
+    and the new worker, replaying, finishes the one accepted; both callers get its one result."""
+    wid, queue = _id("update-twice"), _id("q-update-twice")
+    assert cluster.pool is not None
+    other = FrontendService(cluster.settings, pool=cluster.pool)
+    await other.start()
+    try:
+        async with await Client.connect(other.url, namespace="default") as first:
+            async with Worker(first, task_queue=queue, workflows=[Held]):
+                handle = await first.start_workflow(Held.run, id=wid, task_queue=queue)
+                await handle.start_update(Held.hold, id="u-once", wait_for_stage="accepted", timeout=20)
+    finally:
+        await other.stop()
+    async with Worker(client, task_queue=queue, workflows=[Held]):
+        again = client.get_workflow_handle(wid)
+        waiting = asyncio.ensure_future(again.execute_update(Held.hold, id="u-once", timeout=30))
+        by_id = asyncio.ensure_future(again.get_update_handle("u-once").result(timeout=30))
+        await again.signal(Held.release)
+        assert await waiting == "done" and await by_id == "done"
+        kinds = [e["event_type"] for e in await again.history()]
+    assert kinds.count("WorkflowExecutionUpdateAccepted") == 1, kinds
+    assert kinds.count("WorkflowExecutionUpdateCompleted") == 1, kinds
+
+
+TOKENS: list[str] = []
+NEW_ANSWER = asyncio.Event()
+
+
+@activity.defn(name="fetch")
+async def fetch(key: str) -> str:
+    """The old run's call is left open (the test answers it by its token); the new run's waits
+    until that answer has been sent."""
+    TOKENS.append(activity.info().task_token)
+    if len(TOKENS) == 1:
+        activity.raise_complete_async()
+    await NEW_ANSWER.wait()
+    return "new run's answer"
+
+
+@workflow.defn
+class Fetcher:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        return await workflow.execute_activity(fetch, key, start_to_close_timeout=timedelta(seconds=30))
+
+
+async def test_a_reset_run_refuses_the_answer_of_an_activity_of_the_run_it_replaced(client: Client) -> None:
+    """The run is reset while its activity runs; the worker answers the old run's attempt while
+    the new run's attempt of the same activity is running: the answer is refused, not applied
+    to the new run (it would complete the new run's activity with the old attempt's result)."""
+    wid, queue = _id("reset-answers"), _id("q-reset-answers")
+    TOKENS.clear()
+    NEW_ANSWER.clear()
+    async with Worker(client, task_queue=queue, workflows=[Fetcher], activities=[fetch]):
+        old = await client.start_workflow(Fetcher.run, "k", id=wid, task_queue=queue)
+        await eventually(lambda: len(TOKENS) == 1, timeout=30, what="the old run's activity running")
+        new = await old.reset(ResetPoint.FIRST, reason="redo")
+        await eventually(lambda: len(TOKENS) == 2, timeout=30, what="the new run's activity running")
+        with contextlib.suppress(RPCError):  # refused outright, or taken and dropped by history
+            await client.get_async_activity_handle(task_token=TOKENS[0]).complete("old run's answer")
+        NEW_ANSWER.set()
+        assert await new.result(timeout=30) == "new run's answer"
+    completed = [e["attributes"]["result"] for e in await new.history() if e["event_type"] == "ActivityTaskCompleted"]
+    assert completed == ['"new run\'s answer"'], completed
+    old_kinds = [e["event_type"] for e in await old.history()]
+    assert "ActivityTaskCompleted" not in old_kinds and old_kinds[-1] == "WorkflowExecutionTerminated", old_kinds
