@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,72 @@ async def test_a_reset_run_refuses_the_answer_of_an_activity_of_the_run_it_repla
     assert completed == ['"new run\'s answer"'], completed
     old_kinds = [e["event_type"] for e in await old.history()]
     assert "ActivityTaskCompleted" not in old_kinds and old_kinds[-1] == "WorkflowExecutionTerminated", old_kinds
+
+
+CODE = {"version": 1}
+V2_RUNS: list[int] = []
+
+
+@activity.defn(name="step")
+async def step(value: str) -> str:
+    return value
+
+
+@workflow.defn
+class Upgraded:
+    """Version 1 runs an activity then waits for a signal; version 2 (the bad deploy) sleeps
+    where version 1 ran the activity: replaying version 1's history, it is non-deterministic."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self) -> str:
+        if CODE["version"] == 1:
+            first = await workflow.execute_activity(step, "v1", start_to_close_timeout=timedelta(seconds=10))
+        else:
+            V2_RUNS.append(workflow.info().workflow_task_attempt)
+            await workflow.sleep(timedelta(milliseconds=10))
+            first = "v2"
+        await workflow.wait_condition(lambda: self.go)
+        return first
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+
+async def test_a_non_deterministic_deploy_fails_its_task_visibly_backs_off_and_leaves_the_run_whole(
+        client: Client) -> None:
+    wid, queue = _id("upgraded"), _id("q-upgraded")
+    CODE["version"] = 1
+    V2_RUNS.clear()
+    try:
+        async with Worker(client, task_queue=queue, workflows=[Upgraded], activities=[step]):
+            handle = await client.start_workflow(Upgraded.run, id=wid, task_queue=queue)
+            await eventually(lambda: _waits_after_step(handle), timeout=30, what="the step done, the wait begun")
+        CODE["version"] = 2
+        async with Worker(client, task_queue=queue, workflows=[Upgraded], activities=[step]):
+            await handle.signal(Upgraded.proceed)
+
+            async def failing() -> dict[str, Any] | None:
+                task = (await handle.describe())["workflow_task"]
+                return task if task is not None and task["attempt"] >= 3 else None
+
+            task = await eventually(failing, timeout=30, what="the task's third attempt")
+            assert "nondetermin" in str(task["last_failure"]).lower().replace("-", "").replace(" ", ""), task
+            # Each attempt ran the code once (the first two at once, then 1 s, 2 s... apart).
+            assert len(V2_RUNS) <= int(task["attempt"]) + 1, (V2_RUNS, task)
+        CODE["version"] = 1  # rolled back
+        async with Worker(client, task_queue=queue, workflows=[Upgraded], activities=[step]):
+            assert await handle.result(timeout=30) == "v1"
+    finally:
+        CODE["version"] = 1
+    kinds = [e["event_type"] for e in await handle.history()]
+    assert kinds.count("WorkflowTaskFailed") == 1 and kinds.count("ActivityTaskCompleted") == 1, kinds
+    assert kinds[-1] == "WorkflowExecutionCompleted" and "TimerStarted" not in kinds, kinds
+
+
+async def _waits_after_step(handle: WorkflowHandle) -> bool:
+    kinds = [e["event_type"] for e in await handle.history()]
+    return "ActivityTaskCompleted" in kinds and kinds[-1] == "WorkflowTaskCompleted"
