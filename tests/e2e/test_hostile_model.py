@@ -357,3 +357,56 @@ async def test_a_non_deterministic_deploy_fails_its_task_visibly_backs_off_and_l
 async def _waits_after_step(handle: WorkflowHandle) -> bool:
     kinds = [e["event_type"] for e in await handle.history()]
     return "ActivityTaskCompleted" in kinds and kinds[-1] == "WorkflowTaskCompleted"
+
+
+@workflow.defn
+class Cutter:
+    """Starts a Finisher child and cancels the wait for it when told to."""
+
+    def __init__(self) -> None:
+        self.cut = False
+
+    @workflow.run
+    async def run(self, child_id: str) -> str:
+        child = await workflow.start_child_workflow(Finisher.run, id=child_id)
+        waiting = asyncio.ensure_future(child.result())
+        await workflow.wait_condition(lambda: self.cut or waiting.done())
+        waiting.cancel()
+        try:
+            return f"child {await waiting}"
+        except asyncio.CancelledError:
+            return "wait canceled"
+
+    @workflow.signal
+    def cut_off(self) -> None:
+        self.cut = True
+
+
+async def test_a_parent_canceling_its_child_racing_the_childs_completion_sees_one_outcome(client: Client) -> None:
+    """The parent cancels its child while the child is told to complete: the child closes
+    once, and the parent's record of the child's close is the child's own."""
+    queue = _id("q-cutter")
+    pairs = [(_id(f"cutter-{i}"), _id(f"cut-{i}")) for i in range(6)]
+    async with Worker(client, task_queue=queue, workflows=[Cutter, Finisher]):
+        parents = [await client.start_workflow(Cutter.run, child, id=parent, task_queue=queue)
+                   for parent, child in pairs]
+
+        async def children_started() -> bool:
+            described = [await p.describe() for p in parents]
+            return all([c["state"] for c in d["pending_children"]] == ["Started"] for d in described)
+
+        await eventually(children_started, timeout=30, what="every child started")
+        await asyncio.gather(*(step for (_, child), parent in zip(pairs, parents, strict=True)
+                               for step in (client.get_workflow_handle(child).signal(Finisher.finish),
+                                            parent.signal(Cutter.cut_off))))
+        results = [await p.result(timeout=30) for p in parents]
+    for (_, child), parent, result in zip(pairs, parents, results, strict=True):
+        child_kinds = [e["event_type"] for e in await client.get_workflow_handle(child).history()]
+        child_closes = [k for k in child_kinds if k in ("WorkflowExecutionCompleted", "WorkflowExecutionCanceled")]
+        assert len(child_closes) == 1 and child_kinds[-1] == child_closes[0], child_kinds
+        parent_kinds = [e["event_type"] for e in await parent.history()]
+        seen = [k for k in parent_kinds if k in ("ChildWorkflowExecutionCompleted", "ChildWorkflowExecutionCanceled")]
+        assert seen == [child_closes[0].replace("WorkflowExecution", "ChildWorkflowExecution")], (seen, child_kinds)
+        assert result in ("child completed", "wait canceled"), result
+        if result == "child completed":
+            assert seen == ["ChildWorkflowExecutionCompleted"]
