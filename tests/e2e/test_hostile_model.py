@@ -410,3 +410,52 @@ async def test_a_parent_canceling_its_child_racing_the_childs_completion_sees_on
         assert result in ("child completed", "wait canceled"), result
         if result == "child completed":
             assert seen == ["ChildWorkflowExecutionCompleted"]
+
+
+@workflow.defn
+class Quick:
+    @workflow.run
+    async def run(self) -> str:
+        return "done"
+
+
+async def test_a_start_retried_with_its_request_id_after_the_run_closed_starts_nothing(client: Client) -> None:
+    """The caller's first start was taken and the run completed before the retry arrived (its
+    answer lost): the retry, same request id, answers that run instead of starting another;
+    so does a signal-with-start retried with its request id."""
+    queue = _id("q-quick")
+    async with Worker(client, task_queue=queue, workflows=[Quick, Counter]):
+        wid, request_id = _id("quick"), f"req-{uuid.uuid4().hex}"
+        first = await client.start_workflow(Quick.run, id=wid, task_queue=queue, request_id=request_id)
+        assert await first.result(timeout=30) == "done"
+        again = await client.start_workflow(Quick.run, id=wid, task_queue=queue, request_id=request_id)
+        assert again.run_id == first.run_id
+        sws_id, sws_request = _id("sws-closed"), f"req-{uuid.uuid4().hex}"
+        h1 = await client.signal_with_start_workflow(Counter.run, id=sws_id, task_queue=queue, signal=Counter.note,
+                                                     signal_args=["stop"], request_id=sws_request)
+        assert await h1.result(timeout=30) == ["stop"]
+        h2 = await client.signal_with_start_workflow(Counter.run, id=sws_id, task_queue=queue, signal=Counter.note,
+                                                     signal_args=["stop"], request_id=sws_request)
+        assert h2.run_id == h1.run_id
+    assert (await client.get_workflow_handle(wid).describe())["run_id"] == first.run_id
+    assert (await client.get_workflow_handle(sws_id).describe())["run_id"] == h1.run_id
+
+
+async def test_a_signal_retried_with_its_request_id_after_continue_as_new_is_not_delivered_again(
+        client: Client) -> None:
+    """The signal that made the run continue as new is sent again with its request id (its
+    answer was lost): the retry reaches the new run's workflow id, and must not be delivered there."""
+    wid, queue = _id("batches-retry"), _id("q-batches-retry")
+    async with Worker(client, task_queue=queue, workflows=[Batches]):
+        handle = await client.start_workflow(Batches.run, [], 4, id=wid, task_queue=queue)
+        target = client.get_workflow_handle(wid)
+        for i in range(3):
+            await target.signal(Batches.add, f"s{i}", request_id=f"{wid}-s{i}")
+
+        async def continued() -> bool:
+            return (await target.describe())["run_id"] != handle.run_id
+
+        await eventually(continued, timeout=30, what="the continue-as-new")
+        await target.signal(Batches.add, "s2", request_id=f"{wid}-s2")  # the retry
+        await target.signal(Batches.add, "s3", request_id=f"{wid}-s3")
+        assert await handle.result(timeout=30) == ["s0", "s1", "s2", "s3"]
