@@ -459,3 +459,27 @@ async def test_a_signal_retried_with_its_request_id_after_continue_as_new_is_not
         await target.signal(Batches.add, "s2", request_id=f"{wid}-s2")  # the retry
         await target.signal(Batches.add, "s3", request_id=f"{wid}-s3")
         assert await handle.result(timeout=30) == ["s0", "s1", "s2", "s3"]
+
+
+async def test_copies_of_a_call_sent_at_once_with_one_request_id_act_once(client: Client) -> None:
+    """A retry that overtakes its first copy (the client's wait ran out while the first was
+    still on its way): copies of a start, a signal-with-start and a signal with one request id,
+    sent at the same moment, act once; every copy answers the same run."""
+    queue = _id("q-copies")
+    async with Worker(client, task_queue=queue, workflows=[Counter]):
+        wid, request_id = _id("copies"), f"req-{uuid.uuid4().hex}"
+        starts = await asyncio.gather(*(client.start_workflow(Counter.run, id=wid, task_queue=queue,
+                                                              request_id=request_id) for _ in range(4)))
+        assert len({h.run_id for h in starts}) == 1, [h.run_id for h in starts]
+        target = client.get_workflow_handle(wid)
+        await asyncio.gather(*(target.signal(Counter.note, "once", request_id=f"{wid}-once") for _ in range(4)))
+        await target.signal(Counter.note, "stop")
+        assert await target.result(timeout=30) == ["once", "stop"]
+        sws_id, sws_request = _id("sws-copies"), f"req-{uuid.uuid4().hex}"
+        handles = await asyncio.gather(*(client.signal_with_start_workflow(
+            Counter.run, id=sws_id, task_queue=queue, signal=Counter.note, signal_args=["stop"],
+            request_id=sws_request) for _ in range(4)))
+        assert len({h.run_id for h in handles}) == 1, [h.run_id for h in handles]
+        assert await handles[0].result(timeout=30) == ["stop"]
+    kinds = [e["event_type"] for e in await client.get_workflow_handle(sws_id).history()]
+    assert kinds.count("WorkflowExecutionSignaled") == 1, kinds
