@@ -453,7 +453,7 @@ async def test_a_signal_retried_with_its_request_id_after_continue_as_new_is_not
             await target.signal(Batches.add, f"s{i}", request_id=f"{wid}-s{i}")
 
         async def continued() -> bool:
-            return (await target.describe())["run_id"] != handle.run_id
+            return bool((await target.describe())["run_id"] != handle.run_id)
 
         await eventually(continued, timeout=30, what="the continue-as-new")
         await target.signal(Batches.add, "s2", request_id=f"{wid}-s2")  # the retry
@@ -483,3 +483,61 @@ async def test_copies_of_a_call_sent_at_once_with_one_request_id_act_once(client
         assert await handles[0].result(timeout=30) == ["stop"]
     kinds = [e["event_type"] for e in await client.get_workflow_handle(sws_id).history()]
     assert kinds.count("WorkflowExecutionSignaled") == 1, kinds
+
+
+LOCAL_CALLS: list[str] = []
+OLD_LOCAL, NEW_LOCAL = asyncio.Event(), asyncio.Event()
+
+
+@activity.defn(name="held_local")
+async def held_local() -> str:
+    """A local activity: the workflow task that runs it stays in flight until it returns."""
+    LOCAL_CALLS.append(activity.info().run_id)
+    if len(LOCAL_CALLS) == 1:
+        await OLD_LOCAL.wait()
+        LOCAL_CALLS.append("old returned")
+        return "old"
+    await NEW_LOCAL.wait()
+    return "new"
+
+
+@workflow.defn
+class Resettable:
+    """A timer pending and an activity done when its workflow task runs a held local activity."""
+
+    @workflow.run
+    async def run(self) -> str:
+        pending = asyncio.ensure_future(workflow.sleep(timedelta(seconds=60)))
+        first = await workflow.execute_activity(step, "a", start_to_close_timeout=timedelta(seconds=10))
+        last = await workflow.execute_local_activity(held_local, start_to_close_timeout=timedelta(seconds=20))
+        pending.cancel()
+        return f"{first} {last}"
+
+
+async def test_a_reset_run_refuses_the_old_runs_workflow_task_answer(client: Client) -> None:
+    """Reset while the old run's workflow task is still in the worker's hands (running a local
+    activity), with a timer pending: that task's answer, sent while the new run's task is in
+    flight, is refused; the new run completes with its own."""
+    wid, queue = _id("reset-task"), _id("q-reset-task")
+    LOCAL_CALLS.clear()
+    OLD_LOCAL.clear()
+    NEW_LOCAL.clear()
+    try:
+        async with Worker(client, task_queue=queue, workflows=[Resettable], activities=[step, held_local]):
+            old = await client.start_workflow(Resettable.run, id=wid, task_queue=queue)
+            await eventually(lambda: len(LOCAL_CALLS) == 1, timeout=30, what="the old run's task in flight")
+            new = await old.reset(ResetPoint.FIRST, reason="redo")
+            await eventually(lambda: len(LOCAL_CALLS) == 2, timeout=30, what="the new run's task in flight")
+            OLD_LOCAL.set()  # the old task's answer goes out while the new run's task runs
+            await eventually(lambda: "old returned" in LOCAL_CALLS, timeout=10, what="the old task's answer")
+            NEW_LOCAL.set()
+            assert await new.result(timeout=30) == "a new"
+    finally:
+        OLD_LOCAL.set()
+        NEW_LOCAL.set()
+    assert LOCAL_CALLS == [old.run_id, new.run_id, "old returned"]
+    new_events = await new.history()
+    kinds = [e["event_type"] for e in new_events]
+    assert kinds.count("WorkflowExecutionCompleted") == 1 and kinds[-1] == "WorkflowExecutionCompleted", kinds
+    old_kinds = [e["event_type"] for e in await old.history()]
+    assert old_kinds[-1] == "WorkflowExecutionTerminated" and "WorkflowExecutionCompleted" not in old_kinds, old_kinds
