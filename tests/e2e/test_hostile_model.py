@@ -15,7 +15,8 @@ import pytest
 
 from kadence import Client, ResetPoint, Worker, activity, workflow
 from kadence.client import WorkflowHandle, WorkflowUpdateHandle
-from kadence.exceptions import RPCError, WorkflowAlreadyClosedError, WorkflowFailureError
+from kadence.exceptions import RPCError, WorkflowAlreadyClosedError, WorkflowFailureError, WorkflowNotFoundError
+from kadence.workflow import ParentClosePolicy
 from services.cluster import Cluster
 from services.common.embedded import EmbeddedBroker
 from services.frontend import FrontendService
@@ -541,3 +542,46 @@ async def test_a_reset_run_refuses_the_old_runs_workflow_task_answer(client: Cli
     assert kinds.count("WorkflowExecutionCompleted") == 1 and kinds[-1] == "WorkflowExecutionCompleted", kinds
     old_kinds = [e["event_type"] for e in await old.history()]
     assert old_kinds[-1] == "WorkflowExecutionTerminated" and "WorkflowExecutionCompleted" not in old_kinds, old_kinds
+
+
+@workflow.defn
+class Lingerer:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+@workflow.defn
+class EagerParent:
+    """Starts a Lingerer child under the policy it is given, then waits."""
+
+    @workflow.run
+    async def run(self, child_id: str, policy: str) -> None:
+        await workflow.start_child_workflow(Lingerer.run, id=child_id, parent_close_policy=ParentClosePolicy(policy))
+        await workflow.wait_condition(lambda: False)
+
+
+@pytest.mark.parametrize("policy", [ParentClosePolicy.TERMINATE, ParentClosePolicy.REQUEST_CANCEL])
+async def test_a_parent_closed_while_its_childs_start_is_in_flight_leaves_no_orphan(
+        client: Client, policy: ParentClosePolicy) -> None:
+    """Each parent is terminated at about the moment its child's start is initiated: whether
+    the child started before or after the parent closed, it ends as the policy says."""
+    queue = _id("q-eager")
+    pairs = [(_id(f"eager-{i}"), _id(f"eager-kid-{i}")) for i in range(8)]
+    async with Worker(client, task_queue=queue, workflows=[EagerParent, Lingerer]):
+        parents = [await client.start_workflow(EagerParent.run, child, policy.value, id=parent,
+                                               task_queue=queue) for parent, child in pairs]
+        await asyncio.gather(*(p.terminate("racing the child's start") for p in parents))
+        expected = "Terminated" if policy == ParentClosePolicy.TERMINATE else "Canceled"
+
+        async def no_orphans() -> bool:
+            for _, child in pairs:
+                try:
+                    status = (await client.get_workflow_handle(child).describe())["status"]
+                except WorkflowNotFoundError:
+                    continue  # never started: the parent closed first
+                if status != expected:
+                    raise AssertionError(f"child {child} is {status}")
+            return True
+
+        await eventually(no_orphans, timeout=30, every=0.2, what="every child closed as its parent's policy says")
