@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -170,12 +171,16 @@ class Client(AdminMixin):
         return await batcher.call(body, timeout)
 
     async def _idempotent(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None,
-                          what: str) -> dict[str, Any]:
+                          within: float | None = None, what: str) -> dict[str, Any]:
         """POST ``body`` (which holds its request id, made once per logical call), sent again
         unchanged while the frontend is unreachable or refuses it as over the namespace's limit
-        (429, after its Retry-After), within ``self.retry``."""
+        (429, after its Retry-After), within ``self.retry`` and, if given, ``within`` seconds
+        (a caller's own deadline)."""
+        backoff = self.retry
+        if within is not None:
+            backoff = dataclasses.replace(backoff, within=max(0.001, min(within, backoff.within or within)))
         return await retrying(lambda: self.transport.call("POST", path, body=body, timeout=timeout),
-                              backoff=self.retry, retry_if=unavailable_or_throttled, what=what)
+                              backoff=backoff, retry_if=unavailable_or_throttled, what=what)
 
     @classmethod
     async def connect(
@@ -772,8 +777,21 @@ class WorkflowUpdateHandle:
             body = {"update_id": self.id, "update_name": self.name, "input": self._input,
                     "run_id": self.run_id or self.workflow._target_run_id, "wait_for_stage": stage,
                     "wait_seconds": wait, "request_id": str(uuid.uuid4()), "identity": client.identity}
-            outcome = await client._idempotent(f"{self.workflow._path}/update", body, timeout=wait + 15,
-                                               what=f"update {self.name} of workflow {self.workflow.workflow_id}")
+            try:
+                # With a deadline, neither a frontend that does not answer nor one that cannot be
+                # reached holds the caller past it (the client's retries would go on for 30 s).
+                outcome = await client._idempotent(
+                    f"{self.workflow._path}/update", body, timeout=wait + (15 if deadline is None else 1),
+                    within=None if deadline is None else deadline - loop.time(),
+                    what=f"update {self.name} of workflow {self.workflow.workflow_id}")
+            except RPCError as err:
+                if deadline is None or not unavailable_or_throttled(err):
+                    raise
+                if loop.time() >= deadline:
+                    raise TimeoutError(f"update {self.id} of workflow {self.workflow.workflow_id}: no {stage}"
+                                       f" outcome within {seconds}s ({err})") from err
+                await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                continue
             if outcome.get("run_id") and self.run_id is None:
                 # The run that took the update answers from now on: a continue-as-new since
                 # must not send the next ask to a run that would run it again.
