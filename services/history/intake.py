@@ -216,7 +216,8 @@ class Intake:
         return item
 
     def batch(self, item: InboxItem) -> Batch:
-        """``item`` and what else waits in the inbox, up to max_batch, less what was taken."""
+        """``item`` and what else waits in the inbox (held firings come back first), up to
+        max_batch, less what was taken."""
         batch: Batch = []
         size = 0
         current: Any = item
@@ -225,7 +226,13 @@ class Intake:
             if current:
                 batch.append(current)
                 size += len(current) if isinstance(current, list) else 1
-            if size >= self.max_batch or self._inbox.empty():
+            if size >= self.max_batch:
+                return batch
+            released = self._released()  # a burst's held firings come back together
+            if released is not None:
+                current = released
+                continue
+            if self._inbox.empty():
                 return batch
             current = self._inbox.get_nowait()
             if current is self._open:

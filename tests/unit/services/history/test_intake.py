@@ -163,8 +163,7 @@ async def test_a_firing_is_held_only_while_known_offsets_wait_untaken() -> None:
     firing = _firing()
     assert intake.hold(firing, time.time() * 1000 + 10_000)
     # Not before the records it waits for: they come first, the firing after.
-    assert _offsets(intake.batch(await intake.next())) == [10, 11, 12]
-    assert await intake.next() is firing
+    assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, "t"]
 
 
 async def test_a_held_firing_comes_back_at_its_deadline_even_with_offsets_untaken() -> None:
@@ -189,3 +188,12 @@ async def test_a_stopped_shard_forgets_its_held_firings() -> None:
     assert _offsets(intake.batch(await intake.next())) == [11]
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(intake.next(), 0.1)
+
+
+async def test_held_firings_come_back_together_in_one_batch() -> None:
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10))
+    firings = [_firing(str(i)) for i in range(3)]
+    for firing in firings:
+        assert intake.hold(firing, time.time() * 1000 + 10_000)
+    assert _offsets(intake.batch(await intake.next())) == [10, "0", "1", "2"]
