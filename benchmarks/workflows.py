@@ -55,13 +55,16 @@ class SleepUntil:
     is the timer's own. (Counted from ``workflow.now()``, as before, a timer came due at
     ``due`` plus its task's wait before the call, up to hundreds of milliseconds under the
     burst of starts, and that wait was counted as the timer's lateness.) The delay is not
-    part of the code's determinism: a replay matches a timer by its id.
+    part of the code's determinism: a replay matches a timer by its id, and the code starts
+    one in every run.
     """
 
     @workflow.run
     async def run(self, due: float) -> list[float]:
         now, replaying, before_wall = workflow.now().timestamp(), workflow.is_replaying(), time.time()
-        await workflow.sleep(max(0.0, math.ceil((due - before_wall) * 1000) / 1000))
+        # At least a millisecond: a replay reads the clock after the moment, and must still
+        # start the timer the history holds (sleep(0) starts none).
+        await workflow.sleep(max(0.001, math.ceil((due - before_wall) * 1000) / 1000))
         return [before_wall, time.time(), now, 1.0 if replaying else 0.0]
 
 

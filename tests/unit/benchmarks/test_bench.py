@@ -144,3 +144,16 @@ async def test_sleep_until_asks_for_the_delay_from_the_wall_clock_at_its_call() 
     assert replaying == 0.0 and before >= now
     # Due at the moment itself (rounded up to the ms), not at `due` plus the wait before the call.
     assert started["attributes"]["start_to_fire_timeout_ms"] == math.ceil((due - before) * 1000)
+
+
+async def test_sleep_until_replayed_after_the_moment_still_starts_its_timer() -> None:
+    # A run replayed after the moment reads a clock past it: its code must start the timer
+    # its history holds all the same, or the replay fails as non-deterministic.
+    from benchmarks.workflows import SleepUntil
+    from kadence.testing import WorkflowEnvironment
+
+    async with WorkflowEnvironment(workflows=[SleepUntil]) as env:
+        handle = await env.start_workflow(SleepUntil.run, time.time() - 1, id="past", task_queue="q")
+        await handle.result()
+        kinds = [e["event_type"] for e in env._run(handle.run_id).events]
+    assert "TimerStarted" in kinds
