@@ -100,21 +100,26 @@ def wall_lateness(samples: list[list[float]], seconds: float) -> dict[str, Any]:
 
 def same_second_lateness(samples: list[list[float]], due: float) -> dict[str, Any]:
     """Wake-up lateness of ``SleepUntil`` runs sleeping to ``due``: by the wall clock read
-    inside the workflow after the sleep, past ``due`` (ms). A sample ``[before, after, now]``
-    whose span is under half the sleep asked for was read in a replay (the task run ahead on
-    the timer was not taken, and the run replayed on the task history handed out): counted in
-    ``replayed`` (its ``after`` is when the replay read it). ``late_calls``: the other runs
-    whose code called sleep only after ``due`` (their first task, not their timer, was late:
-    the lead must be raised); a workflow that returns no ``now`` counts replays here too.
-    ``sleep_p99_ms``: the sleeps' own lateness, past the call plus the delay asked for."""
+    inside the workflow after the sleep, past ``due`` (ms). A sample ``[before, after, now,
+    replaying]`` whose first read came in a replay (the task run ahead on the timer was not
+    taken, and the run replayed on the task history handed out) is counted in ``replayed``
+    (its ``after`` is when the replay read it). ``late_calls``: the other runs whose code
+    called sleep only after ``due`` (their first task, not their timer, was late: the lead
+    must be raised). ``sleep_p99_ms``: the sleeps' own lateness, past the later of ``due``
+    and the call. ``call_p99_ms``: how long after its task's ``workflow.now()`` the code
+    called sleep (the first tasks' wait under the burst of starts; not on the lateness).
+    A sample of three (an older ``SleepUntil``, its delay counted from ``workflow.now()``)
+    is told a replay by a span under half the sleep asked for."""
     late = [(s[1] - due) * 1000 for s in samples]
-    replayed = [len(s) > 2 and s[1] - s[0] < max(0.0, due - s[2]) / 2 for s in samples]
-    own = [(s[1] - s[0] - max(0.0, due - s[2])) * 1000 for s, r in zip(samples, replayed, strict=True)
-           if len(s) > 2 and not r]
+    replayed = [bool(s[3]) if len(s) > 3 else len(s) > 2 and s[1] - s[0] < max(0.0, due - s[2]) / 2
+                for s in samples]
+    own = [(s[1] - (max(due, s[0]) if len(s) > 3 else s[0] + max(0.0, due - s[2]))) * 1000
+           for s, r in zip(samples, replayed, strict=True) if len(s) > 2 and not r]
+    calls = [(s[0] - s[2]) * 1000 for s, r in zip(samples, replayed, strict=True) if len(s) > 2 and not r]
     return {"p50_ms": _pct(late, 50), "p99_ms": _pct(late, 99), "min_ms": min(late), "max_ms": max(late),
             "early": sum(1 for x in late if x < 0), "replayed": sum(replayed),
             "late_calls": sum(1 for s, r in zip(samples, replayed, strict=True) if s[0] >= due and not r),
-            **({"sleep_p99_ms": _pct(own, 99)} if own else {})}
+            **({"sleep_p99_ms": _pct(own, 99), "call_p99_ms": _pct(calls, 99)} if own else {})}
 
 
 def _cpu(p: psutil.Process) -> float:

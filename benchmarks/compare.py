@@ -251,8 +251,9 @@ async def main(args: argparse.Namespace) -> None:
                   f" {args.lead:g} s after the first start:")
             for side in sides:
                 print(f"  {side.name} ({side.checkout}): " + "; ".join(
-                    f"{k} " + " ".join(f"{p[side.name][k]:,.0f}" for p in rounds)
-                    for k in ("p50_ms", "p99_ms", "max_ms", "early", "replayed", "late_calls")))
+                    f"{k} " + " ".join(f"{p[side.name].get(k, float('nan')):,.0f}" for p in rounds)
+                    for k in ("p50_ms", "p99_ms", "max_ms", "early", "replayed", "late_calls", "sleep_p99_ms",
+                              "call_p99_ms")))
             for key in ("p50_ms", "p99_ms"):
                 ratios = [p["B"][key] / max(p["A"][key], 1.0) for p in rounds]
                 print(f"  {key}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"

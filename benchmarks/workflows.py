@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
 from typing import Any
@@ -43,23 +44,28 @@ class OneTimer:
 
 @workflow.defn
 class SleepUntil:
-    """Sleeps until the wall-clock second ``due`` (epoch seconds), as many runs started
+    """Sleeps until the wall-clock moment ``due`` (epoch seconds), as many runs started
     together with the same ``due`` do (timers all due at once); returns the wall clock read
-    right before calling sleep and right after it returns, and the task's ``workflow.now()``
-    the delay was counted from.
+    right before calling sleep and right after it returns, the task's ``workflow.now()``, and
+    whether that first read came in a replay (1.0) or not (0.0).
 
-    The delay is counted from ``workflow.now()`` (the task's time), and the timer runs from
-    the code's call (decision 0013), so it comes due at ``due`` plus the time from the task's
-    start to the call: a late sample says how long a timer waited past its firing only when
-    the first tasks have all run well before ``due`` (the benchmark leaves a lead for that,
-    and reports how late the calls came).
+    A timer runs from the code's call (decision 0013), so the delay is counted from the wall
+    clock at the call, rounded up to the millisecond: every run's timer comes due at ``due``
+    itself, however long its first task waited in the worker, and the lateness past ``due``
+    is the timer's own. (Counted from ``workflow.now()``, as before, a timer came due at
+    ``due`` plus its task's wait before the call, up to hundreds of milliseconds under the
+    burst of starts, and that wait was counted as the timer's lateness.) The delay is not
+    part of the code's determinism: a replay matches a timer by its id, and the code starts
+    one in every run.
     """
 
     @workflow.run
     async def run(self, due: float) -> list[float]:
-        before_wall, now = time.time(), workflow.now().timestamp()
-        await workflow.sleep(max(0.0, due - now))
-        return [before_wall, time.time(), now]
+        now, replaying, before_wall = workflow.now().timestamp(), workflow.is_replaying(), time.time()
+        # At least a millisecond: a replay reads the clock after the moment, and must still
+        # start the timer the history holds (sleep(0) starts none).
+        await workflow.sleep(max(0.001, math.ceil((due - before_wall) * 1000) / 1000))
+        return [before_wall, time.time(), now, 1.0 if replaying else 0.0]
 
 
 WORKFLOWS = [OneActivity, OneTimer, SleepUntil]

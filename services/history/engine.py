@@ -78,6 +78,10 @@ class Context(Protocol):
 
     def delete_timer_row(self, key: str) -> None: ...
 
+    def hold_timer(self, timer: TimerFiring, deadline_ms: int) -> bool:
+        """Hold a due firing back until the shard has taken the requests it knows to be on
+        the broker, or until ``deadline_ms``; False (fire now) when none wait untaken."""
+
     def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
         """Publish a record after the batch commits, for no run in particular (children.py)."""
 
@@ -615,14 +619,23 @@ def retry_backoff(act: ActivityInfo, now: int, error_type: str, non_retryable: b
 
 
 async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
-    ctx.delete_timer_row(timer.key)
     t = await ctx.run(timer.namespace, timer.workflow_id, timer.run_id)
+    kind = timer.kind
+    pending = None
+    if t is not None and t.state.running and kind == TimerKind.USER_TIMER:
+        pending = t.state.timer_started_by(timer.ref)  # ref: the TimerStarted event id
+        # A row armed past its timer's fire time: the grace of a worker that runs timers
+        # ahead (decision 0014) is over. Its task may wait among the requests the shard has
+        # yet to take, behind a burst: the firing waits for those, at most one more grace
+        # (decision 0017), rather than waste that task and replay the run in the worker.
+        if pending is not None and timer.fire_at > pending.fire_at \
+                and ctx.hold_timer(timer, 2 * timer.fire_at - pending.fire_at):
+            return
+    ctx.delete_timer_row(timer.key)
     if t is None or not t.state.running:
         return
     s = t.state
-    kind = timer.kind
     if kind == TimerKind.USER_TIMER:
-        pending = s.timer_started_by(timer.ref)  # ref: the TimerStarted event id
         if pending is not None:
             t.add(EventType.TIMER_FIRED, timer_id=pending.timer_id, started_event_id=timer.ref)
     elif kind == TimerKind.WORKFLOW_TIMEOUT:

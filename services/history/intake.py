@@ -7,11 +7,16 @@ inbox; :meth:`Intake.batch` turns what waits there into a batch, dropping every 
 below ``consumed`` (taken already, by the other way) and taking a handed command only if
 it is the very next offset. So each offset is taken once and in order, whichever way it
 came (docs/colocation.md).
+
+A timer firing the engine holds back (:meth:`Intake.hold`: a timer a worker runs ahead, its
+grace over while requests the intake knows of wait untaken, decision 0017) comes back
+once the intake has taken every offset it knew of then, or at its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from collections.abc import Callable
@@ -61,6 +66,12 @@ class Intake:
         self.consumed = 0
         # The offset after the last record fed by the consumer.
         self.fed = 0
+        # The offset after the last record known to be on the broker (fed, or acknowledged
+        # to a frontend in this process and offered), whether taken yet or not.
+        self.known = 0
+        # Firings held back (hold): each with the offset it waits for and its deadline (wall
+        # clock, ms), in the order held (both grow with it, give or take the deadline's).
+        self._held: collections.deque[tuple[TimerFiring, int, float]] = collections.deque()
         self.fetched_at = 0.0  # when the loop last took records that came by fetch (monotonic)
         # How to move the consumer's position past records taken by hand-over, and how to
         # ask for the fetch of a partition whose hand-over could not go on (see gate.py).
@@ -73,7 +84,7 @@ class Intake:
     def start_at(self, offset: int, *, skip_to: Callable[[int], None] | None = None,
                  fetch_needed: Callable[[], None] | None = None) -> None:
         """Consume from ``offset`` (the stored one), with the consumer's controls."""
-        self.consumed = self.fed = offset
+        self.consumed = self.fed = self.known = offset
         self._skip_to = skip_to or _skip_nothing
         self._fetch_needed = fetch_needed or _nothing
 
@@ -83,6 +94,7 @@ class Intake:
         """Records the consumer fetched; waits while the inbox is full."""
         if records:
             self.fed = max(self.fed, records[-1].offset + 1)
+            self.known = max(self.known, self.fed)
         await self._inbox.put(records)
 
     async def fire(self, firing: TimerFiring) -> None:
@@ -110,6 +122,7 @@ class Intake:
         filled the inbox's 64 places and most commands took the fetch (a 10,000 burst:
         7,400 handed over, 25,700 fetched, decoded and checked again).
         """
+        self.known = max(self.known, command.offset + 1)
         last = self._open
         if last is not None and len(last) < self.max_batch and command.offset == last[-1].offset + 1:
             last.append(command)
@@ -139,8 +152,31 @@ class Intake:
         acked.add_done_callback(functools.partial(_relay_outcome, acknowledged))
         self._inbox.put_nowait(Early(command, acknowledged))
 
+    def hold(self, firing: TimerFiring, deadline_ms: float) -> bool:
+        """Hold ``firing`` back until every offset known now is taken, or until ``deadline_ms``
+        (the wall clock); False (nothing held) when every known offset is taken already.
+
+        For a timer a worker runs ahead whose grace is over (engine.fire_timer): its task may
+        be among the requests that reached the broker and wait here, behind a burst, and
+        firing the timer first would waste that task and replay the run in the worker."""
+        if self.known <= self.consumed or time.time() * 1000 >= deadline_ms:
+            return False
+        self._held.append((firing, self.known, deadline_ms))
+        return True
+
+    def _released(self) -> TimerFiring | None:
+        """The first firing held back whose offsets are taken or whose deadline passed."""
+        if not self._held:
+            return None
+        firing, until, deadline = self._held[0]
+        if until <= self.consumed or time.time() * 1000 >= deadline:
+            self._held.popleft()
+            return firing
+        return None
+
     def settled(self) -> bool:
-        """The loop waits for work and none is queued."""
+        """The loop waits for work and none is queued (a firing held back waits for records:
+        the gate still fetches for an idle shard)."""
         return self._idle and self._inbox.empty()
 
     def empty(self) -> bool:
@@ -152,14 +188,27 @@ class Intake:
         while not self._inbox.empty():
             self._inbox.get_nowait()
         self._open = None
+        self._held.clear()  # their rows stay in the table, loaded by the next owner
 
     # ---- what the loop takes -------------------------------------------------------------
 
     async def next(self) -> InboxItem:
-        """The next inbox item, waiting for one."""
+        """The next inbox item (or firing held back and due again), waiting for one."""
         self._idle = True
         try:
-            item = await self._inbox.get()
+            while True:
+                released = self._released()
+                if released is not None:
+                    return released
+                if not self._held:
+                    item = await self._inbox.get()
+                    break
+                # Firings held back: the first may come back at its deadline, with nothing new.
+                try:
+                    item = await asyncio.wait_for(self._inbox.get(), max(0.001, self._held[0][2] / 1000 - time.time()))
+                    break
+                except TimeoutError:
+                    continue
         finally:
             self._idle = False
         if item is self._open:
@@ -167,7 +216,8 @@ class Intake:
         return item
 
     def batch(self, item: InboxItem) -> Batch:
-        """``item`` and what else waits in the inbox, up to max_batch, less what was taken."""
+        """``item`` and what else waits in the inbox (held firings come back first), up to
+        max_batch, less what was taken."""
         batch: Batch = []
         size = 0
         current: Any = item
@@ -176,7 +226,13 @@ class Intake:
             if current:
                 batch.append(current)
                 size += len(current) if isinstance(current, list) else 1
-            if size >= self.max_batch or self._inbox.empty():
+            if size >= self.max_batch:
+                return batch
+            released = self._released()  # a burst's held firings come back together
+            if released is not None:
+                current = released
+                continue
+            if self._inbox.empty():
                 return batch
             current = self._inbox.get_nowait()
             if current is self._open:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -113,3 +115,45 @@ async def test_a_phase_of_zero_workflows_is_skipped_not_a_crash() -> None:
     await bench.latency(0, 0)
     await bench.timers(0, 0)
     assert bench.results == []
+
+
+def test_same_second_lateness_of_timers_due_at_the_moment_itself() -> None:
+    # SleepUntil now counts its delay from the call: each timer is due at the moment itself.
+    due = 1000.0
+    samples = [
+        [970.0, 1000.010, 969.900, 0.0],  # called 100 ms after its task's now: 10 ms late all the same
+        [1000.5, 1000.501, 969.990, 1.0],  # its first read came in a replay
+        [1000.2, 1000.300, 1000.1, 0.0],  # its first task came after the moment: 0 delay asked
+    ]
+    figures = same_second_lateness(samples, due)
+    assert figures["replayed"] == 1 and figures["late_calls"] == 1 and figures["early"] == 0
+    assert figures["min_ms"] == pytest.approx(10.0, abs=1e-6)
+    assert figures["sleep_p99_ms"] == pytest.approx(100.0, abs=1e-6)  # past the later of due and the call
+    assert figures["call_p99_ms"] == pytest.approx(100.0, abs=1e-6)
+
+
+async def test_sleep_until_asks_for_the_delay_from_the_wall_clock_at_its_call() -> None:
+    from benchmarks.workflows import SleepUntil
+    from kadence.testing import WorkflowEnvironment
+
+    due = time.time() + 5
+    async with WorkflowEnvironment(workflows=[SleepUntil]) as env:
+        handle = await env.start_workflow(SleepUntil.run, due, id="due", task_queue="q")
+        before, _, now, replaying = await handle.result()
+        started = next(e for e in env._run(handle.run_id).events if e["event_type"] == "TimerStarted")
+    assert replaying == 0.0 and before >= now
+    # Due at the moment itself (rounded up to the ms), not at `due` plus the wait before the call.
+    assert started["attributes"]["start_to_fire_timeout_ms"] == math.ceil((due - before) * 1000)
+
+
+async def test_sleep_until_replayed_after_the_moment_still_starts_its_timer() -> None:
+    # A run replayed after the moment reads a clock past it: its code must start the timer
+    # its history holds all the same, or the replay fails as non-deterministic.
+    from benchmarks.workflows import SleepUntil
+    from kadence.testing import WorkflowEnvironment
+
+    async with WorkflowEnvironment(workflows=[SleepUntil]) as env:
+        handle = await env.start_workflow(SleepUntil.run, time.time() - 1, id="past", task_queue="q")
+        await handle.result()
+        kinds = [e["event_type"] for e in env._run(handle.run_id).events]
+    assert "TimerStarted" in kinds

@@ -4,6 +4,7 @@ whether it was fetched or handed over, and the consumer told what it need not fe
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -147,3 +148,52 @@ async def test_a_joined_item_is_at_most_a_batch_and_skips_what_was_fetched_first
     intake2.offer(_handed(12))
     assert _offsets(intake2.batch(await intake2.next())) == [10, 11, 12]  # the fetched first, then 12 only
     assert consumer.fetches == 0
+
+
+def _firing(key: str = "t") -> TimerFiring:
+    return TimerFiring(key, 0, "ns", "wf", "run", "user_timer", 1, 0)
+
+
+async def test_a_firing_is_held_only_while_known_offsets_wait_untaken() -> None:
+    intake, _ = _intake(10)
+    assert not intake.hold(_firing(), time.time() * 1000 + 10_000)  # nothing on hand
+    intake.offer(_handed(10))
+    await intake.feed(_fetched(11, 12))
+    assert intake.known == 13
+    firing = _firing()
+    assert intake.hold(firing, time.time() * 1000 + 10_000)
+    # Not before the records it waits for: they come first, the firing after.
+    assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, "t"]
+
+
+async def test_a_held_firing_comes_back_at_its_deadline_even_with_offsets_untaken() -> None:
+    intake, consumer = _intake(10)
+    intake.offer(_handed(12))  # after a record of another producer, still to be fetched
+    assert consumer.fetches == 0 and intake.known == 13
+    intake.batch(await intake.next())  # not the next offset: dropped, the fetch asked for
+    firing = _firing()
+    deadline = time.time() * 1000 + 50
+    assert intake.hold(firing, deadline)
+    assert await intake.next() is firing
+    assert time.time() * 1000 >= deadline
+    assert not intake.hold(_firing("late"), deadline)  # a deadline passed holds nothing
+
+
+async def test_a_stopped_shard_forgets_its_held_firings() -> None:
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10))
+    assert intake.hold(_firing(), time.time() * 1000 + 10_000)
+    intake.drain()
+    await intake.feed(_fetched(11))
+    assert _offsets(intake.batch(await intake.next())) == [11]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(intake.next(), 0.1)
+
+
+async def test_held_firings_come_back_together_in_one_batch() -> None:
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10))
+    firings = [_firing(str(i)) for i in range(3)]
+    for firing in firings:
+        assert intake.hold(firing, time.time() * 1000 + 10_000)
+    assert _offsets(intake.batch(await intake.next())) == [10, "0", "1", "2"]

@@ -26,6 +26,11 @@ class MemoryContext:
         self.current: dict[tuple[str, str], str] = {}
         self.transitions: list[Transition] = []
         self.replies: list[dict[str, Any]] = []
+        # hold_timer: whether the shard has requests on hand it has not taken, and the
+        # firings held back (with their deadlines).
+        self.requests_on_hand = False
+        self.held: list[tuple[engine.TimerFiring, int]] = []
+        self.rows_deleted: list[str] = []
 
     def _t(self, state: MutableState) -> Transition:
         t = Transition(state, self.now, 0)
@@ -48,7 +53,12 @@ class MemoryContext:
         self.replies.append(kw)
 
     def delete_timer_row(self, key: str) -> None:
-        pass
+        self.rows_deleted.append(key)
+
+    def hold_timer(self, timer: engine.TimerFiring, deadline_ms: int) -> bool:
+        if self.requests_on_hand:
+            self.held.append((timer, deadline_ms))
+        return self.requests_on_hand
 
     def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> None:
         return None

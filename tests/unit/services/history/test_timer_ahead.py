@@ -232,3 +232,43 @@ def test_the_request_round_trips_through_avro_and_is_validated() -> None:
     validation.check_command("RespondTimerRunAhead", read)
     with pytest.raises(validation.Invalid):
         validation.check_command("RespondTimerRunAhead", {**read, "timer_id": ""})
+
+
+def _row_firing(s: MutableState, ctx: MemoryContext, at: int) -> engine.TimerFiring:
+    started = next(e["event_id"] for e in ctx.events(s.run_id) if e["event_type"] == "TimerStarted")
+    return engine.TimerFiring(f"{s.run_id}/user_timer/1", at, "ns", "wf", s.run_id, "user_timer", started, 0)
+
+
+async def test_a_timer_whose_grace_is_over_waits_for_the_requests_the_shard_has_on_hand() -> None:
+    # A burst: the worker's task for the timer may be among the requests still untaken.
+    ctx, s = await _sleeping()
+    kinds = _kinds(ctx, s)
+    ctx.now, ctx.requests_on_hand = T0 + 1000 + GRACE, True
+    firing = _row_firing(s, ctx, T0 + 1000 + GRACE)
+    await engine.fire_timer(ctx, firing)
+    assert ctx.held == [(firing, T0 + 1000 + 2 * GRACE)]  # at most one more grace
+    assert _kinds(ctx, s) == kinds and "1" in s.timers and not ctx.rows_deleted  # its row stays
+    # The task came in the backlog: history takes it, and the row goes with it.
+    ctx.now = T0 + 1000 + GRACE + 50
+    await timer_ran_ahead(ctx, _request(s, started_time=T0 + 1001))
+    assert _kinds(ctx, s)[len(kinds)] == "TimerFired" and not s.running
+
+
+async def test_a_held_timer_fires_once_the_shard_took_what_it_had_on_hand() -> None:
+    ctx, s = await _sleeping()
+    kinds = _kinds(ctx, s)
+    ctx.now, ctx.requests_on_hand = T0 + 1000 + GRACE, True
+    firing = _row_firing(s, ctx, T0 + 1000 + GRACE)
+    await engine.fire_timer(ctx, firing)
+    ctx.requests_on_hand = False  # no task of the worker's among them: it went away
+    await engine.fire_timer(ctx, firing)
+    assert _kinds(ctx, s)[len(kinds):] == ["TimerFired", "WorkflowTaskScheduled"]
+    assert ctx.rows_deleted == [firing.key]
+
+
+async def test_only_a_timer_held_for_a_worker_that_runs_timers_ahead_waits_for_the_backlog() -> None:
+    ctx, s = await _sleeping(runs_timers_ahead=False)  # its row is at the fire time itself
+    kinds = _kinds(ctx, s)
+    ctx.now, ctx.requests_on_hand = T0 + 1000, True
+    await engine.fire_timer(ctx, _row_firing(s, ctx, T0 + 1000))
+    assert not ctx.held and _kinds(ctx, s)[len(kinds):] == ["TimerFired", "WorkflowTaskScheduled"]
