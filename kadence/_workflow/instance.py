@@ -82,6 +82,13 @@ def timer_requested_time() -> int:
     return math.ceil(time.time() * 1000)
 
 
+def timer_duration_ms(delay_seconds: float) -> int:
+    """A StartTimer's duration in whole ms, rounded up (a duration rounded to the nearest let
+    ``sleep(d)`` return up to half a millisecond before ``d``), at least 1. The float's own
+    error (``0.3 * 1000`` is a hair over 300) is not rounded up to a millisecond more."""
+    return max(1, math.ceil(delay_seconds * 1000 - 1e-6))
+
+
 @dataclass(frozen=True)
 class Command:
     """One decision of workflow code, as a ``kadence.Command`` record.
@@ -925,7 +932,7 @@ class WorkflowInstance:
                 CommandType.START_TIMER,
                 # requested_time: the call's wall-clock time, which history counts the timer
                 # from (clamped); not part of the code's determinism, never compared on replay.
-                {"timer_id": timer_id, "start_to_fire_timeout_ms": max(1, round(delay_seconds * 1000)),
+                {"timer_id": timer_id, "start_to_fire_timeout_ms": timer_duration_ms(delay_seconds),
                  "requested_time": timer_requested_time()},
             )
         )

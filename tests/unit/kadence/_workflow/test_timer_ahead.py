@@ -237,3 +237,13 @@ def test_a_wake_that_does_not_run_says_so_and_leaves_nothing_to_finish() -> None
     assert not runner.wake_timer_ahead(timer_id="9", time_ms=CALL_MS + 1003)  # no such timer
     with pytest.raises(RuntimeError, match="no task was woken"):
         runner.finish_ahead(11)
+
+
+def test_a_timer_s_duration_is_rounded_up_to_the_millisecond_never_down() -> None:
+    # Rounded to the nearest, 5.886428 s was 5,886 ms: the run woke 0.4 ms before the wall-clock
+    # time it asked for had passed since its call (decision 0013's rule).
+    assert instance_module.timer_duration_ms(5.886428594589233) == 5887
+    assert instance_module.timer_duration_ms(1.0004) == 1001
+    assert instance_module.timer_duration_ms(0.3) == 300  # 0.3 * 1000 is a hair over 300
+    assert instance_module.timer_duration_ms(2) == 2000
+    assert instance_module.timer_duration_ms(0.0) == 1 and instance_module.timer_duration_ms(0.00001) == 1
