@@ -71,7 +71,8 @@ _MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
 #: request id when the frontend is unreachable or answers 503/504 (or 429, waiting at least
 #: its Retry-After): waits from 0.2 s doubling
 #: to 2 s, no retry starting after 30 s (a frontend restart outlasts a few tries), as
-#: result waits and workers ride out an outage.
+#: result waits and workers ride out an outage; but an attempt that timed out earns one
+#: more try even past the 30 s (kadence._retry.retrying).
 IDEMPOTENT_RETRY = Backoff(attempts=0, within=30.0, first=0.2, factor=2.0, cap=2.0)
 
 R = TypeVar("R")

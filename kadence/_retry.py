@@ -18,7 +18,7 @@ from typing import TypeVar
 from kadence.common import Backoff
 from kadence.exceptions import ResourceExhaustedError, RPCError
 
-__all__ = ["Backoff", "retrying", "unavailable", "unavailable_or_throttled"]
+__all__ = ["Backoff", "retrying", "timed_out", "unavailable", "unavailable_or_throttled"]
 
 _log = logging.getLogger("kadence.retry")
 T = TypeVar("T")
@@ -37,16 +37,29 @@ def unavailable_or_throttled(err: RPCError) -> bool:
     return err.status in (0, 429, 503, 504)
 
 
+def timed_out(err: RPCError) -> bool:
+    """The attempt ran into its own timeout (no answer at all): the frontend may be slow
+    rather than down, and the attempt alone may have spent the whole retry budget."""
+    return err.status == 0 and isinstance(err.__cause__, TimeoutError)
+
+
 async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_if: Callable[[RPCError], bool],
                    what: str, logger: logging.Logger = _log) -> T:
     """``call()`` until it succeeds, raises an error ``retry_if`` refuses, or the bound is
-    reached (the last error is raised then). Every retry is logged at WARNING."""
+    reached (the last error is raised then). Every retry is logged at WARNING.
+
+    ``backoff.within`` counts from the first try, with one exception: an attempt begun
+    within it that ran into its own timeout (:func:`timed_out`) earns one more try even
+    when the budget is spent meanwhile. One attempt (a start that waits for its outcome:
+    45 s) may outlast the whole budget (30 s), and the call would otherwise never be tried
+    again however briefly the frontend was slow; at most one try begins past the budget."""
     loop = asyncio.get_running_loop()
     deadline = None if backoff.within is None else loop.time() + backoff.within
     delay = backoff.first
     tries = 0
     while True:
         tries += 1
+        began = loop.time()
         try:
             return await call()
         except RPCError as err:
@@ -54,6 +67,8 @@ async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_
             wait = max(delay, err.retry_after) if isinstance(err, ResourceExhaustedError) else delay
             out_of_tries = backoff.attempts and tries >= backoff.attempts
             out_of_time = deadline is not None and loop.time() + wait > deadline
+            if out_of_time and deadline is not None and began <= deadline and timed_out(err):
+                out_of_time = False  # its one more try (see above)
             if not retry_if(err) or out_of_tries or out_of_time:
                 raise
             logger.warning("%s failed (%s); retrying in %.1fs (try %d)", what, err, wait, tries + 1)

@@ -45,6 +45,7 @@ from .closed import CloseWatcher
 from .deadlines import SameLengthWaits
 from .errors import (
     ActivityNotFound,
+    Busy,
     DeadlineExceeded,
     FrontendError,
     InvalidArgument,
@@ -65,7 +66,11 @@ from .validation import PollRequest, StartRequest
 log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT = 15.0
-REPLY_TIMEOUT = 30.0
+# How long a command waits for history's reply before it is answered 503 (Busy, with
+# Retry-After): with PRODUCE_TIMEOUT, a command is answered within ANSWER_BOUND, inside the
+# SDK's shortest call timeout (45 s: a start that also waits 30 s for its outcome).
+REPLY_TIMEOUT = 15.0
+ANSWER_BOUND = PRODUCE_TIMEOUT + REPLY_TIMEOUT
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
 # Runs an update is sent back through (UpdateInEarlierRun): each hop names the run that
 # accepted it, so one is the rule; more only if that run no longer remembers the update.
@@ -229,7 +234,7 @@ class Engine:
             async with self._reply_waits.wait():
                 reply = await queued.waiter
         except TimeoutError:
-            raise DeadlineExceeded(
+            raise Busy(
                 f"history did not answer {name} (request_id {queued.request_id}) within {self._reply_timeout:g} s;"
                 " it may still be applied: retry with the same request_id"
             ) from None
@@ -285,10 +290,13 @@ class Engine:
         }
 
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
-        """Start a run; with ``wait_seconds``, also wait that long for its outcome."""
+        """Start a run; with ``wait_seconds``, also wait for its outcome until that long after
+        the call began (the start's own time counts: the answer comes within
+        max(wait_seconds, ANSWER_BOUND))."""
+        began = asyncio.get_running_loop().time()
         record = {**self._start_record(req), "search_attributes": req.search_attributes}
         reply = await self._command("StartWorkflowExecution", record)
-        return await self._started_run(req, reply, wait_seconds)
+        return await self._started_run(req, reply, wait_seconds, began)
 
     async def start_all(self, reqs: Sequence[StartRequest]) -> list[QueuedCommand | FrontendError]:
         """``start`` each of ``reqs`` (a client's batch) up to the broker's acknowledgement,
@@ -326,18 +334,28 @@ class Engine:
                 out[i] = error
         return [o for o in out if o is not None]
 
-    async def finish_start(self, req: StartRequest, queued: QueuedCommand, wait_seconds: float = 0.0
-                           ) -> dict[str, Any]:
-        """The answer ``start`` gives, for a start ``start_all`` queued."""
+    async def finish_start(self, req: StartRequest, queued: QueuedCommand, wait_seconds: float = 0.0,
+                           began: float | None = None) -> dict[str, Any]:
+        """The answer ``start`` gives, for a start ``start_all`` queued (``began``: the loop
+        time the batch's call began, from which its wait counts; None: now)."""
+        if began is None:
+            began = asyncio.get_running_loop().time()
         reply = await self._reply("StartWorkflowExecution", queued)
-        return await self._started_run(req, reply, wait_seconds)
+        return await self._started_run(req, reply, wait_seconds, began)
 
-    async def _started_run(self, req: StartRequest, reply: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
+    async def _started_run(self, req: StartRequest, reply: dict[str, Any], wait_seconds: float,
+                           began: float) -> dict[str, Any]:
         run_id = reply.get("run_id")
         started = {"run_id": run_id, "workflow_id": req.workflow_id}
         if wait_seconds > 0 and run_id:
-            started["outcome"] = await self.result(req.namespace, req.workflow_id, str(run_id), wait_seconds,
-                                                   just_started=bool(reply.get("created")))
+            # What is left of the wait once history has answered: a slow start must not hold
+            # the caller for its own time plus the whole wait, past the caller's timeout.
+            left = wait_seconds - (asyncio.get_running_loop().time() - began)
+            if left <= 0:
+                started["outcome"] = {"status": "Running"}  # the caller asks for the outcome again
+            else:
+                started["outcome"] = await self.result(req.namespace, req.workflow_id, str(run_id), left,
+                                                       just_started=bool(reply.get("created")))
         return started
 
     async def signal_with_start(self, req: StartRequest, signal_name: str, signal_input: str | None) -> dict[str, Any]:

@@ -89,6 +89,15 @@ class Unavailable(FrontendError):
     error = "Unavailable"
 
 
+class Busy(Unavailable):
+    """History has not answered a command within the frontend's bound (engine.REPLY_TIMEOUT):
+    the caller is told to come back (Retry-After) rather than held. The command may still be
+    applied; sent again with the same request id it is applied at most once."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": RETRY_AFTER_S}
+
+
 class ResourceExhausted(FrontendError):
     """The namespace is over one of its limits on this frontend (quotas.py): try again after
     ``retry_after_ms``. The body names the namespace, the limit (``rps``, ``concurrent_polls``,

@@ -123,6 +123,7 @@ class Handlers(VisibilityHandlers):
     async def _starts(self, path: Params, query: Params, items: list[Any], schema: Any, components: Any
                       ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The results of start_batch, in groups as they are known (see _as_ready)."""
+        began = asyncio.get_running_loop().time()  # each item's wait counts from here, as alone
         known: list[dict[str, Any]] = []
         alone: list[tuple[int, dict[str, Any]]] = []
         grouped: list[tuple[int, StartRequest, float]] = []
@@ -148,7 +149,7 @@ class Handlers(VisibilityHandlers):
                 if isinstance(one, FrontendError):
                     known.append(_item_refused(index, one))
                     continue
-                task = asyncio.ensure_future(self._finish_start(index, req, one, wait))
+                task = asyncio.ensure_future(self._finish_start(index, req, one, wait, began))
                 tasks.append(task)
                 queued.append((one, task))
             async with contextlib.aclosing(_tasks_as_ready(tasks, known)) as groups:
@@ -168,10 +169,10 @@ class Handlers(VisibilityHandlers):
             return _item_refused(index, exc)
         return {"index": index, "status": status, "answer": answer}
 
-    async def _finish_start(self, index: int, req: StartRequest, queued: QueuedCommand, wait: float
-                            ) -> dict[str, Any]:
+    async def _finish_start(self, index: int, req: StartRequest, queued: QueuedCommand, wait: float,
+                            began: float) -> dict[str, Any]:
         try:
-            answer = await self.engine.finish_start(req, queued, wait)
+            answer = await self.engine.finish_start(req, queued, wait, began)
         except _ITEM_ERRORS as exc:
             return _item_refused(index, exc)
         return {"index": index, "status": 201, "answer": answer}

@@ -407,7 +407,8 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "409": "Workflow already started, or already closed (cancel, update), or already exists",
            "429": "ResourceExhausted: the namespace is over one of its limits on this frontend; Retry-After says"
                   " when to try again, and the body names the namespace, the limit and its value",
-           "503": "Broker unavailable", "504": "Timed out"}
+           "503": "Unavailable: the broker or the database cannot serve now, or history has not answered"
+                  " within the answer bound (Retry-After: come back, same request_id)", "504": "Timed out"}
 
 
 def _path_params(path: str) -> list[Schema]:

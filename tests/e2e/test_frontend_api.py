@@ -98,7 +98,7 @@ async def test_openapi_and_health(env: Env) -> None:
 
 
 async def test_health_is_degraded_while_no_history_answers(env: Env) -> None:
-    """No history process is up: a start waits (until DeadlineExceeded); /health says so
+    """No history process is up: a start waits (until 503 Unavailable); /health says so
     instead of ok, and stays 200 (the frontend itself serves), after the fixture's
     health_unanswered_ms."""
     start = asyncio.ensure_future(env.call("POST", f"{NS}/workflows", {

@@ -357,3 +357,48 @@ async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
 def test_a_backoff_that_would_retry_in_a_tight_loop_is_refused_naming_its_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"Backoff.{field} must be"):
         Backoff(**{field: value})  # type: ignore[arg-type]
+
+
+@dataclass
+class Slow:
+    """A frontend stand-in that holds the first ``slow_first`` requests longer than the
+    client waits (as a loaded frontend did), then answers at once."""
+
+    slow_first: int = 1
+    hold: float = 1.0
+    bodies: list[Any] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.json())
+        if len(self.bodies) <= self.slow_first:
+            await asyncio.sleep(self.hold)
+        return web.json_response({"run_id": "run-1"})
+
+
+async def test_an_attempt_that_timed_out_past_the_budget_is_tried_once_more_with_its_request_id() -> None:
+    # One attempt (0.3 s) outlasts the whole budget (0.1 s): a slow frontend, not a dead one,
+    # and the request id makes the second try safe.
+    server = Slow(slow_first=1)
+    runner, url = await _serve(server.handle)
+    try:
+        async with Client(HttpTransport(url, "default"),
+                          retry=Backoff(attempts=0, within=0.1, first=0.01, cap=0.05)) as client:
+            answer = await client._idempotent("/workflows", {"request_id": "r-1"}, timeout=0.3, what="test")
+    finally:
+        await runner.cleanup()
+    assert answer == {"run_id": "run-1"}
+    assert [b["request_id"] for b in server.bodies] == ["r-1", "r-1"]
+
+
+async def test_the_try_an_attempt_earned_past_the_budget_is_its_last() -> None:
+    server = Slow(slow_first=100)
+    runner, url = await _serve(server.handle)
+    try:
+        async with Client(HttpTransport(url, "default"),
+                          retry=Backoff(attempts=0, within=0.1, first=0.01, cap=0.05)) as client:
+            with pytest.raises(RPCError) as caught:
+                await client._idempotent("/workflows", {"request_id": "r-1"}, timeout=0.3, what="test")
+    finally:
+        await runner.cleanup()
+    assert caught.value.status == 0 and isinstance(caught.value.__cause__, TimeoutError)
+    assert len(server.bodies) == 2  # the first, and the one more it earned: no more past the budget

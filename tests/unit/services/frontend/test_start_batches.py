@@ -14,8 +14,12 @@ from aiokafka.errors import KafkaTimeoutError
 
 from kadence_protocol import avro
 from services.common import colocation
+from services.frontend import engine as engine_module
+from services.frontend import validation
+from services.frontend.closed import CloseWatcher
 from services.frontend.deadlines import SameLengthWaits
 from services.frontend.engine import Engine
+from services.frontend.errors import Busy
 from services.frontend.handlers import Handlers, Streamed
 from services.frontend.replies import ReplyRouter
 from services.frontend.tokens import TokenKeys
@@ -30,8 +34,9 @@ class Producer:
     holding ``silent``."""
 
     def __init__(self, replies: ReplyRouter, *, refuse: str = "-refused", hang: str = "-hung",
-                 silent: str = "-silent") -> None:
+                 silent: str = "-silent", slow: str = "-slow", reply_after: float = 0.0) -> None:
         self.replies = replies
+        self.slow, self.reply_after = slow, reply_after  # history's reply to those holding ``slow`` comes late
         self.sent: list[str] = []
         self.grouped: list[bool] = []
         self.futures: list[asyncio.Future[Any]] = []
@@ -58,8 +63,14 @@ class Producer:
                 reply = {"reply_to": record["reply_to"], "request_id": record["request_id"], "ok": ok,
                          "run_id": f"run-{wid}", "created": ok,
                          "error_type": None if ok else "WorkflowAlreadyStarted", "error_message": None}
-                asyncio.get_running_loop().call_soon(self.replies.deliver, [reply])
+                delay = self.reply_after if self.slow in wid else 0.0
+                asyncio.get_running_loop().call_later(delay, self.replies.deliver, [reply])
         return future
+
+
+class _Running:
+    async def status(self, namespace: str, workflow_id: str, run_id: str) -> str:
+        return "Running"
 
 
 def _engine() -> tuple[Engine, Producer, ReplyRouter]:
@@ -68,8 +79,9 @@ def _engine() -> tuple[Engine, Producer, ReplyRouter]:
     replies._instance_id, replies._waiters = "fe", {}
     producer = Producer(replies)
     bus = colocation.ColocatedCommands(lambda *a: None)
-    engine = Engine(instance_id="fe", producer=producer, replies=replies, closes=None, reads=None,  # type: ignore[arg-type]
-                    matching=None, commands=bus, token_keys=TokenKeys.of(["k" * 32]))  # type: ignore[arg-type]
+    engine = Engine(instance_id="fe", producer=producer, replies=replies, closes=CloseWatcher(None),
+                    reads=_Running(), matching=None, commands=bus,  # type: ignore[arg-type]
+                    token_keys=TokenKeys.of(["k" * 32]))
     return engine, producer, replies
 
 
@@ -125,13 +137,42 @@ async def test_the_produce_deadline_refuses_only_the_starts_the_broker_has_not_t
     assert not replies._waiters
 
 
-async def test_a_start_history_does_not_answer_in_time_is_a_deadline_of_its_own() -> None:
+async def test_a_start_history_does_not_answer_in_time_is_told_to_come_back() -> None:
     engine, _, replies = _engine()
     engine._reply_waits = SameLengthWaits(0.05, slack=0.01)
     by_index = await _results(Handlers(engine), [_start("wf-1"), _start("wf-2-silent")])
     assert by_index[0]["status"] == 201
-    assert (by_index[1]["status"], by_index[1]["error"]) == (504, "DeadlineExceeded")
+    # 503: the client sends the item again alone, with the same request id.
+    assert (by_index[1]["status"], by_index[1]["error"]) == (503, "Unavailable")
     assert "request_id" in by_index[1]["message"]
+    with pytest.raises(Busy) as alone:
+        await engine.start(validation.start_request("default", _start("wf-3-silent")))
+    assert alone.value.status == 503 and alone.value.headers() == {"Retry-After": "1"}
+    assert not replies._waiters
+
+
+def test_a_command_is_answered_within_the_sdks_shortest_call_timeout() -> None:
+    # The SDK's shortest timeout is a start that also waits for its outcome (wait + 15 s).
+    assert engine_module.ANSWER_BOUND == engine_module.PRODUCE_TIMEOUT + engine_module.REPLY_TIMEOUT
+    assert engine_module.ANSWER_BOUND < 30 + 15 - 10  # room left for the HTTP exchange itself
+
+
+@pytest.mark.parametrize("together", [True, False])
+async def test_a_start_that_waits_for_its_outcome_counts_its_wait_from_the_call(together: bool) -> None:
+    # History took most of the wait to answer: the answer comes when the wait is up, not a
+    # whole wait later (which held a start past its caller's timeout under load).
+    engine, producer, replies = _engine()
+    producer.reply_after = 0.3
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    if together:
+        by_index = await _results(Handlers(engine), [_start("wf-1-slow", wait_seconds=0.5)])
+        answer = by_index[0]["answer"]
+    else:
+        answer = await engine.start(validation.start_request("default", _start("wf-1-slow")), 0.5)
+    took = loop.time() - began
+    assert answer == {"run_id": "run-wf-1-slow", "workflow_id": "wf-1-slow", "outcome": {"status": "Running"}}
+    assert 0.45 <= took < 0.7, took
     assert not replies._waiters
 
 
