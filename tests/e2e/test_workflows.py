@@ -118,9 +118,7 @@ async def test_activity_fails_twice_then_succeeds(client: Client) -> None:
 
 async def test_activity_start_to_close_timeout_then_retry(client: Client) -> None:
     key = _id("stc")
-    # The timed-out first attempt hangs for 30 s: the worker's stop cancels it after 1 s, not its default 10.
-    async with Worker(client, task_queue="q-stc", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES,
-                      graceful_shutdown_timeout=1.0):
+    async with _worker(client, "q-stc"):
         result = await client.execute_workflow(TimeoutWorkflow.run, key, id=key, task_queue="q-stc")
     assert result == f"{key} on attempt 2"
     events = await client.get_workflow_handle(key).history()
