@@ -60,9 +60,10 @@ class LargeResult:
         return "x" * (LIMIT * 2)
 
 
-@pytest.fixture
-async def client(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Client]:
-    settings = dataclasses.replace(_settings(broker, fresh_dsn), max_payload_bytes=LIMIT)
+@pytest.fixture(scope="module")
+async def client(module_broker: EmbeddedBroker, module_dsn: str) -> AsyncIterator[Client]:
+    """One cluster and worker for the module: each test starts its own workflow id."""
+    settings = dataclasses.replace(_settings(module_broker, module_dsn), max_payload_bytes=LIMIT)
     async with Cluster(settings) as cluster, await Client.connect(cluster.url, namespace="default") as c, \
             Worker(c, task_queue="q-limit", workflows=[Calls, LargeResult], activities=[large, fails_at_length]):
         yield c

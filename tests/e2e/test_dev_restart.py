@@ -27,11 +27,14 @@ def _dev_command(data: Path, port: int, kafka_port: int, shards: int | None) -> 
             "--kafka-port", str(kafka_port), *(["--shards", str(shards)] if shards is not None else [])]
 
 
-async def _dev(data: Path, port: int, kafka_port: int, log: Path, shards: int | None = 3) -> subprocess.Popen[bytes]:
+async def _dev(data: Path, port: int, kafka_port: int, log: Path, shards: int | None = 3,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`kadence dev` started, once it says it runs; ``env``: settings (KADENCE_*) of its own."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             _dev_command(data, port, kafka_port, shards),
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     def running() -> bool:
         if proc.poll() is not None:  # fails at once: an AssertionError would be retried
             pytest.fail(f"kadence dev exited: {log.read_text()[-2000:]}")

@@ -27,6 +27,13 @@ from services.frontend.auth import api_key_entry
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each uses
+    its own workflow ids and task queue, and none stops, breaks or patches a service."""
+    return module_cluster
 TOKENS: dict[str, list[str]] = {}
 
 

@@ -12,9 +12,22 @@ from typing import Any
 import pytest
 
 from kadence import ApplicationError, Client, Worker, workflow
+from services.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(90)
-QUEUE = "q-hostile-external"
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each uses its
+    own workflow ids and task queue (``queue``), and none stops, breaks or patches a service."""
+    return module_cluster
+
+
+@pytest.fixture
+def queue() -> str:
+    """The test's own task queue: runs another test left open never reach its worker."""
+    return f"q-hostile-external-{uuid.uuid4().hex[:6]}"
 
 
 @workflow.defn
@@ -82,16 +95,16 @@ def _types(events: list[dict[str, Any]]) -> list[str]:
     return [e["event_type"] for e in events]
 
 
-async def test_a_workflow_signals_itself(client: Client) -> None:
+async def test_a_workflow_signals_itself(client: Client, queue: str) -> None:
     wid = f"self-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[SelfSignaller]):
-        assert await client.execute_workflow(SelfSignaller.run, False, id=wid, task_queue=QUEUE) == "me"
+    async with Worker(client, task_queue=queue, workflows=[SelfSignaller]):
+        assert await client.execute_workflow(SelfSignaller.run, False, id=wid, task_queue=queue) == "me"
 
 
-async def test_a_workflow_cancels_itself(client: Client) -> None:
+async def test_a_workflow_cancels_itself(client: Client, queue: str) -> None:
     wid = f"selfc-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[SelfSignaller]):
-        h = await client.start_workflow(SelfSignaller.run, True, id=wid, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[SelfSignaller]):
+        h = await client.start_workflow(SelfSignaller.run, True, id=wid, task_queue=queue)
         result = await asyncio.wait_for(h.result(), 30)
     # Refused at the call, as Temporal refuses it: nothing decided, no task failed.
     assert result.startswith("CancelExternalWorkflowExecutionFailed: a workflow cannot cancel itself"), result
@@ -100,29 +113,29 @@ async def test_a_workflow_cancels_itself(client: Client) -> None:
                 "WorkflowTaskFailed"} & set(kinds), kinds
 
 
-async def test_signals_through_a_chain_that_continues_as_new(client: Client) -> None:
+async def test_signals_through_a_chain_that_continues_as_new(client: Client, queue: str) -> None:
     tag = uuid.uuid4().hex[:8]
     target = f"looper-{tag}"
-    async with Worker(client, task_queue=QUEUE, workflows=[Looper, Spammer]):
-        th = await client.start_workflow(Looper.run, [], id=target, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Looper, Spammer]):
+        th = await client.start_workflow(Looper.run, [], id=target, task_queue=queue)
         first_run = (await th.describe())["run_id"]
-        out = await client.execute_workflow(Spammer.run, target, 20, None, id=f"spam-{tag}", task_queue=QUEUE)
+        out = await client.execute_workflow(Spammer.run, target, 20, None, id=f"spam-{tag}", task_queue=queue)
         assert out == ["ok"] * 20, out
         await client.get_workflow_handle(target).signal("poke", "stop")
         got = await asyncio.wait_for(client.get_workflow_handle(target).result(), 30)
         assert sorted(got) == sorted([f"s{i}" for i in range(20)] + ["stop"]), got
         # the first run is closed: a signal pinned to it fails in the sender
-        out = await client.execute_workflow(Spammer.run, target, 1, first_run, id=f"spam2-{tag}", task_queue=QUEUE)
+        out = await client.execute_workflow(Spammer.run, target, 1, first_run, id=f"spam2-{tag}", task_queue=queue)
         assert out == ["SignalExternalWorkflowExecutionFailed"], out
 
 
-async def test_run_id_of_another_workflow(client: Client) -> None:
+async def test_run_id_of_another_workflow(client: Client, queue: str) -> None:
     tag = uuid.uuid4().hex[:8]
-    async with Worker(client, task_queue=QUEUE, workflows=[Looper, Spammer]):
-        a = await client.start_workflow(Looper.run, [], id=f"a-{tag}", task_queue=QUEUE)
-        b = await client.start_workflow(Looper.run, [], id=f"b-{tag}", task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Looper, Spammer]):
+        a = await client.start_workflow(Looper.run, [], id=f"a-{tag}", task_queue=queue)
+        b = await client.start_workflow(Looper.run, [], id=f"b-{tag}", task_queue=queue)
         b_run = (await b.describe())["run_id"]
-        out = await client.execute_workflow(Spammer.run, f"a-{tag}", 1, b_run, id=f"spam-{tag}", task_queue=QUEUE)
+        out = await client.execute_workflow(Spammer.run, f"a-{tag}", 1, b_run, id=f"spam-{tag}", task_queue=queue)
         assert out == ["SignalExternalWorkflowExecutionFailed"], out
         assert "WorkflowExecutionSignaled" not in _types(await b.history())
         assert "WorkflowExecutionSignaled" not in _types(await a.history())

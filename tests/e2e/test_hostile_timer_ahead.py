@@ -25,6 +25,13 @@ from services.cluster import Cluster
 from tests.processes import stop_group
 
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each uses
+    its own workflow ids and task queue, and none stops, breaks or patches a service."""
+    return module_cluster
 EARLY: list[str] = []
 WAIT_S = 0.4
 NAP_S = 0.3

@@ -13,11 +13,24 @@ import uuid
 import pytest
 
 from kadence import Client, ResetPoint, Worker, WorkflowUpdateFailedError, workflow
+from services.cluster import Cluster
 
 from ..helpers import eventually
 
 pytestmark = pytest.mark.timeout(90)
-QUEUE = "q-hostile-update"
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each uses its
+    own workflow ids and task queue (``queue``), and none stops, breaks or patches a service."""
+    return module_cluster
+
+
+@pytest.fixture
+def queue() -> str:
+    """The test's own task queue: runs another test left open never reach its worker."""
+    return f"q-hostile-update-{uuid.uuid4().hex[:6]}"
 
 
 @workflow.defn
@@ -56,10 +69,10 @@ async def _accepted(client: Client, wid: str, run_id: str) -> list[str]:
             if e["event_type"] == "WorkflowExecutionUpdateAccepted"]
 
 
-async def test_an_update_asked_again_two_hops_later_runs_once(client: Client) -> None:
+async def test_an_update_asked_again_two_hops_later_runs_once(client: Client, queue: str) -> None:
     wid = f"hopper-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[Hopper]):
-        handle = await client.start_workflow(Hopper.run, 0, id=wid, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Hopper]):
+        handle = await client.start_workflow(Hopper.run, 0, id=wid, task_queue=queue)
         run0 = str(handle.run_id)
         chain = client.get_workflow_handle(wid)
         assert await chain.execute_update(Hopper.stamp, "a", id="u1") == f"a@{run0}"
@@ -78,10 +91,10 @@ async def test_an_update_asked_again_two_hops_later_runs_once(client: Client) ->
         await chain.terminate("done")
 
 
-async def test_an_update_asked_again_after_reset(client: Client) -> None:
+async def test_an_update_asked_again_after_reset(client: Client, queue: str) -> None:
     wid = f"hopper-r-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[Hopper]):
-        handle = await client.start_workflow(Hopper.run, 0, id=wid, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Hopper]):
+        handle = await client.start_workflow(Hopper.run, 0, id=wid, task_queue=queue)
         run0 = str(handle.run_id)
         chain = client.get_workflow_handle(wid)
         assert await chain.execute_update(Hopper.stamp, "a", id="u1") == f"a@{run0}"
@@ -104,12 +117,12 @@ async def test_an_update_asked_again_after_reset(client: Client) -> None:
         await chain.terminate("done")
 
 
-async def test_waiting_for_an_update_by_id_before_it_is_sent_does_not_refuse_it(client: Client) -> None:
+async def test_waiting_for_an_update_by_id_before_it_is_sent_does_not_refuse_it(client: Client, queue: str) -> None:
     # Another client waits for the update by its id before the sender's request arrives:
     # it hears UpdateNotFound, and the update, sent next, still runs.
     wid = f"hopper-early-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[Hopper]):
-        handle = await client.start_workflow(Hopper.run, 0, id=wid, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Hopper]):
+        handle = await client.start_workflow(Hopper.run, 0, id=wid, task_queue=queue)
         for _ in range(2):
             with pytest.raises(WorkflowUpdateFailedError) as early:
                 await handle.get_update_handle("early", result_type=str).result(timeout=30)
@@ -142,13 +155,13 @@ class Gate:
         pass
 
 
-async def test_an_update_running_when_its_run_is_reset_is_waited_for_in_the_new_run(client: Client) -> None:
+async def test_an_update_running_when_its_run_is_reset_is_waited_for_in_the_new_run(client: Client, queue: str) -> None:
     # The accepted answer pinned the handle to run 0; the reset moves the running update to
     # the new run. Asked after the reset, run 0 sends the ask on to the new run, whose
     # answer the handle gets, instead of "closed before the update completed".
     wid = f"gate-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[Gate]):
-        handle = await client.start_workflow(Gate.run, id=wid, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Gate]):
+        handle = await client.start_workflow(Gate.run, id=wid, task_queue=queue)
         run0 = str(handle.run_id)
         update = await handle.start_update(Gate.through, "g", id="g1")
         assert update.run_id == run0
@@ -166,13 +179,13 @@ async def test_an_update_running_when_its_run_is_reset_is_waited_for_in_the_new_
 
 
 async def test_a_caller_waiting_for_an_update_accepted_before_the_reset_point_gets_the_new_runs_answer(
-        client: Client) -> None:
+        client: Client, queue: str) -> None:
     # Accepted before the reset point, the update is in the new run's copy of the history and
     # its handler runs again there; the caller waiting on the old run meanwhile is moved with
     # it, rather than answered "closed before the update completed".
     wid = f"gate-b-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=QUEUE, workflows=[Gate]):
-        handle = await client.start_workflow(Gate.run, id=wid, task_queue=QUEUE)
+    async with Worker(client, task_queue=queue, workflows=[Gate]):
+        handle = await client.start_workflow(Gate.run, id=wid, task_queue=queue)
         run0 = str(handle.run_id)
         update = await handle.start_update(Gate.through, "g", id="g2")
         await handle.signal(Gate.poke)  # a task completed after the acceptance: the reset point

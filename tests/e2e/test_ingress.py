@@ -21,6 +21,13 @@ from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each uses its
+    own workflow ids, task queue and reply key; only the last one puts records in kadence.dlq."""
+    return module_cluster
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

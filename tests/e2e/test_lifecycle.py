@@ -30,7 +30,9 @@ def _id(prefix: str) -> str:
 
 async def test_heartbeat_timeout_retries_with_the_last_details(client: Client) -> None:
     key = _id("beat")
-    async with Worker(client, task_queue="q-beat", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
+    # The timed-out first attempt hangs for 30 s: the worker's stop cancels it after 1 s, not its default 10.
+    async with Worker(client, task_queue="q-beat", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES,
+                      graceful_shutdown_timeout=1.0):
         result = await client.execute_workflow(HeartbeatWorkflow.run, key, id=key, task_queue="q-beat")
     assert result == f"{key} resumed at 5 on attempt 2"
     events = await client.get_workflow_handle(key).history()

@@ -1,4 +1,4 @@
-"""A schedule every 2 s with overlap skip keeps firing across a restart of `kadence dev`."""
+"""A schedule every second with overlap skip keeps firing across a restart of `kadence dev`."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from .test_dev_restart import _dev, _stop
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, EchoWorkflow
 
 pytestmark = pytest.mark.timeout(240)
+QUICK = {"KADENCE_SCHEDULER_INTERVAL_MS": "200"}
 
 
 async def _started(client: Client, at_least: int) -> dict[str, object] | None:
-    described = await client.describe_schedule("every-2s")
+    described = await client.describe_schedule("every-1s")
     n = described["actions_started"]
     assert isinstance(n, int)
     return described if n >= at_least else None
@@ -34,11 +35,12 @@ async def _result(client: Client, workflow_id: str) -> object:
 async def test_a_skip_schedule_keeps_firing_across_a_restart_of_kadence_dev(tmp_path: Path) -> None:
     port, kafka_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-1.log")
+    # Its scheduler looks five times a second (every second by default), as test_schedules.py's.
+    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-1.log", env=QUICK)
     try:
         async with await Client.connect(url) as client:
-            await client.create_schedule("every-2s", EchoWorkflow.run, "tick", task_queue="q-every",
-                                         interval="2s", overlap_policy="skip")
+            await client.create_schedule("every-1s", EchoWorkflow.run, "tick", task_queue="q-every",
+                                         interval="1s", overlap_policy="skip")
             async with Worker(client, task_queue="q-every", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
                 before = await eventually(lambda: _started(client, 2), timeout=60, what="two firings")
         n_before = before["actions_started"]
@@ -46,7 +48,7 @@ async def test_a_skip_schedule_keeps_firing_across_a_restart_of_kadence_dev(tmp_
         _stop(proc)
         assert proc.returncode == 0, (tmp_path / "dev-1.log").read_text()[-2000:]
 
-        proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-2.log", shards=None)
+        proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-2.log", shards=None, env=QUICK)
         async with await Client.connect(url) as client:
             async with Worker(client, task_queue="q-every", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
                 after = await eventually(lambda: _started(client, n_before + 2), timeout=60,
@@ -58,6 +60,6 @@ async def test_a_skip_schedule_keeps_firing_across_a_restart_of_kadence_dev(tmp_
                 # The newest firing is a run that completes (the worker took it after the restart).
                 newest = ids[-1]
                 assert await eventually(lambda: _result(client, newest), timeout=30, what="its result") == "tick"
-                assert (await client.describe_schedule("every-2s"))["overlap_policy"] == "skip"
+                assert (await client.describe_schedule("every-1s"))["overlap_policy"] == "skip"
     finally:
         _stop(proc)

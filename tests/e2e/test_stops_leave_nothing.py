@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal
 import socket
 
 import pytest
@@ -18,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
 from kadence.kafka import KafkaIngress
+from kadence_protocol import kafka_stop
 from kadence_protocol.kafka_stop import stop_consumer
 from services.cluster import Cluster
 from services.common import kafka
@@ -42,6 +45,13 @@ def _fetches_failing(caplog: pytest.LogCaptureFixture) -> bool:
     return any(r.name.startswith("aiokafka") and "Failed fetch messages" in r.getMessage() for r in caplog.records)
 
 
+def _dies(broker: EmbeddedBroker) -> None:
+    """The broker dies (SIGKILL). ``stop()``'s SIGTERM would leave a Tansu with clients connected
+    running for its 5 s wait before it kills it all the same."""
+    os.killpg(broker.process.pid, signal.SIGKILL)
+    broker.process.wait(timeout=10)
+
+
 async def test_a_consumer_whose_broker_died_stops_with_nothing_left_running(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="aiokafka")
     before = set(asyncio.all_tasks())
@@ -56,7 +66,7 @@ async def test_a_consumer_whose_broker_died_stops_with_nothing_left_running(capl
             await consumer.position(tp)  # fetching from here on
         reading = asyncio.create_task(consumer.getmany(timeout_ms=60_000))  # as a service's loop reads
     finally:
-        broker.stop()
+        _dies(broker)
     # Its fetches now fail and wait to be retried: the stop cancels such a wait.
     await eventually(lambda: _fetches_failing(caplog), timeout=30, what="fetches failing")
     reading.cancel()  # a service cancels its loop, then stops the consumer
@@ -64,16 +74,19 @@ async def test_a_consumer_whose_broker_died_stops_with_nothing_left_running(capl
     await eventually(lambda: _nothing_left(before), timeout=10, what="no task of the consumer left")
 
 
-async def test_a_cluster_whose_broker_died_stops_every_service(fresh_dsn: str,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_cluster_whose_broker_died_stops_every_service(fresh_dsn: str, caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.ERROR, logger="aiokafka")
+    # A consumer whose broker is gone stops only when its stop is cut short (kafka_stop.py): 3 s
+    # here rather than 10 takes the same path.
+    monkeypatch.setattr(kafka_stop, "STOP_WAIT_S", 3.0)
     before = set(asyncio.all_tasks())
     broker = await EmbeddedBroker.start()
     cluster = Cluster(_settings(broker, fresh_dsn))
     try:
         await cluster.start()
     finally:
-        broker.stop()
+        _dies(broker)
     await eventually(lambda: _fetches_failing(caplog), timeout=30, what="fetches failing")
     await cluster.stop()
     await eventually(lambda: _nothing_left(before), timeout=10, what="no task of the cluster left")

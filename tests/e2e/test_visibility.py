@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,11 +16,37 @@ import pytest
 from kadence import ApplicationError, Client, Worker, workflow
 from kadence.exceptions import RPCError, WorkflowFailureError
 from services.cluster import Cluster
+from services.common.embedded import EmbeddedBroker
 from services.visibility.consumer import VisibilityConsumer
 from services.visibility.rebuild import rebuild
 from tests.helpers import eventually
 
+from .conftest import _settings
+
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """Most of this module's tests share one cluster (tests/e2e/conftest.py module_cluster): each
+    uses its own workflow ids, task queues and attribute values. The tests that break, patch or
+    rebuild what a cluster holds take ``own_cluster`` and ``own_client`` instead."""
+    return module_cluster
+
+
+@pytest.fixture
+async def own_cluster(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
+    async with Cluster(_settings(broker, fresh_dsn)) as c:
+        yield c
+
+
+@pytest.fixture
+async def own_client(own_cluster: Cluster) -> AsyncIterator[Client]:
+    c = await Client.connect(own_cluster.url, namespace="default")
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 @workflow.defn(name="VisOrder")
@@ -146,7 +173,9 @@ async def test_custom_search_attributes_are_registered_typed_and_queried(client:
         await _statuses(client, "CustomerId = 42")
 
 
-async def test_redelivery_changes_nothing_and_the_topic_rebuilds_the_rows(client: Client, cluster: Cluster) -> None:
+async def test_redelivery_changes_nothing_and_the_topic_rebuilds_the_rows(own_client: Client,
+                                                                         own_cluster: Cluster) -> None:
+    client, cluster = own_client, own_cluster  # the rebuild deletes and projects every row again
     tag = uuid.uuid4().hex[:6]
     async with Worker(client, task_queue=f"re-{tag}", workflows=[VisOrder]):
         for i in range(3):
@@ -175,8 +204,10 @@ async def _count_is(client: Client, query: str, n: int) -> bool:
     return (await client.count_workflows(query)).count == n
 
 
-async def test_the_projection_heals_when_the_database_refuses_its_writes(client: Client, cluster: Cluster) -> None:
+async def test_the_projection_heals_when_the_database_refuses_its_writes(own_client: Client,
+                                                                        own_cluster: Cluster) -> None:
     """Writes that fail (here: the table is renamed away) are retried with the same records, not lost."""
+    client, cluster = own_client, own_cluster
     tag = uuid.uuid4().hex[:6]
     assert cluster.pool is not None
     failures = cluster.visibility.write_failures
@@ -301,10 +332,11 @@ async def test_workflows_upsert_search_attributes_and_bad_ones_fail_the_task(cli
     assert run.search_attributes == {"Stage": "shipped", "Priority": 1}
 
 
-async def test_a_bug_in_the_projection_brings_the_process_down(client: Client, cluster: Cluster,
+async def test_a_bug_in_the_projection_brings_the_process_down(own_client: Client, own_cluster: Cluster,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Anything but a database or broker outage ends the loop: declared fatal (kadence dev stops,
     its supervisor restarts it), never a visibility silently frozen."""
+    client, cluster = own_client, own_cluster
     async def broken(batch: object) -> None:
         raise RuntimeError("a bug")
     monkeypatch.setattr(cluster.visibility, "_project", broken)
@@ -339,8 +371,12 @@ async def test_a_child_run_is_listed_with_its_parent(client: Client, cluster: Cl
         async def listed() -> bool:
             return await _statuses(client, query) == {f"child-{tag}": "Completed"}
         await eventually(listed, timeout=30, what="the child listed under its parent")
-        assert await _statuses(client, f"TaskQueue = 'vis-{tag}' AND ParentWorkflowId IS NULL") == {
-            f"parent-{tag}": "Completed"}
+
+        # The parent closes after its child, and its close may not be projected yet (listed running).
+        async def parent_listed() -> bool:
+            return await _statuses(client, f"TaskQueue = 'vis-{tag}' AND ParentWorkflowId IS NULL") == {
+                f"parent-{tag}": "Completed"}
+        await eventually(parent_listed, timeout=30, what="the parent listed without a parent, completed")
 
 
 async def test_signal_with_start_carries_memo_and_search_attributes(client: Client, cluster: Cluster) -> None:
@@ -416,9 +452,11 @@ async def test_continue_as_new_sets_the_new_runs_search_attributes(client: Clien
 
 
 async def test_a_history_record_the_client_cannot_unpack_is_skipped_and_runs_go_on_being_listed(
-        client: Client, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        own_client: Client, own_cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A record of kadence.history with a header key that is not UTF-8 killed the visibility
     consumer (kadence dev stopped), and again at every restart: it never got past it."""
+    client, cluster = own_client, own_cluster
     from services.common import kafka
 
     from .raw_records import UNREADABLE, raw_producer
