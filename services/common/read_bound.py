@@ -5,7 +5,8 @@ A server that stops answering without going away (paused, a network cut without 
 leaves a query waiting with no error, and a frontend read (describe, a history page, a
 list) waited as long, holding its caller. A bounded read waits at most ``timeout`` seconds
 in all, for a connection and then for its query, and raises :class:`ReadTimedOut`, a
-TimeoutError, which the frontend answers 503 with Retry-After.
+TimeoutError, which the frontend answers 503 with Retry-After. A read whose connection the
+server closed (PostgreSQL restarted) is tried once more on another, within the same bound.
 
 Only reads go through here: a commit given a timeout would leave its caller not knowing
 whether it happened, so writes (and history's commits on a pool it shares in ``kadence
@@ -24,6 +25,13 @@ import asyncpg
 from services.common.db import Pool
 
 DEFAULT_TIMEOUT_S = 5.0
+
+
+# A connection the server closed under it (a restart, a kill): a read, which changes nothing,
+# goes once more on another connection, which the pool opens anew if it must.
+_LOST = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.AdminShutdownError,
+         asyncpg.exceptions.CannotConnectNowError, ConnectionError)
+_AGAIN_AFTER_S = 0.05
 
 
 class ReadTimedOut(TimeoutError):
@@ -54,9 +62,19 @@ class BoundedReads:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
+            return await self._read_once(query, deadline)
+        except _LOST:
+            if deadline - loop.time() <= _AGAIN_AFTER_S:
+                raise
+        await asyncio.sleep(_AGAIN_AFTER_S)
+        return await self._read_once(query, deadline)
+
+    async def _read_once(self, query: Callable[[Any, float], Awaitable[Any]], deadline: float) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
             # The acquire's timeout is also how long the release may wait for a cancelled
             # query before closing the connection.
-            con = await self.pool.acquire(timeout=self.timeout)
+            con = await self.pool.acquire(timeout=max(deadline - loop.time(), 0.001))
         except TimeoutError as exc:
             raise ReadTimedOut(f"no database connection within {self.timeout:g} s") from exc
         try:

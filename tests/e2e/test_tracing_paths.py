@@ -127,7 +127,7 @@ async def test_tasks_dispatched_again_stay_in_the_trace(cluster: Cluster, client
     loaded the run from PostgreSQL) goes out again from the state alone, in the run's trace."""
     wid = f"again-{uuid.uuid4().hex[:8]}"
     handle = await client.start_workflow(TracedPaths.run, "b", id=wid, task_queue="q-again")
-    for shard in cluster.history.shards.values():
+    for shard in list(cluster.history.shards.values()):  # a shard may be taken meanwhile
         shard.cache.forget(list(shard.cache.runs.values()))  # as a new owner after kill -9: from the snapshot
         await shard.redispatcher.redispatch(force=True)
     async with Worker(client, task_queue="q-again", workflows=[TracedPaths, TracedChild], activities=[traced_step]):

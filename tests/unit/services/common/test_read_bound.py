@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.common.read_bound import BoundedReads, ReadTimedOut
@@ -76,3 +77,34 @@ async def test_no_free_connection_times_out_too_and_a_prompt_answer_is_returned(
 def test_a_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         BoundedReads(OnePool(SilentServer(0)), 0)
+
+
+class ClosedUnder:
+    """A connection the server closed (PostgreSQL restarted): its query fails as asyncpg's does."""
+
+    async def fetchval(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+class Pools:
+    """Hands out the given connections in turn."""
+
+    def __init__(self, *cons: Any) -> None:
+        self.cons = list(cons)
+        self.released: list[Any] = []
+
+    async def acquire(self, *, timeout: float | None = None) -> Any:
+        return self.cons.pop(0)
+
+    def give_back(self, con: Any) -> None:
+        self.released.append(con)
+
+
+async def test_a_read_whose_connection_the_server_closed_goes_once_more_on_another() -> None:
+    closed, fresh = ClosedUnder(), SilentServer(0)
+    pool = Pools(closed, fresh)
+    assert await BoundedReads(pool, BOUND).fetchval("q") == "q"
+    assert pool.released == [closed, fresh]
+    # Once only: a second closed connection is the caller's error (answered 503).
+    with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
+        await BoundedReads(Pools(ClosedUnder(), ClosedUnder()), BOUND).fetchval("q")
