@@ -17,7 +17,6 @@ import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
 __all__ = ["stop_consumer"]
 
@@ -31,8 +30,9 @@ STOP_WAIT_S = 10.0
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop ``consumer`` and every part of it, also when its broker is gone, within about
-    :data:`STOP_WAIT_S`. The caller's own cancellation is raised once the parts are closed; a
-    Kafka error of the stop, or a stop cut short, is logged."""
+    :data:`STOP_WAIT_S`. The caller's own cancellation is raised once the parts are closed; an
+    error of the stop (a Kafka error, a write on a closed connection), or a stop cut short, is
+    logged."""
     own: BaseException | None = None  # the caller's own cancellation, raised at the end
     try:
         async with asyncio.timeout(STOP_WAIT_S):
@@ -45,7 +45,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         if task is not None and task.cancelling() > 0:
             own = exc
         reason = "its broker is gone"
-    except KafkaError as exc:
+    except Exception as exc:  # noqa: BLE001 - a Kafka error, or a write on a connection the broker closed
         reason = repr(exc)
     # What stop() did not reach: the group coordinator's heartbeat and offset refresh, the
     # fetcher if its loop still runs, and the client. Each only cancels tasks and closes
@@ -56,16 +56,18 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     for name in ("_stop_heartbeat_task", "_stop_commit_offsets_refresh_task"):  # a group member's
         stop_task = getattr(coordinator, name, None)
         if stop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await stop_task()
     fetcher = getattr(consumer, "_fetcher", None)
     fetch_task = getattr(fetcher, "_fetch_task", None)
     if fetcher is not None and fetch_task is not None and not fetch_task.done():
-        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await fetcher.close()
     client = getattr(consumer, "_client", None)
     if client is not None:
-        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+        # Its metadata task may end in an error of its own (uvloop's RuntimeError for a write
+        # on a connection the broker closed), which the close re-raises: closed all the same.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await client.close()
     if own is not None:
         raise own

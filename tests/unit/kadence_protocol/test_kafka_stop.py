@@ -1,0 +1,65 @@
+"""stop_consumer (kadence_protocol/kafka_stop.py) without a broker: whatever a part of the
+consumer raises while its broker is gone, the stop closes the rest and does not raise it (the
+real broker's cases are in tests/e2e/test_stops_leave_nothing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kadence_protocol.kafka_stop import stop_consumer
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Client:
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.error is not None:
+            raise self.error
+
+
+class Consumer:
+    """What stop_consumer reaches of an aiokafka consumer whose broker is gone."""
+
+    def __init__(self, stop_error: BaseException, close_error: BaseException | None) -> None:
+        self.stop_error = stop_error
+        self._client = Client(close_error)
+        self._coordinator = None
+        self._fetcher = None
+
+    async def stop(self) -> None:
+        raise self.stop_error
+
+
+@pytest.mark.parametrize("stop_error", [asyncio.CancelledError(), RuntimeError("handler is closed")],
+                         ids=["cancelled", "runtime"])
+async def test_an_error_of_the_client_s_close_does_not_end_the_stop_in_a_traceback(
+        stop_error: BaseException) -> None:
+    # Seen in `kadence dev` after its broker was killed: the client's metadata task wrote on a
+    # connection uvloop had closed, and its close re-raised that RuntimeError out of the stop.
+    consumer = Consumer(stop_error, RuntimeError("unable to perform operation on <TCPTransport closed=True>"))
+    await stop_consumer(consumer)  # type: ignore[arg-type]
+    assert consumer._client.closed
+
+
+async def test_the_caller_s_own_cancellation_is_still_raised() -> None:
+    consumer = Consumer(asyncio.CancelledError(), RuntimeError("closed"))
+
+    async def stopping() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(0)  # the cancel lands here: the task is cancelling from now on
+        except asyncio.CancelledError:
+            await stop_consumer(consumer)  # type: ignore[arg-type]
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.get_running_loop().create_task(stopping())
+    assert consumer._client.closed
