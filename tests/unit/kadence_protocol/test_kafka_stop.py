@@ -44,7 +44,7 @@ async def test_an_error_of_the_client_s_close_does_not_end_the_stop_in_a_traceba
     # Seen in `kadence dev` after its broker was killed: the client's metadata task wrote on a
     # connection uvloop had closed, and its close re-raised that RuntimeError out of the stop.
     consumer = Consumer(stop_error, RuntimeError("unable to perform operation on <TCPTransport closed=True>"))
-    await stop_consumer(consumer)  # type: ignore[arg-type]
+    await stop_consumer(consumer)
     assert consumer._client.closed
 
 
@@ -58,7 +58,7 @@ async def test_the_caller_s_own_cancellation_is_still_raised() -> None:
         try:
             await asyncio.sleep(0)  # the cancel lands here: the task is cancelling from now on
         except asyncio.CancelledError:
-            await stop_consumer(consumer)  # type: ignore[arg-type]
+            await stop_consumer(consumer)
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.get_running_loop().create_task(stopping())
