@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -35,6 +36,13 @@ async def module_cluster(module_broker: EmbeddedBroker, module_dsn: str) -> Asyn
     ``fresh_dsn``."""
     async with Cluster(_settings(module_broker, module_dsn)) as c:
         yield c
+
+
+@pytest.fixture
+def queue() -> str:
+    """The test's own task queue, for tests sharing ``module_cluster``: runs another test left
+    open never reach its worker."""
+    return f"q-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(params=[True, False], ids=["colocated", "broker"])

@@ -25,6 +25,7 @@ from services.matching import MatchingService
 from tests.helpers import eventually
 
 from .test_command_notices import _history_process, end_processes
+from .test_hostile_model import Lingerer
 from .test_hostile_notices import _separate_services
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,15 +47,6 @@ class Kid:
     @workflow.run
     async def run(self, child_id: str) -> str:
         return await workflow.execute_activity(kid_work, child_id, start_to_close_timeout=timedelta(seconds=60))
-
-
-@workflow.defn
-class Lingerer:
-    """Runs until canceled or terminated."""
-
-    @workflow.run
-    async def run(self) -> None:
-        await workflow.wait_condition(lambda: False)
 
 
 @workflow.defn

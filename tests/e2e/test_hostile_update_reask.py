@@ -23,14 +23,8 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def cluster(module_cluster: Cluster) -> Cluster:
     """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each uses its
-    own workflow ids and task queue (``queue``), and none stops, breaks or patches a service."""
+    own workflow ids and task queue (conftest's ``queue``), and none stops, breaks or patches a service."""
     return module_cluster
-
-
-@pytest.fixture
-def queue() -> str:
-    """The test's own task queue: runs another test left open never reach its worker."""
-    return f"q-hostile-update-{uuid.uuid4().hex[:6]}"
 
 
 @workflow.defn
