@@ -17,6 +17,7 @@ import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 __all__ = ["stop_consumer"]
 
@@ -30,10 +31,10 @@ STOP_WAIT_S = 10.0
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop ``consumer`` and every part of it, also when its broker is gone, within about
-    :data:`STOP_WAIT_S`. The caller's own cancellation is raised once the parts are closed; an
-    error of the stop (a Kafka error, a write on a closed connection), or a stop cut short, is
-    logged."""
-    own: BaseException | None = None  # the caller's own cancellation, raised at the end
+    :data:`STOP_WAIT_S`. The caller's own cancellation, or an error of the stop that is not
+    Kafka's, is raised once the parts are closed; a Kafka error of the stop, an error of a
+    part closed after it, or a stop cut short, is logged."""
+    own: BaseException | None = None  # raised at the end: the caller's cancellation, a fault of stop()
     try:
         async with asyncio.timeout(STOP_WAIT_S):
             await consumer.stop()
@@ -45,8 +46,10 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         if task is not None and task.cancelling() > 0:
             own = exc
         reason = "its broker is gone"
-    except Exception as exc:  # noqa: BLE001 - a Kafka error, or a write on a connection the broker closed
+    except KafkaError as exc:
         reason = repr(exc)
+    except Exception as exc:  # noqa: BLE001 - raised below, once the parts are closed
+        own, reason = exc, repr(exc)
     # What stop() did not reach: the group coordinator's heartbeat and offset refresh, the
     # fetcher if its loop still runs, and the client. Each only cancels tasks and closes
     # connections (short), and is harmless on what is closed already.

@@ -37,14 +37,19 @@ class Consumer:
         raise self.stop_error
 
 
-@pytest.mark.parametrize("stop_error", [asyncio.CancelledError(), RuntimeError("handler is closed")],
-                         ids=["cancelled", "runtime"])
-async def test_an_error_of_the_client_s_close_does_not_end_the_stop_in_a_traceback(
-        stop_error: BaseException) -> None:
+async def test_an_error_of_the_client_s_close_does_not_end_the_stop_in_a_traceback() -> None:
     # Seen in `kadence dev` after its broker was killed: the client's metadata task wrote on a
     # connection uvloop had closed, and its close re-raised that RuntimeError out of the stop.
-    consumer = Consumer(stop_error, RuntimeError("unable to perform operation on <TCPTransport closed=True>"))
+    consumer = Consumer(asyncio.CancelledError(),
+                        RuntimeError("unable to perform operation on <TCPTransport closed=True>"))
     await stop_consumer(consumer)
+    assert consumer._client.closed
+
+
+async def test_a_fault_of_the_stop_itself_is_raised_once_the_client_is_closed() -> None:
+    consumer = Consumer(RuntimeError("handler is closed"), RuntimeError("closed"))
+    with pytest.raises(RuntimeError, match="handler is closed"):
+        await stop_consumer(consumer)
     assert consumer._client.closed
 
 
