@@ -279,16 +279,21 @@ async def test_a_throttled_batch_goes_again_together_after_the_frontends_wait(
     assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(fe.batch_times))
 
 
+async def _three_starts_throttled_within(url: str, seconds: float) -> list[Any]:
+    """Three starts from a client whose batcher waits out refusals for ``seconds`` at most."""
+    client = _client(url)
+    client._batchers["/workflow-starts"] = Batcher(client.transport, client._start_alone,  # type: ignore[arg-type]
+                                                   "/workflow-starts", "starts", throttled_within=seconds)
+    try:
+        return await _start_many(client, ["w0", "w1", "w2"])
+    finally:
+        await client.close()
+
+
 async def test_a_batch_throttled_past_the_retry_budget_raises_the_refusal(frontend: tuple[Frontend, str]) -> None:
     fe, url = frontend
     fe.throttle_batches = 1000
-    client = _client(url)
-    client._batchers["/workflow-starts"] = Batcher(client.transport, client._start_alone,  # type: ignore[arg-type]
-                                                   "/workflow-starts", "starts", throttled_within=0.5)
-    try:
-        got = await _start_many(client, ["w0", "w1", "w2"])
-    finally:
-        await client.close()
+    got = await _three_starts_throttled_within(url, 0.5)
     assert got[0] == "run-w0"
     assert all(isinstance(g, ResourceExhaustedError) and g.limit == "rps" for g in got[1:])
     assert 2 <= len(fe.batches) <= 4 and [b["workflow_id"] for b in fe.alone] == ["w0"]
@@ -299,13 +304,7 @@ async def test_a_429_asking_for_no_wait_does_not_make_the_client_resend_in_a_tig
     # A proxy, or a frontend whose bucket is a hair short of a token, may say 0 ms.
     fe, url = frontend
     fe.throttle_batches, fe.retry_after_ms = 1000, 0
-    client = _client(url)
-    client._batchers["/workflow-starts"] = Batcher(client.transport, client._start_alone,  # type: ignore[arg-type]
-                                                   "/workflow-starts", "starts", throttled_within=0.5)
-    try:
-        got = await _start_many(client, ["w0", "w1", "w2"])
-    finally:
-        await client.close()
+    got = await _three_starts_throttled_within(url, 0.5)
     assert all(isinstance(g, ResourceExhaustedError) for g in got[1:])
     assert len(fe.batches) <= 0.5 / MIN_RETRY_AFTER_S + 2, len(fe.batches)
 

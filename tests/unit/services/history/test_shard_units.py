@@ -79,6 +79,25 @@ def _record(name: str, key: str, offset: int = 0, **cmd: Any) -> ConsumerRecord[
 
 # ---- run cache -------------------------------------------------------------------------------
 
+
+def _published(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[Any]:
+    """What ``module`` publishes to Kafka from now on, kept instead of sent."""
+    published: list[Any] = []
+
+    async def publish(producer: Any, records: Any) -> None:
+        published.extend(records)
+
+    monkeypatch.setattr(module.kafka, "publish", publish)
+    return published
+
+
+def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """``time.time()`` reads ``clock[0]`` (seconds; an hour into the epoch) from now on."""
+    clock = [3_600_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    return clock
+
+
 async def test_the_cache_loads_once_and_evicts_the_least_recent_run_with_its_tail() -> None:
     a, b = await _state("a"), await _state("b")
     store = Store(a, b)
@@ -142,12 +161,7 @@ def _message(topic: str, n: int) -> OutboxMessage:
 
 async def test_the_relay_publishes_committed_rows_in_order_then_deletes_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    published: list[Any] = []
-
-    async def publish(producer: Any, records: Any) -> None:
-        published.extend(records)
-
-    monkeypatch.setattr(relay.kafka, "publish", publish)
+    published = _published(monkeypatch, relay)
     store = Store()
     store.pending = [(4, _message(kafka.REPLIES, 0))]  # left by the previous owner
     r = OutboxRelay(0, store, None, outage.Backoff("relay", log))  # type: ignore[arg-type]
@@ -262,12 +276,7 @@ async def test_due_timers_go_to_the_intake_once_until_their_commit() -> None:
 
 async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    published: list[Any] = []
-
-    async def publish(producer: Any, records: Any) -> None:
-        published.extend(records)
-
-    monkeypatch.setattr(redispatch.kafka, "publish", publish)
+    published = _published(monkeypatch, redispatch)
     state = await _state()
     assert state.has_undispatched() or state.wt is not None
     store = Store(state)
@@ -288,12 +297,7 @@ async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task
 async def test_redispatch_sends_a_task_in_its_runs_trace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rebuilt from the state alone (a new owner after kill -9): it carries the run's trace
     context, not none (its worker's spans then started a trace of their own)."""
-    published: list[Any] = []
-
-    async def publish(producer: Any, records: Any) -> None:
-        published.extend(records)
-
-    monkeypatch.setattr(redispatch.kafka, "publish", publish)
+    published = _published(monkeypatch, redispatch)
     state = await _state()
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     state.trace_context = {"traceparent": parent}
@@ -310,14 +314,8 @@ async def test_redispatch_sends_a_task_in_its_runs_trace(monkeypatch: pytest.Mon
 async def test_redispatch_sends_a_task_unstarted_for_long_at_most_once_per_max_wait(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Its age passes REDISPATCH_MAX_MS for good: it was sent again on every pass (every 5 s)."""
-    published: list[Any] = []
-
-    async def publish(producer: Any, records: Any) -> None:
-        published.extend(records)
-
-    clock = [3_600_000.0]  # seconds
-    monkeypatch.setattr(redispatch.kafka, "publish", publish)
-    monkeypatch.setattr(time, "time", lambda: clock[0])
+    _published(monkeypatch, redispatch)  # kept, not sent: no broker here
+    clock = _frozen_clock(monkeypatch)
     state = await _state()
     store = Store(state)
 
@@ -344,14 +342,8 @@ async def test_redispatch_leaves_a_task_waiting_in_matching_here_and_sends_it_on
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Handed over to matching in this process and waiting there for a poll, a task is not
     lost: its copy was built, produced and dropped by matching as a duplicate."""
-    published: list[Any] = []
-
-    async def publish(producer: Any, records: Any) -> None:
-        published.extend(records)
-
-    clock = [3_600_000.0]  # seconds
-    monkeypatch.setattr(redispatch.kafka, "publish", publish)
-    monkeypatch.setattr(time, "time", lambda: clock[0])
+    published = _published(monkeypatch, redispatch)
+    clock = _frozen_clock(monkeypatch)
     state = await _state()
     assert state.wt is not None and not state.wt.started_event_id
     held = {f"{state.run_id}:wt:{state.wt.scheduled_event_id}:{state.wt.attempt}"}
