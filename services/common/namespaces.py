@@ -22,7 +22,6 @@ import asyncio
 import enum
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -252,24 +251,3 @@ class NamespaceRegistry:
             self.known |= await self._store.names()
         finally:
             self._reading = None
-
-
-# Registries of history's intake, per pool (asyncpg pools take no weak references): a pool
-# is keyed by id and kept with its registry, the oldest dropped beyond a few.
-_registries: OrderedDict[int, tuple[asyncpg.Pool, NamespaceRegistry]] = OrderedDict()
-_MAX_REGISTRIES = 8
-
-
-async def namespace_registered(pool: asyncpg.Pool, namespace: str, read_after: float) -> bool:
-    """Whether ``namespace`` is registered, from a registry cached per pool (history's intake;
-    ``read_after``: see NamespaceRegistry.is_registered). Its shards share its reads: records
-    naming made-up namespaces cost one read per batch at most, not one each."""
-    entry = _registries.get(id(pool))
-    if entry is None or entry[0] is not pool:
-        entry = _registries[id(pool)] = (pool, NamespaceRegistry(pool))
-        while len(_registries) > _MAX_REGISTRIES:
-            _registries.popitem(last=False)
-    registry = entry[1]
-    if namespace in registry.known:
-        return True
-    return await registry.is_registered(namespace, read_after=read_after)

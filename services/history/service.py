@@ -40,7 +40,7 @@ from services.common.fetch_waits import Consumer, fetch_wait_ms
 from services.common.health import HealthReport
 from services.common.ingress_auth import IngressPolicy
 from services.common.matching.client import MatchingClient
-from services.common.namespaces import namespace_registered
+from services.common.namespaces import NamespaceRegistry
 from services.common.reply_notices import BothNotices, Notices, ReplyNotices
 from services.common.supervision import Fatal, watch
 from services.common.validation import Limits
@@ -178,6 +178,8 @@ class HistoryService:
                 self.pool = None
             raise
         self.store = HistoryStore(self.pool)
+        # Shared by the shards: records naming made-up namespaces cost one read per batch at most.
+        self.namespaces = NamespaceRegistry(self.pool)
         if isinstance(self.tasks, OutboxTasks) and self.settings.task_notices:
             # Matching runs elsewhere: tell it of committed tasks ahead of its fetch (notices.py).
             self.notices = MatchingNotices(MatchingClient(self.pool, self.settings.task_partitions,
@@ -384,10 +386,15 @@ class HistoryService:
             tasks=self.tasks, replies=self.replies, notices=self._relayed, at_commit=self._at_commit,
             ingress=self._ingress,
             limits=Limits(max_payload_bytes=s.max_payload_bytes), history_limits=self.history_limits,
-            namespace_registered=functools.partial(namespace_registered, self.pool), partitions=s.shards,
+            namespace_registered=self._namespace_registered, partitions=s.shards,
             request_id_retention_s=s.request_id_retention_s, tail_run_bytes=s.history_tail_run_bytes,
             tail_shard_bytes=s.history_tail_shard_bytes, timer_ahead_grace_ms=s.timer_ahead_grace_ms,
             on_failure=self._shard_failed, observer=self._observer)
+
+    async def _namespace_registered(self, name: str, read_after: float) -> bool:
+        """History's intake: looked up in a read begun at ``read_after`` (its batch's start)
+        or later, so a namespace created before the batch's records is never refused."""
+        return await self.namespaces.is_registered(name, read_after=read_after)
 
     async def _release(self, partitions: list[int]) -> None:
         for p in partitions:

@@ -17,7 +17,6 @@ from kadence import kafka as ingress
 from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common import dlq as dead_letters
-from services.common import namespaces
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.history.audit import audit
@@ -330,7 +329,7 @@ async def test_records_naming_made_up_namespaces_share_reads_and_one_created_jus
     letters = await eventually(lambda: _at_least(dead_letters.list_dead_letters(bootstrap), made_up + 1),
                                timeout=60, what="every record dead-lettered")
     assert sum("is not registered" in letter.reason for letter in letters) == made_up + 1
-    registry = namespaces._registries[id(cluster.history.pool)][1]
+    registry = cluster.history.namespaces
     assert registry.reads < made_up / 2, registry.reads  # a read per record before
     await client.create_namespace(shop, retention="1d")
     async with ingress.KafkaIngress(bootstrap) as kafka_ingress:

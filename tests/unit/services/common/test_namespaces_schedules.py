@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,6 @@ from kadence_protocol import avro
 from services.common.namespaces import (
     NamespaceRegistry,
     format_duration_ms,
-    namespace_registered,
     parse_duration_ms,
 )
 from services.common.schedules import (
@@ -264,23 +264,34 @@ async def test_misses_of_many_names_share_reads_started_at_most_once_per_interva
     assert await registry.is_registered("new") and pool.fetches == before + 1  # a read that started after
 
 
+def _history_registry(pool: Any) -> Callable[[str, float], Awaitable[bool]]:
+    """How history's intake asks (services/history/service.py): a read begun after ``began``."""
+    registry = NamespaceRegistry(pool)
+
+    async def registered(name: str, began: float) -> bool:
+        return await registry.is_registered(name, read_after=began)
+    return registered
+
+
 async def test_history_misses_of_a_batch_share_one_read_started_after_it_began() -> None:
     pool: Any = _Pool({"default"})
+    registered = _history_registry(pool)
     loop = asyncio.get_running_loop()
     began = loop.time()
     for i in range(50):  # a batch of records naming made-up namespaces
-        assert not await namespace_registered(pool, f"made-up-{i}", began)
+        assert not await registered(f"made-up-{i}", began)
     assert pool.fetches == 1
     pool.names.add("shop")  # created just now, after that read
     began = loop.time()  # the next batch, whose record names it
-    assert await namespace_registered(pool, "made-up-0", began) is False
-    assert await namespace_registered(pool, "shop", began) and pool.fetches == 2
+    assert await registered("made-up-0", began) is False
+    assert await registered("shop", began) and pool.fetches == 2
     assert loop.time() - began < 1.0  # the second read waited at most MISS_READ_INTERVAL_S
 
 
 async def test_history_refuses_a_namespace_only_on_a_read_after_its_batch_began() -> None:
     pool: Any = _Pool({"default"})
+    registered = _history_registry(pool)
     loop = asyncio.get_running_loop()
-    assert not await namespace_registered(pool, "shop", loop.time())  # a record sent too early
+    assert not await registered("shop", loop.time())  # a record sent too early
     pool.names.add("shop")  # created a moment later; a record naming it follows
-    assert await namespace_registered(pool, "shop", loop.time())  # no miss believed from before
+    assert await registered("shop", loop.time())  # no miss believed from before
