@@ -20,15 +20,7 @@ pytestmark = pytest.mark.timeout(10)
 
 
 class Context(MemoryContext):
-    """MemoryContext that keeps what the batch publishes for no run (Context.send)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[tuple[bytes, str, dict[str, Any]]] = []
-
-    def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
-        assert topic == kafka.REQUESTS
-        self.sent.append((key, record_name, avro.decode(avro.encode(record_name, record))[1]))
+    """MemoryContext that hands out, once each, the records a batch sends to kadence.requests."""
 
     def requests(self) -> list[tuple[bytes, str, dict[str, Any]]]:
         """Every record for kadence.requests so far (from runs' outboxes and the batch), in order;

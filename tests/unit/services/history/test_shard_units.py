@@ -164,7 +164,7 @@ async def test_the_relay_publishes_committed_rows_in_order_then_deletes_them(
     published = _published(monkeypatch, relay)
     store = Store()
     store.pending = [(4, _message(kafka.REPLIES, 0))]  # left by the previous owner
-    r = OutboxRelay(0, store, None, outage.Backoff("relay", log))  # type: ignore[arg-type]
+    r = OutboxRelay(0, store, None, outage.Backoff("relay", log))
     assert await r.recover() == 1 and r.next_outbox_id == 5 and r.backlog == 1
 
     @dataclasses.dataclass
@@ -192,9 +192,9 @@ async def test_records_for_the_audit_log_alone_wait_a_little_to_go_together(monk
     async def publish(producer: Any, records: Any) -> None:
         requests.append(list(records))
 
-    monkeypatch.setattr(relay.kafka, "publish", publish)
+    monkeypatch.setattr(kafka, "publish", publish)
     monkeypatch.setattr(relay, "AUDIT_GATHER_S", 5.0)
-    r = OutboxRelay(0, Store(), None, outage.Backoff("relay", log))  # type: ignore[arg-type]
+    r = OutboxRelay(0, Store(), None, outage.Backoff("relay", log))
     task = asyncio.create_task(r.run())
     try:
         r.committed([(1, _message(kafka.HISTORY, 1))])
@@ -284,7 +284,8 @@ async def test_redispatch_publishes_unstarted_tasks_again_and_backs_off_per_task
     async def verify_owner() -> None:
         pass
 
-    r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
+    r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)
+    assert state.wt is not None
     state.wt.scheduled_time = int(time.time() * 1000)
     r.recover([state])
     assert state.run_id in r.unstarted
@@ -305,7 +306,7 @@ async def test_redispatch_sends_a_task_in_its_runs_trace(monkeypatch: pytest.Mon
     async def verify_owner() -> None:
         pass
 
-    r = Redispatcher(0, None, Store(state).load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
+    r = Redispatcher(0, None, Store(state).load_state, outage.Backoff("redispatch", log), verify_owner)
     r.recover([state])
     assert await r.redispatch(force=True) == 1
     assert [h for _, _, _, h in published] == [(("traceparent", parent.encode()),)]
@@ -322,7 +323,7 @@ async def test_redispatch_sends_a_task_unstarted_for_long_at_most_once_per_max_w
     async def verify_owner() -> None:
         pass
 
-    r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)  # type: ignore[arg-type]
+    r = Redispatcher(0, None, store.load_state, outage.Backoff("redispatch", log), verify_owner)
     assert state.wt is not None
     state.wt.scheduled_time = 0  # an hour before the clock: a queue no worker polls
     r.recover([state])
@@ -351,7 +352,7 @@ async def test_redispatch_leaves_a_task_waiting_in_matching_here_and_sends_it_on
     async def verify_owner() -> None:
         pass
 
-    r = Redispatcher(0, None, Store(state).load_state, outage.Backoff("redispatch", log), verify_owner,  # type: ignore[arg-type]
+    r = Redispatcher(0, None, Store(state).load_state, outage.Backoff("redispatch", log), verify_owner,
                      held=held.__contains__)
     state.wt.scheduled_time = int(clock[0] * 1000) - redispatch.REDISPATCH_AFTER_MS  # due now
     r.recover([state])

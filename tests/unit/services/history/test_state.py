@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kadence_protocol import avro, records
+from services.common import kafka
 from services.history import engine
 from services.history.builder import Transition
 from services.history.errors import HistoryCorrupted
@@ -31,6 +32,8 @@ class MemoryContext:
         self.requests_on_hand = False
         self.held: list[tuple[engine.TimerFiring, int]] = []
         self.rows_deleted: list[str] = []
+        # send: what a batch publishes for no run in particular, as the broker would hold it.
+        self.sent: list[tuple[bytes, str, dict[str, Any]]] = []
 
     def _t(self, state: MutableState) -> Transition:
         t = Transition(state, self.now, 0)
@@ -59,6 +62,10 @@ class MemoryContext:
         if self.requests_on_hand:
             self.held.append((timer, deadline_ms))
         return self.requests_on_hand
+
+    def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
+        assert topic == kafka.REQUESTS
+        self.sent.append((key, record_name, avro.decode(avro.encode(record_name, record))[1]))
 
     def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> None:
         return None

@@ -37,9 +37,6 @@ class GraceContext(MemoryContext):
         t.history_limits = self.limits
         return t
 
-    def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
-        pass
-
 
 def _timer(timer_id: str = "1", duration: int = 1000) -> dict[str, Any]:
     return {"command_type": "StartTimer", "attributes": {"timer_id": timer_id, "start_to_fire_timeout_ms": duration,
