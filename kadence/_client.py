@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 from kadence._admin import AdminMixin
 from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
-from kadence._retry import Backoff, retrying, unavailable_or_throttled
+from kadence._retry import Backoff, asked_wait, jittered, retrying, unavailable_or_throttled
 from kadence._together import THROTTLED_WITHIN_S, Batcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
@@ -38,7 +38,6 @@ from kadence.common import ResetPoint, RetryPolicy, WorkflowIDConflictPolicy, Wo
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import (
     CanceledError,
-    ResourceExhaustedError,
     RPCError,
     TerminatedError,
     WorkflowFailureError,
@@ -559,13 +558,19 @@ class WorkflowHandle:
             answer["memo"] = await self.client._decode_memo(answer["memo"])
         return answer
 
-    async def terminate(self, reason: str = "") -> None:
-        await self.client._outbound.terminate_workflow(TerminateWorkflowInput(self, reason))
+    async def terminate(self, reason: str = "", *, request_id: str | None = None) -> None:
+        """End the run at once, without running workflow code (``result()`` raises
+        WorkflowFailureError with a TerminatedError cause). Retried with the same
+        ``request_id`` (one drawn per call if not given) through outages, it terminates
+        once; a run that is closed already raises WorkflowNotFoundError (404)."""
+        await self.client._outbound.terminate_workflow(TerminateWorkflowInput(self, reason, request_id))
 
     async def _terminate(self, input: TerminateWorkflowInput) -> None:
-        body = {"reason": input.reason, "run_id": self._target_run_id, "identity": self.client.identity}
+        body = {"reason": input.reason, "run_id": self._target_run_id,
+                "request_id": input.request_id or str(uuid.uuid4()), "identity": self.client.identity}
         with extra_headers(input.headers):
-            await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
+            await self.client._idempotent(f"{self._path}/terminate", body,
+                                          what=f"terminate of workflow {self.workflow_id}")
 
     async def cancel(self, reason: str = "", *, request_id: str | None = None) -> None:
         """Ask the run to cancel: its workflow code sees ``asyncio.CancelledError`` at its
@@ -698,9 +703,9 @@ class WorkflowHandle:
                     failures += 1
                     if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
                         _log.warning("waiting for the result of workflow %s: %s; retrying", self.workflow_id, err)
-                    # The frontend may be restarting; keep waiting. Over the namespace's limit,
-                    # as long as it asks (a sooner try would only be refused again).
-                    pause = max(0.5, err.retry_after) if isinstance(err, ResourceExhaustedError) else 0.5
+                    # The frontend may be restarting; keep waiting. Busy or over the namespace's
+                    # limit, as long as it asks (a sooner try would only be refused again).
+                    pause = max(jittered(0.5), asked_wait(err))
                     if deadline is not None:
                         pause = max(0.0, min(pause, deadline - loop.time()))
                     await asyncio.sleep(pause)
@@ -772,6 +777,7 @@ class WorkflowUpdateHandle:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else loop.time() + seconds
         client = self.workflow.client
+        failures = 0  # asks that failed in a row (the client's retries spent)
         while True:
             left = client.long_poll_seconds if deadline is None else deadline - loop.time()
             wait = max(0.0, min(client.long_poll_seconds, left))
@@ -785,13 +791,24 @@ class WorkflowUpdateHandle:
                     f"{self.workflow._path}/update", body, timeout=wait + (15 if deadline is None else 1),
                     within=None if deadline is None else deadline - loop.time(),
                     what=f"update {self.name} of workflow {self.workflow.workflow_id}")
+                failures = 0
             except RPCError as err:
-                if deadline is None or not unavailable_or_throttled(err):
+                if not unavailable_or_throttled(err):
                     raise
-                if loop.time() >= deadline:
+                if deadline is not None and loop.time() >= deadline:
                     raise TimeoutError(f"update {self.id} of workflow {self.workflow.workflow_id}: no {stage}"
                                        f" outcome within {seconds}s ({err})") from err
-                await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                # Without a timeout the wait lasts until the outcome, through outages, as
+                # result()'s does: the client's retry budget is spent, so ask again (the
+                # update id makes that safe), as the frontend asks if it says.
+                failures += 1
+                if deadline is None and failures & (failures - 1) == 0:  # the 1st, 2nd, 4th... in a row
+                    _log.warning("waiting for the %s outcome of update %s of workflow %s: %s; retrying",
+                                 stage, self.id, self.workflow.workflow_id, err)
+                pause = max(jittered(0.5), asked_wait(err))
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - loop.time()))
+                await asyncio.sleep(pause)
                 continue
             if outcome.get("run_id") and self.run_id is None:
                 # The run that took the update answers from now on: a continue-as-new since
