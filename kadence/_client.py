@@ -66,12 +66,12 @@ _RESULTS = "/workflow-results"
 _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
 _MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
-#: Starts, signals and the other calls with a request id are sent again with the same
-#: request id when the frontend is unreachable or answers 503/504 (or 429, waiting at least
-#: its Retry-After): waits from 0.2 s doubling
-#: to 2 s, no retry starting after 30 s (a frontend restart outlasts a few tries), as
-#: result waits and workers ride out an outage; but an attempt that timed out earns one
-#: more try even past the 30 s (kadence._retry.retrying).
+#: Starts, signals, terminates and the other calls with a request id are sent again with
+#: the same request id when the frontend is unreachable or answers 503/504 or 429: waits
+#: from 0.2 s doubling to 2 s, jittered, or the answer's Retry-After if longer (capped at
+#: the budget left), no retry starting after 30 s (a frontend restart outlasts a few
+#: tries), as result waits and workers ride out an outage; but an attempt that timed out
+#: earns one more try even past the 30 s (kadence._retry.retrying).
 IDEMPOTENT_RETRY = Backoff(attempts=0, within=30.0, first=0.2, factor=2.0, cap=2.0)
 
 R = TypeVar("R")
@@ -89,7 +89,8 @@ class Client(AdminMixin):
                  retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None,
                  interceptors: Sequence[Interceptor] = (), batch_calls: bool = True,
                  long_poll_seconds: float = _LONG_POLL_SECONDS) -> None:
-        """``retry`` bounds the retries of starts and signals (idempotent by request id);
+        """``retry`` bounds the retries of the calls idempotent by request id (starts,
+        signals, cancels, terminates, resets, updates);
         ``data_converter`` converts payloads to JSON and back (and holds the payload codec);
         ``interceptors`` wrap the workflow calls (kadence.interceptor; a Worker of this
         client uses them too); ``batch_calls``: starts and result waits made while others
@@ -616,7 +617,8 @@ class WorkflowHandle:
         handler returned. Raises WorkflowUpdateFailedError when the validator rejected it
         (nothing recorded) or the handler raised (``cause`` is the ApplicationError),
         WorkflowAlreadyClosedError when the run closed before the update completed, and
-        TimeoutError when ``timeout`` passes first. The same ``id`` never runs twice: asked
+        TimeoutError when ``timeout`` passes first (without one, the wait goes on through
+        frontend outages until the outcome). The same ``id`` never runs twice: asked
         again, the update answers its first outcome. The result is converted to the handler's
         return annotation (or ``result_type``)."""
         handle = await self.start_update(update, *args, id=id, wait_for_stage="completed", timeout=timeout,
@@ -762,7 +764,9 @@ class WorkflowUpdateHandle:
         return f"WorkflowUpdateHandle(id={self.id!r}, name={self.name!r}, workflow_id={self.workflow.workflow_id!r})"
 
     async def result(self, timeout: float | timedelta | None = None) -> Any:
-        """The handler's return value; WorkflowUpdateFailedError if it was rejected or raised."""
+        """The handler's return value; WorkflowUpdateFailedError if it was rejected or raised.
+        Without a ``timeout`` it waits until the outcome, through frontend outages however
+        long (as WorkflowHandle.result does); with one, TimeoutError there."""
         outcome = await self._ask("completed", timeout)
         failure = outcome.get("failure")
         if failure is not None:

@@ -518,7 +518,7 @@ async def test_terminate_is_retried_with_one_request_id_drawn_per_call(flaky: tu
 
 async def test_a_worker_waits_a_busy_frontends_retry_after_between_polls(busy: tuple[BusyFrontend, str]) -> None:
     server, url = busy
-    server.refuse = 2
+    server.refuse = refused = 2
 
     @workflow.defn(name="Idle")
     class Idle:
@@ -530,11 +530,11 @@ async def test_a_worker_waits_a_busy_frontends_retry_after_between_polls(busy: t
         worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
         running = asyncio.ensure_future(worker.run())
         path = f"{ROOT}/task-queues/q/workflow-tasks/poll"
-        await eventually(lambda: len(server.seen.get(path, ())) > server.refuse, timeout=20)
+        await eventually(lambda: len(server.seen.get(path, ())) > refused, timeout=20)
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-    gaps = _gaps(server.seen[path][:server.refuse + 1])
+    gaps = _gaps(server.seen[path][:refused + 1])
     assert all(gap >= 0.99 for gap in gaps), gaps  # not the poller's own 0.1 s, 0.2 s
 
 
