@@ -183,6 +183,12 @@ class Client(AdminMixin):
         return await retrying(lambda: self.transport.call("POST", path, body=body, timeout=timeout),
                               backoff=backoff, retry_if=unavailable_or_throttled, what=what)
 
+    async def _read(self, path: str, params: Mapping[str, Any], *, what: str) -> dict[str, Any]:
+        """GET ``path``: a read changes nothing, so it is sent again as a call with a request
+        id is (unreachable, 503/504, 429; within ``self.retry``, waiting any Retry-After)."""
+        return await retrying(lambda: self.transport.call("GET", path, params=params),
+                              backoff=self.retry, retry_if=unavailable_or_throttled, what=what)
+
     @classmethod
     async def connect(
         cls, target: str = "http://127.0.0.1:7233", namespace: str = "default", *, identity: str | None = None,
@@ -553,8 +559,10 @@ class WorkflowHandle:
         return await self.client._decode_value(answer.get("result"), input.result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:
-        """The run's state; its ``memo`` (if any) with the payload codec undone."""
-        answer = await self.client.transport.call("GET", self._path, params={"run_id": self._target_run_id})
+        """The run's state; its ``memo`` (if any) with the payload codec undone. Asked again
+        through outages within the client's retry budget, as history() is."""
+        answer = await self.client._read(self._path, {"run_id": self._target_run_id},
+                                         what=f"describe of workflow {self.workflow_id}")
         if answer.get("memo") is not None:
             answer["memo"] = await self.client._decode_memo(answer["memo"])
         return answer
@@ -658,7 +666,8 @@ class WorkflowHandle:
         token: str | None = None
         while True:
             params = {"run_id": self.run_id, "page_size": page_size, "next_page_token": token}
-            answer = await self.client.transport.call("GET", f"{self._path}/history", params=params)
+            answer = await self.client._read(f"{self._path}/history", params,
+                                             what=f"history of workflow {self.workflow_id}")
             events.extend(answer.get("events") or [])
             token = answer.get("next_page_token")
             if not token:

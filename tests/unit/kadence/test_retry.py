@@ -312,17 +312,28 @@ async def test_a_throttled_start_gives_up_within_its_retry_budget(throttling: tu
     assert len(server.seen[f"{ROOT}/workflows"]) == FAST.attempts
 
 
-async def test_a_throttled_call_without_a_request_id_raises_a_typed_error(
+async def test_a_throttled_read_is_retried_within_the_budget_then_raises_a_typed_error(
         throttling: tuple[Throttling, str]) -> None:
     server, url = throttling
-    server.refuse = 100
+    server.refuse, server.retry_after_ms = 100, 50
     async with Client(HttpTransport(url, "default"), retry=FAST) as client:
         with pytest.raises(ResourceExhaustedError) as caught:
             await client.get_workflow_handle("w1").describe()
     err = caught.value
-    assert (err.status, err.namespace, err.limit, err.limit_value, err.retry_after) == (429, "default", "rps", 5, 0.3)
+    assert (err.status, err.namespace, err.limit, err.limit_value, err.retry_after) == (429, "default", "rps", 5, 0.05)
     assert isinstance(err, RPCError) and err.retryable
-    assert len(server.seen[f"{ROOT}/workflows/w1"]) == 1
+    assert len(server.seen[f"{ROOT}/workflows/w1"]) == FAST.attempts
+
+
+async def test_describe_and_history_ride_out_a_busy_frontend(busy: tuple[BusyFrontend, str]) -> None:
+    server, url = busy
+    server.refuse, server.retry_after = 1, "0.1"
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        handle = client.get_workflow_handle("w1")
+        assert (await handle.describe())["run_id"] == "run-1"
+        assert await handle.history() == []
+    assert len(server.seen[f"{ROOT}/workflows/w1"]) == 2
+    assert len(server.seen[f"{ROOT}/workflows/w1/history"]) == 2
 
 
 async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
