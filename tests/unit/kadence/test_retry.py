@@ -484,7 +484,7 @@ async def test_a_retry_after_longer_than_the_budget_is_capped_at_what_is_left_of
     server.refuse = 100
     loop = asyncio.get_running_loop()
     began = loop.time()
-    retry = Backoff(attempts=0, within=0.5, first=0.01, cap=0.05)
+    retry = Backoff(attempts=0, within=1.5, first=0.01, cap=0.05)  # the first try well within it, however loaded
     async with Client(HttpTransport(url, "default"), retry=retry, batch_calls=False) as client:
         if retry_after == "3600":
             server.retry_after = "3600"
@@ -501,7 +501,7 @@ async def test_a_retry_after_longer_than_the_budget_is_capped_at_what_is_left_of
             finally:
                 await runner.cleanup()
             server.seen[f"{ROOT}/workflows/w1/signal"] = throttled.seen[f"{ROOT}/workflows/w1/signal"]
-    assert 0.4 <= loop.time() - began < 2
+    assert 1.4 <= loop.time() - began < 5
     assert len(server.seen[f"{ROOT}/workflows/w1/signal"]) == 2  # the first, and one at the budget's end
 
 
