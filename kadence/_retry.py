@@ -40,10 +40,10 @@ def jittered(delay: float) -> float:
 
 
 def asked_wait(err: RPCError, cap: float = LONGEST_ASKED_WAIT_S) -> float:
-    """The wait ``err``'s Retry-After asks for (0 if none), at most ``cap``, plus up to JITTER
-    of it: never less than asked, and the many clients a busy frontend told the same wait
-    spread out rather than come back at once."""
-    return min(err.retry_after, cap) * random.uniform(1, 1 + JITTER) if err.retry_after > 0 else 0.0
+    """The wait ``err``'s Retry-After asks for (0 if none) plus up to JITTER of it, at most
+    ``cap``: never less than asked (within the cap), and the many clients a busy frontend
+    told the same wait spread out rather than come back at once."""
+    return min(err.retry_after * random.uniform(1, 1 + JITTER), cap) if err.retry_after > 0 else 0.0
 
 
 def unavailable(err: RPCError) -> bool:

@@ -204,16 +204,17 @@ class Poller:
                         # off on ResourceExhausted: many pollers must not keep the frontend busy refusing.
                         refusals = 0
                         throttled += 1
-                        wait = min(max(err.retry_after, 0.1) * 2 ** min(throttled - 1, 10), _MAX_BACKOFF_S)
-                        wait *= random.uniform(1, 1 + JITTER)  # never sooner than asked
+                        # Spread by up to JITTER, never sooner than asked.
+                        wait = min(max(err.retry_after, 0.1) * 2 ** min(throttled - 1, 10)
+                                   * random.uniform(1, 1 + JITTER), _MAX_BACKOFF_S)
                         _log.info("poll %s throttled (%s); retrying in %.1fs", self._path, err.message, wait)
                         await asyncio.sleep(wait)
                         continue
                     throttled = 0
                     backoff = min(_MAX_BACKOFF_S, max(0.1, backoff * 2))
                     # A frontend that asks for a wait (a 503's Retry-After) gets it, within the cap.
-                    wait = max(jittered(backoff),
-                               asked_wait(err, _MAX_BACKOFF_S) if isinstance(err, RPCError) else 0.0)
+                    wait = min(_MAX_BACKOFF_S, max(jittered(backoff), asked_wait(err, _MAX_BACKOFF_S)
+                                                   if isinstance(err, RPCError) else 0.0))
                     if isinstance(err, RPCError) and err.status in (401, 403):
                         refusals += 1
                         if refusals >= REFUSALS_BEFORE_STOPPING:
