@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 from kadence._admin import AdminMixin
 from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
-from kadence._retry import Backoff, retrying, unavailable_or_throttled
+from kadence._retry import Backoff, asked_wait, jittered, retrying, unavailable_or_throttled
 from kadence._together import THROTTLED_WITHIN_S, Batcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
@@ -38,7 +38,6 @@ from kadence.common import ResetPoint, RetryPolicy, WorkflowIDConflictPolicy, Wo
 from kadence.converter import DataConverter, decode_payload, default_converter, encode_payload, signature_of
 from kadence.exceptions import (
     CanceledError,
-    ResourceExhaustedError,
     RPCError,
     TerminatedError,
     WorkflowFailureError,
@@ -67,12 +66,12 @@ _RESULTS = "/workflow-results"
 _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
 _MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
-#: Starts, signals and the other calls with a request id are sent again with the same
-#: request id when the frontend is unreachable or answers 503/504 (or 429, waiting at least
-#: its Retry-After): waits from 0.2 s doubling
-#: to 2 s, no retry starting after 30 s (a frontend restart outlasts a few tries), as
-#: result waits and workers ride out an outage; but an attempt that timed out earns one
-#: more try even past the 30 s (kadence._retry.retrying).
+#: Starts, signals, terminates and the other calls with a request id are sent again with
+#: the same request id when the frontend is unreachable or answers 503/504 or 429: waits
+#: from 0.2 s doubling to 2 s, jittered, or the answer's Retry-After if longer (capped at
+#: the budget left), no retry starting after 30 s (a frontend restart outlasts a few
+#: tries), as result waits and workers ride out an outage; but an attempt that timed out
+#: earns one more try even past the 30 s (kadence._retry.retrying).
 IDEMPOTENT_RETRY = Backoff(attempts=0, within=30.0, first=0.2, factor=2.0, cap=2.0)
 
 R = TypeVar("R")
@@ -90,7 +89,8 @@ class Client(AdminMixin):
                  retry: Backoff = IDEMPOTENT_RETRY, data_converter: DataConverter | None = None,
                  interceptors: Sequence[Interceptor] = (), batch_calls: bool = True,
                  long_poll_seconds: float = _LONG_POLL_SECONDS) -> None:
-        """``retry`` bounds the retries of starts and signals (idempotent by request id);
+        """``retry`` bounds the retries of the calls idempotent by request id (starts,
+        signals, cancels, terminates, resets, updates);
         ``data_converter`` converts payloads to JSON and back (and holds the payload codec);
         ``interceptors`` wrap the workflow calls (kadence.interceptor; a Worker of this
         client uses them too); ``batch_calls``: starts and result waits made while others
@@ -182,6 +182,12 @@ class Client(AdminMixin):
             backoff = dataclasses.replace(backoff, within=max(0.001, min(within, backoff.within or within)))
         return await retrying(lambda: self.transport.call("POST", path, body=body, timeout=timeout),
                               backoff=backoff, retry_if=unavailable_or_throttled, what=what)
+
+    async def _read(self, path: str, params: Mapping[str, Any], *, what: str) -> dict[str, Any]:
+        """GET ``path``: a read changes nothing, so it is sent again as a call with a request
+        id is (unreachable, 503/504, 429; within ``self.retry``, waiting any Retry-After)."""
+        return await retrying(lambda: self.transport.call("GET", path, params=params),
+                              backoff=self.retry, retry_if=unavailable_or_throttled, what=what)
 
     @classmethod
     async def connect(
@@ -553,19 +559,27 @@ class WorkflowHandle:
         return await self.client._decode_value(answer.get("result"), input.result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:
-        """The run's state; its ``memo`` (if any) with the payload codec undone."""
-        answer = await self.client.transport.call("GET", self._path, params={"run_id": self._target_run_id})
+        """The run's state; its ``memo`` (if any) with the payload codec undone. Asked again
+        through outages within the client's retry budget, as history() is."""
+        answer = await self.client._read(self._path, {"run_id": self._target_run_id},
+                                         what=f"describe of workflow {self.workflow_id}")
         if answer.get("memo") is not None:
             answer["memo"] = await self.client._decode_memo(answer["memo"])
         return answer
 
-    async def terminate(self, reason: str = "") -> None:
-        await self.client._outbound.terminate_workflow(TerminateWorkflowInput(self, reason))
+    async def terminate(self, reason: str = "", *, request_id: str | None = None) -> None:
+        """End the run at once, without running workflow code (``result()`` raises
+        WorkflowFailureError with a TerminatedError cause). Retried with the same
+        ``request_id`` (one drawn per call if not given) through outages, it terminates
+        once; a run that is closed already raises WorkflowNotFoundError (404)."""
+        await self.client._outbound.terminate_workflow(TerminateWorkflowInput(self, reason, request_id))
 
     async def _terminate(self, input: TerminateWorkflowInput) -> None:
-        body = {"reason": input.reason, "run_id": self._target_run_id, "identity": self.client.identity}
+        body = {"reason": input.reason, "run_id": self._target_run_id,
+                "request_id": input.request_id or str(uuid.uuid4()), "identity": self.client.identity}
         with extra_headers(input.headers):
-            await self.client.transport.call("POST", f"{self._path}/terminate", body=body)
+            await self.client._idempotent(f"{self._path}/terminate", body,
+                                          what=f"terminate of workflow {self.workflow_id}")
 
     async def cancel(self, reason: str = "", *, request_id: str | None = None) -> None:
         """Ask the run to cancel: its workflow code sees ``asyncio.CancelledError`` at its
@@ -611,7 +625,8 @@ class WorkflowHandle:
         handler returned. Raises WorkflowUpdateFailedError when the validator rejected it
         (nothing recorded) or the handler raised (``cause`` is the ApplicationError),
         WorkflowAlreadyClosedError when the run closed before the update completed, and
-        TimeoutError when ``timeout`` passes first. The same ``id`` never runs twice: asked
+        TimeoutError when ``timeout`` passes first (without one, the wait goes on through
+        frontend outages until the outcome). The same ``id`` never runs twice: asked
         again, the update answers its first outcome. The result is converted to the handler's
         return annotation (or ``result_type``)."""
         handle = await self.start_update(update, *args, id=id, wait_for_stage="completed", timeout=timeout,
@@ -651,7 +666,8 @@ class WorkflowHandle:
         token: str | None = None
         while True:
             params = {"run_id": self.run_id, "page_size": page_size, "next_page_token": token}
-            answer = await self.client.transport.call("GET", f"{self._path}/history", params=params)
+            answer = await self.client._read(f"{self._path}/history", params,
+                                             what=f"history of workflow {self.workflow_id}")
             events.extend(answer.get("events") or [])
             token = answer.get("next_page_token")
             if not token:
@@ -698,9 +714,9 @@ class WorkflowHandle:
                     failures += 1
                     if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure in a row
                         _log.warning("waiting for the result of workflow %s: %s; retrying", self.workflow_id, err)
-                    # The frontend may be restarting; keep waiting. Over the namespace's limit,
-                    # as long as it asks (a sooner try would only be refused again).
-                    pause = max(0.5, err.retry_after) if isinstance(err, ResourceExhaustedError) else 0.5
+                    # The frontend may be restarting; keep waiting. Busy or over the namespace's
+                    # limit, as long as it asks (a sooner try would only be refused again).
+                    pause = max(jittered(0.5), asked_wait(err))
                     if deadline is not None:
                         pause = max(0.0, min(pause, deadline - loop.time()))
                     await asyncio.sleep(pause)
@@ -757,7 +773,9 @@ class WorkflowUpdateHandle:
         return f"WorkflowUpdateHandle(id={self.id!r}, name={self.name!r}, workflow_id={self.workflow.workflow_id!r})"
 
     async def result(self, timeout: float | timedelta | None = None) -> Any:
-        """The handler's return value; WorkflowUpdateFailedError if it was rejected or raised."""
+        """The handler's return value; WorkflowUpdateFailedError if it was rejected or raised.
+        Without a ``timeout`` it waits until the outcome, through frontend outages however
+        long (as WorkflowHandle.result does); with one, TimeoutError there."""
         outcome = await self._ask("completed", timeout)
         failure = outcome.get("failure")
         if failure is not None:
@@ -772,6 +790,7 @@ class WorkflowUpdateHandle:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else loop.time() + seconds
         client = self.workflow.client
+        failures = 0  # asks that failed in a row (the client's retries spent)
         while True:
             left = client.long_poll_seconds if deadline is None else deadline - loop.time()
             wait = max(0.0, min(client.long_poll_seconds, left))
@@ -785,13 +804,24 @@ class WorkflowUpdateHandle:
                     f"{self.workflow._path}/update", body, timeout=wait + (15 if deadline is None else 1),
                     within=None if deadline is None else deadline - loop.time(),
                     what=f"update {self.name} of workflow {self.workflow.workflow_id}")
+                failures = 0
             except RPCError as err:
-                if deadline is None or not unavailable_or_throttled(err):
+                if not unavailable_or_throttled(err):
                     raise
-                if loop.time() >= deadline:
+                if deadline is not None and loop.time() >= deadline:
                     raise TimeoutError(f"update {self.id} of workflow {self.workflow.workflow_id}: no {stage}"
                                        f" outcome within {seconds}s ({err})") from err
-                await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+                # Without a timeout the wait lasts until the outcome, through outages, as
+                # result()'s does: the client's retry budget is spent, so ask again (the
+                # update id makes that safe), as the frontend asks if it says.
+                failures += 1
+                if deadline is None and failures & (failures - 1) == 0:  # the 1st, 2nd, 4th... in a row
+                    _log.warning("waiting for the %s outcome of update %s of workflow %s: %s; retrying",
+                                 stage, self.id, self.workflow.workflow_id, err)
+                pause = max(jittered(0.5), asked_wait(err))
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - loop.time()))
+                await asyncio.sleep(pause)
                 continue
             if outcome.get("run_id") and self.run_id is None:
                 # The run that took the update answers from now on: a continue-as-new since

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
+import email.utils
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -108,8 +110,10 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def error_from_response(status: int, payload: Any) -> RPCError:
-    """The exception for an error answer ``{"error", "message", "field"}``."""
+def error_from_response(status: int, payload: Any, retry_after: str | None = None) -> RPCError:
+    """The exception for an error answer ``{"error", "message", "field"}`` and its
+    ``Retry-After`` header (``retry_after``), if any."""
+    asked = retry_after_seconds(retry_after)
     if isinstance(payload, Mapping):
         error_type = str(payload.get("error") or f"HTTP{status}")
         message = str(payload.get("message") or "")
@@ -117,21 +121,54 @@ def error_from_response(status: int, payload: Any) -> RPCError:
     else:
         error_type, message, field = f"HTTP{status}", str(payload)[:500], None
     if status == 429:
-        return _exhausted(error_type, message, field, payload if isinstance(payload, Mapping) else {})
+        return _exhausted(error_type, message, field, payload if isinstance(payload, Mapping) else {}, asked)
     cls = _ERRORS.get(error_type)
     if cls is None and status == 404 and error_type in ("NotFound", "WorkflowNotFound"):
         cls = WorkflowNotFoundError
-    return (cls or RPCError)(status, error_type, message, str(field) if field is not None else None)
+    return (cls or RPCError)(status, error_type, message, str(field) if field is not None else None,
+                             retry_after=asked or 0.0)
 
 
-# The least wait a 429 gets: one asking for 0 ms (a proxy's, or a bucket a hair short of a
-# token) would have the client resend in a tight loop for its whole retry budget.
+# The least wait a Retry-After (or a 429's retry_after_ms) gets: one asking for 0 ms (a proxy's,
+# or a bucket a hair short of a token) would have the client resend in a tight loop for its
+# whole retry budget.
 MIN_RETRY_AFTER_S = 0.05
 
 
-def _exhausted(error_type: str, message: str, field: Any, payload: Mapping[str, Any]) -> ResourceExhaustedError:
-    """A 429's error: what the body says of the limit, and when to try again (1 s if it does
-    not say or says more than an hour; MIN_RETRY_AFTER_S at least)."""
+#: The longest ``Retry-After`` taken as meant: a longer one (or a date further ahead) is a
+#: broken or hostile server's, and is read as not given.
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's wait in seconds (RFC 9110: whole seconds, or an HTTP date;
+    a fraction is taken too), at least MIN_RETRY_AFTER_S; None when absent, unreadable, in
+    the past or beyond MAX_RETRY_AFTER_S."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+        if seconds <= 0:
+            return None
+    if not 0 <= seconds <= MAX_RETRY_AFTER_S:  # NaN too
+        return None
+    return max(seconds, MIN_RETRY_AFTER_S)
+
+
+def _exhausted(error_type: str, message: str, field: Any, payload: Mapping[str, Any],
+               header: float | None) -> ResourceExhaustedError:
+    """A 429's error: what the body says of the limit, and when to try again (the body's
+    exact ``retry_after_ms``, else the Retry-After header, else 1 s; a body saying more than
+    an hour is not taken; MIN_RETRY_AFTER_S at least)."""
     wait_ms = payload.get("retry_after_ms")
     value = payload.get("limit_value")
     return ResourceExhaustedError(
@@ -139,7 +176,8 @@ def _exhausted(error_type: str, message: str, field: Any, payload: Mapping[str, 
         namespace=str(payload.get("namespace") or ""), limit=str(payload.get("limit") or ""),
         limit_value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
         retry_after=(max(wait_ms / 1000, MIN_RETRY_AFTER_S) if isinstance(wait_ms, int | float)
-                     and not isinstance(wait_ms, bool) and 0 <= wait_ms <= 3_600_000 else 1.0))
+                     and not isinstance(wait_ms, bool) and 0 <= wait_ms <= MAX_RETRY_AFTER_S * 1000
+                     else header or 1.0))
 
 
 def _bearer(api_key: str | None) -> dict[str, str]:
@@ -256,7 +294,7 @@ class HttpTransport:
                 except ValueError:
                     payload = raw.decode(errors="replace")
                 if response.status >= 400:
-                    raise error_from_response(response.status, payload)
+                    raise error_from_response(response.status, payload, response.headers.get("Retry-After"))
                 if not isinstance(payload, dict):
                     shown = raw[:200].decode(errors="replace")
                     raise RPCError(response.status, "BadResponse", f"expected a JSON object, got {shown!r}")
@@ -284,7 +322,7 @@ class HttpTransport:
                         payload: Any = exact_json.loads(raw) if raw else {}
                     except ValueError:
                         payload = raw.decode(errors="replace")
-                    raise error_from_response(response.status, payload)
+                    raise error_from_response(response.status, payload, response.headers.get("Retry-After"))
                 async for item in _lines(response.content.iter_any()):
                     yield item
         except (aiohttp.ClientError, TimeoutError) as err:

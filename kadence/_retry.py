@@ -3,7 +3,8 @@
 Starts and signals carry a request id that history deduplicates, and a worker's task
 answer names its task attempt, which history takes once; so a call lost to a restarting
 frontend (connection refused or reset, 503, 504, a timeout) can be sent again unchanged;
-so can one refused (429) as over its namespace's limit, after the wait the frontend names.
+so can one refused (429) as over its namespace's limit. A retry waits at least what the
+frontend's ``Retry-After`` asks (503 and 429 alike), capped at the retry budget left.
 Used by the client (:mod:`kadence._client`) and the worker's answers
 (:mod:`kadence._worker.answers`).
 """
@@ -12,16 +13,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from kadence.common import Backoff
-from kadence.exceptions import ResourceExhaustedError, RPCError
+from kadence.exceptions import RPCError
 
-__all__ = ["Backoff", "retrying", "timed_out", "unavailable", "unavailable_or_throttled"]
+__all__ = ["LONGEST_ASKED_WAIT_S", "Backoff", "asked_wait", "jittered", "retrying", "timed_out", "unavailable",
+           "unavailable_or_throttled"]
 
 _log = logging.getLogger("kadence.retry")
 T = TypeVar("T")
+
+#: The longest wait a frontend's Retry-After gets where no retry budget bounds it (a wait
+#: without a timeout, a worker's poll); with a budget, what is left of it caps the wait too.
+#: A broken or hostile server must not park a client for an hour.
+LONGEST_ASKED_WAIT_S = 30.0
+#: Waits are spread by this fraction, so clients failed together do not come back together.
+JITTER = 0.2
+
+
+def jittered(delay: float) -> float:
+    """``delay`` give or take JITTER of it."""
+    return delay * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+def asked_wait(err: RPCError, cap: float = LONGEST_ASKED_WAIT_S) -> float:
+    """The wait ``err``'s Retry-After asks for (0 if none) plus up to JITTER of it, at most
+    ``cap``: never less than asked (within the cap), and the many clients a busy frontend
+    told the same wait spread out rather than come back at once."""
+    return min(err.retry_after * random.uniform(1, 1 + JITTER), cap) if err.retry_after > 0 else 0.0
 
 
 def unavailable(err: RPCError) -> bool:
@@ -46,7 +68,8 @@ def timed_out(err: RPCError) -> bool:
 async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_if: Callable[[RPCError], bool],
                    what: str, logger: logging.Logger = _log) -> T:
     """``call()`` until it succeeds, raises an error ``retry_if`` refuses, or the bound is
-    reached (the last error is raised then). Every retry is logged at WARNING.
+    reached (the last error is raised then). Every retry is logged at WARNING. Each wait is
+    the backoff's, jittered, or the error's Retry-After if longer (see above).
 
     ``backoff.within`` counts from the first try, with one exception: an attempt begun
     within it that ran into its own timeout (:func:`timed_out`) earns one more try even
@@ -63,10 +86,16 @@ async def retrying(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_
         try:
             return await call()
         except RPCError as err:
-            # A throttled call waits what the frontend asks, at least; it is the frontend's load.
-            wait = max(delay, err.retry_after) if isinstance(err, ResourceExhaustedError) else delay
+            # A busy or throttled frontend is waited at least what it asks (Retry-After); its
+            # ask is capped at the budget left: one last try at the budget's end, not a sleep
+            # past it however long a broken server asks.
+            own = jittered(delay)
+            wait = max(own, asked_wait(err))
+            now = loop.time()
+            if deadline is not None and now + wait > deadline >= now + own:
+                wait = deadline - now
             out_of_tries = backoff.attempts and tries >= backoff.attempts
-            out_of_time = deadline is not None and loop.time() + wait > deadline
+            out_of_time = deadline is not None and now + wait > deadline
             if out_of_time and deadline is not None and began <= deadline and timed_out(err):
                 out_of_time = False  # its one more try (see above)
             if not retry_if(err) or out_of_tries or out_of_time:

@@ -30,6 +30,7 @@ from kadence.exceptions import ResourceExhaustedError, RPCError
 from kadence_protocol.limits import MAX_REQUEST_BYTES
 
 from ._http import EncodedBody, StreamingTransport, error_from_response
+from ._retry import asked_wait
 
 __all__ = ["Batcher"]
 
@@ -116,6 +117,7 @@ class Batcher:
         timeouts = [i.timeout for i in batch]
         timeout = None if None in timeouts else max(t for t in timeouts if t is not None)
         throttled: ResourceExhaustedError | None = None
+        asked = 0.0  # the wait a failed call's Retry-After asks of the calls going alone
         try:
             async for line in self.transport.stream("POST", self._path, body=body, timeout=timeout):
                 index = line.get("index")
@@ -138,6 +140,7 @@ class Batcher:
         except ResourceExhaustedError as err:
             throttled = err
         except RPCError as err:
+            asked = asked_wait(err, self._throttled_within)
             if err.status in (404, 405) and err.error_type != "NamespaceNotFound":
                 self._supported = False  # an older frontend: every call goes alone from now on
             _log.debug("%d calls sent together to %s: %s; the rest go alone", len(batch), self._path, err)
@@ -158,7 +161,7 @@ class Batcher:
                         item.future.set_exception(throttled)
             else:
                 for item in left:
-                    self._spawn(self._alone(item))
+                    self._spawn(self._alone(item, asked))
 
     async def _again(self, batch: list[_Item], wait: float, throttled_since: float) -> None:
         await asyncio.sleep(wait)
@@ -166,7 +169,10 @@ class Batcher:
         if left:
             await self._send(left, throttled_since)
 
-    async def _alone(self, item: _Item) -> None:
+    async def _alone(self, item: _Item, after: float = 0.0) -> None:
+        """The item sent alone, ``after`` seconds from now (a busy frontend's Retry-After)."""
+        if after > 0:
+            await asyncio.sleep(after)
         try:
             answer = await self._single(item.body, item.timeout)
         except Exception as exc:  # noqa: BLE001 -- handed to the caller waiting on it

@@ -313,15 +313,18 @@ class RPCError(KadenceError):
     """The frontend answered an HTTP call with an error.
 
     ``status`` is the HTTP status, ``error_type`` the ``error`` field of the body,
-    ``field`` the request field it names (if any).
+    ``field`` the request field it names (if any), ``retry_after`` the seconds the frontend
+    asked the caller to wait before trying again (its ``Retry-After``; 0: it did not say).
     """
 
-    def __init__(self, status: int, error_type: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, error_type: str, message: str, field: str | None = None, *,
+                 retry_after: float = 0.0) -> None:
         super().__init__(f"{error_type} ({status}): {message}" + (f" [field {field}]" if field else ""))
         self.status = status
         self.error_type = error_type
         self.message = message
         self.field = field
+        self.retry_after = retry_after
         # Server-side trouble, throttling and lost connections (status 0) may go away; a
         # rejected request will not.
         self.retryable = status >= 500 or status in (0, 429)
@@ -367,11 +370,10 @@ class ResourceExhaustedError(RPCError):
     def __init__(self, status: int, error_type: str, message: str, field: str | None = None, *,
                  namespace: str = "", limit: str = "", limit_value: float | None = None,
                  retry_after: float = 1.0) -> None:
-        super().__init__(status, error_type, message, field)
+        super().__init__(status, error_type, message, field, retry_after=retry_after)
         self.namespace = namespace
         self.limit = limit
         self.limit_value = limit_value
-        self.retry_after = retry_after
 
 
 class WorkerRefusedError(RPCError):

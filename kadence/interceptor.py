@@ -147,6 +147,7 @@ class CancelWorkflowInput:
 class TerminateWorkflowInput:
     handle: WorkflowHandle
     reason: str
+    request_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from kadence._http import Transport
+from kadence._retry import JITTER, asked_wait, jittered
 from kadence._worker.adaptive import FixedLimits, TaskLimits
 from kadence.exceptions import ResourceExhaustedError, RPCError, WorkerRefusedError
 
@@ -18,6 +20,7 @@ _log = logging.getLogger(__name__)
 #: Polls refused (401/403) in a row before the poller gives up and the worker's run() raises:
 #: a few, so that a frontend reloading its keys does not stop workers, never forever.
 REFUSALS_BEFORE_STOPPING = 3
+_MAX_BACKOFF_S = 10.0  # the longest a poller waits between failed polls, a Retry-After's too
 
 # The context a task's done callback (a set's discard) runs in: without one, asyncio copies
 # the caller's context for every callback, one more object per task in flight. The callback
@@ -155,7 +158,9 @@ class Poller:
         """Poll until cancelled. Errors are logged and retried with capped backoff, except
         polls refused (401/403) :data:`REFUSALS_BEFORE_STOPPING` times in a row: those raise
         :class:`WorkerRefusedError` (retrying a credential that is refused helps nobody). A poll
-        refused as over the namespace's limit (429) is retried after the frontend's Retry-After.
+        refused as over the namespace's limit (429) is retried after the frontend's Retry-After,
+        and so is any other failed poll whose answer carries one (a busy frontend's 503); every
+        wait jittered and at most 10 s.
 
         When slots are free, the next poll goes out before the answer's tasks run. A full
         answer means more tasks wait: otherwise a worker busy with one poll's worth of tasks
@@ -199,12 +204,17 @@ class Poller:
                         # off on ResourceExhausted: many pollers must not keep the frontend busy refusing.
                         refusals = 0
                         throttled += 1
-                        wait = min(max(err.retry_after, 0.1) * 2 ** min(throttled - 1, 10), 10.0)
+                        # Spread by up to JITTER, never sooner than asked.
+                        wait = min(max(err.retry_after, 0.1) * 2 ** min(throttled - 1, 10)
+                                   * random.uniform(1, 1 + JITTER), _MAX_BACKOFF_S)
                         _log.info("poll %s throttled (%s); retrying in %.1fs", self._path, err.message, wait)
                         await asyncio.sleep(wait)
                         continue
                     throttled = 0
-                    backoff = min(10.0, max(0.1, backoff * 2))
+                    backoff = min(_MAX_BACKOFF_S, max(0.1, backoff * 2))
+                    # A frontend that asks for a wait (a 503's Retry-After) gets it, within the cap.
+                    wait = min(_MAX_BACKOFF_S, max(jittered(backoff), asked_wait(err, _MAX_BACKOFF_S)
+                                                   if isinstance(err, RPCError) else 0.0))
                     if isinstance(err, RPCError) and err.status in (401, 403):
                         refusals += 1
                         if refusals >= REFUSALS_BEFORE_STOPPING:
@@ -212,10 +222,10 @@ class Poller:
                     else:
                         refusals = 0  # in a row: another failure breaks the row
                     if isinstance(err, RPCError) and err.retryable:
-                        self._reachability.failed(self._path, err, backoff)
+                        self._reachability.failed(self._path, err, wait)
                     else:
-                        _log.warning("poll %s failed (%r); retrying in %.1fs", self._path, err, backoff)
-                    await asyncio.sleep(backoff)
+                        _log.warning("poll %s failed (%r); retrying in %.1fs", self._path, err, wait)
+                    await asyncio.sleep(wait)
                     continue
                 unused = taken - len(tasks)
                 if unused > 0:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# What a 503 for the database tells the caller (API or web UI) to wait before trying again, in seconds.
+# What every 503 of the API (and the web UI's for the database) tells the caller to wait before
+# trying again, in seconds.
 RETRY_AFTER_S = "1"
 
 
@@ -83,19 +84,20 @@ class RequestRefused(FrontendError):
 
 
 class Unavailable(FrontendError):
-    """The broker (or another dependency) cannot take the request now."""
+    """The broker (or another dependency) cannot take the request now: come back after
+    Retry-After (every 503 of the API says it, so a client has one rule)."""
 
     status = 503
     error = "Unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": RETRY_AFTER_S}
 
 
 class Busy(Unavailable):
     """History has not answered a command within the frontend's bound (engine.REPLY_TIMEOUT):
     the caller is told to come back (Retry-After) rather than held. The command may still be
     applied; sent again with the same request id it is applied at most once."""
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": RETRY_AFTER_S}
 
 
 class ResourceExhausted(FrontendError):

@@ -407,8 +407,12 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "409": "Workflow already started, or already closed (cancel, update), or already exists",
            "429": "ResourceExhausted: the namespace is over one of its limits on this frontend; Retry-After says"
                   " when to try again, and the body names the namespace, the limit and its value",
-           "503": "Unavailable: the broker or the database cannot serve now, or history has not answered"
-                  " within the answer bound (Retry-After: come back, same request_id)", "504": "Timed out"}
+           "503": "Unavailable: the broker, the database or another dependency cannot serve now, or history"
+                  " has not answered within the answer bound (Busy); Retry-After says when to come back (same"
+                  " request_id)", "504": "Timed out"}
+# Every 429 and 503 of the API says when to try again, in whole seconds (RFC 9110).
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again", "required": True,
+                                "schema": {"type": "integer", "minimum": 0}}}
 
 
 def _path_params(path: str) -> list[Schema]:
@@ -433,7 +437,8 @@ def document() -> dict[str, Any]:
             ],
             "responses": {
                 str(status): {"description": "OK", "content": {"application/json": {"schema": answer}}},
-                **{code: {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+                **{code: {"description": text, "content": {"application/json": {"schema": _ref("Error")}},
+                          **({"headers": _RETRY_AFTER} if code in ("429", "503") else {})}
                    for code, text in _ERRORS.items()},
             },
         }

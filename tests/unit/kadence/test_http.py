@@ -1,14 +1,25 @@
 """The SDK transport (kadence/_http.py): its credential (given, from $KADENCE_API_KEY, or
-none), and a closed transport that stays closed."""
+none), a closed transport that stays closed, and the Retry-After an error answer carries."""
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 
 import pytest
 
 from kadence import Client
-from kadence._http import API_KEY_ENV, EncodedBody, HttpTransport, _encode
+from kadence._http import (
+    API_KEY_ENV,
+    MIN_RETRY_AFTER_S,
+    EncodedBody,
+    HttpTransport,
+    _encode,
+    error_from_response,
+    retry_after_seconds,
+)
+from kadence.exceptions import ResourceExhaustedError
 
 
 async def test_api_key_given_from_env_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,3 +60,25 @@ def test_a_body_holding_an_integer_past_64_bits_is_sent_as_json() -> None:
     assert json.loads(_encode(EncodedBody.of({"input": [1]}))) == {"input": [1]}
     with pytest.raises(TypeError):
         _encode({"input": [object()]})
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("1", 1.0), (" 2 ", 2.0), ("0.5", 0.5), ("0", MIN_RETRY_AFTER_S), (None, None), ("", None), ("soon", None),
+    ("-3", None), ("nan", None), ("3601", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None)])
+def test_retry_after_is_read_as_seconds_or_a_date_within_an_hour(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_retry_after_as_an_http_date_is_the_seconds_until_it() -> None:
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
+    assert 28 <= (retry_after_seconds(email.utils.format_datetime(when, usegmt=True)) or 0) <= 30
+
+
+def test_a_503_carries_its_retry_after_and_a_429_prefers_the_bodys_exact_wait() -> None:
+    busy = error_from_response(503, {"error": "Unavailable", "message": "busy"}, "1")
+    assert (busy.status, busy.retry_after, busy.retryable) == (503, 1.0, True)
+    assert error_from_response(503, {"error": "Unavailable"}).retry_after == 0.0  # not said
+    throttled = error_from_response(429, {"error": "ResourceExhausted", "retry_after_ms": 250}, "1")
+    assert isinstance(throttled, ResourceExhaustedError) and throttled.retry_after == 0.25
+    assert error_from_response(429, {"error": "ResourceExhausted"}, "3").retry_after == 3.0
+    assert error_from_response(429, {"error": "ResourceExhausted"}).retry_after == 1.0

@@ -312,17 +312,28 @@ async def test_a_throttled_start_gives_up_within_its_retry_budget(throttling: tu
     assert len(server.seen[f"{ROOT}/workflows"]) == FAST.attempts
 
 
-async def test_a_throttled_call_without_a_request_id_raises_a_typed_error(
+async def test_a_throttled_read_is_retried_within_the_budget_then_raises_a_typed_error(
         throttling: tuple[Throttling, str]) -> None:
     server, url = throttling
-    server.refuse = 100
+    server.refuse, server.retry_after_ms = 100, 50
     async with Client(HttpTransport(url, "default"), retry=FAST) as client:
         with pytest.raises(ResourceExhaustedError) as caught:
             await client.get_workflow_handle("w1").describe()
     err = caught.value
-    assert (err.status, err.namespace, err.limit, err.limit_value, err.retry_after) == (429, "default", "rps", 5, 0.3)
+    assert (err.status, err.namespace, err.limit, err.limit_value, err.retry_after) == (429, "default", "rps", 5, 0.05)
     assert isinstance(err, RPCError) and err.retryable
-    assert len(server.seen[f"{ROOT}/workflows/w1"]) == 1
+    assert len(server.seen[f"{ROOT}/workflows/w1"]) == FAST.attempts
+
+
+async def test_describe_and_history_ride_out_a_busy_frontend(busy: tuple[BusyFrontend, str]) -> None:
+    server, url = busy
+    server.refuse, server.retry_after = 1, "0.1"
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        handle = client.get_workflow_handle("w1")
+        assert (await handle.describe())["run_id"] == "run-1"
+        assert await handle.history() == []
+    assert len(server.seen[f"{ROOT}/workflows/w1"]) == 2
+    assert len(server.seen[f"{ROOT}/workflows/w1/history"]) == 2
 
 
 async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
@@ -402,3 +413,179 @@ async def test_the_try_an_attempt_earned_past_the_budget_is_its_last() -> None:
         await runner.cleanup()
     assert caught.value.status == 0 and isinstance(caught.value.__cause__, TimeoutError)
     assert len(server.bodies) == 2  # the first, and the one more it earned: no more past the budget
+
+
+@dataclass
+class BusyFrontend:
+    """A frontend stand-in answering 503 with ``retry_after`` (as engine.Busy does) to every
+    request until ``refuse`` of them to a path were refused or ``busy_for`` seconds have
+    passed since the first (whichever is set), then as Flaky would; an update is answered
+    completed. Records each request's time and body."""
+
+    retry_after: str | None = "1"
+    refuse: int | None = None
+    busy_for: float | None = None
+    seen: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)
+    began: float | None = None
+
+    def busy(self, path: str) -> bool:
+        now = asyncio.get_running_loop().time()
+        self.began = now if self.began is None else self.began
+        if self.refuse is not None:
+            return len(self.seen[path]) <= self.refuse
+        return self.busy_for is not None and now - self.began < self.busy_for
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json() if request.method == "POST" else None
+        self.seen.setdefault(request.path, []).append((asyncio.get_running_loop().time(), body))
+        if self.busy(request.path):
+            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+            return web.json_response({"error": "Unavailable", "message": "history did not answer"}, status=503,
+                                     headers=headers)
+        if request.path.endswith("/poll"):
+            await asyncio.sleep(0.05)
+            return web.json_response({"tasks": []})
+        if request.path.endswith("/update"):
+            return web.json_response({"stage": "completed", "result": '"done"', "run_id": "run-1"})
+        return web.json_response({"run_id": "run-1"})
+
+
+@pytest.fixture
+async def busy() -> AsyncIterator[tuple[BusyFrontend, str]]:
+    server = BusyFrontend()
+    runner, url = await _serve(server.handle)
+    try:
+        yield server, url
+    finally:
+        await runner.cleanup()
+
+
+def _gaps(seen: list[tuple[float, Any]]) -> list[float]:
+    return [later - earlier for (earlier, _), (later, _) in itertools.pairwise(seen)]
+
+
+async def test_a_busy_frontends_retry_after_is_waited_on_a_503(busy: tuple[BusyFrontend, str]) -> None:
+    server, url = busy
+    server.refuse = 2
+    async with Client(HttpTransport(url, "default"), retry=FAST, batch_calls=False) as client:
+        await client.get_workflow_handle("w1").signal("poke")
+    sent = server.seen[f"{ROOT}/workflows/w1/signal"]
+    assert len(sent) == 3 and len({body["request_id"] for _, body in sent}) == 1
+    # Each retry waited the frontend's Retry-After (1 s), not the client's 0.01 s backoff.
+    assert all(gap >= 0.99 for gap in _gaps(sent)), _gaps(sent)
+
+
+@pytest.mark.parametrize("retry_after", ["3600", "Retry-After-ms"])
+async def test_a_retry_after_longer_than_the_budget_is_capped_at_what_is_left_of_it(
+        busy: tuple[BusyFrontend, str], retry_after: str) -> None:
+    """A broken or hostile server asking an hour must not park the client: it waits what is
+    left of its budget and tries once more at its end, then gives up."""
+    server, url = busy
+    server.refuse = 100
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    retry = Backoff(attempts=0, within=1.5, first=0.01, cap=0.05)  # the first try well within it, however loaded
+    async with Client(HttpTransport(url, "default"), retry=retry, batch_calls=False) as client:
+        if retry_after == "3600":
+            server.retry_after = "3600"
+            with pytest.raises(RPCError) as caught:
+                await client.get_workflow_handle("w1").signal("poke")
+            assert caught.value.status == 503 and caught.value.retry_after == 3600
+        else:  # a 429 whose body asks 50 minutes
+            throttled = Throttling(refuse=100, retry_after_ms=3_000_000)
+            runner, other = await _serve(throttled.handle)
+            try:
+                async with Client(HttpTransport(other, "default"), retry=retry, batch_calls=False) as slowed:
+                    with pytest.raises(ResourceExhaustedError):
+                        await slowed.get_workflow_handle("w1").signal("poke")
+            finally:
+                await runner.cleanup()
+            server.seen[f"{ROOT}/workflows/w1/signal"] = throttled.seen[f"{ROOT}/workflows/w1/signal"]
+    assert 1.4 <= loop.time() - began < 5
+    assert len(server.seen[f"{ROOT}/workflows/w1/signal"]) == 2  # the first, and one at the budget's end
+
+
+async def test_a_busy_answer_without_retry_after_keeps_the_clients_backoff(busy: tuple[BusyFrontend, str]) -> None:
+    server, url = busy
+    server.refuse, server.retry_after = 3, None
+    async with Client(HttpTransport(url, "default"), retry=FAST, batch_calls=False) as client:
+        await client.get_workflow_handle("w1").signal("poke")
+    assert all(gap < 0.5 for gap in _gaps(server.seen[f"{ROOT}/workflows/w1/signal"]))
+
+
+@pytest.mark.parametrize("status", [503, 0])
+async def test_terminate_is_retried_with_one_request_id_drawn_per_call(flaky: tuple[Flaky, str], status: int) -> None:
+    server, url = flaky
+    server.fail_first, server.status = 2, status
+    async with Client(HttpTransport(url, "default"), retry=FAST) as client:
+        handle = client.get_workflow_handle("w1")
+        await handle.terminate("done")
+        await handle.terminate("again", request_id="mine")
+    bodies = server.bodies[f"{ROOT}/workflows/w1/terminate"]
+    assert len(bodies) == 4
+    assert len({b["request_id"] for b in bodies[:3]}) == 1 and bodies[3]["request_id"] == "mine"
+    assert bodies[0]["request_id"] != "mine"
+
+
+async def test_a_worker_waits_a_busy_frontends_retry_after_between_polls(busy: tuple[BusyFrontend, str]) -> None:
+    server, url = busy
+    server.refuse = refused = 2
+
+    @workflow.defn(name="Idle")
+    class Idle:
+        @workflow.run
+        async def run(self) -> None:
+            return None
+
+    async with Client(HttpTransport(url, "default")) as client:
+        worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
+        running = asyncio.ensure_future(worker.run())
+        path = f"{ROOT}/task-queues/q/workflow-tasks/poll"
+        await eventually(lambda: len(server.seen.get(path, ())) > refused, timeout=20)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    gaps = _gaps(server.seen[path][:refused + 1])
+    assert all(gap >= 0.99 for gap in gaps), gaps  # not the poller's own 0.1 s, 0.2 s
+
+
+async def test_an_update_wait_without_a_timeout_outlasts_the_retry_budget(busy: tuple[BusyFrontend, str]) -> None:
+    """result() and an update's wait follow one rule: without a timeout, they wait for the
+    outcome through an outage however long, not the client's retry budget."""
+    server, url = busy
+    server.busy_for, server.retry_after = 1.5, None  # five times the budget
+    async with Client(HttpTransport(url, "default"), retry=Backoff(attempts=0, within=0.3, first=0.01, cap=0.05),
+                      batch_calls=False) as client:
+        update = client.get_workflow_handle("w1").get_update_handle("u-1")
+        assert await asyncio.wait_for(update.result(), 20) == "done"
+    asks = server.seen[f"{ROOT}/workflows/w1/update"]
+    assert asks[-1][0] - asks[0][0] >= 1.4
+    assert {body["update_id"] for _, body in asks} == {"u-1"}
+
+
+async def test_an_update_wait_with_a_timeout_ends_at_it_through_an_outage(busy: tuple[BusyFrontend, str]) -> None:
+    server, url = busy
+    server.busy_for = 60
+    loop = asyncio.get_running_loop()
+    async with Client(HttpTransport(url, "default"), batch_calls=False) as client:
+        began = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.get_workflow_handle("w1").get_update_handle("u-1").result(timeout=0.5)
+    assert loop.time() - began < 3
+
+
+async def test_cancelling_an_update_wait_through_an_outage_ends_it_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="kadence._client")
+    loop = asyncio.get_running_loop()
+    async with Client(HttpTransport(f"http://127.0.0.1:{_free_port()}", "default"),
+                      retry=Backoff(attempts=0, within=0.2, first=0.01, cap=0.05)) as client:
+        waiting = asyncio.ensure_future(client.get_workflow_handle("w1").get_update_handle("u-1").result())
+        # Past the client's retry budget: the wait goes on, asking again.
+        await eventually(lambda: any("waiting for the completed outcome" in r.getMessage() for r in caplog.records),
+                         timeout=10)
+        assert not waiting.done()
+        began = loop.time()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert loop.time() - began < 0.5
