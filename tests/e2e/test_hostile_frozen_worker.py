@@ -46,10 +46,11 @@ async def second_worker_step(value: str) -> str:
 class OneSlowStep:
     @workflow.run
     async def run(self, value: str) -> str:
-        return await workflow.execute_activity(
+        result: str = await workflow.execute_activity(
             "slow_step", value, start_to_close_timeout=timedelta(seconds=60),
             heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT_S),
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5))
+        return result
 
 
 async def test_a_frozen_workers_late_completion_is_refused(cluster: Cluster, client: Client, tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ async def test_a_frozen_workers_late_completion_is_refused(cluster: Cluster, cli
                                  what="the frozen worker completing its attempt")
                 # The late completion (sent at once) must not close the run meanwhile.
                 async def running() -> bool:
-                    return (await handle.describe())["status"] == "Running"
+                    return bool((await handle.describe())["status"] == "Running")
                 await stays(running, for_seconds=5, every=0.2, what="the run waiting for the retried attempt")
                 RELEASE.set()
                 result = await asyncio.wait_for(handle.result(), timeout=30)
