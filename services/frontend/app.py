@@ -111,6 +111,7 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
             response.headers["Retry-After"] = RETRY_AFTER_S
     except KafkaError as exc:
         response = _json_error(503, "Unavailable", f"the broker is unavailable: {exc!r}")
+        response.headers["Retry-After"] = RETRY_AFTER_S
     except RecursionError:  # a value nested deeper than a check below knew to refuse (validation.py)
         log.warning("%s %s: the request is nested too deeply", request.method, request.path)
         response = _json_error(400, "InvalidArgument", "the request is nested too deeply")

@@ -83,19 +83,21 @@ class RequestRefused(FrontendError):
 
 
 class Unavailable(FrontendError):
-    """The broker (or another dependency) cannot take the request now."""
+    """The broker (or another dependency) cannot take the request now: come back (Retry-After),
+    as for every 503. A command the broker did not acknowledge within the bound may still be
+    applied; sent again with the same request id it is applied at most once."""
 
     status = 503
     error = "Unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": RETRY_AFTER_S}
 
 
 class Busy(Unavailable):
     """History has not answered a command within the frontend's bound (engine.REPLY_TIMEOUT):
     the caller is told to come back (Retry-After) rather than held. The command may still be
     applied; sent again with the same request id it is applied at most once."""
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": RETRY_AFTER_S}
 
 
 class ResourceExhausted(FrontendError):
