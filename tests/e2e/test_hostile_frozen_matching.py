@@ -23,13 +23,13 @@ import aiohttp
 import pytest
 
 from kadence import Client, Worker
-from services.common import db
+from services.common import db, internal_auth
 from services.common.embedded import EmbeddedBroker
 from services.frontend import FrontendService
 from services.history import HistoryService
 from tests.helpers import elapse, eventually
 
-from .test_command_notices import ROOT, end_processes
+from .test_command_notices import KEY, ROOT, end_processes
 from .test_hostile_notices import _each_completed_once, _Echoes, _separate_services
 from .workflows import EchoWorkflow
 
@@ -98,11 +98,15 @@ async def test_a_frozen_matching_holds_polls_and_loses_nothing(
             results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
             recovered_s = time.monotonic() - thawed_at
             histories = [await h.history() for h in handles]
+            # No loop of the continued matching died: its own health says so.
+            address = await pool.fetchval("SELECT address FROM matching_owners LIMIT 1")
+            async with http.get(f"{address}/internal/health", headers=internal_auth.headers(KEY)) as r:
+                matching_health = r.status
         print(f"frozen matching: {timings}, health {health_status}, describe {describe_status};"
               f" every result {recovered_s:.1f} s after the thaw")
         _each_completed_once(ids, results, Counter({w: n for w, n in echoes.ran.items() if w in ids}), histories)
         assert all(took <= ANSWERED_WITHIN_S for took in timings.values()), timings
-        assert health_status == 200
+        assert health_status == 200 and matching_health == 200
         # Answered without the pollers, which only the frozen owner knows (the backlog is read
         # from PostgreSQL), and saying so.
         assert describe_status == 200 and described["pollers_known"] is False, (describe_status, described)
