@@ -1,9 +1,13 @@
-"""One PostgreSQL backend serving history's commits paused (SIGSTOP) for 20 s, then continued:
-the server answers every other connection meanwhile, while the commit on that one (and
-whatever waits for the locks it holds) neither answers nor fails.
+"""One PostgreSQL process paused (SIGSTOP) for 20 s under the chaos workload, then continued.
 
-Every workflow completes once it answers again, no loop has died, and /health said so while
-it lasted (503: the shard whose batch waits is ``blocked`` past the stall bound).
+A backend serving history's commits: the server answers every other connection meanwhile,
+while the commit on that one (and whatever waits for the locks it holds) neither answers
+nor fails. Every workflow completes once it answers again, no loop has died, and /health
+said so while it lasted (503: the shard whose batch waits is ``blocked`` past the stall
+bound).
+
+The postmaster alone: the open connections answer, a new one waits (the postmaster forks
+its backend). Every workflow completes, no loop has died.
 """
 
 from __future__ import annotations
@@ -59,3 +63,22 @@ async def test_every_workflow_completes_through_a_paused_commit_backend(
     assert chaos_cluster.fatal.reason is None
     assert all(s.failure is None for s in chaos_cluster.history.shards.values())
     assert 503 in health.statuses, health.statuses
+
+
+async def test_every_workflow_completes_through_a_paused_postmaster(
+        chaos_cluster: Cluster, own_postgres: EmbeddedPostgres) -> None:
+    postmaster = _processes(own_postgres)[0].pid  # this test's server's
+
+    def pause() -> None:
+        os.kill(postmaster, signal.SIGSTOP)
+
+    def resume() -> None:
+        os.kill(postmaster, signal.SIGCONT)
+
+    try:
+        health = await run_through(chaos_cluster, pause, resume, prefix="postmaster", lasting=PAUSE_S)
+    finally:
+        resume()
+    print(f"paused postmaster; /health answers {sorted(set(health.statuses))}")
+    assert chaos_cluster.fatal.reason is None
+    assert all(s.failure is None for s in chaos_cluster.history.shards.values())
