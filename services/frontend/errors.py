@@ -84,8 +84,9 @@ class RequestRefused(FrontendError):
 
 
 class Unavailable(FrontendError):
-    """The broker (or another dependency) cannot take the request now: come back after
-    Retry-After (every 503 of the API says it, so a client has one rule)."""
+    """The broker (or another dependency) cannot take the request now: come back (Retry-After),
+    as for every 503. A command the broker did not acknowledge within the bound may still be
+    applied; sent again with the same request id it is applied at most once."""
 
     status = 503
     error = "Unavailable"

@@ -39,7 +39,7 @@ class OutboxStore(Protocol):
 
     async def next_outbox_id(self, shard_id: int) -> int: ...
 
-    async def delete_outbox(self, shard_id: int, up_to: int) -> None: ...
+    async def delete_outbox(self, shard_id: int, up_to: int, range_id: int) -> None: ...
 
 
 class OutboxRelay:
@@ -55,6 +55,7 @@ class OutboxRelay:
         self._queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
         self._urgent = asyncio.Event()  # the queue holds records a service or worker waits for
         self.next_outbox_id = 1
+        self.range_id = 0  # the shard's fence, set at acquisition (Shard.acquire)
         self.backlog = 0  # rows committed and not yet taken for publication (a gauge)
 
     async def recover(self) -> int:
@@ -174,7 +175,7 @@ class OutboxRelay:
     async def _delete(self, up_to: int) -> None:
         while True:
             try:
-                await self.store.delete_outbox(self.shard_id, up_to)
+                await self.store.delete_outbox(self.shard_id, up_to, self.range_id)
                 self.backoff.recovered()
                 return
             except outage.DATABASE_ERRORS as exc:

@@ -203,6 +203,7 @@ class Shard:
         """Take the shard over; return the offset to consume from."""
         self.range_id, self.next_offset = await self.store.acquire_shard(self.shard_id, self.owner)
         self.runner.fence(self.range_id)
+        self.relay.range_id = self.range_id
         self.redispatcher.recover(await self.store.undispatched(self.shard_id))
         pending = await self.relay.recover()
         log.info("shard %d acquired (range_id %d, offset %d, %d outbox rows pending)",

@@ -196,13 +196,21 @@ class HistoryStore:
         value = await self.pool.fetchval("SELECT max(id) FROM outbox_batches WHERE shard_id = $1", shard_id)
         return 1 if value is None else int(value) + 1
 
-    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
+    async def delete_outbox(self, shard_id: int, up_to: int, range_id: int) -> None:
         """Delete what is published, up to outbox id ``up_to``, without waiting for the WAL
         flush: a delete a crash loses only has its rows published again (the relay's
         at-least-once rule), and its own flush would hold the shard's next commit behind it.
-        One simple-protocol query, so that SET LOCAL covers the DELETE's transaction alone."""
-        await self.pool.execute("SET LOCAL synchronous_commit = off;"
-                                f" DELETE FROM outbox_batches WHERE shard_id = {int(shard_id)} AND id <= {int(up_to)}")
+        One simple-protocol query, so that SET LOCAL covers the DELETE's transaction alone.
+
+        Fenced by ``range_id`` as every write of a shard: a former owner waking from a pause
+        deletes nothing. A new owner numbers its rows after those it found, but one that found
+        none starts again at 1, so after two hand-overs a stale delete could take rows not
+        yet published. (Rows committed after this statement's snapshot are not seen by it.)"""
+        s = int(shard_id)
+        await self.pool.execute(
+            "SET LOCAL synchronous_commit = off;"
+            f" DELETE FROM outbox_batches WHERE shard_id = {s} AND id <= {int(up_to)}"
+            f" AND EXISTS (SELECT 1 FROM shards WHERE shard_id = {s} AND range_id = {int(range_id)})")
 
     async def timers_before(self, shard_id: int, until: int) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(

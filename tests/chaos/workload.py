@@ -62,9 +62,9 @@ async def _retrying(what: str, call: Callable[[], Awaitable[Any]], deadline: flo
 
 
 async def run_through(cluster: Cluster, fault: Callable[[], None], repair: Callable[[], None], *,
-                      prefix: str) -> HealthWatch:
-    """Start WORKFLOWS workflows, ``fault()``, send their signals, ``repair()`` after FAULT_S,
-    and wait for every result; the /health statuses seen meanwhile are returned."""
+                      prefix: str, lasting: float = FAULT_S) -> HealthWatch:
+    """Start WORKFLOWS workflows, ``fault()``, send their signals, ``repair()`` after ``lasting``
+    seconds, and wait for every result; the /health statuses seen meanwhile are returned."""
     deadline = time.monotonic() + DEADLINE_S
     async with await Client.connect(cluster.url, namespace="default") as client, \
             Worker(client, task_queue=TASK_QUEUE, workflows=[FaultWorkflow], activities=[step]), \
@@ -90,7 +90,7 @@ async def run_through(cluster: Cluster, fault: Callable[[], None], repair: Calla
 
         signals = asyncio.gather(*(signal(w) for w in ids))
         try:
-            await elapse(max(0.0, FAULT_S - (time.monotonic() - struck)))  # the fault lasts FAULT_S
+            await elapse(max(0.0, lasting - (time.monotonic() - struck)))  # the fault lasts that long
         finally:
             await asyncio.to_thread(repair)
         await signals

@@ -225,6 +225,7 @@ class MatchingClient:
         """The owner's stats of one task queue (its pollers and waiting tasks per kind);
         None when no matching instance owns its partition or none answers."""
         partition = self.partition_of(namespace, task_queue)
+        unanswered: str | None = None  # an owner that did not answer: not asked twice
         for attempt in range(2):
             if self._local is not None and self._local.owns(partition):
                 with contextlib.suppress(NotOwnerError):
@@ -232,11 +233,19 @@ class MatchingClient:
             owner = await self._owner(partition, refresh=attempt > 0)
             if owner is None or (self._local is not None and owner.address == self._local.address):
                 continue
+            if owner.address == unanswered:
+                # Still the owner that did not answer (frozen, or gone with its row left):
+                # asking again would double the caller's wait for the same silence.
+                break
             try:
                 data = await self._call(owner, "/internal/describe",
                                         {"namespace": namespace, "task_queue": task_queue}, timeout)
-            except (NotOwnerError, MatchingUnavailableError) as exc:
+            except NotOwnerError as exc:
                 log.debug("describe of partition %d: %s", partition, exc)
+                continue
+            except MatchingUnavailableError as exc:
+                log.debug("describe of partition %d: %s", partition, exc)
+                unanswered = owner.address
                 continue
             return [QueueStats.from_json(q) for q in data.get("queues", [])]
         return None

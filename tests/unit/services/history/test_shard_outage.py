@@ -67,7 +67,7 @@ class FlakyStore:
             raise self.error
         return []
 
-    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
+    async def delete_outbox(self, shard_id: int, up_to: int, range_id: int) -> None:
         pass
 
     async def shard_range_id(self, shard_id: int) -> int:

@@ -64,7 +64,7 @@ class Store:
     async def next_outbox_id(self, shard_id: int) -> int:
         return max((i for i, _ in self.pending), default=0) + 1
 
-    async def delete_outbox(self, shard_id: int, up_to: int) -> None:
+    async def delete_outbox(self, shard_id: int, up_to: int, range_id: int) -> None:
         self.deleted.append(up_to)
 
     async def timers_before(self, shard_id: int, until: int) -> list[dict[str, Any]]:
