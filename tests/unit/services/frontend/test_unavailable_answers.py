@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from services.common.read_bound import ReadTimedOut
 from services.frontend.app import _answer
+from services.frontend.engine import _unavailable
 from services.frontend.errors import Busy, Unavailable
 
 pytestmark = pytest.mark.timeout(10)
@@ -33,9 +34,9 @@ def _raising(exc: BaseException) -> Callable[[web.Request], Awaitable[web.Stream
 
 
 @pytest.mark.parametrize("exc", [
-    Busy("history did not answer"), Unavailable("matching is unavailable"),
+    Busy("history did not answer"), Unavailable("matching is unavailable"), _unavailable(TimeoutError()),
     KafkaConnectionError("no broker"), ConnectionRefusedError("no database"), ReadTimedOut("no connection"),
-], ids=["busy", "dependency", "broker", "database", "read-bound"])
+], ids=["busy", "dependency", "broker-unacknowledged", "broker", "database", "read-bound"])
 async def test_every_503_says_when_to_come_back(exc: BaseException) -> None:
     response = await _answer(_request(), _raising(exc))
     assert response.status == 503
