@@ -70,6 +70,7 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
+FRONTEND_POOL_SIZE = 10  # connections of a frontend on its own, unless KADENCE_FRONTEND_POOL_SIZE says
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
@@ -304,7 +305,7 @@ class FrontendService:
         keys = TokenKeys.parse(s.task_token_keys) if s.task_token_keys else TokenKeys.of([TokenKeys.new_key()])
         auth = Authenticator.from_file(Path(s.auth_config)) if s.auth_config else None
         if self._pool is None:
-            self._pool = await db.create_pool(s.database_url)
+            self._pool = await db.create_pool(s.database_url, max_size=s.frontend_pool_size or FRONTEND_POOL_SIZE)
         if isinstance(self._matching_arg, MatchingClient):
             self._matching = self._matching_arg
         else:
