@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 
 from kadence import Client
+from kadence.exceptions import RPCError
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
@@ -117,3 +118,24 @@ async def test_a_flood_of_slow_history_reads_leaves_other_namespaces_answered(sm
     for headers, body in unavailable:
         assert headers.get("Retry-After") == "1", (headers, body)
         assert body.get("limit") == "history_reads" or str(body.get("message")).startswith(causes), body
+
+
+async def test_history_pages_read_their_run_and_events_together(small_pool: Cluster) -> None:
+    """A page reads its run and its events on one connection: pages of one event follow each
+    other to the end, a run with no row is 404 (engine.history, reads.history_page)."""
+    async with await Client.connect(small_pool.url, namespace="default") as client:
+        (wid,) = await _start(client, "paged", 1)
+        handle = client.get_workflow_handle(wid)
+        await handle.signal("poke")
+        await handle.signal("poke")
+        events = await eventually(lambda: _all_of(handle), what="the run's four events")
+        assert [e["event_id"] for e in events] == [1, 2, 3, 4]
+        assert events == await handle.history(page_size=1000)
+        with pytest.raises(RPCError) as caught:
+            await client.get_workflow_handle("no-such-workflow").history(page_size=1)
+        assert (caught.value.status, caught.value.error_type) == (404, "WorkflowNotFound")
+
+
+async def _all_of(handle: Any) -> list[dict[str, Any]] | None:
+    events: list[dict[str, Any]] = await handle.history(page_size=1)
+    return events if len(events) >= 4 else None
