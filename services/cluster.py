@@ -19,6 +19,8 @@ from services.common.validation import Limits
 log = logging.getLogger(__name__)
 # How long `kadence dev`'s stop waits for visibility to project what history published last.
 VISIBILITY_DRAIN_S = 5.0
+# The pool frontend, matching and visibility share, unless KADENCE_FRONTEND_POOL_SIZE says.
+CLUSTER_POOL_SIZE = 12
 
 
 class Cluster:
@@ -54,7 +56,7 @@ class Cluster:
         s = self.settings = _in_process(self.settings)
         await db.migrate(s.database_url)
         created = await kafka.ensure_topics(s.kafka_bootstrap, s.shards, s.task_partitions, s.kafka_security)
-        self.pool = await db.create_pool(s.database_url, max_size=12)
+        self.pool = await db.create_pool(s.database_url, max_size=s.frontend_pool_size or CLUSTER_POOL_SIZE)
         self.matching = MatchingService(s, pool=self.pool)
         self.matching.fatal = self.fatal
         # Each service is stopped by stop() from the moment its start begins: a start cut

@@ -76,6 +76,8 @@ class Settings:
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
     started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
     read_timeout_ms: int = 5000  # a frontend read PostgreSQL has not answered by then is a 503
+    # The frontend's PostgreSQL connections (0: 10; in `kadence dev`, 12, shared with matching).
+    frontend_pool_size: int = 0
     # A command waiting this long while no reply at all came in makes the frontend's /health
     # degraded (services/frontend/replies.py).
     health_unanswered_ms: int = 10_000
@@ -267,6 +269,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("KADENCE_READ_TIMEOUT_MS", "read_timeout_ms", EnvKind.INT, _F,
                "how long a frontend read (describe, history, list) waits for PostgreSQL before a 503",
                low=1),
+    EnvSetting("KADENCE_FRONTEND_POOL_SIZE", "frontend_pool_size", EnvKind.INT, _F,
+               "the frontend's PostgreSQL connections (0: 10; in kadence dev 12, shared with matching)"),
     EnvSetting("KADENCE_HEALTH_UNANSWERED_MS", "health_unanswered_ms", EnvKind.INT, _F,
                "a command unanswered this long, with no reply at all meanwhile, makes /health degraded",
                low=1),

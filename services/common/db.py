@@ -143,12 +143,14 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]
         finally:
             self.give_back(con)
 
-    def give_back(self, con: Any) -> None:
-        """Release ``con`` in a task of its own: the caller goes on at once, and a
-        connection whose query was cancelled is still given back (or closed) once."""
+    def give_back(self, con: Any) -> asyncio.Task[None]:
+        """Release ``con`` in a task of its own (returned, done once ``con`` is back): the
+        caller goes on at once, and a connection whose query was cancelled is still given
+        back (or closed) once."""
         task = asyncio.get_running_loop().create_task(self.release(con))
         self._giving_back.add(task)
         task.add_done_callback(self._given_back)
+        return task
 
     def _given_back(self, task: asyncio.Task[None]) -> None:
         self._giving_back.discard(task)

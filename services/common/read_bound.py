@@ -17,14 +17,17 @@ asyncpg cancels its query, or closes the connection if that does not answer in t
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from services.common.db import Pool
+from services.common.read_budgets import BudgetExhausted, ReadBudgets, current_reading
 
 DEFAULT_TIMEOUT_S = 5.0
+T = TypeVar("T")
 
 
 # A connection the server closed under it (a restart, a kill): a read, which changes nothing,
@@ -35,17 +38,27 @@ _AGAIN_AFTER_S = 0.05
 
 
 class ReadTimedOut(TimeoutError):
-    """A bounded read found no connection, or no answer, within its time."""
+    """A bounded read found no connection, or no answer, within its time. ``limit``: the share
+    of the pool that was full (read_budgets.py), and ``slots`` its size; None when the pool
+    itself had none free or the query did not answer."""
+
+    def __init__(self, message: str = "", *, limit: str | None = None, slots: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.slots = slots
 
 
 class BoundedReads:
-    """``fetch``, ``fetchrow`` and ``fetchval`` of a pool, each bounded by ``timeout`` seconds."""
+    """``fetch``, ``fetchrow`` and ``fetchval`` of a pool, each bounded by ``timeout`` seconds;
+    with ``budgets``, each first takes a slot of its kind's share of the pool within the same
+    bound (read_budgets.py)."""
 
-    def __init__(self, pool: Pool, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, pool: Pool, timeout: float = DEFAULT_TIMEOUT_S, *, budgets: ReadBudgets | None = None) -> None:
         if timeout <= 0:
             raise ValueError("a read's timeout must be positive")
         self.pool = pool
         self.timeout = timeout
+        self.budgets = budgets
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._read(lambda con, left: con.fetch(query, *args, timeout=left))
@@ -57,6 +70,12 @@ class BoundedReads:
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self._read(lambda con, left: con.fetchval(query, *args, timeout=left))
+
+    async def run(self, queries: Callable[[Any, float], Awaitable[T]]) -> T:
+        """``queries(connection, seconds left)``: several reads on one connection, under one
+        bound (each query given what is left of it as its ``timeout``)."""
+        result: T = await self._read(queries)
+        return result
 
     async def _read(self, query: Callable[[Any, float], Awaitable[Any]]) -> Any:
         loop = asyncio.get_running_loop()
@@ -71,19 +90,41 @@ class BoundedReads:
 
     async def _read_once(self, query: Callable[[Any, float], Awaitable[Any]], deadline: float) -> Any:
         loop = asyncio.get_running_loop()
+        slot = await self._slot(deadline) if self.budgets is not None else None
         try:
             # The acquire's timeout is also how long the release may wait for a cancelled
             # query before closing the connection.
             con = await self.pool.acquire(timeout=max(deadline - loop.time(), 0.001))
-        except TimeoutError as exc:
-            raise ReadTimedOut(f"no database connection within {self.timeout:g} s") from exc
+        except BaseException as exc:
+            if slot is not None:
+                slot()
+            if isinstance(exc, TimeoutError):
+                raise ReadTimedOut(f"no database connection within {self.timeout:g} s") from exc
+            raise
         try:
             return await query(con, max(deadline - loop.time(), 0.001))
         except TimeoutError as exc:
             raise ReadTimedOut(f"the database did not answer a read within {self.timeout:g} s") from exc
         finally:
             # Not awaited: after a timeout the release waits for the query's cancellation.
-            self.pool.give_back(con)
+            given = self.pool.give_back(con)
+            if slot is not None:  # held until the connection is back in the pool
+                if isinstance(given, asyncio.Future):
+                    given.add_done_callback(lambda _: slot())
+                else:
+                    slot()
+
+    async def _slot(self, deadline: float) -> Callable[[], None] | None:
+        """A slot of the budget of this read's kind (read_budgets.py), as the call giving it
+        back; None for a read that takes none."""
+        assert self.budgets is not None
+        budgets, reading = self.budgets, current_reading()
+        try:
+            held = await budgets.take(reading, max(deadline - asyncio.get_running_loop().time(), 0.001))
+        except BudgetExhausted as exc:
+            raise ReadTimedOut(f"no database connection for {exc.kind.words} within"
+                               f" {self.timeout:g} s: {exc}", limit=exc.kind.value, slots=exc.slots) from exc
+        return functools.partial(budgets.give, reading) if held else None
 
 
 #: What a read-only caller is given: a pool, or the same pool behind a bound.

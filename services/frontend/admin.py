@@ -28,6 +28,7 @@ from services.common.namespaces import (
     parse_duration_ms,
 )
 from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
+from services.common.read_budgets import ReadBudgets
 from services.common.schedules import (
     OverlapPolicy,
     ScheduleAction,
@@ -79,10 +80,10 @@ ADMIN_ROUTES: list[tuple[str, str, str]] = [
 class AdminHandlers:
     def __init__(self, pool: db.Pool, registry: NamespaceRegistry, *, shards: int,
                  min_retention_ms: int = 60_000, clock: Callable[[], float] = time.time,
-                 read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
+                 read_timeout: float = DEFAULT_TIMEOUT_S, budgets: ReadBudgets | None = None) -> None:
         self._pool = pool  # writes, and the reads that precede a write
         # Describes and lists: bounded, so a paused PostgreSQL answers 503 (read_bound.py).
-        self._reads = BoundedReads(pool, read_timeout)
+        self._reads = BoundedReads(pool, read_timeout, budgets=budgets)
         self._store = NamespaceStore(pool)
         self._read_store = NamespaceStore(self._reads)
         self.registry = registry

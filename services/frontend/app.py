@@ -34,7 +34,8 @@ from services.common.ingress_auth import IngressPolicy
 from services.common.kafka import new_producer
 from services.common.matching import LocalMatchingService, MatchingClient
 from services.common.namespaces import MISS_READ_INTERVAL_S, NamespaceLimits, NamespaceRegistry, NamespaceStore
-from services.common.read_bound import BoundedReads
+from services.common.read_bound import BoundedReads, ReadTimedOut
+from services.common.read_budgets import ReadBudgets, done_reading, reading_as
 from services.common.reply_notices import reply_to_of
 from services.common.supervision import Fatal
 from services.common.telemetry import http_server_middleware, metrics
@@ -51,6 +52,7 @@ from .handlers import PREFIX, ROUTES, Handlers, Streamed
 from .openapi import COMPONENTS, document, request_schema
 from .quotas import LIMITED, PER_ITEM, Quotas
 from .quotas import Kind as QuotaKind
+from .read_kinds import read_kind
 from .reads import ReadStore
 from .replies import ReplyRouter
 from .reply_notices import ReplyNoticeServer
@@ -70,11 +72,23 @@ SHUTDOWN_S = 10.0  # how long a stopping frontend waits for the calls in flight
 # 6000 characters once percent-encoded, a run id in the query as much again; aiohttp's
 # default (8190) refused such valid calls with a plain-text 400 before any handler ran.
 MAX_REQUEST_LINE = 32 * 1024
+FRONTEND_POOL_SIZE = 10  # connections of a frontend on its own, unless KADENCE_FRONTEND_POOL_SIZE says
 
 
 def _json_error(status: int, error: str, message: str, field: str | None = None,
                 **extra: Any) -> web.Response:
     return web.json_response({"error": error, "message": message, "field": field, **extra}, status=status)
+
+
+def _unavailable_read(exc: ReadTimedOut) -> web.Response:
+    """503 for a bounded read that gave up: why, and, when a share of the pool was full
+    (read_budgets.py), which one (``limit``) and its size (``limit_value``)."""
+    extra: dict[str, Any] = {}
+    if exc.limit is not None:
+        extra = {"limit": exc.limit, "limit_value": exc.slots, "retry_after_ms": int(RETRY_AFTER_S) * 1000}
+    response = _json_error(503, "Unavailable", f"{exc}; retry later", **extra)
+    response.headers["Retry-After"] = RETRY_AFTER_S
+    return response
 
 
 # What the access log and the span record for a call whose caller hung up first (nginx's 499).
@@ -99,6 +113,9 @@ async def _answer(request: web.Request, handler: RouteHandler) -> web.StreamResp
         response = _json_error(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
         if "Allow" in exc.headers:  # 405: the methods the path takes (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
+    except ReadTimedOut as exc:  # before OSError: it says which wait ran out, and which share was full
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        response = _unavailable_read(exc)
     except outage.DATABASE_TRANSIENT as exc:
         if isinstance(exc, ConnectionResetError) and _caller_gone(request):
             # aiohttp's write to a caller that hung up mid-answer (a ConnectionResetError, an
@@ -140,8 +157,17 @@ def _route(handlers: object, name: str, *, has_body: bool, auth: Authenticator |
     schema = request_schema(name) if has_body else None
     kind = None if quotas is None else LIMITED.get(name)
     per_item = PER_ITEM.get(name)
+    reads = read_kind(name)
 
     async def route(request: web.Request) -> web.StreamResponse:
+        # The call's reads count against its kind's share of the pool, in turn by namespace.
+        reading = reading_as(reads, request.match_info.get("namespace", ""))
+        try:
+            return await handle(request)
+        finally:
+            done_reading(reading)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
         mark = None
         polling = None
         match = request.match_info
@@ -305,7 +331,7 @@ class FrontendService:
         keys = TokenKeys.parse(s.task_token_keys) if s.task_token_keys else TokenKeys.of([TokenKeys.new_key()])
         auth = Authenticator.from_file(Path(s.auth_config)) if s.auth_config else None
         if self._pool is None:
-            self._pool = await db.create_pool(s.database_url)
+            self._pool = await db.create_pool(s.database_url, max_size=s.frontend_pool_size or FRONTEND_POOL_SIZE)
         if isinstance(self._matching_arg, MatchingClient):
             self._matching = self._matching_arg
         else:
@@ -331,17 +357,22 @@ class FrontendService:
             # History runs elsewhere: tell its owner of each acknowledged command (command_notices.py).
             self._commands = self.command_notices = NoticedCommands(
                 self._commands, HistoryOwners(self._pool, internal_key=s.internal_key))
+        # Each kind of read waits for its share of the pool (read_budgets.py; read_kinds.py).
+        budgets = ReadBudgets(self._pool.get_max_size())
         self._engine = engine = Engine(
             instance_id=reply_to, producer=self._producer, replies=self._replies, closes=self._closes,
-            reads=ReadStore(self._pool, read_timeout=s.read_timeout_ms / 1000), matching=self._matching,
+            reads=ReadStore(self._pool, read_timeout=s.read_timeout_ms / 1000, budgets=budgets),
+            matching=self._matching,
             started_delay=s.started_record_delay_ms / 1000,
             commands=self._commands, token_keys=keys)
         engine.open()
-        handlers = Handlers(engine, VisibilityReads(self._pool, read_timeout=s.read_timeout_ms / 1000))
-        reads = BoundedReads(self._pool, s.read_timeout_ms / 1000)
+        handlers = Handlers(engine, VisibilityReads(self._pool, read_timeout=s.read_timeout_ms / 1000,
+                                                    budgets=budgets))
+        reads = BoundedReads(self._pool, s.read_timeout_ms / 1000, budgets=budgets)
         self.namespaces = NamespaceRegistry(reads, miss_read_interval=MISS_READ_INTERVAL_S)
         admin = AdminHandlers(self._pool, self.namespaces, shards=s.shards,
-                              min_retention_ms=s.min_retention_ms, read_timeout=s.read_timeout_ms / 1000)
+                              min_retention_ms=s.min_retention_ms, read_timeout=s.read_timeout_ms / 1000,
+                              budgets=budgets)
         task_queues = TaskQueueReads(reads, self._matching)
         # The UI reads the pool itself too (start records, chain checks, the audit): bounded.
         ui = UiData(handlers, auth, pool=reads, bootstrap=s.kafka_bootstrap, matching=self._matching.local,

@@ -548,8 +548,7 @@ class Engine:
             run_id = run_id or token_run
             if token_run != run_id:
                 raise InvalidArgument("next_page_token belongs to another run", field="next_page_token")
-        ex = await self._reads.execution(ns, workflow_id, run_id)
-        events = await self._reads.events(ex.run_id, first, None, page_size + 1)
+        ex, events = await self._reads.history_page(ns, workflow_id, run_id, first, page_size + 1)
         next_token = None
         if len(events) > page_size:
             events = events[:page_size]

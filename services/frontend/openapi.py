@@ -123,7 +123,8 @@ COMPONENTS: dict[str, Schema] = {
                     "scheduled as usual. runs_timers_ahead: the worker runs the timers this task starts ahead "
                     "(history holds their own firing for its grace)."),
     "Error": _obj({"error": STR, "message": STR, "field": NULL_STR,
-                   # ResourceExhausted (429) only: which limit of which namespace, and when to try again.
+                   # ResourceExhausted (429): which limit of which namespace, and when to try again; a 503
+                   # for a read whose share of the pool was full: which share (limit) and its size.
                    "namespace": STR, "limit": STR, "limit_value": {"type": "number"}, "retry_after_ms": INT},
                   ["error", "message"]),
     "Failure": _obj({"message": STR, "type": STR, "stack_trace": STR, "non_retryable": {"type": "boolean"},
@@ -409,7 +410,8 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
                   " when to try again, and the body names the namespace, the limit and its value",
            "503": "Unavailable: the broker, the database or another dependency cannot serve now, or history"
                   " has not answered within the answer bound (Busy); Retry-After says when to come back (same"
-                  " request_id)", "504": "Timed out"}
+                  " request_id). A read that found no connection of its kind's share of the pool within its"
+                  " bound names the share (limit) and its size (limit_value)", "504": "Timed out"}
 # Every 429 and 503 of the API says when to try again, in whole seconds (RFC 9110).
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again", "required": True,
                                 "schema": {"type": "integer", "minimum": 0}}}

@@ -10,6 +10,7 @@ until its timeout."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from services.common import db
 from services.common.outcome import RUNNING
 from services.common.outcome import outcome as outcome_of
 from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
+from services.common.read_budgets import ReadBudgets
 
 from .errors import WorkflowNotFound
 from .status_reads import RunKey, StatusReads
@@ -54,38 +56,32 @@ _COLUMNS = ", ".join(f"e.{c}" for c in ("namespace", "workflow_id", "run_id", "w
 
 
 class ReadStore:
-    def __init__(self, pool: db.Pool, *, read_timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, pool: db.Pool, *, read_timeout: float = DEFAULT_TIMEOUT_S,
+                 budgets: ReadBudgets | None = None) -> None:
         self._pool = pool
-        self._bounded = BoundedReads(pool, read_timeout)
+        self._bounded = BoundedReads(pool, read_timeout, budgets=budgets)
         self._statuses = StatusReads(self.statuses)
 
     async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
-        if run_id:
-            row = await self._bounded.fetchrow(
-                f"SELECT {_COLUMNS} FROM executions e WHERE e.run_id = $1 AND e.namespace = $2 AND e.workflow_id = $3",
-                run_id, namespace, workflow_id,
-            )
-        else:
-            row = await self._bounded.fetchrow(
-                f"SELECT {_COLUMNS} FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
-                " WHERE c.namespace = $1 AND c.workflow_id = $2",
-                namespace, workflow_id,
-            )
-        if row is None:
-            which = f"run {run_id} of workflow" if run_id else "workflow"
-            raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
-                                   field="run_id" if run_id else "workflow_id")
-        try:
-            summary = orjson.loads(bytes(row["summary"])) if row["summary"] else {}
-        except orjson.JSONDecodeError:
-            summary = {}
-        return Execution(
-            namespace=row["namespace"], workflow_id=row["workflow_id"], run_id=row["run_id"],
-            workflow_type=row["workflow_type"], task_queue=row["task_queue"], row_status=row["status"],
-            start_time=int(row["start_time"]),
-            close_time=None if row["close_time"] is None else int(row["close_time"]),
-            next_event_id=int(row["next_event_id"]), summary=summary if isinstance(summary, dict) else {},
-        )
+        return _execution(await self._bounded.fetchrow(*_execution_query(namespace, workflow_id, run_id)),
+                          namespace, workflow_id, run_id)
+
+    async def history_page(self, namespace: str, workflow_id: str, run_id: str | None, first: int,
+                           limit: int) -> tuple[Execution, list[dict[str, Any]]]:
+        """The run (as :meth:`execution`) and its events from ``first`` on, at most ``limit``,
+        read on one connection: a replay's page waits for a connection once, not twice."""
+
+        async def read(con: Any, left: float) -> tuple[Any, list[Any]]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + left
+            row = await con.fetchrow(*_execution_query(namespace, workflow_id, run_id), timeout=left)
+            if row is None:
+                return None, []
+            return row, await con.fetch(_EVENTS, row["run_id"], first, None, limit,
+                                        timeout=max(deadline - loop.time(), 0.001))
+
+        row, rows = await self._bounded.run(read)
+        return _execution(row, namespace, workflow_id, run_id), [event_json(bytes(r["data"])) for r in rows]
 
     async def status(self, namespace: str, workflow_id: str, run_id: str) -> str | None:
         """The status column of a run (None if there is no such run): cheaper than its whole state.
@@ -137,12 +133,39 @@ class ReadStore:
 
     async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:
         """Events of a run with first <= event_id (<= last), in order, at most ``limit``."""
-        rows = await self._bounded.fetch(
-            "SELECT data FROM history_events WHERE run_id = $1 AND event_id >= $2"
-            " AND ($3::bigint IS NULL OR event_id <= $3) ORDER BY event_id LIMIT $4",
-            run_id, first, last, limit,
-        )
+        rows = await self._bounded.fetch(_EVENTS, run_id, first, last, limit)
         return [event_json(bytes(r["data"])) for r in rows]
+
+
+_EVENTS = ("SELECT data FROM history_events WHERE run_id = $1 AND event_id >= $2"
+           " AND ($3::bigint IS NULL OR event_id <= $3) ORDER BY event_id LIMIT $4")
+
+
+def _execution_query(namespace: str, workflow_id: str, run_id: str | None) -> tuple[Any, ...]:
+    """The query of a run's row, and its arguments: the run named, or the workflow's current one."""
+    if run_id:
+        return (f"SELECT {_COLUMNS} FROM executions e WHERE e.run_id = $1 AND e.namespace = $2 AND e.workflow_id = $3",
+                run_id, namespace, workflow_id)
+    return (f"SELECT {_COLUMNS} FROM current_executions c JOIN executions e ON e.run_id = c.run_id"
+            " WHERE c.namespace = $1 AND c.workflow_id = $2", namespace, workflow_id)
+
+
+def _execution(row: Any, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
+    if row is None:
+        which = f"run {run_id} of workflow" if run_id else "workflow"
+        raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
+                               field="run_id" if run_id else "workflow_id")
+    try:
+        summary = orjson.loads(bytes(row["summary"])) if row["summary"] else {}
+    except orjson.JSONDecodeError:
+        summary = {}
+    return Execution(
+        namespace=row["namespace"], workflow_id=row["workflow_id"], run_id=row["run_id"],
+        workflow_type=row["workflow_type"], task_queue=row["task_queue"], row_status=row["status"],
+        start_time=int(row["start_time"]),
+        close_time=None if row["close_time"] is None else int(row["close_time"]),
+        next_event_id=int(row["next_event_id"]), summary=summary if isinstance(summary, dict) else {},
+    )
 
 
 def event_json(data: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import orjson
 from kadence_protocol import exact_json
 
 from ..read_bound import BoundedReads
+from ..read_budgets import ReadBudgets
 from .sql import BUILT_INS, AttributeType, QueryError, compile_count, compile_list, encode_token
 
 
@@ -22,11 +23,14 @@ class Page:
 
 
 class VisibilityReads:
-    def __init__(self, pool: asyncpg.Pool, *, read_timeout: float | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, read_timeout: float | None = None,
+                 budgets: ReadBudgets | None = None) -> None:
         """``read_timeout``: the bound of each read (services/common/read_bound.py; None:
-        none); registering an attribute, a write, is never bounded."""
+        none), and ``budgets`` the shares of the pool they wait for (read_budgets.py);
+        registering an attribute, a write, is never bounded."""
         self._pool = pool
-        self._reads: asyncpg.Pool | BoundedReads = pool if read_timeout is None else BoundedReads(pool, read_timeout)
+        self._reads: asyncpg.Pool | BoundedReads = (
+            pool if read_timeout is None else BoundedReads(pool, read_timeout, budgets=budgets))
 
     async def search_attributes(self, namespace: str) -> dict[str, AttributeType]:
         """The custom search attributes registered in ``namespace``, with their types."""

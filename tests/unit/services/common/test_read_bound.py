@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from services.common.read_bound import BoundedReads, ReadTimedOut
+from services.common.read_budgets import ReadBudgets, ReadKind, done_reading, reading_as
 
 pytestmark = pytest.mark.timeout(10)
 BOUND = 0.2
@@ -108,3 +109,50 @@ async def test_a_read_whose_connection_the_server_closed_goes_once_more_on_anoth
     # Once only: a second closed connection is the caller's error (answered 503).
     with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
         await BoundedReads(Pools(ClosedUnder(), ClosedUnder()), BOUND).fetchval("q")
+
+
+class LaterPool:
+    """Gives a connection back in a task, as db.Pool does: done once it is back."""
+
+    def __init__(self, con: SilentServer) -> None:
+        self.con = con
+        self.back = asyncio.Event()
+        self.released: list[SilentServer] = []
+
+    async def acquire(self, *, timeout: float | None = None) -> SilentServer:
+        return self.con
+
+    def give_back(self, con: SilentServer) -> asyncio.Task[None]:
+        async def release() -> None:
+            await self.back.wait()
+            self.released.append(con)
+        return asyncio.get_running_loop().create_task(release())
+
+
+async def test_a_read_holds_its_kinds_slot_until_its_connection_is_back() -> None:
+    budgets = ReadBudgets(2)  # one slot for every read
+    pool = LaterPool(SilentServer(0))
+    reads = BoundedReads(pool, BOUND, budgets=budgets)
+    token = reading_as(ReadKind.HISTORY, "noisy")
+    try:
+        assert await reads.fetchval("q") == "q"
+        assert budgets.in_use(ReadKind.HISTORY) == 1  # answered, the connection not back yet
+        with pytest.raises(ReadTimedOut) as caught:
+            await reads.fetchval("q")
+        assert (caught.value.limit, caught.value.slots) == ("history_reads", 1)
+        assert "history reads may hold 1 of the frontend's 2 connections" in str(caught.value)
+        waiting = asyncio.ensure_future(reads.fetchval("q"))
+        await asyncio.sleep(0.01)
+        pool.back.set()  # the first connection comes back: the waiting read goes on within its bound
+        assert await asyncio.wait_for(waiting, BOUND) == "q"
+    finally:
+        done_reading(token)
+
+
+async def test_a_read_that_finds_no_connection_gives_its_slot_back() -> None:
+    budgets = ReadBudgets(4)
+    reads = BoundedReads(OnePool(SilentServer(0), busy=True), BOUND, budgets=budgets)
+    with pytest.raises(ReadTimedOut) as caught:
+        await reads.fetch("q")
+    assert caught.value.limit is None  # the pool's own wait, not a share's
+    assert budgets.in_use(ReadKind.LOOKUPS) == 0
