@@ -23,6 +23,7 @@ import asyncpg
 from kadence_protocol import avro
 from kadence_protocol.tracing import current_traceparent
 from services.common import db, internal_auth, outage
+from services.common.aio import cancel, log_death
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
 from services.common.matching.errors import (
@@ -50,6 +51,8 @@ READY_MAX = 10_000
 # Noticed tasks held per queue for the next polls until their records are fetched; beyond,
 # a notice no poll waits for is left to the fetch alone.
 NOTICED_MAX = 1_000
+# How long the stop waits for the backlog stores under way before it cancels them.
+BACKGROUND_STOP_S = 10.0
 
 __all__ = ["MatchingService"]
 
@@ -117,9 +120,19 @@ class MatchingService:
             await self.revoke(list(self._owned))
 
         async def background_ended() -> None:
-            for task in list(self._background):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Every one, whatever another ended with (a store's error of any kind), before the
+            # pool closes under them; one still writing after the bound is cancelled (a task
+            # it did not store is dispatched again by history).
+            tasks = list(self._background)
+            if not tasks:
+                return
+            _, pending = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_S)
+            for task in tasks:
+                if task in pending:
+                    log.warning("a backlog store did not end within %g s of the stop", BACKGROUND_STOP_S)
+                    await cancel(task)
+                else:
+                    log_death(task, "a backlog store")
 
         async with contextlib.AsyncExitStack() as then:  # run last pushed first
             then.callback(self._forget_parts)
