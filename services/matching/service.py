@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -364,8 +364,10 @@ class MatchingService:
 
     async def poll(
         self, namespace: str, task_queue: str, kind: str, max_tasks: int = 1,
-        wait_seconds: float = 60.0, identity: str = "",
+        wait_seconds: float = 60.0, identity: str = "", released: Callable[[], bool] | None = None,
     ) -> list[MatchedTask]:
+        """``released``: whether the caller (a frontend in this process) is shutting down;
+        its waiting polls then answer empty when woken (wake_polls), the others wait on."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         key = QueueKey(namespace, task_queue, kind)
@@ -377,7 +379,7 @@ class MatchingService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
         while True:
-            if partition not in self._owned or self._releasing:
+            if partition not in self._owned or self._releasing or (released is not None and released()):
                 return []
             q = self._queue(key, partition)
             tasks = q.take_queries(max_tasks) if kind == WORKFLOW else []
@@ -433,8 +435,12 @@ class MatchingService:
         """Answer every waiting poll now, with no task, and every later one at once: this
         process is shutting down, and a poll must not hold the shutdown for its whole wait."""
         self._releasing = True
+        self.wake_polls()
+
+    def wake_polls(self) -> None:
+        """Wake every waiting poll: each looks again, and those released answer empty."""
         for q in self._queues.values():
-            q.wake_all()  # they look again, see the release and return empty
+            q.wake_all()
 
     async def _take_backlog(self, q: TaskQueue, limit: int) -> list[MatchedTask]:
         rows = await self.store.take(q.key, limit)
