@@ -6,14 +6,25 @@ the last value seen. A negative check ("no second copy arrives") is ``stays``: t
 condition is looked at for the whole time given, not once after a sleep. ``elapse`` is the
 one fixed wait, for when time passing is what the test is about. Sleeps inside the
 workflows and activities under test are their behaviour and stay as they are.
+
+``start_dev`` runs `kadence dev` as a child on ports it binds itself and reads them back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar, overload
+
+import pytest
 
 T = TypeVar("T")
 
@@ -106,3 +117,69 @@ async def elapse(seconds: float) -> None:
     something to happen (``eventually``) or to not happen (``stays``).
     """
     await asyncio.sleep(seconds)
+
+
+# ---- `kadence dev` as a child process --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dev:
+    """A running `kadence dev` child: its process, output file, and the addresses it bound."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str  # the API, http://127.0.0.1:PORT
+    kafka: str  # the broker's bootstrap, 127.0.0.1:PORT
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka.rsplit(":", 1)[1])
+
+
+def dev_command(data: Path, *, port: int = 0, kafka_port: int = 0, shards: int | None = None) -> list[str]:
+    return [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(data), "--port", str(port),
+            "--kafka-port", str(kafka_port), *(["--shards", str(shards)] if shards is not None else [])]
+
+
+async def start_dev(data: Path, log: Path, *, port: int = 0, kafka_port: int = 0, shards: int | None = 3,
+                    env: dict[str, str] | None = None, timeout: float = 60.0) -> Dev:
+    """`kadence dev` started, once it says it runs; ``env``: settings (KADENCE_*) of its own.
+
+    Ports 0 (the default) let it bind ports the system chooses, read back from what it prints:
+    a port picked free beforehand may be taken by another process before the child binds it.
+    Name ports only where a test is about them (the same ones again after a restart)."""
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(dev_command(data, port=port, kafka_port=kafka_port, shards=shards),
+                                   stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+    def running() -> re.Match[str] | None:
+        if process.poll() is not None:  # fails at once: an AssertionError would be retried
+            pytest.fail(f"kadence dev exited: {log.read_text()[-2000:]}")
+        text = log.read_text()
+        return _DEV_RUNNING.search(text) if "Press Ctrl-C" in text else None
+
+    try:
+        said = await eventually(running, timeout=timeout, every=0.1, what="kadence dev up")
+    except BaseException:
+        stop_dev(process)
+        raise
+    assert said is not None  # eventually returns a truthy value
+    return Dev(process, log, said["api"], said["kafka"])
+
+
+_DEV_RUNNING = re.compile(r"API: +(?P<api>http://\S+).*\n\s+Kafka: +(?P<kafka>\S+)")
+
+
+def stop_dev(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGINT) -> None:
+    """Stop it as a user would (Ctrl-C by default); killed if it has not ended within 30 s."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

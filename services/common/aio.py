@@ -24,19 +24,25 @@ def log_death(task: asyncio.Task[Any], what: str, *, level: int = logging.ERROR)
     log.log(level, "%s died", what, exc_info=exc)
 
 
-async def cancel(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task and wait until it has finished; None is allowed.
+# How long cancel() waits for a cancelled task to end. One that takes longer (it swallowed the
+# cancellation, or its clean-up hangs) is a bug, said at ERROR: the stop must end all the same.
+CANCEL_WAIT_S = 10.0
+
+
+async def cancel(task: asyncio.Task[Any] | None, *, wait_s: float = CANCEL_WAIT_S) -> None:
+    """Cancel a background task and wait until it has finished, ``wait_s`` at most; None is allowed.
 
     An error the task ended with (before the cancel, or while it was being cancelled) is
-    logged, not raised: the stop that called this must go on and stop the rest."""
+    logged, not raised: the stop that called this must go on and stop the rest. The caller's
+    own cancellation is raised."""
     if task is None:
         return
     task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:  # noqa: BLE001 - logged once (log_death), the stop goes on
+    if not (await asyncio.wait([task], timeout=wait_s))[0]:
+        log.error("the task %r did not end within %g s of its cancel; the stop goes on without it",
+                  task.get_name(), wait_s)
+        return
+    if not task.cancelled():
         log_death(task, f"the task {task.get_name()!r}")
 
 

@@ -36,6 +36,10 @@ class PortTaken(RuntimeError):
 # How many free ports the embedded broker tries: each is free when picked and may be taken by
 # another process before the broker binds it.
 PORT_ATTEMPTS = 5
+# How long a stopping broker is given after SIGTERM before SIGKILL. Safe only because its storage
+# is memory (``--storage-engine memory://``): a broker that kept data on disk would need its
+# clean shutdown waited for.
+STOP_GRACE_S = 0.5
 
 
 def _bound_elsewhere(port: int) -> bool:
@@ -147,11 +151,17 @@ class EmbeddedBroker:
         raise RuntimeError("the Tansu broker did not accept connections within 10 s")
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`, to the group of the process started.
+
+        Tansu ends at once on SIGTERM with no client connected, and holds on until every client
+        has left otherwise (a worker's or an SDK's, which Kadence does not control): with its
+        memory storage there is nothing to flush, so it is not waited for. Callers stop
+        Kadence's own clients first (``kadence dev`` stops the services before the broker)."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)

@@ -334,6 +334,7 @@ class FrontendService:
             self._pool = await db.create_pool(s.database_url, max_size=s.frontend_pool_size or FRONTEND_POOL_SIZE)
         if isinstance(self._matching_arg, MatchingClient):
             self._matching = self._matching_arg
+            self._matching.resume_polls()  # a previous stop of this frontend released its polls
         else:
             self._matching = MatchingClient(self._pool, s.task_partitions, local=self._matching_arg,
                                             internal_key=s.internal_key)

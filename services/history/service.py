@@ -311,13 +311,15 @@ class HistoryService:
                 then.push_async_callback(stop_consumer, self._consumer)
             if self.trimmer is not None:
                 then.push_async_callback(self.trimmer.close)
-            for job in self._jobs:
-                await cancel(job)
+            # No step inline: one that raised (a server's stop) would skip the tasks and
+            # shards after it, left running beside a closed pool.
+            then.push_async_callback(release_the_rest)
+            then.push_async_callback(cancel, self._task)
+            then.push_async_callback(cancel, self._gate_task)
             if self.health_server is not None:
-                await self.health_server.stop()
-            await cancel(self._gate_task)
-            await cancel(self._task)
-            await self._release(list(self.shards))
+                then.push_async_callback(self.health_server.stop)
+            for job in reversed(self._jobs):
+                then.push_async_callback(cancel, job)
 
     async def _acquire(self, partitions: list[int]) -> None:
         assert self._consumer is not None and self._producer is not None

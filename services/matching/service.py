@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +23,7 @@ import asyncpg
 from kadence_protocol import avro
 from kadence_protocol.tracing import current_traceparent
 from services.common import db, internal_auth, outage
+from services.common.aio import cancel, log_death
 from services.common.config import Settings
 from services.common.kafka import partition_for, task_queue_key
 from services.common.matching.errors import (
@@ -50,6 +51,8 @@ READY_MAX = 10_000
 # Noticed tasks held per queue for the next polls until their records are fetched; beyond,
 # a notice no poll waits for is left to the fetch alone.
 NOTICED_MAX = 1_000
+# How long the stop waits for the backlog stores under way before it cancels them.
+BACKGROUND_STOP_S = 10.0
 
 __all__ = ["MatchingService"]
 
@@ -117,9 +120,19 @@ class MatchingService:
             await self.revoke(list(self._owned))
 
         async def background_ended() -> None:
-            for task in list(self._background):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Every one, whatever another ended with (a store's error of any kind), before the
+            # pool closes under them; one still writing after the bound is cancelled (a task
+            # it did not store is dispatched again by history).
+            tasks = list(self._background)
+            if not tasks:
+                return
+            _, pending = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_S)
+            for task in tasks:
+                if task in pending:
+                    log.warning("a backlog store did not end within %g s of the stop", BACKGROUND_STOP_S)
+                    await cancel(task)
+                else:
+                    log_death(task, "a backlog store")
 
         async with contextlib.AsyncExitStack() as then:  # run last pushed first
             then.callback(self._forget_parts)
@@ -351,8 +364,10 @@ class MatchingService:
 
     async def poll(
         self, namespace: str, task_queue: str, kind: str, max_tasks: int = 1,
-        wait_seconds: float = 60.0, identity: str = "",
+        wait_seconds: float = 60.0, identity: str = "", released: Callable[[], bool] | None = None,
     ) -> list[MatchedTask]:
+        """``released``: whether the caller (a frontend in this process) is shutting down;
+        its waiting polls then answer empty when woken (wake_polls), the others wait on."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         key = QueueKey(namespace, task_queue, kind)
@@ -364,7 +379,7 @@ class MatchingService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
         while True:
-            if partition not in self._owned or self._releasing:
+            if partition not in self._owned or self._releasing or (released is not None and released()):
                 return []
             q = self._queue(key, partition)
             tasks = q.take_queries(max_tasks) if kind == WORKFLOW else []
@@ -420,8 +435,12 @@ class MatchingService:
         """Answer every waiting poll now, with no task, and every later one at once: this
         process is shutting down, and a poll must not hold the shutdown for its whole wait."""
         self._releasing = True
+        self.wake_polls()
+
+    def wake_polls(self) -> None:
+        """Wake every waiting poll: each looks again, and those released answer empty."""
         for q in self._queues.values():
-            q.wake_all()  # they look again, see the release and return empty
+            q.wake_all()
 
     async def _take_backlog(self, q: TaskQueue, limit: int) -> list[MatchedTask]:
         rows = await self.store.take(q.key, limit)

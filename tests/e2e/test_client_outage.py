@@ -6,8 +6,8 @@ budget, as result() does."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import socket
 import uuid
 
 import pytest
@@ -24,18 +24,14 @@ from .workflows import EchoWorkflow, echo
 pytestmark = pytest.mark.timeout(120)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_start_waits_for_a_frontend_stopped_then_started_again(
         broker: EmbeddedBroker, fresh_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=_free_port(), session_timeout_ms=2000)
+                        frontend_port=0, session_timeout_ms=2000)
     async with Cluster(settings) as first:
         url = first.url
+    # Started again on the port the first bound (the system's pick): the client's address stays.
+    settings = dataclasses.replace(settings, frontend_port=int(url.rsplit(":", 1)[1]))
     # The frontend is down now (its port refuses connections).
     caplog.set_level(logging.WARNING, logger="kadence.retry")
     client = await Client.connect(url, namespace="default")

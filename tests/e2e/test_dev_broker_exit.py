@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.embedded import free_port
-from tests.helpers import eventually
-
-from .test_dev_restart import _dev, _stop
+from tests.helpers import eventually, start_dev, stop_dev
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,9 +27,8 @@ def _command(pid: int) -> str:
 
 
 async def test_dev_exits_non_zero_when_its_broker_dies(tmp_path: Path) -> None:
-    port, kafka_port = free_port(), free_port()
     log = tmp_path / "dev.log"
-    proc = await _dev(tmp_path / "data", port, kafka_port, log)
+    proc = (await start_dev(tmp_path / "data", log)).process
     try:
         [broker] = [p for p in _children(proc.pid) if "tansu" in _command(p)]
         os.kill(broker, signal.SIGKILL)
@@ -49,7 +45,7 @@ async def test_dev_exits_non_zero_when_its_broker_dies(tmp_path: Path) -> None:
         pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
         await eventually(lambda: not pid_file.exists(), timeout=30, what="PostgreSQL stopped")
     finally:
-        _stop(proc)
+        stop_dev(proc)
 
 
 async def test_dev_starts_its_postgresql_again_when_it_is_killed(tmp_path: Path) -> None:
@@ -57,9 +53,9 @@ async def test_dev_starts_its_postgresql_again_when_it_is_killed(tmp_path: Path)
     503): it starts it again, and the services carry on from what it had committed."""
     import aiohttp
 
-    port, kafka_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}/api/v1/namespaces/default/workflows"
-    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev.log")
+    dev = await start_dev(tmp_path / "data", tmp_path / "dev.log")
+    proc = dev.process
+    url = f"{dev.url}/api/v1/namespaces/default/workflows"
     try:
         async with aiohttp.ClientSession() as http:
             async def start(wid: str) -> int:
@@ -80,4 +76,4 @@ async def test_dev_starts_its_postgresql_again_when_it_is_killed(tmp_path: Path)
             await eventually(read_again, timeout=10, every=0.2, what="a read after PostgreSQL came back")
         assert proc.poll() is None
     finally:
-        _stop(proc)
+        stop_dev(proc)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,52 +12,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from kadence import Client, Worker
-from services.common.embedded import free_port
-from tests.helpers import eventually
+from tests.helpers import dev_command, eventually, start_dev, stop_dev
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, TimerWorkflow
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _dev_command(data: Path, port: int, kafka_port: int, shards: int | None) -> list[str]:
-    return [sys.executable, "-m", "kadence.cli", "dev", "--data-dir", str(data), "--port", str(port),
-            "--kafka-port", str(kafka_port), *(["--shards", str(shards)] if shards is not None else [])]
-
-
-async def _dev(data: Path, port: int, kafka_port: int, log: Path, shards: int | None = 3,
-               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`kadence dev` started, once it says it runs; ``env``: settings (KADENCE_*) of its own."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            _dev_command(data, port, kafka_port, shards),
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-    def running() -> bool:
-        if proc.poll() is not None:  # fails at once: an AssertionError would be retried
-            pytest.fail(f"kadence dev exited: {log.read_text()[-2000:]}")
-        return "Kadence is running" in log.read_text()
-    await eventually(running, timeout=30, every=0.1, what="kadence dev up")
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def test_restart_loses_nothing(tmp_path: Path) -> None:
-    port, kafka_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "dev-1.log"
-    proc = await _dev(tmp_path / "data", port, kafka_port, log)
+    dev = await start_dev(tmp_path / "data", tmp_path / "dev-1.log")
+    proc = dev.process
     try:
-        client = await Client.connect(url)
+        client = await Client.connect(dev.url)
         approval = f"approval-{uuid.uuid4().hex[:6]}"
         timer = f"timer-{uuid.uuid4().hex[:6]}"
         async with Worker(client, task_queue="q-restart", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
@@ -71,25 +35,25 @@ async def test_restart_loses_nothing(tmp_path: Path) -> None:
             await eventually(first_tasks_run, what="both runs past their first workflow task")
         await client.close()
 
-        _stop(proc)
-        assert proc.returncode == 0, log.read_text()[-2000:]
+        stop_dev(proc)
+        assert proc.returncode == 0, dev.log.read_text()[-2000:]
         # The data directory keeps its shard count: another one is refused, none given reuses it.
         refused = await asyncio.create_subprocess_exec(
-            *_dev_command(tmp_path / "data", port, kafka_port, 2), stdin=subprocess.DEVNULL,
+            *dev_command(tmp_path / "data", shards=2), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, err = await asyncio.wait_for(refused.communicate(), 60)
         assert refused.returncode == 2
         assert b"was created with --shards 3" in err
-        log = tmp_path / "dev-2.log"
-        proc = await _dev(tmp_path / "data", port, kafka_port, log, shards=None)
-        probe = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{kafka_port}")
+        dev = await start_dev(tmp_path / "data", tmp_path / "dev-2.log", shards=None)
+        proc = dev.process
+        probe = AIOKafkaProducer(bootstrap_servers=dev.kafka)
         await probe.start()
         try:
             assert await probe.partitions_for("kadence.requests") == {0, 1, 2}
         finally:
             await probe.stop()
 
-        client = await Client.connect(url)
+        client = await Client.connect(dev.url)
         async with Worker(client, task_queue="q-restart", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
             waiting = client.get_workflow_handle(approval)
             assert (await waiting.describe())["status"] == "Running"
@@ -98,15 +62,14 @@ async def test_restart_loses_nothing(tmp_path: Path) -> None:
             assert await asyncio.wait_for(client.get_workflow_handle(timer).result(), 60) >= 4.0
         await client.close()
     finally:
-        _stop(proc)
+        stop_dev(proc)
 
 
 async def test_sigkill_then_restart(tmp_path: Path) -> None:
-    port, kafka_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-1.log")
+    dev = await start_dev(tmp_path / "data", tmp_path / "dev-1.log")
+    proc = dev.process
     try:
-        client = await Client.connect(url)
+        client = await Client.connect(dev.url)
         wid = f"approval-{uuid.uuid4().hex[:6]}"
         async with Worker(client, task_queue="q-kill", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
             handle = await client.start_workflow(ApprovalWorkflow.run, id=wid, task_queue="q-kill")
@@ -117,14 +80,15 @@ async def test_sigkill_then_restart(tmp_path: Path) -> None:
 
         proc.send_signal(signal.SIGKILL)  # no shutdown at all
         proc.wait(timeout=10)
-        # Same ports again: the killed process's broker died with it.
-        proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-2.log")
+        # Same ports again (named, as the test is about them): the killed process's broker died with it.
+        dev = await start_dev(tmp_path / "data", tmp_path / "dev-2.log", port=dev.port, kafka_port=dev.kafka_port)
+        proc = dev.process
 
-        client = await Client.connect(url)
+        client = await Client.connect(dev.url)
         async with Worker(client, task_queue="q-kill", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
             handle = client.get_workflow_handle(wid)
             await handle.signal(ApprovalWorkflow.approve, "survivor")
             assert await asyncio.wait_for(handle.result(), 60) == "approved by survivor"
         await client.close()
     finally:
-        _stop(proc)
+        stop_dev(proc)

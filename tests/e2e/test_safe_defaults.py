@@ -28,7 +28,7 @@ async def _run(args: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 async def test_standalone_frontend_refuses_a_public_bind_without_auth() -> None:
     env = {"KADENCE_DATABASE_URL": f"postgresql://k@127.0.0.1:{free_port()}/k", "KADENCE_FRONTEND_HOST": "0.0.0.0",
-           "KADENCE_FRONTEND_PORT": str(free_port())}
+           "KADENCE_FRONTEND_PORT": "0"}
     code, out = await _run(["-m", "services.frontend"], env)
     assert code != 0
     assert "refusing to serve the API on 0.0.0.0 without authentication" in out and "--insecure" in out
@@ -41,8 +41,7 @@ async def test_standalone_frontend_refuses_a_public_bind_without_auth() -> None:
 
 
 async def test_dev_refuses_a_public_frontend_host_without_insecure(tmp_path: Path) -> None:
-    args = ["-m", "kadence.cli", "dev", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()),
-            "--kafka-port", str(free_port())]
+    args = ["-m", "kadence.cli", "dev", "--data-dir", str(tmp_path / "d"), "--port", "0", "--kafka-port", "0"]
     code, out = await _run(args, {"KADENCE_FRONTEND_HOST": "0.0.0.0"})
     assert code == 2, out
     assert "kadence dev: refusing to serve the API on 0.0.0.0 without authentication" in out

@@ -8,10 +8,8 @@ import pytest
 
 from kadence import Client, Worker
 from kadence.exceptions import WorkflowNotFoundError
-from services.common.embedded import free_port
-from tests.helpers import eventually
+from tests.helpers import eventually, start_dev, stop_dev
 
-from .test_dev_restart import _dev, _stop
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, EchoWorkflow
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,26 +31,28 @@ async def _result(client: Client, workflow_id: str) -> object:
 
 
 async def test_a_skip_schedule_keeps_firing_across_a_restart_of_kadence_dev(tmp_path: Path) -> None:
-    port, kafka_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
     # Its scheduler looks five times a second (every second by default), as test_schedules.py's.
-    proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-1.log", env=QUICK)
+    dev = await start_dev(tmp_path / "data", tmp_path / "dev-1.log", env=QUICK)
+    proc = dev.process
     try:
-        async with await Client.connect(url) as client:
+        async with await Client.connect(dev.url) as client:
             await client.create_schedule("every-1s", EchoWorkflow.run, "tick", task_queue="q-every",
                                          interval="1s", overlap_policy="skip")
             async with Worker(client, task_queue="q-every", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
                 before = await eventually(lambda: _started(client, 2), timeout=60, what="two firings")
+        assert before is not None  # eventually returns a truthy value
         n_before = before["actions_started"]
         assert isinstance(n_before, int)
-        _stop(proc)
+        stop_dev(proc)
         assert proc.returncode == 0, (tmp_path / "dev-1.log").read_text()[-2000:]
 
-        proc = await _dev(tmp_path / "data", port, kafka_port, tmp_path / "dev-2.log", shards=None, env=QUICK)
-        async with await Client.connect(url) as client:
+        dev = await start_dev(tmp_path / "data", tmp_path / "dev-2.log", shards=None, env=QUICK)
+        proc = dev.process
+        async with await Client.connect(dev.url) as client:
             async with Worker(client, task_queue="q-every", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
                 after = await eventually(lambda: _started(client, n_before + 2), timeout=60,
                                          what="two firings after the restart")
+                assert after is not None
                 recent = after["recent_actions"]
                 assert isinstance(recent, list)
                 ids = [a["workflow_id"] for a in recent if a["result"] == "started"]
@@ -62,4 +62,4 @@ async def test_a_skip_schedule_keeps_firing_across_a_restart_of_kadence_dev(tmp_
                 assert await eventually(lambda: _result(client, newest), timeout=30, what="its result") == "tick"
                 assert (await client.describe_schedule("every-1s"))["overlap_policy"] == "skip"
     finally:
-        _stop(proc)
+        stop_dev(proc)

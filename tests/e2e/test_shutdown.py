@@ -8,11 +8,13 @@ import time
 import aiohttp
 import pytest
 
-from kadence import Client
+from kadence import Client, Worker
 from services.cluster import Cluster
 from services.common.matching import ACTIVITY
 from services.matching.queues import QueueKey
 from tests.helpers import eventually
+
+from .workflows import EchoWorkflow, echo
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +36,9 @@ async def test_stopping_answers_polls_and_result_waits_instead_of_waiting_them_o
                                             params={"run_id": str(handle.run_id), "wait_seconds": "30"}))
         def both_waiting() -> bool:  # the poll parked in matching, the result wait in the frontend
             queue = cluster.matching._queues.get(QueueKey("default", "q-idle", ACTIVITY))
+            closes = cluster.frontend._closes
             return (queue is not None and queue.has_pollers()
-                    and str(handle.run_id) in cluster.frontend._closes._waiters)
+                    and closes is not None and str(handle.run_id) in closes._waiters)
         await eventually(both_waiting, what="the poll and the result wait both waiting")
         assert not poll.done() and not result.done()
         started = time.monotonic()
@@ -44,3 +47,15 @@ async def test_stopping_answers_polls_and_result_waits_instead_of_waiting_them_o
         assert time.monotonic() - started < 10
         assert await poll == (200, {"tasks": []})
         assert await result == (200, {"status": "Running"})
+
+
+async def test_a_frontend_stopped_and_started_again_in_its_cluster_gets_tasks_to_its_workers(
+        cluster: Cluster) -> None:
+    """Its stop released the polls of the matching client the cluster shares with it for good:
+    every poll through the restarted frontend answered empty at once, and no run went on."""
+    await cluster.frontend.stop()
+    await cluster.frontend.start()
+    async with await Client.connect(cluster.url) as client, \
+            Worker(client, task_queue="q-restarted", workflows=[EchoWorkflow], activities=[echo]):
+        result = client.execute_workflow(EchoWorkflow.run, "again", id="wf-restarted", task_queue="q-restarted")
+        assert await asyncio.wait_for(result, 30) == "again"

@@ -46,8 +46,7 @@ def _fetches_failing(caplog: pytest.LogCaptureFixture) -> bool:
 
 
 def _dies(broker: EmbeddedBroker) -> None:
-    """The broker dies (SIGKILL). ``stop()``'s SIGTERM would leave a Tansu with clients connected
-    running for its 5 s wait before it kills it all the same."""
+    """The broker dies (SIGKILL), as in a crash, with no grace for its clients (``stop()`` gives it one)."""
     os.killpg(broker.process.pid, signal.SIGKILL)
     broker.process.wait(timeout=10)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,7 +58,7 @@ class LocalMatchingService(Protocol):
     def owns(self, partition: int) -> bool: ...
 
     async def poll(self, namespace: str, task_queue: str, kind: str, max_tasks: int, wait_seconds: float,
-                   identity: str) -> list[MatchedTask]: ...
+                   identity: str, released: Callable[[], bool] | None = None) -> list[MatchedTask]: ...
 
     async def query(self, namespace: str, task_queue: str, workflow_id: str, run_id: str, query_type: str,
                     args_json: str | None, timeout: float, *, workflow_type: str = "") -> str | None: ...
@@ -66,7 +66,7 @@ class LocalMatchingService(Protocol):
     def respond_query(self, query_id: str, result_json: str | None = None,
                       failure: dict[str, Any] | None = None) -> None: ...
 
-    def release_polls(self) -> None: ...
+    def wake_polls(self) -> None: ...
 
     def queue_stats(self, namespace: str | None = None) -> Sequence[QueueStats]: ...
 
@@ -95,12 +95,20 @@ class MatchingClient:
         return self._local
 
     def release_polls(self) -> None:
-        """Shutting down: answer the polls waiting in this process's matching now (see
-        MatchingService.release_polls), and end the others when they next look for an owner
-        (one already waiting in a matching elsewhere ends with its wait or its shutdown)."""
+        """Its frontend is shutting down: answer this client's polls waiting in this process's
+        matching now, and end the others when they next look for an owner (one already waiting
+        in a matching elsewhere ends with its wait or its shutdown). The matching itself goes
+        on serving other callers; :meth:`resume_polls` undoes this for a frontend started again."""
         self._releasing = True
         if self._local is not None:
-            self._local.release_polls()
+            self._local.wake_polls()
+
+    def resume_polls(self) -> None:
+        """Polls wait again (its frontend started again in the same process, as a Cluster's can)."""
+        self._releasing = False
+
+    def _released(self) -> bool:
+        return self._releasing
 
     async def close(self) -> None:
         self._closed = True
@@ -176,7 +184,8 @@ class MatchingClient:
             remaining = deadline - loop.time()
             if self._local is not None and self._local.owns(partition):
                 try:
-                    return await self._local.poll(namespace, task_queue, kind, max_tasks, remaining, identity)
+                    return await self._local.poll(namespace, task_queue, kind, max_tasks, remaining, identity,
+                                                  released=self._released)
                 except NotOwnerError:
                     pass  # lost the partition between the check and the call
             else:

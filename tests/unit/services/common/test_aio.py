@@ -65,3 +65,47 @@ async def test_cancel_stops_a_running_task_and_takes_none() -> None:
     await cancel(task)
     await cancel(None)
     assert task.cancelled()
+
+
+async def test_a_task_that_will_not_end_holds_its_cancel_no_longer_than_the_bound(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One that swallows its cancellation held the stop that cancelled it for ever."""
+    let_go = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await let_go.wait()  # a bug: it goes on
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)  # it runs, and waits
+    try:
+        with caplog.at_level(logging.ERROR):
+            await asyncio.wait_for(cancel(task, wait_s=0.2), 5)
+        assert not task.done()
+        assert any("'stubborn' did not end within 0.2 s" in r.getMessage() for r in caplog.records)
+    finally:
+        let_go.set()
+        await asyncio.wait([task])
+
+
+async def test_the_callers_own_cancellation_is_raised() -> None:
+    """cancel() swallowed the cancellation of the stop calling it, with the task's."""
+    let_go = asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await let_go.wait()
+
+    slow = asyncio.create_task(slow_to_end())
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(cancel(slow))
+    await asyncio.sleep(0.05)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    let_go.set()
+    await asyncio.wait([slow])
