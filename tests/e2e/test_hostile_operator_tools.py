@@ -1,0 +1,154 @@
+"""The operator's and tenant's everyday tools used by a hostile caller (a whole cluster: real
+broker and PostgreSQL): page tokens of the list and of a history forged to hold what no row
+holds are refused with a 400 (they were a 500), and schedules whose spec the scheduler cannot
+keep are refused when made: an interval under a second (a 1 ms one started a hundred
+workflows a second from one call, ever further behind), a cron expression with croniter's
+random R (another time at each reading), one with no time to come (a 500). A cron whose
+last time comes fires it once and then has no next time (its last firing was never
+started: each round failed on the time after it)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kadence import Client
+from kadence.exceptions import WorkflowNotFoundError
+from services.cluster import Cluster
+from services.common.config import Settings
+from services.common.embedded import EmbeddedBroker
+from services.common.schedules import workflow_id_for
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+async def quick(module_broker: EmbeddedBroker, module_dsn: str) -> AsyncIterator[Cluster]:
+    """One cluster for the module (each test uses its own ids), its scheduler looking five
+    times a second."""
+    settings = Settings(kafka_bootstrap=module_broker.bootstrap, database_url=module_dsn, shards=2,
+                        task_partitions=2, frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
+    async with Cluster(settings) as c:
+        yield c
+
+
+def _token(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _list_token(namespace: str, query: str, after: list[Any]) -> str:
+    """A list page token as the API makes them (services/common/visibility/sql.py): anyone
+    can make one, since it is not signed; it only has to be refused cleanly."""
+    digest = hashlib.sha256(f"{namespace}\n{query}".encode()).hexdigest()[:16]
+    return _token({"q": digest, "after": after})
+
+
+async def test_forged_page_tokens_are_refused_with_a_400_not_a_500(quick: Cluster) -> None:
+    workflow_id = f"forged-{uuid.uuid4().hex[:8]}"
+    base = f"{quick.url}/api/v1/namespaces/default/workflows"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(base, json={"workflow_id": workflow_id, "workflow_type": "Nobody",
+                                         "task_queue": "nobody"}) as response:
+            assert response.status in (200, 201), await response.text()
+            run_id = (await response.json())["run_id"]
+        forged = [({}, [2**63, run_id]), ({}, [2**64 - 1, run_id]), ({}, [1, "run\x00"]),
+                  ({"query": "ORDER BY WorkflowId"}, ["a\x00", run_id]),
+                  ({"query": "ORDER BY CloseTime"}, [2**63, run_id])]
+        for params, after in forged:
+            token = _list_token("default", params.get("query", ""), after)
+            async with http.get(base, params={**params, "next_page_token": token}) as response:
+                body = await response.json()
+                assert response.status == 400, (params, after, body)
+                assert body["field"] == "next_page_token"
+        for payload in ({"run_id": run_id, "next_event_id": 2**63}, {"run_id": run_id, "next_event_id": 2**70},
+                        {"run_id": run_id + "\x00", "next_event_id": 1}):
+            async with http.get(f"{base}/{workflow_id}/history",
+                                params={"next_page_token": _token(payload)}) as response:
+                body = await response.json()
+                assert response.status == 400, (payload, body)
+                assert body["field"] == "next_page_token"
+        # The tokens the API gives still page.
+        async with http.get(f"{base}/{workflow_id}/history", params={"page_size": "1"}) as response:
+            first = await response.json()
+        async with http.get(f"{base}/{workflow_id}/history",
+                            params={"page_size": "1", "next_page_token": first["next_page_token"]}) as response:
+            assert response.status == 200 and (await response.json())["events"][0]["event_id"] == 2
+
+
+async def test_a_schedule_the_scheduler_cannot_keep_is_refused_when_made(quick: Cluster) -> None:
+    base = f"{quick.url}/api/v1/namespaces/default"
+    action = {"workflow_type": "Ping", "task_queue": "ops"}
+    refused = [({"interval": "1ms"}, "spec.interval", "at least 1s"),
+               ({"interval": "999ms"}, "spec.interval", "at least 1s"),
+               ({"cron": "R * * * *"}, "spec.cron", "random"),
+               ({"cron": "0 0 30 2 *"}, "spec.cron", "never fire"),
+               ({"cron": "0 0 1 1 * 0 2020"}, "spec.cron", "never fire")]
+    async with aiohttp.ClientSession() as http:
+        for spec, field, text in refused:
+            sid = f"bad-{uuid.uuid4().hex[:8]}"
+            async with http.post(f"{base}/schedules", json={"schedule_id": sid, "spec": spec,
+                                                            "action": action}) as response:
+                body = await response.json()
+                assert response.status == 400, (spec, body)
+                assert body["field"] == field and text in body["message"], body
+            async with http.get(f"{base}/schedules/{sid}") as response:
+                assert response.status == 404
+        for cron, text in (("0 0 30 2 *", "never fire"), ("R R * * *", "random")):
+            async with http.post(f"{base}/workflows", json={"workflow_id": f"cron-{uuid.uuid4().hex[:8]}",
+                                                            "workflow_type": "Ping", "task_queue": "ops",
+                                                            "cron_schedule": cron}) as response:
+                body = await response.json()
+                assert response.status == 400, (cron, body)
+                assert body["field"] == "cron_schedule" and text in body["message"], body
+        # A second is the shortest interval taken; month and weekday names are no R.
+        for spec in ({"interval": "1s"}, {"cron": "0 9 * MAR FRI"}):
+            sid = f"ok-{uuid.uuid4().hex[:8]}"
+            async with http.post(f"{base}/schedules", json={"schedule_id": sid, "spec": spec, "action": action,
+                                                            "paused": True}) as response:
+                assert response.status == 201, await response.text()
+
+
+async def test_a_cron_whose_last_time_comes_fires_it_and_then_has_no_next(quick: Cluster) -> None:
+    client = await Client.connect(quick.url, namespace="default")
+    try:
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+        # croniter's seven fields: minute hour day month weekday second year; one time only.
+        cron = f"{at.minute} {at.hour} {at.day} {at.month} * {at.second} {at.year}"
+        sid = f"once-{uuid.uuid4().hex[:8]}"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{quick.url}/api/v1/namespaces/default/schedules", json={
+                    "schedule_id": sid, "spec": {"cron": cron},
+                    "action": {"workflow_type": "Ping", "task_queue": f"q-{sid}"}}) as response:
+                created = await response.json()
+                assert response.status == 201, created
+        assert created["next_action_times"] == [at.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        workflow_id = workflow_id_for(sid, int(at.timestamp() * 1000))
+
+        async def started() -> dict[str, Any] | None:
+            try:
+                return dict(await client.get_workflow_handle(workflow_id).describe())
+            except WorkflowNotFoundError:
+                return None
+
+        assert await eventually(started, timeout=30)
+
+        async def ended() -> dict[str, Any] | None:
+            described = dict(await client.describe_schedule(sid))
+            return described if described["actions_started"] == 1 else None
+
+        described = await eventually(ended, timeout=30)
+        assert described is not None and described["next_action_times"] == []
+        # Unpaused again (from now): still none, and no error.
+        await client.pause_schedule(sid)
+        assert (await client.unpause_schedule(sid))["next_action_times"] == []
+    finally:
+        await client.close()
