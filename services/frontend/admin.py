@@ -40,6 +40,7 @@ from services.common.visibility.reads import VisibilityReads
 from services.common.visibility.sql import QueryError, stored_attributes
 
 from . import validation as v
+from .auth import authorize_everywhere
 from .errors import (
     InvalidArgument,
     NamespaceAlreadyExists,
@@ -140,6 +141,9 @@ class AdminHandlers:
 
     async def update_namespace(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
+        if body.get("limits") is not None:
+            # The limits protect the other tenants: the namespace's own admin lifted its own.
+            authorize_everywhere("setting a namespace's limits")
         description = v.optional_str(body, "description", max_len=10_000)
         if body.get("description") == "":
             description = ""

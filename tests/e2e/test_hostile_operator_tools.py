@@ -5,27 +5,33 @@ keep are refused when made: an interval under a second (a 1 ms one started a hun
 workflows a second from one call, ever further behind), a cron expression with croniter's
 random R (another time at each reading), one with no time to come (a 500). A cron whose
 last time comes fires it once and then has no next time (its last firing was never
-started: each round failed on the time after it)."""
+started: each round failed on the time after it). With authentication on, a namespace's own
+admin cannot lift the limits that keep it from crowding out the other tenants (it could)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
 from kadence import Client
+from kadence._admin_cli import cli as admin_cli
 from kadence.exceptions import WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.schedules import workflow_id_for
+from services.frontend.auth import api_key_entry
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -152,3 +158,42 @@ async def test_a_cron_whose_last_time_comes_fires_it_and_then_has_no_next(quick:
         assert (await client.unpause_schedule(sid))["next_action_times"] == []
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    config = tmp_path / "auth.json"
+    config.write_text(json.dumps({"api_keys": [
+        api_key_entry("shop-admin", "shop-admin-key", [{"namespace": "shop", "permissions": ["admin"]}]),
+        api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
+    ]}))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
+    async with Cluster(settings) as c:
+        yield c
+
+
+async def test_a_namespaces_own_admin_cannot_lift_its_limits(secured: Cluster) -> None:
+    url = f"{secured.url}/api/v1/namespaces"
+    ops, tenant = {"Authorization": "Bearer ops-key"}, {"Authorization": "Bearer shop-admin-key"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"name": "shop", "retention": "7d"}, headers=ops) as response:
+            assert response.status == 201, await response.text()
+        async with http.patch(f"{url}/shop", json={"limits": {"rps": 10}}, headers=ops) as response:
+            assert response.status == 200, await response.text()
+        for limits in ({"rps": 1e9}, {"rps": None}, {"concurrent_polls": 100_000}, {"answer_rps": 1e9}):
+            async with http.patch(f"{url}/shop", json={"limits": limits}, headers=tenant) as response:
+                body = await response.json()
+                assert response.status == 403, (limits, body)
+                assert "every namespace (*)" in body["message"]
+        # Its description and retention stay its own to set.
+        async with http.patch(f"{url}/shop", json={"retention": "3d", "description": "orders"},
+                              headers=tenant) as response:
+            assert response.status == 200, await response.text()
+        async with http.get(f"{url}/shop", headers=tenant) as response:
+            described = await response.json()
+        assert described["limits"]["rps"] == 10 and described["retention"] == "3d"
+    env = {"KADENCE_ADDRESS": secured.url, "KADENCE_API_KEY": "shop-admin-key"}
+    cli = await asyncio.to_thread(CliRunner().invoke, admin_cli,
+                                  ["namespace", "update", "shop", "--rps-limit", "default"], env=env)
+    assert cli.exit_code == 1 and "PermissionDenied" in cli.output, cli.output
