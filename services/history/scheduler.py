@@ -67,6 +67,7 @@ UPDATE schedules SET next_nominal = $3, next_fire_at = $4, buffered = $5, trigge
     last_workflow_id = $7, recent = $8::jsonb, fired = fired + $9, skipped = skipped + $10, updated_at = now()
 WHERE namespace = $1 AND schedule_id = $2
   AND EXISTS (SELECT 1 FROM shards WHERE shard_id = $11 AND range_id = $12)
+  AND paused = $13 AND next_nominal IS NOT DISTINCT FROM $14 AND created_at = $15
 """
 
 
@@ -213,9 +214,14 @@ class Scheduler:
         recent = (json.loads(row["recent"]) + turn.recent)[-RECENT_KEPT:]
         status = await self._pool.execute(
             _ADVANCE, ns, sid, next_nominal, next_fire_at, turn.buffered, len(triggers), last,
-            json.dumps(recent), turn.started, turn.skipped + missed, shard_id, range_id)
+            json.dumps(recent), turn.started, turn.skipped + missed, shard_id, range_id,
+            row["paused"], row["next_nominal"], row["created_at"])
         if status.endswith(" 0"):
-            log.info("schedule %s/%s: not advanced (deleted, or shard %d changed owner)", ns, sid, shard_id)
+            # Written over, an unpause made meanwhile caught up the paused time, and a schedule
+            # deleted and made again took the old one's times. The next round decides again
+            # from the row as it is; what this one started is not started twice (its ids).
+            log.info("schedule %s/%s: not advanced (paused, unpaused, deleted or made again meanwhile,"
+                     " or shard %d changed owner)", ns, sid, shard_id)
         m = metrics()
         if m is not None:
             for result, n in (("started", turn.started), ("skipped", turn.skipped), ("missed", missed),

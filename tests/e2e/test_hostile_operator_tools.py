@@ -6,7 +6,9 @@ workflows a second from one call, ever further behind), a cron expression with c
 random R (another time at each reading), one with no time to come (a 500). A cron whose
 last time comes fires it once and then has no next time (its last firing was never
 started: each round failed on the time after it). With authentication on, a namespace's own
-admin cannot lift the limits that keep it from crowding out the other tenants (it could)."""
+admin cannot lift the limits that keep it from crowding out the other tenants (it could).
+An unpause made while a scheduler round is firing the paused schedule's trigger resumes from
+now (the round's advance wrote the old next time back, so the paused time was caught up)."""
 
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ from kadence.exceptions import WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from services.common.schedules import workflow_id_for
+from services.common.schedules import iso_ms, workflow_id_for
 from services.frontend.auth import api_key_entry
+from services.history.scheduler import Scheduler
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,6 +48,10 @@ async def quick(module_broker: EmbeddedBroker, module_dsn: str) -> AsyncIterator
                         task_partitions=2, frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
     async with Cluster(settings) as c:
         yield c
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def _token(payload: dict[str, Any]) -> str:
@@ -197,3 +204,46 @@ async def test_a_namespaces_own_admin_cannot_lift_its_limits(secured: Cluster) -
     cli = await asyncio.to_thread(CliRunner().invoke, admin_cli,
                                   ["namespace", "update", "shop", "--rps-limit", "default"], env=env)
     assert cli.exit_code == 1 and "PermissionDenied" in cli.output, cli.output
+
+
+async def test_an_unpause_during_a_round_resumes_from_now_without_catching_up(
+        quick: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    sid = f"race-{uuid.uuid4().hex[:8]}"
+    parked, release = asyncio.Event(), asyncio.Event()
+    produce = Scheduler._produce
+
+    async def held(self: Scheduler, commands: list[tuple[str, dict[str, Any]]]) -> None:
+        # The round that fires this schedule's trigger waits (its commands still go to the
+        # broker, then the row advances) while the test unpauses the schedule.
+        if any(str(record.get("workflow_id", "")).startswith(sid) for _, record in commands):
+            parked.set()
+            await release.wait()
+        await produce(self, commands)
+
+    monkeypatch.setattr(Scheduler, "_produce", held)
+    client = await Client.connect(quick.url, namespace="default")
+    try:
+        await client.create_schedule(sid, "Ping", task_queue=f"q-{sid}", interval=timedelta(seconds=1),
+                                     overlap_policy="allow_all", catchup_window=timedelta(hours=1), paused=True)
+        # Paused over three of its times (the row keeps the first of them as its next).
+        created_at = _now_ms()
+        await eventually(lambda: _now_ms() > created_at + 3000, timeout=10, what="three paused seconds")
+        await client.trigger_schedule(sid)
+        await asyncio.wait_for(parked.wait(), 15)
+        unpaused = await client.unpause_schedule(sid)
+        resumes_at = iso_ms(unpaused["next_action_times"][0])
+        release.set()
+
+        async def fired_after_unpause() -> dict[str, Any] | None:
+            described = dict(await client.describe_schedule(sid))
+            scheduled = [a for a in described["recent_actions"] if a["how"] == "scheduled"]
+            return described if scheduled else None
+
+        described = await eventually(fired_after_unpause, timeout=20)
+        assert described is not None
+        early = [a for a in described["recent_actions"]
+                 if a["how"] == "scheduled" and iso_ms(a["scheduled_time"]) < resumes_at]
+        assert early == [], f"fired for the paused time: {early}"
+    finally:
+        release.set()
+        await client.close()
