@@ -62,12 +62,17 @@ ORDER BY next_fire_at
 LIMIT 1000
 """
 
+# The next time is the round's to move only if no pause or unpause came meanwhile (an unpause
+# written over caught up the paused time); what the round did (triggers taken, runs started)
+# is recorded either way. A schedule deleted and made again meanwhile is another one: untouched.
 _ADVANCE = """
-UPDATE schedules SET next_nominal = $3, next_fire_at = $4, buffered = $5, triggers = triggers[$6 + 1:],
-    last_workflow_id = $7, recent = $8::jsonb, fired = fired + $9, skipped = skipped + $10, updated_at = now()
-WHERE namespace = $1 AND schedule_id = $2
+UPDATE schedules SET
+    next_nominal = CASE WHEN paused = $13 AND next_nominal IS NOT DISTINCT FROM $14 THEN $3 ELSE next_nominal END,
+    next_fire_at = CASE WHEN paused = $13 AND next_nominal IS NOT DISTINCT FROM $14 THEN $4 ELSE next_fire_at END,
+    buffered = $5, triggers = triggers[$6 + 1:], last_workflow_id = $7, recent = $8::jsonb,
+    fired = fired + $9, skipped = skipped + $10, updated_at = now()
+WHERE namespace = $1 AND schedule_id = $2 AND created_at = $15
   AND EXISTS (SELECT 1 FROM shards WHERE shard_id = $11 AND range_id = $12)
-  AND paused = $13 AND next_nominal IS NOT DISTINCT FROM $14 AND created_at = $15
 """
 
 
@@ -217,11 +222,8 @@ class Scheduler:
             json.dumps(recent), turn.started, turn.skipped + missed, shard_id, range_id,
             row["paused"], row["next_nominal"], row["created_at"])
         if status.endswith(" 0"):
-            # Written over, an unpause made meanwhile caught up the paused time, and a schedule
-            # deleted and made again took the old one's times. The next round decides again
-            # from the row as it is; what this one started is not started twice (its ids).
-            log.info("schedule %s/%s: not advanced (paused, unpaused, deleted or made again meanwhile,"
-                     " or shard %d changed owner)", ns, sid, shard_id)
+            log.info("schedule %s/%s: not advanced (deleted, or made again, meanwhile, or shard %d changed"
+                     " owner)", ns, sid, shard_id)
         m = metrics()
         if m is not None:
             for result, n in (("started", turn.started), ("skipped", turn.skipped), ("missed", missed),

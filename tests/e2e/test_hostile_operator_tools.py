@@ -8,7 +8,8 @@ last time comes fires it once and then has no next time (its last firing was nev
 started: each round failed on the time after it). With authentication on, a namespace's own
 admin cannot lift the limits that keep it from crowding out the other tenants (it could).
 An unpause made while a scheduler round is firing the paused schedule's trigger resumes from
-now (the round's advance wrote the old next time back, so the paused time was caught up)."""
+now (the round's advance wrote the old next time back, so the paused time was caught up), and
+a schedule deleted and made again during a round does not take the old one's counts."""
 
 from __future__ import annotations
 
@@ -206,21 +207,35 @@ async def test_a_namespaces_own_admin_cannot_lift_its_limits(secured: Cluster) -
     assert cli.exit_code == 1 and "PermissionDenied" in cli.output, cli.output
 
 
+class _Parked:
+    """Holds the scheduler's round that fires schedule ``sid`` just before it produces (its
+    commands still go to the broker once released, then the row advances)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sid: str) -> None:
+        self.parked, self.release, self.done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        produce, fire = Scheduler._produce, Scheduler._fire
+
+        async def held(scheduler: Scheduler, commands: list[tuple[str, dict[str, Any]]]) -> None:
+            if any(str(record.get("workflow_id", "")).startswith(sid) for _, record in commands):
+                self.parked.set()
+                await self.release.wait()
+            await produce(scheduler, commands)
+
+        async def fired(scheduler: Scheduler, row: Any, shard_id: int, range_id: int, now: int) -> int:
+            try:
+                return await fire(scheduler, row, shard_id, range_id, now)
+            finally:
+                if self.release.is_set() and row["schedule_id"] == sid:
+                    self.done.set()  # the held round has written its advance (or not)
+
+        monkeypatch.setattr(Scheduler, "_produce", held)
+        monkeypatch.setattr(Scheduler, "_fire", fired)
+
+
 async def test_an_unpause_during_a_round_resumes_from_now_without_catching_up(
         quick: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     sid = f"race-{uuid.uuid4().hex[:8]}"
-    parked, release = asyncio.Event(), asyncio.Event()
-    produce = Scheduler._produce
-
-    async def held(self: Scheduler, commands: list[tuple[str, dict[str, Any]]]) -> None:
-        # The round that fires this schedule's trigger waits (its commands still go to the
-        # broker, then the row advances) while the test unpauses the schedule.
-        if any(str(record.get("workflow_id", "")).startswith(sid) for _, record in commands):
-            parked.set()
-            await release.wait()
-        await produce(self, commands)
-
-    monkeypatch.setattr(Scheduler, "_produce", held)
+    round_ = _Parked(monkeypatch, sid)
     client = await Client.connect(quick.url, namespace="default")
     try:
         await client.create_schedule(sid, "Ping", task_queue=f"q-{sid}", interval=timedelta(seconds=1),
@@ -229,10 +244,10 @@ async def test_an_unpause_during_a_round_resumes_from_now_without_catching_up(
         created_at = _now_ms()
         await eventually(lambda: _now_ms() > created_at + 3000, timeout=10, what="three paused seconds")
         await client.trigger_schedule(sid)
-        await asyncio.wait_for(parked.wait(), 15)
+        await asyncio.wait_for(round_.parked.wait(), 15)
         unpaused = await client.unpause_schedule(sid)
         resumes_at = iso_ms(unpaused["next_action_times"][0])
-        release.set()
+        round_.release.set()
 
         async def fired_after_unpause() -> dict[str, Any] | None:
             described = dict(await client.describe_schedule(sid))
@@ -244,6 +259,32 @@ async def test_an_unpause_during_a_round_resumes_from_now_without_catching_up(
         early = [a for a in described["recent_actions"]
                  if a["how"] == "scheduled" and iso_ms(a["scheduled_time"]) < resumes_at]
         assert early == [], f"fired for the paused time: {early}"
+        # What the held round did is still recorded.
+        assert [a["result"] for a in described["recent_actions"] if a["how"] == "triggered"] == ["started"]
     finally:
-        release.set()
+        round_.release.set()
+        await client.close()
+
+
+async def test_a_schedule_made_again_during_a_round_is_not_the_old_ones(
+        quick: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    sid = f"again-{uuid.uuid4().hex[:8]}"
+    round_ = _Parked(monkeypatch, sid)
+    client = await Client.connect(quick.url, namespace="default")
+    try:
+        await client.create_schedule(sid, "Ping", task_queue=f"q-{sid}", interval=timedelta(seconds=1),
+                                     overlap_policy="allow_all")
+        await asyncio.wait_for(round_.parked.wait(), 15)
+        await client.delete_schedule(sid)
+        await client.create_schedule(sid, "Other", task_queue=f"q2-{sid}", interval=timedelta(hours=1), paused=True)
+        made_again = dict(await client.describe_schedule(sid))
+        round_.release.set()
+        # The held round's advance finds another schedule under the id: it leaves it alone.
+        await asyncio.wait_for(round_.done.wait(), 15)
+        described = dict(await client.describe_schedule(sid))
+        assert described["actions_started"] == 0 and described["recent_actions"] == [], described
+        assert described["last_workflow_id"] is None
+        assert described["created_time"] == made_again["created_time"]
+    finally:
+        round_.release.set()
         await client.close()
