@@ -382,10 +382,14 @@ def _duration(value: object, where: str, *, allow_zero: bool = False) -> int:
 
 
 def due_times(spec: ScheduleSpec, schedule_id: str, next_nominal: int, now: int, catchup_window_ms: int,
-              limit: int = 100) -> tuple[list[int], int, int | None]:
+              limit: int = 100, *, on_time_after: int | None = None) -> tuple[list[int], int, int | None]:
     """The nominal times from ``next_nominal`` whose firing (nominal plus jitter) is due by
     ``now``, how many of them fell outside the catch-up window (missed while nobody fired
     them), and the next nominal time after those (None: the spec has no more).
+
+    ``on_time_after``: the time of the scheduler's previous look, when it has looked since it
+    started; a firing due after it was not missed but is being fired on time, however short
+    the window (one shorter than the looks' interval, 0s say, dropped every firing).
 
     At most ``limit`` are returned; the rest are taken by the next call.
     """
@@ -397,7 +401,7 @@ def due_times(spec: ScheduleSpec, schedule_id: str, next_nominal: int, now: int,
         fire_at = t + spec.jitter(schedule_id, t)
         if fire_at > now:
             break
-        if now - fire_at <= catchup_window_ms:
+        if now - fire_at <= catchup_window_ms or (on_time_after is not None and fire_at > on_time_after):
             due.append(t)
         else:
             missed += 1

@@ -97,21 +97,25 @@ class Scheduler:
         self._owned = owned
         self._clock = clock
         self.rounds = 0  # rounds done (tests wait on it)
+        # Per shard, the time of the previous round that owned it: a firing due since then
+        # is fired on time, whatever the catch-up window (schedules.due_times).
+        self._looked: dict[int, int] = {}
 
     async def round(self) -> int:
         """One pass; the number of workflows started."""
         self.rounds += 1
         owned = dict(self._owned())
+        now = int(self._clock() * 1000)
+        looked, self._looked = self._looked, dict.fromkeys(owned, now)
         if not owned:
             return 0
-        now = int(self._clock() * 1000)
         started = 0
         for row in await self._pool.fetch(_DUE, list(owned), now):
             shard_id = row["shard_id"]
             if shard_id not in owned:
                 continue
             try:
-                started += await self._fire(row, shard_id, owned[shard_id], now)
+                started += await self._fire(row, shard_id, owned[shard_id], now, looked.get(shard_id))
             except (ScheduleError, ValueError, KeyError, TypeError):
                 # One unreadable row must not hold up the others.
                 log.exception("schedule %s/%s cannot be fired", row["namespace"], row["schedule_id"])
@@ -137,7 +141,8 @@ class Scheduler:
             return False
         return now - iso_ms(str(started[-1]["scheduled_time"])) < UNAPPLIED_GRACE_MS
 
-    async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int) -> int:
+    async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int,
+                    looked: int | None = None) -> int:
         ns, sid = row["namespace"], row["schedule_id"]
         spec = ScheduleSpec.from_json(json.loads(row["spec"]))
         action = ScheduleAction.from_json(json.loads(row["action"]))
@@ -152,7 +157,8 @@ class Scheduler:
         next_nominal: int | None = row["next_nominal"]
         missed = 0
         if not row["paused"] and next_nominal is not None and row["next_fire_at"] <= now:
-            due, missed, next_nominal = due_times(spec, sid, next_nominal, now, int(row["catchup_window_ms"]))
+            due, missed, next_nominal = due_times(spec, sid, next_nominal, now, int(row["catchup_window_ms"]),
+                                                  on_time_after=looked)
             firings += [(t, "scheduled") for t in due]
         triggers = list(row["triggers"])
         firings += [(int(t), "triggered") for t in triggers]

@@ -10,7 +10,8 @@ admin cannot lift the limits that keep it from crowding out the other tenants (i
 An unpause made while a scheduler round is firing the paused schedule's trigger resumes from
 now (the round's advance wrote the old next time back, so the paused time was caught up), and
 a schedule deleted and made again during a round does not take the old one's counts. The
-web UI's type filter finds a type holding a backslash (it listed another type's runs)."""
+web UI's type filter finds a type holding a backslash (it listed another type's runs). A
+catch-up window shorter than the scheduler's looks (0s) no longer drops every firing."""
 
 from __future__ import annotations
 
@@ -312,3 +313,23 @@ async def test_the_ui_type_filter_finds_a_type_holding_a_backslash(quick: Cluste
         assert page.status == 200 and 'id="query-error"' not in text, text[:2000]
         # Its run is listed (the id is shown escaped, the backslash as is), the other type's not.
         assert f"Backslash{tag}-run" not in text and f"Back\\slash{tag}-run" in text, text[:3000]
+
+
+async def test_a_zero_catchup_window_still_fires_on_time(quick: Cluster) -> None:
+    sid = f"zero-{uuid.uuid4().hex[:8]}"
+    client = await Client.connect(quick.url, namespace="default")
+    try:
+        await client.create_schedule(sid, "Ping", task_queue=f"q-{sid}", interval=timedelta(seconds=1),
+                                     overlap_policy="allow_all", catchup_window="0s")
+
+        async def fired_twice() -> dict[str, Any] | None:
+            described = dict(await client.describe_schedule(sid))
+            return described if described["actions_started"] >= 2 else None
+
+        # The scheduler looks every 200 ms here: each firing is found up to 200 ms after its
+        # time, which a 0s window counted as missed (0 started, every one skipped).
+        described = await eventually(fired_twice, timeout=20, what="two firings")
+        assert described is not None and described["actions_skipped"] == 0, described
+        await client.delete_schedule(sid)
+    finally:
+        await client.close()

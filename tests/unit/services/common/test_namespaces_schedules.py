@@ -330,3 +330,16 @@ def test_a_cron_without_a_next_time_ends_the_schedule_rather_than_failing() -> N
     # The last firing is due, and then there is none.
     due, missed, nxt = due_times(once, "s", first, first + 120_000, 600_000)
     assert (due, missed, nxt) == ([first], 0, None)
+
+
+def test_a_firing_due_since_the_last_look_runs_whatever_the_window() -> None:
+    spec = ScheduleSpec.from_json({"interval": "1s"})
+    start = _ms("2026-12-06T08:00:00+00:00")
+    # A 0s window, looked at 0.7 s after the firing: without the last look it is dropped as
+    # missed (every firing was, the scheduler looking once a second) ...
+    assert due_times(spec, "s", start, start + 700, 0) == ([], 1, start + 1000)
+    # ... with it (the previous look came before the firing was due) it is on time.
+    assert due_times(spec, "s", start, start + 700, 0, on_time_after=start - 300) == ([start], 0, start + 1000)
+    # Those due before the last look are judged by the window, as after a downtime.
+    due, missed, _ = due_times(spec, "s", start, start + 10_700, 2_000, on_time_after=start + 9_800)
+    assert due == [start + 9_000, start + 10_000] and missed == 9
