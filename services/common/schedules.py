@@ -34,6 +34,10 @@ DEFAULT_CATCHUP_WINDOW_MS = 60_000
 # field). Each firing is a start no namespace limit holds back, and a 1 ms interval started
 # a hundred workflows a second from one call, falling ever further behind.
 MIN_INTERVAL_MS = 1_000
+# The longest cron expression taken (every minute listed, 0,1,...,59, is 177 characters):
+# croniter's time grows with the square of the length (25,000 characters took 66 s of one
+# core to check, on the frontend's loop, and again at each scheduler round and describe).
+MAX_CRON_CHARS = 200
 # Month and weekday names, which may hold an R; any other R in a field is croniter's random value.
 _CRON_NAMES = re.compile(r"(?i)jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun")
 RECENT_KEPT = 10  # firings kept in a schedule's row for describe
@@ -118,6 +122,8 @@ class ScheduleSpec:
             raise ScheduleError(f"spec.time_zone {tz!r} is not a known time zone", "spec.time_zone") from None
         jitter = _duration(raw.get("jitter"), "spec.jitter", allow_zero=True)
         if cron is not None:
+            if isinstance(cron, str) and len(cron) > MAX_CRON_CHARS:
+                raise ScheduleError(f"spec.cron takes at most {MAX_CRON_CHARS} characters", "spec.cron")
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise ScheduleError(f"spec.cron {cron!r} is not a cron expression", "spec.cron")
             if _duration(raw.get("offset"), "spec.offset", allow_zero=True):

@@ -11,7 +11,9 @@ An unpause made while a scheduler round is firing the paused schedule's trigger 
 now (the round's advance wrote the old next time back, so the paused time was caught up), and
 a schedule deleted and made again during a round does not take the old one's counts. The
 web UI's type filter finds a type holding a backslash (it listed another type's runs). A
-catch-up window shorter than the scheduler's looks (0s) no longer drops every firing."""
+catch-up window shorter than the scheduler's looks (0s) no longer drops every firing. A cron
+expression of thousands of characters is refused at once (croniter's cost grows with the
+square of its length: the frontend's loop, and each scheduler round, stood still for it)."""
 
 from __future__ import annotations
 
@@ -333,3 +335,25 @@ async def test_a_zero_catchup_window_still_fires_on_time(quick: Cluster) -> None
         await client.delete_schedule(sid)
     finally:
         await client.close()
+
+
+async def test_a_huge_cron_expression_is_refused_at_once(quick: Cluster) -> None:
+    cron = ",".join(["0-59"] * 2000) + " * * * *"  # 10,000 characters: croniter took ~15 s of CPU
+    base = f"{quick.url}/api/v1/namespaces/default"
+    async with aiohttp.ClientSession() as http:
+        for path, body, field in (
+                ("/schedules", {"schedule_id": f"huge-{uuid.uuid4().hex[:8]}", "spec": {"cron": cron},
+                                "action": {"workflow_type": "Ping", "task_queue": "ops"}}, "spec.cron"),
+                ("/workflows", {"workflow_id": f"huge-{uuid.uuid4().hex[:8]}", "workflow_type": "Ping",
+                                "task_queue": "ops", "cron_schedule": cron}, "cron_schedule")):
+            async with asyncio.timeout(5):
+                async with http.post(base + path, json=body) as response:
+                    answer = await response.json()
+            assert response.status == 400 and answer["field"] == field, answer
+            assert "characters" in answer["message"], answer
+        # A cron start's expression of 201 to 1000 characters (its own field bound) is refused too.
+        async with http.post(base + "/workflows", json={
+                "workflow_id": f"huge-{uuid.uuid4().hex[:8]}", "workflow_type": "Ping", "task_queue": "ops",
+                "cron_schedule": ",".join(["0-59"] * 100) + " * * * *"}) as response:
+            answer = await response.json()
+        assert response.status == 400 and "at most 200 characters" in answer["message"], answer
