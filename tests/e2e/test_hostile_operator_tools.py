@@ -13,7 +13,10 @@ a schedule deleted and made again during a round does not take the old one's cou
 web UI's type filter finds a type holding a backslash (it listed another type's runs). A
 catch-up window shorter than the scheduler's looks (0s) no longer drops every firing. A cron
 expression of thousands of characters is refused at once (croniter's cost grows with the
-square of its length: the frontend's loop, and each scheduler round, stood still for it)."""
+square of its length: the frontend's loop, and each scheduler round, stood still for it). The
+CLI prints ids, types and messages a tenant chose as they are: no rich markup read in them (a
+type 'T[/]' ended `kadence workflow list` in a traceback) and control characters shown as
+escapes (an id holding ESC [2J cleared the operator's screen)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from click.testing import CliRunner
 
 from kadence import Client
 from kadence._admin_cli import cli as admin_cli
+from kadence._cli.workflow import workflow as workflow_cli
 from kadence.exceptions import WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common.config import Settings
@@ -225,9 +229,9 @@ class _Parked:
                 await self.release.wait()
             await produce(scheduler, commands)
 
-        async def fired(scheduler: Scheduler, row: Any, shard_id: int, range_id: int, now: int) -> int:
+        async def fired(scheduler: Scheduler, row: Any, *args: Any) -> int:
             try:
-                return await fire(scheduler, row, shard_id, range_id, now)
+                return await fire(scheduler, row, *args)
             finally:
                 if self.release.is_set() and row["schedule_id"] == sid:
                     self.done.set()  # the held round has written its advance (or not)
@@ -357,3 +361,34 @@ async def test_a_huge_cron_expression_is_refused_at_once(quick: Cluster) -> None
                 "cron_schedule": ",".join(["0-59"] * 100) + " * * * *"}) as response:
             answer = await response.json()
         assert response.status == 400 and "at most 200 characters" in answer["message"], answer
+
+
+async def test_the_cli_shows_what_a_tenant_named_things_without_obeying_it(quick: Cluster) -> None:
+    tag = uuid.uuid4().hex[:8]
+    runs = {f"clear-{tag}\x1b[2J\x1b[H": "Plain", f"[reverse]styled-{tag}[/reverse]": f"T[/]{tag}",
+            f"title-{tag}\x1b]0;owned\x07": f"Right\u202eto-left{tag}"}
+    async with aiohttp.ClientSession() as http:
+        for workflow_id, workflow_type in runs.items():
+            async with http.post(f"{quick.url}/api/v1/namespaces/default/workflows", json={
+                    "workflow_id": workflow_id, "workflow_type": workflow_type,
+                    "task_queue": f"q-{tag}"}) as response:
+                assert response.status in (200, 201), await response.text()
+
+    env = {"KADENCE_ADDRESS": quick.url, "KADENCE_NAMESPACE": "default", "COLUMNS": "250"}
+
+    async def cli(*args: str) -> Any:
+        return await asyncio.to_thread(CliRunner().invoke, workflow_cli, list(args), env=env)
+
+    async def listed() -> Any:
+        result = await cli("list", "-q", f"TaskQueue = 'q-{tag}'")
+        return result if result.exit_code == 0 and result.output.count(tag) >= 6 else None
+
+    result = await eventually(listed, timeout=20, what="the three runs listed")
+    out = result.output
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, repr(out)
+    assert f"clear-{tag}\\x1b[2J\\x1b[H" in out and f"title-{tag}\\x1b]0;owned\\x07" in out
+    assert f"[reverse]styled-{tag}[/reverse]" in out and f"T[/]{tag}" in out and "\\u202e" in out
+    described = await cli("describe", "-w", f"clear-{tag}\x1b[2J\x1b[H", "--no-stack-trace")
+    assert described.exit_code == 0 and "\x1b" not in described.output, repr(described.output)
+    missing = await cli("describe", "-w", f"gone-{tag}\x1b[2J")
+    assert missing.exit_code == 3 and "\x1b" not in missing.output and "\\x1b[2J" in missing.output
