@@ -170,12 +170,24 @@ class ScheduleSpec:
             # Aligned on the epoch (plus the offset), so a restart keeps the same times.
             return ((ms - self.offset_ms) // self.interval_ms + 1) * self.interval_ms + self.offset_ms
         assert self.cron is not None
-        start = datetime.fromtimestamp(ms / 1000, tz=ZoneInfo(self.time_zone))
+        # croniter is given the zone's wall clock (naive) and the zone is applied here: handed an
+        # aware time it crossed a change of offset wrongly (New York, 15 March 2027: '30 1 * * *'
+        # fired at 00:30 and 01:30; the day after autumn's change an hour late).
+        zone = ZoneInfo(self.time_zone)
+        wall = datetime.fromtimestamp(ms / 1000, tz=zone).replace(tzinfo=None)
+        times = croniter(self.cron, wall)
         try:
-            nxt = croniter(self.cron, start).get_next(datetime)
+            while True:
+                nxt = times.get_next(datetime)
+                # A wall time the clock skips (spring) is the instant an hour on, as the zone
+                # reads it; one it shows twice (autumn) fires at its first showing, or at its
+                # second when ``ms`` is already past the first.
+                for fold in (0, 1):
+                    at = int(nxt.replace(tzinfo=zone, fold=fold).timestamp() * 1000)
+                    if at > ms:
+                        return at
         except CroniterBadDateError:
             return None
-        return int(nxt.timestamp() * 1000)
 
     def jitter(self, schedule_id: str, nominal_ms: int) -> int:
         """The delay of the firing of ``nominal_ms``: the same wherever it is computed.

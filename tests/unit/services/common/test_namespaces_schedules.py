@@ -352,3 +352,25 @@ def test_a_cron_expression_is_refused_past_200_characters_before_croniter_reads_
     with pytest.raises(ScheduleError, match="at most 200 characters") as refused:
         ScheduleSpec.from_json({"cron": ",".join(["0-59"] * 5000) + " * * * *"})
     assert refused.value.field == "spec.cron"
+
+
+@pytest.mark.parametrize(("cron", "zone", "start", "expected"), [
+    # Spring, New York (14 March 2027): 01:30 exists both days; before, from the firing of the
+    # 14th the next were 00:30 and 01:30 on the 15th (twice in a day, once an hour early).
+    ("30 1 * * *", "America/New_York", "2027-03-13T12:00:00+00:00",
+     ["2027-03-14T06:30:00+00:00", "2027-03-15T05:30:00+00:00", "2027-03-16T05:30:00+00:00"]),
+    # Autumn, Paris (31 October 2027): 02:30 shows twice that night (fires at its first showing);
+    # before, the next day's fired an hour late (03:30).
+    ("30 2 * * *", "Europe/Paris", "2027-10-30T12:00:00+00:00",
+     ["2027-10-31T00:30:00+00:00", "2027-11-01T01:30:00+00:00", "2027-11-02T01:30:00+00:00"]),
+    # Spring, Paris (28 March 2027): 02:30 is skipped by the clock, so it fires at 03:30.
+    ("30 2 * * *", "Europe/Paris", "2027-03-27T12:00:00+00:00",
+     ["2027-03-28T01:30:00+00:00", "2027-03-29T00:30:00+00:00", "2027-03-30T00:30:00+00:00"]),
+])
+def test_a_cron_in_a_time_zone_fires_once_a_day_at_its_wall_time_across_a_change_of_offset(
+        cron: str, zone: str, start: str, expected: list[str]) -> None:
+    spec = ScheduleSpec.from_json({"cron": cron, "time_zone": zone})
+    times = [_next(spec, _ms(start))]  # each next time is taken from the one before, as the scheduler does
+    while len(times) < len(expected):
+        times.append(_next(spec, times[-1]))
+    assert times == [_ms(t) for t in expected]
