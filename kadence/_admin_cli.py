@@ -37,15 +37,15 @@ def _print(ctx: click.Context, value: Any, table: Callable[[Any], None]) -> None
 
 
 def _rows(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    widths = [max(len(common.visible(str(r[i]))) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        click.echo("  ".join(common.visible(str(c)).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _fields(pairs: Sequence[tuple[str, Any]]) -> None:
     width = max(len(k) for k, _ in pairs)
     for k, v in pairs:
-        click.echo(f"{k.ljust(width)}  {v}")
+        click.echo(f"{k.ljust(width)}  {common.visible(str(v))}")
 
 
 _common = common.global_options
@@ -196,7 +196,8 @@ def _schedule_table(s: dict[str, Any]) -> None:
     if s["recent_actions"]:
         click.echo("Recent actions:")
         for a in s["recent_actions"]:
-            click.echo(f"  {a['scheduled_time']}  {a['result']:<8} {a['how']:<10} {a['workflow_id'] or ''}")
+            line = f"  {a['scheduled_time']}  {a['result']:<8} {a['how']:<10} {a['workflow_id'] or ''}"
+            click.echo(common.visible(line))
 
 
 @schedule.command("create")
@@ -296,7 +297,7 @@ def schedule_unpause(ctx: click.Context, schedule_id: str, note: str) -> None:
 def schedule_trigger(ctx: click.Context, schedule_id: str) -> None:
     """Start the schedule's workflow now, whatever its overlap policy; prints its workflow id."""
     wid = _run(ctx, lambda c: c.trigger_schedule(schedule_id))
-    _print(ctx, {"workflow_id": wid}, lambda v: click.echo(v["workflow_id"]))
+    _print(ctx, {"workflow_id": wid}, lambda v: click.echo(common.visible(v["workflow_id"])))
 
 
 @schedule.command("delete")
@@ -306,7 +307,7 @@ def schedule_trigger(ctx: click.Context, schedule_id: str) -> None:
 def schedule_delete(ctx: click.Context, schedule_id: str) -> None:
     """Delete a schedule; the workflows it started carry on."""
     _run(ctx, lambda c: c.delete_schedule(schedule_id))
-    _print(ctx, {"deleted": schedule_id}, lambda v: click.echo(f"deleted schedule {schedule_id}"))
+    _print(ctx, {"deleted": schedule_id}, lambda v: click.echo(common.visible(f"deleted schedule {schedule_id}")))
 
 
 def main(argv: Sequence[str]) -> int:

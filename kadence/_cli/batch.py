@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kadence._client import Client, WorkflowHandle
 from kadence.exceptions import RPCError, WorkflowAlreadyClosedError
@@ -188,8 +189,8 @@ def _summary(outcome: BatchOutcome, output: str) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("Matched", str(outcome.matched))
-    table.add_row(_done(outcome.verb).capitalize(), f"[green]{len(outcome.succeeded)}[/green]")
-    table.add_row("Failed", f"[red]{len(outcome.failed)}[/red]" if outcome.failed else "0")
+    table.add_row(_done(outcome.verb).capitalize(), Text(str(len(outcome.succeeded)), style="green"))
+    table.add_row("Failed", Text(str(len(outcome.failed)), style="red") if outcome.failed else "0")
     console.print(table)
     if outcome.failed:
         failures = Table(title="Failures", title_justify="left", header_style="bold")

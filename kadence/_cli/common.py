@@ -12,6 +12,7 @@ import asyncio
 import enum
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from kadence._client import Client
 from kadence.exceptions import (
@@ -67,7 +69,7 @@ class Failed(click.ClickException):
         self.exit_code = int(code)
 
     def show(self, file: Any = None) -> None:
-        click.echo(click.style("Error: ", fg="red", bold=True) + self.format_message(), err=True)
+        click.echo(click.style("Error: ", fg="red", bold=True) + visible(self.format_message()), err=True)
 
 
 @dataclass(frozen=True)
@@ -230,10 +232,30 @@ def main(group: click.Group, argv: list[str], prog_name: str) -> int:
 # ---- printing -----------------------------------------------------------------------------------
 
 
+# Control characters (but newline and tab) and the bidirectional overrides, which reorder
+# what a terminal shows: in an id, a type or a message a tenant chose, they cleared the
+# operator's screen, retitled it or disguised a run.
+_UNSEEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each control character shown as its escape (``\x1b``), as repr() would."""
+    return _UNSEEN.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class _Console(Console):
+    """Prints what the server answered as it is: no rich markup read in it (a workflow type
+    'T[/]' ended `kadence workflow list` in a traceback, and '[reverse]...' restyled an id)
+    and its control characters made visible. The commands' own styling uses Text."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(visible(text), **kwargs)
+
+
 def console() -> Console:
     # Piped output keeps whole lines (no wrapping at 80 columns) unless COLUMNS says otherwise.
     width = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty() else 200)
-    return Console(width=width, highlight=False, soft_wrap=False)
+    return _Console(width=width, highlight=False, soft_wrap=False, markup=False, emoji=False)
 
 
 def print_json(value: Any) -> None:

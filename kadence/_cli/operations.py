@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.text import Text
 
 from kadence._cli.batch import BATCH_EPILOG, Verb, batch, check_target, single, target_options
+from kadence._cli.common import visible
 from kadence._cli.workflow import (
     ExitCode,
     Failed,
@@ -107,4 +109,4 @@ def reset(workflow_id: str, run_id: str | None, event_id: int | None, point: str
     if output == Output.JSON:
         _print_json({"workflow_id": new.workflow_id, "run_id": new.run_id})
     else:
-        _console().print(f"Reset [bold]{workflow_id}[/bold]: new run {new.run_id}")
+        _console().print(Text.assemble("Reset ", (visible(workflow_id), "bold"), f": new run {visible(new.run_id)}"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
+from kadence._cli.common import visible
 from kadence._client import Client
 from kadence._http import path_segment
 from kadence.exceptions import RPCError
@@ -51,4 +52,4 @@ def print_section(console: Console, trace: StackTrace) -> None:
     if trace.text is None:
         console.print(trace.problem, style="yellow")
     else:
-        console.print(Text(trace.text))
+        console.print(Text(visible(trace.text)))

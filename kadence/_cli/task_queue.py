@@ -40,7 +40,7 @@ def print_description(d: dict[str, Any], now: datetime | None = None) -> None:
     """The description as people read it: per kind, a line of counts and a table of pollers."""
     now = now or datetime.now(UTC)
     console = common.console()
-    console.print(Text(f"Task queue {d['task_queue']} in namespace {d['namespace']}", style="bold"))
+    console.print(Text(common.visible(f"Task queue {d['task_queue']} in namespace {d['namespace']}"), style="bold"))
     if not d.get("pollers_known", True):
         console.print("No matching instance owns this queue's partition now: pollers are unknown.", style="yellow")
     summary = Table(header_style="bold", box=None)

@@ -88,7 +88,7 @@ STATUS_STYLES = {"Running": "cyan", "Completed": "green", "Failed": "red", "Time
 
 
 def _status(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(common.visible(status), style=STATUS_STYLES.get(status, ""))
 
 
 def _failure_text(failure: object) -> Text | None:
@@ -96,7 +96,7 @@ def _failure_text(failure: object) -> Text | None:
     if not isinstance(failure, Mapping):
         return None
     kind = f"{failure['type']}: " if failure.get("type") else ""
-    return Text(f"{kind}{failure.get('message') or ''}", style="red")
+    return Text(common.visible(f"{kind}{failure.get('message') or ''}"), style="red")
 
 
 def with_client(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -270,7 +270,7 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
         for column in ("Attempt", "State", "Last failure"):
             table.add_column(column, overflow="fold")
         table.add_row(str(task.get("attempt")), str(task.get("state", "")),
-                      Text(f"{failure.get('type') or ''}: {failure.get('message') or ''}", style="red"))
+                      Text(common.visible(f"{failure.get('type') or ''}: {failure.get('message') or ''}"), style="red"))
         console.print(table)
     activities = info.get("pending_activities") or []
     if activities:
@@ -281,7 +281,7 @@ def describe(workflow_id: str, run_id: str | None, with_stack: bool | None, outp
             failure = a.get("last_failure") or {}
             table.add_row(str(a.get("activity_id", "")), str(a.get("activity_type", "")), str(a.get("state", "")),
                           str(a.get("attempt", "")), _time(a.get("scheduled_time")),
-                          Text(str(failure.get("message") or ""), style="red"))
+                          Text(common.visible(str(failure.get("message") or "")), style="red"))
         console.print(table)
     timers = info.get("pending_timers") or []
     if timers:
@@ -313,7 +313,7 @@ def _details(event: Mapping[str, Any]) -> Text:
     if attributes.get("start_to_fire_timeout_ms"):
         parts.append(f"fires after {timedelta(milliseconds=attributes['start_to_fire_timeout_ms'])}")
     failure = attributes.get("failure")
-    text = Text(", ".join(parts))
+    text = Text(common.visible(", ".join(parts)))
     if isinstance(failure, Mapping):
         kind = f"{failure['type']}: " if failure.get("type") else ""  # which error, as the API says it
         text.append(("; " if parts else "") + f"failure: {kind}{failure.get('message', '')}", style="red")
@@ -354,7 +354,7 @@ def show(workflow_id: str, run_id: str | None, output: str, address: str, namesp
         kind = str(event.get("event_type"))
         elapsed = (int(event["event_time"]) - first) / 1000
         table.add_row(str(event.get("event_id")), _time(int(event["event_time"])), f"{elapsed:.3f}s",
-                      Text(kind, style=_event_style(kind)), _details(event))
+                      Text(common.visible(kind), style=_event_style(kind)), _details(event))
     _console().print(table)
 
 
@@ -397,10 +397,11 @@ def start(workflow_type: str, task_queue: str, workflow_id: str, inputs: tuple[s
         _print_json({"workflow_id": handle.workflow_id, "run_id": handle.run_id,
                      **({"schedule_id": f"cron-{workflow_id}"} if cron_schedule else {})})
     elif cron_schedule:
-        _console().print(f"Scheduled [bold]{handle.workflow_id}[/bold] on {cron_schedule!r}"
-                         f" (schedule cron-{workflow_id})")
+        _console().print(Text.assemble("Scheduled ", (common.visible(handle.workflow_id), "bold"),
+                                       common.visible(f" on {cron_schedule!r} (schedule cron-{workflow_id})")))
     else:
-        _console().print(f"Started [bold]{handle.workflow_id}[/bold] run {handle.run_id}")
+        _console().print(Text.assemble("Started ", (common.visible(handle.workflow_id), "bold"),
+                                       f" run {common.visible(handle.run_id or '')}"))
 
 
 @workflow.command(short_help="Start a workflow and wait for its result.")

@@ -17,18 +17,29 @@ import enum
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from . import validation
 from .namespaces import format_duration_ms, parse_duration_ms
 
 DEFAULT_CATCHUP_WINDOW_MS = 60_000
+# The shortest interval a new schedule takes: a cron expression's finest step (its seconds
+# field). Each firing is a start no namespace limit holds back, and a 1 ms interval started
+# a hundred workflows a second from one call, falling ever further behind.
+MIN_INTERVAL_MS = 1_000
+# The longest cron expression taken (every minute listed, 0,1,...,59, is 177 characters):
+# croniter's time grows with the square of the length (25,000 characters took 66 s of one
+# core to check, on the frontend's loop, and again at each scheduler round and describe).
+MAX_CRON_CHARS = 200
+# Month and weekday names, which may hold an R; any other R in a field is croniter's random value.
+_CRON_NAMES = re.compile(r"(?i)jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun")
 RECENT_KEPT = 10  # firings kept in a schedule's row for describe
 
 
@@ -111,6 +122,8 @@ class ScheduleSpec:
             raise ScheduleError(f"spec.time_zone {tz!r} is not a known time zone", "spec.time_zone") from None
         jitter = _duration(raw.get("jitter"), "spec.jitter", allow_zero=True)
         if cron is not None:
+            if isinstance(cron, str) and len(cron) > MAX_CRON_CHARS:
+                raise ScheduleError(f"spec.cron takes at most {MAX_CRON_CHARS} characters", "spec.cron")
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise ScheduleError(f"spec.cron {cron!r} is not a cron expression", "spec.cron")
             if _duration(raw.get("offset"), "spec.offset", allow_zero=True):
@@ -134,15 +147,47 @@ class ScheduleSpec:
             out["offset"] = format_duration_ms(self.offset_ms) if self.offset_ms else "0s"
         return out
 
-    def next_after(self, ms: int) -> int:
-        """The first nominal time strictly after ``ms``."""
+    @classmethod
+    def given(cls, raw: object) -> ScheduleSpec:
+        """A spec given for a new schedule: ``from_json``'s checks and those a stored spec,
+        read back, is not held to (a row made before them still fires)."""
+        spec = cls.from_json(raw)
+        if spec.interval_ms is not None and spec.interval_ms < MIN_INTERVAL_MS:
+            raise ScheduleError(f"spec.interval must be at least {format_duration_ms(MIN_INTERVAL_MS)}",
+                                "spec.interval")
+        if spec.cron is not None and any("r" in _CRON_NAMES.sub("", f).lower() for f in spec.cron.split()
+                                         if not f.startswith("@")):
+            # croniter draws an R afresh each time the expression is read: the times described
+            # would not be those fired, nor one host's those of another.
+            raise ScheduleError(f"spec.cron {spec.cron!r}: R (a random value) is not taken; give the value",
+                                "spec.cron")
+        return spec
+
+    def next_after(self, ms: int) -> int | None:
+        """The first nominal time strictly after ``ms``; None if the cron expression has none
+        (a day no month has, a year field that has passed)."""
         if self.interval_ms is not None:
             # Aligned on the epoch (plus the offset), so a restart keeps the same times.
             return ((ms - self.offset_ms) // self.interval_ms + 1) * self.interval_ms + self.offset_ms
         assert self.cron is not None
-        start = datetime.fromtimestamp(ms / 1000, tz=ZoneInfo(self.time_zone))
-        nxt = croniter(self.cron, start).get_next(datetime)
-        return int(nxt.timestamp() * 1000)
+        # croniter is given the zone's wall clock (naive) and the zone is applied here: handed an
+        # aware time it crossed a change of offset wrongly (New York, 15 March 2027: '30 1 * * *'
+        # fired at 00:30 and 01:30; the day after autumn's change an hour late).
+        zone = ZoneInfo(self.time_zone)
+        wall = datetime.fromtimestamp(ms / 1000, tz=zone).replace(tzinfo=None)
+        times = croniter(self.cron, wall)
+        try:
+            while True:
+                nxt = times.get_next(datetime)
+                # A wall time the clock skips (spring) is the instant an hour on, as the zone
+                # reads it; one it shows twice (autumn) fires at its first showing, or at its
+                # second when ``ms`` is already past the first.
+                for fold in (0, 1):
+                    at = int(nxt.replace(tzinfo=zone, fold=fold).timestamp() * 1000)
+                    if at > ms:
+                        return at
+        except CroniterBadDateError:
+            return None
 
     def jitter(self, schedule_id: str, nominal_ms: int) -> int:
         """The delay of the firing of ``nominal_ms``: the same wherever it is computed.
@@ -152,7 +197,8 @@ class ScheduleSpec:
         order, then counted as missed once it was past the catch-up window."""
         if self.jitter_ms <= 0:
             return 0
-        limit = min(self.jitter_ms, self.next_after(nominal_ms) - nominal_ms - 1)
+        following = self.next_after(nominal_ms)
+        limit = self.jitter_ms if following is None else min(self.jitter_ms, following - nominal_ms - 1)
         digest = hashlib.sha256(f"{schedule_id}/{nominal_ms}".encode()).digest()
         return int.from_bytes(digest[:8], "big") % (limit + 1)
 
@@ -265,7 +311,7 @@ class ScheduleDefinition:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> ScheduleDefinition:
-        spec = ScheduleSpec.from_json(body.get("spec"))
+        spec = ScheduleSpec.given(body.get("spec"))
         action = ScheduleAction.from_json(body.get("action"))
         action.check()
         raw_overlap = body.get("overlap_policy", OverlapPolicy.SKIP.value)
@@ -354,28 +400,33 @@ def _duration(value: object, where: str, *, allow_zero: bool = False) -> int:
 
 
 def due_times(spec: ScheduleSpec, schedule_id: str, next_nominal: int, now: int, catchup_window_ms: int,
-              limit: int = 100) -> tuple[list[int], int, int]:
+              limit: int = 100, *, on_time_after: int | None = None) -> tuple[list[int], int, int | None]:
     """The nominal times from ``next_nominal`` whose firing (nominal plus jitter) is due by
     ``now``, how many of them fell outside the catch-up window (missed while nobody fired
-    them), and the next nominal time after those.
+    them), and the next nominal time after those (None: the spec has no more).
+
+    ``on_time_after``: the time of the scheduler's previous look, when it has looked since it
+    started; a firing due after it was not missed but is being fired on time, however short
+    the window (one shorter than the looks' interval, 0s say, dropped every firing).
 
     At most ``limit`` are returned; the rest are taken by the next call.
     """
     due: list[int] = []
     missed = 0
     jumped = False
-    t = next_nominal
-    while len(due) < limit:
+    t: int | None = next_nominal
+    while t is not None and len(due) < limit:
         fire_at = t + spec.jitter(schedule_id, t)
         if fire_at > now:
             break
-        if now - fire_at <= catchup_window_ms:
+        if now - fire_at <= catchup_window_ms or (on_time_after is not None and fire_at > on_time_after):
             due.append(t)
         else:
             missed += 1
             if missed >= 10 * limit and not jumped:  # left alone for ages: jump to the window's start
                 jumped = True
-                t = max(t, spec.next_after(now - catchup_window_ms - spec.jitter_ms - 1))
+                start = spec.next_after(now - catchup_window_ms - spec.jitter_ms - 1)
+                t = None if start is None else max(t, start)
                 continue
         t = spec.next_after(t)
     return due, missed, t

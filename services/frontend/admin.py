@@ -41,6 +41,7 @@ from services.common.visibility.reads import VisibilityReads
 from services.common.visibility.sql import QueryError, stored_attributes
 
 from . import validation as v
+from .auth import authorize_everywhere
 from .errors import (
     InvalidArgument,
     NamespaceAlreadyExists,
@@ -141,6 +142,9 @@ class AdminHandlers:
 
     async def update_namespace(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns = v.namespace(path["namespace"])
+        if body.get("limits") is not None:
+            # The limits protect the other tenants: the namespace's own admin lifted its own.
+            authorize_everywhere("setting a namespace's limits")
         description = v.optional_str(body, "description", max_len=10_000)
         if body.get("description") == "":
             description = ""
@@ -178,6 +182,9 @@ class AdminHandlers:
         d = await self.registered(ns, d)
         now = int(self._clock() * 1000)
         nominal = d.spec.next_after(now)
+        if nominal is None:  # no time to fire at: the row would be stored with none (a 500 before)
+            raise InvalidArgument(f"spec.cron {d.spec.cron!r} has no time after now: it would never fire",
+                                  field="spec.cron")
         row: asyncpg.Record | None = await self._pool.fetchrow(
             "INSERT INTO schedules (namespace, schedule_id, shard_id, spec, action, overlap, catchup_window_ms,"
             " paused, note, next_nominal, next_fire_at) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9,"
@@ -242,11 +249,11 @@ class AdminHandlers:
         ns, sid = self._ids(path)
         note = v.optional_str(body, "note", max_len=10_000) or ""
         spec = ScheduleSpec.from_json(json.loads((await self._row(ns, sid))["spec"]))
-        nominal = spec.next_after(int(self._clock() * 1000))
+        nominal = spec.next_after(int(self._clock() * 1000))  # None: a cron whose last time has passed
         row = await self._pool.fetchrow(
             "UPDATE schedules SET paused = false, note = $3, next_nominal = $4, next_fire_at = $5, updated_at = now()"
             " WHERE namespace = $1 AND schedule_id = $2 RETURNING *",
-            ns, sid, note, nominal, nominal + spec.jitter(sid, nominal))
+            ns, sid, note, nominal, None if nominal is None else nominal + spec.jitter(sid, nominal))
         if row is None:
             await self._row(ns, sid)
         return OK, schedule_json(row)

@@ -15,7 +15,8 @@ names; an operation missing from it is refused, so a new route must be classifie
   task queue the worker may poll (the task queue its token names)
 - admin: implies the three above; registers search attributes; creating and updating
   namespaces (creating and listing them need an admin grant on ``*``, since no namespace
-  is in their path)
+  is in their path; so does setting a namespace's limits, which an admin of that namespace
+  alone could otherwise lift)
 
 Schedules: describe and list need read; create, pause, unpause, trigger, delete need write.
 Describing a task queue (pollers, backlog) needs read.
@@ -251,6 +252,16 @@ def authorize_task_queue(operation: str, namespace: str, task_queue: str) -> Non
     if caller is not None:
         auth, principal = caller
         auth.authorize(principal, operation, namespace, task_queue)
+
+
+def authorize_everywhere(what: str) -> None:
+    """403 unless the caller (if authentication is on) is an admin in every namespace (a
+    grant on ``*``): for what one namespace's admin must not decide for itself, as its limits,
+    which keep it from crowding the other tenants out."""
+    caller = _caller.get()
+    if caller is not None and not caller[1].allows(Permission.ADMIN, "*"):
+        raise PermissionDenied(f"{caller[1].name} lacks the admin permission in every namespace (*),"
+                               f" which {what} needs")
 
 
 def caller_may(operation: str, namespace: str, task_queue: str) -> bool:

@@ -36,7 +36,7 @@ _NOT_WITH_CRON = ("id_reuse_policy", "id_conflict_policy", "wait_seconds", "retr
 def definition(req: StartRequest, cron: str, search_attributes: object = None) -> ScheduleDefinition:
     """The schedule a start of ``req`` with ``cron_schedule`` = ``cron`` creates."""
     try:
-        spec = ScheduleSpec.from_json({"cron": cron})
+        spec = ScheduleSpec.given({"cron": cron})
     except ScheduleError as exc:
         raise InvalidArgument(str(exc).replace("spec.cron", "cron_schedule"), field="cron_schedule") from None
     action = ScheduleAction(req.workflow_type, req.task_queue, req.input,
@@ -83,7 +83,12 @@ async def start_with_cron(admin: AdminHandlers | None, req: StartRequest, cron: 
             raise InvalidArgument(f"workflow_id is too long for cron_schedule: {exc.message}",
                                   field="workflow_id") from None
     d = await admin.registered(req.namespace, definition(req, cron, body.get("search_attributes")))
-    row = await admin.insert_schedule(req.namespace, sid, d)
+    try:
+        row = await admin.insert_schedule(req.namespace, sid, d)
+    except InvalidArgument as exc:  # a cron with no time after now, named as the start gave it
+        if exc.field != "spec.cron":
+            raise
+        raise InvalidArgument(str(exc).replace("spec.cron", "cron_schedule"), field="cron_schedule") from None
     if row is None:
         row = await admin.schedule_row(req.namespace, sid)
         same = (json.loads(row["spec"]) == d.spec.to_json() and json.loads(row["action"]) == d.action.to_json())

@@ -810,8 +810,13 @@ def _decode_page_token(token: str) -> tuple[str, int]:
         run_id, first = data["run_id"], data["next_event_id"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token") from None
-    if not isinstance(run_id, str) or type(first) is not int or first < 1:
+    # Forged, a run id PostgreSQL's text refuses or an event id past 64 bits reached it (a 500).
+    if not isinstance(run_id, str) or type(first) is not int or not 1 <= first < 2**63:
         raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token")
+    try:
+        common.optional_name(run_id, "next_page_token")
+    except common.Invalid:
+        raise InvalidArgument("next_page_token is not a token this API returned", field="next_page_token") from None
     return run_id, first
 
 

@@ -62,10 +62,16 @@ ORDER BY next_fire_at
 LIMIT 1000
 """
 
+# The next time is the round's to move only if no pause or unpause came meanwhile (an unpause
+# written over caught up the paused time); what the round did (triggers taken, runs started)
+# is recorded either way. A schedule deleted and made again meanwhile is another one: untouched.
 _ADVANCE = """
-UPDATE schedules SET next_nominal = $3, next_fire_at = $4, buffered = $5, triggers = triggers[$6 + 1:],
-    last_workflow_id = $7, recent = $8::jsonb, fired = fired + $9, skipped = skipped + $10, updated_at = now()
-WHERE namespace = $1 AND schedule_id = $2
+UPDATE schedules SET
+    next_nominal = CASE WHEN paused = $13 AND next_nominal IS NOT DISTINCT FROM $14 THEN $3 ELSE next_nominal END,
+    next_fire_at = CASE WHEN paused = $13 AND next_nominal IS NOT DISTINCT FROM $14 THEN $4 ELSE next_fire_at END,
+    buffered = $5, triggers = triggers[$6 + 1:], last_workflow_id = $7, recent = $8::jsonb,
+    fired = fired + $9, skipped = skipped + $10, updated_at = now()
+WHERE namespace = $1 AND schedule_id = $2 AND created_at = $15
   AND EXISTS (SELECT 1 FROM shards WHERE shard_id = $11 AND range_id = $12)
 """
 
@@ -91,21 +97,25 @@ class Scheduler:
         self._owned = owned
         self._clock = clock
         self.rounds = 0  # rounds done (tests wait on it)
+        # Per shard, the time of the previous round that owned it: a firing due since then
+        # is fired on time, whatever the catch-up window (schedules.due_times).
+        self._looked: dict[int, int] = {}
 
     async def round(self) -> int:
         """One pass; the number of workflows started."""
         self.rounds += 1
         owned = dict(self._owned())
+        now = int(self._clock() * 1000)
+        looked, self._looked = self._looked, dict.fromkeys(owned, now)
         if not owned:
             return 0
-        now = int(self._clock() * 1000)
         started = 0
         for row in await self._pool.fetch(_DUE, list(owned), now):
             shard_id = row["shard_id"]
             if shard_id not in owned:
                 continue
             try:
-                started += await self._fire(row, shard_id, owned[shard_id], now)
+                started += await self._fire(row, shard_id, owned[shard_id], now, looked.get(shard_id))
             except (ScheduleError, ValueError, KeyError, TypeError):
                 # One unreadable row must not hold up the others.
                 log.exception("schedule %s/%s cannot be fired", row["namespace"], row["schedule_id"])
@@ -131,7 +141,8 @@ class Scheduler:
             return False
         return now - iso_ms(str(started[-1]["scheduled_time"])) < UNAPPLIED_GRACE_MS
 
-    async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int) -> int:
+    async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int,
+                    looked: int | None = None) -> int:
         ns, sid = row["namespace"], row["schedule_id"]
         spec = ScheduleSpec.from_json(json.loads(row["spec"]))
         action = ScheduleAction.from_json(json.loads(row["action"]))
@@ -146,7 +157,8 @@ class Scheduler:
         next_nominal: int | None = row["next_nominal"]
         missed = 0
         if not row["paused"] and next_nominal is not None and row["next_fire_at"] <= now:
-            due, missed, next_nominal = due_times(spec, sid, next_nominal, now, int(row["catchup_window_ms"]))
+            due, missed, next_nominal = due_times(spec, sid, next_nominal, now, int(row["catchup_window_ms"]),
+                                                  on_time_after=looked)
             firings += [(t, "scheduled") for t in due]
         triggers = list(row["triggers"])
         firings += [(int(t), "triggered") for t in triggers]
@@ -213,9 +225,11 @@ class Scheduler:
         recent = (json.loads(row["recent"]) + turn.recent)[-RECENT_KEPT:]
         status = await self._pool.execute(
             _ADVANCE, ns, sid, next_nominal, next_fire_at, turn.buffered, len(triggers), last,
-            json.dumps(recent), turn.started, turn.skipped + missed, shard_id, range_id)
+            json.dumps(recent), turn.started, turn.skipped + missed, shard_id, range_id,
+            row["paused"], row["next_nominal"], row["created_at"])
         if status.endswith(" 0"):
-            log.info("schedule %s/%s: not advanced (deleted, or shard %d changed owner)", ns, sid, shard_id)
+            log.info("schedule %s/%s: not advanced (deleted, or made again, meanwhile, or shard %d changed"
+                     " owner)", ns, sid, shard_id)
         m = metrics()
         if m is not None:
             for result, n in (("started", turn.started), ("skipped", turn.skipped), ("missed", missed),

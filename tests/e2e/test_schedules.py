@@ -120,7 +120,7 @@ async def test_firings_missed_while_down_are_caught_up_within_the_window_older_o
             await eventually(lambda t=t: _workflow(client, workflow_id_for("catchup", t)), timeout=20,
                              what=f"the firing of {t} caught up")
         # ... and the firings after it too, while the oldest ones are counted as skipped, never started.
-        await eventually(lambda: _workflow(client, workflow_id_for("catchup", spec.next_after(up_from) + 1000)),
+        await eventually(lambda: _workflow(client, workflow_id_for("catchup", (spec.next_after(up_from) or 0) + 1000)),
                          timeout=20, what="a firing after the restart")
         for t in missed:
             if t < up_from - 5000:

@@ -366,10 +366,17 @@ def _decode_token(token: str, namespace: str, query_text: str, keys: Sequence[So
     if digest != _digest(namespace, query_text):
         raise QueryError("next_page_token belongs to another query; ask the first page again")
     if not isinstance(after, list) or len(after) != len(keys) or not all(
-            (isinstance(v, int) and not isinstance(v, bool)) if k.integer else isinstance(v, str)
-            for k, v in zip(keys, after, strict=True)):
+            _token_value(v, k.integer) for k, v in zip(keys, after, strict=True)):
         raise QueryError("next_page_token is not a token this API gave")
     return after
+
+
+def _token_value(value: object, integer: bool) -> bool:
+    """Whether a forged token's value is one a page's last row could hold: a bigint, or
+    text PostgreSQL takes (a NUL, or an integer past 64 bits, failed the query: a 500)."""
+    if integer:
+        return type(value) is int and -(2**63) <= value < 2**63
+    return isinstance(value, str) and "\x00" not in value
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ _ORDER_BY = re.compile(r"\bORDER\s+BY\b", re.IGNORECASE)
 
 
 def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    # The language reads a backslash as an escape ('Back\slash' is the type Backslash): doubled, it is one.
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

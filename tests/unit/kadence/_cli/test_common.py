@@ -106,3 +106,15 @@ def test_main_returns_the_exit_code() -> None:
     assert common.main(cli, ["boom"], "t") == 3
     assert common.main(cli, ["nonsense"], "t") == 2
     assert Output("json") is Output.JSON
+
+
+def test_visible_shows_control_characters_and_bidi_overrides_as_escapes() -> None:
+    assert common.visible("a\x1b[2J\x07b\x9b\u202ec\x7f") == "a\\x1b[2J\\x07b\\x9b\\u202ec\\x7f"
+    assert common.visible("line\n\ttab é ✓ 👩\u200d💻") == "line\n\ttab é ✓ 👩\u200d💻"  # kept as they are
+
+
+def test_the_console_reads_no_markup_in_what_it_prints() -> None:
+    console = common.console()
+    with console.capture() as captured:
+        console.print("T[/] [reverse]x[/reverse] :warning: \x1b[31m")
+    assert captured.get().strip() == "T[/] [reverse]x[/reverse] :warning: \\x1b[31m"

@@ -104,18 +104,25 @@ def test_a_jitter_longer_than_the_gap_keeps_firings_in_order_and_loses_none(raw:
     # firings stay in order and none falls behind its successor's (and out of the window).
     spec = ScheduleSpec.from_json(raw)
     start = _ms("2026-12-06T08:00:00+00:00")
-    nominal = [spec.next_after(start)]
+    nominal = [_next(spec, start)]
     while len(nominal) < 200:
-        nominal.append(spec.next_after(nominal[-1]))
+        nominal.append(_next(spec, nominal[-1]))
     fires = [t + spec.jitter("s", t) for t in nominal]
     assert all(a < b for a, b in itertools.pairwise(fires))
     assert len({f - t for f, t in zip(fires, nominal, strict=True)}) > 1  # still jittered
     started = missed = 0
-    nxt = nominal[0]
+    nxt: int | None = nominal[0]
     for now in range(start, nominal[-1], 1000):  # the scheduler looks every second
+        assert nxt is not None
         due, lost, nxt = due_times(spec, "s", nxt, now, 60_000)
         started, missed = started + len(due), missed + lost
     assert missed == 0 and started > 150
+
+
+def _next(spec: ScheduleSpec, ms: int) -> int:
+    following = spec.next_after(ms)
+    assert following is not None
+    return following
 
 
 def test_due_times_catch_up_within_the_window_only() -> None:
@@ -295,3 +302,75 @@ async def test_history_refuses_a_namespace_only_on_a_read_after_its_batch_began(
     assert not await registered("shop", loop.time())  # a record sent too early
     pool.names.add("shop")  # created a moment later; a record naming it follows
     assert await registered("shop", loop.time())  # no miss believed from before
+
+
+def test_a_new_schedule_takes_no_interval_under_a_second_nor_a_random_cron() -> None:
+    assert ScheduleSpec.given({"interval": "1s"}).interval_ms == 1000
+    with pytest.raises(ScheduleError, match="at least 1s") as refused:
+        ScheduleSpec.given({"interval": "999ms"})
+    assert refused.value.field == "spec.interval"
+    for cron in ("R * * * *", "0 R(1-5) * * *", "0 0 * * * r"):
+        with pytest.raises(ScheduleError, match="random"):
+            ScheduleSpec.given({"cron": cron})
+    for cron in ("0 0 * MAR FRI", "@yearly", "0 9 * * sat,sun"):  # names holding an r are names
+        assert ScheduleSpec.given({"cron": cron}).cron == cron
+    # A stored spec is read back as it was made (a row made before these checks still fires).
+    assert ScheduleSpec.from_json({"interval": "1ms"}).interval_ms == 1
+
+
+def test_a_cron_without_a_next_time_ends_the_schedule_rather_than_failing() -> None:
+    never = ScheduleSpec.from_json({"cron": "0 0 30 2 *"})  # February 30th
+    assert never.next_after(_ms("2026-12-06T08:00:00+00:00")) is None
+    # Once on New Year's Day 2027 (fields: minute hour day month weekday second year).
+    once = ScheduleSpec.from_json({"cron": "0 0 1 1 * 0 2027", "jitter": "1m"})
+    first = once.next_after(_ms("2026-12-06T08:00:00+00:00"))
+    assert first == _ms("2027-01-01T00:00:00+00:00")
+    assert once.next_after(first) is None
+    assert 0 <= once.jitter("s", first) <= 60_000
+    # The last firing is due, and then there is none.
+    due, missed, nxt = due_times(once, "s", first, first + 120_000, 600_000)
+    assert (due, missed, nxt) == ([first], 0, None)
+
+
+def test_a_firing_due_since_the_last_look_runs_whatever_the_window() -> None:
+    spec = ScheduleSpec.from_json({"interval": "1s"})
+    start = _ms("2026-12-06T08:00:00+00:00")
+    # A 0s window, looked at 0.7 s after the firing: without the last look it is dropped as
+    # missed (every firing was, the scheduler looking once a second) ...
+    assert due_times(spec, "s", start, start + 700, 0) == ([], 1, start + 1000)
+    # ... with it (the previous look came before the firing was due) it is on time.
+    assert due_times(spec, "s", start, start + 700, 0, on_time_after=start - 300) == ([start], 0, start + 1000)
+    # Those due before the last look are judged by the window, as after a downtime.
+    due, missed, _ = due_times(spec, "s", start, start + 10_700, 2_000, on_time_after=start + 9_800)
+    assert due == [start + 9_000, start + 10_000] and missed == 9
+
+
+def test_a_cron_expression_is_refused_past_200_characters_before_croniter_reads_it() -> None:
+    every_minute = ",".join(str(m) for m in range(60)) + " * * * *"
+    assert ScheduleSpec.from_json({"cron": every_minute}).cron == every_minute
+    # croniter took 3.5 s for 5,000 characters of this, 66 s for 25,000.
+    with pytest.raises(ScheduleError, match="at most 200 characters") as refused:
+        ScheduleSpec.from_json({"cron": ",".join(["0-59"] * 5000) + " * * * *"})
+    assert refused.value.field == "spec.cron"
+
+
+@pytest.mark.parametrize(("cron", "zone", "start", "expected"), [
+    # Spring, New York (14 March 2027): 01:30 exists both days; before, from the firing of the
+    # 14th the next were 00:30 and 01:30 on the 15th (twice in a day, once an hour early).
+    ("30 1 * * *", "America/New_York", "2027-03-13T12:00:00+00:00",
+     ["2027-03-14T06:30:00+00:00", "2027-03-15T05:30:00+00:00", "2027-03-16T05:30:00+00:00"]),
+    # Autumn, Paris (31 October 2027): 02:30 shows twice that night (fires at its first showing);
+    # before, the next day's fired an hour late (03:30).
+    ("30 2 * * *", "Europe/Paris", "2027-10-30T12:00:00+00:00",
+     ["2027-10-31T00:30:00+00:00", "2027-11-01T01:30:00+00:00", "2027-11-02T01:30:00+00:00"]),
+    # Spring, Paris (28 March 2027): 02:30 is skipped by the clock, so it fires at 03:30.
+    ("30 2 * * *", "Europe/Paris", "2027-03-27T12:00:00+00:00",
+     ["2027-03-28T01:30:00+00:00", "2027-03-29T00:30:00+00:00", "2027-03-30T00:30:00+00:00"]),
+])
+def test_a_cron_in_a_time_zone_fires_once_a_day_at_its_wall_time_across_a_change_of_offset(
+        cron: str, zone: str, start: str, expected: list[str]) -> None:
+    spec = ScheduleSpec.from_json({"cron": cron, "time_zone": zone})
+    times = [_next(spec, _ms(start))]  # each next time is taken from the one before, as the scheduler does
+    while len(times) < len(expected):
+        times.append(_next(spec, times[-1]))
+    assert times == [_ms(t) for t in expected]

@@ -5,6 +5,8 @@ on it still does, carrying the trace context (tracing used to turn the hand-over
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from kadence_protocol.tracing import tracer
 from services.common import colocation, kafka, telemetry
-from services.frontend.engine import Engine
+from services.frontend.engine import Engine, _decode_page_token, _encode_page_token
+from services.frontend.errors import InvalidArgument
 from services.frontend.tokens import TokenKeys
 
 pytestmark = pytest.mark.timeout(10)
@@ -87,3 +90,13 @@ async def test_on_the_broker_path_nothing_is_handed_over() -> None:
     engine = _engine(producer, colocation.KafkaCommands())
     await engine._produce("SignalWorkflowExecution", SIGNAL)
     assert len(producer.sent) == 1
+
+
+@pytest.mark.parametrize("forged", [{"run_id": "r", "next_event_id": 2**63}, {"run_id": "r\x00", "next_event_id": 1},
+                                    {"run_id": "\ud800", "next_event_id": 1}, {"run_id": "r", "next_event_id": 0}])
+def test_a_forged_history_page_token_is_refused_as_not_ours(forged: dict[str, Any]) -> None:
+    # A NUL, a lone surrogate or an event id past 64 bits reached PostgreSQL: a 500, not a 400.
+    token = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+    with pytest.raises(InvalidArgument, match="not a token this API returned"):
+        _decode_page_token(token)
+    assert _decode_page_token(_encode_page_token("r", 2**63 - 1)) == ("r", 2**63 - 1)

@@ -157,6 +157,14 @@ def test_page_tokens_are_bound_to_their_query_and_checked() -> None:
         listing("WorkflowType = 'a'", forged)
 
 
+@pytest.mark.parametrize("after", [[2**63, "run-1"], [2**64 - 1, "run-1"], [123, "run\x00"], [True, "run-1"]])
+def test_a_forged_token_holding_what_no_row_holds_is_refused(after: list[object]) -> None:
+    # A bigint past 64 bits or a NUL in text failed in PostgreSQL: a 500 rather than a 400.
+    forged = sql.encode_token("default", "", after)
+    with pytest.raises(QueryError, match="not a token this API gave"):
+        listing("", forged)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_parses_or_fails_with_a_query_error(text: str) -> None:

@@ -6,6 +6,7 @@ from typing import cast
 
 import pytest
 
+from services.common.visibility import query as q
 from services.frontend.auth import Authenticator, api_key_entry
 from services.frontend.errors import PermissionDenied
 from services.frontend.handlers import Handlers
@@ -23,6 +24,16 @@ def test_filters_are_anded_and_an_order_by_stays_last() -> None:
     assert search.list_query() == ("(WorkflowType = 'A' OR WorkflowType = 'B') AND ExecutionStatus = 'Failed'"
                                    " AND WorkflowType = 'O''Brien' order by StartTime")
     assert Search(status="Running").list_query() == "ExecutionStatus = 'Running'"
+
+
+def test_a_type_filter_holding_a_backslash_finds_that_type() -> None:
+    # The language reads a backslash as an escape: quoted as it was, 'Back\slash' filtered for
+    # the type Backslash (another type's runs) and 'x\' left its string open.
+    query = Search(workflow_type="Back\\slash").list_query()
+    assert query == "WorkflowType = 'Back\\\\slash'"
+    tokens = q.tokenize(query)
+    assert [t.value for t in tokens if t.kind is q.Kind.STRING] == ["Back\\slash"]
+    assert [t.value for t in q.tokenize(Search(workflow_type="x\\").list_query()) if t.kind is q.Kind.STRING] == ["x\\"]
 
 
 def test_the_counts_group_by_status_under_the_same_condition_but_the_status_filter() -> None:
