@@ -1,0 +1,152 @@
+"""A call the SDK retries on its own gets, when its first try was taken but the answer lost,
+the first try's answer: never a spurious error, never a second effect (docs/sdk.md, "Retried
+calls"). A proxy between the client and the real frontend (losing_proxy.py) forwards the
+first try and drops the connection before its answer; the client retries.
+
+Async completions: their attempt is over when the retry comes, so the frontend compares the
+retry with how the attempt ended: the same answer is ok, another is still refused."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from kadence import ActivityNotFoundError, Client, RetryPolicy, Worker, activity, workflow
+from kadence._http import HttpTransport
+from kadence.exceptions import ActivityError, ApplicationError, AsyncActivityCancelledError
+from services.cluster import Cluster
+from tests.e2e.losing_proxy import LosingProxy, losing_proxy
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.timeout(120)
+QUEUE = "q-lost-answers"
+TOKENS: dict[str, list[str]] = {}  # task tokens handed out, by workflow id, in attempt order
+ACTIVITY_IDS: dict[str, str] = {}
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster)."""
+    return module_cluster
+
+
+@pytest.fixture
+async def proxy(cluster: Cluster) -> AsyncIterator[tuple[LosingProxy, Client]]:
+    """The proxy, and a client that goes through it."""
+    async with losing_proxy(str(cluster.url)) as (losing, url), Client(HttpTransport(url, "default")) as client:
+        yield losing, client
+
+
+@activity.defn
+async def outside(case: str) -> str:
+    TOKENS.setdefault(activity.info().workflow_id, []).append(activity.info().task_token)
+    ACTIVITY_IDS[activity.info().workflow_id] = activity.info().activity_id
+    activity.raise_complete_async()
+
+
+@workflow.defn
+class Outside:
+    @workflow.run
+    async def run(self, case: str) -> str:
+        call = workflow.execute_activity(
+            outside, case, start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=2) if case == "cancel" else None,
+            retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(milliseconds=100)),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+        if case == "cancel":
+            task = asyncio.ensure_future(call)
+            await workflow.sleep(0.3)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return "cancelled"
+        try:
+            return str(await call)
+        except ActivityError as err:
+            return f"{type(err.cause).__name__}: {err.cause}"
+
+
+async def _tokens(wid: str, count: int) -> list[str]:
+    def enough() -> list[str]:
+        got = TOKENS.get(wid, [])
+        return list(got) if len(got) >= count else []
+
+    return await eventually(enough, timeout=20, what=f"{count} attempt(s) of {wid}")
+
+
+async def _events(client: Client, wid: str) -> list[str]:
+    return [e["event_type"] for e in await client.get_workflow_handle(wid).history()]
+
+
+async def test_an_async_completion_whose_answer_was_lost_is_answered_ok_on_its_retry(
+        client: Client, proxy: tuple[LosingProxy, Client]) -> None:
+    losing, through = proxy
+    async with Worker(client, task_queue=QUEUE, workflows=[Outside], activities=[outside]):
+        wid = f"lost-complete-{uuid.uuid4().hex[:8]}"
+        await client.start_workflow(Outside.run, "complete", id=wid, task_queue=QUEUE)
+        [token] = await _tokens(wid, 1)
+        losing.lose("POST", "/activity-tasks/complete")
+        await through.get_async_activity_handle(task_token=token).complete("done")
+        assert len(losing.calls("POST", "/activity-tasks/complete")) == 2
+        assert await client.get_workflow_handle(wid).result(timeout=30) == "done"
+        with pytest.raises(ActivityNotFoundError):  # another completion, late: refused as before
+            await client.get_async_activity_handle(task_token=token).complete("other")
+        with pytest.raises(ActivityNotFoundError):  # the same result, as a failure: another answer
+            await client.get_async_activity_handle(task_token=token).fail(ApplicationError("done"))
+    assert (await _events(client, wid)).count("ActivityTaskCompleted") == 1
+
+
+async def test_a_failure_whose_answer_was_lost_is_answered_ok_retried_or_final(
+        client: Client, proxy: tuple[LosingProxy, Client]) -> None:
+    losing, through = proxy
+    async with Worker(client, task_queue=QUEUE, workflows=[Outside], activities=[outside]):
+        wid = f"lost-fail-{uuid.uuid4().hex[:8]}"
+        await client.start_workflow(Outside.run, "fail", id=wid, task_queue=QUEUE)
+        by_ids = through.get_async_activity_handle(workflow_id=wid, activity_id=(await _ids(wid)))
+        losing.lose("POST", "/activity-tasks/fail")
+        await by_ids.fail(ApplicationError("boom 1", type="Boom"))  # retried by the policy: no event
+        first, second = await _tokens(wid, 2)
+        sent = [c["task_token"] for c in losing.calls("POST", "/activity-tasks/fail")]
+        assert len(sent) == 2 and sent[0] == sent[1]  # by ids: the token is asked once per call
+        with pytest.raises(ActivityNotFoundError):  # another failure of that attempt: refused
+            await client.get_async_activity_handle(task_token=first).fail(ApplicationError("boom 9", type="Boom"))
+        losing.lose("POST", "/activity-tasks/fail")
+        await through.get_async_activity_handle(task_token=second).fail(ApplicationError("boom 2", type="Boom"))
+        assert await client.get_workflow_handle(wid).result(timeout=30) == "ApplicationError: boom 2"
+    assert (await _events(client, wid)).count("ActivityTaskFailed") == 1
+
+
+async def _ids(wid: str) -> str:
+    await _tokens(wid, 1)
+    return ACTIVITY_IDS[wid]
+
+
+async def test_a_reported_cancellation_whose_answer_was_lost_is_answered_ok(
+        client: Client, proxy: tuple[LosingProxy, Client]) -> None:
+    losing, through = proxy
+    async with Worker(client, task_queue=QUEUE, workflows=[Outside], activities=[outside]):
+        wid = f"lost-cancel-{uuid.uuid4().hex[:8]}"
+        await client.start_workflow(Outside.run, "cancel", id=wid, task_queue=QUEUE)
+        [token] = await _tokens(wid, 1)
+        handle = through.get_async_activity_handle(task_token=token)
+
+        async def cancelled() -> bool:
+            try:
+                await handle.heartbeat()
+            except AsyncActivityCancelledError:
+                return True
+            return False
+
+        assert await eventually(cancelled, timeout=20, what="the heartbeat to see the cancel")
+        losing.lose("POST", "/activity-tasks/cancel")
+        await handle.report_cancellation("stopped")
+        assert len(losing.calls("POST", "/activity-tasks/cancel")) == 2
+        assert await client.get_workflow_handle(wid).result(timeout=30) == "cancelled"
+        with pytest.raises(ActivityNotFoundError):
+            await handle.report_cancellation("stopped differently")
+    assert (await _events(client, wid)).count("ActivityTaskCanceled") == 1
