@@ -17,7 +17,7 @@ import pytest
 
 from kadence import ActivityNotFoundError, Client, RetryPolicy, Worker, activity, workflow
 from kadence._http import HttpTransport
-from kadence.exceptions import ActivityError, ApplicationError, AsyncActivityCancelledError
+from kadence.exceptions import ActivityError, ApplicationError, AsyncActivityCancelledError, RPCError
 from services.cluster import Cluster
 from tests.e2e.losing_proxy import LosingProxy, losing_proxy
 from tests.helpers import eventually
@@ -150,3 +150,43 @@ async def test_a_reported_cancellation_whose_answer_was_lost_is_answered_ok(
         with pytest.raises(ActivityNotFoundError):
             await handle.report_cancellation("stopped differently")
     assert (await _events(client, wid)).count("ActivityTaskCanceled") == 1
+
+
+async def test_admin_and_schedule_calls_whose_answers_were_lost_get_their_first_answer(
+        client: Client, proxy: tuple[LosingProxy, Client]) -> None:
+    losing, through = proxy
+    name = f"lost-{uuid.uuid4().hex[:8]}"
+    losing.lose("POST", "/api/v1/namespaces")
+    created = await through.create_namespace(name, retention="2d", description="first")
+    sent = losing.calls("POST", "/api/v1/namespaces")
+    assert len(sent) == 2 and sent[0]["request_id"] == sent[1]["request_id"]  # 409 to its own first try before
+    assert (created["name"], created["description"]) == (name, "first")
+    with pytest.raises(RPCError) as refused:  # another create of the name: refused as before
+        await through.create_namespace(name, retention="2d", description="first")
+    assert (refused.value.status, refused.value.error_type) == (409, "NamespaceAlreadyExists")
+    again = await through.create_namespace(name, retention="2d", request_id=sent[0]["request_id"])
+    assert again["created_time"] == created["created_time"]  # the same id: the first create's answer
+
+    losing.lose("PATCH", f"/api/v1/namespaces/{name}")
+    updated = await through.update_namespace(name, description="second")
+    assert updated["description"] == "second" and len(losing.calls("PATCH", f"/api/v1/namespaces/{name}")) == 2
+
+    sid = f"lost-{uuid.uuid4().hex[:8]}"
+    losing.lose("POST", "/schedules")
+    schedule = await through.create_schedule(sid, Outside.run, "complete", task_queue="q-nobody", interval="1h",
+                                             paused=True)
+    assert schedule["schedule_id"] == sid and len(losing.calls("POST", "/schedules")) == 2
+    with pytest.raises(RPCError) as refused:
+        await through.create_schedule(sid, Outside.run, "complete", task_queue="q-nobody", interval="1h")
+    assert (refused.value.status, refused.value.error_type) == (409, "ScheduleAlreadyExists")
+    for verb, paused in (("unpause", False), ("pause", True)):
+        losing.lose("POST", f"/schedules/{sid}/{verb}")
+        answer = await getattr(through, f"{verb}_schedule")(sid, note=verb)
+        assert (answer["paused"], answer["note"]) == (paused, verb)
+        assert len(losing.calls("POST", f"/schedules/{sid}/{verb}")) == 2
+    losing.lose("DELETE", f"/schedules/{sid}")
+    await through.delete_schedule(sid)  # its retry finds nothing to delete: done
+    assert len(losing.calls("DELETE", f"/schedules/{sid}")) == 2
+    with pytest.raises(RPCError) as refused:
+        await through.delete_schedule(sid)  # a new delete of a missing schedule: refused as before
+    assert refused.value.status == 404
