@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -190,3 +190,128 @@ async def test_admin_and_schedule_calls_whose_answers_were_lost_get_their_first_
     with pytest.raises(RPCError) as refused:
         await through.delete_schedule(sid)  # a new delete of a missing schedule: refused as before
     assert refused.value.status == 404
+
+
+# ---- the calls that were already safe to repeat: one case each ---------------------------
+
+@workflow.defn
+class Counter:
+    def __init__(self) -> None:
+        self.bumps = 0
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self.done)
+        return self.bumps
+
+    @workflow.signal
+    async def bump(self) -> None:
+        self.bumps += 1
+
+    @workflow.signal
+    async def finish(self) -> None:
+        self.done = True
+
+    @workflow.update
+    async def add(self) -> int:
+        self.bumps += 1
+        return self.bumps
+
+
+COUNTING = "q-lost-counting"
+Case = Callable[[Client, Client, str], Awaitable[None]]
+
+
+async def _finished(client: Client, wid: str) -> int:
+    handle = client.get_workflow_handle(wid)
+    await handle.signal(Counter.finish)
+    return int(await handle.result(timeout=30))
+
+
+async def _signal(client: Client, through: Client, wid: str) -> None:
+    await client.start_workflow(Counter.run, id=wid, task_queue=COUNTING)
+    await through.get_workflow_handle(wid).signal(Counter.bump)
+    assert await _finished(client, wid) == 1  # not 2: the repeat was not delivered again
+
+
+async def _signal_with_start(client: Client, through: Client, wid: str) -> None:
+    await through.signal_with_start_workflow(Counter.run, id=wid, task_queue=COUNTING, signal=Counter.bump)
+    assert await _finished(client, wid) == 1
+    assert (await _events(client, wid)).count("WorkflowExecutionStarted") == 1
+
+
+async def _update(client: Client, through: Client, wid: str) -> None:
+    await client.start_workflow(Counter.run, id=wid, task_queue=COUNTING)
+    assert await through.get_workflow_handle(wid).execute_update(Counter.add, timeout=30) == 1
+    assert await _finished(client, wid) == 1
+
+
+async def _cancel(client: Client, through: Client, wid: str) -> None:
+    await client.start_workflow(Counter.run, id=wid, task_queue=COUNTING)
+    await through.get_workflow_handle(wid).cancel("enough")
+    assert (await client.get_workflow_handle(wid).describe())["status"] in ("Running", "Canceled")
+    events = await eventually(lambda: _closed_events(client, wid), timeout=30, what="the run to close")
+    assert events is not None and events.count("WorkflowExecutionCancelRequested") == 1 and events[-1] == "WorkflowExecutionCanceled"
+
+
+async def _closed_events(client: Client, wid: str) -> list[str] | None:
+    events = await _events(client, wid)
+    return events if events[-1] in ("WorkflowExecutionCanceled", "WorkflowExecutionCompleted") else None
+
+
+async def _reset(client: Client, through: Client, wid: str) -> None:
+    first = await client.start_workflow(Counter.run, id=wid, task_queue=COUNTING)
+    await first.signal(Counter.bump)
+    await eventually(lambda: _two_tasks(client, wid), timeout=30, what="the signal's task to complete")
+    reset = await through.get_workflow_handle(wid, run_id=first.run_id).reset(reason="lost answer")
+    assert (await client.get_workflow_handle(wid, run_id=first.run_id).describe())["new_run_id"] == reset.run_id
+    assert (await client.get_workflow_handle(wid).describe())["run_id"] == reset.run_id  # no second reset
+    assert await _finished(client, wid) == 1
+
+
+async def _two_tasks(client: Client, wid: str) -> bool:
+    return (await _events(client, wid)).count("WorkflowTaskCompleted") >= 2
+
+
+async def _heartbeat(client: Client, through: Client, wid: str) -> None:
+    await client.start_workflow(Outside.run, "heartbeat", id=wid, task_queue=QUEUE)
+    [token] = await _tokens(wid, 1)
+    await through.get_async_activity_handle(task_token=token).heartbeat("progress")
+    await client.get_async_activity_handle(task_token=token).complete("beat")
+    assert await client.get_workflow_handle(wid).result(timeout=30) == "beat"
+
+
+async def _worker_answer(client: Client, through: Client, wid: str) -> None:
+    # The worker itself talks through the proxy: its first workflow task answer is lost.
+    async with Worker(through, task_queue="q-lost-worker", workflows=[Counter]):
+        await client.start_workflow(Counter.run, id=wid, task_queue="q-lost-worker")
+        await client.get_workflow_handle(wid).signal(Counter.bump)
+        assert await _finished(client, wid) == 1
+    assert (await _events(client, wid)).count("WorkflowExecutionCompleted") == 1
+
+
+CASES: list[tuple[str, list[tuple[str, str]], Case]] = [
+    ("signal", [("POST", "/signal")], _signal),
+    ("signal-with-start", [("POST", "/signal-with-start")], _signal_with_start),
+    ("update", [("POST", "/update")], _update),
+    ("cancel", [("POST", "/cancel")], _cancel),
+    ("reset", [("POST", "/reset")], _reset),
+    ("activity heartbeat", [("POST", "/activity-tasks/heartbeat")], _heartbeat),
+    # A worker sends its answers together (/task-answers) or one by one: the first of either is lost.
+    ("workflow task answer", [("POST", "/task-answers"), ("POST", "/workflow-tasks/complete")], _worker_answer),
+]
+
+
+@pytest.mark.parametrize(("losing_what", "case"), [(lose, case) for _, lose, case in CASES],
+                         ids=[name for name, _, _ in CASES])
+async def test_a_call_already_safe_to_repeat_gets_its_first_answer_once(
+        client: Client, proxy: tuple[LosingProxy, Client], losing_what: list[tuple[str, str]], case: Case) -> None:
+    losing, through = proxy
+    async with Worker(client, task_queue=COUNTING, workflows=[Counter]), \
+            Worker(client, task_queue=QUEUE, workflows=[Outside], activities=[outside]):
+        for method, suffix in losing_what:
+            losing.lose(method, suffix)
+        await case(client, through, f"lost-{case.__name__.strip('_')}-{uuid.uuid4().hex[:8]}")
+    assert any(losing.losing[key] == 0 for key in losing_what)  # an answer was lost
+    assert sum(len(losing.calls(m, s)) for m, s in losing_what) >= 2  # the lost try and its retry
