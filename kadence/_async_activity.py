@@ -5,7 +5,9 @@ function returned; whoever holds its ``info().task_token`` and a client reports 
 (or heartbeats it) here. Every call asks the frontend to check that the token's attempt is
 still the running one, so that a stale token (the attempt timed out, was retried, or its
 run closed) is refused with :class:`~kadence.ActivityNotFoundError` (404 ``ActivityNotFound``)
-instead of being dropped quietly; by ids, the same error says no attempt runs now.
+instead of being dropped quietly; by ids, the same error says no attempt runs now. Each call
+is retried as a start is (unreachable, 503/504, 429), for the same attempt: a retry of an
+answer that was taken but whose reply was lost is answered ok, as the first try would have been.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kadence._failure import failure_from_exception
 from kadence._http import path_segment
+from kadence._retry import retrying, unavailable_or_throttled
 from kadence.converter import encode_payload
 from kadence.exceptions import ActivityNotFoundError, AsyncActivityCancelledError, WorkflowNotFoundError
 
@@ -66,10 +69,12 @@ class AsyncActivityHandle:
         if self.task_token is not None:
             return self.task_token
         workflow_id, run_id, activity_id = self._ids
-        with _activity_not_found():
-            answer = await self._client.transport.call(
-                "GET", f"/workflows/{path_segment(workflow_id)}/activities/{path_segment(activity_id)}/task-token",
-                params={"run_id": run_id} if run_id else None)
+        client = self._client
+        path = f"/workflows/{path_segment(workflow_id)}/activities/{path_segment(activity_id)}/task-token"
+        with _activity_not_found():  # a read: retried as any
+            answer = await retrying(
+                lambda: client.transport.call("GET", path, params={"run_id": run_id} if run_id else None),
+                backoff=client.retry, retry_if=unavailable_or_throttled, what=f"task token of {self!r}")
         return str(answer["task_token"])
 
     async def _details(self, details: Sequence[Any], what: str) -> str | None:
@@ -77,10 +82,15 @@ class AsyncActivityHandle:
         return await encode_payload(converter.payload_codec, converter.encode_args(details, what=what), args=True)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        # The token is asked once per call: every try answers the same attempt. A try whose
+        # answer was lost after it ended the attempt is answered ok on its retry (the
+        # frontend finds the attempt ended with this very answer); a heartbeat repeated
+        # records the same details again.
         body = {"task_token": await self._token(), "identity": self._client.identity, "current_attempt": True, **body}
-        # Not retried: a lost answer to a call that took effect would be refused as stale.
+        client = self._client
         with _activity_not_found():
-            answer = await self._client.transport.call("POST", path, body=body)
+            answer = await retrying(lambda: client.transport.call("POST", path, body=body), backoff=client.retry,
+                                    retry_if=unavailable_or_throttled, what=f"{path.rsplit('/', 1)[-1]} of {self!r}")
         return answer if isinstance(answer, dict) else {}
 
     async def heartbeat(self, *details: Any) -> None:

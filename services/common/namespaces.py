@@ -132,11 +132,17 @@ class NamespaceStore:
     def __init__(self, pool: Reads) -> None:
         self._pool = pool
 
-    async def create(self, name: str, description: str, owner_email: str, retention_ms: int) -> Namespace | None:
-        """The new namespace, or None if one of that name exists."""
+    async def create(self, name: str, description: str, owner_email: str, retention_ms: int,
+                     request_id: str = "") -> Namespace | None:
+        """The new namespace, or None if one of that name exists; but a namespace this
+        ``request_id`` created already (a create sent again) is returned as if new."""
         row = await self._pool.fetchrow(
-            "INSERT INTO namespaces (name, description, owner_email, retention_ms) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (name) DO NOTHING RETURNING *", name, description, owner_email, retention_ms)
+            "INSERT INTO namespaces (name, description, owner_email, retention_ms, create_request_id)"
+            " VALUES ($1, $2, $3, $4, NULLIF($5, '')) ON CONFLICT (name) DO NOTHING RETURNING *",
+            name, description, owner_email, retention_ms, request_id)
+        if row is None and request_id:
+            row = await self._pool.fetchrow("SELECT * FROM namespaces WHERE name = $1 AND create_request_id = $2",
+                                            name, request_id)
         return None if row is None else Namespace.from_row(row)
 
     async def get(self, name: str) -> Namespace | None:

@@ -124,7 +124,8 @@ class AdminHandlers:
         if retention is None:
             raise InvalidArgument("retention is required (such as 30d, 12h or 5m)", field="retention")
         description = v.optional_str(body, "description", max_len=10_000) or ""
-        created = await self._store.create(name, description, self._email(body) or "", retention)
+        created = await self._store.create(name, description, self._email(body) or "", retention,
+                                           v.optional_str(body, "request_id", max_len=200) or "")
         if created is None:
             raise NamespaceAlreadyExists(f"namespace {name!r} already exists", field="name")
         self.registry.add(name)
@@ -172,13 +173,15 @@ class AdminHandlers:
             d = ScheduleDefinition.from_json(body)
         except ScheduleError as exc:
             raise InvalidArgument(str(exc), field=exc.field) from None
-        row = await self.insert_schedule(ns, sid, d)
+        row = await self.insert_schedule(ns, sid, d, v.optional_str(body, "request_id", max_len=200) or "")
         if row is None:
             raise ScheduleAlreadyExists(f"schedule {sid!r} already exists in namespace {ns!r}", field="schedule_id")
         return 201, schedule_json(row)
 
-    async def insert_schedule(self, ns: str, sid: str, d: ScheduleDefinition) -> asyncpg.Record | None:
-        """Create schedule ``sid``, first firing at the spec's next time; None if it exists."""
+    async def insert_schedule(self, ns: str, sid: str, d: ScheduleDefinition,
+                              request_id: str = "") -> asyncpg.Record | None:
+        """Create schedule ``sid``, first firing at the spec's next time; None if it exists,
+        unless this ``request_id`` created it (a create sent again: its row, as if new)."""
         d = await self.registered(ns, d)
         now = int(self._clock() * 1000)
         nominal = d.spec.next_after(now)
@@ -187,10 +190,15 @@ class AdminHandlers:
                                   field="spec.cron")
         row: asyncpg.Record | None = await self._pool.fetchrow(
             "INSERT INTO schedules (namespace, schedule_id, shard_id, spec, action, overlap, catchup_window_ms,"
-            " paused, note, next_nominal, next_fire_at) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9,"
-            " $10, $11) ON CONFLICT (namespace, schedule_id) DO NOTHING RETURNING *",
+            " paused, note, next_nominal, next_fire_at, create_request_id) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb,"
+            " $6, $7, $8, $9, $10, $11, NULLIF($12, '')) ON CONFLICT (namespace, schedule_id) DO NOTHING RETURNING *",
             ns, sid, await self._shard_of(ns, sid), json.dumps(d.spec.to_json()), json.dumps(d.action.to_json()),
-            d.overlap.value, d.catchup_window_ms, d.paused, d.note, nominal, nominal + d.spec.jitter(sid, nominal))
+            d.overlap.value, d.catchup_window_ms, d.paused, d.note, nominal, nominal + d.spec.jitter(sid, nominal),
+            request_id)
+        if row is None and request_id:
+            row = await self._pool.fetchrow(
+                "SELECT * FROM schedules WHERE namespace = $1 AND schedule_id = $2 AND create_request_id = $3",
+                ns, sid, request_id)
         return row
 
     async def registered(self, ns: str, d: ScheduleDefinition) -> ScheduleDefinition:
@@ -228,11 +236,23 @@ class AdminHandlers:
         return OK, {"schedules": [schedule_json(r) for r in rows]}
 
     async def delete_schedule(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
+        """Delete the schedule. With a ``request_id``, the id is kept a day (deleted_schedules),
+        so that the delete sent again after its answer was lost is answered ok, not 404."""
         ns, sid = self._ids(path)
-        if await self._pool.fetchrow("DELETE FROM schedules WHERE namespace = $1 AND schedule_id = $2"
-                                     " RETURNING schedule_id", ns, sid) is None:
-            raise ScheduleNotFound(f"schedule {sid!r} was not found in namespace {ns!r}", field="schedule_id")
-        return OK, {}
+        request_id = v.optional_str(dict(query), "request_id", max_len=200) or ""
+        if await self._pool.fetchrow(
+                "WITH gone AS (DELETE FROM schedules WHERE namespace = $1 AND schedule_id = $2 RETURNING schedule_id),"
+                " kept AS (INSERT INTO deleted_schedules (namespace, schedule_id, request_id)"
+                " SELECT $1, $2, $3 FROM gone WHERE $3 <> '' ON CONFLICT DO NOTHING)"
+                " SELECT schedule_id FROM gone", ns, sid, request_id) is not None:
+            if request_id:
+                await self._pool.execute("DELETE FROM deleted_schedules WHERE deleted_at < now() - interval '1 day'")
+            return OK, {}
+        if request_id and await self._pool.fetchrow(
+                "SELECT 1 FROM deleted_schedules WHERE namespace = $1 AND schedule_id = $2 AND request_id = $3",
+                ns, sid, request_id) is not None:
+            return OK, {}
+        raise ScheduleNotFound(f"schedule {sid!r} was not found in namespace {ns!r}", field="schedule_id")
 
     async def pause_schedule(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         ns, sid = self._ids(path)

@@ -40,7 +40,7 @@ from services.common.matching import (
 from services.common.outcome import RUNNING
 from services.common.telemetry import instrument_poll
 
-from . import oversize
+from . import async_answers, oversize
 from .closed import CloseWatcher
 from .deadlines import SameLengthWaits
 from .errors import (
@@ -75,6 +75,9 @@ STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started
 # Runs an update is sent back through (UpdateInEarlierRun): each hop names the run that
 # accepted it, so one is the rule; more only if that run no longer remembers the update.
 _EARLIER_RUN_HOPS = 3
+_ACTIVITY_CLOSED = frozenset({"ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskCanceled",
+                              "ActivityTaskTimedOut"})
+_CLOSING_PAGE = 500  # events read at a time looking for an activity's closing event
 _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a notify was missed
 # ... doubling up to this: 10,000 waits re-read every 5 s were 2,000 reads a second, which
 # slowed the runs they waited for, which made more re-reads (a collapse at 10,000 in flight).
@@ -470,6 +473,42 @@ class Engine:
             raise ActivityNotFound(f"activity attempt {token.attempt} (scheduled event {token.scheduled_event_id})"
                                    f" of run {token.run_id} is not running: it finished, timed out or was"
                                    " retried, or its run closed (a stale task token)", field="task_token")
+
+    async def activity_answer_taken(self, answer: TaskAnswer) -> bool:
+        """Whether ``answer``'s attempt, found not running, ended with this very answer: a
+        retry whose first try was taken and its answer lost (async_answers.py), answered ok
+        rather than refused as stale."""
+        token = answer.token
+        try:
+            ex = await self._reads.execution(token.namespace, token.workflow_id, token.run_id)
+        except WorkflowNotFound:
+            return False
+        sid = token.scheduled_event_id
+        pending = (ex.summary.get("activities") or {}).get(str(sid))
+        if isinstance(pending, dict):
+            return async_answers.retried_alike(answer.name, answer.fields, pending, token.attempt)
+        closing = await self._closing_event(token.run_id, sid)
+        if closing is None:
+            return False
+        started_id = int((closing.get("attributes") or {}).get("started_event_id") or 0)
+        started = await self._reads.events(token.run_id, started_id, started_id, 1) if started_id else []
+        started_attempt = int((started[0].get("attributes") or {}).get("attempt") or 0) if started else 0
+        return async_answers.closed_alike(answer.name, answer.identity, answer.fields, closing, started_attempt,
+                                          token.attempt)
+
+    async def _closing_event(self, run_id: str, scheduled_event_id: int) -> dict[str, Any] | None:
+        """The event that closed activity ``scheduled_event_id`` of the run, if any, read a
+        page at a time from its scheduling on."""
+        first = scheduled_event_id + 1
+        while True:
+            events = await self._reads.events(run_id, first, None, _CLOSING_PAGE)
+            for event in events:
+                a = event.get("attributes") or {}
+                if event.get("event_type") in _ACTIVITY_CLOSED and a.get("scheduled_event_id") == scheduled_event_id:
+                    return event
+            if len(events) < _CLOSING_PAGE:
+                return None
+            first = int(events[-1]["event_id"]) + 1
 
     async def activity_task_token(self, ns: str, workflow_id: str, run_id: str | None, activity_id: str) -> TaskToken:
         """The token of the running attempt of the activity ``activity_id`` of the run (the

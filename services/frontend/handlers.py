@@ -23,7 +23,7 @@ from .admin import AdminHandlers
 from .auth import authorize_task_queue, caller_may
 from .cron import start_with_cron
 from .engine import Engine, QueuedCommand, TaskAnswer, no_running_activity
-from .errors import FrontendError, InvalidArgument, Unavailable
+from .errors import ActivityNotFound, FrontendError, InvalidArgument, Unavailable
 from .schema_check import check_fast as check_body
 from .tokens import TaskToken
 from .validation import StartRequest
@@ -93,6 +93,19 @@ class Handlers(VisibilityHandlers):
         if v.flag(body, "current_attempt"):
             await self.engine.check_activity_attempt(token)
         return token
+
+    async def _send_activity_answer(self, answer: TaskAnswer, body: dict[str, Any]) -> Answer:
+        """Send an activity's outcome; with ``current_attempt`` only while its attempt runs,
+        and a repeat of the answer that ended it (a retry whose first answer was lost) is
+        answered ok without being sent again (async_answers.py)."""
+        if v.flag(body, "current_attempt"):
+            try:
+                await self.engine.check_activity_attempt(answer.token)
+            except ActivityNotFound:
+                if await self.engine.activity_answer_taken(answer):
+                    return OK, {}
+                raise
+        return await self._send(answer)
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -419,11 +432,11 @@ class Handlers(VisibilityHandlers):
         return OK, await self.engine.poll_activity_tasks(req)
 
     async def complete_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        return await self._send(await self._complete_activity_task(path, body))
+        return await self._send_activity_answer(await self._complete_activity_task(path, body), body)
 
     async def _complete_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
-        token = await self._activity_token(ns, body)
+        token = self._token(ns, body, "activity")  # its attempt checked on sending
         result = v.json_text(body, "result")
         identity = v.optional_str(body, "identity") or ""
         ahead = v.run_ahead(body)
@@ -432,11 +445,11 @@ class Handlers(VisibilityHandlers):
         return TaskAnswer("RespondActivityTaskCompleted", token, identity, {"result": result, "workflow_task": ahead})
 
     async def fail_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        return await self._send(await self._fail_activity_task(path, body))
+        return await self._send_activity_answer(await self._fail_activity_task(path, body), body)
 
     async def _fail_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
-        token = await self._activity_token(ns, body)
+        token = self._token(ns, body, "activity")  # its attempt checked on sending
         failure = v.failure(body, "failure", required=True)
         identity = v.optional_str(body, "identity") or ""
         details = v.json_text(body, "last_heartbeat_details")
@@ -452,11 +465,11 @@ class Handlers(VisibilityHandlers):
         return OK, {"cancel_requested": await self.engine.activity_cancel_requested(token)}
 
     async def cancel_activity_task(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        return await self._send(await self._cancel_activity_task(path, body))
+        return await self._send_activity_answer(await self._cancel_activity_task(path, body), body)
 
     async def _cancel_activity_task(self, path: Params, body: dict[str, Any]) -> TaskAnswer:
         ns = v.namespace(path["namespace"])
-        token = await self._activity_token(ns, body)
+        token = self._token(ns, body, "activity")  # its attempt checked on sending
         details = v.json_text(body, "details")
         identity = v.optional_str(body, "identity") or ""
         return TaskAnswer("RespondActivityTaskCanceled", token, identity, {"details": details})

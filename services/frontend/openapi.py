@@ -367,20 +367,26 @@ COMPONENTS["Schedule"] = _obj({**_SCHEDULE["properties"], "next_action_times": {
                                "recent_actions": ARRAY, "buffered": NULL_STR, "pending_triggers": INT,
                                "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT})
 _NOTE = _body({"note": TEXT})
+# A create sent again with its request id (its first answer lost) is answered as the first.
+_CREATE_REQUEST_ID: Schema = {**ID, "maxLength": 200,
+                              "description": "the same id again gets the first call's answer (not 409, 404)"}
+_SCHEDULE_CREATE = {**_SCHEDULE, "properties": {**_SCHEDULE["properties"], "request_id": _nullable(_CREATE_REQUEST_ID)}}
 _OPS.update({
     "create_namespace": ("Register a namespace with a retention period",
-                         _body({"name": NAMESPACE, **_NAMESPACE_FIELDS}, ["name", "retention"]), {}, 201,
+                         _body({"name": NAMESPACE, **_NAMESPACE_FIELDS, "request_id": _CREATE_REQUEST_ID},
+                               ["name", "retention"]), {}, 201,
                          _ref("Namespace")),
     "list_namespaces": ("List the registered namespaces", None, {}, 200,
                         _obj({"namespaces": {"type": "array", "items": _ref("Namespace")}})),
     "describe_namespace": ("Describe a namespace", None, {}, 200, _ref("Namespace")),
     "update_namespace": ("Change a namespace's description, owner, retention or limits",
                          _body({**_NAMESPACE_FIELDS, "limits": _LIMITS}), {}, 200, _ref("Namespace")),
-    "create_schedule": ("Create a schedule", _SCHEDULE, {}, 201, _ref("Schedule")),
+    "create_schedule": ("Create a schedule", _SCHEDULE_CREATE, {}, 201, _ref("Schedule")),
     "list_schedules": ("List a namespace's schedules", None, {}, 200,
                        _obj({"schedules": {"type": "array", "items": _ref("Schedule")}})),
     "describe_schedule": ("Describe a schedule: next times, recent actions", None, {}, 200, _ref("Schedule")),
-    "delete_schedule": ("Delete a schedule (the workflows it started carry on)", None, {}, 200, EMPTY),
+    "delete_schedule": ("Delete a schedule (the workflows it started carry on)", None,
+                        {"request_id": _CREATE_REQUEST_ID}, 200, EMPTY),
     "pause_schedule": ("Pause a schedule, with a note", _NOTE, {}, 200, _ref("Schedule")),
     "unpause_schedule": ("Resume a schedule from now, with a note", _NOTE, {}, 200, _ref("Schedule")),
     "trigger_schedule": ("Start the schedule's workflow now, whatever its overlap policy", _body({}), {}, 200,

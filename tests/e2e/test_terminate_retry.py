@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
-import orjson
 import pytest
-from aiohttp import web
 
 from kadence import Client, Worker, workflow
 from kadence._http import HttpTransport
 from kadence.exceptions import WorkflowNotFoundError
 from services.cluster import Cluster
+from tests.e2e.losing_proxy import LosingProxy, losing_proxy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,43 +33,11 @@ class Forever:
         await workflow.wait_condition(lambda: False)
 
 
-class LosingProxy:
-    """Forwards to the frontend; the first terminate is forwarded and its answer lost."""
-
-    def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
-        self.upstream = upstream
-        self.session = session
-        self.terminates: list[dict[str, Any]] = []
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        terminate = request.path.endswith("/terminate")
-        if terminate:
-            self.terminates.append(orjson.loads(body))
-        async with self.session.request(request.method, self.upstream + request.path_qs, data=body,
-                                        headers={"Content-Type": "application/json"}) as upstream:
-            payload, status = await upstream.read(), upstream.status
-        if terminate and len(self.terminates) == 1:
-            assert request.transport is not None
-            request.transport.close()  # taken by the frontend, answer lost
-            return web.Response()
-        return web.Response(body=payload, status=status, content_type="application/json")
-
-
 @pytest.fixture
 async def proxy(cluster: Cluster) -> AsyncIterator[tuple[LosingProxy, str]]:
-    async with aiohttp.ClientSession() as session:
-        losing = LosingProxy(str(cluster.url).rstrip("/"), session)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", losing.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield losing, f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()
+    async with losing_proxy(str(cluster.url)) as (losing, url):
+        losing.lose("POST", "/terminate")
+        yield losing, url
 
 
 async def test_a_terminate_whose_answer_was_lost_is_sent_again_and_applied_once(
@@ -84,8 +49,9 @@ async def test_a_terminate_whose_answer_was_lost_is_sent_again_and_applied_once(
         async with Client(HttpTransport(url, "default")) as through_proxy:
             handle = through_proxy.get_workflow_handle(wid)
             await handle.terminate("done")  # the lost answer's retry is answered ok
-            assert len(losing.terminates) == 2
-            assert losing.terminates[0]["request_id"] == losing.terminates[1]["request_id"]
+            terminates = losing.calls("POST", "/terminate")
+            assert len(terminates) == 2
+            assert terminates[0]["request_id"] == terminates[1]["request_id"]
             with pytest.raises(WorkflowNotFoundError, match="no open run to terminate"):
                 await handle.terminate("again")  # a new call: the run is closed, as before
     events = [e["event_type"] for e in await client.get_workflow_handle(wid).history()]

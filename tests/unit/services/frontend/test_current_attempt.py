@@ -29,8 +29,12 @@ class Execution:
 
 
 class Reads:
-    def __init__(self, execution: Execution | None) -> None:
+    def __init__(self, execution: Execution | None, events: list[dict[str, Any]] | None = None) -> None:
         self.found = execution
+        self.history = events or []
+
+    async def events(self, run_id: str, first: int, last: int | None, limit: int) -> list[dict[str, Any]]:
+        return [e for e in self.history if first <= e["event_id"] <= (last or 1 << 62)][:limit]
 
     async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
         if self.found is None:
@@ -46,10 +50,10 @@ STALE = [None, Execution(closed=True, summary=RUNNING.summary), Execution(summar
          Execution(summary={"activities": {"5": {"attempt": 1, **BACKING_OFF}}})]
 
 
-def _handlers(execution: Execution | None) -> tuple[Handlers, Producer]:
+def _handlers(execution: Execution | None, events: list[dict[str, Any]] | None = None) -> tuple[Handlers, Producer]:
     producer = Producer()
     engine = _engine(producer)
-    engine._reads = Reads(execution)  # type: ignore[assignment]
+    engine._reads = Reads(execution, events)  # type: ignore[assignment]
     return Handlers(engine), producer
 
 
@@ -70,6 +74,32 @@ async def test_a_stale_token_is_refused_when_the_current_attempt_is_asked(
     with pytest.raises(ActivityNotFound, match="stale task token") as refused:
         await getattr(handlers, call)({"namespace": "default"}, {}, _body(current_attempt=True, **fields))
     assert producer.sent == [] and refused.value.body()["error"] == "ActivityNotFound"
+
+
+FAILURE = {"message": "boom", "type": "E", "stack_trace": "", "non_retryable": False, "details": None}
+ENDED = [{"event_id": 5, "event_type": "ActivityTaskScheduled", "attributes": {}},
+         {"event_id": 7, "event_type": "ActivityTaskStarted", "attributes": {"scheduled_event_id": 5, "attempt": 1}},
+         {"event_id": 8, "event_type": "ActivityTaskCompleted",
+          "attributes": {"scheduled_event_id": 5, "started_event_id": 7, "result": "1", "identity": "outside"}}]
+
+
+async def test_a_repeat_of_the_answer_that_ended_the_attempt_is_answered_ok_and_not_sent_again() -> None:
+    handlers, producer = _handlers(Execution(summary={"activities": {}}), ENDED)
+    status, _ = await handlers.complete_activity_task({"namespace": "default"}, {}, _body(result="1", current_attempt=True))
+    assert status == 200 and producer.sent == []
+    with pytest.raises(ActivityNotFound):  # another result: refused
+        await handlers.complete_activity_task({"namespace": "default"}, {}, _body(result="2", current_attempt=True))
+    with pytest.raises(ActivityNotFound):  # another kind of answer: refused
+        await handlers.fail_activity_task({"namespace": "default"}, {},
+                                          _body(failure=FAILURE, current_attempt=True))
+    retried = Execution(summary={"activities": {"5": {"attempt": 2, "last_failure": FAILURE}}})
+    handlers, producer = _handlers(retried)
+    status, _ = await handlers.fail_activity_task({"namespace": "default"}, {},
+                                                  _body(failure=FAILURE, current_attempt=True))
+    assert status == 200 and producer.sent == []
+    with pytest.raises(ActivityNotFound):
+        await handlers.fail_activity_task({"namespace": "default"}, {},
+                                          _body(failure={**FAILURE, "message": "bang"}, current_attempt=True))
 
 
 async def test_the_running_attempt_is_taken_and_unchecked_answers_are_as_before() -> None:
