@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kadence import Client, ResourceExhaustedError, Worker
+from kadence.common import Backoff
 from kadence.exceptions import WorkflowNotFoundError
 from kadence_protocol.topics import REQUESTS
 from services.cluster import Cluster
@@ -100,7 +101,9 @@ async def test_a_namespace_over_its_rate_is_refused_before_kafka_and_another_is_
         # Another namespace is not limited by the flood's bucket.
         for _ in range(10):
             await quiet.start_workflow(EchoWorkflow.run, "q", id=_id("quiet"), task_queue="q-none")
-    async with await Client.connect(limited.url, namespace="flood") as flood:
+    # One try per call: the SDK's default retries a 429 after its Retry-After (decision 0019),
+    # which would hide the refusal this looks at.
+    async with await Client.connect(limited.url, namespace="flood", retry=Backoff(attempts=1)) as flood:
         # The bucket refills while the quiet starts run (2 a second; a loaded machine takes more
         # than half a second over them): the SDK's call is refused once it is drained again.
         caught = None
@@ -135,13 +138,15 @@ async def test_workers_finish_the_runs_of_a_namespace_flooding_its_own_api(limit
             nonlocal refused
             while not stop.is_set():
                 try:
-                    await client.get_workflow_handle("nobody").describe()
+                    await flooder.get_workflow_handle("nobody").describe()
                 except ResourceExhaustedError:
                     refused += 1
                 except Exception:  # noqa: BLE001 -- a 404 when a token was left: keep flooding
                     pass
                 await asyncio.sleep(0.005)
 
+        # The flood's own client tries each call once (the default would wait out each 429).
+        flooder = await Client.connect(limited.url, namespace="flood", retry=Backoff(attempts=1))
         flooding = asyncio.ensure_future(flood())
         try:
             async with Worker(client, task_queue="q-own", workflows=[EchoWorkflow], activities=[echo]):
@@ -157,6 +162,7 @@ async def test_workers_finish_the_runs_of_a_namespace_flooding_its_own_api(limit
         finally:
             stop.set()
             await flooding
+            await flooder.close()
         assert refused > 0
         await client.update_namespace(limits={"rps": None})  # back to the default: results read again
         assert await handle.result() == "done"
