@@ -59,6 +59,10 @@ NEVER_MS = 2**62
 # A failing workflow task's retries back off from 1 s, doubling, up to 10 minutes
 # (Temporal's cap): the second attempt follows the first failure at once.
 MAX_WT_BACKOFF_MS = 600_000
+# How many graces past its row a timer run ahead (decision 0014) is held while its shard is
+# behind (decision 0017): a burst's tasks reach a loaded shard seconds after the row comes
+# due, and a worker that went away costs its timers this much only while the backlog lasts.
+HELD_GRACES = 3
 
 
 class Context(Protocol):
@@ -626,10 +630,11 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         pending = t.state.timer_started_by(timer.ref)  # ref: the TimerStarted event id
         # A row armed past its timer's fire time: the grace of a worker that runs timers
         # ahead (decision 0014) is over. Its task may wait among the requests the shard has
-        # yet to take, behind a burst: the firing waits for those, at most one more grace
-        # (decision 0017), rather than waste that task and replay the run in the worker.
+        # yet to take, behind a burst: the firing waits while the shard is behind, at most
+        # HELD_GRACES more graces (decision 0017), rather than waste that task and replay
+        # the run in the worker.
         if pending is not None and timer.fire_at > pending.fire_at \
-                and ctx.hold_timer(timer, 2 * timer.fire_at - pending.fire_at):
+                and ctx.hold_timer(timer, timer.fire_at + HELD_GRACES * (timer.fire_at - pending.fire_at)):
             return
     ctx.delete_timer_row(timer.key)
     if t is None or not t.state.running:

@@ -10,7 +10,8 @@ came (docs/colocation.md).
 
 A timer firing the engine holds back (:meth:`Intake.hold`: a timer a worker runs ahead, its
 grace over while requests the intake knows of wait untaken, decision 0017) comes back
-once the intake has taken every offset it knew of then, or at its deadline.
+once the intake has taken every offset it knows of, checked again each time the offsets
+it waited for are taken, or at its deadline.
 """
 
 from __future__ import annotations
@@ -153,26 +154,37 @@ class Intake:
         self._inbox.put_nowait(Early(command, acknowledged))
 
     def hold(self, firing: TimerFiring, deadline_ms: float) -> bool:
-        """Hold ``firing`` back until every offset known now is taken, or until ``deadline_ms``
-        (the wall clock); False (nothing held) when every known offset is taken already.
+        """Hold ``firing`` back while the intake knows of offsets it has not taken, or until
+        ``deadline_ms`` (the wall clock); False (nothing held) when every known offset is taken
+        already.
 
         For a timer a worker runs ahead whose grace is over (engine.fire_timer): its task may
         be among the requests that reached the broker and wait here, behind a burst, and
-        firing the timer first would waste that task and replay the run in the worker."""
+        firing the timer first would waste that task and replay the run in the worker. The
+        offsets known once the ones waited for are taken are checked again: a task sent in
+        time may reach the broker only after the firing was held, behind the same burst
+        (decision 0017, stop 26)."""
         if self.known <= self.consumed or time.time() * 1000 >= deadline_ms:
             return False
         self._held.append((firing, self.known, deadline_ms))
         return True
 
     def _released(self) -> TimerFiring | None:
-        """The first firing held back whose offsets are taken or whose deadline passed."""
+        """The first firing held back whose deadline passed, or whose offsets are taken with
+        none known since left to take (then it waits for those)."""
         if not self._held:
             return None
         firing, until, deadline = self._held[0]
-        if until <= self.consumed or time.time() * 1000 >= deadline:
+        if time.time() * 1000 >= deadline:
             self._held.popleft()
             return firing
-        return None
+        if until > self.consumed:
+            return None
+        if self.known > self.consumed:
+            self._held[0] = (firing, self.known, deadline)  # more came meanwhile: those too
+            return None
+        self._held.popleft()
+        return firing
 
     def settled(self) -> bool:
         """The loop waits for work and none is queued (a firing held back waits for records:

@@ -166,6 +166,19 @@ async def test_a_firing_is_held_only_while_known_offsets_wait_untaken() -> None:
     assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, "t"]
 
 
+async def test_a_held_firing_waits_for_offsets_known_after_it_was_held_too() -> None:
+    # A burst: the worker's task for the timer reaches the broker after the firing was held,
+    # behind the requests the firing waits for. Taken those, it waits for the newer ones too.
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10, 11))
+    firing = _firing()
+    assert intake.hold(firing, time.time() * 1000 + 10_000)
+    intake.offer(_handed(12))
+    intake.offer(_handed(13))  # joins 12's inbox item
+    await intake.feed(_fetched(14))
+    assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, 13, 14, "t"]
+
+
 async def test_a_held_firing_comes_back_at_its_deadline_even_with_offsets_untaken() -> None:
     intake, consumer = _intake(10)
     intake.offer(_handed(12))  # after a record of another producer, still to be fetched
