@@ -73,6 +73,9 @@ class Intake:
         # Firings held back (hold): each with the offset it waits for and its deadline (wall
         # clock, ms), in the order held (both grow with it, give or take the deadline's).
         self._held: collections.deque[tuple[TimerFiring, int, float]] = collections.deque()
+        # The offset taken before each firing of the batch being run (by key): the records
+        # after it in the batch are counted as taken already, but not run yet when it is.
+        self._taken_before: dict[str, int] = {}
         self.fetched_at = 0.0  # when the loop last took records that came by fetch (monotonic)
         # How to move the consumer's position past records taken by hand-over, and how to
         # ask for the fetch of a partition whose hand-over could not go on (see gate.py).
@@ -164,7 +167,8 @@ class Intake:
         offsets known once the ones waited for are taken are checked again: a task sent in
         time may reach the broker only after the firing was held, behind the same burst
         (decision 0017, stop 26)."""
-        if self.known <= self.consumed or time.time() * 1000 >= deadline_ms:
+        taken = self._taken_before.get(firing.key, self.consumed)
+        if self.known <= taken or time.time() * 1000 >= deadline_ms:
             return False
         self._held.append((firing, self.known, deadline_ms))
         return True
@@ -201,6 +205,7 @@ class Intake:
             self._inbox.get_nowait()
         self._open = None
         self._held.clear()  # their rows stay in the table, loaded by the next owner
+        self._taken_before.clear()
 
     # ---- what the loop takes -------------------------------------------------------------
 
@@ -233,8 +238,11 @@ class Intake:
         batch: Batch = []
         size = 0
         current: Any = item
+        self._taken_before.clear()
         while True:
             current = self._untaken(current)
+            if isinstance(current, TimerFiring):
+                self._taken_before[current.key] = self.consumed
             if current:
                 batch.append(current)
                 size += len(current) if isinstance(current, list) else 1

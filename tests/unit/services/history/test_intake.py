@@ -179,6 +179,25 @@ async def test_a_held_firing_waits_for_offsets_known_after_it_was_held_too() -> 
     assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, 13, 14, "t"]
 
 
+async def test_a_firing_is_held_for_the_records_after_it_in_its_own_batch() -> None:
+    # The firing came in before the task that would take its timer; both in one batch: the
+    # task counts as taken when the batch is made, but it has not run when the firing does.
+    intake, _ = _intake(10)
+    await intake.fire(_firing())
+    intake.offer(_handed(10))
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == ["t", 10] and intake.consumed == 11
+    firing = batch[0]
+    assert intake.hold(firing, time.time() * 1000 + 10_000)  # run first, before 10
+    intake.after_batch()
+    assert await intake.next() is firing  # back once the batch with 10 has run
+    intake.offer(_handed(11))
+    await intake.fire(_firing("u"))
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == [11, "u"]
+    assert not intake.hold(batch[1], time.time() * 1000 + 10_000)  # after the records: nothing to wait for
+
+
 async def test_a_held_firing_comes_back_at_its_deadline_even_with_offsets_untaken() -> None:
     intake, consumer = _intake(10)
     intake.offer(_handed(12))  # after a record of another producer, still to be fetched
