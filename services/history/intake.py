@@ -10,8 +10,8 @@ came (docs/colocation.md).
 
 A timer firing the engine holds back (:meth:`Intake.hold`: a timer a worker runs ahead, its
 grace over while requests the intake knows of wait untaken, decision 0017) comes back
-once the intake has taken every offset it knows of, checked again each time the offsets
-it waited for are taken, or at its deadline.
+once the intake has taken every offset it knew of; until the hold's re-check time, the
+offsets known by then are waited for too, each time those it waited for are taken.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class Intake:
         # The offset after the last record known to be on the broker (fed, or acknowledged
         # to a frontend in this process and offered), whether taken yet or not.
         self.known = 0
-        # Firings held back (hold): each with the offset it waits for and its deadline (wall
-        # clock, ms), in the order held (both grow with it, give or take the deadline's).
+        # Firings held back (hold): each with the offset it waits for and until when (wall
+        # clock, ms) the offsets known since are waited for too, in the order held.
         self._held: collections.deque[tuple[TimerFiring, int, float]] = collections.deque()
         # The offset taken before each firing of the batch being run (by key): the records
         # after it in the batch are counted as taken already, but not run yet when it is.
@@ -156,36 +156,34 @@ class Intake:
         acked.add_done_callback(functools.partial(_relay_outcome, acknowledged))
         self._inbox.put_nowait(Early(command, acknowledged))
 
-    def hold(self, firing: TimerFiring, deadline_ms: float) -> bool:
-        """Hold ``firing`` back while the intake knows of offsets it has not taken, or until
-        ``deadline_ms`` (the wall clock); False (nothing held) when every known offset is taken
-        already.
+    def hold(self, firing: TimerFiring, recheck_until_ms: float) -> bool:
+        """Hold ``firing`` back until the intake has taken every offset it knows of now; False
+        (nothing held) when every known offset is taken already (those after the firing in
+        its own batch are not: they have not run when it does). Until ``recheck_until_ms``
+        (the wall clock), once those are taken, the offsets known by then are waited for too.
 
         For a timer a worker runs ahead whose grace is over (engine.fire_timer): its task may
         be among the requests that reached the broker and wait here, behind a burst, and
-        firing the timer first would waste that task and replay the run in the worker. The
-        offsets known once the ones waited for are taken are checked again: a task sent in
-        time may reach the broker only after the firing was held, behind the same burst
-        (decision 0017, stop 26)."""
+        firing the timer first would waste that task and replay the run in the worker; and a
+        task sent in time may reach the broker only after the firing was held, behind the
+        same burst (decision 0017, stop 26). Past the re-checks, the firing waits only for
+        what was there before it, as long as any of those requests waits."""
         taken = self._taken_before.get(firing.key, self.consumed)
-        if self.known <= taken or time.time() * 1000 >= deadline_ms:
+        if self.known <= taken:
             return False
-        self._held.append((firing, self.known, deadline_ms))
+        self._held.append((firing, self.known, recheck_until_ms))
         return True
 
     def _released(self) -> TimerFiring | None:
-        """The first firing held back whose deadline passed, or whose offsets are taken with
-        none known since left to take (then it waits for those)."""
+        """The first firing held back once the offsets it waits for are taken, unless more are
+        known by then and its re-checks go on (then it waits for those too)."""
         if not self._held:
             return None
-        firing, until, deadline = self._held[0]
-        if time.time() * 1000 >= deadline:
-            self._held.popleft()
-            return firing
+        firing, until, recheck_until = self._held[0]
         if until > self.consumed:
             return None
-        if self.known > self.consumed:
-            self._held[0] = (firing, self.known, deadline)  # more came meanwhile: those too
+        if self.known > self.consumed and time.time() * 1000 < recheck_until:
+            self._held[0] = (firing, self.known, recheck_until)  # more came meanwhile: those too
             return None
         self._held.popleft()
         return firing
@@ -213,19 +211,11 @@ class Intake:
         """The next inbox item (or firing held back and due again), waiting for one."""
         self._idle = True
         try:
-            while True:
-                released = self._released()
-                if released is not None:
-                    return released
-                if not self._held:
-                    item = await self._inbox.get()
-                    break
-                # Firings held back: the first may come back at its deadline, with nothing new.
-                try:
-                    item = await asyncio.wait_for(self._inbox.get(), max(0.001, self._held[0][2] / 1000 - time.time()))
-                    break
-                except TimeoutError:
-                    continue
+            # A firing held back waits for offsets the intake knows of: they come in as items.
+            released = self._released()
+            if released is not None:
+                return released
+            item = await self._inbox.get()
         finally:
             self._idle = False
         if item is self._open:

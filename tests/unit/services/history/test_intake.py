@@ -198,17 +198,21 @@ async def test_a_firing_is_held_for_the_records_after_it_in_its_own_batch() -> N
     assert not intake.hold(batch[1], time.time() * 1000 + 10_000)  # after the records: nothing to wait for
 
 
-async def test_a_held_firing_comes_back_at_its_deadline_even_with_offsets_untaken() -> None:
-    intake, consumer = _intake(10)
-    intake.offer(_handed(12))  # after a record of another producer, still to be fetched
-    assert consumer.fetches == 0 and intake.known == 13
-    intake.batch(await intake.next())  # not the next offset: dropped, the fetch asked for
+async def test_past_its_re_checks_a_held_firing_waits_only_for_what_came_before_it() -> None:
+    # A shard that stays behind: past the re-check time, the firing waits for the offsets
+    # known when it was last checked (however long they take), not for the newer ones.
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10))
     firing = _firing()
-    deadline = time.time() * 1000 + 50
-    assert intake.hold(firing, deadline)
-    assert await intake.next() is firing
-    assert time.time() * 1000 >= deadline
-    assert not intake.hold(_firing("late"), deadline)  # a deadline passed holds nothing
+    recheck_until = time.time() * 1000 + 50
+    assert intake.hold(firing, recheck_until)
+    await intake.feed(_fetched(11))
+    assert _offsets(intake.batch(await intake.next())) == [10, 11, "t"]  # re-checked: 11 too
+    await intake.feed(_fetched(12))
+    await eventually(lambda: time.time() * 1000 >= recheck_until, what="the re-checks over")
+    assert intake.hold(_firing("late"), recheck_until)  # still held for what came before it
+    await intake.feed(_fetched(13))
+    assert _offsets(intake.batch(await intake.next())) == [12, "late", 13]
 
 
 async def test_a_stopped_shard_forgets_its_held_firings() -> None:
