@@ -62,7 +62,7 @@ MAX_WT_BACKOFF_MS = 600_000
 # How many graces past its row a timer run ahead (decision 0014), held while its shard is
 # behind (decision 0017), also waits for the requests that reach the shard meanwhile: a
 # burst's tasks reach a loaded shard seconds after the row came due.
-HELD_GRACES = 3
+RECHECK_GRACES = 3
 
 
 class Context(Protocol):
@@ -635,7 +635,7 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         # for those (decision 0017) rather than waste that task and replay the run in the
         # worker.
         if pending is not None and timer.fire_at > pending.fire_at \
-                and ctx.hold_timer(timer, timer.fire_at + HELD_GRACES * (timer.fire_at - pending.fire_at)):
+                and ctx.hold_timer(timer, timer.fire_at + RECHECK_GRACES * (timer.fire_at - pending.fire_at)):
             return
     ctx.delete_timer_row(timer.key)
     if t is None or not t.state.running:
