@@ -76,6 +76,9 @@ class Intake:
         # The offset taken before each firing of the batch being run (by key): the records
         # after it in the batch are counted as taken already, but not run yet when it is.
         self._taken_before: dict[str, int] = {}
+        # Firings let go since the last batch: they come back to the engine, which asks to
+        # hold them again; they are not (or a shard always behind would hold them for ever).
+        self._let_go: set[str] = set()
         self.fetched_at = 0.0  # when the loop last took records that came by fetch (monotonic)
         # How to move the consumer's position past records taken by hand-over, and how to
         # ask for the fetch of a partition whose hand-over could not go on (see gate.py).
@@ -169,7 +172,7 @@ class Intake:
         same burst (decision 0017, stop 26). Past the re-checks, the firing waits only for
         what was there before it, as long as any of those requests waits."""
         taken = self._taken_before.get(firing.key, self.consumed)
-        if self.known <= taken:
+        if self.known <= taken or firing.key in self._let_go:
             return False
         self._held.append((firing, self.known, recheck_until_ms))
         return True
@@ -186,6 +189,7 @@ class Intake:
             self._held[0] = (firing, self.known, recheck_until)  # more came meanwhile: those too
             return None
         self._held.popleft()
+        self._let_go.add(firing.key)
         return firing
 
     def settled(self) -> bool:
@@ -204,6 +208,7 @@ class Intake:
         self._open = None
         self._held.clear()  # their rows stay in the table, loaded by the next owner
         self._taken_before.clear()
+        self._let_go.clear()
 
     # ---- what the loop takes -------------------------------------------------------------
 
@@ -279,6 +284,7 @@ class Intake:
 
     def after_batch(self) -> None:
         """Commands taken by hand-over need not come through the consumer as well."""
+        self._let_go.clear()  # the firings let go have run
         if self.consumed > self.fed:
             self.fed = self.consumed
             self._skip_to(self.consumed)

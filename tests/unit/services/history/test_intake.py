@@ -210,9 +210,15 @@ async def test_past_its_re_checks_a_held_firing_waits_only_for_what_came_before_
     assert _offsets(intake.batch(await intake.next())) == [10, 11, "t"]  # re-checked: 11 too
     await intake.feed(_fetched(12))
     await eventually(lambda: time.time() * 1000 >= recheck_until, what="the re-checks over")
-    assert intake.hold(_firing("late"), recheck_until)  # still held for what came before it
+    late = _firing("late")
+    assert intake.hold(late, recheck_until)  # still held for what came before it
     await intake.feed(_fetched(13))
     assert _offsets(intake.batch(await intake.next())) == [12, "late", 13]
+    await intake.feed(_fetched(14))
+    # Let go, it comes back to the engine, which asks again: it is not held a second time.
+    assert not intake.hold(late, recheck_until)
+    intake.after_batch()
+    assert intake.hold(_firing("another"), recheck_until)
 
 
 async def test_a_stopped_shard_forgets_its_held_firings() -> None:
