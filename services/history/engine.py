@@ -59,6 +59,10 @@ NEVER_MS = 2**62
 # A failing workflow task's retries back off from 1 s, doubling, up to 10 minutes
 # (Temporal's cap): the second attempt follows the first failure at once.
 MAX_WT_BACKOFF_MS = 600_000
+# How many graces past its row a timer run ahead (decision 0014), held while its shard is
+# behind (decision 0017), also waits for the requests that reach the shard meanwhile: a
+# burst's tasks reach a loaded shard seconds after the row came due.
+RECHECK_GRACES = 3
 
 
 class Context(Protocol):
@@ -78,9 +82,10 @@ class Context(Protocol):
 
     def delete_timer_row(self, key: str) -> None: ...
 
-    def hold_timer(self, timer: TimerFiring, deadline_ms: int) -> bool:
+    def hold_timer(self, timer: TimerFiring, recheck_until_ms: int) -> bool:
         """Hold a due firing back until the shard has taken the requests it knows to be on
-        the broker, or until ``deadline_ms``; False (fire now) when none wait untaken."""
+        the broker (until ``recheck_until_ms``, those known by the time it took them too);
+        False (fire now) when none wait untaken."""
 
     def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
         """Publish a record after the batch commits, for no run in particular (children.py)."""
@@ -626,10 +631,11 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         pending = t.state.timer_started_by(timer.ref)  # ref: the TimerStarted event id
         # A row armed past its timer's fire time: the grace of a worker that runs timers
         # ahead (decision 0014) is over. Its task may wait among the requests the shard has
-        # yet to take, behind a burst: the firing waits for those, at most one more grace
-        # (decision 0017), rather than waste that task and replay the run in the worker.
+        # yet to take, behind a burst, or reach it in the next few graces: the firing waits
+        # for those (decision 0017) rather than waste that task and replay the run in the
+        # worker.
         if pending is not None and timer.fire_at > pending.fire_at \
-                and ctx.hold_timer(timer, 2 * timer.fire_at - pending.fire_at):
+                and ctx.hold_timer(timer, timer.fire_at + RECHECK_GRACES * (timer.fire_at - pending.fire_at)):
             return
     ctx.delete_timer_row(timer.key)
     if t is None or not t.state.running:

@@ -10,7 +10,8 @@ came (docs/colocation.md).
 
 A timer firing the engine holds back (:meth:`Intake.hold`: a timer a worker runs ahead, its
 grace over while requests the intake knows of wait untaken, decision 0017) comes back
-once the intake has taken every offset it knew of then, or at its deadline.
+once the intake has taken every offset it knew of; until the hold's re-check time, the
+offsets known by then are waited for too, each time those it waited for are taken.
 """
 
 from __future__ import annotations
@@ -69,9 +70,15 @@ class Intake:
         # The offset after the last record known to be on the broker (fed, or acknowledged
         # to a frontend in this process and offered), whether taken yet or not.
         self.known = 0
-        # Firings held back (hold): each with the offset it waits for and its deadline (wall
-        # clock, ms), in the order held (both grow with it, give or take the deadline's).
+        # Firings held back (hold): each with the offset it waits for and until when (wall
+        # clock, ms) the offsets known since are waited for too, in the order held.
         self._held: collections.deque[tuple[TimerFiring, int, float]] = collections.deque()
+        # The offset taken before each firing of the batch being run (by key): the records
+        # after it in the batch are counted as taken already, but not run yet when it is.
+        self._taken_before: dict[str, int] = {}
+        # Firings let go since the last batch: they come back to the engine, which asks to
+        # hold them again; they are not (or a shard always behind would hold them for ever).
+        self._let_go: set[str] = set()
         self.fetched_at = 0.0  # when the loop last took records that came by fetch (monotonic)
         # How to move the consumer's position past records taken by hand-over, and how to
         # ask for the fetch of a partition whose hand-over could not go on (see gate.py).
@@ -152,27 +159,38 @@ class Intake:
         acked.add_done_callback(functools.partial(_relay_outcome, acknowledged))
         self._inbox.put_nowait(Early(command, acknowledged))
 
-    def hold(self, firing: TimerFiring, deadline_ms: float) -> bool:
-        """Hold ``firing`` back until every offset known now is taken, or until ``deadline_ms``
-        (the wall clock); False (nothing held) when every known offset is taken already.
+    def hold(self, firing: TimerFiring, recheck_until_ms: float) -> bool:
+        """Hold ``firing`` back until the intake has taken every offset it knows of now; False
+        (nothing held) when every known offset is taken already (those after the firing in
+        its own batch are not: they have not run when it does). Until ``recheck_until_ms``
+        (the wall clock), once those are taken, the offsets known by then are waited for too.
 
         For a timer a worker runs ahead whose grace is over (engine.fire_timer): its task may
         be among the requests that reached the broker and wait here, behind a burst, and
-        firing the timer first would waste that task and replay the run in the worker."""
-        if self.known <= self.consumed or time.time() * 1000 >= deadline_ms:
+        firing the timer first would waste that task and replay the run in the worker; and a
+        task sent in time may reach the broker only after the firing was held, behind the
+        same burst (decision 0017, stop 26). Past the re-checks, the firing waits only for
+        what was there before it, as long as any of those requests waits."""
+        taken = self._taken_before.get(firing.key, self.consumed)
+        if self.known <= taken or firing.key in self._let_go:
             return False
-        self._held.append((firing, self.known, deadline_ms))
+        self._held.append((firing, self.known, recheck_until_ms))
         return True
 
     def _released(self) -> TimerFiring | None:
-        """The first firing held back whose offsets are taken or whose deadline passed."""
+        """The first firing held back once the offsets it waits for are taken, unless more are
+        known by then and its re-checks go on (then it waits for those too)."""
         if not self._held:
             return None
-        firing, until, deadline = self._held[0]
-        if until <= self.consumed or time.time() * 1000 >= deadline:
-            self._held.popleft()
-            return firing
-        return None
+        firing, until, recheck_until = self._held[0]
+        if until > self.consumed:
+            return None
+        if self.known > self.consumed and time.time() * 1000 < recheck_until:
+            self._held[0] = (firing, self.known, recheck_until)  # more came meanwhile: those too
+            return None
+        self._held.popleft()
+        self._let_go.add(firing.key)
+        return firing
 
     def settled(self) -> bool:
         """The loop waits for work and none is queued (a firing held back waits for records:
@@ -189,6 +207,8 @@ class Intake:
             self._inbox.get_nowait()
         self._open = None
         self._held.clear()  # their rows stay in the table, loaded by the next owner
+        self._taken_before.clear()
+        self._let_go.clear()
 
     # ---- what the loop takes -------------------------------------------------------------
 
@@ -196,19 +216,11 @@ class Intake:
         """The next inbox item (or firing held back and due again), waiting for one."""
         self._idle = True
         try:
-            while True:
-                released = self._released()
-                if released is not None:
-                    return released
-                if not self._held:
-                    item = await self._inbox.get()
-                    break
-                # Firings held back: the first may come back at its deadline, with nothing new.
-                try:
-                    item = await asyncio.wait_for(self._inbox.get(), max(0.001, self._held[0][2] / 1000 - time.time()))
-                    break
-                except TimeoutError:
-                    continue
+            # A firing held back waits for offsets the intake knows of: they come in as items.
+            released = self._released()
+            if released is not None:
+                return released
+            item = await self._inbox.get()
         finally:
             self._idle = False
         if item is self._open:
@@ -221,8 +233,11 @@ class Intake:
         batch: Batch = []
         size = 0
         current: Any = item
+        self._taken_before.clear()
         while True:
             current = self._untaken(current)
+            if isinstance(current, TimerFiring):
+                self._taken_before[current.key] = self.consumed
             if current:
                 batch.append(current)
                 size += len(current) if isinstance(current, list) else 1
@@ -269,6 +284,7 @@ class Intake:
 
     def after_batch(self) -> None:
         """Commands taken by hand-over need not come through the consumer as well."""
+        self._let_go.clear()  # the firings let go have run
         if self.consumed > self.fed:
             self.fed = self.consumed
             self._skip_to(self.consumed)

@@ -166,17 +166,59 @@ async def test_a_firing_is_held_only_while_known_offsets_wait_untaken() -> None:
     assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, "t"]
 
 
-async def test_a_held_firing_comes_back_at_its_deadline_even_with_offsets_untaken() -> None:
-    intake, consumer = _intake(10)
-    intake.offer(_handed(12))  # after a record of another producer, still to be fetched
-    assert consumer.fetches == 0 and intake.known == 13
-    intake.batch(await intake.next())  # not the next offset: dropped, the fetch asked for
+async def test_a_held_firing_waits_for_offsets_known_after_it_was_held_too() -> None:
+    # A burst: the worker's task for the timer reaches the broker after the firing was held,
+    # behind the requests the firing waits for. Taken those, it waits for the newer ones too.
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10, 11))
     firing = _firing()
-    deadline = time.time() * 1000 + 50
-    assert intake.hold(firing, deadline)
-    assert await intake.next() is firing
-    assert time.time() * 1000 >= deadline
-    assert not intake.hold(_firing("late"), deadline)  # a deadline passed holds nothing
+    assert intake.hold(firing, time.time() * 1000 + 10_000)
+    intake.offer(_handed(12))
+    intake.offer(_handed(13))  # joins 12's inbox item
+    await intake.feed(_fetched(14))
+    assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, 13, 14, "t"]
+
+
+async def test_a_firing_is_held_for_the_records_after_it_in_its_own_batch() -> None:
+    # The firing came in before the task that would take its timer; both in one batch: the
+    # task counts as taken when the batch is made, but it has not run when the firing does.
+    intake, _ = _intake(10)
+    await intake.fire(_firing())
+    intake.offer(_handed(10))
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == ["t", 10] and intake.consumed == 11
+    firing = batch[0]
+    assert intake.hold(firing, time.time() * 1000 + 10_000)  # run first, before 10
+    intake.after_batch()
+    assert await intake.next() is firing  # back once the batch with 10 has run
+    intake.offer(_handed(11))
+    await intake.fire(_firing("u"))
+    batch = intake.batch(await intake.next())
+    assert _offsets(batch) == [11, "u"]
+    assert not intake.hold(batch[1], time.time() * 1000 + 10_000)  # after the records: nothing to wait for
+
+
+async def test_past_its_re_checks_a_held_firing_waits_only_for_what_came_before_it() -> None:
+    # A shard that stays behind: past the re-check time, the firing waits for the offsets
+    # known when it was last checked (however long they take), not for the newer ones.
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10))
+    firing = _firing()
+    recheck_until = time.time() * 1000 + 50
+    assert intake.hold(firing, recheck_until)
+    await intake.feed(_fetched(11))
+    assert _offsets(intake.batch(await intake.next())) == [10, 11, "t"]  # re-checked: 11 too
+    await intake.feed(_fetched(12))
+    await eventually(lambda: time.time() * 1000 >= recheck_until, what="the re-checks over")
+    late = _firing("late")
+    assert intake.hold(late, recheck_until)  # still held for what came before it
+    await intake.feed(_fetched(13))
+    assert _offsets(intake.batch(await intake.next())) == [12, "late", 13]
+    await intake.feed(_fetched(14))
+    # Let go, it comes back to the engine, which asks again: it is not held a second time.
+    assert not intake.hold(late, recheck_until)
+    intake.after_batch()
+    assert intake.hold(_firing("another"), recheck_until)
 
 
 async def test_a_stopped_shard_forgets_its_held_firings() -> None:
