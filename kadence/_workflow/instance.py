@@ -336,11 +336,12 @@ class WorkflowInstance:
         self._children: Children | None = None
         self._local_activities: LocalActivities | None = None
         # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound. Without
-        # interceptors their ends are made per call (see inbound): kept, they and their weak
-        # reference to this instance were two more objects per cached run.
+        # workflow interceptors (the SDK's tracing has none) their ends are made per call (see
+        # inbound): kept, they and their weak reference to this instance were two more objects
+        # per cached run.
         self._outbound: WorkflowOutboundInterceptor | None = None
         self._inbound: WorkflowInboundInterceptor | None = None
-        if interceptors:
+        if any(i.workflow_interceptor_class() is not None for i in interceptors):
             ends = ChainEnds(self)
             self._outbound = ends
             self._inbound = chain_workflow(interceptors, ends, ends)

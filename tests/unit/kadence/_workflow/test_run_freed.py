@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from kadence import workflow
+from kadence._tracing_interceptor import TracingInterceptor
+from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import WorkflowInstance
 from kadence._workflow.runner import WorkflowRunner
 from kadence.exceptions import WorkflowTaskError
-from tests.unit._fake_history import Driver, FakeHistory, new_runner
+from tests.unit._fake_history import Driver, FakeHistory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -149,7 +151,9 @@ def test_a_run_waiting_on_one_activity_holds_few_objects_for_the_collector() -> 
 
     def waiting(i: int) -> WorkflowRunner:
         history = FakeHistory("OneActivity", "v", run_id=f"run-{i}")
-        runner = new_runner(OneActivity, history)
+        # With the interceptors every worker has (the SDK's tracing, which has no workflow links).
+        runner = WorkflowRunner(WorkflowDefinition.of(OneActivity), namespace="default", workflow_id="wf-1",
+                                run_id=history.run_id, interceptors=[TracingInterceptor()])
         runner.apply(history.task_events())
         return runner
 
