@@ -170,19 +170,33 @@ class ContinueAsNewError(BaseException):
         self.search_attributes = search_attributes  # None: the new run keeps this run's
 
 
-@dataclass
-class _PendingActivity:
-    future: asyncio.Future[Any]
-    activity_id: str
-    activity_type: str
-    retry_policy: Mapping[str, Any] | None = None
-    scheduled_event_id: int = 0  # known once history's events number the command
-    # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
-    # when the activity's last event (canceled, completed, failed, timed out) comes.
-    settled: asyncio.Future[None] | None = None
-    result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
-    #: The instance's activities waiting for an outcome, by scheduled event id.
-    waiting: dict[int, _PendingActivity] = field(default_factory=dict, repr=False, compare=False)
+class _PendingActivity(asyncio.Future[Any]):
+    """An activity workflow code waits for: the future its outcome resolves, and what the
+    instance knows of it (one object: a record beside the future was one more per waiting
+    activity for the collector's passes over cached runs)."""
+
+    __slots__ = ("activity_id", "activity_type", "result_type", "retry_policy", "scheduled_event_id", "settled",
+                 "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, activity_id: str, activity_type: str,
+                 retry_policy: Mapping[str, Any] | None, *, result_type: Any,
+                 waiting: dict[int, _PendingActivity]) -> None:
+        super().__init__(loop=loop)
+        self.activity_id = activity_id
+        self.activity_type = activity_type
+        self.retry_policy = retry_policy
+        self.scheduled_event_id = 0  # known once history's events number the command
+        # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
+        # when the activity's last event (canceled, completed, failed, timed out) comes.
+        self.settled: asyncio.Future[None] | None = None
+        self.result_type = result_type  # the type hint the result is decoded to (None: plain JSON)
+        #: The instance's activities waiting for an outcome, by scheduled event id.
+        self.waiting = waiting
+
+    @property
+    def future(self) -> asyncio.Future[Any]:
+        """What the awaiting code waits on: this record itself."""
+        return self
 
     def __call__(self, event_id: int) -> None:
         """History numbered the command: the record is its Command.on_recorded itself (a bound
@@ -994,9 +1008,9 @@ class WorkflowInstance:
                                result_type: Any = None) -> Any:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
-        future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
+        pending = _PendingActivity(self.loop, activity_id, activity_type, attributes.get("retry_policy"),
                                    result_type=result_type, waiting=self._activities)
+        future = pending.future
 
         attrs = {
             **attributes,

@@ -144,10 +144,11 @@ def test_a_run_method_called_with_arguments_it_cannot_take_fails_the_workflow_ta
 
 def test_a_run_waiting_on_one_activity_holds_few_objects_for_the_collector() -> None:
     """Each full collection walks every object of every cached run: 36 per run waiting on
-    one activity before this was pinned, 24 then, 17 on CPython 3.11 now (a margin for other
-    versions): no dict of the instance's attributes, no chain ends kept without interceptors,
-    no empty list of pending events, no weak reference in asyncio's registry of tasks, no
-    bound method as the run's done callback, no coroutine of workflow.execute_activity's own."""
+    one activity before this was pinned, 24 then, 16 on CPython 3.11 now (a margin for other
+    versions): no dict of the instance's attributes, no chain ends kept without workflow
+    interceptors, no empty list of pending events, no weak reference in asyncio's registry
+    of tasks, no bound method as the run's done callback, no coroutine of
+    workflow.execute_activity's own, the activity's record its future itself."""
 
     def waiting(i: int) -> WorkflowRunner:
         history = FakeHistory("OneActivity", "v", run_id=f"run-{i}")
@@ -162,4 +163,4 @@ def test_a_run_waiting_on_one_activity_holds_few_objects_for_the_collector() -> 
     before = len(gc.get_objects())
     runners = [waiting(i) for i in range(200)]
     per_run = (len(gc.get_objects()) - before - 1) / len(runners)  # - 1: the list of runners
-    assert per_run <= 19, per_run
+    assert per_run <= 18, per_run
