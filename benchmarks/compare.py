@@ -101,6 +101,31 @@ def _worker_cpu(side: Side) -> float:
     return _process_cpu(side, 1)
 
 
+def _cpu_of(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in {p.pid: p for p in procs}.values():
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _broker_cpu(side: Side) -> float:
+    """CPU seconds so far of the broker `kadence dev` started (its children)."""
+    with contextlib.suppress(psutil.Error, IndexError):
+        return _cpu_of(psutil.Process(side.processes[0].pid).children(recursive=True))
+    return 0.0
+
+
+def _postgres_cpu(side: Side, tmp: Path) -> float:
+    """CPU seconds so far of the side's PostgreSQL (postmaster and backends)."""
+    with contextlib.suppress(OSError, ValueError, psutil.Error):
+        pid_file = tmp / f"{side.name}-data" / "postgres" / "postmaster.pid"
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        return _cpu_of([postmaster, *postmaster.children(recursive=True)])
+    return 0.0
+
+
 def _side_cpu(side: Side, tmp: Path) -> float:
     """CPU seconds so far of one side's server (with its broker), worker and PostgreSQL."""
     procs: list[psutil.Process] = []
@@ -112,29 +137,28 @@ def _side_cpu(side: Side, tmp: Path) -> float:
         pid_file = tmp / f"{side.name}-data" / "postgres" / "postmaster.pid"
         postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
         procs += [postmaster, *postmaster.children(recursive=True)]
-    total = 0.0
-    for proc in {p.pid: p for p in procs}.values():
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            total += t.user + t.system
-    return total
+    return _cpu_of(procs)
 
 
 @dataclass(frozen=True)
 class Burst:
     """One throughput burst of one side: workflows per second, and CPU ms per workflow of the
-    side as a whole (0 without a scratch directory), its server process and its worker."""
+    side as a whole (0 without a scratch directory), its server process, its worker, its
+    broker and its PostgreSQL (0 without a scratch directory)."""
 
     rate: float
     cpu: float
     server: float
     worker: float
+    broker: float = 0.0
+    postgres: float = 0.0
 
 
 async def _throughput(side: Side, n: int, tmp: Path | None = None) -> Burst:
     """``n`` workflows executed at once (as bench's throughput runs them), until the last result."""
     cpu = _side_cpu(side, tmp) if tmp else 0.0
-    server, worker = _server_cpu(side), _worker_cpu(side)
+    server, worker, broker = _server_cpu(side), _worker_cpu(side), _broker_cpu(side)
+    postgres = _postgres_cpu(side, tmp) if tmp else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(side.client.execute_workflow(
         OneActivity.run, i, id=f"cmp-burst-{uuid.uuid4().hex}", task_queue="bench") for i in range(n)))
@@ -142,12 +166,17 @@ async def _throughput(side: Side, n: int, tmp: Path | None = None) -> Burst:
     cpu_per_wf = (_side_cpu(side, tmp) - cpu) * 1000 / n if tmp else 0.0
     server_per_wf = (_server_cpu(side) - server) * 1000 / n
     worker_per_wf = (_worker_cpu(side) - worker) * 1000 / n
+    broker_per_wf = (_broker_cpu(side) - broker) * 1000 / n
+    postgres_per_wf = (_postgres_cpu(side, tmp) - postgres) * 1000 / n if tmp else 0.0
     if n > 2000:
         # One HTTP/1.1 connection per workflow in flight, kept open: with both sides' kept, a
         # burst of 10,000 runs out of file descriptors. The next burst opens them again.
         await side.client.close()
         side.client = await Client.connect(side.target)
-    return Burst(rate, cpu_per_wf, server_per_wf, worker_per_wf)
+    # Each burst as it ends (a sitting that ends early on a failed call still leaves its pairs).
+    print(f"  burst {side.name}: {rate:.0f} wf/s; CPU ms/wf {cpu_per_wf:.3f} (server {server_per_wf:.3f},"
+          f" worker {worker_per_wf:.3f}, broker {broker_per_wf:.3f}, PostgreSQL {postgres_per_wf:.3f})", flush=True)
+    return Burst(rate, cpu_per_wf, server_per_wf, worker_per_wf, broker_per_wf, postgres_per_wf)
 
 
 async def _timer_burst(side: Side, n: int) -> list[float]:
@@ -212,6 +241,8 @@ async def main(args: argparse.Namespace) -> None:
             cpus = [{k: v.cpu for k, v in p.items()} for p in measured]
             servers = [{k: v.server for k, v in p.items()} for p in measured]
             workers = [{k: v.worker for k, v in p.items()} for p in measured]
+            brokers = [{k: v.broker for k, v in p.items()} for p in measured]
+            postgreses = [{k: v.postgres for k, v in p.items()} for p in measured]
             print(f"Throughput, {args.throughput_bursts} bursts of {args.throughput_n} workflows at once each:")
             for side in sides:
                 r = [p[side.name] for p in rates]
@@ -226,7 +257,8 @@ async def main(args: argparse.Namespace) -> None:
                   f" (min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f}); per pair"
                   f" {' '.join(f'{r:.2f}' for r in rate_ratios)}")
             for what, per in (("CPU per workflow", cpus), ("server process CPU per workflow", servers),
-                              ("worker CPU per workflow", workers)):
+                              ("worker CPU per workflow", workers), ("broker CPU per workflow", brokers),
+                              ("PostgreSQL CPU per workflow", postgreses)):
                 ratios = [p["B"] / p["A"] for p in per if p["A"] > 0]
                 if ratios:
                     print(f"  {what}: median of the per-pair ratios B/A {statistics.median(ratios):.3f}"

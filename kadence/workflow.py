@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, overload
 
@@ -84,7 +84,7 @@ def all_handlers_finished() -> bool:
 
 
 @overload
-async def execute_activity(
+def execute_activity(
     activity: Callable[..., Awaitable[R]],
     *args: Any,
     activity_id: str | None = None,
@@ -96,11 +96,11 @@ async def execute_activity(
     retry_policy: RetryPolicy | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
     result_type: Any = None,
-) -> R: ...
+) -> Coroutine[Any, Any, R]: ...
 
 
 @overload
-async def execute_activity(
+def execute_activity(
     activity: Callable[..., R],
     *args: Any,
     activity_id: str | None = None,
@@ -112,11 +112,11 @@ async def execute_activity(
     retry_policy: RetryPolicy | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
     result_type: Any = None,
-) -> R: ...
+) -> Coroutine[Any, Any, R]: ...
 
 
 @overload
-async def execute_activity(
+def execute_activity(
     activity: str,
     *args: Any,
     activity_id: str | None = None,
@@ -128,10 +128,10 @@ async def execute_activity(
     retry_policy: RetryPolicy | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
     result_type: Any = None,
-) -> Any: ...
+) -> Coroutine[Any, Any, Any]: ...
 
 
-async def execute_activity(
+def execute_activity(
     activity: str | Callable[..., Any],
     *args: Any,
     activity_id: str | None = None,
@@ -143,7 +143,7 @@ async def execute_activity(
     retry_policy: RetryPolicy | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
     result_type: Any = None,
-) -> Any:
+) -> Coroutine[Any, Any, Any]:
     """Run an activity and return its result; raises ActivityError when it finally fails.
 
     ``activity`` is an ``@activity.defn`` function or an activity type name. One of
@@ -154,7 +154,28 @@ async def execute_activity(
     result is converted to the function's return annotation (``-> Receipt`` gives a
     ``Receipt``), or to ``result_type`` when given (the way to type the result of an
     activity called by name).
+
+    Not a coroutine function of its own: it hands back the coroutine that waits for the
+    activity (a second coroutine would stay alive with every activity a cached run waits
+    for, for the collector to walk); an error of the call is raised where it is awaited.
     """
+    try:
+        return _schedule_activity(activity, args, activity_id, task_queue, schedule_to_close_timeout,
+                                  schedule_to_start_timeout, start_to_close_timeout, heartbeat_timeout, retry_policy,
+                                  cancellation_type, result_type)
+    except Exception as err:  # noqa: BLE001 - raised where the call is awaited, as from a coroutine function
+        return _raised(err)
+
+
+async def _raised(err: BaseException) -> Any:
+    raise err
+
+
+def _schedule_activity(activity: str | Callable[..., Any], args: tuple[Any, ...], activity_id: str | None,
+                       task_queue: str | None, schedule_to_close_timeout: timedelta | None,
+                       schedule_to_start_timeout: timedelta | None, start_to_close_timeout: timedelta | None,
+                       heartbeat_timeout: timedelta | None, retry_policy: RetryPolicy | None,
+                       cancellation_type: ActivityCancellationType, result_type: Any) -> Coroutine[Any, Any, Any]:
     if schedule_to_close_timeout is None and start_to_close_timeout is None:
         raise ValueError(
             "execute_activity needs schedule_to_close_timeout or start_to_close_timeout "
@@ -171,7 +192,7 @@ async def execute_activity(
     }
     if result_type is None and not isinstance(activity, str):
         result_type = signature_of(activity).result
-    return await current_instance().outbound.execute_activity(ScheduleActivityInput(
+    return current_instance().outbound.execute_activity(ScheduleActivityInput(
         activity_name_of(activity), args, attributes, ActivityCancellationType(cancellation_type), result_type))
 
 

@@ -21,7 +21,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
@@ -49,6 +49,7 @@ from kadence.interceptor import (
     HandleSignalInput,
     HandleUpdateInput,
     Interceptor,
+    WorkflowInboundInterceptor,
     WorkflowOutboundInterceptor,
     chain_workflow,
 )
@@ -169,19 +170,33 @@ class ContinueAsNewError(BaseException):
         self.search_attributes = search_attributes  # None: the new run keeps this run's
 
 
-@dataclass
-class _PendingActivity:
-    future: asyncio.Future[Any]
-    activity_id: str
-    activity_type: str
-    retry_policy: Mapping[str, Any] | None = None
-    scheduled_event_id: int = 0  # known once history's events number the command
-    # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
-    # when the activity's last event (canceled, completed, failed, timed out) comes.
-    settled: asyncio.Future[None] | None = None
-    result_type: Any = None  # the type hint the result is decoded to (None: plain JSON)
-    #: The instance's activities waiting for an outcome, by scheduled event id.
-    waiting: dict[int, _PendingActivity] = field(default_factory=dict, repr=False, compare=False)
+class _PendingActivity(asyncio.Future[Any]):
+    """An activity workflow code waits for: the future its outcome resolves, and what the
+    instance knows of it (one object: a record beside the future was one more per waiting
+    activity for the collector's passes over cached runs)."""
+
+    __slots__ = ("activity_id", "activity_type", "result_type", "retry_policy", "scheduled_event_id", "settled",
+                 "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, activity_id: str, activity_type: str,
+                 retry_policy: Mapping[str, Any] | None, *, result_type: Any,
+                 waiting: dict[int, _PendingActivity]) -> None:
+        super().__init__(loop=loop)
+        self.activity_id = activity_id
+        self.activity_type = activity_type
+        self.retry_policy = retry_policy
+        self.scheduled_event_id = 0  # known once history's events number the command
+        # Set when the awaiting code was cancelled with WAIT_CANCELLATION_COMPLETED: resolved
+        # when the activity's last event (canceled, completed, failed, timed out) comes.
+        self.settled: asyncio.Future[None] | None = None
+        self.result_type = result_type  # the type hint the result is decoded to (None: plain JSON)
+        #: The instance's activities waiting for an outcome, by scheduled event id.
+        self.waiting = waiting
+
+    @property
+    def future(self) -> asyncio.Future[Any]:
+        """What the awaiting code waits on: this record itself."""
+        return self
 
     def __call__(self, event_id: int) -> None:
         """History numbered the command: the record is its Command.on_recorded itself (a bound
@@ -251,6 +266,21 @@ def _unhook_waits(task: asyncio.Future[Any] | None) -> None:
         task = waiter
 
 
+def _unregister_task(task: asyncio.Task[Any]) -> None:
+    """Take ``task`` out of asyncio's registry of all tasks where this Python has one to take
+    it from (a private hook of asyncio: absent, the task stays registered, which is harmless)."""
+    unregister = getattr(asyncio.tasks, "_unregister_task", None)
+    if unregister is not None:
+        unregister(task)
+
+
+def _run_done(task: asyncio.Task[Any]) -> None:
+    """The run's task is done: its instance (the owner of the task's loop) takes it from there."""
+    owner = cast("WorkflowEventLoop", task.get_loop()).owner
+    if isinstance(owner, WorkflowInstance):  # else the loop is closed: the run was discarded
+        owner._on_run_done(task)
+
+
 def current_instance() -> WorkflowInstance:
     """The workflow instance whose code is running; a clear error outside workflow code."""
     loop = asyncio._get_running_loop()
@@ -263,6 +293,17 @@ def current_instance() -> WorkflowInstance:
 
 class WorkflowInstance:
     """A workflow object running on its own deterministic loop."""
+
+    # Slots: with more attributes than CPython's shared key tables hold (30 on 3.11), each
+    # instance's attributes were a dict of their own, one more object per cached run.
+    __slots__ = (
+        "__weakref__", "_activities", "_activity_seq", "_buffered_signals", "_children", "_commands", "_conditions",
+        "_handler_tasks", "_held_run_done", "_inbound", "_info", "_local_activities", "_now_ms", "_obj", "_outbound",
+        "_patches", "_pause_at_run_done", "_random", "_recorded", "_replaying", "_run_task", "_running_updates",
+        "_side_effect_seq", "_task_error", "_timer_seq", "cancel_requested", "continue_as_new_suggested", "converter",
+        "definition", "finished", "history_length", "history_size", "loop", "namespace", "run_id", "seed_run_id",
+        "workflow_id", "workflow_task_attempt",
+    )
 
     def __init__(self, definition: WorkflowDefinition, *, namespace: str, workflow_id: str, run_id: str,
                  data_converter: DataConverter | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
@@ -316,10 +357,30 @@ class WorkflowInstance:
         # the collector's full passes walk.
         self._children: Children | None = None
         self._local_activities: LocalActivities | None = None
-        # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound.
-        ends = ChainEnds(self)
-        self.outbound: WorkflowOutboundInterceptor = ends
-        self.inbound = chain_workflow(interceptors, ends, ends)
+        # The interceptors' chains (kadence/interceptor.py); init() sets self.outbound. Without
+        # workflow interceptors (the SDK's tracing has none) their ends are made per call (see
+        # inbound): kept, they and their weak reference to this instance were two more objects
+        # per cached run.
+        self._outbound: WorkflowOutboundInterceptor | None = None
+        self._inbound: WorkflowInboundInterceptor | None = None
+        if any(i.workflow_interceptor_class() is not None for i in interceptors):
+            ends = ChainEnds(self)
+            self._outbound = ends
+            self._inbound = chain_workflow(interceptors, ends, ends)
+
+    @property
+    def inbound(self) -> WorkflowInboundInterceptor:
+        """The inbound chain's outermost link: the calls into the workflow's code."""
+        return self._inbound if self._inbound is not None else ChainEnds(self)
+
+    @property
+    def outbound(self) -> WorkflowOutboundInterceptor:
+        """The outbound chain's outermost link: what workflow code asks of the SDK."""
+        return self._outbound if self._outbound is not None else ChainEnds(self)
+
+    @outbound.setter
+    def outbound(self, link: WorkflowOutboundInterceptor) -> None:
+        self._outbound = link
 
     def reseed(self, run_id: str) -> None:
         """Draw random numbers (and default child ids) as run ``run_id`` did. A run made by a
@@ -460,7 +521,7 @@ class WorkflowInstance:
     def query(self, name: str, args: Sequence[Any]) -> Any:
         """Run a query handler against the current state; it must not decide anything."""
         if name == STACK_TRACE_QUERY and name not in self.definition.queries:  # built in (stack.py)
-            return stack_trace(self.loop)
+            return stack_trace(self.loop, self._run_task)
         handler = self.definition.queries.get(name)
         if handler is None:
             known = ", ".join(sorted(self.definition.queries)) or "none"
@@ -595,7 +656,11 @@ class WorkflowInstance:
         # object more per cached run for the collector to walk).
         context = contextvars.copy_context()
         task = self.loop.create_task(run, name="workflow.run", context=context)
-        task.add_done_callback(self._on_run_done, context=context)
+        # A function, not a bound method made for it (one object more per cached run).
+        task.add_done_callback(_run_done, context=context)
+        # This instance holds its run's task: asyncio's registry of all tasks (a weak set,
+        # a weak reference per task) need not, and the stack trace query reads it from here.
+        _unregister_task(task)
         self._run_task = task
         buffered, self._buffered_signals = self._buffered_signals or [], None
         for name, signal_args in buffered:
@@ -951,9 +1016,9 @@ class WorkflowInstance:
                                result_type: Any = None) -> Any:
         self._activity_seq += 1
         activity_id = str(attributes.get("activity_id") or self._activity_seq)
-        future: asyncio.Future[Any] = self.loop.create_future()
-        pending = _PendingActivity(future, activity_id, activity_type, attributes.get("retry_policy"),
+        pending = _PendingActivity(self.loop, activity_id, activity_type, attributes.get("retry_policy"),
                                    result_type=result_type, waiting=self._activities)
+        future = pending.future
 
         attrs = {
             **attributes,

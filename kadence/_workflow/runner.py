@@ -156,7 +156,9 @@ class WorkflowRunner:
         self.instance = WorkflowInstance(definition, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
                                          data_converter=data_converter, interceptors=interceptors)
         self.last_event_id = 0
-        self._pending: list[Mapping[str, Any]] = []
+        # The input events no task has taken yet, oldest first; the empty tuple while there are
+        # none (a list kept empty was one more object per cached run for the collector to walk).
+        self._pending: list[Mapping[str, Any]] | tuple[()] = ()
         self._open: _OpenTask | None = None
         # In the order they ran; a tuple, so that the many runs that never run ahead share
         # the empty one (a cached run's objects are what the collector's full passes walk).
@@ -439,7 +441,10 @@ class WorkflowRunner:
                         f"workflow task {open_task.scheduled_event_id} ran here at {open_task.time_ms},"
                         f" history started it at {started}")
         elif kind in INPUT_EVENT_TYPES:
-            self._pending.append(event)
+            if self._pending:
+                self._pending.append(event)
+            else:
+                self._pending = [event]
             if kind == EventType.TIMER_FIRED:
                 self._timer_due.pop(str(attrs.get("timer_id")), None)
         elif kind in _TIMER_BOOKKEEPING:
@@ -476,7 +481,7 @@ class WorkflowRunner:
             raise InconsistentHistoryError(
                 f"workflow task {task.scheduled_event_id} brings input events {seen}, but ran ahead here on the "
                 f"{what} alone")
-        del self._pending[: task.visible_inputs]
+        self._drop_pending(task.visible_inputs)
         task.visible_inputs = 0
         task.produced = ahead.produced
         task.time_ms = task.timer_floor_ms = ahead.time_ms
@@ -498,9 +503,17 @@ class WorkflowRunner:
             )
 
     def _take_inputs(self, task: _OpenTask) -> list[Mapping[str, Any]]:
-        inputs = self._pending[: task.visible_inputs]
-        del self._pending[: task.visible_inputs]
+        inputs = list(self._pending[: task.visible_inputs])
+        self._drop_pending(task.visible_inputs)
         return inputs
+
+    def _drop_pending(self, count: int) -> None:
+        """The first ``count`` pending input events are taken."""
+        pending = self._pending
+        if count >= len(pending):
+            self._pending = ()
+        elif isinstance(pending, list):
+            del pending[:count]
 
 
 def _commands_by_completion(events: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:

@@ -70,9 +70,13 @@ def user_points(points: tuple[AwaitPoint, ...]) -> tuple[AwaitPoint, ...]:
     return mine or points
 
 
-def task_stacks(loop: asyncio.AbstractEventLoop) -> list[TaskStack]:
-    """The pending tasks of ``loop``, ``workflow.run`` first, then by name."""
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+def task_stacks(loop: asyncio.AbstractEventLoop, run_task: asyncio.Task[Any] | None = None) -> list[TaskStack]:
+    """The pending tasks of ``loop``, ``workflow.run`` first, then by name. ``run_task``: the
+    run's own task, which is not in asyncio's registry of tasks (instance.py)."""
+    found = asyncio.all_tasks(loop)
+    if run_task is not None:
+        found.add(run_task)
+    tasks = [t for t in found if not t.done()]
     tasks.sort(key=lambda t: (t.get_name() != "workflow.run", t.get_name()))
     return [TaskStack(t.get_name(), user_points(await_points(t.get_coro()))) for t in tasks]
 
@@ -92,5 +96,5 @@ def format_stack_trace(stacks: Iterable[TaskStack]) -> str:
     return "\n\n".join(blocks) if blocks else "(no coroutine is waiting: the run has finished or not started)"
 
 
-def stack_trace(loop: asyncio.AbstractEventLoop) -> str:
-    return format_stack_trace(task_stacks(loop))
+def stack_trace(loop: asyncio.AbstractEventLoop, run_task: asyncio.Task[Any] | None = None) -> str:
+    return format_stack_trace(task_stacks(loop, run_task))

@@ -131,6 +131,14 @@ def test_activity_timeout_required() -> None:
         coro.send(None)
 
 
+def test_an_activity_call_outside_workflow_code_raises_where_it_is_awaited() -> None:
+    # workflow.execute_activity hands back the instance's coroutine: its errors still come
+    # out of the await, as from the coroutine function it was.
+    coro = workflow.execute_activity("x", start_to_close_timeout=timedelta(seconds=1))
+    with pytest.raises(RuntimeError, match="not in workflow code"):
+        coro.send(None)
+
+
 def test_workflow_api_outside_workflow_is_clear() -> None:
     with pytest.raises(RuntimeError, match="not in workflow code"):
         workflow.now()

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from kadence import workflow
+from kadence._tracing_interceptor import TracingInterceptor
+from kadence._workflow.definition import WorkflowDefinition
 from kadence._workflow.instance import WorkflowInstance
 from kadence._workflow.runner import WorkflowRunner
 from kadence.exceptions import WorkflowTaskError
-from tests.unit._fake_history import Driver, FakeHistory, new_runner
+from tests.unit._fake_history import Driver, FakeHistory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -142,11 +144,17 @@ def test_a_run_method_called_with_arguments_it_cannot_take_fails_the_workflow_ta
 
 def test_a_run_waiting_on_one_activity_holds_few_objects_for_the_collector() -> None:
     """Each full collection walks every object of every cached run: 36 per run waiting on
-    one activity before this was pinned, 24 on CPython 3.11 (a margin for other versions)."""
+    one activity before this was pinned, 24 then, 16 on CPython 3.11 now (a margin for other
+    versions): no dict of the instance's attributes, no chain ends kept without workflow
+    interceptors, no empty list of pending events, no weak reference in asyncio's registry
+    of tasks, no bound method as the run's done callback, no coroutine of
+    workflow.execute_activity's own, the activity's record its future itself."""
 
     def waiting(i: int) -> WorkflowRunner:
         history = FakeHistory("OneActivity", "v", run_id=f"run-{i}")
-        runner = new_runner(OneActivity, history)
+        # With the interceptors every worker has (the SDK's tracing, which has no workflow links).
+        runner = WorkflowRunner(WorkflowDefinition.of(OneActivity), namespace="default", workflow_id="wf-1",
+                                run_id=history.run_id, interceptors=[TracingInterceptor()])
         runner.apply(history.task_events())
         return runner
 
@@ -155,4 +163,4 @@ def test_a_run_waiting_on_one_activity_holds_few_objects_for_the_collector() -> 
     before = len(gc.get_objects())
     runners = [waiting(i) for i in range(200)]
     per_run = (len(gc.get_objects()) - before - 1) / len(runners)  # - 1: the list of runners
-    assert per_run <= 27, per_run
+    assert per_run <= 18, per_run
