@@ -34,6 +34,7 @@ from services.common.matching import (
     MatchingUnavailableError,
     NoPollerError,
     QueryFailedError,
+    QueryScope,
     QueryTimeoutError,
     UnknownQueryError,
 )
@@ -565,9 +566,12 @@ class Engine:
             raise Unavailable(str(exc)) from None
         return {"result": result}
 
-    async def respond_query(self, query_id: str, result: str | None, failure: dict[str, Any] | None) -> None:
+    async def respond_query(self, scope: QueryScope, query_id: str, result: str | None,
+                            failure: dict[str, Any] | None) -> None:
+        """Matching takes the answer only from ``scope``; from anywhere else it is NotFound, as an
+        id never issued (query_scope.py)."""
         try:
-            await self._matching.respond_query(query_id, result, failure)
+            await self._matching.respond_query(query_id, result, failure, scope=scope)
         except UnknownQueryError as exc:
             raise NotFound(str(exc), field="query_id") from None
         except MatchingUnavailableError as exc:
