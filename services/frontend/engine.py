@@ -388,10 +388,15 @@ class Engine:
 
     async def cancel(self, ns: str, workflow_id: str, run_id: str | None, reason: str,
                      request_id: str, identity: str) -> dict[str, Any]:
-        await self._command("RequestCancelWorkflowExecution", {
-            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
-            "request_id": request_id, "identity": identity,
-        })
+        """A run that closed already is not found, its message saying how it closed: the
+        answer of a signal or a terminate of it, and Temporal's (decision 0022)."""
+        try:
+            await self._command("RequestCancelWorkflowExecution", {
+                "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+                "request_id": request_id, "identity": identity,
+            })
+        except WorkflowAlreadyClosed as exc:  # history's refusal (its reply over Kafka keeps the name)
+            raise WorkflowNotFound(exc.message, field="workflow_id") from None
         return {}
 
     async def reset(self, ns: str, workflow_id: str, run_id: str | None, reset_point: str, event_id: int,
