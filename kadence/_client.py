@@ -586,7 +586,8 @@ class WorkflowHandle:
         await points, may clean up, and then closes as Canceled (``result()`` raises
         WorkflowFailureError with a CanceledError cause) or goes on. Returns once history
         recorded the request; retried with the same ``request_id`` through outages. A run
-        that closed already raises WorkflowAlreadyClosedError (409)."""
+        that closed already raises WorkflowNotFoundError (404, the message says how it
+        closed), as ``signal`` and ``terminate`` of it do."""
         await self.client._outbound.cancel_workflow(CancelWorkflowInput(self, reason, request_id))
 
     async def _cancel(self, input: CancelWorkflowInput) -> None:

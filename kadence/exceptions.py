@@ -335,7 +335,7 @@ class WorkflowAlreadyStartedError(RPCError):
 
 
 class WorkflowAlreadyClosedError(RPCError):
-    """The run has closed already (a cancel of it has nothing to cancel)."""
+    """The run closed before an update of it completed (an older frontend: a cancel of a closed run)."""
 
 
 class AsyncActivityCancelledError(KadenceError):

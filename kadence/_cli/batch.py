@@ -102,7 +102,8 @@ def check_target(workflow_id: str | None, run_id: str | None, query: str | None)
 
 
 def single(address: str, namespace: str, workflow_id: str, run_id: str | None, operation: Operation) -> Any:
-    """Run ``operation`` on one workflow; a run closed already ends with exit code 1."""
+    """Run ``operation`` on one workflow; a run that closed first (409 WorkflowAlreadyClosed: an
+    update) ends with exit code 1."""
     from kadence._cli.workflow import ExitCode, Failed, _run  # that module imports this one
 
     async def work(client: Client) -> Any:

@@ -12,7 +12,6 @@ import asyncio
 import enum
 import json
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from kadence.exceptions import (
     WorkflowFailureError,
     status_words,
 )
+from kadence_protocol.visible_text import visible as visible  # re-exported for the commands
 
 DEFAULT_ADDRESS = "http://127.0.0.1:7233"
 IDENTITY = "kadence-cli"
@@ -230,17 +230,6 @@ def main(group: click.Group, argv: list[str], prog_name: str) -> int:
 
 
 # ---- printing -----------------------------------------------------------------------------------
-
-
-# Control characters (but newline and tab) and the bidirectional overrides, which reorder
-# what a terminal shows: in an id, a type or a message a tenant chose, they cleared the
-# operator's screen, retitled it or disguised a run.
-_UNSEEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def visible(text: str) -> str:
-    """``text`` with each control character shown as its escape (``\x1b``), as repr() would."""
-    return _UNSEEN.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class _Console(Console):

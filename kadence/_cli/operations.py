@@ -26,7 +26,7 @@ from kadence._cli.workflow import (
 )
 from kadence._client import WorkflowHandle
 from kadence.common import ResetPoint
-from kadence.exceptions import WorkflowUpdateFailedError
+from kadence.exceptions import WorkflowAlreadyClosedError, WorkflowUpdateFailedError
 
 
 @workflow.command(short_help="Ask a workflow (or every run a query matches) to cancel.", epilog=BATCH_EPILOG)
@@ -43,8 +43,17 @@ def cancel(workflow_id: str | None, run_id: str | None, query: str | None, yes: 
         batch(address, namespace, Verb.CANCEL, query, lambda h: h.cancel(reason), yes=yes, output=output)
         return
     assert workflow_id is not None
-    single(address, namespace, workflow_id, run_id, lambda h: h.cancel(reason))
+    single(address, namespace, workflow_id, run_id, lambda h: _cancel(h, reason))
     _done(output, "cancel", workflow_id, run_id, f"Cancel requested for {workflow_id}")
+
+
+async def _cancel(handle: WorkflowHandle, reason: str) -> None:
+    """A closed run exits 3 (not found), as a terminate or a signal of it does; an older
+    frontend answered it 409 WorkflowAlreadyClosed, which ``single`` would end with 1."""
+    try:
+        await handle.cancel(reason)
+    except WorkflowAlreadyClosedError as exc:
+        raise Failed(ExitCode.NOT_FOUND, exc.message or str(exc)) from None
 
 
 @workflow.command(short_help="Run an update on a workflow; print its result.")

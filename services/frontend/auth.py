@@ -274,6 +274,21 @@ def caller_may(operation: str, namespace: str, task_queue: str) -> bool:
     return True
 
 
+def worker_task_queues(namespace: str) -> frozenset[str] | None:
+    """The task queues of ``namespace`` the caller may poll; None for every one (so always
+    when authentication is off): the scope of a query answer (query_scope.py)."""
+    caller = _caller.get()
+    if caller is None:
+        return None
+    queues: set[str] = set()
+    for grant in caller[1].grants:
+        if grant.allows(Permission.WORKER, namespace, None):
+            if grant.task_queues is None:
+                return None
+            queues |= grant.task_queues
+    return frozenset(queues)
+
+
 def api_key_entry(name: str, key: str, grants: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """An ``api_keys`` item of the configuration for ``key`` (stores only its hash)."""
     return {"name": name, "sha256": Authenticator.key_digest(key), "grants": list(grants)}

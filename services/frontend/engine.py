@@ -34,6 +34,7 @@ from services.common.matching import (
     MatchingUnavailableError,
     NoPollerError,
     QueryFailedError,
+    QueryScope,
     QueryTimeoutError,
     UnknownQueryError,
 )
@@ -387,10 +388,15 @@ class Engine:
 
     async def cancel(self, ns: str, workflow_id: str, run_id: str | None, reason: str,
                      request_id: str, identity: str) -> dict[str, Any]:
-        await self._command("RequestCancelWorkflowExecution", {
-            "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
-            "request_id": request_id, "identity": identity,
-        })
+        """A run that closed already is not found, its message saying how it closed: the
+        answer of a signal or a terminate of it, and Temporal's (decision 0022)."""
+        try:
+            await self._command("RequestCancelWorkflowExecution", {
+                "namespace": ns, "workflow_id": workflow_id, "run_id": run_id, "reason": reason,
+                "request_id": request_id, "identity": identity,
+            })
+        except WorkflowAlreadyClosed as exc:  # history's refusal (its reply over Kafka keeps the name)
+            raise WorkflowNotFound(exc.message, field="workflow_id") from None
         return {}
 
     async def reset(self, ns: str, workflow_id: str, run_id: str | None, reset_point: str, event_id: int,
@@ -565,9 +571,12 @@ class Engine:
             raise Unavailable(str(exc)) from None
         return {"result": result}
 
-    async def respond_query(self, query_id: str, result: str | None, failure: dict[str, Any] | None) -> None:
+    async def respond_query(self, scope: QueryScope, query_id: str, result: str | None,
+                            failure: dict[str, Any] | None) -> None:
+        """Matching takes the answer only from ``scope``; from anywhere else it is NotFound, as an
+        id never issued (query_scope.py)."""
         try:
-            await self._matching.respond_query(query_id, result, failure)
+            await self._matching.respond_query(query_id, result, failure, scope=scope)
         except UnknownQueryError as exc:
             raise NotFound(str(exc), field="query_id") from None
         except MatchingUnavailableError as exc:

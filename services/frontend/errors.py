@@ -62,7 +62,7 @@ class WorkflowAlreadyStarted(FrontendError):
 
 
 class WorkflowAlreadyClosed(FrontendError):
-    """The run a cancel names has closed already."""
+    """The run an update names closed before the update completed."""
 
     status = 409
     error = "WorkflowAlreadyClosed"

@@ -16,11 +16,12 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from services.common import colocation, outage
+from services.common.matching import QueryScope
 from services.common.visibility.reads import VisibilityReads
 
 from . import validation as v
 from .admin import AdminHandlers
-from .auth import authorize_task_queue, caller_may
+from .auth import authorize_task_queue, caller_may, worker_task_queues
 from .cron import start_with_cron
 from .engine import Engine, QueuedCommand, TaskAnswer, no_running_activity
 from .errors import ActivityNotFound, FrontendError, InvalidArgument, Unavailable
@@ -342,13 +343,14 @@ class Handlers(VisibilityHandlers):
         return TaskAnswer("RespondWorkflowTaskFailed", token, identity, {"cause": cause, "failure": failure})
 
     async def respond_query(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
-        v.namespace(path["namespace"])
+        ns = v.namespace(path["namespace"])
         query_id = v.name({}, "query_id", value=path["query_id"])
         result = v.json_text(body, "result")
         error = v.failure(body, "error", required=False)
         if result is None and error is None and "result" not in body:
             raise InvalidArgument("give either result (JSON text) or error (a Failure)", field="result")
-        await self.engine.respond_query(query_id, result, error)
+        # Only a worker of the query's namespace and task queue may answer it (query_scope.py).
+        await self.engine.respond_query(QueryScope(ns, worker_task_queues(ns)), query_id, result, error)
         return OK, {}
 
     # -- several answers in one call ------------------------------------------------------------

@@ -411,7 +411,7 @@ _ERRORS = {"400": "Invalid argument (the field is named) or refused",
            "403": "PermissionDenied: the caller lacks the permission in this namespace or task queue, or the "
                   "task token is forged, altered or of another namespace",
            "404": "Not found (NamespaceNotFound: the namespace is not registered)",
-           "409": "Workflow already started, or already closed (cancel, update), or already exists",
+           "409": "Workflow already started, or closed before an update completed, or already exists",
            "429": "ResourceExhausted: the namespace is over one of its limits on this frontend; Retry-After says"
                   " when to try again, and the body names the namespace, the limit and its value",
            "503": "Unavailable: the broker, the database or another dependency cannot serve now, or history"

@@ -28,6 +28,7 @@ from services.common.matching.errors import (
     UnknownQueryError,
 )
 from services.common.matching.notices import notices_from_json
+from services.common.matching.query_scope import QueryScope
 
 if TYPE_CHECKING:
     from .service import MatchingService
@@ -114,7 +115,8 @@ class InternalServer:
 
     async def _respond_query(self, request: web.Request) -> web.Response:
         b = await _body(request)
-        self._service.respond_query(str(b["query_id"]), b.get("result"), b.get("failure"))
+        self._service.respond_query(str(b["query_id"]), b.get("result"), b.get("failure"),
+                                    scope=QueryScope.from_json(b))
         return web.json_response({})
 
     async def _notice(self, request: web.Request) -> web.Response:

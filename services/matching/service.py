@@ -34,6 +34,7 @@ from services.common.matching.errors import (
     UnknownQueryError,
 )
 from services.common.matching.notices import NoticeOutcome, TaskNotice
+from services.common.matching.query_scope import QueryScope
 from services.common.matching.stats import QueueStats
 from services.common.matching.tasks import KINDS, QUERY, TASK_KINDS, WORKFLOW, MatchedTask
 from services.common.supervision import Fatal
@@ -88,6 +89,8 @@ class MatchingService:
         # query_id -> the answer (result JSON, failure); query_id -> taken by a poller
         self._queries: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {}
         self._pickups: dict[str, asyncio.Future[None]] = {}
+        # query_id -> where it was handed out (namespace, task queue): only a worker of those answers
+        self._query_places: dict[str, tuple[str, str]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._releasing = False  # shutting down: polls are answered at once, empty
         self.notices = NoticeCounts()  # what became of history's task notices (notices.py)
@@ -523,6 +526,7 @@ class MatchingService:
         pickup: asyncio.Future[None] = loop.create_future()
         self._queries[query_id] = answer
         self._pickups[query_id] = pickup
+        self._query_places[query_id] = (namespace, task_queue)
         q = self._queue(QueueKey(namespace, task_queue, WORKFLOW), partition)
         try:
             if q.offer(task):
@@ -547,12 +551,17 @@ class MatchingService:
         finally:
             self._queries.pop(query_id, None)
             self._pickups.pop(query_id, None)
+            self._query_places.pop(query_id, None)
 
     def respond_query(
         self, query_id: str, result_json: str | None = None, failure: dict[str, Any] | None = None,
+        *, scope: QueryScope | None = None,
     ) -> None:
+        """Deliver a worker's answer. With ``scope``, a query handed out elsewhere (another
+        namespace, a task queue the sender may not poll) is unknown, as an id never issued."""
         fut = self._queries.get(query_id)
-        if fut is None or fut.done():
+        place = self._query_places.get(query_id)
+        if fut is None or fut.done() or (scope is not None and (place is None or not scope.admits(*place))):
             raise UnknownQueryError(query_id)
         fut.set_result((result_json, failure))
 

@@ -30,6 +30,7 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
         api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
         api_key_entry("cards-worker", "cards-worker-key",
                       [{"namespace": "shop", "permissions": ["worker"], "task_queues": ["cards"]}]),
+        api_key_entry("bank-worker", "bank-worker-key", [{"namespace": "bank", "permissions": ["worker"]}]),
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
                         frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
@@ -172,3 +173,60 @@ async def test_a_worker_whose_polls_are_refused_stops_with_a_clear_error(secured
                 await asyncio.wait_for(worker.run(), timeout=20)
             assert caught.value.status == status, caught.value
             assert "check the worker's api_key and its grants" in str(caught.value)
+
+
+async def test_only_a_worker_of_the_querys_namespace_and_queue_answers_it(secured: Cluster) -> None:
+    """A query id reaches only a poller of its queue, but it is not a secret to everyone: a
+    worker of another namespace, or of another queue of the namespace, holding it is answered
+    as if no such query waited (404, nothing to probe); the query's own worker answers it."""
+    import asyncio
+
+    url = secured.url + "/api/v1/namespaces"
+    wid = f"query-auth-{uuid.uuid4().hex[:8]}"
+    app, worker = {"Authorization": "Bearer shop-app-key"}, {"Authorization": "Bearer shop-worker-key"}
+    async with aiohttp.ClientSession() as http:
+        async def call(method: str, path: str, headers: dict[str, str] | None = None,
+                       body: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+            async with http.request(method, url + path, headers=headers, json=body) as resp:
+                return resp.status, await resp.json()
+
+        async def poll() -> dict:  # type: ignore[type-arg]
+            status, body = await call("POST", "/shop/task-queues/orders/workflow-tasks/poll", worker,
+                                      {"wait_seconds": 20})
+            assert status == 200 and len(body["tasks"]) == 1, body
+            return body["tasks"][0]  # type: ignore[no-any-return]
+
+        for namespace in ("shop", "bank"):
+            await call("POST", "", {"Authorization": "Bearer ops-key"}, {"name": namespace, "retention": "7d"})
+        status, body = await call("POST", "/shop/workflows", app,
+                                  {"workflow_id": wid, "workflow_type": "T", "task_queue": "orders"})
+        assert status == 201, body
+        # The first task completes with no command: the run is open and may be queried.
+        status, body = await call("POST", "/shop/workflow-tasks/complete", worker,
+                                  {"task_token": (await poll())["task_token"], "commands": []})
+        assert status == 200, body
+        asked = asyncio.create_task(call("POST", f"/shop/workflows/{wid}/query", app,
+                                         {"query_type": "status", "timeout_ms": 30_000}))
+        try:
+            task = await poll()
+            query_id = task["query"]["query_id"]
+            answer = {"result": json.dumps("from the shop's worker")}
+            respond = f"/queries/{query_id}/respond"
+            for namespace, key in (("bank", "bank-worker-key"), ("shop", "cards-worker-key")):
+                status, refused = await call("POST", f"/{namespace}{respond}", {"Authorization": f"Bearer {key}"},
+                                             {"result": json.dumps("forged")})
+                assert (status, refused["error"]) == (404, "NotFound"), (key, refused)
+                never = f"0:{uuid.uuid4().hex}"  # an id nobody issued: the same answer, word for word
+                status, unknown = await call("POST", f"/{namespace}/queries/{never}/respond",
+                                             {"Authorization": f"Bearer {key}"}, {"result": "1"})
+                assert status == 404 and refused == {k: str(v).replace(never, query_id) for k, v in unknown.items()}
+            status, refused = await call("POST", f"/shop{respond}", {"Authorization": "Bearer bank-worker-key"},
+                                         {"result": json.dumps("forged")})
+            assert (status, refused["error"]) == (403, "PermissionDenied")
+            assert not asked.done()
+            status, body = await call("POST", f"/shop{respond}", worker, answer)
+            assert status == 200, body
+            status, body = await asyncio.wait_for(asked, 30)
+            assert (status, json.loads(body["result"])) == (200, "from the shop's worker"), body
+        finally:
+            asked.cancel()

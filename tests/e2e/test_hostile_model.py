@@ -15,7 +15,7 @@ import pytest
 
 from kadence import Client, ResetPoint, Worker, activity, workflow
 from kadence.client import WorkflowHandle, WorkflowUpdateHandle
-from kadence.exceptions import RPCError, WorkflowAlreadyClosedError, WorkflowFailureError, WorkflowNotFoundError
+from kadence.exceptions import RPCError, WorkflowFailureError, WorkflowNotFoundError
 from kadence.workflow import ParentClosePolicy
 from services.cluster import Cluster
 from services.common.embedded import EmbeddedBroker
@@ -115,7 +115,7 @@ async def test_cancel_racing_completion_closes_each_run_once_and_the_caller_agre
         async def cancel(h: object) -> None:
             try:
                 await h.cancel()  # type: ignore[attr-defined]
-            except WorkflowAlreadyClosedError:
+            except WorkflowNotFoundError:
                 pass  # the completion won
 
         # Half signal first, half cancel first: both kinds of arrival in one task, and apart.

@@ -17,7 +17,7 @@ from kadence_protocol import avro
 from services.common import db, kafka
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from services.common.matching import WORKFLOW, MatchingClient
+from services.common.matching import WORKFLOW, MatchingClient, QueryScope, UnknownQueryError
 from services.common.matching.tasks import MatchedTask
 from services.history.builder import LocalTask
 from services.matching import MatchingService
@@ -329,3 +329,21 @@ async def test_an_unreadable_task_record_is_dead_lettered_even_when_the_first_se
     letters = await _dead_letters(env.settings.kafka_bootstrap)
     assert [(d["source_topic"], d["partition"], d["offset"]) for d in letters] == \
         [(kafka.TASKS, bad.partition, bad.offset)]
+
+
+async def test_a_query_takes_an_answer_only_from_its_namespace_and_queue(env: Env) -> None:
+    """Over the internal API (no local service): an answer whose scope is another namespace,
+    or a queue its sender may not poll, is an unknown query; the query still takes the right one."""
+    client = MatchingClient(env.pool, PARTITIONS)
+    try:
+        query = asyncio.create_task(client.query("default", "tq-scoped", "wf-1", "run-1", "status", None, 10.0))
+        tasks = await env.client.poll("default", "tq-scoped", WORKFLOW, 1, 5.0)
+        query_id = tasks[0].task_id
+        for scope in (QueryScope("other"), QueryScope("default", frozenset({"tq-other"}))):
+            with pytest.raises(UnknownQueryError):
+                await client.respond_query(query_id, '"forged"', scope=scope)
+        assert not query.done()
+        await client.respond_query(query_id, '"ok"', scope=QueryScope("default", frozenset({"tq-scoped"})))
+        assert await asyncio.wait_for(query, 10) == '"ok"'
+    finally:
+        await client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -46,6 +47,26 @@ class UiParked:
     @workflow.signal
     def approve(self) -> None:
         self.approved = True
+
+
+# Reads "invoice-7exe.jpg" where U+202E is shown as it is.
+DISGUISED = "invoice-7\u202egpj.exe"
+
+
+@workflow.defn(name="UiDisguised")
+class UiDisguised:
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: False)
+        return ""
+
+    @workflow.query
+    def label(self) -> str:
+        return DISGUISED
+
+    @workflow.query
+    def broken(self) -> str:
+        raise ValueError(f"no label for {DISGUISED}")
 
 
 @pytest.fixture
@@ -108,3 +129,29 @@ async def test_stack_trace_task_queue_and_audit_pages(cluster: Cluster, client: 
     await page.locator("#audit-verdict", has_text="found 2 divergence(s) in this run").wait_for()
     await page.click("#chain a")
     await page.locator("#chain-result", has_text="The hash chain breaks at event 5").wait_for()
+
+
+async def test_a_bidi_override_in_an_id_and_a_query_answer_is_shown_as_its_escape(
+        cluster: Cluster, client: Client, browser: Any) -> None:
+    """What the browser renders, not the HTML: the run's id in its page and the answer of a
+    query the page's script writes both show U+202E as \\u202e, so neither reads backwards."""
+    wid = _id("bidi") + "\u202e"
+    page = await browser.new_page()
+    async with Worker(client, task_queue="ui-bidi", workflows=[UiDisguised]):
+        await client.start_workflow(UiDisguised.run, id=wid, task_queue="ui-bidi")
+        await page.goto(f"{cluster.url}/ui/namespaces/default/workflows/{quote(wid, safe='')}")
+        heading = await page.text_content("#workflow-id") or ""
+        assert wid.replace("\u202e", "\\u202e") in heading and "\u202e" not in heading, heading
+        await page.fill("#action-query input[name=query_type]", "label")
+        await page.click("#action-query button")
+        shown = page.locator("#action-query .result")
+        await shown.filter(has_text="gpj.exe").wait_for()
+        answer = await shown.text_content() or ""
+        assert "invoice-7\\u202egpj.exe" in answer and "\u202e" not in answer, answer
+        # An error message the script writes: the query handler's, as it raised it.
+        await page.fill("#action-query input[name=query_type]", "broken")
+        await page.click("#action-query button")
+        await shown.filter(has_text="QueryFailed").wait_for()
+        refused = await shown.text_content() or ""
+        assert "no label for invoice-7\\u202egpj.exe" in refused and "\u202e" not in refused, refused
+        await client.get_workflow_handle(wid).terminate("done")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -287,3 +288,52 @@ def _seg(value: str) -> str:
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+DISGUISED = "invoice-7\u202e1-gpj.exe\x1b[2J"  # reads "invoice-7exe.jpg-1" and clears a terminal
+
+
+class DisguisingHandlers(StubHandlers):
+    """Ids, types and a search attribute value holding a bidi override and an escape sequence."""
+
+    async def describe(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        status, run = await super().describe(path, query, body)
+        return status, {**run, "run_id": "r\u202e1", "workflow_type": "Pay\u2066ment", "task_queue": "q\x07",
+                        "pending_activities": []}
+
+    async def history(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        status, answer = await super().history(path, query, body)
+        upsert = {"event_id": 2, "event_time": 2000, "event_type": "UpsertWorkflowSearchAttributes",
+                  "attributes": {"search_attributes": {"Customer": "acme\u202e"}}}
+        return status, {**answer, "events": [*answer["events"], upsert]}
+
+    async def list_workflows(self, path: Mapping[str, str], query: Mapping[str, str], body: dict[str, Any]) -> Any:
+        self.calls.append(("list_workflows", query, body))
+        return 200, {"executions": [{"workflow_id": DISGUISED, "run_id": "r\u202e1", "workflow_type": "Pay\u2066ment",
+                                     "task_queue": "q", "status": "Running", "start_time": 1000, "close_time": None,
+                                     "history_length": 2}], "next_page_token": None}
+
+
+async def test_ids_types_and_values_show_their_control_characters_as_escapes() -> None:
+    """HTML escaping leaves U+202E and ESC as they are: every {{ }} shows them as the CLI does
+    (\\u202e, \\x1b), while a form still sends the run id and the filters as they are."""
+    stub = DisguisingHandlers()
+    client = await _client(stub, [*BASE, *VISIBILITY])
+    try:
+        listed = await client.get("/ui/namespaces/default/workflows", params={"type": "Pay\u2066ment"})
+        html = await listed.text()
+        assert listed.status == 200
+        assert "invoice-7\\u202e1-gpj.exe\\x1b[2J" in html and "Pay\\u2066ment" in html
+        assert 'name="type" value="Pay\u2066ment"' in html  # the filter as typed, sent again as it is
+        rest = html.replace('value="Pay\u2066ment"', "")
+        assert not [c for c in "\u202e\u2066\x1b" if c in rest], "a control character reached the page as it is"
+        run = await client.get(f"/ui/namespaces/default/workflows/{quote(DISGUISED, safe='')}")
+        html = await run.text()
+        assert run.status == 200
+        assert "invoice-7\\u202e1-gpj.exe\\x1b[2J" in html and "Pay\\u2066ment" in html and "q\\x07" in html
+        assert "r\\u202e1" in html and "acme\\u202e" in html
+        assert 'name="run_id" value="r\u202e1"' in html  # the actions name the run as it is
+        rest = html.replace('value="r\u202e1"', "")
+        assert not [c for c in "\u202e\u2066\x1b\x07" if c in rest], "a control character reached the page as it is"
+    finally:
+        await client.close()

@@ -82,14 +82,22 @@ async def test_cancel_update_and_reset_of_one_workflow(client: Client, cluster: 
         rejected = await cli(cluster, "update", "-w", f"count-{tag}", "--name", "add", "-i", "-1")
         assert rejected.exit_code == 1 and "rejected" in rejected.output and "only positive" in rejected.output
 
-        # cancel: the workflow code sees the cancellation and closes Canceled; again: exit 1.
+        # cancel: the workflow code sees the cancellation and closes Canceled; again, or a
+        # terminate or a signal of the closed run: exit 3 (not found), each saying it closed.
         ok(await cli(cluster, "start", "-t", "CliGreet", "--tq", queue, "-w", f"greet-{tag}", "-i", '"Ada"',
                      "-i", "true"))
         assert "Cancel requested" in ok(await cli(cluster, "cancel", "-w", f"greet-{tag}", "--reason", "done"))
         canceled = await cli(cluster, "result", "-w", f"greet-{tag}")
         assert canceled.exit_code == 1 and "canceled" in canceled.output
         again = await cli(cluster, "cancel", "-w", f"greet-{tag}")
-        assert again.exit_code == 1 and "already closed" in again.output
+        assert again.exit_code == 3 and "already closed (Canceled)" in again.output, again.output
+        run_id = json.loads(ok(await cli(cluster, "describe", "-w", f"greet-{tag}", "-o", "json")))["run_id"]
+        for args in (["cancel"], ["terminate"], ["signal", "--name", "finish"]):
+            closed = await cli(cluster, *args, "-w", f"greet-{tag}", "-r", run_id)
+            assert closed.exit_code == 3 and "closed (Canceled)" in closed.output, (args, closed.output)
+        for args in (["terminate"], ["signal", "--name", "finish"]):
+            latest = await cli(cluster, *args, "-w", f"greet-{tag}")
+            assert latest.exit_code == 3 and "has no open run" in latest.output, (args, latest.output)
 
         # reset: a new run goes on from the first task (and completes again); the links show.
         ok(await cli(cluster, "signal", "-w", f"count-{tag}", "--name", "finish"))

@@ -12,6 +12,7 @@ from .errors import (
     QueryTimeoutError,
     UnknownQueryError,
 )
+from .query_scope import QueryScope
 from .tasks import ACTIVITY, KINDS, QUERY, TASK_KINDS, TASK_NAMES, WORKFLOW, MatchedTask
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "NoPollerError",
     "NotOwnerError",
     "QueryFailedError",
+    "QueryScope",
     "QueryTimeoutError",
     "UnknownQueryError",
 ]

@@ -31,6 +31,7 @@ from .errors import (
     UnknownQueryError,
 )
 from .notices import TaskNotice, notices_to_json
+from .query_scope import QueryScope
 from .stats import QueueStats
 from .tasks import MatchedTask
 
@@ -64,7 +65,7 @@ class LocalMatchingService(Protocol):
                     args_json: str | None, timeout: float, *, workflow_type: str = "") -> str | None: ...
 
     def respond_query(self, query_id: str, result_json: str | None = None,
-                      failure: dict[str, Any] | None = None) -> None: ...
+                      failure: dict[str, Any] | None = None, *, scope: QueryScope | None = None) -> None: ...
 
     def wake_polls(self) -> None: ...
 
@@ -261,18 +262,21 @@ class MatchingClient:
 
     async def respond_query(
         self, query_id: str, result_json: str | None = None, failure: dict[str, Any] | None = None,
+        *, scope: QueryScope | None = None,
     ) -> None:
+        """``scope``: who answers (query_scope.py); the owner refuses an answer from outside it."""
         head, sep, _ = query_id.partition(":")
         if not sep or not head.isdigit():
             raise UnknownQueryError(query_id)
         partition = int(head)
         if self._local is not None and self._local.owns(partition):
-            self._local.respond_query(query_id, result_json, failure)
+            self._local.respond_query(query_id, result_json, failure, scope=scope)
             return
         owner = await self._owner(partition)
         if owner is None:
             raise UnknownQueryError(query_id)
-        body = {"query_id": query_id, "result": result_json, "failure": failure}
+        body = {"query_id": query_id, "result": result_json, "failure": failure,
+                **(scope.to_json() if scope is not None else {})}
         await self._call(owner, "/internal/respond-query", body, 10.0)
 
     async def notify_tasks(self, partition: int, notices: Sequence[TaskNotice], timeout: float = 1.0) -> None:

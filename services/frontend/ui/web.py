@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import html
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from kadence_protocol.queries import STACK_TRACE_QUERY
+from kadence_protocol.visible_text import visible
 from services.common import outage
 from services.common.bounded import TopicReadError
 from services.common.dlq import DeadLetterNotFound
@@ -117,9 +119,30 @@ def _pretty(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+class _FormValue(str):
+    """A value a form sends back (a run id, the list's filters): HTML-escaped only, so that the
+    request names what is there, not its shown escapes (``{{ x|form_value }}``)."""
+
+    __slots__ = ()
+
+    def __html__(self) -> str:  # markupsafe's protocol: autoescape prints this as it is
+        return html.escape(self)
+
+
+def _shown(value: object) -> object:
+    """What every ``{{ }}`` of the templates prints: control characters and bidi overrides as
+    visible escapes (visible_text.py), which HTML escaping leaves as they are, so an id holding
+    U+202E cannot pass for another in a table. Safe HTML (``|form_value``, ``|tojson``) is
+    printed as it is, and so are numbers and None."""
+    if hasattr(value, "__html__") or value is None or isinstance(value, (int, float)):
+        return value
+    return visible(str(value))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
+                             trim_blocks=True, lstrip_blocks=True, finalize=_shown)
+    env.filters["form_value"] = _FormValue
     env.filters["ms"] = _ms
     env.filters["duration"] = _duration
     env.filters["pretty"] = _pretty

@@ -5,6 +5,18 @@
 
 const PAUSED_KEY = "kadence-ui-refresh-paused";
 
+// Control characters (but newline and tab) and the bidi overrides shown as their escapes, as
+// the server renders the pages (kadence_protocol/visible_text.py): a query's answer or an
+// error message holding U+202E must not reorder what the page shows.
+const UNSEEN = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const SHORT = { "\r": "\\r" };
+
+function visible(text) {
+  return String(text).replace(UNSEEN, (c) => SHORT[c] || (c.charCodeAt(0) < 0x100
+    ? "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0")
+    : "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0")));
+}
+
 function confirmStep(message) {
   // A confirmation step inside the page (no window.confirm: it cannot be styled or tested well).
   const dialog = document.getElementById("confirm");
@@ -48,7 +60,7 @@ async function submitAction(event) {
     if (out) {
       // 504: no worker took the query in time; a form may say what that means for it.
       const lead = answer.status === 504 && form.dataset.noAnswer ? form.dataset.noAnswer + " " : "";
-      out.textContent = lead + (data.error || answer.status) + ": " + (data.message || "");
+      out.textContent = lead + visible((data.error || answer.status) + ": " + (data.message || ""));
       out.classList.add("bad");
     }
     return;
@@ -60,7 +72,7 @@ async function submitAction(event) {
     if (form.dataset.showText !== undefined) {
       try { shown = String(JSON.parse(shown)); } catch (err) { /* not JSON: shown as it came */ }
     }
-    out.textContent = shown;
+    out.textContent = visible(shown);
     out.classList.remove("bad");
   }
   if (form.dataset.goRun !== undefined && data.run_id) {

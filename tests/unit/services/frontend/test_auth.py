@@ -17,6 +17,9 @@ from services.frontend.auth import (
     Authenticator,
     Unauthenticated,
     api_key_entry,
+    served,
+    serving,
+    worker_task_queues,
 )
 from services.frontend.errors import PermissionDenied
 from services.frontend.handlers import ROUTES
@@ -218,3 +221,17 @@ def test_asymmetric_configuration_is_checked(tmp_path: Path) -> None:
         Authenticator.from_mapping({"jwt": {"jwks_file": str(tmp_path / "none.json")}})
     with pytest.raises(AuthConfigError, match="algorithms"):
         Authenticator.from_mapping({"jwt": {"hs256_secrets": [SECRET], "algorithms": ["none"]}})
+
+
+def test_the_scope_of_a_query_answer_is_the_callers_worker_queues_there() -> None:
+    auth = _auth()
+    assert worker_task_queues("shop") is None  # authentication off: every queue
+    for key, namespace, queues in (("worker-key-1", "shop", frozenset({"payments"})),
+                                   ("worker-key-1", "bank", frozenset()),
+                                   ("shop-key-123", "shop", frozenset()),  # no worker permission
+                                   ("ops-key-1234", "bank", None)):  # admin everywhere: every queue
+        mark = serving(auth, auth.authenticate(f"Bearer {key}"))
+        try:
+            assert worker_task_queues(namespace) == queues, (key, namespace)
+        finally:
+            served(mark)
