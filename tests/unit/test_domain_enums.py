@@ -83,7 +83,8 @@ async def test_the_sdk_retries_after_the_timeouts_history_retries_after() -> Non
     from kadence.exceptions import ActivityTimeoutError
 
     assert {t for t in TimeoutType if t.retryable} == RETRYABLE_TIMEOUTS
-    act = _PendingActivity(asyncio.get_running_loop().create_future(), "1", "a", {"maximum_attempts": 3})
+    act = _PendingActivity(asyncio.get_running_loop(), "1", "a", {"maximum_attempts": 3}, result_type=None,
+                           waiting={})
     for t in TimeoutType:
         expected = RetryState.MAXIMUM_ATTEMPTS_REACHED if t.retryable else RetryState.TIMEOUT
         assert act.retry_state(ActivityTimeoutError(t.value)) is expected
