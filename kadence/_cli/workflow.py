@@ -29,6 +29,7 @@ from kadence._cli import batch, common, stack_trace
 from kadence._cli.common import DEFAULT_ADDRESS, ExitCode, Failed, Output
 from kadence._client import Client
 from kadence._visibility import WorkflowExecution
+from kadence.common import Backoff
 
 __all__ = ["DEFAULT_ADDRESS", "ExitCode", "Failed", "Output", "main", "workflow"]
 T = TypeVar("T")
@@ -434,10 +435,14 @@ def result(workflow_id: str, run_id: str | None, timeout: float | None, output: 
 
     async def wait(client: Client) -> Any:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        # Asked once first, so that a frontend nobody runs (exit 4) or a workflow that does not
-        # exist (exit 3) ends the command at once; the SDK's wait itself rides out a frontend
-        # that goes away while it waits.
-        await handle.describe()
+        # Asked once first (not through the client's retries), so that a frontend nobody runs
+        # (exit 4) or a workflow that does not exist (exit 3) ends the command at once; the
+        # SDK's wait itself rides out a frontend that goes away while it waits.
+        retry, client.retry = client.retry, Backoff(attempts=1)
+        try:
+            await handle.describe()
+        finally:
+            client.retry = retry
         return await handle.result(timeout=timeout)
 
     _print_json(_run(address, namespace, wait))
