@@ -59,7 +59,8 @@ async def losing_proxy(upstream: str) -> AsyncIterator[tuple[LosingProxy, str]]:
         losing = LosingProxy(upstream.rstrip("/"), session)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", losing.handle)
-        runner = web.AppRunner(app)
+        # A worker's long poll still forwarded at the end is not waited for (aiohttp's 60 s).
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
