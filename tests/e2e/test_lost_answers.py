@@ -15,17 +15,18 @@ from datetime import timedelta
 
 import pytest
 
-from kadence import ActivityNotFoundError, Client, RetryPolicy, Worker, activity, workflow
+from kadence import ActivityNotFoundError, Client, RetryPolicy, Worker, workflow
 from kadence._http import HttpTransport
 from kadence.exceptions import ActivityError, ApplicationError, AsyncActivityCancelledError, RPCError
 from services.cluster import Cluster
 from tests.e2e.losing_proxy import LosingProxy, losing_proxy
 from tests.helpers import eventually
 
+# The activity that leaves its attempt open, and the tokens it was handed, by workflow id.
+from .test_async_activity_completion import ACTIVITY_IDS, _tokens, outside
+
 pytestmark = pytest.mark.timeout(120)
 QUEUE = "q-lost-answers"
-TOKENS: dict[str, list[str]] = {}  # task tokens handed out, by workflow id, in attempt order
-ACTIVITY_IDS: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -39,13 +40,6 @@ async def proxy(cluster: Cluster) -> AsyncIterator[tuple[LosingProxy, Client]]:
     """The proxy, and a client that goes through it."""
     async with losing_proxy(str(cluster.url)) as (losing, url), Client(HttpTransport(url, "default")) as client:
         yield losing, client
-
-
-@activity.defn
-async def outside(case: str) -> str:
-    TOKENS.setdefault(activity.info().workflow_id, []).append(activity.info().task_token)
-    ACTIVITY_IDS[activity.info().workflow_id] = activity.info().activity_id
-    activity.raise_complete_async()
 
 
 @workflow.defn
@@ -69,14 +63,6 @@ class Outside:
             return str(await call)
         except ActivityError as err:
             return f"{type(err.cause).__name__}: {err.cause}"
-
-
-async def _tokens(wid: str, count: int) -> list[str]:
-    def enough() -> list[str]:
-        got = TOKENS.get(wid, [])
-        return list(got) if len(got) >= count else []
-
-    return await eventually(enough, timeout=20, what=f"{count} attempt(s) of {wid}")
 
 
 async def _events(client: Client, wid: str) -> list[str]:
