@@ -36,6 +36,8 @@ from services.frontend import FrontendService
 from services.matching import MatchingService
 from tests.helpers import elapse, eventually
 
+from .test_command_notices import end_processes
+
 pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parents[2]
 SHARDS = 4
@@ -227,11 +229,4 @@ async def test_a_frozen_history_process_is_fenced_and_steps_down(
             await matching_client.close()
         await matching.stop()
         await pool.close()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=5)
+        end_processes(procs)
