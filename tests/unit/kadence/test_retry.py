@@ -336,16 +336,19 @@ async def test_describe_and_history_ride_out_a_busy_frontend(busy: tuple[BusyFro
     assert len(server.seen[f"{ROOT}/workflows/w1/history"]) == 2
 
 
+@workflow.defn(name="Idle")
+class Idle:
+    """A workflow for workers whose polls are all that is looked at."""
+
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+
 async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
         throttling: tuple[Throttling, str]) -> None:
     server, url = throttling
     server.refuse, server.retry_after_ms = 5, 100  # more than REFUSALS_BEFORE_STOPPING polls
-
-    @workflow.defn(name="Idle")
-    class Idle:
-        @workflow.run
-        async def run(self) -> None:
-            return None
 
     async with Client(HttpTransport(url, "default")) as client:
         worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
@@ -530,12 +533,6 @@ async def test_terminate_is_retried_with_one_request_id_drawn_per_call(flaky: tu
 async def test_a_worker_waits_a_busy_frontends_retry_after_between_polls(busy: tuple[BusyFrontend, str]) -> None:
     server, url = busy
     server.refuse = refused = 2
-
-    @workflow.defn(name="Idle")
-    class Idle:
-        @workflow.run
-        async def run(self) -> None:
-            return None
 
     async with Client(HttpTransport(url, "default")) as client:
         worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
