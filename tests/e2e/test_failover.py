@@ -32,9 +32,12 @@ SHARDS = 4
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _history_process(bootstrap: str, dsn: str, log: Path) -> subprocess.Popen[bytes]:
+def _history_process(bootstrap: str, dsn: str, log: Path, *, shards: int = SHARDS, session_ms: int = 2000,
+                     **settings: str) -> subprocess.Popen[bytes]:
+    """A history service in a process of its own (``settings``: more KADENCE_* variables), logging to ``log``."""
     env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": bootstrap, "KADENCE_DATABASE_URL": dsn,
-           "KADENCE_SHARDS": str(SHARDS), "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": "2000"}
+           "KADENCE_SHARDS": str(shards), "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": str(session_ms),
+           **settings}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "services.history"], cwd=ROOT, env=env,
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL)

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import timedelta
@@ -37,6 +36,7 @@ from services.matching import MatchingService
 from tests.helpers import elapse, eventually
 
 from .test_command_notices import end_processes
+from .test_failover import _history_process as failover_history_process
 
 pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +73,8 @@ class Counted:
 
 
 def _history_process(bootstrap: str, dsn: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KADENCE_KAFKA_BOOTSTRAP": bootstrap, "KADENCE_DATABASE_URL": dsn,
-           "KADENCE_SHARDS": str(SHARDS), "KADENCE_TASK_PARTITIONS": "2", "KADENCE_SESSION_TIMEOUT_MS": str(SESSION_MS),
-           "KADENCE_HISTORY_HEALTH_PORT": "0"}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "services.history"], cwd=ROOT, env=env,
-                                stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    return failover_history_process(bootstrap, dsn, log, shards=SHARDS, session_ms=SESSION_MS,
+                                    KADENCE_HISTORY_HEALTH_PORT="0")
 
 
 async def _owners(dsn: str) -> dict[int, tuple[str, int]]:
