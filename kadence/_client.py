@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 from kadence._admin import AdminMixin
 from kadence._async_activity import AsyncActivityHandle
 from kadence._http import HttpTransport, StreamingTransport, Transport, extra_headers, path_segment
-from kadence._retry import Backoff, asked_wait, jittered, retrying, unavailable_or_throttled
+from kadence._retry import Backoff, outage_pause, retrying, unavailable_or_throttled
 from kadence._together import THROTTLED_WITHIN_S, Batcher
 from kadence._tracing_interceptor import TracingInterceptor
 from kadence._visibility import (
@@ -717,10 +717,7 @@ class WorkflowHandle:
                         _log.warning("waiting for the result of workflow %s: %s; retrying", self.workflow_id, err)
                     # The frontend may be restarting; keep waiting. Busy or over the namespace's
                     # limit, as long as it asks (a sooner try would only be refused again).
-                    pause = max(jittered(0.5), asked_wait(err))
-                    if deadline is not None:
-                        pause = max(0.0, min(pause, deadline - loop.time()))
-                    await asyncio.sleep(pause)
+                    await asyncio.sleep(outage_pause(err, deadline, loop.time()))
                     continue
             status = str(answer.get("status"))
             if status == "Completed":
@@ -819,10 +816,7 @@ class WorkflowUpdateHandle:
                 if deadline is None and failures & (failures - 1) == 0:  # the 1st, 2nd, 4th... in a row
                     _log.warning("waiting for the %s outcome of update %s of workflow %s: %s; retrying",
                                  stage, self.id, self.workflow.workflow_id, err)
-                pause = max(jittered(0.5), asked_wait(err))
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - loop.time()))
-                await asyncio.sleep(pause)
+                await asyncio.sleep(outage_pause(err, deadline, loop.time()))
                 continue
             if outcome.get("run_id") and self.run_id is None:
                 # The run that took the update answers from now on: a continue-as-new since

@@ -20,8 +20,8 @@ from typing import TypeVar
 from kadence.common import Backoff
 from kadence.exceptions import RPCError
 
-__all__ = ["LONGEST_ASKED_WAIT_S", "Backoff", "asked_wait", "jittered", "retrying", "timed_out", "unavailable",
-           "unavailable_or_throttled"]
+__all__ = ["LONGEST_ASKED_WAIT_S", "Backoff", "asked_wait", "jittered", "outage_pause", "retrying", "timed_out",
+           "unavailable", "unavailable_or_throttled"]
 
 _log = logging.getLogger("kadence.retry")
 T = TypeVar("T")
@@ -44,6 +44,13 @@ def asked_wait(err: RPCError, cap: float = LONGEST_ASKED_WAIT_S) -> float:
     ``cap``: never less than asked (within the cap), and the many clients a busy frontend
     told the same wait spread out rather than come back at once."""
     return min(err.retry_after * random.uniform(1, 1 + JITTER), cap) if err.retry_after > 0 else 0.0
+
+
+def outage_pause(err: RPCError, deadline: float | None, now: float) -> float:
+    """The pause of a wait that outlasts outages (a result's, an update's) after ``err``:
+    half a second, jittered, or the Retry-After asked if longer; never past ``deadline``."""
+    pause = max(jittered(0.5), asked_wait(err))
+    return pause if deadline is None else max(0.0, min(pause, deadline - now))
 
 
 def unavailable(err: RPCError) -> bool:
