@@ -144,6 +144,7 @@ async def test_a_start_history_does_not_answer_in_time_is_told_to_come_back() ->
     assert by_index[0]["status"] == 201
     # 503: the client sends the item again alone, with the same request id.
     assert (by_index[1]["status"], by_index[1]["error"]) == (503, "Unavailable")
+    assert by_index[1]["retry_after_ms"] == 1000  # the lone call's Retry-After, on the item's line
     assert "request_id" in by_index[1]["message"]
     with pytest.raises(Busy) as alone:
         await engine.start(validation.start_request("default", _start("wf-3-silent")))
