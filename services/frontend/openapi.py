@@ -368,7 +368,9 @@ COMPONENTS["Namespace"] = _obj({"name": STR, **_NAMESPACE_FIELDS, "retention_ms"
                                 "created_time": STR, "updated_time": STR, "limits": _LIMITS})
 COMPONENTS["Schedule"] = _obj({**_SCHEDULE["properties"], "next_action_times": {"type": "array", "items": STR},
                                "recent_actions": ARRAY, "buffered": NULL_STR, "pending_triggers": INT,
-                               "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT})
+                               "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT,
+                               "invalid_schedule_error": {**NULL_STR, "description": "why the schedule no longer"
+                                                          " fires (null: it fires)"}})
 _NOTE = _body({"note": TEXT})
 # A create sent again with its request id (its first answer lost) is answered as the first.
 _CREATE_REQUEST_ID: Schema = {**ID, "maxLength": 200,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import asyncpg
 import pytest
 
 from kadence import Client, Worker
@@ -298,3 +300,43 @@ async def test_a_trigger_of_a_cron_start_while_its_run_is_open_is_skipped_not_de
         assert described["actions_started"] == 1
     letters = [e for e in await dead_letters.list_dead_letters(broker.bootstrap) if wid.encode() in (e.key or b"")]
     assert letters == []
+
+
+async def test_a_stored_cron_over_the_cap_describes_and_lists_and_no_longer_fires(quick: Cluster) -> None:
+    """A cron expression over 200 characters, stored before the cap (written here straight
+    into the row), made describe and list answer 500; and the scheduler logged the row as
+    unreadable at every round, forever. It describes now, says it no longer fires, refuses a
+    trigger, and the scheduler drops its due time once."""
+    legacy = ",".join(str(m) for m in range(60)) + " " + ",".join(str(h) for h in range(24)) + " * * *"
+    assert len(legacy) > 200
+    sid, kept = _id("legacy"), _id("kept")
+    async with await Client.connect(quick.url) as client:
+        for schedule_id in (sid, kept):
+            await client.create_schedule(schedule_id, "EchoWorkflow", task_queue="q-nobody", cron="0 0 1 1 *")
+        conn = await asyncpg.connect(quick.settings.database_url)
+        try:
+            # Due now, as a row created before the cap would be at its time.
+            await conn.execute("UPDATE schedules SET spec = $2, next_fire_at = 0 WHERE schedule_id = $1",
+                               sid, json.dumps({"cron": legacy, "time_zone": "UTC", "jitter": "0s"}))
+            described = await client.describe_schedule(sid)
+            assert described["spec"]["cron"] == legacy and described["next_action_times"] == []
+            assert "no longer fires" in described["invalid_schedule_error"]
+            listed = {s["schedule_id"]: s for s in await client.list_schedules()}
+            assert listed[sid]["invalid_schedule_error"] == described["invalid_schedule_error"]
+            assert listed[kept]["invalid_schedule_error"] is None and listed[kept]["next_action_times"]
+            with pytest.raises(RPCError) as refused:
+                await client.trigger_schedule(sid)
+            assert (refused.value.status, refused.value.error_type) == (400, "FailedPrecondition")
+
+            async def retired() -> Any:
+                row = await conn.fetchrow("SELECT next_nominal, skipped, fired FROM schedules"
+                                          " WHERE schedule_id = $1", sid)
+                return row if row["next_nominal"] is None else None
+
+            row = await eventually(retired, timeout=10, what="the scheduler dropping the due time")
+            assert (row["skipped"], row["fired"]) == (1, 0)
+            described = await client.describe_schedule(sid)
+            assert [(a["how"], a["result"]) for a in described["recent_actions"]] == [("scheduled", "skipped")]
+            await client.delete_schedule(sid)
+        finally:
+            await conn.close()
