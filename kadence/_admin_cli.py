@@ -178,6 +178,15 @@ def schedule() -> None:
     """
 
 
+def _schedule_state(s: dict[str, Any]) -> str:
+    """paused, active, or why it no longer fires (a frontend before invalid_schedule_error
+    does not send the field)."""
+    why = s.get("invalid_schedule_error")
+    if why:
+        return f"cannot fire ({why})"
+    return "paused" if s["paused"] else "active"
+
+
 def _schedule_table(s: dict[str, Any]) -> None:
     spec = s["spec"]
     when = f"cron {spec['cron']!r}" if "cron" in spec else f"every {spec['interval']}" + (
@@ -187,7 +196,7 @@ def _schedule_table(s: dict[str, Any]) -> None:
         ("Schedule", s["schedule_id"]), ("When", f"{when} in {spec['time_zone']}, jitter {spec['jitter']}"),
         ("Workflow", f"{action['workflow_type']} on {action['task_queue']}, input {json.dumps(action['input'])}"),
         ("Overlap policy", s["overlap_policy"]), ("Catch-up window", s["catchup_window"]),
-        ("State", ("paused" if s["paused"] else "active") + (f": {s['note']}" if s["note"] else "")),
+        ("State", _schedule_state(s) + (f": {s['note']}" if s["note"] else "")),
         ("Next times", ", ".join(s["next_action_times"]) or "-"),
         ("Started / skipped", f"{s['actions_started']} / {s['actions_skipped']}"),
         ("Buffered", s["buffered"] or "-"), ("Pending triggers", s["pending_triggers"]),
@@ -263,7 +272,7 @@ def schedule_list(ctx: click.Context) -> None:
 
     def table(rows: list[dict[str, Any]]) -> None:
         _rows([(s["schedule_id"], s["spec"].get("cron") or f"every {s['spec']['interval']}",
-                s["action"]["workflow_type"], "paused" if s["paused"] else "active",
+                s["action"]["workflow_type"], _schedule_state(s),
                 (s["next_action_times"] or ["-"])[0], str(s["actions_started"])) for s in rows],
               ("SCHEDULE", "WHEN", "WORKFLOW", "STATE", "NEXT", "STARTED"))
 

@@ -112,7 +112,8 @@ def path_segment(value: str) -> str:
 
 def error_from_response(status: int, payload: Any, retry_after: str | None = None) -> RPCError:
     """The exception for an error answer ``{"error", "message", "field"}`` and its
-    ``Retry-After`` header (``retry_after``), if any."""
+    ``Retry-After`` header (``retry_after``), if any; without the header (an item's line of a
+    call sent together has none), the body's ``retry_after_ms``."""
     asked = retry_after_seconds(retry_after)
     if isinstance(payload, Mapping):
         error_type = str(payload.get("error") or f"HTTP{status}")
@@ -122,6 +123,8 @@ def error_from_response(status: int, payload: Any, retry_after: str | None = Non
         error_type, message, field = f"HTTP{status}", str(payload)[:500], None
     if status == 429:
         return _exhausted(error_type, message, field, payload if isinstance(payload, Mapping) else {}, asked)
+    if asked is None and isinstance(payload, Mapping):
+        asked = _body_wait(payload.get("retry_after_ms"))
     cls = _ERRORS.get(error_type)
     if cls is None and status == 404 and error_type in ("NotFound", "WorkflowNotFound"):
         cls = WorkflowNotFoundError
@@ -164,20 +167,27 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(seconds, MIN_RETRY_AFTER_S)
 
 
+def _body_wait(wait_ms: Any) -> float | None:
+    """A body's ``retry_after_ms`` in seconds (at least MIN_RETRY_AFTER_S); None when absent,
+    not a number, negative or beyond MAX_RETRY_AFTER_S."""
+    if not isinstance(wait_ms, int | float) or isinstance(wait_ms, bool):
+        return None
+    if not 0 <= wait_ms <= MAX_RETRY_AFTER_S * 1000:  # NaN too
+        return None
+    return max(wait_ms / 1000, MIN_RETRY_AFTER_S)
+
+
 def _exhausted(error_type: str, message: str, field: Any, payload: Mapping[str, Any],
                header: float | None) -> ResourceExhaustedError:
     """A 429's error: what the body says of the limit, and when to try again (the body's
     exact ``retry_after_ms``, else the Retry-After header, else 1 s; a body saying more than
     an hour is not taken; MIN_RETRY_AFTER_S at least)."""
-    wait_ms = payload.get("retry_after_ms")
     value = payload.get("limit_value")
     return ResourceExhaustedError(
         429, error_type, message, str(field) if field is not None else None,
         namespace=str(payload.get("namespace") or ""), limit=str(payload.get("limit") or ""),
         limit_value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
-        retry_after=(max(wait_ms / 1000, MIN_RETRY_AFTER_S) if isinstance(wait_ms, int | float)
-                     and not isinstance(wait_ms, bool) and 0 <= wait_ms <= MAX_RETRY_AFTER_S * 1000
-                     else header or 1.0))
+        retry_after=_body_wait(payload.get("retry_after_ms")) or header or 1.0)
 
 
 def _bearer(api_key: str | None) -> dict[str, str]:

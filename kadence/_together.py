@@ -118,6 +118,7 @@ class Batcher:
         timeout = None if None in timeouts else max(t for t in timeouts if t is not None)
         throttled: ResourceExhaustedError | None = None
         asked = 0.0  # the wait a failed call's Retry-After asks of the calls going alone
+        item_asked: dict[int, float] = {}  # by index: the wait an item's own 503 line asks
         try:
             async for line in self.transport.stream("POST", self._path, body=body, timeout=timeout):
                 index = line.get("index")
@@ -133,7 +134,9 @@ class Batcher:
                     future.set_result(line.get("answer") or {})
                 elif status == 503:
                     # The frontend met an outage on this item (a read without a connection in
-                    # time, say): it goes again alone below, with the lone call's retries.
+                    # time, say): it goes again alone below, with the lone call's retries,
+                    # after the wait its line asks (retry_after_ms: the lone call's Retry-After).
+                    item_asked[index] = asked_wait(error_from_response(status, line), self._throttled_within)
                     continue
                 else:
                     future.set_exception(error_from_response(status, line))
@@ -160,8 +163,9 @@ class Batcher:
                     for item in left:
                         item.future.set_exception(throttled)
             else:
-                for item in left:
-                    self._spawn(self._alone(item, asked))
+                for index, item in enumerate(batch):
+                    if not item.future.done():
+                        self._spawn(self._alone(item, max(asked, item_asked.get(index, 0.0))))
 
     async def _again(self, batch: list[_Item], wait: float, throttled_since: float) -> None:
         await asyncio.sleep(wait)

@@ -33,14 +33,16 @@ class NotYet(AssertionError):
     """The condition did not hold within the time given."""
 
 
+# The value returned is the check's first truthy one, so never None: a check answering
+# ``X | None`` (not yet) gives an ``X``.
 @overload
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = ..., every: float = ...,
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = ..., every: float = ...,
                      what: str = ...) -> T: ...
 @overload
-async def eventually(check: Callable[[], T], *, timeout: float = ..., every: float = ...,
+async def eventually(check: Callable[[], T | None], *, timeout: float = ..., every: float = ...,
                      what: str = ...) -> T: ...
-async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 10.0, every: float = 0.05,
-                     what: str = "condition") -> T:
+async def eventually(check: Callable[[], T | Awaitable[T | None] | None], *, timeout: float = 10.0,
+                     every: float = 0.05, what: str = "condition") -> T:
     """Call ``check`` every ``every`` seconds until it returns a truthy value (returned) or
     ``timeout`` seconds pass (NotYet, naming the last value or exception).
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kadence._http import EncodedBody, Transport, dumps, error_from_response
-from kadence._retry import Backoff, retrying
+from kadence._retry import Backoff, asked_wait, retrying
 from kadence.exceptions import RPCError
 from kadence_protocol import tracing as _tracing
 from kadence_protocol.limits import MAX_REQUEST_BYTES
@@ -241,7 +241,7 @@ class AnswerBatcher:
                 _settle(answer.future, error=err)
             return
         results = reply.get("results")
-        again: list[_Answer] = []
+        again: list[tuple[_Answer, float]] = []
         for i, answer in enumerate(batch):
             result = results[i] if isinstance(results, list) and i < len(results) else None
             if answer.future.done():
@@ -252,14 +252,21 @@ class AnswerBatcher:
             elif int(result.get("status", 500)) >= 400:
                 error = error_from_response(int(result["status"]), result)
                 if _retryable(error):
-                    again.append(answer)  # such as the broker refusing it: sent again on its own
+                    # Such as the broker refusing it: sent again on its own, after the wait its
+                    # line asks (retry_after_ms, what the lone call's Retry-After would say).
+                    again.append((answer, asked_wait(error)))
                 else:
                     _settle(answer.future, error=error)
             else:
                 value = result.get("answer")
                 _settle(answer.future, result=dict(value) if isinstance(value, Mapping) else {})
         if again:
-            await asyncio.gather(*(self._send([a]) for a in again))
+            await asyncio.gather(*(self._send_after(a, wait) for a, wait in again))
+
+    async def _send_after(self, answer: _Answer, wait: float) -> None:
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._send([answer])
 
     def _learn(self, refused: int) -> None:
         """The frontend refused ``refused`` bytes: keep requests below that from now on."""

@@ -41,6 +41,12 @@ def _in_range(name: str, value: int, low: int, high: int | None) -> int:
 
 _LARGEST = 2**53  # every integer up to it is exact as a float
 
+# KADENCE_REPLY_TIMEOUT_MS's range. Above 20 s, a command's answer bound (15 s for the broker
+# plus this) would leave less than 10 s of the SDK's shortest call timeout (45 s: a start
+# that waits 30 s for its outcome) for the HTTP exchange (docs/protocol.md, "Answer bound");
+# below 1 s, a busy but healthy history would have most commands answered 503 and resent.
+REPLY_TIMEOUT_MS_BOUNDS = (1_000, 20_000)
+
 
 def _env_chosen_int(name: str) -> int | None:
     """An integer setting that may be left unset (None), told apart from any value chosen."""
@@ -76,6 +82,8 @@ class Settings:
     session_timeout_ms: int = 10000     # Kafka consumer-group session timeout
     started_record_delay_ms: int = 1000  # how long the frontend holds a task's started record back
     read_timeout_ms: int = 5000  # a frontend read PostgreSQL has not answered by then is a 503
+    # How long the frontend waits for history's reply to a command before answering 503 Busy.
+    reply_timeout_ms: int = 15_000
     # The frontend's PostgreSQL connections (0: 10; in `kadence dev`, 12, shared with matching).
     frontend_pool_size: int = 0
     # A command waiting this long while no reply at all came in makes the frontend's /health
@@ -269,6 +277,9 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("KADENCE_READ_TIMEOUT_MS", "read_timeout_ms", EnvKind.INT, _F,
                "how long a frontend read (describe, history, list) waits for PostgreSQL before a 503",
                low=1),
+    EnvSetting("KADENCE_REPLY_TIMEOUT_MS", "reply_timeout_ms", EnvKind.INT, _F,
+               "how long a command waits for history's reply before a 503 (Busy, come back with the same"
+               " request id)", low=REPLY_TIMEOUT_MS_BOUNDS[0], high=REPLY_TIMEOUT_MS_BOUNDS[1]),
     EnvSetting("KADENCE_FRONTEND_POOL_SIZE", "frontend_pool_size", EnvKind.INT, _F,
                "the frontend's PostgreSQL connections (0: 10; in kadence dev 12, shared with matching)"),
     EnvSetting("KADENCE_HEALTH_UNANSWERED_MS", "health_unanswered_ms", EnvKind.INT, _F,

@@ -64,8 +64,9 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     """A pooled connection released without asyncpg's reset round trip, and never
     reused after an error that leaves its protocol state unknown.
 
-    Kadence's pooled connections never LISTEN, take advisory locks, SET session
-    variables or leave cursors open (those use dedicated connections), so the
+    Kadence's pooled connections never LISTEN, take session advisory locks (a
+    transaction's, pg_advisory_xact_lock, ends with it), SET session variables or leave
+    cursors open (those use dedicated connections), so the
     reset query would cost a round trip on every release for nothing. An open
     transaction is still rolled back by the pool. A query that fails with one of
     ``BROKEN_CONNECTION`` marks the connection; its release closes it, and the pool

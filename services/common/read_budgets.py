@@ -19,6 +19,10 @@ namespace queued behind all of them and gave up with a 503. Here each bounded re
 
 Which kind a read is comes from the call it serves (:func:`reading_as`, set by the
 frontend's routes); a read outside any call counts as a lookup.
+
+Metrics (services/common/telemetry.py): the reads that waited for a slot and those that gave
+up, by kind and by the share that was full, counted on the slow path only; the slots in use
+and the reads waiting, by kind, read by the exporter from :meth:`ReadBudgets.gauges`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import enum
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+
+from services.common import telemetry
 
 
 class ReadKind(enum.Enum):
@@ -88,6 +94,9 @@ class FairSlots:
         self.capacity = capacity
         self._free = capacity
         self._waiting: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
+        # Kept as a count, not summed over _waiting: the metrics' exporter reads it from its
+        # own thread, while the loop changes the queues.
+        self._queued = 0
 
     @property
     def in_use(self) -> int:
@@ -95,15 +104,22 @@ class FairSlots:
 
     @property
     def waiting(self) -> int:
-        return sum(len(q) for q in self._waiting.values())
+        return self._queued
+
+    def take_now(self) -> bool:
+        """A free slot taken if there is one and nobody waits for it."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return True
+        return False
 
     async def take(self, key: Hashable, timeout: float) -> None:
         """A slot for ``key``, waiting at most ``timeout`` seconds (TimeoutError)."""
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
+        if self.take_now():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, deque()).append(fut)
+        self._queued += 1
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 await fut
@@ -119,6 +135,7 @@ class FairSlots:
         while self._waiting:
             key, queue = next(iter(self._waiting.items()))
             fut = queue.popleft()
+            self._queued -= 1
             if queue:
                 self._waiting.move_to_end(key)  # its next waiter comes after the other keys'
             else:
@@ -136,6 +153,7 @@ class FairSlots:
             queue.remove(fut)
         except ValueError:
             return
+        self._queued -= 1
         if not queue:
             del self._waiting[key]
 
@@ -156,6 +174,7 @@ class ReadBudgets:
         self._all = FairSlots(self.share)
         self._kinds: dict[ReadKind, FairSlots] = {
             kind: FairSlots(self.per_kind) for kind in ReadKind if kind is not ReadKind.COMMANDS}
+        telemetry.register_read_budgets(self)  # held weakly: gone with the frontend
 
     async def take(self, reading: Reading, timeout: float) -> bool:
         """A slot for ``reading`` within ``timeout`` seconds (:class:`BudgetExhausted`); False:
@@ -165,16 +184,26 @@ class ReadBudgets:
             return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            await kind_slots.take(reading.namespace, timeout)
-        except TimeoutError:
-            raise BudgetExhausted(reading.kind, f"{reading.kind.words} may hold {self.per_kind} of the frontend's"
-                                  f" {self.pool_size} connections, all in use", self.per_kind) from None
+        waited = not kind_slots.take_now()
+        if waited:  # counted once a read, on the slow path only
+            _count_wait(reading.kind)
+            try:
+                await kind_slots.take(reading.namespace, timeout)
+            except TimeoutError:
+                _count_give_up(reading.kind, reading.kind.value)
+                raise BudgetExhausted(reading.kind, f"{reading.kind.words} may hold {self.per_kind} of the"
+                                      f" frontend's {self.pool_size} connections, all in use",
+                                      self.per_kind) from None
+        if self._all.take_now():
+            return True
+        if not waited:
+            _count_wait(reading.kind)
         try:
             await self._all.take(reading.kind, deadline - loop.time())
         except BaseException as exc:
             kind_slots.give()
             if isinstance(exc, TimeoutError):
+                _count_give_up(reading.kind, ALL_READS)
                 raise BudgetExhausted(reading.kind, f"reads may hold {self.share} of the frontend's {self.pool_size}"
                                       " connections, all in use", self.share) from None
             raise
@@ -187,3 +216,25 @@ class ReadBudgets:
     def in_use(self, kind: ReadKind) -> int:
         slots = self._kinds.get(kind)
         return 0 if slots is None else slots.in_use
+
+    def gauges(self) -> list[tuple[str, int, int]]:
+        """Each share's slots in use and reads waiting for one, by its name (a kind's, or
+        ALL_READS): what the metrics' gauges read."""
+        shares = [(kind.value, slots) for kind, slots in self._kinds.items()]
+        return [(name, slots.in_use, slots.waiting) for name, slots in (*shares, (ALL_READS, self._all))]
+
+
+# The reads' share (all kinds together), as the metrics name it.
+ALL_READS = "all_reads"
+
+
+def _count_wait(kind: ReadKind) -> None:
+    instruments = telemetry.metrics()
+    if instruments is not None:
+        instruments.reads_waited.add(1, {"kadence.read_kind": kind.value})
+
+
+def _count_give_up(kind: ReadKind, share: str) -> None:
+    instruments = telemetry.metrics()
+    if instruments is not None:
+        instruments.reads_gave_up.add(1, {"kadence.read_kind": kind.value, "kadence.read_share": share})

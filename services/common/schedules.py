@@ -13,6 +13,7 @@ The rows live in the ``schedules`` table (migration 0011); the frontend writes t
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -105,6 +106,8 @@ class ScheduleSpec:
     offset_ms: int = 0
     jitter_ms: int = 0
     time_zone: str = "UTC"
+    # Why a stored spec no longer fires (None: it fires); see :meth:`stored`.
+    cannot_fire: str | None = None
 
     @classmethod
     def from_json(cls, raw: object) -> ScheduleSpec:
@@ -148,6 +151,23 @@ class ScheduleSpec:
         return out
 
     @classmethod
+    def stored(cls, raw: object) -> ScheduleSpec:
+        """A spec read back from a schedule's row. A cron expression longer than
+        MAX_CRON_CHARS was stored before that cap: it is kept as text and never given to
+        croniter (whose time grows with the square of its length, on the frontend's loop and
+        in the scheduler), so the schedule describes and lists, with no next times and
+        ``cannot_fire`` saying why, and no longer fires."""
+        cron = raw.get("cron") if isinstance(raw, Mapping) else None
+        if not isinstance(raw, Mapping) or not isinstance(cron, str) or len(cron) <= MAX_CRON_CHARS:
+            return cls.from_json(raw)
+        # The rest of the spec (time zone, jitter, no offset) is checked as from_json checks it.
+        rest = cls.from_json({**raw, "cron": "* * * * *"})
+        return dataclasses.replace(rest, cron=cron, cannot_fire=(
+            f"spec.cron is {len(cron)} characters, over the {MAX_CRON_CHARS} a cron expression takes (it was"
+            " stored before that cap): this schedule no longer fires; delete it and create it again with a"
+            " shorter expression"))
+
+    @classmethod
     def given(cls, raw: object) -> ScheduleSpec:
         """A spec given for a new schedule: ``from_json``'s checks and those a stored spec,
         read back, is not held to (a row made before them still fires)."""
@@ -166,6 +186,8 @@ class ScheduleSpec:
     def next_after(self, ms: int) -> int | None:
         """The first nominal time strictly after ``ms``; None if the cron expression has none
         (a day no month has, a year field that has passed)."""
+        if self.cannot_fire is not None:
+            return None
         if self.interval_ms is not None:
             # Aligned on the epoch (plus the offset), so a restart keeps the same times.
             return ((ms - self.offset_ms) // self.interval_ms + 1) * self.interval_ms + self.offset_ms

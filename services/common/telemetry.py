@@ -56,6 +56,7 @@ __all__ = [
     "http_server_middleware",
     "instrument_poll",
     "metrics",
+    "register_read_budgets",
     "register_shard",
     "register_visibility",
     "reset",
@@ -123,6 +124,40 @@ def _observe_visibility_lag(options: CallbackOptions) -> Iterable[Observation]:
             yield Observation(lag, {"kadence.partition": partition})
 
 
+class ReadGauges(Protocol):
+    """What a frontend's read shares (read_budgets.py) expose to their gauges: per share,
+    its name, slots in use and reads waiting."""
+
+    def gauges(self) -> list[tuple[str, int, int]]: ...
+
+
+_read_budgets: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_read_budgets(budgets: ReadGauges) -> None:
+    _read_budgets.add(budgets)
+
+
+def _read_totals() -> dict[str, tuple[int, int]]:
+    """Slots in use and reads waiting per share, summed over this process's frontends."""
+    totals: dict[str, tuple[int, int]] = {}
+    for budgets in list(_read_budgets):
+        for share, in_use, waiting in budgets.gauges():
+            held, queued = totals.get(share, (0, 0))
+            totals[share] = (held + in_use, queued + waiting)
+    return totals
+
+
+def _observe_reads_in_use(options: CallbackOptions) -> Iterable[Observation]:
+    for share, (in_use, _) in _read_totals().items():
+        yield Observation(in_use, {"kadence.read_share": share})
+
+
+def _observe_reads_waiting(options: CallbackOptions) -> Iterable[Observation]:
+    for share, (_, waiting) in _read_totals().items():
+        yield Observation(waiting, {"kadence.read_share": share})
+
+
 class Metrics:
     """The Kadence instruments of one meter provider."""
 
@@ -152,6 +187,20 @@ class Metrics:
         self.requests_refused = meter.create_counter(
             "kadence.frontend.requests.refused", unit="{request}",
             description="Calls a frontend refused (429) as over a namespace's limit, by namespace and limit")
+        # The frontend's read shares of its pool (read_budgets.py, decision 0020).
+        self.reads_waited = meter.create_counter(
+            "kadence.frontend.reads.waited", unit="{read}",
+            description="Bounded reads that found their share of the pool full and waited for a slot, by kind")
+        self.reads_gave_up = meter.create_counter(
+            "kadence.frontend.reads.gave_up", unit="{read}",
+            description="Bounded reads that found no slot within their bound (503), by kind and the share"
+                        " that was full")
+        meter.create_observable_gauge(
+            "kadence.frontend.reads.in_use", callbacks=[_observe_reads_in_use], unit="{connection}",
+            description="Slots of each read share in use (a kind's, or all_reads: the reads together)")
+        meter.create_observable_gauge(
+            "kadence.frontend.reads.waiting", callbacks=[_observe_reads_waiting], unit="{read}",
+            description="Bounded reads waiting for a slot of each share")
         self.polls_waiting = meter.create_up_down_counter(
             "kadence.polls.waiting", unit="{poll}", description="Task long polls waiting in the frontend")
         meter.create_observable_gauge(

@@ -46,6 +46,7 @@ from .errors import (
     InvalidArgument,
     NamespaceAlreadyExists,
     NamespaceNotFound,
+    RequestRefused,
     ScheduleAlreadyExists,
     ScheduleNotFound,
 )
@@ -268,8 +269,9 @@ class AdminHandlers:
         """Resume from now: the times that passed while paused are not caught up."""
         ns, sid = self._ids(path)
         note = v.optional_str(body, "note", max_len=10_000) or ""
-        spec = ScheduleSpec.from_json(json.loads((await self._row(ns, sid))["spec"]))
-        nominal = spec.next_after(int(self._clock() * 1000))  # None: a cron whose last time has passed
+        spec = ScheduleSpec.stored(json.loads((await self._row(ns, sid))["spec"]))
+        # None: a cron whose last time has passed, or one that no longer fires (cannot_fire).
+        nominal = spec.next_after(int(self._clock() * 1000))
         row = await self._pool.fetchrow(
             "UPDATE schedules SET paused = false, note = $3, next_nominal = $4, next_fire_at = $5, updated_at = now()"
             " WHERE namespace = $1 AND schedule_id = $2 RETURNING *",
@@ -282,6 +284,9 @@ class AdminHandlers:
         """Start the schedule's workflow now (whatever the overlap policy, paused or not), at the
         scheduler's next round; the answer names the workflow it will start."""
         ns, sid = self._ids(path)
+        cannot_fire = ScheduleSpec.stored(json.loads((await self._row(ns, sid))["spec"])).cannot_fire
+        if cannot_fire is not None:  # the scheduler would drop the trigger: say so now
+            raise RequestRefused("FailedPrecondition", f"schedule {sid!r}: {cannot_fire}")
         now = int(self._clock() * 1000)
         row = await self._pool.fetchrow(
             "UPDATE schedules SET triggers = array_append(triggers, $3::bigint), updated_at = now()"
@@ -318,9 +323,9 @@ def not_found(ns: str) -> NamespaceNotFound:
 
 
 def schedule_json(row: asyncpg.Record) -> dict[str, Any]:
-    spec = ScheduleSpec.from_json(json.loads(row["spec"]))
+    spec = ScheduleSpec.stored(json.loads(row["spec"]))
     upcoming: list[str] = []
-    nominal = row["next_nominal"]
+    nominal = None if spec.cannot_fire is not None else row["next_nominal"]
     while nominal is not None and len(upcoming) < NEXT_TIMES_SHOWN and not row["paused"]:
         upcoming.append(iso_utc(nominal + spec.jitter(row["schedule_id"], nominal)))
         nominal = spec.next_after(nominal)
@@ -334,5 +339,5 @@ def schedule_json(row: asyncpg.Record) -> dict[str, Any]:
         "pending_triggers": len(row["triggers"]), "last_workflow_id": row["last_workflow_id"],
         "recent_actions": json.loads(row["recent"]), "actions_started": row["fired"],
         "actions_skipped": row["skipped"], "created_time": row["created_at"].isoformat(),
-        "updated_time": row["updated_at"].isoformat(),
+        "updated_time": row["updated_at"].isoformat(), "invalid_schedule_error": spec.cannot_fire,
     }

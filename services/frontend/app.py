@@ -363,7 +363,7 @@ class FrontendService:
         self._engine = engine = Engine(
             instance_id=reply_to, producer=self._producer, replies=self._replies, closes=self._closes,
             reads=ReadStore(self._pool, read_timeout=s.read_timeout_ms / 1000, budgets=budgets),
-            matching=self._matching,
+            matching=self._matching, reply_timeout=s.reply_timeout_ms / 1000,
             started_delay=s.started_record_delay_ms / 1000,
             commands=self._commands, token_keys=keys)
         engine.open()

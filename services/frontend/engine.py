@@ -68,8 +68,9 @@ log = logging.getLogger(__name__)
 
 PRODUCE_TIMEOUT = 15.0
 # How long a command waits for history's reply before it is answered 503 (Busy, with
-# Retry-After): with PRODUCE_TIMEOUT, a command is answered within ANSWER_BOUND, inside the
-# SDK's shortest call timeout (45 s: a start that also waits 30 s for its outcome).
+# Retry-After), unless KADENCE_REPLY_TIMEOUT_MS says: with PRODUCE_TIMEOUT, a command is
+# answered within the engine's answer_bound (ANSWER_BOUND by default), inside the SDK's
+# shortest call timeout (45 s: a start that also waits 30 s for its outcome).
 REPLY_TIMEOUT = 15.0
 ANSWER_BOUND = PRODUCE_TIMEOUT + REPLY_TIMEOUT
 STARTED_DELAY = 1.0  # seconds a task's started record is held back (see started.py)
@@ -108,6 +109,8 @@ class Engine:
         self._reads = reads
         self._matching = matching
         self._reply_timeout = reply_timeout
+        # Every command is answered within this of reaching the engine (docs/protocol.md).
+        self.answer_bound = PRODUCE_TIMEOUT + reply_timeout
         # The waits for history's replies, all as long: one timer (deadlines.py).
         self._reply_waits = SameLengthWaits(reply_timeout)
         # Done once the frontend shuts down (end_long_waits).
@@ -296,7 +299,7 @@ class Engine:
     async def start(self, req: StartRequest, wait_seconds: float = 0.0) -> dict[str, Any]:
         """Start a run; with ``wait_seconds``, also wait for its outcome until that long after
         the call began (the start's own time counts: the answer comes within
-        max(wait_seconds, ANSWER_BOUND))."""
+        max(wait_seconds, answer_bound))."""
         began = asyncio.get_running_loop().time()
         record = {**self._start_record(req), "search_attributes": req.search_attributes}
         reply = await self._command("StartWorkflowExecution", record)

@@ -96,9 +96,10 @@ class Unavailable(FrontendError):
 
 
 class Busy(Unavailable):
-    """History has not answered a command within the frontend's bound (engine.REPLY_TIMEOUT):
-    the caller is told to come back (Retry-After) rather than held. The command may still be
-    applied; sent again with the same request id it is applied at most once."""
+    """History has not answered a command within the frontend's bound (KADENCE_REPLY_TIMEOUT_MS,
+    engine.REPLY_TIMEOUT by default): the caller is told to come back (Retry-After) rather than
+    held. The command may still be applied; sent again with the same request id it is applied
+    at most once."""
 
 
 class ResourceExhausted(FrontendError):

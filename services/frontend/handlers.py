@@ -523,7 +523,13 @@ _PREPARE: dict[str, str] = {op: f"_{op}" for op in ("complete_workflow_task", "f
 
 
 def _refused(exc: FrontendError) -> dict[str, Any]:
-    return {"status": exc.status, **exc.body()}
+    """An item's error on its own line. A line has no headers: a 503's Retry-After (which the
+    same call alone carries) is told as ``retry_after_ms``, the field a 429's body has."""
+    line = {"status": exc.status, **exc.body()}
+    asked = exc.headers().get("Retry-After")
+    if asked is not None and "retry_after_ms" not in line:
+        line["retry_after_ms"] = int(asked) * 1000
+    return line
 
 
 @functools.cache
@@ -563,7 +569,7 @@ def _item_refused(index: int, exc: BaseException) -> dict[str, Any]:
     if not isinstance(exc, FrontendError):  # an outage (outage.TRANSIENT)
         what = "broker" if isinstance(exc, KafkaError) else "database"
         exc = Unavailable(f"the {what} is unavailable; retry later")
-    return {"index": index, "status": exc.status, **exc.body()}
+    return {"index": index, **_refused(exc)}
 
 
 def _together(body: dict[str, Any], key: str, schema: Any, call: Callable[[dict[str, Any]], Awaitable[Answer]]

@@ -182,6 +182,9 @@ _QUERY: Schema = {"type": "string", "maxLength": MAX_QUERY_CHARS,
 _ALSO_OK: dict[str, tuple[int, str]] = {"register_search_attribute": (200, "Registered already, with this type")}
 
 # operationId -> (summary, request body schema or None, query parameters, success status, answer schema)
+# An item answered 503 (or 429) on its line: the wait a lone call's Retry-After would ask.
+_ITEM_RETRY_AFTER: Schema = {"type": "integer", "description": "an item answered 503 or 429: milliseconds to"
+                                                               " wait before sending it again"}
 _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
     "start": ("Start a workflow run; with wait_seconds, also wait for its outcome. With cron_schedule, start"
               " nothing now: create the schedule cron-{workflow_id} whose firings start runs of this workflow id",
@@ -304,7 +307,7 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                           ["starts"]), {}, 200,
                     _obj({"results": {"type": "array", "items": _obj({
                         "index": INT, "status": INT, "answer": {"type": "object"}, "error": STR, "message": STR,
-                        "field": NULL_STR}, ["index", "status"])}}, ["results"])),
+                        "field": NULL_STR, "retry_after_ms": _ITEM_RETRY_AFTER}, ["index", "status"])}}, ["results"])),
     "result_batch": ("Wait for several runs' outcomes at once, each as GET /workflows/{workflow_id}/result would;"
                      " each item's outcome is written, on a line of its own, as soon as it is known (status"
                      " Running when its wait ran out), so they come in the order they close, each naming its index",
@@ -314,7 +317,7 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                            ["waits"]), {}, 200,
                      _obj({"results": {"type": "array", "items": _obj({
                          "index": INT, "status": INT, "answer": _ref("Outcome"), "error": STR, "message": STR,
-                         "field": NULL_STR}, ["index", "status"])}}, ["results"])),
+                         "field": NULL_STR, "retry_after_ms": _ITEM_RETRY_AFTER}, ["index", "status"])}}, ["results"])),
     "answer_tasks": ("Send several task answers at once (each runs as its own operation would)",
                      _body({"answers": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
                          # An answer's own errors (no operation, an unknown one, a bad body) are
@@ -328,7 +331,7 @@ _OPS: dict[str, tuple[str, Schema | None, dict[str, Schema], int, Schema]] = {
                      }}, ["answers"]), {}, 200,
                      _obj({"results": {"type": "array", "items": _obj({
                          "status": INT, "answer": {"type": "object"}, "error": STR, "message": STR,
-                         "field": NULL_STR}, ["status"])}}, ["results"])),
+                         "field": NULL_STR, "retry_after_ms": _ITEM_RETRY_AFTER}, ["status"])}}, ["results"])),
 }
 
 _DURATION: Schema = {"type": ["string", "integer"],
@@ -365,7 +368,9 @@ COMPONENTS["Namespace"] = _obj({"name": STR, **_NAMESPACE_FIELDS, "retention_ms"
                                 "created_time": STR, "updated_time": STR, "limits": _LIMITS})
 COMPONENTS["Schedule"] = _obj({**_SCHEDULE["properties"], "next_action_times": {"type": "array", "items": STR},
                                "recent_actions": ARRAY, "buffered": NULL_STR, "pending_triggers": INT,
-                               "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT})
+                               "last_workflow_id": NULL_STR, "actions_started": INT, "actions_skipped": INT,
+                               "invalid_schedule_error": {**NULL_STR, "description": "why the schedule no longer"
+                                                          " fires (null: it fires)"}})
 _NOTE = _body({"note": TEXT})
 # A create sent again with its request id (its first answer lost) is answered as the first.
 _CREATE_REQUEST_ID: Schema = {**ID, "maxLength": 200,

@@ -5,7 +5,8 @@ workflow code).
   ``WorkflowExecutionCancelRequested`` and schedules a workflow task; the SDK delivers it to
   workflow code as ``asyncio.CancelledError``. Repeated with the same request id, or when a
   cancel is already recorded, it changes nothing and answers ok; a closed run is refused
-  with ``WorkflowAlreadyClosed``.
+  as not found (``WorkflowNotFound``, the message saying how it closed), as over HTTP
+  (decision 0022), so a Kafka producer's reply or dead letter names what HTTP answers.
 - The ``CancelWorkflowExecution`` command closes the run as ``Canceled``
   (``WorkflowExecutionCanceled``).
 - The ``RequestCancelActivityTask`` command records ``ActivityTaskCancelRequested``; an
@@ -36,7 +37,9 @@ from .requests import address
 
 # The workflow task commands this module turns into events (commands.py hands them here).
 COMMANDS = frozenset({CommandType.REQUEST_CANCEL_ACTIVITY_TASK, CommandType.CANCEL_WORKFLOW_EXECUTION})
-ALREADY_CLOSED = "WorkflowAlreadyClosed"
+# A closed run's refusal; builds before decision 0022's follow-up said WorkflowAlreadyClosed,
+# which the frontend still maps to the same 404 for a history not yet upgraded.
+CLOSED = "WorkflowNotFound"
 # The failure type of an attempt that reported itself canceled when no cancel was requested.
 UNASKED = "ActivityCanceledUnasked"
 
@@ -54,7 +57,7 @@ async def request_cancel_workflow(ctx: Context, req: RequestCancelWorkflowExecut
         ctx.reply(reply_to, ok=True, run_id=s.run_id)  # a retry of a cancel already recorded
         return
     if not s.running:
-        ctx.reply(reply_to, ok=False, run_id=s.run_id, error_type=ALREADY_CLOSED,
+        ctx.reply(reply_to, ok=False, run_id=s.run_id, error_type=CLOSED,
                   error_message=f"workflow {wid!r} run {s.run_id} is already closed ({s.status}): nothing to cancel")
         return
     if not s.cancel_requested:  # a second request adds nothing: the workflow was told once

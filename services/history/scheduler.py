@@ -144,7 +144,9 @@ class Scheduler:
     async def _fire(self, row: asyncpg.Record, shard_id: int, range_id: int, now: int,
                     looked: int | None = None) -> int:
         ns, sid = row["namespace"], row["schedule_id"]
-        spec = ScheduleSpec.from_json(json.loads(row["spec"]))
+        spec = ScheduleSpec.stored(json.loads(row["spec"]))
+        if spec.cannot_fire is not None:
+            return await self._retire(row, spec.cannot_fire, shard_id, range_id, now)
         action = ScheduleAction.from_json(json.loads(row["action"]))
         overlap = OverlapPolicy(row["overlap"])
         firings: list[tuple[int, str]] = []
@@ -237,6 +239,27 @@ class Scheduler:
                 if n:
                     m.schedule_actions.add(n, {"kadence.result": result})
         return turn.started
+
+    async def _retire(self, row: asyncpg.Record, why: str, shard_id: int, range_id: int, now: int) -> int:
+        """A schedule that no longer fires (ScheduleSpec.cannot_fire): its next time, buffered
+        firing and triggers are dropped, each firing and trigger recorded as skipped, so the row
+        is no longer due and is not read again each round. Nothing is started."""
+        ns, sid = row["namespace"], row["schedule_id"]
+        log.warning("schedule %s/%s no longer fires: %s", ns, sid, why)
+        due = row["next_nominal"] is not None and row["next_fire_at"] <= now and not row["paused"]
+        dropped = [(int(row["next_nominal"]), "scheduled")] if due else []
+        dropped += [(int(row["buffered"]), "buffered")] if row["buffered"] is not None else []
+        dropped += [(int(t), "triggered") for t in row["triggers"]]
+        recent = json.loads(row["recent"]) + [{"scheduled_time": iso_utc(int(t)), "workflow_id": None,
+                                               "result": "skipped", "how": how} for t, how in dropped]
+        await self._pool.execute(
+            _ADVANCE, ns, sid, None, None, None, len(row["triggers"]), row["last_workflow_id"],
+            json.dumps(recent[-RECENT_KEPT:]), 0, len(dropped), shard_id, range_id,
+            row["paused"], row["next_nominal"], row["created_at"])
+        m = metrics()
+        if m is not None and dropped:
+            m.schedule_actions.add(len(dropped), {"kadence.result": "skipped"})
+        return 0
 
     async def _produce(self, commands: list[tuple[str, dict[str, Any]]]) -> None:
         """Queue every command (in order, per workflow partition) and wait for the broker's answers."""

@@ -227,7 +227,7 @@ async def test_cancel_over_kafka_and_of_a_closed_run(cluster: Cluster, client: C
         assert reply.ok and reply.run_id
         await _closed_canceled(client, wid)
         again = await kafka.cancel_workflow("default", wid)
-        assert not again.ok and again.error_type == "WorkflowAlreadyClosed"
+        assert not again.ok and again.error_type == "WorkflowNotFound"  # as HTTP's 404 (decision 0022)
         assert "already closed (Canceled)" in (again.error_message or "")
         missing = await kafka.cancel_workflow("default", _id("nobody"))
         assert not missing.ok and missing.error_type == "WorkflowNotFound"

@@ -70,3 +70,7 @@ async def test_prometheus_endpoint_counts_a_workflow(client: Client, metrics_url
     assert _value(text, "kadence_history_outbox_backlog") >= 0
     # The worker's pollers are waiting right now (two per kind by default).
     assert _value(text, "kadence_polls_waiting", kadence_task_kind="activity") >= 1
+    # The frontend's read shares (decision 0020): its slots are shown whether or not in use.
+    for share in ("history_reads", "result_reads", "lookup_reads", "all_reads"):
+        assert _value(text, "kadence_frontend_reads_in_use", kadence_read_share=share) >= 0
+        assert _value(text, "kadence_frontend_reads_waiting", kadence_read_share=share) >= 0

@@ -6,6 +6,7 @@ import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -19,7 +20,7 @@ from services.cluster import Cluster
 from services.common import dlq as dead_letters
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
-from services.history.audit import audit
+from services.history.audit import AuditReport, audit
 from tests.helpers import eventually
 
 from ..conftest import new_database
@@ -219,7 +220,7 @@ async def test_a_schedule_fires_pauses_unpauses_triggers_and_survives_a_restart(
             await cluster.stop()
 
 
-async def _clean(bootstrap: str, dsn: str) -> object:
+async def _clean(bootstrap: str, dsn: str) -> AuditReport:
     report = await audit(bootstrap, dsn)
     assert report.clean, [str(d) for d in report.divergences]
     return report
@@ -233,7 +234,7 @@ async def _exists(client: Client, workflow_id: str) -> bool:
     return True
 
 
-async def _described(client: Client, schedule_id: str, check: object) -> dict[str, object] | None:
+async def _described(client: Client, schedule_id: str, check: object) -> dict[str, Any] | None:
     described = await client.describe_schedule(schedule_id)
     assert callable(check)
     return described if check(described) else None

@@ -122,7 +122,8 @@ async def test_a_cancel_and_a_terminate_of_a_closed_run_are_dead_lettered_in_ord
         for name, request_id in (("RequestCancelWorkflowExecution", "c1"), ("TerminateWorkflowExecution", "t2")):
             await io.send(name, {**ask, "request_id": request_id, "reply_to": None})
         cancel = await io.next(kafka.DLQ, "DeadLetter", key=key)
-        assert cancel["reason"].startswith("RequestCancelWorkflowExecution refused: WorkflowAlreadyClosed: ")
+        assert cancel["reason"].startswith("RequestCancelWorkflowExecution refused: WorkflowNotFound: workflow ")
+        assert "is already closed (Terminated): nothing to cancel" in cancel["reason"]
         again = await io.next(kafka.DLQ, "DeadLetter", key=key)
         assert again["reason"].startswith("TerminateWorkflowExecution refused: WorkflowNotFound: ")
         assert again["offset"] == cancel["offset"] + 1

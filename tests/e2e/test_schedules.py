@@ -8,7 +8,9 @@ test_namespaces.py; a restart of ``kadence dev`` in test_schedule_dev_restart.py
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,9 +19,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import asyncpg
 import pytest
 
-from kadence import Client, Worker
+from kadence import Client, Worker, WorkflowIDReusePolicy
 from kadence.exceptions import RPCError, WorkflowNotFoundError
 from services.cluster import Cluster
 from services.common import dlq as dead_letters
@@ -50,13 +53,13 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-async def _described(client: Client, schedule_id: str, check: object) -> dict[str, object] | None:
+async def _described(client: Client, schedule_id: str, check: object) -> dict[str, Any] | None:
     described = await client.describe_schedule(schedule_id)
     assert callable(check)
     return described if check(described) else None
 
 
-async def _workflow(client: Client, workflow_id: str) -> dict[str, object] | None:
+async def _workflow(client: Client, workflow_id: str) -> dict[str, Any] | None:
     try:
         return dict(await client.get_workflow_handle(workflow_id).describe())
     except WorkflowNotFoundError:
@@ -84,9 +87,9 @@ async def test_cancel_other_asks_the_previous_run_to_cancel_and_starts_once_it_c
             assert [a["how"] for a in recent if a["result"] == "started"][1:] == ["buffered"] * (len(started) - 1)
             for previous, following in itertools.pairwise(started):
                 before = await _workflow(client, previous)
-                after = await eventually(lambda w=following: _workflow(client, w), what=f"run {following}")
+                after = await eventually(functools.partial(_workflow, client, following), what=f"run {following}")
                 assert before is not None
-                assert before["close_time"] is not None and before["close_time"] <= after["start_time"]  # type: ignore[operator]
+                assert before["close_time"] is not None and before["close_time"] <= after["start_time"]
 
 
 async def test_firings_missed_while_down_are_caught_up_within_the_window_older_ones_skipped(
@@ -117,7 +120,7 @@ async def test_firings_missed_while_down_are_caught_up_within_the_window_older_o
         caught_up = [t for t in missed if t >= started - 3000]
         assert caught_up or started - up_from > 3000, (missed, up_from, started)
         for t in caught_up:
-            await eventually(lambda t=t: _workflow(client, workflow_id_for("catchup", t)), timeout=20,
+            await eventually(functools.partial(_workflow, client, workflow_id_for("catchup", t)), timeout=20,
                              what=f"the firing of {t} caught up")
         # ... and the firings after it too, while the oldest ones are counted as skipped, never started.
         await eventually(lambda: _workflow(client, workflow_id_for("catchup", (spec.next_after(up_from) or 0) + 1000)),
@@ -150,10 +153,10 @@ async def test_jitter_delays_each_firing_by_its_own_deterministic_amount(quick: 
         recent = fired["recent_actions"]
         assert isinstance(recent, list)
         for action in recent:
-            run = await eventually(lambda w=action["workflow_id"]: _workflow(client, w), what="the run")
+            run = await eventually(functools.partial(_workflow, client, action["workflow_id"]), what="the run")
             t = _ms(action["scheduled_time"])
             # Never before its jittered time (the scheduler looks every 200 ms, so a little after).
-            assert run["start_time"] >= t + spec.jitter("jittery", t), action  # type: ignore[operator]
+            assert run["start_time"] >= t + spec.jitter("jittery", t), action
 
 
 async def test_a_cron_schedule_runs_in_its_time_zone_and_a_pause_keeps_its_note(quick: Cluster) -> None:
@@ -192,7 +195,8 @@ async def test_a_cron_start_is_a_schedule_starting_runs_of_one_workflow_id(quick
         assert (refused.value.status, refused.value.error_type) == (409, "WorkflowAlreadyStarted")
         with pytest.raises(RPCError) as refused:  # a memo and search attributes it takes (its action's)
             await client.start_workflow(EchoWorkflow.run, "m", id=_id("policy"), task_queue="q-cron",
-                                        cron_schedule="* * * * *", id_reuse_policy="RejectDuplicate")
+                                        cron_schedule="* * * * *",
+                                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
         assert (refused.value.status, refused.value.field) == (400, "id_reuse_policy")
         with pytest.raises(RPCError) as refused:
             await client.start_workflow(EchoWorkflow.run, id=_id("bad"), task_queue="q-cron", cron_schedule="often")
@@ -298,3 +302,43 @@ async def test_a_trigger_of_a_cron_start_while_its_run_is_open_is_skipped_not_de
         assert described["actions_started"] == 1
     letters = [e for e in await dead_letters.list_dead_letters(broker.bootstrap) if wid.encode() in (e.key or b"")]
     assert letters == []
+
+
+async def test_a_stored_cron_over_the_cap_describes_and_lists_and_no_longer_fires(quick: Cluster) -> None:
+    """A cron expression over 200 characters, stored before the cap (written here straight
+    into the row), made describe and list answer 500; and the scheduler logged the row as
+    unreadable at every round, forever. It describes now, says it no longer fires, refuses a
+    trigger, and the scheduler drops its due time once."""
+    legacy = ",".join(str(m) for m in range(60)) + " " + ",".join(str(h) for h in range(24)) + " * * *"
+    assert len(legacy) > 200
+    sid, kept = _id("legacy"), _id("kept")
+    async with await Client.connect(quick.url) as client:
+        for schedule_id in (sid, kept):
+            await client.create_schedule(schedule_id, "EchoWorkflow", task_queue="q-nobody", cron="0 0 1 1 *")
+        conn = await asyncpg.connect(quick.settings.database_url)
+        try:
+            # Due now, as a row created before the cap would be at its time.
+            await conn.execute("UPDATE schedules SET spec = $2, next_fire_at = 0 WHERE schedule_id = $1",
+                               sid, json.dumps({"cron": legacy, "time_zone": "UTC", "jitter": "0s"}))
+            described = await client.describe_schedule(sid)
+            assert described["spec"]["cron"] == legacy and described["next_action_times"] == []
+            assert "no longer fires" in described["invalid_schedule_error"]
+            listed = {s["schedule_id"]: s for s in await client.list_schedules()}
+            assert listed[sid]["invalid_schedule_error"] == described["invalid_schedule_error"]
+            assert listed[kept]["invalid_schedule_error"] is None and listed[kept]["next_action_times"]
+            with pytest.raises(RPCError) as refused:
+                await client.trigger_schedule(sid)
+            assert (refused.value.status, refused.value.error_type) == (400, "FailedPrecondition")
+
+            async def retired() -> Any:
+                row = await conn.fetchrow("SELECT next_nominal, skipped, fired FROM schedules"
+                                          " WHERE schedule_id = $1", sid)
+                return row if row["next_nominal"] is None else None
+
+            row = await eventually(retired, timeout=10, what="the scheduler dropping the due time")
+            assert (row["skipped"], row["fired"]) == (1, 0)
+            described = await client.describe_schedule(sid)
+            assert [(a["how"], a["result"]) for a in described["recent_actions"]] == [("scheduled", "skipped")]
+            await client.delete_schedule(sid)
+        finally:
+            await conn.close()

@@ -4,6 +4,7 @@ projection is idempotent under redelivery and rebuildable from kadence.history."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from kadence import ApplicationError, Client, Worker, workflow
 from kadence.exceptions import RPCError, WorkflowFailureError
 from services.cluster import Cluster
 from services.common.embedded import EmbeddedBroker
+from services.common.visibility import reads as visibility_reads
 from services.visibility.consumer import VisibilityConsumer
 from services.visibility.rebuild import rebuild
 from tests.helpers import eventually
@@ -474,3 +476,31 @@ async def test_a_history_record_the_client_cannot_unpack_is_skipped_and_runs_go_
     await eventually(lambda: _count_is(client, f"WorkflowId = '{second}'", 1), timeout=30)
     assert not cluster.fatal.happened.is_set(), cluster.fatal.reason
     assert f"{kafka.HISTORY}[0]@{odd.offset}: the Kafka client cannot unpack it" in caplog.text
+
+
+async def test_a_namespace_registers_at_most_its_limit_of_search_attributes(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations were unbounded: every list, count and start reads the namespace's whole
+    registry. Past the limit (3 here, 100 as shipped) a new name is 400; a name registered
+    already still answers 200, and registrations at once cannot pass the limit together."""
+    # raising=False: on a build without the limit, the test fails on the answers, not here.
+    monkeypatch.setattr(visibility_reads, "MAX_SEARCH_ATTRIBUTES", 3, raising=False)
+    ns = f"sa-{uuid.uuid4().hex[:8]}"
+    base = f"{cluster.url}/api/v1/namespaces/{ns}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{cluster.url}/api/v1/namespaces", json={"name": ns, "retention": "1d"}) as r:
+            assert r.status == 201
+
+        async def register(name: str) -> tuple[int, dict[str, Any]]:
+            async with http.post(f"{base}/search-attributes", json={"name": name, "type": "keyword"}) as r:
+                return r.status, await r.json()
+
+        assert (await register("First"))[0] == 201
+        answers = await asyncio.gather(*(register(f"Many{i}") for i in range(6)))
+        assert sorted(status for status, _ in answers) == [201, 201, 400, 400, 400, 400]
+        refused = next(body for status, body in answers if status == 400)
+        assert refused["field"] == "name" and "holds 3 custom search attributes, the most it takes (3)" in \
+            refused["message"]
+        assert (await register("First"))[0] == 200  # registered already: not refused
+        async with http.get(f"{base}/search-attributes") as r:
+            assert len((await r.json())["custom"]) == 3

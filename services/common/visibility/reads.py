@@ -15,6 +15,11 @@ from ..read_bound import BoundedReads
 from ..read_budgets import ReadBudgets
 from .sql import BUILT_INS, AttributeType, QueryError, compile_count, compile_list, encode_token
 
+# The custom search attributes a namespace may register. Each is a key every list and count
+# of the namespace may name and the registry every start's attributes are checked against,
+# read whole on each (an unbounded registry grew every such call with it).
+MAX_SEARCH_ATTRIBUTES = 100
+
 
 @dataclass(frozen=True)
 class Page:
@@ -38,17 +43,30 @@ class VisibilityReads:
         return {r["name"]: AttributeType(r["type"]) for r in rows}
 
     async def register(self, namespace: str, name: str, kind: AttributeType) -> bool:
-        """Register a custom search attribute; False if it exists already (with this type)."""
+        """Register a custom search attribute; False if it exists already (with this type).
+        A namespace holds at most MAX_SEARCH_ATTRIBUTES (QueryError past it)."""
         if name in BUILT_INS:
             raise QueryError(f"{name} is a built-in search attribute")
-        existing = await self._pool.fetchval(
-            "WITH added AS (INSERT INTO search_attributes (namespace, name, type) VALUES ($1, $2, $3)"
-            " ON CONFLICT (namespace, name) DO NOTHING RETURNING type)"
-            " SELECT type FROM search_attributes WHERE namespace = $1 AND name = $2"
-            " AND NOT EXISTS (SELECT 1 FROM added)", namespace, name, kind.value)
-        if existing is not None and existing != kind.value:
-            raise QueryError(f"search attribute {name} is registered already as {existing}, not {kind.value}")
-        return existing is None
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Registrations of one namespace one at a time, so two at the limit cannot both
+            # pass the count (a transaction's lock: released at its end, nothing left on the
+            # pooled connection).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"kadence.search_attributes/{namespace}")
+            existing = await conn.fetchval(
+                "SELECT type FROM search_attributes WHERE namespace = $1 AND name = $2", namespace, name)
+            if existing is not None:
+                if existing != kind.value:
+                    raise QueryError(f"search attribute {name} is registered already as {existing},"
+                                     f" not {kind.value}")
+                return False
+            held = await conn.fetchval("SELECT count(*) FROM search_attributes WHERE namespace = $1", namespace)
+            if held >= MAX_SEARCH_ATTRIBUTES:
+                raise QueryError(f"namespace {namespace!r} holds {held} custom search attributes, the most it"
+                                 f" takes ({MAX_SEARCH_ATTRIBUTES}); {name} is not registered")
+            await conn.execute("INSERT INTO search_attributes (namespace, name, type) VALUES ($1, $2, $3)",
+                               namespace, name, kind.value)
+        return True
 
     async def list(self, namespace: str, query: str, *, page_size: int, token: str | None) -> Page:
         custom = await self.search_attributes(namespace)

@@ -249,12 +249,14 @@ class Ui:
                     raise InvalidArgument("the body must be a JSON object")
                 answer = await handler(request, body)
                 return _secure(answer if isinstance(answer, web.Response) else web.json_response(answer))
-            except FrontendError as exc:
-                return _secure(web.json_response(exc.body(), status=exc.status))
+            except FrontendError as exc:  # its headers too: a 503's Retry-After, as the API's
+                return _secure(web.json_response(exc.body(), status=exc.status, headers=exc.headers() or None))
             except DeadLetterNotFound as exc:
                 return _secure(web.json_response({"error": "NotFound", "message": str(exc)}, status=404))
             except (KafkaError, TopicReadError) as exc:
-                return _secure(web.json_response({"error": "Unavailable", "message": str(exc)}, status=503))
+                return _secure(web.json_response({"error": "Unavailable", "message": str(exc)}, status=503,
+                                                 headers={"Retry-After": RETRY_AFTER_S}))
+            # A database outage goes on to the API's middleware, which answers it 503 with Retry-After.
         return action
 
     def landing(self, request: web.Request) -> str | None:

@@ -82,3 +82,12 @@ def test_a_503_carries_its_retry_after_and_a_429_prefers_the_bodys_exact_wait() 
     assert isinstance(throttled, ResourceExhaustedError) and throttled.retry_after == 0.25
     assert error_from_response(429, {"error": "ResourceExhausted"}, "3").retry_after == 3.0
     assert error_from_response(429, {"error": "ResourceExhausted"}).retry_after == 1.0
+
+
+@pytest.mark.parametrize(("body_ms", "wait"), [(1000, 1.0), (0, 0.05), (-5, 0.0), (True, 0.0), ("1000", 0.0),
+                                               (3_600_001, 0.0)])
+def test_a_503_without_the_header_takes_its_bodys_wait(body_ms: object, wait: float) -> None:
+    # An item's 503 line of a call sent together has no header: its retry_after_ms says it.
+    line = {"index": 3, "status": 503, "error": "Unavailable", "retry_after_ms": body_ms}
+    assert error_from_response(503, line).retry_after == wait
+    assert error_from_response(503, line, "2").retry_after == 2.0  # the header, when there is one, first

@@ -39,6 +39,8 @@ class Frontend:
     throttle_batches: int = 0  # batch calls answered 429 (over the namespace's limit) first
     retry_after_ms: int = 200  # what those 429s ask to wait
     throttle_results: int = 0  # result waits answered 429 (1.5 s) first
+    busy_wait_ms: int | None = None  # the retry_after_ms of a "busy" item's 503 line
+    alone_times: dict[str, float] = field(default_factory=dict)
     result_times: list[float] = field(default_factory=list)
     batch_times: list[float] = field(default_factory=list)
     alone: list[dict[str, Any]] = field(default_factory=list)
@@ -61,6 +63,7 @@ class Frontend:
     async def start(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.alone.append(body)
+        self.alone_times[body["workflow_id"]] = asyncio.get_running_loop().time()
         if body["workflow_id"].startswith("hold"):
             await self.release.wait()
         status, answer = self.answer(body)
@@ -84,6 +87,8 @@ class Frontend:
             if self.cut_after is not None and n == self.cut_after:
                 return response  # cut short: no closing line
             status, answer = self.answer(starts[index], together=True)
+            if status == 503 and self.busy_wait_ms is not None:
+                answer = {**answer, "retry_after_ms": self.busy_wait_ms}
             line = {"index": index, "status": status, **({"answer": answer} if status < 400 else answer)}
             await response.write((b"," if n else b"") + json.dumps(line).encode() + b"\n")
         await response.write(b"]}\n")
@@ -199,6 +204,17 @@ async def test_an_item_answered_unavailable_goes_again_alone_with_its_request_id
     again = {b["workflow_id"]: b["request_id"] for b in fe.alone[1:]}
     assert sorted(again) == ["busy1", "busy3"]
     assert all(again[s["workflow_id"]] == s["request_id"] for s in batch if s["workflow_id"] in again)
+
+
+async def test_an_item_answered_unavailable_goes_alone_after_the_wait_its_line_asks(
+        frontend: tuple[Frontend, str]) -> None:
+    # A line has no Retry-After header: its retry_after_ms says what the lone call's would.
+    fe, url = frontend
+    fe.busy_wait_ms = 300
+    async with _client(url) as client:
+        got = await _start_many(client, ["w0", "busy1", "w2"])
+    assert got == ["run-w0", "run-busy1", "run-w2"]
+    assert fe.alone_times["busy1"] - fe.batch_times[0] >= 0.3
 
 
 @pytest.mark.parametrize(("status", "error", "stays"), [(404, "NotFound", False), (405, "MethodNotAllowed", False),

@@ -31,11 +31,15 @@ class Frontend:
     sizes: list[int] = field(default_factory=list)  # bodies taken
     refused: int = 0
     got: dict[str, list[Any]] = field(default_factory=dict)
+    busy: frozenset[str] = frozenset()  # task tokens a batch answers 503 on their own line
+    busy_wait_ms: int = 0  # the retry_after_ms of those lines
+    times: dict[str, list[float]] = field(default_factory=dict)  # by task token: when each came
 
     @web.middleware
     async def count(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except web.HTTPRequestEntityTooLarge:
             self.refused += 1
             return web.json_response({"error": "RequestEntityTooLarge", "message": "too large"}, status=413)
@@ -45,10 +49,19 @@ class Frontend:
         self.sizes.append(len(raw))
         body = await request.json()
         path = request.path.removeprefix(ROOT)
+        now = asyncio.get_running_loop().time()
         if path == "/task-answers":
+            results = []
             for a in body["answers"]:
+                self.times.setdefault(a["body"]["task_token"], []).append(now)
+                if a["body"]["task_token"] in self.busy:
+                    results.append({"status": 503, "error": "Unavailable", "message": "the broker is unavailable",
+                                    "retry_after_ms": self.busy_wait_ms})
+                    continue
                 self.got.setdefault(a["operation"], []).append(a["body"])
-            return web.json_response({"results": [{"status": 200, "answer": {}} for _ in body["answers"]]})
+                results.append({"status": 200, "answer": {}})
+            return web.json_response({"results": results})
+        self.times.setdefault(body["task_token"], []).append(now)
         self.got.setdefault(path, []).append(body)
         return web.json_response({})
 
@@ -90,6 +103,25 @@ async def test_batches_stay_under_the_byte_limit(frontend: tuple[Frontend, str])
     assert sorted(b["task_token"] for b in server.got["complete_activity_task"] + server.got.get(
         "/activity-tasks/complete", [])) == sorted(f"t{i}" for i in range(10))
     assert len(server.sizes) >= 4  # 200 kB of answers cannot go in fewer 64 kB requests
+
+
+async def test_an_answer_refused_on_its_line_goes_alone_after_the_wait_its_line_asks(
+        frontend: tuple[Frontend, str]) -> None:
+    # A batch's 503 line carries retry_after_ms (a line has no Retry-After header): the answer
+    # goes again alone no sooner, as a lone call's 503 would have it wait; the others stand.
+    server, url = frontend
+    server.busy, server.busy_wait_ms = frozenset({"t2"}), 300
+    transport = HttpTransport(url, "default")
+    batcher = AnswerBatcher(transport, max_in_flight=1, retry=RETRY)
+    try:
+        await _answer_all(batcher, 4, 10)
+    finally:
+        await transport.close()
+    together, alone = server.times["t2"]
+    assert alone - together >= 0.3
+    assert [b["task_token"] for b in server.got["/activity-tasks/complete"]][-1] == "t2"
+    assert sorted(b["task_token"] for b in server.got["complete_activity_task"] + server.got[
+        "/activity-tasks/complete"]) == ["t0", "t1", "t2", "t3"]
 
 
 async def test_a_413_splits_the_batch_and_the_limit_is_learnt(frontend: tuple[Frontend, str]) -> None:

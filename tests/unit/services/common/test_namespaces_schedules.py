@@ -354,6 +354,25 @@ def test_a_cron_expression_is_refused_past_200_characters_before_croniter_reads_
     assert refused.value.field == "spec.cron"
 
 
+def test_a_stored_cron_over_the_cap_is_read_without_croniter_and_no_longer_fires() -> None:
+    # Stored before the cap: describe and the scheduler read it back; croniter never sees it.
+    legacy = ",".join(["0-59"] * 5000) + " * * * *"
+    stored = {"cron": legacy, "time_zone": "Europe/Paris", "jitter": "5s"}
+    spec = ScheduleSpec.stored(stored)
+    assert (spec.cron, spec.time_zone, spec.jitter_ms) == (legacy, "Europe/Paris", 5000)
+    assert spec.cannot_fire is not None and "no longer fires" in spec.cannot_fire
+    assert spec.next_after(0) is None and spec.jitter("s", 0) <= 5000
+    assert spec.to_json()["cron"] == legacy  # shown as stored
+    # A spec within the cap reads as from_json reads it; the rest of a long one is still checked.
+    assert ScheduleSpec.stored({"cron": "* * * * *"}) == ScheduleSpec.from_json({"cron": "* * * * *"})
+    assert ScheduleSpec.stored({"cron": "* * * * *"}).cannot_fire is None
+    with pytest.raises(ScheduleError) as refused:
+        ScheduleSpec.stored({**stored, "time_zone": "Mars/Olympus"})
+    assert refused.value.field == "spec.time_zone"
+    with pytest.raises(ScheduleError, match="at most 200 characters"):
+        ScheduleSpec.from_json(stored)  # a new one is refused, as before
+
+
 @pytest.mark.parametrize(("cron", "zone", "start", "expected"), [
     # Spring, New York (14 March 2027): 01:30 exists both days; before, from the firing of the
     # 14th the next were 00:30 and 01:30 on the 15th (twice in a day, once an hour early).

@@ -5,11 +5,12 @@ its bound, and the connection it held is given back all the same."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 
+from services.common.db import Pool
 from services.common.read_bound import BoundedReads, ReadTimedOut
 from services.common.read_budgets import ReadBudgets, ReadKind, done_reading, reading_as
 
@@ -53,6 +54,12 @@ class OnePool:
         self.released.append(con)
 
 
+def _bounded(pool: object, timeout: float, *, budgets: ReadBudgets | None = None) -> BoundedReads:
+    """BoundedReads over a stand-in pool: each has what it uses of a db.Pool (acquire,
+    give_back), which is all the cast claims."""
+    return BoundedReads(cast(Pool, pool), timeout, budgets=budgets)
+
+
 async def _timed(call: Any) -> float:
     loop = asyncio.get_running_loop()
     began = loop.time()
@@ -63,7 +70,7 @@ async def _timed(call: Any) -> float:
 
 async def test_a_read_the_server_does_not_answer_times_out_within_its_bound() -> None:
     pool = OnePool(SilentServer(None))
-    reads = BoundedReads(pool, BOUND)
+    reads = _bounded(pool, BOUND)
     for call in (reads.fetch("q"), reads.fetchrow("q"), reads.fetchval("q")):
         assert await _timed(call) < BOUND * 2
     assert pool.released == [pool.con] * 3
@@ -71,13 +78,13 @@ async def test_a_read_the_server_does_not_answer_times_out_within_its_bound() ->
 
 
 async def test_no_free_connection_times_out_too_and_a_prompt_answer_is_returned() -> None:
-    assert await _timed(BoundedReads(OnePool(SilentServer(0), busy=True), BOUND).fetch("q")) < BOUND * 2
-    assert await BoundedReads(OnePool(SilentServer(0.01)), BOUND).fetchval("q") == "q"
+    assert await _timed(_bounded(OnePool(SilentServer(0), busy=True), BOUND).fetch("q")) < BOUND * 2
+    assert await _bounded(OnePool(SilentServer(0.01)), BOUND).fetchval("q") == "q"
 
 
 def test_a_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
-        BoundedReads(OnePool(SilentServer(0)), 0)
+        _bounded(OnePool(SilentServer(0)), 0)
 
 
 class ClosedUnder:
@@ -104,11 +111,11 @@ class Pools:
 async def test_a_read_whose_connection_the_server_closed_goes_once_more_on_another() -> None:
     closed, fresh = ClosedUnder(), SilentServer(0)
     pool = Pools(closed, fresh)
-    assert await BoundedReads(pool, BOUND).fetchval("q") == "q"
+    assert await _bounded(pool, BOUND).fetchval("q") == "q"
     assert pool.released == [closed, fresh]
     # Once only: a second closed connection is the caller's error (answered 503).
     with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
-        await BoundedReads(Pools(ClosedUnder(), ClosedUnder()), BOUND).fetchval("q")
+        await _bounded(Pools(ClosedUnder(), ClosedUnder()), BOUND).fetchval("q")
 
 
 class LaterPool:
@@ -132,7 +139,7 @@ class LaterPool:
 async def test_a_read_holds_its_kinds_slot_until_its_connection_is_back() -> None:
     budgets = ReadBudgets(2)  # one slot for every read
     pool = LaterPool(SilentServer(0))
-    reads = BoundedReads(pool, BOUND, budgets=budgets)
+    reads = _bounded(pool, BOUND, budgets=budgets)
     token = reading_as(ReadKind.HISTORY, "noisy")
     try:
         assert await reads.fetchval("q") == "q"
@@ -151,7 +158,7 @@ async def test_a_read_holds_its_kinds_slot_until_its_connection_is_back() -> Non
 
 async def test_a_read_that_finds_no_connection_gives_its_slot_back() -> None:
     budgets = ReadBudgets(4)
-    reads = BoundedReads(OnePool(SilentServer(0), busy=True), BOUND, budgets=budgets)
+    reads = _bounded(OnePool(SilentServer(0), busy=True), BOUND, budgets=budgets)
     with pytest.raises(ReadTimedOut) as caught:
         await reads.fetch("q")
     assert caught.value.limit is None  # the pool's own wait, not a share's

@@ -6,9 +6,15 @@ slot; a read that gives up says which share was full."""
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
+from services.common import telemetry
 from services.common.read_budgets import (
     BudgetExhausted,
     FairSlots,
@@ -117,3 +123,58 @@ async def test_a_calls_reads_are_of_its_kind_until_it_ends() -> None:
     assert current_reading() == HISTORY
     done_reading(token)
     assert current_reading().kind is ReadKind.LOOKUPS
+
+
+def _points(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, Any], ...]], float]:
+    """Each data point read: (metric name, its attributes sorted) -> value."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {(m.name, tuple(sorted((p.attributes or {}).items()))): p.value
+            for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            for p in m.data.data_points if isinstance(p, NumberDataPoint)}
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    # The gauges sum every ReadBudgets alive in the process: the earlier tests' are let go
+    # first (an exception caught in a test keeps its frame, and so its budgets, in a cycle).
+    gc.collect()
+    reader = InMemoryMetricReader()
+    telemetry.configure(meter_provider=MeterProvider(metric_readers=[reader]))
+    try:
+        yield reader
+    finally:
+        telemetry.configure(meter_provider=None)
+
+
+async def test_the_shares_count_their_waits_and_give_ups_and_show_what_is_in_use(
+        reader: InMemoryMetricReader) -> None:
+    budgets = ReadBudgets(4)  # 3 for reads, 2 a kind
+    for _ in range(2):
+        assert await budgets.take(HISTORY, 1.0)  # free slots: no wait counted
+    with pytest.raises(BudgetExhausted):
+        await budgets.take(HISTORY, 0.01)  # its kind's share full
+    assert await budgets.take(RESULTS, 1.0)
+    with pytest.raises(BudgetExhausted):
+        await budgets.take(LOOKUPS, 0.01)  # its kind has room, the reads' share not
+    waiting = asyncio.ensure_future(budgets.take(RESULTS, 5.0))
+    await asyncio.sleep(0.01)
+    points = _points(reader)
+
+    def point(name: str, **attributes: str) -> float:
+        return points.get((f"kadence.frontend.reads.{name}", tuple(sorted(attributes.items()))), 0)
+
+    assert point("in_use", **{"kadence.read_share": "history_reads"}) == 2
+    assert point("in_use", **{"kadence.read_share": "result_reads"}) == 2  # the waiter holds its kind's slot
+    assert point("in_use", **{"kadence.read_share": "all_reads"}) == 3
+    assert point("waiting", **{"kadence.read_share": "all_reads"}) == 1
+    assert point("waiting", **{"kadence.read_share": "history_reads"}) == 0
+    budgets.give(HISTORY)
+    assert await asyncio.wait_for(waiting, 0.5)
+    points = _points(reader)
+    assert point("waited", **{"kadence.read_kind": "history_reads"}) == 1
+    assert point("waited", **{"kadence.read_kind": "lookup_reads"}) == 1
+    assert point("waited", **{"kadence.read_kind": "result_reads"}) == 1
+    assert point("gave_up", **{"kadence.read_kind": "history_reads", "kadence.read_share": "history_reads"}) == 1
+    assert point("gave_up", **{"kadence.read_kind": "lookup_reads", "kadence.read_share": "all_reads"}) == 1
+    assert point("waiting", **{"kadence.read_share": "all_reads"}) == 0

@@ -30,6 +30,8 @@ def test_readable_settings_are_returned(monkeypatch: pytest.MonkeyPatch) -> None
     ("KADENCE_STALL_AFTER_MS", "-1", "KADENCE_STALL_AFTER_MS must be at least 0, got -1"),
     ("KADENCE_HEALTH_UNANSWERED_MS", "0", "KADENCE_HEALTH_UNANSWERED_MS must be at least 1, got 0"),
     ("KADENCE_FRONTEND_PORT", "99999", "KADENCE_FRONTEND_PORT must be between 0 and 65535, got 99999"),
+    ("KADENCE_REPLY_TIMEOUT_MS", "999", "KADENCE_REPLY_TIMEOUT_MS must be between 1000 and 20000, got 999"),
+    ("KADENCE_REPLY_TIMEOUT_MS", "20001", "KADENCE_REPLY_TIMEOUT_MS must be between 1000 and 20000, got 20001"),
     ("KADENCE_HEALTH_UNANSWERED_MS", "9" * 400,
      "KADENCE_HEALTH_UNANSWERED_MS must be at most 9007199254740992, got a number of 400 digits"),
 ])
@@ -50,6 +52,13 @@ def test_the_bounds_themselves_are_taken(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = settings_or_exit("history")
     assert (settings.shards, settings.history_fetch_wait_ms, settings.frontend_port, settings.matching_port) == \
         (1, 0, 65535, 0)
+
+
+@pytest.mark.parametrize("value", ["1000", "20000"])
+def test_the_reply_timeout_is_read_within_its_bounds(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().reply_timeout_ms == 15_000  # unset: the 15 s of decision 0018
+    monkeypatch.setenv("KADENCE_REPLY_TIMEOUT_MS", value)
+    assert settings_or_exit("frontend").reply_timeout_ms == int(value)
 
 
 def test_a_short_internal_key_ends_the_program_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:

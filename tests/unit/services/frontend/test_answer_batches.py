@@ -121,6 +121,18 @@ async def test_a_batch_answers_each_item_in_its_place() -> None:
     assert [k.decode().rsplit("/", 1)[-1] for k in producer.sent] == ["wf-1", "wf-3", "wf-4"]
 
 
+async def test_an_answer_refused_on_the_way_says_on_its_line_when_to_come_back() -> None:
+    # An item cannot carry a header: its 503 line holds the Retry-After a lone call's 503
+    # carries, as retry_after_ms (the field a 429 already has).
+    handlers = Handlers(_engine(Producer(refuse=frozenset({"wf-2"}))))
+    answers = [_answer_item("complete_activity_task", _token("wf-1"), result="[1]"),
+               _answer_item("complete_activity_task", _token("wf-2"), result="[1]")]
+    _, answer = await handlers.answer_tasks({"namespace": "default"}, {}, {"answers": answers})
+    first, refused = answer["results"]  # type: ignore[index]
+    assert first == {"status": 200, "answer": {}}
+    assert (refused["status"], refused["error"], refused["retry_after_ms"]) == (503, "Unavailable", 1000)
+
+
 async def test_a_batch_with_a_heartbeat_answers_each_item_as_its_own_call() -> None:
     producer = Producer()
     handlers = Handlers(_engine(producer))

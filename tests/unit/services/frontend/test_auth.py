@@ -144,8 +144,9 @@ def _rsa() -> Any:
 
 def _pem(private: Any) -> str:
     from cryptography.hazmat.primitives import serialization
-    return private.public_key().public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem: bytes = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem.decode()
 
 
 CLAIMS = {"sub": "svc", "exp": NOW + 60, "kadence_grants": [{"namespace": "shop", "permissions": ["read"]}]}

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from kadence_protocol import avro
 from services.common import colocation
+from services.common.config import REPLY_TIMEOUT_MS_BOUNDS, Settings
 from services.frontend import engine as engine_module
 from services.frontend import validation
 from services.frontend.closed import CloseWatcher
@@ -73,7 +74,7 @@ class _Running:
         return "Running"
 
 
-def _engine() -> tuple[Engine, Producer, ReplyRouter]:
+def _engine(**options: Any) -> tuple[Engine, Producer, ReplyRouter]:
     # The real router's waiters and delivery, without its consumer (replies come from Producer).
     replies = ReplyRouter.__new__(ReplyRouter)
     replies._instance_id, replies._waiters = "fe", {}
@@ -81,7 +82,7 @@ def _engine() -> tuple[Engine, Producer, ReplyRouter]:
     bus = colocation.ColocatedCommands(lambda *a: None)
     engine = Engine(instance_id="fe", producer=producer, replies=replies, closes=CloseWatcher(None),
                     reads=_Running(), matching=None, commands=bus,  # type: ignore[arg-type]
-                    token_keys=TokenKeys.of(["k" * 32]))
+                    token_keys=TokenKeys.of(["k" * 32]), **options)
     return engine, producer, replies
 
 
@@ -144,6 +145,7 @@ async def test_a_start_history_does_not_answer_in_time_is_told_to_come_back() ->
     assert by_index[0]["status"] == 201
     # 503: the client sends the item again alone, with the same request id.
     assert (by_index[1]["status"], by_index[1]["error"]) == (503, "Unavailable")
+    assert by_index[1]["retry_after_ms"] == 1000  # the lone call's Retry-After, on the item's line
     assert "request_id" in by_index[1]["message"]
     with pytest.raises(Busy) as alone:
         await engine.start(validation.start_request("default", _start("wf-3-silent")))
@@ -155,6 +157,23 @@ def test_a_command_is_answered_within_the_sdks_shortest_call_timeout() -> None:
     # The SDK's shortest timeout is a start that also waits for its outcome (wait + 15 s).
     assert engine_module.ANSWER_BOUND == engine_module.PRODUCE_TIMEOUT + engine_module.REPLY_TIMEOUT
     assert engine_module.ANSWER_BOUND < 30 + 15 - 10  # room left for the HTTP exchange itself
+    # So does the longest reply wait KADENCE_REPLY_TIMEOUT_MS takes, and the default is its own.
+    low, high = REPLY_TIMEOUT_MS_BOUNDS
+    assert engine_module.PRODUCE_TIMEOUT + high / 1000 <= 30 + 15 - 10
+    assert low / 1000 <= engine_module.REPLY_TIMEOUT <= high / 1000
+    assert Settings().reply_timeout_ms == engine_module.REPLY_TIMEOUT * 1000
+
+
+async def test_the_reply_wait_is_the_engines_own() -> None:
+    # KADENCE_REPLY_TIMEOUT_MS reaches the engine as reply_timeout: the Busy comes after it,
+    # and the answer bound (a start's wait counts against it) moves with it.
+    engine, _, replies = _engine(reply_timeout=0.05)
+    assert engine.answer_bound == engine_module.PRODUCE_TIMEOUT + 0.05
+    began = asyncio.get_running_loop().time()
+    with pytest.raises(Busy, match=r"within 0\.05 s"):
+        await engine.start(validation.start_request("default", _start("wf-1-silent")))
+    assert asyncio.get_running_loop().time() - began < 1.0
+    assert not replies._waiters
 
 
 @pytest.mark.parametrize("together", [True, False])

@@ -13,6 +13,7 @@ import pytest
 
 from kadence_protocol import avro, records
 from services.frontend.engine import Engine as FrontendEngine
+from services.frontend.engine import _answered
 from services.frontend.errors import WorkflowNotFound
 from services.frontend.reads import Execution
 from services.frontend.tokens import TaskToken
@@ -84,21 +85,48 @@ async def test_cancel_workflow_closes_the_run_as_canceled_and_its_timers_go() ->
     assert _rebuilt(ctx, s).dumps() == s.dumps()
 
 
-async def test_cancel_of_a_closed_run_is_refused_clearly_but_a_retry_of_a_recorded_one_is_ok() -> None:
-    ctx = MemoryContext()
+async def _canceled(ctx: MemoryContext) -> MutableState:
     s = await _running(ctx)
     await cancellation.request_cancel_workflow(ctx, _cancel())
     await answers.workflow_task_completed(ctx, _ref(s, s.wt.scheduled_event_id if s.wt else 0) | {"commands": [
         {"command_type": "CancelWorkflowExecution", "attributes": {"details": None}}]})
     assert s.status == "Canceled"
+    return s
+
+
+async def test_cancel_of_a_closed_run_is_not_found_but_a_retry_of_a_recorded_one_is_ok() -> None:
+    """A closed run's refusal is WorkflowNotFound, as HTTP answers it (decision 0022), so a
+    Kafka producer's reply (or dead letter) names what an HTTP caller gets; the message keeps
+    how the run closed."""
+    ctx = MemoryContext()
+    s = await _canceled(ctx)
     await cancellation.request_cancel_workflow(ctx, _cancel())  # the same request, retried
     assert ctx.replies[-1]["ok"] is True
     await cancellation.request_cancel_workflow(ctx, _cancel(request_id="other"))
     refused = ctx.replies[-1]
-    assert refused["ok"] is False and refused["error_type"] == "WorkflowAlreadyClosed"
-    assert "already closed (Canceled)" in refused["error_message"]
+    assert refused["ok"] is False and refused["error_type"] == "WorkflowNotFound"
+    assert refused["run_id"] == s.run_id
+    assert refused["error_message"] == f"workflow 'wf' run {s.run_id} is already closed (Canceled): nothing to cancel"
     await cancellation.request_cancel_workflow(ctx, _cancel(workflow_id="nobody"))
     assert ctx.replies[-1]["error_type"] == "WorkflowNotFound"
+    assert ctx.replies[-1]["error_message"] == "workflow 'nobody' has no run to cancel"
+
+
+# This history's refusal, and an older history's (a rolling upgrade): both are the same 404.
+@pytest.mark.parametrize("error_type", ["WorkflowNotFound", "WorkflowAlreadyClosed"])
+async def test_the_frontend_answers_a_closed_run_s_cancel_404_from_either_history(error_type: str) -> None:
+    ctx = MemoryContext()
+    await _canceled(ctx)
+    await cancellation.request_cancel_workflow(ctx, _cancel(request_id="other"))
+    reply = ctx.replies[-1] | {"error_type": error_type}
+
+    async def command(name: str, record: dict[str, Any]) -> dict[str, Any]:
+        return _answered(name, reply)
+
+    view = SimpleNamespace(_command=command)
+    with pytest.raises(WorkflowNotFound, match=r"already closed \(Canceled\): nothing to cancel") as refused:
+        await FrontendEngine.cancel(view, "ns", "wf", None, "stop", "other", "me")  # type: ignore[arg-type]
+    assert refused.value.status == 404 and refused.value.field == "workflow_id"
 
 
 async def test_cancel_workflow_over_unseen_inputs_is_refused_like_any_closing_task() -> None:
