@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from kadence_protocol.topics import workflow_key
 from services.common import kafka
 from services.history.engine import TimerFiring
 from services.history.intake import Early, Handed, Intake
@@ -273,3 +274,47 @@ async def test_a_guard_lets_a_firing_go_ahead_of_those_held_before_it() -> None:
     intake.after_batch()
     with pytest.raises(TimeoutError):  # the first still waits for 11 and 12
         await asyncio.wait_for(intake.next(), 0.1)
+
+
+def _run_key() -> bytes:
+    return workflow_key("ns", "wf")  # the key of _firing()'s run
+
+
+async def test_a_firing_waits_for_its_runs_commands_in_flight_to_the_broker() -> None:
+    # A frontend here queued the worker's task for the timer; the broker has not answered it
+    # yet, so no offset says so. The firing waits for the answer and the record taken.
+    intake, _ = _intake(10)
+    intake.queued(workflow_key("ns", "other"))
+    assert not intake.hold(_firing(), time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)  # not its run's
+    intake.queued(_run_key())
+    firing = _firing()
+    assert intake.hold(firing, time.time() * 1000, time.time() * 1000 + 60_000)  # re-checks over already
+    await intake.feed(_fetched(10))  # another run's request: taken, the firing still waits
+    assert _offsets(intake.batch(await intake.next())) == [10]
+    intake.after_batch()
+    intake.answered(_run_key(), 12)  # acknowledged behind 11, which is not taken yet
+    intake.offer(_handed(12))
+    assert _offsets(intake.batch(await intake.next())) == []  # 11 comes first: fetched
+    intake.after_batch()
+    await intake.feed(_fetched(11, 12))
+    assert _offsets(intake.batch(await intake.next())) == [11, 12, "t"]
+    intake.after_batch()
+    # Answered, the run has nothing in flight: its next firing is not held.
+    assert not intake.hold(_firing("next"), time.time() * 1000, time.time() * 1000 + 60_000)
+
+
+async def test_a_firing_held_for_a_refused_command_of_its_run_comes_back_once_answered() -> None:
+    intake, _ = _intake(10)
+    intake.queued(_run_key())
+    intake.queued(_run_key())
+    firing = _firing()
+    assert intake.hold(firing, time.time() * 1000, time.time() * 1000 + 60_000)
+    intake.answered(_run_key(), None)
+    await intake.fire(_firing("other"))  # something for the loop: the firing still waits for the second
+    assert _offsets(intake.batch(await intake.next())) == ["other"]
+    intake.after_batch()
+    waiting = asyncio.ensure_future(intake.next())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    intake.answered(_run_key(), None)  # wakes the loop waiting for work
+    assert _offsets(intake.batch(await asyncio.wait_for(waiting, 5))) == ["t"]
