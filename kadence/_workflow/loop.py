@@ -95,6 +95,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._now = 0.0
         self._closed = False
         self._paused = False
+        # A callback whose scheduling pauses the loop (pause_when_scheduled), or None.
+        self._pause_on: Callable[..., object] | None = None
 
     @property
     def owner(self) -> TimerSink:
@@ -131,6 +133,12 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         """Stop :meth:`run_ready` after the callback running now; the callbacks ready stay, in
         their order, for the next :meth:`run_ready` after :meth:`unpause`."""
         self._paused = True
+
+    def pause_when_scheduled(self, callback: Callable[..., object] | None) -> None:
+        """:meth:`pause` as soon as ``callback`` is scheduled (:meth:`call_soon`), before it
+        runs (None: no more). A worker waking a run's code stops there, when the run's main
+        method returns, without running the callback that takes its outcome."""
+        self._pause_on = callback
 
     def unpause(self) -> None:
         self._paused = False
@@ -171,6 +179,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         if ready is None:
             ready = self._ready = deque()
         ready.append(handle)
+        if callback is self._pause_on:
+            self._paused = True
         return handle
 
     def call_later(
