@@ -21,7 +21,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from kadence._converter import decode_args, encode_value
 from kadence._failure import exception_from_failure, failure_from_exception
@@ -276,7 +276,7 @@ def _unregister_task(task: asyncio.Task[Any]) -> None:
 
 def _run_done(task: asyncio.Task[Any]) -> None:
     """The run's task is done: its instance (the owner of the task's loop) takes it from there."""
-    owner = cast("WorkflowEventLoop", task.get_loop()).owner
+    owner = task.get_loop().owner  # type: ignore[attr-defined]  # (typing.cast: a call per run)
     if isinstance(owner, WorkflowInstance):  # else the loop is closed: the run was discarded
         owner._on_run_done(task)
 
@@ -298,8 +298,8 @@ class WorkflowInstance:
     # instance's attributes were a dict of their own, one more object per cached run.
     __slots__ = (
         "__weakref__", "_activities", "_activity_seq", "_buffered_signals", "_children", "_commands", "_conditions",
-        "_handler_tasks", "_held_run_done", "_inbound", "_info", "_local_activities", "_now_ms", "_obj", "_outbound",
-        "_patches", "_pause_at_run_done", "_random", "_recorded", "_replaying", "_run_task", "_running_updates",
+        "_handler_tasks", "_inbound", "_info", "_local_activities", "_now_ms", "_obj", "_outbound",
+        "_patches", "_random", "_recorded", "_replaying", "_run_task", "_running_updates",
         "_side_effect_seq", "_task_error", "_timer_seq", "cancel_requested", "continue_as_new_suggested", "converter",
         "definition", "finished", "history_length", "history_size", "loop", "namespace", "run_id", "seed_run_id",
         "workflow_id", "workflow_task_attempt",
@@ -340,8 +340,6 @@ class WorkflowInstance:
         self._run_task: asyncio.Task[Any] | None = None
         # wake(): the run's main method returned during the wake; what the SDK does with
         # that (in its context) waits for finish_wake().
-        self._pause_at_run_done = False
-        self._held_run_done: tuple[contextvars.Context, asyncio.Task[Any]] | None = None
         self.cancel_requested = False
         self._running_updates = 0  # accepted update handlers not finished yet
         # Async signal and update handlers running: (kind, name, policy) by task; made on
@@ -450,26 +448,37 @@ class WorkflowInstance:
         closing command. A worker waking many runs at once resumes all their code first;
         the two halves run the same callbacks in the same order as one activation."""
         self._begin(time_ms, None)
-        self._pause_at_run_done = True
+        self.loop.pause_when_scheduled(_run_done)
         previous = self._enter()
         try:
             self._deliver_and_run(inputs)
         finally:
-            self._pause_at_run_done = False
+            self.loop.pause_when_scheduled(None)
+            asyncio._set_running_loop(previous)
+
+    def wake_timer(self, timer_id: str, *, time_ms: int) -> None:
+        """:meth:`wake` on the firing of user timer ``timer_id`` alone, as delivering its
+        TimerFired event does, without making the event: a worker waking thousands of runs
+        due together does this for each before the last one's code resumes."""
+        self._begin(time_ms, None)
+        self.loop.pause_when_scheduled(_run_done)
+        previous = self._enter()
+        try:
+            self._timer_fired(timer_id)
+            if self._task_error is None:
+                self._run_until_blocked()
+        finally:
+            self.loop.pause_when_scheduled(None)
             asyncio._set_running_loop(previous)
 
     def finish_wake(self) -> list[Command]:
         """The rest of the activation :meth:`wake` began; returns its commands (or raises, as
         :meth:`activate` does)."""
-        held, self._held_run_done = self._held_run_done, None
-        if held is not None:
+        if self.loop.paused:  # at the run's main method's return, its outcome ready to take
             previous = self._enter()
             try:
                 self.loop.unpause()
-                context, task = held
-                context.run(self._on_run_done, task)
-                if self._task_error is None:
-                    self._run_until_blocked()
+                self._run_until_blocked()
             finally:
                 asyncio._set_running_loop(previous)
         return self._commands_or_error()
@@ -613,12 +622,14 @@ class WorkflowInstance:
             self._update(attrs, validate=False)  # a replay: the validator passed when it ran
         elif kind in CHILD_INPUT_EVENT_TYPES:
             self.children.deliver(kind, attrs)
-        elif kind == _TIMER_FIRED and self._local_activities is not None \
-                and self._local_activities.timer_fired(str(attrs["timer_id"])):
-            pass  # a local activity's backoff is over: it runs again in this task
         elif kind == _TIMER_FIRED:
-            if not self.loop.fire_timer(str(attrs["timer_id"])):
-                _log.debug("timer %s fired but nothing waits for it", attrs["timer_id"])
+            self._timer_fired(str(attrs["timer_id"]))
+
+    def _timer_fired(self, timer_id: str) -> None:
+        if self._local_activities is not None and self._local_activities.timer_fired(timer_id):
+            return  # a local activity's backoff is over: it runs again in this task
+        if not self.loop.fire_timer(timer_id):
+            _log.debug("timer %s fired but nothing waits for it", timer_id)
 
     def _start(self, event: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
         timeout_ms = int(attrs.get("execution_timeout_ms") or 0)
@@ -870,11 +881,6 @@ class WorkflowInstance:
 
     def _on_run_done(self, task: asyncio.Task[Any]) -> None:
         if self.finished or self.loop.is_closed():
-            return
-        if self._pause_at_run_done:  # wake(): finish_wake() goes on from here
-            self._pause_at_run_done = False
-            self._held_run_done = (contextvars.copy_context(), task)
-            self.loop.pause()
             return
         if task.cancelled():
             if self.cancel_requested:

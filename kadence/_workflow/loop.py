@@ -54,6 +54,34 @@ class _DurableTimerHandle(asyncio.TimerHandle):
 
     timer_id: str = ""
 
+    def cancel(self) -> None:
+        # TimerHandle.cancel less the calls that find this loop never in debug mode: every
+        # asyncio.sleep cancels its handle once it returns, and a burst of runs due together
+        # resumes one after the other (decision 0017, stop 27).
+        if not self._cancelled:
+            self._loop._timer_handle_cancelled(self)  # type: ignore[attr-defined]
+            self._cancelled = True
+            self._callback = None
+            self._args = None  # type: ignore[assignment]
+
+
+_new_handle = asyncio.Handle.__new__
+
+
+def _handle(callback: Callable[..., object], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop,
+            context: contextvars.Context | None) -> asyncio.Handle:
+    """``asyncio.Handle(callback, args, loop, context)`` for a loop never in debug mode (the
+    attributes Handle.__init__ sets, without its call to ask the loop for debug mode)."""
+    handle = _new_handle(asyncio.Handle)
+    handle._callback = callback  # type: ignore[attr-defined]
+    handle._args = args
+    handle._cancelled = False
+    handle._loop = loop  # type: ignore[attr-defined]
+    handle._source_traceback = None  # type: ignore[attr-defined]
+    handle._repr = None  # type: ignore[attr-defined]
+    handle._context = contextvars.copy_context() if context is None else context  # type: ignore[attr-defined]
+    return handle
+
 
 class WorkflowEventLoop(asyncio.AbstractEventLoop):
     """An asyncio loop for one workflow run; every method workflow code may reach is here."""
@@ -67,6 +95,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._now = 0.0
         self._closed = False
         self._paused = False
+        # A callback whose scheduling pauses the loop (pause_when_scheduled), or None.
+        self._pause_on: Callable[..., object] | None = None
 
     @property
     def owner(self) -> TimerSink:
@@ -90,7 +120,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
             return
         while ready and not self._closed and not self._paused:
             handle = ready.popleft()
-            if not handle.cancelled():
+            if not handle._cancelled:  # (Handle.cancelled(), one call less)
                 handle._run()
         if not ready:
             self._ready = None
@@ -103,6 +133,12 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         """Stop :meth:`run_ready` after the callback running now; the callbacks ready stay, in
         their order, for the next :meth:`run_ready` after :meth:`unpause`."""
         self._paused = True
+
+    def pause_when_scheduled(self, callback: Callable[..., object] | None) -> None:
+        """:meth:`pause` as soon as ``callback`` is scheduled (:meth:`call_soon`), before it
+        runs (None: no more). A worker waking a run's code stops there, when the run's main
+        method returns, without running the callback that takes its outcome."""
+        self._pause_on = callback
 
     def unpause(self) -> None:
         self._paused = False
@@ -117,7 +153,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         handle = self._timers.pop(timer_id, None)
         if handle is None:
             return False
-        if not handle.cancelled():
+        if not handle._cancelled:
             self._schedule(handle)
         return True
 
@@ -136,9 +172,15 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def call_soon(
         self, callback: Callable[[Unpack[Ts]], object], *args: *Ts, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
-        self._check_open()
-        handle = asyncio.Handle(callback, args, self, context)
-        self._schedule(handle)
+        if self._closed:
+            self._check_open()
+        handle = _handle(callback, args, self, context)
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = deque()
+        ready.append(handle)
+        if callback is self._pause_on:
+            self._paused = True
         return handle
 
     def call_later(

@@ -75,7 +75,6 @@ _COMMAND_EVENTS = frozenset(COMMAND_EVENT_TYPE.values())
 _TASK_ENDED_WITHOUT_OUTCOME = frozenset({EventType.WORKFLOW_TASK_FAILED, EventType.WORKFLOW_TASK_TIMED_OUT})
 _TIMER_BOOKKEEPING = frozenset({EventType.TIMER_STARTED, EventType.TIMER_CANCELED})
 _TIMER_COMMANDS = frozenset({CommandType.START_TIMER, CommandType.CANCEL_TIMER})
-_TIMER_FIRED = EventType.TIMER_FIRED
 
 #: The attribute that must agree between a command and its event, beyond the type.
 _IDENTITY_ATTRIBUTE: dict[str, str] = {
@@ -283,10 +282,9 @@ class WorkflowRunner:
         due = self._timer_due.get(timer_id)
         if due is None or not self.instance.loop.has_timer(timer_id) or not self._may_run_ahead(1):
             return False
-        fired = {"event_type": _TIMER_FIRED, "event_id": 0, "attributes": {"timer_id": timer_id, "started_event_id": 0}}
-        time_ms = self._ahead_time(fired, max(time_ms, due), timer_id)
+        time_ms = self._ahead_ms(max(time_ms, due), timer_id)
         self._waking = (time_ms, timer_id)
-        self.instance.wake([fired], time_ms=time_ms)
+        self.instance.wake_timer(timer_id, time_ms=time_ms)  # its TimerFired, without making the event
         return True
 
     def finish_ahead(self, ahead_id: int) -> RanAhead:
@@ -311,13 +309,16 @@ class WorkflowRunner:
         return self._ran_on(produced, time_ms, ahead_id, activity=activity, timer_id=timer_id)
 
     def _ahead_time(self, event: dict[str, Any], time_ms: int, timer_id: str) -> int:
-        """The time of the next task run ahead (never before the task it follows), set on its
-        input ``event``; the timer it runs on is no longer due here."""
+        """:meth:`_ahead_ms`, set on the task's input ``event``."""
+        event["event_time"] = time_ms = self._ahead_ms(time_ms, timer_id)
+        return time_ms
+
+    def _ahead_ms(self, time_ms: int, timer_id: str) -> int:
+        """The time of the next task run ahead (never before the task it follows); the timer
+        it runs on is no longer due here."""
         task = self._open
         assert task is not None
-        before = self._aheads[-1] if self._aheads else None
-        time_ms = max(time_ms, before.time_ms if before else task.time_ms)
-        event["event_time"] = time_ms
+        time_ms = max(time_ms, self._aheads[-1].time_ms if self._aheads else task.time_ms)
         if timer_id:
             self._timer_due.pop(timer_id, None)
         return time_ms

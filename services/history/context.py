@@ -136,8 +136,8 @@ class BatchContext:
     def delete_timer_row(self, key: str) -> None:
         self.timer_rows_deleted.append(key)
 
-    def hold_timer(self, timer: TimerFiring, recheck_until_ms: int) -> bool:
-        return self.shard.intake.hold(timer, recheck_until_ms)
+    def hold_timer(self, timer: TimerFiring, recheck_until_ms: int, guard_ms: int) -> bool:
+        return self.shard.intake.hold(timer, recheck_until_ms, guard_ms)
 
     def last_heartbeat(self, run_id: str, scheduled_event_id: int) -> tuple[int, str | None] | None:
         pending = self.heartbeats.get((run_id, scheduled_event_id))

@@ -63,6 +63,10 @@ MAX_WT_BACKOFF_MS = 600_000
 # behind (decision 0017), also waits for the requests that reach the shard meanwhile: a
 # burst's tasks reach a loaded shard seconds after the row came due.
 RECHECK_GRACES = 3
+# How many graces past its row such a firing is held at most, whatever the shard still has
+# to take: a request that never reaches the shard as an item (or a shard that stays behind)
+# costs a timer of a worker that went away no more than this.
+GUARD_GRACES = 6
 
 
 class Context(Protocol):
@@ -82,10 +86,10 @@ class Context(Protocol):
 
     def delete_timer_row(self, key: str) -> None: ...
 
-    def hold_timer(self, timer: TimerFiring, recheck_until_ms: int) -> bool:
+    def hold_timer(self, timer: TimerFiring, recheck_until_ms: int, guard_ms: int) -> bool:
         """Hold a due firing back until the shard has taken the requests it knows to be on
-        the broker (until ``recheck_until_ms``, those known by the time it took them too);
-        False (fire now) when none wait untaken."""
+        the broker (until ``recheck_until_ms``, those known by the time it took them too),
+        at most until ``guard_ms``; False (fire now) when none wait untaken."""
 
     def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
         """Publish a record after the batch commits, for no run in particular (children.py)."""
@@ -634,8 +638,9 @@ async def fire_timer(ctx: Context, timer: TimerFiring) -> None:
         # yet to take, behind a burst, or reach it in the next few graces: the firing waits
         # for those (decision 0017) rather than waste that task and replay the run in the
         # worker.
-        if pending is not None and timer.fire_at > pending.fire_at \
-                and ctx.hold_timer(timer, timer.fire_at + RECHECK_GRACES * (timer.fire_at - pending.fire_at)):
+        grace = timer.fire_at - pending.fire_at if pending is not None else 0
+        if grace > 0 and ctx.hold_timer(timer, timer.fire_at + RECHECK_GRACES * grace,
+                                        timer.fire_at + GUARD_GRACES * grace):
             return
     ctx.delete_timer_row(timer.key)
     if t is None or not t.state.running:

@@ -11,7 +11,10 @@ came (docs/colocation.md).
 A timer firing the engine holds back (:meth:`Intake.hold`: a timer a worker runs ahead, its
 grace over while requests the intake knows of wait untaken, decision 0017) comes back
 once the intake has taken every offset it knew of; until the hold's re-check time, the
-offsets known by then are waited for too, each time those it waited for are taken.
+offsets known by then are waited for too, each time those it waited for are taken. Whatever
+the backlog, it comes back at its guard (a few graces past its row), so that neither an
+offset that never reaches the intake as an item nor a shard that stays behind holds a
+timer for longer.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from aiokafka.structs import ConsumerRecord
+
+from kadence_protocol.topics import workflow_key
 
 from .engine import TimerFiring
 from .neighbours import HandedCommand
@@ -70,9 +77,22 @@ class Intake:
         # The offset after the last record known to be on the broker (fed, or acknowledged
         # to a frontend in this process and offered), whether taken yet or not.
         self.known = 0
-        # Firings held back (hold): each with the offset it waits for and until when (wall
-        # clock, ms) the offsets known since are waited for too, in the order held.
-        self._held: collections.deque[tuple[TimerFiring, int, float]] = collections.deque()
+        # Firings held back (hold), in the order held: each with its number, its run's key, the
+        # offset it waits for and until when (wall clock, ms) the offsets known since are
+        # waited for too.
+        self._held: collections.deque[tuple[int, TimerFiring, bytes, int, float]] = collections.deque()
+        # The same firings by their guard (wall clock, ms: let go then, whatever they wait
+        # for), with their numbers; a number in neither is gone (let go the other way).
+        self._guards: list[tuple[float, int, TimerFiring]] = []
+        self._holding: set[int] = set()  # the numbers of the firings held
+        self._numbers = itertools.count()
+        # Per run's key: commands a frontend in this process queued for the broker and has
+        # not had answered yet (queued, answered). A key leaves once none is in flight.
+        self._in_flight: dict[bytes, int] = {}
+        # Per run's key of a firing held: the offset after the last of its commands the
+        # broker acknowledged since (the firing waits for it to be taken, too).
+        self._held_keys: collections.Counter[bytes] = collections.Counter()
+        self._landed: dict[bytes, int] = {}
         # The offset taken before each firing of the batch being run (by key): the records
         # after it in the batch are counted as taken already, but not run yet when it is.
         self._taken_before: dict[str, int] = {}
@@ -159,38 +179,95 @@ class Intake:
         acked.add_done_callback(functools.partial(_relay_outcome, acknowledged))
         self._inbox.put_nowait(Early(command, acknowledged))
 
-    def hold(self, firing: TimerFiring, recheck_until_ms: float) -> bool:
+    def queued(self, key: bytes) -> None:
+        """A frontend in this process queued a command of run ``key`` (its workflow key) for
+        the broker: until :meth:`answered`, a firing of that run is held (see hold)."""
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def answered(self, key: bytes, offset: int | None) -> None:
+        """The broker answered a command :meth:`queued`: acknowledged at ``offset``, or None
+        (refused). A firing of the run held meanwhile waits for that offset to be taken too."""
+        count = self._in_flight.get(key, 0)
+        if count > 1:
+            self._in_flight[key] = count - 1
+        else:
+            self._in_flight.pop(key, None)
+        if key not in self._held_keys:
+            return
+        if offset is not None:
+            self._landed[key] = max(self._landed.get(key, 0), offset + 1)  # its record wakes the loop
+        elif key not in self._in_flight and self._inbox.empty():
+            self._inbox.put_nowait(Handed())  # nothing comes in for a refusal: wake the loop to let the firing go
+
+    def hold(self, firing: TimerFiring, recheck_until_ms: float, guard_ms: float) -> bool:
         """Hold ``firing`` back until the intake has taken every offset it knows of now; False
         (nothing held) when every known offset is taken already (those after the firing in
         its own batch are not: they have not run when it does). Until ``recheck_until_ms``
         (the wall clock), once those are taken, the offsets known by then are waited for too.
+        At ``guard_ms`` (the wall clock) it comes back whatever it still waits for.
 
         For a timer a worker runs ahead whose grace is over (engine.fire_timer): its task may
         be among the requests that reached the broker and wait here, behind a burst, and
         firing the timer first would waste that task and replay the run in the worker; and a
         task sent in time may reach the broker only after the firing was held, behind the
         same burst (decision 0017, stop 26). Past the re-checks, the firing waits only for
-        what was there before it, as long as any of those requests waits."""
+        what was there before it, as long as any of those requests waits, up to its guard: a
+        known offset that never comes in as an item, or a shard that stays behind, does not
+        keep the timer of a worker that went away for longer (stop 27)."""
         taken = self._taken_before.get(firing.key, self.consumed)
-        if self.known <= taken or firing.key in self._let_go:
+        if firing.key in self._let_go or time.time() * 1000 >= guard_ms:
             return False
-        self._held.append((firing, self.known, recheck_until_ms))
+        key = workflow_key(firing.namespace, firing.workflow_id)
+        if self.known <= taken and key not in self._in_flight:
+            return False
+        number = next(self._numbers)
+        self._held.append((number, firing, key, self.known, recheck_until_ms))
+        heapq.heappush(self._guards, (guard_ms, number, firing))
+        self._holding.add(number)
+        self._held_keys[key] += 1
         return True
 
     def _released(self) -> TimerFiring | None:
-        """The first firing held back once the offsets it waits for are taken, unless more are
-        known by then and its re-checks go on (then it waits for those too)."""
-        if not self._held:
+        """The first firing held back whose guard passed; else the first held once the offsets
+        it waits for are taken and none of its run's commands is in flight, unless more
+        offsets are known by then and its re-checks go on (then it waits for those too)."""
+        if not self._holding:
             return None
-        firing, until, recheck_until = self._held[0]
-        if until > self.consumed:
+        now_ms = time.time() * 1000
+        guards = self._guards
+        while guards and (guards[0][1] not in self._holding or guards[0][0] <= now_ms):
+            _, number, firing = heapq.heappop(guards)
+            if number in self._holding:
+                return self._let(number, firing)
+        held = self._held
+        while held[0][0] not in self._holding:
+            held.popleft()  # let go at its guard
+        number, firing, key, until, recheck_until = held[0]
+        if until > self.consumed or key in self._in_flight or self._landed.get(key, 0) > self.consumed:
             return None
-        if self.known > self.consumed and time.time() * 1000 < recheck_until:
-            self._held[0] = (firing, self.known, recheck_until)  # more came meanwhile: those too
+        if self.known > self.consumed and now_ms < recheck_until:
+            held[0] = (number, firing, key, self.known, recheck_until)  # more came meanwhile: those too
             return None
-        self._held.popleft()
+        held.popleft()
+        return self._let(number, firing)
+
+    def _let(self, number: int, firing: TimerFiring) -> TimerFiring:
+        self._holding.discard(number)
         self._let_go.add(firing.key)
+        key = workflow_key(firing.namespace, firing.workflow_id)
+        if self._held_keys[key] > 1:
+            self._held_keys[key] -= 1
+        else:
+            del self._held_keys[key]
+            self._landed.pop(key, None)
         return firing
+
+    def _next_guard_s(self) -> float | None:
+        """Seconds until the earliest guard of the firings held (None: none held)."""
+        guards = self._guards
+        while guards and guards[0][1] not in self._holding:
+            heapq.heappop(guards)
+        return None if not guards else max(0.001, guards[0][0] / 1000 - time.time())
 
     def settled(self) -> bool:
         """The loop waits for work and none is queued (a firing held back waits for records:
@@ -207,6 +284,10 @@ class Intake:
             self._inbox.get_nowait()
         self._open = None
         self._held.clear()  # their rows stay in the table, loaded by the next owner
+        self._guards.clear()
+        self._holding.clear()
+        self._held_keys.clear()
+        self._landed.clear()  # (commands in flight stay counted: their answers still come)
         self._taken_before.clear()
         self._let_go.clear()
 
@@ -216,11 +297,21 @@ class Intake:
         """The next inbox item (or firing held back and due again), waiting for one."""
         self._idle = True
         try:
-            # A firing held back waits for offsets the intake knows of: they come in as items.
-            released = self._released()
-            if released is not None:
-                return released
-            item = await self._inbox.get()
+            # A firing held back waits for offsets the intake knows of (they come in as
+            # items), or for its guard.
+            while True:
+                released = self._released()
+                if released is not None:
+                    return released
+                wait = self._next_guard_s()
+                if wait is None:
+                    item = await self._inbox.get()
+                    break
+                try:
+                    item = await asyncio.wait_for(self._inbox.get(), wait)
+                    break
+                except TimeoutError:
+                    continue
         finally:
             self._idle = False
         if item is self._open:

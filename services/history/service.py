@@ -475,15 +475,17 @@ class HistoryService:
             return
         if self._gate is not None:
             self._gate.in_flight[partition] += 1
+        shard.queued(key)  # until answered, a firing of the run waits for it (Intake.hold)
         if not commands_grouped():  # one of a group: taken with the rest once acknowledged
             shard.offer_early(HandedCommand(kafka.REQUESTS, partition, -1, key, value, headers, checked), acked)
         # Callbacks run in the order the broker acknowledged the records, so the shard is
         # offered its partition's commands in offset order.
-        acked.add_done_callback(functools.partial(self._acked, partition, key, value, headers, checked))
+        acked.add_done_callback(functools.partial(self._acked, shard, partition, key, value, headers, checked))
 
-    def _acked(self, partition: int, key: bytes, value: bytes, headers: Headers, checked: Limits | None,
-               acked: asyncio.Future[Any]) -> None:
+    def _acked(self, shard: Shard, partition: int, key: bytes, value: bytes, headers: Headers,
+               checked: Limits | None, acked: asyncio.Future[Any]) -> None:
         ok = not acked.cancelled() and acked.exception() is None
+        shard.answered(key, acked.result().offset if ok else None)  # the shard it was counted on
         if self._gate is not None:
             self._gate.in_flight[partition] -= 1
             if ok:

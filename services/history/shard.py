@@ -299,6 +299,12 @@ class Shard:
     def offer_early(self, command: HandedCommand, acked: asyncio.Future[Any]) -> None:
         self.intake.offer_early(command, acked)
 
+    def queued(self, key: bytes) -> None:
+        self.intake.queued(key)
+
+    def answered(self, key: bytes, offset: int | None) -> None:
+        self.intake.answered(key, offset)
+
     def settled(self) -> bool:
         """The loop waits for work and none is queued."""
         return self.intake.settled()

@@ -75,7 +75,7 @@ async def test_every_other_command_is_checked(record: Any, monkeypatch: pytest.M
 async def test_the_limits_a_command_was_checked_under_go_with_it_to_the_shard() -> None:
     offered: list[Any] = []
     shard = SimpleNamespace(stopped=False, offer_early=lambda command, acked: offered.append(command),
-                            offer=offered.append)
+                            offer=offered.append, queued=lambda key: None, answered=lambda key, offset: None)
     service = HistoryService.__new__(HistoryService)
     service._gate = None
     service._consumer = None

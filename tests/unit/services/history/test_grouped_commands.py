@@ -21,12 +21,19 @@ class Shard:
 
     def __init__(self) -> None:
         self.taken: list[tuple[str, int]] = []
+        self.in_flight: list[tuple[str, bytes, int | None]] = []  # queued and answered, in order
 
     def offer_early(self, command: Any, acked: asyncio.Future[Any]) -> None:
         self.taken.append(("early", command.offset))
 
     def offer(self, command: Any) -> None:
         self.taken.append(("acknowledged", command.offset))
+
+    def queued(self, key: bytes) -> None:
+        self.in_flight.append(("queued", key, None))
+
+    def answered(self, key: bytes, offset: int | None) -> None:
+        self.in_flight.append(("answered", key, offset))
 
 
 def _service(shard: Shard) -> HistoryService:
@@ -49,6 +56,22 @@ async def test_a_lone_command_is_offered_ahead_of_its_acknowledgement_too() -> N
     shard = Shard()
     await _take(_service(shard), 7)
     assert shard.taken == [("early", -1), ("acknowledged", 7)]
+
+
+async def test_each_command_is_counted_in_flight_until_the_broker_answers_it() -> None:
+    # A firing of the run waits for its commands in flight (Intake.queued), refused ones too.
+    shard = Shard()
+    service = _service(shard)
+    await _take(service, 7)
+    refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    service.take_queued(0, b"k2", b"v", (), refused)
+    assert shard.in_flight[-1] == ("queued", b"k2", None)
+    refused.set_exception(RuntimeError("the broker said no"))
+    await asyncio.sleep(0)
+    assert shard.in_flight == [("queued", b"k", None), ("answered", b"k", 7),
+                               ("queued", b"k2", None), ("answered", b"k2", None)]
+    # Answered before it is offered: a firing held for it then waits for its offset.
+    assert ("acknowledged", 7) in shard.taken
 
 
 async def test_commands_of_a_group_are_offered_once_acknowledged_only() -> None:

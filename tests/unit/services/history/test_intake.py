@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from kadence_protocol.topics import workflow_key
 from services.common import kafka
 from services.history.engine import TimerFiring
 from services.history.intake import Early, Handed, Intake
@@ -156,12 +157,12 @@ def _firing(key: str = "t") -> TimerFiring:
 
 async def test_a_firing_is_held_only_while_known_offsets_wait_untaken() -> None:
     intake, _ = _intake(10)
-    assert not intake.hold(_firing(), time.time() * 1000 + 10_000)  # nothing on hand
+    assert not intake.hold(_firing(), time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)  # nothing on hand
     intake.offer(_handed(10))
     await intake.feed(_fetched(11, 12))
     assert intake.known == 13
     firing = _firing()
-    assert intake.hold(firing, time.time() * 1000 + 10_000)
+    assert intake.hold(firing, time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)
     # Not before the records it waits for: they come first, the firing after.
     assert _offsets(intake.batch(await intake.next())) == [10, 11, 12, "t"]
 
@@ -172,7 +173,7 @@ async def test_a_held_firing_waits_for_offsets_known_after_it_was_held_too() -> 
     intake, _ = _intake(10)
     await intake.feed(_fetched(10, 11))
     firing = _firing()
-    assert intake.hold(firing, time.time() * 1000 + 10_000)
+    assert intake.hold(firing, time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)
     intake.offer(_handed(12))
     intake.offer(_handed(13))  # joins 12's inbox item
     await intake.feed(_fetched(14))
@@ -188,14 +189,14 @@ async def test_a_firing_is_held_for_the_records_after_it_in_its_own_batch() -> N
     batch = intake.batch(await intake.next())
     assert _offsets(batch) == ["t", 10] and intake.consumed == 11
     firing = batch[0]
-    assert intake.hold(firing, time.time() * 1000 + 10_000)  # run first, before 10
+    assert intake.hold(firing, time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)  # run first, before 10
     intake.after_batch()
     assert await intake.next() is firing  # back once the batch with 10 has run
     intake.offer(_handed(11))
     await intake.fire(_firing("u"))
     batch = intake.batch(await intake.next())
     assert _offsets(batch) == [11, "u"]
-    assert not intake.hold(batch[1], time.time() * 1000 + 10_000)  # after the records: nothing to wait for
+    assert not intake.hold(batch[1], time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)  # after the records: nothing to wait for
 
 
 async def test_past_its_re_checks_a_held_firing_waits_only_for_what_came_before_it() -> None:
@@ -205,26 +206,26 @@ async def test_past_its_re_checks_a_held_firing_waits_only_for_what_came_before_
     await intake.feed(_fetched(10))
     firing = _firing()
     recheck_until = time.time() * 1000 + 50
-    assert intake.hold(firing, recheck_until)
+    assert intake.hold(firing, recheck_until, recheck_until + 60_000)
     await intake.feed(_fetched(11))
     assert _offsets(intake.batch(await intake.next())) == [10, 11, "t"]  # re-checked: 11 too
     await intake.feed(_fetched(12))
     await eventually(lambda: time.time() * 1000 >= recheck_until, what="the re-checks over")
     late = _firing("late")
-    assert intake.hold(late, recheck_until)  # still held for what came before it
+    assert intake.hold(late, recheck_until, recheck_until + 60_000)  # still held for what came before it
     await intake.feed(_fetched(13))
     assert _offsets(intake.batch(await intake.next())) == [12, "late", 13]
     await intake.feed(_fetched(14))
     # Let go, it comes back to the engine, which asks again: it is not held a second time.
-    assert not intake.hold(late, recheck_until)
+    assert not intake.hold(late, recheck_until, recheck_until + 60_000)
     intake.after_batch()
-    assert intake.hold(_firing("another"), recheck_until)
+    assert intake.hold(_firing("another"), recheck_until, recheck_until + 60_000)
 
 
 async def test_a_stopped_shard_forgets_its_held_firings() -> None:
     intake, _ = _intake(10)
     await intake.feed(_fetched(10))
-    assert intake.hold(_firing(), time.time() * 1000 + 10_000)
+    assert intake.hold(_firing(), time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)
     intake.drain()
     await intake.feed(_fetched(11))
     assert _offsets(intake.batch(await intake.next())) == [11]
@@ -237,5 +238,83 @@ async def test_held_firings_come_back_together_in_one_batch() -> None:
     await intake.feed(_fetched(10))
     firings = [_firing(str(i)) for i in range(3)]
     for firing in firings:
-        assert intake.hold(firing, time.time() * 1000 + 10_000)
+        assert intake.hold(firing, time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)
     assert _offsets(intake.batch(await intake.next())) == [10, "0", "1", "2"]
+
+
+async def test_a_held_firing_comes_back_at_its_guard_whatever_it_waits_for() -> None:
+    # 12 was acknowledged to the frontend here, but 11 (another producer's) has not been
+    # fetched: 12 never comes in as an item the intake can take, and the firing waiting for
+    # it comes back at its guard, not when the shard is rebuilt.
+    intake, consumer = _intake(10)
+    await intake.feed(_fetched(10))
+    intake.offer(_handed(12))
+    firing = _firing()
+    now_ms = time.time() * 1000
+    assert intake.hold(firing, now_ms + 10_000, now_ms + 100)
+    assert _offsets(intake.batch(await intake.next())) == [10] and consumer.fetches == 1
+    assert await asyncio.wait_for(intake.next(), 5) is firing
+    assert time.time() * 1000 >= now_ms + 100  # not before it
+    # Let go, it is not held again when it comes back to the engine; past its guard, nothing is.
+    assert not intake.hold(firing, now_ms + 10_000, now_ms + 10_000)
+    intake.after_batch()
+    assert not intake.hold(_firing("late"), now_ms + 10_000, now_ms)
+    assert intake.hold(_firing("other"), now_ms + 10_000, now_ms + 10_000)
+
+
+async def test_a_guard_lets_a_firing_go_ahead_of_those_held_before_it() -> None:
+    intake, _ = _intake(10)
+    await intake.feed(_fetched(10))
+    intake.offer(_handed(12))
+    now_ms = time.time() * 1000
+    assert intake.hold(_firing("first"), now_ms + 10_000, now_ms + 60_000)
+    assert intake.hold(_firing("second"), now_ms + 10_000, now_ms + 50)
+    assert _offsets(intake.batch(await intake.next())) == [10]
+    assert _offsets(intake.batch(await asyncio.wait_for(intake.next(), 5))) == ["second"]
+    intake.after_batch()
+    with pytest.raises(TimeoutError):  # the first still waits for 11 and 12
+        await asyncio.wait_for(intake.next(), 0.1)
+
+
+def _run_key() -> bytes:
+    return workflow_key("ns", "wf")  # the key of _firing()'s run
+
+
+async def test_a_firing_waits_for_its_runs_commands_in_flight_to_the_broker() -> None:
+    # A frontend here queued the worker's task for the timer; the broker has not answered it
+    # yet, so no offset says so. The firing waits for the answer and the record taken.
+    intake, _ = _intake(10)
+    intake.queued(workflow_key("ns", "other"))
+    assert not intake.hold(_firing(), time.time() * 1000 + 10_000, time.time() * 1000 + 60_000)  # not its run's
+    intake.queued(_run_key())
+    firing = _firing()
+    assert intake.hold(firing, time.time() * 1000, time.time() * 1000 + 60_000)  # re-checks over already
+    await intake.feed(_fetched(10))  # another run's request: taken, the firing still waits
+    assert _offsets(intake.batch(await intake.next())) == [10]
+    intake.after_batch()
+    intake.answered(_run_key(), 12)  # acknowledged behind 11, which is not taken yet
+    intake.offer(_handed(12))
+    assert _offsets(intake.batch(await intake.next())) == []  # 11 comes first: fetched
+    intake.after_batch()
+    await intake.feed(_fetched(11, 12))
+    assert _offsets(intake.batch(await intake.next())) == [11, 12, "t"]
+    intake.after_batch()
+    # Answered, the run has nothing in flight: its next firing is not held.
+    assert not intake.hold(_firing("next"), time.time() * 1000, time.time() * 1000 + 60_000)
+
+
+async def test_a_firing_held_for_a_refused_command_of_its_run_comes_back_once_answered() -> None:
+    intake, _ = _intake(10)
+    intake.queued(_run_key())
+    intake.queued(_run_key())
+    firing = _firing()
+    assert intake.hold(firing, time.time() * 1000, time.time() * 1000 + 60_000)
+    intake.answered(_run_key(), None)
+    await intake.fire(_firing("other"))  # something for the loop: the firing still waits for the second
+    assert _offsets(intake.batch(await intake.next())) == ["other"]
+    intake.after_batch()
+    waiting = asyncio.ensure_future(intake.next())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    intake.answered(_run_key(), None)  # wakes the loop waiting for work
+    assert _offsets(intake.batch(await asyncio.wait_for(waiting, 5))) == ["t"]

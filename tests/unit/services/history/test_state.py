@@ -28,9 +28,9 @@ class MemoryContext:
         self.transitions: list[Transition] = []
         self.replies: list[dict[str, Any]] = []
         # hold_timer: whether the shard has requests on hand it has not taken, and the
-        # firings held back (with the time their re-checks end).
+        # firings held back (with the time their re-checks end and their guard).
         self.requests_on_hand = False
-        self.held: list[tuple[engine.TimerFiring, int]] = []
+        self.held: list[tuple[engine.TimerFiring, int, int]] = []
         self.rows_deleted: list[str] = []
         # send: what a batch publishes for no run in particular, as the broker would hold it.
         self.sent: list[tuple[bytes, str, dict[str, Any]]] = []
@@ -58,9 +58,9 @@ class MemoryContext:
     def delete_timer_row(self, key: str) -> None:
         self.rows_deleted.append(key)
 
-    def hold_timer(self, timer: engine.TimerFiring, recheck_until_ms: int) -> bool:
+    def hold_timer(self, timer: engine.TimerFiring, recheck_until_ms: int, guard_ms: int) -> bool:
         if self.requests_on_hand:
-            self.held.append((timer, recheck_until_ms))
+            self.held.append((timer, recheck_until_ms, guard_ms))
         return self.requests_on_hand
 
     def send(self, topic: str, key: bytes, record_name: str, record: dict[str, Any]) -> None:
