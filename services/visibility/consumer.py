@@ -6,9 +6,10 @@ and store as a process of its own; in process a faust worker would bring its own
 tree, signal handling and thread pools into the cluster's event loop for a loop this small.
 
 Each round's records are folded straight from their bytes (``shortcut.fold``: in full only
-the events whose attributes a row takes), written in one statement (``store.apply``),
-and only then are the offsets committed to Kafka (group ``kadence-visibility``): a crash
-in between delivers the records again, which the store's last-event check makes harmless.
+the events whose attributes a row takes), 128 records per turn of the event loop, written
+in one transaction (``store.apply``: a statement per 256 runs), and only then are the
+offsets committed to Kafka (group ``kadence-visibility``): a crash in between delivers the
+records again, which the store's last-event check makes harmless.
 In one process (``kadence dev``) the relays hand over what they published (``handover.py``):
 a partition's handed records are taken as a run contiguous from the consumer's position,
 and a partition the hand-over keeps up with is paused (not fetched); a look at the log ends
