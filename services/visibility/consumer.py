@@ -62,6 +62,7 @@ DRAIN_POLL_S = 0.05  # how often drain() looks whether the projection has caught
 # record published since the last (thousands after a burst): folded at once, it held the
 # loop, and every hop of the services beside it, for milliseconds (decision 0023).
 FOLD_SLICE = 128
+TAKE_SLICE = 1024  # records taken out of the hand-over per turn, for the same reason
 
 
 @dataclass
@@ -84,6 +85,19 @@ async def fold_in_slices(values: Sequence[bytes | None], skipped: Callable[[int,
             await asyncio.sleep(0)
         shortcut.fold(values[first:first + size], skipped, into=updates, first=first)
     return list(updates.values())
+
+
+async def take_in_slices(handover: Handover, partition: int, position: int,
+                         size: int = TAKE_SLICE) -> list[bytes]:
+    """``Handover.take`` of every record handed from ``position`` on without a hole, ``size``
+    records per turn of the event loop."""
+    values: list[bytes] = []
+    while True:
+        taken = handover.take(partition, position + len(values), size)
+        values.extend(taken)
+        if len(taken) < size:
+            return values
+        await asyncio.sleep(0)
 
 
 class VisibilityConsumer:
@@ -253,7 +267,7 @@ class VisibilityConsumer:
                 except KafkaError:
                     continue
                 self._positions.setdefault(tp, position)
-            values = self.handover.take(tp.partition, position)
+            values = await take_in_slices(self.handover, tp.partition, position)
             if not values:
                 continue
             offsets = range(position, position + len(values))

@@ -1,5 +1,5 @@
 """The visibility consumer (services/visibility/consumer.py): its group consumer is stopped
-whatever the loop's end raised; a round's fold lets the event loop run between slices."""
+whatever the loop's end raised; a round's take and fold let the event loop run between slices."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from services.common.kafka import HISTORY, Published
 from services.visibility import shortcut
-from services.visibility.consumer import VisibilityConsumer, fold_in_slices
+from services.visibility.consumer import VisibilityConsumer, fold_in_slices, take_in_slices
+from services.visibility.handover import Handover
 from tests.unit.services._stop_parts import Part
 from tests.unit.services.visibility.test_shortcut import _two_runs_and_two_unreadable
 
@@ -54,3 +56,27 @@ async def test_a_rounds_fold_lets_the_loop_run_between_slices() -> None:
     assert during >= 5  # a turn between each of the six slices
     assert skipped == [2, 4, 9, 11, 16, 18]
     assert folded == shortcut.ShortcutDecoder().fold(values)
+
+
+async def test_a_rounds_take_from_the_hand_over_lets_the_loop_run_between_slices() -> None:
+    handover = Handover()
+    offsets = range(10, 21)
+    handover.published([(HISTORY, b"k", f"v{o}".encode(), ()) for o in offsets],
+                       [Published(HISTORY, 0, o) for o in offsets])
+    turns = 0
+
+    async def beside() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(beside())
+    await asyncio.sleep(0)
+    before = turns
+    taken = await take_in_slices(handover, 0, 10, size=4)
+    during = turns - before
+    other.cancel()
+    assert taken == [f"v{o}".encode() for o in offsets]
+    assert during >= 2  # 11 records, 4 a turn: a turn after the first and the second slice
+    assert not handover.waiting(0)
