@@ -70,13 +70,13 @@ class Handover:
         """Whether the record at ``offset`` is waiting here."""
         return offset in self._pending.get(partition, ())
 
-    def take(self, partition: int, position: int) -> list[bytes]:
-        """The records handed from ``position`` on without a hole, taken out."""
+    def take(self, partition: int, position: int, limit: int | None = None) -> list[bytes]:
+        """The records handed from ``position`` on without a hole (at most ``limit``), taken out."""
         waiting = self._pending.get(partition)
         if not waiting:
             return []
-        run = []
-        while position in waiting:
+        run: list[bytes] = []
+        while position in waiting and len(run) != limit:
             run.append(waiting.pop(position))
             position += 1
         self._count -= len(run)

@@ -83,12 +83,17 @@ class ShortcutDecoder:
                 "event": {"event_id": event_id, "event_time": event_time, "event_type": kind, "attributes": None}}
 
     def fold(self, values: Sequence[bytes | None],
-             skipped: Callable[[int, projection.Skipped], None] = _ignore) -> list[projection.RunUpdate]:
+             skipped: Callable[[int, projection.Skipped], None] = _ignore, *,
+             into: dict[bytes, projection.RunUpdate] | None = None, first: int = 0) -> list[projection.RunUpdate]:
         """``projection.fold`` of the records in ``values``, without building a record per
         event: a run is found by the raw bytes of its three strings (decoded once per run),
         and only the kinds whose attributes the fold reads are decoded in full. A record
-        the full decode skips is passed to ``skipped`` with its index, and left out."""
-        updates: dict[bytes, projection.RunUpdate] = {}
+        the full decode skips is passed to ``skipped`` with its index, and left out.
+
+        A batch may be folded a slice at a time (the consumer lets its loop run between
+        slices): ``into`` holds the updates of the slices before, by run, and is completed in
+        place; ``first`` is the index of ``values[0]`` in the batch, as ``skipped`` is told."""
+        updates: dict[bytes, projection.RunUpdate] = {} if into is None else into
         closing = projection.CLOSING_EVENTS
         head_of, attribute_events = self._head, self._attribute_events
         for index, value in enumerate(values):
@@ -114,7 +119,7 @@ class ShortcutDecoder:
             try:
                 record = self._full(value)
             except projection.Skipped as exc:
-                skipped(index, exc)
+                skipped(first + index, exc)
                 continue
             assert value is not None
             run = value[_HEAD:head[0]] if head is not None else b"".join(

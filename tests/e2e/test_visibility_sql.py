@@ -202,6 +202,31 @@ async def test_data_the_database_refuses_is_left_out_without_holding_the_batch(p
     assert rows["run-bad"]["search_attributes"] is None and rows["run-bad"]["last_event_id"] == 2
 
 
+async def test_a_batch_written_a_slice_per_statement_is_written_whole_or_run_by_run(pool: asyncpg.Pool) -> None:
+    """A batch of more runs than a statement takes goes in slices, in one transaction: every
+    row is written; a refused run in one slice rolls the lot back, and the batch is then
+    written run by run as an unsliced one is."""
+    from kadence_protocol.enums import RunStatus
+    from services.visibility import store
+    from services.visibility.projection import RunUpdate
+
+    def update(i: int, customer: str) -> RunUpdate:
+        return RunUpdate("default", f"wf-{i}", f"run-{i}", 3, 1000, workflow_type="T", task_queue="q",
+                         start_time=1000, execution_time=1000, status=RunStatus.RUNNING,
+                         search_attributes={"CustomerId": customer})
+
+    assert await store.apply(pool, [update(i, f"c-{i}") for i in range(5)], slice_runs=2) == []
+    rows = {r["run_id"]: r for r in await pool.fetch("SELECT * FROM visibility")}
+    assert {run: orjson.loads(r["search_attributes"])["CustomerId"] for run, r in rows.items()} == {
+        f"run-{i}": f"c-{i}" for i in range(5)}
+    await pool.execute("DELETE FROM visibility")
+    left_out = await store.apply(pool, [update(i, "c\x00" if i == 3 else f"c-{i}") for i in range(5)], slice_runs=2)
+    assert len(left_out) == 1 and "run run-3: search attributes left out" in left_out[0]
+    rows = {r["run_id"]: r for r in await pool.fetch("SELECT * FROM visibility")}
+    assert sorted(rows) == [f"run-{i}" for i in range(5)] and rows["run-3"]["search_attributes"] is None
+    assert orjson.loads(rows["run-4"]["search_attributes"]) == {"CustomerId": "c-4"}
+
+
 async def test_a_memo_too_deep_to_write_is_left_out_and_the_consumer_goes_on(pool: asyncpg.Pool) -> None:
     """orjson writes at most 255 levels; a deeper memo (stored by history before memos were
     limited, or by a producer outside) raised TypeError out of the write, which killed the

@@ -28,6 +28,14 @@ def test_a_run_is_taken_only_from_the_position_without_a_hole() -> None:
     assert handover.take(1, 2) == []  # the record at 2 was not handed: the consumer fetches it
 
 
+def test_a_take_stops_at_its_limit_and_the_next_goes_on_from_there() -> None:
+    handover = Handover()
+    _tell(handover, 0, range(0, 5))
+    assert handover.take(0, 0, 3) == [b"v0", b"v1", b"v2"]
+    assert handover.take(0, 3, 3) == [b"v3", b"v4"]
+    assert handover._count == 0
+
+
 def test_what_the_consumer_fetched_or_does_not_own_is_dropped() -> None:
     handover = Handover()
     _tell(handover, 0, range(0, 10))

@@ -192,7 +192,9 @@ def test_the_fold_from_bytes_is_the_fold_of_the_full_decode(version: int, kind: 
     assert shortcut.ShortcutDecoder().fold([value]) == projection.fold([projection.decode(value)])
 
 
-def test_the_fold_from_bytes_groups_runs_and_reports_what_it_skips() -> None:
+def _two_runs_and_two_unreadable() -> list[bytes | None]:
+    """Records of two runs, the start of one and a search-attribute marker among them, with
+    two the full decode skips (at indices 2 and 4)."""
     writer = _record_versions()[0]
     named = _named(writer, {})
     start = _example(named["kadence.WorkflowExecutionStartedEventAttributes"], named)
@@ -213,6 +215,11 @@ def test_the_fold_from_bytes_groups_runs_and_reports_what_it_skips() -> None:
         other_run(_encoded(writer, "WorkflowExecutionFailed", 2)),
         _encoded(writer, "TimerFired", 4),
     ]
+    return values
+
+
+def test_the_fold_from_bytes_groups_runs_and_reports_what_it_skips() -> None:
+    values = _two_runs_and_two_unreadable()
     skipped: list[int] = []
     folded = shortcut.ShortcutDecoder().fold(values, lambda index, exc: skipped.append(index))
     assert skipped == [2, 4]
@@ -220,6 +227,19 @@ def test_the_fold_from_bytes_groups_runs_and_reports_what_it_skips() -> None:
     assert [(u.run_id, u.last_event_id, u.status) for u in folded] == [
         ("run-1", 4, None), ("run-2", 2, RunStatus.FAILED)]
     assert folded[0].search_attributes == {"Stage": "paid"} and folded[1].search_attributes == {"Stage": "new"}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+def test_a_batch_folded_a_slice_at_a_time_folds_as_at_once(size: int) -> None:
+    values = _two_runs_and_two_unreadable()
+    decoder = shortcut.ShortcutDecoder()
+    skipped: list[int] = []
+    updates: dict[bytes, projection.RunUpdate] = {}
+    for first in range(0, len(values), size):
+        folded = decoder.fold(values[first:first + size], lambda index, exc: skipped.append(index),
+                              into=updates, first=first)
+    assert skipped == [2, 4]
+    assert folded == list(updates.values()) == shortcut.ShortcutDecoder().fold(values)
 
 
 @pytest.mark.parametrize("event_time", [0, 1, 63, 64, 2**34, 2**41 - 1, 2**41, 1_700_000_000_123, 2**47 - 1, 2**47,
