@@ -7,8 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -152,9 +151,9 @@ def new_producer(bootstrap: str, security: KafkaSecurity | None = None, *, signe
 Record = tuple[str, bytes, bytes, Sequence[tuple[str, bytes]]]  # topic, key, value, headers
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """Where the broker put one published record."""
+class Published(NamedTuple):
+    """Where the broker put one published record (a tuple: built for every record the relay
+    publishes, half the cost of a frozen dataclass's __init__)."""
 
     topic: str
     partition: int

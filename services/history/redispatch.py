@@ -124,7 +124,7 @@ class Redispatcher:
                 rows.extend((0, m) for m in t.outbox)
         self._due = alive
         if rows:
-            await kafka.publish(self.producer, [(m.topic, m.key, m.value, m.headers) for _, m in rows])
+            await kafka.publish(self.producer, [m for _, m in rows])
         return len(rows)
 
 

@@ -101,7 +101,7 @@ class OutboxRelay:
         # Right after the commit, not after the publication: the produce round trip is then
         # off the hop (the record follows, and its consumer takes it as a copy).
         if self.at_commit is not NO_NOTICES:
-            told = [(m.topic, m.key, m.value, m.headers) for _, m in rows if self.at_commit.covers(m.topic, m.key)]
+            told = [m for _, m in rows if self.at_commit.covers(m.topic, m.key)]
             if told:
                 self.at_commit.committed(told, updates)
 
@@ -154,7 +154,7 @@ class OutboxRelay:
                     async with asyncio.timeout(AUDIT_GATHER_S):
                         await self._urgent.wait()
                 self._drain(rows)
-            records = [(m.topic, m.key, m.value, m.headers) for _, m in rows]
+            records = [m for _, m in rows]  # an OutboxMessage is the (topic, key, value, headers) to publish
             while True:
                 try:
                     where = await kafka.publish(self.producer, records)

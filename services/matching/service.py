@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -266,7 +266,7 @@ class MatchingService:
                 break
             if task.task_id in self._noticed or self.is_duplicate(task.task_id):
                 continue
-            q.noticed[task.task_id] = _unstamped(task)  # a later poll reads the update requests of then
+            q.noticed[task.task_id] = task.without_updates()  # a later poll reads the update requests of then
             self._noticed[task.task_id] = key
             kept += 1
         return kept
@@ -315,7 +315,7 @@ class MatchingService:
             given = self._deliver(q, queued)
             # The update requests as of the commit are those of the run now, for the polls
             # just given their tasks; a task that waits is answered with the requests of then.
-            kept = [_unstamped(t) for t in queued[given:given + max(0, READY_MAX - len(q.ready))]]
+            kept = [t.without_updates() for t in queued[given:given + max(0, READY_MAX - len(q.ready))]]
             q.ready.extend(kept)
             self._ready_ids.update(t.task_id for t in kept)
             overflow = queued[given + len(kept):]
@@ -469,7 +469,7 @@ class MatchingService:
     def put_back(self, tasks: list[MatchedTask]) -> None:
         """Return tasks whose poll went away before it answered (they go first)."""
         for task in reversed(tasks):
-            task = _unstamped(task)
+            task = task.without_updates()
             ns, tq = task.task["namespace"], task.task["task_queue"]
             kind = WORKFLOW if task.kind == QUERY else task.kind
             key = QueueKey(ns, tq, kind)
@@ -566,6 +566,3 @@ class MatchingService:
         fut.set_result((result_json, failure))
 
 
-def _unstamped(task: MatchedTask) -> MatchedTask:
-    """``task`` without the update requests of its commit: whoever takes it later reads them."""
-    return task if task.updates is None else replace(task, updates=None)

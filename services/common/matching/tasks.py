@@ -39,6 +39,14 @@ class MatchedTask:
     # update requests waiting as of the commit that scheduled it (None: read them).
     updates: Sequence[Mapping[str, Any]] | None = field(default=None, repr=False)
 
+    def without_updates(self) -> MatchedTask:
+        """This task without the update requests of its commit (whoever takes it later reads
+        them). Built directly: dataclasses.replace checks and copies field by field, and
+        matching does this for every handed task a poll does not take at once."""
+        if self.updates is None:
+            return self
+        return MatchedTask(self.kind, self.task_id, self.task, self.payload, self.traceparent, self.events)
+
     def encoded(self) -> bytes | None:
         """The task's Avro record: its payload, or the record encoded now (None for queries)."""
         return None if self.kind == QUERY else self.encode()
