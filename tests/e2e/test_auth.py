@@ -16,7 +16,6 @@ from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.frontend.auth import api_key_entry
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,7 +33,7 @@ async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> Asy
         api_key_entry("bank-worker", "bank-worker-key", [{"namespace": "bank", "permissions": ["worker"]}]),
     ]}))
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, auth_config=str(config))
+                        frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
     async with Cluster(settings) as c:
         yield c
 

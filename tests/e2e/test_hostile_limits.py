@@ -20,7 +20,6 @@ from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.namespaces import MISS_READ_INTERVAL_S
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 from tests.helpers import eventually
 
 from .test_namespace_limits import _id, _requests_end, limited
@@ -139,7 +138,7 @@ TOKENS: dict[str, str] = {}
 @pytest.fixture
 async def answers_limited(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, namespace_rps=1, namespace_answer_rps=20)
+                        frontend_port=0, session_timeout_ms=2000, namespace_rps=1, namespace_answer_rps=20)
     async with Cluster(settings) as c:
         yield c
 

@@ -23,7 +23,6 @@ from services.history.builder import LocalTask
 from services.matching import MatchingService
 from services.matching import service as matching_service
 from services.matching.queues import QueueKey, RecentTasks
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 from tests.helpers import eventually, stays
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +44,7 @@ async def env(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Env]:
     await db.migrate(fresh_dsn)
     await kafka.ensure_topics(broker.bootstrap, 4, PARTITIONS)
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, task_partitions=PARTITIONS,
-                        session_timeout_ms=SESSION_TIMEOUT_MS, instance_id=f"m-{uuid.uuid4().hex[:6]}")
+                        session_timeout_ms=2000, instance_id=f"m-{uuid.uuid4().hex[:6]}")
     pool = await db.create_pool(fresh_dsn)
     service = MatchingService(settings, pool=pool)
     await service.start()

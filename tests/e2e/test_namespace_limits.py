@@ -22,7 +22,6 @@ from kadence_protocol.topics import REQUESTS
 from services.cluster import Cluster
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 from tests.helpers import eventually
 
 from .test_metrics import _value
@@ -49,7 +48,7 @@ async def _requests_end(bootstrap: str) -> int:
 async def limited(metrics_url: str, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     """A cluster whose defaults are generous; the tests set tight limits on one namespace."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS)
+                        frontend_port=0, session_timeout_ms=2000)
     async with Cluster(settings) as c:
         async with await Client.connect(c.url) as admin:
             for ns in ("flood", "quiet"):

@@ -20,7 +20,6 @@ from services.common import dlq as dead_letters
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.history.audit import audit
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 from tests.helpers import eventually
 
 from ..conftest import new_database
@@ -37,7 +36,7 @@ def _id(prefix: str) -> str:
 async def quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     """A cluster whose retention may be 1 s, and whose jobs look five times a second."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, min_retention_ms=1000,
+                        frontend_port=0, session_timeout_ms=2000, min_retention_ms=1000,
                         retention_interval_ms=200, scheduler_interval_ms=200)
     async with Cluster(settings) as c:
         yield c
@@ -279,7 +278,7 @@ async def test_retention_and_schedules_are_metered(broker: EmbeddedBroker, fresh
     # The meter provider first: the services take their instruments when they start.
     signals = telemetry.setup_from_env("kadence-test", traces="none", metrics_port=0)
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, min_retention_ms=1000,
+                        frontend_port=0, session_timeout_ms=2000, min_retention_ms=1000,
                         retention_interval_ms=200, scheduler_interval_ms=200)
     cluster = Cluster(settings)
     await cluster.start()

@@ -26,7 +26,6 @@ from services.common import dlq as dead_letters
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 from services.common.schedules import ScheduleSpec, workflow_id_for
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 from tests.helpers import eventually
 
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWorkflow
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.timeout(150)
 async def quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     """A cluster whose scheduler looks five times a second."""
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, scheduler_interval_ms=200)
+                        frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
     async with Cluster(settings) as c:
         yield c
 

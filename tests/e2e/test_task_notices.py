@@ -28,7 +28,6 @@ from services.common.matching.errors import MatchingUnavailableError
 from services.common.matching.notices import UNPUBLISHED, TaskNotice
 from services.history.notices import NO_NOTICES, MatchingNotices
 from services.matching.consumer import UNPUBLISHED_LATE_S
-from tests.e2e.conftest import SESSION_TIMEOUT_MS
 from tests.helpers import eventually
 from tests.tracing import in_memory_spans
 
@@ -240,7 +239,7 @@ async def test_a_notice_for_a_partition_owned_elsewhere_is_left(env: Env) -> Non
 @pytest.fixture
 async def separate(request: pytest.FixtureRequest, broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
     settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, colocate=False,
+                        frontend_port=0, session_timeout_ms=2000, colocate=False,
                         task_notices=getattr(request, "param", True))
     async with Cluster(settings) as c:
         yield c
