@@ -13,17 +13,10 @@ from services.common import telemetry
 from services.common.config import Settings
 from services.common.embedded import EmbeddedBroker
 
-# The broker answers a new consumer group's first join after half its session timeout, and a
-# cluster's start waits for history's: 1 s here instead of 2 s takes 0.5 s off every cluster's
-# start. Each of a cluster's groups has this one process as its only member, which the broker
-# does not evict for a late heartbeat (a stalled event loop); tests with a second member of a
-# group (failover) set their own timeout.
-SESSION_TIMEOUT_MS = 1000
-
 
 def _settings(broker: EmbeddedBroker, dsn: str, *, colocate: bool = True) -> Settings:
     return Settings(kafka_bootstrap=broker.bootstrap, database_url=dsn, shards=2, task_partitions=2,
-                    frontend_port=0, session_timeout_ms=SESSION_TIMEOUT_MS, colocate=colocate)
+                    frontend_port=0, session_timeout_ms=2000, colocate=colocate)
 
 
 @pytest.fixture
@@ -37,8 +30,8 @@ async def module_cluster(module_broker: EmbeddedBroker, module_dsn: str) -> Asyn
     """One cluster for all the tests of a module, for modules whose tests each use their own
     workflow ids and task queues and leave the cluster as they found it (no test stops,
     breaks or patches a service, or counts what the whole cluster holds). A cluster takes
-    over half a second to start (the broker answers the first consumer-group join after half
-    the session timeout), more than many tests take themselves. Such a module opts in by overriding
+    over a second to start (the broker answers the first consumer-group join after about
+    1 s), more than many tests take themselves. Such a module opts in by overriding
     ``cluster`` with it; a test that needs its own cluster builds it from ``broker`` and
     ``fresh_dsn``."""
     async with Cluster(_settings(module_broker, module_dsn)) as c:

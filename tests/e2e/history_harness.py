@@ -23,11 +23,8 @@ SHARDS = 2
 
 
 def settings_for(bootstrap: str, dsn: str, **kw: Any) -> Settings:
-    """One history service's settings; its start waits for its group's first join, answered
-    after half the session timeout. 1 s suits a group this process is the only member of (its
-    late heartbeats evict no one); a test running two members at once passes its own, longer."""
     return Settings(kafka_bootstrap=bootstrap, database_url=dsn, shards=SHARDS, task_partitions=2,
-                    **{"session_timeout_ms": 1000, **kw})
+                    session_timeout_ms=2000, **kw)
 
 
 class _EveryTask:

@@ -4,7 +4,6 @@ when start returns and a stop right after a start waits for no join."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from services.cluster import Cluster
@@ -13,14 +12,13 @@ from tests.helpers import eventually
 
 from .conftest import _settings
 
-# Well under the broker's answer to a new group's join (about 1 s: half the 2 s session
-# timeout set here), well over a stop (~0.03 s).
+# Well under the broker's answer to a new group's join (about 1 s), well over a stop (~0.03 s).
 PROMPTLY = 0.5
 
 
 async def test_visibility_holds_its_partitions_when_start_returns_and_a_stop_waits_for_no_join(
         broker: EmbeddedBroker, fresh_dsn: str) -> None:
-    cluster = Cluster(dataclasses.replace(_settings(broker, fresh_dsn), session_timeout_ms=2000))
+    cluster = Cluster(_settings(broker, fresh_dsn))
     await cluster.start()
     try:
         await eventually(lambda: cluster.visibility._consumer.assignment(), timeout=PROMPTLY,

@@ -205,8 +205,7 @@ async def test_a_shard_taken_over_on_an_idle_partition_resumes_at_its_stored_off
     wid = f"takeover-{uuid.uuid4().hex[:6]}"
     await db.migrate(fresh_dsn)
     await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
-    # Two members of one group: a late heartbeat (a stalled loop) would move partitions.
-    services = [HistoryService(settings_for(broker.bootstrap, fresh_dsn, session_timeout_ms=2000)) for _ in range(2)]
+    services = [HistoryService(settings_for(broker.bootstrap, fresh_dsn)) for _ in range(2)]
     running: list[HistoryService] = []
     try:
         async with Topics(broker.bootstrap) as io:

@@ -101,10 +101,9 @@ def _history_joining(cluster: Cluster) -> bool:
 async def test_a_cluster_start_cancelled_while_history_joins_its_group_leaves_nothing_running(
         broker: EmbeddedBroker, fresh_dsn: str) -> None:
     before = set(asyncio.all_tasks())
-    cluster = Cluster(dataclasses.replace(_settings(broker, fresh_dsn), session_timeout_ms=2000))
+    cluster = Cluster(_settings(broker, fresh_dsn))
     starting = asyncio.create_task(cluster.start())
-    # History's start waits for its group's first join: the broker answers it after about 1 s
-    # (half the session timeout).
+    # History's start waits for its group's first join: the broker answers it after about 1 s.
     await eventually(lambda: _history_joining(cluster), timeout=30, every=0.01, what="history joining its group")
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
