@@ -26,6 +26,8 @@ QUEUE = "q-cancel-no-retry"
 
 # Attempts the activities started, by workflow id (they run in this process).
 ATTEMPTS: dict[str, list[int]] = {}
+# Set by the test once the run closed: the clean-up of its cancelled activity may end.
+CLEANUP_MAY_END: dict[str, asyncio.Event] = {}
 
 
 @activity.defn
@@ -38,13 +40,15 @@ async def fails_when_cancelled(cleanup: str) -> str:
     except asyncio.CancelledError:
         if cleanup == "raise":
             raise RuntimeError("the clean-up failed") from None
-        # A clean-up far longer than the heartbeat timeout, without heartbeats, that no
-        # further cancellation cuts short: history times the attempt out.
-        deadline = asyncio.get_running_loop().time() + 6
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        # A clean-up without heartbeats, that no further cancellation cuts short, lasting
+        # until the test has seen the run close (history timed the attempt out), a minute at
+        # most: longer than the heartbeat timeout by construction, not by a guessed margin.
+        may_end = CLEANUP_MAY_END.setdefault(activity.info().workflow_id, asyncio.Event())
+        deadline = asyncio.get_running_loop().time() + 60
+        while not may_end.is_set() and (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                await asyncio.sleep(left)
-            except asyncio.CancelledError:
+                await asyncio.wait_for(may_end.wait(), left)
+            except (asyncio.CancelledError, TimeoutError):
                 pass
         raise
     return "never cancelled"
@@ -73,7 +77,10 @@ async def test_an_activity_asked_to_cancel_is_not_retried(client: Client, cleanu
     wid = f"cancel-no-retry-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=QUEUE, workflows=[CancelsItsActivity], activities=[fails_when_cancelled]):
         handle = await client.start_workflow(CancelsItsActivity.run, cleanup, id=wid, task_queue=QUEUE)
-        assert await handle.result(timeout=20) == "cancelled"
+        try:
+            assert await handle.result(timeout=20) == "cancelled"
+        finally:
+            CLEANUP_MAY_END.setdefault(wid, asyncio.Event()).set()
     assert ATTEMPTS[wid] == [1]
     events = [e["event_type"] for e in await handle.history()]
     closing = "ActivityTaskFailed" if cleanup == "raise" else "ActivityTaskTimedOut"

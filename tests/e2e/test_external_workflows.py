@@ -15,12 +15,20 @@ from typing import Any
 import pytest
 
 from kadence import ApplicationError, CanceledError, Client, Replayer, Worker, WorkflowFailureError, workflow
+from services.cluster import Cluster
 from services.common import kafka
 
 from ..helpers import eventually
 
 pytestmark = pytest.mark.timeout(90)
 QUEUE = "q-external"
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    """This module's tests share one cluster (tests/e2e/conftest.py module_cluster): each test's
+    runs have ids of their own and close within it."""
+    return module_cluster
 SAW_CANCEL: set[str] = set()
 
 

@@ -24,8 +24,10 @@ from kadence import kafka as ingress
 from kadence_protocol import avro
 from services.cluster import Cluster
 from services.common import kafka, validation
-from services.common.embedded import EmbeddedBroker
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
 
+from ..conftest import new_database
+from .conftest import _settings
 from .history_harness import SHARDS, Topics, history_running, start_record
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 
@@ -242,6 +244,19 @@ async def _post(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[st
         return resp.status, await resp.json()
 
 
+@pytest.fixture(scope="module")
+async def http_cluster(postgres: EmbeddedPostgres) -> AsyncIterator[Cluster]:
+    """One cluster for the HTTP checks that refuse commands and start runs of ids of their own
+    (a cluster start per case tested nothing), on a broker and database of its own: the
+    module's are shared_history's."""
+    broker = await EmbeddedBroker.start()
+    try:
+        async with new_database(postgres) as dsn, Cluster(_settings(broker, dsn)) as cluster:
+            yield cluster
+    finally:
+        broker.stop()
+
+
 @pytest.mark.parametrize(("field", "change"), [
     ("workflow_type", {"workflow_type": "T\x00"}),
     ("request_id", {"request_id": "r\x00"}),
@@ -249,15 +264,16 @@ async def _post(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[st
     ("input", {"input": [float("nan")]}),
 ])
 async def test_a_hostile_start_over_http_is_a_400_naming_the_field(
-        cluster: Cluster, field: str, change: dict[str, Any]) -> None:
-    body = {"workflow_id": "wf-http", "workflow_type": "EchoWorkflow", "task_queue": "q-http", "input": ["x"]}
-    status, answer = await _post(cluster.url, "/workflows", body | change)
+        http_cluster: Cluster, field: str, change: dict[str, Any]) -> None:
+    body = {"workflow_id": f"wf-http-{field}", "workflow_type": "EchoWorkflow", "task_queue": "q-http", "input": ["x"]}
+    status, answer = await _post(http_cluster.url, "/workflows", body | change)
     assert status == 400 and answer["error"] == "InvalidArgument" and answer["field"] == field
-    status, answer = await _post(cluster.url, "/workflows", body)
+    status, answer = await _post(http_cluster.url, "/workflows", body)
     assert status == 201 and answer["run_id"]
 
 
-async def test_a_hostile_cancel_over_http_is_a_400_naming_the_field(cluster: Cluster) -> None:
+async def test_a_hostile_cancel_over_http_is_a_400_naming_the_field(http_cluster: Cluster) -> None:
+    cluster = http_cluster
     # 600 characters pass the handler's length check; 2400 bytes do not pass the one check
     # history runs too (the request id is stored in an index).
     status, answer = await _post(cluster.url, "/workflows/wf-http-cancel/cancel",
