@@ -1,0 +1,73 @@
+"""Odd identifiers on every way in: whatever id the API takes, the SDK, the CLI and the web
+UI name again; what no call could name ('.' and '..', dot segments HTTP clients resolve
+away) is refused on every way in, naming the field."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import unicodedata
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from kadence import Client
+from kadence._cli.workflow import workflow as workflow_group
+from services.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(60)
+
+UI = {"X-Kadence-UI": "1"}
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    return module_cluster
+
+
+async def _start(http: aiohttp.ClientSession, cluster: Cluster, **body: Any) -> tuple[int, dict[str, Any]]:
+    body = {"workflow_type": "T", "task_queue": "q-nobody", **body}
+    async with http.post(f"{cluster.url}/api/v1/namespaces/default/workflows", json=body) as answer:
+        return answer.status, await answer.json()
+
+
+async def _started(http: aiohttp.ClientSession, cluster: Cluster, ids: list[str]) -> dict[str, str]:
+    runs = {}
+    for wid in ids:
+        status, answer = await _start(http, cluster, workflow_id=wid)
+        assert status == 201 and answer["workflow_id"] == wid, (wid, answer)
+        runs[wid] = answer["run_id"]
+    return runs
+
+
+def _cli_describe(cluster: Cluster, workflow_id: str) -> Any:
+    return CliRunner().invoke(workflow_group, ["describe", "-w", workflow_id, "--output", "json"],
+                              env={"KADENCE_ADDRESS": cluster.url, "KADENCE_NAMESPACE": "default"})
+
+
+async def test_every_odd_id_the_api_takes_is_described_signaled_and_read_again(cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:6]
+    nfc = unicodedata.normalize("NFC", f"caf\u00e9-{tag}")
+    ids = [f"a/{tag}", f"a%2F{tag}", f"x/{tag}/history", f"{{{tag}}}", f" {tag} ", f"z\u200b{tag}", nfc,
+           unicodedata.normalize("NFD", nfc), f"a?b#{tag}", f"..{tag}", tag + "q" * 994, "\U0001f600" * 500]
+    client = await Client.connect(cluster.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            runs = await _started(http, cluster, ids)
+            # Ids are compared as they are: the NFC and NFD forms of one name are two workflows.
+            assert runs[nfc] != runs[unicodedata.normalize("NFD", nfc)]
+            for wid in ids:
+                handle = client.get_workflow_handle(wid)
+                described = await handle.describe()
+                assert (described["workflow_id"], described["run_id"]) == (wid, runs[wid]), wid
+                await handle.signal("poke", wid)
+                assert (await handle.history())[-1]["event_type"] == "WorkflowExecutionSignaled", wid
+                await handle.terminate("done")
+            for wid in (f"a/{tag}", f" {tag} "):
+                cli = await asyncio.to_thread(_cli_describe, cluster, wid)
+                assert cli.exit_code == 0 and json.loads(cli.output)["run_id"] == runs[wid], (wid, cli.output)
+    finally:
+        await client.close()
