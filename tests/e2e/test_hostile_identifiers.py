@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from kadence import Client
+from kadence import kafka as ingress
 from kadence._cli.workflow import workflow as workflow_group
+from kadence._http import path_segment
 from services.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,3 +73,30 @@ async def test_every_odd_id_the_api_takes_is_described_signaled_and_read_again(c
                 assert cli.exit_code == 0 and json.loads(cli.output)["run_id"] == runs[wid], (wid, cli.output)
     finally:
         await client.close()
+
+
+async def test_a_dot_segment_is_refused_as_a_new_workflow_id_task_queue_or_schedule_id(cluster: Cluster) -> None:
+    """'.' and '..' were started (201) and then never described, signaled or polled: every HTTP
+    client resolves a dot segment of a path away (404, or 405 on a shorter route)."""
+    tag = uuid.uuid4().hex[:6]
+    async with aiohttp.ClientSession() as http:
+        for dots in (".", ".."):
+            status, answer = await _start(http, cluster, workflow_id=dots)
+            assert (status, answer["field"]) == (400, "workflow_id"), answer
+            status, answer = await _start(http, cluster, workflow_id=f"w-{tag}", task_queue=dots)
+            assert (status, answer["field"]) == (400, "task_queue"), answer
+            for schedule_id, queue, field in ((dots, "q", "schedule_id"), (f"s-{tag}", dots, "action.task_queue")):
+                async with http.post(f"{cluster.url}/api/v1/namespaces/default/schedules",
+                                     json={"schedule_id": schedule_id, "spec": {"interval": "1h"},
+                                           "action": {"workflow_type": "T", "task_queue": queue}}) as created:
+                    refused = await created.json()
+                    assert (created.status, refused["field"]) == (400, field), refused
+        # Over Kafka too: refused with a reply, not started as a run no HTTP call could name.
+        async with ingress.KafkaIngress(cluster.settings.kafka_bootstrap) as kafka:
+            reply = await kafka.start_workflow("default", "..", "T", "q-nobody")
+            assert not reply.ok and reply.error_type == "InvalidArgument" and "workflow_id" in (reply.error_message or "")
+        # '...' is no dot segment: taken and named again.
+        status, answer = await _start(http, cluster, workflow_id=f"...{tag}", task_queue="...")
+        assert status == 201, answer
+        async with http.get(f"{cluster.url}/api/v1/namespaces/default/workflows/{path_segment(f'...{tag}')}") as got:
+            assert (await got.json())["task_queue"] == "..."
