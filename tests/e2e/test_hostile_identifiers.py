@@ -5,6 +5,7 @@ away) is refused on every way in, naming the field."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import unicodedata
 import uuid
@@ -100,3 +101,33 @@ async def test_a_dot_segment_is_refused_as_a_new_workflow_id_task_queue_or_sched
         assert status == 201, answer
         async with http.get(f"{cluster.url}/api/v1/namespaces/default/workflows/{path_segment(f'...{tag}')}") as got:
             assert (await got.json())["task_queue"] == "..."
+
+
+async def test_the_web_ui_shows_and_acts_on_a_workflow_or_schedule_whose_id_has_braces(cluster: Cluster) -> None:
+    """The UI's routes took aiohttp's default segment pattern, which refuses '{' and '}': the
+    page of workflow '{x}' and its buttons answered 404, though the API takes the id."""
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"{{{tag}}}", f"}}{tag}{{"]
+    client = await Client.connect(cluster.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _started(http, cluster, ids)
+            for wid in ids:
+                async with http.get(f"{cluster.url}/ui/namespaces/default/workflows/{path_segment(wid)}") as page:
+                    assert page.status == 200 and html.escape(wid) in await page.text(), (wid, page.status)
+                async with http.post(f"{cluster.url}/ui/api/namespaces/default/workflows/{path_segment(wid)}"
+                                     "/terminate", json={"reason": "from the ui"}, headers=UI) as answer:
+                    assert answer.status == 200, await answer.text()
+                assert (await client.get_workflow_handle(wid).describe())["status"] == "Terminated"
+            sid = f"{{s-{tag}}}"
+            async with http.post(f"{cluster.url}/api/v1/namespaces/default/schedules",
+                                 json={"schedule_id": sid, "spec": {"interval": "1h"}, "paused": True,
+                                       "action": {"workflow_type": "T", "task_queue": "q-nobody"}}) as created:
+                assert created.status == 201, await created.text()
+            async with http.post(f"{cluster.url}/ui/api/namespaces/default/schedules/{path_segment(sid)}/unpause",
+                                 json={}, headers=UI) as answer:
+                assert answer.status == 200 and not (await answer.json())["paused"], await answer.text()
+            async with http.delete(f"{cluster.url}/api/v1/namespaces/default/schedules/{path_segment(sid)}"):
+                pass
+    finally:
+        await client.close()
