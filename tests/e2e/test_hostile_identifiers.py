@@ -131,3 +131,25 @@ async def test_the_web_ui_shows_and_acts_on_a_workflow_or_schedule_whose_id_has_
                 pass
     finally:
         await client.close()
+
+
+async def test_a_workflow_named_count_is_described_not_counted(cluster: Cluster) -> None:
+    """GET /workflows/count is the count route: the SDK's describe of workflow "count" got
+    {"count": n} back, and `kadence workflow describe -w count` printed it as the run."""
+    client = await Client.connect(cluster.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            status, answer = await _start(http, cluster, workflow_id="count", id_conflict_policy="UseExisting")
+            assert status == 201, answer
+            run = answer["run_id"]
+            described = await client.get_workflow_handle("count").describe()
+            assert (described["workflow_id"], described["run_id"]) == ("count", run), described
+            assert (await client.get_workflow_handle("count", run_id=run).describe())["run_id"] == run
+            cli = await asyncio.to_thread(_cli_describe, cluster, "count")
+            assert cli.exit_code == 0 and json.loads(cli.output)["run_id"] == run, cli.output
+            # Without run_id the path is the count, as documented.
+            async with http.get(f"{cluster.url}/api/v1/namespaces/default/workflows/count") as counted:
+                assert set(await counted.json()) == {"count"}
+        await client.get_workflow_handle("count").terminate("done")
+    finally:
+        await client.close()
