@@ -122,6 +122,11 @@ def text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     return value
 
 
+def has_surrogate(value: str) -> bool:
+    """Whether ``value`` holds a lone surrogate (JSON's "\\ud800" read as text)."""
+    return _SURROGATE.search(value) is not None
+
+
 def _unicode(value: str, field: str) -> None:
     """No NUL (PostgreSQL's text refuses it) and no lone surrogate (no UTF-8 form: Avro and
     PostgreSQL both refuse it)."""

@@ -1,0 +1,52 @@
+"""A payload is held to its limits by its size as sent: the frontend writes arguments and a
+memo again as JSON text, and wrote every non-ASCII character escaped ('é' as 6 bytes, '😀' as
+12), so a body well under the 1 MiB request limit became a payload over 2 MiB (400) or a
+record over the broker's 1 MiB (503, retried by every client as if the broker were down)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import aiohttp
+import pytest
+
+from kadence import Client
+from services.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    return module_cluster
+
+
+async def test_non_ascii_arguments_and_memo_are_taken_by_their_size_as_sent(cluster: Cluster) -> None:
+    base = f"{cluster.url}/api/v1/namespaces/default/workflows"
+    wid = f"utf8-{uuid.uuid4().hex[:8]}"
+    # 600 KB and 1 MB in UTF-8 (the second just under the request limit), 1.8 MB and 3.1 MB escaped.
+    texts = ["\u00e9" * 300_000, "\u00e9\U0001f600" * 173_000, "\ud800 kept escaped"]
+    memo = {"note": "\u00e9" * 300_000}
+    client = await Client.connect(cluster.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(base, data=io.BytesIO(json.dumps(
+                    {"workflow_id": wid, "workflow_type": "T", "task_queue": "q-nobody", "memo": memo},
+                    ensure_ascii=False).encode()), headers={"Content-Type": "application/json"}) as started:
+                assert started.status == 201, await started.text()
+            for text in texts:
+                # A lone surrogate has no UTF-8 form: a client sends it escaped.
+                body = json.dumps({"signal_name": "s", "input": [text]}, ensure_ascii="\ud800" in text).encode()
+                assert len(body) < 1024 * 1024
+                async with http.post(f"{base}/{wid}/signal", data=io.BytesIO(body),
+                                     headers={"Content-Type": "application/json"}) as signaled:
+                    assert signaled.status == 200, (len(text), signaled.status, (await signaled.text())[:300])
+        handle = client.get_workflow_handle(wid)
+        signals = [e for e in await handle.history() if e["event_type"] == "WorkflowExecutionSignaled"]
+        assert [json.loads(e["attributes"]["input"]) for e in signals] == [[t] for t in texts]
+        assert (await handle.describe())["memo"] == memo
+        await handle.terminate("done")
+    finally:
+        await client.close()
