@@ -50,3 +50,23 @@ async def test_non_ascii_arguments_and_memo_are_taken_by_their_size_as_sent(clus
         await handle.terminate("done")
     finally:
         await client.close()
+
+
+async def test_a_record_over_the_brokers_limit_is_refused_as_too_large_not_unavailable(cluster: Cluster) -> None:
+    """A body under the request limit can still make a record over the broker's: the workflow
+    id comes from the path (up to 2000 bytes) besides the body. That was 503 Unavailable with
+    Retry-After, which every client retries, for a record that is refused every time."""
+    wid = f"long-{uuid.uuid4().hex[:8]}-" + "\u00e9" * 985  # 1000 characters, 1984 bytes
+    base = f"{cluster.url}/api/v1/namespaces/default/workflows"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(base, json={"workflow_id": wid, "workflow_type": "T", "task_queue": "q-nobody"}) as a:
+            assert a.status == 201, await a.text()
+        body = json.dumps({"signal_name": "s", "input": ["x" * (1024 * 1024 - 100)]}).encode()
+        assert len(body) < 1024 * 1024
+        async with http.post(f"{base}/{wid}/signal", data=io.BytesIO(body),
+                             headers={"Content-Type": "application/json"}) as refused:
+            answer = await refused.json()
+            assert (refused.status, answer["error"]) == (413, "RequestEntityTooLarge"), answer
+            assert "Retry-After" not in refused.headers and "1 MiB" in answer["message"]
+        async with http.post(f"{base}/{wid}/terminate", json={"reason": "done"}) as a:
+            assert a.status == 200
