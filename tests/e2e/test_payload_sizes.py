@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from kadence import Client
+from kadence import kafka as ingress
 from services.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,3 +71,27 @@ async def test_a_record_over_the_brokers_limit_is_refused_as_too_large_not_unava
             assert "Retry-After" not in refused.headers and "1 MiB" in answer["message"]
         async with http.post(f"{base}/{wid}/terminate", json={"reason": "done"}) as a:
             assert a.status == 200
+
+
+async def test_kafka_ingress_sends_a_payload_up_to_historys_limit_and_history_refuses_past_it(
+        cluster: Cluster) -> None:
+    """docs/protocol.md: a payload between 1 and 2 MiB comes in as a kadence.requests record.
+    KafkaIngress's producer kept aiokafka's 1 MiB request limit and raised
+    MessageSizeTooLargeError in the client for any such record."""
+    wid = f"big-{uuid.uuid4().hex[:8]}"
+    client = await Client.connect(cluster.url)
+    try:
+        async with ingress.KafkaIngress(cluster.settings.kafka_bootstrap) as kafka:
+            assert (await kafka.start_workflow("default", wid, "T", "q-nobody")).ok
+            taken = "x" * (2 * 1024 * 1024 - 10)  # with its quotes and brackets: 6 bytes under the limit
+            reply = await kafka.signal_workflow("default", wid, "s", [taken])
+            assert reply.ok, reply
+            refused = await kafka.signal_workflow("default", wid, "s", [taken + "y" * 7])
+            assert (refused.ok, refused.error_type) == (False, "InvalidArgument") and "input" in str(
+                refused.error_message)
+        handle = client.get_workflow_handle(wid)
+        signals = [e for e in await handle.history() if e["event_type"] == "WorkflowExecutionSignaled"]
+        assert [json.loads(e["attributes"]["input"]) for e in signals] == [[taken]]
+        await handle.terminate("done")
+    finally:
+        await client.close()
