@@ -13,7 +13,7 @@ import pytest
 from services.common import kafka
 from services.common.embedded import EmbeddedBroker
 
-from .history_harness import SHARDS, Topics, history_running, start_record
+from .history_harness import SHARDS, Topics, history_running, start_record, task_ref
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,3 +52,30 @@ async def test_starts_of_one_id_in_one_batch_leave_one_running_run(broker: Embed
             assert started["ok"] and (refused["ok"], refused["error_type"]) == (False, "WorkflowAlreadyStarted")
             assert refused["run_id"] == started["run_id"]
             assert await _statuses(fresh_dsn, reused) == ["Running", "Terminated"]
+
+
+async def test_a_signal_in_the_batch_of_a_continue_as_new_reaches_the_new_run(
+        broker: EmbeddedBroker, fresh_dsn: str) -> None:
+    """The new run of a continue-as-new was not current until the commit either: a signal
+    without run_id after it in the same batch found the closed run and was refused
+    (WorkflowNotFound: no open run to signal) though the workflow went on."""
+    wid = f"can-{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(broker.bootstrap, SHARDS, 2)
+    async with Topics(broker.bootstrap) as io:
+        start = start_record(wid)
+        async with history_running(broker.bootstrap, fresh_dsn):
+            await io.send("StartWorkflowExecution", start)
+            first = (await io.next(kafka.REPLIES, request_id=start["request_id"]))["run_id"]
+            task = await io.next(kafka.TASKS, "WorkflowTask", workflow_id=wid)
+        # History stopped: the next one takes these three in one batch.
+        await io.send("RecordWorkflowTaskStarted", task_ref(task))
+        await io.send("RespondWorkflowTaskCompleted", task_ref(task) | {"commands": [
+            {"command_type": "ContinueAsNewWorkflowExecution",
+             "attributes": {"workflow_type": "", "task_queue": "", "input": '["again"]'}}]})
+        signal = {"namespace": "default", "workflow_id": wid, "run_id": None, "signal_name": "poke", "input": None,
+                  "request_id": uuid.uuid4().hex, "identity": "test", "reply_to": "tester"}
+        await io.send("SignalWorkflowExecution", signal)
+        async with history_running(broker.bootstrap, fresh_dsn):
+            reply = await io.next(kafka.REPLIES, request_id=signal["request_id"])
+            assert reply["ok"] and reply["run_id"] not in (None, first), reply
+            assert await _statuses(fresh_dsn, wid) == ["ContinuedAsNew", "Running"]
