@@ -561,7 +561,8 @@ class WorkflowHandle:
     async def describe(self) -> dict[str, Any]:
         """The run's state; its ``memo`` (if any) with the payload codec undone. Asked again
         through outages within the client's retry budget, as history() is."""
-        answer = await self.client._read(self._path, {"run_id": self._target_run_id},
+        # run_id always, even empty (the latest run): GET /workflows/count is otherwise the count.
+        answer = await self.client._read(self._path, {"run_id": self._target_run_id or ""},
                                          what=f"describe of workflow {self.workflow_id}")
         if answer.get("memo") is not None:
             answer["memo"] = await self.client._decode_memo(answer["memo"])

@@ -186,6 +186,14 @@ def decode_reply(data: bytes) -> Reply:
     return Reply(**record)
 
 
+# The largest record KafkaIngress sends: a command with every payload at history's limit (2 MiB
+# each: input, memo, search attributes, a signal-with-start's signal input) and its ids. A field
+# over its limit is history's to refuse, with a reply; a record over the broker's own limit
+# (message.max.bytes) the broker's, with MessageSizeTooLargeError. aiokafka's default, 1 MiB,
+# refused in the client a payload history takes.
+MAX_RECORD_BYTES = 9 * 1024 * 1024
+
+
 class KafkaIngress:
     """An aiokafka producer for commands plus a reader of their replies.
 
@@ -202,7 +210,8 @@ class KafkaIngress:
         self.reply_to = reply_to or f"ingress-{uuid.uuid4().hex[:12]}"
         self.reply_timeout = reply_timeout
         self.signer = signer if signer is not None else IngressSigner.from_env()
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options(security))
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_RECORD_BYTES,
+                                          **client_options(security))
         self._replies = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                          fetch_max_wait_ms=50, **client_options(security))
         # Per request id, its commands waiting for a reply, oldest first: a command sent again

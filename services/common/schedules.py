@@ -288,6 +288,8 @@ class ScheduleAction:
             if value is not None:
                 try:
                     validation.name(value, f"action.{name}")
+                    if name != "workflow_type":
+                        validation.addressable(value, f"action.{name}")
                 except validation.Invalid as exc:
                     raise ScheduleError(exc.message, exc.field) from None
         for name in ("input", "memo", "search_attributes"):

@@ -89,6 +89,20 @@ def name(value: object, field: str) -> str:
     return _bounded(value, field)
 
 
+# Dot segments: in a URL path HTTP clients resolve them away (RFC 3986, 5.2.4), so a workflow
+# or queue of this id could be started but never described, signaled or polled over HTTP.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def addressable(value: str, field: str) -> str:
+    """A name that becomes one segment of an HTTP path (a new workflow's id, a task queue):
+    not a dot segment, which no call could name."""
+    if value in DOT_SEGMENTS:
+        raise Invalid(field, f"cannot be {value!r}: in a URL path it is a dot segment, which HTTP clients"
+                             " resolve away, so no call could name it")
+    return value
+
+
 def optional_name(value: object, field: str) -> str | None:
     """An identifier that may be absent or empty (a run id, a request id, an identity)."""
     if value is None:
@@ -106,6 +120,11 @@ def text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise TooLarge(field, f"must be at most {max_chars} characters")
     _unicode(value, field)
     return value
+
+
+def has_surrogate(value: str) -> bool:
+    """Whether ``value`` holds a lone surrogate (JSON's "\\ud800" read as text)."""
+    return _SURROGATE.search(value) is not None
 
 
 def _unicode(value: str, field: str) -> None:
@@ -271,8 +290,9 @@ def _request(cmd: Command) -> None:
 
 def _start(cmd: Command, limits: Limits) -> None:
     _workflow(cmd)
+    addressable(cmd["workflow_id"], "workflow_id")
     name(cmd["workflow_type"], "workflow_type")
-    name(cmd["task_queue"], "task_queue")
+    addressable(name(cmd["task_queue"], "task_queue"), "task_queue")
     payload(cmd["input"], "input", limits, array=True)
     duration_ms(cmd["execution_timeout_ms"], "execution_timeout_ms")
     duration_ms(cmd["workflow_task_timeout_ms"], "workflow_task_timeout_ms")
@@ -474,7 +494,7 @@ def commands(value: object, field: str, limits: Limits = DEFAULT_LIMITS) -> None
 def _schedule_activity(a: Command, at: str, limits: Limits) -> None:
     name(a["activity_id"], f"{at}.activity_id")
     name(a["activity_type"], f"{at}.activity_type")
-    optional_name(a["task_queue"], f"{at}.task_queue")
+    addressable(optional_name(a["task_queue"], f"{at}.task_queue") or "", f"{at}.task_queue")
     payload(a["input"], f"{at}.input", limits, array=True)
     for field in ("schedule_to_close_timeout_ms", "schedule_to_start_timeout_ms", "start_to_close_timeout_ms",
                   "heartbeat_timeout_ms"):
@@ -503,7 +523,7 @@ def _fail(a: Command, at: str, limits: Limits) -> None:
 
 def _continue_as_new(a: Command, at: str, limits: Limits) -> None:
     optional_name(a["workflow_type"], f"{at}.workflow_type")  # empty: the same type
-    optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the same queue
+    addressable(optional_name(a["task_queue"], f"{at}.task_queue") or "", f"{at}.task_queue")  # empty: the same
     payload(a["input"], f"{at}.input", limits, array=True)
     _memo(a.get("memo"), f"{at}.memo", limits)
     _memo(a.get("search_attributes"), f"{at}.search_attributes", limits)  # a JSON object too (Command v6)
@@ -606,9 +626,9 @@ def _event_id(value: object, field: str) -> int:
 
 
 def _start_child(a: Command, at: str, limits: Limits) -> None:
-    name(a["workflow_id"], f"{at}.workflow_id")
+    addressable(name(a["workflow_id"], f"{at}.workflow_id"), f"{at}.workflow_id")
     name(a["workflow_type"], f"{at}.workflow_type")
-    optional_name(a["task_queue"], f"{at}.task_queue")  # empty: the parent's queue
+    addressable(optional_name(a["task_queue"], f"{at}.task_queue") or "", f"{at}.task_queue")  # empty: the parent's
     payload(a["input"], f"{at}.input", limits, array=True)
     for field in ("execution_timeout_ms", "run_timeout_ms", "workflow_task_timeout_ms"):
         duration_ms(a[field], f"{at}.{field}")

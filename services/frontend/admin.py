@@ -37,6 +37,7 @@ from services.common.schedules import (
     ScheduleSpec,
     iso_utc,
 )
+from services.common.validation import DOT_SEGMENTS
 from services.common.visibility.reads import VisibilityReads
 from services.common.visibility.sql import QueryError, stored_attributes
 
@@ -118,7 +119,7 @@ class AdminHandlers:
 
     async def create_namespace(self, path: Params, query: Params, body: dict[str, Any]) -> Answer:
         name = v.namespace(body.get("name"))
-        if name in (".", ".."):  # dot segments: HTTP clients resolve them away (RFC 3986, 5.2.4)
+        if name in DOT_SEGMENTS:  # dot segments: HTTP clients resolve them away (RFC 3986, 5.2.4)
             raise InvalidArgument(f"name {name!r} cannot be a namespace: in a path it is a dot segment, which"
                                   " HTTP clients remove, so no call of the SDK or the CLI would reach it", field="name")
         retention = self._retention(body)
@@ -170,6 +171,9 @@ class AdminHandlers:
         sid = v.name(body, "schedule_id")
         if len(sid) > MAX_SCHEDULE_ID:
             raise InvalidArgument(f"schedule_id must be at most {MAX_SCHEDULE_ID} characters", field="schedule_id")
+        if sid in DOT_SEGMENTS:  # as a namespace's name: no call could name it in a path
+            raise InvalidArgument(f"schedule_id {sid!r} is a dot segment in a path, which HTTP clients resolve"
+                                  " away, so no call could name the schedule", field="schedule_id")
         try:
             d = ScheduleDefinition.from_json(body)
         except ScheduleError as exc:

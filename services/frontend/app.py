@@ -246,6 +246,18 @@ def _any_segment(path: str) -> str:
     return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
 
 
+def _count_or_describe(count: RouteHandler, describe: RouteHandler) -> RouteHandler:
+    """``GET /workflows/count`` counts runs; with a ``run_id`` parameter, which a count never
+    takes, it describes the workflow whose id is "count", the one id its path cannot tell apart.
+    The SDK and the CLI always send ``run_id`` with a describe (empty: the latest run)."""
+    async def route(request: web.Request) -> web.StreamResponse:
+        if "run_id" not in request.query:
+            return await count(request)
+        request.match_info["workflow_id"] = "count"
+        return await describe(request)
+    return route
+
+
 def build_app(handlers: Handlers, auth: Authenticator | None = None,
               health_sources: dict[str, HealthSource] | None = None, fatal: Fatal | None = None,
               ui: UiData | None = None, admin: AdminHandlers | None = None,
@@ -259,10 +271,11 @@ def build_app(handlers: Handlers, auth: Authenticator | None = None,
     handlers.cron_starts = admin
     if admin is not None:
         admin.quotas = quotas
+    routes = {name: _route(handlers, name, has_body=method == "POST", auth=auth, namespaces=registry, quotas=quotas)
+              for method, _, name in ROUTES}
+    routes["count_workflows"] = _count_or_describe(routes["count_workflows"], routes["describe"])
     for method, path, name in ROUTES:
-        app.router.add_route(method, _any_segment(PREFIX + path),
-                             _route(handlers, name, has_body=method == "POST", auth=auth, namespaces=registry,
-                                    quotas=quotas))
+        app.router.add_route(method, _any_segment(PREFIX + path), routes[name])
     for method, path, name in ADMIN_ROUTES if admin is not None else ():
         app.router.add_route(method, _any_segment(path),
                              _route(admin, name, has_body=method in ("POST", "PATCH"), auth=auth,

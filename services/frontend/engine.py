@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from kadence_protocol import avro
 from kadence_protocol.enums import ActivityState
@@ -52,6 +52,7 @@ from .errors import (
     InvalidArgument,
     NotFound,
     QueryFailed,
+    RecordTooLarge,
     RequestRefused,
     Unavailable,
     WorkflowAlreadyClosed,
@@ -253,11 +254,12 @@ class Engine:
         """Stop waiting for a queued command's reply (its caller went away)."""
         self._replies.forget(queued.request_id, queued.waiter)
 
-    async def _produce_all(self, commands: Sequence[tuple[dict[str, Any], bytes]]) -> list[Unavailable | None]:
+    async def _produce_all(self, commands: Sequence[tuple[dict[str, Any], bytes]]
+                           ) -> list[Unavailable | RecordTooLarge | None]:
         """Queue each (record, encoding) of ``commands`` in order under one produce wait and
         await the broker's answers together; per command None, or its own refusal (the
         broker's error, or the wait running out before the broker answered it)."""
-        errors: list[Unavailable | None] = [None] * len(commands)
+        errors: list[Unavailable | RecordTooLarge | None] = [None] * len(commands)
         queued: list[tuple[int, asyncio.Future[Any]]] = []
         try:
             async with self._produce_waits.wait():
@@ -818,7 +820,10 @@ def _answered(name: str, reply: dict[str, Any]) -> dict[str, Any]:
     raise RequestRefused(error, message or f"history refused {name}")
 
 
-def _unavailable(exc: BaseException) -> Unavailable:
+def _unavailable(exc: BaseException) -> Unavailable | RecordTooLarge:
+    if isinstance(exc, MessageSizeTooLargeError):  # the producer's or the broker's limit: for good
+        return RecordTooLarge(f"the command's record is larger than the broker takes (1 MiB by default; its"
+                              f" arguments, memo and ids together): {exc}")
     return Unavailable(f"the broker did not accept the request: {exc!r}")
 
 

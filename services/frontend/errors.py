@@ -83,6 +83,14 @@ class RequestRefused(FrontendError):
         self.error = error or "RequestRefused"
 
 
+class RecordTooLarge(FrontendError):
+    """The command's record is larger than the broker takes: sent again it is refused again,
+    so it is not a 503 to come back after."""
+
+    status = 413
+    error = "RequestEntityTooLarge"
+
+
 class Unavailable(FrontendError):
     """The broker (or another dependency) cannot take the request now: come back (Retry-After),
     as for every 503. A command the broker did not acknowledge within the bound may still be

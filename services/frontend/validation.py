@@ -36,8 +36,12 @@ _INEXACT_BEFORE = frozenset(b"-.eE+")
 _INEXACT_AFTER = frozenset(b"0.eE")
 Body = dict[str, Any]
 # json.dumps(v, separators=(",", ":")) without its encoder built per call, and refusing NaN
-# and Infinity (not JSON) instead of writing them.
-_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# and Infinity (not JSON) instead of writing them. Characters are written as they are, not
+# escaped: escaped, 'é' took 6 bytes of the payload limit and '😀' 12, so 1 MB of text that
+# fits every limit was refused as over 2 MiB. A lone surrogate has no UTF-8 form: a value
+# holding one is written escaped, as before.
+_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_ASCII_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 T = TypeVar("T")
 _TOO_DEEP = "{what} is nested too deeply"
 
@@ -116,14 +120,17 @@ def array_json(body: Body, field: str) -> str | None:
         raise InvalidArgument(f"{field} must be an array", field=field)
     try:
         text = _ARRAY_TEXT(v)
+        if not text.isascii() and common.has_surrogate(text):
+            text = _ASCII_ARRAY_TEXT(v)
     except ValueError:  # NaN or Infinity: refused below, in the words of the JSON check
         text = _json_text(v, field)
     except RecursionError:
         raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
     else:
-        # ASCII JSON text of an array, written by json itself: the parse and Unicode checks
-        # of common.payload cannot refuse it, only its size can.
-        if len(text) <= common.DEFAULT_LIMITS.max_payload_bytes:
+        # JSON text of an array, written by json itself, with no lone surrogate: the parse and
+        # Unicode checks of common.payload cannot refuse it, only its size in UTF-8 can.
+        cap = common.DEFAULT_LIMITS.max_payload_bytes
+        if len(text) <= cap and (text.isascii() or len(text.encode()) <= cap):
             return text
     return checked(common.payload, text, field, array=True)
 
@@ -429,7 +436,8 @@ def _json_text(v: object, field: str) -> str:
     """``v`` (parsed from the body) as JSON text again; a value nested so deeply that json runs
     out of stack writing it (orjson parses 1024 levels, json writes about 990) is refused."""
     try:
-        return json.dumps(v, separators=(",", ":"))
+        text = json.dumps(v, separators=(",", ":"), ensure_ascii=False)  # as _ARRAY_TEXT writes
+        return json.dumps(v, separators=(",", ":")) if common.has_surrogate(text) else text
     except RecursionError:
         raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
 

@@ -65,10 +65,12 @@ class RunCache:
             self.remember(state)
         return state
 
-    def remember(self, state: MutableState) -> None:
+    def remember(self, state: MutableState, *, current: bool = False) -> None:
+        """Cache ``state``; a running run (or ``current``: one a batch just made, whose start
+        event is not added yet) is its workflow's current run from now on."""
         self.runs[state.run_id] = state
         self.runs.move_to_end(state.run_id)
-        if state.running or (state.namespace, state.workflow_id) not in self.current:
+        if current or state.running or (state.namespace, state.workflow_id) not in self.current:
             self.current[(state.namespace, state.workflow_id)] = state.run_id
             self.current.move_to_end((state.namespace, state.workflow_id))
         if state.running or state.status is None:

@@ -84,7 +84,10 @@ class BatchContext:
                        timer_ahead_grace_ms=self.shard.config.timer_ahead_grace_ms)
         self.transitions[state.run_id] = t
         self.run_starts[(state.namespace, state.workflow_id)] = (state.run_id, self.offset)
-        self.shard.remember(state)
+        # Current at once, for the batch's later commands: remembered as not yet running, it
+        # left the run it replaced current, and a second start of the id in the batch, seeing
+        # that run closed, made another run beside this one.
+        self.shard.remember(state, current=True)
         return t
 
     async def run_events(self, run_id: str) -> list[tuple[Event, int]]:

@@ -175,8 +175,8 @@ class Shard:
     async def load(self, run_id: str) -> MutableState | None:
         return await self.cache.load(run_id)
 
-    def remember(self, state: MutableState) -> None:
-        self.cache.remember(state)
+    def remember(self, state: MutableState, *, current: bool = False) -> None:
+        self.cache.remember(state, current=current)
 
     def _cached_current(self, key: tuple[str, str]) -> MutableState | None:
         run_id = self.cache.current.get(key)

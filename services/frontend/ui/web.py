@@ -177,6 +177,8 @@ class Ui:
     # -- plumbing ------------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
+        # An id segment takes any character but '/' ('{x}' is a workflow id the API takes):
+        # aiohttp's default segment pattern refuses '{' and '}'.
         app.router.add_get("/", self.root)
         app.router.add_get("/ui", self.root)
         app.router.add_get("/ui/", self.root)
@@ -186,15 +188,16 @@ class Ui:
         app.router.add_get("/ui/dlq", self.page(self.dead_letters))
         app.router.add_get("/ui/audit", self.page(self.audit))
         app.router.add_get("/ui/namespaces/{namespace}/workflows", self.page(self.workflows))
-        app.router.add_get("/ui/namespaces/{namespace}/workflows/{workflow_id}", self.page(self.workflow))
+        app.router.add_get("/ui/namespaces/{namespace}/workflows/{workflow_id:[^/]+}", self.page(self.workflow))
         app.router.add_get("/ui/namespaces/{namespace}/task-queues", self.page(self.task_queues))
         app.router.add_get("/ui/namespaces/{namespace}/task-queues/{task_queue:[^/]+}", self.page(self.task_queue))
         app.router.add_get("/ui/namespaces/{namespace}/schedules", self.page(self.schedules))
-        app.router.add_post("/ui/api/namespaces/{namespace}/schedules/{schedule_id}/{action}",
+        app.router.add_post("/ui/api/namespaces/{namespace}/schedules/{schedule_id:[^/]+}/{action}",
                             self.action(self.schedule_action))
         app.router.add_post("/ui/api/session", self.action(self.sign_in))
         app.router.add_post("/ui/api/session/end", self.action(self.sign_out))
-        app.router.add_post("/ui/api/namespaces/{namespace}/workflows/{workflow_id}/{action}", self.action(self.act))
+        app.router.add_post("/ui/api/namespaces/{namespace}/workflows/{workflow_id:[^/]+}/{action}",
+                            self.action(self.act))
         app.router.add_post("/ui/api/dlq/redrive", self.action(self.redrive))
 
     def _authorization(self, request: web.Request) -> str | None:

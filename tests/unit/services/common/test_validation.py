@@ -77,6 +77,48 @@ def test_a_bad_start_is_refused_naming_the_field(cmd: dict[str, Any], field: str
     assert refused_field("StartWorkflowExecution", cmd) == field
 
 
+def _activity_on(queue: str) -> dict[str, Any]:
+    return task(started_time=0, commands=[{"command_type": "ScheduleActivityTask", "attributes": {
+        "activity_id": "1", "activity_type": "a", "task_queue": queue, "input": "[]",
+        "schedule_to_close_timeout_ms": 0, "schedule_to_start_timeout_ms": 0, "start_to_close_timeout_ms": 1,
+        "heartbeat_timeout_ms": 0, "retry_policy": None}}])
+
+
+def _child(**kw: Any) -> dict[str, Any]:
+    attrs = {"workflow_id": "c", "workflow_type": "T", "task_queue": "", "input": "[]", "execution_timeout_ms": 0,
+             "run_timeout_ms": 0, "workflow_task_timeout_ms": 0, **kw}
+    return task(started_time=0, commands=[{"command_type": "StartChildWorkflowExecution", "attributes": attrs}])
+
+
+def _continue_on(queue: str) -> dict[str, Any]:
+    return task(started_time=0, commands=[{"command_type": "ContinueAsNewWorkflowExecution",
+                                           "attributes": {"workflow_type": "", "task_queue": queue, "input": None}}])
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+@pytest.mark.parametrize(("kind", "make", "field"), [
+    ("StartWorkflowExecution", lambda d: start(workflow_id=d), "workflow_id"),
+    ("StartWorkflowExecution", lambda d: start(task_queue=d), "task_queue"),
+    ("SignalWithStartWorkflowExecution", lambda d: start(workflow_id=d, signal_name="s", signal_input=None),
+     "workflow_id"),
+    ("RespondWorkflowTaskCompleted", _activity_on, "commands[0].attributes.task_queue"),
+    ("RespondWorkflowTaskCompleted", lambda d: _child(workflow_id=d), "commands[0].attributes.workflow_id"),
+    ("RespondWorkflowTaskCompleted", lambda d: _child(task_queue=d), "commands[0].attributes.task_queue"),
+    ("RespondWorkflowTaskCompleted", _continue_on, "commands[0].attributes.task_queue"),
+])
+def test_a_new_workflow_or_queue_named_by_a_dot_segment_is_refused(
+        dots: str, kind: str, make: Any, field: str) -> None:
+    """'.' and '..' in a URL path are resolved away by every HTTP client: a run of that id, or a
+    queue of that name, could be started but never described, signaled or polled over HTTP."""
+    assert refused_field(kind, make(dots)) == field
+    v.check_command(kind, make("..." if dots == ".." else ".x"))  # only the two dot segments
+
+
+def test_a_command_to_a_dot_workflow_an_older_build_started_still_passes() -> None:
+    # Only new names are refused: an existing run keeps taking what Kafka addresses to it.
+    v.check_command("RequestCancelWorkflowExecution", cancel(workflow_id=".."))
+
+
 def test_nan_is_refused_with_a_clear_message() -> None:
     with pytest.raises(v.Invalid, match="NaN and Infinity are not JSON numbers"):
         v.check_command("StartWorkflowExecution", start(input="[NaN]"))

@@ -249,3 +249,17 @@ def test_an_unknown_command_attribute_or_failure_field_is_refused_naming_it() ->
                          "maximum_attempts": 0, "non_retryable_error_types": [], "max_attempts": 3}}}
     assert field_of(v.commands, {"commands": [schedule]}) == "commands[0].attributes.retry_policy.max_attempts"
     assert field_of(v.failure, {"failure": {"message": "m", "cause": {}}}, "failure", required=True) == "failure.cause"
+
+
+def test_arguments_and_a_memo_keep_their_characters_and_count_their_utf8_bytes() -> None:
+    """Written escaped, 'é' took 6 bytes of the 2 MiB payload limit and '😀' 12: 1 MB of such
+    text in a body under the 1 MiB request limit was refused as over 2 MiB."""
+    text = "\u00e9\U0001f600" * 200_000  # 1.2 MB in UTF-8, 3.6 MB escaped
+    assert v.array_json({"input": [text]}, "input") == f'["{text}"]'
+    assert v.memo({"memo": {"k": text}}) == f'{{"k":"{text}"}}'
+    # A lone surrogate has no UTF-8 form: written escaped, as it came.
+    assert v.array_json({"input": ["\ud800\u00e9"]}, "input") == '["\\ud800\\u00e9"]'
+    assert v.memo({"memo": {"k": "\udfff"}}) == '{"k":"\\udfff"}'
+    with pytest.raises(InvalidArgument) as refused:  # still over the limit in UTF-8 bytes
+        v.array_json({"input": ["\u00e9" * (1024 * 1024 + 1)]}, "input")
+    assert refused.value.field == "input"

@@ -135,6 +135,21 @@ async def test_a_failed_batch_forgets_what_it_changed() -> None:
     assert not cache.runs and not cache.current
 
 
+async def test_a_run_a_batch_just_made_is_current_before_its_start_event() -> None:
+    """The batch context remembers a new run before its WorkflowExecutionStarted is added:
+    remembered as any run, it left the closed run it replaced current, and a second start of
+    the id in the batch made a second running run (tests/e2e/test_start_races.py)."""
+    old = dataclasses.replace(await _state("wf"), status=RunStatus.TERMINATED)
+    cache = RunCache(Store(), 0, Tails())
+    cache.remember(old)
+    fresh = MutableState(namespace="ns", workflow_id="wf", run_id="new")
+    assert not fresh.running
+    cache.remember(fresh)
+    assert cache.current[("ns", "wf")] == old.run_id  # any run: only a running one takes over
+    cache.remember(fresh, current=True)
+    assert cache.current[("ns", "wf")] == "new"
+
+
 async def test_current_runs_are_looked_up_once_per_batch_and_a_start_is_assumed_new() -> None:
     known = await _state("known")
     store = Store(known)
