@@ -20,16 +20,12 @@ from typing import Any, TypeVar
 import orjson
 from fastavro.validation import validate as avro_validate
 
-from kadence_protocol import avro
+from kadence_protocol import avro, exact_json
 from services.common import validation as common
 
 from .errors import InvalidArgument
 
 MAX_NAME = common.MAX_NAME_CHARS
-# A run of 19 digits, found as 19 zeros once every digit reads as a zero: two passes in C
-# over the body, where a regular expression cost more than the parse itself.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGITS = b"0" * 19
 Body = dict[str, Any]
 # json.dumps(v, separators=(",", ":")) without its encoder built per call, and refusing NaN
 # and Infinity (not JSON) instead of writing them.
@@ -68,9 +64,9 @@ def parse_json_body(raw: bytes) -> Body:
 def _fast_loads(raw: bytes) -> Any:
     """The body parsed by orjson, cheaper than json on every request; None
     (or orjson's refusal) leaves it to json, which takes what it always took (UTF-16, a BOM,
-    NaN, lone surrogates) and words the errors as it always did. A body with 19 digits in
-    a row is left to json too: orjson reads an integer past 64 bits as a float."""
-    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
+    NaN, lone surrogates) and words the errors as it always did. A body with an integer past
+    64 bits is left to json too: orjson reads it as a float (exact_json.py)."""
+    if not exact_json.orjson_exact(raw):
         return None
     return orjson.loads(raw)
 
