@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -64,12 +65,14 @@ def answers(count: int) -> list[dict[str, Any]]:
 
     keys = TokenKeys.of([KEY])
     out: list[dict[str, Any]] = []
+    ids = random.Random(count)  # the SDK's run-ahead ids are random 63-bit integers, 19 digits most often
     for i in range(count):
         if i % 2:
             token = TaskToken("default", f"wf-{i}", RUN_ID, 5, 1, "activity", 1, "bench").encode(keys)
             out.append({"operation": "complete_activity_task", "body": {
                 "task_token": token, "result": "[1]", "identity": "1@host", "workflow_task": {
-                    "after_scheduled_event_id": 5, "after_started_time": 1, "started_time": 2, "ahead_id": 1,
+                    "after_scheduled_event_id": 5, "after_started_time": 1, "started_time": 2,
+                    "ahead_id": ids.getrandbits(63),
                     "after_ahead_id": 0,
                     "commands": [{"command_type": "CompleteWorkflowExecution", "attributes": {"result": "[1]"}}]}}})
         else:

@@ -20,20 +20,12 @@ from typing import Any, TypeVar
 import orjson
 from fastavro.validation import validate as avro_validate
 
-from kadence_protocol import avro
+from kadence_protocol import avro, exact_json
 from services.common import validation as common
 
 from .errors import InvalidArgument
 
 MAX_NAME = common.MAX_NAME_CHARS
-# A run of 19 digits, found as 19 zeros once every digit reads as a zero: two passes in C
-# over the body, where a regular expression cost more than the parse itself.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGITS = b"0" * 19
-# Beside a run of 19 digits, what makes it a number orjson may read otherwise than json: a
-# further digit (20 or more: past 64 bits), a minus (below -2**63), a fraction or an exponent.
-_INEXACT_BEFORE = frozenset(b"-.eE+")
-_INEXACT_AFTER = frozenset(b"0.eE")
 Body = dict[str, Any]
 # json.dumps(v, separators=(",", ":")) without its encoder built per call, and refusing NaN
 # and Infinity (not JSON) instead of writing them. Characters are written as they are, not
@@ -76,17 +68,10 @@ def parse_json_body(raw: bytes) -> Body:
 def _fast_loads(raw: bytes) -> Any:
     """The body parsed by orjson, cheaper than json on every request; None
     (or orjson's refusal) leaves it to json, which takes what it always took (UTF-16, a BOM,
-    NaN, lone surrogates) and words the errors as it always did. A body with a number of 19
-    digits or more that orjson could read otherwise is left to json too: orjson reads an
-    integer past 64 bits as a float. A plain 19-digit integer (below 2**64, such as the
-    63-bit run-ahead ids in a worker's answers) it reads exactly, so it stays here."""
-    digits = raw.translate(_DIGITS_AS_ZERO)
-    at = digits.find(_LONG_DIGITS)
-    while at >= 0:
-        end = at + len(_LONG_DIGITS)
-        if (at and digits[at - 1] in _INEXACT_BEFORE) or (end < len(digits) and digits[end] in _INEXACT_AFTER):
-            return None
-        at = digits.find(_LONG_DIGITS, end)
+    NaN, lone surrogates) and words the errors as it always did. A body with an integer past
+    64 bits is left to json too: orjson reads it as a float (exact_json.py)."""
+    if not exact_json.orjson_exact(raw):
+        return None
     return orjson.loads(raw)
 
 

@@ -20,3 +20,23 @@ def test_what_json_cannot_hold_is_still_refused() -> None:
         exact_json.dumps({"x": object()})
     with pytest.raises(ValueError):
         exact_json.loads("{not json")
+
+
+@pytest.mark.parametrize("value", [{"ahead_id": 5719547640277183504}, [2**64 - 1, -(2**63)],
+                                   {"n": 10**18, "m": -(10**18)}])
+def test_integers_within_64_bits_are_read_by_orjson(value: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 63-bit random id (19 digits) in a worker's answer: orjson reads it exactly, json need not.
+    text = exact_json.dumps(value)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("json read a text orjson reads exactly")
+
+    monkeypatch.setattr(exact_json.json, "loads", refuse)
+    assert exact_json.loads(text) == value and exact_json.loads(text.decode()) == value
+
+
+@pytest.mark.parametrize("text", ['{"n": 18446744073709551616}', '[-9223372036854775809]',
+                                  '{"x": [1, 99999999999999999999]}', '{"s": "99999999999999999999", "n": 1}'])
+def test_orjson_exact_says_no_past_64_bits(text: str) -> None:
+    assert not exact_json.orjson_exact(text) and not exact_json.orjson_exact(text.encode())
+    assert exact_json.loads(text) == __import__("json").loads(text)
