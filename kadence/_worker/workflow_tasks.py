@@ -251,14 +251,23 @@ class WorkflowTaskProcessor:
     async def _run_task(self, task: Mapping[str, Any]) -> None:
         run_id = str(task["run_id"])
         took = time.monotonic()
-        if self._timers_ahead:
-            self._handed[run_id] = {"task_token": task.get("task_token"), "workflow_id": task.get("workflow_id"),
-                                    "run_id": task.get("run_id"), "workflow_type": task.get("workflow_type")}
+        cached = self._cache.get(run_id)
+        # A copy of the task the cached run answered last: history's re-dispatch published it
+        # again while the answer was on its way (a burst of starts). The run's lock was held
+        # until the broker acknowledged that answer, so history takes it before this copy's:
+        # the copy is answered from a run of its own (its answer normally stale, ignored) and
+        # the cached run, history's, stays. Replacing it with the copy's run made its next
+        # task a replay (the copy ran at another time than the start history recorded).
+        apart = cached is not None and cached.answered(int(task.get("scheduled_event_id") or 0),
+                                                       int(task.get("attempt") or 1))
+        runner: WorkflowRunner | None = None
         try:
-            runner, commands = await self._activate(task)
+            runner, commands = await (self._replay(task) if apart else self._activate(task))
             if runner.local_activities_waiting():
                 commands = await self._run_local_activities(runner, took)
         except Exception as err:  # noqa: BLE001 - every error becomes a task failure
+            if apart and runner is not None:
+                runner.dispose()
             self._evict(run_id)
             cause = "NonDeterminism" if isinstance(err, NonDeterminismError) else "WorkflowError"
             failing = err.cause if isinstance(err, WorkflowTaskError) and err.cause is not None else err
@@ -275,6 +284,8 @@ class WorkflowTaskProcessor:
                 },
             )
             return
+        if apart:
+            runner.dispose()  # its commands are all this copy's answer needs
         try:
             sent = [c.to_json() for c in commands]
             body = {
@@ -284,12 +295,16 @@ class WorkflowTaskProcessor:
             }
             if self._timers_ahead and not any(_backoff_timer(c) for c in sent):
                 body["runs_timers_ahead"] = True
+            if self._timers_ahead and not apart:
+                # Set once the run is in the cache: a replay evicts what it replaces, and this.
+                self._handed[run_id] = {"task_token": task.get("task_token"), "workflow_id": task.get("workflow_id"),
+                                        "run_id": task.get("run_id"), "workflow_type": task.get("workflow_type")}
             await self._transport.call("POST", "/workflow-tasks/complete", body=body)
         except BaseException:
             # Whether history took the commands is unknown: rebuild from it next time.
             self._evict(run_id)
             raise
-        if runner.finished:
+        if runner.finished and not apart:
             self._evict(run_id)
 
     async def _run_local_activities(self, runner: WorkflowRunner, took: float) -> list[Any]:
@@ -322,6 +337,19 @@ class WorkflowTaskProcessor:
                 except Exception as err:  # noqa: BLE001 - the full replay below decides
                     _log.info("cached run %s could not apply the new events (%s); replaying", run_id, err)
             self._evict(run_id)
+        runner, commands = await self._replay(task, events, updates)
+        self._remember(run_id, runner)
+        return runner, commands
+
+    async def _replay(self, task: Mapping[str, Any], events: Sequence[Mapping[str, Any]] | None = None,
+                      updates: Sequence[Mapping[str, Any]] | None = None) -> tuple[WorkflowRunner, list[Any]]:
+        """A new runner for the task's run, its history replayed and the task run on it (not
+        cached). ``events`` and ``updates``: the task's, decoded already."""
+        if events is None or updates is None:
+            events, updates = task.get("events") or [], task.get("updates") or ()
+            if self._codec is not None:
+                events = await decode_events(self._codec, events)
+                updates = await decode_updates(self._codec, updates)
         if events and int(events[0]["event_id"]) == 1:
             history = list(events)
         else:
@@ -331,8 +359,11 @@ class WorkflowTaskProcessor:
             last = int(history[-1]["event_id"]) if history else 0
             history += [e for e in events if int(e["event_id"]) > last]
         runner = self._new_runner(task, history)
-        commands = runner.apply(history, started_time_ms=started_time, updates=updates)
-        self._remember(run_id, runner)
+        try:
+            commands = runner.apply(history, started_time_ms=int(task.get("started_time") or 0), updates=updates)
+        except BaseException:
+            runner.dispose()
+            raise
         return runner, commands
 
     async def _answer_query(self, task: Mapping[str, Any]) -> None:

@@ -250,6 +250,14 @@ class WorkflowRunner:
                         "attributes": {"scheduled_event_id": scheduled_event_id, "result": result}}
         return self._run_on(result_event, time_ms, ahead_id, activity=scheduled_event_id)
 
+    def answered(self, scheduled_event_id: int, attempt: int) -> bool:
+        """Whether the last task that ran live here is the one scheduled at
+        ``scheduled_event_id`` (that attempt), with nothing run ahead or seen since: a task
+        with those ids handed out again is a copy of one this runner has answered."""
+        task = self._open
+        return (task is not None and task.produced is not None and not task.ahead_id and not self._aheads
+                and task.scheduled_event_id == scheduled_event_id and task.attempt == attempt)
+
     def next_timer(self) -> tuple[str, int] | None:
         """The pending user timer this runner may run the next task ahead on, and when (ms
         by the wall clock): the earliest one the code waits for, when the runner is where

@@ -192,3 +192,49 @@ async def test_the_collector_does_not_run_while_runs_due_together_resume(monkeyp
     await processor.process(_task(FakeHistory("NapSeesCollector")))
     await eventually(lambda: transport.posted("/workflow-tasks/timer-ahead"), what="the timer's task")
     assert seen == [False] and gc.isenabled()
+
+
+async def test_a_copy_of_the_task_answered_last_leaves_the_cached_run_and_its_timer_armed() -> None:
+    # History's re-dispatch hands a task out again while the worker's answer is on its way (a
+    # burst of starts): the copy starts at another time. Its answer goes out, but the cached
+    # run stays the one whose answer history takes first, armed under that task's token.
+    transport = FakeTransport()
+    processor = _processor(transport)
+    task, requested = await _first_task(processor, transport)
+    run_id = task["run_id"]
+    runner = processor._cache[run_id]
+    copy = {**task, "task_token": "tok-copy", "started_time": int(time.time() * 1000)}
+    await processor.process(copy)
+    assert [c["task_token"] for c in transport.posted("/workflow-tasks/complete")] == [task["task_token"], "tok-copy"]
+    assert processor._cache[run_id] is runner and run_id in processor._wakes
+    [sent] = await eventually(lambda: transport.posted("/workflow-tasks/timer-ahead"), what="the timer's task")
+    assert sent["task_token"] == task["task_token"]
+    assert sent["workflow_task"]["after_started_time"] != copy["started_time"]
+    assert sent["workflow_task"]["started_time"] >= requested + NAP_S * 1000
+
+
+@workflow.defn
+class TwoLongNaps:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.sleep(60)
+        await workflow.sleep(60)
+
+
+async def test_a_run_replayed_on_a_task_its_cached_run_cannot_apply_is_armed() -> None:
+    transport = FakeTransport()
+    processor = WorkflowTaskProcessor(transport, namespace="default", workflows=[WorkflowDefinition.of(TwoLongNaps)],
+                                      identity="test", run_timers_ahead=True)
+    history = FakeHistory("TwoLongNaps")
+    await processor.process(_task(history))
+    history.complete_task(transport.posted("/workflow-tasks/complete")[-1]["commands"])
+    history.fire_timer("1")
+    history.schedule_task()
+    # The task handed out with the whole history (not on this worker's sticky queue): the
+    # cached run cannot apply it from event 1 and replays.
+    task = {**_task(history), "events": history.events}
+    await processor.process(task)
+    [_, second] = transport.posted("/workflow-tasks/complete")
+    assert [c["attributes"]["timer_id"] for c in second["commands"]] == ["2"]
+    assert task["run_id"] in processor._wakes  # its next timer wakes here, as any cached run's
+    processor.close()
