@@ -81,7 +81,7 @@ class Worker:
 
         ``max_concurrent_workflow_tasks`` (1,000), ``max_concurrent_activities`` and
         ``max_tasks_per_poll`` (100, the most the server hands out per poll) are ceilings: the
-        limits a worker works with start at 50 tasks at once and 10 per poll, double while
+        limits a worker works with start at 50 tasks at once and 10 per poll, grow fourfold while
         polls come back full (a backlog) and fall back while they come back empty
         (kadence/_worker/adaptive.py), so an untuned worker runs as a tuned one under load. A
         workflow task holds its slot until the frontend has taken its answer, so a small limit caps

@@ -33,7 +33,19 @@ def test_full_answers_grow_poll_size_and_concurrency_up_to_the_ceilings() -> Non
 def test_full_answers_with_slots_to_spare_grow_only_the_poll_size() -> None:
     limits = AdaptiveLimits(max_poll_size=100, max_concurrency=1000)
     limits.observed(10, 10, busy=10)
-    assert (limits.poll_size(), limits.concurrency()) == (20, 50)
+    assert (limits.poll_size(), limits.concurrency()) == (40, 50)
+
+
+def test_a_burst_reaches_the_sdk_ceilings_within_three_full_answers() -> None:
+    # A burst's tasks wait through every poll the limits need to catch up with the backlog.
+    limits = AdaptiveLimits(max_poll_size=100, max_concurrency=1000)
+    seen = []
+    for _ in range(3):  # a backlog: each poll comes back full and every slot is taken
+        asked = limits.poll_size()
+        limits.observed(asked, asked, busy=limits.concurrency())
+        seen.append((limits.poll_size(), limits.concurrency()))
+    assert seen[1][0] == 100  # the poll size at its ceiling after two full answers
+    assert seen[2] == (100, 1000)
 
 
 def test_empty_answers_shrink_back_to_the_floors_but_not_below_what_runs() -> None:
