@@ -15,9 +15,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -39,6 +39,7 @@ from services.common.matching import (
     UnknownQueryError,
 )
 from services.common.outcome import RUNNING
+from services.common.read_bound import ReadTimedOut
 from services.common.telemetry import instrument_poll
 
 from . import async_answers, oversize
@@ -85,6 +86,11 @@ _RECHECK = 5.0  # seconds between row re-reads while a result waits, in case a n
 # ... doubling up to this: 10,000 waits re-read every 5 s were 2,000 reads a second, which
 # slowed the runs they waited for, which made more re-reads (a collapse at 10,000 in flight).
 _RECHECK_MAX = 60.0
+# Seconds before a result wait reads its run again after a read gave up within its bound (the
+# pool's share of result reads busy): it waits holding nothing, woken early by the close.
+_LOOK_AGAIN = 1.0
+
+T = TypeVar("T")
 
 
 class Engine:
@@ -617,37 +623,53 @@ class Engine:
         the close watcher hears of it (it remembers recent closes): the first look at the
         run's status is skipped.
         """
-        if not run_id or wait_seconds <= 0:
-            ex = await self._reads.execution(ns, workflow_id, run_id)
-            if ex.closed or wait_seconds <= 0:
-                return outcome(ex)
-            run_id = ex.run_id
+        if wait_seconds <= 0:
+            return outcome(await self._reads.execution(ns, workflow_id, run_id))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        if not run_id:
+            ex = await self._read_within(lambda: self._reads.waited_execution(ns, workflow_id, None), deadline)
+            if ex.closed:
+                return outcome(ex)
+            run_id = ex.run_id
         look = not just_started
+        seen = just_started  # a look (or the start's own reply) found the run open
         recheck = _RECHECK
         while True:
             fut = self._closes.watch(run_id)
             try:
                 # Read after watching: a close between the two is not missed. Only the
                 # status column is read until the run has closed (or is not there).
-                if look and not fut.done() and await self._reads.status(ns, workflow_id, run_id) != RUNNING:
-                    break
+                failed: ReadTimedOut | None = None
+                if look and not fut.done():
+                    try:
+                        status = await self._reads.status(ns, workflow_id, run_id)
+                    except ReadTimedOut as exc:
+                        # The wait holds no connection while it waits: it looks again soon
+                        # (or is woken by the close) instead of answering 503 with time left.
+                        failed = exc
+                    else:
+                        if status != RUNNING:
+                            break
+                        seen = True
                 look = True
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._shutting_down.done():
+                    if failed is not None and not seen:
+                        raise failed  # never saw the run open: Running would be a guess
                     return {"status": "Running"}
                 self._result_waits.add(fut)
                 try:
                     # Awaited directly, so a close wakes the wait in one loop turn (asyncio.wait
                     # takes two); the timeout cancels the future, which is then not an answer.
-                    async with asyncio.timeout(min(remaining, recheck)):
+                    async with asyncio.timeout(min(remaining, recheck if failed is None else _LOOK_AGAIN)):
                         await fut
                 except TimeoutError:
                     pass
                 finally:
                     self._result_waits.discard(fut)
-                recheck = min(recheck * 2, _RECHECK_MAX)
+                if failed is None:
+                    recheck = min(recheck * 2, _RECHECK_MAX)
                 if fut.done() and not fut.cancelled():
                     closed, answer = fut.result()
                     if answer is not None:
@@ -656,7 +678,22 @@ class Engine:
                         break  # the run closed: no need to look at its status again
             finally:
                 self._closes.unwatch(run_id, fut)
-        return outcome(await self._reads.execution(ns, workflow_id, run_id))
+        return outcome(await self._read_within(lambda: self._reads.waited_execution(ns, workflow_id, run_id),
+                                               deadline))
+
+    async def _read_within(self, read: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """``read()``, tried again after a pause while it gives up (ReadTimedOut: no slot or
+        connection of the pool, or no answer, within the read bound) and a result wait has
+        time left before ``deadline``; the last failure is raised once it has none."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await read()
+            except ReadTimedOut:
+                pause = min(_LOOK_AGAIN, deadline - loop.time())
+                if pause <= 0 or self._shutting_down.done():
+                    raise
+            await asyncio.sleep(pause)
 
     # -- task polls ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from services.common.read_bound import DEFAULT_TIMEOUT_S, BoundedReads
 from services.common.read_budgets import ReadBudgets
 
 from .errors import WorkflowNotFound
-from .status_reads import RunKey, StatusReads
+from .status_reads import ReadsTogether, RunKey, StatusReads
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,35 @@ class ReadStore:
         self._pool = pool
         self._bounded = BoundedReads(pool, read_timeout, budgets=budgets)
         self._statuses = StatusReads(self.statuses)
+        self._runs: ReadsTogether[RunKey, Execution] = ReadsTogether(self.executions)
 
     async def execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
         return _execution(await self._bounded.fetchrow(*_execution_query(namespace, workflow_id, run_id)),
                           namespace, workflow_id, run_id)
+
+    async def waited_execution(self, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
+        """As :meth:`execution`, for a result wait: reads made at once share a query
+        (status_reads.py), so a crowd of waits woken together reads their runs in a few."""
+        found = await self._runs.read((namespace, workflow_id, run_id or ""))
+        if found is None:
+            _execution(None, namespace, workflow_id, run_id)  # raises WorkflowNotFound
+        assert found is not None
+        return found
+
+    async def executions(self, keys: Sequence[RunKey]) -> dict[RunKey, Execution]:
+        """The run each (namespace, workflow id, run id) names, or its workflow's current run
+        where the run id is empty, in one query; a key that names no run is left out."""
+        # One primary-key probe per key, as statuses does.
+        rows = await self._bounded.fetch(
+            "SELECT k.namespace AS key_namespace, k.workflow_id AS key_workflow_id, k.run_id AS key_run_id, x.*"
+            " FROM unnest($1::text[], $2::text[], $3::text[]) AS k (namespace, workflow_id, run_id)"
+            f" CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM executions e"
+            "   WHERE e.run_id = COALESCE(NULLIF(k.run_id, ''), (SELECT c.run_id FROM current_executions c"
+            "     WHERE c.namespace = k.namespace AND c.workflow_id = k.workflow_id))"
+            "   AND e.namespace = k.namespace AND e.workflow_id = k.workflow_id LIMIT 1) AS x",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+        return {(r["key_namespace"], r["key_workflow_id"], r["key_run_id"]):
+                _execution(r, r["key_namespace"], r["key_workflow_id"], r["key_run_id"] or None) for r in rows}
 
     async def history_page(self, namespace: str, workflow_id: str, run_id: str | None, first: int,
                            limit: int) -> tuple[Execution, list[dict[str, Any]]]:

@@ -16,6 +16,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -139,3 +140,57 @@ async def test_history_pages_read_their_run_and_events_together(small_pool: Clus
 async def _all_of(handle: Any) -> list[dict[str, Any]] | None:
     events: list[dict[str, Any]] = await handle.history(page_size=1)
     return events if len(events) >= 4 else None
+
+
+WAITS = 60  # result waits asked at once, half naming their run and half not
+
+
+async def test_result_waits_outlast_a_stall_of_their_reads_without_503(small_pool: Cluster) -> None:
+    """Many result waits whose reads of the run cannot be served for a while (each gives up
+    within the read bound) keep waiting, holding no connection, and look again: none answers
+    503 while its wait has time left. Before, each wait read its run alone, the share of
+    result reads held two of them and every other wait gave up with 503 (engine.result)."""
+    url = small_pool.url
+    async with await Client.connect(url, namespace="default") as client:
+        ids = await _start(client, "waited", WAITS // 2)
+        runs = {wid: (await client.get_workflow_handle(wid).describe())["run_id"] for wid in ids}
+    blocker = await asyncpg.connect(small_pool.settings.database_url)
+    observer = await asyncpg.connect(small_pool.settings.database_url)
+    answers: list[tuple[int, dict[str, Any]]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+        async def wait(wid: str, run_id: str | None) -> None:
+            params = {"wait_seconds": "4", **({"run_id": run_id} if run_id else {})}
+            async with http.get(f"{url}/api/v1/namespaces/default/workflows/{wid}/result", params=params) as resp:
+                answers.append((resp.status, await resp.json()))
+
+        async def stuck_reads() -> set[Any]:
+            return {r["query_start"] for r in await observer.fetch(
+                "SELECT query_start FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%executions%'")}
+
+        lock = blocker.transaction()
+        await lock.start()
+        try:
+            await blocker.execute("LOCK TABLE executions IN ACCESS EXCLUSIVE MODE")
+            calls = [asyncio.ensure_future(wait(wid, runs[wid] if i % 2 else None))
+                     for i in range(WAITS) for wid in [ids[i % len(ids)]]]
+            first = min(await eventually(stuck_reads, what="result reads stuck on the lock"))
+            # Held past the read bound: the stuck reads give up, then either every wait has
+            # answered (503, as before) or a wait reads its run again, a bound after the first.
+
+            async def looked_again_or_answered() -> bool:
+                bound = timedelta(milliseconds=READ_TIMEOUT_MS)
+                return len(answers) == WAITS or any(start - first >= bound for start in await stuck_reads())
+
+            await eventually(looked_again_or_answered, what="a read of the run again, or every answer")
+        finally:
+            await lock.rollback()
+            await blocker.close()
+            await observer.close()
+        await asyncio.gather(*calls)
+
+    statuses = Counter(status for status, _ in answers)
+    assert statuses == Counter({200: WAITS}), (statuses, [body for status, body in answers if status != 200][:3])
+    assert all(body == {"status": "Running"} for _, body in answers)
