@@ -229,21 +229,17 @@ def _quote(value: str) -> str:
     return quote(value, safe="")
 
 
-@pytest.fixture(scope="module")
-async def secured(module_broker: EmbeddedBroker, module_dsn: str,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    """One cluster with authentication for the module's two tests that sign in (as
-    tests/e2e/conftest.py module_cluster): one terminates a run of its own, the other
-    creates namespace `shop`, which nothing else here uses; each has a browser of its own."""
-    config = tmp_path_factory.mktemp("secured") / "auth.json"
+@pytest.fixture
+async def secured(broker: EmbeddedBroker, fresh_dsn: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    config = tmp_path / "auth.json"
     config.write_text(json.dumps({"api_keys": [
         api_key_entry("ops", "ops-key", [{"namespace": "*", "permissions": ["admin"]}]),
         api_key_entry("viewer", "viewer-key", [{"namespace": "default", "permissions": ["read"]}]),
         api_key_entry("shopper", "shop-key", [{"namespace": "shop", "permissions": ["read"]}]),
         api_key_entry("nobody", "nobody-key", []),
     ]}))
-    settings = Settings(kafka_bootstrap=module_broker.bootstrap, database_url=module_dsn, shards=2,
-                        task_partitions=2, frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
+                        frontend_port=0, session_timeout_ms=2000, auth_config=str(config))
     async with Cluster(settings) as c:
         yield c
 
