@@ -66,6 +66,8 @@ _RESULTS = "/workflow-results"
 _log = logging.getLogger(__name__)
 _LONG_POLL_SECONDS = 30.0
 _MAX_LONG_POLL_SECONDS = 600.0  # the frontend's bound on wait_seconds
+# A query with its own timeout: the HTTP request waits this much longer than the server does.
+QUERY_ANSWER_MARGIN_S = 15.0
 #: Starts, signals, terminates and the other calls with a request id are sent again with
 #: the same request id when the frontend is unreachable or answers 503/504 or 429: waits
 #: from 0.2 s doubling to 2 s, jittered, or the answer's Retry-After if longer (capped at
@@ -542,20 +544,30 @@ class WorkflowHandle:
             await self.client._idempotent(f"{self._path}/signal", body,
                                           what=f"signal {name} to workflow {self.workflow_id}")
 
-    async def query(self, query: str | Callable[..., Any], *args: Any, result_type: Any = None) -> Any:
+    async def query(self, query: str | Callable[..., Any], *args: Any, result_type: Any = None,
+                    timeout: float | timedelta | None = None) -> Any:
         """Ask a running (or closed) workflow a question; QueryFailedError if its handler fails.
-        The answer is converted to the handler's return annotation (or ``result_type``)."""
+        The answer is converted to the handler's return annotation (or ``result_type``).
+        ``timeout`` (at most 600 s; default the server's 10 s) is how long the server waits
+        for a worker's answer before answering 504 (RPCError)."""
         if result_type is None and not isinstance(query, str):
             result_type = signature_of(query, method=True).result
         return await self.client._outbound.query_workflow(QueryWorkflowInput(self, query_name_of(query), args,
-                                                                             result_type))
+                                                                             result_type, timeout=timeout))
 
     async def _query(self, input: QueryWorkflowInput) -> Any:
         name = input.query
-        body = {"query_type": name, "args": await self.client._encode_args(input.args, f"query {name}"),
-                "run_id": self._target_run_id}
+        body: dict[str, Any] = {"query_type": name,
+                                "args": await self.client._encode_args(input.args, f"query {name}"),
+                                "run_id": self._target_run_id}
+        http_timeout = None  # the transport's own
+        if input.timeout is not None:
+            body["timeout_ms"] = to_millis(input.timeout)
+            # The HTTP request outlasts the server's wait, so that its 504 is what is seen.
+            http_timeout = body["timeout_ms"] / 1000 + QUERY_ANSWER_MARGIN_S
         with extra_headers(input.headers):
-            answer = await self.client.transport.call("POST", f"{self._path}/query", body=body)
+            answer = await self.client.transport.call("POST", f"{self._path}/query", body=body,
+                                                      timeout=http_timeout)
         return await self.client._decode_value(answer.get("result"), input.result_type, f"result of query {name}")
 
     async def describe(self) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class QueryWorkflowInput:
     args: Sequence[Any]
     result_type: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | timedelta | None = None  # None: the server's (10 s)
 
 
 @dataclass

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-__all__ = ["stop_consumer"]
+__all__ = ["broker_gone", "stop_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +29,38 @@ log = logging.getLogger(__name__)
 # hold up to the rebalance timeout) and asks to leave the group: with the broker gone, that is
 # up to the client's request timeout (40 s). A stop must end: past this, what is left is closed.
 STOP_WAIT_S = 10.0
+# Set within broker_gone(): the broker is known to have died, so that wait cannot end well.
+_BROKER_GONE: contextvars.ContextVar[bool] = contextvars.ContextVar("kadence_broker_gone", default=False)
+
+
+@contextlib.contextmanager
+def broker_gone() -> Iterator[None]:
+    """Within this (and tasks started within it), :func:`stop_consumer` does not wait for a
+    consumer's stop: its broker is known to be gone (``kadence dev``'s broker child died), so
+    leaving the group cannot succeed and waiting :data:`STOP_WAIT_S` for it only delays the exit.
+    The consumer's parts are closed all the same."""
+    token = _BROKER_GONE.set(True)
+    try:
+        yield
+    finally:
+        _BROKER_GONE.reset(token)
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop ``consumer`` and every part of it, also when its broker is gone, within about
-    :data:`STOP_WAIT_S`. The caller's own cancellation, or an error of the stop that is not
-    Kafka's, is raised once the parts are closed; a Kafka error of the stop, an error of a
-    part closed after it, or a stop cut short, is logged."""
+    :data:`STOP_WAIT_S` (at once within :func:`broker_gone`). The caller's own cancellation,
+    or an error of the stop that is not Kafka's, is raised once the parts are closed; a Kafka
+    error of the stop, an error of a part closed after it, or a stop cut short, is logged."""
     own: BaseException | None = None  # raised at the end: the caller's cancellation, a fault of stop()
+    wait = 0.0 if _BROKER_GONE.get() else STOP_WAIT_S
     try:
-        async with asyncio.timeout(STOP_WAIT_S):
+        # stop() marks the consumer closed before its first wait: cut short there, the parts
+        # are closed below.
+        async with asyncio.timeout(wait):
             await consumer.stop()
         return
     except TimeoutError:
-        reason = f"it did not end within {STOP_WAIT_S:g} s"
+        reason = "its broker is gone" if wait == 0 else f"it did not end within {wait:g} s"
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling() > 0:

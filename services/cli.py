@@ -296,23 +296,33 @@ async def _dev_locked(args: argparse.Namespace, data: Path, lock: DirectoryLock)
         return 0
     finally:
         if cluster is not None:
-            # Its broker keeps nothing across a restart: visibility projects what it can first.
-            await _stop_cluster(cluster)
+            # Its broker keeps nothing across a restart: visibility projects what it can first
+            # (unless the broker has died: then nothing is left to project).
+            await _stop_cluster(cluster, broker_alive=broker is not None and broker.process.poll() is None)
         if broker is not None:
             broker.stop()
         pg.stop()
         signals.shutdown()
 
 
-async def _stop_cluster(cluster: Any) -> None:
+async def _stop_cluster(cluster: Any, *, broker_alive: bool = True) -> None:
     """Stop the services, then let the broker and PostgreSQL be stopped whatever happened: with
     the broker gone (it died), aiokafka's consumer.stop() re-raised the cancellation of its own
     fetch retry (kadence_protocol/kafka_stop.py now closes what it left), which ended kadence
-    dev in a traceback before it stopped them."""
+    dev in a traceback before it stopped them.
+
+    With the broker dead, the waits that need it are skipped: a consumer's leave of its group
+    (up to kafka_stop.STOP_WAIT_S) and visibility's drain (up to VISIBILITY_DRAIN_S) cannot
+    succeed, and only delayed the exit a supervisor waits for by about 15 s."""
+    from kadence_protocol.kafka_stop import broker_gone
     from services.cluster import VISIBILITY_DRAIN_S
 
     try:
-        await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
+        if broker_alive:
+            await cluster.stop(drain_visibility_s=VISIBILITY_DRAIN_S)
+        else:
+            with broker_gone():
+                await cluster.stop()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

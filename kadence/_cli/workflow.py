@@ -474,14 +474,16 @@ def signal(workflow_id: str | None, run_id: str | None, query: str | None, yes: 
 @RUN_ID
 @click.option("--name", required=True, help="The query's name.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="JSON", help="One argument as JSON; repeatable.")
+@click.option("--timeout", type=click.FloatRange(0, 600), default=None, metavar="SECONDS",
+              help="How long the server waits for a worker's answer (default 10 s; exit 4 past it).")
 @_output_option
 @with_client
-def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], output: str, address: str,
-          namespace: str, api_key: str | None) -> None:
+def query(workflow_id: str, run_id: str | None, name: str, inputs: tuple[str, ...], timeout: float | None,
+          output: str, address: str, namespace: str, api_key: str | None) -> None:
     """Ask a workflow a query (answered by a worker) and print the answer as JSON."""
     args = _json_args(inputs, "--input")
     _print_json(_run(address, namespace,
-                     lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).query(name, *args)))
+                     lambda c: c.get_workflow_handle(workflow_id, run_id=run_id).query(name, *args, timeout=timeout)))
 
 
 @workflow.command(short_help="Terminate a running workflow (or every run a query matches).",

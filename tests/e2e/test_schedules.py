@@ -36,12 +36,25 @@ from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS, ApprovalWorkflow, EchoWork
 pytestmark = pytest.mark.timeout(150)
 
 
-@pytest.fixture
-async def quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
+def _quick(broker: EmbeddedBroker, dsn: str) -> Settings:
     """A cluster whose scheduler looks five times a second."""
-    settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=fresh_dsn, shards=2, task_partitions=2,
-                        frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
-    async with Cluster(settings) as c:
+    return Settings(kafka_bootstrap=broker.bootstrap, database_url=dsn, shards=2, task_partitions=2,
+                    frontend_port=0, session_timeout_ms=2000, scheduler_interval_ms=200)
+
+
+@pytest.fixture(scope="module")
+async def quick(module_broker: EmbeddedBroker, module_dsn: str) -> AsyncIterator[Cluster]:
+    """One such cluster for the module's tests (as tests/e2e/conftest.py module_cluster): each
+    uses schedule ids, workflow ids and task queues of its own, deletes a schedule that would
+    go on firing often, and counts only its own schedules' firings and dead letters."""
+    async with Cluster(_quick(module_broker, module_dsn)) as c:
+        yield c
+
+
+@pytest.fixture
+async def own_quick(broker: EmbeddedBroker, fresh_dsn: str) -> AsyncIterator[Cluster]:
+    """Such a cluster for one test, which stops it."""
+    async with Cluster(_quick(broker, fresh_dsn)) as c:
         yield c
 
 
@@ -90,11 +103,12 @@ async def test_cancel_other_asks_the_previous_run_to_cancel_and_starts_once_it_c
                 after = await eventually(functools.partial(_workflow, client, following), what=f"run {following}")
                 assert before is not None
                 assert before["close_time"] is not None and before["close_time"] <= after["start_time"]
+            await client.delete_schedule("cancelling")  # the module's cluster goes on with other tests
 
 
 async def test_firings_missed_while_down_are_caught_up_within_the_window_older_ones_skipped(
-        quick: Cluster) -> None:
-    cluster = quick
+        own_quick: Cluster) -> None:
+    cluster = quick = own_quick
     client = await Client.connect(cluster.url)
     try:
         await client.create_schedule("catchup", EchoWorkflow.run, "x", task_queue="q-catchup", interval="1s",
@@ -150,6 +164,7 @@ async def test_jitter_delays_each_firing_by_its_own_deterministic_amount(quick: 
         async with Worker(client, task_queue="q-jitter", workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES):
             fired = await eventually(lambda: _described(client, "jittery", lambda d: d["actions_started"] >= 3),
                                      timeout=30, what="three firings")
+        await client.delete_schedule("jittery")  # the module's cluster goes on with other tests
         recent = fired["recent_actions"]
         assert isinstance(recent, list)
         for action in recent:
@@ -285,7 +300,7 @@ async def test_a_cron_start_whose_schedule_id_would_pass_the_limit_is_refused(qu
 
 
 async def test_a_trigger_of_a_cron_start_while_its_run_is_open_is_skipped_not_dead_lettered(
-        quick: Cluster, broker: EmbeddedBroker) -> None:
+        quick: Cluster, module_broker: EmbeddedBroker) -> None:
     """A cron start's schedule starts one workflow id: a trigger while its run was open was
     counted started, and its start went to kadence.dlq refused as WorkflowAlreadyStarted."""
     async with await Client.connect(quick.url) as client:
@@ -300,7 +315,8 @@ async def test_a_trigger_of_a_cron_start_while_its_run_is_open_is_skipped_not_de
         assert [(a["how"], a["result"]) for a in described["recent_actions"]] == [
             ("triggered", "started"), ("triggered", "skipped")]
         assert described["actions_started"] == 1
-    letters = [e for e in await dead_letters.list_dead_letters(broker.bootstrap) if wid.encode() in (e.key or b"")]
+    letters = [e for e in await dead_letters.list_dead_letters(module_broker.bootstrap)
+               if wid.encode() in (e.key or b"")]
     assert letters == []
 
 

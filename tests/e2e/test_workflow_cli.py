@@ -150,9 +150,13 @@ async def test_terminate_and_the_exit_codes_scripts_rely_on(client: Client, clus
     ok(running)
     still = await cli(cluster, "result", "-w", f"slow-{tag}", "--timeout", "0.5")
     assert still.exit_code == 1 and "still running" in still.output
-    # No worker polls its queue: the query times out (504), "no answer" like an unreachable frontend.
-    unanswered = await cli(cluster, "query", "-w", f"slow-{tag}", "--name", "current")
+    # No worker polls its queue: the query times out (504), "no answer" like an unreachable frontend,
+    # after the --timeout asked (1 s), not the server's default 10 s.
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    unanswered = await cli(cluster, "query", "-w", f"slow-{tag}", "--name", "current", "--timeout", "1")
     assert unanswered.exit_code == 4 and "no worker" in unanswered.output, unanswered.output
+    assert 1 <= loop.time() - asked < 8
 
 
 def test_kadence_workflow_is_mounted_on_the_kadence_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ from kadence import Client, Worker, workflow
 from kadence._http import HttpTransport
 from kadence._retry import retrying
 from kadence._worker.answers import AnswerBatcher
-from kadence._worker.poller import Reachability
+from kadence._worker.poller import REFUSALS_BEFORE_STOPPING, Reachability
 from kadence.common import Backoff
 from kadence.exceptions import ResourceExhaustedError, RPCError
 from tests.helpers import eventually
@@ -348,7 +348,9 @@ class Idle:
 async def test_a_worker_backs_off_on_throttled_polls_and_is_not_refused(
         throttling: tuple[Throttling, str]) -> None:
     server, url = throttling
-    server.refuse, server.retry_after_ms = 5, 100  # more than REFUSALS_BEFORE_STOPPING polls
+    # One more than REFUSALS_BEFORE_STOPPING polls, each waiting the asked 100 ms (the poller's
+    # floor), doubling.
+    server.refuse, server.retry_after_ms = REFUSALS_BEFORE_STOPPING + 1, 100
 
     async with Client(HttpTransport(url, "default")) as client:
         worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
@@ -469,13 +471,13 @@ def _gaps(seen: list[tuple[float, Any]]) -> list[float]:
 
 async def test_a_busy_frontends_retry_after_is_waited_on_a_503(busy: tuple[BusyFrontend, str]) -> None:
     server, url = busy
-    server.refuse = 2
+    server.refuse, server.retry_after = 2, "0.3"
     async with Client(HttpTransport(url, "default"), retry=FAST, batch_calls=False) as client:
         await client.get_workflow_handle("w1").signal("poke")
     sent = server.seen[f"{ROOT}/workflows/w1/signal"]
     assert len(sent) == 3 and len({body["request_id"] for _, body in sent}) == 1
-    # Each retry waited the frontend's Retry-After (1 s), not the client's 0.01 s backoff.
-    assert all(gap >= 0.99 for gap in _gaps(sent)), _gaps(sent)
+    # Each retry waited the frontend's Retry-After (0.3 s), not the client's 0.01-0.05 s backoff.
+    assert all(gap >= 0.29 for gap in _gaps(sent)), _gaps(sent)
 
 
 @pytest.mark.parametrize("retry_after", ["3600", "Retry-After-ms"])
@@ -532,7 +534,9 @@ async def test_terminate_is_retried_with_one_request_id_drawn_per_call(flaky: tu
 
 async def test_a_worker_waits_a_busy_frontends_retry_after_between_polls(busy: tuple[BusyFrontend, str]) -> None:
     server, url = busy
+    # 0.5 s: past the poller's own first waits (0.1 s, 0.2 s, jittered by up to a fifth).
     server.refuse = refused = 2
+    server.retry_after = "0.5"
 
     async with Client(HttpTransport(url, "default")) as client:
         worker = Worker(client, task_queue="q", workflows=[Idle], workflow_pollers=1)
@@ -543,20 +547,20 @@ async def test_a_worker_waits_a_busy_frontends_retry_after_between_polls(busy: t
         with contextlib.suppress(asyncio.CancelledError):
             await running
     gaps = _gaps(server.seen[path][:refused + 1])
-    assert all(gap >= 0.99 for gap in gaps), gaps  # not the poller's own 0.1 s, 0.2 s
+    assert all(gap >= 0.49 for gap in gaps), gaps  # not the poller's own 0.1 s, 0.2 s
 
 
 async def test_an_update_wait_without_a_timeout_outlasts_the_retry_budget(busy: tuple[BusyFrontend, str]) -> None:
     """result() and an update's wait follow one rule: without a timeout, they wait for the
     outcome through an outage however long, not the client's retry budget."""
     server, url = busy
-    server.busy_for, server.retry_after = 1.5, None  # five times the budget
-    async with Client(HttpTransport(url, "default"), retry=Backoff(attempts=0, within=0.3, first=0.01, cap=0.05),
+    server.busy_for, server.retry_after = 0.75, None  # five times the budget
+    async with Client(HttpTransport(url, "default"), retry=Backoff(attempts=0, within=0.15, first=0.01, cap=0.05),
                       batch_calls=False) as client:
         update = client.get_workflow_handle("w1").get_update_handle("u-1")
         assert await asyncio.wait_for(update.result(), 20) == "done"
     asks = server.seen[f"{ROOT}/workflows/w1/update"]
-    assert asks[-1][0] - asks[0][0] >= 1.4
+    assert asks[-1][0] - asks[0][0] >= 0.7
     assert {body["update_id"] for _, body in asks} == {"u-1"}
 
 

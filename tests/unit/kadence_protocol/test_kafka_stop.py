@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from kadence_protocol.kafka_stop import stop_consumer
+from kadence_protocol.kafka_stop import STOP_WAIT_S, broker_gone, stop_consumer
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -68,3 +68,25 @@ async def test_the_caller_s_own_cancellation_is_still_raised() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.get_running_loop().create_task(stopping())
     assert consumer._client.closed
+
+
+class Leaving(Consumer):
+    """A group member whose stop waits to leave its group, as with its broker gone."""
+
+    def __init__(self) -> None:
+        super().__init__(RuntimeError("unused"), None)
+        self.closed = False
+
+    async def stop(self) -> None:
+        self.closed = True  # as aiokafka's stop() marks it before its first wait
+        await asyncio.sleep(60)
+
+
+async def test_with_the_broker_known_gone_the_stop_waits_for_nothing_and_closes_the_client() -> None:
+    consumer = Leaving()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with broker_gone():
+        await stop_consumer(consumer)
+    assert loop.time() - began < STOP_WAIT_S / 4
+    assert consumer.closed and consumer._client.closed

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kadence._worker import poller
 from kadence._worker.poller import REFUSALS_BEFORE_STOPPING, Poller, Slots
 from kadence.exceptions import RPCError, WorkerRefusedError
 from tests.helpers import eventually
@@ -52,8 +53,11 @@ async def test_refused_polls_in_a_row_end_the_poller_with_a_clear_error() -> Non
     assert caught.value.path == "/task-queues/q/workflow-tasks/poll" and "api_key" in str(caught.value)
 
 
-async def test_fewer_refusals_or_unavailable_answers_are_retried() -> None:
-    # Refusals broken by an answer start counting again; 503s never stop the poller.
+async def test_fewer_refusals_or_unavailable_answers_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refusals broken by an answer start counting again; 503s never stop the poller. What is
+    # looked at is whether it polls again, not how long it waits: the backoff is capped at 20 ms
+    # instead of 10 s (its doubling from 0.1 s made five failures take three seconds).
+    monkeypatch.setattr(poller, "_MAX_BACKOFF_S", 0.02)
     errors = [*(_forbidden() for _ in range(REFUSALS_BEFORE_STOPPING - 1)), RPCError(503, "Unavailable", "busy"),
               *(_forbidden() for _ in range(REFUSALS_BEFORE_STOPPING - 1))]
     transport = Answers(*errors)
