@@ -41,8 +41,12 @@ def _runs_fit(text: Any, zeros: Any, long: Any, zero: Any, minus: Any) -> bool:
     i = zeros.find(long)
     while i >= 0:
         j = i + len(long)
-        while j < end and zeros[j] == zero:
+        if j < end and zeros[j] == zero:
             j += 1
+            if j < end and zeros[j] == zero:
+                # 21 digits or more: past 64 bits whatever they are, and not read by int(),
+                # which refuses past 4,300 digits and costs the square of the length.
+                return False
         start = i - 1 if i and text[i - 1] == minus else i
         if not _ORJSON_LOW <= int(text[start:j]) <= _ORJSON_HIGH:
             return False

@@ -40,3 +40,14 @@ def test_integers_within_64_bits_are_read_by_orjson(value: object, monkeypatch: 
 def test_orjson_exact_says_no_past_64_bits(text: str) -> None:
     assert not exact_json.orjson_exact(text) and not exact_json.orjson_exact(text.encode())
     assert exact_json.loads(text) == __import__("json").loads(text)
+
+
+@pytest.mark.parametrize("digits", [21, 4_301, 100_000])
+def test_a_long_run_of_digits_is_left_to_json_without_reading_it_as_a_number(digits: int) -> None:
+    """A run past 20 digits is past 64 bits whatever it holds: the check says no before int(),
+    which refuses more than 4,300 digits (the frontend answered 500 to a long string of
+    zeros in a reason or a description)."""
+    for text in ('{"reason": "%s"}' % ("0" * digits), '{"n": -%s}' % ("9" * digits)):
+        assert not exact_json.orjson_exact(text) and not exact_json.orjson_exact(text.encode())
+    text = '{"reason": "%s"}' % ("0" * digits)
+    assert exact_json.loads(text) == {"reason": "0" * digits}
