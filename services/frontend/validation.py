@@ -27,13 +27,11 @@ from .errors import InvalidArgument
 
 MAX_NAME = common.MAX_NAME_CHARS
 Body = dict[str, Any]
-# json.dumps(v, separators=(",", ":")) without its encoder built per call, and refusing NaN
-# and Infinity (not JSON) instead of writing them. Characters are written as they are, not
-# escaped: escaped, 'é' took 6 bytes of the payload limit and '😀' 12, so 1 MB of text that
-# fits every limit was refused as over 2 MiB. A lone surrogate has no UTF-8 form: a value
-# holding one is written escaped, as before.
-_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-_ASCII_ARRAY_TEXT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# json.dumps(v, separators=(",", ":")) without its encoder built per call: by allow_nan, the
+# encoder writing characters as they are and the one escaping them (see _unescaped).
+_ENCODERS = {allow_nan: (json.JSONEncoder(separators=(",", ":"), allow_nan=allow_nan, ensure_ascii=False).encode,
+                         json.JSONEncoder(separators=(",", ":"), allow_nan=allow_nan).encode)
+             for allow_nan in (False, True)}
 T = TypeVar("T")
 _TOO_DEEP = "{what} is nested too deeply"
 
@@ -104,9 +102,7 @@ def array_json(body: Body, field: str) -> str | None:
     if not isinstance(v, list):
         raise InvalidArgument(f"{field} must be an array", field=field)
     try:
-        text = _ARRAY_TEXT(v)
-        if not text.isascii() and common.has_surrogate(text):
-            text = _ASCII_ARRAY_TEXT(v)
+        text = _unescaped(v, allow_nan=False)  # NaN and Infinity are not JSON
     except ValueError:  # NaN or Infinity: refused below, in the words of the JSON check
         text = _json_text(v, field)
     except RecursionError:
@@ -421,10 +417,19 @@ def _json_text(v: object, field: str) -> str:
     """``v`` (parsed from the body) as JSON text again; a value nested so deeply that json runs
     out of stack writing it (orjson parses 1024 levels, json writes about 990) is refused."""
     try:
-        text = json.dumps(v, separators=(",", ":"), ensure_ascii=False)  # as _ARRAY_TEXT writes
-        return json.dumps(v, separators=(",", ":")) if common.has_surrogate(text) else text
+        return _unescaped(v, allow_nan=True)
     except RecursionError:
         raise InvalidArgument(_TOO_DEEP.format(what=field), field=field) from None
+
+
+def _unescaped(v: object, *, allow_nan: bool) -> str:
+    """``v`` as compact JSON text with its characters as they are, not escaped: escaped, 'é'
+    took 6 bytes of the payload limit and '😀' 12, so 1 MB of text that fits every limit was
+    refused as over 2 MiB. A lone surrogate has no UTF-8 form: a value holding one is written
+    escaped, as before."""
+    plain, escaped = _ENCODERS[allow_nan]
+    text = plain(v)
+    return escaped(v) if not text.isascii() and common.has_surrogate(text) else text
 
 
 def policy(body: Body, field: str, allowed: frozenset[str]) -> str:
