@@ -72,8 +72,7 @@ class ReadStore:
         (status_reads.py), so a crowd of waits woken together reads their runs in a few."""
         found = await self._runs.read((namespace, workflow_id, run_id or ""))
         if found is None:
-            _execution(None, namespace, workflow_id, run_id)  # raises WorkflowNotFound
-        assert found is not None
+            raise _not_found(namespace, workflow_id, run_id)
         return found
 
     async def executions(self, keys: Sequence[RunKey]) -> dict[RunKey, Execution]:
@@ -175,11 +174,15 @@ def _execution_query(namespace: str, workflow_id: str, run_id: str | None) -> tu
             " WHERE c.namespace = $1 AND c.workflow_id = $2", namespace, workflow_id)
 
 
+def _not_found(namespace: str, workflow_id: str, run_id: str | None) -> WorkflowNotFound:
+    which = f"run {run_id} of workflow" if run_id else "workflow"
+    return WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
+                            field="run_id" if run_id else "workflow_id")
+
+
 def _execution(row: Any, namespace: str, workflow_id: str, run_id: str | None) -> Execution:
     if row is None:
-        which = f"run {run_id} of workflow" if run_id else "workflow"
-        raise WorkflowNotFound(f"{which} {workflow_id!r} was not found in namespace {namespace!r}",
-                               field="run_id" if run_id else "workflow_id")
+        raise _not_found(namespace, workflow_id, run_id)
     try:
         summary = orjson.loads(bytes(row["summary"])) if row["summary"] else {}
     except orjson.JSONDecodeError:
