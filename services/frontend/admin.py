@@ -37,7 +37,7 @@ from services.common.schedules import (
     ScheduleSpec,
     iso_utc,
 )
-from services.common.validation import DOT_SEGMENTS
+from services.common.validation import DOT_SEGMENTS, addressable
 from services.common.visibility.reads import VisibilityReads
 from services.common.visibility.sql import QueryError, stored_attributes
 
@@ -171,9 +171,7 @@ class AdminHandlers:
         sid = v.name(body, "schedule_id")
         if len(sid) > MAX_SCHEDULE_ID:
             raise InvalidArgument(f"schedule_id must be at most {MAX_SCHEDULE_ID} characters", field="schedule_id")
-        if sid in DOT_SEGMENTS:  # as a namespace's name: no call could name it in a path
-            raise InvalidArgument(f"schedule_id {sid!r} is a dot segment in a path, which HTTP clients resolve"
-                                  " away, so no call could name the schedule", field="schedule_id")
+        v.checked(addressable, sid, "schedule_id")  # as a new workflow's id: no call could name a dot segment
         try:
             d = ScheduleDefinition.from_json(body)
         except ScheduleError as exc:
